@@ -1,0 +1,256 @@
+"""The asset factory: one Dagster asset per pipeline step, one job per pipeline.
+
+Each asset's op resolves the pipeline with the run's parameters, runs its step through
+:func:`osiris_dagster.runner.run_step` in the run's session, and returns a TableRef (extractors,
+processors) or a MaterializeResult (writers). The IO manager hands TableRefs downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from .errors import PipelineInvalidError, StepError
+from .io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
+from .masking import Masker
+from .naming import dagster_name
+from .oml import Pipeline, validate_pipeline
+from .resources import OsirisResource
+from .runner import StepOutcome, TableRef, data_upstreams, finish_run_if_done, run_step
+from .session import Session
+from .translator import OsirisStepData, OsirisTranslator
+
+progress_log = logging.getLogger("osiris_dagster.progress")
+
+IO_MANAGER_KEY = "osiris_io_manager"
+RESOURCE_KEY = "osiris"
+_PY_TO_DAGSTER = {bool: dg.Bool, int: dg.Int, float: dg.Float, str: dg.String}
+
+
+@dataclass
+class OsirisPipelineDefs:
+    """Everything Dagster needs for one pipeline file."""
+
+    pipeline: Pipeline
+    assets: list[dg.AssetsDefinition]
+    job: dg.UnresolvedAssetJobDefinition
+    params_resource_key: str
+    params_resource: dg.ResourceDefinition
+    asset_keys: dict[str, dg.AssetKey] = field(default_factory=dict)
+
+
+def params_resource_key(pipeline: Pipeline) -> str:
+    return dagster_name("osiris_params", pipeline.name)
+
+
+def build_osiris_assets(pipeline_path: str | Path, translator: OsirisTranslator | None = None,
+                        text: str | None = None) -> OsirisPipelineDefs:
+    """Assets, job and params resource for one pipeline file (raises PipelineInvalidError)."""
+    path = Path(pipeline_path).resolve()
+    text = path.read_text(encoding="utf-8") if text is None else text
+    result = validate_pipeline(path, text=text)
+    if result.pipeline is None:
+        raise PipelineInvalidError(str(pipeline_path), result.errors)
+    pipeline = result.pipeline
+    translator = translator or OsirisTranslator()
+    specs = {s.id: translator.get_asset_spec(OsirisStepData(pipeline, s)) for s in pipeline.steps}
+    keys = {sid: spec.key for sid, spec in specs.items()}
+    res_key = params_resource_key(pipeline)
+    assets = [
+        _step_asset(pipeline, step.id, specs, keys, text, res_key) for step in pipeline.steps
+    ]
+    job = dg.define_asset_job(
+        name=dagster_name(pipeline.name),
+        selection=dg.AssetSelection.assets(*keys.values()),
+        description=pipeline.description or f"All steps of Osiris pipeline '{pipeline.name}'.",
+        tags={"osiris/pipeline": dagster_name(pipeline.name)},
+    )
+    return OsirisPipelineDefs(pipeline, assets, job, res_key, params_resource(pipeline, text),
+                              dict(keys))
+
+
+def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
+    """Run config for parameters: `resources: {<key>: {config: {params: {...}, profile: ...}}}`.
+
+    Fields have no defaults on purpose: an omitted value falls back to OML default < env <
+    profile at run time, as in Osiris; a given value is explicit and wins.
+    """
+    from .oml.diagnostics import Collector
+    from .oml.params import declared_params
+    from .oml.yaml_lines import load_yaml_with_lines
+
+    doc = load_yaml_with_lines(text)
+    specs = declared_params(doc, Collector(str(pipeline.path)))
+    fields = {}
+    for name, spec in specs.items():
+        dtype = _PY_TO_DAGSTER.get(spec.type, dg.Any) if spec.type else dg.Any
+        desc = spec.description or f"Parameter '{name}'."
+        if spec.has_default:
+            desc += f" OML default: {spec.default!r}."
+        fields[name] = dg.Field(dtype, is_required=False, description=desc)
+    profiles = doc.get("profiles") if isinstance(doc.get("profiles"), dict) else {}
+    schema = {
+        "params": dg.Field(dg.Shape(fields), is_required=False,
+                           description=f"Parameters of pipeline '{pipeline.name}'; omitted ones "
+                                       "come from OSIRIS_PARAM_<NAME>, the profile, or the OML "
+                                       "default."),
+        "profile": dg.Field(dg.String, is_required=False,
+                            description="Profile whose params apply (default 'dev' when defined)."
+                                        + (f" Profiles: {', '.join(profiles)}." if profiles
+                                           else "")),
+    }
+    return dg.ResourceDefinition(resource_fn=lambda init: dict(init.resource_config or {}),
+                                 config_schema=schema,
+                                 description=f"Run parameters of pipeline '{pipeline.name}'")
+
+
+def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSpec],
+                keys: Mapping[str, dg.AssetKey], text: str, res_key: str
+                ) -> dg.AssetsDefinition:
+    step = pipeline.step(step_id)
+    spec = specs[step_id]
+    data_ups = data_upstreams(pipeline, step)
+    ins = {f"in_{i}": dg.AssetIn(key=keys[up]) for i, up in enumerate(data_ups)}
+    input_steps = {f"in_{i}": up for i, up in enumerate(data_ups)}
+    ordering = [keys[n] for n in step.needs if n not in data_ups]
+    out = dg.AssetOut.from_spec(spec.replace_attributes(deps=[]), io_manager_key=IO_MANAGER_KEY)
+
+    @dg.multi_asset(
+        name=dagster_name(pipeline.name, step.id),
+        outs={"result": out},
+        ins=ins,
+        deps=ordering,
+        required_resource_keys={RESOURCE_KEY, res_key},
+        op_tags={"osiris/pipeline": dagster_name(pipeline.name)},
+    )
+    def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
+        return _execute_step(context, pipeline, step_id, text, res_key,
+                             {input_steps[k]: v for k, v in inputs.items()})
+
+    return _compute
+
+
+def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
+                  text: str, res_key: str, upstream_refs: Mapping[str, TableRef]) -> Any:
+    osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
+    run_cfg: dict[str, Any] = getattr(context.resources, res_key) or {}
+    pipeline = _resolve_for_run(template, text, run_cfg)
+    masker = Masker()
+    session = Session(osiris.settings(), context.run_id, masker)
+
+    def on_progress(sid: str, fields: dict[str, Any]) -> None:
+        parts = [f"{k}={v}" for k, v in fields.items()]
+        context.log.info(f"step '{sid}' progress: {' '.join(parts)}")
+        progress_log.info("progress", extra={"osiris": {"event": "progress", "step_id": sid,
+                                                        **fields}})
+
+    progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
+                                                 "component": pipeline.step(step_id).component,
+                                                 "session_id": session.session_id,
+                                                 "session_dir": str(session.dir)}})
+    try:
+        outcome = run_step(pipeline, step_id, session, upstream_refs,
+                           osiris.connections(pipeline.path), on_progress=on_progress)
+    except StepError as exc:
+        progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
+                                                     "error": exc.reason}})
+        _finish(context, session, pipeline)
+        raise dg.Failure(description=str(exc),
+                         metadata={"osiris/session_id": session.session_id,
+                                   "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
+                                   "osiris/events": dg.MetadataValue.path(
+                                       str(session.events_path))}) from None
+    progress_log.info("done", extra={"osiris": {
+        "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
+        "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
+        "target": outcome.result.target, "table": outcome.result.table}})
+    _finish(context, session, pipeline)
+    metadata = materialisation_metadata(session, outcome)
+    if outcome.ref is None:
+        return dg.MaterializeResult(metadata=metadata)
+    return dg.Output(outcome.ref, metadata=metadata)
+
+
+def _resolve_for_run(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:
+    """The pipeline with this run's parameters; they may change values, never the structure."""
+    result = validate_pipeline(template.path, text=text, params=run_cfg.get("params") or {},
+                               profile=run_cfg.get("profile"))
+    if result.pipeline is None:
+        raise dg.Failure(description=str(PipelineInvalidError(str(template.path),
+                                                              result.errors)))
+    if result.pipeline.structure() != template.structure():
+        raise dg.Failure(description=f"pipeline '{template.name}': parameters must not change "
+                                     "step ids, components or needs; reload the code location")
+    return result.pipeline
+
+
+def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipeline) -> None:
+    try:
+        selected = _selected_steps(context, pipeline)
+        finish_run_if_done(session, pipeline, selected)
+    except Exception as exc:  # bookkeeping must never fail a step
+        context.log.warning(f"could not update run_end in {session.events_path}: {exc}")
+
+
+def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Sequence[str]:
+    """Steps this run executes: the job's (possibly subsetted) nodes, narrowed to
+    step_keys_to_execute on re-execution."""
+    by_op = {dagster_name(pipeline.name, s.id): s.id for s in pipeline.steps}
+    in_job = {node.name for node in context.job_def.nodes}
+    step_keys = context.run.step_keys_to_execute
+    if step_keys is not None:
+        in_job &= {k.split("[")[0] for k in step_keys}
+    return [sid for op, sid in by_op.items() if op in in_job]
+
+
+def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str, Any]:
+    result = outcome.result
+    md: dict[str, Any] = {
+        META_SESSION_ID: session.session_id,
+        "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
+        "rows_read": dg.MetadataValue.int(result.rows_read),
+        "rows_written": dg.MetadataValue.int(result.rows_written),
+        "duration_s": dg.MetadataValue.float(round(outcome.duration_s, 3)),
+    }
+    if outcome.ref is not None:
+        ref = outcome.ref
+        md["dagster/row_count"] = dg.MetadataValue.int(ref.rows)
+        md["dagster/column_schema"] = dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in ref.columns]))
+        md["dagster/table_name"] = f"pipeline_data.main.{ref.table}"
+        md["dagster/uri"] = Path(ref.db_path).as_uri()
+        md[META_SESSION_DB] = dg.MetadataValue.path(ref.db_path)
+        md[META_TABLE] = ref.table
+        if outcome.preview is not None:
+            md["preview"] = dg.MetadataValue.md(markdown_table(*outcome.preview))
+    if result.target:
+        md["target"] = dg.MetadataValue.path(result.target)
+        if not result.target.startswith(("mysql", "postgres", "supabase")):
+            md["dagster/uri"] = Path(result.target).as_uri()
+    for k, v in result.extra_metadata.items():
+        md[k] = v
+    return md
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
+    def cell(v: Any) -> str:
+        text = "" if v is None else str(v)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    if not columns:
+        return "_(no columns)_"
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
+             "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    if not rows:
+        lines.append("_(no rows)_")
+    return "\n".join(lines)
+
+

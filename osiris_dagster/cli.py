@@ -1,0 +1,288 @@
+"""The `osiris-dagster` command line: validate pipelines and run them through Dagster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import OsirisError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OsirisError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="osiris-dagster",
+                                description="Run Osiris OML pipelines as Dagster assets.")
+    sub = p.add_subparsers(dest="command")
+
+    v = sub.add_parser("validate", help="check pipeline files; report every error with its line")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="parameter value (repeatable)")
+    v.add_argument("--profile", help="profile whose params apply")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser("run", help="materialise a pipeline's assets through Dagster")
+    r.add_argument("pipeline", metavar="PIPELINE")
+    r.add_argument("--connections", metavar="FILE", help="osiris_connections.yaml to use")
+    r.add_argument("--sessions-dir", metavar="DIR",
+                   help="root of session directories (default $OSIRIS_SESSIONS_DIR or "
+                        ".osiris_sessions)")
+    r.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="parameter value (repeatable); beats env, profile and OML default")
+    r.add_argument("--profile", help="profile whose params apply (default: dev if defined)")
+    r.add_argument("--select", action="append", default=[], metavar="STEP",
+                   help="run only this step (repeatable); upstreams come from their latest "
+                        "sessions")
+    r.add_argument("--debug", action="store_true", help="show tracebacks")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OsirisError(f"--param expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+# -- validate -------------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .oml import validate_pipeline
+
+    params = _parse_params(args.param)
+    invalid = 0
+    for f in args.files:
+        result = validate_pipeline(f, params=params, profile=args.profile)
+        for d in result.errors:
+            print(str(d))
+        for d in result.warnings:
+            print(f"warning: {d}", file=sys.stderr)
+        if result.ok:
+            steps = len(result.pipeline.steps) if result.pipeline else 0
+            print(f"{f}: valid ({steps} steps, {len(result.warnings)} warnings)")
+        else:
+            invalid += 1
+            print(f"{f}: {len(result.errors)} error(s)", file=sys.stderr)
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+# -- run ------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    warnings.filterwarnings("ignore")
+    from .oml import validate_pipeline
+
+    params = _parse_params(args.param)
+    path = Path(args.pipeline)
+    result = validate_pipeline(path, params=params, profile=args.profile)
+    for d in result.warnings:
+        print(f"warning: {d}", file=sys.stderr)
+    if result.pipeline is None:
+        for d in result.errors:
+            print(str(d), file=sys.stderr)
+        print(f"{path}: not run: {len(result.errors)} error(s)", file=sys.stderr)
+        return EXIT_INVALID
+    pipeline = result.pipeline
+    unknown = [s for s in args.select if s not in {st.id for st in pipeline.steps}]
+    if unknown:
+        print(f"error: --select names unknown step(s) {', '.join(unknown)} of pipeline "
+              f"'{pipeline.name}' (steps: {', '.join(s.id for s in pipeline.steps)})",
+              file=sys.stderr)
+        return EXIT_INVALID
+    if args.connections:
+        from .connections import find_connections_file
+
+        find_connections_file(args.connections)  # fail early (exit 2) when missing
+
+    from .settings import Settings
+
+    settings = Settings.from_env(args.sessions_dir)
+    return _run_with_dagster(args, pipeline, params, settings)
+
+
+def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str, str],
+                      settings: Any) -> int:
+    import dagster as dg
+
+    from .assets import build_osiris_assets, params_resource_key
+    from .loader import build_definitions
+    from .oml.params import coerce, declared_params
+    from .session import Session
+
+    defs_one = build_osiris_assets(pipeline.path)
+    typed = _typed_params(pipeline.path, params, coerce, declared_params)
+    defs = build_definitions([pipeline.path], sessions_dir=str(settings.sessions_dir),
+                             connections_file=args.connections)
+    job = defs.resolve_job_def(defs_one.job.name)
+    instance = _instance(settings)
+    run_id = str(uuid.uuid4())
+    run_cfg: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    res_cfg: dict[str, Any] = {}
+    if typed:
+        res_cfg["params"] = typed
+    if args.profile:
+        res_cfg["profile"] = args.profile
+    if res_cfg:
+        run_cfg["resources"] = {params_resource_key(pipeline): {"config": res_cfg}}
+    selection = [defs_one.asset_keys[s] for s in args.select] or None
+
+    session = Session(settings, run_id)
+    out = sys.stdout
+    print(f"pipeline {pipeline.name} ({pipeline.path})", file=out)
+    print(f"session  {run_id}", file=out)
+    handler = _ProgressPrinter(out)
+    plog = logging.getLogger("osiris_dagster.progress")
+    plog.addHandler(handler)
+    plog.setLevel(logging.INFO)
+    plog.propagate = False
+    started = time.monotonic()
+    try:
+        res = job.execute_in_process(run_config=run_cfg, instance=instance, run_id=run_id,
+                                     asset_selection=selection, raise_on_error=False,
+                                     tags={"osiris/session_dir": str(session.dir)})
+    finally:
+        plog.removeHandler(handler)
+    elapsed = time.monotonic() - started
+    _finish_events(session, res.success)
+    print("", file=out)
+    for line in handler.summary():
+        print(line, file=out)
+    print(f"session dir: {session.dir}", file=out)
+    if res.success:
+        print(f"done in {elapsed:.1f}s", file=out)
+        return EXIT_OK
+    failure = _failure_message(res) or "the run failed (see the Dagster event log)"
+    if handler.errors:
+        for step_id, error in handler.errors:
+            print(f"error: pipeline '{pipeline.name}', step '{step_id}' failed: {error}",
+                  file=sys.stderr)
+    else:
+        print(f"error: {failure}", file=sys.stderr)
+    if args.debug:
+        for ev in res.all_events:
+            if ev.is_failure and ev.step_failure_data:
+                print(ev.step_failure_data.error.to_string(), file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _typed_params(path: Path, params: dict[str, str], coerce: Any, declared_params: Any
+                  ) -> dict[str, Any]:
+    from .oml.diagnostics import Collector
+    from .oml.yaml_lines import load_yaml_with_lines
+
+    specs = declared_params(load_yaml_with_lines(path.read_text(encoding="utf-8")),
+                            Collector(str(path)))
+    typed = {}
+    for k, v in params.items():
+        if k in specs:  # undeclared params have no slot in run config (validated above)
+            typed[k] = coerce(specs.get(k), v, "--param")
+    return typed
+
+
+def _instance(settings: Any) -> Any:
+    """$DAGSTER_HOME when set, else a persistent instance under the sessions root."""
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    home = settings.sessions_dir / ".dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    return dg.DagsterInstance.local_temp(tempdir=str(home))
+
+
+def _finish_events(session: Any, success: bool) -> None:
+    if not session.events_path.exists():
+        return
+    if not any(e.get("event") == "run_end" for e in session.read_events()):
+        session.log_event("run_end", status="success" if success else "failure")
+
+
+def _failure_message(res: Any) -> str | None:
+    for ev in res.all_events:
+        if ev.is_failure and ev.step_failure_data is not None:
+            err = ev.step_failure_data.user_failure_data
+            if err is not None and err.description:
+                return err.description
+            return ev.step_failure_data.error.message.strip() if ev.step_failure_data.error \
+                else None
+    return None
+
+
+class _ProgressPrinter(logging.Handler):
+    """Prints one line per step start/finish and a heartbeat line for long steps."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self.out = out
+        self.rows: dict[str, tuple[int, int, float, str | None]] = {}
+        self.errors: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        data = getattr(record, "osiris", None)
+        if not isinstance(data, dict):
+            return
+        ev, sid = data.get("event"), data.get("step_id")
+        if ev == "step_start":
+            line = f"  > {sid} ({data.get('component')}) started"
+        elif ev == "step_complete":
+            rows = data.get("rows_written") if data.get("table") is None else \
+                data.get("rows_written")
+            target = data.get("target")
+            self.rows[sid] = (int(data.get("rows_read") or 0), int(rows or 0),
+                              float(data.get("duration") or 0), target)
+            suffix = f" -> {target}" if target else ""
+            line = f"  ok {sid}: {rows} rows in {float(data.get('duration') or 0):.2f}s{suffix}"
+        elif ev == "step_error":
+            self.errors.append((sid, str(data.get("error"))))
+            line = f"  FAILED {sid}: {str(data.get('error')).splitlines()[0]}"
+        elif ev == "progress":
+            rows = data.get("rows")
+            rows_txt = f", {rows} rows so far" if rows is not None else ""
+            line = f"  .. {sid}: running {data.get('elapsed_s')}s{rows_txt}" + (
+                f" ({data['message']})" if data.get("message") else "")
+        else:
+            return
+        print(line, file=self.out, flush=True)
+
+    def summary(self) -> list[str]:
+        lines = []
+        for sid, (_read, written, duration, target) in self.rows.items():
+            where = f" -> {target}" if target else ""
+            lines.append(f"{sid}: {written} rows ({duration:.2f}s){where}")
+        return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""The contract between the runtime and a driver. No Dagster here.
+
+A driver is a function ``run(ctx, config, inputs) -> DriverResult``:
+
+- ``ctx`` is a :class:`StepContext`: a DuckDB connection to the step's workspace (an in-memory
+  database with the session database attached as ``session``), where every upstream is visible as
+  a view ``df_<sanitised id>`` (and ``input_df`` when there is exactly one upstream);
+- ``config`` is the step's resolved config (params substituted, spec defaults applied, the
+  ``connection`` reference removed); the resolved connection, if any, is ``ctx.connection``;
+- ``inputs`` lists the upstream tables in ``needs`` order.
+
+Extractors and processors call ``ctx.create_output(select_sql)``, which builds the step's table
+under a temporary name and swaps it in atomically. Writers read ``inputs[0]`` and write outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class UpstreamTable:
+    """An upstream step's output as the driver sees it."""
+
+    step_id: str
+    view_name: str  # df_<sanitised id> (already a valid identifier, no quoting needed)
+    relation: str  # fully qualified, quoted SQL relation of the underlying table
+    columns: tuple[tuple[str, str], ...] = ()  # (name, duckdb type)
+
+
+@dataclass
+class DriverResult:
+    """What a step produced. ``table`` is None for writers (they produce no session table)."""
+
+    table: str | None
+    rows_read: int = 0
+    rows_written: int = 0
+    target: str | None = None  # writers: file path or table they wrote
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class StepContext(Protocol):
+    """What a driver may use. Implemented by :class:`osiris_dagster.runtime.StepWorkspace`."""
+
+    step_id: str
+    pipeline_name: str
+    con: duckdb.DuckDBPyConnection
+    output_table: str
+    artifacts_dir: Path
+    tmp_dir: Path
+    connection: Mapping[str, Any] | None
+    base_dir: Path | None  # from an @filesystem connection's base_dir, resolved to an absolute path
+
+    def create_output(self, select_sql: str, params: Sequence[Any] | None = None) -> int:
+        """Materialise ``select_sql`` as the step's table (atomically); returns its row count."""
+        ...
+
+    def log_metric(self, name: str, value: Any, **fields: Any) -> None: ...
+
+    def log_event(self, name: str, **fields: Any) -> None: ...
+
+    def progress(self, rows: int | None = None, message: str | None = None) -> None:
+        """Report progress of a long step (shown by the CLI and in the Dagster logs)."""
+        ...
+
+    def resolve_path(self, path: str) -> Path:
+        """A config path made absolute: against ``base_dir`` if set, else the working directory."""
+        ...
+
+
+Driver = Callable[[StepContext, Mapping[str, Any], Sequence[UpstreamTable]], DriverResult]

@@ -1,0 +1,43 @@
+"""Exceptions with enough context (pipeline, step, file, line) to act on without a traceback."""
+
+from __future__ import annotations
+
+
+class OsirisError(Exception):
+    """Base class: a message meant for the person running the pipeline."""
+
+
+class PipelineInvalidError(OsirisError):
+    """The pipeline file has validation errors; `diagnostics` lists every one of them."""
+
+    def __init__(self, path: str, diagnostics: list) -> None:  # list[Diagnostic]
+        self.path = path
+        self.diagnostics = diagnostics
+        lines = "\n".join(str(d) for d in diagnostics if d.severity == "error")
+        super().__init__(f"{path} is not a valid Osiris pipeline:\n{lines}")
+
+
+class ConnectionError_(OsirisError):
+    """A connection reference could not be resolved (names the family, alias, field, variable)."""
+
+
+class StepError(OsirisError):
+    """A step failed while running; the message names the pipeline and step."""
+
+    def __init__(self, pipeline: str, step_id: str, message: str) -> None:
+        self.pipeline = pipeline
+        self.step_id = step_id
+        self.reason = message
+        super().__init__(f"pipeline '{pipeline}', step '{step_id}': {message}")
+
+
+class DriverError(OsirisError):
+    """Raised by drivers for problems the user can fix (bad file, bad SQL, missing column)."""
+
+
+class SessionLockedError(OsirisError):
+    """The session database is held by another process for longer than the lock timeout."""
+
+
+class UpstreamMissingError(OsirisError):
+    """An upstream table needed by a step is gone (its session was deleted)."""

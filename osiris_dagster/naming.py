@@ -1,0 +1,75 @@
+"""How step ids become SQL names, table names and Dagster names."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+_NON_WORD = re.compile(r"[^0-9A-Za-z_]")
+
+
+def sanitise(name: str) -> str:
+    """Osiris `step_naming`: every char outside [0-9A-Za-z_] -> '_', '_' prefix before a digit."""
+    out = _NON_WORD.sub("_", name)
+    if not out or out[0].isdigit():
+        out = "_" + out
+    return out
+
+
+def _short_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+
+
+def upstream_view_names(upstream_ids: Iterable[str]) -> dict[str, str]:
+    """`df_<sanitised id>` per upstream; ids that collide get `_<8 hex of sha256(id)>` (Osiris rule)."""
+    ids = list(upstream_ids)
+    base = {i: "df_" + sanitise(i) for i in ids}
+    counts: dict[str, int] = {}
+    for name in base.values():
+        key = name.lower()
+        counts[key] = counts.get(key, 0) + 1
+    return {
+        i: (name + "_" + _short_hash(i) if counts[name.lower()] > 1 else name)
+        for i, name in base.items()
+    }
+
+
+def table_names(step_ids: Iterable[str]) -> dict[str, str]:
+    """Session table per step: the sanitised id, hash-suffixed when two ids would collide.
+
+    DuckDB identifiers are case-insensitive, so collisions are checked case-insensitively.
+    """
+    ids = list(step_ids)
+    base = {i: sanitise(i) for i in ids}
+    counts: dict[str, int] = {}
+    for name in base.values():
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    return {
+        i: (name + "_" + _short_hash(i) if counts[name.lower()] > 1 else name)
+        for i, name in base.items()
+    }
+
+
+def dagster_name(*parts: str) -> str:
+    """A name valid for Dagster ops, jobs, groups and resource keys (^[A-Za-z0-9_]+$)."""
+    joined = "__".join(_NON_WORD.sub("_", p) for p in parts)
+    return joined if joined and not joined[0].isdigit() else "_" + joined
+
+
+def quote_ident(name: str) -> str:
+    """Quote a SQL identifier for DuckDB."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """Quote a SQL string literal for DuckDB."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+_KEY_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
+
+
+def asset_key_part(name: str) -> str:
+    """One asset-key component: keeps letters, digits, '_' and '-'; anything else becomes '_'."""
+    return _KEY_UNSAFE.sub("_", name) or "_"

@@ -1,0 +1,114 @@
+"""The validated, resolved pipeline: immutable, no line bookkeeping, no Dagster, no DuckDB."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .diagnostics import Diagnostic
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_hex(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StepDagster:
+    """Per-step settings from `x-dagster.steps.<id>`."""
+
+    description: str | None = None
+    owners: tuple[str, ...] = ()
+    tags: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class DagsterSettings:
+    """The top-level `x-dagster:` block."""
+
+    group: str | None = None
+    owners: tuple[str, ...] = ()
+    tags: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    steps: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def for_step(self, step_id: str) -> StepDagster:
+        return self.steps.get(step_id, StepDagster())
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    component: str
+    mode: str  # OML mode: read / transform / write
+    needs: tuple[str, ...]  # effective needs, implicit ones included
+    implicit_needs: bool  # True when `needs` was absent and the previous step was injected
+    config: MappingProxyType  # params substituted; `connection` kept as the @ref string
+    line: int
+
+    @property
+    def connection_ref(self) -> str | None:
+        ref = self.config.get("connection")
+        return ref if isinstance(ref, str) else None
+
+    def definition(self) -> dict[str, Any]:
+        return {"id": self.id, "component": self.component, "mode": self.mode,
+                "needs": list(self.needs), "config": _thaw(self.config)}
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes exactly when the step's resolved definition changes (its code_version)."""
+        return sha256_hex(self.definition())[:16]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    path: Path
+    name: str
+    oml_version: str
+    description: str | None
+    steps: tuple[Step, ...]
+    params: MappingProxyType  # effective parameter values
+    profile: str | None
+    dagster: DagsterSettings
+    resolved: MappingProxyType  # the whole resolved document (for the manifest)
+    warnings: tuple[Diagnostic, ...] = ()
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    @property
+    def fingerprint(self) -> str:
+        return "sha256:" + sha256_hex(_thaw(self.resolved))
+
+    def structure(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """What Dagster definitions are built from; parameters must not change it."""
+        return [(s.id, s.component, s.needs) for s in self.steps]
+
+
+def freeze(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return MappingProxyType({k: freeze(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return tuple(freeze(v) for v in obj)
+    return obj
+
+
+def _thaw(obj: Any) -> Any:
+    if isinstance(obj, MappingProxyType | dict):
+        return {k: _thaw(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [_thaw(v) for v in obj]
+    return obj
+
+
+thaw = _thaw

@@ -1,0 +1,194 @@
+"""OML parameters: declaration, precedence and `${params.x}` substitution.
+
+Precedence, lowest to highest: OML default < env `OSIRIS_PARAM_<NAME>` < active profile's params
+< explicit values (CLI `--param`, Dagster run config). A string that is exactly one reference
+takes the parameter's value with its type; references inside longer strings are substituted as
+text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .diagnostics import Collector
+from .yaml_lines import LineDict, LineList
+
+PARAM_REF = re.compile(r"\$\{params\.([^}]+)\}")
+ENV_PREFIX = "OSIRIS_PARAM_"
+_SPEC_KEYS = {"default", "description", "type", "enum", "min", "max", "sensitive", "required"}
+_TYPES = {"string": str, "str": str, "integer": int, "int": int, "number": float,
+          "float": float, "boolean": bool, "bool": bool}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any = None
+    has_default: bool = False
+    description: str = ""
+    type: type | None = None  # from `type:` or the default's type
+    sensitive: bool = False
+    line: int = 0
+
+
+def declared_params(doc: Mapping[str, Any], out: Collector) -> dict[str, ParamSpec]:
+    raw = doc.get("params")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        out.error(_line(doc, "params"), "'params' must be a mapping of name -> default")
+        return {}
+    specs: dict[str, ParamSpec] = {}
+    for name, value in raw.items():
+        line = raw.line_of(name) if isinstance(raw, LineDict) else 0
+        if isinstance(value, dict) and value and set(value) <= _SPEC_KEYS:
+            declared_type = value.get("type")
+            ptype = _TYPES.get(str(declared_type)) if declared_type is not None else None
+            if declared_type is not None and ptype is None:
+                out.error(line, f"parameter '{name}': unknown type '{declared_type}' "
+                                f"(use one of {', '.join(sorted(_TYPES))})")
+            default = value.get("default")
+            has_default = "default" in value
+            if ptype is None and has_default and default is not None:
+                ptype = type(default)
+            specs[str(name)] = ParamSpec(str(name), default, has_default,
+                                         str(value.get("description") or ""), ptype,
+                                         bool(value.get("sensitive")), line)
+        else:
+            specs[str(name)] = ParamSpec(str(name), value, True, "",
+                                         type(value) if value is not None else None, False, line)
+    return specs
+
+
+def coerce(spec: ParamSpec | None, value: Any, source: str) -> Any:
+    """Give a string value from the environment or the CLI the parameter's type."""
+    if spec is None or spec.type is None or not isinstance(value, str) or spec.type is str:
+        return value
+    try:
+        if spec.type is bool:
+            low = value.strip().lower()
+            if low in {"true", "1", "yes", "on"}:
+                return True
+            if low in {"false", "0", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if spec.type is int:
+            return int(value)
+        if spec.type is float:
+            return float(value)
+    except ValueError:
+        raise ValueError(f"parameter '{spec.name}' expects {spec.type.__name__}, got {value!r} "
+                         f"from {source}") from None
+    return value
+
+
+def effective_values(
+    specs: Mapping[str, ParamSpec],
+    doc: Mapping[str, Any],
+    profile: str | None,
+    explicit: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    out: Collector,
+) -> tuple[dict[str, Any], str | None]:
+    """Merge the four sources; returns (values, active profile name)."""
+    values: dict[str, Any] = {n: s.default for n, s in specs.items() if s.has_default}
+    by_lower = {n.lower(): n for n in specs}
+
+    for key, raw in env.items():
+        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
+            lowered = key[len(ENV_PREFIX):].lower()
+            name = by_lower.get(lowered, lowered)
+            _set(values, specs, name, raw, f"environment variable {key}", out)
+
+    profiles = doc.get("profiles")
+    active = None
+    if profiles is not None and not isinstance(profiles, dict):
+        out.error(_line(doc, "profiles"), "'profiles' must be a mapping of name -> {params: ...}")
+        profiles = None
+    if profile:
+        if not profiles or profile not in profiles:
+            names = ", ".join(sorted(profiles or {})) or "none"
+            out.error(_line(doc, "profiles"),
+                      f"profile '{profile}' is not defined in this pipeline (profiles: {names})")
+        else:
+            active = profile
+    elif profiles and "dev" in profiles:
+        active = "dev"  # Osiris's default profile
+    if active:
+        body = profiles[active]
+        pparams = body.get("params") if isinstance(body, dict) else None
+        if body is not None and (not isinstance(body, dict) or
+                                 (pparams is not None and not isinstance(pparams, dict))):
+            out.error(profiles.line_of(active) if isinstance(profiles, LineDict) else 0,
+                      f"profile '{active}' must be a mapping with a 'params' mapping")
+        for name, value in (pparams or {}).items():
+            _set(values, specs, str(name), value, f"profile '{active}'", out)
+
+    for name, value in (explicit or {}).items():
+        _set(values, specs, str(name), value, "an explicit --param / run config value", out)
+    return values, active
+
+
+def _set(values: dict[str, Any], specs: Mapping[str, ParamSpec], name: str, value: Any,
+         source: str, out: Collector) -> None:
+    try:
+        values[name] = coerce(specs.get(name), value, source)
+    except ValueError as exc:
+        out.error(specs[name].line if name in specs else 0, str(exc))
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | None = None,
+               line: int = 0) -> Any:
+    """Copy of obj with `${params.x}` replaced; unresolved references are reported with lines."""
+    if isinstance(obj, LineDict):
+        new = LineDict()
+        new.line, new.key_lines, new.duplicates = obj.line, obj.key_lines, obj.duplicates
+        for k, v in obj.items():
+            new[k] = substitute(v, values, out, step, obj.line_of(k))
+        return new
+    if isinstance(obj, dict):
+        return {k: substitute(v, values, out, step, line) for k, v in obj.items()}
+    if isinstance(obj, LineList):
+        new_list = LineList(substitute(v, values, out, step, obj.line_of(i))
+                            for i, v in enumerate(obj))
+        new_list.line, new_list.item_lines = obj.line, obj.item_lines
+        return new_list
+    if isinstance(obj, list):
+        return [substitute(v, values, out, step, line) for v in obj]
+    if isinstance(obj, str) and "${params." in obj:
+        whole = PARAM_REF.fullmatch(obj.strip())
+        if whole:
+            name = whole.group(1).strip()
+            if name in values:
+                return values[name]
+            out.error(line, f"unresolved parameter '{name}': declare it under 'params', set "
+                            f"{ENV_PREFIX}{name.upper()}, or pass --param {name}=VALUE", step)
+            return obj
+
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1).strip()
+            if name not in values:
+                out.error(line, f"unresolved parameter '{name}': declare it under 'params', set "
+                                f"{ENV_PREFIX}{name.upper()}, or pass --param {name}=VALUE", step)
+                return m.group(0)
+            return _text(values[name])
+
+        return PARAM_REF.sub(repl, obj)
+    return obj
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _line(doc: Mapping[str, Any], key: str) -> int:
+    return doc.line_of(key) if isinstance(doc, LineDict) else 0

@@ -1,0 +1,553 @@
+"""Load and validate an OML v0.1.0 pipeline, reporting every problem with its line."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from ..specs import INLINE_SECRET_NAMES, OML_MODES, ComponentSpec, Prop, get_spec
+from .diagnostics import Collector, Diagnostic
+from .model import DagsterSettings, Pipeline, Step, StepDagster, freeze
+from .params import declared_params, effective_values, substitute
+from .yaml_lines import LineDict, LineList, load_yaml_with_lines, to_plain
+
+KNOWN_TOP = {"oml_version", "name", "steps", "description", "metadata", "params", "profiles"}
+FORBIDDEN_TOP = {"version", "connectors", "tasks", "outputs"}
+KNOWN_STEP = {"id", "component", "mode", "needs", "config"}
+IGNORED_STEP = {"inputs", "outputs", "retry", "timeout", "when", "branch", "fan_out", "fan_in",
+                "hints", "labels", "description"}
+X_DAGSTER_KEYS = {"group", "owners", "tags", "steps"}
+X_DAGSTER_STEP_KEYS = {"description", "owners", "tags"}
+CONNECTION_REF = re.compile(r"^@([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
+_NAME_OK = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_GROUP_OK = re.compile(r"^[A-Za-z0-9_]+$")
+_TAG_KEY_OK = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
+_TAG_VALUE_OK = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
+_OWNER_OK = re.compile(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+
+
+@dataclass
+class ValidationResult:
+    path: Path
+    diagnostics: list[Diagnostic]
+    pipeline: Pipeline | None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def validate_pipeline(
+    path: str | os.PathLike[str],
+    *,
+    params: Mapping[str, Any] | None = None,
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+    text: str | None = None,
+) -> ValidationResult:
+    """Parse and check a pipeline; never raises for bad input (problems are diagnostics)."""
+    p = Path(path)
+    out = Collector(str(path))
+    if text is None:
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            out.error(0, "file not found")
+            return ValidationResult(p, out.items, None)
+        except (OSError, UnicodeDecodeError) as exc:
+            out.error(0, f"cannot read file: {exc}")
+            return ValidationResult(p, out.items, None)
+    try:
+        doc = load_yaml_with_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        out.error(mark.line + 1 if mark else 0, f"invalid YAML: {problem}")
+        return ValidationResult(p, out.items, None)
+    if not isinstance(doc, LineDict):
+        out.error(1, "a pipeline must be a YAML mapping with oml_version, name and steps")
+        return ValidationResult(p, out.items, None)
+
+    pipeline = _check_document(p, doc, out, params, profile,
+                               os.environ if env is None else env)
+    return ValidationResult(p, out.items, pipeline if not out.errors else None)
+
+
+# ---------------------------------------------------------------------------------------------
+def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping[str, Any] | None,
+                    profile: str | None, env: Mapping[str, str]) -> Pipeline | None:
+    _duplicates(doc, out)
+    _check_inline_secrets(doc, out)
+
+    specs = declared_params(doc, out)
+    values, active = effective_values(specs, doc, profile, explicit, env, out)
+    for name in (explicit or {}):
+        if name not in specs:
+            out.warning(0, f"parameter '{name}' was given but is not declared under 'params'")
+
+    version = doc.get("oml_version")
+    if "oml_version" not in doc:
+        out.error(doc.line, "missing required key 'oml_version' (use \"0.1.0\")")
+    elif not isinstance(version, str):
+        out.error(doc.line_of("oml_version"),
+                  "'oml_version' must be a string: quote it, oml_version: \"0.1.0\"")
+    elif not version.startswith("0."):
+        out.error(doc.line_of("oml_version"), f"unsupported oml_version '{version}' (use 0.1.0)")
+    elif version != "0.1.0":
+        out.warning(doc.line_of("oml_version"), f"oml_version '{version}' is not 0.1.0")
+
+    name = doc.get("name")
+    if "name" not in doc:
+        out.error(doc.line, "missing required key 'name'")
+    elif not isinstance(name, str) or not name.strip():
+        out.error(doc.line_of("name"), "'name' must be a non-empty string")
+    elif not _NAME_OK.match(name):
+        out.warning(doc.line_of("name"),
+                    f"name '{name}' should be lower-case kebab-case (e.g. my-pipeline)")
+
+    for key in doc:
+        if key in FORBIDDEN_TOP:
+            out.error(doc.line_of(key), f"legacy key '{key}' is not allowed in OML v0.1.0; "
+                                        "describe the pipeline as 'steps'")
+        elif key not in KNOWN_TOP and not (isinstance(key, str) and key.startswith("x-")):
+            if key == "schedule":
+                out.warning(doc.line_of(key), "'schedule' is ignored; schedules belong in "
+                                              "'x-dagster'")
+            else:
+                out.warning(doc.line_of(key), f"unknown top-level key '{key}' is ignored")
+
+    resolved_doc = LineDict()
+    resolved_doc.line, resolved_doc.key_lines = doc.line, doc.key_lines
+    for key, value in doc.items():
+        if key in ("params", "profiles"):
+            resolved_doc[key] = value
+        else:
+            resolved_doc[key] = substitute(value, values, out, None, doc.line_of(key))
+
+    steps_raw = resolved_doc.get("steps")
+    steps: list[Step] = []
+    if "steps" not in doc:
+        out.error(doc.line, "missing required key 'steps'")
+    elif not isinstance(steps_raw, LineList) or not steps_raw:
+        out.error(doc.line_of("steps"), "'steps' must be a non-empty list")
+    else:
+        steps = _check_steps(steps_raw, out)
+
+    dagster = _check_x_dagster(resolved_doc, {s.id for s in steps}, out)
+
+    if out.errors or not isinstance(name, str):
+        return None
+    plain = to_plain(resolved_doc)
+    plain.pop("profiles", None)
+    plain["params"] = dict(values)
+    return Pipeline(
+        path=path.resolve(),
+        name=name,
+        oml_version=str(version),
+        description=doc.get("description") if isinstance(doc.get("description"), str) else None,
+        steps=tuple(steps),
+        params=freeze(dict(values)),
+        profile=active,
+        dagster=dagster,
+        resolved=freeze(plain),
+        warnings=tuple(out.warnings),
+    )
+
+
+def _duplicates(obj: Any, out: Collector) -> None:
+    if isinstance(obj, LineDict):
+        for key, line in obj.duplicates:
+            out.error(line, f"duplicate key '{key}' (the earlier value would be lost)")
+        for v in obj.values():
+            _duplicates(v, out)
+    elif isinstance(obj, list):
+        for v in obj:
+            _duplicates(v, out)
+
+
+def _check_inline_secrets(doc: LineDict, out: Collector) -> None:
+    """A secret-named key with a literal value: secrets belong in osiris_connections.yaml."""
+
+    def walk(obj: Any, where: str, step: str | None) -> None:
+        if isinstance(obj, LineDict):
+            for key, value in obj.items():
+                k = str(key)
+                if (k.lower() in INLINE_SECRET_NAMES or k.lower() == "authorization") and \
+                        isinstance(value, str) and value.strip() and not value.startswith("${"):
+                    out.error(obj.line_of(key),
+                              f"inline secret in '{where}{k}': do not put credentials in the "
+                              "pipeline; put them in osiris_connections.yaml (with ${ENV_VAR} "
+                              "references) and use config.connection: '@family.alias'", step)
+                else:
+                    walk(value, f"{where}{k}.", step)
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                step_id = step
+                if where == "steps." and isinstance(v, dict) and isinstance(v.get("id"), str):
+                    step_id = v["id"]
+                walk(v, f"{where}{i}." if where != "steps." else "", step_id)
+
+    for key, value in doc.items():
+        if key in ("params", "profiles"):
+            continue
+        walk(value, f"{key}.", None)
+
+
+def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
+    ids: dict[str, int] = {}
+    entries: list[tuple[int, LineDict, str | None]] = []
+    for index, raw in enumerate(steps_raw):
+        line = steps_raw.line_of(index)
+        if not isinstance(raw, LineDict):
+            out.error(line, f"steps[{index}] must be a mapping with id, component, mode, config")
+            continue
+        sid = raw.get("id")
+        if "id" not in raw:
+            out.error(raw.line, f"steps[{index}] is missing required key 'id'")
+            sid = None
+        elif not isinstance(sid, str) or not sid.strip():
+            out.error(raw.line_of("id"), f"steps[{index}].id must be a non-empty string")
+            sid = None
+        elif sid in ids:
+            out.error(raw.line_of("id"), f"duplicate step id (first defined on line {ids[sid]})",
+                      sid)
+        else:
+            ids[sid] = raw.line_of("id")
+        entries.append((index, raw, sid))
+
+    steps: list[Step] = []
+    previous: str | None = None
+    for index, raw, sid in entries:
+        step = _check_step(index, raw, sid, previous, ids, out)
+        if step is not None:
+            steps.append(step)
+        previous = sid if sid is not None else previous
+    if len(steps) == len(entries):
+        _check_cycles(steps, out)
+    return steps
+
+
+def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None,
+                ids: Mapping[str, int], out: Collector) -> Step | None:
+    label = sid
+    ok = sid is not None
+    for key in raw:
+        if key in KNOWN_STEP or (isinstance(key, str) and key.startswith("x-")):
+            continue
+        if key in IGNORED_STEP:
+            out.warning(raw.line_of(key), f"step key '{key}' has no effect in OML v0.1.0 and is "
+                                          "ignored", label)
+        else:
+            out.warning(raw.line_of(key), f"unknown step key '{key}' is ignored", label)
+
+    component = raw.get("component")
+    spec: ComponentSpec | None = None
+    if "component" not in raw:
+        out.error(raw.line, "missing required key 'component'", label)
+        ok = False
+    elif not isinstance(component, str):
+        out.error(raw.line_of("component"), "'component' must be a string", label)
+        ok = False
+    else:
+        spec = get_spec(component)
+        if spec is None:
+            from ..specs import SPECS
+
+            out.error(raw.line_of("component"), f"unknown component '{component}' (known: "
+                                                f"{', '.join(sorted(SPECS))})", label)
+            ok = False
+
+    mode = raw.get("mode")
+    if "mode" not in raw:
+        out.error(raw.line, "missing required key 'mode' (read, transform or write)", label)
+        ok = False
+    elif mode not in OML_MODES:
+        out.error(raw.line_of("mode"), f"mode '{mode}' is not one of read, transform, write",
+                  label)
+        ok = False
+    elif spec is not None and OML_MODES[mode] not in spec.modes:
+        allowed = ", ".join(m for m, c in OML_MODES.items() if c in spec.modes)
+        out.error(raw.line_of("mode"), f"mode '{mode}' is not allowed for component "
+                                       f"'{spec.name}' (allowed: {allowed})", label)
+        ok = False
+
+    needs: tuple[str, ...] = ()
+    implicit = "needs" not in raw
+    if implicit:
+        needs = (previous,) if previous is not None and index > 0 else ()
+    else:
+        raw_needs = raw.get("needs")
+        if raw_needs is None:
+            raw_needs = LineList()
+        if not isinstance(raw_needs, list) or not all(isinstance(n, str) for n in raw_needs):
+            out.error(raw.line_of("needs"), "'needs' must be a list of step ids", label)
+            ok = False
+        else:
+            seen: set[str] = set()
+            for i, n in enumerate(raw_needs):
+                nline = raw_needs.line_of(i) if isinstance(raw_needs, LineList) else \
+                    raw.line_of("needs")
+                if n == sid:
+                    out.error(nline, "a step cannot depend on itself", label)
+                    ok = False
+                elif n not in ids:
+                    out.error(nline, f"needs unknown step '{n}' (steps: {', '.join(ids)})", label)
+                    ok = False
+                elif n in seen:
+                    out.warning(nline, f"'{n}' is listed twice in needs", label)
+                seen.add(n)
+            needs = tuple(dict.fromkeys(raw_needs))
+
+    config = raw.get("config", LineDict())
+    if config is None:
+        config = LineDict()
+    if not isinstance(config, dict):
+        out.error(raw.line_of("config"), "'config' must be a mapping", label)
+        ok = False
+    elif spec is not None:
+        _check_config(spec, config, raw, label, out)
+
+    if not ok or spec is None or sid is None:
+        return None
+    return Step(id=sid, component=spec.name, mode=str(mode), needs=needs,
+                implicit_needs=implicit, config=freeze(to_plain(config)), line=raw.line)
+
+
+def _check_config(spec: ComponentSpec, config: dict, raw: LineDict, step: str | None,
+                  out: Collector) -> None:
+    line_of = config.line_of if isinstance(config, LineDict) else (lambda _k: raw.line)
+    ref = config.get("connection")
+    has_ref = False
+    if "connection" in config:
+        m = CONNECTION_REF.match(ref) if isinstance(ref, str) else None
+        if not m:
+            out.error(line_of("connection"), f"connection must look like '@family.alias', got "
+                                             f"{ref!r}", step)
+        elif m.group(1) != spec.family:
+            out.error(line_of("connection"), f"connection '{ref}' is of family '{m.group(1)}' "
+                                             f"but component '{spec.name}' needs "
+                                             f"'@{spec.family}.<alias>'", step)
+        else:
+            has_ref = True
+
+    for key, value in config.items():
+        if key == "connection":
+            continue
+        prop = spec.properties.get(key)
+        if prop is None:
+            known = ", ".join(sorted(spec.properties))
+            out.error(line_of(key), f"unknown config key '{key}' for {spec.name} "
+                                    f"(known keys: {known})", step)
+            continue
+        problem = _type_problem(prop, value)
+        if problem:
+            out.error(line_of(key), f"config '{key}' {problem}", step)
+        if has_ref and key in spec.connection_fields:
+            policy = spec.connection_fields[key]
+            if policy == "forbidden":
+                out.error(line_of(key), f"'{key}' comes from the connection '{ref}' and must not "
+                                        "be set in the step", step)
+            elif policy == "warning":
+                out.warning(line_of(key), f"'{key}' overrides the value from connection "
+                                          f"'{ref}'", step)
+
+    # With a connection reference (or for components whose credentials always come from a
+    # connection, resolved to the family's default alias), connection fields are not required.
+    exempt = set(spec.connection_fields) if (has_ref or spec.secrets) else set()
+    for key in spec.required:
+        if key not in config and key not in exempt:
+            out.error(line_of("connection") if "connection" in config else raw.line_of("config"),
+                      f"missing required config key '{key}' for {spec.name}", step)
+
+    _check_write_keys(spec, config, line_of, raw, step, out)
+    if spec.name == "mysql.extractor" and "query" not in config and "table" not in config:
+        out.error(raw.line_of("config"), "mysql.extractor needs 'query' or 'table'", step)
+
+
+def _check_write_keys(spec: ComponentSpec, config: dict, line_of: Any, raw: LineDict,
+                      step: str | None, out: Collector) -> None:
+    if spec.name == "supabase.writer":
+        mode = config.get("write_mode", config.get("mode"))
+        if mode in ("replace", "upsert") and not config.get("primary_key"):
+            out.error(line_of("write_mode" if "write_mode" in config else "mode"),
+                      f"write_mode '{mode}' needs 'primary_key' (the column(s) that identify a "
+                      "row)", step)
+    elif spec.name == "mysql.writer":
+        if config.get("mode") == "upsert" and not config.get("upsert_keys"):
+            out.error(line_of("mode"), "mode 'upsert' needs 'upsert_keys'", step)
+
+
+def _type_problem(prop: Prop, value: Any) -> str | None:
+    if isinstance(value, str) and "${" in value:
+        return None  # resolved later (environment references)
+    types = prop.type if isinstance(prop.type, tuple) else (prop.type,)
+    if not any(_is_type(value, t) for t in types):
+        return f"must be {' or '.join(types)}, got {type(value).__name__} {value!r}"
+    if prop.enum is not None and value not in prop.enum:
+        return f"must be one of {', '.join(map(str, prop.enum))}, got {value!r}"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if prop.minimum is not None and value < prop.minimum:
+            return f"must be >= {prop.minimum:g}, got {value}"
+        if prop.maximum is not None and value > prop.maximum:
+            return f"must be <= {prop.maximum:g}, got {value}"
+    if isinstance(value, str):
+        if prop.max_length is not None and len(value) > prop.max_length:
+            return f"must be at most {prop.max_length} character(s), got {value!r}"
+        if prop.min_length is not None and len(value) < prop.min_length:
+            return "must not be empty"
+    return None
+
+
+def _is_type(value: Any, t: str) -> bool:
+    if t == "string":
+        return isinstance(value, str)
+    if t == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if t == "boolean":
+        return isinstance(value, bool)
+    if t == "array":
+        return isinstance(value, list)
+    if t == "object":
+        return isinstance(value, dict)
+    return True
+
+
+def _check_cycles(steps: list[Step], out: Collector) -> None:
+    graph = {s.id: s.needs for s in steps}
+    lines = {s.id: s.line for s in steps}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    out.error(lines[nxt], "dependency cycle: " + " -> ".join(cycle), nxt)
+            elif state.get(nxt) is None:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for s in steps:
+        if s.id not in state:
+            visit(s.id, [])
+
+
+def _check_x_dagster(doc: LineDict, step_ids: set[str], out: Collector) -> DagsterSettings:
+    block = doc.get("x-dagster")
+    if block is None:
+        return DagsterSettings()
+    if not isinstance(block, LineDict):
+        out.error(doc.line_of("x-dagster"), "'x-dagster' must be a mapping")
+        return DagsterSettings()
+    for key in block:
+        if key not in X_DAGSTER_KEYS:
+            out.error(block.line_of(key), f"unknown key 'x-dagster.{key}' (known: "
+                                          f"{', '.join(sorted(X_DAGSTER_KEYS))})")
+    group = block.get("group")
+    if group is not None and (not isinstance(group, str) or not _GROUP_OK.match(group)):
+        out.error(block.line_of("group"), f"x-dagster.group {group!r} must use only letters, "
+                                          "digits and '_'")
+        group = None
+    owners = _owners(block, "x-dagster.owners", out)
+    tags = _tags(block, "x-dagster.tags", out)
+    steps: dict[str, StepDagster] = {}
+    raw_steps = block.get("steps")
+    if raw_steps is not None:
+        if not isinstance(raw_steps, LineDict):
+            out.error(block.line_of("steps"), "x-dagster.steps must map step ids to settings")
+        else:
+            for sid, body in raw_steps.items():
+                line = raw_steps.line_of(sid)
+                if sid not in step_ids:
+                    out.error(line, f"x-dagster.steps names unknown step '{sid}'")
+                    continue
+                if not isinstance(body, LineDict):
+                    out.error(line, "settings must be a mapping (description, owners, tags)",
+                              str(sid))
+                    continue
+                for key in body:
+                    if key not in X_DAGSTER_STEP_KEYS:
+                        out.error(body.line_of(key), f"unknown key 'x-dagster.steps.{sid}.{key}'"
+                                                     " (known: description, owners, tags)", sid)
+                desc = body.get("description")
+                if desc is not None and not isinstance(desc, str):
+                    out.error(body.line_of("description"), "description must be a string", sid)
+                    desc = None
+                steps[str(sid)] = StepDagster(desc, _owners(body, "owners", out, sid),
+                                              _tags(body, "tags", out, sid))
+    return DagsterSettings(group, owners, tags, MappingProxyType(steps))
+
+
+def _owners(block: LineDict, label: str, out: Collector, step: str | None = None
+            ) -> tuple[str, ...]:
+    owners = block.get("owners")
+    if owners is None:
+        return ()
+    if not isinstance(owners, list) or not all(isinstance(o, str) for o in owners):
+        out.error(block.line_of("owners"), f"{label} must be a list of strings", step)
+        return ()
+    good = []
+    for o in owners:
+        if _OWNER_OK.match(o):
+            good.append(o)
+        else:
+            out.error(block.line_of("owners"), f"{label}: owner {o!r} must be an email address "
+                                               "or 'team:<name>'", step)
+    return tuple(good)
+
+
+def _tags(block: LineDict, label: str, out: Collector, step: str | None = None
+          ) -> MappingProxyType:
+    tags = block.get("tags")
+    if tags is None:
+        return MappingProxyType({})
+    if not isinstance(tags, dict):
+        out.error(block.line_of("tags"), f"{label} must be a mapping of key -> value", step)
+        return MappingProxyType({})
+    good: dict[str, str] = {}
+    for k, v in tags.items():
+        value = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+        line = tags.line_of(k) if isinstance(tags, LineDict) else block.line_of("tags")
+        if not _TAG_KEY_OK.match(str(k)):
+            out.error(line, f"{label}: tag key {k!r} may use letters, digits, '_', '.', '-' "
+                            "(and one '/' prefix), at most 63 characters", step)
+        elif not _TAG_VALUE_OK.match(value):
+            out.error(line, f"{label}: tag value {value!r} may use letters, digits, '_', '.', "
+                            "'-', at most 63 characters", step)
+        else:
+            good[str(k)] = value
+    return MappingProxyType(good)
+
+
+def load_pipeline(path: str | os.PathLike[str], *, params: Mapping[str, Any] | None = None,
+                  profile: str | None = None, env: Mapping[str, str] | None = None) -> Pipeline:
+    """The resolved pipeline, or PipelineInvalidError listing every error."""
+    from ..errors import PipelineInvalidError
+
+    result = validate_pipeline(path, params=params, profile=profile, env=env)
+    if result.pipeline is None:
+        raise PipelineInvalidError(str(path), result.errors)
+    return result.pipeline

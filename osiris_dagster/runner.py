@@ -1,0 +1,234 @@
+"""Running one step of a pipeline inside a session. No Dagster here: the Dagster layer calls
+:func:`run_step` from each asset, and tests can call it with nothing but files."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .connections import Connections, ResolvedConnection
+from .drivers import DriverResult, get_driver
+from .errors import DriverError, OsirisError, StepError, UpstreamMissingError
+from .masking import Masker
+from .naming import table_names, upstream_view_names
+from .oml.model import Pipeline, Step, thaw
+from .session import Session
+from .specs import get_spec
+from .workspace import ProgressCallback, StepWorkspace
+
+# Families whose drivers always need a connection (resolved to the default alias when the step
+# gives none). filesystem / duckdb use one only when the step names it.
+_CONNECTION_OPTIONAL = {"filesystem", "duckdb", "graphql"}
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """What crosses an asset boundary: where a step's table is, never the data itself."""
+
+    session_id: str
+    db_path: str
+    table: str
+    step_id: str
+    rows: int
+    columns: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class StepOutcome:
+    step_id: str
+    ref: TableRef | None
+    result: DriverResult
+    duration_s: float
+    preview: tuple[list[str], list[tuple[Any, ...]]] | None = None
+    connection_ref: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def data_upstreams(pipeline: Pipeline, step: Step) -> list[str]:
+    """Upstreams that carry a table (writers produce none; they are ordering-only)."""
+    out = []
+    for need in step.needs:
+        spec = get_spec(pipeline.step(need).component)
+        if spec is not None and spec.produces_table:
+            out.append(need)
+    return out
+
+
+def step_table(pipeline: Pipeline, step_id: str) -> str:
+    return table_names(s.id for s in pipeline.steps)[step_id]
+
+
+def start_session(session: Session, pipeline: Pipeline) -> None:
+    """First step of a run: create the directory, write the manifest, log run_start."""
+    if session.manifest_path.exists():
+        return
+    session.ensure()
+    session.write_manifest(manifest(pipeline, session.session_id))
+    session.log_event("run_start", session_id=session.session_id, session_dir=str(session.dir),
+                      pipeline=pipeline.name, pipeline_file=str(pipeline.path),
+                      profile=pipeline.profile, fingerprint=pipeline.fingerprint)
+
+
+def manifest(pipeline: Pipeline, session_id: str) -> dict[str, Any]:
+    return {
+        "meta": {"oml_version": pipeline.oml_version, "profile": pipeline.profile,
+                 "session_id": session_id, "fingerprint": pipeline.fingerprint,
+                 "pipeline_file": str(pipeline.path), "generated_by": "osiris-dagster"},
+        "name": pipeline.name,
+        "params": thaw(pipeline.params),
+        "steps": [
+            {"id": s.id, "component": s.component, "mode": s.mode, "needs": list(s.needs),
+             "implicit_needs": s.implicit_needs, "table": step_table(pipeline, s.id)
+             if get_spec(s.component) and get_spec(s.component).produces_table else None,
+             "fingerprint": s.fingerprint, "config": thaw(s.config)}
+            for s in pipeline.steps
+        ],
+    }
+
+
+def run_step(
+    pipeline: Pipeline,
+    step_id: str,
+    session: Session,
+    upstream_refs: Mapping[str, TableRef],
+    connections: Connections,
+    on_progress: ProgressCallback | None = None,
+    on_workspace: Callable[[StepWorkspace | None], None] | None = None,
+) -> StepOutcome:
+    """Run one step; returns its outcome or raises StepError (secrets masked, events logged)."""
+    step = pipeline.step(step_id)
+    spec = get_spec(step.component)
+    assert spec is not None  # validated
+    masker = session.masker
+    start_session(session, pipeline)
+    session.log_event("step_start", step_id=step.id, driver=step.component)
+    started = time.monotonic()
+    try:
+        driver = get_driver(step.component)
+        if driver is None:
+            raise OsirisError(
+                f"component '{step.component}' has no driver in osiris-dagster yet: the "
+                "pipeline validates, but this step cannot run. Use a supported component "
+                "(duckdb.processor, filesystem.csv_extractor, filesystem.csv_writer) or wait "
+                "for the driver.")
+        resolved = _resolve_connection(step, spec.family, connections, masker)
+        config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
+                                        if k != "connection"}}
+        _write_cleaned_config(session, step, config, resolved)
+        with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
+                           output_table=step_table(pipeline, step.id),
+                           connection=resolved.values if resolved else None,
+                           base_dir=resolved.base_dir if resolved else None,
+                           on_progress=on_progress) as ws:
+            if on_workspace:
+                on_workspace(ws)
+            try:
+                inputs = _attach_inputs(ws, pipeline, step, upstream_refs)
+                result = driver(ws, config, inputs)
+                ref, preview = None, None
+                if result.table is not None:
+                    columns = tuple(ws.output_columns())
+                    ref = TableRef(session.session_id, str(session.db_path), result.table,
+                                   step.id, result.rows_written, columns)
+                    preview = ws.preview_rows(10)
+            finally:
+                if on_workspace:
+                    on_workspace(None)
+    except BaseException as exc:
+        duration = time.monotonic() - started
+        message = masker.text(_describe(exc))
+        session.log_event("step_error", step_id=step.id, driver=step.component,
+                          duration=round(duration, 3), error=message)
+        session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
+        if isinstance(exc, KeyboardInterrupt | SystemExit) or not isinstance(exc, Exception):
+            raise
+        raise StepError(pipeline.name, step.id, message) from None
+    duration = time.monotonic() - started
+    session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
+    session.log_event("step_complete", step_id=step.id, driver=step.component,
+                      rows_read=result.rows_read, rows_written=result.rows_written,
+                      duration=round(duration, 3), table=result.table, target=result.target)
+    return StepOutcome(step.id, ref, result, duration, preview,
+                       resolved.ref if resolved else None)
+
+
+def _resolve_connection(step: Step, family: str, connections: Connections, masker: Masker
+                        ) -> ResolvedConnection | None:
+    ref = step.connection_ref
+    if ref is None and family in _CONNECTION_OPTIONAL:
+        return None
+    return connections.resolve(family, ref, masker)
+
+
+def _write_cleaned_config(session: Session, step: Step, config: Mapping[str, Any],
+                          resolved: ResolvedConnection | None) -> None:
+    data: dict[str, Any] = {"component": step.component, "mode": step.mode, **config}
+    if resolved is not None:
+        data["connection"] = resolved.ref
+        data["resolved_connection"] = dict(resolved.values)
+    session.write_json_artifact(step.id, "cleaned_config.json", data)
+
+
+def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
+                   upstream_refs: Mapping[str, TableRef]) -> list:
+    ups = data_upstreams(pipeline, step)
+    views = upstream_view_names(ups)
+    inputs = []
+    for up in ups:
+        ref = upstream_refs.get(up)
+        if ref is None:
+            raise UpstreamMissingError(f"no output of upstream step '{up}' was provided")
+        if not Path(ref.db_path).exists():
+            raise UpstreamMissingError(
+                f"the table of upstream step '{up}' was in session {ref.session_id} "
+                f"({ref.db_path}), which no longer exists; materialise '{up}' again")
+        extra = ["input_df"] if len(ups) == 1 else []
+        try:
+            inputs.append(ws.add_upstream(up, views[up], Path(ref.db_path), ref.table, extra))
+        except duckdb.CatalogException:
+            raise UpstreamMissingError(
+                f"table '{ref.table}' of upstream step '{up}' is missing from session "
+                f"{ref.session_id}; materialise '{up}' again") from None
+    return inputs
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OsirisError | DriverError):
+        return str(exc)
+    if isinstance(exc, duckdb.Error):
+        first = "\n".join(str(exc).strip().splitlines()[:6])
+        return f"DuckDB error: {first}"
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[str]) -> bool:
+    """Log run_end once every selected step has finished or cannot run (an upstream failed)."""
+    events = session.read_events()
+    if any(e.get("event") == "run_end" for e in events):
+        return True
+    done = {e.get("step_id") for e in events if e.get("event") == "step_complete"}
+    failed = {e.get("step_id") for e in events if e.get("event") == "step_error"}
+    selected = set(selected)
+    blocked: set[str] = set()
+    changed = True
+    while changed:  # needs may point forward in the file: iterate to a fixpoint
+        changed = False
+        for s in pipeline.steps:
+            if s.id in selected and s.id not in done | failed | blocked and \
+                    any(n in failed or n in blocked for n in s.needs):
+                blocked.add(s.id)
+                changed = True
+    if not selected <= (done | failed | blocked):
+        return False
+    status = "success" if not failed and not blocked else "failure"
+    session.log_event("run_end", status=status, steps_completed=len(done & selected),
+                      steps_failed=sorted(failed & selected),
+                      steps_skipped=sorted(blocked))
+    return True

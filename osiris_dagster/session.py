@@ -1,0 +1,191 @@
+"""One session = one run: a directory holding the run's DuckDB file, logs, artifacts and manifest.
+
+This is the only module that knows where session files live; everything else asks it. Keeping the
+store behind this small surface is what lets it move to a shared catalog later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from .errors import OsirisError, SessionLockedError
+from .masking import Masker
+from .settings import Settings
+
+DB_FILE = "pipeline_data.duckdb"
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
+_write_lock = threading.Lock()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_default(obj: Any) -> str:
+    return str(obj)
+
+
+class Session:
+    """Files of one session: ``<sessions root>/<session id>/``."""
+
+    def __init__(self, settings: Settings, session_id: str, masker: Masker | None = None) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", session_id) or session_id in {".", ".."}:
+            raise OsirisError(f"invalid session id {session_id!r}")
+        self.settings = settings
+        self.session_id = session_id
+        self.dir = settings.sessions_dir / session_id
+        self.masker = masker or Masker()
+
+    # -- layout -------------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.dir / DB_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.dir / "tmp"
+
+    @property
+    def events_path(self) -> Path:
+        return self.logs_dir / "events.jsonl"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.logs_dir / "metrics.jsonl"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / "manifest.yaml"
+
+    def artifacts_dir(self, step_id: str) -> Path:
+        return self.dir / "artifacts" / step_id
+
+    def ensure(self) -> Session:
+        for d in (self.logs_dir, self.tmp_dir, self.dir / "artifacts"):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # -- logs ---------------------------------------------------------------------------------
+    def _append(self, path: Path, record: dict[str, Any]) -> None:
+        line = json.dumps(self.masker.value(record), default=_json_default, ensure_ascii=False)
+        with _write_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+    def log_event(self, event: str, **fields: Any) -> None:
+        self._append(self.events_path, {"ts": _now(), "session": self.session_id, "event": event,
+                                        **fields})
+
+    def log_metric(self, metric: str, value: Any, **fields: Any) -> None:
+        self._append(self.metrics_path, {"ts": _now(), "session": self.session_id,
+                                         "metric": metric, "value": value, **fields})
+
+    def read_events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        with open(self.events_path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    # -- artifacts ----------------------------------------------------------------------------
+    def write_json_artifact(self, step_id: str, name: str, data: Any) -> Path:
+        path = self.artifacts_dir(step_id) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.masker.value(data), indent=2, sort_keys=True, default=_json_default,
+                          ensure_ascii=False)
+        _atomic_write_text(path, text + "\n")
+        return path
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        text = yaml.safe_dump(self.masker.value(manifest), sort_keys=False, allow_unicode=True)
+        _atomic_write_text(self.manifest_path, text)
+
+    # -- database -----------------------------------------------------------------------------
+    def open_workspace_connection(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with this session's database attached as ``session``.
+
+        Steps work in an in-memory catalog so a processor's SQL sees only the views we give it;
+        memory_limit and temp_directory make large inputs spill to disk instead of failing.
+        """
+        self.ensure()
+        config: dict[str, Any] = {
+            "memory_limit": self.settings.memory_limit,
+            "temp_directory": str(self.tmp_dir),
+        }
+        if self.settings.threads:
+            config["threads"] = self.settings.threads
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            con.execute("SET enable_progress_bar = true")
+            con.execute("SET enable_progress_bar_print = false")
+            attach_with_retry(con, self.db_path, "session", self.settings.lock_timeout_seconds)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+
+def attach_with_retry(con: duckdb.DuckDBPyConnection, db_path: Path, alias: str,
+                      timeout_seconds: float, read_only: bool = False) -> None:
+    """ATTACH a database file, retrying DuckDB's one-writer file lock with jittered backoff."""
+    from .naming import quote_ident, quote_literal
+
+    sql = f"ATTACH {quote_literal(str(db_path))} AS {quote_ident(alias)}"
+    if read_only:
+        sql += " (READ_ONLY)"
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.05
+    while True:
+        try:
+            con.execute(sql)
+            return
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if not any(marker in text for marker in _LOCK_MARKERS):
+                raise _database_error(db_path, exc) from exc
+            if time.monotonic() >= deadline:
+                raise SessionLockedError(
+                    f"session database {db_path} is locked by another process for more than "
+                    f"{timeout_seconds:.0f}s ({text.splitlines()[0]}). A DuckDB file has one "
+                    "writer: run the pipeline's steps in one process (the in-process executor, "
+                    "run config `execution: {config: {in_process: {}}}`), or raise "
+                    "OSIRIS_LOCK_TIMEOUT_SECONDS."
+                ) from exc
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+        except duckdb.Error as exc:
+            raise _database_error(db_path, exc) from exc
+
+
+def _database_error(db_path: Path, exc: Exception) -> OsirisError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return OsirisError(
+        f"cannot open session database {db_path}: {first}. If the file is corrupt or was written "
+        "by an incompatible DuckDB version, delete that session directory and materialise the "
+        "affected steps again."
+    )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
