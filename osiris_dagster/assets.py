@@ -8,7 +8,6 @@ processors) or a MaterializeResult (writers). The IO manager hands TableRefs dow
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

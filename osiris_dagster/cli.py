@@ -131,7 +131,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str, str],
                       settings: Any) -> int:
-    import dagster as dg
 
     from .assets import build_osiris_assets, params_resource_key
     from .loader import build_definitions

@@ -46,10 +46,14 @@ def build_definitions(
     sessions_dir: str | None = None,
     connections_file: str | None = None,
     translator: OsirisTranslator | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     """Definitions for the given pipeline files, or every pipeline in pipelines_dir
     (default $OSIRIS_PIPELINES_DIR or ./pipelines). A broken file is logged and shown as a
-    failing placeholder asset; it never hides the other pipelines."""
+    failing placeholder asset; it never hides the other pipelines.
+
+    The default executor runs all steps in one process: a DuckDB file has one writer. Another
+    executor works too; steps then wait for the session database's lock (with backoff)."""
     if pipelines is None:
         directory = Path(pipelines_dir or os.environ.get("OSIRIS_PIPELINES_DIR") or "pipelines")
         if not directory.is_dir():
@@ -97,7 +101,7 @@ def build_definitions(
         resources[d.params_resource_key] = d.params_resource
     assets.extend(_broken_asset(b) for b in broken)
     return dg.Definitions(assets=assets, jobs=jobs, resources=resources,
-                          executor=dg.in_process_executor)
+                          executor=executor or dg.in_process_executor)
 
 
 def _broken_asset(broken: BrokenPipeline) -> dg.AssetsDefinition:

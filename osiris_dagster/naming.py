@@ -22,7 +22,7 @@ def _short_hash(name: str) -> str:
 
 
 def upstream_view_names(upstream_ids: Iterable[str]) -> dict[str, str]:
-    """`df_<sanitised id>` per upstream; ids that collide get `_<8 hex of sha256(id)>` (Osiris rule)."""
+    """`df_<sanitised id>` per upstream; colliding ids get `_<8 hex of sha256(id)>` (Osiris)."""
     ids = list(upstream_ids)
     base = {i: "df_" + sanitise(i) for i in ids}
     counts: dict[str, int] = {}

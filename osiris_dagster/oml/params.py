@@ -115,6 +115,8 @@ def effective_values(
                       f"profile '{profile}' is not defined in this pipeline (profiles: {names})")
         else:
             active = profile
+    elif profiles and env.get("OSIRIS_PROFILE") in profiles:
+        active = env["OSIRIS_PROFILE"]  # a global setting: ignored by pipelines without it
     elif profiles and "dev" in profiles:
         active = "dev"  # Osiris's default profile
     if active:

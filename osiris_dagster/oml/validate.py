@@ -387,9 +387,9 @@ def _check_write_keys(spec: ComponentSpec, config: dict, line_of: Any, raw: Line
             out.error(line_of("write_mode" if "write_mode" in config else "mode"),
                       f"write_mode '{mode}' needs 'primary_key' (the column(s) that identify a "
                       "row)", step)
-    elif spec.name == "mysql.writer":
-        if config.get("mode") == "upsert" and not config.get("upsert_keys"):
-            out.error(line_of("mode"), "mode 'upsert' needs 'upsert_keys'", step)
+    elif spec.name == "mysql.writer" and config.get("mode") == "upsert" and \
+            not config.get("upsert_keys"):
+        out.error(line_of("mode"), "mode 'upsert' needs 'upsert_keys'", step)
 
 
 def _type_problem(prop: Prop, value: Any) -> str | None:

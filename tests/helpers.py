@@ -1,0 +1,68 @@
+"""Small helpers shared by the Dagster-level tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from osiris_dagster import build_definitions
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def defs_for(pipeline: Path, sessions: Path, connections: Path | None = None) -> dg.Definitions:
+    return build_definitions([pipeline], sessions_dir=str(sessions),
+                             connections_file=str(connections) if connections else None)
+
+
+def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance,
+            selection: list[dg.AssetKey] | None = None, params: dict[str, Any] | None = None,
+            profile: str | None = None, res_key: str | None = None
+            ) -> dg.ExecuteInProcessResult:
+    run_config: dict[str, Any] = {}
+    cfg: dict[str, Any] = {}
+    if params:
+        cfg["params"] = params
+    if profile:
+        cfg["profile"] = profile
+    if cfg:
+        run_config["resources"] = {res_key or f"osiris_params__{job_name}": {"config": cfg}}
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, asset_selection=selection, run_config=run_config,
+        raise_on_error=False)
+
+
+def materialisations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """asset key (user string) -> metadata of its materialisation in this run."""
+    out = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = dict(mat.metadata)
+    return out
+
+
+def events(session_dir: Path) -> list[dict[str, Any]]:
+    path = session_dir / "logs" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def metrics(session_dir: Path) -> list[dict[str, Any]]:
+    path = session_dir / "logs" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def failure_description(result: dg.ExecuteInProcessResult) -> str:
+    for ev in result.all_events:
+        if ev.is_failure and ev.step_failure_data is not None:
+            data = ev.step_failure_data.user_failure_data
+            if data is not None and data.description:
+                return data.description
+            return ev.step_failure_data.error.to_string()
+    return ""

@@ -1,0 +1,149 @@
+"""`osiris-dagster run`: the bundled example end to end, exit codes, progress and summary."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import REPO
+from .helpers import write
+
+EXAMPLE = REPO / "pipelines" / "director_stats.yaml"
+CONNECTIONS = REPO / "osiris_connections.yaml"
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "osiris_dagster.cli", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def expected_director_stats(min_movies: int) -> list[dict[str, str]]:
+    """The example's SQL re-done in pandas, independently of DuckDB."""
+    data = REPO / "pipelines" / "data"
+    movies = pd.read_csv(data / "movies.csv")
+    directors = pd.read_csv(data / "directors.csv")
+    df = movies.merge(directors, on="director_id")
+    groups = df.groupby("director_id")
+    out = []
+    for did, g in groups:
+        if len(g) < min_movies:
+            continue
+        out.append({"director_id": str(did), "movie_count": str(len(g)),
+                    "total_box_office_usd": str(int(g["box_office_usd"].sum())),
+                    "director_name": g["name"].iloc[0]})
+    return sorted(out, key=lambda r: r["director_id"])
+
+
+def test_bundled_example_runs_end_to_end(tmp_path: Path) -> None:
+    out = cli("run", str(EXAMPLE), "--connections", str(CONNECTIONS), "--sessions-dir",
+              str(tmp_path / "sessions"), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    for step in ("extract-movies", "extract-directors", "compute-director-stats",
+                 "write-director-stats"):
+        assert f"  > {step} (" in out.stdout and f"  ok {step}: " in out.stdout
+    assert "extract-movies: 60 rows" in out.stdout
+    session_line = next(line for line in out.stdout.splitlines()
+                        if line.startswith("session dir: "))
+    session_dir = Path(session_line.removeprefix("session dir: "))
+    assert (session_dir / "pipeline_data.duckdb").is_file()
+    target = tmp_path / "output" / "director_stats.csv"
+    assert f"-> {target}" in out.stdout
+    with open(target, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    header = list(rows[0])
+    assert header == sorted(header)  # Osiris writes columns sorted by name
+    got = sorted(({k: r[k] for k in ("director_id", "movie_count", "total_box_office_usd",
+                                     "director_name")} for r in rows),
+                 key=lambda r: r["director_id"])
+    assert got == expected_director_stats(2)
+
+
+def test_param_and_select_reuse_earlier_sessions(tmp_path: Path) -> None:
+    sessions = str(tmp_path / "sessions")
+    first = cli("run", str(EXAMPLE), "--connections", str(CONNECTIONS), "--sessions-dir",
+                sessions, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = cli("run", str(EXAMPLE), "--connections", str(CONNECTIONS), "--sessions-dir",
+                 sessions, "--param", "min_movies=7", "--select", "compute-director-stats",
+                 "--select", "write-director-stats", cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "extract-movies" not in second.stdout
+    with open(tmp_path / "output" / "director_stats.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["director_id"] for r in rows} == {r["director_id"]
+                                                for r in expected_director_stats(7)}
+
+
+def test_invalid_pipeline_exits_2_without_traceback(tmp_path: Path) -> None:
+    p = write(tmp_path / "bad.yaml", "oml_version: \"0.1.0\"\nname: bad\nsteps:\n"
+                                     "  - id: a\n    component: duckdb.processor\n"
+                                     "    mode: read\n    config: {query: 'SELECT 1'}\n")
+    out = cli("run", str(p), cwd=tmp_path)
+    assert out.returncode == 2
+    assert f"{p}:6: step 'a': mode 'read' is not allowed" in out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--select", "nope"], "--select names unknown step(s) nope"),
+    (["--param", "novalue"], "--param expects KEY=VALUE"),
+    (["--param", "min_movies=abc"], "parameter 'min_movies' expects int"),
+    (["--connections", "missing.yaml"], "connections file missing.yaml does not exist"),
+    (["--profile", "prod"], "profile 'prod' is not defined"),
+])
+def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    out = cli("run", str(EXAMPLE), *args, cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_failing_step_exits_1_and_names_step_and_cause(tmp_path: Path) -> None:
+    p = write(tmp_path / "fail.yaml", """\
+oml_version: "0.1.0"
+name: failing
+steps:
+  - id: read-missing
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: does/not/exist.csv}
+  - id: after
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT * FROM input_df"}
+""")
+    out = cli("run", str(p), "--sessions-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "pipeline 'failing', step 'read-missing' failed" in out.stderr
+    assert "does/not/exist.csv" in out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    debug = cli("run", str(p), "--sessions-dir", str(tmp_path / "s"), "--debug", cwd=tmp_path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_heartbeat_reports_long_steps(tmp_path: Path) -> None:
+    p = write(tmp_path / "slow.yaml", """\
+oml_version: "0.1.0"
+name: slow
+steps:
+  - id: crunch
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: "SELECT count(*) AS n FROM range(2500000000) t(x) WHERE x % 7 = 3"
+""")
+    out = cli("run", str(p), "--sessions-dir", str(tmp_path / "s"), cwd=tmp_path,
+              env={"OSIRIS_HEARTBEAT_SECONDS": "0.5"})
+    assert out.returncode == 0, out.stderr
+    assert "  .. crunch: running " in out.stdout
