@@ -49,13 +49,17 @@ class Masker:
     def add_from_connection(self, connection: dict[str, Any]) -> None:
         """Register every secret-named field of a resolved connection as a secret value."""
         for key, value in connection.items():
-            if isinstance(value, str) and is_secret_key(key):
-                self._values.add(value)
-                for m in _URL_PASSWORD.finditer(value):
-                    self._values.add(m.group("pw"))
-            elif isinstance(value, str):
-                for m in _URL_PASSWORD.finditer(value):
-                    self._values.add(m.group("pw"))
+            if isinstance(value, dict):
+                self.add_from_connection(value)
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool) and \
+                    is_secret_key(key):
+                value = str(value)
+            if not isinstance(value, str):
+                continue
+            if is_secret_key(key):
+                self.add([value])
+            self.add(m.group("pw") for m in _URL_PASSWORD.finditer(value))
 
     def text(self, s: str) -> str:
         for v in sorted(self._values, key=len, reverse=True):

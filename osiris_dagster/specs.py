@@ -10,8 +10,6 @@ from typing import Any
 # Osiris OML mode -> the component mode it maps to.
 OML_MODES = {"read": "extract", "write": "write", "transform": "transform"}
 
-WRITERS_NEEDING_PK = {"supabase.writer", "filesystem.csv_writer"}
-
 
 @dataclass(frozen=True)
 class Prop:

@@ -136,6 +136,12 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     for key, value in doc.items():
         if key in ("params", "profiles"):
             resolved_doc[key] = value
+        elif key == "steps" and isinstance(value, LineList):
+            steps_list = LineList(
+                substitute(item, values, out, _step_label(item), value.line_of(i))
+                for i, item in enumerate(value))
+            steps_list.line, steps_list.item_lines = value.line, value.item_lines
+            resolved_doc[key] = steps_list
         else:
             resolved_doc[key] = substitute(value, values, out, None, doc.line_of(key))
 
@@ -148,7 +154,9 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     else:
         steps = _check_steps(steps_raw, out)
 
-    dagster = _check_x_dagster(resolved_doc, {s.id for s in steps}, out)
+    declared_ids = {_step_label(item) for item in steps_raw or []} - {None} \
+        if isinstance(steps_raw, list) else set()
+    dagster = _check_x_dagster(resolved_doc, declared_ids, out)
 
     if out.errors or not isinstance(name, str):
         return None
@@ -169,6 +177,11 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     )
 
 
+def _step_label(item: Any) -> str | None:
+    sid = item.get("id") if isinstance(item, dict) else None
+    return sid if isinstance(sid, str) and sid.strip() else None
+
+
 def _duplicates(obj: Any, out: Collector) -> None:
     if isinstance(obj, LineDict):
         for key, line in obj.duplicates:
@@ -187,8 +200,7 @@ def _check_inline_secrets(doc: LineDict, out: Collector) -> None:
         if isinstance(obj, LineDict):
             for key, value in obj.items():
                 k = str(key)
-                if (k.lower() in INLINE_SECRET_NAMES or k.lower() == "authorization") and \
-                        isinstance(value, str) and value.strip() and not value.startswith("${"):
+                if _is_secret_name(k) and _is_literal(value):
                     out.error(obj.line_of(key),
                               f"inline secret in '{where}{k}': do not put credentials in the "
                               "pipeline; put them in osiris_connections.yaml (with ${ENV_VAR} "
@@ -203,9 +215,33 @@ def _check_inline_secrets(doc: LineDict, out: Collector) -> None:
                 walk(v, f"{where}{i}." if where != "steps." else "", step_id)
 
     for key, value in doc.items():
-        if key in ("params", "profiles"):
+        if isinstance(key, str) and key.startswith("x-"):
+            continue
+        if key == "params" and isinstance(value, LineDict):
+            for name, body in value.items():
+                default = body.get("default") if isinstance(body, dict) else body
+                if _is_secret_name(str(name)) and _is_literal(default):
+                    out.error(value.line_of(name),
+                              f"inline secret in parameter '{name}': a secret's value must not "
+                              "be in the pipeline; put it in osiris_connections.yaml (with "
+                              "${ENV_VAR} references) and use config.connection: '@family.alias'")
+            continue
+        if key == "profiles":
             continue
         walk(value, f"{key}.", None)
+
+
+def _is_secret_name(key: str) -> bool:
+    return key.lower() in INLINE_SECRET_NAMES or key.lower() == "authorization"
+
+
+def _is_literal(value: Any) -> bool:
+    """A hard-coded value (not a ${...} reference); numbers count: 123456 is a password too."""
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, int | float):
+        return True
+    return isinstance(value, str) and bool(value.strip()) and "${" not in value
 
 
 def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
@@ -231,19 +267,24 @@ def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
         entries.append((index, raw, sid))
 
     steps: list[Step] = []
+    graph: dict[str, tuple[tuple[str, ...], int]] = {}
     previous: str | None = None
     for index, raw, sid in entries:
-        step = _check_step(index, raw, sid, previous, ids, out)
-        if step is not None:
+        duplicate = sid is not None and ids.get(sid) != raw.line_of("id")
+        step, needs = _check_step(index, raw, sid, previous, ids, out)
+        if step is not None and not duplicate:
             steps.append(step)
+        if sid is not None and needs is not None and not duplicate:
+            graph[sid] = (tuple(n for n in needs if n in ids and n != sid), raw.line)
         previous = sid if sid is not None else previous
-    if len(steps) == len(entries):
-        _check_cycles(steps, out)
-    return steps
+    _check_cycles(graph, out)
+    return steps if len(steps) == len(entries) else []
 
 
 def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None,
-                ids: Mapping[str, int], out: Collector) -> Step | None:
+                ids: Mapping[str, int], out: Collector
+                ) -> tuple[Step | None, tuple[str, ...] | None]:
+    """The step if valid, and its needs if they could be read (for the cycle check)."""
     label = sid
     ok = sid is not None
     for key in raw:
@@ -287,6 +328,7 @@ def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None
         ok = False
 
     needs: tuple[str, ...] = ()
+    needs_ok = True
     implicit = "needs" not in raw
     if implicit:
         needs = (previous,) if previous is not None and index > 0 else ()
@@ -296,7 +338,7 @@ def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None
             raw_needs = LineList()
         if not isinstance(raw_needs, list) or not all(isinstance(n, str) for n in raw_needs):
             out.error(raw.line_of("needs"), "'needs' must be a list of step ids", label)
-            ok = False
+            ok = needs_ok = False
         else:
             seen: set[str] = set()
             for i, n in enumerate(raw_needs):
@@ -322,10 +364,12 @@ def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None
     elif spec is not None:
         _check_config(spec, config, raw, label, out)
 
+    usable_needs = needs if needs_ok else None
     if not ok or spec is None or sid is None:
-        return None
+        return None, usable_needs
     return Step(id=sid, component=spec.name, mode=str(mode), needs=needs,
-                implicit_needs=implicit, config=freeze(to_plain(config)), line=raw.line)
+                implicit_needs=implicit, config=freeze(to_plain(config)), line=raw.line), \
+        usable_needs
 
 
 def _check_config(spec: ComponentSpec, config: dict, raw: LineDict, step: str | None,
@@ -429,9 +473,9 @@ def _is_type(value: Any, t: str) -> bool:
     return True
 
 
-def _check_cycles(steps: list[Step], out: Collector) -> None:
-    graph = {s.id: s.needs for s in steps}
-    lines = {s.id: s.line for s in steps}
+def _check_cycles(nodes: Mapping[str, tuple[tuple[str, ...], int]], out: Collector) -> None:
+    graph = {sid: needs for sid, (needs, _line) in nodes.items()}
+    lines = {sid: line for sid, (_needs, line) in nodes.items()}
     state: dict[str, int] = {}  # 1 visiting, 2 done
     reported: set[frozenset[str]] = set()
 
@@ -450,9 +494,9 @@ def _check_cycles(steps: list[Step], out: Collector) -> None:
         stack.pop()
         state[node] = 2
 
-    for s in steps:
-        if s.id not in state:
-            visit(s.id, [])
+    for sid in graph:
+        if sid not in state:
+            visit(sid, [])
 
 
 def _check_x_dagster(doc: LineDict, step_ids: set[str], out: Collector) -> DagsterSettings:

@@ -1,0 +1,555 @@
+"""``filesystem.csv_extractor``: one CSV file -> the step's table, read by DuckDB's ``read_csv``.
+
+Osiris reads the file with ``pandas.read_csv``; we produce the same table contents without pandas
+on the data path (DuckDB streams and spills, pandas held the whole file in memory). How each
+pandas behaviour is reproduced, and where we deliberately differ:
+
+* **Dialect.** Always explicit: the configured delimiter, ``"`` as quote and escape (RFC 4180),
+  ``strict_mode`` and no comment character unless configured, so DuckDB's sniffer can neither
+  decide the file is one text column nor that ``#`` starts a comment.
+* **Header.** We find the header row ourselves (streaming, :func:`csv_support.inspect_layout`)
+  with pandas' ``skiprows``/``header: N`` rules and name columns like pandas: duplicate names get
+  ``.1``, ``.2``; an empty name becomes ``Unnamed: <i>``; ``header: false`` gives ``0, 1, 2...``.
+  DuckDB identifiers are case-insensitive, so a name equal to an earlier one ignoring case also
+  gets a ``.N`` suffix (pandas would keep ``a`` and ``A``). DuckDB then reads only the data part.
+* **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
+  header is an error naming its physical line. Blank lines are skipped (``skip_blank_lines:
+  false`` turns them into all-NULL rows, via a rewritten scratch copy).
+* **NULLs.** pandas' default NA strings (``""``, ``NA``, ``NULL``, ``N/A``, ``NaN``, ...) plus
+  ``na_values``, so numeric columns with such markers still read as numbers.
+* **Types.** DuckDB's sniffer chooses among BOOLEAN, BIGINT, DOUBLE and VARCHAR; dates stay text
+  unless ``parse_dates`` asks for them (true: DATE/TIMESTAMP/TIMESTAMPTZ detected in every column;
+  a list: only those columns, which must parse). Numbers with leading zeros (zip codes) stay text.
+  Then the sample is checked against pandas' rules: a BOOLEAN column must be spelled
+  true/false/True/False/TRUE/FALSE (DuckDB also accepts t/f, yes/no), BIGINT must not come from
+  hex literals, and a DOUBLE column holding integers beyond 64 bits stays text instead of losing
+  digits; otherwise the column is VARCHAR. Unlike pandas, integer columns with NULLs stay BIGINT
+  (pandas turns them into floats). If a later row contradicts a type guessed from the sample, the
+  file is re-read with the whole file as sample.
+* **Empty input.** A 0-byte file (or one with only blank/comment lines) has no columns; a DuckDB
+  table needs one, so the table gets the configured ``columns`` as VARCHAR, or else a single
+  VARCHAR column ``_empty``, and zero rows. ``filesystem.csv_writer`` writes such a table back as
+  an empty file, as Osiris does. A header-only file gives its columns (VARCHAR, or ``dtype``) and
+  zero rows.
+* **Encodings and compression.** utf-8 (``ascii`` is read as utf-8) and latin-1 are read by
+  DuckDB; utf-16 (either byte order, BOM-detected) is transcoded to a scratch file first, since
+  DuckDB's reader mis-reads big-endian files. gzip is read by DuckDB; bz2, xz and zip are
+  stream-decompressed into a scratch file under ``ctx.tmp_dir`` and deleted afterwards.
+* ``chunk_size`` is accepted and ignored (DuckDB streams on its own).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..errors import DriverError
+from ..naming import quote_ident, quote_literal
+from . import csv_support as cs
+from .base import DriverResult, StepContext, UpstreamTable
+
+NO_DATES = ("BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR")
+WITH_DATES = ("BOOLEAN", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "TIMESTAMPTZ", "VARCHAR")
+DATE_TYPES = frozenset({"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE"})
+DEFAULT_SAMPLE = 20480  # DuckDB's own default sample size
+_FULL_SAMPLE = -1
+_PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
+
+_PANDAS_DTYPES = {
+    "str": "VARCHAR", "object": "VARCHAR", "string": "VARCHAR", "category": "VARCHAR",
+    "int": "BIGINT", "int64": "BIGINT", "Int64": "BIGINT", "int32": "INTEGER",
+    "Int32": "INTEGER", "int16": "SMALLINT", "Int16": "SMALLINT", "int8": "TINYINT",
+    "Int8": "TINYINT", "float": "DOUBLE", "float64": "DOUBLE", "Float64": "DOUBLE",
+    "float32": "FLOAT", "Float32": "FLOAT", "bool": "BOOLEAN", "boolean": "BOOLEAN",
+    "datetime64": "TIMESTAMP", "datetime64[ns]": "TIMESTAMP", "datetime64[us]": "TIMESTAMP",
+    "datetime64[ms]": "TIMESTAMP", "datetime64[s]": "TIMESTAMP",
+}
+_SQL_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?")
+_ENCODINGS = {
+    "utf-8": "utf-8", "utf8": "utf-8", "ascii": "utf-8", "us-ascii": "utf-8",
+    "latin-1": "latin-1", "latin1": "latin-1", "iso-8859-1": "latin-1", "iso8859-1": "latin-1",
+    "utf-16": "utf-16", "utf16": "utf-16",
+}
+_CONVERSION = re.compile(r'converting column "((?:[^"]|"")*)"\. Could not convert string '
+                         r'"((?:[^"]|"")*)" to \'([^\']+)\'')
+_PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
+
+
+# -- options --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    """The step config, checked for what only the driver can know is impossible."""
+
+    path: str
+    delimiter: str = ","
+    encoding: str = "utf-8"  # normalised: utf-8, latin-1 or utf-16
+    header: bool | int = True
+    columns: tuple[str, ...] | None = None
+    skip_rows: int = 0
+    limit: int | None = None
+    parse_dates: bool | tuple[str, ...] = False
+    dtype: Mapping[str, str] = field(default_factory=dict)
+    na_values: tuple[str, ...] = ()
+    skip_blank_lines: bool = True
+    comment: str | None = None
+    compression: str = "infer"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Options:
+        mode = config.get("mode")
+        if mode not in (None, "extract", "read"):
+            raise DriverError(f"filesystem.csv_extractor: mode {mode!r} is not supported here; "
+                              "use mode: extract")
+        path = config.get("path")
+        if not isinstance(path, str) or not path.strip():
+            raise DriverError("filesystem.csv_extractor needs `path`: the CSV file to read")
+        delimiter = _one_char(config.get("delimiter", ","), "delimiter")
+        comment = config.get("comment")
+        comment = _one_char(comment, "comment") if comment not in (None, "") else None
+        if delimiter in ('"', "\n", "\r"):
+            raise DriverError(f"delimiter {delimiter!r} cannot be used: it is the quote character "
+                              "or a line break")
+        if comment is not None and comment in (delimiter, '"'):
+            raise DriverError(f"comment character {comment!r} cannot be the delimiter or the "
+                              "quote character")
+        return cls(
+            path=path,
+            delimiter=delimiter,
+            encoding=_encoding(config.get("encoding", "utf-8")),
+            header=_header(config.get("header", True)),
+            columns=_names(config.get("columns"), "columns"),
+            skip_rows=_non_negative(config.get("skip_rows", 0), "skip_rows"),
+            limit=_limit(config.get("limit")),
+            parse_dates=_parse_dates(config.get("parse_dates", False)),
+            dtype=_dtype(config.get("dtype")),
+            na_values=_na_values(config.get("na_values")),
+            skip_blank_lines=bool(config.get("skip_blank_lines", True)),
+            comment=comment,
+            compression=str(config.get("compression") or "infer").lower(),
+        )
+
+    @property
+    def date_columns(self) -> tuple[str, ...]:
+        return self.parse_dates if isinstance(self.parse_dates, tuple) else ()
+
+
+def _one_char(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) != 1:
+        raise DriverError(f"`{name}` must be a single character, got {value!r}")
+    return value
+
+
+def _encoding(value: Any) -> str:
+    key = str(value).strip().lower().replace("_", "-")
+    if key not in _ENCODINGS:
+        raise DriverError(f"unsupported encoding {value!r}: use utf-8, ascii, latin-1, "
+                          "iso-8859-1 or utf-16")
+    return _ENCODINGS[key]
+
+
+def _header(value: Any) -> bool | int:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise DriverError(f"`header` must be true, false or a row number >= 0, got {value!r}")
+
+
+def _non_negative(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DriverError(f"`{name}` must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DriverError(f"`limit` must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _names(value: Any, option: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise DriverError(f"`{option}` must be a list of column names, got {value!r}")
+    names = tuple(str(v) for v in value)
+    if len(set(names)) != len(names):
+        raise DriverError(f"`{option}` lists a column twice: {list(names)}")
+    return names
+
+
+def _parse_dates(value: Any) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    return _names(value, "parse_dates") or False
+
+
+def _dtype(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DriverError(f"`dtype` must map column names to types, got {value!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _na_values(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+# -- entry point ----------------------------------------------------------------------------------
+def run(ctx: StepContext, config: Mapping[str, Any],
+        inputs: Sequence[UpstreamTable]) -> DriverResult:
+    """Read ``config['path']`` into the step's table; returns the row count."""
+    opts = Options.from_config(config)
+    origin = _resolve_file(ctx, opts.path)
+    with cs.Scratch(Path(ctx.tmp_dir), f"csv_{ctx.step_id}") as scratch:
+        source = cs.prepare_source(origin, cs.infer_compression(origin, opts.compression),
+                                   opts.encoding, scratch)
+        layout = _inspect(source, opts)
+        if layout is None or not layout.has_data:
+            rows = ctx.create_output(_empty_select(ctx.con, opts, layout, origin))
+        else:
+            rows = _Extraction(ctx, opts, source, layout, scratch).run()
+    ctx.log_metric("rows_read", rows)
+    return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
+                        extra_metadata={"source_path": str(origin)})
+
+
+def _resolve_file(ctx: StepContext, raw: str) -> Path:
+    path = ctx.resolve_path(raw)
+    if not path.exists():
+        base = ""
+        if not Path(raw).expanduser().is_absolute():
+            base = f" (relative paths resolve against {ctx.base_dir or Path.cwd()})"
+        raise DriverError(f"CSV file not found: {path}{base}. Check `path` and the connection's "
+                          "base_dir.")
+    if path.is_dir():
+        raise DriverError(f"{path} is a directory; `path` must name one CSV file")
+    return path
+
+
+def _inspect(source: cs.Source, opts: Options) -> cs.Layout | None:
+    try:
+        return cs.inspect_layout(source, delimiter=opts.delimiter, comment=opts.comment,
+                                 skip_rows=opts.skip_rows, header=opts.header,
+                                 skip_blank_lines=opts.skip_blank_lines)
+    except OSError as exc:
+        raise DriverError(f"{source.origin}: cannot read the file: {exc}") from exc
+
+
+# -- column names and declared types --------------------------------------------------------------
+def column_names(layout: cs.Layout) -> list[str]:
+    """pandas' names (C parser rules), made unique case-insensitively for DuckDB."""
+    if layout.header is None:
+        return [str(i) for i in range(layout.width)]
+    raw = [name if name != "" else f"Unnamed: {i}" for i, name in enumerate(layout.header)]
+    names = _dedup(raw, lambda n: n)
+    return _dedup(names, str.lower)
+
+
+def _dedup(names: list[str], key: Any) -> list[str]:
+    """pandas ``_get_header`` deduplication: ``a, a, a.1`` -> ``a, a.2, a.1``."""
+    present = {key(n) for n in names}
+    counts: dict[str, int] = {}
+    out: list[str] = []
+    for name in names:
+        base, cur = name, counts.get(key(name), 0)
+        while cur > 0:
+            counts[key(base)] = cur + 1
+            name = f"{base}.{cur}"
+            cur = cur + 1 if key(name) in present else counts.get(key(name), 0)
+        out.append(name)
+        counts[key(name)] = cur + 1
+    return out
+
+
+def declared_types(con: duckdb.DuckDBPyConnection, opts: Options) -> dict[str, str]:
+    """``dtype`` mapped to DuckDB types (pandas names or DuckDB type names)."""
+    if set(opts.dtype) & set(opts.date_columns):
+        both = sorted(set(opts.dtype) & set(opts.date_columns))
+        raise DriverError(f"columns {both} are in both `dtype` and `parse_dates`; keep one")
+    return {col: _duckdb_type(con, col, spec) for col, spec in opts.dtype.items()}
+
+
+def _duckdb_type(con: duckdb.DuckDBPyConnection, column: str, spec: str) -> str:
+    mapped = _PANDAS_DTYPES.get(spec) or _PANDAS_DTYPES.get(spec.lower())
+    if mapped:
+        return mapped
+    if _SQL_TYPE.fullmatch(spec.strip()):
+        try:
+            return str(con.execute(f"SELECT typeof(CAST(NULL AS {spec.strip()}))").fetchone()[0])
+        except duckdb.Error:
+            pass
+    raise DriverError(
+        f"dtype for column {column!r}: unknown type {spec!r}. Use a pandas dtype (str, int64, "
+        "Int64, int32, float64, bool, datetime64[ns], category) or a DuckDB type (VARCHAR, "
+        "BIGINT, DOUBLE, DECIMAL(18,2), DATE, ...)"
+    )
+
+
+def _require_columns(wanted: Sequence[str], names: Sequence[str], option: str,
+                     origin: Path) -> None:
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DriverError(f"{origin}: `{option}` names columns not in the file: {missing}. "
+                          f"Available columns: {list(names)}")
+
+
+def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: cs.Layout | None,
+                  origin: Path) -> str:
+    """Zero rows with the file's header (or ``columns``, or the ``_empty`` placeholder)."""
+    types = declared_types(con, opts)
+    if layout is not None:
+        names = column_names(layout)
+        _require_columns(opts.columns or (), names, "columns", origin)
+        _require_columns(opts.date_columns, names, "parse_dates", origin)
+        names = list(opts.columns or names)
+    else:
+        names = list(opts.columns or (cs.EMPTY_FILE_COLUMN,))
+    for col in opts.date_columns:
+        types.setdefault(col, "TIMESTAMP")
+    cols = ", ".join(f"CAST(NULL AS {types.get(n, 'VARCHAR')}) AS {quote_ident(n)}"
+                     for n in names)
+    return f"SELECT {cols} LIMIT 0"
+
+
+# -- the DuckDB read ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reader:
+    """Everything ``read_csv`` needs except the types; renders the table-function call."""
+
+    path: Path
+    encoding: str  # utf-8 or latin-1
+    compression: str  # gzip or none
+    delimiter: str
+    comment: str | None
+    skip: int
+    names: tuple[str, ...]
+    null_values: tuple[str, ...]
+    parallel: bool = True
+    sample_size: int = DEFAULT_SAMPLE
+
+    def sql(self, candidates: Sequence[str], types: Mapping[str, str] | None = None,
+            all_varchar: bool = False) -> str:
+        opts = [
+            quote_literal(str(self.path)),
+            f"delim={quote_literal(self.delimiter)}",
+            "quote='\"'", "escape='\"'", "header=false", f"skip={self.skip}",
+            f"names={_sql_list(self.names)}",
+            "null_padding=true", "strict_mode=true", "allow_quoted_nulls=true",
+            f"nullstr={_sql_list(self.null_values)}",
+            f"comment={quote_literal(self.comment or '')}",
+            f"encoding={quote_literal(self.encoding)}",
+            f"compression={quote_literal(self.compression)}",
+            f"auto_type_candidates={_sql_list(candidates)}",
+            f"sample_size={self.sample_size}",
+            f"parallel={'true' if self.parallel else 'false'}",
+        ]
+        if all_varchar:
+            opts.append("all_varchar=true")
+        elif types:
+            pairs = ", ".join(f"{quote_literal(k)}: {quote_literal(v)}" for k, v in types.items())
+            opts.append(f"types={{{pairs}}}")
+        return f"read_csv({', '.join(opts)})"
+
+
+def _sql_list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(quote_literal(i) for i in items) + "]"
+
+
+@dataclass
+class _Plan:
+    candidates: tuple[str, ...]
+    types: dict[str, str]  # overrides passed to read_csv
+
+
+class _Extraction:
+    """One read of a file with data: plan the types, create the table, explain any failure."""
+
+    def __init__(self, ctx: StepContext, opts: Options, source: cs.Source, layout: cs.Layout,
+                 scratch: cs.Scratch) -> None:
+        self.ctx = ctx
+        self.con = ctx.con
+        self.opts = opts
+        self.source = source
+        self.layout = layout
+        self.names = column_names(layout)
+        _require_columns(opts.columns or (), self.names, "columns", source.origin)
+        _require_columns(opts.date_columns, self.names, "parse_dates", source.origin)
+        self.declared = declared_types(ctx.con, opts)
+        self.explicit = set(self.declared) | set(opts.date_columns)
+        self.reader = self._reader(scratch)
+
+    def _reader(self, scratch: cs.Scratch) -> Reader:
+        """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them."""
+        src, layout = self.source, self.layout
+        path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
+        if not self.opts.skip_blank_lines:
+            path, skip, encoding = scratch.new_path(), 0, "utf-8"
+            cs.rewrite_keeping_blank_rows(src, layout, self.opts.delimiter, self.opts.comment,
+                                          path)
+        elif layout.skipped and not layout.simple_skip:
+            path, skip = scratch.new_path(), 0
+            cs.copy_from_offset(src, layout.data_offset, path)
+        elif src.gzip:
+            compression = "gzip"
+        null_values = tuple(dict.fromkeys((*cs.PANDAS_NA_VALUES, *self.opts.na_values)))
+        return Reader(path=path, encoding=encoding, compression=compression,
+                      delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
+                      names=tuple(self.names), null_values=null_values)
+
+    def run(self) -> int:
+        opts = self.opts
+        unknown = sorted(set(self.declared) - set(self.names))
+        if unknown:  # pandas ignores dtype entries for absent columns; say so, do not fail
+            self.ctx.log_event("csv_dtype_ignored", columns=unknown)
+            self.declared = {k: v for k, v in self.declared.items() if k in self.names}
+        selected = ", ".join(quote_ident(n) for n in (opts.columns or self.names))
+        limit = f" LIMIT {opts.limit}" if opts.limit else ""
+        while True:
+            try:
+                plan = self._plan()
+                sql = f"SELECT {selected} FROM {self.reader.sql(plan.candidates, plan.types)}"
+                return self.ctx.create_output(sql + limit)
+            except duckdb.Error as exc:
+                self._recover_or_raise(exc)
+
+    def _recover_or_raise(self, exc: duckdb.Error) -> None:
+        """Retry what DuckDB can do differently; otherwise raise a DriverError with a line."""
+        text = str(exc)
+        if _PARALLEL_PADDING in text and self.reader.parallel:
+            # quoted newlines + padding of short rows need the single-threaded reader
+            self.reader = replace(self.reader, parallel=False)
+            return
+        match = _CONVERSION.search(text)
+        if match and self.reader.sample_size != _FULL_SAMPLE:
+            column = match.group(1).replace('""', '"')
+            if column not in self.explicit:
+                # a row past the sample contradicts the sniffed type: sniff the whole file
+                self.reader = replace(self.reader, sample_size=_FULL_SAMPLE)
+                return
+        raise self._explain(exc) from exc
+
+    # -- types
+    def _describe(self, candidates: Sequence[str], types: Mapping[str, str]) -> dict[str, str]:
+        rows = self.con.execute(
+            f"DESCRIBE SELECT * FROM {self.reader.sql(candidates, types)}").fetchall()
+        if len(rows) > len(self.names):
+            raise self._wide_row_error()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def _plan(self) -> _Plan:
+        """Types per column: declared ones, sniffed ones, then pandas' rules on the sample."""
+        dates = self.opts.date_columns
+        overrides = dict(self.declared)
+        if self.opts.parse_dates is True:
+            candidates = WITH_DATES
+            sniffed = self._describe(candidates, overrides)
+        elif dates:
+            candidates = WITH_DATES
+            plain = self._describe(NO_DATES, overrides)
+            dated = self._describe(WITH_DATES, overrides)
+            for name, kind in dated.items():
+                if name in dates and kind not in DATE_TYPES:
+                    overrides[name] = "TIMESTAMP"  # must parse; a bad value names the column
+                elif name not in dates and kind in DATE_TYPES:
+                    overrides[name] = plain[name]
+            sniffed = {**dated, **{k: v for k, v in overrides.items() if k in dated}}
+        else:
+            candidates = NO_DATES
+            sniffed = self._describe(candidates, overrides)
+        auto = {n: t for n, t in sniffed.items() if n not in overrides}
+        overrides.update(self._pandas_corrections(auto))
+        return _Plan(candidates, overrides)
+
+    def _pandas_corrections(self, auto: Mapping[str, str]) -> dict[str, str]:
+        """Columns whose sniffed type pandas would not have chosen -> VARCHAR (checked on the
+        sniffer's sample: booleans spelled t/f or yes/no, hex integers, integers beyond 64 bits)."""
+        checks: list[tuple[str, str]] = []
+        for name, kind in auto.items():
+            col = quote_ident(name)
+            if kind == "BOOLEAN":
+                ok = f"{col} IN ({', '.join(quote_literal(b) for b in _PANDAS_BOOLEANS)})"
+            elif kind == "BIGINT":
+                ok = f"NOT regexp_matches({col}, '^\\s*[+-]?0[xXbBoO]')"
+            elif kind == "DOUBLE":
+                ok = (f"NOT (regexp_full_match(trim({col}), '[+-]?[0-9]+') "
+                      f"AND TRY_CAST({col} AS BIGINT) IS NULL)")
+            else:
+                continue
+            checks.append((name, f"coalesce(bool_and({ok}), true)"))
+        if not checks:
+            return {}
+        full = self.reader.sample_size == _FULL_SAMPLE
+        limit = "" if full else f" LIMIT {self.reader.sample_size}"
+        cols = ", ".join(quote_ident(n) for n, _ in checks)
+        sample = f"SELECT {cols} FROM {self.reader.sql(NO_DATES, all_varchar=True)}{limit}"
+        flags = self.con.execute(
+            f"SELECT {', '.join(expr for _, expr in checks)} FROM ({sample})").fetchone()
+        return {name: "VARCHAR" for (name, _), ok in zip(checks, flags, strict=True) if not ok}
+
+    # -- errors
+    def _explain(self, exc: duckdb.Error) -> DriverError:
+        """Turn a DuckDB failure into a message with the file, the line and what to do."""
+        text, origin = str(exc), self.source.origin
+        if "Invalid unicode" in text or "not utf-8 encoded" in text:
+            found = cs.find_undecodable_line(self.source)
+            line, reason = found if found else (None, "invalid byte sequence")
+            return cs.encoding_error(origin, self.source.encoding, line, reason)
+        match = _CONVERSION.search(text)
+        if match:
+            return self._conversion_error(*(g.replace('""', '"') for g in match.groups()))
+        if "Maximum line size" in text:
+            return DriverError(f"{origin}: a line is longer than DuckDB's limit "
+                               f"({cs.duckdb_summary(exc)}); check `delimiter` and quoting")
+        if isinstance(exc, duckdb.IOException) and "gzip" in text.lower():
+            return DriverError(f"{origin}: cannot decompress as gzip ({cs.duckdb_summary(exc)})."
+                               " Check the `compression` option.")
+        wide = self._wide_row_error(required=False)
+        if wide is not None:
+            return wide
+        return DriverError(f"{origin}: cannot read the CSV file: {cs.duckdb_summary(exc)}. "
+                           f"Check `delimiter` (currently {self.opts.delimiter!r}), `encoding` "
+                           "and `header`.")
+
+    def _wide_row_error(self, required: bool = True) -> DriverError | None:
+        try:
+            rec = cs.find_wide_record(self.source, self.layout, self.opts.delimiter,
+                                      self.opts.comment)
+        except cs.CsvSyntaxError as exc:
+            return exc
+        if rec is None:
+            if not required:
+                return None
+            return DriverError(f"{self.source.origin}: a row has more fields than the header; "
+                               f"check the `delimiter` option (currently "
+                               f"{self.opts.delimiter!r}).")
+        what = "the header has" if self.layout.header is not None else "the first row has"
+        fields = len(cs.strip_comment(rec.fields, self.opts.comment))
+        return DriverError(
+            f"{self.source.origin}: line {rec.first_line} has {fields} fields but {what} "
+            f"{self.layout.width} (delimiter {self.opts.delimiter!r}). Quote values that contain "
+            "the delimiter, fix that row, or check the `delimiter` and `header` options."
+        )
+
+    def _conversion_error(self, column: str, value: str, kind: str) -> DriverError:
+        index = self.names.index(column) if column in self.names else -1
+        line = cs.find_value_line(self.source, self.layout, self.opts.delimiter,
+                                  self.opts.comment, index, value) if index >= 0 else None
+        where = f" at line {line}" if line else ""
+        option = "parse_dates" if column in self.opts.date_columns else "dtype"
+        return DriverError(
+            f"{self.source.origin}: column {column!r}{where}: cannot convert {value!r} to {kind}. "
+            f"Fix the value, or change `{option}` for that column."
+        )

@@ -1,0 +1,289 @@
+"""Parameters and profiles: declaration forms, precedence, typed substitution, errors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from osiris_dagster.oml import validate_pipeline
+from osiris_dagster.oml.validate import ValidationResult
+
+PIPELINE = """\
+oml_version: "0.1.0"
+name: params-demo
+params:
+  limit: 10
+  table:
+    default: movies
+    description: source table
+  ratio: {default: 0.5}
+  flag: {default: true, type: boolean}
+  label: plain
+profiles:
+  dev:
+    params:
+      table: dev_movies
+  prod:
+    params:
+      table: prod_movies
+      limit: 1000
+steps:
+  - id: extract
+    component: filesystem.csv_extractor
+    mode: read
+    config:
+      path: "data/${params.table}.csv"
+      limit: ${params.limit}
+      skip_blank_lines: ${params.flag}
+  - id: stats
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: "SELECT '${params.label}' AS l, ${params.ratio} AS r, ${params.flag} AS f FROM df_extract LIMIT ${params.limit}"
+"""  # noqa: E501
+
+NO_PROFILES = PIPELINE.split("profiles:")[0] + "steps:" + PIPELINE.split("steps:", 1)[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def run(tmp_path: Path, text: str = PIPELINE, **kwargs) -> ValidationResult:
+    kwargs.setdefault("env", {})
+    return validate_pipeline(write(tmp_path, text), **kwargs)
+
+
+def cfg(result: ValidationResult, step: str = "extract") -> dict:
+    assert [str(d) for d in result.errors] == []
+    return dict(result.pipeline.step(step).config)
+
+
+def test_defaults_plain_and_default_forms(tmp_path):
+    result = run(tmp_path, NO_PROFILES)
+    c = cfg(result)
+    assert c["path"] == "data/movies.csv"
+    assert c["limit"] == 10 and type(c["limit"]) is int
+    assert c["skip_blank_lines"] is True
+    assert dict(result.pipeline.params) == {"limit": 10, "table": "movies", "ratio": 0.5,
+                                            "flag": True, "label": "plain"}
+    assert result.pipeline.profile is None
+    assert result.warnings == []
+
+
+def test_references_inside_longer_strings_are_text(tmp_path):
+    q = cfg(run(tmp_path, NO_PROFILES), "stats")["query"]
+    assert q == "SELECT 'plain' AS l, 0.5 AS r, true AS f FROM df_extract LIMIT 10"
+
+
+def test_dev_profile_applies_by_default(tmp_path):
+    result = run(tmp_path)
+    assert result.pipeline.profile == "dev"
+    c = cfg(result)
+    assert c["path"] == "data/dev_movies.csv"
+    assert c["limit"] == 10
+
+
+def test_explicit_profile(tmp_path):
+    result = run(tmp_path, profile="prod")
+    assert result.pipeline.profile == "prod"
+    c = cfg(result)
+    assert c["path"] == "data/prod_movies.csv"
+    assert c["limit"] == 1000 and type(c["limit"]) is int
+    assert cfg(result, "stats")["query"].endswith("LIMIT 1000")
+
+
+def test_no_default_profile_without_dev(tmp_path):
+    text = PIPELINE.replace("  dev:\n    params:\n      table: dev_movies\n", "")
+    result = run(tmp_path, text)
+    assert result.pipeline.profile is None
+    assert cfg(result)["path"] == "data/movies.csv"
+
+
+def test_env_beats_default_and_is_coerced(tmp_path):
+    result = run(tmp_path, NO_PROFILES, env={"OSIRIS_PARAM_LIMIT": "25",
+                                             "OSIRIS_PARAM_TABLE": "env_movies",
+                                             "OSIRIS_PARAM_FLAG": "false",
+                                             "OSIRIS_PARAM_RATIO": "0.25"})
+    c = cfg(result)
+    assert c["limit"] == 25 and type(c["limit"]) is int
+    assert c["path"] == "data/env_movies.csv"
+    assert c["skip_blank_lines"] is False
+    assert result.pipeline.params["ratio"] == 0.25
+
+
+def test_env_from_process_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("OSIRIS_PARAM_LIMIT", "33")
+    result = validate_pipeline(write(tmp_path, NO_PROFILES))
+    assert cfg(result)["limit"] == 33
+
+
+def test_profile_beats_env(tmp_path):
+    result = run(tmp_path, env={"OSIRIS_PARAM_TABLE": "env_movies", "OSIRIS_PARAM_LIMIT": "25"})
+    c = cfg(result)
+    assert c["path"] == "data/dev_movies.csv"  # dev profile sets table
+    assert c["limit"] == 25  # dev profile does not set limit: env wins over the default
+
+
+def test_explicit_beats_profile_and_env(tmp_path):
+    result = run(tmp_path, profile="prod", params={"table": "cli_movies", "limit": "7"},
+                 env={"OSIRIS_PARAM_TABLE": "env_movies", "OSIRIS_PARAM_LIMIT": "25"})
+    c = cfg(result)
+    assert c["path"] == "data/cli_movies.csv"
+    assert c["limit"] == 7 and type(c["limit"]) is int
+
+
+def test_explicit_typed_value(tmp_path):
+    c = cfg(run(tmp_path, NO_PROFILES, params={"limit": 42, "flag": False}))
+    assert c["limit"] == 42
+    assert c["skip_blank_lines"] is False
+
+
+def test_declared_type_coerces_string(tmp_path):
+    text = """\
+        oml_version: "0.1.0"
+        name: typed
+        params:
+          n: {type: integer, default: "5"}
+        steps:
+          - id: e
+            component: filesystem.csv_extractor
+            mode: read
+            config: {path: a.csv, limit: "${params.n}"}
+    """
+    c = cfg(run(tmp_path, text, params={"n": "12"}), "e")
+    assert c["limit"] == 12
+
+
+def test_structure_does_not_depend_on_params(tmp_path):
+    a = run(tmp_path, NO_PROFILES).pipeline
+    b = run(tmp_path, NO_PROFILES, params={"limit": "99", "table": "x"}).pipeline
+    assert a.structure() == b.structure()
+    assert a.step("extract").fingerprint != b.step("extract").fingerprint
+
+
+def test_unresolved_parameter_names_it_with_line(tmp_path):
+    text = """\
+        oml_version: "0.1.0"
+        name: unresolved
+        params:
+          limit: 10
+        steps:
+          - id: e
+            component: filesystem.csv_extractor
+            mode: read
+            config:
+              path: "data/${params.tabel}.csv"
+              limit: ${params.limit}
+    """
+    result = run(tmp_path, text)
+    assert len(result.errors) == 1, [str(d) for d in result.errors]
+    d = result.errors[0]
+    assert d.line == 10
+    assert "'tabel'" in d.message
+    assert "unresolved" in d.message
+    assert result.pipeline is None
+
+
+def test_unresolved_whole_value_reference(tmp_path):
+    text = """\
+        oml_version: "0.1.0"
+        name: unresolved
+        steps:
+          - id: e
+            component: filesystem.csv_extractor
+            mode: read
+            config:
+              path: a.csv
+              limit: ${params.limit}
+    """
+    result = run(tmp_path, text)
+    assert [(d.line, "'limit'" in d.message) for d in result.errors] == [(9, True)]
+
+
+def test_unresolved_parameter_in_a_step_names_the_step(tmp_path):
+    # FILE:LINE: step 'ID': message whenever a step applies
+    text = """\
+        oml_version: "0.1.0"
+        name: unresolved
+        steps:
+          - id: e
+            component: filesystem.csv_extractor
+            mode: read
+            config: {path: "${params.missing}.csv"}
+    """
+    result = run(tmp_path, text)
+    assert [(d.line, d.step) for d in result.errors] == [(7, "e")], \
+        [str(d) for d in result.errors]
+
+
+def test_parameter_resolved_from_env_without_declaration(tmp_path):
+    text = """\
+        oml_version: "0.1.0"
+        name: env-only
+        steps:
+          - id: e
+            component: filesystem.csv_extractor
+            mode: read
+            config: {path: "${params.file}"}
+    """
+    c = cfg(run(tmp_path, text, env={"OSIRIS_PARAM_FILE": "x.csv"}), "e")
+    assert c["path"] == "x.csv"
+
+
+def test_unknown_profile_is_an_error(tmp_path):
+    result = run(tmp_path, profile="staging")
+    assert len(result.errors) == 1
+    d = result.errors[0]
+    assert "'staging'" in d.message
+    assert "dev" in d.message and "prod" in d.message
+    assert d.line == 11  # the profiles: key
+    assert result.pipeline is None
+
+
+def test_profile_without_any_profiles_is_an_error(tmp_path):
+    result = run(tmp_path, NO_PROFILES, profile="prod")
+    assert len(result.errors) == 1
+    assert "'prod'" in result.errors[0].message
+
+
+def test_bad_explicit_coercion(tmp_path):
+    result = run(tmp_path, NO_PROFILES, params={"limit": "abc"})
+    assert len(result.errors) == 1, [str(d) for d in result.errors]
+    d = result.errors[0]
+    assert "'limit'" in d.message
+    assert "'abc'" in d.message
+    assert "int" in d.message
+    assert d.line == 4  # where the parameter is declared
+    assert result.pipeline is None
+
+
+def test_bad_env_coercion(tmp_path):
+    result = run(tmp_path, NO_PROFILES, env={"OSIRIS_PARAM_FLAG": "maybe"})
+    assert len(result.errors) == 1
+    d = result.errors[0]
+    assert "'flag'" in d.message and "'maybe'" in d.message
+    assert "OSIRIS_PARAM_FLAG" in d.message
+
+
+def test_undeclared_explicit_param_warns(tmp_path):
+    result = run(tmp_path, NO_PROFILES, params={"nope": "1"})
+    assert result.errors == []
+    assert any("'nope'" in w.message for w in result.warnings)
+
+
+def test_substituted_value_is_type_checked(tmp_path):
+    # limit must be >= 1 for the csv extractor; the check runs after substitution
+    result = run(tmp_path, NO_PROFILES, params={"limit": "0"})
+    assert [(d.line, d.step) for d in result.errors] == [(17, "extract")]
+    assert "'limit'" in result.errors[0].message
+
+
+@pytest.mark.parametrize("value", ["${params.limit}", " ${params.limit} "])
+def test_whole_reference_keeps_type(tmp_path, value):
+    text = NO_PROFILES.replace("limit: ${params.limit}", f'limit: "{value}"')
+    assert cfg(run(tmp_path, text))["limit"] == 10
