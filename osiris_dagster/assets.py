@@ -95,7 +95,7 @@ def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
         fields[name] = dg.Field(dtype, is_required=False, description=desc)
     profiles = doc.get("profiles") if isinstance(doc.get("profiles"), dict) else {}
     schema = {
-        "params": dg.Field(dg.Shape(fields), is_required=False,
+        "params": dg.Field(dg.Permissive(fields), is_required=False,
                            description=f"Parameters of pipeline '{pipeline.name}'; omitted ones "
                                        "come from OSIRIS_PARAM_<NAME>, the profile, or the OML "
                                        "default."),

@@ -200,11 +200,7 @@ def _typed_params(path: Path, params: dict[str, str], coerce: Any, declared_para
 
     specs = declared_params(load_yaml_with_lines(path.read_text(encoding="utf-8")),
                             Collector(str(path)))
-    typed = {}
-    for k, v in params.items():
-        if k in specs:  # undeclared params have no slot in run config (validated above)
-            typed[k] = coerce(specs.get(k), v, "--param")
-    return typed
+    return {k: coerce(specs.get(k), v, "--param") for k, v in params.items()}
 
 
 def _instance(settings: Any) -> Any:

@@ -89,7 +89,7 @@ def test_one_asset_per_step_with_lineage_and_spec_fields(pipeline: Path, tmp_pat
     assert specs[KEY(["movies-demo", "extract_directors"])].metadata[
         "osiris/step_id"] == "extract.directors"
     ref = join.metadata["dagster/code_references"].code_references[0]
-    assert ref.file_path == str(pipeline.resolve()) and ref.line_number == 23
+    assert ref.file_path == str(pipeline.resolve()) and ref.line_number == 20
     assert join.code_version and len(join.code_version) == 16
     job = defs.resolve_job_def("movies_demo")
     assert job.executor_def.name == "in_process"

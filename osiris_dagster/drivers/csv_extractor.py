@@ -14,7 +14,12 @@ pandas behaviour is reproduced, and where we deliberately differ:
   gets a ``.N`` suffix (pandas would keep ``a`` and ``A``). DuckDB then reads only the data part.
 * **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
   header is an error naming its physical line. Blank lines are skipped (``skip_blank_lines:
-  false`` turns them into all-NULL rows, via a rewritten scratch copy).
+  false`` turns them into all-NULL rows). Where DuckDB would differ, it reads a scratch copy of
+  the data part instead of the file: after a preamble its ``skip`` cannot step over exactly
+  (blank or comment lines, quoted line breaks), and, rewritten by Python's csv module (slower),
+  for ``skip_blank_lines: false`` or a one-column file, when a byte scan finds blank lines.
+* **Line numbers** in errors are physical lines of the user's file, found by re-scanning it
+  with Python's csv module (DuckDB counts records and its sniffer reports none).
 * **NULLs.** pandas' default NA strings (``""``, ``NA``, ``NULL``, ``N/A``, ``NaN``, ...) plus
   ``na_values``, so numeric columns with such markers still read as numbers.
 * **Types.** DuckDB's sniffer chooses among BOOLEAN, BIGINT, DOUBLE and VARCHAR; dates stay text
@@ -41,6 +46,7 @@ pandas behaviour is reproduced, and where we deliberately differ:
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -77,6 +83,7 @@ _ENCODINGS = {
 }
 _CONVERSION = re.compile(r'converting column "((?:[^"]|"")*)"\. Could not convert string '
                          r'"((?:[^"]|"")*)" to \'([^\']+)\'')
+_LINE_SIZE = "Maximum line size"
 _PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
 
 
@@ -244,8 +251,9 @@ def _inspect(source: cs.Source, opts: Options) -> cs.Layout | None:
         return cs.inspect_layout(source, delimiter=opts.delimiter, comment=opts.comment,
                                  skip_rows=opts.skip_rows, header=opts.header,
                                  skip_blank_lines=opts.skip_blank_lines)
-    except OSError as exc:
-        raise DriverError(f"{source.origin}: cannot read the file: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        hint = " Check the `compression` option." if source.gzip else ""
+        raise DriverError(f"{source.origin}: cannot read the file: {exc}.{hint}") from exc
 
 
 # -- column names and declared types --------------------------------------------------------------
@@ -339,6 +347,7 @@ class Reader:
     null_values: tuple[str, ...]
     parallel: bool = True
     sample_size: int = DEFAULT_SAMPLE
+    max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
 
     def sql(self, candidates: Sequence[str], types: Mapping[str, str] | None = None,
             all_varchar: bool = False) -> str:
@@ -356,6 +365,8 @@ class Reader:
             f"sample_size={self.sample_size}",
             f"parallel={'true' if self.parallel else 'false'}",
         ]
+        if self.max_line_size:
+            opts.append(f"max_line_size={self.max_line_size}")
         if all_varchar:
             opts.append("all_varchar=true")
         elif types:
@@ -392,13 +403,15 @@ class _Extraction:
         self.reader = self._reader(scratch)
 
     def _reader(self, scratch: cs.Scratch) -> Reader:
-        """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them."""
+        """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
+        a scratch copy of the data part (rewritten when blank lines need pandas' treatment)."""
         src, layout = self.source, self.layout
         path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
-        if not self.opts.skip_blank_lines:
+        keep_blanks = not self.opts.skip_blank_lines
+        if (keep_blanks or layout.width == 1) and cs.may_have_blank_lines(src, layout.data_offset):
             path, skip, encoding = scratch.new_path(), 0, "utf-8"
-            cs.rewrite_keeping_blank_rows(src, layout, self.opts.delimiter, self.opts.comment,
-                                          path)
+            cs.rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
+                                   keep=keep_blanks)
         elif layout.skipped and not layout.simple_skip:
             path, skip = scratch.new_path(), 0
             cs.copy_from_offset(src, layout.data_offset, path)
@@ -431,6 +444,10 @@ class _Extraction:
         if _PARALLEL_PADDING in text and self.reader.parallel:
             # quoted newlines + padding of short rows need the single-threaded reader
             self.reader = replace(self.reader, parallel=False)
+            return
+        if _LINE_SIZE in text and not self.reader.max_line_size:
+            # pandas has no row-size limit; allow rows up to the scanner's limit
+            self.reader = replace(self.reader, max_line_size=cs.MAX_LINE_BYTES)
             return
         match = _CONVERSION.search(text)
         if match and self.reader.sample_size != _FULL_SAMPLE:
@@ -465,7 +482,7 @@ class _Extraction:
                     overrides[name] = "TIMESTAMP"  # must parse; a bad value names the column
                 elif name not in dates and kind in DATE_TYPES:
                     overrides[name] = plain[name]
-            sniffed = {**dated, **{k: v for k, v in overrides.items() if k in dated}}
+            sniffed = dated
         else:
             candidates = NO_DATES
             sniffed = self._describe(candidates, overrides)
@@ -510,9 +527,12 @@ class _Extraction:
         match = _CONVERSION.search(text)
         if match:
             return self._conversion_error(*(g.replace('""', '"') for g in match.groups()))
-        if "Maximum line size" in text:
-            return DriverError(f"{origin}: a line is longer than DuckDB's limit "
-                               f"({cs.duckdb_summary(exc)}); check `delimiter` and quoting")
+        if _LINE_SIZE in text:
+            line = cs.find_long_line(self.source, cs.MAX_LINE_BYTES)
+            where = f"line {line}" if line else "a row"
+            return DriverError(f"{origin}: {where} is longer than {cs.MAX_LINE_BYTES >> 20} MiB. "
+                               "Check the `delimiter` option and the quoting (an unclosed quote "
+                               "makes the rest of the file one row).")
         if isinstance(exc, duckdb.IOException) and "gzip" in text.lower():
             return DriverError(f"{origin}: cannot decompress as gzip ({cs.duckdb_summary(exc)})."
                                " Check the `compression` option.")

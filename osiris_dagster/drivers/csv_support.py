@@ -100,7 +100,8 @@ def duckdb_summary(exc: BaseException, limit: int = 400) -> str:
             continue
         if stripped.startswith(("Possible fix", "Possible Solution", "file =", "* ")):
             break
-        lines.append(stripped)
+        if not stripped.startswith("Original Line:"):  # may be megabytes of row text
+            lines.append(stripped)
     text = " ".join(lines) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -213,10 +214,11 @@ def prepare_source(origin: Path, compression: Compression, encoding: str,
 
 def _transcode_to_utf8(src: BinaryIO, dst: BinaryIO, origin: Path) -> None:
     """utf-16 (BOM decides the byte order, little-endian without one) -> utf-8, chunk by chunk."""
-    decoder = codecs.getincrementaldecoder("utf-16")(errors="strict")
+    chunk = src.read(CHUNK_BYTES)
+    has_bom = chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    decoder = codecs.getincrementaldecoder("utf-16" if has_bom else "utf-16-le")(errors="strict")
     lines = 0
     while True:
-        chunk = src.read(CHUNK_BYTES)
         try:
             text = decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
@@ -225,6 +227,7 @@ def _transcode_to_utf8(src: BinaryIO, dst: BinaryIO, origin: Path) -> None:
         dst.write(text.encode("utf-8"))
         if not chunk:
             return
+        chunk = src.read(CHUNK_BYTES)
 
 
 def copy_from_offset(source: Source, offset: int, target: Path) -> None:
@@ -265,7 +268,7 @@ class _LineFeed:
         self._source = source
         self._comment = comment
         self._decoder = codecs.getincrementaldecoder(source.encoding)(errors="strict")
-        self._pending: list[str] = []
+        self._pending: list[tuple[str, int]] = []  # decoded pieces with their byte lengths
         self._at_start = offset == 0
         self.line = line - 1
         self.offset = offset
@@ -277,14 +280,15 @@ class _LineFeed:
     def __next__(self) -> str:
         if not self._pending:
             self._pending = self._read_pieces()
-        text = self._pending.pop(0)
+        text, size = self._pending.pop(0)
         self.line += 1
+        self.offset += size
         if self._comment and text.lstrip(" \t").startswith(self._comment):
             self.comments += 1
             return "\n"
         return text
 
-    def _read_pieces(self) -> list[str]:
+    def _read_pieces(self) -> list[tuple[str, int]]:
         raw = self._fh.readline(MAX_LINE_BYTES)
         if not raw:
             raise StopIteration
@@ -293,18 +297,22 @@ class _LineFeed:
                 f"{self._source.origin}: line {self.line + 1} is longer than "
                 f"{MAX_LINE_BYTES >> 20} MiB; check the `delimiter` and quoting of the file."
             )
-        self.offset += len(raw)
+        bom = 0
         if self._at_start:
             self._at_start = False
             if raw.startswith(_UTF8_BOM) and self._source.encoding == "utf-8":
-                raw = raw[len(_UTF8_BOM):]
+                raw, bom = raw[len(_UTF8_BOM):], len(_UTF8_BOM)
         try:
             text = self._decoder.decode(raw)
         except UnicodeDecodeError as exc:
             raise encoding_error(self._source.origin, self._source.encoding, self.line + 1,
                                  exc.reason) from exc
-        pieces = _LONE_CR.split(text) if "\r" in text else [text]
-        return [p for p in pieces if p] or [text]
+        if "\r" not in text:
+            return [(text, len(raw) + bom)]
+        pieces = [p for p in _LONE_CR.split(text) if p]
+        sizes = [len(p.encode(self._source.encoding)) for p in pieces]
+        sizes[0] += bom + len(raw) - sum(sizes)  # bytes held back by the decoder, if any
+        return list(zip(pieces, sizes, strict=True))
 
 
 def iter_records(source: Source, delimiter: str, comment: str | None, *, offset: int = 0,
@@ -448,6 +456,19 @@ def find_value_line(source: Source, layout: Layout, delimiter: str, comment: str
     return None
 
 
+def find_long_line(source: Source, limit: int) -> int | None:
+    """First physical line longer than ``limit`` bytes (DuckDB's max_line_size)."""
+    with source.open() as fh:
+        line, length = 1, 0
+        while piece := fh.readline(CHUNK_BYTES):
+            length += len(piece)
+            if length > limit:
+                return line
+            if piece.endswith(b"\n"):
+                line, length = line + 1, 0
+    return None
+
+
 def find_undecodable_line(source: Source) -> tuple[int, str] | None:
     """First physical line that does not decode in the source's encoding, with the reason."""
     decoder = codecs.getincrementaldecoder(source.encoding)(errors="strict")
@@ -462,17 +483,35 @@ def find_undecodable_line(source: Source) -> tuple[int, str] | None:
     return None
 
 
-def rewrite_keeping_blank_rows(source: Source, layout: Layout, delimiter: str,
-                               comment: str | None, target: Path) -> None:
-    """``skip_blank_lines: false``: pandas turns blank lines into all-NULL rows, DuckDB drops
-    them, so re-emit the data part with a row of empty fields for each blank line."""
+def may_have_blank_lines(source: Source, offset: int) -> bool:
+    """Cheap byte scan before the slow Python rewrite: can the data part contain a blank line?
+    (A quoted value with an empty line in it is a false positive, which only costs time.)"""
+    with source.open() as fh:
+        fh.seek(offset)
+        tail = b"\n"  # the data starts at a line start: a leading newline is a blank line
+        while chunk := fh.read(CHUNK_BYTES):
+            window = tail + chunk
+            if b"\n\n" in window or b"\n\r\n" in window or b"\r\r" in window:
+                return True
+            tail = window[-2:]
+    return False
+
+
+def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment: str | None,
+                        target: Path, *, keep: bool) -> None:
+    """Re-emit the data part with blank lines made explicit, where DuckDB differs from pandas.
+
+    ``keep`` (``skip_blank_lines: false``): pandas makes a blank line an all-NULL row, DuckDB drops
+    it (with several columns), so write a row of empty fields. Not ``keep``: in a one-column file
+    DuckDB reads a blank line as a NULL row where pandas skips it, so leave it out.
+    """
     with open(target, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out, delimiter=delimiter, quotechar='"', doublequote=True,
                             lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         for rec in data_records(source, layout, delimiter, comment):
             if rec.kind == "data":
                 writer.writerow(rec.fields)
-            elif rec.kind == "blank":
+            elif rec.kind == "blank" and keep:
                 writer.writerow([""] * layout.width)
 
 

@@ -5,7 +5,7 @@ The file matches what Osiris writes with ``DataFrame.to_csv(index=False)`` where
 * columns sorted by name (Python string order; all-digit names as numbers), like Osiris;
 * NULL and the empty string are both an empty field (a one-column table writes ``""`` so the row
   is not a blank line that readers would skip), booleans are ``True``/``False``, timestamps
-  ``YYYY-MM-DD HH:MM:SS[.ffffff]``, numbers as DuckDB prints them;
+  ``YYYY-MM-DD HH:MM:SS[.fff]``, numbers as DuckDB prints them (``1.0``, ``1e+20``);
 * ``quoting``: minimal (only where needed), all (every field, empty ones as ``""``), or
   nonnumeric (every field of a non-numeric column); Osiris ignored this option;
 * ``newline`` lf/crlf (cr too), ``delimiter``, ``header``; ``create_dirs: false`` fails when the

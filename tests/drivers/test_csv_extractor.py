@@ -1,0 +1,526 @@
+"""filesystem.csv_extractor against real files and a real session DuckDB file."""
+
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import gzip
+import json
+import lzma
+import zipfile
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from osiris_dagster.drivers import csv_extractor
+from osiris_dagster.errors import DriverError
+from osiris_dagster.session import Session
+
+from .conftest import EXTRACTOR_DEFAULTS, ExtractFn, WorkspaceFactory
+
+TRICKY = (
+    'id,name,zip,born,score\n'
+    '1,"Smith, John",00123,2024-01-31,1.5\n'
+    '2,"says ""hi""",01234,2024-02-29,NA\n'
+    '3,"two\nlines",,2024-03-01,\n'
+    '4,Žluťoučký kůň 😀,99999,2024-03-02,NULL\n'
+)
+TRICKY_ROWS = [
+    (1, "Smith, John", "00123", "2024-01-31", 1.5),
+    (2, 'says "hi"', "01234", "2024-02-29", None),
+    (3, "two\nlines", None, "2024-03-01", None),
+    (4, "Žluťoučký kůň 😀", "99999", "2024-03-02", None),
+]
+
+
+def put(directory: Path, name: str, content: str | bytes, encoding: str = "utf-8") -> Path:
+    path = directory / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode(encoding))
+    return path
+
+
+def numbered_rows(count: int, start: int = 1) -> str:
+    return "".join(f"{i},{i * 2}\n" for i in range(start, start + count))
+
+
+# -- values, types, nulls -------------------------------------------------------------------------
+def test_quoted_fields_unicode_and_types_round_trip(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "t.csv", TRICKY)
+    table = extract(path="t.csv")
+    assert table.columns == ["id", "name", "zip", "born", "score"]
+    assert table.types == {"id": "BIGINT", "name": "VARCHAR", "zip": "VARCHAR",
+                           "born": "VARCHAR", "score": "DOUBLE"}
+    assert table.rows == TRICKY_ROWS
+    assert table.result.table == "x"
+    assert table.result.rows_read == table.result.rows_written == 4
+
+
+def test_rows_read_metric_is_logged(extract: ExtractFn, data_dir: Path,
+                                    session: Session) -> None:
+    put(data_dir, "t.csv", "a\n1\n2\n")
+    extract(path="t.csv")
+    metrics = [json.loads(line) for line in session.metrics_path.read_text().splitlines()]
+    assert {"metric": "rows_read", "value": 2, "step_id": "x"}.items() <= metrics[-1].items()
+
+
+def test_pandas_null_markers_keep_numeric_columns_numeric(extract: ExtractFn,
+                                                          data_dir: Path) -> None:
+    markers = ["", "NA", "N/A", "NULL", "NaN", "nan", "None", "null", "n/a", "#N/A", "<NA>"]
+    body = "".join(f"{i},{m},{m}\n" for i, m in enumerate(markers))
+    put(data_dir, "n.csv", "i,f,s\n" + body + "99,2.5,text\n")
+    table = extract(path="n.csv")
+    assert table.types == {"i": "BIGINT", "f": "DOUBLE", "s": "VARCHAR"}
+    assert [r[1] for r in table.rows] == [None] * len(markers) + [2.5]
+    assert [r[2] for r in table.rows] == [None] * len(markers) + ["text"]
+
+
+def test_na_values_adds_null_strings(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "n.csv", "a,b\n1,missing\n-,x\n3,y\n")
+    table = extract(path="n.csv", na_values=["missing", "-"])
+    assert table.types["a"] == "BIGINT"
+    assert table.rows == [(1, None), (None, "x"), (3, "y")]
+
+
+def test_leading_zero_numbers_stay_text(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "z.csv", "zip,n\n00123,1\n00456,2\n")
+    assert extract(path="z.csv").rows == [("00123", 1), ("00456", 2)]
+
+
+def test_booleans_only_when_spelled_like_pandas(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "b.csv", "tf,yn,t,yes\nTrue,Y,t,yes\nfalse,N,f,no\nTRUE,Y,t,yes\n")
+    table = extract(path="b.csv")
+    assert table.types == {"tf": "BOOLEAN", "yn": "VARCHAR", "t": "VARCHAR", "yes": "VARCHAR"}
+    assert table.rows[0] == (True, "Y", "t", "yes")
+
+
+def test_integers_beyond_64_bits_and_hex_stay_text(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "big.csv", "id,hex,n\n123456789012345678901234,0x1F,1.5\n7,0x20,2\n")
+    table = extract(path="big.csv")
+    assert table.types == {"id": "VARCHAR", "hex": "VARCHAR", "n": "DOUBLE"}
+    assert table.rows[0] == ("123456789012345678901234", "0x1F", 1.5)
+
+
+def test_type_contradicted_after_the_sample_is_resniffed(extract: ExtractFn,
+                                                         data_dir: Path) -> None:
+    put(data_dir, "late.csv", "a,b\n" + numbered_rows(25_000) + "1.5,oops\n")
+    table = extract(path="late.csv")
+    assert table.types == {"a": "DOUBLE", "b": "VARCHAR"}
+    assert table.rows[-1] == (1.5, "oops")
+    assert len(table.rows) == 25_001
+
+
+def test_old_mac_cr_line_endings(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "cr.csv", "# note\ra,b\r1,x\r2,y\r")
+    assert extract(path="cr.csv", comment="#").rows == [(1, "x"), (2, "y")]
+    put(data_dir, "cr2.csv", "a,b\r1,x\r2,y,z\r")
+    with pytest.raises(DriverError, match="line 3 has 3 fields"):
+        extract(path="cr2.csv")
+
+
+def test_crlf_and_utf8_bom(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "w.csv", b'\xef\xbb\xbfa,b\r\n1,"x\r\ny"\r\n2,z\r\n')
+    table = extract(path="w.csv")
+    assert table.columns == ["a", "b"]
+    assert table.rows == [(1, "x\r\ny"), (2, "z")]
+
+
+# -- paths ----------------------------------------------------------------------------------------
+def test_relative_path_uses_base_dir_and_absolute_path_works(extract: ExtractFn,
+                                                             tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    put(other, "r.csv", "a\n1\n")
+    assert extract(path="r.csv", base_dir=other).rows == [(1,)]
+    assert extract(path=str(other / "r.csv")).rows == [(1,)]
+
+
+def test_missing_file_names_absolute_path(extract: ExtractFn, data_dir: Path) -> None:
+    with pytest.raises(DriverError, match="not found") as info:
+        extract(path="nope.csv")
+    assert str(data_dir / "nope.csv") in str(info.value)
+
+
+def test_directory_is_rejected(extract: ExtractFn, data_dir: Path) -> None:
+    (data_dir / "sub").mkdir()
+    with pytest.raises(DriverError, match="is a directory"):
+        extract(path="sub")
+
+
+# -- dialect --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_explicit_delimiter(extract: ExtractFn, data_dir: Path, delimiter: str) -> None:
+    d = delimiter
+    put(data_dir, "d.csv", f'a{d}b{d}c\n1{d}"x{d}y"{d}3\n4{d}plain,comma{d}6\n')
+    table = extract(path="d.csv", delimiter=d)
+    assert table.columns == ["a", "b", "c"]
+    assert table.rows == [(1, f"x{d}y", 3), (4, "plain,comma", 6)]
+
+
+def test_single_text_column_is_not_split_by_a_sniffed_delimiter(extract: ExtractFn,
+                                                               data_dir: Path) -> None:
+    put(data_dir, "one.csv", "sentence\nhello; world\nfoo; bar\n")
+    table = extract(path="one.csv")
+    assert table.columns == ["sentence"]
+    assert table.rows == [("hello; world",), ("foo; bar",)]
+
+
+def test_comment_lines_and_inline_comments(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "c.csv", '# exported "today"\na,b\n1,2\n# note\n3,4 # trailing\n')
+    table = extract(path="c.csv", comment="#")
+    assert table.rows == [(1, 2), (3, 4)]
+
+
+def test_hash_is_data_without_comment_option(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "h.csv", "tag,n\n#one,1\n#two,2\n")
+    assert extract(path="h.csv").rows == [("#one", 1), ("#two", 2)]
+
+
+def test_blank_lines_skipped_or_kept(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "bl.csv", "a,b\n1,x\n\n2,y\n\n")
+    assert extract(path="bl.csv").rows == [(1, "x"), (2, "y")]
+    kept = extract(path="bl.csv", skip_blank_lines=False)
+    assert kept.rows == [(1, "x"), (None, None), (2, "y"), (None, None)]
+    assert kept.types == {"a": "BIGINT", "b": "VARCHAR"}
+    put(data_dir, "bl2.csv", "a,b\n\n1,x\n")
+    assert extract(path="bl2.csv", skip_blank_lines=False).rows == [(None, None), (1, "x")]
+    put(data_dir, "one.csv", 'a\r\n\r\nx\r\n""\r\n\r\ny\r\n\r\n')  # DuckDB: blank = NULL row
+    assert extract(path="one.csv").rows == [("x",), (None,), ("y",)]
+    assert extract(path="one.csv", skip_blank_lines=False).rows == [
+        (None,), ("x",), (None,), (None,), ("y",), (None,)]
+    put(data_dir, "bl3.csv", "a,b\n1,x\n2,y\n")
+    assert extract(path="bl3.csv", skip_blank_lines=False).rows == [(1, "x"), (2, "y")]
+
+
+# -- header, skip_rows, columns, limit -------------------------------------------------------------
+def test_header_false_names_columns_by_position(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "nh.csv", "1,a,x\n2,b,y\n")
+    table = extract(path="nh.csv", header=False)
+    assert table.columns == ["0", "1", "2"]
+    assert table.rows == [(1, "a", "x"), (2, "b", "y")]
+
+
+def test_header_row_number_discards_rows_above(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "hi.csv", "report,2024\ngenerated,today\nid,v\n1,a\n2,b\n")
+    table = extract(path="hi.csv", header=2)
+    assert table.columns == ["id", "v"]
+    assert table.rows == [(1, "a"), (2, "b")]
+
+
+def test_skip_rows_then_header_and_blank_or_comment_preamble(extract: ExtractFn,
+                                                            data_dir: Path) -> None:
+    put(data_dir, "s.csv", '"junk, quoted\nacross lines"\n\n# c\nid,v\n\n1,a\n')
+    table = extract(path="s.csv", skip_rows=1, comment="#")
+    assert table.columns == ["id", "v"]
+    assert table.rows == [(1, "a")]
+    put(data_dir, "s2.csv", "x\ny\nignored\nid,v\n1,a\n")
+    assert extract(path="s2.csv", skip_rows=2, header=1).rows == [(1, "a")]
+
+
+def test_header_names_are_deduplicated_like_pandas(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "dup.csv", "a,a,,A,a.1\n1,2,3,4,5\n")
+    table = extract(path="dup.csv")
+    # pandas: a, a.2, Unnamed: 2, A, a.1; DuckDB names ignore case, so A needs a free suffix
+    assert table.columns == ["a", "a.2", "Unnamed: 2", "A.3", "a.1"]
+    assert table.rows == [(1, 2, 3, 4, 5)]
+
+
+def test_columns_select_and_reorder(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "t.csv", TRICKY)
+    table = extract(path="t.csv", columns=["score", "id"])
+    assert table.columns == ["score", "id"]
+    assert table.rows[0] == (1.5, 1)
+
+
+def test_missing_column_lists_available(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "t.csv", TRICKY)
+    with pytest.raises(DriverError, match=r"\['nope'\].*Available columns: \['id', 'name'"):
+        extract(path="t.csv", columns=["id", "nope"])
+
+
+def test_limit(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "l.csv", "a,b\n" + numbered_rows(50))
+    table = extract(path="l.csv", limit=3)
+    assert table.rows == [(1, 2), (2, 4), (3, 6)]
+    assert table.result.rows_read == 3
+
+
+def test_short_rows_are_padded_with_null(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "short.csv", "a,b,c\n1,2,3\n4\n5,6\n")
+    assert extract(path="short.csv").rows == [(1, 2, 3), (4, None, None), (5, 6, None)]
+
+
+# -- dates and dtype ------------------------------------------------------------------------------
+DATES = "d,ts,n\n2024-01-31,2024-01-31 10:11:12,1\n2024-02-01,2024-02-01 00:00:01,2\n"
+
+
+def test_dates_stay_text_by_default(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "dt.csv", DATES)
+    table = extract(path="dt.csv", parse_dates=False)
+    assert table.types == {"d": "VARCHAR", "ts": "VARCHAR", "n": "BIGINT"}
+
+
+def test_parse_dates_true_detects_dates(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "dt.csv", DATES)
+    table = extract(path="dt.csv", parse_dates=True)
+    assert table.types == {"d": "DATE", "ts": "TIMESTAMP", "n": "BIGINT"}
+    assert table.rows[0][:2] == (dt.date(2024, 1, 31), dt.datetime(2024, 1, 31, 10, 11, 12))
+
+
+def test_parse_dates_list_converts_only_those(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "dt.csv", DATES)
+    table = extract(path="dt.csv", parse_dates=["ts"])
+    assert table.types == {"d": "VARCHAR", "ts": "TIMESTAMP", "n": "BIGINT"}
+    assert table.rows[1] == ("2024-02-01", dt.datetime(2024, 2, 1, 0, 0, 1), 2)
+
+
+def test_parse_dates_unparseable_value_names_column_and_line(extract: ExtractFn,
+                                                             data_dir: Path) -> None:
+    put(data_dir, "bad.csv", "id,when\n1,2024-01-01\n2,2024-01-02\n3,not a date\n")
+    with pytest.raises(DriverError) as info:
+        extract(path="bad.csv", parse_dates=["when"])
+    message = str(info.value)
+    assert "'when'" in message and "line 4" in message and "not a date" in message
+    assert "bad.csv" in message and "parse_dates" in message
+
+
+def test_parse_dates_unknown_column(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "dt.csv", DATES)
+    with pytest.raises(DriverError, match="parse_dates.*Available columns"):
+        extract(path="dt.csv", parse_dates=["nope"])
+
+
+def test_dtype_maps_pandas_and_duckdb_names(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "ty.csv", "a,b,c,d,e,f,g,h\n1,2,3,4,true,2024-01-01 10:00:00,x,1.255\n")
+    table = extract(path="ty.csv", dtype={
+        "a": "str", "b": "Int64", "c": "int32", "d": "float64", "e": "bool",
+        "f": "datetime64[ns]", "g": "category", "h": "DECIMAL(10,2)", "zz": "int",
+    })
+    assert table.types == {"a": "VARCHAR", "b": "BIGINT", "c": "INTEGER", "d": "DOUBLE",
+                           "e": "BOOLEAN", "f": "TIMESTAMP", "g": "VARCHAR",
+                           "h": "DECIMAL(10,2)"}
+    assert table.rows == [("1", 2, 3, 4.0, True, dt.datetime(2024, 1, 1, 10), "x",
+                           Decimal("1.26"))]
+
+
+def test_dtype_unknown_type(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "ty.csv", "a\n1\n")
+    with pytest.raises(DriverError, match="unknown type 'int33'"):
+        extract(path="ty.csv", dtype={"a": "int33"})
+    with pytest.raises(DriverError, match="unknown type"):
+        extract(path="ty.csv", dtype={"a": "INT); DROP TABLE x; --"})
+
+
+def test_dtype_bad_value_names_column_and_line(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "ty.csv", "a,b\n1,x\n2,y\nthree,z\n")
+    with pytest.raises(DriverError, match=r"column 'a' at line 4: cannot convert 'three'.*dtype"):
+        extract(path="ty.csv", dtype={"a": "int64"})
+
+
+# -- encodings ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["latin-1", "iso-8859-1"])
+def test_latin1(extract: ExtractFn, data_dir: Path, encoding: str) -> None:
+    put(data_dir, "l1.csv", "name,n\nCafé,1\nFrançois,2\n", encoding="latin-1")
+    assert extract(path="l1.csv", encoding=encoding).rows == [("Café", 1), ("François", 2)]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be"])
+def test_utf16_either_byte_order(extract: ExtractFn, data_dir: Path, codec: str) -> None:
+    text = "name,n\nŽluť,1\n\"a,b\",2\n"
+    raw = text.encode(codec) if codec == "utf-16" else b"\xfe\xff" + text.encode(codec)
+    put(data_dir, "u16.csv", raw)
+    assert extract(path="u16.csv", encoding="utf-16").rows == [("Žluť", 1), ("a,b", 2)]
+
+
+def test_utf16_without_bom_is_little_endian(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "u16le.csv", "a,b\n1,ž\n".encode("utf-16-le"))
+    assert extract(path="u16le.csv", encoding="utf-16").rows == [(1, "ž")]
+
+
+def test_rows_longer_than_duckdbs_default_limit(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "long.csv", "a,b\n1,x\n2," + "y" * 3_000_000 + "\n3,z\n")
+    table = extract(path="long.csv", columns=["a"])
+    assert table.rows == [(1,), (2,), (3,)]
+
+
+def test_ascii_reads_as_utf8(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "a.csv", "a\nplain\n")
+    assert extract(path="a.csv", encoding="ascii").rows == [("plain",)]
+
+
+def test_latin1_bytes_read_as_utf8_name_line_and_option(extract: ExtractFn,
+                                                        data_dir: Path) -> None:
+    put(data_dir, "enc.csv", "name\nok\nCafé\n", encoding="latin-1")
+    with pytest.raises(DriverError) as info:
+        extract(path="enc.csv")
+    message = str(info.value)
+    assert "enc.csv" in message and "line 3" in message and "`encoding`" in message
+
+
+def test_encoding_error_in_the_header(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "enc1.csv", "Café,n\n1,2\n", encoding="latin-1")
+    with pytest.raises(DriverError, match=r"enc1\.csv: line 1 is not valid utf-8.*`encoding`"):
+        extract(path="enc1.csv")
+
+
+def test_encoding_error_far_into_the_file(extract: ExtractFn, data_dir: Path) -> None:
+    body = "a,b\n" + numbered_rows(30_000) + "1,Café\n"
+    put(data_dir, "enc2.csv", body, encoding="latin-1")
+    with pytest.raises(DriverError, match=r"enc2\.csv: line 30002 is not valid utf-8"):
+        extract(path="enc2.csv")
+
+
+# -- compression ----------------------------------------------------------------------------------
+def test_gzip_by_extension_and_explicit(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "t.csv.gz", gzip.compress(TRICKY.encode()))
+    assert extract(path="t.csv.gz").rows == TRICKY_ROWS
+    put(data_dir, "t.data", gzip.compress(TRICKY.encode()))
+    assert extract(path="t.data", compression="gzip").rows == TRICKY_ROWS
+
+
+@pytest.mark.parametrize(("name", "pack"), [
+    ("t.csv.bz2", bz2.compress), ("t.csv.xz", lzma.compress),
+])
+def test_bz2_and_xz(extract: ExtractFn, data_dir: Path, session: Session, name: str,
+                    pack) -> None:
+    put(data_dir, name, pack(TRICKY.encode()))
+    assert extract(path=name).rows == TRICKY_ROWS
+    assert list(session.tmp_dir.iterdir()) == []  # the decompressed scratch copy is gone
+
+
+def test_zip_single_member(extract: ExtractFn, data_dir: Path) -> None:
+    with zipfile.ZipFile(data_dir / "t.zip", "w") as archive:
+        archive.writestr("inner.csv", TRICKY)
+    assert extract(path="t.zip").rows == TRICKY_ROWS
+    (data_dir / "t.zip").rename(data_dir / "t.bin")
+    assert extract(path="t.bin", compression="zip").rows == TRICKY_ROWS
+
+
+def test_zip_with_two_members_is_rejected(extract: ExtractFn, data_dir: Path) -> None:
+    with zipfile.ZipFile(data_dir / "two.zip", "w") as archive:
+        archive.writestr("a.csv", "a\n1\n")
+        archive.writestr("b.csv", "b\n2\n")
+    with pytest.raises(DriverError, match="exactly one CSV file, found 2"):
+        extract(path="two.zip")
+
+
+def test_gzip_with_utf16_and_header_row_number(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "g.csv.gz", gzip.compress("title\nname,n\nŽ,1\n".encode("utf-16")))
+    assert extract(path="g.csv.gz", encoding="utf-16", header=1).rows == [("Ž", 1)]
+
+
+def test_gz_extension_without_gzip_content(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "plain.csv.gz", "a\n1\n")
+    with pytest.raises(DriverError, match=r"plain\.csv\.gz: cannot read.*`compression`"):
+        extract(path="plain.csv.gz")
+    assert extract(path="plain.csv.gz", compression="none").rows == [(1,)]
+
+
+def test_corrupt_compressed_file(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "bad.csv.bz2", b"definitely not bz2")
+    with pytest.raises(DriverError, match="cannot decompress as bz2"):
+        extract(path="bad.csv.bz2")
+
+
+# -- empty and header-only files ------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"\n\n\r\n"])
+def test_empty_file_gives_placeholder_column(extract: ExtractFn, data_dir: Path,
+                                             content: bytes) -> None:
+    put(data_dir, "e.csv", content)
+    table = extract(path="e.csv")
+    assert table.types == {"_empty": "VARCHAR"}
+    assert table.rows == []
+    assert table.result.rows_read == 0
+
+
+def test_empty_file_with_columns_option(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "e.csv", b"")
+    table = extract(path="e.csv", columns=["id", "name"], dtype={"id": "int64"})
+    assert table.types == {"id": "BIGINT", "name": "VARCHAR"}
+    assert table.rows == []
+
+
+def test_header_only_file(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "h.csv", "id,name,when\n")
+    table = extract(path="h.csv")
+    assert table.types == {"id": "VARCHAR", "name": "VARCHAR", "when": "VARCHAR"}
+    assert table.rows == []
+    typed = extract(path="h.csv", dtype={"id": "int"}, parse_dates=["when"], columns=["when",
+                                                                                     "id"])
+    assert typed.types == {"when": "TIMESTAMP", "id": "BIGINT"}
+
+
+def test_failed_read_keeps_previous_table(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "ok.csv", "a\n1\n")
+    extract(path="ok.csv")
+    put(data_dir, "bad.csv", "a\n1\n2,3\n")
+    with pytest.raises(DriverError):
+        extract(path="bad.csv")
+    put(data_dir, "other.csv", "b\nzzz\n")
+    assert extract(path="ok.csv").rows == [(1,)]
+
+
+# -- malformed rows -------------------------------------------------------------------------------
+def test_extra_field_in_sniffed_sample_names_the_line(extract: ExtractFn,
+                                                      data_dir: Path) -> None:
+    put(data_dir, "m.csv", "a,b,c\n1,2,3\n4,5,6,7\n8,9,10\n")
+    with pytest.raises(DriverError) as info:
+        extract(path="m.csv")
+    message = str(info.value)
+    assert str(data_dir / "m.csv") in message
+    assert "line 3 has 4 fields but the header has 3" in message
+
+
+def test_extra_field_after_the_sample_names_the_line(extract: ExtractFn,
+                                                     data_dir: Path) -> None:
+    put(data_dir, "m2.csv", "a,b\n" + numbered_rows(30_000) + "1,2,3\n")
+    with pytest.raises(DriverError, match=r"m2\.csv: line 30002 has 3 fields"):
+        extract(path="m2.csv")
+
+
+def test_extra_field_with_semicolon_delimiter(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "m3.csv", "a;b\n1;2\n3;4\n5;6;7\n")
+    with pytest.raises(DriverError, match=r"line 4 has 3 fields but the header has 2 "
+                                          r"\(delimiter ';'\)"):
+        extract(path="m3.csv", delimiter=";")
+
+
+def test_line_numbers_count_physical_lines(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "m4.csv", 'a,b\n1,"x\ny\nz"\n2,3,4\n')
+    with pytest.raises(DriverError, match="line 5 has 3 fields"):
+        extract(path="m4.csv")
+
+
+def test_extra_field_with_header_false(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "m5.csv", "1,2\n3,4,5\n")
+    with pytest.raises(DriverError, match="line 2 has 3 fields but the first row has 2"):
+        extract(path="m5.csv", header=False)
+
+
+def test_unterminated_quote_names_the_line(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "q.csv", 'a,b\n1,ok\n2,"never closed\n3,x\n')
+    with pytest.raises(DriverError, match=r"q\.csv: line 3: invalid CSV"):
+        extract(path="q.csv")
+
+
+# -- options --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("config", "pattern"), [
+    ({"delimiter": ",,"}, "single character"),
+    ({"delimiter": '"'}, "quote character"),
+    ({"comment": ","}, "cannot be the delimiter"),
+    ({"encoding": "cp1250"}, "unsupported encoding"),
+    ({"mode": "discover"}, "not supported"),
+    ({"columns": ["a", "a"]}, "twice"),
+    ({"dtype": {"a": "int"}, "parse_dates": ["a"]}, "both `dtype` and `parse_dates`"),
+])
+def test_impossible_options(workspace: WorkspaceFactory, data_dir: Path, config: dict,
+                            pattern: str) -> None:
+    put(data_dir, "o.csv", "a\n1\n")
+    ws = workspace(base_dir=data_dir)
+    with pytest.raises(DriverError, match=pattern):
+        csv_extractor.run(ws, {**EXTRACTOR_DEFAULTS, "path": "o.csv", **config}, [])
+
+
+def test_chunk_size_has_no_effect(extract: ExtractFn, data_dir: Path) -> None:
+    put(data_dir, "c.csv", "a\n" + "".join(f"{i}\n" for i in range(300)))
+    assert len(extract(path="c.csv", chunk_size=100).rows) == 300
