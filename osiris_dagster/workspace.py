@@ -135,6 +135,16 @@ class StepWorkspace:
         for (name,) in rows:
             self.con.execute(f"DROP TABLE IF EXISTS session.main.{quote_ident(name)}")
 
+    @property
+    def state_dir(self) -> Path:
+        """Per-step state that outlives sessions (incremental high-water marks)."""
+        from .naming import sanitise
+
+        path = self.session.settings.sessions_dir / ".state" / sanitise(self.pipeline_name) / \
+            sanitise(self.step_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     # -- paths, logs, progress ------------------------------------------------------------------
     def resolve_path(self, path: str) -> Path:
         p = Path(path).expanduser()
