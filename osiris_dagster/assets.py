@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from .automation import TAG_ARCHIVE_TO, TAG_FILE, archive_file, build_schedules, build_sensors
 from .errors import PipelineInvalidError, StepError
 from .io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from .masking import Masker
@@ -42,6 +43,8 @@ class OsirisPipelineDefs:
     params_resource_key: str
     params_resource: dg.ResourceDefinition
     asset_keys: dict[str, dg.AssetKey] = field(default_factory=dict)
+    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
+    sensors: list[dg.SensorDefinition] = field(default_factory=list)
 
 
 def params_resource_key(pipeline: Pipeline) -> str:
@@ -49,8 +52,10 @@ def params_resource_key(pipeline: Pipeline) -> str:
 
 
 def build_osiris_assets(pipeline_path: str | Path, translator: OsirisTranslator | None = None,
-                        text: str | None = None) -> OsirisPipelineDefs:
-    """Assets, job and params resource for one pipeline file (raises PipelineInvalidError)."""
+                        text: str | None = None, connections_file: str | None = None
+                        ) -> OsirisPipelineDefs:
+    """Assets, job, params resource, schedules and sensors for one pipeline file
+    (raises PipelineInvalidError)."""
     path = Path(pipeline_path).resolve()
     text = path.read_text(encoding="utf-8") if text is None else text
     result = validate_pipeline(path, text=text)
@@ -71,7 +76,8 @@ def build_osiris_assets(pipeline_path: str | Path, translator: OsirisTranslator 
         tags={"osiris/pipeline": dagster_name(pipeline.name)},
     )
     return OsirisPipelineDefs(pipeline, assets, job, res_key, params_resource(pipeline, text),
-                              dict(keys))
+                              dict(keys), build_schedules(pipeline, job, res_key),
+                              build_sensors(pipeline, text, job, res_key, connections_file))
 
 
 def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
@@ -149,6 +155,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         progress_log.info("progress", extra={"osiris": {"event": "progress", "step_id": sid,
                                                         **fields}})
 
+    if "osiris/session_dir" not in context.run.tags:
+        context.instance.add_run_tags(context.run_id, {"osiris/session_dir": str(session.dir)})
     progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
                                                  "component": pipeline.step(step_id).component,
                                                  "session_id": session.session_id,
@@ -191,10 +199,20 @@ def _resolve_for_run(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) 
 
 def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipeline) -> None:
     try:
-        selected = _selected_steps(context, pipeline)
-        finish_run_if_done(session, pipeline, selected)
+        status = finish_run_if_done(session, pipeline, _selected_steps(context, pipeline))
     except Exception as exc:  # bookkeeping must never fail a step
         context.log.warning(f"could not update run_end in {session.events_path}: {exc}")
+        return
+    tags = context.run.tags
+    if status == "success" and tags.get(TAG_FILE) and tags.get(TAG_ARCHIVE_TO):
+        try:
+            dest = archive_file(tags[TAG_FILE], tags[TAG_ARCHIVE_TO], context.run_id)
+        except OSError as exc:
+            context.log.warning(f"could not archive {tags[TAG_FILE]}: {exc}")
+            session.log_event("file_archive_failed", path=tags[TAG_FILE], error=str(exc))
+        else:
+            context.log.info(f"archived {tags[TAG_FILE]} -> {dest}")
+            session.log_event("file_archived", path=tags[TAG_FILE], archived_to=str(dest))
 
 
 def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Sequence[str]:

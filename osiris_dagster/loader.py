@@ -70,7 +70,7 @@ def build_definitions(
     names: dict[str, Path] = {}
     for path in paths:
         try:
-            defs = build_osiris_assets(path, translator)
+            defs = build_osiris_assets(path, translator, connections_file=connections_file)
         except PipelineInvalidError as exc:
             broken.append(BrokenPipeline(path, str(exc)))
             continue
@@ -94,14 +94,16 @@ def build_definitions(
         IO_MANAGER_KEY: OsirisIOManager(sessions_dir=sessions_dir),
     }
     assets: list[object] = []
-    jobs = []
+    jobs, schedules, sensors = [], [], []
     for d in built:
         assets.extend(d.assets)
         jobs.append(d.job)
+        schedules.extend(d.schedules)
+        sensors.extend(d.sensors)
         resources[d.params_resource_key] = d.params_resource
     assets.extend(_broken_asset(b) for b in broken)
-    return dg.Definitions(assets=assets, jobs=jobs, resources=resources,
-                          executor=executor or dg.in_process_executor)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+                          resources=resources, executor=executor or dg.in_process_executor)
 
 
 def _broken_asset(broken: BrokenPipeline) -> dg.AssetsDefinition:

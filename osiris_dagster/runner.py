@@ -208,11 +208,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[str]) -> bool:
-    """Log run_end once every selected step has finished or cannot run (an upstream failed)."""
+def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[str]
+                       ) -> str | None:
+    """Log run_end once every selected step has finished or cannot run (an upstream failed).
+
+    Returns the run's status ("success"/"failure") only to the call that logged run_end.
+    """
     events = session.read_events()
     if any(e.get("event") == "run_end" for e in events):
-        return True
+        return None
     done = {e.get("step_id") for e in events if e.get("event") == "step_complete"}
     failed = {e.get("step_id") for e in events if e.get("event") == "step_error"}
     selected = set(selected)
@@ -226,9 +230,9 @@ def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[
                 blocked.add(s.id)
                 changed = True
     if not selected <= (done | failed | blocked):
-        return False
+        return None
     status = "success" if not failed and not blocked else "failure"
     session.log_event("run_end", status=status, steps_completed=len(done & selected),
                       steps_failed=sorted(failed & selected),
                       steps_skipped=sorted(blocked))
-    return True
+    return status

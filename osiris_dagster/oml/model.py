@@ -30,6 +30,33 @@ class StepDagster:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    """One entry of `x-dagster.schedule`."""
+
+    cron: str
+    timezone: str | None = None
+    params: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    running: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class SensorSettings:
+    """One entry of `x-dagster.sensor`: start a run per new or changed file."""
+
+    watch: str
+    param: str
+    settle_seconds: float = 10.0
+    minimum_interval_seconds: int = 30
+    max_runs_per_tick: int = 20
+    running: bool = False
+    archive_to: str | None = None
+    connection: str | None = None
+    name_param: str | None = None  # receives the file's base name (for per-file output paths)
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class DagsterSettings:
     """The top-level `x-dagster:` block."""
 
@@ -37,6 +64,8 @@ class DagsterSettings:
     owners: tuple[str, ...] = ()
     tags: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     steps: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    schedules: tuple[ScheduleSettings, ...] = ()
+    sensors: tuple[SensorSettings, ...] = ()
 
     def for_step(self, step_id: str) -> StepDagster:
         return self.steps.get(step_id, StepDagster())

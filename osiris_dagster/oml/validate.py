@@ -13,8 +13,17 @@ from typing import Any
 import yaml
 
 from ..specs import INLINE_SECRET_NAMES, OML_MODES, ComponentSpec, Prop, get_spec
+from .cron import cron_problem
 from .diagnostics import Collector, Diagnostic
-from .model import DagsterSettings, Pipeline, Step, StepDagster, freeze
+from .model import (
+    DagsterSettings,
+    Pipeline,
+    ScheduleSettings,
+    SensorSettings,
+    Step,
+    StepDagster,
+    freeze,
+)
 from .params import declared_params, effective_values, substitute
 from .yaml_lines import LineDict, LineList, load_yaml_with_lines, to_plain
 
@@ -23,7 +32,11 @@ FORBIDDEN_TOP = {"version", "connectors", "tasks", "outputs"}
 KNOWN_STEP = {"id", "component", "mode", "needs", "config"}
 IGNORED_STEP = {"inputs", "outputs", "retry", "timeout", "when", "branch", "fan_out", "fan_in",
                 "hints", "labels", "description"}
-X_DAGSTER_KEYS = {"group", "owners", "tags", "steps"}
+X_DAGSTER_KEYS = {"group", "owners", "tags", "steps", "schedule", "sensor"}
+SCHEDULE_KEYS = {"cron", "timezone", "params", "default_status"}
+SENSOR_KEYS = {"watch", "param", "settle_seconds", "minimum_interval_seconds",
+               "max_runs_per_tick", "default_status", "archive_to", "connection",
+               "name_param"}
 X_DAGSTER_STEP_KEYS = {"description", "owners", "tags"}
 CONNECTION_REF = re.compile(r"^@([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
 _NAME_OK = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -156,7 +169,7 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
 
     declared_ids = {_step_label(item) for item in steps_raw or []} - {None} \
         if isinstance(steps_raw, list) else set()
-    dagster = _check_x_dagster(resolved_doc, declared_ids, out)
+    dagster = _check_x_dagster(resolved_doc, declared_ids, set(specs), out)
 
     if out.errors or not isinstance(name, str):
         return None
@@ -499,7 +512,8 @@ def _check_cycles(nodes: Mapping[str, tuple[tuple[str, ...], int]], out: Collect
             visit(sid, [])
 
 
-def _check_x_dagster(doc: LineDict, step_ids: set[str], out: Collector) -> DagsterSettings:
+def _check_x_dagster(doc: LineDict, step_ids: set[str], param_names: set[str],
+                     out: Collector) -> DagsterSettings:
     block = doc.get("x-dagster")
     if block is None:
         return DagsterSettings()
@@ -542,7 +556,139 @@ def _check_x_dagster(doc: LineDict, step_ids: set[str], out: Collector) -> Dagst
                     desc = None
                 steps[str(sid)] = StepDagster(desc, _owners(body, "owners", out, sid),
                                               _tags(body, "tags", out, sid))
-    return DagsterSettings(group, owners, tags, MappingProxyType(steps))
+    schedules = tuple(_schedule(b, param_names, out) for b in _entries(block, "schedule", out))
+    sensors = tuple(_sensor(b, param_names, out) for b in _entries(block, "sensor", out))
+    return DagsterSettings(group, owners, tags, MappingProxyType(steps),
+                           tuple(s for s in schedules if s), tuple(s for s in sensors if s))
+
+
+def _entries(block: LineDict, key: str, out: Collector) -> list[LineDict]:
+    """`x-dagster.<key>` is one mapping or a list of mappings."""
+    raw = block.get(key)
+    if raw is None:
+        return []
+    items = raw if isinstance(raw, list) else [raw]
+    good = []
+    for i, item in enumerate(items):
+        if isinstance(item, LineDict):
+            good.append(item)
+        else:
+            line = raw.line_of(i) if isinstance(raw, LineList) else block.line_of(key)
+            out.error(line, f"x-dagster.{key} must be a mapping (or a list of mappings)")
+    return good
+
+
+def _status(body: LineDict, label: str, out: Collector) -> bool:
+    status = body.get("default_status", "stopped")
+    if status not in ("running", "stopped"):
+        out.error(body.line_of("default_status"),
+                  f"{label}.default_status must be 'running' or 'stopped', got {status!r}")
+    return status == "running"
+
+
+def _unknown_keys(body: LineDict, allowed: set[str], label: str, out: Collector) -> None:
+    for key in body:
+        if key not in allowed:
+            out.error(body.line_of(key), f"unknown key '{label}.{key}' (known: "
+                                         f"{', '.join(sorted(allowed))})")
+
+
+def _schedule(body: LineDict, param_names: set[str], out: Collector) -> ScheduleSettings | None:
+    label = "x-dagster.schedule"
+    _unknown_keys(body, SCHEDULE_KEYS, label, out)
+    cron = body.get("cron")
+    ok = True
+    if not isinstance(cron, str):
+        out.error(body.line_of("cron"), f"{label}.cron is required: a cron string such as "
+                                        "'0 6 * * *'")
+        ok = False
+    else:
+        problem = cron_problem(cron)
+        if problem:
+            out.error(body.line_of("cron"), f"{label}: {problem}")
+            ok = False
+    tz = body.get("timezone")
+    if tz is not None and not _valid_timezone(tz):
+        out.error(body.line_of("timezone"), f"{label}.timezone {tz!r} is not an IANA time zone "
+                                            "(e.g. 'Europe/Prague', 'UTC')")
+        ok = False
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        out.error(body.line_of("params"), f"{label}.params must be a mapping of parameter "
+                                          "values")
+        ok = False
+        params = {}
+    for name in params:
+        if name not in param_names:
+            out.error(params.line_of(name) if isinstance(params, LineDict) else body.line,
+                      f"{label}.params sets '{name}', which is not declared under 'params'")
+            ok = False
+    running = _status(body, label, out)
+    if not ok:
+        return None
+    return ScheduleSettings(cron.strip(), tz, freeze(to_plain(params)), running, body.line)
+
+
+def _sensor(body: LineDict, param_names: set[str], out: Collector) -> SensorSettings | None:
+    label = "x-dagster.sensor"
+    _unknown_keys(body, SENSOR_KEYS, label, out)
+    ok = True
+    watch, param = body.get("watch"), body.get("param", "input_path")
+    if not isinstance(watch, str) or not watch.strip():
+        out.error(body.line_of("watch"), f"{label}.watch is required: a glob such as "
+                                         "'incoming/*.csv'")
+        ok = False
+    if not isinstance(param, str) or param not in param_names:
+        out.error(body.line_of("param"), f"{label}.param {param!r} must name a parameter "
+                                         "declared under 'params' (it receives the file's "
+                                         "absolute path)")
+        ok = False
+    name_param = body.get("name_param")
+    if name_param is not None and (not isinstance(name_param, str) or
+                                   name_param not in param_names):
+        out.error(body.line_of("name_param"), f"{label}.name_param {name_param!r} must name a "
+                                              "parameter declared under 'params' (it receives "
+                                              "the file's name)")
+        ok = False
+    numbers = {}
+    for key, default, minimum, kind in (("settle_seconds", 10.0, 0, (int, float)),
+                                        ("minimum_interval_seconds", 30, 1, (int,)),
+                                        ("max_runs_per_tick", 20, 1, (int,))):
+        value = body.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+            out.error(body.line_of(key), f"{label}.{key} must be a number >= {minimum}, got "
+                                         f"{value!r}")
+            ok = False
+        numbers[key] = value
+    archive = body.get("archive_to")
+    if archive is not None and (not isinstance(archive, str) or not archive.strip()):
+        out.error(body.line_of("archive_to"), f"{label}.archive_to must be a directory path")
+        ok = False
+    conn = body.get("connection")
+    if conn is not None and not (isinstance(conn, str) and CONNECTION_REF.match(conn)
+                                 and conn.startswith("@filesystem.")):
+        out.error(body.line_of("connection"), f"{label}.connection must be "
+                                              "'@filesystem.<alias>'")
+        ok = False
+    running = _status(body, label, out)
+    if not ok:
+        return None
+    return SensorSettings(watch.strip(), param, float(numbers["settle_seconds"]),
+                          int(numbers["minimum_interval_seconds"]),
+                          int(numbers["max_runs_per_tick"]), running, archive, conn,
+                          name_param, body.line)
+
+
+def _valid_timezone(name: object) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(name, str) or not name.strip():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _owners(block: LineDict, label: str, out: Collector, step: str | None = None

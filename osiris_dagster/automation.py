@@ -1,0 +1,160 @@
+"""Schedules and new-file sensors from `x-dagster.schedule` / `x-dagster.sensor`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from .connections import Connections, environment, find_connections_file
+from .errors import OsirisError
+from .filewatch import Cursor, plan_runs, scan, watch_pattern, watch_root
+from .naming import dagster_name
+from .oml.model import Pipeline, ScheduleSettings, SensorSettings
+from .oml.params import PARAM_REF
+from .oml.yaml_lines import load_yaml_with_lines
+
+TAG_FILE = "osiris/file"
+TAG_ARCHIVE_TO = "osiris/archive_to"
+
+
+def _status(running: bool, kind: type) -> Any:
+    return kind.RUNNING if running else kind.STOPPED
+
+
+def params_run_config(res_key: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    if not params:
+        return {}
+    return {"resources": {res_key: {"config": {"params": dict(params)}}}}
+
+
+def build_schedules(pipeline: Pipeline, job: Any, res_key: str
+                    ) -> list[dg.ScheduleDefinition]:
+    out = []
+    for i, sched in enumerate(pipeline.dagster.schedules):
+        name = dagster_name(pipeline.name) + "_schedule" + (f"_{i + 1}" if i else "")
+        out.append(_schedule(pipeline, sched, job, res_key, name))
+    return out
+
+
+def _schedule(pipeline: Pipeline, sched: ScheduleSettings, job: Any, res_key: str, name: str
+              ) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=sched.cron,
+        execution_timezone=sched.timezone,
+        run_config=params_run_config(res_key, sched.params),
+        default_status=_status(sched.running, dg.DefaultScheduleStatus),
+        description=f"Runs pipeline '{pipeline.name}' on '{sched.cron}'"
+                    + (f" ({sched.timezone})" if sched.timezone else "")
+                    + (f" with params {dict(sched.params)}" if sched.params else "") + ".",
+    )
+
+
+def build_sensors(pipeline: Pipeline, text: str, job: Any, res_key: str,
+                  connections_file: str | None = None) -> list[dg.SensorDefinition]:
+    out = []
+    for i, settings in enumerate(pipeline.dagster.sensors):
+        name = dagster_name(pipeline.name) + "_sensor" + (f"_{i + 1}" if i else "")
+        out.append(_sensor(pipeline, text, settings, job, res_key, name, connections_file))
+    return out
+
+
+def sensor_base_dir(pipeline: Pipeline, text: str, settings: SensorSettings,
+                    connections_file: str | None) -> Path:
+    """Where a relative watch glob points: the sensor's own `connection`, else the
+    `@filesystem` connection of the step that reads the file parameter, else the cwd."""
+    ref = settings.connection or _consumer_connection(text, settings.param)
+    if ref is None:
+        return Path.cwd()
+    conns = Connections(find_connections_file(connections_file, pipeline.path), environment())
+    base = conns.resolve("filesystem", ref).base_dir
+    return base or Path.cwd()
+
+
+def _consumer_connection(text: str, param: str) -> str | None:
+    doc = load_yaml_with_lines(text)
+    for step in doc.get("steps") or []:
+        config = step.get("config") if isinstance(step, dict) else None
+        if not isinstance(config, dict):
+            continue
+        uses = any(isinstance(v, str) and any(m.group(1).strip() == param
+                                              for m in PARAM_REF.finditer(v))
+                   for v in config.values())
+        ref = config.get("connection")
+        if uses and isinstance(ref, str) and ref.startswith("@filesystem."):
+            return ref
+    return None
+
+
+def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, res_key: str,
+            name: str, connections_file: str | None) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=settings.minimum_interval_seconds,
+        default_status=_status(settings.running, dg.DefaultSensorStatus),
+        description=f"Starts pipeline '{pipeline.name}' for each new or changed file matching "
+                    f"'{settings.watch}' (path in param '{settings.param}').",
+    )
+    def _watch(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        try:
+            base = sensor_base_dir(pipeline, text, settings, connections_file)
+        except OsirisError as exc:
+            return dg.SkipReason(f"cannot resolve the watch directory: {exc}")
+        pattern = watch_pattern(settings.watch, base)
+        root = watch_root(pattern)
+        if not root.is_dir():
+            return dg.SkipReason(f"watch directory {root} does not exist (pattern {pattern})")
+        cursor = Cursor.parse(context.cursor)
+        plan = plan_runs(scan(pattern), cursor, time.time_ns(), settings.settle_seconds,
+                         settings.max_runs_per_tick)
+        archive = _archive_dir(settings, base)
+        requests = [
+            dg.RunRequest(
+                run_key=f.run_key,
+                run_config=params_run_config(res_key, _file_params(settings, f.path)),
+                tags={TAG_FILE: f.path, **({TAG_ARCHIVE_TO: str(archive)} if archive else {})},
+            )
+            for f in plan.to_run
+        ]
+        if not requests:
+            waiting = f"; {len(plan.settling)} file(s) still being written" \
+                if plan.settling else ""
+            return dg.SensorResult(skip_reason=dg.SkipReason(
+                f"no new files matching {pattern}{waiting}"), cursor=plan.cursor.dump())
+        return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump())
+
+    return _watch
+
+
+def _file_params(settings: SensorSettings, path: str) -> dict[str, str]:
+    params = {settings.param: path}
+    if settings.name_param:
+        params[settings.name_param] = Path(path).name
+    return params
+
+
+def _archive_dir(settings: SensorSettings, base: Path) -> Path | None:
+    if not settings.archive_to:
+        return None
+    p = Path(os.path.expanduser(settings.archive_to))
+    return p if p.is_absolute() else base / p
+
+
+def archive_file(path: str, archive_to: str, run_id: str) -> Path:
+    """Move a processed file into archive_to (never overwriting an earlier archived file)."""
+    src = Path(path)
+    dest_dir = Path(archive_to)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / src.name
+    if dest.exists():
+        dest = dest_dir / f"{src.stem}.{run_id[:8]}{src.suffix}"
+    shutil.move(str(src), str(dest))
+    return dest

@@ -1,0 +1,226 @@
+"""Schedules and new-file sensors declared in `x-dagster`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from osiris_dagster import build_definitions
+from osiris_dagster.filewatch import Cursor, FileVersion, plan_runs
+from osiris_dagster.oml import validate_pipeline
+
+from .helpers import events, failure_description, write
+
+PIPELINE = """\
+oml_version: "0.1.0"
+name: drops
+params:
+  input_path: {{default: none.csv}}
+  input_name: {{default: none.csv}}
+x-dagster:
+  sensor:
+    watch: "{watch}"
+    param: input_path
+    name_param: input_name
+    settle_seconds: {settle}
+    max_runs_per_tick: {max_runs}
+    archive_to: processed
+  schedule:
+    - {{cron: "0 6 * * *", timezone: Europe/Prague, params: {{input_path: daily.csv}}}}
+    - {{cron: "30 1 * * 1-5", default_status: running}}
+steps:
+  - id: load
+    component: filesystem.csv_extractor
+    mode: read
+    config: {{path: "${{params.input_path}}"}}
+  - id: count
+    component: duckdb.processor
+    mode: transform
+    config: {{query: "SELECT count(*) AS n, sum(v) AS total FROM input_df"}}
+  - id: save
+    component: filesystem.csv_writer
+    mode: write
+    config: {{path: "out/${{params.input_name}}"}}
+"""
+
+
+def make_defs(workdir: Path, sessions: Path, watch: str = "incoming/*.csv", settle: float = 0,
+              max_runs: int = 20) -> dg.Definitions:
+    p = write(workdir / "drops.yaml", PIPELINE.format(watch=watch, settle=settle,
+                                                       max_runs=max_runs))
+    return build_definitions([p], sessions_dir=str(sessions))
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
+         ) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    sensor = defs.get_sensor_def("drops_sensor")
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    result = sensor.evaluate_tick(ctx)
+    skip = result.skip_message
+    return list(result.run_requests or []), result.cursor, skip
+
+
+def csv_file(path: Path, rows: int, age_seconds: float = 60) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("v\n" + "".join(f"{i}\n" for i in range(rows)), encoding="utf-8")
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_sensor_requests_one_run_per_file_version(workdir: Path, tmp_path: Path,
+                                                  instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    inbox = workdir / "incoming"
+    odd = ["plain.csv", "with space.csv", "quote'and\"dq.csv", "unicodé_ž.csv", "dollar$x.csv"]
+    for i, name in enumerate(odd):
+        csv_file(inbox / name, i + 1)
+    csv_file(inbox / "ignored.txt", 1)
+    requests, cursor, _ = tick(defs, instance, None)
+    assert sorted(Path(r.tags["osiris/file"]).name for r in requests) == sorted(odd)
+    by_name = {Path(r.tags["osiris/file"]).name: r for r in requests}
+    cfg = by_name["with space.csv"].run_config["resources"]["osiris_params__drops"]["config"]
+    assert cfg["params"] == {"input_path": str(inbox / "with space.csv"),
+                             "input_name": "with space.csv"}
+    assert by_name["plain.csv"].tags["osiris/archive_to"] == str(workdir / "processed")
+    assert len(cursor) < 1000
+
+    again, cursor2, skip = tick(defs, instance, cursor)
+    assert again == [] and "no new files" in skip
+    # rewriting a file makes a new version: exactly one more run
+    csv_file(inbox / "plain.csv", 10, age_seconds=1)
+    third, cursor3, _ = tick(defs, instance, cursor2)
+    assert [Path(r.tags["osiris/file"]).name for r in third] == ["plain.csv"]
+    assert third[0].run_key != by_name["plain.csv"].run_key
+    # touching nothing gives nothing
+    assert tick(defs, instance, cursor3)[0] == []
+
+
+def test_unsettled_files_wait_and_limits_spread_runs_over_ticks(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s", settle=30, max_runs=2)
+    inbox = workdir / "incoming"
+    for i in range(5):
+        csv_file(inbox / f"f{i}.csv", 1, age_seconds=300 - i)
+    csv_file(inbox / "being-written.csv", 1, age_seconds=0)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(4):
+        requests, cursor, _ = tick(defs, instance, cursor)
+        assert len(requests) <= 2
+        seen += [Path(r.tags["osiris/file"]).name for r in requests]
+    assert seen == [f"f{i}.csv" for i in range(5)]  # all of them, in order, none twice
+    data = json.loads(cursor)
+    assert len(data["keys"]) == 1  # only the keys at the high-water mark are kept
+    _, _, skip = tick(defs, instance, cursor)
+    assert "1 file(s) still being written" in skip
+
+
+def test_missing_watch_directory_is_a_skip_reason(workdir: Path, tmp_path: Path,
+                                                  instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s", watch="nowhere/sub/*.csv")
+    requests, _, skip = tick(defs, instance, None)
+    assert requests == [] and "does not exist" in skip and "nowhere" in skip
+
+
+def test_gzip_and_recursive_globs(workdir: Path, tmp_path: Path,
+                                  instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s", watch="incoming/**/*.csv*")
+    import gzip
+
+    target = workdir / "incoming" / "deep" / "a.csv.gz"
+    target.parent.mkdir(parents=True)
+    with gzip.open(target, "wt") as fh:
+        fh.write("v\n1\n2\n")
+    os.utime(target, (time.time() - 60, time.time() - 60))
+    requests, _, _ = tick(defs, instance, None)
+    assert [r.tags["osiris/file"] for r in requests] == [str(target)]
+
+
+def test_sensor_run_loads_the_file_and_archives_it(workdir: Path, tmp_path: Path,
+                                                   instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "batch 1.csv", 4)
+    (request,), _, _ = tick(defs, instance, None)
+    job = defs.resolve_job_def("drops")
+    result = job.execute_in_process(instance=instance, run_config=request.run_config,
+                                    tags=request.tags, raise_on_error=False)
+    assert result.success, failure_description(result)
+    assert (workdir / "out" / "batch 1.csv").read_text() == "n,total\n4,6\n"
+    assert not src.exists() and (workdir / "processed" / "batch 1.csv").exists()
+    evs = events(tmp_path / "s" / result.run_id)
+    assert any(e["event"] == "file_archived" for e in evs)
+    run = instance.get_run_by_id(result.run_id)
+    assert run.tags["osiris/session_dir"] == str(tmp_path / "s" / result.run_id)
+
+
+def test_failed_run_leaves_the_file_in_place(workdir: Path, tmp_path: Path,
+                                             instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    src = workdir / "incoming" / "bad.csv"
+    src.parent.mkdir(parents=True)
+    src.write_text("v\n1\n2,3,4\n")
+    os.utime(src, (time.time() - 60, time.time() - 60))
+    (request,), _, _ = tick(defs, instance, None)
+    result = defs.resolve_job_def("drops").execute_in_process(
+        instance=instance, run_config=request.run_config, tags=request.tags,
+        raise_on_error=False)
+    assert not result.success
+    assert src.exists() and not (workdir / "processed").exists()
+
+
+def test_schedules_have_cron_timezone_and_params(workdir: Path, tmp_path: Path,
+                                                 instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    first = defs.get_schedule_def("drops_schedule")
+    second = defs.get_schedule_def("drops_schedule_2")
+    assert first.cron_schedule == "0 6 * * *"
+    assert first.execution_timezone == "Europe/Prague"
+    assert first.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert second.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert defs.get_sensor_def("drops_sensor").default_status == \
+        dg.DefaultSensorStatus.STOPPED
+    ctx = dg.build_schedule_context(instance=instance,
+                                    scheduled_execution_time=datetime(2026, 3, 5, 6, 0))
+    (request,) = first.evaluate_tick(ctx).run_requests
+    assert request.run_config["resources"]["osiris_params__drops"]["config"]["params"] == {
+        "input_path": "daily.csv"}
+
+
+@pytest.mark.parametrize("block, message", [
+    ('schedule: {cron: "61 * * * *"}', "minute value '61' is outside 0-59"),
+    ('schedule: {cron: "0 6 * *"}', "must have 5 fields"),
+    ('schedule: {cron: "0 6 * * *", timezone: Mars/Base}', "not an IANA time zone"),
+    ('schedule: {cron: "0 6 * * *", params: {nope: 1}}', "'nope', which is not declared"),
+    ('schedule: {cron: "0 6 * * *", default_status: on}', "must be 'running' or 'stopped'"),
+    ('sensor: {watch: "*.csv", param: missing}', "must name a parameter declared"),
+    ('sensor: {param: p}', "watch is required"),
+    ('sensor: {watch: "*.csv", param: p, max_runs_per_tick: 0}', "max_runs_per_tick must be"),
+    ('sensor: {watch: "*.csv", param: p, every: 3}', "unknown key 'x-dagster.sensor.every'"),
+])
+def test_invalid_automation_is_a_validation_error_with_its_line(
+        tmp_path: Path, block: str, message: str) -> None:
+    text = ("oml_version: \"0.1.0\"\nname: x\nparams: {p: a.csv}\nx-dagster:\n  " + block +
+            "\nsteps:\n  - {id: a, component: duckdb.processor, mode: transform, "
+            "config: {query: 'SELECT 1'}}\n")
+    result = validate_pipeline(write(tmp_path / "x.yaml", text))
+    assert [d.line for d in result.errors] == [5], [str(d) for d in result.errors]
+    assert message in str(result.errors[0])
+
+
+def test_plan_runs_never_passes_a_settling_file() -> None:
+    now = 1_000_000_000_000
+    old = FileVersion(now - 100 * 10**9, "/a", 1, now - 100 * 10**9)
+    fresh = FileVersion(now - 10**9, "/b", 1, now - 10**9)
+    plan = plan_runs([fresh, old], Cursor(), now, settle_seconds=5, max_runs=10)
+    assert plan.to_run == [old] and plan.settling == [fresh]
+    assert plan.cursor.high_water_ns == old.version_ns
+    later = plan_runs([fresh, old], plan.cursor, now + 10 * 10**9, 5, 10)
+    assert later.to_run == [fresh]
+    assert Cursor.parse("not json").high_water_ns == 0
