@@ -80,31 +80,36 @@ def build_osiris_assets(pipeline_path: str | Path, translator: OsirisTranslator 
                               build_sensors(pipeline, text, job, res_key, connections_file))
 
 
-def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
-    """Run config for parameters: `resources: {<key>: {config: {params: {...}, profile: ...}}}`.
-
-    Fields have no defaults on purpose: an omitted value falls back to OML default < env <
-    profile at run time, as in Osiris; a given value is explicit and wins.
-    """
+def _param_specs(pipeline: Pipeline, text: str) -> dict[str, Any]:
     from .oml.diagnostics import Collector
     from .oml.params import declared_params
     from .oml.yaml_lines import load_yaml_with_lines
 
-    doc = load_yaml_with_lines(text)
-    specs = declared_params(doc, Collector(str(pipeline.path)))
+    return declared_params(load_yaml_with_lines(text), Collector(str(pipeline.path)))
+
+
+def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
+    """Run config for parameters: `resources: {<key>: {config: {params: {...}, profile: ...}}}`.
+
+    The launchpad shows each parameter with its OML default and description. A value equal to
+    the OML default counts as "not given", so OSIRIS_PARAM_<NAME> and the profile still apply
+    (OML default < env < profile < explicit, as in Osiris); any other value is explicit and wins.
+    """
+    specs = _param_specs(pipeline, text)
     fields = {}
     for name, spec in specs.items():
         dtype = _PY_TO_DAGSTER.get(spec.type, dg.Any) if spec.type else dg.Any
         desc = spec.description or f"Parameter '{name}'."
-        if spec.has_default:
-            desc += f" OML default: {spec.default!r}."
-        fields[name] = dg.Field(dtype, is_required=False, description=desc)
-    profiles = doc.get("profiles") if isinstance(doc.get("profiles"), dict) else {}
+        if spec.has_default and spec.default is not None:
+            desc += (" Left at this default, OSIRIS_PARAM_" + name.upper() + " or the profile "
+                     "may still set it.")
+            fields[name] = dg.Field(dtype, default_value=spec.default, description=desc)
+        else:
+            fields[name] = dg.Field(dtype, is_required=False, description=desc)
+    profiles = doc_profiles(text)
     schema = {
         "params": dg.Field(dg.Permissive(fields), is_required=False,
-                           description=f"Parameters of pipeline '{pipeline.name}'; omitted ones "
-                                       "come from OSIRIS_PARAM_<NAME>, the profile, or the OML "
-                                       "default."),
+                           description=f"Parameters of pipeline '{pipeline.name}'."),
         "profile": dg.Field(dg.String, is_required=False,
                             description="Profile whose params apply (default 'dev' when defined)."
                                         + (f" Profiles: {', '.join(profiles)}." if profiles
@@ -113,6 +118,14 @@ def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
     return dg.ResourceDefinition(resource_fn=lambda init: dict(init.resource_config or {}),
                                  config_schema=schema,
                                  description=f"Run parameters of pipeline '{pipeline.name}'")
+
+
+def doc_profiles(text: str) -> list[str]:
+    from .oml.yaml_lines import load_yaml_with_lines
+
+    doc = load_yaml_with_lines(text)
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    return [str(p) for p in profiles] if isinstance(profiles, dict) else []
 
 
 def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSpec],
@@ -186,7 +199,10 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
 
 def _resolve_for_run(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:
     """The pipeline with this run's parameters; they may change values, never the structure."""
-    result = validate_pipeline(template.path, text=text, params=run_cfg.get("params") or {},
+    specs = _param_specs(template, text)
+    explicit = {k: v for k, v in (run_cfg.get("params") or {}).items()
+                if not (k in specs and specs[k].has_default and v == specs[k].default)}
+    result = validate_pipeline(template.path, text=text, params=explicit,
                                profile=run_cfg.get("profile"))
     if result.pipeline is None:
         raise dg.Failure(description=str(PipelineInvalidError(str(template.path),

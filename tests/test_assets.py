@@ -306,3 +306,23 @@ steps:
             assert secret not in f.read_text(), f
     cleaned = (sessions / result.run_id / "artifacts" / "extract" / "cleaned_config.json")
     assert "***MASKED***" in cleaned.read_text()
+
+
+def test_launchpad_schema_has_param_defaults_and_descriptions(pipeline: Path) -> None:
+    one = build_osiris_assets(pipeline)
+    params = one.params_resource.config_schema.config_type.fields["params"]
+    field = params.config_type.fields["min_movies"]
+    assert field.default_value == 2
+    assert field.description.startswith("Minimum movies per director")
+    assert not one.params_resource.config_schema.config_type.fields["profile"].is_required
+
+
+def test_run_config_value_equal_to_default_lets_env_apply(
+        pipeline: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OSIRIS_PARAM_MIN_MOVIES", "20")
+    defs = defs_for(pipeline, tmp_path / "s")
+    result = run_job(defs, "movies_demo", instance, params={"min_movies": 2})
+    assert result.success, failure_description(result)
+    rows = materialisations(result)["movies-demo/join"]["dagster/row_count"].value
+    assert rows == 0  # nobody directed 20 movies: the env value applied
