@@ -14,11 +14,17 @@ _DRIVER_MODULES = {
     "duckdb.processor": "osiris_dagster.drivers.duckdb_processor",
     "filesystem.csv_extractor": "osiris_dagster.drivers.csv_extractor",
     "filesystem.csv_writer": "osiris_dagster.drivers.csv_writer",
+    "graphql.extractor": "osiris_dagster.drivers.graphql_extractor",
+    "posthog.extractor": "osiris_dagster.drivers.posthog_extractor",
 }
 
 
 def has_driver(component: str) -> bool:
     return component in _DRIVER_MODULES
+
+
+def supported_components() -> list[str]:
+    return sorted(_DRIVER_MODULES)
 
 
 def get_driver(component: str) -> Driver | None:
@@ -28,4 +34,5 @@ def get_driver(component: str) -> Driver | None:
     return importlib.import_module(module).run
 
 
-__all__ = ["Driver", "DriverResult", "StepContext", "UpstreamTable", "get_driver", "has_driver"]
+__all__ = ["Driver", "DriverResult", "StepContext", "UpstreamTable", "get_driver", "has_driver",
+           "supported_components"]
