@@ -146,12 +146,44 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
         deps=ordering,
         required_resource_keys={RESOURCE_KEY, res_key},
         op_tags={"osiris/pipeline": dagster_name(pipeline.name)},
+        retry_policy=retry_policy(pipeline, step.id),
     )
     def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
         return _execute_step(context, pipeline, step_id, text, res_key,
                              {input_steps[k]: v for k, v in inputs.items()})
 
     return _compute
+
+
+def retry_policy(pipeline: Pipeline, step_id: str) -> dg.RetryPolicy | None:
+    """The step's own `retry`, else the pipeline's — except for append-mode database writers,
+    which a pipeline-wide retry skips (a retry would duplicate rows) unless the step asks."""
+    step = pipeline.step(step_id)
+    settings = pipeline.dagster.for_step(step_id).retry
+    if settings is None and not is_append_writer(step):
+        settings = pipeline.dagster.retry
+    if settings is None or settings.max_retries == 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=settings.max_retries,
+        delay=settings.delay_seconds or None,
+        backoff={"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}.get(
+            settings.backoff or ""),
+        jitter={"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}.get(
+            settings.jitter or ""),
+    )
+
+
+def is_append_writer(step: Any) -> bool:
+    from .specs import get_spec
+
+    spec = get_spec(step.component)
+    if spec is None or spec.produces_table or step.component == "filesystem.csv_writer":
+        return False
+    key = "write_mode" if "write_mode" in spec.properties else "mode"
+    mode = step.config.get(key, spec.properties[key].default if key in spec.properties
+                           else None)
+    return mode == "append"
 
 
 def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
@@ -176,7 +208,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                                                  "session_dir": str(session.dir)}})
     try:
         outcome = run_step(pipeline, step_id, session, upstream_refs,
-                           osiris.connections(pipeline.path), on_progress=on_progress)
+                           osiris.connections(pipeline.path), on_progress=on_progress,
+                           timeout_seconds=pipeline.dagster.step_timeout(step_id))
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})

@@ -41,3 +41,11 @@ class SessionLockedError(OsirisError):
 
 class UpstreamMissingError(OsirisError):
     """An upstream table needed by a step is gone (its session was deleted)."""
+
+
+class StepCancelled(OsirisError):
+    """The step was interrupted (run terminated) while a driver was working."""
+
+
+class StepTimeout(OsirisError):
+    """The step ran longer than its `x-dagster` timeout_seconds."""

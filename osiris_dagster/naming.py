@@ -73,3 +73,12 @@ _KEY_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 def asset_key_part(name: str) -> str:
     """One asset-key component: keeps letters, digits, '_' and '-'; anything else becomes '_'."""
     return _KEY_UNSAFE.sub("_", name) or "_"
+
+
+_PATH_UNSAFE = re.compile(r"[^0-9A-Za-z_.-]")
+
+
+def safe_dir_name(name: str) -> str:
+    """A single path component for a step id: no separators, no '..', no hidden names."""
+    out = _PATH_UNSAFE.sub("_", name) or "_"
+    return "_" + out if out.startswith(".") else out

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,8 +13,15 @@ from typing import Any
 import duckdb
 
 from .connections import Connections, ResolvedConnection
-from .drivers import DriverResult, get_driver
-from .errors import DriverError, OsirisError, StepError, UpstreamMissingError
+from .drivers import DriverResult, get_driver, supported_components
+from .errors import (
+    DriverError,
+    OsirisError,
+    StepCancelled,
+    StepError,
+    StepTimeout,
+    UpstreamMissingError,
+)
 from .masking import Masker
 from .naming import table_names, upstream_view_names
 from .oml.model import Pipeline, Step, thaw
@@ -99,8 +107,14 @@ def run_step(
     connections: Connections,
     on_progress: ProgressCallback | None = None,
     on_workspace: Callable[[StepWorkspace | None], None] | None = None,
+    timeout_seconds: float | None = None,
 ) -> StepOutcome:
-    """Run one step; returns its outcome or raises StepError (secrets masked, events logged)."""
+    """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
+
+    The driver runs in a worker thread while this thread waits, so a run termination
+    (KeyboardInterrupt / Dagster's interrupt) or the step's timeout interrupts DuckDB at once
+    instead of after the query; the interrupted step leaves no partial output.
+    """
     step = pipeline.step(step_id)
     spec = get_spec(step.component)
     assert spec is not None  # validated
@@ -114,8 +128,7 @@ def run_step(
             raise OsirisError(
                 f"component '{step.component}' has no driver in osiris-dagster yet: the "
                 "pipeline validates, but this step cannot run. Use a supported component "
-                "(duckdb.processor, filesystem.csv_extractor, filesystem.csv_writer) or wait "
-                "for the driver.")
+                f"({', '.join(supported_components())}) or wait for the driver.")
         resolved = _resolve_connection(step, spec.family, connections, masker)
         config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
                                         if k != "connection"}}
@@ -129,7 +142,8 @@ def run_step(
                 on_workspace(ws)
             try:
                 inputs = _attach_inputs(ws, pipeline, step, upstream_refs)
-                result = driver(ws, config, inputs)
+                result = _interruptible(ws, lambda: driver(ws, config, inputs),
+                                        timeout_seconds)
                 ref, preview = None, None
                 if result.table is not None:
                     columns = tuple(ws.output_columns())
@@ -141,12 +155,15 @@ def run_step(
                     on_workspace(None)
     except BaseException as exc:
         duration = time.monotonic() - started
-        message = masker.text(_describe(exc))
+        cancelled = not isinstance(exc, Exception) or isinstance(exc, StepCancelled)
+        message = "cancelled: the run was terminated" if cancelled else \
+            masker.text(_describe(exc))
         session.log_event("step_error", step_id=step.id, driver=step.component,
-                          duration=round(duration, 3), error=message)
+                          duration=round(duration, 3), error=message, cancelled=cancelled,
+                          timed_out=isinstance(exc, StepTimeout))
         session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
-        if isinstance(exc, KeyboardInterrupt | SystemExit) or not isinstance(exc, Exception):
-            raise
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
         raise StepError(pipeline.name, step.id, message) from None
     duration = time.monotonic() - started
     session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
@@ -155,6 +172,46 @@ def run_step(
                       duration=round(duration, 3), table=result.table, target=result.target)
     return StepOutcome(step.id, ref, result, duration, preview,
                        resolved.ref if resolved else None)
+
+
+def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
+                   timeout_seconds: float | None) -> DriverResult:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"osiris-step-{ws.step_id}", daemon=True)
+    deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            if deadline is not None and time.monotonic() > deadline and worker.is_alive():
+                _stop_worker(ws, worker)
+                raise StepTimeout(f"the step ran longer than its timeout of "
+                                  f"{timeout_seconds:g}s (x-dagster timeout_seconds) and was "
+                                  "stopped")
+    except BaseException:
+        _stop_worker(ws, worker)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _stop_worker(ws: StepWorkspace, worker: threading.Thread, grace: float = 30.0) -> None:
+    """Interrupt the driver and wait for it, even through repeated interrupts of our own."""
+    deadline = time.monotonic() + grace
+    while worker.is_alive() and time.monotonic() < deadline:
+        ws.interrupt()
+        try:
+            worker.join(0.2)
+        except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C / interrupt: keep stopping
+            continue
 
 
 def _resolve_connection(step: Step, family: str, connections: Connections, masker: Masker

@@ -73,7 +73,10 @@ class Session:
         return self.dir / "manifest.yaml"
 
     def artifacts_dir(self, step_id: str) -> Path:
-        return self.dir / "artifacts" / step_id
+        """`artifacts/<step id>/`; the id is made a safe path component (`../x` -> `_.._x`)."""
+        from .naming import safe_dir_name
+
+        return self.dir / "artifacts" / safe_dir_name(step_id)
 
     def ensure(self) -> Session:
         for d in (self.logs_dir, self.tmp_dir, self.dir / "artifacts"):

@@ -46,6 +46,7 @@ class StepWorkspace:
         self._con: duckdb.DuckDBPyConnection | None = None
         self.rows_so_far: int | None = None
         self.started = time.monotonic()
+        self.cancelled = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> StepWorkspace:
@@ -55,10 +56,15 @@ class StepWorkspace:
         self._drop_leftover_temp_tables()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._con is None:
+            return
+        con, self._con = self._con, None
+        try:
+            con.close()
+        except duckdb.Error:
+            if exc_type is None:  # never hide the error that is already propagating
+                raise
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -67,7 +73,9 @@ class StepWorkspace:
         return self._con
 
     def interrupt(self) -> None:
-        """Interrupt the running DuckDB query (used for cancellation and time limits)."""
+        """Stop the step: interrupt the running DuckDB query and make the next progress()
+        call raise (used for cancellation and time limits)."""
+        self.cancelled = True
         if self._con is not None:
             self._con.interrupt()
 
@@ -147,10 +155,21 @@ class StepWorkspace:
 
     # -- paths, logs, progress ------------------------------------------------------------------
     def resolve_path(self, path: str) -> Path:
+        """Relative paths live under the connection's base_dir (never escaping it with `..`),
+        else under the working directory; absolute paths are taken as written."""
         p = Path(path).expanduser()
         if p.is_absolute():
             return p
-        return ((self.base_dir or Path.cwd()) / p).absolute()
+        if self.base_dir is None:
+            return (Path.cwd() / p).absolute()
+        base = self.base_dir.resolve()
+        resolved = (base / p).resolve()
+        if not resolved.is_relative_to(base):
+            from .errors import DriverError
+
+            raise DriverError(f"path '{path}' escapes the connection's base_dir {base}; use a "
+                              "path inside it (or an absolute path)")
+        return resolved
 
     def log_metric(self, name: str, value: Any, **fields: Any) -> None:
         self.session.log_metric(name, value, step_id=self.step_id, **fields)
@@ -159,6 +178,10 @@ class StepWorkspace:
         self.session.log_event(name, step_id=self.step_id, **fields)
 
     def progress(self, rows: int | None = None, message: str | None = None) -> None:
+        if self.cancelled:
+            from .errors import StepCancelled
+
+            raise StepCancelled("the step was interrupted")
         if rows is not None:
             self.rows_so_far = rows
         fields: dict[str, Any] = {"elapsed_s": round(time.monotonic() - self.started, 1)}
@@ -195,8 +218,11 @@ class _Heartbeat:
             self._thread.join()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._every):
+        while not self._stop.wait(self._every) and not self._ws.cancelled:
             con = self._ws._con
             pct = con.query_progress() if con is not None else -1
             msg = f"{pct:.0f}% of the current query done" if pct >= 0 else "still running"
-            self._ws.progress(rows=self._ws.rows_so_far, message=msg)
+            try:
+                self._ws.progress(rows=self._ws.rows_so_far, message=msg)
+            except Exception:  # noqa: BLE001 - a heartbeat must never kill the step
+                return

@@ -21,12 +21,24 @@ def sha256_hex(obj: Any) -> str:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    """`retry: {max_retries, delay_seconds, backoff, jitter}` (a Dagster RetryPolicy)."""
+
+    max_retries: int = 0
+    delay_seconds: float = 0.0
+    backoff: str | None = None  # exponential | linear
+    jitter: str | None = None  # full | plus_minus
+
+
+@dataclass(frozen=True)
 class StepDagster:
     """Per-step settings from `x-dagster.steps.<id>`."""
 
     description: str | None = None
     owners: tuple[str, ...] = ()
     tags: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    timeout_seconds: float | None = None
+    retry: RetrySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -66,9 +78,15 @@ class DagsterSettings:
     steps: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     schedules: tuple[ScheduleSettings, ...] = ()
     sensors: tuple[SensorSettings, ...] = ()
+    timeout_seconds: float | None = None
+    retry: RetrySettings | None = None
 
     def for_step(self, step_id: str) -> StepDagster:
         return self.steps.get(step_id, StepDagster())
+
+    def step_timeout(self, step_id: str) -> float | None:
+        own = self.for_step(step_id).timeout_seconds
+        return own if own is not None else self.timeout_seconds
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from .diagnostics import Collector, Diagnostic
 from .model import (
     DagsterSettings,
     Pipeline,
+    RetrySettings,
     ScheduleSettings,
     SensorSettings,
     Step,
@@ -32,12 +33,14 @@ FORBIDDEN_TOP = {"version", "connectors", "tasks", "outputs"}
 KNOWN_STEP = {"id", "component", "mode", "needs", "config"}
 IGNORED_STEP = {"inputs", "outputs", "retry", "timeout", "when", "branch", "fan_out", "fan_in",
                 "hints", "labels", "description"}
-X_DAGSTER_KEYS = {"group", "owners", "tags", "steps", "schedule", "sensor"}
+X_DAGSTER_KEYS = {"group", "owners", "tags", "steps", "schedule", "sensor", "timeout_seconds",
+                  "retry"}
+RETRY_KEYS = {"max_retries", "delay_seconds", "backoff", "jitter"}
 SCHEDULE_KEYS = {"cron", "timezone", "params", "default_status"}
 SENSOR_KEYS = {"watch", "param", "settle_seconds", "minimum_interval_seconds",
                "max_runs_per_tick", "default_status", "archive_to", "connection",
                "name_param"}
-X_DAGSTER_STEP_KEYS = {"description", "owners", "tags"}
+X_DAGSTER_STEP_KEYS = {"description", "owners", "tags", "timeout_seconds", "retry"}
 CONNECTION_REF = re.compile(r"^@([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
 _NAME_OK = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _GROUP_OK = re.compile(r"^[A-Za-z0-9_]+$")
@@ -554,12 +557,63 @@ def _check_x_dagster(doc: LineDict, step_ids: set[str], param_names: set[str],
                 if desc is not None and not isinstance(desc, str):
                     out.error(body.line_of("description"), "description must be a string", sid)
                     desc = None
-                steps[str(sid)] = StepDagster(desc, _owners(body, "owners", out, sid),
-                                              _tags(body, "tags", out, sid))
+                steps[str(sid)] = StepDagster(
+                    desc, _owners(body, "owners", out, sid), _tags(body, "tags", out, sid),
+                    _timeout(body, f"x-dagster.steps.{sid}", out, sid),
+                    _retry(body, f"x-dagster.steps.{sid}", out, sid))
     schedules = tuple(_schedule(b, param_names, out) for b in _entries(block, "schedule", out))
     sensors = tuple(_sensor(b, param_names, out) for b in _entries(block, "sensor", out))
     return DagsterSettings(group, owners, tags, MappingProxyType(steps),
-                           tuple(s for s in schedules if s), tuple(s for s in sensors if s))
+                           tuple(s for s in schedules if s), tuple(s for s in sensors if s),
+                           _timeout(block, "x-dagster", out), _retry(block, "x-dagster", out))
+
+
+def _timeout(block: LineDict, label: str, out: Collector, step: str | None = None
+             ) -> float | None:
+    value = block.get("timeout_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        out.error(block.line_of("timeout_seconds"), f"{label}.timeout_seconds must be a "
+                                                    f"positive number, got {value!r}", step)
+        return None
+    return float(value)
+
+
+def _retry(block: LineDict, label: str, out: Collector, step: str | None = None
+           ) -> RetrySettings | None:
+    body = block.get("retry")
+    if body is None:
+        return None
+    if not isinstance(body, LineDict):
+        out.error(block.line_of("retry"), f"{label}.retry must be a mapping (max_retries, "
+                                          "delay_seconds, backoff, jitter)", step)
+        return None
+    for key in body:
+        if key not in RETRY_KEYS:
+            out.error(body.line_of(key), f"unknown key '{label}.retry.{key}' (known: "
+                                         f"{', '.join(sorted(RETRY_KEYS))})", step)
+    ok = True
+    retries = body.get("max_retries", 1)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        out.error(body.line_of("max_retries"), f"{label}.retry.max_retries must be an integer "
+                                               ">= 0", step)
+        ok = False
+    delay = body.get("delay_seconds", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        out.error(body.line_of("delay_seconds"), f"{label}.retry.delay_seconds must be a "
+                                                 "number >= 0", step)
+        ok = False
+    backoff, jitter = body.get("backoff"), body.get("jitter")
+    if backoff is not None and backoff not in ("exponential", "linear"):
+        out.error(body.line_of("backoff"), f"{label}.retry.backoff must be 'exponential' or "
+                                           "'linear'", step)
+        ok = False
+    if jitter is not None and jitter not in ("full", "plus_minus"):
+        out.error(body.line_of("jitter"), f"{label}.retry.jitter must be 'full' or "
+                                          "'plus_minus'", step)
+        ok = False
+    return RetrySettings(retries, float(delay), backoff, jitter) if ok else None
 
 
 def _entries(block: LineDict, key: str, out: Collector) -> list[LineDict]:

@@ -52,6 +52,19 @@ steps:
     config: {path: "output/${params.input_name}"}
 """
 
+SLOW = """\
+oml_version: "0.1.0"
+name: e2e-slow
+params:
+  n: {default: 10, description: rows to crunch}
+steps:
+  - id: crunch
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: "SELECT count(*) AS c FROM range(${params.n}) t(x) WHERE x % 7 = 3"
+"""
+
 DAGSTER_YAML = """\
 telemetry: {enabled: false}
 run_queue: {max_concurrent_runs: 1, dequeue_interval_seconds: 1, dequeue_use_threads: true}
@@ -106,6 +119,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     (work / "incoming").mkdir()
     shutil.copy(REPO / "pipelines" / "data" / "movies.csv", work / "data" / "movies.csv")
     (work / "pipelines" / "e2e.yaml").write_text(PIPELINE, encoding="utf-8")
+    (work / "pipelines" / "slow.yaml").write_text(SLOW, encoding="utf-8")
     (work / "defs.py").write_text("from osiris_dagster import build_definitions\n"
                                   "defs = build_definitions()\n", encoding="utf-8")
     home = root / "home"
