@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -62,6 +63,23 @@ def _parser() -> argparse.ArgumentParser:
                         "sessions")
     r.add_argument("--debug", action="store_true", help="show tracebacks")
     r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sessions", help="list, show or clean session directories")
+    s.add_argument("--sessions-dir", metavar="DIR",
+                   help="root of session directories (default $OSIRIS_SESSIONS_DIR or "
+                        ".osiris_sessions)")
+    ssub = s.add_subparsers(dest="action")
+    ssub.add_parser("list", help="one line per session, newest first")
+    show = ssub.add_parser("show", help="a session's steps, tables and files")
+    show.add_argument("session_id")
+    clean = ssub.add_parser("clean", help="delete old sessions (those referenced by the latest "
+                                          "materialisation of any asset are kept)")
+    clean.add_argument("--older-than", metavar="AGE", help="e.g. 7d, 12h, 30m")
+    clean.add_argument("--keep", type=int, metavar="N", help="keep the N newest per pipeline")
+    clean.add_argument("--dry-run", action="store_true", help="only print what would go")
+    clean.add_argument("--force", action="store_true",
+                       help="also delete sessions that latest materialisations reference")
+    s.set_defaults(func=cmd_sessions)
     return p
 
 
@@ -94,6 +112,105 @@ def cmd_validate(args: argparse.Namespace) -> int:
             invalid += 1
             print(f"{f}: {len(result.errors)} error(s)", file=sys.stderr)
     return EXIT_INVALID if invalid else EXIT_OK
+
+
+# -- sessions -------------------------------------------------------------------------------------
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from .housekeeping import list_sessions
+    from .settings import Settings
+
+    settings = Settings.from_env(args.sessions_dir)
+    root = settings.sessions_dir
+    if args.action in (None, "list"):
+        sessions = list_sessions(root)
+        if not sessions:
+            print(f"no sessions under {root}")
+        for s in sessions:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started))
+            print(f"{s.session_id}  {started}  {s.status or 'unfinished':10}  "
+                  f"{_size(s.size_bytes):>9}  {s.pipeline or '?'}")
+        return EXIT_OK
+    if args.action == "show":
+        return _show_session(root, args.session_id)
+    return _clean_sessions(args, settings)
+
+
+def _show_session(root: Path, session_id: str) -> int:
+    import duckdb
+
+    from .session import Session
+    from .settings import Settings
+
+    session = Session(Settings(sessions_dir=root), session_id)
+    if not session.dir.is_dir():
+        print(f"error: no session {session_id} under {root}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"session {session_id}\ndirectory {session.dir}")
+    for e in session.read_events():
+        if e.get("event") in ("run_start", "step_complete", "step_error", "run_end"):
+            detail = {k: v for k, v in e.items() if k not in ("ts", "session", "event")}
+            print(f"  {e['ts']}  {e['event']:14} {json.dumps(detail, ensure_ascii=False)}")
+    if session.db_path.exists():
+        try:
+            with duckdb.connect(str(session.db_path), read_only=True) as con:
+                for name, rows in con.execute(
+                        "SELECT table_name, estimated_size FROM duckdb_tables() "
+                        "ORDER BY table_name").fetchall():
+                    print(f"  table {name}: ~{rows} rows")
+        except duckdb.Error as exc:
+            print(f"  (cannot open {session.db_path}: {str(exc).splitlines()[0]})")
+    return EXIT_OK
+
+
+def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
+    from .housekeeping import delete_session, list_sessions, parse_duration, select_for_cleaning
+
+    if args.older_than is None and args.keep is None:
+        print("error: say what to clean: --older-than AGE and/or --keep N", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        older = parse_duration(args.older_than) if args.older_than else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    referenced = set() if args.force else _referenced_sessions(settings)
+    delete, protected = select_for_cleaning(list_sessions(settings.sessions_dir),
+                                            older_than=older, keep=args.keep,
+                                            referenced=referenced, force=args.force)
+    for s in protected:
+        print(f"kept    {s.session_id} (latest materialisation of an asset; --force deletes)")
+    freed = 0
+    for s in delete:
+        print(f"{'would delete' if args.dry_run else 'deleted'} {s.session_id} "
+              f"({_size(s.size_bytes)}, {s.pipeline or '?'})")
+        if not args.dry_run:
+            delete_session(s)
+        freed += s.size_bytes
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{len(delete)} session(s), {verb} {_size(freed)}")
+    return EXIT_OK
+
+
+def _referenced_sessions(settings: Any) -> set[str]:
+    """Session ids recorded on the latest materialisation of any asset in the instance."""
+    warnings.filterwarnings("ignore")
+    instance = _instance(settings)
+    out: set[str] = set()
+    for key in instance.get_asset_keys():
+        event = instance.get_latest_materialization_event(key)
+        mat = event.asset_materialization if event else None
+        if mat is not None and "osiris/session_id" in mat.metadata:
+            out.add(str(mat.metadata["osiris/session_id"].value))
+    return out
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
 
 
 # -- run ------------------------------------------------------------------------------------------
