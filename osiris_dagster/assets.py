@@ -8,7 +8,7 @@ processors) or a MaterializeResult (writers). The IO manager hands TableRefs dow
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from .automation import TAG_ARCHIVE_TO, TAG_FILE, archive_file, build_schedules, build_sensors
+from .checks import specs_from_config
 from .errors import PipelineInvalidError, StepError
 from .io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from .masking import Masker
@@ -67,7 +68,8 @@ def build_osiris_assets(pipeline_path: str | Path, translator: OsirisTranslator 
     keys = {sid: spec.key for sid, spec in specs.items()}
     res_key = params_resource_key(pipeline)
     assets = [
-        _step_asset(pipeline, step.id, specs, keys, text, res_key) for step in pipeline.steps
+        _step_asset(pipeline, step.id, specs, keys, text, res_key, translator)
+        for step in pipeline.steps
     ]
     job = dg.define_asset_job(
         name=dagster_name(pipeline.name),
@@ -129,15 +131,22 @@ def doc_profiles(text: str) -> list[str]:
 
 
 def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSpec],
-                keys: Mapping[str, dg.AssetKey], text: str, res_key: str
-                ) -> dg.AssetsDefinition:
+                keys: Mapping[str, dg.AssetKey], text: str, res_key: str,
+                translator: OsirisTranslator) -> dg.AssetsDefinition:
     step = pipeline.step(step_id)
     spec = specs[step_id]
     data_ups = data_upstreams(pipeline, step)
     ins = {f"in_{i}": dg.AssetIn(key=keys[up]) for i, up in enumerate(data_ups)}
     input_steps = {f"in_{i}": up for i, up in enumerate(data_ups)}
     ordering = [keys[n] for n in step.needs if n not in data_ups]
+    # deps the translator added beyond the pipeline's own steps (which are wired above)
+    own = {keys[n] for n in step.needs} | {
+        translator.get_asset_key(pipeline, pipeline.step(n)) for n in step.needs}
+    ordering += [d.asset_key for d in spec.deps if d.asset_key not in own]
     out = dg.AssetOut.from_spec(spec.replace_attributes(deps=[]), io_manager_key=IO_MANAGER_KEY)
+    checks = specs_from_config(pipeline.dagster.for_step(step_id).checks)
+    check_specs = [dg.AssetCheckSpec(c.name, asset=spec.key, blocking=c.blocking,
+                                     description=c.description) for c in checks]
 
     @dg.multi_asset(
         name=dagster_name(pipeline.name, step.id),
@@ -147,10 +156,11 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
         required_resource_keys={RESOURCE_KEY, res_key},
         op_tags={"osiris/pipeline": dagster_name(pipeline.name)},
         retry_policy=retry_policy(pipeline, step.id),
+        check_specs=check_specs or None,
     )
     def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
-        return _execute_step(context, pipeline, step_id, text, res_key,
-                             {input_steps[k]: v for k, v in inputs.items()})
+        yield from _execute_step(context, pipeline, step_id, text, res_key,
+                                 {input_steps[k]: v for k, v in inputs.items()}, spec.key)
 
     return _compute
 
@@ -187,7 +197,8 @@ def is_append_writer(step: Any) -> bool:
 
 
 def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
-                  text: str, res_key: str, upstream_refs: Mapping[str, TableRef]) -> Any:
+                  text: str, res_key: str, upstream_refs: Mapping[str, TableRef],
+                  key: dg.AssetKey) -> Iterator[Any]:
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     run_cfg: dict[str, Any] = getattr(context.resources, res_key) or {}
     pipeline = _resolve_for_run(template, text, run_cfg)
@@ -209,7 +220,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     try:
         outcome = run_step(pipeline, step_id, session, upstream_refs,
                            osiris.connections(pipeline.path), on_progress=on_progress,
-                           timeout_seconds=pipeline.dagster.step_timeout(step_id))
+                           timeout_seconds=pipeline.dagster.step_timeout(step_id),
+                           checks=specs_from_config(pipeline.dagster.for_step(step_id).checks))
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})
@@ -223,11 +235,55 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
         "target": outcome.result.target, "table": outcome.result.table}})
-    _finish(context, session, pipeline)
     metadata = materialisation_metadata(session, outcome)
+    changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
+    if changes:
+        metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(
+            f"- {c}" for c in changes))
+        session.log_event("schema_changed", step_id=step_id, changes=changes)
+        context.log.warning(f"schema of '{key.to_user_string()}' changed: " + "; ".join(changes))
+        if pipeline.dagster.for_step(step_id).schema == "strict":
+            message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
+                       "changed since the last materialisation (schema: strict): "
+                       + "; ".join(changes))
+            session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
+                              timed_out=False)
+            _finish(context, session, pipeline)
+            raise dg.Failure(description=message)
+    _finish(context, session, pipeline)
     if outcome.ref is None:
-        return dg.MaterializeResult(metadata=metadata)
-    return dg.Output(outcome.ref, metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata)
+        return
+    yield dg.Output(outcome.ref, metadata=metadata)
+    for c in outcome.checks:
+        yield dg.AssetCheckResult(
+            asset_key=key, check_name=c.spec.name, passed=c.passed,
+            severity=dg.AssetCheckSeverity.ERROR if c.spec.blocking
+            else dg.AssetCheckSeverity.WARN,
+            description=c.spec.description,
+            metadata={"failing_rows": dg.MetadataValue.int(c.failing_rows),
+                      "detail": c.detail,
+                      **({"sample": dg.MetadataValue.md(markdown_table(
+                          list(c.sample[0]), [tuple(r.values()) for r in c.sample]))}
+                         if c.sample else {})})
+
+
+def schema_changes(instance: dg.DagsterInstance, key: dg.AssetKey,
+                   columns: Sequence[tuple[str, str]]) -> list[str]:
+    """Added, removed and retyped columns against the latest materialisation."""
+    event = instance.get_latest_materialization_event(key)
+    mat = event.asset_materialization if event else None
+    value = mat.metadata.get("dagster/column_schema") if mat else None
+    schema = getattr(value, "schema", None)
+    if schema is None:
+        return []
+    before = {c.name: c.type for c in schema.columns}
+    after = dict(columns)
+    out = [f"added {n} ({t})" for n, t in after.items() if n not in before]
+    out += [f"removed {n} ({t})" for n, t in before.items() if n not in after]
+    out += [f"retyped {n}: {before[n]} -> {t}" for n, t in after.items()
+            if n in before and before[n] != t]
+    return out
 
 
 def _resolve_for_run(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from .checks import CheckOutcome, CheckSpec, run_checks
 from .connections import Connections, ResolvedConnection
 from .drivers import DriverResult, get_driver, supported_components
 from .errors import (
@@ -54,7 +55,7 @@ class StepOutcome:
     duration_s: float
     preview: tuple[list[str], list[tuple[Any, ...]]] | None = None
     connection_ref: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    checks: list[CheckOutcome] = field(default_factory=list)
 
 
 def data_upstreams(pipeline: Pipeline, step: Step) -> list[str]:
@@ -108,6 +109,7 @@ def run_step(
     on_progress: ProgressCallback | None = None,
     on_workspace: Callable[[StepWorkspace | None], None] | None = None,
     timeout_seconds: float | None = None,
+    checks: Sequence[CheckSpec] = (),
 ) -> StepOutcome:
     """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
 
@@ -145,11 +147,13 @@ def run_step(
                 result = _interruptible(ws, lambda: driver(ws, config, inputs),
                                         timeout_seconds)
                 ref, preview = None, None
+                check_outcomes: list[CheckOutcome] = []
                 if result.table is not None:
                     columns = tuple(ws.output_columns())
                     ref = TableRef(session.session_id, str(session.db_path), result.table,
                                    step.id, result.rows_written, columns)
                     preview = ws.preview_rows(10)
+                    check_outcomes = run_checks(ws.con, ws.output_relation, checks)
             finally:
                 if on_workspace:
                     on_workspace(None)
@@ -170,8 +174,12 @@ def run_step(
     session.log_event("step_complete", step_id=step.id, driver=step.component,
                       rows_read=result.rows_read, rows_written=result.rows_written,
                       duration=round(duration, 3), table=result.table, target=result.target)
+    for c in check_outcomes:
+        session.log_event("check", step_id=step.id, check=c.spec.name, passed=c.passed,
+                          failing_rows=c.failing_rows, blocking=c.spec.blocking,
+                          detail=c.detail)
     return StepOutcome(step.id, ref, result, duration, preview,
-                       resolved.ref if resolved else None)
+                       resolved.ref if resolved else None, check_outcomes)
 
 
 def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],

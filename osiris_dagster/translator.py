@@ -50,7 +50,8 @@ class OsirisTranslator:
             metadata["osiris/connection"] = step.connection_ref
         return dg.AssetSpec(
             key=self.get_asset_key(pipeline, step),
-            deps=[self.get_asset_key(pipeline, pipeline.step(n)) for n in step.needs],
+            deps=[*(self.get_asset_key(pipeline, pipeline.step(n)) for n in step.needs),
+                  *(dg.AssetKey(k.split("/")) for k in step_settings.deps)],
             description=description,
             group_name=pipeline.dagster.group or dagster_name(pipeline.name),
             kinds=set(spec.kinds),

@@ -39,6 +39,9 @@ class StepDagster:
     tags: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     timeout_seconds: float | None = None
     retry: RetrySettings | None = None
+    checks: MappingProxyType | None = None  # validated `checks:` block
+    schema: str | None = None  # "strict": a column change fails the step
+    deps: tuple[str, ...] = ()  # extra upstream asset keys ("a/b") outside the pipeline
 
 
 @dataclass(frozen=True)

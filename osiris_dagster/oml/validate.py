@@ -40,7 +40,10 @@ SCHEDULE_KEYS = {"cron", "timezone", "params", "default_status"}
 SENSOR_KEYS = {"watch", "param", "settle_seconds", "minimum_interval_seconds",
                "max_runs_per_tick", "default_status", "archive_to", "connection",
                "name_param"}
-X_DAGSTER_STEP_KEYS = {"description", "owners", "tags", "timeout_seconds", "retry"}
+X_DAGSTER_STEP_KEYS = {"description", "owners", "tags", "timeout_seconds", "retry", "checks",
+                       "schema", "deps"}
+CHECK_KEYS = {"not_null", "unique", "row_count", "accepted_values", "expression", "freshness",
+              "blocking"}
 CONNECTION_REF = re.compile(r"^@([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
 _NAME_OK = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _GROUP_OK = re.compile(r"^[A-Za-z0-9_]+$")
@@ -172,7 +175,8 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
 
     declared_ids = {_step_label(item) for item in steps_raw or []} - {None} \
         if isinstance(steps_raw, list) else set()
-    dagster = _check_x_dagster(resolved_doc, declared_ids, set(specs), out)
+    writers = {s.id for s in steps if (sp := get_spec(s.component)) and not sp.produces_table}
+    dagster = _check_x_dagster(resolved_doc, declared_ids, set(specs), out, writers)
 
     if out.errors or not isinstance(name, str):
         return None
@@ -516,7 +520,8 @@ def _check_cycles(nodes: Mapping[str, tuple[tuple[str, ...], int]], out: Collect
 
 
 def _check_x_dagster(doc: LineDict, step_ids: set[str], param_names: set[str],
-                     out: Collector) -> DagsterSettings:
+                     out: Collector, writers: set[str] | None = None) -> DagsterSettings:
+    writers = writers or set()
     block = doc.get("x-dagster")
     if block is None:
         return DagsterSettings()
@@ -557,15 +562,91 @@ def _check_x_dagster(doc: LineDict, step_ids: set[str], param_names: set[str],
                 if desc is not None and not isinstance(desc, str):
                     out.error(body.line_of("description"), "description must be a string", sid)
                     desc = None
+                label = f"x-dagster.steps.{sid}"
                 steps[str(sid)] = StepDagster(
                     desc, _owners(body, "owners", out, sid), _tags(body, "tags", out, sid),
-                    _timeout(body, f"x-dagster.steps.{sid}", out, sid),
-                    _retry(body, f"x-dagster.steps.{sid}", out, sid))
+                    _timeout(body, label, out, sid), _retry(body, label, out, sid),
+                    _checks(body, label, out, str(sid), writers), _schema_mode(body, label, out,
+                                                                               str(sid)),
+                    _deps(body, label, out, str(sid)))
     schedules = tuple(_schedule(b, param_names, out) for b in _entries(block, "schedule", out))
     sensors = tuple(_sensor(b, param_names, out) for b in _entries(block, "sensor", out))
     return DagsterSettings(group, owners, tags, MappingProxyType(steps),
                            tuple(s for s in schedules if s), tuple(s for s in sensors if s),
                            _timeout(block, "x-dagster", out), _retry(block, "x-dagster", out))
+
+
+def _checks(body: LineDict, label: str, out: Collector, step: str, writers: set[str]
+            ) -> MappingProxyType | None:
+    raw = body.get("checks")
+    if raw is None:
+        return None
+    line = body.line_of("checks")
+    if not isinstance(raw, LineDict):
+        out.error(line, f"{label}.checks must be a mapping of check kinds", step)
+        return None
+    if step in writers:
+        out.error(line, f"{label}.checks: a writer produces no table to check; put the checks "
+                        "on the step that feeds it", step)
+        return None
+    ok = True
+
+    def bad(key: str, what: str) -> None:
+        nonlocal ok
+        ok = False
+        out.error(raw.line_of(key), f"{label}.checks.{key} {what}", step)
+
+    def strings(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)
+
+    for key, value in raw.items():
+        if key not in CHECK_KEYS:
+            bad(key, f"is not a check (known: {', '.join(sorted(CHECK_KEYS))})")
+        elif key == "not_null" and not strings(value):
+            bad(key, "must be a list of column names")
+        elif key == "unique" and not (isinstance(value, list) and value and all(
+                isinstance(v, str) or strings(v) for v in value)):
+            bad(key, "must list columns (or lists of columns for composite keys)")
+        elif key == "row_count" and not (isinstance(value, dict) and value and
+                                         set(value) <= {"min", "max"} and
+                                         all(isinstance(v, int) and not isinstance(v, bool)
+                                             for v in value.values())):
+            bad(key, "must be {min: N, max: N} with integers")
+        elif key == "accepted_values" and not (isinstance(value, dict) and value and all(
+                isinstance(v, list) and v for v in value.values())):
+            bad(key, "must map column -> list of accepted values")
+        elif key == "expression" and not (isinstance(value, str) and value.strip()
+                                          or strings(value)):
+            bad(key, "must be a SQL boolean expression (or a list of them)")
+        elif key == "freshness" and not (
+                isinstance(value, dict) and isinstance(value.get("column"), str) and
+                isinstance(value.get("max_age_hours"), int | float) and
+                not isinstance(value.get("max_age_hours"), bool) and
+                set(value) <= {"column", "max_age_hours"}):
+            bad(key, "must be {column: <timestamp column>, max_age_hours: N}")
+        elif key == "blocking" and not isinstance(value, bool):
+            bad(key, "must be true or false")
+    return freeze(to_plain(raw)) if ok else None
+
+
+def _schema_mode(body: LineDict, label: str, out: Collector, step: str) -> str | None:
+    value = body.get("schema")
+    if value is not None and value not in ("strict", "warn"):
+        out.error(body.line_of("schema"), f"{label}.schema must be 'strict' or 'warn'", step)
+        return None
+    return value
+
+
+def _deps(body: LineDict, label: str, out: Collector, step: str) -> tuple[str, ...]:
+    value = body.get("deps")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and
+                                               "//" not in v for v in value):
+        out.error(body.line_of("deps"), f"{label}.deps must be a list of asset keys such as "
+                                        "'raw/orders'", step)
+        return ()
+    return tuple(v.strip().strip("/") for v in value)
 
 
 def _timeout(block: LineDict, label: str, out: Collector, step: str | None = None

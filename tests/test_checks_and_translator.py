@@ -1,0 +1,150 @@
+"""Data-quality checks, schema drift, external upstreams and a custom translator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from osiris_dagster import OsirisStepData, OsirisTranslator, build_definitions, build_osiris_assets
+
+from .helpers import defs_for, failure_description, materialisations, run_job, write
+
+CHECKED = """\
+oml_version: "0.1.0"
+name: checked
+params: {{limit: 60}}
+x-dagster:
+  steps:
+    movies:
+      checks:
+        not_null: [movie_id, budget_usd]
+        unique: [movie_id, [director_id, genre]]
+        row_count: {{min: 1, max: 1000}}
+        accepted_values: {{genre: [Drama, Comedy, Sci-Fi, Thriller, Documentary]}}
+        expression: ["runtime_minutes > 0", "release_year < 2000"]
+        freshness: {{column: seen_at, max_age_hours: 1}}
+        blocking: {blocking}
+      deps: ["raw/movie_feed"]
+steps:
+  - id: movies
+    component: filesystem.csv_extractor
+    mode: read
+    config: {{path: data/movies.csv, limit: "${{params.limit}}"}}
+  - id: stamped
+    component: duckdb.processor
+    mode: transform
+    config: {{query: "SELECT *, now() AS seen_at FROM input_df"}}
+"""
+
+
+def test_checks_report_failing_rows_and_samples(workdir: Path, tmp_path: Path,
+                                               instance: dg.DagsterInstance) -> None:
+    text = CHECKED.format(blocking="false").replace("column: seen_at", "column: release_year")
+    p = write(workdir / "checked.yaml", text)
+    result = run_job(defs_for(p, tmp_path / "s"), "checked", instance)
+    assert result.success, failure_description(result)
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evals) == {"not_null", "unique", "row_count", "accepted_values", "expression",
+                          "expression_2", "freshness"}
+    assert evals["row_count"].passed and evals["expression"].passed
+    assert not evals["not_null"].passed  # movies with an empty budget
+    assert evals["not_null"].metadata["failing_rows"].value == 5
+    assert "| movie_id |" in evals["not_null"].metadata["sample"].value
+    assert not evals["unique"].passed  # director+genre repeats
+    assert not evals["accepted_values"].passed  # Animation is not accepted
+    assert not evals["expression_2"].passed
+    assert not evals["freshness"].passed  # release_year is not a timestamp
+    assert "could not run" in evals["freshness"].metadata["detail"].value
+    assert evals["not_null"].severity == dg.AssetCheckSeverity.WARN
+    assert set(materialisations(result)) == {"checked/movies", "checked/stamped"}
+
+
+def test_blocking_check_stops_downstream(workdir: Path, tmp_path: Path,
+                                         instance: dg.DagsterInstance) -> None:
+    p = write(workdir / "checked.yaml", CHECKED.format(blocking="true"))
+    result = run_job(defs_for(p, tmp_path / "s"), "checked", instance)
+    assert not result.success
+    assert set(materialisations(result)) == {"checked/movies"}
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evals["not_null"].severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_checks_on_a_writer_are_rejected(tmp_path: Path) -> None:
+    from osiris_dagster.oml import validate_pipeline
+
+    text = ("oml_version: \"0.1.0\"\nname: w\nx-dagster:\n  steps:\n    w:\n      checks: "
+            "{not_null: [a]}\nsteps:\n  - {id: w, component: filesystem.csv_writer, "
+            "mode: write, config: {path: o.csv}}\n")
+    result = validate_pipeline(write(tmp_path / "w.yaml", text))
+    assert [d.line for d in result.errors] == [6]
+    assert "writer produces no table" in str(result.errors[0])
+
+
+def test_external_upstream_appears_in_lineage(workdir: Path, tmp_path: Path) -> None:
+    p = write(workdir / "checked.yaml", CHECKED.format(blocking="false"))
+    defs = defs_for(p, tmp_path / "s")
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key.path[-1] == "movies")
+    assert dg.AssetKey(["raw", "movie_feed"]) in {d.asset_key for d in spec.deps}
+
+
+def test_schema_drift_is_reported_and_strict_fails(workdir: Path, tmp_path: Path,
+                                                    instance: dg.DagsterInstance) -> None:
+    base = ("oml_version: \"0.1.0\"\nname: drift\nparams: {{extra: \"\"}}\nx-dagster:\n"
+            "  steps:\n    gen: {{schema: {mode}}}\nsteps:\n  - id: gen\n"
+            "    component: duckdb.processor\n    mode: transform\n    config: {{query: "
+            "\"SELECT 1 AS a, 'x' AS b ${{params.extra}}\"}}\n")
+    p = write(workdir / "drift.yaml", base.format(mode="warn"))
+    defs = defs_for(p, tmp_path / "s")
+    assert run_job(defs, "drift", instance).success
+    second = run_job(defs, "drift", instance, params={"extra": ", 2.5 AS c"})
+    assert second.success
+    md = materialisations(second)["drift/gen"]
+    assert "added c (DECIMAL(2,1))" in md["osiris/schema_changes"].value
+    p.write_text(base.format(mode="strict"))
+    strict = run_job(defs_for(p, tmp_path / "s"), "drift", instance,
+                     params={"extra": ", 'y' AS a2"})
+    assert not strict.success
+    message = failure_description(strict)
+    assert "schema: strict" in message and "removed c" in message and "added a2" in message
+
+
+class PrefixTranslator(OsirisTranslator):
+    def get_asset_spec(self, data: OsirisStepData) -> dg.AssetSpec:
+        spec = super().get_asset_spec(data)
+        return spec.replace_attributes(key=spec.key.with_prefix("warehouse"),
+                                       group_name="etl").merge_attributes(tags={"team": "bi"})
+
+
+def test_custom_translator_is_used_for_keys_and_dependencies(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    p = write(workdir / "checked.yaml", CHECKED.format(blocking="false"))
+    one = build_osiris_assets(p, translator=PrefixTranslator())
+    specs = {s.key: s for a in one.assets for s in a.specs}
+    stamped = specs[dg.AssetKey(["warehouse", "checked", "stamped"])]
+    assert {d.asset_key for d in stamped.deps} == {dg.AssetKey(["warehouse", "checked",
+                                                                "movies"])}
+    assert stamped.group_name == "etl" and stamped.tags["team"] == "bi"
+    defs = build_definitions([p], sessions_dir=str(tmp_path / "s"),
+                             translator=PrefixTranslator())
+    result = run_job(defs, "checked", instance)
+    assert result.success, failure_description(result)
+    assert "warehouse/checked/stamped" in materialisations(result)
+
+
+@pytest.mark.parametrize("block, message", [
+    ("checks: {not_null: a}", "must be a list of column names"),
+    ("checks: {row_count: {min: x}}", "must be {min: N, max: N}"),
+    ("checks: {nope: [a]}", "is not a check"),
+    ("schema: loose", "must be 'strict' or 'warn'"),
+    ("deps: [3]", "must be a list of asset keys"),
+])
+def test_invalid_step_settings(tmp_path: Path, block: str, message: str) -> None:
+    from osiris_dagster.oml import validate_pipeline
+
+    text = ("oml_version: \"0.1.0\"\nname: x\nx-dagster:\n  steps:\n    a:\n      " + block +
+            "\nsteps:\n  - {id: a, component: duckdb.processor, mode: transform, "
+            "config: {query: 'SELECT 1'}}\n")
+    result = validate_pipeline(write(tmp_path / "x.yaml", text))
+    assert result.errors and message in str(result.errors[0]), [str(d) for d in result.errors]
