@@ -1,6 +1,7 @@
 """osiris-dagster: run Osiris OML pipelines as Dagster assets over one DuckDB file per session."""
 
 from .assets import OsirisPipelineDefs, build_osiris_assets
+from .component import OsirisPipelineComponent
 from .io_manager import OsirisIOManager
 from .loader import build_definitions
 from .resources import OsirisResource
@@ -9,6 +10,7 @@ from .translator import OsirisStepData, OsirisTranslator
 
 __all__ = [
     "OsirisIOManager",
+    "OsirisPipelineComponent",
     "OsirisPipelineDefs",
     "OsirisResource",
     "OsirisStepData",
