@@ -22,6 +22,7 @@ from .io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from .masking import Masker
 from .naming import dagster_name
 from .oml import Pipeline, validate_pipeline
+from .partitions import partition_params
 from .resources import OsirisResource
 from .runner import StepOutcome, TableRef, data_upstreams, finish_run_if_done, run_step
 from .session import Session
@@ -200,7 +201,10 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                   text: str, res_key: str, upstream_refs: Mapping[str, TableRef],
                   key: dg.AssetKey) -> Iterator[Any]:
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
-    run_cfg: dict[str, Any] = getattr(context.resources, res_key) or {}
+    run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
+    partition = partition_params(template, context)
+    if partition:
+        run_cfg["params"] = {**(run_cfg.get("params") or {}), **partition}
     pipeline = _resolve_for_run(template, text, run_cfg)
     masker = Masker()
     session = Session(osiris.settings(), context.run_id, masker)

@@ -18,6 +18,7 @@ from .naming import dagster_name
 from .oml.model import Pipeline, ScheduleSettings, SensorSettings
 from .oml.params import PARAM_REF
 from .oml.yaml_lines import load_yaml_with_lines
+from .partitions import partitions_definition
 
 TAG_FILE = "osiris/file"
 TAG_ARCHIVE_TO = "osiris/archive_to"
@@ -44,6 +45,23 @@ def build_schedules(pipeline: Pipeline, job: Any, res_key: str
 
 def _schedule(pipeline: Pipeline, sched: ScheduleSettings, job: Any, res_key: str, name: str
               ) -> dg.ScheduleDefinition:
+    partitions = partitions_definition(pipeline)
+    if partitions is not None:  # time partitions (validated): run the last complete one
+        run_config = params_run_config(res_key, sched.params)
+
+        def _latest(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+            keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+            if not keys:
+                return dg.SkipReason("no complete partition yet")
+            key = keys[-1]
+            return dg.RunRequest(run_key=key, partition_key=key, run_config=run_config)
+
+        return dg.ScheduleDefinition(
+            name=name, job=job, cron_schedule=sched.cron, execution_timezone=sched.timezone,
+            execution_fn=_latest,
+            default_status=_status(sched.running, dg.DefaultScheduleStatus),
+            description=f"Runs the latest complete partition of '{pipeline.name}' on "
+                        f"'{sched.cron}'.")
     return dg.ScheduleDefinition(
         name=name,
         job=job,
@@ -116,20 +134,26 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
         plan = plan_runs(scan(pattern), cursor, time.time_ns(), settings.settle_seconds,
                          settings.max_runs_per_tick)
         archive = _archive_dir(settings, base)
+        dynamic = pipeline.dagster.partitions if pipeline.dagster.partitions and \
+            pipeline.dagster.partitions.kind == "dynamic" else None
         requests = [
             dg.RunRequest(
                 run_key=f.run_key,
                 run_config=params_run_config(res_key, _file_params(settings, f.path)),
                 tags={TAG_FILE: f.path, **({TAG_ARCHIVE_TO: str(archive)} if archive else {})},
+                partition_key=f.path if dynamic else None,
             )
             for f in plan.to_run
         ]
+        adds = [dg.AddDynamicPartitionsRequest(dynamic.name, [f.path for f in plan.to_run])] \
+            if dynamic and plan.to_run else []
         if not requests:
             waiting = f"; {len(plan.settling)} file(s) still being written" \
                 if plan.settling else ""
             return dg.SensorResult(skip_reason=dg.SkipReason(
                 f"no new files matching {pattern}{waiting}"), cursor=plan.cursor.dump())
-        return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump())
+        return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump(),
+                               dynamic_partitions_requests=adds or None)
 
     return _watch
 

@@ -102,7 +102,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for f in args.files:
         result = validate_pipeline(f, params=params, profile=args.profile)
         for d in result.errors:
-            print(str(d))
+            print(str(d), flush=True)
         for d in result.warnings:
             print(f"warning: {d}", file=sys.stderr)
         if result.ok:

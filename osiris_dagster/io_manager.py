@@ -59,7 +59,15 @@ class OsirisIOManager(dg.ConfigurableIOManager):
     def _from_latest_materialisation(self, context: dg.InputContext, key: dg.AssetKey,
                                      step_id: str, table: str | None) -> TableRef:
         name = key.to_user_string()
-        event = context.instance.get_latest_materialization_event(key)
+        if context.has_asset_partitions:
+            partition = context.asset_partition_key
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+            ).records
+            event = records[0].event_log_entry if records else None
+            name = f"{name}' partition '{partition}"
+        else:
+            event = context.instance.get_latest_materialization_event(key)
         if event is None or event.asset_materialization is None:
             raise UpstreamMissingError(
                 f"upstream asset '{name}' (step '{step_id}') has never been materialised; "

@@ -13,6 +13,7 @@ import dagster as dg
 
 from .naming import asset_key_part, dagster_name, table_names
 from .oml.model import Pipeline, Step
+from .partitions import partitions_definition
 from .specs import get_spec
 
 
@@ -59,4 +60,5 @@ class OsirisTranslator:
             tags={**pipeline.dagster.tags, **step_settings.tags, "osiris/mode": step.mode},
             code_version=step.fingerprint,
             metadata=metadata,
+            partitions_def=partitions_definition(pipeline),
         )

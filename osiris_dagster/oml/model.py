@@ -72,6 +72,27 @@ class SensorSettings:
 
 
 @dataclass(frozen=True)
+class PartitionSettings:
+    """`x-dagster.partitions`: hourly/daily/weekly/monthly from `start`, static keys, or
+    dynamic (e.g. `files`, one partition per input file added by the sensor)."""
+
+    kind: str  # hourly | daily | weekly | monthly | static | dynamic
+    start: str | None = None
+    end: str | None = None
+    timezone: str | None = None
+    keys: tuple[str, ...] = ()
+    name: str | None = None  # dynamic partitions definition name
+
+    @property
+    def is_time(self) -> bool:
+        return self.kind in TIME_PARTITION_KINDS
+
+
+TIME_PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
+PARTITION_PARAMS = ("partition_key", "partition_start", "partition_end")
+
+
+@dataclass(frozen=True)
 class DagsterSettings:
     """The top-level `x-dagster:` block."""
 
@@ -83,6 +104,7 @@ class DagsterSettings:
     sensors: tuple[SensorSettings, ...] = ()
     timeout_seconds: float | None = None
     retry: RetrySettings | None = None
+    partitions: PartitionSettings | None = None
 
     def for_step(self, step_id: str) -> StepDagster:
         return self.steps.get(step_id, StepDagster())

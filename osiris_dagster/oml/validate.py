@@ -16,7 +16,9 @@ from ..specs import INLINE_SECRET_NAMES, OML_MODES, ComponentSpec, Prop, get_spe
 from .cron import cron_problem
 from .diagnostics import Collector, Diagnostic
 from .model import (
+    TIME_PARTITION_KINDS,
     DagsterSettings,
+    PartitionSettings,
     Pipeline,
     RetrySettings,
     ScheduleSettings,
@@ -34,7 +36,7 @@ KNOWN_STEP = {"id", "component", "mode", "needs", "config"}
 IGNORED_STEP = {"inputs", "outputs", "retry", "timeout", "when", "branch", "fan_out", "fan_in",
                 "hints", "labels", "description"}
 X_DAGSTER_KEYS = {"group", "owners", "tags", "steps", "schedule", "sensor", "timeout_seconds",
-                  "retry"}
+                  "retry", "partitions"}
 RETRY_KEYS = {"max_retries", "delay_seconds", "backoff", "jitter"}
 SCHEDULE_KEYS = {"cron", "timezone", "params", "default_status"}
 SENSOR_KEYS = {"watch", "param", "settle_seconds", "minimum_interval_seconds",
@@ -114,6 +116,13 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     _check_inline_secrets(doc, out)
 
     specs = declared_params(doc, out)
+    partitions = _partitions(doc, out)
+    for name, default in _partition_param_defaults(partitions).items():
+        if name not in specs:  # implicit: the run's partition fills them
+            from .params import ParamSpec
+
+            specs[name] = ParamSpec(name, default, True, f"The run's {name.replace('_', ' ')}.",
+                                    str, False, 0)
     values, active = effective_values(specs, doc, profile, explicit, env, out)
     for name in (explicit or {}):
         if name not in specs:
@@ -177,6 +186,14 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
         if isinstance(steps_raw, list) else set()
     writers = {s.id for s in steps if (sp := get_spec(s.component)) and not sp.produces_table}
     dagster = _check_x_dagster(resolved_doc, declared_ids, set(specs), out, writers)
+    if partitions is not None:
+        from dataclasses import replace
+
+        dagster = replace(dagster, partitions=partitions)
+        if partitions.kind in ("static", "dynamic") and dagster.schedules:
+            out.error(resolved_doc["x-dagster"].line_of("schedule"),
+                      f"x-dagster.schedule needs time partitions (hourly, daily, weekly, "
+                      f"monthly) or none; these partitions are {partitions.kind}")
 
     if out.errors or not isinstance(name, str):
         return None
@@ -647,6 +664,66 @@ def _deps(body: LineDict, label: str, out: Collector, step: str) -> tuple[str, .
                                         "'raw/orders'", step)
         return ()
     return tuple(v.strip().strip("/") for v in value)
+
+
+def _partitions(doc: LineDict, out: Collector) -> PartitionSettings | None:
+    block = doc.get("x-dagster")
+    raw = block.get("partitions") if isinstance(block, LineDict) else None
+    if raw is None:
+        return None
+    line = block.line_of("partitions")
+    kinds = (*TIME_PARTITION_KINDS, "static", "dynamic")
+    if not isinstance(raw, LineDict) or len(raw) != 1 or next(iter(raw)) not in kinds:
+        out.error(line, "x-dagster.partitions must be one of {daily: {start: 'YYYY-MM-DD'}} "
+                        "(or hourly/weekly/monthly), {static: [keys]}, {dynamic: <name>}")
+        return None
+    kind, body = next(iter(raw.items()))
+    line = raw.line_of(kind)
+    label = f"x-dagster.partitions.{kind}"
+    if kind == "static":
+        if not isinstance(body, list) or not body or not all(
+                isinstance(k, str | int) and str(k).strip() for k in body):
+            out.error(line, f"{label} must be a non-empty list of partition keys")
+            return None
+        keys = tuple(str(k) for k in body)
+        if len(set(keys)) != len(keys):
+            out.error(line, f"{label} has duplicate keys")
+            return None
+        return PartitionSettings("static", keys=keys)
+    if kind == "dynamic":
+        if not isinstance(body, str) or not re.fullmatch(r"[A-Za-z0-9_]+", body):
+            out.error(line, f"{label} must name the dynamic partitions, e.g. 'files'")
+            return None
+        return PartitionSettings("dynamic", name=body)
+    if not isinstance(body, LineDict) or not set(body) <= {"start", "end", "timezone"}:
+        out.error(line, f"{label} must be {{start: 'YYYY-MM-DD', end: ..., timezone: ...}}")
+        return None
+    start, end, tz = body.get("start"), body.get("end"), body.get("timezone")
+    from datetime import date
+
+    for key, value in (("start", start), ("end", end)):
+        if value is None and key == "end":
+            continue
+        try:
+            date.fromisoformat(str(value)[:10])
+        except ValueError:
+            out.error(body.line_of(key), f"{label}.{key} must be a date YYYY-MM-DD, got "
+                                         f"{value!r}")
+            return None
+    if tz is not None and not _valid_timezone(tz):
+        out.error(body.line_of("timezone"), f"{label}.timezone {tz!r} is not an IANA time zone")
+        return None
+    return PartitionSettings(kind, str(start)[:10], str(end)[:10] if end else None, tz)
+
+
+def _partition_param_defaults(p: PartitionSettings | None) -> dict[str, str]:
+    """Values `${params.partition_*}` take while validating (a run uses its own partition)."""
+    if p is None:
+        return {}
+    if p.is_time:
+        return {"partition_key": p.start or "", "partition_start": p.start or "",
+                "partition_end": p.start or ""}
+    return {"partition_key": p.keys[0] if p.keys else "__partition_key__"}
 
 
 def _timeout(block: LineDict, label: str, out: Collector, step: str | None = None

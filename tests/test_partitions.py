@@ -1,0 +1,133 @@
+"""x-dagster.partitions: daily, static and dynamic (files) partitions."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from osiris_dagster.oml import validate_pipeline
+
+from .helpers import defs_for, failure_description, materialisations, write
+
+DAILY = """\
+oml_version: "0.1.0"
+name: daily
+x-dagster:
+  partitions: {daily: {start: "2026-01-01"}}
+  schedule: {cron: "0 3 * * *"}
+steps:
+  - id: day
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: >
+        SELECT '${params.partition_key}' AS k, DATE '${params.partition_start}' AS s,
+               DATE '${params.partition_end}' AS e
+  - id: copy
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT * FROM input_df"}
+"""
+
+
+def _preview(result: dg.ExecuteInProcessResult, key: str) -> str:
+    return materialisations(result)[key]["preview"].value
+
+
+def test_daily_partitions_fill_params_and_load_per_partition(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    defs = defs_for(write(workdir / "daily.yaml", DAILY), tmp_path / "s")
+    job = defs.resolve_job_def("daily")
+    first = job.execute_in_process(instance=instance, partition_key="2026-01-03")
+    assert first.success, failure_description(first)
+    assert "| 2026-01-03 | 2026-01-03 | 2026-01-04 |" in _preview(first, "daily/copy")
+    job.execute_in_process(instance=instance, partition_key="2026-01-05")
+    # only the downstream asset, for one partition: its upstream comes from that partition's run
+    again = job.execute_in_process(instance=instance, partition_key="2026-01-03",
+                                   asset_selection=[dg.AssetKey(["daily", "copy"])])
+    assert again.success, failure_description(again)
+    assert "| 2026-01-03 |" in _preview(again, "daily/copy")
+    missing = job.execute_in_process(instance=instance, partition_key="2026-01-09",
+                                     asset_selection=[dg.AssetKey(["daily", "copy"])],
+                                     raise_on_error=False)
+    assert not missing.success
+    assert "partition '2026-01-09'" in failure_description(missing)
+    assert first.run_id != again.run_id  # one session per partition run
+
+    sched = defs.get_schedule_def("daily_schedule")
+    ctx = dg.build_schedule_context(instance=instance,
+                                    scheduled_execution_time=datetime(2026, 2, 10, 3, 0),
+                                    repository_def=defs.get_repository_def())
+    (request,) = sched.evaluate_tick(ctx).run_requests
+    assert request.partition_key == "2026-02-09"
+
+
+def test_static_partitions(workdir: Path, tmp_path: Path,
+                           instance: dg.DagsterInstance) -> None:
+    text = DAILY.replace('{daily: {start: "2026-01-01"}}', "{static: [eu, us]}") \
+        .replace('  schedule: {cron: "0 3 * * *"}\n', "") \
+        .replace(", DATE '${params.partition_start}' AS s,\n               "
+                 "DATE '${params.partition_end}' AS e", "")
+    defs = defs_for(write(workdir / "static.yaml", text), tmp_path / "s")
+    spec = next(iter(defs.resolve_all_asset_specs()))
+    assert spec.partitions_def.get_partition_keys() == ["eu", "us"]
+    result = defs.resolve_job_def("daily").execute_in_process(instance=instance,
+                                                             partition_key="us")
+    assert result.success and "| us |" in _preview(result, "daily/day")
+
+
+def test_dynamic_file_partitions_fed_by_the_sensor(workdir: Path, tmp_path: Path,
+                                                   instance: dg.DagsterInstance) -> None:
+    text = """\
+oml_version: "0.1.0"
+name: files
+params: {input_path: {default: none.csv}}
+x-dagster:
+  partitions: {dynamic: files}
+  sensor: {watch: "inbox/*.csv", param: input_path, settle_seconds: 0}
+steps:
+  - id: load
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: "${params.partition_key}"}
+"""
+    defs = defs_for(write(workdir / "files.yaml", text), tmp_path / "s")
+    inbox = workdir / "inbox"
+    inbox.mkdir()
+    for name, rows in (("a.csv", 2), ("b c.csv", 3)):
+        (inbox / name).write_text("x\n" + "1\n" * rows)
+        os.utime(inbox / name, (time.time() - 60, time.time() - 60))
+    sensor = defs.get_sensor_def("files_sensor")
+    result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert [r.partition_key for r in result.run_requests] == [str(inbox / "a.csv"),
+                                                             str(inbox / "b c.csv")]
+    (add,) = result.dynamic_partitions_requests
+    instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
+    job = defs.resolve_job_def("files")
+    for request in result.run_requests:
+        run = job.execute_in_process(instance=instance, partition_key=request.partition_key,
+                                     run_config=request.run_config, tags=request.tags)
+        assert run.success, failure_description(run)
+    rows = sorted(ev.event_specific_data.materialization.metadata["dagster/row_count"].value
+                  for ev in instance.fetch_materializations(
+                      dg.AssetKey(["files", "load"]), limit=10).records
+                  for ev in [ev.event_log_entry.dagster_event])
+    assert rows == [2, 3]
+
+
+@pytest.mark.parametrize("block, message", [
+    ("partitions: {daily: {start: soon}}", "must be a date"),
+    ("partitions: {static: []}", "non-empty list"),
+    ("partitions: {yearly: {start: '2026-01-01'}}", "must be one of"),
+    ("partitions: {static: [a]}\n  schedule: {cron: '0 1 * * *'}", "needs time partitions"),
+])
+def test_invalid_partitions(tmp_path: Path, block: str, message: str) -> None:
+    text = ("oml_version: \"0.1.0\"\nname: x\nx-dagster:\n  " + block + "\nsteps:\n  - {id: a, "
+            "component: duckdb.processor, mode: transform, config: {query: 'SELECT 1'}}\n")
+    result = validate_pipeline(write(tmp_path / "x.yaml", text))
+    assert result.errors and message in str(result.errors[0]), [str(d) for d in result.errors]
