@@ -41,7 +41,8 @@ def test_materialize_all_from_the_asset_graph(dagster_dev: DagsterDev) -> None:
             args=ARGS, viewport={"width": 1400, "height": 900})
         try:
             page = ctx.new_page()
-            page.goto(dagster_dev.url + "/asset-groups", wait_until="domcontentloaded")
+            page.goto(dagster_dev.url + "/locations/defs.py/asset-groups/e2e_movies",
+                      wait_until="domcontentloaded")
             page.get_by_text("by-genre", exact=True).first.wait_for(timeout=60_000)
             page.get_by_role("button", name=re.compile(r"Materialize all$")).click()
 
