@@ -72,12 +72,22 @@ def test_a_failed_step_is_retried_and_succeeds(workdir: Path, tmp_path: Path,
                                                instance: dg.DagsterInstance) -> None:
     text = RETRY.split("  - id: to-mysql\n")[0]
     p = write(workdir / "retry.yaml", text)
-    timer = threading.Timer(0.5, lambda: (workdir / "late.csv").write_text("a\n1\n2\n"))
-    timer.start()
+    stop = threading.Event()
+
+    def create_after_first_failure() -> None:  # the file appears only after attempt 1 failed
+        while not stop.wait(0.05):
+            if any('"step_error"' in f.read_text() for f in
+                   (tmp_path / "s").glob("*/logs/events.jsonl")):
+                (workdir / "late.csv").write_text("a\n1\n2\n")
+                return
+
+    helper = threading.Thread(target=create_after_first_failure, daemon=True)
+    helper.start()
     try:
         result = run_job(defs_for(p, tmp_path / "s"), "retrying", instance)
     finally:
-        timer.cancel()
+        stop.set()
+        helper.join()
     assert result.success, failure_description(result)
     retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retried
