@@ -356,8 +356,13 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
         if outcome.preview is not None:
             md["preview"] = dg.MetadataValue.md(markdown_table(*outcome.preview))
     if result.target:
-        md["target"] = dg.MetadataValue.path(result.target)
-        if not result.target.startswith(("mysql", "postgres", "supabase")):
+        if "://" in result.target:  # a database or API target (never with credentials)
+            md["target"] = (dg.MetadataValue.url(result.target)
+                            if result.target.startswith(("http://", "https://"))
+                            else result.target)
+            md["dagster/uri"] = result.target
+        else:
+            md["target"] = dg.MetadataValue.path(result.target)
             md["dagster/uri"] = Path(result.target).as_uri()
     for k, v in result.extra_metadata.items():
         md[k] = v

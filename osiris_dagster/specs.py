@@ -172,6 +172,7 @@ SPECS: dict[str, ComponentSpec] = {
                 "pool_size": _i(default=5),
                 "pool_recycle": _i(default=3600),
                 "echo": _b(default=False),
+                "zero_dates": _s(default="error", enum=("error", "null")),
             },
             required=("database", "user", "password"),
             secrets=("password",),

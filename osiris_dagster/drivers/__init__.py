@@ -15,7 +15,11 @@ _DRIVER_MODULES = {
     "filesystem.csv_extractor": "osiris_dagster.drivers.csv_extractor",
     "filesystem.csv_writer": "osiris_dagster.drivers.csv_writer",
     "graphql.extractor": "osiris_dagster.drivers.graphql_extractor",
+    "mysql.extractor": "osiris_dagster.drivers.mysql_extractor",
+    "mysql.writer": "osiris_dagster.drivers.mysql_writer",
     "posthog.extractor": "osiris_dagster.drivers.posthog_extractor",
+    "supabase.extractor": "osiris_dagster.drivers.supabase_extractor",
+    "supabase.writer": "osiris_dagster.drivers.supabase_writer",
 }
 
 

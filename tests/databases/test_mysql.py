@@ -1,0 +1,484 @@
+"""mysql.extractor and mysql.writer against a real MariaDB/MySQL server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from osiris_dagster.errors import DriverError
+
+from ..helpers import events, failure_description, materialisations
+from .conftest import Harness, MySQLTarget, PipelineRun
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "movies_db" / "seed_movies.py"
+
+
+def _seed(mysql: MySQLTarget, monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    """Run examples/movies_db/seed_movies.py into the test database (as root)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seed_movies", SEED)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("MYSQL_HOST", mysql.host)
+    monkeypatch.setenv("MYSQL_PORT", str(mysql.port))
+    monkeypatch.setenv("MYSQL_USER", "root")
+    monkeypatch.setenv("MYSQL_PASSWORD", "")
+    assert module.main(["--database", mysql.database, *args]) == 0
+
+
+PIPELINE = """\
+oml_version: "0.1.0"
+name: mysql-director-stats
+steps:
+  - id: extract-movies
+    component: mysql.extractor
+    mode: read
+    config:
+      connection: "@mysql.db_movies"
+      batch_size: 100
+      query: |
+        SELECT m.movie_id, m.title, m.release_year, m.genre, m.runtime_minutes,
+               m.budget_usd, m.box_office_usd, d.director_id, d.name AS director_name,
+               d.nationality
+        FROM movies m JOIN directors d ON d.director_id = m.director_id
+        WHERE m.title LIKE '%'
+        ORDER BY m.movie_id
+  - id: compute-director-stats
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: |
+        SELECT director_id, director_name, count(*) AS movie_count,
+               sum(box_office_usd) AS total_box_office_usd,
+               round(avg(runtime_minutes), 1) AS avg_runtime_minutes
+        FROM input_df GROUP BY ALL ORDER BY director_id
+  - id: write-director-stats
+    component: mysql.writer
+    mode: write
+    config:
+      connection: "@mysql.db_movies"
+      table: director_stats
+      mode: replace
+      create_table: true
+"""
+
+CONNECTIONS = """\
+version: 1
+connections:
+  mysql:
+    db_movies:
+      host: {host}
+      port: {port}
+      database: {database}
+      user: {user}
+      password: ${{MYSQL_TEST_PASSWORD}}
+"""
+
+
+def test_pipeline_extract_transform_write_through_dagster(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    _seed(mysql, monkeypatch, "--movies", "250", "--directors", "15")
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    mysql.execute("DROP TABLE IF EXISTS director_stats")
+    connections = CONNECTIONS.format(host=mysql.host, port=mysql.port, database=mysql.database,
+                                     user=mysql.user)
+    result, session = run_pipeline(PIPELINE, connections, "mysql-director-stats")
+    assert result.success, failure_description(result)
+
+    expected = mysql.query(
+        "SELECT d.director_id, d.name, count(*), sum(m.box_office_usd) FROM movies m "
+        "JOIN directors d USING (director_id) GROUP BY d.director_id, d.name ORDER BY 1")
+    got = mysql.query("SELECT director_id, director_name, movie_count, total_box_office_usd "
+                      "FROM director_stats ORDER BY director_id")
+    assert [tuple(r) for r in got] == [tuple(r) for r in expected]
+
+    mats = materialisations(result)
+    extract = mats["mysql-director-stats/extract-movies"]
+    assert extract["dagster/row_count"].value == 250
+    schema = {c.name: c.type for c in extract["dagster/column_schema"].schema.columns}
+    assert schema["movie_id"] == "INTEGER" and schema["budget_usd"] == "BIGINT"
+    assert schema["director_name"] == "VARCHAR" and schema["release_year"] == "SMALLINT"
+    write = mats["mysql-director-stats/write-director-stats"]
+    target = f"mysql://{mysql.host}:{mysql.port}/{mysql.database}.director_stats"
+    assert target in json.dumps({k: str(v.value) for k, v in write.items()})
+
+    evs = events(session)
+    assert any(e["event"] == "progress" and e.get("step_id") == "extract-movies" for e in evs)
+    complete = [e for e in evs if e["event"] == "step_complete"]
+    assert {e["step_id"]: e["rows_written"] for e in complete}["write-director-stats"] == 15
+    for path in session.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".yaml", ".sql"):
+            assert mysql.password not in path.read_text(), path
+
+    # idempotent seed + replace: a second run gives the same table, not duplicated rows
+    result2, _ = run_pipeline(PIPELINE, connections, "mysql-director-stats")
+    assert result2.success, failure_description(result2)
+    assert mysql.query("SELECT count(*) FROM director_stats")[0][0] == 15
+
+
+def test_pipeline_failure_names_host_and_hides_the_password(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = "Wr0ng-pa55word-xyz"
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", wrong)
+    connections = CONNECTIONS.format(host=mysql.host, port=mysql.port, database=mysql.database,
+                                     user=mysql.user)
+    pipeline = PIPELINE.split("  - id: compute-director-stats")[0]
+    result, session = run_pipeline(pipeline, connections, "mysql-director-stats")
+    assert not result.success
+    text = failure_description(result)
+    assert f"{mysql.host}:{mysql.port}/{mysql.database}" in text
+    assert "Check the user and password" in text
+    assert wrong not in text
+    assert all(wrong not in p.read_text() for p in session.rglob("*") if p.is_file()
+               and p.suffix in (".json", ".jsonl", ".yaml"))
+
+
+# -- extractor: types -----------------------------------------------------------------------------
+
+TYPES_DDL = """
+CREATE TABLE {t} (
+  id INT PRIMARY KEY,
+  price DECIMAL(10,2), price_u DECIMAL(12,4) UNSIGNED, huge DECIMAL(65,10),
+  created DATETIME(6), stamped TIMESTAMP NULL, born DATE, at_time TIME,
+  flag TINYINT(1), tiny_u TINYINT UNSIGNED, small SMALLINT, medium_u MEDIUMINT UNSIGNED,
+  int_u INT UNSIGNED, big BIGINT, big_u BIGINT UNSIGNED, yr YEAR, bits BIT(12),
+  ratio FLOAT, score DOUBLE, doc JSON, payload BLOB, raw VARBINARY(16), code BINARY(3),
+  name VARCHAR(50), body TEXT, initials CHAR(3), kind ENUM('a','b'), tags SET('x','y')
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+
+EXPECTED_TYPES = {
+    "id": "INTEGER", "price": "DECIMAL(10,2)", "price_u": "DECIMAL(12,4)", "huge": "DOUBLE",
+    "created": "TIMESTAMP", "stamped": "TIMESTAMP", "born": "DATE", "at_time": "TIME",
+    "flag": "TINYINT", "tiny_u": "UTINYINT", "small": "SMALLINT", "medium_u": "UINTEGER",
+    "int_u": "UINTEGER", "big": "BIGINT", "big_u": "UBIGINT", "yr": "SMALLINT",
+    "bits": "UBIGINT", "ratio": "FLOAT", "score": "DOUBLE", "doc": "JSON", "payload": "BLOB",
+    "raw": "BLOB", "code": "BLOB", "name": "VARCHAR", "body": "VARCHAR", "initials": "VARCHAR",
+    "kind": "VARCHAR", "tags": "VARCHAR",
+}
+
+
+@pytest.fixture
+def types_table(mysql: MySQLTarget) -> str:
+    mysql.execute("DROP TABLE IF EXISTS types_src", TYPES_DDL.format(t="types_src"))
+    conn = mysql.connect()
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO types_src VALUES (1, 12345678.91, 99999999.9999, "
+            "12345678901234567890.0123456789, '2024-02-29 23:59:58.123456', "
+            "'2024-01-02 03:04:05', '1969-07-20', '13:37:00', 1, 255, -32768, 16777215, "
+            "4294967295, -9223372036854775808, 18446744073709551615, 2024, b'101010101010', "
+            "1.5, 2.718281828459045, '{\"a\": [1, 2], \"ü\": null}', x'00ff10', x'0102', "
+            "'ab', 'Žluťoučký kůň 🐎', 'line1\\nline2 \"quoted\"', 'é', 'b', 'x,y')")
+        cur.execute("INSERT INTO types_src (id) VALUES (2)")
+    conn.close()
+    return "types_src"
+
+
+def test_extract_maps_mysql_types_faithfully(mysql: MySQLTarget, harness: Harness,
+                                             types_table: str) -> None:
+    out = harness.extract("mysql.extractor", mysql.connection(), table=types_table)
+    assert out.types == EXPECTED_TYPES
+    assert out.result.rows_read == 2 and out.result.table == "x"
+    full, empty = sorted(out.rows, key=lambda r: r[0])
+    row = dict(zip(out.columns, full, strict=True))
+    assert row["price"] == Decimal("12345678.91")
+    assert row["price_u"] == Decimal("99999999.9999")
+    assert row["huge"] == pytest.approx(12345678901234567890.0123456789)
+    assert row["created"] == dt.datetime(2024, 2, 29, 23, 59, 58, 123456)
+    assert row["stamped"] == dt.datetime(2024, 1, 2, 3, 4, 5)
+    assert row["born"] == dt.date(1969, 7, 20)
+    assert row["at_time"] == dt.time(13, 37)
+    assert row["flag"] == 1 and row["tiny_u"] == 255 and row["small"] == -32768
+    assert row["medium_u"] == 16777215 and row["int_u"] == 4294967295
+    assert row["big"] == -9223372036854775808 and row["big_u"] == 18446744073709551615
+    assert row["yr"] == 2024 and row["bits"] == 0b101010101010
+    assert row["ratio"] == 1.5 and row["score"] == 2.718281828459045
+    assert json.loads(row["doc"]) == {"a": [1, 2], "ü": None}
+    assert row["payload"] == b"\x00\xff\x10" and row["raw"] == b"\x01\x02"
+    assert row["code"] == b"ab\x00"
+    assert row["name"] == "Žluťoučký kůň 🐎"
+    assert row["body"] == 'line1\nline2 "quoted"'
+    assert row["initials"] == "é" and row["kind"] == "b" and row["tags"] == "x,y"
+    assert empty[0] == 2 and all(v is None for v in empty[1:])
+    assert any(m["metric"] == "rows_read" and m["value"] == 2 for m in harness.metrics())
+
+
+def test_extract_empty_result_keeps_typed_columns(mysql: MySQLTarget, harness: Harness,
+                                                  types_table: str) -> None:
+    out = harness.extract("mysql.extractor", mysql.connection(),
+                          query="SELECT id, price, created, doc FROM types_src WHERE 1 = 0")
+    assert out.rows == []
+    assert out.types == {"id": "INTEGER", "price": "DECIMAL(10,2)", "created": "TIMESTAMP",
+                         "doc": "VARCHAR"}  # a query's MariaDB JSON is LONGTEXT: VARCHAR
+
+
+def test_zero_dates_fail_naming_the_column_or_become_null_on_request(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    conn = mysql.connect()
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("DROP TABLE IF EXISTS zero_dates")
+        cur.execute("CREATE TABLE zero_dates (id INT PRIMARY KEY, d DATE, ts DATETIME)")
+        cur.execute("INSERT INTO zero_dates VALUES (1, '2024-05-01', '2024-05-01 10:00:00'), "
+                    "(2, '0000-00-00', '0000-00-00 00:00:00'), (3, NULL, NULL)")
+    conn.close()
+    with pytest.raises(DriverError) as info:
+        harness.extract("mysql.extractor", mysql.connection(), table="zero_dates")
+    msg = str(info.value)
+    assert "column 'd'" in msg and "0000-00-00" in msg and "zero_dates: null" in msg
+    assert f"{mysql.host}:{mysql.port}/{mysql.database}" in msg
+
+    out = harness.extract("mysql.extractor", mysql.connection(), table="zero_dates",
+                          zero_dates="null")
+    assert sorted(out.rows) == [(1, dt.date(2024, 5, 1), dt.datetime(2024, 5, 1, 10)),
+                                (2, None, None), (3, None, None)]
+
+
+def test_time_values_outside_a_day_fail_clearly(mysql: MySQLTarget, harness: Harness) -> None:
+    with pytest.raises(DriverError, match=r"column 't' holds '-01:30:00'.*TIME_TO_SEC"):
+        harness.extract("mysql.extractor", mysql.connection(),
+                        query="SELECT CAST('-01:30:00' AS TIME) AS t")
+
+
+# -- extractor: options, streaming ----------------------------------------------------------------
+
+
+@pytest.fixture
+def numbers(mysql: MySQLTarget) -> str:
+    mysql.execute("DROP TABLE IF EXISTS numbers",
+                  "CREATE TABLE numbers (n INT PRIMARY KEY, label VARCHAR(20), `odd col` INT)")
+    conn = mysql.connect()
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO numbers VALUES (%s, %s, %s)",
+                        [(i, f"n{i}", i % 2) for i in range(1, 2501)])
+    conn.close()
+    return "numbers"
+
+
+def test_extract_streams_batches_with_progress(mysql: MySQLTarget, harness: Harness,
+                                               numbers: str) -> None:
+    out = harness.extract("mysql.extractor", mysql.connection(), table=numbers,
+                          batch_size=100)
+    assert out.result.rows_read == 2500 and len(out.rows) == 2500
+    assert sorted(r[0] for r in out.rows) == list(range(1, 2501))
+    progress = [e for e in out.events if e["event"] == "progress"]
+    assert progress and progress[-1]["rows"] == 2500
+    assert out.types == {"n": "INTEGER", "label": "VARCHAR", "odd col": "INTEGER"}
+
+
+def test_extract_table_with_columns_limit_offset(mysql: MySQLTarget, harness: Harness,
+                                                 numbers: str) -> None:
+    out = harness.extract("mysql.extractor", mysql.connection(), table=numbers,
+                          columns=["odd col", "n"], limit=5, offset=10)
+    assert out.columns == ["odd col", "n"]
+    assert [r[1] for r in out.rows] == [11, 12, 13, 14, 15]
+
+
+def test_extract_query_with_columns_limit_offset_and_duplicate_names(
+        mysql: MySQLTarget, harness: Harness, numbers: str) -> None:
+    out = harness.extract("mysql.extractor", mysql.connection(),
+                          query="SELECT n, label, n FROM numbers WHERE label LIKE 'n1%' "
+                                "ORDER BY n DESC;",
+                          limit=3, offset=2, batch_size=100)
+    assert out.columns == ["n", "label", "n_1"]
+    assert out.rows == [(1997, "n1997", 1997), (1996, "n1996", 1996), (1995, "n1995", 1995)]
+    out = harness.extract("mysql.extractor", mysql.connection(),
+                          query="SELECT n, label FROM numbers ORDER BY n", columns=["label"],
+                          limit=2)
+    assert out.rows == [("n1",), ("n2",)]
+
+
+def test_extract_connection_values_win_over_step_config(mysql: MySQLTarget, harness: Harness,
+                                                        numbers: str) -> None:
+    # a stale step-level host/port (Osiris pipelines often carry `host: localhost`) is ignored
+    out = harness.extract("mysql.extractor", mysql.connection(), host="203.0.113.1", port=1,
+                          query="SELECT count(*) AS c FROM numbers")
+    assert out.rows == [(2500,)]
+
+
+# -- extractor: errors ----------------------------------------------------------------------------
+
+
+def test_extract_errors_are_clear_and_never_show_the_password(
+        mysql: MySQLTarget, harness: Harness, numbers: str) -> None:
+    secret = "N0t-the-Right-One!"
+    with pytest.raises(DriverError) as info:
+        harness.extract("mysql.extractor", mysql.connection(password=secret), table=numbers)
+    msg = str(info.value)
+    assert "1045" in msg and f"user '{mysql.user}'" in msg and secret not in msg
+    assert "Check the user and password" in msg
+
+    with pytest.raises(DriverError) as info:
+        harness.extract("mysql.extractor", mysql.connection(port=1, password=secret),
+                        table=numbers)
+    msg = str(info.value)
+    assert f"{mysql.host}:1/{mysql.database}" in msg and "Check host and port" in msg
+    assert secret not in msg
+
+    with pytest.raises(DriverError, match=r"1146.*doesn't exist.*Check `table`"):
+        harness.extract("mysql.extractor", mysql.connection(), table="no_such_table")
+    with pytest.raises(DriverError, match=r"1064.*Check the SQL syntax"):
+        harness.extract("mysql.extractor", mysql.connection(), query="SELEC nothing")
+    with pytest.raises(DriverError, match="does not return"):
+        harness.extract("mysql.extractor", mysql.connection(), query="SELECT 1 AS a",
+                        columns=["b"])
+
+
+# -- writer ---------------------------------------------------------------------------------------
+
+ROWS = """
+SELECT i AS id, 'name ' || i AS name, (i * 1.5)::DECIMAL(10,2) AS price,
+       TIMESTAMP '2024-01-01 10:00:00' + to_days(i) AS updated
+FROM range(1, 6) t(i)
+"""
+
+
+def _table(mysql: MySQLTarget, table: str) -> list[tuple]:
+    return [tuple(r) for r in mysql.query(f"SELECT * FROM `{table}` ORDER BY 1, 2")]
+
+
+def test_writer_append_twice_duplicates_rows_and_creates_the_table(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_append")
+    harness.upstream(ROWS)
+    conn = mysql.connection()
+    with pytest.raises(DriverError, match=r"w_append does not exist.*create_table: true"):
+        harness.write("mysql.writer", conn, table="w_append")
+    first = harness.write("mysql.writer", conn, table="w_append", create_table=True)
+    assert first.rows_written == 5 and first.table is None
+    assert first.target == f"mysql://{mysql.host}:{mysql.port}/{mysql.database}.w_append"
+    assert "CREATE TABLE `w_append`" in (harness.artifacts() / "ddl_plan.sql").read_text()
+    harness.write("mysql.writer", conn, table="w_append", create_table=True)
+    rows = _table(mysql, "w_append")
+    assert len(rows) == 10 and rows[0] == rows[1]
+    assert rows[0] == (1, "name 1", Decimal("1.50"), dt.datetime(2024, 1, 2, 10))
+
+
+def test_writer_replace_and_truncate_before_leave_exactly_the_input(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_replace",
+                  "CREATE TABLE w_replace (id BIGINT, name TEXT, price DECIMAL(10,2), "
+                  "updated DATETIME, extra INT DEFAULT 7)",
+                  "INSERT INTO w_replace (id, name) VALUES (99, 'old'), (1, 'older')")
+    harness.upstream(ROWS)
+    result = harness.write("mysql.writer", mysql.connection(), table="w_replace",
+                           mode="replace")
+    assert result.rows_written == 5
+    rows = _table(mysql, "w_replace")
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5] and rows[0][4] == 7
+    harness.upstream("SELECT 42 AS id, 'answer' AS name")
+    harness.write("mysql.writer", mysql.connection(), table="w_replace", truncate_before=True)
+    assert [(r[0], r[1]) for r in _table(mysql, "w_replace")] == [(42, "answer")]
+
+
+def test_writer_upsert_updates_by_key_and_inserts_new_rows(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_upsert",
+                  "CREATE TABLE w_upsert (id BIGINT PRIMARY KEY, name TEXT, price DECIMAL(10,2),"
+                  " updated DATETIME)",
+                  "INSERT INTO w_upsert VALUES (1, 'keep?', 0, NULL), (50, 'untouched', 1, NULL)")
+    harness.upstream(ROWS)
+    conn = mysql.connection()
+    with pytest.raises(DriverError, match="needs `upsert_keys`"):
+        harness.write("mysql.writer", conn, table="w_upsert", mode="upsert")
+    with pytest.raises(DriverError, match=r"UNIQUE index on exactly \(name\)"):
+        harness.write("mysql.writer", conn, table="w_upsert", mode="upsert",
+                      upsert_keys=["name"])
+    result = harness.write("mysql.writer", conn, table="w_upsert", mode="upsert",
+                           upsert_keys=["id"], batch_size=2)
+    assert result.rows_written == 5
+    rows = _table(mysql, "w_upsert")
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 50]
+    assert rows[0][1] == "name 1" and rows[-1][1] == "untouched"
+
+    mysql.execute("DROP TABLE IF EXISTS w_upsert_new")
+    harness.write("mysql.writer", conn, table="w_upsert_new", mode="upsert",
+                  upsert_keys=["id"], create_table=True)
+    harness.write("mysql.writer", conn, table="w_upsert_new", mode="upsert",
+                  upsert_keys=["id"])
+    assert len(_table(mysql, "w_upsert_new")) == 5
+    pk = mysql.query("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE "
+                     "TABLE_SCHEMA = %s AND TABLE_NAME = 'w_upsert_new' AND "
+                     "CONSTRAINT_NAME = 'PRIMARY'", (mysql.database,))
+    assert pk == [("id",)]
+
+
+def test_writer_failure_in_the_middle_leaves_the_target_as_it_was(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_fragile",
+                  "CREATE TABLE w_fragile (id INT PRIMARY KEY, name VARCHAR(5))",
+                  "INSERT INTO w_fragile VALUES (1, 'one'), (2, 'two')")
+    before = _table(mysql, "w_fragile")
+    harness.upstream("SELECT i AS id, CASE WHEN i = 130 THEN 'far too long' ELSE 'ok' END "
+                     "AS name FROM range(100, 150) t(i)")
+    for mode in ("replace", "append"):
+        with pytest.raises(DriverError) as info:
+            harness.write("mysql.writer", mysql.connection(), table="w_fragile", mode=mode,
+                          batch_size=10)
+        msg = str(info.value)
+        assert "1406" in msg and "rolled back" in msg and "input rows 31-40" in msg
+        assert _table(mysql, "w_fragile") == before
+
+    harness.upstream("SELECT i % 3 + 10 AS id, 'dup' AS name FROM range(0, 20) t(i)")
+    with pytest.raises(DriverError, match=r"1062.*Duplicate entry"):
+        harness.write("mysql.writer", mysql.connection(), table="w_fragile", batch_size=1)
+    assert _table(mysql, "w_fragile") == before
+
+    # a table created by the failing step is dropped again
+    mysql.execute("DROP TABLE IF EXISTS w_created")
+    harness.upstream("SELECT 1 AS id, 1.5::DOUBLE AS v UNION ALL SELECT 2, 'inf'::DOUBLE")
+    with pytest.raises(DriverError, match="inf can not be used with MySQL"):
+        harness.write("mysql.writer", mysql.connection(), table="w_created", create_table=True,
+                      batch_size=1)
+    assert _table(mysql, "w_fragile") == before
+    assert not mysql.query("SHOW TABLES LIKE 'w_created'")
+
+
+def test_writer_rejects_input_columns_the_target_lacks(mysql: MySQLTarget,
+                                                       harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_narrow", "CREATE TABLE w_narrow (id INT)")
+    harness.upstream("SELECT 1 AS id, 'x' AS surprise")
+    with pytest.raises(DriverError, match=r"no column\(s\) 'surprise'"):
+        harness.write("mysql.writer", mysql.connection(), table="w_narrow")
+
+
+def test_writer_types_round_trip_through_mysql(mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_types")
+    harness.upstream("""
+        SELECT 1 AS id, 12345.678::DECIMAL(12,3) AS amount,
+               TIMESTAMP '2024-03-04 05:06:07.123456' AS ts, DATE '2000-02-29' AS d,
+               TIME '23:59:59' AS t, 18446744073709551615::UBIGINT AS big_u,
+               '{"k": [1, "ü"]}'::JSON AS doc, '\\x00\\xfe'::BLOB AS bin, true AS flag,
+               'Ünïcødé ✓' AS txt, 'nan'::DOUBLE AS nan_value, 2.5::DOUBLE AS dbl,
+               [1, 2] AS list_value, TIMESTAMPTZ '2024-01-01 12:00:00+02' AS tstz
+        UNION ALL
+        SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    """)
+    harness.write("mysql.writer", mysql.connection(), table="w_types", create_table=True)
+    out = harness.extract("mysql.extractor", mysql.connection(), table="w_types")
+    assert out.types == {
+        "id": "INTEGER", "amount": "DECIMAL(12,3)", "ts": "TIMESTAMP", "d": "DATE",
+        "t": "TIME", "big_u": "UBIGINT", "doc": "JSON", "bin": "BLOB", "flag": "TINYINT",
+        "txt": "VARCHAR", "nan_value": "DOUBLE", "dbl": "DOUBLE", "list_value": "JSON",
+        "tstz": "TIMESTAMP"}
+    first, second = sorted(out.rows, key=lambda r: r[0])
+    assert first == (1, Decimal("12345.678"), dt.datetime(2024, 3, 4, 5, 6, 7, 123456),
+                     dt.date(2000, 2, 29), dt.time(23, 59, 59), 18446744073709551615,
+                     '{"k": [1, "ü"]}', b"\x00\xfe", 1, "Ünïcødé ✓", None, 2.5, "[1,2]",
+                     dt.datetime(2024, 1, 1, 10))
+    assert second[0] == 2 and set(second[1:]) == {None}
+    # the session table is a real DuckDB table with those types
+    con = duckdb.connect(str(harness.session.db_path), read_only=True)
+    try:
+        assert con.execute("SELECT big_u FROM x WHERE id = 1").fetchall() == [
+            (18446744073709551615,)]
+    finally:
+        con.close()

@@ -1,0 +1,626 @@
+"""supabase.writer and supabase.extractor: the SQL channel against a real PostgreSQL, the REST
+channel against the PostgREST fake (backed by the same PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+import requests
+
+from osiris_dagster.drivers import supabase_writer
+from osiris_dagster.errors import DriverError
+
+from ..helpers import failure_description, materialisations
+from .conftest import REST_KEY, Harness, MySQLTarget, PgTarget, PipelineRun
+from .postgrest_fake import PostgrestFake
+from .test_mysql import _seed
+
+# The Osiris demo (docs/examples/mysql_duckdb_supabase_demo.yaml), as it runs here.
+DEMO = """\
+oml_version: "0.1.0"
+name: mysql-duckdb-supabase-demo
+steps:
+  - id: extract-movies
+    component: mysql.extractor
+    mode: read
+    config:
+      connection: "@mysql.db_movies"
+      query: |
+        SELECT m.movie_id, m.title, m.release_year, m.genre, m.runtime_minutes,
+               m.budget_usd, m.box_office_usd, d.director_id, d.name AS director_name,
+               d.nationality AS director_nationality
+        FROM movies m JOIN directors d ON d.director_id = m.director_id
+  - id: compute-director-stats
+    component: duckdb.processor
+    mode: transform
+    needs: [extract-movies]
+    config:
+      query: |
+        SELECT director_id, director_name, director_nationality,
+               count(*) AS movie_count,
+               round(avg(runtime_minutes), 1) AS avg_runtime_minutes,
+               sum(budget_usd) AS total_budget_usd,
+               sum(box_office_usd) AS total_box_office_usd,
+               round(sum(box_office_usd) / nullif(sum(budget_usd), 0), 2) AS roi_ratio,
+               min(release_year) AS first_movie_year,
+               max(release_year) AS latest_movie_year
+        FROM input_df
+        GROUP BY director_id, director_name, director_nationality
+        ORDER BY director_id
+  - id: write-director-stats
+    component: supabase.writer
+    mode: write
+    needs: [compute-director-stats]
+    config:
+      connection: "@supabase.main"
+      schema: {schema}
+      table: director_stats
+      write_mode: replace
+      primary_key: [director_id]
+      create_if_missing: true
+"""
+
+DEMO_CONNECTIONS = """\
+version: 1
+connections:
+  mysql:
+    db_movies:
+      host: {mysql_host}
+      port: {mysql_port}
+      database: {mysql_database}
+      user: {mysql_user}
+      password: ${{MYSQL_TEST_PASSWORD}}
+  supabase:
+    main:
+      url: https://unused-project.supabase.co
+      service_role_key: ${{SUPABASE_TEST_KEY}}
+      pg_host: {pg_host}
+      pg_port: {pg_port}
+      pg_database: {pg_database}
+      pg_user: {pg_user}
+      pg_password: ${{PG_TEST_PASSWORD}}
+"""
+
+
+def test_demo_pipeline_mysql_duckdb_supabase_through_dagster(
+        mysql: MySQLTarget, pg: PgTarget, run_pipeline: PipelineRun,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from .conftest import PG_DATABASE, PG_HOST, PG_PORT, PG_USER
+
+    _seed(mysql, monkeypatch, "--movies", "120", "--directors", "12")
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    monkeypatch.setenv("SUPABASE_TEST_KEY", REST_KEY)
+    monkeypatch.setenv("PG_TEST_PASSWORD", "pg-Secret-4711")
+    pg.execute(f"DROP TABLE IF EXISTS {pg.table('director_stats')}")
+    connections = DEMO_CONNECTIONS.format(
+        mysql_host=mysql.host, mysql_port=mysql.port, mysql_database=mysql.database,
+        mysql_user=mysql.user, pg_host=PG_HOST, pg_port=PG_PORT, pg_database=PG_DATABASE,
+        pg_user=PG_USER)
+    pipeline = DEMO.format(schema=pg.schema)
+    result, session = run_pipeline(pipeline, connections, "mysql-duckdb-supabase-demo")
+    assert result.success, failure_description(result)
+
+    expected = mysql.query(
+        "SELECT d.director_id, d.name, count(*), sum(m.box_office_usd) FROM movies m "
+        "JOIN directors d USING (director_id) GROUP BY d.director_id, d.name ORDER BY 1")
+    rows = pg.query(f"SELECT director_id, director_name, movie_count, total_box_office_usd "
+                    f"FROM {pg.table('director_stats')} ORDER BY 1")
+    assert [tuple(r) for r in rows] == [(a, b, c, int(d)) for a, b, c, d in expected]
+    ddl = (session / "artifacts" / "write-director-stats" / "ddl_plan.sql").read_text()
+    assert f'CREATE TABLE "{pg.schema}"."director_stats"' in ddl
+    assert 'PRIMARY KEY ("director_id")' in ddl
+    pk = pg.query("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = "
+                  "i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indisprimary AND "
+                  "i.indrelid = %s::regclass", (pg.table("director_stats"),))
+    assert pk == [("director_id",)]
+    write = materialisations(result)["mysql-duckdb-supabase-demo/write-director-stats"]
+    text = json.dumps({k: str(v.value) for k, v in write.items()})
+    assert f"postgresql://{PG_HOST}:{PG_PORT}/{PG_DATABASE}/{pg.schema}.director_stats" in text
+    for path in session.rglob("*"):
+        if path.is_file():
+            content = path.read_text(errors="replace")
+            assert "pg-Secret-4711" not in content and REST_KEY not in content, path
+
+    # replace: directors that lost all their movies disappear from the target
+    mysql.execute("DELETE FROM movies WHERE director_id IN (1, 2)")
+    result, _ = run_pipeline(pipeline, connections, "mysql-duckdb-supabase-demo")
+    assert result.success, failure_description(result)
+    ids = [r[0] for r in pg.query(f"SELECT director_id FROM {pg.table('director_stats')} "
+                                  "ORDER BY 1")]
+    assert ids == [r[0] for r in mysql.query("SELECT DISTINCT director_id FROM movies "
+                                             "ORDER BY 1")]
+    assert 1 not in ids and 2 not in ids
+
+    # and back: supabase.extractor over the SQL channel -> mysql.writer
+    readback = READBACK.format(schema=pg.schema)
+    result, _ = run_pipeline(readback, connections, "supabase-readback", "readback.yaml")
+    assert result.success, failure_description(result)
+    back = mysql.query("SELECT director_id, director_name, movie_count FROM stats_readback "
+                       "ORDER BY 1")
+    assert [tuple(r) for r in back] == [tuple(r) for r in pg.query(
+        f"SELECT director_id, director_name, movie_count FROM {pg.table('director_stats')} "
+        "ORDER BY 1")]
+    read = materialisations(result)["supabase-readback/read-stats"]
+    assert {c.name: c.type for c in read["dagster/column_schema"].schema.columns} == {
+        "director_id": "INTEGER", "director_name": "VARCHAR", "movie_count": "BIGINT"}
+
+
+READBACK = """\
+oml_version: "0.1.0"
+name: supabase-readback
+steps:
+  - id: read-stats
+    component: supabase.extractor
+    mode: read
+    config:
+      connection: "@supabase.main"
+      schema: {schema}
+      table: director_stats
+      select: director_id, director_name, movie_count
+      order: director_id
+  - id: write-back
+    component: mysql.writer
+    mode: write
+    config:
+      connection: "@mysql.db_movies"
+      table: stats_readback
+      mode: replace
+      create_table: true
+"""
+
+
+REST_PIPELINE = """\
+oml_version: "0.1.0"
+name: supabase-rest-copy
+steps:
+  - id: read-films
+    component: supabase.extractor
+    mode: read
+    config:
+      connection: "@supabase.api"
+      schema: {schema}
+      table: films
+      select: id,title,price,released,tags
+      filter: {{genre: drama}}
+      order: id.desc
+      limit: 2
+  - id: write-copy
+    component: supabase.writer
+    mode: write
+    config:
+      connection: "@supabase.api"
+      schema: {schema}
+      table: films_copy
+      write_mode: upsert
+      primary_key: id
+      batch_size: 2
+"""
+
+
+def test_rest_channel_pipeline_through_dagster(
+        pg: PgTarget, rest: PostgrestFake, run_pipeline: PipelineRun,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    films, copy = pg.table("films"), pg.table("films_copy")
+    pg.execute(f"DROP TABLE IF EXISTS {films}", f"DROP TABLE IF EXISTS {copy}",
+               f"CREATE TABLE {films} (id int PRIMARY KEY, title text, genre text, "
+               "price numeric(8,2), released date, tags text[])",
+               f"INSERT INTO {films} VALUES (1, 'Ahoj', 'drama', 9.99, '2001-01-01', "
+               "'{a,b}'), (2, 'Dva', 'comedy', 1, NULL, NULL), (3, 'Tři 🎬', 'drama', "
+               "12345.67, '2003-03-03', '{}'), (4, 'Čtyři', 'drama', NULL, NULL, '{x}')",
+               f"CREATE TABLE {copy} (id int PRIMARY KEY, title text, price numeric(8,2), "
+               "released date, tags text[])",
+               f"INSERT INTO {copy} (id, title) VALUES (3, 'stale title'), (99, 'kept')")
+    monkeypatch.setenv("SUPABASE_TEST_KEY", REST_KEY)
+    connections = ("version: 1\nconnections:\n  supabase:\n    api:\n"
+                   f"      url: {rest.url}\n      service_role_key: ${{SUPABASE_TEST_KEY}}\n")
+    result, session = run_pipeline(REST_PIPELINE.format(schema=pg.schema), connections,
+                                   "supabase-rest-copy")
+    assert result.success, failure_description(result)
+    rows = pg.query(f"SELECT id, title, price, released, tags FROM {copy} ORDER BY id")
+    assert rows == [(1, "Ahoj", Decimal("9.99"), dt.date(2001, 1, 1), ["a", "b"]),
+                    (3, "Tři 🎬", Decimal("12345.67"), dt.date(2003, 3, 3), []),
+                    (4, "Čtyři", None, None, ["x"]), (99, "kept", None, None, None)]
+    gets = [r for r in rest.calls("GET") if r.path.endswith("/films")]
+    assert [dict(r.query)["offset"] for r in gets] == ["0", "2"]  # pages of 2, short page ends
+    assert all(dict(r.query)["genre"] == "eq.drama" for r in gets)
+    assert all(r.headers.get("Accept-Profile") == pg.schema for r in gets)
+    posts = rest.calls("POST")
+    assert len(posts) == 2 and all("on_conflict=id" in "&".join(f"{k}={v}" for k, v in p.query)
+                                   for p in posts)
+    assert all("resolution=merge-duplicates" in p.headers["Prefer"] for p in posts)
+    mats = materialisations(result)
+    schema = {c.name: c.type for c in
+              mats["supabase-rest-copy/read-films"]["dagster/column_schema"].schema.columns}
+    assert schema == {"id": "INTEGER", "title": "VARCHAR", "price": "DECIMAL(8,2)",
+                      "released": "DATE", "tags": "VARCHAR[]"}
+    assert all(REST_KEY not in p.read_text(errors="replace") for p in session.rglob("*")
+               if p.is_file())
+
+
+# -- SQL channel: writer --------------------------------------------------------------------------
+
+ROWS = """
+SELECT i AS id, 'name ' || i AS name, (i * 1.25)::DECIMAL(10,2) AS price
+FROM range(1, 6) t(i)
+"""
+
+
+def _rows(pg: PgTarget, table: str) -> list[tuple]:
+    return [tuple(r) for r in pg.query(f"SELECT * FROM {pg.table(table)} ORDER BY 1")]
+
+
+def test_sql_writer_append_twice_duplicates_and_creates_the_table(
+        pg: PgTarget, harness: Harness) -> None:
+    pg.execute(f"DROP TABLE IF EXISTS {pg.table('s_append')}")
+    harness.upstream(ROWS)
+    conn = pg.connection()
+    with pytest.raises(DriverError, match=r"s_append does not exist.*create_if_missing"):
+        harness.write("supabase.writer", conn, schema=pg.schema, table="s_append",
+                      create_if_missing=False)
+    assert "CREATE TABLE" in (harness.artifacts() / "ddl_plan.sql").read_text()
+    result = harness.write("supabase.writer", conn, schema=pg.schema, table="s_append")
+    assert result.rows_written == 5 and result.table is None
+    assert result.target.endswith(f"/{pg.schema}.s_append")
+    assert "unused-with-trust-auth" not in result.target
+    harness.write("supabase.writer", conn, schema=pg.schema, table="s_append")
+    rows = _rows(pg, "s_append")
+    assert len(rows) == 10 and rows[0] == rows[1] == (1, "name 1", Decimal("1.25"))
+    types = dict(pg.query("SELECT column_name, data_type FROM information_schema.columns "
+                          "WHERE table_schema = %s AND table_name = 's_append'", (pg.schema,)))
+    assert types == {"id": "bigint", "name": "text", "price": "numeric"}
+
+
+def test_sql_writer_upsert_and_replace_by_primary_key(pg: PgTarget, harness: Harness) -> None:
+    t = pg.table("s_modes")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id bigint PRIMARY KEY, name text, price numeric(10,2), "
+               "note text DEFAULT 'default note')",
+               f"INSERT INTO {t} (id, name, price, note) VALUES (1, 'old', 0, 'kept note'), "
+               "(50, 'other', 1, 'x')")
+    harness.upstream(ROWS)
+    conn = pg.connection()
+    harness.write("supabase.writer", conn, schema=pg.schema, table="s_modes",
+                  write_mode="upsert", primary_key="id")
+    rows = _rows(pg, "s_modes")
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 50]
+    assert rows[0] == (1, "name 1", Decimal("1.25"), "kept note")
+    harness.upstream("SELECT * FROM (VALUES (2, 'two', 2.0), (7, 'seven', 7.0)) t(id, name, "
+                     "price)")
+    harness.write("supabase.writer", conn, schema=pg.schema, table="s_modes",
+                  write_mode="replace", primary_key=["id"])
+    assert _rows(pg, "s_modes") == [(2, "two", Decimal("2.00"), "default note"),
+                                     (7, "seven", Decimal("7.00"), "default note")]
+    harness.upstream("SELECT 1 AS id, 'a' AS name WHERE false")
+    harness.write("supabase.writer", conn, schema=pg.schema, table="s_modes",
+                  write_mode="replace", primary_key=["id"])
+    assert _rows(pg, "s_modes") == []
+
+
+def test_sql_writer_failure_leaves_the_target_exactly_as_it_was(
+        pg: PgTarget, harness: Harness) -> None:
+    t = pg.table("s_fragile")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, name varchar(5))",
+               f"INSERT INTO {t} VALUES (1, 'one'), (2, 'two')")
+    before = _rows(pg, "s_fragile")
+    harness.upstream("SELECT i AS id, CASE WHEN i = 60000 THEN 'far too long' ELSE 'ok' END "
+                     "AS name FROM range(10, 100010) t(i)")
+    for mode in ("append", "replace", "upsert"):
+        with pytest.raises(DriverError) as info:
+            harness.write("supabase.writer", pg.connection(), schema=pg.schema,
+                          table="s_fragile", write_mode=mode, primary_key="id")
+        msg = str(info.value)
+        assert "value too long" in msg and "rolled back" in msg, msg
+        assert _rows(pg, "s_fragile") == before
+    harness.upstream("SELECT 5 AS id, 'x' AS name UNION ALL SELECT 5, 'y'")
+    with pytest.raises(DriverError, match="duplicate"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_fragile",
+                      write_mode="upsert", primary_key="id")
+    with pytest.raises(DriverError, match="already exists"):
+        harness.upstream("SELECT 1 AS id, 'x' AS name")
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_fragile")
+    assert _rows(pg, "s_fragile") == before
+
+
+def test_sql_writer_types_round_trip_through_postgresql(pg: PgTarget, harness: Harness) -> None:
+    pg.execute(f"DROP TABLE IF EXISTS {pg.table('s_types')}")
+    harness.upstream("""
+        SELECT 1 AS id, 1234567.891::DECIMAL(12,3) AS amount, true AS flag,
+               TIMESTAMP '2024-03-04 05:06:07.123456' AS ts,
+               TIMESTAMPTZ '2024-03-04 05:06:07+02' AS tstz, DATE '2000-02-29' AS d,
+               TIME '23:59:59' AS t, '{"k": [1, "ü"]}'::JSON AS doc,
+               '\\x00\\xfe\\x22'::BLOB AS bin, 'a "quoted", text' || chr(10) || 'ü' AS txt,
+               '' AS empty_text, [1, NULL, 3] AS ints, ['x,y', 'q"t', NULL] AS strs,
+               {'a': 1} AS obj, 'nan'::DOUBLE AS nan_value, 'inf'::DOUBLE AS inf_value,
+               18446744073709551615::UBIGINT AS big_u,
+               '4c5f3b6e-3c1a-4f3b-9a0e-1d2c3b4a5f60'::UUID AS uid,
+               INTERVAL '1 day 02:03:04' AS span
+        UNION ALL
+        SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL, NULL, NULL, NULL
+    """)
+    harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_types",
+                  primary_key="id")
+    out = harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
+                          table="s_types", order="id")
+    assert out.types == {
+        "id": "INTEGER", "amount": "DECIMAL(12,3)", "flag": "BOOLEAN", "ts": "TIMESTAMP",
+        "tstz": "TIMESTAMP WITH TIME ZONE", "d": "DATE", "t": "TIME", "doc": "JSON",
+        "bin": "BLOB", "txt": "VARCHAR", "empty_text": "VARCHAR", "ints": "INTEGER[]",
+        "strs": "VARCHAR[]", "obj": "JSON", "nan_value": "DOUBLE", "inf_value": "DOUBLE",
+        "big_u": "DECIMAL(20,0)", "uid": "UUID", "span": "INTERVAL"}
+    first, second = out.rows
+    row = dict(zip(out.columns, first, strict=True))
+    assert row["amount"] == Decimal("1234567.891") and row["flag"] is True
+    assert row["ts"] == dt.datetime(2024, 3, 4, 5, 6, 7, 123456)
+    assert row["tstz"] == dt.datetime(2024, 3, 4, 3, 6, 7, tzinfo=dt.UTC)
+    assert row["d"] == dt.date(2000, 2, 29) and row["t"] == dt.time(23, 59, 59)
+    assert json.loads(row["doc"]) == {"k": [1, "ü"]} and json.loads(row["obj"]) == {"a": 1}
+    assert row["bin"] == b'\x00\xfe"'
+    assert row["txt"] == 'a "quoted", text\nü' and row["empty_text"] == ""
+    assert row["ints"] == [1, None, 3] and row["strs"] == ["x,y", 'q"t', None]
+    assert row["nan_value"] != row["nan_value"] and row["inf_value"] == float("inf")
+    assert row["big_u"] == Decimal(18446744073709551615)
+    assert row["uid"] == uuid.UUID("4c5f3b6e-3c1a-4f3b-9a0e-1d2c3b4a5f60")
+    assert row["span"] == dt.timedelta(days=1, seconds=7384)
+    assert second[0] == 2 and set(second[1:]) == {None}
+
+
+def test_sql_writer_missing_schema_and_columns_are_reported(pg: PgTarget,
+                                                            harness: Harness) -> None:
+    harness.upstream(ROWS)
+    with pytest.raises(DriverError, match="schema 'no_such_schema_x' does not exist"):
+        harness.write("supabase.writer", pg.connection(), schema="no_such_schema_x",
+                      table="t")
+    pg.execute(f"DROP TABLE IF EXISTS {pg.table('s_narrow')}",
+               f"CREATE TABLE {pg.table('s_narrow')} (id int)")
+    with pytest.raises(DriverError, match=r"no column\(s\) 'name', 'price'"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_narrow")
+
+
+# -- SQL channel: extractor -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog_table(pg: PgTarget) -> str:
+    t = pg.table("s_catalog")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"DROP TYPE IF EXISTS {pg.schema}.mood",
+               f"DROP DOMAIN IF EXISTS {pg.schema}.positive",
+               f"CREATE TYPE {pg.schema}.mood AS ENUM ('sad', 'happy')",
+               f"CREATE DOMAIN {pg.schema}.positive AS numeric(6,1) CHECK (VALUE > 0)",
+               f"CREATE TABLE {t} (id serial PRIMARY KEY, name text, mood {pg.schema}.mood, "
+               f"score {pg.schema}.positive, ratio numeric, data jsonb, small smallint, "
+               "seen timestamptz, grid int[][], addr inet, money_value money)",
+               f"INSERT INTO {t} (name, mood, score, ratio, data, small, seen, grid, addr, "
+               "money_value) VALUES "
+               "('a', 'happy', 1.5, 0.25, '{\"x\": 1}', 7, '2024-01-01 00:00:00+00', "
+               "'{{1,2},{3,4}}', '10.0.0.1', 12.5), "
+               "('b', 'sad', 2.5, NULL, NULL, NULL, NULL, NULL, NULL, NULL), "
+               "('c', NULL, NULL, 1e-3, '[1, 2]', -1, NULL, NULL, NULL, NULL)")
+    return "s_catalog"
+
+
+def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness,
+                                                  catalog_table: str) -> None:
+    conn = pg.connection()
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table=catalog_table)
+    assert out.types == {"id": "INTEGER", "name": "VARCHAR", "mood": "VARCHAR",
+                         "score": "DECIMAL(6,1)", "ratio": "DOUBLE", "data": "JSON",
+                         "small": "SMALLINT", "seen": "TIMESTAMP WITH TIME ZONE",
+                         "grid": "JSON", "addr": "VARCHAR", "money_value": "DECIMAL(18,2)"}
+    first = dict(zip(out.columns, sorted(out.rows)[0], strict=True))
+    assert first["grid"] == "[[1,2],[3,4]]" and first["addr"] == "10.0.0.1"
+    assert first["money_value"] == Decimal("12.50") and first["score"] == Decimal("1.5")
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table=catalog_table,
+                          select="name, score", filter={"mood": "sad"})
+    assert out.rows == [("b", Decimal("2.5"))]
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table=catalog_table,
+                          select="name", filter={"mood": None, "small": [-1, 5]})
+    assert out.rows == [("c",)]
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table=catalog_table,
+                          select="name", order="ratio desc nulls last, name", offset=1)
+    assert out.rows == [("c",), ("b",)]
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table=catalog_table,
+                          select="id,name", filter={"name": "nobody"})
+    assert out.rows == [] and out.types == {"id": "INTEGER", "name": "VARCHAR"}
+    with pytest.raises(DriverError, match=r"`filter` names column\(s\) 'nope'"):
+        harness.extract("supabase.extractor", conn, schema=pg.schema, table=catalog_table,
+                        filter={"nope": 1})
+    with pytest.raises(DriverError, match="does not exist"):
+        harness.extract("supabase.extractor", conn, schema=pg.schema, table="missing_table")
+
+
+def test_sql_errors_name_the_server_and_hide_the_password(pg: PgTarget,
+                                                          harness: Harness) -> None:
+    from .conftest import PG_HOST
+
+    secret = "Very-Secret-pg-pw"
+    harness.upstream(ROWS)
+    dsn = f"postgresql://postgres:{secret}@{PG_HOST}:1/test"
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", {"pg_dsn": dsn}, table="t")
+    msg = str(info.value)
+    assert f"PostgreSQL {PG_HOST}:1/test" in msg and "Check host and port" in msg
+    assert secret not in msg
+    with pytest.raises(DriverError) as info:
+        harness.extract("supabase.extractor", pg.connection(database="no_such_db_x",
+                                                            password=secret), table="t")
+    msg = str(info.value)
+    assert "no_such_db_x" in msg and "Check the database name" in msg and secret not in msg
+    with pytest.raises(DriverError, match="neither a SQL channel"):
+        harness.extract("supabase.extractor", {"url": "https://x.supabase.co"}, table="t")
+
+
+# -- REST channel ---------------------------------------------------------------------------------
+
+
+def _rest_conn(rest: PostgrestFake, key: str = REST_KEY) -> dict[str, str]:
+    return {"url": rest.url, "anon_key": "ignored-anon-key-000000000000", "service_role_key": key}
+
+
+def test_rest_writer_modes_and_replace_deletes(pg: PgTarget, rest: PostgrestFake,
+                                               harness: Harness,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    t = pg.table("r_modes")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id bigint PRIMARY KEY, name text, price numeric(10,2), "
+               "seen timestamptz, raw bytea)",
+               f"INSERT INTO {t} (id, name) VALUES (1, 'old'), (40, 'stale'), (41, 'stale')")
+    harness.upstream("SELECT i AS id, 'n' || i AS name, (i / 4)::DECIMAL(10,2) AS price, "
+                     "TIMESTAMPTZ '2024-01-01 00:00:00+00' + to_hours(i) AS seen, "
+                     "'\\x01\\x02'::BLOB AS raw FROM range(1, 8) t(i)")
+    conn = _rest_conn(rest)
+    result = harness.write("supabase.writer", conn, schema=pg.schema, table="r_modes",
+                           write_mode="upsert", primary_key="id", batch_size=3)
+    assert result.rows_written == 7 and result.target == f"{rest.url}/rest/v1/r_modes"
+    assert len(rest.calls("POST")) == 3
+    assert [r[0] for r in _rows(pg, "r_modes")] == [1, 2, 3, 4, 5, 6, 7, 40, 41]
+    assert pg.query(f"SELECT price, seen, raw FROM {t} WHERE id = 6") == [
+        (Decimal("1.50"), dt.datetime(2024, 1, 1, 6, tzinfo=dt.UTC), b"\x01\x02")]
+
+    harness.write("supabase.writer", conn, schema=pg.schema, table="r_modes",
+                  write_mode="replace", primary_key="id", batch_size=100)
+    assert [r[0] for r in _rows(pg, "r_modes")] == [1, 2, 3, 4, 5, 6, 7]
+    delete = rest.calls("DELETE")[-1]
+    assert dict(delete.query)["id"].startswith("not.in.(")
+
+    # many keys: existing keys are read and the stale ones deleted in chunks
+    pg.execute(f"INSERT INTO {t} (id, name) SELECT g, 'stale' FROM generate_series(100, 350) g")
+    monkeypatch.setattr(supabase_writer, "_URL_BUDGET", 10)
+    monkeypatch.setattr(supabase_writer, "_DELETE_CHUNK", 100)
+    harness.write("supabase.writer", conn, schema=pg.schema, table="r_modes",
+                  write_mode="replace", primary_key="id")
+    assert [r[0] for r in _rows(pg, "r_modes")] == [1, 2, 3, 4, 5, 6, 7]
+    deletes = [dict(d.query)["id"] for d in rest.calls("DELETE")[1:]]
+    assert len(deletes) == 3 and all(d.startswith("in.(") for d in deletes)
+
+    with pytest.raises(DriverError, match=r"HTTP 409.*duplicate key.*upsert or replace"):
+        harness.write("supabase.writer", conn, schema=pg.schema, table="r_modes")
+
+
+def test_rest_writer_retries_429_and_500_then_succeeds(pg: PgTarget, rest: PostgrestFake,
+                                                       harness: Harness) -> None:
+    t = pg.table("r_retry")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY)")
+    harness.upstream("SELECT i AS id FROM range(1, 5) t(i)")
+    rest.fail_next(429, method="POST", retry_after="0")
+    rest.fail_next(500, method="POST")
+    rest.fail_next(503, method="POST", retry_after="0")
+    result = harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                           table="r_retry", batch_size=2, retries=3)
+    assert result.rows_written == 4
+    assert [r[0] for r in _rows(pg, "r_retry")] == [1, 2, 3, 4]
+    assert len(rest.calls("POST")) == 5
+    retries = [e for e in harness.events() if e["event"] == "http_retry"]
+    assert len(retries) == 3
+
+    rest.fail_next(429, count=5, method="POST", retry_after="0")
+    with pytest.raises(DriverError, match=r"failed after 2 retries: HTTP 429"):
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_retry",
+                      retries=2, write_mode="upsert", primary_key="id")
+    rest.faults.clear()
+    rest.fail_next(429, method="POST", retry_after="3600")
+    with pytest.raises(DriverError, match="asked to wait 3600s"):
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_retry",
+                      write_mode="upsert", primary_key="id")
+
+
+def test_rest_errors_are_clear_and_never_show_the_key(pg: PgTarget, rest: PostgrestFake,
+                                                      harness: Harness) -> None:
+    harness.upstream(ROWS)
+    wrong = "wrong-key-abcdefghijklmnopqrstuvwxyz"
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", _rest_conn(rest, wrong), schema=pg.schema,
+                      table="r_anything")
+    msg = str(info.value)
+    assert "HTTP 401" in msg and "Check the key" in msg and wrong not in msg
+    with pytest.raises(DriverError) as info:
+        harness.extract("supabase.extractor", _rest_conn(rest, wrong), schema=pg.schema,
+                        table="r_anything")
+    assert "HTTP 401" in str(info.value) and wrong not in str(info.value)
+
+    pg.execute(f"DROP TABLE IF EXISTS {pg.table('r_missing')}")
+    with pytest.raises(DriverError, match="REST API cannot create tables"):
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                      table="r_missing", write_mode="upsert", primary_key="id")
+    assert 'PRIMARY KEY ("id")' in (harness.artifacts() / "ddl_plan.sql").read_text()
+    with pytest.raises(DriverError, match="one-column `primary_key`"):
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="x",
+                      write_mode="replace", primary_key=["id", "name"])
+    closed = {"url": "http://127.0.0.1:1", "key": REST_KEY}
+    with pytest.raises(DriverError, match=r"cannot reach the Supabase REST API at 127.0.0.1:1"):
+        harness.write("supabase.writer", closed, table="t", retries=0)
+
+
+def test_rest_extractor_pages_filters_and_types(pg: PgTarget, rest: PostgrestFake,
+                                                harness: Harness) -> None:
+    t = pg.table("r_read")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, name text, amount numeric(30,10), "
+               "ok boolean, at timestamptz, doc jsonb, raw bytea, ids bigint[])",
+               f"INSERT INTO {t} SELECT g, 'n' || g, 12345678901234567890.0123456789 + g, "
+               "g % 2 = 0, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 hour', "
+               "jsonb_build_object('g', g), '\\x00ff'::bytea, ARRAY[g, g + 1] "
+               "FROM generate_series(1, 7) g")
+    conn = _rest_conn(rest)
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_read",
+                          order="id", limit=3)
+    assert [dict(r.query)["offset"] for r in rest.calls("GET") if r.path.endswith("r_read")] \
+        == ["0", "3", "6"]
+    assert out.types == {"id": "INTEGER", "name": "VARCHAR", "amount": "DECIMAL(30,10)",
+                         "ok": "BOOLEAN", "at": "TIMESTAMP WITH TIME ZONE", "doc": "JSON",
+                         "raw": "BLOB", "ids": "BIGINT[]"}
+    assert len(out.rows) == 7
+    first = dict(zip(out.columns, out.rows[0], strict=True))
+    assert first["amount"] == Decimal("12345678901234567891.0123456789")  # no digit lost
+    assert first["at"] == dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC)
+    assert json.loads(first["doc"]) == {"g": 1} and first["raw"] == b"\x00\xff"
+    assert first["ids"] == [1, 2] and first["ok"] is False
+
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_read",
+                          select="id,name", filter={"ok": True, "id": [2, 4, 5]},
+                          order="id.desc", offset=0)
+    assert out.rows == [(4, "n4"), (2, "n2")]
+
+    rest.openapi = False  # no API description: types come from the JSON values
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_read",
+                          select="id,name,ok,doc", order="id", offset=5)
+    assert out.types == {"id": "BIGINT", "name": "VARCHAR", "ok": "BOOLEAN", "doc": "JSON"}
+    assert [r[0] for r in out.rows] == [6, 7]
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_read",
+                          filter={"name": "nobody"})
+    assert out.rows == [] and out.columns == ["_empty"]
+
+
+def test_postgrest_fake_speaks_postgrest(pg: PgTarget, rest: PostgrestFake) -> None:
+    t = pg.table("r_fake")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",
+               f"INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 5) g")
+    url = f"{rest.url}/rest/v1/r_fake"
+    auth = {"apikey": REST_KEY, "Authorization": f"Bearer {REST_KEY}",
+            "Accept-Profile": pg.schema, "Content-Profile": pg.schema}
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, headers={**auth, "Authorization": "Bearer x"},
+                        timeout=5).status_code == 401
+    resp = requests.get(url, params={"select": "id", "id": "gte.2", "order": "id.desc",
+                                     "limit": "2", "offset": "1"}, headers=auth, timeout=5)
+    assert resp.json() == [{"id": 4}, {"id": 3}]
+    assert resp.headers["Content-Range"] == "1-2/*"
+    resp = requests.get(url, params={"v": "eq.none"},
+                        headers={**auth, "Prefer": "count=exact"}, timeout=5)
+    assert resp.json() == [] and resp.headers["Content-Range"] == "*/0"
+    resp = requests.post(url, params={"on_conflict": "id"}, json=[{"id": 1, "v": "new"}],
+                         headers={**auth, "Prefer": "return=minimal,resolution=merge-duplicates"},
+                         timeout=5)
+    assert resp.status_code == 201
+    assert requests.delete(url, headers=auth, timeout=5).status_code == 400  # needs a filter
+    assert requests.delete(url, params={"id": 'not.in.(1,"2")'}, headers=auth,
+                           timeout=5).status_code == 204
+    assert pg.query(f"SELECT * FROM {t} ORDER BY id") == [(1, "new"), (2, "v2")]
+    rest.fail_next(429, retry_after="7")
+    resp = requests.get(url, headers=auth, timeout=5)
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "7"
