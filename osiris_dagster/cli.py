@@ -305,7 +305,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
         print(f"error: {failure}", file=sys.stderr)
     if args.debug:
         for ev in res.all_events:
-            if ev.is_failure and ev.step_failure_data:
+            if ev.is_step_failure and ev.step_failure_data:
                 print(ev.step_failure_data.error.to_string(), file=sys.stderr)
     return EXIT_FAILED
 
@@ -326,12 +326,21 @@ def _instance(settings: Any) -> Any:
 
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
+    import fcntl
+
     home = settings.sessions_dir / ".dagster"
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-    return dg.DagsterInstance.local_temp(tempdir=str(home))
+    # Concurrent first runs would race creating the SQLite schema: one at a time.
+    with open(home / ".init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            tmp = home / f".dagster.yaml.{os.getpid()}"
+            tmp.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+            os.replace(tmp, config)
+        instance = dg.DagsterInstance.local_temp(tempdir=str(home))
+        instance.get_runs(limit=1)  # touch the storages so their schema exists
+        return instance
 
 
 def _finish_events(session: Any, success: bool) -> None:
@@ -343,7 +352,7 @@ def _finish_events(session: Any, success: bool) -> None:
 
 def _failure_message(res: Any) -> str | None:
     for ev in res.all_events:
-        if ev.is_failure and ev.step_failure_data is not None:
+        if ev.is_step_failure and ev.step_failure_data is not None:
             err = ev.step_failure_data.user_failure_data
             if err is not None and err.description:
                 return err.description

@@ -17,6 +17,7 @@ import yaml
 
 from .errors import ConnectionError_
 from .masking import Masker, is_secret_key
+from .oml.yaml_lines import load_yaml_with_lines, to_plain
 
 FILE_NAME = "osiris_connections.yaml"
 _VAR = re.compile(r"\$\{([^}]+)\}")
@@ -117,11 +118,21 @@ class Connections:
                 self._data = {}
             else:
                 try:
-                    doc = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+                    text = self.path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConnectionError_(f"{self.path}: cannot read the connections file "
+                                           f"({type(exc).__name__}); it must be UTF-8 YAML"
+                                           ) from None
+                try:
+                    doc = to_plain(load_yaml_with_lines(text)) or {}
+                except RecursionError:
+                    raise ConnectionError_(f"{self.path}: nested too deeply") from None
                 except yaml.YAMLError as exc:
                     mark = getattr(exc, "problem_mark", None)
                     where = f"{self.path}:{mark.line + 1}" if mark else str(self.path)
-                    raise ConnectionError_(f"{where}: invalid YAML in connections file") from None
+                    problem = getattr(exc, "problem", None) or "syntax error"
+                    raise ConnectionError_(f"{where}: invalid YAML in the connections file: "
+                                           f"{problem}") from None
                 conns = doc.get("connections") if isinstance(doc, dict) else None
                 if not isinstance(conns, dict):
                     raise ConnectionError_(f"{self.path}: expected a top-level 'connections:' "
@@ -151,6 +162,10 @@ class Connections:
                 "directory or next to the pipeline")
         families = self._families()
         aliases = families.get(family)
+        if family in families and not isinstance(aliases, dict):
+            raise ConnectionError_(f"{where}: connection family '{family}' must map alias "
+                                   "names to fields (e.g. main: {host: ...}), got "
+                                   f"{type(aliases).__name__}")
         if not isinstance(aliases, dict) or not aliases:
             known = ", ".join(sorted(families)) or "none"
             raise ConnectionError_(f"{where}: connection family '{family}' is not defined "

@@ -23,8 +23,10 @@ _SECRET_PARTS = ("password", "passwd", "secret", "token", "api_key", "apikey", "
 NOT_SECRET = frozenset({"primary_key", "upsert_keys", "url"})
 
 # user:password@host inside URLs / DSNs
-_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)")
-_KV_PASSWORD = re.compile(r"(?i)\b(password|pwd|token|api_key|apikey|secret)=([^\s&;]+)")
+# Bounded, anchored quantifiers: these run over every message and log line, some megabytes long.
+_URL_PASSWORD = re.compile(r"(?P<pre>(?<![A-Za-z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]{0,30}://"
+                           r"[^:/@\s]{0,256}:)(?P<pw>[^@\s/]{1,1024})(?=@)")
+_KV_PASSWORD = re.compile(r"(?i)\b(password|pwd|token|api_key|apikey|secret)=([^\s&;]{1,1024})")
 
 
 def is_secret_key(key: str) -> bool:

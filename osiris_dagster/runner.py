@@ -262,7 +262,18 @@ def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
     return inputs
 
 
+MAX_MESSAGE = 4000
+
+
 def _describe(exc: BaseException) -> str:
+    """The error for people: capped, so a 10 MB SQL literal never becomes a 10 MB message."""
+    text = _describe_full(exc)
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + f"... ({len(text) - MAX_MESSAGE} more characters)"
+    return text
+
+
+def _describe_full(exc: BaseException) -> str:
     if isinstance(exc, OsirisError | DriverError):
         return str(exc)
     if isinstance(exc, duckdb.Error):

@@ -60,7 +60,7 @@ def metrics(session_dir: Path) -> list[dict[str, Any]]:
 
 def failure_description(result: dg.ExecuteInProcessResult) -> str:
     for ev in result.all_events:
-        if ev.is_failure and ev.step_failure_data is not None:
+        if ev.is_step_failure and ev.step_failure_data is not None:
             data = ev.step_failure_data.user_failure_data
             if data is not None and data.description:
                 return data.description

@@ -85,6 +85,7 @@ _CONVERSION = re.compile(r'converting column "((?:[^"]|"")*)"\. Could not conver
                          r'"((?:[^"]|"")*)" to \'([^\']+)\'')
 _LINE_SIZE = "Maximum line size"
 _PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
+_SNIFF_FAILED = "Error when sniffing file"
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -348,30 +349,38 @@ class Reader:
     parallel: bool = True
     sample_size: int = DEFAULT_SAMPLE
     max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
+    sniff: bool = True  # False after DuckDB's sniffer gave up: read text, type the columns here
 
     def sql(self, candidates: Sequence[str], types: Mapping[str, str] | None = None,
             all_varchar: bool = False) -> str:
-        opts = [
-            quote_literal(str(self.path)),
-            f"delim={quote_literal(self.delimiter)}",
-            "quote='\"'", "escape='\"'", "header=false", f"skip={self.skip}",
-            f"names={_sql_list(self.names)}",
-            "null_padding=true", "strict_mode=true", "allow_quoted_nulls=true",
-            f"nullstr={_sql_list(self.null_values)}",
-            f"comment={quote_literal(self.comment or '')}",
-            f"encoding={quote_literal(self.encoding)}",
-            f"compression={quote_literal(self.compression)}",
-            f"auto_type_candidates={_sql_list(candidates)}",
-            f"sample_size={self.sample_size}",
-            f"parallel={'true' if self.parallel else 'false'}",
-        ]
-        if self.max_line_size:
-            opts.append(f"max_line_size={self.max_line_size}")
+        if not self.sniff:
+            columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in self.names)
+            return self._call(["auto_detect=false", f"columns={{{columns}}}"])
+        opts = [f"names={_sql_list(self.names)}",
+                f"auto_type_candidates={_sql_list(candidates)}",
+                f"sample_size={self.sample_size}"]
         if all_varchar:
             opts.append("all_varchar=true")
         elif types:
             pairs = ", ".join(f"{quote_literal(k)}: {quote_literal(v)}" for k, v in types.items())
             opts.append(f"types={{{pairs}}}")
+        return self._call(opts)
+
+    def _call(self, extra: Sequence[str]) -> str:
+        opts = [
+            quote_literal(str(self.path)),
+            f"delim={quote_literal(self.delimiter)}",
+            "quote='\"'", "escape='\"'", "header=false", f"skip={self.skip}",
+            "null_padding=true", "strict_mode=true", "allow_quoted_nulls=true",
+            f"nullstr={_sql_list(self.null_values)}",
+            f"comment={quote_literal(self.comment or '')}",
+            f"encoding={quote_literal(self.encoding)}",
+            f"compression={quote_literal(self.compression)}",
+            f"parallel={'true' if self.parallel else 'false'}",
+            *extra,
+        ]
+        if self.max_line_size:
+            opts.append(f"max_line_size={self.max_line_size}")
         return f"read_csv({', '.join(opts)})"
 
 
@@ -432,15 +441,45 @@ class _Extraction:
         limit = f" LIMIT {opts.limit}" if opts.limit else ""
         while True:
             try:
+                if not self.reader.sniff:
+                    return self.ctx.create_output(self._typed_text_sql(selected) + limit)
                 plan = self._plan()
                 sql = f"SELECT {selected} FROM {self.reader.sql(plan.candidates, plan.types)}"
                 return self.ctx.create_output(sql + limit)
             except duckdb.Error as exc:
                 self._recover_or_raise(exc)
 
+    def _typed_text_sql(self, selected: str) -> str:
+        """The file read as text, each column cast to the narrowest type all its values take
+        (BOOLEAN, BIGINT, DOUBLE, else VARCHAR; leading zeros stay text), as pandas would."""
+        source = self.reader.sql(())
+        checks = []
+        for n in self.names:
+            c = quote_ident(n)
+            checks.append(
+                f"bool_and({c} IS NULL OR lower({c}) IN ('true', 'false')), "
+                f"bool_and({c} IS NULL OR (TRY_CAST({c} AS BIGINT) IS NOT NULL AND NOT "
+                f"regexp_matches({c}, '^[-+]?0[0-9]'))), "
+                f"bool_and({c} IS NULL OR TRY_CAST({c} AS DOUBLE) IS NOT NULL)")
+        flags = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
+        casts = []
+        for i, n in enumerate(self.names):
+            kind = self.declared.get(n)
+            if kind is None:
+                is_bool, is_int, is_float = flags[3 * i:3 * i + 3]
+                kind = "BOOLEAN" if is_bool else "BIGINT" if is_int else \
+                    "DOUBLE" if is_float else "VARCHAR"
+            casts.append(f"CAST({quote_ident(n)} AS {kind}) AS {quote_ident(n)}")
+        return f"SELECT {selected} FROM (SELECT {', '.join(casts)} FROM {source})"
+
     def _recover_or_raise(self, exc: duckdb.Error) -> None:
         """Retry what DuckDB can do differently; otherwise raise a DriverError with a line."""
         text = str(exc)
+        if _SNIFF_FAILED in text and self.reader.sniff and not self.opts.date_columns \
+                and self.opts.parse_dates is not True:
+            # e.g. a first data row shorter than the header: read as text, type it ourselves
+            self.reader = replace(self.reader, sniff=False)
+            return
         if _PARALLEL_PADDING in text and self.reader.parallel:
             # quoted newlines + padding of short rows need the single-threaded reader
             self.reader = replace(self.reader, parallel=False)

@@ -100,6 +100,9 @@ def validate_pipeline(
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         out.error(mark.line + 1 if mark else 0, f"invalid YAML: {problem}")
         return ValidationResult(p, out.items, None)
+    except RecursionError:
+        out.error(0, "invalid YAML: nested too deeply")
+        return ValidationResult(p, out.items, None)
     if not isinstance(doc, LineDict):
         out.error(1, "a pipeline must be a YAML mapping with oml_version, name and steps")
         return ValidationResult(p, out.items, None)
