@@ -305,8 +305,9 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
         print(f"error: {failure}", file=sys.stderr)
     if args.debug:
         for ev in res.all_events:
-            if ev.is_step_failure and ev.step_failure_data:
-                print(ev.step_failure_data.error.to_string(), file=sys.stderr)
+            if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
+                print(f"Traceback of step '{ev.step_key}':\n"
+                      f"{ev.step_failure_data.error.to_string()}", file=sys.stderr)
     return EXIT_FAILED
 
 

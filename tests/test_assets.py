@@ -259,19 +259,25 @@ steps:
 
 
 def test_component_without_driver_fails_clearly(workdir: Path, tmp_path: Path,
-                                                instance: dg.DagsterInstance) -> None:
-    p = write(workdir / "mysql.yaml", """\
+                                                instance: dg.DagsterInstance,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from osiris_dagster import drivers
+
+    monkeypatch.delitem(drivers._DRIVER_MODULES, "duckdb.processor")
+    p = write(workdir / "gen.yaml", """\
 oml_version: "0.1.0"
 name: no-driver
 steps:
-  - id: extract
-    component: mysql.writer
-    mode: write
-    config: {connection: "@mysql.main", table: t}
+  - id: gen
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT 1"}
 """)
     result = run_job(defs_for(p, tmp_path / "s"), "no_driver", instance)
     assert not result.success
-    assert "has no driver in osiris-dagster yet" in failure_description(result)
+    message = failure_description(result)
+    assert "component 'duckdb.processor' has no driver in osiris-dagster yet" in message
+    assert "filesystem.csv_extractor" in message  # names what is supported
 
 
 def test_connection_secrets_are_masked_in_session_files(

@@ -165,7 +165,7 @@ steps:
 """
 
 
-@pytest.mark.parametrize("attempts", [4])
+@pytest.mark.parametrize("attempts", [8])
 def test_two_pipelines_writing_one_file_leave_one_complete_file(tmp_path: Path,
                                                                 attempts: int) -> None:
     sizes = {"a": 1_500_000, "b": 1_500_000}  # equal work before the shared write
