@@ -8,6 +8,7 @@ processors) or a MaterializeResult (writers). The IO manager hands TableRefs dow
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from .io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from .masking import Masker
 from .naming import dagster_name
 from .oml import Pipeline, validate_pipeline
+from .oml.model import canonical_json
 from .partitions import partition_params
 from .resources import OsirisResource
 from .runner import StepOutcome, TableRef, data_upstreams, finish_run_if_done, run_step
@@ -291,7 +293,26 @@ def schema_changes(instance: dg.DagsterInstance, key: dg.AssetKey,
 
 
 def _resolve_for_run(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:
-    """The pipeline with this run's parameters; they may change values, never the structure."""
+    """The pipeline with this run's parameters; they may change values, never the structure.
+
+    Every step of a run asks for the same resolution: it is computed once per (file text, run
+    config, OSIRIS_* environment) instead of re-parsing and re-validating the whole file in
+    each step (O(steps^2) per run)."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OSIRIS_")))
+    key = (str(template.path), text, canonical_json(dict(run_cfg)), env)
+    cached = _RESOLVED.get(key)
+    if cached is None:
+        cached = _resolve_uncached(template, text, run_cfg)
+        if len(_RESOLVED) >= 64:
+            _RESOLVED.clear()
+        _RESOLVED[key] = cached
+    return cached
+
+
+_RESOLVED: dict[tuple[Any, ...], Pipeline] = {}
+
+
+def _resolve_uncached(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:
     specs = _param_specs(template, text)
     explicit = {k: v for k, v in (run_cfg.get("params") or {}).items()
                 if not (k in specs and specs[k].has_default and v == specs[k].default)}

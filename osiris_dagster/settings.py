@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SESSIONS_DIR = ".osiris_sessions"
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = "256MB"
 
 
 @dataclass(frozen=True)
