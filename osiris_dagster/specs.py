@@ -68,6 +68,21 @@ def _b(**kw: Any) -> Prop:
 
 _ENCODINGS_IN = ("utf-8", "utf-16", "ascii", "latin-1", "iso-8859-1")
 
+# Shared by mysql.extractor and mysql.writer: what a @mysql connection supplies.
+_MYSQL_CONNECTION = {
+    "host": _s(default="localhost"),
+    "port": _i(default=3306, minimum=1, maximum=65535),
+    "database": _s(),
+    "user": _s(),
+    "password": _s(),
+    "table": _s(),
+    "schema": _s(),
+}
+_MYSQL_POOL = {"pool_size": _i(default=5), "pool_recycle": _i(default=3600),
+               "echo": _b(default=False)}
+_MYSQL_CONNECTION_FIELDS = {"host": "allowed", "port": "allowed", "schema": "allowed",
+                            "database": "forbidden", "user": "forbidden", "password": "forbidden"}
+
 SPECS: dict[str, ComponentSpec] = {
     s.name: s
     for s in [
@@ -157,28 +172,18 @@ SPECS: dict[str, ComponentSpec] = {
             name="mysql.extractor",
             modes=("extract",),
             properties={
-                "host": _s(default="localhost"),
-                "port": _i(default=3306, minimum=1, maximum=65535),
-                "database": _s(),
-                "user": _s(),
-                "password": _s(),
-                "table": _s(),
-                "schema": _s(),
+                **_MYSQL_CONNECTION,
                 "query": _s(),
                 "columns": Prop("array"),
                 "limit": _i(minimum=1),
                 "offset": _i(default=0, minimum=0),
                 "batch_size": _i(default=10000, minimum=100, maximum=100_000),
-                "pool_size": _i(default=5),
-                "pool_recycle": _i(default=3600),
-                "echo": _b(default=False),
+                **_MYSQL_POOL,
                 "zero_dates": _s(default="error", enum=("error", "null")),
             },
             required=("database", "user", "password"),
             secrets=("password",),
-            connection_fields={"host": "allowed", "port": "allowed", "schema": "allowed",
-                               "database": "forbidden", "user": "forbidden",
-                               "password": "forbidden"},
+            connection_fields=_MYSQL_CONNECTION_FIELDS,
             kinds=("mysql",),
             description="Extracts a MySQL query or table.",
         ),
@@ -186,27 +191,17 @@ SPECS: dict[str, ComponentSpec] = {
             name="mysql.writer",
             modes=("write",),
             properties={
-                "host": _s(default="localhost"),
-                "port": _i(default=3306, minimum=1, maximum=65535),
-                "database": _s(),
-                "user": _s(),
-                "password": _s(),
-                "table": _s(),
-                "schema": _s(),
+                **_MYSQL_CONNECTION,
                 "mode": _s(default="append", enum=("append", "replace", "upsert")),
                 "upsert_keys": Prop("array"),
                 "batch_size": _i(default=1000, minimum=1, maximum=100_000),
                 "create_table": _b(default=False),
                 "truncate_before": _b(default=False),
-                "pool_size": _i(default=5),
-                "pool_recycle": _i(default=3600),
-                "echo": _b(default=False),
+                **_MYSQL_POOL,
             },
             required=("database", "user", "password", "table"),
             secrets=("password",),
-            connection_fields={"host": "allowed", "port": "allowed", "schema": "allowed",
-                               "database": "forbidden", "user": "forbidden",
-                               "password": "forbidden"},
+            connection_fields=_MYSQL_CONNECTION_FIELDS,
             kinds=("mysql",),
             description="Writes its upstream table to MySQL.",
         ),
