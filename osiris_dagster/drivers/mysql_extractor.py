@@ -13,7 +13,8 @@ pandas). Here:
   table); reading stops after ``limit`` rows and the connection is closed without draining.
 * **Streaming**: pymysql's unbuffered ``SSCursor`` inside a ``START TRANSACTION READ ONLY``
   (one consistent snapshot, no writes); every value arrives as text, ``batch_size`` rows become
-  one Arrow batch, and DuckDB casts the columns while it builds the table
+  one Arrow batch of the values' bytes, decoded without a Python call per value
+  (:mod:`.mysql_wire`), and DuckDB casts the columns while it builds the table
   (:mod:`.sql_support`). Memory stays flat whatever the row count; progress is reported as
   batches arrive.
 * **Types** come from the result metadata, so an empty result still has typed columns:
@@ -50,13 +51,16 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pyarrow as pa
 
 from ..errors import DriverError
 from . import sql_support as sq
 from .base import DriverResult, StepContext, UpstreamTable
+from .mysql_wire import RowPacketReader
 
 COMPONENT = "mysql.extractor"
 _MAX_LIMIT = 18446744073709551615  # MySQL's "no limit" for LIMIT ... OFFSET
@@ -164,7 +168,7 @@ class _Reader:
         columns = [sq.mysql_column(n, fields[i], json_columns) for n, i in zip(names, picks,
                                                                                strict=True)]
         progress = sq.Progress(self.ctx)
-        stream = sq.RowStream(columns, self._batches(cur, picks), progress, raw_bytes=True)
+        stream = sq.BatchStream(columns, self._batches(cur, picks), progress, raw_bytes=True)
         describe = (f"{COMPONENT} step '{self.ctx.step_id}' ({self.source} on MySQL "
                     f"{self.params.where})")
         rows = sq.ingest(self.ctx, stream, describe=describe,
@@ -229,30 +233,27 @@ class _Reader:
             picks.append(lower.index(c.lower()))
         return picks
 
-    def _batches(self, cur: Any, picks: list[int]) -> Iterator[list[list[Any]]]:
+    def _batches(self, cur: Any, picks: list[int]) -> Iterator[pa.RecordBatch]:
         opts = self.opts
         skip = opts.offset if opts.query is not None else 0
         remaining = opts.limit if opts.query is not None else None
-        fetch = _packet_reader(cur._result, len(cur._result.fields))
+        reader = RowPacketReader(cur._result, len(cur._result.fields))
+        names = [f"c{i}" for i in range(len(picks))]
         while remaining is None or remaining > 0:
-            cols = fetch(opts.batch_size)
-            n = len(cols[0]) if cols else 0
-            if not n:
-                self.finished = not cur._result.unbuffered_active
+            cols = reader.fetch(opts.batch_size)
+            if cols is None:
+                self.finished = True
                 return
+            batch = pa.record_batch([cols[i] for i in picks], names=names)
             if skip:
-                dropped = min(skip, n)
-                cols = [c[dropped:] for c in cols]
+                dropped = min(skip, batch.num_rows)
+                batch = batch.slice(dropped)
                 skip -= dropped
-                n -= dropped
-                if not n:
-                    continue
             if remaining is not None:
-                if n > remaining:
-                    cols = [c[:remaining] for c in cols]
-                    n = remaining
-                remaining -= n
-            yield [cols[i] for i in picks]
+                batch = batch.slice(0, remaining)
+                remaining -= batch.num_rows
+            if batch.num_rows:
+                yield batch
 
     def close(self) -> None:
         """Close the connection; an unfinished result is abandoned, never drained."""
@@ -265,55 +266,6 @@ class _Reader:
                 self.conn._force_close()
             return
         sq.close_quietly(self.conn)
-
-
-def _packet_reader(result: Any, width: int) -> Callable[[int], list[list[Any]]]:
-    """Up to ``n`` rows of an unbuffered pymysql result, as one list per column, every value
-    raw ``bytes`` (or None).
-
-    pymysql decodes each field through several Python method calls, which is most of an
-    extract's time; this parses the text-protocol row packets directly (length-encoded
-    strings, 0xFB = NULL), using pymysql's own packet reader, so packet splitting, sequence
-    numbers and server errors in mid-stream are still handled by pymysql. Text arrives as the
-    connection's utf8mb4 bytes; DuckDB decodes it (vectorised) while building the table.
-    """
-    conn = result.connection
-    read_packet = conn._read_packet
-    lengths = {252: 2, 253: 3, 254: 8}
-
-    def fetch(n: int) -> list[list[Any]]:
-        cols: list[list[Any]] = [[] for _ in range(width)]
-        if not result.unbuffered_active:
-            return cols
-        puts = [c.append for c in cols]
-        for _ in range(n):
-            packet = read_packet()
-            data = packet.get_all_data()
-            if data[0] == 0xFE and len(data) < 9:  # EOF: the result is complete
-                result._check_packet_is_eof(packet)
-                result.unbuffered_active = False
-                result.connection = None
-                result.rows = None
-                break
-            pos = 0
-            for put in puts:
-                c = data[pos]
-                if c < 251:
-                    end = pos + 1 + c
-                    put(data[pos + 1:end])
-                    pos = end
-                elif c == 251:
-                    put(None)
-                    pos += 1
-                else:
-                    size = lengths[c]
-                    length = int.from_bytes(data[pos + 1:pos + 1 + size], "little")
-                    pos += 1 + size
-                    put(data[pos:pos + length])
-                    pos += length
-        return cols
-
-    return fetch
 
 
 def _hint(problem: sq.ValueProblem) -> str:

@@ -597,19 +597,32 @@ class RowStream:
 
 class BatchStream(RowStream):
     """Like :class:`RowStream`, for sources that already produce Arrow batches of text columns
-    ``c0..cN`` (e.g. PostgreSQL ``COPY ... TO STDOUT`` parsed by Arrow's CSV reader)."""
+    ``c0..cN`` (e.g. PostgreSQL ``COPY ... TO STDOUT`` parsed by Arrow's CSV reader), or with
+    ``raw_bytes`` of ``binary_view`` columns holding the UTF-8 text (MySQL's wire format)."""
 
     def __init__(self, columns: Sequence[SourceColumn], batches: Iterator[pa.RecordBatch],
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, raw_bytes: bool = False) -> None:
         super().__init__(columns, iter(()), progress)
         self._arrow_batches = batches
+        if raw_bytes:
+            self.raw_bytes = True
+            self.schema = pa.schema([pa.field(f"c{i}", pa.binary_view())
+                                     for i in range(len(self.columns))])
 
     def _generate(self) -> Iterator[pa.RecordBatch]:
+        converters = [(i, c.convert) for i, c in enumerate(self.columns) if c.convert]
         try:
             for batch in self._arrow_batches:
                 n = batch.num_rows
                 if not n:
                     continue
+                if converters:  # rare types fixed up in Python (e.g. MySQL BIT)
+                    arrays = list(batch.columns)
+                    for i, fn in converters:
+                        arrays[i] = pa.array([None if v is None else fn(v)
+                                              for v in arrays[i].to_pylist()],
+                                             type=self.schema.field(i).type)
+                    batch = pa.record_batch(arrays, schema=self.schema)
                 with self._lock:
                     self.rows += n
                 if self._progress is not None:

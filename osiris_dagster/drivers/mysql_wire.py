@@ -1,0 +1,308 @@
+"""MySQL text-protocol result rows -> Arrow binary columns, without a Python call per value.
+
+pymysql reads one packet per row through several Python calls and decodes every field on its
+own; for a million rows that is most of an extract's time. :class:`RowPacketReader` instead
+reads the socket in large blocks, splits the block into row packets in one tight loop (packet
+header: 3-byte length, 1-byte sequence number), and then decodes each column for a whole batch
+with NumPy: a row's fields are length-encoded strings (``< 0xFB``: one-byte length, ``0xFB``:
+NULL, ``0xFC``/``0xFD``/``0xFE``: 2/3/8-byte length), so the field positions of column *k+1*
+follow from those of column *k* for all rows at once. Each column becomes one Arrow
+``binary_view`` array pointing into the block that was read (the value bytes, not copied);
+DuckDB decodes and casts them while it builds the table.
+
+What pymysql would otherwise handle is kept: packet sequence numbers are checked, an error
+packet in mid-stream raises pymysql's own exception, rows over 16 MB (split into several
+packets) are joined, the final EOF packet is handed to pymysql's result (warnings, more
+results), and bytes read past it are given back to the connection, so the connection stays
+usable (``commit``, a next result set).
+
+No Dagster here: this module only knows pymysql's connection and result objects.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import Any, NoReturn
+
+import numpy as np
+import pyarrow as pa
+
+_MAX_PACKET = 0xFFFFFF  # a payload of exactly this size continues in the next packet
+_READ_SIZE = 1 << 20
+_NULL = 0xFB
+_INLINE_MAX = 12  # Arrow binary_view keeps values up to 12 bytes inside the view
+_INLINE = np.arange(_INLINE_MAX, dtype=np.int64)
+_MAX_BATCH_BYTES = 1 << 30  # view offsets are int32: a batch's buffer stays below 2 GB
+_HEADER = struct.Struct("<I").unpack_from  # payload length (3 bytes) | sequence number << 24
+
+
+class _Prefixed:
+    """A read-only file that first serves ``prefix``, then reads from ``inner`` (gives back the
+    bytes read past the end of a result, so pymysql finds them where it expects them)."""
+
+    def __init__(self, prefix: bytes, inner: Any) -> None:
+        self._prefix = prefix
+        self._inner = inner
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._prefix:
+            return self._inner.read(n)
+        if n < 0:
+            out, self._prefix = self._prefix, b""
+            return out + self._inner.read()
+        out, self._prefix = self._prefix[:n], self._prefix[n:]
+        if len(out) < n:
+            out += self._inner.read(n - len(out))
+        return out
+
+    def read1(self, n: int = -1) -> bytes:
+        if not self._prefix:
+            return self._inner.read1(n)
+        return self.read(min(n, len(self._prefix)) if n >= 0 else len(self._prefix))
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def decode_columns(data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray,
+                   width: int) -> list[pa.Array]:
+    """The ``width`` length-encoded fields of each row payload ``data[starts[i]:ends[i]]``, as
+    one ``binary_view`` array per column (NULL where the field is 0xFB) that refers to
+    ``data``: keep ``data`` unchanged while the arrays live."""
+    n = len(starts)
+    if not n:
+        return [pa.array([], pa.binary_view()) for _ in range(width)]
+    buf = np.frombuffer(data, dtype=np.uint8)
+    pos = np.asarray(starts, dtype=np.int64)
+    end = np.asarray(ends, dtype=np.int64)
+    columns = []
+    try:
+        for _ in range(width):
+            if (pos >= end).any():
+                raise ValueError("a row packet ends before its last field")
+            lead = buf[pos].astype(np.int64)
+            length = lead.copy()
+            header = np.ones(n, dtype=np.int64)
+            null = lead == _NULL
+            length[null] = 0
+            if (lead == 0xFF).any():
+                raise ValueError("a field starts with 0xFF, which is no length")
+            wide = lead > _NULL
+            if wide.any():
+                _wide_lengths(buf, pos, lead, wide, length, header)
+            begin = pos + header
+            pos = begin + length
+            if (pos > end).any():
+                raise ValueError("a field runs past the end of its row packet")
+            columns.append(_view_array(data, buf, begin, length, null))
+        if (pos != end).any():
+            raise ValueError("a row packet holds more fields than the result has columns")
+    except IndexError:
+        raise ValueError("a row packet is shorter than its fields say") from None
+    return columns
+
+
+def _wide_lengths(buf: np.ndarray, pos: np.ndarray, lead: np.ndarray, wide: np.ndarray,
+                  length: np.ndarray, header: np.ndarray) -> None:
+    """Fields with a 2-, 3- or 8-byte length (0xFC, 0xFD, 0xFE): read those lengths."""
+    for code, size in ((0xFC, 2), (0xFD, 3), (0xFE, 8)):
+        rows = np.nonzero(wide & (lead == code))[0]
+        if not rows.size:
+            continue
+        value = np.zeros(rows.size, dtype=np.int64)
+        for k in range(size):
+            value |= buf[pos[rows] + 1 + k].astype(np.int64) << (8 * k)
+        length[rows] = value
+        header[rows] = 1 + size
+
+
+def _view_array(data: bytes | bytearray, buf: np.ndarray, begin: np.ndarray,
+                length: np.ndarray, null: np.ndarray) -> pa.Array:
+    """A ``binary_view`` array over ``data`` itself: 16 bytes per value (length, then the value
+    inline when it has at most 12 bytes, else its first 4 bytes and its offset in ``data``), so
+    the cost grows with the number of values, not with their size, and nothing is copied."""
+    n = len(begin)
+    views = np.zeros((n, 16), dtype=np.uint8)
+    views[:, 0:4] = length.astype("<i4").view(np.uint8).reshape(n, 4)
+    if len(buf) >= _INLINE_MAX:
+        # bytes 4..15: the 12 bytes from each value's start (one row gather on a sliding
+        # window), zeroed past the value's end; values near the end of `data` are shifted in
+        windows = np.lib.stride_tricks.sliding_window_view(buf, _INLINE_MAX)
+        first = np.minimum(begin, len(buf) - _INLINE_MAX)
+        head = windows[first]
+        shifted = np.nonzero(first != begin)[0]
+        for i in shifted:  # at most the last few values
+            b = int(begin[i])
+            head[i] = 0
+            head[i, :len(buf) - b] = buf[b:]
+        head[length[:, None] <= _INLINE] = 0
+        views[:, 4:16] = head
+        long = np.nonzero(length > _INLINE_MAX)[0]
+        if long.size:  # bytes 4..7 stay the prefix; 8..11 buffer 0; 12..15 the offset
+            views[long, 8:12] = 0
+            views[long, 12:16] = begin[long].astype("<i4").view(np.uint8).reshape(-1, 4)
+    elif len(buf):
+        for i in range(n):
+            b, k = int(begin[i]), int(min(length[i], _INLINE_MAX))
+            views[i, 4:4 + k] = buf[b:b + k]
+    nulls = int(null.sum())
+    validity = pa.py_buffer(np.packbits(~null, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(pa.binary_view(), n,
+                                 [validity, pa.py_buffer(views), pa.py_buffer(data)],
+                                 null_count=nulls)
+
+
+class RowPacketReader:
+    """Batches of rows of an unbuffered pymysql result (``cursor._result`` of an ``SSCursor``
+    right after ``execute``), as lists of ``binary_view`` arrays, one per column."""
+
+    def __init__(self, result: Any, width: int) -> None:
+        self.result = result
+        self.conn = result.connection
+        self.width = width
+        self._data = bytearray()
+        self._pos = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.result.unbuffered_active)
+
+    def fetch(self, n: int) -> list[pa.Array] | None:
+        """Up to ``n`` rows (fewer when a row over 16 MB or the end comes first); None at the
+        end of the result."""
+        if not self.result.unbuffered_active:
+            return None
+        conn = self.conn
+        seq = conn._next_seq_id
+        data = self._data
+        pos = self._pos
+        size = len(data)
+        starts: list[int] = []
+        keep = starts.append
+        header = _HEADER
+        finished = False
+        while len(starts) < n and pos < _MAX_BATCH_BYTES:
+            body = pos + 4
+            if body > size or body + ((word := header(data, pos)[0]) & _MAX_PACKET) > size:
+                data += self._read()
+                size = len(data)
+                continue
+            end = body + (word & _MAX_PACKET)
+            if word >> 24 != seq:
+                self._sequence_error(word >> 24, seq)
+            if end == body or end - body == _MAX_PACKET or data[body] >= 0xFE:
+                # not a plain row: the end of the result, an error, or a row over 16 MB
+                if end - body == _MAX_PACKET and data[body] != 0xFF:
+                    if starts:
+                        break
+                    self._data, self._pos = data, pos
+                    conn._next_seq_id = seq
+                    return self._large_row()
+                if data[body] == 0xFF or (data[body] == 0xFE and end - body < 9):
+                    seq = (seq + 1) & 255
+                    conn._next_seq_id = seq
+                    self._data, self._pos = data, end
+                    self._end(bytes(data[body:end]))
+                    finished = True
+                    break
+                if end == body:
+                    self._protocol_error("an empty row packet")
+            keep(body)
+            seq = (seq + 1) & 255
+            pos = end
+        conn._next_seq_id = seq
+        row_starts = np.asarray(starts, dtype=np.int64)
+        row_ends = np.empty_like(row_starts)
+        if len(starts):
+            row_ends[:-1] = row_starts[1:] - 4  # packets follow each other: header, payload
+            row_ends[-1] = pos
+        try:
+            columns = decode_columns(data, row_starts, row_ends, self.width)
+        except ValueError as exc:
+            self._protocol_error(str(exc))
+        if finished:
+            self._give_back()
+        else:
+            self._data, self._pos = bytearray(data[pos:]), 0  # the arrays keep `data` alive
+        return columns if starts or not finished else None
+
+    def _read(self) -> bytes:
+        conn = self.conn
+        if conn._current_timeout != conn._read_timeout:
+            conn._sock.settimeout(conn._read_timeout)
+            conn._current_timeout = conn._read_timeout
+        from pymysql import err
+        from pymysql.constants import CR
+
+        while True:
+            try:
+                chunk = conn._rfile.read1(_READ_SIZE)
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self.result.unbuffered_active = False
+                conn._force_close()
+                raise err.OperationalError(
+                    CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({exc})"
+                ) from None
+        if not chunk:
+            self.result.unbuffered_active = False
+            conn._force_close()
+            raise err.OperationalError(CR.CR_SERVER_LOST,
+                                       "Lost connection to MySQL server during query")
+        return chunk
+
+    def _large_row(self) -> list[pa.Array]:
+        """One row sent as several packets (payload >= 16 MB): joined, then decoded alone."""
+        conn = self.conn
+        self._give_back()  # pymysql's packet reader joins the parts and checks the sequence
+        packet = conn._read_packet()
+        payload = packet.get_all_data()
+        try:
+            return decode_columns(payload, np.array([0]), np.array([len(payload)]), self.width)
+        except ValueError as exc:
+            self._protocol_error(str(exc))
+
+    def _end(self, payload: bytes) -> None:
+        """The EOF packet (or an error packet) that ends the result: to pymysql."""
+        from pymysql.protocol import MysqlPacket
+
+        result = self.result
+        packet = MysqlPacket(payload, self.conn.encoding)
+        result.unbuffered_active = False
+        if packet.is_error_packet():
+            self._give_back()
+            packet.raise_for_error()
+        result._check_packet_is_eof(packet)
+        result.connection = None
+        result.rows = None
+
+    def _give_back(self) -> None:
+        """Return unread bytes to the connection's file (pymysql reads on from there)."""
+        rest = bytes(self._data[self._pos:])
+        self._data, self._pos = bytearray(), 0
+        if rest:
+            inner = self.conn._rfile
+            if isinstance(inner, _Prefixed) and not inner._prefix:
+                inner = inner._inner
+            self.conn._rfile = _Prefixed(rest, inner)
+
+    def _sequence_error(self, got: int, expected: int) -> NoReturn:
+        from pymysql import err
+        from pymysql.constants import CR
+
+        self.result.unbuffered_active = False
+        self.conn._force_close()
+        if got == 0:  # MariaDB sends its shutdown error with sequence number 0
+            raise err.OperationalError(CR.CR_SERVER_LOST,
+                                       "Lost connection to MySQL server during query")
+        raise err.InternalError(f"Packet sequence number wrong - got {got} expected {expected}")
+
+    def _protocol_error(self, what: str) -> NoReturn:
+        from pymysql import err
+
+        self.result.unbuffered_active = False
+        self.conn._force_close()
+        raise err.InternalError(f"Malformed row packet from the server: {what}")
