@@ -32,7 +32,8 @@ _MAX_PACKET = 0xFFFFFF  # a payload of exactly this size continues in the next p
 _READ_SIZE = 1 << 20
 _NULL = 0xFB
 _INLINE_MAX = 12  # Arrow binary_view keeps values up to 12 bytes inside the view
-_INLINE = np.arange(_INLINE_MAX, dtype=np.int64)
+_VIEW = 16  # bytes per binary_view entry
+_KEEP = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype="<u8")  # the k low bytes
 _MAX_BATCH_BYTES = 1 << 30  # view offsets are int32: a batch's buffer stays below 2 GB
 _HEADER = struct.Struct("<I").unpack_from  # payload length (3 bytes) | sequence number << 24
 
@@ -71,8 +72,6 @@ def decode_columns(data: bytes | bytearray, starts: np.ndarray, ends: np.ndarray
     one ``binary_view`` array per column (NULL where the field is 0xFB) that refers to
     ``data``: keep ``data`` unchanged while the arrays live."""
     n = len(starts)
-    if not n:
-        return [pa.array([], pa.binary_view()) for _ in range(width)]
     buf = np.frombuffer(data, dtype=np.uint8)
     pos = np.asarray(starts, dtype=np.int64)
     end = np.asarray(ends, dtype=np.int64)
@@ -120,37 +119,48 @@ def _wide_lengths(buf: np.ndarray, pos: np.ndarray, lead: np.ndarray, wide: np.n
 def _view_array(data: bytes | bytearray, buf: np.ndarray, begin: np.ndarray,
                 length: np.ndarray, null: np.ndarray) -> pa.Array:
     """A ``binary_view`` array over ``data`` itself: 16 bytes per value (length, then the value
-    inline when it has at most 12 bytes, else its first 4 bytes and its offset in ``data``), so
-    the cost grows with the number of values, not with their size, and nothing is copied."""
+    inline when it has at most 12 bytes, else its first 4 bytes, buffer 0 and its offset in
+    ``data``), so the cost grows with the number of values, not with their size, and the value
+    bytes are not copied."""
     n = len(begin)
-    views = np.zeros((n, 16), dtype=np.uint8)
-    views[:, 0:4] = length.astype("<i4").view(np.uint8).reshape(n, 4)
-    if len(buf) >= _INLINE_MAX:
-        # bytes 4..15: the 12 bytes from each value's start (one row gather on a sliding
-        # window), zeroed past the value's end; values near the end of `data` are shifted in
-        windows = np.lib.stride_tricks.sliding_window_view(buf, _INLINE_MAX)
-        first = np.minimum(begin, len(buf) - _INLINE_MAX)
-        head = windows[first]
-        shifted = np.nonzero(first != begin)[0]
-        for i in shifted:  # at most the last few values
-            b = int(begin[i])
-            head[i] = 0
-            head[i, :len(buf) - b] = buf[b:]
-        head[length[:, None] <= _INLINE] = 0
-        views[:, 4:16] = head
-        long = np.nonzero(length > _INLINE_MAX)[0]
-        if long.size:  # bytes 4..7 stay the prefix; 8..11 buffer 0; 12..15 the offset
-            views[long, 8:12] = 0
-            views[long, 12:16] = begin[long].astype("<i4").view(np.uint8).reshape(-1, 4)
-    elif len(buf):
-        for i in range(n):
-            b, k = int(begin[i]), int(min(length[i], _INLINE_MAX))
-            views[i, 4:4 + k] = buf[b:b + k]
+    size = len(buf)
+    views = np.empty((n, 2), dtype="<u8")
+    if size >= _VIEW:
+        # the 16 bytes that end 12 bytes into each value, as two unaligned 8-byte loads: bytes
+        # 4..15 are the value's first 12 bytes (the 4 before it become the length)
+        first = np.minimum(np.maximum(begin - 4, 0), size - _VIEW)
+        eight = np.ndarray((size - 7,), dtype="<u8", buffer=buf, strides=(1,))
+        views[:, 0] = eight[first]
+        views[:, 1] = eight[first + 8]
+        edge = np.nonzero(first != begin - 4)[0]  # values at the very start or end of `data`
+    else:
+        edge = np.arange(n)
+    raw = views.view(np.uint8).reshape(n, _VIEW)
+    for i in edge:
+        raw[i] = _view_bytes(buf, int(begin[i]))
+    # keep only the value's own bytes: word 0 holds 4 length bytes + value bytes 0..3, word 1
+    # value bytes 4..11
+    views[:, 0] &= _KEEP[np.minimum(length, 4) + 4]
+    views[:, 1] &= _KEEP[np.minimum(np.maximum(length - 4, 0), 8)]
+    words = views.view("<u4")  # (n, 4): length, prefix/inline, buffer index, offset
+    words[:, 0] = length
+    long = np.nonzero(length > _INLINE_MAX)[0]
+    if long.size:
+        words[long, 2] = 0
+        words[long, 3] = begin[long]
     nulls = int(null.sum())
     validity = pa.py_buffer(np.packbits(~null, bitorder="little")) if nulls else None
     return pa.Array.from_buffers(pa.binary_view(), n,
                                  [validity, pa.py_buffer(views), pa.py_buffer(data)],
                                  null_count=nulls)
+
+
+def _view_bytes(buf: np.ndarray, begin: int) -> np.ndarray:
+    """The 16 view bytes of one value whose window runs off either end of the buffer."""
+    out = np.zeros(_VIEW, dtype=np.uint8)
+    part = buf[begin:begin + _INLINE_MAX]
+    out[4:4 + len(part)] = part
+    return out
 
 
 class RowPacketReader:
