@@ -31,7 +31,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .measure import MeasureServer
-from .run import CONTENDERS_DIR, HERE, child_env, human, machine_info, osiris_cli_path, parse_rows
+from .run import (
+    CONTENDERS_DIR,
+    HERE,
+    child_env,
+    fmt_rate,
+    human,
+    machine_info,
+    osiris_cli_path,
+    parse_rows,
+)
 
 EXTRACT, WRITE = "mysql_extract", "pg_write"
 DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306/osiris_bench"
@@ -421,7 +430,7 @@ def render(report: dict[str, Any]) -> str:
                     if err:
                         lines.append(f"| {human(n)} | {c.name} | failed: {err} | | | | | |")
                     continue
-                rate = human(n / s["step"]) if s["step"] else "-"
+                rate = fmt_rate(n / s["step"]) if s["step"] else "-"
                 lines.append(f"| {human(n)} | {c.name} | {fmt(s['wall'])} [{fmt(s['wall_min'])}"
                              f"-{fmt(s['wall_max'])}] | {fmt(s['work'])} | {fmt(s['step'])} | "
                              f"{rate} | {fmt(s['cpu'])} | {s['peak']:.0f} |")
