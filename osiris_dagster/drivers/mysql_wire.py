@@ -239,9 +239,10 @@ class RowPacketReader:
 
     def _read(self) -> bytes:
         conn = self.conn
-        if conn._current_timeout != conn._read_timeout:
-            conn._sock.settimeout(conn._read_timeout)
-            conn._current_timeout = conn._read_timeout
+        if getattr(conn, "_current_timeout", None) != conn._read_timeout:
+            conn._sock.settimeout(conn._read_timeout)  # as pymysql's own reads do
+            if hasattr(conn, "_current_timeout"):  # pymysql >= 1.2 remembers it
+                conn._current_timeout = conn._read_timeout
         from pymysql import err
         from pymysql.constants import CR
 
