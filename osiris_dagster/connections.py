@@ -202,8 +202,9 @@ class Connections:
             var = m.group(1)
             got = self.env.get(var)
             if not got:
+                state = "is not set" if got is None else "is set but empty"
                 raise ConnectionError_(
-                    f"environment variable '{var}' is not set (needed by field '{field_name}' "
+                    f"environment variable '{var}' {state} (needed by field '{field_name}' "
                     f"of connection '@{family}.{alias}' in {self.path}); export it or add it to "
                     ".env in the working directory")
             return got

@@ -247,6 +247,7 @@ def test_unset_or_empty_variable(conns_file, value):
         conns(conns_file, env).resolve("mysql", "@mysql.db_movies")
     msg = str(info.value)
     assert "MYSQL_PASSWORD" in msg
+    assert ("is not set" if value is None else "is set but empty") in msg
     assert "'password'" in msg
     assert "mysql" in msg and "db_movies" in msg
     for secret in ENV.values():
