@@ -33,7 +33,7 @@ def _pip(*args: str) -> bool:
     return subprocess.run(cmd, check=False).returncode == 0
 
 
-def ensure(with_dlt: bool = True, install: bool = True) -> dict[str, str]:
+def ensure(with_dlt: bool = True, install: bool = True, with_ddp: bool = True) -> dict[str, str]:
     """Returns {component: problem} for optional parts that are unavailable."""
     problems: dict[str, str] = {}
     if _not_installed("osiris-dagster") and (not install or not _pip("-e", str(REPO))):
@@ -42,7 +42,10 @@ def ensure(with_dlt: bool = True, install: bool = True) -> dict[str, str]:
             not install or not _pip("-r", str(HERE / "requirements.txt"))):
         raise SystemExit("psutil and matplotlib are needed: "
                          "pip install -r benchmarks/requirements.txt")
-    if _missing("dagster_duckdb_pandas") and (
+    if _missing("sqlalchemy") and (not install or not _pip("sqlalchemy>=2")):
+        raise SystemExit("sqlalchemy is needed (the pandas contenders use it): "
+                         "pip install -r benchmarks/requirements.txt")
+    if with_ddp and _missing("dagster_duckdb_pandas") and (
             not install or not _pip("--no-deps", "dagster-duckdb", "dagster-duckdb-pandas")):
         problems["dagster_duckdb_pandas"] = "dagster-duckdb-pandas is not installed"
     if with_dlt and _missing("dlt") and (not install or not _pip("dlt[duckdb]")):

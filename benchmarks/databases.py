@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .bootstrap import ensure
 
-    ensure(with_dlt=False)
+    ensure(with_dlt=False, with_ddp=False)
     import importlib.util
 
     (n,) = parse_rows(a.rows)[-1:]
