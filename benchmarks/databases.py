@@ -242,8 +242,12 @@ class Bench:
         self.workroot = workroot
         self.server = server
         self.cli = osiris_cli_path()
+        # secrets travel in the environment, never on a command line or in a file
         self.env = child_env({"BENCH_MYSQL_PASSWORD": servers.mysql["password"],
-                              "BENCH_PG_DSN": servers.pg_dsn})
+                              "BENCH_PG_DSN": servers.pg_dsn,
+                              "BENCH_MYSQL_URL": servers.mysql_url(),
+                              "BENCH_MYSQL_CX_URL": servers.mysql_url("mysql"),
+                              "BENCH_PG_URL": servers.pg_url()})
 
     def command(self, c: Contender, n: int, scratch: Path) -> list[str]:
         if c.name in ("osiris_cli", "osiris_inproc"):
@@ -259,13 +263,13 @@ class Bench:
                     "--sessions-dir", str(sessions)]
         if c.name == "connectorx":
             return [sys.executable, str(CONTENDERS_DIR / "connectorx_mysql.py"),
-                    "--url", self.servers.mysql_url("mysql"),
+                    "--url-env", "BENCH_MYSQL_CX_URL",
                     "--query", f"SELECT * FROM orders_{n}", "--workdir", str(scratch)]
         script = str(CONTENDERS_DIR / "pandas_sql.py")
         if c.case == EXTRACT:
-            return [sys.executable, script, "--case", EXTRACT, "--url", self.servers.mysql_url(),
+            return [sys.executable, script, "--case", EXTRACT, "--url-env", "BENCH_MYSQL_URL",
                     "--query", f"SELECT * FROM orders_{n}", "--workdir", str(scratch)]
-        return [sys.executable, script, "--case", WRITE, "--url", self.servers.pg_url(),
+        return [sys.executable, script, "--case", WRITE, "--url-env", "BENCH_PG_URL",
                 "--source-sql", duck_rows_sql(n), "--table", f"{SCHEMA}.pandas_out",
                 "--workdir", str(scratch)]
 
@@ -518,9 +522,10 @@ def main(argv: list[str] | None = None) -> int:
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{m['database']}`")
             conn.close()
+    args = " ".join(argv if argv is not None else sys.argv[1:])
+    args = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", args)  # no passwords in the results
     report = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python -m benchmarks.databases" + (" " + " ".join(argv or sys.argv[1:])
-                                                            if (argv or sys.argv[1:]) else ""),
+              "command": ("python -m benchmarks.databases " + args).strip(),
               "machine": info, "mysql_version": mysql_version, "pg_version": pg_version,
               "repeats": a.repeats, "sizes": sizes, "elapsed_s": time.perf_counter() - started,
               "targets": targets(runs, n, small), "notes": notes, "runs_obj": runs}

@@ -5,6 +5,7 @@ only when connectorx is installed. ``work_s`` excludes the imports."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from _common import emit, fresh  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--url", required=True, help="mysql://user:password@host:port/database")
+    p.add_argument("--url-env", required=True, help="environment variable holding "
+                   "mysql://user:password@host:port/database (kept off the command line)")
     p.add_argument("--query", required=True)
     p.add_argument("--workdir", type=Path, required=True)
     a = p.parse_args()
@@ -25,7 +27,8 @@ def main() -> None:
 
     con = duckdb.connect(str(fresh(a.workdir / "cx.duckdb")))
     t0 = time.perf_counter()
-    reader = cx.read_sql(a.url, a.query, return_type="arrow_stream", batch_size=10000)
+    reader = cx.read_sql(os.environ[a.url_env], a.query, return_type="arrow_stream",
+                         batch_size=10000)
     con.register("cx_stream", reader)
     con.execute("CREATE TABLE extract AS SELECT * FROM cx_stream")
     rows = con.execute("SELECT count(*) FROM extract").fetchone()[0]

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -29,7 +30,9 @@ CHUNK = 10000
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--case", choices=("mysql_extract", "pg_write"), required=True)
-    p.add_argument("--url", required=True, help="SQLAlchemy URL")
+    p.add_argument("--url-env", required=True,
+                   help="environment variable holding the SQLAlchemy URL (kept off the command "
+                        "line: it may hold a password)")
     p.add_argument("--query", help="mysql_extract: the SELECT")
     p.add_argument("--source-sql", help="pg_write: DuckDB query giving the rows")
     p.add_argument("--table", help="pg_write: schema.table to create")
@@ -40,7 +43,7 @@ def main() -> None:
     import pandas as pd
     import sqlalchemy as sa
 
-    engine = sa.create_engine(a.url)
+    engine = sa.create_engine(os.environ[a.url_env])
     if a.case == "mysql_extract":
         con = duckdb.connect(str(fresh(a.workdir / "pandas.duckdb")))
         t0 = time.perf_counter()
