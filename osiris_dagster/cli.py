@@ -341,6 +341,9 @@ def _instance(settings: Any) -> Any:
     import fcntl
 
     home = settings.sessions_dir / ".dagster"
+    ready = home / ".initialised"
+    if ready.exists():  # schema in place: concurrent runs start without waiting on each other
+        return dg.DagsterInstance.local_temp(tempdir=str(home))
     home.mkdir(parents=True, exist_ok=True)
     # Concurrent first runs would race creating the SQLite schema: one at a time.
     with open(home / ".init.lock", "w") as lock:
@@ -352,6 +355,7 @@ def _instance(settings: Any) -> Any:
             os.replace(tmp, config)
         instance = dg.DagsterInstance.local_temp(tempdir=str(home))
         instance.get_runs(limit=1)  # touch the storages so their schema exists
+        ready.touch()
         return instance
 
 

@@ -201,23 +201,23 @@ class RowPacketReader:
             end = body + (word & _MAX_PACKET)
             if word >> 24 != seq:
                 self._sequence_error(word >> 24, seq)
-            if end == body or end - body == _MAX_PACKET or data[body] >= 0xFE:
-                # not a plain row: the end of the result, an error, or a row over 16 MB
-                if end - body == _MAX_PACKET and data[body] != 0xFF:
+            if end == body:
+                self._protocol_error("an empty row packet")
+            if end - body == _MAX_PACKET or data[body] >= 0xFE:
+                # not a plain row: a row over 16 MB, the end of the result, or an error
+                if end - body == _MAX_PACKET:
                     if starts:
                         break
                     self._data, self._pos = data, pos
                     conn._next_seq_id = seq
                     return self._large_row()
-                if data[body] == 0xFF or (data[body] == 0xFE and end - body < 9):
+                if data[body] == 0xFF or end - body < 9:
                     seq = (seq + 1) & 255
                     conn._next_seq_id = seq
                     self._data, self._pos = data, end
                     self._end(bytes(data[body:end]))
                     finished = True
                     break
-                if end == body:
-                    self._protocol_error("an empty row packet")
             keep(body)
             seq = (seq + 1) & 255
             pos = end
