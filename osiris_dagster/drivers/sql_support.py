@@ -411,7 +411,8 @@ def pg_error(component: str, step_id: str, params: PgParams, action: str,
             detail += f" ({diag.message_detail})"
     if state is None:
         low = detail.lower()
-        if "password" in low or "authentication" in low:
+        if "password" in low or "authentication" in low or (
+                "role" in low and "does not exist" in low):
             hint = PG_HINTS["28P01"]
         elif "does not exist" in low and "database" in low:
             hint = PG_HINTS["3D000"]

@@ -453,6 +453,15 @@ def test_sql_errors_name_the_server_and_hide_the_password(pg: PgTarget,
     assert "no_such_db_x" in msg and "Check the database name" in msg and secret not in msg
     with pytest.raises(DriverError, match="neither a SQL channel"):
         harness.extract("supabase.extractor", {"url": "https://x.supabase.co"}, table="t")
+    # a user the server does not know (this server trusts every password, so an unknown role is
+    # how wrong credentials look here): the hint points at the credentials, not at the network
+    with pytest.raises(DriverError) as info:
+        harness.extract("supabase.extractor",
+                        {"pg_dsn": f"postgresql://no_such_role_x:{secret}@{PG_HOST}:5432/test"},
+                        table="t")
+    msg = str(info.value)
+    assert "no_such_role_x" in msg and "Check the user and password" in msg
+    assert "Check host and port" not in msg and secret not in msg
 
 
 # -- REST channel ---------------------------------------------------------------------------------
