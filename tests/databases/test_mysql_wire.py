@@ -108,3 +108,33 @@ def test_batches_are_also_bounded_by_bytes(mysql: MySQLTarget, harness: Harness,
     assert sorted(r[0] for r in out.rows) == list(range(1, 50001))
     assert all(label == f"value-{n}" and float(half) == n * 1.5
                for n, label, half in out.rows)
+
+
+@pytest.fixture
+def plugin_user(mysql: MySQLTarget) -> Iterator[MySQLTarget]:
+    """A user authenticated by the server's stronger plugin: ed25519 on MariaDB, MySQL 8's
+    default caching_sha2_password elsewhere (pymysql needs PyNaCl / cryptography for them)."""
+    admin = MySQLTarget(database=mysql.database, user="root", password="")
+    version = admin.query("SELECT VERSION()")[0][0]
+    user = MySQLTarget(database=mysql.database, user=f"{mysql.user}_p",
+                       password="Plug-In-Pw-42")
+    if "mariadb" in version.lower():
+        if not admin.query("SELECT COUNT(*) FROM information_schema.PLUGINS "
+                           "WHERE PLUGIN_NAME = 'ed25519' AND PLUGIN_STATUS = 'ACTIVE'")[0][0]:
+            admin.execute("INSTALL SONAME 'auth_ed25519'")
+        how = f"IDENTIFIED VIA ed25519 USING PASSWORD('{user.password}')"
+    else:
+        how = f"IDENTIFIED WITH caching_sha2_password BY '{user.password}'"
+    admin.execute(f"CREATE USER '{user.user}'@'%' {how}",
+                  f"GRANT SELECT ON `{mysql.database}`.* TO '{user.user}'@'%'")
+    try:
+        yield user
+    finally:
+        admin.execute(f"DROP USER IF EXISTS '{user.user}'@'%'")
+
+
+def test_users_of_the_stronger_auth_plugins_can_extract(plugin_user: MySQLTarget,
+                                                        harness: Harness) -> None:
+    out = harness.extract("mysql.extractor", plugin_user.connection(),
+                          query="SELECT 1 AS n, 'authenticated' AS word")
+    assert out.rows == [(1, "authenticated")]
