@@ -163,7 +163,11 @@ CONTENDERS = [
     Contender("pandas_to_sql", WRITE, "`DataFrame.to_sql(table, postgresql+psycopg engine, "
               "chunksize=10000)` into a new table (the DataFrame is built before the clock "
               "starts)", "baseline"),
+    Contender("adbc_ingest", WRITE, "ADBC PostgreSQL driver `adbc_ingest` (binary COPY) of the "
+              "DuckDB rows as an Arrow stream into a new table; only when installed (context)",
+              "context"),
 ]
+OPTIONAL = {"connectorx": "connectorx", "adbc_ingest": "adbc_driver_postgresql"}
 
 
 def extract_pipeline(n: int) -> str:
@@ -261,6 +265,10 @@ class Bench:
                 return [self.cli, "run", str(pipe), "--sessions-dir", str(sessions)]
             return [sys.executable, str(CONTENDERS_DIR / "osiris_inproc.py"), str(pipe),
                     "--sessions-dir", str(sessions)]
+        if c.name == "adbc_ingest":
+            return [sys.executable, str(CONTENDERS_DIR / "adbc_pg_ingest.py"),
+                    "--dsn-env", "BENCH_PG_DSN", "--source-sql", duck_rows_sql(n),
+                    "--table", f"{SCHEMA}.adbc_out", "--workdir", str(scratch)]
         if c.name == "connectorx":
             return [sys.executable, str(CONTENDERS_DIR / "connectorx_mysql.py"),
                     "--url-env", "BENCH_MYSQL_CX_URL",
@@ -280,8 +288,8 @@ class Bench:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         if c.case == WRITE:
-            pg_execute(self.servers, f"DROP TABLE IF EXISTS {SCHEMA}.osiris_out",
-                       f"DROP TABLE IF EXISTS {SCHEMA}.pandas_out")
+            pg_execute(self.servers, *(f"DROP TABLE IF EXISTS {SCHEMA}.{t}_out"
+                                       for t in ("osiris", "pandas", "adbc")))
         log = self.workroot / "logs" / f"{c.name}_{c.case}_{n}_{rnd}"
         log.parent.mkdir(parents=True, exist_ok=True)
         m = self.server.run(self.command(c, n, scratch), env=self.env, cwd=scratch,
@@ -312,7 +320,8 @@ class Bench:
         if rows != n:
             run.ok, run.error = False, f"moved {rows} rows, expected {n}"
         if c.case == WRITE and run.ok:
-            table = "osiris_out" if c.name.startswith("osiris") else "pandas_out"
+            table = {"pandas_to_sql": "pandas_out", "adbc_ingest": "adbc_out"}.get(
+                c.name, "osiris_out")
             run.detail["target_rows"] = self.count_pg(table)
             if run.detail["target_rows"] != n:
                 run.ok, run.error = False, f"{table} holds {run.detail['target_rows']} rows"
@@ -483,10 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [small, n]
     servers = Servers.from_urls(a.mysql, a.pg)
     contenders = [c for c in CONTENDERS
-                  if c.name != "connectorx" or importlib.util.find_spec("connectorx")]
-    notes = [] if any(c.name == "connectorx" for c in contenders) else [
-        "connectorx is not installed: its context line is missing "
-        "(`pip install connectorx` to include it)"]
+                  if c.name not in OPTIONAL or importlib.util.find_spec(OPTIONAL[c.name])]
+    notes = [f"{name} is not installed: its context line is missing (`pip install "
+             f"{module.replace('_', '-')}` to include it)"
+             for name, module in OPTIONAL.items() if not importlib.util.find_spec(module)]
     started = time.perf_counter()
     prepare_mysql(servers, sizes)
     pg_execute(servers, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
