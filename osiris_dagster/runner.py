@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from . import memory
 from .checks import CheckOutcome, CheckSpec, run_checks
 from .connections import Connections, ResolvedConnection
 from .drivers import DriverResult, get_driver, supported_components
@@ -144,8 +145,10 @@ def run_step(
                 on_workspace(ws)
             try:
                 inputs = _attach_inputs(ws, pipeline, step, upstream_refs)
-                result = _interruptible(ws, lambda: driver(ws, config, inputs),
-                                        timeout_seconds)
+                result = _with_memory_retries(
+                    ws, step.component,
+                    lambda: _interruptible(ws, lambda: driver(ws, config, inputs),
+                                           timeout_seconds))
                 ref, preview = None, None
                 check_outcomes: list[CheckOutcome] = []
                 if result.table is not None:
@@ -180,6 +183,43 @@ def run_step(
                           detail=c.detail)
     return StepOutcome(step.id, ref, result, duration, preview,
                        resolved.ref if resolved else None, check_outcomes)
+
+
+# Steps that only read files or session tables and write atomically: safe to run again.
+RERUNNABLE_COMPONENTS = frozenset({"filesystem.csv_extractor", "duckdb.processor",
+                                   "filesystem.csv_writer"})
+
+
+def _with_memory_retries(ws: StepWorkspace, component: str,
+                         attempt: Callable[[], DriverResult]) -> DriverResult:
+    """Run the step; if DuckDB ran out of its memory_limit (tables with hundreds of columns
+    need more than long, narrow ones) and the step can run again, retry it with the limit
+    doubled, up to OSIRIS_DUCKDB_MEMORY_LIMIT_MAX. Otherwise say which setting to raise."""
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:
+            if not memory.is_out_of_memory(exc):
+                raise
+            rerunnable = component in RERUNNABLE_COMPONENTS
+            raised = memory.next_limit(ws.memory_limit, ws.memory_ceiling) \
+                if rerunnable and ws.memory_limit else None
+            if raised is None:
+                raise _out_of_memory(ws, exc, rerunnable) from None
+            ws.set_memory_limit(raised, str(exc).splitlines()[0][:300])
+
+
+def _out_of_memory(ws: StepWorkspace, exc: Exception, rerunnable: bool) -> DriverError:
+    settings = ws.session.settings
+    limit = memory.format_size(ws.memory_limit) if ws.memory_limit else settings.memory_limit
+    fix = (f"raise OSIRIS_DUCKDB_MEMORY_LIMIT_MAX (the most a step may be given, now "
+           f"{settings.memory_limit_max})" if rerunnable else
+           "this step reads a stream it cannot read twice, so raise OSIRIS_DUCKDB_MEMORY_LIMIT")
+    detail = str(exc).splitlines()[0][:300].rstrip(". ")
+    return DriverError(
+        f"DuckDB ran out of memory under memory_limit {limit}: {detail}."
+        f" Tables with hundreds of columns need more memory than long, narrow ones: {fix}, "
+        "e.g. to 4GB.")
 
 
 def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],

@@ -8,12 +8,14 @@ from pathlib import Path
 
 DEFAULT_SESSIONS_DIR = ".osiris_sessions"
 DEFAULT_MEMORY_LIMIT = "224MB"
+DEFAULT_MEMORY_LIMIT_MAX = "2GB"  # what a step may be raised to when it needs more (wide tables)
 
 
 @dataclass(frozen=True)
 class Settings:
     sessions_dir: Path
     memory_limit: str = DEFAULT_MEMORY_LIMIT
+    memory_limit_max: str = DEFAULT_MEMORY_LIMIT_MAX
     threads: int | None = None
     lock_timeout_seconds: float = 60.0
     heartbeat_seconds: float = 10.0
@@ -26,6 +28,8 @@ class Settings:
         return cls(
             sessions_dir=Path(root).expanduser().resolve(),
             memory_limit=os.environ.get("OSIRIS_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
+            memory_limit_max=os.environ.get("OSIRIS_DUCKDB_MEMORY_LIMIT_MAX")
+            or DEFAULT_MEMORY_LIMIT_MAX,
             threads=int(threads) if threads else None,
             lock_timeout_seconds=float(os.environ.get("OSIRIS_LOCK_TIMEOUT_SECONDS") or 60),
             heartbeat_seconds=float(os.environ.get("OSIRIS_HEARTBEAT_SECONDS") or 10),

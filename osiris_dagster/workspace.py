@@ -3,6 +3,7 @@ atomic output creation, metrics/events into the session, and a heartbeat for lon
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,7 +12,9 @@ from typing import Any
 
 import duckdb
 
+from . import memory
 from .drivers.base import UpstreamTable
+from .errors import DriverError
 from .naming import quote_ident
 from .session import Session, attach_with_retry
 
@@ -45,6 +48,7 @@ class StepWorkspace:
         self._attached: dict[Path, str] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
         self.rows_so_far: int | None = None
+        self._memory_limit: int | None = None
         self.started = time.monotonic()
         self.cancelled = False
 
@@ -125,6 +129,33 @@ class StepWorkspace:
         self.rows_so_far = rows
         return rows
 
+    # -- memory ---------------------------------------------------------------------------------
+    @property
+    def memory_limit(self) -> int:
+        if self._memory_limit is None:
+            self._memory_limit = memory.parse_size(self.session.settings.memory_limit) or 0
+        return self._memory_limit
+
+    @property
+    def memory_ceiling(self) -> int:
+        ceiling = memory.parse_size(self.session.settings.memory_limit_max) or 0
+        return max(ceiling, self.memory_limit)
+
+    def set_memory_limit(self, size: int, reason: str) -> None:
+        """This step's DuckDB memory_limit (the connection lives as long as the step)."""
+        with contextlib.suppress(duckdb.Error):  # a failed statement may have left one open
+            self.con.execute("ROLLBACK")
+        self.log_event("memory_limit_raised", from_limit=memory.format_size(self.memory_limit),
+                       to_limit=memory.format_size(size), reason=reason)
+        self.con.execute(f"SET memory_limit = '{int(size)}B'")
+        self._memory_limit = int(size)
+
+    def size_memory_for_columns(self, columns: int) -> None:
+        """Raise the limit up front for a wide table whose build cannot be retried."""
+        wanted = memory.limit_for_width(self.memory_limit, self.memory_ceiling, columns)
+        if wanted > self.memory_limit:
+            self.set_memory_limit(wanted, f"{columns} columns")
+
     def output_columns(self) -> list[tuple[str, str]]:
         return [(str(r[0]), str(r[1])) for r in
                 self.con.execute(f"DESCRIBE {self.output_relation}").fetchall()]
@@ -165,8 +196,6 @@ class StepWorkspace:
         base = self.base_dir.resolve()
         resolved = (base / p).resolve()
         if not resolved.is_relative_to(base):
-            from .errors import DriverError
-
             raise DriverError(f"path '{path}' escapes the connection's base_dir {base}; use a "
                               "path inside it (or an absolute path)")
         return resolved

@@ -54,6 +54,7 @@ from typing import Any
 
 import duckdb
 
+from .. import memory
 from ..errors import DriverError
 from ..naming import quote_ident, quote_literal
 from . import csv_support as cs
@@ -559,6 +560,8 @@ class _Extraction:
     def _explain(self, exc: duckdb.Error) -> DriverError:
         """Turn a DuckDB failure into a message with the file, the line and what to do."""
         text, origin = str(exc), self.source.origin
+        if memory.is_out_of_memory(exc):  # the runner retries with more memory, or says so
+            return DriverError(f"{origin}: {cs.duckdb_summary(exc)}")
         if "Invalid unicode" in text or "not utf-8 encoded" in text:
             found = cs.find_undecodable_line(self.source)
             line, reason = found if found else (None, "invalid byte sequence")

@@ -652,6 +652,7 @@ def ingest(ctx: StepContext, stream: RowStream, *, describe: str,
     if not exprs:
         raise DriverError(f"{describe}: the result has no columns")
     sql = f"SELECT {', '.join(exprs)} FROM {duck_ident(view)}"
+    ctx.size_memory_for_columns(len(exprs))  # a stream cannot be read twice: size it up front
     try:
         return ctx.create_output(sql)
     except duckdb.Error as exc:

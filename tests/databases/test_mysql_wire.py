@@ -5,6 +5,7 @@ every length encoding, rows over 16 MB, errors in the middle of a result, stored
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -138,3 +139,19 @@ def test_users_of_the_stronger_auth_plugins_can_extract(plugin_user: MySQLTarget
     out = harness.extract("mysql.extractor", plugin_user.connection(),
                           query="SELECT 1 AS n, 'authenticated' AS word")
     assert out.rows == [(1, "authenticated")]
+
+
+def test_a_wide_result_gets_a_memory_limit_sized_for_its_width(
+        mysql: MySQLTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream cannot be read twice, so a wide result is not retried on running out of memory:
+    its limit is raised up front (here from 32MB, which 400 columns x 3,000 rows exceed)."""
+    monkeypatch.setenv("OSIRIS_DUCKDB_MEMORY_LIMIT", "32MB")
+    harness = Harness(tmp_path)
+    columns = ", ".join(f"n * {c} AS c{c}" if c % 2 else f"CONCAT('v', n % {c + 1}) AS c{c}"
+                        for c in range(400))
+    out = harness.extract("mysql.extractor", mysql.connection(),
+                          query=f"SELECT {columns} FROM ({_numbers(3000)}) AS s")
+    assert out.result.rows_read == 3000 and len(out.columns) == 400
+    assert sorted(r[1] for r in out.rows) == list(range(1, 3001))
+    raised = [e for e in out.events if e["event"] == "memory_limit_raised"]
+    assert raised and raised[0]["from_limit"] == "32MB" and raised[0]["reason"] == "400 columns"
