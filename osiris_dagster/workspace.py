@@ -145,10 +145,12 @@ class StepWorkspace:
         """This step's DuckDB memory_limit (the connection lives as long as the step)."""
         with contextlib.suppress(duckdb.Error):  # a failed statement may have left one open
             self.con.execute("ROLLBACK")
-        self.log_event("memory_limit_raised", from_limit=memory.format_size(self.memory_limit),
-                       to_limit=memory.format_size(size), reason=reason)
+        before, after = memory.format_size(self.memory_limit), memory.format_size(size)
+        self.log_event("memory_limit_raised", from_limit=before, to_limit=after, reason=reason)
         self.con.execute(f"SET memory_limit = '{int(size)}B'")
         self._memory_limit = int(size)
+        self.progress(message=f"DuckDB memory_limit raised from {before} to {after} "
+                      f"({reason[:120]})")  # shown in the Dagster run log and the CLI
 
     def size_memory_for_columns(self, columns: int) -> None:
         """Raise the limit up front for a wide table whose build cannot be retried."""
