@@ -14,7 +14,7 @@ import re
 
 import duckdb
 
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+_UNITS = {"b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 _OOM_MARKERS = ("out of memory error", "failed to pin block", "could not allocate block",
@@ -29,8 +29,6 @@ def parse_size(text: str) -> int | None:
     if not m:
         return None
     unit = (m.group(2) or "b").lower()
-    if unit == "bytes":
-        unit = "b"
     if unit not in _UNITS:
         return None
     return int(float(m.group(1)) * _UNITS[unit])

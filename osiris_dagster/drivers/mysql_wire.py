@@ -171,12 +171,7 @@ class RowPacketReader:
         self.result = result
         self.conn = result.connection
         self.width = width
-        self._data = bytearray()
-        self._pos = 0
-
-    @property
-    def active(self) -> bool:
-        return bool(self.result.unbuffered_active)
+        self._data = bytearray()  # bytes read from the socket and not yet parsed
 
     def fetch(self, n: int) -> list[pa.Array] | None:
         """Up to ``n`` rows (fewer when a row over 16 MB or the end comes first); None at the
@@ -186,7 +181,7 @@ class RowPacketReader:
         conn = self.conn
         seq = conn._next_seq_id
         data = self._data
-        pos = self._pos
+        pos = 0
         size = len(data)
         starts: list[int] = []
         keep = starts.append
@@ -208,14 +203,12 @@ class RowPacketReader:
                 if end - body == _MAX_PACKET:
                     if starts:
                         break
-                    self._data, self._pos = data, pos
                     conn._next_seq_id = seq
-                    return self._large_row()
+                    return self._large_row(bytes(data[pos:]))
                 if data[body] == 0xFF or end - body < 9:
                     seq = (seq + 1) & 255
                     conn._next_seq_id = seq
-                    self._data, self._pos = data, end
-                    self._end(bytes(data[body:end]))
+                    self._end(bytes(data[body:end]), bytes(data[end:]))
                     finished = True
                     break
             keep(body)
@@ -231,10 +224,8 @@ class RowPacketReader:
             columns = decode_columns(data, row_starts, row_ends, self.width)
         except ValueError as exc:
             self._protocol_error(str(exc))
-        if finished:
-            self._give_back()
-        else:
-            self._data, self._pos = bytearray(data[pos:]), 0  # the arrays keep `data` alive
+        if not finished:
+            self._data = bytearray(data[pos:])  # a fresh buffer: the arrays keep `data` alive
         return columns if starts or not finished else None
 
     def _read(self) -> bytes:
@@ -253,59 +244,61 @@ class RowPacketReader:
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
-                self.result.unbuffered_active = False
-                conn._force_close()
+                self._abort()
                 raise err.OperationalError(
                     CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({exc})"
                 ) from None
         if not chunk:
-            self.result.unbuffered_active = False
-            conn._force_close()
+            self._abort()
             raise err.OperationalError(CR.CR_SERVER_LOST,
                                        "Lost connection to MySQL server during query")
         return chunk
 
-    def _large_row(self) -> list[pa.Array]:
-        """One row sent as several packets (payload >= 16 MB): joined, then decoded alone."""
-        conn = self.conn
-        self._give_back()  # pymysql's packet reader joins the parts and checks the sequence
-        packet = conn._read_packet()
+    def _large_row(self, unread: bytes) -> list[pa.Array]:
+        """One row sent as several packets (payload >= 16 MB), starting at ``unread``: joined
+        by pymysql's packet reader (which checks the sequence), then decoded alone."""
+        self._give_back(unread)
+        packet = self.conn._read_packet()
         payload = packet.get_all_data()
         try:
             return decode_columns(payload, np.array([0]), np.array([len(payload)]), self.width)
         except ValueError as exc:
             self._protocol_error(str(exc))
 
-    def _end(self, payload: bytes) -> None:
-        """The EOF packet (or an error packet) that ends the result: to pymysql."""
+    def _end(self, payload: bytes, unread: bytes) -> None:
+        """The EOF packet (or an error packet) that ends the result: to pymysql, and the bytes
+        after it back to the connection."""
         from pymysql.protocol import MysqlPacket
 
+        self._give_back(unread)
         result = self.result
         packet = MysqlPacket(payload, self.conn.encoding)
         result.unbuffered_active = False
         if packet.is_error_packet():
-            self._give_back()
             packet.raise_for_error()
         result._check_packet_is_eof(packet)
         result.connection = None
         result.rows = None
 
-    def _give_back(self) -> None:
+    def _give_back(self, unread: bytes) -> None:
         """Return unread bytes to the connection's file (pymysql reads on from there)."""
-        rest = bytes(self._data[self._pos:])
-        self._data, self._pos = bytearray(), 0
-        if rest:
+        self._data = bytearray()
+        if unread:
             inner = self.conn._rfile
             if isinstance(inner, _Prefixed) and not inner._prefix:
                 inner = inner._inner
-            self.conn._rfile = _Prefixed(rest, inner)
+            self.conn._rfile = _Prefixed(unread, inner)
+
+    def _abort(self) -> None:
+        """The result cannot be read on: the connection is closed (never drained)."""
+        self.result.unbuffered_active = False
+        self.conn._force_close()
 
     def _sequence_error(self, got: int, expected: int) -> NoReturn:
         from pymysql import err
         from pymysql.constants import CR
 
-        self.result.unbuffered_active = False
-        self.conn._force_close()
+        self._abort()
         if got == 0:  # MariaDB sends its shutdown error with sequence number 0
             raise err.OperationalError(CR.CR_SERVER_LOST,
                                        "Lost connection to MySQL server during query")
@@ -314,6 +307,5 @@ class RowPacketReader:
     def _protocol_error(self, what: str) -> NoReturn:
         from pymysql import err
 
-        self.result.unbuffered_active = False
-        self.conn._force_close()
+        self._abort()
         raise err.InternalError(f"Malformed row packet from the server: {what}")

@@ -563,7 +563,8 @@ class RowStream:
                  progress: Progress | None = None, raw_bytes: bool = False) -> None:
         self.columns = list(columns)
         self.raw_bytes = raw_bytes
-        self.schema = pa.schema([pa.field(f"c{i}", pa.binary() if raw_bytes else c.arrow_type)
+        self.schema = pa.schema([pa.field(f"c{i}", pa.binary_view() if raw_bytes else
+                                          c.arrow_type)
                                  for i, c in enumerate(self.columns)])
         self._batches = batches
         self._progress = progress
@@ -583,7 +584,7 @@ class RowStream:
                 if not n:
                     continue
                 for i, fn in converters:
-                    cols[i] = [None if v is None else fn(v) for v in cols[i]]
+                    cols[i] = _converted(fn, cols[i])
                 arrays = [pa.array(cols[i], type=self.schema.field(i).type)
                           for i in range(width)]
                 with self._lock:
@@ -603,12 +604,8 @@ class BatchStream(RowStream):
 
     def __init__(self, columns: Sequence[SourceColumn], batches: Iterator[pa.RecordBatch],
                  progress: Progress | None = None, raw_bytes: bool = False) -> None:
-        super().__init__(columns, iter(()), progress)
+        super().__init__(columns, iter(()), progress, raw_bytes)
         self._arrow_batches = batches
-        if raw_bytes:
-            self.raw_bytes = True
-            self.schema = pa.schema([pa.field(f"c{i}", pa.binary_view())
-                                     for i in range(len(self.columns))])
 
     def _generate(self) -> Iterator[pa.RecordBatch]:
         converters = [(i, c.convert) for i, c in enumerate(self.columns) if c.convert]
@@ -620,8 +617,7 @@ class BatchStream(RowStream):
                 if converters:  # rare types fixed up in Python (e.g. MySQL BIT)
                     arrays = list(batch.columns)
                     for i, fn in converters:
-                        arrays[i] = pa.array([None if v is None else fn(v)
-                                              for v in arrays[i].to_pylist()],
+                        arrays[i] = pa.array(_converted(fn, arrays[i].to_pylist()),
                                              type=self.schema.field(i).type)
                     batch = pa.record_batch(arrays, schema=self.schema)
                 with self._lock:
@@ -632,6 +628,11 @@ class BatchStream(RowStream):
         except BaseException as exc:
             self.error = exc
             raise
+
+
+def _converted(fn: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    """A column's values through a SourceColumn's ``convert`` (NULLs stay NULL)."""
+    return [None if v is None else fn(v) for v in values]
 
 
 def columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
