@@ -23,6 +23,9 @@ class Prop:
     max_length: int | None = None
     min_length: int | None = None
     description: str = ""
+    # Query text in this language ("duckdb", "mysql", "graphql"): `${params.x}` in it becomes
+    # a quoted value, never code (oml/sql_params.py).
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ SPECS: dict[str, ComponentSpec] = {
         ComponentSpec(
             name="duckdb.processor",
             modes=("transform",),
-            properties={"query": _s(min_length=1, description="DuckDB SQL over df_<step>")},
+            properties={"query": _s(min_length=1, description="DuckDB SQL over df_<step>",
+                                     language="duckdb")},
             required=("query",),
             kinds=("duckdb", "sql"),
             description="Transforms upstream tables with DuckDB SQL.",
@@ -141,7 +145,7 @@ SPECS: dict[str, ComponentSpec] = {
             modes=("extract",),
             properties={
                 "endpoint": _s(),
-                "query": _s(),
+                "query": _s(language="graphql"),
                 "variables": Prop("object", default={}),
                 "headers": Prop("object"),
                 "auth_type": _s(default="none", enum=("none", "bearer", "basic", "api_key")),
@@ -173,7 +177,7 @@ SPECS: dict[str, ComponentSpec] = {
             modes=("extract",),
             properties={
                 **_MYSQL_CONNECTION,
-                "query": _s(),
+                "query": _s(language="mysql"),
                 "columns": Prop("array"),
                 "limit": _i(minimum=1),
                 "offset": _i(default=0, minimum=0),

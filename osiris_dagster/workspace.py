@@ -21,6 +21,18 @@ from .session import Session, attach_with_retry
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 TMP_PREFIX = "__osiris_tmp_"
 
+# What a step that runs user SQL may not do, enforced by DuckDB itself: no file or network
+# access (read_csv, COPY, ATTACH, glob, httpfs), no Python-variable scans, no extension
+# install/load, and (last, since it freezes the rest) no settings changes.
+SEALED_SETTINGS = (
+    "SET enable_external_access = false",
+    "SET python_enable_replacements = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET lock_configuration = true",
+)
+
 
 class StepWorkspace:
     """Opened per step (``with StepWorkspace(...) as ws``); closed when the step ends."""
@@ -46,6 +58,8 @@ class StepWorkspace:
         self.tmp_dir = session.tmp_dir
         self._on_progress = on_progress
         self._attached: dict[Path, str] = {}
+        self._views: list[tuple[str, str]] = []  # (view name, relation): replayed on reopen
+        self._sealed = False
         self._con: duckdb.DuckDBPyConnection | None = None
         self.rows_so_far: int | None = None
         self._memory_limit: int | None = None
@@ -96,14 +110,43 @@ class StepWorkspace:
             self._attached[resolved] = alias
         relation = f"{quote_ident(alias)}.main.{quote_ident(table)}"
         for name in (view_name, *extra_view_names):
-            self.con.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(name)} AS "
-                             f"SELECT * FROM {relation}")
+            self._create_view(name, relation)
+            self._views.append((name, relation))
         columns = tuple(
             (str(r[0]), str(r[1]))
             for r in self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
         )
         return UpstreamTable(step_id=step_id, view_name=view_name, relation=relation,
                              columns=columns)
+
+    def _create_view(self, name: str, relation: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(name)} AS "
+                         f"SELECT * FROM {relation}")
+
+    def seal_sql_access(self) -> None:
+        """From now on this step's connection runs only what a SQL step may: see SEALED_SETTINGS.
+
+        Upstream databases attached before stay readable and the session stays writable."""
+        if not self._sealed:
+            for statement in SEALED_SETTINGS:
+                self.con.execute(statement)
+            self._sealed = True
+
+    def _reopen(self) -> None:
+        """A fresh connection with the same attachments and views (a sealed one cannot change
+        its settings, e.g. to retry with a higher memory_limit); it is not sealed."""
+        old, self._con = self._con, None
+        if old is not None:
+            with contextlib.suppress(duckdb.Error):
+                old.close()
+        self._con = self.session.open_workspace_connection()
+        for path, alias in self._attached.items():
+            if alias != "session":
+                attach_with_retry(self._con, path, alias,
+                                  self.session.settings.lock_timeout_seconds, read_only=True)
+        for name, relation in self._views:
+            self._create_view(name, relation)
+        self._sealed = False
 
     # -- outputs --------------------------------------------------------------------------------
     @property
@@ -145,6 +188,8 @@ class StepWorkspace:
         """This step's DuckDB memory_limit (the connection lives as long as the step)."""
         with contextlib.suppress(duckdb.Error):  # a failed statement may have left one open
             self.con.execute("ROLLBACK")
+        if self._sealed:
+            self._reopen()
         before, after = memory.format_size(self.memory_limit), memory.format_size(size)
         self.log_event("memory_limit_raised", from_limit=before, to_limit=after, reason=reason)
         self.con.execute(f"SET memory_limit = '{int(size)}B'")

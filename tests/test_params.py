@@ -76,8 +76,12 @@ def test_defaults_plain_and_default_forms(tmp_path):
 
 
 def test_references_inside_longer_strings_are_text(tmp_path):
+    assert cfg(run(tmp_path, NO_PROFILES))["path"] == "data/movies.csv"
+
+
+def test_references_in_sql_become_literals_of_their_value(tmp_path):
     q = cfg(run(tmp_path, NO_PROFILES), "stats")["query"]
-    assert q == "SELECT 'plain' AS l, 0.5 AS r, true AS f FROM df_extract LIMIT 10"
+    assert q == "SELECT 'plain' AS l, 0.5 AS r, TRUE AS f FROM df_extract LIMIT 10"
 
 
 def test_dev_profile_applies_by_default(tmp_path):
@@ -287,3 +291,54 @@ def test_substituted_value_is_type_checked(tmp_path):
 def test_whole_reference_keeps_type(tmp_path, value):
     text = NO_PROFILES.replace("limit: ${params.limit}", f'limit: "{value}"')
     assert cfg(run(tmp_path, text))["limit"] == 10
+
+
+QUERY_LANGUAGES = """\
+oml_version: "0.1.0"
+name: languages
+params:
+  who: {default: "O'Brien"}
+steps:
+  - id: from-mysql
+    component: mysql.extractor
+    mode: read
+    config:
+      host: db.example
+      database: shop
+      user: reader
+      query: "SELECT * FROM people WHERE name = ${params.who} AND note = 'by ${params.who}'"
+  - id: from-graphql
+    component: graphql.extractor
+    mode: read
+    needs: []
+    config:
+      endpoint: https://api.example/graphql
+      query: 'query { people(name: ${params.who}) { id } }'
+  - id: keep
+    component: duckdb.processor
+    mode: transform
+    needs: [from-mysql]
+    config:
+      query: "SELECT * FROM input_df"
+x-dagster:
+  steps:
+    keep:
+      checks:
+        expression: ["name <> ${params.who}", "note <> 'x'"]
+"""
+
+
+def test_each_query_language_quotes_parameters_its_own_way(tmp_path):
+    result = run(tmp_path, QUERY_LANGUAGES)
+    assert cfg(result, "from-mysql")["query"] == (
+        "SELECT * FROM people WHERE name = 'O''Brien' AND note = 'by O''Brien'")
+    assert cfg(result, "from-graphql")["query"] == 'query { people(name: "O\'Brien") { id } }'
+    checks = result.pipeline.dagster.steps["keep"].checks
+    assert list(checks["expression"]) == ["name <> 'O''Brien'", "note <> 'x'"]
+
+
+def test_a_parameter_that_cannot_be_one_value_is_an_error_with_its_line(tmp_path):
+    result = run(tmp_path, QUERY_LANGUAGES, params={"who": "back\\slash"})
+    messages = [str(d) for d in result.errors]
+    assert any(":13: step 'from-mysql': parameter 'who'" in m and "backslash" in m
+               for m in messages), messages

@@ -61,6 +61,11 @@ class StepContext(Protocol):
         """Materialise ``select_sql`` as the step's table (atomically); returns its row count."""
         ...
 
+    def seal_sql_access(self) -> None:
+        """Before running user SQL: no file, network, extension or settings access from here on
+        (DuckDB's enable_external_access off and lock_configuration on)."""
+        ...
+
     def size_memory_for_columns(self, columns: int) -> None:
         """Raise the step's memory limit up front for a table this wide (streamed sources)."""
         ...

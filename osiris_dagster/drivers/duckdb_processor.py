@@ -1,8 +1,9 @@
 """duckdb.processor: the step's SQL runs where the data already is; nothing leaves DuckDB.
 
 The query sees each upstream as ``df_<sanitised id>`` (and ``input_df`` when there is exactly one
-upstream) and nothing else of the session. Queries without upstreams (``SELECT 1``,
-``range(...)``) work too.
+upstream) and nothing else: it must be one SELECT (checked by DuckDB's parser, see
+:mod:`.sql_seal`), and it runs on a connection without file, network, extension or settings
+access. Queries without upstreams (``SELECT 1``, ``range(...)``) work too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import duckdb
 
 from ..errors import DriverError
 from .base import DriverResult, StepContext, UpstreamTable
+from .sql_seal import check_query, first_lines
 
 
 def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTable]
@@ -23,26 +25,35 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
         query = query[:-1].rstrip()
     if not query:
         raise DriverError("config 'query' is empty; give the SQL to run")
+    visible = visible_views(inputs)
+    check_query(ctx.con, query, visible)
     rows_read = 0
     for upstream in inputs:
         rows_read += int(ctx.con.execute(f"SELECT count(*) FROM {upstream.relation}")
                          .fetchone()[0])
+    ctx.seal_sql_access()
     try:
-        rows = ctx.create_output(query)
-    except duckdb.ParserException as exc:
-        raise DriverError(f"SQL syntax error: {_first_lines(exc)}. "
-                          "Only a single SELECT (or WITH ... SELECT) query is allowed.") from exc
+        rows = ctx.create_output(query + "\n")  # a trailing -- comment must not eat the rest
+    except duckdb.PermissionException as exc:
+        raise DriverError(f"refused by DuckDB: {first_lines(exc)}. A duckdb.processor step "
+                          "has no file, network, ATTACH, extension or settings access: read "
+                          "files with filesystem.csv_extractor and write them with "
+                          "filesystem.csv_writer") from exc
     except duckdb.CatalogException as exc:
-        names = ", ".join(u.view_name for u in inputs) or "none (this step has no upstream)"
-        extra = " and input_df" if len(inputs) == 1 else ""
-        raise DriverError(f"{_first_lines(exc)}. Tables visible to this query: {names}{extra}"
-                          ) from exc
+        raise DriverError(f"{first_lines(exc)}. Tables visible to this query: "
+                          f"{', '.join(visible) or 'none (this step has no upstream)'}") from exc
     except duckdb.Error as exc:
-        raise DriverError(f"DuckDB error: {_first_lines(exc)}") from exc
+        if "configuration has been locked" in str(exc):
+            raise DriverError(f"refused by DuckDB: {first_lines(exc)}. A duckdb.processor "
+                              "step cannot change DuckDB settings") from exc
+        raise DriverError(f"DuckDB error: {first_lines(exc)}") from exc
     ctx.log_metric("rows_read", rows_read)
     ctx.log_metric("rows_written", rows)
     return DriverResult(table=ctx.output_table, rows_read=rows_read, rows_written=rows)
 
 
-def _first_lines(exc: Exception, n: int = 6) -> str:
-    return "\n".join(str(exc).strip().splitlines()[:n])
+def visible_views(inputs: Sequence[UpstreamTable]) -> list[str]:
+    """The names the query may read: ``df_<id>`` per upstream, ``input_df`` for a single one."""
+    names = [u.view_name for u in inputs]
+    return names + ["input_df"] if len(inputs) == 1 else names
+

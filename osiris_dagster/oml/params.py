@@ -9,14 +9,15 @@ text.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .diagnostics import Collector
+from .sql_params import PARAM_REF, SqlParamError
+from .sql_params import render as render_query
 from .yaml_lines import LineDict, LineList
 
-PARAM_REF = re.compile(r"\$\{params\.([^}]+)\}")
 ENV_PREFIX = "OSIRIS_PARAM_"
 _SPEC_KEYS = {"default", "description", "type", "enum", "min", "max", "sensitive", "required"}
 _TYPES = {"string": str, "str": str, "integer": int, "int": int, "number": float,
@@ -142,48 +143,71 @@ def _set(values: dict[str, Any], specs: Mapping[str, ParamSpec], name: str, valu
         out.error(specs[name].line if name in specs else 0, str(exc))
 
 
-class _Unresolved(Exception):
-    pass
+LanguageAt = Callable[[tuple[Any, ...]], "str | None"]
+
+
+def unresolved_message(name: str) -> str:
+    return (f"unresolved parameter '{name}': declare it under 'params', set "
+            f"{ENV_PREFIX}{name.upper()}, or pass --param {name}=VALUE")
 
 
 def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | None = None,
-               line: int = 0) -> Any:
-    """Copy of obj with `${params.x}` replaced; unresolved references are reported with lines."""
+               line: int = 0, language_at: LanguageAt | None = None,
+               path: tuple[Any, ...] = ()) -> Any:
+    """Copy of obj with `${params.x}` replaced; unresolved references are reported with lines.
+
+    ``language_at(path)`` names the query language of the string at ``path`` (e.g.
+    ``("config", "query")`` -> "duckdb"); there a reference becomes a quoted value of that
+    language instead of text (see :mod:`.sql_params`).
+    """
+    def sub(value: Any, key: Any, at: int) -> Any:
+        return substitute(value, values, out, step, at, language_at, (*path, key))
+
     if isinstance(obj, LineDict):
         new = LineDict()
         new.line, new.key_lines, new.duplicates = obj.line, obj.key_lines, obj.duplicates
         for k, v in obj.items():
-            new[k] = substitute(v, values, out, step, obj.line_of(k))
+            new[k] = sub(v, k, obj.line_of(k))
         return new
     if isinstance(obj, dict):
-        return {k: substitute(v, values, out, step, line) for k, v in obj.items()}
+        return {k: sub(v, k, line) for k, v in obj.items()}
     if isinstance(obj, LineList):
-        new_list = LineList(substitute(v, values, out, step, obj.line_of(i))
-                            for i, v in enumerate(obj))
+        new_list = LineList(sub(v, i, obj.line_of(i)) for i, v in enumerate(obj))
         new_list.line, new_list.item_lines = obj.line, obj.item_lines
         return new_list
     if isinstance(obj, list):
-        return [substitute(v, values, out, step, line) for v in obj]
+        return [sub(v, i, line) for i, v in enumerate(obj)]
     if isinstance(obj, str) and "${params." in obj:
+        language = language_at(path) if language_at else None
+        if language:
+            return _render_query(obj, values, out, step, line, language)
         whole = PARAM_REF.fullmatch(obj.strip())
         if whole:
             name = whole.group(1).strip()
             if name in values:
                 return values[name]
-            out.error(line, f"unresolved parameter '{name}': declare it under 'params', set "
-                            f"{ENV_PREFIX}{name.upper()}, or pass --param {name}=VALUE", step)
+            out.error(line, unresolved_message(name), step)
             return obj
 
         def repl(m: re.Match[str]) -> str:
             name = m.group(1).strip()
             if name not in values:
-                out.error(line, f"unresolved parameter '{name}': declare it under 'params', set "
-                                f"{ENV_PREFIX}{name.upper()}, or pass --param {name}=VALUE", step)
+                out.error(line, unresolved_message(name), step)
                 return m.group(0)
             return _text(values[name])
 
         return PARAM_REF.sub(repl, obj)
     return obj
+
+
+def _render_query(text: str, values: Mapping[str, Any], out: Collector, step: str | None,
+                  line: int, language: str) -> str:
+    try:
+        return render_query(text, values, language,
+                            lambda name: out.error(line, unresolved_message(name), step))
+    except SqlParamError as exc:
+        out.error(line, f"{exc} (parameters in {language} text are values, never code)", step)
+        return text
 
 
 def _text(value: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -169,12 +169,15 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
             resolved_doc[key] = value
         elif key == "steps" and isinstance(value, LineList):
             steps_list = LineList(
-                substitute(item, values, out, _step_label(item), value.line_of(i))
+                substitute(item, values, out, _step_label(item), value.line_of(i),
+                           _step_query_language(item))
                 for i, item in enumerate(value))
             steps_list.line, steps_list.item_lines = value.line, value.item_lines
             resolved_doc[key] = steps_list
         else:
-            resolved_doc[key] = substitute(value, values, out, None, doc.line_of(key))
+            resolved_doc[key] = substitute(value, values, out, None, doc.line_of(key),
+                                           _x_dagster_query_language if key == "x-dagster"
+                                           else None)
 
     steps_raw = resolved_doc.get("steps")
     steps: list[Step] = []
@@ -215,6 +218,25 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
         resolved=freeze(plain),
         warnings=tuple(out.warnings),
     )
+
+
+def _step_query_language(item: Any) -> Callable[[tuple[Any, ...]], str | None] | None:
+    """Where a step's config holds query text (spec `language`), params become quoted values."""
+    component = item.get("component") if isinstance(item, dict) else None
+    spec = get_spec(component) if isinstance(component, str) else None
+    if spec is None:
+        return None
+    languages = {k: p.language for k, p in spec.properties.items() if p.language}
+
+    def language_at(path: tuple[Any, ...]) -> str | None:
+        return languages.get(path[1]) if len(path) == 2 and path[0] == "config" else None
+
+    return language_at if languages else None
+
+
+def _x_dagster_query_language(path: tuple[Any, ...]) -> str | None:
+    """`x-dagster.steps.<id>.checks.expression` (a string or a list) is DuckDB SQL."""
+    return "duckdb" if path[:1] == ("steps",) and path[2:4] == ("checks", "expression") else None
 
 
 def _step_label(item: Any) -> str | None:

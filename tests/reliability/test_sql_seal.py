@@ -1,0 +1,218 @@
+"""A duckdb.processor step is sealed, and a parameter is a value, never SQL.
+
+Every case runs the real CLI (many per subprocess) on a pipeline with two extracts, a processor
+that needs only the first, and a CSV writer. A refused query must fail its step naming the step
+and what was refused, change nothing outside the step (the other step's table, files, databases)
+and run nothing: the checks look at the file system and the session database, not at words.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from osiris_dagster.session import Session
+from osiris_dagster.settings import Settings
+from osiris_dagster.workspace import StepWorkspace
+
+from .conftest import BatchItem, CliResult, assert_no_traceback, db_tables, run_batch
+
+PIPELINE = """\
+oml_version: "0.1.0"
+name: sealed
+params:
+  who: {default: nobody}
+  n: {default: 1}
+steps:
+  - id: people
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: people.csv}
+  - id: secrets
+    component: filesystem.csv_extractor
+    mode: read
+    needs: []
+    config: {path: secrets.csv}
+  - id: query
+    component: duckdb.processor
+    mode: transform
+    needs: [people]
+    config:
+      query: %s
+  - id: write
+    component: filesystem.csv_writer
+    mode: write
+    config: {path: out.csv}
+"""
+
+PEOPLE = "id,name\n1,Ann\n2,Bob\n"
+SECRETS = "token\ns3cr3t\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    query: str
+    rc: int
+    says: tuple[str, ...] = ()
+    params: Mapping[str, str] = field(default_factory=dict)
+    rows: list[list[str]] | None = None  # output CSV (header, then rows) when rc == 0
+    check: Callable[[Path, CliResult], None] | None = None
+
+
+def _no_file(name: str) -> Callable[[Path, CliResult], None]:
+    def check(cwd: Path, res: CliResult) -> None:
+        assert not list(cwd.rglob(name)), f"{name} was written: {res.describe()}"
+    return check
+
+
+INJECTION = "x' AS who, 1 AS n; COPY (SELECT 1) TO 'pwned.csv'; SELECT '1"
+
+CASES = [
+    Case("plain-select-works", "SELECT id, upper(name) AS name FROM input_df ORDER BY id", 0,
+         rows=[["id", "name"], ["1", "ANN"], ["2", "BOB"]]),
+    Case("df-view-and-cte-work",
+         "WITH p AS (SELECT * FROM df_people) SELECT count(*) AS n FROM p", 0,
+         rows=[["n"], ["2"]]),
+    Case("second-statement-drops-another-table",
+         "SELECT * FROM input_df; DROP TABLE session.main.secrets", 1,
+         ("step 'query'", "refused", "2 statements")),
+    Case("copy-to-file", "COPY (SELECT 1) TO 'pwned.csv'", 1,
+         ("step 'query'", "refused", "COPY"), check=_no_file("pwned.csv")),
+    Case("attach-a-database", "ATTACH 'attached.duckdb' AS x", 1,
+         ("step 'query'", "refused", "ATTACH"), check=_no_file("attached.duckdb")),
+    Case("install-extension", "INSTALL httpfs", 1, ("step 'query'", "refused")),
+    Case("load-extension", "LOAD httpfs", 1, ("step 'query'", "refused")),
+    Case("change-a-setting", "SET enable_external_access = true", 1,
+         ("step 'query'", "refused", "SET")),
+    Case("read-another-step-by-name", "SELECT * FROM session.main.secrets", 1,
+         ("step 'query'", "refused", "session.main.secrets", "df_people, input_df")),
+    Case("read-another-step-unqualified", "SELECT * FROM secrets", 1,
+         ("step 'query'", "refused", "'secrets'")),
+    Case("query-table-function", "SELECT * FROM query_table('session.main.secrets')", 1,
+         ("step 'query'", "refused", "query_table()")),
+    Case("query-function", "SELECT * FROM query('SELECT * FROM session.main.secrets')", 1,
+         ("step 'query'", "refused", "query()")),
+    Case("catalog-listing", "SELECT * FROM duckdb_tables()", 1,
+         ("step 'query'", "refused", "duckdb_tables()")),
+    Case("file-by-replacement-scan", "SELECT * FROM 'secrets.csv'", 1,
+         ("step 'query'", "refused", "secrets.csv")),
+    # past the parse check, DuckDB's own settings refuse file access: a table function we do
+    # not list, inside a subquery
+    Case("read-system-file", "SELECT * FROM input_df WHERE (SELECT count(*) FROM "
+         "read_text('/etc/hostname')) > 0", 1,
+         ("step 'query'", "refused by DuckDB", "/etc/hostname")),
+    Case("read-csv-of-any-file", "SELECT * FROM read_csv('/etc/passwd')", 1,
+         ("step 'query'", "refused by DuckDB", "/etc/passwd")),
+    Case("glob-home", "SELECT * FROM glob('~/*')", 1, ("step 'query'", "refused by DuckDB")),
+    Case("dynamic-pivot-gets-a-hint", "PIVOT input_df ON name USING count(*)", 1,
+         ("step 'query'", "IN list")),
+    Case("pivot-with-in-list-works",
+         "SELECT id, Ann, Bob FROM (PIVOT input_df ON name IN ('Ann', 'Bob') USING count(*) "
+         "GROUP BY id) ORDER BY id", 0,
+         rows=[["id", "Ann", "Bob"], ["1", "1", "0"], ["2", "0", "1"]]),
+    # parameters: values, never SQL
+    Case("param-with-a-quote-is-one-value", "SELECT ${params.who} AS who, '${params.who}!' "
+         "AS greeting, ${params.n} + 1 AS n", 0, params={"who": "O'Brien", "n": "41"},
+         rows=[["who", "greeting", "n"], ["O'Brien", "O'Brien!", "42"]]),
+    Case("param-injection-in-a-string-stays-a-value",
+         "SELECT '${params.who}' AS who, ${params.n} AS n", 0, params={"who": INJECTION},
+         rows=[["who", "n"], [INJECTION, "1"]], check=_no_file("pwned.csv")),
+    Case("param-injection-in-code-stays-a-value", "SELECT ${params.who} AS who", 0,
+         params={"who": INJECTION}, rows=[["who"], [INJECTION]], check=_no_file("pwned.csv")),
+    Case("param-in-an-identifier-stays-an-identifier",
+         'SELECT 1 AS "${params.who}"', 0, params={"who": 'a" , 2 AS "b'},
+         rows=[['a" , 2 AS "b'], ["1"]]),
+    Case("param-in-a-comment-runs-nothing",
+         "SELECT 1 AS one -- ${params.who}", 0, params={"who": "x\nUNION ALL SELECT 2"},
+         rows=[["one"], ["1"]]),
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, CliResult]]]:
+    root = tmp_path_factory.mktemp("sql_seal")
+    items, dirs = [], {}
+    for case in CASES:
+        cwd = root / case.id
+        cwd.mkdir()
+        (cwd / "people.csv").write_text(PEOPLE, encoding="utf-8")
+        (cwd / "secrets.csv").write_text(SECRETS, encoding="utf-8")
+        (cwd / "pipeline.yaml").write_text(PIPELINE % json.dumps(case.query), encoding="utf-8")
+        argv = ["run", "pipeline.yaml", "--sessions-dir", "sessions"]
+        for name, value in case.params.items():
+            argv += ["--param", f"{name}={value}"]
+        items.append(BatchItem(case.id, argv, cwd))
+        dirs[case.id] = cwd
+    out = run_batch(items, root)
+    yield {cid: (cwd, out[cid]) for cid, cwd in dirs.items()}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_sealed_sql_step(case: Case, results: dict[str, tuple[Path, CliResult]]) -> None:
+    cwd, res = results[case.id]
+    assert res.rc == case.rc, res.describe()
+    assert_no_traceback(res.output)
+    for fragment in case.says:
+        assert fragment in res.stderr, f"{fragment!r} not in:\n{res.describe()}"
+    if case.rc == 0:
+        with open(cwd / "out.csv", newline="", encoding="utf-8") as fh:
+            got = list(csv.DictReader(fh))  # the writer orders columns by name, as Osiris
+        header, *rows = case.rows or [[]]
+        assert got == [dict(zip(header, r, strict=True)) for r in rows]
+    else:
+        assert not (cwd / "out.csv").exists()
+    session = res.session_dir
+    assert session is not None, res.describe()
+    tables = db_tables(session / "pipeline_data.duckdb")
+    assert tables.get("secrets") == 1, f"another step's table was changed: {tables}"
+    assert ("query" in tables) == (case.rc == 0), tables
+    if case.check is not None:
+        case.check(cwd, res)
+
+
+def _session(tmp_path: Path) -> Session:
+    return Session(Settings.from_env(tmp_path / "sessions"), "run-1")
+
+
+def test_sealed_connection_has_duckdbs_own_settings_locked(tmp_path: Path) -> None:
+    """The real settings on the step's connection, read back from DuckDB."""
+    with StepWorkspace(_session(tmp_path), pipeline_name="p", step_id="s",
+                       output_table="s") as ws:
+        ws.seal_sql_access()
+        settings = dict(ws.con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access',"
+            " 'lock_configuration', 'python_enable_replacements', 'autoload_known_extensions',"
+            " 'autoinstall_known_extensions', 'allow_community_extensions')").fetchall())
+        assert settings == {"enable_external_access": "false", "lock_configuration": "true",
+                            "python_enable_replacements": "false",
+                            "autoload_known_extensions": "false",
+                            "autoinstall_known_extensions": "false",
+                            "allow_community_extensions": "false"}
+        with pytest.raises(duckdb.Error, match="locked"):
+            ws.con.execute("SET enable_external_access = true")
+        # still able to write its own table (in the session) and spill to its temp directory
+        assert ws.create_output("SELECT range AS x FROM range(5)") == 5
+
+
+def test_a_sealed_step_can_still_be_retried_with_more_memory(tmp_path: Path) -> None:
+    """Raising memory_limit needs a settings change; a sealed step gets a fresh connection
+    with the same upstream views, sealed again by the retried driver."""
+    session = _session(tmp_path)
+    with StepWorkspace(session, pipeline_name="p", step_id="up", output_table="up") as ws:
+        ws.create_output("SELECT range AS x FROM range(3)")
+    with StepWorkspace(session, pipeline_name="p", step_id="s", output_table="s") as ws:
+        ws.add_upstream("up", "df_up", session.db_path, "up", ["input_df"])
+        ws.seal_sql_access()
+        ws.set_memory_limit(512 * 1024 * 1024, "test")
+        limit = ws.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert limit.replace(" ", "") in ("512.0MiB", "512MiB", "488.2MiB", "536.8MB")
+        assert ws.con.execute("SELECT sum(x) FROM input_df").fetchone()[0] == 3
+        ws.seal_sql_access()
+        assert ws.con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]
