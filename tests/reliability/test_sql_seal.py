@@ -136,7 +136,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, CliResult]]]:
+def results(tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[dict[str, tuple[Path, CliResult]]]:
     root = tmp_path_factory.mktemp("sql_seal")
     items, dirs = [], {}
     for case in CASES:
