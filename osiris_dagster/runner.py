@@ -156,6 +156,8 @@ def run_step(
                     ref = TableRef(session.session_id, str(session.db_path), result.table,
                                    step.id, result.rows_written, columns)
                     preview = ws.preview_rows(10)
+                    if checks:  # check expressions are SQL from the pipeline file: sealed too
+                        ws.seal_sql_access()
                     check_outcomes = run_checks(ws.con, ws.output_relation, checks)
             finally:
                 if on_workspace:

@@ -148,3 +148,46 @@ def test_invalid_step_settings(tmp_path: Path, block: str, message: str) -> None
             "config: {query: 'SELECT 1'}}\n")
     result = validate_pipeline(write(tmp_path / "x.yaml", text))
     assert result.errors and message in str(result.errors[0]), [str(d) for d in result.errors]
+
+
+SNEAKY_CHECKS = """\
+oml_version: "0.1.0"
+name: sneaky
+x-dagster:
+  steps:
+    movies:
+      checks:
+        expression:
+          - "true)); DROP TABLE session.main.other; SELECT ((true"
+          - "(SELECT count(*) FROM read_text('/etc/hostname')) > 0"
+          - "movie_id > 0"
+steps:
+  - id: movies
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: data/movies.csv}
+  - id: other
+    component: duckdb.processor
+    mode: transform
+    needs: []
+    config: {query: "SELECT 1 AS one"}
+"""
+
+
+def test_check_expressions_run_sealed_one_condition_each(workdir: Path, tmp_path: Path,
+                                                         instance: dg.DagsterInstance) -> None:
+    import duckdb
+
+    p = write(workdir / "sneaky.yaml", SNEAKY_CHECKS)
+    result = run_job(defs_for(p, tmp_path / "s"), "sneaky", instance)
+    assert result.success, failure_description(result)
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not evals["expression"].passed
+    assert "not several statements" in evals["expression"].metadata["detail"].value
+    assert not evals["expression_2"].passed
+    assert "file system operations are disabled" in evals["expression_2"].metadata[
+        "detail"].value
+    assert evals["expression_3"].passed
+    (db,) = (tmp_path / "s").glob("*/pipeline_data.duckdb")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT * FROM other").fetchall() == [(1,)]
