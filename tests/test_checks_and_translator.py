@@ -91,20 +91,20 @@ def test_external_upstream_appears_in_lineage(workdir: Path, tmp_path: Path) -> 
 
 def test_schema_drift_is_reported_and_strict_fails(workdir: Path, tmp_path: Path,
                                                     instance: dg.DagsterInstance) -> None:
-    base = ("oml_version: \"0.1.0\"\nname: drift\nparams: {{extra: \"\"}}\nx-dagster:\n"
+    # a parameter is a value, never SQL: the column list changes in the pipeline file itself
+    base = ("oml_version: \"0.1.0\"\nname: drift\nx-dagster:\n"
             "  steps:\n    gen: {{schema: {mode}}}\nsteps:\n  - id: gen\n"
             "    component: duckdb.processor\n    mode: transform\n    config: {{query: "
-            "\"SELECT 1 AS a, 'x' AS b ${{params.extra}}\"}}\n")
-    p = write(workdir / "drift.yaml", base.format(mode="warn"))
-    defs = defs_for(p, tmp_path / "s")
-    assert run_job(defs, "drift", instance).success
-    second = run_job(defs, "drift", instance, params={"extra": ", 2.5 AS c"})
+            "\"SELECT 1 AS a, 'x' AS b{extra}\"}}\n")
+    p = write(workdir / "drift.yaml", base.format(mode="warn", extra=""))
+    assert run_job(defs_for(p, tmp_path / "s"), "drift", instance).success
+    p.write_text(base.format(mode="warn", extra=", 2.5 AS c"))
+    second = run_job(defs_for(p, tmp_path / "s"), "drift", instance)
     assert second.success
     md = materialisations(second)["drift/gen"]
     assert "added c (DECIMAL(2,1))" in md["osiris/schema_changes"].value
-    p.write_text(base.format(mode="strict"))
-    strict = run_job(defs_for(p, tmp_path / "s"), "drift", instance,
-                     params={"extra": ", 'y' AS a2"})
+    p.write_text(base.format(mode="strict", extra=", 'y' AS a2"))
+    strict = run_job(defs_for(p, tmp_path / "s"), "drift", instance)
     assert not strict.success
     message = failure_description(strict)
     assert "schema: strict" in message and "removed c" in message and "added a2" in message
