@@ -4,6 +4,8 @@ The connection decides the channel (:func:`sql_support.supabase_channels`):
 
 **SQL channel** (``pg_dsn``/``dsn``/``sql_dsn``, ``pg_host``..., or ``host/database/user``):
 everything runs in **one PostgreSQL transaction**, so a failure leaves the target as it was.
+Nothing is retried. The one unknown outcome, a connection that breaks during ``COMMIT``, is
+reported as such (for an append as a non-retryable :class:`OutcomeUnknownError`).
 
 * Rows leave DuckDB as Arrow batches, are rendered as CSV by Arrow (PostgreSQL's text formats;
   NULL unquoted, every value quoted) and streamed with ``COPY ... FROM STDIN`` -- no Python
@@ -45,9 +47,15 @@ batches of ``batch_size`` JSON rows (dates/timestamps as ISO strings, decimals a
 bytea as ``\\x..`` hex, NaN/Infinity as strings, NULL as null), ``apikey`` + ``Authorization:
 Bearer`` headers, ``Prefer: return=minimal`` (upsert/replace add ``resolution=merge-duplicates``
 and ``on_conflict=<primary_key>``), ``Content-Profile`` for a non-public ``schema``. Requests are
-retried on 429/5xx/connection errors with exponential backoff honouring ``Retry-After``
-(``retries`` attempts, at most 60 s per wait and 120 s of waiting in total), each with
-``timeout``. ``replace`` = upsert, then delete the rows whose key is not in the input:
+retried with exponential backoff honouring ``Retry-After`` (``retries`` attempts, at most 60 s
+per wait and 120 s of waiting in total), each with ``timeout``, but only when a retry cannot
+write twice: after a 429 or a connection that failed before anything was sent, any request;
+after a 5xx, a read timeout or a dropped connection, only idempotent ones
+(:func:`postgrest_idempotent`: reads, filtered DELETEs, upsert/replace POSTs with
+``on_conflict``). An append batch that reached the server and then failed may have been
+committed: the step fails (:class:`OutcomeUnknownError`, never retried, not by Dagster either)
+naming the batch's rows, how to check and how to make the write safe (upsert).
+``replace`` = upsert, then delete the rows whose key is not in the input:
 ``DELETE ?<pk>=not.in.(...)`` when the keys fit in one URL, else the existing keys are read,
 compared in DuckDB, and the stale ones deleted in chunks (``in.(...)``).
 
@@ -222,10 +230,34 @@ class _SqlWrite:
             try:
                 conn.commit()
             except psycopg.Error as exc:
-                raise self._fail(f"committing the write to {self.label}", exc) from None
+                raise self._commit_failed(conn, exc, rows) from None
             return rows
         finally:
             sq.close_quietly(conn)
+
+    def _commit_failed(self, conn: Any, exc: BaseException, rows: int) -> DriverError:
+        """A COMMIT the server refused (a deferred constraint) rolled everything back; a COMMIT
+        whose connection broke may or may not have been applied, and nothing can tell which
+        from here: say so, and for an append make sure nothing runs it again blindly."""
+        import psycopg
+
+        action = f"committing the write to {self.label}"
+        if not (conn.broken or isinstance(exc, psycopg.OperationalError)):
+            return self._fail(action, exc, note=f"Nothing was written: the transaction was "
+                                                f"rolled back and {self.label} is as it was.")
+        check = (f"Check with SELECT count(*) FROM {self.label} whether the {rows} rows are "
+                 "there before running the step again")
+        if self.opts.mode != "append":
+            return self._fail(action, exc, note=(
+                f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. Running the step again is safe (write_mode "
+                f"{self.opts.mode} gives the same end state).") + f" {check}.")
+        note = (f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. {check}: with write_mode append a second run writes them twice. "
+                "To make the write safe to repeat, use write_mode: upsert with primary_key: "
+                "[<key columns>].")
+        return OutcomeUnknownError(str(self._fail(action, exc, note=note)),
+                                   reason=sq.first_line(exc))
 
     def _write(self, cur: Any) -> int:
         opts = self.opts

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import requests
@@ -768,3 +769,50 @@ def test_rest_append_outcome_unknown_fails_the_step_without_dagster_retries(
     text = failure_description(result)
     assert "step 'write-rows'" in text and "rows 1-3" in text
     assert "may have been written" in text and "primary_key" in text
+
+
+def test_sql_writer_commit_without_answer_is_reported_as_unknown(
+        pg: PgTarget, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection dies while the COMMIT is under way: the writer cannot know whether the
+    rows landed. An append says so (and is not retryable); a deferred constraint that fails at
+    COMMIT is a known rollback."""
+    import psycopg
+
+    from osiris_dagster.errors import NotRetryableError
+
+    from .conftest import PG_DSN
+
+    t = pg.table("s_commit")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int, name text, price numeric(10,2))")
+    harness.upstream(ROWS)
+    original = supabase_writer._SqlWrite._write
+
+    def write_then_lose_the_connection(self: Any, cur: Any) -> int:
+        rows = original(self, cur)
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:  # the server drops the session
+            admin.execute("SELECT pg_terminate_backend(%s)", (cur.connection.info.backend_pid,))
+        return rows
+
+    monkeypatch.setattr(supabase_writer._SqlWrite, "_write", write_then_lose_the_connection)
+    with pytest.raises(NotRetryableError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_commit")
+    msg = str(info.value)
+    assert "may or may not have been written" in msg and f"{pg.schema}.s_commit" in msg
+    assert "SELECT count(*)" in msg and "upsert" in msg and "primary_key" in msg
+    pg.execute(f"DROP TABLE {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, name text, price numeric(10,2))")
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_commit",
+                      write_mode="upsert", primary_key="id")
+    assert not isinstance(info.value, NotRetryableError)  # an upsert may simply run again
+    assert "may or may not have been written" in str(info.value)
+    monkeypatch.undo()
+
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int UNIQUE DEFERRABLE INITIALLY DEFERRED, name text, "
+               "price numeric(10,2))", f"INSERT INTO {t} VALUES (1, 'taken', 0)")
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_commit")
+    assert "rolled back" in str(info.value) and "may or may not" not in str(info.value)
+    assert _rows(pg, "s_commit") == [(1, "taken", 0)]
