@@ -26,7 +26,14 @@ from .oml import Pipeline, validate_pipeline
 from .oml.model import canonical_json
 from .partitions import partition_params
 from .resources import OsirisResource
-from .runner import StepOutcome, TableRef, data_upstreams, finish_run_if_done, run_step
+from .runner import (
+    StepOutcome,
+    TableRef,
+    commit_state,
+    data_upstreams,
+    finish_run_if_done,
+    run_step,
+)
 from .session import Session
 from .translator import OsirisStepData, OsirisTranslator
 
@@ -236,7 +243,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                          metadata={"osiris/session_id": session.session_id,
                                    "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
                                    "osiris/events": dg.MetadataValue.path(
-                                       str(session.events_path))}) from None
+                                       str(session.events_path))},
+                         allow_retries=exc.retryable) from None
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
@@ -259,6 +267,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     _finish(context, session, pipeline)
     if outcome.ref is None:
         yield dg.MaterializeResult(metadata=metadata)
+        _commit_state(context, pipeline, session, outcome)
         return
     yield dg.Output(outcome.ref, metadata=metadata)
     for c in outcome.checks:
@@ -272,6 +281,31 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                       **({"sample": dg.MetadataValue.md(markdown_table(
                           list(c.sample[0]), [tuple(r.values()) for r in c.sample]))}
                          if c.sample else {})})
+    _commit_state(context, pipeline, session, outcome)
+
+
+def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session: Session,
+                  outcome: StepOutcome) -> None:
+    """Advance the step's incremental state, at the one point where its output is accepted.
+
+    Dagster resumes this generator only after it handled the yielded output: the IO manager ran
+    and the materialisation and check results are in the event log (if the IO manager raises,
+    the generator is closed at the ``yield`` and this never runs). A failed blocking check
+    fails the step right after, so the state stays where it was then too."""
+    if outcome.result.pending_state is None:
+        return
+    failed = [c.spec.name for c in outcome.checks if c.spec.blocking and not c.passed]
+    if failed:
+        session.log_event("state_not_committed", step_id=outcome.step_id,
+                          reason="blocking check failed: " + ", ".join(failed))
+        context.log.warning(f"step '{outcome.step_id}': incremental state not advanced "
+                            f"(blocking check {', '.join(failed)} failed); the next run reads "
+                            "these rows again")
+        return
+    try:
+        commit_state(pipeline, session, outcome)
+    except StepError as exc:
+        raise dg.Failure(description=str(exc)) from None
 
 
 def schema_changes(instance: dg.DagsterInstance, key: dg.AssetKey,

@@ -24,10 +24,12 @@ class ConnectionError_(OsirisError):
 class StepError(OsirisError):
     """A step failed while running; the message names the pipeline and step."""
 
-    def __init__(self, pipeline: str, step_id: str, message: str) -> None:
+    def __init__(self, pipeline: str, step_id: str, message: str, retryable: bool = True
+                 ) -> None:
         self.pipeline = pipeline
         self.step_id = step_id
         self.reason = message
+        self.retryable = retryable  # False: a retry could duplicate data (NotRetryableError)
         super().__init__(f"pipeline '{pipeline}', step '{step_id}': {message}")
 
 
@@ -49,3 +51,18 @@ class StepCancelled(OsirisError):
 
 class StepTimeout(OsirisError):
     """The step ran longer than its `x-dagster` timeout_seconds."""
+
+
+class NotRetryableError(DriverError):
+    """A failure that running the step again would make worse (rows written twice): the step
+    fails without Dagster's retry policy, and the message says what to check first."""
+
+
+class OutcomeUnknownError(NotRetryableError):
+    """A request that changes data was sent, and then the answer was an error or never came: it
+    may have taken effect. Repeating it could apply it twice, so nothing retries it, neither the
+    driver nor Dagster. ``reason`` is what went wrong (status or timeout), without context."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message

@@ -18,6 +18,7 @@ from .connections import Connections, ResolvedConnection
 from .drivers import DriverResult, get_driver, supported_components
 from .errors import (
     DriverError,
+    NotRetryableError,
     OsirisError,
     StepCancelled,
     StepError,
@@ -27,7 +28,7 @@ from .errors import (
 from .masking import Masker
 from .naming import table_names, upstream_view_names
 from .oml.model import Pipeline, Step, thaw
-from .session import Session
+from .session import Session, write_json_atomic
 from .specs import get_spec
 from .workspace import ProgressCallback, StepWorkspace
 
@@ -114,6 +115,9 @@ def run_step(
 ) -> StepOutcome:
     """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
 
+    The driver's incremental state (``outcome.result.pending_state``) is NOT saved here: the
+    caller saves it with :func:`commit_state` once the step's output is accepted.
+
     The driver runs in a worker thread while this thread waits, so a run termination
     (KeyboardInterrupt / Dagster's interrupt) or the step's timeout interrupts DuckDB at once
     instead of after the query; the interrupted step leaves no partial output.
@@ -173,7 +177,8 @@ def run_step(
         session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
-        raise StepError(pipeline.name, step.id, message) from None
+        raise StepError(pipeline.name, step.id, message,
+                        retryable=not isinstance(exc, NotRetryableError)) from None
     duration = time.monotonic() - started
     session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
     session.log_event("step_complete", step_id=step.id, driver=step.component,
@@ -185,6 +190,26 @@ def run_step(
                           detail=c.detail)
     return StepOutcome(step.id, ref, result, duration, preview,
                        resolved.ref if resolved else None, check_outcomes)
+
+
+def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> None:
+    """Save the step's incremental state (its high-water mark) now that its output is accepted:
+    table committed, checks passed, materialisation recorded. Until then the rows it read are
+    not delivered, and a mark saved earlier would make the next run start after rows that never
+    landed; a step that fails before this point leaves the state as it was."""
+    pending = outcome.result.pending_state
+    if pending is None:
+        return
+    try:
+        write_json_atomic(pending.path, pending.document)
+    except OSError as exc:
+        message = (f"the step's table was materialised, but its incremental state could not be "
+                   f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "
+                   "these rows again. Check free space and permissions of that directory.")
+        session.log_event("step_error", step_id=outcome.step_id, error=message,
+                          cancelled=False, timed_out=False)
+        raise StepError(pipeline.name, outcome.step_id, message) from None
+    session.log_event("state_committed", step_id=outcome.step_id, path=str(pending.path))
 
 
 # Steps that only read files or session tables and write atomically: safe to run again.

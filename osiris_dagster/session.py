@@ -189,11 +189,22 @@ def _database_error(db_path: Path, exc: Exception) -> OsirisError:
     )
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON in ``path``, replaced in one rename (state files: never half written)."""
+    _atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True,
+                                        default=_json_default) + "\n")
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
+    """Write a temporary file next to ``path`` (unique per process and thread), flush it to
+    disk and rename it into place: readers see the old file or the new one, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

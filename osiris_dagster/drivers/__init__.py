@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Driver, DriverResult, StepContext, UpstreamTable
+from .base import Driver, DriverResult, PendingState, StepContext, UpstreamTable
 
 _DRIVER_MODULES = {
     "duckdb.processor": "osiris_dagster.drivers.duckdb_processor",
@@ -38,5 +38,5 @@ def get_driver(component: str) -> Driver | None:
     return importlib.import_module(module).run
 
 
-__all__ = ["Driver", "DriverResult", "StepContext", "UpstreamTable", "get_driver", "has_driver",
-           "supported_components"]
+__all__ = ["Driver", "DriverResult", "PendingState", "StepContext", "UpstreamTable",
+           "get_driver", "has_driver", "supported_components"]

@@ -11,6 +11,8 @@ A driver is a function ``run(ctx, config, inputs) -> DriverResult``:
 
 Extractors and processors call ``ctx.create_output(select_sql)``, which builds the step's table
 under a temporary name and swaps it in atomically. Writers read ``inputs[0]`` and write outside.
+Incremental extractors return their new high-water mark as ``DriverResult.pending_state``; the
+runtime saves it once the step's output is accepted (see :class:`PendingState`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ class UpstreamTable:
     columns: tuple[tuple[str, str], ...] = ()  # (name, duckdb type)
 
 
+@dataclass(frozen=True)
+class PendingState:
+    """Incremental state (a high-water mark) a driver wants kept for its next run.
+
+    A driver never writes its state itself: the step can still fail after the driver returns
+    (``schema: strict``, a blocking check, the IO manager), and a mark saved then would make the
+    next run start after rows that never landed. The runtime writes ``document`` as JSON to
+    ``path`` (atomically) once the step's table is committed, its checks passed and the
+    materialisation is recorded; a failed step never writes it, so the next run reads the same
+    rows again."""
+
+    path: Path
+    document: Mapping[str, Any]
+
+
 @dataclass
 class DriverResult:
     """What a step produced. ``table`` is None for writers (they produce no session table)."""
@@ -42,6 +59,7 @@ class DriverResult:
     rows_written: int = 0
     target: str | None = None  # writers: file path or table they wrote
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+    pending_state: PendingState | None = None  # committed by the runtime, never by the driver
 
 
 class StepContext(Protocol):

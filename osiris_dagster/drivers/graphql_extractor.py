@@ -26,9 +26,11 @@ What it does, and where it differs from Osiris' driver:
   record that is not an object becomes a column ``value``.
 * **Errors.** A body with a non-empty ``errors`` list fails the step with the GraphQL messages
   (not retried: a bad query stays bad). HTTP 429/5xx, timeouts and refused connections are
-  retried ``max_retries`` times, waiting ``retry_delay`` doubled each time with jitter (capped at
-  60 s, ``Retry-After`` honoured); other 4xx fail at once; 401/403 say which credentials to check.
-  Messages name the host, never the token.
+  retried ``max_retries`` times, waiting ``retry_delay`` doubled each time with jitter (capped
+  at 60 s, ``Retry-After`` honoured); a ``mutation`` document only after a 429 or a failure
+  before it was sent (once it reached the server it may have been applied: never sent twice).
+  Other 4xx fail at once; 401/403 say which credentials to check. Messages name the host,
+  never the token.
 * **Storage.** Each page is appended to a staging NDJSON file as it arrives (memory stays flat);
   the table is built from it at the end with the union of all columns
   (:class:`~osiris_dagster.drivers.http_support.JsonStager`). No rows and no columns -> a table
@@ -40,6 +42,7 @@ What it does, and where it differs from Osiris' driver:
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -222,7 +225,8 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
         seen_cursors: set[str] = set()  # JSON texts of the cursors used so far
         while True:
             body = client.request_json("POST", opts.endpoint,
-                                       {"query": opts.query, "variables": variables})
+                                       {"query": opts.query, "variables": variables},
+                                       idempotent=not is_mutation(opts.query))
             _raise_graphql_errors(body, host, client)
             try:
                 records = hs.rows_at(body, opts.data_path)
@@ -261,6 +265,25 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
                         extra_metadata={"pages_fetched": pages,
                                         "requests_made": client.requests_made})
+
+
+_GQL_NOISE = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+_GQL_TOKEN = re.compile(r"[{}]|[_A-Za-z][_0-9A-Za-z]*")
+
+
+def is_mutation(document: str) -> bool:
+    """Whether the GraphQL document defines a mutation (at the top level, outside strings and
+    comments). A query is a read and may be repeated; a mutation that reached the server and
+    then failed may have been applied, so it is never sent twice."""
+    depth = 0
+    for token in _GQL_TOKEN.findall(_GQL_NOISE.sub(" ", document)):
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth = max(0, depth - 1)
+        elif depth == 0 and token == "mutation":
+            return True
+    return False
 
 
 def _auth_hint(opts: Options, host: str) -> str:

@@ -2,7 +2,12 @@
 
 * :class:`ApiClient`: a ``requests`` session that retries 429 and 5xx answers (and, if asked,
   timeouts and refused connections) with capped exponential backoff and jitter, honouring
-  ``Retry-After`` up to a bound. Every error names the service, the host and what to check, and
+  ``Retry-After`` up to a bound. Only requests that are safe to repeat are repeated once they
+  were sent: an idempotent request (GET/HEAD/PUT/DELETE, or a POST the caller declares
+  idempotent, such as a read-only query) after a 5xx, a read timeout or a dropped connection; any
+  request after a 429 (rejected unprocessed) or a failure before a byte was sent
+  (:func:`nothing_was_sent`). Anything else fails with :class:`OutcomeUnknownError`: it may have
+  taken effect. Every error names the service, the host and what to check, and
   never contains a secret: the client knows the secrets it sends and blanks them out of every
   message (also out of response bodies quoted in errors); URLs are shown without user info and
   query string.
@@ -29,7 +34,6 @@ import contextlib
 import email.utils
 import json
 import math
-import os
 import random
 import re
 import time
@@ -43,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from ..errors import DriverError
+from ..errors import DriverError, OutcomeUnknownError
 from ..naming import quote_ident, quote_literal
 
 EMPTY_COLUMN = "_empty"
@@ -125,6 +129,31 @@ def substitute_env(value: Any, option: str, env: Mapping[str, str]) -> Any:
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def nothing_was_sent(exc: BaseException) -> bool:
+    """True when a ``requests`` failure happened before any byte of the request left this
+    machine (connection refused, connect timeout, host name not resolved): repeating such a
+    request cannot apply it twice. A read timeout or a connection dropped after sending is
+    different: the server may have carried the request out, only its answer was lost."""
+    from urllib3.exceptions import ConnectTimeoutError  # NewConnectionError is a subclass
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        cur = todo.pop()
+        if not isinstance(cur, BaseException) or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, ConnectTimeoutError):
+            return True
+        todo += [*cur.args, getattr(cur, "reason", None), cur.__cause__, cur.__context__]
+    return False
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries of transient failures: ``max_retries`` after the first attempt, exponential
@@ -207,9 +236,17 @@ class ApiClient:
         return DriverError(self.redact(message))
 
     # -- the request loop
-    def request_json(self, method: str, url: str, json_body: Any = None) -> Any:
+    def request_json(self, method: str, url: str, json_body: Any = None, *,
+                     idempotent: bool | None = None) -> Any:
         """The decoded JSON body of a 2xx answer; retries transient failures; raises
-        DriverError (secret-free) for everything else."""
+        DriverError (secret-free) for everything else.
+
+        ``idempotent`` (default: by method, see :data:`IDEMPOTENT_METHODS`) says whether the
+        request may be repeated after it reached the server (a read-only POST query may);
+        a request that may not is never repeated after a 5xx, a read timeout or a dropped
+        connection: :class:`OutcomeUnknownError` says it may have taken effect."""
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
         where = origin_of(url)
         retries = 0
         while True:
@@ -218,8 +255,10 @@ class ApiClient:
             try:
                 self.requests_made += 1
                 resp = self._session.request(method, url, json=json_body, timeout=self.timeout)
-            except requests.exceptions.Timeout:
+            except requests.exceptions.Timeout as exc:
                 failure = f"no response within {self.timeout:g} s"
+                if not (idempotent or nothing_was_sent(exc)):
+                    raise self._unknown(method, url, failure) from None
                 if not self.policy.retry_timeouts or retries >= self.policy.max_retries:
                     raise self.error(
                         f"{self.service}: {failure} from {where} "
@@ -232,6 +271,8 @@ class ApiClient:
                     "`validate_ssl: false` where the component supports it.") from None
             except requests.exceptions.ConnectionError as exc:
                 failure = _connection_reason(exc)
+                if not (idempotent or nothing_was_sent(exc)):
+                    raise self._unknown(method, url, failure) from None
                 if not self.policy.retry_connection_errors or \
                         retries >= self.policy.max_retries:
                     raise self.error(
@@ -251,6 +292,8 @@ class ApiClient:
                         f"{_status_text(resp)}){self._detail(resp)}. Check {self.auth_hint}.")
                 if status not in self.policy.retry_statuses:
                     raise self.error(self._status_message(resp, url))
+                if status != 429 and not idempotent:  # 429: rejected before it was processed
+                    raise self._unknown(method, url, f"{_status_text(resp)}{self._detail(resp)}")
                 failure = _status_text(resp)
                 wait = parse_retry_after(resp.headers.get("Retry-After"))
                 if retries >= self.policy.max_retries:
@@ -273,6 +316,15 @@ class ApiClient:
                 self.on_retry({"host": where, "reason": failure, "retry": retries,
                                "delay_s": round(delay, 3)})
             self.sleep(delay)
+
+    def _unknown(self, method: str, url: str, failure: str) -> OutcomeUnknownError:
+        """A request that changes data reached the server and failed: say it may have taken
+        effect, and that it was not repeated (a second attempt could apply it twice)."""
+        return OutcomeUnknownError(self.redact(
+            f"{self.service}: {method.upper()} {display_url(url)} was sent, then failed: "
+            f"{failure}. It may have taken effect on the server, so it was not sent again (a "
+            "second attempt could apply it twice). Check the data on the service before "
+            "running the step again."), reason=self.redact(failure))
 
     def _decode(self, resp: requests.Response, url: str) -> Any:
         try:
@@ -634,25 +686,3 @@ def read_json_file(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON next to ``path`` and rename it into place (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

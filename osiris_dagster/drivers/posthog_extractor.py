@@ -22,8 +22,11 @@ query API -> the step's table, incrementally from one run to the next.
   else ``initial_since``, else 30 days ago; up to the run's start. persons: from the high-water
   mark minus the lookback, else ``initial_since``, else all persons. person_distinct_ids: a full
   snapshot every run (the table has no time column). ``event_types`` filters events.
-* **Incremental state** (``<state_dir>/posthog_state.json``, written atomically and only after
-  the step's table was created): per data type the last row's time and key, and the keys of the
+* **Incremental state** (``<state_dir>/posthog_state.json``): returned as the result's
+  ``pending_state`` and written (atomically) by the runtime only once the step's output is
+  accepted: table committed, ``schema: strict`` and blocking checks passed, materialisation
+  recorded. A step that fails anywhere before leaves the file as it was, so the next run reads
+  the same rows again. Per data type the last row's time and key, and the keys of the
   rows inside the lookback window before it (at most 100,000). The next run starts at that time
   minus the lookback and drops rows whose key it already delivered (``deduplication_enabled``,
   keyed by ``uuid`` / ``id`` / ``session_id`` / ``distinct_id``; within a run a bounded FIFO of
@@ -55,7 +58,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from ..errors import DriverError
 from . import http_support as hs
-from .base import DriverResult, StepContext, UpstreamTable
+from .base import DriverResult, PendingState, StepContext, UpstreamTable
 
 BASE_URLS = {"us": "https://us.posthog.com", "eu": "https://eu.posthog.com"}
 TIMEOUT = 30.0
@@ -369,7 +372,10 @@ class StateStore:
             return None
         return entry
 
-    def save(self, last_time: datetime, last_key: Any, recent: list[str], rows: int) -> None:
+    def pending(self, last_time: datetime, last_key: Any, recent: list[str], rows: int
+                ) -> PendingState:
+        """The state file with this data type's new high-water mark, for the runtime to save
+        once the step's output is accepted (never saved from here: the step may still fail)."""
         entry = {
             "last_time": last_time.isoformat(),
             "last_key": last_key,
@@ -380,8 +386,8 @@ class StateStore:
         }
         if self.opts.data_type == "events":
             entry["event_types"] = sorted(self.opts.event_types)
-        self.doc.setdefault("data_types", {})[self.opts.data_type] = entry
-        hs.write_json_atomic(self.path, self.doc)
+        data_types = {**(self.doc.get("data_types") or {}), self.opts.data_type: entry}
+        return PendingState(self.path, {**self.doc, "data_types": data_types})
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -429,7 +435,8 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
             query = build_query(kind, since=since, until=until, event_types=opts.event_types,
                                 cursor=cursor, page_size=opts.page_size)
             body = client.request_json("POST", opts.query_url,
-                                       {"query": {"kind": "HogQLQuery", "query": query}})
+                                       {"query": {"kind": "HogQLQuery", "query": query}},
+                                       idempotent=True)  # a read-only query: safe to repeat
             chain_rows = 0
             visited: set[str] = set()
             while True:
@@ -476,8 +483,9 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     finally:
         stager.close()
         client.close()
+    pending = None
     if store is not None and recent.latest is not None and last_row is not None:
-        store.save(recent.latest, last_row.get(kind.key), recent.keys(), rows_out)
+        pending = store.pending(recent.latest, last_row.get(kind.key), recent.keys(), rows_out)
     ctx.log_metric("rows_read", fetched)
     ctx.log_metric("rows_deduplicated", dropped)
     ctx.log_metric("rows_output", rows_out)
@@ -487,7 +495,8 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     return DriverResult(table=ctx.output_table, rows_read=fetched, rows_written=rows_out,
                         extra_metadata={"pages_fetched": pages,
                                         "requests_made": client.requests_made,
-                                        "rows_deduplicated": dropped})
+                                        "rows_deduplicated": dropped},
+                        pending_state=pending)
 
 
 def _policy(max_retries: int) -> hs.RetryPolicy:

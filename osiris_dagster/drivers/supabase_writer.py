@@ -4,6 +4,8 @@ The connection decides the channel (:func:`sql_support.supabase_channels`):
 
 **SQL channel** (``pg_dsn``/``dsn``/``sql_dsn``, ``pg_host``..., or ``host/database/user``):
 everything runs in **one PostgreSQL transaction**, so a failure leaves the target as it was.
+Nothing is retried. The one unknown outcome, a connection that breaks during ``COMMIT``, is
+reported as such (for an append as a non-retryable :class:`OutcomeUnknownError`).
 
 * Rows leave DuckDB as Arrow batches, are rendered as CSV by Arrow (PostgreSQL's text formats;
   NULL unquoted, every value quoted) and streamed with ``COPY ... FROM STDIN`` -- no Python
@@ -45,9 +47,15 @@ batches of ``batch_size`` JSON rows (dates/timestamps as ISO strings, decimals a
 bytea as ``\\x..`` hex, NaN/Infinity as strings, NULL as null), ``apikey`` + ``Authorization:
 Bearer`` headers, ``Prefer: return=minimal`` (upsert/replace add ``resolution=merge-duplicates``
 and ``on_conflict=<primary_key>``), ``Content-Profile`` for a non-public ``schema``. Requests are
-retried on 429/5xx/connection errors with exponential backoff honouring ``Retry-After``
-(``retries`` attempts, at most 60 s per wait and 120 s of waiting in total), each with
-``timeout``. ``replace`` = upsert, then delete the rows whose key is not in the input:
+retried with exponential backoff honouring ``Retry-After`` (``retries`` attempts, at most 60 s
+per wait and 120 s of waiting in total), each with ``timeout``, but only when a retry cannot
+write twice: after a 429 or a connection that failed before anything was sent, any request;
+after a 5xx, a read timeout or a dropped connection, only idempotent ones
+(:func:`postgrest_idempotent`: reads, filtered DELETEs, upsert/replace POSTs with
+``on_conflict``). An append batch that reached the server and then failed may have been
+committed: the step fails (:class:`OutcomeUnknownError`, never retried, not by Dagster either)
+naming the batch's rows, how to check and how to make the write safe (upsert).
+``replace`` = upsert, then delete the rows whose key is not in the input:
 ``DELETE ?<pk>=not.in.(...)`` when the keys fit in one URL, else the existing keys are read,
 compared in DuckDB, and the stale ones deleted in chunks (``in.(...)``).
 
@@ -73,7 +81,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from ..errors import DriverError
+from ..errors import DriverError, NotRetryableError, OutcomeUnknownError
+from . import http_support as hs
 from . import sql_support as sq
 from .base import DriverResult, StepContext, UpstreamTable
 
@@ -221,10 +230,34 @@ class _SqlWrite:
             try:
                 conn.commit()
             except psycopg.Error as exc:
-                raise self._fail(f"committing the write to {self.label}", exc) from None
+                raise self._commit_failed(conn, exc, rows) from None
             return rows
         finally:
             sq.close_quietly(conn)
+
+    def _commit_failed(self, conn: Any, exc: BaseException, rows: int) -> DriverError:
+        """A COMMIT the server refused (a deferred constraint) rolled everything back; a COMMIT
+        whose connection broke may or may not have been applied, and nothing can tell which
+        from here: say so, and for an append make sure nothing runs it again blindly."""
+        import psycopg
+
+        action = f"committing the write to {self.label}"
+        if not (conn.broken or isinstance(exc, psycopg.OperationalError)):
+            return self._fail(action, exc, note=f"Nothing was written: the transaction was "
+                                                f"rolled back and {self.label} is as it was.")
+        check = (f"Check with SELECT count(*) FROM {self.label} whether the {rows} rows are "
+                 "there before running the step again")
+        if self.opts.mode != "append":
+            return self._fail(action, exc, note=(
+                f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. Running the step again is safe (write_mode "
+                f"{self.opts.mode} gives the same end state).") + f" {check}.")
+        note = (f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. {check}: with write_mode append a second run writes them twice. "
+                "To make the write safe to repeat, use write_mode: upsert with primary_key: "
+                "[<key columns>].")
+        return OutcomeUnknownError(str(self._fail(action, exc, note=note)),
+                                   reason=sq.first_line(exc))
 
     def _write(self, cur: Any) -> int:
         opts = self.opts
@@ -388,9 +421,17 @@ class _Http:
         self.session.close()
 
     def request(self, method: str, url: str, *, what: str, params: Any = None,
-                data: bytes | None = None, headers: Mapping[str, str] | None = None) -> Any:
+                data: bytes | None = None, headers: Mapping[str, str] | None = None,
+                idempotent: bool | None = None) -> Any:
+        """Send one request, repeating it only when that cannot apply it twice: after a 429
+        (rejected unprocessed) or a failure before anything was sent, and, for idempotent
+        requests (:func:`postgrest_idempotent`), also after a 5xx, a read timeout or a dropped
+        connection. A non-idempotent request that reached the server and then failed raises
+        :class:`OutcomeUnknownError`: it may have been carried out."""
         import requests
 
+        if idempotent is None:
+            idempotent = postgrest_idempotent(method, params, headers)
         attempt = 0
         while True:
             try:
@@ -398,6 +439,12 @@ class _Http:
                                             headers=dict(headers or {}),
                                             timeout=self.timeout)
             except requests.RequestException as exc:
+                sent = not hs.nothing_was_sent(exc)
+                if sent and not idempotent:
+                    raise self._unknown(what, f"no answer within {self.timeout:g}s" if
+                                        isinstance(exc, requests.Timeout) else
+                                        f"the connection failed ({type(exc).__name__}: "
+                                        f"{sq.first_line(exc)})") from None
                 if attempt < self.retries:
                     attempt += 1
                     self._sleep(self._backoff(attempt), what)
@@ -409,6 +456,9 @@ class _Http:
                     "connection and the network.", self.rest.secrets)) from None
             if resp.status_code < 400:
                 return resp
+            if resp.status_code >= 500 and not idempotent:
+                raise self._unknown(what, f"HTTP {resp.status_code} from {self.rest.host}"
+                                          f"{_detail(resp)}")
             if (resp.status_code == 429 or resp.status_code >= 500) and \
                     attempt < self.retries:
                 attempt += 1
@@ -416,6 +466,13 @@ class _Http:
                 self._sleep(self._backoff(attempt) if wait is None else wait, what)
                 continue
             raise self._http_error(resp, what, attempt)
+
+    def _unknown(self, what: str, reason: str) -> OutcomeUnknownError:
+        reason = sq.scrub(reason, self.rest.secrets)
+        return OutcomeUnknownError(sq.scrub(
+            f"{self.component} step '{self.ctx.step_id}': {what}: {reason} after the request "
+            "was sent. The server may have carried it out, so it was not sent again (a second "
+            "attempt could apply it twice).", self.rest.secrets), reason=reason)
 
     def _backoff(self, attempt: int) -> float:
         return min(_BASE_DELAY * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5), _MAX_WAIT)
@@ -432,15 +489,7 @@ class _Http:
         time.sleep(seconds)
 
     def _http_error(self, resp: Any, what: str, attempt: int) -> DriverError:
-        detail = ""
-        try:
-            body = resp.json()
-            if isinstance(body, dict):
-                parts = [str(body.get(k)) for k in ("code", "message", "details", "hint")
-                         if body.get(k)]
-                detail = "; ".join(parts)
-        except ValueError:
-            detail = resp.text[:300]
+        detail = _detail(resp)
         hint = {
             401: "check the key (service_role_key / anon_key / key) of the @supabase "
                  "connection",
@@ -451,9 +500,40 @@ class _Http:
         }.get(resp.status_code, "check the Supabase project and the table")
         retried = f" after {attempt} retries" if attempt else ""
         msg = (f"{self.component} step '{self.ctx.step_id}': {what} failed{retried}: HTTP "
-               f"{resp.status_code} from {self.rest.host}"
-               f"{': ' + detail if detail else ''}. {hint[0].upper() + hint[1:]}.")
+               f"{resp.status_code} from {self.rest.host}{detail}. "
+               f"{hint[0].upper() + hint[1:]}.")
         return DriverError(sq.scrub(msg, self.rest.secrets))
+
+
+def _detail(resp: Any) -> str:
+    """``: code; message; details; hint`` of a PostgREST error body (or its first text)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        text = resp.text[:300].strip()
+        return f": {text}" if text else ""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body.get(k)) for k in ("code", "message", "details", "hint") if body.get(k)]
+    return f": {'; '.join(parts)}" if parts else ""
+
+
+def postgrest_idempotent(method: str, params: Any, headers: Mapping[str, str] | None) -> bool:
+    """Whether sending this PostgREST request twice leaves the same result as sending it once:
+    reads; a DELETE with a filter (the same rows are gone either way); a POST that resolves
+    conflicts on named keys (``Prefer: resolution=merge-duplicates`` / ``ignore-duplicates``
+    with ``on_conflict``: an upsert). A plain POST (append) is not: it inserts its rows again."""
+    method = method.upper()
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return True
+    if method == "DELETE":
+        return bool(params)
+    if method != "POST":
+        return False
+    prefer = {p.strip() for p in str(dict(headers or {}).get("Prefer", "")).split(",")}
+    keyed = bool(dict(params or {}).get("on_conflict"))
+    return keyed and bool(prefer & {"resolution=merge-duplicates",
+                                    "resolution=ignore-duplicates"})
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -556,14 +636,47 @@ class _RestWrite:
         progress = sq.Progress(self.ctx)
         for batch in self._json_batches():
             body = ("[" + ",".join(batch) + "]").encode("utf-8")
-            http.request("POST", self.url, params=params or None, data=body, headers=headers,
-                         what=f"writing rows {rows + 1}-{rows + len(batch)} to {self.label}"
-                              + (f" ({rows} rows were already written: the REST API commits "
-                                 "each batch)" if rows else ""))
+            first, last = rows + 1, rows + len(batch)
+            try:
+                http.request("POST", self.url, params=params or None, data=body,
+                             headers=headers,
+                             what=f"writing rows {first}-{last} to {self.label}"
+                                  + (f" ({rows} rows were already written: the REST API "
+                                     "commits each batch)" if rows else ""))
+            except OutcomeUnknownError as exc:
+                raise self._batch_may_have_landed(exc, first, last) from None
+            except DriverError as exc:
+                if rows and opts.mode == "append":  # a step retry would append them again
+                    raise NotRetryableError(str(exc)) from None
+                raise
             rows += len(batch)
             progress.add(len(batch))
         progress.done()
         return rows
+
+    def _batch_may_have_landed(self, exc: OutcomeUnknownError, first: int, last: int
+                               ) -> OutcomeUnknownError:
+        """The append batch ``first``-``last`` reached the server and its answer was an error
+        or never came: say which rows may be there, how to check, and how to make it safe."""
+        total = int(sq.scalar(self.ctx.con, f"SELECT count(*) FROM {self.relation}"))
+        self.ctx.log_event("write.outcome_unknown", table=self.label, rows_from=first,
+                           rows_to=last, rows_written_before=first - 1, reason=exc.reason)
+        before = f"rows 1-{first - 1} were written (each batch commits on its own)" \
+            if first > 1 else "no earlier batch was written"
+        after = f"; rows {last + 1}-{total} were not sent" if last < total else ""
+        return OutcomeUnknownError(
+            f"{COMPONENT} step '{self.ctx.step_id}': writing rows {first}-{last} of {total} "
+            f"to {self.label} at {self.rest.host}: {exc.reason} after the batch was sent. "
+            f"These rows may have been written (the server may have committed them before "
+            f"failing), so they were not sent again: in write_mode append a second attempt "
+            f"would write them twice. So far {before}{after}. To check, count the rows of "
+            f"{self.label} (e.g. SELECT count(*) FROM {self.label} in the SQL editor) and "
+            f"compare with the count before this run: +{first - 1} means the batch did not "
+            f"land, +{last} that it did. Running the step again appends all {total} rows "
+            f"again; to make the write safe to repeat, use write_mode: upsert with "
+            f"primary_key: [<key columns>] (rows already there are merged, not duplicated), "
+            f"or a SQL channel (pg_dsn), which writes all rows in one transaction.",
+            reason=exc.reason)
 
     def _delete_stale(self, http: _Http) -> None:
         key = self.opts.primary_key[0]

@@ -21,7 +21,7 @@ from werkzeug import Request, Response
 
 from osiris_dagster.drivers import http_support, posthog_extractor
 from osiris_dagster.drivers.base import DriverResult
-from osiris_dagster.session import Session
+from osiris_dagster.session import Session, write_json_atomic
 from osiris_dagster.settings import Settings
 from osiris_dagster.workspace import StepWorkspace
 
@@ -87,11 +87,13 @@ def sessions_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def run_driver(sessions_dir: Path) -> RunDriver:
     """``run_driver(module, config, connection=None, session_id="s1")``: one step in a fresh
-    session (same sessions root, so the step's state_dir carries over between calls)."""
+    session (same sessions root, so the step's state_dir carries over between calls). As the
+    runtime does when a step succeeds, the driver's pending state is then saved (unless
+    ``commit_state=False``)."""
     counter = {"n": 0}
 
     def run(module: Any, config: Mapping[str, Any], connection: Mapping[str, Any] | None = None,
-            session_id: str | None = None) -> Ran:
+            session_id: str | None = None, commit_state: bool = True) -> Ran:
         counter["n"] += 1
         session = Session(Settings.from_env(sessions_dir),
                           session_id or f"s{counter['n']}").ensure()
@@ -101,6 +103,8 @@ def run_driver(sessions_dir: Path) -> RunDriver:
             result = module.run(ws, dict(config), [])
             types = dict(ws.output_columns())
             _, rows = ws.preview_rows(limit=1_000_000)
+        if commit_state and result.pending_state is not None:
+            write_json_atomic(result.pending_state.path, result.pending_state.document)
         evs = session.read_events()[before:]
         mets: dict[str, Any] = {}
         if session.metrics_path.exists():

@@ -14,7 +14,7 @@ import pytest
 
 from osiris_dagster.drivers import graphql_extractor as gq
 from osiris_dagster.drivers import http_support as hs
-from osiris_dagster.errors import DriverError
+from osiris_dagster.errors import DriverError, OutcomeUnknownError
 
 from ..helpers import defs_for, failure_description, materialisations, run_job, write
 from .conftest import FakeGraphQL, RunDriver, canned, session_files_contain
@@ -215,6 +215,26 @@ def test_http_500_is_retried(graphql: FakeGraphQL, run_driver: RunDriver) -> Non
     assert ran.column("id") == [1]
     assert ran.metrics["requests_made"] == 3
     assert len([e for e in ran.events if e["event"] == "http_retry"]) == 2
+
+
+def test_a_mutation_that_failed_after_it_was_sent_is_not_sent_again(
+        graphql: FakeGraphQL, run_driver: RunDriver) -> None:
+    """A 5xx or a read timeout after a mutation reached the server: it may have been applied."""
+    mutation = "mutation Add($first: Int) { addUsers(n: $first) { id } }"
+    graphql.script += [canned(500, raw="oops"), canned(200, {"data": {}})]
+    with pytest.raises(OutcomeUnknownError) as err:
+        run_driver(gq, config(graphql.endpoint, query=mutation, data_path="data.addUsers"))
+    assert len(graphql.requests) == 1
+    assert "HTTP 500" in str(err.value) and "may have taken effect" in str(err.value)
+    graphql.script.clear()
+    graphql.script += [canned(200, {"data": {}}, delay=0.8), canned(200, {"data": {}})]
+    with pytest.raises(OutcomeUnknownError, match="no response within 0.25 s"):
+        run_driver(gq, config(graphql.endpoint, query=mutation, timeout=0.25))
+    assert len(graphql.requests) == 2
+    graphql.script.clear()
+    graphql.script += [canned(429, raw="slow down"), canned(200, {"data": {"addUsers": []}})]
+    run_driver(gq, config(graphql.endpoint, query=mutation, data_path="data.addUsers"))
+    assert len(graphql.requests) == 4  # a 429 was rejected unprocessed: sent again
 
 
 def test_persistent_500_gives_up_after_max_retries(graphql: FakeGraphQL,

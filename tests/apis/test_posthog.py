@@ -14,6 +14,7 @@ import pytest
 
 from osiris_dagster.drivers import posthog_extractor as ph
 from osiris_dagster.errors import DriverError
+from osiris_dagster.io_manager import OsirisIOManager
 
 from ..helpers import defs_for, failure_description, materialisations, metrics, run_job, write
 from .conftest import FakePostHog, RunDriver, canned, iso, session_files_contain
@@ -422,3 +423,107 @@ def test_retry_after_beyond_the_bound_fails_at_once(posthog: FakePostHog,
     with pytest.raises(DriverError, match=r"asks to wait 3600 s \(Retry-After\)"):
         run_driver(ph, config(), posthog.connection())
     assert time.monotonic() - start < 1 and len(posthog.requests) == 1
+
+
+# -- state advances only once the step's output is accepted (issue 12, item 4) ------------------
+STATE_PIPELINE = """\
+oml_version: "0.1.0"
+name: posthog-state
+x-dagster:
+  steps:
+    events:
+      deps: []
+{extra}
+steps:
+  - id: events
+    component: posthog.extractor
+    mode: read
+    config:
+      data_type: events
+      initial_since: "2024-03-01T00:00:00Z"
+      page_size: 100
+"""
+
+# how the step fails after the driver extracted the rows (x-dagster.steps.events settings)
+FAILURES = {
+    "schema_strict": "      schema: strict",  # the new rows add a column
+    "blocking_check": "      checks: {row_count: {max: 2}, blocking: true}",  # 3 new rows
+    "io_manager": "",  # the IO manager fails while handling the output
+}
+
+
+class _FailingIOManager(OsirisIOManager):
+    """The real IO manager, failing after it handled the output (as a full disk or a lost
+    instance database would): the step fails after its table was built."""
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        super().handle_output(context, obj)
+        raise OSError("injected: the output could not be recorded")
+
+
+def _state_defs(workdir: Path, sessions: Path, conns: Path, extra: str = "",
+                io_fails: bool = False) -> dg.Definitions:
+    p = write(workdir / "posthog_state.yaml", STATE_PIPELINE.format(extra=extra))
+    defs = defs_for(p, sessions, conns)
+    if not io_fails:
+        return defs
+    return dg.Definitions(assets=defs.assets, jobs=defs.jobs, executor=defs.executor,
+                          resources={**(defs.resources or {}), "osiris_io_manager":
+                                     _FailingIOManager(sessions_dir=str(sessions))})
+
+
+def _posthog_connections(workdir: Path, posthog: FakePostHog) -> Path:
+    return write(workdir / "osiris_connections.yaml", f"""\
+version: 1
+connections:
+  posthog:
+    main:
+      default: true
+      api_key: ${{POSTHOG_KEY}}
+      project_id: "{posthog.project_id}"
+      region: self_hosted
+      custom_base_url: {posthog.base_url}
+""")
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_state_advances_only_after_the_output_is_accepted(
+        failure: str, posthog: FakePostHog, workdir: Path, tmp_path: Path,
+        instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTHOG_KEY", posthog.api_key)
+    conns = _posthog_connections(workdir, posthog)
+    sessions = tmp_path / "s"
+    state = sessions / ".state" / "posthog_state" / "events" / ph.STATE_FILE
+    posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(4)])
+    first = run_job(_state_defs(workdir, sessions, conns), "posthog_state", instance)
+    assert first.success, failure_description(first)
+    saved = state.read_text()
+    assert json.loads(saved)["data_types"]["events"]["last_key"] == "0000-0003"
+
+    # three new events (with a property not seen before); the step fails after reading them
+    posthog.add_events(*[event(i, T0 + timedelta(minutes=5, seconds=i), **{"$new": "x"})
+                         for i in range(10, 13)])
+    posthog.queries.clear()
+    failed = run_job(_state_defs(workdir, sessions, conns, FAILURES[failure],
+                                 io_fails=failure == "io_manager"), "posthog_state", instance)
+    assert not failed.success
+    assert posthog.queries, "the failing run extracted the new rows"
+    assert state.read_text() == saved  # the high-water mark did not move
+
+    # the next (good) run reads the rows that never landed, then the state advances
+    again = run_job(_state_defs(workdir, sessions, conns), "posthog_state", instance)
+    assert again.success, failure_description(again)
+    mats = materialisations(again)["posthog-state/events"]
+    assert mats["dagster/row_count"].value == 3
+    assert json.loads(state.read_text())["data_types"]["events"]["last_key"] == "0000-0012"
+
+
+def test_driver_returns_the_state_and_never_writes_it(
+        posthog: FakePostHog, run_driver: RunDriver, sessions_dir: Path) -> None:
+    posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(3)])
+    ran = run_driver(ph, config(), posthog.connection(), commit_state=False)
+    pending = ran.result.pending_state
+    state_file = sessions_dir / ".state" / "p" / "api" / ph.STATE_FILE
+    assert pending is not None and pending.path == state_file
+    assert pending.document["data_types"]["events"]["last_key"] == "0000-0002"
+    assert not state_file.exists()  # only the runtime saves it, once the output is accepted

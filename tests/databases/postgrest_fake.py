@@ -21,15 +21,22 @@ Implemented:
 * ``Accept-Profile`` / ``Content-Profile`` select the schema.
 * Auth: ``apikey`` must equal the key and ``Authorization`` must be ``Bearer <key>``, else 401.
 * Fault injection: :meth:`PostgrestFake.fail_next` queues responses (e.g. 429 with
-  ``Retry-After``, 500) returned before the real handling; every request is logged in
-  ``requests`` (method, path, query, headers).
+  ``Retry-After``, 500) returned before the real handling; :meth:`PostgrestFake.fail_after_commit`
+  handles (and commits) the request and then answers with an error, as a server or proxy that
+  fails after the database committed; :meth:`PostgrestFake.answer_late` handles and commits the
+  request and answers only after the client hung up (its read timeout). Every request is logged
+  in ``requests`` (method, path, query, headers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import select
+import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,6 +67,9 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
     method: str | None = None  # only for this HTTP method
+    after_commit: bool = False  # handle (and commit) the request, then answer with this fault
+    late: bool = False  # handle and commit, then answer only once the client has hung up
+    skip: int = 0  # let this many matching requests through untouched first
 
 
 class ApiError(Exception):
@@ -143,6 +153,18 @@ class PostgrestFake:
             self.faults.append(Fault(status, headers, body or {"message": f"injected {status}"},
                                      method))
 
+    def fail_after_commit(self, status: int = 500, *, method: str | None = "POST",
+                          skip: int = 0) -> None:
+        """The next matching request (after ``skip`` others) is carried out (rows committed),
+        then answered with ``status``: the client cannot tell that its request took effect."""
+        self.faults.append(Fault(status, {}, {"message": f"injected {status} after commit"},
+                                 method, after_commit=True, skip=skip))
+
+    def answer_late(self, *, method: str | None = "POST", skip: int = 0) -> None:
+        """The next matching request (after ``skip`` others) is carried out (rows committed),
+        but answered only once the client has closed the connection (its read timeout)."""
+        self.faults.append(Fault(201, method=method, late=True, skip=skip))
+
     def calls(self, method: str) -> list[Logged]:
         return [r for r in self.requests if r.method == method]
 
@@ -181,6 +203,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------
     def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        fault, self._after = getattr(self, "_after", None), None
+        if fault is not None and fault.late:
+            self._wait_for_hang_up()
+            with contextlib.suppress(OSError):
+                self._send(status, body, headers)
+            self.close_connection = True
+            return
+        if fault is not None:
+            status, body, headers = fault.status, fault.body, fault.headers
         data = b"" if body is None else (body if isinstance(body, bytes)
                                          else json.dumps(body).encode())
         self.send_response(status)
@@ -193,8 +224,22 @@ class _Handler(BaseHTTPRequestHandler):
         if data:
             self.wfile.write(data)
 
+    def _wait_for_hang_up(self, limit: float = 60.0) -> None:
+        """Block until the client closes the connection (EOF), i.e. it gave up waiting."""
+        sock = self.connection
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([sock], [], [], 0.05)
+            if ready:
+                try:
+                    if sock.recv(1, socket.MSG_PEEK) == b"":
+                        return
+                except OSError:
+                    return
+
     def _handle(self, method: str) -> None:
         fake = self.server_fake
+        self._after: Fault | None = None
         parts = urlsplit(self.path)
         query = parse_qsl(parts.query, keep_blank_values=True)
         length = int(self.headers.get("Content-Length") or 0)
@@ -209,7 +254,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         for i, fault in enumerate(fake.faults):
             if fault.method in (None, method):
+                if fault.skip:
+                    fault.skip -= 1
+                    break
                 del fake.faults[i]
+                if fault.after_commit or fault.late:
+                    self._after = fault  # applied by _send once the request was carried out
+                    break
                 self._send(fault.status, fault.body, fault.headers)
                 return
         try:

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import requests
@@ -516,14 +517,19 @@ def test_rest_writer_retries_429_and_500_then_succeeds(pg: PgTarget, rest: Postg
     t = pg.table("r_retry")
     pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY)")
     harness.upstream("SELECT i AS id FROM range(1, 5) t(i)")
+    # an append is retried after a 429 (rejected unprocessed), an upsert also after a 5xx
     rest.fail_next(429, method="POST", retry_after="0")
-    rest.fail_next(500, method="POST")
-    rest.fail_next(503, method="POST", retry_after="0")
     result = harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
                            table="r_retry", batch_size=2, retries=3)
     assert result.rows_written == 4
+    rest.fail_next(500, method="POST")
+    rest.fail_next(503, method="POST", retry_after="0")
+    result = harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                           table="r_retry", batch_size=2, retries=3, write_mode="upsert",
+                           primary_key="id")
+    assert result.rows_written == 4
     assert [r[0] for r in _rows(pg, "r_retry")] == [1, 2, 3, 4]
-    assert len(rest.calls("POST")) == 5
+    assert len(rest.calls("POST")) == 3 + 4
     retries = [e for e in harness.events() if e["event"] == "http_retry"]
     assert len(retries) == 3
 
@@ -633,3 +639,180 @@ def test_postgrest_fake_speaks_postgrest(pg: PgTarget, rest: PostgrestFake) -> N
     rest.fail_next(429, retry_after="7")
     resp = requests.get(url, headers=auth, timeout=5)
     assert resp.status_code == 429 and resp.headers["Retry-After"] == "7"
+
+
+# -- REST writes whose outcome is unknown (issue 12, item 3) ---------------------------------------
+
+
+def _keyless_table(pg: PgTarget, name: str) -> None:
+    """A table without a key: nothing on the server stops a batch from landing twice."""
+    pg.execute(f"DROP TABLE IF EXISTS {pg.table(name)}",
+               f"CREATE TABLE {pg.table(name)} (id int, name text, price numeric(10,2))")
+
+
+def test_rest_append_batch_committed_then_500_is_not_sent_again(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    _keyless_table(pg, "r_unknown_500")
+    harness.upstream(ROWS)  # ids 1..5
+    rest.fail_after_commit(500, method="POST")  # batch 1 (rows 1-2) lands, the answer is 500
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                      table="r_unknown_500", batch_size=2, retries=3)
+    assert [r[0] for r in _rows(pg, "r_unknown_500")] == [1, 2]  # exactly once
+    assert len(rest.calls("POST")) == 1
+    msg = str(info.value)
+    assert "rows 1-2" in msg and "HTTP 500" in msg and "may have been written" in msg
+    assert f"{pg.schema}.r_unknown_500" in msg and "not sent again" in msg
+    assert "upsert" in msg and "primary_key" in msg and REST_KEY not in msg
+    assert any(e["event"] == "write.outcome_unknown" for e in harness.events())
+
+
+def test_rest_append_later_batch_committed_then_late_answer_is_not_sent_again(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    _keyless_table(pg, "r_unknown_late")
+    harness.upstream(ROWS)
+    rest.fail_next(429, method="POST", retry_after="0")  # rejected unprocessed: safe to retry
+    rest.answer_late(method="POST", skip=1)  # batch 2 (rows 3-4) lands, answered too late
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                      table="r_unknown_late", batch_size=2, timeout=0.5, retries=3)
+    assert [r[0] for r in _rows(pg, "r_unknown_late")] == [1, 2, 3, 4]  # exactly once
+    assert len(rest.calls("POST")) == 3  # 429 + batch 1 + batch 2, never batch 2 again
+    msg = str(info.value)
+    assert "rows 3-4" in msg and "no answer within 0.5" in msg
+    assert "may have been written" in msg and "rows 1-2 were written" in msg
+    assert "upsert" in msg and "primary_key" in msg
+
+
+def test_rest_upsert_is_idempotent_and_still_retried_after_commit(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    t = pg.table("r_upsert_retry")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, name text, price numeric(10,2))")
+    harness.upstream(ROWS)
+    rest.fail_after_commit(500, method="POST")  # batch 1 lands, answered 500
+    rest.answer_late(method="POST", skip=1)  # batch 2 (after batch 1's retry) answered late
+    result = harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                           table="r_upsert_retry", write_mode="upsert", primary_key="id",
+                           batch_size=2, timeout=0.5, retries=3)
+    assert result.rows_written == 5
+    assert [r[0] for r in _rows(pg, "r_upsert_retry")] == [1, 2, 3, 4, 5]
+    assert len(rest.calls("POST")) == 5  # batch 1 twice, batch 2 twice, batch 3
+    assert len([e for e in harness.events() if e["event"] == "http_retry"]) == 2
+
+
+def test_rest_replace_retries_its_idempotent_upserts_and_deletes(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    t = pg.table("r_replace_retry")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, name text, price numeric(10,2))",
+               f"INSERT INTO {t} VALUES (1, 'old', 0), (77, 'stale', 0)")
+    harness.upstream(ROWS)
+    rest.fail_after_commit(502, method="POST")
+    rest.fail_after_commit(504, method="DELETE")
+    harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                  table="r_replace_retry", write_mode="replace", primary_key="id",
+                  batch_size=10, retries=2)
+    assert [r[:2] for r in _rows(pg, "r_replace_retry")] == [
+        (i, f"name {i}") for i in range(1, 6)]
+    assert len(rest.calls("POST")) == 2 and len(rest.calls("DELETE")) == 2
+
+
+def test_rest_append_retries_a_refused_connection(pg: PgTarget, harness: Harness) -> None:
+    """Nothing was sent when the connection is refused: retrying cannot write twice."""
+    harness.upstream(ROWS)
+    closed = {"url": "http://127.0.0.1:1", "key": REST_KEY}
+    with pytest.raises(DriverError, match=r"cannot reach the Supabase REST API at 127.0.0.1:1"):
+        harness.write("supabase.writer", closed, table="t", retries=2)
+    assert len([e for e in harness.events() if e["event"] == "http_retry"]) == 2
+
+
+REST_APPEND_PIPELINE = """\
+oml_version: "0.1.0"
+name: rest-append
+x-dagster:
+  steps:
+    write-rows:
+      retry: {{max_retries: 2}}
+steps:
+  - id: make-rows
+    component: duckdb.processor
+    mode: transform
+    needs: []
+    config:
+      query: SELECT i AS id, 'name ' || i AS name, 1.5 AS price FROM range(1, 4) t(i)
+  - id: write-rows
+    component: supabase.writer
+    mode: write
+    needs: [make-rows]
+    config:
+      connection: "@supabase.api"
+      schema: {schema}
+      table: r_unknown_dagster
+      batch_size: 10
+"""
+
+
+def test_rest_append_outcome_unknown_fails_the_step_without_dagster_retries(
+        pg: PgTarget, rest: PostgrestFake, run_pipeline: PipelineRun,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _keyless_table(pg, "r_unknown_dagster")
+    rest.fail_after_commit(503, method="POST")
+    monkeypatch.setenv("SUPABASE_TEST_KEY", REST_KEY)
+    connections = ("version: 1\nconnections:\n  supabase:\n    api:\n"
+                   f"      url: {rest.url}\n      service_role_key: ${{SUPABASE_TEST_KEY}}\n")
+    result, _ = run_pipeline(REST_APPEND_PIPELINE.format(schema=pg.schema), connections,
+                             "rest-append")
+    assert not result.success
+    assert [r[0] for r in _rows(pg, "r_unknown_dagster")] == [1, 2, 3]  # exactly once
+    assert len(rest.calls("POST")) == 1  # neither the driver nor Dagster sent it again
+    text = failure_description(result)
+    assert "step 'write-rows'" in text and "rows 1-3" in text
+    assert "may have been written" in text and "primary_key" in text
+
+
+def test_sql_writer_commit_without_answer_is_reported_as_unknown(
+        pg: PgTarget, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection dies while the COMMIT is under way: the writer cannot know whether the
+    rows landed. An append says so (and is not retryable); a deferred constraint that fails at
+    COMMIT is a known rollback."""
+    import psycopg
+
+    from osiris_dagster.errors import NotRetryableError
+
+    from .conftest import PG_DSN
+
+    t = pg.table("s_commit")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int, name text, price numeric(10,2))")
+    harness.upstream(ROWS)
+    original = supabase_writer._SqlWrite._write
+
+    def write_then_lose_the_connection(self: Any, cur: Any) -> int:
+        rows = original(self, cur)
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:  # the server drops the session
+            admin.execute("SELECT pg_terminate_backend(%s)", (cur.connection.info.backend_pid,))
+        return rows
+
+    monkeypatch.setattr(supabase_writer._SqlWrite, "_write", write_then_lose_the_connection)
+    with pytest.raises(NotRetryableError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_commit")
+    msg = str(info.value)
+    assert "may or may not have been written" in msg and f"{pg.schema}.s_commit" in msg
+    assert "SELECT count(*)" in msg and "upsert" in msg and "primary_key" in msg
+    pg.execute(f"DROP TABLE {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, name text, price numeric(10,2))")
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_commit",
+                      write_mode="upsert", primary_key="id")
+    assert not isinstance(info.value, NotRetryableError)  # an upsert may simply run again
+    assert "may or may not have been written" in str(info.value)
+    monkeypatch.undo()
+
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int UNIQUE DEFERRABLE INITIALLY DEFERRED, name text, "
+               "price numeric(10,2))", f"INSERT INTO {t} VALUES (1, 'taken', 0)")
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_commit")
+    assert "rolled back" in str(info.value) and "may or may not" not in str(info.value)
+    assert _rows(pg, "s_commit") == [(1, "taken", 0)]
