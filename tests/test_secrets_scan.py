@@ -15,7 +15,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from osiris_dagster.masking import SECRET_NAMES
+from osiris_dagster.masking import NOT_SECRET, SECRET_NAMES
 
 from .helpers import write
 
@@ -238,3 +238,99 @@ def test_secret_under_every_name_is_masked_on_every_path(planted_run: dict, name
 def _events(session: Path) -> list[dict]:
     lines = (session / "logs" / "events.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+# -- the same list everywhere else: validator, key=value text, driver channels ------------------
+@pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
+def test_validator_rejects_a_literal_under_every_secret_name(tmp_path: Path, name: str) -> None:
+    """A key the masker would hide in every output must not hold a literal in the pipeline (it
+    is in git); a `${VAR}` reference under it is fine."""
+    from osiris_dagster.oml import validate_pipeline
+
+    value = "Lit3ral-Secret-Value-99"
+    for literal, flagged in ((value, True), ("${SOME_VAR}", False)):
+        p = write(tmp_path / f"{name}.yaml", f"""\
+oml_version: "0.1.0"
+name: inline
+steps:
+  - id: s
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: SELECT 1 AS x
+      x-extra:
+        {name}: "{literal}"
+""")
+        result = validate_pipeline(p)
+        found = [d for d in result.errors if "inline secret" in d.message]
+        assert bool(found) is flagged, (name, literal, [str(d) for d in result.diagnostics])
+        assert not any(value in str(d) for d in result.diagnostics)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_SECRET))
+def test_secret_looking_configuration_is_neither_masked_nor_rejected(tmp_path: Path,
+                                                                     name: str) -> None:
+    from osiris_dagster.masking import Masker
+    from osiris_dagster.oml import validate_pipeline
+
+    assert Masker().value({name: ["id"]}) == {name: ["id"]}
+    p = write(tmp_path / "p.yaml", f"""\
+oml_version: "0.1.0"
+name: plain
+steps:
+  - id: s
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: SELECT 1 AS x
+      x-extra: {{{name}: "plain-config-value"}}
+""")
+    assert not [d for d in validate_pipeline(p).errors if "inline secret" in d.message]
+
+
+def test_every_spec_secret_is_on_the_one_list() -> None:
+    from osiris_dagster.masking import is_secret_key
+    from osiris_dagster.specs import SPECS
+
+    for spec in SPECS.values():
+        for name in spec.secrets:
+            assert is_secret_key(name), (spec.name, name)
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
+def test_key_value_text_under_every_secret_name_is_masked(name: str) -> None:
+    """`name=value` in any message (DSN keywords, query strings) masks the value for every
+    name on the list, known value or not."""
+    from osiris_dagster.masking import MASK, Masker
+
+    for spelled in (name, name.upper()):
+        text = Masker().text(f"connect failed: host=db {spelled}=Kv-Secret-1234 sslmode=require")
+        assert "Kv-Secret-1234" not in text and f"{spelled}={MASK}" in text
+        assert "host=db" in text and "sslmode=require" in text
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
+def test_supabase_channels_mask_a_secret_under_every_name(name: str) -> None:
+    """The Supabase driver's own error texts hide every secret-named connection field (it kept
+    a list of eight names of its own before)."""
+    from osiris_dagster.drivers.sql_support import scrub, supabase_channels
+
+    secret = "Sb-Secret-Value-4242"
+    value = f"postgresql://u:{secret}@127.0.0.1:1/db" if "dsn" in name else secret
+    conn = {"url": "http://127.0.0.1:1", name: value}
+    if name not in ("service_role_key", "anon_key", "key"):
+        conn["service_role_key"] = "a-service-role-key"
+    channels = supabase_channels("supabase.writer", conn, {})
+    assert secret in channels.secrets
+    assert secret not in scrub(f"server said: bad {value}", channels.secrets)
+
+
+def test_malformed_supabase_dsn_is_a_secret_free_driver_error() -> None:
+    """psycopg echoes an unparsable DSN (password and all) in its error; the channel builder
+    used to catch a non-existent `conninfo.ProgrammingError` and died with an AttributeError."""
+    from osiris_dagster.drivers.sql_support import supabase_channels
+    from osiris_dagster.errors import DriverError
+
+    with pytest.raises(DriverError, match="pg_dsn") as err:
+        supabase_channels("supabase.writer", {"pg_dsn": "Sb-Secret-Value-4242 nonsense"}, {})
+    assert "Sb-Secret-Value-4242" not in str(err.value)

@@ -300,6 +300,7 @@ def supabase_channels(component: str, connection: Mapping[str, Any] | None,
                       config: Mapping[str, Any]) -> SupabaseChannels:
     """The SQL channel (DSN, ``pg_*`` fields or ``host/database/user/password``) and the REST
     channel (``url`` or ``project_id`` + ``service_role_key`` > ``anon_key`` > ``key``)."""
+    from psycopg import ProgrammingError
     from psycopg import conninfo as ci
 
     conn = dict(connection or {})
@@ -333,10 +334,10 @@ def supabase_channels(component: str, connection: Mapping[str, Any] | None,
                 if conn.get(f"{prefix}password") not in (None, ""):
                     parts["password"] = str(conn[f"{prefix}password"])
                 sql = _pg_params(ci.make_conninfo(**parts), parts, secrets)
-    except ci.ProgrammingError as exc:  # malformed DSN: never echo it (it holds the password)
-        raise DriverError(f"{component}: the Supabase connection's DSN cannot be parsed "
-                          f"({scrub(first_line(exc), secrets)}); check pg_dsn/dsn/sql_dsn") \
-            from None
+    except ProgrammingError:  # malformed DSN: psycopg quotes pieces of it (the password too)
+        raise DriverError(f"{component}: the Supabase connection's DSN cannot be parsed; check "
+                          "pg_dsn/dsn/sql_dsn (a 'postgresql://user:password@host:5432/db' URL "
+                          "or 'host=... dbname=... user=... password=...' pairs)") from None
 
     rest: RestParams | None = None
     url = _pick(conn, config, "url")
