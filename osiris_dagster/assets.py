@@ -219,6 +219,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     session = Session(osiris.settings(), context.run_id, masker)
 
     def on_progress(sid: str, fields: dict[str, Any]) -> None:
+        fields = masker.value(fields)
         parts = [f"{k}={v}" for k, v in fields.items()]
         context.log.info(f"step '{sid}' progress: {' '.join(parts)}")
         progress_log.info("progress", extra={"osiris": {"event": "progress", "step_id": sid,
@@ -248,7 +249,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
-        "target": outcome.result.target, "table": outcome.result.table}})
+        "target": masker.text(outcome.result.target) if outcome.result.target else None,
+        "table": outcome.result.table}})
     metadata = materialisation_metadata(session, outcome)
     changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
     if changes:
@@ -391,7 +393,11 @@ def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Se
 
 
 def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str, Any]:
+    """The materialisation's metadata; every text in it goes through the session's masker (a
+    target path or URL, a driver's extra metadata and the preview may hold a secret value)."""
     result = outcome.result
+    mask = session.masker
+    target = mask.text(result.target) if result.target else None
     md: dict[str, Any] = {
         META_SESSION_ID: session.session_id,
         "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
@@ -409,18 +415,17 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
         md[META_SESSION_DB] = dg.MetadataValue.path(ref.db_path)
         md[META_TABLE] = ref.table
         if outcome.preview is not None:
-            md["preview"] = dg.MetadataValue.md(markdown_table(*outcome.preview))
-    if result.target:
-        if "://" in result.target:  # a database or API target (never with credentials)
-            md["target"] = (dg.MetadataValue.url(result.target)
-                            if result.target.startswith(("http://", "https://"))
-                            else result.target)
-            md["dagster/uri"] = result.target
+            md["preview"] = dg.MetadataValue.md(mask.text(markdown_table(*outcome.preview)))
+    if target:
+        if "://" in target:  # a database or API target (never with credentials)
+            md["target"] = (dg.MetadataValue.url(target)
+                            if target.startswith(("http://", "https://")) else target)
+            md["dagster/uri"] = target
         else:
-            md["target"] = dg.MetadataValue.path(result.target)
-            md["dagster/uri"] = Path(result.target).as_uri()
+            md["target"] = dg.MetadataValue.path(target)
+            md["dagster/uri"] = Path(target).as_uri()
     for k, v in result.extra_metadata.items():
-        md[k] = v
+        md[k] = mask.value(v) if isinstance(v, str | dict | list) else v
     return md
 
 

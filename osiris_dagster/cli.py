@@ -362,8 +362,9 @@ def _instance(settings: Any) -> Any:
 def _finish_events(session: Any, success: bool) -> None:
     if not session.events_path.exists():
         return
-    if not any(e.get("event") == "run_end" for e in session.read_events()):
-        session.log_event("run_end", status="success" if success else "failure")
+    with session.locked_events() as events:  # atomic with the steps' own run_end
+        if not any(e.get("event") == "run_end" for e in events):
+            session.log_event("run_end", status="success" if success else "failure")
 
 
 def _failure_message(res: Any) -> str | None:

@@ -20,7 +20,7 @@ from .masking import Masker, is_secret_key
 from .oml.yaml_lines import load_yaml_with_lines, to_plain
 
 FILE_NAME = "osiris_connections.yaml"
-_VAR = re.compile(r"\$\{([^}]+)\}")
+ENV_REF = re.compile(r"\$\{([^}]+)\}")
 
 
 @dataclass(frozen=True)
@@ -190,26 +190,36 @@ class Connections:
         return ResolvedConnection(family, alias, values, self.path)
 
     def _substitute(self, value: Any, family: str, alias: str, field_name: str) -> Any:
-        if isinstance(value, dict):
-            return {k: self._substitute(v, family, alias, f"{field_name}.{k}")
-                    for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._substitute(v, family, alias, field_name) for v in value]
-        if not isinstance(value, str):
-            return value
+        return substitute_env(value, self.env, field_name,
+                              f"of connection '@{family}.{alias}' in {self.path}")
 
-        def repl(m: re.Match[str]) -> str:
-            var = m.group(1)
-            got = self.env.get(var)
-            if not got:
-                state = "is not set" if got is None else "is set but empty"
-                raise ConnectionError_(
-                    f"environment variable '{var}' {state} (needed by field '{field_name}' "
-                    f"of connection '@{family}.{alias}' in {self.path}); export it or add it to "
-                    ".env in the working directory")
-            return got
 
-        return _VAR.sub(repl, value)
+def substitute_env(value: Any, env: Mapping[str, str], field_name: str, where: str = "",
+                   error: type[Exception] = ConnectionError_) -> Any:
+    """``value`` (a string, or the strings inside mappings and lists) with every ``${VAR}``
+    replaced from ``env``: the one `${VAR}` substituter, for connections and for the step options
+    that may reference the environment. An unset or empty variable raises ``error`` naming the
+    variable, the field and ``where`` (never a value). ``${params.x}`` is not this: the OML
+    loader substitutes parameters before a step runs."""
+    if isinstance(value, Mapping):
+        return {k: substitute_env(v, env, f"{field_name}.{k}", where, error)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, env, field_name, where, error) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        var = m.group(1)
+        got = env.get(var)
+        if not got:
+            state = "is not set" if got is None else "is set but empty"
+            place = f" {where}" if where else ""
+            raise error(f"environment variable '{var}' {state} (needed by field '{field_name}'"
+                        f"{place}); export it or add it to .env in the working directory")
+        return got
+
+    return ENV_REF.sub(repl, value)
 
 
 def _default_alias(aliases: Mapping[str, Any]) -> str | None:

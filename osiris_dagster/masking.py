@@ -1,74 +1,129 @@
-"""Masking of secrets by field name and by value, for everything we print or persist."""
+"""Masking of secrets by field name and by value, for everything we print or persist.
+
+This is the one place that decides what is a secret: :data:`SECRET_NAMES` (and
+:func:`is_secret_key`) is the single list of secret-looking names, used to mask logs, events,
+artifacts, manifests, error messages, Dagster metadata and CLI output (:class:`Masker`), to tell
+drivers which connection fields to hide (:func:`secret_values`), and by the OML validator to
+reject literal credentials in a pipeline. A name added here is masked, registered and validated
+everywhere at once (and the leak scans in the tests plant a secret under it automatically).
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "***MASKED***"
 
-# Lower-case key names that always hold secrets (the compiler's set plus the redactor's).
-SECRET_KEY_NAMES = frozenset(
+# Lower-case key names that always hold secrets: the union of the lists the masker, the OML
+# validator (the compiler's inline-secret set and the specs' `secrets`) and the Supabase channel
+# builder kept separately before.
+SECRET_NAMES = frozenset(
     {
-        "password", "passwd", "pwd", "token", "secret", "secret_key", "service_key",
-        "service_role_key", "api_key", "apikey", "access_token", "refresh_token", "auth_token",
-        "bearer_token", "client_secret", "client_key", "key", "dsn", "connection_string",
-        "anon_key", "pg_dsn", "sql_dsn", "pg_password", "authorization", "private_key",
-        "auth_username", "headers",
+        "password", "passwd", "pwd", "pg_password",
+        "token", "access_token", "refresh_token", "auth_token", "bearer_token",
+        "secret", "secret_key", "client_secret", "client_key", "private_key",
+        "key", "api_key", "apikey", "service_key", "service_role_key", "anon_key",
+        "dsn", "pg_dsn", "sql_dsn", "connection_string",
+        "authorization", "auth_username", "headers",
     }
 )
-_SECRET_PARTS = ("password", "passwd", "secret", "token", "api_key", "apikey", "dsn",
-                 "private_key", "authorization", "credential")
+# Any key containing one of these is a secret too (`mysql_password`, `x_api_key`, ...).
+SECRET_NAME_PARTS = ("password", "passwd", "secret", "token", "api_key", "apikey", "dsn",
+                     "private_key", "authorization", "credential")
+# Configuration that only looks secret-ish: never masked, never rejected as an inline secret.
 NOT_SECRET = frozenset({"primary_key", "upsert_keys", "url"})
+# HTTP header names are freer (`X-Auth-User`, `Cookie`, `X-Custom-Key`): these parts also count.
+_HEADER_PARTS = ("auth", "key", "cookie")
 
 # user:password@host inside URLs / DSNs
 # Bounded, anchored quantifiers: these run over every message and log line, some megabytes long.
 _URL_PASSWORD = re.compile(r"(?P<pre>(?<![A-Za-z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]{0,30}://"
                            r"[^:/@\s]{0,256}:)(?P<pw>[^@\s/]{1,1024})(?=@)")
-_KV_PASSWORD = re.compile(r"(?i)\b(password|pwd|token|api_key|apikey|secret)=([^\s&;]{1,1024})")
+# name=value (DSN keywords, query strings, command lines); masked when the name is secret.
+_KV = re.compile(r"(?<![A-Za-z0-9_])(?P<name>[A-Za-z][A-Za-z0-9_]{0,63})="
+                 r"(?P<value>[^\s&;]{1,1024})")
 
 
 def is_secret_key(key: str) -> bool:
+    """Whether a field / option / parameter of this name holds a secret (case-insensitive)."""
     k = key.lower()
     if k in NOT_SECRET:
         return False
-    return k in SECRET_KEY_NAMES or any(part in k for part in _SECRET_PARTS)
+    return k in SECRET_NAMES or any(part in k for part in SECRET_NAME_PARTS)
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether an HTTP header of this name carries a credential."""
+    low = name.lower()
+    return is_secret_key(low.replace("-", "_")) or any(p in low for p in _HEADER_PARTS)
+
+
+def secret_values(values: Mapping[str, Any]) -> list[str]:
+    """The values of the secret-named fields of a (resolved) connection or config, nested
+    mappings included; what a driver hands to :class:`Masker` for its own messages."""
+    out: list[str] = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            if is_secret_key(str(key)):
+                out += [str(v) for v in value.values() if _maskable(v)]
+            out += secret_values(value)
+        elif is_secret_key(str(key)) and _maskable(value):
+            out.append(str(value))
+    return out
+
+
+def _maskable(value: Any) -> bool:
+    """Strings and numbers (123456 is a password too) of 4+ characters; shorter values would
+    blank out ordinary text."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool) and \
+        len(str(value)) >= 4
 
 
 class Masker:
-    """Replaces known secret values (and secret-named fields) wherever they would be shown."""
+    """Replaces known secret values (and secret-named fields) wherever they would be shown.
 
-    def __init__(self, secret_values: Iterable[str] = ()) -> None:
+    The session's masker learns the secrets of every connection it resolves and of every
+    credential a driver registers; drivers build their own for their error texts."""
+
+    def __init__(self, secret_values: Iterable[Any] = ()) -> None:
         self._values: set[str] = set()
         self.add(secret_values)
 
-    def add(self, values: Iterable[str]) -> None:
+    def add(self, values: Iterable[Any]) -> None:
         for v in values:
-            if isinstance(v, str) and len(v) >= 4:
-                self._values.add(v)
+            if _maskable(v):
+                self._values.add(str(v))
 
-    def add_from_connection(self, connection: dict[str, Any]) -> None:
-        """Register every secret-named field of a resolved connection as a secret value."""
-        for key, value in connection.items():
-            if isinstance(value, dict):
-                self.add_from_connection(value)
-                continue
-            if isinstance(value, int | float) and not isinstance(value, bool) and \
-                    is_secret_key(key):
-                value = str(value)
-            if not isinstance(value, str):
-                continue
-            if is_secret_key(key):
-                self.add([value])
-            self.add(m.group("pw") for m in _URL_PASSWORD.finditer(value))
+    @property
+    def values(self) -> frozenset[str]:
+        return frozenset(self._values)
+
+    def add_from_connection(self, connection: Mapping[str, Any]) -> None:
+        """Register every secret-named field of a resolved connection (and any password inside
+        a URL / DSN field) as a secret value."""
+        self.add(secret_values(connection))
+        self._add_url_passwords(connection)
+
+    def _add_url_passwords(self, obj: Any) -> None:
+        if isinstance(obj, Mapping):
+            for v in obj.values():
+                self._add_url_passwords(v)
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                self._add_url_passwords(v)
+        elif isinstance(obj, str):
+            self.add(m.group("pw") for m in _URL_PASSWORD.finditer(obj))
 
     def text(self, s: str) -> str:
         for v in sorted(self._values, key=len, reverse=True):
             if v in s:
                 s = s.replace(v, MASK)
         s = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, s)
-        return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}={MASK}", s)
+        return _KV.sub(_mask_kv, s)
+
+    __call__ = text
 
     def value(self, obj: Any, key: str | None = None) -> Any:
         """Deep copy of obj with secret-named fields and known secret values masked."""
@@ -81,3 +136,14 @@ class Masker:
         if isinstance(obj, str):
             return self.text(obj)
         return obj
+
+
+def _mask_kv(m: re.Match[str]) -> str:
+    if m.group("value").startswith(MASK) or not is_secret_key(m.group("name")):
+        return m.group(0)
+    return f"{m.group('name')}={MASK}"
+
+
+def scrub(text: str, secrets: Iterable[Any]) -> str:
+    """``text`` with the given secret values (and URL / key=value secrets) masked."""
+    return Masker(secrets).text(text)

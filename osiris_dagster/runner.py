@@ -79,10 +79,14 @@ def start_session(session: Session, pipeline: Pipeline) -> None:
     if session.manifest_path.exists():
         return
     session.ensure()
-    session.write_manifest(manifest(pipeline, session.session_id))
-    session.log_event("run_start", session_id=session.session_id, session_dir=str(session.dir),
-                      pipeline=pipeline.name, pipeline_file=str(pipeline.path),
-                      profile=pipeline.profile, fingerprint=pipeline.fingerprint)
+    with session.log_lock():  # steps starting in several processes: one run_start
+        if session.manifest_path.exists():
+            return
+        session.write_manifest(manifest(pipeline, session.session_id))
+        session.log_event("run_start", session_id=session.session_id,
+                          session_dir=str(session.dir), pipeline=pipeline.name,
+                          pipeline_file=str(pipeline.path), profile=pipeline.profile,
+                          fingerprint=pipeline.fingerprint)
 
 
 def manifest(pipeline: Pipeline, session_id: str) -> dict[str, Any]:
@@ -355,27 +359,29 @@ def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[
                        ) -> str | None:
     """Log run_end once every selected step has finished or cannot run (an upstream failed).
 
-    Returns the run's status ("success"/"failure") only to the call that logged run_end.
+    Returns the run's status ("success"/"failure") only to the call that logged run_end. The
+    events are read and run_end appended under the session's log lock, so of several processes
+    finishing steps of one session at once exactly one writes it.
     """
-    events = session.read_events()
-    if any(e.get("event") == "run_end" for e in events):
-        return None
-    done = {e.get("step_id") for e in events if e.get("event") == "step_complete"}
-    failed = {e.get("step_id") for e in events if e.get("event") == "step_error"}
-    selected = set(selected)
-    blocked: set[str] = set()
-    changed = True
-    while changed:  # needs may point forward in the file: iterate to a fixpoint
-        changed = False
-        for s in pipeline.steps:
-            if s.id in selected and s.id not in done | failed | blocked and \
-                    any(n in failed or n in blocked for n in s.needs):
-                blocked.add(s.id)
-                changed = True
-    if not selected <= (done | failed | blocked):
-        return None
-    status = "success" if not failed and not blocked else "failure"
-    session.log_event("run_end", status=status, steps_completed=len(done & selected),
-                      steps_failed=sorted(failed & selected),
-                      steps_skipped=sorted(blocked))
-    return status
+    with session.locked_events() as events:
+        if any(e.get("event") == "run_end" for e in events):
+            return None
+        done = {e.get("step_id") for e in events if e.get("event") == "step_complete"}
+        failed = {e.get("step_id") for e in events if e.get("event") == "step_error"}
+        selected = set(selected)
+        blocked: set[str] = set()
+        changed = True
+        while changed:  # needs may point forward in the file: iterate to a fixpoint
+            changed = False
+            for s in pipeline.steps:
+                if s.id in selected and s.id not in done | failed | blocked and \
+                        any(n in failed or n in blocked for n in s.needs):
+                    blocked.add(s.id)
+                    changed = True
+        if not selected <= (done | failed | blocked):
+            return None
+        status = "success" if not failed and not blocked else "failure"
+        session.log_event("run_end", status=status, steps_completed=len(done & selected),
+                          steps_failed=sorted(failed & selected),
+                          steps_skipped=sorted(blocked))
+        return status

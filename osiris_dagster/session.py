@@ -6,12 +6,15 @@ store behind this small surface is what lets it move to a shared catalog later.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
 import re
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,12 @@ from .settings import Settings
 
 DB_FILE = "pipeline_data.duckdb"
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
-_write_lock = threading.Lock()
+LOG_LOCK_FILE = ".lock"  # in logs/: flock()ed by every writer of events.jsonl / metrics.jsonl
+# Threads of this process take _write_lock (flock() does not order threads of one process that
+# share nothing); _held records which session log locks this thread already holds, so a holder
+# can append (run_end after reading the events) without locking itself out.
+_write_lock = threading.RLock()
+_held = threading.local()
 
 
 def _now() -> str:
@@ -84,12 +92,45 @@ class Session:
         return self
 
     # -- logs ---------------------------------------------------------------------------------
-    def _append(self, path: Path, record: dict[str, Any]) -> None:
-        line = json.dumps(self.masker.value(record), default=_json_default, ensure_ascii=False)
+    @contextlib.contextmanager
+    def log_lock(self) -> Iterator[None]:
+        """Exclusive lock over this session's log files, across threads AND processes (several
+        processes write one session: the multiprocess executor, the CLI, a sensor's run).
+
+        A flock() on ``logs/.lock``: every line is appended whole under it (a line longer than
+        PIPE_BUF is not atomic with O_APPEND on every filesystem), and a read-then-append such as
+        run_end holds it across both. Re-entrant within a thread; released if the process dies.
+        """
+        held: set[str] = getattr(_held, "dirs", None) or set()
+        _held.dirs = held
+        key = os.path.realpath(self.logs_dir)  # two spellings of one dir are one lock
+        if key in held:
+            yield
+            return
         with _write_lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.logs_dir / LOG_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held.add(key)
+                try:
+                    yield
+                finally:
+                    held.discard(key)
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+
+    def _append(self, path: Path, record: dict[str, Any]) -> None:
+        data = (json.dumps(self.masker.value(record), default=_json_default, ensure_ascii=False)
+                + "\n").encode("utf-8")
+        with self.log_lock():
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                view = memoryview(data)
+                while view:  # one line, all of it, before the lock is released
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
 
     def log_event(self, event: str, **fields: Any) -> None:
         self._append(self.events_path, {"ts": _now(), "session": self.session_id, "event": event,
@@ -102,8 +143,19 @@ class Session:
     def read_events(self) -> list[dict[str, Any]]:
         if not self.events_path.exists():
             return []
-        with open(self.events_path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        with contextlib.ExitStack() as stack:
+            with contextlib.suppress(OSError):  # a read-only copy of a session: read as it is
+                stack.enter_context(self.log_lock())
+            with open(self.events_path, encoding="utf-8") as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+
+    @contextlib.contextmanager
+    def locked_events(self) -> Iterator[list[dict[str, Any]]]:
+        """The events so far, with the log lock held until the block ends: a decision made on
+        them (is run_end written yet?) and the append it leads to are one step for every
+        process, so run_end is written exactly once."""
+        with self.log_lock():
+            yield self.read_events()
 
     # -- artifacts ----------------------------------------------------------------------------
     def write_json_artifact(self, step_id: str, name: str, data: Any) -> Path:

@@ -286,15 +286,9 @@ SPECS: dict[str, ComponentSpec] = {
     ]
 }
 
-# Key names that are secrets in any spec, plus common names (the compiler's inline-secret set).
-COMMON_SECRET_NAMES = frozenset(
-    {"password", "passwd", "pwd", "token", "secret", "secret_key", "service_key",
-     "service_role_key", "api_key", "access_token", "refresh_token", "auth_token", "bearer_token",
-     "client_secret", "client_key", "key", "dsn", "connection_string", "anon_key"}
-)
-INLINE_SECRET_NAMES = (
-    COMMON_SECRET_NAMES | {s for spec in SPECS.values() for s in spec.secrets}
-) - {"primary_key", "url"}
+# Which names are secrets is decided in one place, masking.SECRET_NAMES / is_secret_key (the
+# OML validator's inline-secret check uses it too); every spec's `secrets` must be on it
+# (tests/test_secrets_scan.py checks).
 
 
 def get_spec(component: str) -> ComponentSpec | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -11,6 +14,8 @@ from pathlib import Path
 
 import pymysql
 import pytest
+
+from osiris_dagster.masking import NOT_SECRET, SECRET_NAMES
 
 from .helpers import write
 
@@ -145,3 +150,187 @@ steps:
                 for secret in SECRETS:
                     assert secret.encode() not in data, f"{secret!r} found in {f}"
     assert scanned > 20
+
+
+# -- one list of secret names: a secret planted under EVERY name never shows anywhere ------------
+# Parametrised over masking.SECRET_NAMES itself, so a name added to the list later is covered
+# without touching this test. One pipeline carries every name (a step pair per name) so the
+# whole list costs one run: each name gets its own @filesystem connection whose `base_dir`
+# contains the secret (so the secret reaches error messages, paths, targets and Dagster
+# metadata) and whose field of that name holds the same secret: only the name tells the masker
+# that the value is a secret.
+SECRET_NAMES_SORTED = sorted(SECRET_NAMES)
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    import dagster as dg
+
+    tmp = tmp_path_factory.mktemp("planted")
+    home = tmp / "dagster_home"
+    write(home / "dagster.yaml", "telemetry:\n  enabled: false\n")
+    secrets = {name: f"Sv{i:02d}x{uuid.uuid4().hex[:14]}"
+               for i, name in enumerate(SECRET_NAMES_SORTED)}
+    env = {f"OSIRIS_SCAN_SECRET_{i}": secrets[name]
+           for i, name in enumerate(SECRET_NAMES_SORTED)}
+    aliases, steps = [], []
+    for i, name in enumerate(SECRET_NAMES_SORTED):
+        data = tmp / "data" / secrets[name]
+        write(data / "in.csv", "id,label\n1,a\n2,b\n")
+        aliases.append(f"    n{i}: {{base_dir: \"{tmp}/data/${{OSIRIS_SCAN_SECRET_{i}}}\", "
+                       f"{name}: \"${{OSIRIS_SCAN_SECRET_{i}}}\"}}")
+        for sid, component, extra in ((f"ok-{i}", "filesystem.csv_extractor", "path: in.csv"),
+                                      (f"bad-{i}", "filesystem.csv_extractor",
+                                       "path: missing.csv"),
+                                      (f"out-{i}", "filesystem.csv_writer", "path: out.csv")):
+            needs = f"\n    needs: [ok-{i}]" if sid.startswith("out") else ""
+            mode = "write" if sid.startswith("out") else "read"
+            steps.append(f"  - id: {sid}\n    component: {component}\n    mode: {mode}{needs}\n"
+                         f"    config:\n      connection: \"@filesystem.n{i}\"\n      {extra}")
+    connections = write(tmp / "osiris_connections.yaml",
+                        "version: 1\nconnections:\n  filesystem:\n" + "\n".join(aliases) + "\n")
+    pipeline = write(tmp / "planted.yaml", 'oml_version: "0.1.0"\nname: planted\nsteps:\n'
+                     + "\n".join(steps) + "\n")
+    # the real CLI in its own process: its stdout/stderr (logs and tracebacks included) whole
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from osiris_dagster.cli import main; "
+         "sys.exit(main(sys.argv[1:]))", "run", str(pipeline), "--connections", str(connections),
+         "--sessions-dir", str(tmp / "sessions"), "--debug"],
+        cwd=tmp, env={**os.environ, **env, "DAGSTER_HOME": str(home)}, capture_output=True,
+        text=True, check=False)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        metadata = {}
+        for i in range(len(SECRET_NAMES_SORTED)):
+            ev = instance.get_latest_materialization_event(dg.AssetKey(["planted", f"ok-{i}"]))
+            mat = ev.asset_materialization if ev else None
+            metadata[i] = {k: str(v.value) for k, v in mat.metadata.items()} if mat else {}
+    files = {f: f.read_bytes() for root in (tmp / "sessions", home)
+             for f in root.rglob("*") if f.is_file()}
+    return {"code": proc.returncode, "secrets": secrets, "output": proc.stdout + proc.stderr,
+            "files": files,
+            "sessions": tmp / "sessions", "metadata": metadata}
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
+def test_secret_under_every_name_is_masked_on_every_path(planted_run: dict, name: str) -> None:
+    from osiris_dagster.masking import MASK
+
+    i = SECRET_NAMES_SORTED.index(name)
+    secret = planted_run["secrets"][name]
+    assert planted_run["code"] == 1  # the bad-* steps fail, as planned
+    # masked on every path: CLI output, session files (logs, events, metrics, artifacts,
+    # manifest, database), the Dagster instance (event log, metadata, failures) ...
+    assert secret not in planted_run["output"], f"secret under {name!r} in the CLI output"
+    for path, data in planted_run["files"].items():
+        assert secret.encode() not in data, f"secret under {name!r} found in {path}"
+    # ... which it really reached (else this test could not fail)
+    session = next(p for p in planted_run["sessions"].iterdir() if not p.name.startswith("."))
+    cleaned = json.loads((session / "artifacts" / f"ok-{i}" / "cleaned_config.json").read_text())
+    assert cleaned["resolved_connection"][name] == MASK
+    assert MASK in cleaned["resolved_connection"]["base_dir"]
+    errors = [e["error"] for e in _events(session) if e["event"] == "step_error"
+              and e["step_id"] == f"bad-{i}"]
+    assert errors and MASK in errors[0] and "missing.csv" in errors[0]
+    assert f"step 'bad-{i}' failed" in planted_run["output"]
+    assert MASK in planted_run["metadata"][i].get("source_path", ""), planted_run["metadata"][i]
+
+
+def _events(session: Path) -> list[dict]:
+    lines = (session / "logs" / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# -- the same list everywhere else: validator, key=value text, driver channels ------------------
+@pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
+def test_validator_rejects_a_literal_under_every_secret_name(tmp_path: Path, name: str) -> None:
+    """A key the masker would hide in every output must not hold a literal in the pipeline (it
+    is in git); a `${VAR}` reference under it is fine."""
+    from osiris_dagster.oml import validate_pipeline
+
+    value = "Lit3ral-Secret-Value-99"
+    for literal, flagged in ((value, True), ("${SOME_VAR}", False)):
+        p = write(tmp_path / f"{name}.yaml", f"""\
+oml_version: "0.1.0"
+name: inline
+steps:
+  - id: s
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: SELECT 1 AS x
+      x-extra:
+        {name}: "{literal}"
+""")
+        result = validate_pipeline(p)
+        found = [d for d in result.errors if "inline secret" in d.message]
+        assert bool(found) is flagged, (name, literal, [str(d) for d in result.diagnostics])
+        assert not any(value in str(d) for d in result.diagnostics)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_SECRET))
+def test_secret_looking_configuration_is_neither_masked_nor_rejected(tmp_path: Path,
+                                                                     name: str) -> None:
+    from osiris_dagster.masking import Masker
+    from osiris_dagster.oml import validate_pipeline
+
+    assert Masker().value({name: ["id"]}) == {name: ["id"]}
+    p = write(tmp_path / "p.yaml", f"""\
+oml_version: "0.1.0"
+name: plain
+steps:
+  - id: s
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: SELECT 1 AS x
+      x-extra: {{{name}: "plain-config-value"}}
+""")
+    assert not [d for d in validate_pipeline(p).errors if "inline secret" in d.message]
+
+
+def test_every_spec_secret_is_on_the_one_list() -> None:
+    from osiris_dagster.masking import is_secret_key
+    from osiris_dagster.specs import SPECS
+
+    for spec in SPECS.values():
+        for name in spec.secrets:
+            assert is_secret_key(name), (spec.name, name)
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
+def test_key_value_text_under_every_secret_name_is_masked(name: str) -> None:
+    """`name=value` in any message (DSN keywords, query strings) masks the value for every
+    name on the list, known value or not."""
+    from osiris_dagster.masking import MASK, Masker
+
+    for spelled in (name, name.upper()):
+        text = Masker().text(f"connect failed: host=db {spelled}=Kv-Secret-1234 sslmode=require")
+        assert "Kv-Secret-1234" not in text and f"{spelled}={MASK}" in text
+        assert "host=db" in text and "sslmode=require" in text
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
+def test_supabase_channels_mask_a_secret_under_every_name(name: str) -> None:
+    """The Supabase driver's own error texts hide every secret-named connection field (it kept
+    a list of eight names of its own before)."""
+    from osiris_dagster.drivers.sql_support import scrub, supabase_channels
+
+    secret = "Sb-Secret-Value-4242"
+    value = f"postgresql://u:{secret}@127.0.0.1:1/db" if "dsn" in name else secret
+    conn = {"url": "http://127.0.0.1:1", name: value}
+    if name not in ("service_role_key", "anon_key", "key"):
+        conn["service_role_key"] = "a-service-role-key"
+    channels = supabase_channels("supabase.writer", conn, {})
+    assert secret in channels.secrets
+    assert secret not in scrub(f"server said: bad {value}", channels.secrets)
+
+
+def test_malformed_supabase_dsn_is_a_secret_free_driver_error() -> None:
+    """psycopg echoes an unparsable DSN (password and all) in its error; the channel builder
+    used to catch a non-existent `conninfo.ProgrammingError` and died with an AttributeError."""
+    from osiris_dagster.drivers.sql_support import supabase_channels
+    from osiris_dagster.errors import DriverError
+
+    with pytest.raises(DriverError, match="pg_dsn") as err:
+        supabase_channels("supabase.writer", {"pg_dsn": "Sb-Secret-Value-4242 nonsense"}, {})
+    assert "Sb-Secret-Value-4242" not in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -87,3 +88,120 @@ def test_processor_sees_only_its_upstreams(tmp_path: Path) -> None:
         assert ws.create_output("SELECT x + 1 AS z FROM input_df") == 1
         with pytest.raises(duckdb.CatalogException):
             ws.create_output("SELECT * FROM b")
+
+
+# -- several processes writing one session ---------------------------------------------------
+# Real processes (spawned, not threads): the multiprocess executor, the CLI and a sensor's run
+# may all write one session. They meet at barriers (no sleeps) to write at the same moment.
+PROCESSES = 4
+
+
+def _write_many(sessions: str, session_id: str, worker: int, lines: int,
+                barrier: object) -> None:
+    """Worker: `lines` events of very different sizes, many far above PIPE_BUF (4096)."""
+    session = Session(Settings(sessions_dir=Path(sessions)), session_id)
+    barrier.wait()  # type: ignore[attr-defined]
+    for i in range(lines):
+        size = (1, 300, 5_000, 70_000, 400_000)[i % 5]
+        session.log_event("bulk", worker=worker, seq=i, payload=chr(ord("a") + worker) * size)
+        session.log_metric("bulk", i, worker=worker)
+
+
+def _read_while_written(sessions: str, session_id: str, stop: object, barrier: object) -> None:
+    """Worker: read the events over and over while the others append (as finish_run_if_done
+    and `osiris-dagster sessions show` do); a torn line would raise here."""
+    session = Session(Settings(sessions_dir=Path(sessions)), session_id)
+    barrier.wait()  # type: ignore[attr-defined]
+    reads = 0
+    while not stop.is_set() or reads == 0:  # type: ignore[attr-defined]
+        for e in session.read_events():
+            assert e["event"] == "bulk"
+        reads += 1
+
+
+def _finish_steps(sessions: str, pipeline_file: str, worker: int, rounds: int,
+                  barrier: object) -> None:
+    """Worker: in each round's session, complete step `s<worker>` and then try to end the run
+    at the same moment as every other worker (the last step of a run finishing in several
+    processes at once)."""
+    from osiris_dagster.oml import load_pipeline
+    from osiris_dagster.runner import finish_run_if_done
+
+    pipeline = load_pipeline(Path(pipeline_file))
+    steps = [s.id for s in pipeline.steps]
+    for r in range(rounds):
+        session = Session(Settings(sessions_dir=Path(sessions)), f"round-{r}")
+        session.log_event("step_complete", step_id=f"s{worker}")
+        barrier.wait()  # type: ignore[attr-defined]
+        finish_run_if_done(session, pipeline, steps)
+
+
+def _run_workers(target: object, args: list[tuple[object, ...]],
+                 reader: tuple[object, ...] | None = None) -> None:
+    """Run `target(*a, barrier)` per args in its own process (plus, if given, a reader process
+    that runs until the writers are done); every process must exit cleanly."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(args) + (reader is not None))
+    stop = ctx.Event()
+    procs = [ctx.Process(target=target, args=(*a, barrier)) for a in args]
+    readers = [ctx.Process(target=_read_while_written, args=(*reader, stop, barrier))
+               ] if reader else []
+    for p in procs + readers:
+        p.start()
+    for p in procs:
+        p.join()
+    stop.set()
+    for p in readers:
+        p.join()
+    assert [p.exitcode for p in procs + readers] == [0] * len(procs + readers)
+
+
+def test_processes_appending_to_one_session_lose_and_mix_no_line(tmp_path: Path) -> None:
+    lines = 60
+    _run_workers(_write_many, [(str(tmp_path), "shared", w, lines) for w in range(PROCESSES)],
+                 reader=(str(tmp_path), "shared"))
+    logs = tmp_path / "shared" / "logs"
+    for name, key in (("events.jsonl", "seq"), ("metrics.jsonl", "value")):
+        raw = (logs / name).read_bytes()
+        assert raw.endswith(b"\n")
+        seen: dict[int, list[int]] = {w: [] for w in range(PROCESSES)}
+        for line in raw.decode("utf-8").split("\n")[:-1]:
+            record = json.loads(line)  # every line whole: no interleaved or torn line
+            seen[record["worker"]].append(record[key])
+            if "payload" in record:
+                assert set(record["payload"]) == {chr(ord("a") + record["worker"])}
+        for worker, got in seen.items():  # none lost, none doubled, each in its order
+            assert got == list(range(lines)), (name, worker)
+
+
+def test_run_end_is_written_once_when_processes_finish_together(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text('oml_version: "0.1.0"\nname: p\nsteps:\n' + "".join(
+        f"  - id: s{w}\n    component: duckdb.processor\n    mode: transform\n"
+        f"    config: {{query: SELECT 1 AS x}}\n" for w in range(PROCESSES)))
+    rounds = 25
+    _run_workers(_finish_steps, [(str(tmp_path / "sessions"), str(pipeline), w, rounds)
+                                 for w in range(PROCESSES)])
+    for r in range(rounds):
+        events = Session(Settings(sessions_dir=tmp_path / "sessions"), f"round-{r}"
+                         ).read_events()
+        ends = [i for i, e in enumerate(events) if e["event"] == "run_end"]
+        assert len(ends) == 1, (r, [e["event"] for e in events])
+        assert events[ends[0]]["status"] == "success"
+        assert ends[0] == len(events) - 1  # after every step_complete
+
+
+def test_log_lock_is_reentrant_across_spellings_of_one_session(tmp_path: Path) -> None:
+    """Holding the lock (reading events before run_end) and appending through another Session
+    object for the same directory, reached through a symlink, must not lock itself out."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    a = Session(Settings(sessions_dir=tmp_path / "real"), "s")
+    b = Session(Settings(sessions_dir=tmp_path / "link"), "s")
+    a.log_event("first")
+    with a.locked_events() as events:
+        assert [e["event"] for e in events] == ["first"]
+        b.log_event("second")
+    assert [e["event"] for e in a.read_events()] == ["first", "second"]

@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..connections import environment
+from ..connections import environment, substitute_env
 from ..errors import DriverError
-from ..masking import is_secret_key
+from ..masking import is_secret_header
 from . import http_support as hs
 from .base import DriverResult, StepContext, UpstreamTable
 
@@ -118,14 +118,14 @@ class Options:
             source = "`auth_token` of the @graphql connection"
         else:
             raw = config.get("auth_token")
-            token = hs.substitute_env(str(raw), "auth_token", env) if raw not in (None, "") \
+            token = _env(str(raw), "auth_token", env) if raw not in (None, "") \
                 else None
             source = "the environment variable in the step's `auth_token`"
         if conn.get("auth_username") not in (None, ""):
             username: str | None = str(conn["auth_username"])
         else:
             raw = config.get("auth_username")
-            username = hs.substitute_env(str(raw), "auth_username", env) \
+            username = _env(str(raw), "auth_username", env) \
                 if raw not in (None, "") else None
         if auth_type in ("bearer", "api_key", "basic") and not token:
             raise DriverError(f"graphql.extractor: auth_type '{auth_type}' needs a token: set "
@@ -149,11 +149,11 @@ class Options:
                     continue
                 value = str(raw_value)
                 if origin == "step":
-                    value = hs.substitute_env(value, f"headers.{name}", env)
+                    value = _env(value, f"headers.{name}", env)
                 headers[str(name)] = value
                 # a credential: from the connection, from ${ENV}, or under a secret-ish name
                 if origin == "connection" or "${" in str(raw_value) or \
-                        _secret_header(str(name)):
+                        is_secret_header(str(name)):
                     secret_headers.append(value)
 
         return cls(
@@ -196,10 +196,9 @@ class Options:
         return headers, secrets
 
 
-def _secret_header(name: str) -> bool:
-    low = name.lower()
-    return is_secret_key(low.replace("-", "_")) or "auth" in low or "key" in low or \
-        "cookie" in low
+def _env(value: str, option: str, env: Mapping[str, str]) -> str:
+    """A step option's ``${VAR}`` references resolved (the one substituter, driver errors)."""
+    return substitute_env(value, env, option, "of the graphql.extractor step", DriverError)
 
 
 def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTable]

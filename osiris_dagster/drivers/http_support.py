@@ -8,8 +8,9 @@
   request after a 429 (rejected unprocessed) or a failure before a byte was sent
   (:func:`nothing_was_sent`). Anything else fails with :class:`OutcomeUnknownError`: it may have
   taken effect. Every error names the service, the host and what to check, and
-  never contains a secret: the client knows the secrets it sends and blanks them out of every
-  message (also out of response bodies quoted in errors); URLs are shown without user info and
+  never contains a secret: the client knows the secrets it sends and masks them (with the one
+  :class:`~osiris_dagster.masking.Masker`) out of every message (also out of response bodies
+  quoted in errors); URLs are shown without user info and
   query string.
 * :func:`find_path` / :func:`rows_at`: a JSONPath-like lookup of dotted paths (``data.users``,
   ``$.data.users.edges[*].node``, ``items[0]``; a name step applied to a list applies to each
@@ -48,11 +49,11 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from ..errors import DriverError, OutcomeUnknownError
+from ..masking import Masker
 from ..naming import quote_ident, quote_literal
 
 EMPTY_COLUMN = "_empty"
 _INT64 = (-(2**63), 2**63 - 1)
-_REDACTED = "***"
 _DEFAULT_MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's default maximum_object_size
 
 
@@ -75,28 +76,6 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, origin_of(url).split("://", 1)[1], parts.path, "", ""))
 
 
-class Redactor:
-    """Blanks out known secret values (tokens, keys, header values) from any text."""
-
-    def __init__(self, secrets: Iterable[Any] = ()) -> None:
-        self._values: set[str] = set()
-        self.add(secrets)
-
-    def add(self, secrets: Iterable[Any]) -> None:
-        for s in secrets:
-            if isinstance(s, str | int) and not isinstance(s, bool) and len(str(s)) >= 4:
-                self._values.add(str(s))
-
-    @property
-    def values(self) -> frozenset[str]:
-        return frozenset(self._values)
-
-    def __call__(self, text: str) -> str:
-        for v in sorted(self._values, key=len, reverse=True):
-            text = text.replace(v, _REDACTED)
-        return text
-
-
 def register_secrets(ctx: Any, values: Iterable[Any]) -> None:
     """Also hand secrets to the session's masker when the context has one (defence in depth:
     the runner masks step errors, events and metrics with it)."""
@@ -104,28 +83,6 @@ def register_secrets(ctx: Any, values: Iterable[Any]) -> None:
     add = getattr(masker, "add", None)
     if callable(add):
         add([str(v) for v in values if isinstance(v, str | int) and not isinstance(v, bool)])
-
-
-_ENV_REF = re.compile(r"\$\{([^}]+)\}")
-
-
-def substitute_env(value: Any, option: str, env: Mapping[str, str]) -> Any:
-    """``${VAR}`` references in a string (or in a mapping's values) replaced from ``env``; an
-    unset or empty variable is an error naming the variable and the option, never a value."""
-    if isinstance(value, Mapping):
-        return {str(k): substitute_env(v, f"{option}.{k}", env) for k, v in value.items()}
-    if not isinstance(value, str):
-        return value
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1)
-        got = env.get(name)
-        if not got:
-            raise DriverError(f"environment variable '{name}' (referenced by `{option}`) is not "
-                              "set; export it or add it to .env in the working directory")
-        return got
-
-    return _ENV_REF.sub(repl, value)
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -214,11 +171,11 @@ class ApiClient:
     on_retry: Callable[[dict[str, Any]], None] | None = None
     sleep: Callable[[float], None] = time.sleep
     requests_made: int = 0
-    redact: Redactor = field(init=False)
+    redact: Masker = field(init=False)
     _session: requests.Session = field(init=False)
 
     def __post_init__(self) -> None:
-        self.redact = Redactor(self.secrets)
+        self.redact = Masker(self.secrets)
         self._session = requests.Session()
         self._session.verify = self.verify
         self._session.headers.update(self.headers)

@@ -15,8 +15,9 @@ all). A value DuckDB cannot represent (a MySQL zero date, a TIME past 24h) raise
 **Egress path (writers).** Rows leave DuckDB as Arrow batches read on a cursor of the step's
 connection (:func:`arrow_batches`), never the whole table at once.
 
-**Secrets.** Every message built here goes through :func:`scrub`, which removes the password/key
-values of the connection, so an exception text never contains them.
+**Secrets.** Every message built here goes through :func:`scrub` (the one
+:class:`~osiris_dagster.masking.Masker`), which masks the values of the connection's secret-named
+fields (:data:`~osiris_dagster.masking.SECRET_NAMES`), so an exception text never contains them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import DriverError
+from ..masking import scrub, secret_values  # scrub: the one Masker, for drivers' messages
 from ..naming import quote_ident, quote_literal
 from .base import StepContext
 
@@ -96,18 +98,6 @@ def positive_int(config: Mapping[str, Any], key: str, default: int | None,
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise DriverError(f"`{key}` must be an integer >= {minimum}, got {value!r}")
     return value
-
-
-# -- secrets --------------------------------------------------------------------------------------
-
-MASK = "***"
-
-
-def scrub(text: str, secrets: Iterable[Any]) -> str:
-    """``text`` without any of the secret values (longest first)."""
-    for s in sorted({str(s) for s in secrets if s not in (None, "")}, key=len, reverse=True):
-        text = text.replace(s, MASK)
-    return text
 
 
 def first_line(exc: BaseException) -> str:
@@ -306,21 +296,15 @@ class SupabaseChannels:
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
-_SECRET_FIELDS = ("password", "pg_password", "service_role_key", "anon_key", "key", "pg_dsn",
-                  "dsn", "sql_dsn")
-
-
 def supabase_channels(component: str, connection: Mapping[str, Any] | None,
                       config: Mapping[str, Any]) -> SupabaseChannels:
     """The SQL channel (DSN, ``pg_*`` fields or ``host/database/user/password``) and the REST
     channel (``url`` or ``project_id`` + ``service_role_key`` > ``anon_key`` > ``key``)."""
+    from psycopg import ProgrammingError
     from psycopg import conninfo as ci
 
     conn = dict(connection or {})
-    secrets: list[str] = []
-    for k in _SECRET_FIELDS:
-        if conn.get(k):
-            secrets.append(str(conn[k]))
+    secrets = secret_values(conn)  # every secret-named field (masking.SECRET_NAMES)
     if config.get("key"):
         secrets.append(str(config["key"]))
 
@@ -350,10 +334,10 @@ def supabase_channels(component: str, connection: Mapping[str, Any] | None,
                 if conn.get(f"{prefix}password") not in (None, ""):
                     parts["password"] = str(conn[f"{prefix}password"])
                 sql = _pg_params(ci.make_conninfo(**parts), parts, secrets)
-    except ci.ProgrammingError as exc:  # malformed DSN: never echo it (it holds the password)
-        raise DriverError(f"{component}: the Supabase connection's DSN cannot be parsed "
-                          f"({scrub(first_line(exc), secrets)}); check pg_dsn/dsn/sql_dsn") \
-            from None
+    except ProgrammingError:  # malformed DSN: psycopg quotes pieces of it (the password too)
+        raise DriverError(f"{component}: the Supabase connection's DSN cannot be parsed; check "
+                          "pg_dsn/dsn/sql_dsn (a 'postgresql://user:password@host:5432/db' URL "
+                          "or 'host=... dbname=... user=... password=...' pairs)") from None
 
     rest: RestParams | None = None
     url = _pick(conn, config, "url")

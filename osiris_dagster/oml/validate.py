@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from ..specs import INLINE_SECRET_NAMES, OML_MODES, ComponentSpec, Prop, get_spec
+from ..masking import is_secret_key
+from ..specs import OML_MODES, ComponentSpec, Prop, get_spec
 from .cron import cron_problem
 from .diagnostics import Collector, Diagnostic
 from .model import (
@@ -294,7 +295,11 @@ def _check_inline_secrets(doc: LineDict, out: Collector) -> None:
 
 
 def _is_secret_name(key: str) -> bool:
-    return key.lower() in INLINE_SECRET_NAMES or key.lower() == "authorization"
+    """The masker's own test (one list of secret names for masking and validation): a key whose
+    value would be masked in every output must not hold a literal in the pipeline file.
+    Configuration that only looks secret-ish (primary_key, upsert_keys, url) is NOT_SECRET there.
+    HTTP header names are judged like field names (``X-Api-Key`` -> ``x_api_key``)."""
+    return is_secret_key(key.replace("-", "_"))
 
 
 def _is_literal(value: Any) -> bool:

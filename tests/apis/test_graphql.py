@@ -172,7 +172,7 @@ def test_auth_from_env_references(case: str, graphql: FakeGraphQL, run_driver: R
 def test_unset_env_reference_is_named(graphql: FakeGraphQL, run_driver: RunDriver,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GQL_NOPE", raising=False)
-    with pytest.raises(DriverError, match="'GQL_NOPE' .*`auth_token`"):
+    with pytest.raises(DriverError, match="'GQL_NOPE' .*'auth_token'"):
         run_driver(gq, config(graphql.endpoint, auth_type="bearer", auth_token="${GQL_NOPE}"))
     assert graphql.requests == []
 
