@@ -393,6 +393,86 @@ def test_duplicate_yaml_keys_top_level_and_in_config(tmp_path):
     assert all("duplicate key" in d.message for d in result.errors)
 
 
+MERGE_DEFAULTS = """\
+oml_version: "0.1.0"
+name: merged
+x-defaults:
+  proc: &proc
+    component: duckdb.processor
+    mode: transform
+  sql: &sql {query: "SELECT 1 AS a"}
+  more: &more {query: "SELECT 2 AS b"}
+steps:
+"""
+
+
+def test_merge_key_with_an_override_is_not_a_duplicate(tmp_path):
+    result = check(tmp_path, MERGE_DEFAULTS + """\
+  - id: first
+    <<: *proc
+    mode: transform
+    config:
+      <<: *sql
+      query: "SELECT 42 AS answer"
+""")
+    assert result.errors == [], [str(d) for d in result.errors]
+    step = result.pipeline.steps[0]
+    assert step.component == "duckdb.processor"
+    assert step.config["query"] == "SELECT 42 AS answer"
+
+
+def test_merged_list_of_maps_and_override_are_not_duplicates(tmp_path):
+    text = MERGE_DEFAULTS + """\
+  - id: listed
+    <<: *proc
+    config:
+      <<: [*sql, *more]
+  - id: overridden
+    <<: *proc
+    config:
+      <<: [*more, *sql]
+      query: "SELECT 3 AS c"
+"""
+    result = check(tmp_path, text)
+    assert result.errors == [], [str(d) for d in result.errors]
+    listed, overridden = result.pipeline.steps
+    assert listed.config["query"] == "SELECT 1 AS a"  # the first map in the list wins
+    assert overridden.config["query"] == "SELECT 3 AS c"
+    # two merged maps give 'query' and the step sets none: PyYAML (Osiris) may differ
+    assert [(d.line, d.message.split("'")[1]) for d in result.warnings
+            if "merged map" in d.message] == [(13, "query")]
+
+
+def test_real_duplicates_next_to_a_merge_key_are_still_reported(tmp_path):
+    result = check(tmp_path, MERGE_DEFAULTS + """\
+  - id: twice
+    <<: *proc
+    config:
+      <<: *sql
+      query: "SELECT 3"
+      query: "SELECT 4"
+""")
+    assert [(d.line, d.message) for d in result.errors] == [
+        (15, "duplicate key 'query' (the earlier value would be lost)")]
+
+
+def test_duplicate_inside_an_anchored_map_is_reported_once(tmp_path):
+    text = MERGE_DEFAULTS.replace('{query: "SELECT 1 AS a"}',
+                                  '{query: "SELECT 0", query: "SELECT 1 AS a"}') + """\
+  - id: one
+    <<: *proc
+    config:
+      <<: *sql
+  - id: two
+    <<: *proc
+    config:
+      <<: *sql
+"""
+    result = check(tmp_path, text)
+    assert [(d.line, d.message) for d in result.errors] == [
+        (7, "duplicate key 'query' (the earlier value would be lost)")]
+
+
 def test_needs_unknown_step(tmp_path):
     result = check(tmp_path, steps("""
         - id: a

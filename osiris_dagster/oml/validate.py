@@ -223,9 +223,15 @@ def _step_label(item: Any) -> str | None:
 
 
 def _duplicates(obj: Any, out: Collector) -> None:
+    """Keys written twice in one mapping (a key a merge key `<<` brings in may be overridden:
+    that is no duplicate), and keys several merged maps give without an own value."""
     if isinstance(obj, LineDict):
         for key, line in obj.duplicates:
             out.error(line, f"duplicate key '{key}' (the earlier value would be lost)")
+        for key, line in obj.merge_conflicts:
+            out.warning(line, f"key '{key}' comes from more than one merged map: the first "
+                              "map listed wins (YAML merge rules), but PyYAML-based tools such "
+                              "as Osiris may take a later one; set the key here to be sure")
         for v in obj.values():
             _duplicates(v, out)
     elif isinstance(obj, list):
