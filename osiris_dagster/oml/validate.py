@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ..specs import INLINE_SECRET_NAMES, OML_MODES, ComponentSpec, Prop, get_spec
-from .cron import cron_problem
+from .cron import cron_problem, cron_warning
 from .diagnostics import Collector, Diagnostic
 from .model import (
     TIME_PARTITION_KINDS,
@@ -828,6 +828,8 @@ def _schedule(body: LineDict, param_names: set[str], out: Collector) -> Schedule
         if problem:
             out.error(body.line_of("cron"), f"{label}: {problem}")
             ok = False
+        elif warning := cron_warning(cron):
+            out.warning(body.line_of("cron"), f"{label}: {warning}")
     tz = body.get("timezone")
     if tz is not None and not _valid_timezone(tz):
         out.error(body.line_of("timezone"), f"{label}.timezone {tz!r} is not an IANA time zone "
