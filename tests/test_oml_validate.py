@@ -581,6 +581,37 @@ def test_implicit_needs_on_previous_step(tmp_path):
     assert [x.implicit_needs for x in s] == [True, False, True, True, False]
 
 
+@pytest.mark.parametrize("body, line, fragment", [
+    # the first step has no previous step to depend on
+    ("- {id: save, CSV_OUT, config: {path: o.csv}}\n", 4, "it is the first step"),
+    ("- {id: read, CSV_IN, config: {path: i.csv}}\n"
+     "- {id: save, CSV_OUT, needs: [], config: {path: o.csv}}\n", 5, "needs: []"),
+    # without needs a step depends on the previous one, here another writer (no table)
+    ("- {id: read, CSV_IN, config: {path: i.csv}}\n"
+     "- {id: save, CSV_OUT, config: {path: o.csv}}\n"
+     "- {id: save-again, CSV_OUT, config: {path: p.csv}}\n", 6, "'save' (a writer"),
+    ("- {id: read, CSV_IN, config: {path: i.csv}}\n"
+     "- {id: save, CSV_OUT, config: {path: o.csv}}\n"
+     "- {id: db, component: mysql.writer, mode: write, needs: [save],\n"
+     "   config: {connection: '@mysql.main', table: t}}\n", 6, "'save' (a writer"),
+])
+def test_writer_without_an_upstream_table_is_an_error(tmp_path, body, line, fragment):
+    result = check(tmp_path, steps(body))
+    d = one_error(result, line, "writes the rows of an upstream step", fragment,
+                  step=str(result.errors[0].step))
+    assert d.step in ("save", "save-again", "db")
+    assert "needs" in d.message
+
+
+def test_writer_with_a_table_among_its_needs_is_valid(tmp_path):
+    result = check(tmp_path, steps("""
+        - {id: read, CSV_IN, config: {path: i.csv}}
+        - {id: save, CSV_OUT, config: {path: o.csv}}
+        - {id: save-again, CSV_OUT, needs: [save, read], config: {path: p.csv}}
+    """))
+    assert result.errors == [], [str(d) for d in result.errors]
+
+
 def test_needs_must_be_a_list_of_strings(tmp_path):
     result = check(tmp_path, steps("""
         - {id: a, TP}

@@ -324,7 +324,37 @@ def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
             graph[sid] = (tuple(n for n in needs if n in ids and n != sid), raw.line)
         previous = sid if sid is not None else previous
     _check_cycles(graph, out)
+    _check_writer_inputs(steps, {sid: raw for _i, raw, sid in entries if sid is not None}, out)
     return steps if len(steps) == len(entries) else []
+
+
+def _check_writer_inputs(steps: list[Step], raws: Mapping[str, LineDict],
+                         out: Collector) -> None:
+    """A writer writes the rows of an upstream step; without an upstream that produces a
+    table it could only fail at run time. (A step without `needs` depends on the previous
+    step, as Osiris compiles it; `needs: []` means none; the first step has none.)"""
+    by_id = {s.id: s for s in steps}
+    for step in steps:
+        spec = get_spec(step.component)
+        if spec is None or spec.produces_table or any(n not in by_id for n in step.needs):
+            continue  # not a writer, or an upstream already reported as invalid
+        if any((up := get_spec(by_id[n].component)) and up.produces_table for n in step.needs):
+            continue
+        raw = raws.get(step.id)
+        line = raw.line_of("needs") if raw is not None and not step.implicit_needs else step.line
+        if step.needs:
+            names = ", ".join(f"'{n}'" for n in step.needs)
+            previous = ", the previous step" if step.implicit_needs else ""
+            why = (f"its upstream {names} (a writer{previous}) produces no table"
+                   if len(step.needs) == 1 else
+                   f"its upstreams {names} (writers) produce no table")
+        elif step.implicit_needs:
+            why = "it is the first step, so it has no upstream"
+        else:
+            why = "it has `needs: []`, so it has no upstream"
+        out.error(line, f"a writer writes the rows of an upstream step, but {why}: list the "
+                        "step whose rows it writes in `needs` (a step without `needs` depends "
+                        "on the previous step)", step.id)
 
 
 def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None,
