@@ -79,6 +79,32 @@ def test_broken_file_is_not_executable_and_all_selections_succeed(
         == {dg.AssetKey(["good", "gen"])}
 
 
+def test_the_ui_sees_a_broken_file_as_not_materialisable(tmp_path: Path,
+                                                         instance: dg.DagsterInstance) -> None:
+    """What the webserver's GraphQL tells the UI (its Materialize all offers only executable,
+    materialisable assets), through a real code server."""
+    from dagster_graphql.test.utils import (
+        define_out_of_process_context,
+        execute_dagster_graphql,
+    )
+
+    write(tmp_path / "pipes" / "good.yaml", GOOD.format(name="good"))
+    write(tmp_path / "pipes" / "broken.yaml", BROKEN)
+    pipes = str(tmp_path / "pipes")
+    write(tmp_path / "defs.py", "from osiris_dagster import build_definitions\n\n"
+                                f"defs = build_definitions(pipelines_dir={pipes!r})\n")
+    query = "{ assetNodes { assetKey { path } isExecutable isMaterializable description } }"
+    with define_out_of_process_context(str(tmp_path / "defs.py"), "defs", instance) as ctx:
+        nodes = execute_dagster_graphql(ctx, query).data["assetNodes"]
+    by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    assert set(by_key) == {"good/gen", "osiris_invalid/broken"}
+    assert by_key["good/gen"]["isExecutable"] and by_key["good/gen"]["isMaterializable"]
+    broken = by_key["osiris_invalid/broken"]
+    assert not broken["isExecutable"] and not broken["isMaterializable"]
+    assert f"{tmp_path / 'pipes' / 'broken.yaml'}:5: step 'x': unknown component" \
+        in broken["description"]
+
+
 def test_materialize_star_with_the_dagster_cli_skips_a_broken_file(tmp_path: Path) -> None:
     """`dagster asset materialize --select '*'` on a code location with a broken file next to a
     good one: the good pipeline materialises and the command exits 0."""
