@@ -146,7 +146,8 @@ def _combine(built: Sequence[OsirisPipelineDefs], broken: Sequence[BrokenPipelin
         schedules.extend(d.schedules)
         sensors.extend(d.sensors)
         resources[d.params_resource_key] = d.params_resource
-    assets.extend(broken_specs(broken))
+    taken = {spec.key for a in assets if isinstance(a, dg.AssetsDefinition) for spec in a.specs}
+    assets.extend(broken_specs(broken, taken))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources=resources, executor=executor)
 
@@ -169,19 +170,22 @@ def _isolate_unloadable(built: Sequence[OsirisPipelineDefs], broken: list[Broken
     return kept
 
 
-def broken_specs(broken: Sequence[BrokenPipeline]) -> list[dg.AssetSpec]:
+def broken_specs(broken: Sequence[BrokenPipeline], taken: set[dg.AssetKey] | None = None
+                 ) -> list[dg.AssetSpec]:
     """One external (non-materialisable) asset per broken file, errors in its description and
     metadata: visible in the catalog, skipped by `*` selections, jobs and *Materialize all*,
-    so a broken file never fails the runs of the good ones."""
+    so a broken file never fails the runs of the good ones. Keys are `osiris_invalid/<file
+    name>`, made unique (the same file name in two folders) against `taken` keys too."""
     specs: list[dg.AssetSpec] = []
-    used: set[str] = set()
+    used = set(taken or ())
     for b in broken:
-        stem = asset_key_part(b.path.stem)
-        if stem in used:  # the same file name in two folders
-            stem = f"{stem}_{hashlib.sha256(str(b.path).encode()).hexdigest()[:8]}"
-        used.add(stem)
+        key = dg.AssetKey([INVALID_KEY_PREFIX, asset_key_part(b.path.stem)])
+        if key in used:
+            digest = hashlib.sha256(str(b.path).encode()).hexdigest()[:8]
+            key = dg.AssetKey([INVALID_KEY_PREFIX, f"{key.path[-1]}_{digest}"])
+        used.add(key)
         specs.append(dg.AssetSpec(
-            key=dg.AssetKey([INVALID_KEY_PREFIX, stem]), group_name=INVALID_GROUP,
+            key=key, group_name=INVALID_GROUP,
             description=f"**Invalid Osiris pipeline** `{b.path}` (not materialisable: the "
                         f"other pipelines run without it)\n\n```\n{b.message}\n```\n\n"
                         "Fix the file (`osiris-dagster validate FILE` shows the same lines) "
