@@ -250,11 +250,17 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
                       settings: Any) -> int:
 
     from .assets import build_osiris_assets, params_resource_key
-    from .loader import build_definitions
+    from .loader import build_definitions, describe_build_error
     from .oml.params import coerce, declared_params
     from .session import Session
 
-    defs_one = build_osiris_assets(pipeline.path)
+    try:
+        defs_one = build_osiris_assets(pipeline.path)
+    except Exception as exc:  # noqa: BLE001 - e.g. Dagster refusing a definition: say which
+        if args.debug:
+            raise
+        print(f"error: {describe_build_error(pipeline.path, exc)}", file=sys.stderr)
+        return EXIT_INVALID
     typed = _typed_params(pipeline.path, params, coerce, declared_params)
     defs = build_definitions([pipeline.path], sessions_dir=str(settings.sessions_dir),
                              connections_file=args.connections)
@@ -296,18 +302,13 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     if res.success:
         print(f"done in {elapsed:.1f}s", file=out)
         return EXIT_OK
-    failure = _failure_message(res) or "the run failed (see the Dagster event log)"
-    if handler.errors:
-        for step_id, error in handler.errors:
-            print(f"error: pipeline '{pipeline.name}', step '{step_id}' failed: {error}",
-                  file=sys.stderr)
-    else:
-        print(f"error: {failure}", file=sys.stderr)
     if args.debug:
         for ev in res.all_events:
             if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
                 print(f"Traceback of step '{ev.step_key}':\n"
                       f"{ev.step_failure_data.error.to_string()}", file=sys.stderr)
+    for line in _failure_lines(res, pipeline):
+        print(f"error: {line}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -367,15 +368,65 @@ def _finish_events(session: Any, success: bool) -> None:
             session.log_event("run_end", status="success" if success else "failure")
 
 
-def _failure_message(res: Any) -> str | None:
+def _failure_lines(res: Any, pipeline: Any) -> list[str]:
+    """One line per failed step (or the run's own failure), each ending with the root cause
+    the product raised: Dagster wraps exceptions (e.g. DagsterExecutionLoadInputError around
+    an IO manager's error), and its wrapper alone does not say what to do."""
+    from .naming import dagster_name
+
+    step_ids = {dagster_name(pipeline.name, s.id): s.id for s in pipeline.steps}
+    lines = []
     for ev in res.all_events:
         if ev.is_step_failure and ev.step_failure_data is not None:
-            err = ev.step_failure_data.user_failure_data
-            if err is not None and err.description:
-                return err.description
-            return ev.step_failure_data.error.message.strip() if ev.step_failure_data.error \
-                else None
-    return None
+            sid = step_ids.get(str(ev.step_key).split("[")[0], ev.step_key)
+            text = _step_failure_text(ev.step_failure_data)
+            prefix = f"pipeline '{pipeline.name}', step '{sid}': "
+            lines.append(f"pipeline '{pipeline.name}', step '{sid}' failed: "
+                         f"{text.removeprefix(prefix)}")
+    if lines:
+        return lines
+    for ev in res.all_events:
+        error = getattr(ev.event_specific_data, "error", None) if ev.is_run_failure else None
+        if error is not None:
+            return [f"pipeline '{pipeline.name}': the run failed: {error_with_cause(error)}"]
+    return [f"pipeline '{pipeline.name}': the run failed (see the Dagster event log)"]
+
+
+def _step_failure_text(data: Any) -> str:
+    user = data.user_failure_data
+    if user is not None and user.description:
+        return user.description
+    return error_with_cause(data.error) if data.error else "the step failed"
+
+
+def error_with_cause(error: Any) -> str:
+    """A serialised Dagster error as `<what Dagster was doing>: <root cause>`: the chain of
+    causes is followed to its end (and through the context of Dagster's own wrappers)."""
+    chain = [error]
+    while True:
+        node = chain[-1]
+        nxt = node.cause or (node.context if node.cls_name.startswith("Dagster") else None)
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    root = _error_text(chain[-1])
+    if len(chain) == 1:
+        return root
+    return f"{_error_text(chain[0]).rstrip(': ')}: {root}"
+
+
+def _error_text(error: Any) -> str:
+    """The error's message; our own errors without their class (they are written for people),
+    others as `Class: message` (without the module path)."""
+    text = error.message.strip()
+    head, sep, rest = text.partition(": ")
+    if sep and head.split(".")[-1] == error.cls_name:
+        if head.startswith("osiris_dagster."):
+            return rest.strip()
+        if error.cls_name.startswith("Dagster"):
+            return rest.strip()
+        return f"{error.cls_name}: {rest.strip()}"
+    return text
 
 
 class _ProgressPrinter(logging.Handler):

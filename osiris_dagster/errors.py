@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class OsirisError(Exception):
     """Base class: a message meant for the person running the pipeline."""
@@ -43,6 +45,20 @@ class SessionLockedError(OsirisError):
 
 class UpstreamMissingError(OsirisError):
     """An upstream table needed by a step is gone (its session was deleted)."""
+
+    @classmethod
+    def session_gone(cls, upstream: str, rematerialise: str, session_id: str,
+                     db_path: str) -> UpstreamMissingError:
+        """The upstream was materialised, but its session is gone: say which session, whether
+        its whole directory went (`sessions clean`, or deleted by hand) or only its database,
+        and what to materialise again. `upstream` names it, e.g. "upstream step 'x'"."""
+        directory = Path(db_path).parent
+        if directory.exists():
+            what = f"whose database {db_path} is missing"
+        else:
+            what = f"whose directory {directory} is gone (cleaned or deleted)"
+        return cls(f"{upstream} was materialised in session {session_id}, {what}; "
+                   f"materialise '{rematerialise}' again")
 
 
 class StepCancelled(OsirisError):

@@ -81,10 +81,8 @@ class OsirisIOManager(dg.ConfigurableIOManager):
                 f"the latest materialisation of '{name}' does not record an osiris session; "
                 f"materialise '{name}' again")
         if not Path(db_path).exists():
-            raise UpstreamMissingError(
-                f"upstream asset '{name}' (step '{step_id}') was last materialised in session "
-                f"{session_id}, whose database {db_path} no longer exists; materialise '{name}' "
-                "again")
+            raise UpstreamMissingError.session_gone(
+                f"upstream asset '{name}' (step '{step_id}')", name, session_id, db_path)
         rows = md.get("dagster/row_count")
         return TableRef(session_id, db_path, table, step_id,
                         int(rows.value) if rows is not None else -1)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ log = logging.getLogger("osiris_dagster")
 SKIP_FILES = {"osiris_connections.yaml", "osiris_connections.yml", "defs.yaml", "workspace.yaml",
               "dagster.yaml"}
 INVALID_GROUP = "osiris_invalid_pipelines"
+INVALID_KEY_PREFIX = "osiris_invalid"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ def build_definitions(
 ) -> dg.Definitions:
     """Definitions for the given pipeline files, or every pipeline in pipelines_dir
     (default $OSIRIS_PIPELINES_DIR or ./pipelines). A broken file is logged and shown as a
-    failing placeholder asset; it never hides the other pipelines.
+    non-materialisable asset carrying its errors; it never hides or fails the other pipelines.
 
     The default executor runs all steps in one process: a DuckDB file has one writer. Another
     executor works too; steps then wait for the session database's lock (with backoff)."""
@@ -65,34 +67,77 @@ def build_definitions(
     else:
         paths = [Path(p) for p in pipelines]
 
-    built: list[OsirisPipelineDefs] = []
-    broken: list[BrokenPipeline] = []
-    names: dict[str, Path] = {}
-    for path in paths:
-        try:
-            defs = build_osiris_assets(path, translator, connections_file=connections_file)
-        except PipelineInvalidError as exc:
-            broken.append(BrokenPipeline(path, str(exc)))
-            continue
-        except (OSError, OsirisError) as exc:
-            broken.append(BrokenPipeline(path, f"{path}: {exc}"))
-            continue
-        key = asset_key_part(defs.pipeline.name)
-        if key in names:
-            broken.append(BrokenPipeline(path, f"{path}: pipeline name '{defs.pipeline.name}' is "
-                                               f"already used by {names[key]}; rename one"))
-            continue
-        names[key] = path
-        built.append(defs)
-
-    for b in broken:
-        log.error("osiris-dagster: skipping broken pipeline %s\n%s", b.path, b.message)
-
+    built, broken = _build_each(paths, translator, connections_file)
     resources: dict[str, object] = {
         RESOURCE_KEY: OsirisResource(sessions_dir=sessions_dir,
                                      connections_file=connections_file),
         IO_MANAGER_KEY: OsirisIOManager(sessions_dir=sessions_dir),
     }
+    executor = executor or dg.in_process_executor
+    defs = _combine(built, broken, resources, executor)
+    try:  # what a code server does on load; cached, so Dagster's own loading reuses it
+        dg.Definitions.validate_loadable(defs)
+    except Exception:  # noqa: BLE001 - find the file(s) responsible instead of failing them all
+        built = _isolate_unloadable(built, broken, resources, executor)
+        defs = _combine(built, broken, resources, executor)
+    for b in broken:
+        log.error("osiris-dagster: skipping broken pipeline %s\n%s", b.path, b.message)
+    return defs
+
+
+def _build_each(paths: Sequence[Path], translator: OsirisTranslator | None,
+                connections_file: str | None
+                ) -> tuple[list[OsirisPipelineDefs], list[BrokenPipeline]]:
+    """Each file on its own: whatever raises while one file's definitions are built (not
+    only our own errors: a translator bug, a Dagster refusal) marks that file broken; a name
+    another file already took marks the later file broken."""
+    built: list[OsirisPipelineDefs] = []
+    broken: list[BrokenPipeline] = []
+    owners: dict[str, Path] = {}
+    for path in paths:
+        try:
+            defs = build_osiris_assets(path, translator, connections_file=connections_file)
+        except Exception as exc:  # noqa: BLE001 - one file must never take the location down
+            broken.append(BrokenPipeline(path, describe_build_error(path, exc)))
+            continue
+        taken = [(name, owners[name]) for name in _dagster_names(defs) if name in owners]
+        if taken:
+            name, other = taken[0]
+            broken.append(BrokenPipeline(path, (
+                f"{path}: pipeline '{defs.pipeline.name}' gives the Dagster {name}, already "
+                f"used by {other}; rename one of the pipelines (names that differ only in "
+                "characters other than letters, digits, '_' and '-' give the same names)")))
+            continue
+        owners.update(dict.fromkeys(_dagster_names(defs), path))
+        built.append(defs)
+    return built, broken
+
+
+def describe_build_error(path: Path, exc: Exception) -> str:
+    """A broken file's message: the validator's `FILE:LINE: step 'ID': message` lines when
+    validation failed, else the file and the exception that stopped its definitions."""
+    if isinstance(exc, PipelineInvalidError):
+        return str(exc)
+    if isinstance(exc, OSError | OsirisError):
+        return f"{path}: {exc}"
+    return f"{path}: could not build its Dagster definitions: {type(exc).__name__}: {exc}"
+
+
+def _dagster_names(defs: OsirisPipelineDefs) -> list[str]:
+    """The names one pipeline claims in a code location (two pipelines must not share one)."""
+    names = [f"asset key {spec.key.to_user_string()}"
+             for a in defs.assets for spec in a.specs]
+    names.append(f"job {defs.job.name}")
+    names.append(f"resource {defs.params_resource_key}")
+    names += [f"schedule {s.name}" for s in defs.schedules]
+    names += [f"sensor {s.name}" for s in defs.sensors]
+    return names
+
+
+def _combine(built: Sequence[OsirisPipelineDefs], broken: Sequence[BrokenPipeline],
+             resources: Mapping[str, object], executor: dg.ExecutorDefinition
+             ) -> dg.Definitions:
+    resources = dict(resources)
     assets: list[object] = []
     jobs, schedules, sensors = [], [], []
     for d in built:
@@ -101,22 +146,52 @@ def build_definitions(
         schedules.extend(d.schedules)
         sensors.extend(d.sensors)
         resources[d.params_resource_key] = d.params_resource
-    assets.extend(_broken_asset(b) for b in broken)
+    taken = {spec.key for a in assets if isinstance(a, dg.AssetsDefinition) for spec in a.specs}
+    assets.extend(broken_specs(broken, taken))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
-                          resources=resources, executor=executor or dg.in_process_executor)
+                          resources=resources, executor=executor)
 
 
-def _broken_asset(broken: BrokenPipeline) -> dg.AssetsDefinition:
-    """A visible, failing placeholder so a broken file is noticed in the UI, not just in logs."""
-    stem = asset_key_part(broken.path.stem)
+def _isolate_unloadable(built: Sequence[OsirisPipelineDefs], broken: list[BrokenPipeline],
+                        resources: Mapping[str, object], executor: dg.ExecutorDefinition
+                        ) -> list[OsirisPipelineDefs]:
+    """Dagster refused the combined definitions (it checks some things only when resolving):
+    keep the pipelines that load together, one by one, and report the others as broken.
+    Runs only when something is wrong, so the usual load pays nothing for it."""
+    kept: list[OsirisPipelineDefs] = []
+    for d in built:
+        try:
+            dg.Definitions.validate_loadable(_combine([*kept, d], [], resources, executor))
+        except Exception as exc:  # noqa: BLE001
+            broken.append(BrokenPipeline(d.pipeline.path,
+                                         describe_build_error(d.pipeline.path, exc)))
+            continue
+        kept.append(d)
+    return kept
 
-    @dg.asset(key=dg.AssetKey(["osiris_invalid", stem]), group_name=INVALID_GROUP,
-              description=f"**Invalid Osiris pipeline** `{broken.path}`\n\n```\n{broken.message}"
-                          "\n```\n\nFix the file and reload the code location.",
-              metadata={"osiris/pipeline_file": dg.MetadataValue.path(str(broken.path)),
-                        "osiris/errors": dg.MetadataValue.text(broken.message)},
-              kinds={"osiris"})
-    def _invalid() -> None:
-        raise dg.Failure(description=broken.message)
 
-    return _invalid
+def broken_specs(broken: Sequence[BrokenPipeline], taken: set[dg.AssetKey] | None = None
+                 ) -> list[dg.AssetSpec]:
+    """One external (non-materialisable) asset per broken file, errors in its description and
+    metadata: visible in the catalog, skipped by `*` selections, jobs and *Materialize all*,
+    so a broken file never fails the runs of the good ones. Keys are `osiris_invalid/<file
+    name>`, made unique (the same file name in two folders) against `taken` keys too."""
+    specs: list[dg.AssetSpec] = []
+    used = set(taken or ())
+    for b in broken:
+        key = dg.AssetKey([INVALID_KEY_PREFIX, asset_key_part(b.path.stem)])
+        if key in used:
+            digest = hashlib.sha256(str(b.path).encode()).hexdigest()[:8]
+            key = dg.AssetKey([INVALID_KEY_PREFIX, f"{key.path[-1]}_{digest}"])
+        used.add(key)
+        specs.append(dg.AssetSpec(
+            key=key, group_name=INVALID_GROUP,
+            description=f"**Invalid Osiris pipeline** `{b.path}` (not materialisable: the "
+                        f"other pipelines run without it)\n\n```\n{b.message}\n```\n\n"
+                        "Fix the file (`osiris-dagster validate FILE` shows the same lines) "
+                        "and reload the code location.",
+            metadata={"osiris/pipeline_file": dg.MetadataValue.path(str(b.path)),
+                      "osiris/errors": dg.MetadataValue.text(b.message)},
+            tags={"osiris/invalid": "true"},
+            kinds={"osiris"}))
+    return specs

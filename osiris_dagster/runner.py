@@ -320,9 +320,8 @@ def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
         if ref is None:
             raise UpstreamMissingError(f"no output of upstream step '{up}' was provided")
         if not Path(ref.db_path).exists():
-            raise UpstreamMissingError(
-                f"the table of upstream step '{up}' was in session {ref.session_id} "
-                f"({ref.db_path}), which no longer exists; materialise '{up}' again")
+            raise UpstreamMissingError.session_gone(f"upstream step '{up}'", up,
+                                                    ref.session_id, ref.db_path)
         extra = ["input_df"] if len(ups) == 1 else []
         try:
             inputs.append(ws.add_upstream(up, views[up], Path(ref.db_path), ref.table, extra))

@@ -194,7 +194,22 @@ def test_upstream_session_gone_says_what_to_materialise(
     assert not again.success
     message = failure_description(again)
     assert "materialise 'movies-demo/extract-movies' again" in message
-    assert first.run_id in message
+    assert f"was materialised in session {first.run_id}, whose directory " \
+           f"{sessions / first.run_id} is gone (cleaned or deleted)" in message
+
+
+def test_upstream_database_gone_but_session_directory_kept(
+        pipeline: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    sessions = tmp_path / "s"
+    defs = defs_for(pipeline, sessions)
+    first = run_job(defs, "movies_demo", instance)
+    assert first.success
+    (sessions / first.run_id / "pipeline_data.duckdb").unlink()
+    again = run_job(defs, "movies_demo", instance, selection=[KEY(["movies-demo", "join"])])
+    assert not again.success
+    message = failure_description(again)
+    assert f"was materialised in session {first.run_id}, whose database " \
+           f"{sessions / first.run_id / 'pipeline_data.duckdb'} is missing" in message
 
 
 def test_upstream_never_materialised(pipeline: Path, tmp_path: Path,

@@ -193,6 +193,67 @@ def test_schedules_have_cron_timezone_and_params(workdir: Path, tmp_path: Path,
         "input_path": "daily.csv"}
 
 
+def _schedule_pipeline(tmp_path: Path, cron: str) -> Path:
+    return write(tmp_path / "pipes" / "sched.yaml", (
+        "oml_version: \"0.1.0\"\nname: sched\nx-dagster:\n"
+        f"  schedule: {{cron: \"{cron}\"}}\n"
+        "steps:\n  - {id: a, component: duckdb.processor, mode: transform, "
+        "config: {query: 'SELECT 1'}}\n"))
+
+
+@pytest.mark.parametrize("cron", ["0 0 L * *", "0 0 * * 1#2", "0 9-17 * * 1-5",
+                                  "15 2 1-7,15 jan-mar mon-fri", "@daily", "0 0 29 2 *",
+                                  "0 6 * * 7"])
+def test_cron_forms_dagster_accepts_validate_and_build(tmp_path: Path, cron: str) -> None:
+    p = _schedule_pipeline(tmp_path, cron)
+    result = validate_pipeline(p)
+    assert result.errors == [], [str(d) for d in result.errors]
+    defs = build_definitions([p])
+    assert defs.get_schedule_def("sched_schedule").cron_schedule == cron
+
+
+@pytest.mark.parametrize("cron, message", [
+    ("0 0 31 2 *", "never fires: February has no day 31"),
+    ("0 0 30 feb *", "never fires: February has no day 30"),
+    ("0 0 * * * *", "must have 5 fields"),
+    ("0 0 L-2 * *", "is not a schedule Dagster accepts"),
+    ("0 0 * * 5L", "is not a schedule Dagster accepts"),
+    ("0 24 * * *", "hour value '24' is outside 0-23"),
+])
+def test_cron_dagster_refuses_is_a_validation_error(tmp_path: Path, cron: str,
+                                                   message: str) -> None:
+    p = _schedule_pipeline(tmp_path, cron)
+    result = validate_pipeline(p)
+    assert [(d.line, message in d.message) for d in result.errors] == [(4, True)], \
+        [str(d) for d in result.errors]
+
+
+def test_cron_step_beyond_its_range_warns(tmp_path: Path) -> None:
+    result = validate_pipeline(_schedule_pipeline(tmp_path, "*/90 * * * *"))
+    assert result.errors == []
+    assert any(d.line == 4 and "fires more often than it reads" in d.message
+               for d in result.warnings)
+
+
+def test_a_schedule_dagster_refuses_never_takes_the_location_down(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even past validation (here: validation is bypassed), a definition Dagster refuses
+    while building one file makes that file broken, and the other pipelines load."""
+    import osiris_dagster.oml.validate as validate_module
+
+    p = _schedule_pipeline(tmp_path, "0 0 31 2 *")
+    write(tmp_path / "pipes" / "good.yaml", p.read_text().replace("name: sched", "name: good")
+          .replace('  schedule: {cron: "0 0 31 2 *"}\n', "  group: g\n"))
+    monkeypatch.setattr(validate_module, "cron_problem", lambda _cron: None)
+    defs = build_definitions(pipelines_dir=tmp_path / "pipes")
+    dg.Definitions.validate_loadable(defs)
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == {
+        "good/a", "osiris_invalid/sched"}
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key.path[0] == "osiris_invalid")
+    assert "DagsterInvalidDefinitionError" in spec.description and "0 0 31 2 *" in \
+        spec.description
+
+
 @pytest.mark.parametrize("block, message", [
     ('schedule: {cron: "61 * * * *"}', "minute value '61' is outside 0-59"),
     ('schedule: {cron: "0 6 * *"}', "must have 5 fields"),

@@ -75,8 +75,9 @@ def test_checks_on_a_writer_are_rejected(tmp_path: Path) -> None:
     from osiris_dagster.oml import validate_pipeline
 
     text = ("oml_version: \"0.1.0\"\nname: w\nx-dagster:\n  steps:\n    w:\n      checks: "
-            "{not_null: [a]}\nsteps:\n  - {id: w, component: filesystem.csv_writer, "
-            "mode: write, config: {path: o.csv}}\n")
+            "{not_null: [a]}\nsteps:\n  - {id: r, component: duckdb.processor, "
+            "mode: transform, config: {query: 'SELECT 1 AS a'}}\n"
+            "  - {id: w, component: filesystem.csv_writer, mode: write, config: {path: o.csv}}\n")
     result = validate_pipeline(write(tmp_path / "w.yaml", text))
     assert [d.line for d in result.errors] == [6]
     assert "writer produces no table" in str(result.errors[0])

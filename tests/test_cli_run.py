@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,55 @@ steps:
               env={"OSIRIS_HEARTBEAT_SECONDS": "0.5"})
     assert out.returncode == 0, out.stderr
     assert "  .. crunch: running " in out.stdout
+
+
+REPORT = """\
+oml_version: "0.1.0"
+name: report
+steps:
+  - id: build-numbers
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT range AS n FROM range(5)"}
+  - id: save-report
+    component: filesystem.csv_writer
+    mode: write
+    config: {path: out/report.csv}
+"""
+
+
+def _last_error_line(stderr: str) -> str:
+    return [line for line in stderr.splitlines() if line.strip()][-1]
+
+
+def test_failure_ends_with_the_root_cause_never_materialised(tmp_path: Path) -> None:
+    """Dagster wraps an input-loading failure; the CLI must show the product's own cause."""
+    p = write(tmp_path / "report.yaml", REPORT)
+    out = cli("run", str(p), "--sessions-dir", str(tmp_path / "s"), "--select", "save-report",
+              cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    last = _last_error_line(out.stderr)
+    assert "step 'save-report'" in last
+    assert last.endswith("has never been materialised; materialise 'report/build-numbers' "
+                         "first (or materialise the whole pipeline)"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_failure_ends_with_the_root_cause_session_gone(tmp_path: Path) -> None:
+    p = write(tmp_path / "report.yaml", REPORT)
+    sessions = tmp_path / "s"
+    first = cli("run", str(p), "--sessions-dir", str(sessions), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    session_id = next(line.split()[1] for line in first.stdout.splitlines()
+                      if line.startswith("session "))
+    shutil.rmtree(sessions / session_id)
+    out = cli("run", str(p), "--sessions-dir", str(sessions), "--select", "save-report",
+              cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    last = _last_error_line(out.stderr)
+    assert "step 'save-report'" in last
+    assert f"was materialised in session {session_id}, whose directory " \
+           f"{sessions / session_id} is gone (cleaned or deleted); materialise " \
+           "'report/build-numbers' again" in last, out.stderr
+    assert "never been materialised" not in out.stderr
+    assert "Traceback" not in out.stderr

@@ -393,6 +393,86 @@ def test_duplicate_yaml_keys_top_level_and_in_config(tmp_path):
     assert all("duplicate key" in d.message for d in result.errors)
 
 
+MERGE_DEFAULTS = """\
+oml_version: "0.1.0"
+name: merged
+x-defaults:
+  proc: &proc
+    component: duckdb.processor
+    mode: transform
+  sql: &sql {query: "SELECT 1 AS a"}
+  more: &more {query: "SELECT 2 AS b"}
+steps:
+"""
+
+
+def test_merge_key_with_an_override_is_not_a_duplicate(tmp_path):
+    result = check(tmp_path, MERGE_DEFAULTS + """\
+  - id: first
+    <<: *proc
+    mode: transform
+    config:
+      <<: *sql
+      query: "SELECT 42 AS answer"
+""")
+    assert result.errors == [], [str(d) for d in result.errors]
+    step = result.pipeline.steps[0]
+    assert step.component == "duckdb.processor"
+    assert step.config["query"] == "SELECT 42 AS answer"
+
+
+def test_merged_list_of_maps_and_override_are_not_duplicates(tmp_path):
+    text = MERGE_DEFAULTS + """\
+  - id: listed
+    <<: *proc
+    config:
+      <<: [*sql, *more]
+  - id: overridden
+    <<: *proc
+    config:
+      <<: [*more, *sql]
+      query: "SELECT 3 AS c"
+"""
+    result = check(tmp_path, text)
+    assert result.errors == [], [str(d) for d in result.errors]
+    listed, overridden = result.pipeline.steps
+    assert listed.config["query"] == "SELECT 1 AS a"  # the first map in the list wins
+    assert overridden.config["query"] == "SELECT 3 AS c"
+    # two merged maps give 'query' and the step sets none: PyYAML (Osiris) may differ
+    assert [(d.line, d.message.split("'")[1]) for d in result.warnings
+            if "merged map" in d.message] == [(13, "query")]
+
+
+def test_real_duplicates_next_to_a_merge_key_are_still_reported(tmp_path):
+    result = check(tmp_path, MERGE_DEFAULTS + """\
+  - id: twice
+    <<: *proc
+    config:
+      <<: *sql
+      query: "SELECT 3"
+      query: "SELECT 4"
+""")
+    assert [(d.line, d.message) for d in result.errors] == [
+        (15, "duplicate key 'query' (the earlier value would be lost)")]
+
+
+def test_duplicate_inside_an_anchored_map_is_reported_once(tmp_path):
+    text = MERGE_DEFAULTS.replace('{query: "SELECT 1 AS a"}',
+                                  '{query: "SELECT 0", query: "SELECT 1 AS a"}') + """\
+  - id: one
+    <<: *proc
+    config:
+      <<: *sql
+  - id: two
+    <<: *proc
+    config:
+      <<: *sql
+"""
+    result = check(tmp_path, text)
+    assert [(d.line, d.message) for d in result.errors] == [
+        (7, "duplicate key 'query' (the earlier value would be lost)")]
+
+
 def test_needs_unknown_step(tmp_path):
     result = check(tmp_path, steps("""
         - id: a
@@ -499,6 +579,37 @@ def test_implicit_needs_on_previous_step(tmp_path):
     assert [x.needs for x in s] == [(), (), ("extract-directors",), ("write-directors",),
                                     ("extract-movies", "extract-directors")]
     assert [x.implicit_needs for x in s] == [True, False, True, True, False]
+
+
+@pytest.mark.parametrize("body, line, fragment", [
+    # the first step has no previous step to depend on
+    ("- {id: save, CSV_OUT, config: {path: o.csv}}\n", 4, "it is the first step"),
+    ("- {id: read, CSV_IN, config: {path: i.csv}}\n"
+     "- {id: save, CSV_OUT, needs: [], config: {path: o.csv}}\n", 5, "needs: []"),
+    # without needs a step depends on the previous one, here another writer (no table)
+    ("- {id: read, CSV_IN, config: {path: i.csv}}\n"
+     "- {id: save, CSV_OUT, config: {path: o.csv}}\n"
+     "- {id: save-again, CSV_OUT, config: {path: p.csv}}\n", 6, "'save' (a writer"),
+    ("- {id: read, CSV_IN, config: {path: i.csv}}\n"
+     "- {id: save, CSV_OUT, config: {path: o.csv}}\n"
+     "- {id: db, component: mysql.writer, mode: write, needs: [save],\n"
+     "   config: {connection: '@mysql.main', table: t}}\n", 6, "'save' (a writer"),
+])
+def test_writer_without_an_upstream_table_is_an_error(tmp_path, body, line, fragment):
+    result = check(tmp_path, steps(body))
+    d = one_error(result, line, "writes the rows of an upstream step", fragment,
+                  step=str(result.errors[0].step))
+    assert d.step in ("save", "save-again", "db")
+    assert "needs" in d.message
+
+
+def test_writer_with_a_table_among_its_needs_is_valid(tmp_path):
+    result = check(tmp_path, steps("""
+        - {id: read, CSV_IN, config: {path: i.csv}}
+        - {id: save, CSV_OUT, config: {path: o.csv}}
+        - {id: save-again, CSV_OUT, needs: [save, read], config: {path: p.csv}}
+    """))
+    assert result.errors == [], [str(d) for d in result.errors]
 
 
 def test_needs_must_be_a_list_of_strings(tmp_path):

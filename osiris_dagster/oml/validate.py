@@ -14,7 +14,7 @@ import yaml
 
 from ..masking import is_secret_key
 from ..specs import OML_MODES, ComponentSpec, Prop, get_spec
-from .cron import cron_problem
+from .cron import cron_problem, cron_warning
 from .diagnostics import Collector, Diagnostic
 from .model import (
     TIME_PARTITION_KINDS,
@@ -246,9 +246,15 @@ def _step_label(item: Any) -> str | None:
 
 
 def _duplicates(obj: Any, out: Collector) -> None:
+    """Keys written twice in one mapping (a key a merge key `<<` brings in may be overridden:
+    that is no duplicate), and keys several merged maps give without an own value."""
     if isinstance(obj, LineDict):
         for key, line in obj.duplicates:
             out.error(line, f"duplicate key '{key}' (the earlier value would be lost)")
+        for key, line in obj.merge_conflicts:
+            out.warning(line, f"key '{key}' comes from more than one merged map: the first "
+                              "map listed wins (YAML merge rules), but PyYAML-based tools such "
+                              "as Osiris may take a later one; set the key here to be sure")
         for v in obj.values():
             _duplicates(v, out)
     elif isinstance(obj, list):
@@ -345,7 +351,37 @@ def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
             graph[sid] = (tuple(n for n in needs if n in ids and n != sid), raw.line)
         previous = sid if sid is not None else previous
     _check_cycles(graph, out)
+    _check_writer_inputs(steps, {sid: raw for _i, raw, sid in entries if sid is not None}, out)
     return steps if len(steps) == len(entries) else []
+
+
+def _check_writer_inputs(steps: list[Step], raws: Mapping[str, LineDict],
+                         out: Collector) -> None:
+    """A writer writes the rows of an upstream step; without an upstream that produces a
+    table it could only fail at run time. (A step without `needs` depends on the previous
+    step, as Osiris compiles it; `needs: []` means none; the first step has none.)"""
+    by_id = {s.id: s for s in steps}
+    for step in steps:
+        spec = get_spec(step.component)
+        if spec is None or spec.produces_table or any(n not in by_id for n in step.needs):
+            continue  # not a writer, or an upstream already reported as invalid
+        if any((up := get_spec(by_id[n].component)) and up.produces_table for n in step.needs):
+            continue
+        raw = raws.get(step.id)
+        line = raw.line_of("needs") if raw is not None and not step.implicit_needs else step.line
+        if step.needs:
+            names = ", ".join(f"'{n}'" for n in step.needs)
+            previous = ", the previous step" if step.implicit_needs else ""
+            why = (f"its upstream {names} (a writer{previous}) produces no table"
+                   if len(step.needs) == 1 else
+                   f"its upstreams {names} (writers) produce no table")
+        elif step.implicit_needs:
+            why = "it is the first step, so it has no upstream"
+        else:
+            why = "it has `needs: []`, so it has no upstream"
+        out.error(line, f"a writer writes the rows of an upstream step, but {why}: list the "
+                        "step whose rows it writes in `needs` (a step without `needs` depends "
+                        "on the previous step)", step.id)
 
 
 def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None,
@@ -849,6 +885,8 @@ def _schedule(body: LineDict, param_names: set[str], out: Collector) -> Schedule
         if problem:
             out.error(body.line_of("cron"), f"{label}: {problem}")
             ok = False
+        elif warning := cron_warning(cron):
+            out.warning(body.line_of("cron"), f"{label}: {warning}")
     tz = body.get("timezone")
     if tz is not None and not _valid_timezone(tz):
         out.error(body.line_of("timezone"), f"{label}.timezone {tz!r} is not an IANA time zone "

@@ -2,7 +2,8 @@
 
 Validation messages point at `FILE:LINE`, so the loaded document keeps line numbers next to the
 values: mappings become :class:`LineDict`, sequences :class:`LineList`. Duplicate keys (which
-PyYAML silently overwrites) are recorded so the validator can report them.
+PyYAML silently overwrites) are recorded so the validator can report them; keys a merge key
+(`<<`) brings in are not duplicates.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import functools
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, SequenceNode
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 
 class LineDict(dict):
@@ -23,6 +25,7 @@ class LineDict(dict):
         super().__init__(*args, **kwargs)
         self.key_lines: dict[Any, int] = {}
         self.duplicates: list[tuple[Any, int]] = []
+        self.merge_conflicts: list[tuple[Any, int]] = []  # (key, line of the merge key)
 
     def line_of(self, key: Any) -> int:
         return self.key_lines.get(key, self.line)
@@ -46,22 +49,74 @@ MAX_ALIASES = 1000  # YAML anchors are rare in pipelines; a "billion laughs" fil
 MAX_DEPTH = 100
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    pass
+    def flatten_mapping(self, node: MappingNode) -> None:
+        """Resolve merge keys (`<<: *defaults`, `<<: [*a, *b]`) by the YAML rules: the
+        mapping's own keys win over merged ones, and an earlier map in a merge list wins over a
+        later one. (PyYAML 6.0.4 decides the latter by the identity of key strings, so the
+        outcome depends on string interning.) The node remembers its own key nodes, so only
+        a key written twice by hand counts as a duplicate, and keys several merged maps give
+        without an own value (which PyYAML-based tools may resolve differently)."""
+        if hasattr(node, "own_keys"):  # an anchored mapping, already flattened
+            return
+        sources: list[list[tuple[Any, Any]]] = []
+        own: list[tuple[Any, Any]] = []
+        merge_line = 0
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                if key_node.tag == _VALUE_TAG:
+                    key_node.tag = _STR_TAG
+                own.append((key_node, value_node))
+                continue
+            merge_line = merge_line or key_node.start_mark.line + 1
+            subnodes = value_node.value if isinstance(value_node, SequenceNode) \
+                else [value_node]
+            for sub in subnodes:
+                if not isinstance(sub, MappingNode):
+                    raise ConstructorError("while constructing a mapping", node.start_mark,
+                                           "expected a mapping or list of mappings for "
+                                           f"merging, but found {sub.id}", sub.start_mark)
+                self.flatten_mapping(sub)
+                sources.append(list(sub.value))
+        # dict construction lets later pairs win: last merge source first, own pairs last
+        node.value = [pair for src in reversed(sources) for pair in src] + own
+        node.own_keys = {id(k) for k, _v in own}
+        node.merge_conflicts = _merge_conflicts(sources, own, merge_line)
+
+
+def _merge_conflicts(sources: list[list[tuple[Any, Any]]], own: list[tuple[Any, Any]],
+                     line: int) -> list[tuple[Any, int]]:
+    """Scalar keys that more than one merged map gives and the mapping does not set."""
+    own_names = {k.value for k, _v in own if isinstance(k, ScalarNode)}
+    counts: dict[Any, int] = {}
+    for src in sources:
+        for name in {k.value for k, _v in src if isinstance(k, ScalarNode)}:
+            counts[name] = counts.get(name, 0) + 1
+    return [(name, line) for name, n in counts.items() if n > 1 and name not in own_names]
 
 
 def _construct_mapping(loader: _Loader, node: MappingNode) -> LineDict:
     result = LineDict()
     result.line = node.start_mark.line + 1
     loader.flatten_mapping(node)
+    own_keys: set[int] = node.own_keys
+    result.merge_conflicts = list(node.merge_conflicts)
+    written: set[Any] = set()  # keys written in this mapping itself (not merged in)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
         except TypeError:
             key = str(key)
-        if key in result:
-            result.duplicates.append((key, key_node.start_mark.line + 1))
+        if id(key_node) in own_keys:
+            if key in written:
+                result.duplicates.append((key, key_node.start_mark.line + 1))
+            written.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
     return result
