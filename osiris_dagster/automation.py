@@ -177,11 +177,15 @@ def _drop_already_run(instance: dg.DagsterInstance, sensor: str, planned: list[P
                       ) -> tuple[list[Planned], list[FileVersion]]:
     """Split off versions this sensor already started a run for (a reset or lost cursor): the
     daemon would drop them with only a line in its own log; the skip reason names them."""
-    fresh, already = [], []
+    fresh: list[Planned] = []
+    already: list[FileVersion] = []
     for p in planned:
         runs = instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: p.run_key,
                                                      SENSOR_NAME_TAG: sensor}), limit=1)
-        (already if runs else fresh).append(p.file if runs else p)
+        if runs:
+            already.append(p.file)
+        else:
+            fresh.append(p)
     return fresh, already
 
 
@@ -230,8 +234,8 @@ def file_change(path: str, recorded: str | None) -> str | None:
     """How the file differs from the version the sensor started the run for, in words; None
     when it is the same, or when the run was not started with a fingerprint."""
     expected = Fingerprint.parse(recorded)
-    if expected is None:
-        return None
+    if expected is None or not os.path.lexists(path):
+        return None  # nothing to compare with, or gone: archiving reports that itself
     return expected.differences(fingerprint(path))
 
 

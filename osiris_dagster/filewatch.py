@@ -77,7 +77,7 @@ class Fingerprint:
     def differences(self, now: Fingerprint | None) -> str | None:
         """What changed since this fingerprint, in words (None: nothing)."""
         if now is None:
-            return "the file is gone, unreadable or being written"
+            return "the file is unreadable or being written right now"
         out = []
         if now.size != self.size:
             out.append(f"size {self.size} -> {now.size} bytes")
