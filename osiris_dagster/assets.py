@@ -16,7 +16,15 @@ from typing import Any
 
 import dagster as dg
 
-from .automation import TAG_ARCHIVE_TO, TAG_FILE, archive_file, build_schedules, build_sensors
+from .automation import (
+    TAG_ARCHIVE_TO,
+    TAG_FILE,
+    TAG_FINGERPRINT,
+    archive_file,
+    build_schedules,
+    build_sensors,
+    file_change,
+)
 from .checks import specs_from_config
 from .errors import PipelineInvalidError, StepError
 from .io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
@@ -371,14 +379,31 @@ def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipel
         return
     tags = context.run.tags
     if status == "success" and tags.get(TAG_FILE) and tags.get(TAG_ARCHIVE_TO):
-        try:
-            dest = archive_file(tags[TAG_FILE], tags[TAG_ARCHIVE_TO], context.run_id)
-        except OSError as exc:
-            context.log.warning(f"could not archive {tags[TAG_FILE]}: {exc}")
-            session.log_event("file_archive_failed", path=tags[TAG_FILE], error=str(exc))
-        else:
-            context.log.info(f"archived {tags[TAG_FILE]} -> {dest}")
-            session.log_event("file_archived", path=tags[TAG_FILE], archived_to=str(dest))
+        _archive_input(context, session, tags)
+
+
+def _archive_input(context: dg.AssetExecutionContext, session: Session,
+                   tags: Mapping[str, str]) -> None:
+    """Move the sensor's file to archive_to, unless it is no longer the version the sensor
+    started this run for (its writer was still appending): then it stays, and its new version
+    has a new run key, so the next tick runs it again."""
+    path = tags[TAG_FILE]
+    change = file_change(path, tags.get(TAG_FINGERPRINT))
+    if change:
+        context.log.warning(
+            f"{path} changed after the sensor started this run for it ({change}); this run "
+            "may have read only part of it. Not archived: left in place for the next sensor "
+            "tick, which runs it again.")
+        session.log_event("file_changed_during_run", path=path, change=change)
+        return
+    try:
+        dest = archive_file(path, tags[TAG_ARCHIVE_TO], context.run_id)
+    except OSError as exc:
+        context.log.warning(f"could not archive {path}: {exc}")
+        session.log_event("file_archive_failed", path=path, error=str(exc))
+    else:
+        context.log.info(f"archived {path} -> {dest}")
+        session.log_event("file_archived", path=path, archived_to=str(dest))
 
 
 def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Sequence[str]:

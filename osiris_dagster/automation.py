@@ -13,7 +13,17 @@ import dagster as dg
 
 from .connections import Connections, environment, find_connections_file
 from .errors import OsirisError
-from .filewatch import Cursor, plan_runs, scan, watch_pattern, watch_root
+from .filewatch import (
+    Cursor,
+    FileVersion,
+    Fingerprint,
+    Planned,
+    fingerprint,
+    plan_runs,
+    scan,
+    watch_pattern,
+    watch_root,
+)
 from .naming import dagster_name
 from .oml.model import Pipeline, ScheduleSettings, SensorSettings
 from .oml.params import PARAM_REF
@@ -22,6 +32,10 @@ from .partitions import partitions_definition
 
 TAG_FILE = "osiris/file"
 TAG_ARCHIVE_TO = "osiris/archive_to"
+TAG_FINGERPRINT = "osiris/file_fingerprint"  # the version of the file the run was started for
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+LISTED_NAMES = 5
 
 
 def _status(running: bool, kind: type) -> Any:
@@ -130,32 +144,76 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
         root = watch_root(pattern)
         if not root.is_dir():
             return dg.SkipReason(f"watch directory {root} does not exist (pattern {pattern})")
-        cursor = Cursor.parse(context.cursor)
-        plan = plan_runs(scan(pattern), cursor, time.time_ns(), settings.settle_seconds,
-                         settings.max_runs_per_tick)
         archive = _archive_dir(settings, base)
+        cursor = Cursor.parse(context.cursor)
+        plan = plan_runs(scan(pattern, exclude=archive), cursor, time.time_ns(),
+                         settings.settle_seconds, settings.max_runs_per_tick)
+        to_run, already = _drop_already_run(context.instance, name, plan.to_run)
         dynamic = pipeline.dagster.partitions if pipeline.dagster.partitions and \
             pipeline.dagster.partitions.kind == "dynamic" else None
         requests = [
             dg.RunRequest(
-                run_key=f.run_key,
-                run_config=params_run_config(res_key, _file_params(settings, f.path)),
-                tags={TAG_FILE: f.path, **({TAG_ARCHIVE_TO: str(archive)} if archive else {})},
-                partition_key=f.path if dynamic else None,
+                run_key=p.run_key,
+                run_config=params_run_config(res_key, _file_params(settings, p.file.path)),
+                tags={TAG_FILE: p.file.path, TAG_FINGERPRINT: p.fingerprint.dump(),
+                      **({TAG_ARCHIVE_TO: str(archive)} if archive else {})},
+                partition_key=p.file.path if dynamic else None,
             )
-            for f in plan.to_run
+            for p in to_run
         ]
-        adds = [dg.AddDynamicPartitionsRequest(dynamic.name, [f.path for f in plan.to_run])] \
-            if dynamic and plan.to_run else []
+        adds = [dg.AddDynamicPartitionsRequest(dynamic.name, [p.file.path for p in to_run])] \
+            if dynamic and to_run else []
         if not requests:
-            waiting = f"; {len(plan.settling)} file(s) still being written" \
-                if plan.settling else ""
-            return dg.SensorResult(skip_reason=dg.SkipReason(
-                f"no new files matching {pattern}{waiting}"), cursor=plan.cursor.dump())
+            return dg.SensorResult(skip_reason=dg.SkipReason(_skip_reason(
+                pattern, root, archive, plan.settling, [*plan.seen, *already])),
+                cursor=plan.cursor.dump())
         return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump(),
                                dynamic_partitions_requests=adds or None)
 
     return _watch
+
+
+def _drop_already_run(instance: dg.DagsterInstance, sensor: str, planned: list[Planned]
+                      ) -> tuple[list[Planned], list[FileVersion]]:
+    """Split off versions this sensor already started a run for (a reset or lost cursor): the
+    daemon would drop them with only a line in its own log; the skip reason names them."""
+    fresh: list[Planned] = []
+    already: list[FileVersion] = []
+    for p in planned:
+        runs = instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: p.run_key,
+                                                     SENSOR_NAME_TAG: sensor}), limit=1)
+        if runs:
+            already.append(p.file)
+        else:
+            fresh.append(p)
+    return fresh, already
+
+
+def _skip_reason(pattern: str, root: Path, archive: Path | None, settling: list[FileVersion],
+                 already: list[FileVersion]) -> str:
+    parts = [f"no new files matching {pattern}"]
+    if settling:
+        parts.append(f"{len(settling)} file(s) still being written")
+    if already:
+        names = sorted({_shown_name(f.path, root) for f in already})
+        more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+        parts.append(f"{len(names)} file(s) already run and unchanged since: "
+                     + ", ".join(names[:LISTED_NAMES]) + more
+                     + " (write, touch or move a file in again to run it again)")
+    if archive is not None and _inside(archive, root):
+        parts.append(f"files under the archive directory {archive} are not watched")
+    return "; ".join(parts)
+
+
+def _shown_name(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(directory))
 
 
 def _file_params(settings: SensorSettings, path: str) -> dict[str, str]:
@@ -170,6 +228,15 @@ def _archive_dir(settings: SensorSettings, base: Path) -> Path | None:
         return None
     p = Path(os.path.expanduser(settings.archive_to))
     return p if p.is_absolute() else base / p
+
+
+def file_change(path: str, recorded: str | None) -> str | None:
+    """How the file differs from the version the sensor started the run for, in words; None
+    when it is the same, or when the run was not started with a fingerprint."""
+    expected = Fingerprint.parse(recorded)
+    if expected is None or not os.path.lexists(path):
+        return None  # nothing to compare with, or gone: archiving reports that itself
+    return expected.differences(fingerprint(path))
 
 
 def archive_file(path: str, archive_to: str, run_id: str) -> Path:

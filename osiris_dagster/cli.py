@@ -75,12 +75,26 @@ def _parser() -> argparse.ArgumentParser:
     clean = ssub.add_parser("clean", help="delete old sessions (those referenced by the latest "
                                           "materialisation of any asset are kept)")
     clean.add_argument("--older-than", metavar="AGE", help="e.g. 7d, 12h, 30m")
-    clean.add_argument("--keep", type=int, metavar="N", help="keep the N newest per pipeline")
+    clean.add_argument("--keep", type=_count, metavar="N",
+                       help="keep the N newest per pipeline (0 or more)")
     clean.add_argument("--dry-run", action="store_true", help="only print what would go")
     clean.add_argument("--force", action="store_true",
-                       help="also delete sessions that latest materialisations reference")
+                       help="also delete sessions that latest materialisations reference and "
+                            "unfinished ones (a run that may still be going)")
     s.set_defaults(func=cmd_sessions)
     return p
+
+
+def _count(text: str) -> int:
+    """argparse type for --keep: a whole number >= 0 (argparse exits 2 with the message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, got {text!r}"
+                                         ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _parse_params(items: Sequence[str]) -> dict[str, str]:
@@ -177,8 +191,8 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
     delete, protected = select_for_cleaning(list_sessions(settings.sessions_dir),
                                             older_than=older, keep=args.keep,
                                             referenced=referenced, force=args.force)
-    for s in protected:
-        print(f"kept    {s.session_id} (latest materialisation of an asset; --force deletes)")
+    for k in protected:
+        print(f"kept    {k.session.session_id} ({k.reason}; --force deletes)")
     freed = 0
     for s in delete:
         print(f"{'would delete' if args.dry_run else 'deleted'} {s.session_id} "

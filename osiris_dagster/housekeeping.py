@@ -61,13 +61,33 @@ def list_sessions(root: Path) -> list[SessionInfo]:
     return sorted(out, key=lambda s: s.started, reverse=True)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A session that matched the criteria but stays, and why (shown to the user)."""
+
+    session: SessionInfo
+    reason: str
+
+
+REFERENCED = "latest materialisation of an asset"
+UNFINISHED = "unfinished: its run may still be going"
+
+
 def select_for_cleaning(sessions: Iterable[SessionInfo], *, older_than: float | None,
                         keep: int | None, referenced: set[str], force: bool,
-                        now: float | None = None) -> tuple[list[SessionInfo], list[SessionInfo]]:
-    """(to delete, kept because referenced). `keep` = newest N per pipeline always stay."""
+                        now: float | None = None) -> tuple[list[SessionInfo], list[Kept]]:
+    """(to delete, kept with the reason). `keep` = newest N per pipeline always stay.
+
+    Without `force`, two kinds stay: sessions the latest materialisation of an asset still
+    reads from, and unfinished ones (no run_end). A session cannot tell a run that is still
+    going from one that was killed, and deleting the first makes that run fail, so only
+    `--force` removes them."""
+    if keep is not None and keep < 0:
+        raise ValueError(f"--keep must be 0 or more, got {keep}")
     now = time.time() if now is None else now
     by_pipeline: dict[str | None, int] = {}
-    delete, protected = [], []
+    delete: list[SessionInfo] = []
+    protected: list[Kept] = []
     for s in sorted(sessions, key=lambda s: s.started, reverse=True):
         rank = by_pipeline.get(s.pipeline, 0)
         by_pipeline[s.pipeline] = rank + 1
@@ -77,8 +97,11 @@ def select_for_cleaning(sessions: Iterable[SessionInfo], *, older_than: float | 
             continue
         if older_than is None and keep is None:
             continue  # nothing asked: never delete everything by accident
-        if s.session_id in referenced and not force:
-            protected.append(s)
+        if not force and s.status is None:
+            protected.append(Kept(s, UNFINISHED))
+            continue
+        if not force and s.session_id in referenced:
+            protected.append(Kept(s, REFERENCED))
             continue
         delete.append(s)
     return delete, protected

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from osiris_dagster import build_definitions
-from osiris_dagster.filewatch import Cursor, FileVersion, plan_runs
+from osiris_dagster.filewatch import Cursor, FileVersion, Fingerprint, plan_runs
 from osiris_dagster.oml import validate_pipeline
 
 from .helpers import events, failure_description, write
@@ -279,9 +279,227 @@ def test_plan_runs_never_passes_a_settling_file() -> None:
     now = 1_000_000_000_000
     old = FileVersion(now - 100 * 10**9, "/a", 1, now - 100 * 10**9)
     fresh = FileVersion(now - 10**9, "/b", 1, now - 10**9)
-    plan = plan_runs([fresh, old], Cursor(), now, settle_seconds=5, max_runs=10)
-    assert plan.to_run == [old] and plan.settling == [fresh]
+    stats = {f.path: Fingerprint(f.size, f.mtime_ns, f.ctime_ns, f.inode, "d")
+             for f in (old, fresh)}
+    plan = plan_runs([fresh, old], Cursor(), now, settle_seconds=5, max_runs=10,
+                     fingerprint_of=stats.get)
+    assert [p.file for p in plan.to_run] == [old] and plan.settling == [fresh]
     assert plan.cursor.high_water_ns == old.version_ns
-    later = plan_runs([fresh, old], plan.cursor, now + 10 * 10**9, 5, 10)
-    assert later.to_run == [fresh]
+    later = plan_runs([fresh, old], plan.cursor, now + 10 * 10**9, 5, 10, stats.get)
+    assert [p.file for p in later.to_run] == [fresh] and later.seen == [old]
+    # a file that changes between the scan and its fingerprint is still being written
+    busy = plan_runs([fresh], Cursor(), now + 10 * 10**9, 5, 10, lambda path: None)
+    assert busy.to_run == [] and busy.settling == [fresh] and busy.cursor.high_water_ns == 0
     assert Cursor.parse("not json").high_water_ns == 0
+
+
+# -- archive inside the watch (issue 17, item 5) -------------------------------------------------
+SENSOR_ONLY = """\
+oml_version: "0.1.0"
+name: x
+params: {{p: a.csv}}
+x-dagster:
+  sensor:
+    watch: "{watch}"
+    param: p
+    archive_to: "{archive}"
+steps:
+  - {{id: a, component: filesystem.csv_extractor, mode: read, config: {{path: "${{params.p}}"}}}}
+"""
+
+
+@pytest.mark.parametrize("watch, archive", [
+    ("in/**/*.csv", "in/done/"),
+    ("in/**/*.csv", "in"),
+    ("in/*/*.csv", "in/done"),
+    ("in/*.csv", "in"),
+    ("in/*.csv", "./in/"),
+    ("in/*.csv", "other/../in"),
+    ("*.csv", "."),
+    ("in/**", "in/a/b/done"),
+    ("in/d*/*.csv", "in/done"),
+    ("/data/in/**/*.csv", "/data/in/x/processed"),
+    ("~/in/*/*.csv", "~/in/done"),
+])
+def test_archive_inside_the_watch_is_refused(tmp_path: Path, watch: str, archive: str) -> None:
+    result = validate_pipeline(write(tmp_path / "x.yaml",
+                                     SENSOR_ONLY.format(watch=watch, archive=archive)))
+    assert [d.line for d in result.errors] == [8], [str(d) for d in result.errors]
+    message = str(result.errors[0])
+    assert "x.yaml:8:" in message and "archive_to" in message and watch in message
+    assert "re-run" in message or "again" in message
+
+
+@pytest.mark.parametrize("watch, archive", [
+    ("in/*.csv", "in/done/"),           # '*' never crosses a '/'
+    ("in/**/*.csv", "processed"),
+    ("in/**/*.csv", "in/.done"),        # glob skips hidden directories
+    ("in/x*/*.csv", "in/done"),
+    ("/data/in/**/*.csv", "/data/processed"),
+    ("in/**/*.csv", "/somewhere/else"),  # relative vs absolute: the sensor decides at run time
+])
+def test_archive_outside_the_watch_is_accepted(tmp_path: Path, watch: str, archive: str
+                                               ) -> None:
+    result = validate_pipeline(write(tmp_path / "x.yaml",
+                                     SENSOR_ONLY.format(watch=watch, archive=archive)))
+    assert result.ok, [str(d) for d in result.errors]
+
+
+CONNECTED = """\
+oml_version: "0.1.0"
+name: drops
+params:
+  input_path: {{default: none.csv}}
+x-dagster:
+  sensor:
+    watch: "in/**/*.csv"
+    param: input_path
+    settle_seconds: 0
+    archive_to: "{archive}"
+steps:
+  - id: load
+    component: filesystem.csv_extractor
+    mode: read
+    config: {{connection: "@filesystem.drop", path: "${{params.input_path}}"}}
+"""
+
+
+def test_sensor_never_rereads_its_archive_when_validate_cannot_see_it(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Watch relative to a connection's base_dir, archive_to absolute inside it: only the
+    resolved paths show the overlap, so the sensor itself leaves the archive alone."""
+    base = tmp_path / "landing zone"
+    archive = base / "in" / "done"
+    conns = write(workdir / "osiris_connections.yaml",
+                  f"version: 1\nconnections:\n  filesystem:\n    drop:\n"
+                  f"      base_dir: \"{base}\"\n")
+    p = write(workdir / "drops.yaml", CONNECTED.format(archive=archive))
+    assert validate_pipeline(p).ok
+    defs = build_definitions([p], sessions_dir=str(tmp_path / "s"), connections_file=str(conns))
+    src = csv_file(base / "in" / "2026" / "a.csv", 3)
+    (request,), cursor, _ = tick(defs, instance, None)
+    assert request.tags["osiris/file"] == str(src)
+    result = defs.resolve_job_def("drops").execute_in_process(
+        instance=instance, run_config=request.run_config, tags=request.tags,
+        raise_on_error=False)
+    assert result.success, failure_description(result)
+    assert (archive / "a.csv").is_file() and not src.exists()
+    for start in (cursor, None):  # also after a cursor reset
+        requests, _, skip = tick(defs, instance, start)
+        assert requests == [], [r.tags["osiris/file"] for r in requests]
+        assert "archive" in skip
+
+
+# -- new versions with the same path, size and mtime (item 6) ------------------------------------
+def _run(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest
+         ) -> dg.ExecuteInProcessResult:
+    """Execute a sensor's request the way the daemon does (its run key and sensor tags)."""
+    tags = {**request.tags, "dagster/run_key": request.run_key,
+            "dagster/sensor_name": "drops_sensor"}
+    return defs.resolve_job_def("drops").execute_in_process(
+        instance=instance, run_config=request.run_config, tags=tags, raise_on_error=False)
+
+
+def test_a_file_moved_back_from_processed_runs_again(workdir: Path, tmp_path: Path,
+                                                     instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "orders.csv", 4)
+    (first,), cursor, _ = tick(defs, instance, None)
+    assert _run(defs, instance, first).success
+    archived = workdir / "processed" / "orders.csv"
+    assert archived.is_file() and not src.exists()
+    os.rename(archived, src)  # same path, size, mtime and content as the first time
+    (second,), cursor, _ = tick(defs, instance, cursor)
+    assert second.tags["osiris/file"] == str(src)
+    assert second.run_key != first.run_key  # the daemon would drop an equal key
+    assert _run(defs, instance, second).success
+    assert not src.exists() and archived.is_file()
+
+
+def test_a_rewrite_with_the_old_mtime_runs_again(workdir: Path, tmp_path: Path,
+                                                 instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    src = workdir / "incoming" / "same size.csv"
+    src.parent.mkdir(parents=True)
+    src.write_text("v\n1\n2\n")
+    stamp = time.time() - 60
+    os.utime(src, (stamp, stamp))
+    st = src.stat()
+    (first,), cursor, skip = tick(defs, instance, None)
+    src.write_text("v\n7\n9\n")  # same size, then `touch -r` back to the old times
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (src.stat().st_size, src.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    (second,), _, _ = tick(defs, instance, cursor)
+    assert second.run_key != first.run_key
+    assert second.tags["osiris/file_fingerprint"] != first.tags["osiris/file_fingerprint"]
+
+
+def test_skip_reason_names_files_that_already_ran(workdir: Path, tmp_path: Path,
+                                                  instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    bad = workdir / "incoming" / "broken file.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("v\n1\n2,3,4\n")
+    os.utime(bad, (time.time() - 60, time.time() - 60))
+    (request,), cursor, _ = tick(defs, instance, None)
+    assert not _run(defs, instance, request).success  # a failed run leaves the file
+    _, _, skip = tick(defs, instance, cursor)
+    assert "broken file.csv" in skip and "already" in skip
+    # a lost cursor: the daemon would silently drop the duplicate key; the sensor says so
+    requests, _, skip = tick(defs, instance, None)
+    assert requests == [] and "broken file.csv" in skip and "already" in skip
+
+
+# -- a file that changes while its run reads it (item 7) -----------------------------------------
+def test_a_file_changed_after_the_sensor_saw_it_is_not_archived(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "growing.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None)
+    with open(src, "a", encoding="utf-8") as fh:  # the writer was not done
+        fh.write("100\n")
+    result = _run(defs, instance, first)
+    assert result.success, failure_description(result)
+    assert src.exists() and not (workdir / "processed").exists()
+    evs = events(tmp_path / "s" / result.run_id)
+    (changed,) = [e for e in evs if e["event"] == "file_changed_during_run"]
+    assert changed["path"] == str(src) and "size" in changed["change"]
+    assert not any(e["event"] == "file_archived" for e in evs)
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("left in place" in m and "growing.csv" in m for m in logs), logs
+
+    (second,), _, _ = tick(defs, instance, cursor)  # the new version has a new key
+    assert second.run_key != first.run_key
+    result = _run(defs, instance, second)
+    assert result.success and not src.exists()
+    assert (workdir / "processed" / "growing.csv").read_text().endswith("2\n100\n")
+    assert (workdir / "out" / "growing.csv").read_text() == "n,total\n4,103\n"
+
+
+def test_fingerprint_of_a_large_file_reads_only_its_edges(tmp_path: Path) -> None:
+    from osiris_dagster.filewatch import EDGE_BYTES, FULL_HASH_BYTES, fingerprint
+
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"v\n" + b"1\n" * (FULL_HASH_BYTES // 2 + 10))
+    st = big.stat()
+    before = fingerprint(str(big))
+    assert before is not None and before.size == st.st_size and before.inode == st.st_ino
+    with open(big, "r+b") as fh:  # same size, last row changed, mtime put back
+        fh.seek(st.st_size - 2)
+        fh.write(b"9\n")
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = fingerprint(str(big))
+    assert after is not None and after.digest != before.digest
+    change = before.differences(after)
+    assert change is not None and "content changed" in change and "size" not in change
+    assert before.differences(before) is None
+    assert Fingerprint.parse(before.dump()) == before and Fingerprint.parse("junk") is None
+    assert st.st_size > 2 * EDGE_BYTES  # hashed: head and tail only, not the whole file
+    assert fingerprint(str(tmp_path / "gone.csv")) is None
+
+
+def test_a_cursor_from_before_fingerprints_still_knows_its_files() -> None:
+    f = FileVersion(5, "/in/a.csv", 10, 5, 4, 77)
+    legacy = Cursor.parse(json.dumps({"hw": 5, "keys": [f.legacy_key]}))
+    assert not legacy.is_new(f)
+    assert Cursor.parse(legacy.dump()).keys_at_mark == {f.legacy_key}

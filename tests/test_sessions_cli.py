@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 from .test_cli_run import CONNECTIONS, EXAMPLE, cli
@@ -40,3 +42,82 @@ def test_clean_needs_a_criterion_and_valid_age(tmp_path: Path) -> None:
     bad = cli("sessions", "clean", "--older-than", "soon", cwd=tmp_path)
     assert bad.returncode == 2 and "must look like" in bad.stderr
     assert cli("sessions", "show", "nope", cwd=tmp_path).returncode == 2
+
+
+def test_clean_keeps_the_session_of_a_run_still_going(tmp_path: Path) -> None:
+    """A run waiting at a gate is in progress: `clean` must not pull its session away."""
+    import subprocess
+    import sys
+
+    from .gate import Gate, gate_step
+    from .helpers import write
+
+    gate = Gate()
+    try:
+        pipeline = write(tmp_path / "waits.yaml", (
+            'oml_version: "0.1.0"\nname: waits\nsteps:\n' + gate_step("wait", gate.url, []) +
+            "  - id: after\n    component: duckdb.processor\n    mode: transform\n"
+            "    needs: [wait]\n    config: {query: 'SELECT count(*) AS n FROM input_df'}\n"))
+        sessions = tmp_path / "s"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
+        run = subprocess.Popen(
+            [sys.executable, "-m", "osiris_dagster.cli", "run", str(pipeline),
+             "--sessions-dir", str(sessions)], cwd=tmp_path, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            assert gate.hit.wait(120), "the run never reached its gate step"
+            (session,) = [d for d in sessions.iterdir() if not d.name.startswith(".")]
+            listed = cli("sessions", "--sessions-dir", str(sessions), "list", cwd=tmp_path)
+            assert "unfinished" in listed.stdout
+
+            cleaned = cli("sessions", "--sessions-dir", str(sessions), "clean",
+                          "--older-than", "0s", cwd=tmp_path)
+            assert cleaned.returncode == 0, cleaned.stderr
+            assert f"kept    {session.name} (unfinished" in cleaned.stdout
+            assert "--force" in cleaned.stdout and "0 session(s)" in cleaned.stdout
+            assert session.is_dir()
+            gate.open()
+            out, err = run.communicate(timeout=300)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+        assert run.returncode == 0, out + err
+    finally:
+        gate.close()
+    # finished now: an ordinary candidate (still protected as the latest materialisation)
+    assert "(unfinished" not in cli("sessions", "--sessions-dir", str(sessions), "clean",
+                                    "--older-than", "0s", cwd=tmp_path).stdout
+
+
+def test_clean_force_deletes_an_unfinished_session(tmp_path: Path) -> None:
+    from osiris_dagster.session import Session
+    from osiris_dagster.settings import Settings
+
+    sessions = tmp_path / "s"
+    crashed = Session(Settings(sessions_dir=sessions), "crashed-run").ensure()
+    crashed.log_event("run_start", pipeline="p")  # and never run_end: killed, or still going
+    kept = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0",
+               cwd=tmp_path)
+    assert "kept    crashed-run (unfinished" in kept.stdout and crashed.dir.is_dir()
+    dry = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0", "--force",
+              "--dry-run", cwd=tmp_path)
+    assert "would delete crashed-run" in dry.stdout and crashed.dir.is_dir()
+    forced = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0",
+                 "--force", cwd=tmp_path)
+    assert "deleted crashed-run" in forced.stdout and not crashed.dir.exists()
+
+
+def test_negative_keep_is_an_error(tmp_path: Path) -> None:
+    sessions = tmp_path / "s"
+    from osiris_dagster.session import Session
+    from osiris_dagster.settings import Settings
+
+    Session(Settings(sessions_dir=sessions), "one").ensure().log_event("run_start")
+    for value in ("-5", "-1", "x"):
+        out = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", value,
+                  cwd=tmp_path)
+        assert out.returncode == 2, (value, out.stdout)
+        assert "--keep" in out.stderr and "0 or more" in out.stderr
+    assert (sessions / "one").is_dir()

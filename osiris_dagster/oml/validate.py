@@ -944,6 +944,9 @@ def _sensor(body: LineDict, param_names: set[str], out: Collector) -> SensorSett
     if archive is not None and (not isinstance(archive, str) or not archive.strip()):
         out.error(body.line_of("archive_to"), f"{label}.archive_to must be a directory path")
         ok = False
+    elif isinstance(archive, str) and isinstance(watch, str) and \
+            not _archive_outside_watch(body, watch.strip(), archive.strip(), label, out):
+        ok = False
     conn = body.get("connection")
     if conn is not None and not (isinstance(conn, str) and CONNECTION_REF.match(conn)
                                  and conn.startswith("@filesystem.")):
@@ -957,6 +960,24 @@ def _sensor(body: LineDict, param_names: set[str], out: Collector) -> SensorSett
                           int(numbers["minimum_interval_seconds"]),
                           int(numbers["max_runs_per_tick"]), running, archive, conn,
                           name_param, body.line)
+
+
+def _archive_outside_watch(body: LineDict, watch: str, archive: str, label: str,
+                           out: Collector) -> bool:
+    """An archive directory the glob still matches makes every archived file a new file: it
+    would run again, forever. Decided here when both are relative (they share the sensor's base
+    directory, whatever it is) or both absolute; a mixed pair depends on the base directory, so
+    the sensor leaves its resolved archive directory out of the watch instead."""
+    from ..filewatch import archive_in_watch
+
+    if not archive_in_watch(watch, archive):
+        return True
+    out.error(body.line_of("archive_to"),
+              f"{label}.archive_to {archive!r} is inside the watched glob {watch!r}: every "
+              "archived file would match again and re-run forever. Archive to a directory "
+              "the glob does not reach (e.g. next to the watched one, or a hidden '.done/'), "
+              "or narrow 'watch'")
+    return False
 
 
 def _valid_timezone(name: object) -> bool:

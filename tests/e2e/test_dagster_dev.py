@@ -77,7 +77,8 @@ def test_sensor_runs_once_per_new_or_changed_file(dagster_dev: DagsterDev) -> No
     header, body = lines[0], lines[1:]
 
     def sensor_runs() -> list[dict]:
-        return [r for r in dagster_dev.runs() if _tag(r, "dagster/sensor_name")]
+        return [r for r in dagster_dev.runs()
+                if _tag(r, "dagster/sensor_name") == "e2e_movies_sensor"]
 
     assert sensor_runs() == []
     (inbox / "first.csv").write_text(header + "".join(body[:10]), encoding="utf-8")
