@@ -26,9 +26,11 @@ What it does, and where it differs from Osiris' driver:
   record that is not an object becomes a column ``value``.
 * **Errors.** A body with a non-empty ``errors`` list fails the step with the GraphQL messages
   (not retried: a bad query stays bad). HTTP 429/5xx, timeouts and refused connections are
-  retried ``max_retries`` times, waiting ``retry_delay`` doubled each time with jitter (capped
-  at 60 s, ``Retry-After`` honoured); a ``mutation`` document only after a 429 or a failure
-  before it was sent (once it reached the server it may have been applied: never sent twice).
+  retried ``max_retries`` times by the shared client (:mod:`.http_client`, urllib3's ``Retry``):
+  the first retry at once, then after 2, 4, 8... x ``retry_delay`` plus up to ``retry_delay`` of
+  jitter (capped at 60 s; ``Retry-After`` honoured up to 120 s); a ``mutation`` document only
+  after a 429 or a failure before it was sent (once it reached the server it may have been
+  applied: never sent twice).
   Other 4xx fail at once; 401/403 say which credentials to check. Messages name the host,
   never the token.
 * **Storage.** Each page is appended to a staging NDJSON file as it arrives (memory stays flat);
@@ -51,6 +53,7 @@ from urllib.parse import urlsplit
 from ..connections import environment, substitute_env
 from ..errors import DriverError
 from ..masking import is_secret_header
+from . import http_client as hc
 from . import http_support as hs
 from .base import DriverResult, StepContext, UpstreamTable
 
@@ -95,7 +98,7 @@ class Options:
                               "@graphql connection")
         if urlsplit(endpoint).scheme not in ("http", "https"):
             raise DriverError(f"graphql.extractor: `endpoint` must be an http(s) URL, got "
-                              f"{hs.display_url(endpoint)!r}")
+                              f"{hc.display_url(endpoint)!r}")
         query = str(config.get("query") or "")
         if not query.strip():
             raise DriverError("graphql.extractor: `query` is empty; give the GraphQL query")
@@ -205,16 +208,16 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
         ) -> DriverResult:
     opts = Options.from_config(config, ctx.connection)
     headers, secrets = opts.request_headers()
-    hs.register_secrets(ctx, secrets)
-    host = hs.origin_of(opts.endpoint)
-    client = hs.ApiClient(
+    hc.register_secrets(ctx, secrets)
+    host = hc.origin_of(opts.endpoint)
+    client = hc.HttpClient(
         service="GraphQL endpoint", headers=headers, timeout=opts.timeout,
-        policy=hs.RetryPolicy(max_retries=opts.max_retries, base_delay=opts.retry_delay,
+        policy=hc.RetryPolicy(max_retries=opts.max_retries, base_delay=opts.retry_delay,
                               max_delay=max(MAX_RETRY_DELAY, opts.retry_delay),
                               max_retry_after=max(120.0, opts.retry_delay)),
         verify=opts.validate_ssl, secrets=[*secrets, *opts.headers.values()],
         auth_hint=_auth_hint(opts, host),
-        check_hint=f"`endpoint` ({hs.display_url(opts.endpoint)})",
+        check_hint=f"`endpoint` ({hc.display_url(opts.endpoint)})",
         on_retry=lambda info: ctx.log_event("http_retry", **info),
     )
     stager = hs.JsonStager(ctx.tmp_dir, f"graphql-{ctx.step_id}")
@@ -295,14 +298,14 @@ def _auth_hint(opts: Options, host: str) -> str:
     return f"whether {host} needs credentials: set `auth_type` and a token"
 
 
-def _raise_graphql_errors(body: Any, host: str, client: hs.ApiClient) -> None:
+def _raise_graphql_errors(body: Any, host: str, client: hc.HttpClient) -> None:
     if not isinstance(body, dict):
         raise client.error(f"GraphQL endpoint {host} answered with a JSON "
                            f"{type(body).__name__}, not an object with `data`; check `endpoint`")
     errors = body.get("errors")
     if isinstance(errors, list) and errors:
         raise client.error(f"GraphQL endpoint {host} returned errors: "
-                           f"{hs.graphql_messages(errors)}. Check the query and its variables.")
+                           f"{hc.graphql_messages(errors)}. Check the query and its variables.")
 
 
 def _next_cursor(body: Any, opts: Options, ctx: StepContext, pages: int) -> Any:

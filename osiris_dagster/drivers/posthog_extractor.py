@@ -36,9 +36,11 @@ query API -> the step's table, incrementally from one run to the next.
   ``properties_<key>``; persons -> ``id, created_at, is_identified`` +
   ``person_properties_<key>``; sessions and person_distinct_ids as returned. Nested values are
   JSON text. Timestamps stay text (as PostHog returns them): cast them downstream.
-* **Failures.** 429 and 5xx are retried with capped exponential backoff and jitter, honouring
-  ``Retry-After`` (up to 120 s); 401/403 fail at once naming the host and project; timeouts fail
-  with the host named; nothing printed contains the API key.
+* **Failures.** The shared client (:mod:`.http_client`: urllib3's ``Retry``) retries 429 and 5xx
+  (the HogQL query POST is a read, declared idempotent) and refused connections with capped
+  exponential backoff and jitter, honouring ``Retry-After`` (up to 120 s); 401/403 fail at once
+  naming the host and project; timeouts are not retried (a slow query stays slow) and fail with
+  the host named; nothing printed contains the API key.
 * **Storage.** Pages stream into a staging NDJSON file and become the table in one read with the
   union of all columns (see :mod:`.http_support`), so properties first seen on a late page are
   kept and memory stays flat.
@@ -57,12 +59,13 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..errors import DriverError
+from . import http_client as hc
 from . import http_support as hs
 from .base import DriverResult, PendingState, StepContext, UpstreamTable
 
 BASE_URLS = {"us": "https://us.posthog.com", "eu": "https://eu.posthog.com"}
 TIMEOUT = 30.0
-RETRY_POLICY = hs.RetryPolicy(max_retries=5, base_delay=1.0, max_delay=16.0,
+RETRY_POLICY = hc.RetryPolicy(max_retries=5, base_delay=1.0, max_delay=16.0,
                               max_retry_after=120.0, retry_timeouts=False,
                               retry_connection_errors=True)
 STATE_FILE = "posthog_state.json"
@@ -270,7 +273,7 @@ class Options:
                               "self_hosted)")
         if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
             raise DriverError(f"posthog.extractor: `custom_base_url` must be an http(s) URL, got "
-                              f"{hs.display_url(base_url)!r}")
+                              f"{hc.display_url(base_url)!r}")
         data_type = str(config.get("data_type") or "events")
         if data_type not in KINDS:
             raise DriverError(f"posthog.extractor: unknown data_type {data_type!r} (use one of "
@@ -394,10 +397,10 @@ class StateStore:
 def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTable]
         ) -> DriverResult:
     opts = Options.from_config(config, ctx.connection)
-    hs.register_secrets(ctx, [opts.api_key])
+    hc.register_secrets(ctx, [opts.api_key])
     kind = KINDS[opts.data_type]
-    host = hs.origin_of(opts.base_url)
-    client = hs.ApiClient(
+    host = hc.origin_of(opts.base_url)
+    client = hc.HttpClient(
         service="PostHog", timeout=opts.timeout,
         headers={"Authorization": f"Bearer {opts.api_key}", "Content-Type": "application/json",
                  "Accept": "application/json", "User-Agent": "osiris-dagster posthog extractor"},
@@ -463,7 +466,7 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
                 next_url = _same_origin_next(str(next_url), opts.query_url, client)
                 if next_url in visited:
                     raise client.error(f"PostHog: {host} returned the same `next` page twice "
-                                       f"({hs.display_url(next_url)}); stopping")
+                                       f"({hc.display_url(next_url)}); stopping")
                 visited.add(next_url)
                 body = client.request_json("GET", next_url)
             if chain_rows < opts.page_size or last_row is None:
@@ -499,15 +502,11 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
                         pending_state=pending)
 
 
-def _policy(max_retries: int) -> hs.RetryPolicy:
-    p = RETRY_POLICY
-    return hs.RetryPolicy(max_retries=max(0, max_retries), base_delay=p.base_delay,
-                          max_delay=p.max_delay, max_retry_after=p.max_retry_after,
-                          retry_statuses=p.retry_statuses, retry_timeouts=p.retry_timeouts,
-                          retry_connection_errors=p.retry_connection_errors)
+def _policy(max_retries: int) -> hc.RetryPolicy:
+    return RETRY_POLICY.with_retries(max_retries)
 
 
-def _rows_of(body: Any, kind: Kind, host: str, client: hs.ApiClient,
+def _rows_of(body: Any, kind: Kind, host: str, client: hc.HttpClient,
              stager: hs.JsonStager) -> list[dict[str, Any]]:
     """The rows of one response as dicts (``results`` lists zipped with ``columns``)."""
     if not isinstance(body, dict) or not isinstance(body.get("results"), list):
@@ -537,9 +536,9 @@ def _rows_of(body: Any, kind: Kind, host: str, client: hs.ApiClient,
     return out
 
 
-def _same_origin_next(next_url: str, base: str, client: hs.ApiClient) -> str:
+def _same_origin_next(next_url: str, base: str, client: hc.HttpClient) -> str:
     target = urljoin(base, next_url)
-    if hs.origin_of(target) != hs.origin_of(base):
-        raise client.error(f"PostHog: the `next` link points to {hs.origin_of(target)}, not "
-                           f"{hs.origin_of(base)}; refusing to send the API key there")
+    if hc.origin_of(target) != hc.origin_of(base):
+        raise client.error(f"PostHog: the `next` link points to {hc.origin_of(target)}, not "
+                           f"{hc.origin_of(base)}; refusing to send the API key there")
     return target

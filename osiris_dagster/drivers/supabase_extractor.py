@@ -38,12 +38,14 @@ the server (arrays as JSON) and cast by DuckDB while it builds the table from Ar
 
 **REST channel.** ``GET /rest/v1/<table>?select=...&<col>=eq.<v>&order=...&limit=&offset=``
 (``Accept-Profile`` for a non-public schema), page after page until a page is shorter than
-``limit``; retries like the writer. Pages are collected as JSON rows in the step's DuckDB
-(in-memory, spills to disk) and the table is built from them in one ``create_output``. Types come
-from the API's OpenAPI description (numeric columns are requested as ``::text`` so no digit is
-lost); if it is not available, from the JSON values themselves (numbers -> BIGINT/DOUBLE,
-strings -> VARCHAR, objects/arrays -> JSON). Without an ``order``, pages of a table that changes
-while it is read may overlap or skip rows: give ``order`` a unique column for stable paging.
+``limit``; the same client as the writer (:mod:`.postgrest`), so the same retries (reads are
+idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are collected as JSON
+rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
+``create_output``. Types come from the API's OpenAPI description (numeric columns are requested as
+``::text`` so no digit is lost); if it is not available, from the JSON values themselves (numbers ->
+BIGINT/DOUBLE, strings -> VARCHAR, objects/arrays -> JSON). Without an ``order``, pages of a table
+that changes while it is read may overlap or skip rows: give ``order`` a unique column for stable
+paging.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from typing import Any
 from ..errors import DriverError
 from . import sql_support as sq
 from .base import DriverResult, StepContext, UpstreamTable
-from .supabase_writer import _Http, profile_headers
+from .postgrest import PostgrestClient, profile_headers, quote_in_value
 
 COMPONENT = "supabase.extractor"
 _SQL_BATCH = 10_000
@@ -439,8 +441,8 @@ class _RestRead:
         self.staging = f"__osiris_rest_rows_{ctx.output_table}"
 
     def run(self) -> int:
-        http = _Http(self.ctx, self.rest, timeout=self.opts.timeout, retries=self.opts.retries,
-                     component=COMPONENT)
+        http = PostgrestClient(self.ctx, self.rest, component=COMPONENT,
+                               timeout=self.opts.timeout, retries=self.opts.retries)
         con = self.ctx.con
         staging = sq.duck_ident(self.staging)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {staging} (r JSON)")
@@ -460,18 +462,19 @@ class _RestRead:
             with contextlib.suppress(Exception):
                 con.execute(f"DROP TABLE IF EXISTS {staging}")
 
-    def _openapi_types(self, http: _Http) -> dict[str, sq.PgType] | None:
-        """Column types from PostgREST's OpenAPI description (None if unavailable)."""
-        import requests
-
+    def _openapi_types(self, http: PostgrestClient) -> dict[str, sq.PgType] | None:
+        """Column types from PostgREST's OpenAPI description (None if unavailable: an error
+        status or an unexpected body; a host that cannot be reached fails here as the first
+        page would)."""
+        resp = http.request("GET", f"{self.rest.url}/rest/v1/",
+                            what="reading the API description",
+                            headers=profile_headers(self.opts.schema, False),
+                            allow_statuses=range(400, 600))
+        if resp.status_code != 200:
+            return None
         try:
-            resp = http.session.get(f"{self.rest.url}/rest/v1/",
-                                    headers=profile_headers(self.opts.schema, False),
-                                    timeout=self.opts.timeout)
-            if resp.status_code != 200:
-                return None
             definitions = resp.json().get("definitions") or {}
-        except (requests.RequestException, ValueError, AttributeError):
+        except (ValueError, AttributeError):
             return None
         table = definitions.get(self.opts.table)
         if not isinstance(table, Mapping) or not isinstance(table.get("properties"), Mapping):
@@ -503,7 +506,7 @@ class _RestRead:
                 (f".nulls{o.nulls}" if o.nulls else "") for o in opts.order)
         return params
 
-    def _fetch_pages(self, http: _Http, types: Mapping[str, sq.PgType] | None,
+    def _fetch_pages(self, http: PostgrestClient, types: Mapping[str, sq.PgType] | None,
                      staging: str) -> int:
         opts = self.opts
         params = self._params(types)
@@ -588,7 +591,5 @@ def _rest_filter(value: Any) -> str:
     if isinstance(value, bool):
         return "is.true" if value else "is.false"
     if isinstance(value, list | tuple):
-        from .supabase_writer import _rest_quote
-
-        return f"in.({','.join(_rest_quote(_param(v)) for v in value)})"
+        return f"in.({','.join(quote_in_value(_param(v)) for v in value)})"
     return f"eq.{_param(value)}"

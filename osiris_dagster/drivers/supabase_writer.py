@@ -42,19 +42,20 @@ reported as such (for an append as a non-retryable :class:`OutcomeUnknownError`)
   T[] (T scalar)          T'[] (a PostgreSQL array); nested lists -> jsonb
   ======================  ===========================================================
 
-**REST channel** (only ``url``/``project_id`` + key): PostgREST ``POST /rest/v1/<table>`` in
-batches of ``batch_size`` JSON rows (dates/timestamps as ISO strings, decimals as JSON numbers,
-bytea as ``\\x..`` hex, NaN/Infinity as strings, NULL as null), ``apikey`` + ``Authorization:
-Bearer`` headers, ``Prefer: return=minimal`` (upsert/replace add ``resolution=merge-duplicates``
-and ``on_conflict=<primary_key>``), ``Content-Profile`` for a non-public ``schema``. Requests are
-retried with exponential backoff honouring ``Retry-After`` (``retries`` attempts, at most 60 s
-per wait and 120 s of waiting in total), each with ``timeout``, but only when a retry cannot
-write twice: after a 429 or a connection that failed before anything was sent, any request;
-after a 5xx, a read timeout or a dropped connection, only idempotent ones
-(:func:`postgrest_idempotent`: reads, filtered DELETEs, upsert/replace POSTs with
-``on_conflict``). An append batch that reached the server and then failed may have been
-committed: the step fails (:class:`OutcomeUnknownError`, never retried, not by Dagster either)
-naming the batch's rows, how to check and how to make the write safe (upsert).
+**REST channel** (only ``url``/``project_id`` + key): PostgREST ``POST /rest/v1/<table>`` in batches
+of ``batch_size`` JSON rows (dates/timestamps as ISO strings, decimals as JSON numbers, bytea as
+``\\x..`` hex, NaN/Infinity as strings, NULL as null), ``apikey`` + ``Authorization: Bearer``
+headers, ``Prefer: return=minimal`` (upsert/replace add ``resolution=merge-duplicates`` and
+``on_conflict=<primary_key>``), ``Content-Profile`` for a non-public ``schema``, sent by the shared
+client (:mod:`.postgrest` on :mod:`.http_client`: urllib3's ``Retry``). Requests are retried up to
+``retries`` times with exponential backoff (0.25 s doubling, at most 60 s, with jitter) honouring
+``Retry-After`` (a wait over 60 s fails the step), each attempt with ``timeout``, but only when a
+retry cannot write twice: after a 429 or a connection that failed before anything was sent, any
+request; after a 5xx, a read timeout or a dropped connection, only idempotent ones
+(:func:`.postgrest.is_idempotent`: reads, filtered DELETEs, upsert/replace POSTs with
+``on_conflict``). An append batch that reached the server and then failed may have been committed:
+the step fails (:class:`OutcomeUnknownError`, never retried, not by Dagster either) naming the
+batch's rows, how to check and how to make the write safe (upsert).
 ``replace`` = upsert, then delete the rows whose key is not in the input:
 ``DELETE ?<pk>=not.in.(...)`` when the keys fit in one URL, else the existing keys are read,
 compared in DuckDB, and the stale ones deleted in chunks (``in.(...)``).
@@ -74,24 +75,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ..errors import DriverError, NotRetryableError, OutcomeUnknownError
-from . import http_support as hs
 from . import sql_support as sq
 from .base import DriverResult, StepContext, UpstreamTable
+from .postgrest import PostgrestClient, profile_headers, quote_in_value
 
 COMPONENT = "supabase.writer"
 _MODES = ("append", "replace", "upsert")
 _COPY_BATCH = 50_000
-_MAX_WAIT = 60.0
-_MAX_TOTAL_WAIT = 120.0
-_BASE_DELAY = 0.25
 _URL_BUDGET = 6000  # characters of keys in one DELETE ...not.in.(...) URL
 _DELETE_CHUNK = 100
 
@@ -401,161 +397,6 @@ def json_expression(ref: str, duck_type: str) -> str:
 # == REST channel =================================================================================
 
 
-class _Http:
-    """PostgREST requests with auth headers, retries on 429/5xx and clear errors."""
-
-    def __init__(self, ctx: StepContext, rest: sq.RestParams, *, timeout: float, retries: int,
-                 component: str = COMPONENT) -> None:
-        import requests
-
-        self.ctx = ctx
-        self.rest = rest
-        self.timeout = timeout
-        self.retries = retries
-        self.component = component
-        self.session = requests.Session()
-        self.session.headers.update({"apikey": rest.key, "Authorization": f"Bearer {rest.key}"})
-        self.waited = 0.0
-
-    def close(self) -> None:
-        self.session.close()
-
-    def request(self, method: str, url: str, *, what: str, params: Any = None,
-                data: bytes | None = None, headers: Mapping[str, str] | None = None,
-                idempotent: bool | None = None) -> Any:
-        """Send one request, repeating it only when that cannot apply it twice: after a 429
-        (rejected unprocessed) or a failure before anything was sent, and, for idempotent
-        requests (:func:`postgrest_idempotent`), also after a 5xx, a read timeout or a dropped
-        connection. A non-idempotent request that reached the server and then failed raises
-        :class:`OutcomeUnknownError`: it may have been carried out."""
-        import requests
-
-        if idempotent is None:
-            idempotent = postgrest_idempotent(method, params, headers)
-        attempt = 0
-        while True:
-            try:
-                resp = self.session.request(method, url, params=params, data=data,
-                                            headers=dict(headers or {}),
-                                            timeout=self.timeout)
-            except requests.RequestException as exc:
-                sent = not hs.nothing_was_sent(exc)
-                if sent and not idempotent:
-                    raise self._unknown(what, f"no answer within {self.timeout:g}s" if
-                                        isinstance(exc, requests.Timeout) else
-                                        f"the connection failed ({type(exc).__name__}: "
-                                        f"{sq.first_line(exc)})") from None
-                if attempt < self.retries:
-                    attempt += 1
-                    self._sleep(self._backoff(attempt), what)
-                    continue
-                raise DriverError(sq.scrub(
-                    f"{self.component} step '{self.ctx.step_id}': {what} failed: cannot reach "
-                    f"the Supabase REST API at {self.rest.host} ({type(exc).__name__}: "
-                    f"{sq.first_line(exc)}). Check `url`/`project_id` of the @supabase "
-                    "connection and the network.", self.rest.secrets)) from None
-            if resp.status_code < 400:
-                return resp
-            if resp.status_code >= 500 and not idempotent:
-                raise self._unknown(what, f"HTTP {resp.status_code} from {self.rest.host}"
-                                          f"{_detail(resp)}")
-            if (resp.status_code == 429 or resp.status_code >= 500) and \
-                    attempt < self.retries:
-                attempt += 1
-                wait = _retry_after(resp.headers.get("Retry-After"))
-                self._sleep(self._backoff(attempt) if wait is None else wait, what)
-                continue
-            raise self._http_error(resp, what, attempt)
-
-    def _unknown(self, what: str, reason: str) -> OutcomeUnknownError:
-        reason = sq.scrub(reason, self.rest.secrets)
-        return OutcomeUnknownError(sq.scrub(
-            f"{self.component} step '{self.ctx.step_id}': {what}: {reason} after the request "
-            "was sent. The server may have carried it out, so it was not sent again (a second "
-            "attempt could apply it twice).", self.rest.secrets), reason=reason)
-
-    def _backoff(self, attempt: int) -> float:
-        return min(_BASE_DELAY * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5), _MAX_WAIT)
-
-    def _sleep(self, seconds: float, what: str) -> None:
-        seconds = max(0.0, seconds)
-        if seconds > _MAX_WAIT or self.waited + seconds > _MAX_TOTAL_WAIT:
-            raise DriverError(f"{self.component} step '{self.ctx.step_id}': {what}: the Supabase "
-                              f"REST API at {self.rest.host} asked to wait {seconds:.0f}s more "
-                              f"after {self.waited:.0f}s of retries; giving up. Try later or "
-                              "lower the request rate (batch_size).")
-        self.ctx.log_event("http_retry", what=what, wait_s=round(seconds, 2))
-        self.waited += seconds
-        time.sleep(seconds)
-
-    def _http_error(self, resp: Any, what: str, attempt: int) -> DriverError:
-        detail = _detail(resp)
-        hint = {
-            401: "check the key (service_role_key / anon_key / key) of the @supabase "
-                 "connection",
-            403: "the key lacks permission for this table (row level security or grants)",
-            404: "check `table` and `schema` (the schema must be exposed by the API)",
-            409: "a primary key / unique value conflicts (use write_mode upsert or replace)",
-            400: "check the column names and values against the table",
-        }.get(resp.status_code, "check the Supabase project and the table")
-        retried = f" after {attempt} retries" if attempt else ""
-        msg = (f"{self.component} step '{self.ctx.step_id}': {what} failed{retried}: HTTP "
-               f"{resp.status_code} from {self.rest.host}{detail}. "
-               f"{hint[0].upper() + hint[1:]}.")
-        return DriverError(sq.scrub(msg, self.rest.secrets))
-
-
-def _detail(resp: Any) -> str:
-    """``: code; message; details; hint`` of a PostgREST error body (or its first text)."""
-    try:
-        body = resp.json()
-    except ValueError:
-        text = resp.text[:300].strip()
-        return f": {text}" if text else ""
-    if not isinstance(body, dict):
-        return ""
-    parts = [str(body.get(k)) for k in ("code", "message", "details", "hint") if body.get(k)]
-    return f": {'; '.join(parts)}" if parts else ""
-
-
-def postgrest_idempotent(method: str, params: Any, headers: Mapping[str, str] | None) -> bool:
-    """Whether sending this PostgREST request twice leaves the same result as sending it once:
-    reads; a DELETE with a filter (the same rows are gone either way); a POST that resolves
-    conflicts on named keys (``Prefer: resolution=merge-duplicates`` / ``ignore-duplicates``
-    with ``on_conflict``: an upsert). A plain POST (append) is not: it inserts its rows again."""
-    method = method.upper()
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return True
-    if method == "DELETE":
-        return bool(params)
-    if method != "POST":
-        return False
-    prefer = {p.strip() for p in str(dict(headers or {}).get("Prefer", "")).split(",")}
-    keyed = bool(dict(params or {}).get("on_conflict"))
-    return keyed and bool(prefer & {"resolution=merge-duplicates",
-                                    "resolution=ignore-duplicates"})
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def profile_headers(schema: str, write: bool) -> dict[str, str]:
-    if schema == "public":
-        return {}
-    return {"Content-Profile" if write else "Accept-Profile": schema}
-
-
 class _RestWrite:
     def __init__(self, ctx: StepContext, opts: Options, rest: sq.RestParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
@@ -574,7 +415,8 @@ class _RestWrite:
                 f"{COMPONENT} step '{self.ctx.step_id}': write_mode 'replace' over the REST API "
                 "needs a one-column `primary_key` (to delete the rows not in the input); use a "
                 "SQL channel (pg_dsn) for composite keys.")
-        http = _Http(self.ctx, self.rest, timeout=opts.timeout, retries=opts.retries)
+        http = PostgrestClient(self.ctx, self.rest, component=COMPONENT, timeout=opts.timeout,
+                               retries=opts.retries)
         try:
             self._check_table(http)
             rows = self._post_all(http)
@@ -584,18 +426,12 @@ class _RestWrite:
         finally:
             http.close()
 
-    def _check_table(self, http: _Http) -> None:
-        import requests
-
-        try:
-            resp = http.session.get(self.url, params={"select": "*", "limit": "0"},
-                                    headers=profile_headers(self.opts.schema, False),
-                                    timeout=self.opts.timeout)
-        except requests.RequestException:
-            return  # the first POST reports (and retries) connection problems
+    def _check_table(self, http: PostgrestClient) -> None:
+        resp = http.request("GET", self.url, what=f"checking table {self.label}",
+                            params={"select": "*", "limit": "0"},
+                            headers=profile_headers(self.opts.schema, False),
+                            allow_statuses={404})
         if resp.status_code != 404:
-            if resp.status_code in (401, 403):
-                raise http._http_error(resp, f"checking table {self.label}", 0)
             return
         ddl = create_table_ddl(self.opts.schema, self.opts.table, self.columns,
                                self.opts.primary_key)
@@ -623,7 +459,7 @@ class _RestWrite:
             if pending:
                 yield pending
 
-    def _post_all(self, http: _Http) -> int:
+    def _post_all(self, http: PostgrestClient) -> int:
         opts = self.opts
         prefer = ["return=minimal"]
         params: dict[str, str] = {}
@@ -678,7 +514,7 @@ class _RestWrite:
             f"or a SQL channel (pg_dsn), which writes all rows in one transaction.",
             reason=exc.reason)
 
-    def _delete_stale(self, http: _Http) -> None:
+    def _delete_stale(self, http: PostgrestClient) -> None:
         key = self.opts.primary_key[0]
         ref = sq.duck_ident(key)
         con = self.ctx.con
@@ -693,7 +529,7 @@ class _RestWrite:
             keys = [r[0] for r in con.execute(
                 f"SELECT DISTINCT CAST({ref} AS VARCHAR) FROM {self.relation} "
                 f"WHERE {ref} IS NOT NULL").fetchall()]
-            value = f"not.in.({','.join(_rest_quote(k) for k in keys)})"
+            value = f"not.in.({','.join(quote_in_value(k) for k in keys)})"
             if len(value) <= _URL_BUDGET:
                 http.request("DELETE", self.url, params={key: value}, headers=headers,
                              what=what)
@@ -702,10 +538,10 @@ class _RestWrite:
         for i in range(0, len(stale), _DELETE_CHUNK):
             chunk = stale[i:i + _DELETE_CHUNK]
             http.request("DELETE", self.url, headers=headers, what=what,
-                         params={key: f"in.({','.join(_rest_quote(k) for k in chunk)})"})
+                         params={key: f"in.({','.join(quote_in_value(k) for k in chunk)})"})
         self.ctx.log_event("replace.deleted_stale", table=self.label, rows=len(stale))
 
-    def _stale_keys(self, http: _Http, key: str) -> list[str]:
+    def _stale_keys(self, http: PostgrestClient, key: str) -> list[str]:
         """Existing keys not in the input, compared in DuckDB with the key's own type."""
         duck_type = dict(self.columns)[key]
         con = self.ctx.con
@@ -740,8 +576,3 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value)
-
-
-def _rest_quote(value: str) -> str:
-    """A value in PostgREST's ``in.(...)`` list: double-quoted, ``"`` and ``\\`` escaped."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

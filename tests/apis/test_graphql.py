@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from osiris_dagster.drivers import graphql_extractor as gq
+from osiris_dagster.drivers import http_client as hc
 from osiris_dagster.drivers import http_support as hs
 from osiris_dagster.errors import DriverError, OutcomeUnknownError
 
@@ -308,9 +309,9 @@ def test_stager_schema_evolution_and_case_collisions(tmp_path: Path) -> None:
 
 
 def test_retry_after_parsing() -> None:
-    assert hs.parse_retry_after("3") == 3.0
-    assert hs.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert hs.parse_retry_after("soon") is None
+    assert hc.parse_retry_after("3") == 3.0
+    assert hc.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert hc.parse_retry_after("soon") is None
 
 
 # -- end to end through Dagster -------------------------------------------------------------------
