@@ -1,0 +1,92 @@
+"""Which type a CSV column gets: the first candidate type that *every* value takes faithfully.
+
+DuckDB's own casts are lenient (``'19.99'`` -> BIGINT 20, ``'00501'`` -> 501, ``'0x1F'`` -> 31,
+``'yes'`` -> true, ``'2024-03-05 17:45'`` -> DATE 2024-03-05, an offset dropped by a TIMESTAMP
+cast, ``'1e999'`` -> inf), and its sniffer types a column from a sample. Here a type is chosen only
+when each value survives it: reading it back gives the same number, truth value, date or instant.
+The rules are SQL predicates over the text of a value, so one query checks a whole file and the
+same rules decide the types of a sample and of the whole file (a file typed from its first rows
+and then verified gets exactly the types a whole-file detection would give).
+
+What each type accepts (anything else makes the column the next candidate, at last VARCHAR):
+
+* BOOLEAN: ``True``/``TRUE``/``true``/``False``/``FALSE``/``false`` (pandas' spellings);
+* BIGINT: canonical integers that fit 64 bits (no sign ``+``, leading zero, ``_`` or hex): the
+  value printed back is the text itself, but for spaces around it;
+* DOUBLE: decimal numbers (``1.50``, ``.5``, ``1e3``, ``+5``, ``-inf``; spaces around them
+  allowed) without leading zeros in the integer part, finite unless spelled ``inf`` or
+  ``infinity``; an integer of 16 or more digits only if a double holds it exactly;
+* DATE: ``YYYY-MM-DD`` that prints back the same (a real calendar day);
+* TIMESTAMP: a DATE, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an offset;
+* TIMESTAMPTZ: the same with an offset (``Z``, ``+02``, ``+0200``, ``+02:00``). A column mixing
+  values with and without an offset is not one instant type: it stays text (or, when
+  ``parse_dates`` names it, is an error).
+"""
+
+from __future__ import annotations
+
+from ..naming import quote_literal
+
+BOOLEAN, BIGINT, DOUBLE, VARCHAR = "BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"
+DATE, TIMESTAMP, TIMESTAMPTZ = "DATE", "TIMESTAMP", "TIMESTAMPTZ"
+
+NO_DATES = (BOOLEAN, BIGINT, DOUBLE, VARCHAR)
+WITH_DATES = (BOOLEAN, BIGINT, DOUBLE, DATE, TIMESTAMP, TIMESTAMPTZ, VARCHAR)
+ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be one of these
+
+PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
+_NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+           r"|(?i:inf|infinity)) *")
+_LONG_INTEGER = r" *[+-]?[0-9]{16,} *"
+_DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+_NAIVE = f"{_DAY}({_CLOCK})?"
+_AWARE = f"{_DAY}{_CLOCK}(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)"
+
+# error() text raised by the typed read when a value does not fit its column's planned type
+MISMATCH_MARKER = "osiris_csv_type_mismatch"
+
+
+def faithful(kind: str, col: str) -> str:
+    """SQL: the non-NULL text value ``col`` (a quoted identifier) is exactly a ``kind``."""
+    if kind == BOOLEAN:
+        return f"{col} IN ({', '.join(quote_literal(b) for b in PANDAS_BOOLEANS)})"
+    if kind == BIGINT:
+        return f"coalesce(CAST(TRY_CAST({col} AS BIGINT) AS VARCHAR) = trim({col}), false)"
+    if kind == DOUBLE:
+        exact = (f"(NOT regexp_full_match({col}, '{_LONG_INTEGER}') OR "
+                 f"TRY_CAST(TRY_CAST({col} AS DOUBLE) AS HUGEINT) = TRY_CAST({col} AS HUGEINT))")
+        finite = f"(isfinite(TRY_CAST({col} AS DOUBLE)) OR regexp_matches({col}, '(?i)inf'))"
+        return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND {exact}, "
+                "false)")
+    if kind == DATE:
+        return f"coalesce(CAST(TRY_CAST({col} AS DATE) AS VARCHAR) = {col}, false)"
+    if kind == TIMESTAMP:
+        return (f"(regexp_full_match({col}, '{_NAIVE}') AND "
+                f"TRY_CAST({col} AS TIMESTAMP) IS NOT NULL)")
+    if kind == TIMESTAMPTZ:
+        return (f"(regexp_full_match({col}, '{_AWARE}') AND "
+                f"TRY_CAST({col} AS TIMESTAMPTZ) IS NOT NULL)")
+    if kind == VARCHAR:
+        return "true"
+    raise ValueError(f"no faithfulness rule for {kind}")
+
+
+def typed(kind: str | None, col: str, index: int) -> str:
+    """SQL: ``col`` as ``kind``, or an error() carrying :data:`MISMATCH_MARKER` when a value
+    does not fit. ``None`` (no value seen yet) keeps NULLs and fails on the first value."""
+    if kind == VARCHAR:
+        return col
+    mismatch = f"error('{MISMATCH_MARKER}:{index}:' || {col})"
+    if kind is None:
+        return f"CASE WHEN {col} IS NULL THEN {col} ELSE {mismatch} END"
+    return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col)} THEN CAST({col} AS {kind}) "
+            f"ELSE {mismatch} END")
+
+
+def first_fitting(candidates: tuple[str, ...], fits: dict[str, bool]) -> str | None:
+    """The first candidate every value fits (VARCHAR fits all); None when none does."""
+    for kind in candidates:
+        if kind == VARCHAR or fits.get(kind):
+            return kind
+    return None
