@@ -200,3 +200,23 @@ def test_aware_values_keep_their_instant(extract: ExtractFn, data_dir: Path) -> 
     table = extract(path="tz.csv", parse_dates=True)
     assert table.types["v"] == "TIMESTAMP WITH TIME ZONE"
     assert by_n(table)[ROWS] == dt.datetime(2024, 6, 1, 10, tzinfo=dt.UTC)
+
+
+# -- time zones (issue 17, item 2; the whole pipeline under several TZ values: test_timezones) --
+def test_step_connection_time_zone_is_utc_whatever_the_host(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    with StepWorkspace(session, pipeline_name="p", step_id="s", output_table="s") as ws:
+        assert ws.con.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
+
+
+def test_writer_renders_instants_in_utc_whatever_the_connection_zone(
+        session: Session, data_dir: Path, write: Any, upstream: Any) -> None:
+    upstream("SELECT TIMESTAMPTZ '2024-06-01 12:00:00.5+02:00' AS at, "
+             "CAST(NULL AS TIMESTAMPTZ) AS missing, TIMESTAMPTZ 'infinity' AS later")
+    with StepWorkspace(session, pipeline_name="p", step_id="w", output_table="w") as ws:
+        ws.con.execute("SET TimeZone = 'Asia/Kolkata'")  # a connection someone changed
+        inputs = [ws.add_upstream("up", "df_up", session.db_path, "up", ["input_df"])]
+        csv_writer.run(ws, {**WRITER_DEFAULTS, "path": str(data_dir / "tz.csv")}, inputs)
+    assert (data_dir / "tz.csv").read_text() == (
+        "at,later,missing\n2024-06-01 10:00:00.5+00:00,infinity,\n")
