@@ -403,7 +403,7 @@ class _Extraction:
         self.declared = declared_types(ctx.con, opts)
         self.reader = self._reader(scratch)
         self.selected = list(opts.columns or self.names)
-        self.types: dict[str, str | None] | None = None  # per auto column; None = no value yet
+        self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
         self.whole_file = False
 
     def _reader(self, scratch: cs.Scratch) -> Reader:
@@ -438,18 +438,19 @@ class _Extraction:
                 self._recover_or_raise(exc)
 
     def _create(self) -> int:
-        if self.types is None:
-            self.types = self._detect(self._rows(SAMPLE_ROWS), {})
+        if self.fits is None:
+            self.fits = self._detect(self._rows(SAMPLE_ROWS), {})
         try:
             return self.ctx.create_output(self._typed_select())
         except duckdb.Error as exc:
             if self.whole_file or ct.MISMATCH_MARKER not in str(exc):
                 raise
-        # a value past the sample does not fit its column: decide over the whole file
-        self.types = self._detect(self._rows(None), self.types)
+        # a value past the sample does not fit its column: decide over the whole file, checking
+        # only the types the sample fitted (the whole file cannot fit one the sample did not)
+        self.fits = self._detect(self._rows(None), self.fits)
         self.whole_file = True
         self.ctx.log_event("csv_types_widened", columns={
-            n: t for n, t in self.types.items() if t is not None})
+            n: self._type_of(n) for n in self._auto})
         return self.ctx.create_output(self._typed_select())
 
     # -- types
@@ -458,9 +459,10 @@ class _Extraction:
         return [n for n in self.selected if n not in self.declared]
 
     def _candidates(self, name: str) -> tuple[str, ...]:
+        """The types a column may get, narrowest first, without the VARCHAR fallback."""
         if name in self.opts.date_columns:
             return ct.ONLY_DATES
-        return ct.WITH_DATES if self.opts.parse_dates is True else ct.NO_DATES
+        return (ct.WITH_DATES if self.opts.parse_dates is True else ct.NO_DATES)[:-1]
 
     def _rows(self, cap: int | None) -> str:
         """The data rows as the table will hold them (``limit`` applies), at most ``cap``."""
@@ -469,50 +471,51 @@ class _Extraction:
         cols = ", ".join(quote_ident(n) for n in self.selected)
         return f"(SELECT {cols} FROM {self.reader.sql(self.declared)}{limit})"
 
-    def _detect(self, rows: str, start: Mapping[str, str | None]) -> dict[str, str | None]:
-        """Per auto column: the first candidate type all of ``rows`` fit, trying only candidates
-        from ``start``'s type on (values that did not fit a narrower type still do not)."""
+    def _detect(self, rows: str, among: Mapping[str, tuple[str, ...] | None]
+                ) -> dict[str, tuple[str, ...] | None]:
+        """Per auto column, the candidate types every value of ``rows`` fits (checking only
+        ``among``'s, when known), in candidate order; None for a column with no value."""
         checks: list[tuple[str, str]] = []
         tried: dict[str, tuple[str, ...]] = {}
         for name in self._auto:
-            candidates = self._candidates(name)
-            begin = start.get(name)
-            tried[name] = candidates[candidates.index(begin):] if begin in candidates \
-                else candidates
+            known = among.get(name)
+            tried[name] = known if known is not None else self._candidates(name)
             col = quote_ident(name)
             checks.append((name, f"count({col}) > 0"))
             checks.extend((f"{name}\0{kind}", f"coalesce(bool_and({ct.faithful(kind, col)}) "
                                               f"FILTER (WHERE {col} IS NOT NULL), true)")
-                          for kind in tried[name] if kind != ct.VARCHAR)
+                          for kind in tried[name])
         if not checks:
             return {}
         flags = self.con.execute(
             f"SELECT {', '.join(expr for _, expr in checks)} FROM {rows}").fetchone()
         found = {key: bool(flag) for (key, _), flag in zip(checks, flags, strict=True)}
-        types: dict[str, str | None] = {}
-        for name in self._auto:
-            if not found[name]:  # no value (yet): text, unless a later value says otherwise
-                types[name] = ct.TIMESTAMP if name in self.opts.date_columns else None
-                continue
-            fits = {kind: found.get(f"{name}\0{kind}", False) for kind in tried[name]}
-            kind = ct.first_fitting(tried[name], fits)
-            if kind is None:
+        fits = {name: tuple(k for k in tried[name] if found[f"{name}\0{k}"])
+                if found[name] else None for name in self._auto}
+        for name in self.opts.date_columns:
+            if fits.get(name) == ():
                 raise self._not_a_date_error(name, rows)
-            types[name] = kind
-        return types
+        return fits
+
+    def _type_of(self, name: str) -> str | None:
+        """The first fitting type; VARCHAR when none fits; None while no value was seen (then
+        the whole file decides: text, or TIMESTAMP for a `parse_dates` column)."""
+        assert self.fits is not None
+        fits = self.fits[name]
+        if fits is None:
+            if not self.whole_file:
+                return None
+            return ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
+        return fits[0] if fits else ct.VARCHAR
 
     def _typed_select(self) -> str:
-        assert self.types is not None
         exprs = []
         for i, name in enumerate(self.selected):
             col = quote_ident(name)
             if name in self.declared:
                 exprs.append(col)
                 continue
-            kind = self.types[name]
-            if kind is None and self.whole_file:
-                kind = ct.VARCHAR  # no value in the whole file
-            exprs.append(f"{ct.typed(kind, col, i)} AS {col}")
+            exprs.append(f"{ct.typed(self._type_of(name), col, i)} AS {col}")
         return f"SELECT {', '.join(exprs)} FROM {self._rows(None)}"
 
     def _not_a_date_error(self, name: str, rows: str) -> DriverError:

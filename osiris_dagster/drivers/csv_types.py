@@ -30,7 +30,7 @@ from ..naming import quote_literal
 BOOLEAN, BIGINT, DOUBLE, VARCHAR = "BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"
 DATE, TIMESTAMP, TIMESTAMPTZ = "DATE", "TIMESTAMP", "TIMESTAMPTZ"
 
-NO_DATES = (BOOLEAN, BIGINT, DOUBLE, VARCHAR)
+NO_DATES = (BOOLEAN, BIGINT, DOUBLE, VARCHAR)  # candidates, narrowest first; VARCHAR fits all
 WITH_DATES = (BOOLEAN, BIGINT, DOUBLE, DATE, TIMESTAMP, TIMESTAMPTZ, VARCHAR)
 ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be one of these
 
@@ -82,11 +82,3 @@ def typed(kind: str | None, col: str, index: int) -> str:
         return f"CASE WHEN {col} IS NULL THEN {col} ELSE {mismatch} END"
     return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col)} THEN CAST({col} AS {kind}) "
             f"ELSE {mismatch} END")
-
-
-def first_fitting(candidates: tuple[str, ...], fits: dict[str, bool]) -> str | None:
-    """The first candidate every value fits (VARCHAR fits all); None when none does."""
-    for kind in candidates:
-        if kind == VARCHAR or fits.get(kind):
-            return kind
-    return None
