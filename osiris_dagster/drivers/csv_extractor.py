@@ -28,12 +28,13 @@ pandas behaviour is reproduced, and where we deliberately differ:
   ``00501``, ``0x1F`` or ``yes`` keep a column text, ``19.99``, ``1e3`` or ``+5`` make it DOUBLE,
   a time of day makes a DATE column TIMESTAMP, offsets make it TIMESTAMPTZ (a mix of values with
   and without an offset stays text). The types are guessed from the first 20,480 rows; the pass
-  that creates the table checks every value against them, and on the first value that does not
-  fit the types are decided over the whole file and the table is created again: the result is
-  always the one the whole file calls for. A ``parse_dates`` list column must be DATE, TIMESTAMP
-  or TIMESTAMPTZ; a value that fits none is an error naming file, line and column. ``dtype``
-  columns are cast by DuckDB as declared. Unlike pandas, integer columns with NULLs stay BIGINT
-  (pandas turns them into floats), and an all-empty column is VARCHAR.
+  that creates the table checks every value against them; a value that does not fit stops it,
+  its column gets the next type that value fits, and the table is created again (event
+  ``csv_type_widened``): the result is always the one the whole file calls for. A
+  ``parse_dates`` list column must be DATE, TIMESTAMP or TIMESTAMPTZ; a value that fits none is
+  an error naming file, line and column. ``dtype`` columns are cast by DuckDB as declared.
+  Unlike pandas, integer columns with NULLs stay BIGINT (pandas turns them into floats), and an
+  all-empty column is VARCHAR.
 * **Time zones.** Naive timestamps stay TIMESTAMP (no zone is assumed); values with an offset are
   TIMESTAMPTZ instants. Nothing depends on the host's time zone: the step connection's DuckDB
   ``TimeZone`` is UTC (see ``session.py``).
@@ -385,9 +386,10 @@ class _Extraction:
 
     Types come from the first :data:`SAMPLE_ROWS` rows (cheap), and the one pass that creates the
     table checks every value against its column's type. A value that does not fit stops that
-    pass; the types are then decided over the whole file (only wider candidates are checked) and
-    the table is created again, so the result is the one the whole file calls for, whatever the
-    rows the sample saw.
+    pass with the types it does fit (:func:`csv_types.typed`); its column is widened to the next
+    of those and the pass runs again (:meth:`_widen`), so the result is the one the whole file
+    calls for, whatever the rows the sample saw. The usual late contradiction costs one extra
+    pass; measured in ``benchmarks/csv_types.py``.
     """
 
     def __init__(self, ctx: StepContext, opts: Options, source: cs.Source, layout: cs.Layout,
@@ -404,7 +406,6 @@ class _Extraction:
         self.reader = self._reader(scratch)
         self.selected = list(opts.columns or self.names)
         self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
-        self.whole_file = False
 
     def _reader(self, scratch: cs.Scratch) -> Reader:
         """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
@@ -439,19 +440,34 @@ class _Extraction:
 
     def _create(self) -> int:
         if self.fits is None:
-            self.fits = self._detect(self._rows(SAMPLE_ROWS), {})
-        try:
-            return self.ctx.create_output(self._typed_select())
-        except duckdb.Error as exc:
-            if self.whole_file or ct.MISMATCH_MARKER not in str(exc):
-                raise
-        # a value past the sample does not fit its column: decide over the whole file, checking
-        # only the types the sample fitted (the whole file cannot fit one the sample did not)
-        self.fits = self._detect(self._rows(None), self.fits)
-        self.whole_file = True
-        self.ctx.log_event("csv_types_widened", columns={
-            n: self._type_of(n) for n in self._auto})
-        return self.ctx.create_output(self._typed_select())
+            self.fits = self._detect(self._rows(SAMPLE_ROWS))
+        while True:
+            try:
+                return self.ctx.create_output(self._typed_select())
+            except duckdb.Error as exc:
+                if not self._widen(exc):
+                    raise
+
+    def _widen(self, exc: duckdb.Error) -> bool:
+        """A value past the sample did not fit its column's type: drop the types that value
+        does not fit (the column gets the next one that it does) and let the caller read again.
+
+        Each call removes at least one type from one column, so this ends; and every type a
+        column loses is refused by a value of the file, so the type it ends with is the first
+        one the whole file fits: the result a whole-file type detection would give."""
+        assert self.fits is not None
+        found = ct.parse_mismatch(str(exc))
+        if found is None:
+            return False
+        index, value_fits = found
+        name = self.selected[index]
+        left = self.fits[name]
+        wider = left[1:] if left is not None else self._candidates(name)
+        self.fits[name] = tuple(k for k in wider if k in value_fits)
+        if not self.fits[name] and name in self.opts.date_columns:
+            raise self._not_a_date_error(name, self._rows(None))
+        self.ctx.log_event("csv_type_widened", column=name, type=self._type_of(name))
+        return True
 
     # -- types
     @property
@@ -471,26 +487,22 @@ class _Extraction:
         cols = ", ".join(quote_ident(n) for n in self.selected)
         return f"(SELECT {cols} FROM {self.reader.sql(self.declared)}{limit})"
 
-    def _detect(self, rows: str, among: Mapping[str, tuple[str, ...] | None]
-                ) -> dict[str, tuple[str, ...] | None]:
-        """Per auto column, the candidate types every value of ``rows`` fits (checking only
-        ``among``'s, when known), in candidate order; None for a column with no value."""
+    def _detect(self, rows: str) -> dict[str, tuple[str, ...] | None]:
+        """Per auto column, the candidate types every value of ``rows`` fits, in candidate
+        order; None for a column with no value."""
         checks: list[tuple[str, str]] = []
-        tried: dict[str, tuple[str, ...]] = {}
         for name in self._auto:
-            known = among.get(name)
-            tried[name] = known if known is not None else self._candidates(name)
             col = quote_ident(name)
             checks.append((name, f"count({col}) > 0"))
             checks.extend((f"{name}\0{kind}", f"coalesce(bool_and({ct.faithful(kind, col)}) "
                                               f"FILTER (WHERE {col} IS NOT NULL), true)")
-                          for kind in tried[name])
+                          for kind in self._candidates(name))
         if not checks:
             return {}
         flags = self.con.execute(
             f"SELECT {', '.join(expr for _, expr in checks)} FROM {rows}").fetchone()
         found = {key: bool(flag) for (key, _), flag in zip(checks, flags, strict=True)}
-        fits = {name: tuple(k for k in tried[name] if found[f"{name}\0{k}"])
+        fits = {name: tuple(k for k in self._candidates(name) if found[f"{name}\0{k}"])
                 if found[name] else None for name in self._auto}
         for name in self.opts.date_columns:
             if fits.get(name) == ():
@@ -498,24 +510,26 @@ class _Extraction:
         return fits
 
     def _type_of(self, name: str) -> str | None:
-        """The first fitting type; VARCHAR when none fits; None while no value was seen (then
-        the whole file decides: text, or TIMESTAMP for a `parse_dates` column)."""
+        """The first type the column's values fit; VARCHAR when none; None while no value was
+        seen (all-NULL so far)."""
         assert self.fits is not None
         fits = self.fits[name]
         if fits is None:
-            if not self.whole_file:
-                return None
-            return ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
+            return None
         return fits[0] if fits else ct.VARCHAR
 
     def _typed_select(self) -> str:
+        assert self.fits is not None
         exprs = []
         for i, name in enumerate(self.selected):
             col = quote_ident(name)
             if name in self.declared:
                 exprs.append(col)
                 continue
-            exprs.append(f"{ct.typed(self._type_of(name), col, i)} AS {col}")
+            fits = self.fits[name]
+            wider = fits[1:] if fits is not None else self._candidates(name)
+            empty = ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
+            exprs.append(f"{ct.typed(self._type_of(name), col, i, wider, empty)} AS {col}")
         return f"SELECT {', '.join(exprs)} FROM {self._rows(None)}"
 
     def _not_a_date_error(self, name: str, rows: str) -> DriverError:

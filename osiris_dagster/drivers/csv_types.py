@@ -4,9 +4,10 @@ DuckDB's own casts are lenient (``'19.99'`` -> BIGINT 20, ``'00501'`` -> 501, ``
 ``'yes'`` -> true, ``'2024-03-05 17:45'`` -> DATE 2024-03-05, an offset dropped by a TIMESTAMP
 cast, ``'1e999'`` -> inf), and its sniffer types a column from a sample. Here a type is chosen only
 when each value survives it: reading it back gives the same number, truth value, date or instant.
-The rules are SQL predicates over the text of a value, so one query checks a whole file and the
-same rules decide the types of a sample and of the whole file (a file typed from its first rows
-and then verified gets exactly the types a whole-file detection would give).
+The rules are SQL predicates over the text of a value, so the same rules type a sample, check
+every value while a table is written, and tell which wider types an offending value fits (a file
+typed from its first rows and then widened value by value gets exactly the types a whole-file
+detection would give).
 
 What each type accepts (anything else makes the column the next candidate, at last VARCHAR):
 
@@ -24,6 +25,8 @@ What each type accepts (anything else makes the column the next candidate, at la
 """
 
 from __future__ import annotations
+
+import re
 
 from ..naming import quote_literal
 
@@ -45,6 +48,7 @@ _AWARE = f"{_DAY}{_CLOCK}(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)"
 
 # error() text raised by the typed read when a value does not fit its column's planned type
 MISMATCH_MARKER = "osiris_csv_type_mismatch"
+_MISMATCH = re.compile(MISMATCH_MARKER + r":(\d+):,?((?:[A-Z]+,?)*)")
 
 
 def faithful(kind: str, col: str) -> str:
@@ -72,13 +76,27 @@ def faithful(kind: str, col: str) -> str:
     raise ValueError(f"no faithfulness rule for {kind}")
 
 
-def typed(kind: str | None, col: str, index: int) -> str:
-    """SQL: ``col`` as ``kind``, or an error() carrying :data:`MISMATCH_MARKER` when a value
-    does not fit. ``None`` (no value seen yet) keeps NULLs and fails on the first value."""
+def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
+          empty: str = VARCHAR) -> str:
+    """SQL: ``col`` as ``kind``; a value that does not fit raises error() with
+    :data:`MISMATCH_MARKER`, the column's ``index`` and which of the ``wider`` types that value
+    fits (see :func:`parse_mismatch`). ``kind`` None (no value seen yet) gives an all-NULL
+    column of type ``empty`` and fails on the first value."""
     if kind == VARCHAR:
         return col
-    mismatch = f"error('{MISMATCH_MARKER}:{index}:' || {col})"
+    fitting = ", ".join(f"CASE WHEN {faithful(k, col)} THEN '{k}' END" for k in wider)
+    mismatch = f"error(concat_ws(',', '{MISMATCH_MARKER}:{index}:'{', ' if fitting else ''}" \
+               f"{fitting}))"
     if kind is None:
-        return f"CASE WHEN {col} IS NULL THEN {col} ELSE {mismatch} END"
+        return f"CASE WHEN {col} IS NULL THEN CAST(NULL AS {empty}) ELSE {mismatch} END"
     return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col)} THEN CAST({col} AS {kind}) "
             f"ELSE {mismatch} END")
+
+
+def parse_mismatch(text: str) -> tuple[int, frozenset[str]] | None:
+    """From a DuckDB error raised by :func:`typed`: the column index and the types the
+    offending value fits; None for any other error."""
+    match = _MISMATCH.search(text)
+    if match is None:
+        return None
+    return int(match.group(1)), frozenset(k for k in match.group(2).split(",") if k)

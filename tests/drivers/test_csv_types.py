@@ -126,6 +126,36 @@ def test_every_value_kind_at_once_round_trips(session: Session, data_dir: Path) 
     assert lines[1:3] == ["true,0,0.0,1000", "false,1,1.0,1001"]
 
 
+def test_several_columns_widen_at_different_rows_and_more_than_once(
+        extract: ExtractFn, data_dir: Path, session: Session) -> None:
+    """int -> DOUBLE -> text in one column, a sparse column typed by its first late value and
+    widened by a later one, a date column made TIMESTAMP: the same result as a file with all
+    those rows first."""
+    head = "n,a,b,c,d\n"
+    rows = {n: [str(n), str(n), "", f"2024-02-{1 + n % 28:02d}"] for n in range(1, ROWS + 1)}
+    rows[21_000][0] = "2.5"
+    rows[29_000][0] = "n/a?"
+    rows[26_000][1] = "7.25"
+    rows[23_000][2] = "7"
+    rows[ROWS][3] = "2024-02-03 04:05:06"
+    lines = {n: f"{n}," + ",".join(v) + "\n" for n, v in rows.items()}
+    late_rows = sorted(lines)
+    (data_dir / "late.csv").write_text(head + "".join(lines[n] for n in late_rows))
+    moved = [21_000, 29_000, 22_000, 26_000, 23_000, ROWS]
+    early_rows = moved + [n for n in late_rows if n not in moved]
+    (data_dir / "early.csv").write_text(head + "".join(lines[n] for n in early_rows))
+    late = extract(path="late.csv", parse_dates=True)
+    assert late.types == {"n": "BIGINT", "a": "VARCHAR", "b": "DOUBLE", "c": "BIGINT",
+                          "d": "TIMESTAMP"}
+    early = extract(path="early.csv", parse_dates=True)
+    assert early.types == late.types
+    assert sorted(early.rows) == sorted(late.rows)
+    assert {r[0]: r[1:] for r in late.rows}[21_000] == ("2.5", 21_000.0, None,
+                                                        dt.datetime(2024, 2, 1))
+    widened = [e for e in session.read_events() if e["event"] == "csv_type_widened"]
+    assert {e["column"] for e in widened} == {"a", "b", "c", "d"}
+
+
 def test_late_integer_too_precise_for_double_stays_text(extract: ExtractFn,
                                                         data_dir: Path) -> None:
     rows = [(n, f"{n}.5") for n in range(1, ROWS + 1)]
