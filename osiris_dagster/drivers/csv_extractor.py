@@ -519,18 +519,30 @@ class _Extraction:
         return fits[0] if fits else ct.VARCHAR
 
     def _typed_select(self) -> str:
+        """Each auto column cast once in an inner query (``TRY_CAST`` under a name no column
+        has) and checked against its text in the outer one."""
         assert self.fits is not None
+        prefix = "__osiris_cast_"
+        while any(n.lower().startswith(prefix) for n in self.selected):
+            prefix = "_" + prefix
+        inner = [quote_ident(n) for n in self.selected]
         exprs = []
         for i, name in enumerate(self.selected):
             col = quote_ident(name)
-            if name in self.declared:
+            kind = None if name in self.declared else self._type_of(name)
+            if name in self.declared or kind == ct.VARCHAR:
                 exprs.append(col)
                 continue
+            cast = None
+            if kind is not None:
+                cast = quote_ident(f"{prefix}{i}")
+                inner.append(f"TRY_CAST({col} AS {kind}) AS {cast}")
             fits = self.fits[name]
             wider = fits[1:] if fits is not None else self._candidates(name)
             empty = ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
-            exprs.append(f"{ct.typed(self._type_of(name), col, i, wider, empty)} AS {col}")
-        return f"SELECT {', '.join(exprs)} FROM {self._rows(None)}"
+            exprs.append(f"{ct.typed(kind, col, i, wider, empty, cast)} AS {col}")
+        return (f"SELECT {', '.join(exprs)} FROM (SELECT {', '.join(inner)} "
+                f"FROM {self._rows(None)})")
 
     def _not_a_date_error(self, name: str, rows: str) -> DriverError:
         """A ``parse_dates`` column no date type fits: name the first value that is not a date,

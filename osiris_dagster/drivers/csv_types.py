@@ -51,37 +51,39 @@ MISMATCH_MARKER = "osiris_csv_type_mismatch"
 _MISMATCH = re.compile(MISMATCH_MARKER + r":(\d+):,?((?:[A-Z]+,?)*)")
 
 
-def faithful(kind: str, col: str) -> str:
-    """SQL: the non-NULL text value ``col`` (a quoted identifier) is exactly a ``kind``."""
+def faithful(kind: str, col: str, cast: str | None = None) -> str:
+    """SQL: the non-NULL text value ``col`` (a quoted identifier) is exactly a ``kind``.
+
+    ``cast`` is SQL for ``TRY_CAST(col AS kind)`` computed once by the caller (the typed read
+    projects it in an inner query and reuses it as the result: a cast per value, not two)."""
+    cast = cast or f"TRY_CAST({col} AS {kind})"
     if kind == BOOLEAN:
         return f"{col} IN ({', '.join(quote_literal(b) for b in PANDAS_BOOLEANS)})"
     if kind == BIGINT:
-        return f"coalesce(CAST(TRY_CAST({col} AS BIGINT) AS VARCHAR) = trim({col}), false)"
+        return f"coalesce(CAST({cast} AS VARCHAR) = trim({col}), false)"
     if kind == DOUBLE:
         exact = (f"(NOT regexp_full_match({col}, '{_LONG_INTEGER}') OR "
-                 f"TRY_CAST(TRY_CAST({col} AS DOUBLE) AS HUGEINT) = TRY_CAST({col} AS HUGEINT))")
-        finite = f"(isfinite(TRY_CAST({col} AS DOUBLE)) OR regexp_matches({col}, '(?i)inf'))"
+                 f"TRY_CAST({cast} AS HUGEINT) = TRY_CAST({col} AS HUGEINT))")
+        finite = f"(isfinite({cast}) OR regexp_matches({col}, '(?i)inf'))"
         return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND {exact}, "
                 "false)")
     if kind == DATE:
-        return f"coalesce(CAST(TRY_CAST({col} AS DATE) AS VARCHAR) = {col}, false)"
+        return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
     if kind == TIMESTAMP:
-        return (f"(regexp_full_match({col}, '{_NAIVE}') AND "
-                f"TRY_CAST({col} AS TIMESTAMP) IS NOT NULL)")
+        return f"(regexp_full_match({col}, '{_NAIVE}') AND {cast} IS NOT NULL)"
     if kind == TIMESTAMPTZ:
-        return (f"(regexp_full_match({col}, '{_AWARE}') AND "
-                f"TRY_CAST({col} AS TIMESTAMPTZ) IS NOT NULL)")
+        return f"(regexp_full_match({col}, '{_AWARE}') AND {cast} IS NOT NULL)"
     if kind == VARCHAR:
         return "true"
     raise ValueError(f"no faithfulness rule for {kind}")
 
 
 def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
-          empty: str = VARCHAR) -> str:
-    """SQL: ``col`` as ``kind``; a value that does not fit raises error() with
-    :data:`MISMATCH_MARKER`, the column's ``index`` and which of the ``wider`` types that value
-    fits (see :func:`parse_mismatch`). ``kind`` None (no value seen yet) gives an all-NULL
-    column of type ``empty`` and fails on the first value."""
+          empty: str = VARCHAR, cast: str | None = None) -> str:
+    """SQL: ``col`` as ``kind`` (``cast``: see :func:`faithful`); a value that does not fit
+    raises error() with :data:`MISMATCH_MARKER`, the column's ``index`` and which of the
+    ``wider`` types that value fits (see :func:`parse_mismatch`). ``kind`` None (no value seen
+    yet) gives an all-NULL column of type ``empty`` and fails on the first value."""
     if kind == VARCHAR:
         return col
     fitting = ", ".join(f"CASE WHEN {faithful(k, col)} THEN '{k}' END" for k in wider)
@@ -89,7 +91,8 @@ def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
                f"{fitting}))"
     if kind is None:
         return f"CASE WHEN {col} IS NULL THEN CAST(NULL AS {empty}) ELSE {mismatch} END"
-    return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col)} THEN CAST({col} AS {kind}) "
+    value = cast or f"CAST({col} AS {kind})"
+    return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col, cast)} THEN {value} "
             f"ELSE {mismatch} END")
 
 

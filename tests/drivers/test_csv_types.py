@@ -250,3 +250,10 @@ def test_writer_renders_instants_in_utc_whatever_the_connection_zone(
         csv_writer.run(ws, {**WRITER_DEFAULTS, "path": str(data_dir / "tz.csv")}, inputs)
     assert (data_dir / "tz.csv").read_text() == (
         "at,later,missing\n2024-06-01 10:00:00.5+00:00,infinity,\n")
+
+
+def test_column_names_like_the_internal_cast_columns(extract: ExtractFn, data_dir: Path) -> None:
+    (data_dir / "names.csv").write_text("__osiris_cast_0,__OSIRIS_CAST_1\n1,2.5\n3,4\n")
+    table = extract(path="names.csv")
+    assert table.types == {"__osiris_cast_0": "BIGINT", "__OSIRIS_CAST_1": "DOUBLE"}
+    assert table.rows == [(1, 2.5), (3, 4.0)]
