@@ -27,6 +27,7 @@ from .masking import Masker
 from .settings import Settings
 
 DB_FILE = "pipeline_data.duckdb"
+SESSION_TIME_ZONE = "UTC"  # every step connection's DuckDB TimeZone, whatever the host's
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
 LOG_LOCK_FILE = ".lock"  # in logs/: flock()ed by every writer of events.jsonl / metrics.jsonl
 # Threads of this process take _write_lock (flock() does not order threads of one process that
@@ -179,6 +180,9 @@ class Session:
 
         Steps work in an in-memory catalog so a processor's SQL sees only the views we give it;
         memory_limit and temp_directory make large inputs spill to disk instead of failing.
+        TimeZone and Calendar are pinned (UTC, gregorian) because DuckDB takes them from the
+        host: TIMESTAMPTZ text, date_trunc, casts between naive and aware values would otherwise
+        give different results on machines in different zones.
         """
         self.ensure()
         config: dict[str, Any] = {
@@ -194,6 +198,8 @@ class Session:
             # order-preserving insert leaves at the end of every batch (~16 MB of CSV), which
             # rewrites ~40 % of a freshly extracted table when the step's connection closes.
             con.execute("SET max_vacuum_tasks = 0")
+            con.execute(f"SET TimeZone = '{SESSION_TIME_ZONE}'")
+            con.execute("SET Calendar = 'gregorian'")
             con.execute("SET enable_progress_bar = true")
             con.execute("SET enable_progress_bar_print = false")
             attach_with_retry(con, self.db_path, "session", self.settings.lock_timeout_seconds)

@@ -5,8 +5,8 @@ on the data path (DuckDB streams and spills, pandas held the whole file in memor
 pandas behaviour is reproduced, and where we deliberately differ:
 
 * **Dialect.** Always explicit: the configured delimiter, ``"`` as quote and escape (RFC 4180),
-  ``strict_mode`` and no comment character unless configured, so DuckDB's sniffer can neither
-  decide the file is one text column nor that ``#`` starts a comment.
+  ``strict_mode`` and no comment character unless configured; DuckDB's sniffer is off, so it can
+  neither decide the file is one text column nor that ``#`` starts a comment.
 * **Header.** We find the header row ourselves (streaming, :func:`csv_support.inspect_layout`)
   with pandas' ``skiprows``/``header: N`` rules and name columns like pandas: duplicate names get
   ``.1``, ``.2``; an empty name becomes ``Unnamed: <i>``; ``header: false`` gives ``0, 1, 2...``.
@@ -22,15 +22,22 @@ pandas behaviour is reproduced, and where we deliberately differ:
   with Python's csv module (DuckDB counts records and its sniffer reports none).
 * **NULLs.** pandas' default NA strings (``""``, ``NA``, ``NULL``, ``N/A``, ``NaN``, ...) plus
   ``na_values``, so numeric columns with such markers still read as numbers.
-* **Types.** DuckDB's sniffer chooses among BOOLEAN, BIGINT, DOUBLE and VARCHAR; dates stay text
-  unless ``parse_dates`` asks for them (true: DATE/TIMESTAMP/TIMESTAMPTZ detected in every column;
-  a list: only those columns, which must parse). Numbers with leading zeros (zip codes) stay text.
-  Then the sample is checked against pandas' rules: a BOOLEAN column must be spelled
-  true/false/True/False/TRUE/FALSE (DuckDB also accepts t/f, yes/no), BIGINT must not come from
-  hex literals, and a DOUBLE column holding integers beyond 64 bits stays text instead of losing
-  digits; otherwise the column is VARCHAR. Unlike pandas, integer columns with NULLs stay BIGINT
-  (pandas turns them into floats). If a later row contradicts a type guessed from the sample, the
-  file is re-read with the whole file as sample.
+* **Types.** Decided from every value, never from a sample alone (:mod:`csv_types` has the
+  rules): a column gets the first of BOOLEAN, BIGINT, DOUBLE (and with ``parse_dates: true``
+  DATE, TIMESTAMP, TIMESTAMPTZ) that each of its values takes *faithfully*, else VARCHAR. So
+  ``00501``, ``0x1F`` or ``yes`` keep a column text, ``19.99``, ``1e3`` or ``+5`` make it DOUBLE,
+  a time of day makes a DATE column TIMESTAMP, offsets make it TIMESTAMPTZ (a mix of values with
+  and without an offset stays text). The types are guessed from the first 20,480 rows; the pass
+  that creates the table checks every value against them; a value that does not fit stops it,
+  its column gets the next type that value fits, and the table is created again (event
+  ``csv_type_widened``): the result is always the one the whole file calls for. A
+  ``parse_dates`` list column must be DATE, TIMESTAMP or TIMESTAMPTZ; a value that fits none is
+  an error naming file, line and column. ``dtype`` columns are cast by DuckDB as declared.
+  Unlike pandas, integer columns with NULLs stay BIGINT (pandas turns them into floats), and an
+  all-empty column is VARCHAR.
+* **Time zones.** Naive timestamps stay TIMESTAMP (no zone is assumed); values with an offset are
+  TIMESTAMPTZ instants. Nothing depends on the host's time zone: the step connection's DuckDB
+  ``TimeZone`` is UTC (see ``session.py``).
 * **Empty input.** A 0-byte file (or one with only blank/comment lines) has no columns; a DuckDB
   table needs one, so the table gets the configured ``columns`` as VARCHAR, or else a single
   VARCHAR column ``_empty``, and zero rows. ``filesystem.csv_writer`` writes such a table back as
@@ -58,14 +65,10 @@ from .. import memory
 from ..errors import DriverError
 from ..naming import quote_ident, quote_literal
 from . import csv_support as cs
+from . import csv_types as ct
 from .base import DriverResult, StepContext, UpstreamTable
 
-NO_DATES = ("BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR")
-WITH_DATES = ("BOOLEAN", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "TIMESTAMPTZ", "VARCHAR")
-DATE_TYPES = frozenset({"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE"})
-DEFAULT_SAMPLE = 20480  # DuckDB's own default sample size
-_FULL_SAMPLE = -1
-_PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
+SAMPLE_ROWS = 20480  # rows the first guess of the types is made from (DuckDB's sample size)
 
 _PANDAS_DTYPES = {
     "str": "VARCHAR", "object": "VARCHAR", "string": "VARCHAR", "category": "VARCHAR",
@@ -86,7 +89,6 @@ _CONVERSION = re.compile(r'converting column "((?:[^"]|"")*)"\. Could not conver
                          r'"((?:[^"]|"")*)" to \'([^\']+)\'')
 _LINE_SIZE = "Maximum line size"
 _PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
-_SNIFF_FAILED = "Error when sniffing file"
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -337,7 +339,12 @@ def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: cs.Layo
 # -- the DuckDB read ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Reader:
-    """Everything ``read_csv`` needs except the types; renders the table-function call."""
+    """Everything ``read_csv`` needs; renders the table-function call.
+
+    Columns are read as text (``dtype`` columns as their declared type) with DuckDB's sniffer off:
+    the dialect is explicit and types are decided by :mod:`csv_types` from every value, because
+    the sniffer types from a sample and DuckDB's casts silently round or reinterpret values.
+    """
 
     path: Path
     encoding: str  # utf-8 or latin-1
@@ -348,28 +355,14 @@ class Reader:
     names: tuple[str, ...]
     null_values: tuple[str, ...]
     parallel: bool = True
-    sample_size: int = DEFAULT_SAMPLE
     max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
-    sniff: bool = True  # False after DuckDB's sniffer gave up: read text, type the columns here
 
-    def sql(self, candidates: Sequence[str], types: Mapping[str, str] | None = None,
-            all_varchar: bool = False) -> str:
-        if not self.sniff:
-            columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in self.names)
-            return self._call(["auto_detect=false", f"columns={{{columns}}}"])
-        opts = [f"names={_sql_list(self.names)}",
-                f"auto_type_candidates={_sql_list(candidates)}",
-                f"sample_size={self.sample_size}"]
-        if all_varchar:
-            opts.append("all_varchar=true")
-        elif types:
-            pairs = ", ".join(f"{quote_literal(k)}: {quote_literal(v)}" for k, v in types.items())
-            opts.append(f"types={{{pairs}}}")
-        return self._call(opts)
-
-    def _call(self, extra: Sequence[str]) -> str:
+    def sql(self, declared: Mapping[str, str]) -> str:
+        columns = ", ".join(f"{quote_literal(n)}: {quote_literal(declared.get(n, 'VARCHAR'))}"
+                            for n in self.names)
         opts = [
             quote_literal(str(self.path)),
+            "auto_detect=false", f"columns={{{columns}}}",
             f"delim={quote_literal(self.delimiter)}",
             "quote='\"'", "escape='\"'", "header=false", f"skip={self.skip}",
             "null_padding=true", "strict_mode=true", "allow_quoted_nulls=true",
@@ -378,7 +371,6 @@ class Reader:
             f"encoding={quote_literal(self.encoding)}",
             f"compression={quote_literal(self.compression)}",
             f"parallel={'true' if self.parallel else 'false'}",
-            *extra,
         ]
         if self.max_line_size:
             opts.append(f"max_line_size={self.max_line_size}")
@@ -389,14 +381,16 @@ def _sql_list(items: Sequence[str]) -> str:
     return "[" + ", ".join(quote_literal(i) for i in items) + "]"
 
 
-@dataclass
-class _Plan:
-    candidates: tuple[str, ...]
-    types: dict[str, str]  # overrides passed to read_csv
-
-
 class _Extraction:
-    """One read of a file with data: plan the types, create the table, explain any failure."""
+    """One read of a file with data: type the columns, create the table, explain any failure.
+
+    Types come from the first :data:`SAMPLE_ROWS` rows (cheap), and the one pass that creates the
+    table checks every value against its column's type. A value that does not fit stops that
+    pass with the types it does fit (:func:`csv_types.typed`); its column is widened to the next
+    of those and the pass runs again (:meth:`_widen`), so the result is the one the whole file
+    calls for, whatever the rows the sample saw. The usual late contradiction costs one extra
+    pass; measured in ``benchmarks/csv_types.py``.
+    """
 
     def __init__(self, ctx: StepContext, opts: Options, source: cs.Source, layout: cs.Layout,
                  scratch: cs.Scratch) -> None:
@@ -409,8 +403,9 @@ class _Extraction:
         _require_columns(opts.columns or (), self.names, "columns", source.origin)
         _require_columns(opts.date_columns, self.names, "parse_dates", source.origin)
         self.declared = declared_types(ctx.con, opts)
-        self.explicit = set(self.declared) | set(opts.date_columns)
         self.reader = self._reader(scratch)
+        self.selected = list(opts.columns or self.names)
+        self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
 
     def _reader(self, scratch: cs.Scratch) -> Reader:
         """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
@@ -433,54 +428,148 @@ class _Extraction:
                       names=tuple(self.names), null_values=null_values)
 
     def run(self) -> int:
-        opts = self.opts
         unknown = sorted(set(self.declared) - set(self.names))
         if unknown:  # pandas ignores dtype entries for absent columns; say so, do not fail
             self.ctx.log_event("csv_dtype_ignored", columns=unknown)
             self.declared = {k: v for k, v in self.declared.items() if k in self.names}
-        selected = ", ".join(quote_ident(n) for n in (opts.columns or self.names))
-        limit = f" LIMIT {opts.limit}" if opts.limit else ""
         while True:
             try:
-                if not self.reader.sniff:
-                    return self.ctx.create_output(self._typed_text_sql(selected) + limit)
-                plan = self._plan()
-                sql = f"SELECT {selected} FROM {self.reader.sql(plan.candidates, plan.types)}"
-                return self.ctx.create_output(sql + limit)
+                return self._create()
             except duckdb.Error as exc:
                 self._recover_or_raise(exc)
 
-    def _typed_text_sql(self, selected: str) -> str:
-        """The file read as text, each column cast to the narrowest type all its values take
-        (BOOLEAN, BIGINT, DOUBLE, else VARCHAR; leading zeros stay text), as pandas would."""
-        source = self.reader.sql(())
-        checks = []
-        for n in self.names:
-            c = quote_ident(n)
-            checks.append(
-                f"bool_and({c} IS NULL OR lower({c}) IN ('true', 'false')), "
-                f"bool_and({c} IS NULL OR (TRY_CAST({c} AS BIGINT) IS NOT NULL AND NOT "
-                f"regexp_matches({c}, '^[-+]?0[0-9]'))), "
-                f"bool_and({c} IS NULL OR TRY_CAST({c} AS DOUBLE) IS NOT NULL)")
-        flags = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
-        casts = []
-        for i, n in enumerate(self.names):
-            kind = self.declared.get(n)
-            if kind is None:
-                is_bool, is_int, is_float = flags[3 * i:3 * i + 3]
-                kind = "BOOLEAN" if is_bool else "BIGINT" if is_int else \
-                    "DOUBLE" if is_float else "VARCHAR"
-            casts.append(f"CAST({quote_ident(n)} AS {kind}) AS {quote_ident(n)}")
-        return f"SELECT {selected} FROM (SELECT {', '.join(casts)} FROM {source})"
+    def _create(self) -> int:
+        if self.fits is None:
+            self.fits = self._detect(self._rows(SAMPLE_ROWS))
+        while True:
+            try:
+                return self.ctx.create_output(self._typed_select())
+            except duckdb.Error as exc:
+                if not self._widen(exc):
+                    raise
+
+    def _widen(self, exc: duckdb.Error) -> bool:
+        """A value past the sample did not fit its column's type: drop the types that value
+        does not fit (the column gets the next one that it does) and let the caller read again.
+
+        Each call removes at least one type from one column, so this ends; and every type a
+        column loses is refused by a value of the file, so the type it ends with is the first
+        one the whole file fits: the result a whole-file type detection would give."""
+        assert self.fits is not None
+        found = ct.parse_mismatch(str(exc))
+        if found is None:
+            return False
+        index, value_fits = found
+        name = self.selected[index]
+        left = self.fits[name]
+        wider = left[1:] if left is not None else self._candidates(name)
+        self.fits[name] = tuple(k for k in wider if k in value_fits)
+        if not self.fits[name] and name in self.opts.date_columns:
+            raise self._not_a_date_error(name, self._rows(None))
+        self.ctx.log_event("csv_type_widened", column=name, type=self._type_of(name))
+        return True
+
+    # -- types
+    @property
+    def _auto(self) -> list[str]:
+        return [n for n in self.selected if n not in self.declared]
+
+    def _candidates(self, name: str) -> tuple[str, ...]:
+        """The types a column may get, narrowest first, without the VARCHAR fallback."""
+        if name in self.opts.date_columns:
+            return ct.ONLY_DATES
+        return (ct.WITH_DATES if self.opts.parse_dates is True else ct.NO_DATES)[:-1]
+
+    def _rows(self, cap: int | None) -> str:
+        """The data rows as the table will hold them (``limit`` applies), at most ``cap``."""
+        limits = [n for n in (cap, self.opts.limit) if n]
+        limit = f" LIMIT {min(limits)}" if limits else ""
+        cols = ", ".join(quote_ident(n) for n in self.selected)
+        return f"(SELECT {cols} FROM {self.reader.sql(self.declared)}{limit})"
+
+    def _detect(self, rows: str) -> dict[str, tuple[str, ...] | None]:
+        """Per auto column, the candidate types every value of ``rows`` fits, in candidate
+        order; None for a column with no value."""
+        checks: list[tuple[str, str]] = []
+        for name in self._auto:
+            col = quote_ident(name)
+            checks.append((name, f"count({col}) > 0"))
+            checks.extend((f"{name}\0{kind}", f"coalesce(bool_and({ct.faithful(kind, col)}) "
+                                              f"FILTER (WHERE {col} IS NOT NULL), true)")
+                          for kind in self._candidates(name))
+        if not checks:
+            return {}
+        flags = self.con.execute(
+            f"SELECT {', '.join(expr for _, expr in checks)} FROM {rows}").fetchone()
+        found = {key: bool(flag) for (key, _), flag in zip(checks, flags, strict=True)}
+        fits = {name: tuple(k for k in self._candidates(name) if found[f"{name}\0{k}"])
+                if found[name] else None for name in self._auto}
+        for name in self.opts.date_columns:
+            if fits.get(name) == ():
+                raise self._not_a_date_error(name, rows)
+        return fits
+
+    def _type_of(self, name: str) -> str | None:
+        """The first type the column's values fit; VARCHAR when none; None while no value was
+        seen (all-NULL so far)."""
+        assert self.fits is not None
+        fits = self.fits[name]
+        if fits is None:
+            return None
+        return fits[0] if fits else ct.VARCHAR
+
+    def _typed_select(self) -> str:
+        """Each auto column cast once in an inner query (``TRY_CAST`` under a name no column
+        has) and checked against its text in the outer one."""
+        assert self.fits is not None
+        prefix = "__osiris_cast_"
+        while any(n.lower().startswith(prefix) for n in self.selected):
+            prefix = "_" + prefix
+        inner = [quote_ident(n) for n in self.selected]
+        exprs = []
+        for i, name in enumerate(self.selected):
+            col = quote_ident(name)
+            kind = None if name in self.declared else self._type_of(name)
+            if name in self.declared or kind == ct.VARCHAR:
+                exprs.append(col)
+                continue
+            cast = None
+            if kind is not None:
+                cast = quote_ident(f"{prefix}{i}")
+                inner.append(f"TRY_CAST({col} AS {kind}) AS {cast}")
+            fits = self.fits[name]
+            wider = fits[1:] if fits is not None else self._candidates(name)
+            empty = ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
+            exprs.append(f"{ct.typed(kind, col, i, wider, empty, cast)} AS {col}")
+        return (f"SELECT {', '.join(exprs)} FROM (SELECT {', '.join(inner)} "
+                f"FROM {self._rows(None)})")
+
+    def _not_a_date_error(self, name: str, rows: str) -> DriverError:
+        """A ``parse_dates`` column no date type fits: name the first value that is not a date,
+        or the first that breaks the column's choice of with/without UTC offset."""
+        col = quote_ident(name)
+        naive, aware = ct.faithful(ct.TIMESTAMP, col), ct.faithful(ct.TIMESTAMPTZ, col)
+        bad = self.con.execute(f"SELECT {col} FROM {rows} WHERE {col} IS NOT NULL AND NOT "
+                               f"({naive} OR {aware}) LIMIT 1").fetchone()
+        if bad is not None:
+            return self._conversion_error(name, str(bad[0]), "TIMESTAMP")
+        first_aware = self.con.execute(
+            f"SELECT {aware} FROM {rows} WHERE {col} IS NOT NULL LIMIT 1").fetchone()[0]
+        other = naive if first_aware else aware
+        value = str(self.con.execute(
+            f"SELECT {col} FROM {rows} WHERE {col} IS NOT NULL AND {other} LIMIT 1").fetchone()[0])
+        line = self._value_line(name, value)
+        has = "has a UTC offset and the values before it do not" if not first_aware else \
+            "has no UTC offset and the values before it do"
+        return DriverError(
+            f"{self.source.origin}: column {name!r}{line}: {value!r} {has}; a `parse_dates` "
+            "column needs every value with an offset or every value without one. Fix the "
+            "values, or remove the column from `parse_dates` to keep it as text."
+        )
 
     def _recover_or_raise(self, exc: duckdb.Error) -> None:
         """Retry what DuckDB can do differently; otherwise raise a DriverError with a line."""
         text = str(exc)
-        if _SNIFF_FAILED in text and self.reader.sniff and not self.opts.date_columns \
-                and self.opts.parse_dates is not True:
-            # e.g. a first data row shorter than the header: read as text, type it ourselves
-            self.reader = replace(self.reader, sniff=False)
-            return
         if _PARALLEL_PADDING in text and self.reader.parallel:
             # quoted newlines + padding of short rows need the single-threaded reader
             self.reader = replace(self.reader, parallel=False)
@@ -489,72 +578,7 @@ class _Extraction:
             # pandas has no row-size limit; allow rows up to the scanner's limit
             self.reader = replace(self.reader, max_line_size=cs.MAX_LINE_BYTES)
             return
-        match = _CONVERSION.search(text)
-        if match and self.reader.sample_size != _FULL_SAMPLE:
-            column = match.group(1).replace('""', '"')
-            if column not in self.explicit:
-                # a row past the sample contradicts the sniffed type: sniff the whole file
-                self.reader = replace(self.reader, sample_size=_FULL_SAMPLE)
-                return
         raise self._explain(exc) from exc
-
-    # -- types
-    def _describe(self, candidates: Sequence[str], types: Mapping[str, str]) -> dict[str, str]:
-        rows = self.con.execute(
-            f"DESCRIBE SELECT * FROM {self.reader.sql(candidates, types)}").fetchall()
-        if len(rows) > len(self.names):
-            raise self._wide_row_error()
-        return {str(r[0]): str(r[1]) for r in rows}
-
-    def _plan(self) -> _Plan:
-        """Types per column: declared ones, sniffed ones, then pandas' rules on the sample."""
-        dates = self.opts.date_columns
-        overrides = dict(self.declared)
-        if self.opts.parse_dates is True:
-            candidates = WITH_DATES
-            sniffed = self._describe(candidates, overrides)
-        elif dates:
-            candidates = WITH_DATES
-            plain = self._describe(NO_DATES, overrides)
-            dated = self._describe(WITH_DATES, overrides)
-            for name, kind in dated.items():
-                if name in dates and kind not in DATE_TYPES:
-                    overrides[name] = "TIMESTAMP"  # must parse; a bad value names the column
-                elif name not in dates and kind in DATE_TYPES:
-                    overrides[name] = plain[name]
-            sniffed = dated
-        else:
-            candidates = NO_DATES
-            sniffed = self._describe(candidates, overrides)
-        auto = {n: t for n, t in sniffed.items() if n not in overrides}
-        overrides.update(self._pandas_corrections(auto))
-        return _Plan(candidates, overrides)
-
-    def _pandas_corrections(self, auto: Mapping[str, str]) -> dict[str, str]:
-        """Columns whose sniffed type pandas would not have chosen -> VARCHAR (checked on the
-        sniffer's sample: booleans spelled t/f or yes/no, hex integers, integers beyond 64 bits)."""
-        checks: list[tuple[str, str]] = []
-        for name, kind in auto.items():
-            col = quote_ident(name)
-            if kind == "BOOLEAN":
-                ok = f"{col} IN ({', '.join(quote_literal(b) for b in _PANDAS_BOOLEANS)})"
-            elif kind == "BIGINT":
-                ok = f"NOT regexp_matches({col}, '^\\s*[+-]?0[xXbBoO]')"
-            elif kind == "DOUBLE":
-                ok = (f"NOT (regexp_full_match(trim({col}), '[+-]?[0-9]+') "
-                      f"AND TRY_CAST({col} AS BIGINT) IS NULL)")
-            else:
-                continue
-            checks.append((name, f"coalesce(bool_and({ok}), true)"))
-        if not checks:
-            return {}
-        full = self.reader.sample_size == _FULL_SAMPLE
-        limit = "" if full else f" LIMIT {self.reader.sample_size}"
-        cols = ", ".join(quote_ident(n) for n, _ in checks)
-        sample = f"SELECT {cols} FROM {self.reader.sql(NO_DATES, all_varchar=True)}{limit}"
-        flags = self.con.execute(
-            f"SELECT {', '.join(expr for _, expr in checks)} FROM ({sample})").fetchone()
-        return {name: "VARCHAR" for (name, _), ok in zip(checks, flags, strict=True) if not ok}
 
     # -- errors
     def _explain(self, exc: duckdb.Error) -> DriverError:
@@ -606,12 +630,15 @@ class _Extraction:
         )
 
     def _conversion_error(self, column: str, value: str, kind: str) -> DriverError:
+        option = "parse_dates" if column in self.opts.date_columns else "dtype"
+        return DriverError(
+            f"{self.source.origin}: column {column!r}{self._value_line(column, value)}: cannot "
+            f"convert {value!r} to {kind}. Fix the value, or change `{option}` for that column."
+        )
+
+    def _value_line(self, column: str, value: str) -> str:
+        """`` at line N`` of the first record holding ``value`` in ``column`` (or nothing)."""
         index = self.names.index(column) if column in self.names else -1
         line = cs.find_value_line(self.source, self.layout, self.opts.delimiter,
                                   self.opts.comment, index, value) if index >= 0 else None
-        where = f" at line {line}" if line else ""
-        option = "parse_dates" if column in self.opts.date_columns else "dtype"
-        return DriverError(
-            f"{self.source.origin}: column {column!r}{where}: cannot convert {value!r} to {kind}. "
-            f"Fix the value, or change `{option}` for that column."
-        )
+        return f" at line {line}" if line else ""

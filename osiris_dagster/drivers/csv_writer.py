@@ -5,7 +5,9 @@ The file matches what Osiris writes with ``DataFrame.to_csv(index=False)`` where
 * columns sorted by name (Python string order; all-digit names as numbers), like Osiris;
 * NULL and the empty string are both an empty field (a one-column table writes ``""`` so the row
   is not a blank line that readers would skip), booleans are ``True``/``False``, timestamps
-  ``YYYY-MM-DD HH:MM:SS[.fff]``, numbers as DuckDB prints them (``1.0``, ``1e+20``);
+  ``YYYY-MM-DD HH:MM:SS[.fff]``, timestamps with a time zone as the same instant in UTC,
+  ``YYYY-MM-DD HH:MM:SS[.fff]+00:00`` (whatever the host's zone), numbers as DuckDB prints them
+  (``1.0``, ``1e+20``);
 * ``quoting``: minimal (only where needed), all (every field, empty ones as ``""``), or
   nonnumeric (every field of a non-numeric column); Osiris ignored this option;
 * ``newline`` lf/crlf (cr too), ``delimiter``, ``header``; ``create_dirs: false`` fails when the
@@ -222,6 +224,8 @@ class _Write:
             expr = col
             if kind == "BOOLEAN":
                 expr = f"CASE WHEN {col} THEN 'True' WHEN NOT {col} THEN 'False' END"
+            elif kind == "TIMESTAMP WITH TIME ZONE":
+                expr = _utc_text(col)
             if name in forced or single:
                 # '' is written quoted (""): every empty value becomes "" like pandas does for
                 # quoted columns, and a one-column row never turns into a blank line
@@ -252,6 +256,14 @@ class _Write:
             if hit:
                 return name
         return None
+
+
+def _utc_text(col: str) -> str:
+    """An instant as ``YYYY-MM-DD HH:MM:SS[.ffffff]+00:00``: in UTC whatever the connection's
+    TimeZone (DuckDB would print it in that zone), with the offset as pandas and ISO 8601 write
+    it, so the file is the same on every host and reads back as the same instant."""
+    return (f"CASE WHEN isfinite({col}) THEN CAST(timezone('UTC', {col}) AS VARCHAR) || "
+            f"'+00:00' ELSE CAST({col} AS VARCHAR) END")
 
 
 def _member_name(target: Path) -> str:

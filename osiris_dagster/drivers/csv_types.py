@@ -1,0 +1,105 @@
+"""Which type a CSV column gets: the first candidate type that *every* value takes faithfully.
+
+DuckDB's own casts are lenient (``'19.99'`` -> BIGINT 20, ``'00501'`` -> 501, ``'0x1F'`` -> 31,
+``'yes'`` -> true, ``'2024-03-05 17:45'`` -> DATE 2024-03-05, an offset dropped by a TIMESTAMP
+cast, ``'1e999'`` -> inf), and its sniffer types a column from a sample. Here a type is chosen only
+when each value survives it: reading it back gives the same number, truth value, date or instant.
+The rules are SQL predicates over the text of a value, so the same rules type a sample, check
+every value while a table is written, and tell which wider types an offending value fits (a file
+typed from its first rows and then widened value by value gets exactly the types a whole-file
+detection would give).
+
+What each type accepts (anything else makes the column the next candidate, at last VARCHAR):
+
+* BOOLEAN: ``True``/``TRUE``/``true``/``False``/``FALSE``/``false`` (pandas' spellings);
+* BIGINT: canonical integers that fit 64 bits (no sign ``+``, leading zero, ``_`` or hex): the
+  value printed back is the text itself, but for spaces around it;
+* DOUBLE: decimal numbers (``1.50``, ``.5``, ``1e3``, ``+5``, ``-inf``; spaces around them
+  allowed) without leading zeros in the integer part, finite unless spelled ``inf`` or
+  ``infinity``; an integer of 16 or more digits only if a double holds it exactly;
+* DATE: ``YYYY-MM-DD`` that prints back the same (a real calendar day);
+* TIMESTAMP: a DATE, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an offset;
+* TIMESTAMPTZ: the same with an offset (``Z``, ``+02``, ``+0200``, ``+02:00``). A column mixing
+  values with and without an offset is not one instant type: it stays text (or, when
+  ``parse_dates`` names it, is an error).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..naming import quote_literal
+
+BOOLEAN, BIGINT, DOUBLE, VARCHAR = "BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"
+DATE, TIMESTAMP, TIMESTAMPTZ = "DATE", "TIMESTAMP", "TIMESTAMPTZ"
+
+NO_DATES = (BOOLEAN, BIGINT, DOUBLE, VARCHAR)  # candidates, narrowest first; VARCHAR fits all
+WITH_DATES = (BOOLEAN, BIGINT, DOUBLE, DATE, TIMESTAMP, TIMESTAMPTZ, VARCHAR)
+ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be one of these
+
+PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
+_NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+           r"|(?i:inf|infinity)) *")
+_LONG_INTEGER = r" *[+-]?[0-9]{16,} *"
+_DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+_NAIVE = f"{_DAY}({_CLOCK})?"
+_AWARE = f"{_DAY}{_CLOCK}(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)"
+
+# error() text raised by the typed read when a value does not fit its column's planned type
+MISMATCH_MARKER = "osiris_csv_type_mismatch"
+_MISMATCH = re.compile(MISMATCH_MARKER + r":(\d+):,?((?:[A-Z]+,?)*)")
+
+
+def faithful(kind: str, col: str, cast: str | None = None) -> str:
+    """SQL: the non-NULL text value ``col`` (a quoted identifier) is exactly a ``kind``.
+
+    ``cast`` is SQL for ``TRY_CAST(col AS kind)`` computed once by the caller (the typed read
+    projects it in an inner query and reuses it as the result: a cast per value, not two)."""
+    cast = cast or f"TRY_CAST({col} AS {kind})"
+    if kind == BOOLEAN:
+        return f"{col} IN ({', '.join(quote_literal(b) for b in PANDAS_BOOLEANS)})"
+    if kind == BIGINT:
+        return f"coalesce(CAST({cast} AS VARCHAR) = trim({col}), false)"
+    if kind == DOUBLE:
+        exact = (f"(NOT regexp_full_match({col}, '{_LONG_INTEGER}') OR "
+                 f"TRY_CAST({cast} AS HUGEINT) = TRY_CAST({col} AS HUGEINT))")
+        finite = f"(isfinite({cast}) OR regexp_matches({col}, '(?i)inf'))"
+        return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND {exact}, "
+                "false)")
+    if kind == DATE:
+        return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
+    if kind == TIMESTAMP:
+        return f"(regexp_full_match({col}, '{_NAIVE}') AND {cast} IS NOT NULL)"
+    if kind == TIMESTAMPTZ:
+        return f"(regexp_full_match({col}, '{_AWARE}') AND {cast} IS NOT NULL)"
+    if kind == VARCHAR:
+        return "true"
+    raise ValueError(f"no faithfulness rule for {kind}")
+
+
+def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
+          empty: str = VARCHAR, cast: str | None = None) -> str:
+    """SQL: ``col`` as ``kind`` (``cast``: see :func:`faithful`); a value that does not fit
+    raises error() with :data:`MISMATCH_MARKER`, the column's ``index`` and which of the
+    ``wider`` types that value fits (see :func:`parse_mismatch`). ``kind`` None (no value seen
+    yet) gives an all-NULL column of type ``empty`` and fails on the first value."""
+    if kind == VARCHAR:
+        return col
+    fitting = ", ".join(f"CASE WHEN {faithful(k, col)} THEN '{k}' END" for k in wider)
+    mismatch = f"error(concat_ws(',', '{MISMATCH_MARKER}:{index}:'{', ' if fitting else ''}" \
+               f"{fitting}))"
+    if kind is None:
+        return f"CASE WHEN {col} IS NULL THEN CAST(NULL AS {empty}) ELSE {mismatch} END"
+    value = cast or f"CAST({col} AS {kind})"
+    return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col, cast)} THEN {value} "
+            f"ELSE {mismatch} END")
+
+
+def parse_mismatch(text: str) -> tuple[int, frozenset[str]] | None:
+    """From a DuckDB error raised by :func:`typed`: the column index and the types the
+    offending value fits; None for any other error."""
+    match = _MISMATCH.search(text)
+    if match is None:
+        return None
+    return int(match.group(1)), frozenset(k for k in match.group(2).split(",") if k)

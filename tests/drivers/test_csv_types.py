@@ -1,0 +1,259 @@
+"""Column types decided by every row, not by a sample: a value past DuckDB's 20,480-row sample
+must never be changed silently (issue 17, item 1).
+
+Each file has more rows than DuckDB's sample, with the contradicting value at several positions
+after the first 20,480 rows (DuckDB's sniffer may sample from several places of a file). The
+result must equal the result for the same rows with the contradicting ones first (inside any
+sample), and the CSV written back must hold the contradicting values exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osiris_dagster.drivers import csv_extractor, csv_writer
+from osiris_dagster.drivers.base import DriverResult
+from osiris_dagster.errors import DriverError
+from osiris_dagster.session import Session
+from osiris_dagster.workspace import StepWorkspace
+
+from .conftest import EXTRACTOR_DEFAULTS, WRITER_DEFAULTS, ExtractFn, Table
+
+ROWS = 30_000
+LATE = (20_481, 24_000, 27_777, ROWS)  # 1-based data rows holding the contradicting value
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    normal: Callable[[int], str]
+    late: str
+    kind: str  # the column type the whole file calls for
+    late_value: Any  # the late value as read back from the table
+    late_text: str  # the late value as csv_writer writes it
+    parse_dates: bool = False
+
+
+CASES = [
+    Case("int_to_decimal", str, "19.99", "DOUBLE", 19.99, "19.99"),
+    Case("leading_zeros", lambda i: str(i + 1000), "00501", "VARCHAR", "00501", "00501"),
+    Case("boolean_spelling", lambda i: ("true", "False")[i % 2], "yes", "VARCHAR", "yes", "yes"),
+    Case("hex_integer", str, "0x1F", "VARCHAR", "0x1F", "0x1F"),
+    Case("exponent", str, "1e3", "DOUBLE", 1000.0, "1000.0"),
+    Case("date_to_timestamp", lambda i: f"2024-03-{1 + i % 28:02d}", "2024-03-05 17:45:00",
+         "TIMESTAMP", dt.datetime(2024, 3, 5, 17, 45), "2024-03-05 17:45:00", True),
+    Case("naive_to_aware", lambda i: f"2024-03-{1 + i % 28:02d} 10:00:00",
+         "2024-06-01 12:00:00+02:00", "VARCHAR", "2024-06-01 12:00:00+02:00",
+         "2024-06-01 12:00:00+02:00", True),
+    Case("aware_to_naive", lambda i: f"2024-03-{1 + i % 28:02d} 10:00:00+01:00",
+         "2024-06-01 12:00:00", "VARCHAR", "2024-06-01 12:00:00", "2024-06-01 12:00:00", True),
+]
+
+
+def rows_for(case: Case) -> list[tuple[int, str]]:
+    return [(n, case.late if n in LATE else case.normal(n)) for n in range(1, ROWS + 1)]
+
+
+def write_csv(path: Path, rows: list[tuple[int, str]]) -> Path:
+    path.write_text("n,v\n" + "".join(f"{n},{v}\n" for n, v in rows), encoding="utf-8")
+    return path
+
+
+def by_n(table: Table) -> dict[int, Any]:
+    return {row[0]: row[1] for row in table.rows}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_late_value_gives_the_type_of_the_whole_file(extract: ExtractFn, data_dir: Path,
+                                                     case: Case) -> None:
+    rows = rows_for(case)
+    write_csv(data_dir / "late.csv", rows)
+    late = extract(path="late.csv", parse_dates=case.parse_dates)
+    assert late.types == {"n": "BIGINT", "v": case.kind}
+    values = by_n(late)
+    assert len(values) == ROWS
+    assert all(values[n] == case.late_value for n in LATE)
+
+    # the same rows with the contradicting ones first, where any sample sees them
+    early = [r for r in rows if r[0] in LATE] + [r for r in rows if r[0] not in LATE]
+    write_csv(data_dir / "early.csv", early)
+    first = extract(path="early.csv", parse_dates=case.parse_dates)
+    assert first.types == late.types
+    assert by_n(first) == values
+
+
+def run_extract_then_write(session: Session, source: Path, target: Path,
+                           **config: Any) -> tuple[DriverResult, str]:
+    """csv_extractor (step `up`) -> csv_writer, as a pipeline runs them."""
+    with StepWorkspace(session, pipeline_name="p", step_id="up", output_table="up") as ws:
+        csv_extractor.run(ws, {**EXTRACTOR_DEFAULTS, "path": str(source), **config}, [])
+    with StepWorkspace(session, pipeline_name="p", step_id="w", output_table="w") as ws:
+        inputs = [ws.add_upstream("up", "df_up", session.db_path, "up", ["input_df"])]
+        result = csv_writer.run(ws, {**WRITER_DEFAULTS, "path": str(target)}, inputs)
+    return result, target.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_written_csv_keeps_the_late_values(session: Session, data_dir: Path,
+                                           case: Case) -> None:
+    source = write_csv(data_dir / "late.csv", rows_for(case))
+    result, text = run_extract_then_write(session, source, data_dir / "out.csv",
+                                          parse_dates=case.parse_dates)
+    assert result.rows_written == ROWS
+    out = {int(r["n"]): r["v"] for r in csv.DictReader(io.StringIO(text))}
+    assert all(out[n] == case.late_text for n in LATE)
+    if case.kind == "VARCHAR":  # text columns come back byte for byte
+        assert text == source.read_text(encoding="utf-8")
+
+
+def test_every_value_kind_at_once_round_trips(session: Session, data_dir: Path) -> None:
+    """The issue's file: 25,000 integer-looking rows, then `19.99,00501,yes,0x1F`."""
+    body = "".join(f"{i},{i + 1000},{('true', 'false')[i % 2]},{i}\n" for i in range(25_000))
+    source = data_dir / "mixed.csv"
+    source.write_text("price,zip,flag,hex\n" + body + "19.99,00501,yes,0x1F\n")
+    _, text = run_extract_then_write(session, source, data_dir / "out.csv")
+    lines = text.splitlines()  # csv_writer sorts the columns by name, as Osiris does
+    assert lines[0] == "flag,hex,price,zip"
+    assert lines[-1] == "yes,0x1F,19.99,00501"
+    assert lines[1:3] == ["true,0,0.0,1000", "false,1,1.0,1001"]
+
+
+def test_several_columns_widen_at_different_rows_and_more_than_once(
+        extract: ExtractFn, data_dir: Path, session: Session) -> None:
+    """int -> DOUBLE -> text in one column, a sparse column typed by its first late value and
+    widened by a later one, a date column made TIMESTAMP: the same result as a file with all
+    those rows first."""
+    head = "n,a,b,c,d\n"
+    rows = {n: [str(n), str(n), "", f"2024-02-{1 + n % 28:02d}"] for n in range(1, ROWS + 1)}
+    rows[21_000][0] = "2.5"
+    rows[29_000][0] = "n/a?"
+    rows[26_000][1] = "7.25"
+    rows[23_000][2] = "7"
+    rows[ROWS][3] = "2024-02-03 04:05:06"
+    lines = {n: f"{n}," + ",".join(v) + "\n" for n, v in rows.items()}
+    late_rows = sorted(lines)
+    (data_dir / "late.csv").write_text(head + "".join(lines[n] for n in late_rows))
+    moved = [21_000, 29_000, 22_000, 26_000, 23_000, ROWS]
+    early_rows = moved + [n for n in late_rows if n not in moved]
+    (data_dir / "early.csv").write_text(head + "".join(lines[n] for n in early_rows))
+    late = extract(path="late.csv", parse_dates=True)
+    assert late.types == {"n": "BIGINT", "a": "VARCHAR", "b": "DOUBLE", "c": "BIGINT",
+                          "d": "TIMESTAMP"}
+    early = extract(path="early.csv", parse_dates=True)
+    assert early.types == late.types
+    assert sorted(early.rows) == sorted(late.rows)
+    assert {r[0]: r[1:] for r in late.rows}[21_000] == ("2.5", 21_000.0, None,
+                                                        dt.datetime(2024, 2, 1))
+    widened = [e for e in session.read_events() if e["event"] == "csv_type_widened"]
+    assert {e["column"] for e in widened} == {"a", "b", "c", "d"}
+
+
+def test_late_integer_too_precise_for_double_stays_text(extract: ExtractFn,
+                                                        data_dir: Path) -> None:
+    rows = [(n, f"{n}.5") for n in range(1, ROWS + 1)]
+    rows[-1] = (ROWS, "9007199254740993")  # 2**53 + 1: a DOUBLE would make it ...992
+    write_csv(data_dir / "p.csv", rows)
+    table = extract(path="p.csv")
+    assert table.types["v"] == "VARCHAR"
+    assert by_n(table)[ROWS] == "9007199254740993"
+
+
+def test_late_value_in_a_column_empty_in_the_sample(extract: ExtractFn, data_dir: Path) -> None:
+    rows = [(n, "") for n in range(1, ROWS + 1)]
+    rows[-1] = (ROWS, "42")
+    write_csv(data_dir / "sparse.csv", rows)
+    table = extract(path="sparse.csv")
+    assert table.types == {"n": "BIGINT", "v": "BIGINT"}
+    assert by_n(table)[ROWS] == 42
+
+
+def test_all_empty_column_stays_text(extract: ExtractFn, data_dir: Path) -> None:
+    write_csv(data_dir / "empty.csv", [(n, "") for n in range(1, 50)])
+    assert extract(path="empty.csv").types == {"n": "BIGINT", "v": "VARCHAR"}
+
+
+def test_limit_types_only_the_rows_read(extract: ExtractFn, data_dir: Path) -> None:
+    rows = [(n, str(n)) for n in range(1, ROWS + 1)]
+    rows[-1] = (ROWS, "oops")
+    write_csv(data_dir / "lim.csv", rows)
+    table = extract(path="lim.csv", limit=ROWS - 1)
+    assert table.types == {"n": "BIGINT", "v": "BIGINT"}
+    assert len(table.rows) == ROWS - 1
+
+
+def test_parse_dates_column_with_a_late_non_date_names_file_line_and_column(
+        extract: ExtractFn, data_dir: Path) -> None:
+    rows = [(n, f"2024-01-{1 + n % 28:02d}") for n in range(1, ROWS + 1)]
+    rows[LATE[1] - 1] = (LATE[1], "soon")
+    write_csv(data_dir / "when.csv", rows)
+    with pytest.raises(DriverError) as info:
+        extract(path="when.csv", parse_dates=["v"])
+    message = str(info.value)
+    assert "when.csv" in message and f"line {LATE[1] + 1}" in message
+    assert "'v'" in message and "'soon'" in message and "parse_dates" in message
+
+
+def test_parse_dates_column_mixing_naive_and_aware_is_an_error(extract: ExtractFn,
+                                                               data_dir: Path) -> None:
+    rows = [(n, f"2024-01-{1 + n % 28:02d} 08:00:00") for n in range(1, ROWS + 1)]
+    rows[LATE[2] - 1] = (LATE[2], "2024-01-02 08:00:00+05:30")
+    write_csv(data_dir / "mixed.csv", rows)
+    with pytest.raises(DriverError) as info:
+        extract(path="mixed.csv", parse_dates=["v"])
+    message = str(info.value)
+    assert f"line {LATE[2] + 1}" in message and "'2024-01-02 08:00:00+05:30'" in message
+    assert "offset" in message
+
+
+def test_parse_dates_list_widens_date_to_timestamp(extract: ExtractFn, data_dir: Path) -> None:
+    rows = [(n, f"2024-01-{1 + n % 28:02d}") for n in range(1, ROWS + 1)]
+    rows[-1] = (ROWS, "2024-01-05 06:07:08.123456")
+    write_csv(data_dir / "d.csv", rows)
+    table = extract(path="d.csv", parse_dates=["v"])
+    assert table.types["v"] == "TIMESTAMP"
+    assert by_n(table)[ROWS] == dt.datetime(2024, 1, 5, 6, 7, 8, 123456)
+    assert by_n(table)[1] == dt.datetime(2024, 1, 2)
+
+
+def test_aware_values_keep_their_instant(extract: ExtractFn, data_dir: Path) -> None:
+    rows = [(n, f"2024-03-{1 + n % 28:02d} 10:00:00Z") for n in range(1, ROWS + 1)]
+    rows[-1] = (ROWS, "2024-06-01 12:00:00+02:00")
+    write_csv(data_dir / "tz.csv", rows)
+    table = extract(path="tz.csv", parse_dates=True)
+    assert table.types["v"] == "TIMESTAMP WITH TIME ZONE"
+    assert by_n(table)[ROWS] == dt.datetime(2024, 6, 1, 10, tzinfo=dt.UTC)
+
+
+# -- time zones (issue 17, item 2; the whole pipeline under several TZ values: test_timezones) --
+def test_step_connection_time_zone_is_utc_whatever_the_host(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    with StepWorkspace(session, pipeline_name="p", step_id="s", output_table="s") as ws:
+        assert ws.con.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
+
+
+def test_writer_renders_instants_in_utc_whatever_the_connection_zone(
+        session: Session, data_dir: Path, write: Any, upstream: Any) -> None:
+    upstream("SELECT TIMESTAMPTZ '2024-06-01 12:00:00.5+02:00' AS at, "
+             "CAST(NULL AS TIMESTAMPTZ) AS missing, TIMESTAMPTZ 'infinity' AS later")
+    with StepWorkspace(session, pipeline_name="p", step_id="w", output_table="w") as ws:
+        ws.con.execute("SET TimeZone = 'Asia/Kolkata'")  # a connection someone changed
+        inputs = [ws.add_upstream("up", "df_up", session.db_path, "up", ["input_df"])]
+        csv_writer.run(ws, {**WRITER_DEFAULTS, "path": str(data_dir / "tz.csv")}, inputs)
+    assert (data_dir / "tz.csv").read_text() == (
+        "at,later,missing\n2024-06-01 10:00:00.5+00:00,infinity,\n")
+
+
+def test_column_names_like_the_internal_cast_columns(extract: ExtractFn, data_dir: Path) -> None:
+    (data_dir / "names.csv").write_text("__osiris_cast_0,__OSIRIS_CAST_1\n1,2.5\n3,4\n")
+    table = extract(path="names.csv")
+    assert table.types == {"__osiris_cast_0": "BIGINT", "__OSIRIS_CAST_1": "DOUBLE"}
+    assert table.rows == [(1, 2.5), (3, 4.0)]
