@@ -145,3 +145,22 @@ def test_graphql_values_are_graphql_literals(value: object) -> None:
     text = "" if value is None else (str(value).lower() if isinstance(value, bool) else
                                      str(value))
     assert json.loads(f'"{string}"') == "s " + text
+
+
+@pytest.mark.parametrize("value", ['a """ b', "plain", 'ends with "'])
+def test_graphql_block_string_cannot_be_closed_by_a_value(value: str) -> None:
+    out = render('query { a(doc: """${params.v}""") } # ${params.v}', {"v": value}, "graphql",
+                 _missing)
+    body = out.split('doc: """', 1)[1].rsplit('""") }', 1)[0]
+    assert body.replace('\\"""', '"""') == value
+    assert out.endswith("# ${params.v}")
+
+
+@pytest.mark.parametrize("sql,expected", [
+    ("SELECT '${params.v}", "SELECT 'x'' ; DROP TABLE t; --"),  # still inside the string
+    ('SELECT "${params.v}', "SELECT \"x' ; DROP TABLE t; --"),
+    ("SELECT /* ${params.v}", "SELECT /* ${params.v}"),
+    ("SELECT $$ ${params.v}", "SELECT $$ x' ; DROP TABLE t; --"),
+])
+def test_an_unterminated_quote_or_comment_keeps_its_context(sql: str, expected: str) -> None:
+    assert render(sql, {"v": "x' ; DROP TABLE t; --"}, "duckdb", _missing) == expected

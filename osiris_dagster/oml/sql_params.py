@@ -166,131 +166,107 @@ _RENDERERS: dict[str, Callable[[Any, str], str]] = {
 # -- scanning: (start, end, context) segments that cover the text ------------------------------
 
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+Segment = tuple[int, int, str]
 
 
-def _scan_duckdb(text: str) -> list[tuple[int, int, str]]:
+class _Segments:
+    """Cuts a text into code and quoted/comment regions, in order, covering every character."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.segs: list[Segment] = []
+        self.code_start = 0
+
+    def region(self, start: int, end: int, context: str, resume: int) -> int:
+        """Code up to ``start``, then ``text[start:end]`` in ``context``; returns where scanning
+        resumes (past a closing quote, which belongs to the code after it)."""
+        if start > self.code_start:
+            self.segs.append((self.code_start, start, "code"))
+        self.segs.append((start, end, context))
+        self.code_start = end
+        return resume
+
+    def quoted(self, body: int, quote: str, context: str, *, backslash: bool) -> int:
+        end = _string_end(self.text, body, quote, backslash=backslash)
+        return self.region(body, end, context, end + 1)
+
+    def line_comment(self, i: int) -> int:
+        end = _line_end(self.text, i)
+        return self.region(i, end, "comment", end)
+
+    def block_comment(self, i: int, *, nested: bool) -> int:
+        end = _block_comment_end(self.text, i, nested=nested)
+        return self.region(i, end, "comment", end)
+
+    def done(self) -> list[Segment]:
+        if len(self.text) > self.code_start:
+            self.segs.append((self.code_start, len(self.text), "code"))
+        return self.segs
+
+
+def _scan_duckdb(text: str) -> list[Segment]:
     """DuckDB / PostgreSQL: '...' ('' inside), E'...' (backslash escapes), "ident", $tag$...$tag$,
     -- line comments and nestable /* */ comments."""
-    segs: list[tuple[int, int, str]] = []
-    i, code_start, n = 0, 0, len(text)
-
-    def flush(upto: int) -> None:
-        if upto > code_start:
-            segs.append((code_start, upto, "code"))
-
+    out, i, n = _Segments(text), 0, len(text)
     while i < n:
         c = text[i]
-        if c == "'" or (c in "eE" and text[i + 1:i + 2] == "'" and not _word_before(text, i)):
-            escaped = c != "'"
-            open_at = i + (2 if escaped else 1)
-            flush(open_at)
-            end = _string_end(text, open_at, "'", backslash=escaped)
-            segs.append((open_at, end, "estring" if escaped else "string"))
-            code_start, i = end, end + 1
+        if c == "'":
+            i = out.quoted(i + 1, "'", "string", backslash=False)
+        elif c in "eE" and text[i + 1:i + 2] == "'" and not _word_before(text, i):
+            i = out.quoted(i + 2, "'", "estring", backslash=True)
         elif c == '"':
-            flush(i + 1)
-            end = _string_end(text, i + 1, '"', backslash=False)
-            segs.append((i + 1, end, "ident"))
-            code_start, i = end, end + 1
+            i = out.quoted(i + 1, '"', "ident", backslash=False)
         elif c == "$" and (m := _DOLLAR_TAG.match(text, i)) and not _word_before(text, i):
             tag = m.group(0)
-            flush(m.end())
             close = text.find(tag, m.end())
             end = n if close < 0 else close
-            segs.append((m.end(), end, "dollar:" + tag))
-            i = code_start = end + (len(tag) if close >= 0 else 0)
-            if close >= 0:
-                segs.append((end, i, "code"))
+            i = out.region(m.end(), end, "dollar:" + tag, min(n, end + len(tag)))
         elif text.startswith("--", i):
-            flush(i)
-            end = _line_end(text, i)
-            segs.append((i, end, "comment"))
-            i = code_start = end
+            i = out.line_comment(i)
         elif text.startswith("/*", i):
-            flush(i)
-            end = _block_comment_end(text, i, nested=True)
-            segs.append((i, end, "comment"))
-            i = code_start = end
+            i = out.block_comment(i, nested=True)
         else:
             i += 1
-    flush(n)
-    return segs
+    return out.done()
 
 
-def _scan_mysql(text: str) -> list[tuple[int, int, str]]:
+def _scan_mysql(text: str) -> list[Segment]:
     """MySQL: '...' and "..." strings (backslash escapes and doubled quotes), `ident`,
     -- / # line comments, /* */ comments; /*! ... */ runs as code, so it is scanned as code."""
-    segs: list[tuple[int, int, str]] = []
-    i, code_start, n = 0, 0, len(text)
-
-    def flush(upto: int) -> None:
-        if upto > code_start:
-            segs.append((code_start, upto, "code"))
-
+    out, i, n = _Segments(text), 0, len(text)
     while i < n:
         c = text[i]
         if c in "'\"":
-            flush(i + 1)
-            end = _string_end(text, i + 1, c, backslash=True)
-            segs.append((i + 1, end, "string" if c == "'" else "dstring"))
-            code_start, i = end, end + 1
+            i = out.quoted(i + 1, c, "string" if c == "'" else "dstring", backslash=True)
         elif c == "`":
-            flush(i + 1)
-            end = _string_end(text, i + 1, "`", backslash=False)
-            segs.append((i + 1, end, "backtick"))
-            code_start, i = end, end + 1
+            i = out.quoted(i + 1, "`", "backtick", backslash=False)
         elif text.startswith("/*!", i) or text.startswith("*/", i):
             i += 3 if text.startswith("/*!", i) else 2  # executable comment: its body is code
-        elif c == "#" or (text.startswith("--", i)):
-            flush(i)
-            end = _line_end(text, i)
-            segs.append((i, end, "comment"))
-            i = code_start = end
+        elif c == "#" or text.startswith("--", i):
+            i = out.line_comment(i)
         elif text.startswith("/*", i):
-            flush(i)
-            end = _block_comment_end(text, i, nested=False)
-            segs.append((i, end, "comment"))
-            i = code_start = end
+            i = out.block_comment(i, nested=False)
         else:
             i += 1
-    flush(n)
-    return segs
+    return out.done()
 
 
-def _scan_graphql(text: str) -> list[tuple[int, int, str]]:
+def _scan_graphql(text: str) -> list[Segment]:
     """GraphQL: "..." strings (backslash escapes), \"\"\"...\"\"\" block strings, # comments."""
-    segs: list[tuple[int, int, str]] = []
-    i, code_start, n = 0, 0, len(text)
-
-    def flush(upto: int) -> None:
-        if upto > code_start:
-            segs.append((code_start, upto, "code"))
-
+    out, i, n = _Segments(text), 0, len(text)
     while i < n:
         if text.startswith('"""', i):
-            flush(i + 3)
             j = i + 3
             while j < n and not text.startswith('"""', j):
                 j += 4 if text.startswith('\\"""', j) else 1
-            end = min(j, n)
-            segs.append((i + 3, end, "block"))
-            i = code_start = end
-            if i < n:
-                i += 3
+            i = out.region(i + 3, min(j, n), "block", min(n, j + 3))
         elif text[i] == '"':
-            flush(i + 1)
-            end = _string_end(text, i + 1, '"', backslash=True)
-            segs.append((i + 1, end, "string"))
-            code_start, i = end, end + 1
+            i = out.quoted(i + 1, '"', "string", backslash=True)
         elif text[i] == "#":
-            flush(i)
-            end = _line_end(text, i)
-            segs.append((i, end, "comment"))
-            i = code_start = end
+            i = out.line_comment(i)
         else:
             i += 1
-    flush(n)
-    return segs
+    return out.done()
 
 
 def _word_before(text: str, i: int) -> bool:
@@ -338,6 +314,6 @@ def _block_comment_end(text: str, i: int, *, nested: bool) -> int:
     return n
 
 
-_SCANNERS: dict[str, Callable[[str], list[tuple[int, int, str]]]] = {
+_SCANNERS: dict[str, Callable[[str], list[Segment]]] = {
     "duckdb": _scan_duckdb, "mysql": _scan_mysql, "graphql": _scan_graphql,
 }
