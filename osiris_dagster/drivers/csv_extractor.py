@@ -32,7 +32,11 @@ pandas behaviour is reproduced, and where we deliberately differ:
   its column gets the next type that value fits, and the table is created again (event
   ``csv_type_widened``): the result is always the one the whole file calls for. A
   ``parse_dates`` list column must be DATE, TIMESTAMP or TIMESTAMPTZ; a value that fits none is
-  an error naming file, line and column. ``dtype`` columns are cast by DuckDB as declared.
+  an error naming file, line and column. ``dtype`` columns are read as text too and cast to the
+  declared type only when it holds the value exactly (:func:`csv_types.faithful`): ``19.99`` as
+  ``int64``, ``1.239`` as ``DECIMAL(10,2)``, ``0x1F``/``00501`` as an integer or ``yes`` as
+  ``bool`` fail the step naming file, line, column, value and dtype (DuckDB's cast would round or
+  reinterpret them; pandas refuses them too).
   Unlike pandas, integer columns with NULLs stay BIGINT (pandas turns them into floats), and an
   all-empty column is VARCHAR.
 * **Time zones.** Naive timestamps stay TIMESTAMP (no zone is assumed); values with an offset are
@@ -341,7 +345,7 @@ def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: cs.Layo
 class Reader:
     """Everything ``read_csv`` needs; renders the table-function call.
 
-    Columns are read as text (``dtype`` columns as their declared type) with DuckDB's sniffer off:
+    Columns are read as text (``dtype`` columns too, cast strictly later) with DuckDB's sniffer off:
     the dialect is explicit and types are decided by :mod:`csv_types` from every value, because
     the sniffer types from a sample and DuckDB's casts silently round or reinterpret values.
     """
@@ -357,9 +361,8 @@ class Reader:
     parallel: bool = True
     max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
 
-    def sql(self, declared: Mapping[str, str]) -> str:
-        columns = ", ".join(f"{quote_literal(n)}: {quote_literal(declared.get(n, 'VARCHAR'))}"
-                            for n in self.names)
+    def sql(self) -> str:
+        columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in self.names)
         opts = [
             quote_literal(str(self.path)),
             "auto_detect=false", f"columns={{{columns}}}",
@@ -461,6 +464,8 @@ class _Extraction:
             return False
         index, value_fits = found
         name = self.selected[index]
+        if name in self.declared:  # a declared type is never widened: the value is an error
+            raise self._dtype_error(name)
         left = self.fits[name]
         wider = left[1:] if left is not None else self._candidates(name)
         self.fits[name] = tuple(k for k in wider if k in value_fits)
@@ -485,7 +490,7 @@ class _Extraction:
         limits = [n for n in (cap, self.opts.limit) if n]
         limit = f" LIMIT {min(limits)}" if limits else ""
         cols = ", ".join(quote_ident(n) for n in self.selected)
-        return f"(SELECT {cols} FROM {self.reader.sql(self.declared)}{limit})"
+        return f"(SELECT {cols} FROM {self.reader.sql()}{limit})"
 
     def _detect(self, rows: str) -> dict[str, tuple[str, ...] | None]:
         """Per auto column, the candidate types every value of ``rows`` fits, in candidate
@@ -529,15 +534,15 @@ class _Extraction:
         exprs = []
         for i, name in enumerate(self.selected):
             col = quote_ident(name)
-            kind = None if name in self.declared else self._type_of(name)
-            if name in self.declared or kind == ct.VARCHAR:
+            kind = self.declared.get(name) or self._type_of(name)
+            if kind == ct.VARCHAR:
                 exprs.append(col)
                 continue
             cast = None
             if kind is not None:
                 cast = quote_ident(f"{prefix}{i}")
                 inner.append(f"TRY_CAST({col} AS {kind}) AS {cast}")
-            fits = self.fits[name]
+            fits = () if name in self.declared else self.fits[name]
             wider = fits[1:] if fits is not None else self._candidates(name)
             empty = ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
             exprs.append(f"{ct.typed(kind, col, i, wider, empty, cast)} AS {col}")
@@ -565,6 +570,23 @@ class _Extraction:
             f"{self.source.origin}: column {name!r}{line}: {value!r} {has}; a `parse_dates` "
             "column needs every value with an offset or every value without one. Fix the "
             "values, or remove the column from `parse_dates` to keep it as text."
+        )
+
+    def _dtype_error(self, name: str) -> DriverError:
+        """A ``dtype`` column with a value its declared type cannot hold exactly: name the first
+        such value (streamed: the scan stops there)."""
+        col, kind = quote_ident(name), self.declared[name]
+        bad = self.con.execute(
+            f"SELECT {col} FROM {self._rows(None)} WHERE {col} IS NOT NULL AND NOT "
+            f"({ct.faithful(kind, col)}) LIMIT 1").fetchone()
+        value = str(bad[0]) if bad is not None else "?"
+        spec = self.opts.dtype.get(name, kind)
+        declared = f"{spec!r}" if spec == kind else f"{spec!r} ({kind})"
+        return DriverError(
+            f"{self.source.origin}: column {name!r}{self._value_line(name, value)}: cannot "
+            f"convert {value!r} to `dtype` {declared} without changing it (it would be rounded, "
+            "truncated or reinterpreted). Fix the value, or change `dtype` for that column to a "
+            "type that holds it (`str` keeps every value as written)."
         )
 
     def _recover_or_raise(self, exc: duckdb.Error) -> None:

@@ -22,6 +22,13 @@ What each type accepts (anything else makes the column the next candidate, at la
 * TIMESTAMPTZ: the same with an offset (``Z``, ``+02``, ``+0200``, ``+02:00``). A column mixing
   values with and without an offset is not one instant type: it stays text (or, when
   ``parse_dates`` names it, is an error).
+
+A ``dtype`` column must hold each value exactly in its declared type (:func:`faithful` takes any
+DuckDB type): the types above by the same rules; the other integer types (``TINYINT`` ...
+``UHUGEINT``) like BIGINT (in range, printed back as written); ``DECIMAL(p,s)`` a plain decimal
+number (no exponent, no leading zero) with at most ``s`` fractional digits once trailing zeros are
+dropped, that fits ``p`` digits (never rounded); ``FLOAT`` a DOUBLE value that float32 gives back
+as the same number; any other type a value whose cast prints back as the text itself.
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
 _NAIVE = f"{_DAY}({_CLOCK})?"
 _AWARE = f"{_DAY}{_CLOCK}(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)"
+_PLAIN_DECIMAL = r" *[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+) *"
+_DECIMAL_TYPE = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", BIGINT, "HUGEINT",
+            "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+_ALIASES = {"TIMESTAMP WITH TIME ZONE": TIMESTAMPTZ}  # DuckDB's typeof() name -> ours
 
 # error() text raised by the typed read when a value does not fit its column's planned type
 MISMATCH_MARKER = "osiris_csv_type_mismatch"
@@ -54,12 +66,15 @@ _MISMATCH = re.compile(MISMATCH_MARKER + r":(\d+):,?((?:[A-Z]+,?)*)")
 def faithful(kind: str, col: str, cast: str | None = None) -> str:
     """SQL: the non-NULL text value ``col`` (a quoted identifier) is exactly a ``kind``.
 
-    ``cast`` is SQL for ``TRY_CAST(col AS kind)`` computed once by the caller (the typed read
-    projects it in an inner query and reuses it as the result: a cast per value, not two)."""
+    ``kind`` is one of the candidate types or any DuckDB type a ``dtype`` names (as ``typeof``
+    spells it). ``cast`` is SQL for ``TRY_CAST(col AS kind)`` computed once by the caller (the
+    typed read projects it in an inner query and reuses it as the result: a cast per value, not
+    two)."""
+    kind = _ALIASES.get(kind, kind)
     cast = cast or f"TRY_CAST({col} AS {kind})"
     if kind == BOOLEAN:
         return f"{col} IN ({', '.join(quote_literal(b) for b in PANDAS_BOOLEANS)})"
-    if kind == BIGINT:
+    if kind in INTEGERS:
         return f"coalesce(CAST({cast} AS VARCHAR) = trim({col}), false)"
     if kind == DOUBLE:
         exact = (f"(NOT regexp_full_match({col}, '{_LONG_INTEGER}') OR "
@@ -75,7 +90,21 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
         return f"(regexp_full_match({col}, '{_AWARE}') AND {cast} IS NOT NULL)"
     if kind == VARCHAR:
         return "true"
-    raise ValueError(f"no faithfulness rule for {kind}")
+    return _declared_only(kind, col, cast)
+
+
+def _declared_only(kind: str, col: str, cast: str) -> str:
+    """:func:`faithful` for types only a ``dtype`` gives: never rounded, never reinterpreted."""
+    decimal = _DECIMAL_TYPE.fullmatch(kind)
+    if decimal:
+        scale = int(decimal.group(2))
+        fraction = f"length(rtrim(regexp_extract({col}, '\\.([0-9]*)', 1), '0'))"
+        return (f"coalesce(regexp_full_match({col}, '{_PLAIN_DECIMAL}') AND {fraction} <= "
+                f"{scale} AND {cast} IS NOT NULL, false)")
+    if kind == "FLOAT":
+        same = f"TRY_CAST(CAST({cast} AS VARCHAR) AS DOUBLE) = TRY_CAST({col} AS DOUBLE)"
+        return f"({faithful(DOUBLE, col)} AND coalesce({same}, false))"
+    return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
 
 
 def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
