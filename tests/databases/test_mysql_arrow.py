@@ -336,3 +336,69 @@ def test_connectorx_messages_are_masked() -> None:
     text = scrub(f"could not open {url}: bad password s3:cr@t/% (s3%3Acr%40t%2F%25)",
                  mx.url_secrets(params))
     assert "s3:cr@t" not in text and "s3%3Acr%40t" not in text and "db.example" not in text
+
+
+def test_a_stopped_step_ends_the_read_and_the_server_query(mysql: MySQLTarget,
+                                                           harness: Harness) -> None:
+    """Stopping the step (Dagster termination, time limit) while connectorx streams: the step
+    ends, no table is left, and the query on the server goes away (its connection was closed,
+    not drained)."""
+    import threading
+
+    from osiris_dagster.drivers import get_driver
+    from osiris_dagster.specs import get_spec
+    from osiris_dagster.workspace import StepWorkspace
+
+    marker = f"stop_marker_{mysql.user}"
+    query = f"SELECT n AS {marker}, SLEEP(0.002) AS s FROM ({_numbers(100000)}) AS t"
+    spec = get_spec("mysql.extractor")
+    assert spec is not None
+    config = {**spec.defaults(), "query": query, "batch_size": 50}
+    driver = get_driver("mysql.extractor")
+    assert driver is not None
+    box: dict[str, BaseException] = {}
+    with StepWorkspace(harness.session, pipeline_name="p", step_id="x", output_table="x",
+                       connection=mysql.connection()) as ws:
+        def work() -> None:
+            try:
+                driver(ws, config, [])
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                box["error"] = exc
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        while worker.is_alive() and not any(e["event"] == "progress" for e in harness.events()):
+            worker.join(0.05)  # rows are arriving through connectorx
+        assert worker.is_alive(), box
+        ws.interrupt()
+        worker.join()
+    assert "error" in box  # the step did not finish its 100,000 rows
+    events = harness.events()
+    assert not any(e["event"] == "mysql_extract_path" for e in events)  # no re-read either
+    running = f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%'"
+    admin = MySQLTarget(database=mysql.database, user="root", password="")
+    while admin.query(running + " AND ID <> CONNECTION_ID()")[0][0]:
+        worker.join(0.05)  # the server notices the closed connection at its next row
+    con = duckdb.connect(str(harness.session.db_path), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'x'"
+                           ).fetchone() == (0,)
+    finally:
+        con.close()
+
+
+def test_mysql_8_json_is_cast_in_a_table_read_and_read_by_pymysql_in_a_query() -> None:
+    """MySQL 8 reports a real JSON type, which connectorx re-serialises (key order, large
+    numbers). MariaDB (the test server) has no such type, so the plan is checked on the column
+    definition MySQL 8 sends."""
+    from types import SimpleNamespace
+
+    from pymysql.constants import FIELD_TYPE
+
+    from osiris_dagster.drivers.mysql_extractor import arrow_item
+
+    doc = SimpleNamespace(name="doc", type_code=FIELD_TYPE.JSON, flags=0, charsetnr=63,
+                          length=4294967295, scale=0)
+    assert arrow_item(doc, table=True, zero_dates_null=False) == \
+        "CAST(`doc` AS CHAR) AS `doc`"
+    assert arrow_item(doc, table=False, zero_dates_null=False) is False
