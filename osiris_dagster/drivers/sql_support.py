@@ -474,7 +474,8 @@ def select_expression(col: SourceColumn, src: str, zero_dates_null: bool = False
     out = duck_ident(col.name)
     typed = arrow_type is not None and not _is_text(arrow_type) and not _is_bytes(arrow_type)
     if col.kind == "binary":
-        return f"{ref} AS {out}"
+        text = arrow_type is not None and _is_text(arrow_type)
+        return f"encode({ref}) AS {out}" if text else f"{ref} AS {out}"
     if arrow_type is not None and _is_bytes(arrow_type):
         ref = f"decode({ref})"
     if col.kind == "text" or col.duck_type == "VARCHAR":
