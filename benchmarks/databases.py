@@ -1,10 +1,14 @@
 """``python -m benchmarks.databases``: the database components against pandas, in one run.
 
-Two cases, each at ``--rows`` (default 1M) and a tenth of it (to show how memory grows):
+Two cases, each at the ``--rows`` sizes (default 1M and 10M: how time and memory grow):
 
 * ``mysql_extract``: a MySQL/MariaDB table -> a table in a DuckDB file. osiris' ``mysql.extractor``
-  (CLI and in-process) against ``pandas.read_sql(chunksize=10000)`` over SQLAlchemy + pymysql
-  inserted chunk by chunk into DuckDB, and, when it is installed, connectorx (context);
+  (CLI and in-process; it reads with connectorx, and ``osiris_inproc_exact`` shows its pymysql
+  path, the one used where connectorx would not be exact) against
+  ``pandas.read_sql(chunksize=10000)`` over SQLAlchemy + pymysql inserted chunk by chunk into
+  DuckDB, and connectorx alone in one process (the library's own floor). The numbers of the
+  hand-made row-packet decoder osiris used before are kept in
+  ``results/databases-before-connectorx.{md,json}`` and printed next to the new ones;
 * ``pg_write``: rows in DuckDB -> a new PostgreSQL table. osiris' ``supabase.writer`` (SQL
   channel) against ``DataFrame.to_sql(chunksize=10000)`` over SQLAlchemy + psycopg.
 
@@ -153,10 +157,13 @@ CONTENDERS = [
     Contender("osiris_cli", EXTRACT, "`osiris-dagster run` of a one-step mysql.extractor "
               "pipeline (whole process, Dagster start-up included)", "osiris"),
     Contender("osiris_inproc", EXTRACT, "the same job via `execute_in_process()`", "osiris"),
+    Contender("osiris_inproc_exact", EXTRACT, "the same table through a `query` that adds a NULL "
+              "literal column, a type connectorx does not know: osiris reads it with pymysql "
+              "(its exact path for such results)", "osiris"),
     Contender("pandas_read_sql", EXTRACT, "`pd.read_sql(query, mysql+pymysql engine, "
               "chunksize=10000)`, each chunk inserted into a DuckDB table", "baseline"),
-    Contender("connectorx", EXTRACT, "connectorx `arrow_stream` (Rust) into a DuckDB table; "
-              "only when installed (context)", "context"),
+    Contender("connectorx", EXTRACT, "connectorx `arrow_stream` (Rust) into a DuckDB table in "
+              "one process, no type checks (the floor of osiris' connectorx path)", "context"),
     Contender("osiris_cli", WRITE, "`osiris-dagster run`: a duckdb.processor makes the rows, "
               "supabase.writer (SQL channel, append, create_if_missing) writes them", "osiris"),
     Contender("osiris_inproc", WRITE, "the same job via `execute_in_process()`", "osiris"),
@@ -170,7 +177,9 @@ CONTENDERS = [
 OPTIONAL = {"connectorx": "connectorx", "adbc_ingest": "adbc_driver_postgresql"}
 
 
-def extract_pipeline(n: int) -> str:
+def extract_pipeline(n: int, exact: bool = False) -> str:
+    source = (f"query: SELECT *, NULL AS force_exact FROM orders_{n}" if exact else
+              f"table: orders_{n}")
     return f"""# osiris-dagster benchmark: MySQL extract (written by benchmarks/databases.py)
 oml_version: "0.1.0"
 name: bench-mysql-extract
@@ -180,7 +189,7 @@ steps:
     mode: read
     config:
       connection: "@mysql.bench"
-      table: orders_{n}
+      {source}
 """
 
 
@@ -254,10 +263,10 @@ class Bench:
                               "BENCH_PG_URL": servers.pg_url()})
 
     def command(self, c: Contender, n: int, scratch: Path) -> list[str]:
-        if c.name in ("osiris_cli", "osiris_inproc"):
+        if c.name in ("osiris_cli", "osiris_inproc", "osiris_inproc_exact"):
             pipe = scratch / f"{c.case}.yaml"
-            pipe.write_text(extract_pipeline(n) if c.case == EXTRACT else write_pipeline(n),
-                            encoding="utf-8")
+            pipe.write_text(extract_pipeline(n, c.name == "osiris_inproc_exact")
+                            if c.case == EXTRACT else write_pipeline(n), encoding="utf-8")
             (scratch / "osiris_connections.yaml").write_text(connections_yaml(self.servers),
                                                              encoding="utf-8")
             sessions = self.workroot / c.name / "sessions"
@@ -309,7 +318,7 @@ class Bench:
             run.work_s = float(done.group(1)) if done else None
             run.step_s = float(hit.group(2)) if hit else None
             rows = int(hit.group(1)) if hit else None
-        elif c.name == "osiris_inproc":
+        elif c.name in ("osiris_inproc", "osiris_inproc_exact"):
             run.work_s = m.result.get("work_s")
             run.step_s = (m.result.get("steps") or {}).get(step)
             rows = (m.result.get("rows") or {}).get(step)
@@ -397,6 +406,8 @@ def targets(runs: list[Run], n: int, small: int) -> list[dict[str, Any]]:
                 growth, f"< {MAX_GROWTH:g}x", growth["median"] < MAX_GROWTH,
                 f"{lo['peak']:.0f} -> {hi['peak']:.0f} MB" +
                 (f"; pandas.read_sql at {human(n)}: {pandas['peak']:.0f} MB" if pandas else ""))
+    if not any(r.case == WRITE for r in runs):
+        return out
     r = paired(runs, ("pandas_to_sql", WRITE), ("osiris_inproc", WRITE), n, "work_s", "step_s")
     cli = paired(runs, ("pandas_to_sql", WRITE), ("osiris_cli", WRITE), n, "work_s", "step_s")
     add(f"PostgreSQL write of {human(n)} rows: DataFrame.to_sql / osiris supabase.writer step",
@@ -428,6 +439,8 @@ def render(report: dict[str, Any]) -> str:
                      f"{t['note']} |")
     for case, title in ((EXTRACT, "MySQL table -> DuckDB table"),
                         (WRITE, "DuckDB rows -> new PostgreSQL table")):
+        if not any(r.case == case for r in report["runs_obj"]):
+            continue
         lines += ["", f"### {title}", "",
                   "| rows | contender | wall s median [min-max] | in-process s | transfer s "
                   "(step / to_sql / read_sql) | rows/s (transfer) | CPU s | peak RSS MB |",
@@ -447,11 +460,46 @@ def render(report: dict[str, Any]) -> str:
                 lines.append(f"| {human(n)} | {c.name} | {fmt(s['wall'])} [{fmt(s['wall_min'])}"
                              f"-{fmt(s['wall_max'])}] | {fmt(s['work'])} | {fmt(s['step'])} | "
                              f"{rate} | {fmt(s['cpu'])} | {s['peak']:.0f} |")
+    lines += before_table(report.get("before"))
     lines += ["", "Contenders:", ""]
     lines += [f"- `{c.name}` ({c.case}): {c.description}" for c in CONTENDERS]
     if report["notes"]:
         lines += ["", "Notes:", ""] + [f"- {x}" for x in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+BEFORE = HERE / "results" / "databases-before-connectorx.json"
+
+
+def load_before(path: Path = BEFORE) -> dict[str, Any] | None:
+    """The recorded run of the hand-made row-packet decoder (osiris-dagster before connectorx)."""
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["runs_obj"] = [Run(**r) for r in data["runs"]]
+    return data
+
+
+def before_table(before: dict[str, Any] | None) -> list[str]:
+    """The MySQL extract rows of the recorded run before connectorx, for side-by-side reading."""
+    if not before:
+        return []
+    lines = ["", f"### MySQL extract before connectorx (hand-made row-packet decoder, "
+             f"osiris-dagster at {before['machine']['git']}, run of {before['when']}, "
+             f"{before['repeats']} rounds; same table, same machine)", "",
+             "| rows | contender | wall s median [min-max] | in-process s | transfer s | "
+             "rows/s (transfer) | CPU s | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+    for n in before["sizes"]:
+        for name in ("osiris_cli", "osiris_inproc", "pandas_read_sql", "connectorx"):
+            s = summary(before["runs_obj"], name, EXTRACT, n)
+            if s is None:
+                continue
+            rate = fmt_rate(n / s["step"]) if s["step"] else "-"
+            lines.append(f"| {human(n)} | {name} | {fmt(s['wall'])} [{fmt(s['wall_min'])}-"
+                         f"{fmt(s['wall_max'])}] | {fmt(s['work'])} | {fmt(s['step'])} | {rate} | "
+                         f"{fmt(s['cpu'])} | {s['peak']:.0f} |")
+    lines += ["", "10M rows were not measured then (the decoder's run stopped at 1M)."]
+    return lines
 
 
 def server_versions(servers: Servers) -> tuple[str, str]:
@@ -473,8 +521,11 @@ def server_versions(servers: Servers) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.databases", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", default="1e6", help="the size the targets use (default 1e6); "
-                   "a tenth of it runs too")
+    p.add_argument("--rows", default="1e6,1e7", help="sizes, comma-separated (default 1e6,1e7); "
+                   "the targets use the largest and the growth from the smallest (a single size "
+                   "also runs a tenth of it)")
+    p.add_argument("--cases", default=f"{EXTRACT},{WRITE}",
+                   help=f"which cases to run (default both: {EXTRACT},{WRITE})")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--mysql", default=DEFAULT_MYSQL, help=f"default {DEFAULT_MYSQL}")
     p.add_argument("--pg", default=DEFAULT_PG, help=f"libpq DSN/URL, default {DEFAULT_PG}")
@@ -487,18 +538,21 @@ def main(argv: list[str] | None = None) -> int:
     ensure(with_dlt=False, with_ddp=False)
     import importlib.util
 
-    (n,) = parse_rows(a.rows)[-1:]
-    small = max(1, n // 10)
-    sizes = [small, n]
+    sizes = parse_rows(a.rows)
+    if len(sizes) == 1:
+        sizes = [max(1, sizes[0] // 10), sizes[0]]
+    small, n = sizes[0], sizes[-1]
+    cases = {c.strip() for c in a.cases.split(",") if c.strip()}
     servers = Servers.from_urls(a.mysql, a.pg)
-    contenders = [c for c in CONTENDERS
-                  if c.name not in OPTIONAL or importlib.util.find_spec(OPTIONAL[c.name])]
+    contenders = [c for c in CONTENDERS if c.case in cases and
+                  (c.name not in OPTIONAL or importlib.util.find_spec(OPTIONAL[c.name]))]
     notes = [f"{name} is not installed: its context line is missing (`pip install "
              f"{module.replace('_', '-')}` to include it)"
              for name, module in OPTIONAL.items() if not importlib.util.find_spec(module)]
     started = time.perf_counter()
     prepare_mysql(servers, sizes)
-    pg_execute(servers, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    if WRITE in cases:
+        pg_execute(servers, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     mysql_version, pg_version = server_versions(servers)
     info = machine_info()
     runs: list[Run] = []
@@ -522,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
         if a.drop:
-            pg_execute(servers, f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+            if WRITE in cases:
+                pg_execute(servers, f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
             import pymysql
 
             m = servers.mysql
@@ -537,12 +592,13 @@ def main(argv: list[str] | None = None) -> int:
               "command": ("python -m benchmarks.databases " + args).strip(),
               "machine": info, "mysql_version": mysql_version, "pg_version": pg_version,
               "repeats": a.repeats, "sizes": sizes, "elapsed_s": time.perf_counter() - started,
-              "targets": targets(runs, n, small), "notes": notes, "runs_obj": runs}
+              "targets": targets(runs, n, small), "notes": notes, "runs_obj": runs,
+              "before": load_before()}
     md = render(report)
     print("\n" + md)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "databases.md").write_text(md, encoding="utf-8")
-    js = {k: v for k, v in report.items() if k != "runs_obj"}
+    js = {k: v for k, v in report.items() if k not in ("runs_obj", "before")}
     js["runs"] = [asdict(r) for r in runs]
     (a.out / "databases.json").write_text(json.dumps(js, indent=1, default=str), encoding="utf-8")
     print(f"written: {a.out / 'databases.md'}, {a.out / 'databases.json'}")

@@ -11,12 +11,19 @@ pandas). Here:
   OFFSET run on the server). With ``query``, ``columns``/``limit``/``offset`` are applied while
   streaming (the query text is never rewritten; MariaDB would drop an ORDER BY inside a derived
   table); reading stops after ``limit`` rows and the connection is closed without draining.
-* **Streaming**: pymysql's unbuffered ``SSCursor`` inside a ``START TRANSACTION READ ONLY``
-  (one consistent snapshot, no writes); every value arrives as text, ``batch_size`` rows become
-  one Arrow batch of the values' bytes, decoded without a Python call per value
-  (:mod:`.mysql_wire`), and DuckDB casts the columns while it builds the table
-  (:mod:`.sql_support`). Memory stays flat whatever the row count; progress is reported as
-  batches arrive.
+* **Reading**: the column types come first, from pymysql with ``sql_select_limit = 0`` (the
+  server describes the result without running the query, unless the query has its own LIMIT).
+  Then, where connectorx reads every column exactly (:mod:`.mysql_arrow`: integers of any sign,
+  FLOAT/DOUBLE, DECIMAL up to 28 digits and scale 10, dates and times, strings, BLOBs), it
+  streams the result as Arrow record batches of ``batch_size`` rows from a child process; with
+  ``table``, the columns it would change are cast in the SELECT it sends (a wider DECIMAL and
+  MySQL 8's JSON as text, BIT as an unsigned integer, dates as text with ``zero_dates: null``).
+  Otherwise, and when connectorx meets a value it cannot convert (a zero date, a TIME past 24h),
+  cannot log in (MariaDB's ed25519 and other plugins it lacks) or does not know a type
+  (GEOMETRY, a NULL literal), the result is read with pymysql's unbuffered cursor as text inside
+  ``START TRANSACTION READ ONLY`` (event ``mysql_extract_path`` says which and why). DuckDB casts
+  the columns while it builds the table (:mod:`.sql_support`). Memory stays flat whatever the
+  row count; progress is reported as batches arrive; a stopped step ends the read at once.
 * **Types** come from the result metadata, so an empty result still has typed columns:
 
   ============================  =================================================
@@ -49,22 +56,25 @@ Errors name host, port, database and user and say what to check; never the passw
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
+from pymysql.constants import FIELD_TYPE
 
-from ..errors import DriverError
+from ..errors import DriverError, StepCancelled
+from . import mysql_arrow as mx
 from . import sql_support as sq
 from .base import DriverResult, StepContext, UpstreamTable
-from .mysql_wire import RowPacketReader
 
 COMPONENT = "mysql.extractor"
 _MAX_LIMIT = 18446744073709551615  # MySQL's "no limit" for LIMIT ... OFFSET
 _JSON_CHECK = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.IGNORECASE)
+_LOGIN_PLUGIN = re.compile(r"IDENTIFIED VIA (\w+)", re.IGNORECASE)
+_ARROW_LOGINS = {"mysql_native_password", "caching_sha2_password"}  # what connectorx speaks
+_DECIMALS = (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL)
 
 
 @dataclass(frozen=True)
@@ -111,14 +121,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     source = _describe_source(opts, params)
     ctx.log_event("mysql_extract_start", host=params.host, port=params.port,
                   database=params.database, source=source, batch_size=opts.batch_size)
-    conn = sq.mysql_connect(COMPONENT, ctx.step_id, params, streaming=True, raw_values=True)
-    reader = _Reader(ctx, conn, opts, params, source)
-    try:
-        rows = reader.run()
-        if reader.finished:  # else (a `limit` on a query) the rest is abandoned, not drained
-            conn.commit()
-    finally:
-        reader.close()
+    plan = _Probe(ctx, opts, params, source).plan()
+    reader = _Reader(ctx, opts, params, source, plan)
+    rows = reader.run()
     ctx.log_metric("rows_read", rows)
     return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
                         extra_metadata={"source": source,
@@ -131,71 +136,105 @@ def _describe_source(opts: Options, params: sq.MySQLParams) -> str:
     return "query"
 
 
-class _Reader:
-    def __init__(self, ctx: StepContext, conn: Any, opts: Options, params: sq.MySQLParams,
+def _fail(ctx: StepContext, params: sq.MySQLParams, action: str,
+          exc: BaseException) -> DriverError:
+    return sq.mysql_error(COMPONENT, ctx.step_id, params, action, exc)
+
+
+# -- what to read, and how ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the result is read. ``exact_sql`` runs on pymysql (every value as text, the way that
+    always works); ``arrow_sql`` on connectorx, or None when it would not be exact (``why``)."""
+
+    exact_sql: str
+    arrow_sql: str | None
+    why: str
+    columns: list[sq.SourceColumn]  # the output columns (after `columns` on a query)
+    arrow_columns: list[sq.SourceColumn]  # the same, as connectorx delivers them
+    picks: list[int]  # result column of each output column
+    width: int  # columns in the result
+
+
+class _Probe:
+    """Asks the server for the result's column types without reading it (pymysql)."""
+
+    def __init__(self, ctx: StepContext, opts: Options, params: sq.MySQLParams,
                  source: str) -> None:
-        self.ctx = ctx
-        self.conn = conn
-        self.opts = opts
-        self.params = params
-        self.source = source
-        self.cur: Any = None
-        self.finished = False
+        self.ctx, self.opts, self.params, self.source = ctx, opts, params, source
 
-    def _fail(self, action: str, exc: BaseException) -> DriverError:
-        return sq.mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc)
-
-    def run(self) -> int:
+    def plan(self) -> _Plan:
         import pymysql
 
         opts = self.opts
-        cur = self.cur = self.conn.cursor()
+        sql = opts.query if opts.query is not None else self._table_sql("*")
+        conn = sq.mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
+                                raw_values=True)
+        cur = conn.cursor()
         try:
-            cur.execute("SET SESSION net_write_timeout = 600")
-            cur.execute("START TRANSACTION READ ONLY")
             json_columns = self._json_columns(cur) if opts.table else set()
-            sql, args = self._sql()
-            cur.execute(sql, args)
+            login = self._arrow_login(cur)
+            cur.execute("SET SESSION sql_select_limit = 0")  # describe, do not run
+            cur.execute(sql)
+            fields = sq.result_fields(cur)
         except pymysql.Error as exc:
             what = f"reading {self.source}" if opts.table else "running `query`"
-            raise self._fail(what, exc) from None
-        fields = list(cur._result.fields or [])
+            raise _fail(self.ctx, self.params, what, exc) from None
+        finally:
+            sq.abandon_result(cur, conn)  # a query with its own LIMIT ran: not drained
         if not fields:
             raise DriverError(f"{COMPONENT} step '{self.ctx.step_id}': the query returned no "
                               "result set (is it a SELECT?)")
-        picks = self._projection([f.name for f in fields])
-        names = sq.unique_names(fields[i].name for i in picks)
-        columns = [sq.mysql_column(n, fields[i], json_columns) for n, i in zip(names, picks,
-                                                                               strict=True)]
-        progress = sq.Progress(self.ctx)
-        stream = sq.BatchStream(columns, self._batches(cur, picks), progress, raw_bytes=True)
-        describe = (f"{COMPONENT} step '{self.ctx.step_id}' ({self.source} on MySQL "
-                    f"{self.params.where})")
-        rows = sq.ingest(self.ctx, stream, describe=describe,
-                         zero_dates_null=opts.zero_dates_null, hint=_hint,
-                         translate=lambda e: self._fail(f"reading {self.source}", e)
-                         if isinstance(e, pymysql.Error) else None)
-        progress.done()
-        return rows
+        return self._plan(fields, json_columns, login)
 
-    def _sql(self) -> tuple[str, tuple[Any, ...] | None]:
+    def _plan(self, fields: list[Any], json_columns: set[str], login: str | None) -> _Plan:
         opts = self.opts
-        if opts.query is not None:
-            return opts.query, None  # verbatim: no %-formatting of the user's SQL
-        cols = ", ".join(sq.mysql_ident(c, "column") for c in opts.columns) \
-            if opts.columns else "*"
+        names = [f.name for f in fields]
+        picks = self._projection(names)
+        out_names = sq.unique_names(names[i] for i in picks)
+        columns = [sq.mysql_column(n, fields[i], json_columns)
+                   for n, i in zip(out_names, picks, strict=True)]
+        items = [arrow_item(f, table=opts.table is not None,
+                            zero_dates_null=opts.zero_dates_null) for f in fields]
+        exact_sql = opts.query if opts.query is not None else self._table_sql(
+            ", ".join(sq.mysql_ident(n, "column") for n in names) if opts.columns else "*")
+        arrow_sql: str | None = None
+        why = ""
+        unreadable = [f.name for f, item in zip(fields, items, strict=True) if item is False]
+        if login:
+            why = f"connectorx cannot log in with {login}"
+        elif unreadable:
+            why = ("connectorx would not read column(s) " + ", ".join(
+                f"'{n}' ({sq.mysql_type_name(f.type_code)})" for n, f in
+                zip(names, fields, strict=True) if n in unreadable) + " exactly")
+        elif opts.query is not None:
+            arrow_sql = opts.query
+        else:
+            arrow_sql = self._table_sql(", ".join(
+                item if isinstance(item, str) else sq.mysql_ident(f.name, "column")
+                for f, item in zip(fields, items, strict=True)))
+        arrow_columns = [arrow_column(c, items[i])
+                         for c, i in zip(columns, picks, strict=True)]
+        return _Plan(exact_sql, arrow_sql, why, columns, arrow_columns, picks, len(fields))
+
+    def _table_sql(self, select_list: str) -> str:
+        """``SELECT ... FROM table`` with LIMIT/OFFSET (validated integers, written inline so
+        that both readers run the same text)."""
+        opts = self.opts
+        if select_list == "*" and opts.columns:
+            select_list = ", ".join(sq.mysql_ident(c, "column") for c in opts.columns)
+        assert opts.table is not None
         target = sq.mysql_ident(opts.table, "table")
         if opts.schema:
             target = f"{sq.mysql_ident(opts.schema, 'schema')}.{target}"
-        sql = f"SELECT {cols} FROM {target}".replace("%", "%%")
-        args: list[int] = []
+        sql = f"SELECT {select_list} FROM {target}"
         if opts.limit is not None or opts.offset:
-            sql += " LIMIT %s"
-            args.append(opts.limit if opts.limit is not None else _MAX_LIMIT)
+            sql += f" LIMIT {int(opts.limit if opts.limit is not None else _MAX_LIMIT)}"
             if opts.offset:
-                sql += " OFFSET %s"
-                args.append(opts.offset)
-        return sql, tuple(args)
+                sql += f" OFFSET {int(opts.offset)}"
+        return sql
 
     def _json_columns(self, cur: Any) -> set[str]:
         """MariaDB's JSON is LONGTEXT with a json_valid() check: find those columns. (MySQL 8
@@ -218,6 +257,24 @@ class _Reader:
                 out.add(m.group(1).replace("``", "`"))
         return out
 
+    def _arrow_login(self, cur: Any) -> str | None:
+        """The login plugin of this account if connectorx cannot use it (None when it can or
+        nobody says). MariaDB names it in SHOW GRANTS; MySQL does not, and its accounts use
+        plugins connectorx speaks (a failed login there is retried with pymysql)."""
+        import pymysql
+
+        try:
+            cur.execute("SHOW GRANTS FOR CURRENT_USER()")
+            grants = [str(r[0].decode() if isinstance(r[0], bytes) else r[0])
+                      for r in cur.fetchall()]
+        except pymysql.Error:
+            return None
+        for grant in grants:
+            for plugin in _LOGIN_PLUGIN.findall(grant):
+                if plugin.lower() not in _ARROW_LOGINS:
+                    return plugin  # the plugin's name only: the rest holds a password hash
+        return None
+
     def _projection(self, names: list[str]) -> list[int]:
         """Which result columns to keep: all, or ``columns`` (with ``query``; by name)."""
         opts = self.opts
@@ -233,18 +290,176 @@ class _Reader:
             picks.append(lower.index(c.lower()))
         return picks
 
-    def _batches(self, cur: Any, picks: list[int]) -> Iterator[pa.RecordBatch]:
+
+def arrow_item(field_: Any, *, table: bool, zero_dates_null: bool) -> str | bool:
+    """How connectorx gets this result column exactly: ``True`` as it is, a SELECT-list item
+    that casts it (only for ``table`` reads, where osiris writes the SELECT), or ``False``: it
+    cannot (the result is then read with pymysql)."""
+    code = field_.type_code
+    ident = sq.mysql_ident(field_.name, "column")
+    as_text = f"CAST({ident} AS CHAR) AS {ident}" if table else False
+    if code in _DECIMALS:
+        return True if mx.decimal_fits(*sq.mysql_decimal(field_)) else as_text
+    if code in mx.DATES and zero_dates_null:
+        # zero dates have no Arrow value: as text they become NULL; a query's dates are read
+        # as they are, and a zero date makes connectorx fail, so pymysql reads the result
+        return as_text if table else True
+    if code == FIELD_TYPE.JSON:  # connectorx re-serialises JSON (key order, large numbers)
+        return as_text
+    if code == FIELD_TYPE.BIT:  # bytes: as an unsigned integer it is exact and typed
+        return f"CAST({ident} AS UNSIGNED) AS {ident}" if table else False
+    return mx.native_ok(code)
+
+
+def arrow_column(col: sq.SourceColumn, item: str | bool) -> sq.SourceColumn:
+    """``col`` as connectorx delivers it: typed values need no Python fix-up (BIT arrives as an
+    integer when cast, not as bytes)."""
+    if isinstance(item, str) or col.convert is not None:
+        return replace(col, convert=None)
+    return col
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+class _UseExact(Exception):
+    """connectorx cannot read this result exactly after all: read it with pymysql."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Reader:
+    def __init__(self, ctx: StepContext, opts: Options, params: sq.MySQLParams, source: str,
+                 plan: _Plan) -> None:
+        self.ctx, self.opts, self.params, self.source, self.plan = ctx, opts, params, source, plan
+        self.describe = (f"{COMPONENT} step '{ctx.step_id}' ({source} on MySQL "
+                         f"{params.where})")
+
+    def run(self) -> int:
+        plan = self.plan
+        why = plan.why
+        if plan.arrow_sql is not None:
+            try:
+                rows = self._read_arrow(plan.arrow_sql)
+                self.ctx.log_event("mysql_extract_path", path="arrow", reader="connectorx")
+                return rows
+            except _UseExact as exc:
+                why = exc.reason
+        self.ctx.log_event("mysql_extract_path", path="exact", reader="pymysql", reason=why)
+        return self._read_exact()
+
+    def _ingest(self, stream: sq.RowStream, progress: sq.Progress,
+                translate: Callable[[BaseException], Any]) -> int:
+        rows = sq.ingest(self.ctx, stream, describe=self.describe,
+                         zero_dates_null=self.opts.zero_dates_null, hint=_hint,
+                         translate=translate)
+        progress.done()
+        return rows
+
+    # -- connectorx
+
+    def _read_arrow(self, sql: str) -> int:
+        plan = self.plan
+        try:
+            with mx.ArrowRead(self.params, sql, self.opts.batch_size) as read:
+                if len(read.schema) != plan.width:
+                    raise _UseExact(f"connectorx returned {len(read.schema)} columns where "
+                                    f"the server described {plan.width}")
+                schema = pa.schema([read.schema.field(i) for i in plan.picks])
+                batches = self._window(self._project(read.batches()))
+                progress = sq.Progress(self.ctx)
+                stream = sq.BatchStream(plan.arrow_columns, batches, progress, schema=schema)
+                return self._ingest(stream, progress, self._arrow_error)
+        except mx.ArrowReadError as exc:  # before the first batch
+            mapped = self._arrow_error(exc)
+            raise mapped from None
+
+    def _arrow_error(self, exc: BaseException) -> BaseException | None:
+        if isinstance(exc, StepCancelled):
+            return exc
+        if not isinstance(exc, mx.ArrowReadError):
+            return None
+        if exc.kind in ("value", "type", "connect"):
+            return _UseExact(f"connectorx: {exc.message}")
+        if exc.kind == "server":
+            return _fail(self.ctx, self.params, f"reading {self.source}",
+                         _ServerError(exc.code, exc.message))
+        return DriverError(f"{self.describe}: reading rows with connectorx failed: "
+                           f"{exc.message}. Check the server's log and the network; "
+                           "report it if it persists.")
+
+    # -- pymysql
+
+    def _read_exact(self) -> int:
+        import pymysql
+
+        conn = sq.mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
+                                raw_values=True)
+        cur = conn.cursor()
+        try:
+            try:
+                cur.execute("SET SESSION net_write_timeout = 600")
+                cur.execute("START TRANSACTION READ ONLY")
+                cur.execute(self.plan.exact_sql)
+            except pymysql.Error as exc:
+                what = f"reading {self.source}" if self.opts.table else "running `query`"
+                raise _fail(self.ctx, self.params, what, exc) from None
+            fields = sq.result_fields(cur)
+            if len(fields) != self.plan.width:
+                raise DriverError(f"{self.describe}: the result changed while it was read "
+                                  f"({len(fields)} columns, described with {self.plan.width})")
+            state = {"finished": False}
+            progress = sq.Progress(self.ctx)
+            stream = sq.BatchStream(self.plan.columns, self._window(
+                self._exact_batches(cur, state)), progress)
+            rows = self._ingest(stream, progress, lambda e: _fail(
+                self.ctx, self.params, f"reading {self.source}", e)
+                if isinstance(e, pymysql.Error) else None)
+            if state["finished"]:  # else (a `limit` on a query) the rest is not drained
+                conn.commit()
+            return rows
+        finally:
+            sq.abandon_result(cur, conn)  # an unfinished result is not drained
+
+    def _exact_batches(self, cur: Any, state: dict[str, bool]) -> Iterator[pa.RecordBatch]:
+        """pymysql's rows as Arrow batches of the output columns: text, binary columns as
+        bytes, BIT converted in Python (the one type pymysql gives as raw bits)."""
+        plan = self.plan
+        names = [f"c{i}" for i in range(len(plan.picks))]
+        while True:
+            rows = cur.fetchmany(self.opts.batch_size)
+            if not rows:
+                state["finished"] = True
+                return
+            cols = sq.columns_of(rows, plan.width)
+            arrays = []
+            for col, i in zip(plan.columns, plan.picks, strict=True):
+                values = cols[i]
+                if col.convert is not None:
+                    values = [None if v is None else col.convert(v) for v in values]
+                arrays.append(pa.array(values, type=col.arrow_type))
+            yield pa.record_batch(arrays, names=names)
+
+    # -- both
+
+    def _project(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The output columns (``columns`` of a query) of whole-result batches."""
+        picks = self.plan.picks
+        names = [f"c{i}" for i in range(len(picks))]
+        for batch in batches:
+            yield pa.record_batch([batch.column(i) for i in picks], names=names)
+
+    def _window(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``offset`` and ``limit`` of a query, applied while streaming; stops reading once
+        ``limit`` rows are through."""
         opts = self.opts
         skip = opts.offset if opts.query is not None else 0
         remaining = opts.limit if opts.query is not None else None
-        reader = RowPacketReader(cur._result, len(cur._result.fields))
-        names = [f"c{i}" for i in range(len(picks))]
-        while remaining is None or remaining > 0:
-            cols = reader.fetch(opts.batch_size)
-            if cols is None:
-                self.finished = True
+        for batch in batches:
+            if remaining is not None and remaining <= 0:
                 return
-            batch = pa.record_batch([cols[i] for i in picks], names=names)
             if skip:
                 dropped = min(skip, batch.num_rows)
                 batch = batch.slice(dropped)
@@ -254,18 +469,15 @@ class _Reader:
                 remaining -= batch.num_rows
             if batch.num_rows:
                 yield batch
+            if remaining is not None and remaining <= 0:
+                return
 
-    def close(self) -> None:
-        """Close the connection; an unfinished result is abandoned, never drained."""
-        result = getattr(self.cur, "_result", None)
-        if result is not None and getattr(result, "unbuffered_active", False):
-            result.unbuffered_active = False
-            if self.cur is not None:
-                self.cur.connection = None
-            with contextlib.suppress(Exception):  # already failing or done
-                self.conn._force_close()
-            return
-        sq.close_quietly(self.conn)
+
+class _ServerError(Exception):
+    """A MySQL error reported by connectorx, shaped like pymysql's (code, message)."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(code, message)
 
 
 def _hint(problem: sq.ValueProblem) -> str:

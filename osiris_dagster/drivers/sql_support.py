@@ -1,15 +1,15 @@
 """Shared by the MySQL and Supabase (PostgreSQL) drivers: connection settings, identifier quoting,
 type mapping between DuckDB and MySQL/PostgreSQL, and the streaming path into DuckDB.
 
-**Ingest path (extractors).** Every value leaves the database as text: MySQL rows are parsed
-straight from pymysql's unbuffered result packets as raw UTF-8 bytes; PostgreSQL columns are
-rendered as text by the server (``COPY ... TO STDOUT`` parsed by Arrow's CSV reader, or a
-server-side cursor when filter values must be bound). They become Arrow record batches of about
-``batch_size`` rows, and a ``pyarrow.RecordBatchReader`` over that generator is registered in the
-step's DuckDB connection. ``ctx.create_output`` then runs one ``SELECT`` that casts each text
-column to its DuckDB type (vectorised, in C++) while DuckDB pulls the batches: rows are never
-held all at once, there is no DataFrame, and the step's table appears atomically (or not at
-all). A value DuckDB cannot represent (a MySQL zero date, a TIME past 24h) raises a
+**Ingest path (extractors).** Values leave the database as Arrow record batches of about
+``batch_size`` rows: MySQL results typed by connectorx (:mod:`.mysql_arrow`), or as text where
+that would not be exact (pymysql's unbuffered cursor); PostgreSQL columns rendered as text by the
+server (``COPY ... TO STDOUT`` parsed by Arrow's CSV reader, or a server-side cursor when filter
+values must be bound). A ``pyarrow.RecordBatchReader`` over those batches is registered in the
+step's DuckDB connection. ``ctx.create_output`` then runs one ``SELECT`` that casts each column
+to its DuckDB type (vectorised, in C++) while DuckDB pulls the batches: rows are never held all
+at once, there is no DataFrame, and the step's table appears atomically (or not at all). A
+value DuckDB cannot represent (a MySQL zero date, a TIME past 24h) raises a
 :class:`DriverError` naming the column and the value.
 
 **Egress path (writers).** Rows leave DuckDB as Arrow batches read on a cursor of the step's
@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
+from pymysql.charset import charset_by_name
+from pymysql.constants import FIELD_TYPE, FLAG
 
 from ..errors import DriverError
 from ..masking import scrub, secret_values  # scrub: the one Masker, for drivers' messages
@@ -464,17 +466,25 @@ _ZERO_DATE = r"^(0000-00-00|[0-9]{4}-00-|[0-9]{4}-[0-9]{2}-00)"
 
 
 def select_expression(col: SourceColumn, src: str, zero_dates_null: bool = False,
-                      raw_bytes: bool = False) -> str:
-    """The DuckDB expression that turns source column ``src`` (text, or UTF-8 bytes when
-    ``raw_bytes``) into the output value."""
+                      arrow_type: pa.DataType | None = None) -> str:
+    """The DuckDB expression that turns source column ``src`` into the output value. ``src``
+    holds text by default; with ``arrow_type`` it may also hold UTF-8 bytes (decoded) or typed
+    values (cast; a value the cast cannot take fails naming the column, as text does)."""
     ref = duck_ident(src)
     out = duck_ident(col.name)
+    typed = arrow_type is not None and not _is_text(arrow_type) and not _is_bytes(arrow_type)
     if col.kind == "binary":
-        return f"{ref} AS {out}"
-    if raw_bytes:
+        text = arrow_type is not None and _is_text(arrow_type)
+        return f"encode({ref}) AS {out}" if text else f"{ref} AS {out}"
+    if arrow_type is not None and _is_bytes(arrow_type):
         ref = f"decode({ref})"
     if col.kind == "text" or col.duck_type == "VARCHAR":
-        return f"{ref} AS {out}"
+        return f"{ref}::VARCHAR AS {out}" if typed else f"{ref} AS {out}"
+    if typed:
+        marker = quote_literal(_VALUE_ERROR + _SEP + col.name + _SEP)
+        fail = f"error({marker} || left({ref}::VARCHAR, 200))"
+        return (f"CASE WHEN {ref} IS NULL THEN NULL ELSE coalesce(TRY_CAST({ref} AS "
+                f"{col.duck_type}), {fail}) END AS {out}")
     if col.kind == "hex":
         value = f"from_hex(substr({ref}, 3))"
     elif col.kind == "json_cast":
@@ -487,6 +497,14 @@ def select_expression(col: SourceColumn, src: str, zero_dates_null: bool = False
     if col.kind == "date" and zero_dates_null:
         null_if += f" OR regexp_matches({ref}, {quote_literal(_ZERO_DATE)})"
     return f"CASE WHEN {null_if} THEN NULL ELSE coalesce({value}, {fail}) END AS {out}"
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
 
 
 class ValueProblem(Exception):
@@ -544,12 +562,11 @@ class RowStream:
     """
 
     def __init__(self, columns: Sequence[SourceColumn], batches: Iterator[list[list[Any]]],
-                 progress: Progress | None = None, raw_bytes: bool = False) -> None:
+                 progress: Progress | None = None, schema: pa.Schema | None = None) -> None:
         self.columns = list(columns)
-        self.raw_bytes = raw_bytes
-        self.schema = pa.schema([pa.field(f"c{i}", pa.binary_view() if raw_bytes else
-                                          c.arrow_type)
-                                 for i, c in enumerate(self.columns)])
+        self.schema = schema if schema is not None else pa.schema(
+            [pa.field(f"c{i}", c.arrow_type) for i, c in enumerate(self.columns)])
+        self.typed = schema is not None  # the columns' Arrow types come from the source
         self._batches = batches
         self._progress = progress
         self.error: BaseException | None = None
@@ -582,13 +599,16 @@ class RowStream:
 
 
 class BatchStream(RowStream):
-    """Like :class:`RowStream`, for sources that already produce Arrow batches of text columns
-    ``c0..cN`` (e.g. PostgreSQL ``COPY ... TO STDOUT`` parsed by Arrow's CSV reader), or with
-    ``raw_bytes`` of ``binary_view`` columns holding the UTF-8 text (MySQL's wire format)."""
+    """Like :class:`RowStream`, for sources that already produce Arrow batches: of text columns
+    ``c0..cN`` (e.g. PostgreSQL ``COPY ... TO STDOUT`` parsed by Arrow's CSV reader), or of the
+    types in ``schema`` (e.g. MySQL results read by connectorx; names are replaced by
+    ``c0..cN``)."""
 
     def __init__(self, columns: Sequence[SourceColumn], batches: Iterator[pa.RecordBatch],
-                 progress: Progress | None = None, raw_bytes: bool = False) -> None:
-        super().__init__(columns, iter(()), progress, raw_bytes)
+                 progress: Progress | None = None, schema: pa.Schema | None = None) -> None:
+        if schema is not None:
+            schema = pa.schema([pa.field(f"c{i}", f.type) for i, f in enumerate(schema)])
+        super().__init__(columns, iter(()), progress, schema)
         self._arrow_batches = batches
 
     def _generate(self) -> Iterator[pa.RecordBatch]:
@@ -632,7 +652,8 @@ def ingest(ctx: StepContext, stream: RowStream, *, describe: str,
     """Build the step's table from ``stream`` in one ``create_output`` (atomic, streaming)."""
     view = f"__osiris_stream_{ctx.output_table}"
     ctx.con.register(view, stream.reader())
-    exprs = [select_expression(c, f"c{i}", zero_dates_null, stream.raw_bytes)
+    exprs = [select_expression(c, f"c{i}", zero_dates_null,
+                               stream.schema.field(i).type if stream.typed else None)
              for i, c in enumerate(stream.columns)]
     if not exprs:
         raise DriverError(f"{describe}: the result has no columns")
@@ -667,34 +688,59 @@ def ingest(ctx: StepContext, stream: RowStream, *, describe: str,
 
 # -- MySQL result types -> DuckDB -----------------------------------------------------------------
 
-# pymysql FIELD_TYPE codes
-_MY_DECIMAL, _MY_TINY, _MY_SHORT, _MY_LONG, _MY_FLOAT, _MY_DOUBLE = 0, 1, 2, 3, 4, 5
-_MY_NULL, _MY_TIMESTAMP, _MY_LONGLONG, _MY_INT24, _MY_DATE, _MY_TIME = 6, 7, 8, 9, 10, 11
-_MY_DATETIME, _MY_YEAR, _MY_NEWDATE, _MY_VARCHAR, _MY_BIT = 12, 13, 14, 15, 16
-_MY_JSON, _MY_NEWDECIMAL, _MY_ENUM, _MY_SET = 245, 246, 247, 248
-_MY_TINY_BLOB, _MY_MEDIUM_BLOB, _MY_LONG_BLOB, _MY_BLOB = 249, 250, 251, 252
-_MY_VAR_STRING, _MY_STRING, _MY_GEOMETRY = 253, 254, 255
-_UNSIGNED_FLAG = 32
-_BINARY_CHARSET = 63
+_BINARY_CHARSET = charset_by_name("binary").id  # charsetnr of binary strings and BLOBs
 
 _MY_INTS = {  # type code -> (signed, unsigned)
-    _MY_TINY: ("TINYINT", "UTINYINT"),
-    _MY_SHORT: ("SMALLINT", "USMALLINT"),
-    _MY_INT24: ("INTEGER", "UINTEGER"),
-    _MY_LONG: ("INTEGER", "UINTEGER"),
-    _MY_LONGLONG: ("BIGINT", "UBIGINT"),
+    FIELD_TYPE.TINY: ("TINYINT", "UTINYINT"),
+    FIELD_TYPE.SHORT: ("SMALLINT", "USMALLINT"),
+    FIELD_TYPE.INT24: ("INTEGER", "UINTEGER"),
+    FIELD_TYPE.LONG: ("INTEGER", "UINTEGER"),
+    FIELD_TYPE.LONGLONG: ("BIGINT", "UBIGINT"),
 }
-_MY_STRINGS = {_MY_VARCHAR, _MY_VAR_STRING, _MY_STRING, _MY_ENUM, _MY_SET, _MY_TINY_BLOB,
-               _MY_MEDIUM_BLOB, _MY_LONG_BLOB, _MY_BLOB}
-_MY_NAMES = {
-    _MY_DECIMAL: "DECIMAL", _MY_NEWDECIMAL: "DECIMAL", _MY_TINY: "TINYINT", _MY_SHORT: "SMALLINT",
-    _MY_LONG: "INT", _MY_FLOAT: "FLOAT", _MY_DOUBLE: "DOUBLE", _MY_NULL: "NULL",
-    _MY_TIMESTAMP: "TIMESTAMP", _MY_LONGLONG: "BIGINT", _MY_INT24: "MEDIUMINT", _MY_DATE: "DATE",
-    _MY_TIME: "TIME", _MY_DATETIME: "DATETIME", _MY_YEAR: "YEAR", _MY_NEWDATE: "DATE",
-    _MY_VARCHAR: "VARCHAR", _MY_BIT: "BIT", _MY_JSON: "JSON", _MY_ENUM: "ENUM", _MY_SET: "SET",
-    _MY_TINY_BLOB: "TINYBLOB", _MY_MEDIUM_BLOB: "MEDIUMBLOB", _MY_LONG_BLOB: "LONGBLOB",
-    _MY_BLOB: "BLOB", _MY_VAR_STRING: "VARCHAR", _MY_STRING: "CHAR", _MY_GEOMETRY: "GEOMETRY",
+_MY_TEXT_BLOBS = {FIELD_TYPE.TINY_BLOB: "TINYTEXT", FIELD_TYPE.MEDIUM_BLOB: "MEDIUMTEXT",
+                  FIELD_TYPE.LONG_BLOB: "LONGTEXT", FIELD_TYPE.BLOB: "TEXT"}
+_MY_STRINGS = {FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.ENUM,
+               FIELD_TYPE.SET, *_MY_TEXT_BLOBS}
+_MY_NAMES = {  # the SQL names used in messages (FIELD_TYPE's own names, where they differ)
+    FIELD_TYPE.NEWDECIMAL: "DECIMAL", FIELD_TYPE.SHORT: "SMALLINT", FIELD_TYPE.LONG: "INT",
+    FIELD_TYPE.LONGLONG: "BIGINT", FIELD_TYPE.INT24: "MEDIUMINT", FIELD_TYPE.TINY: "TINYINT",
+    FIELD_TYPE.NEWDATE: "DATE", FIELD_TYPE.VAR_STRING: "VARCHAR", FIELD_TYPE.STRING: "CHAR",
+    FIELD_TYPE.TINY_BLOB: "TINYBLOB", FIELD_TYPE.MEDIUM_BLOB: "MEDIUMBLOB",
+    FIELD_TYPE.LONG_BLOB: "LONGBLOB",
 }
+_FIELD_TYPE_NAMES = {v: k for k, v in vars(FIELD_TYPE).items()
+                     if k.isupper() and isinstance(v, int) and k not in ("CHAR", "INTERVAL")}
+
+
+def mysql_type_name(code: int) -> str:
+    """A result type code as SQL names it (``FIELD_TYPE.LONG`` -> ``INT``)."""
+    return _MY_NAMES.get(code) or _FIELD_TYPE_NAMES.get(code, f"type {code}")
+
+
+def abandon_result(cursor: Any, conn: Any) -> None:
+    """Close ``conn`` without reading the rest of the cursor's unbuffered result (a `limit`
+    reached, a step stopped, a probe done): pymysql would otherwise try to drain it when the
+    result is garbage-collected, from a socket already closed. Marks pymysql's result object
+    finished (the only other read of it besides :func:`result_fields`)."""
+    result = getattr(cursor, "_result", None)
+    if result is not None and getattr(result, "unbuffered_active", False):
+        result.unbuffered_active = False
+    close_quietly(conn)
+
+
+def result_fields(cursor: Any) -> list[Any]:
+    """The column definitions of a pymysql cursor's current result (name, type_code, flags,
+    charsetnr, length, scale). ``cursor.description`` is built from them but drops the flags
+    and the charset, which tell INT from INT UNSIGNED and BLOB from TEXT, so they are read
+    from the result object pymysql keeps for the cursor: a read-only use, in this one place."""
+    result = getattr(cursor, "_result", None)
+    fields = getattr(result, "fields", None)
+    if fields is None and cursor.description is not None:
+        raise DriverError("this pymysql version keeps no result column definitions where "
+                          "osiris-dagster reads them; install a pymysql 1.x release")
+    return list(fields or [])
+
+
 MAX_DUCK_DECIMAL = 38
 
 
@@ -706,54 +752,59 @@ def _bit_to_int(value: Any) -> bytes:
 def mysql_column(name: str, field_: Any, json_columns: Iterable[str] = ()) -> SourceColumn:
     """Map one pymysql result field (type code, flags, charset, length, scale) to DuckDB."""
     code = field_.type_code
-    unsigned = bool(field_.flags & _UNSIGNED_FLAG)
+    unsigned = bool(field_.flags & FLAG.UNSIGNED)
     binary = getattr(field_, "charsetnr", 0) == _BINARY_CHARSET
-    label = _MY_NAMES.get(code, f"type {code}") + (" UNSIGNED" if unsigned and code in _MY_INTS
-                                                   else "")
+    label = mysql_type_name(code) + (" UNSIGNED" if unsigned and code in _MY_INTS else "")
     src = f"MySQL {label}"
     if code in _MY_INTS:
         signed, uns = _MY_INTS[code]
         return SourceColumn(name, uns if unsigned else signed, src)
-    if code in (_MY_DECIMAL, _MY_NEWDECIMAL):
-        scale = int(field_.scale or 0)
-        precision = int(field_.length or 0) - (1 if scale > 0 else 0) - (0 if unsigned else 1)
-        precision = max(precision, scale, 1)
+    if code in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL):
+        precision, scale = mysql_decimal(field_)
         src = f"MySQL DECIMAL({precision},{scale})"
         if precision > MAX_DUCK_DECIMAL:
             return SourceColumn(name, "DOUBLE", src)
         return SourceColumn(name, f"DECIMAL({precision},{scale})", src)
-    if code == _MY_FLOAT:
+    if code == FIELD_TYPE.FLOAT:
         return SourceColumn(name, "FLOAT", src)
-    if code == _MY_DOUBLE:
+    if code == FIELD_TYPE.DOUBLE:
         return SourceColumn(name, "DOUBLE", src)
-    if code in (_MY_DATE, _MY_NEWDATE):
+    if code in (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE):
         return SourceColumn(name, "DATE", src, kind="date")
-    if code in (_MY_DATETIME, _MY_TIMESTAMP):
+    if code in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
         return SourceColumn(name, "TIMESTAMP", src, kind="date")
-    if code == _MY_TIME:
+    if code == FIELD_TYPE.TIME:
         return SourceColumn(name, "TIME", src)
-    if code == _MY_YEAR:
+    if code == FIELD_TYPE.YEAR:
         return SourceColumn(name, "SMALLINT", src)
-    if code == _MY_BIT:
+    if code == FIELD_TYPE.BIT:
         return SourceColumn(name, "UBIGINT", src, convert=_bit_to_int)
-    if code == _MY_JSON or name in set(json_columns):
+    if code == FIELD_TYPE.JSON or name in set(json_columns):
         return SourceColumn(name, "JSON", "MySQL JSON")
-    if code == _MY_GEOMETRY:
+    if code == FIELD_TYPE.GEOMETRY:
         return SourceColumn(name, "BLOB", src, kind="binary")
     if code in _MY_STRINGS:
         if binary:
-            blob = {_MY_VARCHAR: "VARBINARY", _MY_VAR_STRING: "VARBINARY", _MY_STRING: "BINARY"}
-            return SourceColumn(name, "BLOB", f"MySQL {blob.get(code, _MY_NAMES[code])}",
+            blob = {FIELD_TYPE.VARCHAR: "VARBINARY", FIELD_TYPE.VAR_STRING: "VARBINARY",
+                    FIELD_TYPE.STRING: "BINARY"}
+            return SourceColumn(name, "BLOB", f"MySQL {blob.get(code, mysql_type_name(code))}",
                                 kind="binary")
-        text = {_MY_TINY_BLOB: "TINYTEXT", _MY_MEDIUM_BLOB: "MEDIUMTEXT",
-                _MY_LONG_BLOB: "LONGTEXT", _MY_BLOB: "TEXT"}
-        return SourceColumn(name, "VARCHAR", f"MySQL {text.get(code, _MY_NAMES[code])}",
+        return SourceColumn(name, "VARCHAR",
+                            f"MySQL {_MY_TEXT_BLOBS.get(code, mysql_type_name(code))}",
                             kind="text")
-    if code == _MY_NULL:
+    if code == FIELD_TYPE.NULL:
         return SourceColumn(name, "VARCHAR", src, kind="text")
     # anything else arrives as text (or bytes): keep it verbatim
     return SourceColumn(name, "BLOB" if binary else "VARCHAR", src,
                         kind="binary" if binary else "text")
+
+
+def mysql_decimal(field_: Any) -> tuple[int, int]:
+    """(precision, scale) of a DECIMAL result field (its length counts the sign and point)."""
+    scale = int(field_.scale or 0)
+    unsigned = bool(field_.flags & FLAG.UNSIGNED)
+    precision = int(field_.length or 0) - (1 if scale > 0 else 0) - (0 if unsigned else 1)
+    return max(precision, scale, 1), scale
 
 
 # -- PostgreSQL result types -> DuckDB ------------------------------------------------------------
