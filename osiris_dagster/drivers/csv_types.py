@@ -16,7 +16,9 @@ What each type accepts (anything else makes the column the next candidate, at la
   value printed back is the text itself, but for spaces around it;
 * DOUBLE: decimal numbers (``1.50``, ``.5``, ``1e3``, ``+5``, ``-inf``; spaces around them
   allowed) without leading zeros in the integer part, finite unless spelled ``inf`` or
-  ``infinity``; an integer of 16 or more digits only if a double holds it exactly;
+  ``infinity``, that a double holds: at most 15 significant digits, or the double's shortest
+  text is the same number (``0.30000000000000004`` is, ``0.12345678901234567890`` or
+  ``9007199254740993`` is not: a double would round them); never rounded to 0;
 * DATE: ``YYYY-MM-DD`` that prints back the same (a real calendar day);
 * TIMESTAMP: a DATE, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an offset;
 * TIMESTAMPTZ: the same with an offset (``Z``, ``+02``, ``+0200``, ``+02:00``). A column mixing
@@ -47,7 +49,9 @@ ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be on
 PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
 _NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
            r"|(?i:inf|infinity)) *")
-_LONG_INTEGER = r" *[+-]?[0-9]{16,} *"
+# a decimal number's parts: integer digits, fraction digits, exponent (see _digits_at)
+_PARTS = r"^ *[+-]?([0-9]*)\.?([0-9]*)(?:[eE]([+-]?[0-9]+))? *$"
+_MIN_NORMAL = "2.2250738585072014e-308"  # below it a double holds fewer than 15 digits
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
 _NAIVE = f"{_DAY}({_CLOCK})?"
@@ -77,11 +81,9 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
     if kind in INTEGERS:
         return f"coalesce(CAST({cast} AS VARCHAR) = trim({col}), false)"
     if kind == DOUBLE:
-        exact = (f"(NOT regexp_full_match({col}, '{_LONG_INTEGER}') OR "
-                 f"TRY_CAST({cast} AS HUGEINT) = TRY_CAST({col} AS HUGEINT))")
         finite = f"(isfinite({cast}) OR regexp_matches({col}, '(?i)inf'))"
-        return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND {exact}, "
-                "false)")
+        return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND "
+                f"{_double_holds(col, cast)}, false)")
     if kind == DATE:
         return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
     if kind == TIMESTAMP:
@@ -91,6 +93,46 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
     if kind == VARCHAR:
         return "true"
     return _declared_only(kind, col, cast)
+
+
+def _double_holds(col: str, cast: str) -> str:
+    """SQL: the double ``cast`` of the decimal text ``col`` is that number, as far as a double
+    can say: the text has at most 15 significant digits (any such number in the normal range
+    survives text -> double -> text), or the double's shortest text is numerically the text
+    (``0.30000000000000004``, ``9007199254740992``; not ``0.12345678901234567890`` or
+    ``9007199254740993``, which a double rounds). Short texts (15 characters or fewer, so 15
+    digits or fewer) pass on the first test; only long ones pay for counting and comparing."""
+    small = f"(abs({cast}) < {_MIN_NORMAL})"  # subnormal or 0: fewer digits, or underflow
+    return (f"CASE WHEN length({col}) <= 15 AND NOT {small} THEN true "
+            f"WHEN {cast} = 0 THEN NOT regexp_matches({col}, '^[^eE]*[1-9]') "
+            f"WHEN length({_significant(col)}) <= 15 AND NOT {small} THEN true "
+            f"ELSE {_digits_at(col)} = {_digits_at(f'CAST({cast} AS VARCHAR)')} END")
+
+
+def _parts(text: str) -> tuple[str, str, str]:
+    """SQL for the integer digits, the fraction digits and the exponent text of a number."""
+    whole, fraction, exponent = (f"regexp_extract({text}, '{_PARTS}', {group})"
+                                 for group in (1, 2, 3))
+    return whole, fraction, exponent
+
+
+def _significant(text: str) -> str:
+    """SQL: the significant digits of a decimal number's text (no leading/trailing zeros)."""
+    whole, fraction, _ = _parts(text)
+    return f"trim({whole} || {fraction}, '0')"
+
+
+def _digits_at(text: str) -> str:
+    """SQL: a decimal number's text as ``<significant digits>e<exponent>`` for ``0.<digits> x
+    10^exponent``: two texts give the same result exactly when they are the same number (but
+    for the sign, and for zero), whatever their spelling (``1e+22``, ``10000000000000000000000``,
+    ``100.0``). NULL if the exponent does not fit 64 bits."""
+    whole, fraction, exponent = _parts(text)
+    digits = f"({whole} || {fraction})"
+    leading = f"(length({digits}) - length(ltrim({digits}, '0')))"
+    power = (f"(coalesce(TRY_CAST(nullif({exponent}, '') AS BIGINT), 0) + length({whole}) "
+             f"- {leading})")
+    return f"({_significant(text)} || 'e' || CAST({power} AS VARCHAR))"
 
 
 def _declared_only(kind: str, col: str, cast: str) -> str:
