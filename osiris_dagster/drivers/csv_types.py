@@ -49,8 +49,6 @@ ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be on
 PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
 _NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
            r"|(?i:inf|infinity)) *")
-# a decimal number's parts: integer digits, fraction digits, exponent (see _digits_at)
-_PARTS = r"^ *[+-]?([0-9]*)\.?([0-9]*)(?:[eE]([+-]?[0-9]+))? *$"
 _MIN_NORMAL = "2.2250738585072014e-308"  # below it a double holds fewer than 15 digits
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
@@ -97,42 +95,24 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
 
 def _double_holds(col: str, cast: str) -> str:
     """SQL: the double ``cast`` of the decimal text ``col`` is that number, as far as a double
-    can say: the text has at most 15 significant digits (any such number in the normal range
-    survives text -> double -> text), or the double's shortest text is numerically the text
-    (``0.30000000000000004``, ``9007199254740992``; not ``0.12345678901234567890`` or
-    ``9007199254740993``, which a double rounds). Short texts (15 characters or fewer, so 15
-    digits or fewer) pass on the first test; only long ones pay for counting and comparing."""
-    small = f"(abs({cast}) < {_MIN_NORMAL})"  # subnormal or 0: fewer digits, or underflow
-    return (f"CASE WHEN length({col}) <= 15 AND NOT {small} THEN true "
-            f"WHEN {cast} = 0 THEN NOT regexp_matches({col}, '^[^eE]*[1-9]') "
-            f"WHEN length({_significant(col)}) <= 15 AND NOT {small} THEN true "
-            f"ELSE {_digits_at(col)} = {_digits_at(f'CAST({cast} AS VARCHAR)')} END")
+    can say: its shortest text (what DuckDB prints) is numerically the text
+    (``0.30000000000000004``, ``9007199254740992``, ``1e22``; not ``0.12345678901234567890`` or
+    ``9007199254740993``, which a double rounds, nor ``1e-400``, which it makes 0).
 
-
-def _parts(text: str) -> tuple[str, str, str]:
-    """SQL for the integer digits, the fraction digits and the exponent text of a number."""
-    whole, fraction, exponent = (f"regexp_extract({text}, '{_PARTS}', {group})"
-                                 for group in (1, 2, 3))
-    return whole, fraction, exponent
+    Cheap for the common case: a text of 15 characters or fewer has at most 15 significant
+    digits, which a double in the normal range always gives back, so it passes on the first
+    test. Only longer texts are compared, by their significant digits alone: both texts parse
+    to the same non-zero double, so they cannot differ by a power of ten."""
+    normal = f"abs({cast}) >= {_MIN_NORMAL}"  # below: subnormal or 0, fewer digits held
+    return (f"CASE WHEN length({col}) <= 15 AND {normal} OR isinf({cast}) THEN true "
+            f"ELSE {_significant(col)} = {_significant(f'CAST({cast} AS VARCHAR)')} END")
 
 
 def _significant(text: str) -> str:
-    """SQL: the significant digits of a decimal number's text (no leading/trailing zeros)."""
-    whole, fraction, _ = _parts(text)
-    return f"trim({whole} || {fraction}, '0')"
-
-
-def _digits_at(text: str) -> str:
-    """SQL: a decimal number's text as ``<significant digits>e<exponent>`` for ``0.<digits> x
-    10^exponent``: two texts give the same result exactly when they are the same number (but
-    for the sign, and for zero), whatever their spelling (``1e+22``, ``10000000000000000000000``,
-    ``100.0``). NULL if the exponent does not fit 64 bits."""
-    whole, fraction, exponent = _parts(text)
-    digits = f"({whole} || {fraction})"
-    leading = f"(length({digits}) - length(ltrim({digits}, '0')))"
-    power = (f"(coalesce(TRY_CAST(nullif({exponent}, '') AS BIGINT), 0) + length({whole}) "
-             f"- {leading})")
-    return f"({_significant(text)} || 'e' || CAST({power} AS VARCHAR))"
+    """SQL: the significant digits of a decimal number's text, without sign, point, exponent,
+    leading or trailing zeros (``-0.0120e5`` -> ``12``; ``''`` for zero)."""
+    mantissa = f"split_part(split_part({text}, 'e', 1), 'E', 1)"
+    return f"trim(replace({mantissa}, '.', ''), ' +-0')"
 
 
 def _declared_only(kind: str, col: str, cast: str) -> str:
