@@ -16,7 +16,9 @@ What each type accepts (anything else makes the column the next candidate, at la
   value printed back is the text itself, but for spaces around it;
 * DOUBLE: decimal numbers (``1.50``, ``.5``, ``1e3``, ``+5``, ``-inf``; spaces around them
   allowed) without leading zeros in the integer part, finite unless spelled ``inf`` or
-  ``infinity``; an integer of 16 or more digits only if a double holds it exactly;
+  ``infinity``, that a double holds: at most 15 significant digits, or the double's shortest
+  text is the same number (``0.30000000000000004`` is, ``0.12345678901234567890`` or
+  ``9007199254740993`` is not: a double would round them); never rounded to 0;
 * DATE: ``YYYY-MM-DD`` that prints back the same (a real calendar day);
 * TIMESTAMP: a DATE, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an offset;
 * TIMESTAMPTZ: the same with an offset (``Z``, ``+02``, ``+0200``, ``+02:00``). A column mixing
@@ -47,7 +49,7 @@ ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be on
 PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
 _NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
            r"|(?i:inf|infinity)) *")
-_LONG_INTEGER = r" *[+-]?[0-9]{16,} *"
+_MIN_NORMAL = "2.2250738585072014e-308"  # below it a double holds fewer than 15 digits
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
 _NAIVE = f"{_DAY}({_CLOCK})?"
@@ -77,11 +79,9 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
     if kind in INTEGERS:
         return f"coalesce(CAST({cast} AS VARCHAR) = trim({col}), false)"
     if kind == DOUBLE:
-        exact = (f"(NOT regexp_full_match({col}, '{_LONG_INTEGER}') OR "
-                 f"TRY_CAST({cast} AS HUGEINT) = TRY_CAST({col} AS HUGEINT))")
         finite = f"(isfinite({cast}) OR regexp_matches({col}, '(?i)inf'))"
-        return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND {exact}, "
-                "false)")
+        return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND "
+                f"{_double_holds(col, cast)}, false)")
     if kind == DATE:
         return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
     if kind == TIMESTAMP:
@@ -91,6 +91,28 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
     if kind == VARCHAR:
         return "true"
     return _declared_only(kind, col, cast)
+
+
+def _double_holds(col: str, cast: str) -> str:
+    """SQL: the double ``cast`` of the decimal text ``col`` is that number, as far as a double
+    can say: its shortest text (what DuckDB prints) is numerically the text
+    (``0.30000000000000004``, ``9007199254740992``, ``1e22``; not ``0.12345678901234567890`` or
+    ``9007199254740993``, which a double rounds, nor ``1e-400``, which it makes 0).
+
+    Cheap for the common case: a text of 15 characters or fewer has at most 15 significant
+    digits, which a double in the normal range always gives back, so it passes on the first
+    test. Only longer texts are compared, by their significant digits alone: both texts parse
+    to the same non-zero double, so they cannot differ by a power of ten."""
+    normal = f"abs({cast}) >= {_MIN_NORMAL}"  # below: subnormal or 0, fewer digits held
+    return (f"CASE WHEN length({col}) <= 15 AND {normal} OR isinf({cast}) THEN true "
+            f"ELSE {_significant(col)} = {_significant(f'CAST({cast} AS VARCHAR)')} END")
+
+
+def _significant(text: str) -> str:
+    """SQL: the significant digits of a decimal number's text, without sign, point, exponent,
+    leading or trailing zeros (``-0.0120e5`` -> ``12``; ``''`` for zero)."""
+    mantissa = f"split_part(split_part({text}, 'e', 1), 'E', 1)"
+    return f"trim(replace({mantissa}, '.', ''), ' +-0')"
 
 
 def _declared_only(kind: str, col: str, cast: str) -> str:

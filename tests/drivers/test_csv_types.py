@@ -48,6 +48,18 @@ CASES = [
     Case("boolean_spelling", lambda i: ("true", "False")[i % 2], "yes", "VARCHAR", "yes", "yes"),
     Case("hex_integer", str, "0x1F", "VARCHAR", "0x1F", "0x1F"),
     Case("exponent", str, "1e3", "DOUBLE", 1000.0, "1000.0"),
+    # more significant digits than a double holds: a DOUBLE would round them
+    Case("long_fraction", lambda i: f"{i}.25", "0.12345678901234567890", "VARCHAR",
+         "0.12345678901234567890", "0.12345678901234567890"),
+    Case("long_pi", lambda i: f"{i}.25", "3.14159265358979323846", "VARCHAR",
+         "3.14159265358979323846", "3.14159265358979323846"),
+    Case("long_both_sides", lambda i: f"{i}.25", "123456789.123456789", "VARCHAR",
+         "123456789.123456789", "123456789.123456789"),
+    Case("long_exponent", lambda i: f"{i}.25", "1.2345678901234567890e-5", "VARCHAR",
+         "1.2345678901234567890e-5", "1.2345678901234567890e-5"),
+    # 17 digits, but exactly the double's own shortest text: nothing is rounded
+    Case("long_but_exact", lambda i: f"{i}.25", "0.30000000000000004", "DOUBLE",
+         0.30000000000000004, "0.30000000000000004"),
     Case("date_to_timestamp", lambda i: f"2024-03-{1 + i % 28:02d}", "2024-03-05 17:45:00",
          "TIMESTAMP", dt.datetime(2024, 3, 5, 17, 45), "2024-03-05 17:45:00", True),
     Case("naive_to_aware", lambda i: f"2024-03-{1 + i % 28:02d} 10:00:00",
