@@ -7,7 +7,10 @@ processors) or a MaterializeResult (writers). The IO manager hands TableRefs dow
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,8 +291,9 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
             description=c.spec.description,
             metadata={"failing_rows": dg.MetadataValue.int(c.failing_rows),
                       "detail": c.detail,
-                      **({"sample": dg.MetadataValue.md(markdown_table(
-                          list(c.sample[0]), [tuple(r.values()) for r in c.sample]))}
+                      **({"sample": rows_table(
+                          list(c.sample[0]), [tuple(r.values()) for r in c.sample],
+                          dict(outcome.ref.columns), session.masker)}
                          if c.sample else {})})
     _commit_state(context, pipeline, session, outcome)
 
@@ -440,7 +444,8 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
         md[META_SESSION_DB] = dg.MetadataValue.path(ref.db_path)
         md[META_TABLE] = ref.table
         if outcome.preview is not None:
-            md["preview"] = dg.MetadataValue.md(mask.text(markdown_table(*outcome.preview)))
+            names, rows = outcome.preview
+            md["preview"] = rows_table(names, rows, dict(ref.columns), mask)
     if target:
         if "://" in target:  # a database or API target (never with credentials)
             md["target"] = (dg.MetadataValue.url(target)
@@ -454,19 +459,42 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
     return md
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
-    def cell(v: Any) -> str:
-        text = "" if v is None else str(v)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= 80 else text[:77] + "..."
+def rows_table(names: Sequence[str], rows: Sequence[Sequence[Any]],
+               column_types: Mapping[str, str], mask: Masker) -> dg.TableMetadataValue:
+    """A few rows of a step's table (the preview, a check's failing sample) as Dagster table
+    metadata, typed by the step's column schema. Every text goes through the masker before it
+    is cut to PREVIEW_CELL_CHARS, and every value becomes one a TableRecord accepts."""
+    shown = [mask.text(str(n)) for n in names]
+    schema = dg.TableSchema(columns=[dg.TableColumn(s, column_types.get(n, "unknown"))
+                                     for s, n in zip(shown, names, strict=True)])
+    records = [dg.TableRecord({s: preview_cell(v, mask) for s, v in zip(shown, row, strict=True)})
+               for row in rows]
+    return dg.MetadataValue.table(records=records, schema=schema)
 
-    if not columns:
-        return "_(no columns)_"
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
-             "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    if not rows:
-        lines.append("_(no rows)_")
-    return "\n".join(lines)
+
+PREVIEW_CELL_CHARS = 80
+_JS_SAFE_INT = 2**53  # larger integers lose digits as JSON numbers in the UI: shown as text
+
+
+def preview_cell(value: Any, mask: Masker) -> str | int | float | bool | None:
+    """One value as TableRecord takes it (str/int/float/bool/None): DECIMAL, dates and times,
+    BLOB, LIST/STRUCT/MAP and huge integers become text, masked, then cut to a readable length."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and -_JS_SAFE_INT <= value <= _JS_SAFE_INT:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02X}"  # as DuckDB shows a BLOB
+                       for b in bytes(value))
+    elif isinstance(value, datetime.date | datetime.time):
+        text = value.isoformat()
+    elif isinstance(value, dict | list | tuple):  # STRUCT, MAP, LIST: secret-named fields too
+        text = json.dumps(mask.value(value), default=str, ensure_ascii=False)
+    else:
+        text = str(value)
+    text = mask.text(text)
+    return text if len(text) <= PREVIEW_CELL_CHARS else text[:PREVIEW_CELL_CHARS - 3] + "..."
 
 

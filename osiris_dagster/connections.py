@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dotenv import dotenv_values
 
 from .errors import ConnectionError_
 from .masking import Masker, is_secret_key
@@ -71,24 +72,16 @@ def find_connections_file(explicit: str | os.PathLike[str] | None = None,
 
 
 def load_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines (optional `export`, quotes, comments) of a .env file."""
-    values: dict[str, str] = {}
+    """The KEY=VALUE pairs of a .env file, parsed by python-dotenv (quotes, escapes, multiline
+    values, comments, `export`), so that values mean what they mean to every other .env tool.
+
+    Not `dotenv.load_dotenv`: os.environ is never changed. `${VAR}` is not expanded (the
+    connections file expands it, from the merged environment). A key without `=` has no value
+    and is left out; a missing file gives no values."""
     if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):]
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key.strip()] = value
-    return values
+        return {}
+    values = dotenv_values(path, interpolate=False, encoding="utf-8")
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def environment(cwd: Path | None = None) -> dict[str, str]:

@@ -39,6 +39,15 @@ def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance,
         raise_on_error=False)
 
 
+def table_rows(value: dg.TableMetadataValue) -> list[dict[str, Any]]:
+    """The records of a table metadata value (a preview, a check sample) as dicts."""
+    return [dict(r.data) for r in value.records]
+
+
+def table_columns(value: dg.TableMetadataValue) -> list[tuple[str, str]]:
+    return [(c.name, c.type) for c in value.schema.columns]
+
+
 def materialisations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     """asset key (user string) -> metadata of its materialisation in this run."""
     out = {}

@@ -19,6 +19,8 @@ from .helpers import (
     materialisations,
     metrics,
     run_job,
+    table_columns,
+    table_rows,
     write,
 )
 
@@ -127,7 +129,11 @@ def test_materialise_all_writes_one_session_with_standard_metadata(
     assert movies["dagster/uri"].value == db.as_uri()
     cols = [c.name for c in movies["dagster/column_schema"].schema.columns]
     assert cols[:3] == ["movie_id", "title", "release_year"]
-    assert "| movie_id |" in movies["preview"].value
+    preview = movies["preview"]
+    assert table_columns(preview) == [(c.name, c.type)
+                                      for c in movies["dagster/column_schema"].schema.columns]
+    assert len(table_rows(preview)) == 10  # the preview's row limit
+    assert table_rows(preview)[0]["movie_id"] == 1
     assert movies["osiris/session_id"].value == result.run_id
     assert movies["rows_read"].value == 60
     written = mats["movies-demo/write"]
@@ -264,13 +270,13 @@ steps:
                          **kw)
         assert result.success, failure_description(result)
         md = materialisations(result)["params-demo/gen"]
-        return md["dagster/row_count"].value, md["preview"].value.splitlines()[2].split("|")[2]
+        return md["dagster/row_count"].value, table_rows(md["preview"])[0]["label"]
 
-    assert outcome() == (3, " dev ")  # profile dev applies by default
+    assert outcome() == (3, "dev")  # profile dev applies by default
     monkeypatch.setenv("OSIRIS_PARAM_N", "4")
-    assert outcome() == (4, " dev ")  # env beats the OML default
-    assert outcome(profile="prod") == (5, " prod ")  # profile beats env
-    assert outcome(profile="prod", params={"n": 2}) == (2, " prod ")  # explicit beats all
+    assert outcome() == (4, "dev")  # env beats the OML default
+    assert outcome(profile="prod") == (5, "prod")  # profile beats env
+    assert outcome(profile="prod", params={"n": 2}) == (2, "prod")  # explicit beats all
 
 
 def test_component_without_driver_fails_clearly(workdir: Path, tmp_path: Path,

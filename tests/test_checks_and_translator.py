@@ -8,8 +8,17 @@ import dagster as dg
 import pytest
 
 from osiris_dagster import OsirisStepData, OsirisTranslator, build_definitions, build_osiris_assets
+from osiris_dagster.masking import MASK
 
-from .helpers import defs_for, failure_description, materialisations, run_job, write
+from .helpers import (
+    defs_for,
+    failure_description,
+    materialisations,
+    run_job,
+    table_columns,
+    table_rows,
+    write,
+)
 
 CHECKED = """\
 oml_version: "0.1.0"
@@ -51,7 +60,9 @@ def test_checks_report_failing_rows_and_samples(workdir: Path, tmp_path: Path,
     assert evals["row_count"].passed and evals["expression"].passed
     assert not evals["not_null"].passed  # movies with an empty budget
     assert evals["not_null"].metadata["failing_rows"].value == 5
-    assert "| movie_id |" in evals["not_null"].metadata["sample"].value
+    sample = evals["not_null"].metadata["sample"]
+    assert ("movie_id", "BIGINT") in table_columns(sample)
+    assert len(table_rows(sample)) == 5 and all(r["budget_usd"] is None for r in table_rows(sample))
     assert not evals["unique"].passed  # director+genre repeats
     assert not evals["accepted_values"].passed  # Animation is not accepted
     assert not evals["expression_2"].passed
@@ -192,3 +203,40 @@ def test_check_expressions_run_sealed_one_condition_each(workdir: Path, tmp_path
     (db,) = (tmp_path / "s").glob("*/pipeline_data.duckdb")
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT * FROM other").fetchall() == [(1,)]
+
+
+def test_check_sample_and_preview_are_masked_tables(workdir: Path, tmp_path: Path,
+                                                    instance: dg.DagsterInstance,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection's secret that turns up in the data is masked in the preview and in a
+    failing check's sample (the sample was not masked when it was markdown)."""
+    secret = "Zq7-sample-secret-41"
+    monkeypatch.setenv("OSIRIS_SAMPLE_SECRET", secret)
+    write(workdir / "data" / "leaky.csv", f"id,note\n1,{secret}\n2,\n")
+    conns = write(workdir / "osiris_connections.yaml", """\
+version: 1
+connections:
+  filesystem:
+    local: {base_dir: data, password: "${OSIRIS_SAMPLE_SECRET}"}
+""")
+    p = write(workdir / "leaky.yaml", """\
+oml_version: "0.1.0"
+name: leaky
+x-dagster:
+  steps:
+    rows:
+      checks:
+        expression: "note IS NULL"
+steps:
+  - id: rows
+    component: filesystem.csv_extractor
+    mode: read
+    config: {connection: "@filesystem.local", path: leaky.csv}
+""")
+    result = run_job(defs_for(p, tmp_path / "s", conns), "leaky", instance)
+    assert result.success, failure_description(result)
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert table_rows(check.metadata["sample"]) == [{"id": 1, "note": MASK}]
+    preview = materialisations(result)["leaky/rows"]["preview"]
+    assert table_rows(preview) == [{"id": 1, "note": MASK}, {"id": 2, "note": None}]

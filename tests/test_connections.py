@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -303,6 +304,28 @@ def test_load_dotenv_parsing(tmp_path):
     assert load_dotenv(path) == {"A": "1", "B": "two", "C": "quoted # not a comment",
                                  "D": "value", "F": "spaced"}
     assert load_dotenv(tmp_path / "missing.env") == {}
+
+
+def test_load_dotenv_quotes_escapes_and_multiline_values(tmp_path, monkeypatch):
+    """What the old line-by-line reader got wrong: a comment after a quoted value kept the
+    quotes, escaped quotes kept their backslashes, a multiline value was cut at its first line.
+    `${VAR}` stays literal (the connections file expands it) and os.environ is not changed."""
+    monkeypatch.delenv("OSIRIS_TEST_DOTENV_KEY", raising=False)
+    path = write(tmp_path / ".env", """\
+        G="quoted" # comment after the quotes
+        H="say \\"hi\\""
+        KEY="-----BEGIN KEY-----
+        abc
+        -----END KEY-----"
+        K=${A}x
+        NO_VALUE
+        OSIRIS_TEST_DOTENV_KEY=set-by-file
+    """)
+    assert load_dotenv(path) == {
+        "G": "quoted", "H": 'say "hi"',
+        "KEY": "-----BEGIN KEY-----\nabc\n-----END KEY-----",
+        "K": "${A}x", "OSIRIS_TEST_DOTENV_KEY": "set-by-file"}
+    assert "OSIRIS_TEST_DOTENV_KEY" not in os.environ
 
 
 def test_environment_never_overrides_real_env(tmp_path, monkeypatch):

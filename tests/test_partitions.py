@@ -12,7 +12,7 @@ import pytest
 
 from osiris_dagster.oml import validate_pipeline
 
-from .helpers import defs_for, failure_description, materialisations, write
+from .helpers import defs_for, failure_description, materialisations, table_rows, write
 
 DAILY = """\
 oml_version: "0.1.0"
@@ -35,8 +35,8 @@ steps:
 """
 
 
-def _preview(result: dg.ExecuteInProcessResult, key: str) -> str:
-    return materialisations(result)[key]["preview"].value
+def _preview(result: dg.ExecuteInProcessResult, key: str) -> list[dict[str, object]]:
+    return table_rows(materialisations(result)[key]["preview"])
 
 
 def test_daily_partitions_fill_params_and_load_per_partition(
@@ -45,13 +45,14 @@ def test_daily_partitions_fill_params_and_load_per_partition(
     job = defs.resolve_job_def("daily")
     first = job.execute_in_process(instance=instance, partition_key="2026-01-03")
     assert first.success, failure_description(first)
-    assert "| 2026-01-03 | 2026-01-03 | 2026-01-04 |" in _preview(first, "daily/copy")
+    assert _preview(first, "daily/copy") == [{"k": "2026-01-03", "s": "2026-01-03",
+                                               "e": "2026-01-04"}]
     job.execute_in_process(instance=instance, partition_key="2026-01-05")
     # only the downstream asset, for one partition: its upstream comes from that partition's run
     again = job.execute_in_process(instance=instance, partition_key="2026-01-03",
                                    asset_selection=[dg.AssetKey(["daily", "copy"])])
     assert again.success, failure_description(again)
-    assert "| 2026-01-03 |" in _preview(again, "daily/copy")
+    assert _preview(again, "daily/copy")[0]["k"] == "2026-01-03"
     missing = job.execute_in_process(instance=instance, partition_key="2026-01-09",
                                      asset_selection=[dg.AssetKey(["daily", "copy"])],
                                      raise_on_error=False)
@@ -78,7 +79,7 @@ def test_static_partitions(workdir: Path, tmp_path: Path,
     assert spec.partitions_def.get_partition_keys() == ["eu", "us"]
     result = defs.resolve_job_def("daily").execute_in_process(instance=instance,
                                                              partition_key="us")
-    assert result.success and "| us |" in _preview(result, "daily/day")
+    assert result.success and _preview(result, "daily/day") == [{"k": "us"}]
 
 
 def test_dynamic_file_partitions_fed_by_the_sensor(workdir: Path, tmp_path: Path,
