@@ -60,7 +60,7 @@ from urllib3.exceptions import (
 from urllib3.util.retry import RequestHistory, Retry
 
 from ..errors import DriverError, OutcomeUnknownError
-from ..masking import Masker
+from ..masking import Masker, is_secret_header
 
 #: Methods that may be repeated by their nature (urllib3's list without TRACE, which we never send).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -351,6 +351,18 @@ class _PerRequestRetryAdapter(HTTPAdapter):
 
 
 # -- the client -----------------------------------------------------------------------------------
+class _CredentialSafeSession(requests.Session):
+    """requests drops only ``Authorization`` when a redirect leaves the host; API keys also travel
+    in other headers (``apikey``, ``X-API-Key``, ...): drop every credential header there too."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest,
+                     response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in [h for h in prepared_request.headers if is_secret_header(h)]:
+                del prepared_request.headers[name]
+
+
 @dataclass
 class HttpClient:
     """JSON over HTTP with urllib3's retries and the product's secret-free errors.
@@ -381,7 +393,7 @@ class HttpClient:
     def __post_init__(self) -> None:
         self.redact = Masker(self.secrets)
         _LIVE_MASKERS.add(self.redact)
-        self._session = requests.Session()
+        self._session = _CredentialSafeSession()
         self._session.verify = self.verify
         self._session.headers.update(self.headers)
         adapter = _PerRequestRetryAdapter()

@@ -242,3 +242,49 @@ def test_urllib3_texts_with_the_query_string_never_reach_messages_or_logs(
     assert any("Retrying" in m for m in logged)
     assert not [m for m in logged if SECRET in m]
     assert all(SECRET not in json.dumps(r) for r in rec.retries)
+
+
+def _header_recorder(seen: list[dict[str, str]], redirect_to: str | None) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            if redirect_to:
+                self.send_response(302)
+                self.send_header("Location", redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    return srv
+
+
+def test_a_redirect_to_another_host_never_carries_credential_headers() -> None:
+    """requests itself drops only Authorization; `apikey` (PostgREST) and `X-API-Key` (GraphQL)
+    must not follow a redirect to another host either."""
+    other_seen: list[dict[str, str]] = []
+    first_seen: list[dict[str, str]] = []
+    other = _header_recorder(other_seen, None)
+    first = _header_recorder(first_seen, f"http://localhost:{other.server_address[1]}/x")
+    try:
+        api = hc.HttpClient(
+            service="Test API", timeout=5.0, policy=hc.RetryPolicy(max_retries=0),
+            headers={"Authorization": f"Bearer {SECRET}", "apikey": SECRET,
+                     "X-API-Key": SECRET, "Accept-Profile": "public"}, secrets=[SECRET])
+        api.request_json("GET", f"http://127.0.0.1:{first.server_address[1]}/start")
+    finally:
+        first.shutdown()
+        other.shutdown()
+    assert first_seen[0]["apikey"] == SECRET and first_seen[0]["x-api-key"] == SECRET
+    (followed,) = other_seen
+    assert followed.get("accept-profile") == "public"
+    assert not [v for v in followed.values() if SECRET in v], followed
