@@ -58,6 +58,24 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[st
             _check_table_function(node, shown)
 
 
+def problem(query: str, visible: Iterable[str]) -> str | None:
+    """What :func:`check_query` would refuse in ``query``, or None: for `validate`, before any
+    run (a private in-memory DuckDB parses it; nothing is executed)."""
+    query = query.strip()
+    while query.endswith(";"):
+        query = query[:-1].rstrip()
+    if not query:
+        return None  # the config check reports an empty query
+    con = duckdb.connect(":memory:")
+    try:
+        check_query(con, query, visible)
+    except DriverError as exc:
+        return str(exc)
+    finally:
+        con.close()
+    return None
+
+
 def _parse_tree(con: duckdb.DuckDBPyConnection, query: str) -> dict[str, Any]:
     text = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0]
     tree = json.loads(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..masking import is_secret_key
+from ..naming import upstream_view_names
 from ..specs import OML_MODES, ComponentSpec, Prop, get_spec
 from .cron import cron_problem, cron_warning
 from .diagnostics import Collector, Diagnostic
@@ -351,7 +353,9 @@ def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
             graph[sid] = (tuple(n for n in needs if n in ids and n != sid), raw.line)
         previous = sid if sid is not None else previous
     _check_cycles(graph, out)
-    _check_writer_inputs(steps, {sid: raw for _i, raw, sid in entries if sid is not None}, out)
+    raws = {sid: raw for _i, raw, sid in entries if sid is not None}
+    _check_writer_inputs(steps, raws, out)
+    _check_queries(steps, raws, out)
     return steps if len(steps) == len(entries) else []
 
 
@@ -382,6 +386,29 @@ def _check_writer_inputs(steps: list[Step], raws: Mapping[str, LineDict],
         out.error(line, f"a writer writes the rows of an upstream step, but {why}: list the "
                         "step whose rows it writes in `needs` (a step without `needs` depends "
                         "on the previous step)", step.id)
+
+
+def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collector) -> None:
+    """A component's own check of its query (spec `query_check`), e.g. that a duckdb.processor
+    query is one SELECT over its upstream views: refused at `validate`, not at run time."""
+    by_id = {s.id: s for s in steps}
+    for step in steps:
+        spec = get_spec(step.component)
+        query = step.config.get("query")
+        if spec is None or not spec.query_check or not isinstance(query, str) or \
+                any(n not in by_id for n in step.needs):
+            continue
+        tables = [n for n in step.needs
+                  if (up := get_spec(by_id[n].component)) and up.produces_table]
+        visible = list(upstream_view_names(tables).values())
+        if len(visible) == 1:
+            visible.append("input_df")
+        module, _, name = spec.query_check.partition(":")
+        problem = getattr(importlib.import_module(module), name)(query, visible)
+        if problem:
+            config = raws[step.id].get("config") if step.id in raws else None
+            line = config.line_of("query") if isinstance(config, LineDict) else step.line
+            out.error(line, problem, step.id)
 
 
 def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None,

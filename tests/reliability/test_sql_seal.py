@@ -1,9 +1,12 @@
 """A duckdb.processor step is sealed, and a parameter is a value, never SQL.
 
 Every case runs the real CLI (many per subprocess) on a pipeline with two extracts, a processor
-that needs only the first, and a CSV writer. A refused query must fail its step naming the step
-and what was refused, change nothing outside the step (the other step's table, files, databases)
-and run nothing: the checks look at the file system and the session database, not at words.
+that needs only the first, and a CSV writer. A query that DuckDB's parser shows to reach past the
+step is refused by `validate` before anything runs (exit 2); one that only DuckDB's own settings
+can refuse (a file-reading function in a subquery) fails its step (exit 1). Either way the
+message names the step and what was refused, nothing outside the step changes (the other step's
+table, files, databases) and nothing runs: the checks look at the file system and the session
+database, not at words.
 """
 
 from __future__ import annotations
@@ -81,27 +84,27 @@ CASES = [
          "WITH p AS (SELECT * FROM df_people) SELECT count(*) AS n FROM p", 0,
          rows=[["n"], ["2"]]),
     Case("second-statement-drops-another-table",
-         "SELECT * FROM input_df; DROP TABLE session.main.secrets", 1,
+         "SELECT * FROM input_df; DROP TABLE session.main.secrets", 2,
          ("step 'query'", "refused", "2 statements")),
-    Case("copy-to-file", "COPY (SELECT 1) TO 'pwned.csv'", 1,
+    Case("copy-to-file", "COPY (SELECT 1) TO 'pwned.csv'", 2,
          ("step 'query'", "refused", "COPY"), check=_no_file("pwned.csv")),
-    Case("attach-a-database", "ATTACH 'attached.duckdb' AS x", 1,
+    Case("attach-a-database", "ATTACH 'attached.duckdb' AS x", 2,
          ("step 'query'", "refused", "ATTACH"), check=_no_file("attached.duckdb")),
-    Case("install-extension", "INSTALL httpfs", 1, ("step 'query'", "refused")),
-    Case("load-extension", "LOAD httpfs", 1, ("step 'query'", "refused")),
-    Case("change-a-setting", "SET enable_external_access = true", 1,
+    Case("install-extension", "INSTALL httpfs", 2, ("step 'query'", "refused")),
+    Case("load-extension", "LOAD httpfs", 2, ("step 'query'", "refused")),
+    Case("change-a-setting", "SET enable_external_access = true", 2,
          ("step 'query'", "refused", "SET")),
-    Case("read-another-step-by-name", "SELECT * FROM session.main.secrets", 1,
+    Case("read-another-step-by-name", "SELECT * FROM session.main.secrets", 2,
          ("step 'query'", "refused", "session.main.secrets", "df_people, input_df")),
-    Case("read-another-step-unqualified", "SELECT * FROM secrets", 1,
+    Case("read-another-step-unqualified", "SELECT * FROM secrets", 2,
          ("step 'query'", "refused", "'secrets'")),
-    Case("query-table-function", "SELECT * FROM query_table('session.main.secrets')", 1,
+    Case("query-table-function", "SELECT * FROM query_table('session.main.secrets')", 2,
          ("step 'query'", "refused", "query_table()")),
-    Case("query-function", "SELECT * FROM query('SELECT * FROM session.main.secrets')", 1,
+    Case("query-function", "SELECT * FROM query('SELECT * FROM session.main.secrets')", 2,
          ("step 'query'", "refused", "query()")),
-    Case("catalog-listing", "SELECT * FROM duckdb_tables()", 1,
+    Case("catalog-listing", "SELECT * FROM duckdb_tables()", 2,
          ("step 'query'", "refused", "duckdb_tables()")),
-    Case("file-by-replacement-scan", "SELECT * FROM 'secrets.csv'", 1,
+    Case("file-by-replacement-scan", "SELECT * FROM 'secrets.csv'", 2,
          ("step 'query'", "refused", "secrets.csv")),
     # past the parse check, DuckDB's own settings refuse file access: a table function we do
     # not list, inside a subquery
@@ -111,7 +114,7 @@ CASES = [
     Case("read-csv-of-any-file", "SELECT * FROM read_csv('/etc/passwd')", 1,
          ("step 'query'", "refused by DuckDB", "/etc/passwd")),
     Case("glob-home", "SELECT * FROM glob('~/*')", 1, ("step 'query'", "refused by DuckDB")),
-    Case("dynamic-pivot-gets-a-hint", "PIVOT input_df ON name USING count(*)", 1,
+    Case("dynamic-pivot-gets-a-hint", "PIVOT input_df ON name USING count(*)", 2,
          ("step 'query'", "IN list")),
     Case("pivot-with-in-list-works",
          "SELECT id, Ann, Bob FROM (PIVOT input_df ON name IN ('Ann', 'Bob') USING count(*) "
@@ -170,10 +173,13 @@ def test_sealed_sql_step(case: Case, results: dict[str, tuple[Path, CliResult]])
     else:
         assert not (cwd / "out.csv").exists()
     session = res.session_dir
-    assert session is not None, res.describe()
-    tables = db_tables(session / "pipeline_data.duckdb")
-    assert tables.get("secrets") == 1, f"another step's table was changed: {tables}"
-    assert ("query" in tables) == (case.rc == 0), tables
+    if case.rc == 2:  # refused by validate: no run, no session
+        assert session is None and not (cwd / "sessions").exists(), res.describe()
+    else:
+        assert session is not None, res.describe()
+        tables = db_tables(session / "pipeline_data.duckdb")
+        assert tables.get("secrets") == 1, f"another step's table was changed: {tables}"
+        assert ("query" in tables) == (case.rc == 0), tables
     if case.check is not None:
         case.check(cwd, res)
 
@@ -217,3 +223,22 @@ def test_a_sealed_step_can_still_be_retried_with_more_memory(tmp_path: Path) -> 
         assert ws.con.execute("SELECT sum(x) FROM input_df").fetchone()[0] == 3
         ws.seal_sql_access()
         assert ws.con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]
+
+
+def test_validate_refuses_what_the_run_would_refuse(tmp_path: Path) -> None:
+    """`osiris-dagster validate` reports a refused query with its line, before any run."""
+    from osiris_dagster.oml import validate_pipeline
+
+    text = PIPELINE % json.dumps("SELECT * FROM input_df; DROP TABLE session.main.secrets")
+    text += ("  - id: peek\n    component: duckdb.processor\n    mode: transform\n"
+             "    needs: [people]\n    config: {query: \"SELECT * FROM df_secrets\"}\n"
+             "  - id: fine\n    component: duckdb.processor\n    mode: transform\n"
+             "    needs: [people, secrets]\n"
+             "    config: {query: \"SELECT * FROM df_people, df_secrets;\"}\n")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text, encoding="utf-8")
+    errors = [str(d) for d in validate_pipeline(path, env={}).errors]
+    assert len(errors) == 2, errors
+    assert ":21: step 'query': refused: the query holds 2 statements" in errors[0]
+    assert "step 'peek': refused: the query reads 'df_secrets'" in errors[1]
+    assert "tables visible: df_people, input_df" in errors[1]
