@@ -39,8 +39,8 @@ class ComponentSpec:
     connection_fields: dict[str, str] = field(default_factory=dict)
     kinds: tuple[str, ...] = ()
     description: str = ""
-    # "module:function(query, visible_tables) -> problem | None", run by `validate` on the
-    # query of this component (imported only when such a step exists)
+    # "module:function([(query, visible_tables), ...]) -> [problem | None, ...]", run by
+    # `validate` on the queries of this component (imported only when such a step exists)
     query_check: str | None = None
 
     @property
@@ -99,7 +99,7 @@ SPECS: dict[str, ComponentSpec] = {
                                      language="duckdb")},
             required=("query",),
             kinds=("duckdb", "sql"),
-            query_check="osiris_dagster.drivers.sql_seal:problem",
+            query_check="osiris_dagster.drivers.sql_seal:problems",
             description="Transforms upstream tables with DuckDB SQL.",
         ),
         ComponentSpec(

@@ -389,9 +389,11 @@ def _check_writer_inputs(steps: list[Step], raws: Mapping[str, LineDict],
 
 
 def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collector) -> None:
-    """A component's own check of its query (spec `query_check`), e.g. that a duckdb.processor
-    query is one SELECT over its upstream views: refused at `validate`, not at run time."""
+    """A component's own check of its queries (spec `query_check`), e.g. that a
+    duckdb.processor query is one SELECT over its upstream views: refused at `validate`, not at
+    run time. Each check gets all of its component's queries at once."""
     by_id = {s.id: s for s in steps}
+    batches: dict[str, list[tuple[Step, str, list[str]]]] = {}
     for step in steps:
         spec = get_spec(step.component)
         query = step.config.get("query")
@@ -403,12 +405,15 @@ def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collect
         visible = list(upstream_view_names(tables).values())
         if len(visible) == 1:
             visible.append("input_df")
-        module, _, name = spec.query_check.partition(":")
-        problem = getattr(importlib.import_module(module), name)(query, visible)
-        if problem:
-            config = raws[step.id].get("config") if step.id in raws else None
-            line = config.line_of("query") if isinstance(config, LineDict) else step.line
-            out.error(line, problem, step.id)
+        batches.setdefault(spec.query_check, []).append((step, query, visible))
+    for check, items in batches.items():
+        module, _, name = check.partition(":")
+        found = getattr(importlib.import_module(module), name)([(q, v) for _, q, v in items])
+        for (step, _query, _visible), problem in zip(items, found, strict=True):
+            if problem:
+                config = raws[step.id].get("config") if step.id in raws else None
+                line = config.line_of("query") if isinstance(config, LineDict) else step.line
+                out.error(line, problem, step.id)
 
 
 def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None,
