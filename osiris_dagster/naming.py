@@ -35,6 +35,16 @@ def upstream_view_names(upstream_ids: Iterable[str]) -> dict[str, str]:
     }
 
 
+SINGLE_INPUT_VIEW = "input_df"
+
+
+def query_visible_names(view_names: Iterable[str]) -> list[str]:
+    """What a processor query may read: its ``df_<id>`` views, and ``input_df`` too when there
+    is exactly one (as every published Osiris example uses)."""
+    names = list(view_names)
+    return names + [SINGLE_INPUT_VIEW] if len(names) == 1 else names
+
+
 def table_names(step_ids: Iterable[str]) -> dict[str, str]:
     """Session table per step: the sanitised id, hash-suffixed when two ids would collide.
 

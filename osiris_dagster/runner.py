@@ -26,7 +26,7 @@ from .errors import (
     UpstreamMissingError,
 )
 from .masking import Masker
-from .naming import table_names, upstream_view_names
+from .naming import SINGLE_INPUT_VIEW, table_names, upstream_view_names
 from .oml.model import Pipeline, Step, thaw
 from .session import Session, write_json_atomic
 from .specs import get_spec
@@ -322,7 +322,7 @@ def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
         if not Path(ref.db_path).exists():
             raise UpstreamMissingError.session_gone(f"upstream step '{up}'", up,
                                                     ref.session_id, ref.db_path)
-        extra = ["input_df"] if len(ups) == 1 else []
+        extra = [SINGLE_INPUT_VIEW] if len(ups) == 1 else []
         try:
             inputs.append(ws.add_upstream(up, views[up], Path(ref.db_path), ref.table, extra))
         except duckdb.CatalogException:

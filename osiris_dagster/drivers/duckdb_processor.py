@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 
 from ..errors import DriverError
+from ..naming import query_visible_names
 from .base import DriverResult, StepContext, UpstreamTable
 from .sql_seal import check_query, first_lines
 
@@ -54,6 +55,5 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
 
 def visible_views(inputs: Sequence[UpstreamTable]) -> list[str]:
     """The names the query may read: ``df_<id>`` per upstream, ``input_df`` for a single one."""
-    names = [u.view_name for u in inputs]
-    return names + ["input_df"] if len(inputs) == 1 else names
+    return query_visible_names(u.view_name for u in inputs)
 

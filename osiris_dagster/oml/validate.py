@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..masking import is_secret_key
-from ..naming import upstream_view_names
+from ..naming import query_visible_names, upstream_view_names
 from ..specs import OML_MODES, ComponentSpec, Prop, get_spec
 from .cron import cron_problem, cron_warning
 from .diagnostics import Collector, Diagnostic
@@ -402,9 +402,7 @@ def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collect
             continue
         tables = [n for n in step.needs
                   if (up := get_spec(by_id[n].component)) and up.produces_table]
-        visible = list(upstream_view_names(tables).values())
-        if len(visible) == 1:
-            visible.append("input_df")
+        visible = query_visible_names(upstream_view_names(tables).values())
         batches.setdefault(spec.query_check, []).append((step, query, visible))
     for check, items in batches.items():
         module, _, name = check.partition(":")
