@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import OsirisError
+from osiris_dagster.core.atomic_files import write_text_atomic
+from osiris_dagster.core.errors import OsirisError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -109,7 +110,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, str]:
 
 # -- validate -------------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .oml import validate_pipeline
+    from osiris_dagster.oml import validate_pipeline
 
     params = _parse_params(args.param)
     invalid = 0
@@ -130,8 +131,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- sessions -------------------------------------------------------------------------------------
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from .housekeeping import list_sessions
-    from .settings import Settings
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.housekeeping import list_sessions
 
     settings = Settings.from_env(args.sessions_dir)
     root = settings.sessions_dir
@@ -152,8 +153,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 def _show_session(root: Path, session_id: str) -> int:
     import duckdb
 
-    from .session import Session
-    from .settings import Settings
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.session import Session
 
     session = Session(Settings(sessions_dir=root), session_id)
     if not session.dir.is_dir():
@@ -177,7 +178,12 @@ def _show_session(root: Path, session_id: str) -> int:
 
 
 def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
-    from .housekeeping import delete_session, list_sessions, parse_duration, select_for_cleaning
+    from osiris_dagster.runtime.housekeeping import (
+        delete_session,
+        list_sessions,
+        parse_duration,
+        select_for_cleaning,
+    )
 
     if args.older_than is None and args.keep is None:
         print("error: say what to clean: --older-than AGE and/or --keep N", file=sys.stderr)
@@ -230,7 +236,7 @@ def _size(n: int) -> str:
 # -- run ------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
-    from .oml import validate_pipeline
+    from osiris_dagster.oml import validate_pipeline
 
     params = _parse_params(args.param)
     path = Path(args.pipeline)
@@ -250,11 +256,11 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_INVALID
     if args.connections:
-        from .connections import find_connections_file
+        from osiris_dagster.runtime.connections import find_connections_file
 
         find_connections_file(args.connections)  # fail early (exit 2) when missing
 
-    from .settings import Settings
+    from osiris_dagster.core.settings import Settings
 
     settings = Settings.from_env(args.sessions_dir)
     return _run_with_dagster(args, pipeline, params, settings)
@@ -263,10 +269,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str, str],
                       settings: Any) -> int:
 
-    from .assets import build_osiris_assets, params_resource_key
-    from .loader import build_definitions, describe_build_error
-    from .oml.params import coerce, declared_params
-    from .session import Session
+    from osiris_dagster.dagster_layer.assets import build_osiris_assets, params_resource_key
+    from osiris_dagster.dagster_layer.loader import build_definitions, describe_build_error
+    from osiris_dagster.oml.params import coerce, declared_params
+    from osiris_dagster.runtime.session import Session
 
     try:
         defs_one = build_osiris_assets(pipeline.path)
@@ -328,8 +334,8 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
 
 def _typed_params(path: Path, params: dict[str, str], coerce: Any, declared_params: Any
                   ) -> dict[str, Any]:
-    from .oml.diagnostics import Collector
-    from .oml.yaml_lines import load_yaml_with_lines
+    from osiris_dagster.oml.diagnostics import Collector
+    from osiris_dagster.oml.yaml_lines import load_yaml_with_lines
 
     specs = declared_params(load_yaml_with_lines(path.read_text(encoding="utf-8")),
                             Collector(str(path)))
@@ -365,9 +371,7 @@ def _instance(settings: Any) -> Any:
         fcntl.flock(lock, fcntl.LOCK_EX)
         config = home / "dagster.yaml"
         if not config.exists():
-            tmp = home / f".dagster.yaml.{os.getpid()}"
-            tmp.write_text(_CLI_INSTANCE_YAML, encoding="utf-8")
-            os.replace(tmp, config)
+            write_text_atomic(config, _CLI_INSTANCE_YAML)
         instance = dg.DagsterInstance.local_temp(tempdir=str(home))
         instance.get_runs(limit=1)  # touch the storages so their schema exists
         ready.touch()
@@ -386,7 +390,7 @@ def _failure_lines(res: Any, pipeline: Any) -> list[str]:
     """One line per failed step (or the run's own failure), each ending with the root cause
     the product raised: Dagster wraps exceptions (e.g. DagsterExecutionLoadInputError around
     an IO manager's error), and its wrapper alone does not say what to do."""
-    from .naming import dagster_name
+    from osiris_dagster.core.naming import dagster_name
 
     step_ids = {dagster_name(pipeline.name, s.id): s.id for s in pipeline.steps}
     lines = []

@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 
 from osiris_dagster import build_definitions
-from osiris_dagster.filewatch import Cursor, FileVersion, Fingerprint, plan_runs
 from osiris_dagster.oml import validate_pipeline
+from osiris_dagster.runtime.filewatch import Cursor, FileVersion, Fingerprint, plan_runs
 
 from .helpers import events, failure_description, write
 
@@ -477,7 +477,7 @@ def test_a_file_changed_after_the_sensor_saw_it_is_not_archived(
 
 
 def test_fingerprint_of_a_large_file_reads_only_its_edges(tmp_path: Path) -> None:
-    from osiris_dagster.filewatch import EDGE_BYTES, FULL_HASH_BYTES, fingerprint
+    from osiris_dagster.runtime.filewatch import EDGE_BYTES, FULL_HASH_BYTES, fingerprint
 
     big = tmp_path / "big.csv"
     big.write_bytes(b"v\n" + b"1\n" * (FULL_HASH_BYTES // 2 + 10))

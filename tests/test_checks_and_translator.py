@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from osiris_dagster import OsirisStepData, OsirisTranslator, build_definitions, build_osiris_assets
-from osiris_dagster.masking import MASK
+from osiris_dagster.core.masking import MASK
 
 from .helpers import (
     defs_for,

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from osiris_dagster.connections import (
-    FILE_NAME,
-    Connections,
-    environment,
-    find_connections_file,
-    load_dotenv,
-)
-from osiris_dagster.errors import ConnectionError_
-from osiris_dagster.masking import MASK, Masker
+from osiris_dagster.core.environment import environment, load_dotenv
+from osiris_dagster.core.errors import ConnectionError_
+from osiris_dagster.core.masking import MASK, Masker
+from osiris_dagster.runtime.connections import FILE_NAME, Connections, find_connections_file
 
 CONNS = """\
 version: 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from osiris_dagster import memory
+from osiris_dagster.core import memory
 
 from .helpers import write
 from .test_cli_run import cli

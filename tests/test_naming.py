@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from osiris_dagster.naming import (
+from osiris_dagster.core.naming import (
     asset_key_part,
     dagster_name,
     quote_ident,

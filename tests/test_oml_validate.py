@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from osiris_dagster.errors import PipelineInvalidError
+from osiris_dagster.core.errors import PipelineInvalidError
 from osiris_dagster.oml import load_pipeline, validate_pipeline
 from osiris_dagster.oml.diagnostics import Diagnostic
 from osiris_dagster.oml.validate import ValidationResult
@@ -263,7 +263,7 @@ def test_every_component_validates_with_a_realistic_config(tmp_path, component):
 
 
 def test_nine_components_are_covered():
-    from osiris_dagster.specs import SPECS
+    from osiris_dagster.oml.specs import SPECS
 
     assert set(COMPONENT_STEPS) == set(SPECS)
     assert len(SPECS) == 9

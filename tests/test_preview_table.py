@@ -6,8 +6,8 @@ import dagster as dg
 import duckdb
 from dagster._serdes import deserialize_value, serialize_value
 
-from osiris_dagster.assets import PREVIEW_CELL_CHARS, rows_table
-from osiris_dagster.masking import MASK, Masker
+from osiris_dagster.core.masking import MASK, Masker
+from osiris_dagster.dagster_layer.assets import PREVIEW_CELL_CHARS, rows_table
 
 SECRET = "Kp3-preview-secret-77"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from osiris_dagster.masking import NOT_SECRET, SECRET_NAMES
+from osiris_dagster.core.masking import NOT_SECRET, SECRET_NAMES
 
 from .helpers import write
 
@@ -213,7 +213,7 @@ def planted_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 @pytest.mark.parametrize("name", SECRET_NAMES_SORTED)
 def test_secret_under_every_name_is_masked_on_every_path(planted_run: dict, name: str) -> None:
-    from osiris_dagster.masking import MASK
+    from osiris_dagster.core.masking import MASK
 
     i = SECRET_NAMES_SORTED.index(name)
     secret = planted_run["secrets"][name]
@@ -270,7 +270,7 @@ steps:
 @pytest.mark.parametrize("name", sorted(NOT_SECRET))
 def test_secret_looking_configuration_is_neither_masked_nor_rejected(tmp_path: Path,
                                                                      name: str) -> None:
-    from osiris_dagster.masking import Masker
+    from osiris_dagster.core.masking import Masker
     from osiris_dagster.oml import validate_pipeline
 
     assert Masker().value({name: ["id"]}) == {name: ["id"]}
@@ -289,8 +289,8 @@ steps:
 
 
 def test_every_spec_secret_is_on_the_one_list() -> None:
-    from osiris_dagster.masking import is_secret_key
-    from osiris_dagster.specs import SPECS
+    from osiris_dagster.core.masking import is_secret_key
+    from osiris_dagster.oml.specs import SPECS
 
     for spec in SPECS.values():
         for name in spec.secrets:
@@ -301,7 +301,7 @@ def test_every_spec_secret_is_on_the_one_list() -> None:
 def test_key_value_text_under_every_secret_name_is_masked(name: str) -> None:
     """`name=value` in any message (DSN keywords, query strings) masks the value for every
     name on the list, known value or not."""
-    from osiris_dagster.masking import MASK, Masker
+    from osiris_dagster.core.masking import MASK, Masker
 
     for spelled in (name, name.upper()):
         text = Masker().text(f"connect failed: host=db {spelled}=Kv-Secret-1234 sslmode=require")
@@ -328,8 +328,8 @@ def test_supabase_channels_mask_a_secret_under_every_name(name: str) -> None:
 def test_malformed_supabase_dsn_is_a_secret_free_driver_error() -> None:
     """psycopg echoes an unparsable DSN (password and all) in its error; the channel builder
     used to catch a non-existent `conninfo.ProgrammingError` and died with an AttributeError."""
+    from osiris_dagster.core.errors import DriverError
     from osiris_dagster.drivers.sql_support import supabase_channels
-    from osiris_dagster.errors import DriverError
 
     with pytest.raises(DriverError, match="pg_dsn") as err:
         supabase_channels("supabase.writer", {"pg_dsn": "Sb-Secret-Value-4242 nonsense"}, {})

@@ -12,10 +12,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from osiris_dagster.errors import OsirisError, SessionLockedError
-from osiris_dagster.session import Session
-from osiris_dagster.settings import Settings
-from osiris_dagster.workspace import StepWorkspace
+from osiris_dagster.core.errors import OsirisError, SessionLockedError
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 
 def _hold_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
@@ -125,7 +125,7 @@ def _finish_steps(sessions: str, pipeline_file: str, worker: int, rounds: int,
     at the same moment as every other worker (the last step of a run finishing in several
     processes at once)."""
     from osiris_dagster.oml import load_pipeline
-    from osiris_dagster.runner import finish_run_if_done
+    from osiris_dagster.runtime.runner import finish_run_if_done
 
     pipeline = load_pipeline(Path(pipeline_file))
     steps = [s.id for s in pipeline.steps]

@@ -92,8 +92,8 @@ def test_clean_keeps_the_session_of_a_run_still_going(tmp_path: Path) -> None:
 
 
 def test_clean_force_deletes_an_unfinished_session(tmp_path: Path) -> None:
-    from osiris_dagster.session import Session
-    from osiris_dagster.settings import Settings
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.session import Session
 
     sessions = tmp_path / "s"
     crashed = Session(Settings(sessions_dir=sessions), "crashed-run").ensure()
@@ -111,8 +111,8 @@ def test_clean_force_deletes_an_unfinished_session(tmp_path: Path) -> None:
 
 def test_negative_keep_is_an_error(tmp_path: Path) -> None:
     sessions = tmp_path / "s"
-    from osiris_dagster.session import Session
-    from osiris_dagster.settings import Settings
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.session import Session
 
     Session(Settings(sessions_dir=sessions), "one").ensure().log_event("run_start")
     for value in ("-5", "-1", "x"):

@@ -8,23 +8,25 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Driver, DriverResult, PendingState, StepContext, UpstreamTable
+from osiris_dagster.drivers.base import (
+    Driver,
+    DriverResult,
+    PendingState,
+    StepContext,
+    UpstreamTable,
+)
 
 _DRIVER_MODULES = {
-    "duckdb.processor": "osiris_dagster.drivers.duckdb_processor",
-    "filesystem.csv_extractor": "osiris_dagster.drivers.csv_extractor",
-    "filesystem.csv_writer": "osiris_dagster.drivers.csv_writer",
-    "graphql.extractor": "osiris_dagster.drivers.graphql_extractor",
-    "mysql.extractor": "osiris_dagster.drivers.mysql_extractor",
-    "mysql.writer": "osiris_dagster.drivers.mysql_writer",
-    "posthog.extractor": "osiris_dagster.drivers.posthog_extractor",
-    "supabase.extractor": "osiris_dagster.drivers.supabase_extractor",
-    "supabase.writer": "osiris_dagster.drivers.supabase_writer",
+    "duckdb.processor": "osiris_dagster.drivers.duckdb.processor",
+    "filesystem.csv_extractor": "osiris_dagster.drivers.csv.extractor",
+    "filesystem.csv_writer": "osiris_dagster.drivers.csv.writer",
+    "graphql.extractor": "osiris_dagster.drivers.graphql.extractor",
+    "mysql.extractor": "osiris_dagster.drivers.mysql.extractor",
+    "mysql.writer": "osiris_dagster.drivers.mysql.writer",
+    "posthog.extractor": "osiris_dagster.drivers.posthog.extractor",
+    "supabase.extractor": "osiris_dagster.drivers.postgres.extractor",
+    "supabase.writer": "osiris_dagster.drivers.postgres.writer",
 }
-
-
-def has_driver(component: str) -> bool:
-    return component in _DRIVER_MODULES
 
 
 def supported_components() -> list[str]:
@@ -39,4 +41,4 @@ def get_driver(component: str) -> Driver | None:
 
 
 __all__ = ["Driver", "DriverResult", "PendingState", "StepContext", "UpstreamTable",
-           "get_driver", "has_driver", "supported_components"]
+           "get_driver", "supported_components"]

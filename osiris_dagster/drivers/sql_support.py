@@ -2,22 +2,23 @@
 type mapping between DuckDB and MySQL/PostgreSQL, and the streaming path into DuckDB.
 
 **Ingest path (extractors).** Values leave the database as Arrow record batches of about
-``batch_size`` rows: MySQL results typed by connectorx (:mod:`.mysql_arrow`), or as text where
-that would not be exact (pymysql's unbuffered cursor); PostgreSQL columns rendered as text by the
-server (``COPY ... TO STDOUT`` parsed by Arrow's CSV reader, or a server-side cursor when filter
-values must be bound). A ``pyarrow.RecordBatchReader`` over those batches is registered in the
-step's DuckDB connection. ``ctx.create_output`` then runs one ``SELECT`` that casts each column
-to its DuckDB type (vectorised, in C++) while DuckDB pulls the batches: rows are never held all
-at once, there is no DataFrame, and the step's table appears atomically (or not at all). A
-value DuckDB cannot represent (a MySQL zero date, a TIME past 24h) raises a
-:class:`DriverError` naming the column and the value.
+``batch_size`` rows: MySQL results typed by connectorx (:mod:`osiris_dagster.drivers.mysql.arrow`),
+or as text where that would not be exact (pymysql's unbuffered cursor); PostgreSQL columns rendered
+as text by the server (``COPY ... TO STDOUT`` parsed by Arrow's CSV reader, or a server-side cursor
+when filter values must be bound). A ``pyarrow.RecordBatchReader`` over those batches is registered
+in the step's DuckDB connection. ``ctx.create_output`` then runs one ``SELECT`` that casts each
+column to its DuckDB type (vectorised, in C++) while DuckDB pulls the batches: rows are never held
+all at once, there is no DataFrame, and the step's table appears atomically (or not at all). A value
+DuckDB cannot represent (a MySQL zero date, a TIME past 24h) raises a :class:`DriverError` naming
+the column and the value.
 
 **Egress path (writers).** Rows leave DuckDB as Arrow batches read on a cursor of the step's
 connection (:func:`arrow_batches`), never the whole table at once.
 
 **Secrets.** Every message built here goes through :func:`scrub` (the one
-:class:`~osiris_dagster.masking.Masker`), which masks the values of the connection's secret-named
-fields (:data:`~osiris_dagster.masking.SECRET_NAMES`), so an exception text never contains them.
+:class:`~osiris_dagster.core.masking.Masker`), which masks the values of the connection's
+secret-named fields (:data:`~osiris_dagster.core.masking.SECRET_NAMES`), so an exception text
+never contains them.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ import pyarrow as pa
 from pymysql.charset import charset_by_name
 from pymysql.constants import FIELD_TYPE, FLAG
 
-from ..errors import DriverError
-from ..masking import scrub, secret_values  # scrub: the one Masker, for drivers' messages
-from ..naming import quote_ident, quote_literal
-from .base import StepContext
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.core.masking import (  # scrub: the one Masker, for drivers' messages
+    scrub,
+    secret_values,
+)
+from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.drivers.base import StepContext
 
 # -- quoting --------------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """OML: loading, validating and resolving Osiris pipeline files (no Dagster, no DuckDB)."""
 
-from .diagnostics import Diagnostic
-from .model import Pipeline, Step
-from .validate import ValidationResult, load_pipeline, validate_pipeline
+from osiris_dagster.oml.diagnostics import Diagnostic
+from osiris_dagster.oml.model import Pipeline, Step
+from osiris_dagster.oml.validate import ValidationResult, load_pipeline, validate_pipeline
 
 __all__ = ["Diagnostic", "Pipeline", "Step", "ValidationResult", "load_pipeline",
            "validate_pipeline"]

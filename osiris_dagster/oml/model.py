@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .diagnostics import Diagnostic
+from osiris_dagster.oml.diagnostics import Diagnostic
 
 
 def canonical_json(obj: Any) -> str:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .diagnostics import Collector
-from .sql_params import PARAM_REF, SqlParamError
-from .sql_params import render as render_query
-from .yaml_lines import LineDict, LineList
+from osiris_dagster.oml.diagnostics import Collector
+from osiris_dagster.oml.sql_params import PARAM_REF, SqlParamError
+from osiris_dagster.oml.sql_params import render as render_query
+from osiris_dagster.oml.yaml_lines import LineDict, LineList
 
 ENV_PREFIX = "OSIRIS_PARAM_"
 _SPEC_KEYS = {"default", "description", "type", "enum", "min", "max", "sensitive", "required"}
@@ -158,7 +158,7 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
 
     ``language_at(path)`` names the query language of the string at ``path`` (e.g.
     ``("config", "query")`` -> "duckdb"); there a reference becomes a quoted value of that
-    language instead of text (see :mod:`.sql_params`).
+    language instead of text (see :mod:`osiris_dagster.oml.sql_params`).
     """
     def sub(value: Any, key: Any, at: int) -> Any:
         return substitute(value, values, out, step, at, language_at, (*path, key))

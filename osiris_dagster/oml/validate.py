@@ -13,12 +13,11 @@ from typing import Any
 
 import yaml
 
-from ..masking import is_secret_key
-from ..naming import query_visible_names, upstream_view_names
-from ..specs import OML_MODES, ComponentSpec, Prop, get_spec
-from .cron import cron_problem, cron_warning
-from .diagnostics import Collector, Diagnostic
-from .model import (
+from osiris_dagster.core.masking import is_secret_key
+from osiris_dagster.core.naming import query_visible_names, upstream_view_names
+from osiris_dagster.oml.cron import cron_problem, cron_warning
+from osiris_dagster.oml.diagnostics import Collector, Diagnostic
+from osiris_dagster.oml.model import (
     TIME_PARTITION_KINDS,
     DagsterSettings,
     PartitionSettings,
@@ -30,8 +29,10 @@ from .model import (
     StepDagster,
     freeze,
 )
-from .params import declared_params, effective_values, substitute
-from .yaml_lines import LineDict, LineList, load_yaml_with_lines, to_plain
+from osiris_dagster.oml.params import declared_params, effective_values, substitute
+from osiris_dagster.oml.specs import OML_MODES, ComponentSpec, Prop, get_spec
+from osiris_dagster.oml.watch_globs import archive_in_watch
+from osiris_dagster.oml.yaml_lines import LineDict, LineList, load_yaml_with_lines, to_plain
 
 KNOWN_TOP = {"oml_version", "name", "steps", "description", "metadata", "params", "profiles"}
 FORBIDDEN_TOP = {"version", "connectors", "tasks", "outputs"}
@@ -125,7 +126,7 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     partitions = _partitions(doc, out)
     for name, default in _partition_param_defaults(partitions).items():
         if name not in specs:  # implicit: the run's partition fills them
-            from .params import ParamSpec
+            from osiris_dagster.oml.params import ParamSpec
 
             specs[name] = ParamSpec(name, default, True, f"The run's {name.replace('_', ' ')}.",
                                     str, False, 0)
@@ -440,7 +441,7 @@ def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None
     else:
         spec = get_spec(component)
         if spec is None:
-            from ..specs import SPECS
+            from osiris_dagster.oml.specs import SPECS
 
             out.error(raw.line_of("component"), f"unknown component '{component}' (known: "
                                                 f"{', '.join(sorted(SPECS))})", label)
@@ -998,8 +999,6 @@ def _archive_outside_watch(body: LineDict, watch: str, archive: str, label: str,
     would run again, forever. Decided here when both are relative (they share the sensor's base
     directory, whatever it is) or both absolute; a mixed pair depends on the base directory, so
     the sensor leaves its resolved archive directory out of the watch instead."""
-    from ..filewatch import archive_in_watch
-
     if not archive_in_watch(watch, archive):
         return True
     out.error(body.line_of("archive_to"),
@@ -1066,7 +1065,7 @@ def _tags(block: LineDict, label: str, out: Collector, step: str | None = None
 def load_pipeline(path: str | os.PathLike[str], *, params: Mapping[str, Any] | None = None,
                   profile: str | None = None, env: Mapping[str, str] | None = None) -> Pipeline:
     """The resolved pipeline, or PipelineInvalidError listing every error."""
-    from ..errors import PipelineInvalidError
+    from osiris_dagster.core.errors import PipelineInvalidError
 
     result = validate_pipeline(path, params=params, profile=profile, env=env)
     if result.pipeline is None:

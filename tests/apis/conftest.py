@@ -19,11 +19,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from osiris_dagster.drivers import http_client, posthog_extractor
+from osiris_dagster.core.settings import Settings
 from osiris_dagster.drivers.base import DriverResult
-from osiris_dagster.session import Session, write_json_atomic
-from osiris_dagster.settings import Settings
-from osiris_dagster.workspace import StepWorkspace
+from osiris_dagster.drivers.http import client as http_client
+from osiris_dagster.drivers.posthog import extractor as posthog_extractor
+from osiris_dagster.runtime.session import Session, write_json_atomic
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 FAST = http_client.RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05,
                                max_retry_after=5.0, retry_timeouts=False)

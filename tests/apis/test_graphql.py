@@ -12,10 +12,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from osiris_dagster.drivers import graphql_extractor as gq
-from osiris_dagster.drivers import http_client as hc
-from osiris_dagster.drivers import http_support as hs
-from osiris_dagster.errors import DriverError, OutcomeUnknownError
+from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
+from osiris_dagster.drivers.graphql import extractor as gq
+from osiris_dagster.drivers.http import client as hc
+from osiris_dagster.drivers.http import support as hs
 
 from ..helpers import defs_for, failure_description, materialisations, run_job, write
 from .conftest import FakeGraphQL, RunDriver, canned, session_files_contain

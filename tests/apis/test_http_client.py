@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from osiris_dagster.drivers import http_client as hc
-from osiris_dagster.errors import DriverError, OutcomeUnknownError
+from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
+from osiris_dagster.drivers.http import client as hc
 
 SECRET = "s3cr3t-Token-4711"
 

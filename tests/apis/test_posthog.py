@@ -12,9 +12,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from osiris_dagster.drivers import posthog_extractor as ph
-from osiris_dagster.errors import DriverError
-from osiris_dagster.io_manager import OsirisIOManager
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.dagster_layer.io_manager import OsirisIOManager
+from osiris_dagster.drivers.posthog import extractor as ph
 
 from ..helpers import defs_for, failure_description, materialisations, metrics, run_job, write
 from .conftest import FakePostHog, RunDriver, canned, iso, session_files_contain

@@ -18,11 +18,11 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from osiris_dagster.core.settings import Settings
 from osiris_dagster.drivers.base import DriverResult, UpstreamTable
-from osiris_dagster.session import Session
-from osiris_dagster.settings import Settings
-from osiris_dagster.specs import get_spec
-from osiris_dagster.workspace import StepWorkspace
+from osiris_dagster.oml.specs import get_spec
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 from ..helpers import defs_for, write
 from .postgrest_fake import PostgrestFake
@@ -37,10 +37,10 @@ PG_DSN = f"host={PG_HOST} port={PG_PORT} dbname={PG_DATABASE} user={PG_USER}"
 REST_KEY = "test-service-role-key-0123456789abcdef"
 
 DRIVERS = {
-    "mysql.extractor": "osiris_dagster.drivers.mysql_extractor",
-    "mysql.writer": "osiris_dagster.drivers.mysql_writer",
-    "supabase.extractor": "osiris_dagster.drivers.supabase_extractor",
-    "supabase.writer": "osiris_dagster.drivers.supabase_writer",
+    "mysql.extractor": "osiris_dagster.drivers.mysql.extractor",
+    "mysql.writer": "osiris_dagster.drivers.mysql.writer",
+    "supabase.extractor": "osiris_dagster.drivers.postgres.extractor",
+    "supabase.writer": "osiris_dagster.drivers.postgres.writer",
 }
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -250,7 +250,7 @@ PipelineRun = Callable[..., tuple[dg.ExecuteInProcessResult, Path]]
 def run_pipeline(tmp_path: Path, instance: dg.DagsterInstance) -> PipelineRun:
     """Write a pipeline and an osiris_connections.yaml, run every asset in one Dagster run;
     returns the result and the session directory."""
-    from osiris_dagster.naming import dagster_name
+    from osiris_dagster.core.naming import dagster_name
 
     def run(pipeline_yaml: str, connections_yaml: str, name: str,
             file_name: str = "pipeline.yaml") -> tuple[dg.ExecuteInProcessResult, Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from osiris_dagster.errors import DriverError
+from osiris_dagster.core.errors import DriverError
 
 from ..helpers import events, failure_description, materialisations
 from .conftest import Harness, MySQLTarget, PipelineRun

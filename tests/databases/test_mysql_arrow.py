@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from osiris_dagster.errors import DriverError
+from osiris_dagster.core.errors import DriverError
 
 from .conftest import Extracted, Harness, MySQLTarget
 
@@ -326,9 +326,9 @@ def test_any_character_in_a_password_reaches_connectorx_and_no_message(
 
 
 def test_connectorx_messages_are_masked() -> None:
-    from osiris_dagster.drivers import mysql_arrow as mx
+    from osiris_dagster.core.masking import scrub
+    from osiris_dagster.drivers.mysql import arrow as mx
     from osiris_dagster.drivers.sql_support import MySQLParams
-    from osiris_dagster.masking import scrub
 
     params = MySQLParams("db.example", 3306, "d", "u", password="s3:cr@t/%")
     url = mx.connection_url(params)
@@ -346,8 +346,8 @@ def test_a_stopped_step_ends_the_read_and_the_server_query(mysql: MySQLTarget,
     import threading
 
     from osiris_dagster.drivers import get_driver
-    from osiris_dagster.specs import get_spec
-    from osiris_dagster.workspace import StepWorkspace
+    from osiris_dagster.oml.specs import get_spec
+    from osiris_dagster.runtime.workspace import StepWorkspace
 
     marker = f"stop_marker_{mysql.user}"
     query = f"SELECT n AS {marker}, SLEEP(0.002) AS s FROM ({_numbers(100000)}) AS t"
@@ -395,7 +395,7 @@ def test_mysql_8_json_is_cast_in_a_table_read_and_read_by_pymysql_in_a_query() -
 
     from pymysql.constants import FIELD_TYPE
 
-    from osiris_dagster.drivers.mysql_extractor import arrow_item
+    from osiris_dagster.drivers.mysql.extractor import arrow_item
 
     doc = SimpleNamespace(name="doc", type_code=FIELD_TYPE.JSON, flags=0, charsetnr=63,
                           length=4294967295, scale=0)

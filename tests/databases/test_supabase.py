@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from osiris_dagster.drivers import supabase_writer
-from osiris_dagster.errors import DriverError
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers.postgres import writer as supabase_writer
 
 from ..helpers import failure_description, materialisations
 from .conftest import REST_KEY, Harness, MySQLTarget, PgTarget, PipelineRun
@@ -781,7 +781,7 @@ def test_sql_writer_commit_without_answer_is_reported_as_unknown(
     COMMIT is a known rollback."""
     import psycopg
 
-    from osiris_dagster.errors import NotRetryableError
+    from osiris_dagster.core.errors import NotRetryableError
 
     from .conftest import PG_DSN
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from osiris_dagster.core.settings import Settings
 from osiris_dagster.drivers.base import DriverResult, UpstreamTable
-from osiris_dagster.session import Session
-from osiris_dagster.settings import Settings
-from osiris_dagster.workspace import StepWorkspace
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 EXTRACTOR_DEFAULTS: dict[str, Any] = {
     "delimiter": ",", "encoding": "utf-8", "header": True, "skip_rows": 0,
@@ -66,7 +66,7 @@ ExtractFn = Callable[..., Table]
 @pytest.fixture
 def extract(session: Session, data_dir: Path) -> ExtractFn:
     """Run the extractor over ``config`` (defaults filled in) and read back its table."""
-    from osiris_dagster.drivers import csv_extractor
+    from osiris_dagster.drivers.csv import extractor as csv_extractor
 
     def run(base_dir: Path | None = None, **config: Any) -> Table:
         with StepWorkspace(session, pipeline_name="p", step_id="x", output_table="x",
@@ -91,7 +91,7 @@ WriteFn = Callable[..., DriverResult]
 @pytest.fixture
 def write(session: Session, data_dir: Path) -> WriteFn:
     """Run the writer on table ``up`` (see ``upstream``) with ``config`` (defaults filled in)."""
-    from osiris_dagster.drivers import csv_writer
+    from osiris_dagster.drivers.csv import writer as csv_writer
 
     def run(*, with_input: bool = True, **config: Any) -> DriverResult:
         with StepWorkspace(session, pipeline_name="p", step_id="w", output_table="w",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from osiris_dagster.errors import DriverError
+from osiris_dagster.core.errors import DriverError
 
 from .conftest import ExtractFn
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from osiris_dagster.drivers import csv_extractor
-from osiris_dagster.errors import DriverError
-from osiris_dagster.session import Session
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers.csv import extractor as csv_extractor
+from osiris_dagster.runtime.session import Session
 
 from .conftest import EXTRACTOR_DEFAULTS, ExtractFn, WorkspaceFactory
 

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from osiris_dagster.drivers import csv_extractor, csv_writer
+from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.base import DriverResult
-from osiris_dagster.errors import DriverError
-from osiris_dagster.session import Session
-from osiris_dagster.workspace import StepWorkspace
+from osiris_dagster.drivers.csv import extractor as csv_extractor
+from osiris_dagster.drivers.csv import writer as csv_writer
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 from .conftest import EXTRACTOR_DEFAULTS, WRITER_DEFAULTS, ExtractFn, Table
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from osiris_dagster.drivers import csv_writer
+from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.base import UpstreamTable
-from osiris_dagster.errors import DriverError
-from osiris_dagster.session import Session
-from osiris_dagster.workspace import StepWorkspace
+from osiris_dagster.drivers.csv import writer as csv_writer
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 from .conftest import WRITER_DEFAULTS, ExtractFn, WorkspaceFactory, WriteFn
 

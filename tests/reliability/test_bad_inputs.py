@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from osiris_dagster import cli
-from osiris_dagster.naming import table_names
+from osiris_dagster.core.naming import table_names
 
 from .conftest import (
     TMP_TABLE_PREFIX,

@@ -20,9 +20,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from osiris_dagster.session import Session
-from osiris_dagster.settings import Settings
-from osiris_dagster.workspace import StepWorkspace
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 from .conftest import BatchItem, CliResult, assert_no_traceback, db_tables, run_batch
 

@@ -1,0 +1,501 @@
+"""The asset factory: one Dagster asset per pipeline step, one job per pipeline.
+
+Each asset's op resolves the pipeline with the run's parameters, runs its step through
+:func:`osiris_dagster.runtime.runner.run_step` in the run's session, and returns a TableRef
+(extractors,
+processors) or a MaterializeResult (writers). The IO manager hands TableRefs downstream.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from osiris_dagster.core.errors import PipelineInvalidError, StepError
+from osiris_dagster.core.masking import Masker
+from osiris_dagster.core.naming import dagster_name
+from osiris_dagster.dagster_layer.automation import (
+    TAG_ARCHIVE_TO,
+    TAG_FILE,
+    TAG_FINGERPRINT,
+    archive_file,
+    build_schedules,
+    build_sensors,
+    file_change,
+)
+from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
+from osiris_dagster.dagster_layer.partitions import partition_params
+from osiris_dagster.dagster_layer.resources import OsirisResource
+from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTranslator
+from osiris_dagster.oml import Pipeline, validate_pipeline
+from osiris_dagster.oml.model import canonical_json
+from osiris_dagster.runtime.checks import specs_from_config
+from osiris_dagster.runtime.runner import (
+    StepOutcome,
+    TableRef,
+    commit_state,
+    data_upstreams,
+    finish_run_if_done,
+    run_step,
+)
+from osiris_dagster.runtime.session import Session
+
+progress_log = logging.getLogger("osiris_dagster.progress")
+
+IO_MANAGER_KEY = "osiris_io_manager"
+RESOURCE_KEY = "osiris"
+_PY_TO_DAGSTER = {bool: dg.Bool, int: dg.Int, float: dg.Float, str: dg.String}
+
+
+@dataclass
+class OsirisPipelineDefs:
+    """Everything Dagster needs for one pipeline file."""
+
+    pipeline: Pipeline
+    assets: list[dg.AssetsDefinition]
+    job: dg.UnresolvedAssetJobDefinition
+    params_resource_key: str
+    params_resource: dg.ResourceDefinition
+    asset_keys: dict[str, dg.AssetKey] = field(default_factory=dict)
+    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
+    sensors: list[dg.SensorDefinition] = field(default_factory=list)
+
+
+def params_resource_key(pipeline: Pipeline) -> str:
+    return dagster_name("osiris_params", pipeline.name)
+
+
+def build_osiris_assets(pipeline_path: str | Path, translator: OsirisTranslator | None = None,
+                        text: str | None = None, connections_file: str | None = None
+                        ) -> OsirisPipelineDefs:
+    """Assets, job, params resource, schedules and sensors for one pipeline file
+    (raises PipelineInvalidError)."""
+    path = Path(pipeline_path).resolve()
+    text = path.read_text(encoding="utf-8") if text is None else text
+    result = validate_pipeline(path, text=text)
+    if result.pipeline is None:
+        raise PipelineInvalidError(str(pipeline_path), result.errors)
+    pipeline = result.pipeline
+    translator = translator or OsirisTranslator()
+    specs = {s.id: translator.get_asset_spec(OsirisStepData(pipeline, s)) for s in pipeline.steps}
+    keys = {sid: spec.key for sid, spec in specs.items()}
+    res_key = params_resource_key(pipeline)
+    assets = [
+        _step_asset(pipeline, step.id, specs, keys, text, res_key, translator)
+        for step in pipeline.steps
+    ]
+    job = dg.define_asset_job(
+        name=dagster_name(pipeline.name),
+        selection=dg.AssetSelection.assets(*keys.values()),
+        description=pipeline.description or f"All steps of Osiris pipeline '{pipeline.name}'.",
+        tags={"osiris/pipeline": dagster_name(pipeline.name)},
+    )
+    return OsirisPipelineDefs(pipeline, assets, job, res_key, params_resource(pipeline, text),
+                              dict(keys), build_schedules(pipeline, job, res_key),
+                              build_sensors(pipeline, text, job, res_key, connections_file))
+
+
+def _param_specs(pipeline: Pipeline, text: str) -> dict[str, Any]:
+    from osiris_dagster.oml.diagnostics import Collector
+    from osiris_dagster.oml.params import declared_params
+    from osiris_dagster.oml.yaml_lines import load_yaml_with_lines
+
+    return declared_params(load_yaml_with_lines(text), Collector(str(pipeline.path)))
+
+
+def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
+    """Run config for parameters: `resources: {<key>: {config: {params: {...}, profile: ...}}}`.
+
+    The launchpad shows each parameter with its OML default and description. A value equal to
+    the OML default counts as "not given", so OSIRIS_PARAM_<NAME> and the profile still apply
+    (OML default < env < profile < explicit, as in Osiris); any other value is explicit and wins.
+    """
+    specs = _param_specs(pipeline, text)
+    fields = {}
+    for name, spec in specs.items():
+        dtype = _PY_TO_DAGSTER.get(spec.type, dg.Any) if spec.type else dg.Any
+        desc = spec.description or f"Parameter '{name}'."
+        if spec.has_default and spec.default is not None:
+            desc += (" Left at this default, OSIRIS_PARAM_" + name.upper() + " or the profile "
+                     "may still set it.")
+            fields[name] = dg.Field(dtype, default_value=spec.default, description=desc)
+        else:
+            fields[name] = dg.Field(dtype, is_required=False, description=desc)
+    profiles = doc_profiles(text)
+    schema = {
+        "params": dg.Field(dg.Permissive(fields), is_required=False,
+                           description=f"Parameters of pipeline '{pipeline.name}'."),
+        "profile": dg.Field(dg.String, is_required=False,
+                            description="Profile whose params apply (default 'dev' when defined)."
+                                        + (f" Profiles: {', '.join(profiles)}." if profiles
+                                           else "")),
+    }
+    return dg.ResourceDefinition(resource_fn=lambda init: dict(init.resource_config or {}),
+                                 config_schema=schema,
+                                 description=f"Run parameters of pipeline '{pipeline.name}'")
+
+
+def doc_profiles(text: str) -> list[str]:
+    from osiris_dagster.oml.yaml_lines import load_yaml_with_lines
+
+    doc = load_yaml_with_lines(text)
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    return [str(p) for p in profiles] if isinstance(profiles, dict) else []
+
+
+def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSpec],
+                keys: Mapping[str, dg.AssetKey], text: str, res_key: str,
+                translator: OsirisTranslator) -> dg.AssetsDefinition:
+    step = pipeline.step(step_id)
+    spec = specs[step_id]
+    data_ups = data_upstreams(pipeline, step)
+    ins = {f"in_{i}": dg.AssetIn(key=keys[up]) for i, up in enumerate(data_ups)}
+    input_steps = {f"in_{i}": up for i, up in enumerate(data_ups)}
+    ordering = [keys[n] for n in step.needs if n not in data_ups]
+    # deps the translator added beyond the pipeline's own steps (which are wired above)
+    own = {keys[n] for n in step.needs} | {
+        translator.get_asset_key(pipeline, pipeline.step(n)) for n in step.needs}
+    ordering += [d.asset_key for d in spec.deps if d.asset_key not in own]
+    out = dg.AssetOut.from_spec(spec.replace_attributes(deps=[]), io_manager_key=IO_MANAGER_KEY)
+    checks = specs_from_config(pipeline.dagster.for_step(step_id).checks)
+    check_specs = [dg.AssetCheckSpec(c.name, asset=spec.key, blocking=c.blocking,
+                                     description=c.description) for c in checks]
+
+    @dg.multi_asset(
+        name=dagster_name(pipeline.name, step.id),
+        outs={"result": out},
+        ins=ins,
+        deps=ordering,
+        required_resource_keys={RESOURCE_KEY, res_key},
+        op_tags={"osiris/pipeline": dagster_name(pipeline.name)},
+        retry_policy=retry_policy(pipeline, step.id),
+        check_specs=check_specs or None,
+    )
+    def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
+        yield from _execute_step(context, pipeline, step_id, text, res_key,
+                                 {input_steps[k]: v for k, v in inputs.items()}, spec.key)
+
+    return _compute
+
+
+def retry_policy(pipeline: Pipeline, step_id: str) -> dg.RetryPolicy | None:
+    """The step's own `retry`, else the pipeline's — except for append-mode database writers,
+    which a pipeline-wide retry skips (a retry would duplicate rows) unless the step asks."""
+    step = pipeline.step(step_id)
+    settings = pipeline.dagster.for_step(step_id).retry
+    if settings is None and not is_append_writer(step):
+        settings = pipeline.dagster.retry
+    if settings is None or settings.max_retries == 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=settings.max_retries,
+        delay=settings.delay_seconds or None,
+        backoff={"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}.get(
+            settings.backoff or ""),
+        jitter={"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}.get(
+            settings.jitter or ""),
+    )
+
+
+def is_append_writer(step: Any) -> bool:
+    from osiris_dagster.oml.specs import get_spec
+
+    spec = get_spec(step.component)
+    if spec is None or spec.produces_table or step.component == "filesystem.csv_writer":
+        return False
+    key = "write_mode" if "write_mode" in spec.properties else "mode"
+    mode = step.config.get(key, spec.properties[key].default if key in spec.properties
+                           else None)
+    return mode == "append"
+
+
+def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
+                  text: str, res_key: str, upstream_refs: Mapping[str, TableRef],
+                  key: dg.AssetKey) -> Iterator[Any]:
+    osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
+    run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
+    partition = partition_params(template, context)
+    if partition:
+        run_cfg["params"] = {**(run_cfg.get("params") or {}), **partition}
+    pipeline = _resolve_for_run(template, text, run_cfg)
+    masker = Masker()
+    session = Session(osiris.settings(), context.run_id, masker)
+
+    def on_progress(sid: str, fields: dict[str, Any]) -> None:
+        fields = masker.value(fields)
+        parts = [f"{k}={v}" for k, v in fields.items()]
+        context.log.info(f"step '{sid}' progress: {' '.join(parts)}")
+        progress_log.info("progress", extra={"osiris": {"event": "progress", "step_id": sid,
+                                                        **fields}})
+
+    if "osiris/session_dir" not in context.run.tags:
+        context.instance.add_run_tags(context.run_id, {"osiris/session_dir": str(session.dir)})
+    progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
+                                                 "component": pipeline.step(step_id).component,
+                                                 "session_id": session.session_id,
+                                                 "session_dir": str(session.dir)}})
+    try:
+        outcome = run_step(pipeline, step_id, session, upstream_refs,
+                           osiris.connections(pipeline.path), on_progress=on_progress,
+                           timeout_seconds=pipeline.dagster.step_timeout(step_id),
+                           checks=specs_from_config(pipeline.dagster.for_step(step_id).checks))
+    except StepError as exc:
+        progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
+                                                     "error": exc.reason}})
+        _finish(context, session, pipeline)
+        raise dg.Failure(description=str(exc),
+                         metadata={"osiris/session_id": session.session_id,
+                                   "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
+                                   "osiris/events": dg.MetadataValue.path(
+                                       str(session.events_path))},
+                         allow_retries=exc.retryable) from None
+    progress_log.info("done", extra={"osiris": {
+        "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
+        "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
+        "target": masker.text(outcome.result.target) if outcome.result.target else None,
+        "table": outcome.result.table}})
+    metadata = materialisation_metadata(session, outcome)
+    changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
+    if changes:
+        metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(
+            f"- {c}" for c in changes))
+        session.log_event("schema_changed", step_id=step_id, changes=changes)
+        context.log.warning(f"schema of '{key.to_user_string()}' changed: " + "; ".join(changes))
+        if pipeline.dagster.for_step(step_id).schema == "strict":
+            message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
+                       "changed since the last materialisation (schema: strict): "
+                       + "; ".join(changes))
+            session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
+                              timed_out=False)
+            _finish(context, session, pipeline)
+            raise dg.Failure(description=message)
+    _finish(context, session, pipeline)
+    if outcome.ref is None:
+        yield dg.MaterializeResult(metadata=metadata)
+        _commit_state(context, pipeline, session, outcome)
+        return
+    yield dg.Output(outcome.ref, metadata=metadata)
+    for c in outcome.checks:
+        yield dg.AssetCheckResult(
+            asset_key=key, check_name=c.spec.name, passed=c.passed,
+            severity=dg.AssetCheckSeverity.ERROR if c.spec.blocking
+            else dg.AssetCheckSeverity.WARN,
+            description=c.spec.description,
+            metadata={"failing_rows": dg.MetadataValue.int(c.failing_rows),
+                      "detail": c.detail,
+                      **({"sample": rows_table(
+                          list(c.sample[0]), [tuple(r.values()) for r in c.sample],
+                          dict(outcome.ref.columns), session.masker)}
+                         if c.sample else {})})
+    _commit_state(context, pipeline, session, outcome)
+
+
+def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session: Session,
+                  outcome: StepOutcome) -> None:
+    """Advance the step's incremental state, at the one point where its output is accepted.
+
+    Dagster resumes this generator only after it handled the yielded output: the IO manager ran
+    and the materialisation and check results are in the event log (if the IO manager raises,
+    the generator is closed at the ``yield`` and this never runs). A failed blocking check
+    fails the step right after, so the state stays where it was then too."""
+    if outcome.result.pending_state is None:
+        return
+    failed = [c.spec.name for c in outcome.checks if c.spec.blocking and not c.passed]
+    if failed:
+        session.log_event("state_not_committed", step_id=outcome.step_id,
+                          reason="blocking check failed: " + ", ".join(failed))
+        context.log.warning(f"step '{outcome.step_id}': incremental state not advanced "
+                            f"(blocking check {', '.join(failed)} failed); the next run reads "
+                            "these rows again")
+        return
+    try:
+        commit_state(pipeline, session, outcome)
+    except StepError as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+
+def schema_changes(instance: dg.DagsterInstance, key: dg.AssetKey,
+                   columns: Sequence[tuple[str, str]]) -> list[str]:
+    """Added, removed and retyped columns against the latest materialisation."""
+    event = instance.get_latest_materialization_event(key)
+    mat = event.asset_materialization if event else None
+    value = mat.metadata.get("dagster/column_schema") if mat else None
+    schema = getattr(value, "schema", None)
+    if schema is None:
+        return []
+    before = {c.name: c.type for c in schema.columns}
+    after = dict(columns)
+    out = [f"added {n} ({t})" for n, t in after.items() if n not in before]
+    out += [f"removed {n} ({t})" for n, t in before.items() if n not in after]
+    out += [f"retyped {n}: {before[n]} -> {t}" for n, t in after.items()
+            if n in before and before[n] != t]
+    return out
+
+
+def _resolve_for_run(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:
+    """The pipeline with this run's parameters; they may change values, never the structure.
+
+    Every step of a run asks for the same resolution: it is computed once per (file text, run
+    config, OSIRIS_* environment) instead of re-parsing and re-validating the whole file in
+    each step (O(steps^2) per run)."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OSIRIS_")))
+    key = (str(template.path), text, canonical_json(dict(run_cfg)), env)
+    cached = _RESOLVED.get(key)
+    if cached is None:
+        cached = _resolve_uncached(template, text, run_cfg)
+        if len(_RESOLVED) >= 64:
+            _RESOLVED.clear()
+        _RESOLVED[key] = cached
+    return cached
+
+
+_RESOLVED: dict[tuple[Any, ...], Pipeline] = {}
+
+
+def _resolve_uncached(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:
+    specs = _param_specs(template, text)
+    explicit = {k: v for k, v in (run_cfg.get("params") or {}).items()
+                if not (k in specs and specs[k].has_default and v == specs[k].default)}
+    result = validate_pipeline(template.path, text=text, params=explicit,
+                               profile=run_cfg.get("profile"))
+    if result.pipeline is None:
+        raise dg.Failure(description=str(PipelineInvalidError(str(template.path),
+                                                              result.errors)))
+    if result.pipeline.structure() != template.structure():
+        raise dg.Failure(description=f"pipeline '{template.name}': parameters must not change "
+                                     "step ids, components or needs; reload the code location")
+    return result.pipeline
+
+
+def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipeline) -> None:
+    try:
+        status = finish_run_if_done(session, pipeline, _selected_steps(context, pipeline))
+    except Exception as exc:  # bookkeeping must never fail a step
+        context.log.warning(f"could not update run_end in {session.events_path}: {exc}")
+        return
+    tags = context.run.tags
+    if status == "success" and tags.get(TAG_FILE) and tags.get(TAG_ARCHIVE_TO):
+        _archive_input(context, session, tags)
+
+
+def _archive_input(context: dg.AssetExecutionContext, session: Session,
+                   tags: Mapping[str, str]) -> None:
+    """Move the sensor's file to archive_to, unless it is no longer the version the sensor
+    started this run for (its writer was still appending): then it stays, and its new version
+    has a new run key, so the next tick runs it again."""
+    path = tags[TAG_FILE]
+    change = file_change(path, tags.get(TAG_FINGERPRINT))
+    if change:
+        context.log.warning(
+            f"{path} changed after the sensor started this run for it ({change}); this run "
+            "may have read only part of it. Not archived: left in place for the next sensor "
+            "tick, which runs it again.")
+        session.log_event("file_changed_during_run", path=path, change=change)
+        return
+    try:
+        dest = archive_file(path, tags[TAG_ARCHIVE_TO], context.run_id)
+    except OSError as exc:
+        context.log.warning(f"could not archive {path}: {exc}")
+        session.log_event("file_archive_failed", path=path, error=str(exc))
+    else:
+        context.log.info(f"archived {path} -> {dest}")
+        session.log_event("file_archived", path=path, archived_to=str(dest))
+
+
+def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Sequence[str]:
+    """Steps this run executes: the job's (possibly subsetted) nodes, narrowed to
+    step_keys_to_execute on re-execution."""
+    by_op = {dagster_name(pipeline.name, s.id): s.id for s in pipeline.steps}
+    in_job = {node.name for node in context.job_def.nodes}
+    step_keys = context.run.step_keys_to_execute
+    if step_keys is not None:
+        in_job &= {k.split("[")[0] for k in step_keys}
+    return [sid for op, sid in by_op.items() if op in in_job]
+
+
+def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str, Any]:
+    """The materialisation's metadata; every text in it goes through the session's masker (a
+    target path or URL, a driver's extra metadata and the preview may hold a secret value)."""
+    result = outcome.result
+    mask = session.masker
+    target = mask.text(result.target) if result.target else None
+    md: dict[str, Any] = {
+        META_SESSION_ID: session.session_id,
+        "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
+        "rows_read": dg.MetadataValue.int(result.rows_read),
+        "rows_written": dg.MetadataValue.int(result.rows_written),
+        "duration_s": dg.MetadataValue.float(round(outcome.duration_s, 3)),
+    }
+    if outcome.ref is not None:
+        ref = outcome.ref
+        md["dagster/row_count"] = dg.MetadataValue.int(ref.rows)
+        md["dagster/column_schema"] = dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in ref.columns]))
+        md["dagster/table_name"] = f"pipeline_data.main.{ref.table}"
+        md["dagster/uri"] = Path(ref.db_path).as_uri()
+        md[META_SESSION_DB] = dg.MetadataValue.path(ref.db_path)
+        md[META_TABLE] = ref.table
+        if outcome.preview is not None:
+            names, rows = outcome.preview
+            md["preview"] = rows_table(names, rows, dict(ref.columns), mask)
+    if target:
+        if "://" in target:  # a database or API target (never with credentials)
+            md["target"] = (dg.MetadataValue.url(target)
+                            if target.startswith(("http://", "https://")) else target)
+            md["dagster/uri"] = target
+        else:
+            md["target"] = dg.MetadataValue.path(target)
+            md["dagster/uri"] = Path(target).as_uri()
+    for k, v in result.extra_metadata.items():
+        md[k] = mask.value(v) if isinstance(v, str | dict | list) else v
+    return md
+
+
+def rows_table(names: Sequence[str], rows: Sequence[Sequence[Any]],
+               column_types: Mapping[str, str], mask: Masker) -> dg.TableMetadataValue:
+    """A few rows of a step's table (the preview, a check's failing sample) as Dagster table
+    metadata, typed by the step's column schema. Every text goes through the masker before it
+    is cut to PREVIEW_CELL_CHARS, and every value becomes one a TableRecord accepts."""
+    shown = [mask.text(str(n)) for n in names]
+    schema = dg.TableSchema(columns=[dg.TableColumn(s, column_types.get(n, "unknown"))
+                                     for s, n in zip(shown, names, strict=True)])
+    records = [dg.TableRecord({s: preview_cell(v, mask) for s, v in zip(shown, row, strict=True)})
+               for row in rows]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+PREVIEW_CELL_CHARS = 80
+_JS_SAFE_INT = 2**53  # larger integers lose digits as JSON numbers in the UI: shown as text
+
+
+def preview_cell(value: Any, mask: Masker) -> str | int | float | bool | None:
+    """One value as TableRecord takes it (str/int/float/bool/None): DECIMAL, dates and times,
+    BLOB, LIST/STRUCT/MAP and huge integers become text, masked, then cut to a readable length."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and -_JS_SAFE_INT <= value <= _JS_SAFE_INT:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02X}"  # as DuckDB shows a BLOB
+                       for b in bytes(value))
+    elif isinstance(value, datetime.date | datetime.time):
+        text = value.isoformat()
+    elif isinstance(value, dict | list | tuple):  # STRUCT, MAP, LIST: secret-named fields too
+        text = json.dumps(mask.value(value), default=str, ensure_ascii=False)
+    else:
+        text = str(value)
+    text = mask.text(text)
+    return text if len(text) <= PREVIEW_CELL_CHARS else text[:PREVIEW_CELL_CHARS - 3] + "..."
+
+

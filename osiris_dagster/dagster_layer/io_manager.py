@@ -1,0 +1,97 @@
+"""The IO manager passes table references between assets, never data.
+
+A step's op writes its table into the run's session database itself (so data never leaves
+DuckDB); the value it returns is a small :class:`TableRef`. Loading an input returns the
+upstream's TableRef: from this run's session when the upstream ran in this run, otherwise from
+the session recorded on the upstream's latest materialisation (a UI "materialise this asset"
+after an earlier run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from osiris_dagster.core.errors import UpstreamMissingError
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.runner import TableRef
+from osiris_dagster.runtime.session import Session
+
+EPHEMERAL_RUN_ID = "__EPHEMERAL_RUN_ID"
+META_SESSION_ID = "osiris/session_id"
+META_SESSION_DB = "osiris/session_db"
+META_TABLE = "osiris/table"
+META_STEP_ID = "osiris/step_id"
+
+
+class OsirisIOManager(dg.ConfigurableIOManager):
+    """Stores nothing: the table is already in the session database when the op returns."""
+
+    sessions_dir: str | None = Field(
+        default=None, description="Root of session directories (default $OSIRIS_SESSIONS_DIR "
+                                  "or .osiris_sessions).")
+
+    def handle_output(self, context: dg.OutputContext, obj: TableRef | None) -> None:
+        if obj is None:
+            return
+        if not isinstance(obj, TableRef):
+            raise TypeError(f"OsirisIOManager stores TableRef values, got {type(obj).__name__}; "
+                            "return a TableRef (osiris steps do) or use another IO manager")
+        if not Path(obj.db_path).exists():
+            raise UpstreamMissingError(f"session database {obj.db_path} vanished")
+        context.log.debug(f"{context.asset_key.to_user_string()} -> table {obj.table} in "
+                          f"{obj.db_path} ({obj.rows} rows)")
+
+    def load_input(self, context: dg.InputContext) -> TableRef:
+        upstream = context.upstream_output
+        assert upstream is not None
+        meta = upstream.definition_metadata or {}
+        table = _text(meta.get(META_TABLE))
+        step_id = _text(meta.get(META_STEP_ID)) or upstream.asset_key.path[-1]
+        run_id = upstream.run_id
+        if run_id and run_id != EPHEMERAL_RUN_ID:
+            session = Session(Settings.from_env(self.sessions_dir), run_id)
+            return TableRef(run_id, str(session.db_path), table or step_id, step_id, -1)
+        return self._from_latest_materialisation(context, upstream.asset_key, step_id, table)
+
+    def _from_latest_materialisation(self, context: dg.InputContext, key: dg.AssetKey,
+                                     step_id: str, table: str | None) -> TableRef:
+        name = key.to_user_string()
+        if context.has_asset_partitions:
+            partition = context.asset_partition_key
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+            ).records
+            event = records[0].event_log_entry if records else None
+            name = f"{name}' partition '{partition}"
+        else:
+            event = context.instance.get_latest_materialization_event(key)
+        if event is None or event.asset_materialization is None:
+            raise UpstreamMissingError(
+                f"upstream asset '{name}' (step '{step_id}') has never been materialised; "
+                f"materialise '{name}' first (or materialise the whole pipeline)")
+        md = event.asset_materialization.metadata
+        db_path = _text(md.get(META_SESSION_DB))
+        session_id = _text(md.get(META_SESSION_ID)) or event.run_id
+        table = _text(md.get(META_TABLE)) or table
+        if not db_path or not table:
+            raise UpstreamMissingError(
+                f"the latest materialisation of '{name}' does not record an osiris session; "
+                f"materialise '{name}' again")
+        if not Path(db_path).exists():
+            raise UpstreamMissingError.session_gone(
+                f"upstream asset '{name}' (step '{step_id}')", name, session_id, db_path)
+        rows = md.get("dagster/row_count")
+        return TableRef(session_id, db_path, table, step_id,
+                        int(rows.value) if rows is not None else -1)
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    inner = getattr(value, "value", value)
+    if inner is None:
+        return None
+    return str(getattr(inner, "path", inner))

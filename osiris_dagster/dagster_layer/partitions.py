@@ -1,0 +1,51 @@
+"""Dagster partitions from `x-dagster.partitions`, and the params a partitioned run gets."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import dagster as dg
+
+from osiris_dagster.oml.model import PartitionSettings, Pipeline
+
+_TIME = {
+    "hourly": (dg.HourlyPartitionsDefinition, "%Y-%m-%d-%H:%M", "%Y-%m-%dT%H:%M:%S"),
+    "daily": (dg.DailyPartitionsDefinition, "%Y-%m-%d", "%Y-%m-%d"),
+    "weekly": (dg.WeeklyPartitionsDefinition, "%Y-%m-%d", "%Y-%m-%d"),
+    "monthly": (dg.MonthlyPartitionsDefinition, "%Y-%m-%d", "%Y-%m-%d"),
+}
+
+
+@cache
+def _definition(settings: PartitionSettings) -> dg.PartitionsDefinition:
+    if settings.kind == "static":
+        return dg.StaticPartitionsDefinition(list(settings.keys))
+    if settings.kind == "dynamic":
+        return dg.DynamicPartitionsDefinition(name=settings.name)
+    cls, _fmt, _ = _TIME[settings.kind]
+    kwargs: dict[str, Any] = {"start_date": settings.start}
+    if settings.end:
+        kwargs["end_date"] = settings.end
+    if settings.timezone:
+        kwargs["timezone"] = settings.timezone
+    return cls(**kwargs)
+
+
+def partitions_definition(pipeline: Pipeline) -> dg.PartitionsDefinition | None:
+    settings = pipeline.dagster.partitions
+    return _definition(settings) if settings else None
+
+
+def partition_params(pipeline: Pipeline, context: dg.AssetExecutionContext) -> dict[str, str]:
+    """`partition_key` (and `partition_start`/`partition_end` for time partitions)."""
+    settings = pipeline.dagster.partitions
+    if settings is None or not context.has_partition_key:
+        return {}
+    params = {"partition_key": context.partition_key}
+    if settings.is_time:
+        window = context.partition_time_window
+        fmt = _TIME[settings.kind][2]
+        params["partition_start"] = window.start.strftime(fmt)
+        params["partition_end"] = window.end.strftime(fmt)
+    return params

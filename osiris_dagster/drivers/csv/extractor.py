@@ -1,0 +1,666 @@
+"""``filesystem.csv_extractor``: one CSV file -> the step's table, read by DuckDB's ``read_csv``.
+
+Osiris reads the file with ``pandas.read_csv``; we produce the same table contents without pandas
+on the data path (DuckDB streams and spills, pandas held the whole file in memory). How each
+pandas behaviour is reproduced, and where we deliberately differ:
+
+* **Dialect.** Always explicit: the configured delimiter, ``"`` as quote and escape (RFC 4180),
+  ``strict_mode`` and no comment character unless configured; DuckDB's sniffer is off, so it can
+  neither decide the file is one text column nor that ``#`` starts a comment.
+* **Header.** We find the header row ourselves (streaming, :func:`csv_support.inspect_layout`)
+  with pandas' ``skiprows``/``header: N`` rules and name columns like pandas: duplicate names get
+  ``.1``, ``.2``; an empty name becomes ``Unnamed: <i>``; ``header: false`` gives ``0, 1, 2...``.
+  DuckDB identifiers are case-insensitive, so a name equal to an earlier one ignoring case also
+  gets a ``.N`` suffix (pandas would keep ``a`` and ``A``). DuckDB then reads only the data part.
+* **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
+  header is an error naming its physical line. Blank lines are skipped (``skip_blank_lines:
+  false`` turns them into all-NULL rows). Where DuckDB would differ, it reads a scratch copy of
+  the data part instead of the file: after a preamble its ``skip`` cannot step over exactly
+  (blank or comment lines, quoted line breaks), and, rewritten by Python's csv module (slower),
+  for ``skip_blank_lines: false`` or a one-column file, when a byte scan finds blank lines.
+* **Line numbers** in errors are physical lines of the user's file, found by re-scanning it
+  with Python's csv module (DuckDB counts records and its sniffer reports none).
+* **NULLs.** pandas' default NA strings (``""``, ``NA``, ``NULL``, ``N/A``, ``NaN``, ...) plus
+  ``na_values``, so numeric columns with such markers still read as numbers.
+* **Types.** Decided from every value, never from a sample alone (:mod:`csv_types` has the
+  rules): a column gets the first of BOOLEAN, BIGINT, DOUBLE (and with ``parse_dates: true``
+  DATE, TIMESTAMP, TIMESTAMPTZ) that each of its values takes *faithfully*, else VARCHAR. So
+  ``00501``, ``0x1F`` or ``yes`` keep a column text, ``19.99``, ``1e3`` or ``+5`` make it DOUBLE,
+  a time of day makes a DATE column TIMESTAMP, offsets make it TIMESTAMPTZ (a mix of values with
+  and without an offset stays text). The types are guessed from the first 20,480 rows; the pass
+  that creates the table checks every value against them; a value that does not fit stops it,
+  its column gets the next type that value fits, and the table is created again (event
+  ``csv_type_widened``): the result is always the one the whole file calls for. A
+  ``parse_dates`` list column must be DATE, TIMESTAMP or TIMESTAMPTZ; a value that fits none is
+  an error naming file, line and column. ``dtype`` columns are read as text too and cast to the
+  declared type only when it holds the value exactly (:func:`csv_types.faithful`): ``19.99`` as
+  ``int64``, ``1.239`` as ``DECIMAL(10,2)``, ``0x1F``/``00501`` as an integer or ``yes`` as
+  ``bool`` fail the step naming file, line, column, value and dtype (DuckDB's cast would round or
+  reinterpret them; pandas refuses them too).
+  Unlike pandas, integer columns with NULLs stay BIGINT (pandas turns them into floats), and an
+  all-empty column is VARCHAR.
+* **Time zones.** Naive timestamps stay TIMESTAMP (no zone is assumed); values with an offset are
+  TIMESTAMPTZ instants. Nothing depends on the host's time zone: the step connection's DuckDB
+  ``TimeZone`` is UTC (see ``session.py``).
+* **Empty input.** A 0-byte file (or one with only blank/comment lines) has no columns; a DuckDB
+  table needs one, so the table gets the configured ``columns`` as VARCHAR, or else a single
+  VARCHAR column ``_empty``, and zero rows. ``filesystem.csv_writer`` writes such a table back as
+  an empty file, as Osiris does. A header-only file gives its columns (VARCHAR, or ``dtype``) and
+  zero rows.
+* **Encodings and compression.** utf-8 (``ascii`` is read as utf-8) and latin-1 are read by
+  DuckDB; utf-16 (either byte order, BOM-detected) is transcoded to a scratch file first, since
+  DuckDB's reader mis-reads big-endian files. gzip is read by DuckDB; bz2, xz and zip are
+  stream-decompressed into a scratch file under ``ctx.tmp_dir`` and deleted afterwards.
+* ``chunk_size`` is accepted and ignored (DuckDB streams on its own).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from osiris_dagster.core import memory
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.csv import support as cs
+from osiris_dagster.drivers.csv import types as ct
+
+SAMPLE_ROWS = 20480  # rows the first guess of the types is made from (DuckDB's sample size)
+
+_PANDAS_DTYPES = {
+    "str": "VARCHAR", "object": "VARCHAR", "string": "VARCHAR", "category": "VARCHAR",
+    "int": "BIGINT", "int64": "BIGINT", "Int64": "BIGINT", "int32": "INTEGER",
+    "Int32": "INTEGER", "int16": "SMALLINT", "Int16": "SMALLINT", "int8": "TINYINT",
+    "Int8": "TINYINT", "float": "DOUBLE", "float64": "DOUBLE", "Float64": "DOUBLE",
+    "float32": "FLOAT", "Float32": "FLOAT", "bool": "BOOLEAN", "boolean": "BOOLEAN",
+    "datetime64": "TIMESTAMP", "datetime64[ns]": "TIMESTAMP", "datetime64[us]": "TIMESTAMP",
+    "datetime64[ms]": "TIMESTAMP", "datetime64[s]": "TIMESTAMP",
+}
+_SQL_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?")
+_ENCODINGS = {
+    "utf-8": "utf-8", "utf8": "utf-8", "ascii": "utf-8", "us-ascii": "utf-8",
+    "latin-1": "latin-1", "latin1": "latin-1", "iso-8859-1": "latin-1", "iso8859-1": "latin-1",
+    "utf-16": "utf-16", "utf16": "utf-16",
+}
+_CONVERSION = re.compile(r'converting column "((?:[^"]|"")*)"\. Could not convert string '
+                         r'"((?:[^"]|"")*)" to \'([^\']+)\'')
+_LINE_SIZE = "Maximum line size"
+_PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
+
+
+# -- options --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    """The step config, checked for what only the driver can know is impossible."""
+
+    path: str
+    delimiter: str = ","
+    encoding: str = "utf-8"  # normalised: utf-8, latin-1 or utf-16
+    header: bool | int = True
+    columns: tuple[str, ...] | None = None
+    skip_rows: int = 0
+    limit: int | None = None
+    parse_dates: bool | tuple[str, ...] = False
+    dtype: Mapping[str, str] = field(default_factory=dict)
+    na_values: tuple[str, ...] = ()
+    skip_blank_lines: bool = True
+    comment: str | None = None
+    compression: str = "infer"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Options:
+        mode = config.get("mode")
+        if mode not in (None, "extract", "read"):
+            raise DriverError(f"filesystem.csv_extractor: mode {mode!r} is not supported here; "
+                              "use mode: extract")
+        path = config.get("path")
+        if not isinstance(path, str) or not path.strip():
+            raise DriverError("filesystem.csv_extractor needs `path`: the CSV file to read")
+        delimiter = _one_char(config.get("delimiter", ","), "delimiter")
+        comment = config.get("comment")
+        comment = _one_char(comment, "comment") if comment not in (None, "") else None
+        if delimiter in ('"', "\n", "\r"):
+            raise DriverError(f"delimiter {delimiter!r} cannot be used: it is the quote character "
+                              "or a line break")
+        if comment is not None and comment in (delimiter, '"'):
+            raise DriverError(f"comment character {comment!r} cannot be the delimiter or the "
+                              "quote character")
+        return cls(
+            path=path,
+            delimiter=delimiter,
+            encoding=_encoding(config.get("encoding", "utf-8")),
+            header=_header(config.get("header", True)),
+            columns=_names(config.get("columns"), "columns"),
+            skip_rows=_non_negative(config.get("skip_rows", 0), "skip_rows"),
+            limit=_limit(config.get("limit")),
+            parse_dates=_parse_dates(config.get("parse_dates", False)),
+            dtype=_dtype(config.get("dtype")),
+            na_values=_na_values(config.get("na_values")),
+            skip_blank_lines=bool(config.get("skip_blank_lines", True)),
+            comment=comment,
+            compression=str(config.get("compression") or "infer").lower(),
+        )
+
+    @property
+    def date_columns(self) -> tuple[str, ...]:
+        return self.parse_dates if isinstance(self.parse_dates, tuple) else ()
+
+
+def _one_char(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) != 1:
+        raise DriverError(f"`{name}` must be a single character, got {value!r}")
+    return value
+
+
+def _encoding(value: Any) -> str:
+    key = str(value).strip().lower().replace("_", "-")
+    if key not in _ENCODINGS:
+        raise DriverError(f"unsupported encoding {value!r}: use utf-8, ascii, latin-1, "
+                          "iso-8859-1 or utf-16")
+    return _ENCODINGS[key]
+
+
+def _header(value: Any) -> bool | int:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise DriverError(f"`header` must be true, false or a row number >= 0, got {value!r}")
+
+
+def _non_negative(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DriverError(f"`{name}` must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DriverError(f"`limit` must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _names(value: Any, option: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise DriverError(f"`{option}` must be a list of column names, got {value!r}")
+    names = tuple(str(v) for v in value)
+    if len(set(names)) != len(names):
+        raise DriverError(f"`{option}` lists a column twice: {list(names)}")
+    return names
+
+
+def _parse_dates(value: Any) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    return _names(value, "parse_dates") or False
+
+
+def _dtype(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DriverError(f"`dtype` must map column names to types, got {value!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _na_values(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+# -- entry point ----------------------------------------------------------------------------------
+def run(ctx: StepContext, config: Mapping[str, Any],
+        inputs: Sequence[UpstreamTable]) -> DriverResult:
+    """Read ``config['path']`` into the step's table; returns the row count."""
+    opts = Options.from_config(config)
+    origin = _resolve_file(ctx, opts.path)
+    with cs.Scratch(Path(ctx.tmp_dir), f"csv_{ctx.step_id}") as scratch:
+        source = cs.prepare_source(origin, cs.infer_compression(origin, opts.compression),
+                                   opts.encoding, scratch)
+        layout = _inspect(source, opts)
+        if layout is None or not layout.has_data:
+            rows = ctx.create_output(_empty_select(ctx.con, opts, layout, origin))
+        else:
+            rows = _Extraction(ctx, opts, source, layout, scratch).run()
+    ctx.log_metric("rows_read", rows)
+    return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
+                        extra_metadata={"source_path": str(origin)})
+
+
+def _resolve_file(ctx: StepContext, raw: str) -> Path:
+    path = ctx.resolve_path(raw)
+    if not path.exists():
+        base = ""
+        if not Path(raw).expanduser().is_absolute():
+            base = f" (relative paths resolve against {ctx.base_dir or Path.cwd()})"
+        raise DriverError(f"CSV file not found: {path}{base}. Check `path` and the connection's "
+                          "base_dir.")
+    if path.is_dir():
+        raise DriverError(f"{path} is a directory; `path` must name one CSV file")
+    return path
+
+
+def _inspect(source: cs.Source, opts: Options) -> cs.Layout | None:
+    try:
+        return cs.inspect_layout(source, delimiter=opts.delimiter, comment=opts.comment,
+                                 skip_rows=opts.skip_rows, header=opts.header,
+                                 skip_blank_lines=opts.skip_blank_lines)
+    except (OSError, EOFError, zlib.error) as exc:
+        hint = " Check the `compression` option." if source.gzip else ""
+        raise DriverError(f"{source.origin}: cannot read the file: {exc}.{hint}") from exc
+
+
+# -- column names and declared types --------------------------------------------------------------
+def column_names(layout: cs.Layout) -> list[str]:
+    """pandas' names (C parser rules), made unique case-insensitively for DuckDB."""
+    if layout.header is None:
+        return [str(i) for i in range(layout.width)]
+    raw = [name if name != "" else f"Unnamed: {i}" for i, name in enumerate(layout.header)]
+    names = _dedup(raw, lambda n: n)
+    return _dedup(names, str.lower)
+
+
+def _dedup(names: list[str], key: Any) -> list[str]:
+    """pandas ``_get_header`` deduplication: ``a, a, a.1`` -> ``a, a.2, a.1``."""
+    present = {key(n) for n in names}
+    counts: dict[str, int] = {}
+    out: list[str] = []
+    for name in names:
+        base, cur = name, counts.get(key(name), 0)
+        while cur > 0:
+            counts[key(base)] = cur + 1
+            name = f"{base}.{cur}"
+            cur = cur + 1 if key(name) in present else counts.get(key(name), 0)
+        out.append(name)
+        counts[key(name)] = cur + 1
+    return out
+
+
+def declared_types(con: duckdb.DuckDBPyConnection, opts: Options) -> dict[str, str]:
+    """``dtype`` mapped to DuckDB types (pandas names or DuckDB type names)."""
+    if set(opts.dtype) & set(opts.date_columns):
+        both = sorted(set(opts.dtype) & set(opts.date_columns))
+        raise DriverError(f"columns {both} are in both `dtype` and `parse_dates`; keep one")
+    return {col: _duckdb_type(con, col, spec) for col, spec in opts.dtype.items()}
+
+
+def _duckdb_type(con: duckdb.DuckDBPyConnection, column: str, spec: str) -> str:
+    mapped = _PANDAS_DTYPES.get(spec) or _PANDAS_DTYPES.get(spec.lower())
+    if mapped:
+        return mapped
+    if _SQL_TYPE.fullmatch(spec.strip()):
+        try:
+            return str(con.execute(f"SELECT typeof(CAST(NULL AS {spec.strip()}))").fetchone()[0])
+        except duckdb.Error:
+            pass
+    raise DriverError(
+        f"dtype for column {column!r}: unknown type {spec!r}. Use a pandas dtype (str, int64, "
+        "Int64, int32, float64, bool, datetime64[ns], category) or a DuckDB type (VARCHAR, "
+        "BIGINT, DOUBLE, DECIMAL(18,2), DATE, ...)"
+    )
+
+
+def _require_columns(wanted: Sequence[str], names: Sequence[str], option: str,
+                     origin: Path) -> None:
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DriverError(f"{origin}: `{option}` names columns not in the file: {missing}. "
+                          f"Available columns: {list(names)}")
+
+
+def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: cs.Layout | None,
+                  origin: Path) -> str:
+    """Zero rows with the file's header (or ``columns``, or the ``_empty`` placeholder)."""
+    types = declared_types(con, opts)
+    if layout is not None:
+        names = column_names(layout)
+        _require_columns(opts.columns or (), names, "columns", origin)
+        _require_columns(opts.date_columns, names, "parse_dates", origin)
+        names = list(opts.columns or names)
+    else:
+        names = list(opts.columns or (cs.EMPTY_FILE_COLUMN,))
+    for col in opts.date_columns:
+        types.setdefault(col, "TIMESTAMP")
+    cols = ", ".join(f"CAST(NULL AS {types.get(n, 'VARCHAR')}) AS {quote_ident(n)}"
+                     for n in names)
+    return f"SELECT {cols} LIMIT 0"
+
+
+# -- the DuckDB read ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reader:
+    """Everything ``read_csv`` needs; renders the table-function call.
+
+    Columns are read as text (``dtype`` columns too, cast strictly later) with DuckDB's sniffer off:
+    the dialect is explicit and types are decided by :mod:`csv_types` from every value, because
+    the sniffer types from a sample and DuckDB's casts silently round or reinterpret values.
+    """
+
+    path: Path
+    encoding: str  # utf-8 or latin-1
+    compression: str  # gzip or none
+    delimiter: str
+    comment: str | None
+    skip: int
+    names: tuple[str, ...]
+    null_values: tuple[str, ...]
+    parallel: bool = True
+    max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
+
+    def sql(self) -> str:
+        columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in self.names)
+        opts = [
+            quote_literal(str(self.path)),
+            "auto_detect=false", f"columns={{{columns}}}",
+            f"delim={quote_literal(self.delimiter)}",
+            "quote='\"'", "escape='\"'", "header=false", f"skip={self.skip}",
+            "null_padding=true", "strict_mode=true", "allow_quoted_nulls=true",
+            f"nullstr={_sql_list(self.null_values)}",
+            f"comment={quote_literal(self.comment or '')}",
+            f"encoding={quote_literal(self.encoding)}",
+            f"compression={quote_literal(self.compression)}",
+            f"parallel={'true' if self.parallel else 'false'}",
+        ]
+        if self.max_line_size:
+            opts.append(f"max_line_size={self.max_line_size}")
+        return f"read_csv({', '.join(opts)})"
+
+
+def _sql_list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(quote_literal(i) for i in items) + "]"
+
+
+class _Extraction:
+    """One read of a file with data: type the columns, create the table, explain any failure.
+
+    Types come from the first :data:`SAMPLE_ROWS` rows (cheap), and the one pass that creates the
+    table checks every value against its column's type. A value that does not fit stops that
+    pass with the types it does fit (:func:`csv_types.typed`); its column is widened to the next
+    of those and the pass runs again (:meth:`_widen`), so the result is the one the whole file
+    calls for, whatever the rows the sample saw. The usual late contradiction costs one extra
+    pass; measured in ``benchmarks/csv_types.py``.
+    """
+
+    def __init__(self, ctx: StepContext, opts: Options, source: cs.Source, layout: cs.Layout,
+                 scratch: cs.Scratch) -> None:
+        self.ctx = ctx
+        self.con = ctx.con
+        self.opts = opts
+        self.source = source
+        self.layout = layout
+        self.names = column_names(layout)
+        _require_columns(opts.columns or (), self.names, "columns", source.origin)
+        _require_columns(opts.date_columns, self.names, "parse_dates", source.origin)
+        self.declared = declared_types(ctx.con, opts)
+        self.reader = self._reader(scratch)
+        self.selected = list(opts.columns or self.names)
+        self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
+
+    def _reader(self, scratch: cs.Scratch) -> Reader:
+        """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
+        a scratch copy of the data part (rewritten when blank lines need pandas' treatment)."""
+        src, layout = self.source, self.layout
+        path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
+        keep_blanks = not self.opts.skip_blank_lines
+        if (keep_blanks or layout.width == 1) and cs.may_have_blank_lines(src, layout.data_offset):
+            path, skip, encoding = scratch.new_path(), 0, "utf-8"
+            cs.rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
+                                   keep=keep_blanks)
+        elif layout.skipped and not layout.simple_skip:
+            path, skip = scratch.new_path(), 0
+            cs.copy_from_offset(src, layout.data_offset, path)
+        elif src.gzip:
+            compression = "gzip"
+        null_values = tuple(dict.fromkeys((*cs.PANDAS_NA_VALUES, *self.opts.na_values)))
+        return Reader(path=path, encoding=encoding, compression=compression,
+                      delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
+                      names=tuple(self.names), null_values=null_values)
+
+    def run(self) -> int:
+        unknown = sorted(set(self.declared) - set(self.names))
+        if unknown:  # pandas ignores dtype entries for absent columns; say so, do not fail
+            self.ctx.log_event("csv_dtype_ignored", columns=unknown)
+            self.declared = {k: v for k, v in self.declared.items() if k in self.names}
+        while True:
+            try:
+                return self._create()
+            except duckdb.Error as exc:
+                self._recover_or_raise(exc)
+
+    def _create(self) -> int:
+        if self.fits is None:
+            self.fits = self._detect(self._rows(SAMPLE_ROWS))
+        while True:
+            try:
+                return self.ctx.create_output(self._typed_select())
+            except duckdb.Error as exc:
+                if not self._widen(exc):
+                    raise
+
+    def _widen(self, exc: duckdb.Error) -> bool:
+        """A value past the sample did not fit its column's type: drop the types that value
+        does not fit (the column gets the next one that it does) and let the caller read again.
+
+        Each call removes at least one type from one column, so this ends; and every type a
+        column loses is refused by a value of the file, so the type it ends with is the first
+        one the whole file fits: the result a whole-file type detection would give."""
+        assert self.fits is not None
+        found = ct.parse_mismatch(str(exc))
+        if found is None:
+            return False
+        index, value_fits = found
+        name = self.selected[index]
+        if name in self.declared:  # a declared type is never widened: the value is an error
+            raise self._dtype_error(name)
+        left = self.fits[name]
+        wider = left[1:] if left is not None else self._candidates(name)
+        self.fits[name] = tuple(k for k in wider if k in value_fits)
+        if not self.fits[name] and name in self.opts.date_columns:
+            raise self._not_a_date_error(name, self._rows(None))
+        self.ctx.log_event("csv_type_widened", column=name, type=self._type_of(name))
+        return True
+
+    # -- types
+    @property
+    def _auto(self) -> list[str]:
+        return [n for n in self.selected if n not in self.declared]
+
+    def _candidates(self, name: str) -> tuple[str, ...]:
+        """The types a column may get, narrowest first, without the VARCHAR fallback."""
+        if name in self.opts.date_columns:
+            return ct.ONLY_DATES
+        return (ct.WITH_DATES if self.opts.parse_dates is True else ct.NO_DATES)[:-1]
+
+    def _rows(self, cap: int | None) -> str:
+        """The data rows as the table will hold them (``limit`` applies), at most ``cap``."""
+        limits = [n for n in (cap, self.opts.limit) if n]
+        limit = f" LIMIT {min(limits)}" if limits else ""
+        cols = ", ".join(quote_ident(n) for n in self.selected)
+        return f"(SELECT {cols} FROM {self.reader.sql()}{limit})"
+
+    def _detect(self, rows: str) -> dict[str, tuple[str, ...] | None]:
+        """Per auto column, the candidate types every value of ``rows`` fits, in candidate
+        order; None for a column with no value."""
+        checks: list[tuple[str, str]] = []
+        for name in self._auto:
+            col = quote_ident(name)
+            checks.append((name, f"count({col}) > 0"))
+            checks.extend((f"{name}\0{kind}", f"coalesce(bool_and({ct.faithful(kind, col)}) "
+                                              f"FILTER (WHERE {col} IS NOT NULL), true)")
+                          for kind in self._candidates(name))
+        if not checks:
+            return {}
+        flags = self.con.execute(
+            f"SELECT {', '.join(expr for _, expr in checks)} FROM {rows}").fetchone()
+        found = {key: bool(flag) for (key, _), flag in zip(checks, flags, strict=True)}
+        fits = {name: tuple(k for k in self._candidates(name) if found[f"{name}\0{k}"])
+                if found[name] else None for name in self._auto}
+        for name in self.opts.date_columns:
+            if fits.get(name) == ():
+                raise self._not_a_date_error(name, rows)
+        return fits
+
+    def _type_of(self, name: str) -> str | None:
+        """The first type the column's values fit; VARCHAR when none; None while no value was
+        seen (all-NULL so far)."""
+        assert self.fits is not None
+        fits = self.fits[name]
+        if fits is None:
+            return None
+        return fits[0] if fits else ct.VARCHAR
+
+    def _typed_select(self) -> str:
+        """Each auto column cast once in an inner query (``TRY_CAST`` under a name no column
+        has) and checked against its text in the outer one."""
+        assert self.fits is not None
+        prefix = "__osiris_cast_"
+        while any(n.lower().startswith(prefix) for n in self.selected):
+            prefix = "_" + prefix
+        inner = [quote_ident(n) for n in self.selected]
+        exprs = []
+        for i, name in enumerate(self.selected):
+            col = quote_ident(name)
+            kind = self.declared.get(name) or self._type_of(name)
+            if kind == ct.VARCHAR:
+                exprs.append(col)
+                continue
+            cast = None
+            if kind is not None:
+                cast = quote_ident(f"{prefix}{i}")
+                inner.append(f"TRY_CAST({col} AS {kind}) AS {cast}")
+            fits = () if name in self.declared else self.fits[name]
+            wider = fits[1:] if fits is not None else self._candidates(name)
+            empty = ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
+            exprs.append(f"{ct.typed(kind, col, i, wider, empty, cast)} AS {col}")
+        return (f"SELECT {', '.join(exprs)} FROM (SELECT {', '.join(inner)} "
+                f"FROM {self._rows(None)})")
+
+    def _not_a_date_error(self, name: str, rows: str) -> DriverError:
+        """A ``parse_dates`` column no date type fits: name the first value that is not a date,
+        or the first that breaks the column's choice of with/without UTC offset."""
+        col = quote_ident(name)
+        naive, aware = ct.faithful(ct.TIMESTAMP, col), ct.faithful(ct.TIMESTAMPTZ, col)
+        bad = self.con.execute(f"SELECT {col} FROM {rows} WHERE {col} IS NOT NULL AND NOT "
+                               f"({naive} OR {aware}) LIMIT 1").fetchone()
+        if bad is not None:
+            return self._conversion_error(name, str(bad[0]), "TIMESTAMP")
+        first_aware = self.con.execute(
+            f"SELECT {aware} FROM {rows} WHERE {col} IS NOT NULL LIMIT 1").fetchone()[0]
+        other = naive if first_aware else aware
+        value = str(self.con.execute(
+            f"SELECT {col} FROM {rows} WHERE {col} IS NOT NULL AND {other} LIMIT 1").fetchone()[0])
+        line = self._value_line(name, value)
+        has = "has a UTC offset and the values before it do not" if not first_aware else \
+            "has no UTC offset and the values before it do"
+        return DriverError(
+            f"{self.source.origin}: column {name!r}{line}: {value!r} {has}; a `parse_dates` "
+            "column needs every value with an offset or every value without one. Fix the "
+            "values, or remove the column from `parse_dates` to keep it as text."
+        )
+
+    def _dtype_error(self, name: str) -> DriverError:
+        """A ``dtype`` column with a value its declared type cannot hold exactly: name the first
+        such value (streamed: the scan stops there)."""
+        col, kind = quote_ident(name), self.declared[name]
+        bad = self.con.execute(
+            f"SELECT {col} FROM {self._rows(None)} WHERE {col} IS NOT NULL AND NOT "
+            f"({ct.faithful(kind, col)}) LIMIT 1").fetchone()
+        value = str(bad[0]) if bad is not None else "?"
+        spec = self.opts.dtype.get(name, kind)
+        declared = f"{spec!r}" if spec == kind else f"{spec!r} ({kind})"
+        return DriverError(
+            f"{self.source.origin}: column {name!r}{self._value_line(name, value)}: cannot "
+            f"convert {value!r} to `dtype` {declared} without changing it (it would be rounded, "
+            "truncated or reinterpreted). Fix the value, or change `dtype` for that column to a "
+            "type that holds it (`str` keeps every value as written)."
+        )
+
+    def _recover_or_raise(self, exc: duckdb.Error) -> None:
+        """Retry what DuckDB can do differently; otherwise raise a DriverError with a line."""
+        text = str(exc)
+        if _PARALLEL_PADDING in text and self.reader.parallel:
+            # quoted newlines + padding of short rows need the single-threaded reader
+            self.reader = replace(self.reader, parallel=False)
+            return
+        if _LINE_SIZE in text and not self.reader.max_line_size:
+            # pandas has no row-size limit; allow rows up to the scanner's limit
+            self.reader = replace(self.reader, max_line_size=cs.MAX_LINE_BYTES)
+            return
+        raise self._explain(exc) from exc
+
+    # -- errors
+    def _explain(self, exc: duckdb.Error) -> DriverError:
+        """Turn a DuckDB failure into a message with the file, the line and what to do."""
+        text, origin = str(exc), self.source.origin
+        if memory.is_out_of_memory(exc):  # the runner retries with more memory, or says so
+            return DriverError(f"{origin}: {cs.duckdb_summary(exc)}")
+        if "Invalid unicode" in text or "not utf-8 encoded" in text:
+            found = cs.find_undecodable_line(self.source)
+            line, reason = found if found else (None, "invalid byte sequence")
+            return cs.encoding_error(origin, self.source.encoding, line, reason)
+        match = _CONVERSION.search(text)
+        if match:
+            return self._conversion_error(*(g.replace('""', '"') for g in match.groups()))
+        if _LINE_SIZE in text:
+            line = cs.find_long_line(self.source, cs.MAX_LINE_BYTES)
+            where = f"line {line}" if line else "a row"
+            return DriverError(f"{origin}: {where} is longer than {cs.MAX_LINE_BYTES >> 20} MiB. "
+                               "Check the `delimiter` option and the quoting (an unclosed quote "
+                               "makes the rest of the file one row).")
+        if isinstance(exc, duckdb.IOException) and "gzip" in text.lower():
+            return DriverError(f"{origin}: cannot decompress as gzip ({cs.duckdb_summary(exc)})."
+                               " Check the `compression` option.")
+        wide = self._wide_row_error(required=False)
+        if wide is not None:
+            return wide
+        return DriverError(f"{origin}: cannot read the CSV file: {cs.duckdb_summary(exc)}. "
+                           f"Check `delimiter` (currently {self.opts.delimiter!r}), `encoding` "
+                           "and `header`.")
+
+    def _wide_row_error(self, required: bool = True) -> DriverError | None:
+        try:
+            rec = cs.find_wide_record(self.source, self.layout, self.opts.delimiter,
+                                      self.opts.comment)
+        except cs.CsvSyntaxError as exc:
+            return exc
+        if rec is None:
+            if not required:
+                return None
+            return DriverError(f"{self.source.origin}: a row has more fields than the header; "
+                               f"check the `delimiter` option (currently "
+                               f"{self.opts.delimiter!r}).")
+        what = "the header has" if self.layout.header is not None else "the first row has"
+        fields = len(cs.strip_comment(rec.fields, self.opts.comment))
+        return DriverError(
+            f"{self.source.origin}: line {rec.first_line} has {fields} fields but {what} "
+            f"{self.layout.width} (delimiter {self.opts.delimiter!r}). Quote values that contain "
+            "the delimiter, fix that row, or check the `delimiter` and `header` options."
+        )
+
+    def _conversion_error(self, column: str, value: str, kind: str) -> DriverError:
+        option = "parse_dates" if column in self.opts.date_columns else "dtype"
+        return DriverError(
+            f"{self.source.origin}: column {column!r}{self._value_line(column, value)}: cannot "
+            f"convert {value!r} to {kind}. Fix the value, or change `{option}` for that column."
+        )
+
+    def _value_line(self, column: str, value: str) -> str:
+        """`` at line N`` of the first record holding ``value`` in ``column`` (or nothing)."""
+        index = self.names.index(column) if column in self.names else -1
+        line = cs.find_value_line(self.source, self.layout, self.opts.delimiter,
+                                  self.opts.comment, index, value) if index >= 0 else None
+        return f" at line {line}" if line else ""

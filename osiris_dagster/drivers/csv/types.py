@@ -1,0 +1,156 @@
+"""Which type a CSV column gets: the first candidate type that *every* value takes faithfully.
+
+DuckDB's own casts are lenient (``'19.99'`` -> BIGINT 20, ``'00501'`` -> 501, ``'0x1F'`` -> 31,
+``'yes'`` -> true, ``'2024-03-05 17:45'`` -> DATE 2024-03-05, an offset dropped by a TIMESTAMP
+cast, ``'1e999'`` -> inf), and its sniffer types a column from a sample. Here a type is chosen only
+when each value survives it: reading it back gives the same number, truth value, date or instant.
+The rules are SQL predicates over the text of a value, so the same rules type a sample, check
+every value while a table is written, and tell which wider types an offending value fits (a file
+typed from its first rows and then widened value by value gets exactly the types a whole-file
+detection would give).
+
+What each type accepts (anything else makes the column the next candidate, at last VARCHAR):
+
+* BOOLEAN: ``True``/``TRUE``/``true``/``False``/``FALSE``/``false`` (pandas' spellings);
+* BIGINT: canonical integers that fit 64 bits (no sign ``+``, leading zero, ``_`` or hex): the
+  value printed back is the text itself, but for spaces around it;
+* DOUBLE: decimal numbers (``1.50``, ``.5``, ``1e3``, ``+5``, ``-inf``; spaces around them
+  allowed) without leading zeros in the integer part, finite unless spelled ``inf`` or
+  ``infinity``, that a double holds: at most 15 significant digits, or the double's shortest
+  text is the same number (``0.30000000000000004`` is, ``0.12345678901234567890`` or
+  ``9007199254740993`` is not: a double would round them); never rounded to 0;
+* DATE: ``YYYY-MM-DD`` that prints back the same (a real calendar day);
+* TIMESTAMP: a DATE, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an offset;
+* TIMESTAMPTZ: the same with an offset (``Z``, ``+02``, ``+0200``, ``+02:00``). A column mixing
+  values with and without an offset is not one instant type: it stays text (or, when
+  ``parse_dates`` names it, is an error).
+
+A ``dtype`` column must hold each value exactly in its declared type (:func:`faithful` takes any
+DuckDB type): the types above by the same rules; the other integer types (``TINYINT`` ...
+``UHUGEINT``) like BIGINT (in range, printed back as written); ``DECIMAL(p,s)`` a plain decimal
+number (no exponent, no leading zero) with at most ``s`` fractional digits once trailing zeros are
+dropped, that fits ``p`` digits (never rounded); ``FLOAT`` a DOUBLE value that float32 gives back
+as the same number; any other type a value whose cast prints back as the text itself.
+"""
+
+from __future__ import annotations
+
+import re
+
+from osiris_dagster.core.naming import quote_literal
+
+BOOLEAN, BIGINT, DOUBLE, VARCHAR = "BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"
+DATE, TIMESTAMP, TIMESTAMPTZ = "DATE", "TIMESTAMP", "TIMESTAMPTZ"
+
+NO_DATES = (BOOLEAN, BIGINT, DOUBLE, VARCHAR)  # candidates, narrowest first; VARCHAR fits all
+WITH_DATES = (BOOLEAN, BIGINT, DOUBLE, DATE, TIMESTAMP, TIMESTAMPTZ, VARCHAR)
+ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be one of these
+
+PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
+_NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+           r"|(?i:inf|infinity)) *")
+_MIN_NORMAL = "2.2250738585072014e-308"  # below it a double holds fewer than 15 digits
+_DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+_NAIVE = f"{_DAY}({_CLOCK})?"
+_AWARE = f"{_DAY}{_CLOCK}(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)"
+_PLAIN_DECIMAL = r" *[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+) *"
+_DECIMAL_TYPE = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", BIGINT, "HUGEINT",
+            "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+_ALIASES = {"TIMESTAMP WITH TIME ZONE": TIMESTAMPTZ}  # DuckDB's typeof() name -> ours
+
+# error() text raised by the typed read when a value does not fit its column's planned type
+MISMATCH_MARKER = "osiris_csv_type_mismatch"
+_MISMATCH = re.compile(MISMATCH_MARKER + r":(\d+):,?((?:[A-Z]+,?)*)")
+
+
+def faithful(kind: str, col: str, cast: str | None = None) -> str:
+    """SQL: the non-NULL text value ``col`` (a quoted identifier) is exactly a ``kind``.
+
+    ``kind`` is one of the candidate types or any DuckDB type a ``dtype`` names (as ``typeof``
+    spells it). ``cast`` is SQL for ``TRY_CAST(col AS kind)`` computed once by the caller (the
+    typed read projects it in an inner query and reuses it as the result: a cast per value, not
+    two)."""
+    kind = _ALIASES.get(kind, kind)
+    cast = cast or f"TRY_CAST({col} AS {kind})"
+    if kind == BOOLEAN:
+        return f"{col} IN ({', '.join(quote_literal(b) for b in PANDAS_BOOLEANS)})"
+    if kind in INTEGERS:
+        return f"coalesce(CAST({cast} AS VARCHAR) = trim({col}), false)"
+    if kind == DOUBLE:
+        finite = f"(isfinite({cast}) OR regexp_matches({col}, '(?i)inf'))"
+        return (f"coalesce(regexp_full_match({col}, '{_NUMBER}') AND {finite} AND "
+                f"{_double_holds(col, cast)}, false)")
+    if kind == DATE:
+        return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
+    if kind == TIMESTAMP:
+        return f"(regexp_full_match({col}, '{_NAIVE}') AND {cast} IS NOT NULL)"
+    if kind == TIMESTAMPTZ:
+        return f"(regexp_full_match({col}, '{_AWARE}') AND {cast} IS NOT NULL)"
+    if kind == VARCHAR:
+        return "true"
+    return _declared_only(kind, col, cast)
+
+
+def _double_holds(col: str, cast: str) -> str:
+    """SQL: the double ``cast`` of the decimal text ``col`` is that number, as far as a double
+    can say: its shortest text (what DuckDB prints) is numerically the text
+    (``0.30000000000000004``, ``9007199254740992``, ``1e22``; not ``0.12345678901234567890`` or
+    ``9007199254740993``, which a double rounds, nor ``1e-400``, which it makes 0).
+
+    Cheap for the common case: a text of 15 characters or fewer has at most 15 significant
+    digits, which a double in the normal range always gives back, so it passes on the first
+    test. Only longer texts are compared, by their significant digits alone: both texts parse
+    to the same non-zero double, so they cannot differ by a power of ten."""
+    normal = f"abs({cast}) >= {_MIN_NORMAL}"  # below: subnormal or 0, fewer digits held
+    return (f"CASE WHEN length({col}) <= 15 AND {normal} OR isinf({cast}) THEN true "
+            f"ELSE {_significant(col)} = {_significant(f'CAST({cast} AS VARCHAR)')} END")
+
+
+def _significant(text: str) -> str:
+    """SQL: the significant digits of a decimal number's text, without sign, point, exponent,
+    leading or trailing zeros (``-0.0120e5`` -> ``12``; ``''`` for zero)."""
+    mantissa = f"split_part(split_part({text}, 'e', 1), 'E', 1)"
+    return f"trim(replace({mantissa}, '.', ''), ' +-0')"
+
+
+def _declared_only(kind: str, col: str, cast: str) -> str:
+    """:func:`faithful` for types only a ``dtype`` gives: never rounded, never reinterpreted."""
+    decimal = _DECIMAL_TYPE.fullmatch(kind)
+    if decimal:
+        scale = int(decimal.group(2))
+        fraction = f"length(rtrim(regexp_extract({col}, '\\.([0-9]*)', 1), '0'))"
+        return (f"coalesce(regexp_full_match({col}, '{_PLAIN_DECIMAL}') AND {fraction} <= "
+                f"{scale} AND {cast} IS NOT NULL, false)")
+    if kind == "FLOAT":
+        same = f"TRY_CAST(CAST({cast} AS VARCHAR) AS DOUBLE) = TRY_CAST({col} AS DOUBLE)"
+        return f"({faithful(DOUBLE, col)} AND coalesce({same}, false))"
+    return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
+
+
+def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
+          empty: str = VARCHAR, cast: str | None = None) -> str:
+    """SQL: ``col`` as ``kind`` (``cast``: see :func:`faithful`); a value that does not fit
+    raises error() with :data:`MISMATCH_MARKER`, the column's ``index`` and which of the
+    ``wider`` types that value fits (see :func:`parse_mismatch`). ``kind`` None (no value seen
+    yet) gives an all-NULL column of type ``empty`` and fails on the first value."""
+    if kind == VARCHAR:
+        return col
+    fitting = ", ".join(f"CASE WHEN {faithful(k, col)} THEN '{k}' END" for k in wider)
+    mismatch = f"error(concat_ws(',', '{MISMATCH_MARKER}:{index}:'{', ' if fitting else ''}" \
+               f"{fitting}))"
+    if kind is None:
+        return f"CASE WHEN {col} IS NULL THEN CAST(NULL AS {empty}) ELSE {mismatch} END"
+    value = cast or f"CAST({col} AS {kind})"
+    return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col, cast)} THEN {value} "
+            f"ELSE {mismatch} END")
+
+
+def parse_mismatch(text: str) -> tuple[int, frozenset[str]] | None:
+    """From a DuckDB error raised by :func:`typed`: the column index and the types the
+    offending value fits; None for any other error."""
+    match = _MISMATCH.search(text)
+    if match is None:
+        return None
+    return int(match.group(1)), frozenset(k for k in match.group(2).split(",") if k)

@@ -1,0 +1,172 @@
+"""What a `duckdb.processor` query may be: one SELECT over its upstream views, checked by DuckDB's
+own parser before it runs.
+
+Two layers keep the step sealed:
+
+1. This module: the text must parse as exactly one statement of type SELECT, and every table
+   it names (read from DuckDB's parse tree, not from the words) must be one of the step's
+   upstream views or a CTE of the query; table functions that run SQL text or list the
+   catalog (`query`, `query_table`, `duckdb_*`, `pragma_*`, ...) are refused.
+2. The step's connection (``StepContext.seal_sql_access``): DuckDB's ``enable_external_access``
+   off (no file, network, ATTACH, INSTALL/LOAD) and ``lock_configuration`` on (no settings
+   changes), so what the parse check cannot see is still refused by DuckDB itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import duckdb
+
+from osiris_dagster.core.errors import DriverError
+
+# Table functions that would reach past the step's views: run SQL given as text, or read the
+# catalog of the session (other steps' tables, attached files, settings, secrets).
+_SQL_TEXT_FUNCTIONS = frozenset({"query", "query_table"})
+_CATALOG_PREFIXES = ("duckdb_", "pragma_", "sqlite_", "pg_", "information_schema")
+_CATALOG_FUNCTIONS = frozenset({"which_secret", "checkpoint", "force_checkpoint"})
+
+
+def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> None:
+    """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables."""
+    _check_statements(query)
+    _check_tree(_parse_tree(con, query), visible)
+
+
+def _check_statements(query: str) -> None:
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.ParserException as exc:
+        raise DriverError(f"SQL syntax error: {first_lines(exc)}. The query must be a single "
+                          "SELECT (or WITH ... SELECT) over the step's upstream views.") from exc
+    if len(statements) != 1:
+        raise DriverError(f"refused: the query holds {len(statements)} statements; a "
+                          "duckdb.processor step runs exactly one SELECT (or WITH ... SELECT)")
+    kind = statements[0].type
+    if kind == duckdb.StatementType.MULTI and "pivot" in query.lower():
+        raise DriverError("refused: a PIVOT without an IN list runs as several statements "
+                          "(DuckDB first creates a type of the distinct values); list the "
+                          "values instead: PIVOT ... ON column IN ('a', 'b') USING ...")
+    if kind != duckdb.StatementType.SELECT:
+        raise DriverError(f"refused: a {kind.name} statement; a duckdb.processor step runs "
+                          "only one SELECT (or WITH ... SELECT) and changes nothing else")
+
+
+def _check_tree(tree: dict[str, Any], visible: Iterable[str]) -> None:
+    visible = list(visible)
+    allowed = {name.lower() for name in visible} | _cte_names(tree)
+    shown = ", ".join(sorted(set(visible))) or "none (this step has no upstream)"
+    for node in _nodes(tree):
+        kind = node.get("type")
+        if kind == "BASE_TABLE":
+            _check_table(node, allowed, shown)
+        elif kind == "TABLE_FUNCTION":
+            _check_table_function(node, shown)
+
+
+def problems(queries: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
+    """What :func:`check_query` would refuse in each ``(query, visible tables)``, or None: for
+    `validate`, before any run. Nothing is executed; the parse trees of all queries come from
+    one call into a private in-memory DuckDB (a call per query would cost ~0.3 ms each)."""
+    out: list[str | None] = []
+    pending: list[tuple[int, str, Sequence[str]]] = []
+    for query, visible in queries:
+        query = query.strip()
+        while query.endswith(";"):
+            query = query[:-1].rstrip()
+        out.append(None)
+        if not query:
+            continue  # the config check reports an empty query
+        try:
+            _check_statements(query)
+        except DriverError as exc:
+            out[-1] = str(exc)
+            continue
+        pending.append((len(out) - 1, query, visible))
+    if pending:
+        texts = _parser_connection().execute(
+            "SELECT list_transform(?::VARCHAR[], lambda q: json_serialize_sql(q))",
+            [[q for _, q, _ in pending]]).fetchone()[0]
+        for (index, _query, visible), text in zip(pending, texts, strict=True):
+            try:
+                _check_tree(_tree_of(text), visible)
+            except DriverError as exc:
+                out[index] = str(exc)
+    return out
+
+
+_LOCAL = threading.local()
+
+
+def _parser_connection() -> duckdb.DuckDBPyConnection:
+    """One empty in-memory DuckDB per thread, only for parsing (opening one costs ~20 ms, which
+    a pipeline of thousands of SQL steps would pay per step)."""
+    con = getattr(_LOCAL, "con", None)
+    if con is None:
+        con = _LOCAL.con = duckdb.connect(":memory:")
+    return con
+
+
+def _parse_tree(con: duckdb.DuckDBPyConnection, query: str) -> dict[str, Any]:
+    return _tree_of(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])
+
+
+def _tree_of(text: str) -> dict[str, Any]:
+    tree = json.loads(text)
+    if tree.get("error"):
+        raise DriverError(f"refused: DuckDB could not analyse the query "
+                          f"({tree.get('error_message', 'unknown reason')}); write it as a plain "
+                          "SELECT (or WITH ... SELECT) over the step's upstream views")
+    return tree
+
+
+def _check_table(node: dict[str, Any], allowed: set[str], shown: str) -> None:
+    catalog = str(node.get("catalog_name") or "")
+    schema = str(node.get("schema_name") or "")
+    table = str(node.get("table_name") or "")
+    qualified = ".".join(p for p in (catalog, schema, table) if p)
+    if catalog.lower() not in ("", "memory") or schema.lower() not in ("", "main") or \
+            table.lower() not in allowed:
+        raise DriverError(
+            f"refused: the query reads {qualified!r}, which this step cannot see. A "
+            f"duckdb.processor query reads only its upstream steps (tables visible: {shown}); "
+            "add the step it needs to `needs`, or read files with filesystem.csv_extractor")
+
+
+def _check_table_function(node: dict[str, Any], shown: str) -> None:
+    function = node.get("function") or {}
+    name = str(function.get("function_name") or "").lower()
+    if name in _SQL_TEXT_FUNCTIONS or name in _CATALOG_FUNCTIONS or \
+            name.startswith(_CATALOG_PREFIXES):
+        raise DriverError(
+            f"refused: table function {name}() reaches past this step's upstream views "
+            f"(tables visible: {shown}); a duckdb.processor query reads only its upstream steps")
+
+
+def _cte_names(tree: Any) -> set[str]:
+    names: set[str] = set()
+    for node in _nodes(tree):
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            for entry in cte_map.get("map") or ():
+                if isinstance(entry, dict) and entry.get("key"):
+                    names.add(str(entry["key"]).lower())
+    return names
+
+
+def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def first_lines(exc: Exception, n: int = 6) -> str:
+    return "\n".join(str(exc).strip().splitlines()[:n])

@@ -1,0 +1,302 @@
+"""Shared pieces of the HTTP API extractors (``posthog.extractor``, ``graphql.extractor``) other
+than the HTTP client itself (that is :mod:`osiris_dagster.drivers.http.client`, shared with the
+PostgREST channel):
+
+* :func:`find_path` / :func:`rows_at`: a JSONPath-like lookup of dotted paths (``data.users``,
+  ``$.data.users.edges[*].node``, ``items[0]``; a name step applied to a list applies to each
+  element).
+* :func:`flatten_record` / :func:`to_scalar`: nested objects -> dotted column names (as pandas'
+  ``json_normalize`` does), lists and other nested values JSON-encoded.
+* :class:`JsonStager`: rows are appended page by page to a newline-delimited JSON file in the
+  session's ``tmp`` directory while their columns and value kinds are tracked, so memory stays
+  flat however many pages arrive and columns first seen on a late page are kept. At the end one
+  ``read_ndjson`` with an explicit schema (the union of all columns, in first-seen order) builds
+  the step's table; types come from every value, not from a sample: only booleans -> BOOLEAN,
+  only integers -> BIGINT, integers and floats -> DOUBLE, anything else (text, mixed kinds) ->
+  VARCHAR. Text is never re-typed (an ISO timestamp stays VARCHAR: cast it downstream), so a
+  column's type does not change from run to run with the data. Column names are unique ignoring
+  case (DuckDB identifiers are case-insensitive): a later ``Name`` next to ``name`` becomes
+  ``Name.1``. With no row and no known column the table has one VARCHAR column ``_empty``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.core.naming import quote_ident, quote_literal
+
+EMPTY_COLUMN = "_empty"
+_INT64 = (-(2**63), 2**63 - 1)
+_DEFAULT_MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's default maximum_object_size
+
+
+# -- paths ----------------------------------------------------------------------------------------
+_TOKEN = re.compile(r"\[(\*|-?\d+)\]|\[(?:'([^']*)'|\"([^\"]*)\")\]|\.?([^.\[\]]+)")
+
+
+def parse_path(path: str) -> list[str | int]:
+    """``$.a.b[*].c[0]`` -> ``['a', 'b', '*', 'c', 0]``; ``*`` is a wildcard step."""
+    text = path.strip()
+    if text.startswith("$"):
+        text = text[1:]
+    text = text.lstrip(".")
+    tokens: list[str | int] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise DriverError(f"cannot parse the path {path!r} at {text[pos:]!r}; use dotted "
+                              "names with optional [*] or [n] steps, e.g. data.users.edges[*].node")
+        index, q1, q2, name = m.groups()
+        if index is not None:
+            tokens.append("*" if index == "*" else int(index))
+        elif q1 is not None or q2 is not None:
+            tokens.append(q1 if q1 is not None else q2)  # type: ignore[arg-type]
+        else:
+            tokens.append(name)
+        pos = m.end()
+    return tokens
+
+
+def find_path(obj: Any, path: str) -> list[Any]:
+    """Every value at ``path`` (JSONPath-like; an empty path or ``$`` is the object itself).
+    A name step on a list applies to each element, as if written ``[*].name``."""
+    current = [obj]
+    for token in parse_path(path):
+        nxt: list[Any] = []
+        for value in current:
+            _step(value, token, nxt)
+        current = nxt
+        if not current:
+            break
+    return current
+
+
+def _step(value: Any, token: str | int, out: list[Any]) -> None:
+    if token == "*":
+        if isinstance(value, list):
+            out.extend(value)
+        elif isinstance(value, dict):
+            out.extend(value.values())
+    elif isinstance(token, int):
+        if isinstance(value, list) and -len(value) <= token < len(value):
+            out.append(value[token])
+    elif isinstance(value, dict):
+        if token in value:
+            out.append(value[token])
+    elif isinstance(value, list):
+        for item in value:
+            _step(item, token, out)
+
+
+def first_at(obj: Any, path: str) -> Any:
+    found = find_path(obj, path)
+    return found[0] if found else None
+
+
+def rows_at(obj: Any, path: str) -> list[Any]:
+    """The records at ``path``: a list match gives its elements, several matches are
+    concatenated (lists extended), ``null`` and no match give no rows."""
+    rows: list[Any] = []
+    for match in find_path(obj, path):
+        if match is None:
+            continue
+        if isinstance(match, list):
+            rows.extend(m for m in match if m is not None)
+        else:
+            rows.append(match)
+    return rows
+
+
+# -- flattening -----------------------------------------------------------------------------------
+def to_json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def to_scalar(value: Any) -> Any:
+    """A value for one column: scalars as they are, nested values JSON-encoded."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return to_json_text(value)
+
+
+def flatten_record(record: Any, sep: str = ".") -> dict[str, Any]:
+    """Nested objects -> ``parent.child`` keys (pandas ``json_normalize``); lists JSON-encoded;
+    empty nested objects produce no column. A non-object record becomes ``{"value": record}``."""
+    if not isinstance(record, dict):
+        return {"value": to_scalar(record)}
+    out: dict[str, Any] = {}
+    _flatten_into(record, "", sep, out)
+    return out
+
+
+def _flatten_into(obj: Mapping[str, Any], prefix: str, sep: str, out: dict[str, Any]) -> None:
+    for key, value in obj.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            _flatten_into(value, name, sep, out)
+        else:
+            out[name] = to_scalar(value)
+
+
+def shallow_record(record: Any) -> dict[str, Any]:
+    """Top-level keys only; nested values JSON-encoded (``flatten_result: false``)."""
+    if not isinstance(record, dict):
+        return {"value": to_scalar(record)}
+    return {str(k): to_scalar(v) for k, v in record.items()}
+
+
+# -- staging --------------------------------------------------------------------------------------
+_KIND_TYPES = {
+    frozenset({"bool"}): "BOOLEAN",
+    frozenset({"int"}): "BIGINT",
+    frozenset({"float"}): "DOUBLE",
+    frozenset({"int", "float"}): "DOUBLE",
+}
+
+
+@dataclass
+class _Column:
+    name: str  # the DuckDB column (unique ignoring case)
+    kinds: set[str] = field(default_factory=set)
+    declared: str | None = None  # type when no value was seen
+
+
+class JsonStager:
+    """Streams records to an NDJSON file; builds the step's table from it in one read."""
+
+    def __init__(self, tmp_dir: Path, label: str) -> None:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        safe = re.sub(r"[^0-9A-Za-z_-]", "_", label) or "stage"
+        self.path = tmp_dir / f"{safe}-{uuid.uuid4().hex[:12]}.ndjson"
+        self._fh: Any = None
+        self._columns: dict[str, _Column] = {}  # source key -> column
+        self._used: set[str] = set()  # lower-cased column names
+        self.rows = 0
+        self._max_line = 0
+        self.renamed: dict[str, str] = {}
+
+    # -- columns
+    def declare(self, key: str, duckdb_type: str = "VARCHAR") -> None:
+        """A column the table has even when no row carries it (e.g. the fixed event fields)."""
+        self._column(key).declared = duckdb_type
+
+    def _column(self, key: str) -> _Column:
+        col = self._columns.get(key)
+        if col is None:
+            name = key if key else "unnamed"
+            base, n = name, 0
+            while name.lower() in self._used:
+                n += 1
+                name = f"{base}.{n}"
+            if name != key:
+                self.renamed[key] = name
+            self._used.add(name.lower())
+            col = self._columns[key] = _Column(name)
+        return col
+
+    @property
+    def columns(self) -> list[str]:
+        return [c.name for c in self._columns.values()]
+
+    # -- rows
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Append one flat record (values: None, bool, int, float, str)."""
+        line: dict[str, Any] = {}
+        for key, value in record.items():
+            col = self._column(str(key))
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                col.kinds.add("bool")
+            elif isinstance(value, int):
+                if _INT64[0] <= value <= _INT64[1]:
+                    col.kinds.add("int")
+                else:
+                    value = str(value)
+                    col.kinds.add("str")
+            elif isinstance(value, float):
+                if math.isnan(value) or math.isinf(value):
+                    continue
+                col.kinds.add("float")
+            elif isinstance(value, str):
+                col.kinds.add("str")
+            else:
+                value = to_json_text(value)
+                col.kinds.add("str")
+            line[col.name] = value
+        text = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+        if self._fh is None:
+            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh.write(text)
+        self._max_line = max(self._max_line, len(text.encode("utf-8")))
+        self.rows += 1
+
+    def add_many(self, records: Iterable[Mapping[str, Any]]) -> int:
+        n = 0
+        for r in records:
+            self.add(r)
+            n += 1
+        return n
+
+    # -- the table
+    def column_types(self) -> dict[str, str]:
+        out = {}
+        for col in self._columns.values():
+            if col.kinds:
+                out[col.name] = _KIND_TYPES.get(frozenset(col.kinds), "VARCHAR")
+            else:
+                out[col.name] = col.declared or "VARCHAR"
+        return out
+
+    def select_sql(self) -> str:
+        """The SELECT that materialises everything staged (call after the last ``add``)."""
+        self._flush()
+        types = self.column_types()
+        if not types:
+            return f"SELECT CAST(NULL AS VARCHAR) AS {quote_ident(EMPTY_COLUMN)} LIMIT 0"
+        if self.rows == 0:
+            cols = ", ".join(f"CAST(NULL AS {t}) AS {quote_ident(n)}" for n, t in types.items())
+            return f"SELECT {cols} LIMIT 0"
+        spec = ", ".join(f"{quote_literal(n)}: {quote_literal(t)}" for n, t in types.items())
+        select = ", ".join(quote_ident(n) for n in types)
+        size = max(_DEFAULT_MAX_OBJECT, self._max_line + 1024)
+        return (f"SELECT {select} FROM read_ndjson({quote_literal(str(self.path))}, "
+                f"columns={{{spec}}}, auto_detect=false, maximum_object_size={size})")
+
+    def _flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        """Close and delete the staging file (safe to call more than once)."""
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> JsonStager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- state files ----------------------------------------------------------------------------------
+def read_json_file(path: Path) -> Any:
+    """The JSON in ``path``, or None when it does not exist or cannot be parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

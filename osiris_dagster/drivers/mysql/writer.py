@@ -1,0 +1,332 @@
+"""``mysql.writer``: the first upstream table -> a MySQL/MariaDB table, in one transaction.
+
+Osiris has no runtime driver for this component (its legacy connector used pandas ``to_sql``).
+Here:
+
+* **Modes.** ``append`` inserts; ``replace`` deletes every row of the target and inserts the
+  input; ``upsert`` runs ``INSERT ... ON DUPLICATE KEY UPDATE`` and needs ``upsert_keys``, which
+  must be the columns of the table's PRIMARY KEY or of a UNIQUE index. ``truncate_before``
+  empties the table first (any mode). Emptying uses ``DELETE`` inside the transaction, not
+  ``TRUNCATE`` (which commits implicitly), so a failure restores the old rows.
+* **One transaction.** Rows are streamed out of DuckDB as Arrow batches of ``batch_size`` rows
+  (never the whole table) and sent with ``executemany`` (pymysql turns each batch into multi-row
+  ``INSERT ... VALUES (...), (...)`` statements of up to ~4 MB). Everything runs in one InnoDB
+  transaction with ``STRICT_ALL_TABLES`` added to the session's sql_mode, so a value that does
+  not fit (too long, out of range) fails the step instead of being silently truncated, and the
+  target is left exactly as it was. (A non-transactional engine such as MyISAM cannot roll back:
+  the step logs a warning event.)
+* **create_table.** A missing table is created from the DuckDB schema when ``create_table`` is
+  true (``ENGINE=InnoDB``, utf8mb4; with ``upsert_keys`` as PRIMARY KEY), else the step fails.
+  MySQL DDL commits implicitly, so a table created by a step whose insert then fails is dropped
+  again. The DDL is written to ``artifacts/<step>/ddl_plan.sql``.
+
+  ===========================  ===========================================
+  DuckDB                       MySQL column created
+  ===========================  ===========================================
+  BOOLEAN                      TINYINT(1)
+  TINYINT..BIGINT, U*INT       same width, UNSIGNED for unsigned types
+  HUGEINT                      DECIMAL(39,0)
+  DECIMAL(p,s)                 DECIMAL(p,s)
+  FLOAT / DOUBLE               FLOAT / DOUBLE (NaN written as NULL)
+  DATE / TIME                  DATE / TIME(6)
+  TIMESTAMP[_S/_MS/_NS]        DATETIME(6) (DATETIME / DATETIME(3))
+  TIMESTAMPTZ                  DATETIME(6), the UTC wall-clock time
+  VARCHAR                      LONGTEXT (VARCHAR(255) for key columns)
+  BLOB                         LONGBLOB (VARBINARY(255) for key columns)
+  JSON, LIST, STRUCT, MAP      JSON (nested values as JSON text)
+  UUID / INTERVAL / others     CHAR(36) / VARCHAR(64) / LONGTEXT
+  ===========================  ===========================================
+
+* Input columns must exist in the target (names compared case-insensitively, as MySQL does);
+  target columns the input lacks get their defaults.
+
+Returns ``target="mysql://host:port/database.table"`` (no credentials).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers import sql_support as sq
+from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+
+COMPONENT = "mysql.writer"
+_MODES = ("append", "replace", "upsert")
+_MAX_STMT = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Options:
+    table: str
+    schema: str | None
+    mode: str
+    upsert_keys: list[str] | None
+    batch_size: int
+    create_table: bool
+    truncate_before: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any],
+                    connection: Mapping[str, Any] | None = None) -> Options:
+        table = config.get("table")
+        if not isinstance(table, str) or not table:
+            raise DriverError(f"{COMPONENT} needs `table`: the MySQL table to write")
+        mode = str(config.get("mode") or "append").lower()
+        if mode not in _MODES:
+            raise DriverError(f"{COMPONENT}: `mode` must be one of {', '.join(_MODES)}, got "
+                              f"{config.get('mode')!r}")
+        keys = config.get("upsert_keys")
+        if isinstance(keys, str):
+            keys = [keys]
+        keys = sq.name_list(keys, "upsert_keys")
+        if mode == "upsert" and not keys:
+            raise DriverError(f"{COMPONENT}: mode 'upsert' needs `upsert_keys` (the PRIMARY KEY "
+                              "or UNIQUE index columns that identify a row)")
+        schema = config.get("schema") or (connection or {}).get("schema")
+        return cls(table=table, schema=str(schema) if schema else None, mode=mode,
+                   upsert_keys=keys,
+                   batch_size=sq.positive_int(config, "batch_size", 1000) or 1000,
+                   create_table=bool(config.get("create_table", False)),
+                   truncate_before=bool(config.get("truncate_before", False)))
+
+
+def run(ctx: StepContext, config: Mapping[str, Any],
+        inputs: Sequence[UpstreamTable]) -> DriverResult:
+    opts = Options.from_config(config, ctx.connection)
+    if not inputs:
+        raise DriverError(f"{COMPONENT} needs an upstream step with data: add the step that "
+                          "produces the rows to this step's `needs`")
+    params = sq.mysql_params(COMPONENT, ctx.connection, config)
+    relation = inputs[0].relation
+    columns = list(inputs[0].columns) or sq.duck_columns(ctx.con, relation)
+    target = params.target(opts.table, opts.schema)
+    writer = _Writer(ctx, opts, params, relation, columns)
+    rows = writer.run()
+    ctx.log_metric("rows_written", rows)
+    return DriverResult(table=None, rows_read=rows, rows_written=rows, target=target,
+                        extra_metadata={"mode": opts.mode, "created_table": writer.created})
+
+
+class _Writer:
+    def __init__(self, ctx: StepContext, opts: Options, params: sq.MySQLParams, relation: str,
+                 columns: list[tuple[str, str]]) -> None:
+        self.ctx = ctx
+        self.opts = opts
+        self.params = params
+        self.relation = relation
+        self.columns = columns
+        self.created = False
+        self.schema = opts.schema or params.database
+        qualified = sq.mysql_ident(opts.table, "table")
+        if opts.schema:
+            qualified = f"{sq.mysql_ident(opts.schema, 'schema')}.{qualified}"
+        self.qualified = qualified
+        self.label = f"{self.schema}.{opts.table}"
+
+    def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
+        return sq.mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note)
+
+    def run(self) -> int:
+        import pymysql
+
+        conn = sq.mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=False,
+                                raw_values=False)
+        try:
+            cur = conn.cursor()
+            cur.max_stmt_length = _MAX_STMT
+            try:
+                cur.execute("SET SESSION sql_mode = "
+                            "CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')")
+                existing = self._target_columns(cur)
+            except pymysql.Error as exc:
+                raise self._fail(f"inspecting table {self.label}", exc) from None
+            if existing is None:
+                self._create(cur)
+            else:
+                self._check_columns(existing)
+                if self.opts.mode == "upsert":
+                    self._check_unique_key(cur)
+            try:
+                return self._write(conn, cur)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                if self.created:
+                    with contextlib.suppress(Exception):
+                        cur.execute(f"DROP TABLE IF EXISTS {self.qualified}")
+                    self.created = False
+                raise
+        finally:
+            sq.close_quietly(conn)
+
+    # -- target inspection ------------------------------------------------------------------
+    def _target_columns(self, cur: Any) -> list[str] | None:
+        cur.execute("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                    "TABLE_NAME = %s", (self.schema, self.opts.table))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        engine = row[0]
+        if engine and str(engine).upper() not in ("INNODB", "ROCKSDB", "TOKUDB", "NDBCLUSTER"):
+            self.ctx.log_event("mysql_non_transactional_target", table=self.label,
+                               engine=str(engine))
+        cur.execute("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                    "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (self.schema, self.opts.table))
+        return [str(r[0]) for r in cur.fetchall()]
+
+    def _check_columns(self, existing: list[str]) -> None:
+        have = {c.lower() for c in existing}
+        missing = [name for name, _ in self.columns if name.lower() not in have]
+        if missing:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} on MySQL "
+                f"{self.params.host}:{self.params.port} has no column(s) "
+                f"{', '.join(repr(m) for m in missing)} (it has: {', '.join(existing)}). Add "
+                "them to the table, or select only the target's columns upstream.")
+
+    def _check_unique_key(self, cur: Any) -> None:
+        keys = self._keys()
+        cur.execute("SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE "
+                    "TABLE_SCHEMA = %s AND TABLE_NAME = %s AND NON_UNIQUE = 0 "
+                    "ORDER BY INDEX_NAME, SEQ_IN_INDEX", (self.schema, self.opts.table))
+        indexes: dict[str, set[str]] = {}
+        for name, col in cur.fetchall():
+            indexes.setdefault(str(name), set()).add(str(col).lower())
+        wanted = {k.lower() for k in keys}
+        if wanted not in indexes.values():
+            found = "; ".join(f"{n} ({', '.join(sorted(c))})" for n, c in indexes.items()) or \
+                "none"
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': upsert into {self.label} needs a "
+                f"PRIMARY KEY or UNIQUE index on exactly ({', '.join(keys)}), which the table "
+                f"lacks (unique indexes: {found}). Add one, or fix `upsert_keys`.")
+
+    def _keys(self) -> list[str]:
+        keys = self.opts.upsert_keys or []
+        names = {n.lower(): n for n, _ in self.columns}
+        unknown = [k for k in keys if k.lower() not in names]
+        if unknown:
+            raise DriverError(f"{COMPONENT} step '{self.ctx.step_id}': `upsert_keys` "
+                              f"{unknown} are not columns of the input "
+                              f"({', '.join(names.values())})")
+        return [names[k.lower()] for k in keys]
+
+    def _create(self, cur: Any) -> None:
+        import pymysql
+
+        if not self.opts.create_table:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} does not exist on "
+                f"MySQL {self.params.host}:{self.params.port}. Create it, or set "
+                "`create_table: true` to create it from the input's columns.")
+        keys = self._keys() if self.opts.mode == "upsert" else []
+        key_set = {k.lower() for k in keys}
+        defs = []
+        for name, duck in self.columns:
+            kind = sq.mysql_ddl_type(duck)
+            if name.lower() in key_set:
+                kind = {"LONGTEXT": "VARCHAR(255)", "LONGBLOB": "VARBINARY(255)",
+                        "JSON": "VARCHAR(255)"}.get(kind, kind) + " NOT NULL"
+            defs.append(f"  {sq.mysql_ident(name, 'column')} {kind}")
+        if keys:
+            defs.append(f"  PRIMARY KEY ({', '.join(sq.mysql_ident(k) for k in keys)})")
+        ddl = (f"CREATE TABLE {self.qualified} (\n" + ",\n".join(defs) +
+               "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        (self.ctx.artifacts_dir / "ddl_plan.sql").write_text(ddl + ";\n", encoding="utf-8")
+        try:
+            cur.execute(ddl)
+        except pymysql.Error as exc:
+            raise self._fail(f"creating table {self.label}", exc) from None
+        self.created = True
+        self.ctx.log_event("table_created", table=self.label, ddl_path="ddl_plan.sql")
+
+    # -- data -------------------------------------------------------------------------------
+    def _insert_sql(self) -> str:
+        cols = [sq.mysql_ident(n, "column") for n, _ in self.columns]
+        sql = (f"INSERT INTO {self.qualified} ({', '.join(cols)}) VALUES "
+               f"({', '.join(['%s'] * len(cols))})")
+        if self.opts.mode == "upsert":
+            keys = {k.lower() for k in self._keys()}
+            updates = [f"{c} = VALUES({c})" for (n, _), c in zip(self.columns, cols, strict=True)
+                       if n.lower() not in keys]
+            if not updates:  # only key columns: nothing to update, keep the row
+                first = cols[0]
+                updates = [f"{first} = {first}"]
+            sql += " ON DUPLICATE KEY UPDATE " + ", ".join(updates)
+        return sql
+
+    def _select_sql(self) -> str:
+        exprs = []
+        for name, duck in self.columns:
+            ref = sq.duck_ident(name)
+            t = duck.upper()
+            if t in ("FLOAT", "DOUBLE"):
+                e = f"CASE WHEN isnan({ref}) THEN NULL ELSE {ref} END"
+            elif t == "TIMESTAMP WITH TIME ZONE":
+                e = f"timezone('UTC', {ref})"
+            elif sq.is_nested(t):
+                e = f"CAST(to_json({ref}) AS VARCHAR)"
+            elif t in ("UUID", "INTERVAL", "TIME WITH TIME ZONE", "BIT") or \
+                    t.startswith(("ENUM", "VARINT", "BIGNUM")):
+                e = f"CAST({ref} AS VARCHAR)"
+            else:
+                e = ref
+            exprs.append(f"{e} AS {ref}")
+        return f"SELECT {', '.join(exprs)} FROM {self.relation}"
+
+    def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
+        size = self.opts.batch_size
+        with sq.arrow_batches(self.ctx.con, self._select_sql(), size) as reader:
+            pending: list[tuple[Any, ...]] = []
+            for batch in reader:
+                pending.extend(_rows(batch))
+                while len(pending) >= size:
+                    yield pending[:size]
+                    pending = pending[size:]
+            if pending:
+                yield pending
+
+    def _write(self, conn: Any, cur: Any) -> int:
+        import pymysql
+
+        opts = self.opts
+        insert = self._insert_sql()
+        conn.begin()
+        try:
+            if opts.mode == "replace" or opts.truncate_before:
+                cur.execute(f"DELETE FROM {self.qualified}")
+        except pymysql.Error as exc:
+            raise self._fail(f"emptying {self.label}", exc) from None
+        written = 0
+        progress = sq.Progress(self.ctx)
+        for rows in self._batches():
+            try:
+                cur.executemany(insert, rows)
+            except pymysql.Error as exc:
+                first = written + 1
+                raise self._fail(
+                    f"writing input rows {first}-{written + len(rows)} to {self.label}", exc,
+                    f"Nothing was written: the transaction was rolled back and {self.label} is "
+                    "as it was.") from None
+            written += len(rows)
+            progress.add(len(rows))
+        try:
+            conn.commit()
+        except pymysql.Error as exc:
+            raise self._fail(f"committing the write to {self.label}", exc) from None
+        progress.done()
+        self.ctx.log_event("mysql_write_complete", table=self.label, mode=opts.mode,
+                           rows=written, created_table=self.created)
+        return written
+
+
+def _rows(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
+    if batch.num_rows == 0:
+        return []
+    return list(zip(*(col.to_pylist() for col in batch.columns), strict=True))

@@ -1,0 +1,600 @@
+"""``supabase.extractor``: a Supabase (PostgreSQL) table -> the step's table, streamed.
+
+Osiris ships a spec but no driver for this component. The connection decides the channel, as
+for ``supabase.writer`` (:func:`sql_support.supabase_channels`); a SQL channel wins.
+
+Config: ``table`` (+ ``schema``, default public), ``select`` (``*`` or a comma-separated column
+list), ``filter`` (``{column: value}``: equality; ``null`` means IS NULL, a list means IN),
+``order`` (``col``, ``col.desc``, ``col desc``, comma-separated; ``.nullsfirst``/``.nullslast``),
+``offset`` (rows to skip). ``limit`` is the **page size** of the REST channel (spec default and
+maximum 1000, Supabase's default max-rows): the spec applies its default to every step, so
+treating it as a row cap would silently cut every extract at 1000 rows. The SQL channel reads
+everything after ``offset`` in batches of 10,000 rows.
+
+**SQL channel.** Column names and types come from the catalog (``pg_attribute``/``pg_type``,
+domains resolved to their base type), so an empty result keeps its columns. One query with
+quoted identifiers and bound filter values (each cast to the column's own type), run in a
+read-only transaction through a server-side (named) cursor; every column is rendered as text by
+the server (arrays as JSON) and cast by DuckDB while it builds the table from Arrow batches
+(:mod:`osiris_dagster.drivers.sql_support`): flat memory, no Python object per value.
+
+  ================================  ==========================================
+  PostgreSQL                        DuckDB
+  ================================  ==========================================
+  boolean                           BOOLEAN
+  smallint / integer / bigint       SMALLINT / INTEGER / BIGINT
+  real / double precision           FLOAT / DOUBLE
+  numeric(p,s)                      DECIMAL(p,s); DOUBLE if p > 38 or unconstrained
+  money                             DECIMAL(18,2)
+  date / time / timetz              DATE / TIME / TIMETZ
+  timestamp / timestamptz           TIMESTAMP / TIMESTAMPTZ
+  interval / uuid                   INTERVAL / UUID
+  json / jsonb                      JSON
+  bytea                             BLOB
+  text, varchar, char, name, enum   VARCHAR
+  T[] (one dimension, T above)      T[] (a DuckDB LIST); other arrays -> JSON
+  anything else (inet, ranges, ..)  VARCHAR (PostgreSQL's text form)
+  ================================  ==========================================
+
+**REST channel.** ``GET /rest/v1/<table>?select=...&<col>=eq.<v>&order=...&limit=&offset=``
+(``Accept-Profile`` for a non-public schema), page after page until a page is shorter than
+``limit``; the same client as the writer (:mod:`osiris_dagster.drivers.postgres.postgrest`), so the
+same retries (reads are
+idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are collected as JSON
+rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
+``create_output``. Types come from the API's OpenAPI description (numeric columns are requested as
+``::text`` so no digit is lost); if it is not available, from the JSON values themselves (numbers ->
+BIGINT/DOUBLE, strings -> VARCHAR, objects/arrays -> JSON). Without an ``order``, pages of a table
+that changes while it is read may overlap or skip rows: give ``order`` a unique column for stable
+paging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers import sql_support as sq
+from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.postgres.postgrest import (
+    PostgrestClient,
+    profile_headers,
+    quote_in_value,
+)
+
+COMPONENT = "supabase.extractor"
+_SQL_BATCH = 10_000
+_ORDER_ITEM = re.compile(
+    r"^\s*(?P<col>.+?)(?:\.(?P<dir>asc|desc))?(?:\.(?P<nulls>nullsfirst|nullslast))?\s*$",
+    re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Order:
+    column: str
+    descending: bool = False
+    nulls: str | None = None  # "first" | "last"
+
+
+@dataclass(frozen=True)
+class Options:
+    table: str
+    schema: str
+    select: list[str] | None  # None = every column
+    filters: dict[str, Any]
+    order: list[Order]
+    page_size: int
+    offset: int
+    timeout: float
+    retries: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Options:
+        table = config.get("table")
+        if not isinstance(table, str) or not table:
+            raise DriverError(f"{COMPONENT} needs `table`: the table to read")
+        if config.get("tables"):
+            raise DriverError(f"{COMPONENT}: `tables` (several tables in one step) is not "
+                              "supported; use one step per table")
+        select = config.get("select", "*")
+        if isinstance(select, list):
+            select = ",".join(str(s) for s in select)
+        if not isinstance(select, str) or not select.strip():
+            raise DriverError(f"{COMPONENT}: `select` must be '*' or a comma-separated list of "
+                              "columns")
+        columns = None if select.strip() == "*" else sq.name_list(select, "select")
+        filters = config.get("filter") or {}
+        if not isinstance(filters, Mapping):
+            raise DriverError(f"{COMPONENT}: `filter` must map column names to values, e.g. "
+                              "{status: active}")
+        timeout = config.get("timeout", 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise DriverError(f"{COMPONENT}: `timeout` must be a positive number of seconds")
+        return cls(table=table, schema=str(config.get("schema") or "public"), select=columns,
+                   filters={str(k): v for k, v in filters.items()},
+                   order=_parse_order(config.get("order")),
+                   page_size=sq.positive_int(config, "limit", 1000) or 1000,
+                   offset=sq.positive_int(config, "offset", 0, minimum=0) or 0,
+                   timeout=float(timeout),
+                   retries=sq.positive_int(config, "retries", 3, minimum=0) or 0)
+
+
+def _parse_order(value: Any) -> list[Order]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, str):
+        raise DriverError(f"{COMPONENT}: `order` must be a string like 'created_at.desc,id'")
+    out = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        words = item.split()
+        if len(words) >= 2 and words[1].lower() in ("asc", "desc"):  # SQL style: "col desc"
+            nulls = None
+            if len(words) == 4 and words[2].lower() == "nulls":
+                nulls = words[3].lower()
+            out.append(Order(words[0], words[1].lower() == "desc", nulls))
+            continue
+        m = _ORDER_ITEM.match(item)
+        assert m is not None
+        nulls = m.group("nulls")
+        out.append(Order(m.group("col"), (m.group("dir") or "").lower() == "desc",
+                         nulls.lower()[5:] if nulls else None))
+    return out
+
+
+def run(ctx: StepContext, config: Mapping[str, Any],
+        inputs: Sequence[UpstreamTable]) -> DriverResult:
+    opts = Options.from_config(config)
+    channels = sq.supabase_channels(COMPONENT, ctx.connection, config)
+    if channels.sql is not None:
+        source = channels.sql.target(opts.schema, opts.table)
+        rows = _SqlRead(ctx, opts, channels.sql).run()
+        channel = "sql"
+    else:
+        assert channels.rest is not None
+        source = channels.rest.table_url(opts.table)
+        rows = _RestRead(ctx, opts, channels.rest).run()
+        channel = "rest"
+    ctx.log_metric("rows_read", rows)
+    return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
+                        extra_metadata={"source": source, "channel": channel})
+
+
+# == SQL channel ==================================================================================
+
+_COLUMNS_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
+       CASE WHEN t.typtype = 'd' AND a.atttypmod < 0 THEN t.typtypmod ELSE a.atttypmod END,
+       a.attndims
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+class _SqlRead:
+    def __init__(self, ctx: StepContext, opts: Options, params: sq.PgParams) -> None:
+        self.ctx = ctx
+        self.opts = opts
+        self.params = params
+        self.label = f"{opts.schema}.{opts.table}"
+
+    def _fail(self, action: str, exc: BaseException) -> DriverError:
+        return sq.pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc)
+
+    def run(self) -> int:
+        import psycopg
+
+        conn = sq.pg_connect(COMPONENT, self.ctx.step_id, self.params, read_only=True)
+        try:
+            try:
+                with conn.cursor() as cur:
+                    catalog = self._catalog(cur)
+                sql, args, columns = self._query(catalog)
+            except psycopg.Error as exc:
+                raise self._fail(f"reading {self.label}", exc) from None
+            progress = sq.Progress(self.ctx)
+            describe = (f"{COMPONENT} step '{self.ctx.step_id}' (table {self.label} on "
+                        f"PostgreSQL {self.params.where})")
+
+            def translate(exc: BaseException) -> BaseException | None:
+                if isinstance(exc, psycopg.Error):
+                    return self._fail(f"reading {self.label}", exc)
+                return None
+
+            if args:  # filter values: a server-side cursor, so they stay bound parameters
+                rows = self._via_cursor(conn, sql, args, columns, progress, describe,
+                                        translate)
+            else:  # no values to bind: COPY, parsed by Arrow's CSV reader (no Python per row)
+                rows = self._via_copy(conn, sql, columns, progress, describe, translate)
+            progress.done()
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+            return rows
+        finally:
+            sq.close_quietly(conn)
+
+    def _via_cursor(self, conn: Any, sql: str, args: list[Any],
+                    columns: list[sq.SourceColumn], progress: sq.Progress, describe: str,
+                    translate: Any) -> int:
+        import psycopg
+
+        cur = conn.cursor(name="osiris_extract")
+        cur.itersize = _SQL_BATCH
+        try:
+            cur.execute(sql, args)
+        except psycopg.Error as exc:
+            raise self._fail(f"reading {self.label}", exc) from None
+        stream = sq.RowStream(columns, self._batches(cur), progress)
+        rows = sq.ingest(self.ctx, stream, describe=describe, translate=translate)
+        with contextlib.suppress(psycopg.Error):
+            cur.close()
+        return rows
+
+    def _via_copy(self, conn: Any, sql: str, columns: list[sq.SourceColumn],
+                  progress: sq.Progress, describe: str, translate: Any) -> int:
+        import psycopg
+
+        with conn.cursor() as cur:
+            try:
+                with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+                    source = _CopySource(copy)
+                    stream = sq.BatchStream(columns, _csv_batches(source, len(columns)),
+                                            progress)
+                    try:
+                        return sq.ingest(self.ctx, stream, describe=describe,
+                                         translate=translate)
+                    except DriverError:
+                        if source.error is not None and translate(source.error) is not None:
+                            raise translate(source.error) from None
+                        raise
+            except psycopg.Error as exc:
+                raise self._fail(f"reading {self.label}", exc) from None
+
+    def _catalog(self, cur: Any) -> list[tuple[str, str, sq.PgType]]:
+        cur.execute(_COLUMNS_SQL, (self.opts.schema, self.opts.table))
+        rows = cur.fetchall()
+        if not rows:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} does not exist on "
+                f"PostgreSQL {self.params.where} (or the user cannot see it). Check `table` and "
+                "`schema`.")
+        cur.execute(sq.PG_TYPES_SQL, ([int(r[2]) for r in rows],))
+        types = {int(oid): (name, cat, elem) for oid, name, cat, elem, _ in cur.fetchall()}
+        out = []
+        for name, display, oid, typmod, dims in rows:
+            base, cat, elem = types.get(int(oid), ("text", "S", None))
+            precision = scale = None
+            if base == "numeric" and typmod is not None and int(typmod) >= 4:
+                precision, scale = ((int(typmod) - 4) >> 16) & 0xFFFF, (int(typmod) - 4) & 0xFFFF
+            out.append((str(name), str(display), sq.PgType(
+                str(base), str(cat), str(elem) if elem else None, max(int(dims or 1), 1),
+                precision, scale, str(display))))
+        return out
+
+    def _query(self, catalog: list[tuple[str, str, sq.PgType]]
+               ) -> tuple[str, list[Any], list[sq.SourceColumn]]:
+        opts = self.opts
+        by_name = {name: (display, t) for name, display, t in catalog}
+        wanted = opts.select or [name for name, _, _ in catalog]
+        self._require(wanted, by_name, "select")
+        self._require(list(opts.filters), by_name, "filter")
+        self._require([o.column for o in opts.order], by_name, "order")
+        exprs, columns = [], []
+        for out_name, name in zip(sq.unique_names(wanted), wanted, strict=True):
+            display, t = by_name[name]
+            duck, kind = sq.pg_duck_type(t)
+            exprs.append(sq.pg_select_expression(sq.pg_ident(name), t))
+            columns.append(sq.SourceColumn(out_name, duck, f"PostgreSQL {display}", kind=kind))
+        sql = (f"SELECT {', '.join(exprs)} FROM {sq.pg_ident(opts.schema, 'schema')}."
+               f"{sq.pg_ident(opts.table, 'table')}")
+        where, args = [], []
+        for name, value in opts.filters.items():
+            col = sq.pg_ident(name)
+            display = by_name[name][0]
+            if value is None:
+                where.append(f"{col} IS NULL")
+            elif isinstance(value, list | tuple):
+                where.append(f"{col} = ANY(%s::{display}[])")
+                args.append([_param(v) for v in value])
+            else:
+                where.append(f"{col} = %s::{display}")
+                args.append(_param(value))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if opts.order:
+            sql += " ORDER BY " + ", ".join(
+                sq.pg_ident(o.column) + (" DESC" if o.descending else " ASC") +
+                (f" NULLS {o.nulls.upper()}" if o.nulls else "") for o in opts.order)
+        if opts.offset:
+            sql += " OFFSET %s"
+            args.append(opts.offset)
+        return sql, args, columns
+
+    def _require(self, names: list[str], by_name: Mapping[str, Any], option: str) -> None:
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': `{option}` names column(s) "
+                f"{', '.join(repr(m) for m in missing)}, which {self.label} does not have "
+                f"(columns: {', '.join(by_name)})")
+
+    def _batches(self, cur: Any) -> Iterator[list[list[Any]]]:
+        width = len(cur.description or [])
+        while True:
+            rows = cur.fetchmany(_SQL_BATCH)
+            if not rows:
+                return
+            yield sq.columns_of(rows, width)
+
+
+class _CopySource(io.RawIOBase):
+    """The bytes of a ``COPY ... TO STDOUT``, as a file Arrow's CSV reader can read."""
+
+    def __init__(self, copy: Any) -> None:
+        super().__init__()
+        self._copy = copy
+        self._buf = memoryview(b"")
+        self.error: BaseException | None = None
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def fill(self) -> bool:
+        """Have data buffered; False once the COPY is complete."""
+        try:
+            while not self._buf and not self.done:
+                data = self._copy.read()
+                if not data:
+                    self.done = True
+                else:
+                    self._buf = memoryview(bytes(data))
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return bool(self._buf)
+
+    def readinto(self, b: Any) -> int:
+        if not self.fill():
+            return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def _csv_batches(source: _CopySource, width: int) -> Iterator[Any]:
+    """Arrow batches of text columns ``c0..cN`` from PostgreSQL's CSV (NULL = unquoted empty
+    field, "" = empty string)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if not source.fill():  # an empty result: Arrow's reader refuses an empty file
+        return
+    names = [f"c{i}" for i in range(width)]
+    reader = pacsv.open_csv(
+        io.BufferedReader(source, 1 << 20),
+        read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20,
+                                       use_threads=False),
+        parse_options=pacsv.ParseOptions(quote_char='"', double_quote=True, escape_char=False,
+                                         newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                             null_values=[""], strings_can_be_null=True,
+                                             quoted_strings_can_be_null=False))
+    yield from reader
+
+
+def _param(value: Any) -> Any:
+    """Filter values are sent as text and cast by the server to the column's type."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping | list):
+        import json
+
+        return json.dumps(value)
+    return str(value)
+
+
+# == REST channel =================================================================================
+
+_FORMAT_PARAMS = re.compile(r"^(?P<base>[a-z ]+?)\s*(\((?P<p>\d+)(,\s*(?P<s>\d+))?\))?$")
+_FORMAT_NAMES = {
+    "integer": "int4", "bigint": "int8", "smallint": "int2", "boolean": "bool",
+    "real": "float4", "double precision": "float8", "numeric": "numeric", "decimal": "numeric",
+    "text": "text", "character varying": "varchar", "character": "bpchar", "varchar": "varchar",
+    "date": "date", "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz", "time without time zone": "time",
+    "time with time zone": "timetz", "interval": "interval", "uuid": "uuid", "json": "json",
+    "jsonb": "jsonb", "bytea": "bytea", "money": "money",
+}
+
+
+def rest_type(fmt: str) -> sq.PgType:
+    """A PostgreSQL type from an OpenAPI ``format`` (``integer``, ``numeric(10,2)``, ``text[]``)."""
+    fmt = fmt.strip().lower()
+    if fmt.endswith("[]"):
+        inner = rest_type(fmt[:-2])
+        return sq.PgType("_" + inner.name, "A", inner.name, display=fmt)
+    m = _FORMAT_PARAMS.match(fmt)
+    base = m.group("base").strip() if m else fmt
+    name = _FORMAT_NAMES.get(base, _FORMAT_NAMES.get(fmt, base))
+    precision = int(m.group("p")) if m and m.group("p") and name == "numeric" else None
+    scale = int(m.group("s") or 0) if precision is not None and m else None
+    return sq.PgType(name, "N" if name == "numeric" else "", None, 1, precision, scale, fmt)
+
+
+class _RestRead:
+    def __init__(self, ctx: StepContext, opts: Options, rest: sq.RestParams) -> None:
+        self.ctx = ctx
+        self.opts = opts
+        self.rest = rest
+        self.url = rest.table_url(opts.table)
+        self.label = f"{opts.schema}.{opts.table}"
+        self.staging = f"__osiris_rest_rows_{ctx.output_table}"
+
+    def run(self) -> int:
+        http = PostgrestClient(self.ctx, self.rest, component=COMPONENT,
+                               timeout=self.opts.timeout, retries=self.opts.retries)
+        con = self.ctx.con
+        staging = sq.duck_ident(self.staging)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {staging} (r JSON)")
+        try:
+            types = self._openapi_types(http)
+            fetched = self._fetch_pages(http, types, staging)
+            columns = self._columns(types, staging)
+            if not columns:
+                names = self.opts.select or ["_empty"]
+                columns = [(n, sq.PgType("text", "S")) for n in names]
+            rows = self._build(columns, staging)
+            if rows != fetched:  # pragma: no cover - defensive
+                raise DriverError(f"{COMPONENT}: read {fetched} rows but built {rows}")
+            return rows
+        finally:
+            http.close()
+            with contextlib.suppress(Exception):
+                con.execute(f"DROP TABLE IF EXISTS {staging}")
+
+    def _openapi_types(self, http: PostgrestClient) -> dict[str, sq.PgType] | None:
+        """Column types from PostgREST's OpenAPI description (None if unavailable: an error
+        status or an unexpected body; a host that cannot be reached fails here as the first
+        page would)."""
+        resp = http.request("GET", f"{self.rest.url}/rest/v1/",
+                            what="reading the API description",
+                            headers=profile_headers(self.opts.schema, False),
+                            allow_statuses=range(400, 600))
+        if resp.status_code != 200:
+            return None
+        try:
+            definitions = resp.json().get("definitions") or {}
+        except (ValueError, AttributeError):
+            return None
+        table = definitions.get(self.opts.table)
+        if not isinstance(table, Mapping) or not isinstance(table.get("properties"), Mapping):
+            return None
+        out = {}
+        for name, prop in table["properties"].items():
+            fmt = prop.get("format") if isinstance(prop, Mapping) else None
+            out[str(name)] = rest_type(str(fmt or "text"))
+        return out
+
+    def _params(self, types: Mapping[str, sq.PgType] | None) -> dict[str, str]:
+        opts = self.opts
+        names = opts.select or (list(types) if types else None)
+        if names is None:
+            select = "*"
+        else:
+            parts = []
+            for n in names:
+                t = types.get(n) if types else None
+                parts.append(f"{n}::text" if t is not None and t.name in ("numeric", "money")
+                             else n)
+            select = ",".join(parts)
+        params: dict[str, str] = {"select": select}
+        for name, value in opts.filters.items():
+            params[name] = _rest_filter(value)
+        if opts.order:
+            params["order"] = ",".join(
+                o.column + (".desc" if o.descending else ".asc") +
+                (f".nulls{o.nulls}" if o.nulls else "") for o in opts.order)
+        return params
+
+    def _fetch_pages(self, http: PostgrestClient, types: Mapping[str, sq.PgType] | None,
+                     staging: str) -> int:
+        opts = self.opts
+        params = self._params(types)
+        headers = profile_headers(opts.schema, False)
+        offset, total = opts.offset, 0
+        progress = sq.Progress(self.ctx)
+        while True:
+            page_params = {**params, "limit": str(opts.page_size), "offset": str(offset)}
+            resp = http.request("GET", self.url, params=page_params, headers=headers,
+                                what=f"reading {self.label} (rows {offset + 1}-"
+                                     f"{offset + opts.page_size})")
+            text = resp.text
+            n = int(sq.scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
+            if n:
+                self.ctx.con.execute(
+                    f"INSERT INTO {staging} SELECT unnest(json_extract(?::JSON, '$[*]'))",
+                    [text])
+                total += n
+                progress.add(n)
+            if n < opts.page_size:
+                break
+            offset += n
+        progress.done()
+        return total
+
+    def _columns(self, types: Mapping[str, sq.PgType] | None,
+                 staging: str) -> list[tuple[str, sq.PgType]]:
+        names = self.opts.select or (list(types) if types else None)
+        if types is not None and names is not None:
+            return [(n, types.get(n, sq.PgType("text", "S"))) for n in names]
+        structure = sq.scalar(self.ctx.con, f"SELECT json_group_structure(r) FROM {staging}")
+        if not structure:
+            return [(n, sq.PgType("text", "S")) for n in (names or [])]
+        import json
+
+        shape = json.loads(structure)
+        if not isinstance(shape, dict):
+            return []
+        inferred = {"BIGINT": "int8", "UBIGINT": "int8", "DOUBLE": "float8",
+                    "BOOLEAN": "bool", "VARCHAR": "text", "NULL": "text"}
+        out = []
+        for name in names or list(shape):
+            kind = shape.get(name)
+            if isinstance(kind, str) and kind in inferred:
+                t = sq.PgType(inferred[kind], "")
+            else:
+                t = sq.PgType("jsonb", "U")
+            out.append((name, t))
+        return out
+
+    def _build(self, columns: list[tuple[str, sq.PgType]], staging: str) -> int:
+        inner, outer = [], []
+        out_names = sq.unique_names(n for n, _ in columns)
+        for i, ((name, t), out_name) in enumerate(zip(columns, out_names, strict=True)):
+            duck, kind = sq.pg_duck_type(t)
+            key = "$." + '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            key_sql = sq.quote_literal(key)
+            if duck == "JSON" or kind == "json_cast":
+                src = f"nullif(CAST(json_extract(r, {key_sql}) AS VARCHAR), 'null')"
+            else:
+                src = f"json_extract_string(r, {key_sql})"
+            inner.append(f"{src} AS c{i}")
+            col = sq.SourceColumn(out_name, duck, f"PostgreSQL {t.display or t.name}", kind=kind)
+            outer.append(sq.select_expression(col, f"c{i}"))
+        sql = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM "
+               f"{sq.duck_ident(self.staging)})")
+        try:
+            return self.ctx.create_output(sql)
+        except Exception as exc:
+            problem = sq.value_problem(exc)
+            if problem is None:
+                raise
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}' ({self.label} at {self.rest.host}): "
+                f"column '{problem.column}' holds {problem.value!r}, which does not match its "
+                "type in the API description.") from None
+
+
+def _rest_filter(value: Any) -> str:
+    if value is None:
+        return "is.null"
+    if isinstance(value, bool):
+        return "is.true" if value else "is.false"
+    if isinstance(value, list | tuple):
+        return f"in.({','.join(quote_in_value(_param(v)) for v in value)})"
+    return f"eq.{_param(value)}"

@@ -1,0 +1,583 @@
+"""``supabase.writer``: the first upstream table -> a Supabase (PostgreSQL) table.
+
+The connection decides the channel (:func:`sql_support.supabase_channels`):
+
+**SQL channel** (``pg_dsn``/``dsn``/``sql_dsn``, ``pg_host``..., or ``host/database/user``):
+everything runs in **one PostgreSQL transaction**, so a failure leaves the target as it was.
+Nothing is retried. The one unknown outcome, a connection that breaks during ``COMMIT``, is
+reported as such (for an append as a non-retryable :class:`OutcomeUnknownError`).
+
+* Rows leave DuckDB as Arrow batches, are rendered as CSV by Arrow (PostgreSQL's text formats;
+  NULL unquoted, every value quoted) and streamed with ``COPY ... FROM STDIN`` -- no Python
+  object per value, nothing held in memory beyond one batch.
+* ``append``: ``COPY`` straight into the target.
+* ``upsert``: ``COPY`` into a temporary staging table (the target's own column types, dropped on
+  commit), then ``INSERT ... SELECT ... ON CONFLICT (primary_key) DO UPDATE``.
+* ``replace``: the target ends with exactly the incoming rows: staging as for upsert, then
+  ``DELETE`` the rows whose key is not in the input, then the upsert (rows that stay keep their
+  identity, so foreign keys pointing at them are not broken). Without ``primary_key``: delete
+  all rows, then ``COPY``.
+* ``create_if_missing`` (default true): a missing table is created from the DuckDB schema, with
+  ``PRIMARY KEY (primary_key)`` when given, inside the same transaction (PostgreSQL DDL is
+  transactional). The DDL is written to ``artifacts/<step>/ddl_plan.sql``. ``schema`` (default
+  ``public``) is honoured and must exist.
+
+  ======================  ===========================================================
+  DuckDB                  PostgreSQL column created
+  ======================  ===========================================================
+  BOOLEAN                 boolean
+  TINYINT/SMALLINT        smallint
+  INTEGER / BIGINT        integer / bigint
+  UTINYINT/USMALLINT/     smallint / integer / bigint / numeric(20,0)
+  UINTEGER/UBIGINT
+  HUGEINT                 numeric(39,0)
+  DECIMAL(p,s)            numeric(p,s)
+  FLOAT / DOUBLE          real / double precision (NaN and infinities kept)
+  DATE / TIME / TIMETZ    date / time / timetz
+  TIMESTAMP / _S/_MS/_NS  timestamp (timestamp(0) / timestamp(3) / timestamp)
+  TIMESTAMPTZ             timestamptz
+  INTERVAL / UUID         interval / uuid
+  VARCHAR / BLOB          text / bytea
+  JSON / STRUCT / MAP     jsonb
+  T[] (T scalar)          T'[] (a PostgreSQL array); nested lists -> jsonb
+  ======================  ===========================================================
+
+**REST channel** (only ``url``/``project_id`` + key): PostgREST ``POST /rest/v1/<table>`` in batches
+of ``batch_size`` JSON rows (dates/timestamps as ISO strings, decimals as JSON numbers, bytea as
+``\\x..`` hex, NaN/Infinity as strings, NULL as null), ``apikey`` + ``Authorization: Bearer``
+headers, ``Prefer: return=minimal`` (upsert/replace add ``resolution=merge-duplicates`` and
+``on_conflict=<primary_key>``), ``Content-Profile`` for a non-public ``schema``, sent by the shared
+client (:mod:`osiris_dagster.drivers.postgres.postgrest` on
+:mod:`osiris_dagster.drivers.http.client`: urllib3's ``Retry``). Requests are retried up to
+``retries`` times with exponential backoff (0.25 s doubling, at most 60 s, with jitter) honouring
+``Retry-After`` (a wait over 60 s fails the step), each attempt with ``timeout``, but only when a
+retry cannot write twice: after a 429 or a connection that failed before anything was sent, any
+request; after a 5xx, a read timeout or a dropped connection, only idempotent ones
+(:func:`.postgrest.is_idempotent`: reads, filtered DELETEs, upsert/replace POSTs with
+``on_conflict``). An append batch that reached the server and then failed may have been committed:
+the step fails (:class:`OutcomeUnknownError`, never retried, not by Dagster either) naming the
+batch's rows, how to check and how to make the write safe (upsert).
+``replace`` = upsert, then delete the rows whose key is not in the input:
+``DELETE ?<pk>=not.in.(...)`` when the keys fit in one URL, else the existing keys are read,
+compared in DuckDB, and the stale ones deleted in chunks (``in.(...)``).
+
+Limits of REST (documented, not hidden): batches commit one by one, so a failure part-way leaves
+the earlier batches written (use a SQL channel for atomic writes); ``replace`` needs a one-column
+``primary_key``; a missing table cannot be created over REST: the step fails and leaves the DDL
+in ``ddl_plan.sql`` (Osiris silently wrote nothing).
+
+``returning``, ``prefer`` and ``ddl_channel`` are accepted for compatibility and ignored (Osiris
+did the same with the first two). Returns ``target`` ``postgresql://host:port/db/schema.table`` or
+the REST table URL, never with credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from osiris_dagster.core.errors import DriverError, NotRetryableError, OutcomeUnknownError
+from osiris_dagster.drivers import sql_support as sq
+from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.postgres.postgrest import (
+    PostgrestClient,
+    profile_headers,
+    quote_in_value,
+)
+
+COMPONENT = "supabase.writer"
+_MODES = ("append", "replace", "upsert")
+_COPY_BATCH = 50_000
+_URL_BUDGET = 6000  # characters of keys in one DELETE ...not.in.(...) URL
+_DELETE_CHUNK = 100
+
+
+@dataclass(frozen=True)
+class Options:
+    table: str
+    schema: str
+    mode: str
+    primary_key: list[str]
+    create_if_missing: bool
+    batch_size: int
+    timeout: float
+    retries: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Options:
+        table = config.get("table")
+        if not isinstance(table, str) or not table:
+            raise DriverError(f"{COMPONENT} needs `table`: the Supabase table to write")
+        mode = str(config.get("write_mode") or config.get("mode") or "append").lower()
+        mode = {"insert": "append"}.get(mode, mode)
+        if mode not in _MODES:
+            raise DriverError(f"{COMPONENT}: `write_mode` must be one of {', '.join(_MODES)}, "
+                              f"got {config.get('write_mode')!r}")
+        pk = config.get("primary_key")
+        if isinstance(pk, str):
+            pk = [p.strip() for p in pk.split(",") if p.strip()]
+        pk = sq.name_list(pk, "primary_key") or []
+        if mode == "upsert" and not pk:
+            raise DriverError(f"{COMPONENT}: write_mode 'upsert' needs `primary_key` (the "
+                              "column(s) of the table's primary key or unique constraint)")
+        timeout = config.get("timeout", 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise DriverError(f"{COMPONENT}: `timeout` must be a positive number of seconds")
+        return cls(table=table, schema=str(config.get("schema") or "public"), mode=mode,
+                   primary_key=pk, create_if_missing=bool(config.get("create_if_missing", True)),
+                   batch_size=sq.positive_int(config, "batch_size", 100) or 100,
+                   timeout=float(timeout),
+                   retries=sq.positive_int(config, "retries", 3, minimum=0) or 0)
+
+
+def run(ctx: StepContext, config: Mapping[str, Any],
+        inputs: Sequence[UpstreamTable]) -> DriverResult:
+    opts = Options.from_config(config)
+    if not inputs:
+        raise DriverError(f"{COMPONENT} needs an upstream step with data: add the step that "
+                          "produces the rows to this step's `needs`")
+    channels = sq.supabase_channels(COMPONENT, ctx.connection, config)
+    relation = inputs[0].relation
+    columns = list(inputs[0].columns) or sq.duck_columns(ctx.con, relation)
+    _check_keys(opts, columns)
+    rows_in = int(sq.scalar(ctx.con, f"SELECT count(*) FROM {relation}"))
+    channel = "sql" if channels.sql is not None else "rest"
+    ctx.log_event("write.start", table=f"{opts.schema}.{opts.table}", mode=opts.mode,
+                  rows=rows_in, batch_size=opts.batch_size, channel=channel)
+    started = time.monotonic()
+    if channels.sql is not None:
+        target = channels.sql.target(opts.schema, opts.table)
+        rows = _SqlWrite(ctx, opts, channels.sql, relation, columns).run()
+    else:
+        assert channels.rest is not None
+        target = channels.rest.table_url(opts.table)
+        rows = _RestWrite(ctx, opts, channels.rest, relation, columns).run()
+    duration_ms = int((time.monotonic() - started) * 1000)
+    ctx.log_metric("rows_written", rows)
+    ctx.log_metric("duration_ms", duration_ms)
+    ctx.log_event("write.complete", rows_written=rows, duration_ms=duration_ms,
+                  channel_used=channel, target=target)
+    return DriverResult(table=None, rows_read=rows_in, rows_written=rows, target=target,
+                        extra_metadata={"mode": opts.mode, "channel": channel})
+
+
+def _check_keys(opts: Options, columns: list[tuple[str, str]]) -> None:
+    names = [n for n, _ in columns]
+    missing = [k for k in opts.primary_key if k not in names]
+    if missing:
+        raise DriverError(f"{COMPONENT}: `primary_key` {missing} are not columns of the input "
+                          f"({', '.join(names)})")
+
+
+def create_table_ddl(schema: str, table: str, columns: list[tuple[str, str]],
+                     primary_key: Sequence[str]) -> str:
+    defs = [f"  {sq.pg_ident(n, 'column')} {sq.pg_ddl_type(t)}" for n, t in columns]
+    if primary_key:
+        defs.append(f"  PRIMARY KEY ({', '.join(sq.pg_ident(k) for k in primary_key)})")
+    return (f"CREATE TABLE {sq.pg_ident(schema, 'schema')}.{sq.pg_ident(table, 'table')} (\n"
+            + ",\n".join(defs) + "\n)")
+
+
+# == SQL channel ==================================================================================
+
+_TARGET_COLUMNS_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, c.relkind
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+class _SqlWrite:
+    def __init__(self, ctx: StepContext, opts: Options, params: sq.PgParams, relation: str,
+                 columns: list[tuple[str, str]]) -> None:
+        self.ctx = ctx
+        self.opts = opts
+        self.params = params
+        self.relation = relation
+        self.columns = columns
+        self.label = f"{opts.schema}.{opts.table}"
+        self.qualified = f"{sq.pg_ident(opts.schema, 'schema')}.{sq.pg_ident(opts.table, 'table')}"
+        self.target_names: dict[str, str] = {}  # input column -> target column
+        self.target_category: dict[str, str] = {}  # target column -> pg typcategory
+
+    def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
+        return sq.pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
+
+    def run(self) -> int:
+        import psycopg
+
+        conn = sq.pg_connect(COMPONENT, self.ctx.step_id, self.params)
+        try:
+            with conn.cursor() as cur:
+                try:
+                    rows = self._write(cur)
+                except psycopg.Error as exc:
+                    conn.rollback()
+                    raise self._fail(f"writing {self.label}", exc,
+                                     note=f"Nothing was written: the transaction was rolled "
+                                          f"back and {self.label} is as it was.") from None
+                except BaseException:
+                    conn.rollback()
+                    raise
+            try:
+                conn.commit()
+            except psycopg.Error as exc:
+                raise self._commit_failed(conn, exc, rows) from None
+            return rows
+        finally:
+            sq.close_quietly(conn)
+
+    def _commit_failed(self, conn: Any, exc: BaseException, rows: int) -> DriverError:
+        """A COMMIT the server refused (a deferred constraint) rolled everything back; a COMMIT
+        whose connection broke may or may not have been applied, and nothing can tell which
+        from here: say so, and for an append make sure nothing runs it again blindly."""
+        import psycopg
+
+        action = f"committing the write to {self.label}"
+        if not (conn.broken or isinstance(exc, psycopg.OperationalError)):
+            return self._fail(action, exc, note=f"Nothing was written: the transaction was "
+                                                f"rolled back and {self.label} is as it was.")
+        check = (f"Check with SELECT count(*) FROM {self.label} whether the {rows} rows are "
+                 "there before running the step again")
+        if self.opts.mode != "append":
+            return self._fail(action, exc, note=(
+                f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. Running the step again is safe (write_mode "
+                f"{self.opts.mode} gives the same end state).") + f" {check}.")
+        note = (f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. {check}: with write_mode append a second run writes them twice. "
+                "To make the write safe to repeat, use write_mode: upsert with primary_key: "
+                "[<key columns>].")
+        return OutcomeUnknownError(str(self._fail(action, exc, note=note)),
+                                   reason=sq.first_line(exc))
+
+    def _write(self, cur: Any) -> int:
+        opts = self.opts
+        cur.execute(_TARGET_COLUMNS_SQL, (opts.schema, opts.table))
+        existing = cur.fetchall()
+        if not existing:
+            self._create(cur)
+        else:
+            if existing[0][3] not in ("r", "p"):
+                raise DriverError(f"{COMPONENT} step '{self.ctx.step_id}': {self.label} on "
+                                  f"PostgreSQL {self.params.where} is not a table (relkind "
+                                  f"{existing[0][3]!r}); write to a table")
+            self._map_columns([(str(r[0]), str(r[2])) for r in existing])
+        targets = [self.target_names[n] for n, _ in self.columns]
+        col_list = ", ".join(sq.pg_ident(c) for c in targets)
+        if opts.mode == "append" or (opts.mode == "replace" and not opts.primary_key):
+            if opts.mode == "replace":
+                cur.execute(f"DELETE FROM {self.qualified}")
+            return self._copy(cur, f"{self.qualified} ({col_list})")
+        stage = sq.pg_ident(f"_osiris_stage_{self.ctx.step_id}"[:60])
+        cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {col_list} FROM "
+                    f"{self.qualified} WITH NO DATA")
+        rows = self._copy(cur, f"{stage} ({col_list})")
+        keys = [sq.pg_ident(self.target_names[k]) for k in opts.primary_key]
+        if opts.mode == "replace":
+            match = " AND ".join(f"s.{k} = t.{k}" for k in keys)
+            cur.execute(f"DELETE FROM {self.qualified} AS t WHERE NOT EXISTS "
+                        f"(SELECT 1 FROM {stage} AS s WHERE {match})")
+            self.ctx.log_event("replace.deleted_stale", table=self.label, rows=cur.rowcount)
+        others = [sq.pg_ident(c) for c in targets if sq.pg_ident(c) not in keys]
+        action = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in others) \
+            if others else "DO NOTHING"
+        cur.execute(f"INSERT INTO {self.qualified} ({col_list}) SELECT {col_list} FROM {stage} "
+                    f"ON CONFLICT ({', '.join(keys)}) {action}")
+        return rows
+
+    def _map_columns(self, existing: list[tuple[str, str]]) -> None:
+        exact = {n: n for n, _ in existing}
+        folded: dict[str, list[str]] = {}
+        for n, _ in existing:
+            folded.setdefault(n.lower(), []).append(n)
+        self.target_category = dict(existing)
+        missing = []
+        for name, _ in self.columns:
+            if name in exact:
+                self.target_names[name] = name
+            elif len(folded.get(name.lower(), [])) == 1:
+                self.target_names[name] = folded[name.lower()][0]
+            else:
+                missing.append(name)
+        if missing:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} on PostgreSQL "
+                f"{self.params.where} has no column(s) {', '.join(repr(m) for m in missing)} "
+                f"(it has: {', '.join(exact)}). Add them, or select only the target's columns "
+                "upstream.")
+
+    def _create(self, cur: Any) -> None:
+        opts = self.opts
+        ddl = create_table_ddl(opts.schema, opts.table, self.columns, opts.primary_key)
+        path = self.ctx.artifacts_dir / "ddl_plan.sql"
+        path.write_text(ddl + ";\n", encoding="utf-8")
+        self.ctx.log_event("table.ddl_planned", table=self.label, ddl_path=str(path))
+        if not opts.create_if_missing:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} does not exist on "
+                f"PostgreSQL {self.params.where}. Create it (the DDL is in {path}) or set "
+                "`create_if_missing: true`.")
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (opts.schema,))
+        if cur.fetchone() is None:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': schema '{opts.schema}' does not exist "
+                f"on PostgreSQL {self.params.where}; create it or fix `schema`.")
+        cur.execute(ddl)
+        self.ctx.log_event("table.ddl_executed", table=self.label)
+        self.target_names = {n: n for n, _ in self.columns}
+        self.target_category = {n: ("A" if sq.pg_ddl_type(t).endswith("[]") else "")
+                                for n, t in self.columns}
+
+    def _select_sql(self) -> str:
+        exprs = []
+        for name, duck in self.columns:
+            category = self.target_category.get(self.target_names.get(name, name), "")
+            exprs.append(f"{copy_text_expression(sq.duck_ident(name), duck, category)} AS "
+                         f"{sq.duck_ident(name)}")
+        return f"SELECT {', '.join(exprs)} FROM {self.relation}"
+
+    def _copy(self, cur: Any, target: str) -> int:
+        import pyarrow.csv as pacsv
+
+        options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+        progress = sq.Progress(self.ctx)
+        rows = 0
+        with sq.arrow_batches(self.ctx.con, self._select_sql(), _COPY_BATCH) as reader, \
+                cur.copy(f"COPY {target} FROM STDIN (FORMAT csv)") as copy:
+            for batch in reader:
+                if batch.num_rows == 0:
+                    continue
+                buf = io.BytesIO()
+                pacsv.write_csv(batch, buf, options)
+                copy.write(buf.getbuffer())
+                rows += batch.num_rows
+                progress.add(batch.num_rows)
+        progress.done()
+        return rows
+
+
+def copy_text_expression(ref: str, duck_type: str, target_category: str = "") -> str:
+    """A DuckDB expression rendering a value as PostgreSQL's text input form (for COPY)."""
+    t = duck_type.upper().strip()
+    if t == "BLOB":
+        return f"'\\x' || hex({ref})"
+    if t == "TIMESTAMP WITH TIME ZONE":
+        return (f"CASE WHEN isfinite({ref}) THEN CAST(timezone('UTC', {ref}) AS VARCHAR) || "
+                f"'+00' ELSE CAST({ref} AS VARCHAR) END")
+    element = sq.list_element(duck_type)
+    if element is not None and target_category == "A" and not sq.is_nested(element):
+        quoted = ("CASE WHEN x IS NULL THEN 'NULL' ELSE '\"' || replace(replace(CAST(x AS "
+                  "VARCHAR), '\\', '\\\\'), '\"', '\\\"') || '\"' END")
+        return (f"CASE WHEN {ref} IS NULL THEN NULL ELSE '{{' || array_to_string("
+                f"list_transform({ref}, lambda x: {quoted}), ',') || '}}' END")
+    if sq.is_nested(t):
+        return f"CAST(to_json({ref}) AS VARCHAR)"
+    return f"CAST({ref} AS VARCHAR)"
+
+
+def json_expression(ref: str, duck_type: str) -> str:
+    """A DuckDB expression giving the JSON value PostgREST should receive for a column."""
+    t = duck_type.upper().strip()
+    if t in ("FLOAT", "DOUBLE"):
+        return (f"CASE WHEN isnan({ref}) THEN '\"NaN\"'::JSON WHEN isinf({ref}) AND {ref} > 0 "
+                f"THEN '\"Infinity\"'::JSON WHEN isinf({ref}) THEN '\"-Infinity\"'::JSON "
+                f"ELSE to_json({ref}) END")
+    if t == "BLOB":
+        return f"to_json('\\x' || hex({ref}))"
+    if t == "TIMESTAMP WITH TIME ZONE":
+        return f"to_json({copy_text_expression(ref, duck_type)})"
+    return f"to_json({ref})"
+
+
+# == REST channel =================================================================================
+
+
+class _RestWrite:
+    def __init__(self, ctx: StepContext, opts: Options, rest: sq.RestParams, relation: str,
+                 columns: list[tuple[str, str]]) -> None:
+        self.ctx = ctx
+        self.opts = opts
+        self.rest = rest
+        self.relation = relation
+        self.columns = columns
+        self.url = rest.table_url(opts.table)
+        self.label = f"{opts.schema}.{opts.table}"
+
+    def run(self) -> int:
+        opts = self.opts
+        if opts.mode == "replace" and len(opts.primary_key) != 1:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': write_mode 'replace' over the REST API "
+                "needs a one-column `primary_key` (to delete the rows not in the input); use a "
+                "SQL channel (pg_dsn) for composite keys.")
+        http = PostgrestClient(self.ctx, self.rest, component=COMPONENT, timeout=opts.timeout,
+                               retries=opts.retries)
+        try:
+            self._check_table(http)
+            rows = self._post_all(http)
+            if opts.mode == "replace":
+                self._delete_stale(http)
+            return rows
+        finally:
+            http.close()
+
+    def _check_table(self, http: PostgrestClient) -> None:
+        resp = http.request("GET", self.url, what=f"checking table {self.label}",
+                            params={"select": "*", "limit": "0"},
+                            headers=profile_headers(self.opts.schema, False),
+                            allow_statuses={404})
+        if resp.status_code != 404:
+            return
+        ddl = create_table_ddl(self.opts.schema, self.opts.table, self.columns,
+                               self.opts.primary_key)
+        path = self.ctx.artifacts_dir / "ddl_plan.sql"
+        path.write_text(ddl + ";\n", encoding="utf-8")
+        self.ctx.log_event("table.ddl_planned", table=self.label, ddl_path=str(path))
+        how = ("the REST API cannot create tables: run the DDL in " + str(path) +
+               " (SQL editor) or add a SQL channel (pg_dsn) to the @supabase connection"
+               if self.opts.create_if_missing else "create it (DDL in " + str(path) + ")")
+        raise DriverError(f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} does not "
+                          f"exist at {self.rest.host}; {how}.")
+
+    def _json_batches(self) -> Iterator[list[str]]:
+        fields = ", ".join(f"{sq.duck_ident(n)} := {json_expression(sq.duck_ident(n), t)}"
+                           for n, t in self.columns)
+        sql = f"SELECT CAST(to_json(struct_pack({fields})) AS VARCHAR) FROM {self.relation}"
+        size = self.opts.batch_size
+        with sq.arrow_batches(self.ctx.con, sql, size) as reader:
+            pending: list[str] = []
+            for batch in reader:
+                pending.extend(batch.column(0).to_pylist())
+                while len(pending) >= size:
+                    yield pending[:size]
+                    pending = pending[size:]
+            if pending:
+                yield pending
+
+    def _post_all(self, http: PostgrestClient) -> int:
+        opts = self.opts
+        prefer = ["return=minimal"]
+        params: dict[str, str] = {}
+        if opts.mode in ("upsert", "replace"):
+            prefer.append("resolution=merge-duplicates")
+            params["on_conflict"] = ",".join(opts.primary_key)
+        headers = {"Content-Type": "application/json", "Prefer": ",".join(prefer),
+                   **profile_headers(opts.schema, True)}
+        rows = 0
+        progress = sq.Progress(self.ctx)
+        for batch in self._json_batches():
+            body = ("[" + ",".join(batch) + "]").encode("utf-8")
+            first, last = rows + 1, rows + len(batch)
+            try:
+                http.request("POST", self.url, params=params or None, data=body,
+                             headers=headers,
+                             what=f"writing rows {first}-{last} to {self.label}"
+                                  + (f" ({rows} rows were already written: the REST API "
+                                     "commits each batch)" if rows else ""))
+            except OutcomeUnknownError as exc:
+                raise self._batch_may_have_landed(exc, first, last) from None
+            except DriverError as exc:
+                if rows and opts.mode == "append":  # a step retry would append them again
+                    raise NotRetryableError(str(exc)) from None
+                raise
+            rows += len(batch)
+            progress.add(len(batch))
+        progress.done()
+        return rows
+
+    def _batch_may_have_landed(self, exc: OutcomeUnknownError, first: int, last: int
+                               ) -> OutcomeUnknownError:
+        """The append batch ``first``-``last`` reached the server and its answer was an error
+        or never came: say which rows may be there, how to check, and how to make it safe."""
+        total = int(sq.scalar(self.ctx.con, f"SELECT count(*) FROM {self.relation}"))
+        self.ctx.log_event("write.outcome_unknown", table=self.label, rows_from=first,
+                           rows_to=last, rows_written_before=first - 1, reason=exc.reason)
+        before = f"rows 1-{first - 1} were written (each batch commits on its own)" \
+            if first > 1 else "no earlier batch was written"
+        after = f"; rows {last + 1}-{total} were not sent" if last < total else ""
+        return OutcomeUnknownError(
+            f"{COMPONENT} step '{self.ctx.step_id}': writing rows {first}-{last} of {total} "
+            f"to {self.label} at {self.rest.host}: {exc.reason} after the batch was sent. "
+            f"These rows may have been written (the server may have committed them before "
+            f"failing), so they were not sent again: in write_mode append a second attempt "
+            f"would write them twice. So far {before}{after}. To check, count the rows of "
+            f"{self.label} (e.g. SELECT count(*) FROM {self.label} in the SQL editor) and "
+            f"compare with the count before this run: +{first - 1} means the batch did not "
+            f"land, +{last} that it did. Running the step again appends all {total} rows "
+            f"again; to make the write safe to repeat, use write_mode: upsert with "
+            f"primary_key: [<key columns>] (rows already there are merged, not duplicated), "
+            f"or a SQL channel (pg_dsn), which writes all rows in one transaction.",
+            reason=exc.reason)
+
+    def _delete_stale(self, http: PostgrestClient) -> None:
+        key = self.opts.primary_key[0]
+        ref = sq.duck_ident(key)
+        con = self.ctx.con
+        headers = {"Prefer": "return=minimal", **profile_headers(self.opts.schema, True)}
+        what = f"deleting rows of {self.label} that are not in the input"
+        count = int(sq.scalar(con, f"SELECT count(DISTINCT {ref}) FROM {self.relation}"))
+        if count == 0:
+            http.request("DELETE", self.url, params={key: "not.is.null"}, headers=headers,
+                         what=what)
+            return
+        if count <= 1000:
+            keys = [r[0] for r in con.execute(
+                f"SELECT DISTINCT CAST({ref} AS VARCHAR) FROM {self.relation} "
+                f"WHERE {ref} IS NOT NULL").fetchall()]
+            value = f"not.in.({','.join(quote_in_value(k) for k in keys)})"
+            if len(value) <= _URL_BUDGET:
+                http.request("DELETE", self.url, params={key: value}, headers=headers,
+                             what=what)
+                return
+        stale = self._stale_keys(http, key)
+        for i in range(0, len(stale), _DELETE_CHUNK):
+            chunk = stale[i:i + _DELETE_CHUNK]
+            http.request("DELETE", self.url, headers=headers, what=what,
+                         params={key: f"in.({','.join(quote_in_value(k) for k in chunk)})"})
+        self.ctx.log_event("replace.deleted_stale", table=self.label, rows=len(stale))
+
+    def _stale_keys(self, http: PostgrestClient, key: str) -> list[str]:
+        """Existing keys not in the input, compared in DuckDB with the key's own type."""
+        duck_type = dict(self.columns)[key]
+        con = self.ctx.con
+        tmp = sq.duck_ident(f"__osiris_existing_keys_{self.ctx.step_id}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {tmp} (k {duck_type})")
+        try:
+            offset, page = 0, 1000
+            headers = profile_headers(self.opts.schema, False)
+            while True:
+                resp = http.request("GET", self.url, headers=headers,
+                                    what=f"reading the keys of {self.label}",
+                                    params={"select": key, "order": f"{key}.asc",
+                                            "limit": str(page), "offset": str(offset)})
+                values = [row.get(key) for row in resp.json()]
+                if values:
+                    con.execute(f"INSERT INTO {tmp} SELECT CAST(unnest(?::VARCHAR[]) AS "
+                                f"{duck_type})",
+                                [[None if v is None else _text(v) for v in values]])
+                if len(values) < page:
+                    break
+                offset += page
+            ref = sq.duck_ident(key)
+            return [r[0] for r in con.execute(
+                f"SELECT CAST(e.k AS VARCHAR) FROM {tmp} AS e WHERE e.k IS NOT NULL AND NOT "
+                f"EXISTS (SELECT 1 FROM {self.relation} AS r WHERE r.{ref} = e.k)").fetchall()]
+        finally:
+            with contextlib.suppress(Exception):
+                con.execute(f"DROP TABLE IF EXISTS {tmp}")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

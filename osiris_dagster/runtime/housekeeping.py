@@ -1,0 +1,126 @@
+"""Listing and cleaning session directories (`osiris-dagster sessions ...`). No Dagster here:
+the caller passes the ids of sessions that the latest materialisations still reference."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from osiris_dagster.runtime.session import DB_FILE
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    path: Path
+    pipeline: str | None
+    status: str | None  # success / failure / None (running or killed)
+    started: float  # epoch seconds
+    size_bytes: int
+
+
+def parse_duration(text: str) -> float:
+    """'7d', '12h', '30m', '90s', '2w' -> seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"duration {text!r} must look like 30s, 15m, 12h, 7d or 2w")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def list_sessions(root: Path) -> list[SessionInfo]:
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        if not d.is_dir() or d.name.startswith(".") or not _looks_like_session(d):
+            continue
+        pipeline = status = None
+        started = d.stat().st_mtime
+        events = d / "logs" / "events.jsonl"
+        if events.exists():
+            for line in events.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if e.get("event") == "run_start":
+                    pipeline = e.get("pipeline")
+                    started = _epoch(e.get("ts")) or started
+                elif e.get("event") == "run_end":
+                    status = e.get("status")
+        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        out.append(SessionInfo(d.name, d, pipeline, status, started, size))
+    return sorted(out, key=lambda s: s.started, reverse=True)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A session that matched the criteria but stays, and why (shown to the user)."""
+
+    session: SessionInfo
+    reason: str
+
+
+REFERENCED = "latest materialisation of an asset"
+UNFINISHED = "unfinished: its run may still be going"
+
+
+def select_for_cleaning(sessions: Iterable[SessionInfo], *, older_than: float | None,
+                        keep: int | None, referenced: set[str], force: bool,
+                        now: float | None = None) -> tuple[list[SessionInfo], list[Kept]]:
+    """(to delete, kept with the reason). `keep` = newest N per pipeline always stay.
+
+    Without `force`, two kinds stay: sessions the latest materialisation of an asset still
+    reads from, and unfinished ones (no run_end). A session cannot tell a run that is still
+    going from one that was killed, and deleting the first makes that run fail, so only
+    `--force` removes them."""
+    if keep is not None and keep < 0:
+        raise ValueError(f"--keep must be 0 or more, got {keep}")
+    now = time.time() if now is None else now
+    by_pipeline: dict[str | None, int] = {}
+    delete: list[SessionInfo] = []
+    protected: list[Kept] = []
+    for s in sorted(sessions, key=lambda s: s.started, reverse=True):
+        rank = by_pipeline.get(s.pipeline, 0)
+        by_pipeline[s.pipeline] = rank + 1
+        if keep is not None and rank < keep:
+            continue
+        if older_than is not None and now - s.started < older_than:
+            continue
+        if older_than is None and keep is None:
+            continue  # nothing asked: never delete everything by accident
+        if not force and s.status is None:
+            protected.append(Kept(s, UNFINISHED))
+            continue
+        if not force and s.session_id in referenced:
+            protected.append(Kept(s, REFERENCED))
+            continue
+        delete.append(s)
+    return delete, protected
+
+
+def delete_session(info: SessionInfo) -> None:
+    shutil.rmtree(info.path)
+
+
+def _looks_like_session(d: Path) -> bool:
+    return (d / DB_FILE).exists() or (d / "logs").is_dir() or (d / "manifest.yaml").exists()
+
+
+def _epoch(ts: object) -> float | None:
+    from datetime import datetime
+
+    if not isinstance(ts, str):
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

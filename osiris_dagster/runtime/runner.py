@@ -1,0 +1,386 @@
+"""Running one step of a pipeline inside a session. No Dagster here: the Dagster layer calls
+:func:`run_step` from each asset, and tests can call it with nothing but files."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from osiris_dagster.core import memory
+from osiris_dagster.core.errors import (
+    DriverError,
+    NotRetryableError,
+    OsirisError,
+    StepCancelled,
+    StepError,
+    StepTimeout,
+    UpstreamMissingError,
+)
+from osiris_dagster.core.masking import Masker
+from osiris_dagster.core.naming import SINGLE_INPUT_VIEW, table_names, upstream_view_names
+from osiris_dagster.drivers import DriverResult, get_driver, supported_components
+from osiris_dagster.oml.model import Pipeline, Step, thaw
+from osiris_dagster.oml.specs import get_spec
+from osiris_dagster.runtime.checks import CheckOutcome, CheckSpec, run_checks
+from osiris_dagster.runtime.connections import Connections, ResolvedConnection
+from osiris_dagster.runtime.session import Session, write_json_atomic
+from osiris_dagster.runtime.workspace import ProgressCallback, StepWorkspace
+
+# Families whose drivers always need a connection (resolved to the default alias when the step
+# gives none). filesystem / duckdb use one only when the step names it.
+_CONNECTION_OPTIONAL = {"filesystem", "duckdb", "graphql"}
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """What crosses an asset boundary: where a step's table is, never the data itself."""
+
+    session_id: str
+    db_path: str
+    table: str
+    step_id: str
+    rows: int
+    columns: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class StepOutcome:
+    step_id: str
+    ref: TableRef | None
+    result: DriverResult
+    duration_s: float
+    preview: tuple[list[str], list[tuple[Any, ...]]] | None = None
+    connection_ref: str | None = None
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+
+def data_upstreams(pipeline: Pipeline, step: Step) -> list[str]:
+    """Upstreams that carry a table (writers produce none; they are ordering-only)."""
+    out = []
+    for need in step.needs:
+        spec = get_spec(pipeline.step(need).component)
+        if spec is not None and spec.produces_table:
+            out.append(need)
+    return out
+
+
+def step_table(pipeline: Pipeline, step_id: str) -> str:
+    return table_names(s.id for s in pipeline.steps)[step_id]
+
+
+def start_session(session: Session, pipeline: Pipeline) -> None:
+    """First step of a run: create the directory, write the manifest, log run_start."""
+    if session.manifest_path.exists():
+        return
+    session.ensure()
+    with session.log_lock():  # steps starting in several processes: one run_start
+        if session.manifest_path.exists():
+            return
+        session.write_manifest(manifest(pipeline, session.session_id))
+        session.log_event("run_start", session_id=session.session_id,
+                          session_dir=str(session.dir), pipeline=pipeline.name,
+                          pipeline_file=str(pipeline.path), profile=pipeline.profile,
+                          fingerprint=pipeline.fingerprint)
+
+
+def manifest(pipeline: Pipeline, session_id: str) -> dict[str, Any]:
+    return {
+        "meta": {"oml_version": pipeline.oml_version, "profile": pipeline.profile,
+                 "session_id": session_id, "fingerprint": pipeline.fingerprint,
+                 "pipeline_file": str(pipeline.path), "generated_by": "osiris-dagster"},
+        "name": pipeline.name,
+        "params": thaw(pipeline.params),
+        "steps": [
+            {"id": s.id, "component": s.component, "mode": s.mode, "needs": list(s.needs),
+             "implicit_needs": s.implicit_needs, "table": step_table(pipeline, s.id)
+             if get_spec(s.component) and get_spec(s.component).produces_table else None,
+             "fingerprint": s.fingerprint, "config": thaw(s.config)}
+            for s in pipeline.steps
+        ],
+    }
+
+
+def run_step(
+    pipeline: Pipeline,
+    step_id: str,
+    session: Session,
+    upstream_refs: Mapping[str, TableRef],
+    connections: Connections,
+    on_progress: ProgressCallback | None = None,
+    on_workspace: Callable[[StepWorkspace | None], None] | None = None,
+    timeout_seconds: float | None = None,
+    checks: Sequence[CheckSpec] = (),
+) -> StepOutcome:
+    """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
+
+    The driver's incremental state (``outcome.result.pending_state``) is NOT saved here: the
+    caller saves it with :func:`commit_state` once the step's output is accepted.
+
+    The driver runs in a worker thread while this thread waits, so a run termination
+    (KeyboardInterrupt / Dagster's interrupt) or the step's timeout interrupts DuckDB at once
+    instead of after the query; the interrupted step leaves no partial output.
+    """
+    step = pipeline.step(step_id)
+    spec = get_spec(step.component)
+    assert spec is not None  # validated
+    masker = session.masker
+    start_session(session, pipeline)
+    session.log_event("step_start", step_id=step.id, driver=step.component)
+    started = time.monotonic()
+    try:
+        driver = get_driver(step.component)
+        if driver is None:
+            raise OsirisError(
+                f"component '{step.component}' has no driver in osiris-dagster yet: the "
+                "pipeline validates, but this step cannot run. Use a supported component "
+                f"({', '.join(supported_components())}) or wait for the driver.")
+        resolved = _resolve_connection(step, spec.family, connections, masker)
+        config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
+                                        if k != "connection"}}
+        _write_cleaned_config(session, step, config, resolved)
+        with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
+                           output_table=step_table(pipeline, step.id),
+                           connection=resolved.values if resolved else None,
+                           base_dir=resolved.base_dir if resolved else None,
+                           on_progress=on_progress) as ws:
+            if on_workspace:
+                on_workspace(ws)
+            try:
+                inputs = _attach_inputs(ws, pipeline, step, upstream_refs)
+                result = _with_memory_retries(
+                    ws, step.component,
+                    lambda: _interruptible(ws, lambda: driver(ws, config, inputs),
+                                           timeout_seconds))
+                ref, preview = None, None
+                check_outcomes: list[CheckOutcome] = []
+                if result.table is not None:
+                    columns = tuple(ws.output_columns())
+                    ref = TableRef(session.session_id, str(session.db_path), result.table,
+                                   step.id, result.rows_written, columns)
+                    preview = ws.preview_rows(10)
+                    if checks:  # check expressions are SQL from the pipeline file: sealed too
+                        ws.seal_sql_access()
+                    check_outcomes = run_checks(ws.con, ws.output_relation, checks)
+            finally:
+                if on_workspace:
+                    on_workspace(None)
+    except BaseException as exc:
+        duration = time.monotonic() - started
+        cancelled = not isinstance(exc, Exception) or isinstance(exc, StepCancelled)
+        message = "cancelled: the run was terminated" if cancelled else \
+            masker.text(_describe(exc))
+        session.log_event("step_error", step_id=step.id, driver=step.component,
+                          duration=round(duration, 3), error=message, cancelled=cancelled,
+                          timed_out=isinstance(exc, StepTimeout))
+        session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
+        raise StepError(pipeline.name, step.id, message,
+                        retryable=not isinstance(exc, NotRetryableError)) from None
+    duration = time.monotonic() - started
+    session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
+    session.log_event("step_complete", step_id=step.id, driver=step.component,
+                      rows_read=result.rows_read, rows_written=result.rows_written,
+                      duration=round(duration, 3), table=result.table, target=result.target)
+    for c in check_outcomes:
+        session.log_event("check", step_id=step.id, check=c.spec.name, passed=c.passed,
+                          failing_rows=c.failing_rows, blocking=c.spec.blocking,
+                          detail=c.detail)
+    return StepOutcome(step.id, ref, result, duration, preview,
+                       resolved.ref if resolved else None, check_outcomes)
+
+
+def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> None:
+    """Save the step's incremental state (its high-water mark) now that its output is accepted:
+    table committed, checks passed, materialisation recorded. Until then the rows it read are
+    not delivered, and a mark saved earlier would make the next run start after rows that never
+    landed; a step that fails before this point leaves the state as it was."""
+    pending = outcome.result.pending_state
+    if pending is None:
+        return
+    try:
+        write_json_atomic(pending.path, pending.document)
+    except OSError as exc:
+        message = (f"the step's table was materialised, but its incremental state could not be "
+                   f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "
+                   "these rows again. Check free space and permissions of that directory.")
+        session.log_event("step_error", step_id=outcome.step_id, error=message,
+                          cancelled=False, timed_out=False)
+        raise StepError(pipeline.name, outcome.step_id, message) from None
+    session.log_event("state_committed", step_id=outcome.step_id, path=str(pending.path))
+
+
+# Steps that only read files or session tables and write atomically: safe to run again.
+RERUNNABLE_COMPONENTS = frozenset({"filesystem.csv_extractor", "duckdb.processor",
+                                   "filesystem.csv_writer"})
+
+
+def _with_memory_retries(ws: StepWorkspace, component: str,
+                         attempt: Callable[[], DriverResult]) -> DriverResult:
+    """Run the step; if DuckDB ran out of its memory_limit (tables with hundreds of columns
+    need more than long, narrow ones) and the step can run again, retry it with the limit
+    doubled, up to OSIRIS_DUCKDB_MEMORY_LIMIT_MAX. Otherwise say which setting to raise."""
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:
+            if not memory.is_out_of_memory(exc):
+                raise
+            rerunnable = component in RERUNNABLE_COMPONENTS
+            raised = memory.next_limit(ws.memory_limit, ws.memory_ceiling) \
+                if rerunnable and ws.memory_limit else None
+            if raised is None:
+                raise _out_of_memory(ws, exc, rerunnable) from None
+            ws.set_memory_limit(raised, str(exc).splitlines()[0][:300])
+
+
+def _out_of_memory(ws: StepWorkspace, exc: Exception, rerunnable: bool) -> DriverError:
+    settings = ws.session.settings
+    limit = memory.format_size(ws.memory_limit) if ws.memory_limit else settings.memory_limit
+    fix = (f"raise OSIRIS_DUCKDB_MEMORY_LIMIT_MAX (the most a step may be given, now "
+           f"{settings.memory_limit_max})" if rerunnable else
+           "this step reads a stream it cannot read twice, so raise OSIRIS_DUCKDB_MEMORY_LIMIT")
+    detail = str(exc).splitlines()[0][:300].rstrip(". ")
+    return DriverError(
+        f"DuckDB ran out of memory under memory_limit {limit}: {detail}."
+        f" Tables with hundreds of columns need more memory than long, narrow ones: {fix}, "
+        "e.g. to 4GB.")
+
+
+def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
+                   timeout_seconds: float | None) -> DriverResult:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"osiris-step-{ws.step_id}", daemon=True)
+    deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            if deadline is not None and time.monotonic() > deadline and worker.is_alive():
+                _stop_worker(ws, worker)
+                raise StepTimeout(f"the step ran longer than its timeout of "
+                                  f"{timeout_seconds:g}s (x-dagster timeout_seconds) and was "
+                                  "stopped")
+    except BaseException:
+        _stop_worker(ws, worker)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _stop_worker(ws: StepWorkspace, worker: threading.Thread, grace: float = 30.0) -> None:
+    """Interrupt the driver and wait for it, even through repeated interrupts of our own."""
+    deadline = time.monotonic() + grace
+    while worker.is_alive() and time.monotonic() < deadline:
+        ws.interrupt()
+        try:
+            worker.join(0.2)
+        except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C / interrupt: keep stopping
+            continue
+
+
+def _resolve_connection(step: Step, family: str, connections: Connections, masker: Masker
+                        ) -> ResolvedConnection | None:
+    ref = step.connection_ref
+    if ref is None and family in _CONNECTION_OPTIONAL:
+        return None
+    return connections.resolve(family, ref, masker)
+
+
+def _write_cleaned_config(session: Session, step: Step, config: Mapping[str, Any],
+                          resolved: ResolvedConnection | None) -> None:
+    data: dict[str, Any] = {"component": step.component, "mode": step.mode, **config}
+    if resolved is not None:
+        data["connection"] = resolved.ref
+        data["resolved_connection"] = dict(resolved.values)
+    session.write_json_artifact(step.id, "cleaned_config.json", data)
+
+
+def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
+                   upstream_refs: Mapping[str, TableRef]) -> list:
+    ups = data_upstreams(pipeline, step)
+    views = upstream_view_names(ups)
+    inputs = []
+    for up in ups:
+        ref = upstream_refs.get(up)
+        if ref is None:
+            raise UpstreamMissingError(f"no output of upstream step '{up}' was provided")
+        if not Path(ref.db_path).exists():
+            raise UpstreamMissingError.session_gone(f"upstream step '{up}'", up,
+                                                    ref.session_id, ref.db_path)
+        extra = [SINGLE_INPUT_VIEW] if len(ups) == 1 else []
+        try:
+            inputs.append(ws.add_upstream(up, views[up], Path(ref.db_path), ref.table, extra))
+        except duckdb.CatalogException:
+            raise UpstreamMissingError(
+                f"table '{ref.table}' of upstream step '{up}' is missing from session "
+                f"{ref.session_id}; materialise '{up}' again") from None
+    return inputs
+
+
+MAX_MESSAGE = 4000
+
+
+def _describe(exc: BaseException) -> str:
+    """The error for people: capped, so a 10 MB SQL literal never becomes a 10 MB message."""
+    text = _describe_full(exc)
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + f"... ({len(text) - MAX_MESSAGE} more characters)"
+    return text
+
+
+def _describe_full(exc: BaseException) -> str:
+    if isinstance(exc, OsirisError | DriverError):
+        return str(exc)
+    if isinstance(exc, duckdb.Error):
+        first = "\n".join(str(exc).strip().splitlines()[:6])
+        return f"DuckDB error: {first}"
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[str]
+                       ) -> str | None:
+    """Log run_end once every selected step has finished or cannot run (an upstream failed).
+
+    Returns the run's status ("success"/"failure") only to the call that logged run_end. The
+    events are read and run_end appended under the session's log lock, so of several processes
+    finishing steps of one session at once exactly one writes it.
+    """
+    with session.locked_events() as events:
+        if any(e.get("event") == "run_end" for e in events):
+            return None
+        done = {e.get("step_id") for e in events if e.get("event") == "step_complete"}
+        failed = {e.get("step_id") for e in events if e.get("event") == "step_error"}
+        selected = set(selected)
+        blocked: set[str] = set()
+        changed = True
+        while changed:  # needs may point forward in the file: iterate to a fixpoint
+            changed = False
+            for s in pipeline.steps:
+                if s.id in selected and s.id not in done | failed | blocked and \
+                        any(n in failed or n in blocked for n in s.needs):
+                    blocked.add(s.id)
+                    changed = True
+        if not selected <= (done | failed | blocked):
+            return None
+        status = "success" if not failed and not blocked else "failure"
+        session.log_event("run_end", status=status, steps_completed=len(done & selected),
+                          steps_failed=sorted(failed & selected),
+                          steps_skipped=sorted(blocked))
+        return status

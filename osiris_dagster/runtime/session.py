@@ -1,0 +1,257 @@
+"""One session = one run: a directory holding the run's DuckDB file, logs, artifacts and manifest.
+
+This is the only module that knows where session files live; everything else asks it. Keeping the
+store behind this small surface is what lets it move to a shared catalog later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from osiris_dagster.core.atomic_files import write_text_atomic
+from osiris_dagster.core.errors import OsirisError, SessionLockedError
+from osiris_dagster.core.masking import Masker
+from osiris_dagster.core.settings import Settings
+
+DB_FILE = "pipeline_data.duckdb"
+SESSION_TIME_ZONE = "UTC"  # every step connection's DuckDB TimeZone, whatever the host's
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
+LOG_LOCK_FILE = ".lock"  # in logs/: flock()ed by every writer of events.jsonl / metrics.jsonl
+# Threads of this process take _write_lock (flock() does not order threads of one process that
+# share nothing); _held records which session log locks this thread already holds, so a holder
+# can append (run_end after reading the events) without locking itself out.
+_write_lock = threading.RLock()
+_held = threading.local()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_default(obj: Any) -> str:
+    return str(obj)
+
+
+class Session:
+    """Files of one session: ``<sessions root>/<session id>/``."""
+
+    def __init__(self, settings: Settings, session_id: str, masker: Masker | None = None) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", session_id) or session_id in {".", ".."}:
+            raise OsirisError(f"invalid session id {session_id!r}")
+        self.settings = settings
+        self.session_id = session_id
+        self.dir = settings.sessions_dir / session_id
+        self.masker = masker or Masker()
+
+    # -- layout -------------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.dir / DB_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.dir / "tmp"
+
+    @property
+    def events_path(self) -> Path:
+        return self.logs_dir / "events.jsonl"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.logs_dir / "metrics.jsonl"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / "manifest.yaml"
+
+    def artifacts_dir(self, step_id: str) -> Path:
+        """`artifacts/<step id>/`; the id is made a safe path component (`../x` -> `_.._x`)."""
+        from osiris_dagster.core.naming import safe_dir_name
+
+        return self.dir / "artifacts" / safe_dir_name(step_id)
+
+    def ensure(self) -> Session:
+        for d in (self.logs_dir, self.tmp_dir, self.dir / "artifacts"):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # -- logs ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def log_lock(self) -> Iterator[None]:
+        """Exclusive lock over this session's log files, across threads AND processes (several
+        processes write one session: the multiprocess executor, the CLI, a sensor's run).
+
+        A flock() on ``logs/.lock``: every line is appended whole under it (a line longer than
+        PIPE_BUF is not atomic with O_APPEND on every filesystem), and a read-then-append such as
+        run_end holds it across both. Re-entrant within a thread; released if the process dies.
+        """
+        held: set[str] = getattr(_held, "dirs", None) or set()
+        _held.dirs = held
+        key = os.path.realpath(self.logs_dir)  # two spellings of one dir are one lock
+        if key in held:
+            yield
+            return
+        with _write_lock:
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.logs_dir / LOG_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held.add(key)
+                try:
+                    yield
+                finally:
+                    held.discard(key)
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+
+    def _append(self, path: Path, record: dict[str, Any]) -> None:
+        data = (json.dumps(self.masker.value(record), default=_json_default, ensure_ascii=False)
+                + "\n").encode("utf-8")
+        with self.log_lock():
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                view = memoryview(data)
+                while view:  # one line, all of it, before the lock is released
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+
+    def log_event(self, event: str, **fields: Any) -> None:
+        self._append(self.events_path, {"ts": _now(), "session": self.session_id, "event": event,
+                                        **fields})
+
+    def log_metric(self, metric: str, value: Any, **fields: Any) -> None:
+        self._append(self.metrics_path, {"ts": _now(), "session": self.session_id,
+                                         "metric": metric, "value": value, **fields})
+
+    def read_events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        with contextlib.ExitStack() as stack:
+            with contextlib.suppress(OSError):  # a read-only copy of a session: read as it is
+                stack.enter_context(self.log_lock())
+            with open(self.events_path, encoding="utf-8") as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+
+    @contextlib.contextmanager
+    def locked_events(self) -> Iterator[list[dict[str, Any]]]:
+        """The events so far, with the log lock held until the block ends: a decision made on
+        them (is run_end written yet?) and the append it leads to are one step for every
+        process, so run_end is written exactly once."""
+        with self.log_lock():
+            yield self.read_events()
+
+    # -- artifacts ----------------------------------------------------------------------------
+    def write_json_artifact(self, step_id: str, name: str, data: Any) -> Path:
+        path = self.artifacts_dir(step_id) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.masker.value(data), indent=2, sort_keys=True, default=_json_default,
+                          ensure_ascii=False)
+        write_text_atomic(path, text + "\n")
+        return path
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        # libyaml's emitter when present: the pure-Python one takes ~30 s for a 10 MB query
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        text = yaml.dump(self.masker.value(manifest), Dumper=dumper, sort_keys=False,
+                         allow_unicode=True)
+        write_text_atomic(self.manifest_path, text)
+
+    # -- database -----------------------------------------------------------------------------
+    def open_workspace_connection(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with this session's database attached as ``session``.
+
+        Steps work in an in-memory catalog so a processor's SQL sees only the views we give it;
+        memory_limit and temp_directory make large inputs spill to disk instead of failing.
+        TimeZone and Calendar are pinned (UTC, gregorian) because DuckDB takes them from the
+        host: TIMESTAMPTZ text, date_trunc, casts between naive and aware values would otherwise
+        give different results on machines in different zones.
+        """
+        self.ensure()
+        config: dict[str, Any] = {
+            "memory_limit": self.settings.memory_limit,
+            "temp_directory": str(self.tmp_dir),
+        }
+        if self.settings.threads:
+            config["threads"] = self.settings.threads
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            # Step tables are written once (CREATE TABLE AS) and never updated in place, so the
+            # checkpoint vacuum has nothing to reclaim; but it merges the partial row group the
+            # order-preserving insert leaves at the end of every batch (~16 MB of CSV), which
+            # rewrites ~40 % of a freshly extracted table when the step's connection closes.
+            con.execute("SET max_vacuum_tasks = 0")
+            con.execute(f"SET TimeZone = '{SESSION_TIME_ZONE}'")
+            con.execute("SET Calendar = 'gregorian'")
+            con.execute("SET enable_progress_bar = true")
+            con.execute("SET enable_progress_bar_print = false")
+            attach_with_retry(con, self.db_path, "session", self.settings.lock_timeout_seconds)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+
+def attach_with_retry(con: duckdb.DuckDBPyConnection, db_path: Path, alias: str,
+                      timeout_seconds: float, read_only: bool = False) -> None:
+    """ATTACH a database file, retrying DuckDB's one-writer file lock with jittered backoff."""
+    from osiris_dagster.core.naming import quote_ident, quote_literal
+
+    sql = f"ATTACH {quote_literal(str(db_path))} AS {quote_ident(alias)}"
+    if read_only:
+        sql += " (READ_ONLY)"
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.05
+    while True:
+        try:
+            con.execute(sql)
+            return
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if not any(marker in text for marker in _LOCK_MARKERS):
+                raise _database_error(db_path, exc) from exc
+            if time.monotonic() >= deadline:
+                raise SessionLockedError(
+                    f"session database {db_path} is locked by another process for more than "
+                    f"{timeout_seconds:.0f}s ({text.splitlines()[0]}). A DuckDB file has one "
+                    "writer: run the pipeline's steps in one process (the in-process executor, "
+                    "run config `execution: {config: {in_process: {}}}`), or raise "
+                    "OSIRIS_LOCK_TIMEOUT_SECONDS."
+                ) from exc
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+        except duckdb.Error as exc:
+            raise _database_error(db_path, exc) from exc
+
+
+def _database_error(db_path: Path, exc: Exception) -> OsirisError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return OsirisError(
+        f"cannot open session database {db_path}: {first}. If the file is corrupt or was written "
+        "by an incompatible DuckDB version, delete that session directory and materialise the "
+        "affected steps again."
+    )
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON in ``path``, replaced in one rename (state files: never half written)."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True,
+                                        default=_json_default) + "\n")

@@ -1,0 +1,304 @@
+"""The StepContext drivers run in: an in-memory DuckDB with the session attached, upstream views,
+atomic output creation, metrics/events into the session, and a heartbeat for long queries."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from osiris_dagster.core import memory
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.core.naming import quote_ident
+from osiris_dagster.drivers.base import UpstreamTable
+from osiris_dagster.runtime.session import Session, attach_with_retry
+
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+TMP_PREFIX = "__osiris_tmp_"
+
+# What a step that runs user SQL may not do, enforced by DuckDB itself: no file or network
+# access (read_csv, COPY, ATTACH, glob, httpfs), no Python-variable scans, no extension
+# install/load, and (last, since it freezes the rest) no settings changes.
+SEALED_SETTINGS = (
+    "SET enable_external_access = false",
+    "SET python_enable_replacements = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET lock_configuration = true",
+)
+
+
+class StepWorkspace:
+    """Opened per step (``with StepWorkspace(...) as ws``); closed when the step ends."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        pipeline_name: str,
+        step_id: str,
+        output_table: str,
+        connection: Mapping[str, Any] | None = None,
+        base_dir: Path | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.session = session
+        self.pipeline_name = pipeline_name
+        self.step_id = step_id
+        self.output_table = output_table
+        self.connection = connection
+        self.base_dir = base_dir
+        self.artifacts_dir = session.artifacts_dir(step_id)
+        self.tmp_dir = session.tmp_dir
+        self._on_progress = on_progress
+        self._attached: dict[Path, str] = {}
+        self._views: list[tuple[str, str]] = []  # (view name, relation): replayed on reopen
+        self._sealed = False
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self.rows_so_far: int | None = None
+        self._memory_limit: int | None = None
+        self.started = time.monotonic()
+        self.cancelled = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> StepWorkspace:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self._con = self.session.open_workspace_connection()
+        self._attached[self.session.db_path.resolve()] = "session"
+        self._drop_leftover_temp_tables()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._con is None:
+            return
+        con, self._con = self._con, None
+        try:
+            con.close()
+        except duckdb.Error:
+            if exc_type is None:  # never hide the error that is already propagating
+                raise
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise RuntimeError("StepWorkspace used outside its `with` block")
+        return self._con
+
+    def interrupt(self) -> None:
+        """Stop the step: interrupt the running DuckDB query and make the next progress()
+        call raise (used for cancellation and time limits)."""
+        self.cancelled = True
+        if self._con is not None:
+            self._con.interrupt()
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def add_upstream(self, step_id: str, view_name: str, db_path: Path, table: str,
+                     extra_view_names: Sequence[str] = ()) -> UpstreamTable:
+        """Expose an upstream table as view ``view_name`` (it may live in an earlier session)."""
+        resolved = db_path.resolve()
+        alias = self._attached.get(resolved)
+        if alias is None:
+            alias = f"upstream_{len(self._attached)}"
+            attach_with_retry(self.con, resolved, alias,
+                              self.session.settings.lock_timeout_seconds, read_only=True)
+            self._attached[resolved] = alias
+        relation = f"{quote_ident(alias)}.main.{quote_ident(table)}"
+        for name in (view_name, *extra_view_names):
+            self._create_view(name, relation)
+            self._views.append((name, relation))
+        columns = tuple(
+            (str(r[0]), str(r[1]))
+            for r in self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+        )
+        return UpstreamTable(step_id=step_id, view_name=view_name, relation=relation,
+                             columns=columns)
+
+    def _create_view(self, name: str, relation: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(name)} AS "
+                         f"SELECT * FROM {relation}")
+
+    def seal_sql_access(self) -> None:
+        """From now on this step's connection runs only what a SQL step may: see SEALED_SETTINGS.
+
+        Upstream databases attached before stay readable and the session stays writable."""
+        if not self._sealed:
+            for statement in SEALED_SETTINGS:
+                self.con.execute(statement)
+            self._sealed = True
+
+    def _reopen(self) -> None:
+        """A fresh connection with the same attachments and views (a sealed one cannot change
+        its settings, e.g. to retry with a higher memory_limit); it is not sealed."""
+        old, self._con = self._con, None
+        if old is not None:
+            with contextlib.suppress(duckdb.Error):
+                old.close()
+        self._con = self.session.open_workspace_connection()
+        for path, alias in self._attached.items():
+            if alias != "session":
+                attach_with_retry(self._con, path, alias,
+                                  self.session.settings.lock_timeout_seconds, read_only=True)
+        for name, relation in self._views:
+            self._create_view(name, relation)
+        self._sealed = False
+
+    # -- outputs --------------------------------------------------------------------------------
+    @property
+    def output_relation(self) -> str:
+        return f"session.main.{quote_ident(self.output_table)}"
+
+    def create_output(self, select_sql: str, params: Sequence[Any] | None = None) -> int:
+        """Build the table under a temporary name, then swap it in in one transaction."""
+        tmp = quote_ident(TMP_PREFIX + self.output_table)
+        con = self.con
+        with self.heartbeat():
+            con.execute(f"CREATE OR REPLACE TABLE session.main.{tmp} AS {select_sql}", params)
+        rows = int(con.execute(f"SELECT count(*) FROM session.main.{tmp}").fetchone()[0])
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"DROP TABLE IF EXISTS {self.output_relation}")
+            con.execute(f"ALTER TABLE session.main.{tmp} RENAME TO "
+                        f"{quote_ident(self.output_table)}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.rows_so_far = rows
+        return rows
+
+    # -- memory ---------------------------------------------------------------------------------
+    @property
+    def memory_limit(self) -> int:
+        if self._memory_limit is None:
+            self._memory_limit = memory.parse_size(self.session.settings.memory_limit) or 0
+        return self._memory_limit
+
+    @property
+    def memory_ceiling(self) -> int:
+        ceiling = memory.parse_size(self.session.settings.memory_limit_max) or 0
+        return max(ceiling, self.memory_limit)
+
+    def set_memory_limit(self, size: int, reason: str) -> None:
+        """This step's DuckDB memory_limit (the connection lives as long as the step)."""
+        with contextlib.suppress(duckdb.Error):  # a failed statement may have left one open
+            self.con.execute("ROLLBACK")
+        if self._sealed:
+            self._reopen()
+        before, after = memory.format_size(self.memory_limit), memory.format_size(size)
+        self.log_event("memory_limit_raised", from_limit=before, to_limit=after, reason=reason)
+        self.con.execute(f"SET memory_limit = '{int(size)}B'")
+        self._memory_limit = int(size)
+        self.progress(message=f"DuckDB memory_limit raised from {before} to {after} "
+                      f"({reason[:120]})")  # shown in the Dagster run log and the CLI
+
+    def size_memory_for_columns(self, columns: int) -> None:
+        """Raise the limit up front for a wide table whose build cannot be retried."""
+        wanted = memory.limit_for_width(self.memory_limit, self.memory_ceiling, columns)
+        if wanted > self.memory_limit:
+            self.set_memory_limit(wanted, f"{columns} columns")
+
+    def output_columns(self) -> list[tuple[str, str]]:
+        return [(str(r[0]), str(r[1])) for r in
+                self.con.execute(f"DESCRIBE {self.output_relation}").fetchall()]
+
+    def preview_rows(self, limit: int = 10) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self.con.execute(f"SELECT * FROM {self.output_relation} LIMIT {int(limit)}")
+        names = [d[0] for d in cur.description]
+        return names, cur.fetchall()
+
+    def _drop_leftover_temp_tables(self) -> None:
+        """A killed run can leave its temporary table behind; the next run removes it."""
+        rows = self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'session' "
+            "AND starts_with(table_name, ?)", [TMP_PREFIX]
+        ).fetchall()
+        for (name,) in rows:
+            self.con.execute(f"DROP TABLE IF EXISTS session.main.{quote_ident(name)}")
+
+    @property
+    def state_dir(self) -> Path:
+        """Per-step state that outlives sessions (incremental high-water marks)."""
+        from osiris_dagster.core.naming import sanitise
+
+        path = self.session.settings.sessions_dir / ".state" / sanitise(self.pipeline_name) / \
+            sanitise(self.step_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- paths, logs, progress ------------------------------------------------------------------
+    def resolve_path(self, path: str) -> Path:
+        """Relative paths live under the connection's base_dir (never escaping it with `..`),
+        else under the working directory; absolute paths are taken as written."""
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        if self.base_dir is None:
+            return (Path.cwd() / p).absolute()
+        base = self.base_dir.resolve()
+        resolved = (base / p).resolve()
+        if not resolved.is_relative_to(base):
+            raise DriverError(f"path '{path}' escapes the connection's base_dir {base}; use a "
+                              "path inside it (or an absolute path)")
+        return resolved
+
+    def log_metric(self, name: str, value: Any, **fields: Any) -> None:
+        self.session.log_metric(name, value, step_id=self.step_id, **fields)
+
+    def log_event(self, name: str, **fields: Any) -> None:
+        self.session.log_event(name, step_id=self.step_id, **fields)
+
+    def progress(self, rows: int | None = None, message: str | None = None) -> None:
+        if self.cancelled:
+            from osiris_dagster.core.errors import StepCancelled
+
+            raise StepCancelled("the step was interrupted")
+        if rows is not None:
+            self.rows_so_far = rows
+        fields: dict[str, Any] = {"elapsed_s": round(time.monotonic() - self.started, 1)}
+        if rows is not None:
+            fields["rows"] = rows
+        if message:
+            fields["message"] = message
+        self.session.log_event("progress", step_id=self.step_id, **fields)
+        if self._on_progress:
+            self._on_progress(self.step_id, fields)
+
+    def heartbeat(self) -> _Heartbeat:
+        """Context manager: reports progress every ``heartbeat_seconds`` while a query runs."""
+        return _Heartbeat(self, self.session.settings.heartbeat_seconds)
+
+
+class _Heartbeat:
+    def __init__(self, ws: StepWorkspace, every: float) -> None:
+        self._ws = ws
+        self._every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if self._every > 0:
+            self._thread = threading.Thread(target=self._beat, daemon=True,
+                                            name=f"osiris-heartbeat-{self._ws.step_id}")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every) and not self._ws.cancelled:
+            con = self._ws._con
+            pct = con.query_progress() if con is not None else -1
+            msg = f"{pct:.0f}% of the current query done" if pct >= 0 else "still running"
+            try:
+                self._ws.progress(rows=self._ws.rows_so_far, message=msg)
+            except Exception:  # noqa: BLE001 - a heartbeat must never kill the step
+                return
