@@ -135,6 +135,10 @@ def run_and_kill(project: Project, step_id: str) -> Path:
                 time.sleep(0.002)
             time.sleep(0.05)
         else:
+            # the step has opened the session database (a loaded machine can take a while)
+            while not (session / "pipeline_data.duckdb").is_file():
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.002)
             time.sleep(0.15)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
