@@ -36,8 +36,8 @@ What it does, and where it differs from Osiris' driver:
   never the token.
 * **Storage.** Each page is appended to a staging NDJSON file as it arrives (memory stays flat);
   the table is built from it at the end with the union of all columns
-  (:class:`~osiris_dagster.drivers.http.support.JsonStager`). No rows and no columns -> a table
-  with one VARCHAR column ``_empty`` and zero rows.
+  (:class:`~osiris_dagster.drivers.staging.json_records.JsonStager`). No rows and no columns ->
+  a table with one VARCHAR column ``_empty`` and zero rows.
 * Metrics: ``rows_read``, ``requests_made`` (every HTTP attempt, retries included),
   ``pages_fetched``; ``ctx.progress(rows=...)`` after each page.
 """
@@ -56,7 +56,13 @@ from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.masking import is_secret_header
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
 from osiris_dagster.drivers.http import client as hc
-from osiris_dagster.drivers.http import support as hs
+from osiris_dagster.drivers.http.json_paths import first_at, rows_at
+from osiris_dagster.drivers.staging.json_records import (
+    JsonStager,
+    flatten_record,
+    shallow_record,
+    to_json_text,
+)
 
 USER_AGENT = "osiris-dagster GraphQL extractor"
 MAX_RETRY_DELAY = 60.0
@@ -221,7 +227,7 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
         check_hint=f"`endpoint` ({hc.display_url(opts.endpoint)})",
         on_retry=lambda info: ctx.log_event("http_retry", **info),
     )
-    stager = hs.JsonStager(ctx.tmp_dir, f"graphql-{ctx.step_id}")
+    stager = JsonStager(ctx.tmp_dir, f"graphql-{ctx.step_id}")
     pages = 0
     try:
         variables = dict(opts.variables)
@@ -232,10 +238,10 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
                                        idempotent=not is_mutation(opts.query))
             _raise_graphql_errors(body, host, client)
             try:
-                records = hs.rows_at(body, opts.data_path)
+                records = rows_at(body, opts.data_path)
             except DriverError as exc:
                 raise DriverError(f"graphql.extractor: `data_path`: {exc}") from None
-            shape = hs.flatten_record if opts.flatten else hs.shallow_record
+            shape = flatten_record if opts.flatten else shallow_record
             stager.add_many(shape(r) for r in records)
             pages += 1
             ctx.progress(rows=stager.rows, message=f"page {pages}")
@@ -247,7 +253,7 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
             if opts.max_pages and pages >= opts.max_pages:
                 ctx.log_event("graphql_max_pages_reached", max_pages=opts.max_pages)
                 break
-            key = hs.to_json_text(cursor)
+            key = to_json_text(cursor)
             if key in seen_cursors:
                 raise DriverError(
                     f"graphql.extractor: {host} returned cursor {cursor!r} again on page "
@@ -312,7 +318,7 @@ def _raise_graphql_errors(body: Any, host: str, client: hc.HttpClient) -> None:
 def _next_cursor(body: Any, opts: Options, ctx: StepContext, pages: int) -> Any:
     """The cursor of the next page, or None when this was the last page."""
     try:
-        info = hs.first_at(body, opts.pagination_path)
+        info = first_at(body, opts.pagination_path)
     except DriverError as exc:
         raise DriverError(f"graphql.extractor: `pagination_path`: {exc}") from None
     if not isinstance(info, dict):

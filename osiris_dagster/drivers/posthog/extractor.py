@@ -43,7 +43,7 @@ query API -> the step's table, incrementally from one run to the next.
   naming the host and project; timeouts are not retried (a slow query stays slow) and fail with
   the host named; nothing printed contains the API key.
 * **Storage.** Pages stream into a staging NDJSON file and become the table in one read with
-  the union of all columns (see :mod:`osiris_dagster.drivers.http.support`), so properties
+  the union of all columns (see :mod:`osiris_dagster.drivers.staging.json_records`), so properties
   first seen on a late page are kept and memory stays flat.
 * Metrics: ``rows_read`` (rows fetched), ``rows_deduplicated``, ``rows_output``,
   ``requests_made``, ``pages_fetched``; ``ctx.progress(rows=...)`` after every page.
@@ -56,13 +56,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.base import DriverResult, PendingState, StepContext, UpstreamTable
 from osiris_dagster.drivers.http import client as hc
-from osiris_dagster.drivers.http import support as hs
+from osiris_dagster.drivers.staging.json_records import JsonStager, to_scalar
 
 BASE_URLS = {"us": "https://us.posthog.com", "eu": "https://eu.posthog.com"}
 TIMEOUT = 30.0
@@ -80,11 +81,11 @@ DATA_TYPES = ("events", "persons", "sessions", "person_distinct_ids")
 def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mapping[str, Any]],
                                                                          dict[str, Any]]:
     def flatten(row: Mapping[str, Any]) -> dict[str, Any]:
-        out = {c: hs.to_scalar(row.get(c)) for c in base}
+        out = {c: to_scalar(row.get(c)) for c in base}
         for key, value in row.items():
             if key in base or key == "properties":
                 continue
-            out[key] = hs.to_scalar(value)
+            out[key] = to_scalar(value)
         props = row.get("properties")
         if isinstance(props, str):
             try:
@@ -98,13 +99,13 @@ def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mappin
                 props = None
         if isinstance(props, dict):
             for key, value in props.items():
-                out[f"{prefix}{key}"] = hs.to_scalar(value)
+                out[f"{prefix}{key}"] = to_scalar(value)
         return out
     return flatten
 
 
 def _as_returned(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k): hs.to_scalar(v) for k, v in row.items()}
+    return {str(k): to_scalar(v) for k, v in row.items()}
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ class StateStore:
         self.opts = opts
         self.path = ctx.state_dir / STATE_FILE
         self.scope = {"base_url": opts.base_url, "project_id": opts.project_id}
-        doc = hs.read_json_file(self.path)
+        doc = _read_json_file(self.path)
         if doc is not None and (not isinstance(doc, dict) or doc.get("version") != STATE_VERSION
                                 or doc.get("scope") != self.scope):
             ctx.log_event("posthog_state_ignored", path=str(self.path),
@@ -394,6 +395,14 @@ class StateStore:
         return PendingState(self.path, {**self.doc, "data_types": data_types})
 
 
+def _read_json_file(path: Path) -> Any:
+    """The JSON in ``path``, or None when it does not exist or cannot be parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 # -- the run --------------------------------------------------------------------------------------
 def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTable]
         ) -> DriverResult:
@@ -428,7 +437,7 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
         previous = []
     seen = SeenKeys(max(RECENT_KEYS_LIMIT, len(previous)), previous)
     recent = RecentKeys(opts.lookback, RECENT_KEYS_LIMIT)
-    stager = hs.JsonStager(ctx.tmp_dir, f"posthog-{ctx.step_id}")
+    stager = JsonStager(ctx.tmp_dir, f"posthog-{ctx.step_id}")
     for name, duckdb_type in kind.base_columns:
         stager.declare(name, duckdb_type)
     fetched = dropped = pages = 0
@@ -508,7 +517,7 @@ def _policy(max_retries: int) -> hc.RetryPolicy:
 
 
 def _rows_of(body: Any, kind: Kind, host: str, client: hc.HttpClient,
-             stager: hs.JsonStager) -> list[dict[str, Any]]:
+             stager: JsonStager) -> list[dict[str, Any]]:
     """The rows of one response as dicts (``results`` lists zipped with ``columns``)."""
     if not isinstance(body, dict) or not isinstance(body.get("results"), list):
         raise client.error(f"PostHog: unexpected answer from {host}: no `results` list. Check "
