@@ -108,6 +108,15 @@ def test_columns_first_seen_on_a_later_page_are_kept(graphql: FakeGraphQL,
     assert ran.column("id")[-2:] == ["5", "x7"]
 
 
+def test_keys_differing_only_in_case_are_renamed_and_logged(graphql: FakeGraphQL,
+                                                            run_driver: RunDriver) -> None:
+    graphql.users = [user(1, Name="Ada")]
+    ran = run_driver(gq, config(graphql.endpoint))
+    assert ran.column("name") == ["user 1"] and ran.column("Name.1") == ["Ada"]
+    assert [e["renamed"] for e in ran.events if e["event"] == "columns_renamed"] == \
+        [{"Name": "Name.1"}]
+
+
 def test_cursor_that_does_not_advance_is_an_error(graphql: FakeGraphQL,
                                                   run_driver: RunDriver) -> None:
     page = {"data": {"users": {"edges": [{"node": {"id": 1}}],

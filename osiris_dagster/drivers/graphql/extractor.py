@@ -262,9 +262,7 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
                     f"`pagination_path` ({opts.pagination_path}) points at this list's pageInfo.")
             seen_cursors.add(key)
             variables[opts.variable_name] = cursor
-        rows = ctx.create_output(stager.select_sql())
-        if stager.renamed:
-            ctx.log_event("columns_renamed", renamed=stager.renamed)
+        rows = stager.create_output(ctx)
     finally:
         stager.close()
         client.close()

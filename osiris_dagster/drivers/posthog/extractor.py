@@ -489,9 +489,7 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
                 raise DriverError(f"posthog.extractor: {host} returned the same page twice "
                                   f"(after {kind.order} {new_cursor.order!r}); stopping")
             cursor = new_cursor
-        rows_out = ctx.create_output(stager.select_sql())
-        if stager.renamed:
-            ctx.log_event("columns_renamed", renamed=stager.renamed)
+        rows_out = stager.create_output(ctx)
         columns = len(stager.columns)
     finally:
         stager.close()

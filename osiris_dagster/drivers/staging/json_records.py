@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.drivers.base import StepContext
 
 EMPTY_COLUMN = "_empty"
 _INT64 = (-(2**63), 2**63 - 1)
@@ -189,6 +190,14 @@ class JsonStager:
         size = max(_DEFAULT_MAX_OBJECT, self._max_line + 1024)
         return (f"SELECT {select} FROM read_ndjson({quote_literal(str(self.path))}, "
                 f"columns={{{spec}}}, auto_detect=false, maximum_object_size={size})")
+
+    def create_output(self, ctx: StepContext) -> int:
+        """Build the step's table from everything staged (call after the last ``add``); the
+        rows it holds. Columns renamed to stay unique are logged (``columns_renamed``)."""
+        rows = ctx.create_output(self.select_sql())
+        if self.renamed:
+            ctx.log_event("columns_renamed", renamed=self.renamed)
+        return rows
 
     def _flush(self) -> None:
         if self._fh is not None:
