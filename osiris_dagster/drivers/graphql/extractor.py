@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,73 +99,26 @@ class Options:
                     ) -> Options:
         conn = dict(connection or {})
         env = environment()
-        endpoint = str(config.get("endpoint") or conn.get("endpoint") or "").strip()
-        if not endpoint:
-            raise DriverError("graphql.extractor: no `endpoint`: set it in the step or in the "
-                              "@graphql connection")
-        if urlsplit(endpoint).scheme not in ("http", "https"):
-            raise DriverError(f"graphql.extractor: `endpoint` must be an http(s) URL, got "
-                              f"{hc.display_url(endpoint)!r}")
+        endpoint = _endpoint(config, conn)
         query = str(config.get("query") or "")
         if not query.strip():
             raise DriverError("graphql.extractor: `query` is empty; give the GraphQL query")
         variables = config.get("variables") or {}
         if not isinstance(variables, Mapping):
             raise DriverError("graphql.extractor: `variables` must be a mapping of name -> value")
-
-        auth_type = str(config.get("auth_type") or "none")
-        if auth_type == "none" and conn.get("auth_type"):
-            auth_type = str(conn["auth_type"])
+        auth_type = _step_unless_default("auth_type", "none", config, conn)
         if auth_type not in _AUTH_TYPES:
             raise DriverError(f"graphql.extractor: unknown auth_type {auth_type!r} (use one of "
                               f"{', '.join(_AUTH_TYPES)})")
-        header_name = str(config.get("auth_header_name") or "X-API-Key")
-        if header_name == "X-API-Key" and conn.get("auth_header_name"):
-            header_name = str(conn["auth_header_name"])
-
+        header_name = _step_unless_default("auth_header_name", "X-API-Key", config, conn)
+        token = _credential("auth_token", config, conn, env)
         if conn.get("auth_token") not in (None, ""):
-            token: str | None = str(conn["auth_token"])
             source = "`auth_token` of the @graphql connection"
         else:
-            raw = config.get("auth_token")
-            token = _env(str(raw), "auth_token", env) if raw not in (None, "") \
-                else None
             source = "the environment variable in the step's `auth_token`"
-        if conn.get("auth_username") not in (None, ""):
-            username: str | None = str(conn["auth_username"])
-        else:
-            raw = config.get("auth_username")
-            username = _env(str(raw), "auth_username", env) \
-                if raw not in (None, "") else None
-        if auth_type in ("bearer", "api_key", "basic") and not token:
-            raise DriverError(f"graphql.extractor: auth_type '{auth_type}' needs a token: set "
-                              "`auth_token` in the @graphql connection, or `auth_token: "
-                              "${ENV_VAR}` in the step")
-        if auth_type == "basic" and not username:
-            raise DriverError("graphql.extractor: auth_type 'basic' needs `auth_username` (in "
-                              "the @graphql connection or as ${ENV_VAR} in the step)")
-
-        headers: dict[str, str] = {}
-        secret_headers: list[str] = []
-        for origin, raw_headers in (("connection", conn.get("headers")),
-                                    ("step", config.get("headers"))):
-            if raw_headers in (None, ""):
-                continue
-            if not isinstance(raw_headers, Mapping):
-                raise DriverError(f"graphql.extractor: `headers` of the {origin} must be a "
-                                  "mapping of header name -> value")
-            for name, raw_value in raw_headers.items():
-                if raw_value is None:
-                    continue
-                value = str(raw_value)
-                if origin == "step":
-                    value = _env(value, f"headers.{name}", env)
-                headers[str(name)] = value
-                # a credential: from the connection, from ${ENV}, or under a secret-ish name
-                if origin == "connection" or "${" in str(raw_value) or \
-                        is_secret_header(str(name)):
-                    secret_headers.append(value)
-
+        username = _credential("auth_username", config, conn, env)
+        _check_credentials(auth_type, token, username)
+        headers, secret_headers = _extra_headers(config, conn, env)
         return cls(
             endpoint=endpoint, query=query, variables=dict(variables), headers=headers,
             auth_type=auth_type, auth_header_name=header_name, token=token, username=username,
@@ -206,6 +159,75 @@ class Options:
         return headers, secrets
 
 
+# -- options --------------------------------------------------------------------------------------
+def _endpoint(config: Mapping[str, Any], conn: Mapping[str, Any]) -> str:
+    """The step's ``endpoint``, else the connection's; an http(s) URL."""
+    endpoint = str(config.get("endpoint") or conn.get("endpoint") or "").strip()
+    if not endpoint:
+        raise DriverError("graphql.extractor: no `endpoint`: set it in the step or in the "
+                          "@graphql connection")
+    if urlsplit(endpoint).scheme not in ("http", "https"):
+        raise DriverError(f"graphql.extractor: `endpoint` must be an http(s) URL, got "
+                          f"{hc.display_url(endpoint)!r}")
+    return endpoint
+
+
+def _step_unless_default(option: str, default: str, config: Mapping[str, Any],
+                         conn: Mapping[str, Any]) -> str:
+    """The step's ``option``; the connection's when the step leaves it at its default."""
+    value = str(config.get(option) or default)
+    if value == default and conn.get(option):
+        value = str(conn[option])
+    return value
+
+
+def _credential(option: str, config: Mapping[str, Any], conn: Mapping[str, Any],
+                env: Mapping[str, str]) -> str | None:
+    """``auth_token`` / ``auth_username``: the connection's value, else the step's ``${ENV_VAR}``
+    reference resolved, else None."""
+    if conn.get(option) not in (None, ""):
+        return str(conn[option])
+    raw = config.get(option)
+    return _env(str(raw), option, env) if raw not in (None, "") else None
+
+
+def _check_credentials(auth_type: str, token: str | None, username: str | None) -> None:
+    if auth_type in ("bearer", "api_key", "basic") and not token:
+        raise DriverError(f"graphql.extractor: auth_type '{auth_type}' needs a token: set "
+                          "`auth_token` in the @graphql connection, or `auth_token: "
+                          "${ENV_VAR}` in the step")
+    if auth_type == "basic" and not username:
+        raise DriverError("graphql.extractor: auth_type 'basic' needs `auth_username` (in "
+                          "the @graphql connection or as ${ENV_VAR} in the step)")
+
+
+def _extra_headers(config: Mapping[str, Any], conn: Mapping[str, Any], env: Mapping[str, str]
+                   ) -> tuple[dict[str, str], list[str]]:
+    """The connection's ``headers``, then the step's (``${ENV_VAR}`` resolved) over them; and the
+    values among them that are credentials."""
+    headers: dict[str, str] = {}
+    secret_headers: list[str] = []
+    for origin, raw_headers in (("connection", conn.get("headers")),
+                                ("step", config.get("headers"))):
+        if raw_headers in (None, ""):
+            continue
+        if not isinstance(raw_headers, Mapping):
+            raise DriverError(f"graphql.extractor: `headers` of the {origin} must be a "
+                              "mapping of header name -> value")
+        for name, raw_value in raw_headers.items():
+            if raw_value is None:
+                continue
+            value = str(raw_value)
+            if origin == "step":
+                value = _env(value, f"headers.{name}", env)
+            headers[str(name)] = value
+            # a credential: from the connection, from ${ENV}, or under a secret-ish name
+            if origin == "connection" or "${" in str(raw_value) or \
+                    is_secret_header(str(name)):
+                secret_headers.append(value)
+    return headers, secret_headers
+
+
 def _env(value: str, option: str, env: Mapping[str, str]) -> str:
     """A step option's ``${VAR}`` references resolved (the one substituter, driver errors)."""
     return substitute_env(value, env, option, "of the graphql.extractor step", DriverError)
@@ -216,52 +238,10 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     opts = Options.from_config(config, ctx.connection)
     headers, secrets = opts.request_headers()
     hc.register_secrets(ctx, secrets)
-    host = hc.origin_of(opts.endpoint)
-    client = hc.HttpClient(
-        service="GraphQL endpoint", headers=headers, timeout=opts.timeout,
-        policy=hc.RetryPolicy(max_retries=opts.max_retries, base_delay=opts.retry_delay,
-                              max_delay=max(MAX_RETRY_DELAY, opts.retry_delay),
-                              max_retry_after=max(120.0, opts.retry_delay)),
-        verify=opts.validate_ssl, secrets=[*secrets, *opts.headers.values()],
-        auth_hint=_auth_hint(opts, host),
-        check_hint=f"`endpoint` ({hc.display_url(opts.endpoint)})",
-        on_retry=lambda info: ctx.log_event("http_retry", **info),
-    )
+    client = _client(ctx, opts, headers, secrets)
     stager = JsonStager(ctx.tmp_dir, f"graphql-{ctx.step_id}")
-    pages = 0
     try:
-        variables = dict(opts.variables)
-        seen_cursors: set[str] = set()  # JSON texts of the cursors used so far
-        while True:
-            body = client.request_json("POST", opts.endpoint,
-                                       {"query": opts.query, "variables": variables},
-                                       idempotent=not is_mutation(opts.query))
-            _raise_graphql_errors(body, host, client)
-            try:
-                records = rows_at(body, opts.data_path)
-            except DriverError as exc:
-                raise DriverError(f"graphql.extractor: `data_path`: {exc}") from None
-            shape = flatten_record if opts.flatten else shallow_record
-            stager.add_many(shape(r) for r in records)
-            pages += 1
-            ctx.progress(rows=stager.rows, message=f"page {pages}")
-            if not opts.pagination_enabled:
-                break
-            cursor = _next_cursor(body, opts, ctx, pages)
-            if cursor is None:
-                break
-            if opts.max_pages and pages >= opts.max_pages:
-                ctx.log_event("graphql_max_pages_reached", max_pages=opts.max_pages)
-                break
-            key = to_json_text(cursor)
-            if key in seen_cursors:
-                raise DriverError(
-                    f"graphql.extractor: {host} returned cursor {cursor!r} again on page "
-                    f"{pages}; the pagination would never end. Check that the query uses "
-                    f"${opts.variable_name} as its cursor argument and that "
-                    f"`pagination_path` ({opts.pagination_path}) points at this list's pageInfo.")
-            seen_cursors.add(key)
-            variables[opts.variable_name] = cursor
+        pages = _fetch_pages(ctx, opts, client, stager)
         rows = stager.create_output(ctx)
     finally:
         stager.close()
@@ -272,6 +252,66 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
                         extra_metadata={"pages_fetched": pages,
                                         "requests_made": client.requests_made})
+
+
+def _client(ctx: StepContext, opts: Options, headers: Mapping[str, str], secrets: list[str]
+            ) -> hc.HttpClient:
+    host = hc.origin_of(opts.endpoint)
+    return hc.HttpClient(
+        service="GraphQL endpoint", headers=headers, timeout=opts.timeout,
+        policy=hc.RetryPolicy(max_retries=opts.max_retries, base_delay=opts.retry_delay,
+                              max_delay=max(MAX_RETRY_DELAY, opts.retry_delay),
+                              max_retry_after=max(120.0, opts.retry_delay)),
+        verify=opts.validate_ssl, secrets=[*secrets, *opts.headers.values()],
+        auth_hint=_auth_hint(opts, host),
+        check_hint=f"`endpoint` ({hc.display_url(opts.endpoint)})",
+        on_retry=lambda info: ctx.log_event("http_retry", **info),
+    )
+
+
+def _fetch_pages(ctx: StepContext, opts: Options, client: hc.HttpClient, stager: JsonStager
+                 ) -> int:
+    """POST the query, page after page (each answer's cursor goes into the next page's
+    variables), staging every page's records; the number of pages fetched."""
+    host = hc.origin_of(opts.endpoint)
+    pages = 0
+    variables = dict(opts.variables)
+    seen_cursors: set[str] = set()  # JSON texts of the cursors used so far
+    while True:
+        body = client.request_json("POST", opts.endpoint,
+                                   {"query": opts.query, "variables": variables},
+                                   idempotent=not is_mutation(opts.query))
+        _raise_graphql_errors(body, host, client)
+        stager.add_many(_records(body, opts))
+        pages += 1
+        ctx.progress(rows=stager.rows, message=f"page {pages}")
+        if not opts.pagination_enabled:
+            return pages
+        cursor = _next_cursor(body, opts, ctx, pages)
+        if cursor is None:
+            return pages
+        if opts.max_pages and pages >= opts.max_pages:
+            ctx.log_event("graphql_max_pages_reached", max_pages=opts.max_pages)
+            return pages
+        key = to_json_text(cursor)
+        if key in seen_cursors:
+            raise DriverError(
+                f"graphql.extractor: {host} returned cursor {cursor!r} again on page "
+                f"{pages}; the pagination would never end. Check that the query uses "
+                f"${opts.variable_name} as its cursor argument and that "
+                f"`pagination_path` ({opts.pagination_path}) points at this list's pageInfo.")
+        seen_cursors.add(key)
+        variables[opts.variable_name] = cursor
+
+
+def _records(body: Any, opts: Options) -> Iterator[dict[str, Any]]:
+    """The rows of one answer: the records at ``data_path``, flattened or not."""
+    try:
+        records = rows_at(body, opts.data_path)
+    except DriverError as exc:
+        raise DriverError(f"graphql.extractor: `data_path`: {exc}") from None
+    shape = flatten_record if opts.flatten else shallow_record
+    return (shape(r) for r in records)
 
 
 _GQL_NOISE = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*')
