@@ -259,33 +259,12 @@ class Options:
                               "`api_key: ${POSTHOG_API_KEY}` to it in osiris_connections.yaml")
         if project_id in (None, ""):
             raise DriverError("posthog.extractor: the posthog connection has no `project_id`")
-        region = config.get("region") or conn.get("region")
-        custom = config.get("custom_base_url") or conn.get("custom_base_url")
-        if not region:
-            region = "self_hosted" if custom else "us"
-        if region == "self_hosted":
-            if not custom:
-                raise DriverError("posthog.extractor: region 'self_hosted' needs "
-                                  "`custom_base_url` (e.g. https://posthog.example.com)")
-            base_url = str(custom).strip().rstrip("/")
-        elif region in BASE_URLS:
-            base_url = BASE_URLS[region]
-        else:
-            raise DriverError(f"posthog.extractor: unknown region {region!r} (use us, eu or "
-                              "self_hosted)")
-        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
-            raise DriverError(f"posthog.extractor: `custom_base_url` must be an http(s) URL, got "
-                              f"{hc.display_url(base_url)!r}")
+        base_url = _base_url(config, conn)
         data_type = str(config.get("data_type") or "events")
         if data_type not in KINDS:
             raise DriverError(f"posthog.extractor: unknown data_type {data_type!r} (use one of "
                               f"{', '.join(DATA_TYPES)})")
-        raw_types = config.get("event_types") or []
-        if isinstance(raw_types, str):
-            raw_types = [raw_types]
-        if not isinstance(raw_types, list | tuple) or \
-                not all(isinstance(t, str) and t for t in raw_types):
-            raise DriverError("posthog.extractor: `event_types` must be a list of event names")
+        event_types = _event_types(config)
         lookback = int(config.get("lookback_window_minutes") or 15)
         page_size = int(config.get("page_size") or 1000)
         if page_size < 1:
@@ -294,7 +273,7 @@ class Options:
         initial = parse_time(since_raw, "`initial_since`") if since_raw else None
         return cls(
             api_key=str(api_key), project_id=str(project_id).strip(), base_url=base_url,
-            data_type=data_type, event_types=tuple(raw_types),
+            data_type=data_type, event_types=event_types,
             lookback=timedelta(minutes=max(0, lookback)), initial_since=initial,
             page_size=page_size, dedup=bool(config.get("deduplication_enabled", True)),
             timeout=float(conn.get("timeout") or TIMEOUT),
@@ -305,6 +284,40 @@ class Options:
     @property
     def query_url(self) -> str:
         return f"{self.base_url}/api/projects/{quote(self.project_id, safe='')}/query/"
+
+
+def _base_url(config: Mapping[str, Any], conn: Mapping[str, Any]) -> str:
+    """The API's base URL from ``region`` / ``custom_base_url`` (the step's, else the
+    connection's; no region: self-hosted with a custom URL, else ``us``)."""
+    region = config.get("region") or conn.get("region")
+    custom = config.get("custom_base_url") or conn.get("custom_base_url")
+    if not region:
+        region = "self_hosted" if custom else "us"
+    if region == "self_hosted":
+        if not custom:
+            raise DriverError("posthog.extractor: region 'self_hosted' needs "
+                              "`custom_base_url` (e.g. https://posthog.example.com)")
+        base_url = str(custom).strip().rstrip("/")
+    elif region in BASE_URLS:
+        base_url = BASE_URLS[region]
+    else:
+        raise DriverError(f"posthog.extractor: unknown region {region!r} (use us, eu or "
+                          "self_hosted)")
+    if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+        raise DriverError(f"posthog.extractor: `custom_base_url` must be an http(s) URL, got "
+                          f"{hc.display_url(base_url)!r}")
+    return base_url
+
+
+def _event_types(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``event_types``: one name or a list of names (none: every event)."""
+    raw_types = config.get("event_types") or []
+    if isinstance(raw_types, str):
+        raw_types = [raw_types]
+    if not isinstance(raw_types, list | tuple) or \
+            not all(isinstance(t, str) and t for t in raw_types):
+        raise DriverError("posthog.extractor: `event_types` must be a list of event names")
+    return tuple(raw_types)
 
 
 # -- dedup and state ------------------------------------------------------------------------------
@@ -409,8 +422,33 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     opts = Options.from_config(config, ctx.connection)
     hc.register_secrets(ctx, [opts.api_key])
     kind = KINDS[opts.data_type]
+    client = _client(ctx, opts)
+    store = StateStore(ctx, opts) if kind.incremental else None
+    until = datetime.now(UTC)
+    since, previous = _window_start(ctx, opts, kind, store.entry() if store else None, until)
+    stager = JsonStager(ctx.tmp_dir, f"posthog-{ctx.step_id}")
+    for name, duckdb_type in kind.base_columns:
+        stager.declare(name, duckdb_type)
+    fetch = _Fetch(ctx, opts, kind, client, stager,
+                   seen=SeenKeys(max(RECENT_KEYS_LIMIT, len(previous)), previous),
+                   recent=RecentKeys(opts.lookback, RECENT_KEYS_LIMIT))
+    try:
+        fetch.all_pages(since, until)
+        rows_out = stager.create_output(ctx)
+        columns = len(stager.columns)
+    finally:
+        stager.close()
+        client.close()
+    pending = None
+    if store is not None and fetch.recent.latest is not None and fetch.last_row is not None:
+        pending = store.pending(fetch.recent.latest, fetch.last_row.get(kind.key),
+                                fetch.recent.keys(), rows_out)
+    return _result(ctx, fetch, rows_out, columns, pending)
+
+
+def _client(ctx: StepContext, opts: Options) -> hc.HttpClient:
     host = hc.origin_of(opts.base_url)
-    client = hc.HttpClient(
+    return hc.HttpClient(
         service="PostHog", timeout=opts.timeout,
         headers={"Authorization": f"Bearer {opts.api_key}", "Content-Type": "application/json",
                  "Accept": "application/json", "User-Agent": "osiris-dagster posthog extractor"},
@@ -421,92 +459,129 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
                     f"({opts.base_url})"),
         on_retry=lambda info: ctx.log_event("http_retry", **info),
     )
-    store = StateStore(ctx, opts) if kind.incremental else None
-    entry = store.entry() if store else None
-    until = datetime.now(UTC)
-    since: datetime | None
+
+
+def _window_start(ctx: StepContext, opts: Options, kind: Kind, entry: dict[str, Any] | None,
+                  until: datetime) -> tuple[datetime | None, list[str]]:
+    """Where this run's window starts, and the keys already delivered from there on: the saved
+    high-water mark minus the lookback with its recent keys; else ``initial_since``, else the
+    default history (or everything) with none."""
     if entry is not None:
         since = parse_time(entry["last_time"], "the saved high-water mark") - opts.lookback
         previous = [str(k) for k in entry.get("recent_keys") or []]
         ctx.log_event("posthog_resume", data_type=opts.data_type, since=since.isoformat(),
                       overlap_keys=len(previous))
-    else:
-        since = opts.initial_since
-        if since is None and kind.default_history:
-            since = until - DEFAULT_HISTORY
-        previous = []
-    seen = SeenKeys(max(RECENT_KEYS_LIMIT, len(previous)), previous)
-    recent = RecentKeys(opts.lookback, RECENT_KEYS_LIMIT)
-    stager = JsonStager(ctx.tmp_dir, f"posthog-{ctx.step_id}")
-    for name, duckdb_type in kind.base_columns:
-        stager.declare(name, duckdb_type)
-    fetched = dropped = pages = 0
-    last_row: Mapping[str, Any] | None = None
-    try:
+        return since, previous
+    start = opts.initial_since
+    if start is None and kind.default_history:
+        start = until - DEFAULT_HISTORY
+    return start, []
+
+
+@dataclass
+class _Fetch:
+    """The paging of one run: seek queries, each followed by the ``next`` links of its answer;
+    every row counted, deduplicated by key and staged."""
+
+    ctx: StepContext
+    opts: Options
+    kind: Kind
+    client: hc.HttpClient
+    stager: JsonStager
+    seen: SeenKeys  # keys already delivered (dropped when met again)
+    recent: RecentKeys  # keys the next run's lookback will fetch again
+    fetched: int = 0
+    dropped: int = 0
+    pages: int = 0
+    last_row: Mapping[str, Any] | None = None  # the seek position and the new high-water key
+
+    @property
+    def host(self) -> str:
+        return hc.origin_of(self.opts.base_url)
+
+    def all_pages(self, since: datetime | None, until: datetime) -> None:
+        """Seek query after seek query until one returns a short page."""
         cursor: Cursor | None = None
         while True:
-            query = build_query(kind, since=since, until=until, event_types=opts.event_types,
-                                cursor=cursor, page_size=opts.page_size)
-            body = client.request_json("POST", opts.query_url,
-                                       {"query": {"kind": "HogQLQuery", "query": query}},
-                                       idempotent=True)  # a read-only query: safe to repeat
-            chain_rows = 0
-            visited: set[str] = set()
-            while True:
-                rows = _rows_of(body, kind, host, client, stager)
-                pages += 1
-                for row in rows:
-                    fetched += 1
-                    key = row.get(kind.key)
-                    key_text = "" if key is None else str(key)
-                    if kind.order_is_time and row.get(kind.order) is not None:
-                        recent.add(parse_time(row[kind.order], f"`{kind.order}`"), key_text)
-                    last_row = row
-                    if key is not None:
-                        if opts.dedup and key_text in seen:
-                            dropped += 1
-                            continue
-                        seen.add(key_text)
-                    stager.add(kind.flatten(row))
-                chain_rows += len(rows)
-                ctx.progress(rows=stager.rows, message=f"page {pages}")
-                next_url = body.get("next") if isinstance(body, dict) else None
-                if not next_url:
-                    break
-                next_url = _same_origin_next(str(next_url), opts.query_url, client)
-                if next_url in visited:
-                    raise client.error(f"PostHog: {host} returned the same `next` page twice "
-                                       f"({hc.display_url(next_url)}); stopping")
-                visited.add(next_url)
-                body = client.request_json("GET", next_url)
-            if chain_rows < opts.page_size or last_row is None:
-                break
-            new_cursor = Cursor(last_row.get(kind.order), last_row.get(kind.key))
-            if new_cursor.order is None or new_cursor.key is None:
-                raise DriverError(f"posthog.extractor: the last row of a page has no "
-                                  f"`{kind.order}`/`{kind.key}`; cannot continue paging")
-            if new_cursor == cursor:
-                raise DriverError(f"posthog.extractor: {host} returned the same page twice "
-                                  f"(after {kind.order} {new_cursor.order!r}); stopping")
-            cursor = new_cursor
-        rows_out = stager.create_output(ctx)
-        columns = len(stager.columns)
-    finally:
-        stager.close()
-        client.close()
-    pending = None
-    if store is not None and recent.latest is not None and last_row is not None:
-        pending = store.pending(recent.latest, last_row.get(kind.key), recent.keys(), rows_out)
-    ctx.log_metric("rows_read", fetched)
-    ctx.log_metric("rows_deduplicated", dropped)
+            query = build_query(self.kind, since=since, until=until,
+                                event_types=self.opts.event_types, cursor=cursor,
+                                page_size=self.opts.page_size)
+            rows = self._query_with_next_links(query)
+            if rows < self.opts.page_size or self.last_row is None:
+                return
+            cursor = self._cursor_after(self.last_row, cursor)
+
+    def _query_with_next_links(self, query: str) -> int:
+        """One seek query and the ``next`` pages its answer links to; the rows they held."""
+        body = self.client.request_json("POST", self.opts.query_url,
+                                        {"query": {"kind": "HogQLQuery", "query": query}},
+                                        idempotent=True)  # a read-only query: safe to repeat
+        chain_rows = 0
+        visited: set[str] = set()
+        while True:
+            chain_rows += self._page(body)
+            next_url = body.get("next") if isinstance(body, dict) else None
+            if not next_url:
+                return chain_rows
+            next_url = _same_origin_next(str(next_url), self.opts.query_url, self.client)
+            if next_url in visited:
+                raise self.client.error(f"PostHog: {self.host} returned the same `next` page "
+                                        f"twice ({hc.display_url(next_url)}); stopping")
+            visited.add(next_url)
+            body = self.client.request_json("GET", next_url)
+
+    def _page(self, body: Any) -> int:
+        """Stage the rows of one answer; how many it held."""
+        rows = _rows_of(body, self.kind, self.host, self.client, self.stager)
+        self.pages += 1
+        for row in rows:
+            self._take(row)
+        self.ctx.progress(rows=self.stager.rows, message=f"page {self.pages}")
+        return len(rows)
+
+    def _take(self, row: Mapping[str, Any]) -> None:
+        """Count one row, remember its key, and stage it unless it was already delivered."""
+        kind = self.kind
+        self.fetched += 1
+        key = row.get(kind.key)
+        key_text = "" if key is None else str(key)
+        if kind.order_is_time and row.get(kind.order) is not None:
+            self.recent.add(parse_time(row[kind.order], f"`{kind.order}`"), key_text)
+        self.last_row = row
+        if key is not None:
+            if self.opts.dedup and key_text in self.seen:
+                self.dropped += 1
+                return
+            self.seen.add(key_text)
+        self.stager.add(kind.flatten(row))
+
+    def _cursor_after(self, last_row: Mapping[str, Any], cursor: Cursor | None) -> Cursor:
+        """The seek position of the next query: the last row's order and key columns."""
+        kind = self.kind
+        new_cursor = Cursor(last_row.get(kind.order), last_row.get(kind.key))
+        if new_cursor.order is None or new_cursor.key is None:
+            raise DriverError(f"posthog.extractor: the last row of a page has no "
+                              f"`{kind.order}`/`{kind.key}`; cannot continue paging")
+        if new_cursor == cursor:
+            raise DriverError(f"posthog.extractor: {self.host} returned the same page twice "
+                              f"(after {kind.order} {new_cursor.order!r}); stopping")
+        return new_cursor
+
+
+def _result(ctx: StepContext, fetch: _Fetch, rows_out: int, columns: int,
+            pending: PendingState | None) -> DriverResult:
+    """The run's metrics, logged and returned."""
+    requests_made = fetch.client.requests_made
+    ctx.log_metric("rows_read", fetch.fetched)
+    ctx.log_metric("rows_deduplicated", fetch.dropped)
     ctx.log_metric("rows_output", rows_out)
     ctx.log_metric("columns", columns)
-    ctx.log_metric("requests_made", client.requests_made)
-    ctx.log_metric("pages_fetched", pages)
-    return DriverResult(table=ctx.output_table, rows_read=fetched, rows_written=rows_out,
-                        extra_metadata={"pages_fetched": pages,
-                                        "requests_made": client.requests_made,
-                                        "rows_deduplicated": dropped},
+    ctx.log_metric("requests_made", requests_made)
+    ctx.log_metric("pages_fetched", fetch.pages)
+    return DriverResult(table=ctx.output_table, rows_read=fetch.fetched, rows_written=rows_out,
+                        extra_metadata={"pages_fetched": fetch.pages,
+                                        "requests_made": requests_made,
+                                        "rows_deduplicated": fetch.dropped},
                         pending_state=pending)
 
 
