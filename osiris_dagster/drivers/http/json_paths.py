@@ -70,6 +70,7 @@ def _step(value: Any, token: str | int, out: list[Any]) -> None:
 
 
 def first_at(obj: Any, path: str) -> Any:
+    """The first value at ``path``, or None when there is none."""
     found = find_path(obj, path)
     return found[0] if found else None
 

@@ -37,6 +37,7 @@ _DEFAULT_MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's default maximum_object_size
 
 # -- flattening -----------------------------------------------------------------------------------
 def to_json_text(value: Any) -> str:
+    """``value`` as JSON text (non-ASCII kept; what JSON cannot encode as its ``str``)."""
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
