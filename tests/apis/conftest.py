@@ -22,7 +22,7 @@ from werkzeug import Request, Response
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.drivers.base import DriverResult
 from osiris_dagster.drivers.http import client as http_client
-from osiris_dagster.drivers.posthog import extractor as posthog_extractor
+from osiris_dagster.drivers.posthog import options as posthog_options
 from osiris_dagster.runtime.session import Session, write_json_atomic
 from osiris_dagster.runtime.workspace import StepWorkspace
 
@@ -32,7 +32,7 @@ FAST = http_client.RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05,
 
 @pytest.fixture(autouse=True)
 def _fast_posthog_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(posthog_extractor, "RETRY_POLICY", FAST)
+    monkeypatch.setattr(posthog_options, "RETRY_POLICY", FAST)
 
 
 # -- the HTTP server --------------------------------------------------------------------------

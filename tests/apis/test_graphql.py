@@ -15,7 +15,8 @@ import pytest
 from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
 from osiris_dagster.drivers.graphql import extractor as gq
 from osiris_dagster.drivers.http import client as hc
-from osiris_dagster.drivers.http import support as hs
+from osiris_dagster.drivers.http.json_paths import find_path, rows_at
+from osiris_dagster.drivers.staging.json_records import JsonStager, flatten_record
 
 from ..helpers import defs_for, failure_description, materialisations, run_job, write
 from .conftest import FakeGraphQL, RunDriver, canned, session_files_contain
@@ -105,6 +106,15 @@ def test_columns_first_seen_on_a_later_page_are_kept(graphql: FakeGraphQL,
     assert ran.column("nickname") == [None] * 6 + ["late"]
     assert ran.types["id"] == "VARCHAR"  # integers and a string: text
     assert ran.column("id")[-2:] == ["5", "x7"]
+
+
+def test_keys_differing_only_in_case_are_renamed_and_logged(graphql: FakeGraphQL,
+                                                            run_driver: RunDriver) -> None:
+    graphql.users = [user(1, Name="Ada")]
+    ran = run_driver(gq, config(graphql.endpoint))
+    assert ran.column("name") == ["user 1"] and ran.column("Name.1") == ["Ada"]
+    assert [e["renamed"] for e in ran.events if e["event"] == "columns_renamed"] == \
+        [{"Name": "Name.1"}]
 
 
 def test_cursor_that_does_not_advance_is_an_error(graphql: FakeGraphQL,
@@ -281,20 +291,23 @@ def test_error_body_echoing_the_token_is_redacted(graphql: FakeGraphQL,
 # -- helpers --------------------------------------------------------------------------------------
 def test_paths() -> None:
     doc = {"data": {"a": {"edges": [{"node": {"x": 1}}, {"node": {"x": 2}}]}, "l": [[1], [2]]}}
-    assert hs.find_path(doc, "data.a.edges[*].node") == [{"x": 1}, {"x": 2}]
-    assert hs.find_path(doc, "$.data.a.edges.node.x") == [1, 2]  # name steps map over lists
-    assert hs.find_path(doc, "data.a.edges[-1].node") == [{"x": 2}]
-    assert hs.rows_at(doc, "data.l[*]") == [1, 2]  # list matches are concatenated
-    assert hs.rows_at(doc, "data.missing") == []
-    assert hs.find_path(doc, "$") == [doc]
-    assert hs.find_path({"a.b": 1}, "['a.b']") == [1]
-    assert hs.flatten_record({"a": {"b": {"c": 1}, "e": {}}, "l": [1, {"x": 2}], "n": None}) == \
+    assert find_path(doc, "data.a.edges[*].node") == [{"x": 1}, {"x": 2}]
+    assert find_path(doc, "$.data.a.edges.node.x") == [1, 2]  # name steps map over lists
+    assert find_path(doc, "data.a.edges[-1].node") == [{"x": 2}]
+    assert rows_at(doc, "data.l[*]") == [1, 2]  # list matches are concatenated
+    assert rows_at(doc, "data.missing") == []
+    assert find_path(doc, "$") == [doc]
+    assert find_path({"a.b": 1}, "['a.b']") == [1]
+
+
+def test_flatten_record() -> None:
+    assert flatten_record({"a": {"b": {"c": 1}, "e": {}}, "l": [1, {"x": 2}], "n": None}) == \
         {"a.b.c": 1, "l": '[1, {"x": 2}]', "n": None}
-    assert hs.flatten_record("scalar") == {"value": "scalar"}
+    assert flatten_record("scalar") == {"value": "scalar"}
 
 
 def test_stager_schema_evolution_and_case_collisions(tmp_path: Path) -> None:
-    with hs.JsonStager(tmp_path, "t") as st:
+    with JsonStager(tmp_path, "t") as st:
         st.add({"a": 1, "Name": "x"})
         st.add({"a": 2.5, "name": "y", "b": True, "big": 2**70})
         st.add({"b": None, "c": float("nan")})

@@ -15,6 +15,8 @@ import pytest
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.dagster_layer.io_manager import OsirisIOManager
 from osiris_dagster.drivers.posthog import extractor as ph
+from osiris_dagster.drivers.posthog.options import Options
+from osiris_dagster.drivers.posthog.state import STATE_FILE, RecentKeys, SeenKeys
 
 from ..helpers import defs_for, failure_description, materialisations, metrics, run_job, write
 from .conftest import FakePostHog, RunDriver, canned, iso, session_files_contain
@@ -241,16 +243,16 @@ def test_connection_refused_names_the_host(run_driver: RunDriver) -> None:
 
 def test_region_and_missing_settings() -> None:
     conn = {"api_key": "k" * 10, "project_id": 7}
-    assert ph.Options.from_config(config(), conn).base_url == "https://us.posthog.com"
-    assert ph.Options.from_config(config(), {**conn, "region": "eu"}).base_url == \
+    assert Options.from_config(config(), conn).base_url == "https://us.posthog.com"
+    assert Options.from_config(config(), {**conn, "region": "eu"}).base_url == \
         "https://eu.posthog.com"
-    opts = ph.Options.from_config(config(region="self_hosted", custom_base_url="http://h:1/"),
+    opts = Options.from_config(config(region="self_hosted", custom_base_url="http://h:1/"),
                                   {**conn, "region": "eu"})
     assert opts.query_url == "http://h:1/api/projects/7/query/"  # the step wins
     with pytest.raises(DriverError, match="needs `custom_base_url`"):
-        ph.Options.from_config(config(region="self_hosted"), conn)
+        Options.from_config(config(region="self_hosted"), conn)
     with pytest.raises(DriverError, match="no `api_key`"):
-        ph.Options.from_config(config(), {"project_id": 1})
+        Options.from_config(config(), {"project_id": 1})
 
 
 # -- incremental state --------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def test_second_run_continues_from_the_high_water_mark(
     posthog.add_events(*[event(i, T0 + timedelta(minutes=i)) for i in range(5)])  # 12:00..12:04
     first = run_driver(ph, config(page_size=2), posthog.connection())
     assert len(first.rows) == 5
-    state_file = sessions_dir / ".state" / "p" / "api" / ph.STATE_FILE
+    state_file = sessions_dir / ".state" / "p" / "api" / STATE_FILE
     state = json.loads(state_file.read_text())
     events_state = state["data_types"]["events"]
     assert events_state["last_time"] == (T0 + timedelta(minutes=4)).isoformat()
@@ -296,7 +298,7 @@ def test_state_is_not_written_when_the_step_fails(
     posthog.script += [canned(500)] * 10
     with pytest.raises(DriverError):
         run_driver(ph, config(page_size=2), posthog.connection(max_retries=1))
-    assert not (sessions_dir / ".state" / "p" / "api" / ph.STATE_FILE).exists()
+    assert not (sessions_dir / ".state" / "p" / "api" / STATE_FILE).exists()
 
 
 def test_state_of_other_event_types_or_project_is_ignored(
@@ -316,13 +318,13 @@ def test_dedup_disabled_keeps_the_overlap(posthog: FakePostHog, run_driver: RunD
 
 
 def test_recent_keys_are_bounded() -> None:
-    recent = ph.RecentKeys(timedelta(minutes=1), limit=3)
+    recent = RecentKeys(timedelta(minutes=1), limit=3)
     for i in range(5):
         recent.add(T0 + timedelta(seconds=i), f"k{i}")
     assert recent.keys() == ["k2", "k3", "k4"]
     recent.add(T0 + timedelta(minutes=5), "k9")
     assert recent.keys() == ["k9"]
-    seen = ph.SeenKeys(2, ["a", "b", "c"])
+    seen = SeenKeys(2, ["a", "b", "c"])
     assert "a" not in seen and "b" in seen and "c" in seen
 
 
@@ -493,7 +495,7 @@ def test_state_advances_only_after_the_output_is_accepted(
     monkeypatch.setenv("POSTHOG_KEY", posthog.api_key)
     conns = _posthog_connections(workdir, posthog)
     sessions = tmp_path / "s"
-    state = sessions / ".state" / "posthog_state" / "events" / ph.STATE_FILE
+    state = sessions / ".state" / "posthog_state" / "events" / STATE_FILE
     posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(4)])
     first = run_job(_state_defs(workdir, sessions, conns), "posthog_state", instance)
     assert first.success, failure_description(first)
@@ -523,7 +525,7 @@ def test_driver_returns_the_state_and_never_writes_it(
     posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(3)])
     ran = run_driver(ph, config(), posthog.connection(), commit_state=False)
     pending = ran.result.pending_state
-    state_file = sessions_dir / ".state" / "p" / "api" / ph.STATE_FILE
+    state_file = sessions_dir / ".state" / "p" / "api" / STATE_FILE
     assert pending is not None and pending.path == state_file
     assert pending.document["data_types"]["events"]["last_key"] == "0000-0002"
     assert not state_file.exists()  # only the runtime saves it, once the output is accepted

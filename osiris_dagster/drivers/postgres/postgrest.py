@@ -1,5 +1,6 @@
 """The REST channel of ``supabase.writer`` and ``supabase.extractor``: PostgREST over the shared
-:class:`~.http_client.HttpClient` (urllib3's ``Retry``; one client for every HTTP API).
+:class:`~osiris_dagster.drivers.http.client.HttpClient` (urllib3's ``Retry``; one client for
+every HTTP API).
 
 What PostgREST adds to the client: the ``apikey`` + ``Authorization: Bearer`` headers, which
 requests may be repeated (:func:`is_idempotent`), the schema headers (:func:`profile_headers`),

@@ -1,10 +1,6 @@
-"""Shared pieces of the HTTP API extractors (``posthog.extractor``, ``graphql.extractor``) other
-than the HTTP client itself (that is :mod:`osiris_dagster.drivers.http.client`, shared with the
-PostgREST channel):
+"""API records (decoded JSON) -> the step's table in the session, for the HTTP API extractors
+(``posthog.extractor``, ``graphql.extractor``).
 
-* :func:`find_path` / :func:`rows_at`: a JSONPath-like lookup of dotted paths (``data.users``,
-  ``$.data.users.edges[*].node``, ``items[0]``; a name step applied to a list applies to each
-  element).
 * :func:`flatten_record` / :func:`to_scalar`: nested objects -> dotted column names (as pandas'
   ``json_normalize`` does), lists and other nested values JSON-encoded.
 * :class:`JsonStager`: rows are appended page by page to a newline-delimited JSON file in the
@@ -31,94 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.drivers.base import StepContext
 
 EMPTY_COLUMN = "_empty"
 _INT64 = (-(2**63), 2**63 - 1)
 _DEFAULT_MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's default maximum_object_size
 
 
-# -- paths ----------------------------------------------------------------------------------------
-_TOKEN = re.compile(r"\[(\*|-?\d+)\]|\[(?:'([^']*)'|\"([^\"]*)\")\]|\.?([^.\[\]]+)")
-
-
-def parse_path(path: str) -> list[str | int]:
-    """``$.a.b[*].c[0]`` -> ``['a', 'b', '*', 'c', 0]``; ``*`` is a wildcard step."""
-    text = path.strip()
-    if text.startswith("$"):
-        text = text[1:]
-    text = text.lstrip(".")
-    tokens: list[str | int] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise DriverError(f"cannot parse the path {path!r} at {text[pos:]!r}; use dotted "
-                              "names with optional [*] or [n] steps, e.g. data.users.edges[*].node")
-        index, q1, q2, name = m.groups()
-        if index is not None:
-            tokens.append("*" if index == "*" else int(index))
-        elif q1 is not None or q2 is not None:
-            tokens.append(q1 if q1 is not None else q2)  # type: ignore[arg-type]
-        else:
-            tokens.append(name)
-        pos = m.end()
-    return tokens
-
-
-def find_path(obj: Any, path: str) -> list[Any]:
-    """Every value at ``path`` (JSONPath-like; an empty path or ``$`` is the object itself).
-    A name step on a list applies to each element, as if written ``[*].name``."""
-    current = [obj]
-    for token in parse_path(path):
-        nxt: list[Any] = []
-        for value in current:
-            _step(value, token, nxt)
-        current = nxt
-        if not current:
-            break
-    return current
-
-
-def _step(value: Any, token: str | int, out: list[Any]) -> None:
-    if token == "*":
-        if isinstance(value, list):
-            out.extend(value)
-        elif isinstance(value, dict):
-            out.extend(value.values())
-    elif isinstance(token, int):
-        if isinstance(value, list) and -len(value) <= token < len(value):
-            out.append(value[token])
-    elif isinstance(value, dict):
-        if token in value:
-            out.append(value[token])
-    elif isinstance(value, list):
-        for item in value:
-            _step(item, token, out)
-
-
-def first_at(obj: Any, path: str) -> Any:
-    found = find_path(obj, path)
-    return found[0] if found else None
-
-
-def rows_at(obj: Any, path: str) -> list[Any]:
-    """The records at ``path``: a list match gives its elements, several matches are
-    concatenated (lists extended), ``null`` and no match give no rows."""
-    rows: list[Any] = []
-    for match in find_path(obj, path):
-        if match is None:
-            continue
-        if isinstance(match, list):
-            rows.extend(m for m in match if m is not None)
-        else:
-            rows.append(match)
-    return rows
-
-
 # -- flattening -----------------------------------------------------------------------------------
 def to_json_text(value: Any) -> str:
+    """``value`` as JSON text (non-ASCII kept; what JSON cannot encode as its ``str``)."""
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
@@ -273,6 +192,14 @@ class JsonStager:
         return (f"SELECT {select} FROM read_ndjson({quote_literal(str(self.path))}, "
                 f"columns={{{spec}}}, auto_detect=false, maximum_object_size={size})")
 
+    def create_output(self, ctx: StepContext) -> int:
+        """Build the step's table from everything staged (call after the last ``add``); the
+        rows it holds. Columns renamed to stay unique are logged (``columns_renamed``)."""
+        rows = ctx.create_output(self.select_sql())
+        if self.renamed:
+            ctx.log_event("columns_renamed", renamed=self.renamed)
+        return rows
+
     def _flush(self) -> None:
         if self._fh is not None:
             self._fh.flush()
@@ -291,12 +218,3 @@ class JsonStager:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# -- state files ----------------------------------------------------------------------------------
-def read_json_file(path: Path) -> Any:
-    """The JSON in ``path``, or None when it does not exist or cannot be parsed."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

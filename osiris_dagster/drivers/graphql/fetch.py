@@ -1,0 +1,144 @@
+"""The paging of one ``graphql.extractor`` run over HTTP: the client, the query POSTed page after
+page, each answer checked for GraphQL errors and its records staged.
+
+* **Pagination** (``pagination_enabled``): the cursor and has-next flag are read from
+  ``pagination_path`` in the *same* response (Osiris posts every query twice); the cursor goes
+  into ``variables[pagination_variable_name]`` for the next page; ``max_pages`` (0 = no limit)
+  bounds the run. A cursor that does not advance is an error (it would loop forever).
+* **Data.** ``data_path`` is a dotted path from the response root (``data``,
+  ``data.users.edges[*].node``, ``$.data.items``); a list gives one row per element, several
+  matches are concatenated, no match gives no rows. ``flatten_result`` turns nested objects into
+  dotted columns (``node.name``, as pandas' ``json_normalize``); lists are JSON-encoded text. With
+  ``flatten_result: false`` each top-level key is a column and nested values are JSON text. A
+  record that is not an object becomes a column ``value``.
+* **Errors.** A body with a non-empty ``errors`` list fails the step with the GraphQL messages
+  (not retried: a bad query stays bad). HTTP 429/5xx, timeouts and refused connections are
+  retried ``max_retries`` times by the shared client (:mod:`osiris_dagster.drivers.http.client`,
+  urllib3's ``Retry``):
+  the first retry at once, then after 2, 4, 8... x ``retry_delay`` plus up to ``retry_delay`` of
+  jitter (capped at 60 s; ``Retry-After`` honoured up to 120 s); a ``mutation`` document only
+  after a 429 or a failure before it was sent (once it reached the server it may have been
+  applied: never sent twice; see :mod:`osiris_dagster.drivers.graphql.document`).
+  Other 4xx fail at once; 401/403 say which credentials to check. Messages name the host,
+  never the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers.base import StepContext
+from osiris_dagster.drivers.graphql.document import is_mutation
+from osiris_dagster.drivers.graphql.options import Options
+from osiris_dagster.drivers.http import client as hc
+from osiris_dagster.drivers.http.json_paths import first_at, rows_at
+from osiris_dagster.drivers.staging.json_records import (
+    JsonStager,
+    flatten_record,
+    shallow_record,
+    to_json_text,
+)
+
+MAX_RETRY_DELAY = 60.0
+
+
+def graphql_client(ctx: StepContext, opts: Options, headers: Mapping[str, str], secrets: list[str]
+                   ) -> hc.HttpClient:
+    """The HTTP client of one run: the options' headers, retry policy and TLS check, and hints
+    naming which credentials to check when the endpoint rejects them."""
+    host = hc.origin_of(opts.endpoint)
+    return hc.HttpClient(
+        service="GraphQL endpoint", headers=headers, timeout=opts.timeout,
+        policy=hc.RetryPolicy(max_retries=opts.max_retries, base_delay=opts.retry_delay,
+                              max_delay=max(MAX_RETRY_DELAY, opts.retry_delay),
+                              max_retry_after=max(120.0, opts.retry_delay)),
+        verify=opts.validate_ssl, secrets=[*secrets, *opts.headers.values()],
+        auth_hint=_auth_hint(opts, host),
+        check_hint=f"`endpoint` ({hc.display_url(opts.endpoint)})",
+        on_retry=lambda info: ctx.log_event("http_retry", **info),
+    )
+
+
+def fetch_pages(ctx: StepContext, opts: Options, client: hc.HttpClient, stager: JsonStager
+                ) -> int:
+    """POST the query, page after page (each answer's cursor goes into the next page's
+    variables), staging every page's records; the number of pages fetched."""
+    host = hc.origin_of(opts.endpoint)
+    pages = 0
+    variables = dict(opts.variables)
+    seen_cursors: set[str] = set()  # JSON texts of the cursors used so far
+    while True:
+        body = client.request_json("POST", opts.endpoint,
+                                   {"query": opts.query, "variables": variables},
+                                   idempotent=not is_mutation(opts.query))
+        _raise_graphql_errors(body, host, client)
+        stager.add_many(_records(body, opts))
+        pages += 1
+        ctx.progress(rows=stager.rows, message=f"page {pages}")
+        if not opts.pagination_enabled:
+            return pages
+        cursor = _next_cursor(body, opts, ctx, pages)
+        if cursor is None:
+            return pages
+        if opts.max_pages and pages >= opts.max_pages:
+            ctx.log_event("graphql_max_pages_reached", max_pages=opts.max_pages)
+            return pages
+        key = to_json_text(cursor)
+        if key in seen_cursors:
+            raise DriverError(
+                f"graphql.extractor: {host} returned cursor {cursor!r} again on page "
+                f"{pages}; the pagination would never end. Check that the query uses "
+                f"${opts.variable_name} as its cursor argument and that "
+                f"`pagination_path` ({opts.pagination_path}) points at this list's pageInfo.")
+        seen_cursors.add(key)
+        variables[opts.variable_name] = cursor
+
+
+def _records(body: Any, opts: Options) -> Iterator[dict[str, Any]]:
+    """The rows of one answer: the records at ``data_path``, flattened or not."""
+    try:
+        records = rows_at(body, opts.data_path)
+    except DriverError as exc:
+        raise DriverError(f"graphql.extractor: `data_path`: {exc}") from None
+    shape = flatten_record if opts.flatten else shallow_record
+    return (shape(r) for r in records)
+
+
+def _auth_hint(opts: Options, host: str) -> str:
+    if opts.auth_type != "none":
+        return (f"{opts.token_source} (auth_type '{opts.auth_type}') and that it may run this "
+                f"query on {host}")
+    if opts.token:
+        return ("`auth_type`: a token is configured but auth_type is 'none', so none was sent "
+                "(use bearer, basic or api_key)")
+    return f"whether {host} needs credentials: set `auth_type` and a token"
+
+
+def _raise_graphql_errors(body: Any, host: str, client: hc.HttpClient) -> None:
+    if not isinstance(body, dict):
+        raise client.error(f"GraphQL endpoint {host} answered with a JSON "
+                           f"{type(body).__name__}, not an object with `data`; check `endpoint`")
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        raise client.error(f"GraphQL endpoint {host} returned errors: "
+                           f"{hc.graphql_messages(errors)}. Check the query and its variables.")
+
+
+def _next_cursor(body: Any, opts: Options, ctx: StepContext, pages: int) -> Any:
+    """The cursor of the next page, or None when this was the last page."""
+    try:
+        info = first_at(body, opts.pagination_path)
+    except DriverError as exc:
+        raise DriverError(f"graphql.extractor: `pagination_path`: {exc}") from None
+    if not isinstance(info, dict):
+        ctx.log_event("graphql_page_info_missing", path=opts.pagination_path, page=pages)
+        return None
+    if not info.get(opts.has_next_field):
+        return None
+    cursor = info.get(opts.cursor_field)
+    if cursor in (None, ""):
+        ctx.log_event("graphql_cursor_missing", field=opts.cursor_field, page=pages)
+        return None
+    return cursor  # sent back as it came (a string, or a number for offset-style APIs)

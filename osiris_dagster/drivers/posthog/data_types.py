@@ -1,0 +1,102 @@
+"""What ``posthog.extractor`` can read: events, persons, sessions and person_distinct_ids, each
+with how it is queried, paged, keyed and flattened (:class:`Kind`).
+
+* **Flattening** (as Osiris): events -> ``uuid, event, timestamp, distinct_id, person_id`` +
+  ``properties_<key>``; persons -> ``id, created_at, is_identified`` +
+  ``person_properties_<key>``; sessions and person_distinct_ids as returned. Nested values are
+  JSON text. Timestamps stay text (as PostHog returns them): cast them downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from osiris_dagster.drivers.staging.json_records import to_scalar
+
+DATA_TYPES = ("events", "persons", "sessions", "person_distinct_ids")
+
+
+def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mapping[str, Any]],
+                                                                         dict[str, Any]]:
+    def flatten(row: Mapping[str, Any]) -> dict[str, Any]:
+        out = {c: to_scalar(row.get(c)) for c in base}
+        for key, value in row.items():
+            if key in base or key == "properties":
+                continue
+            out[key] = to_scalar(value)
+        props = row.get("properties")
+        if isinstance(props, str):
+            try:
+                parsed = json.loads(props)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                props = parsed
+            else:
+                out["properties"] = props
+                props = None
+        if isinstance(props, dict):
+            for key, value in props.items():
+                out[f"{prefix}{key}"] = to_scalar(value)
+        return out
+    return flatten
+
+
+def _as_returned(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k): to_scalar(v) for k, v in row.items()}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one data type is queried, paged, keyed and flattened."""
+
+    table: str
+    select: str
+    order: str  # first seek column
+    order_is_time: bool
+    order_is_uuid: bool
+    key: str  # second seek column and dedup key
+    key_is_uuid: bool
+    window: str | None  # time column for the window (None: no window)
+    upper_bound: bool  # window ends at the run's start
+    default_history: bool  # without state/initial_since: 30 days (else everything)
+    incremental: bool
+    base_columns: tuple[tuple[str, str], ...]
+    flatten: Callable[[Mapping[str, Any]], dict[str, Any]]
+    columns: tuple[str, ...] = ()  # expected response columns when `columns` is absent
+
+
+_EVENT_BASE = ("uuid", "event", "timestamp", "distinct_id", "person_id")
+_PERSON_BASE = ("id", "created_at", "is_identified")
+
+KINDS: dict[str, Kind] = {
+    "events": Kind(
+        table="events", select="uuid, event, timestamp, distinct_id, person_id, properties",
+        order="timestamp", order_is_time=True, order_is_uuid=False, key="uuid",
+        key_is_uuid=True, window="timestamp", upper_bound=True, default_history=True,
+        incremental=True, base_columns=tuple((c, "VARCHAR") for c in _EVENT_BASE),
+        flatten=_flatten_with_prefix(_EVENT_BASE, "properties_"),
+        columns=(*_EVENT_BASE, "properties")),
+    "persons": Kind(
+        table="persons", select="id, created_at, properties, is_identified",
+        order="created_at", order_is_time=True, order_is_uuid=False, key="id",
+        key_is_uuid=True, window="created_at", upper_bound=False, default_history=False,
+        incremental=True,
+        base_columns=(("id", "VARCHAR"), ("created_at", "VARCHAR"), ("is_identified", "BOOLEAN")),
+        flatten=_flatten_with_prefix(_PERSON_BASE, "person_properties_"),
+        columns=("id", "created_at", "properties", "is_identified")),
+    "sessions": Kind(
+        table="sessions", select="*", order="$start_timestamp", order_is_time=True,
+        order_is_uuid=False, key="session_id", key_is_uuid=False, window="$start_timestamp",
+        upper_bound=True, default_history=True, incremental=True, base_columns=(),
+        flatten=_as_returned),
+    "person_distinct_ids": Kind(
+        table="person_distinct_ids", select="distinct_id, person_id", order="person_id",
+        order_is_time=False, order_is_uuid=True, key="distinct_id", key_is_uuid=False,
+        window=None, upper_bound=False, default_history=False, incremental=False,
+        base_columns=(("distinct_id", "VARCHAR"), ("person_id", "VARCHAR")),
+        flatten=_as_returned, columns=("distinct_id", "person_id")),
+}

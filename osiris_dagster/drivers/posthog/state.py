@@ -1,0 +1,125 @@
+"""``posthog.extractor``'s incremental state: the state file (:class:`StateStore`) and the keys
+remembered within and across runs (:class:`SeenKeys`, :class:`RecentKeys`).
+
+* **Incremental state** (``<state_dir>/posthog_state.json``): returned as the result's
+  ``pending_state`` and written (atomically) by the runtime only once the step's output is
+  accepted: table committed, ``schema: strict`` and blocking checks passed, materialisation
+  recorded. A step that fails anywhere before leaves the file as it was, so the next run reads
+  the same rows again. Per data type the last row's time and key, and the keys of the
+  rows inside the lookback window before it (at most 100,000). The next run starts at that time
+  minus the lookback and drops rows whose key it already delivered (``deduplication_enabled``,
+  keyed by ``uuid`` / ``id`` / ``session_id`` / ``distinct_id``; within a run a bounded FIFO of
+  100,000 keys). State of another host or project, or of other ``event_types``, is ignored. To
+  start over, delete the file (the step's ``.state`` directory under the sessions root).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from osiris_dagster.drivers.base import PendingState, StepContext
+from osiris_dagster.drivers.posthog.options import Options
+
+STATE_FILE = "posthog_state.json"
+STATE_VERSION = 1
+RECENT_KEYS_LIMIT = 100_000
+
+
+class SeenKeys:
+    """Keys already delivered: a FIFO set of at most ``limit`` keys."""
+
+    def __init__(self, limit: int, initial: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        for k in initial:
+            self.add(k)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def add(self, key: str) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.limit:
+            self._keys.popitem(last=False)
+
+
+class RecentKeys:
+    """Keys of the rows within ``window`` of the latest time seen (rows arrive in time order);
+    what the next run's lookback will fetch again."""
+
+    def __init__(self, window: timedelta, limit: int) -> None:
+        self.window = window
+        self.limit = limit
+        self._entries: deque[tuple[datetime, str]] = deque()
+        self.latest: datetime | None = None
+
+    def add(self, when: datetime, key: str) -> None:
+        if self.latest is None or when > self.latest:
+            self.latest = when
+        self._entries.append((when, key))
+        edge = self.latest - self.window
+        while self._entries and (self._entries[0][0] < edge or len(self._entries) > self.limit):
+            self._entries.popleft()
+
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys(k for _, k in self._entries))
+
+
+class StateStore:
+    """``posthog_state.json``: high-water marks per data type for one host and project."""
+
+    def __init__(self, ctx: StepContext, opts: Options) -> None:
+        self.ctx = ctx
+        self.opts = opts
+        self.path = ctx.state_dir / STATE_FILE
+        self.scope = {"base_url": opts.base_url, "project_id": opts.project_id}
+        doc = _read_json_file(self.path)
+        if doc is not None and (not isinstance(doc, dict) or doc.get("version") != STATE_VERSION
+                                or doc.get("scope") != self.scope):
+            ctx.log_event("posthog_state_ignored", path=str(self.path),
+                          reason="written for another host/project or format")
+            doc = None
+        self.doc: dict[str, Any] = doc or {"version": STATE_VERSION, "scope": self.scope,
+                                           "data_types": {}}
+
+    def entry(self) -> dict[str, Any] | None:
+        entry = self.doc.get("data_types", {}).get(self.opts.data_type)
+        if not isinstance(entry, dict) or not entry.get("last_time"):
+            return None
+        if self.opts.data_type == "events" and \
+                sorted(entry.get("event_types") or []) != sorted(self.opts.event_types):
+            self.ctx.log_event("posthog_state_ignored", path=str(self.path),
+                               reason="event_types changed since the last run")
+            return None
+        return entry
+
+    def pending(self, last_time: datetime, last_key: Any, recent: list[str], rows: int
+                ) -> PendingState:
+        """The state file with this data type's new high-water mark, for the runtime to save
+        once the step's output is accepted (never saved from here: the step may still fail)."""
+        entry = {
+            "last_time": last_time.isoformat(),
+            "last_key": last_key,
+            "recent_keys": recent,
+            "lookback_window_minutes": int(self.opts.lookback.total_seconds() // 60),
+            "updated_at": datetime.now(UTC).isoformat(),
+            "rows_last_run": rows,
+        }
+        if self.opts.data_type == "events":
+            entry["event_types"] = sorted(self.opts.event_types)
+        data_types = {**(self.doc.get("data_types") or {}), self.opts.data_type: entry}
+        return PendingState(self.path, {**self.doc, "data_types": data_types})
+
+
+def _read_json_file(path: Path) -> Any:
+    """The JSON in ``path``, or None when it does not exist or cannot be parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
