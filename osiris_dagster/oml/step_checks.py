@@ -70,17 +70,16 @@ def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None
                 ids: Mapping[str, int], out: Collector
                 ) -> tuple[Step | None, tuple[str, ...] | None]:
     """The step if valid, and its needs if they could be read (for the cycle check)."""
-    label = sid
-    _warn_unused_keys(raw, label, out)
-    spec, component_ok = _component_spec(raw, label, out)
-    mode_ok = _check_mode(raw, spec, label, out)
+    _warn_unused_keys(raw, sid, out)
+    spec, component_ok = _component_spec(raw, sid, out)
+    mode_ok = _check_mode(raw, spec, sid, out)
     implicit = "needs" not in raw
     if implicit:
         needs: tuple[str, ...] = (previous,) if previous is not None and index > 0 else ()
         needs_readable = needs_ok = True
     else:
-        needs, needs_readable, needs_ok = _explicit_needs(raw, sid, ids, label, out)
-    config, config_ok = _config(raw, spec, label, out)
+        needs, needs_readable, needs_ok = _explicit_needs(raw, sid, ids, out)
+    config, config_ok = _config(raw, spec, sid, out)
 
     usable_needs = needs if needs_readable else None
     ok = sid is not None and component_ok and mode_ok and needs_ok and config_ok
@@ -91,66 +90,66 @@ def _check_step(index: int, raw: LineDict, sid: str | None, previous: str | None
         usable_needs
 
 
-def _warn_unused_keys(raw: LineDict, label: str | None, out: Collector) -> None:
+def _warn_unused_keys(raw: LineDict, sid: str | None, out: Collector) -> None:
     """Step keys OML v0.1.0 ignores (or does not know) are warnings."""
     for key in raw:
         if key in KNOWN_STEP or (isinstance(key, str) and key.startswith("x-")):
             continue
         if key in IGNORED_STEP:
             out.warning(raw.line_of(key), f"step key '{key}' has no effect in OML v0.1.0 and is "
-                                          "ignored", label)
+                                          "ignored", sid)
         else:
-            out.warning(raw.line_of(key), f"unknown step key '{key}' is ignored", label)
+            out.warning(raw.line_of(key), f"unknown step key '{key}' is ignored", sid)
 
 
-def _component_spec(raw: LineDict, label: str | None, out: Collector
+def _component_spec(raw: LineDict, sid: str | None, out: Collector
                     ) -> tuple[ComponentSpec | None, bool]:
     """The spec of the step's component, and whether `component` is valid."""
     component = raw.get("component")
     if "component" not in raw:
-        out.error(raw.line, "missing required key 'component'", label)
+        out.error(raw.line, "missing required key 'component'", sid)
         return None, False
     if not isinstance(component, str):
-        out.error(raw.line_of("component"), "'component' must be a string", label)
+        out.error(raw.line_of("component"), "'component' must be a string", sid)
         return None, False
     spec = get_spec(component)
     if spec is None:
         from osiris_dagster.oml.specs import SPECS
 
         out.error(raw.line_of("component"), f"unknown component '{component}' (known: "
-                                            f"{', '.join(sorted(SPECS))})", label)
+                                            f"{', '.join(sorted(SPECS))})", sid)
         return None, False
     return spec, True
 
 
-def _check_mode(raw: LineDict, spec: ComponentSpec | None, label: str | None,
+def _check_mode(raw: LineDict, spec: ComponentSpec | None, sid: str | None,
                 out: Collector) -> bool:
     """Whether `mode` is an OML mode the component allows."""
     mode = raw.get("mode")
     if "mode" not in raw:
-        out.error(raw.line, "missing required key 'mode' (read, transform or write)", label)
+        out.error(raw.line, "missing required key 'mode' (read, transform or write)", sid)
         return False
     if mode not in OML_MODES:
         out.error(raw.line_of("mode"), f"mode '{mode}' is not one of read, transform, write",
-                  label)
+                  sid)
         return False
     if spec is not None and OML_MODES[mode] not in spec.modes:
         allowed = ", ".join(m for m, c in OML_MODES.items() if c in spec.modes)
         out.error(raw.line_of("mode"), f"mode '{mode}' is not allowed for component "
-                                       f"'{spec.name}' (allowed: {allowed})", label)
+                                       f"'{spec.name}' (allowed: {allowed})", sid)
         return False
     return True
 
 
-def _explicit_needs(raw: LineDict, sid: str | None, ids: Mapping[str, int], label: str | None,
-                    out: Collector) -> tuple[tuple[str, ...], bool, bool]:
+def _explicit_needs(raw: LineDict, sid: str | None, ids: Mapping[str, int], out: Collector
+                    ) -> tuple[tuple[str, ...], bool, bool]:
     """A step's own `needs` list: the needs, whether the list could be read, and whether
     every entry is a valid upstream."""
     raw_needs = raw.get("needs")
     if raw_needs is None:
         raw_needs = LineList()
     if not isinstance(raw_needs, list) or not all(isinstance(n, str) for n in raw_needs):
-        out.error(raw.line_of("needs"), "'needs' must be a list of step ids", label)
+        out.error(raw.line_of("needs"), "'needs' must be a list of step ids", sid)
         return (), False, False
     ok = True
     seen: set[str] = set()
@@ -158,18 +157,18 @@ def _explicit_needs(raw: LineDict, sid: str | None, ids: Mapping[str, int], labe
         nline = raw_needs.line_of(i) if isinstance(raw_needs, LineList) else \
             raw.line_of("needs")
         if n == sid:
-            out.error(nline, "a step cannot depend on itself", label)
+            out.error(nline, "a step cannot depend on itself", sid)
             ok = False
         elif n not in ids:
-            out.error(nline, f"needs unknown step '{n}' (steps: {', '.join(ids)})", label)
+            out.error(nline, f"needs unknown step '{n}' (steps: {', '.join(ids)})", sid)
             ok = False
         elif n in seen:
-            out.warning(nline, f"'{n}' is listed twice in needs", label)
+            out.warning(nline, f"'{n}' is listed twice in needs", sid)
         seen.add(n)
     return tuple(dict.fromkeys(raw_needs)), True, ok
 
 
-def _config(raw: LineDict, spec: ComponentSpec | None, label: str | None, out: Collector
+def _config(raw: LineDict, spec: ComponentSpec | None, sid: str | None, out: Collector
             ) -> tuple[Any, bool]:
     """The step's `config` (a missing or null one is empty), and whether it is a mapping; its
     keys are checked against the component's spec."""
@@ -177,10 +176,10 @@ def _config(raw: LineDict, spec: ComponentSpec | None, label: str | None, out: C
     if config is None:
         config = LineDict()
     if not isinstance(config, dict):
-        out.error(raw.line_of("config"), "'config' must be a mapping", label)
+        out.error(raw.line_of("config"), "'config' must be a mapping", sid)
         return config, False
     if spec is not None:
-        check_config(spec, config, raw, label, out)
+        check_config(spec, config, raw, sid, out)
     return config, True
 
 
