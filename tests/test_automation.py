@@ -239,12 +239,12 @@ def test_a_schedule_dagster_refuses_never_takes_the_location_down(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Even past validation (here: validation is bypassed), a definition Dagster refuses
     while building one file makes that file broken, and the other pipelines load."""
-    import osiris_dagster.oml.validate as validate_module
+    import osiris_dagster.oml.automation_checks as automation_checks
 
     p = _schedule_pipeline(tmp_path, "0 0 31 2 *")
     write(tmp_path / "pipes" / "good.yaml", p.read_text().replace("name: sched", "name: good")
           .replace('  schedule: {cron: "0 0 31 2 *"}\n', "  group: g\n"))
-    monkeypatch.setattr(validate_module, "cron_problem", lambda _cron: None)
+    monkeypatch.setattr(automation_checks, "cron_problem", lambda _cron: None)
     defs = build_definitions(pipelines_dir=tmp_path / "pipes")
     dg.Definitions.validate_loadable(defs)
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == {

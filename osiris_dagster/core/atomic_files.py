@@ -31,7 +31,7 @@ def publish(tmp: Path, target: Path) -> None:
 
 
 def fsync_file(path: Path) -> None:
-    """Flush a closed file (ours, or one DuckDB wrote) to stable storage."""
+    """Flush a closed file (ours, or one DuckDB wrote) or a directory to stable storage."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -42,11 +42,7 @@ def fsync_file(path: Path) -> None:
 def fsync_dir(path: Path) -> None:
     """Persist a rename; best effort because some filesystems refuse fsync on directories."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(path)
 
 
 def remove_quietly(path: Path) -> None:

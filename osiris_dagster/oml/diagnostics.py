@@ -22,23 +22,29 @@ class Diagnostic:
         return f"{where}:{step} {self.message}"
 
 
-class Collector:
+class BySeverity:
+    """The ``errors`` and ``warnings`` among ``self.diagnostics``."""
+
+    diagnostics: list[Diagnostic]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+
+class Collector(BySeverity):
     """Accumulates diagnostics for one file so that every problem is reported at once."""
 
     def __init__(self, file: str) -> None:
         self.file = file
-        self.items: list[Diagnostic] = []
+        self.diagnostics: list[Diagnostic] = []
 
     def error(self, line: int, message: str, step: str | None = None) -> None:
-        self.items.append(Diagnostic("error", self.file, line, message, step))
+        self.diagnostics.append(Diagnostic("error", self.file, line, message, step))
 
     def warning(self, line: int, message: str, step: str | None = None) -> None:
-        self.items.append(Diagnostic("warning", self.file, line, message, step))
-
-    @property
-    def errors(self) -> list[Diagnostic]:
-        return [d for d in self.items if d.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Diagnostic]:
-        return [d for d in self.items if d.severity == "warning"]
+        self.diagnostics.append(Diagnostic("warning", self.file, line, message, step))

@@ -89,7 +89,6 @@ class PartitionSettings:
 
 
 TIME_PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
-PARTITION_PARAMS = ("partition_key", "partition_start", "partition_end")
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,18 @@ _MYSQL_POOL = {"pool_size": _i(default=5), "pool_recycle": _i(default=3600),
 _MYSQL_CONNECTION_FIELDS = {"host": "allowed", "port": "allowed", "schema": "allowed",
                             "database": "forbidden", "user": "forbidden", "password": "forbidden"}
 
+# Shared by supabase.extractor and supabase.writer: the project, its key and the table.
+_SUPABASE_TABLE = {
+    "url": _s(),
+    "key": _s(min_length=20),
+    "project_id": _s(),
+    "table": _s(),
+    "schema": _s(default="public"),
+}
+_SUPABASE_CONNECTION_FIELDS = {"url": "allowed", "project_id": "allowed", "key": "forbidden"}
+_SUPABASE = {"required": ("key", "table"), "secrets": ("key",),
+             "connection_fields": _SUPABASE_CONNECTION_FIELDS, "kinds": ("supabase", "postgres")}
+
 SPECS: dict[str, ComponentSpec] = {
     s.name: s
     for s in [
@@ -239,11 +251,7 @@ SPECS: dict[str, ComponentSpec] = {
             name="supabase.extractor",
             modes=("extract",),
             properties={
-                "url": _s(),
-                "key": _s(min_length=20),
-                "project_id": _s(),
-                "table": _s(),
-                "schema": _s(default="public"),
+                **_SUPABASE_TABLE,
                 "select": _s(default="*"),
                 "filter": Prop("object"),
                 "order": _s(),
@@ -253,21 +261,14 @@ SPECS: dict[str, ComponentSpec] = {
                 "retries": _i(default=3),
                 "tables": Prop("array"),
             },
-            required=("key", "table"),
-            secrets=("key",),
-            connection_fields={"url": "allowed", "project_id": "allowed", "key": "forbidden"},
-            kinds=("supabase", "postgres"),
+            **_SUPABASE,
             description="Extracts a Supabase (PostgreSQL) table.",
         ),
         ComponentSpec(
             name="supabase.writer",
             modes=("write",),
             properties={
-                "url": _s(),
-                "key": _s(min_length=20),
-                "project_id": _s(),
-                "table": _s(),
-                "schema": _s(default="public"),
+                **_SUPABASE_TABLE,
                 "write_mode": _s(default="append", enum=("append", "replace", "upsert")),
                 "primary_key": Prop(("string", "array")),
                 "returning": _s(default="minimal"),
@@ -281,10 +282,7 @@ SPECS: dict[str, ComponentSpec] = {
                                    "resolution=merge-duplicates",
                                    "resolution=ignore-duplicates")),
             },
-            required=("key", "table"),
-            secrets=("key",),
-            connection_fields={"url": "allowed", "project_id": "allowed", "key": "forbidden"},
-            kinds=("supabase", "postgres"),
+            **_SUPABASE,
             description="Writes its upstream table to Supabase (PostgreSQL).",
         ),
     ]

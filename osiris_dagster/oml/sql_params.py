@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 PARAM_REF = re.compile(r"\$\{params\.([^}]+)\}")
-LANGUAGES = ("duckdb", "mysql", "graphql")
 
 
 class SqlParamError(ValueError):

@@ -24,7 +24,7 @@ from osiris_dagster.core.errors import (
 )
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import SINGLE_INPUT_VIEW, table_names, upstream_view_names
-from osiris_dagster.drivers import DriverResult, get_driver, supported_components
+from osiris_dagster.drivers import Driver, DriverResult, get_driver, supported_components
 from osiris_dagster.oml.model import Pipeline, Step, thaw
 from osiris_dagster.oml.specs import get_spec
 from osiris_dagster.runtime.checks import CheckOutcome, CheckSpec, run_checks
@@ -129,18 +129,12 @@ def run_step(
     step = pipeline.step(step_id)
     spec = get_spec(step.component)
     assert spec is not None  # validated
-    masker = session.masker
     start_session(session, pipeline)
     session.log_event("step_start", step_id=step.id, driver=step.component)
     started = time.monotonic()
     try:
-        driver = get_driver(step.component)
-        if driver is None:
-            raise OsirisError(
-                f"component '{step.component}' has no driver in osiris-dagster yet: the "
-                "pipeline validates, but this step cannot run. Use a supported component "
-                f"({', '.join(supported_components())}) or wait for the driver.")
-        resolved = _resolve_connection(step, spec.family, connections, masker)
+        driver = _driver(step)
+        resolved = _resolve_connection(step, spec.family, connections, session.masker)
         config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
                                         if k != "connection"}}
         _write_cleaned_config(session, step, config, resolved)
@@ -157,33 +151,64 @@ def run_step(
                     ws, step.component,
                     lambda: _interruptible(ws, lambda: driver(ws, config, inputs),
                                            timeout_seconds))
-                ref, preview = None, None
-                check_outcomes: list[CheckOutcome] = []
-                if result.table is not None:
-                    columns = tuple(ws.output_columns())
-                    ref = TableRef(session.session_id, str(session.db_path), result.table,
-                                   step.id, result.rows_written, columns)
-                    preview = ws.preview_rows(10)
-                    if checks:  # check expressions are SQL from the pipeline file: sealed too
-                        ws.seal_sql_access()
-                    check_outcomes = run_checks(ws.con, ws.output_relation, checks)
+                ref, preview, check_outcomes = _output(ws, session, step, result, checks)
             finally:
                 if on_workspace:
                     on_workspace(None)
     except BaseException as exc:
-        duration = time.monotonic() - started
-        cancelled = not isinstance(exc, Exception) or isinstance(exc, StepCancelled)
-        message = "cancelled: the run was terminated" if cancelled else \
-            masker.text(_describe(exc))
-        session.log_event("step_error", step_id=step.id, driver=step.component,
-                          duration=round(duration, 3), error=message, cancelled=cancelled,
-                          timed_out=isinstance(exc, StepTimeout))
-        session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
+        message = _log_failure(session, step, exc, time.monotonic() - started)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
         raise StepError(pipeline.name, step.id, message,
                         retryable=not isinstance(exc, NotRetryableError)) from None
     duration = time.monotonic() - started
+    _log_success(session, step, result, duration, check_outcomes)
+    return StepOutcome(step.id, ref, result, duration, preview,
+                       resolved.ref if resolved else None, check_outcomes)
+
+
+def _driver(step: Step) -> Driver:
+    """The step's driver; a component without one validates but cannot run."""
+    driver = get_driver(step.component)
+    if driver is None:
+        raise OsirisError(
+            f"component '{step.component}' has no driver in osiris-dagster yet: the "
+            "pipeline validates, but this step cannot run. Use a supported component "
+            f"({', '.join(supported_components())}) or wait for the driver.")
+    return driver
+
+
+def _output(ws: StepWorkspace, session: Session, step: Step, result: DriverResult,
+            checks: Sequence[CheckSpec]
+            ) -> tuple[TableRef | None, tuple[list[str], list[tuple[Any, ...]]] | None,
+                       list[CheckOutcome]]:
+    """Where the step's table is, its first rows and its checks' outcomes (none for a step
+    that produced no table)."""
+    if result.table is None:
+        return None, None, []
+    columns = tuple(ws.output_columns())
+    ref = TableRef(session.session_id, str(session.db_path), result.table,
+                   step.id, result.rows_written, columns)
+    preview = ws.preview_rows(10)
+    if checks:  # check expressions are SQL from the pipeline file: sealed too
+        ws.seal_sql_access()
+    return ref, preview, run_checks(ws.con, ws.output_relation, checks)
+
+
+def _log_failure(session: Session, step: Step, exc: BaseException, duration: float) -> str:
+    """Log the step's error (masked) and duration; returns the message for people."""
+    cancelled = not isinstance(exc, Exception) or isinstance(exc, StepCancelled)
+    message = "cancelled: the run was terminated" if cancelled else \
+        session.masker.text(_describe(exc))
+    session.log_event("step_error", step_id=step.id, driver=step.component,
+                      duration=round(duration, 3), error=message, cancelled=cancelled,
+                      timed_out=isinstance(exc, StepTimeout))
+    session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
+    return message
+
+
+def _log_success(session: Session, step: Step, result: DriverResult, duration: float,
+                 check_outcomes: Sequence[CheckOutcome]) -> None:
     session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
     session.log_event("step_complete", step_id=step.id, driver=step.component,
                       rows_read=result.rows_read, rows_written=result.rows_written,
@@ -192,8 +217,6 @@ def run_step(
         session.log_event("check", step_id=step.id, check=c.spec.name, passed=c.passed,
                           failing_rows=c.failing_rows, blocking=c.spec.blocking,
                           detail=c.detail)
-    return StepOutcome(step.id, ref, result, duration, preview,
-                       resolved.ref if resolved else None, check_outcomes)
 
 
 def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> None:
@@ -349,8 +372,6 @@ def _describe_full(exc: BaseException) -> str:
     if isinstance(exc, duckdb.Error):
         first = "\n".join(str(exc).strip().splitlines()[:6])
         return f"DuckDB error: {first}"
-    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
-        return f"{type(exc).__name__}: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 

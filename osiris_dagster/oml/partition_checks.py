@@ -1,0 +1,94 @@
+"""`x-dagster.partitions`: read before the parameters are resolved, because a run's partition
+fills the `partition_*` parameters; and the rule that schedules need time partitions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from osiris_dagster.oml.diagnostics import Collector
+from osiris_dagster.oml.model import TIME_PARTITION_KINDS, DagsterSettings, PartitionSettings
+from osiris_dagster.oml.params import ParamSpec
+from osiris_dagster.oml.x_dagster_fields import valid_timezone
+from osiris_dagster.oml.yaml_lines import LineDict
+
+
+def partition_settings(doc: LineDict, out: Collector) -> PartitionSettings | None:
+    block = doc.get("x-dagster")
+    raw = block.get("partitions") if isinstance(block, LineDict) else None
+    if raw is None:
+        return None
+    line = block.line_of("partitions")
+    kinds = (*TIME_PARTITION_KINDS, "static", "dynamic")
+    if not isinstance(raw, LineDict) or len(raw) != 1 or next(iter(raw)) not in kinds:
+        out.error(line, "x-dagster.partitions must be one of {daily: {start: 'YYYY-MM-DD'}} "
+                        "(or hourly/weekly/monthly), {static: [keys]}, {dynamic: <name>}")
+        return None
+    kind, body = next(iter(raw.items()))
+    line = raw.line_of(kind)
+    label = f"x-dagster.partitions.{kind}"
+    if kind == "static":
+        if not isinstance(body, list) or not body or not all(
+                isinstance(k, str | int) and str(k).strip() for k in body):
+            out.error(line, f"{label} must be a non-empty list of partition keys")
+            return None
+        keys = tuple(str(k) for k in body)
+        if len(set(keys)) != len(keys):
+            out.error(line, f"{label} has duplicate keys")
+            return None
+        return PartitionSettings("static", keys=keys)
+    if kind == "dynamic":
+        if not isinstance(body, str) or not re.fullmatch(r"[A-Za-z0-9_]+", body):
+            out.error(line, f"{label} must name the dynamic partitions, e.g. 'files'")
+            return None
+        return PartitionSettings("dynamic", name=body)
+    if not isinstance(body, LineDict) or not set(body) <= {"start", "end", "timezone"}:
+        out.error(line, f"{label} must be {{start: 'YYYY-MM-DD', end: ..., timezone: ...}}")
+        return None
+    start, end, tz = body.get("start"), body.get("end"), body.get("timezone")
+    from datetime import date
+
+    for key, value in (("start", start), ("end", end)):
+        if value is None and key == "end":
+            continue
+        try:
+            date.fromisoformat(str(value)[:10])
+        except ValueError:
+            out.error(body.line_of(key), f"{label}.{key} must be a date YYYY-MM-DD, got "
+                                         f"{value!r}")
+            return None
+    if tz is not None and not valid_timezone(tz):
+        out.error(body.line_of("timezone"), f"{label}.timezone {tz!r} is not an IANA time zone")
+        return None
+    return PartitionSettings(kind, str(start)[:10], str(end)[:10] if end else None, tz)
+
+
+def declare_partition_params(specs: dict[str, ParamSpec],
+                             partitions: PartitionSettings | None) -> None:
+    """The `partition_*` parameters a pipeline does not declare itself: implicit, the run's
+    partition fills them."""
+    for name, default in _partition_param_defaults(partitions).items():
+        if name not in specs:  # implicit: the run's partition fills them
+            specs[name] = ParamSpec(name, default, True, f"The run's {name.replace('_', ' ')}.",
+                                    str, False, 0)
+
+
+def with_partitions(dagster: DagsterSettings, partitions: PartitionSettings,
+                    x_dagster: LineDict, out: Collector) -> DagsterSettings:
+    """The settings with their partitions; static or dynamic partitions refuse a schedule."""
+    dagster = replace(dagster, partitions=partitions)
+    if partitions.kind in ("static", "dynamic") and dagster.schedules:
+        out.error(x_dagster.line_of("schedule"),
+                  f"x-dagster.schedule needs time partitions (hourly, daily, weekly, "
+                  f"monthly) or none; these partitions are {partitions.kind}")
+    return dagster
+
+
+def _partition_param_defaults(p: PartitionSettings | None) -> dict[str, str]:
+    """Values `${params.partition_*}` take while validating (a run uses its own partition)."""
+    if p is None:
+        return {}
+    if p.is_time:
+        return {"partition_key": p.start or "", "partition_start": p.start or "",
+                "partition_end": p.start or ""}
+    return {"partition_key": p.keys[0] if p.keys else "__partition_key__"}
