@@ -53,8 +53,21 @@ from typing import Any
 import pyarrow as pa
 
 from osiris_dagster.core.errors import DriverError
-from osiris_dagster.drivers import sql_support as sq
+from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.duck_types import is_nested
+from osiris_dagster.drivers.identifiers import mysql_ident
+from osiris_dagster.drivers.mysql.connection import (
+    MySQLParams,
+    mysql_connect,
+    mysql_error,
+    mysql_params,
+)
+from osiris_dagster.drivers.mysql.types import mysql_ddl_type
+from osiris_dagster.drivers.options import name_list, positive_int
+from osiris_dagster.drivers.progress import Progress
+from osiris_dagster.drivers.session_reads import arrow_batches, duck_columns
 
 COMPONENT = "mysql.writer"
 _MODES = ("append", "replace", "upsert")
@@ -84,14 +97,14 @@ class Options:
         keys = config.get("upsert_keys")
         if isinstance(keys, str):
             keys = [keys]
-        keys = sq.name_list(keys, "upsert_keys")
+        keys = name_list(keys, "upsert_keys")
         if mode == "upsert" and not keys:
             raise DriverError(f"{COMPONENT}: mode 'upsert' needs `upsert_keys` (the PRIMARY KEY "
                               "or UNIQUE index columns that identify a row)")
         schema = config.get("schema") or (connection or {}).get("schema")
         return cls(table=table, schema=str(schema) if schema else None, mode=mode,
                    upsert_keys=keys,
-                   batch_size=sq.positive_int(config, "batch_size", 1000) or 1000,
+                   batch_size=positive_int(config, "batch_size", 1000) or 1000,
                    create_table=bool(config.get("create_table", False)),
                    truncate_before=bool(config.get("truncate_before", False)))
 
@@ -102,9 +115,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     if not inputs:
         raise DriverError(f"{COMPONENT} needs an upstream step with data: add the step that "
                           "produces the rows to this step's `needs`")
-    params = sq.mysql_params(COMPONENT, ctx.connection, config)
+    params = mysql_params(COMPONENT, ctx.connection, config)
     relation = inputs[0].relation
-    columns = list(inputs[0].columns) or sq.duck_columns(ctx.con, relation)
+    columns = list(inputs[0].columns) or duck_columns(ctx.con, relation)
     target = params.target(opts.table, opts.schema)
     writer = _Writer(ctx, opts, params, relation, columns)
     rows = writer.run()
@@ -114,7 +127,7 @@ def run(ctx: StepContext, config: Mapping[str, Any],
 
 
 class _Writer:
-    def __init__(self, ctx: StepContext, opts: Options, params: sq.MySQLParams, relation: str,
+    def __init__(self, ctx: StepContext, opts: Options, params: MySQLParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
         self.ctx = ctx
         self.opts = opts
@@ -123,20 +136,20 @@ class _Writer:
         self.columns = columns
         self.created = False
         self.schema = opts.schema or params.database
-        qualified = sq.mysql_ident(opts.table, "table")
+        qualified = mysql_ident(opts.table, "table")
         if opts.schema:
-            qualified = f"{sq.mysql_ident(opts.schema, 'schema')}.{qualified}"
+            qualified = f"{mysql_ident(opts.schema, 'schema')}.{qualified}"
         self.qualified = qualified
         self.label = f"{self.schema}.{opts.table}"
 
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
-        return sq.mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note)
+        return mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note)
 
     def run(self) -> int:
         import pymysql
 
-        conn = sq.mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=False,
-                                raw_values=False)
+        conn = mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=False,
+                             raw_values=False)
         try:
             cur = conn.cursor()
             cur.max_stmt_length = _MAX_STMT
@@ -163,7 +176,7 @@ class _Writer:
                     self.created = False
                 raise
         finally:
-            sq.close_quietly(conn)
+            close_quietly(conn)
 
     # -- target inspection ------------------------------------------------------------------
     def _target_columns(self, cur: Any) -> list[str] | None:
@@ -229,13 +242,13 @@ class _Writer:
         key_set = {k.lower() for k in keys}
         defs = []
         for name, duck in self.columns:
-            kind = sq.mysql_ddl_type(duck)
+            kind = mysql_ddl_type(duck)
             if name.lower() in key_set:
                 kind = {"LONGTEXT": "VARCHAR(255)", "LONGBLOB": "VARBINARY(255)",
                         "JSON": "VARCHAR(255)"}.get(kind, kind) + " NOT NULL"
-            defs.append(f"  {sq.mysql_ident(name, 'column')} {kind}")
+            defs.append(f"  {mysql_ident(name, 'column')} {kind}")
         if keys:
-            defs.append(f"  PRIMARY KEY ({', '.join(sq.mysql_ident(k) for k in keys)})")
+            defs.append(f"  PRIMARY KEY ({', '.join(mysql_ident(k) for k in keys)})")
         ddl = (f"CREATE TABLE {self.qualified} (\n" + ",\n".join(defs) +
                "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
         (self.ctx.artifacts_dir / "ddl_plan.sql").write_text(ddl + ";\n", encoding="utf-8")
@@ -248,7 +261,7 @@ class _Writer:
 
     # -- data -------------------------------------------------------------------------------
     def _insert_sql(self) -> str:
-        cols = [sq.mysql_ident(n, "column") for n, _ in self.columns]
+        cols = [mysql_ident(n, "column") for n, _ in self.columns]
         sql = (f"INSERT INTO {self.qualified} ({', '.join(cols)}) VALUES "
                f"({', '.join(['%s'] * len(cols))})")
         if self.opts.mode == "upsert":
@@ -264,13 +277,13 @@ class _Writer:
     def _select_sql(self) -> str:
         exprs = []
         for name, duck in self.columns:
-            ref = sq.duck_ident(name)
+            ref = quote_ident(name)
             t = duck.upper()
             if t in ("FLOAT", "DOUBLE"):
                 e = f"CASE WHEN isnan({ref}) THEN NULL ELSE {ref} END"
             elif t == "TIMESTAMP WITH TIME ZONE":
                 e = f"timezone('UTC', {ref})"
-            elif sq.is_nested(t):
+            elif is_nested(t):
                 e = f"CAST(to_json({ref}) AS VARCHAR)"
             elif t in ("UUID", "INTERVAL", "TIME WITH TIME ZONE", "BIT") or \
                     t.startswith(("ENUM", "VARINT", "BIGNUM")):
@@ -282,7 +295,7 @@ class _Writer:
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
         size = self.opts.batch_size
-        with sq.arrow_batches(self.ctx.con, self._select_sql(), size) as reader:
+        with arrow_batches(self.ctx.con, self._select_sql(), size) as reader:
             pending: list[tuple[Any, ...]] = []
             for batch in reader:
                 pending.extend(_rows(batch))
@@ -304,7 +317,7 @@ class _Writer:
         except pymysql.Error as exc:
             raise self._fail(f"emptying {self.label}", exc) from None
         written = 0
-        progress = sq.Progress(self.ctx)
+        progress = Progress(self.ctx)
         for rows in self._batches():
             try:
                 cur.executemany(insert, rows)
