@@ -65,9 +65,9 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_params,
 )
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
-from osiris_dagster.drivers.options import name_list, positive_int
+from osiris_dagster.drivers.options import name_list, positive_int, required_text
 from osiris_dagster.drivers.progress import Progress
-from osiris_dagster.drivers.session_reads import arrow_batches, duck_columns
+from osiris_dagster.drivers.session_reads import first_upstream, row_lists
 
 COMPONENT = "mysql.writer"
 _MODES = ("append", "replace", "upsert")
@@ -87,9 +87,7 @@ class Options:
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
                     connection: Mapping[str, Any] | None = None) -> Options:
-        table = config.get("table")
-        if not isinstance(table, str) or not table:
-            raise DriverError(f"{COMPONENT} needs `table`: the MySQL table to write")
+        table = required_text(config, "table", COMPONENT, "the MySQL table to write")
         mode = str(config.get("mode") or "append").lower()
         if mode not in _MODES:
             raise DriverError(f"{COMPONENT}: `mode` must be one of {', '.join(_MODES)}, got "
@@ -112,12 +110,8 @@ class Options:
 def run(ctx: StepContext, config: Mapping[str, Any],
         inputs: Sequence[UpstreamTable]) -> DriverResult:
     opts = Options.from_config(config, ctx.connection)
-    if not inputs:
-        raise DriverError(f"{COMPONENT} needs an upstream step with data: add the step that "
-                          "produces the rows to this step's `needs`")
+    relation, columns = first_upstream(COMPONENT, ctx, inputs)
     params = mysql_params(COMPONENT, ctx.connection, config)
-    relation = inputs[0].relation
-    columns = list(inputs[0].columns) or duck_columns(ctx.con, relation)
     target = params.target(opts.table, opts.schema)
     writer = _Writer(ctx, opts, params, relation, columns)
     rows = writer.run()
@@ -129,11 +123,8 @@ def run(ctx: StepContext, config: Mapping[str, Any],
 class _Writer:
     def __init__(self, ctx: StepContext, opts: Options, params: MySQLParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
-        self.ctx = ctx
-        self.opts = opts
-        self.params = params
-        self.relation = relation
-        self.columns = columns
+        self.ctx, self.opts, self.params = ctx, opts, params
+        self.relation, self.columns = relation, columns
         self.created = False
         self.schema = opts.schema or params.database
         qualified = mysql_ident(opts.table, "table")
@@ -294,16 +285,7 @@ class _Writer:
         return f"SELECT {', '.join(exprs)} FROM {self.relation}"
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
-        size = self.opts.batch_size
-        with arrow_batches(self.ctx.con, self._select_sql(), size) as reader:
-            pending: list[tuple[Any, ...]] = []
-            for batch in reader:
-                pending.extend(_rows(batch))
-                while len(pending) >= size:
-                    yield pending[:size]
-                    pending = pending[size:]
-            if pending:
-                yield pending
+        return row_lists(self.ctx.con, self._select_sql(), self.opts.batch_size, _rows)
 
     def _write(self, conn: Any, cur: Any) -> int:
         import pymysql

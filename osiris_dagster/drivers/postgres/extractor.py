@@ -63,8 +63,8 @@ from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.identifiers import pg_ident, unique_names
-from osiris_dagster.drivers.options import name_list, positive_int
-from osiris_dagster.drivers.postgres.catalog import PG_TYPES_SQL
+from osiris_dagster.drivers.options import name_list, positive_int, positive_seconds, required_text
+from osiris_dagster.drivers.postgres.catalog import PG_TYPES_SQL, table_columns_sql
 from osiris_dagster.drivers.postgres.connection import (
     PgParams,
     RestParams,
@@ -111,9 +111,7 @@ class Options:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Options:
-        table = config.get("table")
-        if not isinstance(table, str) or not table:
-            raise DriverError(f"{COMPONENT} needs `table`: the table to read")
+        table = required_text(config, "table", COMPONENT, "the table to read")
         if config.get("tables"):
             raise DriverError(f"{COMPONENT}: `tables` (several tables in one step) is not "
                               "supported; use one step per table")
@@ -128,15 +126,13 @@ class Options:
         if not isinstance(filters, Mapping):
             raise DriverError(f"{COMPONENT}: `filter` must map column names to values, e.g. "
                               "{status: active}")
-        timeout = config.get("timeout", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise DriverError(f"{COMPONENT}: `timeout` must be a positive number of seconds")
+        timeout = positive_seconds(config, "timeout", 30, COMPONENT)
         return cls(table=table, schema=str(config.get("schema") or "public"), select=columns,
                    filters={str(k): v for k, v in filters.items()},
                    order=_parse_order(config.get("order")),
                    page_size=positive_int(config, "limit", 1000) or 1000,
                    offset=positive_int(config, "offset", 0, minimum=0) or 0,
-                   timeout=float(timeout),
+                   timeout=timeout,
                    retries=positive_int(config, "retries", 3, minimum=0) or 0)
 
 
@@ -185,17 +181,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
 
 # == SQL channel ==================================================================================
 
-_COLUMNS_SQL = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
+_COLUMNS_SQL = table_columns_sql("""a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
        CASE WHEN t.typtype = 'd' AND a.atttypmod < 0 THEN t.typtypmod ELSE a.atttypmod END,
-       a.attndims
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
-WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
+       a.attndims""")
 
 
 class _SqlRead:

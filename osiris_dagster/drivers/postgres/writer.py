@@ -88,7 +88,8 @@ from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested, list_element
 from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.identifiers import pg_ident
-from osiris_dagster.drivers.options import name_list, positive_int
+from osiris_dagster.drivers.options import name_list, positive_int, positive_seconds, required_text
+from osiris_dagster.drivers.postgres.catalog import table_columns_sql
 from osiris_dagster.drivers.postgres.connection import (
     PgParams,
     RestParams,
@@ -103,7 +104,12 @@ from osiris_dagster.drivers.postgres.postgrest import (
 )
 from osiris_dagster.drivers.postgres.types import pg_ddl_type
 from osiris_dagster.drivers.progress import Progress
-from osiris_dagster.drivers.session_reads import arrow_batches, duck_columns, scalar
+from osiris_dagster.drivers.session_reads import (
+    arrow_batches,
+    first_upstream,
+    row_lists,
+    scalar,
+)
 
 COMPONENT = "supabase.writer"
 _MODES = ("append", "replace", "upsert")
@@ -125,9 +131,7 @@ class Options:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Options:
-        table = config.get("table")
-        if not isinstance(table, str) or not table:
-            raise DriverError(f"{COMPONENT} needs `table`: the Supabase table to write")
+        table = required_text(config, "table", COMPONENT, "the Supabase table to write")
         mode = str(config.get("write_mode") or config.get("mode") or "append").lower()
         mode = {"insert": "append"}.get(mode, mode)
         if mode not in _MODES:
@@ -140,25 +144,19 @@ class Options:
         if mode == "upsert" and not pk:
             raise DriverError(f"{COMPONENT}: write_mode 'upsert' needs `primary_key` (the "
                               "column(s) of the table's primary key or unique constraint)")
-        timeout = config.get("timeout", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise DriverError(f"{COMPONENT}: `timeout` must be a positive number of seconds")
+        timeout = positive_seconds(config, "timeout", 30, COMPONENT)
         return cls(table=table, schema=str(config.get("schema") or "public"), mode=mode,
                    primary_key=pk, create_if_missing=bool(config.get("create_if_missing", True)),
                    batch_size=positive_int(config, "batch_size", 100) or 100,
-                   timeout=float(timeout),
+                   timeout=timeout,
                    retries=positive_int(config, "retries", 3, minimum=0) or 0)
 
 
 def run(ctx: StepContext, config: Mapping[str, Any],
         inputs: Sequence[UpstreamTable]) -> DriverResult:
     opts = Options.from_config(config)
-    if not inputs:
-        raise DriverError(f"{COMPONENT} needs an upstream step with data: add the step that "
-                          "produces the rows to this step's `needs`")
+    relation, columns = first_upstream(COMPONENT, ctx, inputs)
     channels = supabase_channels(COMPONENT, ctx.connection, config)
-    relation = inputs[0].relation
-    columns = list(inputs[0].columns) or duck_columns(ctx.con, relation)
     _check_keys(opts, columns)
     rows_in = int(scalar(ctx.con, f"SELECT count(*) FROM {relation}"))
     channel = "sql" if channels.sql is not None else "rest"
@@ -200,25 +198,15 @@ def create_table_ddl(schema: str, table: str, columns: list[tuple[str, str]],
 
 # == SQL channel ==================================================================================
 
-_TARGET_COLUMNS_SQL = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, c.relkind
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
-WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
+_TARGET_COLUMNS_SQL = table_columns_sql(
+    "a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, c.relkind")
 
 
 class _SqlWrite:
     def __init__(self, ctx: StepContext, opts: Options, params: PgParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
-        self.ctx = ctx
-        self.opts = opts
-        self.params = params
-        self.relation = relation
-        self.columns = columns
+        self.ctx, self.opts, self.params = ctx, opts, params
+        self.relation, self.columns = relation, columns
         self.label = f"{opts.schema}.{opts.table}"
         self.qualified = f"{pg_ident(opts.schema, 'schema')}.{pg_ident(opts.table, 'table')}"
         self.target_names: dict[str, str] = {}  # input column -> target column
@@ -420,11 +408,8 @@ def json_expression(ref: str, duck_type: str) -> str:
 class _RestWrite:
     def __init__(self, ctx: StepContext, opts: Options, rest: RestParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
-        self.ctx = ctx
-        self.opts = opts
-        self.rest = rest
-        self.relation = relation
-        self.columns = columns
+        self.ctx, self.opts, self.rest = ctx, opts, rest
+        self.relation, self.columns = relation, columns
         self.url = rest.table_url(opts.table)
         self.label = f"{opts.schema}.{opts.table}"
 
@@ -468,16 +453,8 @@ class _RestWrite:
         fields = ", ".join(f"{quote_ident(n)} := {json_expression(quote_ident(n), t)}"
                            for n, t in self.columns)
         sql = f"SELECT CAST(to_json(struct_pack({fields})) AS VARCHAR) FROM {self.relation}"
-        size = self.opts.batch_size
-        with arrow_batches(self.ctx.con, sql, size) as reader:
-            pending: list[str] = []
-            for batch in reader:
-                pending.extend(batch.column(0).to_pylist())
-                while len(pending) >= size:
-                    yield pending[:size]
-                    pending = pending[size:]
-            if pending:
-                yield pending
+        return row_lists(self.ctx.con, sql, self.opts.batch_size,
+                         lambda batch: batch.column(0).to_pylist())
 
     def _post_all(self, http: PostgrestClient) -> int:
         opts = self.opts

@@ -62,25 +62,32 @@ class RowStream:
         return pa.RecordBatchReader.from_batches(self.schema, self._generate())
 
     def _generate(self) -> Iterator[pa.RecordBatch]:
-        converters = [(i, c.convert) for i, c in enumerate(self.columns) if c.convert]
-        width = len(self.columns)
+        """The source's batches, counted and reported; a failure is kept in ``error``."""
         try:
-            for cols in self._batches:
-                n = len(cols[0]) if cols else 0
-                if not n:
-                    continue
-                for i, fn in converters:
-                    cols[i] = _converted(fn, cols[i])
-                arrays = [pa.array(cols[i], type=self.schema.field(i).type)
-                          for i in range(width)]
+            for batch in self._record_batches():
+                n = batch.num_rows
                 with self._lock:
                     self.rows += n
                 if self._progress is not None:
                     self._progress.add(n)
-                yield pa.record_batch(arrays, schema=self.schema)
+                yield batch
         except BaseException as exc:
             self.error = exc
             raise
+
+    def _record_batches(self) -> Iterator[pa.RecordBatch]:
+        """The non-empty batches of the source, as Arrow batches of ``schema``."""
+        converters = [(i, c.convert) for i, c in enumerate(self.columns) if c.convert]
+        width = len(self.columns)
+        for cols in self._batches:
+            n = len(cols[0]) if cols else 0
+            if not n:
+                continue
+            for i, fn in converters:
+                cols[i] = _converted(fn, cols[i])
+            arrays = [pa.array(cols[i], type=self.schema.field(i).type)
+                      for i in range(width)]
+            yield pa.record_batch(arrays, schema=self.schema)
 
 
 class BatchStream(RowStream):
@@ -96,27 +103,18 @@ class BatchStream(RowStream):
         super().__init__(columns, iter(()), progress, schema)
         self._arrow_batches = batches
 
-    def _generate(self) -> Iterator[pa.RecordBatch]:
+    def _record_batches(self) -> Iterator[pa.RecordBatch]:
         converters = [(i, c.convert) for i, c in enumerate(self.columns) if c.convert]
-        try:
-            for batch in self._arrow_batches:
-                n = batch.num_rows
-                if not n:
-                    continue
-                if converters:  # rare types fixed up in Python (e.g. MySQL BIT)
-                    arrays = list(batch.columns)
-                    for i, fn in converters:
-                        arrays[i] = pa.array(_converted(fn, arrays[i].to_pylist()),
-                                             type=self.schema.field(i).type)
-                    batch = pa.record_batch(arrays, schema=self.schema)
-                with self._lock:
-                    self.rows += n
-                if self._progress is not None:
-                    self._progress.add(n)
-                yield pa.record_batch(batch.columns, schema=self.schema)
-        except BaseException as exc:
-            self.error = exc
-            raise
+        for batch in self._arrow_batches:
+            if not batch.num_rows:
+                continue
+            if converters:  # rare types fixed up in Python (e.g. MySQL BIT)
+                arrays = list(batch.columns)
+                for i, fn in converters:
+                    arrays[i] = pa.array(_converted(fn, arrays[i].to_pylist()),
+                                         type=self.schema.field(i).type)
+                batch = pa.record_batch(arrays, schema=self.schema)
+            yield pa.record_batch(batch.columns, schema=self.schema)
 
 
 def _converted(fn: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
