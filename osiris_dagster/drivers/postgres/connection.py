@@ -73,49 +73,14 @@ def supabase_channels(component: str, connection: Mapping[str, Any] | None,
                       config: Mapping[str, Any]) -> SupabaseChannels:
     """The SQL channel (DSN, ``pg_*`` fields or ``host/database/user/password``) and the REST
     channel (``url`` or ``project_id`` + ``service_role_key`` > ``anon_key`` > ``key``)."""
-    from psycopg import ProgrammingError
-    from psycopg import conninfo as ci
-
     conn = dict(connection or {})
     secrets = secret_values(conn)  # every secret-named field (masking.SECRET_NAMES)
     if config.get("key"):
         secrets.append(str(config["key"]))
-
-    sql: PgParams | None = None
-    dsn = next((conn[k] for k in ("pg_dsn", "dsn", "sql_dsn") if conn.get(k)), None)
-    extra = {k: str(conn[k]) for k in ("sslmode", "sslrootcert") if conn.get(k)}
-    try:
-        if dsn:
-            parts = ci.conninfo_to_dict(str(dsn))
-            parts.update(extra)
-            parts.setdefault("connect_timeout", "10")
-            pw = parts.get("password")
-            if pw:
-                secrets.append(str(pw))
-            sql = _pg_params(ci.make_conninfo(**parts), parts, secrets)
-        else:
-            prefix = "pg_" if conn.get("pg_host") else ""
-            if conn.get(f"{prefix}host") and (prefix or conn.get("database")):
-                parts = {
-                    "host": str(conn[f"{prefix}host"]),
-                    "port": str(conn.get(f"{prefix}port") or 5432),
-                    "dbname": str(conn.get(f"{prefix}database") or "postgres"),
-                    "user": str(conn.get(f"{prefix}user") or "postgres"),
-                    "connect_timeout": "10",
-                    **extra,
-                }
-                if conn.get(f"{prefix}password") not in (None, ""):
-                    parts["password"] = str(conn[f"{prefix}password"])
-                sql = _pg_params(ci.make_conninfo(**parts), parts, secrets)
-    except ProgrammingError:  # malformed DSN: psycopg quotes pieces of it (the password too)
-        raise DriverError(f"{component}: the Supabase connection's DSN cannot be parsed; check "
-                          "pg_dsn/dsn/sql_dsn (a 'postgresql://user:password@host:5432/db' URL "
-                          "or 'host=... dbname=... user=... password=...' pairs)") from None
+    sql = _sql_channel(component, conn, secrets)
 
     rest: RestParams | None = None
-    url = connection_setting(conn, config, "url")
-    if not url and connection_setting(conn, config, "project_id"):
-        url = f"https://{connection_setting(conn, config, 'project_id')}.supabase.co"
+    url = _rest_url(conn, config)
     key = next((conn[k] for k in ("service_role_key", "anon_key", "key") if conn.get(k)), None)
     key = key or config.get("key")
     if url and key:
@@ -128,6 +93,50 @@ def supabase_channels(component: str, connection: Mapping[str, Any] | None,
             f"pg_host/pg_database/pg_user/pg_password) nor a REST channel ({missing} is "
             "missing); check the @supabase connection in osiris_connections.yaml")
     return SupabaseChannels(sql, rest, tuple(secrets))
+
+
+def _sql_channel(component: str, conn: Mapping[str, Any], secrets: list[str]) -> PgParams | None:
+    """The SQL channel, if the connection gives one; a DSN's password joins ``secrets``."""
+    from psycopg import ProgrammingError
+    from psycopg import conninfo as ci
+
+    dsn = next((conn[k] for k in ("pg_dsn", "dsn", "sql_dsn") if conn.get(k)), None)
+    extra = {k: str(conn[k]) for k in ("sslmode", "sslrootcert") if conn.get(k)}
+    try:
+        if dsn:
+            parts = ci.conninfo_to_dict(str(dsn))
+            parts.update(extra)
+            parts.setdefault("connect_timeout", "10")
+            pw = parts.get("password")
+            if pw:
+                secrets.append(str(pw))
+            return _pg_params(ci.make_conninfo(**parts), parts, secrets)
+        prefix = "pg_" if conn.get("pg_host") else ""
+        if conn.get(f"{prefix}host") and (prefix or conn.get("database")):
+            parts = {
+                "host": str(conn[f"{prefix}host"]),
+                "port": str(conn.get(f"{prefix}port") or 5432),
+                "dbname": str(conn.get(f"{prefix}database") or "postgres"),
+                "user": str(conn.get(f"{prefix}user") or "postgres"),
+                "connect_timeout": "10",
+                **extra,
+            }
+            if conn.get(f"{prefix}password") not in (None, ""):
+                parts["password"] = str(conn[f"{prefix}password"])
+            return _pg_params(ci.make_conninfo(**parts), parts, secrets)
+    except ProgrammingError:  # malformed DSN: psycopg quotes pieces of it (the password too)
+        raise DriverError(f"{component}: the Supabase connection's DSN cannot be parsed; check "
+                          "pg_dsn/dsn/sql_dsn (a 'postgresql://user:password@host:5432/db' URL "
+                          "or 'host=... dbname=... user=... password=...' pairs)") from None
+    return None
+
+
+def _rest_url(conn: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
+    """The PostgREST base URL: ``url``, or the one of ``project_id`` on supabase.co."""
+    url = connection_setting(conn, config, "url")
+    if not url and connection_setting(conn, config, "project_id"):
+        url = f"https://{connection_setting(conn, config, 'project_id')}.supabase.co"
+    return url
 
 
 def _pg_params(conninfo: str, parts: Mapping[str, str], secrets: Sequence[str]) -> PgParams:
