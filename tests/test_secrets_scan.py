@@ -313,7 +313,8 @@ def test_key_value_text_under_every_secret_name_is_masked(name: str) -> None:
 def test_supabase_channels_mask_a_secret_under_every_name(name: str) -> None:
     """The Supabase driver's own error texts hide every secret-named connection field (it kept
     a list of eight names of its own before)."""
-    from osiris_dagster.drivers.sql_support import scrub, supabase_channels
+    from osiris_dagster.core.masking import scrub
+    from osiris_dagster.drivers.postgres.connection import supabase_channels
 
     secret = "Sb-Secret-Value-4242"
     value = f"postgresql://u:{secret}@127.0.0.1:1/db" if "dsn" in name else secret
@@ -329,7 +330,7 @@ def test_malformed_supabase_dsn_is_a_secret_free_driver_error() -> None:
     """psycopg echoes an unparsable DSN (password and all) in its error; the channel builder
     used to catch a non-existent `conninfo.ProgrammingError` and died with an AttributeError."""
     from osiris_dagster.core.errors import DriverError
-    from osiris_dagster.drivers.sql_support import supabase_channels
+    from osiris_dagster.drivers.postgres.connection import supabase_channels
 
     with pytest.raises(DriverError, match="pg_dsn") as err:
         supabase_channels("supabase.writer", {"pg_dsn": "Sb-Secret-Value-4242 nonsense"}, {})

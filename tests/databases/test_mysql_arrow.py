@@ -328,7 +328,7 @@ def test_any_character_in_a_password_reaches_connectorx_and_no_message(
 def test_connectorx_messages_are_masked() -> None:
     from osiris_dagster.core.masking import scrub
     from osiris_dagster.drivers.mysql import arrow as mx
-    from osiris_dagster.drivers.sql_support import MySQLParams
+    from osiris_dagster.drivers.mysql.connection import MySQLParams
 
     params = MySQLParams("db.example", 3306, "d", "u", password="s3:cr@t/%")
     url = mx.connection_url(params)

@@ -35,7 +35,7 @@ from pymysql.constants import FIELD_TYPE
 
 from osiris_dagster.core.masking import scrub
 from osiris_dagster.drivers.mysql.arrow_child import ERROR_MARK
-from osiris_dagster.drivers.sql_support import MySQLParams
+from osiris_dagster.drivers.mysql.connection import MySQLParams
 
 CHILD = Path(__file__).with_name("arrow_child.py")
 # run before the query on connectorx's connection: no writes, as the pymysql path's

@@ -22,7 +22,7 @@ pandas). Here:
   (MariaDB's ed25519 and other plugins it lacks) or does not know a type (GEOMETRY, a NULL literal),
   the result is read with pymysql's unbuffered cursor as text inside ``START TRANSACTION READ ONLY``
   (event ``mysql_extract_path`` says which and why). DuckDB casts the columns while it builds the
-  table (:mod:`osiris_dagster.drivers.sql_support`). Memory stays flat whatever the row count;
+  table (:mod:`osiris_dagster.drivers.staging.rows`). Memory stays flat whatever the row count;
   progress is reported as batches arrive; a stopped step ends the read at once.
 * **Types** come from the result metadata, so an empty result still has typed columns:
 
@@ -65,9 +65,21 @@ import pyarrow as pa
 from pymysql.constants import FIELD_TYPE
 
 from osiris_dagster.core.errors import DriverError, StepCancelled
-from osiris_dagster.drivers import sql_support as sq
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.identifiers import mysql_ident, unique_names
 from osiris_dagster.drivers.mysql import arrow as mx
+from osiris_dagster.drivers.mysql.connection import (
+    MySQLParams,
+    mysql_connect,
+    mysql_error,
+    mysql_params,
+)
+from osiris_dagster.drivers.mysql.results import abandon_result, result_fields
+from osiris_dagster.drivers.mysql.types import mysql_column, mysql_decimal, mysql_type_name
+from osiris_dagster.drivers.options import name_list, positive_int
+from osiris_dagster.drivers.progress import Progress
+from osiris_dagster.drivers.staging.columns import SourceColumn, ValueProblem, is_zero_date
+from osiris_dagster.drivers.staging.rows import BatchStream, RowStream, columns_of, ingest
 
 COMPONENT = "mysql.extractor"
 _MAX_LIMIT = 18446744073709551615  # MySQL's "no limit" for LIMIT ... OFFSET
@@ -106,10 +118,10 @@ class Options:
             query=query.strip().rstrip(";").strip() if query else None,
             table=table if query is None else None,
             schema=str(schema) if schema else None,
-            columns=sq.name_list(config.get("columns"), "columns"),
-            limit=sq.positive_int(config, "limit", None),
-            offset=sq.positive_int(config, "offset", 0, minimum=0) or 0,
-            batch_size=sq.positive_int(config, "batch_size", 10000) or 10000,
+            columns=name_list(config.get("columns"), "columns"),
+            limit=positive_int(config, "limit", None),
+            offset=positive_int(config, "offset", 0, minimum=0) or 0,
+            batch_size=positive_int(config, "batch_size", 10000) or 10000,
             zero_dates_null=zero in ("null", "none"),
         )
 
@@ -117,7 +129,7 @@ class Options:
 def run(ctx: StepContext, config: Mapping[str, Any],
         inputs: Sequence[UpstreamTable]) -> DriverResult:
     opts = Options.from_config(config, ctx.connection)
-    params = sq.mysql_params(COMPONENT, ctx.connection, config)
+    params = mysql_params(COMPONENT, ctx.connection, config)
     source = _describe_source(opts, params)
     ctx.log_event("mysql_extract_start", host=params.host, port=params.port,
                   database=params.database, source=source, batch_size=opts.batch_size)
@@ -130,15 +142,15 @@ def run(ctx: StepContext, config: Mapping[str, Any],
                                         "mysql": f"{params.host}:{params.port}/{params.database}"})
 
 
-def _describe_source(opts: Options, params: sq.MySQLParams) -> str:
+def _describe_source(opts: Options, params: MySQLParams) -> str:
     if opts.table:
         return f"table {(opts.schema or params.database)}.{opts.table}"
     return "query"
 
 
-def _fail(ctx: StepContext, params: sq.MySQLParams, action: str,
+def _fail(ctx: StepContext, params: MySQLParams, action: str,
           exc: BaseException) -> DriverError:
-    return sq.mysql_error(COMPONENT, ctx.step_id, params, action, exc)
+    return mysql_error(COMPONENT, ctx.step_id, params, action, exc)
 
 
 # -- what to read, and how ------------------------------------------------------------------------
@@ -152,8 +164,8 @@ class _Plan:
     exact_sql: str
     arrow_sql: str | None
     why: str
-    columns: list[sq.SourceColumn]  # the output columns (after `columns` on a query)
-    arrow_columns: list[sq.SourceColumn]  # the same, as connectorx delivers them
+    columns: list[SourceColumn]  # the output columns (after `columns` on a query)
+    arrow_columns: list[SourceColumn]  # the same, as connectorx delivers them
     picks: list[int]  # result column of each output column
     width: int  # columns in the result
 
@@ -161,7 +173,7 @@ class _Plan:
 class _Probe:
     """Asks the server for the result's column types without reading it (pymysql)."""
 
-    def __init__(self, ctx: StepContext, opts: Options, params: sq.MySQLParams,
+    def __init__(self, ctx: StepContext, opts: Options, params: MySQLParams,
                  source: str) -> None:
         self.ctx, self.opts, self.params, self.source = ctx, opts, params, source
 
@@ -170,20 +182,20 @@ class _Probe:
 
         opts = self.opts
         sql = opts.query if opts.query is not None else self._table_sql("*")
-        conn = sq.mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
-                                raw_values=True)
+        conn = mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
+                             raw_values=True)
         cur = conn.cursor()
         try:
             json_columns = self._json_columns(cur) if opts.table else set()
             login = self._arrow_login(cur)
             cur.execute("SET SESSION sql_select_limit = 0")  # describe, do not run
             cur.execute(sql)
-            fields = sq.result_fields(cur)
+            fields = result_fields(cur)
         except pymysql.Error as exc:
             what = f"reading {self.source}" if opts.table else "running `query`"
             raise _fail(self.ctx, self.params, what, exc) from None
         finally:
-            sq.abandon_result(cur, conn)  # a query with its own LIMIT ran: not drained
+            abandon_result(cur, conn)  # a query with its own LIMIT ran: not drained
         if not fields:
             raise DriverError(f"{COMPONENT} step '{self.ctx.step_id}': the query returned no "
                               "result set (is it a SELECT?)")
@@ -193,13 +205,13 @@ class _Probe:
         opts = self.opts
         names = [f.name for f in fields]
         picks = self._projection(names)
-        out_names = sq.unique_names(names[i] for i in picks)
-        columns = [sq.mysql_column(n, fields[i], json_columns)
+        out_names = unique_names(names[i] for i in picks)
+        columns = [mysql_column(n, fields[i], json_columns)
                    for n, i in zip(out_names, picks, strict=True)]
         items = [arrow_item(f, table=opts.table is not None,
                             zero_dates_null=opts.zero_dates_null) for f in fields]
         exact_sql = opts.query if opts.query is not None else self._table_sql(
-            ", ".join(sq.mysql_ident(n, "column") for n in names) if opts.columns else "*")
+            ", ".join(mysql_ident(n, "column") for n in names) if opts.columns else "*")
         arrow_sql: str | None = None
         why = ""
         unreadable = [f.name for f, item in zip(fields, items, strict=True) if item is False]
@@ -207,13 +219,13 @@ class _Probe:
             why = f"connectorx cannot log in with {login}"
         elif unreadable:
             why = ("connectorx would not read column(s) " + ", ".join(
-                f"'{n}' ({sq.mysql_type_name(f.type_code)})" for n, f in
+                f"'{n}' ({mysql_type_name(f.type_code)})" for n, f in
                 zip(names, fields, strict=True) if n in unreadable) + " exactly")
         elif opts.query is not None:
             arrow_sql = opts.query
         else:
             arrow_sql = self._table_sql(", ".join(
-                item if isinstance(item, str) else sq.mysql_ident(f.name, "column")
+                item if isinstance(item, str) else mysql_ident(f.name, "column")
                 for f, item in zip(fields, items, strict=True)))
         arrow_columns = [arrow_column(c, items[i])
                          for c, i in zip(columns, picks, strict=True)]
@@ -224,11 +236,11 @@ class _Probe:
         that both readers run the same text)."""
         opts = self.opts
         if select_list == "*" and opts.columns:
-            select_list = ", ".join(sq.mysql_ident(c, "column") for c in opts.columns)
+            select_list = ", ".join(mysql_ident(c, "column") for c in opts.columns)
         assert opts.table is not None
-        target = sq.mysql_ident(opts.table, "table")
+        target = mysql_ident(opts.table, "table")
         if opts.schema:
-            target = f"{sq.mysql_ident(opts.schema, 'schema')}.{target}"
+            target = f"{mysql_ident(opts.schema, 'schema')}.{target}"
         sql = f"SELECT {select_list} FROM {target}"
         if opts.limit is not None or opts.offset:
             sql += f" LIMIT {int(opts.limit if opts.limit is not None else _MAX_LIMIT)}"
@@ -296,10 +308,10 @@ def arrow_item(field_: Any, *, table: bool, zero_dates_null: bool) -> str | bool
     that casts it (only for ``table`` reads, where osiris writes the SELECT), or ``False``: it
     cannot (the result is then read with pymysql)."""
     code = field_.type_code
-    ident = sq.mysql_ident(field_.name, "column")
+    ident = mysql_ident(field_.name, "column")
     as_text = f"CAST({ident} AS CHAR) AS {ident}" if table else False
     if code in _DECIMALS:
-        return True if mx.decimal_fits(*sq.mysql_decimal(field_)) else as_text
+        return True if mx.decimal_fits(*mysql_decimal(field_)) else as_text
     if code in mx.DATES and zero_dates_null:
         # zero dates have no Arrow value: as text they become NULL; a query's dates are read
         # as they are, and a zero date makes connectorx fail, so pymysql reads the result
@@ -311,7 +323,7 @@ def arrow_item(field_: Any, *, table: bool, zero_dates_null: bool) -> str | bool
     return mx.native_ok(code)
 
 
-def arrow_column(col: sq.SourceColumn, item: str | bool) -> sq.SourceColumn:
+def arrow_column(col: SourceColumn, item: str | bool) -> SourceColumn:
     """``col`` as connectorx delivers it: typed values need no Python fix-up (BIT arrives as an
     integer when cast, not as bytes)."""
     if isinstance(item, str) or col.convert is not None:
@@ -331,7 +343,7 @@ class _UseExact(Exception):
 
 
 class _Reader:
-    def __init__(self, ctx: StepContext, opts: Options, params: sq.MySQLParams, source: str,
+    def __init__(self, ctx: StepContext, opts: Options, params: MySQLParams, source: str,
                  plan: _Plan) -> None:
         self.ctx, self.opts, self.params, self.source, self.plan = ctx, opts, params, source, plan
         self.describe = (f"{COMPONENT} step '{ctx.step_id}' ({source} on MySQL "
@@ -350,11 +362,11 @@ class _Reader:
         self.ctx.log_event("mysql_extract_path", path="exact", reader="pymysql", reason=why)
         return self._read_exact()
 
-    def _ingest(self, stream: sq.RowStream, progress: sq.Progress,
+    def _ingest(self, stream: RowStream, progress: Progress,
                 translate: Callable[[BaseException], Any]) -> int:
-        rows = sq.ingest(self.ctx, stream, describe=self.describe,
-                         zero_dates_null=self.opts.zero_dates_null, hint=_hint,
-                         translate=translate)
+        rows = ingest(self.ctx, stream, describe=self.describe,
+                      zero_dates_null=self.opts.zero_dates_null, hint=_hint,
+                      translate=translate)
         progress.done()
         return rows
 
@@ -369,8 +381,8 @@ class _Reader:
                                     f"the server described {plan.width}")
                 schema = pa.schema([read.schema.field(i) for i in plan.picks])
                 batches = self._window(self._project(read.batches()))
-                progress = sq.Progress(self.ctx)
-                stream = sq.BatchStream(plan.arrow_columns, batches, progress, schema=schema)
+                progress = Progress(self.ctx)
+                stream = BatchStream(plan.arrow_columns, batches, progress, schema=schema)
                 return self._ingest(stream, progress, self._arrow_error)
         except mx.ArrowReadError as exc:  # before the first batch
             mapped = self._arrow_error(exc)
@@ -395,8 +407,8 @@ class _Reader:
     def _read_exact(self) -> int:
         import pymysql
 
-        conn = sq.mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
-                                raw_values=True)
+        conn = mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
+                             raw_values=True)
         cur = conn.cursor()
         try:
             try:
@@ -406,13 +418,13 @@ class _Reader:
             except pymysql.Error as exc:
                 what = f"reading {self.source}" if self.opts.table else "running `query`"
                 raise _fail(self.ctx, self.params, what, exc) from None
-            fields = sq.result_fields(cur)
+            fields = result_fields(cur)
             if len(fields) != self.plan.width:
                 raise DriverError(f"{self.describe}: the result changed while it was read "
                                   f"({len(fields)} columns, described with {self.plan.width})")
             state = {"finished": False}
-            progress = sq.Progress(self.ctx)
-            stream = sq.BatchStream(self.plan.columns, self._window(
+            progress = Progress(self.ctx)
+            stream = BatchStream(self.plan.columns, self._window(
                 self._exact_batches(cur, state)), progress)
             rows = self._ingest(stream, progress, lambda e: _fail(
                 self.ctx, self.params, f"reading {self.source}", e)
@@ -421,7 +433,7 @@ class _Reader:
                 conn.commit()
             return rows
         finally:
-            sq.abandon_result(cur, conn)  # an unfinished result is not drained
+            abandon_result(cur, conn)  # an unfinished result is not drained
 
     def _exact_batches(self, cur: Any, state: dict[str, bool]) -> Iterator[pa.RecordBatch]:
         """pymysql's rows as Arrow batches of the output columns: text, binary columns as
@@ -433,7 +445,7 @@ class _Reader:
             if not rows:
                 state["finished"] = True
                 return
-            cols = sq.columns_of(rows, plan.width)
+            cols = columns_of(rows, plan.width)
             arrays = []
             for col, i in zip(plan.columns, plan.picks, strict=True):
                 values = cols[i]
@@ -480,8 +492,8 @@ class _ServerError(Exception):
         super().__init__(code, message)
 
 
-def _hint(problem: sq.ValueProblem) -> str:
-    if sq.is_zero_date(problem.value):
+def _hint(problem: ValueProblem) -> str:
+    if is_zero_date(problem.value):
         return ("MySQL zero dates have no DuckDB equivalent: set `zero_dates: null` to read "
                 "them as NULL, or convert them in `query` (e.g. NULLIF(col, '0000-00-00')).")
     if re.fullmatch(r"-?\d+:\d\d:\d\d(\.\d+)?", problem.value):

@@ -53,8 +53,21 @@ from typing import Any
 import pyarrow as pa
 
 from osiris_dagster.core.errors import DriverError
-from osiris_dagster.drivers import sql_support as sq
+from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.duck_types import is_nested
+from osiris_dagster.drivers.identifiers import mysql_ident
+from osiris_dagster.drivers.mysql.connection import (
+    MySQLParams,
+    mysql_connect,
+    mysql_error,
+    mysql_params,
+)
+from osiris_dagster.drivers.mysql.types import mysql_ddl_type
+from osiris_dagster.drivers.options import name_list, positive_int, required_text
+from osiris_dagster.drivers.progress import Progress
+from osiris_dagster.drivers.session_reads import first_upstream, row_lists
 
 COMPONENT = "mysql.writer"
 _MODES = ("append", "replace", "upsert")
@@ -74,9 +87,7 @@ class Options:
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
                     connection: Mapping[str, Any] | None = None) -> Options:
-        table = config.get("table")
-        if not isinstance(table, str) or not table:
-            raise DriverError(f"{COMPONENT} needs `table`: the MySQL table to write")
+        table = required_text(config, "table", COMPONENT, "the MySQL table to write")
         mode = str(config.get("mode") or "append").lower()
         if mode not in _MODES:
             raise DriverError(f"{COMPONENT}: `mode` must be one of {', '.join(_MODES)}, got "
@@ -84,14 +95,14 @@ class Options:
         keys = config.get("upsert_keys")
         if isinstance(keys, str):
             keys = [keys]
-        keys = sq.name_list(keys, "upsert_keys")
+        keys = name_list(keys, "upsert_keys")
         if mode == "upsert" and not keys:
             raise DriverError(f"{COMPONENT}: mode 'upsert' needs `upsert_keys` (the PRIMARY KEY "
                               "or UNIQUE index columns that identify a row)")
         schema = config.get("schema") or (connection or {}).get("schema")
         return cls(table=table, schema=str(schema) if schema else None, mode=mode,
                    upsert_keys=keys,
-                   batch_size=sq.positive_int(config, "batch_size", 1000) or 1000,
+                   batch_size=positive_int(config, "batch_size", 1000) or 1000,
                    create_table=bool(config.get("create_table", False)),
                    truncate_before=bool(config.get("truncate_before", False)))
 
@@ -99,12 +110,8 @@ class Options:
 def run(ctx: StepContext, config: Mapping[str, Any],
         inputs: Sequence[UpstreamTable]) -> DriverResult:
     opts = Options.from_config(config, ctx.connection)
-    if not inputs:
-        raise DriverError(f"{COMPONENT} needs an upstream step with data: add the step that "
-                          "produces the rows to this step's `needs`")
-    params = sq.mysql_params(COMPONENT, ctx.connection, config)
-    relation = inputs[0].relation
-    columns = list(inputs[0].columns) or sq.duck_columns(ctx.con, relation)
+    relation, columns = first_upstream(COMPONENT, ctx, inputs)
+    params = mysql_params(COMPONENT, ctx.connection, config)
     target = params.target(opts.table, opts.schema)
     writer = _Writer(ctx, opts, params, relation, columns)
     rows = writer.run()
@@ -114,29 +121,26 @@ def run(ctx: StepContext, config: Mapping[str, Any],
 
 
 class _Writer:
-    def __init__(self, ctx: StepContext, opts: Options, params: sq.MySQLParams, relation: str,
+    def __init__(self, ctx: StepContext, opts: Options, params: MySQLParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
-        self.ctx = ctx
-        self.opts = opts
-        self.params = params
-        self.relation = relation
-        self.columns = columns
+        self.ctx, self.opts, self.params = ctx, opts, params
+        self.relation, self.columns = relation, columns
         self.created = False
         self.schema = opts.schema or params.database
-        qualified = sq.mysql_ident(opts.table, "table")
+        qualified = mysql_ident(opts.table, "table")
         if opts.schema:
-            qualified = f"{sq.mysql_ident(opts.schema, 'schema')}.{qualified}"
+            qualified = f"{mysql_ident(opts.schema, 'schema')}.{qualified}"
         self.qualified = qualified
         self.label = f"{self.schema}.{opts.table}"
 
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
-        return sq.mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note)
+        return mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note)
 
     def run(self) -> int:
         import pymysql
 
-        conn = sq.mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=False,
-                                raw_values=False)
+        conn = mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=False,
+                             raw_values=False)
         try:
             cur = conn.cursor()
             cur.max_stmt_length = _MAX_STMT
@@ -163,7 +167,7 @@ class _Writer:
                     self.created = False
                 raise
         finally:
-            sq.close_quietly(conn)
+            close_quietly(conn)
 
     # -- target inspection ------------------------------------------------------------------
     def _target_columns(self, cur: Any) -> list[str] | None:
@@ -229,13 +233,13 @@ class _Writer:
         key_set = {k.lower() for k in keys}
         defs = []
         for name, duck in self.columns:
-            kind = sq.mysql_ddl_type(duck)
+            kind = mysql_ddl_type(duck)
             if name.lower() in key_set:
                 kind = {"LONGTEXT": "VARCHAR(255)", "LONGBLOB": "VARBINARY(255)",
                         "JSON": "VARCHAR(255)"}.get(kind, kind) + " NOT NULL"
-            defs.append(f"  {sq.mysql_ident(name, 'column')} {kind}")
+            defs.append(f"  {mysql_ident(name, 'column')} {kind}")
         if keys:
-            defs.append(f"  PRIMARY KEY ({', '.join(sq.mysql_ident(k) for k in keys)})")
+            defs.append(f"  PRIMARY KEY ({', '.join(mysql_ident(k) for k in keys)})")
         ddl = (f"CREATE TABLE {self.qualified} (\n" + ",\n".join(defs) +
                "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
         (self.ctx.artifacts_dir / "ddl_plan.sql").write_text(ddl + ";\n", encoding="utf-8")
@@ -248,7 +252,7 @@ class _Writer:
 
     # -- data -------------------------------------------------------------------------------
     def _insert_sql(self) -> str:
-        cols = [sq.mysql_ident(n, "column") for n, _ in self.columns]
+        cols = [mysql_ident(n, "column") for n, _ in self.columns]
         sql = (f"INSERT INTO {self.qualified} ({', '.join(cols)}) VALUES "
                f"({', '.join(['%s'] * len(cols))})")
         if self.opts.mode == "upsert":
@@ -264,13 +268,13 @@ class _Writer:
     def _select_sql(self) -> str:
         exprs = []
         for name, duck in self.columns:
-            ref = sq.duck_ident(name)
+            ref = quote_ident(name)
             t = duck.upper()
             if t in ("FLOAT", "DOUBLE"):
                 e = f"CASE WHEN isnan({ref}) THEN NULL ELSE {ref} END"
             elif t == "TIMESTAMP WITH TIME ZONE":
                 e = f"timezone('UTC', {ref})"
-            elif sq.is_nested(t):
+            elif is_nested(t):
                 e = f"CAST(to_json({ref}) AS VARCHAR)"
             elif t in ("UUID", "INTERVAL", "TIME WITH TIME ZONE", "BIT") or \
                     t.startswith(("ENUM", "VARINT", "BIGNUM")):
@@ -281,16 +285,7 @@ class _Writer:
         return f"SELECT {', '.join(exprs)} FROM {self.relation}"
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
-        size = self.opts.batch_size
-        with sq.arrow_batches(self.ctx.con, self._select_sql(), size) as reader:
-            pending: list[tuple[Any, ...]] = []
-            for batch in reader:
-                pending.extend(_rows(batch))
-                while len(pending) >= size:
-                    yield pending[:size]
-                    pending = pending[size:]
-            if pending:
-                yield pending
+        return row_lists(self.ctx.con, self._select_sql(), self.opts.batch_size, _rows)
 
     def _write(self, conn: Any, cur: Any) -> int:
         import pymysql
@@ -304,7 +299,7 @@ class _Writer:
         except pymysql.Error as exc:
             raise self._fail(f"emptying {self.label}", exc) from None
         written = 0
-        progress = sq.Progress(self.ctx)
+        progress = Progress(self.ctx)
         for rows in self._batches():
             try:
                 cur.executemany(insert, rows)

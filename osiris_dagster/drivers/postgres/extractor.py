@@ -1,7 +1,7 @@
 """``supabase.extractor``: a Supabase (PostgreSQL) table -> the step's table, streamed.
 
 Osiris ships a spec but no driver for this component. The connection decides the channel, as
-for ``supabase.writer`` (:func:`sql_support.supabase_channels`); a SQL channel wins.
+for ``supabase.writer`` (:func:`.connection.supabase_channels`); a SQL channel wins.
 
 Config: ``table`` (+ ``schema``, default public), ``select`` (``*`` or a comma-separated column
 list), ``filter`` (``{column: value}``: equality; ``null`` means IS NULL, a list means IN),
@@ -16,7 +16,7 @@ domains resolved to their base type), so an empty result keeps its columns. One 
 quoted identifiers and bound filter values (each cast to the column's own type), run in a
 read-only transaction through a server-side (named) cursor; every column is rendered as text by
 the server (arrays as JSON) and cast by DuckDB while it builds the table from Arrow batches
-(:mod:`osiris_dagster.drivers.sql_support`): flat memory, no Python object per value.
+(:mod:`osiris_dagster.drivers.staging.rows`): flat memory, no Python object per value.
 
   ================================  ==========================================
   PostgreSQL                        DuckDB
@@ -59,13 +59,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from osiris_dagster.core.errors import DriverError
-from osiris_dagster.drivers import sql_support as sq
+from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.identifiers import pg_ident, unique_names
+from osiris_dagster.drivers.options import name_list, positive_int, positive_seconds, required_text
+from osiris_dagster.drivers.postgres.catalog import PG_TYPES_SQL, table_columns_sql
+from osiris_dagster.drivers.postgres.connection import (
+    PgParams,
+    RestParams,
+    pg_connect,
+    pg_error,
+    supabase_channels,
+)
 from osiris_dagster.drivers.postgres.postgrest import (
     PostgrestClient,
     profile_headers,
     quote_in_value,
 )
+from osiris_dagster.drivers.postgres.types import PgType, pg_duck_type, pg_select_expression
+from osiris_dagster.drivers.progress import Progress
+from osiris_dagster.drivers.session_reads import scalar
+from osiris_dagster.drivers.staging.columns import SourceColumn, select_expression, value_problem
+from osiris_dagster.drivers.staging.rows import BatchStream, RowStream, columns_of, ingest
 
 COMPONENT = "supabase.extractor"
 _SQL_BATCH = 10_000
@@ -95,9 +111,7 @@ class Options:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Options:
-        table = config.get("table")
-        if not isinstance(table, str) or not table:
-            raise DriverError(f"{COMPONENT} needs `table`: the table to read")
+        table = required_text(config, "table", COMPONENT, "the table to read")
         if config.get("tables"):
             raise DriverError(f"{COMPONENT}: `tables` (several tables in one step) is not "
                               "supported; use one step per table")
@@ -107,21 +121,19 @@ class Options:
         if not isinstance(select, str) or not select.strip():
             raise DriverError(f"{COMPONENT}: `select` must be '*' or a comma-separated list of "
                               "columns")
-        columns = None if select.strip() == "*" else sq.name_list(select, "select")
+        columns = None if select.strip() == "*" else name_list(select, "select")
         filters = config.get("filter") or {}
         if not isinstance(filters, Mapping):
             raise DriverError(f"{COMPONENT}: `filter` must map column names to values, e.g. "
                               "{status: active}")
-        timeout = config.get("timeout", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise DriverError(f"{COMPONENT}: `timeout` must be a positive number of seconds")
+        timeout = positive_seconds(config, "timeout", 30, COMPONENT)
         return cls(table=table, schema=str(config.get("schema") or "public"), select=columns,
                    filters={str(k): v for k, v in filters.items()},
                    order=_parse_order(config.get("order")),
-                   page_size=sq.positive_int(config, "limit", 1000) or 1000,
-                   offset=sq.positive_int(config, "offset", 0, minimum=0) or 0,
-                   timeout=float(timeout),
-                   retries=sq.positive_int(config, "retries", 3, minimum=0) or 0)
+                   page_size=positive_int(config, "limit", 1000) or 1000,
+                   offset=positive_int(config, "offset", 0, minimum=0) or 0,
+                   timeout=timeout,
+                   retries=positive_int(config, "retries", 3, minimum=0) or 0)
 
 
 def _parse_order(value: Any) -> list[Order]:
@@ -152,7 +164,7 @@ def _parse_order(value: Any) -> list[Order]:
 def run(ctx: StepContext, config: Mapping[str, Any],
         inputs: Sequence[UpstreamTable]) -> DriverResult:
     opts = Options.from_config(config)
-    channels = sq.supabase_channels(COMPONENT, ctx.connection, config)
+    channels = supabase_channels(COMPONENT, ctx.connection, config)
     if channels.sql is not None:
         source = channels.sql.target(opts.schema, opts.table)
         rows = _SqlRead(ctx, opts, channels.sql).run()
@@ -169,33 +181,25 @@ def run(ctx: StepContext, config: Mapping[str, Any],
 
 # == SQL channel ==================================================================================
 
-_COLUMNS_SQL = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
+_COLUMNS_SQL = table_columns_sql("""a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
        CASE WHEN t.typtype = 'd' AND a.atttypmod < 0 THEN t.typtypmod ELSE a.atttypmod END,
-       a.attndims
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
-WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
+       a.attndims""")
 
 
 class _SqlRead:
-    def __init__(self, ctx: StepContext, opts: Options, params: sq.PgParams) -> None:
+    def __init__(self, ctx: StepContext, opts: Options, params: PgParams) -> None:
         self.ctx = ctx
         self.opts = opts
         self.params = params
         self.label = f"{opts.schema}.{opts.table}"
 
     def _fail(self, action: str, exc: BaseException) -> DriverError:
-        return sq.pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc)
+        return pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc)
 
     def run(self) -> int:
         import psycopg
 
-        conn = sq.pg_connect(COMPONENT, self.ctx.step_id, self.params, read_only=True)
+        conn = pg_connect(COMPONENT, self.ctx.step_id, self.params, read_only=True)
         try:
             try:
                 with conn.cursor() as cur:
@@ -203,7 +207,7 @@ class _SqlRead:
                 sql, args, columns = self._query(catalog)
             except psycopg.Error as exc:
                 raise self._fail(f"reading {self.label}", exc) from None
-            progress = sq.Progress(self.ctx)
+            progress = Progress(self.ctx)
             describe = (f"{COMPONENT} step '{self.ctx.step_id}' (table {self.label} on "
                         f"PostgreSQL {self.params.where})")
 
@@ -222,10 +226,10 @@ class _SqlRead:
                 conn.rollback()
             return rows
         finally:
-            sq.close_quietly(conn)
+            close_quietly(conn)
 
     def _via_cursor(self, conn: Any, sql: str, args: list[Any],
-                    columns: list[sq.SourceColumn], progress: sq.Progress, describe: str,
+                    columns: list[SourceColumn], progress: Progress, describe: str,
                     translate: Any) -> int:
         import psycopg
 
@@ -235,25 +239,25 @@ class _SqlRead:
             cur.execute(sql, args)
         except psycopg.Error as exc:
             raise self._fail(f"reading {self.label}", exc) from None
-        stream = sq.RowStream(columns, self._batches(cur), progress)
-        rows = sq.ingest(self.ctx, stream, describe=describe, translate=translate)
+        stream = RowStream(columns, self._batches(cur), progress)
+        rows = ingest(self.ctx, stream, describe=describe, translate=translate)
         with contextlib.suppress(psycopg.Error):
             cur.close()
         return rows
 
-    def _via_copy(self, conn: Any, sql: str, columns: list[sq.SourceColumn],
-                  progress: sq.Progress, describe: str, translate: Any) -> int:
+    def _via_copy(self, conn: Any, sql: str, columns: list[SourceColumn],
+                  progress: Progress, describe: str, translate: Any) -> int:
         import psycopg
 
         with conn.cursor() as cur:
             try:
                 with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
                     source = _CopySource(copy)
-                    stream = sq.BatchStream(columns, _csv_batches(source, len(columns)),
-                                            progress)
+                    stream = BatchStream(columns, _csv_batches(source, len(columns)),
+                                         progress)
                     try:
-                        return sq.ingest(self.ctx, stream, describe=describe,
-                                         translate=translate)
+                        return ingest(self.ctx, stream, describe=describe,
+                                      translate=translate)
                     except DriverError:
                         if source.error is not None and translate(source.error) is not None:
                             raise translate(source.error) from None
@@ -261,7 +265,7 @@ class _SqlRead:
             except psycopg.Error as exc:
                 raise self._fail(f"reading {self.label}", exc) from None
 
-    def _catalog(self, cur: Any) -> list[tuple[str, str, sq.PgType]]:
+    def _catalog(self, cur: Any) -> list[tuple[str, str, PgType]]:
         cur.execute(_COLUMNS_SQL, (self.opts.schema, self.opts.table))
         rows = cur.fetchall()
         if not rows:
@@ -269,7 +273,7 @@ class _SqlRead:
                 f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} does not exist on "
                 f"PostgreSQL {self.params.where} (or the user cannot see it). Check `table` and "
                 "`schema`.")
-        cur.execute(sq.PG_TYPES_SQL, ([int(r[2]) for r in rows],))
+        cur.execute(PG_TYPES_SQL, ([int(r[2]) for r in rows],))
         types = {int(oid): (name, cat, elem) for oid, name, cat, elem, _ in cur.fetchall()}
         out = []
         for name, display, oid, typmod, dims in rows:
@@ -277,13 +281,13 @@ class _SqlRead:
             precision = scale = None
             if base == "numeric" and typmod is not None and int(typmod) >= 4:
                 precision, scale = ((int(typmod) - 4) >> 16) & 0xFFFF, (int(typmod) - 4) & 0xFFFF
-            out.append((str(name), str(display), sq.PgType(
+            out.append((str(name), str(display), PgType(
                 str(base), str(cat), str(elem) if elem else None, max(int(dims or 1), 1),
                 precision, scale, str(display))))
         return out
 
-    def _query(self, catalog: list[tuple[str, str, sq.PgType]]
-               ) -> tuple[str, list[Any], list[sq.SourceColumn]]:
+    def _query(self, catalog: list[tuple[str, str, PgType]]
+               ) -> tuple[str, list[Any], list[SourceColumn]]:
         opts = self.opts
         by_name = {name: (display, t) for name, display, t in catalog}
         wanted = opts.select or [name for name, _, _ in catalog]
@@ -291,16 +295,16 @@ class _SqlRead:
         self._require(list(opts.filters), by_name, "filter")
         self._require([o.column for o in opts.order], by_name, "order")
         exprs, columns = [], []
-        for out_name, name in zip(sq.unique_names(wanted), wanted, strict=True):
+        for out_name, name in zip(unique_names(wanted), wanted, strict=True):
             display, t = by_name[name]
-            duck, kind = sq.pg_duck_type(t)
-            exprs.append(sq.pg_select_expression(sq.pg_ident(name), t))
-            columns.append(sq.SourceColumn(out_name, duck, f"PostgreSQL {display}", kind=kind))
-        sql = (f"SELECT {', '.join(exprs)} FROM {sq.pg_ident(opts.schema, 'schema')}."
-               f"{sq.pg_ident(opts.table, 'table')}")
+            duck, kind = pg_duck_type(t)
+            exprs.append(pg_select_expression(pg_ident(name), t))
+            columns.append(SourceColumn(out_name, duck, f"PostgreSQL {display}", kind=kind))
+        sql = (f"SELECT {', '.join(exprs)} FROM {pg_ident(opts.schema, 'schema')}."
+               f"{pg_ident(opts.table, 'table')}")
         where, args = [], []
         for name, value in opts.filters.items():
-            col = sq.pg_ident(name)
+            col = pg_ident(name)
             display = by_name[name][0]
             if value is None:
                 where.append(f"{col} IS NULL")
@@ -314,7 +318,7 @@ class _SqlRead:
             sql += " WHERE " + " AND ".join(where)
         if opts.order:
             sql += " ORDER BY " + ", ".join(
-                sq.pg_ident(o.column) + (" DESC" if o.descending else " ASC") +
+                pg_ident(o.column) + (" DESC" if o.descending else " ASC") +
                 (f" NULLS {o.nulls.upper()}" if o.nulls else "") for o in opts.order)
         if opts.offset:
             sql += " OFFSET %s"
@@ -335,7 +339,7 @@ class _SqlRead:
             rows = cur.fetchmany(_SQL_BATCH)
             if not rows:
                 return
-            yield sq.columns_of(rows, width)
+            yield columns_of(rows, width)
 
 
 class _CopySource(io.RawIOBase):
@@ -422,22 +426,22 @@ _FORMAT_NAMES = {
 }
 
 
-def rest_type(fmt: str) -> sq.PgType:
+def rest_type(fmt: str) -> PgType:
     """A PostgreSQL type from an OpenAPI ``format`` (``integer``, ``numeric(10,2)``, ``text[]``)."""
     fmt = fmt.strip().lower()
     if fmt.endswith("[]"):
         inner = rest_type(fmt[:-2])
-        return sq.PgType("_" + inner.name, "A", inner.name, display=fmt)
+        return PgType("_" + inner.name, "A", inner.name, display=fmt)
     m = _FORMAT_PARAMS.match(fmt)
     base = m.group("base").strip() if m else fmt
     name = _FORMAT_NAMES.get(base, _FORMAT_NAMES.get(fmt, base))
     precision = int(m.group("p")) if m and m.group("p") and name == "numeric" else None
     scale = int(m.group("s") or 0) if precision is not None and m else None
-    return sq.PgType(name, "N" if name == "numeric" else "", None, 1, precision, scale, fmt)
+    return PgType(name, "N" if name == "numeric" else "", None, 1, precision, scale, fmt)
 
 
 class _RestRead:
-    def __init__(self, ctx: StepContext, opts: Options, rest: sq.RestParams) -> None:
+    def __init__(self, ctx: StepContext, opts: Options, rest: RestParams) -> None:
         self.ctx = ctx
         self.opts = opts
         self.rest = rest
@@ -449,7 +453,7 @@ class _RestRead:
         http = PostgrestClient(self.ctx, self.rest, component=COMPONENT,
                                timeout=self.opts.timeout, retries=self.opts.retries)
         con = self.ctx.con
-        staging = sq.duck_ident(self.staging)
+        staging = quote_ident(self.staging)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {staging} (r JSON)")
         try:
             types = self._openapi_types(http)
@@ -457,7 +461,7 @@ class _RestRead:
             columns = self._columns(types, staging)
             if not columns:
                 names = self.opts.select or ["_empty"]
-                columns = [(n, sq.PgType("text", "S")) for n in names]
+                columns = [(n, PgType("text", "S")) for n in names]
             rows = self._build(columns, staging)
             if rows != fetched:  # pragma: no cover - defensive
                 raise DriverError(f"{COMPONENT}: read {fetched} rows but built {rows}")
@@ -467,7 +471,7 @@ class _RestRead:
             with contextlib.suppress(Exception):
                 con.execute(f"DROP TABLE IF EXISTS {staging}")
 
-    def _openapi_types(self, http: PostgrestClient) -> dict[str, sq.PgType] | None:
+    def _openapi_types(self, http: PostgrestClient) -> dict[str, PgType] | None:
         """Column types from PostgREST's OpenAPI description (None if unavailable: an error
         status or an unexpected body; a host that cannot be reached fails here as the first
         page would)."""
@@ -490,7 +494,7 @@ class _RestRead:
             out[str(name)] = rest_type(str(fmt or "text"))
         return out
 
-    def _params(self, types: Mapping[str, sq.PgType] | None) -> dict[str, str]:
+    def _params(self, types: Mapping[str, PgType] | None) -> dict[str, str]:
         opts = self.opts
         names = opts.select or (list(types) if types else None)
         if names is None:
@@ -511,20 +515,20 @@ class _RestRead:
                 (f".nulls{o.nulls}" if o.nulls else "") for o in opts.order)
         return params
 
-    def _fetch_pages(self, http: PostgrestClient, types: Mapping[str, sq.PgType] | None,
+    def _fetch_pages(self, http: PostgrestClient, types: Mapping[str, PgType] | None,
                      staging: str) -> int:
         opts = self.opts
         params = self._params(types)
         headers = profile_headers(opts.schema, False)
         offset, total = opts.offset, 0
-        progress = sq.Progress(self.ctx)
+        progress = Progress(self.ctx)
         while True:
             page_params = {**params, "limit": str(opts.page_size), "offset": str(offset)}
             resp = http.request("GET", self.url, params=page_params, headers=headers,
                                 what=f"reading {self.label} (rows {offset + 1}-"
                                      f"{offset + opts.page_size})")
             text = resp.text
-            n = int(sq.scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
+            n = int(scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
             if n:
                 self.ctx.con.execute(
                     f"INSERT INTO {staging} SELECT unnest(json_extract(?::JSON, '$[*]'))",
@@ -537,14 +541,14 @@ class _RestRead:
         progress.done()
         return total
 
-    def _columns(self, types: Mapping[str, sq.PgType] | None,
-                 staging: str) -> list[tuple[str, sq.PgType]]:
+    def _columns(self, types: Mapping[str, PgType] | None,
+                 staging: str) -> list[tuple[str, PgType]]:
         names = self.opts.select or (list(types) if types else None)
         if types is not None and names is not None:
-            return [(n, types.get(n, sq.PgType("text", "S"))) for n in names]
-        structure = sq.scalar(self.ctx.con, f"SELECT json_group_structure(r) FROM {staging}")
+            return [(n, types.get(n, PgType("text", "S"))) for n in names]
+        structure = scalar(self.ctx.con, f"SELECT json_group_structure(r) FROM {staging}")
         if not structure:
-            return [(n, sq.PgType("text", "S")) for n in (names or [])]
+            return [(n, PgType("text", "S")) for n in (names or [])]
         import json
 
         shape = json.loads(structure)
@@ -556,32 +560,32 @@ class _RestRead:
         for name in names or list(shape):
             kind = shape.get(name)
             if isinstance(kind, str) and kind in inferred:
-                t = sq.PgType(inferred[kind], "")
+                t = PgType(inferred[kind], "")
             else:
-                t = sq.PgType("jsonb", "U")
+                t = PgType("jsonb", "U")
             out.append((name, t))
         return out
 
-    def _build(self, columns: list[tuple[str, sq.PgType]], staging: str) -> int:
+    def _build(self, columns: list[tuple[str, PgType]], staging: str) -> int:
         inner, outer = [], []
-        out_names = sq.unique_names(n for n, _ in columns)
+        out_names = unique_names(n for n, _ in columns)
         for i, ((name, t), out_name) in enumerate(zip(columns, out_names, strict=True)):
-            duck, kind = sq.pg_duck_type(t)
+            duck, kind = pg_duck_type(t)
             key = "$." + '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            key_sql = sq.quote_literal(key)
+            key_sql = quote_literal(key)
             if duck == "JSON" or kind == "json_cast":
                 src = f"nullif(CAST(json_extract(r, {key_sql}) AS VARCHAR), 'null')"
             else:
                 src = f"json_extract_string(r, {key_sql})"
             inner.append(f"{src} AS c{i}")
-            col = sq.SourceColumn(out_name, duck, f"PostgreSQL {t.display or t.name}", kind=kind)
-            outer.append(sq.select_expression(col, f"c{i}"))
+            col = SourceColumn(out_name, duck, f"PostgreSQL {t.display or t.name}", kind=kind)
+            outer.append(select_expression(col, f"c{i}"))
         sql = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM "
-               f"{sq.duck_ident(self.staging)})")
+               f"{quote_ident(self.staging)})")
         try:
             return self.ctx.create_output(sql)
         except Exception as exc:
-            problem = sq.value_problem(exc)
+            problem = value_problem(exc)
             if problem is None:
                 raise
             raise DriverError(

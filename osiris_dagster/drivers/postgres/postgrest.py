@@ -14,9 +14,9 @@ from typing import Any
 
 import requests
 
-from osiris_dagster.drivers import sql_support as sq
 from osiris_dagster.drivers.base import StepContext
 from osiris_dagster.drivers.http import client as hc
+from osiris_dagster.drivers.postgres.connection import RestParams
 
 BASE_DELAY = 0.25  # urllib3 backoff_factor: retries after 0, 0.5, 1, 2 ... s (+ jitter)
 MAX_DELAY = 60.0  # longest backoff between two attempts
@@ -64,7 +64,7 @@ class PostgrestClient:
     """PostgREST requests for one step: auth headers, retries only where they cannot write
     twice, messages naming the component, the step and what was being done."""
 
-    def __init__(self, ctx: StepContext, rest: sq.RestParams, *, component: str,
+    def __init__(self, ctx: StepContext, rest: RestParams, *, component: str,
                  timeout: float, retries: int) -> None:
         self.rest = rest
         self.http = hc.HttpClient(

@@ -1,6 +1,6 @@
 """``supabase.writer``: the first upstream table -> a Supabase (PostgreSQL) table.
 
-The connection decides the channel (:func:`sql_support.supabase_channels`):
+The connection decides the channel (:func:`.connection.supabase_channels`):
 
 **SQL channel** (``pg_dsn``/``dsn``/``sql_dsn``, ``pg_host``..., or ``host/database/user``):
 everything runs in **one PostgreSQL transaction**, so a failure leaves the target as it was.
@@ -82,12 +82,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from osiris_dagster.core.errors import DriverError, NotRetryableError, OutcomeUnknownError
-from osiris_dagster.drivers import sql_support as sq
+from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.duck_types import is_nested, list_element
+from osiris_dagster.drivers.error_text import first_line
+from osiris_dagster.drivers.identifiers import pg_ident
+from osiris_dagster.drivers.options import name_list, positive_int, positive_seconds, required_text
+from osiris_dagster.drivers.postgres.catalog import table_columns_sql
+from osiris_dagster.drivers.postgres.connection import (
+    PgParams,
+    RestParams,
+    pg_connect,
+    pg_error,
+    supabase_channels,
+)
 from osiris_dagster.drivers.postgres.postgrest import (
     PostgrestClient,
     profile_headers,
     quote_in_value,
+)
+from osiris_dagster.drivers.postgres.types import pg_ddl_type
+from osiris_dagster.drivers.progress import Progress
+from osiris_dagster.drivers.session_reads import (
+    arrow_batches,
+    first_upstream,
+    row_lists,
+    scalar,
 )
 
 COMPONENT = "supabase.writer"
@@ -110,9 +131,7 @@ class Options:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Options:
-        table = config.get("table")
-        if not isinstance(table, str) or not table:
-            raise DriverError(f"{COMPONENT} needs `table`: the Supabase table to write")
+        table = required_text(config, "table", COMPONENT, "the Supabase table to write")
         mode = str(config.get("write_mode") or config.get("mode") or "append").lower()
         mode = {"insert": "append"}.get(mode, mode)
         if mode not in _MODES:
@@ -121,31 +140,25 @@ class Options:
         pk = config.get("primary_key")
         if isinstance(pk, str):
             pk = [p.strip() for p in pk.split(",") if p.strip()]
-        pk = sq.name_list(pk, "primary_key") or []
+        pk = name_list(pk, "primary_key") or []
         if mode == "upsert" and not pk:
             raise DriverError(f"{COMPONENT}: write_mode 'upsert' needs `primary_key` (the "
                               "column(s) of the table's primary key or unique constraint)")
-        timeout = config.get("timeout", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise DriverError(f"{COMPONENT}: `timeout` must be a positive number of seconds")
+        timeout = positive_seconds(config, "timeout", 30, COMPONENT)
         return cls(table=table, schema=str(config.get("schema") or "public"), mode=mode,
                    primary_key=pk, create_if_missing=bool(config.get("create_if_missing", True)),
-                   batch_size=sq.positive_int(config, "batch_size", 100) or 100,
-                   timeout=float(timeout),
-                   retries=sq.positive_int(config, "retries", 3, minimum=0) or 0)
+                   batch_size=positive_int(config, "batch_size", 100) or 100,
+                   timeout=timeout,
+                   retries=positive_int(config, "retries", 3, minimum=0) or 0)
 
 
 def run(ctx: StepContext, config: Mapping[str, Any],
         inputs: Sequence[UpstreamTable]) -> DriverResult:
     opts = Options.from_config(config)
-    if not inputs:
-        raise DriverError(f"{COMPONENT} needs an upstream step with data: add the step that "
-                          "produces the rows to this step's `needs`")
-    channels = sq.supabase_channels(COMPONENT, ctx.connection, config)
-    relation = inputs[0].relation
-    columns = list(inputs[0].columns) or sq.duck_columns(ctx.con, relation)
+    relation, columns = first_upstream(COMPONENT, ctx, inputs)
+    channels = supabase_channels(COMPONENT, ctx.connection, config)
     _check_keys(opts, columns)
-    rows_in = int(sq.scalar(ctx.con, f"SELECT count(*) FROM {relation}"))
+    rows_in = int(scalar(ctx.con, f"SELECT count(*) FROM {relation}"))
     channel = "sql" if channels.sql is not None else "rest"
     ctx.log_event("write.start", table=f"{opts.schema}.{opts.table}", mode=opts.mode,
                   rows=rows_in, batch_size=opts.batch_size, channel=channel)
@@ -176,46 +189,36 @@ def _check_keys(opts: Options, columns: list[tuple[str, str]]) -> None:
 
 def create_table_ddl(schema: str, table: str, columns: list[tuple[str, str]],
                      primary_key: Sequence[str]) -> str:
-    defs = [f"  {sq.pg_ident(n, 'column')} {sq.pg_ddl_type(t)}" for n, t in columns]
+    defs = [f"  {pg_ident(n, 'column')} {pg_ddl_type(t)}" for n, t in columns]
     if primary_key:
-        defs.append(f"  PRIMARY KEY ({', '.join(sq.pg_ident(k) for k in primary_key)})")
-    return (f"CREATE TABLE {sq.pg_ident(schema, 'schema')}.{sq.pg_ident(table, 'table')} (\n"
+        defs.append(f"  PRIMARY KEY ({', '.join(pg_ident(k) for k in primary_key)})")
+    return (f"CREATE TABLE {pg_ident(schema, 'schema')}.{pg_ident(table, 'table')} (\n"
             + ",\n".join(defs) + "\n)")
 
 
 # == SQL channel ==================================================================================
 
-_TARGET_COLUMNS_SQL = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, c.relkind
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
-WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
+_TARGET_COLUMNS_SQL = table_columns_sql(
+    "a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, c.relkind")
 
 
 class _SqlWrite:
-    def __init__(self, ctx: StepContext, opts: Options, params: sq.PgParams, relation: str,
+    def __init__(self, ctx: StepContext, opts: Options, params: PgParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
-        self.ctx = ctx
-        self.opts = opts
-        self.params = params
-        self.relation = relation
-        self.columns = columns
+        self.ctx, self.opts, self.params = ctx, opts, params
+        self.relation, self.columns = relation, columns
         self.label = f"{opts.schema}.{opts.table}"
-        self.qualified = f"{sq.pg_ident(opts.schema, 'schema')}.{sq.pg_ident(opts.table, 'table')}"
+        self.qualified = f"{pg_ident(opts.schema, 'schema')}.{pg_ident(opts.table, 'table')}"
         self.target_names: dict[str, str] = {}  # input column -> target column
         self.target_category: dict[str, str] = {}  # target column -> pg typcategory
 
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
-        return sq.pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
+        return pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
 
     def run(self) -> int:
         import psycopg
 
-        conn = sq.pg_connect(COMPONENT, self.ctx.step_id, self.params)
+        conn = pg_connect(COMPONENT, self.ctx.step_id, self.params)
         try:
             with conn.cursor() as cur:
                 try:
@@ -234,7 +237,7 @@ class _SqlWrite:
                 raise self._commit_failed(conn, exc, rows) from None
             return rows
         finally:
-            sq.close_quietly(conn)
+            close_quietly(conn)
 
     def _commit_failed(self, conn: Any, exc: BaseException, rows: int) -> DriverError:
         """A COMMIT the server refused (a deferred constraint) rolled everything back; a COMMIT
@@ -258,7 +261,7 @@ class _SqlWrite:
                 "To make the write safe to repeat, use write_mode: upsert with primary_key: "
                 "[<key columns>].")
         return OutcomeUnknownError(str(self._fail(action, exc, note=note)),
-                                   reason=sq.first_line(exc))
+                                   reason=first_line(exc))
 
     def _write(self, cur: Any) -> int:
         opts = self.opts
@@ -273,22 +276,22 @@ class _SqlWrite:
                                   f"{existing[0][3]!r}); write to a table")
             self._map_columns([(str(r[0]), str(r[2])) for r in existing])
         targets = [self.target_names[n] for n, _ in self.columns]
-        col_list = ", ".join(sq.pg_ident(c) for c in targets)
+        col_list = ", ".join(pg_ident(c) for c in targets)
         if opts.mode == "append" or (opts.mode == "replace" and not opts.primary_key):
             if opts.mode == "replace":
                 cur.execute(f"DELETE FROM {self.qualified}")
             return self._copy(cur, f"{self.qualified} ({col_list})")
-        stage = sq.pg_ident(f"_osiris_stage_{self.ctx.step_id}"[:60])
+        stage = pg_ident(f"_osiris_stage_{self.ctx.step_id}"[:60])
         cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {col_list} FROM "
                     f"{self.qualified} WITH NO DATA")
         rows = self._copy(cur, f"{stage} ({col_list})")
-        keys = [sq.pg_ident(self.target_names[k]) for k in opts.primary_key]
+        keys = [pg_ident(self.target_names[k]) for k in opts.primary_key]
         if opts.mode == "replace":
             match = " AND ".join(f"s.{k} = t.{k}" for k in keys)
             cur.execute(f"DELETE FROM {self.qualified} AS t WHERE NOT EXISTS "
                         f"(SELECT 1 FROM {stage} AS s WHERE {match})")
             self.ctx.log_event("replace.deleted_stale", table=self.label, rows=cur.rowcount)
-        others = [sq.pg_ident(c) for c in targets if sq.pg_ident(c) not in keys]
+        others = [pg_ident(c) for c in targets if pg_ident(c) not in keys]
         action = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in others) \
             if others else "DO NOTHING"
         cur.execute(f"INSERT INTO {self.qualified} ({col_list}) SELECT {col_list} FROM {stage} "
@@ -335,24 +338,24 @@ class _SqlWrite:
         cur.execute(ddl)
         self.ctx.log_event("table.ddl_executed", table=self.label)
         self.target_names = {n: n for n, _ in self.columns}
-        self.target_category = {n: ("A" if sq.pg_ddl_type(t).endswith("[]") else "")
+        self.target_category = {n: ("A" if pg_ddl_type(t).endswith("[]") else "")
                                 for n, t in self.columns}
 
     def _select_sql(self) -> str:
         exprs = []
         for name, duck in self.columns:
             category = self.target_category.get(self.target_names.get(name, name), "")
-            exprs.append(f"{copy_text_expression(sq.duck_ident(name), duck, category)} AS "
-                         f"{sq.duck_ident(name)}")
+            exprs.append(f"{copy_text_expression(quote_ident(name), duck, category)} AS "
+                         f"{quote_ident(name)}")
         return f"SELECT {', '.join(exprs)} FROM {self.relation}"
 
     def _copy(self, cur: Any, target: str) -> int:
         import pyarrow.csv as pacsv
 
         options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
-        progress = sq.Progress(self.ctx)
+        progress = Progress(self.ctx)
         rows = 0
-        with sq.arrow_batches(self.ctx.con, self._select_sql(), _COPY_BATCH) as reader, \
+        with arrow_batches(self.ctx.con, self._select_sql(), _COPY_BATCH) as reader, \
                 cur.copy(f"COPY {target} FROM STDIN (FORMAT csv)") as copy:
             for batch in reader:
                 if batch.num_rows == 0:
@@ -374,13 +377,13 @@ def copy_text_expression(ref: str, duck_type: str, target_category: str = "") ->
     if t == "TIMESTAMP WITH TIME ZONE":
         return (f"CASE WHEN isfinite({ref}) THEN CAST(timezone('UTC', {ref}) AS VARCHAR) || "
                 f"'+00' ELSE CAST({ref} AS VARCHAR) END")
-    element = sq.list_element(duck_type)
-    if element is not None and target_category == "A" and not sq.is_nested(element):
+    element = list_element(duck_type)
+    if element is not None and target_category == "A" and not is_nested(element):
         quoted = ("CASE WHEN x IS NULL THEN 'NULL' ELSE '\"' || replace(replace(CAST(x AS "
                   "VARCHAR), '\\', '\\\\'), '\"', '\\\"') || '\"' END")
         return (f"CASE WHEN {ref} IS NULL THEN NULL ELSE '{{' || array_to_string("
                 f"list_transform({ref}, lambda x: {quoted}), ',') || '}}' END")
-    if sq.is_nested(t):
+    if is_nested(t):
         return f"CAST(to_json({ref}) AS VARCHAR)"
     return f"CAST({ref} AS VARCHAR)"
 
@@ -403,13 +406,10 @@ def json_expression(ref: str, duck_type: str) -> str:
 
 
 class _RestWrite:
-    def __init__(self, ctx: StepContext, opts: Options, rest: sq.RestParams, relation: str,
+    def __init__(self, ctx: StepContext, opts: Options, rest: RestParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
-        self.ctx = ctx
-        self.opts = opts
-        self.rest = rest
-        self.relation = relation
-        self.columns = columns
+        self.ctx, self.opts, self.rest = ctx, opts, rest
+        self.relation, self.columns = relation, columns
         self.url = rest.table_url(opts.table)
         self.label = f"{opts.schema}.{opts.table}"
 
@@ -450,19 +450,11 @@ class _RestWrite:
                           f"exist at {self.rest.host}; {how}.")
 
     def _json_batches(self) -> Iterator[list[str]]:
-        fields = ", ".join(f"{sq.duck_ident(n)} := {json_expression(sq.duck_ident(n), t)}"
+        fields = ", ".join(f"{quote_ident(n)} := {json_expression(quote_ident(n), t)}"
                            for n, t in self.columns)
         sql = f"SELECT CAST(to_json(struct_pack({fields})) AS VARCHAR) FROM {self.relation}"
-        size = self.opts.batch_size
-        with sq.arrow_batches(self.ctx.con, sql, size) as reader:
-            pending: list[str] = []
-            for batch in reader:
-                pending.extend(batch.column(0).to_pylist())
-                while len(pending) >= size:
-                    yield pending[:size]
-                    pending = pending[size:]
-            if pending:
-                yield pending
+        return row_lists(self.ctx.con, sql, self.opts.batch_size,
+                         lambda batch: batch.column(0).to_pylist())
 
     def _post_all(self, http: PostgrestClient) -> int:
         opts = self.opts
@@ -474,7 +466,7 @@ class _RestWrite:
         headers = {"Content-Type": "application/json", "Prefer": ",".join(prefer),
                    **profile_headers(opts.schema, True)}
         rows = 0
-        progress = sq.Progress(self.ctx)
+        progress = Progress(self.ctx)
         for batch in self._json_batches():
             body = ("[" + ",".join(batch) + "]").encode("utf-8")
             first, last = rows + 1, rows + len(batch)
@@ -499,7 +491,7 @@ class _RestWrite:
                                ) -> OutcomeUnknownError:
         """The append batch ``first``-``last`` reached the server and its answer was an error
         or never came: say which rows may be there, how to check, and how to make it safe."""
-        total = int(sq.scalar(self.ctx.con, f"SELECT count(*) FROM {self.relation}"))
+        total = int(scalar(self.ctx.con, f"SELECT count(*) FROM {self.relation}"))
         self.ctx.log_event("write.outcome_unknown", table=self.label, rows_from=first,
                            rows_to=last, rows_written_before=first - 1, reason=exc.reason)
         before = f"rows 1-{first - 1} were written (each batch commits on its own)" \
@@ -521,11 +513,11 @@ class _RestWrite:
 
     def _delete_stale(self, http: PostgrestClient) -> None:
         key = self.opts.primary_key[0]
-        ref = sq.duck_ident(key)
+        ref = quote_ident(key)
         con = self.ctx.con
         headers = {"Prefer": "return=minimal", **profile_headers(self.opts.schema, True)}
         what = f"deleting rows of {self.label} that are not in the input"
-        count = int(sq.scalar(con, f"SELECT count(DISTINCT {ref}) FROM {self.relation}"))
+        count = int(scalar(con, f"SELECT count(DISTINCT {ref}) FROM {self.relation}"))
         if count == 0:
             http.request("DELETE", self.url, params={key: "not.is.null"}, headers=headers,
                          what=what)
@@ -550,7 +542,7 @@ class _RestWrite:
         """Existing keys not in the input, compared in DuckDB with the key's own type."""
         duck_type = dict(self.columns)[key]
         con = self.ctx.con
-        tmp = sq.duck_ident(f"__osiris_existing_keys_{self.ctx.step_id}")
+        tmp = quote_ident(f"__osiris_existing_keys_{self.ctx.step_id}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {tmp} (k {duck_type})")
         try:
             offset, page = 0, 1000
@@ -568,7 +560,7 @@ class _RestWrite:
                 if len(values) < page:
                     break
                 offset += page
-            ref = sq.duck_ident(key)
+            ref = quote_ident(key)
             return [r[0] for r in con.execute(
                 f"SELECT CAST(e.k AS VARCHAR) FROM {tmp} AS e WHERE e.k IS NOT NULL AND NOT "
                 f"EXISTS (SELECT 1 FROM {self.relation} AS r WHERE r.{ref} = e.k)").fetchall()]

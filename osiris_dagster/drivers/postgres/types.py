@@ -1,0 +1,110 @@
+"""PostgreSQL types and DuckDB types: what a column's type (:class:`PgType`, from the catalog or
+PostgREST's API description) becomes in DuckDB and how the server renders it as text
+(:func:`pg_duck_type`, :func:`pg_select_expression`), and a DuckDB column as the PostgreSQL column
+``supabase.writer`` creates (:func:`pg_ddl_type`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from osiris_dagster.drivers.duck_types import (
+    DECIMAL_TYPE,
+    MAX_DUCK_DECIMAL,
+    is_nested,
+    list_element,
+)
+
+# -- PostgreSQL types -> DuckDB -------------------------------------------------------------------
+
+_PG_SCALARS = {
+    "bool": "BOOLEAN", "int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT",
+    "float4": "FLOAT", "float8": "DOUBLE", "oid": "UINTEGER", "date": "DATE",
+    "timestamp": "TIMESTAMP", "timestamptz": "TIMESTAMPTZ", "time": "TIME",
+    "timetz": "TIMETZ", "interval": "INTERVAL", "uuid": "UUID", "json": "JSON",
+    "jsonb": "JSON", "text": "VARCHAR", "varchar": "VARCHAR", "bpchar": "VARCHAR",
+    "name": "VARCHAR", "citext": "VARCHAR", "char": "VARCHAR", "xml": "VARCHAR",
+}
+
+
+@dataclass(frozen=True)
+class PgType:
+    """What pg_type says about a column's type (domains resolved to their base type)."""
+
+    name: str  # typname of the (base) type
+    category: str  # typcategory: A array, E enum, N numeric, ...
+    element: str | None = None  # arrays: element typname
+    dims: int = 1
+    precision: int | None = None  # numeric(p,s)
+    scale: int | None = None
+    display: str = ""  # format_type() text for messages
+
+
+def pg_duck_type(t: PgType) -> tuple[str, str]:
+    """(DuckDB type, kind) for a PostgreSQL type; kind as in :class:`SourceColumn`."""
+    if t.category == "A" and t.element:
+        inner = _pg_scalar_duck(t.element, None, None)
+        if inner is None or inner in ("JSON", "BLOB") or t.dims != 1:
+            return "JSON", "cast"
+        return f"{inner}[]", "json_cast"
+    if t.name == "bytea":
+        return "BLOB", "hex"
+    if t.category == "E":
+        return "VARCHAR", "text"
+    scalar = _pg_scalar_duck(t.name, t.precision, t.scale)
+    if scalar is None:
+        return "VARCHAR", "text"
+    return scalar, ("text" if scalar == "VARCHAR" else "cast")
+
+
+def _pg_scalar_duck(name: str, precision: int | None, scale: int | None) -> str | None:
+    if name == "numeric":
+        if precision is None or precision > MAX_DUCK_DECIMAL:
+            return "DOUBLE"
+        return f"DECIMAL({precision},{scale or 0})"
+    if name == "money":
+        return "DECIMAL(18,2)"
+    return _PG_SCALARS.get(name)
+
+
+def pg_select_expression(column_sql: str, t: PgType) -> str:
+    """Server-side text rendering of a column (arrays as JSON so they parse into DuckDB lists)."""
+    if t.category == "A":
+        return f"array_to_json({column_sql})::text"
+    if t.name == "money":
+        return f"{column_sql}::numeric::text"
+    if t.category != "E" and _pg_scalar_duck(t.name, None, None) is None and t.name != "bytea":
+        # types we keep as text (inet, ranges, geometry, ...): their output function's form
+        # (an explicit ::text cast may differ, e.g. inet::text adds the netmask)
+        return f"CASE WHEN {column_sql} IS NULL THEN NULL ELSE concat({column_sql}) END"
+    return f"{column_sql}::text"
+
+
+# -- DuckDB types -> PostgreSQL DDL --------------------------------------------------------------
+
+_DUCK_TO_PG = {
+    "BOOLEAN": "boolean", "TINYINT": "smallint", "SMALLINT": "smallint", "INTEGER": "integer",
+    "BIGINT": "bigint", "UTINYINT": "smallint", "USMALLINT": "integer", "UINTEGER": "bigint",
+    "UBIGINT": "numeric(20,0)", "HUGEINT": "numeric(39,0)", "UHUGEINT": "numeric(39,0)",
+    "FLOAT": "real", "DOUBLE": "double precision", "DATE": "date", "TIME": "time",
+    "TIMESTAMP": "timestamp", "TIMESTAMP_S": "timestamp(0)", "TIMESTAMP_MS": "timestamp(3)",
+    "TIMESTAMP_NS": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "TIME WITH TIME ZONE": "timetz", "VARCHAR": "text", "BLOB": "bytea", "UUID": "uuid",
+    "JSON": "jsonb", "INTERVAL": "interval", "BIT": "varbit",
+}
+
+
+def pg_ddl_type(duck_type: str) -> str:
+    t = duck_type.strip()
+    up = t.upper()
+    if m := DECIMAL_TYPE.fullmatch(up):
+        return f"numeric({m.group(1)},{m.group(2)})"
+    if up.startswith("ENUM"):
+        return "text"
+    element = list_element(t)
+    if element is not None and not is_nested(element):
+        inner = pg_ddl_type(element)
+        if inner not in ("jsonb", "bytea"):
+            return f"{inner}[]"
+    if is_nested(up):
+        return "jsonb"
+    return _DUCK_TO_PG.get(up, "text")

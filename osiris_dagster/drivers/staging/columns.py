@@ -1,0 +1,105 @@
+"""How one column of a database result becomes a DuckDB value: the column's description
+(:class:`SourceColumn`) and the cast DuckDB runs on it (:func:`select_expression`). A value the
+cast cannot take fails the query with a marked error; :func:`value_problem` reads the column and
+the value back from its text, so the step's error can name them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from osiris_dagster.core.naming import quote_ident, quote_literal
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """One column of a database result: how its text becomes a DuckDB value.
+
+    ``kind``: ``text`` (VARCHAR as is), ``binary`` (bytes -> BLOB as is), ``cast`` (text cast to
+    ``duck_type``), ``json_cast`` (JSON text cast to a LIST type), ``hex`` (PostgreSQL bytea
+    text ``\\x..`` -> BLOB), ``date`` (a cast that may meet MySQL zero dates).
+    """
+
+    name: str
+    duck_type: str
+    source_type: str
+    kind: str = "cast"
+    convert: Callable[[Any], Any] | None = None  # Python-side fix-up before Arrow (rare types)
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return pa.binary() if self.kind == "binary" else pa.string()
+
+
+_VALUE_ERROR = "osiris-value-error"
+_SEP = "\x1f"
+_ZERO_DATE = r"^(0000-00-00|[0-9]{4}-00-|[0-9]{4}-[0-9]{2}-00)"
+
+
+def select_expression(col: SourceColumn, src: str, zero_dates_null: bool = False,
+                      arrow_type: pa.DataType | None = None) -> str:
+    """The DuckDB expression that turns source column ``src`` into the output value. ``src``
+    holds text by default; with ``arrow_type`` it may also hold UTF-8 bytes (decoded) or typed
+    values (cast; a value the cast cannot take fails naming the column, as text does)."""
+    ref = quote_ident(src)
+    out = quote_ident(col.name)
+    typed = arrow_type is not None and not _is_text(arrow_type) and not _is_bytes(arrow_type)
+    if col.kind == "binary":
+        text = arrow_type is not None and _is_text(arrow_type)
+        return f"encode({ref}) AS {out}" if text else f"{ref} AS {out}"
+    if arrow_type is not None and _is_bytes(arrow_type):
+        ref = f"decode({ref})"
+    if col.kind == "text" or col.duck_type == "VARCHAR":
+        return f"{ref}::VARCHAR AS {out}" if typed else f"{ref} AS {out}"
+    if typed:
+        marker = quote_literal(_VALUE_ERROR + _SEP + col.name + _SEP)
+        fail = f"error({marker} || left({ref}::VARCHAR, 200))"
+        return (f"CASE WHEN {ref} IS NULL THEN NULL ELSE coalesce(TRY_CAST({ref} AS "
+                f"{col.duck_type}), {fail}) END AS {out}")
+    if col.kind == "hex":
+        value = f"from_hex(substr({ref}, 3))"
+    elif col.kind == "json_cast":
+        value = f"TRY_CAST(TRY_CAST({ref} AS JSON) AS {col.duck_type})"
+    else:
+        value = f"TRY_CAST({ref} AS {col.duck_type})"
+    marker = quote_literal(_VALUE_ERROR + _SEP + col.name + _SEP)
+    fail = f"error({marker} || left({ref}, 200))"
+    null_if = f"{ref} IS NULL"
+    if col.kind == "date" and zero_dates_null:
+        null_if += f" OR regexp_matches({ref}, {quote_literal(_ZERO_DATE)})"
+    return f"CASE WHEN {null_if} THEN NULL ELSE coalesce({value}, {fail}) END AS {out}"
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+
+
+class ValueProblem(Exception):
+    def __init__(self, column: str, value: str) -> None:
+        super().__init__(column, value)
+        self.column = column
+        self.value = value
+
+
+def value_problem(exc: BaseException) -> ValueProblem | None:
+    """The column/value of a failed cast raised by :func:`select_expression`, if that was it."""
+    text = str(exc)
+    i = text.find(_VALUE_ERROR + _SEP)
+    if i < 0:
+        return None
+    rest = text[i + len(_VALUE_ERROR) + 1:]
+    column, _, value = rest.partition(_SEP)
+    return ValueProblem(column, value.splitlines()[0] if value else value)
+
+
+def is_zero_date(value: str) -> bool:
+    return bool(re.match(_ZERO_DATE, value))
