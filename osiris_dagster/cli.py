@@ -464,8 +464,7 @@ class _ProgressPrinter(logging.Handler):
         if ev == "step_start":
             line = f"  > {sid} ({data.get('component')}) started"
         elif ev == "step_complete":
-            rows = data.get("rows_written") if data.get("table") is None else \
-                data.get("rows_written")
+            rows = data.get("rows_written")
             target = data.get("target")
             self.rows[sid] = (int(data.get("rows_read") or 0), int(rows or 0),
                               float(data.get("duration") or 0), target)

@@ -1188,3 +1188,17 @@ def test_diagnostic_format():
     assert str(Diagnostic("error", "p.yaml", 7, "boom", "s1")) == "p.yaml:7: step 's1': boom"
     assert str(Diagnostic("error", "p.yaml", 3, "boom")) == "p.yaml:3: boom"
     assert str(Diagnostic("error", "p.yaml", 0, "file not found")) == "p.yaml: file not found"
+
+
+def test_unknown_step_setting_lists_every_known_key(tmp_path):
+    """The hint lists what is accepted (it once said only description, owners, tags)."""
+    p = tmp_path / "p.yaml"
+    p.write_text(
+        "oml_version: '0.1.0'\nname: p\nsteps:\n"
+        "  - id: a\n    component: duckdb.processor\n    mode: transform\n"
+        "    config: {query: 'SELECT 1'}\n"
+        "x-dagster:\n  steps:\n    a:\n      colour: red\n")
+    result = validate_pipeline(p)
+    message = next(d.message for d in result.errors if "colour" in d.message)
+    for key in ("description", "owners", "tags", "timeout_seconds", "retry", "checks", "deps"):
+        assert key in message

@@ -65,7 +65,8 @@ def _steps_settings(block: LineDict, step_ids: set[str], writers: set[str], out:
             out.error(line, f"x-dagster.steps names unknown step '{sid}'")
             continue
         if not isinstance(body, LineDict):
-            out.error(line, "settings must be a mapping (description, owners, tags)", str(sid))
+            known = ", ".join(sorted(X_DAGSTER_STEP_KEYS))
+            out.error(line, f"settings must be a mapping ({known})", str(sid))
             continue
         steps[str(sid)] = _step_settings(sid, body, writers, out)
     return steps
@@ -74,8 +75,8 @@ def _steps_settings(block: LineDict, step_ids: set[str], writers: set[str], out:
 def _step_settings(sid: Any, body: LineDict, writers: set[str], out: Collector) -> StepDagster:
     for key in body:
         if key not in X_DAGSTER_STEP_KEYS:
-            out.error(body.line_of(key), f"unknown key 'x-dagster.steps.{sid}.{key}'"
-                                         " (known: description, owners, tags)", sid)
+            out.error(body.line_of(key), f"unknown key 'x-dagster.steps.{sid}.{key}' (known: "
+                                         f"{', '.join(sorted(X_DAGSTER_STEP_KEYS))})", sid)
     desc = body.get("description")
     if desc is not None and not isinstance(desc, str):
         out.error(body.line_of("description"), "description must be a string", sid)

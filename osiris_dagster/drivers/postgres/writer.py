@@ -53,13 +53,13 @@ client (:mod:`osiris_dagster.drivers.postgres.postgrest` on
 ``Retry-After`` (a wait over 60 s fails the step), each attempt with ``timeout``, but only when a
 retry cannot write twice: after a 429 or a connection that failed before anything was sent, any
 request; after a 5xx, a read timeout or a dropped connection, only idempotent ones
-(:func:`.postgrest.is_idempotent`: reads, filtered DELETEs, upsert/replace POSTs with
-``on_conflict``). An append batch that reached the server and then failed may have been committed:
-the step fails (:class:`OutcomeUnknownError`, never retried, not by Dagster either) naming the
-batch's rows, how to check and how to make the write safe (upsert).
-``replace`` = upsert, then delete the rows whose key is not in the input:
-``DELETE ?<pk>=not.in.(...)`` when the keys fit in one URL, else the existing keys are read,
-compared in DuckDB, and the stale ones deleted in chunks (``in.(...)``).
+(:func:`osiris_dagster.drivers.postgres.postgrest.is_idempotent`: reads, filtered DELETEs,
+upsert/replace POSTs with ``on_conflict``). An append batch that reached the server and then failed
+may have been committed: the step fails (:class:`OutcomeUnknownError`, never retried, not by Dagster
+either) naming the batch's rows, how to check and how to make the write safe (upsert). ``replace`` =
+upsert, then delete the rows whose key is not in the input: ``DELETE ?<pk>=not.in.(...)`` when the
+keys fit in one URL, else the existing keys are read, compared in DuckDB, and the stale ones deleted
+in chunks (``in.(...)``).
 
 Limits of REST (documented, not hidden): batches commit one by one, so a failure part-way leaves
 the earlier batches written (use a SQL channel for atomic writes); ``replace`` needs a one-column
