@@ -199,6 +199,15 @@ class _Views:
         self.check(table)
         key = table.name
         columns = self._columns[key]
+        alias = table.args.get("alias")
+        renamed = [c.name for c in alias.columns] if alias else []
+        if renamed:
+            # FROM df_x AS t(a, b) renames df_x's first columns, by position
+            if len(renamed) > len(columns):
+                raise _Untraceable(f"{exp.table_name(table)} AS {alias.name}(...) names more "
+                                   "columns than the view has")
+            columns = {(renamed[i] if i < len(renamed) else name): real
+                       for i, (name, real) in enumerate(columns.items())}
         if column not in columns:
             raise _Untraceable(f"column {column!r} is not in {self._view[key]}")
         return self._view[key], columns[column]
@@ -285,9 +294,10 @@ class _Tracer:
                 for a, b in zip(left, right, strict=True)]
 
     def _projection(self, scope: Scope, selection: exp.Expr) -> list[Source]:
-        if isinstance(selection, exp.Star) or (isinstance(selection, exp.Column)
-                                               and selection.is_star):
-            raise _Untraceable("a * could not be expanded (its source has no known columns)")
+        inner = selection.this if isinstance(selection, exp.Alias) else selection
+        if inner.is_star or selection.alias_or_name == "*":
+            raise _Untraceable(f"{inner.sql(DIALECT)} could not be expanded (a struct, or a "
+                               "source whose columns are not known)")
         return self._expression(scope, selection)
 
     def _expression(self, scope: Scope, node: exp.Expr) -> list[Source]:

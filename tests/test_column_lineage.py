@@ -206,6 +206,23 @@ def test_in_subquery_counts_its_column_and_exists_counts_none():
                              "any_": []}
 
 
+def test_column_aliases_on_a_view_rename_by_position():
+    # t.customer_id is df_orders.order_id here, not df_orders.customer_id
+    query = "SELECT t.customer_id, status FROM df_orders AS t(customer_id, order_id)"
+    assert traced(query) == {"customer_id": [o("order_id")], "status": [o("status")]}
+    assert traced("SELECT * FROM df_customers c(id)") == {
+        "id": [c("customer_id")], "Customer Name": [c("Customer Name")],
+        "Country": [c("Country")], "status": [c("status")]}
+    query = "WITH x(a, b) AS (SELECT amount, order_id FROM df_orders) SELECT b, a FROM x"
+    assert traced(query) == {"b": [o("order_id")], "a": [o("amount")]}
+
+
+def test_a_cte_shadows_the_upstream_view_of_the_same_name():
+    query = ("WITH df_orders AS (SELECT customer_id AS order_id FROM df_customers) "
+             "SELECT order_id FROM df_orders")
+    assert traced(query) == {"order_id": [c("customer_id")]}
+
+
 def test_union_takes_column_i_of_every_branch():
     query = ("SELECT order_id AS id, status FROM df_orders "
              "UNION ALL SELECT customer_id, \"Country\" FROM df_customers "
@@ -280,6 +297,8 @@ def test_query_without_upstream_columns():
         ("SELECT * FROM (SELECT o.status, c.status FROM df_orders o, df_customers c)",
          "expanded|ambiguous"),
         ("SELECT * FROM df_orders, unnest(tags) AS u", "expanded"),
+        ("SELECT s.* FROM (SELECT {'a': order_id, 'b': amount} AS s FROM df_orders)",
+         "expanded"),
     ],
 )
 def test_duckdb_syntax_that_is_not_traced_is_refused(query, reason):
