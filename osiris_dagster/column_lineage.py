@@ -120,8 +120,8 @@ def _lineage(query: str, upstream_columns: Mapping[str, Sequence[str]],
                            f"but DuckDB produced {len(real)}")
     for out, expected, actual in zip(outputs, names, real, strict=True):
         if out.named and expected.casefold() != actual.casefold():
-            raise _Untraceable(f"output column {actual!r} is {expected!r} as sqlglot reads "
-                               "the query")
+            raise _Untraceable(f"DuckDB's output column {actual!r} is {expected!r} in "
+                               "sqlglot's reading of the query")
     return {actual: out.sources for actual, out in zip(real, outputs, strict=True)}
 
 

@@ -327,6 +327,9 @@ def test_output_columns_that_do_not_line_up_are_a_problem():
     renamed = sql_column_lineage("SELECT order_id, amount AS total FROM df_orders", upstream,
                                  produced)
     assert renamed.columns == {} and "'amount'" in renamed.problem
+    computed = sql_column_lineage("SELECT order_id, amount * 2 AS doubled FROM df_orders",
+                                  upstream, produced)
+    assert computed.columns == {} and "'doubled'" in computed.problem
 
 
 def test_without_output_columns_names_are_sqlglots():
