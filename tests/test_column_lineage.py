@@ -1,4 +1,4 @@
-"""Column lineage of duckdb.processor queries (osiris_dagster.column_lineage).
+"""Column lineage of duckdb.processor queries (osiris_dagster.drivers.duckdb.lineage).
 
 Every query runs in DuckDB first, over the same views a processor step sees, so the output
 column names passed in (and the keys asserted) are DuckDB's own.
@@ -11,8 +11,8 @@ import re
 import duckdb
 import pytest
 
-from osiris_dagster.column_lineage import ColumnLineage, sql_column_lineage
-from osiris_dagster.naming import query_visible_names, quote_ident, upstream_view_names
+from osiris_dagster.core.naming import query_visible_names, quote_ident, upstream_view_names
+from osiris_dagster.drivers.duckdb.lineage import ColumnLineage, sql_column_lineage
 
 ORDERS = "df_orders"
 CUSTOMERS = "df_customers"

@@ -37,7 +37,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope, find_all_in_scope
 from sqlglot.schema import MappingSchema
 
-from .naming import SINGLE_INPUT_VIEW
+from osiris_dagster.core.naming import SINGLE_INPUT_VIEW
 
 DIALECT = "duckdb"
 _NAMED = "osiris_named"  # meta key: the projection had an alias in the query as written
@@ -65,7 +65,7 @@ def sql_column_lineage(query: str, upstream_columns: Mapping[str, Sequence[str]]
     """Lineage of each output column of ``query`` (DuckDB SQL) in terms of the upstream views.
 
     ``upstream_columns`` maps every name the query may read (``df_<id>``, and ``input_df`` for a
-    single upstream, see :func:`osiris_dagster.naming.query_visible_names`) to its columns in
+    single upstream, see :func:`osiris_dagster.core.naming.query_visible_names`) to its columns in
     order. ``input_df`` is reported as the one other view it stands for.
 
     ``output_columns`` are the columns of the table DuckDB produced. Give them: results are then
