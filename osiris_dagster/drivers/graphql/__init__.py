@@ -1,0 +1,1 @@
+"""graphql.extractor: a GraphQL query, paged, staged into the session as a table."""

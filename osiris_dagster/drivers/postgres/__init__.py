@@ -1,0 +1,1 @@
+"""supabase.extractor and supabase.writer: PostgreSQL over SQL (psycopg) or REST (PostgREST)."""
