@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -14,7 +14,11 @@ from typing import Any
 import yaml
 
 from osiris_dagster.core.masking import is_secret_key
-from osiris_dagster.core.naming import query_visible_names, upstream_view_names
+from osiris_dagster.core.naming import (
+    assets_read_by_query,
+    query_visible_names,
+    upstream_view_names,
+)
 from osiris_dagster.oml.cron import cron_problem, cron_warning
 from osiris_dagster.oml.diagnostics import Collector, Diagnostic
 from osiris_dagster.oml.model import (
@@ -190,7 +194,7 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     elif not isinstance(steps_raw, LineList) or not steps_raw:
         out.error(doc.line_of("steps"), "'steps' must be a non-empty list")
     else:
-        steps = _check_steps(steps_raw, out)
+        steps = _check_steps(steps_raw, out, _declared_deps(resolved_doc))
 
     declared_ids = {_step_label(item) for item in steps_raw or []} - {None} \
         if isinstance(steps_raw, list) else set()
@@ -320,7 +324,8 @@ def _is_literal(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip()) and "${" not in value
 
 
-def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
+def _check_steps(steps_raw: LineList, out: Collector,
+                 deps: Mapping[str, Sequence[str]] | None = None) -> list[Step]:
     ids: dict[str, int] = {}
     entries: list[tuple[int, LineDict, str | None]] = []
     for index, raw in enumerate(steps_raw):
@@ -356,7 +361,7 @@ def _check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
     _check_cycles(graph, out)
     raws = {sid: raw for _i, raw, sid in entries if sid is not None}
     _check_writer_inputs(steps, raws, out)
-    _check_queries(steps, raws, out)
+    _check_queries(steps, raws, out, deps or {})
     return steps if len(steps) == len(entries) else []
 
 
@@ -389,7 +394,8 @@ def _check_writer_inputs(steps: list[Step], raws: Mapping[str, LineDict],
                         "on the previous step)", step.id)
 
 
-def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collector) -> None:
+def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collector,
+                   deps: Mapping[str, Sequence[str]]) -> None:
     """A component's own check of its queries (spec `query_check`), e.g. that a
     duckdb.processor query is one SELECT over its upstream views: refused at `validate`, not at
     run time. Each check gets all of its component's queries at once."""
@@ -403,7 +409,9 @@ def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collect
             continue
         tables = [n for n in step.needs
                   if (up := get_spec(by_id[n].component)) and up.produces_table]
-        visible = query_visible_names(upstream_view_names(tables).values())
+        views = list(upstream_view_names(tables).values())
+        views += assets_read_by_query(query, views, deps.get(step.id, ())).values()
+        visible = query_visible_names(views)
         batches.setdefault(spec.query_check, []).append((step, query, visible))
     for check, items in batches.items():
         module, _, name = check.partition(":")
@@ -761,6 +769,19 @@ def _deps(body: LineDict, label: str, out: Collector, step: str) -> tuple[str, .
                                         "'raw/orders'", step)
         return ()
     return tuple(v.strip().strip("/") for v in value)
+
+
+def _declared_deps(doc: LineDict) -> dict[str, list[str]]:
+    """``x-dagster.steps.<id>.deps`` as written, for the query check (which runs before the
+    x-dagster block is checked): a step's query may read the deps' ``df_<name>`` views."""
+    block = doc.get("x-dagster")
+    steps = block.get("steps") if isinstance(block, dict) else None
+    out: dict[str, list[str]] = {}
+    for sid, body in (steps.items() if isinstance(steps, dict) else ()):
+        value = body.get("deps") if isinstance(body, dict) else None
+        if isinstance(value, list):
+            out[str(sid)] = [v.strip().strip("/") for v in value if isinstance(v, str)]
+    return out
 
 
 def _partitions(doc: LineDict, out: Collector) -> PartitionSettings | None:
