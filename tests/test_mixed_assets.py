@@ -4,6 +4,11 @@ the type it annotates (pandas, polars, Arrow, a DuckDB relation)."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from osiris_dagster import build_definitions
 from osiris_dagster.oml import validate_pipeline
 from osiris_dagster.runtime.runner import TableRef
 
+from .conftest import REPO
 from .helpers import events, failure_description, write
 
 PIPELINE = """\
@@ -338,3 +344,83 @@ def test_python_to_pipeline_to_python_to_pipeline_in_one_run(
                                                                           "Ada,10.75"]
     with pytest.raises(duckdb.ConnectionException):  # closed before `publish` wrote the file
         still_referenced[0].fetchall()
+
+
+# -- the README's mixed project, through the Dagster CLI (launched runs, as from the UI) ------
+def test_example_mixed_project_in_one_run_and_across_runs_with_the_dagster_cli(
+        tmp_path: Path) -> None:
+    project = tmp_path / "mixed_project"
+    shutil.copytree(REPO / "examples" / "mixed_project", project)
+    home = tmp_path / "home"
+    write(home / "dagster.yaml", "telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_")}
+    env.update(DAGSTER_HOME=str(home), OSIRIS_SESSIONS_DIR=str(tmp_path / "s"))
+
+    def materialise_cli(selection: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-f",
+                              "definitions.py", "--select", selection], cwd=project, env=env,
+                             capture_output=True, text=True, timeout=300)
+        text = out.stdout + out.stderr
+        assert out.returncode == 0 and "RUN_SUCCESS" in text, text
+        return text
+
+    def top_customers() -> list[tuple[Any, ...]]:
+        frame = pickle.loads((home / "storage" / "top_customers").read_bytes())
+        return list(frame.itertuples(index=False, name=None))
+
+    materialise_cli("*")  # one run: orders -> shop/customers, shop/enrich -> top_customers
+    assert top_customers() == [("Ada", 10.75), ("Cy", 7.0), ("Bob", 3.0)]
+    (home / "storage" / "top_customers").unlink()
+    materialise_cli("top_customers")  # the step's table from the earlier run's session
+    assert top_customers() == [("Ada", 10.75), ("Cy", 7.0), ("Bob", 3.0)]
+    text = materialise_cli("shop/enrich")  # the Python asset from the earlier run
+    assert 'Started execution of step "shop__enrich"' in text
+    assert 'Started execution of step "orders"' not in text
+
+
+def test_a_step_of_another_pipeline_is_read_in_its_session_without_a_copy(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    source = write(workdir / "pipelines" / "source.yaml", """\
+oml_version: "0.1.0"
+name: source
+steps:
+  - id: gen
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT range AS n FROM range(4)"}
+""")
+    reader = write(workdir / "pipelines" / "reader.yaml", """\
+oml_version: "0.1.0"
+name: reader
+x-dagster: {steps: {total: {deps: ["source/gen"]}}}
+steps:
+  - id: total
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT sum(n) AS total FROM df_gen"}
+""")
+    sessions = tmp_path / "s"
+    defs = build_definitions([source, reader], sessions_dir=str(sessions))
+    first = defs.resolve_job_def("source").execute_in_process(instance=instance)
+    later = defs.resolve_job_def("reader").execute_in_process(instance=instance,
+                                                             raise_on_error=False)
+    assert later.success, failure_description(later)
+    assert session_rows(sessions, later.run_id, "total") == [(6,)]
+    with duckdb.connect(str(sessions / later.run_id / "pipeline_data.duckdb"),
+                        read_only=True) as con:
+        assert con.execute("SHOW TABLES").fetchall() == [("total",)]
+    assert first.run_id != later.run_id
+
+
+def test_view_names_of_deps_follow_one_rule() -> None:
+    from osiris_dagster.core.naming import assets_read_by_query
+
+    query = "SELECT * FROM df_customers JOIN df_raw_customers USING (id) JOIN df_events USING (id)"
+    # an upstream step already is df_customers: the dep gets its whole key
+    assert assets_read_by_query(query, ["df_customers"], ["raw/customers", "x/events", "y/z"]) \
+        == {"raw/customers": "df_raw_customers", "x/events": "df_events"}
+    # input_df: only for the only upstream, and only when no df_<name> is read
+    assert assets_read_by_query("SELECT * FROM input_df", [], ["raw/orders"]) == {
+        "raw/orders": "df_orders"}
+    assert assets_read_by_query("SELECT * FROM input_df", ["df_a"], ["raw/orders"]) == {}
+    assert assets_read_by_query("SELECT * FROM input_df", [], ["raw/a", "raw/b"]) == {}
