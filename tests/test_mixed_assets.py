@@ -69,6 +69,7 @@ class KeepIOManager(dg.ConfigurableIOManager):
 
 
 _KEPT: dict[dg.AssetKey, Any] = {}
+_HELD: list[Any] = []
 _USER_DB: list[duckdb.DuckDBPyConnection] = []
 
 
@@ -244,6 +245,7 @@ LOAD_TYPES = {"relation": lambda: duckdb.DuckDBPyRelation, "arrow_table": lambda
 
 def reader_asset(load_type: Any, name: str = "report") -> dg.AssetsDefinition:
     def report(enrich):  # noqa: ANN001, ANN202 - annotated below (this module's are strings)
+        _HELD.append(enrich)  # still referenced after the run: its connection must be closed
         return [type(enrich).__name__, _rows(enrich)]
 
     report.__annotations__ = {"enrich": load_type, "return": list}
@@ -271,7 +273,7 @@ def test_downstream_asset_reads_a_step_materialised_in_an_earlier_run(
     sessions = tmp_path / "s"
     defs = mixed_defs(pipeline, sessions, orders_asset(VALUES["pandas"][0], False),
                       reader_asset(duckdb.DuckDBPyRelation), reader_asset(dict, "bad"),
-                      reader_asset(Any, "plain"))
+                      reader_asset(pd.DataFrame | None, "optional"), reader_asset(Any, "plain"))
     first = materialise(defs, instance, ORDERS_KEY, dg.AssetKey(["shop", "customers"]),
                         ENRICH_KEY)
     assert first.success, failure_description(first)
@@ -287,6 +289,9 @@ def test_downstream_asset_reads_a_step_materialised_in_an_earlier_run(
     message = failure_description(bad)
     assert "asset 'bad', input 'enrich' (from Osiris step 'shop/enrich')" in message
     assert "cannot load a table as dict" in message
+    optional = materialise(defs, instance, dg.AssetKey("optional"))
+    assert "cannot load a table as typing.Optional[pandas.DataFrame]" in \
+        failure_description(optional)
     for name in ("duckdb.DuckDBPyRelation", "pyarrow.Table", "pyarrow.RecordBatchReader",
                  "pandas.DataFrame", "polars.DataFrame"):
         assert name in message

@@ -110,14 +110,12 @@ class OsirisIOManager(dg.ConfigurableIOManager):
                         int(rows.value) if rows is not None else -1)
 
 
-def _load_type(context: dg.InputContext) -> type | None:
+def _load_type(context: dg.InputContext) -> Any:
     """The input's annotation when it asks for data; None for no annotation, Any or TableRef
     (an Osiris step's inputs, and today's behaviour for a hand-written asset)."""
     dagster_type = context.dagster_type
     typing_type = getattr(dagster_type, "typing_type", Any) if dagster_type else Any
-    if typing_type is Any or typing_type is TableRef or not isinstance(typing_type, type):
-        return None
-    return typing_type
+    return None if typing_type is Any or typing_type is TableRef else typing_type
 
 
 def _describe_input(context: dg.InputContext) -> str:

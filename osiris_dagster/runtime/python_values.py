@@ -87,7 +87,7 @@ def _scannable(value: Any) -> Any:
 
 
 # -- a session table as a Python value --------------------------------------------------------
-def read_table(db_path: Path, table: str, load_type: type, settings: Settings) -> Any:
+def read_table(db_path: Path, table: str, load_type: Any, settings: Settings) -> Any:
     """The session table ``table`` of ``db_path`` as ``load_type`` (one of SUPPORTED_TYPES).
 
     Raises UnsupportedTypeError before opening anything when the type is not supported."""
@@ -104,7 +104,7 @@ def read_table(db_path: Path, table: str, load_type: type, settings: Settings) -
     return value
 
 
-def _converter(load_type: type) -> Callable[[duckdb.DuckDBPyConnection,
+def _converter(load_type: Any) -> Callable[[duckdb.DuckDBPyConnection,
                                              duckdb.DuckDBPyRelation], tuple[Any, bool]]:
     import pandas as pd
     import pyarrow as pa
@@ -175,6 +175,8 @@ def close_readers(db_path: Path | None = None) -> int:
 
 def _type_name(value: Any, is_type: bool = False) -> str:
     kind = value if is_type else type(value)
+    if not isinstance(kind, type):  # a typing construct: `pd.DataFrame | None`, `list[int]`
+        return repr(kind)
     module = getattr(kind, "__module__", "")
     name = getattr(kind, "__qualname__", None) or repr(kind)
     return name if module in ("builtins", "") else f"{module}.{name}"
