@@ -76,14 +76,17 @@ def _scannable(value: Any) -> Any:
         return value
     if isinstance(value, duckdb.DuckDBPyRelation):  # of another connection: stream it
         return _arrow_reader(value)
-    if type(value).__module__.split(".")[0] == "polars" and hasattr(value, "to_arrow"):
-        if hasattr(value, "collect"):  # a LazyFrame
-            value = value.collect()
-        return value.to_arrow()
+    if type(value).__module__.split(".")[0] == "polars" and \
+            type(value).__name__ in ("DataFrame", "LazyFrame"):
+        return (value.collect() if hasattr(value, "collect") else value).to_arrow()
+    unsupported = (f"a {_type_name(value)} cannot become a table; return one of "
+                   f"{supported_types_text()}")
     if hasattr(value, "__arrow_c_stream__"):  # any Arrow PyCapsule stream (pyarrow >= 15)
-        return pa.RecordBatchReader.from_stream(value)
-    raise UnsupportedTypeError(f"a {_type_name(value)} cannot become a table; return one of "
-                               f"{supported_types_text()}")
+        try:
+            return pa.RecordBatchReader.from_stream(value)
+        except (pa.ArrowException, TypeError, ValueError) as exc:  # a column, not a table
+            raise UnsupportedTypeError(f"{unsupported} ({exc})") from None
+    raise UnsupportedTypeError(unsupported)
 
 
 # -- a session table as a Python value --------------------------------------------------------
