@@ -128,8 +128,9 @@ def run_step(
     instead of after the query; the interrupted step leaves no partial output.
 
     ``asset_refs`` maps a view name (``df_<name>``) to the table of an asset outside the
-    pipeline that the step's query reads (see :func:`osiris_dagster.core.naming.
-    assets_read_by_query`); it is attached like an upstream step's table.
+    pipeline that the step's query reads (see
+    :func:`osiris_dagster.core.naming.assets_read_by_query`); it is attached like an upstream
+    step's table.
     """
     step = pipeline.step(step_id)
     spec = get_spec(step.component)
