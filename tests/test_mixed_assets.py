@@ -23,7 +23,7 @@ from osiris_dagster.oml import validate_pipeline
 from osiris_dagster.runtime.runner import TableRef
 
 from .conftest import REPO
-from .helpers import events, failure_description, write
+from .helpers import events, failure_description, materialisations, write
 
 PIPELINE = """\
 oml_version: "0.1.0"
@@ -146,6 +146,8 @@ def test_python_asset_feeds_a_step_in_the_same_run(pipeline: Path, tmp_path: Pat
     assert session_rows(sessions, result.run_id, "enrich") == ENRICHED
     assert session_rows(sessions, result.run_id, "enrich<-raw/orders") == [
         (1, 1, 9.5), (2, 2, 3.0), (3, 1, 1.25)]
+    note = materialisations(result)["shop/enrich"]["osiris/asset_inputs"].value
+    assert note == "- `raw/orders` as `df_orders` (3 rows)"
     loaded = [e for e in events(sessions / result.run_id) if e["event"] == "asset_input"]
     assert [(e["asset"], e["view"], e["rows"]) for e in loaded] == [("raw/orders", "df_orders",
                                                                      3)]

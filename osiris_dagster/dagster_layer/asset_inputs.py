@@ -118,3 +118,11 @@ def store_asset_values(session: Session, pipeline: Pipeline, step_id: str,
         refs[view] = TableRef(session.session_id, str(session.db_path), table, key, rows,
                               columns)
     return refs
+
+
+def asset_inputs_metadata(refs: Mapping[str, TableRef]) -> dict[str, Any]:
+    """The step materialisation's note of the assets it read (view name -> TableRef)."""
+    if not refs:
+        return {}
+    return {"osiris/asset_inputs": dg.MetadataValue.md("\n".join(
+        f"- `{ref.step_id}` as `{view}` ({ref.rows} rows)" for view, ref in refs.items()))}

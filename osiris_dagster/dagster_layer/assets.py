@@ -23,7 +23,11 @@ import dagster as dg
 from osiris_dagster.core.errors import PipelineInvalidError, StepError
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import dagster_name
-from osiris_dagster.dagster_layer.asset_inputs import asset_tables, data_deps
+from osiris_dagster.dagster_layer.asset_inputs import (
+    asset_inputs_metadata,
+    asset_tables,
+    data_deps,
+)
 from osiris_dagster.dagster_layer.automation import (
     TAG_ARCHIVE_TO,
     TAG_FILE,
@@ -271,7 +275,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
         "target": masker.text(outcome.result.target) if outcome.result.target else None,
         "table": outcome.result.table}})
-    metadata = materialisation_metadata(session, outcome)
+    metadata = materialisation_metadata(session, outcome) | asset_inputs_metadata(asset_refs)
     changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
     if changes:
         metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(
