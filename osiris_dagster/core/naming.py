@@ -92,3 +92,37 @@ def safe_dir_name(name: str) -> str:
     """A single path component for a step id: no separators, no '..', no hidden names."""
     out = _PATH_UNSAFE.sub("_", name) or "_"
     return "_" + out if out.startswith(".") else out
+
+
+def asset_view_names(taken: Iterable[str], asset_keys: Iterable[str]) -> dict[str, str]:
+    """The view a step's SQL reads an asset outside the pipeline (an ``x-dagster`` dep such as
+    ``raw/orders``) through: ``df_<last key part>`` (``df_orders``), or ``df_<whole key>``
+    (``df_raw_orders``) when another upstream of the step already has that name."""
+    used = {name.lower() for name in taken}
+    out: dict[str, str] = {}
+    for key in asset_keys:
+        name = "df_" + sanitise(key.split("/")[-1])
+        if name.lower() in used:
+            name = "df_" + sanitise(key.replace("/", "_"))
+        if name.lower() in used:
+            name = f"{name}_{_short_hash(key)}"
+        used.add(name.lower())
+        out[key] = name
+    return out
+
+
+_SQL_WORD = re.compile(r"[A-Za-z_][0-9A-Za-z_$]*")
+
+
+def assets_read_by_query(query: str, upstream_views: Iterable[str],
+                         asset_keys: Iterable[str]) -> dict[str, str]:
+    """Which ``x-dagster`` deps a step's query reads, with their view names: those whose
+    ``df_<name>`` it mentions, or the only dep when the step has no upstream step and the query
+    reads ``input_df``. The other deps stay lineage only (no data is loaded for them)."""
+    views = list(upstream_views)
+    names = asset_view_names(views, asset_keys)
+    words = {w.lower() for w in _SQL_WORD.findall(query)}
+    read = {key: name for key, name in names.items() if name.lower() in words}
+    if not read and not views and len(names) == 1 and SINGLE_INPUT_VIEW in words:
+        read = dict(names)
+    return read

@@ -23,6 +23,11 @@ import dagster as dg
 from osiris_dagster.core.errors import PipelineInvalidError, StepError
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import dagster_name
+from osiris_dagster.dagster_layer.asset_inputs import (
+    asset_inputs_metadata,
+    asset_tables,
+    data_deps,
+)
 from osiris_dagster.dagster_layer.automation import (
     TAG_ARCHIVE_TO,
     TAG_FILE,
@@ -39,6 +44,7 @@ from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTransl
 from osiris_dagster.oml import Pipeline, validate_pipeline
 from osiris_dagster.oml.model import canonical_json
 from osiris_dagster.runtime.checks import specs_from_config
+from osiris_dagster.runtime.python_values import close_readers
 from osiris_dagster.runtime.runner import (
     StepOutcome,
     TableRef,
@@ -160,6 +166,7 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     data_ups = data_upstreams(pipeline, step)
     ins = {f"in_{i}": dg.AssetIn(key=keys[up]) for i, up in enumerate(data_ups)}
     input_steps = {f"in_{i}": up for i, up in enumerate(data_ups)}
+    asset_views = data_deps(pipeline, step)  # deps whose data the query reads
     ordering = [keys[n] for n in step.needs if n not in data_ups]
     # deps the translator added beyond the pipeline's own steps (which are wired above)
     own = {keys[n] for n in step.needs} | {
@@ -182,7 +189,8 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     )
     def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
         yield from _execute_step(context, pipeline, step_id, text, res_key,
-                                 {input_steps[k]: v for k, v in inputs.items()}, spec.key)
+                                 {input_steps[k]: v for k, v in inputs.items()}, spec.key,
+                                 asset_views)
 
     return _compute
 
@@ -220,7 +228,8 @@ def is_append_writer(step: Any) -> bool:
 
 def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
                   text: str, res_key: str, upstream_refs: Mapping[str, TableRef],
-                  key: dg.AssetKey) -> Iterator[Any]:
+                  key: dg.AssetKey, asset_views: Mapping[str, str] | None = None
+                  ) -> Iterator[Any]:
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
     partition = partition_params(template, context)
@@ -243,11 +252,14 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                                                  "component": pipeline.step(step_id).component,
                                                  "session_id": session.session_id,
                                                  "session_dir": str(session.dir)}})
+    close_readers(session.db_path)  # relations given to finished assets of this process
     try:
+        asset_refs = asset_tables(context, session, pipeline, step_id, asset_views or {})
         outcome = run_step(pipeline, step_id, session, upstream_refs,
                            osiris.connections(pipeline.path), on_progress=on_progress,
                            timeout_seconds=pipeline.dagster.step_timeout(step_id),
-                           checks=specs_from_config(pipeline.dagster.for_step(step_id).checks))
+                           checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
+                           asset_refs=asset_refs)
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})
@@ -263,7 +275,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
         "target": masker.text(outcome.result.target) if outcome.result.target else None,
         "table": outcome.result.table}})
-    metadata = materialisation_metadata(session, outcome)
+    metadata = materialisation_metadata(session, outcome) | asset_inputs_metadata(asset_refs)
     changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
     if changes:
         metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(

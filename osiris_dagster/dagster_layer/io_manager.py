@@ -1,21 +1,29 @@
-"""The IO manager passes table references between assets, never data.
+"""The IO manager passes table references between Osiris steps, and data to annotated assets.
 
 A step's op writes its table into the run's session database itself (so data never leaves
-DuckDB); the value it returns is a small :class:`TableRef`. Loading an input returns the
-upstream's TableRef: from this run's session when the upstream ran in this run, otherwise from
-the session recorded on the upstream's latest materialisation (a UI "materialise this asset"
-after an earlier run).
+DuckDB); the value it returns is a small :class:`TableRef`. Loading an input finds the
+upstream's table: in this run's session when the upstream ran in this run, otherwise in the
+session recorded on the upstream's latest materialisation (a UI "materialise this asset" after
+an earlier run). An input without annotation (every Osiris step's) gets the TableRef; a
+hand-written asset that annotates its input gets the table as that type, like dagster-duckdb's
+type handlers: see :data:`osiris_dagster.runtime.python_values.SUPPORTED_TYPES`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from osiris_dagster.core.errors import UpstreamMissingError
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.python_values import (
+    UnsupportedTypeError,
+    close_readers,
+    read_table,
+)
 from osiris_dagster.runtime.runner import TableRef
 from osiris_dagster.runtime.session import Session
 
@@ -44,7 +52,21 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         context.log.debug(f"{context.asset_key.to_user_string()} -> table {obj.table} in "
                           f"{obj.db_path} ({obj.rows} rows)")
 
-    def load_input(self, context: dg.InputContext) -> TableRef:
+    def load_input(self, context: dg.InputContext) -> Any:
+        load_type = _load_type(context)
+        ref = self._table_ref(context)
+        if load_type is None:
+            return ref
+        try:
+            return read_table(Path(ref.db_path), ref.table, load_type,
+                              Settings.from_env(self.sessions_dir))
+        except UnsupportedTypeError as exc:
+            raise UnsupportedTypeError(f"{_describe_input(context)}: {exc}") from None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        close_readers()  # relations and readers handed to assets of this run or process
+
+    def _table_ref(self, context: dg.InputContext) -> TableRef:
         upstream = context.upstream_output
         assert upstream is not None
         meta = upstream.definition_metadata or {}
@@ -86,6 +108,21 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         rows = md.get("dagster/row_count")
         return TableRef(session_id, db_path, table, step_id,
                         int(rows.value) if rows is not None else -1)
+
+
+def _load_type(context: dg.InputContext) -> Any:
+    """The input's annotation when it asks for data; None for no annotation, Any or TableRef
+    (an Osiris step's inputs, and today's behaviour for a hand-written asset)."""
+    dagster_type = context.dagster_type
+    typing_type = getattr(dagster_type, "typing_type", Any) if dagster_type else Any
+    return None if typing_type is Any or typing_type is TableRef else typing_type
+
+
+def _describe_input(context: dg.InputContext) -> str:
+    upstream = context.upstream_output
+    step = upstream.asset_key.to_user_string() if upstream is not None and \
+        upstream.has_asset_key else "?"
+    return f"asset '{context.op_def.name}', input '{context.name}' (from Osiris step '{step}')"
 
 
 def _text(value: object) -> str | None:

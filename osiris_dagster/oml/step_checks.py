@@ -5,10 +5,14 @@ component's check of its queries)."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from osiris_dagster.core.naming import query_visible_names, upstream_view_names
+from osiris_dagster.core.naming import (
+    assets_read_by_query,
+    query_visible_names,
+    upstream_view_names,
+)
 from osiris_dagster.oml.config_checks import check_config
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.model import Step, freeze
@@ -20,7 +24,8 @@ IGNORED_STEP = {"inputs", "outputs", "retry", "timeout", "when", "branch", "fan_
                 "hints", "labels", "description"}
 
 
-def check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
+def check_steps(steps_raw: LineList, out: Collector,
+                deps: Mapping[str, Sequence[str]] | None = None) -> list[Step]:
     ids: dict[str, int] = {}
     entries: list[tuple[int, LineDict, str | None]] = []
     for index, raw in enumerate(steps_raw):
@@ -56,7 +61,7 @@ def check_steps(steps_raw: LineList, out: Collector) -> list[Step]:
     _check_cycles(graph, out)
     raws = {sid: raw for _i, raw, sid in entries if sid is not None}
     _check_writer_inputs(steps, raws, out)
-    _check_queries(steps, raws, out)
+    _check_queries(steps, raws, out, deps or {})
     return steps if len(steps) == len(entries) else []
 
 
@@ -238,7 +243,8 @@ def _check_writer_inputs(steps: list[Step], raws: Mapping[str, LineDict],
                         "on the previous step)", step.id)
 
 
-def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collector) -> None:
+def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collector,
+                   deps: Mapping[str, Sequence[str]]) -> None:
     """A component's own check of its queries (spec `query_check`), e.g. that a
     duckdb.processor query is one SELECT over its upstream views: refused at `validate`, not at
     run time. Each check gets all of its component's queries at once."""
@@ -252,7 +258,9 @@ def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collect
             continue
         tables = [n for n in step.needs
                   if (up := get_spec(by_id[n].component)) and up.produces_table]
-        visible = query_visible_names(upstream_view_names(tables).values())
+        views = list(upstream_view_names(tables).values())
+        views += assets_read_by_query(query, views, deps.get(step.id, ())).values()
+        visible = query_visible_names(views)
         batches.setdefault(spec.query_check, []).append((step, query, visible))
     for check, items in batches.items():
         module, _, name = check.partition(":")
@@ -262,3 +270,16 @@ def _check_queries(steps: list[Step], raws: Mapping[str, LineDict], out: Collect
                 config = raws[step.id].get("config") if step.id in raws else None
                 line = config.line_of("query") if isinstance(config, LineDict) else step.line
                 out.error(line, problem, step.id)
+
+
+def declared_deps(doc: LineDict) -> dict[str, list[str]]:
+    """``x-dagster.steps.<id>.deps`` as written, for the query check (which runs before the
+    x-dagster block is checked): a step's query may read the deps' ``df_<name>`` views."""
+    block = doc.get("x-dagster")
+    steps = block.get("steps") if isinstance(block, dict) else None
+    out: dict[str, list[str]] = {}
+    for sid, body in (steps.items() if isinstance(steps, dict) else ()):
+        value = body.get("deps") if isinstance(body, dict) else None
+        if isinstance(value, list):
+            out[str(sid)] = [v.strip().strip("/") for v in value if isinstance(v, str)]
+    return out

@@ -30,7 +30,7 @@ from osiris_dagster.oml.partition_checks import (
     with_partitions,
 )
 from osiris_dagster.oml.specs import get_spec
-from osiris_dagster.oml.step_checks import check_steps, step_label
+from osiris_dagster.oml.step_checks import check_steps, declared_deps, step_label
 from osiris_dagster.oml.x_dagster_checks import check_x_dagster
 from osiris_dagster.oml.yaml_lines import LineDict, LineList, load_yaml_with_lines, to_plain
 
@@ -118,7 +118,7 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     elif not isinstance(steps_raw, LineList) or not steps_raw:
         out.error(doc.line_of("steps"), "'steps' must be a non-empty list")
     else:
-        steps = check_steps(steps_raw, out)
+        steps = check_steps(steps_raw, out, declared_deps(resolved_doc))
 
     declared_ids = {step_label(item) for item in steps_raw or []} - {None} \
         if isinstance(steps_raw, list) else set()

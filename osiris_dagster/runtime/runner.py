@@ -116,6 +116,7 @@ def run_step(
     on_workspace: Callable[[StepWorkspace | None], None] | None = None,
     timeout_seconds: float | None = None,
     checks: Sequence[CheckSpec] = (),
+    asset_refs: Mapping[str, TableRef] | None = None,
 ) -> StepOutcome:
     """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
 
@@ -125,6 +126,11 @@ def run_step(
     The driver runs in a worker thread while this thread waits, so a run termination
     (KeyboardInterrupt / Dagster's interrupt) or the step's timeout interrupts DuckDB at once
     instead of after the query; the interrupted step leaves no partial output.
+
+    ``asset_refs`` maps a view name (``df_<name>``) to the table of an asset outside the
+    pipeline that the step's query reads (see
+    :func:`osiris_dagster.core.naming.assets_read_by_query`); it is attached like an upstream
+    step's table.
     """
     step = pipeline.step(step_id)
     spec = get_spec(step.component)
@@ -146,7 +152,7 @@ def run_step(
             if on_workspace:
                 on_workspace(ws)
             try:
-                inputs = _attach_inputs(ws, pipeline, step, upstream_refs)
+                inputs = _attach_inputs(ws, pipeline, step, upstream_refs, asset_refs or {})
                 result = _with_memory_retries(
                     ws, step.component,
                     lambda: _interruptible(ws, lambda: driver(ws, config, inputs),
@@ -334,10 +340,11 @@ def _write_cleaned_config(session: Session, step: Step, config: Mapping[str, Any
 
 
 def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
-                   upstream_refs: Mapping[str, TableRef]) -> list:
+                   upstream_refs: Mapping[str, TableRef],
+                   asset_refs: Mapping[str, TableRef]) -> list:
     ups = data_upstreams(pipeline, step)
     views = upstream_view_names(ups)
-    inputs = []
+    tables: list[tuple[str, str, str, TableRef]] = []  # (name, what, view, table)
     for up in ups:
         ref = upstream_refs.get(up)
         if ref is None:
@@ -345,13 +352,18 @@ def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
         if not Path(ref.db_path).exists():
             raise UpstreamMissingError.session_gone(f"upstream step '{up}'", up,
                                                     ref.session_id, ref.db_path)
-        extra = [SINGLE_INPUT_VIEW] if len(ups) == 1 else []
+        tables.append((up, f"upstream step '{up}'", views[up], ref))
+    tables += [(ref.step_id, f"asset '{ref.step_id}'", view, ref)
+               for view, ref in asset_refs.items()]
+    extra = [SINGLE_INPUT_VIEW] if len(tables) == 1 else []
+    inputs = []
+    for name, what, view, ref in tables:
         try:
-            inputs.append(ws.add_upstream(up, views[up], Path(ref.db_path), ref.table, extra))
+            inputs.append(ws.add_upstream(name, view, Path(ref.db_path), ref.table, extra))
         except duckdb.CatalogException:
             raise UpstreamMissingError(
-                f"table '{ref.table}' of upstream step '{up}' is missing from session "
-                f"{ref.session_id}; materialise '{up}' again") from None
+                f"table '{ref.table}' of {what} is missing from session "
+                f"{ref.session_id}; materialise '{name}' again") from None
     return inputs
 
 
