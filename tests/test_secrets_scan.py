@@ -335,3 +335,41 @@ def test_malformed_supabase_dsn_is_a_secret_free_driver_error() -> None:
     with pytest.raises(DriverError, match="pg_dsn") as err:
         supabase_channels("supabase.writer", {"pg_dsn": "Sb-Secret-Value-4242 nonsense"}, {})
     assert "Sb-Secret-Value-4242" not in str(err.value)
+
+
+@pytest.mark.parametrize("declaration", ["{default: NOT-SET, sensitive: true}",
+                                         "{description: given at run time}"])
+def test_a_sensitive_parameter_is_masked_in_every_session_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+        declaration: str) -> None:
+    """`sensitive: true` (or a secret-looking name) masks the parameter's value in what a run
+    writes: events, cleaned configs, manifest, CLI output. The table still holds the data."""
+    from osiris_dagster.cli import main
+
+    secret = f"pw-{uuid.uuid4().hex[:12]}"
+    name = "customer" if "sensitive" in declaration else "customer_password"
+    home = tmp_path / "dagster_home"
+    write(home / "dagster.yaml", "telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "p.yaml", f"""\
+oml_version: "0.1.0"
+name: sensitive-param
+params:
+  {name}: {declaration}
+steps:
+  - id: pick
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: "SELECT ${{params.{name}}} AS who, 'x' AS note"
+""")
+    monkeypatch.setenv(f"OSIRIS_PARAM_{name.upper()}", secret)
+    assert main(["run", "p.yaml", "--sessions-dir", "sessions"]) == 0
+    output = capfd.readouterr()
+    assert secret not in output.out + output.err
+    files = [f for f in (tmp_path / "sessions").rglob("*")
+             if f.is_file() and f.suffix in (".json", ".jsonl", ".yaml")]
+    assert any(f.name == "manifest.yaml" for f in files)
+    for f in files:
+        assert secret not in f.read_text(encoding="utf-8"), f

@@ -150,6 +150,12 @@ class Pipeline:
     dagster: DagsterSettings
     resolved: MappingProxyType  # the whole resolved document (for the manifest)
     warnings: tuple[Diagnostic, ...] = ()
+    # parameters whose values are secrets (`sensitive: true`, or a secret-looking name): every
+    # output of a run masks their values
+    sensitive_params: frozenset[str] = frozenset()
+
+    def sensitive_values(self) -> list[Any]:
+        return [self.params[n] for n in sorted(self.sensitive_params) if n in self.params]
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from osiris_dagster.core.masking import is_secret_key
 from osiris_dagster.oml.diagnostics import BySeverity, Collector, Diagnostic
 from osiris_dagster.oml.document_checks import (
     check_duplicate_keys,
@@ -129,8 +130,9 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
 
     if out.errors or not isinstance(name, str):
         return None
+    sensitive = frozenset(n for n, s in specs.items() if s.sensitive or is_secret_key(n))
     return _pipeline(path, doc, resolved_doc, name, str(version), steps, values, active,
-                     dagster, out)
+                     dagster, out, sensitive)
 
 
 def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector) -> LineDict:
@@ -157,7 +159,8 @@ def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector) -> LineDi
 
 def _pipeline(path: Path, doc: LineDict, resolved_doc: LineDict, name: str, version: str,
               steps: list[Step], values: Mapping[str, Any], active: str | None,
-              dagster: DagsterSettings, out: Collector) -> Pipeline:
+              dagster: DagsterSettings, out: Collector,
+              sensitive: frozenset[str] = frozenset()) -> Pipeline:
     plain = to_plain(resolved_doc)
     plain.pop("profiles", None)
     plain["params"] = dict(values)
@@ -172,6 +175,7 @@ def _pipeline(path: Path, doc: LineDict, resolved_doc: LineDict, name: str, vers
         dagster=dagster,
         resolved=freeze(plain),
         warnings=tuple(out.warnings),
+        sensitive_params=sensitive,
     )
 
 

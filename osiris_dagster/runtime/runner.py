@@ -135,6 +135,7 @@ def run_step(
     step = pipeline.step(step_id)
     spec = get_spec(step.component)
     assert spec is not None  # validated
+    session.masker.add(pipeline.sensitive_values())  # before anything is written
     start_session(session, pipeline)
     session.log_event("step_start", step_id=step.id, driver=step.component)
     started = time.monotonic()
