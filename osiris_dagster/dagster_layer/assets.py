@@ -32,6 +32,7 @@ from osiris_dagster.dagster_layer.automation import (
     build_sensors,
     file_change,
 )
+from osiris_dagster.dagster_layer.column_metadata import StepColumns, column_metadata
 from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from osiris_dagster.dagster_layer.partitions import partition_params
 from osiris_dagster.dagster_layer.resources import OsirisResource
@@ -160,6 +161,8 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     data_ups = data_upstreams(pipeline, step)
     ins = {f"in_{i}": dg.AssetIn(key=keys[up]) for i, up in enumerate(data_ups)}
     input_steps = {f"in_{i}": up for i, up in enumerate(data_ups)}
+    columns = StepColumns({up: keys[up] for up in data_ups},
+                          pipeline.dagster.for_step(step_id).columns)
     ordering = [keys[n] for n in step.needs if n not in data_ups]
     # deps the translator added beyond the pipeline's own steps (which are wired above)
     own = {keys[n] for n in step.needs} | {
@@ -182,7 +185,8 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     )
     def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
         yield from _execute_step(context, pipeline, step_id, text, res_key,
-                                 {input_steps[k]: v for k, v in inputs.items()}, spec.key)
+                                 {input_steps[k]: v for k, v in inputs.items()}, spec.key,
+                                 columns)
 
     return _compute
 
@@ -220,7 +224,7 @@ def is_append_writer(step: Any) -> bool:
 
 def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
                   text: str, res_key: str, upstream_refs: Mapping[str, TableRef],
-                  key: dg.AssetKey) -> Iterator[Any]:
+                  key: dg.AssetKey, columns: StepColumns | None = None) -> Iterator[Any]:
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
     partition = partition_params(template, context)
@@ -263,7 +267,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
         "target": masker.text(outcome.result.target) if outcome.result.target else None,
         "table": outcome.result.table}})
-    metadata = materialisation_metadata(session, outcome)
+    metadata = materialisation_metadata(session, outcome, columns)
     changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
     if changes:
         metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(
@@ -422,7 +426,8 @@ def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Se
     return [sid for op, sid in by_op.items() if op in in_job]
 
 
-def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str, Any]:
+def materialisation_metadata(session: Session, outcome: StepOutcome,
+                             columns: StepColumns | None = None) -> dict[str, Any]:
     """The materialisation's metadata; every text in it goes through the session's masker (a
     target path or URL, a driver's extra metadata and the preview may hold a secret value)."""
     result = outcome.result
@@ -438,8 +443,6 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
     if outcome.ref is not None:
         ref = outcome.ref
         md["dagster/row_count"] = dg.MetadataValue.int(ref.rows)
-        md["dagster/column_schema"] = dg.MetadataValue.table_schema(
-            dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in ref.columns]))
         md["dagster/table_name"] = f"pipeline_data.main.{ref.table}"
         md["dagster/uri"] = Path(ref.db_path).as_uri()
         md[META_SESSION_DB] = dg.MetadataValue.path(ref.db_path)
@@ -455,6 +458,8 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
         else:
             md["target"] = dg.MetadataValue.path(target)
             md["dagster/uri"] = Path(target).as_uri()
+    md.update(column_metadata(outcome.ref.columns if outcome.ref else None,
+                              result.column_lineage, columns or StepColumns(), mask))
     for k, v in result.extra_metadata.items():
         md[k] = mask.value(v) if isinstance(v, str | dict | list) else v
     return md
