@@ -459,7 +459,7 @@ def materialisation_metadata(session: Session, outcome: StepOutcome,
             md["target"] = dg.MetadataValue.path(target)
             md["dagster/uri"] = Path(target).as_uri()
     md.update(column_metadata(outcome.ref.columns if outcome.ref else None,
-                              result.column_lineage, columns or StepColumns(), mask))
+                              result.column_lineage, columns, mask))
     for k, v in result.extra_metadata.items():
         md[k] = mask.value(v) if isinstance(v, str | dict | list) else v
     return md

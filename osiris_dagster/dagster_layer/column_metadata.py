@@ -100,18 +100,19 @@ def _cell(name: str) -> str:
 
 
 def column_metadata(columns: Sequence[tuple[str, str]] | None,
-                    lineage: StepColumnLineage | None, step: StepColumns, mask: Masker
+                    lineage: StepColumnLineage | None, step: StepColumns | None, mask: Masker
                     ) -> dict[str, Any]:
     """All column metadata of a materialisation: the schema (for a step with a table) and the
-    lineage; described columns the table lacks are listed in
-    ``osiris/unmatched_column_descriptions`` (they are ignored, not an error)."""
+    lineage (when the upstream asset keys are known, ``step``); described columns the table
+    lacks are listed in ``osiris/unmatched_column_descriptions`` (ignored, not an error)."""
     md: dict[str, Any] = {}
     if columns is not None:
-        schema, unmatched = column_schema(columns, step.descriptions)
+        schema, unmatched = column_schema(columns, step.descriptions if step else {})
         md["dagster/column_schema"] = dg.MetadataValue.table_schema(schema)
         if unmatched:
             md[UNMATCHED_DESCRIPTIONS] = dg.MetadataValue.text(
                 "x-dagster.steps.<id>.columns describes columns this table does not have: "
                 + ", ".join(unmatched))
-    md.update(lineage_metadata(lineage, step.upstream_keys, mask))
+    if step is not None:
+        md.update(lineage_metadata(lineage, step.upstream_keys, mask))
     return md
