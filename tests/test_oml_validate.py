@@ -1127,6 +1127,47 @@ def test_x_dagster_must_be_a_mapping(tmp_path):
     one_error(result, 12, "x-dagster")
 
 
+def test_x_dagster_column_descriptions_are_parsed(tmp_path):
+    result = check(tmp_path, HEAD + X_STEPS + textwrap.dedent("""\
+        x-dagster:
+          steps:
+            stats:
+              columns:
+                director: "  Who directed it  "
+                "Movie Count": Number of movies
+                2024: Released in 2024
+    """))
+    assert [str(d) for d in result.diagnostics] == []
+    columns = result.pipeline.dagster.for_step("stats").columns
+    assert dict(columns) == {"director": "Who directed it", "Movie Count": "Number of movies",
+                             "2024": "Released in 2024"}
+    assert dict(result.pipeline.dagster.for_step("extract-movies").columns) == {}
+
+
+@pytest.mark.parametrize(
+    ("columns", "line", "fragment"),
+    [
+        ("      columns:\n        director: 3\n", 16, "columns.director: the description must "
+                                                     "be a string, got int 3"),
+        ("      columns:\n        a: ok\n        director:\n", 17, "got nothing"),
+        ("      columns:\n        director: [a, b]\n", 16, "got a list"),
+        ("      columns: [director]\n", 15, "must map column names to descriptions"),
+        ("      columns:\n        true: yes\n", 16, "not a column name"),
+    ],
+)
+def test_x_dagster_column_descriptions_errors_name_the_line(tmp_path, columns, line, fragment):
+    result = check(tmp_path, HEAD + X_STEPS + "x-dagster:\n  steps:\n    stats:\n" + columns)
+    one_error(result, line, fragment, step="stats")
+
+
+def test_x_dagster_column_descriptions_on_a_writer_are_an_error(tmp_path):
+    result = check(tmp_path, steps("""
+        - {id: a, CSV_IN, config: {path: a.csv}}
+        - {id: w, CSV_OUT, config: {path: b.csv}}
+    """) + "x-dagster:\n  steps:\n    w:\n      columns: {x: y}\n")
+    one_error(result, 9, "writer produces no table", step="w")
+
+
 # --- bad input never raises ---------------------------------------------------------------------
 def test_bad_yaml_syntax(tmp_path):
     result = check(tmp_path, 'oml_version: "0.1.0"\nname: p\nsteps:\n  - id: a\n   bad: [\n')

@@ -37,6 +37,7 @@ from osiris_dagster.dagster_layer.automation import (
     build_sensors,
     file_change,
 )
+from osiris_dagster.dagster_layer.column_metadata import StepColumns, column_metadata
 from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from osiris_dagster.dagster_layer.partitions import partition_params
 from osiris_dagster.dagster_layer.resources import OsirisResource
@@ -167,6 +168,8 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     ins = {f"in_{i}": dg.AssetIn(key=keys[up]) for i, up in enumerate(data_ups)}
     input_steps = {f"in_{i}": up for i, up in enumerate(data_ups)}
     asset_views = data_deps(pipeline, step)  # deps whose data the query reads
+    columns = StepColumns({up: keys[up] for up in data_ups},
+                          pipeline.dagster.for_step(step_id).columns)
     ordering = [keys[n] for n in step.needs if n not in data_ups]
     # deps the translator added beyond the pipeline's own steps (which are wired above)
     own = {keys[n] for n in step.needs} | {
@@ -190,7 +193,7 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
         yield from _execute_step(context, pipeline, step_id, text, res_key,
                                  {input_steps[k]: v for k, v in inputs.items()}, spec.key,
-                                 asset_views)
+                                 asset_views, columns)
 
     return _compute
 
@@ -228,8 +231,8 @@ def is_append_writer(step: Any) -> bool:
 
 def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
                   text: str, res_key: str, upstream_refs: Mapping[str, TableRef],
-                  key: dg.AssetKey, asset_views: Mapping[str, str] | None = None
-                  ) -> Iterator[Any]:
+                  key: dg.AssetKey, asset_views: Mapping[str, str] | None = None,
+                  columns: StepColumns | None = None) -> Iterator[Any]:
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
     partition = partition_params(template, context)
@@ -275,7 +278,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
         "target": masker.text(outcome.result.target) if outcome.result.target else None,
         "table": outcome.result.table}})
-    metadata = materialisation_metadata(session, outcome) | asset_inputs_metadata(asset_refs)
+    metadata = materialisation_metadata(session, outcome, columns) | \
+        asset_inputs_metadata(asset_refs)
     changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
     if changes:
         metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(
@@ -434,7 +438,8 @@ def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Se
     return [sid for op, sid in by_op.items() if op in in_job]
 
 
-def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str, Any]:
+def materialisation_metadata(session: Session, outcome: StepOutcome,
+                             columns: StepColumns | None = None) -> dict[str, Any]:
     """The materialisation's metadata; every text in it goes through the session's masker (a
     target path or URL, a driver's extra metadata and the preview may hold a secret value)."""
     result = outcome.result
@@ -450,8 +455,6 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
     if outcome.ref is not None:
         ref = outcome.ref
         md["dagster/row_count"] = dg.MetadataValue.int(ref.rows)
-        md["dagster/column_schema"] = dg.MetadataValue.table_schema(
-            dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in ref.columns]))
         md["dagster/table_name"] = f"pipeline_data.main.{ref.table}"
         md["dagster/uri"] = Path(ref.db_path).as_uri()
         md[META_SESSION_DB] = dg.MetadataValue.path(ref.db_path)
@@ -467,6 +470,8 @@ def materialisation_metadata(session: Session, outcome: StepOutcome) -> dict[str
         else:
             md["target"] = dg.MetadataValue.path(target)
             md["dagster/uri"] = Path(target).as_uri()
+    md.update(column_metadata(outcome.ref.columns if outcome.ref else None,
+                              result.column_lineage, columns, mask))
     for k, v in result.extra_metadata.items():
         md[k] = mask.value(v) if isinstance(v, str | dict | list) else v
     return md

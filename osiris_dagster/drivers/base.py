@@ -12,12 +12,14 @@ A driver is a function ``run(ctx, config, inputs) -> DriverResult``:
 Extractors and processors call ``ctx.create_output(select_sql)``, which builds the step's table
 under a temporary name and swaps it in atomically. Writers read ``inputs[0]`` and write outside.
 Incremental extractors return their new high-water mark as ``DriverResult.pending_state``; the
-runtime saves it once the step's output is accepted (see :class:`PendingState`).
+runtime saves it once the step's output is accepted (see :class:`PendingState`). Processors and
+writers say which upstream columns each of their columns comes from in
+``DriverResult.column_lineage`` (see :class:`StepColumnLineage`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +52,33 @@ class PendingState:
     document: Mapping[str, Any]
 
 
+UpstreamColumn = tuple[str, str]
+"""(upstream step id, column name)."""
+
+
+@dataclass(frozen=True)
+class StepColumnLineage:
+    """Which upstream columns each column a step produced (or wrote out) comes from.
+
+    ``columns`` maps each output column to the ``(upstream step id, column)`` pairs it is
+    computed from, in the order the query reads them; an empty tuple for a column computed from
+    no upstream column (a literal, ``count(*)``). When the lineage could not be worked out,
+    ``problem`` says why and ``columns`` is empty: lineage is never guessed, and a problem never
+    fails the step."""
+
+    columns: Mapping[str, tuple[UpstreamColumn, ...]] = field(default_factory=dict)
+    problem: str | None = None
+
+    @classmethod
+    def pass_through(cls, step_id: str, columns: Iterable[str]) -> StepColumnLineage:
+        """Every column comes unchanged from the same-named column of upstream ``step_id``."""
+        return cls({name: ((step_id, name),) for name in columns})
+
+    @classmethod
+    def unknown(cls, problem: str) -> StepColumnLineage:
+        return cls({}, problem)
+
+
 @dataclass
 class DriverResult:
     """What a step produced. ``table`` is None for writers (they produce no session table)."""
@@ -60,6 +89,7 @@ class DriverResult:
     target: str | None = None  # writers: file path or table they wrote
     extra_metadata: dict[str, Any] = field(default_factory=dict)
     pending_state: PendingState | None = None  # committed by the runtime, never by the driver
+    column_lineage: StepColumnLineage | None = None  # None: nothing to record (extractors)
 
 
 class StepContext(Protocol):
@@ -77,6 +107,10 @@ class StepContext(Protocol):
 
     def create_output(self, select_sql: str, params: Sequence[Any] | None = None) -> int:
         """Materialise ``select_sql`` as the step's table (atomically); returns its row count."""
+        ...
+
+    def output_columns(self) -> list[tuple[str, str]]:
+        """The ``(name, DuckDB type)`` columns of the step's table, once it is created."""
         ...
 
     def seal_sql_access(self) -> None:

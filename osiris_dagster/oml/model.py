@@ -42,6 +42,8 @@ class StepDagster:
     checks: MappingProxyType | None = None  # validated `checks:` block
     schema: str | None = None  # "strict": a column change fails the step
     deps: tuple[str, ...] = ()  # extra upstream asset keys ("a/b") outside the pipeline
+    columns: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    # column name -> description (shown in the asset's column schema)
 
 
 @dataclass(frozen=True)

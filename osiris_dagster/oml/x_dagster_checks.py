@@ -1,5 +1,6 @@
 """Checks of the `x-dagster` block: group, owners, tags, run settings, and each step's
-settings (description, owners, tags, timeout, retry, asset checks, schema mode, deps);
+settings (description, owners, tags, timeout, retry, asset checks, schema mode, deps, column
+descriptions);
 schedules and sensors are checked in :mod:`osiris_dagster.oml.automation_checks`."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from osiris_dagster.oml.yaml_lines import LineDict, to_plain
 X_DAGSTER_KEYS = {"group", "owners", "tags", "steps", "schedule", "sensor", "timeout_seconds",
                   "retry", "partitions"}
 X_DAGSTER_STEP_KEYS = {"description", "owners", "tags", "timeout_seconds", "retry", "checks",
-                       "schema", "deps"}
+                       "schema", "deps", "columns"}
 CHECK_KEYS = {"not_null", "unique", "row_count", "accepted_values", "expression", "freshness",
               "blocking"}
 _GROUP_OK = re.compile(r"^[A-Za-z0-9_]+$")
@@ -86,7 +87,8 @@ def _step_settings(sid: Any, body: LineDict, writers: set[str], out: Collector) 
         desc, owners(body, "owners", out, sid), tags(body, "tags", out, sid),
         timeout(body, label, out, sid), retry(body, label, out, sid),
         _asset_checks(body, label, out, str(sid), writers),
-        _schema_mode(body, label, out, str(sid)), _deps(body, label, out, str(sid)))
+        _schema_mode(body, label, out, str(sid)), _deps(body, label, out, str(sid)),
+        _column_descriptions(body, label, out, str(sid), writers))
 
 
 def _asset_checks(body: LineDict, label: str, out: Collector, step: str, writers: set[str]
@@ -160,3 +162,43 @@ def _deps(body: LineDict, label: str, out: Collector, step: str) -> tuple[str, .
                                         "'raw/orders'", step)
         return ()
     return tuple(v.strip().strip("/") for v in value)
+
+
+def _column_descriptions(body: LineDict, label: str, out: Collector, step: str,
+                         writers: set[str]) -> MappingProxyType:
+    """`columns: {name: description}`: descriptions for the step table's column schema.
+
+    Whether the table has those columns is only known when the step runs (the SQL decides);
+    descriptions of columns it lacks are listed on the materialisation, not an error."""
+    raw = body.get("columns")
+    if raw is None:
+        return MappingProxyType({})
+    line = body.line_of("columns")
+    if not isinstance(raw, LineDict):
+        out.error(line, f"{label}.columns must map column names to descriptions", step)
+        return MappingProxyType({})
+    if step in writers:
+        out.error(line, f"{label}.columns: a writer produces no table to describe; describe "
+                        "the columns on the step that produces them", step)
+        return MappingProxyType({})
+    good: dict[str, str] = {}
+    for name, description in raw.items():
+        if isinstance(name, bool) or not isinstance(name, str | int) or not str(name).strip():
+            out.error(raw.line_of(name), f"{label}.columns: {name!r} is not a column name; "
+                                         "quote it", step)
+        elif not isinstance(description, str):
+            out.error(raw.line_of(name), f"{label}.columns.{name}: the description must be a "
+                                         f"string, got {_yaml_kind(description)}", step)
+        else:
+            good[str(name)] = description.strip()
+    return MappingProxyType(good)
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

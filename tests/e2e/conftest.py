@@ -65,6 +65,35 @@ steps:
       query: "SELECT count(*) AS c FROM range(${params.n}) t(x) WHERE x % 7 = 3"
 """
 
+LINEAGE = """\
+oml_version: "0.1.0"
+name: e2e-lineage
+x-dagster:
+  steps:
+    director-films:
+      columns: {director: Name of the director}
+steps:
+  - id: movies
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: data/movies.csv}
+  - id: directors
+    component: filesystem.csv_extractor
+    mode: read
+    needs: []
+    config: {path: data/directors.csv}
+  - id: director-films
+    component: duckdb.processor
+    mode: transform
+    needs: [movies, directors]
+    config:
+      query: >
+        SELECT d.name AS director, d.nationality, count(*) AS films,
+               sum(m.box_office_usd) AS box_office
+        FROM df_movies m JOIN df_directors d ON m.director_id = d.director_id
+        GROUP BY d.name, d.nationality
+"""
+
 DAGSTER_YAML = """\
 telemetry: {enabled: false}
 run_queue: {max_concurrent_runs: 1, dequeue_interval_seconds: 1, dequeue_use_threads: true}
@@ -117,9 +146,11 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     (work / "pipelines").mkdir(parents=True)
     (work / "data").mkdir()
     (work / "incoming").mkdir()
-    shutil.copy(REPO / "pipelines" / "data" / "movies.csv", work / "data" / "movies.csv")
+    for data in ("movies.csv", "directors.csv"):
+        shutil.copy(REPO / "pipelines" / "data" / data, work / "data" / data)
     (work / "pipelines" / "e2e.yaml").write_text(PIPELINE, encoding="utf-8")
     (work / "pipelines" / "slow.yaml").write_text(SLOW, encoding="utf-8")
+    (work / "pipelines" / "lineage.yaml").write_text(LINEAGE, encoding="utf-8")
     (work / "defs.py").write_text("from osiris_dagster import build_definitions\n"
                                   "defs = build_definitions()\n", encoding="utf-8")
     home = root / "home"

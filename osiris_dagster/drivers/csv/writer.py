@@ -41,7 +41,12 @@ import duckdb
 from osiris_dagster.core.atomic_files import publish, remove_quietly
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
-from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.base import (
+    DriverResult,
+    StepColumnLineage,
+    StepContext,
+    UpstreamTable,
+)
 from osiris_dagster.drivers.csv import support as cs
 
 _NEWLINES = {"lf": "\n", "crlf": "\r\n", "cr": "\r", "\n": "\n", "\r\n": "\r\n", "\r": "\r"}
@@ -102,7 +107,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     columns = _columns(ctx.con, inputs[0].relation)
     rows = _Write(ctx, opts, target, inputs[0].relation, columns).run()
     ctx.log_metric("rows_written", rows)
-    return DriverResult(table=None, rows_read=rows, rows_written=rows, target=str(target))
+    return DriverResult(table=None, rows_read=rows, rows_written=rows, target=str(target),
+                        column_lineage=StepColumnLineage.pass_through(
+                            inputs[0].step_id, [name for name, _ in columns]))
 
 
 def _prepare_target(target: Path, create_dirs: bool) -> Path:

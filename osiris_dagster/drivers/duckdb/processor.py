@@ -5,6 +5,10 @@ upstream) and nothing else: it must be one SELECT (checked by DuckDB's parser, s
 :mod:`osiris_dagster.drivers.duckdb.seal`), and it runs on a connection without file, network,
 extension or settings
 access. Queries without upstreams (``SELECT 1``, ``range(...)``) work too.
+
+Once the table exists, the step reports which upstream columns each of its columns comes from
+(:mod:`osiris_dagster.drivers.duckdb.step_lineage`); a query whose lineage cannot be traced says
+why in ``DriverResult.column_lineage`` and the step goes on.
 """
 
 from __future__ import annotations
@@ -16,8 +20,14 @@ import duckdb
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import query_visible_names
-from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.base import (
+    DriverResult,
+    StepColumnLineage,
+    StepContext,
+    UpstreamTable,
+)
 from osiris_dagster.drivers.duckdb.seal import check_query, first_lines
+from osiris_dagster.drivers.duckdb.step_lineage import step_column_lineage
 
 
 def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTable]
@@ -51,7 +61,24 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
         raise DriverError(f"DuckDB error: {first_lines(exc)}") from exc
     ctx.log_metric("rows_read", rows_read)
     ctx.log_metric("rows_written", rows)
-    return DriverResult(table=ctx.output_table, rows_read=rows_read, rows_written=rows)
+    return DriverResult(table=ctx.output_table, rows_read=rows_read, rows_written=rows,
+                        column_lineage=column_lineage(ctx, query, inputs))
+
+
+def column_lineage(ctx: StepContext, query: str, inputs: Sequence[UpstreamTable]
+                   ) -> StepColumnLineage:
+    """The output table's column lineage; never raises (lineage is advisory, the step's table
+    is already built): a failure becomes the lineage's ``problem``, also logged as an event."""
+    try:
+        output = [name for name, _ in ctx.output_columns()]
+        lineage = step_column_lineage(ctx.state_dir, query, inputs, output)
+    except Exception as exc:  # noqa: BLE001 - must not fail a step whose table is built
+        lineage = StepColumnLineage.unknown(
+            f"internal error while working out the lineage ({type(exc).__name__}: "
+            f"{str(exc).strip()[:300]})")
+    if lineage.problem is not None:
+        ctx.log_event("column_lineage_unavailable", problem=lineage.problem)
+    return lineage
 
 
 def visible_views(inputs: Sequence[UpstreamTable]) -> list[str]:

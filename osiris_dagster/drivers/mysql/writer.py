@@ -54,7 +54,12 @@ import pyarrow as pa
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
-from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.base import (
+    DriverResult,
+    StepColumnLineage,
+    StepContext,
+    UpstreamTable,
+)
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested
 from osiris_dagster.drivers.identifiers import mysql_ident
@@ -117,7 +122,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     rows = writer.run()
     ctx.log_metric("rows_written", rows)
     return DriverResult(table=None, rows_read=rows, rows_written=rows, target=target,
-                        extra_metadata={"mode": opts.mode, "created_table": writer.created})
+                        extra_metadata={"mode": opts.mode, "created_table": writer.created},
+                        column_lineage=StepColumnLineage.pass_through(
+                            inputs[0].step_id, [name for name, _ in columns]))
 
 
 class _Writer:

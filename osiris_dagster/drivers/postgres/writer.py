@@ -83,7 +83,12 @@ from typing import Any
 
 from osiris_dagster.core.errors import DriverError, NotRetryableError, OutcomeUnknownError
 from osiris_dagster.core.naming import quote_ident
-from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.base import (
+    DriverResult,
+    StepColumnLineage,
+    StepContext,
+    UpstreamTable,
+)
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested, list_element
 from osiris_dagster.drivers.error_text import first_line
@@ -176,7 +181,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     ctx.log_event("write.complete", rows_written=rows, duration_ms=duration_ms,
                   channel_used=channel, target=target)
     return DriverResult(table=None, rows_read=rows_in, rows_written=rows, target=target,
-                        extra_metadata={"mode": opts.mode, "channel": channel})
+                        extra_metadata={"mode": opts.mode, "channel": channel},
+                        column_lineage=StepColumnLineage.pass_through(
+                            inputs[0].step_id, [name for name, _ in columns]))
 
 
 def _check_keys(opts: Options, columns: list[tuple[str, str]]) -> None:
