@@ -148,6 +148,9 @@ def test_python_asset_feeds_a_step_in_the_same_run(pipeline: Path, tmp_path: Pat
         (1, 1, 9.5), (2, 2, 3.0), (3, 1, 1.25)]
     note = materialisations(result)["shop/enrich"]["osiris/asset_inputs"].value
     assert note == "- `raw/orders` as `df_orders` (3 rows)"
+    lineage = materialisations(result)["shop/enrich"]["dagster/column_lineage"].value
+    sources = {d.asset_key for deps in lineage.deps_by_column.values() for d in deps}
+    assert ORDERS_KEY in sources  # the hand-written asset's columns are lineage sources too
     loaded = [e for e in events(sessions / result.run_id) if e["event"] == "asset_input"]
     assert [(e["asset"], e["view"], e["rows"]) for e in loaded] == [("raw/orders", "df_orders",
                                                                      3)]

@@ -168,7 +168,9 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     ins = {f"in_{i}": dg.AssetIn(key=keys[up]) for i, up in enumerate(data_ups)}
     input_steps = {f"in_{i}": up for i, up in enumerate(data_ups)}
     asset_views = data_deps(pipeline, step)  # deps whose data the query reads
-    columns = StepColumns({up: keys[up] for up in data_ups},
+    # lineage sources: upstream steps by id, and the hand-written assets the query reads by key
+    sources = {key: dg.AssetKey(key.split("/")) for key in asset_views}
+    columns = StepColumns({**sources, **{up: keys[up] for up in data_ups}},
                           pipeline.dagster.for_step(step_id).columns)
     ordering = [keys[n] for n in step.needs if n not in data_ups]
     # deps the translator added beyond the pipeline's own steps (which are wired above)
