@@ -582,6 +582,19 @@ def case_table(summary: dict, runs: list[Run], case: str, sizes: list[int], name
     return lines
 
 
+def repeats_text(report: dict) -> str:
+    """How many interleaved rounds each case that ran had."""
+    cases = report["cases"]
+    parts = []
+    if any(c in cases for c in (E2E, EXTRACT, LIMIT)):
+        parts.append(f"{report['repeats']} interleaved repeats per size")
+    if OVERHEAD in cases:
+        parts.append(f"{report['overhead_repeats']} interleaved rounds for the overhead case")
+    if STARTUP in cases:
+        parts.append(f"{report['startup_repeats']} for the start-up case")
+    return ", ".join(parts) + f"; cases: {', '.join(cases)}"
+
+
 def render(report: dict) -> str:
     summary = report["_summary"]
     runs = report["_runs"]
@@ -595,9 +608,7 @@ def render(report: dict) -> str:
          f"dagster-duckdb-pandas {m['versions'].get('dagster-duckdb-pandas')}, dlt "
          f"{m['versions'].get('dlt')}; osiris-dagster at {m['git']}. Load average "
          f"before/after: {m['loadavg_before']} / {m['loadavg_after']}.", "",
-         f"Command: `{report['command']}` ({report['repeats']} interleaved repeats per size, "
-         f"{report['overhead_repeats']} for the overhead case, {report['startup_repeats']} for "
-         f"the start-up case; cases: {', '.join(report['cases'])}; total "
+         f"Command: `{report['command']}` ({repeats_text(report)}; total "
          f"{report['elapsed_s']:.0f} s).", ""]
     if report.get("variants"):
         L += ["Variants (osiris_cli with a changed environment): " + "; ".join(

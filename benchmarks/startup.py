@@ -62,10 +62,13 @@ def prepare(workroot: Path, repo: Path, osiris: list[tuple[str, str, dict[str, s
     return out
 
 
-def paired(runs: list[Any], num: str, den: str = REFERENCE) -> dict[str, float] | None:
-    """Median over rounds of wall(num) / wall(den) of the same round, with its range."""
-    a = {r.round: r.wall_s for r in runs if r.case == STARTUP and r.contender == num and r.ok}
-    b = {r.round: r.wall_s for r in runs if r.case == STARTUP and r.contender == den and r.ok}
+def paired(runs: list[Any], num: str, den: str = REFERENCE, attr: str = "wall_s"
+           ) -> dict[str, float] | None:
+    """Median over rounds of num / den (wall, or `attr`) of the same round, with its range."""
+    a = {r.round: getattr(r, attr) for r in runs
+         if r.case == STARTUP and r.contender == num and r.ok}
+    b = {r.round: getattr(r, attr) for r in runs
+         if r.case == STARTUP and r.contender == den and r.ok}
     ratios = [a[k] / b[k] for k in sorted(a.keys() & b.keys()) if b[k]]
     if not ratios:
         return None
@@ -88,7 +91,8 @@ def summary(runs: list[Any]) -> list[dict[str, Any]]:
                        wall_max=max(walls),
                        cpu_median=statistics.median(r.cpu_s for r in good),
                        peak_median=statistics.median(r.peak_rss_mb for r in good),
-                       vs_import=paired(runs, name))
+                       vs_import=paired(runs, name),
+                       cpu_vs_import=paired(runs, name, attr="cpu_s"))
         rows.append(row)
     return rows
 
@@ -111,15 +115,17 @@ def targets(runs: list[Any], osiris_names: list[str], make: Any) -> list[Any]:
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| command | wall s median [min-max] | CPU s | peak RSS MB | wall / import dagster "
-             "(paired) [min-max] |", "|---|---|---|---|---|"]
+             "(paired) [min-max] | CPU / import dagster CPU |", "|---|---|---|---|---|---|"]
     for row in rows:
         if not row["n"]:
             lines.append(f"| {row['command']} | FAILED: {'; '.join(row['errors'])[:120]} "
-                         "| | | |")
+                         "| | | | |")
             continue
         pr = row["vs_import"]
         ratio = f"{pr['median']:.2f}x [{pr['min']:.2f}-{pr['max']:.2f}]" if pr else "-"
+        cpu = row.get("cpu_vs_import")
+        cpu_ratio = f"{cpu['median']:.2f}x" if cpu else "-"
         lines.append(f"| {row['command']} | {row['wall_median']:.2f} [{row['wall_min']:.2f}-"
                      f"{row['wall_max']:.2f}] | {row['cpu_median']:.2f} | "
-                     f"{row['peak_median']:.0f} | {ratio} |")
+                     f"{row['peak_median']:.0f} | {ratio} | {cpu_ratio} |")
     return lines
