@@ -270,20 +270,21 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
                       settings: Any) -> int:
 
     from osiris_dagster.dagster_layer.assets import build_osiris_assets, params_resource_key
-    from osiris_dagster.dagster_layer.loader import build_definitions, describe_build_error
+    from osiris_dagster.dagster_layer.loader import definitions_from_built, describe_build_error
+    from osiris_dagster.dagster_layer.sqlite_files import sqlite_files_held_open
     from osiris_dagster.oml.params import coerce, declared_params
     from osiris_dagster.runtime.session import Session
 
     try:
-        defs_one = build_osiris_assets(pipeline.path)
+        defs_one = build_osiris_assets(pipeline.path, connections_file=args.connections)
     except Exception as exc:  # noqa: BLE001 - e.g. Dagster refusing a definition: say which
         if args.debug:
             raise
         print(f"error: {describe_build_error(pipeline.path, exc)}", file=sys.stderr)
         return EXIT_INVALID
     typed = _typed_params(pipeline.path, params, coerce, declared_params)
-    defs = build_definitions([pipeline.path], sessions_dir=str(settings.sessions_dir),
-                             connections_file=args.connections)
+    defs = definitions_from_built([defs_one], sessions_dir=str(settings.sessions_dir),
+                                  connections_file=args.connections)
     job = defs.resolve_job_def(defs_one.job.name)
     instance = _instance(settings)
     run_id = str(uuid.uuid4())
@@ -308,9 +309,10 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     plog.propagate = False
     started = time.monotonic()
     try:
-        res = job.execute_in_process(run_config=run_cfg, instance=instance, run_id=run_id,
-                                     asset_selection=selection, raise_on_error=False,
-                                     tags={"osiris/session_dir": str(session.dir)})
+        with sqlite_files_held_open(instance, run_id):  # one checkpoint per file, not per event
+            res = job.execute_in_process(run_config=run_cfg, instance=instance, run_id=run_id,
+                                         asset_selection=selection, raise_on_error=False,
+                                         tags={"osiris/session_dir": str(session.dir)})
     finally:
         plog.removeHandler(handler)
     elapsed = time.monotonic() - started

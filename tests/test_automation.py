@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from datetime import datetime
 from pathlib import Path
@@ -233,6 +234,54 @@ def test_cron_step_beyond_its_range_warns(tmp_path: Path) -> None:
     assert result.errors == []
     assert any(d.line == 4 and "fires more often than it reads" in d.message
                for d in result.warnings)
+
+
+def _cron_corpus() -> list[str]:
+    """Cron expressions mixing the forms Dagster's rule treats specially: names, L, n#k, H,
+    steps beyond the range, reversed and out-of-range values, 4/6/7 fields, aliases."""
+    fitting = [  # per position: items that fit it, most of the time
+        ["*", "0", "59", "*/7", "*/90", "5/90", "0-59/90", "10-20/5", "1,2,30", "H", "H/5"],
+        ["*", "0", "23", "*/2", "*/30", "9-17", "3/25", "1,13"],
+        ["*", "1", "15", "29", "30", "31", "L", "1-7,15", "*/40", "2/45", "L-2", "?", "1-L/40",
+         "5-l/20", "20-L"],
+        ["*", "1", "2", "feb", "jan-mar", "*/13", "2,3", "1/15"],
+        ["*", "0", "7", "sun", "mon-fri", "1#2", "6#5", "5L", "*/9", "1-5", "?"],
+        ["*", "0", "30", "*/90"],
+        ["*", "2027", "2026-2030"],
+    ]
+    odd = ["24", "61", "*/0", "5-1", "x", "L", "1#2", "32", "13", "8", "-1", "1-"]
+    rng = random.Random(15)
+    out = ["@daily", "@hourly", "@weekly", "@monthly", "@yearly", "@annually", "@midnight",
+           "@reboot", "", "0 0 31 2 *", "0 0 30 feb *", "0 0 31 2,3 *", "0 0 L 2 *"]
+    for _ in range(3000):
+        n = rng.choice([4, 5, 5, 5, 5, 5, 5, 6, 7])
+        out.append(" ".join(rng.choice(odd if rng.random() < 0.08 else fitting[i])
+                            for i in range(n)))
+    return out
+
+
+def test_cron_verdict_without_dagster_import_is_dagsters(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """`validate` judges crons with Dagster's vendored croniter loaded on its own (no Dagster
+    import) and restates Dagster's two extra checks: same verdicts and warnings as Dagster."""
+    from dagster._utils.schedules import has_out_of_range_cron_interval, is_valid_cron_string
+
+    from osiris_dagster.oml import cron
+    from osiris_dagster.oml.dagster_croniter import vendored_croniter
+
+    alone = vendored_croniter()
+    assert alone is not None and alone.__module__.startswith("osiris_dagster.")
+    monkeypatch.setattr(cron, "_croniter_alone", lambda: alone)
+    seen: dict[str, int] = {"valid": 0, "refused": 0, "warned": 0}
+    for expression in _cron_corpus():
+        dagster_ok = is_valid_cron_string(expression)
+        assert (cron.cron_problem(expression) is None) == dagster_ok, expression
+        seen["valid" if dagster_ok else "refused"] += 1
+        if dagster_ok:
+            warned = has_out_of_range_cron_interval(expression)
+            assert (cron.cron_warning(expression) is not None) == warned, expression
+            seen["warned"] += warned
+    assert min(seen.values()) > 200, seen  # every verdict well represented
 
 
 def test_a_schedule_dagster_refuses_never_takes_the_location_down(

@@ -211,3 +211,29 @@ def test_subprocess_bad_inputs_no_traceback(tmp_path):
         assert f"{f}: " in proc.stdout or f"{f}:" in proc.stdout
         assert f"{f}: " in proc.stderr  # the per-file error count
     assert f"{invalid}:15: step 'stats': needs unknown step 'missing'" in proc.stdout
+
+
+SCHEDULED = VALID.replace("steps:\n", "x-dagster:\n  schedule: {cron: \"*/90 6 * * 1-5\"}\n"
+                          "steps:\n", 1)
+
+
+def test_validate_imports_no_dagster(tmp_path: Path) -> None:
+    """`validate` (also of a pipeline with a schedule, whose cron Dagster's rule judges) loads no
+    Dagster module: Dagster's import costs about a second, more than validation itself."""
+    plain, scheduled = tmp_path / "plain.yaml", tmp_path / "scheduled.yaml"
+    plain.write_text(VALID)
+    scheduled.write_text(SCHEDULED)
+    code = textwrap.dedent("""\
+        import sys
+        from osiris_dagster.cli import main
+        rc = main(["validate", *sys.argv[1:]])
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in
+                        ("dagster", "dagster_shared", "dagster_pipes", "dagster_webserver"))
+        print("exit", rc, "dagster modules:", loaded)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code, str(plain), str(scheduled)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "scheduled.yaml: valid (3 steps, 1 warnings)" in proc.stdout, proc.stdout
+    assert "fires more often than it reads" in proc.stderr  # the cron was judged
+    assert proc.stdout.splitlines()[-1] == "exit 0 dagster modules: []", proc.stdout

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,11 @@ from osiris_dagster.runtime.runner import (
 from osiris_dagster.runtime.session import Session
 
 progress_log = logging.getLogger("osiris_dagster.progress")
+# Every context.log line is an event written to the instance's event log (a SQLite transaction),
+# and a driver reports progress per page or per second: Dagster's log gets a step's first
+# progress line and then at most one per this many seconds (the default heartbeat). The session's
+# events and the CLI get every line.
+DAGSTER_LOG_PROGRESS_EVERY_S = 10.0
 
 IO_MANAGER_KEY = "osiris_io_manager"
 RESOURCE_KEY = "osiris"
@@ -244,10 +250,15 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     masker = Masker()
     session = Session(osiris.settings(), context.run_id, masker)
 
+    last_dagster_log: list[float] = []
+
     def on_progress(sid: str, fields: dict[str, Any]) -> None:
         fields = masker.value(fields)
-        parts = [f"{k}={v}" for k, v in fields.items()]
-        context.log.info(f"step '{sid}' progress: {' '.join(parts)}")
+        now = time.monotonic()
+        if not last_dagster_log or now - last_dagster_log[0] >= DAGSTER_LOG_PROGRESS_EVERY_S:
+            last_dagster_log[:] = [now]
+            parts = [f"{k}={v}" for k, v in fields.items()]
+            context.log.info(f"step '{sid}' progress: {' '.join(parts)}")
         progress_log.info("progress", extra={"osiris": {"event": "progress", "step_id": sid,
                                                         **fields}})
 

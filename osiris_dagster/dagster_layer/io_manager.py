@@ -49,8 +49,9 @@ class OsirisIOManager(dg.ConfigurableIOManager):
                             "return a TableRef (osiris steps do) or use another IO manager")
         if not Path(obj.db_path).exists():
             raise UpstreamMissingError(f"session database {obj.db_path} vanished")
-        context.log.debug(f"{context.asset_key.to_user_string()} -> table {obj.table} in "
-                          f"{obj.db_path} ({obj.rows} rows)")
+        # No log line here: every context.log call is one more event written to the instance's
+        # event log (a SQLite transaction per step); the table, database and row count are in
+        # the materialisation's metadata already.
 
     def load_input(self, context: dg.InputContext) -> Any:
         load_type = _load_type(context)

@@ -73,6 +73,21 @@ def build_definitions(
         paths = [Path(p) for p in pipelines]
 
     built, broken = _build_each(paths, translator, connections_file)
+    return definitions_from_built(built, broken, sessions_dir=sessions_dir,
+                                  connections_file=connections_file, executor=executor)
+
+
+def definitions_from_built(
+    built: Sequence[OsirisPipelineDefs],
+    broken: Sequence[BrokenPipeline] = (),
+    *,
+    sessions_dir: str | None = None,
+    connections_file: str | None = None,
+    executor: dg.ExecutorDefinition | None = None,
+) -> dg.Definitions:
+    """`build_definitions` for pipelines already built (the CLI builds its one pipeline once
+    and uses the same objects for its job, asset keys and these definitions)."""
+    broken = list(broken)
     resources: dict[str, object] = {
         RESOURCE_KEY: OsirisResource(sessions_dir=sessions_dir,
                                      connections_file=connections_file),

@@ -18,7 +18,7 @@ from osiris_dagster.drivers.http import client as hc
 from osiris_dagster.drivers.http.json_paths import find_path, rows_at
 from osiris_dagster.drivers.staging.json_records import JsonStager, flatten_record
 
-from ..helpers import defs_for, failure_description, materialisations, run_job, write
+from ..helpers import defs_for, events, failure_description, materialisations, run_job, write
 from .conftest import FakeGraphQL, RunDriver, canned, session_files_contain
 
 TOKEN = "ghp_Secret-Token-0123456789"
@@ -416,3 +416,23 @@ def test_token_without_auth_type_is_explained(graphql: FakeGraphQL,
     graphql.expected_auth = ("Authorization", f"Bearer {TOKEN}")
     with pytest.raises(DriverError, match="a token is configured but auth_type is 'none'"):
         run_driver(gq, config(graphql.endpoint), {"auth_token": TOKEN})
+
+
+def test_progress_per_page_reaches_dagsters_event_log_at_most_once_per_heartbeat(
+        graphql: FakeGraphQL, workdir: Path, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """Each progress line in Dagster's log is an event written to the instance; a paginated
+    extractor reports one per page. Dagster's log gets the first and then one per heartbeat
+    interval (10 s); the session's events keep every page's line."""
+    graphql.users = [user(i) for i in range(24)]  # 12 pages of 2, fetched in well under 10 s
+    text = _pipeline("", f"      endpoint: {graphql.endpoint}\n      auth_type: none\n")
+    p = write(workdir / "graphql.yaml", text)
+    sessions = tmp_path / "s"
+    result = run_job(defs_for(p, sessions), "graphql_demo", instance)
+    assert result.success, failure_description(result)
+    assert len(graphql.requests) == 12
+    logged = [r.user_message for r in instance.all_logs(result.run_id)
+              if "progress:" in (r.user_message or "")]
+    assert len(logged) == 1 and "step 'users' progress:" in logged[0], logged
+    session_events = [e for e in events(sessions / result.run_id) if e.get("event") == "progress"]
+    assert len(session_events) >= 12
