@@ -26,7 +26,6 @@ from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import OsirisError, SessionLockedError
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.settings import Settings
-from osiris_dagster.runtime.memory_instances import new_memory_instance
 
 DB_FILE = "pipeline_data.duckdb"
 SESSION_TIME_ZONE = "UTC"  # every step connection's DuckDB TimeZone, whatever the host's
@@ -193,7 +192,7 @@ class Session:
         }
         if self.settings.threads:
             config["threads"] = self.settings.threads
-        con = new_memory_instance(config)  # built ahead in a thread: see memory_instances
+        con = duckdb.connect(":memory:", config=config)
         try:
             # Step tables are written once (CREATE TABLE AS) and never updated in place, so the
             # checkpoint vacuum has nothing to reclaim; but it merges the partial row group the
