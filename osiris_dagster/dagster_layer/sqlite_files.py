@@ -29,15 +29,25 @@ from sqlalchemy.engine import make_url
 def sqlite_files_held_open(instance: Any, run_id: str) -> Iterator[list[Path]]:
     """While inside, one idle connection is held to each SQLite file the run writes: the run's
     event shard (created here, as Dagster would on the run's first event), the event index and
-    the run storage. Yields the files held (empty for non-SQLite instances)."""
+    the run storage. Yields the files held (empty for non-SQLite instances). It reads Dagster's
+    private storage classes, so anything unexpected there means no files are held (the run
+    goes on, only slower), never a failed run."""
     held: list[sqlite3.Connection] = []
-    paths = _files_of(instance, run_id)
+    held_paths: list[Path] = []
+    try:
+        paths = _files_of(instance, run_id)
+    except Exception:  # noqa: BLE001 - Dagster internals moved: run without the speed-up
+        paths = []
     try:
         for path in paths:
-            con = sqlite3.connect(str(path), timeout=30)
-            con.execute("SELECT count(*) FROM sqlite_master").fetchall()  # opens the WAL
+            try:
+                con = sqlite3.connect(str(path), timeout=30)
+                con.execute("SELECT count(*) FROM sqlite_master").fetchall()  # opens the WAL
+            except sqlite3.Error:
+                continue  # an optimisation only: never fail a run for it
             held.append(con)
-        yield paths
+            held_paths.append(path)
+        yield held_paths
     finally:
         for con in held:
             con.close()
