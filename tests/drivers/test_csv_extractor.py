@@ -491,6 +491,43 @@ def test_line_numbers_count_physical_lines(extract: ExtractFn, data_dir: Path) -
         extract(path="m4.csv")
 
 
+# DuckDB's rejects table places these errors by byte position; its own line count would be one
+# short after each record with a quoted line break, so each case has one before the bad row.
+QUOTED_BREAK = '1,"x\ny"\n'
+
+
+@pytest.mark.parametrize(("name", "content", "config", "pattern"), [
+    ("crlf.csv", ("a,b\r\n" + QUOTED_BREAK.replace("\n", "\r\n") + "2,3\r\n4,5,6\r\n").encode(),
+     {}, "line 5 has 3 fields but the header has 2"),
+    ("gz.csv.gz", gzip.compress(("a,b\n" + QUOTED_BREAK * 2 + "2,3,4\n").encode()), {},
+     "line 6 has 3 fields"),
+    ("bom.csv", ("\ufeffa,b\n" + QUOTED_BREAK + "2,3,4\n").encode(), {}, "line 4 has 3 fields"),
+    # a preamble DuckDB's `skip` cannot step over: it reads a copy of the data part
+    ("pre.csv", ("# note\n\na,b\n" + QUOTED_BREAK + "2,3,4\n").encode(), {"comment": "#"},
+     "line 6 has 3 fields"),
+    # one column with blank lines: DuckDB reads a rewritten copy, the file is scanned instead
+    ("one.csv", b'a\n"x\ny"\n\n2,3\n', {}, "line 5 has 2 fields but the header has 1"),
+    ("cr.csv", b'a,b\r1,"x\ry"\r2,3,4\r', {}, "line 4 has 3 fields"),
+    ("enc.csv", ("a,b\n" + QUOTED_BREAK).encode() + "2,Café\n".encode("latin-1"), {},
+     "line 4 is not valid utf-8"),
+    ("quote.csv", ("a,b\n" + QUOTED_BREAK + '2,"x"y\n3,4\n').encode(), {},
+     "line 4: invalid CSV"),
+])
+def test_error_lines_are_physical_lines(extract: ExtractFn, data_dir: Path, name: str,
+                                        content: bytes, config: dict[str, object],
+                                        pattern: str) -> None:
+    put(data_dir, name, content)
+    with pytest.raises(DriverError, match=pattern):
+        extract(path=name, **config)
+
+
+def test_wide_row_far_into_a_file_with_quoted_line_breaks(extract: ExtractFn,
+                                                          data_dir: Path) -> None:
+    put(data_dir, "far.csv", "a,b\n" + QUOTED_BREAK * 40_000 + "2,3,4\n")
+    with pytest.raises(DriverError, match=r"far\.csv: line 80002 has 3 fields"):
+        extract(path="far.csv")
+
+
 def test_extra_field_with_header_false(extract: ExtractFn, data_dir: Path) -> None:
     put(data_dir, "m5.csv", "1,2\n3,4,5\n")
     with pytest.raises(DriverError, match="line 2 has 3 fields but the first row has 2"):

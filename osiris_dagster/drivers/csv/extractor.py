@@ -19,9 +19,11 @@ pandas behaviour is reproduced, and where we deliberately differ:
   the data part instead of the file: after a preamble its ``skip`` cannot step over exactly
   (blank or comment lines, quoted line breaks), and, rewritten by Python's csv module (slower),
   for ``skip_blank_lines: false`` or a one-column file, when a byte scan finds blank lines.
-* **Line numbers** in errors are physical lines of the user's file, found by re-scanning it
-  with Python's csv module (DuckDB counts records and its sniffer reports none; see
-  :mod:`error_lines <.error_lines>`).
+* **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
+  places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
+  own line count is short by one per record with a quoted line break before it); otherwise,
+  and for values our type checks refuse, found by re-scanning the file with Python's csv module
+  (:mod:`error_lines <.error_lines>`).
 * **NULLs.** pandas' default NA strings (``""``, ``NA``, ``NULL``, ``N/A``, ``NaN``, ...) plus
   ``na_values``, so numeric columns with such markers still read as numbers.
 * **Types.** Decided from every value, never from a sample alone (:mod:`types <.types>` has
@@ -85,13 +87,25 @@ from osiris_dagster.drivers.csv.error_lines import (
     find_undecodable_line,
     find_value_line,
     find_wide_record,
+    locate_line,
+    record_at,
+    undecodable_line_at,
 )
 from osiris_dagster.drivers.csv.records import (
     MAX_LINE_BYTES,
     CsvSyntaxError,
     Layout,
+    Record,
     inspect_layout,
     strip_comment,
+)
+from osiris_dagster.drivers.csv.rejects import (
+    INVALID_ENCODING,
+    LINE_TOO_LONG,
+    TOO_MANY_COLUMNS,
+    UNQUOTED_VALUE,
+    Rejection,
+    first_rejection,
 )
 from osiris_dagster.drivers.csv.scratch import Scratch
 from osiris_dagster.drivers.csv.source import Source, encoding_error, prepare_source
@@ -118,8 +132,10 @@ _ENCODINGS = {
     "latin-1": "latin-1", "latin1": "latin-1", "iso-8859-1": "latin-1", "iso8859-1": "latin-1",
     "utf-16": "utf-16", "utf16": "utf-16",
 }
-_CONVERSION = re.compile(r'converting column "((?:[^"]|"")*)"\. Could not convert string '
-                         r'"((?:[^"]|"")*)" to \'([^\']+)\'')
+# The two failures a read recovers from are told apart by DuckDB's message, not by its rejects
+# table: the padding one is not a rejected record (DuckDB raises it even with store_rejects), and
+# asking the rejects table about an over-long row would cost a full extra read of a file that the
+# retry then reads fine.
 _LINE_SIZE = "Maximum line size"
 _PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
 
@@ -389,8 +405,12 @@ class Reader:
     null_values: tuple[str, ...]
     parallel: bool = True
     max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
+    # where ``path`` starts in the source's bytes, so DuckDB's byte positions are the user's;
+    # None for a rewritten copy, whose positions are not
+    source_offset: int | None = 0
 
-    def sql(self) -> str:
+    def sql(self, extra: str = "") -> str:
+        """The ``read_csv(...)`` call; ``extra`` appends options (the rejects probe's)."""
         columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in self.names)
         opts = [
             quote_literal(str(self.path)),
@@ -406,6 +426,8 @@ class Reader:
         ]
         if self.max_line_size:
             opts.append(f"max_line_size={self.max_line_size}")
+        if extra:
+            opts.append(extra)
         return f"read_csv({', '.join(opts)})"
 
 
@@ -444,20 +466,21 @@ class _Extraction:
         a scratch copy of the data part (rewritten when blank lines need pandas' treatment)."""
         src, layout = self.source, self.layout
         path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
+        offset: int | None = 0
         keep_blanks = not self.opts.skip_blank_lines
         if (keep_blanks or layout.width == 1) and may_have_blank_lines(src, layout.data_offset):
-            path, skip, encoding = scratch.new_path(), 0, "utf-8"
+            path, skip, encoding, offset = scratch.new_path(), 0, "utf-8", None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)
         elif layout.skipped and not layout.simple_skip:
-            path, skip = scratch.new_path(), 0
+            path, skip, offset = scratch.new_path(), 0, layout.data_offset
             copy_from_offset(src, layout.data_offset, path)
         elif src.gzip:
             compression = "gzip"
         null_values = tuple(dict.fromkeys((*PANDAS_NA_VALUES, *self.opts.na_values)))
         return Reader(path=path, encoding=encoding, compression=compression,
                       delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
-                      names=tuple(self.names), null_values=null_values)
+                      names=tuple(self.names), null_values=null_values, source_offset=offset)
 
     def run(self) -> int:
         unknown = sorted(set(self.declared) - set(self.names))
@@ -637,22 +660,14 @@ class _Extraction:
         text, origin = str(exc), self.source.origin
         if memory.is_out_of_memory(exc):  # the runner retries with more memory, or says so
             return DriverError(f"{origin}: {duckdb_summary(exc)}")
-        if "Invalid unicode" in text or "not utf-8 encoded" in text:
-            found = find_undecodable_line(self.source)
-            line, reason = found if found else (None, "invalid byte sequence")
-            return encoding_error(origin, self.source.encoding, line, reason)
-        match = _CONVERSION.search(text)
-        if match:
-            return self._conversion_error(*(g.replace('""', '"') for g in match.groups()))
-        if _LINE_SIZE in text:
-            line = find_long_line(self.source, MAX_LINE_BYTES)
-            where = f"line {line}" if line else "a row"
-            return DriverError(f"{origin}: {where} is longer than {MAX_LINE_BYTES >> 20} MiB. "
-                               "Check the `delimiter` option and the quoting (an unclosed quote "
-                               "makes the rest of the file one row).")
         if isinstance(exc, duckdb.IOException) and "gzip" in text.lower():
+            # not a rejected record: DuckDB raises it again when asked to store rejects
             return DriverError(f"{origin}: cannot decompress as gzip ({duckdb_summary(exc)})."
                                " Check the `compression` option.")
+        rejection = first_rejection(self.con, replace(self.reader, parallel=False).sql)
+        explained = self._rejection_error(rejection) if rejection is not None else None
+        if explained is not None:
+            return explained
         wide = self._wide_row_error(required=False)
         if wide is not None:
             return wide
@@ -660,7 +675,42 @@ class _Extraction:
                            f"Check `delimiter` (currently {self.opts.delimiter!r}), `encoding` "
                            "and `header`.")
 
+    def _rejection_error(self, rejection: Rejection) -> DriverError | None:
+        """The message for the record DuckDB rejected, at its physical line; None for what it
+        does not place (the caller then scans the file)."""
+        kind, base = rejection.error_type, self.reader.source_offset
+        if kind == INVALID_ENCODING:
+            return self._encoding_error(
+                None if base is None else base + rejection.error_position)
+        if kind == LINE_TOO_LONG and self.reader.max_line_size:
+            # (without it, the probe hit DuckDB's 2 MiB default: not the limit the read failed on)
+            line = locate_line(self.source, base + rejection.record_position)[0] \
+                if base is not None else find_long_line(self.source, MAX_LINE_BYTES)
+            where = f"line {line}" if line else "a row"
+            return DriverError(f"{self.source.origin}: {where} is longer than "
+                               f"{MAX_LINE_BYTES >> 20} MiB. Check the `delimiter` option and "
+                               "the quoting (an unclosed quote makes the rest of the file one "
+                               "row).")
+        if kind in (TOO_MANY_COLUMNS, UNQUOTED_VALUE) and base is not None:
+            try:
+                rec = record_at(self.source, self.opts.delimiter, self.opts.comment,
+                                base + rejection.record_position)
+            except CsvSyntaxError as exc:
+                return exc
+            if rec is not None and self._field_count(rec) > self.layout.width:
+                return self._too_wide_error(rec)
+        return None
+
+    def _encoding_error(self, position: int | None) -> DriverError:
+        """Bytes that do not decode, at the line holding ``position`` when DuckDB gave one that
+        is the user's, else at the first such line of the file."""
+        found = undecodable_line_at(self.source, position) if position is not None else None
+        found = found or find_undecodable_line(self.source)
+        line, reason = found if found else (None, "invalid byte sequence")
+        return encoding_error(self.source.origin, self.source.encoding, line, reason)
+
     def _wide_row_error(self, required: bool = True) -> DriverError | None:
+        """Scan the file for the first row wider than the header (or invalid CSV)."""
         try:
             rec = find_wide_record(self.source, self.layout, self.opts.delimiter,
                                    self.opts.comment)
@@ -672,12 +722,18 @@ class _Extraction:
             return DriverError(f"{self.source.origin}: a row has more fields than the header; "
                                f"check the `delimiter` option (currently "
                                f"{self.opts.delimiter!r}).")
+        return self._too_wide_error(rec)
+
+    def _field_count(self, rec: Record) -> int:
+        return len(strip_comment(rec.fields, self.opts.comment))
+
+    def _too_wide_error(self, rec: Record) -> DriverError:
         what = "the header has" if self.layout.header is not None else "the first row has"
-        fields = len(strip_comment(rec.fields, self.opts.comment))
         return DriverError(
-            f"{self.source.origin}: line {rec.first_line} has {fields} fields but {what} "
-            f"{self.layout.width} (delimiter {self.opts.delimiter!r}). Quote values that contain "
-            "the delimiter, fix that row, or check the `delimiter` and `header` options."
+            f"{self.source.origin}: line {rec.first_line} has {self._field_count(rec)} fields "
+            f"but {what} {self.layout.width} (delimiter {self.opts.delimiter!r}). Quote values "
+            "that contain the delimiter, fix that row, or check the `delimiter` and `header` "
+            "options."
         )
 
     def _conversion_error(self, column: str, value: str, kind: str) -> DriverError:
