@@ -69,9 +69,8 @@ from typing import Any
 
 import duckdb
 
-from osiris_dagster.core import memory
 from osiris_dagster.core.errors import DriverError
-from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
 from osiris_dagster.drivers.csv import types as ct
 from osiris_dagster.drivers.csv.compression import infer_compression
@@ -80,35 +79,13 @@ from osiris_dagster.drivers.csv.data_part import (
     may_have_blank_lines,
     rewrite_blank_lines,
 )
-from osiris_dagster.drivers.csv.duckdb_errors import duckdb_summary
 from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
-from osiris_dagster.drivers.csv.error_lines import (
-    find_long_line,
-    find_undecodable_line,
-    find_value_line,
-    find_wide_record,
-    locate_line,
-    record_at,
-    undecodable_line_at,
-)
-from osiris_dagster.drivers.csv.records import (
-    MAX_LINE_BYTES,
-    CsvSyntaxError,
-    Layout,
-    Record,
-    inspect_layout,
-    strip_comment,
-)
-from osiris_dagster.drivers.csv.rejects import (
-    INVALID_ENCODING,
-    LINE_TOO_LONG,
-    TOO_MANY_COLUMNS,
-    UNQUOTED_VALUE,
-    Rejection,
-    first_rejection,
-)
+from osiris_dagster.drivers.csv.error_lines import find_value_line
+from osiris_dagster.drivers.csv.read_csv_call import Reader
+from osiris_dagster.drivers.csv.read_errors import FailedRead
+from osiris_dagster.drivers.csv.records import MAX_LINE_BYTES, Layout, inspect_layout
 from osiris_dagster.drivers.csv.scratch import Scratch
-from osiris_dagster.drivers.csv.source import Source, encoding_error, prepare_source
+from osiris_dagster.drivers.csv.source import Source, prepare_source
 
 PANDAS_NA_VALUES: tuple[str, ...] = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -385,56 +362,6 @@ def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: Layout 
     return f"SELECT {cols} LIMIT 0"
 
 
-# -- the DuckDB read ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reader:
-    """Everything ``read_csv`` needs; renders the table-function call.
-
-    Columns are read as text (``dtype`` columns too, cast strictly later) with DuckDB's sniffer off:
-    the dialect is explicit and types are decided by :mod:`types <.types>` from every value,
-    because the sniffer types from a sample and DuckDB's casts silently round or reinterpret values.
-    """
-
-    path: Path
-    encoding: str  # utf-8 or latin-1
-    compression: str  # gzip or none
-    delimiter: str
-    comment: str | None
-    skip: int
-    names: tuple[str, ...]
-    null_values: tuple[str, ...]
-    parallel: bool = True
-    max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
-    # where ``path`` starts in the source's bytes, so DuckDB's byte positions are the user's;
-    # None for a rewritten copy, whose positions are not
-    source_offset: int | None = 0
-
-    def sql(self, extra: str = "") -> str:
-        """The ``read_csv(...)`` call; ``extra`` appends options (the rejects probe's)."""
-        columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in self.names)
-        opts = [
-            quote_literal(str(self.path)),
-            "auto_detect=false", f"columns={{{columns}}}",
-            f"delim={quote_literal(self.delimiter)}",
-            "quote='\"'", "escape='\"'", "header=false", f"skip={self.skip}",
-            "null_padding=true", "strict_mode=true", "allow_quoted_nulls=true",
-            f"nullstr={_sql_list(self.null_values)}",
-            f"comment={quote_literal(self.comment or '')}",
-            f"encoding={quote_literal(self.encoding)}",
-            f"compression={quote_literal(self.compression)}",
-            f"parallel={'true' if self.parallel else 'false'}",
-        ]
-        if self.max_line_size:
-            opts.append(f"max_line_size={self.max_line_size}")
-        if extra:
-            opts.append(extra)
-        return f"read_csv({', '.join(opts)})"
-
-
-def _sql_list(items: Sequence[str]) -> str:
-    return "[" + ", ".join(quote_literal(i) for i in items) + "]"
-
-
 class _Extraction:
     """One read of a file with data: type the columns, create the table, explain any failure.
 
@@ -657,84 +584,8 @@ class _Extraction:
     # -- errors
     def _explain(self, exc: duckdb.Error) -> DriverError:
         """Turn a DuckDB failure into a message with the file, the line and what to do."""
-        text, origin = str(exc), self.source.origin
-        if memory.is_out_of_memory(exc):  # the runner retries with more memory, or says so
-            return DriverError(f"{origin}: {duckdb_summary(exc)}")
-        if isinstance(exc, duckdb.IOException) and "gzip" in text.lower():
-            # not a rejected record: DuckDB raises it again when asked to store rejects
-            return DriverError(f"{origin}: cannot decompress as gzip ({duckdb_summary(exc)})."
-                               " Check the `compression` option.")
-        rejection = first_rejection(self.con, replace(self.reader, parallel=False).sql)
-        explained = self._rejection_error(rejection) if rejection is not None else None
-        if explained is not None:
-            return explained
-        wide = self._wide_row_error(required=False)
-        if wide is not None:
-            return wide
-        return DriverError(f"{origin}: cannot read the CSV file: {duckdb_summary(exc)}. "
-                           f"Check `delimiter` (currently {self.opts.delimiter!r}), `encoding` "
-                           "and `header`.")
-
-    def _rejection_error(self, rejection: Rejection) -> DriverError | None:
-        """The message for the record DuckDB rejected, at its physical line; None for what it
-        does not place (the caller then scans the file)."""
-        kind, base = rejection.error_type, self.reader.source_offset
-        if kind == INVALID_ENCODING:
-            return self._encoding_error(
-                None if base is None else base + rejection.error_position)
-        if kind == LINE_TOO_LONG and self.reader.max_line_size:
-            # (without it, the probe hit DuckDB's 2 MiB default: not the limit the read failed on)
-            line = locate_line(self.source, base + rejection.record_position)[0] \
-                if base is not None else find_long_line(self.source, MAX_LINE_BYTES)
-            where = f"line {line}" if line else "a row"
-            return DriverError(f"{self.source.origin}: {where} is longer than "
-                               f"{MAX_LINE_BYTES >> 20} MiB. Check the `delimiter` option and "
-                               "the quoting (an unclosed quote makes the rest of the file one "
-                               "row).")
-        if kind in (TOO_MANY_COLUMNS, UNQUOTED_VALUE) and base is not None:
-            try:
-                rec = record_at(self.source, self.opts.delimiter, self.opts.comment,
-                                base + rejection.record_position)
-            except CsvSyntaxError as exc:
-                return exc
-            if rec is not None and self._field_count(rec) > self.layout.width:
-                return self._too_wide_error(rec)
-        return None
-
-    def _encoding_error(self, position: int | None) -> DriverError:
-        """Bytes that do not decode, at the line holding ``position`` when DuckDB gave one that
-        is the user's, else at the first such line of the file."""
-        found = undecodable_line_at(self.source, position) if position is not None else None
-        found = found or find_undecodable_line(self.source)
-        line, reason = found if found else (None, "invalid byte sequence")
-        return encoding_error(self.source.origin, self.source.encoding, line, reason)
-
-    def _wide_row_error(self, required: bool = True) -> DriverError | None:
-        """Scan the file for the first row wider than the header (or invalid CSV)."""
-        try:
-            rec = find_wide_record(self.source, self.layout, self.opts.delimiter,
-                                   self.opts.comment)
-        except CsvSyntaxError as exc:
-            return exc
-        if rec is None:
-            if not required:
-                return None
-            return DriverError(f"{self.source.origin}: a row has more fields than the header; "
-                               f"check the `delimiter` option (currently "
-                               f"{self.opts.delimiter!r}).")
-        return self._too_wide_error(rec)
-
-    def _field_count(self, rec: Record) -> int:
-        return len(strip_comment(rec.fields, self.opts.comment))
-
-    def _too_wide_error(self, rec: Record) -> DriverError:
-        what = "the header has" if self.layout.header is not None else "the first row has"
-        return DriverError(
-            f"{self.source.origin}: line {rec.first_line} has {self._field_count(rec)} fields "
-            f"but {what} {self.layout.width} (delimiter {self.opts.delimiter!r}). Quote values "
-            "that contain the delimiter, fix that row, or check the `delimiter` and `header` "
-            "options."
-        )
+        return FailedRead(self.con, self.source, self.layout, self.reader, self.opts.delimiter,
+                          self.opts.comment).explain(exc)
 
     def _conversion_error(self, column: str, value: str, kind: str) -> DriverError:
         option = "parse_dates" if column in self.opts.date_columns else "dtype"
