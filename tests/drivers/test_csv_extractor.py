@@ -540,6 +540,73 @@ def test_unterminated_quote_names_the_line(extract: ExtractFn, data_dir: Path) -
         extract(path="q.csv")
 
 
+# A quote the file never closes: with a quoted line break before it the extractor reads with
+# parallel=false, and DuckDB 2.0.1's single-threaded reader turned the open value into NULL (or
+# dropped the row) without an error. Each case must fail naming the line the open quote is on.
+OPEN_AFTER_BREAK = "a,b\n" + QUOTED_BREAK + '2,"never closed\n3,x\n'
+
+
+@pytest.mark.parametrize(("name", "content", "config", "line"), [
+    ("open.csv", OPEN_AFTER_BREAK.encode(), {}, 4),
+    ("open_no_newline.csv", ("a,b\n" + QUOTED_BREAK + '2,"never closed').encode(), {}, 4),
+    ("open_last_line.csv", ("a,b\n" + QUOTED_BREAK + '2,"never closed\n').encode(), {}, 4),
+    ("open.csv.gz", gzip.compress(OPEN_AFTER_BREAK.encode()), {}, 4),
+    ("open_crlf.csv", OPEN_AFTER_BREAK.replace("\n", "\r\n").encode(), {}, 4),
+    # the open quote starts the record: DuckDB dropped the whole row
+    ("open_first.csv", ("a,b\n" + QUOTED_BREAK + '"never closed,2\n3,x\n').encode(), {}, 4),
+    # a short row before it (the reason for the single-threaded reader), doubled quotes inside
+    ("open_short.csv", b'a,b,c\n1,"x\ny"\n5\n2,"say ""hi"" never closed\n', {}, 5),
+    ("open_semicolon.csv", OPEN_AFTER_BREAK.replace(",", ";").encode(), {"delimiter": ";"}, 4),
+    # quotes in comment lines are not quotes; the preamble makes DuckDB read a copy
+    ("open_comment.csv", ('# "x\n\na,b\n' + QUOTED_BREAK + '# y"\n2,"never closed\n').encode(),
+     {"comment": "#"}, 7),
+    ("open_latin1.csv", OPEN_AFTER_BREAK.replace("never", "né").encode("latin-1"),
+     {"encoding": "latin-1"}, 4),
+    ("open_utf16.csv", OPEN_AFTER_BREAK.encode("utf-16"), {"encoding": "utf-16"}, 4),
+    ("open_limit.csv", OPEN_AFTER_BREAK.encode(), {"limit": 2}, 4),
+    ("open_far.csv", ("a,b\n" + QUOTED_BREAK + numbered_rows(50_000) + '2,"open\n').encode(), {},
+     50_004),
+])
+def test_quote_left_open_at_end_of_file_names_its_line(extract: ExtractFn, data_dir: Path,
+                                                       name: str, content: bytes,
+                                                       config: dict[str, object],
+                                                       line: int) -> None:
+    put(data_dir, name, content)
+    with pytest.raises(DriverError) as caught:
+        extract(path=name, **config)
+    message = str(caught.value)
+    assert f"{name}: line {line}: a quoted value starts here" in message
+    assert "closing quote never comes" in message and 'doubled ("")' in message
+
+
+@pytest.mark.parametrize("content", [
+    'a,b\n1,ok\n2,"never closed\n3,x\n',  # no quoted line break: the parallel reader refuses it
+    'a,b\n1,ok\n2,"never closed',
+])
+def test_quote_left_open_without_a_quoted_line_break(extract: ExtractFn, data_dir: Path,
+                                                     content: str) -> None:
+    put(data_dir, "open.csv", content)
+    with pytest.raises(DriverError, match=r"open\.csv: line 3\b"):
+        extract(path="open.csv")
+
+
+@pytest.mark.parametrize(("content", "config", "rows"), [
+    # a quoted value spanning to the last line, closed there (with and without a final newline)
+    ('a,b\n1,"x\ny"\n2,"spans\nto the end"\n', {}, [(1, "x\ny"), (2, "spans\nto the end")]),
+    ('a,b\n1,"x\ny"\n2,"spans\n""to"" the end"', {}, [(1, "x\ny"), (2, 'spans\n"to" the end')]),
+    # a quote inside an unquoted field is text, not an opening quote
+    ('a,b\n1,"x\ny"\n2,5" tall\n3,"z"\n', {}, [(1, "x\ny"), (2, '5" tall'), (3, "z")]),
+    # an odd quote in a comment line is not a quote
+    ('a,b\n1,"x\ny"\n# it"s\n2,"z"\n', {"comment": "#"}, [(1, "x\ny"), (2, "z")]),
+    ('a;b\n1;"x\ny"\n2;"a;""b"""\n', {"delimiter": ";"}, [(1, "x\ny"), (2, 'a;"b"')]),
+])
+def test_closed_quotes_after_quoted_line_breaks_are_kept(extract: ExtractFn, data_dir: Path,
+                                                         content: str, config: dict[str, object],
+                                                         rows: list[tuple]) -> None:
+    put(data_dir, "closed.csv", content)
+    assert extract(path="closed.csv", **config).rows == rows
+
+
 # -- options --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("config", "pattern"), [
     ({"delimiter": ",,"}, "single character"),

@@ -86,6 +86,7 @@ from osiris_dagster.drivers.csv.read_errors import FailedRead
 from osiris_dagster.drivers.csv.records import MAX_LINE_BYTES, Layout, inspect_layout
 from osiris_dagster.drivers.csv.scratch import Scratch
 from osiris_dagster.drivers.csv.source import Source, prepare_source
+from osiris_dagster.drivers.csv.unclosed_quote import find_unclosed_quote, unclosed_quote_error
 
 PANDAS_NA_VALUES: tuple[str, ...] = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -573,6 +574,7 @@ class _Extraction:
         text = str(exc)
         if _PARALLEL_PADDING in text and self.reader.parallel:
             # quoted newlines + padding of short rows need the single-threaded reader
+            self._refuse_unclosed_quote()
             self.reader = replace(self.reader, parallel=False)
             return
         if _LINE_SIZE in text and not self.reader.max_line_size:
@@ -580,6 +582,17 @@ class _Extraction:
             self.reader = replace(self.reader, max_line_size=MAX_LINE_BYTES)
             return
         raise self._explain(exc) from exc
+
+    def _refuse_unclosed_quote(self) -> None:
+        """Fail on a quote the file never closes, which the single-threaded reader would read as
+        NULL without an error (see :mod:`unclosed_quote <.unclosed_quote>`). A rewritten copy
+        needs no scan: the rewrite parsed the file and refuses such a quote itself."""
+        if self.reader.source_offset is None:
+            return
+        position = find_unclosed_quote(self.source, self.layout.data_offset, self.opts.delimiter,
+                                       self.opts.comment)
+        if position is not None:
+            raise unclosed_quote_error(self.source, position)
 
     # -- errors
     def _explain(self, exc: duckdb.Error) -> DriverError:
