@@ -7,6 +7,9 @@ pandas behaviour is reproduced, and where we deliberately differ:
 * **Dialect.** Always explicit: the configured delimiter, ``"`` as quote and escape (RFC 4180),
   ``strict_mode`` and no comment character unless configured; DuckDB's sniffer is off, so it can
   neither decide the file is one text column nor that ``#`` starts a comment.
+  A quote the file never closes fails the step with its line, also where DuckDB's single-threaded
+  reader (used after a quoted line break) would read it as NULL
+  (:mod:`unclosed_quote <.unclosed_quote>`).
 * **Header.** We find the header row ourselves (streaming,
   :func:`~osiris_dagster.drivers.csv.records.inspect_layout`) with pandas' ``skiprows``/``header:
   N`` rules and name columns like pandas: duplicate names get ``.1``, ``.2``; an empty name

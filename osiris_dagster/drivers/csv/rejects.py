@@ -8,8 +8,9 @@ path costs nothing extra.
 
 It is single-threaded (``parallel=false``): ``rejects_limit=1`` then keeps the *first* bad record
 of the file, where parallel scanners could record a later one first. The single-threaded reader
-records nothing for a quote left open at the end of the file (DuckDB 2.0.1 reads it as NULL), so
-that case, like anything else not recorded, is left to the caller's own scan of the file.
+records nothing for a quote left open at the end of the file (DuckDB 2.0.1 reads it as NULL; the
+extractor looks for one before such a read, :mod:`unclosed_quote <.unclosed_quote>`); that, like
+anything else not recorded, is left to the caller's own scan of the file.
 
 Only the error type and byte positions are used. DuckDB's ``line`` counts a record whose quoted
 value spans line breaks as one line (DuckDB 2.0.1: a wide row on physical line 3,000,004 after

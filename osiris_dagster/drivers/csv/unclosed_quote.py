@@ -1,29 +1,33 @@
-"""A quote left open at the end of a CSV file: found before DuckDB's single-threaded reader can
-turn it into NULL.
+"""A quote left open at the end of a CSV file: found before DuckDB's single-threaded reader can turn
+it into NULL.
 
 The extractor reads a file whose quoted values hold line breaks with ``parallel=false`` (DuckDB's
-parallel reader cannot pad short rows then). DuckDB 2.0.1's single-threaded reader, strict mode
-or not, reads a quote that is still open at the end of the file as NULL (or drops the row) when
-the open value lies in its last buffer: no error, nothing in the rejects table, and the NULL
-looks like any other. The parallel reader, which does raise, is the one that cannot be used here,
-and a second full read to compare row counts would cost as much as the read itself. So the file
-is scanned here, once, before that read.
+parallel reader cannot pad short rows then). DuckDB 2.0.1's single-threaded reader (strict mode on)
+reads a quote that is still open at the end of the file as NULL, or drops the row when the quote
+starts it, if the open value lies in its last buffer (all of a file of a few MB): no error, nothing
+in the rejects table, and the NULL looks like any other. The parallel reader, which does raise, is
+the one that cannot be used here, and a second full read to compare row counts would cost as much
+as the read itself. So the file is scanned here, once, before that read.
 
 Why the whole data part and not just its tail: whether a byte is inside a quoted value depends on
 every quote before it (a quoted value may hold line breaks, delimiters and lines that look like
 records), so no point near the end is known to be a record boundary without scanning up to it.
-The scan keeps only the quote state, at C speed: a regular expression steps over whole quoted
-values and quote-free text, so Python code runs once per chunk, not per record or per quote.
-Its rules are DuckDB's strict RFC 4180 ones: a ``"`` opens a value only at the start of a field,
-``""`` inside it is a quote, a ``"`` inside an unquoted field is text, and outside quotes the
-comment character comments out the rest of the line.
+The scan keeps only the quote state, and Python code runs once per chunk, never per record or
+per quote: first a vectorised count of the quotes that proves most files closed
+(:func:`_closes_by_toggling`), else a regular expression that steps over whole quoted values and
+quote-free text (:func:`_scan`). Its rules are DuckDB's strict RFC 4180 ones: a ``"`` opens a
+value only at the start of a field, ``""`` inside it is a quote, a ``"`` inside an unquoted field
+is text, and outside quotes the comment character comments out the rest of the line.
 """
 
 from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from functools import lru_cache
+
+import numpy as np
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.csv.error_lines import locate_line
@@ -31,18 +35,21 @@ from osiris_dagster.drivers.csv.source import Source
 
 SCAN_CHUNK_BYTES = 8 << 20
 _INSIDE = re.compile(rb'(?:[^"]++|"")*+')  # the rest of a quoted value, up to its closing quote
+_QUOTE, _LF, _CR = 0x22, 0x0A, 0x0D
 
 
 @lru_cache(maxsize=16)
 def _outside(delimiter: bytes, comment: bytes | None) -> re.Pattern[bytes]:
     """Text outside quoted values: as far as it goes, it stops only at a quote that opens a value
-    not closed in the text scanned."""
+    not closed (by a quote followed by a delimiter, a line break or the end) in the text
+    scanned."""
     d = re.escape(delimiter)
     field_start = rb"(?:(?<=" + d + rb")|(?<=\n)|(?<=\r)|\A)"
+    field_end = rb"(?=" + d + rb"|[\r\n]|\Z)"
     stops = b'"' + (re.escape(comment) if comment else b"")
     parts = [
         rb"[^" + stops + rb"]++",
-        field_start + rb'"(?:[^"]++|"")*+"',  # a whole quoted value
+        field_start + rb'"(?:[^"]++|"")*+"' + field_end,  # a whole quoted value
         rb"(?<!" + d + rb")(?<!\n)(?<!\r)(?<=[\s\S])" + rb'"',  # a quote inside an unquoted field
     ]
     if comment:
@@ -53,11 +60,18 @@ def _outside(delimiter: bytes, comment: bytes | None) -> re.Pattern[bytes]:
 def find_unclosed_quote(source: Source, offset: int, delimiter: str,
                         comment: str | None) -> int | None:
     """Byte position (in the source) of the quote that opens a value the file never closes,
-    scanning from ``offset`` (a record boundary: where the data starts); None if every quoted
-    value is closed."""
-    outside = _outside(delimiter.encode(source.encoding),
-                       comment.encode(source.encoding) if comment else None)
-    inside, opened = False, 0
+    scanning from ``offset`` (a record boundary: where the data starts). None if every quoted
+    value is closed, or if the quoting breaks DuckDB's rules before (``"a"b``): its read then
+    fails on that with its own error."""
+    sep = delimiter.encode(source.encoding)
+    if comment is None and len(sep) == 1 and _closes_by_toggling(source, offset, sep[0]):
+        return None
+    return _scan(source, offset, sep, comment.encode(source.encoding) if comment else None)
+
+
+def _chunks(source: Source, offset: int) -> Iterator[tuple[int, bytes]]:
+    """The data part from ``offset`` in pieces of about :data:`SCAN_CHUNK_BYTES`, each with its
+    position and cut after a line break, so each starts at a field start or inside a value."""
     with source.open() as fh:
         fh.seek(offset)
         start, carry = offset, b""
@@ -65,29 +79,66 @@ def find_unclosed_quote(source: Source, offset: int, delimiter: str,
             carry = fh.read(len(codecs.BOM_UTF8))
             if carry == codecs.BOM_UTF8:  # DuckDB skips it: the first field starts after it
                 start, carry = len(carry), b""
-        while True:
-            data = fh.read(SCAN_CHUNK_BYTES)
+        while data := fh.read(SCAN_CHUNK_BYTES):
             text = carry + data
-            # cut after the last line break, so a chunk starts at a field start or inside a value
-            cut = max(text.rfind(b"\n"), text.rfind(b"\r")) + 1 if data else len(text)
-            if data and cut == 0:
+            cut = max(text.rfind(b"\n"), text.rfind(b"\r")) + 1
+            if cut:
+                yield start, text[:cut]
+                start, carry = start + cut, text[cut:]
+            else:
                 carry = text
-                continue
-            chunk, carry = text[:cut], text[cut:]
-            pos = 0
-            while pos < len(chunk):
-                if inside:
-                    pos = _INSIDE.match(chunk, pos).end()
-                    if pos == len(chunk):
-                        break
-                    inside, pos = False, pos + 1  # the closing quote
-                else:
-                    pos = outside.match(chunk, pos).end()
-                    if pos < len(chunk):  # a quote opening a value that this chunk does not close
-                        inside, opened, pos = True, start + pos, pos + 1
-            start += len(chunk)
-            if not data:
-                return opened if inside else None
+        if carry:
+            yield start, carry
+
+
+def _closes_by_toggling(source: Source, offset: int, sep: int) -> bool:
+    """True when reading every quote as a toggle (open, close, open...) ends outside quotes and
+    agrees with DuckDB's rules all along; False when that cannot tell (then :func:`_scan` does).
+
+    The quickest test, vectorised: it counts quotes and checks the byte before each one the
+    toggles make an opening quote, so Python runs once per chunk whatever the number of quoted
+    values. It agrees with DuckDB's state machine up to the first quote the two read differently,
+    which can only be a quote inside an unquoted field (DuckDB: text; toggles: an opening quote
+    with no delimiter or line break before it): that check fails there. ``""`` inside a value
+    toggles twice, and the opening toggle then has a quote before it, which passes."""
+    inside = False
+    for _, chunk in _chunks(source, offset):
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        quotes = np.flatnonzero(data == _QUOTE)
+        openers = quotes[1::2] if inside else quotes[::2]
+        before = data[openers[openers > 0] - 1]  # one at 0 follows a line break or starts data
+        if not ((before == sep) | (before == _LF) | (before == _CR) | (before == _QUOTE)).all():
+            return False
+        inside ^= bool(len(quotes) % 2)
+    return not inside
+
+
+def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int | None:
+    """The exact scan behind :func:`find_unclosed_quote` (DuckDB's rules, comments included)."""
+    outside = _outside(sep, comment)
+    inside, opened = False, 0
+    for start, chunk in _chunks(source, offset):
+        pos = 0
+        while pos < len(chunk):
+            if inside:
+                pos = _INSIDE.match(chunk, pos).end()
+                if pos == len(chunk):
+                    break
+                inside, pos = False, pos + 1  # the closing quote
+                if pos < len(chunk) and chunk[pos:pos + len(sep)] != sep \
+                        and chunk[pos] not in b"\r\n":
+                    return None  # text after a closing quote: DuckDB refuses it
+            else:
+                pos = outside.match(chunk, pos).end()
+                if pos == len(chunk):
+                    break
+                # a quote opening a value: not closed in this chunk, or closed and followed by
+                # text (DuckDB refuses that)
+                closed = _INSIDE.match(chunk, pos + 1).end()
+                if closed < len(chunk):
+                    return None
+                inside, opened, pos = True, start + pos, len(chunk)
+    return opened if inside else None
 
 
 def unclosed_quote_error(source: Source, position: int) -> DriverError:
@@ -95,6 +146,6 @@ def unclosed_quote_error(source: Source, position: int) -> DriverError:
     return DriverError(
         f"{source.origin}: line {line}: a quoted value starts here and its closing quote never "
         "comes (the file ends inside it). Add the closing \" where the value ends; a \" that is "
-        "part of a value must be doubled (\"\"). The extractor always reads \" as the quote "
-        "character, so this has no option to change."
+        "part of a value must be doubled (\"\"). The quote character is always \" (the "
+        "extractor has no quoting option)."
     )
