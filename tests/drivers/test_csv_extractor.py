@@ -557,6 +557,8 @@ OPEN_AFTER_BREAK = "a,b\n" + QUOTED_BREAK + '2,"never closed\n3,x\n'
     # a short row before it (the reason for the single-threaded reader), doubled quotes inside
     ("open_short.csv", b'a,b,c\n1,"x\ny"\n5\n2,"say ""hi"" never closed\n', {}, 5),
     ("open_semicolon.csv", OPEN_AFTER_BREAK.replace(",", ";").encode(), {"delimiter": ";"}, 4),
+    # DuckDB opens a quoted value after one space at the field start too
+    ("open_space.csv", ("a,b\n" + QUOTED_BREAK + '2, "never closed\n').encode(), {}, 4),
     # quotes in comment lines are not quotes; the preamble makes DuckDB read a copy
     ("open_comment.csv", ('# "x\n\na,b\n' + QUOTED_BREAK + '# y"\n2,"never closed\n').encode(),
      {"comment": "#"}, 7),
@@ -594,8 +596,11 @@ def test_quote_left_open_without_a_quoted_line_break(extract: ExtractFn, data_di
     # a quoted value spanning to the last line, closed there (with and without a final newline)
     ('a,b\n1,"x\ny"\n2,"spans\nto the end"\n', {}, [(1, "x\ny"), (2, "spans\nto the end")]),
     ('a,b\n1,"x\ny"\n2,"spans\n""to"" the end"', {}, [(1, "x\ny"), (2, 'spans\n"to" the end')]),
-    # a quote inside an unquoted field is text, not an opening quote
+    # a quote inside an unquoted field is text, not an opening quote; so is one after two spaces
     ('a,b\n1,"x\ny"\n2,5" tall\n3,"z"\n', {}, [(1, "x\ny"), (2, '5" tall'), (3, "z")]),
+    ('a,b\n1,"x\ny"\n2,  "z\n', {}, [(1, "x\ny"), (2, '  "z')]),
+    # one space before the opening quote and spaces after the closing one are DuckDB's to drop
+    ('a,b\n1,"x\ny"\n2, "z"  \n', {}, [(1, "x\ny"), (2, "z")]),
     # an odd quote in a comment line is not a quote
     ('a,b\n1,"x\ny"\n# it"s\n2,"z"\n', {"comment": "#"}, [(1, "x\ny"), (2, "z")]),
     ('a;b\n1;"x\ny"\n2;"a;""b"""\n', {"delimiter": ";"}, [(1, "x\ny"), (2, 'a;"b"')]),

@@ -20,6 +20,8 @@ OPEN = "\x00"  # marks where the unclosed quote is in a case (removed before wri
     ('1,"x\r\ny"\r\n\x00"open,2\r\n', ",", None),
     ('1,"a""b"\n2,\x00"""still open""\n', ",", None),  # doubled quotes, opening and inside
     ('1,5" tall\n2,\x00"open\n', ",", None),  # a quote inside an unquoted field is text
+    ('1, "a" ,2\n2, \x00"open\n', ",", None),  # one space before an opening quote: DuckDB's rule
+    ('1,  "a\n2,\t"b\n', ",", None),  # two spaces or a tab before it: text
     ('1;"a;b"\n2;\x00"open;x\n', ";", None),
     ('1§"x\ny"\n2§\x00"open\n', "§", None),  # a delimiter of two bytes in utf-8
     ('# it"s\n1,"x\ny"\n2,\x00"open # not a comment\n', ",", "#"),

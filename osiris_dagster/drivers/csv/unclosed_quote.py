@@ -15,9 +15,10 @@ records), so no point near the end is known to be a record boundary without scan
 The scan keeps only the quote state, and Python code runs once per chunk, never per record or
 per quote: first a vectorised count of the quotes that proves most files closed
 (:func:`_closes_by_toggling`), else a regular expression that steps over whole quoted values and
-quote-free text (:func:`_scan`). Its rules are DuckDB's strict RFC 4180 ones: a ``"`` opens a
-value only at the start of a field, ``""`` inside it is a quote, a ``"`` inside an unquoted field
-is text, and outside quotes the comment character comments out the rest of the line.
+quote-free text (:func:`_scan`). Its rules are those of DuckDB's strict reader: a ``"`` opens a
+value only at the start of a field or after one space there, ``""`` inside it is a quote, spaces
+may follow the closing quote, a ``"`` elsewhere in an unquoted field is text, and outside quotes
+the comment character comments out the rest of the line.
 """
 
 from __future__ import annotations
@@ -35,22 +36,26 @@ from osiris_dagster.drivers.csv.source import Source
 
 SCAN_CHUNK_BYTES = 8 << 20
 _INSIDE = re.compile(rb'(?:[^"]++|"")*+')  # the rest of a quoted value, up to its closing quote
-_QUOTE, _LF, _CR = 0x22, 0x0A, 0x0D
+_QUOTE, _LF, _CR, _SPACE = 0x22, 0x0A, 0x0D, 0x20
 
 
 @lru_cache(maxsize=16)
 def _outside(delimiter: bytes, comment: bytes | None) -> re.Pattern[bytes]:
     """Text outside quoted values: as far as it goes, it stops only at a quote that opens a value
-    not closed (by a quote followed by a delimiter, a line break or the end) in the text
-    scanned."""
+    not closed (by a quote followed by spaces and a delimiter, a line break or the end) in the
+    text scanned."""
     d = re.escape(delimiter)
-    field_start = rb"(?:(?<=" + d + rb")|(?<=\n)|(?<=\r)|\A)"
-    field_end = rb"(?=" + d + rb"|[\r\n]|\Z)"
+    # where a quote opens a value: at a field start, or after one space there (DuckDB's rule:
+    # ' "a"' is the value a, '  "a"' and '\t"a"' are text)
+    starts = [rb"(?<=" + d + rb")", rb"(?<=" + d + rb" )", rb"(?<=\n)", rb"(?<=\n )", rb"(?<=\r)",
+              rb"(?<=\r )", rb"\A", rb"(?<=\A )"]
+    not_start = b"".join(b"(?<!" + a[4:] for a in starts if a.startswith(b"(?<="))
+    field_end = rb"(?= *+(?:" + d + rb"|[\r\n]|\Z))"
     stops = b'"' + (re.escape(comment) if comment else b"")
     parts = [
         rb"[^" + stops + rb"]++",
-        field_start + rb'"(?:[^"]++|"")*+"' + field_end,  # a whole quoted value
-        rb"(?<!" + d + rb")(?<!\n)(?<!\r)(?<=[\s\S])" + rb'"',  # a quote inside an unquoted field
+        rb"(?:" + rb"|".join(starts) + rb')"(?:[^"]++|"")*+"' + field_end,  # a quoted value
+        not_start + rb'(?<=[\s\S])"',  # a quote inside an unquoted field: text
     ]
     if comment:
         parts.append(re.escape(comment) + rb"[^\r\n]*+")
@@ -99,15 +104,22 @@ def _closes_by_toggling(source: Source, offset: int, sep: int) -> bool:
     toggles make an opening quote, so Python runs once per chunk whatever the number of quoted
     values. It agrees with DuckDB's state machine up to the first quote the two read differently,
     which can only be a quote inside an unquoted field (DuckDB: text; toggles: an opening quote
-    with no delimiter or line break before it): that check fails there. ``""`` inside a value
-    toggles twice, and the opening toggle then has a quote before it, which passes."""
+    with no field start, or one space after it, before it): that check fails there. ``""``
+    inside a value toggles twice, and the opening toggle then has a quote before it: it passes."""
     inside = False
     for _, chunk in _chunks(source, offset):
         data = np.frombuffer(chunk, dtype=np.uint8)
         quotes = np.flatnonzero(data == _QUOTE)
         openers = quotes[1::2] if inside else quotes[::2]
-        before = data[openers[openers > 0] - 1]  # one at 0 follows a line break or starts data
-        if not ((before == sep) | (before == _LF) | (before == _CR) | (before == _QUOTE)).all():
+        openers = openers[openers > 0]  # one at 0 follows a line break or starts the data
+        before = data[openers - 1]
+        other = (before != sep) & (before != _LF) & (before != _CR) & (before != _QUOTE)
+        spaced = other & (before == _SPACE)  # one space at a field start: DuckDB's rule
+        if (other & ~spaced).any():
+            return False
+        at = openers[spaced]
+        two = data[np.maximum(at - 2, 0)]
+        if not ((at == 1) | (two == sep) | (two == _LF) | (two == _CR)).all():
             return False
         inside ^= bool(len(quotes) % 2)
     return not inside
@@ -125,8 +137,9 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 if pos == len(chunk):
                     break
                 inside, pos = False, pos + 1  # the closing quote
-                if pos < len(chunk) and chunk[pos:pos + len(sep)] != sep \
-                        and chunk[pos] not in b"\r\n":
+                after = len(chunk[pos:]) - len(chunk[pos:].lstrip(b" "))  # spaces may follow
+                if pos + after < len(chunk) and chunk[pos + after:pos + after + len(sep)] != sep \
+                        and chunk[pos + after] not in b"\r\n":
                     return None  # text after a closing quote: DuckDB refuses it
             else:
                 pos = outside.match(chunk, pos).end()
