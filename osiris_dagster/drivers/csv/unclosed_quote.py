@@ -155,6 +155,7 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
 
 
 def unclosed_quote_error(source: Source, position: int) -> DriverError:
+    """The step's error for the quote at byte ``position``: the user's file and physical line."""
     line = locate_line(source, position)[0]
     return DriverError(
         f"{source.origin}: line {line}: a quoted value starts here and its closing quote never "
