@@ -491,6 +491,43 @@ def test_line_numbers_count_physical_lines(extract: ExtractFn, data_dir: Path) -
         extract(path="m4.csv")
 
 
+# DuckDB's rejects table places these errors by byte position; its own line count would be one
+# short after each record with a quoted line break, so each case has one before the bad row.
+QUOTED_BREAK = '1,"x\ny"\n'
+
+
+@pytest.mark.parametrize(("name", "content", "config", "pattern"), [
+    ("crlf.csv", ("a,b\r\n" + QUOTED_BREAK.replace("\n", "\r\n") + "2,3\r\n4,5,6\r\n").encode(),
+     {}, "line 5 has 3 fields but the header has 2"),
+    ("gz.csv.gz", gzip.compress(("a,b\n" + QUOTED_BREAK * 2 + "2,3,4\n").encode()), {},
+     "line 6 has 3 fields"),
+    ("bom.csv", ("\ufeffa,b\n" + QUOTED_BREAK + "2,3,4\n").encode(), {}, "line 4 has 3 fields"),
+    # a preamble DuckDB's `skip` cannot step over: it reads a copy of the data part
+    ("pre.csv", ("# note\n\na,b\n" + QUOTED_BREAK + "2,3,4\n").encode(), {"comment": "#"},
+     "line 6 has 3 fields"),
+    # one column with blank lines: DuckDB reads a rewritten copy, the file is scanned instead
+    ("one.csv", b'a\n"x\ny"\n\n2,3\n', {}, "line 5 has 2 fields but the header has 1"),
+    ("cr.csv", b'a,b\r1,"x\ry"\r2,3,4\r', {}, "line 4 has 3 fields"),
+    ("enc.csv", ("a,b\n" + QUOTED_BREAK).encode() + "2,Café\n".encode("latin-1"), {},
+     "line 4 is not valid utf-8"),
+    ("quote.csv", ("a,b\n" + QUOTED_BREAK + '2,"x"y\n3,4\n').encode(), {},
+     "line 4: invalid CSV"),
+])
+def test_error_lines_are_physical_lines(extract: ExtractFn, data_dir: Path, name: str,
+                                        content: bytes, config: dict[str, object],
+                                        pattern: str) -> None:
+    put(data_dir, name, content)
+    with pytest.raises(DriverError, match=pattern):
+        extract(path=name, **config)
+
+
+def test_wide_row_far_into_a_file_with_quoted_line_breaks(extract: ExtractFn,
+                                                          data_dir: Path) -> None:
+    put(data_dir, "far.csv", "a,b\n" + QUOTED_BREAK * 40_000 + "2,3,4\n")
+    with pytest.raises(DriverError, match=r"far\.csv: line 80002 has 3 fields"):
+        extract(path="far.csv")
+
+
 def test_extra_field_with_header_false(extract: ExtractFn, data_dir: Path) -> None:
     put(data_dir, "m5.csv", "1,2\n3,4,5\n")
     with pytest.raises(DriverError, match="line 2 has 3 fields but the first row has 2"):
@@ -501,6 +538,78 @@ def test_unterminated_quote_names_the_line(extract: ExtractFn, data_dir: Path) -
     put(data_dir, "q.csv", 'a,b\n1,ok\n2,"never closed\n3,x\n')
     with pytest.raises(DriverError, match=r"q\.csv: line 3: invalid CSV"):
         extract(path="q.csv")
+
+
+# A quote the file never closes: with a quoted line break before it the extractor reads with
+# parallel=false, and DuckDB 2.0.1's single-threaded reader turned the open value into NULL (or
+# dropped the row) without an error. Each case must fail naming the line the open quote is on.
+OPEN_AFTER_BREAK = "a,b\n" + QUOTED_BREAK + '2,"never closed\n3,x\n'
+
+
+@pytest.mark.parametrize(("name", "content", "config", "line"), [
+    ("open.csv", OPEN_AFTER_BREAK.encode(), {}, 4),
+    ("open_no_newline.csv", ("a,b\n" + QUOTED_BREAK + '2,"never closed').encode(), {}, 4),
+    ("open_last_line.csv", ("a,b\n" + QUOTED_BREAK + '2,"never closed\n').encode(), {}, 4),
+    ("open.csv.gz", gzip.compress(OPEN_AFTER_BREAK.encode()), {}, 4),
+    ("open_crlf.csv", OPEN_AFTER_BREAK.replace("\n", "\r\n").encode(), {}, 4),
+    # the open quote starts the record: DuckDB dropped the whole row
+    ("open_first.csv", ("a,b\n" + QUOTED_BREAK + '"never closed,2\n3,x\n').encode(), {}, 4),
+    # a short row before it (the reason for the single-threaded reader), doubled quotes inside
+    ("open_short.csv", b'a,b,c\n1,"x\ny"\n5\n2,"say ""hi"" never closed\n', {}, 5),
+    ("open_semicolon.csv", OPEN_AFTER_BREAK.replace(",", ";").encode(), {"delimiter": ";"}, 4),
+    # DuckDB opens a quoted value after one space at the field start too
+    ("open_space.csv", ("a,b\n" + QUOTED_BREAK + '2, "never closed\n').encode(), {}, 4),
+    # quotes in comment lines are not quotes; the preamble makes DuckDB read a copy
+    ("open_comment.csv", ('# "x\n\na,b\n' + QUOTED_BREAK + '# y"\n2,"never closed\n').encode(),
+     {"comment": "#"}, 7),
+    ("open_latin1.csv", OPEN_AFTER_BREAK.replace("never", "né").encode("latin-1"),
+     {"encoding": "latin-1"}, 4),
+    ("open_utf16.csv", OPEN_AFTER_BREAK.encode("utf-16"), {"encoding": "utf-16"}, 4),
+    ("open_limit.csv", OPEN_AFTER_BREAK.encode(), {"limit": 2}, 4),
+    ("open_far.csv", ("a,b\n" + QUOTED_BREAK + numbered_rows(50_000) + '2,"open\n').encode(), {},
+     50_004),
+])
+def test_quote_left_open_at_end_of_file_names_its_line(extract: ExtractFn, data_dir: Path,
+                                                       name: str, content: bytes,
+                                                       config: dict[str, object],
+                                                       line: int) -> None:
+    put(data_dir, name, content)
+    with pytest.raises(DriverError) as caught:
+        extract(path=name, **config)
+    message = str(caught.value)
+    assert f"{name}: line {line}: a quoted value starts here" in message
+    assert "closing quote never comes" in message and 'doubled ("")' in message
+
+
+@pytest.mark.parametrize("content", [
+    'a,b\n1,ok\n2,"never closed\n3,x\n',  # no quoted line break: the parallel reader refuses it
+    'a,b\n1,ok\n2,"never closed',
+])
+def test_quote_left_open_without_a_quoted_line_break(extract: ExtractFn, data_dir: Path,
+                                                     content: str) -> None:
+    put(data_dir, "open.csv", content)
+    with pytest.raises(DriverError, match=r"open\.csv: line 3\b"):
+        extract(path="open.csv")
+
+
+@pytest.mark.parametrize(("content", "config", "rows"), [
+    # a quoted value spanning to the last line, closed there (with and without a final newline)
+    ('a,b\n1,"x\ny"\n2,"spans\nto the end"\n', {}, [(1, "x\ny"), (2, "spans\nto the end")]),
+    ('a,b\n1,"x\ny"\n2,"spans\n""to"" the end"', {}, [(1, "x\ny"), (2, 'spans\n"to" the end')]),
+    # a quote inside an unquoted field is text, not an opening quote; so is one after two spaces
+    ('a,b\n1,"x\ny"\n2,5" tall\n3,"z"\n', {}, [(1, "x\ny"), (2, '5" tall'), (3, "z")]),
+    ('a,b\n1,"x\ny"\n2,  "z\n', {}, [(1, "x\ny"), (2, '  "z')]),
+    # one space before the opening quote and spaces after the closing one are DuckDB's to drop
+    ('a,b\n1,"x\ny"\n2, "z"  \n', {}, [(1, "x\ny"), (2, "z")]),
+    # an odd quote in a comment line is not a quote
+    ('a,b\n1,"x\ny"\n# it"s\n2,"z"\n', {"comment": "#"}, [(1, "x\ny"), (2, "z")]),
+    ('a;b\n1;"x\ny"\n2;"a;""b"""\n', {"delimiter": ";"}, [(1, "x\ny"), (2, 'a;"b"')]),
+])
+def test_closed_quotes_after_quoted_line_breaks_are_kept(extract: ExtractFn, data_dir: Path,
+                                                         content: str, config: dict[str, object],
+                                                         rows: list[tuple]) -> None:
+    put(data_dir, "closed.csv", content)
+    assert extract(path="closed.csv", **config).rows == rows
 
 
 # -- options --------------------------------------------------------------------------------------

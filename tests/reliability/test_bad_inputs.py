@@ -367,6 +367,10 @@ DATA_CASES = [
       rows={"read": 3}, check=_check_long_value(10_000_000, may_refuse=False)),
     R("data-unclosed-quote", csv_pipeline(), {"data.csv": 'a,b\n1,"oops\n2,3\n'}, rc=(1,),
       says=("step 'read'", "line 2")),
+    # after a quoted line break DuckDB reads single-threaded, and read this quote as NULL
+    R("data-unclosed-quote-after-quoted-line-break", csv_pipeline(),
+      {"data.csv": 'a,b\n1,"x\ny"\n2,"oops\n3,4\n'}, rc=(1,),
+      says=("step 'read'", "data.csv: line 4", "closing quote never comes")),
     # Known limitation: DuckDB's reader refuses mixed \r\n and \n endings; the error is clear.
     R("data-mixed-line-endings", csv_pipeline(), {"data.csv": b"a,b\r\n1,2\n3,4\r\n5,6"},
       rc=(1,), says=("step 'read'", "data.csv", "RFC 4180")),

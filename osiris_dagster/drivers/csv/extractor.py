@@ -7,9 +7,13 @@ pandas behaviour is reproduced, and where we deliberately differ:
 * **Dialect.** Always explicit: the configured delimiter, ``"`` as quote and escape (RFC 4180),
   ``strict_mode`` and no comment character unless configured; DuckDB's sniffer is off, so it can
   neither decide the file is one text column nor that ``#`` starts a comment.
-* **Header.** We find the header row ourselves (streaming, :func:`csv_support.inspect_layout`)
-  with pandas' ``skiprows``/``header: N`` rules and name columns like pandas: duplicate names get
-  ``.1``, ``.2``; an empty name becomes ``Unnamed: <i>``; ``header: false`` gives ``0, 1, 2...``.
+  A quote the file never closes fails the step with its line, also where DuckDB's single-threaded
+  reader (used after a quoted line break) would read it as NULL
+  (:mod:`unclosed_quote <.unclosed_quote>`).
+* **Header.** We find the header row ourselves (streaming,
+  :func:`~osiris_dagster.drivers.csv.records.inspect_layout`) with pandas' ``skiprows``/``header:
+  N`` rules and name columns like pandas: duplicate names get ``.1``, ``.2``; an empty name
+  becomes ``Unnamed: <i>``; ``header: false`` gives ``0, 1, 2...``.
   DuckDB identifiers are case-insensitive, so a name equal to an earlier one ignoring case also
   gets a ``.N`` suffix (pandas would keep ``a`` and ``A``). DuckDB then reads only the data part.
 * **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
@@ -18,12 +22,15 @@ pandas behaviour is reproduced, and where we deliberately differ:
   the data part instead of the file: after a preamble its ``skip`` cannot step over exactly
   (blank or comment lines, quoted line breaks), and, rewritten by Python's csv module (slower),
   for ``skip_blank_lines: false`` or a one-column file, when a byte scan finds blank lines.
-* **Line numbers** in errors are physical lines of the user's file, found by re-scanning it
-  with Python's csv module (DuckDB counts records and its sniffer reports none).
+* **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
+  places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
+  own line count is short by one per record with a quoted line break before it); otherwise,
+  and for values our type checks refuse, found by re-scanning the file with Python's csv module
+  (:mod:`error_lines <.error_lines>`).
 * **NULLs.** pandas' default NA strings (``""``, ``NA``, ``NULL``, ``N/A``, ``NaN``, ...) plus
   ``na_values``, so numeric columns with such markers still read as numbers.
-* **Types.** Decided from every value, never from a sample alone (:mod:`csv_types` has the
-  rules): a column gets the first of BOOLEAN, BIGINT, DOUBLE (and with ``parse_dates: true``
+* **Types.** Decided from every value, never from a sample alone (:mod:`types <.types>` has
+  the rules): a column gets the first of BOOLEAN, BIGINT, DOUBLE (and with ``parse_dates: true``
   DATE, TIMESTAMP, TIMESTAMPTZ) that each of its values takes *faithfully*, else VARCHAR. So
   ``00501``, ``0x1F`` or ``yes`` keep a column text, ``19.99``, ``1e3`` or ``+5`` make it DOUBLE,
   a time of day makes a DATE column TIMESTAMP, offsets make it TIMESTAMPTZ (a mix of values with
@@ -33,10 +40,10 @@ pandas behaviour is reproduced, and where we deliberately differ:
   ``csv_type_widened``): the result is always the one the whole file calls for. A
   ``parse_dates`` list column must be DATE, TIMESTAMP or TIMESTAMPTZ; a value that fits none is
   an error naming file, line and column. ``dtype`` columns are read as text too and cast to the
-  declared type only when it holds the value exactly (:func:`csv_types.faithful`): ``19.99`` as
-  ``int64``, ``1.239`` as ``DECIMAL(10,2)``, ``0x1F``/``00501`` as an integer or ``yes`` as
-  ``bool`` fail the step naming file, line, column, value and dtype (DuckDB's cast would round or
-  reinterpret them; pandas refuses them too).
+  declared type only when it holds the value exactly (:func:`types.faithful <.types.faithful>`):
+  ``19.99`` as ``int64``, ``1.239`` as ``DECIMAL(10,2)``, ``0x1F``/``00501`` as an integer or
+  ``yes`` as ``bool`` fail the step naming file, line, column, value and dtype (DuckDB's cast
+  would round or reinterpret them; pandas refuses them too).
   Unlike pandas, integer columns with NULLs stay BIGINT (pandas turns them into floats), and an
   all-empty column is VARCHAR.
 * **Time zones.** Naive timestamps stay TIMESTAMP (no zone is assumed); values with an offset are
@@ -65,12 +72,29 @@ from typing import Any
 
 import duckdb
 
-from osiris_dagster.core import memory
 from osiris_dagster.core.errors import DriverError
-from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
-from osiris_dagster.drivers.csv import support as cs
 from osiris_dagster.drivers.csv import types as ct
+from osiris_dagster.drivers.csv.compression import infer_compression
+from osiris_dagster.drivers.csv.data_part import (
+    copy_from_offset,
+    may_have_blank_lines,
+    rewrite_blank_lines,
+)
+from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
+from osiris_dagster.drivers.csv.error_lines import find_value_line
+from osiris_dagster.drivers.csv.read_csv_call import Reader
+from osiris_dagster.drivers.csv.read_errors import FailedRead
+from osiris_dagster.drivers.csv.records import MAX_LINE_BYTES, Layout, inspect_layout
+from osiris_dagster.drivers.csv.scratch import Scratch
+from osiris_dagster.drivers.csv.source import Source, prepare_source
+from osiris_dagster.drivers.csv.unclosed_quote import find_unclosed_quote, unclosed_quote_error
+
+PANDAS_NA_VALUES: tuple[str, ...] = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
 
 SAMPLE_ROWS = 20480  # rows the first guess of the types is made from (DuckDB's sample size)
 
@@ -89,8 +113,10 @@ _ENCODINGS = {
     "latin-1": "latin-1", "latin1": "latin-1", "iso-8859-1": "latin-1", "iso8859-1": "latin-1",
     "utf-16": "utf-16", "utf16": "utf-16",
 }
-_CONVERSION = re.compile(r'converting column "((?:[^"]|"")*)"\. Could not convert string '
-                         r'"((?:[^"]|"")*)" to \'([^\']+)\'')
+# The two failures a read recovers from are told apart by DuckDB's message, not by its rejects
+# table: the padding one is not a rejected record (DuckDB raises it even with store_rejects), and
+# asking the rejects table about an over-long row would cost a full extra read of a file that the
+# retry then reads fine.
 _LINE_SIZE = "Maximum line size"
 _PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
 
@@ -228,9 +254,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     """Read ``config['path']`` into the step's table; returns the row count."""
     opts = Options.from_config(config)
     origin = _resolve_file(ctx, opts.path)
-    with cs.Scratch(Path(ctx.tmp_dir), f"csv_{ctx.step_id}") as scratch:
-        source = cs.prepare_source(origin, cs.infer_compression(origin, opts.compression),
-                                   opts.encoding, scratch)
+    with Scratch(Path(ctx.tmp_dir), f"csv_{ctx.step_id}") as scratch:
+        source = prepare_source(origin, infer_compression(origin, opts.compression),
+                                opts.encoding, scratch)
         layout = _inspect(source, opts)
         if layout is None or not layout.has_data:
             rows = ctx.create_output(_empty_select(ctx.con, opts, layout, origin))
@@ -254,18 +280,18 @@ def _resolve_file(ctx: StepContext, raw: str) -> Path:
     return path
 
 
-def _inspect(source: cs.Source, opts: Options) -> cs.Layout | None:
+def _inspect(source: Source, opts: Options) -> Layout | None:
     try:
-        return cs.inspect_layout(source, delimiter=opts.delimiter, comment=opts.comment,
-                                 skip_rows=opts.skip_rows, header=opts.header,
-                                 skip_blank_lines=opts.skip_blank_lines)
+        return inspect_layout(source, delimiter=opts.delimiter, comment=opts.comment,
+                              skip_rows=opts.skip_rows, header=opts.header,
+                              skip_blank_lines=opts.skip_blank_lines)
     except (OSError, EOFError, zlib.error) as exc:
         hint = " Check the `compression` option." if source.gzip else ""
         raise DriverError(f"{source.origin}: cannot read the file: {exc}.{hint}") from exc
 
 
 # -- column names and declared types --------------------------------------------------------------
-def column_names(layout: cs.Layout) -> list[str]:
+def column_names(layout: Layout) -> list[str]:
     """pandas' names (C parser rules), made unique case-insensitively for DuckDB."""
     if layout.header is None:
         return [str(i) for i in range(layout.width)]
@@ -322,7 +348,7 @@ def _require_columns(wanted: Sequence[str], names: Sequence[str], option: str,
                           f"Available columns: {list(names)}")
 
 
-def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: cs.Layout | None,
+def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: Layout | None,
                   origin: Path) -> str:
     """Zero rows with the file's header (or ``columns``, or the ``_empty`` placeholder)."""
     types = declared_types(con, opts)
@@ -332,7 +358,7 @@ def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: cs.Layo
         _require_columns(opts.date_columns, names, "parse_dates", origin)
         names = list(opts.columns or names)
     else:
-        names = list(opts.columns or (cs.EMPTY_FILE_COLUMN,))
+        names = list(opts.columns or (EMPTY_FILE_COLUMN,))
     for col in opts.date_columns:
         types.setdefault(col, "TIMESTAMP")
     cols = ", ".join(f"CAST(NULL AS {types.get(n, 'VARCHAR')}) AS {quote_ident(n)}"
@@ -340,63 +366,19 @@ def _empty_select(con: duckdb.DuckDBPyConnection, opts: Options, layout: cs.Layo
     return f"SELECT {cols} LIMIT 0"
 
 
-# -- the DuckDB read ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reader:
-    """Everything ``read_csv`` needs; renders the table-function call.
-
-    Columns are read as text (``dtype`` columns too, cast strictly later) with DuckDB's sniffer off:
-    the dialect is explicit and types are decided by :mod:`csv_types` from every value, because
-    the sniffer types from a sample and DuckDB's casts silently round or reinterpret values.
-    """
-
-    path: Path
-    encoding: str  # utf-8 or latin-1
-    compression: str  # gzip or none
-    delimiter: str
-    comment: str | None
-    skip: int
-    names: tuple[str, ...]
-    null_values: tuple[str, ...]
-    parallel: bool = True
-    max_line_size: int | None = None  # DuckDB's default (2 MiB) unless a longer row was found
-
-    def sql(self) -> str:
-        columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in self.names)
-        opts = [
-            quote_literal(str(self.path)),
-            "auto_detect=false", f"columns={{{columns}}}",
-            f"delim={quote_literal(self.delimiter)}",
-            "quote='\"'", "escape='\"'", "header=false", f"skip={self.skip}",
-            "null_padding=true", "strict_mode=true", "allow_quoted_nulls=true",
-            f"nullstr={_sql_list(self.null_values)}",
-            f"comment={quote_literal(self.comment or '')}",
-            f"encoding={quote_literal(self.encoding)}",
-            f"compression={quote_literal(self.compression)}",
-            f"parallel={'true' if self.parallel else 'false'}",
-        ]
-        if self.max_line_size:
-            opts.append(f"max_line_size={self.max_line_size}")
-        return f"read_csv({', '.join(opts)})"
-
-
-def _sql_list(items: Sequence[str]) -> str:
-    return "[" + ", ".join(quote_literal(i) for i in items) + "]"
-
-
 class _Extraction:
     """One read of a file with data: type the columns, create the table, explain any failure.
 
     Types come from the first :data:`SAMPLE_ROWS` rows (cheap), and the one pass that creates the
     table checks every value against its column's type. A value that does not fit stops that
-    pass with the types it does fit (:func:`csv_types.typed`); its column is widened to the next
-    of those and the pass runs again (:meth:`_widen`), so the result is the one the whole file
-    calls for, whatever the rows the sample saw. The usual late contradiction costs one extra
-    pass; measured in ``benchmarks/csv_types.py``.
+    pass with the types it does fit (:func:`types.typed <.types.typed>`); its column is widened to
+    the next of those and the pass runs again (:meth:`_widen`), so the result is the one the whole
+    file calls for, whatever the rows the sample saw. The usual late contradiction costs one
+    extra pass; measured in ``benchmarks/csv_types.py``.
     """
 
-    def __init__(self, ctx: StepContext, opts: Options, source: cs.Source, layout: cs.Layout,
-                 scratch: cs.Scratch) -> None:
+    def __init__(self, ctx: StepContext, opts: Options, source: Source, layout: Layout,
+                 scratch: Scratch) -> None:
         self.ctx = ctx
         self.con = ctx.con
         self.opts = opts
@@ -410,25 +392,26 @@ class _Extraction:
         self.selected = list(opts.columns or self.names)
         self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
 
-    def _reader(self, scratch: cs.Scratch) -> Reader:
+    def _reader(self, scratch: Scratch) -> Reader:
         """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
         a scratch copy of the data part (rewritten when blank lines need pandas' treatment)."""
         src, layout = self.source, self.layout
         path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
+        offset: int | None = 0
         keep_blanks = not self.opts.skip_blank_lines
-        if (keep_blanks or layout.width == 1) and cs.may_have_blank_lines(src, layout.data_offset):
-            path, skip, encoding = scratch.new_path(), 0, "utf-8"
-            cs.rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
-                                   keep=keep_blanks)
+        if (keep_blanks or layout.width == 1) and may_have_blank_lines(src, layout.data_offset):
+            path, skip, encoding, offset = scratch.new_path(), 0, "utf-8", None
+            rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
+                                keep=keep_blanks)
         elif layout.skipped and not layout.simple_skip:
-            path, skip = scratch.new_path(), 0
-            cs.copy_from_offset(src, layout.data_offset, path)
+            path, skip, offset = scratch.new_path(), 0, layout.data_offset
+            copy_from_offset(src, layout.data_offset, path)
         elif src.gzip:
             compression = "gzip"
-        null_values = tuple(dict.fromkeys((*cs.PANDAS_NA_VALUES, *self.opts.na_values)))
+        null_values = tuple(dict.fromkeys((*PANDAS_NA_VALUES, *self.opts.na_values)))
         return Reader(path=path, encoding=encoding, compression=compression,
                       delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
-                      names=tuple(self.names), null_values=null_values)
+                      names=tuple(self.names), null_values=null_values, source_offset=offset)
 
     def run(self) -> int:
         unknown = sorted(set(self.declared) - set(self.names))
@@ -594,62 +577,31 @@ class _Extraction:
         text = str(exc)
         if _PARALLEL_PADDING in text and self.reader.parallel:
             # quoted newlines + padding of short rows need the single-threaded reader
+            self._refuse_unclosed_quote()
             self.reader = replace(self.reader, parallel=False)
             return
         if _LINE_SIZE in text and not self.reader.max_line_size:
             # pandas has no row-size limit; allow rows up to the scanner's limit
-            self.reader = replace(self.reader, max_line_size=cs.MAX_LINE_BYTES)
+            self.reader = replace(self.reader, max_line_size=MAX_LINE_BYTES)
             return
         raise self._explain(exc) from exc
+
+    def _refuse_unclosed_quote(self) -> None:
+        """Fail on a quote the file never closes, which the single-threaded reader would read as
+        NULL without an error (see :mod:`unclosed_quote <.unclosed_quote>`). A rewritten copy
+        needs no scan: the rewrite parsed the file and refuses such a quote itself."""
+        if self.reader.source_offset is None:
+            return
+        position = find_unclosed_quote(self.source, self.layout.data_offset, self.opts.delimiter,
+                                       self.opts.comment)
+        if position is not None:
+            raise unclosed_quote_error(self.source, position)
 
     # -- errors
     def _explain(self, exc: duckdb.Error) -> DriverError:
         """Turn a DuckDB failure into a message with the file, the line and what to do."""
-        text, origin = str(exc), self.source.origin
-        if memory.is_out_of_memory(exc):  # the runner retries with more memory, or says so
-            return DriverError(f"{origin}: {cs.duckdb_summary(exc)}")
-        if "Invalid unicode" in text or "not utf-8 encoded" in text:
-            found = cs.find_undecodable_line(self.source)
-            line, reason = found if found else (None, "invalid byte sequence")
-            return cs.encoding_error(origin, self.source.encoding, line, reason)
-        match = _CONVERSION.search(text)
-        if match:
-            return self._conversion_error(*(g.replace('""', '"') for g in match.groups()))
-        if _LINE_SIZE in text:
-            line = cs.find_long_line(self.source, cs.MAX_LINE_BYTES)
-            where = f"line {line}" if line else "a row"
-            return DriverError(f"{origin}: {where} is longer than {cs.MAX_LINE_BYTES >> 20} MiB. "
-                               "Check the `delimiter` option and the quoting (an unclosed quote "
-                               "makes the rest of the file one row).")
-        if isinstance(exc, duckdb.IOException) and "gzip" in text.lower():
-            return DriverError(f"{origin}: cannot decompress as gzip ({cs.duckdb_summary(exc)})."
-                               " Check the `compression` option.")
-        wide = self._wide_row_error(required=False)
-        if wide is not None:
-            return wide
-        return DriverError(f"{origin}: cannot read the CSV file: {cs.duckdb_summary(exc)}. "
-                           f"Check `delimiter` (currently {self.opts.delimiter!r}), `encoding` "
-                           "and `header`.")
-
-    def _wide_row_error(self, required: bool = True) -> DriverError | None:
-        try:
-            rec = cs.find_wide_record(self.source, self.layout, self.opts.delimiter,
-                                      self.opts.comment)
-        except cs.CsvSyntaxError as exc:
-            return exc
-        if rec is None:
-            if not required:
-                return None
-            return DriverError(f"{self.source.origin}: a row has more fields than the header; "
-                               f"check the `delimiter` option (currently "
-                               f"{self.opts.delimiter!r}).")
-        what = "the header has" if self.layout.header is not None else "the first row has"
-        fields = len(cs.strip_comment(rec.fields, self.opts.comment))
-        return DriverError(
-            f"{self.source.origin}: line {rec.first_line} has {fields} fields but {what} "
-            f"{self.layout.width} (delimiter {self.opts.delimiter!r}). Quote values that contain "
-            "the delimiter, fix that row, or check the `delimiter` and `header` options."
-        )
+        return FailedRead(self.con, self.source, self.layout, self.reader, self.opts.delimiter,
+                          self.opts.comment).explain(exc)
 
     def _conversion_error(self, column: str, value: str, kind: str) -> DriverError:
         option = "parse_dates" if column in self.opts.date_columns else "dtype"
@@ -661,6 +613,6 @@ class _Extraction:
     def _value_line(self, column: str, value: str) -> str:
         """`` at line N`` of the first record holding ``value`` in ``column`` (or nothing)."""
         index = self.names.index(column) if column in self.names else -1
-        line = cs.find_value_line(self.source, self.layout, self.opts.delimiter,
-                                  self.opts.comment, index, value) if index >= 0 else None
+        line = find_value_line(self.source, self.layout, self.opts.delimiter,
+                               self.opts.comment, index, value) if index >= 0 else None
         return f" at line {line}" if line else ""

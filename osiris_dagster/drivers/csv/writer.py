@@ -47,7 +47,11 @@ from osiris_dagster.drivers.base import (
     StepContext,
     UpstreamTable,
 )
-from osiris_dagster.drivers.csv import support as cs
+from osiris_dagster.drivers.csv.compression import open_compressed_output, output_compression
+from osiris_dagster.drivers.csv.duckdb_errors import duckdb_summary
+from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
+from osiris_dagster.drivers.csv.output_encoding import TranscodeError, transcode_utf8
+from osiris_dagster.drivers.csv.scratch import Scratch
 
 _NEWLINES = {"lf": "\n", "crlf": "\r\n", "cr": "\r", "\n": "\n", "\r\n": "\r\n", "\r": "\r"}
 _ENCODINGS = {
@@ -147,8 +151,8 @@ class _Write:
         self.target = target
         self.relation = relation
         types = dict(columns)
-        self.columns = [(name, types[name]) for name in cs.sort_columns(list(types))]
-        self.compression = cs.output_compression(target)
+        self.columns = [(name, types[name]) for name in sort_columns(list(types))]
+        self.compression = output_compression(target)
 
     def run(self) -> int:
         _remove_orphaned_temp_files(self.target)
@@ -169,25 +173,25 @@ class _Write:
         direct = self.opts.encoding == "utf-8" and self.compression in ("none", "gzip")
         if direct:
             return self._copy(tmp, gzip=self.compression == "gzip")
-        with cs.Scratch(Path(self.ctx.tmp_dir), f"csvw_{self.ctx.step_id}") as scratch:
+        with Scratch(Path(self.ctx.tmp_dir), f"csvw_{self.ctx.step_id}") as scratch:
             utf8 = scratch.new_path()
             rows = self._copy(utf8, gzip=False)
             try:
-                with cs.open_compressed_output(tmp, self.compression,
-                                               _member_name(self.target)) as sink:
-                    cs.transcode_utf8(utf8, sink, self.opts.encoding)
-            except cs.TranscodeError as exc:
+                with open_compressed_output(tmp, self.compression,
+                                            _member_name(self.target)) as sink:
+                    transcode_utf8(utf8, sink, self.opts.encoding)
+            except TranscodeError as exc:
                 raise self._unencodable(exc) from exc
         return rows
 
     def _is_empty_file_marker(self) -> bool:
-        if [n for n, _ in self.columns] != [cs.EMPTY_FILE_COLUMN]:
+        if [n for n, _ in self.columns] != [EMPTY_FILE_COLUMN]:
             return False
         count = self.ctx.con.execute(f"SELECT count(*) FROM {self.relation}").fetchone()[0]
         return int(count) == 0
 
     def _write_text(self, tmp: Path, text: str) -> int:
-        with cs.open_compressed_output(tmp, self.compression, _member_name(self.target)) as fh:
+        with open_compressed_output(tmp, self.compression, _member_name(self.target)) as fh:
             fh.write(text.encode(self.opts.encoding) if text else b"")
         return 0
 
@@ -210,7 +214,7 @@ class _Write:
                 result = self.ctx.con.execute(sql).fetchone()
         except duckdb.Error as exc:
             raise DriverError(f"cannot write {self.target}: "
-                              f"{cs.duckdb_summary(exc)}") from exc
+                              f"{duckdb_summary(exc)}") from exc
         return int(result[0]) if result else 0
 
     def _forced_quotes(self) -> list[str]:
@@ -241,7 +245,7 @@ class _Write:
             exprs.append(f"{expr} AS {col}")
         return ", ".join(exprs)
 
-    def _unencodable(self, exc: cs.TranscodeError) -> DriverError:
+    def _unencodable(self, exc: TranscodeError) -> DriverError:
         column = self._column_containing(exc.char)
         where = f"column {column!r} contains" if column else "the data contains"
         return DriverError(
@@ -262,6 +266,13 @@ class _Write:
             if hit:
                 return name
         return None
+
+
+def sort_columns(names: Sequence[str]) -> list[str]:
+    """Osiris writes ``df[sorted(df.columns)]``; all-digit names (header: false) sort as numbers."""
+    if names and all(n.isascii() and n.isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
 
 
 def _utc_text(col: str) -> str:

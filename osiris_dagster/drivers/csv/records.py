@@ -1,0 +1,228 @@
+"""Reading a CSV file record by record, and where its data starts.
+
+A streaming scanner over the raw bytes of a :class:`~osiris_dagster.drivers.csv.source.Source`
+that parses like DuckDB's strict RFC-4180 reader and knows each record's physical line numbers
+(DuckDB counts records, not lines); and the layout pandas would see in the file: the header row
+and the first data row after ``skip_rows``/``header: N`` (DuckDB's ``skip`` counts lines and has
+no ``header: N``). Memory use does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers.csv.source import Source, encoding_error
+
+MAX_LINE_BYTES = 32 << 20
+
+# csv's default per-field limit (128 KiB) would reject legitimate wide text fields; raise it (never
+# lower it) to the line limit this module enforces anyway. The setting is process-wide.
+if csv.field_size_limit() < MAX_LINE_BYTES:
+    csv.field_size_limit(MAX_LINE_BYTES)
+
+_UTF8_BOM = codecs.BOM_UTF8
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+RecordKind = Literal["data", "blank", "comment"]
+
+
+@dataclass(frozen=True)
+class Record:
+    fields: list[str]
+    first_line: int  # 1-based physical line where the record starts
+    last_line: int
+    end_offset: int  # byte offset just after the record
+    kind: RecordKind
+
+
+class CsvSyntaxError(DriverError):
+    """The file is not valid CSV at a known line (unterminated quote, text after a quote...)."""
+
+
+class _LineFeed:
+    """Feeds csv.reader one decoded physical line at a time, counting lines and bytes.
+
+    csv.reader pulls lines lazily, so after each record ``line``/``offset`` point just past it.
+    Comment lines are replaced by an empty line (and counted) so quotes in them cannot confuse
+    the parser; lone CRs (old Mac files) are split into lines like DuckDB does.
+    """
+
+    def __init__(self, fh: BinaryIO, source: Source, comment: str | None, line: int,
+                 offset: int) -> None:
+        self._fh = fh
+        self._source = source
+        self._comment = comment
+        self._decoder = codecs.getincrementaldecoder(source.encoding)(errors="strict")
+        self._pending: list[tuple[str, int]] = []  # decoded pieces with their byte lengths
+        self._at_start = offset == 0
+        self.line = line - 1
+        self.offset = offset
+        self.comments = 0
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        if not self._pending:
+            self._pending = self._read_pieces()
+        text, size = self._pending.pop(0)
+        self.line += 1
+        self.offset += size
+        if self._comment and text.lstrip(" \t").startswith(self._comment):
+            self.comments += 1
+            return "\n"
+        return text
+
+    def _read_pieces(self) -> list[tuple[str, int]]:
+        raw = self._fh.readline(MAX_LINE_BYTES)
+        if not raw:
+            raise StopIteration
+        if len(raw) >= MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DriverError(
+                f"{self._source.origin}: line {self.line + 1} is longer than "
+                f"{MAX_LINE_BYTES >> 20} MiB; check the `delimiter` and quoting of the file."
+            )
+        bom = 0
+        if self._at_start:
+            self._at_start = False
+            if raw.startswith(_UTF8_BOM) and self._source.encoding == "utf-8":
+                raw, bom = raw[len(_UTF8_BOM):], len(_UTF8_BOM)
+        try:
+            text = self._decoder.decode(raw)
+        except UnicodeDecodeError as exc:
+            raise encoding_error(self._source.origin, self._source.encoding, self.line + 1,
+                                 exc.reason) from exc
+        if "\r" not in text:
+            return [(text, len(raw) + bom)]
+        pieces = [p for p in _LONE_CR.split(text) if p]
+        sizes = [len(p.encode(self._source.encoding)) for p in pieces]
+        sizes[0] += bom + len(raw) - sum(sizes)  # bytes held back by the decoder, if any
+        return list(zip(pieces, sizes, strict=True))
+
+
+def iter_records(source: Source, delimiter: str, comment: str | None, *, offset: int = 0,
+                 line: int = 1) -> Iterator[Record]:
+    """Parse the source (from a record boundary) the way DuckDB's strict RFC-4180 reader does."""
+    with source.open() as fh:
+        if offset:
+            fh.seek(offset)
+        feed = _LineFeed(fh, source, comment, line, offset)
+        reader = csv.reader(feed, delimiter=delimiter, quotechar='"', doublequote=True,
+                            strict=True)
+        while True:
+            first, comments = feed.line + 1, feed.comments
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise CsvSyntaxError(
+                    f"{source.origin}: line {first}: invalid CSV ({exc}). Check quoting there, "
+                    f"and the `delimiter` option (currently {delimiter!r})."
+                ) from exc
+            kind: RecordKind = "data"
+            if not fields:
+                kind = "comment" if feed.comments > comments else "blank"
+            yield Record(fields, first, max(first, feed.line), feed.offset, kind)
+
+
+def strip_comment(fields: list[str], comment: str | None) -> list[str]:
+    """Drop an inline comment and the fields after it (DuckDB and pandas both do this)."""
+    if not comment:
+        return fields
+    for i, value in enumerate(fields):
+        pos = value.find(comment)
+        if pos >= 0:
+            return [*fields[:i], value[:pos]]
+    return fields
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the data of a CSV file starts and how wide its rows may be."""
+
+    header: list[str] | None  # raw header fields; None for header: false
+    width: int
+    data_offset: int  # byte offset of the first data record (after skip_rows and the header)
+    data_line: int  # its physical line number
+    skipped: int  # records before it
+    simple_skip: bool  # every skipped record is one plain line, so DuckDB's `skip` lands there
+    has_data: bool
+
+
+def inspect_layout(source: Source, *, delimiter: str, comment: str | None, skip_rows: int,
+                   header: bool | int, skip_blank_lines: bool) -> Layout | None:
+    """Find the header and first data row like pandas does; None if the file has neither.
+
+    pandas semantics: ``skip_rows`` drops records at the top (blank ones included); ``header: N``
+    is then the N-th non-blank, non-comment record, and records before it are discarded.
+    """
+    with contextlib.closing(iter_records(source, delimiter, comment)) as records:
+        return _find_layout(records, comment=comment, skip_rows=skip_rows, header=header,
+                            skip_blank_lines=skip_blank_lines)
+
+
+def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: int,
+                 header: bool | int, skip_blank_lines: bool) -> Layout | None:
+    taken: list[Record] = []
+
+    def take() -> Record | None:
+        rec = next(records, None)
+        if rec is not None:
+            taken.append(rec)
+        return rec
+
+    for _ in range(skip_rows):
+        if take() is None:
+            return None
+    header_fields: list[str] | None = None
+    if header is not False:
+        wanted = 0 if header is True else int(header)
+        seen = 0
+        while header_fields is None:
+            rec = take()
+            if rec is None:
+                return None
+            if rec.kind != "data":
+                continue
+            if seen == wanted:
+                header_fields = strip_comment(rec.fields, comment)
+            seen += 1
+    first = None
+    for rec in records:
+        if rec.kind == "comment" or (rec.kind == "blank" and skip_blank_lines):
+            taken.append(rec)
+            continue
+        first = rec
+        break
+    if header_fields is not None:
+        width = len(header_fields)
+    else:
+        sample = first if first is not None and first.kind == "data" else next(
+            (r for r in records if r.kind == "data"), None)
+        if sample is None:
+            return None
+        width = len(strip_comment(sample.fields, comment))
+    return Layout(
+        header=header_fields,
+        width=width,
+        data_offset=taken[-1].end_offset if taken else 0,
+        data_line=taken[-1].last_line + 1 if taken else 1,
+        skipped=len(taken),
+        simple_skip=all(r.kind == "data" and r.first_line == r.last_line for r in taken),
+        has_data=first is not None,
+    )
+
+
+def data_records(source: Source, layout: Layout, delimiter: str,
+                 comment: str | None) -> Iterator[Record]:
+    """The records after the header, with their physical line numbers."""
+    return iter_records(source, delimiter, comment, offset=layout.data_offset,
+                        line=layout.data_line)

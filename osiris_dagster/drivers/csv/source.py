@@ -1,0 +1,91 @@
+"""The bytes DuckDB reads for a CSV file: the user's file as it is, or a scratch copy of it,
+decompressed (bz2, xz, zip: codecs DuckDB lacks) and transcoded to UTF-8 (utf-16 with either byte
+order, which DuckDB's reader mis-reads). Everything streams: memory use does not grow with the
+file."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers.csv.compression import (
+    DECOMPRESS_ERRORS,
+    Compression,
+    open_decompressed,
+)
+from osiris_dagster.drivers.csv.scratch import Scratch
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """The bytes DuckDB reads: the user's file or a decompressed/transcoded scratch copy of it.
+
+    ``encoding`` is ASCII-compatible (utf-8 or latin-1), so lines can be split on b"\\n"; a copy
+    keeps the line structure of the original, so line numbers found here are the user's.
+    """
+
+    path: Path
+    origin: Path
+    encoding: str
+    gzip: bool = False
+
+    def open(self) -> BinaryIO:
+        return gzip.open(self.path, "rb") if self.gzip else open(self.path, "rb")  # noqa: SIM115
+
+
+def encoding_error(origin: Path, encoding: str, line: int | None, reason: str) -> DriverError:
+    where = f"line {line}" if line is not None else "the file"
+    return DriverError(
+        f"{origin}: {where} is not valid {encoding} ({reason}). Set the step's `encoding` option "
+        "to the file's real encoding (utf-8, latin-1 or utf-16), or re-save the file as UTF-8."
+    )
+
+
+def prepare_source(origin: Path, compression: Compression, encoding: str,
+                   scratch: Scratch) -> Source:
+    """Give DuckDB something it reads natively: plain or gzip bytes in utf-8 or latin-1.
+
+    bz2/xz/zip are stream-decompressed and utf-16 is stream-transcoded into one scratch file.
+    """
+    if encoding != "utf-16" and compression in ("none", "gzip"):
+        return Source(origin, origin, encoding, gzip=compression == "gzip")
+    target = scratch.new_path()
+    try:
+        with open_decompressed(origin, compression) as src, open(target, "wb") as dst:
+            if encoding == "utf-16":
+                _transcode_to_utf8(src, dst, origin)
+            else:
+                shutil.copyfileobj(src, dst, CHUNK_BYTES)
+    except DriverError:
+        raise
+    except DECOMPRESS_ERRORS as exc:
+        raise DriverError(
+            f"{origin}: cannot decompress as {compression}: {exc}. Check the `compression` "
+            "option (infer uses the file extension)."
+        ) from exc
+    return Source(target, origin, "utf-8" if encoding == "utf-16" else encoding)
+
+
+def _transcode_to_utf8(src: BinaryIO, dst: BinaryIO, origin: Path) -> None:
+    """utf-16 (BOM decides the byte order, little-endian without one) -> utf-8, chunk by chunk."""
+    chunk = src.read(CHUNK_BYTES)
+    has_bom = chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    decoder = codecs.getincrementaldecoder("utf-16" if has_bom else "utf-16-le")(errors="strict")
+    lines = 0
+    while True:
+        try:
+            text = decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            raise encoding_error(origin, "utf-16", lines + 1, exc.reason) from exc
+        lines += text.count("\n")
+        dst.write(text.encode("utf-8"))
+        if not chunk:
+            return
+        chunk = src.read(CHUNK_BYTES)

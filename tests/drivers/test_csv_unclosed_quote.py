@@ -1,0 +1,53 @@
+"""drivers/csv/unclosed_quote.py on real files: the position of a quote the file never closes,
+whatever the chunk boundaries, and no false alarm for quotes DuckDB reads as text."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from osiris_dagster.drivers.csv import unclosed_quote
+from osiris_dagster.drivers.csv.source import Source
+
+OPEN = "\x00"  # marks where the unclosed quote is in a case (removed before writing)
+
+
+@pytest.mark.parametrize(("text", "delimiter", "comment"), [
+    ('1,"x\ny"\n2,\x00"open\n3,x\n', ",", None),
+    ('1,"x\ny"\n2,\x00"open', ",", None),
+    ('1,"x\r\ny"\r\n\x00"open,2\r\n', ",", None),
+    ('1,"a""b"\n2,\x00"""still open""\n', ",", None),  # doubled quotes, opening and inside
+    ('1,5" tall\n2,\x00"open\n', ",", None),  # a quote inside an unquoted field is text
+    ('1, "a" ,2\n2, \x00"open\n', ",", None),  # one space before an opening quote: DuckDB's rule
+    ('1,  "a\n2,\t"b\n', ",", None),  # two spaces or a tab before it: text
+    ('1;"a;b"\n2;\x00"open;x\n', ";", None),
+    ('1§"x\ny"\n2§\x00"open\n', "§", None),  # a delimiter of two bytes in utf-8
+    ('# it"s\n1,"x\ny"\n2,\x00"open # not a comment\n', ",", "#"),
+    ('1,"x\ny"\n2,"spans\nto the end"\n', ",", None),
+    ('1,"x\ny"\n2,""\n3,"a""b"', ",", None),
+    ('1,"x\ny"\n2,5" tall\n3,"z"\n', ",", None),
+    ('1,"x\ny"\n# an "odd quote\n2,z\n', ",", "#"),
+    ('1,"x"y\n2,"open\n', ",", None),  # text after a closing quote: DuckDB's own error comes first
+])
+@pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
+def test_finds_the_quote_the_file_never_closes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              text: str, delimiter: str, comment: str | None,
+                                              chunk: int) -> None:
+    monkeypatch.setattr(unclosed_quote, "SCAN_CHUNK_BYTES", chunk)
+    data = text.encode()
+    expected = data.index(OPEN.encode()) if OPEN in text else None
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"a,b\n" + data.replace(OPEN.encode(), b""))
+    found = unclosed_quote.find_unclosed_quote(Source(path, path, "utf-8"), 4, delimiter, comment)
+    assert found == (None if expected is None else 4 + expected)
+
+
+def test_gzip_and_utf8_bom_at_the_data_start(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv.gz"
+    # the BOM is not text before the first quote: that quote opens a value (closed on line 2)
+    path.write_bytes(gzip.compress(b'\xef\xbb\xbf"a\n",1\n"b\n'))
+    found = unclosed_quote.find_unclosed_quote(Source(path, path, "utf-8", gzip=True), 0, ",",
+                                               None)
+    assert found == 10
