@@ -38,6 +38,7 @@ from sqlglot.optimizer.scope import Scope, build_scope, find_all_in_scope
 from sqlglot.schema import MappingSchema
 
 from osiris_dagster.core.naming import SINGLE_INPUT_VIEW
+from osiris_dagster.drivers.identifiers import unique_names
 
 DIALECT = "duckdb"
 _NAMED = "osiris_named"  # meta key: the projection had an alias in the query as written
@@ -111,7 +112,7 @@ def _lineage(query: str, upstream_columns: Mapping[str, Sequence[str]],
         raise _Untraceable("the query is not a SELECT")
     tracer = _Tracer(views, root)
     outputs = tracer.outputs(root)
-    names = _duckdb_names([out.name for out in outputs])
+    names = unique_names([out.name for out in outputs])
     if output_columns is None:
         return dict(zip(names, (out.sources for out in outputs), strict=True))
     real = list(output_columns)
@@ -400,17 +401,3 @@ def _all_sources(outputs: list[_Out]) -> list[Source]:
 
 def _merge(first: list[Source], more: list[Source]) -> list[Source]:
     return first + [s for s in more if s not in first]
-
-
-def _duckdb_names(names: list[str]) -> list[str]:
-    """DuckDB's names for a table's columns: a repeated name (case-insensitively) gets _1, _2."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for name in names:
-        candidate, n = name, 0
-        while candidate.casefold() in seen:
-            n += 1
-            candidate = f"{name}_{n}"
-        seen.add(candidate.casefold())
-        out.append(candidate)
-    return out

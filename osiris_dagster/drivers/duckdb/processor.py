@@ -3,8 +3,7 @@
 The query sees each upstream as ``df_<sanitised id>`` (and ``input_df`` when there is exactly one
 upstream) and nothing else: it must be one SELECT (checked by DuckDB's parser, see
 :mod:`osiris_dagster.drivers.duckdb.seal`), and it runs on a connection without file, network,
-extension or settings
-access. Queries without upstreams (``SELECT 1``, ``range(...)``) work too.
+extension or settings access. Queries without upstreams (``SELECT 1``, ``range(...)``) work too.
 
 Once the table exists, the step reports which upstream columns each of its columns comes from
 (:mod:`osiris_dagster.drivers.duckdb.step_lineage`); a query whose lineage cannot be traced says
