@@ -240,3 +240,34 @@ steps:
     assert table_rows(check.metadata["sample"]) == [{"id": 1, "note": MASK}]
     preview = materialisations(result)["leaky/rows"]["preview"]
     assert table_rows(preview) == [{"id": 1, "note": MASK}, {"id": 2, "note": None}]
+
+
+def test_a_checks_detail_is_masked(workdir: Path, tmp_path: Path,
+                                   instance: dg.DagsterInstance,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB quotes the value it could not convert: a check that cannot run on a sensitive
+    parameter's value must not show that value in its `detail`."""
+    secret = "Zq7-detail-secret-58"
+    monkeypatch.setenv("OSIRIS_PARAM_WHO", secret)
+    p = write(workdir / "detail.yaml", """\
+oml_version: "0.1.0"
+name: detail
+params:
+  who: {default: nobody-at-all, sensitive: true}
+x-dagster:
+  steps:
+    rows:
+      checks:
+        expression: "id = CAST(${params.who} AS INTEGER)"
+steps:
+  - id: rows
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT 1 AS id"}
+""")
+    result = run_job(defs_for(p, tmp_path / "s"), "detail", instance)
+    assert result.success, failure_description(result)
+    (check,) = result.get_asset_check_evaluations()
+    detail = check.metadata["detail"].value
+    assert not check.passed and "could not run" in detail
+    assert secret not in detail and MASK in detail

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,7 +249,47 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     pipeline = _resolve_for_run(template, text, run_cfg)
     masker = Masker()
     session = Session(osiris.settings(), context.run_id, masker)
+    if "osiris/session_dir" not in context.run.tags:
+        context.instance.add_run_tags(context.run_id, {"osiris/session_dir": str(session.dir)})
+    progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
+                                                 "component": pipeline.step(step_id).component,
+                                                 "session_id": session.session_id,
+                                                 "session_dir": str(session.dir)}})
+    close_readers(session.db_path)  # relations given to finished assets of this process
+    try:
+        asset_refs = asset_tables(context, session, pipeline, step_id, asset_views or {})
+        outcome = run_step(pipeline, step_id, session, upstream_refs,
+                           osiris.connections(pipeline.path),
+                           on_progress=_progress_reporter(context, masker),
+                           timeout_seconds=pipeline.dagster.step_timeout(step_id),
+                           checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
+                           asset_refs=asset_refs)
+    except StepError as exc:
+        progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
+                                                     "error": exc.reason}})
+        _finish(context, session, pipeline)
+        raise _step_failure(session, exc) from None
+    progress_log.info("done", extra={"osiris": {
+        "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
+        "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
+        "target": masker.text(outcome.result.target) if outcome.result.target else None,
+        "table": outcome.result.table}})
+    metadata = materialisation_metadata(session, outcome, columns) | \
+        asset_inputs_metadata(asset_refs)
+    _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata)
+    _finish(context, session, pipeline)
+    if outcome.ref is None:
+        yield dg.MaterializeResult(metadata=metadata)
+    else:
+        yield dg.Output(outcome.ref, metadata=metadata)
+        yield from _check_results(key, outcome, session.masker)
+    _commit_state(context, pipeline, session, outcome)
 
+
+def _progress_reporter(context: dg.AssetExecutionContext, masker: Masker
+                       ) -> Callable[[str, dict[str, Any]], None]:
+    """Every progress line goes to the session and the CLI; Dagster's event log gets the first
+    and then at most one per DAGSTER_LOG_PROGRESS_EVERY_S (each is an event write)."""
     last_dagster_log: list[float] = []
 
     def on_progress(sid: str, fields: dict[str, Any]) -> None:
@@ -262,70 +302,53 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         progress_log.info("progress", extra={"osiris": {"event": "progress", "step_id": sid,
                                                         **fields}})
 
-    if "osiris/session_dir" not in context.run.tags:
-        context.instance.add_run_tags(context.run_id, {"osiris/session_dir": str(session.dir)})
-    progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
-                                                 "component": pipeline.step(step_id).component,
-                                                 "session_id": session.session_id,
-                                                 "session_dir": str(session.dir)}})
-    close_readers(session.db_path)  # relations given to finished assets of this process
-    try:
-        asset_refs = asset_tables(context, session, pipeline, step_id, asset_views or {})
-        outcome = run_step(pipeline, step_id, session, upstream_refs,
-                           osiris.connections(pipeline.path), on_progress=on_progress,
-                           timeout_seconds=pipeline.dagster.step_timeout(step_id),
-                           checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
-                           asset_refs=asset_refs)
-    except StepError as exc:
-        progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
-                                                     "error": exc.reason}})
-        _finish(context, session, pipeline)
-        raise dg.Failure(description=str(exc),
-                         metadata={"osiris/session_id": session.session_id,
-                                   "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
-                                   "osiris/events": dg.MetadataValue.path(
-                                       str(session.events_path))},
-                         allow_retries=exc.retryable) from None
-    progress_log.info("done", extra={"osiris": {
-        "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
-        "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
-        "target": masker.text(outcome.result.target) if outcome.result.target else None,
-        "table": outcome.result.table}})
-    metadata = materialisation_metadata(session, outcome, columns) | \
-        asset_inputs_metadata(asset_refs)
+    return on_progress
+
+
+def _step_failure(session: Session, exc: StepError) -> dg.Failure:
+    return dg.Failure(description=str(exc),
+                      metadata={"osiris/session_id": session.session_id,
+                                "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
+                                "osiris/events": dg.MetadataValue.path(
+                                    str(session.events_path))},
+                      allow_retries=exc.retryable)
+
+
+def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
+                           pipeline: Pipeline, step_id: str, key: dg.AssetKey,
+                           outcome: StepOutcome, metadata: dict[str, Any]) -> None:
+    """Columns added, removed or retyped since the last materialisation: noted in the metadata
+    and the session; with `schema: strict` the step fails."""
     changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
-    if changes:
-        metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(
-            f"- {c}" for c in changes))
-        session.log_event("schema_changed", step_id=step_id, changes=changes)
-        context.log.warning(f"schema of '{key.to_user_string()}' changed: " + "; ".join(changes))
-        if pipeline.dagster.for_step(step_id).schema == "strict":
-            message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
-                       "changed since the last materialisation (schema: strict): "
-                       + "; ".join(changes))
-            session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
-                              timed_out=False)
-            _finish(context, session, pipeline)
-            raise dg.Failure(description=message)
-    _finish(context, session, pipeline)
-    if outcome.ref is None:
-        yield dg.MaterializeResult(metadata=metadata)
-        _commit_state(context, pipeline, session, outcome)
+    if not changes:
         return
-    yield dg.Output(outcome.ref, metadata=metadata)
+    metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in changes))
+    session.log_event("schema_changed", step_id=step_id, changes=changes)
+    context.log.warning(f"schema of '{key.to_user_string()}' changed: " + "; ".join(changes))
+    if pipeline.dagster.for_step(step_id).schema == "strict":
+        message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
+                   "changed since the last materialisation (schema: strict): "
+                   + "; ".join(changes))
+        session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
+                          timed_out=False)
+        _finish(context, session, pipeline)
+        raise dg.Failure(description=message)
+
+
+def _check_results(key: dg.AssetKey, outcome: StepOutcome, mask: Masker
+                   ) -> Iterator[dg.AssetCheckResult]:
+    """The step's asset checks; their texts and samples go through the session's masker."""
+    assert outcome.ref is not None
     for c in outcome.checks:
+        sample = {"sample": rows_table(list(c.sample[0]), [tuple(r.values()) for r in c.sample],
+                                       dict(outcome.ref.columns), mask)} if c.sample else {}
         yield dg.AssetCheckResult(
             asset_key=key, check_name=c.spec.name, passed=c.passed,
             severity=dg.AssetCheckSeverity.ERROR if c.spec.blocking
             else dg.AssetCheckSeverity.WARN,
             description=c.spec.description,
             metadata={"failing_rows": dg.MetadataValue.int(c.failing_rows),
-                      "detail": c.detail,
-                      **({"sample": rows_table(
-                          list(c.sample[0]), [tuple(r.values()) for r in c.sample],
-                          dict(outcome.ref.columns), session.masker)}
-                         if c.sample else {})})
-    _commit_state(context, pipeline, session, outcome)
+                      "detail": mask.value(c.detail), **sample})
 
 
 def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session: Session,
