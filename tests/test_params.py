@@ -342,3 +342,54 @@ def test_a_parameter_that_cannot_be_one_value_is_an_error_with_its_line(tmp_path
     messages = [str(d) for d in result.errors]
     assert any(":13: step 'from-mysql': parameter 'who'" in m and "backslash" in m
                for m in messages), messages
+
+
+NO_DEFAULT = """\
+oml_version: "0.1.0"
+name: on-demand
+params:
+  region: {description: "Which region to report (given with each run)"}
+steps:
+  - id: pick
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT ${params.region} AS region, 1 AS n"}
+"""
+
+
+def test_a_parameter_without_default_gets_its_value_with_each_run(tmp_path, instance):
+    """Definitions build without the value (dagster dev, the dg component, `run`); each run
+    gives it, and a run without it fails naming the parameter."""
+    import duckdb
+
+    from osiris_dagster import build_definitions
+
+    from .helpers import failure_description, run_job
+
+    p = tmp_path / "on_demand.yaml"
+    p.write_text(NO_DEFAULT)
+    assert not validate_pipeline(p).ok  # validating a concrete run still needs the value
+    defs = build_definitions([p], sessions_dir=str(tmp_path / "s"))
+    result = run_job(defs, "on_demand", instance, params={"region": "EU'; DROP TABLE x; --"})
+    assert result.success, failure_description(result)
+    (db,) = (tmp_path / "s").glob(f"{result.run_id}/pipeline_data.duckdb")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT region, n FROM pick").fetchall() == [
+            ("EU'; DROP TABLE x; --", 1)]
+    missing = run_job(defs, "on_demand", instance)
+    assert not missing.success
+    assert "unresolved parameter 'region'" in failure_description(missing)
+
+
+def test_the_cli_runs_a_parameter_without_default_given_with_param(tmp_path, monkeypatch,
+                                                                   capsys):
+    from osiris_dagster.cli import main
+
+    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(NO_DEFAULT)
+    assert main(["run", "p.yaml", "--sessions-dir", "s", "--param", "region=EU"]) == 0
+    assert main(["run", "p.yaml", "--sessions-dir", "s"]) != 0
+    assert "unresolved parameter 'region'" in capsys.readouterr().err

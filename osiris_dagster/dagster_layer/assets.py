@@ -94,7 +94,7 @@ def build_osiris_assets(pipeline_path: str | Path, translator: OsirisTranslator 
     (raises PipelineInvalidError)."""
     path = Path(pipeline_path).resolve()
     text = path.read_text(encoding="utf-8") if text is None else text
-    result = validate_pipeline(path, text=text)
+    result = validate_pipeline(path, text=text, values_at_run_time=True)
     if result.pipeline is None:
         raise PipelineInvalidError(str(pipeline_path), result.errors)
     pipeline = result.pipeline

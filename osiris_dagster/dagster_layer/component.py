@@ -105,7 +105,7 @@ class OsirisPipelineComponent(dg.Component, dg.Resolvable):
                                     f" does not exist ({target})")
         problems = []
         for f in files:
-            result = validate_pipeline(f)
+            result = validate_pipeline(f, values_at_run_time=True)
             problems += [str(d) for d in result.errors]
         if problems:
             raise PipelineInvalidError(str(target), [_Plain(p) for p in problems])

@@ -153,15 +153,21 @@ def unresolved_message(name: str) -> str:
 
 def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | None = None,
                line: int = 0, language_at: LanguageAt | None = None,
-               path: tuple[Any, ...] = ()) -> Any:
-    """Copy of obj with `${params.x}` replaced; unresolved references are reported with lines.
+               path: tuple[Any, ...] = (), deferred: frozenset[str] = frozenset()) -> Any:
+    """Copy of obj with `${params.x}` replaced; unresolved references are reported with lines,
+    except those to ``deferred`` parameters (declared, their value comes with the run): those
+    are kept as written.
 
     ``language_at(path)`` names the query language of the string at ``path`` (e.g.
     ``("config", "query")`` -> "duckdb"); there a reference becomes a quoted value of that
     language instead of text (see :mod:`osiris_dagster.oml.sql_params`).
     """
     def sub(value: Any, key: Any, at: int) -> Any:
-        return substitute(value, values, out, step, at, language_at, (*path, key))
+        return substitute(value, values, out, step, at, language_at, (*path, key), deferred)
+
+    def missing(name: str) -> None:
+        if name not in deferred:
+            out.error(line, unresolved_message(name), step)
 
     if isinstance(obj, LineDict):
         new = LineDict()
@@ -180,19 +186,19 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
     if isinstance(obj, str) and "${params." in obj:
         language = language_at(path) if language_at else None
         if language:
-            return _render_query(obj, values, out, step, line, language)
+            return _render_query(obj, values, out, step, line, language, missing)
         whole = PARAM_REF.fullmatch(obj.strip())
         if whole:
             name = whole.group(1).strip()
             if name in values:
                 return values[name]
-            out.error(line, unresolved_message(name), step)
+            missing(name)
             return obj
 
         def repl(m: re.Match[str]) -> str:
             name = m.group(1).strip()
             if name not in values:
-                out.error(line, unresolved_message(name), step)
+                missing(name)
                 return m.group(0)
             return _text(values[name])
 
@@ -201,10 +207,9 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
 
 
 def _render_query(text: str, values: Mapping[str, Any], out: Collector, step: str | None,
-                  line: int, language: str) -> str:
+                  line: int, language: str, missing: Callable[[str], None]) -> str:
     try:
-        return render_query(text, values, language,
-                            lambda name: out.error(line, unresolved_message(name), step))
+        return render_query(text, values, language, missing)
     except SqlParamError as exc:
         out.error(line, f"{exc} (parameters in {language} text are values, never code)", step)
         return text

@@ -54,15 +54,21 @@ def validate_pipeline(
     profile: str | None = None,
     env: Mapping[str, str] | None = None,
     text: str | None = None,
+    values_at_run_time: bool = False,
 ) -> ValidationResult:
-    """Parse and check a pipeline; never raises for bad input (problems are diagnostics)."""
+    """Parse and check a pipeline; never raises for bad input (problems are diagnostics).
+
+    ``values_at_run_time``: the pipeline is checked to build definitions, and a declared
+    parameter without a value here gets one with each run (run config, `--param`): its
+    references stay as written instead of being errors, and what depends on its value (a query
+    that uses it) is checked when a run resolves it."""
     p = Path(path)
     out = Collector(str(path))
     doc = _read_document(p, text, out)
     if doc is None:
         return ValidationResult(p, out.diagnostics, None)
     pipeline = _check_document(p, doc, out, params, profile,
-                               os.environ if env is None else env)
+                               os.environ if env is None else env, values_at_run_time)
     return ValidationResult(p, out.diagnostics, pipeline if not out.errors else None)
 
 
@@ -95,7 +101,8 @@ def _read_document(path: Path, text: str | None, out: Collector) -> LineDict | N
 
 # ---------------------------------------------------------------------------------------------
 def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping[str, Any] | None,
-                    profile: str | None, env: Mapping[str, str]) -> Pipeline | None:
+                    profile: str | None, env: Mapping[str, str],
+                    values_at_run_time: bool = False) -> Pipeline | None:
     check_duplicate_keys(doc, out)
     check_inline_secrets(doc, out)
 
@@ -111,7 +118,9 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     name = check_name(doc, out)
     check_top_level_keys(doc, out)
 
-    resolved_doc = _resolve(doc, values, out)
+    deferred = frozenset(n for n in specs if n not in values) if values_at_run_time \
+        else frozenset()
+    resolved_doc = _resolve(doc, values, out, deferred)
     steps_raw = resolved_doc.get("steps")
     steps: list[Step] = []
     if "steps" not in doc:
@@ -135,9 +144,10 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
                      dagster, out, sensitive)
 
 
-def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector) -> LineDict:
+def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector,
+             deferred: frozenset[str] = frozenset()) -> LineDict:
     """The document with its parameters substituted (`params` and `profiles` as written); in
-    query text a parameter becomes a quoted value."""
+    query text a parameter becomes a quoted value. References to ``deferred`` parameters stay."""
     resolved_doc = LineDict()
     resolved_doc.line, resolved_doc.key_lines = doc.line, doc.key_lines
     for key, value in doc.items():
@@ -146,14 +156,14 @@ def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector) -> LineDi
         elif key == "steps" and isinstance(value, LineList):
             steps_list = LineList(
                 substitute(item, values, out, step_label(item), value.line_of(i),
-                           _step_query_language(item))
+                           _step_query_language(item), deferred=deferred)
                 for i, item in enumerate(value))
             steps_list.line, steps_list.item_lines = value.line, value.item_lines
             resolved_doc[key] = steps_list
         else:
             resolved_doc[key] = substitute(value, values, out, None, doc.line_of(key),
                                            _x_dagster_query_language if key == "x-dagster"
-                                           else None)
+                                           else None, deferred=deferred)
     return resolved_doc
 
 
