@@ -153,17 +153,28 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     (work / "pipelines" / "lineage.yaml").write_text(LINEAGE, encoding="utf-8")
     (work / "defs.py").write_text("from osiris_dagster import build_definitions\n"
                                   "defs = build_definitions()\n", encoding="utf-8")
+    env = {"OSIRIS_PIPELINES_DIR": str(work / "pipelines"),
+           "OSIRIS_SESSIONS_DIR": str(work / "sessions")}
+    with running_dagster_dev(root, work, "defs.py", env) as dev:
+        yield dev
+
+
+@contextlib.contextmanager
+def running_dagster_dev(root: Path, work: Path, defs_file: str,
+                        env_extra: dict[str, str]) -> Iterator[DagsterDev]:
+    """`dagster dev -f <defs_file>` in ``work`` with a fresh DAGSTER_HOME under ``root`` (welcome
+    dialog seen, the test queue settings), in its own process group on 127.0.0.1; yields once
+    the code location is loaded, and stops the whole group afterwards."""
     home = root / "home"
     (home / ".nux").mkdir(parents=True)
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_")}
-    env.update({"DAGSTER_HOME": str(home), "OSIRIS_PIPELINES_DIR": str(work / "pipelines"),
-                "OSIRIS_SESSIONS_DIR": str(work / "sessions")})
+    env.update({"DAGSTER_HOME": str(home), **env_extra})
     log = open(root / "dagster_dev.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-f", "defs.py", "-h", "127.0.0.1", "-p",
+        [sys.executable, "-m", "dagster", "dev", "-f", defs_file, "-h", "127.0.0.1", "-p",
          str(port)], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     dev = DagsterDev(f"http://127.0.0.1:{port}", work, home)

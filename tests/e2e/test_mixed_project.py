@@ -4,11 +4,8 @@ and across runs, each side reading the other's earlier materialisation."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from .conftest import DAGSTER_YAML, REPO, DagsterDev, _stop, free_port
+from .conftest import REPO, DagsterDev, running_dagster_dev
 
 LAUNCH = """
 mutation($params: ExecutionParams!) {
@@ -35,37 +32,9 @@ def mixed_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
     root = tmp_path_factory.mktemp("mixed")
     work = root / "mixed_project"
     shutil.copytree(REPO / "examples" / "mixed_project", work)
-    home = root / "home"
-    (home / ".nux").mkdir(parents=True)
-    (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_")}
-    env.update({"DAGSTER_HOME": str(home), "OSIRIS_SESSIONS_DIR": str(root / "sessions")})
-    port = free_port()
-    log = open(root / "dagster_dev.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-f", "definitions.py", "-h", "127.0.0.1",
-         "-p", str(port)], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    dev = DagsterDev(f"http://127.0.0.1:{port}", work, home)
-    try:
-        def loaded() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError("dagster dev exited:\n" +
-                                     (root / "dagster_dev.log").read_text()[-3000:])
-            try:
-                data = dev.graphql("{ workspaceOrError { ... on Workspace { locationEntries "
-                                   "{ loadStatus } } } }")
-            except OSError:
-                return False
-            entries = data["workspaceOrError"]["locationEntries"]
-            return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
-        dev.wait_for(loaded, 120, "dagster dev to load the code location")
+    with running_dagster_dev(root, work, "definitions.py",
+                             {"OSIRIS_SESSIONS_DIR": str(root / "sessions")}) as dev:
         yield dev
-    finally:
-        _stop(proc)
-        log.close()
 
 
 def materialise(dev: DagsterDev, *keys: str) -> dict[str, Any]:
