@@ -43,6 +43,10 @@ class SessionLockedError(OsirisError):
     """The session database is held by another process for longer than the lock timeout."""
 
 
+class SessionStoreError(OsirisError):
+    """The session store's settings are wrong or it cannot be reached (names the setting)."""
+
+
 class UpstreamMissingError(OsirisError):
     """An upstream table needed by a step is gone (its session was deleted)."""
 

@@ -115,7 +115,7 @@ def store_asset_values(session: Session, pipeline: Pipeline, step_id: str,
             raise StepError(pipeline.name, step_id, message, retryable=False) from None
         session.log_event("asset_input", step_id=step_id, asset=key, view=view, table=table,
                           rows=rows)
-        refs[view] = TableRef(session.session_id, str(session.db_path), table, key, rows,
+        refs[view] = TableRef(session.session_id, session.location, table, key, rows,
                               columns)
     return refs
 

@@ -255,7 +255,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                                                  "component": pipeline.step(step_id).component,
                                                  "session_id": session.session_id,
                                                  "session_dir": str(session.dir)}})
-    close_readers(session.db_path)  # relations given to finished assets of this process
+    close_readers(session.location)  # relations given to finished assets of this process
     try:
         asset_refs = asset_tables(context, session, pipeline, step_id, asset_views or {})
         outcome = run_step(pipeline, step_id, session, upstream_refs,
@@ -491,9 +491,12 @@ def materialisation_metadata(session: Session, outcome: StepOutcome,
     if outcome.ref is not None:
         ref = outcome.ref
         md["dagster/row_count"] = dg.MetadataValue.int(ref.rows)
-        md["dagster/table_name"] = f"pipeline_data.main.{ref.table}"
-        md["dagster/uri"] = Path(ref.db_path).as_uri()
-        md[META_SESSION_DB] = dg.MetadataValue.path(ref.db_path)
+        md["dagster/table_name"] = session.store.table_name(session.session_id, ref.table)
+        if session.store.kind == "duckdb":
+            md["dagster/uri"] = Path(ref.location).as_uri()
+            md[META_SESSION_DB] = dg.MetadataValue.path(ref.location)
+        else:
+            md[META_SESSION_DB] = ref.location
         md[META_TABLE] = ref.table
         if outcome.preview is not None:
             names, rows = outcome.preview

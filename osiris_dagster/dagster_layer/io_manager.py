@@ -11,7 +11,6 @@ type handlers: see :data:`osiris_dagster.runtime.python_values.SUPPORTED_TYPES`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,6 +18,7 @@ from pydantic import Field
 
 from osiris_dagster.core.errors import UpstreamMissingError
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.dagster_layer.resources import OsirisResource
 from osiris_dagster.runtime.python_values import (
     UnsupportedTypeError,
     close_readers,
@@ -26,6 +26,7 @@ from osiris_dagster.runtime.python_values import (
 )
 from osiris_dagster.runtime.runner import TableRef
 from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.stores import store_for
 
 EPHEMERAL_RUN_ID = "__EPHEMERAL_RUN_ID"
 META_SESSION_ID = "osiris/session_id"
@@ -37,9 +38,12 @@ META_STEP_ID = "osiris/step_id"
 class OsirisIOManager(dg.ConfigurableIOManager):
     """Stores nothing: the table is already in the session database when the op returns."""
 
-    sessions_dir: str | None = Field(
-        default=None, description="Root of session directories (default $OSIRIS_SESSIONS_DIR "
-                                  "or .osiris_sessions).")
+    osiris: OsirisResource = Field(
+        default_factory=OsirisResource,
+        description="Where sessions live (the same settings as the steps' osiris resource).")
+
+    def _settings(self) -> Settings:
+        return self.osiris.settings()
 
     def handle_output(self, context: dg.OutputContext, obj: TableRef | None) -> None:
         if obj is None:
@@ -47,8 +51,8 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, TableRef):
             raise TypeError(f"OsirisIOManager stores TableRef values, got {type(obj).__name__}; "
                             "return a TableRef (osiris steps do) or use another IO manager")
-        if not Path(obj.db_path).exists():
-            raise UpstreamMissingError(f"session database {obj.db_path} vanished")
+        if not store_for(self._settings()).exists(obj.location):
+            raise UpstreamMissingError(f"session {obj.session_id} ({obj.location}) vanished")
         # No log line here: every context.log call is one more event written to the instance's
         # event log (a SQLite transaction per step); the table, database and row count are in
         # the materialisation's metadata already.
@@ -59,8 +63,7 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         if load_type is None:
             return ref
         try:
-            return read_table(Path(ref.db_path), ref.table, load_type,
-                              Settings.from_env(self.sessions_dir))
+            return read_table(ref.location, ref.table, load_type, self._settings())
         except UnsupportedTypeError as exc:
             raise UnsupportedTypeError(f"{_describe_input(context)}: {exc}") from None
 
@@ -75,8 +78,8 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         step_id = _text(meta.get(META_STEP_ID)) or upstream.asset_key.path[-1]
         run_id = upstream.run_id
         if run_id and run_id != EPHEMERAL_RUN_ID:
-            session = Session(Settings.from_env(self.sessions_dir), run_id)
-            return TableRef(run_id, str(session.db_path), table or step_id, step_id, -1)
+            session = Session(self._settings(), run_id)
+            return TableRef(run_id, session.location, table or step_id, step_id, -1)
         return self._from_latest_materialisation(context, upstream.asset_key, step_id, table)
 
     def _from_latest_materialisation(self, context: dg.InputContext, key: dg.AssetKey,
@@ -96,18 +99,24 @@ class OsirisIOManager(dg.ConfigurableIOManager):
                 f"upstream asset '{name}' (step '{step_id}') has never been materialised; "
                 f"materialise '{name}' first (or materialise the whole pipeline)")
         md = event.asset_materialization.metadata
-        db_path = _text(md.get(META_SESSION_DB))
+        location = _text(md.get(META_SESSION_DB))
         session_id = _text(md.get(META_SESSION_ID)) or event.run_id
         table = _text(md.get(META_TABLE)) or table
-        if not db_path or not table:
+        if not location or not table:
             raise UpstreamMissingError(
                 f"the latest materialisation of '{name}' does not record an osiris session; "
                 f"materialise '{name}' again")
-        if not Path(db_path).exists():
-            raise UpstreamMissingError.session_gone(
-                f"upstream asset '{name}' (step '{step_id}')", name, session_id, db_path)
+        store = store_for(self._settings())
+        what = f"upstream asset '{name}' (step '{step_id}')"
+        if not store.owns(location):
+            raise UpstreamMissingError(
+                f"{what} was materialised in session {session_id} at {location}, which is not "
+                f"in the configured session store ({store.kind}, OSIRIS_SESSION_STORE); "
+                f"materialise '{name}' again, or switch the store back")
+        if not store.exists(location):
+            raise store.missing(what, name, session_id, location)
         rows = md.get("dagster/row_count")
-        return TableRef(session_id, db_path, table, step_id,
+        return TableRef(session_id, location, table, step_id,
                         int(rows.value) if rows is not None else -1)
 
 

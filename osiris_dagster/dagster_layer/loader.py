@@ -54,13 +54,19 @@ def build_definitions(
     connections_file: str | None = None,
     translator: OsirisTranslator | None = None,
     executor: dg.ExecutorDefinition | None = None,
+    session_store: str | None = None,
+    ducklake_catalog: str | None = None,
+    ducklake_data_path: str | None = None,
+    ducklake_metadata_schema: str | None = None,
 ) -> dg.Definitions:
     """Definitions for the given pipeline files, or every pipeline in pipelines_dir
     (default $OSIRIS_PIPELINES_DIR or ./pipelines). A broken file is logged and shown as a
     non-materialisable asset carrying its errors; it never hides or fails the other pipelines.
 
-    The default executor runs all steps in one process: a DuckDB file has one writer. Another
-    executor works too; steps then wait for the session database's lock (with backoff)."""
+    ``session_store`` and the ``ducklake_*`` settings (default: their OSIRIS_* variables)
+    choose where step tables live. With the default duckdb store the steps of a run execute in
+    one process (a DuckDB file has one writer); with the ducklake store in parallel processes.
+    ``executor`` overrides that choice (default: OSIRIS_EXECUTOR)."""
     if pipelines is None:
         directory = Path(pipelines_dir or os.environ.get("OSIRIS_PIPELINES_DIR") or "pipelines")
         if not directory.is_dir():
@@ -74,7 +80,10 @@ def build_definitions(
 
     built, broken = _build_each(paths, translator, connections_file)
     return definitions_from_built(built, broken, sessions_dir=sessions_dir,
-                                  connections_file=connections_file, executor=executor)
+                                  connections_file=connections_file, executor=executor,
+                                  session_store=session_store, ducklake_catalog=ducklake_catalog,
+                                  ducklake_data_path=ducklake_data_path,
+                                  ducklake_metadata_schema=ducklake_metadata_schema)
 
 
 def definitions_from_built(
@@ -84,16 +93,23 @@ def definitions_from_built(
     sessions_dir: str | None = None,
     connections_file: str | None = None,
     executor: dg.ExecutorDefinition | None = None,
+    session_store: str | None = None,
+    ducklake_catalog: str | None = None,
+    ducklake_data_path: str | None = None,
+    ducklake_metadata_schema: str | None = None,
 ) -> dg.Definitions:
     """`build_definitions` for pipelines already built (the CLI builds its one pipeline once
     and uses the same objects for its job, asset keys and these definitions)."""
     broken = list(broken)
+    osiris = OsirisResource(sessions_dir=sessions_dir, connections_file=connections_file,
+                            session_store=session_store, ducklake_catalog=ducklake_catalog,
+                            ducklake_data_path=ducklake_data_path,
+                            ducklake_metadata_schema=ducklake_metadata_schema)
     resources: dict[str, object] = {
-        RESOURCE_KEY: OsirisResource(sessions_dir=sessions_dir,
-                                     connections_file=connections_file),
-        IO_MANAGER_KEY: OsirisIOManager(sessions_dir=sessions_dir),
+        RESOURCE_KEY: osiris,
+        IO_MANAGER_KEY: OsirisIOManager(osiris=osiris),
     }
-    executor = executor or dg.in_process_executor
+    executor = executor or executor_for(osiris.settings().session_store)
     defs = _combine(built, broken, resources, executor)
     try:  # what a code server does on load; cached, so Dagster's own loading reuses it
         dg.Definitions.validate_loadable(defs)
@@ -215,3 +231,9 @@ def broken_specs(broken: Sequence[BrokenPipeline], taken: set[dg.AssetKey] | Non
             tags={"osiris/invalid": "true"},
             kinds={"osiris"}))
     return specs
+
+
+def executor_for(session_store: str) -> dg.ExecutorDefinition:
+    """Steps of a run in one process for a DuckDB file (one writer), in parallel processes
+    for a shared DuckLake catalog."""
+    return dg.multiprocess_executor if session_store == "ducklake" else dg.in_process_executor

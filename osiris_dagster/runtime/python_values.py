@@ -19,7 +19,6 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -27,7 +26,8 @@ import duckdb
 from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.core.settings import Settings
-from osiris_dagster.runtime.session import SESSION_TIME_ZONE, Session, attach_with_retry
+from osiris_dagster.runtime.session import SESSION_TIME_ZONE, Session
+from osiris_dagster.runtime.stores import store_for
 
 SUPPORTED_TYPES = ("duckdb.DuckDBPyRelation", "pyarrow.Table", "pyarrow.RecordBatchReader",
                    "pandas.DataFrame", "polars.DataFrame (when polars is installed)")
@@ -35,7 +35,7 @@ READER_BATCH_ROWS = 100_000
 _SOURCE = "__osiris_python_value"
 
 # read-only connections still open in this process -> the session file each reads
-_open: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, Path] = weakref.WeakKeyDictionary()
+_open: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, str] = weakref.WeakKeyDictionary()
 _open_lock = threading.Lock()
 
 
@@ -54,7 +54,7 @@ def write_value(session: Session, table: str, value: Any) -> tuple[int, tuple[tu
     count and columns. Raises UnsupportedTypeError for a value DuckDB cannot scan."""
     source = _scannable(value)
     con = session.open_workspace_connection()
-    target = f"session.main.{quote_ident(table)}"
+    target = f"{session.table_prefix}.{quote_ident(table)}"
     try:
         con.register(_SOURCE, source)
         con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {quote_ident(_SOURCE)}")
@@ -90,14 +90,15 @@ def _scannable(value: Any) -> Any:
 
 
 # -- a session table as a Python value --------------------------------------------------------
-def read_table(db_path: Path, table: str, load_type: Any, settings: Settings) -> Any:
-    """The session table ``table`` of ``db_path`` as ``load_type`` (one of SUPPORTED_TYPES).
+def read_table(location: str, table: str, load_type: Any, settings: Settings) -> Any:
+    """The table ``table`` of the session at ``location`` as ``load_type`` (one of
+    SUPPORTED_TYPES).
 
     Raises UnsupportedTypeError before opening anything when the type is not supported."""
     convert = _converter(load_type)
-    con = _reader_connection(db_path, settings)
+    con, prefix = _reader_connection(location, settings)
     try:
-        relation = con.sql(f"SELECT * FROM src.main.{quote_ident(table)}")
+        relation = con.sql(f"SELECT * FROM {prefix}.{quote_ident(table)}")
         value, keep_open = convert(con, relation)
     except BaseException:
         con.close()
@@ -148,26 +149,27 @@ def _arrow_reader(rel: duckdb.DuckDBPyRelation) -> Any:
     return stream(READER_BATCH_ROWS)
 
 
-def _reader_connection(db_path: Path, settings: Settings) -> duckdb.DuckDBPyConnection:
+def _reader_connection(location: str, settings: Settings
+                       ) -> tuple[duckdb.DuckDBPyConnection, str]:
     con = duckdb.connect(":memory:", config={"memory_limit": settings.memory_limit})
     try:
         con.execute(f"SET TimeZone = '{SESSION_TIME_ZONE}'")
-        attach_with_retry(con, db_path, "src", settings.lock_timeout_seconds, read_only=True)
+        prefix = store_for(settings).attach_reader(con, location, "src")
     except BaseException:
         con.close()
         raise
     with _open_lock:
-        _open[con] = db_path.resolve()
-    return con
+        _open[con] = location
+    return con, prefix
 
 
-def close_readers(db_path: Path | None = None) -> int:
-    """Close this process's read-only connections to ``db_path`` (to any session file when
-    None) that are still open: a relation or reader handed to an asset that has finished.
-    Returns how many were closed."""
-    wanted = db_path.resolve() if db_path is not None else None
+def close_readers(location: str | None = None) -> int:
+    """Close this process's read-only connections to the session at ``location`` (to any
+    session when None) that are still open: a relation or reader handed to an asset that has
+    finished. Returns how many were closed."""
+    wanted = location
     with _open_lock:
-        found = [con for con, path in list(_open.items()) if wanted in (None, path)]
+        found = [con for con, where in list(_open.items()) if wanted in (None, where)]
         for con in found:
             del _open[con]
     for con in found:

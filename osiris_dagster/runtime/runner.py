@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -42,7 +41,7 @@ class TableRef:
     """What crosses an asset boundary: where a step's table is, never the data itself."""
 
     session_id: str
-    db_path: str
+    location: str  # the store's name for the session: its DuckDB file, or ducklake:<session>
     table: str
     step_id: str
     rows: int
@@ -194,7 +193,7 @@ def _output(ws: StepWorkspace, session: Session, step: Step, result: DriverResul
     if result.table is None:
         return None, None, []
     columns = tuple(ws.output_columns())
-    ref = TableRef(session.session_id, str(session.db_path), result.table,
+    ref = TableRef(session.session_id, session.location, result.table,
                    step.id, result.rows_written, columns)
     preview = ws.preview_rows(10)
     if checks:  # check expressions are SQL from the pipeline file: sealed too
@@ -350,9 +349,9 @@ def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
         ref = upstream_refs.get(up)
         if ref is None:
             raise UpstreamMissingError(f"no output of upstream step '{up}' was provided")
-        if not Path(ref.db_path).exists():
-            raise UpstreamMissingError.session_gone(f"upstream step '{up}'", up,
-                                                    ref.session_id, ref.db_path)
+        if not ws.session.store.exists(ref.location):
+            raise ws.session.store.missing(f"upstream step '{up}'", up, ref.session_id,
+                                           ref.location)
         tables.append((up, f"upstream step '{up}'", views[up], ref))
     tables += [(ref.step_id, f"asset '{ref.step_id}'", view, ref)
                for view, ref in asset_refs.items()]
@@ -360,7 +359,7 @@ def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
     inputs = []
     for name, what, view, ref in tables:
         try:
-            inputs.append(ws.add_upstream(name, view, Path(ref.db_path), ref.table, extra))
+            inputs.append(ws.add_upstream(name, view, ref.location, ref.table, extra))
         except duckdb.CatalogException:
             raise UpstreamMissingError(
                 f"table '{ref.table}' of {what} is missing from session "

@@ -10,10 +10,8 @@ import contextlib
 import fcntl
 import json
 import os
-import random
 import re
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +21,13 @@ import duckdb
 import yaml
 
 from osiris_dagster.core.atomic_files import write_text_atomic
-from osiris_dagster.core.errors import OsirisError, SessionLockedError
+from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.stores import SessionStore, store_for
+from osiris_dagster.runtime.stores.duckdb_file import DB_FILE
 
-DB_FILE = "pipeline_data.duckdb"
 SESSION_TIME_ZONE = "UTC"  # every step connection's DuckDB TimeZone, whatever the host's
-_LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
 LOG_LOCK_FILE = ".lock"  # in logs/: flock()ed by every writer of events.jsonl / metrics.jsonl
 # Threads of this process take _write_lock (flock() does not order threads of one process that
 # share nothing); _held records which session log locks this thread already holds, so a holder
@@ -59,7 +57,22 @@ class Session:
 
     # -- layout -------------------------------------------------------------------------------
     @property
+    def store(self) -> SessionStore:
+        return store_for(self.settings)
+
+    @property
+    def location(self) -> str:
+        """Where the session's tables are (the store's name for it; a file path by default)."""
+        return self.store.location(self.session_id)
+
+    @property
+    def table_prefix(self) -> str:
+        """``catalog.schema`` of the session's tables in a workspace connection."""
+        return self.store.session_prefix(self.session_id)
+
+    @property
     def db_path(self) -> Path:
+        """The session's DuckDB file (the duckdb store; the ducklake store has none)."""
         return self.dir / DB_FILE
 
     @property
@@ -177,7 +190,7 @@ class Session:
 
     # -- database -----------------------------------------------------------------------------
     def open_workspace_connection(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with this session's database attached as ``session``.
+        """An in-memory DuckDB with this session's tables attached (at :attr:`table_prefix`).
 
         Steps work in an in-memory catalog so a processor's SQL sees only the views we give it;
         memory_limit and temp_directory make large inputs spill to disk instead of failing.
@@ -203,52 +216,11 @@ class Session:
             con.execute("SET Calendar = 'gregorian'")
             con.execute("SET enable_progress_bar = true")
             con.execute("SET enable_progress_bar_print = false")
-            attach_with_retry(con, self.db_path, "session", self.settings.lock_timeout_seconds)
+            self.store.attach_session(con, self.session_id)
         except BaseException:
             con.close()
             raise
         return con
-
-
-def attach_with_retry(con: duckdb.DuckDBPyConnection, db_path: Path, alias: str,
-                      timeout_seconds: float, read_only: bool = False) -> None:
-    """ATTACH a database file, retrying DuckDB's one-writer file lock with jittered backoff."""
-    from osiris_dagster.core.naming import quote_ident, quote_literal
-
-    sql = f"ATTACH {quote_literal(str(db_path))} AS {quote_ident(alias)}"
-    if read_only:
-        sql += " (READ_ONLY)"
-    deadline = time.monotonic() + timeout_seconds
-    delay = 0.05
-    while True:
-        try:
-            con.execute(sql)
-            return
-        except duckdb.IOException as exc:
-            text = str(exc)
-            if not any(marker in text for marker in _LOCK_MARKERS):
-                raise _database_error(db_path, exc) from exc
-            if time.monotonic() >= deadline:
-                raise SessionLockedError(
-                    f"session database {db_path} is locked by another process for more than "
-                    f"{timeout_seconds:.0f}s ({text.splitlines()[0]}). A DuckDB file has one "
-                    "writer: run the pipeline's steps in one process (the in-process executor, "
-                    "run config `execution: {config: {in_process: {}}}`), or raise "
-                    "OSIRIS_LOCK_TIMEOUT_SECONDS."
-                ) from exc
-            time.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 2.0)
-        except duckdb.Error as exc:
-            raise _database_error(db_path, exc) from exc
-
-
-def _database_error(db_path: Path, exc: Exception) -> OsirisError:
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return OsirisError(
-        f"cannot open session database {db_path}: {first}. If the file is corrupt or was written "
-        "by an incompatible DuckDB version, delete that session directory and materialise the "
-        "affected steps again."
-    )
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

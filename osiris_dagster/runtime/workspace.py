@@ -16,7 +16,7 @@ from osiris_dagster.core import memory
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import UpstreamTable
-from osiris_dagster.runtime.session import Session, attach_with_retry
+from osiris_dagster.runtime.session import Session
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 TMP_PREFIX = "__osiris_tmp_"
@@ -57,7 +57,9 @@ class StepWorkspace:
         self.artifacts_dir = session.artifacts_dir(step_id)
         self.tmp_dir = session.tmp_dir
         self._on_progress = on_progress
-        self._attached: dict[Path, str] = {}
+        self._attached: dict[str, str] = {}  # session location -> prefix of its tables
+        self._reader_aliases: dict[str, str] = {}  # location of another session -> alias
+        self._prefix = ""  # the session's `catalog.schema`, set when opened
         self._views: list[tuple[str, str]] = []  # (view name, relation): replayed on reopen
         self._sealed = False
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -70,7 +72,8 @@ class StepWorkspace:
     def __enter__(self) -> StepWorkspace:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self._con = self.session.open_workspace_connection()
-        self._attached[self.session.db_path.resolve()] = "session"
+        self._prefix = self.session.table_prefix
+        self._attached[self.session.store.canonical(self.session.location)] = self._prefix
         self._drop_leftover_temp_tables()
         return self
 
@@ -98,17 +101,17 @@ class StepWorkspace:
             self._con.interrupt()
 
     # -- inputs ---------------------------------------------------------------------------------
-    def add_upstream(self, step_id: str, view_name: str, db_path: Path, table: str,
+    def add_upstream(self, step_id: str, view_name: str, location: str, table: str,
                      extra_view_names: Sequence[str] = ()) -> UpstreamTable:
-        """Expose an upstream table as view ``view_name`` (it may live in an earlier session)."""
-        resolved = db_path.resolve()
-        alias = self._attached.get(resolved)
-        if alias is None:
-            alias = f"upstream_{len(self._attached)}"
-            attach_with_retry(self.con, resolved, alias,
-                              self.session.settings.lock_timeout_seconds, read_only=True)
-            self._attached[resolved] = alias
-        relation = f"{quote_ident(alias)}.main.{quote_ident(table)}"
+        """Expose an upstream table as view ``view_name`` (it may live in an earlier session,
+        at the store's ``location`` for that session)."""
+        location = self.session.store.canonical(location)
+        prefix = self._attached.get(location)
+        if prefix is None:
+            alias = self._reader_aliases[location] = f"upstream_{len(self._attached)}"
+            prefix = self.session.store.attach_reader(self.con, location, alias)
+            self._attached[location] = prefix
+        relation = f"{prefix}.{quote_ident(table)}"
         for name in (view_name, *extra_view_names):
             self._create_view(name, relation)
             self._views.append((name, relation))
@@ -126,8 +129,12 @@ class StepWorkspace:
     def seal_sql_access(self) -> None:
         """From now on this step's connection runs only what a SQL step may: see SEALED_SETTINGS.
 
-        Upstream databases attached before stay readable and the session stays writable."""
+        Upstream databases attached before stay readable and the session stays writable (a
+        store whose tables are files of its own, DuckLake's, keeps exactly those paths open)."""
         if not self._sealed:
+            allowed = self.session.store.allowed_directories(list(self._attached))
+            if allowed:
+                self.con.execute("SET allowed_directories = ?", [allowed])
             for statement in SEALED_SETTINGS:
                 self.con.execute(statement)
             self._sealed = True
@@ -140,10 +147,8 @@ class StepWorkspace:
             with contextlib.suppress(duckdb.Error):
                 old.close()
         self._con = self.session.open_workspace_connection()
-        for path, alias in self._attached.items():
-            if alias != "session":
-                attach_with_retry(self._con, path, alias,
-                                  self.session.settings.lock_timeout_seconds, read_only=True)
+        for location, alias in self._reader_aliases.items():
+            self.session.store.attach_reader(self._con, location, alias)
         for name, relation in self._views:
             self._create_view(name, relation)
         self._sealed = False
@@ -151,25 +156,49 @@ class StepWorkspace:
     # -- outputs --------------------------------------------------------------------------------
     @property
     def output_relation(self) -> str:
-        return f"session.main.{quote_ident(self.output_table)}"
+        return f"{self._prefix}.{quote_ident(self.output_table)}"
 
     def create_output(self, select_sql: str, params: Sequence[Any] | None = None) -> int:
-        """Build the table under a temporary name, then swap it in in one transaction."""
-        tmp = quote_ident(TMP_PREFIX + self.output_table)
+        """Build the step's table so that no reader ever sees a partial one: under a temporary
+        name, then swapped in in one transaction; or, in a store where other processes write
+        the same session at once, built and swapped inside one transaction (a temporary table
+        committed on its own would be visible to them)."""
+        if self.session.store.replaces_in_one_transaction:
+            rows = self._create_in_one_transaction(select_sql, params)
+        else:
+            rows = self._create_then_swap(select_sql, params)
+        self.rows_so_far = rows
+        return rows
+
+    def _create_then_swap(self, select_sql: str, params: Sequence[Any] | None) -> int:
+        tmp = f"{self._prefix}.{quote_ident(TMP_PREFIX + self.output_table)}"
         con = self.con
         with self.heartbeat():
-            con.execute(f"CREATE OR REPLACE TABLE session.main.{tmp} AS {select_sql}", params)
-        rows = int(con.execute(f"SELECT count(*) FROM session.main.{tmp}").fetchone()[0])
+            con.execute(f"CREATE OR REPLACE TABLE {tmp} AS {select_sql}", params)
+        rows = int(con.execute(f"SELECT count(*) FROM {tmp}").fetchone()[0])
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"DROP TABLE IF EXISTS {self.output_relation}")
-            con.execute(f"ALTER TABLE session.main.{tmp} RENAME TO "
-                        f"{quote_ident(self.output_table)}")
+            con.execute(f"ALTER TABLE {tmp} RENAME TO {quote_ident(self.output_table)}")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        self.rows_so_far = rows
+        return rows
+
+    def _create_in_one_transaction(self, select_sql: str, params: Sequence[Any] | None) -> int:
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            with self.heartbeat():
+                con.execute(f"CREATE OR REPLACE TABLE {self.output_relation} AS {select_sql}",
+                            params)
+            rows = int(con.execute(f"SELECT count(*) FROM {self.output_relation}").fetchone()[0])
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
         return rows
 
     # -- memory ---------------------------------------------------------------------------------
@@ -213,13 +242,16 @@ class StepWorkspace:
         return names, cur.fetchall()
 
     def _drop_leftover_temp_tables(self) -> None:
-        """A killed run can leave its temporary table behind; the next run removes it."""
+        """A killed run can leave its temporary table behind; the next run removes it. (A store
+        that builds tables in one transaction never commits a temporary table.)"""
+        if self.session.store.replaces_in_one_transaction:
+            return
         rows = self.con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'session' "
             "AND starts_with(table_name, ?)", [TMP_PREFIX]
         ).fetchall()
         for (name,) in rows:
-            self.con.execute(f"DROP TABLE IF EXISTS session.main.{quote_ident(name)}")
+            self.con.execute(f"DROP TABLE IF EXISTS {self._prefix}.{quote_ident(name)}")
 
     @property
     def state_dir(self) -> Path:

@@ -1,0 +1,164 @@
+"""The ``ducklake`` store: one schema per session, one table per step, in a DuckLake catalog.
+
+The catalog (e.g. PostgreSQL) and the data path (a shared directory or ``s3://bucket/prefix/``)
+are shared by every worker, so the steps of one run may execute in parallel processes and on
+other machines, and a later run anywhere reads an earlier session's tables. DuckLake gives each
+commit snapshot isolation: a reader never sees a partial table, and two processes writing
+different tables of one session both commit.
+
+Locations are ``ducklake:<session id>``: the session's schema in the configured lake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from osiris_dagster.core.errors import SessionStoreError, UpstreamMissingError
+from osiris_dagster.core.masking import Masker
+from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.stores.extensions import load_extension
+
+LAKE_ALIAS = "osiris_lake"
+LOCATION_PREFIX = "ducklake:"
+_REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "r2://", "http://", "https://")
+
+
+class DuckLakeStore:
+    kind = "ducklake"
+    replaces_in_one_transaction = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        catalog = (settings.ducklake_catalog or "").strip()
+        if not catalog:
+            raise SessionStoreError(
+                "the ducklake session store needs a catalog: set OSIRIS_DUCKLAKE_CATALOG, e.g. "
+                "'postgres:dbname=osiris host=db.internal user=osiris' (a PostgreSQL database "
+                "every worker reaches)")
+        data_path = (settings.ducklake_data_path or "").strip()
+        if not data_path:
+            raise SessionStoreError(
+                "the ducklake session store needs a data path: set OSIRIS_DUCKLAKE_DATA_PATH to a "
+                "directory every worker shares, or to s3://bucket/prefix/")
+        self.catalog = catalog.removeprefix("ducklake:")
+        self.data_path = _normalise_data_path(data_path)
+        self.metadata_schema = settings.ducklake_metadata_schema
+
+    # -- names ----------------------------------------------------------------------------------
+    def location(self, session_id: str) -> str:
+        return LOCATION_PREFIX + session_id
+
+    def canonical(self, location: str) -> str:
+        return location
+
+    def owns(self, location: str) -> bool:
+        return location.startswith(LOCATION_PREFIX)
+
+    def exists(self, location: str) -> bool:
+        return True  # asking the catalog costs an ATTACH; a missing table says it clearly
+
+    def session_prefix(self, session_id: str) -> str:
+        return f"{LAKE_ALIAS}.{quote_ident(session_id)}"
+
+    def table_name(self, session_id: str, table: str) -> str:
+        return f"{LAKE_ALIAS}.{session_id}.{table}"
+
+    def missing(self, what: str, rematerialise: str, session_id: str,
+                location: str) -> UpstreamMissingError:
+        return UpstreamMissingError(
+            f"{what} was materialised in session {session_id}, whose schema is gone from the "
+            f"DuckLake catalog (cleaned or dropped); materialise '{rematerialise}' again")
+
+    def allowed_directories(self, locations: Sequence[str]) -> list[str]:
+        """The data files of these sessions only: DuckLake writes a schema's tables under
+        ``<data path>/<schema>/``."""
+        return [f"{self.data_path}{_session_of(loc)}/" for loc in locations if self.owns(loc)]
+
+    # -- connections ----------------------------------------------------------------------------
+    def attach_session(self, con: duckdb.DuckDBPyConnection, session_id: str) -> None:
+        self._attach_lake(con)
+        statement = f"CREATE SCHEMA IF NOT EXISTS {self.session_prefix(session_id)}"
+        try:
+            con.execute(statement)
+        except duckdb.TransactionException:
+            # parallel first steps of one run create the schema at once: one commits, the
+            # others conflict; by now the schema is there
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            con.execute(statement)
+
+    def attach_reader(self, con: duckdb.DuckDBPyConnection, location: str, alias: str) -> str:
+        if not self.owns(location):
+            raise UpstreamMissingError(
+                f"session location {location} is a DuckDB file, but the configured session "
+                "store is ducklake (OSIRIS_SESSION_STORE); materialise the upstream again")
+        self._attach_lake(con)
+        return self.session_prefix(_session_of(location))
+
+    def _attach_lake(self, con: duckdb.DuckDBPyConnection) -> None:
+        attached = {r[0] for r in con.execute(
+            "SELECT database_name FROM duckdb_databases()").fetchall()}
+        if LAKE_ALIAS in attached:
+            return
+        load_extension(con, "ducklake", "OSIRIS_SESSION_STORE=ducklake")
+        kind = self.catalog.split(":", 1)[0] if ":" in self.catalog else ""
+        if kind == "postgres":
+            load_extension(con, "postgres_scanner", "OSIRIS_DUCKLAKE_CATALOG")
+        elif kind == "sqlite":
+            load_extension(con, "sqlite_scanner", "OSIRIS_DUCKLAKE_CATALOG")
+        if self.data_path.startswith(_REMOTE_SCHEMES):
+            load_extension(con, "httpfs", "OSIRIS_DUCKLAKE_DATA_PATH")
+            self._create_s3_secret(con)
+        options = [f"DATA_PATH {quote_literal(self.data_path)}"]
+        if self.metadata_schema:
+            options.append(f"METADATA_SCHEMA {quote_literal(self.metadata_schema)}")
+        sql = (f"ATTACH {quote_literal('ducklake:' + self.catalog)} AS {LAKE_ALIAS} "
+               f"({', '.join(options)})")
+        try:
+            con.execute(sql)
+        except duckdb.Error as exc:
+            raise self._attach_error(exc) from None
+
+    def _create_s3_secret(self, con: duckdb.DuckDBPyConnection) -> None:
+        from osiris_dagster.core.environment import environment
+        from osiris_dagster.runtime.stores.s3 import s3_secret_sql
+
+        statement = s3_secret_sql(environment())
+        if statement is not None:
+            con.execute(statement)
+
+    def _attach_error(self, exc: duckdb.Error) -> SessionStoreError:
+        text = " ".join(str(exc).split())[:400]
+        lowered = text.lower()
+        if any(word in lowered for word in ("data_path", "data path", "directory", "s3",
+                                             "http", "permission", "no such file")):
+            setting = "OSIRIS_DUCKLAKE_DATA_PATH"
+            value = self.data_path
+        else:
+            setting = "OSIRIS_DUCKLAKE_CATALOG"
+            value = _without_password(self.catalog)
+        return SessionStoreError(
+            f"cannot open the DuckLake session store (catalog {_without_password(self.catalog)}"
+            f", data path {self.data_path}): {text}. Check {setting} ({value}): the catalog "
+            "database must be reachable from every worker and the data path shared by all.")
+
+
+def _session_of(location: str) -> str:
+    return location.removeprefix(LOCATION_PREFIX)
+
+
+def _normalise_data_path(path: str) -> str:
+    """A trailing ``/``; a local directory made absolute (every worker must mean one place)."""
+    if not path.startswith(_REMOTE_SCHEMES):
+        path = str(Path(path).expanduser().resolve())
+    return path if path.endswith("/") else path + "/"
+
+
+def _without_password(catalog: str) -> str:
+    """The catalog string for messages (``password=`` and URL passwords masked)."""
+    return Masker().text(catalog)
