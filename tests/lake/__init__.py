@@ -1,0 +1,1 @@
+"""End-to-end tests of the ducklake session store (run only in the lake virtualenv)."""

@@ -1,0 +1,118 @@
+"""Steps of one run in several processes on the lake: branches overlap in time, and a step's
+process killed mid-query leaves no table behind.
+
+Both use the shipped definitions under `dagster job execute`, which pick Dagster's multiprocess
+executor for the ducklake store. What happens when is decided by conditions (a gate the test
+opens, events in the session's log, Dagster's STEP_START events and their pids), not by sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from ..gate import Gate, gate_step
+from .conftest import (
+    Lake,
+    Spawn,
+    dagster_job,
+    dagster_materialize,
+    dagster_project,
+    has_event,
+    only_new_session,
+    session_ids,
+    wait_for,
+)
+
+OVERLAP_HEAD = 'oml_version: "0.1.0"\nname: overlap\nsteps:\n'
+OVERLAP_TAIL = """\
+  - id: b
+    component: filesystem.csv_extractor
+    mode: read
+    needs: []
+    config: {path: b.csv}
+  - id: both
+    component: duckdb.processor
+    mode: transform
+    needs: [a, b]
+    config: {query: "SELECT (SELECT sum(ok) FROM df_a) AS a, (SELECT sum(x) FROM df_b) AS b"}
+"""
+
+
+def test_two_branches_run_in_different_processes_at_the_same_time(
+        lake: Lake, spawn: Spawn, tmp_path: Path) -> None:
+    gate = Gate()
+    try:
+        project = dagster_project(tmp_path / "overlap", lake,
+                                  OVERLAP_HEAD + gate_step("a", gate.url, []) + OVERLAP_TAIL,
+                                  {"b.csv": "x\n1\n2\n3\n"})
+        run = spawn(dagster_job("overlap"), project.dir, project.env)
+        session = wait_for(lambda: next(iter(session_ids(lake.sessions)), None),
+                           "the run's session", [run])
+        session_dir = lake.sessions / session
+        # Branch a is in its step, blocked at the gate, while branch b's step completes: the two
+        # steps overlap in time.
+        wait_for(lambda: gate.hit.is_set() and has_event(session_dir, "step_complete", "b"),
+                 "step b to complete while step a waits at the gate", [run])
+        assert not has_event(session_dir, "step_complete", "a")
+        assert gate.calls == 1 and not gate.opened.is_set()
+        gate.open()
+        assert run.wait() == 0, run.describe()
+    finally:
+        gate.close()
+    pids = project.step_starts(session)
+    assert pids["overlap__a"] != pids["overlap__b"], pids
+    assert run.popen.pid not in (pids["overlap__a"], pids["overlap__b"]), pids
+    lake.assert_tables(session, ["a", "b", "both"])
+    assert lake.rows(session, "both") == [(1, 6)]
+
+
+KILL = """\
+oml_version: "0.1.0"
+name: killme
+params:
+  n: {default: 10000000000}
+steps:
+  - id: src
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: src.csv}
+  - id: slow
+    component: duckdb.processor
+    mode: transform
+    needs: [src]
+    config:
+      query: >-
+        SELECT count(*) + (SELECT count(*) FROM df_src) AS n
+        FROM range(${params.n}) t(x) WHERE x % 7 <> 3
+"""
+
+
+def test_a_step_killed_mid_query_leaves_no_table_and_can_be_run_again(
+        lake: Lake, spawn: Spawn, tmp_path: Path) -> None:
+    project = dagster_project(tmp_path / "kill", lake, KILL, {"src.csv": "x\n1\n2\n3\n"})
+    env = {**project.env, "OSIRIS_HEARTBEAT_SECONDS": "0.5"}
+    run = spawn(dagster_job("killme"), project.dir, env)
+    session = wait_for(lambda: next(iter(session_ids(lake.sessions)), None),
+                       "the run's session", [run])
+    # the step's query is running: its heartbeat reported progress
+    wait_for(lambda: has_event(lake.sessions / session, "progress", "slow"),
+             "a progress event of step slow", [run])
+    pid = project.step_starts(session)["killme__slow"]
+    assert pid != run.popen.pid
+    assert os.getpgid(pid) == run.popen.pid, "the step's process is not one the test started"
+    os.kill(pid, signal.SIGKILL)
+    assert run.wait() != 0, run.describe()
+    assert not has_event(lake.sessions / session, "step_complete", "slow")
+    lake.assert_tables(session, ["src"])
+
+    # Materialise the killed step again, with a quick query: it reads `src` from the killed
+    # run's session and writes its table in a session of its own.
+    config = project.run_config("quick.yaml", "killme", {"n": 700})
+    again = spawn(dagster_materialize("killme/slow", config), project.dir, project.env)
+    assert again.wait() == 0, again.describe()
+    later = only_new_session(lake.sessions, {session})
+    lake.assert_tables(later, ["slow"])
+    assert lake.rows(later, "slow") == [(603,)]  # 600 of 0..699 with x % 7 <> 3, plus 3
+    lake.assert_tables(session, ["src"])
