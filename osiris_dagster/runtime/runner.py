@@ -74,18 +74,28 @@ def step_table(pipeline: Pipeline, step_id: str) -> str:
 
 
 def start_session(session: Session, pipeline: Pipeline) -> None:
-    """First step of a run: create the directory, write the manifest, log run_start."""
+    """First step of a run: create the directory, write the manifest, log run_start (once,
+    of steps starting in several processes)."""
+    if session.records is not None:  # the store's records are shared by every worker
+        session.ensure()
+        if session.records.claim(session.session_id, "run_start"):
+            _begin(session, pipeline)
+        return
     if session.manifest_path.exists():
         return
     session.ensure()
-    with session.log_lock():  # steps starting in several processes: one run_start
+    with session.log_lock():
         if session.manifest_path.exists():
             return
-        session.write_manifest(manifest(pipeline, session.session_id))
-        session.log_event("run_start", session_id=session.session_id,
-                          session_dir=str(session.dir), pipeline=pipeline.name,
-                          pipeline_file=str(pipeline.path), profile=pipeline.profile,
-                          fingerprint=pipeline.fingerprint)
+        _begin(session, pipeline)
+
+
+def _begin(session: Session, pipeline: Pipeline) -> None:
+    session.write_manifest(manifest(pipeline, session.session_id))
+    session.log_event("run_start", session_id=session.session_id,
+                      session_dir=str(session.dir), pipeline=pipeline.name,
+                      pipeline_file=str(pipeline.path), profile=pipeline.profile,
+                      fingerprint=pipeline.fingerprint)
 
 
 def manifest(pipeline: Pipeline, session_id: str) -> dict[str, Any]:
@@ -413,7 +423,8 @@ def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[
         if not selected <= (done | failed | blocked):
             return None
         status = "success" if not failed and not blocked else "failure"
-        session.log_event("run_end", status=status, steps_completed=len(done & selected),
-                          steps_failed=sorted(failed & selected),
-                          steps_skipped=sorted(blocked))
-        return status
+        logged = session.log_once("run_end", status=status,
+                                  steps_completed=len(done & selected),
+                                  steps_failed=sorted(failed & selected),
+                                  steps_skipped=sorted(blocked))
+        return status if logged else None

@@ -83,7 +83,8 @@ class StepWorkspace:
         con, self._con = self._con, None
         try:
             con.close()
-        except duckdb.Error:
+            self.session.publish_artifacts(self.step_id)
+        except (duckdb.Error, OSError):
             if exc_type is None:  # never hide the error that is already propagating
                 raise
 
