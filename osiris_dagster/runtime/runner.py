@@ -245,10 +245,14 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
         return
     try:
         write_json_atomic(pending.path, pending.document)
-    except OSError as exc:
+        if session.records is not None:  # where every worker reads it
+            session.records.put_state(pipeline.name, outcome.step_id, pending.path.name,
+                                      pending.path.read_text(encoding="utf-8"))
+    except (OSError, duckdb.Error) as exc:
         message = (f"the step's table was materialised, but its incremental state could not be "
                    f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "
-                   "these rows again. Check free space and permissions of that directory.")
+                   "these rows again. Check free space and permissions of that directory "
+                   "(and, with the ducklake store, that its catalog is reachable).")
         session.log_event("step_error", step_id=outcome.step_id, error=message,
                           cancelled=False, timed_out=False)
         raise StepError(pipeline.name, outcome.step_id, message) from None

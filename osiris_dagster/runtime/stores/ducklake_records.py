@@ -23,6 +23,7 @@ import duckdb
 from osiris_dagster.core.naming import quote_ident
 
 RECORDS_TABLE = "__osiris_records"
+STATE_SCHEMA = "__osiris_state"  # per-step state that outlives sessions (high-water marks)
 CLAIM_PREFIX = "__osiris_claim_"
 META_TABLE_PREFIX = "__osiris_"  # tables of ours in a session schema, never a step's
 _RETRIES = 8
@@ -90,6 +91,44 @@ class LakeRecords:
                 with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")
                 return False
+
+    # -- state that outlives sessions -----------------------------------------------------------
+    def put_state(self, pipeline: str, step_id: str, name: str, body: str) -> None:
+        """Replace the step's state file ``name``, in one transaction."""
+        table = self._state_table()
+
+        def put(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE pipeline = ? AND step_id = ? AND "
+                            "name = ?", [pipeline, step_id, name])
+                con.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
+                            [pipeline, step_id, name, body])
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+
+        self._run(put)
+
+    def state_files(self, pipeline: str, step_id: str) -> dict[str, str]:
+        table = self._state_table()
+        rows = self._run(lambda con: con.execute(
+            f"SELECT name, body FROM {table} WHERE pipeline = ? AND step_id = ?",
+            [pipeline, step_id]).fetchall())
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def _state_table(self) -> str:
+        schema = self._prefix(STATE_SCHEMA)
+        table = f"{schema}.files"
+        if STATE_SCHEMA not in self._ready:
+            self._run(lambda con: (
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}"),
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} (pipeline VARCHAR, "
+                            "step_id VARCHAR, name VARCHAR, body VARCHAR)")))
+            self._ready.add(STATE_SCHEMA)
+        return table
 
     # -- plumbing -------------------------------------------------------------------------------
     def _table(self, session_id: str) -> str:
