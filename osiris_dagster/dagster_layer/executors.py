@@ -26,8 +26,8 @@ from collections.abc import Mapping
 import dagster as dg
 
 from osiris_dagster.core.errors import OsirisError
+from osiris_dagster.core.settings import SESSION_STORES
 
-SESSION_STORES = ("duckdb", "ducklake")
 EXECUTORS = ("in_process", "multiprocess", "celery")
 DEFAULT_EXECUTOR = {"duckdb": "in_process", "ducklake": "multiprocess"}
 DEFAULT_CELERY_QUEUE = "dagster"  # dagster-celery's own default, on both sides
@@ -39,11 +39,13 @@ class ExecutorSettingError(OsirisError):
     """An OSIRIS_* executor setting is unknown, missing, or does not fit the session store."""
 
 
-def executor_from_env(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
+def executor_from_env(environ: Mapping[str, str] | None = None,
+                      session_store: str | None = None) -> dg.ExecutorDefinition:
     """The executor the settings ask for (see the module docstring), or ExecutorSettingError
-    naming the setting to change. Reads os.environ when `environ` is None."""
+    naming the setting to change. Reads os.environ when `environ` is None; ``session_store``
+    (given to build_definitions or the component) wins over OSIRIS_SESSION_STORE."""
     env = os.environ if environ is None else environ
-    store = _choice(env, "OSIRIS_SESSION_STORE", SESSION_STORES, "duckdb")
+    store = session_store or _choice(env, "OSIRIS_SESSION_STORE", SESSION_STORES, "duckdb")
     name = _choice(env, "OSIRIS_EXECUTOR", EXECUTORS, DEFAULT_EXECUTOR[store])
     if store == "duckdb" and name != "in_process":
         raise ExecutorSettingError(

@@ -1,6 +1,6 @@
 """executor_from_env: the executor follows the session store, and a setting that cannot work
-fails with a message naming it. Runs in both virtualenvs: nothing here needs dagster-celery
-(the working celery case is in test_celery_toy.py)."""
+fails with a message naming it. Nothing here needs dagster-celery
+(the working celery case is in tests/lake/test_celery_toy.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.dagster_layer.executors import ExecutorSettingError, executor_from_env
 
 LAKE = {"OSIRIS_SESSION_STORE": "ducklake"}
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def resolved_config(executor: dg.ExecutorDefinition) -> dict[str, Any]:
