@@ -381,11 +381,11 @@ def _instance(settings: Any) -> Any:
 
 
 def _finish_events(session: Any, success: bool) -> None:
-    if not session.events_path.exists():
+    if session.records is None and not session.events_path.exists():
         return
     with session.locked_events() as events:  # atomic with the steps' own run_end
-        if not any(e.get("event") == "run_end" for e in events):
-            session.log_event("run_end", status="success" if success else "failure")
+        if events and not any(e.get("event") == "run_end" for e in events):
+            session.log_once("run_end", status="success" if success else "failure")
 
 
 def _failure_lines(res: Any, pipeline: Any) -> list[str]:

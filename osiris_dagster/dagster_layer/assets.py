@@ -306,12 +306,11 @@ def _progress_reporter(context: dg.AssetExecutionContext, masker: Masker
 
 
 def _step_failure(session: Session, exc: StepError) -> dg.Failure:
-    return dg.Failure(description=str(exc),
-                      metadata={"osiris/session_id": session.session_id,
-                                "osiris/session_dir": dg.MetadataValue.path(str(session.dir)),
-                                "osiris/events": dg.MetadataValue.path(
-                                    str(session.events_path))},
-                      allow_retries=exc.retryable)
+    metadata: dict[str, Any] = {"osiris/session_id": session.session_id,
+                                "osiris/session_dir": dg.MetadataValue.path(str(session.dir))}
+    if session.records is None:  # else they are in the store: `osiris-dagster sessions show`
+        metadata["osiris/events"] = dg.MetadataValue.path(str(session.events_path))
+    return dg.Failure(description=str(exc), metadata=metadata, allow_retries=exc.retryable)
 
 
 def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,

@@ -88,6 +88,10 @@ class OsirisPipelineComponent(dg.Component, dg.Resolvable):
     pipeline_path: str
     connections_file: str | None = None
     sessions_dir: str | None = None
+    session_store: str | None = None  # duckdb | ducklake (default $OSIRIS_SESSION_STORE)
+    ducklake_catalog: str | None = None
+    ducklake_data_path: str | None = None
+    ducklake_metadata_schema: str | None = None
     key_prefix: list[str] = field(default_factory=list)
     group: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -113,7 +117,11 @@ class OsirisPipelineComponent(dg.Component, dg.Resolvable):
                        if self.connections_file else None)
         translator = _ComponentTranslator(self.key_prefix, self.group, self.tags, self.owners)
         return build_definitions(files, sessions_dir=self.sessions_dir,
-                                 connections_file=connections, translator=translator)
+                                 connections_file=connections, translator=translator,
+                                 session_store=self.session_store,
+                                 ducklake_catalog=self.ducklake_catalog,
+                                 ducklake_data_path=self.ducklake_data_path,
+                                 ducklake_metadata_schema=self.ducklake_metadata_schema)
 
 
 @dataclass(frozen=True)

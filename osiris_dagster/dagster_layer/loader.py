@@ -19,9 +19,11 @@ from osiris_dagster.dagster_layer.assets import (
     OsirisPipelineDefs,
     build_osiris_assets,
 )
+from osiris_dagster.dagster_layer.executors import executor_from_env
 from osiris_dagster.dagster_layer.io_manager import OsirisIOManager
 from osiris_dagster.dagster_layer.resources import OsirisResource
 from osiris_dagster.dagster_layer.translator import OsirisTranslator
+from osiris_dagster.runtime.stores import store_for
 
 log = logging.getLogger("osiris_dagster")
 
@@ -105,11 +107,13 @@ def definitions_from_built(
                             session_store=session_store, ducklake_catalog=ducklake_catalog,
                             ducklake_data_path=ducklake_data_path,
                             ducklake_metadata_schema=ducklake_metadata_schema)
+    settings = osiris.settings()
+    store_for(settings)  # wrong store settings fail the code location, naming the setting
     resources: dict[str, object] = {
         RESOURCE_KEY: osiris,
         IO_MANAGER_KEY: OsirisIOManager(osiris=osiris),
     }
-    executor = executor or executor_for(osiris.settings().session_store)
+    executor = executor or executor_from_env(session_store=settings.session_store)
     defs = _combine(built, broken, resources, executor)
     try:  # what a code server does on load; cached, so Dagster's own loading reuses it
         dg.Definitions.validate_loadable(defs)
@@ -232,8 +236,3 @@ def broken_specs(broken: Sequence[BrokenPipeline], taken: set[dg.AssetKey] | Non
             kinds={"osiris"}))
     return specs
 
-
-def executor_for(session_store: str) -> dg.ExecutorDefinition:
-    """Steps of a run in one process for a DuckDB file (one writer), in parallel processes
-    for a shared DuckLake catalog."""
-    return dg.multiprocess_executor if session_store == "ducklake" else dg.in_process_executor

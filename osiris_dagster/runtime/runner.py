@@ -74,18 +74,28 @@ def step_table(pipeline: Pipeline, step_id: str) -> str:
 
 
 def start_session(session: Session, pipeline: Pipeline) -> None:
-    """First step of a run: create the directory, write the manifest, log run_start."""
+    """First step of a run: create the directory, write the manifest, log run_start (once,
+    of steps starting in several processes)."""
+    if session.records is not None:  # the store's records are shared by every worker
+        session.ensure()
+        if session.records.claim(session.session_id, "run_start"):
+            _begin(session, pipeline)
+        return
     if session.manifest_path.exists():
         return
     session.ensure()
-    with session.log_lock():  # steps starting in several processes: one run_start
+    with session.log_lock():
         if session.manifest_path.exists():
             return
-        session.write_manifest(manifest(pipeline, session.session_id))
-        session.log_event("run_start", session_id=session.session_id,
-                          session_dir=str(session.dir), pipeline=pipeline.name,
-                          pipeline_file=str(pipeline.path), profile=pipeline.profile,
-                          fingerprint=pipeline.fingerprint)
+        _begin(session, pipeline)
+
+
+def _begin(session: Session, pipeline: Pipeline) -> None:
+    session.write_manifest(manifest(pipeline, session.session_id))
+    session.log_event("run_start", session_id=session.session_id,
+                      session_dir=str(session.dir), pipeline=pipeline.name,
+                      pipeline_file=str(pipeline.path), profile=pipeline.profile,
+                      fingerprint=pipeline.fingerprint)
 
 
 def manifest(pipeline: Pipeline, session_id: str) -> dict[str, Any]:
@@ -235,10 +245,14 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
         return
     try:
         write_json_atomic(pending.path, pending.document)
-    except OSError as exc:
+        if session.records is not None:  # where every worker reads it
+            session.records.put_state(pipeline.name, outcome.step_id, pending.path.name,
+                                      pending.path.read_text(encoding="utf-8"))
+    except (OSError, duckdb.Error) as exc:
         message = (f"the step's table was materialised, but its incremental state could not be "
                    f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "
-                   "these rows again. Check free space and permissions of that directory.")
+                   "these rows again. Check free space and permissions of that directory "
+                   "(and, with the ducklake store, that its catalog is reachable).")
         session.log_event("step_error", step_id=outcome.step_id, error=message,
                           cancelled=False, timed_out=False)
         raise StepError(pipeline.name, outcome.step_id, message) from None
@@ -413,7 +427,8 @@ def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[
         if not selected <= (done | failed | blocked):
             return None
         status = "success" if not failed and not blocked else "failure"
-        session.log_event("run_end", status=status, steps_completed=len(done & selected),
-                          steps_failed=sorted(failed & selected),
-                          steps_skipped=sorted(blocked))
-        return status
+        logged = session.log_once("run_end", status=status,
+                                  steps_completed=len(done & selected),
+                                  steps_failed=sorted(failed & selected),
+                                  steps_skipped=sorted(blocked))
+        return status if logged else None

@@ -26,6 +26,7 @@ from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.runtime.stores import SessionStore, store_for
 from osiris_dagster.runtime.stores.duckdb_file import DB_FILE
+from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
 SESSION_TIME_ZONE = "UTC"  # every step connection's DuckDB TimeZone, whatever the host's
 LOG_LOCK_FILE = ".lock"  # in logs/: flock()ed by every writer of events.jsonl / metrics.jsonl
@@ -59,6 +60,11 @@ class Session:
     @property
     def store(self) -> SessionStore:
         return store_for(self.settings)
+
+    @property
+    def records(self) -> LakeRecords | None:
+        """Where events, metrics, manifest and artifacts are kept when not in :attr:`dir`."""
+        return self.store.records
 
     @property
     def location(self) -> str:
@@ -135,9 +141,12 @@ class Session:
             finally:
                 os.close(fd)  # closing the descriptor releases the flock
 
-    def _append(self, path: Path, record: dict[str, Any]) -> None:
-        data = (json.dumps(self.masker.value(record), default=_json_default, ensure_ascii=False)
-                + "\n").encode("utf-8")
+    def _append(self, kind: str, path: Path, record: dict[str, Any]) -> None:
+        line = json.dumps(self.masker.value(record), default=_json_default, ensure_ascii=False)
+        if self.records is not None:
+            self.records.append(self.session_id, kind, line)
+            return
+        data = (line + "\n").encode("utf-8")
         with self.log_lock():
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
@@ -148,14 +157,16 @@ class Session:
                 os.close(fd)
 
     def log_event(self, event: str, **fields: Any) -> None:
-        self._append(self.events_path, {"ts": _now(), "session": self.session_id, "event": event,
-                                        **fields})
+        self._append("event", self.events_path, {"ts": _now(), "session": self.session_id,
+                                                 "event": event, **fields})
 
     def log_metric(self, metric: str, value: Any, **fields: Any) -> None:
-        self._append(self.metrics_path, {"ts": _now(), "session": self.session_id,
-                                         "metric": metric, "value": value, **fields})
+        self._append("metric", self.metrics_path, {"ts": _now(), "session": self.session_id,
+                                                   "metric": metric, "value": value, **fields})
 
     def read_events(self) -> list[dict[str, Any]]:
+        if self.records is not None:
+            return [json.loads(line) for line in self.records.read(self.session_id, "event")]
         if not self.events_path.exists():
             return []
         with contextlib.ExitStack() as stack:
@@ -168,9 +179,26 @@ class Session:
     def locked_events(self) -> Iterator[list[dict[str, Any]]]:
         """The events so far, with the log lock held until the block ends: a decision made on
         them (is run_end written yet?) and the append it leads to are one step for every
-        process, so run_end is written exactly once."""
+        process, so run_end is written exactly once (with :meth:`log_once`)."""
+        if self.records is not None:  # log_once arbitrates between processes instead
+            yield self.read_events()
+            return
         with self.log_lock():
             yield self.read_events()
+
+    def log_once(self, event: str, **fields: Any) -> bool:
+        """Log ``event`` unless some process already did (called inside :meth:`locked_events`,
+        after checking the events). Returns whether this call logged it."""
+        if self.records is not None and not self.records.claim(self.session_id, event):
+            return False
+        self.log_event(event, **fields)
+        return True
+
+    def has_started(self) -> bool:
+        """Whether the session's run_start was written (its manifest exists)."""
+        if self.records is not None:
+            return "manifest.yaml" in self.records.files(self.session_id)
+        return self.manifest_path.exists()
 
     # -- artifacts ----------------------------------------------------------------------------
     def write_json_artifact(self, step_id: str, name: str, data: Any) -> Path:
@@ -181,12 +209,26 @@ class Session:
         write_text_atomic(path, text + "\n")
         return path
 
+    def publish_artifacts(self, step_id: str) -> None:
+        """Copy the step's artifact files to the store's records (a no-op when the session
+        directory is the record): a worker's disk is not where a session is read from."""
+        if self.records is None:
+            return
+        root = self.artifacts_dir(step_id)
+        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+            if path.is_file():
+                name = path.relative_to(self.dir).as_posix()
+                self.records.put_file(self.session_id, name,
+                                      path.read_text(encoding="utf-8", errors="replace"))
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         # libyaml's emitter when present: the pure-Python one takes ~30 s for a 10 MB query
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         text = yaml.dump(self.masker.value(manifest), Dumper=dumper, sort_keys=False,
                          allow_unicode=True)
         write_text_atomic(self.manifest_path, text)
+        if self.records is not None:
+            self.records.put_file(self.session_id, "manifest.yaml", text)
 
     # -- database -----------------------------------------------------------------------------
     def open_workspace_connection(self) -> duckdb.DuckDBPyConnection:

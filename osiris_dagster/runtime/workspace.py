@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from osiris_dagster.core import memory
+from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import UpstreamTable
@@ -67,6 +68,7 @@ class StepWorkspace:
         self._memory_limit: int | None = None
         self.started = time.monotonic()
         self.cancelled = False
+        self._state_loaded = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> StepWorkspace:
@@ -83,7 +85,8 @@ class StepWorkspace:
         con, self._con = self._con, None
         try:
             con.close()
-        except duckdb.Error:
+            self.session.publish_artifacts(self.step_id)
+        except (duckdb.Error, OSError):
             if exc_type is None:  # never hide the error that is already propagating
                 raise
 
@@ -255,12 +258,22 @@ class StepWorkspace:
 
     @property
     def state_dir(self) -> Path:
-        """Per-step state that outlives sessions (incremental high-water marks)."""
-        from osiris_dagster.core.naming import sanitise
-
-        path = self.session.settings.sessions_dir / ".state" / sanitise(self.pipeline_name) / \
-            sanitise(self.step_id)
-        path.mkdir(parents=True, exist_ok=True)
+        """Per-step state that outlives sessions (incremental high-water marks). A store that
+        keeps records holds it where every worker sees it: its files are copied into a local
+        directory for the driver, and :func:`~osiris_dagster.runtime.runner.commit_state`
+        saves them back."""
+        records = self.session.records
+        if records is None:
+            path = state_dir_of(self.session.settings.sessions_dir, self.pipeline_name,
+                                self.step_id)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        path = state_dir_of(self.session.tmp_dir, self.pipeline_name, self.step_id)
+        if not self._state_loaded:
+            path.mkdir(parents=True, exist_ok=True)
+            for name, body in records.state_files(self.pipeline_name, self.step_id).items():
+                write_text_atomic(path / name, body)
+            self._state_loaded = True
         return path
 
     # -- paths, logs, progress ------------------------------------------------------------------
@@ -334,3 +347,9 @@ class _Heartbeat:
                 self._ws.progress(rows=self._ws.rows_so_far, message=msg)
             except Exception:  # noqa: BLE001 - a heartbeat must never kill the step
                 return
+
+
+def state_dir_of(root: Path, pipeline_name: str, step_id: str) -> Path:
+    from osiris_dagster.core.naming import sanitise
+
+    return root / ".state" / sanitise(pipeline_name) / sanitise(step_id)

@@ -1,1 +1,1 @@
-"""End-to-end tests of the ducklake session store (run only in the lake virtualenv)."""
+"""Tests of the ducklake session store, executors past one process, Celery and S3."""

@@ -16,6 +16,7 @@ import duckdb
 
 from osiris_dagster.core.errors import UpstreamMissingError
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
 
 class SessionStore(Protocol):
@@ -27,6 +28,9 @@ class SessionStore(Protocol):
     # parallel step) never sees a temporary table. False: build under a temporary name, then
     # swap (a DuckDB file has one writer, which makes that equally safe and cheaper).
     replaces_in_one_transaction: bool
+    # None: events, metrics, manifest and artifacts are files of the session directory. Else
+    # they are kept by the store, where every worker reads and writes them.
+    records: LakeRecords | None
 
     def location(self, session_id: str) -> str:
         """The session's location, recorded on every materialisation of its tables."""

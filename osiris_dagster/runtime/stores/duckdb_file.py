@@ -23,6 +23,7 @@ _LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
 class DuckDBFileStore:
     kind = "duckdb"
     replaces_in_one_transaction = False
+    records = None  # the session directory's files are its records
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -21,6 +21,7 @@ from osiris_dagster.core.errors import SessionStoreError, UpstreamMissingError
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 from osiris_dagster.runtime.stores.extensions import load_extension
 
 LAKE_ALIAS = "osiris_lake"
@@ -48,6 +49,7 @@ class DuckLakeStore:
         self.catalog = catalog.removeprefix("ducklake:")
         self.data_path = _normalise_data_path(data_path)
         self.metadata_schema = settings.ducklake_metadata_schema
+        self.records = LakeRecords(self._records_connection, self.session_prefix)
 
     # -- names ----------------------------------------------------------------------------------
     def location(self, session_id: str) -> str:
@@ -99,6 +101,15 @@ class DuckLakeStore:
                 "store is ducklake (OSIRIS_SESSION_STORE); materialise the upstream again")
         self._attach_lake(con)
         return self.session_prefix(_session_of(location))
+
+    def _records_connection(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config={"memory_limit": self.settings.memory_limit})
+        try:
+            self._attach_lake(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     def _attach_lake(self, con: duckdb.DuckDBPyConnection) -> None:
         attached = {r[0] for r in con.execute(

@@ -1,0 +1,167 @@
+"""A session's records (events, metrics, manifest, step artifacts) in its DuckLake schema.
+
+With the ducklake store a run's steps may execute on different machines, so nothing about a
+session may stay on one worker's disk: each record is a row of ``__osiris_records`` in the
+session's schema. Rows this small are inlined in the catalog database by DuckLake (no data file
+per event), and concurrent inserts of several processes all commit. Exactly-once records
+(run_start, run_end) are claimed by creating a marker table: of concurrent creates DuckLake
+commits exactly one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+
+from osiris_dagster.core.naming import quote_ident
+
+RECORDS_TABLE = "__osiris_records"
+STATE_SCHEMA = "__osiris_state"  # per-step state that outlives sessions (high-water marks)
+CLAIM_PREFIX = "__osiris_claim_"
+META_TABLE_PREFIX = "__osiris_"  # tables of ours in a session schema, never a step's
+_RETRIES = 8
+
+
+class LakeRecords:
+    """One DuckDB connection per process (opening a lake costs ~0.3 s), shared by its threads
+    under a lock; it never runs user SQL, so it is never sealed."""
+
+    def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection],
+                 prefix: Callable[[str], str]) -> None:
+        self._connect = connect
+        self._prefix = prefix
+        self._lock = threading.RLock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._pid = 0
+        self._ready: set[str] = set()
+
+    # -- records --------------------------------------------------------------------------------
+    def append(self, session_id: str, kind: str, body: str) -> None:
+        table = self._table(session_id)
+        self._run(lambda con: con.execute(
+            f"INSERT INTO {table} VALUES (?, ?, NULL, ?)", [time.time_ns(), kind, body]))
+
+    def read(self, session_id: str, kind: str) -> list[str]:
+        table = self._table(session_id)
+        rows = self._run(lambda con: con.execute(
+            f"SELECT body FROM {table} WHERE kind = ? ORDER BY seq", [kind]).fetchall())
+        return [r[0] for r in rows]
+
+    def put_file(self, session_id: str, name: str, body: str) -> None:
+        """Replace the session's file ``name`` (``manifest.yaml``, ``artifacts/<step>/x``)."""
+        table = self._table(session_id)
+
+        def put(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE kind = 'file' AND name = ?", [name])
+                con.execute(f"INSERT INTO {table} VALUES (?, 'file', ?, ?)",
+                            [time.time_ns(), name, body])
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+
+        self._run(put)
+
+    def files(self, session_id: str) -> dict[str, str]:
+        table = self._table(session_id)
+        rows = self._run(lambda con: con.execute(
+            f"SELECT name, body FROM {table} WHERE kind = 'file' ORDER BY name").fetchall())
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def claim(self, session_id: str, name: str) -> bool:
+        """True for exactly one caller per (session, name), whichever process it runs in."""
+        self._table(session_id)
+        marker = f"{self._prefix(session_id)}.{quote_ident(CLAIM_PREFIX + name)}"
+        with self._lock:
+            con = self._connection()
+            try:
+                con.execute(f"CREATE TABLE {marker} (claimed_by VARCHAR)")
+                return True
+            except (duckdb.CatalogException, duckdb.TransactionException):
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                return False
+
+    # -- state that outlives sessions -----------------------------------------------------------
+    def put_state(self, pipeline: str, step_id: str, name: str, body: str) -> None:
+        """Replace the step's state file ``name``, in one transaction."""
+        table = self._state_table()
+
+        def put(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE pipeline = ? AND step_id = ? AND "
+                            "name = ?", [pipeline, step_id, name])
+                con.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
+                            [pipeline, step_id, name, body])
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+
+        self._run(put)
+
+    def state_files(self, pipeline: str, step_id: str) -> dict[str, str]:
+        table = self._state_table()
+        rows = self._run(lambda con: con.execute(
+            f"SELECT name, body FROM {table} WHERE pipeline = ? AND step_id = ?",
+            [pipeline, step_id]).fetchall())
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def _state_table(self) -> str:
+        schema = self._prefix(STATE_SCHEMA)
+        table = f"{schema}.files"
+        if STATE_SCHEMA not in self._ready:
+            self._run(lambda con: (
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}"),
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} (pipeline VARCHAR, "
+                            "step_id VARCHAR, name VARCHAR, body VARCHAR)")))
+            self._ready.add(STATE_SCHEMA)
+        return table
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _table(self, session_id: str) -> str:
+        prefix = self._prefix(session_id)
+        table = f"{prefix}.{quote_ident(RECORDS_TABLE)}"
+        if session_id not in self._ready:
+            self._run(lambda con: (
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}"),
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} (seq BIGINT, kind VARCHAR, "
+                            "name VARCHAR, body VARCHAR)")))
+            self._ready.add(session_id)
+        return table
+
+    def _run(self, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        """``work`` on the connection, again after a conflicting commit of another process."""
+        delay = 0.02
+        for attempt in range(_RETRIES):
+            with self._lock:
+                con = self._connection()
+                try:
+                    return work(con)
+                except duckdb.TransactionException:
+                    with contextlib.suppress(duckdb.Error):
+                        con.execute("ROLLBACK")
+                    if attempt == _RETRIES - 1:
+                        raise
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None or self._pid != os.getpid():  # a forked child opens its own
+            self._con = self._connect()
+            self._pid = os.getpid()
+            self._ready.clear()
+        return self._con
