@@ -33,6 +33,11 @@ import pytest
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.runtime.stores import store_for
 from osiris_dagster.runtime.stores.ducklake import LAKE_ALIAS
+from osiris_dagster.runtime.stores.ducklake_records import (
+    META_TABLE_PREFIX,
+    RECORDS_TABLE,
+    STATE_SCHEMA,
+)
 from osiris_dagster.runtime.stores.extensions import WHEEL_PACKAGES
 from osiris_dagster.runtime.workspace import TMP_PREFIX
 
@@ -50,8 +55,9 @@ defs = build_definitions(["pipe.yaml"])
 
 
 # -- requirements: fail loudly, never skip ---------------------------------------------------
-@pytest.fixture(scope="session", autouse=True)
-def _lake_requirements() -> None:
+@pytest.fixture(scope="session")
+def lake_requirements() -> None:
+    """PostgreSQL and the extension wheels are there, or the test fails saying what is not."""
     problems = []
     for name in NEEDED_EXTENSIONS:
         package = WHEEL_PACKAGES[name]
@@ -105,40 +111,75 @@ class Lake:
                                  ducklake_metadata_schema=self.metadata_schema)
 
     @contextlib.contextmanager
-    def reader(self, session_id: str) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
-        """A fresh in-memory DuckDB with the lake attached as the product attaches it, and the
-        qualified prefix of the session's tables."""
+    def reader(self, session_id: str = "any") -> Iterator[LakeReader]:
+        """A fresh in-memory DuckDB with the lake attached as the product attaches it (kept
+        open for the block: a test that polls the lake pays for one ATTACH)."""
         con = duckdb.connect(":memory:")
         try:
             prefix = store_for(self.settings()).attach_reader(con, f"ducklake:{session_id}", "x")
-            yield con, prefix
+            yield LakeReader(con, prefix)
         finally:
             con.close()
 
     def tables(self, session_id: str) -> list[str]:
-        """Every table in the session's schema (temporary ones included), sorted."""
-        with self.reader(session_id) as (con, _):
-            return sorted(r[0] for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
-                "AND schema_name = ?", [LAKE_ALIAS, session_id]).fetchall())
+        with self.reader() as reader:
+            return reader.tables(session_id)
 
     def schemas(self) -> list[str]:
-        """The session schemas in the lake (DuckLake's own `main` left out)."""
-        with self.reader("any") as (con, _):
-            return sorted(r[0] for r in con.execute(
-                "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? "
-                "AND schema_name <> 'main'", [LAKE_ALIAS]).fetchall())
+        with self.reader() as reader:
+            return reader.schemas()
+
+    def events(self, session_id: str) -> list[dict[str, Any]]:
+        with self.reader() as reader:
+            return reader.events(session_id)
 
     def rows(self, session_id: str, table: str) -> list[tuple[Any, ...]]:
         """The table's rows, sorted (a set of rows, whatever order they were written in)."""
-        with self.reader(session_id) as (con, prefix):
-            return sorted(con.execute(f'SELECT * FROM {prefix}."{table}"').fetchall())
+        with self.reader(session_id) as reader:
+            return sorted(reader.con.execute(
+                f'SELECT * FROM {LAKE_ALIAS}."{session_id}"."{table}"').fetchall())
 
     def assert_tables(self, session_id: str, expected: Sequence[str]) -> None:
+        """The session's step tables are ``expected``, and no temporary table was committed
+        (the session's own records, ``__osiris_*``, are not step tables)."""
         tables = self.tables(session_id)
         leftovers = [t for t in tables if t.startswith(TMP_PREFIX)]
         assert not leftovers, f"temporary tables committed in session {session_id}: {leftovers}"
-        assert tables == sorted(expected), f"session {session_id} has tables {tables}"
+        steps = [t for t in tables if not t.startswith(META_TABLE_PREFIX)]
+        assert steps == sorted(expected), f"session {session_id} has tables {tables}"
+
+
+@dataclass
+class LakeReader:
+    """Questions to the lake on one open connection."""
+
+    con: duckdb.DuckDBPyConnection
+    prefix: str
+
+    def tables(self, session_id: str) -> list[str]:
+        """Every table in the session's schema (temporary and record tables included)."""
+        return sorted(r[0] for r in self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+            "AND schema_name = ?", [LAKE_ALIAS, session_id]).fetchall())
+
+    def schemas(self) -> list[str]:
+        """The session schemas in the lake (DuckLake's `main` and our state schema left out)."""
+        return sorted(r[0] for r in self.con.execute(
+            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? "
+            "AND schema_name NOT IN ('main', ?)", [LAKE_ALIAS, STATE_SCHEMA]).fetchall())
+
+    def events(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's events as the product records them in the lake, oldest first."""
+        if RECORDS_TABLE not in self.tables(session_id):
+            return []
+        rows = self.con.execute(
+            f'SELECT body FROM {LAKE_ALIAS}."{session_id}"."{RECORDS_TABLE}" '
+            "WHERE kind = 'event' ORDER BY seq").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def has_event(self, session_id: str, event: str, step_id: str) -> bool:
+        return any(e.get("event") == event and e.get("step_id") == step_id
+                   for e in self.events(session_id))
 
 
 @contextlib.contextmanager
@@ -162,13 +203,13 @@ def make_lake(root: Path, initialise: bool = True) -> Iterator[Lake]:
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> Iterator[Lake]:
+def lake(tmp_path: Path, lake_requirements: None) -> Iterator[Lake]:
     with make_lake(tmp_path / "lakeroot") as the_lake:
         yield the_lake
 
 
 @pytest.fixture
-def fresh_lake(tmp_path: Path) -> Iterator[Lake]:
+def fresh_lake(tmp_path: Path, lake_requirements: None) -> Iterator[Lake]:
     """A lake whose catalog no one has opened yet."""
     with make_lake(tmp_path / "lakeroot", initialise=False) as the_lake:
         yield the_lake
@@ -328,30 +369,7 @@ def dagster_project(directory: Path, lake: Lake, pipeline: str,
     return project
 
 
-# -- sessions and their events -----------------------------------------------------------------
-def session_ids(sessions: Path) -> set[str]:
-    if not sessions.is_dir():
-        return set()
-    return {p.name for p in sessions.iterdir() if p.is_dir() and not p.name.startswith(".")}
-
-
-def read_events(session_dir: Path) -> list[dict[str, Any]]:
-    """events.jsonl as written so far (a line being appended is skipped)."""
-    path = session_dir / "logs" / "events.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
-
-
-def has_event(session_dir: Path, event: str, step_id: str) -> bool:
-    return any(e.get("event") == event and e.get("step_id") == step_id
-               for e in read_events(session_dir))
-
-
+# -- waiting on conditions -------------------------------------------------------------------
 def wait_for(condition: Callable[[], Any], what: str, watched: Sequence[Proc] = (),
              timeout: float = 120.0) -> Any:
     """Poll ``condition`` until it returns something true; fail early (with their output) if a
@@ -371,9 +389,9 @@ def wait_for(condition: Callable[[], Any], what: str, watched: Sequence[Proc] = 
         time.sleep(0.1)
 
 
-def only_new_session(sessions: Path, before: set[str]) -> str:
-    new = session_ids(sessions) - before
-    assert len(new) == 1, f"expected one new session under {sessions}, got {sorted(new)}"
+def only_new_session(lake: Lake, before: Sequence[str]) -> str:
+    new = set(lake.schemas()) - set(before)
+    assert len(new) == 1, f"expected one new session in the lake, got {sorted(new)}"
     return new.pop()
 
 

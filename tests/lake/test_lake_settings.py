@@ -30,31 +30,31 @@ class Case:
     id: str
     env: dict[str, str | None]  # None: the variable is unset; FILE / OTHER_DIR: a path
     says: tuple[str, ...]
-    rc: int
     catalog_in_use: bool = True  # False: the run is the first to open its catalog
 
 
 CASES = [
     Case("no-catalog", {"OSIRIS_DUCKLAKE_CATALOG": None},
-         ("OSIRIS_DUCKLAKE_CATALOG", "needs a catalog"), 1),
+         ("OSIRIS_DUCKLAKE_CATALOG", "needs a catalog")),
     Case("no-data-path", {"OSIRIS_DUCKLAKE_DATA_PATH": None},
-         ("OSIRIS_DUCKLAKE_DATA_PATH", "needs a data path"), 1),
+         ("OSIRIS_DUCKLAKE_DATA_PATH", "needs a data path")),
     Case("unreachable-catalog",
          {"OSIRIS_DUCKLAKE_CATALOG": CATALOG.replace("host=", "port=1 host=")},
-         ("Check OSIRIS_DUCKLAKE_CATALOG", "port=1", "Connection refused"), 1),
+         ("Check OSIRIS_DUCKLAKE_CATALOG", "port=1", "Connection refused")),
     Case("unknown-store", {"OSIRIS_SESSION_STORE": "ducklak"},
-         ("OSIRIS_SESSION_STORE='ducklak' is not a session store", "duckdb, ducklake"), 2),
+         ("OSIRIS_SESSION_STORE='ducklak' is not a session store", "duckdb, ducklake")),
     # a worker configured with another data path than the catalog was created with
     Case("data-path-not-the-catalogs", {"OSIRIS_DUCKLAKE_DATA_PATH": "OTHER_DIR"},
-         ("Check OSIRIS_DUCKLAKE_DATA_PATH", "does not match"), 1),
+         ("Check OSIRIS_DUCKLAKE_DATA_PATH", "does not match")),
     # the first run of a new catalog, with a data path that cannot hold directories
     Case("data-path-is-a-file", {"OSIRIS_DUCKLAKE_DATA_PATH": "FILE"},
-         ("OSIRIS_DUCKLAKE_DATA_PATH",), 1, catalog_in_use=False),
+         ("OSIRIS_DUCKLAKE_DATA_PATH",), catalog_in_use=False),
 ]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
+def runs(tmp_path_factory: pytest.TempPathFactory,
+         lake_requirements: None) -> Iterator[dict[str, Proc]]:
     root = tmp_path_factory.mktemp("lake_settings")
     procs: dict[str, Proc] = {}
     with contextlib.ExitStack() as stack:
@@ -87,7 +87,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_bad_setting_is_named(case: Case, runs: dict[str, Proc]) -> None:
     proc = runs[case.id]
-    assert proc.popen.returncode == case.rc, proc.describe()
+    assert proc.popen.returncode != 0, proc.describe()
     assert "Traceback (most recent call last)" not in proc.output, proc.describe()
     for fragment in case.says:
         assert fragment in proc.stderr, f"{fragment!r} not in the output\n{proc.describe()}"

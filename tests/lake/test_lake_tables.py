@@ -19,7 +19,6 @@ from .conftest import (
     dagster_project,
     only_new_session,
     osiris_run,
-    session_ids,
     wait_for,
 )
 
@@ -83,8 +82,11 @@ def test_dagster_job_on_the_multiprocess_executor_writes_the_same_tables(
     run = spawn(dagster_job("lakeflow"), project.dir, project.env)
     assert run.wait() == 0, run.describe()
     assert "Executing steps using multiprocess executor" in run.output, run.describe()
-    (session,) = session_ids(lake.sessions)
+    (session,) = lake.schemas()
     _check_flow(lake, session)
+    events = [e["event"] for e in lake.events(session)]
+    assert events.count("run_start") == 1 and events.count("run_end") == 1, events
+    assert events.count("step_complete") == 3, events
     pids = project.step_starts(session)
     assert sorted(pids) == ["lakeflow__directors", "lakeflow__movies", "lakeflow__per_director"]
     assert run.popen.pid not in pids.values(), f"a step ran in the parent process: {pids}"
@@ -143,7 +145,7 @@ def test_a_later_run_of_one_asset_reads_the_earlier_sessions_tables(
     project = dagster_project(tmp_path / "later", lake, LATER, {"src.csv": "x\n1\n2\n3\n"})
     first = spawn(dagster_job("later"), project.dir, project.env)
     assert first.wait() == 0, first.describe()
-    (earlier,) = session_ids(lake.sessions)
+    (earlier,) = lake.schemas()
     assert lake.rows(earlier, "total") == [(60,)]
 
     # The file changes, but `src` is not materialised again: the later run must read the
@@ -152,12 +154,12 @@ def test_a_later_run_of_one_asset_reads_the_earlier_sessions_tables(
     config = project.run_config("factor.yaml", "later", {"factor": 100})
     second = spawn(dagster_materialize("later/total", config), project.dir, project.env)
     assert second.wait() == 0, second.describe()
-    later = only_new_session(lake.sessions, {earlier})
+    later = only_new_session(lake, [earlier])
     lake.assert_tables(later, ["total"])
     assert lake.rows(later, "total") == [(600,)]
     lake.assert_tables(earlier, ["src", "total"])  # the earlier session is untouched
     assert lake.rows(earlier, "total") == [(60,)]
-    assert sorted(lake.schemas()) == sorted([earlier, later])
+    assert lake.schemas() == sorted([earlier, later])
 
 
 TWICE_TAIL = """\
