@@ -198,9 +198,13 @@ class StepWorkspace:
                             params)
             rows = int(con.execute(f"SELECT count(*) FROM {self.output_relation}").fetchone()[0])
             con.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
+            explained = self.session.store.write_error(exc) \
+                if isinstance(exc, duckdb.Error) else None
+            if explained is not None:  # the store failed, not the step's data: say which
+                raise explained from None
             raise
         return rows
 

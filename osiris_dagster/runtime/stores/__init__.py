@@ -14,7 +14,7 @@ from typing import Protocol
 
 import duckdb
 
-from osiris_dagster.core.errors import UpstreamMissingError
+from osiris_dagster.core.errors import SessionStoreError, UpstreamMissingError
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
@@ -60,6 +60,10 @@ class SessionStore(Protocol):
     def attach_reader(self, con: duckdb.DuckDBPyConnection, location: str, alias: str) -> str:
         """Make the session at ``location`` readable in ``con`` (``alias`` if it needs an
         ATTACH of its own); returns the qualified prefix of its tables."""
+        ...
+
+    def write_error(self, exc: duckdb.Error) -> SessionStoreError | None:
+        """The store's own failure to write (naming its setting), or None for the query's."""
         ...
 
     def allowed_directories(self, locations: Sequence[str]) -> list[str]:

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import duckdb
 
-from osiris_dagster.core.errors import OsirisError, SessionLockedError, UpstreamMissingError
+from osiris_dagster.core.errors import (
+    OsirisError,
+    SessionLockedError,
+    SessionStoreError,
+    UpstreamMissingError,
+)
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.core.settings import Settings
 
@@ -51,6 +56,9 @@ class DuckDBFileStore:
         attach_with_retry(con, Path(location).resolve(), alias,
                           self.settings.lock_timeout_seconds, read_only=True)
         return f"{quote_ident(alias)}.main"
+
+    def write_error(self, exc: duckdb.Error) -> SessionStoreError | None:
+        return None  # a session file's own errors are DuckDB's, and say so
 
     def allowed_directories(self, locations: Sequence[str]) -> list[str]:
         return []  # attached files stay usable when file access is switched off

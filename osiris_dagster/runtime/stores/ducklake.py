@@ -12,6 +12,8 @@ Locations are ``ducklake:<session id>``: the session's schema in the configured 
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 from osiris_dagster.runtime.stores.extensions import load_extension
 
 LAKE_ALIAS = "osiris_lake"
+_ATTACH_ATTEMPTS = 5
 LOCATION_PREFIX = "ducklake:"
 _REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "r2://", "http://", "https://")
 
@@ -49,7 +52,8 @@ class DuckLakeStore:
         self.catalog = catalog.removeprefix("ducklake:")
         self.data_path = _normalise_data_path(data_path)
         self.metadata_schema = settings.ducklake_metadata_schema
-        self.records = LakeRecords(self._records_connection, self.session_prefix)
+        self.records = LakeRecords(self._records_connection, self.session_prefix,
+                                   self._records_error)
 
     # -- names ----------------------------------------------------------------------------------
     def location(self, session_id: str) -> str:
@@ -84,6 +88,7 @@ class DuckLakeStore:
     # -- connections ----------------------------------------------------------------------------
     def attach_session(self, con: duckdb.DuckDBPyConnection, session_id: str) -> None:
         self._attach_lake(con)
+        self._ensure_session_directory(session_id)
         statement = f"CREATE SCHEMA IF NOT EXISTS {self.session_prefix(session_id)}"
         try:
             con.execute(statement)
@@ -101,6 +106,36 @@ class DuckLakeStore:
                 "store is ducklake (OSIRIS_SESSION_STORE); materialise the upstream again")
         self._attach_lake(con)
         return self.session_prefix(_session_of(location))
+
+    def _ensure_session_directory(self, session_id: str) -> None:
+        """A local data path gets the session's directory now: a sealed SQL step may write
+        only inside it (allowed_directories) and so cannot create it itself."""
+        if self.data_path.startswith(_REMOTE_SCHEMES):
+            return
+        try:
+            Path(self.data_path, session_id).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SessionStoreError(
+                f"cannot create the session's data directory {self.data_path}{session_id}: "
+                f"{exc.strerror or exc}. Check OSIRIS_DUCKLAKE_DATA_PATH ({self.data_path}): "
+                "a directory every worker can write.") from None
+
+    def write_error(self, exc: duckdb.Error) -> SessionStoreError | None:
+        """A SessionStoreError naming the setting when ``exc`` is the lake failing to store
+        (its data path or catalog), not the step's query; else None."""
+        text = " ".join(str(exc).split())[:400]
+        if isinstance(exc, duckdb.IOException | duckdb.PermissionException |
+                      duckdb.HTTPException) and self.data_path.rstrip("/") in text:
+            return SessionStoreError(
+                f"the DuckLake session store cannot write its data files: {text}. Check "
+                f"OSIRIS_DUCKLAKE_DATA_PATH ({self.data_path}): a directory or bucket every "
+                "worker can write.")
+        return None
+
+    def _records_error(self, exc: duckdb.Error) -> Exception | None:
+        """Creating a session's records table writes under the data path first."""
+        return self.write_error(exc) or (self._attach_error(exc) if isinstance(
+            exc, duckdb.IOException | duckdb.PermissionException) else None)
 
     def _records_connection(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:", config={"memory_limit": self.settings.memory_limit})
@@ -130,10 +165,17 @@ class DuckLakeStore:
             options.append(f"METADATA_SCHEMA {quote_literal(self.metadata_schema)}")
         sql = (f"ATTACH {quote_literal('ducklake:' + self.catalog)} AS {LAKE_ALIAS} "
                f"({', '.join(options)})")
-        try:
-            con.execute(sql)
-        except duckdb.Error as exc:
-            raise self._attach_error(exc) from None
+        for attempt in range(_ATTACH_ATTEMPTS):
+            try:
+                con.execute(sql)
+                return
+            except duckdb.Error as exc:
+                # the first ATTACH of a new catalog creates its tables; PostgreSQL refuses a
+                # second worker doing the same at the same moment: by the retry they exist
+                if attempt + 1 < _ATTACH_ATTEMPTS and _is_creation_race(exc):
+                    time.sleep(0.05 * (attempt + 1) * random.uniform(0.5, 1.5))
+                    continue
+                raise self._attach_error(exc) from None
 
     def _create_s3_secret(self, con: duckdb.DuckDBPyConnection) -> None:
         from osiris_dagster.core.environment import environment
@@ -157,6 +199,11 @@ class DuckLakeStore:
             f"cannot open the DuckLake session store (catalog {_without_password(self.catalog)}"
             f", data path {self.data_path}): {text}. Check {setting} ({value}): the catalog "
             "database must be reachable from every worker and the data path shared by all.")
+
+
+def _is_creation_race(exc: duckdb.Error) -> bool:
+    text = str(exc).lower()
+    return "duplicate key value" in text or "already exists" in text
 
 
 def _session_of(location: str) -> str:

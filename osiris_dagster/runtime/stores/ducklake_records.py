@@ -34,9 +34,11 @@ class LakeRecords:
     under a lock; it never runs user SQL, so it is never sealed."""
 
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection],
-                 prefix: Callable[[str], str]) -> None:
+                 prefix: Callable[[str], str],
+                 explain: Callable[[duckdb.Error], Exception | None] = lambda exc: None) -> None:
         self._connect = connect
         self._prefix = prefix
+        self._explain = explain  # the store's error naming its setting, when it is to blame
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._pid = 0
@@ -135,10 +137,16 @@ class LakeRecords:
         prefix = self._prefix(session_id)
         table = f"{prefix}.{quote_ident(RECORDS_TABLE)}"
         if session_id not in self._ready:
-            self._run(lambda con: (
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}"),
-                con.execute(f"CREATE TABLE IF NOT EXISTS {table} (seq BIGINT, kind VARCHAR, "
-                            "name VARCHAR, body VARCHAR)")))
+            try:
+                self._run(lambda con: (
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}"),
+                    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (seq BIGINT, kind VARCHAR, "
+                                "name VARCHAR, body VARCHAR)")))
+            except duckdb.Error as exc:
+                explained = self._explain(exc)
+                if explained is None:
+                    raise
+                raise explained from None
             self._ready.add(session_id)
         return table
 
