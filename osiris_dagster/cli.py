@@ -18,6 +18,7 @@ from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import OsirisError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+KEEP_SNAPSHOTS = "10m"  # `sessions clean`: DuckLake snapshots younger than this stay
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--debug", action="store_true", help="show tracebacks")
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("sessions", help="list, show or clean session directories")
+    s = sub.add_parser("sessions", help="list, show or clean sessions (directories with the "
+                                        "duckdb store, schemas with OSIRIS_SESSION_STORE="
+                                        "ducklake)")
     s.add_argument("--sessions-dir", metavar="DIR",
                    help="root of session directories (default $OSIRIS_SESSIONS_DIR or "
                         ".osiris_sessions)")
@@ -82,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--force", action="store_true",
                        help="also delete sessions that latest materialisations reference and "
                             "unfinished ones (a run that may still be going)")
+    clean.add_argument("--keep-snapshots", metavar="AGE", default=KEEP_SNAPSHOTS,
+                       help="ducklake store: keep the lake's snapshots younger than AGE "
+                            f"(default {KEEP_SNAPSHOTS}) so transactions still running keep "
+                            "their conflict checks; files they still reference are freed by a "
+                            "later clean. 0s frees everything now: only when nothing else "
+                            "writes to the lake")
     s.set_defaults(func=cmd_sessions)
     return p
 
@@ -132,82 +141,85 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # -- sessions -------------------------------------------------------------------------------------
 def cmd_sessions(args: argparse.Namespace) -> int:
     from osiris_dagster.core.settings import Settings
-    from osiris_dagster.runtime.housekeeping import list_sessions
+    from osiris_dagster.runtime.stores import store_for
 
-    settings = Settings.from_env(args.sessions_dir)
-    root = settings.sessions_dir
+    settings = Settings.from_env(args.sessions_dir)  # with the session store's settings
+    store = store_for(settings)
     if args.action in (None, "list"):
-        sessions = list_sessions(root)
+        sessions = store.list_sessions()
         if not sessions:
-            print(f"no sessions under {root}")
+            print(f"no sessions {store.describe()}")
         for s in sessions:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started))
             print(f"{s.session_id}  {started}  {s.status or 'unfinished':10}  "
                   f"{_size(s.size_bytes):>9}  {s.pipeline or '?'}")
         return EXIT_OK
     if args.action == "show":
-        return _show_session(root, args.session_id)
+        return _show_session(settings, args.session_id)
     return _clean_sessions(args, settings)
 
 
-def _show_session(root: Path, session_id: str) -> int:
-    import duckdb
-
-    from osiris_dagster.core.settings import Settings
+def _show_session(settings: Any, session_id: str) -> int:
     from osiris_dagster.runtime.session import Session
 
-    session = Session(Settings(sessions_dir=root), session_id)
-    if not session.dir.is_dir():
-        print(f"error: no session {session_id} under {root}", file=sys.stderr)
+    session = Session(settings, session_id)
+    store = session.store
+    try:
+        tables = store.session_tables(session_id)
+    except OsirisError as exc:
+        tables, unreadable = [], str(exc)
+    else:
+        unreadable = None
+    if tables is None:
+        print(f"error: no session {session_id} {store.describe()}", file=sys.stderr)
         return EXIT_INVALID
-    print(f"session {session_id}\ndirectory {session.dir}")
+    print(f"session {session_id}")
+    if store.records is not None:
+        print(f"location {session.location} {store.describe()}")
+    if session.dir.is_dir():
+        print(f"directory {session.dir}")
     for e in session.read_events():
         if e.get("event") in ("run_start", "step_complete", "step_error", "run_end"):
             detail = {k: v for k, v in e.items() if k not in ("ts", "session", "event")}
             print(f"  {e['ts']}  {e['event']:14} {json.dumps(detail, ensure_ascii=False)}")
-    if session.db_path.exists():
-        try:
-            with duckdb.connect(str(session.db_path), read_only=True) as con:
-                for name, rows in con.execute(
-                        "SELECT table_name, estimated_size FROM duckdb_tables() "
-                        "ORDER BY table_name").fetchall():
-                    print(f"  table {name}: ~{rows} rows")
-        except duckdb.Error as exc:
-            print(f"  (cannot open {session.db_path}: {str(exc).splitlines()[0]})")
+    for name, rows in tables:
+        print(f"  table {name}: {rows} rows")
+    if unreadable:
+        print(f"  (cannot read its tables: {unreadable})")
+    for name, size in store.session_files(session_id).items():
+        print(f"  file  {name} ({_size(size)})")
     return EXIT_OK
 
 
 def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
-    from osiris_dagster.runtime.housekeeping import (
-        delete_session,
-        list_sessions,
-        parse_duration,
-        select_for_cleaning,
-    )
+    from osiris_dagster.runtime.housekeeping import parse_duration, select_for_cleaning
+    from osiris_dagster.runtime.stores import store_for
 
     if args.older_than is None and args.keep is None:
         print("error: say what to clean: --older-than AGE and/or --keep N", file=sys.stderr)
         return EXIT_INVALID
     try:
         older = parse_duration(args.older_than) if args.older_than else None
+        keep_snapshots = parse_duration(args.keep_snapshots)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    store = store_for(settings)
     referenced = set() if args.force else _referenced_sessions(settings)
-    delete, protected = select_for_cleaning(list_sessions(settings.sessions_dir),
-                                            older_than=older, keep=args.keep,
-                                            referenced=referenced, force=args.force)
+    delete, protected = select_for_cleaning(store.list_sessions(), older_than=older,
+                                            keep=args.keep, referenced=referenced,
+                                            force=args.force)
     for k in protected:
         print(f"kept    {k.session.session_id} ({k.reason}; --force deletes)")
-    freed = 0
+    report = None if args.dry_run else store.drop_sessions(delete, keep_snapshots)
     for s in delete:
         print(f"{'would delete' if args.dry_run else 'deleted'} {s.session_id} "
               f"({_size(s.size_bytes)}, {s.pipeline or '?'})")
-        if not args.dry_run:
-            delete_session(s)
-        freed += s.size_bytes
+    freed = sum(s.size_bytes for s in delete) - (report.bytes_left if report else 0)
     verb = "would free" if args.dry_run else "freed"
     print(f"{len(delete)} session(s), {verb} {_size(freed)}")
+    for note in report.notes if report else []:
+        print(note)
     return EXIT_OK
 
 

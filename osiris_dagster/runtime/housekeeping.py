@@ -1,30 +1,18 @@
-"""Listing and cleaning session directories (`osiris-dagster sessions ...`). No Dagster here:
-the caller passes the ids of sessions that the latest materialisations still reference."""
+"""Choosing which sessions `osiris-dagster sessions clean` deletes. No Dagster here: the caller
+passes the ids of sessions that the latest materialisations still reference. Listing and
+deleting are the store's (``SessionStore.list_sessions`` / ``drop_sessions``)."""
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from osiris_dagster.runtime.stores.duckdb_file import DB_FILE
+from osiris_dagster.runtime.stores.inventory import SessionInfo
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    session_id: str
-    path: Path
-    pipeline: str | None
-    status: str | None  # success / failure / None (running or killed)
-    started: float  # epoch seconds
-    size_bytes: int
 
 
 def parse_duration(text: str) -> float:
@@ -33,32 +21,6 @@ def parse_duration(text: str) -> float:
     if not m:
         raise ValueError(f"duration {text!r} must look like 30s, 15m, 12h, 7d or 2w")
     return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def list_sessions(root: Path) -> list[SessionInfo]:
-    if not root.is_dir():
-        return []
-    out = []
-    for d in root.iterdir():
-        if not d.is_dir() or d.name.startswith(".") or not _looks_like_session(d):
-            continue
-        pipeline = status = None
-        started = d.stat().st_mtime
-        events = d / "logs" / "events.jsonl"
-        if events.exists():
-            for line in events.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    e = json.loads(line)
-                except ValueError:
-                    continue
-                if e.get("event") == "run_start":
-                    pipeline = e.get("pipeline")
-                    started = _epoch(e.get("ts")) or started
-                elif e.get("event") == "run_end":
-                    status = e.get("status")
-        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-        out.append(SessionInfo(d.name, d, pipeline, status, started, size))
-    return sorted(out, key=lambda s: s.started, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -105,22 +67,3 @@ def select_for_cleaning(sessions: Iterable[SessionInfo], *, older_than: float | 
             continue
         delete.append(s)
     return delete, protected
-
-
-def delete_session(info: SessionInfo) -> None:
-    shutil.rmtree(info.path)
-
-
-def _looks_like_session(d: Path) -> bool:
-    return (d / DB_FILE).exists() or (d / "logs").is_dir() or (d / "manifest.yaml").exists()
-
-
-def _epoch(ts: object) -> float | None:
-    from datetime import datetime
-
-    if not isinstance(ts, str):
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

@@ -17,6 +17,7 @@ import duckdb
 from osiris_dagster.core.errors import SessionStoreError, UpstreamMissingError
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
+from osiris_dagster.runtime.stores.inventory import DropReport, SessionInfo
 
 
 class SessionStore(Protocol):
@@ -77,6 +78,31 @@ class SessionStore(Protocol):
     def missing(self, what: str, rematerialise: str, session_id: str,
                 location: str) -> UpstreamMissingError:
         """The error for an upstream whose session is gone."""
+        ...
+
+    # -- housekeeping (`osiris-dagster sessions list|show|clean`) -------------------------------
+    def describe(self) -> str:
+        """Where the sessions are, for messages (``under <dir>``, ``in DuckLake catalog ...``)."""
+        ...
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every session of the store, newest first."""
+        ...
+
+    def session_tables(self, session_id: str) -> list[tuple[str, int]] | None:
+        """(step table, rows) of a session, our own bookkeeping tables left out; None when the
+        store has no such session."""
+        ...
+
+    def session_files(self, session_id: str) -> dict[str, int]:
+        """The session's manifest and step artifacts: name -> bytes."""
+        ...
+
+    def drop_sessions(self, sessions: Sequence[SessionInfo], keep_snapshots: float
+                      ) -> DropReport:
+        """Delete these sessions and free the space they held (data files and the session
+        directory on this machine, if any). A store with snapshots keeps those younger than
+        ``keep_snapshots`` seconds (transactions still running are checked against them)."""
         ...
 
 

@@ -20,6 +20,7 @@ from osiris_dagster.core.errors import (
 )
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.stores.inventory import DropReport, SessionInfo
 
 DB_FILE = "pipeline_data.duckdb"
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
@@ -69,6 +70,31 @@ class DuckDBFileStore:
     def missing(self, what: str, rematerialise: str, session_id: str,
                 location: str) -> UpstreamMissingError:
         return UpstreamMissingError.session_gone(what, rematerialise, session_id, location)
+
+    # -- housekeeping (`osiris-dagster sessions`) -----------------------------------------------
+    def describe(self) -> str:
+        return f"under {self.settings.sessions_dir}"
+
+    def list_sessions(self) -> list[SessionInfo]:
+        from osiris_dagster.runtime.stores import duckdb_sessions
+
+        return duckdb_sessions.list_sessions(self.settings.sessions_dir)
+
+    def session_tables(self, session_id: str) -> list[tuple[str, int]] | None:
+        from osiris_dagster.runtime.stores import duckdb_sessions
+
+        return duckdb_sessions.session_tables(self.settings.sessions_dir / session_id)
+
+    def session_files(self, session_id: str) -> dict[str, int]:
+        from osiris_dagster.runtime.stores import duckdb_sessions
+
+        return duckdb_sessions.session_files(self.settings.sessions_dir / session_id)
+
+    def drop_sessions(self, sessions: Sequence[SessionInfo], keep_snapshots: float
+                      ) -> DropReport:
+        from osiris_dagster.runtime.stores import duckdb_sessions
+
+        return duckdb_sessions.drop_sessions(sessions)
 
 
 def attach_with_retry(con: duckdb.DuckDBPyConnection, db_path: Path, alias: str,

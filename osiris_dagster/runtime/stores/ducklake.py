@@ -24,7 +24,9 @@ from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
+from osiris_dagster.runtime.stores.ducklake_sessions import LakeSessions
 from osiris_dagster.runtime.stores.extensions import load_extension
+from osiris_dagster.runtime.stores.inventory import DropReport, SessionInfo
 
 LAKE_ALIAS = "osiris_lake"
 _ATTACH_ATTEMPTS = 5
@@ -84,6 +86,32 @@ class DuckLakeStore:
         """The data files of these sessions only: DuckLake writes a schema's tables under
         ``<data path>/<schema>/``."""
         return [f"{self.data_path}{_session_of(loc)}/" for loc in locations if self.owns(loc)]
+
+    # -- housekeeping (`osiris-dagster sessions`) -----------------------------------------------
+    def describe(self) -> str:
+        return (f"in the DuckLake catalog {_without_password(self.catalog)}"
+                + (f" (metadata schema {self.metadata_schema})" if self.metadata_schema else "")
+                + f", data path {self.data_path}")
+
+    def list_sessions(self) -> list[SessionInfo]:
+        return self._sessions().list_sessions()
+
+    def session_tables(self, session_id: str) -> list[tuple[str, int]] | None:
+        return self._sessions().session_tables(session_id)
+
+    def session_files(self, session_id: str) -> dict[str, int]:
+        return {name: len(body.encode("utf-8"))
+                for name, body in self.records.files(session_id).items()}
+
+    def drop_sessions(self, sessions: Sequence[SessionInfo], keep_snapshots: float
+                      ) -> DropReport:
+        return self._sessions().drop_sessions(sessions, keep_snapshots)
+
+    def _sessions(self) -> LakeSessions:
+        return LakeSessions(self._records_connection, LAKE_ALIAS, self.data_path,
+                            self.settings.sessions_dir,
+                            remote=self.data_path.startswith(_REMOTE_SCHEMES),
+                            metadata_schema=self.metadata_schema)
 
     # -- connections ----------------------------------------------------------------------------
     def attach_session(self, con: duckdb.DuckDBPyConnection, session_id: str) -> None:

@@ -51,9 +51,8 @@ class LakeRecords:
             f"INSERT INTO {table} VALUES (?, ?, NULL, ?)", [time.time_ns(), kind, body]))
 
     def read(self, session_id: str, kind: str) -> list[str]:
-        table = self._table(session_id)
-        rows = self._run(lambda con: con.execute(
-            f"SELECT body FROM {table} WHERE kind = ? ORDER BY seq", [kind]).fetchall())
+        rows = self._read(session_id, "SELECT body FROM {table} WHERE kind = ? ORDER BY seq",
+                          [kind])
         return [r[0] for r in rows]
 
     def put_file(self, session_id: str, name: str, body: str) -> None:
@@ -75,9 +74,8 @@ class LakeRecords:
         self._run(put)
 
     def files(self, session_id: str) -> dict[str, str]:
-        table = self._table(session_id)
-        rows = self._run(lambda con: con.execute(
-            f"SELECT name, body FROM {table} WHERE kind = 'file' ORDER BY name").fetchall())
+        rows = self._read(session_id,
+                          "SELECT name, body FROM {table} WHERE kind = 'file' ORDER BY name", [])
         return {str(r[0]): str(r[1]) for r in rows}
 
     def claim(self, session_id: str, name: str) -> bool:
@@ -133,6 +131,19 @@ class LakeRecords:
         return table
 
     # -- plumbing -------------------------------------------------------------------------------
+    def _read(self, session_id: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` on the session's records; none when it has none (reading creates
+        nothing: `sessions show` must not leave a schema behind for a mistyped id)."""
+        table = f"{self._prefix(session_id)}.{quote_ident(RECORDS_TABLE)}"
+
+        def read(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+            try:
+                return con.execute(sql.format(table=table), params).fetchall()
+            except duckdb.CatalogException:  # no such schema or table (yet)
+                return []
+
+        return self._run(read)
+
     def _table(self, session_id: str) -> str:
         prefix = self._prefix(session_id)
         table = f"{prefix}.{quote_ident(RECORDS_TABLE)}"
