@@ -22,10 +22,10 @@ import dagster as dg
 import pytest
 
 from osiris_dagster.dagster_layer.executors import executor_from_env
+from tests.test_executors_env import resolved_config
 
 from .celery_workers import celery_workers
 from .dagster_home import postgres_dagster_home
-from .test_executors_env import resolved_config
 
 BROKERS = {
     "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//",
