@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from osiris_dagster.runtime.stores.ducklake_records import STATE_SCHEMA
+
 from ..test_cli_run import CONNECTIONS, EXAMPLE, cli
 
 PG_DSN = os.environ.get("OSIRIS_TEST_PG_DSN", "dbname=test host=127.0.0.1 user=postgres")
@@ -44,7 +46,7 @@ class Lake:
         """Schemas of the lake's current snapshot, read from the catalog itself."""
         rows = self.pg(f'SELECT schema_name FROM "{self.schema}".ducklake_schema '
                        "WHERE end_snapshot IS NULL")
-        return {str(r[0]) for r in rows} - {"main"}
+        return {str(r[0]) for r in rows} - {"main", STATE_SCHEMA}  # ours: not a session
 
     def parquet(self, session_id: str | None = None) -> list[Path]:
         root = self.data / session_id if session_id else self.data

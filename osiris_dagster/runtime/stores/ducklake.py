@@ -152,8 +152,9 @@ class DuckLakeStore:
         """A SessionStoreError naming the setting when ``exc`` is the lake failing to store
         (its data path or catalog), not the step's query; else None."""
         text = " ".join(str(exc).split())[:400]
-        if isinstance(exc, duckdb.IOException | duckdb.PermissionException |
-                      duckdb.HTTPException) and self.data_path.rstrip("/") in text:
+        # not PermissionException: that is the seal refusing the step's own query
+        if isinstance(exc, duckdb.IOException | duckdb.HTTPException) and \
+                self.data_path.rstrip("/") in text:
             return SessionStoreError(
                 f"the DuckLake session store cannot write its data files: {text}. Check "
                 f"OSIRIS_DUCKLAKE_DATA_PATH ({self.data_path}): a directory or bucket every "
@@ -163,7 +164,7 @@ class DuckLakeStore:
     def _records_error(self, exc: duckdb.Error) -> Exception | None:
         """Creating a session's records table writes under the data path first."""
         return self.write_error(exc) or (self._attach_error(exc) if isinstance(
-            exc, duckdb.IOException | duckdb.PermissionException) else None)
+            exc, duckdb.IOException) else None)
 
     def _records_connection(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:", config={"memory_limit": self.settings.memory_limit})

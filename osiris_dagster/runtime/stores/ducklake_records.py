@@ -148,16 +148,10 @@ class LakeRecords:
         prefix = self._prefix(session_id)
         table = f"{prefix}.{quote_ident(RECORDS_TABLE)}"
         if session_id not in self._ready:
-            try:
-                self._run(lambda con: (
-                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}"),
-                    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (seq BIGINT, kind VARCHAR, "
-                                "name VARCHAR, body VARCHAR)")))
-            except duckdb.Error as exc:
-                explained = self._explain(exc)
-                if explained is None:
-                    raise
-                raise explained from None
+            self._run(lambda con: (
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}"),
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} (seq BIGINT, kind VARCHAR, "
+                            "name VARCHAR, body VARCHAR)")))
             self._ready.add(session_id)
         return table
 
@@ -174,6 +168,11 @@ class LakeRecords:
                         con.execute("ROLLBACK")
                     if attempt == _RETRIES - 1:
                         raise
+                except duckdb.Error as exc:
+                    explained = self._explain(exc)  # the store's setting to blame, if it is
+                    if explained is None:
+                        raise
+                    raise explained from None
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
