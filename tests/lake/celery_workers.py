@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
@@ -69,9 +70,24 @@ def delete_queue(broker: str, queue: str) -> None:
 
 
 def worker_yaml(path: Path, broker: str, backend: str) -> Path:
-    """The `-y` file: the same execution config block a job's celery executor gets."""
-    path.write_text(f"execution:\n  config:\n    broker: '{broker}'\n    backend: '{backend}'\n")
+    """The `-y` file: the execution config block a job's celery executor gets, plus what the
+    README tells users to give their workers: a worker busy with one step must not reserve the
+    next one while another worker is idle (seen on Redis: a ready step waited two minutes
+    behind a step that was blocked)."""
+    config: dict[str, object] = {"broker": broker, "backend": backend,
+                                 "config_source": no_prefetch_settings(broker)}
+    path.write_text(yaml.safe_dump({"execution": {"config": config}}))
     return path
+
+
+def no_prefetch_settings(broker: str) -> dict[str, object]:
+    """Celery acknowledges a task when it starts, so a one-step-at-a-time worker would take
+    another from the broker while busy. Redis: Celery 5.7's worker_disable_prefetch. RabbitMQ:
+    acknowledge at the end, one message in flight (RabbitMQ redelivers an unacknowledged step
+    only when its worker's connection dies)."""
+    if broker.startswith(("redis://", "rediss://")):
+        return {"worker_disable_prefetch": True}
+    return {"task_acks_late": True, "worker_prefetch_multiplier": 1}
 
 
 @contextlib.contextmanager
