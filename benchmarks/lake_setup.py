@@ -202,7 +202,6 @@ def services(root: Path, configs: list[Config], sizes: list[int],
             home = base / "dagster_home"
             if config.instance == "postgres":
                 stack.enter_context(postgres_dagster_home(home))
-                create_instance_tables(home)
             else:
                 home.mkdir(parents=True)
                 (home / "dagster.yaml").write_text(SQLITE_DAGSTER_YAML, encoding="utf-8")
@@ -237,16 +236,6 @@ def services(root: Path, configs: list[Config], sizes: list[int],
                     remove_queue=True))
             out.prepared[config.name] = prepared
         yield out
-
-
-def create_instance_tables(home: Path) -> None:
-    """Open the fresh PostgreSQL instance once, which creates its tables. Otherwise the two
-    Celery workers, starting at the same moment, both create them and one fails
-    (``DuplicateObject: type "alembic_version" already exists``)."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)):
-        pass
 
 
 def _drop_schemas(schemas: list[str]) -> None:

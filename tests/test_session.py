@@ -205,3 +205,32 @@ def test_log_lock_is_reentrant_across_spellings_of_one_session(tmp_path: Path) -
         assert [e["event"] for e in events] == ["first"]
         b.log_event("second")
     assert [e["event"] for e in a.read_events()] == ["first", "second"]
+
+
+SPILL_DIR_OF_ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.session import Session
+con = Session(Settings(sessions_dir=Path(sys.argv[1])), "s1").open_workspace_connection()
+print(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+"""
+
+
+def test_steps_of_one_session_in_two_processes_never_share_spill_files(tmp_path: Path) -> None:
+    """DuckDB names its spill files alike in every process: parallel steps of one session (the
+    multiprocess or Celery executor) spilling into one directory broke each other's queries."""
+    session = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s1")
+    con = session.open_workspace_connection()
+    mine = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    con.close()  # a session file has one writer: the other process opens it after us
+    other = subprocess.run([sys.executable, "-c", SPILL_DIR_OF_ANOTHER_PROCESS, str(tmp_path)],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert mine != other
+    assert Path(mine).parent == Path(other).parent == session.tmp_dir
+    # a sort larger than the memory limit spills into a directory DuckDB creates itself
+    con = session.open_workspace_connection()
+    total = con.execute("SELECT sum(x) FROM (SELECT range AS x, md5(range::VARCHAR) AS h "
+                        "FROM range(3000000) ORDER BY h)").fetchone()[0]
+    con.close()
+    assert total == sum(range(3000000))

@@ -89,6 +89,15 @@ class Session:
     def tmp_dir(self) -> Path:
         return self.dir / "tmp"
 
+    def spill_dir(self) -> Path:
+        """DuckDB's temp_directory for a connection opened by this thread of this process.
+
+        Not the session's tmp/ itself: DuckDB names its spill files the same in every process
+        (``duckdb_temp_storage_DEFAULT-0.tmp``), so two steps of one session spilling at once
+        (parallel executors) would overwrite each other's and fail, crash or worse. A thread
+        opens one step connection at a time, and DuckDB removes its files when it closes."""
+        return self.tmp_dir / f"spill-{os.getpid()}-{threading.get_ident()}"
+
     @property
     def events_path(self) -> Path:
         return self.logs_dir / "events.jsonl"
@@ -243,7 +252,7 @@ class Session:
         self.ensure()
         config: dict[str, Any] = {
             "memory_limit": self.settings.memory_limit,
-            "temp_directory": str(self.tmp_dir),
+            "temp_directory": str(self.spill_dir()),
         }
         if self.settings.threads:
             config["threads"] = self.settings.threads

@@ -46,7 +46,18 @@ def postgres_dagster_home(home: Path) -> Iterator[Path]:
         home.mkdir(parents=True, exist_ok=True)
         (home / "dagster.yaml").write_text(
             DAGSTER_YAML.format(user=PG_USER, host=PG_HOST, port=PG_PORT, db=db))
+        _create_instance_tables(home)
         yield home
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5) as con:
             con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _create_instance_tables(home: Path) -> None:
+    """Open the fresh instance once, which creates its tables: Celery workers starting at the
+    same moment would each create them, and one fails (`DuplicateObject: type
+    "alembic_version" already exists`)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
