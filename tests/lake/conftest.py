@@ -41,6 +41,8 @@ from osiris_dagster.runtime.stores.ducklake_records import (
 from osiris_dagster.runtime.stores.extensions import WHEEL_PACKAGES
 from osiris_dagster.runtime.workspace import TMP_PREFIX
 
+from ..reliability.conftest import clean_env
+
 PY = sys.executable
 PG_DSN = "dbname=test host=127.0.0.1 user=postgres"
 CATALOG = f"postgres:{PG_DSN}"
@@ -216,16 +218,6 @@ def fresh_lake(tmp_path: Path, lake_requirements: None) -> Iterator[Lake]:
 
 
 # -- subprocesses ------------------------------------------------------------------------------
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without OSIRIS_* and DAGSTER_HOME, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
-    env["OSIRIS_HEARTBEAT_SECONDS"] = "0"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra or {})
-    return env
-
-
 @dataclass
 class Proc:
     """A command started in its own process group, stdout and stderr in files."""

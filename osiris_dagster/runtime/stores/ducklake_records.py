@@ -120,15 +120,8 @@ class LakeRecords:
         return {str(r[0]): str(r[1]) for r in rows}
 
     def _state_table(self) -> str:
-        schema = self._prefix(STATE_SCHEMA)
-        table = f"{schema}.files"
-        if STATE_SCHEMA not in self._ready:
-            self._run(lambda con: (
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}"),
-                con.execute(f"CREATE TABLE IF NOT EXISTS {table} (pipeline VARCHAR, "
-                            "step_id VARCHAR, name VARCHAR, body VARCHAR)")))
-            self._ready.add(STATE_SCHEMA)
-        return table
+        return self._ensure_table(STATE_SCHEMA, "files", "pipeline VARCHAR, step_id VARCHAR, "
+                                  "name VARCHAR, body VARCHAR")
 
     # -- plumbing -------------------------------------------------------------------------------
     def _read(self, session_id: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -145,14 +138,18 @@ class LakeRecords:
         return self._run(read)
 
     def _table(self, session_id: str) -> str:
-        prefix = self._prefix(session_id)
-        table = f"{prefix}.{quote_ident(RECORDS_TABLE)}"
-        if session_id not in self._ready:
+        return self._ensure_table(session_id, RECORDS_TABLE, "seq BIGINT, kind VARCHAR, "
+                                  "name VARCHAR, body VARCHAR")
+
+    def _ensure_table(self, schema: str, name: str, columns: str) -> str:
+        """``schema.name`` of the lake, created (with its schema) once per process."""
+        prefix = self._prefix(schema)
+        table = f"{prefix}.{quote_ident(name)}"
+        if schema not in self._ready:
             self._run(lambda con: (
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}"),
-                con.execute(f"CREATE TABLE IF NOT EXISTS {table} (seq BIGINT, kind VARCHAR, "
-                            "name VARCHAR, body VARCHAR)")))
-            self._ready.add(session_id)
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")))
+            self._ready.add(schema)
         return table
 
     def _run(self, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
