@@ -58,20 +58,9 @@ class LakeRecords:
     def put_file(self, session_id: str, name: str, body: str) -> None:
         """Replace the session's file ``name`` (``manifest.yaml``, ``artifacts/<step>/x``)."""
         table = self._table(session_id)
-
-        def put(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"DELETE FROM {table} WHERE kind = 'file' AND name = ?", [name])
-                con.execute(f"INSERT INTO {table} VALUES (?, 'file', ?, ?)",
-                            [time.time_ns(), name, body])
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-
-        self._run(put)
+        self._replace((f"DELETE FROM {table} WHERE kind = 'file' AND name = ?", [name]),
+                      (f"INSERT INTO {table} VALUES (?, 'file', ?, ?)",
+                       [time.time_ns(), name, body]))
 
     def files(self, session_id: str) -> dict[str, str]:
         rows = self._read(session_id,
@@ -96,21 +85,10 @@ class LakeRecords:
     def put_state(self, pipeline: str, step_id: str, name: str, body: str) -> None:
         """Replace the step's state file ``name``, in one transaction."""
         table = self._state_table()
-
-        def put(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"DELETE FROM {table} WHERE pipeline = ? AND step_id = ? AND "
-                            "name = ?", [pipeline, step_id, name])
-                con.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
-                            [pipeline, step_id, name, body])
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-
-        self._run(put)
+        self._replace((f"DELETE FROM {table} WHERE pipeline = ? AND step_id = ? AND name = ?",
+                       [pipeline, step_id, name]),
+                      (f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
+                       [pipeline, step_id, name, body]))
 
     def state_files(self, pipeline: str, step_id: str) -> dict[str, str]:
         table = self._state_table()
@@ -124,6 +102,22 @@ class LakeRecords:
                                   "name VARCHAR, body VARCHAR")
 
     # -- plumbing -------------------------------------------------------------------------------
+    def _replace(self, delete: tuple[str, list[Any]], insert: tuple[str, list[Any]]) -> None:
+        """The delete and the insert as one transaction (a reader sees the old row or the new)."""
+
+        def replace(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(*delete)
+                con.execute(*insert)
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+
+        self._run(replace)
+
     def _read(self, session_id: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         """Rows of ``sql`` on the session's records; none when it has none (reading creates
         nothing: `sessions show` must not leave a schema behind for a mistyped id)."""
