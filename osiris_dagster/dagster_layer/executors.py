@@ -115,4 +115,3 @@ def _celery(env: Mapping[str, str]) -> dg.ExecutorDefinition:
         "config_source": {"task_default_queue": queue},
     }
     return celery_executor.configured(config, name="celery")
-

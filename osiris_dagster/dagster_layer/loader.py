@@ -235,4 +235,3 @@ def broken_specs(broken: Sequence[BrokenPipeline], taken: set[dg.AssetKey] | Non
             tags={"osiris/invalid": "true"},
             kinds={"osiris"}))
     return specs
-

@@ -203,12 +203,6 @@ class Session:
         self.log_event(event, **fields)
         return True
 
-    def has_started(self) -> bool:
-        """Whether the session's run_start was written (its manifest exists)."""
-        if self.records is not None:
-            return "manifest.yaml" in self.records.files(self.session_id)
-        return self.manifest_path.exists()
-
     # -- artifacts ----------------------------------------------------------------------------
     def write_json_artifact(self, step_id: str, name: str, data: Any) -> Path:
         path = self.artifacts_dir(step_id) / name
