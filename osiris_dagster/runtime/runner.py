@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from osiris_dagster.core import memory
+from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import (
     DriverError,
     NotRetryableError,
@@ -28,7 +29,7 @@ from osiris_dagster.oml.model import Pipeline, Step, thaw
 from osiris_dagster.oml.specs import get_spec
 from osiris_dagster.runtime.checks import CheckOutcome, CheckSpec, run_checks
 from osiris_dagster.runtime.connections import Connections, ResolvedConnection
-from osiris_dagster.runtime.session import Session, write_json_atomic
+from osiris_dagster.runtime.session import Session, state_json
 from osiris_dagster.runtime.workspace import ProgressCallback, StepWorkspace
 
 # Families whose drivers always need a connection (resolved to the default alias when the step
@@ -244,10 +245,10 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
     if pending is None:
         return
     try:
-        write_json_atomic(pending.path, pending.document)
+        text = state_json(pending.document)
+        write_text_atomic(pending.path, text)
         if session.records is not None:  # where every worker reads it
-            session.records.put_state(pipeline.name, outcome.step_id, pending.path.name,
-                                      pending.path.read_text(encoding="utf-8"))
+            session.records.put_state(pipeline.name, outcome.step_id, pending.path.name, text)
     except (OSError, duckdb.Error) as exc:
         message = (f"the step's table was materialised, but its incremental state could not be "
                    f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -57,8 +58,9 @@ class Session:
         self.masker = masker or Masker()
 
     # -- layout -------------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def store(self) -> SessionStore:
+        """The settings' store (asked for on every event: looked up once)."""
         return store_for(self.settings)
 
     @property
@@ -268,7 +270,12 @@ class Session:
         return con
 
 
+def state_json(data: Any) -> str:
+    """The text of a state file (a high-water mark document)."""
+    return json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True,
+                      default=_json_default) + "\n"
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """``data`` as JSON in ``path``, replaced in one rename (state files: never half written)."""
-    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True,
-                                        default=_json_default) + "\n")
+    write_text_atomic(path, state_json(data))
