@@ -41,7 +41,7 @@ PER_ASSET_LIMIT_MS = 50.0  # issue 15 (was 150 ms)
 @dataclass(frozen=True)
 class Contender:
     name: str
-    kind: str  # osiris_cli | osiris_inproc | script | cat
+    kind: str  # osiris_cli | osiris_inproc | script | cat | dagster_noop
     cases: tuple[str, ...]
     description: str
     script: str | None = None
@@ -87,6 +87,13 @@ def registry() -> list[Contender]:
                   "dlt `filesystem` source -> duckdb destination (pyarrow batches); e2e adds the "
                   "SQL + COPY in the same DuckDB file", script="dlt_arrow_source.py",
                   caps={E2E: one_m, EXTRACT: one_m}),
+        Contender("dagster_noop", "dagster_noop", (OVERHEAD,),
+                  "Dagster's own floor: N assets that do nothing, Dagster's default SQLite "
+                  "instance (context)", script="dagster_noop_assets.py", role="context"),
+        Contender("dagster_noop_cli", "dagster_noop", (OVERHEAD,),
+                  "the same on an instance set up as `osiris-dagster run` sets up its own "
+                  "(pooled event log connections, files held open; context)",
+                  script="dagster_noop_assets.py", args=("--storage", "cli"), role="context"),
         Contender("limit_duckdb_count", "script", (LIMIT,),
                   "physical limit: DuckDB `SELECT count(*) FROM read_csv(...)`",
                   script="duckdb_count.py", role="limit"),
@@ -221,6 +228,9 @@ class Runner:
                     "--sessions-dir", str(sessions)], out
         if c.kind == "cat":
             return ["/bin/sh", "-c", f"cat '{csv}' > /dev/null"], out
+        if c.kind == "dagster_noop":
+            return [sys.executable, str(CONTENDERS_DIR / c.script), "--steps", str(steps or 1),
+                    "--home", str(sessions), *c.args], out
         script = str(CONTENDERS_DIR / c.script)
         if case == LIMIT:
             return [sys.executable, script, str(csv)], out

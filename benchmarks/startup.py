@@ -5,6 +5,10 @@ CSV extracts, a DuckDB join, a CSV export), each a fresh process timed by the ha
 
 * `import_dagster`: `python -c "import dagster"`, the yardstick (what any Dagster tool pays);
 * `python_bare`: `python -c pass`, the interpreter alone (context);
+* `dagster_noop_4:run`: Dagster's own floor for a run: 4 assets that do nothing, shaped like the
+  example, run in-process on a persistent SQLite instance (`contenders/dagster_noop_assets.py`);
+  `dagster_noop_4_cli_instance:run`: the same on an instance set up as `osiris-dagster run`
+  sets up its own (context: what a run costs before any osiris code runs);
 * `<osiris contender>:validate`: `osiris-dagster validate pipelines/director_stats.yaml`;
 * `<osiris contender>:run`: `osiris-dagster run pipelines/director_stats.yaml --sessions-dir D`
   with the Dagster instance under D kept across rounds (a user's second and later runs; the
@@ -28,6 +32,8 @@ from typing import Any
 STARTUP = "startup"
 EXAMPLE = "pipelines/director_stats.yaml"
 REFERENCE, BARE = "import_dagster", "python_bare"
+# Dagster's own floor: a run of 4 assets that do nothing, shaped like the example
+DAGSTER_FLOOR, DAGSTER_FLOOR_CLI = "dagster_noop_4:run", "dagster_noop_4_cli_instance:run"
 VALIDATE_LIMIT, RUN_LIMIT = 0.35, 2.0  # issue 15: x the wall of `import dagster`
 
 
@@ -49,6 +55,10 @@ def prepare(workroot: Path, repo: Path, osiris: list[tuple[str, str, dict[str, s
     out = [StartupCommand(REFERENCE, (py, "-c", "import dagster"), {}, home),
            StartupCommand(BARE, (py, "-c", "pass"), {}, home)]
     home.mkdir(parents=True, exist_ok=True)
+    noop = str(repo / "benchmarks" / "contenders" / "dagster_noop_assets.py")
+    for name, storage in ((DAGSTER_FLOOR, "dagster"), (DAGSTER_FLOOR_CLI, "cli")):
+        out.append(StartupCommand(name, (py, noop, "--shape", "example", "--storage", storage,
+                                         "--home", str(home / name)), {}, home))
     for name, cli, env in osiris:
         work = home / name.replace("+", "_")
         if not work.exists():

@@ -375,10 +375,13 @@ def _instance(settings: Any) -> Any:
         return dg.DagsterInstance.get()
     import fcntl
 
+    from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
+
     home = settings.sessions_dir / ".dagster"
+    overrides = cli_instance_overrides(str(home))
     ready = home / ".initialised"
     if ready.exists():  # schema in place: concurrent runs start without waiting on each other
-        return dg.DagsterInstance.local_temp(tempdir=str(home))
+        return dg.DagsterInstance.local_temp(tempdir=str(home), overrides=overrides)
     home.mkdir(parents=True, exist_ok=True)
     # Concurrent first runs would race creating the SQLite schema: one at a time.
     with open(home / ".init.lock", "w") as lock:
@@ -386,7 +389,7 @@ def _instance(settings: Any) -> Any:
         config = home / "dagster.yaml"
         if not config.exists():
             write_text_atomic(config, _CLI_INSTANCE_YAML)
-        instance = dg.DagsterInstance.local_temp(tempdir=str(home))
+        instance = dg.DagsterInstance.local_temp(tempdir=str(home), overrides=overrides)
         instance.get_runs(limit=1)  # touch the storages so their schema exists
         ready.touch()
         return instance

@@ -122,6 +122,35 @@ def test_schema_drift_is_reported_and_strict_fails(workdir: Path, tmp_path: Path
     assert "schema: strict" in message and "removed c" in message and "added a2" in message
 
 
+def test_schema_drift_of_every_step_is_read_in_one_query_per_run(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = ("oml_version: \"0.1.0\"\nname: drift3\nsteps:\n"
+            "  - {{id: a, component: duckdb.processor, mode: transform, "
+            "config: {{query: \"SELECT 1 AS x{extra}\"}}}}\n"
+            "  - {{id: b, component: duckdb.processor, mode: transform, "
+            "config: {{query: \"SELECT * FROM input_df\"}}}}\n"
+            "  - {{id: c, component: duckdb.processor, mode: transform, "
+            "config: {{query: \"SELECT *, 2 AS y FROM input_df\"}}}}\n")
+    p = write(workdir / "drift3.yaml", text.format(extra=""))
+    assert run_job(defs_for(p, tmp_path / "s"), "drift3", instance).success
+    reads: list[list[dg.AssetKey]] = []
+    latest = dg.DagsterInstance.get_latest_materialization_events
+
+    def counted(self: dg.DagsterInstance, keys: list[dg.AssetKey]) -> object:
+        reads.append(list(keys))
+        return latest(self, keys)
+
+    monkeypatch.setattr(dg.DagsterInstance, "get_latest_materialization_events", counted)
+    p.write_text(text.format(extra=", 'new' AS z"))
+    second = run_job(defs_for(p, tmp_path / "s"), "drift3", instance)
+    assert second.success
+    assert len(reads) == 1 and len(set(reads[0])) == 3  # all three steps, once
+    md = materialisations(second)
+    for step in ("a", "b", "c"):  # each compared with its own previous materialisation
+        assert md[f"drift3/{step}"]["osiris/schema_changes"].value == "- added z (VARCHAR)"
+
+
 class PrefixTranslator(OsirisTranslator):
     def get_asset_spec(self, data: OsirisStepData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)

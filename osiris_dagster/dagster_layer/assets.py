@@ -201,7 +201,9 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
         yield from _execute_step(context, pipeline, step_id, text, res_key,
                                  {input_steps[k]: v for k, v in inputs.items()}, spec.key,
-                                 asset_views, columns)
+                                 asset_views, columns, pipeline_keys)
+
+    pipeline_keys = tuple(keys.values())
 
     return _compute
 
@@ -240,7 +242,8 @@ def is_append_writer(step: Any) -> bool:
 def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
                   text: str, res_key: str, upstream_refs: Mapping[str, TableRef],
                   key: dg.AssetKey, asset_views: Mapping[str, str] | None = None,
-                  columns: StepColumns | None = None) -> Iterator[Any]:
+                  columns: StepColumns | None = None,
+                  pipeline_keys: Sequence[dg.AssetKey] = ()) -> Iterator[Any]:
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
     partition = partition_params(template, context)
@@ -276,7 +279,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         "table": outcome.result.table}})
     metadata = materialisation_metadata(session, outcome, columns) | \
         asset_inputs_metadata(asset_refs)
-    _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata)
+    _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata,
+                           pipeline_keys)
     _finish(context, session, pipeline)
     if outcome.ref is None:
         yield dg.MaterializeResult(metadata=metadata)
@@ -315,10 +319,13 @@ def _step_failure(session: Session, exc: StepError) -> dg.Failure:
 
 def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
                            pipeline: Pipeline, step_id: str, key: dg.AssetKey,
-                           outcome: StepOutcome, metadata: dict[str, Any]) -> None:
+                           outcome: StepOutcome, metadata: dict[str, Any],
+                           pipeline_keys: Sequence[dg.AssetKey]) -> None:
     """Columns added, removed or retyped since the last materialisation: noted in the metadata
     and the session; with `schema: strict` the step fails."""
-    changes = schema_changes(context.instance, key, outcome.ref.columns) if outcome.ref else []
+    changes = schema_changes(
+        previous_column_schema(context.instance, context.run_id, key, pipeline_keys),
+        outcome.ref.columns) if outcome.ref else []
     if not changes:
         return
     metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in changes))
@@ -374,13 +381,36 @@ def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session
         raise dg.Failure(description=str(exc)) from None
 
 
-def schema_changes(instance: dg.DagsterInstance, key: dg.AssetKey,
-                   columns: Sequence[tuple[str, str]]) -> list[str]:
-    """Added, removed and retyped columns against the latest materialisation."""
-    event = instance.get_latest_materialization_event(key)
+def previous_column_schema(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey,
+                           pipeline_keys: Sequence[dg.AssetKey]) -> dg.TableSchema | None:
+    """The column schema of the asset's latest materialisation before this run.
+
+    Read once per run for all the pipeline's assets (one query of Dagster's asset index instead
+    of one per step); each asset is materialised once in a run, so what was read at its first
+    step is still its latest materialisation before the run at its own step."""
+    cache_key = (id(instance), run_id)
+    found = _PREVIOUS_SCHEMAS.get(cache_key)
+    if found is None or key not in found:
+        events = instance.get_latest_materialization_events([*pipeline_keys, key])
+        found = {**(found or {}), **{k: _column_schema(e) for k, e in events.items()}}
+        found.setdefault(key, None)
+        _PREVIOUS_SCHEMAS.clear()  # one run at a time per process
+        _PREVIOUS_SCHEMAS[cache_key] = found
+    return found[key]
+
+
+_PREVIOUS_SCHEMAS: dict[tuple[int, str], dict[dg.AssetKey, dg.TableSchema | None]] = {}
+
+
+def _column_schema(event: Any) -> dg.TableSchema | None:
     mat = event.asset_materialization if event else None
     value = mat.metadata.get("dagster/column_schema") if mat else None
-    schema = getattr(value, "schema", None)
+    return getattr(value, "schema", None)
+
+
+def schema_changes(schema: dg.TableSchema | None,
+                   columns: Sequence[tuple[str, str]]) -> list[str]:
+    """Added, removed and retyped columns against the latest materialisation's ``schema``."""
     if schema is None:
         return []
     before = {c.name: c.type for c in schema.columns}

@@ -32,10 +32,12 @@ OPEN = "\x00"  # marks where the unclosed quote is in a case (removed before wri
     ('1,"x"y\n2,"open\n', ",", None),  # text after a closing quote: DuckDB's own error comes first
 ])
 @pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
+@pytest.mark.parametrize("vector_from", [0, 1 << 20], ids=["vectorised-first", "exact-only"])
 def test_finds_the_quote_the_file_never_closes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               text: str, delimiter: str, comment: str | None,
-                                              chunk: int) -> None:
+                                              chunk: int, vector_from: int) -> None:
     monkeypatch.setattr(unclosed_quote, "SCAN_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(unclosed_quote, "VECTOR_SCAN_MIN_BYTES", vector_from)
     data = text.encode()
     expected = data.index(OPEN.encode()) if OPEN in text else None
     path = tmp_path / "f.csv"

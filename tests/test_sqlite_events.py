@@ -1,0 +1,162 @@
+"""The CLI's Dagster instance keeps its event log connections: same files, fewer connections."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from osiris_dagster import cli
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.dagster_layer import sqlite_events
+from osiris_dagster.dagster_layer.sqlite_events import (
+    PooledSqliteEventLogStorage,
+    cli_instance_overrides,
+)
+
+
+@contextmanager
+def _event_log_connects() -> Iterator[list[int]]:
+    """Counts the SQLite connections opened to event log files (`history/runs/*.db`) while
+    inside."""
+    opened = [0]
+
+    def on_connect(dbapi_connection: Any, record: object) -> None:
+        files = [row[2] for row in dbapi_connection.execute("PRAGMA database_list")]
+        if any(Path(f).parent.name == "runs" for f in files if f):
+            opened[0] += 1
+
+    event.listen(Engine, "connect", on_connect)
+    try:
+        yield opened
+    finally:
+        event.remove(Engine, "connect", on_connect)
+
+
+def _pooled(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.local_temp(tempdir=str(home),
+                                         overrides=cli_instance_overrides(str(home)))
+
+
+@dg.asset
+def numbers() -> int:
+    return 3
+
+
+@dg.asset
+def doubled(numbers: int) -> int:
+    return numbers * 2
+
+
+def _run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return dg.materialize([numbers, doubled], instance=instance)
+
+
+def test_a_run_opens_each_file_once_and_reads_back_through_dagsters_own_class(
+        tmp_path: Path) -> None:
+    instance = _pooled(tmp_path)
+    assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+    _run(instance)  # the index shard exists, its schema checked
+    with _event_log_connects() as opened:
+        result = _run(instance)
+    assert result.success
+    assert opened[0] == 1  # the run's new shard; the index's connection is still open
+    instance.dispose()
+
+    plain = dg.DagsterInstance.local_temp(tempdir=str(tmp_path))  # what `dagster dev` opens
+    assert type(plain.event_log_storage).__name__ == "SqliteEventLogStorage"
+    assert plain.get_run_by_id(result.run_id).is_success
+    mat = plain.get_latest_materialization_event(dg.AssetKey("doubled"))
+    assert mat is not None and mat.run_id == result.run_id
+    logs = plain.all_logs(result.run_id)
+    assert [e.dagster_event_type for e in logs if e.is_dagster_event].count(
+        dg.DagsterEventType.ASSET_MATERIALIZATION) == 2
+
+
+def test_dagsters_own_class_opens_a_connection_per_statement(tmp_path: Path) -> None:
+    """The comparison the first test's bound rests on."""
+    instance = dg.DagsterInstance.local_temp(tempdir=str(tmp_path))
+    _run(instance)
+    with _event_log_connects() as opened:
+        _run(instance)
+    assert opened[0] > 20, opened[0]
+
+
+def test_only_the_newest_shards_stay_open(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_events, "MAX_OPEN_SHARDS", 3)
+    instance = _pooled(tmp_path)
+    storage = instance.event_log_storage
+    run_ids = [_run(instance).run_id for _ in range(4)]
+    assert len(storage._engines) == 3  # noqa: SLF001
+    assert "index" in storage._engines and run_ids[-1] in storage._engines  # noqa: SLF001
+    for run_id in run_ids:  # an evicted shard is opened again when read
+        assert instance.get_run_by_id(run_id).is_success
+        assert any(e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS
+                   for e in instance.all_logs(run_id) if e.is_dagster_event)
+
+
+def test_two_instances_on_one_directory_see_each_others_events(tmp_path: Path) -> None:
+    """Two processes' CLI runs share a sessions root: a connection held by one must not hide
+    or block the other's writes."""
+    first, second = _pooled(tmp_path), _pooled(tmp_path)
+    errors: list[BaseException] = []
+
+    def run(instance: dg.DagsterInstance) -> None:
+        try:
+            for _ in range(3):
+                assert _run(instance).success
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for instance in (first, second):
+        records = instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records
+        assert len(records) == 6
+
+
+def test_wipe_closes_the_connections_to_the_files_it_deletes(tmp_path: Path) -> None:
+    instance = _pooled(tmp_path)
+    _run(instance)
+    instance.wipe()
+    result = _run(instance)  # written to new files, not to the unlinked ones
+    fresh = dg.DagsterInstance.local_temp(tempdir=str(tmp_path))
+    assert fresh.get_latest_materialization_event(dg.AssetKey("doubled")).run_id == \
+        result.run_id
+
+
+def test_the_cli_instance_uses_it_and_keeps_dagsters_layout(tmp_path: Path) -> None:
+    settings = Settings(sessions_dir=tmp_path / "sessions")
+    instance = cli._instance(settings)  # noqa: SLF001
+    assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+    run_id = _run(instance).run_id
+    shard = tmp_path / "sessions" / ".dagster" / "history" / "runs" / f"{run_id}.db"
+    assert shard.is_file()
+    assert str(uuid.UUID(run_id)) == run_id
+
+
+def test_a_dagster_yaml_can_name_it(tmp_path: Path) -> None:
+    """What the module's docstring tells users to write in their dagster.yaml."""
+    (tmp_path / "dagster.yaml").write_text(
+        "event_log_storage:\n"
+        "  module: osiris_dagster.dagster_layer.sqlite_events\n"
+        "  class: PooledSqliteEventLogStorage\n"
+        f"  config:\n    base_dir: {tmp_path / 'history' / 'runs'}\n", encoding="utf-8")
+    instance = dg.DagsterInstance.local_temp(tempdir=str(tmp_path))
+    assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+    result = _run(instance)
+    assert instance.get_latest_materialization_event(dg.AssetKey("doubled")).run_id == \
+        result.run_id
