@@ -184,6 +184,7 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
         translator.get_asset_key(pipeline, pipeline.step(n)) for n in step.needs}
     ordering += [d.asset_key for d in spec.deps if d.asset_key not in own]
     out = dg.AssetOut.from_spec(spec.replace_attributes(deps=[]), io_manager_key=IO_MANAGER_KEY)
+    pipeline_keys = tuple(keys.values())
     checks = specs_from_config(pipeline.dagster.for_step(step_id).checks)
     check_specs = [dg.AssetCheckSpec(c.name, asset=spec.key, blocking=c.blocking,
                                      description=c.description) for c in checks]
@@ -202,8 +203,6 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
         yield from _execute_step(context, pipeline, step_id, text, res_key,
                                  {input_steps[k]: v for k, v in inputs.items()}, spec.key,
                                  asset_views, columns, pipeline_keys)
-
-    pipeline_keys = tuple(keys.values())
 
     return _compute
 
@@ -385,13 +384,16 @@ def previous_column_schema(instance: dg.DagsterInstance, run_id: str, key: dg.As
                            pipeline_keys: Sequence[dg.AssetKey]) -> dg.TableSchema | None:
     """The column schema of the asset's latest materialisation before this run.
 
-    Read once per run for all the pipeline's assets (one query of Dagster's asset index instead
-    of one per step); each asset is materialised once in a run, so what was read at its first
-    step is still its latest materialisation before the run at its own step."""
+    The first step of a run in a process reads its own asset's; a second step in the same
+    process (the in-process executor) reads those of all the pipeline's assets at once, so a run
+    asks Dagster's asset index twice instead of once per step, and a step that has a process to
+    itself (multiprocess, Celery) reads only its own. Each asset is materialised once in a run,
+    so what was read earlier in the run is still its latest materialisation before the run."""
     cache_key = (id(instance), run_id)
     found = _PREVIOUS_SCHEMAS.get(cache_key)
     if found is None or key not in found:
-        events = instance.get_latest_materialization_events([*pipeline_keys, key])
+        wanted = [key] if found is None else [k for k in (*pipeline_keys, key) if k not in found]
+        events = instance.get_latest_materialization_events(wanted)
         found = {**(found or {}), **{k: _column_schema(e) for k, e in events.items()}}
         found.setdefault(key, None)
         _PREVIOUS_SCHEMAS.clear()  # one run at a time per process

@@ -3,8 +3,9 @@
 Dagster's ``SqliteEventLogStorage`` builds a new SQLAlchemy engine, and a new SQLite
 connection, for every statement it runs: about five per event (the insert, the asset index,
 schema probes), some forty per step. Building them is most of what an event write costs: a
-plain Dagster job's per-asset cost falls from about 70 ms to about 40 ms on this project's
-test machine when the engines are kept (``benchmarks``, start-up and overhead cases).
+plain Dagster job's per-asset cost falls from about 100 ms to about 50 ms on this project's
+test machine when the engines are kept (``python -m benchmarks --cases overhead``:
+``dagster_noop`` against ``dagster_noop_cli``).
 
 :class:`PooledSqliteEventLogStorage` is that storage with one engine per shard database (the
 index and the most recent run shards), each holding one connection. Every use of it is already
