@@ -226,13 +226,13 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
 def _referenced_sessions(settings: Any) -> set[str]:
     """Session ids recorded on the latest materialisation of any asset in the instance."""
     warnings.filterwarnings("ignore")
-    instance = _instance(settings)
     out: set[str] = set()
-    for key in instance.get_asset_keys():
-        event = instance.get_latest_materialization_event(key)
-        mat = event.asset_materialization if event else None
-        if mat is not None and "osiris/session_id" in mat.metadata:
-            out.add(str(mat.metadata["osiris/session_id"].value))
+    with _instance(settings) as instance:  # disposed after: its kept connections closed
+        for key in instance.get_asset_keys():
+            event = instance.get_latest_materialization_event(key)
+            mat = event.asset_materialization if event else None
+            if mat is not None and "osiris/session_id" in mat.metadata:
+                out.add(str(mat.metadata["osiris/session_id"].value))
     return out
 
 
@@ -327,6 +327,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
                                          tags={"osiris/session_dir": str(session.dir)})
     finally:
         plog.removeHandler(handler)
+        instance.dispose()  # closes the event log's kept connections: one WAL checkpoint
     elapsed = time.monotonic() - started
     _finish_events(session, res.success)
     print("", file=out)

@@ -160,3 +160,17 @@ def test_a_dagster_yaml_can_name_it(tmp_path: Path) -> None:
     result = _run(instance)
     assert instance.get_latest_materialization_event(dg.AssetKey("doubled")).run_id == \
         result.run_id
+
+
+def test_a_cli_run_leaves_the_instance_checkpointed(tmp_path: Path) -> None:
+    """The kept connections close when the command ends: no write-ahead log is left behind
+    (SQLite checkpoints it into the database when the last connection closes)."""
+    pipeline = tmp_path / "one.yaml"
+    pipeline.write_text('oml_version: "0.1.0"\nname: one\nsteps:\n  - {id: a, component: '
+                        "duckdb.processor, mode: transform, config: {query: 'SELECT 1 AS x'}}\n",
+                        encoding="utf-8")
+    sessions = tmp_path / "sessions"
+    assert cli.main(["run", str(pipeline), "--sessions-dir", str(sessions)]) == 0
+    home = sessions / ".dagster"
+    assert list(home.rglob("*.db"))
+    assert not list(home.rglob("*.db-wal"))
