@@ -174,3 +174,18 @@ def test_a_cli_run_leaves_the_instance_checkpointed(tmp_path: Path) -> None:
     home = sessions / ".dagster"
     assert list(home.rglob("*.db"))
     assert not list(home.rglob("*.db-wal"))
+
+
+def test_without_the_dagster_internals_it_relies_on_it_is_dagsters_own_class(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Dagster release that renames a private attribute slows the CLI down, never breaks it."""
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "DAGSTER_INTERNALS",
+                        (*PooledSqliteEventLogStorage.DAGSTER_INTERNALS, "_renamed_in_dagster"))
+    instance = _pooled(tmp_path)
+    assert not instance.event_log_storage._pooled  # noqa: SLF001
+    _run(instance)
+    with _event_log_connects() as opened:
+        assert _run(instance).success
+    assert opened[0] > 20, opened[0]  # a connection per statement, as Dagster does it
+    assert not instance.event_log_storage._engines  # noqa: SLF001
+    instance.dispose()

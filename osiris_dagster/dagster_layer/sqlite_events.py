@@ -46,12 +46,20 @@ MAX_OPEN_SHARDS = 8
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
-    """``SqliteEventLogStorage`` that keeps one engine and connection per shard database."""
+    """``SqliteEventLogStorage`` that keeps one engine and connection per shard database.
+
+    It relies on private parts of Dagster's class (:data:`DAGSTER_INTERNALS`); a Dagster
+    release without them makes it behave exactly as Dagster's own class (slower, never
+    broken)."""
+
+    DAGSTER_INTERNALS = ("_db_lock", "_initialized_dbs", "_initdb", "conn_string_for_shard")
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._tables_present: set[str] = set()
+        self._pooled = False  # Dagster's own connections while its __init__ runs
         super().__init__(base_dir, inst_data)
+        self._pooled = all(hasattr(self, name) for name in self.DAGSTER_INTERNALS)
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None,  # type: ignore[override]
@@ -76,6 +84,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
+        if not self._pooled:
+            with super()._connect(shard) as conn:
+                yield conn
+            return
         with self._db_lock:
             engine = self._engine(shard)
             if shard not in self._initialized_dbs:
@@ -88,7 +100,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         """Dagster asks for every asset event whether the index has a table, on a new
         connection each time (it may be asked while the index's connection is in use, so it
         keeps its own); a table that exists stays (until :meth:`wipe`)."""
-        if table_name in self._tables_present:
+        if self._pooled and table_name in self._tables_present:
             return True
         present = super().has_table(table_name)
         if present:
@@ -105,6 +117,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._dispose_engines()
 
     def _dispose_engines(self) -> None:
+        if not self._pooled:
+            return
         with self._db_lock:
             while self._engines:
                 _, engine = self._engines.popitem()
