@@ -360,7 +360,7 @@ def _typed_params(path: Path, params: dict[str, str], coerce: Any, declared_para
 # The CLI prints every step's progress itself. Dagster's default compute-log capture would start
 # `tail -F` and a Python watcher process for stdout and stderr on every run (~23 MB of RSS and two
 # interpreter start-ups per run, for logs nobody reads).
-_CLI_INSTANCE_YAML = """telemetry:
+CLI_INSTANCE_YAML = """telemetry:
   enabled: false
 compute_logs:
   module: dagster.core.storage.noop_compute_log_manager
@@ -389,7 +389,7 @@ def _instance(settings: Any) -> Any:
         fcntl.flock(lock, fcntl.LOCK_EX)
         config = home / "dagster.yaml"
         if not config.exists():
-            write_text_atomic(config, _CLI_INSTANCE_YAML)
+            write_text_atomic(config, CLI_INSTANCE_YAML)
         instance = dg.DagsterInstance.local_temp(tempdir=str(home), overrides=overrides)
         instance.get_runs(limit=1)  # touch the storages so their schema exists
         ready.touch()

@@ -34,12 +34,7 @@ quiet_env()
 
 import dagster as dg  # noqa: E402
 
-INSTANCE_YAML = """telemetry:
-  enabled: false
-compute_logs:
-  module: dagster.core.storage.noop_compute_log_manager
-  class: NoOpComputeLogManager
-"""
+from osiris_dagster.cli import CLI_INSTANCE_YAML  # noqa: E402
 
 
 class NamesOnly(dg.IOManager):
@@ -72,7 +67,7 @@ def instance(home: Path, storage: str) -> dg.DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(INSTANCE_YAML, encoding="utf-8")
+        config.write_text(CLI_INSTANCE_YAML, encoding="utf-8")
     overrides = None
     if storage == "cli":
         from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
