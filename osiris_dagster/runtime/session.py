@@ -24,12 +24,27 @@ import yaml
 from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.core.masking import Masker
+from osiris_dagster.core.naming import quote_literal
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.stores import SessionStore, store_for
 from osiris_dagster.runtime.stores.duckdb_file import DB_FILE
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
 SESSION_TIME_ZONE = "UTC"  # every step connection's DuckDB TimeZone, whatever the host's
+
+# Run on every step's new instance (see Session.open_workspace_connection).
+STEP_INSTANCE_STATEMENTS = (
+    # Step tables are written once (CREATE TABLE AS) and never updated in place, so the
+    # checkpoint vacuum has nothing to reclaim; but it merges the partial row group the
+    # order-preserving insert leaves at the end of every batch (~16 MB of CSV), which
+    # rewrites ~40 % of a freshly extracted table when the step's connection closes.
+    "SET max_vacuum_tasks = 0",
+    f"SET TimeZone = '{SESSION_TIME_ZONE}'",
+    "SET Calendar = 'gregorian'",
+    "SET enable_progress_bar = true",
+    "SET enable_progress_bar_print = false",
+)
 LOG_LOCK_FILE = ".lock"  # in logs/: flock()ed by every writer of events.jsonl / metrics.jsonl
 # Threads of this process take _write_lock (flock() does not order threads of one process that
 # share nothing); _held records which session log locks this thread already holds, so a holder
@@ -243,26 +258,16 @@ class Session:
         memory_limit and temp_directory make large inputs spill to disk instead of failing.
         TimeZone and Calendar are pinned (UTC, gregorian) because DuckDB takes them from the
         host: TIMESTAMPTZ text, date_trunc, casts between naive and aware values would otherwise
-        give different results on machines in different zones.
+        give different results on machines in different zones. The instance itself may have
+        been prepared while the previous step ran (:mod:`.duckdb_instances`).
         """
         self.ensure()
-        config: dict[str, Any] = {
-            "memory_limit": self.settings.memory_limit,
-            "temp_directory": str(self.spill_dir()),
-        }
+        config: dict[str, Any] = {"memory_limit": self.settings.memory_limit}
         if self.settings.threads:
             config["threads"] = self.settings.threads
-        con = duckdb.connect(":memory:", config=config)
+        con = duckdb_instances.new_instance(config, STEP_INSTANCE_STATEMENTS)
         try:
-            # Step tables are written once (CREATE TABLE AS) and never updated in place, so the
-            # checkpoint vacuum has nothing to reclaim; but it merges the partial row group the
-            # order-preserving insert leaves at the end of every batch (~16 MB of CSV), which
-            # rewrites ~40 % of a freshly extracted table when the step's connection closes.
-            con.execute("SET max_vacuum_tasks = 0")
-            con.execute(f"SET TimeZone = '{SESSION_TIME_ZONE}'")
-            con.execute("SET Calendar = 'gregorian'")
-            con.execute("SET enable_progress_bar = true")
-            con.execute("SET enable_progress_bar_print = false")
+            con.execute(f"SET temp_directory = {quote_literal(str(self.spill_dir()))}")
             self.store.attach_session(con, self.session_id)
         except BaseException:
             con.close()

@@ -1,0 +1,129 @@
+"""The step instances prepared ahead (runtime/duckdb_instances.py): used only when they match,
+always fresh, never leaking one step's state into the next, closed at exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime import duckdb_instances
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import SEALED_SETTINGS, StepWorkspace
+
+CONFIG = {"memory_limit": "256MB"}
+STATEMENTS = ("SET TimeZone = 'UTC'",)
+
+
+@pytest.fixture
+def created_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The name of the thread that created each instance, in order of creation."""
+    duckdb_instances.reset()
+    threads: list[str] = []
+    real = duckdb_instances.create_instance
+
+    def recording(config: Any, statements: Any = ()) -> duckdb.DuckDBPyConnection:
+        con = real(config, statements)
+        threads.append(threading.current_thread().name)
+        return con
+
+    monkeypatch.setattr(duckdb_instances, "create_instance", recording)
+    yield threads
+    duckdb_instances.reset()
+
+
+def _setting(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    return con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
+
+
+def test_a_process_prepares_from_its_second_instance_on(created_in: list[str]) -> None:
+    first = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+    duckdb_instances.discard_spare()  # nothing to discard: one request prepares nothing
+    assert created_in == ["MainThread"]
+    second = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+    third = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+    # the second was connected directly and started preparing the third
+    assert sorted(created_in[1:3]) == ["MainThread", "osiris-duckdb-spare"]
+    assert created_in.count("MainThread") == 2
+    for con in (first, second, third):
+        assert _setting(con, "TimeZone") == "UTC"
+        assert _setting(con, "memory_limit") == "244.1 MiB"
+        con.close()
+
+
+def test_a_prepared_instance_is_new_whatever_the_previous_step_did(
+        created_in: list[str]) -> None:
+    used = []
+    for step in range(4):
+        con = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+        tables = con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        assert tables == [], f"step {step} sees an earlier step's tables: {tables}"
+        assert _setting(con, "enable_external_access") is True
+        con.execute("CREATE TABLE leftover AS SELECT 1 AS x")
+        for statement in SEALED_SETTINGS:  # as a SQL step seals its instance
+            con.execute(statement)
+        used.append(con)
+    assert "osiris-duckdb-spare" in created_in
+    for con in used:
+        con.close()
+
+
+def test_a_spare_with_another_configuration_is_not_used(created_in: list[str]) -> None:
+    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()
+    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()  # prepares one for CONFIG
+    other = duckdb_instances.new_instance({"memory_limit": "128MB"}, STATEMENTS)
+    assert _setting(other, "memory_limit") == "122.0 MiB"
+    other.close()
+    statements = duckdb_instances.new_instance({"memory_limit": "128MB"},
+                                               ("SET TimeZone = 'Asia/Tokyo'",))
+    assert _setting(statements, "TimeZone") == "Asia/Tokyo"
+    statements.close()
+
+
+def test_a_failed_preparation_fails_in_the_caller(created_in: list[str]) -> None:
+    bad = ("SELECT * FROM no_such_table",)
+    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()
+    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+        duckdb_instances.new_instance(CONFIG, bad)  # prepares one that fails too
+    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+        duckdb_instances.new_instance(CONFIG, bad)
+    assert created_in == ["MainThread"]  # the failed ones never returned an instance
+
+
+def test_every_step_of_a_session_gets_its_spill_directory_and_sees_earlier_tables(
+        tmp_path: Path, created_in: list[str]) -> None:
+    for session_id in ("s1", "s2"):
+        session = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), session_id)
+        for step in ("a", "b", "c"):
+            with StepWorkspace(session, pipeline_name="p", step_id=step, output_table=step) as ws:
+                spill = Path(_setting(ws.con, "temp_directory"))
+                assert spill.parent == session.tmp_dir
+                tables = {r[0] for r in ws.con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+                assert tables == set("abc"[:"abc".index(step)])  # the earlier steps' tables
+                ws.create_output(f"SELECT '{step}' AS step")
+    assert "osiris-duckdb-spare" in created_in
+
+
+PROCESS_THAT_LEAVES_A_SPARE = textwrap.dedent("""
+    from osiris_dagster.runtime import duckdb_instances
+    for _ in range(3):
+        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, ())
+        con.execute("SELECT 1").fetchall()
+        con.close()
+    print("done", flush=True)
+""")
+
+
+def test_a_process_with_a_spare_left_exits_cleanly() -> None:
+    done = subprocess.run([sys.executable, "-c", PROCESS_THAT_LEAVES_A_SPARE],
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "done", "")
