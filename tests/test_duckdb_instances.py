@@ -127,3 +127,38 @@ def test_a_process_with_a_spare_left_exits_cleanly() -> None:
     done = subprocess.run([sys.executable, "-c", PROCESS_THAT_LEAVES_A_SPARE],
                           capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "done", "")
+
+
+FORKED_CHILD_AFTER_A_SPARE = textwrap.dedent("""
+    import os, sys
+    from osiris_dagster.runtime import duckdb_instances
+    created = []
+    real = duckdb_instances.create_instance
+    def recording(config, statements=()):
+        con = real(config, statements)
+        created.append(os.getpid())
+        return con
+    duckdb_instances.create_instance = recording
+    for _ in range(2):
+        duckdb_instances.new_instance({"memory_limit": "256MB"}, ()).close()
+    duckdb_instances._spare._thread.join()  # the spare is ready when the process forks
+    pid = os.fork()
+    if pid == 0:
+        before = len(created)
+        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, ())
+        total = con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0]
+        con.close()
+        own = created[before:] == [os.getpid()]
+        print(f"child own={own} total={total}", flush=True)
+        os._exit(0)  # DuckDB is not fork-safe: a child's normal exit crashes on any instance
+                     # its parent had open (with or without a spare), so none is attempted
+    _, status = os.waitpid(pid, 0)
+    print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)
+""")
+
+
+def test_a_forked_child_never_uses_its_parents_spare() -> None:
+    done = subprocess.run([sys.executable, "-c", FORKED_CHILD_AFTER_A_SPARE],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.split("\n")[:2] == ["child own=True total=499999500000",
+                                           "parent child_exit=0"], done.stderr

@@ -18,12 +18,16 @@ Rules that keep this invisible:
 - instance-wide settings that differ per session (``temp_directory``) are set by the caller
   after it takes the instance, so one spare serves any session;
 - at interpreter exit the preparing thread is joined (it is not a daemon thread) and the spare
-  is closed.
+  is closed;
+- a process forked from one with a spare starts without it: DuckDB is not fork-safe (the
+  instance's worker threads do not exist in the child), so the child never uses, nor closes,
+  the parent's instance.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,6 +71,7 @@ class _Spare:
 _lock = threading.Lock()
 _spare: _Spare | None = None
 _requests = 0
+_from_parent: list[_Spare] = []  # a forked child's copies of its parent's spares: never touched
 
 
 def create_instance(config: Mapping[str, Any],
@@ -119,4 +124,13 @@ def reset() -> None:
         _requests = 0
 
 
+def _forget_in_child() -> None:
+    global _lock, _spare, _requests
+    _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
+    if _spare is not None:
+        _from_parent.append(_spare)  # closing it here could wait forever on the parent's threads
+    _spare, _requests = None, 0
+
+
 atexit.register(discard_spare)
+os.register_at_fork(after_in_child=_forget_in_child)
