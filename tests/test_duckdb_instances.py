@@ -88,14 +88,47 @@ def test_a_spare_with_another_configuration_is_not_used(created_in: list[str]) -
     statements.close()
 
 
-def test_a_failed_preparation_fails_in_the_caller(created_in: list[str]) -> None:
+def test_a_failed_preparation_fails_in_the_caller(created_in: list[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    unhandled: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: unhandled.append(args.exc_value))
     bad = ("SELECT * FROM no_such_table",)
     duckdb_instances.new_instance(CONFIG, STATEMENTS).close()
     with pytest.raises(duckdb.CatalogException, match="no_such_table"):
         duckdb_instances.new_instance(CONFIG, bad)  # prepares one that fails too
     with pytest.raises(duckdb.CatalogException, match="no_such_table"):
         duckdb_instances.new_instance(CONFIG, bad)
+    duckdb_instances.discard_spare()  # waits for the third preparation, failed as well
     assert created_in == ["MainThread"]  # the failed ones never returned an instance
+    assert unhandled == []  # a failed preparation is the caller's error, not a thread's
+
+
+def test_only_the_requests_that_start_a_step_count_and_prepare(created_in: list[str]) -> None:
+    for _ in range(3):  # a step's other instances: a Python value stored, a retry
+        duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=False).close()
+    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()  # the process' first step
+    duckdb_instances.discard_spare()
+    assert created_in == ["MainThread"] * 4
+    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()  # its second: prepares the next
+    retry = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=False)
+    retry.close()
+    duckdb_instances.discard_spare()
+    # the step connected directly and had the next one prepared, which the retry took
+    assert sorted(created_in[4:]) == ["MainThread", "osiris-duckdb-spare"]
+
+
+def test_a_process_that_cannot_start_a_thread_connects_directly(
+        created_in: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoThreads(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(duckdb_instances.threading, "Thread", NoThreads)
+    for _ in range(3):
+        con = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+        assert con.execute("SELECT 42").fetchone() == (42,)
+        con.close()
+    assert created_in == ["MainThread"] * 3
 
 
 def test_every_step_of_a_session_gets_its_spill_directory_and_sees_earlier_tables(
@@ -114,19 +147,33 @@ def test_every_step_of_a_session_gets_its_spill_directory_and_sees_earlier_table
 
 
 PROCESS_THAT_LEAVES_A_SPARE = textwrap.dedent("""
+    import atexit
+    import duckdb
+    left = []
+
+    def after_the_module_s_exit_handler():  # registered first, so it runs last
+        try:
+            left[0].execute("SELECT 1")
+        except duckdb.ConnectionException:
+            print("spare closed", flush=True)
+
+    atexit.register(after_the_module_s_exit_handler)
     from osiris_dagster.runtime import duckdb_instances
     for _ in range(3):
         con = duckdb_instances.new_instance({"memory_limit": "256MB"}, ())
         con.execute("SELECT 1").fetchall()
         con.close()
+    duckdb_instances._spare._thread.join()
+    left.append(duckdb_instances._spare._con)
     print("done", flush=True)
 """)
 
 
-def test_a_process_with_a_spare_left_exits_cleanly() -> None:
+def test_a_process_with_a_spare_left_closes_it_at_exit() -> None:
     done = subprocess.run([sys.executable, "-c", PROCESS_THAT_LEAVES_A_SPARE],
                           capture_output=True, text=True, timeout=300)
-    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "done", "")
+    assert (done.returncode, done.stdout.split(), done.stderr) == \
+        (0, ["done", "spare", "closed"], "")
 
 
 FORKED_CHILD_AFTER_A_SPARE = textwrap.dedent("""
@@ -150,8 +197,7 @@ FORKED_CHILD_AFTER_A_SPARE = textwrap.dedent("""
         con.close()
         own = created[before:] == [os.getpid()]
         print(f"child own={own} total={total}", flush=True)
-        os._exit(0)  # DuckDB is not fork-safe: a child's normal exit crashes on any instance
-                     # its parent had open (with or without a spare), so none is attempted
+        sys.exit(0)  # a normal exit: the parent's instance must not be freed in the child
     _, status = os.waitpid(pid, 0)
     print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)
 """)

@@ -10,8 +10,10 @@ thread while the current step runs and Dagster records it.
 
 Rules that keep this invisible:
 
-- a process prepares only from its second instance on: a process that runs one step (a step
-  worker of the multiprocess executor) never creates one it does not use;
+- a process prepares only from its second step on (requests that start a step are counted;
+  a step's other instances, for a Python value it stores or a retry with more memory, take a
+  matching spare but neither count nor prepare): a process that runs one step (a step worker
+  of the multiprocess executor) never creates one it does not use;
 - a spare is used only for the same configuration and statements it was prepared with; any
   other request closes it and connects directly, as does a spare whose preparation failed (the
   direct connect then raises the error, in the caller's thread);
@@ -20,8 +22,9 @@ Rules that keep this invisible:
 - at interpreter exit the preparing thread is joined (it is not a daemon thread) and the spare
   is closed;
 - a process forked from one with a spare starts without it: DuckDB is not fork-safe (the
-  instance's worker threads do not exist in the child), so the child never uses, nor closes,
-  the parent's instance.
+  instance's worker threads do not exist in the child), so the child never uses, closes or
+  frees the parent's instance (freeing it at the child's exit would crash the child);
+- a process that cannot start a thread connects directly.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 import duckdb
 
-PREPARE_FROM = 2  # the request that starts preparing (1-based count of this process' requests)
+PREPARE_FROM = 2  # the step that starts preparing (1-based count of this process' steps)
 
 _Key = tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]
 
@@ -48,7 +51,7 @@ class _Spare:
         self._statements = tuple(statements)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._thread = threading.Thread(target=self._prepare, name="osiris-duckdb-spare")
-        self._thread.start()
+        self._thread.start()  # RuntimeError when the process cannot start a thread
 
     def _prepare(self) -> None:
         try:
@@ -70,8 +73,7 @@ class _Spare:
 
 _lock = threading.Lock()
 _spare: _Spare | None = None
-_requests = 0
-_from_parent: list[_Spare] = []  # a forked child's copies of its parent's spares: never touched
+_steps = 0
 
 
 def create_instance(config: Mapping[str, Any],
@@ -87,17 +89,22 @@ def create_instance(config: Mapping[str, Any],
     return con
 
 
-def new_instance(config: Mapping[str, Any],
-                 statements: Sequence[str] = ()) -> duckdb.DuckDBPyConnection:
+def new_instance(config: Mapping[str, Any], statements: Sequence[str] = (), *,
+                 step_start: bool = True) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB instance, as :func:`create_instance` gives: the one prepared for
-    this request when there is one, and the next one is then prepared (module docstring)."""
-    global _spare, _requests
+    this request when there is one; a request that starts a step (``step_start``) then has the
+    next one prepared (module docstring)."""
+    global _spare, _steps
     key: _Key = (tuple(sorted(config.items())), tuple(statements))
     with _lock:
-        _requests += 1
         spare, _spare = _spare, None
-        if _requests >= PREPARE_FROM:
-            _spare = _Spare(key, config, statements)
+        if step_start:
+            _steps += 1
+            if _steps >= PREPARE_FROM:
+                try:
+                    _spare = _Spare(key, config, statements)
+                except RuntimeError:  # no thread to be had: connect directly from now on
+                    _spare = None
     con = None
     if spare is not None:
         if spare.key == key:
@@ -117,19 +124,22 @@ def discard_spare() -> None:
 
 
 def reset() -> None:
-    """Back to a new process' state: no spare, no requests counted (tests)."""
-    global _requests
+    """Back to a new process' state: no spare, no steps counted (tests)."""
+    global _steps
     discard_spare()
     with _lock:
-        _requests = 0
+        _steps = 0
 
 
 def _forget_in_child() -> None:
-    global _lock, _spare, _requests
+    global _lock, _spare, _steps
     _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
-    if _spare is not None:
-        _from_parent.append(_spare)  # closing it here could wait forever on the parent's threads
-    _spare, _requests = None, 0
+    spare, _spare, _steps = _spare, None, 0
+    con = spare._con if spare is not None else None
+    if con is not None:  # never freed: its destructor would join threads the child does not have
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(con))
 
 
 atexit.register(discard_spare)

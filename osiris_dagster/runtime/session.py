@@ -251,8 +251,10 @@ class Session:
             self.records.put_file(self.session_id, "manifest.yaml", text)
 
     # -- database -----------------------------------------------------------------------------
-    def open_workspace_connection(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with this session's tables attached (at :attr:`table_prefix`).
+    def open_workspace_connection(self, *, step_start: bool = False
+                                  ) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with this session's tables attached (at :attr:`table_prefix`);
+        ``step_start`` when it is the one a step starts with.
 
         Steps work in an in-memory catalog so a processor's SQL sees only the views we give it;
         memory_limit and temp_directory make large inputs spill to disk instead of failing.
@@ -265,7 +267,8 @@ class Session:
         config: dict[str, Any] = {"memory_limit": self.settings.memory_limit}
         if self.settings.threads:
             config["threads"] = self.settings.threads
-        con = duckdb_instances.new_instance(config, STEP_INSTANCE_STATEMENTS)
+        con = duckdb_instances.new_instance(config, STEP_INSTANCE_STATEMENTS,
+                                            step_start=step_start)
         try:
             con.execute(f"SET temp_directory = {quote_literal(str(self.spill_dir()))}")
             self.store.attach_session(con, self.session_id)

@@ -73,7 +73,7 @@ class StepWorkspace:
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> StepWorkspace:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        self._con = self.session.open_workspace_connection()
+        self._con = self.session.open_workspace_connection(step_start=True)
         self._prefix = self.session.table_prefix
         self._attached[self.session.store.canonical(self.session.location)] = self._prefix
         self._drop_leftover_temp_tables()
