@@ -45,6 +45,7 @@ STEP_INSTANCE_STATEMENTS = (
     "SET enable_progress_bar = true",
     "SET enable_progress_bar_print = false",
 )
+
 LOG_LOCK_FILE = ".lock"  # in logs/: flock()ed by every writer of events.jsonl / metrics.jsonl
 # Threads of this process take _write_lock (flock() does not order threads of one process that
 # share nothing); _held records which session log locks this thread already holds, so a holder
