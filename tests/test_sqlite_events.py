@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,28 +105,64 @@ def test_only_the_newest_shards_stay_open(tmp_path: Path,
                    for e in instance.all_logs(run_id) if e.is_dagster_event)
 
 
+WRITER_PROCESS = textwrap.dedent("""
+    import sys
+    import dagster as dg
+    from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
+
+    home = sys.argv[1]
+    instance = dg.DagsterInstance.local_temp(tempdir=home, overrides=cli_instance_overrides(home))
+
+    @dg.asset
+    def numbers() -> int:
+        return 3
+
+    @dg.asset
+    def doubled(numbers: int) -> int:
+        return numbers * 2
+
+    print("ready", flush=True)
+    sys.stdin.readline()  # both processes write at once
+    for _ in range(3):
+        assert dg.materialize([numbers, doubled], instance=instance).success
+    instance.dispose()
+    print("done", flush=True)
+""")
+
+
+def _processes_reading(path: Path) -> list[str]:
+    """Command lines of the processes that name a file under ``path`` (e.g. a `tail -F` of a
+    run's compute log left behind)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline:
+            found.append(cmdline)
+    return found
+
+
 def test_two_instances_on_one_directory_see_each_others_events(tmp_path: Path) -> None:
     """Two processes' CLI runs share a sessions root: a connection held by one must not hide
     or block the other's writes."""
-    first, second = _pooled(tmp_path), _pooled(tmp_path)
-    errors: list[BaseException] = []
-
-    def run(instance: dg.DagsterInstance) -> None:
-        try:
-            for _ in range(3):
-                assert _run(instance).success
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in (first, second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    for instance in (first, second):
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER_PROCESS, str(tmp_path)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for writer in writers:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    for writer in writers:
+        out, _ = writer.communicate(timeout=600)
+        assert (writer.returncode, out.strip()) == (0, "done")
+    for instance in (_pooled(tmp_path), dg.DagsterInstance.local_temp(tempdir=str(tmp_path))):
         records = instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records
         assert len(records) == 6
+    assert _processes_reading(tmp_path) == []
 
 
 def test_wipe_closes_the_connections_to_the_files_it_deletes(tmp_path: Path) -> None:
