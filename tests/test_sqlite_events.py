@@ -42,7 +42,7 @@ def _event_log_connects() -> Iterator[list[int]]:
         event.remove(Engine, "connect", on_connect)
 
 
-def _pooled(home: Path) -> dg.DagsterInstance:
+def _pooled(home: Path | str) -> dg.DagsterInstance:
     return dg.DagsterInstance.local_temp(tempdir=str(home),
                                          overrides=cli_instance_overrides(str(home)))
 
@@ -107,27 +107,17 @@ def test_only_the_newest_shards_stay_open(tmp_path: Path,
 
 WRITER_PROCESS = textwrap.dedent("""
     import sys
-    import dagster as dg
-    from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
+    from tests.test_sqlite_events import _pooled, _run
 
-    home = sys.argv[1]
-    instance = dg.DagsterInstance.local_temp(tempdir=home, overrides=cli_instance_overrides(home))
-
-    @dg.asset
-    def numbers() -> int:
-        return 3
-
-    @dg.asset
-    def doubled(numbers: int) -> int:
-        return numbers * 2
-
+    instance = _pooled(sys.argv[1])
     print("ready", flush=True)
     sys.stdin.readline()  # both processes write at once
     for _ in range(3):
-        assert dg.materialize([numbers, doubled], instance=instance).success
+        assert _run(instance).success
     instance.dispose()
     print("done", flush=True)
 """)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _processes_reading(path: Path) -> list[str]:
@@ -147,7 +137,7 @@ def _processes_reading(path: Path) -> list[str]:
 def test_two_instances_on_one_directory_see_each_others_events(tmp_path: Path) -> None:
     """Two processes' CLI runs share a sessions root: a connection held by one must not hide
     or block the other's writes."""
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER_PROCESS, str(tmp_path)],
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER_PROCESS, str(tmp_path)], cwd=REPO,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for _ in range(2)]
     for writer in writers:
