@@ -44,12 +44,12 @@ def _setting(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
 
 
-def test_a_process_prepares_from_its_second_instance_on(created_in: list[str]) -> None:
-    first = duckdb_instances.new_instance(CONFIG, STATEMENTS)
-    duckdb_instances.discard_spare()  # nothing to discard: one request prepares nothing
+def test_a_process_prepares_from_its_second_step_on(created_in: list[str]) -> None:
+    first = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True)
+    duckdb_instances.discard_spare()  # nothing to discard: one step prepares nothing
     assert created_in == ["MainThread"]
-    second = duckdb_instances.new_instance(CONFIG, STATEMENTS)
-    third = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+    second = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True)
+    third = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True)
     # the second was connected directly and started preparing the third
     assert sorted(created_in[1:3]) == ["MainThread", "osiris-duckdb-spare"]
     assert created_in.count("MainThread") == 2
@@ -63,7 +63,7 @@ def test_a_prepared_instance_is_new_whatever_the_previous_step_did(
         created_in: list[str]) -> None:
     used = []
     for step in range(4):
-        con = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+        con = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True)
         tables = con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
         assert tables == [], f"step {step} sees an earlier step's tables: {tables}"
         assert _setting(con, "enable_external_access") is True
@@ -77,13 +77,14 @@ def test_a_prepared_instance_is_new_whatever_the_previous_step_did(
 
 
 def test_a_spare_with_another_configuration_is_not_used(created_in: list[str]) -> None:
-    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()
-    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()  # prepares one for CONFIG
-    other = duckdb_instances.new_instance({"memory_limit": "128MB"}, STATEMENTS)
+    duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True).close()
+    # prepares one for CONFIG
+    duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True).close()
+    other = duckdb_instances.new_instance({"memory_limit": "128MB"}, STATEMENTS, step_start=True)
     assert _setting(other, "memory_limit") == "122.0 MiB"
     other.close()
     statements = duckdb_instances.new_instance({"memory_limit": "128MB"},
-                                               ("SET TimeZone = 'Asia/Tokyo'",))
+                                               ("SET TimeZone = 'Asia/Tokyo'",), step_start=True)
     assert _setting(statements, "TimeZone") == "Asia/Tokyo"
     statements.close()
 
@@ -93,11 +94,11 @@ def test_a_failed_preparation_fails_in_the_caller(created_in: list[str],
     unhandled: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: unhandled.append(args.exc_value))
     bad = ("SELECT * FROM no_such_table",)
-    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()
+    duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True).close()
     with pytest.raises(duckdb.CatalogException, match="no_such_table"):
-        duckdb_instances.new_instance(CONFIG, bad)  # prepares one that fails too
+        duckdb_instances.new_instance(CONFIG, bad, step_start=True)  # prepares one that fails too
     with pytest.raises(duckdb.CatalogException, match="no_such_table"):
-        duckdb_instances.new_instance(CONFIG, bad)
+        duckdb_instances.new_instance(CONFIG, bad, step_start=True)
     duckdb_instances.discard_spare()  # waits for the third preparation, failed as well
     assert created_in == ["MainThread"]  # the failed ones never returned an instance
     assert unhandled == []  # a failed preparation is the caller's error, not a thread's
@@ -106,10 +107,12 @@ def test_a_failed_preparation_fails_in_the_caller(created_in: list[str],
 def test_only_the_requests_that_start_a_step_count_and_prepare(created_in: list[str]) -> None:
     for _ in range(3):  # a step's other instances: a Python value stored, a retry
         duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=False).close()
-    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()  # the process' first step
+    # the process' first step
+    duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True).close()
     duckdb_instances.discard_spare()
     assert created_in == ["MainThread"] * 4
-    duckdb_instances.new_instance(CONFIG, STATEMENTS).close()  # its second: prepares the next
+    # its second: prepares the next
+    duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True).close()
     retry = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=False)
     retry.close()
     duckdb_instances.discard_spare()
@@ -125,7 +128,7 @@ def test_a_process_that_cannot_start_a_thread_connects_directly(
 
     monkeypatch.setattr(duckdb_instances.threading, "Thread", NoThreads)
     for _ in range(3):
-        con = duckdb_instances.new_instance(CONFIG, STATEMENTS)
+        con = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True)
         assert con.execute("SELECT 42").fetchone() == (42,)
         con.close()
     assert created_in == ["MainThread"] * 3
@@ -160,7 +163,7 @@ PROCESS_THAT_LEAVES_A_SPARE = textwrap.dedent("""
     atexit.register(after_the_module_s_exit_handler)
     from osiris_dagster.runtime import duckdb_instances
     for _ in range(3):
-        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, ())
+        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True)
         con.execute("SELECT 1").fetchall()
         con.close()
     duckdb_instances._spare._thread.join()
@@ -187,12 +190,12 @@ FORKED_CHILD_AFTER_A_SPARE = textwrap.dedent("""
         return con
     duckdb_instances.create_instance = recording
     for _ in range(2):
-        duckdb_instances.new_instance({"memory_limit": "256MB"}, ()).close()
+        duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True).close()
     duckdb_instances._spare._thread.join()  # the spare is ready when the process forks
     pid = os.fork()
     if pid == 0:
         before = len(created)
-        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, ())
+        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True)
         total = con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0]
         con.close()
         own = created[before:] == [os.getpid()]

@@ -90,7 +90,7 @@ def create_instance(config: Mapping[str, Any],
 
 
 def new_instance(config: Mapping[str, Any], statements: Sequence[str] = (), *,
-                 step_start: bool = True) -> duckdb.DuckDBPyConnection:
+                 step_start: bool) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB instance, as :func:`create_instance` gives: the one prepared for
     this request when there is one; a request that starts a step (``step_start``) then has the
     next one prepared (module docstring)."""
