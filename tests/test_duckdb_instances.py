@@ -130,7 +130,9 @@ def test_a_process_that_cannot_start_a_thread_connects_directly(
     for _ in range(3):
         con = duckdb_instances.new_instance(CONFIG, STATEMENTS, step_start=True)
         assert con.execute("SELECT 42").fetchone() == (42,)
-        con.close()
+        duckdb_instances.retire(con)  # closed at once, in this thread
+        with pytest.raises(duckdb.ConnectionException):
+            con.execute("SELECT 1")
     assert created_in == ["MainThread"] * 3
 
 
@@ -210,4 +212,81 @@ def test_a_forked_child_never_uses_its_parents_spare() -> None:
     done = subprocess.run([sys.executable, "-c", FORKED_CHILD_AFTER_A_SPARE],
                           capture_output=True, text=True, timeout=300)
     assert done.stdout.split("\n")[:2] == ["child own=True total=499999500000",
+                                           "parent child_exit=0"], done.stderr
+
+
+def test_a_step_releases_its_session_file_before_it_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, created_in: list[str]) -> None:
+    """The step's file is checkpointed and unlocked in the step's own thread: nothing waits
+    for the background close of its (by then empty) instance."""
+    kept: list[duckdb.DuckDBPyConnection] = []
+    monkeypatch.setattr(duckdb_instances, "retire", kept.append)  # never closed meanwhile
+    session = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s1")
+    for step in ("a", "b"):
+        with StepWorkspace(session, pipeline_name="p", step_id=step, output_table=step) as ws:
+            ws.create_output(f"SELECT '{step}' AS step FROM range(3)")
+    db = Path(session.location)
+    assert len(kept) == 2 and not db.with_name(db.name + ".wal").exists()
+    writer = subprocess.run(  # another process may write the file: no lock is left
+        [sys.executable, "-c", "import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
+         "con.execute('CREATE TABLE c AS SELECT 1'); "
+         "print(con.execute('SELECT count(*) FROM a, b').fetchone()[0])", str(db)],
+        capture_output=True, text=True, timeout=300)
+    assert (writer.returncode, writer.stdout.strip()) == (0, "9"), writer.stderr
+    for con in kept:
+        assert con.execute("SELECT count(*) FROM duckdb_databases() WHERE NOT internal"
+                           ).fetchone() == (1,)  # only its own in-memory catalog
+        con.close()
+
+
+def test_a_retired_instance_is_closed_in_the_background() -> None:
+    con = duckdb_instances.create_instance(CONFIG, STATEMENTS)
+    duckdb_instances.retire(con)
+    for thread, _con in list(duckdb_instances._closing):
+        assert thread.name == "osiris-duckdb-retire"
+        thread.join()
+    with pytest.raises(duckdb.ConnectionException):
+        con.execute("SELECT 1")
+
+
+def test_statements_run_in_order_in_one_call() -> None:
+    con = duckdb_instances.create_instance(
+        CONFIG, ("SET TimeZone = 'Asia/Tokyo'", "SET Calendar = 'gregorian' -- a comment",
+                 "SET TimeZone = 'UTC'"))
+    assert (_setting(con, "TimeZone"), _setting(con, "Calendar")) == ("UTC", "gregorian")
+    con.close()
+
+
+FORKED_WHILE_AN_INSTANCE_IS_CLOSING = textwrap.dedent("""
+    import os, sys, threading
+    from osiris_dagster.runtime import duckdb_instances
+
+    class NotYetRunning(threading.Thread):  # started, its target not run yet at the fork
+        def start(self):
+            pass
+
+    con = duckdb_instances.create_instance({"memory_limit": "256MB"}, ())
+    con.execute("SELECT sum(range) FROM range(10000000)").fetchall()  # its worker threads ran
+    real, threading.Thread = threading.Thread, NotYetRunning
+    duckdb_instances.retire(con)
+    threading.Thread = real
+    del con  # only the module's list of instances being closed holds it now
+    pid = os.fork()
+    if pid == 0:
+        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True)
+        total = con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0]
+        con.close()
+        print(f"child total={total}", flush=True)
+        sys.exit(0)  # a normal exit: the parent's instance must not be freed in the child
+    _, status = os.waitpid(pid, 0)
+    for _thread, con in duckdb_instances._closing:
+        con.close()
+    print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)
+""")
+
+
+def test_a_forked_child_never_frees_an_instance_its_parent_was_closing() -> None:
+    done = subprocess.run([sys.executable, "-c", FORKED_WHILE_AN_INSTANCE_IS_CLOSING],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.split("\n")[:2] == ["child total=499999500000",
                                            "parent child_exit=0"], done.stderr

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -277,6 +277,21 @@ class Session:
             con.close()
             raise
         return con
+
+    def close_workspace_connection(self, con: duckdb.DuckDBPyConnection,
+                                   reader_aliases: Sequence[str] = ()) -> None:
+        """Close a step's instance (after :meth:`open_workspace_connection` and ATTACHes of
+        ``reader_aliases``). The store detaches its databases here, each checkpointed and
+        unlocked before this returns, and the empty instance is freed in the background
+        (:func:`.duckdb_instances.retire`); a store that cannot detach closes it here."""
+        try:
+            detached = self.store.detach(con, reader_aliases)
+        except duckdb.Error:
+            detached = False  # closing does the checkpoint again and raises what still fails
+        if detached:
+            duckdb_instances.retire(con)
+        else:
+            con.close()
 
 
 def state_json(data: Any) -> str:

@@ -17,6 +17,7 @@ from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import UpstreamTable
+from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.session import Session
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
@@ -84,7 +85,10 @@ class StepWorkspace:
             return
         con, self._con = self._con, None
         try:
-            con.close()
+            if exc_type is None:
+                self.session.close_workspace_connection(con, list(self._reader_aliases.values()))
+            else:
+                con.close()
             self.session.publish_artifacts(self.step_id)
         except (duckdb.Error, OSError):
             if exc_type is None:  # never hide the error that is already propagating
@@ -138,8 +142,7 @@ class StepWorkspace:
             allowed = self.session.store.allowed_directories(list(self._attached))
             if allowed:
                 self.con.execute("SET allowed_directories = ?", [allowed])
-            for statement in SEALED_SETTINGS:
-                self.con.execute(statement)
+            duckdb_instances.execute_all(self.con, SEALED_SETTINGS)
             self._sealed = True
 
     def _reopen(self) -> None:
@@ -177,8 +180,8 @@ class StepWorkspace:
         tmp = f"{self._prefix}.{quote_ident(TMP_PREFIX + self.output_table)}"
         con = self.con
         with self.heartbeat():
-            con.execute(f"CREATE OR REPLACE TABLE {tmp} AS {select_sql}", params)
-        rows = int(con.execute(f"SELECT count(*) FROM {tmp}").fetchone()[0])
+            rows = _rows_created(con.execute(f"CREATE OR REPLACE TABLE {tmp} AS {select_sql}",
+                                             params))
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"DROP TABLE IF EXISTS {self.output_relation}")
@@ -194,9 +197,8 @@ class StepWorkspace:
         con.execute("BEGIN TRANSACTION")
         try:
             with self.heartbeat():
-                con.execute(f"CREATE OR REPLACE TABLE {self.output_relation} AS {select_sql}",
-                            params)
-            rows = int(con.execute(f"SELECT count(*) FROM {self.output_relation}").fetchone()[0])
+                rows = _rows_created(con.execute(
+                    f"CREATE OR REPLACE TABLE {self.output_relation} AS {select_sql}", params))
             con.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
@@ -321,6 +323,14 @@ class StepWorkspace:
     def heartbeat(self) -> _Heartbeat:
         """Context manager: reports progress every ``heartbeat_seconds`` while a query runs."""
         return _Heartbeat(self, self.session.settings.heartbeat_seconds)
+
+
+def _rows_created(result: duckdb.DuckDBPyConnection) -> int:
+    """The number of rows a CREATE TABLE AS wrote, as DuckDB reports it (its one result)."""
+    row = result.fetchone()
+    if row is None or len(row) != 1 or not isinstance(row[0], int):
+        raise DriverError(f"DuckDB answered CREATE TABLE AS with {row!r}, not a row count")
+    return row[0]
 
 
 class _Heartbeat:

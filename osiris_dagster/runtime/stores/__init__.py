@@ -63,6 +63,12 @@ class SessionStore(Protocol):
         ATTACH of its own); returns the qualified prefix of its tables."""
         ...
 
+    def detach(self, con: duckdb.DuckDBPyConnection, reader_aliases: Sequence[str]) -> bool:
+        """Detach the session and the readers attached as ``reader_aliases`` from a step's
+        instance, each written one checkpointed; False (nothing done) when the store cannot,
+        and closing the instance has to do it."""
+        ...
+
     def write_error(self, exc: duckdb.Error) -> SessionStoreError | None:
         """The store's own failure to write (naming its setting), or None for the query's."""
         ...

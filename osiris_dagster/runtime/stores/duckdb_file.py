@@ -23,6 +23,7 @@ from osiris_dagster.core.settings import Settings
 from osiris_dagster.runtime.stores.inventory import DropReport, SessionInfo
 
 DB_FILE = "pipeline_data.duckdb"
+SESSION_ALIAS = "session"  # the session's file in a step's instance
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
 
 
@@ -47,11 +48,16 @@ class DuckDBFileStore:
         return Path(location).exists()
 
     def attach_session(self, con: duckdb.DuckDBPyConnection, session_id: str) -> None:
-        attach_with_retry(con, Path(self.location(session_id)), "session",
+        attach_with_retry(con, Path(self.location(session_id)), SESSION_ALIAS,
                           self.settings.lock_timeout_seconds)
 
     def session_prefix(self, session_id: str) -> str:
-        return '"session".main'
+        return f"{quote_ident(SESSION_ALIAS)}.main"
+
+    def detach(self, con: duckdb.DuckDBPyConnection, reader_aliases: Sequence[str]) -> bool:
+        for alias in (*reader_aliases, SESSION_ALIAS):
+            con.execute(f"DETACH {quote_ident(alias)}")  # checkpoints a written file
+        return True
 
     def attach_reader(self, con: duckdb.DuckDBPyConnection, location: str, alias: str) -> str:
         attach_with_retry(con, Path(location).resolve(), alias,

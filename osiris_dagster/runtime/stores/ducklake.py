@@ -148,6 +148,9 @@ class DuckLakeStore:
                 f"{exc.strerror or exc}. Check OSIRIS_DUCKLAKE_DATA_PATH ({self.data_path}): "
                 "a directory every worker can write.") from None
 
+    def detach(self, con: duckdb.DuckDBPyConnection, reader_aliases: Sequence[str]) -> bool:
+        return False  # the lake's catalog and its metadata database are closed with the instance
+
     def write_error(self, exc: duckdb.Error) -> SessionStoreError | None:
         """A SessionStoreError naming the setting when ``exc`` is the lake failing to store
         (its data path or catalog), not the step's query; else None."""
