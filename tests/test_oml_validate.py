@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -1243,3 +1245,32 @@ def test_unknown_step_setting_lists_every_known_key(tmp_path):
     message = next(d.message for d in result.errors if "colour" in d.message)
     for key in ("description", "owners", "tags", "timeout_seconds", "retry", "checks", "deps"):
         assert key in message
+
+
+ONE_INSTANCE_FOR_SQL_CHECKS = textwrap.dedent("""
+    import sys
+    import duckdb
+    from osiris_dagster.oml import validate_pipeline
+
+    def threads():  # each DuckDB instance starts its worker threads when it opens
+        with open("/proc/self/status") as fh:
+            return int(next(l for l in fh if l.startswith("Threads:")).split()[1])
+
+    before = threads()
+    result = validate_pipeline(sys.argv[1])
+    assert result.pipeline is not None, result.errors
+    validated = threads()
+    extra = duckdb.connect(":memory:")
+    one_instance = threads() - validated
+    print(one_instance > 0, validated - before == one_instance)
+""")
+
+
+def test_checking_a_pipelines_sql_opens_one_duckdb_instance() -> None:
+    """The query checks parse with one private instance, never also DuckDB's default one
+    (~12 ms, its memory and its threads for the life of the process)."""
+    done = subprocess.run([sys.executable, "-c", ONE_INSTANCE_FOR_SQL_CHECKS,
+                           "pipelines/director_stats.yaml"],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.split() == ["True", "True"], done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -107,9 +108,12 @@ def test_only_the_newest_shards_stay_open(tmp_path: Path,
 
 WRITER_PROCESS = textwrap.dedent("""
     import sys
-    from tests.test_sqlite_events import _pooled, _run
+    from pathlib import Path
+    from osiris_dagster import cli
+    from osiris_dagster.core.settings import Settings
+    from tests.test_sqlite_events import _run
 
-    instance = _pooled(sys.argv[1])
+    instance = cli._instance(Settings(sessions_dir=Path(sys.argv[1])))  # as `run` opens it
     print("ready", flush=True)
     sys.stdin.readline()  # both processes write at once
     for _ in range(3):
@@ -137,19 +141,26 @@ def _processes_reading(path: Path) -> list[str]:
 def test_two_instances_on_one_directory_see_each_others_events(tmp_path: Path) -> None:
     """Two processes' CLI runs share a sessions root: a connection held by one must not hide
     or block the other's writes."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # the CLI's own instance
     writers = [subprocess.Popen([sys.executable, "-c", WRITER_PROCESS, str(tmp_path)], cwd=REPO,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
                for _ in range(2)]
-    for writer in writers:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
-    for writer in writers:
-        assert writer.stdin is not None
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
-    for writer in writers:
-        out, _ = writer.communicate(timeout=600)
-        assert (writer.returncode, out.strip()) == (0, "done")
-    for instance in (_pooled(tmp_path), dg.DagsterInstance.local_temp(tempdir=str(tmp_path))):
+    try:
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        for writer in writers:
+            assert writer.stdin is not None
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        for writer in writers:
+            out, _ = writer.communicate(timeout=600)
+            assert (writer.returncode, out.strip()) == (0, "done")
+    finally:  # a failed test leaves no writer behind
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+    home = tmp_path / ".dagster"
+    for instance in (_pooled(home), dg.DagsterInstance.local_temp(tempdir=str(home))):
         records = instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records
         assert len(records) == 6
     assert _processes_reading(tmp_path) == []

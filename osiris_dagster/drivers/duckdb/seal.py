@@ -32,13 +32,13 @@ _CATALOG_FUNCTIONS = frozenset({"which_secret", "checkpoint", "force_checkpoint"
 
 def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> None:
     """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables."""
-    _check_statements(query)
+    _check_statements(con, query)
     _check_tree(_parse_tree(con, query), visible)
 
 
-def _check_statements(query: str) -> None:
-    try:
-        statements = duckdb.extract_statements(query)
+def _check_statements(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    try:  # con's parser: the module-level function would open DuckDB's default instance
+        statements = con.extract_statements(query)
     except duckdb.ParserException as exc:
         raise DriverError(f"SQL syntax error: {first_lines(exc)}. The query must be a single "
                           "SELECT (or WITH ... SELECT) over the step's upstream views.") from exc
@@ -81,7 +81,7 @@ def problems(queries: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
         if not query:
             continue  # the config check reports an empty query
         try:
-            _check_statements(query)
+            _check_statements(_parser_connection(), query)
         except DriverError as exc:
             out[-1] = str(exc)
             continue
