@@ -239,12 +239,16 @@ def test_a_step_releases_its_session_file_before_it_ends(
         con.close()
 
 
-def test_a_retired_instance_is_closed_in_the_background() -> None:
-    con = duckdb_instances.create_instance(CONFIG, STATEMENTS)
-    duckdb_instances.retire(con)
+def _wait_for_background_closes() -> None:
     for thread, _con in list(duckdb_instances._closing):
         assert thread.name == "osiris-duckdb-retire"
         thread.join()
+
+
+def test_a_retired_instance_is_closed_in_the_background() -> None:
+    con = duckdb_instances.create_instance(CONFIG, STATEMENTS)
+    duckdb_instances.retire(con)
+    _wait_for_background_closes()
     with pytest.raises(duckdb.ConnectionException):
         con.execute("SELECT 1")
 
@@ -290,3 +294,171 @@ def test_a_forked_child_never_frees_an_instance_its_parent_was_closing() -> None
                           capture_output=True, text=True, timeout=300)
     assert done.stdout.split("\n")[:2] == ["child total=499999500000",
                                            "parent child_exit=0"], done.stderr
+
+
+def _sql_step(session: Session, step: str, query: str, upstream: str | None = None,
+              upstream_session: Session | None = None
+              ) -> tuple[duckdb.DuckDBPyConnection, list[tuple[Any, ...]]]:
+    """A SQL step as the processor runs it: its upstream as a view, sealed, then its table."""
+    with StepWorkspace(session, pipeline_name="p", step_id=step, output_table=step,
+                       sealed_reuse=True) as ws:
+        views = ws.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal"
+                               ).fetchall()
+        if upstream:
+            ws.add_upstream(upstream, "input_df", (upstream_session or session).location,
+                            upstream)
+        ws.seal_sql_access()
+        ws.create_output(query)
+        rows = ws.con.execute(f"SELECT * FROM {ws.output_relation}").fetchall()
+        return ws.con, [*views, *rows]
+
+
+def test_sql_steps_of_a_session_share_one_sealed_instance_and_nothing_else(
+        tmp_path: Path, created_in: list[str]) -> None:
+    session = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s1")
+    with duckdb_instances.parking_allowed():
+        first, rows = _sql_step(session, "a", "SELECT setseed(0.5) AS s, 1 AS n")
+        second, rows = _sql_step(session, "b", "SELECT n + 1 AS n, random() AS r FROM input_df",
+                                 upstream="a")
+        assert second is first and len(created_in) == 1  # one instance for both steps
+        assert rows[0][0] == 2  # and no view of the step before was left in it
+        seeded = duckdb.connect()
+        seeded.execute("SELECT setseed(0.5)")
+        assert rows[0][1] != seeded.execute("SELECT random()").fetchone()[0]
+        assert _setting(second, "TimeZone") == "UTC"
+        db = Path(session.location)
+        assert db.with_name(db.name + ".wal").exists()  # parked: not checkpointed yet
+    assert not db.with_name(db.name + ".wal").exists()  # released at the end
+    _wait_for_background_closes()
+    with pytest.raises(duckdb.ConnectionException):
+        second.execute("SELECT 1")
+    assert duckdb.connect(str(db)).execute("SELECT n FROM b").fetchall() == [(2,)]
+
+
+def test_a_parked_instance_is_released_before_anything_attaches_its_file(
+        tmp_path: Path, created_in: list[str]) -> None:
+    session = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s1")
+    with duckdb_instances.parking_allowed():
+        a, _ = _sql_step(session, "a", "SELECT 1 AS n")
+        with StepWorkspace(session, pipeline_name="p", step_id="csv", output_table="csv") as ws:
+            ws.create_output("SELECT n FROM session.main.a")  # a step that is not SQL
+            assert ws.con is not a
+        assert duckdb_instances._parked is None
+        b, _ = _sql_step(session, "b", "SELECT 2 AS n")
+        assert b is not a and duckdb_instances._parked is not None
+        other = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s2")
+        c, rows = _sql_step(other, "c", "SELECT n FROM input_df", upstream="b",
+                            upstream_session=session)
+        assert rows == [(2,)]  # s1's instance released for s2 to attach s1's file
+        assert c is not b and duckdb_instances._parked is None  # it had s1's file attached
+
+
+def test_outside_an_execution_or_after_a_failure_nothing_is_parked(
+        tmp_path: Path, created_in: list[str]) -> None:
+    session = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s1")
+    _sql_step(session, "a", "SELECT 1 AS n")
+    assert duckdb_instances._parked is None
+    with duckdb_instances.parking_allowed():
+        with pytest.raises(duckdb.Error):
+            _sql_step(session, "b", "SELECT no_such_column")
+        assert duckdb_instances._parked is None
+        c, _ = _sql_step(session, "c", "SELECT 3 AS n")
+        assert duckdb_instances._parked is not None
+    _wait_for_background_closes()
+    with pytest.raises(duckdb.ConnectionException):
+        c.execute("SELECT 1")  # released at the end of the execution
+
+
+PROCESS_THAT_EXITS_WITH_A_PARKED_INSTANCE = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime import duckdb_instances
+    from osiris_dagster.runtime.session import Session
+    from osiris_dagster.runtime.workspace import StepWorkspace
+
+    session = Session(Settings(sessions_dir=Path(sys.argv[1]), memory_limit="64MB"), "s1")
+    duckdb_instances.allow_parking()  # and never stopped: the process just exits
+    with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
+                       sealed_reuse=True) as ws:
+        ws.seal_sql_access()
+        ws.create_output("SELECT 42 AS n")
+    assert duckdb_instances._parked is not None
+    print(session.location, flush=True)
+""")
+
+
+def test_a_process_that_exits_with_a_parked_instance_checkpoints_its_file(
+        tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", PROCESS_THAT_EXITS_WITH_A_PARKED_INSTANCE,
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (0, "")
+    db = Path(done.stdout.strip())
+    assert not db.with_name(db.name + ".wal").exists()
+    assert duckdb.connect(str(db)).execute("SELECT n FROM a").fetchall() == [(42,)]
+
+
+FORKED_WITH_A_PARKED_INSTANCE = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime import duckdb_instances
+    from osiris_dagster.runtime.session import Session
+    from osiris_dagster.runtime.workspace import StepWorkspace
+
+    session = Session(Settings(sessions_dir=Path(sys.argv[1]), memory_limit="64MB"), "s1")
+    duckdb_instances.allow_parking()
+    with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
+                       sealed_reuse=True) as ws:
+        ws.seal_sql_access()
+        ws.create_output("SELECT sum(range) AS n FROM range(10000000)")
+    pid = os.fork()
+    if pid == 0:
+        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True)
+        total = con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0]
+        con.close()
+        print(f"child total={total}", flush=True)
+        sys.exit(0)  # a normal exit: the parent's instance must not be freed in the child
+    _, status = os.waitpid(pid, 0)
+    duckdb_instances.stop_parking()
+    print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)
+""")
+
+
+def test_a_forked_child_never_frees_its_parents_parked_instance(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", FORKED_WITH_A_PARKED_INSTANCE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.split("\n")[:2] == ["child total=499999500000",
+                                           "parent child_exit=0"], done.stderr
+
+
+CHAIN = """\
+oml_version: "0.1.0"
+name: chain
+steps:
+  - id: s1
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: data.csv}
+"""
+
+
+def test_a_run_of_sql_steps_creates_an_instance_for_the_first_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, created_in: list[str]) -> None:
+    """Through Dagster, as `osiris-dagster run` runs a pipeline: the SQL steps after the first
+    take the instance it parked, and the session file is checkpointed when the run ends."""
+    from osiris_dagster import cli
+
+    (tmp_path / "data.csv").write_text("id,v\n1,a\n2,b\n", encoding="utf-8")
+    steps = "".join(f"  - id: s{i}\n    component: duckdb.processor\n    mode: transform\n"
+                    f"    config: {{query: 'SELECT *, {i} AS c{i} FROM input_df'}}\n"
+                    for i in range(2, 7))
+    (tmp_path / "chain.yaml").write_text(CHAIN + steps, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["run", "chain.yaml", "--sessions-dir", str(tmp_path / "sessions")]) == 0
+    assert len(created_in) <= 3  # extract, first SQL step, one spare prepared (6 steps)
+    [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
+    assert not db.with_name(db.name + ".wal").exists()
+    assert duckdb.connect(str(db), read_only=True).execute(
+        "SELECT id, v, c2, c6 FROM s6 ORDER BY id").fetchall() == [(1, "a", 2, 6), (2, "b", 2, 6)]

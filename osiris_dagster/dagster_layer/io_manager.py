@@ -19,6 +19,7 @@ from pydantic import Field
 from osiris_dagster.core.errors import UpstreamMissingError
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.dagster_layer.resources import OsirisResource
+from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.python_values import (
     UnsupportedTypeError,
     close_readers,
@@ -67,8 +68,12 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         except UnsupportedTypeError as exc:
             raise UnsupportedTypeError(f"{_describe_input(context)}: {exc}") from None
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        duckdb_instances.allow_parking()  # SQL steps of a session share a sealed instance
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         close_readers()  # relations and readers handed to assets of this run or process
+        duckdb_instances.stop_parking()  # the session file checkpointed and unlocked
 
     def _table_ref(self, context: dg.InputContext) -> TableRef:
         upstream = context.upstream_output

@@ -32,15 +32,25 @@ step), what is left is an empty in-memory instance whose teardown (~2-4 ms of CP
 freeing the catalog) a background thread does while the run goes on. Those threads are not
 daemon threads: Python joins them before it exits. A forked child never frees an instance that
 its parent was closing.
+
+A sealed instance (a SQL step's) can serve the next SQL step of the same session in the same
+process and thread instead (:func:`park`, :func:`take_parked`), which saves creating, attaching,
+sealing, checkpointing and freeing one per step. Parking is allowed only while an execution
+allows it (:func:`parking_allowed`: the IO manager's, for the duration of a Dagster execution in
+the process). A parked instance keeps its session file attached, and DuckDB attaches a file
+once per process, so it is released (its files detached: checkpointed and unlocked; then
+retired) before this process attaches a database file anywhere else, when a step cannot use
+it, when the execution ends, and at exit.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -129,6 +139,9 @@ def new_instance(config: Mapping[str, Any], statements: Sequence[str] = (), *,
 def retire(con: duckdb.DuckDBPyConnection) -> None:
     """Close ``con``, an instance with no database file attached any more, in a background
     thread (module docstring); in this thread when no thread can be started."""
+    if not threading.main_thread().is_alive():
+        con.close()  # Python is exiting (atexit): a thread started now would never be joined
+        return
     thread = threading.Thread(target=con.close, name="osiris-duckdb-retire")
     with _lock:
         _closing[:] = [(t, c) for t, c in _closing if t.is_alive()]
@@ -144,6 +157,78 @@ def retire(con: duckdb.DuckDBPyConnection) -> None:
 
 # Instances being closed by retire(), with their threads: a forked child keeps them alive.
 _closing: list[tuple[threading.Thread, duckdb.DuckDBPyConnection]] = []
+
+
+class _Parked(NamedTuple):
+    key: Hashable
+    con: duckdb.DuckDBPyConnection
+    release: Callable[[duckdb.DuckDBPyConnection], None]  # detaches its files, then retires it
+
+
+_parked: _Parked | None = None
+_parking = 0  # executions in this process that allow parking
+
+
+@contextlib.contextmanager
+def parking_allowed() -> Iterator[None]:
+    """While inside, :func:`park` keeps instances; the parked one is released at the end."""
+    allow_parking()
+    try:
+        yield
+    finally:
+        stop_parking()
+
+
+def allow_parking() -> None:
+    global _parking
+    with _lock:
+        _parking += 1
+
+
+def stop_parking() -> None:
+    """The end of what :func:`allow_parking` began; releases the parked instance."""
+    global _parking
+    with _lock:
+        _parking = max(0, _parking - 1)
+    release_parked()
+
+
+def park(key: Hashable, con: duckdb.DuckDBPyConnection,
+         release: Callable[[duckdb.DuckDBPyConnection], None]) -> bool:
+    """Keep ``con`` (a sealed step instance, its session still attached) for
+    :func:`take_parked` with the same ``key``; False, and nothing kept, when parking is not
+    allowed now. An instance parked before is released."""
+    global _parked
+    with _lock:
+        if _parking <= 0:
+            return False
+        previous, _parked = _parked, _Parked(key, con, release)
+    if previous is not None:
+        previous.release(previous.con)
+    return True
+
+
+def take_parked(key: Hashable) -> duckdb.DuckDBPyConnection | None:
+    """The parked instance when it was parked under ``key`` (the caller's from now on); an
+    instance parked under another key is released."""
+    global _parked
+    with _lock:
+        parked, _parked = _parked, None
+    if parked is None:
+        return None
+    if parked.key == key:
+        return parked.con
+    parked.release(parked.con)
+    return None
+
+
+def release_parked() -> None:
+    """Release the parked instance, if any (module docstring: when and why)."""
+    global _parked
+    with _lock:
+        parked, _parked = _parked, None
+    if parked is not None:
+        parked.release(parked.con)
 
 
 def discard_spare() -> None:
@@ -164,11 +249,14 @@ def reset() -> None:
 
 
 def _forget_in_child() -> None:
-    global _lock, _spare, _steps
+    global _lock, _spare, _steps, _parked, _parking
     _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
     spare, _spare, _steps = _spare, None, 0
     inherited = [c for _t, c in _closing]
     _closing.clear()
+    if _parked is not None:
+        inherited.append(_parked.con)
+    _parked, _parking = None, 0
     if spare is not None and spare._con is not None:
         inherited.append(spare._con)
     if inherited:  # never freed: a destructor would join threads the child does not have
@@ -179,4 +267,5 @@ def _forget_in_child() -> None:
 
 
 atexit.register(discard_spare)
+atexit.register(release_parked)  # registered last, so run first: its file is checkpointed
 os.register_at_fork(after_in_child=_forget_in_child)

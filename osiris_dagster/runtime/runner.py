@@ -159,7 +159,8 @@ def run_step(
                            output_table=step_table(pipeline, step.id),
                            connection=resolved.values if resolved else None,
                            base_dir=resolved.base_dir if resolved else None,
-                           on_progress=on_progress) as ws:
+                           on_progress=on_progress,
+                           sealed_reuse=step.component in SEALED_COMPONENTS) as ws:
             if on_workspace:
                 on_workspace(ws)
             try:
@@ -259,6 +260,9 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
         raise StepError(pipeline.name, outcome.step_id, message) from None
     session.log_event("state_committed", step_id=outcome.step_id, path=str(pending.path))
 
+
+# Steps whose connection is sealed (workspace.SEALED_SETTINGS) before their SQL runs.
+SEALED_COMPONENTS = frozenset({"duckdb.processor"})
 
 # Steps that only read files or session tables and write atomically: safe to run again.
 RERUNNABLE_COMPONENTS = frozenset({"filesystem.csv_extractor", "duckdb.processor",

@@ -12,8 +12,9 @@ import functools
 import json
 import os
 import re
+import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,10 +266,7 @@ class Session:
         been prepared while the previous step ran (:mod:`.duckdb_instances`).
         """
         self.ensure()
-        config: dict[str, Any] = {"memory_limit": self.settings.memory_limit}
-        if self.settings.threads:
-            config["threads"] = self.settings.threads
-        con = duckdb_instances.new_instance(config, STEP_INSTANCE_STATEMENTS,
+        con = duckdb_instances.new_instance(self._instance_config(), STEP_INSTANCE_STATEMENTS,
                                             step_start=step_start)
         try:
             con.execute(f"SET temp_directory = {quote_literal(str(self.spill_dir()))}")
@@ -276,6 +274,39 @@ class Session:
         except BaseException:
             con.close()
             raise
+        return con
+
+    def _instance_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"memory_limit": self.settings.memory_limit}
+        if self.settings.threads:
+            config["threads"] = self.settings.threads
+        return config
+
+    def _parking_key(self) -> Hashable:
+        """What a step instance of this session opened by this thread is made of."""
+        return (self.store.canonical(self.location), tuple(sorted(self._instance_config().items())),
+                STEP_INSTANCE_STATEMENTS, str(self.spill_dir()))
+
+    def park_sealed_connection(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Keep a sealed SQL step's instance (its views dropped, its session attached, no
+        other database) for the session's next SQL step in this thread; False when it cannot
+        be kept (see :mod:`.duckdb_instances`) and the caller closes it."""
+        if not self.store.step_instances_can_be_parked:
+            return False
+        return duckdb_instances.park(self._parking_key(), con, self.close_workspace_connection)
+
+    def take_parked_connection(self) -> duckdb.DuckDBPyConnection | None:
+        """The sealed instance the previous SQL step of this session parked in this thread
+        (seeded afresh, so nothing of the previous step's random() state carries over)."""
+        if not self.store.step_instances_can_be_parked:
+            return None
+        con = duckdb_instances.take_parked(self._parking_key())
+        if con is not None:
+            try:
+                con.execute("SELECT setseed(?)", [secrets.randbelow(2**52) / 2**52])
+            except BaseException:
+                self.close_workspace_connection(con)
+                raise
         return con
 
     def close_workspace_connection(self, con: duckdb.DuckDBPyConnection,

@@ -49,7 +49,11 @@ class StepWorkspace:
         connection: Mapping[str, Any] | None = None,
         base_dir: Path | None = None,
         on_progress: ProgressCallback | None = None,
+        sealed_reuse: bool = False,
     ) -> None:
+        """``sealed_reuse``: the step seals its connection (a SQL step); it may take the
+        sealed instance the session's previous SQL step left parked in this thread, and park
+        its own when it ends (:mod:`.duckdb_instances`)."""
         self.session = session
         self.pipeline_name = pipeline_name
         self.step_id = step_id
@@ -70,14 +74,21 @@ class StepWorkspace:
         self.started = time.monotonic()
         self.cancelled = False
         self._state_loaded = False
+        self._sealed_reuse = sealed_reuse
+        self._limit_raised = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> StepWorkspace:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        self._con = self.session.open_workspace_connection(step_start=True)
+        parked = self.session.take_parked_connection() if self._sealed_reuse else None
+        if parked is not None:  # sealed by the SQL step before, which left no views
+            self._con, self._sealed = parked, True
+        else:
+            self._con = self.session.open_workspace_connection(step_start=True)
         self._prefix = self.session.table_prefix
         self._attached[self.session.store.canonical(self.session.location)] = self._prefix
-        self._drop_leftover_temp_tables()
+        if parked is None:
+            self._drop_leftover_temp_tables()
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -86,13 +97,28 @@ class StepWorkspace:
         con, self._con = self._con, None
         try:
             if exc_type is None:
-                self.session.close_workspace_connection(con, list(self._reader_aliases.values()))
+                if not self._parked(con):
+                    self.session.close_workspace_connection(
+                        con, list(self._reader_aliases.values()))
             else:
                 con.close()
             self.session.publish_artifacts(self.step_id)
         except (duckdb.Error, OSError):
             if exc_type is None:  # never hide the error that is already propagating
                 raise
+
+    def _parked(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Leave a sealed SQL step's instance for the session's next SQL step: only its
+        session attached, at the configured memory limit, its views dropped."""
+        if not (self._sealed_reuse and self._sealed) or self._reader_aliases or \
+                self._limit_raised:
+            return False
+        try:
+            for name in dict.fromkeys(name for name, _relation in self._views):
+                con.execute(f"DROP VIEW IF EXISTS main.{quote_ident(name)}")
+        except duckdb.Error:
+            return False
+        return self.session.park_sealed_connection(con)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -115,6 +141,8 @@ class StepWorkspace:
         location = self.session.store.canonical(location)
         prefix = self._attached.get(location)
         if prefix is None:
+            if self._sealed:  # a parked instance cannot ATTACH: a new one, not sealed yet
+                self._reopen()
             alias = self._reader_aliases[location] = f"upstream_{len(self._attached)}"
             prefix = self.session.store.attach_reader(self.con, location, alias)
             self._attached[location] = prefix
@@ -232,6 +260,7 @@ class StepWorkspace:
         self.log_event("memory_limit_raised", from_limit=before, to_limit=after, reason=reason)
         self.con.execute(f"SET memory_limit = '{int(size)}B'")
         self._memory_limit = int(size)
+        self._limit_raised = True
         self.progress(message=f"DuckDB memory_limit raised from {before} to {after} "
                       f"({reason[:120]})")  # shown in the Dagster run log and the CLI
 

@@ -20,6 +20,7 @@ from osiris_dagster.core.errors import (
 )
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.stores.inventory import DropReport, SessionInfo
 
 DB_FILE = "pipeline_data.duckdb"
@@ -30,6 +31,7 @@ _LOCK_MARKERS = ("Could not set lock", "Conflicting lock")
 class DuckDBFileStore:
     kind = "duckdb"
     replaces_in_one_transaction = False
+    step_instances_can_be_parked = True
     records = None  # the session directory's files are its records
 
     def __init__(self, settings: Settings) -> None:
@@ -106,6 +108,7 @@ class DuckDBFileStore:
 def attach_with_retry(con: duckdb.DuckDBPyConnection, db_path: Path, alias: str,
                       timeout_seconds: float, read_only: bool = False) -> None:
     """ATTACH a database file, retrying DuckDB's one-writer file lock with jittered backoff."""
+    duckdb_instances.release_parked()  # it may hold this file: one attachment per process
     sql = f"ATTACH {quote_literal(str(db_path))} AS {quote_ident(alias)}"
     if read_only:
         sql += " (READ_ONLY)"

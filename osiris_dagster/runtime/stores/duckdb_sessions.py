@@ -11,6 +11,7 @@ import duckdb
 
 from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.core.naming import quote_ident
+from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.stores.duckdb_file import DB_FILE
 from osiris_dagster.runtime.stores.inventory import (
     DropReport,
@@ -43,6 +44,7 @@ def session_tables(session_dir: Path) -> list[tuple[str, int]] | None:
     db_path = session_dir / DB_FILE
     if not db_path.exists():
         return []
+    duckdb_instances.release_parked()  # it may hold this file: one attachment per process
     try:
         with duckdb.connect(str(db_path), read_only=True) as con:
             names = [r[0] for r in con.execute(

@@ -36,6 +36,7 @@ _REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "r2://", "http://", "ht
 
 class DuckLakeStore:
     kind = "ducklake"
+    step_instances_can_be_parked = False  # a step's instance holds the lake's attachments
     replaces_in_one_transaction = True
 
     def __init__(self, settings: Settings) -> None:
