@@ -663,8 +663,9 @@ def render(report: dict) -> str:
           "FROM input_df WHERE id > 0` on the previous step's table, so process start-up, "
           "imports, definitions and the extract cancel out and what remains is what one more "
           "asset costs: Dagster's step orchestration and event log writes, the IO manager, our "
-          "per-step DuckDB connection, ATTACH, table swap, row count, preview, metadata and "
-          "session logs.", ""] if report["overhead"] else []
+          "per-step DuckDB work (query check, table, swap, row counts, preview; the SQL steps "
+          "of a session share one sealed instance), metadata and session logs.", ""] \
+        if report["overhead"] else []
     if report["notes"]:
         L += ["### Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     L += ["### Contenders", ""] + [f"- `{c['name']}`: {c['description']}"
