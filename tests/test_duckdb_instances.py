@@ -181,9 +181,8 @@ def test_a_process_with_a_spare_left_closes_it_at_exit() -> None:
         (0, ["done", "spare", "closed"], "")
 
 
-FORKED_CHILD_AFTER_A_SPARE = textwrap.dedent("""
-    import os, sys
-    from osiris_dagster.runtime import duckdb_instances
+FORK_THEN_A_NEW_INSTANCE_IN_THE_CHILD = textwrap.dedent("""
+    import os
     created = []
     real = duckdb_instances.create_instance
     def recording(config, statements=()):
@@ -191,28 +190,38 @@ FORKED_CHILD_AFTER_A_SPARE = textwrap.dedent("""
         created.append(os.getpid())
         return con
     duckdb_instances.create_instance = recording
-    for _ in range(2):
-        duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True).close()
-    duckdb_instances._spare._thread.join()  # the spare is ready when the process forks
     pid = os.fork()
     if pid == 0:
-        before = len(created)
         con = duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True)
         total = con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0]
         con.close()
-        own = created[before:] == [os.getpid()]
-        print(f"child own={own} total={total}", flush=True)
+        print(f"child own={created == [os.getpid()]} total={total}", flush=True)
         sys.exit(0)  # a normal exit: the parent's instance must not be freed in the child
     _, status = os.waitpid(pid, 0)
-    print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)
 """)
 
 
-def test_a_forked_child_never_uses_its_parents_spare() -> None:
-    done = subprocess.run([sys.executable, "-c", FORKED_CHILD_AFTER_A_SPARE],
-                          capture_output=True, text=True, timeout=300)
+def _a_forked_child_exits_normally(before_fork: str, after_fork: str = "",
+                                   *args: str) -> None:
+    """``before_fork`` leaves the parent with an instance in some state; the forked child
+    creates and uses its own instance (not the parent's) and exits normally."""
+    script = (textwrap.dedent(before_fork) + FORK_THEN_A_NEW_INSTANCE_IN_THE_CHILD
+              + textwrap.dedent(after_fork)
+              + 'print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)\n')
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, timeout=300)
     assert done.stdout.split("\n")[:2] == ["child own=True total=499999500000",
                                            "parent child_exit=0"], done.stderr
+
+
+def test_a_forked_child_never_uses_its_parents_spare() -> None:
+    _a_forked_child_exits_normally("""
+        import sys
+        from osiris_dagster.runtime import duckdb_instances
+        for _ in range(2):
+            duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True).close()
+        duckdb_instances._spare._thread.join()  # the spare is ready when the process forks
+    """)
 
 
 def test_a_step_releases_its_session_file_before_it_ends(
@@ -261,39 +270,25 @@ def test_statements_run_in_order_in_one_call() -> None:
     con.close()
 
 
-FORKED_WHILE_AN_INSTANCE_IS_CLOSING = textwrap.dedent("""
-    import os, sys, threading
-    from osiris_dagster.runtime import duckdb_instances
-
-    class NotYetRunning(threading.Thread):  # started, its target not run yet at the fork
-        def start(self):
-            pass
-
-    con = duckdb_instances.create_instance({"memory_limit": "256MB"}, ())
-    con.execute("SELECT sum(range) FROM range(10000000)").fetchall()  # its worker threads ran
-    real, threading.Thread = threading.Thread, NotYetRunning
-    duckdb_instances.retire(con)
-    threading.Thread = real
-    del con  # only the module's list of instances being closed holds it now
-    pid = os.fork()
-    if pid == 0:
-        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True)
-        total = con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0]
-        con.close()
-        print(f"child total={total}", flush=True)
-        sys.exit(0)  # a normal exit: the parent's instance must not be freed in the child
-    _, status = os.waitpid(pid, 0)
-    for _thread, con in duckdb_instances._closing:
-        con.close()
-    print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)
-""")
-
-
 def test_a_forked_child_never_frees_an_instance_its_parent_was_closing() -> None:
-    done = subprocess.run([sys.executable, "-c", FORKED_WHILE_AN_INSTANCE_IS_CLOSING],
-                          capture_output=True, text=True, timeout=300)
-    assert done.stdout.split("\n")[:2] == ["child total=499999500000",
-                                           "parent child_exit=0"], done.stderr
+    _a_forked_child_exits_normally("""
+        import sys, threading
+        from osiris_dagster.runtime import duckdb_instances
+
+        class NotYetRunning(threading.Thread):  # started, its target not run yet at the fork
+            def start(self):
+                pass
+
+        con = duckdb_instances.create_instance({"memory_limit": "256MB"}, ())
+        con.execute("SELECT sum(range) FROM range(10000000)").fetchall()  # its threads ran
+        real, threading.Thread = threading.Thread, NotYetRunning
+        duckdb_instances.retire(con)
+        threading.Thread = real
+        del con  # only the module's list of instances being closed holds it now
+    """, """
+        for _thread, con in duckdb_instances._closing:
+            con.close()
+    """)
 
 
 def _sql_step(session: Session, step: str, query: str, upstream: str | None = None,
@@ -398,38 +393,25 @@ def test_a_process_that_exits_with_a_parked_instance_checkpoints_its_file(
     assert duckdb.connect(str(db)).execute("SELECT n FROM a").fetchall() == [(42,)]
 
 
-FORKED_WITH_A_PARKED_INSTANCE = textwrap.dedent("""
-    import os, sys
-    from pathlib import Path
-    from osiris_dagster.core.settings import Settings
-    from osiris_dagster.runtime import duckdb_instances
-    from osiris_dagster.runtime.session import Session
-    from osiris_dagster.runtime.workspace import StepWorkspace
-
-    session = Session(Settings(sessions_dir=Path(sys.argv[1]), memory_limit="64MB"), "s1")
-    duckdb_instances.allow_parking()
-    with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
-                       sealed_reuse=True) as ws:
-        ws.seal_sql_access()
-        ws.create_output("SELECT sum(range) AS n FROM range(10000000)")
-    pid = os.fork()
-    if pid == 0:
-        con = duckdb_instances.new_instance({"memory_limit": "256MB"}, (), step_start=True)
-        total = con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0]
-        con.close()
-        print(f"child total={total}", flush=True)
-        sys.exit(0)  # a normal exit: the parent's instance must not be freed in the child
-    _, status = os.waitpid(pid, 0)
-    duckdb_instances.stop_parking()
-    print(f"parent child_exit={os.waitstatus_to_exitcode(status)}", flush=True)
-""")
-
-
 def test_a_forked_child_never_frees_its_parents_parked_instance(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", FORKED_WITH_A_PARKED_INSTANCE, str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.stdout.split("\n")[:2] == ["child total=499999500000",
-                                           "parent child_exit=0"], done.stderr
+    _a_forked_child_exits_normally("""
+        import sys
+        from pathlib import Path
+        from osiris_dagster.core.settings import Settings
+        from osiris_dagster.runtime import duckdb_instances
+        from osiris_dagster.runtime.session import Session
+        from osiris_dagster.runtime.workspace import StepWorkspace
+
+        session = Session(Settings(sessions_dir=Path(sys.argv[1]), memory_limit="64MB"), "s1")
+        duckdb_instances.allow_parking()
+        with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
+                           sealed_reuse=True) as ws:
+            ws.seal_sql_access()
+            ws.create_output("SELECT sum(range) AS n FROM range(10000000)")
+        assert duckdb_instances._parked is not None
+    """, """
+        duckdb_instances.stop_parking()
+    """, str(tmp_path))
 
 
 CHAIN = """\
