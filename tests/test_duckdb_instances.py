@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -296,7 +297,7 @@ def _sql_step(session: Session, step: str, query: str, upstream: str | None = No
               ) -> tuple[duckdb.DuckDBPyConnection, list[tuple[Any, ...]]]:
     """A SQL step as the processor runs it: its upstream as a view, sealed, then its table."""
     with StepWorkspace(session, pipeline_name="p", step_id=step, output_table=step,
-                       sealed_reuse=True) as ws:
+                       sealed_reuse=True, park_when_done=True) as ws:
         views = ws.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal"
                                ).fetchall()
         if upstream:
@@ -338,27 +339,27 @@ def test_a_parked_instance_is_released_before_anything_attaches_its_file(
         with StepWorkspace(session, pipeline_name="p", step_id="csv", output_table="csv") as ws:
             ws.create_output("SELECT n FROM session.main.a")  # a step that is not SQL
             assert ws.con is not a
-        assert duckdb_instances._parked is None
+        assert duckdb_instances._parked == {}
         b, _ = _sql_step(session, "b", "SELECT 2 AS n")
-        assert b is not a and duckdb_instances._parked is not None
+        assert b is not a and duckdb_instances._parked != {}
         other = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s2")
         c, rows = _sql_step(other, "c", "SELECT n FROM input_df", upstream="b",
                             upstream_session=session)
         assert rows == [(2,)]  # s1's instance released for s2 to attach s1's file
-        assert c is not b and duckdb_instances._parked is None  # it had s1's file attached
+        assert c is not b and duckdb_instances._parked == {}  # it had s1's file attached
 
 
 def test_outside_an_execution_or_after_a_failure_nothing_is_parked(
         tmp_path: Path, created_in: list[str]) -> None:
     session = Session(Settings(sessions_dir=tmp_path, memory_limit="64MB"), "s1")
     _sql_step(session, "a", "SELECT 1 AS n")
-    assert duckdb_instances._parked is None
+    assert duckdb_instances._parked == {}
     with duckdb_instances.parking_allowed():
         with pytest.raises(duckdb.Error):
             _sql_step(session, "b", "SELECT no_such_column")
-        assert duckdb_instances._parked is None
+        assert duckdb_instances._parked == {}
         c, _ = _sql_step(session, "c", "SELECT 3 AS n")
-        assert duckdb_instances._parked is not None
+        assert duckdb_instances._parked != {}
     _wait_for_background_closes()
     with pytest.raises(duckdb.ConnectionException):
         c.execute("SELECT 1")  # released at the end of the execution
@@ -375,10 +376,10 @@ PROCESS_THAT_EXITS_WITH_A_PARKED_INSTANCE = textwrap.dedent("""
     session = Session(Settings(sessions_dir=Path(sys.argv[1]), memory_limit="64MB"), "s1")
     duckdb_instances.allow_parking()  # and never stopped: the process just exits
     with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
-                       sealed_reuse=True) as ws:
+                       sealed_reuse=True, park_when_done=True) as ws:
         ws.seal_sql_access()
         ws.create_output("SELECT 42 AS n")
-    assert duckdb_instances._parked is not None
+    assert duckdb_instances._parked != {}
     print(session.location, flush=True)
 """)
 
@@ -405,10 +406,10 @@ def test_a_forked_child_never_frees_its_parents_parked_instance(tmp_path: Path) 
         session = Session(Settings(sessions_dir=Path(sys.argv[1]), memory_limit="64MB"), "s1")
         duckdb_instances.allow_parking()
         with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
-                           sealed_reuse=True) as ws:
+                           sealed_reuse=True, park_when_done=True) as ws:
             ws.seal_sql_access()
             ws.create_output("SELECT sum(range) AS n FROM range(10000000)")
-        assert duckdb_instances._parked is not None
+        assert duckdb_instances._parked != {}
     """, """
         duckdb_instances.stop_parking()
     """, str(tmp_path))
@@ -444,3 +445,67 @@ def test_a_run_of_sql_steps_creates_an_instance_for_the_first_only(
     assert not db.with_name(db.name + ".wal").exists()
     assert duckdb.connect(str(db), read_only=True).execute(
         "SELECT id, v, c2, c6 FROM s6 ORDER BY id").fetchall() == [(1, "a", 2, 6), (2, "b", 2, 6)]
+
+
+def test_two_threads_running_sessions_at_once_keep_their_own_parked_instances(
+        tmp_path: Path) -> None:
+    """Two executions in one process, each in its thread: neither releases the other's
+    instance (a release racing its owner's next ATTACH failed a step: 'Unique file handle
+    conflict')."""
+    errors: list[str] = []
+    done = threading.Event()
+
+    def run(session_id: str, steps: int | None, query: str) -> None:
+        session = Session(Settings(sessions_dir=tmp_path, memory_limit="256MB"), session_id)
+        with duckdb_instances.parking_allowed():
+            i = 0
+            while (i < steps) if steps else not done.is_set():
+                try:
+                    _sql_step(session, f"t{i % 3}", query)
+                except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                    errors.append(f"{session_id} step {i}: {exc}")
+                i += 1
+        if steps:
+            done.set()
+
+    threads = [threading.Thread(target=run, args=("sA", 12, "SELECT range AS i, md5(range::"
+                                                  "VARCHAR) AS m FROM range(200000)")),
+               threading.Thread(target=run, args=("sB", None, "SELECT 1 AS n"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert duckdb_instances._parked == {}
+
+
+def test_a_sql_step_that_no_sql_step_reads_releases_its_file_when_it_ends(
+        tmp_path: Path) -> None:
+    """The pipeline's last SQL step parks nothing: an asset after it, and any other process,
+    can open the session file while the run goes on."""
+    from osiris_dagster.dagster_layer.loader import build_definitions
+
+    (tmp_path / "data.csv").write_text("id,v\n1,a\n2,b\n", encoding="utf-8")
+    steps = "".join(f"  - id: s{i}\n    component: duckdb.processor\n    mode: transform\n"
+                    f"    config: {{query: 'SELECT *, {i} AS c{i} FROM input_df'}}\n"
+                    for i in (2, 3))
+    (tmp_path / "chain.yaml").write_text(CHAIN.replace("data.csv", str(tmp_path / "data.csv"))
+                                         + steps, encoding="utf-8")
+    sessions = tmp_path / "sessions"
+    defs = build_definitions([tmp_path / "chain.yaml"], sessions_dir=str(sessions))
+    [last] = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[-1] == "s3"]
+    seen: list[tuple[str, int]] = []
+
+    @dg.asset(deps=[last])
+    def report(context) -> None:  # noqa: ANN001 (dagster inspects annotations)
+        probe = subprocess.run(
+            [sys.executable, "-c", "import duckdb, sys; print(duckdb.connect(sys.argv[1], "
+             "read_only=True).execute('SELECT count(*) FROM s3').fetchone()[0])",
+             str(sessions / context.run_id / "pipeline_data.duckdb")],
+            capture_output=True, text=True, timeout=300)
+        seen.append((probe.stderr.strip()[-200:], int(probe.stdout or -1)))
+
+    job = dg.Definitions.merge(defs, dg.Definitions(assets=[report])
+                               ).get_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+    assert seen == [("", 2)]  # another process read the last step's table during the run

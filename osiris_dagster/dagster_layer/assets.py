@@ -265,7 +265,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                            on_progress=_progress_reporter(context, masker),
                            timeout_seconds=pipeline.dagster.step_timeout(step_id),
                            checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
-                           asset_refs=asset_refs)
+                           asset_refs=asset_refs, selected=_selected_steps(context, pipeline))
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})

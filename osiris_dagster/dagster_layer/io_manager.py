@@ -72,8 +72,10 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         duckdb_instances.allow_parking()  # SQL steps of a session share a sealed instance
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        close_readers()  # relations and readers handed to assets of this run or process
-        duckdb_instances.stop_parking()  # the session file checkpointed and unlocked
+        try:
+            close_readers()  # relations and readers handed to assets of this run or process
+        finally:
+            duckdb_instances.stop_parking()  # the session file checkpointed and unlocked
 
     def _table_ref(self, context: dg.InputContext) -> TableRef:
         upstream = context.upstream_output

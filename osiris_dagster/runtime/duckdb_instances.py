@@ -34,13 +34,15 @@ daemon threads: Python joins them before it exits. A forked child never frees an
 its parent was closing.
 
 A sealed instance (a SQL step's) can serve the next SQL step of the same session in the same
-process and thread instead (:func:`park`, :func:`take_parked`), which saves creating, attaching,
-sealing, checkpointing and freeing one per step. Parking is allowed only while an execution
-allows it (:func:`parking_allowed`: the IO manager's, for the duration of a Dagster execution in
-the process). A parked instance keeps its session file attached, and DuckDB attaches a file
-once per process, so it is released (its files detached: checkpointed and unlocked; then
-retired) before this process attaches a database file anywhere else, when a step cannot use
-it, when the execution ends, and at exit.
+thread instead (:func:`park`, :func:`take_parked`), which saves creating, attaching, sealing,
+checkpointing and freeing one per step. Each thread parks at most one instance, and only while
+an execution in that thread allows it (:func:`allow_parking`: the IO manager's, for the duration
+of a Dagster execution); the caller parks only when a SQL step that reads this one follows in
+the same run. A parked instance keeps its session file attached, and DuckDB attaches a file once
+per process, so it is released (its files detached: checkpointed and unlocked; then retired)
+before this process attaches that file again (:func:`release_parked` with the file), when the
+thread's next step cannot use it, when the execution ends, and at exit. What a SQL step leaves
+in its connection besides (its query counters: ``current_query_id()``) is not data.
 """
 
 from __future__ import annotations
@@ -161,17 +163,18 @@ _closing: list[tuple[threading.Thread, duckdb.DuckDBPyConnection]] = []
 
 class _Parked(NamedTuple):
     key: Hashable
+    path: str  # the database file it holds attached
     con: duckdb.DuckDBPyConnection
     release: Callable[[duckdb.DuckDBPyConnection], None]  # detaches its files, then retires it
 
 
-_parked: _Parked | None = None
-_parking = 0  # executions in this process that allow parking
+_parked: dict[int, _Parked] = {}  # thread -> the instance it parked
+_parking: dict[int, int] = {}  # thread -> executions in it that allow parking
 
 
 @contextlib.contextmanager
 def parking_allowed() -> Iterator[None]:
-    """While inside, :func:`park` keeps instances; the parked one is released at the end."""
+    """While inside, :func:`park` keeps this thread's instances; released at the end."""
     allow_parking()
     try:
         yield
@@ -180,40 +183,43 @@ def parking_allowed() -> Iterator[None]:
 
 
 def allow_parking() -> None:
-    global _parking
+    """This thread's steps may park their sealed instances until :func:`stop_parking`."""
+    me = threading.get_ident()
     with _lock:
-        _parking += 1
+        _parking[me] = _parking.get(me, 0) + 1
 
 
 def stop_parking() -> None:
-    """The end of what :func:`allow_parking` began; releases the parked instance."""
-    global _parking
+    """The end of what :func:`allow_parking` began; releases this thread's parked instance."""
+    me = threading.get_ident()
     with _lock:
-        _parking = max(0, _parking - 1)
+        left = _parking.pop(me, 0) - 1
+        if left > 0:
+            _parking[me] = left
     release_parked()
 
 
-def park(key: Hashable, con: duckdb.DuckDBPyConnection,
+def park(key: Hashable, path: str, con: duckdb.DuckDBPyConnection,
          release: Callable[[duckdb.DuckDBPyConnection], None]) -> bool:
-    """Keep ``con`` (a sealed step instance, its session still attached) for
-    :func:`take_parked` with the same ``key``; False, and nothing kept, when parking is not
-    allowed now. An instance parked before is released."""
-    global _parked
+    """Keep ``con`` (a sealed step instance, the database file ``path`` still attached) for
+    this thread's :func:`take_parked` with the same ``key``; False, and nothing kept, when
+    this thread does not allow parking now."""
+    me = threading.get_ident()
     with _lock:
-        if _parking <= 0:
+        if not _parking.get(me):
             return False
-        previous, _parked = _parked, _Parked(key, con, release)
+        previous = _parked.pop(me, None)
+        _parked[me] = _Parked(key, path, con, release)
     if previous is not None:
         previous.release(previous.con)
     return True
 
 
 def take_parked(key: Hashable) -> duckdb.DuckDBPyConnection | None:
-    """The parked instance when it was parked under ``key`` (the caller's from now on); an
-    instance parked under another key is released."""
-    global _parked
+    """The instance this thread parked when it was parked under ``key`` (the caller's from
+    now on); one parked under another key is released."""
     with _lock:
-        parked, _parked = _parked, None
+        parked = _parked.pop(threading.get_ident(), None)
     if parked is None:
         return None
     if parked.key == key:
@@ -222,12 +228,23 @@ def take_parked(key: Hashable) -> duckdb.DuckDBPyConnection | None:
     return None
 
 
-def release_parked() -> None:
-    """Release the parked instance, if any (module docstring: when and why)."""
-    global _parked
+def release_parked(path: str | None = None) -> None:
+    """Release this thread's parked instance; with ``path``, every parked instance that holds
+    that database file, whichever thread parked it (module docstring: when and why)."""
     with _lock:
-        parked, _parked = _parked, None
-    if parked is not None:
+        if path is None:
+            found = [p for p in (_parked.pop(threading.get_ident(), None),) if p is not None]
+        else:
+            found = [_parked.pop(t) for t, p in list(_parked.items()) if p.path == path]
+    for parked in found:
+        parked.release(parked.con)
+
+
+def _release_all_parked() -> None:
+    with _lock:
+        found = list(_parked.values())
+        _parked.clear()
+    for parked in found:
         parked.release(parked.con)
 
 
@@ -249,14 +266,14 @@ def reset() -> None:
 
 
 def _forget_in_child() -> None:
-    global _lock, _spare, _steps, _parked, _parking
+    global _lock, _spare, _steps
     _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
     spare, _spare, _steps = _spare, None, 0
     inherited = [c for _t, c in _closing]
     _closing.clear()
-    if _parked is not None:
-        inherited.append(_parked.con)
-    _parked, _parking = None, 0
+    inherited += [p.con for p in _parked.values()]
+    _parked.clear()
+    _parking.clear()
     if spare is not None and spare._con is not None:
         inherited.append(spare._con)
     if inherited:  # never freed: a destructor would join threads the child does not have
@@ -267,5 +284,5 @@ def _forget_in_child() -> None:
 
 
 atexit.register(discard_spare)
-atexit.register(release_parked)  # registered last, so run first: its file is checkpointed
+atexit.register(_release_all_parked)  # registered last, so run first: files checkpointed
 os.register_at_fork(after_in_child=_forget_in_child)

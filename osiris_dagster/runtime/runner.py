@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +127,7 @@ def run_step(
     timeout_seconds: float | None = None,
     checks: Sequence[CheckSpec] = (),
     asset_refs: Mapping[str, TableRef] | None = None,
+    selected: Collection[str] = (),
 ) -> StepOutcome:
     """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
 
@@ -141,6 +142,9 @@ def run_step(
     pipeline that the step's query reads (see
     :func:`osiris_dagster.core.naming.assets_read_by_query`); it is attached like an upstream
     step's table.
+
+    ``selected`` are the ids of the steps this run executes: a SQL step whose table one of
+    them reads with SQL leaves its sealed instance to it (see :func:`sql_step_follows`).
     """
     step = pipeline.step(step_id)
     spec = get_spec(step.component)
@@ -160,7 +164,9 @@ def run_step(
                            connection=resolved.values if resolved else None,
                            base_dir=resolved.base_dir if resolved else None,
                            on_progress=on_progress,
-                           sealed_reuse=step.component in SEALED_COMPONENTS) as ws:
+                           sealed_reuse=step.component in SEALED_COMPONENTS,
+                           park_when_done=step.component in SEALED_COMPONENTS and
+                           sql_step_follows(pipeline, step.id, selected)) as ws:
             if on_workspace:
                 on_workspace(ws)
             try:
@@ -263,6 +269,13 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
 
 # Steps whose connection is sealed (workspace.SEALED_SETTINGS) before their SQL runs.
 SEALED_COMPONENTS = frozenset({"duckdb.processor"})
+
+def sql_step_follows(pipeline: Pipeline, step_id: str, selected: Collection[str]) -> bool:
+    """Whether a selected SQL step reads ``step_id``'s table (it can then run in the sealed
+    instance ``step_id`` leaves parked; a step with no such reader releases its file at once)."""
+    return any(step_id in s.needs and s.component in SEALED_COMPONENTS
+               for s in pipeline.steps if s.id in selected)
+
 
 # Steps that only read files or session tables and write atomically: safe to run again.
 RERUNNABLE_COMPONENTS = frozenset({"filesystem.csv_extractor", "duckdb.processor",

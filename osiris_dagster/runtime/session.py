@@ -293,7 +293,8 @@ class Session:
         be kept (see :mod:`.duckdb_instances`) and the caller closes it."""
         if not self.store.step_instances_can_be_parked:
             return False
-        return duckdb_instances.park(self._parking_key(), con, self.close_workspace_connection)
+        return duckdb_instances.park(self._parking_key(), self.store.canonical(self.location),
+                                     con, self.close_workspace_connection)
 
     def take_parked_connection(self) -> duckdb.DuckDBPyConnection | None:
         """The sealed instance the previous SQL step of this session parked in this thread

@@ -50,10 +50,12 @@ class StepWorkspace:
         base_dir: Path | None = None,
         on_progress: ProgressCallback | None = None,
         sealed_reuse: bool = False,
+        park_when_done: bool = False,
     ) -> None:
-        """``sealed_reuse``: the step seals its connection (a SQL step); it may take the
-        sealed instance the session's previous SQL step left parked in this thread, and park
-        its own when it ends (:mod:`.duckdb_instances`)."""
+        """``sealed_reuse``: the step seals its connection (a SQL step), so it may take the
+        sealed instance the session's previous SQL step parked in this thread;
+        ``park_when_done``: a SQL step that reads this one follows in the run, so this one
+        parks its instance for it (:mod:`.duckdb_instances`)."""
         self.session = session
         self.pipeline_name = pipeline_name
         self.step_id = step_id
@@ -75,6 +77,7 @@ class StepWorkspace:
         self.cancelled = False
         self._state_loaded = False
         self._sealed_reuse = sealed_reuse
+        self._park_when_done = park_when_done
         self._limit_raised = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -110,7 +113,7 @@ class StepWorkspace:
     def _parked(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Leave a sealed SQL step's instance for the session's next SQL step: only its
         session attached, at the configured memory limit, its views dropped."""
-        if not (self._sealed_reuse and self._sealed) or self._reader_aliases or \
+        if not (self._park_when_done and self._sealed) or self._reader_aliases or \
                 self._limit_raised:
             return False
         try:
@@ -118,6 +121,9 @@ class StepWorkspace:
                 con.execute(f"DROP VIEW IF EXISTS main.{quote_ident(name)}")
         except duckdb.Error:
             return False
+        except BaseException:  # interrupted: closed here, not left to the garbage collector
+            con.close()
+            raise
         return self.session.park_sealed_connection(con)
 
     @property

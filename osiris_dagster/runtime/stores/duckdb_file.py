@@ -108,7 +108,7 @@ class DuckDBFileStore:
 def attach_with_retry(con: duckdb.DuckDBPyConnection, db_path: Path, alias: str,
                       timeout_seconds: float, read_only: bool = False) -> None:
     """ATTACH a database file, retrying DuckDB's one-writer file lock with jittered backoff."""
-    duckdb_instances.release_parked()  # it may hold this file: one attachment per process
+    duckdb_instances.release_parked(str(db_path.resolve()))  # one attachment per process
     sql = f"ATTACH {quote_literal(str(db_path))} AS {quote_ident(alias)}"
     if read_only:
         sql += " (READ_ONLY)"

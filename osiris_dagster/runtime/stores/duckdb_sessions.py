@@ -44,7 +44,7 @@ def session_tables(session_dir: Path) -> list[tuple[str, int]] | None:
     db_path = session_dir / DB_FILE
     if not db_path.exists():
         return []
-    duckdb_instances.release_parked()  # it may hold this file: one attachment per process
+    duckdb_instances.release_parked(str(db_path.resolve()))  # one attachment per process
     try:
         with duckdb.connect(str(db_path), read_only=True) as con:
             names = [r[0] for r in con.execute(
