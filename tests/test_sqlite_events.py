@@ -59,7 +59,10 @@ def doubled(numbers: int) -> int:
 
 
 def _run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return dg.materialize([numbers, doubled], instance=instance)
+    """The two assets' values stay in memory: Dagster's default IO manager would write them to
+    one path under the instance's directory, which two writer processes share."""
+    return dg.materialize([numbers, doubled], instance=instance,
+                          resources={"io_manager": dg.mem_io_manager})
 
 
 def test_a_run_opens_each_file_once_and_reads_back_through_dagsters_own_class(

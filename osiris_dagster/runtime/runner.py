@@ -270,6 +270,7 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
 # Steps whose connection is sealed (workspace.SEALED_SETTINGS) before their SQL runs.
 SEALED_COMPONENTS = frozenset({"duckdb.processor"})
 
+
 def sql_step_follows(pipeline: Pipeline, step_id: str, selected: Collection[str]) -> bool:
     """Whether a selected SQL step reads ``step_id``'s table (it can then run in the sealed
     instance ``step_id`` leaves parked; a step with no such reader releases its file at once)."""

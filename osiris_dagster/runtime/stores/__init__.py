@@ -30,7 +30,7 @@ class SessionStore(Protocol):
     # swap (a DuckDB file has one writer, which makes that equally safe and cheaper).
     replaces_in_one_transaction: bool
     # True: a sealed SQL step's instance, its session attached, may serve the session's next
-    # SQL step in the same process (see runtime/duckdb_instances.py); detach() must work.
+    # SQL step in the same thread (see runtime/duckdb_instances.py); detach() must work.
     step_instances_can_be_parked: bool
     # None: events, metrics, manifest and artifacts are files of the session directory. Else
     # they are kept by the store, where every worker reads and writes them.
