@@ -162,8 +162,8 @@ _closing: list[tuple[threading.Thread, duckdb.DuckDBPyConnection]] = []
 
 
 class _Parked(NamedTuple):
-    key: Hashable
     path: str  # the database file it holds attached
+    key: Hashable  # what else it is made of (its configuration, ...)
     con: duckdb.DuckDBPyConnection
     release: Callable[[duckdb.DuckDBPyConnection], None]  # detaches its files, then retires it
 
@@ -199,30 +199,30 @@ def stop_parking() -> None:
     release_parked()
 
 
-def park(key: Hashable, path: str, con: duckdb.DuckDBPyConnection,
+def park(path: str, key: Hashable, con: duckdb.DuckDBPyConnection,
          release: Callable[[duckdb.DuckDBPyConnection], None]) -> bool:
     """Keep ``con`` (a sealed step instance, the database file ``path`` still attached) for
-    this thread's :func:`take_parked` with the same ``key``; False, and nothing kept, when
-    this thread does not allow parking now."""
+    this thread's :func:`take_parked` with the same ``path`` and ``key``; False, and nothing
+    kept, when this thread does not allow parking now."""
     me = threading.get_ident()
     with _lock:
         if not _parking.get(me):
             return False
         previous = _parked.pop(me, None)
-        _parked[me] = _Parked(key, path, con, release)
+        _parked[me] = _Parked(path, key, con, release)
     if previous is not None:
         previous.release(previous.con)
     return True
 
 
-def take_parked(key: Hashable) -> duckdb.DuckDBPyConnection | None:
-    """The instance this thread parked when it was parked under ``key`` (the caller's from
-    now on); one parked under another key is released."""
+def take_parked(path: str, key: Hashable) -> duckdb.DuckDBPyConnection | None:
+    """The instance this thread parked when it was parked with ``path`` and ``key`` (the
+    caller's from now on); one parked with others is released."""
     with _lock:
         parked = _parked.pop(threading.get_ident(), None)
     if parked is None:
         return None
-    if parked.key == key:
+    if (parked.path, parked.key) == (path, key):
         return parked.con
     parked.release(parked.con)
     return None

@@ -283,9 +283,9 @@ class Session:
         return config
 
     def _parking_key(self) -> Hashable:
-        """What a step instance of this session opened by this thread is made of."""
-        return (self.store.canonical(self.location), tuple(sorted(self._instance_config().items())),
-                STEP_INSTANCE_STATEMENTS, str(self.spill_dir()))
+        """What a step instance opened by this thread is made of, besides the session's file."""
+        return (tuple(sorted(self._instance_config().items())), STEP_INSTANCE_STATEMENTS,
+                str(self.spill_dir()))
 
     def park_sealed_connection(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Keep a sealed SQL step's instance (its views dropped, its session attached, no
@@ -293,7 +293,7 @@ class Session:
         be kept (see :mod:`.duckdb_instances`) and the caller closes it."""
         if not self.store.step_instances_can_be_parked:
             return False
-        return duckdb_instances.park(self._parking_key(), self.store.canonical(self.location),
+        return duckdb_instances.park(self.store.canonical(self.location), self._parking_key(),
                                      con, self.close_workspace_connection)
 
     def take_parked_connection(self) -> duckdb.DuckDBPyConnection | None:
@@ -301,7 +301,8 @@ class Session:
         (seeded afresh, so nothing of the previous step's random() state carries over)."""
         if not self.store.step_instances_can_be_parked:
             return None
-        con = duckdb_instances.take_parked(self._parking_key())
+        con = duckdb_instances.take_parked(self.store.canonical(self.location),
+                                           self._parking_key())
         if con is not None:
             try:
                 con.execute("SELECT setseed(?)", [secrets.randbelow(2**52) / 2**52])
