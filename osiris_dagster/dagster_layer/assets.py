@@ -258,6 +258,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                                                  "session_id": session.session_id,
                                                  "session_dir": str(session.dir)}})
     close_readers(session.location)  # relations given to finished assets of this process
+    selected = _selected_steps(context, pipeline)
     try:
         asset_refs = asset_tables(context, session, pipeline, step_id, asset_views or {})
         outcome = run_step(pipeline, step_id, session, upstream_refs,
@@ -265,11 +266,11 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                            on_progress=_progress_reporter(context, masker),
                            timeout_seconds=pipeline.dagster.step_timeout(step_id),
                            checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
-                           asset_refs=asset_refs, selected=_selected_steps(context, pipeline))
+                           asset_refs=asset_refs, selected=selected)
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})
-        _finish(context, session, pipeline)
+        _finish(context, session, pipeline, selected)
         raise _step_failure(session, exc) from None
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
@@ -279,8 +280,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     metadata = materialisation_metadata(session, outcome, columns) | \
         asset_inputs_metadata(asset_refs)
     _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata,
-                           pipeline_keys)
-    _finish(context, session, pipeline)
+                           pipeline_keys, selected)
+    _finish(context, session, pipeline, selected)
     if outcome.ref is None:
         yield dg.MaterializeResult(metadata=metadata)
     else:
@@ -319,7 +320,8 @@ def _step_failure(session: Session, exc: StepError) -> dg.Failure:
 def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
                            pipeline: Pipeline, step_id: str, key: dg.AssetKey,
                            outcome: StepOutcome, metadata: dict[str, Any],
-                           pipeline_keys: Sequence[dg.AssetKey]) -> None:
+                           pipeline_keys: Sequence[dg.AssetKey], selected: Sequence[str]
+                           ) -> None:
     """Columns added, removed or retyped since the last materialisation: noted in the metadata
     and the session; with `schema: strict` the step fails."""
     changes = schema_changes(
@@ -336,7 +338,7 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
                    + "; ".join(changes))
         session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
                           timed_out=False)
-        _finish(context, session, pipeline)
+        _finish(context, session, pipeline, selected)
         raise dg.Failure(description=message)
 
 
@@ -459,9 +461,11 @@ def _resolve_uncached(template: Pipeline, text: str, run_cfg: Mapping[str, Any])
     return result.pipeline
 
 
-def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipeline) -> None:
+def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipeline,
+            selected: Sequence[str]) -> None:
+    """Log run_end once the run's ``selected`` steps are done; archive the sensor's file."""
     try:
-        status = finish_run_if_done(session, pipeline, _selected_steps(context, pipeline))
+        status = finish_run_if_done(session, pipeline, selected)
     except Exception as exc:  # bookkeeping must never fail a step
         context.log.warning(f"could not update run_end in {session.events_path}: {exc}")
         return
