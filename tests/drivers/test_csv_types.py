@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.base import DriverResult
 from osiris_dagster.drivers.csv import extractor as csv_extractor
+from osiris_dagster.drivers.csv import types as ct
 from osiris_dagster.drivers.csv import writer as csv_writer
 from osiris_dagster.runtime.session import Session
 from osiris_dagster.runtime.workspace import StepWorkspace
@@ -270,3 +272,37 @@ def test_column_names_like_the_internal_cast_columns(extract: ExtractFn, data_di
     table = extract(path="names.csv")
     assert table.types == {"__osiris_cast_0": "BIGINT", "__OSIRIS_CAST_1": "DOUBLE"}
     assert table.rows == [(1, 2.5), (3, 4.0)]
+
+
+# Each rule's verdict on single values. The rules are CASE chains that test the cheap condition
+# first; these pin what each accepts, so a reordering for speed cannot change a verdict.
+VERDICTS = [
+    ("BIGINT", "42", True), ("BIGINT", "-7", True), ("BIGINT", " 42 ", True),
+    ("BIGINT", "0", True), ("BIGINT", "-0", False), ("BIGINT", "+5", False),
+    ("BIGINT", "00501", False), ("BIGINT", "0x1F", False), ("BIGINT", "1_000", False),
+    ("BIGINT", "19.99", False), ("BIGINT", "1e3", False), ("BIGINT", "abc", False),
+    ("BIGINT", "9223372036854775807", True), ("BIGINT", "9223372036854775808", False),
+    ("DOUBLE", "19.99", True), ("DOUBLE", " 0.5 ", True), ("DOUBLE", "+5", True),
+    ("DOUBLE", ".5", True), ("DOUBLE", "1e3", True), ("DOUBLE", "-inf", True),
+    ("DOUBLE", "Infinity", True), ("DOUBLE", "1e999", False), ("DOUBLE", "1e-400", False),
+    ("DOUBLE", "0.30000000000000004", True), ("DOUBLE", "0.12345678901234567890", False),
+    ("DOUBLE", "9007199254740993", False), ("DOUBLE", "007.5", False),
+    ("DOUBLE", "1_0.5", False), ("DOUBLE", "0x10", False), ("DOUBLE", "nan", False),
+    ("DOUBLE", "abc", False),
+    ("SMALLINT", "32767", True), ("SMALLINT", "32768", False), ("SMALLINT", " 12", True),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "expected"), VERDICTS,
+                         ids=[f"{k}-{t.strip() or 'space'}" for k, t, _ in VERDICTS])
+def test_each_rule_gives_its_verdict_value_by_value(kind: str, text: str,
+                                                    expected: bool) -> None:
+    con = duckdb.connect()
+    try:
+        inline = ct.faithful(kind, "v")
+        precast = ct.faithful(kind, "v", cast="c")  # as the typed read calls it
+        got = con.execute(f"SELECT {inline}, (SELECT {precast} FROM (SELECT v, "
+                          f"TRY_CAST(v AS {kind}) AS c)) FROM (SELECT ? AS v)", [text]).fetchone()
+    finally:
+        con.close()
+    assert got == (expected, expected)
