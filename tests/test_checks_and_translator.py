@@ -122,18 +122,17 @@ def test_schema_drift_is_reported_and_strict_fails(workdir: Path, tmp_path: Path
     assert "schema: strict" in message and "removed c" in message and "added a2" in message
 
 
-def test_schema_drift_of_every_step_is_read_in_two_queries_per_run(
-        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    text = ("oml_version: \"0.1.0\"\nname: drift3\nsteps:\n"
-            "  - {{id: a, component: duckdb.processor, mode: transform, "
-            "config: {{query: \"SELECT 1 AS x{extra}\"}}}}\n"
-            "  - {{id: b, component: duckdb.processor, mode: transform, "
-            "config: {{query: \"SELECT * FROM input_df\"}}}}\n"
-            "  - {{id: c, component: duckdb.processor, mode: transform, "
-            "config: {{query: \"SELECT *, 2 AS y FROM input_df\"}}}}\n")
-    p = write(workdir / "drift3.yaml", text.format(extra=""))
-    assert run_job(defs_for(p, tmp_path / "s"), "drift3", instance).success
+DRIFT3 = ("oml_version: \"0.1.0\"\nname: drift3\nsteps:\n"
+          "  - {{id: a, component: duckdb.processor, mode: transform, "
+          "config: {{query: \"SELECT 1 AS x{extra}\"}}}}\n"
+          "  - {{id: b, component: duckdb.processor, mode: transform, "
+          "config: {{query: \"SELECT * FROM input_df\"}}}}\n"
+          "  - {{id: c, component: duckdb.processor, mode: transform, "
+          "config: {{query: \"SELECT *, 2 AS y FROM input_df\"}}}}\n")
+
+
+def count_schema_reads(monkeypatch: pytest.MonkeyPatch) -> list[list[dg.AssetKey]]:
+    """The asset keys of each read of latest materialisations, from now on."""
     reads: list[list[dg.AssetKey]] = []
     latest = dg.DagsterInstance.get_latest_materialization_events
 
@@ -142,7 +141,28 @@ def test_schema_drift_of_every_step_is_read_in_two_queries_per_run(
         return latest(self, keys)
 
     monkeypatch.setattr(dg.DagsterInstance, "get_latest_materialization_events", counted)
-    p.write_text(text.format(extra=", 'new' AS z"))
+    return reads
+
+
+def test_schema_drift_is_read_in_two_queries_when_nothing_was_materialised(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # an asset never materialised has no row in Dagster's asset index: that answer is kept too
+    p = write(workdir / "drift3.yaml", DRIFT3.format(extra=""))
+    reads = count_schema_reads(monkeypatch)
+    result = run_job(defs_for(p, tmp_path / "s"), "drift3", instance)
+    assert result.success
+    assert [len(set(r)) for r in reads] == [1, 2]
+    assert "osiris/schema_changes" not in materialisations(result)["drift3/c"]
+
+
+def test_schema_drift_of_every_step_is_read_in_two_queries_per_run(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(workdir / "drift3.yaml", DRIFT3.format(extra=""))
+    assert run_job(defs_for(p, tmp_path / "s"), "drift3", instance).success
+    reads = count_schema_reads(monkeypatch)
+    p.write_text(DRIFT3.format(extra=", 'new' AS z"))
     second = run_job(defs_for(p, tmp_path / "s"), "drift3", instance)
     assert second.success
     # the first step's own asset, then the other two at once

@@ -396,8 +396,8 @@ def previous_column_schema(instance: dg.DagsterInstance, run_id: str, key: dg.As
     if found is None or key not in found:
         wanted = [key] if found is None else [k for k in (*pipeline_keys, key) if k not in found]
         events = instance.get_latest_materialization_events(wanted)
-        found = {**(found or {}), **{k: _column_schema(e) for k, e in events.items()}}
-        found.setdefault(key, None)
+        # an asset never materialised is absent from the answer: None is its answer too
+        found = {**(found or {}), **{k: _column_schema(events.get(k)) for k in wanted}}
         _PREVIOUS_SCHEMAS.clear()  # one run at a time per process
         _PREVIOUS_SCHEMAS[cache_key] = found
     return found[key]
