@@ -146,6 +146,10 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DAGSTER_HOME", None)  # the CLI must use its own instance under --sessions-dir
+    # Python's default: the warm-up round writes the .pyc files every later run reads. Inherited
+    # from a sandbox, this would recompile osiris_dagster's sources in every run (~0.15 s) while
+    # Dagster's, compiled by pip at install, load from .pyc: an unfair, unrealistic comparison.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     for k in [k for k in env if k.startswith(("OSIRIS_", "PYTHONPROFILE"))]:
         if k not in ("OSIRIS_BENCH_DATA",):
             env.pop(k)
