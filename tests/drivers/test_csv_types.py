@@ -274,6 +274,28 @@ def test_column_names_like_the_internal_cast_columns(extract: ExtractFn, data_di
     assert table.rows == [(1, 2.5), (3, 4.0)]
 
 
+def test_column_names_like_the_sample_typing_query_names(extract: ExtractFn,
+                                                         data_dir: Path) -> None:
+    # the sample is typed from one (name, v) row per value, casts named c0, c1, ...
+    (data_dir / "names.csv").write_text("name,v,c0,c1,A,a\nx,1,2.5,true,,\ny,2,3,False,,7\n")
+    table = extract(path="names.csv")
+    assert table.types == {"name": "VARCHAR", "v": "BIGINT", "c0": "DOUBLE", "c1": "BOOLEAN",
+                           "A": "VARCHAR", "a.1": "BIGINT"}
+    assert table.rows == [("x", 1, 2.5, True, None, None), ("y", 2, 3.0, False, None, 7)]
+
+
+def test_wide_file_gets_each_columns_own_type(extract: ExtractFn, data_dir: Path) -> None:
+    kinds = [("BIGINT", "{}"), ("DOUBLE", "{}.5"), ("VARCHAR", "t{}"), ("BOOLEAN", "true"),
+             ("DATE", "2024-01-{:02d}")]
+    width = 300
+    header = ",".join(f"c{i}" for i in range(width))
+    rows = [",".join(kinds[i % 5][1].format(1 + r % 28) for i in range(width))
+            for r in range(50)]
+    (data_dir / "wide.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    table = extract(path="wide.csv", parse_dates=True)
+    assert table.types == {f"c{i}": kinds[i % 5][0] for i in range(width)}
+
+
 # Each rule's verdict on single values. The rules are CASE chains that test the cheap condition
 # first; these pin what each accepts, so a reordering for speed cannot change a verdict.
 VERDICTS = [
@@ -290,6 +312,17 @@ VERDICTS = [
     ("DOUBLE", "1_0.5", False), ("DOUBLE", "0x10", False), ("DOUBLE", "nan", False),
     ("DOUBLE", "abc", False),
     ("SMALLINT", "32767", True), ("SMALLINT", "32768", False), ("SMALLINT", " 12", True),
+    ("DECIMAL(5,2)", "1.50", True), ("DECIMAL(5,2)", "1.239", False), ("DECIMAL(5,2)", "-.5", True),
+    ("DATE", "2024-03-05", True), ("DATE", "0024-03-05", True), ("DATE", "10000-01-01", True),
+    ("DATE", "0001-01-01 (BC)", True), ("DATE", "infinity", True), ("DATE", "-infinity", True),
+    ("DATE", "2024-3-5", False), ("DATE", " 2024-03-05", False), ("DATE", "epoch", False),
+    ("DATE", "2024-02-30", False), ("DATE", "2024-03-05 10:00", False), ("DATE", "20240305", False),
+    ("TIMESTAMP", "2024-03-05 17:45", True), ("TIMESTAMP", "2024-03-05T17:45:00.5", True),
+    ("TIMESTAMP", "2024-03-05", True), ("TIMESTAMP", "2024-03-05 17:45+02:00", False),
+    ("TIMESTAMP", "epoch", False), ("TIMESTAMP", "12:00", False),
+    ("TIMESTAMPTZ", "2024-03-05 17:45+02:00", True), ("TIMESTAMPTZ", "2024-03-05 17:45Z", True),
+    ("TIMESTAMPTZ", "2024-03-05 17:45", False), ("TIMESTAMPTZ", "now", False),
+    ("BOOLEAN", "true", True), ("BOOLEAN", "False", True), ("BOOLEAN", "yes", False),
 ]
 
 
@@ -297,12 +330,15 @@ VERDICTS = [
                          ids=[f"{k}-{t.strip() or 'space'}" for k, t, _ in VERDICTS])
 def test_each_rule_gives_its_verdict_value_by_value(kind: str, text: str,
                                                     expected: bool) -> None:
+    inline = ct.faithful(kind, "v")
+    precast = ct.faithful(kind, "v", cast="c")  # the typed read casts once, in an inner query
+    gated = ct.gated_cast(kind, "v") or "NULL"  # the sample's typing skips casts bound to fail
     con = duckdb.connect()
     try:
-        inline = ct.faithful(kind, "v")
-        precast = ct.faithful(kind, "v", cast="c")  # as the typed read calls it
-        got = con.execute(f"SELECT {inline}, (SELECT {precast} FROM (SELECT v, "
-                          f"TRY_CAST(v AS {kind}) AS c)) FROM (SELECT ? AS v)", [text]).fetchone()
+        got = con.execute(
+            f"SELECT {inline}, (SELECT {precast} FROM (SELECT v, TRY_CAST(v AS {kind}) AS c)), "
+            f"(SELECT {precast} FROM (SELECT v, {gated} AS c)) FROM (SELECT ? AS v)",
+            [text]).fetchone()
     finally:
         con.close()
-    assert got == (expected, expected)
+    assert got == (expected, expected, expected)

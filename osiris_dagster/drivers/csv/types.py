@@ -93,6 +93,32 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
     return _declared_only(kind, col, cast)
 
 
+def gated_cast(kind: str, col: str) -> str | None:
+    """SQL: ``TRY_CAST(col AS kind)`` for the values that may fit ``kind``, NULL for the rest;
+    None where :func:`faithful` needs no cast (BOOLEAN, VARCHAR). Passed to :func:`faithful` as
+    its ``cast``, it gives the same verdicts: the gate is a cheap test that every value the rule
+    accepts passes. It spares the casts that would fail, which cost DuckDB several times a cast
+    that succeeds (an error message per value), so a text column is not cast to every candidate
+    type value by value when a sample is typed."""
+    kind = _ALIASES.get(kind, kind)
+    if kind in (BOOLEAN, VARCHAR):
+        return None
+    numeric = kind in _NUMERIC_KINDS or _DECIMAL_TYPE.fullmatch(kind)
+    gate = _NUMBER_START if numeric else _CAST_GATES.get(kind)
+    if gate is None:
+        return f"TRY_CAST({col} AS {kind})"
+    return f"CASE WHEN regexp_matches({col}, '{gate}') THEN TRY_CAST({col} AS {kind}) END"
+
+
+# Where a value of each kind starts, as the rule's pattern or DuckDB's printing allows: numbers
+# as _NUMBER (and _PLAIN_DECIMAL) start; dates as DuckDB prints a DATE (also ``0001-01-01 (BC)``
+# and ``infinity``); timestamps as _NAIVE and _AWARE start.
+_NUMBER_START = r"^ *[+-]?[0-9.iI]"
+_NUMERIC_KINDS = (*INTEGERS, DOUBLE, "FLOAT")
+_CAST_GATES = {DATE: r"^([0-9]{4,}-|-?infinity$)", TIMESTAMP: r"^[0-9]{4}-",
+               TIMESTAMPTZ: r"^[0-9]{4}-"}
+
+
 def _all(*conditions: str) -> str:
     """SQL: every condition holds (NULL counts as false), each evaluated only for the values the
     ones before it passed. DuckDB evaluates both sides of AND and OR for every value and only
