@@ -4,11 +4,13 @@ The CSV extractor used to type columns from DuckDB's 20,480-row sample and let D
 casts change later values (``2.5`` -> 3 in a BIGINT column). It now reads text, types every value
 by explicit rules and, when a value past the first rows does not fit, types the whole file again
 (issue 17). This measures the price on the benchmark file (default 10M rows, ``parse_dates:
-true``) in two cases:
+true``) in three cases:
 
 * ``clean``: the file as generated; the first rows' types fit every value (the common case);
 * ``late``: the same file plus one last row whose ``quantity`` is ``2.5``: the old code rounds it
-  silently, the new one re-types the column over the whole file (its slow path).
+  silently, the new one re-types the column over the whole file (its slow path);
+* ``wide``: 200 columns (integers, decimals, text, dates, booleans) and a hundredth of the rows,
+  where typing the first rows weighs most.
 
 Contenders, each a fresh subprocess measured by ``benchmarks/measure.py`` (wall, CPU, peak RSS of
 the process tree), interleaved over ``--repeats`` rounds (the order reverses every round):
@@ -59,6 +61,36 @@ def late_file(clean: Path, rows: int) -> Path:
     return path
 
 
+WIDE_COLUMNS = 200  # the wide case: as many bytes per row as ~25 rows of the bench file
+
+
+def wide_file(clean: Path, rows: int) -> Path:
+    """A 200-column file with ``rows // 100`` rows (cached next to the clean one): ``id``,
+    ``quantity`` and then columns cycling through integers, decimals, text, dates and booleans,
+    so typing a sample costs what it costs for a wide export rather than for 8 columns."""
+    n = max(rows // 100, 1)
+    path = clean.with_name(f"{clean.stem}_wide{WIDE_COLUMNS}.csv")
+    if path.exists():
+        return path
+    cycle = ["CAST(i * 7 % 1000003 AS VARCHAR)", "printf('%.2f', (i * 13 % 100000) / 100.0)",
+             "'item ' || CAST(i % 97 AS VARCHAR)",
+             "strftime(DATE '2020-01-01' + CAST(i % 1826 AS INTEGER), '%Y-%m-%d')",
+             "CASE WHEN i % 3 = 0 THEN 'true' ELSE 'False' END"]
+    columns = ["i + 1 AS id", "1 + i % 20 AS quantity"] + [
+        f"{cycle[k % len(cycle)]} AS c{k}" for k in range(2, WIDE_COLUMNS)]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"COPY (SELECT {', '.join(columns)} FROM range({n}) t(i) ORDER BY i) "
+                    f"TO '{tmp}' (FORMAT csv, HEADER true)")
+    finally:
+        con.close()
+    os.replace(tmp, path)
+    return path
+
+
 def frozen_copy(ref: str, into: Path) -> Path:
     """``osiris_dagster`` as of ``ref``, unpacked under ``into`` (to put first on PYTHONPATH)."""
     repo = HERE.parent
@@ -79,7 +111,7 @@ def command(contender: str, path: Path, workdir: Path) -> tuple[list[str], dict[
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     rows = args.rows
     clean, meta = dataset(rows, args.data_dir)
-    files = {"clean": clean, "late": late_file(clean, rows)}
+    files = {"clean": clean, "late": late_file(clean, rows), "wide": wide_file(clean, rows)}
     server = MeasureServer()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="osiris-csvtypes-") as tmp:
@@ -116,7 +148,8 @@ def _median(values: list[float]) -> float:
 
 def report(data: dict[str, Any]) -> str:
     runs, m = data["runs"], data["machine"]
-    lines = [f"# CSV typing: before / after (issue 17), {human(data['rows'])} rows",
+    lines = [f"# CSV typing: before / after (issue 17), {human(data['rows'])} rows "
+             f"(wide: {WIDE_COLUMNS} columns, {human(max(data['rows'] // 100, 1))} rows)",
              "", f"Machine: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs, load average "
              f"{m.get('loadavg_before')} before; osiris-dagster at {m.get('git', '?')}; "
              f"duckdb {m.get('versions', {}).get('duckdb', '?')}; "
@@ -124,7 +157,7 @@ def report(data: dict[str, Any]) -> str:
              "Work = the extract call alone (driver: `csv_extractor.run` in a StepWorkspace, "
              "table swap included; raw DuckDB: CTAS + checkpoint). Ratios are per round against "
              "`driver_before`, median over rounds.", ""]
-    for case in ("clean", "late"):
+    for case in ("clean", "late", "wide"):
         lines += [f"## {case}", "",
                   "| contender | wall s [min-max] | work s | work / before | CPU s | "
                   "peak RSS MB | quantity type | last quantity |",

@@ -44,10 +44,18 @@ def main() -> None:
 
 def run_driver(a: argparse.Namespace) -> tuple[int, dict[str, str], str, float]:
     import osiris_dagster
-    from osiris_dagster.core.settings import Settings
-    from osiris_dagster.drivers.csv import extractor as csv_extractor
-    from osiris_dagster.runtime.session import Session
-    from osiris_dagster.runtime.workspace import StepWorkspace
+
+    try:
+        from osiris_dagster.core.settings import Settings
+        from osiris_dagster.drivers.csv import extractor as csv_extractor
+        from osiris_dagster.runtime.session import Session
+        from osiris_dagster.runtime.workspace import StepWorkspace
+    except ModuleNotFoundError:  # a "before" commit from the flat layout (before 481f4d9)
+        from osiris_dagster.session import Session  # type: ignore[no-redef]
+        from osiris_dagster.settings import Settings  # type: ignore[no-redef]
+        from osiris_dagster.workspace import StepWorkspace  # type: ignore[no-redef]
+
+        from osiris_dagster.drivers import csv_extractor  # type: ignore[no-redef]
 
     print(f"osiris_dagster from {Path(osiris_dagster.__file__).parent}", file=sys.stderr)
     session = Session(Settings.from_env(a.workdir / "sessions"), "bench").ensure()
