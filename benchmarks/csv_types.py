@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data import dataset, default_cache_dir
+from .data import dataset, default_cache_dir, write_csv
 from .measure import MeasureServer
 from .run import CONTENDERS_DIR, HERE, child_env, human, machine_info, parse_rows
 
@@ -68,7 +68,6 @@ def wide_file(clean: Path, rows: int) -> Path:
     """A 200-column file with ``rows // 100`` rows (cached next to the clean one): ``id``,
     ``quantity`` and then columns cycling through integers, decimals, text, dates and booleans,
     so typing a sample costs what it costs for a wide export rather than for 8 columns."""
-    n = max(rows // 100, 1)
     path = clean.with_name(f"{clean.stem}_wide{WIDE_COLUMNS}.csv")
     if path.exists():
         return path
@@ -78,17 +77,12 @@ def wide_file(clean: Path, rows: int) -> Path:
              "CASE WHEN i % 3 = 0 THEN 'true' ELSE 'False' END"]
     columns = ["i + 1 AS id", "1 + i % 20 AS quantity"] + [
         f"{cycle[k % len(cycle)]} AS c{k}" for k in range(2, WIDE_COLUMNS)]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    import duckdb
-
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute(f"COPY (SELECT {', '.join(columns)} FROM range({n}) t(i) ORDER BY i) "
-                    f"TO '{tmp}' (FORMAT csv, HEADER true)")
-    finally:
-        con.close()
-    os.replace(tmp, path)
+    write_csv(f"SELECT {', '.join(columns)} FROM range({wide_rows(rows)}) t(i) ORDER BY i", path)
     return path
+
+
+def wide_rows(rows: int) -> int:
+    return max(rows // 100, 1)
 
 
 def frozen_copy(ref: str, into: Path) -> Path:
@@ -149,7 +143,7 @@ def _median(values: list[float]) -> float:
 def report(data: dict[str, Any]) -> str:
     runs, m = data["runs"], data["machine"]
     lines = [f"# CSV typing: before / after (issue 17), {human(data['rows'])} rows "
-             f"(wide: {WIDE_COLUMNS} columns, {human(max(data['rows'] // 100, 1))} rows)",
+             f"(wide: {WIDE_COLUMNS} columns, {human(wide_rows(data['rows']))} rows)",
              "", f"Machine: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs, load average "
              f"{m.get('loadavg_before')} before; osiris-dagster at {m.get('git', '?')}; "
              f"duckdb {m.get('versions', {}).get('duckdb', '?')}; "

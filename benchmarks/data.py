@@ -64,16 +64,25 @@ def dataset(n: int, cache_dir: Path) -> tuple[Path, dict]:
         meta = json.loads(meta_path.read_text())
         if meta.get("bytes") == path.stat().st_size:
             return path, meta
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute(f"COPY ({_select(n)}) TO '{tmp}' (FORMAT csv, HEADER true)")
+    write_csv(_select(n), path)
+    with duckdb.connect(":memory:") as con:
         selected = con.execute(
-            f"SELECT count(*) FROM read_csv('{tmp}') WHERE {FILTER}").fetchone()[0]
-    finally:
-        con.close()
-    os.replace(tmp, path)
+            f"SELECT count(*) FROM read_csv('{path}') WHERE {FILTER}").fetchone()[0]
     meta = {"rows": n, "bytes": path.stat().st_size, "e2e_rows_out": int(selected),
             "generator_version": GENERATOR_VERSION}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return path, meta
+
+
+def write_csv(select: str, path: Path) -> None:
+    """The rows of ``select`` (DuckDB SQL) as a CSV file with a header, written under a
+    temporary name and renamed to ``path``: a run never reads half a file."""
+    import duckdb
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"COPY ({select}) TO '{tmp}' (FORMAT csv, HEADER true)")
+    finally:
+        con.close()
+    os.replace(tmp, path)
