@@ -95,7 +95,8 @@ def registry() -> list[Contender]:
                   "instance (context)", script="dagster_noop_assets.py", role="context"),
         Contender("dagster_noop_cli", "dagster_noop", (OVERHEAD,),
                   "the same on an instance set up as `osiris-dagster run` sets up its own "
-                  "(pooled event log connections, files held open; context)",
+                  "(pooled event log connections, files held open, stamped files opened "
+                  "without Alembic's checks; context)",
                   script="dagster_noop_assets.py", args=("--storage", "cli"), role="context"),
         Contender("limit_duckdb_count", "script", (LIMIT,),
                   "physical limit: DuckDB `SELECT count(*) FROM read_csv(...)`",

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
+from dagster._core.storage.runs.sqlite import sqlite_run_storage
+from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -22,6 +26,10 @@ from osiris_dagster.dagster_layer import sqlite_events
 from osiris_dagster.dagster_layer.sqlite_events import (
     PooledSqliteEventLogStorage,
     cli_instance_overrides,
+)
+from osiris_dagster.dagster_layer.sqlite_storages import (
+    StampedSqliteRunStorage,
+    StampedSqliteScheduleStorage,
 )
 
 
@@ -84,6 +92,84 @@ def test_a_run_opens_each_file_once_and_reads_back_through_dagsters_own_class(
     logs = plain.all_logs(result.run_id)
     assert [e.dagster_event_type for e in logs if e.is_dagster_event].count(
         dg.DagsterEventType.ASSET_MATERIALIZATION) == 2
+
+
+def _shard_layout(path: Path) -> tuple[Any, ...]:
+    """What a run shard is, whoever built it: its schema, Alembic revision and journal mode."""
+    with closing(sqlite3.connect(path)) as con:
+        schema = con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                             "ORDER BY type, name").fetchall()
+        revision = con.execute("SELECT version_num FROM alembic_version").fetchall()
+        journal = con.execute("PRAGMA journal_mode").fetchone()
+    return schema, revision, journal
+
+
+@contextmanager
+def _alembic_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The SQLite storages' calls that load Alembic's migration scripts (to check or to stamp
+    a file's revision), as ``module: function``."""
+    calls: list[str] = []
+    for module in (sqlite_event_log, sqlite_run_storage, sqlite_schedule_storage):
+        for name in ("check_alembic_revision", "stamp_alembic_rev"):
+            real = getattr(module, name)
+
+            def counted(*args: Any, _real: Any = real,
+                        _name: str = f"{module.__name__}: {name}", **kwargs: Any) -> Any:
+                calls.append(_name)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(module, name, counted)
+    yield calls
+
+
+def test_a_new_process_opens_its_instance_and_run_shard_without_loading_migrations(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster loads Alembic's ~90 migration scripts for every SQLite file a process opens (run
+    and schedule storages, the event index), twice for a new run's shard: all but the new shard
+    are stamped already, and the new shard is a copy of the empty one Dagster built once, the
+    same as Dagster builds it."""
+    for name in ("pooled", "plain"):
+        (tmp_path / name).mkdir()
+    first = _pooled(tmp_path / "pooled")
+    _run(first)  # the instance's first run: its index, and the empty shard, built by Dagster
+    first.dispose()
+    with _alembic_calls(monkeypatch) as calls:
+        instance = _pooled(tmp_path / "pooled")  # as a second `osiris-dagster run` opens it
+        result = _run(instance)
+    assert result.success
+    assert calls == []
+    instance.dispose()
+    shard = tmp_path / "pooled" / "history" / "runs" / f"{result.run_id}.db"
+
+    plain = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "plain"))
+    built = _run(plain).run_id  # Dagster's own class, on its own directory
+    plain.dispose()
+    dagsters = tmp_path / "plain" / "history" / "runs" / f"{built}.db"
+    assert _shard_layout(shard) == _shard_layout(dagsters)
+    assert _shard_layout(shard)[2] == ("wal",)
+
+    reader = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "pooled"))  # `dagster dev`
+    assert reader.get_run_by_id(result.run_id).is_success
+    assert reader.get_latest_materialization_event(dg.AssetKey("doubled")).run_id == \
+        result.run_id
+
+
+def test_an_empty_shard_that_does_not_read_back_is_not_used(tmp_path: Path) -> None:
+    runs = tmp_path / "history" / "runs"
+    runs.mkdir(parents=True)
+    template = runs / sqlite_events.TEMPLATE_NAME
+    template.write_bytes(b"not a database\n" * 100)
+    instance = _pooled(tmp_path)
+    result = _run(instance)  # Dagster builds the shard itself
+    assert result.success
+    assert instance.get_run_by_id(result.run_id).is_success
+    assert not template.exists()  # removed, so that the next run builds a good one
+    again = _run(instance)
+    assert again.success
+    instance.dispose()
+    assert _shard_layout(template) == _shard_layout(runs / f"{again.run_id}.db")
+    assert sorted(p.name for p in runs.iterdir()) == sorted(
+        [template.name, "index.db", f"{result.run_id}.db", f"{again.run_id}.db"])
 
 
 def test_dagsters_own_class_opens_a_connection_per_statement(tmp_path: Path) -> None:
@@ -183,6 +269,8 @@ def test_the_cli_instance_uses_it_and_keeps_dagsters_layout(tmp_path: Path) -> N
     settings = Settings(sessions_dir=tmp_path / "sessions")
     instance = cli._instance(settings)  # noqa: SLF001
     assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+    assert isinstance(instance.run_storage, StampedSqliteRunStorage)
+    assert isinstance(instance.schedule_storage, StampedSqliteScheduleStorage)
     run_id = _run(instance).run_id
     shard = tmp_path / "sessions" / ".dagster" / "history" / "runs" / f"{run_id}.db"
     assert shard.is_file()

@@ -9,8 +9,9 @@ nothing, as osiris' IO manager passes a table name.
 * `--steps N`: N assets in a chain (the overhead case: 1 and 20);
 * `--shape example`: 4 assets shaped like `pipelines/director_stats.yaml` (two roots, a join of
   them, a sink), the start-up case;
-* `--storage cli`: the instance as `osiris-dagster run` opens its own: the event log stored
-  through osiris' `PooledSqliteEventLogStorage`, the SQLite files held open during the run;
+* `--storage cli`: the instance as `osiris-dagster run` opens its own
+  (`cli_instance_overrides`): the event log stored through osiris' `PooledSqliteEventLogStorage`,
+  the run and schedule storages of `sqlite_storages`, the SQLite files held open during the run;
   `dagster` (the default): Dagster's own storage, as any Dagster job has it.
 
 ``work_s`` is the `execute_in_process` call alone.

@@ -30,6 +30,18 @@ def publish(tmp: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
+def publish_new(tmp: Path, target: Path) -> bool:
+    """Like :func:`publish`, but never over an existing ``target``: False (and nothing changed)
+    when one is already there. ``tmp`` stays; the caller removes it."""
+    fsync_file(tmp)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    fsync_dir(target.parent)
+    return True
+
+
 def fsync_file(path: Path) -> None:
     """Flush a closed file (ours, or one DuckDB wrote) or a directory to stable storage."""
     fd = os.open(path, os.O_RDONLY)

@@ -13,6 +13,16 @@ serialised by the storage's own lock, which is why one connection per file is en
 files, same schema, same rows: an instance written through it reads back through Dagster's
 own class (``dagster dev`` on the same directory needs no configuration).
 
+It also skips the part of Dagster's shard set-up whose outcome is known without it. Before
+Dagster uses a shard file in a process it loads Alembic's ~90 migration scripts (~13 ms) to learn
+the head revision, then creates the schema and stamps it only when the file has no revision yet;
+a file that has one is left as it is. Here, a file that has a revision is left as it is
+without loading them, and a new run's shard, which Dagster would build with its schema and a
+second load of the scripts to stamp it (~50 ms per run), is a copy of an empty shard that
+Dagster's own code built once in this directory for the installed Dagster version
+(``.osiris-empty-run-shard-dagster-<version>.sqlite`` beside the shards; a copy that does not
+read back as stamped is not used, and Dagster builds the shard itself).
+
 ``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`). Any
 Dagster instance can use it through ``dagster.yaml``::
 
@@ -26,9 +36,13 @@ Dagster instance can use it through ``dagster.yaml``::
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
@@ -36,13 +50,23 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorage,
 )
 from dagster._serdes import ConfigurableClassData
+from dagster.version import __version__ as DAGSTER_VERSION
 from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+from osiris_dagster.core.atomic_files import publish, publish_new, remove_quietly
+from osiris_dagster.dagster_layer.sqlite_storages import (
+    StampedSqliteRunStorage,
+    StampedSqliteScheduleStorage,
+    stamped,
+)
 
 # The index shard and the shards of the runs this process writes or reads now; older engines
 # are disposed (a process that reads many runs' events holds at most this many files open).
 MAX_OPEN_SHARDS = 8
+# An empty run shard as Dagster builds it, per Dagster version (its schema may change with it).
+TEMPLATE_NAME = f".osiris-empty-run-shard-dagster-{DAGSTER_VERSION}.sqlite"
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -96,6 +120,59 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
+    def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
+        """Dagster's own, where its outcome is not known beforehand (see the module's text)."""
+        path = engine.url.database
+        if self._pooled and path:
+            if stamped(path):
+                return  # Dagster's would load the migration scripts, then change nothing
+            if not for_index_shard and not os.path.exists(path) and \
+                    self._shard_from_template(Path(path)):
+                return
+        super()._initdb(engine, for_index_shard=for_index_shard)
+
+    def _shard_from_template(self, path: Path) -> bool:
+        """A new run shard as a copy of the empty one; False when there is none or the copy
+        is not a stamped database (Dagster then builds the shard)."""
+        template = self._template()
+        if template is None:
+            return False
+        tmp = _temporary(path)
+        try:
+            shutil.copyfile(template, tmp)
+            if not stamped(str(tmp)):
+                remove_quietly(template)  # made anew by the next run
+                return False
+            return publish_new(tmp, path)
+        except OSError:
+            return False
+        finally:
+            _remove_database(tmp)
+
+    def _template(self) -> Path | None:
+        """The empty run shard for this Dagster version, built by Dagster's own code on first
+        use: checkpointed (no WAL beside it), then renamed into place."""
+        template = Path(self._base_dir) / TEMPLATE_NAME
+        if template.exists():
+            return template
+        tmp = _temporary(template)
+        try:
+            engine = create_engine(URL.create("sqlite", database=str(tmp)), poolclass=NullPool)
+            try:
+                super()._initdb(engine)
+            finally:
+                engine.dispose()
+            with closing(sqlite3.connect(tmp)) as con:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if Path(f"{tmp}-wal").exists() or not stamped(str(tmp)):
+                return None
+            publish(tmp, template)  # two processes building it at once write the same schema
+            return template
+        except Exception:  # noqa: BLE001 - an optimisation only: Dagster builds the shard
+            return None
+        finally:
+            _remove_database(tmp)
+
     def has_table(self, table_name: str) -> bool:
         """Dagster asks for every asset event whether the index has a table, on a new
         connection each time (it may be asked while the index's connection is in use, so it
@@ -125,12 +202,27 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 engine.dispose()
 
 
+def _temporary(path: Path) -> Path:
+    """A hidden name beside ``path``, unique per process and thread (Dagster lists shards as
+    ``*.db``, which never matches it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def _remove_database(path: Path) -> None:
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        remove_quietly(Path(name))
+
+
 def cli_instance_overrides(home: str) -> dict[str, Any]:
     """Instance overrides for a DagsterInstance under ``home`` that stores its event log
-    through :class:`PooledSqliteEventLogStorage`, in the directory Dagster's default SQLite
-    storage uses there (``history/runs``), so the instance's history is the same either way."""
-    return {"event_log_storage": {
-        "module": __name__,
-        "class": PooledSqliteEventLogStorage.__name__,
-        "config": {"base_dir": os.path.join(home, "history", "runs")},
-    }}
+    through :class:`PooledSqliteEventLogStorage` and opens its run and schedule storages as
+    :mod:`.sqlite_storages` does, in the directories Dagster's default SQLite storages use
+    there (``history/runs``, ``history``, ``schedules``), so the instance's history is the same
+    either way."""
+    def storage(cls: type, *where: str) -> dict[str, Any]:
+        return {"module": cls.__module__, "class": cls.__name__,
+                "config": {"base_dir": os.path.join(home, *where)}}
+
+    return {"event_log_storage": storage(PooledSqliteEventLogStorage, "history", "runs"),
+            "run_storage": storage(StampedSqliteRunStorage, "history", ""),
+            "schedule_storage": storage(StampedSqliteScheduleStorage, "schedules")}

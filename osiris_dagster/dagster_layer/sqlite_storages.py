@@ -1,0 +1,75 @@
+"""Dagster's SQLite run and schedule storages, opened without checking a schema that is in place.
+
+Before Dagster opens ``history/runs.db`` or ``schedules/schedules.db`` it loads Alembic's ~90
+migration scripts (~15 ms per storage) to learn the head revision; it then creates and stamps
+the schema only when the file carries no revision, and opens a file that carries one as it is.
+:class:`StampedSqliteRunStorage` and :class:`StampedSqliteScheduleStorage` open such a file
+directly. Anything else goes through Dagster's own code: a new file, one without a revision, or a
+run storage without the ``instance_info`` table, which Dagster would add. Same files, same schema.
+
+``osiris-dagster run`` opens its instance with them
+(:func:`~osiris_dagster.dagster_layer.sqlite_events.cli_instance_overrides`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlite import create_db_conn_string
+from dagster._serdes import ConfigurableClassData
+
+
+def stamped(path: str | os.PathLike[str], *tables: str) -> bool:
+    """Whether the SQLite file at ``path`` exists, carries an Alembic revision and has
+    ``tables`` (never creates the file)."""
+    try:
+        with closing(sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=rw", uri=True,
+                                     timeout=SQLITE_BUSY_TIMEOUT_SECONDS)) as con:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            present = {name for (name,) in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return False
+    return bool(row and row[0]) and set(tables) <= present
+
+
+class _OpensStampedFile:
+    """``from_local`` that opens ``<base_dir>/<DATABASE>.db`` directly when it is stamped and
+    has ``TABLES``; otherwise Dagster's own ``from_local`` (of the storage class after this one
+    in the bases)."""
+
+    DATABASE: str
+    TABLES: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None,
+                          config_value: Any) -> Any:
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+    @classmethod
+    def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> Any:
+        if stamped(Path(base_dir).absolute() / f"{cls.DATABASE}.db", *cls.TABLES):
+            return cls(create_db_conn_string(base_dir, cls.DATABASE), inst_data)  # type: ignore[call-arg]
+        return super().from_local(base_dir, inst_data)  # type: ignore[misc]
+
+
+class StampedSqliteRunStorage(_OpensStampedFile, SqliteRunStorage):
+    """``SqliteRunStorage`` that opens a stamped ``runs.db`` without loading the migrations
+    (Dagster adds ``instance_info`` to one that lacks it: that one goes through Dagster)."""
+
+    DATABASE = "runs"
+    TABLES = ("instance_info",)
+
+
+class StampedSqliteScheduleStorage(_OpensStampedFile, SqliteScheduleStorage):
+    """``SqliteScheduleStorage`` that opens a stamped ``schedules.db`` without loading the
+    migrations."""
+
+    DATABASE = "schedules"
