@@ -86,6 +86,17 @@ def paired(runs: list[Any], num: str, den: str = REFERENCE, attr: str = "wall_s"
             "n": len(ratios)}
 
 
+def paired_difference(runs: list[Any], num: str, den: str) -> dict[str, float] | None:
+    """Median over rounds of num's wall minus den's wall in the same round, with its range."""
+    a = {r.round: r.wall_s for r in runs if r.case == STARTUP and r.contender == num and r.ok}
+    b = {r.round: r.wall_s for r in runs if r.case == STARTUP and r.contender == den and r.ok}
+    diffs = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
+    if not diffs:
+        return None
+    return {"median": statistics.median(diffs), "min": min(diffs), "max": max(diffs),
+            "n": len(diffs)}
+
+
 def summary(runs: list[Any]) -> list[dict[str, Any]]:
     """One row per command: wall, CPU, peak memory and the paired ratio to `import dagster`."""
     names = list(dict.fromkeys(r.contender for r in runs if r.case == STARTUP))
@@ -102,7 +113,9 @@ def summary(runs: list[Any]) -> list[dict[str, Any]]:
                        cpu_median=statistics.median(r.cpu_s for r in good),
                        peak_median=statistics.median(r.peak_rss_mb for r in good),
                        vs_import=paired(runs, name),
-                       cpu_vs_import=paired(runs, name, attr="cpu_s"))
+                       cpu_vs_import=paired(runs, name, attr="cpu_s"),
+                       above_floor=paired_difference(runs, name, DAGSTER_FLOOR_CLI)
+                       if name.endswith(":run") and name != DAGSTER_FLOOR_CLI else None)
         rows.append(row)
     return rows
 
@@ -125,17 +138,21 @@ def targets(runs: list[Any], osiris_names: list[str], make: Any) -> list[Any]:
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| command | wall s median [min-max] | CPU s | peak RSS MB | wall / import dagster "
-             "(paired) [min-max] | CPU / import dagster CPU |", "|---|---|---|---|---|---|"]
+             f"(paired) [min-max] | CPU / import dagster CPU | wall above `{DAGSTER_FLOOR_CLI}` "
+             "(paired) [min-max] |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         if not row["n"]:
             lines.append(f"| {row['command']} | FAILED: {'; '.join(row['errors'])[:120]} "
-                         "| | | | |")
+                         "| | | | | |")
             continue
         pr = row["vs_import"]
         ratio = f"{pr['median']:.2f}x [{pr['min']:.2f}-{pr['max']:.2f}]" if pr else "-"
         cpu = row.get("cpu_vs_import")
         cpu_ratio = f"{cpu['median']:.2f}x" if cpu else "-"
+        above = row.get("above_floor")
+        above_text = (f"{above['median']:.2f} s [{above['min']:.2f}-{above['max']:.2f}]"
+                      if above else "-")
         lines.append(f"| {row['command']} | {row['wall_median']:.2f} [{row['wall_min']:.2f}-"
                      f"{row['wall_max']:.2f}] | {row['cpu_median']:.2f} | "
-                     f"{row['peak_median']:.0f} | {ratio} | {cpu_ratio} |")
+                     f"{row['peak_median']:.0f} | {ratio} | {cpu_ratio} | {above_text} |")
     return lines

@@ -32,3 +32,34 @@ def test_memory_growth_with_one_size_is_not_a_pass() -> None:
 def test_memory_growth_with_two_sizes_is_measured() -> None:
     growth = _growth(_summary(1_000_000, TEN_M), base=1_000_000)
     assert (growth.measured, growth.verdict) == (10.0, "FAIL")
+
+
+def _timed(contender: str, case: str, rnd: int, wall: float, steps: int | None = None) -> run.Run:
+    return run.Run(contender, case, 100, rnd, wall, None, 100.0, 100.0, 100.0, 100.0, wall,
+                   True, steps=steps)
+
+
+def test_the_product_share_is_taken_round_by_round_against_the_no_op_floor() -> None:
+    """Per asset and per `run`: what osiris costs beyond Dagster's do-nothing job on the same
+    kind of instance, as the difference within each round (a slow round slows both)."""
+    from benchmarks import startup
+
+    lo, hi = run.OVERHEAD_STEPS
+    runs = []
+    for rnd, (slow, osiris_step, noop_step) in enumerate([(0.0, 0.040, 0.014),
+                                                           (1.0, 0.050, 0.020)]):
+        for name, per_step in (("osiris_cli", osiris_step), (run.NOOP_CLI, noop_step)):
+            runs += [_timed(name, run.OVERHEAD, rnd, 1.5 + slow, lo),
+                     _timed(name, run.OVERHEAD, rnd, 1.5 + slow + per_step * (hi - lo), hi)]
+        runs += [_timed(startup.DAGSTER_FLOOR_CLI, startup.STARTUP, rnd, 1.4 + slow),
+                 _timed("osiris_cli:run", startup.STARTUP, rnd, 1.8 + slow + rnd * 0.1),
+                 _timed(startup.REFERENCE, startup.STARTUP, rnd, 0.6)]
+    osiris = run.overhead_stats(runs, "osiris_cli")
+    assert osiris is not None
+    assert round(osiris["per_asset_above_noop_cli_ms"], 6) == 28.0  # median of 26 and 30
+    assert run.overhead_stats(runs, run.NOOP_CLI)["per_asset_above_noop_cli_ms"] is None
+    rows = {row["command"]: row for row in startup.summary(runs)}
+    above = rows["osiris_cli:run"]["above_floor"]
+    assert (round(above["min"], 6), round(above["max"], 6), above["n"]) == (0.4, 0.5, 2)
+    assert rows[startup.DAGSTER_FLOOR_CLI]["above_floor"] is None
+    assert "0.45 s [0.40-0.50]" in "\n".join(startup.table(list(rows.values())))
