@@ -159,6 +159,8 @@ def test_an_empty_shard_that_does_not_read_back_is_not_used(tmp_path: Path) -> N
     runs.mkdir(parents=True)
     template = runs / sqlite_events.TEMPLATE_NAME
     template.write_bytes(b"not a database\n" * 100)
+    older = runs / sqlite_events.TEMPLATE_GLOB.replace("*", "0.0.1")  # an older Dagster's
+    older.write_bytes(b"")
     instance = _pooled(tmp_path)
     result = _run(instance)  # Dagster builds the shard itself
     assert result.success
@@ -168,6 +170,7 @@ def test_an_empty_shard_that_does_not_read_back_is_not_used(tmp_path: Path) -> N
     assert again.success
     instance.dispose()
     assert _shard_layout(template) == _shard_layout(runs / f"{again.run_id}.db")
+    assert not older.exists()  # removed when this version's was built
     assert sorted(p.name for p in runs.iterdir()) == sorted(
         [template.name, "index.db", f"{result.run_id}.db", f"{again.run_id}.db"])
 

@@ -20,8 +20,9 @@ a file that has one is left as it is. Here, a file that has a revision is left a
 without loading them, and a new run's shard, which Dagster would build with its schema and a
 second load of the scripts to stamp it (~50 ms per run), is a copy of an empty shard that
 Dagster's own code built once in this directory for the installed Dagster version
-(``.osiris-empty-run-shard-dagster-<version>.sqlite`` beside the shards; a copy that does not
-read back as stamped is not used, and Dagster builds the shard itself).
+(``.osiris-empty-run-shard-dagster-<version>.sqlite`` beside the shards, which replaces other
+versions' ones; a copy that does not read back as stamped is not used, and Dagster builds the
+shard itself).
 
 ``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`). Any
 Dagster instance can use it through ``dagster.yaml``::
@@ -66,7 +67,8 @@ from osiris_dagster.dagster_layer.sqlite_storages import (
 # are disposed (a process that reads many runs' events holds at most this many files open).
 MAX_OPEN_SHARDS = 8
 # An empty run shard as Dagster builds it, per Dagster version (its schema may change with it).
-TEMPLATE_NAME = f".osiris-empty-run-shard-dagster-{DAGSTER_VERSION}.sqlite"
+TEMPLATE_GLOB = ".osiris-empty-run-shard-dagster-*.sqlite"
+TEMPLATE_NAME = TEMPLATE_GLOB.replace("*", DAGSTER_VERSION)
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -167,6 +169,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             if Path(f"{tmp}-wal").exists() or not stamped(str(tmp)):
                 return None
             publish(tmp, template)  # two processes building it at once write the same schema
+            for old in template.parent.glob(TEMPLATE_GLOB):  # other Dagster versions' ones
+                if old.name != template.name:
+                    remove_quietly(old)
             return template
         except Exception:  # noqa: BLE001 - an optimisation only: Dagster builds the shard
             return None
