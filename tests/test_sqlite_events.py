@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,49 @@ def test_an_empty_shard_that_does_not_read_back_is_not_used(tmp_path: Path) -> N
     assert not older.exists()  # removed when this version's was built
     assert sorted(p.name for p in runs.iterdir()) == sorted(
         [template.name, "index.db", f"{result.run_id}.db", f"{again.run_id}.db"])
+
+
+def test_a_copied_shard_has_the_mode_sqlite_gives_a_new_database(tmp_path: Path) -> None:
+    """0644 less the umask, as Dagster's shards, also under a umask that lets the group write
+    (a plain copy would be 0664 there)."""
+    (tmp_path / "pooled").mkdir()
+    (tmp_path / "plain").mkdir()
+    previous = os.umask(0o002)
+    try:
+        instance = _pooled(tmp_path / "pooled")
+        copied = [_run(instance).run_id for _ in range(2)][-1]
+        instance.dispose()
+        plain = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "plain"))
+        built = _run(plain).run_id
+        plain.dispose()
+    finally:
+        os.umask(previous)
+
+    def mode(home: str, run_id: str) -> int:
+        return stat.S_IMODE((tmp_path / home / "history" / "runs" / f"{run_id}.db").stat().st_mode)
+
+    assert mode("pooled", copied) == mode("plain", built) == 0o644
+
+
+def test_stamped_storages_open_the_file_dagster_would_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative base_dir with `..` after a symlink: Dagster resolves it by its text (as
+    os.path.abspath does), so the file checked must be that one, not the symlink's sibling."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "home").mkdir(parents=True)
+    work = tmp_path / "work"
+    (work / "home").mkdir(parents=True)
+    (work / "link").symlink_to(elsewhere / "sub", target_is_directory=True)
+    (elsewhere / "sub").mkdir()
+    for cls in (StampedSqliteRunStorage, StampedSqliteScheduleStorage):
+        cls.from_local(str(elsewhere / "home"))  # a stamped file where the symlink leads
+    monkeypatch.chdir(work)
+    runs = StampedSqliteRunStorage.from_local("link/../home")
+    assert runs.get_runs() == []  # its schema was built in work/home, as Dagster builds it
+    assert (work / "home" / "runs.db").is_file()
+    schedules = StampedSqliteScheduleStorage.from_local("link/../home")
+    assert list(schedules.all_instigator_state()) == []
+    assert (work / "home" / "schedules.db").is_file()
 
 
 def test_dagsters_own_class_opens_a_connection_per_statement(tmp_path: Path) -> None:

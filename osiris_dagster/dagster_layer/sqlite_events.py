@@ -141,7 +141,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             return False
         tmp = _temporary(path)
         try:
-            shutil.copyfile(template, tmp)
+            # created as SQLite creates a database file: mode 0644 less the umask
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") \
+                    as out, open(template, "rb") as src:
+                shutil.copyfileobj(src, out)
             if not stamped(str(tmp)):
                 remove_quietly(template)  # made anew by the next run
                 return False

@@ -24,6 +24,7 @@ from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorag
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sqlite import create_db_conn_string
 from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import make_url
 
 
 def stamped(path: str | os.PathLike[str], *tables: str) -> bool:
@@ -55,8 +56,10 @@ class _OpensStampedFile:
 
     @classmethod
     def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> Any:
-        if stamped(Path(base_dir).absolute() / f"{cls.DATABASE}.db", *cls.TABLES):
-            return cls(create_db_conn_string(base_dir, cls.DATABASE), inst_data)  # type: ignore[call-arg]
+        conn_string = create_db_conn_string(base_dir, cls.DATABASE)
+        database = make_url(conn_string).database  # the file the storage will open, as written
+        if database and stamped(database, *cls.TABLES):
+            return cls(conn_string, inst_data)  # type: ignore[call-arg]
         return super().from_local(base_dir, inst_data)  # type: ignore[misc]
 
 
