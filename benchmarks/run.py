@@ -407,19 +407,23 @@ def paired_ratio(runs: list[Run], num: tuple[str, str, int], den: tuple[str, str
 NOOP_CLI = "dagster_noop_cli"  # what one more asset costs on the CLI's kind of instance
 
 
+def _overhead_runs(runs: list[Run], contender: str) -> dict[int, dict[int, Run]]:
+    """``contender``'s successful overhead runs: steps -> round -> run."""
+    return {s: {r.round: r for r in runs if r.case == OVERHEAD and r.contender == contender
+                and r.steps == s and r.ok} for s in OVERHEAD_STEPS}
+
+
 def per_asset_by_round(runs: list[Run], contender: str) -> dict[int, float]:
     """(T20 - T1) / 19 of each round in which both runs of ``contender`` succeeded, seconds."""
     lo, hi = OVERHEAD_STEPS
-    by = {s: {r.round: r for r in runs if r.case == OVERHEAD and r.contender == contender
-              and r.steps == s and r.ok} for s in OVERHEAD_STEPS}
+    by = _overhead_runs(runs, contender)
     return {k: (by[hi][k].wall_s - by[lo][k].wall_s) / (hi - lo)
             for k in sorted(by[lo].keys() & by[hi].keys())}
 
 
 def overhead_stats(runs: list[Run], contender: str) -> dict[str, Any] | None:
     lo, hi = OVERHEAD_STEPS
-    by = {s: {r.round: r for r in runs if r.case == OVERHEAD and r.contender == contender
-              and r.steps == s and r.ok} for s in OVERHEAD_STEPS}
+    by = _overhead_runs(runs, contender)
     if not by[lo] or not by[hi]:
         return None
     out: dict[str, Any] = {"contender": contender}

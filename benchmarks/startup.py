@@ -72,29 +72,29 @@ def prepare(workroot: Path, repo: Path, osiris: list[tuple[str, str, dict[str, s
     return out
 
 
+def _pairs(runs: list[Any], num: str, den: str, attr: str) -> list[tuple[float, float]]:
+    """(num's, den's) `attr` of each round in which both commands succeeded."""
+    values = [{r.round: getattr(r, attr) for r in runs
+               if r.case == STARTUP and r.contender == name and r.ok} for name in (num, den)]
+    return [(values[0][k], values[1][k]) for k in sorted(values[0].keys() & values[1].keys())]
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
 def paired(runs: list[Any], num: str, den: str = REFERENCE, attr: str = "wall_s"
            ) -> dict[str, float] | None:
     """Median over rounds of num / den (wall, or `attr`) of the same round, with its range."""
-    a = {r.round: getattr(r, attr) for r in runs
-         if r.case == STARTUP and r.contender == num and r.ok}
-    b = {r.round: getattr(r, attr) for r in runs
-         if r.case == STARTUP and r.contender == den and r.ok}
-    ratios = [a[k] / b[k] for k in sorted(a.keys() & b.keys()) if b[k]]
-    if not ratios:
-        return None
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            "n": len(ratios)}
+    return _spread([a / b for a, b in _pairs(runs, num, den, attr) if b])
 
 
 def paired_difference(runs: list[Any], num: str, den: str) -> dict[str, float] | None:
     """Median over rounds of num's wall minus den's wall in the same round, with its range."""
-    a = {r.round: r.wall_s for r in runs if r.case == STARTUP and r.contender == num and r.ok}
-    b = {r.round: r.wall_s for r in runs if r.case == STARTUP and r.contender == den and r.ok}
-    diffs = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
-    if not diffs:
-        return None
-    return {"median": statistics.median(diffs), "min": min(diffs), "max": max(diffs),
-            "n": len(diffs)}
+    return _spread([a - b for a, b in _pairs(runs, num, den, "wall_s")])
 
 
 def summary(runs: list[Any]) -> list[dict[str, Any]]:
