@@ -75,3 +75,14 @@ def failure_description(result: dg.ExecuteInProcessResult) -> str:
                 return data.description
             return ev.step_failure_data.error.to_string()
     return ""
+
+
+def gone_pid() -> int:
+    """The id of a process that has exited (what a process killed mid-write leaves in the names
+    of its temporary files)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

@@ -33,6 +33,8 @@ from osiris_dagster.dagster_layer.sqlite_storages import (
     StampedSqliteScheduleStorage,
 )
 
+from .helpers import gone_pid
+
 
 @contextmanager
 def _event_log_connects() -> Iterator[list[int]]:
@@ -173,7 +175,9 @@ def test_an_empty_shard_that_does_not_read_back_is_not_used(tmp_path: Path) -> N
     assert _shard_layout(template) == _shard_layout(runs / f"{again.run_id}.db")
     assert not older.exists()  # removed when this version's was built
     assert sorted(p.name for p in runs.iterdir()) == sorted(
-        [template.name, "index.db", f"{result.run_id}.db", f"{again.run_id}.db"])
+        [template.name, "index.db", f"{result.run_id}.db", f"{again.run_id}.db",
+         sqlite_events.TEMP_DIR])
+    assert list((runs / sqlite_events.TEMP_DIR).iterdir()) == []
 
 
 def test_a_copied_shard_has_the_mode_sqlite_gives_a_new_database(tmp_path: Path) -> None:
@@ -196,6 +200,35 @@ def test_a_copied_shard_has_the_mode_sqlite_gives_a_new_database(tmp_path: Path)
         return stat.S_IMODE((tmp_path / home / "history" / "runs" / f"{run_id}.db").stat().st_mode)
 
     assert mode("pooled", copied) == mode("plain", built) == 0o644
+
+
+def test_what_a_killed_copy_left_is_removed_by_the_next_new_shard(tmp_path: Path) -> None:
+    """A process killed between linking its copy into place and removing it leaves a second
+    link to a live shard (whose space ``wipe`` would then not free); killed earlier, a partial
+    copy with SQLite's files beside it. The next process that makes a shard removes both; a
+    running process' copy and anything else stay."""
+    instance = _pooled(tmp_path)
+    first = _run(instance).run_id
+    runs = tmp_path / "history" / "runs"
+    shard, temp = runs / f"{first}.db", runs / sqlite_events.TEMP_DIR
+    dead, alive = gone_pid(), os.getppid()
+    linked = temp / f".{first}.db.{dead}.1.tmp"
+    os.link(shard, linked)
+    partial = [temp / f".{'f' * 8}.db.{dead}.2.tmp{suffix}" for suffix in ("", "-wal", "-shm")]
+    for path in partial:
+        path.write_bytes(b"partial")
+    running = temp / f".{'e' * 8}.db.{alive}.3.tmp"
+    running.write_bytes(b"being copied")
+    other = temp / "notes.txt"
+    other.write_text("not ours")
+    assert shard.stat().st_nlink == 2
+
+    second = _run(instance).run_id
+    instance.dispose()
+    assert shard.stat().st_nlink == 1
+    assert sorted(p.name for p in temp.iterdir()) == sorted([running.name, other.name])
+    assert sorted(p.name for p in runs.glob("*.db")) == sorted(
+        ["index.db", f"{first}.db", f"{second}.db"])
 
 
 def test_stamped_storages_open_the_file_dagster_would_open(

@@ -1,6 +1,7 @@
 """Files that readers see whole or not at all: write a temporary file next to the target, flush
 it to disk, rename it into place, then persist the rename. The one place for this, used by
-session state and manifests, the CSV writer and the CLI's instance config."""
+session state and manifests, the CSV writer, the CLI's instance config and its run shards; and
+for removing the temporary files of a process killed mid-write."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     """``text`` in ``path``, replaced in one rename (the temporary name is unique per process
     and thread, so concurrent writers never share one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temporary_name(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         publish(tmp, path)
     finally:
         remove_quietly(tmp)
+
+
+def temporary_name(path: Path, directory: Path | None = None) -> Path:
+    """``.<name>.<pid>.<thread>.tmp`` for ``path``, in ``directory`` (default: beside it): unique
+    per process and thread, and what :func:`remove_orphaned_temp_files` recognises."""
+    return (directory or path.parent) / \
+        f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
 
 
 def publish(tmp: Path, target: Path) -> None:
@@ -55,6 +63,42 @@ def fsync_dir(path: Path) -> None:
     """Persist a rename; best effort because some filesystems refuse fsync on directories."""
     with contextlib.suppress(OSError):
         fsync_file(path)
+
+
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None:
+    """Remove what a process killed mid-write (kill -9, power loss) left in ``directory``: its
+    temporary files ``.<name>.<pid>.<token>.tmp`` (and SQLite's ``-wal``, ``-shm`` and
+    ``-journal`` beside one), for ``name`` or, when None, for any name. This process' own and
+    those of a process still running stay; a process in another PID namespace may look gone,
+    and its writer then fails to publish that file and handles it as it handles any error."""
+    try:
+        entries = [entry.name for entry in os.scandir(directory)]
+    except OSError:
+        return
+    for entry in entries:
+        stem = next((entry[:-len(s)] for s in _SQLITE_SIDE_FILES if entry.endswith(s)), entry)
+        if not (stem.startswith(".") and stem.endswith(".tmp")):
+            continue
+        owner, _, _token = stem[1:-len(".tmp")].rpartition(".")
+        target, _, pid = owner.rpartition(".")
+        if not (target and pid.isdigit()) or (name is not None and target != name):
+            continue
+        if int(pid) != os.getpid() and not process_alive(int(pid)):
+            remove_quietly(directory / entry)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_quietly(path: Path) -> None:

@@ -22,7 +22,8 @@ second load of the scripts to stamp it (~50 ms per run), is a copy of an empty s
 Dagster's own code built once in this directory for the installed Dagster version
 (``.osiris-empty-run-shard-dagster-<version>.sqlite`` beside the shards, which replaces other
 versions' ones; a copy that does not read back as stamped is not used, and Dagster builds the
-shard itself).
+shard itself). Copies are made in ``.osiris-tmp/`` beside the shards and linked into place; what
+a process killed meanwhile leaves there is removed by the next one that makes a copy.
 
 ``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`). Any
 Dagster instance can use it through ``dagster.yaml``::
@@ -39,7 +40,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -56,7 +56,13 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
-from osiris_dagster.core.atomic_files import publish, publish_new, remove_quietly
+from osiris_dagster.core.atomic_files import (
+    publish,
+    publish_new,
+    remove_orphaned_temp_files,
+    remove_quietly,
+    temporary_name,
+)
 from osiris_dagster.dagster_layer.sqlite_storages import (
     StampedSqliteRunStorage,
     StampedSqliteScheduleStorage,
@@ -69,6 +75,10 @@ MAX_OPEN_SHARDS = 8
 # An empty run shard as Dagster builds it, per Dagster version (its schema may change with it).
 TEMPLATE_GLOB = ".osiris-empty-run-shard-dagster-*.sqlite"
 TEMPLATE_NAME = TEMPLATE_GLOB.replace("*", DAGSTER_VERSION)
+# Where shards and the template are copied and built before they are linked into place: not the
+# shards' directory itself, whose listing grows with the runs, so that removing what a killed
+# process left there costs next to nothing per run.
+TEMP_DIR = ".osiris-tmp"
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -139,7 +149,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         template = self._template()
         if template is None:
             return False
-        tmp = _temporary(path)
+        tmp = self._temporary(path)
+        if tmp is None:
+            return False
         try:
             # created as SQLite creates a database file: mode 0644 less the umask
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") \
@@ -160,7 +172,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         template = Path(self._base_dir) / TEMPLATE_NAME
         if template.exists():
             return template
-        tmp = _temporary(template)
+        tmp = self._temporary(template)
+        if tmp is None:
+            return None
         try:
             engine = create_engine(URL.create("sqlite", database=str(tmp)), poolclass=NullPool)
             try:
@@ -180,6 +194,19 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             return None
         finally:
             _remove_database(tmp)
+
+    def _temporary(self, path: Path) -> Path | None:
+        """A name for ``path`` in :data:`TEMP_DIR`, unique per process and thread, once what
+        killed processes left there is gone: a copy killed between its link into place and its
+        removal would otherwise keep a second link to a live shard (whose space ``wipe`` would
+        then not free). None when the directory cannot be made (Dagster builds the shard)."""
+        directory = Path(self._base_dir) / TEMP_DIR
+        try:
+            directory.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        remove_orphaned_temp_files(directory)
+        return temporary_name(path, directory)
 
     def has_table(self, table_name: str) -> bool:
         """Dagster asks for every asset event whether the index has a table, on a new
@@ -208,12 +235,6 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             while self._engines:
                 _, engine = self._engines.popitem()
                 engine.dispose()
-
-
-def _temporary(path: Path) -> Path:
-    """A hidden name beside ``path``, unique per process and thread (Dagster lists shards as
-    ``*.db``, which never matches it)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def _remove_database(path: Path) -> None:

@@ -7,6 +7,7 @@ import codecs
 import gzip
 import json
 import lzma
+import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from osiris_dagster.drivers.csv import writer as csv_writer
 from osiris_dagster.runtime.session import Session
 from osiris_dagster.runtime.workspace import StepWorkspace
 
+from ..helpers import gone_pid
 from .conftest import WRITER_DEFAULTS, ExtractFn, WorkspaceFactory, WriteFn
 
 Upstream = Callable[..., None]
@@ -233,6 +235,23 @@ def test_overwrites_existing_file(upstream: Upstream, write: WriteFn, data_dir: 
     upstream("SELECT 1 AS a")
     write(path="o.csv")
     assert (data_dir / "o.csv").read_text() == "a\n1\n"
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(
+        upstream: Upstream, write: WriteFn, data_dir: Path) -> None:
+    """A writer killed mid-write leaves ``.<name>.<pid>.<token>.tmp`` beside its target; the next
+    write of that target removes it. A running writer's file and other targets' files stay."""
+    dead, alive = gone_pid(), os.getppid()
+    killed = data_dir / f".out.csv.{dead}.0123abcd.tmp"
+    running = data_dir / f".out.csv.{alive}.89abcdef.tmp"
+    other = data_dir / f".other.csv.{dead}.0123abcd.tmp"
+    for path in (killed, running, other):
+        path.write_text("a,b\n1,")
+    upstream("SELECT 1 AS a")
+    write(path="out.csv")
+    assert (data_dir / "out.csv").read_text() == "a\n1\n"
+    assert sorted(p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")) == sorted(
+        [running.name, other.name])
 
 
 @pytest.mark.parametrize(("config", "pattern"), [

@@ -38,7 +38,11 @@ from typing import Any
 
 import duckdb
 
-from osiris_dagster.core.atomic_files import publish, remove_quietly
+from osiris_dagster.core.atomic_files import (
+    publish,
+    remove_orphaned_temp_files,
+    remove_quietly,
+)
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import (
@@ -155,7 +159,7 @@ class _Write:
         self.compression = output_compression(target)
 
     def run(self) -> int:
-        _remove_orphaned_temp_files(self.target)
+        remove_orphaned_temp_files(self.target.parent, self.target.name)
         tmp = self.target.with_name(
             f".{self.target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
@@ -286,32 +290,3 @@ def _utc_text(col: str) -> str:
 def _member_name(target: Path) -> str:
     """pandas names the single member of a zip after the archive, minus ``.zip``."""
     return target.name[:-4] if target.name.lower().endswith(".zip") else target.name
-
-
-def _remove_orphaned_temp_files(target: Path) -> None:
-    """A writer killed mid-write (kill -9, power loss) leaves `.<name>.<pid>.<hex>.tmp`; remove
-    the ones whose process is gone. Temp files of a live concurrent writer are left alone."""
-    prefix = f".{target.name}."
-    try:
-        candidates = [p for p in target.parent.iterdir()
-                      if p.name.startswith(prefix) and p.name.endswith(".tmp")]
-    except OSError:
-        return
-    for path in candidates:
-        middle = path.name[len(prefix):-len(".tmp")].split(".")
-        if len(middle) != 2 or not middle[0].isdigit():
-            continue
-        pid = int(middle[0])
-        if pid == os.getpid() or _alive(pid):
-            continue
-        remove_quietly(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
