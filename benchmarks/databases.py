@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from . import pairing
 from .measure import MeasureServer
 from .run import (
     CONTENDERS_DIR,
@@ -364,15 +365,10 @@ def summary(runs: list[Run], name: str, case: str, n: int) -> dict[str, Any] | N
 def paired(runs: list[Run], num: tuple[str, str], den: tuple[str, str], n: int, attr_num: str,
            attr_den: str) -> dict[str, float] | None:
     """Per-round ratios (runs of the same round ran next to each other), then the median."""
-    a = {r.round: getattr(r, attr_num) for r in runs
-         if (r.contender, r.case, r.rows) == (*num, n) and r.ok}
-    b = {r.round: getattr(r, attr_den) for r in runs
-         if (r.contender, r.case, r.rows) == (*den, n) and r.ok}
-    ratios = [a[k] / b[k] for k in sorted(a.keys() & b.keys()) if a[k] and b[k]]
-    if not ratios:
-        return None
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            "n": len(ratios)}
+    def match(key: tuple[str, str]) -> pairing.Match:
+        return lambda r: (r.contender, r.case, r.rows) == (*key, n)
+
+    return pairing.ratio(runs, match(num), match(den), attr_num, attr_den)
 
 
 def targets(runs: list[Run], n: int, small: int) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bootstrap, startup
+from . import bootstrap, pairing, startup
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -393,15 +393,10 @@ def extrapolate(summary: dict, contenders: list[Contender], sizes: list[int],
 def paired_ratio(runs: list[Run], num: tuple[str, str, int], den: tuple[str, str, int],
                  attr: str = "wall_s") -> dict[str, float] | None:
     """Per-round ratio num/den of runs made in the same round (adjacent in time), then median."""
-    a = {r.round: getattr(r, attr) for r in runs
-         if (r.contender, r.case, r.rows) == num and r.ok}
-    b = {r.round: getattr(r, attr) for r in runs
-         if (r.contender, r.case, r.rows) == den and r.ok}
-    ratios = [a[k] / b[k] for k in sorted(a.keys() & b.keys()) if b[k]]
-    if not ratios:
-        return None
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            "n": len(ratios)}
+    def match(key: tuple[str, str, int]) -> pairing.Match:
+        return lambda r: (r.contender, r.case, r.rows) == key
+
+    return pairing.ratio(runs, match(num), match(den), attr)
 
 
 NOOP_CLI = "dagster_noop_cli"  # what one more asset costs on the CLI's kind of instance

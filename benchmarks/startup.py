@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import pairing
+
 STARTUP = "startup"
 EXAMPLE = "pipelines/director_stats.yaml"
 REFERENCE, BARE = "import_dagster", "python_bare"
@@ -72,29 +74,19 @@ def prepare(workroot: Path, repo: Path, osiris: list[tuple[str, str, dict[str, s
     return out
 
 
-def _pairs(runs: list[Any], num: str, den: str, attr: str) -> list[tuple[float, float]]:
-    """(num's, den's) `attr` of each round in which both commands succeeded."""
-    values = [{r.round: getattr(r, attr) for r in runs
-               if r.case == STARTUP and r.contender == name and r.ok} for name in (num, den)]
-    return [(values[0][k], values[1][k]) for k in sorted(values[0].keys() & values[1].keys())]
-
-
-def _spread(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
+def _command(name: str) -> pairing.Match:
+    return lambda r: r.case == STARTUP and r.contender == name
 
 
 def paired(runs: list[Any], num: str, den: str = REFERENCE, attr: str = "wall_s"
            ) -> dict[str, float] | None:
     """Median over rounds of num / den (wall, or `attr`) of the same round, with its range."""
-    return _spread([a / b for a, b in _pairs(runs, num, den, attr) if b])
+    return pairing.ratio(runs, _command(num), _command(den), attr)
 
 
 def paired_difference(runs: list[Any], num: str, den: str) -> dict[str, float] | None:
     """Median over rounds of num's wall minus den's wall in the same round, with its range."""
-    return _spread([a - b for a, b in _pairs(runs, num, den, "wall_s")])
+    return pairing.difference(runs, _command(num), _command(den))
 
 
 def summary(runs: list[Any]) -> list[dict[str, Any]]:

@@ -63,3 +63,21 @@ def test_the_product_share_is_taken_round_by_round_against_the_no_op_floor() -> 
     assert (round(above["min"], 6), round(above["max"], 6), above["n"]) == (0.4, 0.5, 2)
     assert rows[startup.DAGSTER_FLOOR_CLI]["above_floor"] is None
     assert "0.45 s [0.40-0.50]" in "\n".join(startup.table(list(rows.values())))
+
+
+def test_every_report_pairs_runs_of_the_same_round_only() -> None:
+    """A ratio is taken within a round, never across rounds: a round where either contender
+    failed (or has no value) is left out, and so is a round only one of them ran."""
+    from benchmarks import pairing
+
+    runs = [_timed("a", run.E2E, 0, 2.0), _timed("b", run.E2E, 0, 1.0),
+            _timed("a", run.E2E, 1, 9.0), _timed("b", run.E2E, 1, 3.0),
+            _timed("a", run.E2E, 2, 100.0),  # b did not run in round 2
+            _timed("a", run.E2E, 3, 50.0), _timed("b", run.E2E, 3, 1.0)]
+    runs[-1].ok = False  # b failed in round 3
+    ratio = run.paired_ratio(runs, ("a", run.E2E, 100), ("b", run.E2E, 100))
+    assert ratio == {"median": 2.5, "min": 2.0, "max": 3.0, "n": 2}
+    is_a, is_b = (lambda r: r.contender == "a"), (lambda r: r.contender == "b")
+    assert pairing.difference(runs, is_a, is_b) == {"median": 3.5, "min": 1.0, "max": 6.0,
+                                                     "n": 2}
+    assert pairing.ratio(runs, is_a, is_b, "work_s") is None  # no work time in any round
