@@ -71,23 +71,55 @@ _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None:
     """Remove what a process killed mid-write (kill -9, power loss) left in ``directory``: its
     temporary files ``.<name>.<pid>.<token>.tmp`` (and SQLite's ``-wal``, ``-shm`` and
-    ``-journal`` beside one), for ``name`` or, when None, for any name. This process' own and
-    those of a process still running stay; a process in another PID namespace may look gone,
-    and its writer then fails to publish that file and handles it as it handles any error."""
+    ``-journal`` beside one), for ``name`` or, when None, for any name.
+
+    A file is left when a process with its pid may still be writing it: one exists and, where
+    ``/proc`` says when it started, it started before the file was last written. So the file
+    of a process that had the same pid before this one (a container's first process is always
+    pid 1) is removed. A process in another PID namespace may look gone; its writer then fails
+    to publish that file and handles it as any write error. Names that cannot be a process'
+    (no ASCII pid, a pid no system has) are left alone."""
     try:
-        entries = [entry.name for entry in os.scandir(directory)]
+        entries = list(os.scandir(directory))
     except OSError:
         return
     for entry in entries:
-        stem = next((entry[:-len(s)] for s in _SQLITE_SIDE_FILES if entry.endswith(s)), entry)
-        if not (stem.startswith(".") and stem.endswith(".tmp")):
+        pid = _temp_file_pid(entry.name, name)
+        if pid is None:
             continue
-        owner, _, _token = stem[1:-len(".tmp")].rpartition(".")
-        target, _, pid = owner.rpartition(".")
-        if not (target and pid.isdigit()) or (name is not None and target != name):
+        try:
+            modified = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:  # gone meanwhile
             continue
-        if int(pid) != os.getpid() and not process_alive(int(pid)):
-            remove_quietly(directory / entry)
+        if not _may_be_writing(pid, modified):
+            remove_quietly(Path(entry.path))
+
+
+def _temp_file_pid(entry: str, name: str | None) -> int | None:
+    """The pid in a temporary file's name (see :func:`remove_orphaned_temp_files`); None for
+    any other name."""
+    stem = next((entry[:-len(s)] for s in _SQLITE_SIDE_FILES if entry.endswith(s)), entry)
+    if not (stem.startswith(".") and stem.endswith(".tmp")):
+        return None
+    owner, _, _token = stem[1:-len(".tmp")].rpartition(".")
+    target, _, pid = owner.rpartition(".")
+    if not (target and pid.isascii() and pid.isdigit()) or (name is not None and target != name):
+        return None
+    return int(pid) if int(pid) <= _MAX_PID else None
+
+
+_MAX_PID = 2**22  # Linux's highest pid_max; other systems stay below it
+# /proc/stat's boot time is whole seconds and a process' start is counted in clock ticks: a file
+# counts as older than a process only when it is older by more than that rounding.
+_START_ROUNDING_S = 2.0
+
+
+def _may_be_writing(pid: int, modified: float) -> bool:
+    """Whether the process with ``pid`` may have written a file last modified at ``modified``."""
+    if pid != os.getpid() and not process_alive(pid):
+        return False
+    started = process_start(pid)
+    return started is None or modified >= started - _START_ROUNDING_S
 
 
 def process_alive(pid: int) -> bool:
@@ -99,6 +131,20 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start(pid: int) -> float | None:
+    """When the process with this id started (seconds since the epoch), where ``/proc`` tells
+    (Linux); None otherwise."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        boot = next(float(line.split()[1]) for line in
+                    Path("/proc/stat").read_text(encoding="ascii").splitlines()
+                    if line.startswith("btime "))
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
 
 
 def remove_quietly(path: Path) -> None:

@@ -245,13 +245,14 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(
     killed = data_dir / f".out.csv.{dead}.0123abcd.tmp"
     running = data_dir / f".out.csv.{alive}.89abcdef.tmp"
     other = data_dir / f".other.csv.{dead}.0123abcd.tmp"
-    for path in (killed, running, other):
+    no_pid = [data_dir / ".out.csv.99999999999.0123abcd.tmp", data_dir / ".out.csv.\u00b2.x.tmp"]
+    for path in (killed, running, other, *no_pid):
         path.write_text("a,b\n1,")
     upstream("SELECT 1 AS a")
     write(path="out.csv")
     assert (data_dir / "out.csv").read_text() == "a\n1\n"
     assert sorted(p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")) == sorted(
-        [running.name, other.name])
+        p.name for p in (running, other, *no_pid))
 
 
 @pytest.mark.parametrize(("config", "pattern"), [
