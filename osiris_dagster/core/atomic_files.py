@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 
 
@@ -109,9 +110,10 @@ def _temp_file_pid(entry: str, name: str | None) -> int | None:
 
 
 _MAX_PID = 2**22  # Linux's highest pid_max; other systems stay below it
-# /proc/stat's boot time is whole seconds and a process' start is counted in clock ticks: a file
-# counts as older than a process only when it is older by more than that rounding.
-_START_ROUNDING_S = 2.0
+# A process' start is counted in clock ticks (10 ms) and a file's time is the kernel's coarse
+# clock (a tick or so behind): a file counts as older than a process only when it is older by
+# more than that.
+_START_ROUNDING_S = 0.1
 
 
 def _may_be_writing(pid: int, modified: float) -> bool:
@@ -135,15 +137,14 @@ def process_alive(pid: int) -> bool:
 
 def process_start(pid: int) -> float | None:
     """When the process with this id started (seconds since the epoch), where ``/proc`` tells
-    (Linux); None otherwise."""
+    (Linux); None otherwise. ``/proc`` counts it in clock ticks since boot; the boot time is
+    taken from the clocks now, not from ``/proc/stat``'s ``btime``, which is cut to the second."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        boot = next(float(line.split()[1]) for line in
-                    Path("/proc/stat").read_text(encoding="ascii").splitlines()
-                    if line.startswith("btime "))
         ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, StopIteration, IndexError):
+        booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        return booted + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # no /proc, no CLOCK_BOOTTIME
         return None
 
 
