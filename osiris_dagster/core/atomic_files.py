@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from pathlib import Path
 
 
@@ -74,26 +73,23 @@ def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None
     temporary files ``.<name>.<pid>.<token>.tmp`` (and SQLite's ``-wal``, ``-shm`` and
     ``-journal`` beside one), for ``name`` or, when None, for any name.
 
-    A file is left when a process with its pid may still be writing it: one exists and, where
-    ``/proc`` says when it started, it started before the file was last written. So the file
-    of a process that had the same pid before this one (a container's first process is always
-    pid 1) is removed. A process in another PID namespace may look gone; its writer then fails
-    to publish that file and handles it as any write error. Names that cannot be a process'
-    (no ASCII pid, a pid no system has) are left alone."""
+    A file stays while a process with its pid exists, this one included: it may be writing
+    it. So a file whose pid has passed to another process stays until that process ends (a
+    container's first process is always pid 1: a run killed there leaves its file to a later
+    sweep outside that pid). A process in another PID namespace may look gone; its writer then
+    fails to publish that file and handles it as any write error. Names that cannot carry a
+    process id (no ASCII digits, a pid no system has) are left alone."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return
     for entry in entries:
         pid = _temp_file_pid(entry.name, name)
-        if pid is None:
-            continue
-        try:
-            modified = entry.stat(follow_symlinks=False).st_mtime
-        except OSError:  # gone meanwhile
-            continue
-        if not _may_be_writing(pid, modified):
+        if pid is not None and pid != os.getpid() and not process_alive(pid):
             remove_quietly(Path(entry.path))
+
+
+_MAX_PID = 2**22  # Linux's highest pid_max; other systems stay below it
 
 
 def _temp_file_pid(entry: str, name: str | None) -> int | None:
@@ -109,43 +105,16 @@ def _temp_file_pid(entry: str, name: str | None) -> int | None:
     return int(pid) if int(pid) <= _MAX_PID else None
 
 
-_MAX_PID = 2**22  # Linux's highest pid_max; other systems stay below it
-# A process' start is counted in clock ticks (10 ms) and a file's time is the kernel's coarse
-# clock (a tick or so behind): a file counts as older than a process only when it is older by
-# more than that.
-_START_ROUNDING_S = 0.1
-
-
-def _may_be_writing(pid: int, modified: float) -> bool:
-    """Whether the process with ``pid`` may have written a file last modified at ``modified``."""
-    if pid != os.getpid() and not process_alive(pid):
-        return False
-    started = process_start(pid)
-    return started is None or modified >= started - _START_ROUNDING_S
-
-
 def process_alive(pid: int) -> bool:
-    """Whether a process with this id exists (it may belong to another user)."""
+    """Whether a process with this id may exist (it may belong to another user; when the
+    system will not say, it may)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:  # EPERM: another user's; anything else: cannot tell
         return True
     return True
-
-
-def process_start(pid: int) -> float | None:
-    """When the process with this id started (seconds since the epoch), where ``/proc`` tells
-    (Linux); None otherwise. ``/proc`` counts it in clock ticks since boot; the boot time is
-    taken from the clocks now, not from ``/proc/stat``'s ``btime``, which is cut to the second."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime
-        booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-        return booted + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):  # no /proc, no CLOCK_BOOTTIME
-        return None
 
 
 def remove_quietly(path: Path) -> None:
