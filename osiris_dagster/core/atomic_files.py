@@ -74,11 +74,11 @@ def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None
     ``-journal`` beside one), for ``name`` or, when None, for any name.
 
     A file stays while a process with its pid exists, this one included: it may be writing
-    it. So a file whose pid has passed to another process stays until that process ends (a
-    container's first process is always pid 1: a run killed there leaves its file to a later
-    sweep outside that pid). A process in another PID namespace may look gone; its writer then
-    fails to publish that file and handles it as any write error. Names that cannot carry a
-    process id (no ASCII digits, a pid no system has) are left alone."""
+    it. So a file whose pid has passed to another process stays until that process ends; where
+    every run is a container's first process (always pid 1), a run killed there leaves its file
+    for good. A process in another PID namespace may look gone; its writer then fails to
+    publish that file and handles it as any write error. Names that cannot carry a process id
+    (no ASCII digits, a pid no system has) are left alone."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
