@@ -65,7 +65,7 @@ def fsync_dir(path: Path) -> None:
         fsync_file(path)
 
 
-_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # beside a database file SQLite wrote
 
 
 def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None:
@@ -95,7 +95,7 @@ _MAX_PID = 2**22  # Linux's highest pid_max; other systems stay below it
 def _temp_file_pid(entry: str, name: str | None) -> int | None:
     """The pid in a temporary file's name (see :func:`remove_orphaned_temp_files`); None for
     any other name."""
-    stem = next((entry[:-len(s)] for s in _SQLITE_SIDE_FILES if entry.endswith(s)), entry)
+    stem = next((entry[:-len(s)] for s in SQLITE_SIDE_FILES if entry.endswith(s)), entry)
     if not (stem.startswith(".") and stem.endswith(".tmp")):
         return None
     owner, _, _token = stem[1:-len(".tmp")].rpartition(".")

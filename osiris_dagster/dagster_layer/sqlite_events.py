@@ -58,6 +58,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from osiris_dagster.core.atomic_files import (
+    SQLITE_SIDE_FILES,
     publish,
     publish_new,
     remove_orphaned_temp_files,
@@ -239,8 +240,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
 
 def _remove_database(path: Path) -> None:
-    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
-        remove_quietly(Path(name))
+    for suffix in ("", *SQLITE_SIDE_FILES):
+        remove_quietly(Path(f"{path}{suffix}"))
 
 
 def cli_instance_overrides(home: str) -> dict[str, Any]:

@@ -28,9 +28,7 @@ is left as it was. ``chunk_size`` is accepted and ignored (COPY streams).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from osiris_dagster.core.atomic_files import (
     publish,
     remove_orphaned_temp_files,
     remove_quietly,
+    temporary_name,
 )
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
@@ -160,8 +159,7 @@ class _Write:
 
     def run(self) -> int:
         remove_orphaned_temp_files(self.target.parent, self.target.name)
-        tmp = self.target.with_name(
-            f".{self.target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = temporary_name(self.target)
         try:
             rows = self._write(tmp)
             publish(tmp, self.target)
