@@ -365,10 +365,8 @@ def summary(runs: list[Run], name: str, case: str, n: int) -> dict[str, Any] | N
 def paired(runs: list[Run], num: tuple[str, str], den: tuple[str, str], n: int, attr_num: str,
            attr_den: str) -> dict[str, float] | None:
     """Per-round ratios (runs of the same round ran next to each other), then the median."""
-    def match(key: tuple[str, str]) -> pairing.Match:
-        return lambda r: (r.contender, r.case, r.rows) == (*key, n)
-
-    return pairing.ratio(runs, match(num), match(den), attr_num, attr_den)
+    return pairing.ratio(runs, pairing.run_of(*num, n), pairing.run_of(*den, n), attr_num,
+                         attr_den)
 
 
 def targets(runs: list[Run], n: int, small: int) -> list[dict[str, Any]]:

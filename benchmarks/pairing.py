@@ -11,6 +11,11 @@ from typing import Any
 Match = Callable[[Any], bool]
 
 
+def run_of(contender: str, case: str, rows: int) -> Match:
+    """Matches the runs of one contender, case and input size."""
+    return lambda r: (r.contender, r.case, r.rows) == (contender, case, rows)
+
+
 def pairs(runs: list[Any], num: Match, den: Match, attr: str = "wall_s",
           attr_den: str | None = None) -> list[tuple[Any, Any]]:
     """(num's ``attr``, den's ``attr_den`` or ``attr``) of each round in which a run of each

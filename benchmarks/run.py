@@ -393,10 +393,7 @@ def extrapolate(summary: dict, contenders: list[Contender], sizes: list[int],
 def paired_ratio(runs: list[Run], num: tuple[str, str, int], den: tuple[str, str, int],
                  attr: str = "wall_s") -> dict[str, float] | None:
     """Per-round ratio num/den of runs made in the same round (adjacent in time), then median."""
-    def match(key: tuple[str, str, int]) -> pairing.Match:
-        return lambda r: (r.contender, r.case, r.rows) == key
-
-    return pairing.ratio(runs, match(num), match(den), attr)
+    return pairing.ratio(runs, pairing.run_of(*num), pairing.run_of(*den), attr)
 
 
 NOOP_CLI = "dagster_noop_cli"  # what one more asset costs on the CLI's kind of instance
