@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -395,3 +396,32 @@ def test_without_the_dagster_internals_it_relies_on_it_is_dagsters_own_class(
     assert opened[0] > 20, opened[0]  # a connection per statement, as Dagster does it
     assert not instance.event_log_storage._engines  # noqa: SLF001
     instance.dispose()
+
+
+def test_what_earlier_versions_left_beside_the_shards_is_removed_once(tmp_path: Path) -> None:
+    """Before the copies moved to TEMP_DIR they were made beside the shards: a killed copy left
+    a second link to a live shard there. The first new shard made by this code removes such
+    files of processes that are gone (a live one's stays); later runs do not list the shards."""
+    instance = _pooled(tmp_path)
+    first = _run(instance).run_id
+    instance.dispose()
+    runs = tmp_path / "history" / "runs"
+    shutil.rmtree(runs / sqlite_events.TEMP_DIR)  # as the earlier code left the directory
+    shard, dead = runs / f"{first}.db", gone_pid()
+    linked = runs / f".{first}.db.{dead}.1.tmp"
+    os.link(shard, linked)
+    template = runs / f".{sqlite_events.TEMPLATE_NAME}.{dead}.2.tmp"
+    partial = [runs / f".{'f' * 8}.db.{dead}.3.tmp{suffix}" for suffix in ("", "-wal")]
+    live = runs / f".{'e' * 8}.db.{os.getppid()}.4.tmp"
+    for path in (template, *partial, live):
+        path.write_bytes(b"partial")
+
+    instance = _pooled(tmp_path)
+    _run(instance)
+    assert shard.stat().st_nlink == 1
+    assert sorted(p.name for p in runs.glob(".*.tmp*")) == [live.name]
+    later = runs / f".{'d' * 8}.db.{dead}.5.tmp"
+    later.write_bytes(b"partial")
+    _run(instance)
+    instance.dispose()
+    assert later.exists()  # only the first use lists the shards' directory

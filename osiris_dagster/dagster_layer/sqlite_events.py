@@ -24,7 +24,7 @@ Dagster's own code built once in this directory for the installed Dagster versio
 versions' ones; a copy that does not read back as stamped is not used, and Dagster builds the
 shard itself). Copies are made in ``.osiris-tmp/`` beside the shards and linked into place; what
 a process killed meanwhile leaves there is removed by the next one that makes a copy, once no
-process has the killed one's pid.
+process has the killed one's pid (and, once, what earlier versions left beside the shards).
 
 ``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`). Any
 Dagster instance can use it through ``dagster.yaml``::
@@ -204,6 +204,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         then not free). None when the directory cannot be made (Dagster builds the shard)."""
         directory = Path(self._base_dir) / TEMP_DIR
         try:
+            if not directory.is_dir():  # first use here: see _remove_leftovers_beside_shards
+                _remove_leftovers_beside_shards(Path(self._base_dir))
             directory.mkdir(exist_ok=True)
             remove_orphaned_temp_files(directory)
         except Exception:  # noqa: BLE001 - an optimisation only: Dagster builds the shard
@@ -237,6 +239,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             while self._engines:
                 _, engine = self._engines.popitem()
                 engine.dispose()
+
+
+def _remove_leftovers_beside_shards(base_dir: Path) -> None:
+    """Before :data:`TEMP_DIR` existed (commits 1a74302 up to, not including, f976b18), shards
+    and the template were copied beside the shards themselves, so a process killed mid-copy left
+    its file there. Those are removed once, when this directory is first used by code that
+    copies into :data:`TEMP_DIR` (before it is made: a process killed meanwhile leaves the sweep
+    to the next one). Every later leftover is in :data:`TEMP_DIR`, whose sweep costs next to
+    nothing per run; this one lists every shard."""
+    remove_orphaned_temp_files(base_dir)
 
 
 def _remove_database(path: Path) -> None:
