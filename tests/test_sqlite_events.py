@@ -98,6 +98,42 @@ def test_a_run_opens_each_file_once_and_reads_back_through_dagsters_own_class(
         dg.DagsterEventType.ASSET_MATERIALIZATION) == 2
 
 
+@contextmanager
+def _statements() -> Iterator[list[str]]:
+    """The SQL statements run on any SQLAlchemy engine while inside."""
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+def test_schema_probes_answered_yes_are_not_asked_again(tmp_path: Path) -> None:
+    """Dagster probes the index for asset_keys columns and completed data migrations on every
+    asset event and read; once the answer is yes it stays yes, so later runs skip the probes.
+    A no is asked again: after the migration the answer is yes."""
+    instance = _pooled(tmp_path)
+    _run(instance)
+    with _statements() as seen:
+        assert _run(instance).success
+    probes = [s for s in seen if 'table_xinfo("asset_keys")' in s or "secondary_indexes" in s]
+    assert probes == [], probes
+    storage = instance.event_log_storage
+    assert not storage.has_secondary_index("osiris_test_migration")
+    storage.enable_secondary_index("osiris_test_migration")
+    assert storage.has_secondary_index("osiris_test_migration")
+    storage.wipe()  # resets what is known: the probes run again
+    with _statements() as seen:
+        assert _run(instance).success
+    assert any("table_xinfo(\"asset_keys\")" in s for s in seen)
+    instance.dispose()
+
+
 def _shard_layout(path: Path) -> tuple[Any, ...]:
     """What a run shard is, whoever built it: its schema, Alembic revision and journal mode."""
     with closing(sqlite3.connect(path)) as con:
