@@ -1,11 +1,20 @@
-"""core/atomic_files: the sweep of temporary files a killed process left."""
+"""core/atomic_files: owned temporary files, and the sweep of what a killed process left."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from osiris_dagster.core.atomic_files import remove_orphaned_temp_files, temporary_name
+from osiris_dagster.core.atomic_files import (
+    LOCK_SUFFIX,
+    owned_temporary,
+    remove_orphaned_temp_files,
+    temporary_name,
+)
 
 from .helpers import gone_pid
 
@@ -39,3 +48,103 @@ def test_a_name_limits_the_sweep_to_that_targets_files(tmp_path: Path) -> None:
 
 def test_a_missing_directory_is_nothing_to_sweep(tmp_path: Path) -> None:
     remove_orphaned_temp_files(tmp_path / "absent")
+
+
+# A process that makes an owned temporary file for the target in argv[1], writes it, prints its
+# path, and keeps it (and its lock) until its standard input closes.
+_OWNER = """
+import sys
+from pathlib import Path
+from osiris_dagster.core.atomic_files import owned_temporary, remove_quietly
+with owned_temporary(Path(sys.argv[1])) as tmp:
+    tmp.write_text("partial")
+    print(tmp, flush=True)
+    sys.stdin.read()
+    remove_quietly(tmp)
+"""
+
+
+@contextmanager
+def _owner(target: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    child = subprocess.Popen([sys.executable, "-c", _OWNER, str(target)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        yield child, Path(child.stdout.readline().strip())
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _renamed_to_pid(tmp: Path, pid: int) -> Path:
+    """The owned file and its lock file, renamed as if their pid were ``pid`` (what a reused
+    pid, or another PID namespace's process, looks like to the sweep)."""
+    head, _pid, token, tail = tmp.name.rsplit(".", 3)
+    new = tmp.with_name(f"{head}.{pid}.{token}.{tail}")
+    tmp.rename(new)
+    Path(f"{tmp}{LOCK_SUFFIX}").rename(f"{new}{LOCK_SUFFIX}")
+    return new
+
+
+def test_an_ended_owners_file_goes_though_its_pid_is_in_use(tmp_path: Path) -> None:
+    """In a container every run is pid 1: a killed run's file carries the pid of a live
+    process. Its lock is free, so the sweep removes it, and the lock file with it."""
+    with _owner(tmp_path / "out.csv") as (child, tmp):
+        child.kill()
+        child.wait()
+    reused = _renamed_to_pid(tmp, os.getppid())
+    assert reused.exists() and Path(f"{reused}{LOCK_SUFFIX}").exists()
+    remove_orphaned_temp_files(tmp_path)
+    assert _names(tmp_path) == []
+
+
+def test_a_live_owners_file_stays_though_its_pid_looks_gone(tmp_path: Path) -> None:
+    """A process of another PID namespace that shares the directory looks gone by its pid;
+    its lock is held, so its file stays until it ends."""
+    with _owner(tmp_path / "out.csv") as (child, tmp):
+        elsewhere = _renamed_to_pid(tmp, gone_pid())
+        remove_orphaned_temp_files(tmp_path)
+        remove_orphaned_temp_files(tmp_path, "out.csv")
+        assert _names(tmp_path) == sorted([elsewhere.name, f"{elsewhere.name}{LOCK_SUFFIX}"])
+        child.kill()
+        child.wait()
+        remove_orphaned_temp_files(tmp_path)
+        assert _names(tmp_path) == []
+
+
+def test_this_process_owned_file_stays_and_its_lock_goes_with_the_block(tmp_path: Path) -> None:
+    with owned_temporary(tmp_path / "out.csv") as tmp:
+        tmp.write_text("partial")
+        remove_orphaned_temp_files(tmp_path)
+        assert _names(tmp_path) == sorted([tmp.name, f"{tmp.name}{LOCK_SUFFIX}"])
+        tmp.unlink()
+    assert _names(tmp_path) == []
+
+
+def test_a_lock_file_without_its_file_goes_once_free(tmp_path: Path) -> None:
+    """An owner killed after it made its lock and before its file (or after it removed it)."""
+    with _owner(tmp_path / "out.csv") as (child, tmp):
+        tmp.unlink()
+        remove_orphaned_temp_files(tmp_path)
+        assert _names(tmp_path) == [f"{tmp.name}{LOCK_SUFFIX}"]  # held: stays
+        child.kill()
+        child.wait()
+    foreign = tmp_path / f".other.csv.{os.getpid()}.x.tmp{LOCK_SUFFIX}"
+    foreign.write_text("")
+    remove_orphaned_temp_files(tmp_path, "out.csv")
+    assert _names(tmp_path) == [foreign.name]  # another target's: not this sweep's
+    remove_orphaned_temp_files(tmp_path)
+    assert _names(tmp_path) == []
+
+
+def test_an_owner_ending_normally_leaves_nothing(tmp_path: Path) -> None:
+    with _owner(tmp_path / "out.csv") as (child, _tmp):
+        child.communicate("")  # closes its standard input: the block ends
+        assert child.returncode == 0
+    assert _names(tmp_path) == []
+
+
+def test_owned_names_differ_per_call(tmp_path: Path) -> None:
+    """Two processes with one pid (two containers' first processes) never share a name."""
+    names = {temporary_name(tmp_path / "out.csv").name for _ in range(100)}
+    assert len(names) == 100

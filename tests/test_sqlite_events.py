@@ -434,6 +434,22 @@ def test_without_the_dagster_internals_it_relies_on_it_is_dagsters_own_class(
     instance.dispose()
 
 
+def test_a_killed_copy_goes_though_another_process_has_its_pid(tmp_path: Path) -> None:
+    """In a container every run is pid 1: a copy killed there carries a live pid. Its lock
+    is free, so the next new shard removes it (and a second link to a live shard goes)."""
+    instance = _pooled(tmp_path)
+    first = _run(instance).run_id
+    runs = tmp_path / "history" / "runs"
+    shard, temp = runs / f"{first}.db", runs / sqlite_events.TEMP_DIR
+    linked = temp / f".{first}.db.{os.getppid()}.1a.tmp"
+    os.link(shard, linked)
+    Path(f"{linked}.lock").write_text("")
+    _run(instance)
+    instance.dispose()
+    assert shard.stat().st_nlink == 1
+    assert list(temp.iterdir()) == []
+
+
 def test_what_earlier_versions_left_beside_the_shards_is_removed_once(tmp_path: Path) -> None:
     """Before the copies moved to TEMP_DIR they were made beside the shards: a killed copy left
     a second link to a live shard there. The first new shard made by this code removes such

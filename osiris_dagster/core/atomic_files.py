@@ -6,8 +6,11 @@ for removing the temporary files of a process killed mid-write."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import secrets
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -25,10 +28,66 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def temporary_name(path: Path, directory: Path | None = None) -> Path:
-    """``.<name>.<pid>.<thread>.tmp`` for ``path``, in ``directory`` (default: beside it): unique
-    per process and thread, and what :func:`remove_orphaned_temp_files` recognises."""
-    return (directory or path.parent) / \
-        f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    """``.<name>.<pid>.<token>.tmp`` for ``path``, in ``directory`` (default: beside it): unique
+    per call (the token is the thread's id and random digits, so two processes that share a
+    directory and a pid, say two containers' first processes, do not share one either), and
+    what :func:`remove_orphaned_temp_files` recognises."""
+    token = f"{threading.get_ident():x}{secrets.token_hex(4)}"
+    return (directory or path.parent) / f".{path.name}.{os.getpid()}.{token}.tmp"
+
+
+LOCK_SUFFIX = ".lock"  # beside an owned temporary file: see owned_temporary
+
+
+@contextlib.contextmanager
+def owned_temporary(path: Path, directory: Path | None = None) -> Iterator[Path]:
+    """A temporary name for ``path`` (:func:`temporary_name`) that this process owns while the
+    block runs: it holds an exclusive ``flock`` on ``<temporary name>.lock``, and
+    :func:`remove_orphaned_temp_files` removes a temporary file only once it can take that lock
+    itself, i.e. once its owner has ended, however it ended, whatever its pid (pids are reused:
+    every container's first process is pid 1, and another PID namespace's processes are not
+    visible). Remove the temporary file before the block ends; the lock file goes then.
+
+    Where a lock file cannot be made or locked (a read-only directory; a filesystem without
+    ``flock``), the file is judged by its pid as before."""
+    tmp = temporary_name(path, directory)
+    lock = Path(f"{tmp}{LOCK_SUFFIX}")
+    fd = _hold(lock)
+    try:
+        yield tmp
+    finally:
+        if fd is not None:
+            remove_quietly(lock)  # before the lock is released: see remove_orphaned_temp_files
+            os.close(fd)
+
+
+def _hold(lock: Path) -> int | None:
+    """An open descriptor of ``lock`` with an exclusive flock on it, the file at that path
+    (a sweeper that took the lock first may have removed it: then a new one); None when it
+    cannot be had."""
+    for _attempt in range(8):
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # only a sweeper holds it, for a few unlinks
+            if _is_at(fd, lock):
+                return fd
+        except OSError:
+            remove_quietly(lock)  # never a lock file that nobody can lock
+        os.close(fd)
+    return None
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is the one at ``path`` now."""
+    try:
+        at = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (at.st_dev, at.st_ino)
 
 
 def publish(tmp: Path, target: Path) -> None:
@@ -73,20 +132,65 @@ def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None
     temporary files ``.<name>.<pid>.<token>.tmp`` (and SQLite's ``-wal``, ``-shm`` and
     ``-journal`` beside one), for ``name`` or, when None, for any name.
 
-    A file stays while a process with its pid exists, this one included: it may be writing
-    it. So a file whose pid has passed to another process stays until that process ends; where
-    every run is a container's first process (always pid 1), a run killed there leaves its file
-    for good. A process in another PID namespace may look gone; its writer then fails to
-    publish that file and handles it as any write error. Names that cannot carry a process id
+    A file made with :func:`owned_temporary` is removed once its lock can be taken, i.e. its
+    owner has ended. Any other (one from an earlier version, or where no lock could be made)
+    stays while a process with its pid exists, this one included: it may be writing it; so
+    where every run is a container's first process (always pid 1), such a file stays for good,
+    and a process in another PID namespace may look gone. Names that cannot carry a process id
     (no ASCII digits, a pid no system has) are left alone."""
     try:
-        entries = list(os.scandir(directory))
+        entries = [entry.name for entry in os.scandir(directory)]
     except OSError:
         return
+    temps: dict[str, int] = {}  # temporary file -> the pid in its name
+    locks: list[str] = []  # lock files' temporary file names
     for entry in entries:
-        pid = _temp_file_pid(entry.name, name)
-        if pid is not None and pid != os.getpid() and not process_alive(pid):
-            remove_quietly(Path(entry.path))
+        if entry.endswith(LOCK_SUFFIX):
+            locks.append(entry[:-len(LOCK_SUFFIX)])
+            continue
+        pid = _temp_file_pid(entry, name)
+        if pid is not None:
+            temps.setdefault(_without_side_suffix(entry), pid)
+    for temp, pid in temps.items():
+        _remove_if_orphaned(directory, temp, pid)
+    for temp in locks:  # an owner killed before it made its file, or after it removed it
+        if temp not in temps and _temp_file_pid(temp, name) is not None:
+            _remove_if_orphaned(directory, temp, None)
+
+
+def _remove_if_orphaned(directory: Path, temp: str, pid: int | None) -> None:
+    """Remove the temporary file ``temp`` (with its side files and lock file) if its owner has
+    ended: by its lock when it has one, else (``pid`` given) by its pid."""
+    lock = directory / f"{temp}{LOCK_SUFFIX}"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        if pid is None or pid == os.getpid() or process_alive(pid):
+            return
+        remove_with_side_files(directory / temp)
+        return
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its owner is writing; or no flock here: cannot tell
+            return
+        if _is_at(fd, lock):  # not a lock file its owner removed (and maybe made anew)
+            remove_with_side_files(directory / temp)
+            remove_quietly(lock)
+    finally:
+        os.close(fd)
+
+
+def remove_with_side_files(path: Path) -> None:
+    """Remove a temporary file and what SQLite may have written beside it."""
+    for suffix in ("", *SQLITE_SIDE_FILES):
+        remove_quietly(Path(f"{path}{suffix}"))
+
+
+def _without_side_suffix(entry: str) -> str:
+    return next((entry[:-len(s)] for s in SQLITE_SIDE_FILES if entry.endswith(s)), entry)
 
 
 _MAX_PID = 2**22  # Linux's highest pid_max; other systems stay below it
@@ -95,7 +199,7 @@ _MAX_PID = 2**22  # Linux's highest pid_max; other systems stay below it
 def _temp_file_pid(entry: str, name: str | None) -> int | None:
     """The pid in a temporary file's name (see :func:`remove_orphaned_temp_files`); None for
     any other name."""
-    stem = next((entry[:-len(s)] for s in SQLITE_SIDE_FILES if entry.endswith(s)), entry)
+    stem = _without_side_suffix(entry)
     if not (stem.startswith(".") and stem.endswith(".tmp")):
         return None
     owner, _, _token = stem[1:-len(".tmp")].rpartition(".")

@@ -58,12 +58,12 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from osiris_dagster.core.atomic_files import (
-    SQLITE_SIDE_FILES,
+    owned_temporary,
     publish,
     publish_new,
     remove_orphaned_temp_files,
     remove_quietly,
-    temporary_name,
+    remove_with_side_files,
 )
 from osiris_dagster.dagster_layer.sqlite_storages import (
     StampedSqliteRunStorage,
@@ -151,22 +151,22 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         template = self._template()
         if template is None:
             return False
-        tmp = self._temporary(path)
-        if tmp is None:
-            return False
-        try:
-            # created as SQLite creates a database file: mode 0644 less the umask
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") \
-                    as out, open(template, "rb") as src:
-                shutil.copyfileobj(src, out)
-            if not stamped(str(tmp)):
-                remove_quietly(template)  # made anew by the next run
+        with self._temporary(path) as tmp:
+            if tmp is None:
                 return False
-            return publish_new(tmp, path)
-        except OSError:
-            return False
-        finally:
-            _remove_database(tmp)
+            try:
+                # created as SQLite creates a database file: mode 0644 less the umask
+                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644),
+                               "wb") as out, open(template, "rb") as src:
+                    shutil.copyfileobj(src, out)
+                if not stamped(str(tmp)):
+                    remove_quietly(template)  # made anew by the next run
+                    return False
+                return publish_new(tmp, path)
+            except OSError:
+                return False
+            finally:
+                remove_with_side_files(tmp)
 
     def _template(self) -> Path | None:
         """The empty run shard for this Dagster version, built by Dagster's own code on first
@@ -174,34 +174,37 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         template = Path(self._base_dir) / TEMPLATE_NAME
         if template.exists():
             return template
-        tmp = self._temporary(template)
-        if tmp is None:
-            return None
-        try:
-            engine = create_engine(URL.create("sqlite", database=str(tmp)), poolclass=NullPool)
-            try:
-                super()._initdb(engine)
-            finally:
-                engine.dispose()
-            with closing(sqlite3.connect(tmp)) as con:
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if Path(f"{tmp}-wal").exists() or not stamped(str(tmp)):
+        with self._temporary(template) as tmp:
+            if tmp is None:
                 return None
-            publish(tmp, template)  # two processes building it at once write the same schema
-            for old in template.parent.glob(TEMPLATE_GLOB):  # other Dagster versions' ones
-                if old.name != template.name:
-                    remove_quietly(old)
-            return template
-        except Exception:  # noqa: BLE001 - an optimisation only: Dagster builds the shard
-            return None
-        finally:
-            _remove_database(tmp)
+            try:
+                engine = create_engine(URL.create("sqlite", database=str(tmp)),
+                                       poolclass=NullPool)
+                try:
+                    super()._initdb(engine)
+                finally:
+                    engine.dispose()
+                with closing(sqlite3.connect(tmp)) as con:
+                    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if Path(f"{tmp}-wal").exists() or not stamped(str(tmp)):
+                    return None
+                publish(tmp, template)  # two processes building it at once: the same schema
+                for old in template.parent.glob(TEMPLATE_GLOB):  # other Dagster versions' ones
+                    if old.name != template.name:
+                        remove_quietly(old)
+                return template
+            except Exception:  # noqa: BLE001 - an optimisation only: Dagster builds the shard
+                return None
+            finally:
+                remove_with_side_files(tmp)
 
-    def _temporary(self, path: Path) -> Path | None:
-        """A name for ``path`` in :data:`TEMP_DIR`, unique per process and thread, once what
-        killed processes left there is gone: a copy killed between its link into place and its
-        removal would otherwise keep a second link to a live shard (whose space ``wipe`` would
-        then not free). None when the directory cannot be made (Dagster builds the shard)."""
+    @contextmanager
+    def _temporary(self, path: Path) -> Iterator[Path | None]:
+        """A name for ``path`` in :data:`TEMP_DIR` that this process owns while the block runs
+        (:func:`~osiris_dagster.core.atomic_files.owned_temporary`), once what ended processes
+        left there is gone: a copy killed between its link into place and its removal would
+        otherwise keep a second link to a live shard (whose space ``wipe`` would then not
+        free). None when the directory cannot be made (Dagster builds the shard)."""
         directory = Path(self._base_dir) / TEMP_DIR
         try:
             if not directory.is_dir():  # first use here: see _remove_leftovers_beside_shards
@@ -209,8 +212,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             directory.mkdir(exist_ok=True)
             remove_orphaned_temp_files(directory)
         except Exception:  # noqa: BLE001 - an optimisation only: Dagster builds the shard
-            return None
-        return temporary_name(path, directory)
+            yield None
+            return
+        with owned_temporary(path, directory) as tmp:
+            yield tmp
 
     # Dagster asks, for every asset event and asset read and on a connection of its own each
     # time, whether the index has a table, an asset_keys column or a completed data migration
@@ -264,11 +269,6 @@ def _remove_leftovers_beside_shards(base_dir: Path) -> None:
     to the next one). Every later leftover is in :data:`TEMP_DIR`, whose sweep costs next to
     nothing per run; this one lists every shard."""
     remove_orphaned_temp_files(base_dir)
-
-
-def _remove_database(path: Path) -> None:
-    for suffix in ("", *SQLITE_SIDE_FILES):
-        remove_quietly(Path(f"{path}{suffix}"))
 
 
 def cli_instance_overrides(home: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import fcntl
 import gzip
 import json
 import lzma
@@ -253,6 +254,26 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(
     assert (data_dir / "out.csv").read_text() == "a\n1\n"
     assert sorted(p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")) == sorted(
         p.name for p in (running, other, *no_pid))
+
+
+def test_a_killed_writers_file_goes_though_another_process_has_its_pid(
+        upstream: Upstream, write: WriteFn, data_dir: Path) -> None:
+    """In a container every run is pid 1, so a killed run's file carries the pid of a live
+    process; the lock beside it is free (its owner ended), so the next write removes both.
+    A file whose lock is held stays, whatever its pid."""
+    alive, dead = os.getppid(), gone_pid()
+    killed = data_dir / f".out.csv.{alive}.0123abcd.tmp"
+    killed.write_text("a,b\n1,")
+    Path(f"{killed}.lock").write_text("")
+    held = data_dir / f".out.csv.{dead}.89abcdef.tmp"
+    held.write_text("a,b\n1,")
+    with open(f"{held}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a writer of another PID namespace holds it
+        upstream("SELECT 1 AS a")
+        write(path="out.csv")
+    assert (data_dir / "out.csv").read_text() == "a\n1\n"
+    assert sorted(p.name for p in data_dir.iterdir() if p.name.startswith(".out.csv.")) == \
+        sorted([held.name, f"{held.name}.lock"])
 
 
 @pytest.mark.parametrize(("config", "pattern"), [

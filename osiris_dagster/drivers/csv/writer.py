@@ -37,10 +37,10 @@ from typing import Any
 import duckdb
 
 from osiris_dagster.core.atomic_files import (
+    owned_temporary,
     publish,
     remove_orphaned_temp_files,
     remove_quietly,
-    temporary_name,
 )
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
@@ -159,14 +159,14 @@ class _Write:
 
     def run(self) -> int:
         remove_orphaned_temp_files(self.target.parent, self.target.name)
-        tmp = temporary_name(self.target)
-        try:
-            rows = self._write(tmp)
-            publish(tmp, self.target)
-        except OSError as exc:
-            raise DriverError(f"cannot write {self.target}: {exc}") from exc
-        finally:
-            remove_quietly(tmp)
+        with owned_temporary(self.target) as tmp:
+            try:
+                rows = self._write(tmp)
+                publish(tmp, self.target)
+            except OSError as exc:
+                raise DriverError(f"cannot write {self.target}: {exc}") from exc
+            finally:
+                remove_quietly(tmp)
         return rows
 
     def _write(self, tmp: Path) -> int:
