@@ -86,3 +86,22 @@ def gone_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def lock_is_held(tmp: Path) -> bool:
+    """Whether some open file holds the flock of the temporary file ``tmp``'s lock file
+    (atomic_files.owned_temporary); one of this process counts too: a flock belongs to an
+    open file, not to a process."""
+    import fcntl
+
+    from osiris_dagster.core.atomic_files import LOCK_SUFFIX
+
+    lock = Path(f"{tmp}{LOCK_SUFFIX}")
+    if not lock.exists():
+        return False
+    with open(lock, "rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False

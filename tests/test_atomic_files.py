@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
+
+from osiris_dagster.core import atomic_files
 from osiris_dagster.core.atomic_files import (
     LOCK_SUFFIX,
+    NEW_LOCK_SUFFIX,
     owned_temporary,
     remove_orphaned_temp_files,
     temporary_name,
 )
 
-from .helpers import gone_pid
+from .helpers import gone_pid, lock_is_held
 
 
 def _names(directory: Path) -> list[str]:
@@ -148,3 +155,75 @@ def test_owned_names_differ_per_call(tmp_path: Path) -> None:
     """Two processes with one pid (two containers' first processes) never share a name."""
     names = {temporary_name(tmp_path / "out.csv").name for _ in range(100)}
     assert len(names) == 100
+
+
+def _with_flock(flock: Any) -> SimpleNamespace:
+    """The fcntl module as atomic_files sees it, with ``flock`` replaced."""
+    return SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB)
+
+
+def test_a_sweep_in_the_writers_lock_gap_leaves_its_new_lock_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between making its lock file and locking it, a writer's lock file is unlocked. It is
+    made as ``.lock-new``, which a sweep judges by its pid (a live one here), and renamed to
+    ``.lock`` once locked: a ``.lock`` file is never unlocked while its owner lives, so a sweep
+    cannot take it for an ended owner's."""
+    swept: list[list[str]] = []
+
+    def sweep_first(fd: Any, operation: int) -> None:
+        if not swept:  # the writer's first attempt: a sweep comes first
+            swept.append([])
+            remove_orphaned_temp_files(tmp_path)
+            swept[0] = _names(tmp_path)
+        fcntl.flock(fd, operation)
+
+    monkeypatch.setattr(atomic_files, "fcntl", _with_flock(sweep_first))
+    with owned_temporary(tmp_path / "out.csv") as tmp:
+        monkeypatch.setattr(atomic_files, "fcntl", fcntl)
+        assert swept == [[f"{tmp.name}{NEW_LOCK_SUFFIX}"]]
+        assert _names(tmp_path) == [f"{tmp.name}{LOCK_SUFFIX}"] and lock_is_held(tmp)
+        tmp.write_text("partial")
+        remove_orphaned_temp_files(tmp_path)
+        assert tmp.exists()
+        tmp.unlink()
+    assert _names(tmp_path) == []
+
+
+def test_a_new_lock_file_goes_with_its_process(tmp_path: Path) -> None:
+    """A writer killed in the instant between making its lock file and renaming it."""
+    dead, alive = gone_pid(), os.getppid()
+    gone = tmp_path / f".out.csv.{dead}.1.tmp{NEW_LOCK_SUFFIX}"
+    kept = tmp_path / f".out.csv.{alive}.1.tmp{NEW_LOCK_SUFFIX}"
+    for path in (gone, kept):
+        path.write_text("")
+    remove_orphaned_temp_files(tmp_path, "other.csv")
+    assert _names(tmp_path) == sorted([gone.name, kept.name])
+    remove_orphaned_temp_files(tmp_path, "out.csv")
+    assert _names(tmp_path) == [kept.name]
+
+
+def test_a_sweep_never_takes_a_lock_file_that_was_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep opened an ended owner's lock file; before it locked it, that file was removed
+    and a live owner's took its name (with its own temporary file). The sweep gets the old
+    file's lock, sees that it is no longer the file at that path, and removes nothing."""
+    tmp = tmp_path / f".out.csv.{os.getpid()}.1.tmp"
+    lock = Path(f"{tmp}{LOCK_SUFFIX}")
+    lock.write_text("")
+    tmp.write_text("partial")
+    held: list[Any] = []
+
+    def replaced_first(fd: Any, operation: int) -> None:
+        if not held:
+            lock.unlink()
+            held.append(open(lock, "wb"))  # noqa: SIM115 - a live owner's, closed below
+            fcntl.flock(held[0], fcntl.LOCK_EX)
+        fcntl.flock(fd, operation)
+
+    monkeypatch.setattr(atomic_files, "fcntl", _with_flock(replaced_first))
+    try:
+        remove_orphaned_temp_files(tmp_path)
+    finally:
+        for fh in held:
+            fh.close()
+    assert _names(tmp_path) == sorted([tmp.name, lock.name])

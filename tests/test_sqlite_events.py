@@ -34,7 +34,7 @@ from osiris_dagster.dagster_layer.sqlite_storages import (
     StampedSqliteScheduleStorage,
 )
 
-from .helpers import gone_pid
+from .helpers import gone_pid, lock_is_held
 
 
 @contextmanager
@@ -432,6 +432,24 @@ def test_without_the_dagster_internals_it_relies_on_it_is_dagsters_own_class(
     assert opened[0] > 20, opened[0]  # a connection per statement, as Dagster does it
     assert not instance.event_log_storage._engines  # noqa: SLF001
     instance.dispose()
+
+
+def test_a_shard_copy_holds_its_lock_until_it_is_linked_into_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    held: list[bool] = []
+    real = sqlite_events.publish_new
+
+    def publish_new(tmp: Path, target: Path) -> bool:
+        held.append(lock_is_held(tmp))
+        return real(tmp, target)
+
+    monkeypatch.setattr(sqlite_events, "publish_new", publish_new)
+    instance = _pooled(tmp_path)
+    _run(instance)
+    _run(instance)
+    instance.dispose()
+    assert held == [True, True]
+    assert list((tmp_path / "history" / "runs" / sqlite_events.TEMP_DIR).iterdir()) == []
 
 
 def test_a_killed_copy_goes_though_another_process_has_its_pid(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ def temporary_name(path: Path, directory: Path | None = None) -> Path:
 
 
 LOCK_SUFFIX = ".lock"  # beside an owned temporary file: see owned_temporary
+# A lock file before it is locked: made under this name, locked, then renamed to its .lock
+# name, so that no lock file is ever at a .lock name without its lock held.
+NEW_LOCK_SUFFIX = ".lock-new"
+_LOCK_ATTEMPTS = 8  # each lost only to a sweep of another PID namespace, in an instant
 
 
 @contextlib.contextmanager
@@ -49,10 +53,12 @@ def owned_temporary(path: Path, directory: Path | None = None) -> Iterator[Path]
     visible). Remove the temporary file before the block ends; the lock file goes then.
 
     Where a lock file cannot be made or locked (a read-only directory; a filesystem without
-    ``flock``), the file is judged by its pid as before."""
+    ``flock``), the file is judged by its pid as before. A filesystem whose locks each host
+    keeps to itself (NFS mounted with ``local_lock``) does not protect a writer on another
+    host; neither does the pid rule there."""
     tmp = temporary_name(path, directory)
     lock = Path(f"{tmp}{LOCK_SUFFIX}")
-    fd = _hold(lock)
+    fd = _hold(tmp)
     try:
         yield tmp
     finally:
@@ -61,21 +67,29 @@ def owned_temporary(path: Path, directory: Path | None = None) -> Iterator[Path]
             os.close(fd)
 
 
-def _hold(lock: Path) -> int | None:
-    """An open descriptor of ``lock`` with an exclusive flock on it, the file at that path
-    (a sweeper that took the lock first may have removed it: then a new one); None when it
-    cannot be had."""
-    for _attempt in range(8):
+def _hold(tmp: Path) -> int | None:
+    """An open descriptor of ``<tmp>.lock`` with an exclusive flock on it; None when the file
+    cannot be made or locked here. It is made and locked as ``<tmp>.lock-new`` (which a sweep
+    judges by its pid: it is unlocked for an instant), then renamed into place, so a ``.lock``
+    file is never there unlocked while its owner lives."""
+    lock, new = Path(f"{tmp}{LOCK_SUFFIX}"), Path(f"{tmp}{NEW_LOCK_SUFFIX}")
+    for _attempt in range(_LOCK_ATTEMPTS):
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(new, os.O_RDONLY | os.O_CREAT, 0o644)
         except OSError:
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # only a sweeper holds it, for a few unlinks
-            if _is_at(fd, lock):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # no flock here: the pid rule (nobody else opens this name to lock it)
+            remove_quietly(new)
+            os.close(fd)
+            return None
+        if _is_at(fd, new):  # else removed meanwhile (a sweep in another PID namespace)
+            try:
+                os.rename(new, lock)
                 return fd
-        except OSError:
-            remove_quietly(lock)  # never a lock file that nobody can lock
+            except OSError:
+                remove_quietly(new)
         os.close(fd)
     return None
 
@@ -143,32 +157,40 @@ def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None
     except OSError:
         return
     temps: dict[str, int] = {}  # temporary file -> the pid in its name
-    locks: list[str] = []  # lock files' temporary file names
+    locks: list[str] = []  # lock files' temporary files
     for entry in entries:
-        if entry.endswith(LOCK_SUFFIX):
+        if entry.endswith(NEW_LOCK_SUFFIX):  # held for an instant, before its rename: by pid
+            pid = _temp_file_pid(entry[:-len(NEW_LOCK_SUFFIX)], name)
+            if pid is not None and pid != os.getpid() and not process_alive(pid):
+                remove_quietly(Path(directory, entry))
+        elif entry.endswith(LOCK_SUFFIX):
             locks.append(entry[:-len(LOCK_SUFFIX)])
-            continue
-        pid = _temp_file_pid(entry, name)
-        if pid is not None:
-            temps.setdefault(_without_side_suffix(entry), pid)
+        else:
+            pid = _temp_file_pid(entry, name)
+            if pid is not None:
+                temps.setdefault(_without_side_suffix(entry), pid)
     for temp, pid in temps.items():
         _remove_if_orphaned(directory, temp, pid)
-    for temp in locks:  # an owner killed before it made its file, or after it removed it
+    for temp in locks:  # an owner ended before it made its file or after it removed it
         if temp not in temps and _temp_file_pid(temp, name) is not None:
-            _remove_if_orphaned(directory, temp, None)
+            _remove_if_unlocked(Path(directory, f"{temp}{LOCK_SUFFIX}"), [])
 
 
-def _remove_if_orphaned(directory: Path, temp: str, pid: int | None) -> None:
+def _remove_if_orphaned(directory: Path, temp: str, pid: int) -> None:
     """Remove the temporary file ``temp`` (with its side files and lock file) if its owner has
-    ended: by its lock when it has one, else (``pid`` given) by its pid."""
+    ended: by its lock when it has one, else by ``pid``."""
     lock = directory / f"{temp}{LOCK_SUFFIX}"
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        if pid is None or pid == os.getpid() or process_alive(pid):
-            return
+    if os.path.lexists(lock):
+        _remove_if_unlocked(lock, [directory / temp])
+    elif pid != os.getpid() and not process_alive(pid):
         remove_with_side_files(directory / temp)
-        return
+
+
+def _remove_if_unlocked(lock: Path, temps: list[Path]) -> None:
+    """Remove ``temps`` (with their side files), then ``lock``, if its lock can be taken: its
+    owner has ended."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)  # flock needs no write access to the file
     except OSError:
         return
     try:
@@ -177,7 +199,8 @@ def _remove_if_orphaned(directory: Path, temp: str, pid: int | None) -> None:
         except OSError:  # held: its owner is writing; or no flock here: cannot tell
             return
         if _is_at(fd, lock):  # not a lock file its owner removed (and maybe made anew)
-            remove_with_side_files(directory / temp)
+            for temp in temps:
+                remove_with_side_files(temp)
             remove_quietly(lock)
     finally:
         os.close(fd)

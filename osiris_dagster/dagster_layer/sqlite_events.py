@@ -23,8 +23,9 @@ Dagster's own code built once in this directory for the installed Dagster versio
 (``.osiris-empty-run-shard-dagster-<version>.sqlite`` beside the shards, which replaces other
 versions' ones; a copy that does not read back as stamped is not used, and Dagster builds the
 shard itself). Copies are made in ``.osiris-tmp/`` beside the shards and linked into place; what
-a process killed meanwhile leaves there is removed by the next one that makes a copy, once no
-process has the killed one's pid (and, once, what earlier versions left beside the shards).
+a process killed meanwhile leaves there is removed by the next one that makes a copy, once the
+killed one's lock on it is free (:func:`~osiris_dagster.core.atomic_files.owned_temporary`;
+and, once, what earlier versions left beside the shards).
 
 ``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`). Any
 Dagster instance can use it through ``dagster.yaml``::

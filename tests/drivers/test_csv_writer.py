@@ -21,7 +21,7 @@ from osiris_dagster.drivers.csv import writer as csv_writer
 from osiris_dagster.runtime.session import Session
 from osiris_dagster.runtime.workspace import StepWorkspace
 
-from ..helpers import gone_pid
+from ..helpers import gone_pid, lock_is_held
 from .conftest import WRITER_DEFAULTS, ExtractFn, WorkspaceFactory, WriteFn
 
 Upstream = Callable[..., None]
@@ -254,6 +254,23 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(
     assert (data_dir / "out.csv").read_text() == "a\n1\n"
     assert sorted(p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")) == sorted(
         p.name for p in (running, other, *no_pid))
+
+
+def test_the_writer_holds_its_temporary_files_lock_until_it_is_published(
+        upstream: Upstream, write: WriteFn, data_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    held: list[bool] = []
+    real = csv_writer.publish
+
+    def publish(tmp: Path, target: Path) -> None:
+        held.append(lock_is_held(tmp))
+        real(tmp, target)
+
+    monkeypatch.setattr(csv_writer, "publish", publish)
+    upstream("SELECT 1 AS a")
+    write(path="out.csv")
+    assert held == [True]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["out.csv"]
 
 
 def test_a_killed_writers_file_goes_though_another_process_has_its_pid(
