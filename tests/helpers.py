@@ -99,7 +99,7 @@ def lock_is_held(tmp: Path) -> bool:
     lock = Path(f"{tmp}{LOCK_SUFFIX}")
     if not lock.exists():
         return False
-    with open(lock, "rb") as fh:
+    with open(lock, "r+b") as fh:  # read-write: NFS's flock needs it
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

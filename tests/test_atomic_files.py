@@ -6,6 +6,8 @@ import fcntl
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from osiris_dagster.core import atomic_files
 from osiris_dagster.core.atomic_files import (
     LOCK_SUFFIX,
+    NEW_LOCK_MAX_AGE_S,
     NEW_LOCK_SUFFIX,
     owned_temporary,
     remove_orphaned_temp_files,
@@ -189,17 +192,83 @@ def test_a_sweep_in_the_writers_lock_gap_leaves_its_new_lock_file(
     assert _names(tmp_path) == []
 
 
-def test_a_new_lock_file_goes_with_its_process(tmp_path: Path) -> None:
-    """A writer killed in the instant between making its lock file and renaming it."""
-    dead, alive = gone_pid(), os.getppid()
-    gone = tmp_path / f".out.csv.{dead}.1.tmp{NEW_LOCK_SUFFIX}"
-    kept = tmp_path / f".out.csv.{alive}.1.tmp{NEW_LOCK_SUFFIX}"
-    for path in (gone, kept):
+def test_a_new_lock_file_goes_once_old_and_unlocked(tmp_path: Path) -> None:
+    """A writer killed in the instant between making its lock file and renaming it leaves a
+    ``.lock-new``. It goes once older than NEW_LOCK_MAX_AGE_S and unlocked, whatever its pid
+    (in a container it is pid 1, always alive); a young one stays, even if its pid looks gone
+    (its writer may be in another PID namespace, about to lock it)."""
+    old = time.time() - NEW_LOCK_MAX_AGE_S - 5
+    ended = tmp_path / f".out.csv.1.a.tmp{NEW_LOCK_SUFFIX}"
+    young = tmp_path / f".out.csv.{gone_pid()}.b.tmp{NEW_LOCK_SUFFIX}"
+    locked = tmp_path / f".out.csv.1.c.tmp{NEW_LOCK_SUFFIX}"
+    for path in (ended, young, locked):
         path.write_text("")
-    remove_orphaned_temp_files(tmp_path, "other.csv")
-    assert _names(tmp_path) == sorted([gone.name, kept.name])
-    remove_orphaned_temp_files(tmp_path, "out.csv")
-    assert _names(tmp_path) == [kept.name]
+    for path in (ended, locked):
+        os.utime(path, (old, old))
+    with open(locked, "r+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        remove_orphaned_temp_files(tmp_path, "other.csv")
+        assert _names(tmp_path) == sorted(p.name for p in (ended, young, locked))
+        remove_orphaned_temp_files(tmp_path, "out.csv")
+        assert _names(tmp_path) == sorted([young.name, locked.name])
+
+
+def _removed_before_locking(times: int) -> SimpleNamespace:
+    """flock as the writer meets it when a sweep of another PID namespace (which misjudged the
+    new lock file) removed that file just before, ``times`` times."""
+    left = [times]
+
+    def flock(fd: Any, operation: int) -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            for new in Path(os.readlink(f"/proc/self/fd/{fd}")).parent.glob(
+                    f"*{NEW_LOCK_SUFFIX}"):
+                new.unlink()
+        fcntl.flock(fd, operation)
+
+    return _with_flock(flock)
+
+
+def test_a_writer_whose_new_lock_file_was_removed_makes_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(atomic_files, "fcntl", _removed_before_locking(3))
+    with owned_temporary(tmp_path / "out.csv") as tmp:
+        assert _names(tmp_path) == [f"{tmp.name}{LOCK_SUFFIX}"] and lock_is_held(tmp)
+    assert _names(tmp_path) == []
+
+
+def test_a_writer_that_cannot_keep_a_lock_does_not_write_without_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(atomic_files, "fcntl", _removed_before_locking(10**6))
+    with pytest.raises(OSError, match="could not lock"), \
+            owned_temporary(tmp_path / "out.csv"):
+        pytest.fail("the block must not run without the lock")
+    assert _names(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a sweep as another user")
+def test_a_sweep_as_another_user_removes_an_ended_owners_files() -> None:
+    """Lock files are 0644: another user's sweep locks them through a read-only descriptor.
+    (In the system's temporary directory: pytest's own is closed to other users.)"""
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        directory.chmod(0o777)
+        with _owner(directory / "out.csv") as (child, _tmp):
+            child.kill()
+            child.wait()
+        assert len(_names(directory)) == 2
+        pid = os.fork()  # a Python of its own could not read this one's library as that user
+        if pid == 0:
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                remove_orphaned_temp_files(directory)
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert _names(directory) == []
 
 
 def test_a_sweep_never_takes_a_lock_file_that_was_replaced(

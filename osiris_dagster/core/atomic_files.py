@@ -6,10 +6,12 @@ for removing the temporary files of a process killed mid-write."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,9 +40,15 @@ def temporary_name(path: Path, directory: Path | None = None) -> Path:
 
 LOCK_SUFFIX = ".lock"  # beside an owned temporary file: see owned_temporary
 # A lock file before it is locked: made under this name, locked, then renamed to its .lock
-# name, so that no lock file is ever at a .lock name without its lock held.
+# name, so that no lock file is ever at a .lock name without its lock held while its owner
+# lives. A sweep removes one only when it is older than NEW_LOCK_MAX_AGE_S and unlocked (its
+# owner ended between making and renaming it); a writer holds it for an instant.
 NEW_LOCK_SUFFIX = ".lock-new"
-_LOCK_ATTEMPTS = 8  # each lost only to a sweep of another PID namespace, in an instant
+NEW_LOCK_MAX_AGE_S = 60.0
+_LOCK_ATTEMPTS = 100  # each lost only when a sweep misjudged a new lock file's age
+# flock errors that mean the filesystem has no flock (then the pid rule applies)
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL,
+                       errno.EBADF, errno.ENOSYS})
 
 
 @contextlib.contextmanager
@@ -52,10 +60,11 @@ def owned_temporary(path: Path, directory: Path | None = None) -> Iterator[Path]
     every container's first process is pid 1, and another PID namespace's processes are not
     visible). Remove the temporary file before the block ends; the lock file goes then.
 
-    Where a lock file cannot be made or locked (a read-only directory; a filesystem without
-    ``flock``), the file is judged by its pid as before. A filesystem whose locks each host
+    Where a lock file cannot be made (a read-only directory) or the filesystem has no
+    ``flock``, the file is judged by its pid as before. A filesystem whose locks each host
     keeps to itself (NFS mounted with ``local_lock``) does not protect a writer on another
-    host; neither does the pid rule there."""
+    host; neither does the pid rule there. Raises OSError when the lock cannot be had for
+    another reason (never a write without it)."""
     tmp = temporary_name(path, directory)
     lock = Path(f"{tmp}{LOCK_SUFFIX}")
     fd = _hold(tmp)
@@ -68,30 +77,39 @@ def owned_temporary(path: Path, directory: Path | None = None) -> Iterator[Path]
 
 
 def _hold(tmp: Path) -> int | None:
-    """An open descriptor of ``<tmp>.lock`` with an exclusive flock on it; None when the file
-    cannot be made or locked here. It is made and locked as ``<tmp>.lock-new`` (which a sweep
-    judges by its pid: it is unlocked for an instant), then renamed into place, so a ``.lock``
-    file is never there unlocked while its owner lives."""
+    """An open descriptor of ``<tmp>.lock`` with an exclusive flock on it; None when the lock
+    file cannot be made or the filesystem has no flock. It is made and locked as
+    ``<tmp>.lock-new``, then renamed into place, so a ``.lock`` file is never there unlocked
+    while its owner lives. A new lock file that a sweep removed or locked meanwhile (it misjudged
+    its age) is made again."""
     lock, new = Path(f"{tmp}{LOCK_SUFFIX}"), Path(f"{tmp}{NEW_LOCK_SUFFIX}")
     for _attempt in range(_LOCK_ATTEMPTS):
-        try:
-            fd = os.open(new, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:  # read-write: NFS emulates flock with fcntl locks, which need it
+            fd = os.open(new, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # no flock here: the pid rule (nobody else opens this name to lock it)
+        except BlockingIOError:  # a sweep holds it: it removes it
+            os.close(fd)
+            continue
+        except OSError as exc:
             remove_quietly(new)
             os.close(fd)
-            return None
-        if _is_at(fd, new):  # else removed meanwhile (a sweep in another PID namespace)
+            if exc.errno in _NO_FLOCK:
+                return None
+            raise
+        if _is_at(fd, new):  # locked now, so no sweep removes it
             try:
                 os.rename(new, lock)
                 return fd
             except OSError:
                 remove_quietly(new)
+                os.close(fd)
+                raise
         os.close(fd)
-    return None
+    raise OSError(errno.EAGAIN, f"could not lock {new}: a sweep removed it {_LOCK_ATTEMPTS} "
+                  "times (is the system clock far off the file system's?)")
 
 
 def _is_at(fd: int, path: Path) -> bool:
@@ -147,10 +165,12 @@ def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None
     ``-journal`` beside one), for ``name`` or, when None, for any name.
 
     A file made with :func:`owned_temporary` is removed once its lock can be taken, i.e. its
-    owner has ended. Any other (one from an earlier version, or where no lock could be made)
-    stays while a process with its pid exists, this one included: it may be writing it; so
-    where every run is a container's first process (always pid 1), such a file stays for good,
-    and a process in another PID namespace may look gone. Names that cannot carry a process id
+    owner has ended; a lock file on its own too; a new lock file once it is also older than
+    NEW_LOCK_MAX_AGE_S (its owner holds it unlocked for an instant). Any other file (from an
+    earlier version, or where no lock could be made) stays while a process with its pid
+    exists, this one included: it may be writing it; so where every run is a container's
+    first process (always pid 1), such a file stays for good, and a process in another PID
+    namespace may look gone. Names that cannot carry a process id
     (no ASCII digits, a pid no system has) are left alone."""
     try:
         entries = [entry.name for entry in os.scandir(directory)]
@@ -159,10 +179,10 @@ def remove_orphaned_temp_files(directory: Path, name: str | None = None) -> None
     temps: dict[str, int] = {}  # temporary file -> the pid in its name
     locks: list[str] = []  # lock files' temporary files
     for entry in entries:
-        if entry.endswith(NEW_LOCK_SUFFIX):  # held for an instant, before its rename: by pid
-            pid = _temp_file_pid(entry[:-len(NEW_LOCK_SUFFIX)], name)
-            if pid is not None and pid != os.getpid() and not process_alive(pid):
-                remove_quietly(Path(directory, entry))
+        if entry.endswith(NEW_LOCK_SUFFIX):  # unlocked for an instant before its rename
+            if _temp_file_pid(entry[:-len(NEW_LOCK_SUFFIX)], name) is not None and \
+                    _older_than(Path(directory, entry), NEW_LOCK_MAX_AGE_S):
+                _remove_if_unlocked(Path(directory, entry), [])
         elif entry.endswith(LOCK_SUFFIX):
             locks.append(entry[:-len(LOCK_SUFFIX)])
         else:
@@ -189,8 +209,13 @@ def _remove_if_orphaned(directory: Path, temp: str, pid: int) -> None:
 def _remove_if_unlocked(lock: Path, temps: list[Path]) -> None:
     """Remove ``temps`` (with their side files), then ``lock``, if its lock can be taken: its
     owner has ended."""
-    try:
-        fd = os.open(lock, os.O_RDONLY)  # flock needs no write access to the file
+    try:  # read-write where allowed (NFS's flock needs it), else read-only (another user's)
+        fd = os.open(lock, os.O_RDWR)
+    except PermissionError:
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return
     except OSError:
         return
     try:
@@ -204,6 +229,13 @@ def _remove_if_unlocked(lock: Path, temps: list[Path]) -> None:
             remove_quietly(lock)
     finally:
         os.close(fd)
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > seconds
+    except OSError:
+        return False
 
 
 def remove_with_side_files(path: Path) -> None:

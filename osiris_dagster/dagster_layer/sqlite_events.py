@@ -39,6 +39,7 @@ Dagster instance can use it through ``dagster.yaml``::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -215,7 +216,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         except Exception:  # noqa: BLE001 - an optimisation only: Dagster builds the shard
             yield None
             return
-        with owned_temporary(path, directory) as tmp:
+        with contextlib.ExitStack() as stack:
+            try:
+                tmp: Path | None = stack.enter_context(owned_temporary(path, directory))
+            except OSError:  # no lock to be had: Dagster builds the shard
+                tmp = None
             yield tmp
 
     # Dagster asks, for every asset event and asset read and on a connection of its own each

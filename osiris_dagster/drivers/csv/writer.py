@@ -159,14 +159,15 @@ class _Write:
 
     def run(self) -> int:
         remove_orphaned_temp_files(self.target.parent, self.target.name)
-        with owned_temporary(self.target) as tmp:
-            try:
-                rows = self._write(tmp)
-                publish(tmp, self.target)
-            except OSError as exc:
-                raise DriverError(f"cannot write {self.target}: {exc}") from exc
-            finally:
-                remove_quietly(tmp)
+        try:
+            with owned_temporary(self.target) as tmp:
+                try:
+                    rows = self._write(tmp)
+                    publish(tmp, self.target)
+                finally:
+                    remove_quietly(tmp)
+        except OSError as exc:
+            raise DriverError(f"cannot write {self.target}: {exc}") from exc
         return rows
 
     def _write(self, tmp: Path) -> int:
