@@ -296,3 +296,18 @@ def test_a_sweep_never_takes_a_lock_file_that_was_replaced(
         for fh in held:
             fh.close()
     assert _names(tmp_path) == sorted([tmp.name, lock.name])
+
+
+def test_a_sweep_in_this_process_leaves_its_files_where_locks_belong_to_the_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On NFS flock is emulated with POSIX locks, which belong to the process: a sweep in
+    another thread of the writer's process would get the lock (and, closing its descriptor,
+    drop the writer's). The sweep leaves this process' own files without opening them."""
+    process_wide = _with_flock(lambda fd, operation: fcntl.lockf(fd, operation))
+    monkeypatch.setattr(atomic_files, "fcntl", process_wide)
+    with owned_temporary(tmp_path / "out.csv") as tmp:
+        tmp.write_text("partial")
+        remove_orphaned_temp_files(tmp_path)
+        assert _names(tmp_path) == sorted([tmp.name, f"{tmp.name}{LOCK_SUFFIX}"])
+        tmp.unlink()
+    assert _names(tmp_path) == []

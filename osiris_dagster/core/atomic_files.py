@@ -46,6 +46,10 @@ LOCK_SUFFIX = ".lock"  # beside an owned temporary file: see owned_temporary
 NEW_LOCK_SUFFIX = ".lock-new"
 NEW_LOCK_MAX_AGE_S = 60.0
 _LOCK_ATTEMPTS = 100  # each lost only when a sweep misjudged a new lock file's age
+# Why a lock file cannot be made where its temporary file can: a read-only or closed directory
+# (the write fails anyway), or a name near the 255-byte limit that ".lock-new" takes past it.
+# Then the pid rule applies.
+_NO_LOCK_FILE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
 # flock errors that mean the filesystem has no flock (then the pid rule applies)
 _NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL,
                        errno.EBADF, errno.ENOSYS})
@@ -60,20 +64,36 @@ def owned_temporary(path: Path, directory: Path | None = None) -> Iterator[Path]
     every container's first process is pid 1, and another PID namespace's processes are not
     visible). Remove the temporary file before the block ends; the lock file goes then.
 
-    Where a lock file cannot be made (a read-only directory) or the filesystem has no
-    ``flock``, the file is judged by its pid as before. A filesystem whose locks each host
+    Where a lock file cannot be made (a read-only directory, a name within 9 bytes of the
+    filesystem's limit) or the filesystem has no ``flock``, the file is judged by its pid as
+    before. A filesystem whose locks each host
     keeps to itself (NFS mounted with ``local_lock``) does not protect a writer on another
     host; neither does the pid rule there. Raises OSError when the lock cannot be had for
     another reason (never a write without it)."""
     tmp = temporary_name(path, directory)
     lock = Path(f"{tmp}{LOCK_SUFFIX}")
-    fd = _hold(tmp)
+    with _OWN_LOCK:
+        _OWN.add(tmp.name)
     try:
-        yield tmp
+        fd = _hold(tmp)
+        try:
+            yield tmp
+        finally:
+            if fd is not None:
+                remove_quietly(lock)  # before the lock is released: see the sweep
+                with contextlib.suppress(OSError):
+                    os.close(fd)
     finally:
-        if fd is not None:
-            remove_quietly(lock)  # before the lock is released: see remove_orphaned_temp_files
-            os.close(fd)
+        with _OWN_LOCK:
+            _OWN.discard(tmp.name)
+
+
+# The temporary files (names) this process owns now: its own sweeps leave them and their lock
+# files alone without opening them. Where flock is emulated with POSIX locks (NFS), a lock belongs
+# to the process, so a sweep in another thread would get it, and closing any descriptor of
+# the file would drop the writer's lock.
+_OWN: set[str] = set()
+_OWN_LOCK = threading.Lock()
 
 
 def _hold(tmp: Path) -> int | None:
@@ -83,15 +103,18 @@ def _hold(tmp: Path) -> int | None:
     while its owner lives. A new lock file that a sweep removed or locked meanwhile (it misjudged
     its age) is made again."""
     lock, new = Path(f"{tmp}{LOCK_SUFFIX}"), Path(f"{tmp}{NEW_LOCK_SUFFIX}")
-    for _attempt in range(_LOCK_ATTEMPTS):
+    for attempt in range(_LOCK_ATTEMPTS):
         try:  # read-write: NFS emulates flock with fcntl locks, which need it
             fd = os.open(new, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return None
+        except OSError as exc:
+            if exc.errno in _NO_LOCK_FILE:
+                return None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a sweep holds it: it removes it
+        except BlockingIOError:  # a sweep holds it and is about to remove it: give it time
             os.close(fd)
+            time.sleep(min(0.001 * 2 ** attempt, 0.064))
             continue
         except OSError as exc:
             remove_quietly(new)
@@ -209,11 +232,13 @@ def _remove_if_orphaned(directory: Path, temp: str, pid: int) -> None:
 def _remove_if_unlocked(lock: Path, temps: list[Path]) -> None:
     """Remove ``temps`` (with their side files), then ``lock``, if its lock can be taken: its
     owner has ended."""
+    if _owned_here(lock):
+        return
     try:  # read-write where allowed (NFS's flock needs it), else read-only (another user's)
-        fd = os.open(lock, os.O_RDWR)
+        fd = os.open(lock, os.O_RDWR | os.O_NONBLOCK)  # a FIFO there must not block the sweep
     except PermissionError:
         try:
-            fd = os.open(lock, os.O_RDONLY)
+            fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             return
     except OSError:
@@ -229,6 +254,15 @@ def _remove_if_unlocked(lock: Path, temps: list[Path]) -> None:
             remove_quietly(lock)
     finally:
         os.close(fd)
+
+
+def _owned_here(lock: Path) -> bool:
+    """Whether ``lock`` (``.lock`` or ``.lock-new``) is of a temporary file this process owns."""
+    text = lock.name  # names are unique (pid, thread, random digits): a name is enough
+    temp = text[:-len(NEW_LOCK_SUFFIX)] if text.endswith(NEW_LOCK_SUFFIX) else \
+        text[:-len(LOCK_SUFFIX)]
+    with _OWN_LOCK:
+        return temp in _OWN
 
 
 def _older_than(path: Path, seconds: float) -> bool:

@@ -206,7 +206,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         (:func:`~osiris_dagster.core.atomic_files.owned_temporary`), once what ended processes
         left there is gone: a copy killed between its link into place and its removal would
         otherwise keep a second link to a live shard (whose space ``wipe`` would then not
-        free). None when the directory cannot be made (Dagster builds the shard)."""
+        free). None when the directory cannot be made or the lock cannot be had (Dagster
+        builds the shard)."""
         directory = Path(self._base_dir) / TEMP_DIR
         try:
             if not directory.is_dir():  # first use here: see _remove_leftovers_beside_shards
