@@ -122,15 +122,6 @@ def test_a_live_owners_file_stays_though_its_pid_looks_gone(tmp_path: Path) -> N
         assert _names(tmp_path) == []
 
 
-def test_this_process_owned_file_stays_and_its_lock_goes_with_the_block(tmp_path: Path) -> None:
-    with owned_temporary(tmp_path / "out.csv") as tmp:
-        tmp.write_text("partial")
-        remove_orphaned_temp_files(tmp_path)
-        assert _names(tmp_path) == sorted([tmp.name, f"{tmp.name}{LOCK_SUFFIX}"])
-        tmp.unlink()
-    assert _names(tmp_path) == []
-
-
 def test_a_lock_file_without_its_file_goes_once_free(tmp_path: Path) -> None:
     """An owner killed after it made its lock and before its file (or after it removed it)."""
     with _owner(tmp_path / "out.csv") as (child, tmp):
@@ -298,13 +289,16 @@ def test_a_sweep_never_takes_a_lock_file_that_was_replaced(
     assert _names(tmp_path) == sorted([tmp.name, lock.name])
 
 
-def test_a_sweep_in_this_process_leaves_its_files_where_locks_belong_to_the_process(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On NFS flock is emulated with POSIX locks, which belong to the process: a sweep in
-    another thread of the writer's process would get the lock (and, closing its descriptor,
-    drop the writer's). The sweep leaves this process' own files without opening them."""
-    process_wide = _with_flock(lambda fd, operation: fcntl.lockf(fd, operation))
-    monkeypatch.setattr(atomic_files, "fcntl", process_wide)
+@pytest.mark.parametrize("process_wide_locks", [False, True], ids=["flock", "posix-locks"])
+def test_this_process_owned_file_stays_and_its_lock_goes_with_the_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_wide_locks: bool) -> None:
+    """A sweep in the owner's process leaves its file. Also where locks belong to the process
+    (NFS emulates flock with POSIX locks): a sweep in another thread would get the lock (and,
+    closing its descriptor, drop the writer's), so it leaves this process' own files without
+    opening them."""
+    if process_wide_locks:
+        monkeypatch.setattr(atomic_files, "fcntl", _with_flock(
+            lambda fd, operation: fcntl.lockf(fd, operation)))
     with owned_temporary(tmp_path / "out.csv") as tmp:
         tmp.write_text("partial")
         remove_orphaned_temp_files(tmp_path)
