@@ -372,11 +372,11 @@ def _instance(settings: Any) -> Any:
     """$DAGSTER_HOME when set, else a persistent instance under the sessions root."""
     import dagster as dg
 
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    import fcntl
-
     from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
+
+    if os.environ.get("DAGSTER_HOME"):
+        return _dagster_home_instance(dg, cli_instance_overrides)
+    import fcntl
 
     home = settings.sessions_dir / ".dagster"
     overrides = cli_instance_overrides(str(home))
@@ -394,6 +394,30 @@ def _instance(settings: Any) -> Any:
         instance.get_runs(limit=1)  # touch the storages so their schema exists
         ready.touch()
         return instance
+
+
+# Keys of dagster.yaml that choose where and how an instance stores its history.
+STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+
+
+def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
+    """The instance of $DAGSTER_HOME. When its dagster.yaml leaves the storage to Dagster's
+    default (SQLite files under $DAGSTER_HOME), it is opened on those same files through the
+    storages the CLI's own instance uses (:func:`cli_instance_overrides`: connections kept
+    during the run, stamped files opened without loading the migrations); ``dagster dev`` on
+    that home reads and writes them as before. Any other configuration (another database,
+    `storage: sqlite` with its own directory, a custom instance class) is Dagster's own way."""
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._core.instance.ref import InstanceRef
+
+    home = os.path.expanduser(os.environ["DAGSTER_HOME"])
+    if not (os.path.isabs(home) and os.path.isdir(home)):
+        return dg.DagsterInstance.get()  # Dagster's own error says what is wrong
+    config, custom_class = dagster_instance_config(home)
+    if custom_class is not None or any(k in config for k in STORAGE_KEYS):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(home,
+                                                            overrides=overrides_for(home)))
 
 
 def _finish_events(session: Any, success: bool) -> None:

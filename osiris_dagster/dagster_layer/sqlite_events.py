@@ -27,8 +27,9 @@ a process killed meanwhile leaves there is removed by the next one that makes a 
 killed one's lock on it is free (:func:`~osiris_dagster.core.atomic_files.owned_temporary`;
 and, once, what earlier versions left beside the shards).
 
-``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`). Any
-Dagster instance can use it through ``dagster.yaml``::
+``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`), and so
+the instance of ``$DAGSTER_HOME`` when its ``dagster.yaml`` leaves the storage to Dagster's
+default. Any Dagster instance can use it through ``dagster.yaml``::
 
     event_log_storage:
       module: osiris_dagster.dagster_layer.sqlite_events
