@@ -407,9 +407,11 @@ def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
     during the run, stamped files opened without loading the migrations); ``dagster dev`` on
     that home reads and writes them as before. Any other configuration (another database,
     `storage: sqlite` with its own directory, a custom instance class) is Dagster's own way."""
-    from dagster._core.instance.config import dagster_instance_config
-    from dagster._core.instance.ref import InstanceRef
-
+    try:  # private parts of Dagster: a release without them opens the home as Dagster does
+        from dagster._core.instance.config import dagster_instance_config
+        from dagster._core.instance.ref import InstanceRef
+    except ImportError:
+        return dg.DagsterInstance.get()
     home = os.path.expanduser(os.environ["DAGSTER_HOME"])
     if not (os.path.isabs(home) and os.path.isdir(home)):
         return dg.DagsterInstance.get()  # Dagster's own error says what is wrong

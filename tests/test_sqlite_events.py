@@ -444,6 +444,15 @@ def test_a_dagster_home_that_configures_its_storage_is_opened_as_dagster_does(
     expected.dispose()
 
 
+def test_a_dagster_without_the_private_parts_opens_the_home_as_dagster_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "dagster._core.instance.config", None)  # import fails
+    instance = cli._instance(Settings(sessions_dir=tmp_path / "sessions"))  # noqa: SLF001
+    assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
+    instance.dispose()
+
+
 def test_a_dagster_home_that_is_not_a_directory_fails_with_dagsters_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "missing"))
