@@ -398,6 +398,8 @@ def _instance(settings: Any) -> Any:
 
 # Keys of dagster.yaml that choose where and how an instance stores its history.
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+# Taken in $DAGSTER_HOME while a run creates the home's SQLite files.
+HOME_SET_UP_LOCK = ".osiris-set-up.lock"
 
 
 def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
@@ -412,14 +414,29 @@ def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
         from dagster._core.instance.ref import InstanceRef
     except ImportError:
         return dg.DagsterInstance.get()
+    from osiris_dagster.dagster_layer.sqlite_storages import home_is_set_up
+
     home = os.path.expanduser(os.environ["DAGSTER_HOME"])
     if not (os.path.isabs(home) and os.path.isdir(home)):
         return dg.DagsterInstance.get()  # Dagster's own error says what is wrong
-    config, custom_class = dagster_instance_config(home)
-    if custom_class is not None or any(k in config for k in STORAGE_KEYS):
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(home,
-                                                            overrides=overrides_for(home)))
+    if os.path.exists(os.path.join(home, "dagster.yaml")):  # else Dagster warns a second time
+        config, custom_class = dagster_instance_config(home)
+        if custom_class is not None or any(k in config for k in STORAGE_KEYS):
+            return dg.DagsterInstance.get()
+    ref = InstanceRef.from_dir(home, overrides=overrides_for(home))
+    if home_is_set_up(home):  # concurrent runs open it without waiting on each other
+        return dg.DagsterInstance.from_ref(ref)
+    # Dagster's own code creates the schema of a new home; runs starting at once would race
+    # on it (two revisions stamped in one file leave the home unreadable to Dagster).
+    try:
+        lock = open(os.path.join(home, HOME_SET_UP_LOCK), "a")  # noqa: SIM115
+    except OSError:
+        return dg.DagsterInstance.from_ref(ref)  # a read-only home: Dagster says what fails
+    import fcntl
+
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return dg.DagsterInstance.from_ref(ref)
 
 
 def _finish_events(session: Any, success: bool) -> None:

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ from osiris_dagster.dagster_layer.sqlite_events import (
 from osiris_dagster.dagster_layer.sqlite_storages import (
     StampedSqliteRunStorage,
     StampedSqliteScheduleStorage,
+    home_is_set_up,
 )
 
 from .helpers import gone_pid, lock_is_held
@@ -442,6 +444,82 @@ def test_a_dagster_home_that_configures_its_storage_is_opened_as_dagster_does(
     assert not (home / "history" / "runs" / f"{run_id}.db").exists()
     instance.dispose()
     expected.dispose()
+
+
+def test_a_dagster_home_without_dagster_yaml_warns_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    instance = cli._instance(Settings(sessions_dir=tmp_path / "sessions"))  # noqa: SLF001
+    assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+    instance.dispose()
+    assert [r.message for r in caplog.records].count(
+        f"No dagster instance configuration file (dagster.yaml) found at {tmp_path}. Defaulting "
+        f"to loading and storing all metadata with {tmp_path}. If this is the desired "
+        f"behavior, create an empty dagster.yaml file in {tmp_path}.") == 1
+
+
+def test_a_home_file_with_two_revisions_fails_as_dagster_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster's own concurrent set-up of a new home can stamp a file twice; Dagster refuses
+    such a file, and `run` must not go on writing a home that `dagster dev` cannot open."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    settings = Settings(sessions_dir=tmp_path / "sessions")
+    cli._instance(settings).dispose()  # noqa: SLF001
+    assert home_is_set_up(tmp_path)
+    with closing(sqlite3.connect(tmp_path / "history" / "runs.db")) as con, con:
+        (revision,) = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        con.execute("INSERT INTO alembic_version VALUES (?)", [revision + "0"])
+    assert not home_is_set_up(tmp_path)
+    with pytest.raises(Exception, match="more than one head"):
+        dg.DagsterInstance.get()
+    with pytest.raises(Exception, match="more than one head"):
+        cli._instance(settings)  # noqa: SLF001
+
+
+_OPEN_HOME = textwrap.dedent("""
+    from osiris_dagster import cli
+    from osiris_dagster.core.settings import Settings
+    cli._instance(Settings.from_env()).dispose()
+""")
+
+
+def _waiting_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a flock (a `->` line of /proc/locks)."""
+    return any(" -> " in f" {line}" and f" {pid} " in line
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+def _wait_until(condition: Any, proc: subprocess.Popen[bytes]) -> None:
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+
+
+def test_a_new_home_is_set_up_by_one_run_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs that start together on a new $DAGSTER_HOME create its SQLite files one at a time
+    (Dagster's own set-up races); on a home that is set up, they do not wait on each other."""
+    import fcntl
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("OSIRIS_SESSIONS_DIR", str(tmp_path / "sessions"))
+    with open(tmp_path / cli.HOME_SET_UP_LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-c", _OPEN_HOME], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        _wait_until(lambda: _waiting_for_a_lock(proc.pid), proc)
+        assert not (tmp_path / "history" / "runs.db").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert home_is_set_up(tmp_path)
+
+        fcntl.flock(held, fcntl.LOCK_EX)  # a set-up home is opened without the lock
+        done = subprocess.run([sys.executable, "-c", _OPEN_HOME], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_dagster_without_the_private_parts_opens_the_home_as_dagster_does(

@@ -28,17 +28,28 @@ from sqlalchemy.engine import make_url
 
 
 def stamped(path: str | os.PathLike[str], *tables: str) -> bool:
-    """Whether the SQLite file at ``path`` exists, carries an Alembic revision and has
-    ``tables`` (never creates the file)."""
+    """Whether the SQLite file at ``path`` exists, carries exactly one Alembic revision and has
+    ``tables`` (never creates the file). A file with two revisions (left by Dagster's own
+    concurrent creation of a schema) is not: Dagster refuses it ("more than one head"), and so
+    does a storage that is handed it."""
     try:
         with closing(sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=rw", uri=True,
                                      timeout=SQLITE_BUSY_TIMEOUT_SECONDS)) as con:
-            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            rows = con.execute("SELECT version_num FROM alembic_version LIMIT 2").fetchall()
             present = {name for (name,) in con.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error:
         return False
-    return bool(row and row[0]) and set(tables) <= present
+    return len(rows) == 1 and bool(rows[0][0]) and set(tables) <= present
+
+
+def home_is_set_up(home: str | os.PathLike[str]) -> bool:
+    """Whether Dagster's default SQLite files under the instance directory ``home`` (run
+    storage, schedule storage, event index) all exist with their schema stamped."""
+    root = Path(home)
+    return (stamped(root / "history" / "runs.db", *StampedSqliteRunStorage.TABLES)
+            and stamped(root / "schedules" / "schedules.db")
+            and stamped(root / "history" / "runs" / "index.db"))
 
 
 class _OpensStampedFile:
