@@ -376,7 +376,7 @@ def _instance(settings: Any) -> Any:
 
     if os.environ.get("DAGSTER_HOME"):
         return _dagster_home_instance(dg, cli_instance_overrides)
-    import fcntl
+    from osiris_dagster.core.file_locks import held_lock
 
     home = settings.sessions_dir / ".dagster"
     overrides = cli_instance_overrides(str(home))
@@ -385,8 +385,7 @@ def _instance(settings: Any) -> Any:
         return dg.DagsterInstance.local_temp(tempdir=str(home), overrides=overrides)
     home.mkdir(parents=True, exist_ok=True)
     # Concurrent first runs would race creating the SQLite schema: one at a time.
-    with open(home / ".init.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with held_lock(home / ".init.lock"):
         config = home / "dagster.yaml"
         if not config.exists():
             write_text_atomic(config, CLI_INSTANCE_YAML)
@@ -414,6 +413,7 @@ def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
         from dagster._core.instance.ref import InstanceRef
     except ImportError:
         return dg.DagsterInstance.get()
+    from osiris_dagster.core.file_locks import held_lock
     from osiris_dagster.dagster_layer.sqlite_storages import home_is_set_up
 
     home = os.path.expanduser(os.environ["DAGSTER_HOME"])
@@ -428,14 +428,7 @@ def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
         return dg.DagsterInstance.from_ref(ref)
     # Dagster's own code creates the schema of a new home; runs starting at once would race
     # on it (two revisions stamped in one file leave the home unreadable to Dagster).
-    try:
-        lock = open(os.path.join(home, HOME_SET_UP_LOCK), "a")  # noqa: SIM115
-    except OSError:
-        return dg.DagsterInstance.from_ref(ref)  # a read-only home: Dagster says what fails
-    import fcntl
-
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with held_lock(Path(home) / HOME_SET_UP_LOCK):
         return dg.DagsterInstance.from_ref(ref)
 
 
