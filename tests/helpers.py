@@ -105,3 +105,21 @@ def lock_is_held(tmp: Path) -> bool:
         except BlockingIOError:
             return True
         return False
+
+
+def as_another_user(action: Any) -> bool:
+    """Whether ``action()`` returns true when run as user and group 65534 (nobody), in a
+    forked child of this process (a Python of its own could not read this one's library as
+    that user). Needs root."""
+    import os
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            code = 0 if action() else 2
+        finally:
+            os._exit(code)
+    return os.waitpid(pid, 0)[1] == 0

@@ -26,7 +26,7 @@ from osiris_dagster.core.atomic_files import (
     temporary_name,
 )
 
-from .helpers import gone_pid, lock_is_held
+from .helpers import as_another_user, gone_pid, lock_is_held
 
 
 def _names(directory: Path) -> list[str]:
@@ -248,17 +248,7 @@ def test_a_sweep_as_another_user_removes_an_ended_owners_files() -> None:
             child.kill()
             child.wait()
         assert len(_names(directory)) == 2
-        pid = os.fork()  # a Python of its own could not read this one's library as that user
-        if pid == 0:
-            code = 1
-            try:
-                os.setgid(65534)
-                os.setuid(65534)
-                remove_orphaned_temp_files(directory)
-                code = 0
-            finally:
-                os._exit(code)
-        assert os.waitpid(pid, 0)[1] == 0
+        assert as_another_user(lambda: remove_orphaned_temp_files(directory) is None)
         assert _names(directory) == []
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from osiris_dagster.core.file_locks import held_lock
 
+from .helpers import as_another_user
+
 
 def _held_elsewhere(path: Path) -> bool:
     """Whether an open file other than a new one holds the flock of ``path``."""
@@ -48,14 +50,9 @@ def test_another_users_lock_file_is_locked_read_only() -> None:
         with held_lock(path):
             pass
         assert path.stat().st_uid == 0 and path.stat().st_mode & 0o777 == 0o644
-        pid = os.fork()  # a Python of its own could not read this one's library as that user
-        if pid == 0:
-            code = 1
-            try:
-                os.setgid(65534)
-                os.setuid(65534)
-                with held_lock(path) as locked:
-                    code = 0 if locked and _held_elsewhere(path) else 2
-            finally:
-                os._exit(code)
-        assert os.waitpid(pid, 0)[1] == 0
+
+        def locks_it() -> bool:
+            with held_lock(path) as locked:
+                return locked and _held_elsewhere(path)
+
+        assert as_another_user(locks_it)
