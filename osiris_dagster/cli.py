@@ -370,13 +370,12 @@ compute_logs:
 
 def _instance(settings: Any) -> Any:
     """$DAGSTER_HOME when set, else a persistent instance under the sessions root."""
+    if os.environ.get("DAGSTER_HOME"):
+        return _dagster_home_instance()
     import dagster as dg
 
-    from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
-
-    if os.environ.get("DAGSTER_HOME"):
-        return _dagster_home_instance(dg, cli_instance_overrides)
     from osiris_dagster.core.file_locks import held_lock
+    from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
 
     home = settings.sessions_dir / ".dagster"
     overrides = cli_instance_overrides(str(home))
@@ -401,19 +400,22 @@ STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage
 HOME_SET_UP_LOCK = ".osiris-set-up.lock"
 
 
-def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
+def _dagster_home_instance() -> Any:
     """The instance of $DAGSTER_HOME. When its dagster.yaml leaves the storage to Dagster's
     default (SQLite files under $DAGSTER_HOME), it is opened on those same files through the
     storages the CLI's own instance uses (:func:`cli_instance_overrides`: connections kept
     during the run, stamped files opened without loading the migrations); ``dagster dev`` on
     that home reads and writes them as before. Any other configuration (another database,
     `storage: sqlite` with its own directory, a custom instance class) is Dagster's own way."""
+    import dagster as dg
+
     try:  # private parts of Dagster: a release without them opens the home as Dagster does
         from dagster._core.instance.config import dagster_instance_config
         from dagster._core.instance.ref import InstanceRef
     except ImportError:
         return dg.DagsterInstance.get()
     from osiris_dagster.core.file_locks import held_lock
+    from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
     from osiris_dagster.dagster_layer.sqlite_storages import home_is_set_up
 
     home = os.path.expanduser(os.environ["DAGSTER_HOME"])
@@ -423,7 +425,7 @@ def _dagster_home_instance(dg: Any, overrides_for: Any) -> Any:
         config, custom_class = dagster_instance_config(home)
         if custom_class is not None or any(k in config for k in STORAGE_KEYS):
             return dg.DagsterInstance.get()
-    ref = InstanceRef.from_dir(home, overrides=overrides_for(home))
+    ref = InstanceRef.from_dir(home, overrides=cli_instance_overrides(home))
     if home_is_set_up(home):  # concurrent runs open it without waiting on each other
         return dg.DagsterInstance.from_ref(ref)
     # Dagster's own code creates the schema of a new home; runs starting at once would race
