@@ -321,7 +321,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     plog.propagate = False
     started = time.monotonic()
     try:
-        with sqlite_files_held_open(instance, run_id):  # one checkpoint per file, not per event
+        with sqlite_files_held_open(instance):  # one checkpoint per file, not per event
             res = job.execute_in_process(run_config=run_cfg, instance=instance, run_id=run_id,
                                          asset_selection=selection, raise_on_error=False,
                                          tags={"osiris/session_dir": str(session.dir)})
@@ -405,8 +405,10 @@ def _dagster_home_instance() -> Any:
     default (SQLite files under $DAGSTER_HOME), it is opened on those same files through the
     storages the CLI's own instance uses (:func:`cli_instance_overrides`: connections kept
     during the run, stamped files opened without loading the migrations); ``dagster dev`` on
-    that home reads and writes them as before. Any other configuration (another database,
-    `storage: sqlite` with its own directory, a custom instance class) is Dagster's own way."""
+    that home reads and writes them as before. A dagster.yaml that names those same storages
+    (README, "Dagster's SQLite storage, faster") is opened the same way. Any other configuration
+    (another database, `storage: sqlite` with its own directory, a custom instance class) is
+    Dagster's own way."""
     import dagster as dg
 
     try:  # private parts of Dagster: a release without them opens the home as Dagster does
@@ -421,17 +423,39 @@ def _dagster_home_instance() -> Any:
     home = os.path.expanduser(os.environ["DAGSTER_HOME"])
     if not (os.path.isabs(home) and os.path.isdir(home)):
         return dg.DagsterInstance.get()  # Dagster's own error says what is wrong
+    overrides = cli_instance_overrides(home)
     if os.path.exists(os.path.join(home, "dagster.yaml")):  # else Dagster warns a second time
         config, custom_class = dagster_instance_config(home)
-        if custom_class is not None or any(k in config for k in STORAGE_KEYS):
+        if custom_class is not None or not _storage_is_default_or(overrides, config):
             return dg.DagsterInstance.get()
-    ref = InstanceRef.from_dir(home, overrides=cli_instance_overrides(home))
+    ref = InstanceRef.from_dir(home, overrides=overrides)
     if home_is_set_up(home):  # concurrent runs open it without waiting on each other
         return dg.DagsterInstance.from_ref(ref)
     # Dagster's own code creates the schema of a new home; runs starting at once would race
     # on it (two revisions stamped in one file leave the home unreadable to Dagster).
     with held_lock(Path(home) / HOME_SET_UP_LOCK):
         return dg.DagsterInstance.from_ref(ref)
+
+
+def _storage_is_default_or(ours: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether each storage key of a dagster.yaml is absent (Dagster's default SQLite files) or
+    names the same class on the same directory as ``ours`` (what the README tells users to
+    write); ``storage`` (all three at once) is always Dagster's."""
+    if "storage" in config:
+        return False
+    return all(key not in config or _same_storage(config[key], ours[key])
+               for key in STORAGE_KEYS if key != "storage")
+
+
+def _same_storage(named: Any, ours: dict[str, Any]) -> bool:
+    if not isinstance(named, dict) or {k: v for k, v in named.items() if k != "config"} != \
+            {k: v for k, v in ours.items() if k != "config"}:
+        return False
+    where = named.get("config")
+    if not isinstance(where, dict) or set(where) != {"base_dir"} or \
+            not isinstance(where["base_dir"], str):
+        return False  # e.g. {env: VAR}: Dagster resolves it
+    return os.path.realpath(where["base_dir"]) == os.path.realpath(ours["config"]["base_dir"])
 
 
 def _finish_events(session: Any, success: bool) -> None:

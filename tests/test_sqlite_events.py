@@ -36,7 +36,7 @@ from osiris_dagster.dagster_layer.sqlite_storages import (
     home_is_set_up,
 )
 
-from .helpers import gone_pid, lock_is_held
+from .helpers import append_readme_storages, gone_pid, lock_is_held
 
 
 @contextmanager
@@ -497,13 +497,17 @@ def _wait_until(condition: Any, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.parametrize("storages", ["dagster-default", "readme"])
 def test_a_new_home_is_set_up_by_one_run_at_a_time(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storages: str) -> None:
     """Runs that start together on a new $DAGSTER_HOME create its SQLite files one at a time
-    (Dagster's own set-up races); on a home that is set up, they do not wait on each other."""
+    (Dagster's own set-up races); on a home that is set up, they do not wait on each other.
+    The same with the storages the README's "One Dagster home" block names."""
     import fcntl
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    if storages == "readme":
+        append_readme_storages(tmp_path)
     monkeypatch.setenv("OSIRIS_SESSIONS_DIR", str(tmp_path / "sessions"))
     with open(tmp_path / cli.HOME_SET_UP_LOCK, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -520,6 +524,64 @@ def test_a_new_home_is_set_up_by_one_run_at_a_time(
         done = subprocess.run([sys.executable, "-c", _OPEN_HOME], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_storages_are_dagsters_files_opened_as_run_opens_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's block for `dagster dev`: Dagster opens the home with the storages `run`
+    uses, on the home's default files, and a home written with it reads back without it."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    append_readme_storages(tmp_path)
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert cli._storage_is_default_or(cli_instance_overrides(str(tmp_path)), config)  # noqa: SLF001
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    instance = dg.DagsterInstance.get()  # what `dagster dev` opens
+    assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+    assert isinstance(instance.run_storage, StampedSqliteRunStorage)
+    assert isinstance(instance.schedule_storage, StampedSqliteScheduleStorage)
+    assert not instance.telemetry_enabled
+    run_id = _run(instance).run_id
+    instance.dispose()
+    assert home_is_set_up(tmp_path)
+    assert (tmp_path / "history" / "runs" / f"{run_id}.db").is_file()
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    plain = dg.DagsterInstance.get()
+    assert type(plain.event_log_storage).__name__ == "SqliteEventLogStorage"
+    assert plain.get_run_by_id(run_id).is_success
+    assert plain.get_latest_materialization_event(dg.AssetKey("doubled")).run_id == run_id
+    plain.dispose()
+
+
+@pytest.mark.parametrize(("key", "named", "same"), [
+    ("event_log_storage", {}, True),
+    ("run_storage", {"config": {"base_dir": "{home}/history/../history"}}, True),
+    ("schedule_storage", {"config": {"base_dir": "{home}/schedules/"}}, True),
+    ("event_log_storage", {"config": {"base_dir": "{home}/elsewhere"}}, False),
+    ("event_log_storage", {"config": {"base_dir": {"env": "SOMEWHERE"}}}, False),
+    ("run_storage", {"config": {"base_dir": "{home}/history", "extra": 1}}, False),
+    ("run_storage", {"class": "SqliteRunStorage"}, False),
+    ("schedule_storage", {"module": "dagster._core.storage.schedules"}, False),
+    ("storage", None, False),
+])
+def test_a_dagster_yaml_is_opened_as_run_opens_it_only_with_its_storages(
+        tmp_path: Path, key: str, named: dict[str, Any] | None, same: bool) -> None:
+    """`run` opens a $DAGSTER_HOME through its own storages when each storage key of its
+    dagster.yaml is absent or names the same class on the same directory as `run` would."""
+    ours = cli_instance_overrides(str(tmp_path))
+    config: dict[str, Any] = {k: v for k, v in ours.items()}
+    if named is None:
+        config[key] = {"sqlite": {"base_dir": str(tmp_path)}}
+    else:
+        entry = {**ours[key], **named}
+        if isinstance(entry["config"].get("base_dir"), str):
+            entry["config"] = {**entry["config"],
+                               "base_dir": entry["config"]["base_dir"].format(home=tmp_path)}
+        config[key] = entry
+    assert cli._storage_is_default_or(ours, config) is same  # noqa: SLF001
+    assert cli._storage_is_default_or(ours, {})  # noqa: SLF001 - Dagster's default files
 
 
 def test_a_dagster_without_the_private_parts_opens_the_home_as_dagster_does(
@@ -642,3 +704,56 @@ def test_what_earlier_versions_left_beside_the_shards_is_removed_once(tmp_path: 
     _run(instance)
     instance.dispose()
     assert later.exists()  # only the first use lists the shards' directory
+
+
+
+_WRITE_AND_HOLD = textwrap.dedent("""
+    import sys, time
+    import dagster as dg
+    from dagster._core.events.log import EventLogEntry
+    from osiris_dagster.dagster_layer.sqlite_events import (
+        PooledSqliteEventLogStorage, cli_instance_overrides)
+    from osiris_dagster.dagster_layer.sqlite_files import sqlite_files_held_open
+    home, run_id, writer = sys.argv[1:]
+    overrides = cli_instance_overrides(home) if writer == "pooled" else None
+    instance = dg.DagsterInstance.local_temp(tempdir=home, overrides=overrides)
+    with sqlite_files_held_open(instance):  # as `osiris-dagster run` writes
+        for text in ("one", "two", "three"):
+            instance.event_log_storage.store_event(EventLogEntry(
+                error_info=None, level=20, user_message=text, run_id=run_id,
+                timestamp=time.time()))
+        print("written", flush=True)
+        sys.stdin.read()  # its connections stay open until the parent has looked
+    instance.dispose()
+""")
+
+
+@pytest.mark.parametrize("writer", ["pooled", "dagster-own"])
+@pytest.mark.parametrize("watcher", [sqlite_event_log.SqliteEventLogStorage,
+                                     PooledSqliteEventLogStorage],
+                         ids=["dagster-own-watches", "pooled-watches"])
+def test_a_watcher_sees_events_while_their_writer_keeps_its_connections(
+        tmp_path: Path, watcher: type, writer: str) -> None:
+    """The UI's live run log: `dagster dev`'s webserver watches a run's shard file for changes
+    while a run worker, or `osiris-dagster run` on the same home, writes it. Connections kept
+    open (the pooled storage's own, or the files the CLI holds during a run) leave new events in
+    SQLite's write-ahead log, not in the file, so each write must still show as a change of the
+    file."""
+    base = tmp_path / "history" / "runs"
+    base.mkdir(parents=True)
+    run_id = "0123456789abcdef"
+    storage = watcher(str(base))
+    seen: list[str] = []
+    storage.watch(run_id, None, lambda entry, cursor: seen.append(entry.user_message))
+    proc = subprocess.Popen([sys.executable, "-c", _WRITE_AND_HOLD, str(tmp_path), run_id,
+                             writer], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+        deadline = time.monotonic() + 60  # a failure bound only: the events come at once
+        while len(seen) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None  # still holding its connections
+        assert seen == ["one", "two", "three"]
+    finally:
+        proc.communicate("")
+        storage.dispose()

@@ -23,9 +23,10 @@ def test_wal_survives_dagsters_connections_while_held(tmp_path: Path) -> None:
     wal = Path(f"{index}-wal")
     assert not wal.exists()  # Dagster's connection was the last one: checkpointed, deleted
 
-    with sqlite_files_held_open(instance, run_id) as held:
+    with sqlite_files_held_open(instance) as held:
         assert index in held
-        assert Path(instance.event_log_storage.path_for_shard(run_id)) in held
+        # not the run's shard: `dagster dev` watches it for changes (test_sqlite_events)
+        assert Path(instance.event_log_storage.path_for_shard(run_id)) not in held
         assert any(p.name == "runs.db" for p in held)
         _store_one_event(instance, "during")
         assert wal.exists()  # appended to the WAL, no checkpoint on Dagster's close
@@ -38,5 +39,5 @@ def test_wal_survives_dagsters_connections_while_held(tmp_path: Path) -> None:
 
 def test_instances_not_on_sqlite_files_are_left_alone() -> None:
     with dg.DagsterInstance.ephemeral() as instance, \
-            sqlite_files_held_open(instance, str(uuid.uuid4())) as held:
+            sqlite_files_held_open(instance) as held:
         assert held == []

@@ -77,10 +77,10 @@ def instance(home: Path, storage: str) -> dg.DagsterInstance:
     return dg.DagsterInstance.local_temp(tempdir=str(home), overrides=overrides)
 
 
-def held_open(inst: dg.DagsterInstance, run_id: str) -> contextlib.AbstractContextManager:
+def held_open(inst: dg.DagsterInstance) -> contextlib.AbstractContextManager:
     from osiris_dagster.dagster_layer.sqlite_files import sqlite_files_held_open
 
-    return sqlite_files_held_open(inst, run_id)
+    return sqlite_files_held_open(inst)
 
 
 def main() -> None:
@@ -96,7 +96,7 @@ def main() -> None:
     inst = instance(args.home / ".dagster", args.storage)
     run_id = str(uuid.uuid4())
     started = time.perf_counter()
-    with held_open(inst, run_id) if args.storage == "cli" else contextlib.nullcontext():
+    with held_open(inst) if args.storage == "cli" else contextlib.nullcontext():
         result = job.execute_in_process(
             instance=inst, run_id=run_id,
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})

@@ -27,6 +27,10 @@ a process killed meanwhile leaves there is removed by the next one that makes a 
 killed one's lock on it is free (:func:`~osiris_dagster.core.atomic_files.owned_temporary`;
 and, once, what earlier versions left beside the shards).
 
+Each event written through it touches its run's shard file, as a checkpoint would: ``dagster
+dev`` shows a run's events live by watching that file, and with the connection kept the new rows
+are in SQLite's write-ahead log beside it.
+
 ``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`), and so
 the instance of ``$DAGSTER_HOME`` when its ``dagster.yaml`` leaves the storage to Dagster's
 default. Any Dagster instance can use it through ``dagster.yaml``::
@@ -224,6 +228,21 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             except OSError:  # no lock to be had: Dagster builds the shard
                 tmp = None
             yield tmp
+
+    def store_event(self, event: Any) -> None:
+        super().store_event(event)
+        if self._pooled:
+            self._show_written(event.run_id)
+
+    def _show_written(self, run_id: str) -> None:
+        """Mark the run's shard file as changed. Whoever shows a run's events live (``dagster
+        dev``'s run page, through :meth:`watch`) waits for the file to change, and with the
+        connection kept new rows stay in SQLite's write-ahead log beside it until a checkpoint
+        (every ~1000 pages, or when the connection closes), so without this the page would show
+        nothing new until the run ends. Touching the file (one ``utime``) is what the watchers
+        react to; reading the log after that sees the rows."""
+        with contextlib.suppress(OSError):  # no shard (yet): nothing to watch
+            os.utime(self.path_for_shard(run_id))
 
     # Dagster asks, for every asset event and asset read and on a connection of its own each
     # time, whether the index has a table, an asset_keys column or a completed data migration

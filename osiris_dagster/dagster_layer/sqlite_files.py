@@ -12,6 +12,11 @@ connections never the last one: the WAL stays, writes are appended to it and SQL
 automatic checkpoint (every 1000 pages) keeps it short; the checkpoint runs once when the
 holder closes. Nothing else changes: same files, same rows, same schema; readers and writers
 in WAL mode do not wait on an idle connection. Instances not stored in SQLite are left alone.
+
+The run's own event shard is not held: ``dagster dev`` shows a run's events live by watching
+that file for changes, which rows left in the WAL do not make. With Dagster's own event log
+class each close then checkpoints it, as without this module; ``PooledSqliteEventLogStorage``
+keeps its connection to it anyway and touches the file after each event it stores.
 """
 
 from __future__ import annotations
@@ -26,16 +31,16 @@ from sqlalchemy.engine import make_url
 
 
 @contextlib.contextmanager
-def sqlite_files_held_open(instance: Any, run_id: str) -> Iterator[list[Path]]:
-    """While inside, one idle connection is held to each SQLite file the run writes: the run's
-    event shard (created here, as Dagster would on the run's first event), the event index and
-    the run storage. Yields the files held (empty for non-SQLite instances). It reads Dagster's
+def sqlite_files_held_open(instance: Any) -> Iterator[list[Path]]:
+    """While inside, one idle connection is held to the event index and the run storage, two of
+    the SQLite files a run writes (not its event shard: see the module's text). Yields the files
+    held (empty for non-SQLite instances). It reads Dagster's
     private storage classes, so anything unexpected there means no files are held (the run
     goes on, only slower), never a failed run."""
     held: list[sqlite3.Connection] = []
     held_paths: list[Path] = []
     try:
-        paths = _files_of(instance, run_id)
+        paths = _files_of(instance)
     except Exception:  # noqa: BLE001 - Dagster internals moved: run without the speed-up
         paths = []
     try:
@@ -53,7 +58,7 @@ def sqlite_files_held_open(instance: Any, run_id: str) -> Iterator[list[Path]]:
             con.close()
 
 
-def _files_of(instance: Any, run_id: str) -> list[Path]:
+def _files_of(instance: Any) -> list[Path]:
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
         INDEX_SHARD_NAME,
         SqliteEventLogStorage,
@@ -63,11 +68,9 @@ def _files_of(instance: Any, run_id: str) -> list[Path]:
     paths: list[Path] = []
     events = instance.event_log_storage
     if isinstance(events, SqliteEventLogStorage):
-        with events.run_connection(run_id):  # the run's shard, with its schema and WAL mode
+        with events.index_connection():  # the index, with its schema and WAL mode
             pass
-        with events.index_connection():
-            pass
-        paths += [Path(events.path_for_shard(shard)) for shard in (run_id, INDEX_SHARD_NAME)]
+        paths.append(Path(events.path_for_shard(INDEX_SHARD_NAME)))
     runs = instance.run_storage
     conn_string = getattr(runs, "_conn_string", None)
     if isinstance(runs, SqliteRunStorage) and isinstance(conn_string, str):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,13 @@ class DagsterDev:
 @pytest.fixture(scope="session")
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
     root = tmp_path_factory.mktemp("e2e")
+    with running_dagster_dev(root, *e2e_project(root)) as dev:
+        yield dev
+
+
+def e2e_project(root: Path) -> tuple[Path, str, dict[str, str]]:
+    """root/work with the e2e pipelines, data and defs.py: the working directory, definitions
+    file and environment for :func:`running_dagster_dev`."""
     work = root / "work"
     (work / "pipelines").mkdir(parents=True)
     (work / "data").mkdir()
@@ -153,22 +160,24 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     (work / "pipelines" / "lineage.yaml").write_text(LINEAGE, encoding="utf-8")
     (work / "defs.py").write_text("from osiris_dagster import build_definitions\n"
                                   "defs = build_definitions()\n", encoding="utf-8")
-    env = {"OSIRIS_PIPELINES_DIR": str(work / "pipelines"),
-           "OSIRIS_SESSIONS_DIR": str(work / "sessions")}
-    with running_dagster_dev(root, work, "defs.py", env) as dev:
-        yield dev
+    return work, "defs.py", {"OSIRIS_PIPELINES_DIR": str(work / "pipelines"),
+                             "OSIRIS_SESSIONS_DIR": str(work / "sessions")}
 
 
 @contextlib.contextmanager
-def running_dagster_dev(root: Path, work: Path, defs_file: str,
-                        env_extra: dict[str, str]) -> Iterator[DagsterDev]:
+def running_dagster_dev(root: Path, work: Path, defs_file: str, env_extra: dict[str, str],
+                        set_up_home: Callable[[Path], None] | None = None
+                        ) -> Iterator[DagsterDev]:
     """`dagster dev -f <defs_file>` in ``work`` with a fresh DAGSTER_HOME under ``root`` (welcome
-    dialog seen, the test queue settings), in its own process group on 127.0.0.1; yields once
-    the code location is loaded, and stops the whole group afterwards."""
+    dialog seen, the test queue settings, then ``set_up_home(home)``), in its own process group
+    on 127.0.0.1; yields once the code location is loaded, and stops the whole group
+    afterwards."""
     home = root / "home"
     (home / ".nux").mkdir(parents=True)
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    if set_up_home is not None:
+        set_up_home(home)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_")}
     env.update({"DAGSTER_HOME": str(home), **env_extra})
