@@ -1,6 +1,6 @@
 """``python -m benchmarks.dev_runs``: runs launched as the UI launches them, under `dagster dev`,
 on a Dagster home with Dagster's default SQLite storage and on one whose `dagster.yaml` names
-osiris-dagster's storages (the README's "One Dagster home" block), side by side.
+osiris-dagster's storages (`osiris-dagster init-home`), side by side.
 
 1. Two scratch projects, each with a 1-step and a 20-step osiris pipeline on a 100-row CSV
    (`benchmarks/workload.py`: one CSV extract, then SQL steps), and two fresh DAGSTER_HOMEs that
@@ -23,8 +23,6 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from benchmarks import burst_project as bp
 from benchmarks.sensor_burst import cpu_model, loadavg, versions
@@ -60,12 +58,11 @@ def make_project(root: Path) -> Path:
 
 
 def make_home(root: Path, which: str) -> Path:
-    from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
+    from osiris_dagster.dagster_layer.dagster_home import init_home
 
     home = bp.make_home(root, max_runs=1)
     if which == "osiris-storages":
-        with open(home / "dagster.yaml", "a", encoding="utf-8") as out:
-            out.write(yaml.safe_dump(cli_instance_overrides(str(home)), sort_keys=False))
+        init_home(home)  # what `osiris-dagster init-home` does
     return home
 
 
@@ -138,7 +135,7 @@ def report(args: argparse.Namespace, m: dict[str, Any], la_start: str, la_end: s
         "- Each home: a fresh DAGSTER_HOME with `telemetry: {enabled: false}`, `run_queue: "
         "{max_concurrent_runs: 1, dequeue_interval_seconds: 1, dequeue_use_threads: true}`; "
         "`osiris-storages` adds the `event_log_storage`, `run_storage` and `schedule_storage` "
-        "of the README's \"One Dagster home\" block (the same files under the home). Both "
+        "that `osiris-dagster init-home` adds (the same files under the home). Both "
         "`dagster dev`s run at once; runs are launched one at a time.", "",
         "| home | per asset, ms | 20-step run (RUN_START -> SUCCESS), s | 1-step run, s | "
         "run created -> RUN_START (worker start), s |", "|---|---|---|---|---|"]

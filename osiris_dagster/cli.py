@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import uuid
@@ -92,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
                             "later clean. 0s frees everything now: only when nothing else "
                             "writes to the lake")
     s.set_defaults(func=cmd_sessions)
+
+    h = sub.add_parser("init-home", help="make a Dagster home (DAGSTER_HOME) whose dagster.yaml "
+                                         "opens Dagster's SQLite files through osiris-dagster's "
+                                         "storages (faster runs in dagster dev)")
+    h.add_argument("home", nargs="?", metavar="DIR",
+                   help="the home's directory (default $DAGSTER_HOME); made if missing")
+    h.set_defaults(func=cmd_init_home)
     return p
 
 
@@ -246,6 +254,24 @@ def _size(n: int) -> str:
 
 
 # -- run ------------------------------------------------------------------------------------------
+def cmd_init_home(args: argparse.Namespace) -> int:
+    from osiris_dagster.dagster_layer.dagster_home import init_home
+
+    home = args.home or os.environ.get("DAGSTER_HOME")
+    if not home:
+        print("error: no Dagster home: pass its directory or set DAGSTER_HOME", file=sys.stderr)
+        return EXIT_INVALID
+    config_file, added = init_home(Path(os.path.expanduser(home)))
+    if added:
+        print(f"{config_file}: added {', '.join(added)}")
+    else:
+        print(f"{config_file}: already uses osiris-dagster's storages")
+    home_dir = str(config_file.parent)
+    if os.path.abspath(os.path.expanduser(os.environ.get("DAGSTER_HOME") or "")) != home_dir:
+        print(f"next: export DAGSTER_HOME={shlex.quote(home_dir)}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     from osiris_dagster.oml import validate_pipeline
@@ -394,8 +420,6 @@ def _instance(settings: Any) -> Any:
         return instance
 
 
-# Keys of dagster.yaml that choose where and how an instance stores its history.
-STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
 # Taken in $DAGSTER_HOME while a run creates the home's SQLite files.
 HOME_SET_UP_LOCK = ".osiris-set-up.lock"
 
@@ -406,9 +430,9 @@ def _dagster_home_instance() -> Any:
     storages the CLI's own instance uses (:func:`cli_instance_overrides`: connections kept
     during the run, stamped files opened without loading the migrations); ``dagster dev`` on
     that home reads and writes them as before. A dagster.yaml that names those same storages
-    (README, "Dagster's SQLite storage, faster") is opened the same way. Any other configuration
-    (another database, `storage: sqlite` with its own directory, a custom instance class) is
-    Dagster's own way."""
+    (README, "One Dagster home for the UI and the command line") is opened the same way. Any
+    other configuration (another database, `storage: sqlite` with its own directory, a custom
+    instance class) is Dagster's own way."""
     import dagster as dg
 
     try:  # private parts of Dagster: a release without them opens the home as Dagster does
@@ -417,6 +441,7 @@ def _dagster_home_instance() -> Any:
     except ImportError:
         return dg.DagsterInstance.get()
     from osiris_dagster.core.file_locks import held_lock
+    from osiris_dagster.dagster_layer.dagster_home import storage_is_default_or
     from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
     from osiris_dagster.dagster_layer.sqlite_storages import home_is_set_up
 
@@ -426,7 +451,7 @@ def _dagster_home_instance() -> Any:
     overrides = cli_instance_overrides(home)
     if os.path.exists(os.path.join(home, "dagster.yaml")):  # else Dagster warns a second time
         config, custom_class = dagster_instance_config(home)
-        if custom_class is not None or not _storage_is_default_or(overrides, config):
+        if custom_class is not None or not storage_is_default_or(overrides, config):
             return dg.DagsterInstance.get()
     ref = InstanceRef.from_dir(home, overrides=overrides)
     if home_is_set_up(home):  # concurrent runs open it without waiting on each other
@@ -435,27 +460,6 @@ def _dagster_home_instance() -> Any:
     # on it (two revisions stamped in one file leave the home unreadable to Dagster).
     with held_lock(Path(home) / HOME_SET_UP_LOCK):
         return dg.DagsterInstance.from_ref(ref)
-
-
-def _storage_is_default_or(ours: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Whether each storage key of a dagster.yaml is absent (Dagster's default SQLite files) or
-    names the same class on the same directory as ``ours`` (what the README tells users to
-    write); ``storage`` (all three at once) is always Dagster's."""
-    if "storage" in config:
-        return False
-    return all(key not in config or _same_storage(config[key], ours[key])
-               for key in STORAGE_KEYS if key != "storage")
-
-
-def _same_storage(named: Any, ours: dict[str, Any]) -> bool:
-    if not isinstance(named, dict) or {k: v for k, v in named.items() if k != "config"} != \
-            {k: v for k, v in ours.items() if k != "config"}:
-        return False
-    where = named.get("config")
-    if not isinstance(where, dict) or set(where) != {"base_dir"} or \
-            not isinstance(where["base_dir"], str):
-        return False  # e.g. {env: VAR}: Dagster resolves it
-    return os.path.realpath(where["base_dir"]) == os.path.realpath(ours["config"]["base_dir"])
 
 
 def _finish_events(session: Any, success: bool) -> None:

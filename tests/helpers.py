@@ -125,16 +125,13 @@ def as_another_user(action: Any) -> bool:
     return os.waitpid(pid, 0)[1] == 0
 
 
-def append_readme_storages(home: Path) -> None:
-    """Runs, with bash and ``DAGSTER_HOME=home``, the lines of the README's "One Dagster home"
-    block that write the storages into ``$DAGSTER_HOME/dagster.yaml`` (``cat >> ... <<EOF`` to
-    ``EOF``), exactly as written there."""
+
+def init_home(home: Path) -> None:
+    """What the README's "One Dagster home" block does: `osiris-dagster init-home` with
+    ``DAGSTER_HOME=home``, in a process of its own."""
     import os
     import subprocess
+    import sys
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    lines = readme.splitlines()
-    start = lines.index('cat >> "$DAGSTER_HOME/dagster.yaml" <<EOF')
-    end = lines.index("EOF", start)
-    subprocess.run(["bash", "-euc", "\n".join(lines[start:end + 1])], check=True,
-                   env={**os.environ, "DAGSTER_HOME": str(home)})
+    subprocess.run([sys.executable, "-m", "osiris_dagster.cli", "init-home"], check=True,
+                   env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True)

@@ -27,13 +27,22 @@ a process killed meanwhile leaves there is removed by the next one that makes a 
 killed one's lock on it is free (:func:`~osiris_dagster.core.atomic_files.owned_temporary`;
 and, once, what earlier versions left beside the shards).
 
-Each event written through it touches its run's shard file, as a checkpoint would: ``dagster
-dev`` shows a run's events live by watching that file, and with the connection kept the new rows
-are in SQLite's write-ahead log beside it.
+``dagster dev`` shows a run's events live by watching the run's shard file for changes, and a
+kept connection leaves new rows in SQLite's write-ahead log beside it. So each event written
+through this class touches the shard file, as a checkpoint would.
+
+One mix is not covered: a process writing with Dagster's own class changes the file only when
+its connection is the last one. While a process using this class keeps one to that shard (a
+webserver that has read it, say), that webserver's live view of the run gets no new events;
+reloading the page shows them. Every process that opens a home through its ``dagster.yaml``
+gets the same class, so this takes a mix of Dagster versions, one of them without the parts
+that :data:`PooledSqliteEventLogStorage.DAGSTER_INTERNALS` names.
 
 ``osiris-dagster run`` opens its own instance with it (:func:`cli_instance_overrides`), and so
 the instance of ``$DAGSTER_HOME`` when its ``dagster.yaml`` leaves the storage to Dagster's
-default. Any Dagster instance can use it through ``dagster.yaml``::
+default. ``osiris-dagster init-home`` writes it into a home's ``dagster.yaml``, with the
+stamped run and schedule storages (:mod:`.dagster_home`). Any Dagster instance can use it
+through ``dagster.yaml``::
 
     event_log_storage:
       module: osiris_dagster.dagster_layer.sqlite_events

@@ -1,9 +1,9 @@
 """`osiris-dagster run` on the DAGSTER_HOME of a running `dagster dev`: the CLI opens that home's
 default SQLite files through its own storages (kept connections, files held open during the
 run) while `dagster dev`'s daemon and a run launched as the UI launches it write the same files.
-The same on a home whose dagster.yaml names those storages (the README's "One Dagster home"
-block), where `dagster dev` itself uses them: its sensor runs, and its run page shows a run's
-events while the run is going."""
+The same on a home whose dagster.yaml names those storages (`osiris-dagster init-home`, as the
+README says), where `dagster dev` itself uses them: its sensor runs, and its run page shows a
+run's events while the run is going."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 from osiris_dagster.dagster_layer.sqlite_events import PooledSqliteEventLogStorage
 
 from ..gate import Gate, gate_step
-from ..helpers import append_readme_storages
+from ..helpers import init_home
 from .conftest import DagsterDev, e2e_project, running_dagster_dev
 from .test_mixed_project import LAUNCH
 
@@ -67,14 +67,14 @@ def gates() -> Iterator[tuple[Gate, Gate]]:
 @pytest.fixture(scope="module")
 def dagster_dev_on_readme_home(tmp_path_factory: pytest.TempPathFactory,
                                gates: tuple[Gate, Gate]) -> Iterator[DagsterDev]:
-    """The e2e project under `dagster dev`, its home's dagster.yaml ending with the README's
-    block, plus `e2e-live`: a step between two gates."""
+    """The e2e project under `dagster dev`, its home made by `osiris-dagster init-home`
+    as the README says, plus `e2e-live`: a step between two gates."""
     root = tmp_path_factory.mktemp("e2e-readme-home")
     work, defs_file, env = e2e_project(root)
     (work / "pipelines" / "live.yaml").write_text(LIVE.format(
         first=gate_step("first", gates[0].url, []),
         last=gate_step("last", gates[1].url, ["middle"])), encoding="utf-8")
-    with running_dagster_dev(root, work, defs_file, env, append_readme_storages) as dev:
+    with running_dagster_dev(root, work, defs_file, env, init_home) as dev:
         yield dev
 
 
