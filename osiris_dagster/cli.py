@@ -267,7 +267,8 @@ def cmd_init_home(args: argparse.Namespace) -> int:
     else:
         print(f"{config_file}: already uses osiris-dagster's storages")
     home_dir = str(config_file.parent)
-    if os.path.abspath(os.path.expanduser(os.environ.get("DAGSTER_HOME") or "")) != home_dir:
+    set_home = os.path.expanduser(os.environ.get("DAGSTER_HOME") or "")
+    if set_home != home_dir:  # another home, or this one by a relative path Dagster refuses
         print(f"next: export DAGSTER_HOME={shlex.quote(home_dir)}")
     return 0
 

@@ -10,20 +10,28 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, like: os.stat_result | None = None) -> None:
     """``text`` in ``path``, replaced in one rename (the temporary name is unique per process
-    and thread, so concurrent writers never share one)."""
+    and thread, so concurrent writers never share one). ``like``: the status of the file being
+    replaced, whose mode and, where this process may set it, owner the new file keeps (it is
+    written readable by this user only until then)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if like else 0o666)
+        with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            if like is not None:
+                with contextlib.suppress(OSError):  # only root may give a file away
+                    os.fchown(fh.fileno(), like.st_uid, like.st_gid)
+                os.fchmod(fh.fileno(), stat.S_IMODE(like.st_mode))
         publish(tmp, path)
     finally:
         remove_quietly(tmp)

@@ -53,13 +53,58 @@ def _same_storage(named: Any, ours: dict[str, Any]) -> bool:
 
 def init_home(home: Path) -> tuple[Path, list[str]]:
     """Make ``home`` (if missing) and add to its ``dagster.yaml`` (made if missing) the storage
-    keys it lacks; every other line of the file is kept as written. Returns the file and the
-    keys added (none when it already names them). Raises :class:`DagsterHomeError` when the
-    file is not a YAML mapping or already names another storage."""
+    keys it lacks. The rest of the file is kept as written (its line endings, mode, owner, and
+    the file a symbolic link points to); the result is checked to read back as the old settings
+    plus the new keys before it replaces the file. Returns the file and the keys added (none
+    when it already names them). Raises :class:`DagsterHomeError` when the home or its file
+    cannot be read or written, or the file is not a YAML mapping, names another storage, or is
+    laid out so that keys cannot be added at its end (nothing is changed then)."""
     home = Path(os.path.abspath(home))
-    home.mkdir(parents=True, exist_ok=True)
     config_file = home / "dagster.yaml"
-    text = config_file.read_text(encoding="utf-8") if config_file.exists() else ""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        target = config_file.resolve() if config_file.is_symlink() else config_file
+        before = target.stat() if target.exists() else None
+        text = ""
+        if before is not None:
+            with open(target, encoding="utf-8", newline="") as fh:  # line endings as they are
+                text = fh.read()
+    except (OSError, UnicodeError) as exc:
+        raise DagsterHomeError(f"{config_file}: cannot read or make it: {exc}") from exc
+    config = _settings(config_file, text)
+    ours = cli_instance_overrides(str(home))
+    wrong = {k: _why_not_ours(config[k], ours.get(k)) for k in STORAGE_KEYS
+             if k in config and not (k in ours and _same_storage(config[k], ours[k]))}
+    if wrong:
+        raise DagsterHomeError(
+            f"{config_file}: " + "; ".join(f"{k} {why}" for k, why in wrong.items()) +
+            ". init-home adds osiris-dagster's storages only where the file names none or the "
+            "same ones: keep the file as it is (runs use that storage, at Dagster's cost), or "
+            f"remove {', '.join(wrong)} and run `osiris-dagster init-home` again")
+    missing = [k for k in STORAGE_KEYS if k in ours and k not in config]
+    if not missing:
+        return config_file, missing
+    added = {k: ours[k] for k in missing}
+    block = HEADER + yaml.safe_dump(added, sort_keys=False)
+    newline = "\r\n" if "\r\n" in text else "\n"
+    gap = newline if text and not text.endswith("\n") else ""
+    result = text + gap + block.replace("\n", newline)
+    try:
+        reads_back = yaml.safe_load(result) == {**config, **added}
+    except yaml.YAMLError:
+        reads_back = False
+    if not reads_back:  # e.g. a flow mapping `{...}` or an end marker `...` at the end
+        raise DagsterHomeError(
+            f"{config_file}: keys added at its end would not read back as its settings (a "
+            "flow-style mapping or an end-of-document marker?); add these yourself:\n" + block)
+    try:
+        write_text_atomic(target, result, like=before)
+    except OSError as exc:
+        raise DagsterHomeError(f"{config_file}: cannot write it: {exc}") from exc
+    return config_file, missing
+
+
+def _settings(config_file: Path, text: str) -> dict[str, Any]:
     try:
         config = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -67,16 +112,17 @@ def init_home(home: Path) -> tuple[Path, list[str]]:
     if not isinstance(config, dict):
         raise DagsterHomeError(f"{config_file}: expected a mapping of settings, found "
                                f"{type(config).__name__}")
-    ours = cli_instance_overrides(str(home))
-    if not storage_is_default_or(ours, config):
-        named = ", ".join(k for k in STORAGE_KEYS if k in config)
-        raise DagsterHomeError(
-            f"{config_file} already names its storage ({named}); osiris-dagster's would "
-            "replace it. Keep it as it is (runs use that storage, at Dagster's cost), or "
-            "remove those keys and run `osiris-dagster init-home` again")
-    missing = [k for k in STORAGE_KEYS if k in ours and k not in config]
-    if missing:
-        added = yaml.safe_dump({k: ours[k] for k in missing}, sort_keys=False)
-        gap = "\n" if text and not text.endswith("\n") else ""
-        write_text_atomic(config_file, f"{text}{gap}{HEADER}{added}")
-    return config_file, missing
+    return config
+
+
+def _why_not_ours(named: Any, ours: dict[str, Any] | None) -> str:
+    """Why a storage key of dagster.yaml is not one :func:`init_home` can keep."""
+    if ours is None:
+        return "names all of the storage at once"
+    if isinstance(named, dict) and named.get("module") == ours["module"] and \
+            named.get("class") == ours["class"]:
+        where = (named.get("config") or {}).get("base_dir") \
+            if isinstance(named.get("config"), dict) else None
+        return (f"names osiris-dagster's storage on {where!r}, not on this home's "
+                f"{ours['config']['base_dir']!r}")
+    return "names another storage"
