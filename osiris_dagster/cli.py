@@ -253,7 +253,7 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-# -- run ------------------------------------------------------------------------------------------
+# -- init-home ------------------------------------------------------------------------------------
 def cmd_init_home(args: argparse.Namespace) -> int:
     from osiris_dagster.dagster_layer.dagster_home import init_home
 
@@ -273,6 +273,7 @@ def cmd_init_home(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- run ------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     from osiris_dagster.oml import validate_pipeline

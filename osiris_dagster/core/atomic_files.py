@@ -25,7 +25,8 @@ def write_text_atomic(path: Path, text: str, like: os.stat_result | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if like else 0o666)
+        mode = 0o666 if like is None else 0o600  # 0o666: as open() makes it, less the umask
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             if like is not None:
