@@ -34,15 +34,24 @@ def storage_is_default_or(ours: dict[str, Any], config: dict[str, Any]) -> bool:
     """Whether each storage key of a dagster.yaml is absent (Dagster's default SQLite files) or
     names the same class on the same directory as ``ours``; ``storage`` (all three at once) is
     always Dagster's."""
-    if "storage" in config:
-        return False
-    return all(key not in config or _same_storage(config[key], ours[key])
-               for key in STORAGE_KEYS if key != "storage")
+    return not _storages_not_ours(ours, config)
+
+
+def _storages_not_ours(ours: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """The storage keys of a dagster.yaml that are neither absent nor ``ours``, each with why."""
+    return {k: _why_not_ours(config[k], ours.get(k)) for k in STORAGE_KEYS
+            if k in config and not (k in ours and _same_storage(config[k], ours[k]))}
+
+
+def _same_class(named: Any, ours: dict[str, Any]) -> bool:
+    """Whether a storage entry names exactly ``ours``' module and class (and maybe a config)."""
+    return isinstance(named, dict) and \
+        {k: v for k, v in named.items() if k != "config"} == \
+        {k: v for k, v in ours.items() if k != "config"}
 
 
 def _same_storage(named: Any, ours: dict[str, Any]) -> bool:
-    if not isinstance(named, dict) or {k: v for k, v in named.items() if k != "config"} != \
-            {k: v for k, v in ours.items() if k != "config"}:
+    if not _same_class(named, ours):
         return False
     where = named.get("config")
     if not isinstance(where, dict) or set(where) != {"base_dir"} or \
@@ -73,8 +82,7 @@ def init_home(home: Path) -> tuple[Path, list[str]]:
         raise DagsterHomeError(f"{config_file}: cannot read or make it: {exc}") from exc
     config = _settings(config_file, text)
     ours = cli_instance_overrides(str(home))
-    wrong = {k: _why_not_ours(config[k], ours.get(k)) for k in STORAGE_KEYS
-             if k in config and not (k in ours and _same_storage(config[k], ours[k]))}
+    wrong = _storages_not_ours(ours, config)
     if wrong:
         raise DagsterHomeError(
             f"{config_file}: " + "; ".join(f"{k} {why}" for k, why in wrong.items()) +
@@ -119,10 +127,9 @@ def _why_not_ours(named: Any, ours: dict[str, Any] | None) -> str:
     """Why a storage key of dagster.yaml is not one :func:`init_home` can keep."""
     if ours is None:
         return "names all of the storage at once"
-    if isinstance(named, dict) and named.get("module") == ours["module"] and \
-            named.get("class") == ours["class"]:
-        where = (named.get("config") or {}).get("base_dir") \
-            if isinstance(named.get("config"), dict) else None
+    if _same_class(named, ours):
+        where = named["config"].get("base_dir") if isinstance(named.get("config"), dict) \
+            else None
         return (f"names osiris-dagster's storage on {where!r}, not on this home's "
                 f"{ours['config']['base_dir']!r}")
     return "names another storage"
