@@ -11,8 +11,9 @@ Pipelines (OML, written into a scratch project with a one-line ``defs.py``):
 * ``lake_chain``: 4 tiny steps one after the other (100 rows): the fixed cost of a step.
 
 Configurations: the default (duckdb file store, in-process executor) and the ducklake store
-with its catalog in PostgreSQL and data on a local directory (in-process, multiprocess, Celery
-with 2 workers on RabbitMQ) or on S3 (SeaweedFS, multiprocess). Each has its own DAGSTER_HOME
+with its catalog in PostgreSQL and data on a local directory (in-process, multiprocess, the
+same with Dagster's `spawn` start method instead of the product's fork server, Celery with 2
+workers on RabbitMQ) or on S3 (SeaweedFS, multiprocess). Each has its own DAGSTER_HOME
 (SQLite for in-process, as a single user has it; PostgreSQL where several processes write the
 instance) and its own DuckLake metadata schema, dropped at the end. The services are the test
 kits' (``tests/lake``), imported, so the benchmark starts them exactly as the tests do.
@@ -50,11 +51,13 @@ class Config:
     store: str  # duckdb | ducklake
     executor: str  # in_process | multiprocess | celery
     data: str | None  # where the lake's files go: local | s3 (None: the duckdb store)
+    start_method: str | None = None  # OSIRIS_MULTIPROCESS_START_METHOD (None: the product's)
 
     @property
     def label(self) -> str:
         where = {None: "duckdb file", "local": "ducklake, local dir", "s3": "ducklake, S3"}
-        return f"{where[self.data]} + {self.executor}"
+        how = f" ({self.start_method})" if self.start_method else ""
+        return f"{where[self.data]} + {self.executor}{how}"
 
     @property
     def instance(self) -> str:
@@ -66,6 +69,8 @@ CONFIGS = (
     Config(DEFAULT, "duckdb", "in_process", None),
     Config("lake_inproc", "ducklake", "in_process", "local"),
     Config("lake_multiprocess", "ducklake", "multiprocess", "local"),
+    # the same with Dagster's own start method: every step's process imports everything anew
+    Config("lake_multiprocess_spawn", "ducklake", "multiprocess", "local", "spawn"),
     Config("lake_celery", "ducklake", "celery", "local"),
     Config("lake_s3_multiprocess", "ducklake", "multiprocess", "s3"),
 )
@@ -214,6 +219,8 @@ def services(root: Path, configs: list[Config], sizes: list[int],
                         "OSIRIS_SESSION_STORE": config.store, "OSIRIS_EXECUTOR": config.executor,
                         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
                         **(extra_env or {})})
+            if config.start_method:
+                env["OSIRIS_MULTIPROCESS_START_METHOD"] = config.start_method
             prepared = Prepared(config, env, home, sessions)
             if config.store == "ducklake":
                 schema = f"osiris_bench_{token}_{config.name}"

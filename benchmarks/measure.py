@@ -16,6 +16,11 @@ Peak memory is the largest of three figures, all for the contender's own process
 * ``ru_maxrss`` from ``os.wait4`` on the child: exact for the child and the descendants it
   waited for, per process (never a sum); includes the spawner's RSS inherited at fork (~20 MB).
 
+CPU time is that of the child and every descendant: the spawner is a child subreaper (Linux), so
+a descendant the child leaves running when it exits (a multiprocessing fork server, which is
+never waited for, and the step processes it forked) becomes the spawner's child and is waited
+for, and counted, before the measurement ends.
+
 For the single-process contenders (all but ``cat``, which runs under ``sh``) the last two are the
 exact peak; for a tree the first is the one that sums.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -128,13 +134,16 @@ def run_measured(cmd: list[str], *, env: dict[str, str], cwd: str, log_prefix: s
         timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - started
+            orphans = _wait_for_orphans()
         finally:
             timer.cancel()
-        wall = time.perf_counter() - started
         sampler.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)
     timed_out = proc.returncode == -signal.SIGKILL and wall >= timeout_s
-    maxrss_mb = usage.ru_maxrss / 1024.0  # Linux: KiB
+    cpu_user_s = usage.ru_utime + sum(u.ru_utime for u in orphans)
+    cpu_sys_s = usage.ru_stime + sum(u.ru_stime for u in orphans)
+    maxrss_mb = max([usage.ru_maxrss, *(u.ru_maxrss for u in orphans)]) / 1024.0  # Linux: KiB
     sum_mb = sampler.peak_sum / (1024.0 * 1024.0)
     hwm_mb = sampler.peak_hwm_kb / 1024.0
     stdout = _tail(out_path)
@@ -146,10 +155,39 @@ def run_measured(cmd: list[str], *, env: dict[str, str], cwd: str, log_prefix: s
             break
     return Measurement(cmd=cmd, returncode=proc.returncode, wall_s=wall,
                        peak_rss_mb=max(maxrss_mb, sum_mb, hwm_mb), sampled_sum_mb=sum_mb,
-                       hwm_mb=hwm_mb, maxrss_mb=maxrss_mb, cpu_user_s=usage.ru_utime,
-                       cpu_sys_s=usage.ru_stime, samples=sampler.samples, timed_out=timed_out,
+                       hwm_mb=hwm_mb, maxrss_mb=maxrss_mb, cpu_user_s=cpu_user_s,
+                       cpu_sys_s=cpu_sys_s, samples=sampler.samples, timed_out=timed_out,
                        stdout_tail=stdout[-1500:], stderr_tail=_tail(err_path, 3000),
                        result=result)
+
+
+_IS_SUBREAPER = False  # set by the spawner (_serve): its children are measured commands only
+
+
+def _become_subreaper() -> bool:
+    """Make orphaned descendants of this process its own children (Linux' PR_SET_CHILD_SUBREAPER)
+    instead of init's, so that their CPU time can be counted."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # 36: PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _wait_for_orphans() -> list[resource.struct_rusage]:
+    """Once the measured command exited: wait for the descendants it left running (they were
+    re-parented to this subreaper) and return their resource usage. Only in the spawner, whose
+    every child is part of the measured command; the timeout still ends the process group."""
+    usages = []
+    while _IS_SUBREAPER:
+        try:
+            _, _, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            break
+        usages.append(usage)
+    return usages
 
 
 def _kill_group(pid: int) -> None:
@@ -191,6 +229,8 @@ class MeasureServer:
 
 
 def _serve() -> None:
+    global _IS_SUBREAPER
+    _IS_SUBREAPER = _become_subreaper()
     for line in sys.stdin:
         if not line.strip():
             continue

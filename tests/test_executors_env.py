@@ -13,16 +13,29 @@ import dagster as dg
 import pytest
 
 from osiris_dagster.core.errors import OsirisError
-from osiris_dagster.dagster_layer.executors import ExecutorSettingError, executor_from_env
+from osiris_dagster.dagster_layer.executors import (
+    FORKSERVER_PRELOAD,
+    ExecutorSettingError,
+    executor_from_env,
+)
 
 LAKE = {"OSIRIS_SESSION_STORE": "ducklake"}
 REPO = Path(__file__).resolve().parents[1]
 
 
-def resolved_config(executor: dg.ExecutorDefinition) -> dict[str, Any]:
-    """The config a `.configured(...)` executor will run with."""
-    value = executor.config_schema.resolve_config({}).value
+def resolved_config(executor: dg.ExecutorDefinition,
+                    run_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config a `.configured(...)` executor will run with, given the run config's
+    `execution: config:` part."""
+    result = executor.config_schema.resolve_config({"config": run_config or {}})
+    assert result.success, result.errors
+    value = result.value
     return value.get("config", value)
+
+
+def is_multiprocess(executor: dg.ExecutorDefinition) -> bool:
+    return executor.name == "multiprocess" and \
+        executor.executor_creation_fn is dg.multiprocess_executor.executor_creation_fn
 
 
 def test_default_is_in_process_for_the_duckdb_store() -> None:
@@ -32,13 +45,68 @@ def test_default_is_in_process_for_the_duckdb_store() -> None:
 
 
 def test_default_is_multiprocess_for_the_ducklake_store() -> None:
-    # Dagster's own: as many steps at once as CPUs
-    assert executor_from_env(LAKE) is dg.multiprocess_executor
+    executor = executor_from_env(LAKE)
+    assert is_multiprocess(executor)
+    config = resolved_config(executor)
+    assert config.get("max_concurrent") is None  # Dagster's own default: as many as CPUs
+    # each step's process forks from a server that imported Dagster and our modules once
+    assert config["start_method"] == {"forkserver": {"preload_modules":
+                                                     list(FORKSERVER_PRELOAD)}}
+
+
+def test_start_method_spawn_is_dagsters_own() -> None:
+    executor = executor_from_env({**LAKE, "OSIRIS_MULTIPROCESS_START_METHOD": " Spawn "})
+    assert resolved_config(executor)["start_method"] == {"spawn": {}}
+
+
+def test_unknown_start_method_lists_the_valid_ones() -> None:
+    with pytest.raises(ExecutorSettingError,
+                       match=r"OSIRIS_MULTIPROCESS_START_METHOD='fork' is not one of: "
+                             r"forkserver, spawn"):
+        executor_from_env({**LAKE, "OSIRIS_MULTIPROCESS_START_METHOD": "fork"})
+
+
+def test_without_a_fork_server_the_default_is_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as on Windows: Python has no forkserver start method there
+    monkeypatch.setattr("multiprocessing.get_all_start_methods", lambda: ["spawn"])
+    assert resolved_config(executor_from_env(LAKE))["start_method"] == {"spawn": {}}
+    with pytest.raises(ExecutorSettingError,
+                       match=r"OSIRIS_MULTIPROCESS_START_METHOD=forkserver is not available "
+                             r"on this platform \(it has: spawn\); use spawn"):
+        executor_from_env({**LAKE, "OSIRIS_MULTIPROCESS_START_METHOD": "forkserver"})
+
+
+def test_run_config_wins_over_the_settings() -> None:
+    executor = executor_from_env({**LAKE, "OSIRIS_MAX_CONCURRENT": "3"})
+    config = resolved_config(executor, {"max_concurrent": 5, "start_method": {"spawn": {}}})
+    assert config["max_concurrent"] == 5
+    assert config["start_method"] == {"spawn": {}}
+    assert not executor.config_schema.resolve_config({"config": {"bogus": 1}}).success
+
+
+def test_the_fork_servers_preload_starts_no_thread_and_opens_nothing() -> None:
+    """What the fork server imports is inherited by every step's process: importing it must
+    leave no thread (a forked child would have its memory but not its thread) and no open
+    file or connection, as forkserver imports it (a missing optional module is skipped)."""
+    script = (
+        "import os, threading\n"
+        f"for name in {list(FORKSERVER_PRELOAD)!r}:\n"
+        "    try:\n"
+        "        __import__(name)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+        "print([t.name for t in threading.enumerate()], fds)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    threads, fds = out.strip().split("] ")
+    assert threads == "['MainThread'", out
+    assert fds == "[0, 1, 2, 3]", out  # the standard streams and the listing's own
 
 
 def test_max_concurrent_sets_the_multiprocess_limit() -> None:
     executor = executor_from_env({**LAKE, "OSIRIS_MAX_CONCURRENT": "3"})
-    assert executor.name == "multiprocess"
+    assert is_multiprocess(executor)
     assert resolved_config(executor)["max_concurrent"] == 3
 
 
@@ -77,14 +145,14 @@ def test_unknown_store_lists_the_valid_ones() -> None:
 
 
 def test_values_are_trimmed_case_blind_and_empty_means_unset() -> None:
-    assert executor_from_env({"OSIRIS_SESSION_STORE": " DuckLake ", "OSIRIS_EXECUTOR": ""}) \
-        is dg.multiprocess_executor
+    assert is_multiprocess(executor_from_env({"OSIRIS_SESSION_STORE": " DuckLake ",
+                                              "OSIRIS_EXECUTOR": ""}))
     assert executor_from_env({**LAKE, "OSIRIS_EXECUTOR": "In_Process\n"}) is dg.in_process_executor
 
 
 def test_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OSIRIS_SESSION_STORE", "ducklake")
-    assert executor_from_env() is dg.multiprocess_executor
+    assert is_multiprocess(executor_from_env())
 
 
 def test_celery_without_broker_names_the_setting() -> None:

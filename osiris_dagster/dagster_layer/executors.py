@@ -10,6 +10,13 @@ Settings:
 - `OSIRIS_EXECUTOR`: `in_process`, `multiprocess` or `celery`; unset, `multiprocess` for the
   ducklake store and `in_process` for duckdb.
 - `OSIRIS_MAX_CONCURRENT`: steps at once under the multiprocess executor (default: CPU count).
+- `OSIRIS_MULTIPROCESS_START_METHOD`: how the multiprocess executor starts a step's process:
+  `forkserver` (the default where the platform has it) or `spawn` (Dagster's own default).
+  Under `spawn` every step's process imports Dagster and osiris-dagster anew (~1 s per step);
+  a fork server imports them once per run and forks each step's process from it. Its children
+  get the environment the run's process had when its first step started: a long-lived Python
+  process that changes `os.environ` between `execute_job` calls should use `spawn`.
+  Run config (`execution: config: start_method: ...`, `max_concurrent: ...`) wins over both.
 - `OSIRIS_CELERY_BROKER` (required for celery: `amqp://` RabbitMQ or `redis://`),
   `OSIRIS_CELERY_BACKEND` (default `rpc://`: results come back as messages through the broker,
   which works with both brokers and is dagster-celery's own default), `OSIRIS_CELERY_QUEUE`
@@ -20,8 +27,10 @@ the same OSIRIS_* settings, and their `-y` file the same broker and backend.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -30,6 +39,17 @@ from osiris_dagster.core.settings import SESSION_STORES
 
 EXECUTORS = ("in_process", "multiprocess", "celery")
 DEFAULT_EXECUTOR = {"duckdb": "in_process", "ducklake": "multiprocess"}
+START_METHODS = ("forkserver", "spawn")
+# What a fork server imports once per run, so that each step's process starts with it imported:
+# Dagster (its own default preload), the storage modules a step's process imports to open the
+# instance (SQLite's, or dagster-postgres' where installed: a missing one is skipped), and the
+# modules every step of ours runs. None of them starts a thread or opens a connection when
+# imported, so forking after them is safe.
+FORKSERVER_PRELOAD = ("dagster._core.executor.multiprocess", "dagster",
+                      "dagster._core.instance.factory", "dagster._core.execution.api",
+                      "dagster._core.storage.sqlite_storage", "dagster_postgres",
+                      "osiris_dagster.dagster_layer.loader", "osiris_dagster.runtime.runner",
+                      "osiris_dagster.runtime.stores.ducklake")
 DEFAULT_CELERY_QUEUE = "dagster"  # dagster-celery's own default, on both sides
 DEFAULT_CELERY_BACKEND = "rpc://"  # dagster-celery's default; checked with RabbitMQ and Redis
 CELERY_INSTALL_HINT = "pip install 'osiris-dagster[celery]'"
@@ -76,11 +96,29 @@ def _choice(env: Mapping[str, str], key: str, valid: tuple[str, ...], default: s
 
 
 def _multiprocess(env: Mapping[str, str]) -> dg.ExecutorDefinition:
-    """Dagster's multiprocess executor; without OSIRIS_MAX_CONCURRENT it runs as many steps at
-    once as there are CPUs (Dagster's own default)."""
+    """Dagster's multiprocess executor, with our defaults for what the run config leaves out:
+    OSIRIS_MAX_CONCURRENT steps at once (unset: as many as CPUs, Dagster's own default) and
+    steps started from a fork server (OSIRIS_MULTIPROCESS_START_METHOD)."""
+    limit = _max_concurrent(env)
+    start = _start_method(env)
+    start_config = {"preload_modules": list(FORKSERVER_PRELOAD)} if start == "forkserver" else {}
+
+    def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+        config = dict(config)
+        if config.get("max_concurrent") is None and limit is not None:
+            config["max_concurrent"] = limit
+        config.setdefault("start_method", {start: start_config})
+        return config
+
+    return dg.multiprocess_executor.configured(
+        with_defaults, name="multiprocess",
+        config_schema=dg.multiprocess_executor.config_schema.as_field())
+
+
+def _max_concurrent(env: Mapping[str, str]) -> int | None:
     raw = _setting(env, "OSIRIS_MAX_CONCURRENT")
     if raw is None:
-        return dg.multiprocess_executor
+        return None
     try:
         limit = int(raw)
     except ValueError:
@@ -88,8 +126,18 @@ def _multiprocess(env: Mapping[str, str]) -> dg.ExecutorDefinition:
     if limit < 1:
         raise ExecutorSettingError(
             f"OSIRIS_MAX_CONCURRENT={raw!r} must be a whole number of steps, 1 or more")
-    return dg.multiprocess_executor.configured({"max_concurrent": limit},
-                                               name="multiprocess")
+    return limit
+
+
+def _start_method(env: Mapping[str, str]) -> str:
+    available = multiprocessing.get_all_start_methods()
+    default = "forkserver" if "forkserver" in available else "spawn"
+    start = _choice(env, "OSIRIS_MULTIPROCESS_START_METHOD", START_METHODS, default)
+    if start not in available:
+        raise ExecutorSettingError(
+            f"OSIRIS_MULTIPROCESS_START_METHOD={start} is not available on this platform "
+            f"(it has: {', '.join(available)}); use spawn")
+    return start
 
 
 def _celery(env: Mapping[str, str]) -> dg.ExecutorDefinition:

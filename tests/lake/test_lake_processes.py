@@ -12,6 +12,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from ..gate import Gate, gate_step
 from .conftest import (
     Lake,
@@ -38,14 +40,18 @@ OVERLAP_TAIL = """\
 """
 
 
+@pytest.mark.parametrize("start_method", ["default", "spawn"])
 def test_two_branches_run_in_different_processes_at_the_same_time(
-        lake: Lake, spawn: Spawn, tmp_path: Path) -> None:
+        lake: Lake, spawn: Spawn, tmp_path: Path, start_method: str) -> None:
     gate = Gate()
     try:
         project = dagster_project(tmp_path / "overlap", lake,
                                   OVERLAP_HEAD + gate_step("a", gate.url, []) + OVERLAP_TAIL,
                                   {"b.csv": "x\n1\n2\n3\n"})
-        run = spawn(dagster_job("overlap"), project.dir, project.env)
+        env = dict(project.env)
+        if start_method != "default":
+            env["OSIRIS_MULTIPROCESS_START_METHOD"] = start_method
+        run = spawn(dagster_job("overlap"), project.dir, env)
         with lake.reader() as reader:
             session = wait_for(lambda: next(iter(reader.schemas()), None), "the run's session",
                                [run])
@@ -56,6 +62,16 @@ def test_two_branches_run_in_different_processes_at_the_same_time(
                      "step b to complete while step a waits at the gate", [run])
             assert not reader.has_event(session, "step_complete", "a")
         assert gate.calls == 1 and not gate.opened.is_set()
+        # step a's process is alive at the gate: who started it. By default a fork server the
+        # run's process started (Dagster and our modules imported once per run); with spawn,
+        # the run's process itself.
+        parent = _parent_pid(project.step_starts(session)["overlap__a"])
+        if start_method == "default":
+            assert parent != run.popen.pid
+            assert _parent_pid(parent) == run.popen.pid
+            assert "multiprocessing.forkserver" in _command_line(parent)
+        else:
+            assert parent == run.popen.pid
         gate.open()
         assert run.wait() == 0, run.describe()
     finally:
@@ -65,6 +81,16 @@ def test_two_branches_run_in_different_processes_at_the_same_time(
     assert run.popen.pid not in (pids["overlap__a"], pids["overlap__b"]), pids
     lake.assert_tables(session, ["a", "b", "both"])
     assert lake.rows(session, "both") == [(1, 6)]
+
+
+def _parent_pid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("PPid:")))
+
+
+def _command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 KILL = """\
