@@ -135,7 +135,7 @@ def run_measured(cmd: list[str], *, env: dict[str, str], cwd: str, log_prefix: s
         try:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
-            orphans = _wait_for_orphans()
+            orphans = _wait_for_orphans(started + timeout_s)
         finally:
             timer.cancel()
         sampler.stop()
@@ -176,18 +176,32 @@ def _become_subreaper() -> bool:
         return False
 
 
-def _wait_for_orphans() -> list[resource.struct_rusage]:
+def _wait_for_orphans(deadline: float) -> list[resource.struct_rusage]:
     """Once the measured command exited: wait for the descendants it left running (they were
     re-parented to this subreaper) and return their resource usage. Only in the spawner, whose
-    every child is part of the measured command; the timeout still ends the process group."""
-    usages = []
+    every child is part of the measured command. At ``deadline`` (the measurement's timeout)
+    what is still running is killed, also a descendant that left the command's process group."""
+    usages: list[resource.struct_rusage] = []
     while _IS_SUBREAPER:
         try:
-            _, _, usage = os.wait4(-1, 0)
+            pid, _, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            break
-        usages.append(usage)
+            break  # none left
+        if pid:
+            usages.append(usage)
+            continue
+        if time.perf_counter() >= deadline:
+            _kill_children()
+        time.sleep(0.02)
     return usages
+
+
+def _kill_children() -> None:
+    import psutil
+
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _kill_group(pid: int) -> None:

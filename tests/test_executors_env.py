@@ -85,22 +85,29 @@ def test_run_config_wins_over_the_settings() -> None:
 
 
 def test_the_fork_servers_preload_starts_no_thread_and_opens_nothing() -> None:
-    """What the fork server imports is inherited by every step's process: importing it must
-    leave no thread (a forked child would have its memory but not its thread) and no open
-    file or connection, as forkserver imports it (a missing optional module is skipped)."""
+    assert_preload_is_fork_safe()
+
+
+def assert_preload_is_fork_safe() -> None:
+    """What the fork server imports is inherited by every step's process: importing it (as
+    forkserver does: a missing optional module is skipped) must leave no thread, Python's or
+    native (a forked child would have its memory but not its thread), and no open file or
+    connection. Also run under the lake virtualenv (tests/lake)."""
     script = (
-        "import os, threading\n"
+        "import os\n"
         f"for name in {list(FORKSERVER_PRELOAD)!r}:\n"
         "    try:\n"
         "        __import__(name)\n"
         "    except ImportError:\n"
         "        pass\n"
+        "tasks = len(os.listdir('/proc/self/task'))\n"
         "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
-        "print([t.name for t in threading.enumerate()], fds)\n")
+        "print(tasks, fds)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=REPO).stdout
-    threads, fds = out.strip().split("] ")
-    assert threads == "['MainThread'", out
+                         check=True, cwd=REPO, stdin=subprocess.DEVNULL,
+                         close_fds=True).stdout
+    tasks, fds = out.strip().split(" ", 1)
+    assert tasks == "1", out  # the main thread only
     assert fds == "[0, 1, 2, 3]", out  # the standard streams and the listing's own
 
 

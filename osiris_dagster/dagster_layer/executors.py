@@ -12,11 +12,12 @@ Settings:
 - `OSIRIS_MAX_CONCURRENT`: steps at once under the multiprocess executor (default: CPU count).
 - `OSIRIS_MULTIPROCESS_START_METHOD`: how the multiprocess executor starts a step's process:
   `forkserver` (the default where the platform has it) or `spawn` (Dagster's own default).
-  Under `spawn` every step's process imports Dagster and osiris-dagster anew (~1 s per step);
-  a fork server imports them once per run and forks each step's process from it. Its children
-  get the environment the run's process had when its first step started: a long-lived Python
-  process that changes `os.environ` between `execute_job` calls should use `spawn`.
-  Run config (`execution: config: start_method: ...`, `max_concurrent: ...`) wins over both.
+  Under `spawn` every step's process imports Dagster and its instance storage anew (~1 s per
+  step); a fork server imports them once per run and forks each step's process from it, and
+  the processes it forks die with it (`core/fork_server.py`). Its children get the environment
+  the run's process had when its first step started: a long-lived Python process that changes
+  `os.environ` between `execute_job` calls should use `spawn`. Run config (`execution: config:
+  start_method: ...`, `max_concurrent: ...`) wins over both.
 - `OSIRIS_CELERY_BROKER` (required for celery: `amqp://` RabbitMQ or `redis://`),
   `OSIRIS_CELERY_BACKEND` (default `rpc://`: results come back as messages through the broker,
   which works with both brokers and is dagster-celery's own default), `OSIRIS_CELERY_QUEUE`
@@ -27,7 +28,10 @@ the same OSIRIS_* settings, and their `-y` file the same broker and backend.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -41,15 +45,16 @@ EXECUTORS = ("in_process", "multiprocess", "celery")
 DEFAULT_EXECUTOR = {"duckdb": "in_process", "ducklake": "multiprocess"}
 START_METHODS = ("forkserver", "spawn")
 # What a fork server imports once per run, so that each step's process starts with it imported:
-# Dagster (its own default preload), the storage modules a step's process imports to open the
-# instance (SQLite's, or dagster-postgres' where installed: a missing one is skipped), and the
-# modules every step of ours runs. None of them starts a thread or opens a connection when
-# imported, so forking after them is safe.
+# Dagster (its own default preload) and the storage modules a step's process imports to open the
+# instance (SQLite's, or dagster-postgres' where installed: a missing one is skipped), plus
+# fork_server, which makes the processes the server forks die with it. Nothing that imports
+# DuckDB (DuckDB 1.5 starts a thread when imported, and a forked child has a thread's memory
+# but not the thread) and nothing that starts a thread or opens a file or connection when
+# imported (tests/test_executors_env.py checks), so forking after them is safe.
 FORKSERVER_PRELOAD = ("dagster._core.executor.multiprocess", "dagster",
                       "dagster._core.instance.factory", "dagster._core.execution.api",
                       "dagster._core.storage.sqlite_storage", "dagster_postgres",
-                      "osiris_dagster.dagster_layer.loader", "osiris_dagster.runtime.runner",
-                      "osiris_dagster.runtime.stores.ducklake")
+                      "osiris_dagster.core.fork_server")
 DEFAULT_CELERY_QUEUE = "dagster"  # dagster-celery's own default, on both sides
 DEFAULT_CELERY_BACKEND = "rpc://"  # dagster-celery's default; checked with RabbitMQ and Redis
 CELERY_INSTALL_HINT = "pip install 'osiris-dagster[celery]'"
@@ -102,6 +107,8 @@ def _multiprocess(env: Mapping[str, str]) -> dg.ExecutorDefinition:
     limit = _max_concurrent(env)
     start = _start_method(env)
     start_config = {"preload_modules": list(FORKSERVER_PRELOAD)} if start == "forkserver" else {}
+    atexit.unregister(_stop_helper_processes)  # once per process, however many pipelines
+    atexit.register(_stop_helper_processes)
 
     def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
         config = dict(config)
@@ -113,6 +120,26 @@ def _multiprocess(env: Mapping[str, str]) -> dg.ExecutorDefinition:
     return dg.multiprocess_executor.configured(
         with_defaults, name="multiprocess",
         config_schema=dg.multiprocess_executor.config_schema.as_field())
+
+
+def _stop_helper_processes() -> None:
+    """At exit of a run's process: stop the fork server and the resource tracker that
+    multiprocessing started for its steps, if any, and wait for them.
+
+    Both exit on their own once the run's process is gone, but then nobody waits for them: they
+    are left to the init process, and one that does not reap (a container whose first process
+    is not an init) keeps two zombies per run. Python's own way to stop them (``_stop``, private,
+    in 3.8-3.13) closes the pipe each watches and waits for it; it is only called here where
+    this process started them."""
+    import multiprocessing.resource_tracker
+
+    for helper, pid_attribute in (
+            (getattr(multiprocessing.forkserver, "_forkserver", None), "_forkserver_pid"),
+            (getattr(multiprocessing.resource_tracker, "_resource_tracker", None), "_pid")):
+        if getattr(helper, pid_attribute, None) is None:
+            continue  # not started, or started by another process
+        with contextlib.suppress(Exception):  # exiting anyway: never fail the process' exit
+            helper._stop()
 
 
 def _max_concurrent(env: Mapping[str, str]) -> int | None:

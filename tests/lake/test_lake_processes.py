@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ..gate import Gate, gate_step
+from ..test_executors_env import assert_preload_is_fork_safe
 from .conftest import (
     Lake,
     Spawn,
@@ -81,6 +82,49 @@ def test_two_branches_run_in_different_processes_at_the_same_time(
     assert run.popen.pid not in (pids["overlap__a"], pids["overlap__b"]), pids
     lake.assert_tables(session, ["a", "b", "both"])
     assert lake.rows(session, "both") == [(1, 6)]
+
+
+def test_the_fork_servers_preload_is_fork_safe_with_the_lake_extras() -> None:
+    # this virtualenv's DuckDB (the [lake] extra's) starts a thread when imported
+    assert_preload_is_fork_safe()
+
+
+def test_a_step_dies_with_its_fork_server(lake: Lake, spawn: Spawn, tmp_path: Path) -> None:
+    """Dagster fails a step whose fork server died (it follows the step through the server);
+    the step's own process must not go on and write after its run failed."""
+    gate = Gate()
+    try:
+        project = dagster_project(tmp_path / "server", lake,
+                                  OVERLAP_HEAD + gate_step("a", gate.url, []) + OVERLAP_TAIL,
+                                  {"b.csv": "x\n1\n2\n3\n"})
+        run = spawn(dagster_job("overlap"), project.dir, project.env)
+        with lake.reader() as reader:
+            session = wait_for(lambda: next(iter(reader.schemas()), None), "the run's session",
+                               [run])
+        wait_for(gate.hit.is_set, "step a at the gate", [run])
+        step = project.step_starts(session)["overlap__a"]
+        server = _parent_pid(step)
+        assert "multiprocessing.forkserver" in _command_line(server)
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: not _running(step), "step a's process to end with its fork server",
+                 timeout=60)
+        assert run.wait() != 0, run.describe()
+        gate.open()  # too late for step a: nothing is left to go through it
+    finally:
+        gate.close()
+    assert gate.calls == 1
+    assert not [e for e in lake.events(session)
+                if e.get("step_id") == "a" and e.get("event") == "step_complete"]
+    assert "a" not in lake.tables(session)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (one that ended but was not waited for yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _parent_pid(pid: int) -> int:
