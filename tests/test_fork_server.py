@@ -36,6 +36,16 @@ CHILDREN = textwrap.dedent("""
                    "pid": os.getpid(), "parent": os.getppid()})
         release.wait()
 
+    def import_then_fork(queue):
+        import osiris_dagster.core.fork_server  # noqa: F401
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, str(death_signal()).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        queue.put(int(os.read(read, 16)))
+
     def running(pid):
         try:
             with open(f"/proc/{pid}/stat") as stat:
@@ -48,7 +58,7 @@ CHILDREN = textwrap.dedent("""
         if preload:
             ctx.set_forkserver_preload(list(preload))
         queue, release = ctx.Queue(), ctx.Event()
-        process = ctx.Process(target=report, args=(queue, release))
+        process = ctx.Process(target=report, args=(queue, release), daemon=True)
         process.start()
         return process, queue.get(timeout=120), release
     """)
@@ -93,16 +103,24 @@ def test_nothing_changes_where_it_is_not_a_fork_servers_preload(tmp_path: Path) 
             served, seen_served, release = start("forkserver")  # a server without our preload
             release.set()
             served.join()
+            # a process a fork server forked imports it (main is on its stack too)
+            queue = mp.get_context("forkserver").Queue()
+            importer = mp.get_context("forkserver").Process(target=import_then_fork,
+                                                            args=(queue,))
+            importer.start()
+            seen_importer = queue.get(timeout=120)
+            importer.join()
             print(json.dumps({"spawn": seen_spawned["signal"], "fork": seen_forked["signal"],
-                              "forkserver": seen_served["signal"]}))
+                              "forkserver": seen_served["signal"],
+                              "imported_in_a_served_process": seen_importer}))
         """)
-    assert result == {"spawn": 0, "fork": 0, "forkserver": 0}
+    assert result == {"spawn": 0, "fork": 0, "forkserver": 0,
+                      "imported_in_a_served_process": 0}
 
 
-def test_a_runs_process_waits_for_its_helper_processes_before_it_exits(tmp_path: Path) -> None:
-    """The fork server and multiprocessing's resource tracker: otherwise they outlive the run's
-    process and are left to the init process, which in a container without an init never reaps
-    them: zombies per run. Here a subreaper stands in for init."""
+def test_a_runs_process_waits_for_its_fork_server_before_it_exits(tmp_path: Path) -> None:
+    """Otherwise the server outlives it and is left to the init process, which in a container
+    without an init never reaps it: a zombie per run. Here a subreaper stands in for init."""
     run = textwrap.dedent("""
         import multiprocessing as mp, os
         from osiris_dagster.dagster_layer.executors import FORKSERVER_PRELOAD, executor_from_env
@@ -123,11 +141,52 @@ def test_a_runs_process_waits_for_its_helper_processes_before_it_exits(tmp_path:
                                  text=True, check=True)
             server = int(out.stdout.strip().splitlines()[-1])
             try:
-                left = os.waitpid(-1, os.WNOHANG)  # an orphan came to us: (0, 0) or its exit
-            except ChildProcessError:
-                left = None
-            print(json.dumps({{"server": server, "left": left}}))
+                os.waitpid(server, os.WNOHANG)  # the server came to us: it outlived the run
+                orphaned = True
+            except ChildProcessError:  # the run's process waited for it
+                orphaned = False
+            print(json.dumps({{"server": server, "orphaned": orphaned}}))
         """)
     assert result["server"] > 0
-    assert result["left"] is None, f"a helper process (fork server {result['server']}) " \
-                                   "outlived the run"
+    assert result["orphaned"] is False, f"the fork server {result['server']} outlived the run"
+
+
+def test_a_steps_own_fork_does_not_hold_the_runs_exit(tmp_path: Path) -> None:
+    """A step that leaves a forked helper running: the run's process still exits at once (it
+    waits for the fork server, which exits when the run's process closes its pipe, and not for
+    anything that merely inherited a pipe from a step, as multiprocessing's resource tracker
+    would)."""
+    fifo = tmp_path / "helper.fifo"
+    result = run_script(tmp_path, f"""
+        def step_with_helper(fifo):
+            if os.fork() == 0:  # a helper the step leaves running until the test lets it go
+                with open(fifo, "rb") as released:
+                    released.read()
+                os._exit(0)
+
+        if __name__ == "__main__":
+            import subprocess
+            from osiris_dagster.dagster_layer.executors import (
+                FORKSERVER_PRELOAD, executor_from_env)
+            fifo = {str(fifo)!r}
+            if sys.argv[1:] == ["run"]:
+                executor_from_env({{"OSIRIS_SESSION_STORE": "ducklake"}})
+                ctx = mp.get_context("forkserver")
+                ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+                step = ctx.Process(target=step_with_helper, args=(fifo,))
+                step.start()
+                step.join()
+                sys.exit(0)
+            os.mkfifo(fifo)
+            run = subprocess.Popen([sys.executable, __file__, "run"])
+            try:
+                run.wait(timeout=60)  # far more than an exit takes
+                held = False
+            except subprocess.TimeoutExpired:
+                held = True
+            with open(fifo, "wb"):  # lets the helper go (it waits for a writer to open)
+                pass
+            run.wait()
+            print(json.dumps({{"held": held}}))
+        """)
+    assert result["held"] is False

@@ -24,15 +24,16 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _in_fork_server_preload() -> bool:
-    """True while a multiprocessing fork server imports its preload modules."""
+    """True when the fork server's own preload loop imports this module: the first frame below
+    the import machinery is ``multiprocessing.forkserver.main``. (``main`` is also on the stack
+    of every process the server forks, under ``_serve_one``; an import there, or by another
+    module, does not count.)"""
     server = sys.modules.get("multiprocessing.forkserver")
     main = getattr(server, "main", None)
-    frame = sys._getframe(1)
-    while frame is not None:
-        if main is not None and frame.f_code is main.__code__:
-            return True
+    frame = sys._getframe(2)  # what runs this module's body (1 is the body itself)
+    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
         frame = frame.f_back
-    return False
+    return main is not None and frame is not None and frame.f_code is main.__code__
 
 
 def _die_with_parent() -> bool:

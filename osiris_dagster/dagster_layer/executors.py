@@ -33,6 +33,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,8 +108,9 @@ def _multiprocess(env: Mapping[str, str]) -> dg.ExecutorDefinition:
     limit = _max_concurrent(env)
     start = _start_method(env)
     start_config = {"preload_modules": list(FORKSERVER_PRELOAD)} if start == "forkserver" else {}
-    atexit.unregister(_stop_helper_processes)  # once per process, however many pipelines
-    atexit.register(_stop_helper_processes)
+    if start == "forkserver":
+        atexit.unregister(_stop_fork_server)  # once per process, however many pipelines
+        atexit.register(_stop_fork_server)
 
     def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
         config = dict(config)
@@ -122,24 +124,28 @@ def _multiprocess(env: Mapping[str, str]) -> dg.ExecutorDefinition:
         config_schema=dg.multiprocess_executor.config_schema.as_field())
 
 
-def _stop_helper_processes() -> None:
-    """At exit of a run's process: stop the fork server and the resource tracker that
-    multiprocessing started for its steps, if any, and wait for them.
+def _stop_fork_server() -> None:
+    """At exit of a run's process: stop the fork server it started for its steps, if any, and
+    wait for it (at most a few seconds).
 
-    Both exit on their own once the run's process is gone, but then nobody waits for them: they
-    are left to the init process, and one that does not reap (a container whose first process
-    is not an init) keeps two zombies per run. Python's own way to stop them (``_stop``, private,
-    in 3.8-3.13) closes the pipe each watches and waits for it; it is only called here where
-    this process started them."""
-    import multiprocessing.resource_tracker
+    The server exits on its own once the run's process is gone, but then nobody waits for it: it
+    is left to the init process, and one that does not reap (a container whose first process is
+    not an init) keeps a zombie per run. Python's own way to stop it (``_stop``, private, in
+    3.8-3.14) closes the pipe the server watches and waits for it; that wait runs in a thread
+    given a few seconds, so an exit never hangs on it. (multiprocessing's resource tracker is
+    left as Dagster leaves it under spawn too: it waits for every process that inherited its
+    pipe, a step's own forks included, so waiting for it could hold the exit indefinitely.)"""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if getattr(server, "_forkserver_pid", None) is None:
+        return  # not started, or started by another process
 
-    for helper, pid_attribute in (
-            (getattr(multiprocessing.forkserver, "_forkserver", None), "_forkserver_pid"),
-            (getattr(multiprocessing.resource_tracker, "_resource_tracker", None), "_pid")):
-        if getattr(helper, pid_attribute, None) is None:
-            continue  # not started, or started by another process
+    def stop() -> None:
         with contextlib.suppress(Exception):  # exiting anyway: never fail the process' exit
-            helper._stop()
+            server._stop()
+
+    stopper = threading.Thread(target=stop, name="osiris-stop-fork-server", daemon=True)
+    stopper.start()
+    stopper.join(timeout=5)
 
 
 def _max_concurrent(env: Mapping[str, str]) -> int | None:
