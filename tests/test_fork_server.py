@@ -25,26 +25,24 @@ CHILDREN = textwrap.dedent("""
         ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
         return value.value
 
-    def report(queue, release):
+    def own_fork_signal():
+        # the death signal of a process this one forks itself (as a step may)
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.write(write, str(death_signal()).encode())
             os._exit(0)
         os.waitpid(pid, 0)
-        queue.put({"signal": death_signal(), "own_fork": int(os.read(read, 16)),
+        return int(os.read(read, 16))
+
+    def report(queue, release):
+        queue.put({"signal": death_signal(), "own_fork": own_fork_signal(),
                    "pid": os.getpid(), "parent": os.getppid()})
         release.wait()
 
     def import_then_fork(queue):
         import osiris_dagster.core.fork_server  # noqa: F401
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.write(write, str(death_signal()).encode())
-            os._exit(0)
-        os.waitpid(pid, 0)
-        queue.put(int(os.read(read, 16)))
+        queue.put(own_fork_signal())
 
     def running(pid):
         try:
