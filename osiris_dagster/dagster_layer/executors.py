@@ -31,8 +31,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
-import multiprocessing.forkserver
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -135,7 +135,8 @@ def _stop_fork_server() -> None:
     given a few seconds, so an exit never hangs on it. (multiprocessing's resource tracker is
     left as Dagster leaves it under spawn too: it waits for every process that inherited its
     pipe, a step's own forks included, so waiting for it could hold the exit indefinitely.)"""
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    forkserver = sys.modules.get("multiprocessing.forkserver")  # imported by starting one
+    server = getattr(forkserver, "_forkserver", None)
     if getattr(server, "_forkserver_pid", None) is None:
         return  # not started, or started by another process
 
