@@ -261,8 +261,11 @@ def cmd_init_home(args: argparse.Namespace) -> int:
     if not home:
         print("error: no Dagster home: pass its directory or set DAGSTER_HOME", file=sys.stderr)
         return EXIT_INVALID
-    config_file, added = init_home(Path(os.path.expanduser(home)))
-    if added:
+    config_file, added, replaced = init_home(Path(os.path.expanduser(home)))
+    if replaced:
+        print(f"{config_file}: {', '.join(added)} now name the home as $DAGSTER_HOME instead of "
+              "its path (they follow it when it moves)")
+    elif added:
         print(f"{config_file}: added {', '.join(added)}")
     else:
         print(f"{config_file}: already uses osiris-dagster's storages")
@@ -443,7 +446,7 @@ def _dagster_home_instance() -> Any:
     except ImportError:
         return dg.DagsterInstance.get()
     from osiris_dagster.core.file_locks import held_lock
-    from osiris_dagster.dagster_layer.dagster_home import storage_is_default_or
+    from osiris_dagster.dagster_layer.dagster_home import ours_elsewhere, storage_is_default_or
     from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
     from osiris_dagster.dagster_layer.sqlite_storages import home_is_set_up
 
@@ -453,7 +456,12 @@ def _dagster_home_instance() -> Any:
     overrides = cli_instance_overrides(home)
     if os.path.exists(os.path.join(home, "dagster.yaml")):  # else Dagster warns a second time
         config, custom_class = dagster_instance_config(home)
-        if custom_class is not None or not storage_is_default_or(overrides, config):
+        if custom_class is not None or not storage_is_default_or(home, config):
+            for key, where in ours_elsewhere(home, config).items():
+                print(f"warning: {home}/dagster.yaml: {key} keeps this home's history in "
+                      f"{where}, not under {home} (a home moved or copied keeps the paths it "
+                      "was set up with; `osiris-dagster init-home` says how to fix it)",
+                      file=sys.stderr)
             return dg.DagsterInstance.get()
     ref = InstanceRef.from_dir(home, overrides=overrides)
     if home_is_set_up(home):  # concurrent runs open it without waiting on each other

@@ -4,12 +4,16 @@ through osiris-dagster's storages, made the same way whatever the home's path or
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.instance.ref import InstanceRef
 
 from osiris_dagster import cli
 from osiris_dagster.dagster_layer.sqlite_events import PooledSqliteEventLogStorage
@@ -19,8 +23,19 @@ from osiris_dagster.dagster_layer.sqlite_storages import (
 )
 
 
-def _opened(home: Path) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+@contextmanager
+def _opened(home: Path) -> Iterator[dg.DagsterInstance]:
+    """The home's instance as `dagster dev` opens it: DAGSTER_HOME set, its dagster.yaml read."""
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        if before is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = before
 
 
 # Not `[`: Dagster finds dagster.yaml with a glob, where `[...]` is a pattern
@@ -142,3 +157,103 @@ def test_a_relative_dagster_home_gets_the_absolute_export_line(
     monkeypatch.setenv("DAGSTER_HOME", "relative")
     assert cli.main(["init-home"]) == 0
     assert f"next: export DAGSTER_HOME={tmp_path / 'relative'}" in capsys.readouterr().out
+
+
+def _run_example(project: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """`osiris-dagster run` of the bundled example, as a user runs it on that DAGSTER_HOME."""
+    return subprocess.run(
+        [sys.executable, "-m", "osiris_dagster.cli", "run", "pipelines/director_stats.yaml"],
+        cwd=project, env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True,
+        text=True, timeout=300)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copytree(root / "pipelines", work / "pipelines")
+    shutil.copy(root / "osiris_connections.yaml", work)
+    return work
+
+
+def test_a_home_moved_after_init_home_keeps_its_history(project: Path, tmp_path: Path) -> None:
+    """Like Dagster's default storage, the files follow the home: a renamed project folder, a
+    copied home or a container mount sees the runs it holds, and nothing is written where it
+    was before."""
+    home = tmp_path / "home"
+    assert cli.main(["init-home", str(home)]) == 0
+    assert _run_example(project, home).returncode == 0
+    moved = tmp_path / "moved"
+    home.rename(moved)
+    done = _run_example(project, moved)
+    assert done.returncode == 0, done.stderr
+    assert not home.exists()
+    with _opened(moved) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        runs = instance.get_runs()
+        assert len(runs) == 2 and all(r.is_success for r in runs)
+        assert {p.stem for p in (moved / "history" / "runs").glob("*.db")} == \
+            {r.run_id for r in runs} | {"index"}
+
+
+def _block_an_earlier_init_home_wrote(home: Path) -> str:
+    """Written out by hand (as 9802222 wrote it), not by the code under test."""
+    def entry(key: str, module: str, cls: str, where: str) -> str:
+        return (f"{key}:\n  module: osiris_dagster.dagster_layer.{module}\n  class: {cls}\n"
+                f"  config:\n    base_dir: {home}/{where}\n")
+    return ("# Dagster's own SQLite files under this home, opened through osiris-dagster's "
+            "storages\n# (connections kept; written by `osiris-dagster init-home`)\n"
+            + entry("run_storage", "sqlite_storages", "StampedSqliteRunStorage", "history/")
+            + entry("event_log_storage", "sqlite_events", "PooledSqliteEventLogStorage",
+                    "history/runs")
+            + entry("schedule_storage", "sqlite_storages", "StampedSqliteScheduleStorage",
+                    "schedules"))
+
+
+def test_a_block_with_the_homes_paths_is_replaced_by_one_that_names_the_home(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = home / "dagster.yaml"
+    config.write_text("telemetry:\n  enabled: false\n" + _block_an_earlier_init_home_wrote(home),
+                      encoding="utf-8")
+    assert cli.main(["init-home", str(home)]) == 0
+    assert "now name the home as $DAGSTER_HOME" in capsys.readouterr().out
+    text = config.read_text(encoding="utf-8")
+    assert str(home) not in text and text.count("env: DAGSTER_HOME") == 3
+    assert text.startswith("telemetry:\n  enabled: false\n# Dagster's own")
+    assert cli.main(["init-home", str(home)]) == 0
+    assert "already uses osiris-dagster's storages" in capsys.readouterr().out
+    assert config.read_text(encoding="utf-8") == text
+
+
+def test_a_moved_home_that_names_its_old_paths_says_so(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A block with absolute paths, then the home moved: `run` warns where its history goes,
+    init-home refuses and says why."""
+    old, home = tmp_path / "old", tmp_path / "home"
+    home.mkdir()
+    block = _block_an_earlier_init_home_wrote(old)
+    (home / "dagster.yaml").write_text(block, encoding="utf-8")
+    done = _run_example(project, home)
+    assert done.returncode == 0, done.stderr
+    assert f"run_storage keeps this home's history in {old}/history/, not under {home}" \
+        in done.stderr
+    assert cli.main(["init-home", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert f"names osiris-dagster's storage on '{old}/history/runs'" in err
+    assert "a home moved or copied keeps the paths it was set up with" in err
+    assert (home / "dagster.yaml").read_text(encoding="utf-8") == block
+
+
+@pytest.mark.parametrize("config", ["{}", "{base_dir: /x, dagster_home: /y}"])
+def test_a_storage_config_naming_neither_or_both_directories_is_an_error(
+        tmp_path: Path, config: str) -> None:
+    (tmp_path / "dagster.yaml").write_text(
+        "event_log_storage:\n  module: osiris_dagster.dagster_layer.sqlite_events\n"
+        f"  class: PooledSqliteEventLogStorage\n  config: {config}\n", encoding="utf-8")
+    with pytest.raises(Exception, match="needs exactly one of base_dir") as raised, \
+            _opened(tmp_path):
+        pass
+    assert "event_log_storage (PooledSqliteEventLogStorage)" in str(raised.value)

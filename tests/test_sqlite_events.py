@@ -537,7 +537,7 @@ def test_the_readme_storages_are_dagsters_files_opened_as_run_opens_them(
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     init_home(tmp_path)
     config, _ = dagster_instance_config(str(tmp_path))
-    assert storage_is_default_or(cli_instance_overrides(str(tmp_path)), config)
+    assert storage_is_default_or(str(tmp_path), config)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     instance = dg.DagsterInstance.get()  # what `dagster dev` opens
     assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
@@ -563,6 +563,11 @@ def test_the_readme_storages_are_dagsters_files_opened_as_run_opens_them(
     ("schedule_storage", {"config": {"base_dir": "{home}/schedules/"}}, True),
     ("event_log_storage", {"config": {"base_dir": "{home}/elsewhere"}}, False),
     ("event_log_storage", {"config": {"base_dir": {"env": "SOMEWHERE"}}}, False),
+    ("event_log_storage", {"config": {"dagster_home": {"env": "DAGSTER_HOME"}}}, True),
+    ("run_storage", {"config": {"dagster_home": "{home}"}}, True),
+    ("run_storage", {"config": {"dagster_home": "{home}/elsewhere"}}, False),
+    ("run_storage", {"config": {"dagster_home": "{home}", "base_dir": "{home}/history"}},
+     False),
     ("run_storage", {"config": {"base_dir": "{home}/history", "extra": 1}}, False),
     ("run_storage", {"class": "SqliteRunStorage"}, False),
     ("schedule_storage", {"module": "dagster._core.storage.schedules"}, False),
@@ -578,12 +583,11 @@ def test_a_dagster_yaml_is_opened_as_run_opens_it_only_with_its_storages(
         config[key] = {"sqlite": {"base_dir": str(tmp_path)}}
     else:
         entry = {**ours[key], **named}
-        if isinstance(entry["config"].get("base_dir"), str):
-            entry["config"] = {**entry["config"],
-                               "base_dir": entry["config"]["base_dir"].format(home=tmp_path)}
+        entry["config"] = {k: v.format(home=tmp_path) if isinstance(v, str) else v
+                           for k, v in entry["config"].items()}
         config[key] = entry
-    assert storage_is_default_or(ours, config) is same
-    assert storage_is_default_or(ours, {})  # Dagster's default files
+    assert storage_is_default_or(str(tmp_path), config) is same
+    assert storage_is_default_or(str(tmp_path), {})  # Dagster's default files
 
 
 def test_a_dagster_without_the_private_parts_opens_the_home_as_dagster_does(

@@ -6,6 +6,11 @@ and the stamped run and schedule storages, on the directories Dagster's default 
 uses under the home. Same files, same schema: a home written with them reads back without them
 and the other way round. ``dagster dev`` on such a home runs its runs (UI, sensors, schedules) at
 the per-asset cost of ``osiris-dagster run``.
+
+The file names the home as ``dagster_home: {env: DAGSTER_HOME}``, not by its path, so that like
+Dagster's default storage the files follow the home when it is moved, copied or mounted
+elsewhere. A block that an earlier osiris-dagster wrote with the home's absolute paths
+(:func:`_block_with_paths`) is replaced by that one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import yaml
 
 from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import OsirisError
-from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
+from osiris_dagster.dagster_layer.sqlite_events import STORAGE_CLASSES, cli_instance_overrides
+from osiris_dagster.dagster_layer.sqlite_storages import HOME_KEY, HOME_LAYOUT
 
 # Keys of dagster.yaml that choose where and how an instance stores its history.
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
@@ -30,17 +36,28 @@ class DagsterHomeError(OsirisError):
     """The home's dagster.yaml cannot take osiris-dagster's storages as it is."""
 
 
-def storage_is_default_or(ours: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Whether each storage key of a dagster.yaml is absent (Dagster's default SQLite files) or
-    names the same class on the same directory as ``ours``; ``storage`` (all three at once) is
-    always Dagster's."""
-    return not _storages_not_ours(ours, config)
+def storage_is_default_or(home: str, config: dict[str, Any]) -> bool:
+    """Whether each storage key of the dagster.yaml of ``home`` is absent (Dagster's default
+    SQLite files) or names the class that :func:`cli_instance_overrides` names, on the same
+    directory; ``storage`` (all three at once) is always Dagster's."""
+    return not _storages_not_ours(home, config)
 
 
-def _storages_not_ours(ours: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
-    """The storage keys of a dagster.yaml that are neither absent nor ``ours``, each with why."""
-    return {k: _why_not_ours(config[k], ours.get(k)) for k in STORAGE_KEYS
-            if k in config and not (k in ours and _same_storage(config[k], ours[k]))}
+def ours_elsewhere(home: str, config: dict[str, Any]) -> dict[str, str]:
+    """The storage keys of the dagster.yaml of ``home`` that name osiris-dagster's storages on
+    directories other than the home's own (a home moved or copied after an earlier init-home
+    wrote its paths), each with what it names."""
+    ours = cli_instance_overrides(home)
+    return {k: str(_named_directory(home, k, config[k].get("config")) or config[k].get("config"))
+            for k in ours if k in config and _same_class(config[k], ours[k])
+            and not _same_storage(home, k, config[k], ours[k])}
+
+
+def _storages_not_ours(home: str, config: dict[str, Any]) -> dict[str, str]:
+    """The storage keys of a dagster.yaml that are neither absent nor ours, each with why."""
+    ours = cli_instance_overrides(home)
+    return {k: _why_not_ours(home, k, config[k], ours.get(k)) for k in STORAGE_KEYS
+            if k in config and not (k in ours and _same_storage(home, k, config[k], ours[k]))}
 
 
 def _same_class(named: Any, ours: dict[str, Any]) -> bool:
@@ -50,22 +67,52 @@ def _same_class(named: Any, ours: dict[str, Any]) -> bool:
         {k: v for k, v in ours.items() if k != "config"}
 
 
-def _same_storage(named: Any, ours: dict[str, Any]) -> bool:
+def _same_storage(home: str, key: str, named: Any, ours: dict[str, Any]) -> bool:
     if not _same_class(named, ours):
         return False
-    where = named.get("config")
-    if not isinstance(where, dict) or set(where) != {"base_dir"} or \
-            not isinstance(where["base_dir"], str):
-        return False  # e.g. {env: VAR}: Dagster resolves it
-    return os.path.realpath(where["base_dir"]) == os.path.realpath(ours["config"]["base_dir"])
+    directory = _named_directory(home, key, named.get("config"))
+    return directory is not None and \
+        os.path.realpath(directory) == os.path.realpath(ours["config"]["base_dir"])
 
 
-def init_home(home: Path) -> tuple[Path, list[str]]:
+def _named_directory(home: str, key: str, config: Any) -> str | None:
+    """The directory a storage's config in the dagster.yaml of ``home`` names (``base_dir``, or
+    the layout under ``dagster_home``) when Dagster opens that home; None if it names none."""
+    if not isinstance(config, dict) or len(config) != 1:
+        return None
+    ((name, value),) = config.items()
+    if value == {"env": "DAGSTER_HOME"}:
+        value = home  # Dagster reads $DAGSTER_HOME/dagster.yaml
+    elif isinstance(value, dict) and set(value) == {"env"}:
+        value = os.environ.get(str(value["env"]))  # Dagster's StringSource
+    if not isinstance(value, str) or not value:
+        return None
+    if name == "base_dir":
+        return value
+    return os.path.join(value, *HOME_LAYOUT[key]) if name == HOME_KEY else None
+
+
+def home_entries() -> dict[str, dict[str, Any]]:
+    """What init-home writes: each storage on ``dagster_home: {env: DAGSTER_HOME}``."""
+    return {key: {"module": cls.__module__, "class": cls.__name__,
+                  "config": {HOME_KEY: {"env": "DAGSTER_HOME"}}}
+            for key, cls in STORAGE_CLASSES.items()}
+
+
+def _block_with_paths(home: Path) -> str:
+    """The block init-home wrote before it named the home by ``{env: DAGSTER_HOME}``."""
+    ours = cli_instance_overrides(str(home))
+    return HEADER + yaml.safe_dump({k: ours[k] for k in STORAGE_KEYS if k in ours},
+                                   sort_keys=False)
+
+
+def init_home(home: Path) -> tuple[Path, list[str], bool]:
     """Make ``home`` (if missing) and add to its ``dagster.yaml`` (made if missing) the storage
     keys it lacks. The rest of the file is kept as written (its line endings, mode, owner, and
     the file a symbolic link points to); the result is checked to read back as the old settings
-    plus the new keys before it replaces the file. Returns the file and the keys added (none
-    when it already names them). Raises :class:`DagsterHomeError` when the home or its file
+    plus the new keys before it replaces the file. Returns the file, the keys added (none
+    when it already names them) and whether they replace a block with the home's paths that an
+    earlier init-home wrote. Raises :class:`DagsterHomeError` when the home or its file
     cannot be read or written, or the file is not a YAML mapping, names another storage, or is
     laid out so that keys cannot be added at its end (nothing is changed then)."""
     home = Path(os.path.abspath(home))
@@ -82,7 +129,14 @@ def init_home(home: Path) -> tuple[Path, list[str]]:
         raise DagsterHomeError(f"{config_file}: cannot read or make it: {exc}") from exc
     config = _settings(config_file, text)
     ours = cli_instance_overrides(str(home))
-    wrong = _storages_not_ours(ours, config)
+    newline = "\r\n" if "\r\n" in text else "\n"
+    entries = home_entries()
+    with_paths = _block_with_paths(home).replace("\n", newline)
+    replacing = with_paths in text
+    if replacing:  # an earlier init-home's block, as it wrote it: name the home instead
+        text = text.replace(with_paths, "")
+        config = {k: v for k, v in config.items() if k not in entries}
+    wrong = _storages_not_ours(str(home), config)
     if wrong:
         raise DagsterHomeError(
             f"{config_file}: " + "; ".join(f"{k} {why}" for k, why in wrong.items()) +
@@ -91,10 +145,9 @@ def init_home(home: Path) -> tuple[Path, list[str]]:
             f"remove {', '.join(wrong)} and run `osiris-dagster init-home` again")
     missing = [k for k in STORAGE_KEYS if k in ours and k not in config]
     if not missing:
-        return config_file, missing
-    added = {k: ours[k] for k in missing}
+        return config_file, missing, False
+    added = {k: entries[k] for k in missing}
     block = HEADER + yaml.safe_dump(added, sort_keys=False)
-    newline = "\r\n" if "\r\n" in text else "\n"
     gap = newline if text and not text.endswith("\n") else ""
     result = text + gap + block.replace("\n", newline)
     try:
@@ -109,7 +162,7 @@ def init_home(home: Path) -> tuple[Path, list[str]]:
         write_text_atomic(target, result, like=before)
     except OSError as exc:
         raise DagsterHomeError(f"{config_file}: cannot write it: {exc}") from exc
-    return config_file, missing
+    return config_file, missing, replacing
 
 
 def _settings(config_file: Path, text: str) -> dict[str, Any]:
@@ -123,13 +176,13 @@ def _settings(config_file: Path, text: str) -> dict[str, Any]:
     return config
 
 
-def _why_not_ours(named: Any, ours: dict[str, Any] | None) -> str:
+def _why_not_ours(home: str, key: str, named: Any, ours: dict[str, Any] | None) -> str:
     """Why a storage key of dagster.yaml is not one :func:`init_home` can keep."""
     if ours is None:
         return "names all of the storage at once"
     if _same_class(named, ours):
-        where = named["config"].get("base_dir") if isinstance(named.get("config"), dict) \
-            else None
+        where = _named_directory(home, key, named.get("config")) or named.get("config")
         return (f"names osiris-dagster's storage on {where!r}, not on this home's "
-                f"{ours['config']['base_dir']!r}")
+                f"{ours['config']['base_dir']!r} (a home moved or copied keeps the paths it "
+                "was set up with)")
     return "names another storage"

@@ -48,7 +48,7 @@ through ``dagster.yaml``::
       module: osiris_dagster.dagster_layer.sqlite_events
       class: PooledSqliteEventLogStorage
       config:
-        base_dir: /path/to/dagster_home/history/runs
+        dagster_home: {env: DAGSTER_HOME}   # its files under the home; or base_dir: <directory>
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from dagster import Field
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
@@ -82,8 +83,11 @@ from osiris_dagster.core.atomic_files import (
     remove_with_side_files,
 )
 from osiris_dagster.dagster_layer.sqlite_storages import (
+    HOME_LAYOUT,
     StampedSqliteRunStorage,
     StampedSqliteScheduleStorage,
+    configured_base_dir,
+    directory_config_type,
     stamped,
 )
 
@@ -116,9 +120,14 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._pooled = all(hasattr(self, name) for name in self.DAGSTER_INTERNALS)
 
     @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return directory_config_type()
+
+    @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None,  # type: ignore[override]
                           config_value: Any) -> PooledSqliteEventLogStorage:
-        return cls(inst_data=inst_data, **config_value)
+        return cls(configured_base_dir(cls.__name__, "event_log_storage", config_value),
+                   inst_data=inst_data)
 
     def _engine(self, shard: str) -> Engine:
         engine = self._engines.get(shard)
@@ -313,10 +322,11 @@ def cli_instance_overrides(home: str) -> dict[str, Any]:
     :mod:`.sqlite_storages` does, in the directories Dagster's default SQLite storages use
     there (``history/runs``, ``history``, ``schedules``), so the instance's history is the same
     either way."""
-    def storage(cls: type, *where: str) -> dict[str, Any]:
-        return {"module": cls.__module__, "class": cls.__name__,
-                "config": {"base_dir": os.path.join(home, *where)}}
+    return {key: {"module": cls.__module__, "class": cls.__name__,
+                  "config": {"base_dir": os.path.join(home, *HOME_LAYOUT[key])}}
+            for key, cls in STORAGE_CLASSES.items()}
 
-    return {"event_log_storage": storage(PooledSqliteEventLogStorage, "history", "runs"),
-            "run_storage": storage(StampedSqliteRunStorage, "history", ""),
-            "schedule_storage": storage(StampedSqliteScheduleStorage, "schedules")}
+
+STORAGE_CLASSES: dict[str, type] = {"event_log_storage": PooledSqliteEventLogStorage,
+                                    "run_storage": StampedSqliteRunStorage,
+                                    "schedule_storage": StampedSqliteScheduleStorage}

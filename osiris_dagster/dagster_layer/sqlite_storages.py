@@ -9,6 +9,13 @@ run storage without the ``instance_info`` table, which Dagster would add. Same f
 
 ``osiris-dagster run`` opens its instance with them
 (:func:`~osiris_dagster.dagster_layer.sqlite_events.cli_instance_overrides`).
+
+In ``dagster.yaml`` each of osiris-dagster's storages takes either ``base_dir`` (the directory
+of its files, as Dagster's own classes) or ``dagster_home`` (an instance's home: its files are
+where Dagster's default SQLite storage keeps them under it, :data:`HOME_LAYOUT`).
+``dagster_home: {env: DAGSTER_HOME}`` is what ``osiris-dagster init-home`` writes: like
+Dagster's default storage, the files follow the home when it is moved, copied or mounted
+elsewhere.
 """
 
 from __future__ import annotations
@@ -19,12 +26,47 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from dagster import Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sqlite import create_db_conn_string
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import make_url
+
+from osiris_dagster.core.errors import OsirisError
+
+# Where Dagster's default SQLite storage (``DagsterSqliteStorage``) keeps each storage's files
+# under an instance's home, by the dagster.yaml key that names the storage.
+HOME_LAYOUT: dict[str, tuple[str, ...]] = {
+    "run_storage": ("history", ""),
+    "event_log_storage": ("history", "runs"),
+    "schedule_storage": ("schedules",),
+}
+HOME_KEY = "dagster_home"
+
+
+class StorageConfigError(OsirisError):
+    """A storage's config in dagster.yaml names neither or both of its directory and a home."""
+
+
+def directory_config_type() -> dict[str, Field]:
+    """The config of osiris-dagster's storages: ``base_dir`` or ``dagster_home``."""
+    return {"base_dir": Field(StringSource, is_required=False),
+            HOME_KEY: Field(StringSource, is_required=False)}
+
+
+def configured_base_dir(storage: str, key: str, config_value: dict[str, Any]) -> str:
+    """The directory of ``storage``'s files (named in dagster.yaml by ``key``): its ``base_dir``,
+    or the directory under its ``dagster_home`` that Dagster's default storage uses."""
+    if ("base_dir" in config_value) == (HOME_KEY in config_value):
+        raise StorageConfigError(
+            f"dagster.yaml: {key} ({storage}) needs exactly one of base_dir (the directory of its "
+            f"files) and {HOME_KEY} (the instance's home, e.g. {{env: DAGSTER_HOME}}); it has "
+            f"{', '.join(sorted(config_value)) or 'neither'}")
+    if "base_dir" in config_value:
+        return config_value["base_dir"]
+    return os.path.join(config_value[HOME_KEY], *HOME_LAYOUT[key])
 
 
 def stamped(path: str | os.PathLike[str], *tables: str) -> bool:
@@ -59,11 +101,17 @@ class _OpensStampedFile:
 
     DATABASE: str
     TABLES: tuple[str, ...] = ()
+    KEY: str  # the dagster.yaml key that names it
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return directory_config_type()
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None,
                           config_value: Any) -> Any:
-        return cls.from_local(inst_data=inst_data, **config_value)
+        return cls.from_local(configured_base_dir(cls.__name__, cls.KEY, config_value),
+                              inst_data=inst_data)
 
     @classmethod
     def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> Any:
@@ -80,6 +128,7 @@ class StampedSqliteRunStorage(_OpensStampedFile, SqliteRunStorage):
 
     DATABASE = "runs"
     TABLES = ("instance_info",)
+    KEY = "run_storage"
 
 
 class StampedSqliteScheduleStorage(_OpensStampedFile, SqliteScheduleStorage):
@@ -87,3 +136,4 @@ class StampedSqliteScheduleStorage(_OpensStampedFile, SqliteScheduleStorage):
     migrations."""
 
     DATABASE = "schedules"
+    KEY = "schedule_storage"

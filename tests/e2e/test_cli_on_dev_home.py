@@ -17,7 +17,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.instance.ref import InstanceRef
 from websockets.sync.client import connect
 
 from osiris_dagster.dagster_layer.sqlite_events import PooledSqliteEventLogStorage
@@ -130,10 +129,11 @@ def test_cli_runs_share_the_home_of_a_running_dagster_dev(
 
 
 def test_the_readme_home_runs_dagster_devs_runs_through_osiris_storages(
-        dagster_dev_on_readme_home: DagsterDev) -> None:
+        dagster_dev_on_readme_home: DagsterDev, monkeypatch: pytest.MonkeyPatch) -> None:
     """What `dagster dev` opens on that home, and a run its sensor starts for a new file."""
     dev = dagster_dev_on_readme_home
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dev.home))) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", str(dev.home))  # the file names the home by it
+    with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
     dropped = dev.workdir / "incoming" / "new movies.csv"
     dropped.write_bytes((dev.workdir / "data" / "movies.csv").read_bytes())
