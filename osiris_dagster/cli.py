@@ -261,7 +261,7 @@ def cmd_init_home(args: argparse.Namespace) -> int:
     if not home:
         print("error: no Dagster home: pass its directory or set DAGSTER_HOME", file=sys.stderr)
         return EXIT_INVALID
-    config_file, added, replaced = init_home(Path(os.path.expanduser(home)))
+    config_file, added, replaced, pinned = init_home(Path(os.path.expanduser(home)))
     if replaced:
         print(f"{config_file}: {', '.join(added)} now name the home as $DAGSTER_HOME instead of "
               "its path (they follow it when it moves)")
@@ -269,6 +269,10 @@ def cmd_init_home(args: argparse.Namespace) -> int:
         print(f"{config_file}: added {', '.join(added)}")
     else:
         print(f"{config_file}: already uses osiris-dagster's storages")
+    if pinned:
+        print(f"note: {', '.join(pinned)} name this home by its path and will not follow it if "
+              "it moves; to name it by $DAGSTER_HOME, remove them and run `osiris-dagster "
+              "init-home` again")
     home_dir = str(config_file.parent)
     set_home = os.path.expanduser(os.environ.get("DAGSTER_HOME") or "")
     if set_home != home_dir:  # another home, or this one by a relative path Dagster refuses
@@ -458,10 +462,10 @@ def _dagster_home_instance() -> Any:
         config, custom_class = dagster_instance_config(home)
         if custom_class is not None or not storage_is_default_or(home, config):
             for key, where in ours_elsewhere(home, config).items():
-                print(f"warning: {home}/dagster.yaml: {key} keeps this home's history in "
-                      f"{where}, not under {home} (a home moved or copied keeps the paths it "
-                      "was set up with; `osiris-dagster init-home` says how to fix it)",
-                      file=sys.stderr)
+                print(f"warning: {os.path.join(home, 'dagster.yaml')}: {key} keeps this home's "
+                      f"history in {where}, not under {os.path.normpath(home)} (a home moved or "
+                      "copied keeps the paths it was set up with; `osiris-dagster init-home` "
+                      "says how to fix it)", file=sys.stderr)
             return dg.DagsterInstance.get()
     ref = InstanceRef.from_dir(home, overrides=overrides)
     if home_is_set_up(home):  # concurrent runs open it without waiting on each other

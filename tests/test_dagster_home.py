@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 
 from osiris_dagster import cli
 from osiris_dagster.dagster_layer.sqlite_events import PooledSqliteEventLogStorage
@@ -243,7 +244,8 @@ def test_a_moved_home_that_names_its_old_paths_says_so(
     assert cli.main(["init-home", str(home)]) == 2
     err = capsys.readouterr().err
     assert f"names osiris-dagster's storage on '{old}/history/runs'" in err
-    assert "a home moved or copied keeps the paths it was set up with" in err
+    assert err.count("home moved or copied keeps the paths it was set up with") == 1
+    assert "remove run_storage, event_log_storage, schedule_storage and run" in err
     assert (home / "dagster.yaml").read_text(encoding="utf-8") == block
 
 
@@ -257,3 +259,52 @@ def test_a_storage_config_naming_neither_or_both_directories_is_an_error(
             _opened(tmp_path):
         pass
     assert "event_log_storage (PooledSqliteEventLogStorage)" in str(raised.value)
+
+
+def test_a_home_named_with_a_tilde_is_the_one_dagster_and_run_use(
+        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster expands `~` in DAGSTER_HOME; the storages expand it the same way, or Dagster
+    would keep a second history in a directory named `~` under wherever it starts."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.chdir(project)
+    assert cli.main(["init-home", "~/dh"]) == 0
+    done = _run_example(project, Path("~/dh"))
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("DAGSTER_HOME", "~/dh")
+    with dg.DagsterInstance.get() as instance:
+        assert instance.event_log_storage._base_dir == \
+            str(tmp_path / "user" / "dh" / "history" / "runs")  # noqa: SLF001
+        assert len(instance.get_runs()) == 1
+    assert not (project / "~").exists()
+
+
+def test_without_dagster_home_the_error_says_to_set_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dagster dev` in the home's directory without DAGSTER_HOME reads its dagster.yaml."""
+    assert cli.main(["init-home", str(tmp_path)]) == 0
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with pytest.raises(Exception, match=r"under \$DAGSTER_HOME .* which is not set: export"):
+        dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "tmp_home"),
+                                                          config_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("edit", ["header removed", "through a link"])
+def test_keys_with_this_homes_paths_are_kept_with_a_note(
+        tmp_path: Path, edit: str, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    written_as = home
+    if edit == "through a link":
+        written_as = tmp_path / "link"
+        written_as.symlink_to(home)
+    block = _block_an_earlier_init_home_wrote(written_as)
+    if edit == "header removed":
+        block = "".join(line for line in block.splitlines(keepends=True)
+                        if not line.startswith("#"))
+    (home / "dagster.yaml").write_text(block, encoding="utf-8")
+    assert cli.main(["init-home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "already uses osiris-dagster's storages" in out
+    assert ("note: run_storage, event_log_storage, schedule_storage name this home by its "
+            "path and will not follow it if it moves") in out
+    assert (home / "dagster.yaml").read_text(encoding="utf-8") == block

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.dagster_layer.sqlite_events import STORAGE_CLASSES, cli_instance_overrides
-from osiris_dagster.dagster_layer.sqlite_storages import HOME_KEY, HOME_LAYOUT
+from osiris_dagster.dagster_layer.sqlite_storages import HOME_KEY, HOME_LAYOUT, home_directory
 
 # Keys of dagster.yaml that choose where and how an instance stores its history.
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
@@ -81,15 +81,22 @@ def _named_directory(home: str, key: str, config: Any) -> str | None:
     if not isinstance(config, dict) or len(config) != 1:
         return None
     ((name, value),) = config.items()
-    if value == {"env": "DAGSTER_HOME"}:
-        value = home  # Dagster reads $DAGSTER_HOME/dagster.yaml
-    elif isinstance(value, dict) and set(value) == {"env"}:
-        value = os.environ.get(str(value["env"]))  # Dagster's StringSource
-    if not isinstance(value, str) or not value:
+    if name == HOME_KEY:  # {env: DAGSTER_HOME}: Dagster reads $DAGSTER_HOME/dagster.yaml
+        directory = home if value == {"env": "DAGSTER_HOME"} else home_directory(value)
+        return os.path.join(directory, *HOME_LAYOUT[key]) if directory else None
+    if name != "base_dir":
         return None
-    if name == "base_dir":
-        return value
-    return os.path.join(value, *HOME_LAYOUT[key]) if name == HOME_KEY else None
+    if isinstance(value, dict) and set(value) == {"env"}:
+        value = os.environ.get(str(value["env"]))  # Dagster's StringSource
+    return value if isinstance(value, str) and value else None
+
+
+def _pinned(home: str, config: dict[str, Any]) -> list[str]:
+    """The keys that name osiris-dagster's storages on this home by its path (``base_dir``):
+    right while the home stays where it is, not after it moves."""
+    ours = cli_instance_overrides(home)
+    return [k for k in STORAGE_KEYS if k in ours and k in config
+            and _same_storage(home, k, config[k], ours[k]) and "base_dir" in config[k]["config"]]
 
 
 def home_entries() -> dict[str, dict[str, Any]]:
@@ -106,13 +113,19 @@ def _block_with_paths(home: Path) -> str:
                                    sort_keys=False)
 
 
-def init_home(home: Path) -> tuple[Path, list[str], bool]:
+class HomeSetUp(NamedTuple):
+    config_file: Path
+    added: list[str]  # keys added (none when the file names them all)
+    replaced: bool  # the keys replace a block with the home's paths that init-home wrote before
+    pinned: list[str]  # keys left naming this home by its path (see _pinned)
+
+
+def init_home(home: Path) -> HomeSetUp:
     """Make ``home`` (if missing) and add to its ``dagster.yaml`` (made if missing) the storage
     keys it lacks. The rest of the file is kept as written (its line endings, mode, owner, and
     the file a symbolic link points to); the result is checked to read back as the old settings
-    plus the new keys before it replaces the file. Returns the file, the keys added (none
-    when it already names them) and whether they replace a block with the home's paths that an
-    earlier init-home wrote. Raises :class:`DagsterHomeError` when the home or its file
+    plus the new keys before it replaces the file. Returns what it did (:class:`HomeSetUp`).
+    Raises :class:`DagsterHomeError` when the home or its file
     cannot be read or written, or the file is not a YAML mapping, names another storage, or is
     laid out so that keys cannot be added at its end (nothing is changed then)."""
     home = Path(os.path.abspath(home))
@@ -138,14 +151,22 @@ def init_home(home: Path) -> tuple[Path, list[str], bool]:
         config = {k: v for k, v in config.items() if k not in entries}
     wrong = _storages_not_ours(str(home), config)
     if wrong:
+        elsewhere = ours_elsewhere(str(home), config)
+        advice = (
+            "a home moved or copied keeps the paths it was set up with: remove "
+            f"{', '.join(wrong)} and run `osiris-dagster init-home` again to name this home by "
+            "$DAGSTER_HOME (the runs written to the old paths stay there)"
+            if set(wrong) == set(elsewhere) else
+            "init-home adds osiris-dagster's storages only where the file names none or the "
+            "same ones: keep the file as it is (runs use that storage), or "
+            f"remove {', '.join(wrong)} and run `osiris-dagster init-home` again")
         raise DagsterHomeError(
             f"{config_file}: " + "; ".join(f"{k} {why}" for k, why in wrong.items()) +
-            ". init-home adds osiris-dagster's storages only where the file names none or the "
-            "same ones: keep the file as it is (runs use that storage, at Dagster's cost), or "
-            f"remove {', '.join(wrong)} and run `osiris-dagster init-home` again")
+            f". {advice[0].upper()}{advice[1:]}")
+    pinned = _pinned(str(home), config)
     missing = [k for k in STORAGE_KEYS if k in ours and k not in config]
     if not missing:
-        return config_file, missing, False
+        return HomeSetUp(config_file, missing, False, pinned)
     added = {k: entries[k] for k in missing}
     block = HEADER + yaml.safe_dump(added, sort_keys=False)
     gap = newline if text and not text.endswith("\n") else ""
@@ -162,7 +183,7 @@ def init_home(home: Path) -> tuple[Path, list[str], bool]:
         write_text_atomic(target, result, like=before)
     except OSError as exc:
         raise DagsterHomeError(f"{config_file}: cannot write it: {exc}") from exc
-    return config_file, missing, replacing
+    return HomeSetUp(config_file, missing, replacing, pinned)
 
 
 def _settings(config_file: Path, text: str) -> dict[str, Any]:
@@ -183,6 +204,5 @@ def _why_not_ours(home: str, key: str, named: Any, ours: dict[str, Any] | None) 
     if _same_class(named, ours):
         where = _named_directory(home, key, named.get("config")) or named.get("config")
         return (f"names osiris-dagster's storage on {where!r}, not on this home's "
-                f"{ours['config']['base_dir']!r} (a home moved or copied keeps the paths it "
-                "was set up with)")
+                f"{ours['config']['base_dir']!r}")
     return "names another storage"

@@ -26,6 +26,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from dagster import Any as AnyValue
 from dagster import Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
@@ -51,22 +52,47 @@ class StorageConfigError(OsirisError):
 
 
 def directory_config_type() -> dict[str, Field]:
-    """The config of osiris-dagster's storages: ``base_dir`` or ``dagster_home``."""
+    """The config of osiris-dagster's storages: ``base_dir`` or ``dagster_home`` (a path, or
+    ``{env: VAR}`` resolved here, to name the variable in the error when it is not set)."""
     return {"base_dir": Field(StringSource, is_required=False),
-            HOME_KEY: Field(StringSource, is_required=False)}
+            HOME_KEY: Field(AnyValue, is_required=False)}
+
+
+def home_directory(value: Any) -> str | None:
+    """The home a ``dagster_home`` value names, as Dagster reads ``$DAGSTER_HOME`` (``~``
+    expanded); None when it names an unset variable or is not a path or ``{env: VAR}``."""
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        value = os.environ.get(value["env"])
+    if not isinstance(value, str) or not value:
+        return None
+    return os.path.expanduser(value)
 
 
 def configured_base_dir(storage: str, key: str, config_value: dict[str, Any]) -> str:
     """The directory of ``storage``'s files (named in dagster.yaml by ``key``): its ``base_dir``,
     or the directory under its ``dagster_home`` that Dagster's default storage uses."""
+    where = f"dagster.yaml: {key} ({storage})"
     if ("base_dir" in config_value) == (HOME_KEY in config_value):
         raise StorageConfigError(
-            f"dagster.yaml: {key} ({storage}) needs exactly one of base_dir (the directory of its "
-            f"files) and {HOME_KEY} (the instance's home, e.g. {{env: DAGSTER_HOME}}); it has "
+            f"{where} needs exactly one of base_dir (the directory of its files) and {HOME_KEY} "
+            f"(the instance's home, e.g. {{env: DAGSTER_HOME}}); it has "
             f"{', '.join(sorted(config_value)) or 'neither'}")
     if "base_dir" in config_value:
         return config_value["base_dir"]
-    return os.path.join(config_value[HOME_KEY], *HOME_LAYOUT[key])
+    named = config_value[HOME_KEY]
+    home = home_directory(named)
+    if home is None:
+        if isinstance(named, dict) and named.get("env") == "DAGSTER_HOME":
+            raise StorageConfigError(
+                f"{where} keeps the history under $DAGSTER_HOME (written by `osiris-dagster "
+                "init-home`), which is not set: export DAGSTER_HOME=<the directory of this "
+                "dagster.yaml> before starting Dagster (dagster dev keeps its runs there)")
+        raise StorageConfigError(
+            f"{where}: {HOME_KEY} must be a directory or {{env: VAR}} naming a set variable; "
+            f"it is {named!r}")
+    if not os.path.isabs(home):
+        raise StorageConfigError(f"{where}: {HOME_KEY} must be an absolute path; it is {home!r}")
+    return os.path.join(home, *HOME_LAYOUT[key])
 
 
 def stamped(path: str | os.PathLike[str], *tables: str) -> bool:
