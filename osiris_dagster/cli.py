@@ -261,7 +261,7 @@ def cmd_init_home(args: argparse.Namespace) -> int:
     if not home:
         print("error: no Dagster home: pass its directory or set DAGSTER_HOME", file=sys.stderr)
         return EXIT_INVALID
-    config_file, added, replaced, pinned = init_home(Path(os.path.expanduser(home)))
+    config_file, added, replaced, notes = init_home(Path(os.path.expanduser(home)))
     if replaced:
         print(f"{config_file}: {', '.join(added)} now name the home as $DAGSTER_HOME instead of "
               "its path (they follow it when it moves)")
@@ -269,13 +269,12 @@ def cmd_init_home(args: argparse.Namespace) -> int:
         print(f"{config_file}: added {', '.join(added)}")
     else:
         print(f"{config_file}: already uses osiris-dagster's storages")
-    if pinned:
-        print(f"note: {', '.join(pinned)} name this home by its path and will not follow it if "
-              "it moves; to name it by $DAGSTER_HOME, remove them and run `osiris-dagster "
-              "init-home` again")
+    for note in notes:
+        print(f"note: {note}")
     home_dir = str(config_file.parent)
     set_home = os.path.expanduser(os.environ.get("DAGSTER_HOME") or "")
-    if set_home != home_dir:  # another home, or this one by a relative path Dagster refuses
+    # another home, or this one by a relative path Dagster refuses
+    if not os.path.isabs(set_home) or os.path.normpath(set_home) != home_dir:
         print(f"next: export DAGSTER_HOME={shlex.quote(home_dir)}")
     return 0
 

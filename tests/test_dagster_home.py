@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
+from dagster._serdes import serialize_value
 
 from osiris_dagster import cli
 from osiris_dagster.dagster_layer.sqlite_events import PooledSqliteEventLogStorage
@@ -222,7 +223,8 @@ def test_a_block_with_the_homes_paths_is_replaced_by_one_that_names_the_home(
     assert cli.main(["init-home", str(home)]) == 0
     assert "now name the home as $DAGSTER_HOME" in capsys.readouterr().out
     text = config.read_text(encoding="utf-8")
-    assert str(home) not in text and text.count("env: DAGSTER_HOME") == 3
+    assert "base_dir" not in text and text.count("env: DAGSTER_HOME") == 3
+    assert text.count(f"dagster_home_if_unset: {home}") == 3
     assert text.startswith("telemetry:\n  enabled: false\n# Dagster's own")
     assert cli.main(["init-home", str(home)]) == 0
     assert "already uses osiris-dagster's storages" in capsys.readouterr().out
@@ -255,7 +257,7 @@ def test_a_storage_config_naming_neither_or_both_directories_is_an_error(
     (tmp_path / "dagster.yaml").write_text(
         "event_log_storage:\n  module: osiris_dagster.dagster_layer.sqlite_events\n"
         f"  class: PooledSqliteEventLogStorage\n  config: {config}\n", encoding="utf-8")
-    with pytest.raises(Exception, match="needs exactly one of base_dir") as raised, \
+    with pytest.raises(Exception, match="needs base_dir .* or dagster_home") as raised, \
             _opened(tmp_path):
         pass
     assert "event_log_storage (PooledSqliteEventLogStorage)" in str(raised.value)
@@ -278,14 +280,99 @@ def test_a_home_named_with_a_tilde_is_the_one_dagster_and_run_use(
     assert not (project / "~").exists()
 
 
-def test_without_dagster_home_the_error_says_to_set_it(
+def test_without_dagster_home_dagster_opens_the_home_init_home_set_up(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`dagster dev` in the home's directory without DAGSTER_HOME reads its dagster.yaml."""
-    assert cli.main(["init-home", str(tmp_path)]) == 0
+    """`dagster dev` in the home's directory without DAGSTER_HOME: a temporary home, with the
+    dagster.yaml of the directory it starts in."""
+    home = tmp_path / "home"
+    assert cli.main(["init-home", str(home)]) == 0
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    with pytest.raises(Exception, match=r"under \$DAGSTER_HOME .* which is not set: export"):
-        dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "tmp_home"),
-                                                          config_dir=str(tmp_path)))
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "tmp_home"),
+                                                          config_dir=str(home))) as instance:
+        assert instance.event_log_storage._base_dir == \
+            str(home / "history" / "runs")  # noqa: SLF001
+
+
+def test_a_home_named_only_by_an_unset_variable_is_an_error_that_names_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "dagster.yaml").write_text(
+        "event_log_storage:\n  module: osiris_dagster.dagster_layer.sqlite_events\n"
+        "  class: PooledSqliteEventLogStorage\n  config: {dagster_home: {env: MY_HOME}}\n",
+        encoding="utf-8")
+    monkeypatch.delenv("MY_HOME", raising=False)
+    with pytest.raises(Exception, match=r"under \$MY_HOME, which is not set: export MY_HOME="):
+        dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path)))
+
+
+_CODE_SERVER = """
+import sys
+import dagster as dg
+from dagster._serdes import deserialize_value
+from dagster._core.instance.ref import InstanceRef
+with dg.DagsterInstance.from_ref(deserialize_value(sys.stdin.read(), InstanceRef)) as instance:
+    print(instance.event_log_storage._base_dir, len(instance.get_runs()))
+"""
+
+
+@pytest.mark.parametrize("code_server_home", ["unset", "another home"])
+def test_a_process_sent_the_instance_opens_the_same_history(
+        project: Path, tmp_path: Path, code_server_home: str) -> None:
+    """Dagster sends a code server started on its own (a `grpc_server` workspace entry) the
+    instance as its dagster.yaml config; that process may have no DAGSTER_HOME."""
+    home, other = tmp_path / "home", tmp_path / "other"
+    for each in (home, other):
+        assert cli.main(["init-home", str(each)]) == 0
+    assert _run_example(project, home).returncode == 0
+    with _opened(home) as instance:
+        ref = serialize_value(instance.get_ref())
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    if code_server_home == "another home":
+        env["DAGSTER_HOME"] = str(other)
+    done = subprocess.run([sys.executable, "-c", _CODE_SERVER], input=ref, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    if code_server_home == "unset":
+        assert done.stdout.split() == [str(home / "history" / "runs"), "1"]
+    else:  # the README says so: the files follow $DAGSTER_HOME
+        assert done.stdout.split() == [str(other / "history" / "runs"), "0"]
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("{dagster_home: .}", "the home must be an absolute path"),
+    ("{dagster_home: {env: OTHER_UNSET_VAR}}", "$OTHER_UNSET_VAR, which is not set"),
+])
+def test_a_config_of_ours_that_cannot_be_opened_says_why_wherever_it_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str, message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("OTHER_UNSET_VAR", raising=False)
+    text = ("run_storage:\n  module: osiris_dagster.dagster_layer.sqlite_storages\n"
+            f"  class: StampedSqliteRunStorage\n  config: {config}\n")
+    (tmp_path / "dagster.yaml").write_text(text, encoding="utf-8")
+    for cwd in (tmp_path, tmp_path.parent):
+        monkeypatch.chdir(cwd)
+        assert cli.main(["init-home", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Fix or remove run_storage" in err
+        assert "moved" not in err
+    assert (tmp_path / "dagster.yaml").read_text(encoding="utf-8") == text
+
+
+def test_a_home_named_by_its_own_path_is_kept_with_a_note(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "dagster.yaml").write_text(
+        "run_storage:\n  module: osiris_dagster.dagster_layer.sqlite_storages\n"
+        f"  class: StampedSqliteRunStorage\n  config: {{dagster_home: '{tmp_path}'}}\n",
+        encoding="utf-8")
+    assert cli.main(["init-home", str(tmp_path)]) == 0
+    assert "note: run_storage name this home by its path" in capsys.readouterr().out
+
+
+def test_the_home_already_set_gets_no_export_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", f"{tmp_path}/./")
+    assert cli.main(["init-home"]) == 0
+    assert "next:" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("edit", ["header removed", "through a link"])

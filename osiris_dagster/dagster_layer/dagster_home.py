@@ -9,7 +9,9 @@ the per-asset cost of ``osiris-dagster run``.
 
 The file names the home as ``dagster_home: {env: DAGSTER_HOME}``, not by its path, so that like
 Dagster's default storage the files follow the home when it is moved, copied or mounted
-elsewhere. A block that an earlier osiris-dagster wrote with the home's absolute paths
+elsewhere; ``dagster_home_if_unset`` is the home's path, for a process that opens the home
+without DAGSTER_HOME (a code server started on its own gets the file's config in the instance
+Dagster sends it). A block that an earlier osiris-dagster wrote with the home's absolute paths
 (:func:`_block_with_paths`) is replaced by that one.
 """
 
@@ -24,7 +26,13 @@ import yaml
 from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.dagster_layer.sqlite_events import STORAGE_CLASSES, cli_instance_overrides
-from osiris_dagster.dagster_layer.sqlite_storages import HOME_KEY, HOME_LAYOUT, home_directory
+from osiris_dagster.dagster_layer.sqlite_storages import (
+    HOME_IF_UNSET_KEY,
+    HOME_KEY,
+    HOME_LAYOUT,
+    StorageConfigError,
+    configured_base_dir,
+)
 
 # Keys of dagster.yaml that choose where and how an instance stores its history.
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
@@ -46,11 +54,12 @@ def storage_is_default_or(home: str, config: dict[str, Any]) -> bool:
 def ours_elsewhere(home: str, config: dict[str, Any]) -> dict[str, str]:
     """The storage keys of the dagster.yaml of ``home`` that name osiris-dagster's storages on
     directories other than the home's own (a home moved or copied after an earlier init-home
-    wrote its paths), each with what it names."""
+    wrote its paths), each with the directory it names."""
     ours = cli_instance_overrides(home)
-    return {k: str(_named_directory(home, k, config[k].get("config")) or config[k].get("config"))
-            for k in ours if k in config and _same_class(config[k], ours[k])
-            and not _same_storage(home, k, config[k], ours[k])}
+    found = {k: _named_directory(home, k, config[k]) for k in STORAGE_KEYS
+             if k in ours and k in config and _same_class(config[k], ours[k])}
+    return {k: where for k, where in found.items()
+            if where is not None and not _same_directory(where, ours[k])}
 
 
 def _storages_not_ours(home: str, config: dict[str, Any]) -> dict[str, str]:
@@ -70,39 +79,70 @@ def _same_class(named: Any, ours: dict[str, Any]) -> bool:
 def _same_storage(home: str, key: str, named: Any, ours: dict[str, Any]) -> bool:
     if not _same_class(named, ours):
         return False
-    directory = _named_directory(home, key, named.get("config"))
-    return directory is not None and \
-        os.path.realpath(directory) == os.path.realpath(ours["config"]["base_dir"])
+    directory = _named_directory(home, key, named)
+    return directory is not None and _same_directory(directory, ours)
 
 
-def _named_directory(home: str, key: str, config: Any) -> str | None:
-    """The directory a storage's config in the dagster.yaml of ``home`` names (``base_dir``, or
-    the layout under ``dagster_home``) when Dagster opens that home; None if it names none."""
-    if not isinstance(config, dict) or len(config) != 1:
+def _same_directory(directory: str, ours: dict[str, Any]) -> bool:
+    return os.path.realpath(directory) == os.path.realpath(ours["config"]["base_dir"])
+
+
+def _named_directory(home: str, key: str, named: dict[str, Any]) -> str | None:
+    """The directory that osiris-dagster's storage ``named`` in the dagster.yaml of ``home``
+    opens when Dagster opens that home (``$DAGSTER_HOME`` is ``home`` then); None if it opens
+    none (:func:`_config_problem` says why)."""
+    try:
+        return _resolved(home, key, named)
+    except StorageConfigError:
         return None
-    ((name, value),) = config.items()
-    if name == HOME_KEY:  # {env: DAGSTER_HOME}: Dagster reads $DAGSTER_HOME/dagster.yaml
-        directory = home if value == {"env": "DAGSTER_HOME"} else home_directory(value)
-        return os.path.join(directory, *HOME_LAYOUT[key]) if directory else None
-    if name != "base_dir":
-        return None
-    if isinstance(value, dict) and set(value) == {"env"}:
-        value = os.environ.get(str(value["env"]))  # Dagster's StringSource
-    return value if isinstance(value, str) and value else None
 
 
-def _pinned(home: str, config: dict[str, Any]) -> list[str]:
-    """The keys that name osiris-dagster's storages on this home by its path (``base_dir``):
-    right while the home stays where it is, not after it moves."""
+def _config_problem(home: str, key: str, named: dict[str, Any]) -> str | None:
+    try:
+        _resolved(home, key, named)
+    except StorageConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _resolved(home: str, key: str, named: dict[str, Any]) -> str:
+    config = named.get("config")
+    if not isinstance(config, dict):
+        raise StorageConfigError(f"dagster.yaml: {key}: its config is not a mapping: {config!r}")
+    return configured_base_dir(str(named.get("class")), key, config,
+                               environ={**os.environ, "DAGSTER_HOME": home})
+
+
+def _notes(home: str, config: dict[str, Any]) -> list[str]:
+    """What init-home keeps but a user should know: keys naming this home by its path (right
+    while the home stays where it is, not after it moves) and a ``dagster_home_if_unset``
+    that is another directory (where Dagster opened without DAGSTER_HOME keeps the history)."""
     ours = cli_instance_overrides(home)
-    return [k for k in STORAGE_KEYS if k in ours and k in config
-            and _same_storage(home, k, config[k], ours[k]) and "base_dir" in config[k]["config"]]
+    kept = {k: config[k]["config"] for k in STORAGE_KEYS
+            if k in ours and k in config and _same_storage(home, k, config[k], ours[k])}
+    pinned = [k for k, c in kept.items() if "base_dir" in c or isinstance(c.get(HOME_KEY), str)]
+    notes = []
+    if pinned:
+        notes.append(f"{', '.join(pinned)} name this home by its path and will not follow it if "
+                     "it moves; to name it by $DAGSTER_HOME, remove them and run "
+                     "`osiris-dagster init-home` again")
+    unset = {k: c[HOME_IF_UNSET_KEY] for k, c in kept.items() if HOME_IF_UNSET_KEY in c}
+    elsewhere = [k for k, where in unset.items()
+                 if not isinstance(where, str) or not _same_directory(
+                     os.path.join(os.path.expanduser(where), *HOME_LAYOUT[k]), ours[k])]
+    if elsewhere:
+        notes.append(f"{', '.join(elsewhere)}: without DAGSTER_HOME, Dagster keeps the history "
+                     f"under {HOME_IF_UNSET_KEY} ({unset[elsewhere[0]]!r}), not this home; to "
+                     "change that, remove them and run `osiris-dagster init-home` again")
+    return notes
 
 
-def home_entries() -> dict[str, dict[str, Any]]:
-    """What init-home writes: each storage on ``dagster_home: {env: DAGSTER_HOME}``."""
+def home_entries(home: Path) -> dict[str, dict[str, Any]]:
+    """What init-home writes: each storage on ``dagster_home: {env: DAGSTER_HOME}``, and on
+    ``home`` in processes that have no DAGSTER_HOME (a code server started on its own, say: an
+    instance sent to another process carries the file's config, not the directories)."""
     return {key: {"module": cls.__module__, "class": cls.__name__,
-                  "config": {HOME_KEY: {"env": "DAGSTER_HOME"}}}
+                  "config": {HOME_KEY: {"env": "DAGSTER_HOME"}, HOME_IF_UNSET_KEY: str(home)}}
             for key, cls in STORAGE_CLASSES.items()}
 
 
@@ -117,7 +157,7 @@ class HomeSetUp(NamedTuple):
     config_file: Path
     added: list[str]  # keys added (none when the file names them all)
     replaced: bool  # the keys replace a block with the home's paths that init-home wrote before
-    pinned: list[str]  # keys left naming this home by its path (see _pinned)
+    notes: list[str]  # what a user should know of the keys it kept (see _notes)
 
 
 def init_home(home: Path) -> HomeSetUp:
@@ -143,7 +183,7 @@ def init_home(home: Path) -> HomeSetUp:
     config = _settings(config_file, text)
     ours = cli_instance_overrides(str(home))
     newline = "\r\n" if "\r\n" in text else "\n"
-    entries = home_entries()
+    entries = home_entries(home)
     with_paths = _block_with_paths(home).replace("\n", newline)
     replacing = with_paths in text
     if replacing:  # an earlier init-home's block, as it wrote it: name the home instead
@@ -152,6 +192,7 @@ def init_home(home: Path) -> HomeSetUp:
     wrong = _storages_not_ours(str(home), config)
     if wrong:
         elsewhere = ours_elsewhere(str(home), config)
+        foreign = [k for k in wrong if k not in ours or not _same_class(config[k], ours[k])]
         advice = (
             "a home moved or copied keeps the paths it was set up with: remove "
             f"{', '.join(wrong)} and run `osiris-dagster init-home` again to name this home by "
@@ -159,14 +200,16 @@ def init_home(home: Path) -> HomeSetUp:
             if set(wrong) == set(elsewhere) else
             "init-home adds osiris-dagster's storages only where the file names none or the "
             "same ones: keep the file as it is (runs use that storage), or "
-            f"remove {', '.join(wrong)} and run `osiris-dagster init-home` again")
+            f"remove {', '.join(wrong)} and run `osiris-dagster init-home` again"
+            if set(wrong) == set(foreign) else
+            f"fix or remove {', '.join(wrong)} and run `osiris-dagster init-home` again")
         raise DagsterHomeError(
             f"{config_file}: " + "; ".join(f"{k} {why}" for k, why in wrong.items()) +
             f". {advice[0].upper()}{advice[1:]}")
-    pinned = _pinned(str(home), config)
+    notes = _notes(str(home), config)
     missing = [k for k in STORAGE_KEYS if k in ours and k not in config]
     if not missing:
-        return HomeSetUp(config_file, missing, False, pinned)
+        return HomeSetUp(config_file, missing, False, notes)
     added = {k: entries[k] for k in missing}
     block = HEADER + yaml.safe_dump(added, sort_keys=False)
     gap = newline if text and not text.endswith("\n") else ""
@@ -183,7 +226,7 @@ def init_home(home: Path) -> HomeSetUp:
         write_text_atomic(target, result, like=before)
     except OSError as exc:
         raise DagsterHomeError(f"{config_file}: cannot write it: {exc}") from exc
-    return HomeSetUp(config_file, missing, replacing, pinned)
+    return HomeSetUp(config_file, missing, replacing, notes)
 
 
 def _settings(config_file: Path, text: str) -> dict[str, Any]:
@@ -202,7 +245,10 @@ def _why_not_ours(home: str, key: str, named: Any, ours: dict[str, Any] | None) 
     if ours is None:
         return "names all of the storage at once"
     if _same_class(named, ours):
-        where = _named_directory(home, key, named.get("config")) or named.get("config")
+        where = _named_directory(home, key, named)
+        if where is None:
+            problem = _config_problem(home, key, named)
+            return f"names osiris-dagster's storage with a config it cannot open ({problem})"
         return (f"names osiris-dagster's storage on {where!r}, not on this home's "
                 f"{ours['config']['base_dir']!r}")
     return "names another storage"

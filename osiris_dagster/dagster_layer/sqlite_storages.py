@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -47,52 +48,66 @@ HOME_LAYOUT: dict[str, tuple[str, ...]] = {
 HOME_KEY = "dagster_home"
 
 
+HOME_IF_UNSET_KEY = "dagster_home_if_unset"
+
+
 class StorageConfigError(OsirisError):
-    """A storage's config in dagster.yaml names neither or both of its directory and a home."""
+    """A storage's config in dagster.yaml does not name a directory that can be opened."""
 
 
 def directory_config_type() -> dict[str, Field]:
-    """The config of osiris-dagster's storages: ``base_dir`` or ``dagster_home`` (a path, or
-    ``{env: VAR}`` resolved here, to name the variable in the error when it is not set)."""
+    """The config of osiris-dagster's storages: ``base_dir``, or ``dagster_home`` (a path, or
+    ``{env: VAR}`` resolved here to name the variable when it is not set) with, optionally,
+    ``dagster_home_if_unset`` (the home when that variable is not set)."""
     return {"base_dir": Field(StringSource, is_required=False),
-            HOME_KEY: Field(AnyValue, is_required=False)}
+            HOME_KEY: Field(AnyValue, is_required=False),
+            HOME_IF_UNSET_KEY: Field(AnyValue, is_required=False)}
 
 
-def home_directory(value: Any) -> str | None:
-    """The home a ``dagster_home`` value names, as Dagster reads ``$DAGSTER_HOME`` (``~``
-    expanded); None when it names an unset variable or is not a path or ``{env: VAR}``."""
-    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
-        value = os.environ.get(value["env"])
-    if not isinstance(value, str) or not value:
-        return None
-    return os.path.expanduser(value)
-
-
-def configured_base_dir(storage: str, key: str, config_value: dict[str, Any]) -> str:
+def configured_base_dir(storage: str, key: str, config_value: dict[str, Any],
+                        environ: Mapping[str, str] = os.environ) -> str:
     """The directory of ``storage``'s files (named in dagster.yaml by ``key``): its ``base_dir``,
-    or the directory under its ``dagster_home`` that Dagster's default storage uses."""
+    or the directory under its ``dagster_home`` that Dagster's default storage uses. A home is
+    read as Dagster reads ``$DAGSTER_HOME`` (``~`` expanded, absolute). Raises
+    :class:`StorageConfigError` saying what to change."""
     where = f"dagster.yaml: {key} ({storage})"
-    if ("base_dir" in config_value) == (HOME_KEY in config_value):
+    names = set(config_value)
+    if names not in ({"base_dir"}, {HOME_KEY}, {HOME_KEY, HOME_IF_UNSET_KEY}):
         raise StorageConfigError(
-            f"{where} needs exactly one of base_dir (the directory of its files) and {HOME_KEY} "
-            f"(the instance's home, e.g. {{env: DAGSTER_HOME}}); it has "
-            f"{', '.join(sorted(config_value)) or 'neither'}")
-    if "base_dir" in config_value:
-        return config_value["base_dir"]
+            f"{where} needs base_dir (the directory of its files) or {HOME_KEY} (the instance's "
+            f"home, e.g. {{env: DAGSTER_HOME}}, with {HOME_IF_UNSET_KEY} for when that variable "
+            f"is not set); it has {', '.join(sorted(names)) or 'neither'}")
+    if names == {"base_dir"}:
+        directory = _value(config_value["base_dir"], environ)
+        if not directory:
+            raise StorageConfigError(f"{where}: base_dir names an unset variable or nothing: "
+                                     f"{config_value['base_dir']!r}")
+        return directory
     named = config_value[HOME_KEY]
-    home = home_directory(named)
-    if home is None:
-        if isinstance(named, dict) and named.get("env") == "DAGSTER_HOME":
+    value = _value(named, environ)
+    if value is None:
+        value = _value(config_value.get(HOME_IF_UNSET_KEY), environ)
+    if value is None:
+        if isinstance(named, dict) and set(named) == {"env"}:
             raise StorageConfigError(
-                f"{where} keeps the history under $DAGSTER_HOME (written by `osiris-dagster "
-                "init-home`), which is not set: export DAGSTER_HOME=<the directory of this "
-                "dagster.yaml> before starting Dagster (dagster dev keeps its runs there)")
+                f"{where} keeps the history under ${named['env']}, which is not set: export "
+                f"{named['env']}=<the home's directory> before starting Dagster, or add "
+                f"{HOME_IF_UNSET_KEY}: <the home's directory> (`osiris-dagster init-home` "
+                "writes both)")
         raise StorageConfigError(
-            f"{where}: {HOME_KEY} must be a directory or {{env: VAR}} naming a set variable; "
-            f"it is {named!r}")
+            f"{where}: {HOME_KEY} must be a directory or {{env: VAR}}; it is {named!r}")
+    home = os.path.expanduser(value)
     if not os.path.isabs(home):
-        raise StorageConfigError(f"{where}: {HOME_KEY} must be an absolute path; it is {home!r}")
+        raise StorageConfigError(f"{where}: the home must be an absolute path (as Dagster "
+                                 f"requires of DAGSTER_HOME); it is {value!r}")
     return os.path.join(home, *HOME_LAYOUT[key])
+
+
+def _value(named: Any, environ: Mapping[str, str]) -> str | None:
+    """A path, or ``{env: VAR}``'s value; None for an unset variable or anything else."""
+    if isinstance(named, dict) and set(named) == {"env"} and isinstance(named["env"], str):
+        named = environ.get(named["env"])
+    return named if isinstance(named, str) and named else None
 
 
 def stamped(path: str | os.PathLike[str], *tables: str) -> bool:
