@@ -263,8 +263,8 @@ def cmd_init_home(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     config_file, added, replaced, notes = init_home(Path(os.path.expanduser(home)))
     if replaced:
-        print(f"{config_file}: {', '.join(added)} now name the home as $DAGSTER_HOME instead of "
-              "its path (they follow it when it moves)")
+        print(f"{config_file}: wrote {', '.join(added)} again for this home (they name it as "
+              "$DAGSTER_HOME, and by this path for processes without it)")
     elif added:
         print(f"{config_file}: added {', '.join(added)}")
     else:
@@ -449,7 +449,11 @@ def _dagster_home_instance() -> Any:
     except ImportError:
         return dg.DagsterInstance.get()
     from osiris_dagster.core.file_locks import held_lock
-    from osiris_dagster.dagster_layer.dagster_home import ours_elsewhere, storage_is_default_or
+    from osiris_dagster.dagster_layer.dagster_home import (
+        ours_elsewhere,
+        stale_fallbacks,
+        storage_is_default_or,
+    )
     from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
     from osiris_dagster.dagster_layer.sqlite_storages import home_is_set_up
 
@@ -466,6 +470,12 @@ def _dagster_home_instance() -> Any:
                       "copied keeps the paths it was set up with; `osiris-dagster init-home` "
                       "says how to fix it)", file=sys.stderr)
             return dg.DagsterInstance.get()
+        stale = stale_fallbacks(home, config)
+        if stale:
+            print(f"warning: {os.path.join(home, 'dagster.yaml')}: {', '.join(stale)}: a process "
+                  "without DAGSTER_HOME (a code server started on its own, say) keeps this "
+                  f"home's history under {next(iter(stale.values()))} (the home was moved or "
+                  "copied); run `osiris-dagster init-home` to update it", file=sys.stderr)
     ref = InstanceRef.from_dir(home, overrides=overrides)
     if home_is_set_up(home):  # concurrent runs open it without waiting on each other
         return dg.DagsterInstance.from_ref(ref)

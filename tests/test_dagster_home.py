@@ -221,7 +221,8 @@ def test_a_block_with_the_homes_paths_is_replaced_by_one_that_names_the_home(
     config.write_text("telemetry:\n  enabled: false\n" + _block_an_earlier_init_home_wrote(home),
                       encoding="utf-8")
     assert cli.main(["init-home", str(home)]) == 0
-    assert "now name the home as $DAGSTER_HOME" in capsys.readouterr().out
+    assert ("wrote run_storage, event_log_storage, schedule_storage again for this home"
+            in capsys.readouterr().out)
     text = config.read_text(encoding="utf-8")
     assert "base_dir" not in text and text.count("env: DAGSTER_HOME") == 3
     assert text.count(f"dagster_home_if_unset: {home}") == 3
@@ -314,6 +315,45 @@ with dg.DagsterInstance.from_ref(deserialize_value(sys.stdin.read(), InstanceRef
 """
 
 
+def _open_sent_instance(home: Path, dagster_home: Path | None) -> list[str]:
+    """What a code server started with ``dagster_home`` (or none) opens of the instance that
+    a process on ``home`` sends it."""
+    with _opened(home) as instance:
+        ref = serialize_value(instance.get_ref())
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    if dagster_home is not None:
+        env["DAGSTER_HOME"] = str(dagster_home)
+    done = subprocess.run([sys.executable, "-c", _CODE_SERVER], input=ref, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_a_copied_home_is_warned_of_until_init_home_writes_it_for_its_path(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A process without DAGSTER_HOME gets the path written at set-up; in a copy that is the
+    original's, and nothing may go there unannounced."""
+    home, copy = tmp_path / "home", tmp_path / "copy"
+    assert cli.main(["init-home", str(home)]) == 0
+    assert _run_example(project, home).returncode == 0
+    shutil.copytree(home, copy)
+    done = _run_example(project, copy)
+    assert done.returncode == 0, done.stderr
+    assert ("run_storage, event_log_storage, schedule_storage: a process without DAGSTER_HOME "
+            f"(a code server started on its own, say) keeps this home's history under {home}"
+            ) in done.stderr
+    assert _open_sent_instance(copy, None) == [str(home / "history" / "runs"), "1"]
+    capsys.readouterr()
+    assert cli.main(["init-home", str(copy)]) == 0
+    assert "wrote run_storage, event_log_storage, schedule_storage again" in \
+        capsys.readouterr().out
+    text = (copy / "dagster.yaml").read_text(encoding="utf-8")
+    assert str(home) + "\n" not in text and text.count(f"dagster_home_if_unset: {copy}") == 3
+    assert _open_sent_instance(copy, None) == [str(copy / "history" / "runs"), "2"]
+    done = _run_example(project, copy)
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("code_server_home", ["unset", "another home"])
 def test_a_process_sent_the_instance_opens_the_same_history(
         project: Path, tmp_path: Path, code_server_home: str) -> None:
@@ -323,22 +363,16 @@ def test_a_process_sent_the_instance_opens_the_same_history(
     for each in (home, other):
         assert cli.main(["init-home", str(each)]) == 0
     assert _run_example(project, home).returncode == 0
-    with _opened(home) as instance:
-        ref = serialize_value(instance.get_ref())
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    if code_server_home == "another home":
-        env["DAGSTER_HOME"] = str(other)
-    done = subprocess.run([sys.executable, "-c", _CODE_SERVER], input=ref, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
     if code_server_home == "unset":
-        assert done.stdout.split() == [str(home / "history" / "runs"), "1"]
+        assert _open_sent_instance(home, None) == [str(home / "history" / "runs"), "1"]
     else:  # the README says so: the files follow $DAGSTER_HOME
-        assert done.stdout.split() == [str(other / "history" / "runs"), "0"]
+        assert _open_sent_instance(home, other) == [str(other / "history" / "runs"), "0"]
 
 
 @pytest.mark.parametrize(("config", "message"), [
     ("{dagster_home: .}", "the home must be an absolute path"),
+    ("{dagster_home: {env: DAGSTER_HOME}, dagster_home_if_unset: rel/x}",
+     "dagster_home_if_unset must be an absolute path"),
     ("{dagster_home: {env: OTHER_UNSET_VAR}}", "$OTHER_UNSET_VAR, which is not set"),
 ])
 def test_a_config_of_ours_that_cannot_be_opened_says_why_wherever_it_runs(

@@ -116,7 +116,7 @@ def _resolved(home: str, key: str, named: dict[str, Any]) -> str:
 def _notes(home: str, config: dict[str, Any]) -> list[str]:
     """What init-home keeps but a user should know: keys naming this home by its path (right
     while the home stays where it is, not after it moves) and a ``dagster_home_if_unset``
-    that is another directory (where Dagster opened without DAGSTER_HOME keeps the history)."""
+    that is another directory (see :func:`stale_fallbacks`)."""
     ours = cli_instance_overrides(home)
     kept = {k: config[k]["config"] for k in STORAGE_KEYS
             if k in ours and k in config and _same_storage(home, k, config[k], ours[k])}
@@ -126,15 +126,28 @@ def _notes(home: str, config: dict[str, Any]) -> list[str]:
         notes.append(f"{', '.join(pinned)} name this home by its path and will not follow it if "
                      "it moves; to name it by $DAGSTER_HOME, remove them and run "
                      "`osiris-dagster init-home` again")
-    unset = {k: c[HOME_IF_UNSET_KEY] for k, c in kept.items() if HOME_IF_UNSET_KEY in c}
-    elsewhere = [k for k, where in unset.items()
-                 if not isinstance(where, str) or not _same_directory(
-                     os.path.join(os.path.expanduser(where), *HOME_LAYOUT[k]), ours[k])]
-    if elsewhere:
-        notes.append(f"{', '.join(elsewhere)}: without DAGSTER_HOME, Dagster keeps the history "
-                     f"under {HOME_IF_UNSET_KEY} ({unset[elsewhere[0]]!r}), not this home; to "
-                     "change that, remove them and run `osiris-dagster init-home` again")
+    stale = stale_fallbacks(home, config)
+    if stale:
+        notes.append(f"{', '.join(stale)}: without DAGSTER_HOME, Dagster keeps the history "
+                     f"under {HOME_IF_UNSET_KEY} ({next(iter(stale.values()))!r}), not this "
+                     "home; to change that, remove them and run `osiris-dagster init-home` again")
     return notes
+
+
+def stale_fallbacks(home: str, config: dict[str, Any]) -> dict[str, str]:
+    """Keys of ours that follow ``home`` as ``$DAGSTER_HOME`` but whose
+    ``dagster_home_if_unset`` is another directory (the home was moved or copied): a process
+    without DAGSTER_HOME (a code server started on its own, ``dagster dev`` without it) keeps
+    the history there. Each with that directory."""
+    ours = cli_instance_overrides(home)
+    found = {}
+    for key in STORAGE_KEYS:
+        if key in ours and key in config and _same_storage(home, key, config[key], ours[key]):
+            where = config[key]["config"].get(HOME_IF_UNSET_KEY)
+            if isinstance(where, str) and not _same_directory(
+                    os.path.join(os.path.expanduser(where), *HOME_LAYOUT[key]), ours[key]):
+                found[key] = where
+    return found
 
 
 def home_entries(home: Path) -> dict[str, dict[str, Any]]:
@@ -143,7 +156,7 @@ def home_entries(home: Path) -> dict[str, dict[str, Any]]:
     instance sent to another process carries the file's config, not the directories)."""
     return {key: {"module": cls.__module__, "class": cls.__name__,
                   "config": {HOME_KEY: {"env": "DAGSTER_HOME"}, HOME_IF_UNSET_KEY: str(home)}}
-            for key, cls in STORAGE_CLASSES.items()}
+            for key in STORAGE_KEYS if (cls := STORAGE_CLASSES.get(key))}  # the file's order
 
 
 def _block_with_paths(home: Path) -> str:
@@ -184,11 +197,17 @@ def init_home(home: Path) -> HomeSetUp:
     ours = cli_instance_overrides(str(home))
     newline = "\r\n" if "\r\n" in text else "\n"
     entries = home_entries(home)
-    with_paths = _block_with_paths(home).replace("\n", newline)
-    replacing = with_paths in text
-    if replacing:  # an earlier init-home's block, as it wrote it: name the home instead
-        text = text.replace(with_paths, "")
-        config = {k: v for k, v in config.items() if k not in entries}
+    # A block init-home wrote, as it wrote it, for this home's path (an earlier version) or, as
+    # now, on another path (the home was moved or copied): written again for this home.
+    earlier = [_block_with_paths(home)] + [
+        HEADER + yaml.safe_dump(home_entries(Path(where)), sort_keys=False)
+        for where in sorted(set(stale_fallbacks(str(home), config).values()))]
+    replacing = False
+    for block in (b.replace("\n", newline) for b in earlier):
+        if block in text:
+            text = text.replace(block, "")
+            config = {k: v for k, v in config.items() if k not in entries}
+            replacing = True
     wrong = _storages_not_ours(str(home), config)
     if wrong:
         elsewhere = ours_elsewhere(str(home), config)

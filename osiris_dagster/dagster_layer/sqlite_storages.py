@@ -84,9 +84,14 @@ def configured_base_dir(storage: str, key: str, config_value: dict[str, Any],
                                      f"{config_value['base_dir']!r}")
         return directory
     named = config_value[HOME_KEY]
+    if_unset = config_value.get(HOME_IF_UNSET_KEY)
+    if if_unset is not None and not os.path.isabs(os.path.expanduser(_value(if_unset, environ)
+                                                                     or "")):
+        raise StorageConfigError(f"{where}: {HOME_IF_UNSET_KEY} must be an absolute path; it is "
+                                 f"{if_unset!r}")
     value = _value(named, environ)
     if value is None:
-        value = _value(config_value.get(HOME_IF_UNSET_KEY), environ)
+        value = _value(if_unset, environ)
     if value is None:
         if isinstance(named, dict) and set(named) == {"env"}:
             raise StorageConfigError(
