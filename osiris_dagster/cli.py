@@ -451,7 +451,7 @@ def _dagster_home_instance() -> Any:
     from osiris_dagster.core.file_locks import held_lock
     from osiris_dagster.dagster_layer.dagster_home import (
         ours_elsewhere,
-        stale_fallbacks,
+        stale_fallbacks_message,
         storage_is_default_or,
     )
     from osiris_dagster.dagster_layer.sqlite_events import cli_instance_overrides
@@ -470,12 +470,10 @@ def _dagster_home_instance() -> Any:
                       "copied keeps the paths it was set up with; `osiris-dagster init-home` "
                       "says how to fix it)", file=sys.stderr)
             return dg.DagsterInstance.get()
-        stale = stale_fallbacks(home, config)
+        stale = stale_fallbacks_message(home, config, "`osiris-dagster init-home` writes "
+                                        "this home's path there, or says how")
         if stale:
-            print(f"warning: {os.path.join(home, 'dagster.yaml')}: {', '.join(stale)}: a process "
-                  "without DAGSTER_HOME (a code server started on its own, say) keeps this "
-                  f"home's history under {next(iter(stale.values()))} (the home was moved or "
-                  "copied); run `osiris-dagster init-home` to update it", file=sys.stderr)
+            print(f"warning: {os.path.join(home, 'dagster.yaml')}: {stale}", file=sys.stderr)
     ref = InstanceRef.from_dir(home, overrides=overrides)
     if home_is_set_up(home):  # concurrent runs open it without waiting on each other
         return dg.DagsterInstance.from_ref(ref)

@@ -339,9 +339,10 @@ def test_a_copied_home_is_warned_of_until_init_home_writes_it_for_its_path(
     shutil.copytree(home, copy)
     done = _run_example(project, copy)
     assert done.returncode == 0, done.stderr
-    assert ("run_storage, event_log_storage, schedule_storage: a process without DAGSTER_HOME "
-            f"(a code server started on its own, say) keeps this home's history under {home}"
-            ) in done.stderr
+    assert ("a process without DAGSTER_HOME (a code server started on its own, say) keeps this "
+            f"home's history elsewhere (run_storage under {home}, event_log_storage under "
+            f"{home}, schedule_storage under {home})") in done.stderr
+    assert "`osiris-dagster init-home` writes this home's path there, or says how" in done.stderr
     assert _open_sent_instance(copy, None) == [str(home / "history" / "runs"), "1"]
     capsys.readouterr()
     assert cli.main(["init-home", str(copy)]) == 0
@@ -429,3 +430,49 @@ def test_keys_with_this_homes_paths_are_kept_with_a_note(
     assert ("note: run_storage, event_log_storage, schedule_storage name this home by its "
             "path and will not follow it if it moves") in out
     assert (home / "dagster.yaml").read_text(encoding="utf-8") == block
+
+
+def test_a_dagster_yaml_shared_by_homes_is_never_pointed_at_one_of_them(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A home whose dagster.yaml links to another home's: init-home must not move the other
+    home's history for processes without DAGSTER_HOME, and run says to set DAGSTER_HOME."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli.main(["init-home", str(first)]) == 0
+    second.mkdir()
+    (second / "dagster.yaml").symlink_to(first / "dagster.yaml")
+    text = (first / "dagster.yaml").read_text(encoding="utf-8")
+    assert cli.main(["init-home", str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "already uses" in out and "is a link to" in out and "DAGSTER_HOME set" in out
+    assert (first / "dagster.yaml").read_text(encoding="utf-8") == text
+    done = _run_example(project, second)
+    assert done.returncode == 0, done.stderr
+    assert f"this dagster.yaml is a link to {first / 'dagster.yaml'}" in done.stderr
+
+
+def test_a_shared_dagster_yaml_gets_no_path_for_processes_without_dagster_home(
+        tmp_path: Path) -> None:
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(shared)
+    assert cli.main(["init-home", str(home)]) == 0
+    written = shared.read_text(encoding="utf-8")
+    assert written.count("env: DAGSTER_HOME") == 3 and "dagster_home_if_unset" not in written
+
+
+def test_each_key_is_named_with_the_directory_it_falls_back_to(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    assert cli.main(["init-home", str(home)]) == 0
+    config = home / "dagster.yaml"
+    text = config.read_text(encoding="utf-8")
+    at = text.index("event_log_storage:")
+    at = text.index(f"dagster_home_if_unset: {home}", at)
+    config.write_text(text[:at] + f"dagster_home_if_unset: {elsewhere}" +
+                      text[at + len(f"dagster_home_if_unset: {home}"):], encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["init-home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert f"(event_log_storage under {elsewhere})" in out

@@ -126,12 +126,38 @@ def _notes(home: str, config: dict[str, Any]) -> list[str]:
         notes.append(f"{', '.join(pinned)} name this home by its path and will not follow it if "
                      "it moves; to name it by $DAGSTER_HOME, remove them and run "
                      "`osiris-dagster init-home` again")
-    stale = stale_fallbacks(home, config)
+    stale = stale_fallbacks_message(home, config, "remove them and run `osiris-dagster "
+                                    "init-home` again to write this home's path there")
     if stale:
-        notes.append(f"{', '.join(stale)}: without DAGSTER_HOME, Dagster keeps the history "
-                     f"under {HOME_IF_UNSET_KEY} ({next(iter(stale.values()))!r}), not this "
-                     "home; to change that, remove them and run `osiris-dagster init-home` again")
+        notes.append(stale)
     return notes
+
+
+def linked_elsewhere(home: str) -> Path | None:
+    """The file the home's dagster.yaml is a symbolic link to, when that is outside the home
+    (a file shared by several homes): its ``dagster_home_if_unset`` cannot be right for all of
+    them, so init-home writes none there and never rewrites one."""
+    config_file = Path(home) / "dagster.yaml"
+    if not config_file.is_symlink():
+        return None
+    target = config_file.resolve()
+    return None if target.parent == Path(home).resolve() else target
+
+
+def stale_fallbacks_message(home: str, config: dict[str, Any], advice: str) -> str | None:
+    """What :func:`stale_fallbacks` found, each key with its directory, and what to do
+    (``advice``, unless the file is shared by homes: then only DAGSTER_HOME helps)."""
+    stale = stale_fallbacks(home, config)
+    if not stale:
+        return None
+    where = ", ".join(f"{k} under {d}" for k, d in stale.items())
+    shared = linked_elsewhere(home)
+    if shared is not None:
+        advice = (f"this dagster.yaml is a link to {shared}, which other homes may share: start "
+                  "every process of this home with DAGSTER_HOME set")
+    return ("a process without DAGSTER_HOME (a code server started on its own, say) keeps this "
+            f"home's history elsewhere ({where}): the home was moved or copied, or its "
+            f"dagster.yaml is shared; {advice}")
 
 
 def stale_fallbacks(home: str, config: dict[str, Any]) -> dict[str, str]:
@@ -150,12 +176,18 @@ def stale_fallbacks(home: str, config: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def home_entries(home: Path) -> dict[str, dict[str, Any]]:
-    """What init-home writes: each storage on ``dagster_home: {env: DAGSTER_HOME}``, and on
-    ``home`` in processes that have no DAGSTER_HOME (a code server started on its own, say: an
-    instance sent to another process carries the file's config, not the directories)."""
-    return {key: {"module": cls.__module__, "class": cls.__name__,
-                  "config": {HOME_KEY: {"env": "DAGSTER_HOME"}, HOME_IF_UNSET_KEY: str(home)}}
+def home_entries(home: Path, if_unset: bool = True) -> dict[str, dict[str, Any]]:
+    """What init-home writes: each storage on ``dagster_home: {env: DAGSTER_HOME}``, and (with
+    ``if_unset``) on ``home`` in processes that have no DAGSTER_HOME (a code server started on
+    its own, say: an instance sent to another process carries the file's config, not the
+    directories)."""
+    def config() -> dict[str, Any]:  # new objects for each key: YAML would write aliases
+        named: dict[str, Any] = {HOME_KEY: {"env": "DAGSTER_HOME"}}
+        if if_unset:
+            named[HOME_IF_UNSET_KEY] = str(home)
+        return named
+
+    return {key: {"module": cls.__module__, "class": cls.__name__, "config": config()}
             for key in STORAGE_KEYS if (cls := STORAGE_CLASSES.get(key))}  # the file's order
 
 
@@ -196,12 +228,13 @@ def init_home(home: Path) -> HomeSetUp:
     config = _settings(config_file, text)
     ours = cli_instance_overrides(str(home))
     newline = "\r\n" if "\r\n" in text else "\n"
-    entries = home_entries(home)
+    shared = linked_elsewhere(str(home)) is not None
+    entries = home_entries(home, if_unset=not shared)
     # A block init-home wrote, as it wrote it, for this home's path (an earlier version) or, as
     # now, on another path (the home was moved or copied): written again for this home.
     earlier = [_block_with_paths(home)] + [
         HEADER + yaml.safe_dump(home_entries(Path(where)), sort_keys=False)
-        for where in sorted(set(stale_fallbacks(str(home), config).values()))]
+        for where in ([] if shared else sorted(set(stale_fallbacks(str(home), config).values())))]
     replacing = False
     for block in (b.replace("\n", newline) for b in earlier):
         if block in text:
