@@ -261,12 +261,18 @@ def cmd_init_home(args: argparse.Namespace) -> int:
     if not home:
         print("error: no Dagster home: pass its directory or set DAGSTER_HOME", file=sys.stderr)
         return EXIT_INVALID
-    config_file, added, replaced, notes = init_home(Path(os.path.expanduser(home)))
+    config_file, added, replaced, notes, shared = init_home(Path(os.path.expanduser(home)))
     if replaced:
         print(f"{config_file}: wrote {', '.join(added)} again for this home (they name it as "
-              "$DAGSTER_HOME, and by this path for processes without it)")
+              "$DAGSTER_HOME, and by this path for processes without it)" if not shared else
+              f"{config_file}: wrote {', '.join(added)} again (they name the home as "
+              "$DAGSTER_HOME only)")
     elif added:
         print(f"{config_file}: added {', '.join(added)}")
+    if added and shared:
+        print(f"note: {config_file} is a link to a file outside the home, which other homes "
+              "may share: it names the home only as $DAGSTER_HOME, and every process of this "
+              "home needs DAGSTER_HOME set")
     else:
         print(f"{config_file}: already uses osiris-dagster's storages")
     for note in notes:

@@ -476,3 +476,41 @@ def test_each_key_is_named_with_the_directory_it_falls_back_to(
     assert cli.main(["init-home", str(home)]) == 0
     out = capsys.readouterr().out
     assert f"(event_log_storage under {elsewhere})" in out
+
+
+def test_a_link_to_a_file_inside_the_home_is_not_shared(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "dagster.yaml").write_text("", encoding="utf-8")
+    (tmp_path / "dagster.yaml").symlink_to(Path("conf") / "dagster.yaml")
+    assert cli.main(["init-home", str(tmp_path)]) == 0
+    written = (tmp_path / "conf" / "dagster.yaml").read_text(encoding="utf-8")
+    assert written.count(f"dagster_home_if_unset: {tmp_path}") == 3
+
+
+def test_keys_without_a_path_for_processes_without_dagster_home_are_noted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Written while the file was shared, then made the home's own."""
+    block = "".join(f"{key}:\n  module: osiris_dagster.dagster_layer.{module}\n  class: {cls}\n"
+                    "  config:\n    dagster_home:\n      env: DAGSTER_HOME\n"
+                    for key, module, cls in (
+                        ("run_storage", "sqlite_storages", "StampedSqliteRunStorage"),
+                        ("event_log_storage", "sqlite_events", "PooledSqliteEventLogStorage"),
+                        ("schedule_storage", "sqlite_storages", "StampedSqliteScheduleStorage")))
+    (tmp_path / "dagster.yaml").write_text(block, encoding="utf-8")
+    assert cli.main(["init-home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert ("note: run_storage, event_log_storage, schedule_storage name no "
+            "dagster_home_if_unset: a process without DAGSTER_HOME") in out
+
+
+def test_a_shared_file_with_an_earlier_block_says_it_names_the_home_only_by_the_variable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home, shared = tmp_path / "home", tmp_path / "shared.yaml"
+    home.mkdir()
+    shared.write_text(_block_an_earlier_init_home_wrote(home), encoding="utf-8")
+    (home / "dagster.yaml").symlink_to(shared)
+    assert cli.main(["init-home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "again (they name the home as $DAGSTER_HOME only)" in out
+    assert "every process of this home needs DAGSTER_HOME set" in out
+    assert "dagster_home_if_unset" not in shared.read_text(encoding="utf-8")

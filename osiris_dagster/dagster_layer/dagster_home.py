@@ -130,6 +130,13 @@ def _notes(home: str, config: dict[str, Any]) -> list[str]:
                                     "init-home` again to write this home's path there")
     if stale:
         notes.append(stale)
+    without = [k for k, c in kept.items() if HOME_IF_UNSET_KEY not in c
+               and c.get(HOME_KEY) == {"env": "DAGSTER_HOME"}]
+    if without and linked_elsewhere(home) is None:
+        notes.append(f"{', '.join(without)} name no {HOME_IF_UNSET_KEY}: a process without "
+                     "DAGSTER_HOME (a code server started on its own, say) stops with an error; "
+                     "to write this home's path there, remove them and run `osiris-dagster "
+                     "init-home` again")
     return notes
 
 
@@ -141,7 +148,7 @@ def linked_elsewhere(home: str) -> Path | None:
     if not config_file.is_symlink():
         return None
     target = config_file.resolve()
-    return None if target.parent == Path(home).resolve() else target
+    return None if target.is_relative_to(Path(home).resolve()) else target
 
 
 def stale_fallbacks_message(home: str, config: dict[str, Any], advice: str) -> str | None:
@@ -152,12 +159,14 @@ def stale_fallbacks_message(home: str, config: dict[str, Any], advice: str) -> s
         return None
     where = ", ".join(f"{k} under {d}" for k, d in stale.items())
     shared = linked_elsewhere(home)
+    why = "the home was moved or copied"
     if shared is not None:
-        advice = (f"this dagster.yaml is a link to {shared}, which other homes may share: start "
-                  "every process of this home with DAGSTER_HOME set")
+        why = f"this dagster.yaml is a link to {shared}, which other homes may share"
+        advice = (f"start every process of this home with DAGSTER_HOME set, or remove "
+                  f"{HOME_IF_UNSET_KEY} from that file (a process without DAGSTER_HOME then "
+                  "stops with an error that says so)")
     return ("a process without DAGSTER_HOME (a code server started on its own, say) keeps this "
-            f"home's history elsewhere ({where}): the home was moved or copied, or its "
-            f"dagster.yaml is shared; {advice}")
+            f"home's history elsewhere ({where}): {why}; {advice}")
 
 
 def stale_fallbacks(home: str, config: dict[str, Any]) -> dict[str, str]:
@@ -203,6 +212,7 @@ class HomeSetUp(NamedTuple):
     added: list[str]  # keys added (none when the file names them all)
     replaced: bool  # the keys replace a block with the home's paths that init-home wrote before
     notes: list[str]  # what a user should know of the keys it kept (see _notes)
+    shared: bool  # the file links outside the home: no dagster_home_if_unset written
 
 
 def init_home(home: Path) -> HomeSetUp:
@@ -261,7 +271,7 @@ def init_home(home: Path) -> HomeSetUp:
     notes = _notes(str(home), config)
     missing = [k for k in STORAGE_KEYS if k in ours and k not in config]
     if not missing:
-        return HomeSetUp(config_file, missing, False, notes)
+        return HomeSetUp(config_file, missing, False, notes, shared)
     added = {k: entries[k] for k in missing}
     block = HEADER + yaml.safe_dump(added, sort_keys=False)
     gap = newline if text and not text.endswith("\n") else ""
@@ -278,7 +288,7 @@ def init_home(home: Path) -> HomeSetUp:
         write_text_atomic(target, result, like=before)
     except OSError as exc:
         raise DagsterHomeError(f"{config_file}: cannot write it: {exc}") from exc
-    return HomeSetUp(config_file, missing, replacing, notes)
+    return HomeSetUp(config_file, missing, replacing, notes, shared)
 
 
 def _settings(config_file: Path, text: str) -> dict[str, Any]:

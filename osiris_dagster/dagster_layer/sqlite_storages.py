@@ -98,7 +98,7 @@ def configured_base_dir(storage: str, key: str, config_value: dict[str, Any],
                 f"{where} keeps the history under ${named['env']}, which is not set: export "
                 f"{named['env']}=<the home's directory> before starting Dagster, or add "
                 f"{HOME_IF_UNSET_KEY}: <the home's directory> (`osiris-dagster init-home` "
-                "writes both)")
+                "writes both, except in a dagster.yaml linked from outside the home)")
         raise StorageConfigError(
             f"{where}: {HOME_KEY} must be a directory or {{env: VAR}}; it is {named!r}")
     home = os.path.expanduser(value)
