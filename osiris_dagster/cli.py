@@ -269,12 +269,12 @@ def cmd_init_home(args: argparse.Namespace) -> int:
               "$DAGSTER_HOME only)")
     elif added:
         print(f"{config_file}: added {', '.join(added)}")
+    else:
+        print(f"{config_file}: already uses osiris-dagster's storages")
     if added and shared:
         print(f"note: {config_file} is a link to a file outside the home, which other homes "
               "may share: it names the home only as $DAGSTER_HOME, and every process of this "
               "home needs DAGSTER_HOME set")
-    else:
-        print(f"{config_file}: already uses osiris-dagster's storages")
     for note in notes:
         print(f"note: {note}")
     home_dir = str(config_file.parent)

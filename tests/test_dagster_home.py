@@ -4,6 +4,7 @@ through osiris-dagster's storages, made the same way whatever the home's path or
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -47,7 +48,10 @@ def test_a_new_home_opens_its_default_files_through_osiris_storages(
         tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / name / "home"
     assert cli.main(["init-home", str(home)]) == 0
-    assert "added run_storage, event_log_storage, schedule_storage" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"{home}/dagster.yaml: added run_storage, event_log_storage, "
+                                "schedule_storage",
+                                f"next: export DAGSTER_HOME={shlex.quote(str(home))}"]
     with _opened(home) as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
         assert isinstance(instance.run_storage, StampedSqliteRunStorage)
