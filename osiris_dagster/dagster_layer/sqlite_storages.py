@@ -12,10 +12,11 @@ run storage without the ``instance_info`` table, which Dagster would add. Same f
 
 In ``dagster.yaml`` each of osiris-dagster's storages takes either ``base_dir`` (the directory
 of its files, as Dagster's own classes) or ``dagster_home`` (an instance's home: its files are
-where Dagster's default SQLite storage keeps them under it, :data:`HOME_LAYOUT`).
-``dagster_home: {env: DAGSTER_HOME}`` is what ``osiris-dagster init-home`` writes: like
-Dagster's default storage, the files follow the home when it is moved, copied or mounted
-elsewhere.
+where Dagster's default SQLite storage keeps them under it, :data:`HOME_LAYOUT`), with
+``dagster_home_if_unset`` for a process where that names an unset variable.
+``osiris-dagster init-home`` writes ``dagster_home: {env: DAGSTER_HOME}`` and the home's path as
+``dagster_home_if_unset``: like Dagster's default storage, the files follow the home when it is
+moved, copied or mounted elsewhere (see :mod:`.dagster_home`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ HOME_LAYOUT: dict[str, tuple[str, ...]] = {
     "schedule_storage": ("schedules",),
 }
 HOME_KEY = "dagster_home"
-
-
 HOME_IF_UNSET_KEY = "dagster_home_if_unset"
 
 
@@ -98,7 +97,7 @@ def configured_base_dir(storage: str, key: str, config_value: dict[str, Any],
                 f"{where} keeps the history under ${named['env']}, which is not set: export "
                 f"{named['env']}=<the home's directory> before starting Dagster, or add "
                 f"{HOME_IF_UNSET_KEY}: <the home's directory> (`osiris-dagster init-home` "
-                "writes both, except in a dagster.yaml linked from outside the home)")
+                "writes both, except in a dagster.yaml that links to a file outside the home)")
         raise StorageConfigError(
             f"{where}: {HOME_KEY} must be a directory or {{env: VAR}}; it is {named!r}")
     home = os.path.expanduser(value)
