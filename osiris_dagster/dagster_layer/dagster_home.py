@@ -29,7 +29,6 @@ from osiris_dagster.dagster_layer.sqlite_events import STORAGE_CLASSES, cli_inst
 from osiris_dagster.dagster_layer.sqlite_storages import (
     HOME_IF_UNSET_KEY,
     HOME_KEY,
-    HOME_LAYOUT,
     StorageConfigError,
     configured_base_dir,
 )
@@ -117,9 +116,7 @@ def _notes(home: str, config: dict[str, Any]) -> list[str]:
     """What init-home keeps but a user should know: keys naming this home by its path (right
     while the home stays where it is, not after it moves) and a ``dagster_home_if_unset``
     that is another directory (see :func:`stale_fallbacks`)."""
-    ours = cli_instance_overrides(home)
-    kept = {k: config[k]["config"] for k in STORAGE_KEYS
-            if k in ours and k in config and _same_storage(home, k, config[k], ours[k])}
+    kept = _kept(home, config)
     pinned = [k for k, c in kept.items() if "base_dir" in c or isinstance(c.get(HOME_KEY), str)]
     notes = []
     if pinned:
@@ -175,14 +172,17 @@ def stale_fallbacks(home: str, config: dict[str, Any]) -> dict[str, str]:
     without DAGSTER_HOME (a code server started on its own, ``dagster dev`` without it) keeps
     the history there. Each with that directory."""
     ours = cli_instance_overrides(home)
-    found = {}
-    for key in STORAGE_KEYS:
-        if key in ours and key in config and _same_storage(home, key, config[key], ours[key]):
-            where = config[key]["config"].get(HOME_IF_UNSET_KEY)
-            if isinstance(where, str) and not _same_directory(
-                    os.path.join(os.path.expanduser(where), *HOME_LAYOUT[key]), ours[key]):
-                found[key] = where
-    return found
+    return {key: where for key, named in _kept(home, config).items()
+            if isinstance(where := named.get(HOME_IF_UNSET_KEY), str) and not _same_directory(
+                configured_base_dir("", key, {HOME_KEY: where}), ours[key])}
+
+
+def _kept(home: str, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The storage keys of ``config`` that name osiris-dagster's storages on this home's
+    directories (:func:`_same_storage`), each with its config."""
+    ours = cli_instance_overrides(home)
+    return {k: config[k]["config"] for k in STORAGE_KEYS
+            if k in ours and k in config and _same_storage(home, k, config[k], ours[k])}
 
 
 def home_entries(home: Path, if_unset: bool = True) -> dict[str, dict[str, Any]]:
