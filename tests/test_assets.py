@@ -167,6 +167,24 @@ def test_materialise_all_writes_one_session_with_standard_metadata(
     assert manifest["params"] == {"min_movies": 2}
 
 
+def test_step_metadata_is_stored_once_with_the_materialisation(
+        pipeline: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A step's metadata (preview, column schema and lineage: kilobytes per asset) goes into its
+    materialisation only. Metadata given to an Output is also copied into the STEP_OUTPUT event,
+    one more serialisation and event-log write of it per asset; the run's log shows it there."""
+    result = run_job(defs_for(pipeline, tmp_path / "s"), "movies_demo", instance)
+    assert result.success, failure_description(result)
+    stored = instance.all_logs(result.run_id)
+    outputs = [e.dagster_event for e in stored
+               if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_OUTPUT]
+    assert len(outputs) == 4  # the writer's result too
+    assert [dict(o.step_output_data.metadata) for o in outputs] == [{}] * 4
+    mats = {e.dagster_event.asset_key.to_user_string(): e.dagster_event.materialization.metadata
+            for e in stored if e.dagster_event and e.dagster_event.is_step_materialization}
+    assert set(mats) == set(materialisations(result))
+    assert "preview" in mats["movies-demo/join"] and "target" in mats["movies-demo/write"]
+
+
 def test_partial_materialisation_reads_upstream_from_its_latest_session(
         pipeline: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
     sessions = tmp_path / "s"

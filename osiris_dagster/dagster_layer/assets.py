@@ -280,10 +280,13 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata,
                            selected)
     _finish(context, session, pipeline, selected)
+    # The materialisation's own metadata, not the Output's: Dagster copies an Output's metadata
+    # into the STEP_OUTPUT event as well (one more serialisation and event-log write per asset).
+    context.add_asset_metadata(metadata, asset_key=key)
     if outcome.ref is None:
-        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult()
     else:
-        yield dg.Output(outcome.ref, metadata=metadata)
+        yield dg.Output(outcome.ref)
         yield from _check_results(key, outcome, session.masker)
     _commit_state(context, pipeline, session, outcome)
 
