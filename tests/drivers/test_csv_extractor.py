@@ -568,6 +568,11 @@ OPEN_AFTER_BREAK = "a,b\n" + QUOTED_BREAK + '2,"never closed\n3,x\n'
     ("open_limit.csv", OPEN_AFTER_BREAK.encode(), {"limit": 2}, 4),
     ("open_far.csv", ("a,b\n" + QUOTED_BREAK + numbered_rows(50_000) + '2,"open\n').encode(), {},
      50_004),
+    # a quote after a closed value and a space opens it again: DuckDB read on to the end as NULL
+    # and dropped the rows after it
+    ("open_again.csv", b'id,note\n1,"multi\nline"\n2\n3,"abc" "def\n4,x\n5,y\n', {}, 5),
+    # a comment right after a closing quote: the scan stopped there and missed the open quote
+    ("open_after_comment.csv", b'a,b\n1,"x\ny"\n2\n3,"a"#note\n4,"open\n', {"comment": "#"}, 6),
 ])
 def test_quote_left_open_at_end_of_file_names_its_line(extract: ExtractFn, data_dir: Path,
                                                        name: str, content: bytes,

@@ -30,6 +30,13 @@ OPEN = "\x00"  # marks where the unclosed quote is in a case (removed before wri
     ('1,"x\ny"\n2,5" tall\n3,"z"\n', ",", None),
     ('1,"x\ny"\n# an "odd quote\n2,z\n', ",", "#"),
     ('1,"x"y\n2,"open\n', ",", None),  # text after a closing quote: DuckDB's own error comes first
+    ('1,"x\ny"\n2,"a" x\n3,"open\n', ",", None),  # spaces and text after it: the same
+    # after a closing quote and spaces, a quote opens the value again (DuckDB: '"a" "b"' is a b)
+    ('1,"x\ny"\n2,"a" \x00"b\n3,z\n', ",", None),
+    ('1,"x\ny"\n2,"a"  "b"\n3,\x00"open\n4,z\n', ",", None),
+    # the comment character right after a closing quote, or after spaces, starts a comment
+    ('1,"x\ny"\n2,"a"#note\n3,\x00"open\n', ",", "#"),
+    ('1,"x\ny"\n2,"a"  #note "\n3,\x00"open\n', ",", "#"),
 ])
 @pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
 @pytest.mark.parametrize("vector_from", [0, 1 << 20], ids=["vectorised-first", "exact-only"])

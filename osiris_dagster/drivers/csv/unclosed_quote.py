@@ -16,9 +16,10 @@ The scan keeps only the quote state, and Python code runs once per chunk, never 
 per quote: first a vectorised count of the quotes that proves most files closed
 (:func:`_closes_by_toggling`), else a regular expression that steps over whole quoted values and
 quote-free text (:func:`_scan`). Its rules are those of DuckDB's strict reader: a ``"`` opens a
-value only at the start of a field or after one space there, ``""`` inside it is a quote, spaces
-may follow the closing quote, a ``"`` elsewhere in an unquoted field is text, and outside quotes
-the comment character comments out the rest of the line.
+value only at the start of a field or after one space there, ``""`` inside it is a quote, the
+closing quote may be followed by spaces and then the field's end, the comment character or a
+quote that opens the value again, a ``"`` elsewhere in an unquoted field is text, and outside
+quotes the comment character comments out the rest of the line.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SCAN_CHUNK_BYTES = 8 << 20
 # there, less than importing numpy for the vectorised count (~75 ms, paid by every run).
 VECTOR_SCAN_MIN_BYTES = 1 << 20
 _INSIDE = re.compile(rb'(?:[^"]++|"")*+')  # the rest of a quoted value, up to its closing quote
+_SPACES = re.compile(rb" *+")
 _QUOTE, _LF, _CR, _SPACE = 0x22, 0x0A, 0x0D, 0x20
 
 
@@ -141,21 +143,23 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 pos = _INSIDE.match(chunk, pos).end()
                 if pos == len(chunk):
                     break
-                inside, pos = False, pos + 1  # the closing quote
-                after = len(chunk[pos:]) - len(chunk[pos:].lstrip(b" "))  # spaces may follow
-                if pos + after < len(chunk) and chunk[pos + after:pos + after + len(sep)] != sep \
-                        and chunk[pos + after] not in b"\r\n":
-                    return None  # text after a closing quote: DuckDB refuses it
+                inside = False
+                # after the closing quote and any spaces: the field's end, a comment, or a quote
+                # that opens the value again (DuckDB reads '"a" "b"' as 'a b'); any other text
+                # fails DuckDB's read on that line with its own error
+                pos = _SPACES.match(chunk, pos + 1).end()
+                if pos == len(chunk) or chunk.startswith(sep, pos) or chunk[pos] in b"\r\n" \
+                        or (comment is not None and chunk.startswith(comment, pos)):
+                    continue
+                if chunk[pos] != _QUOTE:
+                    return None
+                inside, opened, pos = True, start + pos, pos + 1
             else:
                 pos = outside.match(chunk, pos).end()
                 if pos == len(chunk):
                     break
-                # a quote opening a value: not closed in this chunk, or closed and followed by
-                # text (DuckDB refuses that)
-                closed = _INSIDE.match(chunk, pos + 1).end()
-                if closed < len(chunk):
-                    return None
-                inside, opened, pos = True, start + pos, len(chunk)
+                # a quote opening a value that no quote closes before the field's end
+                inside, opened, pos = True, start + pos, pos + 1
     return opened if inside else None
 
 
