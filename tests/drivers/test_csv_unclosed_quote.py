@@ -4,11 +4,15 @@ whatever the chunk boundaries, and no false alarm for quotes DuckDB reads as tex
 from __future__ import annotations
 
 import gzip
+import random
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from osiris_dagster.drivers.csv import unclosed_quote
+from osiris_dagster.drivers.csv.extractor import PANDAS_NA_VALUES
+from osiris_dagster.drivers.csv.read_csv_call import Reader
 from osiris_dagster.drivers.csv.source import Source
 
 OPEN = "\x00"  # marks where the unclosed quote is in a case (removed before writing)
@@ -31,6 +35,10 @@ OPEN = "\x00"  # marks where the unclosed quote is in a case (removed before wri
     ('1,"x\ny"\n# an "odd quote\n2,z\n', ",", "#"),
     ('1,"x"y\n2,"open\n', ",", None),  # text after a closing quote: DuckDB's own error comes first
     ('1,"x\ny"\n2,"a" x\n3,"open\n', ",", None),  # spaces and text after it: the same
+    # ... but only once its record ends: a value opened before that and never closed loses the
+    # record silently
+    ('1,"x\ny"\n2,"a"b,\x00"open\n3,z\n', ",", None),
+    ('1,"x\ny"\n2,""b "c,\x00"open\n3,z\n', ",", None),
     # after a closing quote and spaces, a quote opens the value again (DuckDB: '"a" "b"' is a b)
     ('1,"x\ny"\n2,"a" \x00"b\n3,z\n', ",", None),
     ('1,"x\ny"\n2,"a"  "b"\n3,\x00"open\n4,z\n', ",", None),
@@ -60,3 +68,34 @@ def test_gzip_and_utf8_bom_at_the_data_start(tmp_path: Path) -> None:
     found = unclosed_quote.find_unclosed_quote(Source(path, path, "utf-8", gzip=True), 0, ",",
                                                None)
     assert found == 10
+
+
+@pytest.mark.parametrize("vector_from", [0, 1 << 20], ids=["vectorised-first", "exact-only"])
+def test_every_record_duckdb_would_lose_silently_is_found(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          vector_from: int) -> None:
+    """Against DuckDB itself: random lines of quotes, spaces, delimiters and line breaks after a
+    quoted line break (what makes the extractor read single-threaded), then a last row. Where
+    DuckDB's read, with the extractor's own options, raises no error but does not end with that
+    row, the scan must have found an unclosed quote; where it ends with it, the scan must not."""
+    monkeypatch.setattr(unclosed_quote, "VECTOR_SCAN_MIN_BYTES", vector_from)
+    rng = random.Random(20261206)
+    path = tmp_path / "f.csv"
+    reader = Reader(path=path, encoding="utf-8", compression="none", delimiter=",",
+                    comment=None, skip=1, names=("a", "b"), null_values=PANDAS_NA_VALUES,
+                    parallel=False)
+    pieces = ["a", "b", " ", "  ", '"', '""', ",", "\n", "x", "\t", "\r\n"]
+    con = duckdb.connect()
+    silent_losses = 0
+    for _ in range(1500):
+        body = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 14)))
+        path.write_bytes(f'a,b\n1,"m\nl"\n{body}\n999,END\n'.encode())
+        try:
+            rows = con.execute(f"SELECT * FROM {reader.sql()}").fetchall()
+        except duckdb.Error:
+            continue  # DuckDB fails the read itself
+        found = unclosed_quote.find_unclosed_quote(Source(path, path, "utf-8"), 4, ",", None)
+        lost = not rows or rows[-1] != ("999", "END")
+        silent_losses += lost
+        assert (found is not None) == lost, body
+    assert silent_losses > 100  # the cases that matter did come up (165 with this seed)

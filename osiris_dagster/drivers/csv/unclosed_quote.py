@@ -39,6 +39,7 @@ SCAN_CHUNK_BYTES = 8 << 20
 VECTOR_SCAN_MIN_BYTES = 1 << 20
 _INSIDE = re.compile(rb'(?:[^"]++|"")*+')  # the rest of a quoted value, up to its closing quote
 _SPACES = re.compile(rb" *+")
+_LINE_BREAK = re.compile(rb"[\r\n]")
 _QUOTE, _LF, _CR, _SPACE = 0x22, 0x0A, 0x0D, 0x20
 
 
@@ -144,16 +145,18 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 if pos == len(chunk):
                     break
                 inside = False
-                # after the closing quote and any spaces: the field's end, a comment, or a quote
-                # that opens the value again (DuckDB reads '"a" "b"' as 'a b'); any other text
-                # fails DuckDB's read on that line with its own error
+                # after the closing quote and any spaces: a quote opens the value again (DuckDB
+                # reads '"a" "b"' as 'a b'); the field's end or a comment end it; other text
+                # fails DuckDB's read, but only when the record ends: a value opened after it
+                # and never closed loses the record without an error
                 pos = _SPACES.match(chunk, pos + 1).end()
-                if pos == len(chunk) or chunk.startswith(sep, pos) or chunk[pos] in b"\r\n" \
-                        or (comment is not None and chunk.startswith(comment, pos)):
-                    continue
-                if chunk[pos] != _QUOTE:
-                    return None
-                inside, opened, pos = True, start + pos, pos + 1
+                if pos < len(chunk) and chunk[pos] == _QUOTE:
+                    inside, opened, pos = True, start + pos, pos + 1
+                elif pos < len(chunk) and not _ends_field(chunk, pos, sep, comment):
+                    line_end = _LINE_BREAK.search(chunk, pos)
+                    end = line_end.start() if line_end else len(chunk)
+                    if outside.match(chunk, pos, end).end() == end:
+                        return None  # the record ends here: DuckDB's own error
             else:
                 pos = outside.match(chunk, pos).end()
                 if pos == len(chunk):
@@ -161,6 +164,11 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 # a quote opening a value that no quote closes before the field's end
                 inside, opened, pos = True, start + pos, pos + 1
     return opened if inside else None
+
+
+def _ends_field(chunk: bytes, pos: int, sep: bytes, comment: bytes | None) -> bool:
+    return chunk.startswith(sep, pos) or chunk[pos] in b"\r\n" or (
+        comment is not None and chunk.startswith(comment, pos))
 
 
 def unclosed_quote_error(source: Source, position: int) -> DriverError:
