@@ -33,12 +33,17 @@ OPEN = "\x00"  # marks where the unclosed quote is in a case (removed before wri
     ('1,"x\ny"\n2,""\n3,"a""b"', ",", None),
     ('1,"x\ny"\n2,5" tall\n3,"z"\n', ",", None),
     ('1,"x\ny"\n# an "odd quote\n2,z\n', ",", "#"),
-    ('1,"x"y\n2,"open\n', ",", None),  # text after a closing quote: DuckDB's own error comes first
-    ('1,"x\ny"\n2,"a" x\n3,"open\n', ",", None),  # spaces and text after it: the same
-    # ... but only once its record ends: a value opened before that and never closed loses the
-    # record silently
+    # text after a closing quote fails DuckDB's read where its record ends, but a value opened
+    # before that and never closed loses the record silently: the scan reads on
+    ('1,"x"y\n2,\x00"open\n', ",", None),
+    ('1,"x\ny"\n2,"a" x\n3,\x00"open\n', ",", None),
     ('1,"x\ny"\n2,"a"b,\x00"open\n3,z\n', ",", None),
     ('1,"x\ny"\n2,""b "c,\x00"open\n3,z\n', ",", None),
+    # where that record ends depends on the file's line ends: a lone CR in an LF file, a lone LF
+    # in a CRLF file
+    ('1,"m\nl"\n2,"q"a\r3,\x00"x\n4,y\n', ",", None),
+    ('1,"m\r\nl"\r\n"q"a\n,\x00"x\r\n4,y\r\n', ",", None),
+    ('1;"m\nl"\n2;"q"a\r3;\x00"x\n4;y\n', ";", "#"),
     # after a closing quote and spaces, a quote opens the value again (DuckDB: '"a" "b"' is a b)
     ('1,"x\ny"\n2,"a" \x00"b\n3,z\n', ",", None),
     ('1,"x\ny"\n2,"a"  "b"\n3,\x00"open\n4,z\n', ",", None),

@@ -16,10 +16,10 @@ The scan keeps only the quote state, and Python code runs once per chunk, never 
 per quote: first a vectorised count of the quotes that proves most files closed
 (:func:`_closes_by_toggling`), else a regular expression that steps over whole quoted values and
 quote-free text (:func:`_scan`). Its rules are those of DuckDB's strict reader: a ``"`` opens a
-value only at the start of a field or after one space there, ``""`` inside it is a quote, the
-closing quote may be followed by spaces and then the field's end, the comment character or a
-quote that opens the value again, a ``"`` elsewhere in an unquoted field is text, and outside
-quotes the comment character comments out the rest of the line.
+value only at the start of a field or after one space there, ``""`` inside it is a quote, a
+``"`` after the closing quote and spaces opens the value again (``"a" "b"`` is ``a b``), a ``"``
+elsewhere in an unquoted field is text, and outside quotes the comment character comments out
+the rest of the line.
 """
 
 from __future__ import annotations
@@ -39,26 +39,27 @@ SCAN_CHUNK_BYTES = 8 << 20
 VECTOR_SCAN_MIN_BYTES = 1 << 20
 _INSIDE = re.compile(rb'(?:[^"]++|"")*+')  # the rest of a quoted value, up to its closing quote
 _SPACES = re.compile(rb" *+")
-_LINE_BREAK = re.compile(rb"[\r\n]")
 _QUOTE, _LF, _CR, _SPACE = 0x22, 0x0A, 0x0D, 0x20
 
 
 @lru_cache(maxsize=16)
 def _outside(delimiter: bytes, comment: bytes | None) -> re.Pattern[bytes]:
     """Text outside quoted values: as far as it goes, it stops only at a quote that opens a value
-    not closed (by a quote followed by spaces and a delimiter, a line break or the end) in the
-    text scanned."""
+    not closed in the text scanned."""
     d = re.escape(delimiter)
     # where a quote opens a value: at a field start, or after one space there (DuckDB's rule:
     # ' "a"' is the value a, '  "a"' and '\t"a"' are text)
     starts = [rb"(?<=" + d + rb")", rb"(?<=" + d + rb" )", rb"(?<=\n)", rb"(?<=\n )", rb"(?<=\r)",
               rb"(?<=\r )", rb"\A", rb"(?<=\A )"]
     not_start = b"".join(b"(?<!" + a[4:] for a in starts if a.startswith(b"(?<="))
-    field_end = rb"(?= *+(?:" + d + rb"|[\r\n]|\Z))"
+    start, quoted = rb"(?:" + rb"|".join(starts) + rb")", rb'"(?:[^"]++|"")*+"'
     stops = b'"' + (re.escape(comment) if comment else b"")
     parts = [
         rb"[^" + stops + rb"]++",
-        rb"(?:" + rb"|".join(starts) + rb')"(?:[^"]++|"")*+"' + field_end,  # a quoted value
+        start + quoted + rb'(?![ "])',  # a quoted value (the quickest test first)
+        # one opened again by each quote after its closing quote and spaces, and not once more by
+        # one the text scanned does not close
+        start + quoted + rb"(?: *+" + quoted + rb')*+(?! *+")',
         not_start + rb'(?<=[\s\S])"',  # a quote inside an unquoted field: text
     ]
     if comment:
@@ -69,9 +70,10 @@ def _outside(delimiter: bytes, comment: bytes | None) -> re.Pattern[bytes]:
 def find_unclosed_quote(source: Source, offset: int, delimiter: str,
                         comment: str | None) -> int | None:
     """Byte position (in the source) of the quote that opens a value the file never closes,
-    scanning from ``offset`` (a record boundary: where the data starts). None if every quoted
-    value is closed, or if the quoting breaks DuckDB's rules before (``"a"b``): its read then
-    fails on that with its own error."""
+    scanning from ``offset`` (a record boundary: where the data starts); None if every quoted
+    value is closed. Text after a closing quote (``"a"b``) does not end the scan: DuckDB's read
+    fails on it where its record ends, but a value opened before that and never closed keeps the
+    record open, and DuckDB's single-threaded reader then loses it without an error."""
     sep = delimiter.encode(source.encoding)
     if comment is None and len(sep) == 1 and \
             source.path.stat().st_size >= VECTOR_SCAN_MIN_BYTES and \
@@ -145,18 +147,11 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 if pos == len(chunk):
                     break
                 inside = False
-                # after the closing quote and any spaces: a quote opens the value again (DuckDB
-                # reads '"a" "b"' as 'a b'); the field's end or a comment end it; other text
-                # fails DuckDB's read, but only when the record ends: a value opened after it
-                # and never closed loses the record without an error
+                # after the closing quote and any spaces a quote opens the value again (DuckDB
+                # reads '"a" "b"' as 'a b'); anything else is outside it
                 pos = _SPACES.match(chunk, pos + 1).end()
                 if pos < len(chunk) and chunk[pos] == _QUOTE:
                     inside, opened, pos = True, start + pos, pos + 1
-                elif pos < len(chunk) and not _ends_field(chunk, pos, sep, comment):
-                    line_end = _LINE_BREAK.search(chunk, pos)
-                    end = line_end.start() if line_end else len(chunk)
-                    if outside.match(chunk, pos, end).end() == end:
-                        return None  # the record ends here: DuckDB's own error
             else:
                 pos = outside.match(chunk, pos).end()
                 if pos == len(chunk):
@@ -164,11 +159,6 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 # a quote opening a value that no quote closes before the field's end
                 inside, opened, pos = True, start + pos, pos + 1
     return opened if inside else None
-
-
-def _ends_field(chunk: bytes, pos: int, sep: bytes, comment: bytes | None) -> bool:
-    return chunk.startswith(sep, pos) or chunk[pos] in b"\r\n" or (
-        comment is not None and chunk.startswith(comment, pos))
 
 
 def unclosed_quote_error(source: Source, position: int) -> DriverError:
