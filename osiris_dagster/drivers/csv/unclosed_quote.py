@@ -156,7 +156,8 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 pos = outside.match(chunk, pos).end()
                 if pos == len(chunk):
                     break
-                # a quote opening a value that no quote closes before the field's end
+                # a quote opening a value that the chunk does not close, at first or once a
+                # quote after its closing quote opens it again: followed from inside
                 inside, opened, pos = True, start + pos, pos + 1
     return opened if inside else None
 
