@@ -37,7 +37,11 @@ SCAN_CHUNK_BYTES = 8 << 20
 # Files smaller than this (on disk) go straight to the exact scan: it takes a few milliseconds
 # there, less than importing numpy for the vectorised count (~75 ms, paid by every run).
 VECTOR_SCAN_MIN_BYTES = 1 << 20
-_INSIDE = re.compile(rb'(?:[^"]++|"")*+')  # the rest of a quoted value, up to its closing quote
+_VALUE_TEXT = rb'(?:[^"]++|"")*+'  # text inside a quoted value, up to its closing quote
+_QUOTED_VALUE = b'"' + _VALUE_TEXT + b'"'
+_INSIDE = re.compile(_VALUE_TEXT)  # the rest of a quoted value, up to its closing quote
+# after a closing quote: each value a quote after it and spaces opens again and closes
+_REOPENED = re.compile(rb"(?: *+" + _QUOTED_VALUE + rb")*+")
 _SPACES = re.compile(rb" *+")
 _QUOTE, _LF, _CR, _SPACE = 0x22, 0x0A, 0x0D, 0x20
 
@@ -52,7 +56,7 @@ def _outside(delimiter: bytes, comment: bytes | None) -> re.Pattern[bytes]:
     starts = [rb"(?<=" + d + rb")", rb"(?<=" + d + rb" )", rb"(?<=\n)", rb"(?<=\n )", rb"(?<=\r)",
               rb"(?<=\r )", rb"\A", rb"(?<=\A )"]
     not_start = b"".join(b"(?<!" + a[4:] for a in starts if a.startswith(b"(?<="))
-    start, quoted = rb"(?:" + rb"|".join(starts) + rb")", rb'"(?:[^"]++|"")*+"'
+    start, quoted = rb"(?:" + rb"|".join(starts) + rb")", _QUOTED_VALUE
     stops = b'"' + (re.escape(comment) if comment else b"")
     parts = [
         rb"[^" + stops + rb"]++",
@@ -146,12 +150,14 @@ def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int
                 pos = _INSIDE.match(chunk, pos).end()
                 if pos == len(chunk):
                     break
-                inside = False
                 # after the closing quote and any spaces a quote opens the value again (DuckDB
-                # reads '"a" "b"' as 'a b'); anything else is outside it
-                pos = _SPACES.match(chunk, pos + 1).end()
-                if pos < len(chunk) and chunk[pos] == _QUOTE:
-                    inside, opened, pos = True, start + pos, pos + 1
+                # reads '"a" "b"' as 'a b'): those closed in this chunk at once, then one it
+                # does not close is followed from inside; anything else is outside the value
+                pos = _REOPENED.match(chunk, pos + 1).end()
+                after = _SPACES.match(chunk, pos).end()
+                inside = after < len(chunk) and chunk[after] == _QUOTE
+                if inside:
+                    opened, pos = start + after, after + 1
             else:
                 pos = outside.match(chunk, pos).end()
                 if pos == len(chunk):
