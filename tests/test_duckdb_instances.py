@@ -3,6 +3,7 @@ always fresh, never leaking one step's state into the next, closed at exit."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ import duckdb
 import pytest
 
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.drivers.duckdb.seal import leaves_instance_unchanged
 from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.session import Session
 from osiris_dagster.runtime.workspace import SEALED_SETTINGS, StepWorkspace
@@ -303,7 +305,7 @@ def _sql_step(session: Session, step: str, query: str, upstream: str | None = No
         if upstream:
             ws.add_upstream(upstream, "input_df", (upstream_session or session).location,
                             upstream)
-        ws.seal_sql_access()
+        ws.seal_sql_access(leaves_instance_unchanged=leaves_instance_unchanged(ws.con, query))
         ws.create_output(query)
         rows = ws.con.execute(f"SELECT * FROM {ws.output_relation}").fetchall()
         return ws.con, [*views, *rows]
@@ -377,7 +379,7 @@ PROCESS_THAT_EXITS_WITH_A_PARKED_INSTANCE = textwrap.dedent("""
     duckdb_instances.allow_parking()  # and never stopped: the process just exits
     with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
                        sealed_reuse=True, park_when_done=True) as ws:
-        ws.seal_sql_access()
+        ws.seal_sql_access(leaves_instance_unchanged=True)
         ws.create_output("SELECT 42 AS n")
     assert duckdb_instances._parked != {}
     print(session.location, flush=True)
@@ -407,7 +409,7 @@ def test_a_forked_child_never_frees_its_parents_parked_instance(tmp_path: Path) 
         duckdb_instances.allow_parking()
         with StepWorkspace(session, pipeline_name="p", step_id="a", output_table="a",
                            sealed_reuse=True, park_when_done=True) as ws:
-            ws.seal_sql_access()
+            ws.seal_sql_access(leaves_instance_unchanged=True)
             ws.create_output("SELECT sum(range) AS n FROM range(10000000)")
         assert duckdb_instances._parked != {}
     """, """
@@ -509,3 +511,38 @@ def test_a_sql_step_that_no_sql_step_reads_releases_its_file_when_it_ends(
                                ).get_implicit_global_asset_job_def()
     assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
     assert seen == [("", 2)]  # another process read the last step's table during the run
+
+
+REGISTERS = "SELECT * FROM register_external_resource_type('note', kind := '{}', " \
+            "create_function := 'f')"
+
+
+@pytest.mark.parametrize("where", ["query", "check"])
+def test_sql_that_changes_the_instance_itself_leaves_it_to_no_other_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """DuckDB keeps an external resource type, registered by a SELECT, for the whole instance:
+    a step that runs such SQL (its query or a check expression) hands its instance to no other
+    step, which would find the entry (its own registration then failed) where a new instance
+    has none."""
+    from osiris_dagster import cli
+
+    first = REGISTERS.format("a")
+    checks = ""
+    if where == "check":
+        checks = ("x-dagster:\n  steps:\n    a:\n      checks:\n        expression: "
+                  f"{json.dumps(f'(SELECT count(*) FROM ({first})) = 1')}\n")
+        first = "SELECT 1 AS n"
+    text = ('oml_version: "0.1.0"\nname: registers\n' + checks + "steps:\n" + "".join(
+        f"  - id: {step}\n    component: duckdb.processor\n    mode: transform\n{needs}"
+        f"    config: {{query: {json.dumps(query)}}}\n"
+        for step, needs, query in [("a", "", first),
+                                   ("b", "    needs: [a]\n", REGISTERS.format("b")),
+                                   ("c", "    needs: [b]\n", "SELECT count(*) AS n FROM "
+                                    "range(3) t(x) WHERE x IN (SELECT 1 FROM df_b)")]))
+    (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["run", "p.yaml", "--sessions-dir", str(tmp_path / "sessions")]) == 0
+    [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT * FROM b").fetchall() == [(True,)]

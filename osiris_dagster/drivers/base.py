@@ -113,9 +113,11 @@ class StepContext(Protocol):
         """The ``(name, DuckDB type)`` columns of the step's table, once it is created."""
         ...
 
-    def seal_sql_access(self) -> None:
+    def seal_sql_access(self, *, leaves_instance_unchanged: bool = False) -> None:
         """Before running user SQL: no file, network, extension or settings access from here on
-        (DuckDB's enable_external_access off and lock_configuration on)."""
+        (DuckDB's enable_external_access off and lock_configuration on).
+        ``leaves_instance_unchanged``: the SQL was checked to change no more than tables
+        (``drivers.duckdb.seal.check_query``), so its DuckDB instance may be used again."""
         ...
 
     def size_memory_for_columns(self, columns: int) -> None:

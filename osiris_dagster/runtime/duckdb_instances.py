@@ -42,7 +42,10 @@ the same run. A parked instance keeps its session file attached, and DuckDB atta
 per process, so it is released (its files detached: checkpointed and unlocked; then retired)
 before this process attaches that file again (:func:`release_parked` with the file), when the
 thread's next step cannot use it, when the execution ends, and at exit. What a SQL step leaves
-in its connection besides (its query counters: ``current_query_id()``) is not data.
+in its connection besides (its query and transaction counters: ``current_query_id()``,
+``current_transaction_id()``) is not data. SQL that may change the instance itself (a table
+function that does more than return rows: ``drivers.duckdb.seal``) keeps it from being parked
+(``StepWorkspace.seal_sql_access``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,12 @@ from osiris_dagster.core.naming import SINGLE_INPUT_VIEW, table_names, upstream_
 from osiris_dagster.drivers import Driver, DriverResult, get_driver, supported_components
 from osiris_dagster.oml.model import Pipeline, Step, thaw
 from osiris_dagster.oml.specs import get_spec
-from osiris_dagster.runtime.checks import CheckOutcome, CheckSpec, run_checks
+from osiris_dagster.runtime.checks import (
+    CheckOutcome,
+    CheckSpec,
+    leave_instance_unchanged,
+    run_checks,
+)
 from osiris_dagster.runtime.connections import Connections, ResolvedConnection
 from osiris_dagster.runtime.session import Session, state_json
 from osiris_dagster.runtime.workspace import ProgressCallback, StepWorkspace
@@ -215,7 +220,8 @@ def _output(ws: StepWorkspace, session: Session, step: Step, result: DriverResul
                    step.id, result.rows_written, columns)
     preview = ws.preview_rows(10)
     if checks:  # check expressions are SQL from the pipeline file: sealed too
-        ws.seal_sql_access()
+        ws.seal_sql_access(leaves_instance_unchanged=leave_instance_unchanged(
+            ws.con, ws.output_relation, checks))
     return ref, preview, run_checks(ws.con, ws.output_relation, checks)
 
 

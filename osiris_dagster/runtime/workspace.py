@@ -79,6 +79,7 @@ class StepWorkspace:
         self._sealed_reuse = sealed_reuse
         self._park_when_done = park_when_done
         self._limit_raised = False
+        self._instance_changed = False  # SQL run in it may have changed more than its tables
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> StepWorkspace:
@@ -114,7 +115,7 @@ class StepWorkspace:
         """Leave a sealed SQL step's instance for the session's next SQL step: only its
         session attached, at the configured memory limit, its views dropped."""
         if not (self._park_when_done and self._sealed) or self._reader_aliases or \
-                self._limit_raised:
+                self._limit_raised or self._instance_changed:
             return False
         try:
             for name in dict.fromkeys(name for name, _relation in self._views):
@@ -167,11 +168,16 @@ class StepWorkspace:
         self.con.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(name)} AS "
                          f"SELECT * FROM {relation}")
 
-    def seal_sql_access(self) -> None:
+    def seal_sql_access(self, *, leaves_instance_unchanged: bool = False) -> None:
         """From now on this step's connection runs only what a SQL step may: see SEALED_SETTINGS.
 
         Upstream databases attached before stay readable and the session stays writable (a
-        store whose tables are files of its own, DuckLake's, keeps exactly those paths open)."""
+        store whose tables are files of its own, DuckLake's, keeps exactly those paths open).
+        ``leaves_instance_unchanged``: the caller checked that the SQL it runs next changes
+        nothing of the DuckDB instance but tables (``drivers.duckdb.seal``), so the instance
+        may serve the session's next SQL step; otherwise it ends with this step."""
+        if not leaves_instance_unchanged:
+            self._instance_changed = True
         if not self._sealed:
             allowed = self.session.store.allowed_directories(list(self._attached))
             if allowed:

@@ -28,12 +28,40 @@ from osiris_dagster.core.errors import DriverError
 _SQL_TEXT_FUNCTIONS = frozenset({"query", "query_table"})
 _CATALOG_PREFIXES = ("duckdb_", "pragma_", "sqlite_", "pg_", "information_schema")
 _CATALOG_FUNCTIONS = frozenset({"which_secret", "checkpoint", "force_checkpoint"})
+# Table functions that only return rows. A sealed query calling no other table function leaves
+# its DuckDB instance as it found it, so the session's next SQL step may run in that instance
+# (runtime.duckdb_instances). Others are not refused for that, but their instance is not handed
+# on: e.g. register_external_resource_type keeps an entry for the whole instance, which the
+# next step would find (its own registration of the name then fails).
+_ROW_ONLY_TABLE_FUNCTIONS = frozenset({
+    "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree",
+    "summary", "test_all_types", "test_vector_types", "icu_calendar_names",
+})
 
 
-def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> None:
-    """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables."""
+def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> bool:
+    """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables.
+    Returns whether it leaves the DuckDB instance as it found it (see
+    :func:`leaves_instance_unchanged`)."""
     _check_statements(con, query)
-    _check_tree(_parse_tree(con, query), visible)
+    tree = _parse_tree(con, query)
+    _check_tree(tree, visible)
+    return _calls_only_row_functions(tree)
+
+
+def leaves_instance_unchanged(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """Whether ``sql`` (one statement, parsed by DuckDB, not run) calls only table functions
+    that return rows and nothing else; False when it does not parse."""
+    try:
+        return _calls_only_row_functions(_parse_tree(con, sql))
+    except (DriverError, duckdb.Error):
+        return False
+
+
+def _calls_only_row_functions(tree: dict[str, Any]) -> bool:
+    return all(str((node.get("function") or {}).get("function_name") or "").lower()
+               in _ROW_ONLY_TABLE_FUNCTIONS
+               for node in _nodes(tree) if node.get("type") == "TABLE_FUNCTION")
 
 
 def _check_statements(con: duckdb.DuckDBPyConnection, query: str) -> None:
