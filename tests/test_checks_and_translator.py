@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import dagster as dg
@@ -328,3 +331,29 @@ steps:
     detail = check.metadata["detail"].value
     assert not check.passed and "could not run" in detail
     assert secret not in detail and MASK in detail
+
+
+CHECKS_IN_A_PROCESS = textwrap.dedent("""
+    import duckdb
+    from osiris_dagster.runtime.checks import CheckSpec, run_checks
+
+    def threads():  # each DuckDB instance starts its worker threads when it opens
+        with open("/proc/self/status") as fh:
+            return int(next(l for l in fh if l.startswith("Threads:")).split()[1])
+
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE t AS SELECT range AS x FROM range(3)")
+    before = threads()
+    [outcome] = run_checks(con, "t", [CheckSpec("expression", "expression", "x >= 0")])
+    checked = threads()
+    extra = duckdb.connect(":memory:")
+    print(outcome.passed, threads() > checked, checked == before)
+""")
+
+
+def test_an_expression_check_parses_with_the_steps_connection() -> None:
+    """Splitting an expression into statements used DuckDB's default instance, opened for the
+    purpose (~12 ms, its memory and threads for the life of the process)."""
+    done = subprocess.run([sys.executable, "-c", CHECKS_IN_A_PROCESS],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr

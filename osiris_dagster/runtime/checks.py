@@ -106,7 +106,7 @@ def _run_one(con: duckdb.DuckDBPyConnection, relation: str, spec: CheckSpec) -> 
                 newest = newest.replace(tzinfo=UTC)
             return CheckOutcome(spec, newest >= limit, 0, [], f"newest value {newest}")
         where = _failing_rows_sql(relation, spec)
-        if len(duckdb.extract_statements(where)) != 1:  # `x); DROP TABLE ...; SELECT (1`
+        if len(con.extract_statements(where)) != 1:  # `x); DROP TABLE ...; SELECT (1`
             return CheckOutcome(spec, False, 0, [], "the check could not run: an expression "
                                 "must be one SQL condition, not several statements")
         n = int(con.execute(f"SELECT count(*) FROM ({where})").fetchone()[0])
