@@ -9,6 +9,13 @@ true``) in three cases:
 * ``clean``: the file as generated; the first rows' types fit every value (the common case);
 * ``late``: the same file plus one last row whose ``quantity`` is ``2.5``: the old code rounds it
   silently, the new one re-types the column over the whole file (its slow path);
+* ``late2`` / ``late4``: a last row whose values fit the types of the first rows in none of two
+  (``amount``, ``quantity``) or four (``id``, ``amount``, ``quantity``, ``order_date``) columns:
+  a pass stops at the first such value, so each column costs a pass until the extractor types
+  the whole file at once (``WIDENINGS_BEFORE_WHOLE_FILE_TYPES``);
+* ``footer``: the ``wide`` file's first 30,000 rows (past the 20,480 typed first) plus a footer
+  row of text (``total``) in every column, as some exports end: every typed column is
+  contradicted once;
 * ``wide``: 200 columns (integers, decimals, text, dates, booleans) and a hundredth of the rows,
   where typing the first rows weighs most.
 
@@ -46,17 +53,22 @@ from .run import CONTENDERS_DIR, HERE, child_env, human, machine_info, parse_row
 
 DEFAULT_BEFORE = "6f62d98"  # the last commit typing CSV columns from DuckDB's sample
 CONTENDERS = ("driver_before", "driver_after", "duckdb_sample", "duckdb_full")
-LATE_ROW = "{id},cust_999999,books,CZ,1.00,2.5,2024-01-01,late row\n"
+LATE_ROWS = {  # case -> the last row appended to the clean file
+    "late": "{id},cust_999999,books,CZ,1.00,2.5,2024-01-01,late row\n",
+    "late2": "{id},cust_999999,books,CZ,n/a?,2.5,2024-01-01,late row\n",
+    "late4": "{id}.5,cust_999999,books,CZ,n/a?,2.5,2024-01-01 10:00:00,late row\n",
+}
+CASES = ("clean", "late", "late2", "late4", "footer", "wide")
 
 
-def late_file(clean: Path, rows: int) -> Path:
-    """The clean file plus one row with a non-integer ``quantity`` (cached next to it)."""
-    path = clean.with_name(clean.stem + "_late.csv")
+def late_file(clean: Path, rows: int, case: str = "late") -> Path:
+    """The clean file plus the case's last row (cached next to it)."""
+    path = clean.with_name(f"{clean.stem}_{case}.csv")
     if not path.exists() or path.stat().st_size <= clean.stat().st_size:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.copyfile(clean, tmp)
         with open(tmp, "a", encoding="utf-8") as fh:
-            fh.write(LATE_ROW.format(id=rows + 1))
+            fh.write(LATE_ROWS[case].format(id=rows + 1))
         os.replace(tmp, path)
     return path
 
@@ -85,6 +97,23 @@ def wide_rows(rows: int) -> int:
     return max(rows // 100, 1)
 
 
+FOOTER_ROWS = 30_000
+
+
+def footer_file(clean: Path, rows: int) -> Path:
+    """The wide file's first :data:`FOOTER_ROWS` rows and a row of ``total`` in every column."""
+    wide = wide_file(clean, rows)
+    path = clean.with_name(f"{clean.stem}_footer{WIDE_COLUMNS}.csv")
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(wide, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as out:
+            for _ in range(min(FOOTER_ROWS, wide_rows(rows)) + 1):  # the header and the rows
+                out.write(src.readline())
+            out.write(",".join(["total"] * WIDE_COLUMNS) + "\n")
+        os.replace(tmp, path)
+    return path
+
+
 def frozen_copy(ref: str, into: Path) -> Path:
     """``osiris_dagster`` as of ``ref``, unpacked under ``into`` (to put first on PYTHONPATH)."""
     repo = HERE.parent
@@ -105,7 +134,10 @@ def command(contender: str, path: Path, workdir: Path) -> tuple[list[str], dict[
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     rows = args.rows
     clean, meta = dataset(rows, args.data_dir)
-    files = {"clean": clean, "late": late_file(clean, rows), "wide": wide_file(clean, rows)}
+    special = {"clean": lambda: clean, "wide": lambda: wide_file(clean, rows),
+               "footer": lambda: footer_file(clean, rows)}
+    files = {case: special[case]() if case in special else late_file(clean, rows, case)
+             for case in args.cases}
     server = MeasureServer()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="osiris-csvtypes-") as tmp:
@@ -151,7 +183,7 @@ def report(data: dict[str, Any]) -> str:
              "Work = the extract call alone (driver: `csv_extractor.run` in a StepWorkspace, "
              "table swap included; raw DuckDB: CTAS + checkpoint). Ratios are per round against "
              "`driver_before`, median over rounds.", ""]
-    for case in ("clean", "late", "wide"):
+    for case in dict.fromkeys(r["case"] for r in runs):
         lines += [f"## {case}", "",
                   "| contender | wall s [min-max] | work s | work / before | CPU s | "
                   "peak RSS MB | quantity type | last quantity |",
@@ -182,6 +214,8 @@ def main() -> None:
     p.add_argument("--before", default=DEFAULT_BEFORE, help="git ref of the 'before' code")
     p.add_argument("--contenders", type=lambda s: [c for c in s.split(",") if c],
                    default=list(CONTENDERS))
+    p.add_argument("--cases", type=lambda s: [c for c in s.split(",") if c],
+                   default=list(CASES), help=f"a subset of {','.join(CASES)}")
     p.add_argument("--data-dir", type=Path, default=default_cache_dir())
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args()

@@ -37,7 +37,8 @@ pandas behaviour is reproduced, and where we deliberately differ:
   and without an offset stays text). The types are guessed from the first 20,480 rows; the pass
   that creates the table checks every value against them; a value that does not fit stops it,
   its column gets the next type that value fits, and the table is created again (event
-  ``csv_type_widened``): the result is always the one the whole file calls for. A
+  ``csv_type_widened``); after three such values, one pass types every column from all rows
+  first: the result is always the one the whole file calls for. A
   ``parse_dates`` list column must be DATE, TIMESTAMP or TIMESTAMPTZ; a value that fits none is
   an error naming file, line and column. ``dtype`` columns are read as text too and cast to the
   declared type only when it holds the value exactly (:func:`types.faithful <.types.faithful>`):
@@ -97,6 +98,11 @@ PANDAS_NA_VALUES: tuple[str, ...] = (
 )
 
 SAMPLE_ROWS = 20480  # rows the first guess of the types is made from (DuckDB's sample size)
+# A late value that does not fit its column costs one more read of the file; after the third,
+# one pass types every column from all rows instead (_Extraction._detect_whole_file: about a
+# read's cost), so a file with such values in many columns (a footer row of text below numbers)
+# is read at most four times, not once per column. Measured in benchmarks/csv_types.py.
+WIDENINGS_BEFORE_WHOLE_FILE_TYPES = 3
 
 _PANDAS_DTYPES = {
     "str": "VARCHAR", "object": "VARCHAR", "string": "VARCHAR", "category": "VARCHAR",
@@ -374,7 +380,9 @@ class _Extraction:
     pass with the types it does fit (:func:`types.typed <.types.typed>`); its column is widened to
     the next of those and the pass runs again (:meth:`_widen`), so the result is the one the whole
     file calls for, whatever the rows the sample saw. The usual late contradiction costs one
-    extra pass; measured in ``benchmarks/csv_types.py``.
+    extra pass; after :data:`WIDENINGS_BEFORE_WHOLE_FILE_TYPES` of them, the types of all rows
+    are found in one pass (:meth:`_detect_whole_file`) before the last; measured in
+    ``benchmarks/csv_types.py``.
     """
 
     def __init__(self, ctx: StepContext, opts: Options, source: Source, layout: Layout,
@@ -427,12 +435,30 @@ class _Extraction:
     def _create(self) -> int:
         if self.fits is None:
             self.fits = self._detect(self._rows(SAMPLE_ROWS))
+        widened = 0
         while True:
             try:
                 return self.ctx.create_output(self._typed_select())
             except duckdb.Error as exc:
                 if not self._widen(exc):
                     raise
+            widened += 1
+            if widened == WIDENINGS_BEFORE_WHOLE_FILE_TYPES:
+                self._detect_whole_file()
+
+    def _detect_whole_file(self) -> None:
+        """The types of all rows at once, in one more pass: a pass stops at the first value
+        that does not fit, so a file with late values in many columns would otherwise be read
+        once per column (and per type a column passes through)."""
+        assert self.fits is not None
+        before = {name: self._type_of(name) for name in self.fits}
+        # a column only loses types: it is checked for those it has left (none if text)
+        self.fits = {**self.fits, **self._detect(self._rows(None), {
+            name: self._candidates(name) if fits is None else fits
+            for name, fits in self.fits.items() if fits != ()})}
+        for name, kind in before.items():
+            if self._type_of(name) != kind:
+                self.ctx.log_event("csv_type_widened", column=name, type=self._type_of(name))
 
     def _widen(self, exc: duckdb.Error) -> bool:
         """A value past the sample did not fit its column's type: drop the types that value
@@ -475,19 +501,22 @@ class _Extraction:
         cols = ", ".join(quote_ident(n) for n in self.selected)
         return f"(SELECT {cols} FROM {self.reader.sql()}{limit})"
 
-    def _detect(self, rows: str) -> dict[str, tuple[str, ...] | None]:
-        """Per auto column, the candidate types every value of ``rows`` fits, in candidate
-        order; None for a column with no value.
+    def _detect(self, rows: str, candidates: Mapping[str, tuple[str, ...]] | None = None
+                ) -> dict[str, tuple[str, ...] | None]:
+        """Per auto column (or per column of ``candidates``), the candidate types every value of
+        ``rows`` fits, in candidate order; None for a column with no value.
 
         The rows are unpivoted to one (column, value) row per value that is not NULL, so each
         type's rule is one expression for all columns, grouped by column: DuckDB's planning no
         longer grows with the width (an expression per column and type took it over a second
         for 200 columns), and each candidate type is cast once per value, only where the value
         may fit it (:func:`types.gated_cast <.types.gated_cast>`)."""
-        auto = self._auto
+        if candidates is None:
+            candidates = {name: self._candidates(name) for name in self._auto}
+        auto = list(candidates)
         if not auto:
             return {}
-        kinds = [k for k in ct.WITH_DATES if any(k in self._candidates(n) for n in auto)]
+        kinds = [k for k in ct.WITH_DATES if any(k in candidates[n] for n in auto)]
         casts, checks = [], []
         for i, kind in enumerate(kinds):
             cast, gated = None, ct.gated_cast(kind, "v")
@@ -501,7 +530,7 @@ class _Extraction:
         found = {str(row[0]): dict(zip(kinds, row[1:], strict=True)) for row in self.con.execute(
             f"SELECT name{''.join(checks)} FROM (SELECT name, v{''.join(casts)} FROM ({values})) "
             "GROUP BY name").fetchall()}
-        fits = {name: tuple(k for k in self._candidates(name) if found[name][k])
+        fits = {name: tuple(k for k in candidates[name] if found[name][k])
                 if name in found else None for name in auto}
         for name in self.opts.date_columns:
             if fits.get(name) == ():
