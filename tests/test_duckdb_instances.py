@@ -546,3 +546,21 @@ def test_sql_that_changes_the_instance_itself_leaves_it_to_no_other_step(
     [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT * FROM b").fetchall() == [(True,)]
+
+
+def test_a_check_too_deep_for_python_to_read_its_parse_tree_still_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a check expression leaves the instance unchanged is read from DuckDB's parse
+    tree as JSON; one nested more deeply than Python's recursion limit (DuckDB takes it) must
+    only keep the instance from being reused, not fail the step."""
+    from osiris_dagster import cli
+
+    deep = "+".join(["n"] * 500) + " > 0"
+    (tmp_path / "p.yaml").write_text(
+        'oml_version: "0.1.0"\nname: deep\nx-dagster:\n  steps:\n    a:\n      checks:\n'
+        f"        expression: {json.dumps(deep)}\nsteps:\n  - id: a\n"
+        "    component: duckdb.processor\n    mode: transform\n"
+        "    config: {query: 'SELECT 1 AS n'}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["run", "p.yaml", "--sessions-dir", str(tmp_path / "sessions")]) == 0

@@ -248,6 +248,25 @@ def test_parse_dates_column_with_a_late_non_date_names_file_line_and_column(
     assert "'v'" in message and "'soon'" in message and "parse_dates" in message
 
 
+def test_after_the_whole_file_typing_the_first_bad_value_is_still_the_one_named(
+        extract: ExtractFn, data_dir: Path) -> None:
+    """Three columns widened, then a dtype value that does not fit (line 22,001) before a
+    parse_dates value that is no date (line 25,001): the error names the first, as it did
+    when every late value cost a read of its own."""
+    head = "n,a,b,c,d,e\n"
+    rows = {n: [str(n), str(n), str(n), "2024-01-02", str(n)] for n in range(1, ROWS + 1)}
+    for k, n in enumerate((21_000, 21_001, 21_002)):
+        rows[n][k] = "x"
+    rows[22_000][4] = "1.5"
+    rows[25_000][3] = "bad"
+    (data_dir / "bad.csv").write_text(
+        head + "".join(f"{n}," + ",".join(v) + "\n" for n, v in rows.items()))
+    with pytest.raises(DriverError) as info:
+        extract(path="bad.csv", parse_dates=["d"], dtype={"e": "int64"})
+    message = str(info.value)
+    assert "line 22001" in message and "'e'" in message and "'1.5'" in message
+
+
 def test_parse_dates_column_mixing_naive_and_aware_is_an_error(extract: ExtractFn,
                                                                data_dir: Path) -> None:
     rows = [(n, f"2024-01-{1 + n % 28:02d} 08:00:00") for n in range(1, ROWS + 1)]

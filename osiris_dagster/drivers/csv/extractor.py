@@ -64,6 +64,7 @@ pandas behaviour is reproduced, and where we deliberately differ:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -101,7 +102,8 @@ SAMPLE_ROWS = 20480  # rows the first guess of the types is made from (DuckDB's 
 # A late value that does not fit its column costs one more read of the file; after the third,
 # one pass types every column from all rows instead (_Extraction._detect_whole_file: about a
 # read's cost), so a file with such values in many columns (a footer row of text below numbers)
-# is read at most four times, not once per column. Measured in benchmarks/csv_types.py.
+# is read four times plus that pass, not once per column; exactly three such columns pay the
+# pass in vain. Measured in benchmarks/csv_types.py.
 WIDENINGS_BEFORE_WHOLE_FILE_TYPES = 3
 
 _PANDAS_DTYPES = {
@@ -399,6 +401,7 @@ class _Extraction:
         self.reader = self._reader(scratch)
         self.selected = list(opts.columns or self.names)
         self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
+        self.widenings = 0  # over all reads, also those redone after a read error
 
     def _reader(self, scratch: Scratch) -> Reader:
         """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
@@ -435,27 +438,33 @@ class _Extraction:
     def _create(self) -> int:
         if self.fits is None:
             self.fits = self._detect(self._rows(SAMPLE_ROWS))
-        widened = 0
         while True:
             try:
                 return self.ctx.create_output(self._typed_select())
             except duckdb.Error as exc:
                 if not self._widen(exc):
                     raise
-            widened += 1
-            if widened == WIDENINGS_BEFORE_WHOLE_FILE_TYPES:
+            self.widenings += 1
+            if self.widenings == WIDENINGS_BEFORE_WHOLE_FILE_TYPES:
                 self._detect_whole_file()
 
     def _detect_whole_file(self) -> None:
         """The types of all rows at once, in one more pass: a pass stops at the first value
         that does not fit, so a file with late values in many columns would otherwise be read
-        once per column (and per type a column passes through)."""
+        once per column (and per type a column passes through).
+
+        A ``parse_dates`` column that no date type fits keeps its types here: the next read
+        fails at its value or at an earlier error of the file, as without this pass."""
         assert self.fits is not None
         before = {name: self._type_of(name) for name in self.fits}
         # a column only loses types: it is checked for those it has left (none if text)
-        self.fits = {**self.fits, **self._detect(self._rows(None), {
-            name: self._candidates(name) if fits is None else fits
-            for name, fits in self.fits.items() if fits != ()})}
+        heartbeat = getattr(self.ctx, "heartbeat", None)  # StepWorkspace reports progress
+        with heartbeat() if heartbeat else contextlib.nullcontext():
+            found = self._detect(self._rows(None), {
+                name: self._candidates(name) if fits is None else fits
+                for name, fits in self.fits.items() if fits != ()})
+        self.fits = {**self.fits, **{name: fits for name, fits in found.items()
+                                     if fits != () or name not in self.opts.date_columns}}
         for name, kind in before.items():
             if self._type_of(name) != kind:
                 self.ctx.log_event("csv_type_widened", column=name, type=self._type_of(name))
@@ -504,13 +513,15 @@ class _Extraction:
     def _detect(self, rows: str, candidates: Mapping[str, tuple[str, ...]] | None = None
                 ) -> dict[str, tuple[str, ...] | None]:
         """Per auto column (or per column of ``candidates``), the candidate types every value of
-        ``rows`` fits, in candidate order; None for a column with no value.
+        ``rows`` fits, in candidate order; None for a column with no value. A ``parse_dates``
+        column that none fits is an error, except with ``candidates`` (the caller decides).
 
         The rows are unpivoted to one (column, value) row per value that is not NULL, so each
         type's rule is one expression for all columns, grouped by column: DuckDB's planning no
         longer grows with the width (an expression per column and type took it over a second
         for 200 columns), and each candidate type is cast once per value, only where the value
         may fit it (:func:`types.gated_cast <.types.gated_cast>`)."""
+        given = candidates
         if candidates is None:
             candidates = {name: self._candidates(name) for name in self._auto}
         auto = list(candidates)
@@ -532,7 +543,7 @@ class _Extraction:
             "GROUP BY name").fetchall()}
         fits = {name: tuple(k for k in candidates[name] if found[name][k])
                 if name in found else None for name in auto}
-        for name in self.opts.date_columns:
+        for name in self.opts.date_columns if given is None else ():
             if fits.get(name) == ():
                 raise self._not_a_date_error(name, rows)
         return fits

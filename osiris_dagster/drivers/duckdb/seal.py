@@ -51,10 +51,11 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[st
 
 def leaves_instance_unchanged(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
     """Whether ``sql`` (one statement, parsed by DuckDB, not run) calls only table functions
-    that return rows and nothing else; False when it does not parse."""
+    that return rows and nothing else; False when it cannot tell (it does not parse, or its
+    parse tree is deeper than Python reads)."""
     try:
         return _calls_only_row_functions(_parse_tree(con, sql))
-    except (DriverError, duckdb.Error):
+    except Exception:  # noqa: BLE001 - only an advice to reuse an instance: never fail for it
         return False
 
 
