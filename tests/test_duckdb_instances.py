@@ -428,20 +428,25 @@ steps:
 """
 
 
+def _cli_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline: str) -> int:
+    """`osiris-dagster run PIPELINE` from ``tmp_path``, on the CLI's own Dagster instance."""
+    from osiris_dagster import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return cli.main(["run", pipeline, "--sessions-dir", str(tmp_path / "sessions")])
+
+
 def test_a_run_of_sql_steps_creates_an_instance_for_the_first_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, created_in: list[str]) -> None:
     """Through Dagster, as `osiris-dagster run` runs a pipeline: the SQL steps after the first
     take the instance it parked, and the session file is checkpointed when the run ends."""
-    from osiris_dagster import cli
-
     (tmp_path / "data.csv").write_text("id,v\n1,a\n2,b\n", encoding="utf-8")
     steps = "".join(f"  - id: s{i}\n    component: duckdb.processor\n    mode: transform\n"
                     f"    config: {{query: 'SELECT *, {i} AS c{i} FROM input_df'}}\n"
                     for i in range(2, 7))
     (tmp_path / "chain.yaml").write_text(CHAIN + steps, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert cli.main(["run", "chain.yaml", "--sessions-dir", str(tmp_path / "sessions")]) == 0
+    assert _cli_run(tmp_path, monkeypatch, "chain.yaml") == 0
     assert len(created_in) <= 3  # extract, first SQL step, one spare prepared (6 steps)
     [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
     assert not db.with_name(db.name + ".wal").exists()
@@ -524,8 +529,6 @@ def test_sql_that_changes_the_instance_itself_leaves_it_to_no_other_step(
     a step that runs such SQL (its query or a check expression) hands its instance to no other
     step, which would find the entry (its own registration then failed) where a new instance
     has none."""
-    from osiris_dagster import cli
-
     first = REGISTERS.format("a")
     checks = ""
     if where == "check":
@@ -540,9 +543,7 @@ def test_sql_that_changes_the_instance_itself_leaves_it_to_no_other_step(
                                    ("c", "    needs: [b]\n", "SELECT count(*) AS n FROM "
                                     "range(3) t(x) WHERE x IN (SELECT 1 FROM df_b)")]))
     (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert cli.main(["run", "p.yaml", "--sessions-dir", str(tmp_path / "sessions")]) == 0
+    assert _cli_run(tmp_path, monkeypatch, "p.yaml") == 0
     [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT * FROM b").fetchall() == [(True,)]
@@ -553,14 +554,10 @@ def test_a_check_too_deep_for_python_to_read_its_parse_tree_still_runs(
     """Whether a check expression leaves the instance unchanged is read from DuckDB's parse
     tree as JSON; one nested more deeply than Python's recursion limit (DuckDB takes it) must
     only keep the instance from being reused, not fail the step."""
-    from osiris_dagster import cli
-
     deep = "+".join(["n"] * 500) + " > 0"
     (tmp_path / "p.yaml").write_text(
         'oml_version: "0.1.0"\nname: deep\nx-dagster:\n  steps:\n    a:\n      checks:\n'
         f"        expression: {json.dumps(deep)}\nsteps:\n  - id: a\n"
         "    component: duckdb.processor\n    mode: transform\n"
         "    config: {query: 'SELECT 1 AS n'}\n", encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert cli.main(["run", "p.yaml", "--sessions-dir", str(tmp_path / "sessions")]) == 0
+    assert _cli_run(tmp_path, monkeypatch, "p.yaml") == 0

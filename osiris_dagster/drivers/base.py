@@ -20,6 +20,7 @@ writers say which upstream columns each of their columns comes from in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -135,6 +136,13 @@ class StepContext(Protocol):
     def resolve_path(self, path: str) -> Path:
         """A config path made absolute: against ``base_dir`` if set, else the working directory."""
         ...
+
+
+def heartbeat(ctx: StepContext) -> AbstractContextManager[object]:
+    """While inside, the step reports progress every few seconds, when its context can (a
+    StepWorkspace can; a bare context in a test need not): for one long DuckDB statement."""
+    beat = getattr(ctx, "heartbeat", None)
+    return beat() if beat else nullcontext()
 
 
 Driver = Callable[[StepContext, Mapping[str, Any], Sequence[UpstreamTable]], DriverResult]

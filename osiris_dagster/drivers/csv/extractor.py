@@ -64,7 +64,6 @@ pandas behaviour is reproduced, and where we deliberately differ:
 
 from __future__ import annotations
 
-import contextlib
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -76,7 +75,7 @@ import duckdb
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
-from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable, heartbeat
 from osiris_dagster.drivers.csv import types as ct
 from osiris_dagster.drivers.csv.compression import infer_compression
 from osiris_dagster.drivers.csv.data_part import (
@@ -437,7 +436,12 @@ class _Extraction:
 
     def _create(self) -> int:
         if self.fits is None:
-            self.fits = self._detect(self._rows(SAMPLE_ROWS))
+            sample = self._rows(SAMPLE_ROWS)
+            fits = self._detect(sample)
+            for name in self.opts.date_columns:
+                if fits.get(name) == ():
+                    raise self._not_a_date_error(name, sample)
+            self.fits = fits
         while True:
             try:
                 return self.ctx.create_output(self._typed_select())
@@ -458,8 +462,7 @@ class _Extraction:
         assert self.fits is not None
         before = {name: self._type_of(name) for name in self.fits}
         # a column only loses types: it is checked for those it has left (none if text)
-        heartbeat = getattr(self.ctx, "heartbeat", None)  # StepWorkspace reports progress
-        with heartbeat() if heartbeat else contextlib.nullcontext():
+        with heartbeat(self.ctx):
             found = self._detect(self._rows(None), {
                 name: self._candidates(name) if fits is None else fits
                 for name, fits in self.fits.items() if fits != ()})
@@ -513,15 +516,13 @@ class _Extraction:
     def _detect(self, rows: str, candidates: Mapping[str, tuple[str, ...]] | None = None
                 ) -> dict[str, tuple[str, ...] | None]:
         """Per auto column (or per column of ``candidates``), the candidate types every value of
-        ``rows`` fits, in candidate order; None for a column with no value. A ``parse_dates``
-        column that none fits is an error, except with ``candidates`` (the caller decides).
+        ``rows`` fits, in candidate order; None for a column with no value.
 
         The rows are unpivoted to one (column, value) row per value that is not NULL, so each
         type's rule is one expression for all columns, grouped by column: DuckDB's planning no
         longer grows with the width (an expression per column and type took it over a second
         for 200 columns), and each candidate type is cast once per value, only where the value
         may fit it (:func:`types.gated_cast <.types.gated_cast>`)."""
-        given = candidates
         if candidates is None:
             candidates = {name: self._candidates(name) for name in self._auto}
         auto = list(candidates)
@@ -541,12 +542,8 @@ class _Extraction:
         found = {str(row[0]): dict(zip(kinds, row[1:], strict=True)) for row in self.con.execute(
             f"SELECT name{''.join(checks)} FROM (SELECT name, v{''.join(casts)} FROM ({values})) "
             "GROUP BY name").fetchall()}
-        fits = {name: tuple(k for k in candidates[name] if found[name][k])
+        return {name: tuple(k for k in candidates[name] if found[name][k])
                 if name in found else None for name in auto}
-        for name in self.opts.date_columns if given is None else ():
-            if fits.get(name) == ():
-                raise self._not_a_date_error(name, rows)
-        return fits
 
     def _type_of(self, name: str) -> str | None:
         """The first type the column's values fit; VARCHAR when none; None while no value was

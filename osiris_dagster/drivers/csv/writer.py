@@ -27,7 +27,6 @@ is left as it was. ``chunk_size`` is accepted and ignored (COPY streams).
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from osiris_dagster.drivers.base import (
     StepColumnLineage,
     StepContext,
     UpstreamTable,
+    heartbeat,
 )
 from osiris_dagster.drivers.csv.compression import open_compressed_output, output_compression
 from osiris_dagster.drivers.csv.duckdb_errors import duckdb_summary
@@ -212,8 +212,7 @@ class _Write:
         sql = (f"COPY (SELECT {self._select_list()} FROM {self.relation}) "
                f"TO {quote_literal(str(path))} ({', '.join(options)})")
         try:
-            heartbeat = getattr(self.ctx, "heartbeat", None)  # StepWorkspace reports progress
-            with heartbeat() if heartbeat else contextlib.nullcontext():
+            with heartbeat(self.ctx):
                 result = self.ctx.con.execute(sql).fetchone()
         except duckdb.Error as exc:
             raise DriverError(f"cannot write {self.target}: "
