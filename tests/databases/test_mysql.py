@@ -13,6 +13,7 @@ import pytest
 from osiris_dagster.core.errors import DriverError
 
 from ..helpers import events, failure_description, materialisations
+from .commit_reply_dropper import CommitReplyDropper
 from .conftest import Harness, MySQLTarget, PipelineRun
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "movies_db" / "seed_movies.py"
@@ -440,6 +441,94 @@ def test_writer_failure_in_the_middle_leaves_the_target_as_it_was(
                       batch_size=1)
     assert _table(mysql, "w_fragile") == before
     assert not mysql.query("SHOW TABLES LIKE 'w_created'")
+
+
+WRITE_WITH_RETRIES = """\
+oml_version: "0.1.0"
+name: commit-lost
+steps:
+  - id: load
+    component: filesystem.csv_extractor
+    mode: read
+    config: {{path: {csv}}}
+  - id: append
+    component: mysql.writer
+    mode: write
+    needs: [load]
+    config: {{connection: "@mysql.main", table: w_commit_lost, mode: append}}
+x-dagster:
+  steps:
+    append:
+      retry: {{max_retries: 2, delay_seconds: 0}}
+"""
+
+
+def test_writer_commit_that_landed_without_an_answer_is_never_written_twice(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server applies the COMMIT and its answer is lost: the rows are there, the writer
+    cannot know it. An append must fail without any retry (the step's own `retry` included),
+    saying how to check; before, every retry wrote the rows again."""
+    mysql.execute("DROP TABLE IF EXISTS w_commit_lost",
+                  "CREATE TABLE w_commit_lost (id INT, name VARCHAR(10))")
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id,name\n1,a\n2,b\n3,c\n")
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    with CommitReplyDropper(mysql.host, mysql.port) as proxy:
+        connections = ("version: 1\nconnections:\n  mysql:\n    main:\n"
+                       f"      host: 127.0.0.1\n      port: {proxy.port}\n"
+                       f"      database: {mysql.database}\n      user: {mysql.user}\n"
+                       "      password: ${MYSQL_TEST_PASSWORD}\n")
+        result, _ = run_pipeline(WRITE_WITH_RETRIES.format(csv=csv), connections, "commit-lost")
+    assert not result.success
+    assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]  # exactly once
+    assert proxy.commits_dropped == 1  # one attempt: neither the driver nor Dagster retried
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    text = failure_description(result)
+    assert "step 'append'" in text and "may or may not have been written" in text
+    assert "SELECT count(*) FROM" in text and "upsert_keys" in text
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "upsert", "truncate_before"])
+def test_writer_commit_without_an_answer_says_whether_running_again_is_safe(
+        mysql: MySQLTarget, harness: Harness, mode: str) -> None:
+    from osiris_dagster.core.errors import NotRetryableError
+
+    table = f"w_lost_{mode}"
+    mysql.execute(f"DROP TABLE IF EXISTS {table}",
+                  f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(10))",
+                  f"INSERT INTO {table} VALUES (9, 'old')")
+    harness.upstream("SELECT i AS id, 'new' AS name FROM range(1, 4) t(i)")
+    config = {"table": table, "mode": mode, "upsert_keys": ["id"] if mode == "upsert" else None}
+    if mode == "truncate_before":
+        config.update(mode="append", truncate_before=True)
+    with CommitReplyDropper(mysql.host, mysql.port) as proxy, \
+            pytest.raises(DriverError) as info:
+        harness.write("mysql.writer", mysql.connection(host="127.0.0.1", port=proxy.port),
+                      **{k: v for k, v in config.items() if v is not None})
+    msg = str(info.value)
+    assert "(2013)" in msg and "may or may not have been written" in msg
+    assert f"SELECT count(*) FROM {mysql.database}.{table}" in msg
+    landed = [(i, "new") for i in (1, 2, 3)]
+    if mode == "append":  # a second run would write the rows twice: nothing may repeat it
+        assert isinstance(info.value, NotRetryableError)
+        assert "writes them twice" in msg
+        assert _table(mysql, table) == [*landed, (9, "old")]
+    else:
+        assert not isinstance(info.value, NotRetryableError)
+        assert "Running the step again is safe" in msg
+        assert _table(mysql, table) == (landed + [(9, "old")] if mode == "upsert" else landed)
+
+
+def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_lost_created")
+    harness.upstream("SELECT i AS id FROM range(1, 4) t(i)")
+    with CommitReplyDropper(mysql.host, mysql.port) as proxy, \
+            pytest.raises(DriverError, match="may or may not have been written"):
+        harness.write("mysql.writer", mysql.connection(host="127.0.0.1", port=proxy.port),
+                      table="w_lost_created", create_table=True)
+    assert mysql.query("SELECT id FROM w_lost_created ORDER BY id") == [(1,), (2,), (3,)]
 
 
 def test_writer_rejects_input_columns_the_target_lacks(mysql: MySQLTarget,

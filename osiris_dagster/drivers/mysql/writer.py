@@ -15,6 +15,12 @@ Here:
   not fit (too long, out of range) fails the step instead of being silently truncated, and the
   target is left exactly as it was. (A non-transactional engine such as MyISAM cannot roll back:
   the step logs a warning event.)
+* **A COMMIT without an answer.** When the connection breaks during ``COMMIT``, the server may
+  have applied it and lost only its answer: the step fails saying the rows may or may not have
+  been written and how to check. For ``append`` (without ``truncate_before``) that failure is an
+  :class:`OutcomeUnknownError`, which neither Dagster's retry policy nor anything else repeats
+  (a second write would duplicate the rows); the other modes give the same end state when run
+  again. A table the step created is then kept (it may hold the committed rows).
 * **create_table.** A missing table is created from the DuckDB schema when ``create_table`` is
   true (``ENGINE=InnoDB``, utf8mb4; with ``upsert_keys`` as PRIMARY KEY), else the step fails.
   MySQL DDL commits implicitly, so a table created by a step whose insert then fails is dropped
@@ -52,7 +58,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from osiris_dagster.core.errors import DriverError
+from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import (
     DriverResult,
@@ -62,11 +68,13 @@ from osiris_dagster.drivers.base import (
 )
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested
+from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.identifiers import mysql_ident
 from osiris_dagster.drivers.mysql.connection import (
     MySQLParams,
     mysql_connect,
     mysql_error,
+    mysql_error_code,
     mysql_params,
 )
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
@@ -133,6 +141,7 @@ class _Writer:
         self.ctx, self.opts, self.params = ctx, opts, params
         self.relation, self.columns = relation, columns
         self.created = False
+        self.commit_sent = False  # from here on the rows may have landed
         self.schema = opts.schema or params.database
         qualified = mysql_ident(opts.table, "table")
         if opts.schema:
@@ -168,7 +177,7 @@ class _Writer:
             except BaseException:
                 with contextlib.suppress(Exception):
                     conn.rollback()
-                if self.created:
+                if self.created and not self.commit_sent:  # it may hold committed rows
                     with contextlib.suppress(Exception):
                         cur.execute(f"DROP TABLE IF EXISTS {self.qualified}")
                     self.created = False
@@ -318,14 +327,48 @@ class _Writer:
                     "as it was.") from None
             written += len(rows)
             progress.add(len(rows))
+        self.commit_sent = True
         try:
             conn.commit()
         except pymysql.Error as exc:
-            raise self._fail(f"committing the write to {self.label}", exc) from None
+            raise self._commit_failed(exc, written) from None
         progress.done()
         self.ctx.log_event("mysql_write_complete", table=self.label, mode=opts.mode,
                            rows=written, created_table=self.created)
         return written
+
+
+    def _commit_failed(self, exc: BaseException, rows: int) -> DriverError:
+        """An error the server answered to COMMIT rolled the transaction back. A connection
+        lost during COMMIT leaves it unknown whether the server applied it (it may have committed
+        and its answer been lost), and nothing can tell which from here: say so, and for an
+        append make sure nothing runs it again blindly (a second run would write the rows
+        twice)."""
+        action = f"committing the write to {self.label}"
+        if not _answer_lost(exc):
+            return self._fail(action, exc, note=f"Nothing was written: the transaction was "
+                                                f"rolled back and {self.label} is as it was.")
+        check = (f"Check with SELECT count(*) FROM {self.label} whether the {rows} rows are "
+                 "there before running the step again")
+        if self.opts.mode != "append" or self.opts.truncate_before:
+            return self._fail(action, exc, note=(
+                f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. Running the step again is safe (mode {self.opts.mode}"
+                f"{' with truncate_before' if self.opts.truncate_before else ''} gives the "
+                f"same end state).") + f" {check}.")
+        note = (f"The connection broke during COMMIT, so the {rows} rows may or may not have "
+                f"been written. {check}: with mode append a second run writes them twice. To "
+                "make the write safe to repeat, use mode: upsert with upsert_keys: [<key "
+                "columns>], or mode: replace.")
+        return OutcomeUnknownError(str(self._fail(action, exc, note=note)),
+                                   reason=first_line(exc))
+
+
+def _answer_lost(exc: BaseException) -> bool:
+    """True unless the server answered with an error of its own: client-side errors
+    (2000-2999: connection lost or gone, no code at all) mean the answer never arrived."""
+    code = mysql_error_code(exc)
+    return code is None or 2000 <= code < 3000
 
 
 def _rows(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
