@@ -42,6 +42,11 @@ from osiris_dagster.dagster_layer.column_metadata import StepColumns, column_met
 from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from osiris_dagster.dagster_layer.partitions import partition_params
 from osiris_dagster.dagster_layer.resources import OsirisResource
+from osiris_dagster.dagster_layer.run_sessions import (
+    PIPELINE_TAG,
+    pipelines_in_job,
+    run_session_id,
+)
 from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTranslator
 from osiris_dagster.oml import Pipeline, validate_pipeline
 from osiris_dagster.oml.model import canonical_json
@@ -194,7 +199,7 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
         ins=ins,
         deps=ordering,
         required_resource_keys={RESOURCE_KEY, res_key},
-        op_tags={"osiris/pipeline": dagster_name(pipeline.name)},
+        op_tags={PIPELINE_TAG: dagster_name(pipeline.name)},
         retry_policy=retry_policy(pipeline, step.id),
         check_specs=check_specs or None,
     )
@@ -248,8 +253,10 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         run_cfg["params"] = {**(run_cfg.get("params") or {}), **partition}
     pipeline = _resolve_for_run(template, text, run_cfg)
     masker = Masker()
-    session = Session(osiris.settings(), context.run_id, masker)
-    if "osiris/session_dir" not in context.run.tags:
+    session_id = run_session_id(context.run_id, pipeline.name, pipelines_in_job(context.job_def))
+    session = Session(osiris.settings(), session_id, masker)
+    if session_id == context.run_id and "osiris/session_dir" not in context.run.tags:
+        # a run of several pipelines has a session per pipeline: see their materialisations
         context.instance.add_run_tags(context.run_id, {"osiris/session_dir": str(session.dir)})
     progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
                                                  "component": pipeline.step(step_id).component,

@@ -19,6 +19,7 @@ from pydantic import Field
 from osiris_dagster.core.errors import UpstreamMissingError
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.dagster_layer.resources import OsirisResource
+from osiris_dagster.dagster_layer.run_sessions import pipelines_in_job, run_session_id
 from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.python_values import (
     UnsupportedTypeError,
@@ -34,6 +35,7 @@ META_SESSION_ID = "osiris/session_id"
 META_SESSION_DB = "osiris/session_db"
 META_TABLE = "osiris/table"
 META_STEP_ID = "osiris/step_id"
+META_PIPELINE = "osiris/pipeline"
 
 
 class OsirisIOManager(dg.ConfigurableIOManager):
@@ -84,9 +86,10 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         table = _text(meta.get(META_TABLE))
         step_id = _text(meta.get(META_STEP_ID)) or upstream.asset_key.path[-1]
         run_id = upstream.run_id
-        if run_id and run_id != EPHEMERAL_RUN_ID:
-            session = Session(self._settings(), run_id)
-            return TableRef(run_id, session.location, table or step_id, step_id, -1)
+        if run_id and run_id != EPHEMERAL_RUN_ID:  # this run's output (or a re-executed run's)
+            session_id = _run_session(context, run_id, _text(meta.get(META_PIPELINE)))
+            session = Session(self._settings(), session_id)
+            return TableRef(session_id, session.location, table or step_id, step_id, -1)
         return self._from_latest_materialisation(context, upstream.asset_key, step_id, table)
 
     def _from_latest_materialisation(self, context: dg.InputContext, key: dg.AssetKey,
@@ -125,6 +128,20 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         rows = md.get("dagster/row_count")
         return TableRef(session_id, location, table, step_id,
                         int(rows.value) if rows is not None else -1)
+
+
+def _run_session(context: dg.InputContext, run_id: str, pipeline: str | None) -> str:
+    """The session of the upstream's pipeline in the run that wrote it (see
+    :mod:`run_sessions <osiris_dagster.dagster_layer.run_sessions>`), decided from this run's
+    job as the step that wrote it decided (a re-execution runs the same job). Without a job (an
+    input context built by hand) the run's one session, as for a run of one pipeline."""
+    if pipeline is None:
+        return run_id
+    try:
+        job = context.step_context.job_def
+    except dg.DagsterInvariantViolationError:
+        return run_id
+    return run_session_id(run_id, pipeline, pipelines_in_job(job))
 
 
 def _load_type(context: dg.InputContext) -> Any:

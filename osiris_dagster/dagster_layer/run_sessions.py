@@ -1,0 +1,32 @@
+"""Which session a step of a Dagster run writes: one for each pipeline in the run.
+
+A run that executes the steps of one pipeline (its job, ``osiris-dagster run``, a schedule, a
+sensor's run, any selection within one pipeline) has one session named by the run id. A run that
+executes steps of several pipelines ("Materialize all", a selection across pipelines) gives each
+pipeline a session of its own, ``<run id>-<pipeline>``: two pipelines may have steps with the same
+id, and each pipeline's tables, manifest and logs belong to it alone. Every process of the run
+decides the same way, from the run's (possibly subsetted) job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import dagster as dg
+
+from osiris_dagster.core.naming import dagster_name
+
+PIPELINE_TAG = "osiris/pipeline"  # on each step's op: dagster_name(pipeline name)
+
+
+def pipelines_in_job(job: dg.JobDefinition) -> frozenset[str]:
+    """The pipelines (as their op tag spells them) whose steps the job executes."""
+    return frozenset(node.tags[PIPELINE_TAG] for node in job.nodes if PIPELINE_TAG in node.tags)
+
+
+def run_session_id(run_id: str, pipeline_name: str, pipelines_in_run: Collection[str]) -> str:
+    """The session of ``pipeline_name`` (the OML name) in the run ``run_id``."""
+    own = dagster_name(pipeline_name)
+    if set(pipelines_in_run) <= {own}:
+        return run_id
+    return f"{run_id}-{own}"
