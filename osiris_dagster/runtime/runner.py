@@ -323,40 +323,49 @@ def _out_of_memory(ws: StepWorkspace, exc: Exception, rerunnable: bool) -> Drive
 
 def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
                    timeout_seconds: float | None) -> DriverResult:
+    """Run ``work`` in a thread the caller can stop (a timeout, Ctrl-C, Dagster's terminate).
+
+    Whether the worker has finished is told by an event it sets, never by
+    ``Thread.is_alive()``: on CPython 3.11 an interrupt that lands in ``Thread.join`` leaves
+    ``is_alive()`` False while the thread still runs, and the step's query went on and committed
+    its table after the step was reported cancelled."""
     box: dict[str, Any] = {}
+    done = threading.Event()
 
     def target() -> None:
         try:
             box["result"] = work()
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = exc
+        finally:
+            done.set()
 
     worker = threading.Thread(target=target, name=f"osiris-step-{ws.step_id}", daemon=True)
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
-            if deadline is not None and time.monotonic() > deadline and worker.is_alive():
-                _stop_worker(ws, worker)
+        while not done.wait(0.2):
+            if deadline is not None and time.monotonic() > deadline and not done.is_set():
+                _stop_worker(ws, done)
                 raise StepTimeout(f"the step ran longer than its timeout of "
                                   f"{timeout_seconds:g}s (x-dagster timeout_seconds) and was "
                                   "stopped")
     except BaseException:
-        _stop_worker(ws, worker)
+        _stop_worker(ws, done)
         raise
     if "error" in box:
         raise box["error"]
     return box["result"]
 
 
-def _stop_worker(ws: StepWorkspace, worker: threading.Thread, grace: float = 30.0) -> None:
-    """Interrupt the driver and wait for it, even through repeated interrupts of our own."""
+def _stop_worker(ws: StepWorkspace, done: threading.Event, grace: float = 30.0) -> None:
+    """Interrupt the driver and wait until it has finished, even through repeated interrupts
+    of our own."""
     deadline = time.monotonic() + grace
-    while worker.is_alive() and time.monotonic() < deadline:
+    while not done.is_set() and time.monotonic() < deadline:
         ws.interrupt()
         try:
-            worker.join(0.2)
+            done.wait(0.2)
         except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C / interrupt: keep stopping
             continue
 
