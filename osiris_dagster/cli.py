@@ -342,8 +342,8 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     run_id = str(uuid.uuid4())
     run_cfg: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     res_cfg: dict[str, Any] = {}
-    if typed:
-        res_cfg["params"] = typed
+    if typed:  # wins even when equal to the OML default (a `params` value then does not)
+        res_cfg["explicit_params"] = typed
     if args.profile:
         res_cfg["profile"] = args.profile
     if res_cfg:

@@ -86,6 +86,20 @@ def test_param_and_select_reuse_earlier_sessions(tmp_path: Path) -> None:
                                                 for r in expected_director_stats(7)}
 
 
+def test_param_equal_to_the_default_still_beats_env(tmp_path: Path) -> None:
+    """`--param` beats OSIRIS_PARAM_<NAME> and the profile even when its value is the OML
+    default (before, such a value counted as not given, and the env value ran silently)."""
+    out = cli("run", str(EXAMPLE), "--connections", str(CONNECTIONS), "--sessions-dir",
+              str(tmp_path / "sessions"), "--param", "min_movies=2", cwd=tmp_path,
+              env={"OSIRIS_PARAM_MIN_MOVIES": "7"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    with open(tmp_path / "output" / "director_stats.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["director_id"] for r in rows} == {r["director_id"]
+                                                for r in expected_director_stats(2)}
+    assert len(expected_director_stats(2)) != len(expected_director_stats(7))
+
+
 def test_invalid_pipeline_exits_2_without_traceback(tmp_path: Path) -> None:
     p = write(tmp_path / "bad.yaml", "oml_version: \"0.1.0\"\nname: bad\nsteps:\n"
                                      "  - id: a\n    component: duckdb.processor\n"

@@ -82,6 +82,24 @@ def test_static_partitions(workdir: Path, tmp_path: Path,
     assert result.success and _preview(result, "daily/day") == [{"k": "us"}]
 
 
+def test_partition_equal_to_the_param_default_beats_env(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The partition's key is given, even when it equals the OML default of `partition_key`
+    (before, such a value counted as not given, and OSIRIS_PARAM_PARTITION_KEY ran instead)."""
+    text = DAILY.replace('{daily: {start: "2026-01-01"}}', "{static: [eu, us]}") \
+        .replace('  schedule: {cron: "0 3 * * *"}\n', "") \
+        .replace(", DATE '${params.partition_start}' AS s,\n               "
+                 "DATE '${params.partition_end}' AS e", "") \
+        .replace("steps:\n", "params: {partition_key: {default: eu}}\nsteps:\n", 1)
+    monkeypatch.setenv("OSIRIS_PARAM_PARTITION_KEY", "us")
+    defs = defs_for(write(workdir / "static.yaml", text), tmp_path / "s")
+    result = defs.resolve_job_def("daily").execute_in_process(instance=instance,
+                                                             partition_key="eu")
+    assert result.success, failure_description(result)
+    assert _preview(result, "daily/day") == [{"k": "eu"}]
+
+
 def test_dynamic_file_partitions_fed_by_the_sensor(workdir: Path, tmp_path: Path,
                                                    instance: dg.DagsterInstance) -> None:
     text = """\

@@ -135,7 +135,8 @@ def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
 
     The launchpad shows each parameter with its OML default and description. A value equal to
     the OML default counts as "not given", so OSIRIS_PARAM_<NAME> and the profile still apply
-    (OML default < env < profile < explicit, as in Osiris); any other value is explicit and wins.
+    (OML default < env < profile < explicit, as in Osiris); any other value is explicit and wins,
+    as is every value under ``explicit_params`` (the command line's ``--param``).
     """
     specs = _param_specs(pipeline, text)
     fields = {}
@@ -152,6 +153,11 @@ def params_resource(pipeline: Pipeline, text: str) -> dg.ResourceDefinition:
     schema = {
         "params": dg.Field(dg.Permissive(fields), is_required=False,
                            description=f"Parameters of pipeline '{pipeline.name}'."),
+        "explicit_params": dg.Field(
+            dg.Permissive(), is_required=False,
+            description="Parameter values that win over OSIRIS_PARAM_<NAME> and the profile even "
+                        "when equal to the OML default (what `osiris-dagster run --param` "
+                        "passes)."),
         "profile": dg.Field(dg.String, is_required=False,
                             description="Profile whose params apply (default 'dev' when defined)."
                                         + (f" Profiles: {', '.join(profiles)}." if profiles
@@ -249,8 +255,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
     partition = partition_params(template, context)
-    if partition:
-        run_cfg["params"] = {**(run_cfg.get("params") or {}), **partition}
+    if partition:  # the partition's values are given, even when equal to a default
+        run_cfg["explicit_params"] = {**(run_cfg.get("explicit_params") or {}), **partition}
     pipeline = _resolve_for_run(template, text, run_cfg)
     masker = Masker()
     session_id = run_session_id(context.run_id, pipeline.name, pipelines_in_job(context.job_def))
@@ -442,6 +448,7 @@ def _resolve_uncached(template: Pipeline, text: str, run_cfg: Mapping[str, Any])
     specs = _param_specs(template, text)
     explicit = {k: v for k, v in (run_cfg.get("params") or {}).items()
                 if not (k in specs and specs[k].has_default and v == specs[k].default)}
+    explicit.update(run_cfg.get("explicit_params") or {})
     result = validate_pipeline(template.path, text=text, params=explicit,
                                profile=run_cfg.get("profile"))
     if result.pipeline is None:
