@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from osiris_dagster import build_definitions
+from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTranslator
 
 from .helpers import failure_description, materialisations, write
 
@@ -33,14 +34,15 @@ steps:
 """
 
 
-def _project(tmp_path: Path) -> tuple[dg.Definitions, Path]:
+def _project(tmp_path: Path, names: tuple[str, str] = ("first", "second"),
+             translator: OsirisTranslator | None = None) -> tuple[dg.Definitions, Path]:
     files = []
-    for name, values in (("first", [1, 2]), ("second", [10, 20, 30])):
-        csv = write(tmp_path / f"{name}.csv", "x\n" + "".join(f"{v}\n" for v in values))
-        files.append(write(tmp_path / "pipelines" / f"{name}.yaml",
+    for i, (name, values) in enumerate(zip(names, ([1, 2], [10, 20, 30]), strict=True)):
+        csv = write(tmp_path / f"{i}.csv", "x\n" + "".join(f"{v}\n" for v in values))
+        files.append(write(tmp_path / "pipelines" / f"{name if len(name) < 20 else i}.yaml",
                            PIPELINE.format(name=name, csv=csv)))
     sessions = tmp_path / "sessions"
-    return build_definitions(files, sessions_dir=str(sessions)), sessions
+    return build_definitions(files, sessions_dir=str(sessions), translator=translator), sessions
 
 
 def _total(metadata: dict) -> tuple[int, int]:
@@ -77,9 +79,34 @@ def test_pipelines_in_one_run_keep_their_own_tables(tmp_path: Path,
         assert yaml.safe_load((session / "manifest.yaml").read_text())["name"] == name
 
 
+class _OwnMetadata(OsirisTranslator):
+    """A user's translator that replaces every asset's metadata with its own."""
+
+    def get_asset_spec(self, data: OsirisStepData) -> dg.AssetSpec:
+        return super().get_asset_spec(data).replace_attributes(metadata={"team": "data"})
+
+
+def test_a_translator_replacing_the_metadata_and_long_pipeline_names(
+        tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Each pipeline's session is found from its steps' ops, not from metadata a translator
+    may replace; a pipeline name too long for a directory name is shortened (and hashed, so
+    two names with the same start stay apart)."""
+    names = ("p" * 230 + "a", "p" * 230 + "b")
+    defs, sessions = _project(tmp_path, names, _OwnMetadata())
+    result = defs.get_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, raise_on_error=False)
+    assert result.success, failure_description(result)
+    totals = sorted(_total(md) for key, md in materialisations(result).items()
+                    if key.endswith("/total"))
+    assert totals == [(2, 3), (3, 60)]
+    dirs = [p.name for p in sessions.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(dirs) == 2 and all(len(d) == 36 + 1 + 64 for d in dirs)
+
+
 DEFS = """\
 import dagster as dg
 from osiris_dagster import build_definitions
+from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTranslator
 
 defs = build_definitions(["pipelines/first.yaml", "pipelines/second.yaml"],
                          sessions_dir="sessions", executor=dg.multiprocess_executor)

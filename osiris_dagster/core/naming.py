@@ -61,6 +61,14 @@ def table_names(step_ids: Iterable[str]) -> dict[str, str]:
     }
 
 
+def bounded_name(name: str, limit: int) -> str:
+    """``name`` when at most ``limit`` characters; else its start and a hash of all of it (two
+    long names with the same start stay apart), ``limit`` characters in all."""
+    if len(name) <= limit:
+        return name
+    return name[:limit - 9] + "_" + _short_hash(name)
+
+
 def dagster_name(*parts: str) -> str:
     """A name valid for Dagster ops, jobs, groups and resource keys (^[A-Za-z0-9_]+$)."""
     joined = "__".join(_NON_WORD.sub("_", p) for p in parts)

@@ -259,7 +259,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         run_cfg["explicit_params"] = {**(run_cfg.get("explicit_params") or {}), **partition}
     pipeline = _resolve_for_run(template, text, run_cfg)
     masker = Masker()
-    session_id = run_session_id(context.run_id, pipeline.name, pipelines_in_job(context.job_def))
+    session_id = run_session_id(context.run_id, dagster_name(pipeline.name),
+                                pipelines_in_job(context.job_def))
     session = Session(osiris.settings(), session_id, masker)
     if session_id == context.run_id and "osiris/session_dir" not in context.run.tags:
         # a run of several pipelines has a session per pipeline: see their materialisations

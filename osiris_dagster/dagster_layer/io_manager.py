@@ -19,7 +19,11 @@ from pydantic import Field
 from osiris_dagster.core.errors import UpstreamMissingError
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.dagster_layer.resources import OsirisResource
-from osiris_dagster.dagster_layer.run_sessions import pipelines_in_job, run_session_id
+from osiris_dagster.dagster_layer.run_sessions import (
+    PIPELINE_TAG,
+    pipelines_in_job,
+    run_session_id,
+)
 from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.python_values import (
     UnsupportedTypeError,
@@ -35,7 +39,6 @@ META_SESSION_ID = "osiris/session_id"
 META_SESSION_DB = "osiris/session_db"
 META_TABLE = "osiris/table"
 META_STEP_ID = "osiris/step_id"
-META_PIPELINE = "osiris/pipeline"
 
 
 class OsirisIOManager(dg.ConfigurableIOManager):
@@ -87,7 +90,7 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         step_id = _text(meta.get(META_STEP_ID)) or upstream.asset_key.path[-1]
         run_id = upstream.run_id
         if run_id and run_id != EPHEMERAL_RUN_ID:  # this run's output (or a re-executed run's)
-            session_id = _run_session(context, run_id, _text(meta.get(META_PIPELINE)))
+            session_id = _run_session(context, run_id)
             session = Session(self._settings(), session_id)
             return TableRef(session_id, session.location, table or step_id, step_id, -1)
         return self._from_latest_materialisation(context, upstream.asset_key, step_id, table)
@@ -130,16 +133,18 @@ class OsirisIOManager(dg.ConfigurableIOManager):
                         int(rows.value) if rows is not None else -1)
 
 
-def _run_session(context: dg.InputContext, run_id: str, pipeline: str | None) -> str:
-    """The session of the upstream's pipeline in the run that wrote it (see
-    :mod:`run_sessions <osiris_dagster.dagster_layer.run_sessions>`), decided from this run's
-    job as the step that wrote it decided (a re-execution runs the same job). Without a job (an
-    input context built by hand) the run's one session, as for a run of one pipeline."""
-    if pipeline is None:
-        return run_id
+def _run_session(context: dg.InputContext, run_id: str) -> str:
+    """The session of the upstream's pipeline (its op's tag, which no translator changes) in
+    the run that wrote it (see :mod:`run_sessions <osiris_dagster.dagster_layer.run_sessions>`),
+    decided from this run's job as the step that wrote it decided (a re-execution runs the same
+    job). Without a job or an op (an input context built by hand) the run's one session, as
+    for a run of one pipeline."""
     try:
+        pipeline = context.upstream_output.op_def.tags.get(PIPELINE_TAG)
         job = context.step_context.job_def
-    except dg.DagsterInvariantViolationError:
+    except (dg.DagsterInvariantViolationError, AttributeError):
+        return run_id
+    if pipeline is None:  # not an Osiris step
         return run_id
     return run_session_id(run_id, pipeline, pipelines_in_job(job))
 
