@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import RETRY_ON_ASSET_OR_OP_FAILURE_TAG
 
 from osiris_dagster.core.errors import PipelineInvalidError, StepError
 from osiris_dagster.core.masking import Masker
@@ -283,6 +284,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})
         _finish(context, session, pipeline, selected)
+        if not exc.retryable:
+            _no_run_retry(context)
         raise _step_failure(session, exc) from None
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
@@ -322,6 +325,14 @@ def _progress_reporter(context: dg.AssetExecutionContext, masker: Masker
                                                         **fields}})
 
     return on_progress
+
+
+def _no_run_retry(context: dg.AssetExecutionContext) -> None:
+    """A step failure that a retry could make worse (rows written twice) is not retried by the
+    step's retry policy (``allow_retries=False``) nor, with this run tag, by Dagster's run
+    retries (``run_retries`` in the instance's dagster.yaml), which re-execute a failed run from
+    its failed steps."""
+    context.instance.add_run_tags(context.run_id, {RETRY_ON_ASSET_OR_OP_FAILURE_TAG: "false"})
 
 
 def _step_failure(session: Session, exc: StepError) -> dg.Failure:

@@ -138,6 +138,16 @@ class StepContext(Protocol):
         ...
 
 
+def commit_started(ctx: StepContext) -> None:
+    """Call right before a writer's COMMIT: from here on the write may land whatever happens,
+    so a stop (run terminated, step timeout) no longer aborts the step at ``progress()`` and
+    the step's own outcome is reported, never a timeout that a retry would write again. A
+    context without the notion (a bare one in a test) ignores it."""
+    mark = getattr(ctx, "mark_commit_started", None)
+    if mark is not None:
+        mark()
+
+
 def heartbeat(ctx: StepContext) -> AbstractContextManager[object]:
     """While inside, the step reports progress every few seconds, when its context can (a
     StepWorkspace can; a bare context in a test need not): for one long DuckDB statement."""

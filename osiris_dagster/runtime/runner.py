@@ -17,6 +17,7 @@ from osiris_dagster.core.errors import (
     DriverError,
     NotRetryableError,
     OsirisError,
+    OutcomeUnknownError,
     StepCancelled,
     StepError,
     StepTimeout,
@@ -232,7 +233,8 @@ def _log_failure(session: Session, step: Step, exc: BaseException, duration: flo
         session.masker.text(_describe(exc))
     session.log_event("step_error", step_id=step.id, driver=step.component,
                       duration=round(duration, 3), error=message, cancelled=cancelled,
-                      timed_out=isinstance(exc, StepTimeout))
+                      timed_out=isinstance(exc, StepTimeout) or
+                      isinstance(exc, OutcomeUnknownError) and exc.reason == "timeout")
     session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
     return message
 
@@ -345,23 +347,52 @@ def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
     worker.start()
     try:
         while not done.wait(0.2):
-            if deadline is not None and time.monotonic() > deadline and not done.is_set():
+            if deadline is not None and time.monotonic() > deadline:
                 _stop_worker(ws, done)
-                raise StepTimeout(f"the step ran longer than its timeout of "
-                                  f"{timeout_seconds:g}s (x-dagster timeout_seconds) and was "
-                                  "stopped")
+                _after_timeout(ws, box, done, timeout_seconds or 0)
+                break
     except BaseException:
         _stop_worker(ws, done)
+        if "result" in box:  # it finished while the run stopped: its output may have landed
+            ws.session.log_event("step_finished_while_stopped", step_id=ws.step_id,
+                                 rows_written=box["result"].rows_written)
         raise
     if "error" in box:
         raise box["error"]
     return box["result"]
 
 
-def _stop_worker(ws: StepWorkspace, done: threading.Event, grace: float = 30.0) -> None:
-    """Interrupt the driver and wait until it has finished, even through repeated interrupts
-    of our own."""
-    deadline = time.monotonic() + grace
+def _after_timeout(ws: StepWorkspace, box: dict[str, Any], done: threading.Event,
+                   timeout_seconds: float) -> None:
+    """What a step that reached its timeout did once told to stop. Stopped by it: a
+    :class:`StepTimeout` (run again by a retry). Finished on its own meanwhile, or already
+    committing (a database COMMIT, which nothing interrupts, was under way): its own result or
+    error stands, since its output may have landed and a retry after a "timeout" would write it
+    again. Not finished within the grace period: nobody can tell whether it will still write,
+    so it is not retried."""
+    limit = f"its timeout of {timeout_seconds:g}s (x-dagster timeout_seconds)"
+    if not done.is_set():
+        raise OutcomeUnknownError(
+            f"the step ran longer than {limit} and did not stop when told to: what it was "
+            "writing may still land. Check its target before running it again.",
+            reason="timeout")
+    error = box.get("error")
+    if "result" in box:
+        ws.session.log_event("step_timeout_too_late", step_id=ws.step_id,
+                             timeout_seconds=timeout_seconds)
+    elif isinstance(error, Exception) and not ws.commit_started and \
+            not isinstance(error, NotRetryableError):
+        raise StepTimeout(f"the step ran longer than {limit} and was stopped") from None
+    # else: the writer's own error, which says whether its COMMIT's outcome is known
+
+
+STOP_GRACE_SECONDS = 30.0  # how long a step told to stop may take to end
+
+
+def _stop_worker(ws: StepWorkspace, done: threading.Event) -> None:
+    """Interrupt the driver and wait until it has finished (at most STOP_GRACE_SECONDS), even
+    through repeated interrupts of our own."""
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
     while not done.is_set() and time.monotonic() < deadline:
         ws.interrupt()
         try:

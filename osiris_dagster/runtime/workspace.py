@@ -75,6 +75,7 @@ class StepWorkspace:
         self._memory_limit: int | None = None
         self.started = time.monotonic()
         self.cancelled = False
+        self.commit_started = False  # a writer's COMMIT was sent: its write may have landed
         self._state_loaded = False
         self._sealed_reuse = sealed_reuse
         self._park_when_done = park_when_done
@@ -345,8 +346,12 @@ class StepWorkspace:
     def log_event(self, name: str, **fields: Any) -> None:
         self.session.log_event(name, step_id=self.step_id, **fields)
 
+    def mark_commit_started(self) -> None:
+        """See :func:`osiris_dagster.drivers.base.commit_started`."""
+        self.commit_started = True
+
     def progress(self, rows: int | None = None, message: str | None = None) -> None:
-        if self.cancelled:
+        if self.cancelled and not self.commit_started:
             from osiris_dagster.core.errors import StepCancelled
 
             raise StepCancelled("the step was interrupted")

@@ -6,14 +6,16 @@ import datetime as dt
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 
 from osiris_dagster.core.errors import DriverError
 
 from ..helpers import events, failure_description, materialisations
-from .commit_reply_dropper import CommitReplyDropper
+from .commit_proxy import CommitProxy
 from .conftest import Harness, MySQLTarget, PipelineRun
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "movies_db" / "seed_movies.py"
@@ -465,7 +467,7 @@ x-dagster:
 
 def test_writer_commit_that_landed_without_an_answer_is_never_written_twice(
         mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance) -> None:
     """The server applies the COMMIT and its answer is lost: the rows are there, the writer
     cannot know it. An append must fail without any retry (the step's own `retry` included),
     saying how to check; before, every retry wrote the rows again."""
@@ -474,7 +476,7 @@ def test_writer_commit_that_landed_without_an_answer_is_never_written_twice(
     csv = tmp_path / "rows.csv"
     csv.write_text("id,name\n1,a\n2,b\n3,c\n")
     monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
-    with CommitReplyDropper(mysql.host, mysql.port) as proxy:
+    with CommitProxy(mysql.host, mysql.port) as proxy:
         connections = ("version: 1\nconnections:\n  mysql:\n    main:\n"
                        f"      host: 127.0.0.1\n      port: {proxy.port}\n"
                        f"      database: {mysql.database}\n      user: {mysql.user}\n"
@@ -487,6 +489,63 @@ def test_writer_commit_that_landed_without_an_answer_is_never_written_twice(
     text = failure_description(result)
     assert "step 'append'" in text and "may or may not have been written" in text
     assert "SELECT count(*) FROM" in text and "upsert_keys" in text
+    # nor by Dagster's run retries (run_retries in dagster.yaml), which read this run tag
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags.get("dagster/retry_on_asset_or_op_failure") == "false"
+
+
+def _commit_lost_run(mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
+                     proxy: CommitProxy, steps: str) -> tuple[Any, Path]:
+    mysql.execute("DROP TABLE IF EXISTS w_commit_lost",
+                  "CREATE TABLE w_commit_lost (id INT, name VARCHAR(10))")
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id,name\n1,a\n2,b\n3,c\n")
+    connections = ("version: 1\nconnections:\n  mysql:\n    main:\n"
+                   f"      host: 127.0.0.1\n      port: {proxy.port}\n"
+                   f"      database: {mysql.database}\n      user: {mysql.user}\n"
+                   "      password: ${MYSQL_TEST_PASSWORD}\n")
+    text = WRITE_WITH_RETRIES.format(csv=csv).split("x-dagster:")[0] + steps
+    return run_pipeline(text, connections, "commit-lost")
+
+
+def test_writer_whose_commit_outlasts_its_timeout_is_not_run_again(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step's timeout strikes while MySQL's COMMIT, which nothing interrupts, is under
+    way: the COMMIT lands, so the step's outcome is its own (success), not a timeout that a
+    retry would write again (before: "stopped" twice, 6 rows for 3)."""
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    steps = ("x-dagster:\n  steps:\n    append:\n      timeout_seconds: 1\n"
+             "      retry: {max_retries: 1, delay_seconds: 0}\n")
+    with CommitProxy(mysql.host, mysql.port, hold_answer_s=3) as proxy:
+        result, session = _commit_lost_run(mysql, run_pipeline, tmp_path, proxy, steps)
+    assert result.success, failure_description(result)
+    assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
+    assert [e["step_id"] for e in events(session) if e["event"] == "step_timeout_too_late"] \
+        == ["append"]
+
+
+def test_writer_that_does_not_stop_after_its_timeout_is_not_retried(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still in COMMIT when the time to stop is over: whether the rows land is unknown, so
+    the step fails without a retry and says to check the target."""
+    from osiris_dagster.runtime import runner
+
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 0.5)
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    steps = ("x-dagster:\n  steps:\n    append:\n      timeout_seconds: 1\n"
+             "      retry: {max_retries: 1, delay_seconds: 0}\n")
+    with CommitProxy(mysql.host, mysql.port, hold_answer_s=5) as proxy:
+        result, session = _commit_lost_run(mysql, run_pipeline, tmp_path, proxy, steps)
+        assert not result.success
+        assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        text = failure_description(result)
+        assert "did not stop when told to" in text and "Check its target" in text
+        (error,) = [e for e in events(session) if e["event"] == "step_error"]
+        assert error["timed_out"] is True
+        assert proxy.commits_answered.acquire(timeout=120)  # the COMMIT ends: it landed once
+    assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
 
 
 @pytest.mark.parametrize("mode", ["append", "replace", "upsert", "truncate_before"])
@@ -502,13 +561,13 @@ def test_writer_commit_without_an_answer_says_whether_running_again_is_safe(
     config = {"table": table, "mode": mode, "upsert_keys": ["id"] if mode == "upsert" else None}
     if mode == "truncate_before":
         config.update(mode="append", truncate_before=True)
-    with CommitReplyDropper(mysql.host, mysql.port) as proxy, \
+    with CommitProxy(mysql.host, mysql.port) as proxy, \
             pytest.raises(DriverError) as info:
         harness.write("mysql.writer", mysql.connection(host="127.0.0.1", port=proxy.port),
                       **{k: v for k, v in config.items() if v is not None})
     msg = str(info.value)
     assert "(2013)" in msg and "may or may not have been written" in msg
-    assert f"SELECT count(*) FROM {mysql.database}.{table}" in msg
+    assert f"SELECT count(*) FROM `{mysql.database}`.`{table}` gives 3 more" in msg
     landed = [(i, "new") for i in (1, 2, 3)]
     if mode == "append":  # a second run would write the rows twice: nothing may repeat it
         assert isinstance(info.value, NotRetryableError)
@@ -524,7 +583,7 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
         mysql: MySQLTarget, harness: Harness) -> None:
     mysql.execute("DROP TABLE IF EXISTS w_lost_created")
     harness.upstream("SELECT i AS id FROM range(1, 4) t(i)")
-    with CommitReplyDropper(mysql.host, mysql.port) as proxy, \
+    with CommitProxy(mysql.host, mysql.port) as proxy, \
             pytest.raises(DriverError, match="may or may not have been written"):
         harness.write("mysql.writer", mysql.connection(host="127.0.0.1", port=proxy.port),
                       table="w_lost_created", create_table=True)

@@ -65,6 +65,7 @@ from osiris_dagster.drivers.base import (
     StepColumnLineage,
     StepContext,
     UpstreamTable,
+    commit_started,
 )
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested
@@ -328,6 +329,7 @@ class _Writer:
             written += len(rows)
             progress.add(len(rows))
         self.commit_sent = True
+        commit_started(self.ctx)
         try:
             conn.commit()
         except pymysql.Error as exc:
@@ -346,10 +348,12 @@ class _Writer:
         twice)."""
         action = f"committing the write to {self.label}"
         if not _answer_lost(exc):
+            self.commit_sent = False  # rolled back: a table the step created is dropped again
             return self._fail(action, exc, note=f"Nothing was written: the transaction was "
                                                 f"rolled back and {self.label} is as it was.")
-        check = (f"Check with SELECT count(*) FROM {self.label} whether the {rows} rows are "
-                 "there before running the step again")
+        table = f"{mysql_ident(self.schema, 'schema')}.{mysql_ident(self.opts.table, 'table')}"
+        check = (f"Check whether the {rows} rows were added (SELECT count(*) FROM {table} "
+                 f"gives {rows} more than before the run) before running the step again")
         if self.opts.mode != "append" or self.opts.truncate_before:
             return self._fail(action, exc, note=(
                 f"The connection broke during COMMIT, so the {rows} rows may or may not have "

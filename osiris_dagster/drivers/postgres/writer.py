@@ -88,6 +88,7 @@ from osiris_dagster.drivers.base import (
     StepColumnLineage,
     StepContext,
     UpstreamTable,
+    commit_started,
 )
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested, list_element
@@ -238,6 +239,7 @@ class _SqlWrite:
                 except BaseException:
                     conn.rollback()
                     raise
+            commit_started(self.ctx)
             try:
                 conn.commit()
             except psycopg.Error as exc:
@@ -256,8 +258,9 @@ class _SqlWrite:
         if not (conn.broken or isinstance(exc, psycopg.OperationalError)):
             return self._fail(action, exc, note=f"Nothing was written: the transaction was "
                                                 f"rolled back and {self.label} is as it was.")
-        check = (f"Check with SELECT count(*) FROM {self.label} whether the {rows} rows are "
-                 "there before running the step again")
+        check = (f"Check whether the {rows} rows were added (SELECT count(*) FROM "
+                 f"{self.qualified} gives {rows} more than before the run) before running the "
+                 "step again")
         if self.opts.mode != "append":
             return self._fail(action, exc, note=(
                 f"The connection broke during COMMIT, so the {rows} rows may or may not have "

@@ -1,9 +1,11 @@
-"""A TCP proxy to a MySQL server that lets each COMMIT land and loses its answer.
+"""A TCP proxy to a MySQL server that lets each COMMIT land and loses or holds back its answer.
 
 It relays bytes both ways. When the client sends ``COMMIT`` (a ``COM_QUERY`` packet), the proxy
-passes it on, waits for the server's answer (the commit is then applied) and closes both
-connections instead of relaying it: the client sees a lost connection during COMMIT, as after a
-network failure or a proxy timeout at that moment, and cannot tell that its rows landed.
+passes it on and waits for the server's answer (the commit is then applied). By default it then
+closes both connections instead of relaying the answer: the client sees a lost connection during
+COMMIT, as after a network failure or a proxy timeout at that moment, and cannot tell that its
+rows landed. With ``hold_answer_s`` it relays the answer that much later instead: a COMMIT that
+takes long (a busy server), during which the client cannot interrupt it.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from types import TracebackType
 _COM_QUERY = 0x03
 
 
-class CommitReplyDropper:
-    def __init__(self, host: str, port: int) -> None:
+class CommitProxy:
+    def __init__(self, host: str, port: int, hold_answer_s: float | None = None) -> None:
         self._upstream = (host, port)
+        self._hold = hold_answer_s
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.commits_dropped = 0
+        self.commits_answered = threading.Semaphore(0)  # released per answer relayed late
         self._lock = threading.Lock()
 
-    def __enter__(self) -> CommitReplyDropper:
+    def __enter__(self) -> CommitProxy:
         self._spawn(self._accept)
         return self
 
@@ -78,8 +82,16 @@ class CommitReplyDropper:
                 _close(client, server)
                 return
             if commit_sent.is_set():  # the server answered the COMMIT: it is applied
-                with self._lock:
-                    self.commits_dropped += 1
+                if self._hold is not None:
+                    commit_sent.clear()
+                    threading.Event().wait(self._hold)  # a slow COMMIT, as the client sees it
+                    sent = _send(client, data)
+                    self.commits_answered.release()
+                    if sent:
+                        continue
+                else:
+                    with self._lock:
+                        self.commits_dropped += 1
                 _close(client, server)
                 return
             if not _send(client, data):
