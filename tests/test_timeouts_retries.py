@@ -91,6 +91,24 @@ def test_a_failed_step_is_retried_and_succeeds(workdir: Path, tmp_path: Path,
     assert result.success, failure_description(result)
     retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retried
+    # the session ends once, as the run did (before: failure, logged after the first attempt)
+    (session,) = [d for d in (tmp_path / "s").iterdir() if d.is_dir() and d.name[0] != "."]
+    evs = events(session)
+    assert [e.get("will_retry") for e in evs if e["event"] == "step_error"] == [True]
+    assert [e["status"] for e in evs if e["event"] == "run_end"] == ["success"]
+
+
+def test_a_step_failing_every_attempt_ends_the_session_once_failed(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    text = RETRY.split("  - id: to-mysql\n")[0].replace("max_retries: 3, delay_seconds: 1",
+                                                         "max_retries: 1")
+    result = run_job(defs_for(write(workdir / "retry.yaml", text), tmp_path / "s"), "retrying",
+                     instance)
+    assert not result.success
+    (session,) = [d for d in (tmp_path / "s").iterdir() if d.is_dir() and d.name[0] != "."]
+    evs = events(session)
+    assert [e.get("will_retry") for e in evs if e["event"] == "step_error"] == [True, None]
+    assert [e["status"] for e in evs if e["event"] == "run_end"] == ["failure"]
 
 
 INTERRUPTED = """\

@@ -279,7 +279,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                            on_progress=_progress_reporter(context, masker),
                            timeout_seconds=pipeline.dagster.step_timeout(step_id),
                            checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
-                           asset_refs=asset_refs, selected=selected)
+                           asset_refs=asset_refs, selected=selected,
+                           retried_on_failure=_retried_on_failure(context, pipeline, step_id))
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})
@@ -325,6 +326,14 @@ def _progress_reporter(context: dg.AssetExecutionContext, masker: Masker
                                                         **fields}})
 
     return on_progress
+
+
+def _retried_on_failure(context: dg.AssetExecutionContext, pipeline: Pipeline,
+                        step_id: str) -> bool:
+    """Whether Dagster runs this step again if this attempt fails retryably: its retry
+    policy (see :func:`retry_policy`) has attempts left."""
+    policy = retry_policy(pipeline, step_id)
+    return policy is not None and context.retry_number < policy.max_retries
 
 
 def _no_run_retry(context: dg.AssetExecutionContext) -> None:

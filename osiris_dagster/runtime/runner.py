@@ -134,8 +134,13 @@ def run_step(
     checks: Sequence[CheckSpec] = (),
     asset_refs: Mapping[str, TableRef] | None = None,
     selected: Collection[str] = (),
+    retried_on_failure: bool = False,
 ) -> StepOutcome:
     """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
+
+    ``retried_on_failure``: Dagster runs the step again if this attempt fails with a retryable
+    error (its retry policy has attempts left); the step's error event says so, and the session
+    is not ended as failed while that retry is to come (:func:`finish_run_if_done`).
 
     The driver's incremental state (``outcome.result.pending_state``) is NOT saved here: the
     caller saves it with :func:`commit_state` once the step's output is accepted.
@@ -186,7 +191,9 @@ def run_step(
                 if on_workspace:
                     on_workspace(None)
     except BaseException as exc:
-        message = _log_failure(session, step, exc, time.monotonic() - started)
+        message = _log_failure(session, step, exc, time.monotonic() - started,
+                               will_retry=retried_on_failure and isinstance(exc, Exception)
+                               and not isinstance(exc, NotRetryableError))
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
         raise StepError(pipeline.name, step.id, message,
@@ -226,7 +233,8 @@ def _output(ws: StepWorkspace, session: Session, step: Step, result: DriverResul
     return ref, preview, run_checks(ws.con, ws.output_relation, checks)
 
 
-def _log_failure(session: Session, step: Step, exc: BaseException, duration: float) -> str:
+def _log_failure(session: Session, step: Step, exc: BaseException, duration: float,
+                 will_retry: bool = False) -> str:
     """Log the step's error (masked) and duration; returns the message for people."""
     cancelled = not isinstance(exc, Exception) or isinstance(exc, StepCancelled)
     message = "cancelled: the run was terminated" if cancelled else \
@@ -234,7 +242,8 @@ def _log_failure(session: Session, step: Step, exc: BaseException, duration: flo
     session.log_event("step_error", step_id=step.id, driver=step.component,
                       duration=round(duration, 3), error=message, cancelled=cancelled,
                       timed_out=isinstance(exc, StepTimeout) or
-                      isinstance(exc, OutcomeUnknownError) and exc.reason == "timeout")
+                      isinstance(exc, OutcomeUnknownError) and exc.reason == "timeout",
+                      **({"will_retry": True} if will_retry else {}))
     session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
     return message
 
@@ -469,6 +478,7 @@ def _describe_full(exc: BaseException) -> str:
 def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[str]
                        ) -> str | None:
     """Log run_end once every selected step has finished or cannot run (an upstream failed).
+    A step counts by its latest attempt; one that failed and will be retried has not finished.
 
     Returns the run's status ("success"/"failure") only to the call that logged run_end. The
     events are read and run_end appended under the session's log lock, so of several processes
@@ -477,8 +487,11 @@ def finish_run_if_done(session: Session, pipeline: Pipeline, selected: Iterable[
     with session.locked_events() as events:
         if any(e.get("event") == "run_end" for e in events):
             return None
-        done = {e.get("step_id") for e in events if e.get("event") == "step_complete"}
-        failed = {e.get("step_id") for e in events if e.get("event") == "step_error"}
+        last = {e.get("step_id"): e for e in events  # a retried step: its latest attempt
+                if e.get("event") in ("step_complete", "step_error")}
+        done = {sid for sid, e in last.items() if e["event"] == "step_complete"}
+        failed = {sid for sid, e in last.items()
+                  if e["event"] == "step_error" and not e.get("will_retry")}
         selected = set(selected)
         blocked: set[str] = set()
         changed = True
