@@ -175,7 +175,7 @@ def types_table(mysql: MySQLTarget) -> str:
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO types_src VALUES (1, 12345678.91, 99999999.9999, "
-            "12345678901234567890.0123456789, '2024-02-29 23:59:58.123456', "
+            "1234567.5, '2024-02-29 23:59:58.123456', "
             "'2024-01-02 03:04:05', '1969-07-20', '13:37:00', 1, 255, -32768, 16777215, "
             "4294967295, -9223372036854775808, 18446744073709551615, 2024, b'101010101010', "
             "1.5, 2.718281828459045, '{\"a\": [1, 2], \"ü\": null}', x'00ff10', x'0102', "
@@ -194,7 +194,7 @@ def test_extract_maps_mysql_types_faithfully(mysql: MySQLTarget, harness: Harnes
     row = dict(zip(out.columns, full, strict=True))
     assert row["price"] == Decimal("12345678.91")
     assert row["price_u"] == Decimal("99999999.9999")
-    assert row["huge"] == pytest.approx(12345678901234567890.0123456789)
+    assert row["huge"] == 1234567.5  # DECIMAL(65,10): a DOUBLE, the value held exactly
     assert row["created"] == dt.datetime(2024, 2, 29, 23, 59, 58, 123456)
     assert row["stamped"] == dt.datetime(2024, 1, 2, 3, 4, 5)
     assert row["born"] == dt.date(1969, 7, 20)
@@ -212,6 +212,26 @@ def test_extract_maps_mysql_types_faithfully(mysql: MySQLTarget, harness: Harnes
     assert row["initials"] == "é" and row["kind"] == "b" and row["tags"] == "x,y"
     assert empty[0] == 2 and all(v is None for v in empty[1:])
     assert any(m["metric"] == "rows_read" and m["value"] == 2 for m in harness.metrics())
+
+
+def test_extract_wider_decimal_than_duckdb_holds_is_exact_or_fails(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """MySQL decimals wider than DuckDB's 38 digits (any SUM() of a BIGINT is DECIMAL(41,0))
+    become DOUBLE only where a double holds the value; otherwise the step fails naming the
+    column and the value (before, 9007199254740993 silently became 9007199254740992.0)."""
+    mysql.execute("DROP TABLE IF EXISTS wide_sums",
+                  "CREATE TABLE wide_sums (v BIGINT)", "INSERT INTO wide_sums VALUES (3), (4)")
+    query = ("SELECT SUM(v) AS s, CAST(0.1 AS DECIMAL(65,30)) AS d, "
+             "CAST(NULL AS DECIMAL(65,0)) AS n FROM wide_sums")
+    out = harness.extract("mysql.extractor", mysql.connection(), query=query)
+    assert out.types == {"s": "DOUBLE", "d": "DOUBLE", "n": "DOUBLE"}
+    assert out.rows == [(7.0, 0.1, None)]
+    mysql.execute("INSERT INTO wide_sums VALUES (9007199254740986)")
+    with pytest.raises(DriverError) as info:
+        harness.extract("mysql.extractor", mysql.connection(), query=query)
+    msg = str(info.value)
+    assert "column 's' holds '9007199254740993'" in msg and "DECIMAL(41,0)" in msg
+    assert "A DOUBLE would round it" in msg
 
 
 def test_extract_empty_result_keeps_typed_columns(mysql: MySQLTarget, harness: Harness,

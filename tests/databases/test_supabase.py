@@ -405,6 +405,28 @@ def catalog_table(pg: PgTarget) -> str:
     return "s_catalog"
 
 
+def test_sql_extractor_unconstrained_numeric_is_exact_or_fails(pg: PgTarget,
+                                                              harness: Harness) -> None:
+    """numeric without precision (any SUM() or AVG() in PostgreSQL) becomes DOUBLE only where
+    a double holds the value; otherwise the step fails naming the column and the value
+    (before, 9007199254740993 silently became 9007199254740992.0)."""
+    t = pg.table("s_wide")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int, v numeric)",
+               f"INSERT INTO {t} VALUES (1, 0.1), (2, 'NaN'), (3, -123456.000000000000000000), "
+               "(4, NULL), (5, 1e-3)")
+    out = harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
+                          table="s_wide")
+    assert out.types == {"id": "INTEGER", "v": "DOUBLE"}
+    values = dict(out.rows)
+    assert values[1] == 0.1 and values[2] != values[2] and values[3] == -123456.0
+    assert values[4] is None and values[5] == 0.001
+    pg.execute(f"INSERT INTO {t} VALUES (6, 9007199254740993)")
+    with pytest.raises(DriverError) as info:
+        harness.extract("supabase.extractor", pg.connection(), schema=pg.schema, table="s_wide")
+    msg = str(info.value)
+    assert "column 'v' holds '9007199254740993'" in msg and "A DOUBLE would round it" in msg
+
+
 def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness,
                                                   catalog_table: str) -> None:
     conn = pg.connection()

@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 
 from osiris_dagster.core.naming import quote_literal
+from osiris_dagster.drivers.exact_double import double_holds
 
 BOOLEAN, BIGINT, DOUBLE, VARCHAR = "BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"
 DATE, TIMESTAMP, TIMESTAMPTZ = "DATE", "TIMESTAMP", "TIMESTAMPTZ"
@@ -49,7 +50,6 @@ ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be on
 PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
 _NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
            r"|(?i:inf|infinity)) *")
-_MIN_NORMAL = "2.2250738585072014e-308"  # below it a double holds fewer than 15 digits
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
 _NAIVE = f"{_DAY}({_CLOCK})?"
@@ -81,7 +81,7 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
         return _any(f"{printed} = {col}", f"{printed} = trim({col})")
     if kind == DOUBLE:
         finite = _any(f"isfinite({cast})", f"regexp_matches({col}, '(?i)inf')")
-        return _all(f"regexp_full_match({col}, '{_NUMBER}')", finite, _double_holds(col, cast))
+        return _all(f"regexp_full_match({col}, '{_NUMBER}')", finite, double_holds(col, cast))
     if kind == DATE:
         return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
     if kind == TIMESTAMP:
@@ -134,28 +134,6 @@ def _any(first: str, second: str) -> str:
     """SQL: ``first`` or ``second`` holds (NULL counts as false); ``second`` is evaluated only
     for the values ``first`` does not pass (see :func:`_all`)."""
     return f"CASE WHEN {first} THEN true ELSE coalesce({second}, false) END"
-
-
-def _double_holds(col: str, cast: str) -> str:
-    """SQL: the double ``cast`` of the decimal text ``col`` is that number, as far as a double
-    can say: its shortest text (what DuckDB prints) is numerically the text
-    (``0.30000000000000004``, ``9007199254740992``, ``1e22``; not ``0.12345678901234567890`` or
-    ``9007199254740993``, which a double rounds, nor ``1e-400``, which it makes 0).
-
-    Cheap for the common case: a text of 15 characters or fewer has at most 15 significant
-    digits, which a double in the normal range always gives back, so it passes on the first
-    test. Only longer texts are compared, by their significant digits alone: both texts parse
-    to the same non-zero double, so they cannot differ by a power of ten."""
-    normal = f"abs({cast}) >= {_MIN_NORMAL}"  # below: subnormal or 0, fewer digits held
-    return (f"CASE WHEN length({col}) <= 15 AND {normal} OR isinf({cast}) THEN true "
-            f"ELSE {_significant(col)} = {_significant(f'CAST({cast} AS VARCHAR)')} END")
-
-
-def _significant(text: str) -> str:
-    """SQL: the significant digits of a decimal number's text, without sign, point, exponent,
-    leading or trailing zeros (``-0.0120e5`` -> ``12``; ``''`` for zero)."""
-    mantissa = f"split_part(split_part({text}, 'e', 1), 'E', 1)"
-    return f"trim(replace({mantissa}, '.', ''), ' +-0')"
 
 
 def _declared_only(kind: str, col: str, cast: str) -> str:

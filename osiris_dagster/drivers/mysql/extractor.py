@@ -32,7 +32,8 @@ pandas). Here:
   TINYINT/SMALLINT/MEDIUMINT/   TINYINT/SMALLINT/INTEGER/INTEGER/BIGINT, and the
   INT/BIGINT [UNSIGNED]         unsigned ones UTINYINT/USMALLINT/UINTEGER/UBIGINT
   TINYINT(1) / BOOL             TINYINT (kept an integer: MySQL stores 0..255 there)
-  DECIMAL(p,s)                  DECIMAL(p,s); DOUBLE when p > 38
+  DECIMAL(p,s)                  DECIMAL(p,s); DOUBLE when p > 38 (e.g. SUM() of a
+                                BIGINT), a value a double would round fails
   FLOAT / DOUBLE                FLOAT / DOUBLE
   DATE                          DATE
   DATETIME / TIMESTAMP          TIMESTAMP (wall-clock value as the server returns it)

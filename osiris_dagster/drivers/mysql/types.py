@@ -61,8 +61,8 @@ def mysql_column(name: str, field_: Any, json_columns: Iterable[str] = ()) -> So
     if code in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL):
         precision, scale = mysql_decimal(field_)
         src = f"MySQL DECIMAL({precision},{scale})"
-        if precision > MAX_DUCK_DECIMAL:
-            return SourceColumn(name, "DOUBLE", src)
+        if precision > MAX_DUCK_DECIMAL:  # e.g. any SUM() of a BIGINT: DECIMAL(65,0)
+            return SourceColumn(name, "DOUBLE", src, kind="exact_double")
         return SourceColumn(name, f"DECIMAL({precision},{scale})", src)
     if code == FIELD_TYPE.FLOAT:
         return SourceColumn(name, "FLOAT", src)

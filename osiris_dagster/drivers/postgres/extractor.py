@@ -25,6 +25,7 @@ the server (arrays as JSON) and cast by DuckDB while it builds the table from Ar
   smallint / integer / bigint       SMALLINT / INTEGER / BIGINT
   real / double precision           FLOAT / DOUBLE
   numeric(p,s)                      DECIMAL(p,s); DOUBLE if p > 38 or unconstrained
+                                    (SUM(), AVG()), a value a double would round fails
   money                             DECIMAL(18,2)
   date / time / timetz              DATE / TIME / TIMETZ
   timestamp / timestamptz           TIMESTAMP / TIMESTAMPTZ

@@ -53,6 +53,8 @@ def pg_duck_type(t: PgType) -> tuple[str, str]:
     scalar = _pg_scalar_duck(t.name, t.precision, t.scale)
     if scalar is None:
         return "VARCHAR", "text"
+    if t.name == "numeric" and scalar == "DOUBLE":  # a value the double would round fails
+        return scalar, "exact_double"
     return scalar, ("text" if scalar == "VARCHAR" else "cast")
 
 

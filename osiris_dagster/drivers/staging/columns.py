@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from osiris_dagster.core.naming import quote_ident, quote_literal
+from osiris_dagster.drivers.exact_double import double_holds
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class SourceColumn:
 
     ``kind``: ``text`` (VARCHAR as is), ``binary`` (bytes -> BLOB as is), ``cast`` (text cast to
     ``duck_type``), ``json_cast`` (JSON text cast to a LIST type), ``hex`` (PostgreSQL bytea
-    text ``\\x..`` -> BLOB), ``date`` (a cast that may meet MySQL zero dates).
+    text ``\\x..`` -> BLOB), ``date`` (a cast that may meet MySQL zero dates), ``exact_double``
+    (decimal text wider than DuckDB's DECIMAL -> DOUBLE, a value the double would round fails).
     """
 
     name: str
@@ -65,6 +67,9 @@ def select_expression(col: SourceColumn, src: str, zero_dates_null: bool = False
         value = f"from_hex(substr({ref}, 3))"
     elif col.kind == "json_cast":
         value = f"TRY_CAST(TRY_CAST({ref} AS JSON) AS {col.duck_type})"
+    elif col.kind == "exact_double":  # a wide decimal: a value a double would round fails
+        cast = f"TRY_CAST({ref} AS DOUBLE)"
+        value = f"CASE WHEN isnan({cast}) OR {double_holds(ref, cast)} THEN {cast} END"
     else:
         value = f"TRY_CAST({ref} AS {col.duck_type})"
     marker = quote_literal(_VALUE_ERROR + _SEP + col.name + _SEP)

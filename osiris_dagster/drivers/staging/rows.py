@@ -27,6 +27,7 @@ import pyarrow as pa
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import StepContext
+from osiris_dagster.drivers.duck_types import MAX_DUCK_DECIMAL
 from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.progress import Progress
 from osiris_dagster.drivers.staging.columns import (
@@ -160,6 +161,10 @@ def ingest(ctx: StepContext, stream: RowStream, *, describe: str,
             col = next((c for c in stream.columns if c.name == problem.column), None)
             kind = f"{col.source_type} -> DuckDB {col.duck_type}" if col else "value"
             extra = hint(problem) if hint else ""
+            if col is not None and col.kind == "exact_double":
+                extra = (f"A DOUBLE would round it, and DuckDB's DECIMAL holds at most "
+                         f"{MAX_DUCK_DECIMAL} digits: cast the column in `query` to a DECIMAL "
+                         "of at most 38 digits that holds its values, or to text.")
             raise DriverError(
                 f"{describe}: column '{problem.column}' holds {problem.value!r}, which cannot be "
                 f"converted ({kind}).{(' ' + extra) if extra else ''}") from None
