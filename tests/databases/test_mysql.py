@@ -610,6 +610,40 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
     assert mysql.query("SELECT id FROM w_lost_created ORDER BY id") == [(1,), (2,), (3,)]
 
 
+@pytest.mark.parametrize("target, good, bad, change", [
+    ("DECIMAL(10,2)", "1.25::DOUBLE", "1.239::DOUBLE", "rounded to 2 decimals"),
+    ("DECIMAL(10,2)", "2.10::DECIMAL(10,3)", "2.005::DECIMAL(10,3)", "rounded to 2 decimals"),
+    ("INT", "2.0::DOUBLE", "1.5::DOUBLE", "rounded to an integer"),
+    ("FLOAT", "0.1::DOUBLE", "16777217::BIGINT", "as a 4-byte FLOAT"),
+    ("DOUBLE", "9007199254740992::BIGINT", "9007199254740993::BIGINT", "as a DOUBLE"),
+    ("DATETIME", "TIMESTAMP '2024-12-31 23:59:59'", "TIMESTAMP '2024-12-31 23:59:59.7'",
+     "with 0 fractional-second digits"),
+    ("TIME(3)", "TIME '10:00:00.123'", "TIME '10:00:00.1234'",
+     "with 3 fractional-second digits"),
+    ("DATE", "TIMESTAMP '2024-01-02 00:00:00'", "TIMESTAMP '2024-01-02 10:00:00'",
+     "without its time of day"),
+    ("YEAR", "2024::INTEGER", "24::INTEGER", "two-digit years"),
+])
+def test_writer_refuses_values_the_existing_column_would_change(
+        mysql: MySQLTarget, harness: Harness, target: str, good: str, bad: str,
+        change: str) -> None:
+    """MySQL stores these changed without an error, even in strict mode (at most a note):
+    the writer checks every value first and fails naming it, writing nothing (before: the
+    step was ok with 1.239 stored as 1.24, 1.5 as 2, ...)."""
+    mysql.execute("DROP TABLE IF EXISTS w_fit",
+                  f"CREATE TABLE w_fit (id INT, v {target})", "INSERT INTO w_fit VALUES (0, NULL)")
+    harness.upstream(f"SELECT 1 AS id, {good} AS v UNION ALL SELECT 2, NULL")
+    harness.write("mysql.writer", mysql.connection(), table="w_fit")
+    assert len(mysql.query("SELECT * FROM w_fit")) == 3
+    harness.upstream(f"SELECT 3 AS id, {good} AS v UNION ALL SELECT 4, {bad}")
+    with pytest.raises(DriverError) as info:
+        harness.write("mysql.writer", mysql.connection(), table="w_fit", mode="replace")
+    msg = str(info.value)
+    assert "column 'v' holds" in msg and f"of {mysql.database}.w_fit cannot hold exactly" in msg
+    assert change in msg and "Nothing was written" in msg
+    assert len(mysql.query("SELECT * FROM w_fit")) == 3  # the table is as it was
+
+
 def test_writer_rejects_input_columns_the_target_lacks(mysql: MySQLTarget,
                                                        harness: Harness) -> None:
     mysql.execute("DROP TABLE IF EXISTS w_narrow", "CREATE TABLE w_narrow (id INT)")

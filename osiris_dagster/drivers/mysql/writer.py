@@ -15,6 +15,11 @@ Here:
   not fit (too long, out of range) fails the step instead of being silently truncated, and the
   target is left exactly as it was. (A non-transactional engine such as MyISAM cannot roll back:
   the step logs a warning event.)
+* **Values kept exactly.** MySQL stores some values that do not fit an existing column without an
+  error, even in strict mode (more decimals than a DECIMAL's scale, a fraction into an integer, a
+  DOUBLE into a FLOAT, fractional seconds past the column's precision, a time of day into a DATE,
+  1-99 into a YEAR): every value is checked first (:mod:`target_fit <.target_fit>`), and one
+  that would change fails the step naming it, before anything is written.
 * **A COMMIT without an answer.** When the connection breaks during ``COMMIT``, the server may
   have applied it and lost only its answer: the step fails saying the rows may or may not have
   been written and how to check. For ``append`` (without ``truncate_before``) that failure is an
@@ -77,6 +82,13 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_error,
     mysql_error_code,
     mysql_params,
+)
+from osiris_dagster.drivers.mysql.target_fit import (
+    TARGET_COLUMNS_SQL,
+    TargetColumn,
+    first_misfit,
+    fit_checks,
+    target_columns,
 )
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
 from osiris_dagster.drivers.options import name_list, positive_int, required_text
@@ -143,6 +155,7 @@ class _Writer:
         self.relation, self.columns = relation, columns
         self.created = False
         self.commit_sent = False  # from here on the rows may have landed
+        self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.schema = opts.schema or params.database
         qualified = mysql_ident(opts.table, "table")
         if opts.schema:
@@ -173,6 +186,7 @@ class _Writer:
                 self._check_columns(existing)
                 if self.opts.mode == "upsert":
                     self._check_unique_key(cur)
+                self._check_values_fit(self.targets)
             try:
                 return self._write(conn, cur)
             except BaseException:
@@ -197,9 +211,9 @@ class _Writer:
         if engine and str(engine).upper() not in ("INNODB", "ROCKSDB", "TOKUDB", "NDBCLUSTER"):
             self.ctx.log_event("mysql_non_transactional_target", table=self.label,
                                engine=str(engine))
-        cur.execute("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (self.schema, self.opts.table))
-        return [str(r[0]) for r in cur.fetchall()]
+        cur.execute(TARGET_COLUMNS_SQL, (self.schema, self.opts.table))
+        self.targets = target_columns(cur.fetchall())
+        return [t.name for t in self.targets.values()]
 
     def _check_columns(self, existing: list[str]) -> None:
         have = {c.lower() for c in existing}
@@ -283,7 +297,12 @@ class _Writer:
         return sql
 
     def _select_sql(self) -> str:
-        exprs = []
+        exprs = [f"{e} AS {quote_ident(name)}" for name, _, e in self._values()]
+        return f"SELECT {', '.join(exprs)} FROM {self.relation}"
+
+    def _values(self) -> list[tuple[str, str, str]]:
+        """(column, DuckDB type, SQL of the value sent) per input column."""
+        out = []
         for name, duck in self.columns:
             ref = quote_ident(name)
             t = duck.upper()
@@ -298,8 +317,23 @@ class _Writer:
                 e = f"CAST({ref} AS VARCHAR)"
             else:
                 e = ref
-            exprs.append(f"{e} AS {ref}")
-        return f"SELECT {', '.join(exprs)} FROM {self.relation}"
+            out.append((name, duck, e))
+        return out
+
+    def _check_values_fit(self, targets: dict[str, TargetColumn]) -> None:
+        """Fail, before anything is written, on a value MySQL would store changed without an
+        error (see :mod:`target_fit <.target_fit>`)."""
+        misfit = first_misfit(self.ctx.con, self.relation, fit_checks(self._values(), targets))
+        if misfit is None:
+            return
+        check, value = misfit
+        t = check.target
+        raise DriverError(
+            f"{COMPONENT} step '{self.ctx.step_id}': column '{check.column}' holds {value!r}, "
+            f"which column `{t.name}` {t.column_type} of {self.label} cannot hold exactly: MySQL "
+            f"would store it {check.change}, without an error. Nothing was written. Widen the "
+            f"target column (ALTER TABLE ... MODIFY `{t.name}` ...), or round or cast the value "
+            "in an upstream step if the change is wanted.")
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
         return row_lists(self.ctx.con, self._select_sql(), self.opts.batch_size, _rows)
