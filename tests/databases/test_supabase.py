@@ -796,6 +796,37 @@ def test_rest_append_outcome_unknown_fails_the_step_without_dagster_retries(
     assert "may have been written" in text and "primary_key" in text
 
 
+@pytest.mark.parametrize("target, good, bad, change", [
+    ("numeric(10,2)", "1.25::DOUBLE", "1.239::DOUBLE", "rounded to 2 decimals"),
+    ("real", "0.1::DOUBLE", "16777217::BIGINT", "as a 4-byte FLOAT"),
+    ("double precision", "9007199254740992::BIGINT", "9007199254740993::BIGINT", "as a DOUBLE"),
+    ("timestamp(0)", "TIMESTAMP '2024-12-31 23:59:59'", "TIMESTAMP '2024-12-31 23:59:59.9'",
+     "with 0 fractional-second digits"),
+    ("time(0)", "TIME '10:00:00'", "TIME '23:59:59.9'", "with 0 fractional-second digits"),
+    ("date", "TIMESTAMP '2024-01-02 00:00:00'", "TIMESTAMP '2024-01-02 10:00:00'",
+     "without its time of day"),
+])
+def test_sql_writer_refuses_values_the_existing_column_would_change(
+        pg: PgTarget, harness: Harness, target: str, good: str, bad: str, change: str) -> None:
+    """PostgreSQL stores these changed without an error (timestamp(0) rounds
+    2024-12-31 23:59:59.9 into the next year): the writer checks every value first and fails
+    naming it, writing nothing."""
+    t = pg.table("s_fit")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int, v {target})",
+               f"INSERT INTO {t} VALUES (0, NULL)")
+    harness.upstream(f"SELECT 1 AS id, {good} AS v UNION ALL SELECT 2, NULL")
+    harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_fit")
+    assert len(_rows(pg, "s_fit")) == 3
+    harness.upstream(f"SELECT 3 AS id, {good} AS v UNION ALL SELECT 4, {bad}")
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_fit",
+                      write_mode="replace")
+    msg = str(info.value)
+    assert "column 'v' holds" in msg and f"of {pg.schema}.s_fit cannot hold exactly" in msg
+    assert change in msg and "Nothing was written" in msg
+    assert len(_rows(pg, "s_fit")) == 3  # the table is as it was
+
+
 def test_sql_writer_commit_without_answer_is_reported_as_unknown(
         pg: PgTarget, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """The connection dies while the COMMIT is under way: the writer cannot know whether the

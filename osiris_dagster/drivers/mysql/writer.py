@@ -18,7 +18,8 @@ Here:
 * **Values kept exactly.** MySQL stores some values that do not fit an existing column without an
   error, even in strict mode (more decimals than a DECIMAL's scale, a fraction into an integer, a
   DOUBLE into a FLOAT, fractional seconds past the column's precision, a time of day into a DATE,
-  1-99 into a YEAR): every value is checked first (:mod:`target_fit <.target_fit>`), and one
+  1-99 into a YEAR): every value is checked first (:mod:`osiris_dagster.drivers.target_fit`),
+  and one
   that would change fails the step naming it, before anything is written.
 * **A COMMIT without an answer.** When the connection breaks during ``COMMIT``, the server may
   have applied it and lost only its answer: the step fails saying the rows may or may not have
@@ -83,17 +84,17 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_error_code,
     mysql_params,
 )
-from osiris_dagster.drivers.mysql.target_fit import (
-    TARGET_COLUMNS_SQL,
-    TargetColumn,
-    first_misfit,
-    fit_checks,
-    target_columns,
-)
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
 from osiris_dagster.drivers.options import name_list, positive_int, required_text
 from osiris_dagster.drivers.progress import Progress
 from osiris_dagster.drivers.session_reads import first_upstream, row_lists
+from osiris_dagster.drivers.target_fit import (
+    MYSQL_COLUMNS_SQL,
+    TargetColumn,
+    first_misfit,
+    fit_checks,
+    mysql_target_columns,
+)
 
 COMPONENT = "mysql.writer"
 _MODES = ("append", "replace", "upsert")
@@ -211,8 +212,8 @@ class _Writer:
         if engine and str(engine).upper() not in ("INNODB", "ROCKSDB", "TOKUDB", "NDBCLUSTER"):
             self.ctx.log_event("mysql_non_transactional_target", table=self.label,
                                engine=str(engine))
-        cur.execute(TARGET_COLUMNS_SQL, (self.schema, self.opts.table))
-        self.targets = target_columns(cur.fetchall())
+        cur.execute(MYSQL_COLUMNS_SQL, (self.schema, self.opts.table))
+        self.targets = mysql_target_columns(cur.fetchall())
         return [t.name for t in self.targets.values()]
 
     def _check_columns(self, existing: list[str]) -> None:
@@ -322,8 +323,9 @@ class _Writer:
 
     def _check_values_fit(self, targets: dict[str, TargetColumn]) -> None:
         """Fail, before anything is written, on a value MySQL would store changed without an
-        error (see :mod:`target_fit <.target_fit>`)."""
-        misfit = first_misfit(self.ctx.con, self.relation, fit_checks(self._values(), targets))
+        error (see :mod:`osiris_dagster.drivers.target_fit`)."""
+        by_input = {name: targets[name.lower()] for name, _ in self.columns}
+        misfit = first_misfit(self.ctx.con, self.relation, fit_checks(self._values(), by_input))
         if misfit is None:
             return
         check, value = misfit

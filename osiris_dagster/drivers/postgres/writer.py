@@ -116,6 +116,7 @@ from osiris_dagster.drivers.session_reads import (
     row_lists,
     scalar,
 )
+from osiris_dagster.drivers.target_fit import first_misfit, fit_checks, pg_target_column
 
 COMPONENT = "supabase.writer"
 _MODES = ("append", "replace", "upsert")
@@ -285,6 +286,7 @@ class _SqlWrite:
                                   f"PostgreSQL {self.params.where} is not a table (relkind "
                                   f"{existing[0][3]!r}); write to a table")
             self._map_columns([(str(r[0]), str(r[2])) for r in existing])
+            self._check_values_fit({str(r[0]): str(r[1]) for r in existing})
         targets = [self.target_names[n] for n, _ in self.columns]
         col_list = ", ".join(pg_ident(c) for c in targets)
         if opts.mode == "append" or (opts.mode == "replace" and not opts.primary_key):
@@ -307,6 +309,25 @@ class _SqlWrite:
         cur.execute(f"INSERT INTO {self.qualified} ({col_list}) SELECT {col_list} FROM {stage} "
                     f"ON CONFLICT ({', '.join(keys)}) {action}")
         return rows
+
+    def _check_values_fit(self, formatted: Mapping[str, str]) -> None:
+        """Fail, before anything is written, on a value PostgreSQL would store changed without
+        an error (see :mod:`osiris_dagster.drivers.target_fit`)."""
+        targets = {name: pg_target_column(self.target_names[name],
+                                          formatted[self.target_names[name]])
+                   for name, _ in self.columns}
+        values = [(name, duck, quote_ident(name)) for name, duck in self.columns]
+        misfit = first_misfit(self.ctx.con, self.relation, fit_checks(values, targets))
+        if misfit is None:
+            return
+        check, value = misfit
+        t = check.target
+        raise DriverError(
+            f"{COMPONENT} step '{self.ctx.step_id}': column '{check.column}' holds {value!r}, "
+            f"which column \"{t.name}\" {t.column_type} of {self.label} cannot hold exactly: "
+            f"PostgreSQL would store it {check.change}, without an error. Nothing was written. "
+            f"Widen the target column (ALTER TABLE ... ALTER COLUMN \"{t.name}\" TYPE ...), or "
+            "round or cast the value in an upstream step if the change is wanted.")
 
     def _map_columns(self, existing: list[tuple[str, str]]) -> None:
         exact = {n: n for n, _ in existing}

@@ -1,19 +1,21 @@
-"""Whether each value fits the existing MySQL column it is written to, exactly.
+"""Whether each value fits the existing database column it is written to, exactly.
 
-MySQL stores some values that do not fit their column without an error, even under
-``STRICT_ALL_TABLES`` (at most a note): a number with more decimals than a DECIMAL column's scale
-is rounded, a fraction written to an integer column is rounded, a DOUBLE written to a FLOAT column
-loses digits, as does a BIGINT or a wide DECIMAL written to a DOUBLE column, a time written to a
-DATETIME/TIMESTAMP/TIME column with fewer fractional-second digits loses them, a timestamp written
-to a DATE column loses its time of day, and 1-99 written to a YEAR column becomes 2001-2069 or
-1970-1999. ``mysql.writer`` checks every value against these rules in DuckDB before it writes
-anything, and fails naming the column, the value and the target column instead. (What MySQL
-refuses under strict mode, such as a value out of range or a string too long, fails the write
-anyway.)
+MySQL and PostgreSQL store some values that do not fit their column without an error (MySQL even
+under ``STRICT_ALL_TABLES``, at most a note): a number with more decimals than a DECIMAL/numeric
+column's scale is rounded, a DOUBLE written to a FLOAT/real column loses digits, as does a BIGINT or
+a wide DECIMAL written to a DOUBLE column, a time written to a timestamp or time column with fewer
+fractional-second digits loses them (PostgreSQL rounds: ``2024-12-31 23:59:59.9`` into
+``timestamp(0)`` becomes the next year), and a timestamp written to a DATE column loses its time of
+day; in MySQL also a fraction written to an integer column is rounded and 1-99 written to a YEAR
+column becomes 2001-2069 or 1970-1999. ``mysql.writer`` and ``supabase.writer`` (SQL channel)
+check every value against these rules in DuckDB before they write anything, and fail naming the
+column, the value and the target column instead. (What the database refuses, such as a value out
+of range or a string too long, fails the write anyway.)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,48 +31,75 @@ _WIDE_INTEGERS = {"INTEGER", "BIGINT", "HUGEINT", "UINTEGER", "UBIGINT", "UHUGEI
 _FLOATS = {"FLOAT", "DOUBLE"}
 _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS",
                "TIMESTAMP_S"}
-_MYSQL_INTEGERS = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
 
 
 @dataclass(frozen=True)
 class TargetColumn:
-    """An existing column as ``information_schema.COLUMNS`` describes it."""
+    """An existing column: its name, what kind of values it holds (decimal, integer, float,
+    double, datetime, time, date, year; other for the rest), its type as the database spells
+    it, its scale (decimal, MySQL FLOAT(M,D)) and its fractional-second digits."""
 
     name: str
-    data_type: str  # DATA_TYPE, lower case: decimal, int, float, datetime, ...
-    column_type: str  # COLUMN_TYPE: decimal(10,2), int(10) unsigned, ...
-    scale: int | None  # NUMERIC_SCALE
-    fsp: int | None  # DATETIME_PRECISION
+    kind: str
+    column_type: str
+    scale: int | None = None
+    fsp: int | None = None
 
 
 @dataclass(frozen=True)
 class FitCheck:
     column: str  # the input column
     target: TargetColumn
-    ok: str  # SQL over the value sent: true when MySQL keeps it exactly (NULL counts as true)
-    change: str  # what MySQL would do to a value that fails it
+    ok: str  # SQL over the value sent: true when the database keeps it exactly (NULL: true)
+    change: str  # what the database would do to a value that fails it
 
 
-TARGET_COLUMNS_SQL = (
+MYSQL_COLUMNS_SQL = (
     "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_SCALE, DATETIME_PRECISION FROM "
     "information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
     "ORDER BY ORDINAL_POSITION")
+_MYSQL_KINDS = {"decimal": "decimal", "tinyint": "integer", "smallint": "integer",
+                "mediumint": "integer", "int": "integer", "integer": "integer",
+                "bigint": "integer", "float": "float", "double": "double",
+                "datetime": "datetime", "timestamp": "datetime", "time": "time", "date": "date",
+                "year": "year"}
 
 
-def target_columns(rows: Sequence[Sequence[Any]]) -> dict[str, TargetColumn]:
-    """The rows of :data:`TARGET_COLUMNS_SQL`, by lower-case name (MySQL's comparison)."""
+def mysql_target_columns(rows: Sequence[Sequence[Any]]) -> dict[str, TargetColumn]:
+    """The rows of :data:`MYSQL_COLUMNS_SQL`, by lower-case name (MySQL's comparison)."""
     return {str(r[0]).lower(): TargetColumn(
-        str(r[0]), str(r[1]).lower(), str(r[2]), None if r[3] is None else int(r[3]),
-        None if r[4] is None else int(r[4])) for r in rows}
+        str(r[0]), _MYSQL_KINDS.get(str(r[1]).lower(), "other"), str(r[2]),
+        None if r[3] is None else int(r[3]), None if r[4] is None else int(r[4]))
+        for r in rows}
+
+
+_PG_NUMERIC = re.compile(r"numeric\(\d+,(\d+)\)")
+_PG_TIMES = re.compile(r"(timestamp|time)(?:\((\d)\))? with(?:out)? time zone")
+
+
+def pg_target_column(name: str, formatted: str) -> TargetColumn:
+    """A PostgreSQL column from ``format_type()`` (``numeric(10,2)``, ``timestamp(0) without
+    time zone``, ...). Integer columns need no check: PostgreSQL refuses a fraction there."""
+    numeric = _PG_NUMERIC.fullmatch(formatted)
+    if numeric:
+        return TargetColumn(name, "decimal", formatted, scale=int(numeric.group(1)))
+    times = _PG_TIMES.fullmatch(formatted)
+    if times:
+        kind = "datetime" if times.group(1) == "timestamp" else "time"
+        return TargetColumn(name, kind, formatted,
+                            fsp=int(times.group(2)) if times.group(2) else 6)
+    kind = {"real": "float", "double precision": "double", "date": "date"}.get(formatted)
+    return TargetColumn(name, kind or "other", formatted)
 
 
 def fit_checks(values: Sequence[tuple[str, str, str]],
                targets: Mapping[str, TargetColumn]) -> list[FitCheck]:
     """The checks the columns need: ``values`` are (input column, its DuckDB type, the SQL of
-    the value the writer sends); a column whose every value fits its target needs none."""
+    the value the writer sends), ``targets`` the target column of each input column; a column
+    whose every value fits its target needs none."""
     checks = []
     for name, duck, value in values:
-        target = targets.get(name.lower())
+        target = targets.get(name)
         found = _rule(duck.upper(), value, target) if target is not None else None
         if found is not None:
             checks.append(FitCheck(name, target, *found))
@@ -81,12 +110,12 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     """(SQL true when ``v`` fits, what MySQL does to one that does not) or None."""
     decimal = DECIMAL_TYPE.fullmatch(duck)
     numeric = duck in _INTEGERS or duck in _FLOATS or decimal is not None
-    kind = t.data_type
+    kind = t.kind
     if kind == "decimal" and t.scale is not None and numeric and duck not in _INTEGERS:
         if decimal is not None and int(decimal.group(2)) <= t.scale:
             return None
         return f"{v} = round({v}, {t.scale})", f"rounded to {t.scale} decimals"
-    if kind in _MYSQL_INTEGERS and (duck in _FLOATS or decimal is not None and
+    if kind == "integer" and (duck in _FLOATS or decimal is not None and
                                     int(decimal.group(2)) > 0):
         return f"{v} = trunc({v})", "rounded to an integer"
     if kind in ("float", "double") and t.scale is not None and numeric and \
