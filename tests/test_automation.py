@@ -16,7 +16,7 @@ from osiris_dagster import build_definitions
 from osiris_dagster.oml import validate_pipeline
 from osiris_dagster.runtime.filewatch import Cursor, FileVersion, Fingerprint, plan_runs
 
-from .helpers import events, failure_description, write
+from .helpers import events, failure_description, materialisations, table_rows, write
 
 PIPELINE = """\
 oml_version: "0.1.0"
@@ -87,7 +87,7 @@ def test_sensor_requests_one_run_per_file_version(workdir: Path, tmp_path: Path,
     assert sorted(Path(r.tags["osiris/file"]).name for r in requests) == sorted(odd)
     by_name = {Path(r.tags["osiris/file"]).name: r for r in requests}
     cfg = by_name["with space.csv"].run_config["resources"]["osiris_params__drops"]["config"]
-    assert cfg["params"] == {"input_path": str(inbox / "with space.csv"),
+    assert cfg["explicit_params"] == {"input_path": str(inbox / "with space.csv"),
                              "input_name": "with space.csv"}
     assert by_name["plain.csv"].tags["osiris/archive_to"] == str(workdir / "processed")
     assert len(cursor) < 1000
@@ -190,8 +190,28 @@ def test_schedules_have_cron_timezone_and_params(workdir: Path, tmp_path: Path,
     ctx = dg.build_schedule_context(instance=instance,
                                     scheduled_execution_time=datetime(2026, 3, 5, 6, 0))
     (request,) = first.evaluate_tick(ctx).run_requests
-    assert request.run_config["resources"]["osiris_params__drops"]["config"]["params"] == {
-        "input_path": "daily.csv"}
+    config = request.run_config["resources"]["osiris_params__drops"]["config"]
+    assert config["explicit_params"] == {"input_path": "daily.csv"}
+
+
+def test_a_schedule_value_equal_to_the_default_beats_env(
+        tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schedule's `params` are given values: they win over OSIRIS_PARAM_<NAME> even when
+    equal to the OML default (before, such a value counted as not given and env won)."""
+    path = write(tmp_path / "pipes" / "n.yaml", (
+        'oml_version: "0.1.0"\nname: numbers\nparams: {n: {default: 2}}\nx-dagster:\n'
+        '  schedule: {cron: "0 6 * * *", params: {n: 2}}\nsteps:\n  - id: pick\n'
+        "    component: duckdb.processor\n    mode: transform\n"
+        "    config: {query: 'SELECT ${params.n} AS n'}\n"))
+    monkeypatch.setenv("OSIRIS_PARAM_N", "7")
+    defs = build_definitions([path], sessions_dir=str(tmp_path / "s"))
+    ctx = dg.build_schedule_context(instance=instance,
+                                    scheduled_execution_time=datetime(2026, 3, 5, 6, 0))
+    (request,) = defs.get_schedule_def("numbers_schedule").evaluate_tick(ctx).run_requests
+    result = defs.resolve_job_def("numbers").execute_in_process(
+        instance=instance, run_config=request.run_config)
+    assert result.success
+    assert table_rows(materialisations(result)["numbers/pick"]["preview"]) == [{"n": 2}]
 
 
 def _schedule_pipeline(tmp_path: Path, cron: str) -> Path:

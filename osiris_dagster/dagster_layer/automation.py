@@ -43,9 +43,12 @@ def _status(running: bool, kind: type) -> Any:
 
 
 def params_run_config(res_key: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Run config for parameter values the pipeline gives (a schedule's `params`, a sensor's
+    file name): explicit, so they win over OSIRIS_PARAM_<NAME> and the profile even when equal
+    to the OML default (see ``params_resource``)."""
     if not params:
         return {}
-    return {"resources": {res_key: {"config": {"params": dict(params)}}}}
+    return {"resources": {res_key: {"config": {"explicit_params": dict(params)}}}}
 
 
 def build_schedules(pipeline: Pipeline, job: Any, res_key: str

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -239,6 +240,12 @@ def _log_failure(session: Session, step: Step, exc: BaseException, duration: flo
     cancelled = not isinstance(exc, Exception) or isinstance(exc, StepCancelled)
     message = "cancelled: the run was terminated" if cancelled else \
         session.masker.text(_describe(exc))
+    finished = getattr(exc, "osiris_finished", None) if cancelled else None
+    if finished is not None:  # the stop came during a COMMIT that then went through
+        where = f" to {session.masker.text(finished.target)}" if finished.target else ""
+        message = (f"cancelled: the run was terminated while the step was finishing, and it "
+                   f"finished: its {finished.rows_written} rows were written{where}. Running "
+                   "the step again writes them again.")
     session.log_event("step_error", step_id=step.id, driver=step.component,
                       duration=round(duration, 3), error=message, cancelled=cancelled,
                       timed_out=isinstance(exc, StepTimeout) or
@@ -360,11 +367,13 @@ def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
                 _stop_worker(ws, done)
                 _after_timeout(ws, box, done, timeout_seconds or 0)
                 break
-    except BaseException:
+    except BaseException as stop:
         _stop_worker(ws, done)
-        if "result" in box:  # it finished while the run stopped: its output may have landed
+        if "result" in box:  # it finished while the run stopped: its output has landed
             ws.session.log_event("step_finished_while_stopped", step_id=ws.step_id,
                                  rows_written=box["result"].rows_written)
+            with contextlib.suppress(AttributeError):  # read by _log_failure
+                stop.osiris_finished = box["result"]  # type: ignore[attr-defined]
         raise
     if "error" in box:
         raise box["error"]
@@ -377,9 +386,13 @@ def _after_timeout(ws: StepWorkspace, box: dict[str, Any], done: threading.Event
     :class:`StepTimeout` (run again by a retry). Finished on its own meanwhile, or already
     committing (a database COMMIT, which nothing interrupts, was under way): its own result or
     error stands, since its output may have landed and a retry after a "timeout" would write it
-    again. Not finished within the grace period: nobody can tell whether it will still write,
-    so it is not retried."""
+    again. Not finished within the grace period while committing: nobody can tell whether its
+    write will still land, so it is not retried."""
     limit = f"its timeout of {timeout_seconds:g}s (x-dagster timeout_seconds)"
+    if not done.is_set() and not ws.commit_started:  # a read, or a write not yet committing
+        raise StepTimeout(f"the step ran longer than {limit}; told to stop, it had not ended "
+                          f"{STOP_GRACE_SECONDS:g}s later (it writes nothing that a new "
+                          "attempt could duplicate)")
     if not done.is_set():
         raise OutcomeUnknownError(
             f"the step ran longer than {limit} and did not stop when told to: what it was "

@@ -27,6 +27,7 @@ class CommitProxy:
         self.port = self._listener.getsockname()[1]
         self.commits_dropped = 0
         self.commits_answered = threading.Semaphore(0)  # released per answer relayed late
+        self.commits_seen = threading.Semaphore(0)  # released per COMMIT passed to the server
         self._lock = threading.Lock()
 
     def __enter__(self) -> CommitProxy:
@@ -70,6 +71,7 @@ class CommitProxy:
                 if payload[:1] == bytes([_COM_QUERY]) and \
                         payload[1:].strip().upper() == b"COMMIT":
                     commit_sent.set()  # before sending: the next bytes back are its answer
+                    self.commits_seen.release()
                 if not _send(server, packet):
                     _close(client, server)
                     return

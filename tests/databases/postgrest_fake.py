@@ -111,6 +111,7 @@ class PostgrestFake:
         self.max_rows = max_rows
         self.faults: deque[Fault] = deque()
         self.requests: list[Logged] = []
+        self.post_delay = 0.0  # seconds each POST takes before it is carried out (a slow API)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -263,6 +264,8 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 self._send(fault.status, fault.body, fault.headers)
                 return
+        if method == "POST" and fake.post_delay:
+            threading.Event().wait(fake.post_delay)
         try:
             path = unquote(parts.path)
             if path.rstrip("/") == "/rest/v1":

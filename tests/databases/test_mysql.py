@@ -565,7 +565,97 @@ def test_writer_that_does_not_stop_after_its_timeout_is_not_retried(
         (error,) = [e for e in events(session) if e["event"] == "step_error"]
         assert error["timed_out"] is True
         assert proxy.commits_answered.acquire(timeout=120)  # the COMMIT ends: it landed once
+        _wait_for_step_threads()
     assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_a_read_that_does_not_stop_after_its_timeout_is_still_retried(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a write that was committing is refused a retry after a timeout; a read that did
+    not stop in time (a MySQL query DuckDB cannot interrupt) is a plain timeout, retried."""
+    from osiris_dagster.runtime import runner
+
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 0.5)
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    text = ('oml_version: "0.1.0"\nname: slow-read\nsteps:\n  - id: read\n'
+            "    component: mysql.extractor\n    mode: read\n    config:\n"
+            '      connection: "@mysql.main"\n      query: "SELECT SLEEP(3) AS s"\n'
+            "x-dagster:\n  steps:\n    read:\n      timeout_seconds: 1\n"
+            "      retry: {max_retries: 1, delay_seconds: 0}\n")
+    connections = CONNECTIONS.format(host=mysql.host, port=mysql.port, database=mysql.database,
+                                     user=mysql.user).replace("db_movies", "main")
+    result, session = run_pipeline(text, connections, "slow-read")
+    assert not result.success
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    text = failure_description(result)
+    assert "told to stop, it had not ended" in text and "may still land" not in text
+    assert all(e["timed_out"] for e in events(session) if e["event"] == "step_error")
+    _wait_for_step_threads()
+
+
+def _wait_for_step_threads() -> None:
+    """The steps left running end with their query (a thread still in DuckDB when the
+    interpreter exits would crash it)."""
+    import threading
+
+    for thread in [t for t in threading.enumerate() if t.name.startswith("osiris-step-")]:
+        thread.join(120)
+        assert thread not in threading.enumerate()
+
+
+STOP_DURING_COMMIT = """\
+import json, sys
+import dagster as dg
+from osiris_dagster import build_definitions
+
+defs = build_definitions([sys.argv[1]], sessions_dir=sys.argv[2], connections_file=sys.argv[3])
+print("ready", flush=True)
+result = defs.resolve_job_def("commit_lost").execute_in_process(
+    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+print(json.dumps({"success": result.success}), flush=True)
+"""
+
+
+def test_a_run_stopped_during_commit_says_the_rows_were_written(
+        mysql: MySQLTarget, tmp_path: Path) -> None:
+    """Ctrl-C while MySQL's COMMIT is under way (nothing interrupts it): the run stops, and
+    the step's error says its rows were written, not just "cancelled" (a user would run it
+    again and write them twice)."""
+    import signal
+    import subprocess
+    import sys
+
+    mysql.execute("DROP TABLE IF EXISTS w_commit_lost",
+                  "CREATE TABLE w_commit_lost (id INT, name VARCHAR(10))")
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id,name\n1,a\n2,b\n3,c\n")
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(WRITE_WITH_RETRIES.format(csv=csv).split("x-dagster:")[0])
+    script = tmp_path / "run.py"
+    script.write_text(STOP_DURING_COMMIT)
+    with CommitProxy(mysql.host, mysql.port, hold_answer_s=3) as proxy:
+        connections = tmp_path / "conn.yaml"
+        connections.write_text(
+            "version: 1\nconnections:\n  mysql:\n    main:\n"
+            f"      host: 127.0.0.1\n      port: {proxy.port}\n"
+            f"      database: {mysql.database}\n      user: {mysql.user}\n"
+            f"      password: {mysql.password}\n")
+        sessions = tmp_path / "sessions"
+        child = subprocess.Popen([sys.executable, str(script), str(pipeline), str(sessions),
+                                  str(connections)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            assert proxy.commits_seen.acquire(timeout=120)
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert json.loads(out.strip().splitlines()[-1]) == {"success": False}, err[-2000:]
+    assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
+    (session,) = [d for d in sessions.iterdir() if d.is_dir() and d.name[0] != "."]
+    (error,) = [e for e in events(session) if e["event"] == "step_error"]
+    assert error["cancelled"] is True and "its 3 rows were written" in error["error"]
 
 
 @pytest.mark.parametrize("mode", ["append", "replace", "upsert", "truncate_before"])

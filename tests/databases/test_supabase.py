@@ -15,7 +15,7 @@ import requests
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.postgres import writer as supabase_writer
 
-from ..helpers import failure_description, materialisations
+from ..helpers import events, failure_description, materialisations
 from .conftest import REST_KEY, Harness, MySQLTarget, PgTarget, PipelineRun
 from .postgrest_fake import PostgrestFake
 from .test_mysql import _seed
@@ -794,6 +794,30 @@ def test_rest_append_outcome_unknown_fails_the_step_without_dagster_retries(
     text = failure_description(result)
     assert "step 'write-rows'" in text and "rows 1-3" in text
     assert "may have been written" in text and "primary_key" in text
+
+
+def test_rest_append_stopped_part_way_is_not_retried(
+        pg: PgTarget, rest: PostgrestFake, run_pipeline: PipelineRun,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step's timeout strikes between two batches of a REST append: the batches sent are
+    written (each commits), so the step fails without a retry saying which rows are there
+    (before: a retryable timeout, and the retry appended them again)."""
+    _keyless_table(pg, "r_unknown_dagster")
+    rest.post_delay = 0.4
+    monkeypatch.setenv("SUPABASE_TEST_KEY", REST_KEY)
+    connections = ("version: 1\nconnections:\n  supabase:\n    api:\n"
+                   f"      url: {rest.url}\n      service_role_key: ${{SUPABASE_TEST_KEY}}\n")
+    text = REST_APPEND_PIPELINE.format(schema=pg.schema).replace(
+        "retry: {max_retries: 2}", "retry: {max_retries: 2}\n      timeout_seconds: 1").replace(
+        "range(1, 4)", "range(1, 201)")
+    result, session = run_pipeline(text, connections, "rest-append")
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    (stopped,) = [e for e in events(session) if e["event"] == "write.stopped_part_way"]
+    written = stopped["rows_written"]
+    assert 0 < written < 200 and len(rest.calls("POST")) == written // 10
+    assert [r[0] for r in _rows(pg, "r_unknown_dagster")] == list(range(1, written + 1))
+    assert f"rows {written + 1}-200 were not sent" in failure_description(result)
 
 
 @pytest.mark.parametrize("target, good, bad, change", [

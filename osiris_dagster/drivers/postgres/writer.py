@@ -81,7 +81,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from osiris_dagster.core.errors import DriverError, NotRetryableError, OutcomeUnknownError
+from osiris_dagster.core.errors import (
+    DriverError,
+    NotRetryableError,
+    OutcomeUnknownError,
+    StepCancelled,
+)
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import (
     DriverResult,
@@ -498,25 +503,46 @@ class _RestWrite:
                    **profile_headers(opts.schema, True)}
         rows = 0
         progress = Progress(self.ctx)
-        for batch in self._json_batches():
-            body = ("[" + ",".join(batch) + "]").encode("utf-8")
-            first, last = rows + 1, rows + len(batch)
-            try:
-                http.request("POST", self.url, params=params or None, data=body,
-                             headers=headers,
-                             what=f"writing rows {first}-{last} to {self.label}"
-                                  + (f" ({rows} rows were already written: the REST API "
-                                     "commits each batch)" if rows else ""))
-            except OutcomeUnknownError as exc:
-                raise self._batch_may_have_landed(exc, first, last) from None
-            except DriverError as exc:
-                if rows and opts.mode == "append":  # a step retry would append them again
-                    raise NotRetryableError(str(exc)) from None
-                raise
-            rows += len(batch)
-            progress.add(len(batch))
-        progress.done()
+        try:
+            for batch in self._json_batches():
+                body = ("[" + ",".join(batch) + "]").encode("utf-8")
+                first, last = rows + 1, rows + len(batch)
+                try:
+                    http.request("POST", self.url, params=params or None, data=body,
+                                 headers=headers,
+                                 what=f"writing rows {first}-{last} to {self.label}"
+                                      + (f" ({rows} rows were already written: the REST API "
+                                         "commits each batch)" if rows else ""))
+                except OutcomeUnknownError as exc:
+                    raise self._batch_may_have_landed(exc, first, last) from None
+                except DriverError as exc:
+                    if rows and opts.mode == "append":  # a step retry would append them again
+                        raise NotRetryableError(str(exc)) from None
+                    raise
+                rows += len(batch)
+                progress.add(len(batch))
+            progress.done()
+        except StepCancelled:  # a step timeout or the run terminated, between two batches
+            total = int(scalar(self.ctx.con, f"SELECT count(*) FROM {self.relation}"))
+            if rows == total:
+                return rows  # everything was written: the stop came too late to matter
+            if rows and opts.mode == "append":
+                raise self._stopped_part_way(rows, total) from None
+            raise
         return rows
+
+    def _stopped_part_way(self, rows: int, total: int) -> NotRetryableError:
+        """An append stopped after some batches: those are written, and a retry would append
+        them again."""
+        self.ctx.log_event("write.stopped_part_way", table=self.label, rows_written=rows,
+                           rows_total=total)
+        return NotRetryableError(
+            f"{COMPONENT} step '{self.ctx.step_id}': stopped (step timeout or run terminated) "
+            f"after rows 1-{rows} of {total} were written to {self.label} at {self.rest.host} "
+            f"(the REST API commits each batch); rows {rows + 1}-{total} were not sent. Running "
+            f"the step again appends rows 1-{rows} again: to make the write safe to repeat, use "
+            "write_mode: upsert with primary_key: [<key columns>], or a SQL channel (pg_dsn), "
+            "which writes all rows in one transaction.")
 
     def _batch_may_have_landed(self, exc: OutcomeUnknownError, first: int, last: int
                                ) -> OutcomeUnknownError:
