@@ -148,6 +148,19 @@ def commit_started(ctx: StepContext) -> None:
         mark()
 
 
+def on_interrupt(ctx: StepContext, stop: Callable[[], None]) -> AbstractContextManager[object]:
+    """While inside, stopping the step (run terminated, step timeout) also calls ``stop``: for
+    work DuckDB's interrupt cannot reach, such as a child process DuckDB reads from. A context
+    without the notion (a bare one in a test) ignores it."""
+    hook = getattr(ctx, "on_interrupt", None)
+    return hook(stop) if hook else nullcontext()
+
+
+def stopped(ctx: StepContext) -> bool:
+    """Whether the step was told to stop (see :func:`on_interrupt`)."""
+    return bool(getattr(ctx, "cancelled", False))
+
+
 def heartbeat(ctx: StepContext) -> AbstractContextManager[object]:
     """While inside, the step reports progress every few seconds, when its context can (a
     StepWorkspace can; a bare context in a test need not): for one long DuckDB statement."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class StepWorkspace:
         self.started = time.monotonic()
         self.cancelled = False
         self.commit_started = False  # a writer's COMMIT was sent: its write may have landed
+        self._interrupt_callbacks: list[Callable[[], None]] = []
         self._state_loaded = False
         self._sealed_reuse = sealed_reuse
         self._park_when_done = park_when_done
@@ -135,11 +136,27 @@ class StepWorkspace:
         return self._con
 
     def interrupt(self) -> None:
-        """Stop the step: interrupt the running DuckDB query and make the next progress()
-        call raise (used for cancellation and time limits)."""
+        """Stop the step: interrupt the running DuckDB query, run the stop callbacks a driver
+        registered (:meth:`on_interrupt`) and make the next progress() call raise (used for
+        cancellation and time limits). Called from another thread."""
         self.cancelled = True
+        for stop in list(self._interrupt_callbacks):
+            with contextlib.suppress(Exception):
+                stop()
         if self._con is not None:
             self._con.interrupt()
+
+    @contextlib.contextmanager
+    def on_interrupt(self, stop: Callable[[], None]) -> Iterator[None]:
+        """While inside, :meth:`interrupt` also calls ``stop`` (e.g. ending a child process
+        that DuckDB is reading from, which DuckDB's interrupt cannot reach)."""
+        self._interrupt_callbacks.append(stop)
+        try:
+            if self.cancelled:
+                stop()
+            yield
+        finally:
+            self._interrupt_callbacks.remove(stop)
 
     # -- inputs ---------------------------------------------------------------------------------
     def add_upstream(self, step_id: str, view_name: str, location: str, table: str,

@@ -569,26 +569,50 @@ def test_writer_that_does_not_stop_after_its_timeout_is_not_retried(
     assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
 
 
-def test_a_read_that_does_not_stop_after_its_timeout_is_still_retried(
-        mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only a write that was committing is refused a retry after a timeout; a read that did
-    not stop in time (a MySQL query DuckDB cannot interrupt) is a plain timeout, retried."""
-    from osiris_dagster.runtime import runner
-
-    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 0.5)
-    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+def _slow_read(mysql: MySQLTarget, run_pipeline: PipelineRun, query: str) -> tuple[Any, Path]:
     text = ('oml_version: "0.1.0"\nname: slow-read\nsteps:\n  - id: read\n'
             "    component: mysql.extractor\n    mode: read\n    config:\n"
-            '      connection: "@mysql.main"\n      query: "SELECT SLEEP(3) AS s"\n'
+            f'      connection: "@mysql.main"\n      query: "{query}"\n'
             "x-dagster:\n  steps:\n    read:\n      timeout_seconds: 1\n"
             "      retry: {max_retries: 1, delay_seconds: 0}\n")
     connections = CONNECTIONS.format(host=mysql.host, port=mysql.port, database=mysql.database,
                                      user=mysql.user).replace("db_movies", "main")
-    result, session = run_pipeline(text, connections, "slow-read")
+    return run_pipeline(text, connections, "slow-read")
+
+
+def test_a_read_that_does_not_stop_after_its_timeout_is_still_retried(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a write that was committing is refused a retry after a timeout; a read that did
+    not stop in time (pymysql waiting for a slow query: a DECIMAL(65,30) column keeps
+    connectorx out) is a plain timeout, retried."""
+    from osiris_dagster.runtime import runner
+
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 0.5)
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    result, session = _slow_read(mysql, run_pipeline,
+                                 "SELECT SLEEP(3) AS s, CAST(1 AS DECIMAL(65,30)) AS d")
     assert not result.success
     assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     text = failure_description(result)
     assert "told to stop, it had not ended" in text and "may still land" not in text
+    assert all(e["timed_out"] for e in events(session) if e["event"] == "step_error")
+    _wait_for_step_threads()
+
+
+def test_a_timeout_ends_the_connectorx_child_of_a_read(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB's interrupt cannot reach the connectorx child DuckDB reads from: the stop ends
+    the child, so the step stops at once instead of waiting for the query (before: it had not
+    ended when the grace period was over, 45 s for a 2 s timeout)."""
+    from osiris_dagster.runtime import runner
+
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 20)
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    result, session = _slow_read(mysql, run_pipeline, "SELECT SLEEP(120) AS s")
+    assert not result.success
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    text = failure_description(result)
+    assert "and was stopped" in text and "had not ended" not in text
     assert all(e["timed_out"] for e in events(session) if e["event"] == "step_error")
     _wait_for_step_threads()
 

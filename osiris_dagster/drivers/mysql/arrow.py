@@ -129,12 +129,15 @@ class ArrowRead:
         self._proc: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._reader: pa.ipc.RecordBatchStreamReader | None = None
+        self._stopped = False
 
     def __enter__(self) -> ArrowRead:
         self._errors = tempfile.TemporaryFile()  # a file, not a pipe: it can never fill up
         self._proc = subprocess.Popen(
             [sys.executable, "-I", str(CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._errors, env=_child_env())
+        if self._stopped:  # stop() came from another thread before the child existed
+            self.stop()
         request = {"url": connection_url(self._params), "sql": self._sql,
                    "batch_size": self._batch_size, "before": BEFORE}
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -192,7 +195,10 @@ class ArrowRead:
         return classify(scrub(message, url_secrets(self._params)))
 
     def stop(self) -> None:
-        """End the child if it still runs: its MySQL connection closes, nothing is drained."""
+        """End the child if it still runs: its MySQL connection closes, nothing is drained.
+        May be called from another thread (a step told to stop), also before the child
+        started or while it has not answered yet."""
+        self._stopped = True
         proc = self._proc
         if proc is None:
             return

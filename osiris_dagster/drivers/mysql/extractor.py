@@ -66,7 +66,13 @@ import pyarrow as pa
 from pymysql.constants import FIELD_TYPE
 
 from osiris_dagster.core.errors import DriverError, StepCancelled
-from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
+from osiris_dagster.drivers.base import (
+    DriverResult,
+    StepContext,
+    UpstreamTable,
+    on_interrupt,
+    stopped,
+)
 from osiris_dagster.drivers.identifiers import mysql_ident, unique_names
 from osiris_dagster.drivers.mysql import arrow as mx
 from osiris_dagster.drivers.mysql.connection import (
@@ -376,7 +382,10 @@ class _Reader:
     def _read_arrow(self, sql: str) -> int:
         plan = self.plan
         try:
-            with mx.ArrowRead(self.params, sql, self.opts.batch_size) as read:
+            read = mx.ArrowRead(self.params, sql, self.opts.batch_size)
+            # a stop ends the child (DuckDB's interrupt cannot reach it), also while the child
+            # has not answered yet (a slow query)
+            with on_interrupt(self.ctx, read.stop), read:
                 if len(read.schema) != plan.width:
                     raise _UseExact(f"connectorx returned {len(read.schema)} columns where "
                                     f"the server described {plan.width}")
@@ -392,6 +401,8 @@ class _Reader:
     def _arrow_error(self, exc: BaseException) -> BaseException | None:
         if isinstance(exc, StepCancelled):
             return exc
+        if stopped(self.ctx):  # the child was ended by a stop: never read again with pymysql
+            return StepCancelled("the step was interrupted")
         if not isinstance(exc, mx.ArrowReadError):
             return None
         if exc.kind in ("value", "type", "connect"):
