@@ -31,6 +31,9 @@ _WIDE_INTEGERS = {"INTEGER", "BIGINT", "HUGEINT", "UINTEGER", "UBIGINT", "UHUGEI
 _FLOATS = {"FLOAT", "DOUBLE"}
 _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS",
                "TIMESTAMP_S"}
+_TIMES = {"TIME", "TIME WITH TIME ZONE"}
+_BEYOND_DOUBLE = {"BIGINT", "HUGEINT", "UBIGINT", "UHUGEINT"}  # integers a double may round
+_PLAIN_DECIMAL = r" *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+) *"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class TargetColumn:
 class FitCheck:
     column: str  # the input column
     target: TargetColumn
-    ok: str  # SQL over the value sent: true when the database keeps it exactly (NULL: true)
+    value: str  # SQL of the value sent
+    ok: str  # SQL, for a non-NULL value: true when the database keeps it exactly
     change: str  # what the database would do to a value that fails it
 
 
@@ -102,46 +106,59 @@ def fit_checks(values: Sequence[tuple[str, str, str]],
         target = targets.get(name)
         found = _rule(duck.upper(), value, target) if target is not None else None
         if found is not None:
-            checks.append(FitCheck(name, target, *found))
+            checks.append(FitCheck(name, target, value, *found))
     return checks
 
 
 def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
-    """(SQL true when ``v`` fits, what MySQL does to one that does not) or None."""
+    """(SQL true when the non-NULL value ``v`` fits, what the database does to one that does
+    not) or None. A check that cannot tell (NULL) counts as a misfit."""
     decimal = DECIMAL_TYPE.fullmatch(duck)
-    numeric = duck in _INTEGERS or duck in _FLOATS or decimal is not None
+    src_scale = int(decimal.group(2)) if decimal else 0
+    fractional = duck in _FLOATS or src_scale > 0  # a source that may hold a fraction
     kind = t.kind
-    if kind == "decimal" and t.scale is not None and numeric and duck not in _INTEGERS:
-        if decimal is not None and int(decimal.group(2)) <= t.scale:
-            return None
-        return f"{v} = round({v}, {t.scale})", f"rounded to {t.scale} decimals"
-    if kind == "integer" and (duck in _FLOATS or decimal is not None and
-                                    int(decimal.group(2)) > 0):
-        return f"{v} = trunc({v})", "rounded to an integer"
-    if kind in ("float", "double") and t.scale is not None and numeric and \
-            duck not in _INTEGERS:  # FLOAT(M,D) / DOUBLE(M,D): rounded to D decimals
-        return f"{v} = round({v}, {t.scale})", f"rounded to {t.scale} decimals"
+    rules: list[tuple[str, str]] = []
+    if kind in ("decimal", "float", "double") and t.scale is not None:
+        rounded = f"rounded to {t.scale} decimals"
+        if duck in _FLOATS:  # the double's shortest text is what the database receives
+            rules.append((f"(isnan({v}) OR CAST(TRY_CAST(CAST({v} AS VARCHAR) AS DECIMAL(38, "
+                          f"{t.scale})) AS DOUBLE) = {v})", rounded))
+        elif decimal is not None and src_scale > t.scale:
+            rules.append((f"{v} = round({v}, {t.scale})", rounded))
+        elif duck == "VARCHAR" and kind == "decimal":
+            digits = f"length(rtrim(regexp_extract({v}, '\\.([0-9]*)', 1), '0'))"
+            rules.append((f"(regexp_full_match({v}, '{_PLAIN_DECIMAL}') AND {digits} <= "
+                          f"{t.scale})", rounded))
+    if kind == "integer" and fractional:
+        rules.append((f"{v} = trunc({v})", "rounded to an integer"))
     if kind == "float" and (duck == "DOUBLE" or duck in _WIDE_INTEGERS or decimal is not None):
         # float32 must give the number back (0.1 does: it prints as 0.1; 16777217 does not)
-        return (f"TRY_CAST(CAST(CAST({v} AS FLOAT) AS VARCHAR) AS DOUBLE) = CAST({v} AS DOUBLE)"
-                + _exact_double(duck, v)), "as a 4-byte FLOAT, losing digits"
-    if kind == "double" and (duck in {"BIGINT", "HUGEINT", "UBIGINT", "UHUGEINT"} or
-                             decimal is not None):
-        return f"TRY_CAST(CAST({v} AS DOUBLE) AS {duck}) = {v}", "as a DOUBLE, losing digits"
-    if kind in ("datetime", "timestamp", "time") and (duck in _TIMESTAMPS or duck == "TIME") \
-            and t.fsp is not None and t.fsp < 6:
-        return (f"microsecond({v}) % {10 ** (6 - t.fsp)} = 0",
-                f"with {t.fsp} fractional-second digits")
+        rules.append((f"TRY_CAST(CAST(TRY_CAST({v} AS FLOAT) AS VARCHAR) AS DOUBLE) = "
+                      f"CAST({v} AS DOUBLE)" + _exact_double(duck, v),
+                      "as a 4-byte FLOAT, losing digits"))
+    if kind == "double" and (duck in _BEYOND_DOUBLE or decimal is not None):
+        rules.append((f"TRY_CAST(CAST({v} AS DOUBLE) AS {duck}) = {v}",
+                      "as a DOUBLE, losing digits"))
+    if kind in ("datetime", "time") and (duck in _TIMESTAMPS or duck in _TIMES) and \
+            t.fsp is not None and t.fsp < 6:
+        rules.append((f"microsecond({v}) % {10 ** (6 - t.fsp)} = 0",
+                      f"with {t.fsp} fractional-second digits"))
+    if kind == "time" and duck in _TIMESTAMPS:
+        rules.append(("false", "without its date"))
     if kind == "date" and duck in _TIMESTAMPS:
-        return f"CAST({v} AS DATE) = {v}", "without its time of day"
-    if kind == "year" and duck in _INTEGERS:
-        return f"NOT ({v} BETWEEN 1 AND 99)", "as a year of 1970-2069 (two-digit years)"
-    return None
+        rules.append((f"CAST({v} AS DATE) = {v}", "without its time of day"))
+    if kind == "year" and (duck in _INTEGERS or fractional):
+        whole = f"{v} = trunc({v}) AND " if fractional else ""
+        rules.append((f"({whole}NOT ({v} >= 1 AND {v} < 100))",
+                      "as another year (1-99 become 1970-2069; fractions are rounded)"))
+    if not rules:
+        return None
+    return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
 
 
 def _exact_double(duck: str, v: str) -> str:
     """For a source wider than a double, also: the double is the value itself."""
-    if duck in {"BIGINT", "HUGEINT", "UBIGINT", "UHUGEINT"} or DECIMAL_TYPE.fullmatch(duck):
+    if duck in _BEYOND_DOUBLE or DECIMAL_TYPE.fullmatch(duck):
         return f" AND TRY_CAST(CAST({v} AS DOUBLE) AS {duck}) = {v}"
     return ""
 
@@ -152,7 +169,7 @@ def first_misfit(con: duckdb.DuckDBPyConnection, relation: str, checks: Sequence
     every value fits. One streaming scan that stops at the first misfit."""
     if not checks:
         return None
-    oks = [f"coalesce({c.ok}, true)" for c in checks]
+    oks = [f"({c.value} IS NULL OR coalesce({c.ok}, false))" for c in checks]
     cols = ", ".join(f"{quote_ident(c.column)}, {ok}" for c, ok in zip(checks, oks, strict=True))
     row = con.execute(f"SELECT {cols} FROM (SELECT * FROM {relation}) WHERE NOT "
                       f"({' AND '.join(oks)}) LIMIT 1").fetchone()

@@ -736,7 +736,14 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
      "with 3 fractional-second digits"),
     ("DATE", "TIMESTAMP '2024-01-02 00:00:00'", "TIMESTAMP '2024-01-02 10:00:00'",
      "without its time of day"),
-    ("YEAR", "2024::INTEGER", "24::INTEGER", "two-digit years"),
+    ("YEAR", "2024::INTEGER", "24::INTEGER", "1-99 become 1970-2069"),
+    ("YEAR", "2024.0::DOUBLE", "5.0::DOUBLE", "1-99 become 1970-2069"),
+    ("DOUBLE", "1::BIGINT", "9223372036854775807::BIGINT", "as a DOUBLE"),  # rounds past int64
+    ("DECIMAL(30,2)", "90235941196614.25::DOUBLE", "1e-7::DOUBLE", "rounded to 2 decimals"),
+    ("DECIMAL(10,2)", "'1.25'", "'1.239'", "rounded to 2 decimals"),
+    ("FLOAT(12,2)", "1.5::DOUBLE", "1234567.89::DOUBLE", "as a 4-byte FLOAT"),
+    ("FLOAT", "0.1::DOUBLE", "1e39::DOUBLE", "as a 4-byte FLOAT"),
+    ("TIME", "NULL::TIMESTAMP", "TIMESTAMP '2024-05-05 10:11:12'", "without its date"),
 ])
 def test_writer_refuses_values_the_existing_column_would_change(
         mysql: MySQLTarget, harness: Harness, target: str, good: str, bad: str,

@@ -829,6 +829,11 @@ def test_rest_append_stopped_part_way_is_not_retried(
     ("time(0)", "TIME '10:00:00'", "TIME '23:59:59.9'", "with 0 fractional-second digits"),
     ("date", "TIMESTAMP '2024-01-02 00:00:00'", "TIMESTAMP '2024-01-02 10:00:00'",
      "without its time of day"),
+    ("double precision", "1::BIGINT", "9223372036854775807::BIGINT", "as a DOUBLE"),
+    ("numeric(30,2)", "90235941196614.25::DOUBLE", "1e-7::DOUBLE", "rounded to 2 decimals"),
+    ("numeric(10,2)", "'1.25'", "'1.239'", "rounded to 2 decimals"),
+    ("time(0) with time zone", "TIMETZ '10:00:00+00'", "TIMETZ '10:00:00.7+00'",
+     "with 0 fractional-second digits"),
 ])
 def test_sql_writer_refuses_values_the_existing_column_would_change(
         pg: PgTarget, harness: Harness, target: str, good: str, bad: str, change: str) -> None:

@@ -181,7 +181,7 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     else:
         assert channels.rest is not None
         target = channels.rest.table_url(opts.table)
-        rows = _RestWrite(ctx, opts, channels.rest, relation, columns).run()
+        rows = _RestWrite(ctx, opts, channels.rest, relation, columns, rows_in).run()
     duration_ms = int((time.monotonic() - started) * 1000)
     ctx.log_metric("rows_written", rows)
     ctx.log_metric("duration_ms", duration_ms)
@@ -443,7 +443,8 @@ def json_expression(ref: str, duck_type: str) -> str:
 
 class _RestWrite:
     def __init__(self, ctx: StepContext, opts: Options, rest: RestParams, relation: str,
-                 columns: list[tuple[str, str]]) -> None:
+                 columns: list[tuple[str, str]], total: int) -> None:
+        self.total = total  # the input's rows, counted before any request (see _post_all)
         self.ctx, self.opts, self.rest = ctx, opts, rest
         self.relation, self.columns = relation, columns
         self.url = rest.table_url(opts.table)
@@ -523,7 +524,7 @@ class _RestWrite:
                 progress.add(len(batch))
             progress.done()
         except StepCancelled:  # a step timeout or the run terminated, between two batches
-            total = int(scalar(self.ctx.con, f"SELECT count(*) FROM {self.relation}"))
+            total = self.total  # no query now: the stop keeps interrupting this connection
             if rows == total:
                 return rows  # everything was written: the stop came too late to matter
             if rows and opts.mode == "append":
@@ -548,7 +549,7 @@ class _RestWrite:
                                ) -> OutcomeUnknownError:
         """The append batch ``first``-``last`` reached the server and its answer was an error
         or never came: say which rows may be there, how to check, and how to make it safe."""
-        total = int(scalar(self.ctx.con, f"SELECT count(*) FROM {self.relation}"))
+        total = self.total
         self.ctx.log_event("write.outcome_unknown", table=self.label, rows_from=first,
                            rows_to=last, rows_written_before=first - 1, reason=exc.reason)
         before = f"rows 1-{first - 1} were written (each batch commits on its own)" \

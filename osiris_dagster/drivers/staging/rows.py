@@ -163,8 +163,10 @@ def ingest(ctx: StepContext, stream: RowStream, *, describe: str,
             extra = hint(problem) if hint else ""
             if col is not None and col.kind == "exact_double":
                 extra = (f"A DOUBLE would round it, and DuckDB's DECIMAL holds at most "
-                         f"{MAX_DUCK_DECIMAL} digits: cast the column in `query` to a DECIMAL "
-                         "of at most 38 digits that holds its values, or to text.")
+                         f"{MAX_DUCK_DECIMAL} digits: cast the column where it is made (in "
+                         "`query`, or in the view read), to a DECIMAL of at most 38 digits "
+                         "that holds its values (e.g. numeric(38,10) for an average), to a "
+                         "double type if its 15-17 digits are enough, or to text.")
             raise DriverError(
                 f"{describe}: column '{problem.column}' holds {problem.value!r}, which cannot be "
                 f"converted ({kind}).{(' ' + extra) if extra else ''}") from None
