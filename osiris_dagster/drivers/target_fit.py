@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 
+from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.duck_types import DECIMAL_TYPE
 
@@ -179,3 +180,23 @@ def first_misfit(con: duckdb.DuckDBPyConnection, relation: str, checks: Sequence
         if not row[2 * i + 1]:
             return check, row[2 * i]
     return None
+
+
+def check_values_fit(con: duckdb.DuckDBPyConnection, relation: str,
+                     values: Sequence[tuple[str, str, str]],
+                     targets: Mapping[str, TargetColumn], *, who: str, table: str,
+                     database: str, alter: str) -> None:
+    """Raise a DriverError naming the first value of ``relation`` that its target column
+    would change (see :func:`fit_checks`); ``who`` starts the message (component and step),
+    ``alter`` shows how to widen a column (``{column}`` is replaced by the quoted name)."""
+    misfit = first_misfit(con, relation, fit_checks(values, targets))
+    if misfit is None:
+        return
+    check, value = misfit
+    t = check.target
+    raise DriverError(
+        f"{who}: column '{check.column}' holds {value!r}, which column {t.name!r} "
+        f"({t.column_type}) of {table} cannot hold exactly: {database} would store it "
+        f"{check.change}, without an error. Nothing was written. Widen the target column "
+        f"({alter.format(column=t.name)}), or round or cast the value in an upstream step "
+        "if the change is wanted.")

@@ -77,6 +77,7 @@ from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested
 from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.identifiers import mysql_ident
+from osiris_dagster.drivers.lost_commit import lost_commit_note
 from osiris_dagster.drivers.mysql.connection import (
     MySQLParams,
     mysql_connect,
@@ -91,8 +92,7 @@ from osiris_dagster.drivers.session_reads import first_upstream, row_lists
 from osiris_dagster.drivers.target_fit import (
     MYSQL_COLUMNS_SQL,
     TargetColumn,
-    first_misfit,
-    fit_checks,
+    check_values_fit,
     mysql_target_columns,
 )
 
@@ -324,18 +324,10 @@ class _Writer:
     def _check_values_fit(self, targets: dict[str, TargetColumn]) -> None:
         """Fail, before anything is written, on a value MySQL would store changed without an
         error (see :mod:`osiris_dagster.drivers.target_fit`)."""
-        by_input = {name: targets[name.lower()] for name, _ in self.columns}
-        misfit = first_misfit(self.ctx.con, self.relation, fit_checks(self._values(), by_input))
-        if misfit is None:
-            return
-        check, value = misfit
-        t = check.target
-        raise DriverError(
-            f"{COMPONENT} step '{self.ctx.step_id}': column '{check.column}' holds {value!r}, "
-            f"which column `{t.name}` {t.column_type} of {self.label} cannot hold exactly: MySQL "
-            f"would store it {check.change}, without an error. Nothing was written. Widen the "
-            f"target column (ALTER TABLE ... MODIFY `{t.name}` ...), or round or cast the value "
-            "in an upstream step if the change is wanted.")
+        check_values_fit(self.ctx.con, self.relation, self._values(),
+                         {name: targets[name.lower()] for name, _ in self.columns},
+                         who=f"{COMPONENT} step '{self.ctx.step_id}'", table=self.label,
+                         database="MySQL", alter="ALTER TABLE ... MODIFY `{column}` ...")
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
         return row_lists(self.ctx.con, self._select_sql(), self.opts.batch_size, _rows)
@@ -388,18 +380,15 @@ class _Writer:
             return self._fail(action, exc, note=f"Nothing was written: the transaction was "
                                                 f"rolled back and {self.label} is as it was.")
         table = f"{mysql_ident(self.schema, 'schema')}.{mysql_ident(self.opts.table, 'table')}"
-        check = (f"Check whether the {rows} rows were added (SELECT count(*) FROM {table} "
-                 f"gives {rows} more than before the run) before running the step again")
-        if self.opts.mode != "append" or self.opts.truncate_before:
-            return self._fail(action, exc, note=(
-                f"The connection broke during COMMIT, so the {rows} rows may or may not have "
-                f"been written. Running the step again is safe (mode {self.opts.mode}"
-                f"{' with truncate_before' if self.opts.truncate_before else ''} gives the "
-                f"same end state).") + f" {check}.")
-        note = (f"The connection broke during COMMIT, so the {rows} rows may or may not have "
-                f"been written. {check}: with mode append a second run writes them twice. To "
-                "make the write safe to repeat, use mode: upsert with upsert_keys: [<key "
-                "columns>], or mode: replace.")
+        repeatable = self.opts.mode != "append" or self.opts.truncate_before
+        mode = f"mode {self.opts.mode}" + (" with truncate_before" if self.opts.truncate_before
+                                           else "")
+        note = lost_commit_note(rows, table, same_end_state=mode if repeatable else None,
+                                append_option="mode append",
+                                make_safe="mode: upsert with upsert_keys: [<key columns>], or "
+                                          "mode: replace")
+        if repeatable:
+            return self._fail(action, exc, note=note)
         return OutcomeUnknownError(str(self._fail(action, exc, note=note)),
                                    reason=first_line(exc))
 

@@ -99,6 +99,7 @@ from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested, list_element
 from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.identifiers import pg_ident
+from osiris_dagster.drivers.lost_commit import lost_commit_note
 from osiris_dagster.drivers.options import name_list, positive_int, positive_seconds, required_text
 from osiris_dagster.drivers.postgres.catalog import table_columns_sql
 from osiris_dagster.drivers.postgres.connection import (
@@ -121,7 +122,7 @@ from osiris_dagster.drivers.session_reads import (
     row_lists,
     scalar,
 )
-from osiris_dagster.drivers.target_fit import first_misfit, fit_checks, pg_target_column
+from osiris_dagster.drivers.target_fit import check_values_fit, pg_target_column
 
 COMPONENT = "supabase.writer"
 _MODES = ("append", "replace", "upsert")
@@ -264,18 +265,13 @@ class _SqlWrite:
         if not (conn.broken or isinstance(exc, psycopg.OperationalError)):
             return self._fail(action, exc, note=f"Nothing was written: the transaction was "
                                                 f"rolled back and {self.label} is as it was.")
-        check = (f"Check whether the {rows} rows were added (SELECT count(*) FROM "
-                 f"{self.qualified} gives {rows} more than before the run) before running the "
-                 "step again")
-        if self.opts.mode != "append":
-            return self._fail(action, exc, note=(
-                f"The connection broke during COMMIT, so the {rows} rows may or may not have "
-                f"been written. Running the step again is safe (write_mode "
-                f"{self.opts.mode} gives the same end state).") + f" {check}.")
-        note = (f"The connection broke during COMMIT, so the {rows} rows may or may not have "
-                f"been written. {check}: with write_mode append a second run writes them twice. "
-                "To make the write safe to repeat, use write_mode: upsert with primary_key: "
-                "[<key columns>].")
+        repeatable = self.opts.mode != "append"
+        note = lost_commit_note(rows, self.qualified,
+                                same_end_state=f"write_mode {self.opts.mode}" if repeatable
+                                else None, append_option="write_mode append",
+                                make_safe="write_mode: upsert with primary_key: [<key columns>]")
+        if repeatable:
+            return self._fail(action, exc, note=note)
         return OutcomeUnknownError(str(self._fail(action, exc, note=note)),
                                    reason=first_line(exc))
 
@@ -321,18 +317,11 @@ class _SqlWrite:
         targets = {name: pg_target_column(self.target_names[name],
                                           formatted[self.target_names[name]])
                    for name, _ in self.columns}
-        values = [(name, duck, quote_ident(name)) for name, duck in self.columns]
-        misfit = first_misfit(self.ctx.con, self.relation, fit_checks(values, targets))
-        if misfit is None:
-            return
-        check, value = misfit
-        t = check.target
-        raise DriverError(
-            f"{COMPONENT} step '{self.ctx.step_id}': column '{check.column}' holds {value!r}, "
-            f"which column \"{t.name}\" {t.column_type} of {self.label} cannot hold exactly: "
-            f"PostgreSQL would store it {check.change}, without an error. Nothing was written. "
-            f"Widen the target column (ALTER TABLE ... ALTER COLUMN \"{t.name}\" TYPE ...), or "
-            "round or cast the value in an upstream step if the change is wanted.")
+        check_values_fit(self.ctx.con, self.relation,
+                         [(name, duck, quote_ident(name)) for name, duck in self.columns],
+                         targets, who=f"{COMPONENT} step '{self.ctx.step_id}'",
+                         table=self.label, database="PostgreSQL",
+                         alter='ALTER TABLE ... ALTER COLUMN "{column}" TYPE ...')
 
     def _map_columns(self, existing: list[tuple[str, str]]) -> None:
         exact = {n: n for n, _ in existing}
