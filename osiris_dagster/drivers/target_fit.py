@@ -34,7 +34,7 @@ _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTA
                "TIMESTAMP_S"}
 _TIMES = {"TIME", "TIME WITH TIME ZONE"}
 _BEYOND_DOUBLE = {"BIGINT", "HUGEINT", "UBIGINT", "UHUGEINT"}  # integers a double may round
-_PLAIN_DECIMAL = r" *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+) *"
+_DECIMAL_TEXT = r" *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)? *"
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,12 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
                           f"{t.scale})) AS DOUBLE) = {v})", rounded))
         elif decimal is not None and src_scale > t.scale:
             rules.append((f"{v} = round({v}, {t.scale})", rounded))
-        elif duck == "VARCHAR" and kind == "decimal":
+        elif duck == "VARCHAR" and kind == "decimal":  # decimals: fraction digits - exponent
             digits = f"length(rtrim(regexp_extract({v}, '\\.([0-9]*)', 1), '0'))"
-            rules.append((f"(regexp_full_match({v}, '{_PLAIN_DECIMAL}') AND {digits} <= "
-                          f"{t.scale})", rounded))
+            exponent = (f"coalesce(TRY_CAST(regexp_extract({v}, '[eE]([+-]?[0-9]+)', 1) AS "
+                        "INTEGER), 0)")
+            rules.append((f"(regexp_full_match({v}, '{_DECIMAL_TEXT}') AND {digits} - "
+                          f"{exponent} <= {t.scale})", rounded))
     if kind == "integer" and fractional:
         rules.append((f"{v} = trunc({v})", "rounded to an integer"))
     if kind == "float" and (duck == "DOUBLE" or duck in _WIDE_INTEGERS or decimal is not None):
@@ -138,12 +140,14 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
                       f"CAST({v} AS DOUBLE)" + _exact_double(duck, v),
                       "as a 4-byte FLOAT, losing digits"))
     if kind == "double" and (duck in _BEYOND_DOUBLE or decimal is not None):
-        rules.append((f"TRY_CAST(CAST({v} AS DOUBLE) AS {duck}) = {v}",
-                      "as a DOUBLE, losing digits"))
-    if kind in ("datetime", "time") and (duck in _TIMESTAMPS or duck in _TIMES) and \
-            t.fsp is not None and t.fsp < 6:
-        rules.append((f"microsecond({v}) % {10 ** (6 - t.fsp)} = 0",
-                      f"with {t.fsp} fractional-second digits"))
+        rules.append((_double_exact(duck, v), "as a DOUBLE, losing digits"))
+    if kind in ("datetime", "time") and (duck in _TIMESTAMPS or duck in _TIMES):
+        fsp = 6 if t.fsp is None else t.fsp  # PostgreSQL's default; MySQL always says
+        digits = f"with {fsp} fractional-second digits"
+        if duck == "TIMESTAMP_NS":  # nanoseconds: no database column keeps them
+            rules.append((f"nanosecond({v}) % {10 ** (9 - fsp)} = 0", digits))
+        elif fsp < 6:
+            rules.append((f"microsecond({v}) % {10 ** (6 - fsp)} = 0", digits))
     if kind == "time" and duck in _TIMESTAMPS:
         rules.append(("false", "without its date"))
     if kind == "date" and duck in _TIMESTAMPS:
@@ -160,8 +164,19 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
 def _exact_double(duck: str, v: str) -> str:
     """For a source wider than a double, also: the double is the value itself."""
     if duck in _BEYOND_DOUBLE or DECIMAL_TYPE.fullmatch(duck):
-        return f" AND TRY_CAST(CAST({v} AS DOUBLE) AS {duck}) = {v}"
+        return " AND " + _double_exact(duck, v)
     return ""
+
+
+def _double_exact(duck: str, v: str) -> str:
+    """SQL: the double nearest to the integer or decimal ``v`` is ``v`` itself. Integers
+    convert exactly both ways; a DECIMAL goes through text, which DuckDB parses and prints
+    exactly (its DECIMAL <-> DOUBLE casts compute in floating point and may be one digit
+    off)."""
+    if duck in _BEYOND_DOUBLE:
+        return f"TRY_CAST(CAST({v} AS DOUBLE) AS {duck}) = {v}"
+    double = f"TRY_CAST(CAST({v} AS VARCHAR) AS DOUBLE)"
+    return f"TRY_CAST(CAST({double} AS VARCHAR) AS {duck}) = {v}"
 
 
 def first_misfit(con: duckdb.DuckDBPyConnection, relation: str, checks: Sequence[FitCheck]

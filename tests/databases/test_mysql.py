@@ -744,6 +744,11 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
     ("FLOAT(12,2)", "1.5::DOUBLE", "1234567.89::DOUBLE", "as a 4-byte FLOAT"),
     ("FLOAT", "0.1::DOUBLE", "1e39::DOUBLE", "as a 4-byte FLOAT"),
     ("TIME", "NULL::TIMESTAMP", "TIMESTAMP '2024-05-05 10:11:12'", "without its date"),
+    ("DOUBLE", "8821227663.115190::DECIMAL(18,6)", "27241394055.599428::DECIMAL(18,6)",
+     "as a DOUBLE"),
+    ("DATETIME(6)", "TIMESTAMP_NS '2024-01-01 10:00:00.123456'",
+     "TIMESTAMP_NS '2024-12-31 23:59:59.999999999'", "with 6 fractional-second digits"),
+    ("DECIMAL(30,3)", "'-6.500000e-01'", "'1.2345e-2'", "rounded to 3 decimals"),
 ])
 def test_writer_refuses_values_the_existing_column_would_change(
         mysql: MySQLTarget, harness: Harness, target: str, good: str, bad: str,

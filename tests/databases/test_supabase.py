@@ -834,6 +834,11 @@ def test_rest_append_stopped_part_way_is_not_retried(
     ("numeric(10,2)", "'1.25'", "'1.239'", "rounded to 2 decimals"),
     ("time(0) with time zone", "TIMETZ '10:00:00+00'", "TIMETZ '10:00:00.7+00'",
      "with 0 fractional-second digits"),
+    ("double precision", "8821227663.115190::DECIMAL(18,6)",
+     "27241394055.599428::DECIMAL(18,6)", "as a DOUBLE"),
+    ("timestamp", "TIMESTAMP_NS '2024-01-01 10:00:00.123456'",
+     "TIMESTAMP_NS '2024-12-31 23:59:59.999999999'", "with 6 fractional-second digits"),
+    ("numeric(30,3)", "'4.375576e+06'", "'1.2345e-2'", "rounded to 3 decimals"),
 ])
 def test_sql_writer_refuses_values_the_existing_column_would_change(
         pg: PgTarget, harness: Harness, target: str, good: str, bad: str, change: str) -> None:
