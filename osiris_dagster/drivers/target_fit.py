@@ -34,7 +34,7 @@ _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTA
                "TIMESTAMP_S"}
 _TIMES = {"TIME", "TIME WITH TIME ZONE"}
 _BEYOND_DOUBLE = {"BIGINT", "HUGEINT", "UBIGINT", "UHUGEINT"}  # integers a double may round
-_DECIMAL_TEXT = r" *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)? *"
+_DECIMAL_TEXT = r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*"
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def mysql_target_columns(rows: Sequence[Sequence[Any]]) -> dict[str, TargetColum
         for r in rows}
 
 
-_PG_NUMERIC = re.compile(r"numeric\(\d+,(\d+)\)")
+_PG_NUMERIC = re.compile(r"numeric\(\d+,(-?\d+)\)")  # a negative scale rounds to tens
 _PG_TIMES = re.compile(r"(timestamp|time)(?:\((\d)\))? with(?:out)? time zone")
 
 
@@ -120,18 +120,16 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     kind = t.kind
     rules: list[tuple[str, str]] = []
     if kind in ("decimal", "float", "double") and t.scale is not None:
-        rounded = f"rounded to {t.scale} decimals"
-        if duck in _FLOATS:  # the double's shortest text is what the database receives
-            rules.append((f"(isnan({v}) OR CAST(TRY_CAST(CAST({v} AS VARCHAR) AS DECIMAL(38, "
-                          f"{t.scale})) AS DOUBLE) = {v})", rounded))
-        elif decimal is not None and src_scale > t.scale:
-            rules.append((f"{v} = round({v}, {t.scale})", rounded))
-        elif duck == "VARCHAR" and kind == "decimal":  # decimals: fraction digits - exponent
-            digits = f"length(rtrim(regexp_extract({v}, '\\.([0-9]*)', 1), '0'))"
-            exponent = (f"coalesce(TRY_CAST(regexp_extract({v}, '[eE]([+-]?[0-9]+)', 1) AS "
-                        "INTEGER), 0)")
-            rules.append((f"(regexp_full_match({v}, '{_DECIMAL_TEXT}') AND {digits} - "
-                          f"{exponent} <= {t.scale})", rounded))
+        # judged on the value's text (what the database receives; DuckDB prints DECIMAL and
+        # DOUBLE exactly, a double as its shortest text): its decimals must fit the scale
+        text = v if duck == "VARCHAR" else f"CAST({v} AS VARCHAR)"
+        needs = (duck in _FLOATS or duck == "VARCHAR" and kind == "decimal" or
+                 decimal is not None and src_scale > t.scale or
+                 duck in _INTEGERS | {"BOOLEAN"} and t.scale < 0)
+        if needs:
+            nan = f"isnan({v}) OR " if duck in _FLOATS else ""
+            rules.append((f"({nan}{_fits_scale(text, t.scale)})",
+                          f"rounded to {t.scale} decimals"))
     if kind == "integer" and fractional:
         rules.append((f"{v} = trunc({v})", "rounded to an integer"))
     if kind == "float" and (duck == "DOUBLE" or duck in _WIDE_INTEGERS or decimal is not None):
@@ -161,6 +159,20 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
 
 
+def _fits_scale(text: str, scale: int) -> str:
+    """SQL: the number written as ``text`` (plain or with an exponent, spaces around) has at
+    most ``scale`` decimals (a negative scale: ends in that many zeros); zero always fits."""
+    whole = f"regexp_extract({text}, '^\\s*[+-]?([0-9]*)', 1)"
+    fraction = f"rtrim(regexp_extract({text}, '\\.([0-9]*)', 1), '0')"
+    exponent = (f"CASE WHEN regexp_matches({text}, '[eE]') THEN TRY_CAST(regexp_extract("
+                f"{text}, '[eE]([+-]?[0-9]+)', 1) AS BIGINT) ELSE 0 END")  # NULL: too large
+    decimals = (f"CASE WHEN {fraction} <> '' THEN length({fraction}) ELSE "
+                f"length(rtrim({whole}, '0')) - length({whole}) END")
+    return (f"regexp_full_match({text}, '{_DECIMAL_TEXT}') AND "
+            f"(regexp_full_match({whole} || {fraction}, '0*') OR "
+            f"{decimals} - {exponent} <= {scale})")
+
+
 def _exact_double(duck: str, v: str) -> str:
     """For a source wider than a double, also: the double is the value itself."""
     if duck in _BEYOND_DOUBLE or DECIMAL_TYPE.fullmatch(duck):
@@ -176,6 +188,9 @@ def _double_exact(duck: str, v: str) -> str:
     if duck in _BEYOND_DOUBLE:
         return f"TRY_CAST(CAST({v} AS DOUBLE) AS {duck}) = {v}"
     double = f"TRY_CAST(CAST({v} AS VARCHAR) AS DOUBLE)"
+    decimal = DECIMAL_TYPE.fullmatch(duck)
+    if decimal is not None and decimal.group(2) == "0":  # integral: back through HUGEINT, exact
+        return f"TRY_CAST(TRY_CAST({double} AS HUGEINT) AS {duck}) = {v}"
     return f"TRY_CAST(CAST({double} AS VARCHAR) AS {duck}) = {v}"
 
 

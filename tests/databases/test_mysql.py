@@ -749,6 +749,10 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
     ("DATETIME(6)", "TIMESTAMP_NS '2024-01-01 10:00:00.123456'",
      "TIMESTAMP_NS '2024-12-31 23:59:59.999999999'", "with 6 fractional-second digits"),
     ("DECIMAL(30,3)", "'-6.500000e-01'", "'1.2345e-2'", "rounded to 3 decimals"),
+    ("DECIMAL(65,30)", "1e10::DOUBLE", "1e-31::DOUBLE", "rounded to 30 decimals"),
+    ("DECIMAL(20,0)", "'100e-2'", "'1.5e-3000000000'", "rounded to 0 decimals"),
+    ("DOUBLE", "674675363454156288::DECIMAL(38,0)", "674675363454156289::DECIMAL(38,0)",
+     "as a DOUBLE"),
 ])
 def test_writer_refuses_values_the_existing_column_would_change(
         mysql: MySQLTarget, harness: Harness, target: str, good: str, bad: str,

@@ -839,6 +839,8 @@ def test_rest_append_stopped_part_way_is_not_retried(
     ("timestamp", "TIMESTAMP_NS '2024-01-01 10:00:00.123456'",
      "TIMESTAMP_NS '2024-12-31 23:59:59.999999999'", "with 6 fractional-second digits"),
     ("numeric(30,3)", "'4.375576e+06'", "'1.2345e-2'", "rounded to 3 decimals"),
+    ("numeric(60,40)", "0.5::DOUBLE", "1e-41::DOUBLE", "rounded to 40 decimals"),
+    ("numeric(5,-2)", "1200::BIGINT", "1234::BIGINT", "rounded to -2 decimals"),
 ])
 def test_sql_writer_refuses_values_the_existing_column_would_change(
         pg: PgTarget, harness: Harness, target: str, good: str, bad: str, change: str) -> None:
