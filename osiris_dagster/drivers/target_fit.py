@@ -34,6 +34,7 @@ _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTA
                "TIMESTAMP_S"}
 _TIMES = {"TIME", "TIME WITH TIME ZONE"}
 _BEYOND_DOUBLE = {"BIGINT", "HUGEINT", "UBIGINT", "UHUGEINT"}  # integers a double may round
+_MYSQL_TEXT_DIGITS = 65  # MySQL reads at most this many digits of a number's text exactly
 _DECIMAL_TEXT = r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*"
 
 
@@ -48,6 +49,7 @@ class TargetColumn:
     column_type: str
     scale: int | None = None
     fsp: int | None = None
+    database: str = "postgresql"  # or mysql: how the writer sends values, how they are read
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def mysql_target_columns(rows: Sequence[Sequence[Any]]) -> dict[str, TargetColum
     """The rows of :data:`MYSQL_COLUMNS_SQL`, by lower-case name (MySQL's comparison)."""
     return {str(r[0]).lower(): TargetColumn(
         str(r[0]), _MYSQL_KINDS.get(str(r[1]).lower(), "other"), str(r[2]),
-        None if r[3] is None else int(r[3]), None if r[4] is None else int(r[4]))
+        None if r[3] is None else int(r[3]), None if r[4] is None else int(r[4]), "mysql")
         for r in rows}
 
 
@@ -123,12 +125,13 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         # judged on the value's text (what the database receives; DuckDB prints DECIMAL and
         # DOUBLE exactly, a double as its shortest text): its decimals must fit the scale
         text = v if duck == "VARCHAR" else f"CAST({v} AS VARCHAR)"
-        needs = (duck in _FLOATS or duck == "VARCHAR" and kind == "decimal" or
+        needs = (duck in _FLOATS or duck == "VARCHAR" or
                  decimal is not None and src_scale > t.scale or
                  duck in _INTEGERS | {"BOOLEAN"} and t.scale < 0)
         if needs:
             nan = f"isnan({v}) OR " if duck in _FLOATS else ""
-            rules.append((f"({nan}{_fits_scale(text, t.scale)})",
+            digits = _MYSQL_TEXT_DIGITS if t.database == "mysql" else None
+            rules.append((f"({nan}{_fits_scale(text, t.scale, digits)})",
                           f"rounded to {t.scale} decimals"))
     if kind == "integer" and fractional:
         rules.append((f"{v} = trunc({v})", "rounded to an integer"))
@@ -150,6 +153,10 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         rules.append(("false", "without its date"))
     if kind == "date" and duck in _TIMESTAMPS:
         rules.append((f"CAST({v} AS DATE) = {v}", "without its time of day"))
+    if kind == "year" and duck == "VARCHAR":  # a number in text becomes a year the same way
+        number = f"TRY_CAST({v} AS DOUBLE)"
+        rules.append((f"({number} = trunc({number}) AND NOT ({number} >= 1 AND {number} < 100))",
+                      "as another year (1-99 become 1970-2069; fractions are rounded)"))
     if kind == "year" and (duck in _INTEGERS or fractional):
         whole = f"{v} = trunc({v}) AND " if fractional else ""
         rules.append((f"({whole}NOT ({v} >= 1 AND {v} < 100))",
@@ -159,16 +166,21 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
 
 
-def _fits_scale(text: str, scale: int) -> str:
+def _fits_scale(text: str, scale: int, max_digits: int | None = None) -> str:
     """SQL: the number written as ``text`` (plain or with an exponent, spaces around) has at
-    most ``scale`` decimals (a negative scale: ends in that many zeros); zero always fits."""
+    most ``scale`` decimals (a negative scale: ends in that many zeros); zero always fits.
+    ``max_digits``: a text with more digits is refused (MySQL drops the digits past about 65
+    of a long text before it applies the exponent)."""
     whole = f"regexp_extract({text}, '^\\s*[+-]?([0-9]*)', 1)"
     fraction = f"rtrim(regexp_extract({text}, '\\.([0-9]*)', 1), '0')"
     exponent = (f"CASE WHEN regexp_matches({text}, '[eE]') THEN TRY_CAST(regexp_extract("
-                f"{text}, '[eE]([+-]?[0-9]+)', 1) AS BIGINT) ELSE 0 END")  # NULL: too large
+                f"{text}, '[eE]([+-]?[0-9]+)', 1) AS INTEGER) ELSE 0 END")  # NULL: too large
     decimals = (f"CASE WHEN {fraction} <> '' THEN length({fraction}) ELSE "
                 f"length(rtrim({whole}, '0')) - length({whole}) END")
-    return (f"regexp_full_match({text}, '{_DECIMAL_TEXT}') AND "
+    length = "" if max_digits is None else (
+        f" AND length(regexp_replace(regexp_extract({text}, '^[^eE]*'), '[^0-9]', '', 'g')) "
+        f"<= {max_digits}")
+    return (f"regexp_full_match({text}, '{_DECIMAL_TEXT}'){length} AND "
             f"(regexp_full_match({whole} || {fraction}, '0*') OR "
             f"{decimals} - {exponent} <= {scale})")
 

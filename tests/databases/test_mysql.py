@@ -753,6 +753,10 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
     ("DECIMAL(20,0)", "'100e-2'", "'1.5e-3000000000'", "rounded to 0 decimals"),
     ("DOUBLE", "674675363454156288::DECIMAL(38,0)", "674675363454156289::DECIMAL(38,0)",
      "as a DOUBLE"),
+    ("FLOAT(12,2)", "'1.25'", "'1.234'", "rounded to 2 decimals"),
+    ("DECIMAL(10,2)", "0.1::FLOAT", "0.125::FLOAT", "rounded to 2 decimals"),  # as its text
+    ("DECIMAL(65,0)", "'1e2'", "'0.' || repeat('0', 79) || '1e80'", "rounded to 0 decimals"),
+    ("DECIMAL(30,3)", "'1.5'", "'1.5e-9223372036854775807'", "rounded to 3 decimals"),
 ])
 def test_writer_refuses_values_the_existing_column_would_change(
         mysql: MySQLTarget, harness: Harness, target: str, good: str, bad: str,

@@ -302,12 +302,15 @@ class _Writer:
         return f"SELECT {', '.join(exprs)} FROM {self.relation}"
 
     def _values(self) -> list[tuple[str, str, str]]:
-        """(column, DuckDB type, SQL of the value sent) per input column."""
+        """(column, DuckDB type of the value sent, SQL of the value sent) per input column."""
         out = []
         for name, duck in self.columns:
             ref = quote_ident(name)
             t = duck.upper()
-            if t in ("FLOAT", "DOUBLE"):
+            if t == "FLOAT":  # as its own text: a Python float would widen 0.1 to 0.100000001...
+                duck = "VARCHAR"
+                e = f"CAST(CASE WHEN isnan({ref}) THEN NULL ELSE {ref} END AS VARCHAR)"
+            elif t == "DOUBLE":
                 e = f"CASE WHEN isnan({ref}) THEN NULL ELSE {ref} END"
             elif t == "TIMESTAMP WITH TIME ZONE":
                 e = f"timezone('UTC', {ref})"
