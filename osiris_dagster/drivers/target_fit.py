@@ -135,6 +135,9 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
                           f"rounded to {t.scale} decimals"))
     if kind == "integer" and fractional:
         rules.append((f"{v} = trunc({v})", "rounded to an integer"))
+    if kind == "integer" and duck == "VARCHAR":  # MySQL rounds '1.5' into 2 without a word
+        digits = _MYSQL_TEXT_DIGITS if t.database == "mysql" else None
+        rules.append((_fits_scale(v, 0, digits), "rounded to an integer"))
     if kind == "float" and (duck == "DOUBLE" or duck in _WIDE_INTEGERS or decimal is not None):
         # float32 must give the number back (0.1 does: it prints as 0.1; 16777217 does not)
         rules.append((f"TRY_CAST(CAST(TRY_CAST({v} AS FLOAT) AS VARCHAR) AS DOUBLE) = "

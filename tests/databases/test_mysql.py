@@ -757,6 +757,8 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
     ("DECIMAL(10,2)", "0.1::FLOAT", "0.125::FLOAT", "rounded to 2 decimals"),  # as its text
     ("DECIMAL(65,0)", "'1e2'", "'0.' || repeat('0', 79) || '1e80'", "rounded to 0 decimals"),
     ("DECIMAL(30,3)", "'1.5'", "'1.5e-9223372036854775807'", "rounded to 3 decimals"),
+    ("INT", "'2.0'", "'1.5'", "rounded to an integer"),  # MariaDB: not even a note
+    ("INT", "2.0::FLOAT", "1.5::FLOAT", "rounded to an integer"),  # a FLOAT is sent as text
 ])
 def test_writer_refuses_values_the_existing_column_would_change(
         mysql: MySQLTarget, harness: Harness, target: str, good: str, bad: str,
