@@ -140,8 +140,9 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         rules.append((_fits_scale(v, 0, digits), "rounded to an integer"))
     if kind == "float" and (duck == "DOUBLE" or duck in _WIDE_INTEGERS or decimal is not None):
         # float32 must give the number back (0.1 does: it prints as 0.1; 16777217 does not)
+        wide = duck in _BEYOND_DOUBLE or decimal is not None  # the double must be v, too
         rules.append((f"TRY_CAST(CAST(TRY_CAST({v} AS FLOAT) AS VARCHAR) AS DOUBLE) = "
-                      f"CAST({v} AS DOUBLE)" + _exact_double(duck, v),
+                      f"CAST({v} AS DOUBLE)" + (f" AND {_double_exact(duck, v)}" if wide else ""),
                       "as a 4-byte FLOAT, losing digits"))
     if kind == "double" and (duck in _BEYOND_DOUBLE or decimal is not None):
         rules.append((_double_exact(duck, v), "as a DOUBLE, losing digits"))
@@ -186,13 +187,6 @@ def _fits_scale(text: str, scale: int, max_digits: int | None = None) -> str:
     return (f"regexp_full_match({text}, '{_DECIMAL_TEXT}'){length} AND "
             f"(regexp_full_match({whole} || {fraction}, '0*') OR "
             f"{decimals} - {exponent} <= {scale})")
-
-
-def _exact_double(duck: str, v: str) -> str:
-    """For a source wider than a double, also: the double is the value itself."""
-    if duck in _BEYOND_DOUBLE or DECIMAL_TYPE.fullmatch(duck):
-        return " AND " + _double_exact(duck, v)
-    return ""
 
 
 def _double_exact(duck: str, v: str) -> str:

@@ -19,8 +19,7 @@ Here:
   error, even in strict mode (more decimals than a DECIMAL's scale, a fraction into an integer, a
   DOUBLE into a FLOAT, fractional seconds past the column's precision, a time of day into a DATE,
   1-99 into a YEAR): every value is checked first (:mod:`osiris_dagster.drivers.target_fit`),
-  and one
-  that would change fails the step naming it, before anything is written.
+  and one that would change fails the step naming it, before anything is written.
 * **A COMMIT without an answer.** When the connection breaks during ``COMMIT``, the server may
   have applied it and lost only its answer: the step fails saying the rows may or may not have
   been written and how to check. For ``append`` (without ``truncate_before``) that failure is an
@@ -187,7 +186,7 @@ class _Writer:
                 self._check_columns(existing)
                 if self.opts.mode == "upsert":
                     self._check_unique_key(cur)
-                self._check_values_fit(self.targets)
+                self._check_values_fit()
             try:
                 return self._write(conn, cur)
             except BaseException:
@@ -324,11 +323,11 @@ class _Writer:
             out.append((name, duck, e))
         return out
 
-    def _check_values_fit(self, targets: dict[str, TargetColumn]) -> None:
+    def _check_values_fit(self) -> None:
         """Fail, before anything is written, on a value MySQL would store changed without an
         error (see :mod:`osiris_dagster.drivers.target_fit`)."""
         check_values_fit(self.ctx.con, self.relation, self._values(),
-                         {name: targets[name.lower()] for name, _ in self.columns},
+                         {name: self.targets[name.lower()] for name, _ in self.columns},
                          who=f"{COMPONENT} step '{self.ctx.step_id}'", table=self.label,
                          database="MySQL", alter="ALTER TABLE ... MODIFY `{column}` ...")
 
@@ -369,7 +368,6 @@ class _Writer:
         self.ctx.log_event("mysql_write_complete", table=self.label, mode=opts.mode,
                            rows=written, created_table=self.created)
         return written
-
 
     def _commit_failed(self, exc: BaseException, rows: int) -> DriverError:
         """An error the server answered to COMMIT rolled the transaction back. A connection
