@@ -298,6 +298,19 @@ def test_aware_values_keep_their_instant(extract: ExtractFn, data_dir: Path) -> 
     assert by_n(table)[ROWS] == dt.datetime(2024, 6, 1, 10, tzinfo=dt.UTC)
 
 
+@pytest.mark.parametrize("odd", ["2024-12-31 24:00:00", "0000-01-01", "2024-06-01 12:00+12:99",
+                                 "2024-06-01 12:00+99"])
+def test_a_timestamp_the_cast_would_move_keeps_its_text_or_fails(
+        extract: ExtractFn, data_dir: Path, odd: str) -> None:
+    plain = "2024-06-01 12:00:00+02:00" if "+" in odd else "2024-06-01 12:00:00"
+    write_csv(data_dir / "t.csv", [(1, plain), (2, odd)])
+    table = extract(path="t.csv", parse_dates=True)
+    assert table.types["v"] == "VARCHAR" and by_n(table)[2] == odd
+    with pytest.raises(DriverError) as info:
+        extract(path="t.csv", parse_dates=["v"])
+    assert "line 3" in str(info.value) and repr(odd) in str(info.value)
+
+
 # -- time zones (issue 17, item 2; the whole pipeline under several TZ values: test_timezones) --
 def test_step_connection_time_zone_is_utc_whatever_the_host(
         session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,8 +384,19 @@ VERDICTS = [
     ("TIMESTAMP", "2024-03-05 17:45", True), ("TIMESTAMP", "2024-03-05T17:45:00.5", True),
     ("TIMESTAMP", "2024-03-05", True), ("TIMESTAMP", "2024-03-05 17:45+02:00", False),
     ("TIMESTAMP", "epoch", False), ("TIMESTAMP", "12:00", False),
+    ("TIMESTAMP", "2024-12-31 23:59:59.999999", True), ("TIMESTAMP", "0001-01-01 00:00", True),
+    # what DuckDB's cast would move: hour 24 to the next day, year 0000 to 1 BC
+    ("TIMESTAMP", "2024-12-31 24:00", False), ("TIMESTAMP", "2024-12-31 24:00:00", False),
+    ("TIMESTAMP", "0000-01-01", False), ("TIMESTAMP", "0000-06-01 10:00", False),
+    ("TIMESTAMP", "2024-03-05 17:60", False), ("TIMESTAMP", "2024-03-05 17:45:60", False),
     ("TIMESTAMPTZ", "2024-03-05 17:45+02:00", True), ("TIMESTAMPTZ", "2024-03-05 17:45Z", True),
     ("TIMESTAMPTZ", "2024-03-05 17:45", False), ("TIMESTAMPTZ", "now", False),
+    ("TIMESTAMPTZ", "2024-03-05 17:45-23:59", True), ("TIMESTAMPTZ", "2024-03-05 17:45+0530", True),
+    # offsets the cast reads as something else: +12:99 as +13:39, +99 as 99 hours
+    ("TIMESTAMPTZ", "2024-03-05 17:45+12:99", False), ("TIMESTAMPTZ", "2024-03-05 17:45+99", False),
+    ("TIMESTAMPTZ", "2024-03-05 17:45+24", False), ("TIMESTAMPTZ", "2024-03-05 17:45+24:00", False),
+    ("TIMESTAMPTZ", "2024-03-05 17:45+00:60", False), ("TIMESTAMPTZ", "2024-12-31 24:00Z", False),
+    ("TIMESTAMPTZ", "0000-01-01 10:00Z", False),
     ("BOOLEAN", "true", True), ("BOOLEAN", "False", True), ("BOOLEAN", "yes", False),
 ]
 

@@ -20,8 +20,11 @@ What each type accepts (anything else makes the column the next candidate, at la
   text is the same number (``0.30000000000000004`` is, ``0.12345678901234567890`` or
   ``9007199254740993`` is not: a double would round them); never rounded to 0;
 * DATE: ``YYYY-MM-DD`` that prints back the same (a real calendar day);
-* TIMESTAMP: a DATE, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an offset;
-* TIMESTAMPTZ: the same with an offset (``Z``, ``+02``, ``+0200``, ``+02:00``). A column mixing
+* TIMESTAMP: a DATE of years 0001-9999, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an
+  offset, on a real calendar day, hours 00-23, minutes and seconds 00-59 (``24:00`` would become
+  the next day);
+* TIMESTAMPTZ: the same with an offset under a day (``Z``, ``+02``, ``+0200``, ``+02:00``,
+  hours 00-23, minutes 00-59: DuckDB reads ``+12:99`` as +13:39). A column mixing
   values with and without an offset is not one instant type: it stays text (or, when
   ``parse_dates`` names it, is an error).
 
@@ -50,10 +53,14 @@ ONLY_DATES = (DATE, TIMESTAMP, TIMESTAMPTZ)  # a `parse_dates` column must be on
 PANDAS_BOOLEANS = ("True", "TRUE", "true", "False", "FALSE", "false")
 _NUMBER = (r" *[+-]?(((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
            r"|(?i:inf|infinity)) *")
-_DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-_CLOCK = r"[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+# A timestamp's parts must be what the cast keeps: DuckDB's cast takes year 0000 as 1 BC, hour 24
+# as the next day, and any two digits of an offset (``+12:99`` as +13:39, ``+99`` as 99 hours).
+_YEAR = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_DAY = _YEAR + r"-[0-9]{2}-[0-9]{2}"
+_CLOCK = r"[ T]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+_OFFSET = r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)"  # under a day, as ISO 8601 and Python
 _NAIVE = f"{_DAY}({_CLOCK})?"
-_AWARE = f"{_DAY}{_CLOCK}(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)"
+_AWARE = f"{_DAY}{_CLOCK}{_OFFSET}"
 _PLAIN_DECIMAL = r" *[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+) *"
 _DECIMAL_TYPE = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", BIGINT, "HUGEINT",
