@@ -67,6 +67,21 @@ def test_digit_column_names_sort_numerically(upstream: Upstream, write: WriteFn,
     assert (data_dir / "n.csv").read_text() == "0,1,2,10\n0,1,2,10\n"
 
 
+@pytest.mark.parametrize("quoting", ["minimal", "all", "nonnumeric"])
+def test_nan_is_an_empty_field_like_pandas(upstream: Upstream, write: WriteFn, data_dir: Path,
+                                          quoting: str) -> None:
+    upstream("SELECT * FROM (VALUES ('nan'::DOUBLE, '-nan'::FLOAT, 1), "
+             "('inf'::DOUBLE, -0.0::FLOAT, 2), (-1.5, NULL, 3)) v(d, f, n)")
+    write(path="nan.csv", quoting=quoting)
+    quote = '"' if quoting == "all" else ""
+    rows = [["", "", "1"], ["inf", "-0.0", "2"], ["-1.5", "", "3"]]
+    if quoting == "all":
+        rows = [[f'"{v}"' for v in row] for row in rows]
+    header = ",".join(f"{quote}{c}{quote}" for c in "dfn")
+    assert (data_dir / "nan.csv").read_text() == "\n".join(
+        [header, *(",".join(row) for row in rows)]) + "\n"
+
+
 def test_delimiter_and_no_header(upstream: Upstream, write: WriteFn, data_dir: Path) -> None:
     upstream("SELECT 1 AS a, 'x;y' AS b, 'z' AS c")
     write(path="d.csv", delimiter=";", header=False)

@@ -227,7 +227,7 @@ class _Write:
         return []
 
     def _select_list(self) -> str:
-        """Per column: pandas' rendering of booleans, NULL and the empty string."""
+        """Per column: pandas' rendering of booleans, NULL, NaN and the empty string."""
         forced = set(self._forced_quotes())
         single = len(self.columns) == 1
         exprs = []
@@ -238,6 +238,8 @@ class _Write:
                 expr = f"CASE WHEN {col} THEN 'True' WHEN NOT {col} THEN 'False' END"
             elif kind == "TIMESTAMP WITH TIME ZONE":
                 expr = _utc_text(col)
+            elif kind in ("DOUBLE", "FLOAT"):  # pandas (and Osiris) write NaN as an empty field
+                expr = f"CASE WHEN isnan({col}) THEN NULL ELSE {col} END"
             if name in forced or single:
                 # '' is written quoted (""): every empty value becomes "" like pandas does for
                 # quoted columns, and a one-column row never turns into a blank line
