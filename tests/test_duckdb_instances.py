@@ -522,31 +522,39 @@ REGISTERS = "SELECT * FROM register_external_resource_type('note', kind := '{}',
             "create_function := 'f')"
 
 
-@pytest.mark.parametrize("where", ["query", "check"])
 def test_sql_that_changes_the_instance_itself_leaves_it_to_no_other_step(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """DuckDB keeps an external resource type, registered by a SELECT, for the whole instance:
-    a step that runs such SQL (its query or a check expression) hands its instance to no other
-    step, which would find the entry (its own registration then failed) where a new instance
-    has none."""
-    first = REGISTERS.format("a")
-    checks = ""
-    if where == "check":
-        checks = ("x-dagster:\n  steps:\n    a:\n      checks:\n        expression: "
-                  f"{json.dumps(f'(SELECT count(*) FROM ({first})) = 1')}\n")
-        first = "SELECT 1 AS n"
-    text = ('oml_version: "0.1.0"\nname: registers\n' + checks + "steps:\n" + "".join(
-        f"  - id: {step}\n    component: duckdb.processor\n    mode: transform\n{needs}"
-        f"    config: {{query: {json.dumps(query)}}}\n"
-        for step, needs, query in [("a", "", first),
-                                   ("b", "    needs: [a]\n", REGISTERS.format("b")),
-                                   ("c", "    needs: [b]\n", "SELECT count(*) AS n FROM "
-                                    "range(3) t(x) WHERE x IN (SELECT 1 FROM df_b)")]))
+    a step whose check expression runs such SQL (a step's query may not call that table
+    function) hands its instance to no other step, which would find the entry (its own
+    registration, in a blocking check, then fails) where a new instance has none."""
+    checks = "".join(
+        f"    {step}:\n      checks:\n        blocking: true\n        expression: "
+        f"{json.dumps(f'(SELECT count(*) FROM ({REGISTERS.format(step)})) = 1')}\n"
+        for step in ("a", "b"))
+    text = ('oml_version: "0.1.0"\nname: registers\nx-dagster:\n  steps:\n' + checks +
+            "steps:\n" + "".join(
+                f"  - id: {step}\n    component: duckdb.processor\n    mode: transform\n{needs}"
+                f"    config: {{query: {json.dumps(query)}}}\n"
+                for step, needs, query in [("a", "", "SELECT 1 AS n"),
+                                           ("b", "    needs: [a]\n", "SELECT n FROM df_a"),
+                                           ("c", "    needs: [b]\n", "SELECT count(*) AS n FROM "
+                                            "range(3) t(x) WHERE x IN (SELECT n FROM df_b)")]))
     (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
     assert _cli_run(tmp_path, monkeypatch, "p.yaml") == 0
     [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
     with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT * FROM b").fetchall() == [(True,)]
+        assert con.execute("SELECT * FROM c").fetchall() == [(1,)]
+
+
+def test_a_query_may_not_call_a_table_function_that_changes_the_instance(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "p.yaml").write_text(
+        'oml_version: "0.1.0"\nname: registers\nsteps:\n  - id: a\n'
+        "    component: duckdb.processor\n    mode: transform\n"
+        f"    config: {{query: {json.dumps(REGISTERS.format('a'))}}}\n", encoding="utf-8")
+    assert _cli_run(tmp_path, monkeypatch, "p.yaml") == 2
+    assert not (tmp_path / "sessions").exists()
 
 
 def test_a_check_too_deep_for_python_to_read_its_parse_tree_still_runs(

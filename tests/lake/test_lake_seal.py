@@ -8,6 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
+import pytest
+
+from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import StepWorkspace
+
 from .conftest import Lake, Spawn, assert_no_traceback, osiris_run
 
 SECRET_ROWS = 1000
@@ -60,22 +66,28 @@ def test_sealed_sql_step_reads_its_upstreams_and_no_other_file(lake: Lake, spawn
     other_session = other.session_id()
     (secret_file,) = (lake.data_path / other_session / "secret").glob("*.parquet")
 
+    # a query calling a file reader is refused before anything runs (the parse check)
     query = (f"SELECT * FROM df_src WHERE (SELECT count(*) FROM read_parquet('{secret_file}'))"
              " > 0")
-    (work / "sealed.yaml").write_text(SEALED % json.dumps(query), encoding="utf-8")
-    run = spawn(osiris_run("sealed.yaml"), work, lake.env, name="sealed")
-    assert run.wait() == 1, run.describe()
-    assert_no_traceback(run)
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    by_step = {step: next((e for e in errors if f"step '{step}' failed" in e), "")
-               for step in ("passwd", "neighbour")}
-    assert "/etc/passwd" in by_step["passwd"], run.describe()
-    assert "file system operations are disabled" in by_step["passwd"], run.describe()
-    assert "refused by DuckDB" in by_step["neighbour"], run.describe()
-    assert str(secret_file) in by_step["neighbour"], run.describe()
-    assert len(errors) == 2, run.describe()
+    (work / "refused.yaml").write_text(SEALED % json.dumps(query), encoding="utf-8")
+    refused = spawn(osiris_run("refused.yaml"), work, lake.env, name="refused")
+    assert refused.wait() == 2, refused.describe()
+    assert_no_traceback(refused)
+    assert "step 'passwd': refused: table function read_csv()" in refused.stderr
+    assert "step 'neighbour': refused: table function read_parquet()" in refused.stderr
 
-    session = run.session_id()
-    lake.assert_tables(session, ["reads", "src"])
-    assert lake.rows(session, "reads") == [(3, 2)]
+    # past the parse check, the step's sealed connection itself reaches no other file
+    session = Session(lake.settings(), "sealed-ws").ensure()
+    with StepWorkspace(session, pipeline_name="p", step_id="src", output_table="src") as ws:
+        ws.create_output("SELECT 1 AS a UNION ALL SELECT 2")
+    with StepWorkspace(session, pipeline_name="p", step_id="reads", output_table="reads") as ws:
+        ws.add_upstream("src", "df_src", session.location, "src", ["input_df"])
+        ws.seal_sql_access()
+        for sql in (f"SELECT count(*) FROM read_parquet('{secret_file}')",
+                    "SELECT * FROM read_csv('/etc/passwd')"):
+            with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+                ws.con.execute(sql)
+        ws.create_output("SELECT sum(a) AS s, count(*) AS n FROM df_src")
+    lake.assert_tables("sealed-ws", ["reads", "src"])
+    assert lake.rows("sealed-ws", "reads") == [(3, 2)]
     assert lake.rows(other_session, "secret") == [("s3cr3t",)] * SECRET_ROWS

@@ -106,14 +106,26 @@ CASES = [
          ("step 'query'", "refused", "duckdb_tables()")),
     Case("file-by-replacement-scan", "SELECT * FROM 'secrets.csv'", 2,
          ("step 'query'", "refused", "secrets.csv")),
-    # past the parse check, DuckDB's own settings refuse file access: a table function we do
-    # not list, inside a subquery
+    # SQL text, a table named by a string, the catalog: another step's table without naming it
+    Case("serialized-sql-function", "SELECT * FROM json_execute_serialized_sql("
+         "json_serialize_sql('SELECT * FROM session.main.secrets'))", 2,
+         ("step 'query'", "refused", "json_execute_serialized_sql()")),
+    Case("histogram-table-macro", "SELECT * FROM histogram_values('session.main.secrets', token)",
+         2, ("step 'query'", "refused", "histogram_values()")),
+    Case("show-all-tables", "SHOW ALL TABLES", 2, ("step 'query'", "refused", "SHOW")),
+    Case("show-tables", "SHOW TABLES", 2, ("step 'query'", "refused", "SHOW")),
+    Case("describe-a-view-works", "SELECT column_name FROM (DESCRIBE input_df)", 0,
+         rows=[["column_name"], ["id"], ["name"]]),
+    Case("row-functions-work", "SELECT r.range AS n, u.unnest AS u FROM range(1) r, "
+         "unnest(['a']) u", 0, rows=[["n", "u"], ["0", "a"]]),
+    # only table functions that make rows: one that reads files is refused before the run, even
+    # inside a subquery (DuckDB's own settings would refuse it too: the test below)
     Case("read-system-file", "SELECT * FROM input_df WHERE (SELECT count(*) FROM "
-         "read_text('/etc/hostname')) > 0", 1,
-         ("step 'query'", "refused by DuckDB", "/etc/hostname")),
-    Case("read-csv-of-any-file", "SELECT * FROM read_csv('/etc/passwd')", 1,
-         ("step 'query'", "refused by DuckDB", "/etc/passwd")),
-    Case("glob-home", "SELECT * FROM glob('~/*')", 1, ("step 'query'", "refused by DuckDB")),
+         "read_text('/etc/hostname')) > 0", 2, ("step 'query'", "refused", "read_text()",
+                                                 "filesystem.csv_extractor")),
+    Case("read-csv-of-any-file", "SELECT * FROM read_csv('/etc/passwd')", 2,
+         ("step 'query'", "refused", "read_csv()")),
+    Case("glob-home", "SELECT * FROM glob('~/*')", 2, ("step 'query'", "refused", "glob()")),
     Case("dynamic-pivot-gets-a-hint", "PIVOT input_df ON name USING count(*)", 2,
          ("step 'query'", "IN list")),
     Case("pivot-with-in-list-works",
@@ -204,6 +216,11 @@ def test_sealed_connection_has_duckdbs_own_settings_locked(tmp_path: Path) -> No
                             "allow_community_extensions": "false"}
         with pytest.raises(duckdb.Error, match="locked"):
             ws.con.execute("SET enable_external_access = true")
+        # what the parse check refuses first, DuckDB refuses too
+        for sql in ("SELECT * FROM read_text('/etc/hostname')", "SELECT * FROM glob('/etc/*')",
+                    "SELECT * FROM read_csv('/etc/passwd')"):
+            with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+                ws.con.execute(sql)
         # still able to write its own table (in the session) and spill to its temp directory
         assert ws.create_output("SELECT range AS x FROM range(5)") == 5
 

@@ -5,8 +5,10 @@ Two layers keep the step sealed:
 
 1. This module: the text must parse as exactly one statement of type SELECT, and every table
    it names (read from DuckDB's parse tree, not from the words) must be one of the step's
-   upstream views or a CTE of the query; table functions that run SQL text or list the
-   catalog (`query`, `query_table`, `duckdb_*`, `pragma_*`, ...) are refused.
+   upstream views or a CTE of the query; it may call only the table functions that make rows
+   from their arguments (`range`, `unnest`, `json_each`, ...): any other one may run SQL text
+   (`query`, `json_execute_serialized_sql`), read a table named by a string (`query_table`,
+   the `histogram` table macros), list the catalog (`duckdb_*`, `SHOW TABLES`) or read files.
 2. The step's connection (``StepContext.seal_sql_access``): DuckDB's ``enable_external_access``
    off (no file, network, ATTACH, INSTALL/LOAD) and ``lock_configuration`` on (no settings
    changes), so what the parse check cannot see is still refused by DuckDB itself.
@@ -24,29 +26,30 @@ import duckdb
 from osiris_dagster.core.errors import DriverError
 
 # Table functions that would reach past the step's views: run SQL given as text, or read the
-# catalog of the session (other steps' tables, attached files, settings, secrets).
-_SQL_TEXT_FUNCTIONS = frozenset({"query", "query_table"})
+# catalog of the session (other steps' tables, attached files, settings, secrets). Named in the
+# error: every table function outside _ROW_ONLY_TABLE_FUNCTIONS is refused.
+_SQL_TEXT_FUNCTIONS = frozenset({"query", "query_table", "json_execute_serialized_sql",
+                                 "histogram", "histogram_values"})
 _CATALOG_PREFIXES = ("duckdb_", "pragma_", "sqlite_", "pg_", "information_schema")
 _CATALOG_FUNCTIONS = frozenset({"which_secret", "checkpoint", "force_checkpoint"})
-# Table functions that only return rows. A sealed query calling no other table function leaves
-# its DuckDB instance as it found it, so the session's next SQL step may run in that instance
-# (runtime.duckdb_instances). Others are not refused for that, but their instance is not handed
-# on: e.g. register_external_resource_type keeps an entry for the whole instance, which the
-# next step would find (its own registration of the name then fails).
+# The table functions a sealed query may call: they make rows from their arguments only. A
+# query calling no other one leaves its DuckDB instance as it found it, so the session's next
+# SQL step may run in that instance (runtime.duckdb_instances). Check expressions are not
+# limited to these; one that calls another table function does not hand its instance on (e.g.
+# register_external_resource_type keeps an entry for the whole instance, which the next step
+# would find: its own registration of the name then fails).
 _ROW_ONLY_TABLE_FUNCTIONS = frozenset({
     "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree",
     "summary", "test_all_types", "test_vector_types", "icu_calendar_names",
 })
 
 
-def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> bool:
-    """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables.
-    Returns whether it leaves the DuckDB instance as it found it (see
-    :func:`leaves_instance_unchanged`)."""
+def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> None:
+    """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables and
+    calls only the table functions that make rows (so it also leaves the DuckDB instance as it
+    found it, see :func:`leaves_instance_unchanged`)."""
     _check_statements(con, query)
-    tree = _parse_tree(con, query)
-    _check_tree(tree, visible)
-    return _calls_only_row_functions(tree)
+    _check_tree(_parse_tree(con, query), visible)
 
 
 def leaves_instance_unchanged(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
@@ -94,6 +97,10 @@ def _check_tree(tree: dict[str, Any], visible: Iterable[str]) -> None:
             _check_table(node, allowed, shown)
         elif kind == "TABLE_FUNCTION":
             _check_table_function(node, shown)
+        elif kind == "SHOW_REF" and not node.get("query"):  # SHOW TABLES, SHOW ALL TABLES
+            raise DriverError(
+                f"refused: SHOW lists the catalog of the session, past this step's upstream views "
+                f"(tables visible: {shown}); DESCRIBE or SUMMARIZE a view or a SELECT instead")
 
 
 def problems(queries: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
@@ -168,11 +175,18 @@ def _check_table(node: dict[str, Any], allowed: set[str], shown: str) -> None:
 def _check_table_function(node: dict[str, Any], shown: str) -> None:
     function = node.get("function") or {}
     name = str(function.get("function_name") or "").lower()
+    if name in _ROW_ONLY_TABLE_FUNCTIONS:
+        return
     if name in _SQL_TEXT_FUNCTIONS or name in _CATALOG_FUNCTIONS or \
             name.startswith(_CATALOG_PREFIXES):
         raise DriverError(
             f"refused: table function {name}() reaches past this step's upstream views "
             f"(tables visible: {shown}); a duckdb.processor query reads only its upstream steps")
+    raise DriverError(
+        f"refused: table function {name}() is not one a duckdb.processor query may call; it "
+        f"reads its upstream views (tables visible: {shown}) and may call only "
+        f"{', '.join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))}. Read files with "
+        "filesystem.csv_extractor")
 
 
 def _cte_names(tree: Any) -> set[str]:
