@@ -192,6 +192,42 @@ def test_blank_lines_skipped_or_kept(extract: ExtractFn, data_dir: Path) -> None
     assert extract(path="bl3.csv", skip_blank_lines=False).rows == [(1, "x"), (2, "y")]
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_lines_of_only_spaces_are_skipped_like_pandas(extract: ExtractFn, data_dir: Path,
+                                                      newline: str) -> None:
+    """pandas skips a line of spaces and tabs like a blank line; DuckDB read it as a row (an
+    extra row, and its column became text)."""
+    lines = ["a,b", "1,x", " ", "2,y", "\t \t", "3,z", "  "]  # the last without a line break
+    put(data_dir, "sp.csv", newline.join(lines))
+    table = extract(path="sp.csv")
+    assert table.rows == [(1, "x"), (2, "y"), (3, "z")]
+    assert table.types == {"a": "BIGINT", "b": "VARCHAR"}
+    put(data_dir, "one.csv", newline.join(["a", "1", " ", "2", ""]))
+    assert extract(path="one.csv").rows == [(1,), (2,)]
+    # with skip_blank_lines: false pandas keeps it as a row of that text
+    assert extract(path="sp.csv", skip_blank_lines=False).rows == [
+        ("1", "x"), (" ", None), ("2", "y"), ("\t \t", None), ("3", "z"), ("  ", None)]
+    # after a preamble DuckDB's skip cannot step over (a scratch copy is read)
+    put(data_dir, "pre.csv", newline.join(["# note", "", "a,b", "1,x", " ", "2,y", ""]))
+    assert extract(path="pre.csv", skip_rows=2).rows == [(1, "x"), (2, "y")]
+
+
+def test_rows_that_look_like_a_line_of_spaces_are_kept(extract: ExtractFn,
+                                                       data_dir: Path) -> None:
+    """A quoted space, or a space and empty fields, is a row for pandas too."""
+    put(data_dir, "q.csv", 'a,b\n1,x\n" "\n ,\n2,y\n')
+    assert extract(path="q.csv").rows == [("1", "x"), (" ", None), (" ", None), ("2", "y")]
+
+
+def test_a_line_of_spaces_past_the_sample_is_skipped(extract: ExtractFn, data_dir: Path) -> None:
+    rows = [f"{i},v{i}" for i in range(30_000)]
+    rows.insert(25_000, "   ")
+    put(data_dir, "late.csv", "a,b\n" + "\n".join(rows) + "\n")
+    table = extract(path="late.csv")
+    assert table.types == {"a": "BIGINT", "b": "VARCHAR"}
+    assert len(table.rows) == 30_000 and table.rows[25_000] == (25_000, "v25000")
+
+
 # -- header, skip_rows, columns, limit -------------------------------------------------------------
 def test_header_false_names_columns_by_position(extract: ExtractFn, data_dir: Path) -> None:
     put(data_dir, "nh.csv", "1,a,x\n2,b,y\n")

@@ -40,13 +40,14 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
 
     ``keep`` (``skip_blank_lines: false``): pandas makes a blank line an all-NULL row, DuckDB drops
     it (with several columns), so write a row of empty fields. Not ``keep``: in a one-column file
-    DuckDB reads a blank line as a NULL row where pandas skips it, so leave it out.
+    DuckDB reads a blank line as a NULL row where pandas skips it, so leave it out; and a line of
+    only spaces and tabs, which DuckDB reads as a row and pandas skips, too.
     """
     with open(target, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out, delimiter=delimiter, quotechar='"', doublequote=True,
                             lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         for rec in data_records(source, layout, delimiter, comment):
-            if rec.kind == "data":
+            if rec.kind == "data" or (rec.kind == "space" and keep):
                 writer.writerow(rec.fields)
             elif rec.kind == "blank" and keep:
                 writer.writerow([""] * layout.width)

@@ -18,10 +18,13 @@ pandas behaviour is reproduced, and where we deliberately differ:
   gets a ``.N`` suffix (pandas would keep ``a`` and ``A``). DuckDB then reads only the data part.
 * **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
   header is an error naming its physical line. Blank lines are skipped (``skip_blank_lines:
-  false`` turns them into all-NULL rows). Where DuckDB would differ, it reads a scratch copy of
-  the data part instead of the file: after a preamble its ``skip`` cannot step over exactly
-  (blank or comment lines, quoted line breaks), and, rewritten by Python's csv module (slower),
-  for ``skip_blank_lines: false`` or a one-column file, when a byte scan finds blank lines.
+  false`` turns them into all-NULL rows), and so are lines of only spaces and tabs (with
+  ``skip_blank_lines: false`` a row of that text), which DuckDB reads as rows. Where DuckDB
+  would differ, it reads a scratch copy of the data part instead of the file: after a preamble
+  its ``skip`` cannot step over exactly (blank or comment lines, quoted line breaks), and,
+  rewritten by Python's csv module (slower), for ``skip_blank_lines: false`` or a one-column
+  file when a byte scan finds blank lines, and when the read meets a row that may be a line of
+  only spaces (it stops there).
 * **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
   places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
   own line count is short by one per record with a quoted line break before it); otherwise,
@@ -125,6 +128,9 @@ _ENCODINGS = {
 # asking the rejects table about an over-long row would cost a full extra read of a file that the
 # retry then reads fine.
 _LINE_SIZE = "Maximum line size"
+# error() text of the read's guard: a row that may be a line of only spaces and tabs, which
+# pandas skips and DuckDB reads as a row (see _Extraction._space_line_guard)
+_SPACE_LINE = "osiris_csv_space_line"
 _PARALLEL_PADDING = "does not support null_padding in conjunction with quoted new lines"
 
 
@@ -397,19 +403,22 @@ class _Extraction:
         _require_columns(opts.columns or (), self.names, "columns", source.origin)
         _require_columns(opts.date_columns, self.names, "parse_dates", source.origin)
         self.declared = declared_types(ctx.con, opts)
-        self.reader = self._reader(scratch)
+        self.scratch = scratch
+        self.reader = self._reader()
         self.selected = list(opts.columns or self.names)
         self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
         self.widenings = 0  # over all reads, also those redone after a read error
 
-    def _reader(self, scratch: Scratch) -> Reader:
+    def _reader(self, space_lines: bool = False) -> Reader:
         """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
-        a scratch copy of the data part (rewritten when blank lines need pandas' treatment)."""
-        src, layout = self.source, self.layout
+        a scratch copy of the data part (rewritten when blank lines, or lines of only spaces
+        (``space_lines``: the read found one), need pandas' treatment)."""
+        src, layout, scratch = self.source, self.layout, self.scratch
         path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
         offset: int | None = 0
         keep_blanks = not self.opts.skip_blank_lines
-        if (keep_blanks or layout.width == 1) and may_have_blank_lines(src, layout.data_offset):
+        if space_lines or ((keep_blanks or layout.width == 1) and
+                           may_have_blank_lines(src, layout.data_offset)):
             path, skip, encoding, offset = scratch.new_path(), 0, "utf-8", None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)
@@ -511,7 +520,21 @@ class _Extraction:
         limits = [n for n in (cap, self.opts.limit) if n]
         limit = f" LIMIT {min(limits)}" if limits else ""
         cols = ", ".join(quote_ident(n) for n in self.selected)
-        return f"(SELECT {cols} FROM {self.reader.sql()}{limit})"
+        return f"(SELECT {cols} FROM {self.reader.sql()}{self._space_line_guard()}{limit})"
+
+    def _space_line_guard(self) -> str:
+        """SQL: a WHERE that stops the read at a row that may be a line of only spaces and tabs:
+        its first field such text, the others NULL. pandas skips such a line (unless
+        ``skip_blank_lines: false``), DuckDB makes it a row. The row may also be a real one (a
+        quoted ``" "``, or `` ,,``): the file is then read from a rewrite that tells them apart
+        (:meth:`_recover_or_raise`). Not on a rewrite, which has no such line left."""
+        if not self.opts.skip_blank_lines or self.reader.source_offset is None:
+            return ""
+        first, *others = (quote_ident(n) for n in self.names)
+        suspect = f"{first} IS NOT NULL AND trim({first}, ' \t') = ''"
+        if others:
+            suspect = f"{' AND '.join(f'{c} IS NULL' for c in others)} AND {suspect}"
+        return f" WHERE CASE WHEN {suspect} THEN error('{_SPACE_LINE}') ELSE true END"
 
     def _detect(self, rows: str, candidates: Mapping[str, tuple[str, ...]] | None = None
                 ) -> dict[str, tuple[str, ...] | None]:
@@ -623,6 +646,10 @@ class _Extraction:
     def _recover_or_raise(self, exc: duckdb.Error) -> None:
         """Retry what DuckDB can do differently; otherwise raise a DriverError with a line."""
         text = str(exc)
+        if _SPACE_LINE in text and self.reader.source_offset is not None:
+            self.reader = replace(self._reader(space_lines=True),
+                                  max_line_size=self.reader.max_line_size)
+            return
         if _PARALLEL_PADDING in text and self.reader.parallel:
             # quoted newlines + padding of short rows need the single-threaded reader
             self._refuse_unclosed_quote()

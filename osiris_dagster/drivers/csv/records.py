@@ -30,7 +30,10 @@ if csv.field_size_limit() < MAX_LINE_BYTES:
 _UTF8_BOM = codecs.BOM_UTF8
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
-RecordKind = Literal["data", "blank", "comment"]
+# "space": one physical line of only spaces and tabs, none of them the delimiter and nothing
+# quoted. pandas skips it like a blank line (a row of that text with ``skip_blank_lines: false``);
+# DuckDB reads it as a row.
+RecordKind = Literal["data", "blank", "comment", "space"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class _LineFeed:
         self.line = line - 1
         self.offset = offset
         self.comments = 0
+        self.text = ""  # the last line fed, as decoded
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -75,6 +79,7 @@ class _LineFeed:
         text, size = self._pending.pop(0)
         self.line += 1
         self.offset += size
+        self.text = text
         if self._comment and text.lstrip(" \t").startswith(self._comment):
             self.comments += 1
             return "\n"
@@ -130,7 +135,19 @@ def iter_records(source: Source, delimiter: str, comment: str | None, *, offset:
             kind: RecordKind = "data"
             if not fields:
                 kind = "comment" if feed.comments > comments else "blank"
+            elif len(fields) == 1 and first == feed.line and _only_spaces(fields[0]) and \
+                    feed.text.rstrip("\r\n") == fields[0]:
+                kind = "space"
             yield Record(fields, first, max(first, feed.line), feed.offset, kind)
+
+
+def _only_spaces(value: str) -> bool:
+    return value != "" and value.strip(" \t") == ""
+
+
+def is_skipped(rec: Record, skip_blank_lines: bool) -> bool:
+    """Whether pandas leaves the record out of the rows (and out of the header search)."""
+    return rec.kind == "comment" or (rec.kind in ("blank", "space") and skip_blank_lines)
 
 
 def strip_comment(fields: list[str], comment: str | None) -> list[str]:
@@ -190,14 +207,14 @@ def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: i
             rec = take()
             if rec is None:
                 return None
-            if rec.kind != "data":
+            if is_skipped(rec, skip_blank_lines) or rec.kind == "blank":
                 continue
             if seen == wanted:
                 header_fields = strip_comment(rec.fields, comment)
             seen += 1
     first = None
     for rec in records:
-        if rec.kind == "comment" or (rec.kind == "blank" and skip_blank_lines):
+        if is_skipped(rec, skip_blank_lines):
             taken.append(rec)
             continue
         first = rec
@@ -205,8 +222,8 @@ def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: i
     if header_fields is not None:
         width = len(header_fields)
     else:
-        sample = first if first is not None and first.kind == "data" else next(
-            (r for r in records if r.kind == "data"), None)
+        sample = first if first is not None and first.kind in ("data", "space") else next(
+            (r for r in records if r.kind in ("data", "space")), None)
         if sample is None:
             return None
         width = len(strip_comment(sample.fields, comment))
