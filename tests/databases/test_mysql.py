@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -584,10 +585,13 @@ def test_a_read_that_does_not_stop_after_its_timeout_is_still_retried(
         mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only a write that was committing is refused a retry after a timeout; a read that did
     not stop in time (pymysql waiting for a slow query: a DECIMAL(65,30) column keeps
-    connectorx out) is a plain timeout, retried."""
+    connectorx out, and the stop cannot reach the server, as in a network partition) is a
+    plain timeout, retried."""
+    from osiris_dagster.drivers.mysql import extractor
     from osiris_dagster.runtime import runner
 
     monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(extractor, "query_killer", lambda params, conn: lambda: None)
     monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
     result, session = _slow_read(mysql, run_pipeline,
                                  "SELECT SLEEP(3) AS s, CAST(1 AS DECIMAL(65,30)) AS d")
@@ -614,6 +618,35 @@ def test_a_timeout_ends_the_connectorx_child_of_a_read(
     text = failure_description(result)
     assert "and was stopped" in text and "had not ended" not in text
     assert all(e["timed_out"] for e in events(session) if e["event"] == "step_error")
+    _wait_for_step_threads()
+
+
+def test_a_timeout_ends_the_server_query_of_a_pymysql_read(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pymysql waits for a slow query where DuckDB's interrupt cannot reach (a DECIMAL(65,30)
+    column keeps connectorx out): the stop ends the query on the server, so the step stops at
+    once and the query does not run on (before: it had not ended when the grace period was
+    over, and the query ran its 120 s on the server)."""
+    from osiris_dagster.runtime import runner
+
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 20)
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    marker = f"slow_exact_{mysql.user}"
+    result, session = _slow_read(mysql, run_pipeline, f"SELECT SLEEP(120) AS {marker}, "
+                                 "CAST(1 AS DECIMAL(65,30)) AS d")
+    assert not result.success
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    text = failure_description(result)
+    assert "and was stopped" in text and "had not ended" not in text
+    assert any(e["event"] == "mysql_extract_path" for e in events(session))  # pymysql read it
+    admin = MySQLTarget(database=mysql.database, user="root", password="")
+    running = ("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE "
+               f"'%{marker}%' AND ID <> CONNECTION_ID()")
+    # the killed query leaves at once; unkilled, it would run on for two minutes
+    gone = time.monotonic() + 60
+    while admin.query(running)[0][0] and time.monotonic() < gone:
+        time.sleep(0.1)
+    assert admin.query(running)[0][0] == 0
     _wait_for_step_threads()
 
 

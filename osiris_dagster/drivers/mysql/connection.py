@@ -9,7 +9,9 @@ never contains them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,3 +135,31 @@ def mysql_connect(component: str, step_id: str, params: MySQLParams, *,
         raise mysql_error(component, step_id, params, "connecting", exc) from None
     except (OSError, RuntimeError) as exc:
         raise mysql_error(component, step_id, params, "connecting", exc) from None
+
+
+def query_killer(params: MySQLParams, conn: Any) -> Callable[[], None]:
+    """A stop for a query pymysql waits on (DuckDB's interrupt cannot reach it): the server ends
+    the connection and its query (``KILL``, sent from a second connection as the same user, which
+    needs no privilege); then the socket is shut down, so the reading thread returns at once
+    also where the second connection could not be made. For a read only: what a write had sent
+    may still commit."""
+    thread_id = conn.thread_id()
+
+    def stop() -> None:
+        import pymysql
+
+        with contextlib.suppress(Exception):  # best effort: the socket below still ends the read
+            killer = pymysql.connect(host=params.host, port=params.port, user=params.user,
+                                     password=params.password, charset="utf8mb4",
+                                     connect_timeout=min(params.connect_timeout, 10))
+            try:
+                with killer.cursor() as cur:
+                    cur.execute("KILL %s", (int(thread_id),))
+            finally:
+                killer.close()
+        sock = getattr(conn, "_sock", None)  # pymysql's socket: no public way to end a read
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    return stop

@@ -80,6 +80,7 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_connect,
     mysql_error,
     mysql_params,
+    query_killer,
 )
 from osiris_dagster.drivers.mysql.results import abandon_result, result_fields
 from osiris_dagster.drivers.mysql.types import mysql_column, mysql_decimal, mysql_type_name
@@ -422,28 +423,39 @@ class _Reader:
         conn = mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
                              raw_values=True)
         cur = conn.cursor()
+
+        def translate(exc: BaseException) -> BaseException | None:
+            if stopped(self.ctx):  # the stop ended the connection under the read
+                return StepCancelled("the step was interrupted")
+            return _fail(self.ctx, self.params, f"reading {self.source}", exc) \
+                if isinstance(exc, pymysql.Error) else None
+
         try:
-            try:
-                cur.execute("SET SESSION net_write_timeout = 600")
-                cur.execute("START TRANSACTION READ ONLY")
-                cur.execute(self.plan.exact_sql)
-            except pymysql.Error as exc:
-                what = f"reading {self.source}" if self.opts.table else "running `query`"
-                raise _fail(self.ctx, self.params, what, exc) from None
-            fields = result_fields(cur)
-            if len(fields) != self.plan.width:
-                raise DriverError(f"{self.describe}: the result changed while it was read "
-                                  f"({len(fields)} columns, described with {self.plan.width})")
-            state = {"finished": False}
-            progress = Progress(self.ctx)
-            stream = BatchStream(self.plan.columns, self._window(
-                self._exact_batches(cur, state)), progress)
-            rows = self._ingest(stream, progress, lambda e: _fail(
-                self.ctx, self.params, f"reading {self.source}", e)
-                if isinstance(e, pymysql.Error) else None)
-            if state["finished"]:  # else (a `limit` on a query) the rest is not drained
-                conn.commit()
-            return rows
+            # a stop ends the query on the server: pymysql waits for it where DuckDB's
+            # interrupt cannot reach (a slow query, a read between two batches)
+            with on_interrupt(self.ctx, query_killer(self.params, conn)):
+                try:
+                    cur.execute("SET SESSION net_write_timeout = 600")
+                    cur.execute("START TRANSACTION READ ONLY")
+                    cur.execute(self.plan.exact_sql)
+                except pymysql.Error as exc:
+                    if stopped(self.ctx):
+                        raise StepCancelled("the step was interrupted") from None
+                    what = f"reading {self.source}" if self.opts.table else "running `query`"
+                    raise _fail(self.ctx, self.params, what, exc) from None
+                fields = result_fields(cur)
+                if len(fields) != self.plan.width:
+                    raise DriverError(f"{self.describe}: the result changed while it was read "
+                                      f"({len(fields)} columns, described with "
+                                      f"{self.plan.width})")
+                state = {"finished": False}
+                progress = Progress(self.ctx)
+                stream = BatchStream(self.plan.columns, self._window(
+                    self._exact_batches(cur, state)), progress)
+                rows = self._ingest(stream, progress, translate)
+                if state["finished"]:  # else (a `limit` on a query) the rest is not drained
+                    conn.commit()
+                return rows
         finally:
             abandon_result(cur, conn)  # an unfinished result is not drained
 
