@@ -13,7 +13,10 @@ import pytest
 import requests
 
 from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers import get_driver
 from osiris_dagster.drivers.postgres import writer as supabase_writer
+from osiris_dagster.oml.specs import get_spec
+from osiris_dagster.runtime.workspace import StepWorkspace
 
 from ..helpers import events, failure_description, materialisations
 from .conftest import REST_KEY, Harness, MySQLTarget, PgTarget, PipelineRun
@@ -425,6 +428,64 @@ def test_sql_extractor_unconstrained_numeric_is_exact_or_fails(pg: PgTarget,
         harness.extract("supabase.extractor", pg.connection(), schema=pg.schema, table="s_wide")
     msg = str(info.value)
     assert "column 'v' holds '9007199254740993'" in msg and "A DOUBLE would round it" in msg
+
+
+def _as_text(harness: Harness, connection: dict[str, Any], **config: Any
+             ) -> list[tuple[str, str]]:
+    """Extract, then each value as DuckDB prints it (Python's datetime has no BC year)."""
+    spec = get_spec("supabase.extractor")
+    driver = get_driver("supabase.extractor")
+    assert spec is not None and driver is not None
+    with StepWorkspace(harness.session, pipeline_name="p", step_id="x", output_table="x",
+                       connection=connection) as ws:
+        driver(ws, {**spec.defaults(), **config}, [])
+        return ws.con.execute(f"SELECT typeof(v), v::VARCHAR FROM {ws.output_relation} "
+                              "ORDER BY id").fetchall()
+
+
+def test_years_bc_keep_their_era(pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """PostgreSQL writes a year BC as '0100-01-01 10:00:00 BC'; DuckDB's TIMESTAMP cast ignores
+    the suffix (the value became 0100 AD without an error), and DATE/TIMESTAMPTZ failed."""
+    t = pg.table("s_bc")
+    for kind, value, printed in [
+            ("timestamp", "0100-01-01 10:00:00 BC", "0100-01-01 (BC) 10:00:00"),
+            ("timestamptz", "0100-01-01 10:00:00+00 BC", "0100-01-01 (BC) 10:00:00+00"),
+            ("date", "4713-01-01 BC", "4713-01-01 (BC)"),
+            ("timestamp", "2024-01-01 10:00:00", "2024-01-01 10:00:00")]:
+        pg.execute(f"DROP TABLE IF EXISTS {t}",
+                   f"CREATE TABLE {t} (id int PRIMARY KEY, v {kind})",
+                   f"INSERT INTO {t} VALUES (1, '{value}'), (2, NULL)")
+        for conn in (pg.connection(), _rest_conn(rest)):
+            got = _as_text(harness, conn, schema=pg.schema, table="s_bc")
+            assert [v for _, v in got] == [printed, None], (kind, conn)
+
+
+def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: Harness) -> None:
+    """An array becomes a LIST whose elements are checked like single values. A plain cast of
+    the array made a bad element NULL (a date BC, a timestamp past DuckDB's range) or rounded
+    it (a numeric a double cannot hold) without an error."""
+    t = pg.table("s_arrays")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, v date[])",
+               f"INSERT INTO {t} VALUES (1, ARRAY['0100-01-01 BC'::date, NULL, '2024-02-29']), "
+               "(2, '{}'), (3, NULL)")
+    assert _as_text(harness, pg.connection(), schema=pg.schema, table="s_arrays") == [
+        ("DATE[]", "['0100-01-01 (BC)', NULL, 2024-02-29]"), ("DATE[]", "[]"),
+        ("DATE[]", None)]
+    for kind, value in [("numeric[]", "ARRAY[9007199254740993::numeric, 0.1]"),
+                        ("timestamp[]", "ARRAY['294276-01-01'::timestamp]"),
+                        ("int[]", "ARRAY[ARRAY[1, 2], ARRAY[3, 4]]")]:  # 2-D in an int[] column
+        pg.execute(f"DROP TABLE IF EXISTS {t}",
+                   f"CREATE TABLE {t} (id int PRIMARY KEY, v {kind})",
+                   f"INSERT INTO {t} VALUES (1, {value})")
+        with pytest.raises(DriverError, match="column 'v' holds .* cannot be converted"):
+            _as_text(harness, pg.connection(), schema=pg.schema, table="s_arrays")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, v float8[])",
+               f"INSERT INTO {t} VALUES (1, ARRAY['NaN', 'Infinity', '-Infinity', 1e100, 0.1, "
+               "NULL]::float8[])")
+    assert _as_text(harness, pg.connection(), schema=pg.schema, table="s_arrays") == [
+        ("DOUBLE[]", "[nan, inf, -inf, 1e+100, 0.1, NULL]")]
 
 
 def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness,

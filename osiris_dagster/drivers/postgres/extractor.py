@@ -78,7 +78,12 @@ from osiris_dagster.drivers.postgres.postgrest import (
     profile_headers,
     quote_in_value,
 )
-from osiris_dagster.drivers.postgres.types import PgType, pg_duck_type, pg_select_expression
+from osiris_dagster.drivers.postgres.types import (
+    PgType,
+    pg_duck_type,
+    pg_element_kind,
+    pg_select_expression,
+)
 from osiris_dagster.drivers.progress import Progress
 from osiris_dagster.drivers.session_reads import scalar
 from osiris_dagster.drivers.staging.columns import SourceColumn, select_expression, value_problem
@@ -300,7 +305,8 @@ class _SqlRead:
             display, t = by_name[name]
             duck, kind = pg_duck_type(t)
             exprs.append(pg_select_expression(pg_ident(name), t))
-            columns.append(SourceColumn(out_name, duck, f"PostgreSQL {display}", kind=kind))
+            columns.append(SourceColumn(out_name, duck, f"PostgreSQL {display}", kind=kind,
+                                        element=pg_element_kind(t)))
         sql = (f"SELECT {', '.join(exprs)} FROM {pg_ident(opts.schema, 'schema')}."
                f"{pg_ident(opts.table, 'table')}")
         where, args = [], []
@@ -579,7 +585,8 @@ class _RestRead:
             else:
                 src = f"json_extract_string(r, {key_sql})"
             inner.append(f"{src} AS c{i}")
-            col = SourceColumn(out_name, duck, f"PostgreSQL {t.display or t.name}", kind=kind)
+            col = SourceColumn(out_name, duck, f"PostgreSQL {t.display or t.name}", kind=kind,
+                               element=pg_element_kind(t))
             outer.append(select_expression(col, f"c{i}"))
         sql = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM "
                f"{quote_ident(self.staging)})")

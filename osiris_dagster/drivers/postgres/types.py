@@ -42,8 +42,8 @@ class PgType:
 def pg_duck_type(t: PgType) -> tuple[str, str]:
     """(DuckDB type, kind) for a PostgreSQL type; kind as in :class:`SourceColumn`."""
     if t.category == "A" and t.element:
-        inner = _pg_scalar_duck(t.element, None, None)
-        if inner is None or inner in ("JSON", "BLOB") or t.dims != 1:
+        inner = _typed_element(t)
+        if inner is None:
             return "JSON", "cast"
         return f"{inner}[]", "json_cast"
     if t.name == "bytea":
@@ -55,7 +55,26 @@ def pg_duck_type(t: PgType) -> tuple[str, str]:
         return "VARCHAR", "text"
     if t.name == "numeric" and scalar == "DOUBLE":  # a value the double would round fails
         return scalar, "exact_double"
+    if t.name in ("date", "timestamp", "timestamptz"):  # '... BC': DuckDB's cast drops the era
+        return scalar, "era"
     return scalar, ("text" if scalar == "VARCHAR" else "cast")
+
+
+def pg_element_kind(t: PgType) -> str:
+    """How each element of an array that becomes a DuckDB LIST is read (a kind as in
+    :class:`SourceColumn`): checked like the same type outside an array."""
+    if t.category != "A" or not t.element:
+        return "cast"
+    return pg_duck_type(PgType(t.element, "N" if t.element == "numeric" else ""))[1]
+
+
+def _typed_element(t: PgType) -> str | None:
+    """The DuckDB type of the elements of a one-dimensional array that becomes a LIST; None for
+    an array that stays JSON (nested, of JSON or bytes, of a type kept as text)."""
+    inner = _pg_scalar_duck(str(t.element), None, None)
+    if inner is None or inner in ("JSON", "BLOB") or t.dims != 1:
+        return None
+    return inner
 
 
 def _pg_scalar_duck(name: str, precision: int | None, scale: int | None) -> str | None:
@@ -69,8 +88,11 @@ def _pg_scalar_duck(name: str, precision: int | None, scale: int | None) -> str 
 
 
 def pg_select_expression(column_sql: str, t: PgType) -> str:
-    """Server-side text rendering of a column (arrays as JSON so they parse into DuckDB lists)."""
+    """Server-side text rendering of a column (arrays as JSON so they parse into DuckDB lists:
+    a LIST's elements as their exact text, each read like a value of that type)."""
     if t.category == "A":
+        if t.element and _typed_element(t) is not None:
+            return f"array_to_json({column_sql}::text[])::text"
         return f"array_to_json({column_sql})::text"
     if t.name == "money":
         return f"{column_sql}::numeric::text"

@@ -22,9 +22,13 @@ class SourceColumn:
     """One column of a database result: how its text becomes a DuckDB value.
 
     ``kind``: ``text`` (VARCHAR as is), ``binary`` (bytes -> BLOB as is), ``cast`` (text cast to
-    ``duck_type``), ``json_cast`` (JSON text cast to a LIST type), ``hex`` (PostgreSQL bytea
+    ``duck_type``), ``json_cast`` (a JSON array -> a LIST, each element read as ``element``
+    says), ``hex`` (PostgreSQL bytea
     text ``\\x..`` -> BLOB), ``date`` (a cast that may meet MySQL zero dates), ``exact_double``
-    (decimal text wider than DuckDB's DECIMAL -> DOUBLE, a value the double would round fails).
+    (decimal text wider than DuckDB's DECIMAL -> DOUBLE, a value the double would round fails),
+    ``era`` (PostgreSQL date/timestamp text, ``0100-01-01 10:00:00 BC`` for a year BC: DuckDB's
+    TIMESTAMP cast ignores the suffix and would make it AD, so it is moved where DuckDB reads
+    it, ``0100-01-01 (BC) 10:00:00``).
     """
 
     name: str
@@ -32,6 +36,7 @@ class SourceColumn:
     source_type: str
     kind: str = "cast"
     convert: Callable[[Any], Any] | None = None  # Python-side fix-up before Arrow (rare types)
+    element: str = "cast"  # json_cast: the kind each element is read with
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -41,6 +46,7 @@ class SourceColumn:
 _VALUE_ERROR = "osiris-value-error"
 _SEP = "\x1f"
 _ZERO_DATE = r"^(0000-00-00|[0-9]{4}-00-|[0-9]{4}-[0-9]{2}-00)"
+_BC = r"^([0-9]+-[0-9]+-[0-9]+)[ T]?(.*) BC$"  # PostgreSQL's date [time] BC (REST: a T)
 
 
 def select_expression(col: SourceColumn, src: str, zero_dates_null: bool = False,
@@ -63,21 +69,44 @@ def select_expression(col: SourceColumn, src: str, zero_dates_null: bool = False
         fail = f"error({marker} || left({ref}::VARCHAR, 200))"
         return (f"CASE WHEN {ref} IS NULL THEN NULL ELSE coalesce(TRY_CAST({ref} AS "
                 f"{col.duck_type}), {fail}) END AS {out}")
-    if col.kind == "hex":
-        value = f"from_hex(substr({ref}, 3))"
-    elif col.kind == "json_cast":
-        value = f"TRY_CAST(TRY_CAST({ref} AS JSON) AS {col.duck_type})"
-    elif col.kind == "exact_double":  # a wide decimal: a value a double would round fails
-        cast = f"TRY_CAST({ref} AS DOUBLE)"
-        value = f"CASE WHEN isnan({cast}) OR {double_holds(ref, cast)} THEN {cast} END"
+    if col.kind == "json_cast":
+        value = _list_value(col, ref)
     else:
-        value = f"TRY_CAST({ref} AS {col.duck_type})"
+        value = _value(col.kind, ref, col.duck_type)
     marker = quote_literal(_VALUE_ERROR + _SEP + col.name + _SEP)
     fail = f"error({marker} || left({ref}, 200))"
     null_if = f"{ref} IS NULL"
     if col.kind == "date" and zero_dates_null:
         null_if += f" OR regexp_matches({ref}, {quote_literal(_ZERO_DATE)})"
     return f"CASE WHEN {null_if} THEN NULL ELSE coalesce({value}, {fail}) END AS {out}"
+
+
+def _value(kind: str, ref: str, duck_type: str) -> str:
+    """SQL: the text ``ref`` as a ``duck_type`` value of ``kind``; NULL where it is not one
+    exactly (the caller fails such a value)."""
+    if kind == "hex":
+        return f"from_hex(substr({ref}, 3))"
+    if kind == "exact_double":  # a wide decimal: a value a double would round fails
+        cast = f"TRY_CAST({ref} AS DOUBLE)"
+        return f"CASE WHEN isnan({cast}) OR {double_holds(ref, cast)} THEN {cast} END"
+    if kind == "era":
+        dated = rf"rtrim(regexp_replace({ref}, '{_BC}', '\1 (BC) \2'))"
+        return (f"TRY_CAST(CASE WHEN ends_with({ref}, ' BC') THEN {dated} ELSE {ref} END "
+                f"AS {duck_type})")
+    return f"TRY_CAST({ref} AS {duck_type})"
+
+
+def _list_value(col: SourceColumn, ref: str) -> str:
+    """SQL: a JSON array as a LIST, each element read from its text like a value of the
+    element type (:func:`_value`); NULL when any element is not one exactly. A plain cast of
+    the array would make such an element NULL, or round or reinterpret it, without an error."""
+    element = "__osiris_element"
+    texts = f"TRY_CAST(TRY_CAST({ref} AS JSON) AS VARCHAR[])"
+    each = _value(col.element, element, col.duck_type.removesuffix("[]"))
+    typed = f"CAST(list_transform({texts}, lambda {element}: {each}) AS {col.duck_type})"
+    nulls = f"lambda {element}: {element} IS NULL"
+    return (f"CASE WHEN len(list_filter({typed}, {nulls})) = len(list_filter({texts}, {nulls})) "
+            f"THEN {typed} END")
 
 
 def _is_text(t: pa.DataType) -> bool:
