@@ -204,13 +204,16 @@ def _double_exact(duck: str, v: str) -> str:
 
 
 def first_misfit(con: duckdb.DuckDBPyConnection, relation: str, checks: Sequence[FitCheck]
-                 ) -> tuple[FitCheck, Any] | None:
-    """The first value (in the table's order) that fails its check, with that check; None when
-    every value fits. One streaming scan that stops at the first misfit."""
+                 ) -> tuple[FitCheck, str] | None:
+    """The first value (in the table's order) that fails its check, as DuckDB prints it (a
+    Python value would show a nanosecond timestamp cut to microseconds, infinity as year
+    9999), with that check; None when every value fits. One streaming scan that stops at the
+    first misfit."""
     if not checks:
         return None
     oks = [f"({c.value} IS NULL OR coalesce({c.ok}, false))" for c in checks]
-    cols = ", ".join(f"{quote_ident(c.column)}, {ok}" for c, ok in zip(checks, oks, strict=True))
+    cols = ", ".join(f"CAST({quote_ident(c.column)} AS VARCHAR), {ok}"
+                     for c, ok in zip(checks, oks, strict=True))
     row = con.execute(f"SELECT {cols} FROM (SELECT * FROM {relation}) WHERE NOT "
                       f"({' AND '.join(oks)}) LIMIT 1").fetchone()
     if row is None:

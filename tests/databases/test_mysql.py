@@ -459,7 +459,7 @@ def test_writer_failure_in_the_middle_leaves_the_target_as_it_was(
     # a table created by the failing step is dropped again
     mysql.execute("DROP TABLE IF EXISTS w_created")
     harness.upstream("SELECT 1 AS id, 1.5::DOUBLE AS v UNION ALL SELECT 2, 'inf'::DOUBLE")
-    with pytest.raises(DriverError, match="inf can not be used with MySQL"):
+    with pytest.raises(DriverError, match="holds .inf., and MySQL cannot store infinity"):
         harness.write("mysql.writer", mysql.connection(), table="w_created", create_table=True,
                       batch_size=1)
     assert _table(mysql, "w_fragile") == before
@@ -811,6 +811,47 @@ def test_writer_refuses_values_the_existing_column_would_change(
     assert "column 'v' holds" in msg and f"of {mysql.database}.w_fit cannot hold exactly" in msg
     assert change in msg and "Nothing was written" in msg
     assert len(mysql.query("SELECT * FROM w_fit")) == 3  # the table is as it was
+
+
+@pytest.mark.parametrize(("target", "value", "shown", "what"), [
+    ("DOUBLE", "'inf'::DOUBLE", "'inf'", "infinity"),
+    ("FLOAT", "'-inf'::FLOAT", "'-inf'", "infinity"),
+    ("DATE", "DATE '0000-01-01'", "'0001-01-01 (BC)'", "a date outside years 1-9999"),
+    ("DATE", "DATE '10000-01-01'", "'10000-01-01'", "a date outside years 1-9999"),
+    ("DATETIME", "TIMESTAMP '0100-01-01 (BC) 10:00'", "'0100-01-01 (BC) 10:00:00'",
+     "a date outside years 1-9999"),
+    ("DATETIME", "'infinity'::TIMESTAMP", "'infinity'", "infinity"),
+])
+@pytest.mark.parametrize("existing", [True, False], ids=["existing", "created"])
+def test_writer_names_a_value_mysql_cannot_store(mysql: MySQLTarget, harness: Harness,
+                                                 target: str, value: str, shown: str,
+                                                 what: str, existing: bool) -> None:
+    """MySQL has no infinity and no year outside 1-9999: the step failed with a bare
+    OverflowError (Python has no such date) or pymysql's "inf can not be used with MySQL" with
+    a hint about the connection, naming no column."""
+    mysql.execute("DROP TABLE IF EXISTS w_unstorable")
+    if existing:
+        mysql.execute(f"CREATE TABLE w_unstorable (id INT, v {target})")
+    harness.upstream(f"SELECT 1 AS id, NULL AS v UNION ALL SELECT 2, {value}")
+    with pytest.raises(DriverError) as info:
+        harness.write("mysql.writer", mysql.connection(), table="w_unstorable",
+                      create_table=True)
+    msg = str(info.value)
+    assert f"column 'v' holds {shown}, and MySQL cannot store {what}" in msg, msg
+    assert "Nothing was written" in msg
+    tables = mysql.query("SHOW TABLES LIKE 'w_unstorable'")
+    assert (mysql.query("SELECT COUNT(*) FROM w_unstorable") == [(0,)]) if existing \
+        else tables == []
+
+
+def test_writer_shows_the_value_as_it_is(mysql: MySQLTarget, harness: Harness) -> None:
+    """A misfit is named as DuckDB holds it: a nanosecond timestamp was shown cut to
+    microseconds (datetime.datetime(..., 123456)), infinity as year 9999."""
+    mysql.execute("DROP TABLE IF EXISTS w_shown", "CREATE TABLE w_shown (id INT, v DATETIME(6))")
+    harness.upstream("SELECT 1 AS id, TIMESTAMP_NS '2024-01-01 10:00:00.123456789' AS v")
+    with pytest.raises(DriverError, match=r"column 'v' holds '2024-01-01 10:00:00\.123456789', "
+                                          r"which column 'v' \(datetime\(6\)\)"):
+        harness.write("mysql.writer", mysql.connection(), table="w_shown")
 
 
 def test_writer_rejects_input_columns_the_target_lacks(mysql: MySQLTarget,

@@ -38,7 +38,7 @@ Here:
   TINYINT..BIGINT, U*INT       same width, UNSIGNED for unsigned types
   HUGEINT                      DECIMAL(39,0)
   DECIMAL(p,s)                 DECIMAL(p,s)
-  FLOAT / DOUBLE               FLOAT / DOUBLE (NaN written as NULL)
+  FLOAT / DOUBLE               FLOAT / DOUBLE (NaN written as NULL; infinity fails)
   DATE / TIME                  DATE / TIME(6)
   TIMESTAMP[_S/_MS/_NS]        DATETIME(6) (DATETIME / DATETIME(3))
   TIMESTAMPTZ                  DATETIME(6), the UTC wall-clock time
@@ -326,13 +326,56 @@ class _Writer:
     def _check_values_fit(self) -> None:
         """Fail, before anything is written, on a value MySQL would store changed without an
         error (see :mod:`osiris_dagster.drivers.target_fit`)."""
-        check_values_fit(self.ctx.con, self.relation, self._values(),
-                         {name: self.targets[name.lower()] for name, _ in self.columns},
-                         who=f"{COMPONENT} step '{self.ctx.step_id}'", table=self.label,
-                         database="MySQL", alter="ALTER TABLE ... MODIFY `{column}` ...")
+        try:
+            check_values_fit(self.ctx.con, self.relation, self._values(),
+                             {name: self.targets[name.lower()] for name, _ in self.columns},
+                             who=f"{COMPONENT} step '{self.ctx.step_id}'", table=self.label,
+                             database="MySQL", alter="ALTER TABLE ... MODIFY `{column}` ...")
+        except DriverError:
+            self._refuse_unstorable()  # the plainer reason, when a value is one MySQL lacks
+            raise
+
+    def _refuse_unstorable(self) -> None:
+        """Fail naming the first value MySQL has no form for: an infinite FLOAT/DOUBLE, a date
+        or timestamp outside years 1-9999 (BC, infinity). Run where such a value stopped the
+        write (pymysql refuses infinity; Python has no such date), so it costs nothing else."""
+        tests = []
+        for name, duck in self.columns:
+            t, ref = duck.upper(), quote_ident(name)
+            if t in ("DOUBLE", "FLOAT"):
+                tests.append((name, f"isinf({ref})"))
+            elif t == "DATE" or t.startswith("TIMESTAMP"):
+                sent = f"timezone('UTC', {ref})" if t == "TIMESTAMP WITH TIME ZONE" else ref
+                tests.append((name, f"(isinf({sent}) OR year({sent}) NOT BETWEEN 1 AND 9999)"))
+        if not tests:
+            return
+        flags = ", ".join(f"coalesce({test}, false)" for _, test in tests)
+        cols = ", ".join(f"CAST({quote_ident(name)} AS VARCHAR)" for name, _ in tests)
+        row = self.ctx.con.execute(
+            f"SELECT {cols}, {flags} FROM (SELECT * FROM {self.relation}) "
+            f"WHERE {' OR '.join(f'coalesce({t}, false)' for _, t in tests)} LIMIT 1").fetchone()
+        if row is None:
+            return
+        n = len(tests)
+        name, value = next((tests[i][0], row[i]) for i in range(n) if row[n + i])
+        what = "infinity" if value.lstrip("-+").lower() in ("inf", "infinity") else \
+            "a date outside years 1-9999"
+        raise DriverError(
+            f"{COMPONENT} step '{self.ctx.step_id}': column '{name}' holds {value!r}, and "
+            f"MySQL cannot store {what}. Nothing was written: {self.label} is as it was. Map "
+            "such values upstream (to NULL or a value MySQL holds) in a duckdb.processor step.")
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
         return row_lists(self.ctx.con, self._select_sql(), self.opts.batch_size, _rows)
+
+    def _sendable(self, batches: Iterator[list[tuple[Any, ...]]]
+                  ) -> Iterator[list[tuple[Any, ...]]]:
+        """The batches; a date Python cannot hold (BC, infinity, past 9999) fails naming it."""
+        try:
+            yield from batches
+        except OverflowError:
+            self._refuse_unstorable()
+            raise
 
     def _write(self, conn: Any, cur: Any) -> int:
         import pymysql
@@ -347,10 +390,11 @@ class _Writer:
             raise self._fail(f"emptying {self.label}", exc) from None
         written = 0
         progress = Progress(self.ctx)
-        for rows in self._batches():
+        for rows in self._sendable(self._batches()):
             try:
                 cur.executemany(insert, rows)
             except pymysql.Error as exc:
+                self._refuse_unstorable()  # pymysql refuses infinity: name it, with its column
                 first = written + 1
                 raise self._fail(
                     f"writing input rows {first}-{written + len(rows)} to {self.label}", exc,
