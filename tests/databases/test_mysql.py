@@ -854,6 +854,24 @@ def test_writer_shows_the_value_as_it_is(mysql: MySQLTarget, harness: Harness) -
         harness.write("mysql.writer", mysql.connection(), table="w_shown")
 
 
+def test_writer_checks_the_values_against_the_table_it_creates(mysql: MySQLTarget,
+                                                                harness: Harness) -> None:
+    """A created table's columns are targets too: a nanosecond timestamp into the DATETIME(6)
+    it creates was cut to microseconds, and TIME 24:00:00 was written as 00:00:00 (Python's
+    time has no 24:00), without an error."""
+    mysql.execute("DROP TABLE IF EXISTS w_new")
+    harness.upstream("SELECT 1 AS id, TIMESTAMP_NS '2024-01-01 10:00:00.123456789' AS at")
+    with pytest.raises(DriverError, match=r"holds '2024-01-01 10:00:00\.123456789', which "
+                                          r"column 'at' \(datetime\(6\)\)"):
+        harness.write("mysql.writer", mysql.connection(), table="w_new", create_table=True)
+    assert not mysql.query("SHOW TABLES LIKE 'w_new'")  # the table it created is gone again
+    harness.upstream("SELECT 1 AS id, TIMESTAMP_NS '2024-01-01 10:00:00.123456' AS at, "
+                     "TIME '24:00:00' AS t")
+    harness.write("mysql.writer", mysql.connection(), table="w_new", create_table=True)
+    assert mysql.query("SELECT CAST(at AS CHAR), CAST(t AS CHAR) FROM w_new") == [
+        ("2024-01-01 10:00:00.123456", "24:00:00.000000")]
+
+
 def test_writer_rejects_input_columns_the_target_lacks(mysql: MySQLTarget,
                                                        harness: Harness) -> None:
     mysql.execute("DROP TABLE IF EXISTS w_narrow", "CREATE TABLE w_narrow (id INT)")

@@ -386,6 +386,22 @@ def test_sql_writer_missing_schema_and_columns_are_reported(pg: PgTarget,
         harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_narrow")
 
 
+def test_sql_writer_checks_the_values_against_the_table_it_creates(
+        pg: PgTarget, harness: Harness) -> None:
+    """A created table's columns are targets too: a nanosecond timestamp into the `timestamp`
+    column it creates was rounded to microseconds without an error."""
+    t = pg.table("s_new")
+    pg.execute(f"DROP TABLE IF EXISTS {t}")
+    harness.upstream("SELECT 1 AS id, TIMESTAMP_NS '2024-01-01 10:00:00.123456789' AS at")
+    with pytest.raises(DriverError, match=r"holds '2024-01-01 10:00:00\.123456789', which "
+                                          r"column 'at' \(timestamp without time zone\)"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_new")
+    assert pg.query(f"SELECT to_regclass('{t}')") == [(None,)]  # the creation rolled back
+    harness.upstream("SELECT 1 AS id, TIMESTAMP_NS '2024-01-01 10:00:00.123456' AS at")
+    harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_new")
+    assert pg.query(f"SELECT at::text FROM {t}") == [("2024-01-01 10:00:00.123456",)]
+
+
 # -- SQL channel: extractor -----------------------------------------------------------------------
 
 

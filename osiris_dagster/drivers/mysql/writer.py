@@ -188,6 +188,9 @@ class _Writer:
                     self._check_unique_key(cur)
                 self._check_values_fit()
             try:
+                if self.created:  # the new columns are targets too: the same value checks
+                    self._target_columns(cur)
+                    self._check_values_fit()
                 return self._write(conn, cur)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -297,7 +300,9 @@ class _Writer:
         return sql
 
     def _select_sql(self) -> str:
-        exprs = [f"{e} AS {quote_ident(name)}" for name, _, e in self._values()]
+        # a TIME as its text: Python's time has no 24:00:00 (DuckDB hands over 00:00:00)
+        exprs = [f"{f'CAST({e} AS VARCHAR)' if duck.upper() == 'TIME' else e} AS "
+                 f"{quote_ident(name)}" for name, duck, e in self._values()]
         return f"SELECT {', '.join(exprs)} FROM {self.relation}"
 
     def _values(self) -> list[tuple[str, str, str]]:

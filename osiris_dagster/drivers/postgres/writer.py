@@ -281,6 +281,10 @@ class _SqlWrite:
         existing = cur.fetchall()
         if not existing:
             self._create(cur)
+            # the new columns are targets too (a TIMESTAMP_NS into timestamp would be rounded);
+            # a misfit rolls the creation back with the rest
+            cur.execute(_TARGET_COLUMNS_SQL, (opts.schema, opts.table))
+            self._check_values_fit({str(r[0]): str(r[1]) for r in cur.fetchall()})
         else:
             if existing[0][3] not in ("r", "p"):
                 raise DriverError(f"{COMPONENT} step '{self.ctx.step_id}': {self.label} on "
