@@ -712,6 +712,24 @@ def test_rest_extractor_pages_filters_and_types(pg: PgTarget, rest: PostgrestFak
     assert out.rows == [] and out.columns == ["_empty"]
 
 
+def test_rest_extractor_keeps_json_numbers_exactly(pg: PgTarget, rest: PostgrestFake,
+                                                   harness: Harness) -> None:
+    """PostgreSQL returns a jsonb document with its numbers as written; DuckDB's JSON functions
+    re-print numbers as doubles, so the staged rows held 0.12345678901234568 for
+    0.12345678901234567890 and 1e+20 for 100000000000000000000. A JSON column is now asked
+    for as its text, like numeric."""
+    t = pg.table("r_json")
+    doc = '{"amount": 0.12345678901234567890, "big": 100000000000000000000, "n": [1.10]}'
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, doc jsonb, raw json)",
+               f"INSERT INTO {t} VALUES (1, '{doc}', '{doc}'), (2, NULL, 'null')")
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_json", order="id")
+    assert out.types == {"id": "INTEGER", "doc": "JSON", "raw": "JSON"}
+    expected = pg.query(f"SELECT doc::text, raw::text FROM {t} ORDER BY id")
+    assert [(r[1], r[2]) for r in out.rows] == [expected[0], (None, "null")]
+
+
 def test_postgrest_fake_speaks_postgrest(pg: PgTarget, rest: PostgrestFake) -> None:
     t = pg.table("r_fake")
     pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",

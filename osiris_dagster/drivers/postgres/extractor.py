@@ -43,9 +43,11 @@ the server (arrays as JSON) and cast by DuckDB while it builds the table from Ar
 same retries (reads are
 idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are collected as JSON
 rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
-``create_output``. Types come from the API's OpenAPI description (numeric columns are requested as
-``::text`` so no digit is lost); if it is not available, from the JSON values themselves (numbers ->
-BIGINT/DOUBLE, strings -> VARCHAR, objects/arrays -> JSON). Without an ``order``, pages of a table
+``create_output``. Types come from the API's OpenAPI description (numeric and json/jsonb columns
+are requested as ``::text`` so no digit is lost); if it is not available, from the JSON values
+themselves (numbers -> BIGINT/DOUBLE, strings -> VARCHAR, objects/arrays -> JSON: numbers in them
+then pass through DuckDB's JSON functions, which keep a double's digits only; the elements of an
+array column do too). Without an ``order``, pages of a table
 that changes while it is read may overlap or skip rows: give ``order`` a unique column for stable
 paging.
 """
@@ -447,6 +449,12 @@ def rest_type(fmt: str) -> PgType:
     return PgType(name, "N" if name == "numeric" else "", None, 1, precision, scale, fmt)
 
 
+# Types asked of PostgREST as their text: DuckDB's JSON functions re-print a number as a
+# double (0.12345678901234567890 -> 0.12345678901234568), in a numeric column and inside a
+# json/jsonb document alike; a JSON string keeps every character.
+_REST_AS_TEXT = ("numeric", "money", "json", "jsonb")
+
+
 class _RestRead:
     def __init__(self, ctx: StepContext, opts: Options, rest: RestParams) -> None:
         self.ctx = ctx
@@ -455,6 +463,7 @@ class _RestRead:
         self.url = rest.table_url(opts.table)
         self.label = f"{opts.schema}.{opts.table}"
         self.staging = f"__osiris_rest_rows_{ctx.output_table}"
+        self.as_text: set[str] = set()  # columns asked for as their text (_REST_AS_TEXT)
 
     def run(self) -> int:
         http = PostgrestClient(self.ctx, self.rest, component=COMPONENT,
@@ -510,8 +519,10 @@ class _RestRead:
             parts = []
             for n in names:
                 t = types.get(n) if types else None
-                parts.append(f"{n}::text" if t is not None and t.name in ("numeric", "money")
-                             else n)
+                as_text = t is not None and t.name in _REST_AS_TEXT
+                if as_text:
+                    self.as_text.add(n)
+                parts.append(f"{n}::text" if as_text else n)
             select = ",".join(parts)
         params: dict[str, str] = {"select": select}
         for name, value in opts.filters.items():
@@ -580,7 +591,7 @@ class _RestRead:
             duck, kind = pg_duck_type(t)
             key = "$." + '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
             key_sql = quote_literal(key)
-            if duck == "JSON" or kind == "json_cast":
+            if (duck == "JSON" or kind == "json_cast") and name not in self.as_text:
                 src = f"nullif(CAST(json_extract(r, {key_sql}) AS VARCHAR), 'null')"
             else:
                 src = f"json_extract_string(r, {key_sql})"
