@@ -476,6 +476,37 @@ def test_years_bc_keep_their_era(pg: PgTarget, rest: PostgrestFake, harness: Har
             assert [v for _, v in got] == [printed, None], (kind, conn)
 
 
+def test_intervals_of_mixed_signs_are_read(pg: PgTarget, rest: PostgrestFake,
+                                          harness: Harness) -> None:
+    """PostgreSQL prints '-1 days +02:00:00' (each field signed where the signs are mixed),
+    which DuckDB's INTERVAL cast refused: the step failed on a valid value."""
+    t = pg.table("s_interval")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, v interval, vs interval[])",
+               f"INSERT INTO {t} VALUES (1, interval '-1 days' + interval '2 hours', "
+               "ARRAY[interval '1 year -2 mons' + interval '3 days -04:05:06.789']), "
+               "(2, interval '-178000000 years', NULL), (3, NULL, NULL)")
+    parts = ("year", "month", "day", "hour", "minute", "microseconds")
+    pg_parts = ", ".join(f"extract({p} FROM {{0}})::bigint" for p in parts)
+    expected = [tuple(r) for r in pg.query(
+        f"SELECT CASE WHEN v IS NOT NULL THEN ARRAY[{pg_parts.format('v')}] END, "
+        f"(SELECT array_agg(ARRAY[{pg_parts.format('e')}]) FROM unnest(vs) e) "
+        f"FROM {t} ORDER BY id")]
+    duck_parts = ", ".join(f"datepart('{p}', {{0}})" for p in parts)
+    for conn in (pg.connection(), _rest_conn(rest)):
+        with StepWorkspace(harness.session, pipeline_name="p", step_id="x", output_table="x",
+                           connection=conn) as ws:
+            spec = get_spec("supabase.extractor")
+            driver = get_driver("supabase.extractor")
+            assert spec is not None and driver is not None
+            driver(ws, {**spec.defaults(), "schema": pg.schema, "table": "s_interval"}, [])
+            got = ws.con.execute(
+                f"SELECT CASE WHEN v IS NOT NULL THEN [{duck_parts.format('v')}] END, "
+                f"list_transform(vs, lambda e: [{duck_parts.format('e')}]) "
+                f"FROM {ws.output_relation} ORDER BY id").fetchall()
+        assert got == expected, conn
+
+
 def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: Harness) -> None:
     """An array becomes a LIST whose elements are checked like single values. A plain cast of
     the array made a bad element NULL (a date BC, a timestamp past DuckDB's range) or rounded

@@ -57,6 +57,8 @@ def pg_duck_type(t: PgType) -> tuple[str, str]:
         return scalar, "exact_double"
     if t.name in ("date", "timestamp", "timestamptz"):  # '... BC': DuckDB's cast drops the era
         return scalar, "era"
+    if t.name == "interval":  # '-1 days +02:00:00': DuckDB's cast refuses a '+'
+        return scalar, "interval"
     return scalar, ("text" if scalar == "VARCHAR" else "cast")
 
 

@@ -28,7 +28,8 @@ class SourceColumn:
     (decimal text wider than DuckDB's DECIMAL -> DOUBLE, a value the double would round fails),
     ``era`` (PostgreSQL date/timestamp text, ``0100-01-01 10:00:00 BC`` for a year BC: DuckDB's
     TIMESTAMP cast ignores the suffix and would make it AD, so it is moved where DuckDB reads
-    it, ``0100-01-01 (BC) 10:00:00``).
+    it, ``0100-01-01 (BC) 10:00:00``), ``interval`` (PostgreSQL interval text, whose fields
+    may be signed ``+``: ``-1 days +02:00:00``, which DuckDB's cast refuses).
     """
 
     name: str
@@ -93,6 +94,8 @@ def _value(kind: str, ref: str, duck_type: str) -> str:
         dated = rf"rtrim(regexp_replace({ref}, '{_BC}', '\1 (BC) \2'))"
         return (f"TRY_CAST(CASE WHEN ends_with({ref}, ' BC') THEN {dated} ELSE {ref} END "
                 f"AS {duck_type})")
+    if kind == "interval":  # PostgreSQL signs a field '+' where the signs are mixed
+        return f"TRY_CAST(replace({ref}, '+', '') AS {duck_type})"
     return f"TRY_CAST({ref} AS {duck_type})"
 
 
