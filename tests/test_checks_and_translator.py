@@ -233,6 +233,7 @@ x-dagster:
           - "true)); DROP TABLE session.main.other; SELECT ((true"
           - "(SELECT count(*) FROM read_text('/etc/hostname')) > 0"
           - "movie_id > 0"
+          - "(SELECT count(*) FROM session.main.other) > 0"
 steps:
   - id: movies
     component: filesystem.csv_extractor
@@ -246,23 +247,46 @@ steps:
 """
 
 
-def test_check_expressions_run_sealed_one_condition_each(workdir: Path, tmp_path: Path,
-                                                         instance: dg.DagsterInstance) -> None:
-    import duckdb
+def test_check_expressions_run_sealed_one_condition_each(tmp_path: Path) -> None:
+    """Where the run meets an expression `validate` did not see (the checks module used on its
+    own), it refuses the same, on a sealed connection: nothing else runs."""
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.checks import run_checks, specs_from_config
+    from osiris_dagster.runtime.session import Session
+    from osiris_dagster.runtime.workspace import StepWorkspace
 
-    p = write(workdir / "sneaky.yaml", SNEAKY_CHECKS)
-    result = run_job(defs_for(p, tmp_path / "s"), "sneaky", instance)
-    assert result.success, failure_description(result)
-    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not evals["expression"].passed
-    assert "not several statements" in evals["expression"].metadata["detail"].value
-    assert not evals["expression_2"].passed
-    assert "file system operations are disabled" in evals["expression_2"].metadata[
-        "detail"].value
-    assert evals["expression_3"].passed
-    (db,) = (tmp_path / "s").glob("*/pipeline_data.duckdb")
-    with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT * FROM other").fetchall() == [(1,)]
+    session = Session(Settings.from_env(tmp_path / "s"), "s1").ensure()
+    with StepWorkspace(session, pipeline_name="p", step_id="other", output_table="other") as ws:
+        ws.create_output("SELECT 1 AS one")
+    expressions = [line.strip()[3:-1] for line in SNEAKY_CHECKS.splitlines()
+                   if line.strip().startswith('- "')]
+    with StepWorkspace(session, pipeline_name="p", step_id="movies",
+                       output_table="movies") as ws:
+        ws.create_output("SELECT 1 AS movie_id")
+        ws.seal_sql_access()
+        outcomes = {o.spec.name: o for o in run_checks(
+            ws.con, ws.output_relation, specs_from_config({"expression": expressions}))}
+        assert ws.con.execute("SELECT * FROM session.main.other").fetchall() == [(1,)]
+    assert not outcomes["expression"].passed
+    assert "not several statements" in outcomes["expression"].detail
+    assert "calls table function read_text()" in outcomes["expression_2"].detail
+    assert outcomes["expression_3"].passed
+    assert "reads 'session.main.other'" in outcomes["expression_4"].detail
+
+
+def test_validate_refuses_check_expressions_that_reach_past_the_table(tmp_path: Path) -> None:
+    """A check expression is one condition on the step's own columns, as DuckDB's parser reads
+    it: another step's table, a file or SQL text, or a second statement is refused before any
+    run, naming the line (before: the first two ran, the file read only refused by DuckDB)."""
+    from osiris_dagster.oml import validate_pipeline
+
+    errors = [str(d) for d in validate_pipeline(write(tmp_path / "s.yaml", SNEAKY_CHECKS)).errors]
+    assert len(errors) == 3, errors
+    assert all(":7: step 'movies': x-dagster.steps.movies.checks.expression refused" in e
+               for e in errors), errors
+    assert "not several statements" in errors[0]
+    assert "calls table function read_text()" in errors[1]
+    assert "reads 'session.main.other'" in errors[2]
 
 
 def test_check_sample_and_preview_are_masked_tables(workdir: Path, tmp_path: Path,

@@ -522,50 +522,41 @@ REGISTERS = "SELECT * FROM register_external_resource_type('note', kind := '{}',
             "create_function := 'f')"
 
 
-def test_sql_that_changes_the_instance_itself_leaves_it_to_no_other_step(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """DuckDB keeps an external resource type, registered by a SELECT, for the whole instance:
-    a step whose check expression runs such SQL (a step's query may not call that table
-    function) hands its instance to no other step, which would find the entry (its own
-    registration, in a blocking check, then fails) where a new instance has none."""
-    checks = "".join(
-        f"    {step}:\n      checks:\n        blocking: true\n        expression: "
-        f"{json.dumps(f'(SELECT count(*) FROM ({REGISTERS.format(step)})) = 1')}\n"
-        for step in ("a", "b"))
-    text = ('oml_version: "0.1.0"\nname: registers\nx-dagster:\n  steps:\n' + checks +
-            "steps:\n" + "".join(
-                f"  - id: {step}\n    component: duckdb.processor\n    mode: transform\n{needs}"
-                f"    config: {{query: {json.dumps(query)}}}\n"
-                for step, needs, query in [("a", "", "SELECT 1 AS n"),
-                                           ("b", "    needs: [a]\n", "SELECT n FROM df_a"),
-                                           ("c", "    needs: [b]\n", "SELECT count(*) AS n FROM "
-                                            "range(3) t(x) WHERE x IN (SELECT n FROM df_b)")]))
-    (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
-    assert _cli_run(tmp_path, monkeypatch, "p.yaml") == 0
-    [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
-    with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT * FROM c").fetchall() == [(1,)]
-
-
-def test_a_query_may_not_call_a_table_function_that_changes_the_instance(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("where", ["query", "check"])
+def test_sql_that_would_change_the_instance_itself_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """DuckDB keeps an external resource type, registered by a SELECT, for the whole instance,
+    which the session's next SQL step would find in the instance it is handed (its own
+    registration of the name then failed). A query or check expression may call only the
+    table functions that make rows, so no pipeline SQL changes the instance: `validate`
+    refuses this one, and nothing runs."""
+    registers = REGISTERS.format("a")
+    checks, query = "", registers
+    if where == "check":
+        checks = ("x-dagster:\n  steps:\n    a:\n      checks:\n        expression: "
+                  f"{json.dumps(f'(SELECT count(*) FROM ({registers})) = 1')}\n")
+        query = "SELECT 1 AS n"
     (tmp_path / "p.yaml").write_text(
-        'oml_version: "0.1.0"\nname: registers\nsteps:\n  - id: a\n'
+        'oml_version: "0.1.0"\nname: registers\n' + checks + "steps:\n  - id: a\n"
         "    component: duckdb.processor\n    mode: transform\n"
-        f"    config: {{query: {json.dumps(REGISTERS.format('a'))}}}\n", encoding="utf-8")
+        f"    config: {{query: {json.dumps(query)}}}\n", encoding="utf-8")
     assert _cli_run(tmp_path, monkeypatch, "p.yaml") == 2
     assert not (tmp_path / "sessions").exists()
 
 
-def test_a_check_too_deep_for_python_to_read_its_parse_tree_still_runs(
+def test_sql_nested_deeper_than_pythons_recursion_limit_is_checked_and_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whether a check expression leaves the instance unchanged is read from DuckDB's parse
-    tree as JSON; one nested more deeply than Python's recursion limit (DuckDB takes it) must
-    only keep the instance from being reused, not fail the step."""
-    deep = "+".join(["n"] * 500) + " > 0"
+    """The seal reads DuckDB's parse tree as JSON, nested ~3 times as deep as the SQL; past
+    Python's default recursion limit (DuckDB takes 1000 levels) a query failed with a bare
+    RecursionError, and a check expression was not read. Both are checked and run."""
+    deep = "+".join(["n"] * 900)
     (tmp_path / "p.yaml").write_text(
         'oml_version: "0.1.0"\nname: deep\nx-dagster:\n  steps:\n    a:\n      checks:\n'
-        f"        expression: {json.dumps(deep)}\nsteps:\n  - id: a\n"
+        f"        expression: {json.dumps(deep + ' > 0')}\nsteps:\n  - id: a\n"
         "    component: duckdb.processor\n    mode: transform\n"
-        "    config: {query: 'SELECT 1 AS n'}\n", encoding="utf-8")
+        f"    config: {{query: {json.dumps(f'SELECT {deep} AS n FROM (SELECT 1 AS n)')}}}\n",
+        encoding="utf-8")
     assert _cli_run(tmp_path, monkeypatch, "p.yaml") == 0
+    [db] = (tmp_path / "sessions").glob("*/pipeline_data.duckdb")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT * FROM a").fetchall() == [(900,)]

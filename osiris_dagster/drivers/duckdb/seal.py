@@ -17,6 +17,7 @@ Two layers keep the step sealed:
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -90,6 +91,8 @@ def _check_statements(con: duckdb.DuckDBPyConnection, query: str) -> None:
 def _check_tree(tree: dict[str, Any], visible: Iterable[str]) -> None:
     visible = list(visible)
     allowed = {name.lower() for name in visible} | _cte_names(tree)
+    if visible == [CHECKED_TABLE]:
+        return _check_expression_tree(tree, allowed)
     shown = ", ".join(sorted(set(visible))) or "none (this step has no upstream)"
     for node in _nodes(tree):
         kind = node.get("type")
@@ -101,6 +104,71 @@ def _check_tree(tree: dict[str, Any], visible: Iterable[str]) -> None:
             raise DriverError(
                 f"refused: SHOW lists the catalog of the session, past this step's upstream views "
                 f"(tables visible: {shown}); DESCRIBE or SUMMARIZE a view or a SELECT instead")
+
+
+# The name a check expression's table has while the expression is checked (never a real table)
+CHECKED_TABLE = "__osiris_checked_table"
+
+
+def expression_query(expression: str, relation: str = CHECKED_TABLE) -> str:
+    """The query that finds the rows of ``relation`` failing a check expression (the line break
+    ends a trailing comment); over :data:`CHECKED_TABLE` it is what :func:`check_expression`
+    judges."""
+    return f"SELECT * FROM {relation} WHERE NOT coalesce(({expression}\n), false)"
+
+
+def expression_problems(expressions: Sequence[str]) -> list[str | None]:
+    """What a check expression's run would refuse in each of ``expressions``, or None (for
+    `validate`, before any run; nothing is executed)."""
+    out: list[str | None] = []
+    for expression in expressions:
+        try:
+            check_expression(_parser_connection(), expression)
+            out.append(None)
+        except DriverError as exc:
+            out.append(str(exc))
+    return out
+
+
+def check_expression(con: duckdb.DuckDBPyConnection, expression: str) -> None:
+    """Raise DriverError unless ``expression`` is one SQL condition on the step's own columns
+    (see :func:`_check_expression_tree`)."""
+    query = expression_query(expression)
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.ParserException as exc:
+        raise DriverError(f"SQL syntax error in the check expression: {first_lines(exc)}") \
+            from exc
+    if len(statements) != 1:
+        raise DriverError("refused: a check expression is one SQL condition, not several "
+                          "statements")
+    _check_tree(_parse_tree(con, query), [CHECKED_TABLE])
+
+
+def _check_expression_tree(tree: dict[str, Any], allowed: set[str]) -> None:
+    """A check expression is a condition on the step's own columns: it reads no table (its
+    subqueries may read CTEs of their own) and calls only the table functions a query may."""
+    for node in _nodes(tree):
+        kind = node.get("type")
+        if kind == "BASE_TABLE":
+            table = str(node.get("table_name") or "")
+            catalog = str(node.get("catalog_name") or "")
+            schema = str(node.get("schema_name") or "")
+            if table.lower() in allowed and not catalog and not schema:
+                continue
+            qualified = ".".join(p for p in (catalog, schema, table) if p)
+            raise DriverError(
+                f"refused: the check expression reads {qualified!r}; an expression is a "
+                "condition on the columns of the step's own table and reads no other table. "
+                "Check another step's table on that step, or join it in a duckdb.processor "
+                "step and check that step")
+        if kind == "TABLE_FUNCTION":
+            name = str((node.get("function") or {}).get("function_name") or "").lower()
+            if name not in _ROW_ONLY_TABLE_FUNCTIONS:
+                raise DriverError(
+                    f"refused: the check expression calls table function {name}(); an "
+                    "expression may call only "
+                    f"{', '.join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))}")
 
 
 def problems(queries: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
@@ -150,8 +218,23 @@ def _parse_tree(con: duckdb.DuckDBPyConnection, query: str) -> dict[str, Any]:
     return _tree_of(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])
 
 
+# DuckDB parses expressions up to 1000 levels deep (max_expression_depth), which its JSON
+# nests ~3 times as deep: past Python's default recursion limit for json.loads.
+_JSON_DEPTH = 20_000
+_DEPTH_LOCK = threading.Lock()  # the limit is the process' own: raised and restored under it
+
+
 def _tree_of(text: str) -> dict[str, Any]:
-    tree = json.loads(text)
+    with _DEPTH_LOCK:
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, _JSON_DEPTH))
+        try:
+            tree = json.loads(text)
+        except RecursionError:
+            raise DriverError("refused: the SQL is nested too deeply to be checked; split it "
+                              "(CTEs, or a step before this one)") from None
+        finally:
+            sys.setrecursionlimit(old)
     if tree.get("error"):
         raise DriverError(f"refused: DuckDB could not analyse the query "
                           f"({tree.get('error_message', 'unknown reason')}); write it as a plain "
