@@ -116,6 +116,21 @@ CASES = [
     Case("show-tables", "SHOW TABLES", 2, ("step 'query'", "refused", "SHOW")),
     Case("describe-a-view-works", "SELECT column_name FROM (DESCRIBE input_df)", 0,
          rows=[["column_name"], ["id"], ["name"]]),
+    Case("show-a-view-works", "SELECT column_name FROM (SHOW input_df)", 0,
+         rows=[["column_name"], ["id"], ["name"]]),
+    Case("show-another-table", "SHOW session.main.secrets", 2,
+         ("step 'query'", "refused", "session.main.secrets")),
+    # a CTE is seen where it is defined, not everywhere: named like a catalog view in a
+    # subquery, it does not open that view to the query around it
+    Case("cte-name-opens-a-catalog-view",
+         "SELECT t.table_name FROM (WITH duckdb_tables AS (SELECT 1) SELECT 1) z, "
+         "duckdb_tables t", 2, ("step 'query'", "refused", "'duckdb_tables'")),
+    Case("cte-in-scope-works",
+         "SELECT * FROM (WITH p AS (SELECT id FROM input_df) SELECT count(*) AS n FROM "
+         "(SELECT * FROM p))", 0, rows=[["n"], ["2"]]),
+    Case("recursive-cte-works",
+         "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 3) "
+         "SELECT max(i) AS n FROM r", 0, rows=[["n"], ["3"]]),
     Case("row-functions-work", "SELECT r.range AS n, u.unnest AS u FROM range(1) r, "
          "unnest(['a']) u", 0, rows=[["n", "u"], ["0", "a"]]),
     # only table functions that make rows: one that reads files is refused before the run, even

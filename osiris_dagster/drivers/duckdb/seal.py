@@ -89,21 +89,26 @@ def _check_statements(con: duckdb.DuckDBPyConnection, query: str) -> None:
 
 
 def _check_tree(tree: dict[str, Any], visible: Iterable[str]) -> None:
+    """Every table the parse tree reads is one of ``visible`` or a CTE in scope where it is
+    read; every table function makes rows; no SHOW lists the catalog. ``visible`` is
+    ``[CHECKED_TABLE]`` for a check expression (:func:`check_expression`)."""
     visible = list(visible)
-    allowed = {name.lower() for name in visible} | _cte_names(tree)
-    if visible == [CHECKED_TABLE]:
-        return _check_expression_tree(tree, allowed)
+    names = {name.lower() for name in visible}
+    expression = visible == [CHECKED_TABLE]
     shown = ", ".join(sorted(set(visible))) or "none (this step has no upstream)"
-    for node in _nodes(tree):
+    for node, ctes in _scoped_nodes(tree):
         kind = node.get("type")
+        if kind == "SHOW_REF" and not node.get("query"):
+            if node.get("show_type") != "SHOW" or not node.get("table_name"):
+                raise DriverError(  # SHOW TABLES, SHOW ALL TABLES, SHOW SCHEMAS, ...
+                    f"refused: SHOW lists the catalog of the session, past this step's "
+                    f"upstream views (tables visible: {shown}); DESCRIBE or SUMMARIZE a view "
+                    "or a SELECT instead")
+            kind = "BASE_TABLE"  # SHOW <table>: DESCRIBE <table>
         if kind == "BASE_TABLE":
-            _check_table(node, allowed, shown)
+            _check_table(node, names | ctes, shown, expression)
         elif kind == "TABLE_FUNCTION":
-            _check_table_function(node, shown)
-        elif kind == "SHOW_REF" and not node.get("query"):  # SHOW TABLES, SHOW ALL TABLES
-            raise DriverError(
-                f"refused: SHOW lists the catalog of the session, past this step's upstream views "
-                f"(tables visible: {shown}); DESCRIBE or SUMMARIZE a view or a SELECT instead")
+            _check_table_function(node, shown, expression)
 
 
 # The name a check expression's table has while the expression is checked (never a real table)
@@ -131,8 +136,9 @@ def expression_problems(expressions: Sequence[str]) -> list[str | None]:
 
 
 def check_expression(con: duckdb.DuckDBPyConnection, expression: str) -> None:
-    """Raise DriverError unless ``expression`` is one SQL condition on the step's own columns
-    (see :func:`_check_expression_tree`)."""
+    """Raise DriverError unless ``expression`` is one SQL condition on the columns of the
+    step's own table: it reads no other table (its subqueries may read CTEs of their own) and
+    calls only the table functions a query may."""
     query = expression_query(expression)
     try:
         statements = con.extract_statements(query)
@@ -143,32 +149,6 @@ def check_expression(con: duckdb.DuckDBPyConnection, expression: str) -> None:
         raise DriverError("refused: a check expression is one SQL condition, not several "
                           "statements")
     _check_tree(_parse_tree(con, query), [CHECKED_TABLE])
-
-
-def _check_expression_tree(tree: dict[str, Any], allowed: set[str]) -> None:
-    """A check expression is a condition on the step's own columns: it reads no table (its
-    subqueries may read CTEs of their own) and calls only the table functions a query may."""
-    for node in _nodes(tree):
-        kind = node.get("type")
-        if kind == "BASE_TABLE":
-            table = str(node.get("table_name") or "")
-            catalog = str(node.get("catalog_name") or "")
-            schema = str(node.get("schema_name") or "")
-            if table.lower() in allowed and not catalog and not schema:
-                continue
-            qualified = ".".join(p for p in (catalog, schema, table) if p)
-            raise DriverError(
-                f"refused: the check expression reads {qualified!r}; an expression is a "
-                "condition on the columns of the step's own table and reads no other table. "
-                "Check another step's table on that step, or join it in a duckdb.processor "
-                "step and check that step")
-        if kind == "TABLE_FUNCTION":
-            name = str((node.get("function") or {}).get("function_name") or "").lower()
-            if name not in _ROW_ONLY_TABLE_FUNCTIONS:
-                raise DriverError(
-                    f"refused: the check expression calls table function {name}(); an "
-                    "expression may call only "
-                    f"{', '.join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))}")
 
 
 def problems(queries: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
@@ -242,24 +222,34 @@ def _tree_of(text: str) -> dict[str, Any]:
     return tree
 
 
-def _check_table(node: dict[str, Any], allowed: set[str], shown: str) -> None:
+def _check_table(node: dict[str, Any], allowed: set[str], shown: str, expression: bool) -> None:
     catalog = str(node.get("catalog_name") or "")
     schema = str(node.get("schema_name") or "")
     table = str(node.get("table_name") or "")
+    if catalog.lower() in ("", "memory") and schema.lower() in ("", "main") and \
+            table.lower() in allowed and not (expression and (catalog or schema)):
+        return
     qualified = ".".join(p for p in (catalog, schema, table) if p)
-    if catalog.lower() not in ("", "memory") or schema.lower() not in ("", "main") or \
-            table.lower() not in allowed:
+    if expression:
         raise DriverError(
-            f"refused: the query reads {qualified!r}, which this step cannot see. A "
-            f"duckdb.processor query reads only its upstream steps (tables visible: {shown}); "
-            "add the step it needs to `needs`, or read files with filesystem.csv_extractor")
+            f"refused: the check expression reads {qualified!r}; an expression is a condition "
+            "on the columns of the step's own table and reads no other table. Check another "
+            "step's table on that step, or join it in a duckdb.processor step and check that")
+    raise DriverError(
+        f"refused: the query reads {qualified!r}, which this step cannot see. A "
+        f"duckdb.processor query reads only its upstream steps (tables visible: {shown}); "
+        "add the step it needs to `needs`, or read files with filesystem.csv_extractor")
 
 
-def _check_table_function(node: dict[str, Any], shown: str) -> None:
+def _check_table_function(node: dict[str, Any], shown: str, expression: bool) -> None:
     function = node.get("function") or {}
     name = str(function.get("function_name") or "").lower()
     if name in _ROW_ONLY_TABLE_FUNCTIONS:
         return
+    allowed = ", ".join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))
+    if expression:
+        raise DriverError(f"refused: the check expression calls table function {name}(); an "
+                          f"expression may call only {allowed}")
     if name in _SQL_TEXT_FUNCTIONS or name in _CATALOG_FUNCTIONS or \
             name.startswith(_CATALOG_PREFIXES):
         raise DriverError(
@@ -267,20 +257,27 @@ def _check_table_function(node: dict[str, Any], shown: str) -> None:
             f"(tables visible: {shown}); a duckdb.processor query reads only its upstream steps")
     raise DriverError(
         f"refused: table function {name}() is not one a duckdb.processor query may call; it "
-        f"reads its upstream views (tables visible: {shown}) and may call only "
-        f"{', '.join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))}. Read files with "
-        "filesystem.csv_extractor")
+        f"reads its upstream views (tables visible: {shown}) and may call only {allowed}. "
+        "Read files with filesystem.csv_extractor")
 
 
-def _cte_names(tree: Any) -> set[str]:
-    names: set[str] = set()
-    for node in _nodes(tree):
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map") or ():
-                if isinstance(entry, dict) and entry.get("key"):
-                    names.add(str(entry["key"]).lower())
-    return names
+def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
+    """Each node of the parse tree with the CTE names in scope there: a query node's CTEs are
+    seen by the node and everything in it (its CTEs' own bodies too: WITH RECURSIVE), not by
+    the queries beside it."""
+    stack: list[tuple[Any, frozenset[str]]] = [(tree, frozenset())]
+    while stack:
+        item, ctes = stack.pop()
+        if isinstance(item, dict):
+            cte_map = item.get("cte_map")
+            if isinstance(cte_map, dict):
+                keys = {str(e["key"]).lower() for e in cte_map.get("map") or ()
+                        if isinstance(e, dict) and e.get("key")}
+                ctes = ctes | keys
+            yield item, ctes
+            stack.extend((value, ctes) for value in item.values())
+        elif isinstance(item, list):
+            stack.extend((value, ctes) for value in item)
 
 
 def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
