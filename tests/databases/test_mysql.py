@@ -870,6 +870,17 @@ def test_writer_checks_the_values_against_the_table_it_creates(mysql: MySQLTarge
     harness.write("mysql.writer", mysql.connection(), table="w_new", create_table=True)
     assert mysql.query("SELECT CAST(at AS CHAR), CAST(t AS CHAR) FROM w_new") == [
         ("2024-01-01 10:00:00.123456", "24:00:00.000000")]
+    # seconds and milliseconds outside 1677-2262 (DuckDB reads their parts through nanoseconds)
+    mysql.execute("DROP TABLE IF EXISTS w_new")
+    harness.upstream("SELECT TIMESTAMP_S '2500-01-01 10:00:00' AS s, "
+                     "TIMESTAMP_MS '1500-01-01 00:00:00.123' AS ms")
+    harness.write("mysql.writer", mysql.connection(), table="w_new", create_table=True)
+    assert mysql.query("SELECT CAST(s AS CHAR), CAST(ms AS CHAR) FROM w_new") == [
+        ("2500-01-01 10:00:00", "1500-01-01 00:00:00.123")]
+    mysql.execute("DROP TABLE w_new", "CREATE TABLE w_new (s DATETIME, ms DATETIME(2))")
+    with pytest.raises(DriverError, match=r"holds '1500-01-01 00:00:00\.123', which column "
+                                          r"'ms' \(datetime\(2\)\)"):
+        harness.write("mysql.writer", mysql.connection(), table="w_new")
 
 
 def test_writer_rejects_input_columns_the_target_lacks(mysql: MySQLTarget,

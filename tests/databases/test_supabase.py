@@ -521,7 +521,8 @@ def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: H
         ("DATE[]", None)]
     for kind, value in [("numeric[]", "ARRAY[9007199254740993::numeric, 0.1]"),
                         ("timestamp[]", "ARRAY['294276-01-01'::timestamp]"),
-                        ("int[]", "ARRAY[ARRAY[1, 2], ARRAY[3, 4]]")]:  # 2-D in an int[] column
+                        ("int[]", "ARRAY[ARRAY[1, 2], ARRAY[3, 4]]"),  # 2-D in an int[] column
+                        ("text[]", "'{{a,b},{c,d}}'")]:  # was a list of JSON texts
         pg.execute(f"DROP TABLE IF EXISTS {t}",
                    f"CREATE TABLE {t} (id int PRIMARY KEY, v {kind})",
                    f"INSERT INTO {t} VALUES (1, {value})")
@@ -533,6 +534,16 @@ def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: H
                "NULL]::float8[])")
     assert _as_text(harness, pg.connection(), schema=pg.schema, table="s_arrays") == [
         ("DOUBLE[]", "[nan, inf, -inf, 1e+100, 0.1, NULL]")]
+    # numeric(p,s)[] keeps its elements' type, money[] reads like money
+    for kind, value, printed in [
+            ("numeric(20,2)[]", "ARRAY[123456789012345678.91, 1.10]",
+             ("DECIMAL(20,2)[]", "[123456789012345678.91, 1.10]")),
+            ("money[]", "ARRAY[12.5::money, NULL]", ("DECIMAL(18,2)[]", "[12.50, NULL]"))]:
+        pg.execute(f"DROP TABLE IF EXISTS {t}",
+                   f"CREATE TABLE {t} (id int PRIMARY KEY, v {kind})",
+                   f"INSERT INTO {t} VALUES (1, {value})")
+        assert _as_text(harness, pg.connection(), schema=pg.schema, table="s_arrays") == [
+            printed]
 
 
 def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness,

@@ -219,6 +219,29 @@ def test_rows_that_look_like_a_line_of_spaces_are_kept(extract: ExtractFn,
     assert extract(path="q.csv").rows == [("1", "x"), (" ", None), (" ", None), ("2", "y")]
 
 
+def test_whitespace_before_a_comment_character_is_read_like_duckdb_and_pandas(
+        extract: ExtractFn, data_dir: Path) -> None:
+    """DuckDB and pandas read a tab before the comment character as a row of that text; the
+    record scanner took it for a comment line, and the rewrite a line of spaces brings lost
+    the row."""
+    put(data_dir, "c.csv", "c0,c1\na,1\n\t# note\n \nb,2\n")
+    assert extract(path="c.csv", comment="#").rows == [("a", 1), ("\t", None), ("b", 2)]
+
+
+def test_a_line_of_spaces_that_na_values_makes_null_is_skipped(extract: ExtractFn,
+                                                               data_dir: Path) -> None:
+    put(data_dir, "na.csv", "c0,c1\n1,2\n \n3,4\n , \n")
+    assert extract(path="na.csv", na_values=[" "]).rows == [(1, 2), (3, 4), (None, None)]
+
+
+def test_a_preamble_line_of_spaces_is_skipped_by_duckdb_itself(extract: ExtractFn,
+                                                               data_dir: Path) -> None:
+    """A line of spaces is one line to DuckDB's `skip`: the file is read as it is (a copy of
+    the data part from a CRLF file with a quoted bare LF failed DuckDB's line-end detection)."""
+    put(data_dir, "pre.csv", b' \r\nc0,c1\r\n"l1\nl2",2\r\n')
+    assert extract(path="pre.csv", skip_rows=1).rows == [("l1\nl2", 2)]
+
+
 def test_a_line_of_spaces_past_the_sample_is_skipped(extract: ExtractFn, data_dir: Path) -> None:
     rows = [f"{i},v{i}" for i in range(30_000)]
     rows.insert(25_000, "   ")

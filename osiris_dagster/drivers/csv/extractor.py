@@ -532,6 +532,8 @@ class _Extraction:
             return ""
         first, *others = (quote_ident(n) for n in self.names)
         suspect = f"{first} IS NOT NULL AND trim({first}, ' \t') = ''"
+        if any(v and not v.strip(" \t") for v in self.opts.na_values):  # ' ' read as NULL
+            suspect = f"({first} IS NULL OR trim({first}, ' \t') = '')"
         if others:
             suspect = f"{' AND '.join(f'{c} IS NULL' for c in others)} AND {suspect}"
         return f" WHERE CASE WHEN {suspect} THEN error('{_SPACE_LINE}') ELSE true END"

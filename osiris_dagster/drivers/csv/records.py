@@ -80,7 +80,8 @@ class _LineFeed:
         self.line += 1
         self.offset += size
         self.text = text
-        if self._comment and text.lstrip(" \t").startswith(self._comment):
+        # DuckDB's comment line: the comment character after spaces (not tabs) only
+        if self._comment and text.lstrip(" ").startswith(self._comment):
             self.comments += 1
             return "\n"
         return text
@@ -233,7 +234,8 @@ def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: i
         data_offset=taken[-1].end_offset if taken else 0,
         data_line=taken[-1].last_line + 1 if taken else 1,
         skipped=len(taken),
-        simple_skip=all(r.kind == "data" and r.first_line == r.last_line for r in taken),
+        simple_skip=all(r.kind in ("data", "space") and r.first_line == r.last_line
+                        for r in taken),
         has_data=first is not None,
     )
 

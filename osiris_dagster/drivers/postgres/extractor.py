@@ -287,7 +287,8 @@ class _SqlRead:
         for name, display, oid, typmod, dims in rows:
             base, cat, elem = types.get(int(oid), ("text", "S", None))
             precision = scale = None
-            if base == "numeric" and typmod is not None and int(typmod) >= 4:
+            if "numeric" in (base, elem) and typmod is not None and int(typmod) >= 4:
+                # numeric(p,s), or numeric(p,s)[]: an array's typmod is its elements'
                 precision, scale = ((int(typmod) - 4) >> 16) & 0xFFFF, (int(typmod) - 4) & 0xFFFF
             out.append((str(name), str(display), PgType(
                 str(base), str(cat), str(elem) if elem else None, max(int(dims or 1), 1),
@@ -440,7 +441,8 @@ def rest_type(fmt: str) -> PgType:
     fmt = fmt.strip().lower()
     if fmt.endswith("[]"):
         inner = rest_type(fmt[:-2])
-        return PgType("_" + inner.name, "A", inner.name, display=fmt)
+        return PgType("_" + inner.name, "A", inner.name, precision=inner.precision,
+                      scale=inner.scale, display=fmt)
     m = _FORMAT_PARAMS.match(fmt)
     base = m.group("base").strip() if m else fmt
     name = _FORMAT_NAMES.get(base, _FORMAT_NAMES.get(fmt, base))

@@ -67,13 +67,21 @@ def pg_element_kind(t: PgType) -> str:
     :class:`SourceColumn`): checked like the same type outside an array."""
     if t.category != "A" or not t.element:
         return "cast"
-    return pg_duck_type(PgType(t.element, "N" if t.element == "numeric" else ""))[1]
+    return pg_duck_type(_element_type(t))[1]
+
+
+def _element_type(t: PgType) -> PgType:
+    """An array's element type (numeric(p,s)[]: its elements are numeric(p,s))."""
+    numeric = t.element == "numeric"
+    return PgType(str(t.element), "N" if numeric else "", precision=t.precision if numeric
+                  else None, scale=t.scale if numeric else None)
 
 
 def _typed_element(t: PgType) -> str | None:
     """The DuckDB type of the elements of a one-dimensional array that becomes a LIST; None for
     an array that stays JSON (nested, of JSON or bytes, of a type kept as text)."""
-    inner = _pg_scalar_duck(str(t.element), None, None)
+    element = _element_type(t)
+    inner = _pg_scalar_duck(element.name, element.precision, element.scale)
     if inner is None or inner in ("JSON", "BLOB") or t.dims != 1:
         return None
     return inner
@@ -93,8 +101,9 @@ def pg_select_expression(column_sql: str, t: PgType) -> str:
     """Server-side text rendering of a column (arrays as JSON so they parse into DuckDB lists:
     a LIST's elements as their exact text, each read like a value of that type)."""
     if t.category == "A":
-        if t.element and _typed_element(t) is not None:
-            return f"array_to_json({column_sql}::text[])::text"
+        if t.element and _typed_element(t) is not None:  # money: as numeric, like one value
+            numeric = "::numeric[]" if t.element == "money" else ""
+            return f"array_to_json({column_sql}{numeric}::text[])::text"
         return f"array_to_json({column_sql})::text"
     if t.name == "money":
         return f"{column_sql}::numeric::text"

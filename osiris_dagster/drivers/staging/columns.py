@@ -108,8 +108,10 @@ def _list_value(col: SourceColumn, ref: str) -> str:
     each = _value(col.element, element, col.duck_type.removesuffix("[]"))
     typed = f"CAST(list_transform({texts}, lambda {element}: {each}) AS {col.duck_type})"
     nulls = f"lambda {element}: {element} IS NULL"
-    return (f"CASE WHEN len(list_filter({typed}, {nulls})) = len(list_filter({texts}, {nulls})) "
-            f"THEN {typed} END")
+    # an array or object element (a 2-D array in a 1-D column) is not an element's text
+    flat = f"NOT list_has_any(json_type(TRY_CAST({ref} AS JSON), '$[*]'), ['ARRAY', 'OBJECT'])"
+    return (f"CASE WHEN {flat} AND len(list_filter({typed}, {nulls})) = "
+            f"len(list_filter({texts}, {nulls})) THEN {typed} END")
 
 
 def _is_text(t: pa.DataType) -> bool:
