@@ -507,6 +507,19 @@ def test_intervals_of_mixed_signs_are_read(pg: PgTarget, rest: PostgrestFake,
         assert got == expected, conn
 
 
+def test_char_keeps_its_padding(pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """PostgreSQL's char(3) 'a' is 'a  ' (what it returns, and the REST channel gave); the SQL
+    channel's ::text cut the padding."""
+    t = pg.table("s_char")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, v char(3), vs char(2)[])",
+               f"INSERT INTO {t} VALUES (1, 'a', ARRAY['b', NULL]), (2, NULL, NULL)")
+    for conn in (pg.connection(), _rest_conn(rest)):
+        out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="s_char",
+                              order="id")
+        assert out.rows == [(1, "a  ", ["b ", None]), (2, None, None)], conn
+
+
 def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: Harness) -> None:
     """An array becomes a LIST whose elements are checked like single values. A plain cast of
     the array made a bad element NULL (a date BC, a timestamp past DuckDB's range) or rounded

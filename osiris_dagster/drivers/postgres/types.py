@@ -101,15 +101,17 @@ def pg_select_expression(column_sql: str, t: PgType) -> str:
     """Server-side text rendering of a column (arrays as JSON so they parse into DuckDB lists:
     a LIST's elements as their exact text, each read like a value of that type)."""
     if t.category == "A":
-        if t.element and _typed_element(t) is not None:  # money: as numeric, like one value
-            numeric = "::numeric[]" if t.element == "money" else ""
+        # char(n)[]: JSON strings keep the padding that ::text[] would cut
+        if t.element and _typed_element(t) is not None and t.element != "bpchar":
+            numeric = "::numeric[]" if t.element == "money" else ""  # money: like one value
             return f"array_to_json({column_sql}{numeric}::text[])::text"
         return f"array_to_json({column_sql})::text"
     if t.name == "money":
         return f"{column_sql}::numeric::text"
-    if t.category != "E" and _pg_scalar_duck(t.name, None, None) is None and t.name != "bytea":
-        # types we keep as text (inet, ranges, geometry, ...): their output function's form
-        # (an explicit ::text cast may differ, e.g. inet::text adds the netmask)
+    if t.name == "bpchar" or (t.category != "E" and _pg_scalar_duck(t.name, None, None) is None
+                              and t.name != "bytea"):
+        # char(n): its padding, which ::text cuts ('a  ' -> 'a'); types we keep as text (inet,
+        # ranges, geometry, ...): their output function's form (inet::text adds the netmask)
         return f"CASE WHEN {column_sql} IS NULL THEN NULL ELSE concat({column_sql}) END"
     return f"{column_sql}::text"
 
