@@ -5,6 +5,7 @@ schedules and sensors are checked in :mod:`osiris_dagster.oml.automation_checks`
 
 from __future__ import annotations
 
+import importlib
 import re
 from types import MappingProxyType
 from typing import Any
@@ -207,14 +208,18 @@ def _yaml_kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+# The check of check expressions, named like a component spec's `query_check` (it lives with
+# the SQL seal, a layer below is not imported from here)
+EXPRESSION_CHECK = "osiris_dagster.drivers.duckdb.seal:expression_problems"
+
+
 def _expression_problems(expressions: list[str]) -> list[str]:
     """What the run would refuse in check expressions: each is one condition on the step's own
-    columns (DuckDB's parser decides, ``drivers.duckdb.seal``). One holding a parameter is
-    judged at run time, once its value is in."""
+    columns (DuckDB's parser decides, :data:`EXPRESSION_CHECK`). One still holding a parameter
+    is judged at run time, once its value is in."""
     plain = [e for e in expressions if "${params." not in e]
     if not plain:
         return []
-    from osiris_dagster.drivers.duckdb.seal import expression_problems
-
-    return [p for p in expression_problems(plain) if p]
+    module, _, name = EXPRESSION_CHECK.partition(":")
+    return [p for p in getattr(importlib.import_module(module), name)(plain) if p]
 
