@@ -234,6 +234,8 @@ x-dagster:
           - "(SELECT count(*) FROM read_text('/etc/hostname')) > 0"
           - "movie_id > 0"
           - "(SELECT count(*) FROM session.main.other) > 0"
+          - "NOT EXISTS (WITH a AS (FROM df_other), df_other AS (SELECT 1) SELECT 1 FROM a)"
+          - "NOT EXISTS (SELECT 1 FROM __osiris_checked_table)"
 steps:
   - id: movies
     component: filesystem.csv_extractor
@@ -272,6 +274,7 @@ def test_check_expressions_run_sealed_one_condition_each(tmp_path: Path) -> None
     assert "calls table function read_text()" in outcomes["expression_2"].detail
     assert outcomes["expression_3"].passed
     assert "reads 'session.main.other'" in outcomes["expression_4"].detail
+    assert "reads 'df_other'" in outcomes["expression_5"].detail
 
 
 def test_validate_refuses_check_expressions_that_reach_past_the_table(tmp_path: Path) -> None:
@@ -281,12 +284,14 @@ def test_validate_refuses_check_expressions_that_reach_past_the_table(tmp_path: 
     from osiris_dagster.oml import validate_pipeline
 
     errors = [str(d) for d in validate_pipeline(write(tmp_path / "s.yaml", SNEAKY_CHECKS)).errors]
-    assert len(errors) == 3, errors
+    assert len(errors) == 5, errors
     assert all(":7: step 'movies': x-dagster.steps.movies.checks.expression refused" in e
                for e in errors), errors
     assert "not several statements" in errors[0]
     assert "calls table function read_text()" in errors[1]
     assert "reads 'session.main.other'" in errors[2]
+    assert "reads 'df_other'" in errors[3]  # a CTE listed later is not in scope there
+    assert "reads '__osiris_checked_table'" in errors[4]
 
 
 def test_check_sample_and_preview_are_masked_tables(workdir: Path, tmp_path: Path,

@@ -125,6 +125,26 @@ CASES = [
     Case("cte-name-opens-a-catalog-view",
          "SELECT t.table_name FROM (WITH duckdb_tables AS (SELECT 1) SELECT 1) z, "
          "duckdb_tables t", 2, ("step 'query'", "refused", "'duckdb_tables'")),
+    # a CTE's own body, or one listed before it, does not see it: DuckDB reads the catalog
+    # view of that name there
+    Case("cte-named-like-a-catalog-view-reads-it-in-its-body",
+         "WITH duckdb_tables AS (SELECT * FROM duckdb_tables) SELECT table_name FROM "
+         "duckdb_tables", 2, ("step 'query'", "refused", "CTE named 'duckdb_tables'")),
+    Case("cte-forward-reference",
+         "WITH a AS (SELECT * FROM sqlite_master), sqlite_master AS (SELECT 1) SELECT * FROM a",
+         2, ("step 'query'", "refused", "'sqlite_master'")),
+    Case("cte-name-folded-unlike-duckdb",  # U+212A KELVIN SIGN: DuckDB folds ASCII only
+         'WITH "duc\u212adb_tables" AS (SELECT 1) SELECT table_name FROM duckdb_tables', 2,
+         ("step 'query'", "refused", "'duckdb_tables'")),
+    Case("show-of-a-dotted-cte-name",
+         'WITH "session.main.secrets" AS (SELECT 1) SELECT column_name FROM '
+         '(SHOW "session.main.secrets")', 2, ("step 'query'", "refused", "session.main.secrets")),
+    Case("scalar-macro-reading-the-catalog",
+         "SELECT pg_get_viewdef(i) AS v FROM range(0, 1000) t(i) WHERE pg_get_viewdef(i) "
+         "IS NOT NULL", 2, ("step 'query'", "refused", "pg_get_viewdef()")),
+    Case("cte-named-like-information-schema-works",
+         "WITH tables AS (SELECT id FROM input_df) SELECT count(*) AS n FROM tables", 0,
+         rows=[["n"], ["2"]]),
     Case("cte-in-scope-works",
          "SELECT * FROM (WITH p AS (SELECT id FROM input_df) SELECT count(*) AS n FROM "
          "(SELECT * FROM p))", 0, rows=[["n"], ["2"]]),
@@ -274,3 +294,20 @@ def test_validate_refuses_what_the_run_would_refuse(tmp_path: Path) -> None:
     assert ":21: step 'query': refused: the query holds 2 statements" in errors[0]
     assert "step 'peek': refused: the query reads 'df_secrets'" in errors[1]
     assert "tables visible: df_people, input_df" in errors[1]
+
+
+def test_sql_nested_past_the_stack_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """The seal reads DuckDB's parse tree as JSON with a raised recursion limit; on a small
+    stack (`ulimit -s 1024`) a query nested ~20,000 levels deep crashed `validate` (exit 139)
+    before Python's RecursionError could fire. The limit now follows the stack."""
+    import subprocess
+    import sys
+
+    query = "SELECT 1 AS id" + " UNION SELECT 1 EXCEPT SELECT 2" * 4950
+    (tmp_path / "deep.yaml").write_text(PIPELINE % json.dumps(query), encoding="utf-8")
+    cli = Path(sys.executable).with_name("osiris-dagster")
+    done = subprocess.run(["bash", "-c", f"ulimit -s 1024 && exec {cli} validate deep.yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "step 'query': refused: the SQL is nested too deeply" in done.stdout + done.stderr
+

@@ -17,6 +17,7 @@ Two layers keep the step sealed:
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,7 +51,7 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[st
     calls only the table functions that make rows (so it also leaves the DuckDB instance as it
     found it, see :func:`leaves_instance_unchanged`)."""
     _check_statements(con, query)
-    _check_tree(_parse_tree(con, query), visible)
+    _check_tree(_parse_tree(con, query), visible, con)
 
 
 def leaves_instance_unchanged(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
@@ -64,7 +65,7 @@ def leaves_instance_unchanged(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
 
 
 def _calls_only_row_functions(tree: dict[str, Any]) -> bool:
-    return all(str((node.get("function") or {}).get("function_name") or "").lower()
+    return all(fold(str((node.get("function") or {}).get("function_name") or ""))
                in _ROW_ONLY_TABLE_FUNCTIONS
                for node in _nodes(tree) if node.get("type") == "TABLE_FUNCTION")
 
@@ -88,27 +89,83 @@ def _check_statements(con: duckdb.DuckDBPyConnection, query: str) -> None:
                           "only one SELECT (or WITH ... SELECT) and changes nothing else")
 
 
-def _check_tree(tree: dict[str, Any], visible: Iterable[str]) -> None:
+def _check_tree(tree: dict[str, Any], visible: Iterable[str],
+                con: duckdb.DuckDBPyConnection) -> None:
     """Every table the parse tree reads is one of ``visible`` or a CTE in scope where it is
-    read; every table function makes rows; no SHOW lists the catalog. ``visible`` is
-    ``[CHECKED_TABLE]`` for a check expression (:func:`check_expression`)."""
+    read, and no CTE is named like a catalog view DuckDB would read instead where it is not
+    in scope; every table function makes rows; no scalar macro reads the catalog; no SHOW
+    lists it. ``visible`` is ``[CHECKED_TABLE]`` for a check expression, whose own table is
+    read only by the query around it (:func:`check_expression`)."""
     visible = list(visible)
-    names = {name.lower() for name in visible}
     expression = visible == [CHECKED_TABLE]
+    names = set() if expression else {fold(name) for name in visible}
+    wrapper = _expression_table(tree) if expression else None
     shown = ", ".join(sorted(set(visible))) or "none (this step has no upstream)"
+    catalog_names, catalog_macros = _catalog_names(con)
     for node, ctes in _scoped_nodes(tree):
         kind = node.get("type")
+        if node is wrapper:
+            continue
+        for cte in ctes & catalog_names:
+            raise DriverError(f"refused: a CTE named {cte!r}, like one of DuckDB's catalog "
+                              "views (read in its place where the CTE is not in scope); "
+                              "give it another name")
         if kind == "SHOW_REF" and not node.get("query"):
             if node.get("show_type") != "SHOW" or not node.get("table_name"):
                 raise DriverError(  # SHOW TABLES, SHOW ALL TABLES, SHOW SCHEMAS, ...
                     f"refused: SHOW lists the catalog of the session, past this step's "
                     f"upstream views (tables visible: {shown}); DESCRIBE or SUMMARIZE a view "
                     "or a SELECT instead")
-            kind = "BASE_TABLE"  # SHOW <table>: DESCRIBE <table>
-        if kind == "BASE_TABLE":
+            _check_table(node, names, shown, expression)  # SHOW <view>: not a CTE's name
+        elif kind == "BASE_TABLE":
             _check_table(node, names | ctes, shown, expression)
         elif kind == "TABLE_FUNCTION":
             _check_table_function(node, shown, expression)
+        elif kind == "FUNCTION" and fold(str(node.get("function_name") or "")) in \
+                catalog_macros:
+            raise DriverError(
+                f"refused: {node.get('function_name')}() reads DuckDB's catalog (the tables "
+                "of the session), past this step's upstream views")
+
+
+def fold(name: str) -> str:
+    """A name as DuckDB compares names: case-insensitive in ASCII only (Python's lower() also
+    folds e.g. the Kelvin sign into 'k', which DuckDB keeps apart)."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+_CATALOG: tuple[frozenset[str], frozenset[str]] | None = None
+
+
+def _catalog_names(con: duckdb.DuckDBPyConnection) -> tuple[frozenset[str], frozenset[str]]:
+    """What DuckDB's own catalog (``system``) holds, the same in every instance of a version
+    (read once per process, from the connection at hand: no instance is opened for it): the
+    names of its views and tables (``duckdb_tables``, ``sqlite_master``, ``pg_class``, ...: a
+    query reads one where a name it uses is not a CTE in scope), and the scalar macros that
+    read the catalog through a subquery (``pg_get_viewdef``, ``format_type``, ...)."""
+    global _CATALOG
+    if _CATALOG is None:
+        # information_schema's views are not on the search path: a CTE may be named `tables`
+        views = con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE database_name = 'system' AND "
+            "schema_name <> 'information_schema' UNION SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = 'system' AND schema_name <> 'information_schema'").fetchall()
+        macros = con.execute(
+            "SELECT function_name FROM duckdb_functions() WHERE function_type = 'macro' AND "
+            "database_name = 'system' AND regexp_matches(macro_definition, '(?i)\\bFROM\\b')"
+        ).fetchall()
+        _CATALOG = (frozenset(fold(v) for (v,) in views), frozenset(fold(m) for (m,) in macros))
+    return _CATALOG
+
+
+def _expression_table(tree: dict[str, Any]) -> Any:
+    """The FROM of the query :func:`expression_query` wraps a check expression in: the one
+    place :data:`CHECKED_TABLE` may be read."""
+    statements = tree.get("statements") or [{}]
+    return (statements[0].get("node") or {}).get("from_table")
 
 
 # The name a check expression's table has while the expression is checked (never a real table)
@@ -148,7 +205,7 @@ def check_expression(con: duckdb.DuckDBPyConnection, expression: str) -> None:
     if len(statements) != 1:
         raise DriverError("refused: a check expression is one SQL condition, not several "
                           "statements")
-    _check_tree(_parse_tree(con, query), [CHECKED_TABLE])
+    _check_tree(_parse_tree(con, query), [CHECKED_TABLE], con)
 
 
 def problems(queries: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
@@ -176,7 +233,7 @@ def problems(queries: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
             [[q for _, q, _ in pending]]).fetchone()[0]
         for (index, _query, visible), text in zip(pending, texts, strict=True):
             try:
-                _check_tree(_tree_of(text), visible)
+                _check_tree(_tree_of(text), visible, _parser_connection())
             except DriverError as exc:
                 out[index] = str(exc)
     return out
@@ -199,15 +256,25 @@ def _parse_tree(con: duckdb.DuckDBPyConnection, query: str) -> dict[str, Any]:
 
 
 # DuckDB parses expressions up to 1000 levels deep (max_expression_depth), which its JSON
-# nests ~3 times as deep: past Python's default recursion limit for json.loads.
+# nests ~3 times as deep: past Python's default recursion limit for json.loads. The limit is
+# raised as far as the stack holds (json.loads takes ~100-200 bytes of C stack per level:
+# 400 leaves room; past the stack it would crash, not raise).
 _JSON_DEPTH = 20_000
+_STACK_BYTES_PER_LEVEL = 400
 _DEPTH_LOCK = threading.Lock()  # the limit is the process' own: raised and restored under it
+
+
+def _json_depth() -> int:
+    stack = threading.stack_size() or resource.getrlimit(resource.RLIMIT_STACK)[0]
+    if stack <= 0:  # unlimited: threads get the platform's default (8 MiB)
+        stack = 8 << 20
+    return min(_JSON_DEPTH, stack // _STACK_BYTES_PER_LEVEL)
 
 
 def _tree_of(text: str) -> dict[str, Any]:
     with _DEPTH_LOCK:
         old = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old, _JSON_DEPTH))
+        sys.setrecursionlimit(max(old, _json_depth()))
         try:
             tree = json.loads(text)
         except RecursionError:
@@ -226,8 +293,8 @@ def _check_table(node: dict[str, Any], allowed: set[str], shown: str, expression
     catalog = str(node.get("catalog_name") or "")
     schema = str(node.get("schema_name") or "")
     table = str(node.get("table_name") or "")
-    if catalog.lower() in ("", "memory") and schema.lower() in ("", "main") and \
-            table.lower() in allowed and not (expression and (catalog or schema)):
+    if fold(catalog) in ("", "memory") and fold(schema) in ("", "main") and \
+            fold(table) in allowed and not (expression and (catalog or schema)):
         return
     qualified = ".".join(p for p in (catalog, schema, table) if p)
     if expression:
@@ -243,7 +310,7 @@ def _check_table(node: dict[str, Any], allowed: set[str], shown: str, expression
 
 def _check_table_function(node: dict[str, Any], shown: str, expression: bool) -> None:
     function = node.get("function") or {}
-    name = str(function.get("function_name") or "").lower()
+    name = fold(str(function.get("function_name") or ""))
     if name in _ROW_ONLY_TABLE_FUNCTIONS:
         return
     allowed = ", ".join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))
@@ -262,22 +329,33 @@ def _check_table_function(node: dict[str, Any], shown: str, expression: bool) ->
 
 
 def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
-    """Each node of the parse tree with the CTE names in scope there: a query node's CTEs are
-    seen by the node and everything in it (its CTEs' own bodies too: WITH RECURSIVE), not by
-    the queries beside it."""
+    """Each node of the parse tree with the CTE names in scope there, as DuckDB binds them: a
+    query node's CTEs are seen by the node and everything in it but the CTEs' own bodies, a
+    CTE's body sees the CTEs listed before it, and a recursive CTE sees itself in its
+    recursive part only."""
     stack: list[tuple[Any, frozenset[str]]] = [(tree, frozenset())]
     while stack:
         item, ctes = stack.pop()
-        if isinstance(item, dict):
-            cte_map = item.get("cte_map")
-            if isinstance(cte_map, dict):
-                keys = {str(e["key"]).lower() for e in cte_map.get("map") or ()
-                        if isinstance(e, dict) and e.get("key")}
-                ctes = ctes | keys
-            yield item, ctes
-            stack.extend((value, ctes) for value in item.values())
-        elif isinstance(item, list):
+        if isinstance(item, list):
             stack.extend((value, ctes) for value in item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        cte_map = item.get("cte_map")
+        entries = [e for e in (cte_map.get("map") or ()) if isinstance(e, dict) and
+                   e.get("key")] if isinstance(cte_map, dict) else []
+        inside = ctes | {fold(str(e["key"])) for e in entries}
+        yield item, inside
+        for k, entry in enumerate(entries):
+            stack.append((entry.get("value"),
+                          ctes | {fold(str(e["key"])) for e in entries[:k]}))
+        for key, value in item.items():
+            if key == "cte_map":
+                continue
+            if key == "right" and item.get("type") == "RECURSIVE_CTE_NODE":
+                stack.append((value, inside | {fold(str(item.get("cte_name") or ""))}))
+            else:
+                stack.append((value, inside))
 
 
 def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
