@@ -150,11 +150,12 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         fsp = 6 if t.fsp is None else t.fsp  # PostgreSQL's default; MySQL always says
         digits = f"with {fsp} fractional-second digits"
         held = {"TIMESTAMP_NS": 9, "TIMESTAMP_MS": 3, "TIMESTAMP_S": 0}.get(duck, 6)
+        endless = f"isinf({v}) OR " if duck in _TIMESTAMPS else ""  # infinity has no seconds
         if held > fsp and duck == "TIMESTAMP_NS":  # nanoseconds: no database column keeps them
-            rules.append((f"nanosecond({v}) % {10 ** (9 - fsp)} = 0", digits))
+            rules.append((f"({endless}nanosecond({v}) % {10 ** (9 - fsp)} = 0)", digits))
         elif held > fsp:  # DuckDB reads a TIMESTAMP_MS's parts through nanoseconds (1677-2262)
             micro = f"CAST({v} AS TIMESTAMP)" if duck == "TIMESTAMP_MS" else v
-            rules.append((f"microsecond({micro}) % {10 ** (6 - fsp)} = 0", digits))
+            rules.append((f"({endless}microsecond({micro}) % {10 ** (6 - fsp)} = 0)", digits))
     if kind == "time" and duck in _TIMESTAMPS:
         rules.append(("false", "without its date"))
     if kind == "date" and duck in _TIMESTAMPS:

@@ -402,6 +402,20 @@ def test_sql_writer_checks_the_values_against_the_table_it_creates(
     assert pg.query(f"SELECT at::text FROM {t}") == [("2024-01-01 10:00:00.123456",)]
 
 
+def test_sql_writer_writes_infinity_into_timestamp_columns_of_any_precision(
+        pg: PgTarget, harness: Harness) -> None:
+    """PostgreSQL stores infinity in timestamp(0) exactly; the fractional-second check refused
+    it ('cannot hold exactly')."""
+    t = pg.table("s_inf")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (a timestamp(0), b timestamp(3), c timestamptz(0))")
+    harness.upstream("SELECT 'infinity'::TIMESTAMP AS a, '-infinity'::TIMESTAMP_MS AS b, "
+                     "'infinity'::TIMESTAMPTZ AS c")
+    harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_inf")
+    assert pg.query(f"SELECT a::text, b::text, c::text FROM {t}") == [
+        ("infinity", "-infinity", "infinity")]
+
+
 # -- SQL channel: extractor -----------------------------------------------------------------------
 
 
@@ -551,7 +565,14 @@ def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: H
     for kind, value, printed in [
             ("numeric(20,2)[]", "ARRAY[123456789012345678.91, 1.10]",
              ("DECIMAL(20,2)[]", "[123456789012345678.91, 1.10]")),
-            ("money[]", "ARRAY[12.5::money, NULL]", ("DECIMAL(18,2)[]", "[12.50, NULL]"))]:
+            ("money[]", "ARRAY[12.5::money, NULL]", ("DECIMAL(19,2)[]", "[12.50, NULL]")),
+            # PostgreSQL 15's scales below 0 and above the precision
+            ("numeric(5,-2)[]", "ARRAY[1234500, NULL]", ("DECIMAL(7,0)[]", "[1234500, NULL]")),
+            ("numeric(3,5)[]", "ARRAY[0.00123]", ("DECIMAL(5,5)[]", "[.00123]")),
+            ("numeric(5,-2)", "1234500", ("DECIMAL(7,0)", "1234500")),
+            ("numeric(3,5)", "0.00123", ("DECIMAL(5,5)", ".00123")),
+            ("money", "'-92233720368547758.08'::money",
+             ("DECIMAL(19,2)", "-92233720368547758.08"))]:
         pg.execute(f"DROP TABLE IF EXISTS {t}",
                    f"CREATE TABLE {t} (id int PRIMARY KEY, v {kind})",
                    f"INSERT INTO {t} VALUES (1, {value})")
@@ -566,7 +587,7 @@ def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness
     assert out.types == {"id": "INTEGER", "name": "VARCHAR", "mood": "VARCHAR",
                          "score": "DECIMAL(6,1)", "ratio": "DOUBLE", "data": "JSON",
                          "small": "SMALLINT", "seen": "TIMESTAMP WITH TIME ZONE",
-                         "grid": "JSON", "addr": "VARCHAR", "money_value": "DECIMAL(18,2)"}
+                         "grid": "JSON", "addr": "VARCHAR", "money_value": "DECIMAL(19,2)"}
     first = dict(zip(out.columns, sorted(out.rows)[0], strict=True))
     assert first["grid"] == "[[1,2],[3,4]]" and first["addr"] == "10.0.0.1"
     assert first["money_value"] == Decimal("12.50") and first["score"] == Decimal("1.5")

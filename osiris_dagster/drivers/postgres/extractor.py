@@ -26,7 +26,7 @@ the server (arrays as JSON) and cast by DuckDB while it builds the table from Ar
   real / double precision           FLOAT / DOUBLE
   numeric(p,s)                      DECIMAL(p,s); DOUBLE if p > 38 or unconstrained
                                     (SUM(), AVG()), a value a double would round fails
-  money                             DECIMAL(18,2)
+  money                             DECIMAL(19,2)
   date / time / timetz              DATE / TIME / TIMETZ
   timestamp / timestamptz           TIMESTAMP / TIMESTAMPTZ
   interval / uuid                   INTERVAL / UUID
@@ -82,6 +82,7 @@ from osiris_dagster.drivers.postgres.postgrest import (
 )
 from osiris_dagster.drivers.postgres.types import (
     PgType,
+    numeric_typmod,
     pg_duck_type,
     pg_element_kind,
     pg_select_expression,
@@ -289,7 +290,7 @@ class _SqlRead:
             precision = scale = None
             if "numeric" in (base, elem) and typmod is not None and int(typmod) >= 4:
                 # numeric(p,s), or numeric(p,s)[]: an array's typmod is its elements'
-                precision, scale = ((int(typmod) - 4) >> 16) & 0xFFFF, (int(typmod) - 4) & 0xFFFF
+                precision, scale = numeric_typmod(int(typmod))
             out.append((str(name), str(display), PgType(
                 str(base), str(cat), str(elem) if elem else None, max(int(dims or 1), 1),
                 precision, scale, str(display))))
@@ -424,7 +425,7 @@ def _param(value: Any) -> Any:
 
 # == REST channel =================================================================================
 
-_FORMAT_PARAMS = re.compile(r"^(?P<base>[a-z ]+?)\s*(\((?P<p>\d+)(,\s*(?P<s>\d+))?\))?$")
+_FORMAT_PARAMS = re.compile(r"^(?P<base>[a-z ]+?)\s*(\((?P<p>\d+)(,\s*(?P<s>-?\d+))?\))?$")
 _FORMAT_NAMES = {
     "integer": "int4", "bigint": "int8", "smallint": "int2", "boolean": "bool",
     "real": "float4", "double precision": "float8", "numeric": "numeric", "decimal": "numeric",

@@ -87,13 +87,24 @@ def _typed_element(t: PgType) -> str | None:
     return inner
 
 
+def numeric_typmod(typmod: int) -> tuple[int, int]:
+    """(precision, scale) of a numeric(p,s) typmod. The scale is 11 bits with a sign since
+    PostgreSQL 15, which allows numeric(5,-2) (hundreds) and numeric(3,5) (below 0.001)."""
+    precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0x7FF
+    return precision, scale - 0x800 if scale & 0x400 else scale
+
+
 def _pg_scalar_duck(name: str, precision: int | None, scale: int | None) -> str | None:
     if name == "numeric":
-        if precision is None or precision > MAX_DUCK_DECIMAL:
+        if precision is None:
             return "DOUBLE"
-        return f"DECIMAL({precision},{scale or 0})"
-    if name == "money":
-        return "DECIMAL(18,2)"
+        scale = scale or 0
+        # the DECIMAL that holds every value: numeric(5,-2) holds 7-digit integers,
+        # numeric(3,5) five decimals
+        width, places = (precision - scale, 0) if scale < 0 else (max(precision, scale), scale)
+        return "DOUBLE" if width > MAX_DUCK_DECIMAL else f"DECIMAL({width},{places})"
+    if name == "money":  # -92233720368547758.08 to 92233720368547758.07: 19 digits
+        return "DECIMAL(19,2)"
     return _PG_SCALARS.get(name)
 
 
