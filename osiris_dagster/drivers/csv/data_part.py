@@ -1,11 +1,10 @@
 """The scratch copy of a CSV file's data part that DuckDB reads where reading the file itself
 would differ from pandas: after a preamble DuckDB's ``skip`` cannot step over exactly (blank or
-comment lines, quoted line breaks), or with blank lines rewritten where DuckDB and pandas treat
-them differently."""
+comment lines, quoted line breaks), or with blank lines (and lines of only spaces) changed where
+DuckDB and pandas treat them differently. Either copy holds the file's own bytes otherwise."""
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -36,18 +35,26 @@ def may_have_blank_lines(source: Source, offset: int) -> bool:
 
 def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment: str | None,
                         target: Path, *, keep: bool) -> None:
-    """Re-emit the data part with blank lines made explicit, where DuckDB differs from pandas.
+    """Copy the data part with blank lines made explicit, where DuckDB differs from pandas.
 
-    ``keep`` (``skip_blank_lines: false``): pandas makes a blank line an all-NULL row, DuckDB drops
-    it (with several columns), so write a row of empty fields. Not ``keep``: in a one-column file
-    DuckDB reads a blank line as a NULL row where pandas skips it, so leave it out; and a line of
-    only spaces and tabs, which DuckDB reads as a row and pandas skips, too.
+    Each record is copied as the bytes it has in the file (its quoting, comments and spaces as
+    written, in the source's encoding), so DuckDB reads every copied row as it reads the file
+    itself; only the lines below change. ``keep`` (``skip_blank_lines: false``): pandas makes a
+    blank line an all-NULL row, DuckDB drops it (with several columns), so write a row of empty
+    fields; a line of only spaces and tabs stays (a row of that text, for both). Not ``keep``:
+    in a one-column file DuckDB reads a blank line as a NULL row where pandas skips it, and a
+    line of only spaces and tabs is a row for DuckDB, skipped by pandas: leave both out.
+    Comment lines are left out too (DuckDB skips them).
     """
-    with open(target, "w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, delimiter=delimiter, quotechar='"', doublequote=True,
-                            lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    empty_row = (b'""' if layout.width == 1 else  # one empty field: quoted, not a blank line
+                 delimiter.encode(source.encoding) * (layout.width - 1))
+    with source.open() as raw, open(target, "wb") as out:
+        raw.seek(layout.data_offset)
+        position = layout.data_offset
         for rec in data_records(source, layout, delimiter, comment):
+            text = raw.read(rec.end_offset - position)  # the record's own bytes, line end too
+            position = rec.end_offset
             if rec.kind == "data" or (rec.kind == "space" and keep):
-                writer.writerow(rec.fields)
+                out.write(text)
             elif rec.kind == "blank" and keep:
-                writer.writerow([""] * layout.width)
+                out.write(empty_row + text)  # text: the blank line's own line end

@@ -22,9 +22,10 @@ pandas behaviour is reproduced, and where we deliberately differ:
   ``skip_blank_lines: false`` a row of that text), which DuckDB reads as rows. Where DuckDB
   would differ, it reads a scratch copy of the data part instead of the file: after a preamble
   its ``skip`` cannot step over exactly (blank or comment lines, quoted line breaks), and,
-  rewritten by Python's csv module (slower), for ``skip_blank_lines: false`` or a one-column
-  file when a byte scan finds blank lines, and when the read meets a row that may be a line of
-  only spaces (it stops there).
+  without the blank lines and lines of only spaces that pandas drops (records found by Python's
+  csv module, slower; each copied as its own bytes, so DuckDB reads it as in the file), for
+  ``skip_blank_lines: false`` or a one-column file when a byte scan finds blank lines, and
+  when the read meets a row that may be a line of only spaces (it stops there).
 * **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
   places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
   own line count is short by one per record with a quoted line break before it); otherwise,
@@ -419,7 +420,7 @@ class _Extraction:
         keep_blanks = not self.opts.skip_blank_lines
         if space_lines or ((keep_blanks or layout.width == 1) and
                            may_have_blank_lines(src, layout.data_offset)):
-            path, skip, encoding, offset = scratch.new_path(), 0, "utf-8", None
+            path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)
         elif layout.skipped and not layout.simple_skip:
