@@ -806,6 +806,25 @@ def test_rest_extractor_keeps_json_numbers_exactly(pg: PgTarget, rest: Postgrest
     assert [(r[1], r[2]) for r in out.rows] == [expected[0], (None, "null")]
 
 
+def test_rest_extractor_keeps_numeric_array_elements_exactly(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """numeric[] elements passed through DuckDB's JSON as doubles: 0.12345678901234567890 in a
+    numeric(30,20)[] came out as 0.12345678901234568000. They are now asked for as text."""
+    t = pg.table("r_numarr")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, v numeric(30,20)[], w numeric[])",
+               f"INSERT INTO {t} VALUES (1, ARRAY[0.12345678901234567890, NULL], "
+               "ARRAY[1.10, -2]), (2, '{}', NULL), (3, NULL, ARRAY[9007199254740993])")
+    with pytest.raises(DriverError, match="column 'w' holds"):  # a double would round it
+        harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                        table="r_numarr", order="id")
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_numarr", order="id", filter={"id": [1, 2]})
+    assert out.types["v"] == "DECIMAL(30,20)[]" and out.types["w"] == "DOUBLE[]"
+    assert out.rows == [(1, [Decimal("0.12345678901234567890"), None], [1.1, -2.0]),
+                        (2, [], None)]
+
+
 def test_postgrest_fake_speaks_postgrest(pg: PgTarget, rest: PostgrestFake) -> None:
     t = pg.table("r_fake")
     pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",

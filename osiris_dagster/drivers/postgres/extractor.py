@@ -43,11 +43,11 @@ the server (arrays as JSON) and cast by DuckDB while it builds the table from Ar
 same retries (reads are
 idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are collected as JSON
 rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
-``create_output``. Types come from the API's OpenAPI description (numeric and json/jsonb columns
-are requested as ``::text`` so no digit is lost); if it is not available, from the JSON values
-themselves (numbers -> BIGINT/DOUBLE, strings -> VARCHAR, objects/arrays -> JSON: numbers in them
-then pass through DuckDB's JSON functions, which keep a double's digits only; the elements of an
-array column do too). Without an ``order``, pages of a table
+``create_output``. Types come from the API's OpenAPI description (numeric, numeric[] and
+json/jsonb columns are requested as ``::text`` so no digit is lost); if it is not available,
+from the JSON values themselves (numbers -> BIGINT/DOUBLE, strings -> VARCHAR, objects/arrays ->
+JSON: numbers in them then pass through DuckDB's JSON functions, which keep a double's digits
+only, as do those in jsonb[] arrays). Without an ``order``, pages of a table
 that changes while it is read may overlap or skip rows: give ``order`` a unique column for stable
 paging.
 """
@@ -452,9 +452,20 @@ def rest_type(fmt: str) -> PgType:
     return PgType(name, "N" if name == "numeric" else "", None, 1, precision, scale, fmt)
 
 
-# Types asked of PostgREST as their text: DuckDB's JSON functions re-print a number as a
-# double (0.12345678901234567890 -> 0.12345678901234568), in a numeric column and inside a
-# json/jsonb document alike; a JSON string keeps every character.
+def _pg_numeric_array_json(text: str) -> str:
+    """SQL: PostgreSQL's text of a one-dimensional numeric array ('{1.10,NULL}') as a JSON
+    array of the elements' texts (["1.10",null]); any other text is passed on, and fails as
+    an array (a nested one, say)."""
+    elements = f"string_split(substr({text}, 2, length({text}) - 2), ',')"
+    return (f"CASE WHEN {text} = '{{}}' THEN '[]' WHEN regexp_full_match({text}, "
+            f"'\\{{[^{{}}\"]*\\}}') THEN CAST(to_json(list_transform({elements}, "
+            f"lambda e: nullif(e, 'NULL'))) AS VARCHAR) ELSE {text} END")
+
+
+# Types asked of PostgREST as their text (numeric[] too, see _pg_numeric_array_json): DuckDB's
+# JSON functions re-print a number as a double (0.12345678901234567890 -> 0.12345678901234568),
+# in a numeric column and inside a json/jsonb document alike; a JSON string keeps every
+# character.
 _REST_AS_TEXT = ("numeric", "money", "json", "jsonb")
 
 
@@ -522,7 +533,8 @@ class _RestRead:
             parts = []
             for n in names:
                 t = types.get(n) if types else None
-                as_text = t is not None and t.name in _REST_AS_TEXT
+                as_text = t is not None and (t.name in _REST_AS_TEXT or
+                                             t.category == "A" and t.element == "numeric")
                 if as_text:
                     self.as_text.add(n)
                 parts.append(f"{n}::text" if as_text else n)
@@ -596,6 +608,8 @@ class _RestRead:
             key_sql = quote_literal(key)
             if (duck == "JSON" or kind == "json_cast") and name not in self.as_text:
                 src = f"nullif(CAST(json_extract(r, {key_sql}) AS VARCHAR), 'null')"
+            elif kind == "json_cast":  # numeric[] as PostgreSQL's text: '{1.10,NULL}'
+                src = _pg_numeric_array_json(f"json_extract_string(r, {key_sql})")
             else:
                 src = f"json_extract_string(r, {key_sql})"
             inner.append(f"{src} AS c{i}")
