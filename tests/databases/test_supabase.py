@@ -460,17 +460,18 @@ def test_sql_extractor_unconstrained_numeric_is_exact_or_fails(pg: PgTarget,
     assert "column 'v' holds '9007199254740993'" in msg and "A DOUBLE would round it" in msg
 
 
-def _as_text(harness: Harness, connection: dict[str, Any], **config: Any
-             ) -> list[tuple[str, str]]:
-    """Extract, then each value as DuckDB prints it (Python's datetime has no BC year)."""
+def _as_text(harness: Harness, connection: dict[str, Any],
+             select: str = "typeof(v), v::VARCHAR", **config: Any) -> list[tuple[Any, ...]]:
+    """Extract, then read ``select`` of the table in DuckDB (by default each value as DuckDB
+    prints it: Python's datetime has no BC year)."""
     spec = get_spec("supabase.extractor")
     driver = get_driver("supabase.extractor")
     assert spec is not None and driver is not None
     with StepWorkspace(harness.session, pipeline_name="p", step_id="x", output_table="x",
                        connection=connection) as ws:
         driver(ws, {**spec.defaults(), **config}, [])
-        return ws.con.execute(f"SELECT typeof(v), v::VARCHAR FROM {ws.output_relation} "
-                              "ORDER BY id").fetchall()
+        return ws.con.execute(f"SELECT {select} FROM {ws.output_relation} ORDER BY id"
+                              ).fetchall()
 
 
 def test_years_bc_keep_their_era(pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
@@ -507,17 +508,10 @@ def test_intervals_of_mixed_signs_are_read(pg: PgTarget, rest: PostgrestFake,
         f"(SELECT array_agg(ARRAY[{pg_parts.format('e')}]) FROM unnest(vs) e) "
         f"FROM {t} ORDER BY id")]
     duck_parts = ", ".join(f"datepart('{p}', {{0}})" for p in parts)
+    select = (f"CASE WHEN v IS NOT NULL THEN [{duck_parts.format('v')}] END, "
+              f"list_transform(vs, lambda e: [{duck_parts.format('e')}])")
     for conn in (pg.connection(), _rest_conn(rest)):
-        with StepWorkspace(harness.session, pipeline_name="p", step_id="x", output_table="x",
-                           connection=conn) as ws:
-            spec = get_spec("supabase.extractor")
-            driver = get_driver("supabase.extractor")
-            assert spec is not None and driver is not None
-            driver(ws, {**spec.defaults(), "schema": pg.schema, "table": "s_interval"}, [])
-            got = ws.con.execute(
-                f"SELECT CASE WHEN v IS NOT NULL THEN [{duck_parts.format('v')}] END, "
-                f"list_transform(vs, lambda e: [{duck_parts.format('e')}]) "
-                f"FROM {ws.output_relation} ORDER BY id").fetchall()
+        got = _as_text(harness, conn, select, schema=pg.schema, table="s_interval")
         assert got == expected, conn
 
 
