@@ -574,6 +574,37 @@ def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: H
             printed]
 
 
+def test_numbers_past_a_doubles_range_fail_not_infinity(pg: PgTarget, rest: PostgrestFake,
+                                                        harness: Harness) -> None:
+    """A numeric too wide for DuckDB's DECIMAL becomes DOUBLE, exact or failing; one past a
+    double's range was cast to infinity without an error. PostgreSQL's own 'Infinity' stays."""
+    t = pg.table("s_huge")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, v numeric, w numeric(400,-300))",
+               f"INSERT INTO {t} VALUES (1, 'Infinity', NULL), (2, '-Infinity', NULL)")
+    for conn in (pg.connection(), _rest_conn(rest)):
+        assert _as_text(harness, conn, "v::VARCHAR", schema=pg.schema, table="s_huge") == [
+            ("inf",), ("-inf",)], conn
+    for column, value in [("v", "1e400"), ("w", "-1e350")]:
+        pg.execute(f"UPDATE {t} SET {column} = {value} WHERE id = 1")
+        for conn in (pg.connection(), _rest_conn(rest)):
+            with pytest.raises(DriverError, match=f"column '{column}' holds"):
+                _as_text(harness, conn, "v", schema=pg.schema, table="s_huge")
+        pg.execute(f"UPDATE {t} SET {column} = NULL WHERE id = 1")
+
+
+def test_rest_extractor_reads_money(pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """Over REST money came as its text ('$1,234.50') and failed for every value."""
+    t = pg.table("r_money")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v money)",
+               f"INSERT INTO {t} VALUES (1, 1234.5), (2, '-92233720368547758.08'), (3, NULL)")
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_money", order="id")
+    assert out.types["v"] == "DECIMAL(19,2)"
+    assert [r[1] for r in out.rows] == [Decimal("1234.50"), Decimal("-92233720368547758.08"),
+                                        None]
+
+
 def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness,
                                                   catalog_table: str) -> None:
     conn = pg.connection()

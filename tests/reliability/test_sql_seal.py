@@ -142,6 +142,12 @@ CASES = [
     Case("scalar-macro-reading-the-catalog",
          "SELECT pg_get_viewdef(i) AS v FROM range(0, 1000) t(i) WHERE pg_get_viewdef(i) "
          "IS NOT NULL", 2, ("step 'query'", "refused", "pg_get_viewdef()")),
+    # DuckDB binds a CTE to an unqualified name only: main.secrets is not the CTE
+    Case("qualified-name-like-a-cte", "WITH secrets AS (SELECT 1 AS token) SELECT token FROM "
+         "main.secrets", 2, ("step 'query'", "refused", "'main.secrets'")),
+    Case("using-key-recursive-cte-works",
+         "WITH RECURSIVE t(k, v) USING KEY (k) AS (SELECT 1, 1 UNION SELECT k, v + 1 FROM "
+         "recurring.t WHERE v < 3) SELECT v FROM t", 0, rows=[["v"], ["3"]]),
     Case("cte-named-like-information-schema-works",
          "WITH tables AS (SELECT id FROM input_df) SELECT count(*) AS n FROM tables", 0,
          rows=[["n"], ["2"]]),

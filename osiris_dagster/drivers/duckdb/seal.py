@@ -118,7 +118,7 @@ def _check_tree(tree: dict[str, Any], visible: Iterable[str],
                     "or a SELECT instead")
             _check_table(node, names, shown, expression)  # SHOW <view>: not a CTE's name
         elif kind == "BASE_TABLE":
-            _check_table(node, names | ctes, shown, expression)
+            _check_table(node, names, shown, expression, ctes)
         elif kind == "TABLE_FUNCTION":
             _check_table_function(node, shown, expression)
         elif kind == "FUNCTION" and fold(str(node.get("function_name") or "")) in \
@@ -289,10 +289,16 @@ def _tree_of(text: str) -> dict[str, Any]:
     return tree
 
 
-def _check_table(node: dict[str, Any], allowed: set[str], shown: str, expression: bool) -> None:
+def _check_table(node: dict[str, Any], allowed: set[str], shown: str, expression: bool,
+                 ctes: frozenset[str] = frozenset()) -> None:
+    """``allowed``: the step's views; ``ctes``: the CTEs in scope, which DuckDB binds only to
+    an unqualified name (``main.x`` reads the table x, whatever CTE x there is), and to
+    ``recurring.x`` in a USING KEY recursive CTE."""
     catalog = str(node.get("catalog_name") or "")
     schema = str(node.get("schema_name") or "")
     table = str(node.get("table_name") or "")
+    if not catalog and (not schema or fold(schema) == "recurring") and fold(table) in ctes:
+        return
     if fold(catalog) in ("", "memory") and fold(schema) in ("", "main") and \
             fold(table) in allowed and not (expression and (catalog or schema)):
         return

@@ -610,6 +610,8 @@ class _RestRead:
                 src = f"nullif(CAST(json_extract(r, {key_sql}) AS VARCHAR), 'null')"
             elif kind == "json_cast":  # numeric[] as PostgreSQL's text: '{1.10,NULL}'
                 src = _pg_numeric_array_json(f"json_extract_string(r, {key_sql})")
+            elif t.name == "money" and name in self.as_text:  # '-$1,234.50' (lc_monetary C)
+                src = f"regexp_replace(json_extract_string(r, {key_sql}), '[$,]', '', 'g')"
             else:
                 src = f"json_extract_string(r, {key_sql})"
             inner.append(f"{src} AS c{i}")

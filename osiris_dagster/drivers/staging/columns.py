@@ -89,7 +89,10 @@ def _value(kind: str, ref: str, duck_type: str) -> str:
         return f"from_hex(substr({ref}, 3))"
     if kind == "exact_double":  # a wide decimal: a value a double would round fails
         cast = f"TRY_CAST({ref} AS DOUBLE)"
-        return f"CASE WHEN isnan({cast}) OR {double_holds(ref, cast)} THEN {cast} END"
+        # one past a double's range is cast to infinity: only 'Infinity' may be one
+        finite = f"(isfinite({cast}) OR regexp_matches({ref}, '(?i)inf'))"
+        return (f"CASE WHEN isnan({cast}) OR {finite} AND {double_holds(ref, cast)} "
+                f"THEN {cast} END")
     if kind == "era":
         dated = rf"rtrim(regexp_replace({ref}, '{_BC}', '\1 (BC) \2'))"
         return (f"TRY_CAST(CASE WHEN ends_with({ref}, ' BC') THEN {dated} ELSE {ref} END "
