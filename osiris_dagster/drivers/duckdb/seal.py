@@ -5,10 +5,14 @@ Two layers keep the step sealed:
 
 1. This module: the text must parse as exactly one statement of type SELECT, and every table
    it names (read from DuckDB's parse tree, not from the words) must be one of the step's
-   upstream views or a CTE of the query; it may call only the table functions that make rows
-   from their arguments (`range`, `unnest`, `json_each`, ...): any other one may run SQL text
-   (`query`, `json_execute_serialized_sql`), read a table named by a string (`query_table`,
-   the `histogram` table macros), list the catalog (`duckdb_*`, `SHOW TABLES`) or read files.
+   upstream views or a CTE in scope where it is read (as DuckDB binds CTEs; none named like
+   one of DuckDB's catalog views, which DuckDB reads where the CTE is not in scope); it may
+   call only the table functions that make rows from their arguments (`range`, `unnest`,
+   `json_each`, ...): any other one may run SQL text (`query`, `json_execute_serialized_sql`),
+   read a table named by a string (`query_table`, the `histogram` table macros), list the
+   catalog (`duckdb_*`) or read files; no scalar macro that reads the catalog
+   (`pg_get_viewdef`, ...), no `SHOW TABLES`. Check expressions follow the same rules, over
+   the step's own table only.
 2. The step's connection (``StepContext.seal_sql_access``): DuckDB's ``enable_external_access``
    off (no file, network, ATTACH, INSTALL/LOAD) and ``lock_configuration`` on (no settings
    changes), so what the parse check cannot see is still refused by DuckDB itself.
@@ -34,12 +38,11 @@ _SQL_TEXT_FUNCTIONS = frozenset({"query", "query_table", "json_execute_serialize
                                  "histogram", "histogram_values"})
 _CATALOG_PREFIXES = ("duckdb_", "pragma_", "sqlite_", "pg_", "information_schema")
 _CATALOG_FUNCTIONS = frozenset({"which_secret", "checkpoint", "force_checkpoint"})
-# The table functions a sealed query may call: they make rows from their arguments only. A
-# query calling no other one leaves its DuckDB instance as it found it, so the session's next
-# SQL step may run in that instance (runtime.duckdb_instances). Check expressions are not
-# limited to these; one that calls another table function does not hand its instance on (e.g.
-# register_external_resource_type keeps an entry for the whole instance, which the next step
-# would find: its own registration of the name then fails).
+# The table functions a sealed query or check expression may call: they make rows from their
+# arguments only. SQL calling no other one leaves its DuckDB instance as it found it, so the
+# session's next SQL step may run in that instance (runtime.duckdb_instances); another one
+# might not (register_external_resource_type keeps an entry for the whole instance, which the
+# next step would find: its own registration of the name then fails).
 _ROW_ONLY_TABLE_FUNCTIONS = frozenset({
     "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree",
     "summary", "test_all_types", "test_vector_types", "icu_calendar_names",
