@@ -527,8 +527,9 @@ class _Extraction:
         """SQL: a WHERE that stops the read at a row that may be a line of only spaces and tabs:
         its first field such text, the others NULL. pandas skips such a line (unless
         ``skip_blank_lines: false``), DuckDB makes it a row. The row may also be a real one (a
-        quoted ``" "``, or `` ,,``): the file is then read from a rewrite that tells them apart
-        (:meth:`_recover_or_raise`). Not on a rewrite, which has no such line left."""
+        quoted ``" "``, or `` ,,``): the file is then read from a copy without such lines, made
+        by the record scanner that tells them apart (:meth:`_recover_or_raise`). Not on that
+        copy, which has none left."""
         if not self.opts.skip_blank_lines or self.reader.source_offset is None:
             return ""
         first, *others = (quote_ident(n) for n in self.names)
