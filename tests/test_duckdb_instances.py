@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from osiris_dagster.core.settings import Settings
-from osiris_dagster.drivers.duckdb.seal import leaves_instance_unchanged
+from osiris_dagster.drivers.duckdb.seal import check_query
 from osiris_dagster.runtime import duckdb_instances
 from osiris_dagster.runtime.session import Session
 from osiris_dagster.runtime.workspace import SEALED_SETTINGS, StepWorkspace
@@ -305,7 +305,8 @@ def _sql_step(session: Session, step: str, query: str, upstream: str | None = No
         if upstream:
             ws.add_upstream(upstream, "input_df", (upstream_session or session).location,
                             upstream)
-        ws.seal_sql_access(leaves_instance_unchanged=leaves_instance_unchanged(ws.con, query))
+        check_query(ws.con, query, ["input_df"] if upstream else [])
+        ws.seal_sql_access(leaves_instance_unchanged=True)
         ws.create_output(query)
         rows = ws.con.execute(f"SELECT * FROM {ws.output_relation}").fetchall()
         return ws.con, [*views, *rows]

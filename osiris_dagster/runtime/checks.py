@@ -15,7 +15,6 @@ from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.duckdb.seal import (
     check_expression,
     expression_query,
-    leaves_instance_unchanged,
 )
 
 CHECK_KINDS = ("not_null", "unique", "row_count", "accepted_values", "expression", "freshness")
@@ -81,15 +80,6 @@ def specs_from_config(checks: Mapping[str, Any] | None) -> list[CheckSpec]:
 def run_checks(con: duckdb.DuckDBPyConnection, relation: str, specs: Sequence[CheckSpec]
                ) -> list[CheckOutcome]:
     return [_run_one(con, relation, spec) for spec in specs]
-
-
-def leave_instance_unchanged(con: duckdb.DuckDBPyConnection, relation: str,
-                             specs: Sequence[CheckSpec]) -> bool:
-    """Whether running ``specs`` changes nothing of the DuckDB instance but tables: only an
-    `expression` check holds SQL from the pipeline file, parsed here (not run) for the table
-    functions it calls (``drivers.duckdb.seal.leaves_instance_unchanged``)."""
-    return all(leaves_instance_unchanged(con, _failing_rows_sql(relation, spec))
-               for spec in specs if spec.kind == "expression")
 
 
 def _run_one(con: duckdb.DuckDBPyConnection, relation: str, spec: CheckSpec) -> CheckOutcome:

@@ -52,25 +52,9 @@ _ROW_ONLY_TABLE_FUNCTIONS = frozenset({
 def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> None:
     """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables and
     calls only the table functions that make rows (so it also leaves the DuckDB instance as it
-    found it, see :func:`leaves_instance_unchanged`)."""
+    found it: the session's next SQL step may run in it)."""
     _check_statements(con, query)
     _check_tree(_parse_tree(con, query), visible, con)
-
-
-def leaves_instance_unchanged(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
-    """Whether ``sql`` (one statement, parsed by DuckDB, not run) calls only table functions
-    that return rows and nothing else; False when it cannot tell (it does not parse, or its
-    parse tree is deeper than Python reads)."""
-    try:
-        return _calls_only_row_functions(_parse_tree(con, sql))
-    except Exception:  # noqa: BLE001 - only an advice to reuse an instance: never fail for it
-        return False
-
-
-def _calls_only_row_functions(tree: dict[str, Any]) -> bool:
-    return all(fold(str((node.get("function") or {}).get("function_name") or ""))
-               in _ROW_ONLY_TABLE_FUNCTIONS
-               for node in _nodes(tree) if node.get("type") == "TABLE_FUNCTION")
 
 
 def _check_statements(con: duckdb.DuckDBPyConnection, query: str) -> None:
@@ -365,17 +349,6 @@ def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
                 stack.append((value, inside | {fold(str(item.get("cte_name") or ""))}))
             else:
                 stack.append((value, inside))
-
-
-def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
-    stack = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def first_lines(exc: Exception, n: int = 6) -> str:
