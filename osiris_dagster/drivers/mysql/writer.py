@@ -345,12 +345,11 @@ class _Writer:
         or timestamp outside years 1-9999 (BC, infinity). Run where such a value stopped the
         write (pymysql refuses infinity; Python has no such date), so it costs nothing else."""
         tests = []
-        for name, duck in self.columns:
-            t, ref = duck.upper(), quote_ident(name)
-            if t in ("DOUBLE", "FLOAT"):
-                tests.append((name, f"isinf({ref})"))
-            elif t == "DATE" or t.startswith("TIMESTAMP"):
-                sent = f"timezone('UTC', {ref})" if t == "TIMESTAMP WITH TIME ZONE" else ref
+        for (name, duck), (_, _, sent) in zip(self.columns, self._values(), strict=True):
+            t = duck.upper()
+            if t in ("DOUBLE", "FLOAT"):  # (a FLOAT is sent as its text: test the value)
+                tests.append((name, f"isinf({quote_ident(name)})"))
+            elif t == "DATE" or t.startswith("TIMESTAMP"):  # as sent: a TIMESTAMPTZ in UTC
                 tests.append((name, f"(isinf({sent}) OR year({sent}) NOT BETWEEN 1 AND 9999)"))
         if not tests:
             return
