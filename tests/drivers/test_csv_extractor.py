@@ -257,6 +257,36 @@ def test_rows_read_from_the_copy_without_blank_lines_are_read_as_in_the_file(
     assert extract(path="spaced.csv", comment="#").rows == plain
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_field_of_spaces_before_the_comment_character_keeps_its_row(
+        extract: ExtractFn, data_dir: Path, newline: str) -> None:
+    """DuckDB drops the whole record when a field after a delimiter is spaces and then the
+    comment character (`1, #note`), without an error; pandas reads `1` and a space."""
+    lines = ["c0,c1,c2", "1,x,y", "2, #note", '"q", #note,z', "3,  #", '4,"l1', 'l2", #n',
+             "5,\t#tab", '6," #quoted"', "7,z # inline", "8,  #last"]
+    put(data_dir, "c.csv", newline.join(lines))
+    assert extract(path="c.csv", comment="#").rows == [
+        ("1", "x", "y"), ("2", " ", None), ("q", " ", None), ("3", "  ", None),
+        ("4", "l1" + newline + "l2", " "), ("5", "\t", None),
+        ("6", " #quoted", None), ("7", "z ", None), ("8", "  ", None)]
+    put(data_dir, "t.tsv", "c0\tc1\n1\t #note\n2\tb\n")
+    assert extract(path="t.tsv", delimiter="\t", comment="#").rows == [(1, " "), (2, "b")]
+    # a quote in an inline comment opens no value: the next line is a record of its own
+    put(data_dir, "q.csv", 'c0,c1\nx #c,"l1\nl2",  #z\n3,4\n')
+    assert extract(path="q.csv", comment="#").rows == [("x ", None), ('l2"', "  "), ("3", "4")]
+    # a line of spaces before the comment character stays a comment line (README)
+    put(data_dir, "line.csv", "c0,c1\n  # note\n1, #c\n")
+    assert extract(path="line.csv", comment="#").rows == [(1, " ")]
+
+
+def test_a_line_starting_with_the_comment_character_inside_a_quoted_value_is_data(
+        extract: ExtractFn, data_dir: Path) -> None:
+    """The record scanner took such a line for a comment line and failed the read with
+    'invalid CSV (unexpected end of data)'; DuckDB and pandas read the value."""
+    put(data_dir, "q.csv", 'c0,c1\n1,"x\n#y"\n \n2,"\n  #z"\n')
+    assert extract(path="q.csv", comment="#").rows == [(1, "x\n#y"), (2, "\n  #z")]
+
+
 def test_a_line_of_spaces_past_the_sample_is_skipped(extract: ExtractFn, data_dir: Path) -> None:
     rows = [f"{i},v{i}" for i in range(30_000)]
     rows.insert(25_000, "   ")

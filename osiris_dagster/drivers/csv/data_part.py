@@ -5,10 +5,11 @@ DuckDB and pandas treat them differently. Either copy holds the file's own bytes
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
-from osiris_dagster.drivers.csv.records import Layout, data_records
+from osiris_dagster.drivers.csv.records import Layout, data_records, spaced_comment_start
 from osiris_dagster.drivers.csv.source import CHUNK_BYTES, Source
 
 
@@ -33,6 +34,27 @@ def may_have_blank_lines(source: Source, offset: int) -> bool:
     return False
 
 
+def may_have_spaced_comments(source: Source, offset: int, delimiter: str,
+                             comment: str | None) -> bool:
+    """Cheap byte scan: can the data part hold a field of spaces before the comment character
+    (``1, #note``), a record DuckDB drops whole? (Inside a quoted value it is a false
+    positive, which only costs the rewrite's time.)"""
+    if comment is None or " " in (delimiter, comment):
+        return False
+    delim = delimiter.encode(source.encoding)
+    found = re.compile(re.escape(delim) + b" +" + re.escape(comment.encode(source.encoding)))
+    with source.open() as fh:
+        fh.seek(offset)
+        tail = b""
+        while chunk := fh.read(CHUNK_BYTES):
+            window = tail + chunk
+            if found.search(window):
+                return True
+            kept = window.rstrip(b" ")  # a match may go on in the next chunk
+            tail = window[len(kept) - len(delim):] if kept.endswith(delim) else b""
+    return False
+
+
 def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment: str | None,
                         target: Path, *, keep: bool) -> None:
     """Copy the data part with blank lines made explicit, where DuckDB differs from pandas.
@@ -44,7 +66,9 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     fields; a line of only spaces and tabs stays (a row of that text, for both). Not ``keep``:
     in a one-column file DuckDB reads a blank line as a NULL row where pandas skips it, and a
     line of only spaces and tabs is a row for DuckDB, skipped by pandas: leave both out.
-    Comment lines are left out too (DuckDB skips them).
+    Comment lines are left out too (DuckDB skips them). A record with a field of spaces before
+    the comment character (``1, #note``), which DuckDB would drop, is copied up to that
+    character, as pandas reads it.
     """
     empty_row = (b'""' if layout.width == 1 else  # one empty field: quoted, not a blank line
                  delimiter.encode(source.encoding) * (layout.width - 1))
@@ -54,7 +78,20 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
         for rec in data_records(source, layout, delimiter, comment):
             text = raw.read(rec.end_offset - position)  # the record's own bytes, line end too
             position = rec.end_offset
-            if rec.kind == "data" or (rec.kind == "space" and keep):
+            if rec.kind == "data" and comment is not None and comment.encode(
+                    source.encoding) in text:
+                out.write(_cut_spaced_comment(text, source.encoding, delimiter, comment))
+            elif rec.kind == "data" or (rec.kind == "space" and keep):
                 out.write(text)
             elif rec.kind == "blank" and keep:
                 out.write(empty_row + text)  # text: the blank line's own line end
+
+
+def _cut_spaced_comment(record: bytes, encoding: str, delimiter: str, comment: str) -> bytes:
+    """The record up to a comment character that ends a field of spaces, and its line end."""
+    text = record.decode(encoding)
+    cut = spaced_comment_start(text, delimiter, comment)
+    if cut is None:
+        return record
+    ending = text[len(text.rstrip("\r\n")):]
+    return (text[:cut] + ending).encode(encoding)

@@ -24,8 +24,10 @@ pandas behaviour is reproduced, and where we deliberately differ:
   its ``skip`` cannot step over exactly (blank or comment lines, quoted line breaks), and,
   without the blank lines and lines of only spaces that pandas drops (records found by Python's
   csv module, slower; each copied as its own bytes, so DuckDB reads it as in the file), for
-  ``skip_blank_lines: false`` or a one-column file when a byte scan finds blank lines, and
-  when the read meets a row that may be a line of only spaces (it stops there).
+  ``skip_blank_lines: false`` or a one-column file when a byte scan finds blank lines,
+  when the read meets a row that may be a line of only spaces (it stops there), and with
+  ``comment`` when a byte scan finds a field of spaces before the comment character
+  (``1, #note``: DuckDB drops the record whole; the copy holds it up to that character).
 * **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
   places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
   own line count is short by one per record with a quoted line break before it); otherwise,
@@ -85,6 +87,7 @@ from osiris_dagster.drivers.csv.compression import infer_compression
 from osiris_dagster.drivers.csv.data_part import (
     copy_from_offset,
     may_have_blank_lines,
+    may_have_spaced_comments,
     rewrite_blank_lines,
 )
 from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
@@ -412,14 +415,17 @@ class _Extraction:
 
     def _reader(self, space_lines: bool = False) -> Reader:
         """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
-        a scratch copy of the data part (rewritten when blank lines, or lines of only spaces
-        (``space_lines``: the read found one), need pandas' treatment)."""
+        a scratch copy of the data part (rewritten when blank lines, lines of only spaces
+        (``space_lines``: the read found one) or fields of spaces before the comment character
+        need pandas' treatment)."""
         src, layout, scratch = self.source, self.layout, self.scratch
         path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
         offset: int | None = 0
         keep_blanks = not self.opts.skip_blank_lines
         if space_lines or ((keep_blanks or layout.width == 1) and
-                           may_have_blank_lines(src, layout.data_offset)):
+                           may_have_blank_lines(src, layout.data_offset)) or \
+                may_have_spaced_comments(src, layout.data_offset, self.opts.delimiter,
+                                         self.opts.comment):
             path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)

@@ -54,7 +54,10 @@ class _LineFeed:
 
     csv.reader pulls lines lazily, so after each record ``line``/``offset`` point just past it.
     Comment lines are replaced by an empty line (and counted) so quotes in them cannot confuse
-    the parser; lone CRs (old Mac files) are split into lines like DuckDB does.
+    the parser; only the first line of a record can be one (``record_start``), the others
+    continue a quoted value. An inline comment is cut off the line (a quote in it opens no
+    value, as in DuckDB and pandas). Lone CRs (old Mac files) are split into lines like DuckDB
+    does.
     """
 
     def __init__(self, fh: BinaryIO, source: Source, comment: str | None, line: int,
@@ -69,6 +72,8 @@ class _LineFeed:
         self.offset = offset
         self.comments = 0
         self.text = ""  # the last line fed, as decoded
+        self.record_start = True  # the next line fed starts a record
+        self._quoted = False  # the record's lines fed so far end inside a quoted value
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -80,11 +85,17 @@ class _LineFeed:
         self.line += 1
         self.offset += size
         self.text = text
+        record_start, self.record_start = self.record_start, False
+        if record_start:
+            self._quoted = False
+        if not self._comment:
+            return text
         # DuckDB's comment line: the comment character after spaces (not tabs) only
-        if self._comment and text.lstrip(" ").startswith(self._comment):
+        if record_start and text.lstrip(" ").startswith(self._comment):
             self.comments += 1
             return "\n"
-        return text
+        cut, self._quoted = _comment_start(text, self._comment, self._quoted)
+        return text if cut is None else text[:cut] + text[len(text.rstrip("\r\n")):]
 
     def _read_pieces(self) -> list[tuple[str, int]]:
         raw = self._fh.readline(MAX_LINE_BYTES)
@@ -113,6 +124,19 @@ class _LineFeed:
         return list(zip(pieces, sizes, strict=True))
 
 
+def _comment_start(line: str, comment: str, quoted: bool) -> tuple[int | None, bool]:
+    """The index of the first comment character outside quotes in ``line`` (None if none),
+    and whether the line ends inside a quoted value. ``quoted``: whether it starts inside one.
+    Every quote toggles (a doubled quote twice), so the state is the parity of quotes."""
+    start = 0
+    while (found := line.find(comment, start)) >= 0:
+        quoted ^= line.count('"', start, found) % 2 == 1
+        if not quoted:
+            return found, False
+        start = found + 1
+    return None, quoted ^ (line.count('"', start) % 2 == 1)
+
+
 def iter_records(source: Source, delimiter: str, comment: str | None, *, offset: int = 0,
                  line: int = 1) -> Iterator[Record]:
     """Parse the source (from a record boundary) the way DuckDB's strict RFC-4180 reader does."""
@@ -124,6 +148,7 @@ def iter_records(source: Source, delimiter: str, comment: str | None, *, offset:
                             strict=True)
         while True:
             first, comments = feed.line + 1, feed.comments
+            feed.record_start = True
             try:
                 fields = next(reader)
             except StopIteration:
@@ -140,6 +165,36 @@ def iter_records(source: Source, delimiter: str, comment: str | None, *, offset:
                     feed.text.rstrip("\r\n") == fields[0]:
                 kind = "space"
             yield Record(fields, first, max(first, feed.line), feed.offset, kind)
+
+
+def spaced_comment_start(text: str, delimiter: str, comment: str) -> int | None:
+    """Where a record's text has a field, after a delimiter, of only spaces and then the
+    comment character outside quotes (``1, #note``): the index of that comment character.
+
+    DuckDB drops such a record whole, without an error; pandas reads the field as its spaces
+    and ends the line at the comment character. None where the first comment character outside
+    quotes is elsewhere, or there is none. A quote opens a value at a field's start, also after
+    spaces (DuckDB's reading)."""
+    quoted, first_field, spaces_only = False, True, True
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quoted:
+            if char == '"':
+                if text.startswith('"', i + 1):
+                    i += 1
+                else:
+                    quoted = False
+        elif char == comment:
+            return None if first_field or not spaces_only else i
+        elif char == delimiter:
+            first_field, spaces_only = False, True
+        elif char == '"' and spaces_only:
+            quoted, spaces_only = True, False
+        elif char != " ":
+            spaces_only = False
+        i += 1
+    return None
 
 
 def _only_spaces(value: str) -> bool:
