@@ -393,3 +393,34 @@ def test_the_cli_runs_a_parameter_without_default_given_with_param(tmp_path, mon
     assert main(["run", "p.yaml", "--sessions-dir", "s", "--param", "region=EU"]) == 0
     assert main(["run", "p.yaml", "--sessions-dir", "s"]) != 0
     assert "unresolved parameter 'region'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "value", "rendered"), [
+    ("limit", 2.0, "LIMIT 2"), ("ratio", 2, "2.0 AS r"),
+    ("ratio", 2**53, "9007199254740992.0 AS r"),
+])
+def test_a_value_that_is_not_text_gets_its_parameter_type(tmp_path, name, value, rendered):
+    """A run config's or profile's value was used as given (2.5 for an int parameter ran)."""
+    result = run(tmp_path, NO_PROFILES, params={name: value})
+    assert rendered in cfg(result, "stats")["query"]
+    if name == "limit":
+        assert type(cfg(result)["limit"]) is int
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("limit", 2.5), ("limit", True), ("limit", [1]), ("ratio", True), ("ratio", 2**53 + 1),
+    ("flag", 1), ("flag", 0.0),
+])
+def test_a_value_its_parameter_type_cannot_hold_is_an_error(tmp_path, name, value):
+    result = run(tmp_path, NO_PROFILES, params={name: value})
+    assert [d.line for d in result.errors] == [PIPELINE.splitlines().index(
+        next(line for line in PIPELINE.splitlines() if line.startswith(f"  {name}:"))) + 1]
+    assert f"parameter '{name}' expects" in result.errors[0].message
+    assert repr(value) in result.errors[0].message
+
+
+def test_a_profile_value_its_parameter_type_cannot_hold_is_an_error(tmp_path):
+    text = PIPELINE.replace("      limit: 1000", "      limit: 10.5")
+    result = run(tmp_path, text, profile="prod")
+    assert ["expects int, got 10.5 (float) from profile 'prod'" in d.message
+            for d in result.errors] == [True]

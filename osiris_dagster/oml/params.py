@@ -65,9 +65,14 @@ def declared_params(doc: Mapping[str, Any], out: Collector) -> dict[str, ParamSp
 
 
 def coerce(spec: ParamSpec | None, value: Any, source: str) -> Any:
-    """Give a string value from the environment or the CLI the parameter's type."""
-    if spec is None or spec.type is None or not isinstance(value, str) or spec.type is str:
+    """Give a value the parameter's type: a string from the environment or the CLI is parsed,
+    another value (a profile's, the run config's) is kept where the type holds it exactly
+    (``2`` as float is ``2.0``, ``2.0`` as int is ``2``) and refused otherwise (``2.5`` or
+    ``true`` for an int)."""
+    if spec is None or spec.type is None or value is None or spec.type is str:
         return value
+    if not isinstance(value, str):
+        return _typed(spec, value, source)
     try:
         if spec.type is bool:
             low = value.strip().lower()
@@ -84,6 +89,26 @@ def coerce(spec: ParamSpec | None, value: Any, source: str) -> Any:
         raise ValueError(f"parameter '{spec.name}' expects {spec.type.__name__}, got {value!r} "
                          f"from {source}") from None
     return value
+
+
+def _typed(spec: ParamSpec, value: Any, source: str) -> Any:
+    """A value that is not a string as the parameter's type, exactly, or a ValueError."""
+    kind = spec.type
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is float and isinstance(value, float):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool) and \
+            abs(value) <= 2**53:  # beyond, a double may not hold the integer
+        return float(value)
+    if kind not in (bool, int, float):
+        return value
+    raise ValueError(f"parameter '{spec.name}' expects {kind.__name__}, got {value!r} "
+                     f"({type(value).__name__}) from {source}")
 
 
 def effective_values(
