@@ -230,18 +230,26 @@ def first_misfit(con: duckdb.DuckDBPyConnection, relation: str, checks: Sequence
 def check_values_fit(con: duckdb.DuckDBPyConnection, relation: str,
                      values: Sequence[tuple[str, str, str]],
                      targets: Mapping[str, TargetColumn], *, who: str, table: str,
-                     database: str, alter: str) -> None:
+                     database: str, alter: str, created: bool = False) -> None:
     """Raise a DriverError naming the first value of ``relation`` that its target column
     would change (see :func:`fit_checks`); ``who`` starts the message (component and step),
-    ``alter`` shows how to widen a column (``{column}`` is replaced by the quoted name)."""
+    ``alter`` shows how to widen a column (``{column}`` is replaced by the quoted name).
+    ``created``: the writer has just created the table (its caller removes it again), so the
+    advice is to create it beforehand, not to widen it."""
     misfit = first_misfit(con, relation, fit_checks(values, targets))
     if misfit is None:
         return
     check, value = misfit
     t = check.target
+    if created:
+        where = f"the column {t.name!r} ({t.column_type}) this writer created in {table}"
+        advice = ("Nothing was written, and the table it created is gone again. Create the "
+                  "table beforehand with a column that holds the value")
+    else:
+        where = f"column {t.name!r} ({t.column_type}) of {table}"
+        advice = ("Nothing was written. Widen the target column "
+                  f"({alter.format(column=t.name)})")
     raise DriverError(
-        f"{who}: column '{check.column}' holds {value!r}, which column {t.name!r} "
-        f"({t.column_type}) of {table} cannot hold exactly: {database} would store it "
-        f"{check.change}, without an error. Nothing was written. Widen the target column "
-        f"({alter.format(column=t.name)}), or round or cast the value in an upstream step "
-        "if the change is wanted.")
+        f"{who}: column '{check.column}' holds {value!r}, which {where} cannot hold exactly: "
+        f"{database} would store it {check.change}, without an error. {advice}, or round or "
+        "cast the value in an upstream step if the change is wanted.")

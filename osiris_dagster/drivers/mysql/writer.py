@@ -335,7 +335,8 @@ class _Writer:
             check_values_fit(self.ctx.con, self.relation, self._values(),
                              {name: self.targets[name.lower()] for name, _ in self.columns},
                              who=f"{COMPONENT} step '{self.ctx.step_id}'", table=self.label,
-                             database="MySQL", alter="ALTER TABLE ... MODIFY `{column}` ...")
+                             database="MySQL", alter="ALTER TABLE ... MODIFY `{column}` ...",
+                             created=self.created)
         except DriverError:
             self._refuse_unstorable()  # the plainer reason, when a value is one MySQL lacks
             raise

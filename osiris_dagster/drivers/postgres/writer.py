@@ -284,7 +284,8 @@ class _SqlWrite:
             # the new columns are targets too (a TIMESTAMP_NS into timestamp would be rounded);
             # a misfit rolls the creation back with the rest
             cur.execute(_TARGET_COLUMNS_SQL, (opts.schema, opts.table))
-            self._check_values_fit({str(r[0]): str(r[1]) for r in cur.fetchall()})
+            self._check_values_fit({str(r[0]): str(r[1]) for r in cur.fetchall()},
+                                   created=True)
         else:
             if existing[0][3] not in ("r", "p"):
                 raise DriverError(f"{COMPONENT} step '{self.ctx.step_id}': {self.label} on "
@@ -315,9 +316,10 @@ class _SqlWrite:
                     f"ON CONFLICT ({', '.join(keys)}) {action}")
         return rows
 
-    def _check_values_fit(self, formatted: Mapping[str, str]) -> None:
+    def _check_values_fit(self, formatted: Mapping[str, str], created: bool = False) -> None:
         """Fail, before anything is written, on a value PostgreSQL would store changed without
-        an error (see :mod:`osiris_dagster.drivers.target_fit`)."""
+        an error (see :mod:`osiris_dagster.drivers.target_fit`); ``created``: the table is new
+        (its creation rolls back with the failure)."""
         targets = {name: pg_target_column(self.target_names[name],
                                           formatted[self.target_names[name]])
                    for name, _ in self.columns}
@@ -325,7 +327,8 @@ class _SqlWrite:
                          [(name, duck, quote_ident(name)) for name, duck in self.columns],
                          targets, who=f"{COMPONENT} step '{self.ctx.step_id}'",
                          table=self.label, database="PostgreSQL",
-                         alter='ALTER TABLE ... ALTER COLUMN "{column}" TYPE ...')
+                         alter='ALTER TABLE ... ALTER COLUMN "{column}" TYPE ...',
+                         created=created)
 
     def _map_columns(self, existing: list[tuple[str, str]]) -> None:
         exact = {n: n for n, _ in existing}
