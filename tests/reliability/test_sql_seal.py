@@ -159,6 +159,12 @@ CASES = [
          "SELECT max(i) AS n FROM r", 0, rows=[["n"], ["3"]]),
     Case("row-functions-work", "SELECT r.range AS n, u.unnest AS u FROM range(1) r, "
          "unnest(['a']) u", 0, rows=[["n", "u"], ["0", "a"]]),
+    # DuckDB's summary() spins without end when its argument is not a subquery
+    Case("summary-of-a-bare-name-spins", "SELECT * FROM summary(input_df)", 2,
+         ("step 'query'", "refused", "summary()", "subquery")),
+    Case("summary-of-a-subquery-works",
+         "SELECT count(*) AS n FROM summary((SELECT id FROM input_df))", 0,
+         rows=[["n"], ["2"]]),
     # only table functions that make rows: one that reads files is refused before the run, even
     # inside a subquery (DuckDB's own settings would refuse it too: the test below)
     Case("read-system-file", "SELECT * FROM input_df WHERE (SELECT count(*) FROM "

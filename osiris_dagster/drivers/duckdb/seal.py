@@ -304,6 +304,10 @@ def _check_table(node: dict[str, Any], allowed: set[str], shown: str, expression
 def _check_table_function(node: dict[str, Any], shown: str, expression: bool) -> None:
     function = node.get("function") or {}
     name = fold(str(function.get("function_name") or ""))
+    if name == "summary" and not all(arg.get("class") == "SUBQUERY"
+                                      for arg in _arguments(function)):
+        raise DriverError("refused: summary() takes a subquery, summary((SELECT ... FROM "
+                          "view)); given anything else DuckDB runs without end")
     if name in _ROW_ONLY_TABLE_FUNCTIONS:
         return
     allowed = ", ".join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))
@@ -319,6 +323,14 @@ def _check_table_function(node: dict[str, Any], shown: str, expression: bool) ->
         f"refused: table function {name}() is not one a duckdb.processor query may call; it "
         f"reads its upstream views (tables visible: {shown}) and may call only {allowed}. "
         "Read files with filesystem.csv_extractor")
+
+
+def _arguments(function: dict[str, Any]) -> list[dict[str, Any]]:
+    """A function node's argument expressions (``children`` before DuckDB 2.0, ``arguments``
+    with a name and an expression since)."""
+    if "arguments" in function:
+        return [arg.get("expression") or {} for arg in function["arguments"] or []]
+    return list(function.get("children") or [])
 
 
 def _scoped_nodes(tree: Any) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
