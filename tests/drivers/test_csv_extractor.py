@@ -110,6 +110,17 @@ def test_type_contradicted_after_the_sample_is_resniffed(extract: ExtractFn,
     assert len(table.rows) == 25_001
 
 
+def test_empty_fields_past_the_header_are_dropped_others_fail(extract: ExtractFn,
+                                                              data_dir: Path) -> None:
+    """README: a trailing delimiter (empty or NA fields past the header) is dropped; a value
+    there fails naming the line."""
+    put(data_dir, "t.csv", 'a,b\n1,2,\n3,4,,NA,""\n5,6\n')
+    assert extract(path="t.csv").rows == [(1, 2), (3, 4), (5, 6)]
+    put(data_dir, "v.csv", "a,b\n1,2,\n3,4, \n")
+    with pytest.raises(DriverError, match="line 3 has 3 fields but the header has 2"):
+        extract(path="v.csv")
+
+
 def test_old_mac_cr_line_endings(extract: ExtractFn, data_dir: Path) -> None:
     put(data_dir, "cr.csv", "# note\ra,b\r1,x\r2,y\r")
     assert extract(path="cr.csv", comment="#").rows == [(1, "x"), (2, "y")]

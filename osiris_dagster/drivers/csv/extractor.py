@@ -17,7 +17,9 @@ pandas behaviour is reproduced, and where we deliberately differ:
   DuckDB identifiers are case-insensitive, so a name equal to an earlier one ignoring case also
   gets a ``.N`` suffix (pandas would keep ``a`` and ``A``). DuckDB then reads only the data part.
 * **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
-  header is an error naming its physical line. Blank lines are skipped (``skip_blank_lines:
+  header is an error naming its physical line, unless the fields past the header are empty
+  or NA markers (a trailing delimiter, ``1,2,``: DuckDB drops them; pandas would take the first
+  column as the index). Blank lines are skipped (``skip_blank_lines:
   false`` turns them into all-NULL rows), and so are lines of only spaces and tabs (with
   ``skip_blank_lines: false`` a row of that text), which DuckDB reads as rows. Where DuckDB
   would differ, it reads a scratch copy of the data part instead of the file: after a preamble
