@@ -1126,3 +1126,21 @@ def test_sql_writer_commit_without_answer_is_reported_as_unknown(
         harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_commit")
     assert "rolled back" in str(info.value) and "may or may not" not in str(info.value)
     assert _rows(pg, "s_commit") == [(1, "taken", 0)]
+
+
+def test_floats_keep_their_sign_and_digits_on_both_channels(pg: PgTarget, rest: PostgrestFake,
+                                                            harness: Harness) -> None:
+    """PostgREST sends -0 as the JSON number -0, which DuckDB's JSON reads as the integer 0:
+    the REST channel gave 0.0 for -0.0."""
+    t = pg.table("s_float")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, d float8, r real, ds float8[])",
+               f"INSERT INTO {t} VALUES (1, '-0', '-0', ARRAY['-0', '0.1']::float8[]), "
+               "(2, '0.1', '0.1', NULL), (3, '1e308', '3.4e38', NULL), "
+               "(4, 'NaN', 'Infinity', ARRAY['-Infinity', 'NaN']::float8[]), "
+               "(5, '2.2250738585072014e-308', '-1.17549435e-38', NULL), (6, NULL, NULL, NULL)")
+    select = "d::VARCHAR, r::VARCHAR, ds::VARCHAR, signbit(d), signbit(r)"
+    expected = _as_text(harness, pg.connection(), select, schema=pg.schema, table="s_float")
+    assert expected[0] == ("-0.0", "-0.0", "[-0.0, 0.1]", True, True)
+    assert _as_text(harness, _rest_conn(rest), select, schema=pg.schema,
+                    table="s_float") == expected

@@ -453,20 +453,22 @@ def rest_type(fmt: str) -> PgType:
 
 
 def _pg_numeric_array_json(text: str) -> str:
-    """SQL: PostgreSQL's text of a one-dimensional numeric array ('{1.10,NULL}') as a JSON
-    array of the elements' texts (["1.10",null]); any other text is passed on, and fails as
-    an array (a nested one, say)."""
+    """SQL: PostgreSQL's text of a one-dimensional numeric or float array ('{1.10,NULL}',
+    '{-0,NaN}': elements never quoted) as a JSON array of the elements' texts
+    (["1.10",null]); any other text is passed on, and fails as an array (a nested one, say)."""
     elements = f"string_split(substr({text}, 2, length({text}) - 2), ',')"
     return (f"CASE WHEN {text} = '{{}}' THEN '[]' WHEN regexp_full_match({text}, "
             f"'\\{{[^{{}}\"]*\\}}') THEN CAST(to_json(list_transform({elements}, "
             f"lambda e: nullif(e, 'NULL'))) AS VARCHAR) ELSE {text} END")
 
 
-# Types asked of PostgREST as their text (numeric[] too, see _pg_numeric_array_json): DuckDB's
-# JSON functions re-print a number as a double (0.12345678901234567890 -> 0.12345678901234568),
-# in a numeric column and inside a json/jsonb document alike; a JSON string keeps every
-# character.
-_REST_AS_TEXT = ("numeric", "money", "json", "jsonb")
+# Types asked of PostgREST as their text (arrays of _REST_ARRAYS_AS_TEXT too, see
+# _pg_numeric_array_json): DuckDB's JSON functions re-print a number as a double
+# (0.12345678901234567890 -> 0.12345678901234568), in a numeric column and inside a json/jsonb
+# document alike, and read the JSON number -0 as the integer 0 (a float's sign lost); a JSON
+# string keeps every character.
+_REST_AS_TEXT = ("numeric", "money", "json", "jsonb", "float4", "float8")
+_REST_ARRAYS_AS_TEXT = ("numeric", "float4", "float8")  # elements never quoted in the text
 
 
 class _RestRead:
@@ -533,8 +535,8 @@ class _RestRead:
             parts = []
             for n in names:
                 t = types.get(n) if types else None
-                as_text = t is not None and (t.name in _REST_AS_TEXT or
-                                             t.category == "A" and t.element == "numeric")
+                as_text = t is not None and (t.name in _REST_AS_TEXT or t.category == "A"
+                                             and t.element in _REST_ARRAYS_AS_TEXT)
                 if as_text:
                     self.as_text.add(n)
                 parts.append(f"{n}::text" if as_text else n)
@@ -608,7 +610,7 @@ class _RestRead:
             key_sql = quote_literal(key)
             if (duck == "JSON" or kind == "json_cast") and name not in self.as_text:
                 src = f"nullif(CAST(json_extract(r, {key_sql}) AS VARCHAR), 'null')"
-            elif kind == "json_cast":  # numeric[] as PostgreSQL's text: '{1.10,NULL}'
+            elif kind == "json_cast":  # numeric[], float8[] as PostgreSQL's text: '{1.10,NULL}'
                 src = _pg_numeric_array_json(f"json_extract_string(r, {key_sql})")
             elif t.name == "money" and name in self.as_text:  # '-$1,234.50' (lc_monetary C)
                 src = f"regexp_replace(json_extract_string(r, {key_sql}), '[$,]', '', 'g')"
