@@ -116,7 +116,7 @@ connections:
     bad: {{endpoint: "{graphql_url}/nope", auth_token: "${{GQL_TOKEN}}"}}
   posthog:
     main: {{api_key: "${{POSTHOG_KEY}}", project_id: "1", region: self_hosted,
-           custom_base_url: "http://127.0.0.1:1"}}
+           custom_base_url: "http://127.0.0.1:1", max_retries: 1}}
 """)
     expected = {"mysql_ok": 0, "graphql_ok": 0}
     output = ""
