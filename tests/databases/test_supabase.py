@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -1144,3 +1145,57 @@ def test_floats_keep_their_sign_and_digits_on_both_channels(pg: PgTarget, rest: 
     assert expected[0] == ("-0.0", "-0.0", "[-0.0, 0.1]", True, True)
     assert _as_text(harness, _rest_conn(rest), select, schema=pg.schema,
                     table="s_float") == expected
+
+
+@pytest.mark.parametrize(("column", "value", "says"), [
+    ("amount", "0.12345678901234567890", "holds the JSON number 0.12345678901234567890, which "
+                                         "DuckDB's JSON reader would make 0.12345678901234568"),
+    ("big", "100000000000000000001", "holds the JSON number 100000000000000000001"),
+    ("f", "'-0'", "holds the JSON number -0, which DuckDB's JSON reader would make 0"),
+    ("doc", """'{"a": [1, 0.12345678901234567890]}'""", "holds the JSON number 0.1234567890"),
+    ("arr", "ARRAY[0.12345678901234567890]", "holds the JSON number 0.12345678901234567890"),
+    ("amount", "9007199254740993", "holds '9007199254740993', which the type its JSON values "
+                                   "give it cannot hold exactly"),
+])
+def test_rest_without_the_api_description_refuses_numbers_it_would_change(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness, column: str, value: str,
+        says: str) -> None:
+    """Without the API description the REST channel cannot ask for numbers as text, and
+    DuckDB's JSON reader keeps a double's digits only: such values were rounded (0.1234... to
+    0.12345678901234568, 100000000000000000001 to 1e+20, inside documents too) and -0 lost its
+    sign, without an error. Values a double holds still pass."""
+    t = pg.table("r_nums")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, amount numeric, big numeric, f float8, "
+               "doc jsonb, arr numeric[])",
+               f"INSERT INTO {t} VALUES (1, 1.10, 100000000000000000000, 0.5, "
+               """'{"a": 0.1}', ARRAY[1.10]), (2, 1.5, 2, 0.1, NULL, NULL)""")
+    rest.openapi = False
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_nums", order="id")
+    assert out.rows == [(1, 1.1, 1e20, 0.5, '{"a":0.1}', "[1.1]"),
+                        (2, 1.5, 2.0, 0.1, None, None)]
+    pg.execute(f"UPDATE {t} SET {column} = {value} WHERE id = 2")
+    with pytest.raises(DriverError, match=re.escape(says)) as info:
+        harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                        table="r_nums", order="id")
+    assert f"column '{column}'" in str(info.value)
+    if "JSON number" in says:
+        assert "(row 2)" in str(info.value) and "API description" in str(info.value)
+
+
+def test_rest_jsonb_array_numbers_a_double_would_change_fail(pg: PgTarget, rest: PostgrestFake,
+                                                             harness: Harness) -> None:
+    """jsonb[] comes as JSON (the API cannot ask for its elements as text); a number in it
+    that DuckDB's JSON reader would round was rounded without an error."""
+    t = pg.table("r_jarr")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, j jsonb[])",
+               f"""INSERT INTO {t} VALUES (1, ARRAY['{{"x": 1.5}}'::jsonb])""")
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_jarr")
+    assert out.rows == [(1, '[{"x":1.5}]')]
+    pg.execute(f"""UPDATE {t} SET j = ARRAY['{{"y": 0.12345678901234567890}}'::jsonb]""")
+    with pytest.raises(DriverError, match=r"column 'j' \(row 1\) holds the JSON number "
+                                          r"0\.12345678901234567890.*Its type \(jsonb\[\]\)"):
+        harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                        table="r_jarr")

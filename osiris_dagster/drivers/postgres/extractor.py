@@ -43,11 +43,14 @@ the server (arrays as JSON) and cast by DuckDB while it builds the table from Ar
 same retries (reads are
 idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are collected as JSON
 rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
-``create_output``. Types come from the API's OpenAPI description (numeric, numeric[] and
-json/jsonb columns are requested as ``::text`` so no digit is lost); if it is not available,
-from the JSON values themselves (numbers -> BIGINT/DOUBLE, strings -> VARCHAR, objects/arrays ->
-JSON: numbers in them then pass through DuckDB's JSON functions, which keep a double's digits
-only, as do those in jsonb[] arrays). Without an ``order``, pages of a table
+``create_output``. Types come from the API's OpenAPI description (numeric, float, their
+arrays, and json/jsonb columns are requested as ``::text`` so no digit is lost); if it is not
+available, from the JSON values themselves (integers -> BIGINT, other numbers -> DOUBLE where a
+double holds each value, strings -> VARCHAR, objects/arrays -> JSON). DuckDB's JSON reader keeps
+a number as a 64-bit integer or a double; a JSON number it would change (more digits than a
+double holds, in a column or inside a document or a jsonb[] array; a float ``-0``) fails the
+step naming the column, row and value
+(:mod:`json_numbers <osiris_dagster.drivers.json_numbers>`). Without an ``order``, pages of a table
 that changes while it is read may overlap or skip rows: give ``order`` a unique column for stable
 paging.
 """
@@ -66,6 +69,7 @@ from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.identifiers import pg_ident, unique_names
+from osiris_dagster.drivers.json_numbers import ChangedNumber, first_changed_number
 from osiris_dagster.drivers.options import name_list, positive_int, positive_seconds, required_text
 from osiris_dagster.drivers.postgres.catalog import PG_TYPES_SQL, table_columns_sql
 from osiris_dagster.drivers.postgres.connection import (
@@ -480,6 +484,7 @@ class _RestRead:
         self.label = f"{opts.schema}.{opts.table}"
         self.staging = f"__osiris_rest_rows_{ctx.output_table}"
         self.as_text: set[str] = set()  # columns asked for as their text (_REST_AS_TEXT)
+        self.described = True  # the types come from the API description, not from values
 
     def run(self) -> int:
         http = PostgrestClient(self.ctx, self.rest, component=COMPONENT,
@@ -489,6 +494,7 @@ class _RestRead:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {staging} (r JSON)")
         try:
             types = self._openapi_types(http)
+            self.described = types is not None
             fetched = self._fetch_pages(http, types, staging)
             columns = self._columns(types, staging)
             if not columns:
@@ -564,6 +570,9 @@ class _RestRead:
                                      f"{offset + opts.page_size})")
             text = resp.text
             n = int(scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
+            changed = first_changed_number(text) if n else None
+            if changed is not None:
+                raise self._changed_number_error(changed, offset, types)
             if n:
                 self.ctx.con.execute(
                     f"INSERT INTO {staging} SELECT unnest(json_extract(?::JSON, '$[*]'))",
@@ -575,6 +584,28 @@ class _RestRead:
             offset += n
         progress.done()
         return total
+
+    def _changed_number_error(self, changed: ChangedNumber, offset: int,
+                              types: Mapping[str, PgType] | None) -> DriverError:
+        """A JSON number of a page that DuckDB's JSON reader would change (see
+        :mod:`osiris_dagster.drivers.json_numbers`): fail naming it, its column and row."""
+        row, column = (changed.path + (None, None))[:2]
+        where = f"column '{column}'" if isinstance(column, str) else "a value"
+        if isinstance(row, int):
+            where += f" (row {offset + row + 1})"
+        t = types.get(column) if types and isinstance(column, str) else None
+        if types is None:
+            why = ("The API description (GET /rest/v1/) was not available, so numeric and "
+                   "float columns could not be asked for as text: make it available to this "
+                   "key, or read the column from a view that casts it to text.")
+        else:
+            why = (f"Its type ({t.display or t.name if t else 'unknown'}) comes as JSON, "
+                   "numbers included: read it from a view that casts it to text.")
+        return DriverError(
+            f"{COMPONENT} step '{self.ctx.step_id}' ({self.label} at {self.rest.host}): "
+            f"{where} holds the JSON number {changed.text}, which DuckDB's JSON reader would "
+            f"make {changed.read_as} (it keeps a number as a 64-bit integer or a double). "
+            f"Nothing was kept. {why}")
 
     def _columns(self, types: Mapping[str, PgType] | None,
                  staging: str) -> list[tuple[str, PgType]]:
@@ -589,12 +620,15 @@ class _RestRead:
         shape = json.loads(structure)
         if not isinstance(shape, dict):
             return []
-        inferred = {"BIGINT": "int8", "UBIGINT": "int8", "DOUBLE": "float8",
-                    "BOOLEAN": "bool", "VARCHAR": "text", "NULL": "text"}
+        inferred = {"BIGINT": "int8", "UBIGINT": "int8", "BOOLEAN": "bool", "VARCHAR": "text",
+                    "NULL": "text"}
         out = []
         for name in names or list(shape):
             kind = shape.get(name)
-            if isinstance(kind, str) and kind in inferred:
+            if kind == "DOUBLE":  # numbers, some not integers: an integer a double would
+                # round (9007199254740993 beside 1.5) fails, as an unconstrained numeric does
+                t = PgType("numeric", "N", display="number (no API description)")
+            elif isinstance(kind, str) and kind in inferred:
                 t = PgType(inferred[kind], "")
             else:
                 t = PgType("jsonb", "U")
@@ -628,10 +662,15 @@ class _RestRead:
             problem = value_problem(exc)
             if problem is None:
                 raise
+            if self.described:
+                why = "which does not match its type in the API description."
+            else:
+                why = ("which the type its JSON values give it cannot hold exactly (without "
+                       "the API description; read the column from a view that casts it to "
+                       "text).")
             raise DriverError(
                 f"{COMPONENT} step '{self.ctx.step_id}' ({self.label} at {self.rest.host}): "
-                f"column '{problem.column}' holds {problem.value!r}, which does not match its "
-                "type in the API description.") from None
+                f"column '{problem.column}' holds {problem.value!r}, {why}") from None
 
 
 def _rest_filter(value: Any) -> str:
