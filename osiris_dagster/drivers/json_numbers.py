@@ -36,15 +36,15 @@ def first_changed_number(document: str) -> ChangedNumber | None:
     def on_float(text: str) -> float:
         # at most 15 characters without an exponent: at most 15 digits between 1e-14 and
         # 1e15, which a double holds
-        if len(text) > 15 or "e" in text or "E" in text:
-            if not found and (read_as := _float_read_as(text)) is not None:
-                found.append((text, read_as))
+        maybe = len(text) > 15 or "e" in text or "E" in text
+        if maybe and not found and (read_as := _float_read_as(text)) is not None:
+            found.append((text, read_as))
         return 0.0
 
     def on_int(text: str) -> int:
-        if len(text) > 18 or text == "-0":  # 18 digits: within 64 bits
-            if not found and (read_as := _int_read_as(text)) is not None:
-                found.append((text, read_as))
+        maybe = len(text) > 18 or text == "-0"  # 18 digits: within 64 bits
+        if maybe and not found and (read_as := _int_read_as(text)) is not None:
+            found.append((text, read_as))
         return 0
 
     json.loads(document, parse_float=on_float, parse_int=on_int)

@@ -7,7 +7,9 @@ PostgREST does (rows come back through ``json_agg``, inserts go through
 
 Implemented:
 
-* ``GET /rest/v1/`` -- OpenAPI-style ``definitions`` (column ``format`` = ``format_type()``);
+* ``GET /rest/v1/`` -- OpenAPI-style ``definitions``; a column's ``format`` is PostgREST's
+  ``data_type``: ``format_type()`` without the type modifier for built-in types (``numeric``,
+  not ``numeric(10,2)``; a domain over one gives that type), with it for other types;
   ``openapi=False`` makes it answer 404, as a locked-down project does.
 * ``GET /rest/v1/<table>``: ``select`` (``*``, ``a,b``, ``col::type``), filters
   ``eq neq gt gte lt lte like ilike is in`` and ``not.<op>``, ``order``
@@ -186,6 +188,23 @@ class PostgrestFake:
         return {str(n): str(t) for n, t in cur.fetchall()}
 
     @staticmethod
+    def openapi_formats(cur: psycopg.Cursor, schema: str, table: str) -> dict[str, str]:
+        """Each column's ``format`` as PostgREST's OpenAPI output gives it (its schema cache's
+        ``data_type``: built-in types, and domains over them, without their modifier)."""
+        cur.execute(
+            "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN CASE WHEN bn.nspname = "
+            "'pg_catalog' THEN format_type(t.typbasetype, NULL) ELSE format_type(a.atttypid, "
+            "a.atttypmod) END WHEN tn.nspname = 'pg_catalog' THEN format_type(a.atttypid, NULL) "
+            "ELSE format_type(a.atttypid, a.atttypmod) END FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
+            "LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype "
+            "LEFT JOIN pg_namespace bn ON bn.oid = b.typnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+            "AND c.relkind IN ('r', 'p', 'v') ORDER BY a.attnum", (schema, table))
+        return {str(n): str(t) for n, t in cur.fetchall()}
+
+    @staticmethod
     def primary_key(cur: psycopg.Cursor, schema: str, table: str) -> list[str]:
         cur.execute(
             "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
@@ -310,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
             tables = [r[0] for r in cur.fetchall()]
             definitions = {}
             for t in tables:
-                cols = fake.columns(cur, schema, t)
+                cols = fake.openapi_formats(cur, schema, t)
                 definitions[t] = {"type": "object", "properties": {
                     c: {"format": fmt, "type": _json_type(fmt)} for c, fmt in cols.items()}}
         self._send(200, {"swagger": "2.0", "definitions": definitions})

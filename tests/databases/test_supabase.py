@@ -240,7 +240,8 @@ def test_rest_channel_pipeline_through_dagster(
     mats = materialisations(result)
     schema = {c.name: c.type for c in
               mats["supabase-rest-copy/read-films"]["dagster/column_schema"].schema.columns}
-    assert schema == {"id": "INTEGER", "title": "VARCHAR", "price": "DECIMAL(8,2)",
+    # PostgREST's API description says `numeric` for numeric(8,2): the values decide
+    assert schema == {"id": "INTEGER", "title": "VARCHAR", "price": "DECIMAL(7,2)",
                       "released": "DATE", "tags": "VARCHAR[]"}
     assert all(REST_KEY not in p.read_text(errors="replace") for p in session.rglob("*")
                if p.is_file())
@@ -838,20 +839,52 @@ def test_rest_extractor_keeps_json_numbers_exactly(pg: PgTarget, rest: Postgrest
 def test_rest_extractor_keeps_numeric_array_elements_exactly(
         pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
     """numeric[] elements passed through DuckDB's JSON as doubles: 0.12345678901234567890 in a
-    numeric(30,20)[] came out as 0.12345678901234568000. They are now asked for as text."""
+    numeric(30,20)[] came out as 0.12345678901234568000. They are now asked for as text, and
+    (the API description gives no precision) typed from their values."""
     t = pg.table("r_numarr")
     pg.execute(f"DROP TABLE IF EXISTS {t}",
                f"CREATE TABLE {t} (id int PRIMARY KEY, v numeric(30,20)[], w numeric[])",
                f"INSERT INTO {t} VALUES (1, ARRAY[0.12345678901234567890, NULL], "
                "ARRAY[1.10, -2]), (2, '{}', NULL), (3, NULL, ARRAY[9007199254740993])")
-    with pytest.raises(DriverError, match="column 'w' holds"):  # a double would round it
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_numarr", order="id")
+    assert out.types["v"] == "DECIMAL(21,20)[]" and out.types["w"] == "DECIMAL(18,2)[]"
+    assert out.rows == [(1, [Decimal("0.12345678901234567890"), None],
+                         [Decimal("1.10"), Decimal(-2)]),
+                        (2, [], None), (3, None, [Decimal(9007199254740993)])]
+    # 42 digits are more than a DECIMAL holds: DOUBLE, which refuses what it would round
+    pg.execute(f"INSERT INTO {t} VALUES (4, NULL, ARRAY[1e-30, 123456789012])")
+    with pytest.raises(DriverError, match="column 'w' holds"):
         harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                         table="r_numarr", order="id")
     out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
-                          table="r_numarr", order="id", filter={"id": [1, 2]})
-    assert out.types["v"] == "DECIMAL(30,20)[]" and out.types["w"] == "DOUBLE[]"
-    assert out.rows == [(1, [Decimal("0.12345678901234567890"), None], [1.1, -2.0]),
-                        (2, [], None)]
+                          table="r_numarr", order="id", filter={"id": [1, 4]})
+    assert out.types["w"] == "DOUBLE[]" and out.rows[1][2] == [1e-30, 123456789012.0]
+
+
+def test_rest_numeric_columns_are_typed_from_their_values(pg: PgTarget, rest: PostgrestFake,
+                                                          harness: Harness) -> None:
+    """PostgREST's API description gives `numeric` for numeric(p,s) (no precision, no scale):
+    such a column was DOUBLE, which refused every value of more than 15 digits (a
+    numeric(20,2) total). Its values now decide the DECIMAL; NaN or more than 38 digits keep
+    it DOUBLE."""
+    t = pg.table("r_numeric")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, total numeric(20,2), ratio numeric, "
+               "odd numeric, none numeric)",
+               f"INSERT INTO {t} VALUES (1, 123456789012345678.90, -0.00012, 'NaN', NULL), "
+               "(2, -5.00, 2.5, 1.5, NULL)")
+    conn = _rest_conn(rest)
+    out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_numeric",
+                          order="id")
+    assert out.types == {"id": "INTEGER", "total": "DECIMAL(20,2)", "ratio": "DECIMAL(6,5)",
+                         "odd": "DOUBLE", "none": "DOUBLE"}
+    assert [r[1:3] for r in out.rows] == [(Decimal("123456789012345678.90"),
+                                           Decimal("-0.00012")), (Decimal("-5.00"),
+                                                                  Decimal("2.50000"))]
+    sql = harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
+                          table="r_numeric", order="id")
+    assert [r[1] for r in sql.rows] == [r[1] for r in out.rows]  # both channels agree
 
 
 def test_postgrest_fake_speaks_postgrest(pg: PgTarget, rest: PostgrestFake) -> None:

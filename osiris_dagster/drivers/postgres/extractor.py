@@ -44,7 +44,9 @@ same retries (reads are
 idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are collected as JSON
 rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
 ``create_output``. Types come from the API's OpenAPI description (numeric, float, their
-arrays, and json/jsonb columns are requested as ``::text`` so no digit is lost); if it is not
+arrays, and json/jsonb columns are requested as ``::text`` so no digit is lost; the description
+gives ``numeric`` without precision and scale, so a numeric column gets the DECIMAL its values
+need, or DOUBLE past 38 digits or with NaN: :meth:`_RestRead._sized`); if it is not
 available, from the JSON values themselves (integers -> BIGINT, other numbers -> DOUBLE where a
 double holds each value, strings -> VARCHAR, objects/arrays -> JSON). DuckDB's JSON reader keeps
 a number as a 64-bit integer or a double; a JSON number it would change (more digits than a
@@ -61,13 +63,14 @@ import contextlib
 import io
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
 from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.duck_types import MAX_DUCK_DECIMAL
 from osiris_dagster.drivers.identifiers import pg_ident, unique_names
 from osiris_dagster.drivers.json_numbers import ChangedNumber, first_changed_number
 from osiris_dagster.drivers.options import name_list, positive_int, positive_seconds, required_text
@@ -585,6 +588,31 @@ class _RestRead:
         progress.done()
         return total
 
+    def _sized(self, name: str, t: PgType, staging: str) -> PgType:
+        """A ``numeric`` column (or ``numeric[]``) without precision and scale, the form
+        PostgREST's API description gives every numeric column (``numeric`` for
+        ``numeric(10,2)`` too), as the DECIMAL its values need: at most as many digits before
+        and after the point as the widest value has, when that fits DuckDB's 38 digits. Else
+        (or with ``NaN``/``Infinity``) it stays DOUBLE, which refuses a value a double rounds.
+        The values are the text PostgreSQL prints (asked for ``::text``)."""
+        array = t.category == "A" and t.element == "numeric"
+        if name not in self.as_text or t.precision is not None or \
+                not (t.name == "numeric" or array):
+            return t
+        text = f"json_extract_string(r, {quote_literal(_json_key(name))})"
+        values = (f"unnest(json_extract_string(TRY_CAST({_pg_numeric_array_json(text)} AS JSON), "
+                  "'$[*]'))" if array else text)
+        row = self.ctx.con.execute(
+            f"SELECT max(length(split_part(ltrim(v, '-'), '.', 1))), "
+            f"max(length(split_part(v, '.', 2))), "
+            f"bool_and(regexp_full_match(v, '-?[0-9]+(\\.[0-9]+)?')) "
+            f"FROM (SELECT {values} AS v FROM {quote_ident(self.staging)}) WHERE v IS NOT NULL"
+        ).fetchone()
+        whole, places, plain = row if row else (None, None, None)
+        if not plain or whole is None or whole + places > MAX_DUCK_DECIMAL:
+            return t
+        return replace(t, precision=max(whole + places, 1), scale=places)
+
     def _changed_number_error(self, changed: ChangedNumber, offset: int,
                               types: Mapping[str, PgType] | None) -> DriverError:
         """A JSON number of a page that DuckDB's JSON reader would change (see
@@ -611,7 +639,8 @@ class _RestRead:
                  staging: str) -> list[tuple[str, PgType]]:
         names = self.opts.select or (list(types) if types else None)
         if types is not None and names is not None:
-            return [(n, types.get(n, PgType("text", "S"))) for n in names]
+            return [(n, self._sized(n, types.get(n, PgType("text", "S")), staging))
+                    for n in names]
         structure = scalar(self.ctx.con, f"SELECT json_group_structure(r) FROM {staging}")
         if not structure:
             return [(n, PgType("text", "S")) for n in (names or [])]
@@ -640,8 +669,7 @@ class _RestRead:
         out_names = unique_names(n for n, _ in columns)
         for i, ((name, t), out_name) in enumerate(zip(columns, out_names, strict=True)):
             duck, kind = pg_duck_type(t)
-            key = "$." + '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            key_sql = quote_literal(key)
+            key_sql = quote_literal(_json_key(name))
             if (duck == "JSON" or kind == "json_cast") and name not in self.as_text:
                 src = f"nullif(CAST(json_extract(r, {key_sql}) AS VARCHAR), 'null')"
             elif kind == "json_cast":  # numeric[], float8[] as PostgreSQL's text: '{1.10,NULL}'
@@ -671,6 +699,11 @@ class _RestRead:
             raise DriverError(
                 f"{COMPONENT} step '{self.ctx.step_id}' ({self.label} at {self.rest.host}): "
                 f"column '{problem.column}' holds {problem.value!r}, {why}") from None
+
+
+def _json_key(name: str) -> str:
+    """The JSON path of a row's ``name`` member (quoted: any character may be in a name)."""
+    return "$." + '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _rest_filter(value: Any) -> str:
