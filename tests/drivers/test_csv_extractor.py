@@ -290,6 +290,58 @@ def test_a_field_of_spaces_before_the_comment_character_keeps_its_row(
     assert extract(path="line.csv", comment="#").rows == [(1, " ")]
 
 
+def test_comment_handling_follows_quotes_as_csv_reads_them(extract: ExtractFn,
+                                                            data_dir: Path) -> None:
+    """A quote in the middle of an unquoted field is text: counting it as an opening quote
+    cut a quoted value at its '#' (losing its closing quote) and dropped a blank line inside
+    the next quoted value, or failed a file pandas reads."""
+    put(data_dir, "a.csv", 'a,b\nl2","\n, #n"\n3,"\n\nx"\n')
+    assert extract(path="a.csv", comment="#", dtype={"a": "str", "b": "str"}).rows == [
+        ('l2"', "\n, #n"), ("3", "\n\nx")]
+    put(data_dir, "b.csv", 'c0,c1,c2\nx %c,"l1\nl2","\n, %n"\nx\n')
+    assert extract(path="b.csv", comment="%").rows == [
+        ("x ", None, None), ('l2"', "\n, %n", None), ("x", None, None)]
+
+
+@pytest.mark.parametrize(("content", "config", "rows"), [
+    (b"a, #c\n1,2\n3,4\n", {}, [(1, 2), (3, 4)]),  # the header
+    (b"Report, #gen\na,b\n1,2\n3,4\n", {"skip_rows": 1}, [(1, 2), (3, 4)]),
+    (b"x, #1\ny, #2\na,b\n1,2\n3,4\n", {"header": 2}, [(1, 2), (3, 4)]),
+])
+def test_a_line_before_the_data_with_a_field_of_spaces_before_the_comment_loses_no_row(
+        extract: ExtractFn, data_dir: Path, content: bytes, config: dict[str, object],
+        rows: list[tuple[object, ...]]) -> None:
+    """DuckDB drops such a line whole, so its `skip` then skipped the first data row too."""
+    put(data_dir, "h.csv", content)
+    assert extract(path="h.csv", comment="#", **config).rows == rows
+
+
+def test_the_comment_character_in_a_quoted_header_is_text(extract: ExtractFn,
+                                                         data_dir: Path) -> None:
+    """The header's comment was cut by searching the parsed fields, quoted ones too."""
+    put(data_dir, "q.csv", 'a,"b #c"\n1,2\n')
+    assert extract(path="q.csv", comment="#").columns == ["a", "b #c"]
+    put(data_dir, "n.csv", '"a#b",\n1,\n')
+    assert extract(path="n.csv", comment="#", header=False).rows == [("a#b", None),
+                                                                      ("1", None)]
+
+
+def test_a_multibyte_delimiter_split_by_the_scans_chunks_is_found(extract: ExtractFn,
+                                                                  data_dir: Path) -> None:
+    """The byte scan for a field of spaces before the comment character missed a match whose
+    two-byte delimiter straddled two chunks, and DuckDB dropped that row."""
+    from osiris_dagster.drivers.csv.source import CHUNK_BYTES
+
+    short, long_ = "1§2\n".encode(), "10§2\n".encode()  # 5 and 6 bytes
+    fill = CHUNK_BYTES - 2  # the target row's '§' then starts at the chunk's last byte
+    longs = next(n for n in range(5) if (fill - 6 * n) % 5 == 0)
+    body = long_ * longs + short * ((fill - 6 * longs) // 5)
+    put(data_dir, "m.csv", "a§b\n".encode() + body + "1§ #x\n".encode() + short)
+    rows = extract(path="m.csv", delimiter="§", comment="#").rows
+    assert rows[-2:] == [(1, " "), (1, "2")]
+    assert len(rows) == body.count(b"\n") + 2
+
+
 def test_a_line_starting_with_the_comment_character_inside_a_quoted_value_is_data(
         extract: ExtractFn, data_dir: Path) -> None:
     """The record scanner took such a line for a comment line and failed the read with

@@ -9,7 +9,12 @@ import re
 import shutil
 from pathlib import Path
 
-from osiris_dagster.drivers.csv.records import Layout, data_records, spaced_comment_start
+from osiris_dagster.drivers.csv.records import (
+    MAX_LINE_BYTES,
+    Layout,
+    data_records,
+    spaced_comment_start,
+)
 from osiris_dagster.drivers.csv.source import CHUNK_BYTES, Source
 
 
@@ -41,18 +46,20 @@ def may_have_spaced_comments(source: Source, offset: int, delimiter: str,
     positive, which only costs the rewrite's time.)"""
     if comment is None or " " in (delimiter, comment):
         return False
-    delim = delimiter.encode(source.encoding)
-    found = re.compile(re.escape(delim) + b" +" + re.escape(comment.encode(source.encoding)))
+    found = re.compile(re.escape(delimiter.encode(source.encoding)) + b" +" +
+                       re.escape(comment.encode(source.encoding)))
     with source.open() as fh:
         fh.seek(offset)
-        tail = b""
+        tail = b""  # the start of a line the last chunk did not end (a match is in one line)
         while chunk := fh.read(CHUNK_BYTES):
             window = tail + chunk
-            if found.search(window):
+            whole = max(window.rfind(b"\n"), window.rfind(b"\r")) + 1
+            if found.search(window, 0, whole):
                 return True
-            kept = window.rstrip(b" ")  # a match may go on in the next chunk
-            tail = window[len(kept) - len(delim):] if kept.endswith(delim) else b""
-    return False
+            tail = window[whole:]
+            if len(tail) > MAX_LINE_BYTES:  # not a CSV line: the copy's scanner says so
+                return True
+    return found.search(tail) is not None
 
 
 def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment: str | None,

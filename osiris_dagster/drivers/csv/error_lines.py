@@ -22,7 +22,6 @@ from osiris_dagster.drivers.csv.records import (
     Record,
     data_records,
     iter_records,
-    strip_comment,
 )
 from osiris_dagster.drivers.csv.source import CHUNK_BYTES, Source
 
@@ -31,7 +30,7 @@ def find_wide_record(source: Source, layout: Layout, delimiter: str,
                      comment: str | None) -> Record | None:
     """The first data record with more fields than the header (raises on a syntax error first)."""
     for rec in data_records(source, layout, delimiter, comment):
-        if rec.kind == "data" and len(strip_comment(rec.fields, comment)) > layout.width:
+        if rec.kind == "data" and len(rec.fields) > layout.width:
             return rec
     return None
 
@@ -41,7 +40,7 @@ def find_value_line(source: Source, layout: Layout, delimiter: str, comment: str
     """Line of the first data record whose field ``index`` is ``value`` (for conversion errors)."""
     with contextlib.suppress(DriverError):
         for rec in data_records(source, layout, delimiter, comment):
-            fields = strip_comment(rec.fields, comment)
+            fields = rec.fields
             if rec.kind == "data" and index < len(fields) and fields[index] == value:
                 return rec.first_line
     return None

@@ -29,7 +29,6 @@ from osiris_dagster.drivers.csv.records import (
     CsvSyntaxError,
     Layout,
     Record,
-    strip_comment,
 )
 from osiris_dagster.drivers.csv.rejects import (
     INVALID_ENCODING,
@@ -116,7 +115,7 @@ class FailedRead:
         return self._too_wide_error(rec) if rec is not None else None
 
     def _field_count(self, rec: Record) -> int:
-        return len(strip_comment(rec.fields, self.comment))
+        return len(rec.fields)
 
     def _too_wide_error(self, rec: Record) -> DriverError:
         what = "the header has" if self.layout.header is not None else "the first row has"

@@ -43,6 +43,9 @@ class Record:
     last_line: int
     end_offset: int  # byte offset just after the record
     kind: RecordKind
+    # a field of spaces before the comment character (``1, #note``): DuckDB drops the record
+    # whole, and its ``skip`` does not count it as a line
+    duckdb_drops: bool = False
 
 
 class CsvSyntaxError(DriverError):
@@ -60,8 +63,8 @@ class _LineFeed:
     does.
     """
 
-    def __init__(self, fh: BinaryIO, source: Source, comment: str | None, line: int,
-                 offset: int) -> None:
+    def __init__(self, fh: BinaryIO, source: Source, delimiter: str, comment: str | None,
+                 line: int, offset: int) -> None:
         self._fh = fh
         self._source = source
         self._comment = comment
@@ -74,6 +77,10 @@ class _LineFeed:
         self.text = ""  # the last line fed, as decoded
         self.record_start = True  # the next line fed starts a record
         self._quoted = False  # the record's lines fed so far end inside a quoted value
+        # the comment character, or a quote that opens a value (the first character of a
+        # field, as csv.reader reads it: elsewhere a quote is text)
+        self._opening_quote = re.compile(
+            re.escape(comment) + f'|(?:^|(?<={re.escape(delimiter)}))"') if comment else None
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -94,7 +101,8 @@ class _LineFeed:
         if record_start and text.lstrip(" ").startswith(self._comment):
             self.comments += 1
             return "\n"
-        cut, self._quoted = _comment_start(text, self._comment, self._quoted)
+        cut, self._quoted = _comment_start(text, self._comment, self._quoted,
+                                           self._opening_quote)
         return text if cut is None else text[:cut] + text[len(text.rstrip("\r\n")):]
 
     def _read_pieces(self) -> list[tuple[str, int]]:
@@ -124,17 +132,28 @@ class _LineFeed:
         return list(zip(pieces, sizes, strict=True))
 
 
-def _comment_start(line: str, comment: str, quoted: bool) -> tuple[int | None, bool]:
+def _comment_start(line: str, comment: str, quoted: bool,
+                   opening: re.Pattern[str]) -> tuple[int | None, bool]:
     """The index of the first comment character outside quotes in ``line`` (None if none),
     and whether the line ends inside a quoted value. ``quoted``: whether it starts inside one.
-    Every quote toggles (a doubled quote twice), so the state is the parity of quotes."""
-    start = 0
-    while (found := line.find(comment, start)) >= 0:
-        quoted ^= line.count('"', start, found) % 2 == 1
-        if not quoted:
-            return found, False
-        start = found + 1
-    return None, quoted ^ (line.count('"', start) % 2 == 1)
+    ``opening`` finds the comment character or a quote that opens a value; in a quoted value a
+    doubled quote is a quote, a single one closes it."""
+    at = 0
+    while True:
+        if quoted:
+            end = line.find('"', at)
+            while end >= 0 and line.startswith('"', end + 1):  # "" inside the value
+                end = line.find('"', end + 2)
+            if end < 0:
+                return None, True
+            quoted, at = False, end + 1
+            continue
+        found = opening.search(line, at)
+        if found is None:
+            return None, False
+        if found.group() == comment:
+            return found.start(), False
+        quoted, at = True, found.end()
 
 
 def iter_records(source: Source, delimiter: str, comment: str | None, *, offset: int = 0,
@@ -143,7 +162,7 @@ def iter_records(source: Source, delimiter: str, comment: str | None, *, offset:
     with source.open() as fh:
         if offset:
             fh.seek(offset)
-        feed = _LineFeed(fh, source, comment, line, offset)
+        feed = _LineFeed(fh, source, delimiter, comment, line, offset)
         reader = csv.reader(feed, delimiter=delimiter, quotechar='"', doublequote=True,
                             strict=True)
         while True:
@@ -164,7 +183,9 @@ def iter_records(source: Source, delimiter: str, comment: str | None, *, offset:
             elif len(fields) == 1 and first == feed.line and _only_spaces(fields[0]) and \
                     feed.text.rstrip("\r\n") == fields[0]:
                 kind = "space"
-            yield Record(fields, first, max(first, feed.line), feed.offset, kind)
+            drops = bool(comment) and kind == "data" and first == feed.line and \
+                spaced_comment_start(feed.text, delimiter, comment or "") is not None
+            yield Record(fields, first, max(first, feed.line), feed.offset, kind, drops)
 
 
 def spaced_comment_start(text: str, delimiter: str, comment: str) -> int | None:
@@ -206,17 +227,6 @@ def is_skipped(rec: Record, skip_blank_lines: bool) -> bool:
     return rec.kind == "comment" or (rec.kind in ("blank", "space") and skip_blank_lines)
 
 
-def strip_comment(fields: list[str], comment: str | None) -> list[str]:
-    """Drop an inline comment and the fields after it (DuckDB and pandas both do this)."""
-    if not comment:
-        return fields
-    for i, value in enumerate(fields):
-        pos = value.find(comment)
-        if pos >= 0:
-            return [*fields[:i], value[:pos]]
-    return fields
-
-
 @dataclass(frozen=True)
 class Layout:
     """Where the data of a CSV file starts and how wide its rows may be."""
@@ -238,11 +248,11 @@ def inspect_layout(source: Source, *, delimiter: str, comment: str | None, skip_
     is then the N-th non-blank, non-comment record, and records before it are discarded.
     """
     with contextlib.closing(iter_records(source, delimiter, comment)) as records:
-        return _find_layout(records, comment=comment, skip_rows=skip_rows, header=header,
+        return _find_layout(records, skip_rows=skip_rows, header=header,
                             skip_blank_lines=skip_blank_lines)
 
 
-def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: int,
+def _find_layout(records: Iterator[Record], *, skip_rows: int,
                  header: bool | int, skip_blank_lines: bool) -> Layout | None:
     taken: list[Record] = []
 
@@ -266,7 +276,7 @@ def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: i
             if is_skipped(rec, skip_blank_lines) or rec.kind == "blank":
                 continue
             if seen == wanted:
-                header_fields = strip_comment(rec.fields, comment)
+                header_fields = rec.fields
             seen += 1
     first = None
     for rec in records:
@@ -282,7 +292,7 @@ def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: i
             (r for r in records if r.kind in ("data", "space")), None)
         if sample is None:
             return None
-        width = len(strip_comment(sample.fields, comment))
+        width = len(sample.fields)
     return Layout(
         header=header_fields,
         width=width,
@@ -290,7 +300,7 @@ def _find_layout(records: Iterator[Record], *, comment: str | None, skip_rows: i
         data_line=taken[-1].last_line + 1 if taken else 1,
         skipped=len(taken),
         simple_skip=all(r.kind in ("data", "space") and r.first_line == r.last_line
-                        for r in taken),
+                        and not r.duckdb_drops for r in taken),
         has_data=first is not None,
     )
 
