@@ -408,7 +408,8 @@ def test_a_value_that_is_not_text_gets_its_parameter_type(tmp_path, name, value,
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("limit", 2.5), ("limit", True), ("limit", [1]), ("ratio", True), ("ratio", 2**53 + 1),
+    ("limit", 2.5), ("limit", True), ("limit", [1]), ("limit", 12345678901234567.0),
+    ("ratio", True), ("ratio", 2**53 + 1),
     ("flag", 1), ("flag", 0.0),
 ])
 def test_a_value_its_parameter_type_cannot_hold_is_an_error(tmp_path, name, value):
@@ -424,3 +425,13 @@ def test_a_profile_value_its_parameter_type_cannot_hold_is_an_error(tmp_path):
     result = run(tmp_path, text, profile="prod")
     assert ["expects int, got 10.5 (float) from profile 'prod'" in d.message
             for d in result.errors] == [True]
+
+
+def test_a_refused_value_of_a_parameter_without_default_is_one_error(tmp_path):
+    """It also said 'unresolved parameter', as if no value had been given."""
+    text = NO_PROFILES.replace("  limit: 10\n", "  limit: {type: integer}\n")
+    result = run(tmp_path, text, params={"limit": 2.5})
+    messages = [d.message for d in result.errors]
+    assert messages[0] == ("parameter 'limit' expects int, got 2.5 (float) from an explicit "
+                           "--param / run config value")
+    assert not any("unresolved" in m for m in messages), messages

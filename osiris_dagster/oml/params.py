@@ -67,8 +67,8 @@ def declared_params(doc: Mapping[str, Any], out: Collector) -> dict[str, ParamSp
 def coerce(spec: ParamSpec | None, value: Any, source: str) -> Any:
     """Give a value the parameter's type: a string from the environment or the CLI is parsed,
     another value (a profile's, the run config's) is kept where the type holds it exactly
-    (``2`` as float is ``2.0``, ``2.0`` as int is ``2``) and refused otherwise (``2.5`` or
-    ``true`` for an int)."""
+    (``2`` as float is ``2.0``, ``2.0`` as int is ``2``, both up to 2**53) and refused
+    otherwise (``2.5`` or ``true`` for an int). A string parameter keeps any value as given."""
     if spec is None or spec.type is None or value is None or spec.type is str:
         return value
     if not isinstance(value, str):
@@ -98,7 +98,8 @@ def _typed(spec: ParamSpec, value: Any, source: str) -> Any:
         return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind is int and isinstance(value, float) and value.is_integer():
+    if kind is int and isinstance(value, float) and value.is_integer() and \
+            abs(value) <= 2**53:  # beyond, the float may already be another integer
         return int(value)
     if kind is float and isinstance(value, float):
         return value
@@ -166,6 +167,7 @@ def _set(values: dict[str, Any], specs: Mapping[str, ParamSpec], name: str, valu
         values[name] = coerce(specs.get(name), value, source)
     except ValueError as exc:
         out.error(specs[name].line if name in specs else 0, str(exc))
+        values.setdefault(name, value)  # refused, not missing: no 'unresolved' error too
 
 
 LanguageAt = Callable[[tuple[Any, ...]], "str | None"]
