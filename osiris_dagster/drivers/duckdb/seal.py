@@ -307,7 +307,7 @@ def _check_table_function(node: dict[str, Any], shown: str, expression: bool) ->
     if name == "summary" and not all(arg.get("class") == "SUBQUERY"
                                       for arg in _arguments(function)):
         raise DriverError("refused: summary() takes a subquery, summary((SELECT ... FROM "
-                          "view)); given anything else DuckDB runs without end")
+                          "view)); given a table's name DuckDB runs without end")
     if name in _ROW_ONLY_TABLE_FUNCTIONS:
         return
     allowed = ", ".join(sorted(_ROW_ONLY_TABLE_FUNCTIONS))
