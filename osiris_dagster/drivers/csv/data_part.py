@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from osiris_dagster.drivers.csv.records import (
     MAX_LINE_BYTES,
     Layout,
+    Record,
     data_records,
-    spaced_comment_start,
+    how_duckdb_reads,
 )
 from osiris_dagster.drivers.csv.source import CHUNK_BYTES, Source
 
@@ -46,20 +48,51 @@ def may_have_spaced_comments(source: Source, offset: int, delimiter: str,
     positive, which only costs the rewrite's time.)"""
     if comment is None or " " in (delimiter, comment):
         return False
-    found = re.compile(re.escape(delimiter.encode(source.encoding)) + b" +" +
-                       re.escape(comment.encode(source.encoding)))
+    return _some_line_matches(source, offset, re.compile(
+        re.escape(delimiter.encode(source.encoding)) + b" +" +
+        re.escape(comment.encode(source.encoding))))
+
+
+def may_have_spaced_quotes(source: Source, offset: int, delimiter: str) -> bool:
+    """Cheap byte scan: can the data part hold a field that starts with spaces and a quote
+    (``1, "y"``), which DuckDB reads as the quoted value (``y``) and pandas as its text
+    (`` "y"``)? (False positives only cost the rewrite's time.)"""
+    if delimiter == " ":
+        return False
+    delim = delimiter.encode(source.encoding)
+
+    def found(lines: bytes, end: int) -> bool:
+        at = lines.find(b' "', 0, end)  # a literal first: a regex with ^ in it is 10x slower
+        while at >= 0:
+            start = at  # where the spaces before the quote start
+            while start > 0 and lines[start - 1] == 0x20:
+                start -= 1
+            if start == 0 or lines[start - 1:start] in (b"\n", b"\r") or \
+                    start >= len(delim) and lines[start - len(delim):start] == delim:
+                return True
+            at = lines.find(b' "', at + 2, end)
+        return False
+
+    return _some_line_matches(source, offset, found)
+
+
+def _some_line_matches(source: Source, offset: int,
+                       found: re.Pattern[bytes] | Callable[[bytes, int], bool]) -> bool:
+    """Whether ``found`` (a pattern, or a test of a text's first ``end`` bytes) matches in the
+    data part, in text that never spans a line break."""
+    test = found if callable(found) else lambda text, end: found.search(text, 0, end) is not None
     with source.open() as fh:
         fh.seek(offset)
-        tail = b""  # the start of a line the last chunk did not end (a match is in one line)
+        tail = b""  # the start of a line the last chunk did not end
         while chunk := fh.read(CHUNK_BYTES):
             window = tail + chunk
             whole = max(window.rfind(b"\n"), window.rfind(b"\r")) + 1
-            if found.search(window, 0, whole):
+            if test(window, whole):
                 return True
             tail = window[whole:]
             if len(tail) > MAX_LINE_BYTES:  # not a CSV line: the copy's scanner says so
                 return True
-    return found.search(tail) is not None
+    return test(tail, len(tail))
 
 
 def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment: str | None,
@@ -73,9 +106,11 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     fields; a line of only spaces and tabs stays (a row of that text, for both). Not ``keep``:
     in a one-column file DuckDB reads a blank line as a NULL row where pandas skips it, and a
     line of only spaces and tabs is a row for DuckDB, skipped by pandas: leave both out.
-    Comment lines are left out too (DuckDB skips them). A record with a field of spaces before
-    the comment character (``1, #note``), which DuckDB would drop, is copied up to that
-    character, as pandas reads it.
+    Comment lines are left out too (DuckDB skips them). Where DuckDB reads a record unlike
+    pandas (:func:`~.records.how_duckdb_reads`), the copy holds what pandas reads: a record
+    with a field of spaces before the comment character (``1, #note``), which DuckDB would
+    drop, up to that character; one with a field that starts with spaces and a quote
+    (``1, "y"``), every field quoted as csv.reader read it (`` "y"`` with its quotes).
     """
     empty_row = (b'""' if layout.width == 1 else  # one empty field: quoted, not a blank line
                  delimiter.encode(source.encoding) * (layout.width - 1))
@@ -85,20 +120,25 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
         for rec in data_records(source, layout, delimiter, comment):
             text = raw.read(rec.end_offset - position)  # the record's own bytes, line end too
             position = rec.end_offset
-            if rec.kind == "data" and comment is not None and comment.encode(
-                    source.encoding) in text:
-                out.write(_cut_spaced_comment(text, source.encoding, delimiter, comment))
+            if rec.kind == "data" and (b' "' in text or comment is not None and
+                                       comment.encode(source.encoding) in text):
+                out.write(_as_pandas_reads(text, rec, source.encoding, delimiter, comment))
             elif rec.kind == "data" or (rec.kind == "space" and keep):
                 out.write(text)
             elif rec.kind == "blank" and keep:
                 out.write(empty_row + text)  # text: the blank line's own line end
 
 
-def _cut_spaced_comment(record: bytes, encoding: str, delimiter: str, comment: str) -> bytes:
-    """The record up to a comment character that ends a field of spaces, and its line end."""
+def _as_pandas_reads(record: bytes, rec: Record, encoding: str, delimiter: str,
+                     comment: str | None) -> bytes:
+    """The record as DuckDB reads it the way pandas does (see :func:`rewrite_blank_lines`),
+    with its own line end."""
     text = record.decode(encoding)
-    cut = spaced_comment_start(text, delimiter, comment)
-    if cut is None:
-        return record
+    reading = how_duckdb_reads(text, delimiter, comment)
     ending = text[len(text.rstrip("\r\n")):]
-    return (text[:cut] + ending).encode(encoding)
+    if reading.spaced_quote:
+        quoted = ('"' + value.replace('"', '""') + '"' for value in rec.fields)
+        return (delimiter.join(quoted) + ending).encode(encoding)
+    if reading.comment_cut is not None:
+        return (text[:reading.comment_cut] + ending).encode(encoding)
+    return record

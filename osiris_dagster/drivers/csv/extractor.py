@@ -27,9 +27,11 @@ pandas behaviour is reproduced, and where we deliberately differ:
   without the blank lines and lines of only spaces that pandas drops (records found by Python's
   csv module, slower; each copied as its own bytes, so DuckDB reads it as in the file), for
   ``skip_blank_lines: false`` or a one-column file when a byte scan finds blank lines,
-  when the read meets a row that may be a line of only spaces (it stops there), and with
+  when the read meets a row that may be a line of only spaces (it stops there), with
   ``comment`` when a byte scan finds a field of spaces before the comment character
-  (``1, #note``: DuckDB drops the record whole; the copy holds it up to that character).
+  (``1, #note``: DuckDB drops the record whole; the copy holds it up to that character), and
+  when one finds a field that starts with spaces and a quote (``1, "y"``: DuckDB reads ``y``,
+  pandas `` "y"``; the copy quotes that record's fields as csv.reader read them).
 * **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
   places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
   own line count is short by one per record with a quoted line break before it); otherwise,
@@ -90,6 +92,7 @@ from osiris_dagster.drivers.csv.data_part import (
     copy_from_offset,
     may_have_blank_lines,
     may_have_spaced_comments,
+    may_have_spaced_quotes,
     rewrite_blank_lines,
 )
 from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
@@ -427,7 +430,8 @@ class _Extraction:
         if space_lines or ((keep_blanks or layout.width == 1) and
                            may_have_blank_lines(src, layout.data_offset)) or \
                 may_have_spaced_comments(src, layout.data_offset, self.opts.delimiter,
-                                         self.opts.comment):
+                                         self.opts.comment) or \
+                may_have_spaced_quotes(src, layout.data_offset, self.opts.delimiter):
             path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)

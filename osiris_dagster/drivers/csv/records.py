@@ -15,7 +15,7 @@ import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, NamedTuple
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.csv.source import Source, encoding_error
@@ -184,19 +184,24 @@ def iter_records(source: Source, delimiter: str, comment: str | None, *, offset:
                     feed.text.rstrip("\r\n") == fields[0]:
                 kind = "space"
             drops = bool(comment) and kind == "data" and first == feed.line and \
-                spaced_comment_start(feed.text, delimiter, comment or "") is not None
+                how_duckdb_reads(feed.text, delimiter, comment).comment_cut is not None
             yield Record(fields, first, max(first, feed.line), feed.offset, kind, drops)
 
 
-def spaced_comment_start(text: str, delimiter: str, comment: str) -> int | None:
-    """Where a record's text has a field, after a delimiter, of only spaces and then the
-    comment character outside quotes (``1, #note``): the index of that comment character.
+class DuckDBReading(NamedTuple):
+    """Where DuckDB reads a record's text unlike pandas (and csv.reader)."""
 
-    DuckDB drops such a record whole, without an error; pandas reads the field as its spaces
-    and ends the line at the comment character. None where the first comment character outside
-    quotes is elsewhere, or there is none. A quote opens a value at a field's start, also after
-    spaces (DuckDB's reading)."""
-    quoted, first_field, spaces_only = False, True, True
+    comment_cut: int | None  # a field of spaces ends at the comment character (``1, #n``):
+    # DuckDB drops the record whole; pandas reads the spaces and ends the line there
+    spaced_quote: bool  # a field starts with spaces and a quote (``1, "y"``): DuckDB reads
+    # ``y``, pandas the text `` "y"``
+
+
+def how_duckdb_reads(text: str, delimiter: str, comment: str | None) -> DuckDBReading:
+    """Where DuckDB's reading of a record's ``text`` differs from pandas'. DuckDB opens a
+    quoted value at a field's start, also after spaces (csv.reader and pandas only at its
+    very start); the first comment character outside quotes ends the record."""
+    quoted, first_field, field_start, spaces_only, spaced_quote = False, True, 0, True, False
     i = 0
     while i < len(text):
         char = text[i]
@@ -207,15 +212,17 @@ def spaced_comment_start(text: str, delimiter: str, comment: str) -> int | None:
                 else:
                     quoted = False
         elif char == comment:
-            return None if first_field or not spaces_only else i
+            cut = None if first_field or not spaces_only else i
+            return DuckDBReading(cut, spaced_quote)
         elif char == delimiter:
-            first_field, spaces_only = False, True
+            first_field, field_start, spaces_only = False, i + 1, True
         elif char == '"' and spaces_only:
             quoted, spaces_only = True, False
+            spaced_quote = spaced_quote or i > field_start
         elif char != " ":
             spaces_only = False
         i += 1
-    return None
+    return DuckDBReading(None, spaced_quote)
 
 
 def _only_spaces(value: str) -> bool:
