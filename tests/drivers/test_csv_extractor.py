@@ -360,6 +360,20 @@ def test_a_field_that_starts_with_spaces_and_a_quote_is_read_as_pandas_reads_it(
     assert extract(path="h.csv").columns == [' "a"', "b"]
 
 
+def test_a_crlf_file_with_an_inline_comment_ending_at_a_bare_lf_keeps_the_next_line(
+        extract: ExtractFn, data_dir: Path) -> None:
+    """DuckDB read 'yz' after 'x #c<LF>' in a CRLF file as 'z' (the first character lost,
+    without an error), and failed on a quoted bare LF after a comment line; with `comment` set,
+    such a file is read from a copy whose line ends are all LF."""
+    put(data_dir, "m.csv", b"a,b\r\nx #c\nyz,1\r\n2,3\r\n")
+    assert extract(path="m.csv", comment="#").rows == [("x ", None), ("yz", 1), ("2", 3)]
+    put(data_dir, "h.csv", b'a,b\r\n"q",2\r\nx #c\r\n#t\r\n1,"l1\nl2"')
+    assert extract(path="h.csv", comment="#").rows == [("q", "2"), ("x ", None),
+                                                       ("1", "l1\nl2")]
+    put(data_dir, "t.csv", b'c0,c1,c2\r\nx#c,1,"l1\nl2"')  # the CRLF in the header only
+    assert extract(path="t.csv", comment="#").rows == [("x", None, None), ('l2"', None, None)]
+
+
 def test_a_line_starting_with_the_comment_character_inside_a_quoted_value_is_data(
         extract: ExtractFn, data_dir: Path) -> None:
     """The record scanner took such a line for a comment line and failed the read with

@@ -53,6 +53,23 @@ def may_have_spaced_comments(source: Source, offset: int, delimiter: str,
         re.escape(comment.encode(source.encoding))))
 
 
+def may_mix_line_ends(source: Source, offset: int) -> bool:
+    """Cheap byte scan: does the data part hold CRLF and bare LF line ends both? (A bare LF
+    inside a quoted value counts, which only costs the rewrite's time.)"""
+    crlf = bare = False
+    with source.open() as fh:
+        fh.seek(offset)
+        last = b""
+        while chunk := fh.read(CHUNK_BYTES):
+            pairs = chunk.count(b"\r\n") + (last == b"\r" and chunk.startswith(b"\n"))
+            crlf = crlf or pairs > 0
+            bare = bare or chunk.count(b"\n") > pairs
+            if crlf and bare:
+                return True
+            last = chunk[-1:]
+    return False
+
+
 def may_have_spaced_quotes(source: Source, offset: int, delimiter: str) -> bool:
     """Cheap byte scan: can the data part hold a field that starts with spaces and a quote
     (``1, "y"``), which DuckDB reads as the quoted value (``y``) and pandas as its text
@@ -108,7 +125,8 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     fields; a line of only spaces and tabs stays (a row of that text, for both). Not ``keep``:
     in a one-column file DuckDB reads a blank line as a NULL row where pandas skips it, and a
     line of only spaces and tabs is a row for DuckDB, skipped by pandas: leave both out.
-    Comment lines are left out too (DuckDB skips them). Where DuckDB reads a record unlike
+    Comment lines are left out too (DuckDB skips them). Every line end is LF (see :func:`_lf`).
+    Where DuckDB reads a record unlike
     pandas (:func:`~.records.how_duckdb_reads`), the copy holds what pandas reads: a record
     with a field of spaces before the comment character (``1, #note``), which DuckDB would
     drop, up to that character; one with a field that starts with spaces and a quote
@@ -124,11 +142,19 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
             position = rec.end_offset
             if rec.kind == "data" and (b' "' in text or comment is not None and
                                        comment.encode(source.encoding) in text):
-                out.write(_as_pandas_reads(text, rec, source.encoding, delimiter, comment))
+                out.write(_lf(_as_pandas_reads(text, rec, source.encoding, delimiter, comment)))
             elif rec.kind == "data" or (rec.kind == "space" and keep):
-                out.write(text)
+                out.write(_lf(text))
             elif rec.kind == "blank" and keep:
-                out.write(empty_row + text)  # text: the blank line's own line end
+                out.write(empty_row + _lf(text))  # text: the blank line's own line end
+
+
+def _lf(record: bytes) -> bytes:
+    """The record with LF as its line end: a file mixing CRLF and LF line ends (a CRLF file
+    whose inline comment ends at a bare LF) made DuckDB drop the next line's first character.
+    pandas ends a record at either; a line break inside a quoted value stays as it is."""
+    body = record.rstrip(b"\r\n")
+    return body + b"\n" if len(body) < len(record) else record
 
 
 def _as_pandas_reads(record: bytes, rec: Record, encoding: str, delimiter: str,

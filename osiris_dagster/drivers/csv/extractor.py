@@ -31,7 +31,9 @@ pandas behaviour is reproduced, and where we deliberately differ:
   ``comment`` when a byte scan finds a field of spaces before the comment character
   (``1, #note``: DuckDB drops the record whole; the copy holds it up to that character), and
   when one finds a field that starts with spaces and a quote (``1, "y"``: DuckDB reads ``y``,
-  pandas `` "y"``; the copy quotes that record's fields as csv.reader read them).
+  pandas `` "y"``; the copy quotes that record's fields as csv.reader read them), and with
+  ``comment`` in a file mixing CRLF and LF line ends (DuckDB dropped the first character after
+  an inline comment ending at a bare LF; the copy's line ends are all LF).
 * **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
   places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
   own line count is short by one per record with a quoted line break before it); otherwise,
@@ -93,6 +95,7 @@ from osiris_dagster.drivers.csv.data_part import (
     may_have_blank_lines,
     may_have_spaced_comments,
     may_have_spaced_quotes,
+    may_mix_line_ends,
     rewrite_blank_lines,
 )
 from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
@@ -431,7 +434,8 @@ class _Extraction:
                            may_have_blank_lines(src, layout.data_offset)) or \
                 may_have_spaced_comments(src, layout.data_offset, self.opts.delimiter,
                                          self.opts.comment) or \
-                may_have_spaced_quotes(src, layout.data_offset, self.opts.delimiter):
+                may_have_spaced_quotes(src, layout.data_offset, self.opts.delimiter) or \
+                (self.opts.comment is not None and may_mix_line_ends(src, 0)):  # header too
             path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)
