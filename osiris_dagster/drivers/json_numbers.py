@@ -1,13 +1,14 @@
 """JSON numbers that DuckDB's JSON reader would not keep.
 
-DuckDB reads a JSON number as a 64-bit integer or a double (a number past both ranges as its
-text, which a DOUBLE column then rounds). A decimal with more digits than a double holds
-(``0.12345678901234567890``), an integer past 64 bits that no double holds, or ``-0`` (an
+DuckDB reads a JSON number within a double's range as a 64-bit integer or a double, and keeps
+one past both (an integer past 64 bits, ``1e400``) as its text. A decimal with more digits than
+a double holds (``0.12345678901234567890``), one a double makes 0 (``1e-400``), or ``-0`` (an
 integer to the reader, so ``0``: PostgreSQL prints a float ``-0`` so) would reach the table
 changed, without an error. :func:`first_changed_number` finds the first such number of a JSON
 text, so a reader can fail naming it. A number a double holds exactly (``0.1``,
 ``0.30000000000000004``, ``1e20``) passes: DuckDB may print it shorter (``1.10`` as ``1.1``),
-but it is the same number.
+but it is the same number. (A column typed DOUBLE checks its values again when cast:
+``exact_double`` in :mod:`osiris_dagster.drivers.staging.columns`.)
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,8 @@ def first_changed_number(document: str) -> ChangedNumber | None:
         return 0.0
 
     def on_int(text: str) -> int:
-        maybe = len(text) > 18 or text == "-0"  # 18 digits: within 64 bits
-        if maybe and not found and (read_as := _int_read_as(text)) is not None:
-            found.append((text, read_as))
+        if text == "-0" and not found:  # any other integer is kept (as its text past 64 bits)
+            found.append((text, "0"))
         return 0
 
     json.loads(document, parse_float=on_float, parse_int=on_int)
@@ -57,23 +55,13 @@ def first_changed_number(document: str) -> ChangedNumber | None:
 
 def _float_read_as(text: str) -> str | None:
     value = float(text)
-    if math.isinf(value):
-        return "infinity"
+    if math.isinf(value):  # past a double's range: DuckDB keeps the text
+        return None
     if Decimal(text) == Decimal(value):  # the double is the number itself (0.5, 1e20)
         return None
     if value != 0 and Decimal(repr(value)) == Decimal(text):  # 0.1: the double's own text
         return None
     return repr(value)
-
-
-def _int_read_as(text: str) -> str | None:
-    if text == "-0":
-        return "0"
-    value = int(text)
-    if _INT64_MIN <= value <= _UINT64_MAX:
-        return None
-    as_double = float(value)  # a DOUBLE column: exact where the double is the integer
-    return None if not math.isinf(as_double) and int(as_double) == value else repr(as_double)
 
 
 class _Number(str):

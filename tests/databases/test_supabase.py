@@ -848,7 +848,7 @@ def test_rest_extractor_keeps_numeric_array_elements_exactly(
                "ARRAY[1.10, -2]), (2, '{}', NULL), (3, NULL, ARRAY[9007199254740993])")
     out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                           table="r_numarr", order="id")
-    assert out.types["v"] == "DECIMAL(21,20)[]" and out.types["w"] == "DECIMAL(18,2)[]"
+    assert out.types["v"] == "DECIMAL(20,20)[]" and out.types["w"] == "DECIMAL(18,2)[]"
     assert out.rows == [(1, [Decimal("0.12345678901234567890"), None],
                          [Decimal("1.10"), Decimal(-2)]),
                         (2, [], None), (3, None, [Decimal(9007199254740993)])]
@@ -1183,7 +1183,8 @@ def test_floats_keep_their_sign_and_digits_on_both_channels(pg: PgTarget, rest: 
 @pytest.mark.parametrize(("column", "value", "says"), [
     ("amount", "0.12345678901234567890", "holds the JSON number 0.12345678901234567890, which "
                                          "DuckDB's JSON reader would make 0.12345678901234568"),
-    ("big", "100000000000000000001", "holds the JSON number 100000000000000000001"),
+    ("big", "100000000000000000001", "holds '100000000000000000001', which the type its JSON "
+                                     "values give it cannot hold exactly"),
     ("f", "'-0'", "holds the JSON number -0, which DuckDB's JSON reader would make 0"),
     ("doc", """'{"a": [1, 0.12345678901234567890]}'""", "holds the JSON number 0.1234567890"),
     ("arr", "ARRAY[0.12345678901234567890]", "holds the JSON number 0.12345678901234567890"),
@@ -1232,3 +1233,37 @@ def test_rest_jsonb_array_numbers_a_double_would_change_fail(pg: PgTarget, rest:
                                           r"0\.12345678901234567890.*Its type \(jsonb\[\]\)"):
         harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                         table="r_jarr")
+
+
+def test_rest_numbers_duckdb_keeps_as_text_pass_and_types_fit_them(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """From a review: numbers past 64 bits or a double's range, which DuckDB's JSON reader
+    keeps as their text, were refused (a 400-digit one crashed the check); a numeric(38,38)
+    column got DOUBLE (the 0 before the point counted as a digit); without the API
+    description, integers past BIGINT or beside negatives became JSON columns."""
+    t = pg.table("r_kept")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"DROP TYPE IF EXISTS {pg.schema}.pair",
+               f"CREATE TYPE {pg.schema}.pair AS (a numeric, b int)",
+               f"CREATE TABLE {t} (id int PRIMARY KEY, j jsonb[], p {pg.schema}.pair, "
+               "f numeric(38,38))",
+               f"""INSERT INTO {t} VALUES (1, ARRAY['{{"a": 100000000000000000001}}'::jsonb,
+               '{{"b": 1e400}}'::jsonb], ROW(1e400, 1), 0.12345678901234567890123456789012345678),
+               (2, NULL, ROW({'9' * 400}, 2), -0.5)""")
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_kept", order="id")
+    assert out.types["f"] == "DECIMAL(38,38)"
+    assert out.rows[0][3] == Decimal("0.12345678901234567890123456789012345678")
+    assert json.loads(out.rows[0][1]) == [{"a": 100000000000000000001}, {"b": 10**400}]
+    assert json.loads(out.rows[0][2]) == {"a": 10**400, "b": 1}  # as PostgreSQL prints it
+    assert json.loads(out.rows[1][2]) == {"a": int("9" * 400), "b": 2}
+    n = pg.table("r_ints")
+    pg.execute(f"DROP TABLE IF EXISTS {n}", f"CREATE TABLE {n} (id int PRIMARY KEY, a int8, "
+               "b numeric(20))",
+               f"INSERT INTO {n} VALUES (1, 5, 18446744073709551615), "
+               "(2, -7, 1), (3, 9223372036854775807, NULL)")
+    rest.openapi = False
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_ints", order="id")
+    assert out.types == {"id": "BIGINT", "a": "BIGINT", "b": "DECIMAL(20,0)"}
+    assert [r[1:] for r in out.rows] == [(5, Decimal(18446744073709551615)), (-7, Decimal(1)),
+                                         (9223372036854775807, None)]

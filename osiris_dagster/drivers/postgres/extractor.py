@@ -47,11 +47,14 @@ rows in the step's DuckDB (in-memory, spills to disk) and the table is built fro
 arrays, and json/jsonb columns are requested as ``::text`` so no digit is lost; the description
 gives ``numeric`` without precision and scale, so a numeric column gets the DECIMAL its values
 need, or DOUBLE past 38 digits or with NaN: :meth:`_RestRead._sized`); if it is not
-available, from the JSON values themselves (integers -> BIGINT, other numbers -> DOUBLE where a
-double holds each value, strings -> VARCHAR, objects/arrays -> JSON). DuckDB's JSON reader keeps
-a number as a 64-bit integer or a double; a JSON number it would change (more digits than a
-double holds, in a column or inside a document or a jsonb[] array; a float ``-0``) fails the
-step naming the column, row and value
+available, from the JSON values themselves (integers -> BIGINT, or DECIMAL(20,0) past it;
+other numbers -> DOUBLE where a double holds each value; strings -> VARCHAR; objects/arrays ->
+JSON). DuckDB's JSON reader keeps
+a number within a double's range as a 64-bit integer or a double (one past both as its text);
+a JSON number it would change (more digits than a double holds, inside a document, a jsonb[]
+array or a composite value, or in a column without the API description; a float ``-0``) fails
+the step naming the column, row and value; pages whose columns can hold no such number (strings,
+integers, booleans, values asked for as text) are not checked
 (:mod:`json_numbers <osiris_dagster.drivers.json_numbers>`). Without an ``order``, pages of a table
 that changes while it is read may overlap or skip rows: give ``order`` a unique column for stable
 paging.
@@ -476,6 +479,11 @@ def _pg_numeric_array_json(text: str) -> str:
 # string keeps every character.
 _REST_AS_TEXT = ("numeric", "money", "json", "jsonb", "float4", "float8")
 _REST_ARRAYS_AS_TEXT = ("numeric", "float4", "float8")  # elements never quoted in the text
+# Types PostgREST sends as JSON strings, booleans or integers (which DuckDB's JSON reader keeps)
+_JSON_KEPT = frozenset({
+    "bool", "int2", "int4", "int8", "oid", "text", "varchar", "bpchar", "name", "citext",
+    "char", "xml", "uuid", "date", "time", "timetz", "timestamp", "timestamptz", "interval",
+    "bytea"})
 
 
 class _RestRead:
@@ -566,6 +574,9 @@ class _RestRead:
         headers = profile_headers(opts.schema, False)
         offset, total = opts.offset, 0
         progress = Progress(self.ctx)
+        names = opts.select or list(types or {})
+        check_numbers = types is None or not all(
+            self._numbers_kept(n, types.get(n, PgType("text", "S"))) for n in names)
         while True:
             page_params = {**params, "limit": str(opts.page_size), "offset": str(offset)}
             resp = http.request("GET", self.url, params=page_params, headers=headers,
@@ -573,7 +584,7 @@ class _RestRead:
                                      f"{offset + opts.page_size})")
             text = resp.text
             n = int(scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
-            changed = first_changed_number(text) if n else None
+            changed = first_changed_number(text) if n and check_numbers else None
             if changed is not None:
                 raise self._changed_number_error(changed, offset, types)
             if n:
@@ -588,11 +599,29 @@ class _RestRead:
         progress.done()
         return total
 
+    def _all_bigint(self, name: str, staging: str) -> bool:
+        """Whether every integer of the column fits a BIGINT (else 20 digits hold them)."""
+        text = f"json_extract_string(r, {quote_literal(_json_key(name))})"
+        return bool(scalar(self.ctx.con, f"SELECT coalesce(bool_and(TRY_CAST({text} AS BIGINT) "
+                                         f"IS NOT NULL), true) FROM {staging} "
+                                         f"WHERE {text} IS NOT NULL"))
+
+    def _numbers_kept(self, name: str, t: PgType) -> bool:
+        """Whether the column's JSON values hold no number DuckDB's JSON reader could change:
+        they are strings (asked for as text, or dates, uuids, ...), booleans or integers, also
+        as array elements. Not so for JSON documents in an array, composite types and types
+        this module does not know (:func:`first_changed_number` checks those pages)."""
+        if name in self.as_text:
+            return True
+        base = t.element if t.category == "A" else t.name
+        return base in _JSON_KEPT or (t.category == "E" and t.element is None)
+
     def _sized(self, name: str, t: PgType, staging: str) -> PgType:
         """A ``numeric`` column (or ``numeric[]``) without precision and scale, the form
         PostgREST's API description gives every numeric column (``numeric`` for
         ``numeric(10,2)`` too), as the DECIMAL its values need: at most as many digits before
-        and after the point as the widest value has, when that fits DuckDB's 38 digits. Else
+        and after the point as the widest value has (``0.5``: none before it), when that fits
+        DuckDB's 38 digits. Else
         (or with ``NaN``/``Infinity``) it stays DOUBLE, which refuses a value a double rounds.
         The values are the text PostgreSQL prints (asked for ``::text``)."""
         array = t.category == "A" and t.element == "numeric"
@@ -603,7 +632,7 @@ class _RestRead:
         values = (f"unnest(json_extract_string(TRY_CAST({_pg_numeric_array_json(text)} AS JSON), "
                   "'$[*]'))" if array else text)
         row = self.ctx.con.execute(
-            f"SELECT max(length(split_part(ltrim(v, '-'), '.', 1))), "
+            f"SELECT max(length(ltrim(split_part(ltrim(v, '-'), '.', 1), '0'))), "
             f"max(length(split_part(v, '.', 2))), "
             f"bool_and(regexp_full_match(v, '-?[0-9]+(\\.[0-9]+)?')) "
             f"FROM (SELECT {values} AS v FROM {quote_ident(self.staging)}) WHERE v IS NOT NULL"
@@ -649,12 +678,14 @@ class _RestRead:
         shape = json.loads(structure)
         if not isinstance(shape, dict):
             return []
-        inferred = {"BIGINT": "int8", "UBIGINT": "int8", "BOOLEAN": "bool", "VARCHAR": "text",
-                    "NULL": "text"}
+        inferred = {"BIGINT": "int8", "BOOLEAN": "bool", "VARCHAR": "text", "NULL": "text"}
         out = []
         for name in names or list(shape):
             kind = shape.get(name)
-            if kind == "DOUBLE":  # numbers, some not integers: an integer a double would
+            if kind in ("UBIGINT", "HUGEINT"):  # DuckDB's guess for integers >= 0, or mixed
+                t = PgType("int8", "") if self._all_bigint(name, staging) else PgType(
+                    "numeric", "N", precision=20, scale=0, display="integer (no API description)")
+            elif kind == "DOUBLE":  # numbers, some not integers: an integer a double would
                 # round (9007199254740993 beside 1.5) fails, as an unconstrained numeric does
                 t = PgType("numeric", "N", display="number (no API description)")
             elif isinstance(kind, str) and kind in inferred:
@@ -690,8 +721,11 @@ class _RestRead:
             problem = value_problem(exc)
             if problem is None:
                 raise
+            duck = dict(zip(out_names, (pg_duck_type(t)[0] for _, t in columns),
+                            strict=True)).get(problem.column, "?")
             if self.described:
-                why = "which does not match its type in the API description."
+                why = (f"which its column ({duck}, from the API description) cannot hold "
+                       "exactly; read the column from a view that casts it to text.")
             else:
                 why = ("which the type its JSON values give it cannot hold exactly (without "
                        "the API description; read the column from a view that casts it to "
