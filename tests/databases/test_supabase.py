@@ -240,8 +240,8 @@ def test_rest_channel_pipeline_through_dagster(
     mats = materialisations(result)
     schema = {c.name: c.type for c in
               mats["supabase-rest-copy/read-films"]["dagster/column_schema"].schema.columns}
-    # PostgREST's API description says `numeric` for numeric(8,2): the values decide
-    assert schema == {"id": "INTEGER", "title": "VARCHAR", "price": "DECIMAL(7,2)",
+    # PostgREST's API description says `numeric` for numeric(8,2): DECIMAL(38, its scale)
+    assert schema == {"id": "INTEGER", "title": "VARCHAR", "price": "DECIMAL(38,2)",
                       "released": "DATE", "tags": "VARCHAR[]"}
     assert all(REST_KEY not in p.read_text(errors="replace") for p in session.rglob("*")
                if p.is_file())
@@ -793,7 +793,7 @@ def test_rest_extractor_pages_filters_and_types(pg: PgTarget, rest: PostgrestFak
                           order="id", limit=3)
     assert [dict(r.query)["offset"] for r in rest.calls("GET") if r.path.endswith("r_read")] \
         == ["0", "3", "6"]
-    assert out.types == {"id": "INTEGER", "name": "VARCHAR", "amount": "DECIMAL(30,10)",
+    assert out.types == {"id": "INTEGER", "name": "VARCHAR", "amount": "DECIMAL(38,10)",
                          "ok": "BOOLEAN", "at": "TIMESTAMP WITH TIME ZONE", "doc": "JSON",
                          "raw": "BLOB", "ids": "BIGINT[]"}
     assert len(out.rows) == 7
@@ -848,7 +848,7 @@ def test_rest_extractor_keeps_numeric_array_elements_exactly(
                "ARRAY[1.10, -2]), (2, '{}', NULL), (3, NULL, ARRAY[9007199254740993])")
     out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                           table="r_numarr", order="id")
-    assert out.types["v"] == "DECIMAL(20,20)[]" and out.types["w"] == "DECIMAL(18,2)[]"
+    assert out.types["v"] == "DECIMAL(38,20)[]" and out.types["w"] == "DECIMAL(38,2)[]"
     assert out.rows == [(1, [Decimal("0.12345678901234567890"), None],
                          [Decimal("1.10"), Decimal(-2)]),
                         (2, [], None), (3, None, [Decimal(9007199254740993)])]
@@ -877,7 +877,7 @@ def test_rest_numeric_columns_are_typed_from_their_values(pg: PgTarget, rest: Po
     conn = _rest_conn(rest)
     out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_numeric",
                           order="id")
-    assert out.types == {"id": "INTEGER", "total": "DECIMAL(20,2)", "ratio": "DECIMAL(6,5)",
+    assert out.types == {"id": "INTEGER", "total": "DECIMAL(38,2)", "ratio": "DECIMAL(38,5)",
                          "odd": "DOUBLE", "none": "DOUBLE"}
     assert [r[1:3] for r in out.rows] == [(Decimal("123456789012345678.90"),
                                            Decimal("-0.00012")), (Decimal("-5.00"),

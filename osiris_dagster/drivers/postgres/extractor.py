@@ -45,8 +45,9 @@ idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are c
 rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
 ``create_output``. Types come from the API's OpenAPI description (numeric, float, their
 arrays, and json/jsonb columns are requested as ``::text`` so no digit is lost; the description
-gives ``numeric`` without precision and scale, so a numeric column gets the DECIMAL its values
-need, or DOUBLE past 38 digits or with NaN: :meth:`_RestRead._sized`); if it is not
+gives ``numeric`` without precision and scale, so a numeric column gets DECIMAL(38, s) with
+the scale its values show, or DOUBLE past 38 digits or with NaN: :meth:`_RestRead._sized`); if
+it is not
 available, from the JSON values themselves (integers -> BIGINT, or DECIMAL(20,0) past it;
 other numbers -> DOUBLE where a double holds each value; strings -> VARCHAR; objects/arrays ->
 JSON). DuckDB's JSON reader keeps
@@ -619,11 +620,12 @@ class _RestRead:
     def _sized(self, name: str, t: PgType, staging: str) -> PgType:
         """A ``numeric`` column (or ``numeric[]``) without precision and scale, the form
         PostgREST's API description gives every numeric column (``numeric`` for
-        ``numeric(10,2)`` too), as the DECIMAL its values need: at most as many digits before
-        and after the point as the widest value has (``0.5``: none before it), when that fits
-        DuckDB's 38 digits. Else
-        (or with ``NaN``/``Infinity``) it stays DOUBLE, which refuses a value a double rounds.
-        The values are the text PostgreSQL prints (asked for ``::text``)."""
+        ``numeric(10,2)`` too), as DECIMAL(38, s): s the most digits after the point a value
+        has (PostgreSQL prints every value of a numeric(p,s) column with s of them, so s is the
+        column's own scale and the type stays the same from run to run), when every value
+        fits (``0.5`` has no digit before the point). Else (more than 38 digits, ``NaN``,
+        ``Infinity``) it stays DOUBLE, which refuses a value a double rounds. The values are
+        the text PostgreSQL prints (asked for ``::text``)."""
         array = t.category == "A" and t.element == "numeric"
         if name not in self.as_text or t.precision is not None or \
                 not (t.name == "numeric" or array):
@@ -640,7 +642,7 @@ class _RestRead:
         whole, places, plain = row if row else (None, None, None)
         if not plain or whole is None or whole + places > MAX_DUCK_DECIMAL:
             return t
-        return replace(t, precision=max(whole + places, 1), scale=places)
+        return replace(t, precision=MAX_DUCK_DECIMAL, scale=places)
 
     def _changed_number_error(self, changed: ChangedNumber, offset: int,
                               types: Mapping[str, PgType] | None) -> DriverError:
