@@ -358,6 +358,9 @@ def test_a_field_that_starts_with_spaces_and_a_quote_is_read_as_pandas_reads_it(
     assert extract(path="c.csv", comment="#").rows == [(1, ' "y" '), (2, " ")]
     put(data_dir, "h.csv", ' "a",b\n1,2\n')  # the header is read by csv.reader anyway
     assert extract(path="h.csv").columns == [' "a"', "b"]
+    # ', "' inside a quoted value, and two spaces before a quote (text to DuckDB too)
+    put(data_dir, "q.csv", 'c0,c1\n1,"He said, ""hi"" twice"\n2,  "y"\n')
+    assert extract(path="q.csv").rows == [(1, 'He said, "hi" twice'), (2, '  "y"')]
 
 
 def test_a_crlf_file_with_an_inline_comment_ending_at_a_bare_lf_keeps_the_next_line(

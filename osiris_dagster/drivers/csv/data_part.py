@@ -71,9 +71,10 @@ def may_mix_line_ends(source: Source, offset: int) -> bool:
 
 
 def may_have_spaced_quotes(source: Source, offset: int, delimiter: str) -> bool:
-    """Cheap byte scan: can the data part hold a field that starts with spaces and a quote
+    """Cheap byte scan: can the data part hold a field that starts with a space and a quote
     (``1, "y"``), which DuckDB reads as the quoted value (``y``) and pandas as its text
-    (`` "y"``)? (False positives only cost the rewrite's time.)"""
+    (`` "y"``)? Also true for such text inside a quoted value (``"He said, ""hi"" twice"``):
+    the caller then asks :func:`~.unclosed_quote.spaced_opening_quote`, which follows quotes."""
     if delimiter == " ":
         return False
     delim = delimiter.encode(source.encoding)
@@ -81,15 +82,16 @@ def may_have_spaced_quotes(source: Source, offset: int, delimiter: str) -> bool:
     def found(lines: bytes, end: int) -> bool:
         if lines.find(b'"', 0, end) < 0:  # a single byte is found at memory speed
             return False
-        at = lines.find(b' "', 0, end)  # a literal first: a regex with ^ in it is 10x slower
-        while at >= 0:
-            start = at  # where the spaces before the quote start
-            while start > 0 and lines[start - 1] == 0x20:
-                start -= 1
-            if start == 0 or lines[start - 1:start] in (b"\n", b"\r") or \
-                    start >= len(delim) and lines[start - len(delim):start] == delim:
+        # where a space comes before a quote, vectorised: bytes.find(b' "') crawls through text
+        # full of spaces and quotes (~700 MB/s), numpy compares whole chunks
+        import numpy as np
+
+        data = np.frombuffer(lines, dtype=np.uint8, count=end)
+        for at in np.flatnonzero((data[:-1] == 0x20) & (data[1:] == 0x22)).tolist():
+            # one space at a field's start (after two, DuckDB reads text too)
+            if at == 0 or lines[at - 1:at] in (b"\n", b"\r") or \
+                    at >= len(delim) and lines[at - len(delim):at] == delim:
                 return True
-            at = lines.find(b' "', at + 2, end)
         return False
 
     return _some_line_matches(source, offset, found)

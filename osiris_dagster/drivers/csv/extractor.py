@@ -105,7 +105,11 @@ from osiris_dagster.drivers.csv.read_errors import FailedRead
 from osiris_dagster.drivers.csv.records import MAX_LINE_BYTES, Layout, inspect_layout
 from osiris_dagster.drivers.csv.scratch import Scratch
 from osiris_dagster.drivers.csv.source import Source, prepare_source
-from osiris_dagster.drivers.csv.unclosed_quote import find_unclosed_quote, unclosed_quote_error
+from osiris_dagster.drivers.csv.unclosed_quote import (
+    find_unclosed_quote,
+    spaced_opening_quote,
+    unclosed_quote_error,
+)
 
 PANDAS_NA_VALUES: tuple[str, ...] = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -434,7 +438,9 @@ class _Extraction:
                            may_have_blank_lines(src, layout.data_offset)) or \
                 may_have_spaced_comments(src, layout.data_offset, self.opts.delimiter,
                                          self.opts.comment) or \
-                may_have_spaced_quotes(src, layout.data_offset, self.opts.delimiter) or \
+                (may_have_spaced_quotes(src, layout.data_offset, self.opts.delimiter) and
+                 spaced_opening_quote(src, layout.data_offset, self.opts.delimiter)
+                 is not False) or \
                 (self.opts.comment is not None and may_mix_line_ends(src, 0)):  # header too
             path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,

@@ -193,14 +193,15 @@ class DuckDBReading(NamedTuple):
 
     comment_cut: int | None  # a field of spaces ends at the comment character (``1, #n``):
     # DuckDB drops the record whole; pandas reads the spaces and ends the line there
-    spaced_quote: bool  # a field starts with spaces and a quote (``1, "y"``): DuckDB reads
+    spaced_quote: bool  # a field starts with a space and a quote (``1, "y"``): DuckDB reads
     # ``y``, pandas the text `` "y"``
 
 
 def how_duckdb_reads(text: str, delimiter: str, comment: str | None) -> DuckDBReading:
     """Where DuckDB's reading of a record's ``text`` differs from pandas'. DuckDB opens a
-    quoted value at a field's start, also after spaces (csv.reader and pandas only at its
-    very start); the first comment character outside quotes ends the record."""
+    quoted value at a field's start, also after one space (csv.reader and pandas only at its
+    very start; after two spaces DuckDB reads text too); the first comment character outside
+    quotes ends the record."""
     quoted, first_field, field_start, spaces_only, spaced_quote = False, True, 0, True, False
     i = 0
     while i < len(text):
@@ -216,8 +217,8 @@ def how_duckdb_reads(text: str, delimiter: str, comment: str | None) -> DuckDBRe
             return DuckDBReading(cut, spaced_quote)
         elif char == delimiter:
             first_field, field_start, spaces_only = False, i + 1, True
-        elif char == '"' and spaces_only:
-            quoted, spaces_only = True, False
+        elif char == '"' and (i == field_start or i == field_start + 1 and spaces_only):
+            quoted, spaces_only = True, False  # DuckDB: at a field's start or after one space
             spaced_quote = spaced_quote or i > field_start
         elif char != " ":
             spaces_only = False
