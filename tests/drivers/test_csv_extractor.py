@@ -377,6 +377,20 @@ def test_a_crlf_file_with_an_inline_comment_ending_at_a_bare_lf_keeps_the_next_l
     assert extract(path="t.csv", comment="#").rows == [("x", None, None), ('l2"', None, None)]
 
 
+def test_a_crlf_file_with_bare_lfs_that_duckdb_cannot_read_is_read_from_an_lf_copy(
+        extract: ExtractFn, data_dir: Path) -> None:
+    """DuckDB failed ('state machine reached an invalid state', 'unterminated quote') on a
+    bare LF in a CRLF file, in text or in a quoted value after a blank line; pandas reads
+    both line ends. On such a failure the file is read again from an LF copy."""
+    put(data_dir, "t.csv", b"a,b\r\nx\ny,1\r\n2,3\r\n")
+    assert extract(path="t.csv").rows == [("x", None), ("y", 1), ("2", 3)]
+    put(data_dir, "q.csv", b'a,b\r\n\r\n1,"x\ny"\r\n2,z\r\n')
+    assert extract(path="q.csv").rows == [(1, "x\ny"), (2, "z")]
+    put(data_dir, "w.csv", b"a,b\r\nx\ny,1,3\r\n2,3\r\n")  # a real error still names its line
+    with pytest.raises(DriverError, match="line 3 has 3 fields but the header has 2"):
+        extract(path="w.csv")
+
+
 def test_a_line_starting_with_the_comment_character_inside_a_quoted_value_is_data(
         extract: ExtractFn, data_dir: Path) -> None:
     """The record scanner took such a line for a comment line and failed the read with

@@ -425,16 +425,16 @@ class _Extraction:
         self.fits: dict[str, tuple[str, ...] | None] | None = None  # see _detect
         self.widenings = 0  # over all reads, also those redone after a read error
 
-    def _reader(self, space_lines: bool = False) -> Reader:
+    def _reader(self, rewrite: bool = False) -> Reader:
         """Point DuckDB at the data rows: its own ``skip`` when that lands exactly on them, else
-        a scratch copy of the data part (rewritten when blank lines, lines of only spaces
-        (``space_lines``: the read found one) or fields of spaces before the comment character
-        need pandas' treatment)."""
+        a scratch copy of the data part, rewritten where DuckDB's reading needs pandas' (blank
+        lines, fields of spaces before the comment character, ...) or when ``rewrite`` says so
+        (the read found a line of only spaces, or failed in a file mixing line ends)."""
         src, layout, scratch = self.source, self.layout, self.scratch
         path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
         offset: int | None = 0
         keep_blanks = not self.opts.skip_blank_lines
-        if space_lines or ((keep_blanks or layout.width == 1) and
+        if rewrite or ((keep_blanks or layout.width == 1) and
                            may_have_blank_lines(src, layout.data_offset)) or \
                 may_have_spaced_comments(src, layout.data_offset, self.opts.delimiter,
                                          self.opts.comment) or \
@@ -673,7 +673,7 @@ class _Extraction:
         """Retry what DuckDB can do differently; otherwise raise a DriverError with a line."""
         text = str(exc)
         if _SPACE_LINE in text and self.reader.source_offset is not None:
-            self.reader = replace(self._reader(space_lines=True),
+            self.reader = replace(self._reader(rewrite=True),
                                   max_line_size=self.reader.max_line_size)
             return
         if _PARALLEL_PADDING in text and self.reader.parallel:
@@ -684,6 +684,13 @@ class _Extraction:
         if _LINE_SIZE in text and not self.reader.max_line_size:
             # pandas has no row-size limit; allow rows up to the scanner's limit
             self.reader = replace(self.reader, max_line_size=MAX_LINE_BYTES)
+            return
+        if self.reader.source_offset is not None and may_mix_line_ends(self.source, 0):
+            # DuckDB takes the first line end for all: a bare LF in a CRLF file (in text, or
+            # in a quoted value after a blank line) fails its state machine; pandas reads both
+            # line ends. The copy's line ends are all LF: one more read, on failure only.
+            self.reader = replace(self._reader(rewrite=True),
+                                  max_line_size=self.reader.max_line_size)
             return
         raise self._explain(exc) from exc
 
