@@ -110,6 +110,8 @@ class PostgrestFake:
         self.dsn = dsn
         self.key = key
         self.openapi = openapi
+        self.undescribed: set[str] = set()  # columns the API description leaves out, as
+        # PostgREST does with computed fields (selectable, not described)
         self.max_rows = max_rows
         self.faults: deque[Fault] = deque()
         self.requests: list[Logged] = []
@@ -331,7 +333,8 @@ class _Handler(BaseHTTPRequestHandler):
             for t in tables:
                 cols = fake.openapi_formats(cur, schema, t)
                 definitions[t] = {"type": "object", "properties": {
-                    c: {"format": fmt, "type": _json_type(fmt)} for c, fmt in cols.items()}}
+                    c: {"format": fmt, "type": _json_type(fmt)} for c, fmt in cols.items()
+                    if c not in fake.undescribed}}
         self._send(200, {"swagger": "2.0", "definitions": definitions})
 
     def _table(self, cur: psycopg.Cursor, schema: str, table: str) -> dict[str, str]:

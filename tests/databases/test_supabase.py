@@ -1267,3 +1267,17 @@ def test_rest_numbers_duckdb_keeps_as_text_pass_and_types_fit_them(
     assert out.types == {"id": "BIGINT", "a": "BIGINT", "b": "DECIMAL(20,0)"}
     assert [r[1:] for r in out.rows] == [(5, Decimal(18446744073709551615)), (-7, Decimal(1)),
                                          (9223372036854775807, None)]
+
+
+def test_rest_a_selected_column_the_api_description_lacks_is_checked(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """A column selected but not described (a PostgREST computed field) was taken for text and
+    its page not checked: 0.12345678901234567890 came as '0.12345678901234568'."""
+    t = pg.table("r_undescribed")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v numeric)",
+               f"INSERT INTO {t} VALUES (1, 0.12345678901234567890)")
+    rest.undescribed = {"v"}
+    with pytest.raises(DriverError, match=r"column 'v' \(row 1\) holds the JSON number "
+                                          r"0\.12345678901234567890"):
+        harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                        table="r_undescribed", select="id,v")

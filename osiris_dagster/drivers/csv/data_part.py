@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from osiris_dagster.drivers.csv.records import (
     MAX_LINE_BYTES,
@@ -44,13 +45,15 @@ def may_have_blank_lines(source: Source, offset: int) -> bool:
 def may_have_spaced_comments(source: Source, offset: int, delimiter: str,
                              comment: str | None) -> bool:
     """Cheap byte scan: can the data part hold a field of spaces before the comment character
-    (``1, #note``), a record DuckDB drops whole? (Inside a quoted value it is a false
-    positive, which only costs the rewrite's time.)"""
+    (``1, #note``), a record DuckDB drops whole, or the comment character right after a
+    closing quote (``"a"#x``: DuckDB reads ``a``, pandas ``a#x``; the copy's scanner refuses
+    it, naming the line)? (Inside a quoted value it is a false positive, which only costs the
+    rewrite's time.)"""
     if comment is None or " " in (delimiter, comment):
         return False
+    mark = re.escape(comment.encode(source.encoding))
     return _some_line_matches(source, offset, re.compile(
-        re.escape(delimiter.encode(source.encoding)) + b" +" +
-        re.escape(comment.encode(source.encoding))))
+        re.escape(delimiter.encode(source.encoding)) + b" +" + mark + b'|"' + mark))
 
 
 def may_mix_line_ends(source: Source, offset: int) -> bool:
@@ -70,50 +73,75 @@ def may_mix_line_ends(source: Source, offset: int) -> bool:
     return False
 
 
-def may_have_spaced_quotes(source: Source, offset: int, delimiter: str) -> bool:
-    """Cheap byte scan: can the data part hold a field that starts with a space and a quote
-    (``1, "y"``), which DuckDB reads as the quoted value (``y``) and pandas as its text
-    (`` "y"``)? Also true for such text inside a quoted value (``"He said, ""hi"" twice"``):
-    the caller then asks :func:`~.unclosed_quote.spaced_opening_quote`, which follows quotes."""
-    if delimiter == " ":
-        return False
-    delim = delimiter.encode(source.encoding)
+class SpacedQuotes(NamedTuple):
+    """Spaces beside quotes that DuckDB reads unlike pandas (candidates of a byte scan)."""
 
-    def found(lines: bytes, end: int) -> bool:
-        if lines.find(b'"', 0, end) < 0:  # a single byte is found at memory speed
-            return False
-        # where a space comes before a quote, vectorised: bytes.find(b' "') crawls through text
-        # full of spaces and quotes (~700 MB/s), numpy compares whole chunks
+    opening: bool  # a space at a field's start, then a quote (``1, "y"``): DuckDB opens a
+    # value (``y``), pandas reads the text; also found inside quoted values: ask
+    # :func:`~.unclosed_quote.spaced_opening_quote`, which follows quotes
+    after_closing: bool  # a quote, spaces, then the field's end (``"y" ,``, ``"a" "b"``):
+    # DuckDB drops the spaces (``y``, ``a b``) where pandas keeps the text; the copy's scanner
+    # refuses it, naming the line
+
+
+def spaced_quotes(source: Source, offset: int, delimiter: str,
+                  comment: str | None) -> SpacedQuotes:
+    """Scan the data part for :class:`SpacedQuotes`: a single-byte search skips quote-free
+    chunks at memory speed, numpy finds space-quote and quote-space pairs in the others
+    (bytes.find crawls through text full of spaces and quotes), Python looks at each pair."""
+    if delimiter == " ":
+        return SpacedQuotes(False, False)
+    delim = delimiter.encode(source.encoding)
+    field_ends = (delim, b"\n", b"\r", b'"') + ((comment.encode(source.encoding),)
+                                                if comment else ())
+    opening = after_closing = False
+    for lines, end in _line_windows(source, offset):
+        if lines.find(b'"', 0, end) < 0:
+            continue
         import numpy as np
 
         data = np.frombuffer(lines, dtype=np.uint8, count=end)
-        for at in np.flatnonzero((data[:-1] == 0x20) & (data[1:] == 0x22)).tolist():
-            # one space at a field's start (after two, DuckDB reads text too)
-            if at == 0 or lines[at - 1:at] in (b"\n", b"\r") or \
-                    at >= len(delim) and lines[at - len(delim):at] == delim:
-                return True
-        return False
+        quote, space = data == 0x22, data == 0x20
+        if not opening:
+            for at in np.flatnonzero(space[:-1] & quote[1:]).tolist():
+                # one space at a field's start (after two, DuckDB reads text too)
+                if at == 0 or lines[at - 1:at] in (b"\n", b"\r") or \
+                        at >= len(delim) and lines[at - len(delim):at] == delim:
+                    opening = True
+                    break
+        if not after_closing:
+            for at in np.flatnonzero(quote[:-1] & space[1:]).tolist():
+                nxt = at + 1
+                while nxt < end and lines[nxt] == 0x20:
+                    nxt += 1
+                if nxt >= end or lines.startswith(field_ends, nxt):
+                    after_closing = True
+                    break
+        if opening and after_closing:
+            break
+    return SpacedQuotes(opening, after_closing)
 
-    return _some_line_matches(source, offset, found)
 
-
-def _some_line_matches(source: Source, offset: int,
-                       found: re.Pattern[bytes] | Callable[[bytes, int], bool]) -> bool:
-    """Whether ``found`` (a pattern, or a test of a text's first ``end`` bytes) matches in the
-    data part, in text that never spans a line break."""
-    test = found if callable(found) else lambda text, end: found.search(text, 0, end) is not None
+def _line_windows(source: Source, offset: int) -> Iterator[tuple[bytes, int]]:
+    """The data part in chunks of whole lines: (text, end), the text's first ``end`` bytes
+    whole lines; the last piece of the file comes whole."""
     with source.open() as fh:
         fh.seek(offset)
         tail = b""  # the start of a line the last chunk did not end
         while chunk := fh.read(CHUNK_BYTES):
             window = tail + chunk
             whole = max(window.rfind(b"\n"), window.rfind(b"\r")) + 1
-            if test(window, whole):
-                return True
+            yield window, whole
             tail = window[whole:]
             if len(tail) > MAX_LINE_BYTES:  # not a CSV line: the copy's scanner says so
-                return True
-    return test(tail, len(tail))
+                yield tail, len(tail)
+                tail = b""
+    yield tail, len(tail)
+
+
+def _some_line_matches(source: Source, offset: int, found: re.Pattern[bytes]) -> bool:
+    """Whether ``found``, which never spans a line break, matches in the data part."""
+    return any(found.search(text, 0, end) for text, end in _line_windows(source, offset))
 
 
 def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment: str | None,
@@ -127,7 +155,8 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     fields; a line of only spaces and tabs stays (a row of that text, for both). Not ``keep``:
     in a one-column file DuckDB reads a blank line as a NULL row where pandas skips it, and a
     line of only spaces and tabs is a row for DuckDB, skipped by pandas: leave both out.
-    Comment lines are left out too (DuckDB skips them). Every line end is LF (see :func:`_lf`).
+    Comment lines are left out too (DuckDB skips them). Every record ends with the same line
+    break (:class:`_LineEnds`).
     Where DuckDB reads a record unlike
     pandas (:func:`~.records.how_duckdb_reads`), the copy holds what pandas reads: a record
     with a field of spaces before the comment character (``1, #note``), which DuckDB would
@@ -136,6 +165,7 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     """
     empty_row = (b'""' if layout.width == 1 else  # one empty field: quoted, not a blank line
                  delimiter.encode(source.encoding) * (layout.width - 1))
+    ended = _LineEnds()
     with source.open() as raw, open(target, "wb") as out:
         raw.seek(layout.data_offset)
         position = layout.data_offset
@@ -144,19 +174,33 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
             position = rec.end_offset
             if rec.kind == "data" and (b' "' in text or comment is not None and
                                        comment.encode(source.encoding) in text):
-                out.write(_lf(_as_pandas_reads(text, rec, source.encoding, delimiter, comment)))
+                out.write(ended(_as_pandas_reads(text, rec, source.encoding, delimiter, comment)))
             elif rec.kind == "data" or (rec.kind == "space" and keep):
-                out.write(_lf(text))
+                out.write(ended(text))
             elif rec.kind == "blank" and keep:
-                out.write(empty_row + _lf(text))  # text: the blank line's own line end
+                out.write(ended(empty_row + text))  # text: the blank line's own line end
 
 
-def _lf(record: bytes) -> bytes:
-    """The record with LF as its line end: a file mixing CRLF and LF line ends (a CRLF file
-    whose inline comment ends at a bare LF) made DuckDB drop the next line's first character.
-    pandas ends a record at either; a line break inside a quoted value stays as it is."""
-    body = record.rstrip(b"\r\n")
-    return body + b"\n" if len(body) < len(record) else record
+class _LineEnds:
+    """Every record of the copy ends with the same line break: the first one in the copy's
+    bytes. DuckDB takes the first line break of a file for all its line ends, quotes or not:
+    a CRLF file whose first record holds a quoted bare LF, or one mixing in bare LFs (a CRLF
+    file whose inline comment ends at a bare LF, where DuckDB lost the next line's first
+    character), failed or misread. pandas ends a record at either; a line break inside a
+    quoted value stays as it is."""
+
+    def __init__(self) -> None:
+        self.newline: bytes | None = None
+
+    def __call__(self, record: bytes) -> bytes:
+        body = record.rstrip(b"\r\n")
+        if self.newline is None:
+            breaks = [i for i in (record.find(b"\r"), record.find(b"\n")) if i >= 0]
+            if not breaks:
+                return record
+            at = min(breaks)
+            self.newline = b"\r\n" if record.startswith(b"\r\n", at) else record[at:at + 1]
+        return body + self.newline if len(body) < len(record) else record
 
 
 def _as_pandas_reads(record: bytes, rec: Record, encoding: str, delimiter: str,

@@ -33,7 +33,7 @@ pandas behaviour is reproduced, and where we deliberately differ:
   when one finds a field that starts with spaces and a quote (``1, "y"``: DuckDB reads ``y``,
   pandas `` "y"``; the copy quotes that record's fields as csv.reader read them), and with
   ``comment`` in a file mixing CRLF and LF line ends (DuckDB dropped the first character after
-  an inline comment ending at a bare LF; the copy's line ends are all LF).
+  an inline comment ending at a bare LF; the copy's records all end with one line break).
 * **Line numbers** in errors are physical lines of the user's file: where DuckDB's rejects table
   places the bad record (:mod:`rejects <.rejects>`), counted from its byte position (DuckDB's
   own line count is short by one per record with a quoted line break before it); otherwise,
@@ -94,9 +94,9 @@ from osiris_dagster.drivers.csv.data_part import (
     copy_from_offset,
     may_have_blank_lines,
     may_have_spaced_comments,
-    may_have_spaced_quotes,
     may_mix_line_ends,
     rewrite_blank_lines,
+    spaced_quotes,
 )
 from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
 from osiris_dagster.drivers.csv.error_lines import find_value_line
@@ -438,9 +438,7 @@ class _Extraction:
                            may_have_blank_lines(src, layout.data_offset)) or \
                 may_have_spaced_comments(src, layout.data_offset, self.opts.delimiter,
                                          self.opts.comment) or \
-                (may_have_spaced_quotes(src, layout.data_offset, self.opts.delimiter) and
-                 spaced_opening_quote(src, layout.data_offset, self.opts.delimiter)
-                 is not False) or \
+                self._spaced_quotes_differ() or \
                 (self.opts.comment is not None and may_mix_line_ends(src, 0)):  # header too
             path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
@@ -454,6 +452,15 @@ class _Extraction:
         return Reader(path=path, encoding=encoding, compression=compression,
                       delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
                       names=tuple(self.names), null_values=null_values, source_offset=offset)
+
+    def _spaced_quotes_differ(self) -> bool:
+        """Whether a space beside a quote makes DuckDB read the data unlike pandas (see
+        :class:`~.data_part.SpacedQuotes`); the copy then reads as pandas does, or fails
+        naming the line."""
+        src, offset, delimiter = self.source, self.layout.data_offset, self.opts.delimiter
+        found = spaced_quotes(src, offset, delimiter, self.opts.comment)
+        return found.after_closing or (
+            found.opening and spaced_opening_quote(src, offset, delimiter) is not False)
 
     def run(self) -> int:
         unknown = sorted(set(self.declared) - set(self.names))
@@ -688,7 +695,7 @@ class _Extraction:
         if self.reader.source_offset is not None and may_mix_line_ends(self.source, 0):
             # DuckDB takes the first line end for all: a bare LF in a CRLF file (in text, or
             # in a quoted value after a blank line) fails its state machine; pandas reads both
-            # line ends. The copy's line ends are all LF: one more read, on failure only.
+            # line ends. The copy's records all end alike: one more read, on failure only.
             self.reader = replace(self._reader(rewrite=True),
                                   max_line_size=self.reader.max_line_size)
             return

@@ -43,9 +43,11 @@ class Record:
     last_line: int
     end_offset: int  # byte offset just after the record
     kind: RecordKind
-    # a field of spaces before the comment character (``1, #note``): DuckDB drops the record
-    # whole, and its ``skip`` does not count it as a line
-    duckdb_drops: bool = False
+    # DuckDB reads the record's line unlike csv.reader (:func:`how_duckdb_reads`): a field of
+    # spaces before the comment character (``1, #note``: dropped whole, its ``skip`` counts
+    # no line) or a quote after one space (`` "x``: its ``skip`` goes on to the closing quote)
+    duckdb_differs: bool = False
+    line_end: str = ""  # the record's own line break ("\r\n", "\n", "\r"; "" at the end)
 
 
 class CsvSyntaxError(DriverError):
@@ -146,6 +148,8 @@ def _comment_start(line: str, comment: str, quoted: bool,
                 end = line.find('"', end + 2)
             if end < 0:
                 return None, True
+            if line.startswith(comment, end + 1):  # '"a"#x': text after the closing quote,
+                return None, False  # which csv.reader refuses (pandas reads 'a#x')
             quoted, at = False, end + 1
             continue
         found = opening.search(line, at)
@@ -183,9 +187,13 @@ def iter_records(source: Source, delimiter: str, comment: str | None, *, offset:
             elif len(fields) == 1 and first == feed.line and _only_spaces(fields[0]) and \
                     feed.text.rstrip("\r\n") == fields[0]:
                 kind = "space"
-            drops = bool(comment) and kind == "data" and first == feed.line and \
-                how_duckdb_reads(feed.text, delimiter, comment).comment_cut is not None
-            yield Record(fields, first, max(first, feed.line), feed.offset, kind, drops)
+            differs = False
+            if kind == "data" and first == feed.line:
+                reading = how_duckdb_reads(feed.text, delimiter, comment)
+                differs = reading.comment_cut is not None or reading.spaced_quote
+            line_end = feed.text[len(feed.text.rstrip("\r\n")):]
+            yield Record(fields, first, max(first, feed.line), feed.offset, kind, differs,
+                         line_end)
 
 
 class DuckDBReading(NamedTuple):
@@ -293,6 +301,7 @@ def _find_layout(records: Iterator[Record], *, skip_rows: int,
             continue
         first = rec
         break
+    ends = first.line_end if first is not None else (taken[0].line_end if taken else "")
     if header_fields is not None:
         width = len(header_fields)
     else:
@@ -307,8 +316,11 @@ def _find_layout(records: Iterator[Record], *, skip_rows: int,
         data_offset=taken[-1].end_offset if taken else 0,
         data_line=taken[-1].last_line + 1 if taken else 1,
         skipped=len(taken),
+        # DuckDB's skip counts lines as DuckDB reads them, with the line end of the file's
+        # first line for all (a CRLF line before LF ones: its strict reader then finds no row)
         simple_skip=all(r.kind in ("data", "space") and r.first_line == r.last_line
-                        and not r.duckdb_drops for r in taken),
+                        and not r.duckdb_differs and r.line_end in (ends, "")
+                        for r in taken),
         has_data=first is not None,
     )
 

@@ -576,8 +576,8 @@ class _RestRead:
         offset, total = opts.offset, 0
         progress = Progress(self.ctx)
         names = opts.select or list(types or {})
-        check_numbers = types is None or not all(
-            self._numbers_kept(n, types.get(n, PgType("text", "S"))) for n in names)
+        check_numbers = types is None or not all(  # a name the description lacks: unknown
+            n in types and self._numbers_kept(n, types[n]) for n in names)
         while True:
             page_params = {**params, "limit": str(opts.page_size), "offset": str(offset)}
             resp = http.request("GET", self.url, params=page_params, headers=headers,
