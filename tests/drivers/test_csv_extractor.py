@@ -919,3 +919,33 @@ def test_impossible_options(workspace: WorkspaceFactory, data_dir: Path, config:
 def test_chunk_size_has_no_effect(extract: ExtractFn, data_dir: Path) -> None:
     put(data_dir, "c.csv", "a\n" + "".join(f"{i}\n" for i in range(300)))
     assert len(extract(path="c.csv", chunk_size=100).rows) == 300
+
+
+def test_a_small_file_with_quotes_is_read_without_importing_numpy(tmp_path: Path) -> None:
+    """The spaced-quote scans use numpy for big files only: importing it (~75 ms) is more
+    than a small file's whole read, and a run pays it once per process."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "q.csv").write_text('c0,c1\n1, "y"\n3,"He said, ""hi"" twice"\n')
+    script = ("import sys\n"
+              "from pathlib import Path\n"
+              "from osiris_dagster.core.settings import Settings\n"
+              "from osiris_dagster.runtime.session import Session\n"
+              "from osiris_dagster.runtime.workspace import StepWorkspace\n"
+              "from osiris_dagster.drivers.csv import extractor\n"
+              "s = Session(Settings.from_env(Path('sessions')), 's1').ensure()\n"
+              "with StepWorkspace(s, pipeline_name='p', step_id='x', output_table='x',\n"
+              "                   base_dir=Path('.')) as ws:\n"
+              "    extractor.run(ws, {'path': 'q.csv', 'delimiter': ',', 'header': True,\n"
+              "                       'encoding': 'utf-8', 'skip_rows': 0,\n"
+              "                       'skip_blank_lines': True, 'compression': 'infer'}, [])\n"
+              "    print(ws.preview_rows(limit=10)[1])\n"
+              "print('numpy' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows, imported = done.stdout.splitlines()[-2:]
+    assert rows == """[(1, ' "y"'), (3, 'He said, "hi" twice')]""" and imported == "False"
