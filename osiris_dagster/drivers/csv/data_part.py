@@ -5,6 +5,7 @@ DuckDB and pandas treat them differently. Either copy holds the file's own bytes
 
 from __future__ import annotations
 
+import codecs
 import re
 import shutil
 from collections.abc import Iterator
@@ -58,20 +59,24 @@ def may_have_spaced_comments(source: Source, offset: int, delimiter: str,
 
 
 def may_mix_line_ends(source: Source, offset: int) -> bool:
-    """Cheap byte scan: does the data part hold CRLF and bare LF line ends both? (A bare LF
-    inside a quoted value counts, which only costs the rewrite's time.)"""
-    crlf = bare = False
+    """Cheap byte scan: does the data part hold more than one kind of line break (CRLF, a bare
+    LF, a lone CR)? (One inside a quoted value counts, which only costs the rewrite's time.)"""
+    kinds: set[str] = set()
     with source.open() as fh:
         fh.seek(offset)
         last = b""
         while chunk := fh.read(CHUNK_BYTES):
-            pairs = chunk.count(b"\r\n") + (last == b"\r" and chunk.startswith(b"\n"))
-            crlf = crlf or pairs > 0
-            bare = bare or chunk.count(b"\n") > pairs
-            if crlf and bare:
+            split = last == b"\r" and chunk.startswith(b"\n")  # a CRLF across two chunks
+            pairs = chunk.count(b"\r\n") + split
+            crs = chunk.count(b"\r") + (last == b"\r") - pairs - (chunk[-1:] == b"\r")
+            kinds |= {kind for kind, n in (("crlf", pairs), ("lf", chunk.count(b"\n") - pairs),
+                                           ("cr", crs)) if n > 0}
+            if len(kinds) > 1:
                 return True
             last = chunk[-1:]
-    return False
+    if last == b"\r":
+        kinds.add("cr")  # the file ends with a lone CR
+    return len(kinds) > 1
 
 
 class SpacedQuotes(NamedTuple):
@@ -93,6 +98,7 @@ def spaced_quotes(source: Source, offset: int, delimiter: str,
     if delimiter == " ":
         return SpacedQuotes(False, False)
     delim = delimiter.encode(source.encoding)
+    bom = len(codecs.BOM_UTF8) if offset == 0 and source.encoding == "utf-8" else 0
     field_ends = (delim, b"\n", b"\r", b'"') + ((comment.encode(source.encoding),)
                                                 if comment else ())
     # numpy for big files only: importing it (~75 ms) costs more than a small file's scan
@@ -105,6 +111,7 @@ def spaced_quotes(source: Source, offset: int, delimiter: str,
             for at in _pairs(lines, end, b' "', vectorised):
                 # one space at a field's start (after two, DuckDB reads text too)
                 if at == 0 or lines[at - 1:at] in (b"\n", b"\r") or \
+                        at == bom and lines.startswith(codecs.BOM_UTF8) or \
                         at >= len(delim) and lines[at - len(delim):at] == delim:
                     opening = True
                     break
@@ -221,7 +228,7 @@ def _as_pandas_reads(record: bytes, rec: Record, encoding: str, delimiter: str,
                      comment: str | None) -> bytes:
     """The record as DuckDB reads it the way pandas does (see :func:`rewrite_blank_lines`),
     with its own line end."""
-    text = record.decode(encoding)
+    text = record.decode(encoding).removeprefix("\ufeff")  # a BOM: DuckDB skips it too
     reading = how_duckdb_reads(text, delimiter, comment)
     ending = text[len(text.rstrip("\r\n")):]
     if reading.spaced_quote:
@@ -229,4 +236,4 @@ def _as_pandas_reads(record: bytes, rec: Record, encoding: str, delimiter: str,
         return (delimiter.join(quoted) + ending).encode(encoding)
     if reading.comment_cut is not None:
         return (text[:reading.comment_cut] + ending).encode(encoding)
-    return record
+    return record  # as it is (a BOM with it)

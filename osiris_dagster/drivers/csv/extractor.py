@@ -464,7 +464,7 @@ class _Extraction:
             return found.after_closing
         # the exact check imports numpy (~75 ms): a small file's copy costs less
         return src.path.stat().st_size < VECTOR_SCAN_MIN_BYTES or \
-            spaced_opening_quote(src, offset, delimiter) is not False
+            spaced_opening_quote(src, offset, delimiter, self.opts.comment) is not False
 
     def run(self) -> int:
         unknown = sorted(set(self.declared) - set(self.names))

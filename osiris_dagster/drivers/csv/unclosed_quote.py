@@ -139,16 +139,18 @@ def _closes_by_toggling(source: Source, offset: int, sep: int) -> bool:
     return not inside
 
 
-def spaced_opening_quote(source: Source, offset: int, delimiter: str) -> bool | None:
+def spaced_opening_quote(source: Source, offset: int, delimiter: str,
+                         comment: str | None) -> bool | None:
     """Whether DuckDB opens a quoted value after one space at a field's start anywhere in the
     data part (`` "y"``: DuckDB reads ``y``, pandas and csv.reader the text `` "y"``); None
     when the quote toggling of :func:`_closes_by_toggling` cannot tell (a quote inside an
-    unquoted field comes first). Vectorised like it: Python runs once per chunk."""
+    unquoted field comes first, a comment may hold quotes, or the toggles end inside a value).
+    Vectorised like it: Python runs once per chunk."""
+    sep = delimiter.encode(source.encoding)
+    if len(sep) != 1 or comment is not None:
+        return None
     import numpy as np
 
-    sep = delimiter.encode(source.encoding)
-    if len(sep) != 1:
-        return None
     inside = False
     for _, chunk in _chunks(source, offset):
         data = np.frombuffer(chunk, dtype=np.uint8)
@@ -168,7 +170,7 @@ def spaced_opening_quote(source: Source, offset: int, delimiter: str) -> bool | 
         if starts.any():
             return True
         inside ^= bool(len(quotes) % 2)
-    return False
+    return None if inside else False
 
 
 def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int | None:
