@@ -122,8 +122,14 @@ def test_a_value_duckdb_opens_after_one_space_is_found(tmp_path: Path, data: str
     """The exact check behind the spaced-quote scan: a quoted value containing ', "' sent a
     200 MB file through the Python rewrite (10x the read's time)."""
     path = tmp_path / "s.csv"
-    path.write_text(data, encoding="utf-8")
+    # rows without quotes first: under VECTOR_SCAN_MIN_BYTES the check leaves it to the copy
+    padding = "1,2\n" * (unclosed_quote.VECTOR_SCAN_MIN_BYTES // 4 + 1)
+    path.write_text(padding + data, encoding="utf-8")
     source = Source(path, path, "utf-8")
     assert unclosed_quote.spaced_opening_quote(source, 0, ",", None) is found
     # a comment may hold quotes the toggles would count: it cannot tell
     assert unclosed_quote.spaced_opening_quote(source, 0, ",", "#") is None
+    small = tmp_path / "small.csv"
+    small.write_text(data, encoding="utf-8")
+    assert unclosed_quote.spaced_opening_quote(Source(small, small, "utf-8"), 0, ",",
+                                               None) is None

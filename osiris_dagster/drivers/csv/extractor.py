@@ -106,7 +106,6 @@ from osiris_dagster.drivers.csv.records import MAX_LINE_BYTES, Layout, inspect_l
 from osiris_dagster.drivers.csv.scratch import Scratch
 from osiris_dagster.drivers.csv.source import Source, prepare_source
 from osiris_dagster.drivers.csv.unclosed_quote import (
-    VECTOR_SCAN_MIN_BYTES,
     find_unclosed_quote,
     spaced_opening_quote,
     unclosed_quote_error,
@@ -460,11 +459,9 @@ class _Extraction:
         naming the line."""
         src, offset, delimiter = self.source, self.layout.data_offset, self.opts.delimiter
         found = spaced_quotes(src, offset, delimiter, self.opts.comment)
-        if found.after_closing or not found.opening:
-            return found.after_closing
-        # the exact check imports numpy (~75 ms): a small file's copy costs less
-        return src.path.stat().st_size < VECTOR_SCAN_MIN_BYTES or \
-            spaced_opening_quote(src, offset, delimiter, self.opts.comment) is not False
+        return found.after_closing or (
+            found.opening and
+            spaced_opening_quote(src, offset, delimiter, self.opts.comment) is not False)
 
     def run(self) -> int:
         unknown = sorted(set(self.declared) - set(self.names))

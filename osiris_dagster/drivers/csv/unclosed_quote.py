@@ -28,6 +28,7 @@ import codecs
 import re
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import NamedTuple
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.csv.error_lines import locate_line
@@ -111,13 +112,52 @@ def _chunks(source: Source, offset: int) -> Iterator[tuple[int, bytes]]:
 def _closes_by_toggling(source: Source, offset: int, sep: int) -> bool:
     """True when reading every quote as a toggle (open, close, open...) ends outside quotes and
     agrees with DuckDB's rules all along; False when that cannot tell (then :func:`_scan` does).
+    The quickest test, vectorised (:func:`_toggled_openers`)."""
+    inside = False
+    for chunk in _toggled_openers(source, offset, sep):
+        if chunk is None:
+            return False
+        inside = chunk.inside
+    return not inside
 
-    The quickest test, vectorised: it counts quotes and checks the byte before each one the
-    toggles make an opening quote, so Python runs once per chunk whatever the number of quoted
-    values. It agrees with DuckDB's state machine up to the first quote the two read differently,
-    which can only be a quote inside an unquoted field (DuckDB: text; toggles: an opening quote
-    with no field start, or one space after it, before it): that check fails there. ``""``
-    inside a value toggles twice, and the opening toggle then has a quote before it: it passes."""
+
+def spaced_opening_quote(source: Source, offset: int, delimiter: str,
+                         comment: str | None) -> bool | None:
+    """Whether DuckDB opens a quoted value after one space at a field's start anywhere in the
+    data part (`` "y"``: DuckDB reads ``y``, pandas and csv.reader the text `` "y"``); None
+    when the quote toggling of :func:`_toggled_openers` cannot tell (a quote inside an
+    unquoted field comes first, a comment may hold quotes, or the toggles end inside a value),
+    and for a file under :data:`VECTOR_SCAN_MIN_BYTES` (importing numpy costs more than the
+    copy that decides then)."""
+    sep = delimiter.encode(source.encoding)
+    if len(sep) != 1 or comment is not None or \
+            source.path.stat().st_size < VECTOR_SCAN_MIN_BYTES:
+        return None
+    inside = False
+    for chunk in _toggled_openers(source, offset, sep[0]):
+        if chunk is None:
+            return None
+        if chunk.spaced:
+            return True
+        inside = chunk.inside
+    return None if inside else False
+
+
+class _ToggledChunk(NamedTuple):
+    spaced: bool  # an opening quote after one space at a field's start (DuckDB's rule)
+    inside: bool  # the chunk ends inside a quoted value
+
+
+def _toggled_openers(source: Source, offset: int, sep: int) -> Iterator[_ToggledChunk | None]:
+    """Each chunk of the data part read with every quote as a toggle (open, close, open...);
+    None, and no more chunks, at the first quote where that disagrees with DuckDB's rules.
+
+    Vectorised: it counts quotes and checks the byte before each one the toggles make an
+    opening quote, so Python runs once per chunk whatever the number of quoted values. It
+    agrees with DuckDB's state machine up to the first quote the two read differently, which
+    can only be a quote inside an unquoted field (DuckDB: text; toggles: an opening quote with
+    no field start, or one space after it, before it): that check fails there. ``""`` inside
+    a value toggles twice, and the opening toggle then has a quote before it: it passes."""
     import numpy as np
 
     inside = False
@@ -130,47 +170,15 @@ def _closes_by_toggling(source: Source, offset: int, sep: int) -> bool:
         other = (before != sep) & (before != _LF) & (before != _CR) & (before != _QUOTE)
         spaced = other & (before == _SPACE)  # one space at a field start: DuckDB's rule
         if (other & ~spaced).any():
-            return False
+            yield None
+            return
         at = openers[spaced]
         two = data[np.maximum(at - 2, 0)]
         if not ((at == 1) | (two == sep) | (two == _LF) | (two == _CR)).all():
-            return False
+            yield None  # '  "a"' or 'x "a"': text to DuckDB, an opener to the toggles
+            return
         inside ^= bool(len(quotes) % 2)
-    return not inside
-
-
-def spaced_opening_quote(source: Source, offset: int, delimiter: str,
-                         comment: str | None) -> bool | None:
-    """Whether DuckDB opens a quoted value after one space at a field's start anywhere in the
-    data part (`` "y"``: DuckDB reads ``y``, pandas and csv.reader the text `` "y"``); None
-    when the quote toggling of :func:`_closes_by_toggling` cannot tell (a quote inside an
-    unquoted field comes first, a comment may hold quotes, or the toggles end inside a value).
-    Vectorised like it: Python runs once per chunk."""
-    sep = delimiter.encode(source.encoding)
-    if len(sep) != 1 or comment is not None:
-        return None
-    import numpy as np
-
-    inside = False
-    for _, chunk in _chunks(source, offset):
-        data = np.frombuffer(chunk, dtype=np.uint8)
-        quotes = np.flatnonzero(data == _QUOTE)
-        openers = quotes[1::2] if inside else quotes[::2]
-        openers = openers[openers > 0]
-        before = data[openers - 1]
-        other = (before != sep[0]) & (before != _LF) & (before != _CR) & (before != _QUOTE)
-        spaced = other & (before == _SPACE)
-        if (other & ~spaced).any():
-            return None
-        at = openers[spaced]
-        two = data[np.maximum(at - 2, 0)]
-        starts = (at == 1) | (two == sep[0]) | (two == _LF) | (two == _CR)
-        if not starts.all():  # '  "a"' or 'x "a"': text to DuckDB, an opener to the toggles
-            return None
-        if starts.any():
-            return True
-        inside ^= bool(len(quotes) % 2)
-    return None if inside else False
+        yield _ToggledChunk(bool(len(at)), inside)
 
 
 def _scan(source: Source, offset: int, sep: bytes, comment: bytes | None) -> int | None:
