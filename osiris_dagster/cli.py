@@ -55,9 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="materialise a pipeline's assets through Dagster")
     r.add_argument("pipeline", metavar="PIPELINE")
     r.add_argument("--connections", metavar="FILE", help="osiris_connections.yaml to use")
-    r.add_argument("--sessions-dir", metavar="DIR",
-                   help="root of session directories (default $OSIRIS_SESSIONS_DIR or "
-                        ".osiris_sessions)")
+    _sessions_dir_option(r)
     r.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="parameter value (repeatable); beats env, profile and OML default")
     r.add_argument("--profile", help="profile whose params apply (default: dev if defined)")
@@ -70,9 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sessions", help="list, show or clean sessions (directories with the "
                                         "duckdb store, schemas with OSIRIS_SESSION_STORE="
                                         "ducklake)")
-    s.add_argument("--sessions-dir", metavar="DIR",
-                   help="root of session directories (default $OSIRIS_SESSIONS_DIR or "
-                        ".osiris_sessions)")
+    _sessions_dir_option(s)
     ssub = s.add_subparsers(dest="action")
     ssub.add_parser("list", help="one line per session, newest first")
     show = ssub.add_parser("show", help="a session's steps, tables and files")
@@ -94,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
                             "writes to the lake")
     s.set_defaults(func=cmd_sessions)
 
+    u = sub.add_parser("unsettled", help="writes that may have landed although their step "
+                                         "failed: list them, or settle one after checking its "
+                                         "target (the step then runs again on that input)")
+    _sessions_dir_option(u)
+    usub = u.add_subparsers(dest="action")
+    usub.add_parser("list", help="one block per unsettled write")
+    settle = usub.add_parser("settle", help="forget a step's unsettled writes (check its target "
+                                            "first)")
+    settle.add_argument("pipeline", help="the pipeline's name (its OML `name`)")
+    settle.add_argument("step", help="the step's id")
+    u.set_defaults(func=cmd_unsettled)
+
     h = sub.add_parser("init-home", help="make a Dagster home (DAGSTER_HOME) whose dagster.yaml "
                                          "opens Dagster's SQLite files through osiris-dagster's "
                                          "storages (faster runs in dagster dev)")
@@ -101,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="the home's directory (default $DAGSTER_HOME); made if missing")
     h.set_defaults(func=cmd_init_home)
     return p
+
+
+def _sessions_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sessions-dir", metavar="DIR",
+                        help="root of session directories (default $OSIRIS_SESSIONS_DIR or "
+                             ".osiris_sessions)")
 
 
 def _count(text: str) -> int:
@@ -165,6 +179,37 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if args.action == "show":
         return _show_session(settings, args.session_id)
     return _clean_sessions(args, settings)
+
+
+# -- unsettled writes -----------------------------------------------------------------------------
+def cmd_unsettled(args: argparse.Namespace) -> int:
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.stores import store_for
+    from osiris_dagster.runtime.unsettled_writes import UnsettledWrites
+
+    settings = Settings.from_env(args.sessions_dir)
+    store = store_for(settings)
+    writes = UnsettledWrites(settings.sessions_dir, store.records)
+    if args.action == "settle":
+        removed = writes.settle(args.pipeline, args.step)
+        if not removed:
+            print(f"error: no unsettled write of pipeline '{args.pipeline}', step '{args.step}' "
+                  f"{store.describe()} (see `osiris-dagster unsettled list`)", file=sys.stderr)
+            return EXIT_INVALID
+        for w in removed:
+            print(f"settled: pipeline '{w.pipeline}', step '{w.step_id}', failed in session "
+                  f"{w.session_id} at {w.failed_at}; the step runs again on that input")
+        return EXIT_OK
+    found = writes.all()
+    if not found:
+        print(f"no unsettled writes {store.describe()}")
+    for w in found:
+        print(f"pipeline '{w.pipeline}', step '{w.step_id}': failed in session {w.session_id} "
+              f"at {w.failed_at}")
+        for line in w.inputs:
+            print(f"  input {line}")
+        print(f"  error: {w.error}")
+    return EXIT_OK
 
 
 def _show_session(settings: Any, session_id: str) -> int:

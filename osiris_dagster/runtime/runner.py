@@ -36,6 +36,13 @@ from osiris_dagster.runtime.checks import (
 )
 from osiris_dagster.runtime.connections import Connections, ResolvedConnection
 from osiris_dagster.runtime.session import Session, state_json
+from osiris_dagster.runtime.unsettled_writes import (
+    UnsettledWriteError,
+    UnsettledWrites,
+    new_record,
+    refusal,
+    write_key,
+)
 from osiris_dagster.runtime.workspace import ProgressCallback, StepWorkspace
 
 # Families whose drivers always need a connection (resolved to the default alias when the step
@@ -164,12 +171,16 @@ def run_step(
     start_session(session, pipeline)
     session.log_event("step_start", step_id=step.id, driver=step.component)
     started = time.monotonic()
+    write: tuple[str, list[tuple[str, str, str]]] | None = None
     try:
         driver = _driver(step)
         resolved = _resolve_connection(step, spec.family, connections, session.masker)
         config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
                                         if k != "connection"}}
         _write_cleaned_config(session, step, config, resolved)
+        if spec.family not in _LOCAL_FAMILIES:
+            write = _write_identity(step, config, resolved, upstream_refs, asset_refs or {})
+            _refuse_unsettled(session, pipeline, step, write)
         with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
                            output_table=step_table(pipeline, step.id),
                            connection=resolved.values if resolved else None,
@@ -194,6 +205,8 @@ def run_step(
         message = _log_failure(session, step, exc, time.monotonic() - started,
                                will_retry=retried_on_failure and isinstance(exc, Exception)
                                and not isinstance(exc, NotRetryableError))
+        if write is not None and _may_have_landed(exc):
+            _record_unsettled(session, pipeline, step, write, message)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
         raise StepError(pipeline.name, step.id, message,
@@ -202,6 +215,56 @@ def run_step(
     _log_success(session, step, result, duration, check_outcomes)
     return StepOutcome(step.id, ref, result, duration, preview,
                        resolved.ref if resolved else None, check_outcomes)
+
+
+# Families whose steps only read and write local files and session tables: running them again
+# gives the same end state, so no unsettled write is kept for them.
+_LOCAL_FAMILIES = {"filesystem", "duckdb"}
+
+
+def _write_identity(step: Step, config: Mapping[str, Any], resolved: ResolvedConnection | None,
+                    upstream_refs: Mapping[str, TableRef], asset_refs: Mapping[str, TableRef]
+                    ) -> tuple[str, list[tuple[str, str, str]]]:
+    """The key of what the step would write (see :mod:`unsettled_writes`) and its inputs."""
+    inputs = [(name, ref.session_id, ref.table)
+              for name, ref in [*upstream_refs.items(), *asset_refs.items()]]
+    identity = {**config, "connection": resolved.ref if resolved else None}
+    return write_key(step.component, identity, inputs), inputs
+
+
+def _refuse_unsettled(session: Session, pipeline: Pipeline, step: Step,
+                      write: tuple[str, list[tuple[str, str, str]]]) -> None:
+    earlier = _unsettled(session).find(pipeline.name, step.id, write[0])
+    if earlier is not None:
+        session.log_event("unsettled_write_refused", step_id=step.id,
+                          earlier_session=earlier.session_id, failed_at=earlier.failed_at)
+        raise UnsettledWriteError(refusal(earlier))
+
+
+def _may_have_landed(exc: BaseException) -> bool:
+    """Whether the failed step's write may be in its target (running it again could write it
+    twice): its driver said so, or the run stopped while a COMMIT went through."""
+    if isinstance(exc, UnsettledWriteError):
+        return False
+    return isinstance(exc, NotRetryableError) or \
+        getattr(exc, "osiris_finished", None) is not None
+
+
+def _record_unsettled(session: Session, pipeline: Pipeline, step: Step,
+                      write: tuple[str, list[tuple[str, str, str]]], message: str) -> None:
+    record = new_record(pipeline.name, step.id, write[0], session.session_id, write[1],
+                        message)
+    try:
+        _unsettled(session).record(record)
+    except (OSError, duckdb.Error) as exc:  # the step's own error is what the run reports
+        session.log_event("unsettled_write_not_recorded", step_id=step.id,
+                          error=f"{type(exc).__name__}: {exc}")
+        return
+    session.log_event("unsettled_write_recorded", step_id=step.id, key=write[0])
+
+
+def _unsettled(session: Session) -> UnsettledWrites:
+    return UnsettledWrites(session.settings.sessions_dir, session.records)
 
 
 def _driver(step: Step) -> Driver:

@@ -515,6 +515,77 @@ def test_writer_commit_that_landed_without_an_answer_is_never_written_twice(
     assert tags.get("dagster/retry_on_asset_or_op_failure") == "false"
 
 
+def _commit_lost_job() -> dg.JobDefinition:
+    """The commit-lost job, reconstructable in Dagster's re-execution (paths from the env)."""
+    from ..helpers import defs_for
+
+    env = __import__("os").environ
+    return defs_for(Path(env["COMMIT_LOST_PIPELINE"]), Path(env["COMMIT_LOST_SESSIONS"]),
+                    Path(env["COMMIT_LOST_CONNECTIONS"])).resolve_job_def("commit_lost")
+
+
+def test_a_write_that_may_have_landed_is_not_written_again_on_the_same_input(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance) -> None:
+    """The append's COMMIT landed and its answer was lost. Dagster's retries skip it; a
+    person's "Re-execute from failure", or a materialisation of the writer alone, read the same
+    upstream table and wrote the rows again. Now they fail naming the earlier attempt, until
+    `osiris-dagster unsettled settle` says the target was checked."""
+    from osiris_dagster.cli import main
+
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    with CommitProxy(mysql.host, mysql.port) as proxy:
+        first, session = _commit_lost_run(mysql, run_pipeline, tmp_path, proxy, "")
+        assert not first.success and proxy.commits_dropped == 1
+        assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
+        for name, path in (("PIPELINE", "pipelines/pipeline.yaml"), ("SESSIONS", "sessions"),
+                           ("CONNECTIONS", "osiris_connections.yaml")):
+            monkeypatch.setenv(f"COMMIT_LOST_{name}", str(tmp_path / path))
+
+        def reexecute(parent: str) -> dg.DagsterRun:
+            with dg.execute_job(
+                    dg.reconstructable(_commit_lost_job), instance=instance,
+                    reexecution_options=dg.ReexecutionOptions.from_failure(parent, instance)
+            ) as result:
+                run = instance.get_run_by_id(result.run_id)
+                assert run is not None
+                return run
+
+        again = reexecute(first.run_id)
+        assert again.status == dg.DagsterRunStatus.FAILURE
+        assert proxy.commits_dropped == 1  # not even sent
+        assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
+        failure = next(e for e in instance.all_logs(again.run_id)
+                       if e.dagster_event and e.dagster_event.is_step_failure)
+        text = failure.dagster_event.step_failure_data.error.message  # type: ignore[union-attr]
+        assert "not run: an earlier attempt of this step on the same input" in text
+        assert f"session {session.name}" in text and "may or may not have been written" in text
+        assert "osiris-dagster unsettled settle 'commit-lost' 'append'" in text
+        assert instance.get_run_by_id(again.run_id).tags.get(  # type: ignore[union-attr]
+            "dagster/retry_on_asset_or_op_failure") == "false"
+        alone = _commit_lost_job().execute_in_process(
+            instance=instance, raise_on_error=False,
+            asset_selection=[dg.AssetKey(["commit-lost", "append"])])
+        assert not alone.success and "not run: an earlier" in failure_description(alone)
+        assert proxy.commits_dropped == 1
+        assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
+        # a new run reads the file again into its own session: new input, written
+        new = _commit_lost_job().execute_in_process(instance=instance, raise_on_error=False)
+        assert "not run:" not in failure_description(new) and proxy.commits_dropped == 2
+        assert len(_table(mysql, "w_commit_lost")) == 6
+
+    sessions = ["--sessions-dir", str(tmp_path / "sessions")]
+    assert main(["unsettled", *sessions, "list"]) == 0
+    assert main(["unsettled", *sessions, "settle", "commit-lost", "append"]) == 0
+    assert main(["unsettled", *sessions, "settle", "commit-lost", "append"]) == 2
+    # checked: the user decides to write the rows again (directly, without the proxy)
+    (tmp_path / "osiris_connections.yaml").write_text(
+        (tmp_path / "osiris_connections.yaml").read_text().replace(
+            f"port: {proxy.port}", f"port: {mysql.port}"))
+    assert reexecute(first.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert len(_table(mysql, "w_commit_lost")) == 9
+
+
 def _commit_lost_run(mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
                      proxy: CommitProxy, steps: str) -> tuple[Any, Path]:
     mysql.execute("DROP TABLE IF EXISTS w_commit_lost",
@@ -713,6 +784,8 @@ def test_a_run_stopped_during_commit_says_the_rows_were_written(
     (session,) = [d for d in sessions.iterdir() if d.is_dir() and d.name[0] != "."]
     (error,) = [e for e in events(session) if e["event"] == "step_error"]
     assert error["cancelled"] is True and "its 3 rows were written" in error["error"]
+    (record,) = sessions.glob(".state/*/append/unsettled_writes.json")  # not written again
+    assert "its 3 rows were written" in record.read_text()
 
 
 @pytest.mark.parametrize("mode", ["append", "replace", "upsert", "truncate_before"])

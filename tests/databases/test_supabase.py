@@ -8,8 +8,10 @@ import json
 import re
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import requests
 
@@ -19,7 +21,7 @@ from osiris_dagster.drivers.postgres import writer as supabase_writer
 from osiris_dagster.oml.specs import get_spec
 from osiris_dagster.runtime.workspace import StepWorkspace
 
-from ..helpers import events, failure_description, materialisations
+from ..helpers import defs_for, events, failure_description, materialisations
 from .conftest import REST_KEY, Harness, MySQLTarget, PgTarget, PipelineRun
 from .postgrest_fake import PostgrestFake
 from .test_mysql import _seed
@@ -1032,7 +1034,7 @@ steps:
 
 def test_rest_append_outcome_unknown_fails_the_step_without_dagster_retries(
         pg: PgTarget, rest: PostgrestFake, run_pipeline: PipelineRun,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, instance: dg.DagsterInstance) -> None:
     _keyless_table(pg, "r_unknown_dagster")
     rest.fail_after_commit(503, method="POST")
     monkeypatch.setenv("SUPABASE_TEST_KEY", REST_KEY)
@@ -1046,6 +1048,15 @@ def test_rest_append_outcome_unknown_fails_the_step_without_dagster_retries(
     text = failure_description(result)
     assert "step 'write-rows'" in text and "rows 1-3" in text
     assert "may have been written" in text and "primary_key" in text
+    # the writer materialised alone reads the same table again: not sent until settled
+    alone = defs_for(tmp_path / "pipelines" / "pipeline.yaml", tmp_path / "sessions",
+                     tmp_path / "osiris_connections.yaml").resolve_job_def(
+        "rest_append").execute_in_process(instance=instance, raise_on_error=False,
+                                          asset_selection=[dg.AssetKey(["rest-append",
+                                                                        "write-rows"])])
+    assert not alone.success and len(rest.calls("POST")) == 1
+    assert "not run: an earlier attempt" in failure_description(alone)
+    assert "may have been written" in failure_description(alone)
 
 
 def test_rest_append_stopped_part_way_is_not_retried(

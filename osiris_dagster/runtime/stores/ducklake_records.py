@@ -97,6 +97,14 @@ class LakeRecords:
             [pipeline, step_id]).fetchall())
         return {str(r[0]): str(r[1]) for r in rows}
 
+    def state_files_named(self, name: str) -> list[str]:
+        """The bodies of every step's state file ``name``."""
+        table = self._state_table()
+        rows = self._run(lambda con: con.execute(
+            f"SELECT body FROM {table} WHERE name = ? ORDER BY pipeline, step_id", [name]
+        ).fetchall())
+        return [str(r[0]) for r in rows]
+
     def _state_table(self) -> str:
         return self._ensure_table(STATE_SCHEMA, "files", "pipeline VARCHAR, step_id VARCHAR, "
                                   "name VARCHAR, body VARCHAR")
