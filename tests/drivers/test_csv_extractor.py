@@ -415,6 +415,11 @@ def test_a_crlf_file_with_bare_lfs_that_duckdb_cannot_read_is_read_from_an_lf_co
     (b'"l1\nl2",1\r2,3\r', {"header": False}, [("l1\nl2", "1"), ("2", "3")]),
     # a BOM before a field that starts with a space and a quote
     (b'\xef\xbb\xbf "y",1\n2,3\n', {"header": False}, [(' "y"', "1"), ("2", "3")]),
+    # a blank line of a lone CR after a line break: the byte scan missed it, so DuckDB
+    # dropped pandas' all-NULL row at the end of the file
+    (b"a,b\r\n1,2\r\n\r", {"skip_blank_lines": False}, [("1", "2"), (None, None)]),
+    (b"a,b\n1,2\n\r", {"skip_blank_lines": False}, [("1", "2"), (None, None)]),
+    (b"a\r\n1\r\n\r", {}, [("1",)]),
 ])
 def test_line_ends_and_quotes_duckdb_reads_unlike_pandas_lose_no_row(
         extract: ExtractFn, data_dir: Path, content: bytes, config: dict[str, object],

@@ -32,13 +32,15 @@ def copy_from_offset(source: Source, offset: int, target: Path) -> None:
 
 def may_have_blank_lines(source: Source, offset: int) -> bool:
     """Cheap byte scan before the slow Python rewrite: can the data part contain a blank line?
+    A line break right after a line feed or a lone CR is one: a CR after a line feed starts an
+    empty line whether a line feed follows it or not (a lone CR at the end of a CRLF file).
     (A quoted value with an empty line in it is a false positive, which only costs time.)"""
     with source.open() as fh:
         fh.seek(offset)
         tail = b"\n"  # the data starts at a line start: a leading newline is a blank line
         while chunk := fh.read(CHUNK_BYTES):
             window = tail + chunk
-            if b"\n\n" in window or b"\n\r\n" in window or b"\r\r" in window:
+            if b"\n\n" in window or b"\n\r" in window or b"\r\r" in window:
                 return True
             tail = window[-2:]
     return False
