@@ -420,6 +420,13 @@ def test_a_crlf_file_with_bare_lfs_that_duckdb_cannot_read_is_read_from_an_lf_co
     (b"a,b\r\n1,2\r\n\r", {"skip_blank_lines": False}, [("1", "2"), (None, None)]),
     (b"a,b\n1,2\n\r", {"skip_blank_lines": False}, [("1", "2"), (None, None)]),
     (b"a\r\n1\r\n\r", {}, [("1",)]),
+    # the copy ended its records with the first line break in its bytes, inside quotes here;
+    # DuckDB chose another ('state machine'): the copy now ends every record with LF and
+    # tells DuckDB so
+    (b'"\r\r\n",b \r\na  ,x \r\n', {"header": False, "skip_blank_lines": False},
+     [("\r\r\n", "b "), ("a  ", "x ")]),
+    (b'"p\r\nq",b \r\ra  ,x \r', {"header": False, "skip_blank_lines": False},
+     [("p\r\nq", "b "), (None, None), ("a  ", "x ")]),
 ])
 def test_line_ends_and_quotes_duckdb_reads_unlike_pandas_lose_no_row(
         extract: ExtractFn, data_dir: Path, content: bytes, config: dict[str, object],

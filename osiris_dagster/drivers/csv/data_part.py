@@ -178,8 +178,8 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     fields; a line of only spaces and tabs stays (a row of that text, for both). Not ``keep``:
     in a one-column file DuckDB reads a blank line as a NULL row where pandas skips it, and a
     line of only spaces and tabs is a row for DuckDB, skipped by pandas: leave both out.
-    Comment lines are left out too (DuckDB skips them). Every record ends with the same line
-    break (:class:`_LineEnds`).
+    Comment lines are left out too (DuckDB skips them). Every record ends with a line feed
+    (:class:`_LineEnds`).
     Where DuckDB reads a record unlike
     pandas (:func:`~.records.how_duckdb_reads`), the copy holds what pandas reads: a record
     with a field of spaces before the comment character (``1, #note``), which DuckDB would
@@ -205,25 +205,17 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
 
 
 class _LineEnds:
-    """Every record of the copy ends with the same line break: the first one in the copy's
-    bytes. DuckDB takes the first line break of a file for all its line ends, quotes or not:
-    a CRLF file whose first record holds a quoted bare LF, or one mixing in bare LFs (a CRLF
-    file whose inline comment ends at a bare LF, where DuckDB lost the next line's first
-    character), failed or misread. pandas ends a record at either; a line break inside a
-    quoted value stays as it is."""
-
-    def __init__(self) -> None:
-        self.newline: bytes | None = None
+    """Every record of the copy ends with a line feed, and DuckDB reads the copy with
+    ``new_line`` set to it (:attr:`~.read_csv_call.Reader.new_line`). Left to itself, DuckDB
+    picks one kind of line break for a whole file from the first one it meets, quotes or not:
+    a CRLF file whose first record holds a quoted bare LF, one mixing in bare LFs (a CRLF file
+    whose inline comment ends at a bare LF, where DuckDB lost the next line's first character),
+    or lone-CR records after a quoted CRLF failed or were misread. pandas ends a record at
+    either; a line break inside a quoted value stays as it is."""
 
     def __call__(self, record: bytes) -> bytes:
         body = record.rstrip(b"\r\n")
-        if self.newline is None:
-            breaks = [i for i in (record.find(b"\r"), record.find(b"\n")) if i >= 0]
-            if not breaks:
-                return record
-            at = min(breaks)
-            self.newline = b"\r\n" if record.startswith(b"\r\n", at) else record[at:at + 1]
-        return body + self.newline if len(body) < len(record) else record
+        return body + b"\n" if len(body) < len(record) else record
 
 
 def _as_pandas_reads(record: bytes, rec: Record, encoding: str, delimiter: str,
