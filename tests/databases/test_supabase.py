@@ -642,6 +642,36 @@ def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness
         harness.extract("supabase.extractor", conn, schema=pg.schema, table="missing_table")
 
 
+def test_sql_extractor_filter_values_are_not_rounded_to_the_column(
+        pg: PgTarget, harness: Harness) -> None:
+    """A filter value was cast to the column's type with its modifier: numeric(10,2) rounded
+    1.005 to 1.01, varchar(3) cut 'abcdef' to 'abc', timestamp(0) rounded 10:00:00.6 to
+    10:00:01, so the filter returned rows that do not equal the value (PostgreSQL's own
+    WHERE returns none). Now cast to the type without its modifier (and a domain's base)."""
+    table, domain = pg.table("f_typmod"), pg.table("f_cents")
+    pg.execute(f"DROP TABLE IF EXISTS {table}", f"DROP DOMAIN IF EXISTS {domain}",
+               f"CREATE DOMAIN {domain} AS numeric(10,2)",
+               f"CREATE TABLE {table} (id int, price numeric(10,2), code varchar(3), "
+               f"ts timestamp(0), c char(3), cents {domain})",
+               f"INSERT INTO {table} VALUES (1, 1.01, 'abc', '2024-01-01 10:00:01', 'ab', 1.01),"
+               " (2, 1.00, 'abd', '2024-01-01 10:00:00', 'xy', 1.00)")
+    conn = pg.connection()
+
+    def ids(**filters: object) -> list[int]:
+        out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="f_typmod",
+                              select="id", filter=filters)
+        return sorted(r[0] for r in out.rows)
+
+    assert ids(price=1.005) == [] and ids(code="abcdef") == []
+    assert ids(ts="2024-01-01 10:00:00.6") == [] and ids(cents=1.005) == []
+    assert ids(price=[1.005, 1.0]) == [2] and ids(code=["abcdef", "abd"]) == [2]
+    assert ids(price=1.01) == [1] and ids(code="abc") == [1] and ids(c="ab") == [1]
+    assert ids(ts="2024-01-01 10:00:00") == [2] and ids(cents="1.00") == [2]
+    with pytest.raises(DriverError, match=r"invalid input syntax for type integer.*A `filter` "
+                                          r"value may not be a valid value.*id: pg_catalog.int4"):
+        ids(id=1.5)
+
+
 def test_sql_errors_name_the_server_and_hide_the_password(pg: PgTarget,
                                                           harness: Harness) -> None:
     from .conftest import PG_HOST

@@ -13,7 +13,8 @@ everything after ``offset`` in batches of 10,000 rows.
 
 **SQL channel.** Column names and types come from the catalog (``pg_attribute``/``pg_type``,
 domains resolved to their base type), so an empty result keeps its columns. One query with
-quoted identifiers and bound filter values (each cast to the column's own type), run in a
+quoted identifiers and bound filter values (each cast to the column's type without its
+modifier, so ``numeric(10,2)`` does not round 1.005 into a match), run in a
 read-only transaction through a server-side (named) cursor; every column is rendered as text by
 the server (arrays as JSON) and cast by DuckDB while it builds the table from Arrow batches
 (:mod:`osiris_dagster.drivers.staging.rows`): flat memory, no Python object per value.
@@ -201,9 +202,19 @@ def run(ctx: StepContext, config: Mapping[str, Any],
 
 # == SQL channel ==================================================================================
 
+# the last column: the type a filter value is cast to, by its catalog name (pg_catalog.bpchar,
+# pg_catalog.int4[]), so without a type modifier or a domain. A cast to numeric(10,2),
+# varchar(3) or timestamp(0) rounds or cuts the value, and the filter matched rows it does not
+# equal; format_type() without a modifier names bpchar 'character', which is char(1).
 _COLUMNS_SQL = table_columns_sql("""a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
        CASE WHEN t.typtype = 'd' AND a.atttypmod < 0 THEN t.typtypmod ELSE a.atttypmod END,
-       a.attndims""")
+       a.attndims,
+       (SELECT CASE WHEN e.oid IS NULL THEN format('%%I.%%I', bn.nspname, b.typname)
+                    ELSE format('%%I.%%I[]', en.nspname, e.typname) END
+        FROM pg_type b JOIN pg_namespace bn ON bn.oid = b.typnamespace
+        LEFT JOIN pg_type e ON e.oid = b.typelem AND b.typcategory = 'A'
+        LEFT JOIN pg_namespace en ON en.oid = e.typnamespace
+        WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)""")
 
 
 class _SqlRead:
@@ -212,9 +223,16 @@ class _SqlRead:
         self.opts = opts
         self.params = params
         self.label = f"{opts.schema}.{opts.table}"
+        self.filter_types: dict[str, str] = {}  # column -> the type a filter value is cast to
 
     def _fail(self, action: str, exc: BaseException) -> DriverError:
-        return pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc)
+        state = str(getattr(exc, "sqlstate", None) or "")
+        note = ""
+        if state.startswith("22") and self.opts.filters:  # a data exception: a bad value
+            note = ("A `filter` value may not be a valid value of its column's type ("
+                    + ", ".join(f"{k}: {self.filter_types.get(k, '?')}"
+                                for k in self.opts.filters) + "): check `filter`.")
+        return pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
 
     def run(self) -> int:
         import psycopg
@@ -296,7 +314,8 @@ class _SqlRead:
         cur.execute(PG_TYPES_SQL, ([int(r[2]) for r in rows],))
         types = {int(oid): (name, cat, elem) for oid, name, cat, elem, _ in cur.fetchall()}
         out = []
-        for name, display, oid, typmod, dims in rows:
+        self.filter_types = {str(r[0]): str(r[5]) for r in rows}
+        for name, display, oid, typmod, dims, _ in rows:
             base, cat, elem = types.get(int(oid), ("text", "S", None))
             precision = scale = None
             if "numeric" in (base, elem) and typmod is not None and int(typmod) >= 4:
@@ -327,14 +346,14 @@ class _SqlRead:
         where, args = [], []
         for name, value in opts.filters.items():
             col = pg_ident(name)
-            display = by_name[name][0]
+            cast = self.filter_types[name]
             if value is None:
                 where.append(f"{col} IS NULL")
             elif isinstance(value, list | tuple):
-                where.append(f"{col} = ANY(%s::{display}[])")
+                where.append(f"{col} = ANY(%s::{cast}[])")
                 args.append([_param(v) for v in value])
             else:
-                where.append(f"{col} = %s::{display}")
+                where.append(f"{col} = %s::{cast}")
                 args.append(_param(value))
         if where:
             sql += " WHERE " + " AND ".join(where)
