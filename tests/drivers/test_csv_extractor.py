@@ -622,9 +622,31 @@ def test_utf16_either_byte_order(extract: ExtractFn, data_dir: Path, codec: str)
     assert extract(path="u16.csv", encoding="utf-16").rows == [("Žluť", 1), ("a,b", 2)]
 
 
-def test_utf16_without_bom_is_little_endian(extract: ExtractFn, data_dir: Path) -> None:
-    put(data_dir, "u16le.csv", "a,b\n1,ž\n".encode("utf-16-le"))
-    assert extract(path="u16le.csv", encoding="utf-16").rows == [(1, "ž")]
+@pytest.mark.parametrize("raw", [
+    "a,b\n1,ž\n".encode("utf-16-le"),
+    # a UTF-8 file of even length: read as UTF-16 it was one header of CJK-looking characters
+    # and 0 rows, and the run succeeded
+    "name,price\n€ x,1\nb,2\nc,3\n".encode(),
+])
+def test_utf16_without_a_bom_fails_as_in_pandas(extract: ExtractFn, data_dir: Path,
+                                                 raw: bytes) -> None:
+    put(data_dir, "u16.csv", raw)
+    with pytest.raises(DriverError, match=r"u16\.csv: the file does not start with a UTF-16 "
+                                          r"byte order mark .*set `encoding`"):
+        extract(path="u16.csv", encoding="utf-16")
+
+
+def test_ascii_refuses_a_byte_past_127_naming_its_line(extract: ExtractFn,
+                                                        data_dir: Path) -> None:
+    """`encoding: ascii` read the file as UTF-8: text pandas refuses went through."""
+    put(data_dir, "a.csv", b"name,n\nplain,1\n")
+    assert extract(path="a.csv", encoding="ascii").rows == [("plain", 1)]
+    put(data_dir, "u.csv", "name,n\nplain,1\n\u20ac x,2\n".encode())
+    with pytest.raises(DriverError, match=r"u\.csv: line 3 is not valid ascii \(byte 0xe2"):
+        extract(path="u.csv", encoding="ascii")
+    put(data_dir, "l.csv.gz", gzip.compress("name,n\nCafé,1\n".encode("latin-1")))
+    with pytest.raises(DriverError, match=r"line 2 is not valid ascii \(byte 0xe9"):
+        extract(path="l.csv.gz", encoding="us-ascii")
 
 
 def test_rows_longer_than_duckdbs_default_limit(extract: ExtractFn, data_dir: Path) -> None:
