@@ -386,3 +386,34 @@ def test_an_expression_check_parses_with_the_steps_connection() -> None:
     done = subprocess.run([sys.executable, "-c", CHECKS_IN_A_PROCESS],
                           capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["True", "True", "True"], done.stderr
+
+
+def test_intervals_past_pythons_timedelta_are_previewed_and_sampled_as_text(
+        tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """DuckDB keeps INTERVAL 2147483647 DAYS; Python's timedelta does not (999,999,999 days at
+    most): the preview and a failing check's sample raised OverflowError, which failed the step
+    after its table was written."""
+    p = write(tmp_path / "iv.yaml", """\
+oml_version: "0.1.0"
+name: iv
+x-dagster:
+  steps:
+    make:
+      checks:
+        expression: "n > 5"
+steps:
+  - id: make
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: >-
+        SELECT 1 AS n, INTERVAL 2147483647 DAYS AS iv, [INTERVAL '178000000 years'] AS ivs,
+        INTERVAL 1 DAY AS small
+""")
+    result = run_job(defs_for(p, tmp_path / "s"), "iv", instance)
+    assert result.success, failure_description(result)
+    (row,) = table_rows(materialisations(result)["iv/make"]["preview"])
+    assert row["iv"] == "2147483647 days" and row["small"] == "1 day"
+    assert row["ivs"] == "[178000000 years]"
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and table_rows(check.metadata["sample"])[0]["iv"] == "2147483647 days"

@@ -16,6 +16,7 @@ from osiris_dagster.drivers.duckdb.seal import (
     check_expression,
     expression_query,
 )
+from osiris_dagster.runtime.python_rows import first_rows
 
 CHECK_KINDS = ("not_null", "unique", "row_count", "accepted_values", "expression", "freshness")
 SAMPLE_ROWS = 5
@@ -109,9 +110,8 @@ def _run_one(con: duckdb.DuckDBPyConnection, relation: str, spec: CheckSpec) -> 
         n = int(con.execute(f"SELECT count(*) FROM ({where})").fetchone()[0])
         sample: list[dict[str, Any]] = []
         if n:
-            cur = con.execute(f"SELECT * FROM ({where}) LIMIT {SAMPLE_ROWS}")
-            names = [d[0] for d in cur.description]
-            sample = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            names, rows = first_rows(con, f"SELECT * FROM ({where})", SAMPLE_ROWS)
+            sample = [dict(zip(names, row, strict=True)) for row in rows]
         return CheckOutcome(spec, n == 0, n, sample, f"{n} failing row(s)")
     except (duckdb.Error, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -18,6 +18,7 @@ from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import UpstreamTable
 from osiris_dagster.runtime import duckdb_instances
+from osiris_dagster.runtime.python_rows import first_rows
 from osiris_dagster.runtime.session import Session
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
@@ -305,9 +306,7 @@ class StepWorkspace:
                 self.con.execute(f"DESCRIBE {self.output_relation}").fetchall()]
 
     def preview_rows(self, limit: int = 10) -> tuple[list[str], list[tuple[Any, ...]]]:
-        cur = self.con.execute(f"SELECT * FROM {self.output_relation} LIMIT {int(limit)}")
-        names = [d[0] for d in cur.description]
-        return names, cur.fetchall()
+        return first_rows(self.con, f"SELECT * FROM {self.output_relation}", limit)
 
     def _drop_leftover_temp_tables(self) -> None:
         """A killed run can leave its temporary table behind; the next run removes it. (A store
