@@ -550,12 +550,21 @@ def test_sql_extractor_array_elements_are_exact_or_fail(pg: PgTarget, harness: H
     for kind, value in [("numeric[]", "ARRAY[9007199254740993::numeric, 0.1]"),
                         ("timestamp[]", "ARRAY['294276-01-01'::timestamp]"),
                         ("int[]", "ARRAY[ARRAY[1, 2], ARRAY[3, 4]]"),  # 2-D in an int[] column
-                        ("text[]", "'{{a,b},{c,d}}'")]:  # was a list of JSON texts
+                        ("text[]", "'{{a,b},{c,d}}'"),  # was a list of JSON texts
+                        # an index from 0: the LIST [7, 8, 9] moved every element
+                        ("int[]", "'[0:2]={7,8,9}'"), ("text[]", "'[2:3]={a,b}'"),
+                        ("jsonb[]", "'[0:0]={\"{}\"}'"), ("bytea[]", "'[0:0]={x}'"),
+                        ("int[]", "'[1:1][0:1]={{1,2}}'")]:
         pg.execute(f"DROP TABLE IF EXISTS {t}",
                    f"CREATE TABLE {t} (id int PRIMARY KEY, v {kind})",
                    f"INSERT INTO {t} VALUES (1, {value})")
-        with pytest.raises(DriverError, match="column 'v' holds .* cannot be converted"):
+        with pytest.raises(DriverError, match="column 'v' holds .* cannot be converted") as err:
             _as_text(harness, pg.connection(), schema=pg.schema, table="s_arrays")
+        assert ("does not start at 1" in str(err.value)) == ("]=" in value), err.value
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v int[])",
+               f"INSERT INTO {t} VALUES (1, ('[0:2]={{7,8,9}}'::int[])[:])")  # the hint's view
+    assert _as_text(harness, pg.connection(), schema=pg.schema, table="s_arrays") == [
+        ("INTEGER[]", "[7, 8, 9]")]
     pg.execute(f"DROP TABLE IF EXISTS {t}",
                f"CREATE TABLE {t} (id int PRIMARY KEY, v float8[])",
                f"INSERT INTO {t} VALUES (1, ARRAY['NaN', 'Infinity', '-Infinity', 1e100, 0.1, "

@@ -101,7 +101,12 @@ from osiris_dagster.drivers.postgres.types import (
 )
 from osiris_dagster.drivers.progress import Progress
 from osiris_dagster.drivers.session_reads import scalar
-from osiris_dagster.drivers.staging.columns import SourceColumn, select_expression, value_problem
+from osiris_dagster.drivers.staging.columns import (
+    SourceColumn,
+    ValueProblem,
+    select_expression,
+    value_problem,
+)
 from osiris_dagster.drivers.staging.rows import BatchStream, RowStream, columns_of, ingest
 
 COMPONENT = "supabase.extractor"
@@ -278,7 +283,8 @@ class _SqlRead:
         except psycopg.Error as exc:
             raise self._fail(f"reading {self.label}", exc) from None
         stream = RowStream(columns, self._batches(cur), progress)
-        rows = ingest(self.ctx, stream, describe=describe, translate=translate)
+        rows = ingest(self.ctx, stream, describe=describe, translate=translate,
+                      hint=_array_bounds_hint)
         with contextlib.suppress(psycopg.Error):
             cur.close()
         return rows
@@ -295,7 +301,7 @@ class _SqlRead:
                                          progress)
                     try:
                         return ingest(self.ctx, stream, describe=describe,
-                                      translate=translate)
+                                      translate=translate, hint=_array_bounds_hint)
                     except DriverError:
                         if source.error is not None and translate(source.error) is not None:
                             raise translate(source.error) from None
@@ -759,6 +765,16 @@ class _RestRead:
 def _json_key(name: str) -> str:
     """The JSON path of a row's ``name`` member (quoted: any character may be in a name)."""
     return "$." + '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array_bounds_hint(problem: ValueProblem) -> str:
+    """What to do about an array whose index does not start at 1 (see pg_select_expression)."""
+    if not re.match(r"(\[-?\d+:-?\d+\])+=", problem.value):
+        return ""
+    return ("Its index does not start at 1 (PostgreSQL's [lower:upper]= form): a DuckDB LIST "
+            "has no bounds, so its elements would move to other positions. Read the column "
+            "from a view that starts its index at 1 (a slice does: col[:] AS col) or gives "
+            "it as text.")
 
 
 def _rest_filter(value: Any) -> str:

@@ -115,8 +115,14 @@ def pg_select_expression(column_sql: str, t: PgType) -> str:
         # char(n)[]: JSON strings keep the padding that ::text[] would cut
         if t.element and _typed_element(t) is not None and t.element != "bpchar":
             numeric = "::numeric[]" if t.element == "money" else ""  # money: like one value
-            return f"array_to_json({column_sql}{numeric}::text[])::text"
-        return f"array_to_json({column_sql})::text"
+            as_json = f"array_to_json({column_sql}{numeric}::text[])::text"
+        else:
+            as_json = f"array_to_json({column_sql})::text"
+        # an index that does not start at 1 ('[0:2]={7,8,9}'): JSON and a DuckDB LIST have no
+        # bounds, so a[1] would silently become 7 instead of 8; PostgreSQL's own text keeps
+        # them, and no JSON or LIST cast reads it: the step fails naming the value
+        return (f"CASE WHEN array_dims({column_sql}) !~ '^(\\[1:[0-9]+\\])+$' "
+                f"THEN {column_sql}::text ELSE {as_json} END")
     if t.name == "money":
         return f"{column_sql}::numeric::text"
     if t.name == "bpchar" or (t.category != "E" and _pg_scalar_duck(t.name, None, None) is None
