@@ -626,6 +626,9 @@ class _ProgressPrinter(logging.Handler):
                               float(data.get("duration") or 0), target)
             suffix = f" -> {target}" if target else ""
             line = f"  ok {sid}: {rows} rows in {float(data.get('duration') or 0):.2f}s{suffix}"
+        elif ev == "check_failed":
+            kind = "blocking check" if data.get("blocking") else "check"
+            line = f"  ! {sid}: {kind} {data.get('check')} failed: {data.get('detail')}"
         elif ev == "step_error":
             self.errors.append((sid, str(data.get("error"))))
             line = f"  FAILED {sid}: {str(data.get('error')).splitlines()[0]}"

@@ -214,3 +214,30 @@ def test_failure_ends_with_the_root_cause_session_gone(tmp_path: Path) -> None:
            "'report/build-numbers' again" in last, out.stderr
     assert "never been materialised" not in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+def test_failed_checks_are_printed(tmp_path: Path, blocking: bool) -> None:
+    """A failed check was only in events.jsonl and Dagster: the command printed `ok` and
+    `done` (and, blocking, an error without the counts)."""
+    write(tmp_path / "o.csv", "id,amount\n1,5\n2,\n3,-1\n")
+    p = write(tmp_path / "chk.yaml", f"""\
+oml_version: "0.1.0"
+name: chk
+x-dagster:
+  steps:
+    orders:
+      checks:
+        not_null: [amount]
+        expression: "amount >= 0"
+        row_count: {{min: 1}}
+        blocking: {str(blocking).lower()}
+steps:
+  - {{id: orders, component: filesystem.csv_extractor, mode: read, config: {{path: o.csv}}}}
+""")
+    out = cli("run", str(p), "--sessions-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == (1 if blocking else 0), out.stdout + out.stderr
+    kind = "blocking check" if blocking else "check"
+    assert f"  ! orders: {kind} not_null failed: 1 failing row(s)" in out.stdout
+    assert f"  ! orders: {kind} expression failed: 2 failing row(s)" in out.stdout
+    assert "row_count failed" not in out.stdout

@@ -293,6 +293,11 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
         "target": masker.text(outcome.result.target) if outcome.result.target else None,
         "table": outcome.result.table}})
+    for check in outcome.checks:
+        if not check.passed:
+            progress_log.info("check", extra={"osiris": {
+                "event": "check_failed", "step_id": step_id, "check": check.spec.name,
+                "blocking": check.spec.blocking, "detail": masker.text(check.detail)}})
     metadata = materialisation_metadata(session, outcome, columns) | \
         asset_inputs_metadata(asset_refs)
     _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata,
