@@ -5,11 +5,13 @@ under ``STRICT_ALL_TABLES``, at most a note): a number with more decimals than a
 column's scale is rounded, a DOUBLE written to a FLOAT/real column loses digits, as does a BIGINT or
 a wide DECIMAL written to a DOUBLE column, a time written to a timestamp or time column with fewer
 fractional-second digits loses them (PostgreSQL rounds: ``2024-12-31 23:59:59.9`` into
-``timestamp(0)`` becomes the next year), and a timestamp written to a DATE column loses its time of
-day; in MySQL also a fraction written to an integer column is rounded and 1-99 written to a YEAR
-column becomes 2001-2069 or 1970-1999. ``mysql.writer`` and ``supabase.writer`` (SQL channel)
-check every value against these rules in DuckDB before they write anything, and fail naming the
-column, the value and the target column instead. (What the database refuses, such as a value out
+``timestamp(0)`` becomes the next year), an interval written to a PostgreSQL interval column with
+fields or fewer fractional-second digits loses what they drop (``interval day``, ``interval(0)``),
+and a timestamp written to a DATE column loses its time of day; in MySQL also a fraction written
+to an integer column is rounded and 1-99 written to a YEAR column becomes 2001-2069 or 1970-1999.
+``mysql.writer`` and ``supabase.writer`` (SQL channel) check every value against these rules in
+DuckDB before they write anything, and fail naming the column, the value and the target column
+instead. (What the database refuses, such as a value out
 of range or a string too long, fails the write anyway.)
 """
 
@@ -82,14 +84,30 @@ def mysql_target_columns(rows: Sequence[Sequence[Any]]) -> dict[str, TargetColum
 
 _PG_NUMERIC = re.compile(r"numeric\(\d+,(-?\d+)\)")  # a negative scale rounds to tens
 _PG_TIMES = re.compile(r"(timestamp|time)(?:\((\d)\))? with(?:out)? time zone")
+_PG_INTERVAL = re.compile(r"interval(?: (?:year|month|day|hour|minute|second) to)?"
+                          r"(?: (year|month|day|hour|minute|second))?(?:\((\d)\))?")
+# an interval column's smallest field -> SQL over months {m}, days {d}, microseconds {u} that is
+# true when PostgreSQL keeps the value whole (it drops what is below the field: '1 year 2 mons'
+# into `interval year` is '1 year')
+_INTERVAL_FIELDS = {"year": "{m} % 12 = 0 AND {d} = 0 AND {u} = 0",
+                    "month": "{d} = 0 AND {u} = 0", "day": "{u} = 0",
+                    "hour": "{u} % 3600000000 = 0", "minute": "{u} % 60000000 = 0"}
 
 
 def pg_target_column(name: str, formatted: str) -> TargetColumn:
     """A PostgreSQL column from ``format_type()`` (``numeric(10,2)``, ``timestamp(0) without
-    time zone``, ...). Integer columns need no check: PostgreSQL refuses a fraction there."""
+    time zone``, ``interval day``, ...). Integer columns need no check: PostgreSQL refuses a
+    fraction there. ``money`` holds 2 decimals (lc_monetary C, which the connection sets) and
+    rounds the rest."""
     numeric = _PG_NUMERIC.fullmatch(formatted)
     if numeric:
         return TargetColumn(name, "decimal", formatted, scale=int(numeric.group(1)))
+    if formatted == "money":
+        return TargetColumn(name, "decimal", formatted, scale=2)
+    interval = _PG_INTERVAL.fullmatch(formatted)
+    if interval:
+        digits = interval.group(2)
+        return TargetColumn(name, "interval", formatted, fsp=int(digits) if digits else 6)
     times = _PG_TIMES.fullmatch(formatted)
     if times:
         kind = "datetime" if times.group(1) == "timestamp" else "time"
@@ -156,6 +174,10 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         elif held > fsp:  # DuckDB reads a TIMESTAMP_MS's parts through nanoseconds (1677-2262)
             micro = f"CAST({v} AS TIMESTAMP)" if duck == "TIMESTAMP_MS" else v
             rules.append((f"({endless}microsecond({micro}) % {10 ** (6 - fsp)} = 0)", digits))
+    if kind == "interval" and duck == "INTERVAL":
+        rule = _interval_rule(v, t)
+        if rule is not None:
+            rules.append(rule)
     if kind == "time" and duck in _TIMESTAMPS:
         rules.append(("false", "without its date"))
     if kind == "date" and duck in _TIMESTAMPS:
@@ -171,6 +193,25 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     if not rules:
         return None
     return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
+
+
+def _interval_rule(v: str, t: TargetColumn) -> tuple[str, str] | None:
+    """(SQL, change) for an INTERVAL written to a PostgreSQL interval column with fields
+    (``interval day``) or fewer fractional-second digits (``interval(0)``); None when the
+    column keeps every interval."""
+    match = _PG_INTERVAL.fullmatch(t.column_type)
+    field = match.group(1) if match else None
+    parts = {"m": f"(datepart('year', {v}) * 12 + datepart('month', {v}))",
+             "d": f"datepart('day', {v})",
+             "u": f"(datepart('hour', {v}) * 3600000000 + datepart('minute', {v}) * 60000000 "
+                  f"+ datepart('microseconds', {v}))"}
+    if field in _INTERVAL_FIELDS:
+        return (f"({_INTERVAL_FIELDS[field].format(**parts)})",
+                f"without what is below its {field}s")
+    fsp = 6 if t.fsp is None else t.fsp
+    if fsp >= 6:
+        return None
+    return (f"({parts['u']} % {10 ** (6 - fsp)} = 0)", f"with {fsp} fractional-second digits")
 
 
 def _fits_scale(text: str, scale: int, max_digits: int | None = None) -> str:

@@ -1143,6 +1143,17 @@ def test_rest_append_stopped_part_way_is_not_retried(
     ("numeric(30,3)", "'4.375576e+06'", "'1.2345e-2'", "rounded to 3 decimals"),
     ("numeric(60,40)", "0.5::DOUBLE", "1e-41::DOUBLE", "rounded to 40 decimals"),
     ("numeric(5,-2)", "1200::BIGINT", "1234::BIGINT", "rounded to -2 decimals"),
+    # from the writers review: money rounds to 2 decimals, an interval to its fields and digits
+    ("money", "1.25::DECIMAL(10,3)", "1.005::DECIMAL(10,3)", "rounded to 2 decimals"),
+    ("money", "'1.25'", "'1.005'", "rounded to 2 decimals"),
+    ("interval(0)", "INTERVAL '1 second'", "INTERVAL '0.7 seconds'",
+     "with 0 fractional-second digits"),
+    ("interval day to second(3)", "INTERVAL '1 day 00:00:01.5'",
+     "INTERVAL '1 day 00:00:01.0005'", "with 3 fractional-second digits"),
+    ("interval day", "INTERVAL '2 days'", "INTERVAL '1 day 00:00:01'", "below its days"),
+    ("interval year", "INTERVAL '2 years'", "INTERVAL '1 year 2 months'", "below its years"),
+    ("interval hour to minute", "INTERVAL '25 hours 5 minutes'",
+     "INTERVAL '1 hour 5 minutes 3 seconds'", "below its minutes"),
 ])
 def test_sql_writer_refuses_values_the_existing_column_would_change(
         pg: PgTarget, harness: Harness, target: str, good: str, bad: str, change: str) -> None:
@@ -1163,6 +1174,32 @@ def test_sql_writer_refuses_values_the_existing_column_would_change(
     assert "column 'v' holds" in msg and f"of {pg.schema}.s_fit cannot hold exactly" in msg
     assert change in msg and "Nothing was written" in msg
     assert len(_rows(pg, "s_fit")) == 3  # the table is as it was
+
+
+def test_sql_writer_domains_and_whole_numbers_into_integer_columns(
+        pg: PgTarget, harness: Harness) -> None:
+    """A domain over numeric(10,2) was not checked (1.239 was stored as 1.24); a whole DOUBLE
+    or DECIMAL into an integer column was refused ('invalid input syntax for type integer:
+    "1.0"'), and PostgreSQL's refusals named no column or row."""
+    t, cents = pg.table("s_dom"), pg.table("s_cents")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"DROP DOMAIN IF EXISTS {cents}",
+               f"CREATE DOMAIN {cents} AS numeric(10,2)",
+               f"CREATE TABLE {t} (id int, c {cents}, i integer, b bigint)")
+    harness.upstream("SELECT 1 AS id, 1.5::DOUBLE AS c, 1.0::DOUBLE AS i, "
+                     "5.00::DECIMAL(10,2) AS b UNION ALL SELECT 2, NULL, -3e9::DOUBLE / 1e9, "
+                     "9007199254740992::DOUBLE")
+    harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom")
+    assert pg.query(f"SELECT id, c::text, i, b FROM {t} ORDER BY id") == [
+        (1, "1.50", 1, 5), (2, None, -3, 9007199254740992)]
+    harness.upstream("SELECT 3 AS id, 1.239::DOUBLE AS c, 1 AS i, 1 AS b")
+    with pytest.raises(DriverError, match=r"column 'c' holds '1.239'.*rounded to 2 decimals"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom")
+    harness.upstream("SELECT 3 AS id, 1 AS c, 1.0::DOUBLE AS i, 1 AS b UNION ALL "
+                     "SELECT 4, 1, 1.5::DOUBLE, 1")
+    with pytest.raises(DriverError, match=r'invalid input syntax for type integer: "1.5" \(in '
+                                          r'COPY s_dom, line 2, column i: "1.5"'):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom")
+    assert len(_rows(pg, "s_dom")) == 2
 
 
 def test_sql_writer_commit_without_answer_is_reported_as_unknown(

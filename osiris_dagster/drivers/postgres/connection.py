@@ -175,6 +175,9 @@ def pg_error(component: str, step_id: str, params: PgParams, action: str,
         detail = diag.message_primary
         if getattr(diag, "message_detail", None):
             detail += f" ({diag.message_detail})"
+        context = (getattr(diag, "context", None) or "").strip().splitlines()
+        if context and context[0].startswith("COPY "):  # 'COPY t, line 3, column id: "1.5"'
+            detail += f" (in {context[0]}: line N is the Nth row written)"
     if state is None:
         low = detail.lower()
         if "password" in low or "authentication" in low or (
@@ -210,6 +213,7 @@ def pg_connect(component: str, step_id: str, params: PgParams, *, read_only: boo
             cur.execute("SET IntervalStyle = 'postgres'")
             cur.execute("SET DateStyle = 'ISO, YMD'")
             cur.execute("SET extra_float_digits = 3")
+            cur.execute("SET lc_monetary = 'C'")  # money: 2 decimals, '$' (any locale's)
         conn.commit()
     except psycopg.Error as exc:
         close_quietly(conn)

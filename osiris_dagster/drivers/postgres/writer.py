@@ -96,7 +96,7 @@ from osiris_dagster.drivers.base import (
     commit_started,
 )
 from osiris_dagster.drivers.dbapi import close_quietly
-from osiris_dagster.drivers.duck_types import is_nested, list_element
+from osiris_dagster.drivers.duck_types import DECIMAL_TYPE, is_nested, list_element
 from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.identifiers import pg_ident
 from osiris_dagster.drivers.lost_commit import lost_commit_note
@@ -213,8 +213,12 @@ def create_table_ddl(schema: str, table: str, columns: list[tuple[str, str]],
 
 # == SQL channel ==================================================================================
 
+# a domain's column as its base type with the domain's modifier: what holds the value (a domain
+# over numeric(10,2) rounds 1.239 as that type does)
 _TARGET_COLUMNS_SQL = table_columns_sql(
-    "a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, c.relkind")
+    "a.attname, format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, "
+    "CASE WHEN t.typtype = 'd' AND a.atttypmod < 0 THEN t.typtypmod ELSE a.atttypmod END), "
+    "t.typcategory, c.relkind")
 
 
 class _SqlWrite:
@@ -226,6 +230,7 @@ class _SqlWrite:
         self.qualified = f"{pg_ident(opts.schema, 'schema')}.{pg_ident(opts.table, 'table')}"
         self.target_names: dict[str, str] = {}  # input column -> target column
         self.target_category: dict[str, str] = {}  # target column -> pg typcategory
+        self.target_types: dict[str, str] = {}  # existing target column -> format_type()
 
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
         return pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
@@ -292,7 +297,8 @@ class _SqlWrite:
                                   f"PostgreSQL {self.params.where} is not a table (relkind "
                                   f"{existing[0][3]!r}); write to a table")
             self._map_columns([(str(r[0]), str(r[2])) for r in existing])
-            self._check_values_fit({str(r[0]): str(r[1]) for r in existing})
+            self.target_types = {str(r[0]): str(r[1]) for r in existing}
+            self._check_values_fit(self.target_types)
         targets = [self.target_names[n] for n, _ in self.columns]
         col_list = ", ".join(pg_ident(c) for c in targets)
         if opts.mode == "append" or (opts.mode == "replace" and not opts.primary_key):
@@ -376,9 +382,11 @@ class _SqlWrite:
     def _select_sql(self) -> str:
         exprs = []
         for name, duck in self.columns:
-            category = self.target_category.get(self.target_names.get(name, name), "")
-            exprs.append(f"{copy_text_expression(quote_ident(name), duck, category)} AS "
-                         f"{quote_ident(name)}")
+            target = self.target_names.get(name, name)
+            text = copy_text_expression(quote_ident(name), duck,
+                                        self.target_category.get(target, ""),
+                                        self.target_types.get(target, ""))
+            exprs.append(f"{text} AS {quote_ident(name)}")
         return f"SELECT {', '.join(exprs)} FROM {self.relation}"
 
     def _copy(self, cur: Any, target: str) -> int:
@@ -401,9 +409,19 @@ class _SqlWrite:
         return rows
 
 
-def copy_text_expression(ref: str, duck_type: str, target_category: str = "") -> str:
-    """A DuckDB expression rendering a value as PostgreSQL's text input form (for COPY)."""
+_PG_INTEGERS = ("smallint", "integer", "bigint")
+
+
+def copy_text_expression(ref: str, duck_type: str, target_category: str = "",
+                         target_type: str = "") -> str:
+    """A DuckDB expression rendering a value as PostgreSQL's text input form (for COPY).
+    ``target_type``: the existing column's format_type(); a whole number from a DOUBLE or a
+    DECIMAL goes to an integer column as an integer (PostgreSQL refuses '1.0' there, and a
+    fraction fails as before)."""
     t = duck_type.upper().strip()
+    if target_type in _PG_INTEGERS and (t in ("FLOAT", "DOUBLE") or DECIMAL_TYPE.fullmatch(t)):
+        return (f"CASE WHEN {ref} = trunc({ref}) THEN coalesce(CAST(TRY_CAST({ref} AS HUGEINT) "
+                f"AS VARCHAR), CAST({ref} AS VARCHAR)) ELSE CAST({ref} AS VARCHAR) END")
     if t == "BLOB":
         return f"'\\x' || hex({ref})"
     if t == "TIMESTAMP WITH TIME ZONE":
