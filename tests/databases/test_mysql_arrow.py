@@ -402,3 +402,161 @@ def test_mysql_8_json_is_cast_in_a_table_read_and_read_by_pymysql_in_a_query() -
     assert arrow_item(doc, table=True, zero_dates_null=False) == \
         "CAST(`doc` AS CHAR) AS `doc`"
     assert arrow_item(doc, table=False, zero_dates_null=False) is False
+
+
+# -- FLOAT/DOUBLE on the text protocol, DECIMAL past connectorx's 96-bit mantissa -----------------
+
+
+def _f32(value: float) -> float:
+    """``value`` as the 4-byte FLOAT MySQL stores."""
+    import struct
+
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+# the stored FLOAT of 123456.7 is 123456.703125; MariaDB's text protocol prints 6 significant
+# digits ('123457'); DOUBLE(12,4) stores -0.0001 as -9.999999999998899e-05 and prints '-0.0001'
+R_FLOATS = [  # id, f (FLOAT), fu (FLOAT UNSIGNED), d (DOUBLE(12,4)), x (DOUBLE)
+    (1, 16777216.0, 16777216.0, -9.999999999998899e-05, 0.1),
+    (2, _f32(123456.7), _f32(0.1), 1234.5678, 5e-324),
+    (3, _f32(3.4028234e38), _f32(1.17549435e-38), 0.3, 1.7976931348623157e308),
+    (4, _f32(1.4e-45), _f32(12345.67), 99999999.9999, -2.2250738585072014e-308),
+    (5, None, None, None, None),
+]
+
+
+@pytest.fixture
+def r_float(mysql: MySQLTarget) -> str:
+    mysql.execute(
+        "DROP TABLE IF EXISTS r_float",
+        "CREATE TABLE r_float (id INT PRIMARY KEY, f FLOAT, fu FLOAT UNSIGNED, d DOUBLE(12,4), "
+        "x DOUBLE, g GEOMETRY, b BIT(1))",
+        "INSERT INTO r_float VALUES "
+        "(1, 16777216, 16777216, -0.0001, 0.1, POINT(1,2), 1), "
+        "(2, 123456.7, 0.1, 1234.5678, 5e-324, POINT(1,2), 0), "
+        "(3, 3.4028234e38, 1.17549435e-38, 0.3, 1.7976931348623157e308, NULL, NULL), "
+        "(4, 1.4e-45, 12345.67, 99999999.9999, -2.2250738585072014e-308, NULL, NULL), "
+        "(5, NULL, NULL, NULL, NULL, NULL, NULL)")
+    return "r_float"
+
+
+def test_float_and_double_are_read_as_stored_by_either_reader(
+        mysql: MySQLTarget, harness: Harness, r_float: str) -> None:
+    """MariaDB's text protocol prints FLOAT with 6 significant digits and DOUBLE(M,D) with D
+    decimals: pymysql reads FLOAT and DOUBLE through CAST(... AS DOUBLE), which prints the
+    stored value exactly, so both readers give the same values (before, 16777216 came back as
+    16777200 and 123456.7's FLOAT as 123457, without an error)."""
+    arrow = harness.extract("mysql.extractor", mysql.connection(), table=r_float,
+                            columns=["id", "f", "fu", "d", "x"])
+    assert _path(arrow) == "arrow"
+    assert sorted(arrow.rows, key=lambda r: r[0]) == R_FLOATS
+
+    table = harness.extract("mysql.extractor", mysql.connection(), table=r_float)
+    assert _path(table) == "exact"  # the GEOMETRY column
+    assert table.types["f"] == "FLOAT" and table.types["fu"] == "FLOAT"
+    assert table.types["d"] == "DOUBLE" and table.types["x"] == "DOUBLE"
+    assert [r[:5] for r in sorted(table.rows, key=lambda r: r[0])] == R_FLOATS
+
+    # a query is wrapped (its ORDER BY kept); a DOUBLE computed with fixed decimals too
+    query = harness.extract("mysql.extractor", mysql.connection(),
+                            query="SELECT id, f, fu, d, x, b, d * 3 AS d3 FROM r_float "
+                                  "ORDER BY id DESC")
+    assert _path(query) == "exact" and "'b' (BIT)" in _path_event(query)["reason"]
+    assert query.types["f"] == "FLOAT" and query.types["d3"] == "DOUBLE"
+    assert [r[:5] for r in query.rows] == R_FLOATS[::-1]
+    assert query.rows[-1][6] == -9.999999999998899e-05 * 3  # MariaDB prints '-0.0003'
+    assert query.rows[-1][5] == 1
+
+    # the forms a query is wrapped in: WITH queries (MariaDB refuses them in parentheses),
+    # with and without their own LIMIT, a UNION, a trailing comment
+    for sql in ["WITH r AS (SELECT id, f, b FROM r_float) SELECT * FROM r ORDER BY id DESC",
+                "WITH r AS (SELECT id, f, b FROM r_float) SELECT * FROM r ORDER BY id DESC "
+                "LIMIT 9 -- newest first",
+                "SELECT id, f, b FROM r_float WHERE id > 3 UNION ALL "
+                "SELECT id, f, b FROM r_float WHERE id <= 3 ORDER BY id DESC"]:
+        out = harness.extract("mysql.extractor", mysql.connection(), query=sql)
+        assert _path(out) == "exact"
+        assert [r[:2] for r in out.rows] == [r[:2] for r in R_FLOATS[::-1]], sql
+
+    # the brief's reproduction, and a query `limit`/`offset` on the wrapped query
+    out = harness.extract("mysql.extractor", mysql.connection(),
+                          query="SELECT id, f, b FROM r_float")
+    assert _path(out) == "exact"
+    assert sorted(out.rows, key=lambda r: r[0])[:3] == [
+        (1, 16777216.0, 1), (2, 123456.703125, 0), (3, 3.4028234663852886e38, None)]
+    out = harness.extract("mysql.extractor", mysql.connection(),
+                          query="SELECT f, b, f AS f FROM r_float ORDER BY id DESC",
+                          limit=2, offset=2)
+    assert out.columns == ["f", "b", "f_1"]
+    assert out.rows == [(R_FLOATS[2][1], None, R_FLOATS[2][1]),
+                        (R_FLOATS[1][1], 0, R_FLOATS[1][1])]
+
+
+def test_a_query_with_a_float_that_cannot_be_wrapped_fails_naming_the_column(
+        mysql: MySQLTarget, harness: Harness, r_float: str) -> None:
+    """A CALL cannot be put in a CTE: read with pymysql, its FLOAT would be cut to 6 digits,
+    so the step fails naming the column and what to do instead."""
+    mysql.execute("DROP PROCEDURE IF EXISTS floats_and_bits",
+                  "CREATE PROCEDURE floats_and_bits() SELECT id, f, b FROM r_float")
+    with pytest.raises(DriverError) as info:
+        harness.extract("mysql.extractor", mysql.connection(), query="CALL floats_and_bits()")
+    msg = str(info.value)
+    assert "step 'x'" in msg and "column 'f' (FLOAT)" in msg
+    assert "6 significant digits" in msg and "CAST(f AS DOUBLE)" in msg
+
+
+DECIMALS_DDL = """
+CREATE TABLE wide_decimals (
+  id INT PRIMARY KEY, u20 DECIMAL(20,0) UNSIGNED, d28 DECIMAL(28,0), d28_10 DECIMAL(28,10),
+  d19 DECIMAL(19,0), d21_2 DECIMAL(21,2)
+)
+"""
+DECIMAL_ROWS = [
+    (1, Decimal("99999999999999999999"), Decimal("9999999999999999999999999999"),
+     Decimal("999999999999999999.9999999999"), Decimal("9999999999999999999"),
+     Decimal("7922816251426433759.99")),
+    (2, Decimal("10000000000000000000"), Decimal("-9999999999999999999999999999"),
+     Decimal("-999999999999999999.9999999999"), Decimal("-7922816251426433760"),
+     Decimal("-1000000000000000000.01")),
+    (3, Decimal("0"), Decimal("1"), Decimal("0.0000000001"), Decimal("1"), Decimal("0.01")),
+]
+
+
+def test_decimals_with_more_than_18_integer_digits_are_read_exactly(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """connectorx rescales every DECIMAL to scale 10 in a 96-bit mantissa: a value past
+    2^96 / 10^10 (about 7.92e18) in a column with over 18 integer digits failed the step
+    ('decimal scale is not equal to expected scale', advice about the network) although
+    DuckDB's DECIMAL holds it. Such columns are cast to text in a `table` read and make pymysql
+    read a `query`; DECIMAL(28,10) (18 integer digits) stays on connectorx at its limits."""
+    from osiris_dagster.drivers.mysql import arrow as mx
+
+    assert mx.decimal_fits(28, 10) and mx.decimal_fits(18, 0) and mx.decimal_fits(10, 10)
+    assert not mx.decimal_fits(19, 0) and not mx.decimal_fits(20, 1)
+    assert not mx.decimal_fits(12, 11)
+    mysql.execute("DROP TABLE IF EXISTS wide_decimals", DECIMALS_DDL,
+                  "INSERT INTO wide_decimals VALUES " + ", ".join(
+                      "(" + ", ".join(str(v) for v in row) + ")" for row in DECIMAL_ROWS))
+    types = {"id": "INTEGER", "u20": "DECIMAL(20,0)", "d28": "DECIMAL(28,0)",
+             "d28_10": "DECIMAL(28,10)", "d19": "DECIMAL(19,0)", "d21_2": "DECIMAL(21,2)"}
+    table = harness.extract("mysql.extractor", mysql.connection(), table="wide_decimals")
+    assert _path(table) == "arrow" and table.types == types
+    assert sorted(table.rows) == DECIMAL_ROWS
+    query = harness.extract("mysql.extractor", mysql.connection(),
+                            query="SELECT * FROM wide_decimals ORDER BY id")
+    assert _path(query) == "exact" and "'u20' (DECIMAL)" in _path_event(query)["reason"]
+    assert "'d28_10'" not in _path_event(query)["reason"]  # 18 integer digits: connectorx's
+    assert query.types == types and query.rows == DECIMAL_ROWS
+    near = harness.extract("mysql.extractor", mysql.connection(),
+                           query="SELECT id, d28_10 FROM wide_decimals ORDER BY id")
+    assert _path(near) == "arrow" and near.rows == [(r[0], r[3]) for r in DECIMAL_ROWS]
+
+
+def test_connectorx_decimal_overflow_is_a_value_it_cannot_convert() -> None:
+    """Should connectorx still meet a decimal its mantissa cannot hold, pymysql reads the
+    result again instead of the step failing with advice about the network."""
+    from osiris_dagster.drivers.mysql import arrow as mx
+
+    error = mx.classify("cx writer failed: Destination(Other(decimal scale is not equal to "
+                        "expected scale, got: 9 expected: 10))")
+    assert error.kind == "value"

@@ -8,8 +8,10 @@ ended, its MySQL connection closes without draining the rest of the result).
 
 What connectorx does with each MySQL type was checked against the server (connectorx 0.4.6,
 MariaDB 10.11); :func:`native_ok` lists the types it returns exactly. Elsewhere it is lossy or
-fails: DECIMAL becomes ``decimal128(38, 10)`` (a scale over 10 is silently cut, more than 28
-digits panics), TIME outside 00:00-24:00 and zero dates panic, JSON is re-serialised, BIT comes
+fails: DECIMAL becomes ``decimal128(38, 10)`` by way of rust_decimal, whose 96-bit mantissa holds
+every value rescaled to 10 decimals (a scale over 10 is silently cut; a value past
+2^96 / 10^10, about 7.92e18, fails the read, so no column with more than 18 integer digits is
+read by it), TIME outside 00:00-24:00 and zero dates panic, JSON is re-serialised, BIT comes
 as bytes, GEOMETRY and a NULL literal are not implemented. The extractor casts such columns
 in the SQL it sends, or reads the result with pymysql instead
 (:mod:`osiris_dagster.drivers.mysql.extractor`).
@@ -55,12 +57,16 @@ _NATIVE = {
 }
 DATES = {FIELD_TYPE.DATE, FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.NEWDATE}
 _CX_DECIMAL_SCALE = 10  # connectorx's fixed decimal128(38, 10)
-_CX_DECIMAL_DIGITS = 28  # rust_decimal's 96-bit mantissa
+_CX_DECIMAL_DIGITS = 28  # rust_decimal's 96-bit mantissa: every 28-digit number, not all of 29
 
 
 def decimal_fits(precision: int, scale: int) -> bool:
-    """Whether connectorx's decimal128(38, 10) holds every DECIMAL(precision, scale) exactly."""
-    return scale <= _CX_DECIMAL_SCALE and precision <= _CX_DECIMAL_DIGITS
+    """Whether connectorx reads every value of DECIMAL(precision, scale) exactly. It rescales
+    each value to 10 decimals in rust_decimal's 96-bit mantissa, so the integer digits plus 10
+    must fit 28 digits: DECIMAL(28,10) and DECIMAL(18,0) do, DECIMAL(19,0) does not (its
+    9999999999999999999 fails the read: "decimal scale is not equal to expected scale")."""
+    return (scale <= _CX_DECIMAL_SCALE
+            and precision - scale + _CX_DECIMAL_SCALE <= _CX_DECIMAL_DIGITS)
 
 
 def native_ok(type_code: int, precision: int = 0, scale: int = 0) -> bool:
@@ -87,7 +93,9 @@ _SERVER_ERROR = re.compile(r"ERROR (\d+) \(\w{5}\): (.*?)(?: \}|\)\)|$)")
 
 def classify(message: str) -> ArrowReadError:
     """connectorx's error text (already masked) -> an :class:`ArrowReadError`."""
-    if "Couldn't convert the value" in message or "Could not retrieve" in message:
+    if ("Couldn't convert the value" in message or "Could not retrieve" in message
+            or "decimal scale is not equal to expected scale" in message):
+        # the last: a decimal its mantissa cannot hold (:func:`decimal_fits` keeps them away)
         return ArrowReadError("value", message)
     if "not implemented" in message or "unimplemented" in message.lower():
         return ArrowReadError("type", message)

@@ -6,24 +6,30 @@ pandas). Here:
 * **Credentials** come from the resolved ``@mysql.<alias>`` connection (host default localhost,
   port 3306, user root, database required). A step-level ``host``/``port`` only fills in what
   the connection leaves out; spec defaults never override the connection.
-* **What is read**: ``query`` (used verbatim), or ``table`` (+ ``schema`` = the database that
-  holds it, ``columns``, ``limit``, ``offset``: all quoted identifiers / bound values, LIMIT and
-  OFFSET run on the server). With ``query``, ``columns``/``limit``/``offset`` are applied while
-  streaming (the query text is never rewritten; MariaDB would drop an ORDER BY inside a derived
-  table); reading stops after ``limit`` rows and the connection is closed without draining.
+* **What is read**: ``query`` (sent as written; pymysql may put it in a CTE, see below), or
+  ``table`` (+ ``schema`` = the database that holds it, ``columns``, ``limit``, ``offset``: all
+  quoted identifiers / bound values, LIMIT and OFFSET run on the server). With ``query``,
+  ``columns``/``limit``/``offset`` are applied while streaming (the query text is not rewritten
+  for them; MariaDB would drop an ORDER BY inside a derived table); reading stops after
+  ``limit`` rows and the connection is closed without draining.
 * **Reading**: the column types come first, from pymysql with ``sql_select_limit = 0`` (the server
   describes the result without running the query, unless the query has its own LIMIT). Then, where
   connectorx reads every column exactly (:mod:`osiris_dagster.drivers.mysql.arrow`: integers of any
-  sign, FLOAT/DOUBLE, DECIMAL up to 28 digits and scale 10, dates and times, strings, BLOBs), it
-  streams the result as Arrow record batches of ``batch_size`` rows from a child process; with
-  ``table``, the columns it would change are cast in the SELECT it sends (a wider DECIMAL and MySQL
-  8's JSON as text, BIT as an unsigned integer, dates as text with ``zero_dates: null``). Otherwise,
-  and when connectorx meets a value it cannot convert (a zero date, a TIME past 24h), cannot log in
-  (MariaDB's ed25519 and other plugins it lacks) or does not know a type (GEOMETRY, a NULL literal),
-  the result is read with pymysql's unbuffered cursor as text inside ``START TRANSACTION READ ONLY``
-  (event ``mysql_extract_path`` says which and why). DuckDB casts the columns while it builds the
-  table (:mod:`osiris_dagster.drivers.staging.rows`). Memory stays flat whatever the row count;
-  progress is reported as batches arrive; a stopped step ends the read at once.
+  sign, FLOAT/DOUBLE, DECIMAL with scale <= 10 and at most 18 digits before the point, dates and
+  times, strings, BLOBs), it streams the result as Arrow record batches of ``batch_size`` rows from
+  a child process; with ``table``, the columns it would change are cast in the SELECT it sends (a
+  wider DECIMAL and MySQL 8's JSON as text, BIT as an unsigned integer, dates as text with
+  ``zero_dates: null``). Otherwise, and when connectorx meets a value it cannot convert (a zero
+  date, a TIME past 24h), cannot log in (MariaDB's ed25519 and other plugins it lacks) or does not
+  know a type (GEOMETRY, a NULL literal), the result is read with pymysql's unbuffered cursor as
+  text inside ``START TRANSACTION READ ONLY`` (event ``mysql_extract_path`` says which and why).
+  That text rounds FLOAT (6 significant digits) and DOUBLE with fixed decimals (DOUBLE(M,D)), so
+  pymysql reads those as ``CAST(col AS DOUBLE)``, whose text is exact: in the SELECT of a
+  ``table`` read, and for a ``query`` by putting it verbatim in a CTE
+  (:func:`wrapped_queries`; with an ORDER BY the server builds the result before sending it); a
+  query that fits in none (a CALL) fails naming the columns. DuckDB casts the columns while it
+  builds the table (:mod:`osiris_dagster.drivers.staging.rows`). Memory stays flat whatever the
+  row count; progress is reported as batches arrive; a stopped step ends the read at once.
 * **Types** come from the result metadata, so an empty result still has typed columns:
 
   ============================  =================================================
@@ -34,7 +40,8 @@ pandas). Here:
   TINYINT(1) / BOOL             TINYINT (kept an integer: MySQL stores 0..255 there)
   DECIMAL(p,s)                  DECIMAL(p,s); DOUBLE when p > 38 (e.g. SUM() of a
                                 BIGINT), a value a double would round fails
-  FLOAT / DOUBLE                FLOAT / DOUBLE
+  FLOAT / DOUBLE [(M,D)]        FLOAT / DOUBLE: the value stored, not the text
+                                MySQL prints (a FLOAT's 6 digits, D decimals)
   DATE                          DATE
   DATETIME / TIMESTAMP          TIMESTAMP (wall-clock value as the server returns it)
   TIME                          TIME (values outside 00:00-24:00 fail, naming them)
@@ -58,7 +65,7 @@ Errors name host, port, database and user and say what to check; never the passw
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -79,11 +86,17 @@ from osiris_dagster.drivers.mysql.connection import (
     MySQLParams,
     mysql_connect,
     mysql_error,
+    mysql_error_code,
     mysql_params,
     query_killer,
 )
 from osiris_dagster.drivers.mysql.results import abandon_result, result_fields
-from osiris_dagster.drivers.mysql.types import mysql_column, mysql_decimal, mysql_type_name
+from osiris_dagster.drivers.mysql.types import (
+    mysql_column,
+    mysql_decimal,
+    mysql_type_name,
+    text_rounds,
+)
 from osiris_dagster.drivers.options import name_list, positive_int
 from osiris_dagster.drivers.progress import Progress
 from osiris_dagster.drivers.staging.columns import SourceColumn, ValueProblem, is_zero_date
@@ -95,6 +108,8 @@ _JSON_CHECK = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.IGNORECASE)
 _LOGIN_PLUGIN = re.compile(r"IDENTIFIED VIA (\w+)", re.IGNORECASE)
 _ARROW_LOGINS = {"mysql_native_password", "caching_sha2_password"}  # what connectorx speaks
 _DECIMALS = (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL)
+_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+_LIMIT = re.compile(r"\blimit\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -167,7 +182,10 @@ def _fail(ctx: StepContext, params: MySQLParams, action: str,
 @dataclass(frozen=True)
 class _Plan:
     """How the result is read. ``exact_sql`` runs on pymysql (every value as text, the way that
-    always works); ``arrow_sql`` on connectorx, or None when it would not be exact (``why``)."""
+    always works); ``arrow_sql`` on connectorx, or None when it would not be exact (``why``).
+    ``text_casts``: the columns of a query whose text pymysql would round (FLOAT, DOUBLE(M,D)):
+    the query is then wrapped to read them as ``CAST(... AS DOUBLE)`` (:func:`wrapped_queries`;
+    a table read casts them in ``exact_sql``)."""
 
     exact_sql: str
     arrow_sql: str | None
@@ -176,6 +194,9 @@ class _Plan:
     arrow_columns: list[SourceColumn]  # the same, as connectorx delivers them
     picks: list[int]  # result column of each output column
     width: int  # columns in the result
+    text_casts: tuple[int, ...] = ()  # result columns (query) pymysql reads through a cast
+    cast_types: tuple[str, ...] = ()  # their types, for messages
+    names: tuple[str, ...] = ()  # the result's column names
 
 
 class _Probe:
@@ -218,8 +239,17 @@ class _Probe:
                    for n, i in zip(out_names, picks, strict=True)]
         items = [arrow_item(f, table=opts.table is not None,
                             zero_dates_null=opts.zero_dates_null) for f in fields]
-        exact_sql = opts.query if opts.query is not None else self._table_sql(
-            ", ".join(mysql_ident(n, "column") for n in names) if opts.columns else "*")
+        rounded = tuple(i for i, f in enumerate(fields) if text_rounds(f))
+        text_casts: tuple[int, ...] = ()
+        if opts.query is not None:
+            exact_sql = opts.query
+            text_casts = rounded
+        elif opts.columns or rounded:
+            exact_sql = self._table_sql(", ".join(
+                exact_double(n) if i in rounded else mysql_ident(n, "column")
+                for i, n in enumerate(names)))
+        else:
+            exact_sql = self._table_sql("*")
         arrow_sql: str | None = None
         why = ""
         unreadable = [f.name for f, item in zip(fields, items, strict=True) if item is False]
@@ -237,7 +267,9 @@ class _Probe:
                 for f, item in zip(fields, items, strict=True)))
         arrow_columns = [arrow_column(c, items[i])
                          for c, i in zip(columns, picks, strict=True)]
-        return _Plan(exact_sql, arrow_sql, why, columns, arrow_columns, picks, len(fields))
+        return _Plan(exact_sql, arrow_sql, why, columns, arrow_columns, picks, len(fields),
+                     text_casts, tuple(_float_label(fields[i]) for i in text_casts),
+                     tuple(names))
 
     def _table_sql(self, select_list: str) -> str:
         """``SELECT ... FROM table`` with LIMIT/OFFSET (validated integers, written inline so
@@ -331,6 +363,57 @@ def arrow_item(field_: Any, *, table: bool, zero_dates_null: bool) -> str | bool
     return mx.native_ok(code)
 
 
+def _float_label(field_: Any) -> str:
+    if field_.type_code == FIELD_TYPE.FLOAT:
+        return "FLOAT"
+    return f"DOUBLE with {int(field_.scale or 0)} fixed decimals"
+
+
+def exact_double(name: str) -> str:
+    """A SELECT-list item that makes the text protocol print FLOAT/DOUBLE column ``name`` exactly
+    (:func:`osiris_dagster.drivers.mysql.types.text_rounds`); DuckDB casts the text back to the
+    column's FLOAT or DOUBLE."""
+    ident = mysql_ident(name, "column")
+    return f"CAST({ident} AS DOUBLE) AS {ident}"
+
+
+def wrapped_queries(query: str, names: Sequence[str], casts: Collection[int],
+                    rows: int | None = None) -> list[str]:
+    """``query`` with its result columns ``casts`` read as ``CAST(... AS DOUBLE)``, in the forms
+    to try in order (the server refuses those it cannot prepare; a CALL or SHOW fits none).
+
+    The query goes verbatim into a CTE, whose columns are selected by the result's ``names``
+    or, where those do not name them (duplicates, or the server's ``Name_exp_1`` for a long
+    expression), by a column list (``osiris_c0`` ...; MariaDB 10.11 then no longer resolves a
+    UNION's ORDER BY by name: that is why it comes second). MariaDB drops the ORDER BY of a
+    derived table unless it has a LIMIT, so a query whose text orders gets one (``rows``: the
+    rows a `limit` reads, by default MySQL's no-limit), and the server builds the result before
+    it sends the first row; without ORDER BY the CTE is merged into the SELECT and streams.
+    MariaDB 10.11 refuses a WITH query in parentheses: it gets the LIMIT without them, or none
+    when it has its own (whose ORDER BY that keeps)."""
+    body = f"\n{query}\n"  # on lines of their own: a trailing -- comment ends at its line
+    ordered = _ORDER_BY.search(query) is not None
+    limit = f"LIMIT {int(rows if rows is not None else _MAX_LIMIT)}"
+    heads: list[tuple[str, list[str]]] = []
+    if all(n and "\x00" not in n for n in names) and \
+            len({n.casefold() for n in names}) == len(names):
+        heads.append(("WITH osiris_q AS (", [mysql_ident(n, "column") for n in names]))
+    listed = [f"osiris_c{i}" for i in range(len(names))]
+    heads.append((f"WITH osiris_q ({', '.join(listed)}) AS (", listed))
+    forms = []
+    for head, refs in heads:
+        tail = ") SELECT " + ", ".join(
+            f"CAST({r} AS DOUBLE) AS {r}" if i in casts else r
+            for i, r in enumerate(refs)) + " FROM osiris_q"
+        if not ordered:
+            forms.append(head + body + tail)
+            continue
+        forms += [f"{head}({body}) {limit}{tail}", f"{head}{body}{limit}{tail}"]
+        if _LIMIT.search(query):
+            forms.append(head + body + tail)
+    return forms
+
+
 def arrow_column(col: SourceColumn, item: str | bool) -> SourceColumn:
     """``col`` as connectorx delivers it: typed values need no Python fix-up (BIT arrives as an
     integer when cast, not as bytes)."""
@@ -368,7 +451,7 @@ class _Reader:
             except _UseExact as exc:
                 why = exc.reason
         self.ctx.log_event("mysql_extract_path", path="exact", reader="pymysql", reason=why)
-        return self._read_exact()
+        return self._read_exact(why)
 
     def _ingest(self, stream: RowStream, progress: Progress,
                 translate: Callable[[BaseException], Any]) -> int:
@@ -417,7 +500,7 @@ class _Reader:
 
     # -- pymysql
 
-    def _read_exact(self) -> int:
+    def _read_exact(self, why: str) -> int:
         import pymysql
 
         conn = mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=True,
@@ -436,8 +519,10 @@ class _Reader:
             with on_interrupt(self.ctx, query_killer(self.params, conn)):
                 try:
                     cur.execute("SET SESSION net_write_timeout = 600")
+                    sql = self._wrapped(cur, why) if self.plan.text_casts else \
+                        self.plan.exact_sql
                     cur.execute("START TRANSACTION READ ONLY")
-                    cur.execute(self.plan.exact_sql)
+                    cur.execute(sql)
                 except pymysql.Error as exc:
                     if stopped(self.ctx):
                         raise StepCancelled("the step was interrupted") from None
@@ -458,6 +543,40 @@ class _Reader:
                 return rows
         finally:
             abandon_result(cur, conn)  # an unfinished result is not drained
+
+    def _wrapped(self, cur: Any, why: str) -> str:
+        """The query in the first form of :func:`wrapped_queries` the server accepts, each
+        checked by PREPARE (which resolves every name and runs nothing); when it accepts none
+        (a CALL), the step fails naming the columns pymysql would round."""
+        import pymysql
+
+        plan, opts = self.plan, self.opts
+        assert opts.query is not None
+        rows = None if opts.limit is None else min(opts.offset + opts.limit, _MAX_LIMIT)
+        refused = ""
+        for sql in wrapped_queries(opts.query, plan.names, plan.text_casts, rows):
+            try:
+                cur.execute("PREPARE osiris_wrapped FROM %s", (sql,))
+            except pymysql.Error as exc:
+                code = mysql_error_code(exc)
+                if code is None or 2000 <= code < 3000:  # the connection, not the SQL
+                    raise
+                text = " ".join(str(exc.args[1] if len(exc.args) > 1 else exc).split())
+                refused = refused or f"({code}) {text[:200]}"
+                continue
+            cur.execute("DEALLOCATE PREPARE osiris_wrapped")
+            return sql
+        names = [plan.names[i] for i in plan.text_casts]
+        columns = ", ".join(f"'{n}' ({t})" for n, t in zip(names, plan.cast_types, strict=True))
+        casts = ", ".join(f"CAST({n} AS DOUBLE)" for n in names)
+        many = len(names) > 1
+        raise DriverError(
+            f"{self.describe}: column{'s' if many else ''} {columns} cannot be read exactly. "
+            f"The result is read with pymysql ({why}), whose text protocol prints a FLOAT with "
+            "6 significant digits and a DOUBLE with fixed decimals rounded to them, and the "
+            f"query cannot be put in a WITH that casts {'them' if many else 'it'} (the server "
+            f"refused it: {refused}). Return {'them' if many else 'it'} from `query` as "
+            f"{casts} (a DOUBLE holds every FLOAT exactly), or read the table with `table`.")
 
     def _exact_batches(self, cur: Any, state: dict[str, bool]) -> Iterator[pa.RecordBatch]:
         """pymysql's rows as Arrow batches of the output columns: text, binary columns as

@@ -35,6 +35,7 @@ _MY_NAMES = {  # the SQL names used in messages (FIELD_TYPE's own names, where t
     FIELD_TYPE.TINY_BLOB: "TINYBLOB", FIELD_TYPE.MEDIUM_BLOB: "MEDIUMBLOB",
     FIELD_TYPE.LONG_BLOB: "LONGBLOB",
 }
+_NOT_FIXED_DEC = 31  # the decimals of a FLOAT/DOUBLE result printed without fixed decimals
 _FIELD_TYPE_NAMES = {v: k for k, v in vars(FIELD_TYPE).items()
                      if k.isupper() and isinstance(v, int) and k not in ("CHAR", "INTERVAL")}
 
@@ -96,6 +97,19 @@ def mysql_column(name: str, field_: Any, json_columns: Iterable[str] = ()) -> So
     # anything else arrives as text (or bytes): keep it verbatim
     return SourceColumn(name, "BLOB" if binary else "VARCHAR", src,
                         kind="binary" if binary else "text")
+
+
+def text_rounds(field_: Any) -> bool:
+    """Whether MySQL's text protocol (pymysql) prints this result column's values rounded: a
+    FLOAT with 6 significant digits (16777216 as ``16777200``, 123456.7 as ``123457``), a DOUBLE
+    with fixed decimals (DOUBLE(M,D), AVG() or ROUND() of one, ``d * 3``) with those decimals
+    (DOUBLE(12,4)'s stored -9.999999999998899e-05 as ``-0.0001``). ``CAST(col AS DOUBLE)``
+    prints each of them exactly: a FLOAT is a double exactly, and a DOUBLE without fixed
+    decimals is printed as the shortest text that reads back as the same double."""
+    code = field_.type_code
+    if code == FIELD_TYPE.FLOAT:
+        return True
+    return code == FIELD_TYPE.DOUBLE and int(field_.scale or 0) < _NOT_FIXED_DEC
 
 
 def mysql_decimal(field_: Any) -> tuple[int, int]:
