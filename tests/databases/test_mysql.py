@@ -999,3 +999,67 @@ def test_writer_types_round_trip_through_mysql(mysql: MySQLTarget, harness: Harn
             (18446744073709551615,)]
     finally:
         con.close()
+
+
+def test_upsert_never_updates_another_row_nor_merges_input_rows(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """From the writers review, each silent before (exit 0, rows lost): ON DUPLICATE KEY UPDATE
+    fires on any unique index, so a row whose email matched another existing row updated that
+    row; a _ci collation made 'x' and 'X' one key, and two input rows with one key kept the
+    last. The input now goes through a staging copy of the target first."""
+    conn = mysql.connection()
+    mysql.execute("DROP TABLE IF EXISTS w_other_unique",
+                  "CREATE TABLE w_other_unique (id INT PRIMARY KEY, email VARCHAR(50) UNIQUE, "
+                  "name VARCHAR(20))", "INSERT INTO w_other_unique VALUES (1, 'a@x', 'old')")
+    harness.upstream("SELECT * FROM (VALUES (2, 'a@x', 'new'), (3, 'b@x', 'three')) "
+                     "v(id, email, name)")
+    with pytest.raises(DriverError, match=r"email='a@x' matches an existing row of .* unique "
+                                          r"index 'email'.*Nothing was written"):
+        harness.write("mysql.writer", conn, table="w_other_unique", mode="upsert",
+                      upsert_keys=["id"])
+    assert _table(mysql, "w_other_unique") == [(1, "a@x", "old")]
+    harness.upstream("SELECT * FROM (VALUES (1, 'a@x', 'same row'), (3, 'b@x', 'three')) "
+                     "v(id, email, name)")
+    harness.write("mysql.writer", conn, table="w_other_unique", mode="upsert",
+                  upsert_keys=["id"])
+    assert _table(mysql, "w_other_unique") == [(1, "a@x", "same row"), (3, "b@x", "three")]
+
+    mysql.execute("DROP TABLE IF EXISTS w_ci_key",
+                  "CREATE TABLE w_ci_key (k VARCHAR(10) COLLATE utf8mb4_general_ci PRIMARY KEY, "
+                  "n INT)", "INSERT INTO w_ci_key VALUES ('q', 0)")
+    for rows in ("('x', 1), ('X', 2)", "('x', 1), ('x', 2)"):
+        harness.upstream(f"SELECT * FROM (VALUES {rows}) v(k, n)")
+        with pytest.raises(DriverError, match=r"1062.*The input holds two rows with the same "
+                                              r"key as MySQL compares them.*Nothing was written"):
+            harness.write("mysql.writer", conn, table="w_ci_key", mode="upsert",
+                          upsert_keys=["k"])
+        assert _table(mysql, "w_ci_key") == [("q", 0)]
+
+    mysql.execute("DROP TABLE IF EXISTS w_created_keys")  # keys compared as their bytes
+    harness.upstream("SELECT * FROM (VALUES ('a', 1), ('A', 2), ('a ', 3), ('ä', 4)) v(k, n)")
+    harness.write("mysql.writer", conn, table="w_created_keys", mode="upsert",
+                  upsert_keys=["k"], create_table=True)
+    assert sorted(_table(mysql, "w_created_keys")) == [("A", 2), ("a", 1), ("a ", 3), ("ä", 4)]
+
+
+@pytest.mark.parametrize("engine, mode", [("MyISAM", "append"), ("Aria", "replace"),
+                                          ("MyISAM", "upsert")])
+def test_a_non_transactional_table_is_not_left_half_written(
+        mysql: MySQLTarget, harness: Harness, engine: str, mode: str) -> None:
+    """MyISAM and Aria cannot roll back: a bad fifth row left rows 1-4 in the table (a replace
+    had deleted the old row first), and the error said the table was as it was. The rows now
+    go through a staging copy first, so the bad value fails before the table is touched."""
+    mysql.execute("DROP TABLE IF EXISTS w_myisam",
+                  f"CREATE TABLE w_myisam (i INT PRIMARY KEY, s VARCHAR(3)) ENGINE={engine}",
+                  "INSERT INTO w_myisam VALUES (0, 'old')")
+    harness.upstream("SELECT i, CASE WHEN i = 5 THEN 'toolong' ELSE 'ok' END AS s "
+                     "FROM range(1, 6) t(i)")
+    with pytest.raises(DriverError, match="Data too long.*Nothing was written"):
+        harness.write("mysql.writer", mysql.connection(), table="w_myisam", mode=mode,
+                      batch_size=1, upsert_keys=["i"] if mode == "upsert" else None)
+    assert _table(mysql, "w_myisam") == [(0, "old")]
+    harness.upstream("SELECT i, 'ok' AS s FROM range(1, 3) t(i)")
+    harness.write("mysql.writer", mysql.connection(), table="w_myisam", mode=mode,
+                  upsert_keys=["i"] if mode == "upsert" else None)
+    assert _table(mysql, "w_myisam") == ([(1, "ok"), (2, "ok")] if mode == "replace" else
+                                         [(0, "old"), (1, "ok"), (2, "ok")])

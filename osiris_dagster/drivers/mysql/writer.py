@@ -13,8 +13,16 @@ Here:
   ``INSERT ... VALUES (...), (...)`` statements of up to ~4 MB). Everything runs in one InnoDB
   transaction with ``STRICT_ALL_TABLES`` added to the session's sql_mode, so a value that does
   not fit (too long, out of range) fails the step instead of being silently truncated, and the
-  target is left exactly as it was. (A non-transactional engine such as MyISAM cannot roll back:
-  the step logs a warning event.)
+  target is left exactly as it was.
+* **Staging.** An upsert, and any write to a non-transactional table (MyISAM, Aria: they cannot
+  roll back), first loads the rows into ``CREATE TEMPORARY TABLE ... LIKE`` the target, which
+  has its columns, collations and unique indexes, then writes them with one ``INSERT ...
+  SELECT``. So a bad value fails before the target is touched; two input rows with one key as
+  MySQL compares them (a ``_ci`` collation makes 'a' and 'A' one key) fail instead of one
+  silently replacing the other; and a row that matches another existing row on a unique index
+  other than ``upsert_keys`` fails instead of updating that row (ON DUPLICATE KEY UPDATE fires
+  on any unique index). A table the writer creates for an upsert gets a binary collation
+  without padding on its text key columns (``utf8mb4_nopad_bin`` / ``utf8mb4_0900_bin``).
 * **Values kept exactly.** MySQL stores some values that do not fit an existing column without an
   error, even in strict mode (more decimals than a DECIMAL's scale, a fraction into an integer, a
   DOUBLE into a FLOAT, fractional seconds past the column's precision, a time of day into a DATE,
@@ -97,6 +105,7 @@ from osiris_dagster.drivers.target_fit import (
 
 COMPONENT = "mysql.writer"
 _MODES = ("append", "replace", "upsert")
+_STAGE = "`_osiris_stage`"  # the session's temporary copy of the target (see _Writer._stage)
 _MAX_STMT = 4 * 1024 * 1024
 
 
@@ -155,6 +164,8 @@ class _Writer:
         self.relation, self.columns = relation, columns
         self.created = False
         self.commit_sent = False  # from here on the rows may have landed
+        self.transactional = True  # False: MyISAM, Aria, ... cannot roll a failed write back
+        self.unique_indexes: dict[str, list[str]] = {}  # upsert: the target's, by name
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.schema = opts.schema or params.database
         qualified = mysql_ident(opts.table, "table")
@@ -212,6 +223,7 @@ class _Writer:
             return None
         engine = row[0]
         if engine and str(engine).upper() not in ("INNODB", "ROCKSDB", "TOKUDB", "NDBCLUSTER"):
+            self.transactional = False
             self.ctx.log_event("mysql_non_transactional_target", table=self.label,
                                engine=str(engine))
         cur.execute(MYSQL_COLUMNS_SQL, (self.schema, self.opts.table))
@@ -236,6 +248,7 @@ class _Writer:
         indexes: dict[str, set[str]] = {}
         for name, col in cur.fetchall():
             indexes.setdefault(str(name), set()).add(str(col).lower())
+            self.unique_indexes.setdefault(str(name), []).append(str(col))
         wanted = {k.lower() for k in keys}
         if wanted not in indexes.values():
             found = "; ".join(f"{n} ({', '.join(sorted(c))})" for n, c in indexes.items()) or \
@@ -265,12 +278,14 @@ class _Writer:
                 "`create_table: true` to create it from the input's columns.")
         keys = self._keys() if self.opts.mode == "upsert" else []
         key_set = {k.lower() for k in keys}
+        binary = self._binary_collation(cur) if keys else ""
         defs = []
         for name, duck in self.columns:
             kind = mysql_ddl_type(duck)
             if name.lower() in key_set:
-                kind = {"LONGTEXT": "VARCHAR(255)", "LONGBLOB": "VARBINARY(255)",
-                        "JSON": "VARCHAR(255)"}.get(kind, kind) + " NOT NULL"
+                text = f"VARCHAR(255) COLLATE {binary}"  # 'a', 'A', 'a ', 'ä': four keys
+                kind = {"LONGTEXT": text, "LONGBLOB": "VARBINARY(255)",
+                        "JSON": text}.get(kind, kind) + " NOT NULL"
             defs.append(f"  {mysql_ident(name, 'column')} {kind}")
         if keys:
             defs.append(f"  PRIMARY KEY ({', '.join(mysql_ident(k) for k in keys)})")
@@ -284,20 +299,37 @@ class _Writer:
         self.created = True
         self.ctx.log_event("table_created", table=self.label, ddl_path="ddl_plan.sql")
 
+    @staticmethod
+    def _binary_collation(cur: Any) -> str:
+        """A utf8mb4 collation that compares text as its bytes, trailing spaces included (the
+        server's default ``_ci`` one makes 'a', 'A' and 'a ' one key): MariaDB's
+        ``utf8mb4_nopad_bin``, MySQL 8's ``utf8mb4_0900_bin``, else ``utf8mb4_bin``."""
+        import pymysql
+
+        try:
+            cur.execute("SELECT COLLATION_NAME FROM information_schema.COLLATIONS WHERE "
+                        "COLLATION_NAME IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")
+            found = {str(r[0]) for r in cur.fetchall()}
+        except pymysql.Error:
+            found = set()
+        return next((c for c in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin") if c in found),
+                    "utf8mb4_bin")
+
     # -- data -------------------------------------------------------------------------------
     def _insert_sql(self) -> str:
         cols = [mysql_ident(n, "column") for n, _ in self.columns]
-        sql = (f"INSERT INTO {self.qualified} ({', '.join(cols)}) VALUES "
-               f"({', '.join(['%s'] * len(cols))})")
-        if self.opts.mode == "upsert":
-            keys = {k.lower() for k in self._keys()}
-            updates = [f"{c} = VALUES({c})" for (n, _), c in zip(self.columns, cols, strict=True)
-                       if n.lower() not in keys]
-            if not updates:  # only key columns: nothing to update, keep the row
-                first = cols[0]
-                updates = [f"{first} = {first}"]
-            sql += " ON DUPLICATE KEY UPDATE " + ", ".join(updates)
-        return sql
+        return (f"INSERT INTO {self.qualified} ({', '.join(cols)}) VALUES "
+                f"({', '.join(['%s'] * len(cols))})")
+
+    def _on_duplicate(self) -> str:
+        cols = [mysql_ident(n, "column") for n, _ in self.columns]
+        keys = {k.lower() for k in self._keys()}
+        updates = [f"{c} = VALUES({c})" for (n, _), c in zip(self.columns, cols, strict=True)
+                   if n.lower() not in keys]
+        if not updates:  # only key columns: nothing to update, keep the row
+            first = cols[0]
+            updates = [f"{first} = {first}"]
+        return " ON DUPLICATE KEY UPDATE " + ", ".join(updates)
 
     def _select_sql(self) -> str:
         # a TIME as its text: Python's time has no 24:00:00 (DuckDB hands over 00:00:00)
@@ -386,13 +418,33 @@ class _Writer:
         import pymysql
 
         opts = self.opts
-        insert = self._insert_sql()
+        staged = opts.mode == "upsert" or not self.transactional
         conn.begin()
+        if staged:  # every row in a temporary copy of the target first (see _stage)
+            written = self._stage(cur)
         try:
             if opts.mode == "replace" or opts.truncate_before:
                 cur.execute(f"DELETE FROM {self.qualified}")
         except pymysql.Error as exc:
-            raise self._fail(f"emptying {self.label}", exc) from None
+            raise self._fail(f"emptying {self.label}", exc, self._unchanged()) from None
+        if staged:
+            self._from_stage(cur, written)
+        else:
+            written = self._insert_rows(cur, self._insert_sql(), self.label)
+        self.commit_sent = True
+        commit_started(self.ctx)
+        try:
+            conn.commit()
+        except pymysql.Error as exc:
+            raise self._commit_failed(exc, written) from None
+        self.ctx.log_event("mysql_write_complete", table=self.label, mode=opts.mode,
+                           rows=written, created_table=self.created)
+        return written
+
+    def _insert_rows(self, cur: Any, insert: str, into: str) -> int:
+        """Send the input's rows with ``insert``, batch by batch; returns their number."""
+        import pymysql
+
         written = 0
         progress = Progress(self.ctx)
         for rows in self._sendable(self._batches()):
@@ -400,23 +452,108 @@ class _Writer:
                 cur.executemany(insert, rows)
             except pymysql.Error as exc:
                 self._refuse_unstorable()  # pymysql refuses infinity: name it, with its column
-                first = written + 1
-                raise self._fail(
-                    f"writing input rows {first}-{written + len(rows)} to {self.label}", exc,
-                    f"Nothing was written: the transaction was rolled back and {self.label} is "
-                    "as it was.") from None
+                staging = into != self.label
+                raise self._fail(f"writing input rows {written + 1}-{written + len(rows)} to "
+                                 f"{into}", exc, staging and self._duplicate_note(exc) or
+                                 self._unchanged(staging)) from None
             written += len(rows)
             progress.add(len(rows))
-        self.commit_sent = True
-        commit_started(self.ctx)
-        try:
-            conn.commit()
-        except pymysql.Error as exc:
-            raise self._commit_failed(exc, written) from None
         progress.done()
-        self.ctx.log_event("mysql_write_complete", table=self.label, mode=opts.mode,
-                           rows=written, created_table=self.created)
         return written
+
+    def _stage(self, cur: Any) -> int:
+        """Load the input into ``CREATE TEMPORARY TABLE ... LIKE`` the target, which has its
+        columns, collations and unique indexes. An upsert then meets, before the target is
+        touched: two input rows with the same key as MySQL compares them (a ``_ci`` collation
+        makes 'a' and 'A' one key; ON DUPLICATE KEY UPDATE kept the last of them silently), and
+        a row whose other unique index matches another existing row (ON DUPLICATE KEY UPDATE
+        fires on any unique index, and updated that row). A non-transactional target (MyISAM)
+        gets one INSERT ... SELECT of rows already checked, so a bad value fails before any
+        row is in it."""
+        import pymysql
+
+        try:
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {_STAGE}")
+            cur.execute(f"CREATE TEMPORARY TABLE {_STAGE} LIKE {self.qualified}")
+        except pymysql.Error as exc:
+            raise self._fail(f"creating a staging copy of {self.label}", exc,
+                             self._unchanged()) from None
+        cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
+        insert = f"INSERT INTO {_STAGE} ({cols}) VALUES ({', '.join(['%s'] * len(self.columns))})"
+        written = self._insert_rows(cur, insert, f"a staging copy of {self.label}")
+        if self.opts.mode == "upsert":
+            self._refuse_other_key_matches(cur)
+        return written
+
+    def _refuse_other_key_matches(self, cur: Any) -> None:
+        """Fail when an input row matches an existing row on a unique index other than
+        ``upsert_keys`` but not on the keys: ON DUPLICATE KEY UPDATE would update that row."""
+        import pymysql
+
+        keys = {k.lower() for k in self._keys()}
+        have = {n.lower() for n, _ in self.columns}
+        for index, columns in self.unique_indexes.items():
+            lowered = {c.lower() for c in columns}
+            if lowered == keys or not lowered <= have:  # the key itself; a column not sent
+                continue
+            on = " AND ".join(f"s.{mysql_ident(c)} = t.{mysql_ident(c)}" for c in columns)
+            same_key = " AND ".join(f"s.{mysql_ident(k)} <=> t.{mysql_ident(k)}"
+                                    for k in self._keys())
+            shown = ", ".join(f"s.{mysql_ident(c)}" for c in columns)
+            try:
+                cur.execute(f"SELECT {shown} FROM {_STAGE} s JOIN {self.qualified} t ON {on} "
+                            f"WHERE NOT ({same_key}) LIMIT 1")
+                row = cur.fetchone()
+            except pymysql.Error as exc:
+                raise self._fail(f"comparing the input with {self.label}", exc,
+                                 self._unchanged()) from None
+            if row is not None:
+                value = ", ".join(f"{c}={v!r}" for c, v in zip(columns, row, strict=True))
+                raise DriverError(
+                    f"{COMPONENT} step '{self.ctx.step_id}': an input row with {value} matches "
+                    f"an existing row of {self.label} on its unique index {index!r}, whose "
+                    f"upsert key ({', '.join(self._keys())}) differs: MySQL's ON DUPLICATE KEY "
+                    "UPDATE would update that other row instead of inserting this one. "
+                    f"{self._unchanged()} Fix the input, or upsert on that index's columns.")
+
+    def _from_stage(self, cur: Any, rows: int) -> None:
+        """The staged rows into the target in one statement (the upsert's update included)."""
+        import pymysql
+
+        cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
+        sql = f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM {_STAGE}"
+        if self.opts.mode == "upsert":
+            sql += self._on_duplicate()
+        try:
+            cur.execute(sql)
+            cur.execute(f"DROP TEMPORARY TABLE {_STAGE}")
+        except pymysql.Error as exc:
+            note = self._unchanged() if self.transactional else (
+                f"{self.label} is a non-transactional table (MyISAM, Aria, ...): some of the "
+                f"{rows} rows may be in it, and a replace or truncate_before has emptied it "
+                "first. Check it before running the step again (an InnoDB table is rolled back "
+                "instead).")
+            raise self._fail(f"writing the {rows} rows to {self.label}", exc, note) from None
+
+    def _unchanged(self, staging: bool = False) -> str:
+        """What a failure before the COMMIT leaves behind."""
+        if self.transactional or staging:
+            return (f"Nothing was written: the transaction was rolled back and {self.label} is "
+                    "as it was.")
+        return (f"{self.label} is a non-transactional table (MyISAM, Aria, ...), which cannot "
+                "roll back: check what it holds.")
+
+    def _duplicate_note(self, exc: BaseException) -> str:
+        """For a duplicate key in the staging copy: the input holds two rows with the same
+        key as MySQL compares them."""
+        if mysql_error_code(exc) != 1062:
+            return ""
+        what = ("the upsert would keep only one of them" if self.opts.mode == "upsert" else
+                "the target's unique index refuses the second")
+        return ("The input holds two rows with the same key as MySQL compares them (its "
+                f"collation may make 'a', 'A' and 'a ' one value), and {what}. "
+                f"{self._unchanged(True)} Make the input's keys unique, or give the key column "
+                "a binary collation (utf8mb4_bin).")
 
     def _commit_failed(self, exc: BaseException, rows: int) -> DriverError:
         """An error the server answered to COMMIT rolled the transaction back. A connection
