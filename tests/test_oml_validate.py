@@ -1274,3 +1274,29 @@ def test_checking_a_pipelines_sql_opens_one_duckdb_instance() -> None:
                           capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.stdout.split() == ["True", "True"], done.stderr
+
+
+def test_a_lone_parameter_in_an_in_list_is_warned_about(tmp_path: Path) -> None:
+    """A migrated Osiris pipeline with `IN (${params.ids})` and `ids: "C01,C02"` ran and
+    matched nothing (the value is one literal here, a list of two in Osiris), without a word."""
+    p = tmp_path / "p.yaml"
+    p.write_text(textwrap.dedent("""\
+        oml_version: "0.1.0"
+        name: p
+        params:
+          ids: {default: "C01,C02"}
+        steps:
+          - {id: o, component: filesystem.csv_extractor, mode: read, config: {path: o.csv}}
+          - id: q
+            component: duckdb.processor
+            mode: transform
+            needs: [o]
+            config:
+              query: "SELECT * FROM df_o WHERE id in ( ${params.ids} ) OR id IN (${params.ids}, 1)"
+        """))
+    result = validate_pipeline(p)
+    assert not result.errors
+    (warning,) = result.warnings
+    assert warning.line == 12 and warning.step == "q"
+    assert "`IN (${params.ids})` compares with one value" in warning.message
+    assert "IN (SELECT unnest(string_split(${params.ids}, ',')))" in warning.message

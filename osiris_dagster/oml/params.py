@@ -233,8 +233,18 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
     return obj
 
 
+_LONE_PARAM_IN_LIST = re.compile(r"\bIN\s*\(\s*\$\{params\.([^}]+)\}\s*\)", re.IGNORECASE)
+
+
 def _render_query(text: str, values: Mapping[str, Any], out: Collector, step: str | None,
                   line: int, language: str, missing: Callable[[str], None]) -> str:
+    for match in _LONE_PARAM_IN_LIST.finditer(text):  # Osiris pasted 'a,b' in as a list
+        name = match.group(1).strip()
+        out.warning(line, f"`IN (${{params.{name}}})` compares with one value: a parameter is "
+                    "bound as one literal, never pasted in as SQL text, so a value 'a,b' "
+                    "matches only the text 'a,b' (Osiris' text substitution made it a list). "
+                    f"For a list in one parameter, write `IN (SELECT unnest(string_split("
+                    f"${{params.{name}}}, ',')))`.", step)
     try:
         return render_query(text, values, language, missing)
     except SqlParamError as exc:
