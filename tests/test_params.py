@@ -378,7 +378,8 @@ def test_a_parameter_without_default_gets_its_value_with_each_run(tmp_path, inst
             ("EU'; DROP TABLE x; --", 1)]
     missing = run_job(defs, "on_demand", instance)
     assert not missing.success
-    assert "unresolved parameter 'region'" in failure_description(missing)
+    assert "parameter 'region' has no value: it is declared without a default" in \
+        failure_description(missing)
 
 
 def test_the_cli_runs_a_parameter_without_default_given_with_param(tmp_path, monkeypatch,
@@ -392,7 +393,8 @@ def test_the_cli_runs_a_parameter_without_default_given_with_param(tmp_path, mon
     (tmp_path / "p.yaml").write_text(NO_DEFAULT)
     assert main(["run", "p.yaml", "--sessions-dir", "s", "--param", "region=EU"]) == 0
     assert main(["run", "p.yaml", "--sessions-dir", "s"]) != 0
-    assert "unresolved parameter 'region'" in capsys.readouterr().err
+    assert "parameter 'region' has no value: it is declared without a default" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("name", "value", "rendered"), [

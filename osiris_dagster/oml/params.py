@@ -173,14 +173,19 @@ def _set(values: dict[str, Any], specs: Mapping[str, ParamSpec], name: str, valu
 LanguageAt = Callable[[tuple[Any, ...]], "str | None"]
 
 
-def unresolved_message(name: str) -> str:
+def unresolved_message(name: str, declared: bool = False) -> str:
+    if declared:  # under 'params', without a default
+        return (f"parameter '{name}' has no value: it is declared without a default, so give "
+                f"it one: pass --param {name}=VALUE, set {ENV_PREFIX}{name.upper()}, set it in "
+                "the active profile, or add a default")
     return (f"unresolved parameter '{name}': declare it under 'params', set "
             f"{ENV_PREFIX}{name.upper()}, or pass --param {name}=VALUE")
 
 
 def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | None = None,
                line: int = 0, language_at: LanguageAt | None = None,
-               path: tuple[Any, ...] = (), deferred: frozenset[str] = frozenset()) -> Any:
+               path: tuple[Any, ...] = (), deferred: frozenset[str] = frozenset(),
+               declared: frozenset[str] = frozenset()) -> Any:
     """Copy of obj with `${params.x}` replaced; unresolved references are reported with lines,
     except those to ``deferred`` parameters (declared, their value comes with the run): those
     are kept as written.
@@ -190,11 +195,12 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
     language instead of text (see :mod:`osiris_dagster.oml.sql_params`).
     """
     def sub(value: Any, key: Any, at: int) -> Any:
-        return substitute(value, values, out, step, at, language_at, (*path, key), deferred)
+        return substitute(value, values, out, step, at, language_at, (*path, key), deferred,
+                          declared)
 
     def missing(name: str) -> None:
         if name not in deferred:
-            out.error(line, unresolved_message(name), step)
+            out.error(line, unresolved_message(name, name in declared), step)
 
     if isinstance(obj, LineDict):
         new = LineDict()

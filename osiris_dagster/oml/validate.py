@@ -150,20 +150,22 @@ def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector,
     query text a parameter becomes a quoted value. References to ``deferred`` parameters stay."""
     resolved_doc = LineDict()
     resolved_doc.line, resolved_doc.key_lines = doc.line, doc.key_lines
+    params = doc.get("params")
+    declared = frozenset(str(k) for k in params) if isinstance(params, Mapping) else frozenset()
     for key, value in doc.items():
         if key in ("params", "profiles"):
             resolved_doc[key] = value
         elif key == "steps" and isinstance(value, LineList):
             steps_list = LineList(
                 substitute(item, values, out, step_label(item), value.line_of(i),
-                           _step_query_language(item), deferred=deferred)
+                           _step_query_language(item), deferred=deferred, declared=declared)
                 for i, item in enumerate(value))
             steps_list.line, steps_list.item_lines = value.line, value.item_lines
             resolved_doc[key] = steps_list
         else:
             resolved_doc[key] = substitute(value, values, out, None, doc.line_of(key),
                                            _x_dagster_query_language if key == "x-dagster"
-                                           else None, deferred=deferred)
+                                           else None, deferred=deferred, declared=declared)
     return resolved_doc
 
 
