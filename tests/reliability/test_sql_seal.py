@@ -323,3 +323,21 @@ def test_sql_nested_past_the_stack_is_refused_not_a_crash(tmp_path: Path) -> Non
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "step 'query': refused: the SQL is nested too deeply" in done.stdout + done.stderr
 
+
+
+def test_a_query_after_a_writer_is_told_why_it_sees_no_table(tmp_path: Path) -> None:
+    """It said 'this step has no upstream' for a step whose upstream is a writer."""
+    from osiris_dagster.oml import validate_pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        'oml_version: "0.1.0"\nname: p\nsteps:\n'
+        "  - {id: r, component: duckdb.processor, mode: transform, config: {query: "
+        "'SELECT 1 AS a'}}\n"
+        "  - {id: w, component: filesystem.csv_writer, mode: write, needs: [r], config: "
+        "{path: o.csv}}\n"
+        "  - {id: q, component: duckdb.processor, mode: transform, needs: [w], config: "
+        "{query: 'SELECT * FROM df_w'}}\n", encoding="utf-8")
+    (error,) = [str(d) for d in validate_pipeline(path, env={}).errors]
+    assert "step 'q': refused: the query reads 'df_w'" in error
+    assert "none (no step it needs makes a table; a writer makes none)" in error

@@ -25,7 +25,7 @@ from osiris_dagster.drivers.base import (
     StepContext,
     UpstreamTable,
 )
-from osiris_dagster.drivers.duckdb.seal import check_query, first_lines
+from osiris_dagster.drivers.duckdb.seal import NO_TABLES_VISIBLE, check_query, first_lines
 from osiris_dagster.drivers.duckdb.step_lineage import step_column_lineage
 
 
@@ -52,7 +52,7 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
                           "filesystem.csv_writer") from exc
     except duckdb.CatalogException as exc:
         raise DriverError(f"{first_lines(exc)}. Tables visible to this query: "
-                          f"{', '.join(visible) or 'none (this step has no upstream)'}") from exc
+                          f"{', '.join(visible) or NO_TABLES_VISIBLE}") from exc
     except duckdb.Error as exc:
         if "configuration has been locked" in str(exc):
             raise DriverError(f"refused by DuckDB: {first_lines(exc)}. A duckdb.processor "

@@ -48,6 +48,9 @@ _ROW_ONLY_TABLE_FUNCTIONS = frozenset({
     "summary", "test_all_types", "test_vector_types", "icu_calendar_names",
 })
 
+# what a query of a step that needs no table-making step sees (a writer makes no table)
+NO_TABLES_VISIBLE = "none (no step it needs makes a table; a writer makes none)"
+
 
 def check_query(con: duckdb.DuckDBPyConnection, query: str, visible: Iterable[str]) -> None:
     """Raise DriverError unless ``query`` is one SELECT that reads only ``visible`` tables and
@@ -87,7 +90,7 @@ def _check_tree(tree: dict[str, Any], visible: Iterable[str],
     expression = visible == [CHECKED_TABLE]
     names = set() if expression else {fold(name) for name in visible}
     wrapper = _expression_table(tree) if expression else None
-    shown = ", ".join(sorted(set(visible))) or "none (this step has no upstream)"
+    shown = ", ".join(sorted(set(visible))) or NO_TABLES_VISIBLE
     catalog_names, catalog_macros = _catalog_names(con)
     for node, ctes in _scoped_nodes(tree):
         kind = node.get("type")
