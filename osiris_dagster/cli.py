@@ -415,10 +415,17 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
         instance.dispose()  # closes the event log's kept connections: one WAL checkpoint
     elapsed = time.monotonic() - started
     _finish_events(session, res.success)
+    printed = {sid for sid, _ in handler.errors}
+    for sid, text in _failed_steps(res, pipeline):  # failed before the step ran (its inputs)
+        if sid not in printed:
+            print(f"  FAILED {sid}: {text.splitlines()[0] if text else 'failed'}", file=out)
     print("", file=out)
     for line in handler.summary():
         print(line, file=out)
-    print(f"session dir: {session.dir}", file=out)
+    if session.records is not None or session.dir.exists():
+        print(f"session dir: {session.dir}", file=out)
+    else:
+        print("session dir: none (no step ran)", file=out)
     if res.success:
         print(f"done in {elapsed:.1f}s", file=out)
         return EXIT_OK
@@ -542,21 +549,27 @@ def _finish_events(session: Any, success: bool) -> None:
             session.log_once("run_end", status="success" if success else "failure")
 
 
-def _failure_lines(res: Any, pipeline: Any) -> list[str]:
-    """One line per failed step (or the run's own failure), each ending with the root cause
-    the product raised: Dagster wraps exceptions (e.g. DagsterExecutionLoadInputError around
-    an IO manager's error), and its wrapper alone does not say what to do."""
+def _failed_steps(res: Any, pipeline: Any) -> list[tuple[str, str]]:
+    """(step id, the root cause the product raised) per failed step: Dagster wraps exceptions
+    (e.g. DagsterExecutionLoadInputError around an IO manager's error), and its wrapper alone
+    does not say what to do."""
     from osiris_dagster.core.naming import dagster_name
 
     step_ids = {dagster_name(pipeline.name, s.id): s.id for s in pipeline.steps}
-    lines = []
+    failed = []
     for ev in res.all_events:
         if ev.is_step_failure and ev.step_failure_data is not None:
             sid = step_ids.get(str(ev.step_key).split("[")[0], ev.step_key)
             text = _step_failure_text(ev.step_failure_data)
-            prefix = f"pipeline '{pipeline.name}', step '{sid}': "
-            lines.append(f"pipeline '{pipeline.name}', step '{sid}' failed: "
-                         f"{text.removeprefix(prefix)}")
+            failed.append((sid, text.removeprefix(f"pipeline '{pipeline.name}', step '{sid}': ")))
+    return failed
+
+
+def _failure_lines(res: Any, pipeline: Any) -> list[str]:
+    """One line per failed step (or the run's own failure), each ending with the root cause
+    (:func:`_failed_steps`)."""
+    lines = [f"pipeline '{pipeline.name}', step '{sid}' failed: {text}"
+             for sid, text in _failed_steps(res, pipeline)]
     if lines:
         return lines
     for ev in res.all_events:

@@ -194,6 +194,11 @@ def test_failure_ends_with_the_root_cause_never_materialised(tmp_path: Path) -> 
     assert last.endswith("has never been materialised; materialise 'report/build-numbers' "
                          "first (or materialise the whole pipeline)"), out.stderr
     assert "Traceback" not in out.stderr
+    # stdout showed no FAILED line, and a session directory that was never made
+    assert "  FAILED save-report: " in out.stdout and "has never been materialised" in out.stdout
+    assert "session dir: none (no step ran)" in out.stdout
+    assert not (tmp_path / "s").exists() or not [
+        d for d in (tmp_path / "s").iterdir() if not d.name.startswith(".")]
 
 
 def test_failure_ends_with_the_root_cause_session_gone(tmp_path: Path) -> None:
