@@ -572,6 +572,11 @@ def test_parse_dates_unparseable_value_names_column_and_line(extract: ExtractFn,
     message = str(info.value)
     assert "'when'" in message and "line 4" in message and "not a date" in message
     assert "bad.csv" in message and "parse_dates" in message
+    # a US-style date (pandas guesses month first): the message says which dates are read
+    put(data_dir, "us.csv", "id,when\n1,01/02/2024\n")
+    with pytest.raises(DriverError, match=r"line 2: '01/02/2024' is not a date: `parse_dates` "
+                                          r"reads ISO 8601 dates.*strptime"):
+        extract(path="us.csv", parse_dates=["when"])
 
 
 def test_parse_dates_unknown_column(extract: ExtractFn, data_dir: Path) -> None:

@@ -647,7 +647,14 @@ class _Extraction:
         bad = self.con.execute(f"SELECT {col} FROM {rows} WHERE {col} IS NOT NULL AND NOT "
                                f"({naive} OR {aware}) LIMIT 1").fetchone()
         if bad is not None:
-            return self._conversion_error(name, str(bad[0]), "TIMESTAMP")
+            value = str(bad[0])
+            return DriverError(
+                f"{self.source.origin}: column {name!r}{self._value_line(name, value)}: "
+                f"{value!r} is not a date: `parse_dates` reads ISO 8601 dates and timestamps "
+                "(YYYY-MM-DD, optionally with [T]HH:MM[:SS[.ffffff]] and a UTC offset), never "
+                "a day-month order it would have to guess (01/02/2024 is 2 January or 1 "
+                "February). Remove the column from `parse_dates` to keep it as text, and "
+                "convert it in a duckdb.processor step (strptime(col, '%m/%d/%Y')).")
         first_aware = self.con.execute(
             f"SELECT {aware} FROM {rows} WHERE {col} IS NOT NULL LIMIT 1").fetchone()[0]
         other = naive if first_aware else aware
