@@ -189,6 +189,10 @@ def cmd_unsettled(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(args.sessions_dir)
     store = store_for(settings)
+    if store.records is None and not settings.sessions_dir.is_dir():
+        print(f"error: no sessions directory {settings.sessions_dir} (check --sessions-dir or "
+              "OSIRIS_SESSIONS_DIR)", file=sys.stderr)
+        return EXIT_INVALID
     writes = UnsettledWrites(settings.sessions_dir, store.records)
     if args.action == "settle":
         removed = writes.settle(args.pipeline, args.step)

@@ -7,6 +7,8 @@ dependencies are missing. Components absent here have specs (they validate) but 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from osiris_dagster.drivers.base import (
     Driver,
@@ -29,6 +31,17 @@ _DRIVER_MODULES = {
 }
 
 
+def repeats_safely(component: str, config: Mapping[str, Any]) -> bool:
+    """Whether running the step again on the same input gives the same end state, even after
+    a write that may have landed: a module's ``repeats_safely(config)`` says so (writers in
+    an upsert or replace mode); without one, False."""
+    module = _DRIVER_MODULES.get(component)
+    if module is None:
+        return False
+    check = getattr(importlib.import_module(module), "repeats_safely", None)
+    return bool(check(config)) if check is not None else False
+
+
 def supported_components() -> list[str]:
     return sorted(_DRIVER_MODULES)
 
@@ -41,4 +54,4 @@ def get_driver(component: str) -> Driver | None:
 
 
 __all__ = ["Driver", "DriverResult", "PendingState", "StepContext", "UpstreamTable",
-           "get_driver", "supported_components"]
+           "get_driver", "repeats_safely", "supported_components"]

@@ -26,7 +26,13 @@ from osiris_dagster.core.errors import (
 )
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import SINGLE_INPUT_VIEW, table_names, upstream_view_names
-from osiris_dagster.drivers import Driver, DriverResult, get_driver, supported_components
+from osiris_dagster.drivers import (
+    Driver,
+    DriverResult,
+    get_driver,
+    repeats_safely,
+    supported_components,
+)
 from osiris_dagster.oml.model import Pipeline, Step, thaw
 from osiris_dagster.oml.specs import get_spec
 from osiris_dagster.runtime.checks import (
@@ -37,8 +43,10 @@ from osiris_dagster.runtime.checks import (
 from osiris_dagster.runtime.connections import Connections, ResolvedConnection
 from osiris_dagster.runtime.session import Session, state_json
 from osiris_dagster.runtime.unsettled_writes import (
+    UnreadableRecordError,
     UnsettledWriteError,
     UnsettledWrites,
+    held_back_note,
     new_record,
     refusal,
     write_key,
@@ -178,8 +186,8 @@ def run_step(
         config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
                                         if k != "connection"}}
         _write_cleaned_config(session, step, config, resolved)
-        if spec.family not in _LOCAL_FAMILIES:
-            write = _write_identity(step, config, resolved, upstream_refs, asset_refs or {})
+        if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
+            write = _write_identity(step, upstream_refs, asset_refs or {})
             _refuse_unsettled(session, pipeline, step, write)
         with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
                            output_table=step_table(pipeline, step.id),
@@ -205,8 +213,8 @@ def run_step(
         message = _log_failure(session, step, exc, time.monotonic() - started,
                                will_retry=retried_on_failure and isinstance(exc, Exception)
                                and not isinstance(exc, NotRetryableError))
-        if write is not None and _may_have_landed(exc):
-            _record_unsettled(session, pipeline, step, write, message)
+        if write is not None and _may_have_landed(step, exc):
+            message += _record_unsettled(session, pipeline, step, write, message)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
         raise StepError(pipeline.name, step.id, message,
@@ -222,45 +230,51 @@ def run_step(
 _LOCAL_FAMILIES = {"filesystem", "duckdb"}
 
 
-def _write_identity(step: Step, config: Mapping[str, Any], resolved: ResolvedConnection | None,
-                    upstream_refs: Mapping[str, TableRef], asset_refs: Mapping[str, TableRef]
-                    ) -> tuple[str, list[tuple[str, str, str]]]:
+def _write_identity(step: Step, upstream_refs: Mapping[str, TableRef],
+                    asset_refs: Mapping[str, TableRef]) -> tuple[str, list[tuple[str, str, str]]]:
     """The key of what the step would write (see :mod:`unsettled_writes`) and its inputs."""
     inputs = [(name, ref.session_id, ref.table)
               for name, ref in [*upstream_refs.items(), *asset_refs.items()]]
-    identity = {**config, "connection": resolved.ref if resolved else None}
-    return write_key(step.component, identity, inputs), inputs
+    return write_key(step.component, inputs), inputs
 
 
 def _refuse_unsettled(session: Session, pipeline: Pipeline, step: Step,
                       write: tuple[str, list[tuple[str, str, str]]]) -> None:
-    earlier = _unsettled(session).find(pipeline.name, step.id, write[0])
+    try:
+        earlier = _unsettled(session).find(pipeline.name, step.id, write[0])
+    except UnreadableRecordError as exc:  # refused too: it may hold this input's record
+        raise UnsettledWriteError(f"not run: {exc}") from None
     if earlier is not None:
         session.log_event("unsettled_write_refused", step_id=step.id,
                           earlier_session=earlier.session_id, failed_at=earlier.failed_at)
         raise UnsettledWriteError(refusal(earlier))
 
 
-def _may_have_landed(exc: BaseException) -> bool:
+def _may_have_landed(step: Step, exc: BaseException) -> bool:
     """Whether the failed step's write may be in its target (running it again could write it
-    twice): its driver said so, or the run stopped while a COMMIT went through."""
+    twice): its driver said so, or the run stopped while a writer's COMMIT went through (an
+    extractor that finished meanwhile wrote only its session table)."""
     if isinstance(exc, UnsettledWriteError):
         return False
     return isinstance(exc, NotRetryableError) or \
-        getattr(exc, "osiris_finished", None) is not None
+        step.mode == "write" and getattr(exc, "osiris_finished", None) is not None
 
 
 def _record_unsettled(session: Session, pipeline: Pipeline, step: Step,
-                      write: tuple[str, list[tuple[str, str, str]]], message: str) -> None:
+                      write: tuple[str, list[tuple[str, str, str]]], message: str) -> str:
+    """Record the failure; returns what to add to the step's error (that a re-run is held
+    back, or that it could not be recorded and so is not)."""
     record = new_record(pipeline.name, step.id, write[0], session.session_id, write[1],
                         message)
     try:
         _unsettled(session).record(record)
-    except (OSError, duckdb.Error) as exc:  # the step's own error is what the run reports
-        session.log_event("unsettled_write_not_recorded", step_id=step.id,
-                          error=f"{type(exc).__name__}: {exc}")
-        return
+    except (OSError, duckdb.Error, UnreadableRecordError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        session.log_event("unsettled_write_not_recorded", step_id=step.id, error=reason)
+        return (f" (This could not be recorded as an unsettled write ({reason}), so nothing "
+                "holds back a re-run on the same input: check the target before one.)")
     session.log_event("unsettled_write_recorded", step_id=step.id, key=write[0])
+    return held_back_note(pipeline.name, step.id)
 
 
 def _unsettled(session: Session) -> UnsettledWrites:

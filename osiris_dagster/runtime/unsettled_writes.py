@@ -3,15 +3,16 @@ step on the same input again until a person has checked the target.
 
 A step fails with :class:`~osiris_dagster.core.errors.NotRetryableError` when running it again
 could apply its effect twice: a COMMIT whose answer was lost, a REST append stopped after some
-batches, a mutation whose answer never came. A run stopped during a COMMIT that then went
-through failed too, with its rows written. Dagster's retries skip such a failure, but a person's
-*Re-execute from failure*, a materialisation of the step alone, or ``osiris-dagster run
---select`` reads the same upstream table and would write it again. So the failure is recorded
-(``unsettled_writes.json`` in the step's state directory, beside incremental state, where
-every process of every run looks), keyed by what the step would write: its component, config
-(with parameters resolved) and the upstream tables it reads (session and table). A later
-attempt with the same key fails at once, naming the earlier failure; one with new input (a new
-run's extract) or a changed config (e.g. a write mode that is safe to repeat) runs.
+batches, a mutation whose answer never came. A writer whose run was stopped during a COMMIT
+that then went through failed too, with its rows written. Dagster's retries skip such a
+failure, but a person's *Re-execute from failure*, a materialisation of the step alone, or
+``osiris-dagster run --select`` reads the same upstream table and would write it again. So the
+failure is recorded (``unsettled_writes.json`` in the step's state directory, beside
+incremental state, where every process of every run looks), keyed by the component and the
+upstream tables the step reads (session and table), whatever else its config says (another
+alias of the same database, another batch size). A later attempt on the same input fails at
+once, naming the earlier failure, unless its config repeats safely (an upsert or replace:
+:func:`osiris_dagster.drivers.repeats_safely`); one with new input (a new run's extract) runs.
 ``osiris-dagster unsettled settle PIPELINE STEP`` removes the record once the target is checked.
 """
 
@@ -19,15 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from osiris_dagster.core.atomic_files import write_text_atomic
-from osiris_dagster.core.errors import NotRetryableError
+from osiris_dagster.core.errors import NotRetryableError, OsirisError
 from osiris_dagster.core.file_locks import held_lock
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
@@ -49,12 +50,11 @@ class UnsettledWrite:
     error: str  # the failure as the step reported it (masked)
 
 
-def write_key(component: str, config: Mapping[str, Any], inputs: Sequence[tuple[str, str, str]]
-              ) -> str:
-    """What identifies a write: the component, its config (parameters resolved, connection by
-    its reference) and the upstream tables read, as (step, session, table)."""
-    text = json.dumps({"component": component, "config": config, "inputs": sorted(inputs)},
-                      sort_keys=True, default=str)
+def write_key(component: str, inputs: Sequence[tuple[str, str, str]]) -> str:
+    """What identifies a write: the component and the upstream tables it reads, as (step,
+    session, table). Not its config: pointing the step at another alias of the same database
+    must not let the same rows through again."""
+    text = json.dumps({"component": component, "inputs": sorted(inputs)}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
@@ -67,32 +67,49 @@ class UnsettledWrites:
         self._records = records
 
     def find(self, pipeline: str, step_id: str, key: str) -> UnsettledWrite | None:
-        return next((w for w in self._read(pipeline, step_id) if w.key == key), None)
+        return next((w for w in self._read(pipeline, step_id)
+                     if (w.pipeline, w.step_id, w.key) == (pipeline, step_id, key)), None)
 
     def record(self, write: UnsettledWrite) -> None:
         with self._changing(write.pipeline, write.step_id) as writes:
-            writes[:] = [w for w in writes if w.key != write.key] + [write]
+            writes[:] = [w for w in writes if (w.pipeline, w.step_id, w.key) !=
+                         (write.pipeline, write.step_id, write.key)] + [write]
 
     def settle(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
-        """Remove the step's records; returns them."""
+        """Remove the step's records (a file that cannot be read goes whole); returns them."""
+        try:
+            if not any((w.pipeline, w.step_id) == (pipeline, step_id)
+                       for w in self._read(pipeline, step_id)):
+                return []  # nothing to settle: nothing made, no lock file left behind
+        except UnreadableRecordError as exc:
+            self._remove(pipeline, step_id)
+            return [exc.placeholder(pipeline, step_id)]
         with self._changing(pipeline, step_id) as writes:
-            removed = list(writes)
-            writes.clear()
+            removed = [w for w in writes if (w.pipeline, w.step_id) == (pipeline, step_id)]
+            writes[:] = [w for w in writes if w not in removed]
         return removed
 
     def all(self) -> list[UnsettledWrite]:
         if self._records is not None:
-            bodies = self._records.state_files_named(FILE)
+            bodies = [("the lake's state records", b)
+                      for b in self._records.state_files_named(FILE)]
         else:
-            bodies = [p.read_text(encoding="utf-8")
+            bodies = [(str(p), p.read_text(encoding="utf-8"))
                       for p in sorted(self._root.glob(f".state/*/*/{FILE}"))]
-        return [w for body in bodies for w in _parse(body)]
+        return [w for where, body in bodies for w in _parse(body, where)]
 
     def _read(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
         if self._records is not None:
-            return _parse(self._records.state_files(pipeline, step_id).get(FILE, ""))
+            return _parse(self._records.state_files(pipeline, step_id).get(FILE, ""),
+                          "the lake's state records")
         path = self._path(pipeline, step_id)
-        return _parse(path.read_text(encoding="utf-8")) if path.exists() else []
+        return _parse(path.read_text(encoding="utf-8"), str(path)) if path.exists() else []
+
+    def _remove(self, pipeline: str, step_id: str) -> None:
+        if self._records is not None:
+            self._records.put_state(pipeline, step_id, FILE, "")
+        else:
+            self._path(pipeline, step_id).unlink(missing_ok=True)
 
     @contextmanager
     def _changing(self, pipeline: str, step_id: str) -> Iterator[list[UnsettledWrite]]:
@@ -128,22 +145,48 @@ def new_record(pipeline: str, step_id: str, key: str, session_id: str,
                           error)
 
 
+class UnreadableRecordError(OsirisError):
+    """A record file that is not what this module writes (edited by hand, cut short)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"the unsettled-write record {where} cannot be read ({reason}); "
+                         "check its target, then remove it with `osiris-dagster unsettled "
+                         "settle PIPELINE STEP`")
+        self.where = where
+
+    def placeholder(self, pipeline: str, step_id: str) -> UnsettledWrite:
+        return UnsettledWrite(pipeline, step_id, "", "?", "?", (), str(self))
+
+
+def settle_command(pipeline: str, step_id: str) -> str:
+    return f"osiris-dagster unsettled settle {shlex.quote(pipeline)} {shlex.quote(step_id)}"
+
+
 def refusal(write: UnsettledWrite) -> str:
     """Why the step does not run, and what to do."""
     return (f"not run: an earlier attempt of this step on the same input (session "
             f"{write.session_id}, {write.failed_at}) failed in a way that may have written it "
             f"already, so running it again could write it twice. That attempt said: "
             f"{write.error} -- Check the target first. Then, to run the step again on this "
-            f"input, run `osiris-dagster unsettled settle '{write.pipeline}' '{write.step_id}'` "
-            "(with the same OSIRIS_SESSIONS_DIR and session store); a new run's input, or a "
-            "config that is safe to repeat (e.g. an upsert), runs without it.")
+            f"input, run `{settle_command(write.pipeline, write.step_id)}` (with the same "
+            "OSIRIS_SESSIONS_DIR and session store); a new run's input, or a config that is "
+            "safe to repeat (an upsert or a replace), runs without it.")
 
 
-def _parse(body: str) -> list[UnsettledWrite]:
+def held_back_note(pipeline: str, step_id: str) -> str:
+    """Added to the error of a failure that was recorded: what a re-run will do."""
+    return (f" (Recorded as an unsettled write: running this step again on the same input is "
+            f"refused until `{settle_command(pipeline, step_id)}`.)")
+
+
+def _parse(body: str, where: str) -> list[UnsettledWrite]:
     if not body.strip():
         return []
-    return [UnsettledWrite(**{**item, "inputs": tuple(item["inputs"])})
-            for item in json.loads(body)]
+    try:
+        return [UnsettledWrite(**{**item, "inputs": tuple(item["inputs"])})
+                for item in json.loads(body)]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UnreadableRecordError(where, f"{type(exc).__name__}: {exc}") from None
 
 
 def _dump(writes: Sequence[UnsettledWrite]) -> str:

@@ -537,6 +537,9 @@ def test_a_write_that_may_have_landed_is_not_written_again_on_the_same_input(
     with CommitProxy(mysql.host, mysql.port) as proxy:
         first, session = _commit_lost_run(mysql, run_pipeline, tmp_path, proxy, "")
         assert not first.success and proxy.commits_dropped == 1
+        assert "Recorded as an unsettled write: running this step again on the same input is " \
+               "refused until `osiris-dagster unsettled settle commit-lost append`" in \
+               failure_description(first)
         assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
         for name, path in (("PIPELINE", "pipelines/pipeline.yaml"), ("SESSIONS", "sessions"),
                            ("CONNECTIONS", "osiris_connections.yaml")):
@@ -560,9 +563,13 @@ def test_a_write_that_may_have_landed_is_not_written_again_on_the_same_input(
         text = failure.dagster_event.step_failure_data.error.message  # type: ignore[union-attr]
         assert "not run: an earlier attempt of this step on the same input" in text
         assert f"session {session.name}" in text and "may or may not have been written" in text
-        assert "osiris-dagster unsettled settle 'commit-lost' 'append'" in text
+        assert "osiris-dagster unsettled settle commit-lost append" in text
         assert instance.get_run_by_id(again.run_id).tags.get(  # type: ignore[union-attr]
             "dagster/retry_on_asset_or_op_failure") == "false"
+        # another batch size (or another alias of the database) is still the same input
+        pipeline = tmp_path / "pipelines" / "pipeline.yaml"
+        pipeline.write_text(pipeline.read_text().replace("mode: append}",
+                                                         "mode: append, batch_size: 7}"))
         alone = _commit_lost_job().execute_in_process(
             instance=instance, raise_on_error=False,
             asset_selection=[dg.AssetKey(["commit-lost", "append"])])

@@ -20,7 +20,7 @@ def test_unsettled_writes_are_kept_in_the_lake_records(
     records = store_for(lake.settings()).records
     assert records is not None
     inputs = [("load", "s1", "load")]
-    key = write_key("supabase.writer", {"write_mode": "append"}, inputs)
+    key = write_key("supabase.writer", inputs)
     UnsettledWrites(lake.sessions, records).record(
         new_record("p", "w", key, "s1", inputs, "batch may have landed"))
     # another machine: an empty sessions directory, the same lake

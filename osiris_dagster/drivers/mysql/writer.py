@@ -157,6 +157,13 @@ def run(ctx: StepContext, config: Mapping[str, Any],
                             inputs[0].step_id, [name for name, _ in columns]))
 
 
+def repeats_safely(config: Mapping[str, Any]) -> bool:
+    """A replace, an upsert or a write with ``truncate_before`` gives the same end state when
+    run again on the same input (see :mod:`osiris_dagster.runtime.unsettled_writes`)."""
+    return str(config.get("mode") or "append").lower() != "append" or \
+        bool(config.get("truncate_before"))
+
+
 class _Writer:
     def __init__(self, ctx: StepContext, opts: Options, params: MySQLParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:

@@ -165,6 +165,13 @@ class Options:
                    retries=positive_int(config, "retries", 3, minimum=0) or 0)
 
 
+def repeats_safely(config: Mapping[str, Any]) -> bool:
+    """An upsert or a replace gives the same end state when run again on the same input (see
+    :mod:`osiris_dagster.runtime.unsettled_writes`)."""
+    mode = str(config.get("write_mode") or config.get("mode") or "append").lower()
+    return mode in ("upsert", "replace")
+
+
 def run(ctx: StepContext, config: Mapping[str, Any],
         inputs: Sequence[UpstreamTable]) -> DriverResult:
     opts = Options.from_config(config)
