@@ -98,12 +98,12 @@ def mysql_error_code(exc: BaseException) -> int | None:
 
 
 def mysql_error(component: str, step_id: str, params: MySQLParams, action: str,
-                exc: BaseException, note: str = "") -> DriverError:
+                exc: BaseException, note: str = "", hint: str | None = None) -> DriverError:
     code = mysql_error_code(exc)
     detail = first_line(exc)
     if code is not None and len(exc.args) > 1:
         detail = f"({code}) {exc.args[1]}"
-    hint = MYSQL_HINTS.get(code or -1, "check the connection settings and the SQL")
+    hint = hint or MYSQL_HINTS.get(code or -1, "check the connection settings and the SQL")
     msg = (f"{component} step '{step_id}': {action} on MySQL {params.where} (user "
            f"'{params.user}') failed: {detail}. {hint[0].upper() + hint[1:]}.")
     if note:

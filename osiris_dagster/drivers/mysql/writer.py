@@ -15,14 +15,19 @@ Here:
   not fit (too long, out of range) fails the step instead of being silently truncated, and the
   target is left exactly as it was.
 * **Staging.** An upsert, and any write to a non-transactional table (MyISAM, Aria: they cannot
-  roll back), first loads the rows into ``CREATE TEMPORARY TABLE ... LIKE`` the target, which
-  has its columns, collations and unique indexes, then writes them with one ``INSERT ...
-  SELECT``. So a bad value fails before the target is touched; two input rows with one key as
-  MySQL compares them (a ``_ci`` collation makes 'a' and 'A' one key) fail instead of one
-  silently replacing the other; and a row that matches another existing row on a unique index
-  other than ``upsert_keys`` fails instead of updating that row (ON DUPLICATE KEY UPDATE fires
-  on any unique index). A table the writer creates for an upsert gets a binary collation
-  without padding on its text key columns (``utf8mb4_nopad_bin`` / ``utf8mb4_0900_bin``).
+  roll back), first loads the rows into a temporary table with the target's types and
+  collations for the input's columns (``CREATE TEMPORARY TABLE ... AS SELECT``), so a value the
+  target refuses fails before the target is touched. Two input rows with one key as MySQL
+  compares them (a ``_ci`` collation makes 'a' and 'A' one key) then fail, where ON DUPLICATE
+  KEY UPDATE kept the last silently. The upsert itself is an UPDATE of the rows whose key
+  matches and an INSERT of the others, not ON DUPLICATE KEY UPDATE, which fires on any unique
+  index (a prefix index, a generated column, a column left to its default) and so updated
+  another row: such a row fails as a duplicate, as in PostgreSQL. A failure of those final
+  statements on a non-transactional table is not retried (the rows that landed would be
+  written again). A table the writer creates for an upsert gets a binary collation without
+  padding on its text key columns (``utf8mb4_nopad_bin`` / ``utf8mb4_0900_bin``). MariaDB
+  refuses INSERT ... SELECT into a table whose NOT NULL column (without a default) is filled
+  by a BEFORE INSERT trigger: such a table takes appends, not upserts.
 * **Values kept exactly.** MySQL stores some values that do not fit an existing column without an
   error, even in strict mode (more decimals than a DECIMAL's scale, a fraction into an integer, a
   DOUBLE into a FLOAT, fractional seconds past the column's precision, a time of day into a DATE,
@@ -65,13 +70,14 @@ Returns ``target="mysql://host:port/database.table"`` (no credentials).
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
+from osiris_dagster.core.errors import DriverError, NotRetryableError, OutcomeUnknownError
 from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import (
     DriverResult,
@@ -105,7 +111,6 @@ from osiris_dagster.drivers.target_fit import (
 
 COMPONENT = "mysql.writer"
 _MODES = ("append", "replace", "upsert")
-_STAGE = "`_osiris_stage`"  # the session's temporary copy of the target (see _Writer._stage)
 _MAX_STMT = 4 * 1024 * 1024
 
 
@@ -172,7 +177,7 @@ class _Writer:
         self.created = False
         self.commit_sent = False  # from here on the rows may have landed
         self.transactional = True  # False: MyISAM, Aria, ... cannot roll a failed write back
-        self.unique_indexes: dict[str, list[str]] = {}  # upsert: the target's, by name
+        self.stage = mysql_ident(f"_osiris_stage_{uuid.uuid4().hex[:12]}", "table")
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.schema = opts.schema or params.database
         qualified = mysql_ident(opts.table, "table")
@@ -181,8 +186,9 @@ class _Writer:
         self.qualified = qualified
         self.label = f"{self.schema}.{opts.table}"
 
-    def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
-        return mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note)
+    def _fail(self, action: str, exc: BaseException, note: str = "",
+              hint: str | None = None) -> DriverError:
+        return mysql_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note, hint)
 
     def run(self) -> int:
         import pymysql
@@ -255,7 +261,6 @@ class _Writer:
         indexes: dict[str, set[str]] = {}
         for name, col in cur.fetchall():
             indexes.setdefault(str(name), set()).add(str(col).lower())
-            self.unique_indexes.setdefault(str(name), []).append(str(col))
         wanted = {k.lower() for k in keys}
         if wanted not in indexes.values():
             found = "; ".join(f"{n} ({', '.join(sorted(c))})" for n, c in indexes.items()) or \
@@ -327,16 +332,6 @@ class _Writer:
         cols = [mysql_ident(n, "column") for n, _ in self.columns]
         return (f"INSERT INTO {self.qualified} ({', '.join(cols)}) VALUES "
                 f"({', '.join(['%s'] * len(cols))})")
-
-    def _on_duplicate(self) -> str:
-        cols = [mysql_ident(n, "column") for n, _ in self.columns]
-        keys = {k.lower() for k in self._keys()}
-        updates = [f"{c} = VALUES({c})" for (n, _), c in zip(self.columns, cols, strict=True)
-                   if n.lower() not in keys]
-        if not updates:  # only key columns: nothing to update, keep the row
-            first = cols[0]
-            updates = [f"{first} = {first}"]
-        return " ON DUPLICATE KEY UPDATE " + ", ".join(updates)
 
     def _select_sql(self) -> str:
         # a TIME as its text: Python's time has no 24:00:00 (DuckDB hands over 00:00:00)
@@ -426,9 +421,9 @@ class _Writer:
 
         opts = self.opts
         staged = opts.mode == "upsert" or not self.transactional
-        conn.begin()
-        if staged:  # every row in a temporary copy of the target first (see _stage)
+        if staged:  # every row in a temporary table first (see _stage)
             written = self._stage(cur)
+        conn.begin()
         try:
             if opts.mode == "replace" or opts.truncate_before:
                 cur.execute(f"DELETE FROM {self.qualified}")
@@ -459,88 +454,102 @@ class _Writer:
                 cur.executemany(insert, rows)
             except pymysql.Error as exc:
                 self._refuse_unstorable()  # pymysql refuses infinity: name it, with its column
-                staging = into != self.label
                 raise self._fail(f"writing input rows {written + 1}-{written + len(rows)} to "
-                                 f"{into}", exc, staging and self._duplicate_note(exc) or
-                                 self._unchanged(staging)) from None
+                                 f"{into}", exc, self._unchanged(into != self.label)) from None
             written += len(rows)
             progress.add(len(rows))
         progress.done()
         return written
 
     def _stage(self, cur: Any) -> int:
-        """Load the input into ``CREATE TEMPORARY TABLE ... LIKE`` the target, which has its
-        columns, collations and unique indexes. An upsert then meets, before the target is
-        touched: two input rows with the same key as MySQL compares them (a ``_ci`` collation
-        makes 'a' and 'A' one key; ON DUPLICATE KEY UPDATE kept the last of them silently), and
-        a row whose other unique index matches another existing row (ON DUPLICATE KEY UPDATE
-        fires on any unique index, and updated that row). A non-transactional target (MyISAM)
-        gets one INSERT ... SELECT of rows already checked, so a bad value fails before any
-        row is in it."""
+        """Load the input into a temporary table with the target's types and collations for
+        its columns (``CREATE TEMPORARY TABLE ... AS SELECT`` of them: no indexes, triggers or
+        partitions, which a temporary table may not take). A value the target would refuse
+        fails here, before the target is touched; then the rows go in with one or two
+        statements (:meth:`_from_stage`). A non-transactional target (MyISAM, Aria) can
+        then fail only past the point a rollback would have helped."""
         import pymysql
 
-        try:
-            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {_STAGE}")
-            cur.execute(f"CREATE TEMPORARY TABLE {_STAGE} LIKE {self.qualified}")
-        except pymysql.Error as exc:
-            raise self._fail(f"creating a staging copy of {self.label}", exc,
-                             self._unchanged()) from None
         cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
-        insert = f"INSERT INTO {_STAGE} ({cols}) VALUES ({', '.join(['%s'] * len(self.columns))})"
-        written = self._insert_rows(cur, insert, f"a staging copy of {self.label}")
+        try:
+            cur.execute(f"CREATE TEMPORARY TABLE {self.stage} AS SELECT {cols} FROM "
+                        f"{self.qualified} LIMIT 0")
+        except pymysql.Error as exc:
+            raise self._fail(f"creating a staging table for {self.label}", exc,
+                             self._unchanged(True)) from None
+        marks = ", ".join(["%s"] * len(self.columns))
+        insert = f"INSERT INTO {self.stage} ({cols}) VALUES ({marks})"
+        written = self._insert_rows(cur, insert, f"a staging table for {self.label}")
         if self.opts.mode == "upsert":
-            self._refuse_other_key_matches(cur)
+            self._refuse_repeated_keys(cur)
         return written
 
-    def _refuse_other_key_matches(self, cur: Any) -> None:
-        """Fail when an input row matches an existing row on a unique index other than
-        ``upsert_keys`` but not on the keys: ON DUPLICATE KEY UPDATE would update that row."""
+    def _refuse_repeated_keys(self, cur: Any) -> None:
+        """Two input rows with one key as MySQL compares them (a ``_ci`` collation makes 'x'
+        and 'X' one key): ON DUPLICATE KEY UPDATE kept the last of them silently."""
         import pymysql
 
-        keys = {k.lower() for k in self._keys()}
-        have = {n.lower() for n, _ in self.columns}
-        for index, columns in self.unique_indexes.items():
-            lowered = {c.lower() for c in columns}
-            if lowered == keys or not lowered <= have:  # the key itself; a column not sent
-                continue
-            on = " AND ".join(f"s.{mysql_ident(c)} = t.{mysql_ident(c)}" for c in columns)
-            same_key = " AND ".join(f"s.{mysql_ident(k)} <=> t.{mysql_ident(k)}"
-                                    for k in self._keys())
-            shown = ", ".join(f"s.{mysql_ident(c)}" for c in columns)
-            try:
-                cur.execute(f"SELECT {shown} FROM {_STAGE} s JOIN {self.qualified} t ON {on} "
-                            f"WHERE NOT ({same_key}) LIMIT 1")
-                row = cur.fetchone()
-            except pymysql.Error as exc:
-                raise self._fail(f"comparing the input with {self.label}", exc,
-                                 self._unchanged()) from None
-            if row is not None:
-                value = ", ".join(f"{c}={v!r}" for c, v in zip(columns, row, strict=True))
-                raise DriverError(
-                    f"{COMPONENT} step '{self.ctx.step_id}': an input row with {value} matches "
-                    f"an existing row of {self.label} on its unique index {index!r}, whose "
-                    f"upsert key ({', '.join(self._keys())}) differs: MySQL's ON DUPLICATE KEY "
-                    "UPDATE would update that other row instead of inserting this one. "
-                    f"{self._unchanged()} Fix the input, or upsert on that index's columns.")
+        keys = [mysql_ident(k) for k in self._keys()]
+        try:
+            cur.execute(f"SELECT {', '.join(keys)}, COUNT(*) FROM {self.stage} WHERE "
+                        f"{' AND '.join(f'{k} IS NOT NULL' for k in keys)} GROUP BY "
+                        f"{', '.join(keys)} HAVING COUNT(*) > 1 LIMIT 1")
+            row = cur.fetchone()
+        except pymysql.Error as exc:
+            raise self._fail(f"checking the input's keys for {self.label}", exc,
+                             self._unchanged(True)) from None
+        if row is not None:
+            value = ", ".join(f"{k}={v!r}" for k, v in zip(self._keys(), row, strict=False))
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': the input holds {row[-1]} rows with the "
+                f"key {value} as {self.label} compares it (its collation may make 'a', 'A' and "
+                "'a ' one value), and the upsert would keep only one of them. "
+                f"{self._unchanged(True)} Make the input's keys unique, or give the key column "
+                "a binary collation (utf8mb4_bin).")
 
     def _from_stage(self, cur: Any, rows: int) -> None:
-        """The staged rows into the target in one statement (the upsert's update included)."""
+        """The staged rows into the target. An upsert is an UPDATE of the rows whose key
+        matches, then an INSERT of the others, not ON DUPLICATE KEY UPDATE, which fires on any
+        unique index and so updated another row whose email (or prefix of a name, or a
+        generated column) matched: such a row now fails as a duplicate, as in PostgreSQL."""
         import pymysql
 
         cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
-        sql = f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM {_STAGE}"
+        statements = []
         if self.opts.mode == "upsert":
-            sql += self._on_duplicate()
+            keys = self._keys()
+            lowered = {k.lower() for k in keys}
+            match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in keys)
+            updates = ", ".join(f"t.{mysql_ident(n)} = s.{mysql_ident(n)}"
+                                for n, _ in self.columns if n.lower() not in lowered)
+            if updates:
+                statements.append(f"UPDATE {self.qualified} t JOIN {self.stage} s ON {match} "
+                                  f"SET {updates}")
+            statements.append(f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM "
+                              f"{self.stage} s WHERE NOT EXISTS (SELECT 1 FROM "
+                              f"{self.qualified} t WHERE {match})")
+        else:
+            statements.append(f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM "
+                              f"{self.stage}")
         try:
-            cur.execute(sql)
-            cur.execute(f"DROP TEMPORARY TABLE {_STAGE}")
+            for sql in statements:
+                cur.execute(sql)
+            cur.execute(f"DROP TEMPORARY TABLE {self.stage}")
         except pymysql.Error as exc:
-            note = self._unchanged() if self.transactional else (
-                f"{self.label} is a non-transactional table (MyISAM, Aria, ...): some of the "
-                f"{rows} rows may be in it, and a replace or truncate_before has emptied it "
-                "first. Check it before running the step again (an InnoDB table is rolled back "
-                "instead).")
-            raise self._fail(f"writing the {rows} rows to {self.label}", exc, note) from None
+            duplicate = mysql_error_code(exc) == 1062 and self.opts.mode == "upsert"
+            hint = ("an input row's value for a unique index other than `upsert_keys` matches "
+                    "an existing row, or another input row" if duplicate else None)
+            note = self._unchanged()
+            if not self.transactional:
+                emptied = " (a replace or truncate_before emptied it first)" if \
+                    self.opts.mode == "replace" or self.opts.truncate_before else ""
+                note = (f"{self.label} is a non-transactional table (MyISAM, Aria, ...): some "
+                        f"of the {rows} rows may be in it{emptied}. Check it before running "
+                        "the step again (an InnoDB table is rolled back instead).")
+            error = self._fail(f"writing the {rows} rows to {self.label}", exc, note, hint)
+            if not self.transactional:  # a retry would add the rows that did land again
+                raise NotRetryableError(str(error)) from None
+            raise error from None
 
     def _unchanged(self, staging: bool = False) -> str:
         """What a failure before the COMMIT leaves behind."""
@@ -549,18 +558,6 @@ class _Writer:
                     "as it was.")
         return (f"{self.label} is a non-transactional table (MyISAM, Aria, ...), which cannot "
                 "roll back: check what it holds.")
-
-    def _duplicate_note(self, exc: BaseException) -> str:
-        """For a duplicate key in the staging copy: the input holds two rows with the same
-        key as MySQL compares them."""
-        if mysql_error_code(exc) != 1062:
-            return ""
-        what = ("the upsert would keep only one of them" if self.opts.mode == "upsert" else
-                "the target's unique index refuses the second")
-        return ("The input holds two rows with the same key as MySQL compares them (its "
-                f"collation may make 'a', 'A' and 'a ' one value), and {what}. "
-                f"{self._unchanged(True)} Make the input's keys unique, or give the key column "
-                "a binary collation (utf8mb4_bin).")
 
     def _commit_failed(self, exc: BaseException, rows: int) -> DriverError:
         """An error the server answered to COMMIT rolled the transaction back. A connection
