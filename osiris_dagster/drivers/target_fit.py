@@ -174,10 +174,24 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         elif held > fsp:  # DuckDB reads a TIMESTAMP_MS's parts through nanoseconds (1677-2262)
             micro = f"CAST({v} AS TIMESTAMP)" if duck == "TIMESTAMP_MS" else v
             rules.append((f"({endless}microsecond({micro}) % {10 ** (6 - fsp)} = 0)", digits))
-    if kind == "interval" and duck == "INTERVAL":
-        rule = _interval_rule(v, t)
+    if kind == "interval" and (duck == "INTERVAL" or duck == "TIME"):
+        # a TIME is the interval since midnight there ('12:34:56' into `interval day` is 0)
+        rule = _interval_rule(v if duck == "INTERVAL" else f"to_microseconds(epoch_us({v}))", t)
         if rule is not None:
             rules.append(rule)
+    elif kind == "interval" and (duck in _INTEGERS or fractional):
+        # a number is read as seconds, rounded to microseconds, then cut to the column's
+        # fields or digits: only a plain interval column is checked for it
+        if _interval_rule(v, t) is None:
+            text = f"CAST({v} AS VARCHAR)"
+            rules.append((f"({_fits_scale(text, 6)})", "as seconds rounded to microseconds"))
+        else:
+            rules.append(("false", "as seconds cut to the column's fields or digits (write "
+                          "INTERVAL values into it)"))
+    if kind == "time" and duck == "INTERVAL" and (t.fsp if t.fsp is not None else 6) < 6:
+        fsp = t.fsp or 0
+        rules.append((f"(datepart('microseconds', {v}) % {10 ** (6 - fsp)} = 0)",
+                      f"with {fsp} fractional-second digits"))
     if kind == "time" and duck in _TIMESTAMPS:
         rules.append(("false", "without its date"))
     if kind == "date" and duck in _TIMESTAMPS:

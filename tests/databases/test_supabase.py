@@ -679,6 +679,8 @@ def test_sql_extractor_filter_values_are_not_rounded_to_the_column(
     with pytest.raises(DriverError, match=r"invalid input syntax for type integer.*A `filter` "
                                           r"value may not be a valid value.*id: pg_catalog.int4"):
         ids(id=1.5)
+    # a date as the server reads one (its DateStyle's order, MDY here), not as YMD
+    assert ids(ts="1/1/24 10:00:01") == [1]
 
 
 def test_sql_errors_name_the_server_and_hide_the_password(pg: PgTarget,
@@ -1154,6 +1156,13 @@ def test_rest_append_stopped_part_way_is_not_retried(
     ("interval year", "INTERVAL '2 years'", "INTERVAL '1 year 2 months'", "below its years"),
     ("interval hour to minute", "INTERVAL '25 hours 5 minutes'",
      "INTERVAL '1 hour 5 minutes 3 seconds'", "below its minutes"),
+    # other types into interval and time columns (the second review)
+    ("interval(0)", "TIME '12:00:01'", "TIME '12:00:00.5'", "with 0 fractional-second digits"),
+    ("interval day", "TIME '00:00:00'", "TIME '12:34:56'", "below its days"),
+    ("interval", "1.5::DOUBLE", "1.2345678::DECIMAL(10,7)", "rounded to microseconds"),
+    ("interval(0)", "NULL::DOUBLE", "1.5::DOUBLE", "cut to the column's fields or digits"),
+    ("time(0)", "INTERVAL '12:00:00'", "INTERVAL '12:00:00.5'",
+     "with 0 fractional-second digits"),
 ])
 def test_sql_writer_refuses_values_the_existing_column_would_change(
         pg: PgTarget, harness: Harness, target: str, good: str, bad: str, change: str) -> None:
@@ -1181,24 +1190,34 @@ def test_sql_writer_domains_and_whole_numbers_into_integer_columns(
     """A domain over numeric(10,2) was not checked (1.239 was stored as 1.24); a whole DOUBLE
     or DECIMAL into an integer column was refused ('invalid input syntax for type integer:
     "1.0"'), and PostgreSQL's refusals named no column or row."""
-    t, cents = pg.table("s_dom"), pg.table("s_cents")
-    pg.execute(f"DROP TABLE IF EXISTS {t}", f"DROP DOMAIN IF EXISTS {cents}",
-               f"CREATE DOMAIN {cents} AS numeric(10,2)",
-               f"CREATE TABLE {t} (id int, c {cents}, i integer, b bigint)")
+    t, cents, cents2 = pg.table("s_dom"), pg.table("s_cents"), pg.table("s_cents2")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"DROP DOMAIN IF EXISTS {cents2}",
+               f"DROP DOMAIN IF EXISTS {cents}", f"CREATE DOMAIN {cents} AS numeric(10,2)",
+               f"CREATE DOMAIN {cents2} AS {cents}",  # a domain over a domain: its base
+               f"CREATE TABLE {t} (id int, c {cents}, i integer, b bigint, c2 {cents2})")
     harness.upstream("SELECT 1 AS id, 1.5::DOUBLE AS c, 1.0::DOUBLE AS i, "
-                     "5.00::DECIMAL(10,2) AS b UNION ALL SELECT 2, NULL, -3e9::DOUBLE / 1e9, "
-                     "9007199254740992::DOUBLE")
+                     "5.00::DECIMAL(10,2) AS b, 2.5::DOUBLE AS c2 UNION ALL SELECT 2, NULL, "
+                     "-3e9::DOUBLE / 1e9, 9007199254740992::DOUBLE, NULL")
     harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom")
-    assert pg.query(f"SELECT id, c::text, i, b FROM {t} ORDER BY id") == [
-        (1, "1.50", 1, 5), (2, None, -3, 9007199254740992)]
-    harness.upstream("SELECT 3 AS id, 1.239::DOUBLE AS c, 1 AS i, 1 AS b")
+    assert pg.query(f"SELECT id, c::text, i, b, c2::text FROM {t} ORDER BY id") == [
+        (1, "1.50", 1, 5, "2.50"), (2, None, -3, 9007199254740992, None)]
+    harness.upstream("SELECT 3 AS id, 1.239::DOUBLE AS c, 1 AS i, 1 AS b, 1 AS c2")
     with pytest.raises(DriverError, match=r"column 'c' holds '1.239'.*rounded to 2 decimals"):
         harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom")
+    harness.upstream("SELECT 3 AS id, 1 AS c, 1 AS i, 1 AS b, 1.239::DOUBLE AS c2")
+    with pytest.raises(DriverError, match=r"column 'c2' holds '1.239'.*rounded to 2 decimals"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom")
+    out = harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
+                          table="s_dom", filter={"c2": 2.505})  # was cast to numeric(10,2)
+    assert out.rows == [] and out.types["c2"] == "DECIMAL(10,2)"
     harness.upstream("SELECT 3 AS id, 1 AS c, 1.0::DOUBLE AS i, 1 AS b UNION ALL "
                      "SELECT 4, 1, 1.5::DOUBLE, 1")
     with pytest.raises(DriverError, match=r'invalid input syntax for type integer: "1.5" \(in '
                                           r'COPY s_dom, line 2, column i: "1.5"'):
         harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom")
+    with pytest.raises(DriverError, match=r'COPY s_dom \(its staging copy\), line 2, column i'):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_dom",
+                      write_mode="upsert", primary_key=["id"])
     assert len(_rows(pg, "s_dom")) == 2
 
 

@@ -211,7 +211,7 @@ def pg_connect(component: str, step_id: str, params: PgParams, *, read_only: boo
             cur.execute("SET TimeZone = 'UTC'")
             cur.execute("SET bytea_output = 'hex'")
             cur.execute("SET IntervalStyle = 'postgres'")
-            cur.execute("SET DateStyle = 'ISO, YMD'")
+            cur.execute("SET DateStyle = 'ISO'")  # output ISO; input order the server's
             cur.execute("SET extra_float_digits = 3")
             cur.execute("SET lc_monetary = 'C'")  # money: 2 decimals, '$' (any locale's)
         conn.commit()

@@ -211,15 +211,16 @@ def run(ctx: StepContext, config: Mapping[str, Any],
 # pg_catalog.int4[]), so without a type modifier or a domain. A cast to numeric(10,2),
 # varchar(3) or timestamp(0) rounds or cuts the value, and the filter matched rows it does not
 # equal; format_type() without a modifier names bpchar 'character', which is char(1).
-_COLUMNS_SQL = table_columns_sql("""a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
-       CASE WHEN t.typtype = 'd' AND a.atttypmod < 0 THEN t.typtypmod ELSE a.atttypmod END,
+_COLUMNS_SQL = table_columns_sql("""a.attname, format_type(a.atttypid, a.atttypmod),
+       coalesce(db.base, a.atttypid),
+       CASE WHEN a.atttypmod >= 0 THEN a.atttypmod ELSE coalesce(db.mod, a.atttypmod) END,
        a.attndims,
        (SELECT CASE WHEN e.oid IS NULL THEN format('%%I.%%I', bn.nspname, b.typname)
                     ELSE format('%%I.%%I[]', en.nspname, e.typname) END
         FROM pg_type b JOIN pg_namespace bn ON bn.oid = b.typnamespace
         LEFT JOIN pg_type e ON e.oid = b.typelem AND b.typcategory = 'A'
         LEFT JOIN pg_namespace en ON en.oid = e.typnamespace
-        WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)""")
+        WHERE b.oid = coalesce(db.base, a.atttypid))""")
 
 
 class _SqlRead:

@@ -223,9 +223,8 @@ def create_table_ddl(schema: str, table: str, columns: list[tuple[str, str]],
 # a domain's column as its base type with the domain's modifier: what holds the value (a domain
 # over numeric(10,2) rounds 1.239 as that type does)
 _TARGET_COLUMNS_SQL = table_columns_sql(
-    "a.attname, format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, "
-    "CASE WHEN t.typtype = 'd' AND a.atttypmod < 0 THEN t.typtypmod ELSE a.atttypmod END), "
-    "t.typcategory, c.relkind")
+    "a.attname, format_type(coalesce(db.base, a.atttypid), CASE WHEN a.atttypmod >= 0 THEN "
+    "a.atttypmod ELSE coalesce(db.mod, a.atttypmod) END), t.typcategory, c.relkind")
 
 
 class _SqlWrite:
@@ -240,7 +239,10 @@ class _SqlWrite:
         self.target_types: dict[str, str] = {}  # existing target column -> format_type()
 
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
-        return pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
+        error = pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
+        stage = f"COPY {_stage_name(self.ctx.step_id)},"  # COPY's context names the table
+        return DriverError(str(error).replace(stage, f"COPY {self.opts.table} (its staging "
+                                                     "copy),"))
 
     def run(self) -> int:
         import psycopg
@@ -312,7 +314,7 @@ class _SqlWrite:
             if opts.mode == "replace":
                 cur.execute(f"DELETE FROM {self.qualified}")
             return self._copy(cur, f"{self.qualified} ({col_list})")
-        stage = pg_ident(f"_osiris_stage_{self.ctx.step_id}"[:60])
+        stage = pg_ident(_stage_name(self.ctx.step_id))
         cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {col_list} FROM "
                     f"{self.qualified} WITH NO DATA")
         rows = self._copy(cur, f"{stage} ({col_list})")
@@ -417,6 +419,11 @@ class _SqlWrite:
 
 
 _PG_INTEGERS = ("smallint", "integer", "bigint")
+
+
+def _stage_name(step_id: str) -> str:
+    """The temporary table an upsert or a keyed replace copies its rows into first."""
+    return f"_osiris_stage_{step_id}"[:60]
 
 
 def copy_text_expression(ref: str, duck_type: str, target_category: str = "",
