@@ -408,12 +408,15 @@ steps:
     config:
       query: >-
         SELECT 1 AS n, INTERVAL 2147483647 DAYS AS iv, [INTERVAL '178000000 years'] AS ivs,
-        INTERVAL 1 DAY AS small
+        INTERVAL 1 DAY AS small, MAP {DATE '2024-01-01': 1} AS by_date,
+        MAP {1.5::DECIMAL(3,1): 'x'} AS by_decimal
 """)
     result = run_job(defs_for(p, tmp_path / "s"), "iv", instance)
     assert result.success, failure_description(result)
     (row,) = table_rows(materialisations(result)["iv/make"]["preview"])
     assert row["iv"] == "2147483647 days" and row["small"] == "1 day"
     assert row["ivs"] == "[178000000 years]"
+    # a MAP keyed by dates or decimals failed json.dumps (second review)
+    assert row["by_date"] == '{"2024-01-01": 1}' and row["by_decimal"] == '{"1.5": "x"}'
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and table_rows(check.metadata["sample"])[0]["iv"] == "2147483647 days"

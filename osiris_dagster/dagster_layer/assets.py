@@ -593,6 +593,17 @@ PREVIEW_CELL_CHARS = 80
 _JS_SAFE_INT = 2**53  # larger integers lose digits as JSON numbers in the UI: shown as text
 
 
+def _json_keys(value: Any) -> Any:
+    """``value`` with every mapping key one JSON takes: a MAP keyed by dates, decimals or
+    UUIDs failed json.dumps (and the step, after its table was written)."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str | int | float | bool) or k is None else str(k):
+                _json_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_keys(v) for v in value]
+    return value
+
+
 def preview_cell(value: Any, mask: Masker) -> str | int | float | bool | None:
     """One value as TableRecord takes it (str/int/float/bool/None): DECIMAL, dates and times,
     BLOB, LIST/STRUCT/MAP and huge integers become text, masked, then cut to a readable length."""
@@ -608,7 +619,7 @@ def preview_cell(value: Any, mask: Masker) -> str | int | float | bool | None:
     elif isinstance(value, datetime.date | datetime.time):
         text = value.isoformat()
     elif isinstance(value, dict | list | tuple):  # STRUCT, MAP, LIST: secret-named fields too
-        text = json.dumps(mask.value(value), default=str, ensure_ascii=False)
+        text = json.dumps(_json_keys(mask.value(value)), default=str, ensure_ascii=False)
     else:
         text = str(value)
     text = mask.text(text)

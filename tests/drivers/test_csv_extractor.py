@@ -641,6 +641,16 @@ def test_utf16_without_a_bom_fails_as_in_pandas(extract: ExtractFn, data_dir: Pa
         extract(path="u16.csv", encoding="utf-16")
 
 
+@pytest.mark.parametrize("raw", [b"a\nx\x80y\n", b"a\nx\x85y\n", b"a\n\x93q\x94\n"])
+def test_latin1_takes_every_byte(extract: ExtractFn, data_dir: Path, raw: bytes) -> None:
+    """DuckDB's latin-1 reader refused bytes 0x80-0x9f ('not latin-1 encoded', no line): a
+    Windows-1252 file labelled latin-1 failed where pandas reads it."""
+    put(data_dir, "l1.csv", raw)
+    assert extract(path="l1.csv", encoding="latin-1").rows == [(raw[2:-1].decode("latin-1"),)]
+    put(data_dir, "l1.csv.gz", gzip.compress(b"a,b\n\x80,\xe9\n"))
+    assert extract(path="l1.csv.gz", encoding="latin-1").rows == [("\x80", "\xe9")]
+
+
 def test_ascii_refuses_a_byte_past_127_naming_its_line(extract: ExtractFn,
                                                         data_dir: Path) -> None:
     """`encoding: ascii` read the file as UTF-8: text pandas refuses went through."""

@@ -54,19 +54,35 @@ def prepare_source(origin: Path, compression: Compression, encoding: str,
     """Give DuckDB something it reads natively: plain or gzip bytes in utf-8 or latin-1.
 
     bz2/xz/zip are stream-decompressed and utf-16 is stream-transcoded into one scratch file.
-    ascii is read as utf-8 once no byte is past 127 (pandas refuses such a byte too).
+    ascii is read as utf-8 once no byte is past 127 (pandas refuses such a byte too); latin-1
+    with a byte DuckDB's latin-1 reader refuses (0x80-0x9f) is transcoded to utf-8.
     """
     if encoding == "ascii":
         source = prepare_source(origin, compression, "utf-8", scratch)
         _require_ascii(source)
         return source
-    if encoding != "utf-16" and compression in ("none", "gzip"):
-        return Source(origin, origin, encoding, gzip=compression == "gzip")
+    if encoding == "utf-16" or compression not in ("none", "gzip"):
+        source = _copy(origin, compression, encoding, scratch)
+    else:
+        source = Source(origin, origin, encoding, gzip=compression == "gzip")
+    if encoding == "latin-1" and _has_c1_controls(source):
+        return _copy(source.path, "gzip" if source.gzip else "none", "latin-1-to-utf-8",
+                     scratch, origin)
+    return source
+
+
+def _copy(path: Path, compression: Compression, encoding: str, scratch: Scratch,
+          origin: Path | None = None) -> Source:
+    """A scratch copy of ``path``, decompressed, and transcoded to utf-8 from utf-16 or (as
+    ``latin-1-to-utf-8``) latin-1."""
+    origin = origin or path
     target = scratch.new_path()
     try:
-        with open_decompressed(origin, compression) as src, open(target, "wb") as dst:
+        with open_decompressed(path, compression) as src, open(target, "wb") as dst:
             if encoding == "utf-16":
                 _transcode_to_utf8(src, dst, origin)
+            elif encoding == "latin-1-to-utf-8":
+                _latin1_to_utf8(src, dst)
             else:
                 shutil.copyfileobj(src, dst, CHUNK_BYTES)
     except DriverError:
@@ -76,10 +92,30 @@ def prepare_source(origin: Path, compression: Compression, encoding: str,
             f"{origin}: cannot decompress as {compression}: {exc}. Check the `compression` "
             "option (infer uses the file extension)."
         ) from exc
-    return Source(target, origin, "utf-8" if encoding == "utf-16" else encoding)
+    transcoded = encoding in ("utf-16", "latin-1-to-utf-8")
+    return Source(target, origin, "utf-8" if transcoded else encoding)
 
 
 _NOT_ASCII = re.compile(rb"[\x80-\xff]")
+_C1_CONTROLS = re.compile(rb"[\x80-\x9f]")
+
+
+def _has_c1_controls(source: Source) -> bool:
+    """Whether the file holds a byte 0x80-0x9f: latin-1 maps each to a C1 control character
+    (pandas reads them), DuckDB's latin-1 reader refuses the file ("not latin-1 encoded"); a
+    Windows-1252 file labelled latin-1 (its euro sign, its curly quotes) has them."""
+    with source.open() as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            if _C1_CONTROLS.search(chunk):
+                return True
+    return False
+
+
+def _latin1_to_utf8(src: BinaryIO, dst: BinaryIO) -> None:
+    """latin-1 -> utf-8, chunk by chunk: every byte is one character, so chunks split
+    anywhere."""
+    while chunk := src.read(CHUNK_BYTES):
+        dst.write(chunk.decode("latin-1").encode("utf-8"))
 
 
 def _require_ascii(source: Source) -> None:
