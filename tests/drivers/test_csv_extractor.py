@@ -427,6 +427,12 @@ def test_a_crlf_file_with_bare_lfs_that_duckdb_cannot_read_is_read_from_an_lf_co
      [("\r\r\n", "b "), ("a  ", "x ")]),
     (b'"p\r\nq",b \r\ra  ,x \r', {"header": False, "skip_blank_lines": False},
      [("p\r\nq", "b "), (None, None), ("a  ", "x ")]),
+    # a line of a space after a lone CR in a CRLF file: DuckDB read a row of NULLs (pandas
+    # skips the line, or keeps the space); lone CRs beside other line ends go to the copy
+    (b'h0,h1\r\n1,"a\r\nb"\r\n2,c\r \r\n3,y\r\n', {},
+     [("1", "a\r\nb"), ("2", "c"), ("3", "y")]),
+    (b"h0,h1\r\n1,a\r\n2,c\r \r\n3,y\r\n", {"skip_blank_lines": False},
+     [("1", "a"), ("2", "c"), (" ", None), ("3", "y")]),
 ])
 def test_line_ends_and_quotes_duckdb_reads_unlike_pandas_lose_no_row(
         extract: ExtractFn, data_dir: Path, content: bytes, config: dict[str, object],

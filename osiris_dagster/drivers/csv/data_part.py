@@ -63,6 +63,20 @@ def may_have_spaced_comments(source: Source, offset: int, delimiter: str,
 def may_mix_line_ends(source: Source, offset: int) -> bool:
     """Cheap byte scan: does the data part hold more than one kind of line break (CRLF, a bare
     LF, a lone CR)? (One inside a quoted value counts, which only costs the rewrite's time.)"""
+    return len(line_end_kinds(source, offset)) > 1
+
+
+def mixes_in_lone_crs(source: Source, offset: int) -> bool:
+    """Whether lone CRs sit beside CRLFs or bare LFs. DuckDB then reads some lines unlike
+    pandas without an error (``2,c<CR> <CRLF>``: a row of NULLs where pandas skips a line of
+    a space, or keeps the space): such a file is read from the copy. (A CRLF file with bare
+    LFs in quoted values, as spreadsheets write multi-line cells, reads right and is not.)"""
+    kinds = line_end_kinds(source, offset)
+    return "cr" in kinds and len(kinds) > 1
+
+
+def line_end_kinds(source: Source, offset: int) -> set[str]:
+    """The kinds of line break in the data part ("crlf", "lf", "cr"); stops at the second."""
     kinds: set[str] = set()
     with source.open() as fh:
         fh.seek(offset)
@@ -74,11 +88,11 @@ def may_mix_line_ends(source: Source, offset: int) -> bool:
             kinds |= {kind for kind, n in (("crlf", pairs), ("lf", chunk.count(b"\n") - pairs),
                                            ("cr", crs)) if n > 0}
             if len(kinds) > 1:
-                return True
+                return kinds
             last = chunk[-1:]
     if last == b"\r":
         kinds.add("cr")  # the file ends with a lone CR
-    return len(kinds) > 1
+    return kinds
 
 
 class SpacedQuotes(NamedTuple):

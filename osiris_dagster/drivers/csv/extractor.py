@@ -95,6 +95,7 @@ from osiris_dagster.drivers.csv.data_part import (
     may_have_blank_lines,
     may_have_spaced_comments,
     may_mix_line_ends,
+    mixes_in_lone_crs,
     rewrite_blank_lines,
     spaced_quotes,
 )
@@ -440,7 +441,8 @@ class _Extraction:
                 may_have_spaced_comments(src, layout.data_offset, self.opts.delimiter,
                                          self.opts.comment) or \
                 self._spaced_quotes_differ() or \
-                (self.opts.comment is not None and may_mix_line_ends(src, 0)):  # header too
+                (may_mix_line_ends(src, 0) if self.opts.comment is not None else  # header too
+                 mixes_in_lone_crs(src, 0)):
             path, skip, offset, new_line = scratch.new_path(), 0, None, "\n"
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)
