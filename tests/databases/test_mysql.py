@@ -1143,3 +1143,42 @@ def test_a_non_transactional_table_failing_part_way_is_not_retried(
                                                 r"may be in it\. Check it"):
         harness.write("mysql.writer", mysql.connection(), table="w_myisam_sig")
     assert len(_table(mysql, "w_myisam_sig")) == 3
+
+
+@pytest.mark.parametrize("engine, mode, ddl, rows", [
+    # a CHECK constraint (and MariaDB's json_valid() of a JSON column) was not on the staging
+    # table: a MyISAM/Aria target kept the rows before the refused one (a replace had emptied
+    # it first)
+    ("Aria", "replace", "id INT PRIMARY KEY, v INT CHECK (v > 0)",
+     "(VALUES (1, 6), (2, 7), (3, -1), (4, 8)) t(id, v)"),
+    ("MyISAM", "upsert", "id INT PRIMARY KEY, v INT CHECK (v > 0)",
+     "(VALUES (1, 6), (2, 7), (3, -1), (4, 8)) t(id, v)"),
+    ("MyISAM", "append", "id INT, v JSON",
+     "(VALUES (1, '{}'), (2, '{}'), (3, 'not json'), (4, '{}')) t(id, v)"),
+])
+def test_a_check_constraint_refuses_before_a_non_transactional_table_is_touched(
+        mysql: MySQLTarget, harness: Harness, engine: str, mode: str, ddl: str,
+        rows: str) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_checked",
+                  f"CREATE TABLE w_checked ({ddl}) ENGINE={engine}",
+                  "INSERT INTO w_checked VALUES (1, 5)" if "JSON" not in ddl else "SELECT 1")
+    before = _table(mysql, "w_checked")
+    harness.upstream(f"SELECT * FROM {rows}")
+    with pytest.raises(DriverError, match=r"staging table.*Nothing was written"):
+        harness.write("mysql.writer", mysql.connection(), table="w_checked", mode=mode,
+                      upsert_keys=["id"] if mode == "upsert" else None)
+    assert _table(mysql, "w_checked") == before
+
+
+def test_upsert_leaves_an_auto_increment_id_the_input_gives_as_null_to_the_target(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """The staging table refused NULL in the id column (NOT NULL there), which the target
+    itself numbers."""
+    mysql.execute("DROP TABLE IF EXISTS w_auto",
+                  "CREATE TABLE w_auto (id INT AUTO_INCREMENT PRIMARY KEY, code VARCHAR(5) "
+                  "UNIQUE, v TEXT)", "INSERT INTO w_auto VALUES (1, 'c1', 'x')")
+    harness.upstream("SELECT * FROM (VALUES (NULL::INTEGER, 'c1', 'a'), (NULL, 'c2', 'b')) "
+                     "t(id, code, v)")
+    harness.write("mysql.writer", mysql.connection(), table="w_auto", mode="upsert",
+                  upsert_keys=["code"])
+    assert _table(mysql, "w_auto") == [(1, "c1", "a"), (2, "c2", "b")]

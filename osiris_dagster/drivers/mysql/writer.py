@@ -15,9 +15,9 @@ Here:
   not fit (too long, out of range) fails the step instead of being silently truncated, and the
   target is left exactly as it was.
 * **Staging.** An upsert, and any write to a non-transactional table (MyISAM, Aria: they cannot
-  roll back), first loads the rows into a temporary table with the target's types and
-  collations for the input's columns (``CREATE TEMPORARY TABLE ... AS SELECT``), so a value the
-  target refuses fails before the target is touched. Two input rows with one key as MySQL
+  roll back), first loads the rows into a temporary table with the target's types, collations
+  and CHECK constraints for the input's columns, so a value the target refuses fails before
+  the target is touched. Two input rows with one key as MySQL
   compares them (a ``_ci`` collation makes 'a' and 'A' one key) then fail, where ON DUPLICATE
   KEY UPDATE kept the last silently. The upsert itself is an UPDATE of the rows whose key
   matches and an INSERT of the others, not ON DUPLICATE KEY UPDATE, which fires on any unique
@@ -70,6 +70,7 @@ Returns ``target="mysql://host:port/database.table"`` (no credentials).
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ from osiris_dagster.drivers.target_fit import (
 )
 
 COMPONENT = "mysql.writer"
+_NAME = re.compile(r"\w+")  # a character set or collation name, written into DDL as is
 _MODES = ("append", "replace", "upsert")
 _MAX_STMT = 4 * 1024 * 1024
 
@@ -178,6 +180,7 @@ class _Writer:
         self.commit_sent = False  # from here on the rows may have landed
         self.transactional = True  # False: MyISAM, Aria, ... cannot roll a failed write back
         self.stage = mysql_ident(f"_osiris_stage_{uuid.uuid4().hex[:12]}", "table")
+        self.auto_increment: set[str] = set()  # the target's AUTO_INCREMENT column, lowered
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.schema = opts.schema or params.database
         qualified = mysql_ident(opts.table, "table")
@@ -462,18 +465,18 @@ class _Writer:
         return written
 
     def _stage(self, cur: Any) -> int:
-        """Load the input into a temporary table with the target's types and collations for
-        its columns (``CREATE TEMPORARY TABLE ... AS SELECT`` of them: no indexes, triggers or
-        partitions, which a temporary table may not take). A value the target would refuse
-        fails here, before the target is touched; then the rows go in with one or two
-        statements (:meth:`_from_stage`). A non-transactional target (MyISAM, Aria) can
-        then fail only past the point a rollback would have helped."""
+        """Load the input into a temporary table with the target's types, collations and
+        CHECK constraints for its columns (no indexes, triggers or partitions, which a
+        temporary table may not take; ``... LIKE`` copied those and failed). A value the
+        target would refuse fails here, before the target is touched; then the rows go in
+        with one or two statements (:meth:`_from_stage`). A non-transactional target (MyISAM,
+        Aria) can then fail only past the point a rollback would have helped."""
         import pymysql
 
         cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
         try:
-            cur.execute(f"CREATE TEMPORARY TABLE {self.stage} AS SELECT {cols} FROM "
-                        f"{self.qualified} LIMIT 0")
+            cur.execute(f"CREATE TEMPORARY TABLE {self.stage} ({self._stage_columns(cur)})")
+            self._copy_checks(cur)
         except pymysql.Error as exc:
             raise self._fail(f"creating a staging table for {self.label}", exc,
                              self._unchanged(True)) from None
@@ -483,6 +486,42 @@ class _Writer:
         if self.opts.mode == "upsert":
             self._refuse_repeated_keys(cur)
         return written
+
+    def _stage_columns(self, cur: Any) -> str:
+        """The staging table's columns: the target's type, character set and collation of
+        each input column, NULL allowed (an AUTO_INCREMENT id the input leaves NULL is
+        numbered by the target, not refused here)."""
+        cur.execute("SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, EXTRA "
+                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
+                    "TABLE_NAME = %s", (self.schema, self.opts.table))
+        found = {str(r[0]).lower(): r for r in cur.fetchall()}
+        self.auto_increment = {n for n, r in found.items()
+                               if "auto_increment" in str(r[4] or "").lower()}
+        defs = []
+        for name, _ in self.columns:
+            _, column_type, charset, collation, _ = found[name.lower()]
+            text = f" CHARACTER SET {charset} COLLATE {collation}" if charset and collation \
+                and _NAME.fullmatch(str(charset)) and _NAME.fullmatch(str(collation)) else ""
+            defs.append(f"{mysql_ident(name, 'column')} {column_type}{text} NULL")
+        return ", ".join(defs)
+
+    def _copy_checks(self, cur: Any) -> None:
+        """The target's CHECK constraints (MariaDB's json_valid() of a JSON column among
+        them) onto the staging table, so a value one refuses fails before the target is
+        touched (a MyISAM table cannot roll back). One that names a column the input lacks,
+        or a server without the catalog view, is left to the target."""
+        import pymysql
+
+        try:
+            cur.execute("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE "
+                        "CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+                        (self.schema, self.opts.table))
+            clauses = [str(r[0]) for r in cur.fetchall()]
+        except pymysql.Error:
+            return
+        for clause in clauses:
+            with contextlib.suppress(pymysql.Error):
+                cur.execute(f"ALTER TABLE {self.stage} ADD CHECK ({clause})")
 
     def _refuse_repeated_keys(self, cur: Any) -> None:
         """Two input rows with one key as MySQL compares them (a ``_ci`` collation makes 'x'
@@ -520,8 +559,10 @@ class _Writer:
             keys = self._keys()
             lowered = {k.lower() for k in keys}
             match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in keys)
+            # a row keeps its AUTO_INCREMENT id (the input may leave it NULL)
             updates = ", ".join(f"t.{mysql_ident(n)} = s.{mysql_ident(n)}"
-                                for n, _ in self.columns if n.lower() not in lowered)
+                                for n, _ in self.columns
+                                if n.lower() not in lowered | self.auto_increment)
             if updates:
                 statements.append(f"UPDATE {self.qualified} t JOIN {self.stage} s ON {match} "
                                   f"SET {updates}")
