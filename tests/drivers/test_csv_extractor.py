@@ -668,6 +668,11 @@ def test_ascii_refuses_a_byte_past_127_naming_its_line(extract: ExtractFn,
     put(data_dir, "l.csv.gz", gzip.compress("name,n\nCafé,1\n".encode("latin-1")))
     with pytest.raises(DriverError, match=r"line 2 is not valid ascii \(byte 0xe9"):
         extract(path="l.csv.gz", encoding="us-ascii")
+    # lone-CR and CRLF line ends count too (a CR-only file named line 1 for every byte)
+    for ending in (b"\r", b"\r\n"):
+        put(data_dir, "cr.csv", ending.join([b"name,n", b"plain,1", b"caf\xc3\xa9,2", b""]))
+        with pytest.raises(DriverError, match=r"cr\.csv: line 3 is not valid ascii"):
+            extract(path="cr.csv", encoding="ascii")
 
 
 def test_rows_longer_than_duckdbs_default_limit(extract: ExtractFn, data_dir: Path) -> None:
