@@ -200,7 +200,7 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     in a one-column file DuckDB reads a blank line as a NULL row where pandas skips it, and a
     line of only spaces and tabs is a row for DuckDB, skipped by pandas: leave both out.
     Comment lines are left out too (DuckDB skips them). Every record ends with a line feed
-    (:class:`_LineEnds`).
+    (:func:`_lf`).
     Where DuckDB reads a record unlike
     pandas (:func:`~.records.how_duckdb_reads`), the copy holds what pandas reads: a record
     with a field of spaces before the comment character (``1, #note``), which DuckDB would
@@ -209,7 +209,6 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     """
     empty_row = (b'""' if layout.width == 1 else  # one empty field: quoted, not a blank line
                  delimiter.encode(source.encoding) * (layout.width - 1))
-    ended = _LineEnds()
     with source.open() as raw, open(target, "wb") as out:
         raw.seek(layout.data_offset)
         position = layout.data_offset
@@ -218,25 +217,23 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
             position = rec.end_offset
             if rec.kind == "data" and (b' "' in text or comment is not None and
                                        comment.encode(source.encoding) in text):
-                out.write(ended(_as_pandas_reads(text, rec, source.encoding, delimiter, comment)))
+                out.write(_lf(_as_pandas_reads(text, rec, source.encoding, delimiter, comment)))
             elif rec.kind == "data" or (rec.kind == "space" and keep):
-                out.write(ended(text))
+                out.write(_lf(text))
             elif rec.kind == "blank" and keep:
-                out.write(ended(empty_row + text))  # text: the blank line's own line end
+                out.write(_lf(empty_row + text))  # text: the blank line's own line end
 
 
-class _LineEnds:
-    """Every record of the copy ends with a line feed, and DuckDB reads the copy with
-    ``new_line`` set to it (:attr:`~.read_csv_call.Reader.new_line`). Left to itself, DuckDB
-    picks one kind of line break for a whole file from the first one it meets, quotes or not:
-    a CRLF file whose first record holds a quoted bare LF, one mixing in bare LFs (a CRLF file
-    whose inline comment ends at a bare LF, where DuckDB lost the next line's first character),
-    or lone-CR records after a quoted CRLF failed or were misread. pandas ends a record at
-    either; a line break inside a quoted value stays as it is."""
-
-    def __call__(self, record: bytes) -> bytes:
-        body = record.rstrip(b"\r\n")
-        return body + b"\n" if len(body) < len(record) else record
+def _lf(record: bytes) -> bytes:
+    """The record ending with a line feed; DuckDB reads the copy with ``new_line`` set to it
+    (:meth:`~.read_csv_call.Reader.sql`). Left to itself, DuckDB picks one kind of line break
+    for a whole file from the first one it meets, quotes or not: a CRLF file whose first record
+    holds a quoted bare LF, one mixing in bare LFs (a CRLF file whose inline comment ends at a
+    bare LF, where DuckDB lost the next line's first character), or lone-CR records after a
+    quoted CRLF failed or were misread. pandas ends a record at either; a line break inside a
+    quoted value stays as it is."""
+    body = record.rstrip(b"\r\n")
+    return body + b"\n" if len(body) < len(record) else record
 
 
 def _as_pandas_reads(record: bytes, rec: Record, encoding: str, delimiter: str,

@@ -434,7 +434,6 @@ class _Extraction:
         src, layout, scratch = self.source, self.layout, self.scratch
         path, skip, encoding, compression = src.path, layout.skipped, src.encoding, "none"
         offset: int | None = 0
-        new_line: str | None = None
         keep_blanks = not self.opts.skip_blank_lines
         if rewrite or ((keep_blanks or layout.width == 1) and
                            may_have_blank_lines(src, layout.data_offset)) or \
@@ -443,7 +442,7 @@ class _Extraction:
                 self._spaced_quotes_differ() or \
                 (may_mix_line_ends(src, 0) if self.opts.comment is not None else  # header too
                  mixes_in_lone_crs(src, 0)):
-            path, skip, offset, new_line = scratch.new_path(), 0, None, "\n"
+            path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
                                 keep=keep_blanks)
         elif layout.skipped and not layout.simple_skip:
@@ -454,8 +453,7 @@ class _Extraction:
         null_values = tuple(dict.fromkeys((*PANDAS_NA_VALUES, *self.opts.na_values)))
         return Reader(path=path, encoding=encoding, compression=compression,
                       delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
-                      names=tuple(self.names), null_values=null_values, source_offset=offset,
-                      new_line=new_line)
+                      names=tuple(self.names), null_values=null_values, source_offset=offset)
 
     def _spaced_quotes_differ(self) -> bool:
         """Whether a space beside a quote makes DuckDB read the data unlike pandas (see

@@ -31,9 +31,6 @@ class Reader:
     # where ``path`` starts in the source's bytes, so DuckDB's byte positions are the user's;
     # None for a rewritten copy, whose positions are not
     source_offset: int | None = 0
-    # the copies whose records all end with a line feed (data_part.rewrite_blank_lines) say
-    # so: DuckDB's own choice follows the file's first line break, even one inside quotes
-    new_line: str | None = None
 
     def sql(self, extra: str = "") -> str:
         """The ``read_csv(...)`` call; ``extra`` appends options (the rejects probe's)."""
@@ -50,7 +47,9 @@ class Reader:
             f"compression={quote_literal(self.compression)}",
             f"parallel={'true' if self.parallel else 'false'}",
         ]
-        if self.new_line == "\n":
+        if self.source_offset is None:  # a rewritten copy: its records all end with LF
+            # (data_part.rewrite_blank_lines); DuckDB's own choice follows the file's first
+            # line break, even one inside quotes
             opts.append("new_line='\\n'")
         if self.max_line_size:
             opts.append(f"max_line_size={self.max_line_size}")
