@@ -63,10 +63,11 @@ class FitCheck:
     change: str  # what the database would do to a value that fails it
 
 
+# (the last three for mysql.writer's staging table: its columns like the target's)
 MYSQL_COLUMNS_SQL = (
-    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_SCALE, DATETIME_PRECISION FROM "
-    "information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-    "ORDER BY ORDINAL_POSITION")
+    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_SCALE, DATETIME_PRECISION, "
+    "CHARACTER_SET_NAME, COLLATION_NAME, EXTRA FROM information_schema.COLUMNS WHERE "
+    "TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION")
 _MYSQL_KINDS = {"decimal": "decimal", "tinyint": "integer", "smallint": "integer",
                 "mediumint": "integer", "int": "integer", "integer": "integer",
                 "bigint": "integer", "float": "float", "double": "double",

@@ -246,7 +246,8 @@ class _Probe:
             text_casts = rounded
         elif opts.columns or rounded:
             exact_sql = self._table_sql(", ".join(
-                exact_double(n) if i in rounded else mysql_ident(n, "column")
+                exact_double(mysql_ident(n, "column")) if i in rounded else
+                mysql_ident(n, "column")
                 for i, n in enumerate(names)))
         else:
             exact_sql = self._table_sql("*")
@@ -369,12 +370,11 @@ def _float_label(field_: Any) -> str:
     return f"DOUBLE with {int(field_.scale or 0)} fixed decimals"
 
 
-def exact_double(name: str) -> str:
-    """A SELECT-list item that makes the text protocol print FLOAT/DOUBLE column ``name`` exactly
-    (:func:`osiris_dagster.drivers.mysql.types.text_rounds`); DuckDB casts the text back to the
-    column's FLOAT or DOUBLE."""
-    ident = mysql_ident(name, "column")
-    return f"CAST({ident} AS DOUBLE) AS {ident}"
+def exact_double(ref: str) -> str:
+    """A SELECT-list item that makes the text protocol print the FLOAT/DOUBLE column ``ref``
+    (quoted) exactly (:func:`osiris_dagster.drivers.mysql.types.text_rounds`); DuckDB casts
+    the text back to the column's FLOAT or DOUBLE."""
+    return f"CAST({ref} AS DOUBLE) AS {ref}"
 
 
 def wrapped_queries(query: str, names: Sequence[str], casts: Collection[int],
@@ -403,7 +403,7 @@ def wrapped_queries(query: str, names: Sequence[str], casts: Collection[int],
     forms = []
     for head, refs in heads:
         tail = ") SELECT " + ", ".join(
-            f"CAST({r} AS DOUBLE) AS {r}" if i in casts else r
+            exact_double(r) if i in casts else r
             for i, r in enumerate(refs)) + " FROM osiris_q"
         if not ordered:
             forms.append(head + body + tail)

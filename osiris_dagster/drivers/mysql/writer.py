@@ -182,6 +182,7 @@ class _Writer:
         self.stage = mysql_ident(f"_osiris_stage_{uuid.uuid4().hex[:12]}", "table")
         self.auto_increment: set[str] = set()  # the target's AUTO_INCREMENT column, lowered
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
+        self.column_rows: dict[str, Sequence[Any]] = {}  # their MYSQL_COLUMNS_SQL rows
         self.schema = opts.schema or params.database
         qualified = mysql_ident(opts.table, "table")
         if opts.schema:
@@ -243,7 +244,9 @@ class _Writer:
             self.ctx.log_event("mysql_non_transactional_target", table=self.label,
                                engine=str(engine))
         cur.execute(MYSQL_COLUMNS_SQL, (self.schema, self.opts.table))
-        self.targets = mysql_target_columns(cur.fetchall())
+        rows = cur.fetchall()
+        self.targets = mysql_target_columns(rows)
+        self.column_rows = {str(r[0]).lower(): r for r in rows}
         return [t.name for t in self.targets.values()]
 
     def _check_columns(self, existing: list[str]) -> None:
@@ -331,9 +334,11 @@ class _Writer:
                     "utf8mb4_bin")
 
     # -- data -------------------------------------------------------------------------------
-    def _insert_sql(self) -> str:
+    def _insert_sql(self, table: str) -> str:
+        """``INSERT INTO table (input columns) VALUES (%s, ...)`` (the target or the staging
+        table)."""
         cols = [mysql_ident(n, "column") for n, _ in self.columns]
-        return (f"INSERT INTO {self.qualified} ({', '.join(cols)}) VALUES "
+        return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
                 f"({', '.join(['%s'] * len(cols))})")
 
     def _select_sql(self) -> str:
@@ -435,7 +440,7 @@ class _Writer:
         if staged:
             self._from_stage(cur, written)
         else:
-            written = self._insert_rows(cur, self._insert_sql(), self.label)
+            written = self._insert_rows(cur, self._insert_sql(self.qualified), self.label)
         self.commit_sent = True
         commit_started(self.ctx)
         try:
@@ -473,33 +478,29 @@ class _Writer:
         Aria) can then fail only past the point a rollback would have helped."""
         import pymysql
 
-        cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
         try:
-            cur.execute(f"CREATE TEMPORARY TABLE {self.stage} ({self._stage_columns(cur)})")
+            cur.execute(f"CREATE TEMPORARY TABLE {self.stage} ({self._stage_columns()})")
             self._copy_checks(cur)
         except pymysql.Error as exc:
             raise self._fail(f"creating a staging table for {self.label}", exc,
                              self._unchanged(True)) from None
-        marks = ", ".join(["%s"] * len(self.columns))
-        insert = f"INSERT INTO {self.stage} ({cols}) VALUES ({marks})"
-        written = self._insert_rows(cur, insert, f"a staging table for {self.label}")
+        written = self._insert_rows(cur, self._insert_sql(self.stage),
+                                    f"a staging table for {self.label}")
         if self.opts.mode == "upsert":
             self._refuse_repeated_keys(cur)
         return written
 
-    def _stage_columns(self, cur: Any) -> str:
+    def _stage_columns(self) -> str:
         """The staging table's columns: the target's type, character set and collation of
-        each input column, NULL allowed (an AUTO_INCREMENT id the input leaves NULL is
-        numbered by the target, not refused here)."""
-        cur.execute("SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, EXTRA "
-                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
-                    "TABLE_NAME = %s", (self.schema, self.opts.table))
-        found = {str(r[0]).lower(): r for r in cur.fetchall()}
+        each input column (as :meth:`_target_columns` read them), NULL allowed (an
+        AUTO_INCREMENT id the input leaves NULL is numbered by the target, not refused
+        here)."""
+        found = self.column_rows
         self.auto_increment = {n for n, r in found.items()
-                               if "auto_increment" in str(r[4] or "").lower()}
+                               if "auto_increment" in str(r[7] or "").lower()}
         defs = []
         for name, _ in self.columns:
-            _, column_type, charset, collation, _ = found[name.lower()]
+            column_type, charset, collation = (found[name.lower()][i] for i in (2, 5, 6))
             text = f" CHARACTER SET {charset} COLLATE {collation}" if charset and collation \
                 and _NAME.fullmatch(str(charset)) and _NAME.fullmatch(str(collation)) else ""
             defs.append(f"{mysql_ident(name, 'column')} {column_type}{text} NULL")
