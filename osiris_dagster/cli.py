@@ -420,7 +420,8 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     elapsed = time.monotonic() - started
     _finish_events(session, res.success)
     printed = {sid for sid, _ in handler.errors}
-    for sid, text in _failed_steps(res, pipeline):  # failed before the step ran (its inputs)
+    failed = _failed_steps(res, pipeline)
+    for sid, text in failed:  # not printed yet: failed before the step ran (its inputs)
         if sid not in printed:
             print(f"  FAILED {sid}: {text.splitlines()[0] if text else 'failed'}", file=out)
     print("", file=out)
@@ -438,7 +439,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
             if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
                 print(f"Traceback of step '{ev.step_key}':\n"
                       f"{ev.step_failure_data.error.to_string()}", file=sys.stderr)
-    for line in _failure_lines(res, pipeline):
+    for line in _failure_lines(res, pipeline, failed):
         print(f"error: {line}", file=sys.stderr)
     return EXIT_FAILED
 
@@ -569,11 +570,10 @@ def _failed_steps(res: Any, pipeline: Any) -> list[tuple[str, str]]:
     return failed
 
 
-def _failure_lines(res: Any, pipeline: Any) -> list[str]:
-    """One line per failed step (or the run's own failure), each ending with the root cause
-    (:func:`_failed_steps`)."""
-    lines = [f"pipeline '{pipeline.name}', step '{sid}' failed: {text}"
-             for sid, text in _failed_steps(res, pipeline)]
+def _failure_lines(res: Any, pipeline: Any, failed: list[tuple[str, str]]) -> list[str]:
+    """One line per failed step (``failed``: :func:`_failed_steps`), or the run's own
+    failure, each ending with the root cause."""
+    lines = [f"pipeline '{pipeline.name}', step '{sid}' failed: {text}" for sid, text in failed]
     if lines:
         return lines
     for ev in res.all_events:
