@@ -7,8 +7,10 @@ a wide DECIMAL written to a DOUBLE column, a time written to a timestamp or time
 fractional-second digits loses them (PostgreSQL rounds: ``2024-12-31 23:59:59.9`` into
 ``timestamp(0)`` becomes the next year), an interval written to a PostgreSQL interval column with
 fields or fewer fractional-second digits loses what they drop (``interval day``, ``interval(0)``),
-and a timestamp written to a DATE column loses its time of day; in MySQL also a fraction written
-to an integer column is rounded and 1-99 written to a YEAR column becomes 2001-2069 or 1970-1999.
+and a timestamp written to a DATE column loses its time of day; a text longer than a CHAR(n) or
+VARCHAR(n) column by spaces is cut to the length (MySQL with a note); PostgreSQL does all this to
+each element written into an array column; in MySQL also a fraction written to an integer column
+is rounded and 1-99 written to a YEAR column becomes 2001-2069 or 1970-1999.
 ``mysql.writer`` and ``supabase.writer`` (SQL channel) check every value against these rules in
 DuckDB before they write anything, and fail naming the column, the value and the target column
 instead. (What the database refuses, such as a value out
@@ -26,7 +28,7 @@ import duckdb
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident
-from osiris_dagster.drivers.duck_types import DECIMAL_TYPE
+from osiris_dagster.drivers.duck_types import DECIMAL_TYPE, is_nested, list_element
 
 _INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
              "UINTEGER", "UBIGINT", "UHUGEINT"}
@@ -43,8 +45,9 @@ _DECIMAL_TEXT = r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*"
 @dataclass(frozen=True)
 class TargetColumn:
     """An existing column: its name, what kind of values it holds (decimal, integer, float,
-    double, datetime, time, date, year; other for the rest), its type as the database spells
-    it, its scale (decimal, MySQL FLOAT(M,D)) and its fractional-second digits."""
+    double, datetime, time, date, year, char with a length, array; other for the rest), its
+    type as the database spells it, its scale (decimal, MySQL FLOAT(M,D)), its fractional-second
+    digits, its length in characters and an array's element column."""
 
     name: str
     kind: str
@@ -52,6 +55,8 @@ class TargetColumn:
     scale: int | None = None
     fsp: int | None = None
     database: str = "postgresql"  # or mysql: how the writer sends values, how they are read
+    length: int | None = None  # a CHAR(n)/VARCHAR(n) column's characters
+    element: TargetColumn | None = None  # a PostgreSQL array column's element
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,17 @@ def mysql_target_columns(rows: Sequence[Sequence[Any]]) -> dict[str, TargetColum
     """The rows of :data:`MYSQL_COLUMNS_SQL`, by lower-case name (MySQL's comparison)."""
     return {str(r[0]).lower(): TargetColumn(
         str(r[0]), _MYSQL_KINDS.get(str(r[1]).lower(), "other"), str(r[2]),
-        None if r[3] is None else int(r[3]), None if r[4] is None else int(r[4]), "mysql")
+        None if r[3] is None else int(r[3]), None if r[4] is None else int(r[4]), "mysql",
+        length=_char_length(_MYSQL_CHARS.fullmatch(str(r[2]).lower())))
         for r in rows}
+
+
+_MYSQL_CHARS = re.compile(r"(?:var)?char\((\d+)\)(?: binary)?")
+_PG_CHARS = re.compile(r"character(?: varying)?\((\d+)\)")
+
+
+def _char_length(match: re.Match[str] | None) -> int | None:
+    return int(match.group(1)) if match else None
 
 
 _PG_NUMERIC = re.compile(r"numeric\(\d+,(-?\d+)\)")  # a negative scale rounds to tens
@@ -97,9 +111,15 @@ _INTERVAL_FIELDS = {"year": "{m} % 12 = 0 AND {d} = 0 AND {u} = 0",
 
 def pg_target_column(name: str, formatted: str) -> TargetColumn:
     """A PostgreSQL column from ``format_type()`` (``numeric(10,2)``, ``timestamp(0) without
-    time zone``, ``interval day``, ...). Integer columns need no check: PostgreSQL refuses a
-    fraction there. ``money`` holds 2 decimals (lc_monetary C, which the connection sets) and
-    rounds the rest."""
+    time zone``, ``interval day``, ``numeric(10,2)[]``, ...). Integer columns need no check:
+    PostgreSQL refuses a fraction there. ``money`` holds 2 decimals (lc_monetary C, which the
+    connection sets) and rounds the rest."""
+    if formatted.endswith("[]"):  # every dimension: PostgreSQL does not enforce them
+        return TargetColumn(name, "array", formatted,
+                            element=pg_target_column(name, formatted.rstrip("[]")))
+    chars = _PG_CHARS.fullmatch(formatted)
+    if chars:
+        return TargetColumn(name, "other", formatted, length=_char_length(chars))
     numeric = _PG_NUMERIC.fullmatch(formatted)
     if numeric:
         return TargetColumn(name, "decimal", formatted, scale=int(numeric.group(1)))
@@ -139,7 +159,15 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     src_scale = int(decimal.group(2)) if decimal else 0
     fractional = duck in _FLOATS or src_scale > 0  # a source that may hold a fraction
     kind = t.kind
+    if kind == "array":
+        return _array_rule(duck, v, t)
     rules: list[tuple[str, str]] = []
+    if t.length is not None and duck == "VARCHAR":
+        # both cut a longer text to the length without an error when what is cut is spaces
+        # (MySQL even in strict mode, with a note); a text that is longer otherwise fails there
+        rules.append((f"(length({v}) <= {t.length} OR length(rtrim({v}, ' ')) > {t.length})",
+                      f"cut to {t.length} characters (the spaces past the column's length are "
+                      "dropped)"))
     if kind in ("decimal", "float", "double") and t.scale is not None:
         # judged on the value's text (what the database receives; DuckDB prints DECIMAL and
         # DOUBLE exactly, a double as its shortest text): its decimals must fit the scale
@@ -208,6 +236,20 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     if not rules:
         return None
     return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
+
+
+def _array_rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
+    """A one-dimensional list written to a PostgreSQL array column: every element must fit the
+    element column (``{1.239}`` into ``numeric(10,2)[]`` is ``{1.24}``)."""
+    element = list_element(duck)
+    if element is None or is_nested(element) or t.element is None:
+        return None
+    found = _rule(element.upper(), "osiris_element", t.element)
+    if found is None:
+        return None
+    ok, change = found
+    return (f"len(list_filter({v}, lambda osiris_element: NOT (osiris_element IS NULL OR "
+            f"coalesce({ok}, false)))) = 0", f"{change}, in an element of the array")
 
 
 def _interval_rule(v: str, t: TargetColumn) -> tuple[str, str] | None:

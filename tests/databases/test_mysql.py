@@ -872,6 +872,9 @@ def test_writer_keeps_the_table_it_created_when_the_commit_may_have_landed(
     ("DECIMAL(30,3)", "'1.5'", "'1.5e-9223372036854775807'", "rounded to 3 decimals"),
     ("INT", "'2.0'", "'1.5'", "rounded to an integer"),  # MariaDB: not even a note
     ("INT", "2.0::FLOAT", "1.5::FLOAT", "rounded to an integer"),  # a FLOAT is sent as text
+    # spaces past the length are cut with a note, even in strict mode
+    ("VARCHAR(3)", "'ab '", "'ab   '", "cut to 3 characters"),
+    ("CHAR(3)", "'ab'", "'é   '", "cut to 3 characters"),
 ])
 def test_writer_refuses_values_the_existing_column_would_change(
         mysql: MySQLTarget, harness: Harness, target: str, good: str, bad: str,

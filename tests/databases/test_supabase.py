@@ -1163,6 +1163,15 @@ def test_rest_append_stopped_part_way_is_not_retried(
     ("interval(0)", "NULL::DOUBLE", "1.5::DOUBLE", "cut to the column's fields or digits"),
     ("time(0)", "INTERVAL '12:00:00'", "INTERVAL '12:00:00.5'",
      "with 0 fractional-second digits"),
+    # arrays: each element against the element's type; text cut to the column's length
+    ("numeric(10,2)[]", "[1.25, NULL]::DOUBLE[]", "[1.25, 1.239]::DOUBLE[]",
+     "rounded to 2 decimals, in an element of the array"),
+    ("timestamp(0)[]", "[TIMESTAMP '2024-12-31 23:59:59']",
+     "[TIMESTAMP '2024-12-31 23:59:59.9']", "with 0 fractional-second digits, in an element"),
+    ("real[]", "[0.1]::DOUBLE[]", "[16777217]::BIGINT[]", "as a 4-byte FLOAT"),
+    ("varchar(3)", "'ab '", "'ab   '", "cut to 3 characters"),
+    ("char(3)", "'ab'", "'é   '", "cut to 3 characters"),
+    ("varchar(2)[]", "['ab', 'c ']", "['ab', 'c   ']", "dropped), in an element"),
 ])
 def test_sql_writer_refuses_values_the_existing_column_would_change(
         pg: PgTarget, harness: Harness, target: str, good: str, bad: str, change: str) -> None:
