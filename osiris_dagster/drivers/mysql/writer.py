@@ -462,8 +462,12 @@ class _Writer:
                 cur.executemany(insert, rows)
             except pymysql.Error as exc:
                 self._refuse_unstorable()  # pymysql refuses infinity: name it, with its column
+                note = self._unchanged(into != self.label)
+                if " at row " in str(exc):
+                    note = ("(MySQL's 'row N' counts the rows of one INSERT statement sending "
+                            "these input rows, not the input.) " + note)
                 raise self._fail(f"writing input rows {written + 1}-{written + len(rows)} to "
-                                 f"{into}", exc, self._unchanged(into != self.label)) from None
+                                 f"{into}", exc, note) from None
             written += len(rows)
             progress.add(len(rows))
         progress.done()
