@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="parameter value (repeatable)")
     v.add_argument("--profile", help="profile whose params apply")
+    v.add_argument("--connections", metavar="FILE",
+                   help="osiris_connections.yaml whose aliases the steps must name (default: "
+                        "found as `run` finds it)")
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser("run", help="materialise a pipeline's assets through Dagster")
@@ -142,11 +145,17 @@ def _parse_params(items: Sequence[str]) -> dict[str, str]:
 # -- validate -------------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
     from osiris_dagster.oml import validate_pipeline
+    from osiris_dagster.runtime.connection_checks import connection_diagnostics
+    from osiris_dagster.runtime.connections import find_connections_file
 
     params = _parse_params(args.param)
     invalid = 0
     for f in args.files:
         result = validate_pipeline(f, params=params, profile=args.profile)
+        if result.pipeline is not None:
+            result.diagnostics.extend(connection_diagnostics(
+                result.pipeline, find_connections_file(args.connections, result.pipeline.path),
+                f))
         for d in result.errors:
             print(str(d), flush=True)
         for d in result.warnings:

@@ -237,3 +237,50 @@ def test_validate_imports_no_dagster(tmp_path: Path) -> None:
     assert "scheduled.yaml: valid (3 steps, 1 warnings)" in proc.stdout, proc.stdout
     assert "fires more often than it reads" in proc.stderr  # the cron was judged
     assert proc.stdout.splitlines()[-1] == "exit 0 dagster modules: []", proc.stdout
+
+
+CONNECTED = """\
+oml_version: "0.1.0"
+name: connected
+steps:
+  - id: orders
+    component: mysql.extractor
+    mode: read
+    config: {connection: "@mysql.shop", query: SELECT 1}
+  - id: people
+    component: supabase.extractor
+    mode: read
+    config: {table: people}
+  - id: local
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: data/movies.csv}
+"""
+
+
+def test_validate_checks_the_connection_names_without_reading_secrets(
+        tmp_path, capsys, monkeypatch):
+    """An undefined alias, or a family without a default, passed `validate` and failed the
+    run; now each names its step and line. `${VAR}`s are not read (the secrets may be set only
+    where the pipeline runs)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OSIRIS_CONNECTIONS", raising=False)
+    path = write(tmp_path, CONNECTED)
+    code, out, err = run_main(capsys, str(path))
+    assert code == 0 and "valid (3 steps, 1 warnings)" in out
+    assert "no osiris_connections.yaml found" in err and "orders, people are not checked" in err
+
+    write(tmp_path, "version: 1\nconnections:\n  mysql:\n    main: {host: h, password: "
+                    "'${UNSET_SECRET_XYZ}'}\n", "osiris_connections.yaml")
+    code, out, err = run_main(capsys, str(path))
+    lines = {m["step"]: m for m in map(LINE_RE.match, out.splitlines()) if m}
+    assert code == 2 and set(lines) == {"orders", "people"}
+    assert lines["orders"]["line"] == "4" and "'@mysql.shop' is not defined (aliases of " \
+        "'mysql': main)" in lines["orders"]["msg"]
+    assert "family 'supabase' is not defined" in lines["people"]["msg"]
+
+    other = write(tmp_path, "version: 1\nconnections:\n  mysql:\n    shop: {host: h, password: "
+                            "'${UNSET_SECRET_XYZ}'}\n  supabase:\n    main: {default: true, url: "
+                            "u}\n", "elsewhere.yaml")
+    code, out, err = run_main(capsys, "--connections", str(other), str(path))
+    assert code == 0 and "valid (3 steps, 0 warnings)" in out and err == ""

@@ -21,6 +21,9 @@ from osiris_dagster.core.masking import Masker
 from osiris_dagster.oml.yaml_lines import load_yaml_with_lines, to_plain
 
 FILE_NAME = "osiris_connections.yaml"
+# a step of these families without a `connection` runs without one (local files, DuckDB, a
+# GraphQL endpoint in its config); the others use their family's default alias
+CONNECTION_OPTIONAL = frozenset({"filesystem", "duckdb", "graphql"})
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,21 @@ class Connections:
     def resolve(self, family: str, ref: str | None, masker: Masker | None = None
                 ) -> ResolvedConnection:
         """Resolve `@family.alias` (or the family's default alias when ref is None)."""
+        alias, body = self._lookup(family, ref)
+        values = {k: self._substitute(v, family, alias, str(k)) for k, v in body.items()
+                  if k != "default"}
+        if masker is not None:
+            masker.add_from_connection(values)
+        return ResolvedConnection(family, alias, values, self.path)
+
+    def check(self, family: str, ref: str | None) -> None:
+        """Raise what :meth:`resolve` would raise for a reference that names no connection
+        of the file; its `${VAR}`s are not read (a check may run where the secrets are not
+        set)."""
+        self._lookup(family, ref)
+
+    def _lookup(self, family: str, ref: str | None) -> tuple[str, dict[str, Any]]:
+        """(alias, its fields as written) for `@family.alias` or the family's default."""
         where = str(self.path) if self.path else "(no connections file)"
         if ref is not None:
             m = re.fullmatch(r"@([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)", ref)
@@ -155,11 +173,7 @@ class Connections:
                                    f"(aliases of '{family}': {', '.join(sorted(aliases))})")
         if not isinstance(body, dict):
             raise ConnectionError_(f"{where}: connection '@{family}.{alias}' must be a mapping")
-        values = {k: self._substitute(v, family, alias, str(k)) for k, v in body.items()
-                  if k != "default"}
-        if masker is not None:
-            masker.add_from_connection(values)
-        return ResolvedConnection(family, alias, values, self.path)
+        return alias, body
 
     def _substitute(self, value: Any, family: str, alias: str, field_name: str) -> Any:
         return substitute_env(value, self.env, field_name,

@@ -40,7 +40,11 @@ from osiris_dagster.runtime.checks import (
     CheckSpec,
     run_checks,
 )
-from osiris_dagster.runtime.connections import Connections, ResolvedConnection
+from osiris_dagster.runtime.connections import (
+    CONNECTION_OPTIONAL,
+    Connections,
+    ResolvedConnection,
+)
 from osiris_dagster.runtime.session import Session, state_json
 from osiris_dagster.runtime.unsettled_writes import (
     UnreadableRecordError,
@@ -52,10 +56,6 @@ from osiris_dagster.runtime.unsettled_writes import (
     write_key,
 )
 from osiris_dagster.runtime.workspace import ProgressCallback, StepWorkspace
-
-# Families whose drivers always need a connection (resolved to the default alias when the step
-# gives none). filesystem / duckdb use one only when the step names it.
-_CONNECTION_OPTIONAL = {"filesystem", "duckdb", "graphql"}
 
 
 @dataclass(frozen=True)
@@ -503,7 +503,7 @@ def _stop_worker(ws: StepWorkspace, done: threading.Event) -> None:
 def _resolve_connection(step: Step, family: str, connections: Connections, masker: Masker
                         ) -> ResolvedConnection | None:
     ref = step.connection_ref
-    if ref is None and family in _CONNECTION_OPTIONAL:
+    if ref is None and family in CONNECTION_OPTIONAL:
         return None
     return connections.resolve(family, ref, masker)
 
