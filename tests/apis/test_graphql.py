@@ -11,6 +11,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
 from osiris_dagster.drivers.graphql import extractor as gq
@@ -127,12 +129,17 @@ def test_cursor_that_does_not_advance_is_an_error(graphql: FakeGraphQL,
     assert len(graphql.requests) == 2
 
 
-def test_missing_page_info_stops_after_the_first_page(graphql: FakeGraphQL,
-                                                      run_driver: RunDriver) -> None:
+def test_missing_page_info_fails_naming_where_the_answer_has_it(graphql: FakeGraphQL,
+                                                                run_driver: RunDriver) -> None:
+    """Stopping after the first page would drop the others without a word."""
     graphql.users = [user(i) for i in range(7)]
-    ran = run_driver(gq, config(graphql.endpoint, pagination_enabled=True))  # data.pageInfo
-    assert len(ran.rows) == 3
-    assert any(e["event"] == "graphql_page_info_missing" for e in ran.events)
+    with pytest.raises(DriverError) as err:
+        run_driver(gq, config(graphql.endpoint, pagination_enabled=True))  # data.pageInfo
+    assert str(err.value) == (
+        "graphql.extractor: page 1 has no page info at `pagination_path` (data.pageInfo): "
+        "found nothing there, so it cannot tell whether more pages follow. The answer has "
+        "`hasNextPage` at data.users.pageInfo: set `pagination_path: data.users.pageInfo`.")
+    assert len(graphql.requests) == 1
 
 
 def test_empty_result_is_an_empty_table(graphql: FakeGraphQL, run_driver: RunDriver) -> None:
@@ -178,6 +185,40 @@ def test_auth_from_env_references(case: str, graphql: FakeGraphQL, run_driver: R
     ran = run_driver(gq, cfg)
     assert ran.column("id") == [1]
     assert graphql.requests[0]["headers"]["X-Tenant"] == "acme"
+
+
+def test_a_redirect_to_another_origin_carries_no_connection_header(
+        graphql: FakeGraphQL, run_driver: RunDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every header from the connection or from ${ENV} is a credential to the masker: none
+    follows a 307 to another port (two local servers); the plain ones do."""
+    other = HTTPServer(host="127.0.0.1", port=0)
+    other.start()
+    seen: list[dict[str, str]] = []
+
+    def answer(request: Request) -> Response:
+        seen.append(dict(request.headers))
+        return Response(json.dumps({"data": {"users": {"edges": [{"node": {"id": 1}}]}}}),
+                        content_type="application/json")
+
+    other.expect_request("/graphql", method="POST").respond_with_handler(answer)
+    graphql.script.append(canned(307, {}, {"Location": f"http://127.0.0.1:{other.port}/graphql"}))
+    monkeypatch.setenv("GQL_TRACE", "trace-ENV-4242")
+    conn = {"endpoint": graphql.endpoint, "auth_token": TOKEN,
+            "headers": {"X-Session": "sess-CONN-VALUE-555"}}
+    cfg = config(graphql.endpoint, auth_type="bearer", headers={"X-Trace": "${GQL_TRACE}"})
+    del cfg["endpoint"]
+    try:
+        ran = run_driver(gq, cfg, conn)
+    finally:
+        other.stop()
+    assert ran.column("id") == [1]
+    sent = graphql.requests[0]["headers"]
+    assert (sent["X-Session"], sent["X-Trace"]) == ("sess-CONN-VALUE-555", "trace-ENV-4242")
+    (followed,) = seen
+    assert followed["User-Agent"] == "osiris-dagster GraphQL extractor"
+    leaked = [k for k, v in followed.items()
+              if any(s in v for s in (TOKEN, "sess-CONN-VALUE-555", "trace-ENV-4242"))]
+    assert leaked == [], followed
 
 
 def test_unset_env_reference_is_named(graphql: FakeGraphQL, run_driver: RunDriver,
@@ -310,7 +351,7 @@ def test_stager_schema_evolution_and_case_collisions(tmp_path: Path) -> None:
     with JsonStager(tmp_path, "t") as st:
         st.add({"a": 1, "Name": "x"})
         st.add({"a": 2.5, "name": "y", "b": True, "big": 2**70})
-        st.add({"b": None, "c": float("nan")})
+        st.add({"b": None, "c": None})
         assert st.column_types() == {"a": "DOUBLE", "Name": "VARCHAR", "name.1": "VARCHAR",
                                      "b": "BOOLEAN", "big": "VARCHAR", "c": "VARCHAR"}
         rows = duckdb.sql(st.select_sql()).fetchall()

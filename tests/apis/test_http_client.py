@@ -288,3 +288,26 @@ def test_a_redirect_to_another_host_never_carries_credential_headers() -> None:
     (followed,) = other_seen
     assert followed.get("accept-profile") == "public"
     assert not [v for v in followed.values() if SECRET in v], followed
+
+
+def test_a_redirect_to_another_origin_carries_no_header_the_client_masks() -> None:
+    """A header without a credential's name whose value is one of the client's secrets (a
+    GraphQL connection's `X-Session`) stays behind too; other headers follow."""
+    other_seen: list[dict[str, str]] = []
+    first_seen: list[dict[str, str]] = []
+    other = _header_recorder(other_seen, None)
+    first = _header_recorder(first_seen, f"http://127.0.0.1:{other.server_address[1]}/x")
+    session = "sess-CONN-VALUE-555"
+    try:
+        api = hc.HttpClient(
+            service="Test API", timeout=5.0, policy=hc.RetryPolicy(max_retries=0),
+            headers={"X-Session": session, "X-Trace": f"session={session}",
+                     "X-Tenant": "acme-corp"}, secrets=[session])
+        api.request_json("GET", f"http://127.0.0.1:{first.server_address[1]}/start")
+    finally:
+        first.shutdown()
+        other.shutdown()
+    assert first_seen[0]["x-session"] == session
+    (followed,) = other_seen
+    assert followed.get("x-tenant") == "acme-corp"
+    assert "x-session" not in followed and "x-trace" not in followed, followed

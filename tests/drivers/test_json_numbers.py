@@ -49,3 +49,40 @@ def test_a_number_duckdb_would_change_is_named_with_its_place(number: str,
 def test_the_first_changed_number_in_document_order_is_named() -> None:
     found = first_changed_number('[{"a": 0.12345678901234567890, "b": -0}, {"a": 1e400}]')
     assert found is not None and (found.text, found.path) == ("0.12345678901234567890", (0, "a"))
+
+
+# -- read by Python's json (the HTTP API extractors) ----------------------------------------------
+PYTHON_CHANGED = {**CHANGED, "1e400": "inf", "-1e320": "-inf", "NaN": "nan",
+                  "Infinity": "inf", "-Infinity": "-inf"}
+
+
+@pytest.mark.parametrize(("number", "read_as"), PYTHON_CHANGED.items())
+def test_a_number_python_json_would_change_is_named(number: str, read_as: str) -> None:
+    """Past a double's range Python makes a float infinite (DuckDB keeps the text), and it
+    takes NaN and Infinity, which are not JSON."""
+    document = f'{{"page": [{{"v": 1}}, {{"v": [0.5, {number}]}}]}}'
+    found = first_changed_number(document, python_json=True)
+    assert found is not None
+    assert (found.text, found.read_as, found.path) == (number, read_as, ("page", 1, "v", 1))
+    parsed = json.loads(document)["page"][1]["v"][1]
+    assert repr(float(parsed)) == read_as or number == "-0"
+    if number in ("NaN", "Infinity", "-Infinity"):
+        assert first_changed_number(document) is None  # DuckDB reads them as doubles
+
+
+@pytest.mark.parametrize("number", [n for n in KEPT if n not in ("1e400", "-1e320", "9" * 5000)])
+def test_a_number_python_json_keeps_passes(number: str) -> None:
+    assert first_changed_number(f'[{{"a": {number}}}]'.encode(), python_json=True) is None
+    written = json.dumps(json.loads(number))  # as the stager writes it for DuckDB
+    assert Decimal(written) == Decimal(number) and written.startswith("-") == \
+        number.startswith("-")
+
+
+def test_describe_names_the_place_as_a_path() -> None:
+    found = first_changed_number('{"data": {"a.b": [1e400]}}', python_json=True)
+    assert found is not None
+    assert found.describe() == "the number 1e400 at `data['a.b'][0]`, which would be read as inf"
+    nan = first_changed_number("[NaN]", python_json=True)
+    assert nan is not None
+    assert nan.describe() == ("NaN at `[0]`, which is not a JSON number (JSON has no NaN or "
+                              "Infinity)")

@@ -4,13 +4,18 @@ page, each answer checked for GraphQL errors and its records staged.
 * **Pagination** (``pagination_enabled``): the cursor and has-next flag are read from
   ``pagination_path`` in the *same* response (Osiris posts every query twice); the cursor goes
   into ``variables[pagination_variable_name]`` for the next page; ``max_pages`` (0 = no limit)
-  bounds the run. A cursor that does not advance is an error (it would loop forever).
+  bounds the run. A cursor that does not advance is an error (it would loop forever), and so
+  is a page without what paging needs, which would end the run early without a word: no
+  object at ``pagination_path`` (the error names where the answer has the has-next field), no
+  boolean has-next field in it, or a next page without a cursor.
 * **Data.** ``data_path`` is a dotted path from the response root (``data``,
   ``data.users.edges[*].node``, ``$.data.items``); a list gives one row per element, several
   matches are concatenated, no match gives no rows. ``flatten_result`` turns nested objects into
   dotted columns (``node.name``, as pandas' ``json_normalize``); lists are JSON-encoded text. With
   ``flatten_result: false`` each top-level key is a column and nested values are JSON text. A
-  record that is not an object becomes a column ``value``.
+  record that is not an object becomes a column ``value``. Two keys that would become one
+  column (``a.b`` and ``a { b }``) fail naming both. A number is kept exactly or fails
+  (:meth:`~osiris_dagster.drivers.http.client.HttpClient.decode_json`).
 * **Errors.** A body with a non-empty ``errors`` list fails the step with the GraphQL messages
   (not retried: a bad query stays bad). HTTP 429/5xx, timeouts and refused connections are
   retried ``max_retries`` times by the shared client (:mod:`osiris_dagster.drivers.http.client`,
@@ -25,7 +30,7 @@ page, each answer checked for GraphQL errors and its records staged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from osiris_dagster.core.errors import DriverError
@@ -33,9 +38,10 @@ from osiris_dagster.drivers.base import StepContext
 from osiris_dagster.drivers.graphql.document import is_mutation
 from osiris_dagster.drivers.graphql.options import Options
 from osiris_dagster.drivers.http import client as hc
-from osiris_dagster.drivers.http.json_paths import first_at, rows_at
+from osiris_dagster.drivers.http.json_paths import find_path, format_path, rows_at
 from osiris_dagster.drivers.staging.json_records import (
     JsonStager,
+    KeyCollision,
     flatten_record,
     shallow_record,
     to_json_text,
@@ -74,12 +80,12 @@ def fetch_pages(ctx: StepContext, opts: Options, client: hc.HttpClient, stager: 
                                    {"query": opts.query, "variables": variables},
                                    idempotent=not is_mutation(opts.query))
         _raise_graphql_errors(body, host, client)
-        stager.add_many(_records(body, opts))
         pages += 1
+        stager.add_many(_records(body, opts, pages))
         ctx.progress(rows=stager.rows, message=f"page {pages}")
         if not opts.pagination_enabled:
             return pages
-        cursor = _next_cursor(body, opts, ctx, pages)
+        cursor = _next_cursor(body, opts, pages)
         if cursor is None:
             return pages
         if opts.max_pages and pages >= opts.max_pages:
@@ -96,14 +102,21 @@ def fetch_pages(ctx: StepContext, opts: Options, client: hc.HttpClient, stager: 
         variables[opts.variable_name] = cursor
 
 
-def _records(body: Any, opts: Options) -> Iterator[dict[str, Any]]:
+def _records(body: Any, opts: Options, page: int) -> Iterator[dict[str, Any]]:
     """The rows of one answer: the records at ``data_path``, flattened or not."""
     try:
         records = rows_at(body, opts.data_path)
     except DriverError as exc:
         raise DriverError(f"graphql.extractor: `data_path`: {exc}") from None
     shape = flatten_record if opts.flatten else shallow_record
-    return (shape(r) for r in records)
+    for i, record in enumerate(records):
+        try:
+            yield shape(record)
+        except KeyCollision as exc:
+            raise DriverError(
+                f"graphql.extractor: page {page}, record {i + 1} at `data_path`: {exc} "
+                "(`flatten_result` joins nested keys with '.'). Give one of them another name "
+                "with a GraphQL alias, or set `flatten_result: false`.") from None
 
 
 def _auth_hint(opts: Options, host: str) -> str:
@@ -126,19 +139,64 @@ def _raise_graphql_errors(body: Any, host: str, client: hc.HttpClient) -> None:
                            f"{hc.graphql_messages(errors)}. Check the query and its variables.")
 
 
-def _next_cursor(body: Any, opts: Options, ctx: StepContext, pages: int) -> Any:
-    """The cursor of the next page, or None when this was the last page."""
+def _next_cursor(body: Any, opts: Options, pages: int) -> Any:
+    """The cursor of the next page, or None when this was the last page. What paging needs
+    and the page lacks fails (stopping would drop the pages after it without a word)."""
+    path, has_next, cursor_field = opts.pagination_path, opts.has_next_field, opts.cursor_field
+    lead = f"graphql.extractor: page {pages}"
     try:
-        info = first_at(body, opts.pagination_path)
+        found = find_path(body, path)
     except DriverError as exc:
         raise DriverError(f"graphql.extractor: `pagination_path`: {exc}") from None
+    info = found[0] if found else None
     if not isinstance(info, dict):
-        ctx.log_event("graphql_page_info_missing", path=opts.pagination_path, page=pages)
+        seen = _shown(info) if found else "nothing"
+        where = _path_of_key(body, has_next)
+        fix = (f"The answer has `{has_next}` at {format_path(where)}: set `pagination_path: "
+               f"{format_path(where)}`." if where is not None else
+               f"Set `pagination_path` to the object holding `{has_next}` and `{cursor_field}` "
+               "(e.g. data.users.pageInfo) and ask for them in the query, or set "
+               "`pagination_enabled: false`.")
+        raise DriverError(f"{lead} has no page info at `pagination_path` ({path}): found "
+                          f"{seen} there, so it cannot tell whether more pages follow. {fix}")
+    fields = ", ".join(map(str, info)) or "none"
+    more = info.get(has_next)
+    if not isinstance(more, bool):
+        raise DriverError(
+            f"{lead}: the page info at {path} has {_shown(more) if has_next in info else 'no'} "
+            f"`{has_next}`, not true or false (its fields: {fields}). Set "
+            "`pagination_has_next_field` to the field saying whether more pages follow, and "
+            "ask for it in the query.")
+    if not more:
         return None
-    if not info.get(opts.has_next_field):
-        return None
-    cursor = info.get(opts.cursor_field)
+    cursor = info.get(cursor_field)
     if cursor in (None, ""):
-        ctx.log_event("graphql_cursor_missing", field=opts.cursor_field, page=pages)
-        return None
+        raise DriverError(
+            f"{lead}: `{has_next}` is true at {path} but `{cursor_field}` is "
+            f"{_shown(cursor) if cursor_field in info else 'missing'} there, so the next page "
+            f"cannot be asked for (its fields: {fields}). Set `pagination_cursor_field` to the "
+            "field holding the cursor, and ask for it in the query.")
     return cursor  # sent back as it came (a string, or a number for offset-style APIs)
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message: ``null``, ``"x"``, ``[1, 2]`` (at most 80 characters)."""
+    text = to_json_text(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _path_of_key(node: Any, key: str, path: tuple[str | int, ...] = ()
+                 ) -> tuple[str | int, ...] | None:
+    """The first place (depth first) of an object holding ``key``, or None."""
+    if isinstance(node, dict):
+        if key in node:
+            return path
+        items: Iterable[tuple[str | int, Any]] = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return None
+    for step, value in items:
+        if (found := _path_of_key(value, key, (*path, step))) is not None:
+            return found
+    return None

@@ -25,7 +25,11 @@ repeated once they reached the server. On top of urllib3 only the product's rule
   and query string, and urllib3's own texts (``MaxRetryError`` carries the URL with its query
   string) are never quoted but classified (:func:`failure_reason`). urllib3's log records
   (``Retrying ... /path?query``) pass through a filter that drops query strings and masks the
-  secrets of every live client.
+  secrets of every live client. A redirect to another origin carries no header with a
+  credential's name or a value the masker hides (:class:`_CredentialSafeSession`).
+* **Numbers.** :meth:`HttpClient.decode_json` fails on a number Python's :mod:`json` would make
+  another value (``1e400``, ``NaN``, ``0.12345678901234567890``), naming the page, where and
+  the number: a value from outside is kept exactly or the step fails.
 * Each retry calls ``on_retry`` (the drivers log an ``http_retry`` event); ``requests_made``
   counts every attempt. Waits go through ``sleep`` (``time.sleep``).
 """
@@ -62,6 +66,7 @@ from urllib3.util.retry import RequestHistory, Retry
 
 from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
 from osiris_dagster.core.masking import Masker, is_secret_header
+from osiris_dagster.drivers.json_numbers import first_changed_number
 
 #: Methods that may be repeated by their nature (urllib3's list without TRACE, which we never send).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -353,15 +358,23 @@ class _PerRequestRetryAdapter(HTTPAdapter):
 
 # -- the client -----------------------------------------------------------------------------------
 class _CredentialSafeSession(requests.Session):
-    """requests drops only ``Authorization`` when a redirect leaves the host; API keys also travel
-    in other headers (``apikey``, ``X-API-Key``, ...): drop every credential header there too."""
+    """requests drops only ``Authorization`` when a redirect leaves the host; credentials also
+    travel in other headers (``apikey``, ``X-API-Key``, a connection's ``X-Session``): drop
+    there every header with a credential's name or with a value ``masker`` hides (the client's
+    secrets: a GraphQL connection's headers, ``${ENV}`` values, ...)."""
+
+    def __init__(self, masker: Masker) -> None:
+        super().__init__()
+        self.masker = masker
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest,
                      response: requests.Response) -> None:
         super().rebuild_auth(prepared_request, response)
         if self.should_strip_auth(response.request.url, prepared_request.url):
-            for name in [h for h in prepared_request.headers if is_secret_header(h)]:
-                del prepared_request.headers[name]
+            for name, value in list(prepared_request.headers.items()):
+                text = str(value)
+                if is_secret_header(name) or self.masker.text(text) != text:
+                    del prepared_request.headers[name]
 
 
 @dataclass
@@ -388,13 +401,14 @@ class HttpClient:
     on_retry: Callable[[dict[str, Any]], None] | None = None
     sleep: Callable[[float], None] = time.sleep
     requests_made: int = 0
+    json_answers: int = 0  # answers decoded by :meth:`decode_json`: the API extractors' pages
     redact: Masker = field(init=False)
     _session: requests.Session = field(init=False)
 
     def __post_init__(self) -> None:
         self.redact = Masker(self.secrets)
         _LIVE_MASKERS.add(self.redact)
-        self._session = _CredentialSafeSession()
+        self._session = _CredentialSafeSession(self.redact)
         self._session.verify = self.verify
         self._session.headers.update(self.headers)
         adapter = _PerRequestRetryAdapter()
@@ -452,8 +466,11 @@ class HttpClient:
         raise self._refused(resp, method, url, idempotent, call)
 
     def decode_json(self, resp: requests.Response, url: str) -> Any:
+        """The JSON body of an answer (the page ``json_answers`` counts). A number that Python's
+        :mod:`json` would make another value (a float a double does not hold, ``1e400``,
+        ``NaN``: see :mod:`osiris_dagster.drivers.json_numbers`) fails, naming where it is."""
         try:
-            return json.loads(resp.content)
+            body = json.loads(resp.content)
         except ValueError:
             ctype = resp.headers.get("Content-Type", "?")
             snippet = resp.content[:120].decode("utf-8", "replace")
@@ -462,6 +479,14 @@ class HttpClient:
                 f"(HTTP {resp.status_code}, Content-Type {ctype}, starts with {snippet!r}). "
                 f"Check {self.check_hint}: it must be the API's URL, not a web page or "
                 "proxy.") from None
+        self.json_answers += 1
+        changed = first_changed_number(resp.content, python_json=True)
+        if changed is not None:
+            raise self.error(
+                f"{self.service}: page {self.json_answers} from {display_url(url)} holds "
+                f"{changed.describe()}. A value from the API is stored exactly or the step "
+                "fails: have the API send it as text, or leave it out.")
+        return body
 
     # -- errors
     def _lead(self, call: _Call) -> str:

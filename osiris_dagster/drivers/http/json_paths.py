@@ -6,11 +6,14 @@ element.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from osiris_dagster.core.errors import DriverError
 
+_NAME = re.compile(r"[^.\[\]'\"$*\s]+")  # a key written bare
 _TOKEN = re.compile(r"\[(\*|-?\d+)\]|\[(?:'([^']*)'|\"([^\"]*)\")\]|\.?([^.\[\]]+)")
 
 
@@ -36,6 +39,20 @@ def parse_path(path: str) -> list[str | int]:
             tokens.append(name)
         pos = m.end()
     return tokens
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """``('data', 'users', 2, 'a.b')`` -> ``data.users[2]['a.b']``: a place in a document, written
+    as :func:`parse_path` reads it (``$`` for the document itself)."""
+    out = ""
+    for step in path:
+        if isinstance(step, int):
+            out += f"[{step}]"
+        elif _NAME.fullmatch(step):
+            out += f".{step}" if out else step
+        else:
+            out += f"[{step!r}]" if "'" not in step else f"[{json.dumps(step)}]"
+    return out or "$"
 
 
 def find_path(obj: Any, path: str) -> list[Any]:

@@ -4,7 +4,10 @@ with how it is queried, paged, keyed and flattened (:class:`Kind`).
 * **Flattening** (as Osiris): events -> ``uuid, event, timestamp, distinct_id, person_id`` +
   ``properties_<key>``; persons -> ``id, created_at, is_identified`` +
   ``person_properties_<key>``; sessions and person_distinct_ids as returned. Nested values are
-  JSON text. Timestamps stay text (as PostHog returns them): cast them downstream.
+  JSON text. Timestamps stay text (as PostHog returns them): cast them downstream. A number in
+  ``properties`` (JSON text) that Python's json would change (``1e400``, ``NaN``, more digits
+  than a double holds) fails naming the row's key, the property and the number, as one in the
+  answer itself does (:meth:`~osiris_dagster.drivers.http.client.HttpClient.decode_json`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers.json_numbers import first_changed_number
 from osiris_dagster.drivers.staging.json_records import to_scalar
 
 DATA_TYPES = ("events", "persons", "sessions", "person_distinct_ids")
@@ -34,6 +39,7 @@ def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mappin
             except ValueError:
                 parsed = None
             if isinstance(parsed, dict):
+                _check_numbers(props, row, base[0])
                 props = parsed
             else:
                 out["properties"] = props
@@ -43,6 +49,15 @@ def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mappin
                 out[f"{prefix}{key}"] = to_scalar(value)
         return out
     return flatten
+
+
+def _check_numbers(props: str, row: Mapping[str, Any], key: str) -> None:
+    """Fail on a number of the ``properties`` text that its parse would change."""
+    changed = first_changed_number(props, python_json=True)
+    if changed is not None:
+        raise DriverError(
+            f"posthog.extractor: the properties of the row with {key} {row.get(key)!r} hold "
+            f"{changed.describe()}. A value from PostHog is stored exactly or the step fails.")
 
 
 def _as_returned(row: Mapping[str, Any]) -> dict[str, Any]:

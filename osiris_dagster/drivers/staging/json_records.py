@@ -2,14 +2,18 @@
 (``posthog.extractor``, ``graphql.extractor``).
 
 * :func:`flatten_record` / :func:`to_scalar`: nested objects -> dotted column names (as pandas'
-  ``json_normalize`` does), lists and other nested values JSON-encoded.
+  ``json_normalize`` does), lists and other nested values JSON-encoded. Two keys that would
+  become one column (``{"a.b": 1, "a": {"b": 2}}``) fail naming both (:class:`KeyCollision`).
 * :class:`JsonStager`: rows are appended page by page to a newline-delimited JSON file in the
   session's ``tmp`` directory while their columns and value kinds are tracked, so memory stays
   flat however many pages arrive and columns first seen on a late page are kept. At the end one
   ``read_ndjson`` with an explicit schema (the union of all columns, in first-seen order) builds
   the step's table; types come from every value, not from a sample: only booleans -> BOOLEAN,
   only integers -> BIGINT, integers and floats -> DOUBLE, anything else (text, mixed kinds) ->
-  VARCHAR. Text is never re-typed (an ISO timestamp stays VARCHAR: cast it downstream), so a
+  VARCHAR. Every value is kept exactly: an integer past 64 bits makes its column VARCHAR, and
+  so does one a double would round (``9007199254740993``) in a column that also holds floats
+  (the column's text is each value's digits); a float that is not a number (NaN, infinite)
+  fails. Text is never re-typed (an ISO timestamp stays VARCHAR: cast it downstream), so a
   column's type does not change from run to run with the data. Column names are unique ignoring
   case (DuckDB identifiers are case-insensitive): a later ``Name`` next to ``name`` becomes
   ``Name.1``. With no row and no known column the table has one VARCHAR column ``_empty``.
@@ -27,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import StepContext
+from osiris_dagster.drivers.http.json_paths import format_path
 
 EMPTY_COLUMN = "_empty"
 _INT64 = (-(2**63), 2**63 - 1)
@@ -37,8 +43,9 @@ _DEFAULT_MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's default maximum_object_size
 
 # -- flattening -----------------------------------------------------------------------------------
 def to_json_text(value: Any) -> str:
-    """``value`` as JSON text (non-ASCII kept; what JSON cannot encode as its ``str``)."""
-    return json.dumps(value, ensure_ascii=False, default=str)
+    """``value`` as JSON text (non-ASCII kept; what JSON cannot encode as its ``str``; a NaN or
+    infinite float, which JSON has no form for, is a ValueError)."""
+    return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
 
 
 def to_scalar(value: Any) -> Any:
@@ -48,23 +55,38 @@ def to_scalar(value: Any) -> Any:
     return to_json_text(value)
 
 
+class KeyCollision(ValueError):
+    """Two places of a record that :func:`flatten_record` would make one column."""
+
+    def __init__(self, column: str, first: tuple[str, ...], second: tuple[str, ...]) -> None:
+        super().__init__(f"`{format_path(first)}` and `{format_path(second)}` would both be "
+                         f"the column '{column}'")
+
+
 def flatten_record(record: Any, sep: str = ".") -> dict[str, Any]:
     """Nested objects -> ``parent.child`` keys (pandas ``json_normalize``); lists JSON-encoded;
-    empty nested objects produce no column. A non-object record becomes ``{"value": record}``."""
+    empty nested objects produce no column. A non-object record becomes ``{"value": record}``.
+    A key holding ``sep`` that meets a nested key of the same name raises
+    :class:`KeyCollision` (one value would be lost)."""
     if not isinstance(record, dict):
         return {"value": to_scalar(record)}
     out: dict[str, Any] = {}
-    _flatten_into(record, "", sep, out)
+    _flatten_into(record, (), sep, out, {})
     return out
 
 
-def _flatten_into(obj: Mapping[str, Any], prefix: str, sep: str, out: dict[str, Any]) -> None:
+def _flatten_into(obj: Mapping[str, Any], prefix: tuple[str, ...], sep: str,
+                  out: dict[str, Any], paths: dict[str, tuple[str, ...]]) -> None:
     for key, value in obj.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        path = (*prefix, str(key))
         if isinstance(value, dict):
-            _flatten_into(value, name, sep, out)
-        else:
-            out[name] = to_scalar(value)
+            _flatten_into(value, path, sep, out, paths)
+            continue
+        name = sep.join(path)
+        if name in paths:
+            raise KeyCollision(name, paths[name], path)
+        paths[name] = path
+        out[name] = to_scalar(value)
 
 
 def shallow_record(record: Any) -> dict[str, Any]:
@@ -75,9 +97,11 @@ def shallow_record(record: Any) -> dict[str, Any]:
 
 
 # -- staging --------------------------------------------------------------------------------------
-_KIND_TYPES = {
+_KIND_TYPES = {  # other mixes: VARCHAR (an integer a double rounds, "wide_int", and floats too)
     frozenset({"bool"}): "BOOLEAN",
     frozenset({"int"}): "BIGINT",
+    frozenset({"wide_int"}): "BIGINT",
+    frozenset({"int", "wide_int"}): "BIGINT",
     frozenset({"float"}): "DOUBLE",
     frozenset({"int", "float"}): "DOUBLE",
 }
@@ -138,14 +162,15 @@ class JsonStager:
             if isinstance(value, bool):
                 col.kinds.add("bool")
             elif isinstance(value, int):
-                if _INT64[0] <= value <= _INT64[1]:
-                    col.kinds.add("int")
-                else:
+                if not _INT64[0] <= value <= _INT64[1]:
                     value = str(value)
                     col.kinds.add("str")
+                else:  # one a double would round makes a column with floats text
+                    col.kinds.add("int" if float(value) == value else "wide_int")
             elif isinstance(value, float):
-                if math.isnan(value) or math.isinf(value):
-                    continue
+                if not math.isfinite(value):  # the readers refuse them before: a safeguard
+                    raise DriverError(f"column '{col.name}' (row {self.rows + 1}): {value!r} "
+                                      "is not a number JSON can hold; it is not stored as NULL")
                 col.kinds.add("float")
             elif isinstance(value, str):
                 col.kinds.add("str")
