@@ -78,6 +78,11 @@ class NotRetryableError(DriverError):
     fails without Dagster's retry policy, and the message says what to check first."""
 
 
+class StepRefused(NotRetryableError):
+    """The step was not run (nothing was written): running it would write rows twice or lose
+    them. Not retried either: the same refusal would come."""
+
+
 class OutcomeUnknownError(NotRetryableError):
     """A request that changes data was sent, and then the answer was an error or never came: it
     may have taken effect. Repeating it could apply it twice, so nothing retries it, neither the

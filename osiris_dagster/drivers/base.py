@@ -51,6 +51,9 @@ class PendingState:
 
     path: Path
     document: Mapping[str, Any]
+    # the file's text when the driver read it (None: there was none): the runtime saves only
+    # over that, so two runs that read the same state cannot both deliver the rows after it
+    replaces: str | None = None
 
 
 UpstreamColumn = tuple[str, str]

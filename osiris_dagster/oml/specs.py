@@ -42,6 +42,9 @@ class ComponentSpec:
     # "module:function([(query, visible_tables), ...]) -> [problem | None, ...]", run by
     # `validate` on the queries of this component (imported only when such a step exists)
     query_check: str | None = None
+    # keeps a high-water mark between runs: its rows must reach every step after it
+    # (runtime/deliveries.py)
+    incremental: bool = False
 
     @property
     def family(self) -> str:
@@ -228,6 +231,7 @@ SPECS: dict[str, ComponentSpec] = {
         ComponentSpec(
             name="posthog.extractor",
             modes=("extract",),
+            incremental=True,
             properties={
                 "api_key": _s(),
                 "project_id": _s(),

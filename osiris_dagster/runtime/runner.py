@@ -13,7 +13,6 @@ from typing import Any
 import duckdb
 
 from osiris_dagster.core import memory
-from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import (
     DriverError,
     NotRetryableError,
@@ -21,6 +20,7 @@ from osiris_dagster.core.errors import (
     OutcomeUnknownError,
     StepCancelled,
     StepError,
+    StepRefused,
     StepTimeout,
     UpstreamMissingError,
 )
@@ -45,7 +45,14 @@ from osiris_dagster.runtime.connections import (
     Connections,
     ResolvedConnection,
 )
+from osiris_dagster.runtime.deliveries import (
+    record_advance,
+    record_finished,
+    refuse_handed_back,
+    rewind_if_undelivered,
+)
 from osiris_dagster.runtime.session import Session, state_json
+from osiris_dagster.runtime.step_records import StepRecords
 from osiris_dagster.runtime.unsettled_writes import (
     UnreadableRecordError,
     UnsettledWriteError,
@@ -180,6 +187,7 @@ def run_step(
     session.log_event("step_start", step_id=step.id, driver=step.component)
     started = time.monotonic()
     write: tuple[str, list[tuple[str, str, str]]] | None = None
+    read = [(ref.session_id, up) for up, ref in upstream_refs.items()]
     try:
         driver = _driver(step)
         resolved = _resolve_connection(step, spec.family, connections, session.masker)
@@ -189,6 +197,11 @@ def run_step(
         if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
             write = _write_identity(step, upstream_refs, asset_refs or {})
             _refuse_unsettled(session, pipeline, step, write)
+        refuse_handed_back(session, pipeline, step.id, read)
+        if spec.incremental:
+            rewound = rewind_if_undelivered(session, pipeline, step.id)
+            if rewound is not None:
+                session.log_event("state_rewound", step_id=step.id, detail=rewound)
         with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
                            output_table=step_table(pipeline, step.id),
                            connection=resolved.values if resolved else None,
@@ -220,6 +233,7 @@ def run_step(
         raise StepError(pipeline.name, step.id, message,
                         retryable=not isinstance(exc, NotRetryableError)) from None
     duration = time.monotonic() - started
+    _record_delivery(session, pipeline, step, read)
     _log_success(session, step, result, duration, check_outcomes)
     return StepOutcome(step.id, ref, result, duration, preview,
                        resolved.ref if resolved else None, check_outcomes)
@@ -250,11 +264,27 @@ def _refuse_unsettled(session: Session, pipeline: Pipeline, step: Step,
         raise UnsettledWriteError(refusal(earlier))
 
 
+def _record_delivery(session: Session, pipeline: Pipeline, step: Step,
+                     read: Sequence[tuple[str, str]]) -> None:
+    """The finished step received the rows of the incremental extractors before it (see
+    :mod:`deliveries`). Not recorded, an extractor's next run would read them again for it."""
+    try:
+        record_finished(session, pipeline, step.id, read)
+    except (OSError, duckdb.Error, OsirisError) as exc:
+        message = (f"the step finished, but that it received its rows could not be recorded "
+                   f"({type(exc).__name__}: {exc}): the next run of the extractor before it "
+                   "would read them again, or refuse to run. Check free space and permissions "
+                   "of the sessions directory's .state.")
+        session.log_event("step_error", step_id=step.id, error=message, cancelled=False,
+                          timed_out=False)
+        raise StepError(pipeline.name, step.id, message, retryable=False) from None
+
+
 def _may_have_landed(step: Step, exc: BaseException) -> bool:
     """Whether the failed step's write may be in its target (running it again could write it
     twice): its driver said so, or the run stopped while a writer's COMMIT went through (an
     extractor that finished meanwhile wrote only its session table)."""
-    if isinstance(exc, UnsettledWriteError):
+    if isinstance(exc, StepRefused):  # not run at all
         return False
     return isinstance(exc, NotRetryableError) or \
         step.mode == "write" and getattr(exc, "osiris_finished", None) is not None
@@ -352,12 +382,14 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
     pending = outcome.result.pending_state
     if pending is None:
         return
+    state = StepRecords(session.settings.sessions_dir, session.records, pending.path.name)
     try:
-        text = state_json(pending.document)
-        write_text_atomic(pending.path, text)
-        if session.records is not None:  # where every worker reads it
-            session.records.put_state(pipeline.name, outcome.step_id, pending.path.name, text)
-    except (OSError, duckdb.Error) as exc:
+        with state.changing(pipeline.name, outcome.step_id) as saved:
+            if saved.text != (pending.replaces or ""):
+                raise _state_changed(pipeline, session, outcome.step_id)
+            saved.text = state_json(pending.document)
+        record_advance(session, pipeline, outcome.step_id, pending.path.name, pending.replaces)
+    except (OSError, duckdb.Error, OsirisError) as exc:
         message = (f"the step's table was materialised, but its incremental state could not be "
                    f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "
                    "these rows again. Check free space and permissions of that directory "
@@ -366,6 +398,16 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
                           cancelled=False, timed_out=False)
         raise StepError(pipeline.name, outcome.step_id, message) from None
     session.log_event("state_committed", step_id=outcome.step_id, path=str(pending.path))
+
+
+def _state_changed(pipeline: Pipeline, session: Session, step_id: str) -> StepError:
+    message = ("another run changed this step's incremental state while this one ran (two runs "
+               "read from the same high-water mark): the rows this run read overlap what that "
+               "run delivers, so they are not delivered here (the steps after this one do not "
+               "run) and the state stays as that run left it. Run again to go on from there.")
+    session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
+                      timed_out=False)
+    return StepError(pipeline.name, step_id, message)
 
 
 # Steps whose connection is sealed (workspace.SEALED_SETTINGS) before their SQL runs.

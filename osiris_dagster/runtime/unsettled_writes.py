@@ -27,15 +27,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from osiris_dagster.core.atomic_files import write_text_atomic
-from osiris_dagster.core.errors import NotRetryableError, OsirisError
-from osiris_dagster.core.file_locks import held_lock
+from osiris_dagster.core.errors import OsirisError, StepRefused
+from osiris_dagster.runtime.step_records import StepRecords
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
 FILE = "unsettled_writes.json"
 
 
-class UnsettledWriteError(NotRetryableError):
+class UnsettledWriteError(StepRefused):
     """The step was not run: an earlier attempt on the same input may have written it."""
 
 
@@ -63,12 +62,16 @@ class UnsettledWrites:
     records where every machine reads them."""
 
     def __init__(self, sessions_dir: Path, records: LakeRecords | None) -> None:
-        self._root = sessions_dir
-        self._records = records
+        self._files = StepRecords(sessions_dir, records, FILE)
 
     def find(self, pipeline: str, step_id: str, key: str) -> UnsettledWrite | None:
         return next((w for w in self._read(pipeline, step_id)
                      if (w.pipeline, w.step_id, w.key) == (pipeline, step_id, key)), None)
+
+    def of(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
+        """The step's records."""
+        return [w for w in self._read(pipeline, step_id)
+                if (w.pipeline, w.step_id) == (pipeline, step_id)]
 
     def record(self, write: UnsettledWrite) -> None:
         with self._changing(write.pipeline, write.step_id) as writes:
@@ -82,7 +85,7 @@ class UnsettledWrites:
                        for w in self._read(pipeline, step_id)):
                 return []  # nothing to settle: nothing made, no lock file left behind
         except UnreadableRecordError as exc:
-            self._remove(pipeline, step_id)
+            self._files.remove(pipeline, step_id)
             return [exc.placeholder(pipeline, step_id)]
         with self._changing(pipeline, step_id) as writes:
             removed = [w for w in writes if (w.pipeline, w.step_id) == (pipeline, step_id)]
@@ -90,51 +93,17 @@ class UnsettledWrites:
         return removed
 
     def all(self) -> list[UnsettledWrite]:
-        if self._records is not None:
-            bodies = [("the lake's state records", b)
-                      for b in self._records.state_files_named(FILE)]
-        else:
-            bodies = [(str(p), p.read_text(encoding="utf-8"))
-                      for p in sorted(self._root.glob(f".state/*/*/{FILE}"))]
-        return [w for where, body in bodies for w in _parse(body, where)]
+        return [w for where, body in self._files.all() for w in _parse(body, where)]
 
     def _read(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
-        if self._records is not None:
-            return _parse(self._records.state_files(pipeline, step_id).get(FILE, ""),
-                          "the lake's state records")
-        path = self._path(pipeline, step_id)
-        return _parse(path.read_text(encoding="utf-8"), str(path)) if path.exists() else []
-
-    def _remove(self, pipeline: str, step_id: str) -> None:
-        if self._records is not None:
-            self._records.put_state(pipeline, step_id, FILE, "")
-        else:
-            self._path(pipeline, step_id).unlink(missing_ok=True)
+        return _parse(self._files.read(pipeline, step_id), self._files.where(pipeline, step_id))
 
     @contextmanager
     def _changing(self, pipeline: str, step_id: str) -> Iterator[list[UnsettledWrite]]:
-        from osiris_dagster.runtime.workspace import state_dir_of
-
-        if self._records is not None:
-            writes = self._read(pipeline, step_id)
+        with self._files.changing(pipeline, step_id) as body:
+            writes = _parse(body.text, self._files.where(pipeline, step_id))
             yield writes
-            self._records.put_state(pipeline, step_id, FILE, _dump(writes))
-            return
-        directory = state_dir_of(self._root, pipeline, step_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        with held_lock(directory / f".{FILE}.lock"):
-            writes = self._read(pipeline, step_id)
-            yield writes
-            path = self._path(pipeline, step_id)
-            if writes:
-                write_text_atomic(path, _dump(writes))
-            else:
-                path.unlink(missing_ok=True)
-
-    def _path(self, pipeline: str, step_id: str) -> Path:
-        from osiris_dagster.runtime.workspace import state_dir_of
-
-        return state_dir_of(self._root, pipeline, step_id) / FILE
+            body.text = _dump(writes) if writes else ""
 
 
 def new_record(pipeline: str, step_id: str, key: str, session_id: str,

@@ -317,15 +317,65 @@ def test_dedup_disabled_keeps_the_overlap(posthog: FakePostHog, run_driver: RunD
     assert again.column("uuid") == ["0000-0001", "0000-0002"]
 
 
-def test_recent_keys_are_bounded() -> None:
-    recent = RecentKeys(timedelta(minutes=1), limit=3)
+def test_recent_keys_cover_the_window_and_saved_keys_are_never_evicted() -> None:
+    """The keys of the window's rows are all kept (a bounded list dropped the oldest, which the
+    next run then delivered again), and the saved keys are not evicted by this run's: a
+    bounded FIFO of both had every evicted saved key evict the next one to be checked."""
+    recent = RecentKeys(timedelta(minutes=1))
     for i in range(5):
         recent.add(T0 + timedelta(seconds=i), f"k{i}")
-    assert recent.keys() == ["k2", "k3", "k4"]
+    assert recent.keys() == ["k0", "k1", "k2", "k3", "k4"]
     recent.add(T0 + timedelta(minutes=5), "k9")
     assert recent.keys() == ["k9"]
     seen = SeenKeys(2, ["a", "b", "c"])
-    assert "a" not in seen and "b" in seen and "c" in seen
+    for key in ("x", "y", "z"):
+        seen.add(key)
+    assert all(k in seen for k in ("a", "b", "c", "y", "z")) and "x" not in seen
+
+
+def test_a_window_of_more_rows_than_the_page_keys_is_not_delivered_again(
+        posthog: FakePostHog, run_driver: RunDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More rows in the lookback window than the run keeps of its own keys: the second run
+    delivered the whole window again (rows_deduplicated 0)."""
+    monkeypatch.setattr("osiris_dagster.drivers.posthog.extractor.REPEATED_PAGE_KEYS", 3)
+    posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(12)])
+    first = run_driver(ph, config(page_size=5), posthog.connection())
+    assert len(first.rows) == 12
+    again = run_driver(ph, config(page_size=5), posthog.connection())
+    assert again.rows == [] and again.metrics["rows_deduplicated"] == 12
+
+
+def test_a_longer_lookback_does_not_deliver_rows_whose_keys_were_not_kept(
+        posthog: FakePostHog, run_driver: RunDriver, sessions_dir: Path) -> None:
+    """The lookback made longer than the last run's: rows before the old window were
+    delivered, but their keys were not kept, so they came again as new rows. The window now
+    starts where the kept keys start, and widens run by run."""
+    posthog.add_events(*[event(i, T0 + timedelta(minutes=10 * i)) for i in range(7)])  # 1 hour
+    first = run_driver(ph, config(lookback_window_minutes=15), posthog.connection())
+    assert len(first.rows) == 7
+    posthog.queries.clear()
+    again = run_driver(ph, config(lookback_window_minutes=120), posthog.connection())
+    assert again.rows == []
+    since = (T0 + timedelta(minutes=45)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    assert f"timestamp >= toDateTime64('{since}', 6, 'UTC')" in posthog.queries[0]
+    posthog.add_events(event(20, T0 + timedelta(minutes=70)))
+    third = run_driver(ph, config(lookback_window_minutes=120), posthog.connection())
+    assert third.column("uuid") == ["0000-0020"]
+
+
+def test_a_state_file_that_is_not_json_fails_the_step(
+        posthog: FakePostHog, run_driver: RunDriver, sessions_dir: Path) -> None:
+    """A cut or edited state file was read as no state: the run delivered the whole history
+    again (30 days by default), and the file was overwritten."""
+    posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(3)])
+    run_driver(ph, config(), posthog.connection())
+    state_file = sessions_dir / ".state" / "p" / "api" / STATE_FILE
+    state_file.write_text(state_file.read_text()[:40])
+    with pytest.raises(DriverError, match=r"posthog_state.json is not JSON .*delete it to start "
+                                          r"over"):
+        run_driver(ph, config(), posthog.connection())
+    state_file.unlink()
+    assert len(run_driver(ph, config(), posthog.connection()).rows) == 3
 
 
 # -- end to end through Dagster -----------------------------------------------------------------

@@ -32,7 +32,12 @@ from osiris_dagster.drivers.posthog.data_types import KINDS, Kind
 from osiris_dagster.drivers.posthog.fetch import Fetch, posthog_client
 from osiris_dagster.drivers.posthog.hogql import parse_time
 from osiris_dagster.drivers.posthog.options import Options
-from osiris_dagster.drivers.posthog.state import RECENT_KEYS_LIMIT, RecentKeys, SeenKeys, StateStore
+from osiris_dagster.drivers.posthog.state import (
+    REPEATED_PAGE_KEYS,
+    RecentKeys,
+    SeenKeys,
+    StateStore,
+)
 from osiris_dagster.drivers.staging.json_records import JsonStager
 
 DEFAULT_HISTORY = timedelta(days=30)
@@ -51,8 +56,8 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     for name, duckdb_type in kind.base_columns:
         stager.declare(name, duckdb_type)
     fetch = Fetch(ctx, opts, kind, client, stager,
-                  seen=SeenKeys(max(RECENT_KEYS_LIMIT, len(previous)), previous),
-                  recent=RecentKeys(opts.lookback, RECENT_KEYS_LIMIT))
+                  seen=SeenKeys(REPEATED_PAGE_KEYS, previous),
+                  recent=RecentKeys(opts.lookback))
     try:
         fetch.all_pages(since, until)
         rows_out = stager.create_output(ctx)
@@ -61,19 +66,32 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
         stager.close()
         client.close()
     pending = None
-    if store is not None and fetch.recent.latest is not None and fetch.last_row is not None:
-        pending = store.pending(fetch.recent.latest, fetch.last_row.get(kind.key),
-                                fetch.recent.keys(), rows_out)
+    latest = fetch.recent.latest
+    if store is not None and latest is not None and fetch.last_row is not None:
+        # every row from `since` on was read now: the keys cover the window's rows from there
+        keys_since = latest - opts.lookback if since is None else max(since,
+                                                                      latest - opts.lookback)
+        pending = store.pending(latest, fetch.last_row.get(kind.key), fetch.recent.keys(),
+                                keys_since, rows_out)
     return _result(ctx, fetch, rows_out, columns, pending)
 
 
 def _window_start(ctx: StepContext, opts: Options, kind: Kind, entry: dict[str, Any] | None,
                   until: datetime) -> tuple[datetime | None, list[str]]:
     """Where this run's window starts, and the keys already delivered from there on: the saved
-    high-water mark minus the lookback with its recent keys; else ``initial_since``, else the
-    default history (or everything) with none."""
+    high-water mark minus the lookback, but not before the saved keys are complete (a longer
+    lookback than the last run's would read rows delivered then whose keys were not kept), with
+    its recent keys; else ``initial_since``, else the default history (or everything) with
+    none."""
     if entry is not None:
-        since = parse_time(entry["last_time"], "the saved high-water mark") - opts.lookback
+        last_time = parse_time(entry["last_time"], "the saved high-water mark")
+        since = last_time - opts.lookback
+        if entry.get("keys_since"):
+            covered = parse_time(entry["keys_since"], "the saved `keys_since`")
+        else:  # a state file from before keys_since: its keys cover its own lookback
+            covered = last_time - timedelta(minutes=int(entry.get("lookback_window_minutes")
+                                                        or 0))
+        since = max(since, covered)
         previous = [str(k) for k in entry.get("recent_keys") or []]
         ctx.log_event("posthog_resume", data_type=opts.data_type, since=since.isoformat(),
                       overlap_keys=len(previous))

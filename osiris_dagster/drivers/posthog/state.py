@@ -5,12 +5,15 @@ remembered within and across runs (:class:`SeenKeys`, :class:`RecentKeys`).
   ``pending_state`` and written (atomically) by the runtime only once the step's output is
   accepted: table committed, ``schema: strict`` and blocking checks passed, materialisation
   recorded. A step that fails anywhere before leaves the file as it was, so the next run reads
-  the same rows again. Per data type the last row's time and key, and the keys of the
-  rows inside the lookback window before it (at most 100,000). The next run starts at that time
-  minus the lookback and drops rows whose key it already delivered (``deduplication_enabled``,
-  keyed by ``uuid`` / ``id`` / ``session_id`` / ``distinct_id``; within a run a bounded FIFO of
-  100,000 keys). State of another host or project, or of other ``event_types``, is ignored. To
-  start over, delete the file (the step's ``.state`` directory under the sessions root).
+  the same rows again. Per data type the last row's time and key, the keys of all the
+  rows inside the lookback window before it and the time from which those keys are complete
+  (``keys_since``). The next run starts at that time minus the lookback, but not before
+  ``keys_since`` (a lookback made longer widens the window run by run), and drops rows whose
+  key it already delivered (``deduplication_enabled``, keyed by ``uuid`` / ``id`` /
+  ``session_id`` / ``distinct_id``; within a run also a page repeated, in a bounded FIFO of
+  100,000 keys). State of another host or project, or of other ``event_types``, is ignored; a
+  file that is not JSON fails the step. To start over, delete the file (the step's ``.state``
+  directory under the sessions root).
 """
 
 from __future__ import annotations
@@ -22,25 +25,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.base import PendingState, StepContext
 from osiris_dagster.drivers.posthog.options import Options
 
 STATE_FILE = "posthog_state.json"
 STATE_VERSION = 1
-RECENT_KEYS_LIMIT = 100_000
+REPEATED_PAGE_KEYS = 100_000  # keys of this run kept to drop a page the server repeats
 
 
 class SeenKeys:
-    """Keys already delivered: a FIFO set of at most ``limit`` keys."""
+    """Keys already delivered: every key the last run saved (``delivered``), and a FIFO set of
+    at most ``limit`` keys met in this run (a page the server repeats). The saved keys are
+    never evicted: a bounded set of both had the first saved key it dropped evict the next one
+    to be checked, so a window of more than ``limit`` rows was delivered again whole."""
 
-    def __init__(self, limit: int, initial: Iterable[str] = ()) -> None:
+    def __init__(self, limit: int, delivered: Iterable[str] = ()) -> None:
         self.limit = limit
+        self._delivered = frozenset(delivered)
         self._keys: OrderedDict[str, None] = OrderedDict()
-        for k in initial:
-            self.add(k)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._keys
+        return key in self._delivered or key in self._keys
 
     def add(self, key: str) -> None:
         self._keys[key] = None
@@ -51,11 +57,12 @@ class SeenKeys:
 
 class RecentKeys:
     """Keys of the rows within ``window`` of the latest time seen (rows arrive in time order);
-    what the next run's lookback will fetch again."""
+    what the next run's lookback will fetch again. All of them: the next run drops exactly
+    these, so one left out would be delivered twice (memory and the state file grow with the
+    rows of one lookback window, ~50 bytes a key)."""
 
-    def __init__(self, window: timedelta, limit: int) -> None:
+    def __init__(self, window: timedelta) -> None:
         self.window = window
-        self.limit = limit
         self._entries: deque[tuple[datetime, str]] = deque()
         self.latest: datetime | None = None
 
@@ -64,7 +71,7 @@ class RecentKeys:
             self.latest = when
         self._entries.append((when, key))
         edge = self.latest - self.window
-        while self._entries and (self._entries[0][0] < edge or len(self._entries) > self.limit):
+        while self._entries and self._entries[0][0] < edge:
             self._entries.popleft()
 
     def keys(self) -> list[str]:
@@ -79,7 +86,8 @@ class StateStore:
         self.opts = opts
         self.path = ctx.state_dir / STATE_FILE
         self.scope = {"base_url": opts.base_url, "project_id": opts.project_id}
-        doc = _read_json_file(self.path)
+        self.text = _read_text(self.path)  # as read: the runtime saves over nothing else
+        doc = _parse(self.path, self.text)
         if doc is not None and (not isinstance(doc, dict) or doc.get("version") != STATE_VERSION
                                 or doc.get("scope") != self.scope):
             ctx.log_event("posthog_state_ignored", path=str(self.path),
@@ -99,14 +107,16 @@ class StateStore:
             return None
         return entry
 
-    def pending(self, last_time: datetime, last_key: Any, recent: list[str], rows: int
-                ) -> PendingState:
+    def pending(self, last_time: datetime, last_key: Any, recent: list[str], keys_since: datetime,
+                rows: int) -> PendingState:
         """The state file with this data type's new high-water mark, for the runtime to save
-        once the step's output is accepted (never saved from here: the step may still fail)."""
+        once the step's output is accepted (never saved from here: the step may still fail).
+        ``keys_since``: ``recent`` holds the key of every row from then on."""
         entry = {
             "last_time": last_time.isoformat(),
             "last_key": last_key,
             "recent_keys": recent,
+            "keys_since": keys_since.isoformat(),
             "lookback_window_minutes": int(self.opts.lookback.total_seconds() // 60),
             "updated_at": datetime.now(UTC).isoformat(),
             "rows_last_run": rows,
@@ -114,12 +124,31 @@ class StateStore:
         if self.opts.data_type == "events":
             entry["event_types"] = sorted(self.opts.event_types)
         data_types = {**(self.doc.get("data_types") or {}), self.opts.data_type: entry}
-        return PendingState(self.path, {**self.doc, "data_types": data_types})
+        return PendingState(self.path, {**self.doc, "data_types": data_types},
+                            replaces=self.text)
 
 
-def _read_json_file(path: Path) -> Any:
-    """The JSON in ``path``, or None when it does not exist or cannot be parsed."""
+def _read_text(path: Path) -> str | None:
+    """The state file's text; None when there is none."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DriverError(f"posthog.extractor: cannot read the incremental state {path} "
+                          f"({type(exc).__name__}: {exc}); fix its permissions, or delete it to "
+                          "start over (the next run then reads from `initial_since`)") from None
+
+
+def _parse(path: Path, text: str | None) -> Any:
+    """The state file's JSON. A file that is not JSON fails the step: starting over would
+    deliver every row of the history again."""
+    if text is None or not text.strip():  # (the lake keeps a removed state as empty text)
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise DriverError(f"posthog.extractor: the incremental state {path} is not JSON ({exc}); "
+                          "restore it, or delete it to start over (the next run then reads "
+                          "from `initial_since`, else the last 30 days, and delivers those rows "
+                          "again)") from None
