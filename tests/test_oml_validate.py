@@ -1300,3 +1300,42 @@ def test_a_lone_parameter_in_an_in_list_is_warned_about(tmp_path: Path) -> None:
     assert warning.line == 12 and warning.step == "q"
     assert "`IN (${params.ids})` compares with one value" in warning.message
     assert "IN (SELECT unnest(string_split(${params.ids}, ',')))" in warning.message
+
+
+# --- x-dagster.sensor values that validated and then never ran -----------------------------------
+@pytest.mark.parametrize("settings, fragments", [
+    ("watch: in/*.csv, settle_seconds: .nan", ("settle_seconds must be a number >= 0", "nan")),
+    ("watch: in/*.csv, settle_seconds: .inf", ("settle_seconds must be a number >= 0", "inf")),
+    ("watch: incoming/", ("names a directory", "'incoming/*.csv'")),
+    ("watch: /data/in/", ("names a directory", "'/data/in/*.csv'")),
+])
+def test_a_sensor_that_would_never_run_a_file_is_refused(
+        tmp_path: Path, settings: str, fragments: tuple[str, ...]) -> None:
+    result = check(tmp_path, f"""\
+        oml_version: "0.1.0"
+        name: s
+        params: {{p: a.csv}}
+        x-dagster:
+          sensor: {{param: p, {settings}}}
+        steps:
+          - {{id: a, component: filesystem.csv_extractor, mode: read, config: {{path: x.csv}}}}
+        """)
+    one_error(result, 5, *fragments)
+
+
+@pytest.mark.parametrize("watch", ["data/export.cs[v]", "data/export.csv"])
+def test_a_sensor_watching_one_named_file_validates(tmp_path: Path, watch: str) -> None:
+    """One file by name (an export dropped again and again) is fine; without a wildcard it is
+    warned about, in case it names a directory."""
+    result = check(tmp_path, f"""\
+        oml_version: "0.1.0"
+        name: s
+        params: {{p: a.csv}}
+        x-dagster:
+          sensor: {{watch: "{watch}", param: p, settle_seconds: 0.5}}
+        steps:
+          - {{id: a, component: filesystem.csv_extractor, mode: read, config: {{path: x.csv}}}}
+        """)
+    assert not result.errors, [str(d) for d in result.errors]
+    assert [("has no wildcard" in w.message) for w in result.warnings] == (
+        [] if "[" in watch else [True])

@@ -150,3 +150,119 @@ def test_invalid_partitions(tmp_path: Path, block: str, message: str) -> None:
             "component: duckdb.processor, mode: transform, config: {query: 'SELECT 1'}}\n")
     result = validate_pipeline(write(tmp_path / "x.yaml", text))
     assert result.errors and message in str(result.errors[0]), [str(d) for d in result.errors]
+
+
+# -- hourly partitions: the start forms the README gives load as validated ----------------------
+HOURLY = """\
+oml_version: "0.1.0"
+name: hr
+x-dagster:
+  partitions: {{hourly: {{start: {start}}}}}
+steps:
+  - id: q
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: >
+        SELECT '${{params.partition_key}}' AS k, '${{params.partition_start}}' AS s,
+               '${{params.partition_end}}' AS e
+"""
+
+
+@pytest.mark.parametrize("start", ['"2026-10-24"', '"2026-10-24-00:00"', '"2026-10-24 00:00"',
+                                   '"2026-10-24T00:00:00"', "2026-10-24", "2026-10-24 00:00:00"])
+def test_hourly_partitions_load_from_a_date_or_an_hour(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance, start: str) -> None:
+    pipeline = write(workdir / "hr.yaml", HOURLY.format(start=start))
+    assert not validate_pipeline(pipeline).errors
+    defs = defs_for(pipeline, tmp_path / "s")
+    (spec,) = defs.resolve_all_asset_specs()
+    assert spec.key.path[0] == "hr", spec.description  # not osiris_invalid
+    assert spec.partitions_def.get_first_partition_key() == "2026-10-24-00:00"
+    result = defs.resolve_job_def("hr").execute_in_process(instance=instance,
+                                                          partition_key="2026-10-24-05:00")
+    assert result.success, failure_description(result)
+    assert _preview(result, "hr/q") == [{"k": "2026-10-24-05:00", "s": "2026-10-24T05:00:00",
+                                         "e": "2026-10-24T06:00:00"}]
+
+
+@pytest.mark.parametrize("block, message", [
+    ("partitions: {hourly: {start: '2026-10-24 00:30'}}", "must be a date YYYY-MM-DD or an hour"),
+    ("partitions: {hourly: {start: '2026-10-24 24:00'}}", "must be a date YYYY-MM-DD or an hour"),
+    ("partitions: {daily: {start: '2026-10-24 05:00'}}", "must be a date YYYY-MM-DD"),
+    ("partitions: {daily: {start: '2026-10-24xyz'}}", "must be a date YYYY-MM-DD"),
+    ("partitions: {weekly: {start: '2026-10-24', end: '2026-13-01'}}", "end must be a date"),
+    ("partitions: {daily: {start: '2026-01-01'}}\n  sensor: {watch: 'in/*.csv', param: p}",
+     "x-dagster.sensor needs partitions {dynamic: <name>}"),
+    ("partitions: {hourly: {start: '2026-01-01'}}\n  sensor: {watch: 'in/*.csv', param: p}",
+     "these partitions are hourly"),
+    ("partitions: {static: [eu, us]}\n  sensor: {watch: 'in/*.csv', param: p}",
+     "these partitions are static"),
+    ("partitions: {dynamic: files}\n  sensor: [{watch: 'a/*.csv', param: p}, "
+     "{watch: 'b/*.csv', param: q}]", "must set the same `param`"),
+])
+def test_partitions_validate_refuses_what_would_not_load_or_run(
+        tmp_path: Path, block: str, message: str) -> None:
+    text = ("oml_version: \"0.1.0\"\nname: x\nparams: {p: a.csv, q: b.csv}\nx-dagster:\n  "
+            + block + "\nsteps:\n  - {id: a, component: duckdb.processor, mode: transform, "
+            "config: {query: 'SELECT 1'}}\n")
+    result = validate_pipeline(write(tmp_path / "x.yaml", text))
+    assert [str(d) for d in result.errors] and message in str(result.errors[0]), \
+        [str(d) for d in result.errors]
+
+
+def test_a_daily_start_at_midnight_still_validates(tmp_path: Path) -> None:
+    text = ("oml_version: \"0.1.0\"\nname: x\nx-dagster:\n  partitions: {daily: {start: "
+            "'2026-01-01T00:00:00', end: 2026-02-01}}\nsteps:\n  - {id: a, component: "
+            "duckdb.processor, mode: transform, config: {query: 'SELECT 1'}}\n")
+    result = validate_pipeline(write(tmp_path / "x.yaml", text))
+    assert not result.errors, [str(d) for d in result.errors]
+    assert result.pipeline is not None
+    assert (result.pipeline.dagster.partitions.start, result.pipeline.dagster.partitions.end) \
+        == ("2026-01-01", "2026-02-01")
+
+
+# -- a dynamic (per-file) partition's own run reads that file ------------------------------------
+PER_FILE = """\
+oml_version: "0.1.0"
+name: files
+params:
+  input_path: {default: data/movies.csv}
+  input_name: {default: movies.csv}
+x-dagster:
+  partitions: {dynamic: files}
+  sensor: {watch: "incoming/*.csv", param: input_path, name_param: input_name,
+           settle_seconds: 0}
+steps:
+  - id: extract
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: "${params.input_path}"}
+  - id: summary
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: SELECT ${params.input_name} AS name, count(*) AS n FROM input_df
+"""
+
+
+def test_backfilling_a_file_partition_reads_that_file_not_the_default(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    defs = defs_for(write(workdir / "files.yaml", PER_FILE), tmp_path / "s")
+    (workdir / "incoming").mkdir()
+    small = workdir / "incoming" / "small.csv"
+    small.write_text("movie_id,title\n1,a\n2,b\n3,c\n")
+    os.utime(small, (time.time() - 60, time.time() - 60))
+    sensor = defs.get_sensor_def("files_sensor")
+    (request,) = sensor(dg.build_sensor_context(instance=instance, definitions=defs)).run_requests
+    instance.add_dynamic_partitions("files", [request.partition_key])
+    job = defs.resolve_job_def("files")
+    first = job.execute_in_process(instance=instance, partition_key=request.partition_key,
+                                   run_config=request.run_config, tags=request.tags)
+    assert first.success, failure_description(first)
+    # a backfill / re-materialisation from the UI: the partition key only, no run config
+    again = job.execute_in_process(instance=instance, partition_key=request.partition_key)
+    assert again.success, failure_description(again)
+    for result in (first, again):
+        assert _preview(result, "files/summary") == [{"name": "small.csv", "n": 3}]
+        assert materialisations(result)["files/extract"]["dagster/row_count"].value == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -38,11 +39,20 @@ def partitions_definition(pipeline: Pipeline) -> dg.PartitionsDefinition | None:
 
 
 def partition_params(pipeline: Pipeline, context: dg.AssetExecutionContext) -> dict[str, str]:
-    """`partition_key` (and `partition_start`/`partition_end` for time partitions)."""
+    """`partition_key` (and `partition_start`/`partition_end` for time partitions). A dynamic
+    partition is a file the sensor found: its key is the file's path, so the sensor's `param`
+    (and `name_param`) get it from the key, as in the sensor's own run; a backfill or a
+    re-materialisation of the partition, which has no run config, then reads that file, not the
+    parameter's default."""
     settings = pipeline.dagster.partitions
     if settings is None or not context.has_partition_key:
         return {}
     params = {"partition_key": context.partition_key}
+    if settings.kind == "dynamic":
+        for sensor in pipeline.dagster.sensors:  # (validate: all set the same parameters)
+            params[sensor.param] = context.partition_key
+            if sensor.name_param:
+                params[sensor.name_param] = Path(context.partition_key).name
     if settings.is_time:
         window = context.partition_time_window
         fmt = _TIME[settings.kind][2]

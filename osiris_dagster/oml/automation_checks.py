@@ -3,6 +3,9 @@ cron and time zone, the watched glob and its archive, the parameters they set.""
 
 from __future__ import annotations
 
+import glob
+import math
+
 from osiris_dagster.oml.config_checks import CONNECTION_REF
 from osiris_dagster.oml.cron import cron_problem, cron_warning
 from osiris_dagster.oml.diagnostics import Collector
@@ -82,6 +85,18 @@ def sensor_settings(body: LineDict, param_names: set[str], out: Collector
         out.error(body.line_of("watch"), f"{label}.watch is required: a glob such as "
                                          "'incoming/*.csv'")
         ok = False
+    elif not glob.has_magic(watch):
+        name = watch.strip().rstrip("/") or "/"
+        advice = (f"a directory never starts a run: watch the files in it with "
+                  f"'{name}/*.csv' (or '{name}/*')")
+        if watch.strip().endswith("/"):
+            out.error(body.line_of("watch"), f"{label}.watch {watch!r} names a directory; "
+                                             f"{advice}")
+            ok = False
+        else:  # one file watched by name (an export dropped again and again) is fine
+            out.warning(body.line_of("watch"), f"{label}.watch {watch!r} has no wildcard: it "
+                                               f"matches that one file only; if it names a "
+                                               f"directory, {advice}")
     if not isinstance(param, str) or param not in param_names:
         out.error(body.line_of("param"), f"{label}.param {param!r} must name a parameter "
                                          "declared under 'params' (it receives the file's "
@@ -99,7 +114,8 @@ def sensor_settings(body: LineDict, param_names: set[str], out: Collector
                                         ("minimum_interval_seconds", 30, 1, (int,)),
                                         ("max_runs_per_tick", 20, 1, (int,))):
         value = body.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, kind) or \
+                (isinstance(value, float) and not math.isfinite(value)) or value < minimum:
             out.error(body.line_of(key), f"{label}.{key} must be a number >= {minimum}, got "
                                          f"{value!r}")
             ok = False

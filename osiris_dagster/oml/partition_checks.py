@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import date
 
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.model import TIME_PARTITION_KINDS, DagsterSettings, PartitionSettings
@@ -46,21 +47,44 @@ def partition_settings(doc: LineDict, out: Collector) -> PartitionSettings | Non
         out.error(line, f"{label} must be {{start: 'YYYY-MM-DD', end: ..., timezone: ...}}")
         return None
     start, end, tz = body.get("start"), body.get("end"), body.get("timezone")
-    from datetime import date
-
+    bounds: dict[str, str | None] = {"end": None}
     for key, value in (("start", start), ("end", end)):
         if value is None and key == "end":
             continue
-        try:
-            date.fromisoformat(str(value)[:10])
-        except ValueError:
-            out.error(body.line_of(key), f"{label}.{key} must be a date YYYY-MM-DD, got "
-                                         f"{value!r}")
+        bounds[key] = _time_bound(kind, value)
+        if bounds[key] is None:
+            out.error(body.line_of(key), f"{label}.{key} must be {_BOUND_FORMS[kind == 'hourly']}"
+                                         f", got {value!r}")
             return None
     if tz is not None and not valid_timezone(tz):
         out.error(body.line_of("timezone"), f"{label}.timezone {tz!r} is not an IANA time zone")
         return None
-    return PartitionSettings(kind, str(start)[:10], str(end)[:10] if end else None, tz)
+    return PartitionSettings(kind, bounds["start"], bounds["end"], tz)
+
+
+_BOUND = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[ T-](\d{2}):(\d{2})(?::(\d{2}))?)?")
+_BOUND_FORMS = ("a date YYYY-MM-DD",
+                "a date YYYY-MM-DD or an hour YYYY-MM-DD HH:00 (or YYYY-MM-DDTHH:00, "
+                "YYYY-MM-DD-HH:00)")
+
+
+def _time_bound(kind: str, value: object) -> str | None:
+    """A time partition's `start`/`end` in the form Dagster's definition parses (hourly:
+    ``YYYY-MM-DD-HH:MM``, else ``YYYY-MM-DD``); None for what is not a day (or, hourly, an hour)
+    in one of the forms the README gives. A time of day is only allowed at midnight, or on the
+    hour for hourly partitions: it is never cut off silently."""
+    text = str(value) if isinstance(value, date) else value  # unquoted YAML: date, datetime
+    found = _BOUND.fullmatch(text.strip()) if isinstance(text, str) else None
+    if found is None:
+        return None
+    try:
+        day = date.fromisoformat(found[1])
+    except ValueError:
+        return None
+    hour, minute, second = (int(g or 0) for g in found.groups()[1:])
+    if hour > 23 or minute or second or (hour and kind != "hourly"):
+        return None
+    return f"{day.isoformat()}-{hour:02d}:00" if kind == "hourly" else day.isoformat()
 
 
 def declare_partition_params(specs: dict[str, ParamSpec],
@@ -75,12 +99,24 @@ def declare_partition_params(specs: dict[str, ParamSpec],
 
 def with_partitions(dagster: DagsterSettings, partitions: PartitionSettings,
                     x_dagster: LineDict, out: Collector) -> DagsterSettings:
-    """The settings with their partitions; static or dynamic partitions refuse a schedule."""
+    """The settings with their partitions; static or dynamic partitions refuse a schedule, and
+    any but dynamic ones a sensor (its runs have no partition key: every one would fail)."""
     dagster = replace(dagster, partitions=partitions)
     if partitions.kind in ("static", "dynamic") and dagster.schedules:
         out.error(x_dagster.line_of("schedule"),
                   f"x-dagster.schedule needs time partitions (hourly, daily, weekly, "
                   f"monthly) or none; these partitions are {partitions.kind}")
+    if partitions.kind != "dynamic" and dagster.sensors:
+        out.error(x_dagster.line_of("sensor"),
+                  f"x-dagster.sensor needs partitions {{dynamic: <name>}} (one per file) or "
+                  f"none; these partitions are {partitions.kind}, and a run the sensor starts "
+                  "for a file has no partition of them, so each would fail. Remove "
+                  "`partitions`, or use {dynamic: files}")
+    elif len({(s.param, s.name_param) for s in dagster.sensors}) > 1:
+        out.error(x_dagster.line_of("sensor"),
+                  "x-dagster.sensor: the sensors feeding dynamic partitions must set the same "
+                  "`param` (and `name_param`): a partition's own run (a backfill, a "
+                  "re-materialisation) sets them from its key, the file's path")
     return dagster
 
 

@@ -451,7 +451,7 @@ class _Extraction:
         elif src.gzip:
             compression = "gzip"
         null_values = tuple(dict.fromkeys((*PANDAS_NA_VALUES, *self.opts.na_values)))
-        return Reader(path=path, encoding=encoding, compression=compression,
+        return Reader(path=scratch.literal(path), encoding=encoding, compression=compression,
                       delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
                       names=tuple(self.names), null_values=null_values, source_offset=offset)
 
