@@ -67,10 +67,38 @@ def test_a_value_holding_the_dollar_tag_is_refused() -> None:
         render("SELECT $$${params.v}$$", {"v": "a$$b"}, "duckdb", _missing)
 
 
-@pytest.mark.parametrize("value,literal", [(3, "3"), (-2.5, "-2.5"), (True, "TRUE"),
+@pytest.mark.parametrize("value,literal", [(3, "3"), (-2.5, "(-2.5)"), (True, "TRUE"),
                                            (None, "NULL"), (10**20, str(10**20))])
 def test_typed_values_in_code_are_literals(value: object, literal: str) -> None:
     assert render("SELECT ${params.v}", {"v": value}, "duckdb", _missing) == f"SELECT {literal}"
+
+
+@pytest.mark.parametrize("template, value, expected", [
+    # `amount--5`: the rest of the line was a comment, and its columns were gone (exit 0)
+    ("SELECT 100-${params.v} AS n, 'kept' AS r\nFROM (SELECT 1)", -5, (105, "kept")),
+    ("SELECT ${params.v}::VARCHAR AS n, 'kept' AS r", -5, ("-5", "kept")),  # not -(5::VARCHAR)
+    ("SELECT 2^${params.v} AS n, 'kept' AS r", -1, (0.5, "kept")),
+    ("SELECT 1${params.v} AS n, 'kept' AS r", 5, None),  # not the number 15: an error
+    ("SELECT x${params.v} AS n, 'kept' AS r FROM (SELECT 1 AS x, 2 AS x5)", 5, None),
+])
+def test_a_number_in_code_stays_one_value(template: str, value: object,
+                                          expected: tuple[object, ...] | None) -> None:
+    sql = render(template, {"v": value}, "duckdb", _missing)
+    if expected is None:
+        with pytest.raises(duckdb.Error):
+            duckdb.connect().execute(sql)
+    else:
+        assert duckdb.connect().execute(sql).fetchone() == expected
+
+
+@pytest.mark.parametrize("tag", ["$ß$", "$é1$", "$_€$"])
+def test_dollar_quotes_with_non_ascii_tags_are_strings(tag: str) -> None:
+    """DuckDB takes any non-ASCII character in a dollar-quote tag; the scanner took the `'`
+    inside such a string as the start of one, so the parameter after it was placed as code
+    (`name OR TRUE` selected every row)."""
+    sql = render(f"SELECT {tag}it's{tag} AS r, name FROM (SELECT 'ann' AS name) "
+                 "WHERE name = ${params.v}", {"v": "name OR TRUE"}, "duckdb", _missing)
+    assert duckdb.connect().execute(sql).fetchall() == []
 
 
 @pytest.mark.parametrize("value", [[1, 2], {"a": 1}, float("nan")])

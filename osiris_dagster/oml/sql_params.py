@@ -59,11 +59,27 @@ def _render_segment(segment: str, values: Mapping[str, Any], language: str, cont
             on_missing(name)
             return m.group(0)
         try:
-            return _RENDERERS[language](values[name], context)
+            text = _RENDERERS[language](values[name], context)
         except SqlParamError as exc:
             raise SqlParamError(f"parameter '{name}': {exc}") from None
+        value = values[name]
+        if context == "code" and language != "graphql" and \
+                isinstance(value, int | float) and not isinstance(value, bool):
+            text = _one_token(text, segment[:m.start()][-1:], segment[m.end():][:1])
+        return text
 
     return PARAM_REF.sub(repl, segment)
+
+
+def _one_token(number: str, before: str, after: str) -> str:
+    """A number in code that stays one value: in parentheses when negative (`amount-${p.x}`
+    with -5 would be `amount--5`, the start of a comment, and `-5::TEXT` casts 5), apart from a
+    word, number or dot it would join (`x${p.n}` with 5 is not the column `x5`)."""
+    if number.startswith("-"):
+        number = f"({number})"
+    joins = re.compile(r"[\w.$]")
+    return ((" " if joins.match(before) else "") + number +
+            (" " if joins.match(after) else ""))
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -164,7 +180,8 @@ _RENDERERS: dict[str, Callable[[Any, str], str]] = {
 
 # -- scanning: (start, end, context) segments that cover the text ------------------------------
 
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+# a tag is an identifier: ASCII letters and _, any non-ASCII character, digits after the first
+_DOLLAR_TAG = re.compile(r"\$((?:[A-Za-z_]|[^\x00-\x7f])(?:[A-Za-z0-9_]|[^\x00-\x7f])*)?\$")
 Segment = tuple[int, int, str]
 
 
@@ -269,7 +286,11 @@ def _scan_graphql(text: str) -> list[Segment]:
 
 
 def _word_before(text: str, i: int) -> bool:
-    return i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_$")
+    """Whether ``text[i]`` continues an identifier (any non-ASCII character is one's)."""
+    if i == 0:
+        return False
+    c = text[i - 1]
+    return not c.isascii() or c.isalnum() or c in "_$"
 
 
 def _string_end(text: str, start: int, quote: str, *, backslash: bool) -> int:
