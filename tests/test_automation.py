@@ -67,6 +67,17 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
     return list(result.run_requests or []), result.cursor, skip
 
 
+def queue(defs: dg.Definitions, instance: dg.DagsterInstance, requests: list[dg.RunRequest],
+          sensor: str = "drops_sensor") -> None:
+    """What the daemon does with a tick's requests: a run each (not started), with its run
+    key."""
+    job = defs.resolve_job_def(defs.get_sensor_def(sensor).job_name)
+    for r in requests:
+        instance.create_run_for_job(job, run_config=r.run_config,
+                                    tags={**r.tags, "dagster/run_key": r.run_key,
+                                          "dagster/sensor_name": sensor})
+
+
 def csv_file(path: Path, rows: int, age_seconds: float = 60) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("v\n" + "".join(f"{i}\n" for i in range(rows)), encoding="utf-8")
@@ -92,6 +103,7 @@ def test_sensor_requests_one_run_per_file_version(workdir: Path, tmp_path: Path,
     assert by_name["plain.csv"].tags["osiris/archive_to"] == str(workdir / "processed")
     assert len(cursor) < 1000
 
+    queue(defs, instance, requests)  # the daemon makes a run of each request
     again, cursor2, skip = tick(defs, instance, cursor)
     assert again == [] and "no new files" in skip
     # rewriting a file makes a new version: exactly one more run
@@ -522,12 +534,28 @@ def test_skip_reason_names_files_that_already_ran(workdir: Path, tmp_path: Path,
 # -- a file that changes while its run reads it (item 7) -----------------------------------------
 def test_a_file_changed_after_the_sensor_saw_it_is_not_archived(
         workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    import logging
+
     defs = make_defs(workdir, tmp_path / "s")
     src = csv_file(workdir / "incoming" / "growing.csv", 3)
     (first,), cursor, _ = tick(defs, instance, None)
-    with open(src, "a", encoding="utf-8") as fh:  # the writer was not done
-        fh.write("100\n")
-    result = _run(defs, instance, first)
+
+    class WriterNotDone(logging.Handler):  # appends once the run's load step read the file
+        def emit(self, record: logging.LogRecord) -> None:
+            data = getattr(record, "osiris", {})
+            if data.get("event") == "step_complete" and data.get("step_id") == "load":
+                with open(src, "a", encoding="utf-8") as fh:
+                    fh.write("100\n")
+
+    progress = logging.getLogger("osiris_dagster.progress")
+    handler, level = WriterNotDone(), progress.level
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    try:
+        result = _run(defs, instance, first)
+    finally:
+        progress.removeHandler(handler)
+        progress.setLevel(level)
     assert result.success, failure_description(result)
     assert src.exists() and not (workdir / "processed").exists()
     evs = events(tmp_path / "s" / result.run_id)

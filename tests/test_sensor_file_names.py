@@ -66,3 +66,26 @@ def test_sql_looking_file_names_are_values(workdir: Path, tmp_path: Path,
             assert list(csv.DictReader(fh)) == [{"source": name, "quoted": name, "n": "2"}]
         assert not list(workdir.rglob("pwned.csv"))
         src.unlink()
+
+
+def test_a_name_that_is_not_utf8_is_skipped_and_named(workdir: Path, tmp_path: Path,
+                                                      instance: dg.DagsterInstance) -> None:
+    """Such a name cannot be a parameter, a tag or a run key: it is named in the skip reason,
+    and the other files run."""
+    defs = build_definitions([write(workdir / "named.yaml", PIPELINE)],
+                             sessions_dir=str(tmp_path / "s"))
+    sensor = defs.get_sensor_def("named_drops_sensor")
+    inbox = workdir / "incoming"
+    inbox.mkdir()
+    with open(os.path.join(os.fsencode(inbox), b"lat\xe9.csv"), "wb") as fh:
+        fh.write(b"v\n1\n")
+    (inbox / "plain.csv").write_text("v\n1\n2\n", encoding="utf-8")
+    for name in os.listdir(os.fsencode(inbox)):
+        os.utime(os.path.join(os.fsencode(inbox), name), (time.time() - 60, time.time() - 60))
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert [r.tags["osiris/file"] for r in first.run_requests or []] == \
+        [str(inbox / "plain.csv")]
+    later = sensor.evaluate_tick(dg.build_sensor_context(
+        instance=instance, cursor=first.cursor, definitions=defs))
+    assert not later.run_requests
+    assert "b'lat\\xe9.csv' (its name is not valid UTF-8)" in (later.skip_message or "")

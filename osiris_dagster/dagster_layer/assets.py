@@ -38,6 +38,7 @@ from osiris_dagster.dagster_layer.automation import (
     build_schedules,
     build_sensors,
     file_change,
+    file_replaced,
 )
 from osiris_dagster.dagster_layer.column_metadata import StepColumns, column_metadata
 from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
@@ -60,6 +61,7 @@ from osiris_dagster.runtime.runner import (
     data_upstreams,
     finish_run_if_done,
     run_step,
+    start_session,
 )
 from osiris_dagster.runtime.session import Session
 
@@ -272,6 +274,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                                                  "session_dir": str(session.dir)}})
     close_readers(session.location)  # relations given to finished assets of this process
     selected = _selected_steps(context, pipeline)
+    _refuse_replaced_file(context, session, pipeline, step_id, selected)
     try:
         asset_refs = asset_tables(context, session, pipeline, step_id, asset_views or {})
         outcome = run_step(pipeline, step_id, session, upstream_refs,
@@ -302,7 +305,6 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         asset_inputs_metadata(asset_refs)
     _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata,
                            selected)
-    _finish(context, session, pipeline, selected)
     # The materialisation's own metadata, not the Output's: Dagster copies an Output's metadata
     # into the STEP_OUTPUT event as well (one more serialisation and event-log write per asset).
     context.add_asset_metadata(metadata, asset_key=key)
@@ -311,7 +313,21 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     else:
         yield dg.Output(outcome.ref)
         yield from _check_results(key, outcome, session.masker)
-    _commit_state(context, pipeline, session, outcome)
+    # Dagster resumes here once it accepted the output (the IO manager stored it) and recorded
+    # the check results; an IO manager that raises closes this generator at the yield. Only
+    # now may the run end as a success and its file be archived.
+    try:
+        _commit_state(context, pipeline, session, outcome)
+    except dg.Failure as exc:
+        _fail_step(context, session, pipeline, selected, step_id, exc.description or str(exc),
+                   will_retry=_retried_on_failure(context, pipeline, step_id))
+        raise
+    blocking = [c.spec.name for c in outcome.checks if c.spec.blocking and not c.passed]
+    if blocking:  # Dagster fails the step once this generator returns
+        _fail_step(context, session, pipeline, selected, step_id,
+                   f"blocking check(s) failed: {', '.join(blocking)}")
+    else:
+        _finish(context, session, pipeline, selected)
 
 
 def _progress_reporter(context: dg.AssetExecutionContext, masker: Masker
@@ -374,9 +390,7 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
         message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
                    "changed since the last materialisation (schema: strict): "
                    + "; ".join(changes))
-        session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
-                          timed_out=False)
-        _finish(context, session, pipeline, selected)
+        _fail_step(context, session, pipeline, selected, step_id, message)
         raise dg.Failure(description=message)
 
 
@@ -484,6 +498,52 @@ def _resolve_uncached(template: Pipeline, text: str, run_cfg: Mapping[str, Any])
         raise dg.Failure(description=f"pipeline '{template.name}': parameters must not change "
                                      "step ids, components or needs; reload the code location")
     return result.pipeline
+
+
+def _fail_step(context: dg.AssetExecutionContext, session: Session, pipeline: Pipeline,
+               selected: Sequence[str], step_id: str, message: str,
+               will_retry: bool = False) -> None:
+    """Record in the session that the step failed after all (its driver had succeeded, or it
+    never started), then end the run there if that was its last step: as a failure, and
+    without archiving its file. ``will_retry``: Dagster runs the step again, so the run has
+    not ended."""
+    session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
+                      timed_out=False, **({"will_retry": True} if will_retry else {}))
+    _finish(context, session, pipeline, selected)
+
+
+def _refuse_replaced_file(context: dg.AssetExecutionContext, session: Session,
+                          pipeline: Pipeline, step_id: str, selected: Sequence[str]) -> None:
+    """Fail the step that reads the sensor's file (its config names the file) when the file is
+    no longer the version the sensor started this run for: replaced by a newer export of the
+    same name while the run waited in the queue, this run would read that version, which the
+    sensor starts a run of its own for. The run fails (not retried), the file stays."""
+    tags = context.run.tags
+    path = tags.get(TAG_FILE)
+    if not path or not _mentions(pipeline.step(step_id).config, path):
+        return
+    found = file_replaced(path, tags.get(TAG_FINGERPRINT))
+    if found is None:
+        return
+    message = (f"{path} is not the version of the file the sensor started this run for: "
+               f"{found}. It changed after the sensor's tick, so this run does not read it; "
+               "the sensor starts a run for the version there now")
+    session.masker.add(pipeline.sensitive_values())  # before anything is written
+    start_session(session, pipeline)
+    session.log_event("file_changed_before_run", path=path, change=found)
+    _fail_step(context, session, pipeline, selected, step_id, message)
+    _no_run_retry(context)
+    raise dg.Failure(description=message, allow_retries=False)
+
+
+def _mentions(value: Any, text: str) -> bool:
+    if isinstance(value, str):
+        return text in value
+    if isinstance(value, Mapping):
+        return any(_mentions(v, text) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_mentions(v, text) for v in value)
+    return False
 
 
 def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipeline,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from osiris_dagster.core.atomic_files import owned_temporary, publish_new, remove_quietly
 from osiris_dagster.core.environment import environment
 from osiris_dagster.core.errors import OsirisError
 from osiris_dagster.core.naming import dagster_name
@@ -28,6 +31,7 @@ from osiris_dagster.runtime.filewatch import (
     fingerprint,
     plan_runs,
     scan,
+    utf8_name,
 )
 
 TAG_FILE = "osiris/file"
@@ -150,7 +154,11 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
         archive = _archive_dir(settings, base)
         cursor = Cursor.parse(context.cursor)
         plan = plan_runs(scan(pattern, exclude=archive), cursor, time.time_ns(),
-                         settings.settle_seconds, settings.max_runs_per_tick)
+                         settings.settle_seconds, settings.max_runs_per_tick,
+                         ran=lambda files: _files_with_runs(context.instance, name, files))
+        for f, why in plan.skipped:
+            if f.stat_key not in cursor.skipped:  # once, not on every tick
+                context.log.warning(f"skipping {_shown_name(f.path, root)}: {why}")
         to_run, already = _drop_already_run(context.instance, name, plan.to_run)
         dynamic = pipeline.dagster.partitions if pipeline.dagster.partitions and \
             pipeline.dagster.partitions.kind == "dynamic" else None
@@ -168,7 +176,7 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
             if dynamic and to_run else []
         if not requests:
             return dg.SensorResult(skip_reason=dg.SkipReason(_skip_reason(
-                pattern, root, archive, plan.settling, [*plan.seen, *already])),
+                pattern, root, archive, plan.settling, [*plan.seen, *already], plan.skipped)),
                 cursor=plan.cursor.dump())
         return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump(),
                                dynamic_partitions_requests=adds or None)
@@ -192,27 +200,56 @@ def _drop_already_run(instance: dg.DagsterInstance, sensor: str, planned: list[P
     return fresh, already
 
 
+def _files_with_runs(instance: dg.DagsterInstance, sensor: str, files: list[FileVersion]
+                     ) -> set[str]:
+    """Stat keys of those file versions this sensor already started a run for (whatever its
+    outcome), by the fingerprint the run recorded (or, for runs of earlier versions, their run
+    key): asked only when files appeared behind the cursor's mark or went."""
+    by_path: dict[str, list[FileVersion]] = {}
+    for f in files:
+        by_path.setdefault(f.path, []).append(f)
+    paths = sorted(by_path)
+    out: set[str] = set()
+    for i in range(0, len(paths), 500):  # within SQLite's limit of query parameters
+        for run in instance.get_runs(dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor,
+                                                         TAG_FILE: paths[i:i + 500]})):
+            recorded = Fingerprint.parse(run.tags.get(TAG_FINGERPRINT))
+            for f in by_path.get(run.tags.get(TAG_FILE, ""), []):
+                if (recorded.matches(f) if recorded
+                        else run.tags.get(RUN_KEY_TAG) == f.legacy_key):
+                    out.add(f.stat_key)
+    return out
+
+
 def _skip_reason(pattern: str, root: Path, archive: Path | None, settling: list[FileVersion],
-                 already: list[FileVersion]) -> str:
+                 already: list[FileVersion], skipped: list[tuple[FileVersion, str]]) -> str:
     parts = [f"no new files matching {pattern}"]
     if settling:
         parts.append(f"{len(settling)} file(s) still being written")
+    if skipped:
+        parts.append(f"{len(skipped)} file(s) skipped: " + _listed(
+            sorted(f"{_shown_name(f.path, root)} ({why})" for f, why in skipped)))
     if already:
         names = sorted({_shown_name(f.path, root) for f in already})
-        more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
-        parts.append(f"{len(names)} file(s) already run and unchanged since: "
-                     + ", ".join(names[:LISTED_NAMES]) + more
+        parts.append(f"{len(names)} file(s) already run and unchanged since: " + _listed(names)
                      + " (write, touch or move a file in again to run it again)")
     if archive is not None and _inside(archive, root):
         parts.append(f"files under the archive directory {archive} are not watched")
     return "; ".join(parts)
 
 
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+    return ", ".join(names[:LISTED_NAMES]) + more
+
+
 def _shown_name(path: str, root: Path) -> str:
+    """The path under the watch root; one that is not UTF-8 as the repr of its bytes."""
     try:
-        return str(Path(path).relative_to(root))
+        name = str(Path(path).relative_to(root))
     except ValueError:
-        return Path(path).name
+        name = Path(path).name
+    return name if utf8_name(name) else repr(os.fsencode(name))
 
 
 def _inside(path: Path, directory: Path) -> bool:
@@ -242,13 +279,61 @@ def file_change(path: str, recorded: str | None) -> str | None:
     return expected.differences(fingerprint(path))
 
 
+def file_replaced(path: str, recorded: str | None) -> str | None:
+    """Before a run reads its file: why the file at ``path`` is not the version the sensor
+    started the run for (expected and found), or None when it is (or nothing was recorded)."""
+    expected = Fingerprint.parse(recorded)
+    if expected is None:
+        return None
+    found = fingerprint(path)
+    change = expected.differences(found)
+    if change is None:
+        return None
+    shown = found.dump() if found else ("no file" if not os.path.lexists(path)
+                                        else "a file being written or unreadable")
+    return f"expected version {expected.dump()}, found {shown} ({change})"
+
+
 def archive_file(path: str, archive_to: str, run_id: str) -> Path:
-    """Move a processed file into archive_to (never overwriting an earlier archived file)."""
+    """Move a processed file into archive_to, never over a file there: it is linked under the
+    first free name (a link fails when the name is taken, so two runs archiving files of one
+    name at once keep both), then unlinked. Across filesystems (or where links are refused) it
+    is copied to a temporary file there first, which is linked the same way."""
     src = Path(path)
     dest_dir = Path(archive_to)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / src.name
-    if dest.exists():
-        dest = dest_dir / f"{src.stem}.{run_id[:8]}{src.suffix}"
-    shutil.move(str(src), str(dest))
+    try:
+        dest = _link_under_free_name(src, dest_dir, src, run_id)
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        with owned_temporary(dest_dir / src.name, dest_dir) as tmp:
+            try:
+                shutil.copy2(src, tmp)
+                dest = _link_under_free_name(tmp, dest_dir, src, run_id)
+            finally:
+                remove_quietly(tmp)
+    try:
+        os.unlink(src)
+    except OSError:
+        remove_quietly(dest)  # not archived: left where it was, not in both places
+        raise
     return dest
+
+
+# link() errors that mean "copy instead": another filesystem, or one without hard links
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
+
+
+def _link_under_free_name(file: Path, dest_dir: Path, src: Path, run_id: str) -> Path:
+    for name in _archive_names(src, run_id):
+        if publish_new(file, dest_dir / name):
+            return dest_dir / name
+    raise AssertionError("unreachable: the names never end")
+
+
+def _archive_names(src: Path, run_id: str) -> Iterator[str]:
+    yield src.name
+    yield f"{src.stem}.{run_id[:8]}{src.suffix}"
+    for n in itertools.count(2):
+        yield f"{src.stem}.{run_id[:8]}.{n}{src.suffix}"

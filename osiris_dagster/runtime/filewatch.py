@@ -10,8 +10,12 @@ sensor saw, so the file can be checked again before it is archived.
 
 Files still being written (changed within ``settle_seconds``) wait for a later tick. The cursor is
 a high-water mark of "version time" (the later of mtime and ctime, so a file moved in with an old
-mtime is still seen) plus only the keys that sit exactly at that mark: it stays small however
-many files were seen.
+mtime is still seen), the keys that sit exactly at that mark, a digest of the files behind the
+mark (written when all of them had a run) and the few files skipped as unreadable: it stays
+small however many files were seen. A file behind the mark that never ran (a directory renamed
+into the watched tree keeps its files' times, a link points at an older file, another host's
+clock is behind) changes that digest; the files behind the mark are then looked up among the
+runs already started (``plan_runs``'s ``ran``), and those without one run like new files.
 """
 
 from __future__ import annotations
@@ -92,27 +96,33 @@ class Fingerprint:
 
 
 def fingerprint(path: str) -> Fingerprint | None:
-    """Size, times, inode and a content digest, or None when the file is gone or changed while
-    being read (it is still being written: try again on a later tick).
+    """:func:`read_fingerprint`, or None also when the file is gone or cannot be read."""
+    try:
+        return read_fingerprint(path)
+    except OSError:
+        return None
+
+
+def read_fingerprint(path: str) -> Fingerprint | None:
+    """Size, times, inode and a content digest, or None when the file changed while being read
+    (it is still being written: try again on a later tick). Raises OSError when the file is gone
+    or cannot be read.
 
     Cheap for any size: at most 1 MiB is read (whole small files, the head and tail of large
     ones). Changes in the middle of a large file are caught by mtime/ctime, which every write
     updates; the digest covers filesystems whose coarse timestamps hide a same-size rewrite."""
-    try:
-        with open(path, "rb") as fh:
-            before = os.fstat(fh.fileno())
-            h = hashlib.blake2b(digest_size=16)
-            h.update(before.st_size.to_bytes(8, "little"))
-            if before.st_size <= FULL_HASH_BYTES:
-                h.update(fh.read(FULL_HASH_BYTES + 1))
-            else:
-                h.update(fh.read(EDGE_BYTES))
-                fh.seek(before.st_size - EDGE_BYTES)
-                h.update(fh.read(EDGE_BYTES))
-            after = os.fstat(fh.fileno())
-        current = os.stat(path)
-    except OSError:
-        return None
+    with open(path, "rb") as fh:
+        before = os.fstat(fh.fileno())
+        h = hashlib.blake2b(digest_size=16)
+        h.update(before.st_size.to_bytes(8, "little"))
+        if before.st_size <= FULL_HASH_BYTES:
+            h.update(fh.read(FULL_HASH_BYTES + 1))
+        else:
+            h.update(fh.read(EDGE_BYTES))
+            fh.seek(before.st_size - EDGE_BYTES)
+            h.update(fh.read(EDGE_BYTES))
+        after = os.fstat(fh.fileno())
+    current = os.stat(path)
     stats = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
              for st in (before, after, current)]
     if stats[0] != stats[1] or stats[1] != stats[2]:
@@ -133,10 +143,15 @@ class Planned:
         return f"{self.file.path}|{self.fingerprint.dump()}"
 
 
+SKIPPED_KEPT = 50  # skipped files the cursor names; more are found again through `ran`
+
+
 @dataclass
 class Cursor:
     high_water_ns: int = 0
     keys_at_mark: set[str] = field(default_factory=set)
+    passed: str | None = None  # digest of the files behind the mark, written when all had a run
+    skipped: set[str] = field(default_factory=set)  # unreadable or unnamable: tried every tick
 
     @classmethod
     def parse(cls, raw: str | None) -> Cursor:
@@ -144,12 +159,14 @@ class Cursor:
             return cls()
         try:
             data = json.loads(raw)
-            return cls(int(data.get("hw", 0)), set(data.get("keys", [])))
+            return cls(int(data.get("hw", 0)), set(data.get("keys", [])), data.get("passed"),
+                       set(data.get("skipped", [])))
         except (ValueError, TypeError, AttributeError):
             return cls()  # an unreadable cursor restarts the scan; run keys still dedupe
 
-    def dump(self) -> str:
-        return json.dumps({"hw": self.high_water_ns, "keys": sorted(self.keys_at_mark)},
+    def dump(self) -> str:  # ASCII: a name that is not UTF-8 is kept as its JSON escape
+        return json.dumps({"hw": self.high_water_ns, "keys": sorted(self.keys_at_mark),
+                           "passed": self.passed, "skipped": sorted(self.skipped)},
                           separators=(",", ":"))
 
     def is_new(self, f: FileVersion) -> bool:
@@ -163,6 +180,13 @@ class Cursor:
             self.keys_at_mark = {f.stat_key}
         elif f.version_ns == self.high_water_ns:
             self.keys_at_mark.add(f.stat_key)
+
+
+def _digest(files: Iterable[FileVersion]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for key in sorted(f.stat_key for f in files):
+        h.update(key.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
 
 
 def scan(pattern: str, exclude: Path | None = None) -> list[FileVersion]:
@@ -188,36 +212,77 @@ def _is_under(path: str, directory: str) -> bool:
     return os.path.commonpath([path, directory]) == directory
 
 
+def utf8_name(path: str) -> bool:
+    """Whether the path is text (a name that is not UTF-8 holds surrogate escapes): one that
+    is not cannot become a parameter, a run tag or a key in the instance."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass
 class Plan:
     to_run: list[Planned]
     settling: list[FileVersion]
     cursor: Cursor
-    seen: list[FileVersion] = field(default_factory=list)  # versions the cursor already passed
+    seen: list[FileVersion] = field(default_factory=list)  # passed versions that had a run
+    skipped: list[tuple[FileVersion, str]] = field(default_factory=list)  # and why
+
+
+def _none_ran(files: list[FileVersion]) -> set[str]:
+    return set()
 
 
 def plan_runs(files: Iterable[FileVersion], cursor: Cursor, now_ns: int,
               settle_seconds: float, max_runs: int,
-              fingerprint_of: Callable[[str], Fingerprint | None] = fingerprint) -> Plan:
+              fingerprint_of: Callable[[str], Fingerprint | None] = read_fingerprint,
+              ran: Callable[[list[FileVersion]], set[str]] = _none_ran) -> Plan:
     """New versions in version order, at most max_runs; unsettled files wait.
 
-    A file whose fingerprint cannot be taken, or no longer matches what the scan saw, is being
-    written right now: it waits like an unsettled one."""
-    new_cursor = Cursor(cursor.high_water_ns, set(cursor.keys_at_mark))
+    A file whose fingerprint no longer matches what the scan saw is being written right now: it
+    waits like an unsettled one. A file that cannot be read, or whose name is not UTF-8, is
+    skipped (named in ``Plan.skipped``) and the others go on. ``ran`` gives the stat keys of
+    those files (passed by the cursor) that already had a run; it is asked only when the files
+    behind the mark are not the ones the cursor recorded."""
     settle_ns = int(settle_seconds * 1e9)
+    files = sorted(files)
+    skipped = [(f, "its name is not valid UTF-8") for f in files if not utf8_name(f.path)]
+    files = [f for f in files if utf8_name(f.path)]
+    passed = [f for f in files if not cursor.is_new(f) and f.stat_key not in cursor.skipped]
+    seen, unknown = passed, []
+    if _digest(passed) != cursor.passed:  # one appeared behind the mark, or went
+        had_run = ran(passed) if passed else set()
+        seen = [f for f in passed if f.stat_key in had_run]
+        unknown = [f for f in passed if f.stat_key not in had_run]
+    candidates = sorted([*unknown, *(f for f in files
+                                     if cursor.is_new(f) or f.stat_key in cursor.skipped)])
+    new_cursor = Cursor(cursor.high_water_ns, set(cursor.keys_at_mark))
     to_run: list[Planned] = []
     settling: list[FileVersion] = []
-    ordered = sorted(files)
-    for f in ordered:
-        if not cursor.is_new(f):
-            continue
+    for f in candidates:
         if len(to_run) >= max_runs:
             break
-        fp = None if now_ns - f.mtime_ns < settle_ns else fingerprint_of(f.path)
+        behind = not cursor.is_new(f)  # the mark passed it already: it holds nothing back
+        try:
+            fp = None if now_ns - f.mtime_ns < settle_ns else fingerprint_of(f.path)
+        except FileNotFoundError:
+            continue  # gone since the scan
+        except OSError as exc:
+            skipped.append((f, f"cannot be read: {exc.strerror or exc}"))
+            continue
         if fp is None or not fp.matches(f):  # still being written (a moved-in file is not)
             settling.append(f)
+            if behind:
+                continue
             break  # the cursor must never pass this file: later ones wait with it
         to_run.append(Planned(f, fp))
         new_cursor.advance(f)
-    seen = [f for f in ordered if not cursor.is_new(f)]
-    return Plan(to_run, settling, new_cursor, seen)
+    new_cursor.skipped = {f.stat_key for f, _ in skipped[:SKIPPED_KEPT]}
+    done = {f.stat_key for f in seen} | {p.file.stat_key for p in to_run}
+    now_passed = [f for f in files
+                  if not new_cursor.is_new(f) and f.stat_key not in new_cursor.skipped]
+    if all(f.stat_key in done for f in now_passed):
+        new_cursor.passed = _digest(now_passed)
+    return Plan(to_run, settling, new_cursor, seen, skipped)

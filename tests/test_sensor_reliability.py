@@ -1,0 +1,281 @@
+"""A CSV sensor never archives a file whose run failed, never stops at one bad file, runs every
+file that never ran (also one that appears with old times), keeps every archived copy, and a run
+never reads a version of its file other than the one it was started for."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from osiris_dagster import build_definitions
+from osiris_dagster.dagster_layer.automation import archive_file
+
+from .helpers import events, failure_description, write
+from .test_automation import _run, csv_file, make_defs, queue, tick
+
+CHECKED = """\
+oml_version: "0.1.0"
+name: checked
+params:
+  input_path: {default: none.csv}
+x-dagster:
+  sensor: {watch: "incoming/*.csv", param: input_path, settle_seconds: 0, archive_to: processed}
+  steps:
+    summary:
+      checks: {expression: "n < 3", blocking: true}
+steps:
+  - id: extract
+    component: filesystem.csv_extractor
+    mode: read
+    config: {path: "${params.input_path}"}
+  - id: summary
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT count(*) AS n FROM input_df"}
+"""
+
+
+def _checked_run(workdir: Path, tmp_path: Path, instance: dg.DagsterInstance, rows: int
+                 ) -> tuple[Path, dg.ExecuteInProcessResult]:
+    defs = build_definitions([write(workdir / "checked.yaml", CHECKED)],
+                             sessions_dir=str(tmp_path / "s"))
+    src = csv_file(workdir / "incoming" / f"{rows} rows.csv", rows)
+    (request,) = defs.get_sensor_def("checked_sensor").evaluate_tick(
+        dg.build_sensor_context(instance=instance, definitions=defs)).run_requests or []
+    tags = {**request.tags, "dagster/run_key": request.run_key,
+            "dagster/sensor_name": "checked_sensor"}
+    result = defs.resolve_job_def("checked").execute_in_process(
+        instance=instance, run_config=request.run_config, tags=tags, raise_on_error=False)
+    return src, result
+
+
+def _run_end(tmp_path: Path, result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
+    return [e for e in events(tmp_path / "s" / result.run_id) if e["event"] == "run_end"]
+
+
+def test_a_blocking_check_failing_on_the_last_step_leaves_the_file(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    src, result = _checked_run(workdir, tmp_path, instance, rows=5)
+    assert not result.success
+    assert src.exists() and not (workdir / "processed").exists()
+    evs = events(tmp_path / "s" / result.run_id)
+    assert not any(e["event"] == "file_archived" for e in evs)
+    (end,) = _run_end(tmp_path, result)
+    assert end["status"] == "failure" and end["steps_failed"] == ["summary"]
+    # a file that passes the check is archived as before
+    src, result = _checked_run(workdir, tmp_path, instance, rows=2)
+    assert result.success, failure_description(result)
+    assert not src.exists() and (workdir / "processed" / src.name).is_file()
+    assert [e["status"] for e in _run_end(tmp_path, result)] == ["success"]
+
+
+def test_an_io_manager_failing_on_the_last_step_leaves_the_file(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from osiris_dagster.dagster_layer.io_manager import OsirisIOManager
+
+    store = OsirisIOManager.handle_output
+
+    def failing(self: OsirisIOManager, context: dg.OutputContext, obj: Any) -> None:
+        if context.step_key == "checked__summary":
+            raise OSError("the session's store went away")
+        store(self, context, obj)
+
+    monkeypatch.setattr(OsirisIOManager, "handle_output", failing)
+    src, result = _checked_run(workdir, tmp_path, instance, rows=2)
+    assert not result.success
+    assert src.exists() and not (workdir / "processed").exists()
+    assert not any(e.get("status") == "success" for e in _run_end(tmp_path, result))
+
+
+# -- a file this process cannot read -----------------------------------------------------------
+def _as_nobody(action: Callable[[], Any]) -> Any:
+    """``action()`` as user and group 65534 in a forked child (root reads any file), its JSON
+    result sent back through a pipe; as another user, in this process."""
+    if os.geteuid() != 0:
+        return action()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with os.fdopen(write_end, "w") as fh:
+                json.dump(action(), fh)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as fh:
+        data = fh.read()
+    assert os.waitpid(pid, 0)[1] == 0, "the child failed"
+    return json.loads(data)
+
+
+def test_an_unreadable_file_is_skipped_and_newer_files_still_run(tmp_path: Path) -> None:
+    # a directory user 65534 may enter (pytest's tmp_path is root's alone)
+    shared = Path(tempfile.mkdtemp(prefix="osiris-sensor-"))
+    try:
+        shared.chmod(0o755)
+        defs = make_defs(shared, tmp_path / "s")
+        unreadable = csv_file(shared / "incoming" / "from another user.csv", 2)
+        unreadable.chmod(0o000 if os.geteuid() else 0o600)  # root's, 0600: not nobody's
+        good = csv_file(shared / "incoming" / "good.csv", 3)
+        _after(good, unreadable)  # the unreadable one comes first in the scan
+
+        def evaluate(cursor: str | None) -> Callable[[], dict[str, Any]]:
+            def action() -> dict[str, Any]:
+                os.chdir(shared)
+                with dg.DagsterInstance.ephemeral() as instance:
+                    requests, new_cursor, skip = tick(defs, instance, cursor)
+                return {"files": [r.tags["osiris/file"] for r in requests],
+                        "cursor": new_cursor, "skip": skip}
+            return action
+
+        first = _as_nobody(evaluate(None))
+        assert first["files"] == [str(good)]
+        second = _as_nobody(evaluate(first["cursor"]))
+        assert second["files"] == []
+        assert "from another user.csv (cannot be read: Permission denied)" in second["skip"]
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _after(path: Path, *earlier: Path) -> None:
+    """Touch ``path`` until its version time (ctime) is later than every ``earlier`` file's:
+    the kernel's clock for ctime is coarse, so files made one after another may share one."""
+    mark = max(p.stat().st_ctime_ns for p in earlier)
+    while path.stat().st_ctime_ns <= mark:
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same times, a new ctime
+
+
+# -- files that appear behind the cursor's mark --------------------------------------------------
+def test_files_with_old_times_that_never_ran_run_once(workdir: Path, tmp_path: Path,
+                                                      instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s", watch="incoming/**/*.csv")
+    prepared = csv_file(workdir / "staging" / "batch" / "b1.csv", 2)  # a batch made elsewhere
+    older = csv_file(workdir / "exports" / "old.csv", 3)  # an older file, linked in later
+    inbox = workdir / "incoming"
+    broken = write(inbox / "broken.csv", "v\n1\n2,3,4\n")  # its run fails: it stays
+    first = csv_file(inbox / "first.csv", 1)
+    for f in (broken, first):
+        _after(f, prepared, older)
+    requests, cursor, _ = tick(defs, instance, None)
+    assert sorted(Path(r.tags["osiris/file"]).name for r in requests) == \
+        ["broken.csv", "first.csv"]
+    assert [_run(defs, instance, r).success for r in requests] == \
+        [Path(r.tags["osiris/file"]).name == "first.csv" for r in requests]
+
+    os.rename(prepared.parent, inbox / "batch")  # the files keep their (older) times
+    os.symlink(older, inbox / "linked.csv")  # stat sees the target's times
+    requests, cursor, _ = tick(defs, instance, cursor)
+    assert sorted(r.tags["osiris/file"] for r in requests) == \
+        [str(inbox / "batch" / "b1.csv"), str(inbox / "linked.csv")]  # not broken.csv: it ran
+    for r in requests:
+        result = _run(defs, instance, r)
+        assert result.success, failure_description(result)
+    assert (workdir / "out" / "b1.csv").read_text() == "n,total\n2,1\n"
+    assert (workdir / "out" / "linked.csv").read_text() == "n,total\n3,3\n"
+
+    requests, cursor, skip = tick(defs, instance, cursor)
+    assert requests == [] and "broken.csv" in skip and "already" in skip
+    assert len(cursor or "") < 1000
+
+
+def test_the_cursor_stays_small_and_passed_files_are_not_looked_up_again(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    for i in range(20):
+        csv_file(workdir / "incoming" / f"file {i:02}.csv", 1)
+    requests, cursor, _ = tick(defs, instance, None)
+    assert len(requests) == 20 and len(cursor or "") < 600  # not a key per file
+    queue(defs, instance, requests)
+    looked_up: list[int] = []
+    get_runs = dg.DagsterInstance.get_runs
+
+    def counting(self: dg.DagsterInstance, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(1)
+        return get_runs(self, *args, **kwargs)
+
+    monkeypatch.setattr(dg.DagsterInstance, "get_runs", counting)
+    assert tick(defs, instance, cursor)[0] == [] and looked_up == []
+    (workdir / "incoming" / "file 07.csv").unlink()  # one went: the others are looked up
+    requests, cursor, skip = tick(defs, instance, cursor)
+    assert requests == [] and "19 file(s) already run" in (skip or "")
+    assert looked_up and tick(defs, instance, cursor)[0] == []
+
+
+# -- two runs archiving files of one name at once ------------------------------------------------
+def test_archiving_two_files_of_one_name_at_once_keeps_both(tmp_path: Path) -> None:
+    for i in range(100):  # the old exists()-then-move lost one in about one try of five
+        d = tmp_path / f"try{i}"
+        sources = [d / side / "x.csv" for side in ("a", "b")]
+        for side, src in zip("AB", sources, strict=True):
+            write(src, side)
+        dests = _archive_at_once(sources, d / "processed")
+        kept = sorted(p.read_text() for p in (d / "processed").iterdir())
+        assert kept == ["A", "B"], f"try {i}: {kept}"
+        assert len(set(dests)) == 2 and not any(s.exists() for s in sources)
+
+
+def _archive_at_once(sources: list[Path], archive_to: Path) -> list[Path]:
+    """archive_file of each source, in threads that start it at the same moment."""
+    barrier = threading.Barrier(len(sources))
+    dests: list[Path] = []
+
+    def archive(src: Path) -> None:
+        barrier.wait()
+        dests.append(archive_file(str(src), str(archive_to), str(uuid.uuid4())))
+
+    threads = [threading.Thread(target=archive, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return dests
+
+
+# -- a queued run whose file was replaced before it started --------------------------------------
+def test_a_run_whose_file_was_replaced_before_it_started_fails_and_keeps_it(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None)  # the run waits in the queue
+    new = csv_file(workdir / "incoming" / ".daily.csv.tmp", 5)  # the next export, same name
+    os.replace(new, src)
+    (second,), cursor, _ = tick(defs, instance, cursor)
+
+    result = _run(defs, instance, first)
+    assert not result.success
+    message = failure_description(result)
+    expected = first.tags["osiris/file_fingerprint"]
+    found = second.tags["osiris/file_fingerprint"]
+    assert str(src) in message and f"expected version {expected}" in message, message
+    assert f"found {found}" in message, message
+    assert src.exists() and not (workdir / "processed").exists()
+    assert not (workdir / "out").exists()  # nothing read, nothing written
+    evs = events(tmp_path / "s" / result.run_id)
+    assert [e["status"] for e in evs if e["event"] == "run_end"] == ["failure"]
+    assert any(e["event"] == "file_changed_before_run" for e in evs)
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags.get("dagster/retry_on_asset_or_op_failure") == "false"
+
+    result = _run(defs, instance, second)  # the new version's own run reads it, once
+    assert result.success, failure_description(result)
+    assert (workdir / "out" / "daily.csv").read_text() == "n,total\n5,10\n"
+    assert not src.exists() and (workdir / "processed" / "daily.csv").is_file()
