@@ -78,21 +78,19 @@ def state_records(session: Session, name: str) -> StepRecords:
     return StepRecords(session.settings.sessions_dir, session.records, name)
 
 
-def record_advance(session: Session, pipeline: Pipeline, step_id: str, state_file: str,
-                   previous: str | None) -> None:
-    """The extractor's state advanced in ``session``: from now on its rows must reach every
-    step after it. (Called with the state saved; no step after it: nothing to record.)"""
+def advanced(record: str, where: str, session: Session, pipeline: Pipeline, step_id: str,
+             state_file: str, previous: str | None) -> str:
+    """The delivery record ``record`` (its text) once the extractor's state advanced in
+    ``session``: from then on its rows must reach every step after it (with no step after it,
+    only the tables handed back earlier are kept)."""
+    earlier = _parse(record, where)
+    handed_back = earlier.handed_back if earlier is not None else []
     after = downstream(pipeline, step_id)
-    files = records(session)
-    with files.changing(pipeline.name, step_id) as body:
-        earlier = _parse(body.text, files.where(pipeline.name, step_id))
-        handed_back = earlier.handed_back if earlier is not None else []
-        if not after:
-            body.text = _dump(Delivery(session.session_id, state_file, previous, [], [],
-                                       handed_back=handed_back)) if handed_back else ""
-            return
-        body.text = _dump(Delivery(session.session_id, state_file, previous, after,
-                                   [[session.session_id, step_id]], handed_back=handed_back))
+    if not after:
+        return _dump(Delivery(session.session_id, state_file, previous, [], [],
+                              handed_back=handed_back)) if handed_back else ""
+    return _dump(Delivery(session.session_id, state_file, previous, after,
+                          [[session.session_id, step_id]], handed_back=handed_back))
 
 
 def refuse_handed_back(session: Session, pipeline: Pipeline, step_id: str,
@@ -160,9 +158,10 @@ def rewind_if_undelivered(session: Session, pipeline: Pipeline, step_id: str) ->
             raise UndeliveredRowsError(_partial_message(pipeline, step_id, delivery, missing,
                                                         written, may_have_landed))
         state = state_records(session, delivery.state_file)
-        with state.changing(pipeline.name, step_id) as saved:
+        with state.changing(pipeline.name, step_id) as saved:  # locks: delivery, then state
             saved.text = delivery.previous or ""
-        rewound = _without_rows(delivery)
+            state.save(pipeline.name, step_id, saved)  # first: the tables are handed back
+        rewound = _without_rows(delivery)  # only once the state is set back
         rewound.handed_back = (delivery.handed_back + delivery.holding)[-_HANDED_BACK_KEPT:]
         body.text = _dump(rewound)
     return (f"the rows this step read in session {delivery.session_id} did not reach "

@@ -46,11 +46,12 @@ from osiris_dagster.runtime.connections import (
     ResolvedConnection,
 )
 from osiris_dagster.runtime.deliveries import (
-    record_advance,
+    advanced,
     record_finished,
     refuse_handed_back,
     rewind_if_undelivered,
 )
+from osiris_dagster.runtime.deliveries import records as delivery_records
 from osiris_dagster.runtime.session import Session, state_json
 from osiris_dagster.runtime.step_records import StepRecords
 from osiris_dagster.runtime.unsettled_writes import (
@@ -383,31 +384,33 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
     if pending is None:
         return
     state = StepRecords(session.settings.sessions_dir, session.records, pending.path.name)
-    try:
-        with state.changing(pipeline.name, outcome.step_id) as saved:
+    delivery = delivery_records(session)
+    try:  # locks in the order the extractor's rewind takes them: delivery, then state
+        with delivery.changing(pipeline.name, outcome.step_id) as record, \
+                state.changing(pipeline.name, outcome.step_id) as saved:
             if saved.text != (pending.replaces or ""):
-                raise _state_changed(pipeline, session, outcome.step_id)
+                raise StepError(pipeline.name, outcome.step_id, _STATE_CHANGED)
+            record.text = advanced(record.text, delivery.where(pipeline.name, outcome.step_id),
+                                   session, pipeline, outcome.step_id, pending.path.name,
+                                   pending.replaces)
+            delivery.save(pipeline.name, outcome.step_id, record)  # first: state needs it
             saved.text = state_json(pending.document)
-        record_advance(session, pipeline, outcome.step_id, pending.path.name, pending.replaces)
+    except StepError:
+        raise
     except (OSError, duckdb.Error, OsirisError) as exc:
         message = (f"the step's table was materialised, but its incremental state could not be "
                    f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "
                    "these rows again. Check free space and permissions of that directory "
                    "(and, with the ducklake store, that its catalog is reachable).")
-        session.log_event("step_error", step_id=outcome.step_id, error=message,
-                          cancelled=False, timed_out=False)
         raise StepError(pipeline.name, outcome.step_id, message) from None
     session.log_event("state_committed", step_id=outcome.step_id, path=str(pending.path))
 
 
-def _state_changed(pipeline: Pipeline, session: Session, step_id: str) -> StepError:
-    message = ("another run changed this step's incremental state while this one ran (two runs "
-               "read from the same high-water mark): the rows this run read overlap what that "
-               "run delivers, so they are not delivered here (the steps after this one do not "
-               "run) and the state stays as that run left it. Run again to go on from there.")
-    session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
-                      timed_out=False)
-    return StepError(pipeline.name, step_id, message)
+_STATE_CHANGED = (
+    "another run changed this step's incremental state while this one ran (two runs read from "
+    "the same high-water mark): the rows this run read overlap what that run delivers, so they "
+    "are not delivered here (the steps after this one do not run) and the state stays as that "
+    "run left it. Run again to go on from there.")
 
 
 # Steps whose connection is sealed (workspace.SEALED_SETTINGS) before their SQL runs.

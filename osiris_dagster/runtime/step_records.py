@@ -21,6 +21,7 @@ class Body:
     """A record's text while it changes; an empty text removes the record."""
 
     text: str
+    saved: str | None = None  # the text :meth:`StepRecords.save` wrote already
 
 
 class StepRecords:
@@ -65,8 +66,10 @@ class StepRecords:
         name, so changes of concurrent runs do not overwrite each other."""
         if self._records is not None:
             body = Body(self.read(pipeline, step_id))
+            before = body.text
             yield body
-            self._records.put_state(pipeline, step_id, self.name, body.text)
+            if body.text != (before if body.saved is None else body.saved):
+                self.save(pipeline, step_id, body)
             return
         path = self.path(pipeline, step_id)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,12 +77,19 @@ class StepRecords:
             body = Body(self.read(pipeline, step_id))
             before = body.text
             yield body
-            if body.text == before:
-                return
-            if body.text:
-                write_text_atomic(path, body.text)
-            else:
-                path.unlink(missing_ok=True)
+            if body.text != (before if body.saved is None else body.saved):
+                self.save(pipeline, step_id, body)
+
+    def save(self, pipeline: str, step_id: str, body: Body) -> None:
+        """Write ``body`` now, inside :meth:`changing` (whose end then writes it only if it
+        changed again): for two records whose order of writing matters."""
+        if self._records is not None:
+            self._records.put_state(pipeline, step_id, self.name, body.text)
+        elif body.text:
+            write_text_atomic(self.path(pipeline, step_id), body.text)
+        else:
+            self.path(pipeline, step_id).unlink(missing_ok=True)
+        body.saved = body.text
 
     def path(self, pipeline: str, step_id: str) -> Path:
         from osiris_dagster.runtime.workspace import state_dir_of
