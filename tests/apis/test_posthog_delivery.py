@@ -201,3 +201,34 @@ def test_two_runs_from_one_high_water_mark_do_not_both_deliver(tmp_path: Path) -
     with pytest.raises(StepError, match="another run changed this step's incremental state"):
         commit("run-b", "b")
     assert json.loads(state.read_text()) == {"mark": "a"}
+
+
+@pytest.mark.parametrize("refused", ["posthog_state.json", "delivery.json"])
+def test_a_state_that_cannot_be_saved_leaves_the_rows_to_the_next_run(
+        refused: str, setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk refuses the state file (or the delivery record) after the table was
+    materialised: the step fails, the steps after it do not run, and the next run reads the
+    same rows. (The state was saved before the record: a record that failed left an advanced
+    state that nothing set back.)"""
+    from osiris_dagster.runtime import step_records
+
+    path, sessions, conns = setup
+    write(path, PIPELINE.format(tmp=tmp_path))
+    posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(3)])
+    real = step_records.write_text_atomic
+
+    def full_disk(target: Path, text: str, *args: object) -> None:
+        if target.name == refused:
+            raise OSError(28, "No space left on device")
+        real(target, text, *args)
+
+    monkeypatch.setattr(step_records, "write_text_atomic", full_disk)
+    failed = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert not failed.success
+    assert "incremental state could not be saved" in failure_description(failed)
+    assert not (tmp_path / "out" / "copy.csv").exists()
+    monkeypatch.setattr(step_records, "write_text_atomic", real)
+    again = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert again.success, failure_description(again)
+    assert _rows(tmp_path / "out" / "copy.csv") == ["0000-0000", "0000-0001", "0000-0002"]
