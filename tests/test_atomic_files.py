@@ -22,8 +22,12 @@ from osiris_dagster.core.atomic_files import (
     NEW_LOCK_MAX_AGE_S,
     NEW_LOCK_SUFFIX,
     owned_temporary,
+    prepare_replacement,
+    publish,
     remove_orphaned_temp_files,
+    replaced_file,
     temporary_name,
+    write_text_atomic,
 )
 
 from .helpers import as_another_user, gone_pid, lock_is_held
@@ -295,3 +299,88 @@ def test_this_process_owned_file_stays_and_its_lock_goes_with_the_block(
         assert _names(tmp_path) == sorted([tmp.name, f"{tmp.name}{LOCK_SUFFIX}"])
         tmp.unlink()
     assert _names(tmp_path) == []
+
+
+# -- replacing a file: symbolic links, mode and owner -------------------------------------------
+def test_the_file_replaced_is_a_links_file(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "real.csv").write_text("x")
+    (tmp_path / "hop.csv").symlink_to("d/real.csv")
+    (tmp_path / "out.csv").symlink_to("hop.csv")
+    (tmp_path / "dir").symlink_to("d")
+    assert replaced_file(tmp_path / "out.csv") == tmp_path / "d" / "real.csv"
+    assert replaced_file(tmp_path / "dir" / "real.csv") == tmp_path / "d" / "real.csv"
+    assert replaced_file(tmp_path / "plain.csv") == tmp_path / "plain.csv"
+    (tmp_path / "dangling.csv").symlink_to("d/new.csv")
+    assert replaced_file(tmp_path / "dangling.csv") == tmp_path / "d" / "new.csv"
+    (tmp_path / "loop.csv").symlink_to("loop.csv")
+    with pytest.raises(OSError, match="symbolic links"):
+        replaced_file(tmp_path / "loop.csv")
+
+
+def test_a_replacement_keeps_the_replaced_files_mode_and_owner(tmp_path: Path) -> None:
+    """The temporary file is made readable by this user only while the data go in, then takes
+    the old file's mode and (where permitted) owner and group just before the rename."""
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    target.chmod(0o640)
+    owner = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(target, *owner)
+    with owned_temporary(target) as tmp:
+        like = prepare_replacement(tmp, target)
+        assert like is not None and os.stat(tmp).st_mode & 0o777 == 0o600
+        with open(tmp, "w") as fh:  # a writer writes into the file (O_TRUNC keeps its mode)
+            fh.write("new")
+        publish(tmp, target, like=like)
+    status = os.stat(target)
+    assert (status.st_mode & 0o777, status.st_uid, status.st_gid) == (0o640, *owner)
+    assert target.read_text() == "new" and _names(tmp_path) == ["out.csv"]
+
+
+def test_a_new_file_is_made_as_usual(tmp_path: Path) -> None:
+    target = tmp_path / "new.csv"
+    with owned_temporary(target) as tmp:
+        assert prepare_replacement(tmp, target) is None
+        assert not tmp.exists()  # the writer makes it, with the default mode
+        tmp.write_text("new")
+        publish(tmp, target, like=None)
+    assert target.read_text() == "new"
+
+
+def test_write_text_atomic_keeps_mode_and_owner(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.write_text("{}")
+    target.chmod(0o604)
+    owner = (65534, 0) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(target, *owner)
+    write_text_atomic(target, "{\"a\": 1}", like=os.stat(target))
+    status = os.stat(target)
+    assert (status.st_mode & 0o777, status.st_uid, status.st_gid) == (0o604, *owner)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_user_who_may_not_give_a_file_away_keeps_its_group() -> None:
+    """Only root may change a file's owner; its owner may still give it a group it is in.
+    (In the system's temporary directory: pytest's own is closed to other users.)"""
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        directory.chmod(0o777)
+        target = directory / "out.csv"
+        target.write_text("old")
+        os.chown(target, 0, 4242)  # root's file in a group of nobody's (not its primary one)
+        like = os.stat(target)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.setgroups([65534, 4242])
+                os.setgid(65534)
+                os.setuid(65534)
+                write_text_atomic(target, "new", like=like)
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+        status = os.stat(target)
+        assert (status.st_uid, status.st_gid) == (65534, 4242)
+        assert target.read_text() == "new"

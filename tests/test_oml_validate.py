@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -379,6 +380,65 @@ def test_duplicate_step_id(tmp_path):
     """))
     d = one_error(result, 8, "duplicate step id", "line 4", step="extract")
     assert str(d).endswith(":8: step 'extract': duplicate step id (first defined on line 4)")
+
+
+def test_step_ids_that_become_one_name(tmp_path):
+    """Ids that differ only in case or in characters other than letters, digits and '_' give
+    one Dagster op name (`coll__a_b`), state directory or (ignoring case) file name: an error
+    on the later id naming both ids and lines, never a Dagster traceback at run time."""
+    result = check(tmp_path, steps("""
+        - {id: a-b, TP, needs: []}
+        - {id: a_b, TP, needs: []}
+        - {id: A-B, TP, needs: []}
+        - {id: x.y, TP, needs: []}
+        - {id: 1a, TP, needs: []}
+        - {id: _1a, TP, needs: []}
+        - {id: ok, TP, needs: [a-b, a_b, A-B]}
+    """))
+    assert [(d.line, d.step) for d in result.errors] == [
+        (5, "a_b"), (6, "A-B"), (9, "_1a")]
+    assert str(result.errors[0]).endswith(
+        ":5: step 'a_b': step id 'a_b' and step id 'a-b' (line 4) become the same name 'a_b' "
+        "in Dagster and in file names: ids must differ in more than case and characters "
+        "other than letters, digits and '_'")
+    assert "step id 'A-B' and step id 'a-b' (line 4) become the names 'A_B' and 'a_b', the " \
+        "same ignoring case, in Dagster" in result.errors[1].message
+    assert "'_1a' and step id '1a' (line 8) become the same name '_1a'" in \
+        result.errors[2].message
+
+
+def test_every_id_pair_validate_accepts_gets_its_own_names(tmp_path):
+    """The names compared are those the Dagster layer and the session derive from an id."""
+    from osiris_dagster.core.naming import dagster_name, safe_dir_name, sanitise
+    ids = ["a-b", "a_b", "A-B", "a.b", "ab", "1a", "_1a", ".x", "_.x", "x y", "x_y", "é", "_"]
+    for a in ids:
+        for b in ids:
+            if a >= b:
+                continue
+            result = check(tmp_path, steps(f"""
+                - {{id: "{a}", TP, needs: []}}
+                - {{id: "{b}", TP, needs: []}}
+            """))
+            if not result.errors:
+                assert dagster_name("p", a) != dagster_name("p", b)
+                assert sanitise(a).lower() != sanitise(b).lower()
+                assert safe_dir_name(a).lower() != safe_dir_name(b).lower()
+            else:
+                assert [d.line for d in result.errors] == [5], (a, b)
+
+
+def test_run_refuses_step_ids_that_become_one_name(tmp_path):
+    path = write(tmp_path, steps("""
+        - {id: a-b, TP, needs: []}
+        - {id: a_b, TP, needs: []}
+    """))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
+    done = subprocess.run([sys.executable, "-m", "osiris_dagster.cli", "run", str(path)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "step 'a_b': step id 'a_b' and step id 'a-b' (line 4)" in done.stderr
+    assert "Traceback" not in done.stderr and "DagsterInvalidDefinitionError" not in done.stderr
 
 
 def test_duplicate_yaml_keys_top_level_and_in_config(tmp_path):

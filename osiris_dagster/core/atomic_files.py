@@ -20,8 +20,8 @@ from pathlib import Path
 def write_text_atomic(path: Path, text: str, like: os.stat_result | None = None) -> None:
     """``text`` in ``path``, replaced in one rename (the temporary name is unique per process
     and thread, so concurrent writers never share one). ``like``: the status of the file being
-    replaced, whose mode and, where this process may set it, owner the new file keeps (it is
-    written readable by this user only until then)."""
+    replaced, whose mode and, where this process may set them, owner and group the new file
+    keeps (it is written readable by this user only until then; see :func:`publish`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
@@ -29,13 +29,40 @@ def write_text_atomic(path: Path, text: str, like: os.stat_result | None = None)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-            if like is not None:
-                with contextlib.suppress(OSError):  # only root may give a file away
-                    os.fchown(fh.fileno(), like.st_uid, like.st_gid)
-                os.fchmod(fh.fileno(), stat.S_IMODE(like.st_mode))
-        publish(tmp, path)
+        publish(tmp, path, like=like)
     finally:
         remove_quietly(tmp)
+
+
+def replaced_file(path: Path) -> Path:
+    """The file that replacing ``path`` renames over: ``path``, or for a symbolic link the file
+    it points to (through every link, made if missing), so that the link stays a link and its
+    file gets the new content, as writing through the link does. (A hard link cannot be kept
+    so: the rename gives ``path`` a new file; the file's other names keep the old content.)
+    OSError ELOOP for links that point in a circle."""
+    real = Path(os.path.realpath(path))
+    if real.is_symlink():  # realpath stops where links point in a circle
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    return real
+
+
+def prepare_replacement(tmp: Path, target: Path) -> os.stat_result | None:
+    """Before the temporary file ``tmp`` is written to replace ``target``: ``target``'s status
+    (for :func:`publish`'s ``like``) when it exists, with ``tmp`` made, empty and readable by
+    this user only, so that the new data are never readable by more users than the old file
+    let in; write into that file then (``open(tmp, "wb")`` keeps its mode; DuckDB's ``COPY``
+    with ``USE_TMP_FILE false``). None, and nothing made, when there is no ``target``: the new
+    file gets the default mode (the umask's). OSError when ``target`` is not a regular file (a
+    device such as /dev/null, a FIFO: the rename would replace it, not write to it)."""
+    try:
+        like = os.stat(target)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(like.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file: a device, FIFO or socket cannot be "
+                      "replaced by a file", str(target))
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return like
 
 
 def temporary_name(path: Path, directory: Path | None = None) -> Path:
@@ -154,11 +181,30 @@ def _is_at(fd: int, path: Path) -> bool:
     return (mine.st_dev, mine.st_ino) == (at.st_dev, at.st_ino)
 
 
-def publish(tmp: Path, target: Path) -> None:
-    """Rename a finished temporary file over ``target`` durably: its data first, then the rename."""
-    fsync_file(tmp)
+def publish(tmp: Path, target: Path, like: os.stat_result | None = None) -> None:
+    """Rename a finished temporary file over ``target`` durably: its data first, then the rename.
+    ``like``: the status of the file replaced (:func:`prepare_replacement`), whose mode and,
+    where this process may set them, owner and group ``tmp`` takes first."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        if like is not None:
+            _take_status(fd, like)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, target)
     fsync_dir(target.parent)
+
+
+def _take_status(fd: int, like: os.stat_result) -> None:
+    """``like``'s owner and group where permitted (only root may give a file away; its owner
+    may give it any group it is in), then its mode (after: a change of owner clears setuid)."""
+    try:
+        os.fchown(fd, like.st_uid, like.st_gid)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.fchown(fd, -1, like.st_gid)
+    os.fchmod(fd, stat.S_IMODE(like.st_mode))
 
 
 def publish_new(tmp: Path, target: Path) -> bool:

@@ -102,6 +102,14 @@ def safe_dir_name(name: str) -> str:
     return "_" + out if out.startswith(".") else out
 
 
+def step_names(step_id: str) -> tuple[str, str]:
+    """The names a step id becomes, which no two ids of a pipeline may share, even ignoring
+    case (file systems that ignore it, macOS's and Windows', would give them one directory):
+    its state directory's (``sanitise``; its Dagster op's, :func:`dagster_name`, is equal
+    whenever this is) and its artifacts directory's (:func:`safe_dir_name`)."""
+    return sanitise(step_id), safe_dir_name(step_id)
+
+
 def asset_view_names(taken: Iterable[str], asset_keys: Iterable[str]) -> dict[str, str]:
     """The view a step's SQL reads an asset outside the pipeline (an ``x-dagster`` dep such as
     ``raw/orders``) through: ``df_<last key part>`` (``df_orders``), or ``df_<whole key>``

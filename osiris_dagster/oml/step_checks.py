@@ -11,6 +11,7 @@ from typing import Any
 from osiris_dagster.core.naming import (
     assets_read_by_query,
     query_visible_names,
+    step_names,
     upstream_view_names,
 )
 from osiris_dagster.oml.config_checks import check_config
@@ -46,6 +47,7 @@ def check_steps(steps_raw: LineList, out: Collector,
         else:
             ids[sid] = raw.line_of("id")
         entries.append((index, raw, sid))
+    _check_name_clashes(ids, out)
 
     steps: list[Step] = []
     graph: dict[str, tuple[tuple[str, ...], int]] = {}
@@ -63,6 +65,24 @@ def check_steps(steps_raw: LineList, out: Collector,
     _check_writer_inputs(steps, raws, out)
     _check_queries(steps, raws, out, deps or {})
     return steps if len(steps) == len(entries) else []
+
+
+def _check_name_clashes(ids: Mapping[str, int], out: Collector) -> None:
+    """Distinct ids that become one name (``a-b``, ``a_b``, ``A-B``): an error on the later one,
+    naming both ids and lines (Dagster would refuse the pipeline's definitions at run time)."""
+    first: dict[tuple[int, str], str] = {}
+    for sid, line in ids.items():
+        for kind, name in enumerate(step_names(sid)):
+            other = first.setdefault((kind, name.lower()), sid)
+            if other != sid:
+                theirs = step_names(other)[kind]
+                same = f"the same name '{name}'" if name == theirs else \
+                    f"the names '{name}' and '{theirs}', the same ignoring case,"
+                out.error(line, f"step id '{sid}' and step id '{other}' (line {ids[other]}) "
+                                f"become {same} in Dagster and in file names: ids must differ "
+                                "in more than case and characters other than letters, digits "
+                                "and '_'", sid)
+                break
 
 
 def step_label(item: Any) -> str | None:

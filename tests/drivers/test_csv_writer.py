@@ -12,6 +12,7 @@ import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,6 +223,20 @@ def test_table_from_empty_csv_writes_empty_file(extract: ExtractFn, write: Write
     assert (data_dir / "again.csv").read_bytes() == b"\n"
 
 
+@pytest.mark.parametrize(("select", "written"), [
+    ("SELECT 1 AS _empty WHERE false", b"_empty\n"),
+    ("SELECT DATE '2024-01-01' AS _empty WHERE false", b"_empty\n"),
+    ("SELECT 'x' AS _empty WHERE false", b"\n"),  # the marker itself: see empty_file.py
+])
+def test_a_sql_result_named_like_the_marker(upstream: Upstream, write: WriteFn, data_dir: Path,
+                                            select: str, written: bytes) -> None:
+    """Only the marker's exact shape (one VARCHAR column ``_empty``, no rows) is an empty
+    file; any other table with that one column name is written as pandas writes it."""
+    upstream(select)
+    write(path="m.csv")
+    assert (data_dir / "m.csv").read_bytes() == written
+
+
 def test_no_inputs(write: WriteFn) -> None:
     with pytest.raises(DriverError, match="needs an upstream step with data"):
         write(with_input=False, path="x.csv")
@@ -253,6 +268,110 @@ def test_overwrites_existing_file(upstream: Upstream, write: WriteFn, data_dir: 
     assert (data_dir / "o.csv").read_text() == "a\n1\n"
 
 
+@pytest.mark.parametrize("link", ["real.csv", "sub/../real.csv", "chain.csv"])
+def test_a_symbolic_link_stays_and_its_file_gets_the_rows(upstream: Upstream, write: WriteFn,
+                                                          data_dir: Path, link: str) -> None:
+    """As writing through the link does (Osiris, pandas): the link is kept and the file it
+    points to (through every link) is replaced, atomically, beside itself. (An absolute
+    `path`, or a relative one without a connection's base_dir, is taken as written.)"""
+    elsewhere = data_dir / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    (elsewhere / "real.csv").write_text("old\n")
+    (elsewhere / "chain.csv").symlink_to("real.csv")
+    (data_dir / "out.csv").symlink_to(Path("elsewhere", link))
+    upstream("SELECT 1 AS a")
+    result = write(path=str(data_dir / "out.csv"))
+    assert os.readlink(data_dir / "out.csv") == str(Path("elsewhere", link))
+    assert (elsewhere / "real.csv").read_text() == "a\n1\n"
+    assert not (elsewhere / "real.csv").is_symlink()
+    assert result.target == str(data_dir / "out.csv")
+    assert sorted(p.name for p in data_dir.iterdir()) == ["elsewhere", "out.csv"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["chain.csv", "real.csv", "sub"]
+
+
+def test_a_dangling_link_gets_its_file_made(upstream: Upstream, write: WriteFn,
+                                            data_dir: Path) -> None:
+    (data_dir / "out.csv.gz").symlink_to("made.csv")  # compressed as the name written says
+    upstream("SELECT 1 AS a")
+    write(path=str(data_dir / "out.csv.gz"))
+    assert (data_dir / "out.csv.gz").is_symlink()
+    assert gzip.decompress((data_dir / "made.csv").read_bytes()) == b"a\n1\n"
+
+
+def test_a_link_loop_fails_and_stays(upstream: Upstream, write: WriteFn, data_dir: Path) -> None:
+    (data_dir / "a.csv").symlink_to("b.csv")
+    (data_dir / "b.csv").symlink_to("a.csv")
+    upstream("SELECT 1 AS a")
+    with pytest.raises(DriverError, match="cannot write .*a.csv.*symbolic links"):
+        write(path=str(data_dir / "a.csv"))
+    assert os.readlink(data_dir / "a.csv") == "b.csv" and os.readlink(data_dir / "b.csv") == "a.csv"
+
+
+def test_a_target_that_is_no_regular_file_fails_and_stays(upstream: Upstream, write: WriteFn,
+                                                          data_dir: Path) -> None:
+    """A FIFO (or a device such as /dev/null, through a link) is not replaced by a file."""
+    os.mkfifo(data_dir / "pipe.csv")
+    (data_dir / "null.csv").symlink_to("pipe.csv")
+    upstream("SELECT 1 AS a")
+    for name in ("pipe.csv", "null.csv"):
+        with pytest.raises(DriverError, match="cannot write .*not a regular file"):
+            write(path=str(data_dir / name))
+    assert (data_dir / "pipe.csv").is_fifo() and (data_dir / "null.csv").is_symlink()
+    assert sorted(p.name for p in data_dir.iterdir()) == ["null.csv", "pipe.csv"]
+
+
+def test_a_hard_link_keeps_the_old_rows(upstream: Upstream, write: WriteFn,
+                                        data_dir: Path) -> None:
+    """The replace stays atomic (a rename): the path written names the new file, any other
+    name of the old file (a hard link, e.g. a backup snapshot's) keeps the old rows."""
+    (data_dir / "out.csv").write_text("old\n")
+    os.link(data_dir / "out.csv", data_dir / "backup.csv")
+    upstream("SELECT 1 AS a")
+    write(path="out.csv")
+    assert (data_dir / "out.csv").read_text() == "a\n1\n"
+    assert (data_dir / "backup.csv").read_text() == "old\n"
+    assert os.stat(data_dir / "out.csv").st_nlink == os.stat(data_dir / "backup.csv").st_nlink == 1
+
+
+@pytest.mark.parametrize("name", ["p.csv", "p.csv.gz", "p.csv.zip"])
+def test_a_replaced_file_keeps_its_mode_and_owner(upstream: Upstream, write: WriteFn,
+                                                  data_dir: Path, name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private export stays private: the new file has the old one's mode (and owner and
+    group, where the writer may set them: root), and the rows are never in a file more
+    readable than that while they are written."""
+    target = data_dir / name
+    target.write_text("old\n")
+    target.chmod(0o600)
+    owner = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(target, *owner)
+    modes: list[int] = []
+    real = csv_writer.publish
+
+    def publish(tmp: Path, target: Path, **kwargs: Any) -> None:
+        modes.append(os.stat(tmp).st_mode & 0o777)
+        real(tmp, target, **kwargs)
+
+    monkeypatch.setattr(csv_writer, "publish", publish)
+    upstream("SELECT 1 AS a")
+    write(path=name)
+    status = os.stat(target)
+    assert (status.st_mode & 0o777, status.st_uid, status.st_gid) == (0o600, *owner)
+    assert modes == [0o600]
+    assert target.read_bytes() != b"old\n"
+
+
+def test_a_new_file_gets_the_default_mode(upstream: Upstream, write: WriteFn,
+                                          data_dir: Path) -> None:
+    umask = os.umask(0o027)
+    try:
+        upstream("SELECT 1 AS a")
+        write(path="new.csv")
+    finally:
+        os.umask(umask)
+    assert os.stat(data_dir / "new.csv").st_mode & 0o777 == 0o640
+
+
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(
         upstream: Upstream, write: WriteFn, data_dir: Path) -> None:
     """A writer killed mid-write leaves ``.<name>.<pid>.<token>.tmp`` beside its target; the next
@@ -277,9 +396,9 @@ def test_the_writer_holds_its_temporary_files_lock_until_it_is_published(
     held: list[bool] = []
     real = csv_writer.publish
 
-    def publish(tmp: Path, target: Path) -> None:
+    def publish(tmp: Path, target: Path, **kwargs: Any) -> None:
         held.append(lock_is_held(tmp))
-        real(tmp, target)
+        real(tmp, target, **kwargs)
 
     monkeypatch.setattr(csv_writer, "publish", publish)
     upstream("SELECT 1 AS a")

@@ -17,12 +17,15 @@ The file matches what Osiris writes with ``DataFrame.to_csv(index=False)`` where
   character the encoding cannot represent fails the step, naming the column;
 * a ``.gz`` target is gzip-compressed by DuckDB; ``.bz2``, ``.xz`` and ``.zip`` (pandas infers
   those too) are compressed while streaming;
-* the table ``filesystem.csv_extractor`` makes from an empty file (one ``_empty`` column, no rows)
-  is written as an empty file, as Osiris writes an empty DataFrame.
+* the table ``filesystem.csv_extractor`` makes from an empty file (one VARCHAR column ``_empty``,
+  no rows) is written as an empty file, as Osiris writes an empty DataFrame; a SQL result of
+  that exact shape too (see ``empty_file.py``).
 
 Writes are atomic: everything goes to a hidden temporary file next to the target, which is
 fsynced and then renamed over it; on failure the temporary file is removed and an existing target
-is left as it was. ``chunk_size`` is accepted and ignored (COPY streams).
+is left as it was. A replaced file's mode (and owner and group, where permitted) is kept; a
+symbolic link stays, and the file it points to is replaced; a file's other hard links keep the
+old content (``core/atomic_files.py``). ``chunk_size`` is accepted and ignored (COPY streams).
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ import duckdb
 
 from osiris_dagster.core.atomic_files import (
     owned_temporary,
+    prepare_replacement,
     publish,
     remove_orphaned_temp_files,
     remove_quietly,
+    replaced_file,
 )
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
@@ -52,7 +57,7 @@ from osiris_dagster.drivers.base import (
 )
 from osiris_dagster.drivers.csv.compression import open_compressed_output, output_compression
 from osiris_dagster.drivers.csv.duckdb_errors import duckdb_summary
-from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN
+from osiris_dagster.drivers.csv.empty_file import EMPTY_FILE_COLUMN_TYPED
 from osiris_dagster.drivers.csv.output_encoding import TranscodeError, transcode_utf8
 from osiris_dagster.drivers.csv.scratch import Scratch
 
@@ -158,12 +163,14 @@ class _Write:
         self.compression = output_compression(target)
 
     def run(self) -> int:
-        remove_orphaned_temp_files(self.target.parent, self.target.name)
         try:
-            with owned_temporary(self.target) as tmp:
+            real = replaced_file(self.target)  # a symbolic link stays; its file is replaced
+            remove_orphaned_temp_files(real.parent, real.name)
+            with owned_temporary(real) as tmp:
                 try:
+                    like = prepare_replacement(tmp, real)  # the old file's mode and owner
                     rows = self._write(tmp)
-                    publish(tmp, self.target)
+                    publish(tmp, real, like=like)
                 finally:
                     remove_quietly(tmp)
         except OSError as exc:
@@ -188,7 +195,7 @@ class _Write:
         return rows
 
     def _is_empty_file_marker(self) -> bool:
-        if [n for n, _ in self.columns] != [EMPTY_FILE_COLUMN]:
+        if self.columns != [EMPTY_FILE_COLUMN_TYPED]:
             return False
         count = self.ctx.con.execute(f"SELECT count(*) FROM {self.relation}").fetchone()[0]
         return int(count) == 0
@@ -203,6 +210,7 @@ class _Write:
             "FORMAT csv", f"DELIMITER {quote_literal(self.opts.delimiter)}", "QUOTE '\"'",
             "ESCAPE '\"'", f"HEADER {'true' if self.opts.header else 'false'}",
             f"NEW_LINE {quote_literal(self.opts.newline)}", "NULLSTR ''",
+            "USE_TMP_FILE false",  # into the file made for it (prepare_replacement), not anew
         ]
         forced = self._forced_quotes()
         if forced:
