@@ -60,6 +60,24 @@ def test_a_name_limits_the_sweep_to_that_targets_files(tmp_path: Path) -> None:
     assert _names(tmp_path) == sorted([f".other.csv.{dead}.a.tmp", f".csv.{dead}.a.tmp"])
 
 
+@pytest.mark.parametrize("name", ["é" * 115 + ".csv", "x" * 251 + ".csv"])
+def test_a_name_near_the_length_limit_is_written_and_swept(tmp_path: Path, name: str) -> None:
+    """A 230-byte file name plus `.<pid>.<token>.tmp` passed the 255-byte limit: every write
+    of such a file failed. The temporary name now holds the name's start and a digest."""
+    target = tmp_path / name
+    write_text_atomic(target, "rows\n")
+    assert target.read_text() == "rows\n" and _names(tmp_path) == [name]
+    with owned_temporary(target) as tmp:
+        assert len(tmp.name.encode()) + len(NEW_LOCK_SUFFIX) <= 255
+    tmp.unlink(missing_ok=True)
+    orphan = temporary_name(target).name.replace(f".{os.getpid()}.", f".{gone_pid()}.")
+    (tmp_path / orphan).write_text("x")
+    remove_orphaned_temp_files(tmp_path, "other.csv")
+    assert orphan in _names(tmp_path)
+    remove_orphaned_temp_files(tmp_path, name)
+    assert _names(tmp_path) == [name]
+
+
 def test_a_missing_directory_is_nothing_to_sweep(tmp_path: Path) -> None:
     remove_orphaned_temp_files(tmp_path / "absent")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import stat
@@ -71,7 +72,22 @@ def temporary_name(path: Path, directory: Path | None = None) -> Path:
     directory and a pid, say two containers' first processes, do not share one either), and
     what :func:`remove_orphaned_temp_files` recognises."""
     token = f"{threading.get_ident():x}{secrets.token_hex(4)}"
-    return (directory or path.parent) / f".{path.name}.{os.getpid()}.{token}.tmp"
+    return (directory or path.parent) / f".{_temp_stem(path.name)}.{os.getpid()}.{token}.tmp"
+
+
+# a file name may hold 255 bytes; the temporary name adds ~35 and its lock file ~9 more
+_TEMP_STEM_BYTES = 190
+
+
+def _temp_stem(name: str) -> str:
+    """``name`` in temporary file names: itself, or for a name too long to carry the rest
+    (a 230-byte export name made every write fail) its start and a digest of the whole."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= _TEMP_STEM_BYTES:
+        return name
+    digest = hashlib.blake2b(raw, digest_size=6).hexdigest()
+    start = raw[:_TEMP_STEM_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{start}~{digest}"
 
 
 LOCK_SUFFIX = ".lock"  # beside an owned temporary file: see owned_temporary
@@ -348,7 +364,8 @@ def _temp_file_pid(entry: str, name: str | None) -> int | None:
         return None
     owner, _, _token = stem[1:-len(".tmp")].rpartition(".")
     target, _, pid = owner.rpartition(".")
-    if not (target and pid.isascii() and pid.isdigit()) or (name is not None and target != name):
+    if not (target and pid.isascii() and pid.isdigit()) or \
+            (name is not None and target != _temp_stem(name)):
         return None
     return int(pid) if int(pid) <= _MAX_PID else None
 
