@@ -103,7 +103,22 @@ def _parser() -> argparse.ArgumentParser:
                                             "first)")
     settle.add_argument("pipeline", help="the pipeline's name (its OML `name`)")
     settle.add_argument("step", help="the step's id")
+    settle.add_argument("--written", action="store_true",
+                        help="the rows are in the target: keep refusing that input, and count "
+                             "them as delivered (instead of letting the step write them again)")
     u.set_defaults(func=cmd_unsettled)
+
+    d = sub.add_parser("deliveries", help="incremental extractors whose last rows have not "
+                                          "reached every step after them: list them, or give "
+                                          "those rows up for the steps that missed them")
+    _sessions_dir_option(d)
+    dsub = d.add_subparsers(dest="action")
+    dsub.add_parser("list", help="one block per extractor with rows not delivered")
+    skip = dsub.add_parser("skip", help="the extractor's next run goes on after its last rows "
+                                        "(the steps that missed them never get them)")
+    skip.add_argument("pipeline", help="the pipeline's name (its OML `name`)")
+    skip.add_argument("step", help="the extractor's step id")
+    d.set_defaults(func=cmd_deliveries)
 
     h = sub.add_parser("init-home", help="make a Dagster home (DAGSTER_HOME) whose dagster.yaml "
                                          "opens Dagster's SQLite files through osiris-dagster's "
@@ -204,24 +219,56 @@ def cmd_unsettled(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     writes = UnsettledWrites(settings.sessions_dir, store.records)
     if args.action == "settle":
-        removed = writes.settle(args.pipeline, args.step)
+        removed = (writes.settle_as_written if args.written else writes.settle)(
+            args.pipeline, args.step)
         if not removed:
             print(f"error: no unsettled write of pipeline '{args.pipeline}', step '{args.step}' "
                   f"{store.describe()} (see `osiris-dagster unsettled list`)", file=sys.stderr)
             return EXIT_INVALID
+        then = ("its rows count as written: the step stays refused on that input" if
+                args.written else "the step runs again on that input")
         for w in removed:
             print(f"settled: pipeline '{w.pipeline}', step '{w.step_id}', failed in session "
-                  f"{w.session_id} at {w.failed_at}; the step runs again on that input")
+                  f"{w.session_id} at {w.failed_at}; {then}")
         return EXIT_OK
     found = writes.all()
     if not found:
         print(f"no unsettled writes {store.describe()}")
     for w in found:
+        settled = " (settled as written)" if w.written else ""
         print(f"pipeline '{w.pipeline}', step '{w.step_id}': failed in session {w.session_id} "
-              f"at {w.failed_at}")
+              f"at {w.failed_at}{settled}")
         for line in w.inputs:
             print(f"  input {line}")
         print(f"  error: {w.error}")
+    return EXIT_OK
+
+
+# -- deliveries -----------------------------------------------------------------------------------
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.deliveries import pending, skip
+    from osiris_dagster.runtime.stores import store_for
+
+    settings = Settings.from_env(args.sessions_dir)
+    store = store_for(settings)
+    if args.action == "skip":
+        given_up = skip(settings.sessions_dir, store.records, args.pipeline, args.step)
+        if given_up is None:
+            print(f"error: no rows of pipeline '{args.pipeline}', step '{args.step}' waiting to "
+                  f"be delivered {store.describe()} (see `osiris-dagster deliveries list`)",
+                  file=sys.stderr)
+            return EXIT_INVALID
+        print(f"skipped: the rows read in session {given_up.session_id} are given up for "
+              f"{', '.join(given_up.missing())}; the next run goes on after them")
+        return EXIT_OK
+    found = pending(settings.sessions_dir, store.records)
+    if not found:
+        print(f"no rows waiting to be delivered {store.describe()}")
+    for where, d in found:
+        print(f"{where}: read in session {d.session_id}")
+        print(f"  received by: {', '.join(d.delivered_to) or 'none'}")
+        print(f"  not yet: {', '.join(d.missing())}")
     return EXIT_OK
 
 

@@ -1,5 +1,7 @@
-"""An exclusive flock on a lock file, for set-up that one process at a time must do (creating a
-Dagster instance's SQLite files)."""
+"""flocks on lock files: exclusive, for set-up that one process at a time must do (creating a
+Dagster instance's SQLite files, changing a step's records), shared, for work that must not
+overlap such a change (a step receiving an incremental extractor's rows), and one tried
+without waiting."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 
 @contextmanager
-def held_lock(path: Path) -> Iterator[bool]:
+def held_lock(path: Path, shared: bool = False) -> Iterator[bool]:
     """Hold an exclusive flock on the file ``path`` (made, 0644, if missing) while inside,
     waiting for it first. Another user's lock file is locked through a read-only descriptor
     (flock needs no write access), so users who share a directory still wait on each other.
@@ -28,7 +30,28 @@ def held_lock(path: Path) -> Iterator[bool]:
         yield False
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def lock_or_none(path: Path) -> Iterator[bool]:
+    """Hold an exclusive flock on ``path`` (made if missing) while inside, if it is free now:
+    yields False, holding nothing, when another process holds it (shared or exclusive), and
+    True too when the file cannot be made (nothing to hold it against)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
         yield True
     finally:
         os.close(fd)

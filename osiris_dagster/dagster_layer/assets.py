@@ -53,6 +53,7 @@ from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTransl
 from osiris_dagster.oml import Pipeline, validate_pipeline
 from osiris_dagster.oml.model import canonical_json
 from osiris_dagster.runtime.checks import specs_from_config
+from osiris_dagster.runtime.deliveries import hand_back
 from osiris_dagster.runtime.python_values import close_readers
 from osiris_dagster.runtime.runner import (
     StepOutcome,
@@ -424,6 +425,7 @@ def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session
     if failed:
         session.log_event("state_not_committed", step_id=outcome.step_id,
                           reason="blocking check failed: " + ", ".join(failed))
+        hand_back(session, pipeline, outcome.step_id)  # the table is materialised: refused
         context.log.warning(f"step '{outcome.step_id}': incremental state not advanced "
                             f"(blocking check {', '.join(failed)} failed); the next run reads "
                             "these rows again")

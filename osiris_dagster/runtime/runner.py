@@ -47,8 +47,9 @@ from osiris_dagster.runtime.connections import (
 )
 from osiris_dagster.runtime.deliveries import (
     advanced,
+    hand_back,
+    receiving,
     record_finished,
-    refuse_handed_back,
     rewind_if_undelivered,
 )
 from osiris_dagster.runtime.deliveries import records as delivery_records
@@ -189,6 +190,7 @@ def run_step(
     started = time.monotonic()
     write: tuple[str, list[tuple[str, str, str]]] | None = None
     read = [(ref.session_id, up) for up, ref in upstream_refs.items()]
+    held = contextlib.ExitStack()  # the lock of a step receiving incremental rows (deliveries)
     try:
         driver = _driver(step)
         resolved = _resolve_connection(step, spec.family, connections, session.masker)
@@ -198,7 +200,7 @@ def run_step(
         if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
             write = _write_identity(step, upstream_refs, asset_refs or {})
             _refuse_unsettled(session, pipeline, step, write)
-        refuse_handed_back(session, pipeline, step.id, read)
+        held.enter_context(receiving(session, pipeline, step.id, read))
         if spec.incremental:
             rewound = rewind_if_undelivered(session, pipeline, step.id)
             if rewound is not None:
@@ -224,6 +226,7 @@ def run_step(
                 if on_workspace:
                     on_workspace(None)
     except BaseException as exc:
+        held.close()
         message = _log_failure(session, step, exc, time.monotonic() - started,
                                will_retry=retried_on_failure and isinstance(exc, Exception)
                                and not isinstance(exc, NotRetryableError))
@@ -234,7 +237,10 @@ def run_step(
         raise StepError(pipeline.name, step.id, message,
                         retryable=not isinstance(exc, NotRetryableError)) from None
     duration = time.monotonic() - started
-    _record_delivery(session, pipeline, step, read)
+    try:
+        _record_delivery(session, pipeline, step, read)
+    finally:
+        held.close()
     _log_success(session, step, result, duration, check_outcomes)
     return StepOutcome(step.id, ref, result, duration, preview,
                        resolved.ref if resolved else None, check_outcomes)
@@ -389,14 +395,15 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
         with delivery.changing(pipeline.name, outcome.step_id) as record, \
                 state.changing(pipeline.name, outcome.step_id) as saved:
             if saved.text != (pending.replaces or ""):
-                raise StepError(pipeline.name, outcome.step_id, _STATE_CHANGED)
+                raise _StateChanged
             record.text = advanced(record.text, delivery.where(pipeline.name, outcome.step_id),
                                    session, pipeline, outcome.step_id, pending.path.name,
                                    pending.replaces)
             delivery.save(pipeline.name, outcome.step_id, record)  # first: state needs it
             saved.text = state_json(pending.document)
-    except StepError:
-        raise
+    except _StateChanged:
+        hand_back(session, pipeline, outcome.step_id)  # its table is materialised: refused
+        raise StepError(pipeline.name, outcome.step_id, _STATE_CHANGED) from None
     except (OSError, duckdb.Error, OsirisError) as exc:
         message = (f"the step's table was materialised, but its incremental state could not be "
                    f"saved to {pending.path} ({type(exc).__name__}: {exc}); the next run reads "
@@ -404,6 +411,10 @@ def commit_state(pipeline: Pipeline, session: Session, outcome: StepOutcome) -> 
                    "(and, with the ducklake store, that its catalog is reachable).")
         raise StepError(pipeline.name, outcome.step_id, message) from None
     session.log_event("state_committed", step_id=outcome.step_id, path=str(pending.path))
+
+
+class _StateChanged(Exception):
+    """Another run saved the step's incremental state since the step read it."""
 
 
 _STATE_CHANGED = (

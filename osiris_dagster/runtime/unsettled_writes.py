@@ -24,7 +24,7 @@ import shlex
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from osiris_dagster.core.errors import OsirisError, StepRefused
@@ -47,6 +47,7 @@ class UnsettledWrite:
     failed_at: str  # UTC, ISO 8601
     inputs: tuple[str, ...]  # "<step> = <session>/<table>" per upstream table read
     error: str  # the failure as the step reported it (masked)
+    written: bool = False  # settled as written: the rows are in the target, never write again
 
 
 def write_key(component: str, inputs: Sequence[tuple[str, str, str]]) -> str:
@@ -77,6 +78,16 @@ class UnsettledWrites:
         with self._changing(write.pipeline, write.step_id) as writes:
             writes[:] = [w for w in writes if (w.pipeline, w.step_id, w.key) !=
                          (write.pipeline, write.step_id, write.key)] + [write]
+
+    def settle_as_written(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
+        """The step's records, kept as written: the rows are in the target, so the step is
+        still refused on that input, and the incremental extractor before it counts them as
+        delivered. Returns those that were not yet."""
+        with self._changing(pipeline, step_id) as writes:
+            changed = [w for w in writes if (w.pipeline, w.step_id) == (pipeline, step_id)
+                       and not w.written]
+            writes[:] = [replace(w, written=True) if w in changed else w for w in writes]
+        return changed
 
     def settle(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
         """Remove the step's records (a file that cannot be read goes whole); returns them."""
@@ -133,13 +144,20 @@ def settle_command(pipeline: str, step_id: str) -> str:
 
 def refusal(write: UnsettledWrite) -> str:
     """Why the step does not run, and what to do."""
+    if write.written:
+        return (f"not run: an earlier attempt of this step on the same input (session "
+                f"{write.session_id}, {write.failed_at}) wrote it (settled as written), so "
+                "running it again would write it twice. A new run's input runs; to write this "
+                f"input again anyway, run `{settle_command(write.pipeline, write.step_id)}`.")
     return (f"not run: an earlier attempt of this step on the same input (session "
             f"{write.session_id}, {write.failed_at}) failed in a way that may have written it "
             f"already, so running it again could write it twice. That attempt said: "
-            f"{write.error} -- Check the target first. Then, to run the step again on this "
-            f"input, run `{settle_command(write.pipeline, write.step_id)}` (with the same "
-            "OSIRIS_SESSIONS_DIR and session store); a new run's input, or a config that is "
-            "safe to repeat (an upsert or a replace), runs without it.")
+            f"{write.error} -- Check the target first. If the rows are not there, run "
+            f"`{settle_command(write.pipeline, write.step_id)}` to run the step again on this "
+            f"input; if they are, `{settle_command(write.pipeline, write.step_id)} --written` "
+            "(nothing writes them again). Use the same OSIRIS_SESSIONS_DIR and session store; "
+            "a new run's input, or a config that is safe to repeat (an upsert or a replace), "
+            "runs without it.")
 
 
 def held_back_note(pipeline: str, step_id: str) -> str:

@@ -150,7 +150,8 @@ def test_rows_one_writer_wrote_and_another_missed_stop_the_extractor_until_deliv
     message = failure_description(refused)
     assert f"not run: the rows this step read in session {failed.run_id} did not reach " \
            "mirror, and they were written by copy" in message
-    assert "re-execute that run from failure" in message and "--select mirror" in message
+    assert f"re-execute the run of session {failed.run_id} from failure" in message
+    assert "--select mirror" in message and "deliveries skip 'ph-delivery' 'events'" in message
 
     (tmp_path / "mirror").unlink()
     run, errors = _reexecute(failed.run_id, instance)
@@ -232,3 +233,160 @@ def test_a_state_that_cannot_be_saved_leaves_the_rows_to_the_next_run(
     again = run_job(defs_for(path, sessions, conns), JOB, instance)
     assert again.success, failure_description(again)
     assert _rows(tmp_path / "out" / "copy.csv") == ["0000-0000", "0000-0001", "0000-0002"]
+
+
+# -- from the review of the first version ----------------------------------------------------------
+OUT_OF_ORDER = """\
+oml_version: "0.1.0"
+name: ph-delivery
+params:
+  target: {tmp}/out/copy.csv
+steps:
+  - id: events
+    component: posthog.extractor
+    mode: read
+    config: {{data_type: events, initial_since: "2024-03-01T00:00:00Z", page_size: 100}}
+  - id: {writer}
+    component: filesystem.csv_writer
+    mode: write
+    needs: [shape]
+    config: {{path: "${{params.target}}"}}
+  - id: shape
+    component: duckdb.processor
+    mode: transform
+    needs: [events]
+    config: {{query: "SELECT uuid FROM df_events"}}
+"""
+
+
+def _two_runs_then_a_failure(path: Path, sessions: Path, conns: Path, posthog: FakePostHog,
+                             tmp_path: Path, instance: dg.DagsterInstance
+                             ) -> dg.ExecuteInProcessResult:
+    """A good run (2 rows), 3 new rows, and a run whose writer `copy` fails on them."""
+    posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(2)])
+    assert run_job(defs_for(path, sessions, conns), JOB, instance).success
+    posthog.add_events(*[event(i, T0 + timedelta(minutes=5, seconds=i)) for i in range(10, 13)])
+    write(tmp_path / "blocked", "a file, not a directory")
+    failed = run_job(defs_for(path, sessions, conns), JOB, instance,
+                     params={"target": str(tmp_path / "blocked" / "copy.csv")})
+    assert not failed.success
+    return failed
+
+
+NEW_ROWS = ["0000-0010", "0000-0011", "0000-0012"]
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_a_writer_listed_before_its_input_or_renamed_still_gets_the_rows(
+        renamed: bool, setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """The steps after the extractor were found in file order, so a writer listed before the
+    step it needs was not waited for; a writer renamed after its failure was forgotten. Both
+    lost the rows."""
+    path, sessions, conns = setup
+    write(path, OUT_OF_ORDER.format(tmp=tmp_path, writer="copy"))
+    _two_runs_then_a_failure(path, sessions, conns, posthog, tmp_path, instance)
+    if renamed:
+        write(path, OUT_OF_ORDER.format(tmp=tmp_path, writer="copy_renamed"))
+    again = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert again.success, failure_description(again)
+    assert _rows(tmp_path / "out" / "copy.csv") == NEW_ROWS
+
+
+def test_a_removed_writer_that_got_the_rows_does_not_break_the_extractor(
+        setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]) -> None:
+    """`copy` got the rows, `mirror` did not, then `copy` was removed from the file: the
+    extractor failed with KeyError 'copy'. It refuses (a writer wrote them), and `deliveries
+    skip` gives them up for `mirror`, keeping the old tables refused."""
+    from osiris_dagster.cli import main
+
+    path, sessions, conns = setup
+    write(path, PIPELINE.format(tmp=tmp_path) + MIRROR.format(tmp=tmp_path))
+    posthog.add_events(event(1, T0))
+    assert run_job(defs_for(path, sessions, conns), JOB, instance).success
+    posthog.add_events(*[event(i, T0 + timedelta(minutes=5, seconds=i)) for i in range(10, 13)])
+    (tmp_path / "mirror" / "copy.csv").unlink()
+    (tmp_path / "mirror").rmdir()
+    write(tmp_path / "mirror", "a file, not a directory")
+    failed = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert not failed.success
+    write(path, PIPELINE.format(tmp=tmp_path).replace("  - id: copy", "  - id: mirror"))
+    refused = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert "did not reach mirror, and they were written by copy" in \
+        failure_description(refused)
+
+    assert main(["deliveries", "--sessions-dir", str(sessions), "list"]) == 0
+    assert "not yet: mirror" in capsys.readouterr().out
+    assert main(["deliveries", "--sessions-dir", str(sessions), "skip", "ph-delivery",
+                 "events"]) == 0
+    assert "given up for mirror" in capsys.readouterr().out
+    (tmp_path / "mirror").unlink()
+    posthog.add_events(event(20, T0 + timedelta(minutes=9)))
+    last = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert last.success, failure_description(last)
+    assert _rows(tmp_path / "out" / "copy.csv") == ["0000-0020"]
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_a_write_settled_as_written_counts_as_delivered(
+        written: bool, setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """A writer's write may have landed (an unsettled write): the extractor refuses. Settled
+    with `--written` (the rows are there), its next run goes on after them; settled plainly
+    (they are not), it reads them again. Before, any settle made it read them again, and the
+    rows that had landed were written twice."""
+    from osiris_dagster.cli import main
+    from osiris_dagster.runtime.unsettled_writes import UnsettledWrites, new_record
+
+    path, sessions, conns = setup
+    write(path, PIPELINE.format(tmp=tmp_path))
+    failed = _two_runs_then_a_failure(path, sessions, conns, posthog, tmp_path, instance)
+    UnsettledWrites(sessions, None).record(new_record(  # as a lost COMMIT records it
+        "ph-delivery", "copy", "k", failed.run_id,
+        [("events", failed.run_id, "events")], "the COMMIT's answer was lost"))
+    refused = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert "a write of copy may have landed" in failure_description(refused)
+
+    settle = ["unsettled", "--sessions-dir", str(sessions), "settle", "ph-delivery", "copy"]
+    assert main(settle + (["--written"] if written else [])) == 0
+    again = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert again.success, failure_description(again)
+    assert _rows(tmp_path / "out" / "copy.csv") == ([] if written else NEW_ROWS)
+
+
+def test_the_extractor_waits_for_a_step_of_another_run_still_on_its_rows(
+        setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """A writer of an earlier run still writing (a slow write, a schedule faster than it):
+    the next run set the state back under it and wrote its rows a second time."""
+    from osiris_dagster.core.file_locks import held_lock
+    from osiris_dagster.runtime.deliveries import IN_FLIGHT
+
+    path, sessions, conns = setup
+    write(path, PIPELINE.format(tmp=tmp_path))
+    _two_runs_then_a_failure(path, sessions, conns, posthog, tmp_path, instance)
+    lock = state_dir_of(sessions, "ph-delivery", "events") / IN_FLIGHT
+    with held_lock(lock, shared=True):  # what a step after the extractor holds while it runs
+        waiting = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert "still working on the rows this step read last" in failure_description(waiting)
+    again = run_job(defs_for(path, sessions, conns), JOB, instance)
+    assert again.success and _rows(tmp_path / "out" / "copy.csv") == NEW_ROWS
+
+
+def test_a_table_whose_state_was_not_saved_is_not_written_by_a_later_select(
+        setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """The extractor's blocking check failed: its table was materialised, its state not
+    saved. Materialising the writer alone then wrote those rows, and the next run read and
+    wrote them again."""
+    path, sessions, conns = setup
+    checked = PIPELINE.replace("steps:\n", "x-dagster:\n  steps:\n    events:\n      checks: "
+                               "{{row_count: {{max: 2}}, blocking: true}}\nsteps:\n", 1)
+    write(path, checked.format(tmp=tmp_path))
+    posthog.add_events(*[event(i, T0 + timedelta(seconds=i)) for i in range(3)])
+    assert not run_job(defs_for(path, sessions, conns), JOB, instance).success
+    alone = run_job(defs_for(path, sessions, conns), JOB, instance,
+                    selection=[dg.AssetKey(["ph-delivery", "copy"])])
+    assert "were handed back to step 'events'" in failure_description(alone)
+    assert not (tmp_path / "out" / "copy.csv").exists()
