@@ -754,6 +754,15 @@ def test_gz_extension_without_gzip_content(extract: ExtractFn, data_dir: Path) -
     assert extract(path="plain.csv.gz", compression="none").rows == [(1,)]
 
 
+def test_a_zstd_file_is_refused_by_name(extract: ExtractFn, data_dir: Path) -> None:
+    """A .zst file was read as text: 'line 1 is not valid utf-8', which sent the user to the
+    `encoding` option."""
+    put(data_dir, "t.csv.zst", b"\x28\xb5\x2f\xfd\x04\x00")
+    with pytest.raises(DriverError, match=r"t\.csv\.zst: a Zstandard \(\.zst\) file cannot be "
+                                          r"read here; decompress it first"):
+        extract(path="t.csv.zst")
+
+
 def test_corrupt_compressed_file(extract: ExtractFn, data_dir: Path) -> None:
     put(data_dir, "bad.csv.bz2", b"definitely not bz2")
     with pytest.raises(DriverError, match="cannot decompress as bz2"):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from osiris_dagster.core.errors import DriverError
@@ -176,6 +177,27 @@ def test_gzip_output(upstream: Upstream, write: WriteFn, data_dir: Path) -> None
     raw = (data_dir / "out.csv.gz").read_bytes()
     assert raw[:2] == b"\x1f\x8b"
     assert gzip.decompress(raw) == MIXED_CSV.encode()
+
+
+def test_zstd_output(upstream: Upstream, write: WriteFn, data_dir: Path) -> None:
+    """A .zst target (pandas infers Zstandard from it) was written as plain text."""
+    upstream(MIXED)
+    write(path="out.csv.zst")
+    raw = (data_dir / "out.csv.zst").read_bytes()
+    assert raw[:4] == b"\x28\xb5\x2f\xfd"  # Zstandard's magic number
+    (data_dir / "plain.csv").write_text(MIXED_CSV)
+    con = duckdb.connect()
+
+    def lines(name: str) -> list[tuple[str, ...]]:  # DuckDB decompresses by the extension
+        return con.execute("SELECT * FROM read_csv(?, header=false, all_varchar=true)",
+                           [str(data_dir / name)]).fetchall()
+
+    assert lines("out.csv.zst") == lines("plain.csv")
+    upstream("SELECT 'x' AS _empty WHERE false")  # the empty-file table: an empty line
+    write(path="empty.csv.zst")
+    assert (data_dir / "empty.csv.zst").read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    with pytest.raises(DriverError, match=r"Zstandard \(\.zst\) file is written in UTF-8 only"):
+        write(path="latin.csv.zst", encoding="latin-1")
 
 
 def test_gzip_output_in_utf16(upstream: Upstream, write: WriteFn, data_dir: Path) -> None:

@@ -15,9 +15,9 @@ from typing import BinaryIO, Literal
 
 from osiris_dagster.core.errors import DriverError
 
-Compression = Literal["none", "gzip", "bz2", "zip", "xz"]
+Compression = Literal["none", "gzip", "bz2", "zip", "xz", "zstd"]
 _SUFFIX_COMPRESSION: dict[str, Compression] = {
-    ".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz",
+    ".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd",
 }
 _STREAM_OPENERS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}  # zip: one member
 # what a corrupt or mislabelled compressed file raises while it is read
@@ -27,14 +27,19 @@ DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, zlib
 def infer_compression(path: Path, setting: str) -> Compression:
     """pandas semantics: 'infer' looks at the file extension; anything else is taken as given."""
     if setting == "infer":
-        return _SUFFIX_COMPRESSION.get(path.suffix.lower(), "none")
+        found = _SUFFIX_COMPRESSION.get(path.suffix.lower(), "none")
+        if found == "zstd":  # pandas reads it (with the zstandard package); Python alone cannot
+            raise DriverError(f"{path}: a Zstandard (.zst) file cannot be read here; decompress "
+                              "it first (`zstd -d`), or compress it with gzip, bz2, xz or zip")
+        return found
     if setting in ("none", "gzip", "bz2", "zip", "xz"):
         return setting  # type: ignore[return-value]
     raise DriverError(f"unsupported compression {setting!r}: use infer, gzip, bz2, zip or xz")
 
 
 def output_compression(path: Path) -> Compression:
-    """pandas ``to_csv`` infers compression from the target's extension."""
+    """pandas ``to_csv`` infers compression from the target's extension (``.zst`` too: DuckDB
+    writes it, in UTF-8 only)."""
     return _SUFFIX_COMPRESSION.get(path.suffix.lower(), "none")
 
 

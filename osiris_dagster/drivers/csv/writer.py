@@ -15,8 +15,8 @@ The file matches what Osiris writes with ``DataFrame.to_csv(index=False)`` where
 * ``encoding``: DuckDB only writes UTF-8, so other encodings (ascii, latin-1, utf-16 with a BOM,
   as Python writes it) are produced by streaming the UTF-8 output through Python's codecs; a
   character the encoding cannot represent fails the step, naming the column;
-* a ``.gz`` target is gzip-compressed by DuckDB; ``.bz2``, ``.xz`` and ``.zip`` (pandas infers
-  those too) are compressed while streaming;
+* a ``.gz`` or ``.zst`` target is compressed by DuckDB (``.zst`` in UTF-8 only); ``.bz2``,
+  ``.xz`` and ``.zip`` (pandas infers those too) are compressed while streaming;
 * the table ``filesystem.csv_extractor`` makes from an empty file (one VARCHAR column ``_empty``,
   no rows) is written as an empty file, as Osiris writes an empty DataFrame; a SQL result of
   that exact shape too (see ``empty_file.py``).
@@ -178,14 +178,18 @@ class _Write:
         return rows
 
     def _write(self, tmp: Path) -> int:
+        if self.compression == "zstd" and self.opts.encoding != "utf-8":
+            raise DriverError(f"cannot write {self.target}: a Zstandard (.zst) file is written "
+                              f"in UTF-8 only, not {self.opts.encoding}; drop `encoding` or use "
+                              "another compression (.gz, .bz2, .xz, .zip)")
         if self._is_empty_file_marker():
             return self._write_text(tmp, self.opts.newline if self.opts.header else "")
-        direct = self.opts.encoding == "utf-8" and self.compression in ("none", "gzip")
+        direct = self.opts.encoding == "utf-8" and self.compression in ("none", "gzip", "zstd")
         if direct:
-            return self._copy(tmp, gzip=self.compression == "gzip")
+            return self._copy(tmp, compression=self.compression)
         with Scratch(Path(self.ctx.tmp_dir), f"csvw_{self.ctx.step_id}") as scratch:
             utf8 = scratch.new_path()
-            rows = self._copy(utf8, gzip=False)
+            rows = self._copy(utf8, compression="none")
             try:
                 with open_compressed_output(tmp, self.compression,
                                             _member_name(self.target)) as sink:
@@ -201,11 +205,18 @@ class _Write:
         return int(count) == 0
 
     def _write_text(self, tmp: Path, text: str) -> int:
+        if self.compression == "zstd":  # no Zstandard in Python: DuckDB writes the line, or none
+            rows = "SELECT NULL AS line" + ("" if text else " WHERE false")
+            self.ctx.con.execute(
+                f"COPY ({rows}) TO {quote_literal(str(tmp))} (FORMAT csv, HEADER false, "
+                f"NEW_LINE {quote_literal(text or chr(10))}, COMPRESSION zstd, "
+                "USE_TMP_FILE false)")
+            return 0
         with open_compressed_output(tmp, self.compression, _member_name(self.target)) as fh:
             fh.write(text.encode(self.opts.encoding) if text else b"")
         return 0
 
-    def _copy(self, path: Path, gzip: bool) -> int:
+    def _copy(self, path: Path, compression: str) -> int:
         options = [
             "FORMAT csv", f"DELIMITER {quote_literal(self.opts.delimiter)}", "QUOTE '\"'",
             "ESCAPE '\"'", f"HEADER {'true' if self.opts.header else 'false'}",
@@ -215,8 +226,8 @@ class _Write:
         forced = self._forced_quotes()
         if forced:
             options.append(f"FORCE_QUOTE ({', '.join(quote_ident(n) for n in forced)})")
-        if gzip:
-            options.append("COMPRESSION gzip")
+        if compression != "none":  # gzip or zstd, which DuckDB writes itself
+            options.append(f"COMPRESSION {compression}")
         sql = (f"COPY (SELECT {self._select_list()} FROM {self.relation}) "
                f"TO {quote_literal(str(path))} ({', '.join(options)})")
         try:
