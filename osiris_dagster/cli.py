@@ -266,9 +266,14 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     if not found:
         print(f"no rows waiting to be delivered {store.describe()}")
     for where, d in found:
-        print(f"{where}: read in session {d.session_id}")
+        named = f"pipeline '{d.pipeline}', step '{d.step_id}'" if d.pipeline else where
+        print(f"{named}: rows read in session {d.session_id}")
         print(f"  received by: {', '.join(d.delivered_to) or 'none'}")
-        print(f"  not yet: {', '.join(d.missing())}")
+        print(f"  not yet: {', '.join(d.missing())} (a write settled as written counts as "
+              "received on the extractor's next run)")
+        if d.pipeline:
+            print(f"  to give them up: osiris-dagster deliveries skip {shlex.quote(d.pipeline)} "
+                  f"{shlex.quote(d.step_id)}")
     return EXIT_OK
 
 

@@ -5,7 +5,10 @@ whose components have no driver yet."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from osiris_dagster.oml.model import Pipeline, Step
 
 # Osiris OML mode -> the component mode it maps to.
 OML_MODES = {"read": "extract", "write": "write", "transform": "transform"}
@@ -299,3 +302,13 @@ SPECS: dict[str, ComponentSpec] = {
 
 def get_spec(component: str) -> ComponentSpec | None:
     return SPECS.get(component)
+
+
+def data_upstreams(pipeline: Pipeline, step: Step) -> list[str]:
+    """Upstreams that carry a table (writers produce none; they are ordering-only)."""
+    out = []
+    for need in step.needs:
+        spec = get_spec(pipeline.step(need).component)
+        if spec is not None and spec.produces_table:
+            out.append(need)
+    return out

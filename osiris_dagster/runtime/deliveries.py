@@ -42,7 +42,7 @@ from pathlib import Path
 from osiris_dagster.core.errors import DriverError, OsirisError, StepRefused
 from osiris_dagster.core.file_locks import held_lock, lock_or_none
 from osiris_dagster.oml.model import Pipeline
-from osiris_dagster.oml.specs import get_spec
+from osiris_dagster.oml.specs import data_upstreams, get_spec
 from osiris_dagster.runtime.session import Session
 from osiris_dagster.runtime.step_records import StepRecords
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
@@ -69,6 +69,8 @@ class Delivery:
     delivered_to: list[str] = field(default_factory=list)  # steps finished on one of them
     written_by: list[str] = field(default_factory=list)  # those of them that write out
     handed_back: list[list[str]] = field(default_factory=list)  # tables of earlier rewinds
+    pipeline: str = ""  # whose extractor (for `osiris-dagster deliveries`)
+    step_id: str = ""
 
     def missing(self) -> list[str]:
         """The steps after the extractor that have not finished on these rows (also one
@@ -77,14 +79,15 @@ class Delivery:
 
 
 def downstream(pipeline: Pipeline, step_id: str) -> list[str]:
-    """The steps that read ``step_id``'s table, directly or through others, in pipeline order
-    (whatever order the file lists them in)."""
+    """The steps that read ``step_id``'s table, directly or through others' tables, in
+    pipeline order (whatever order the file lists them in). A step that only comes after one
+    of them (its `needs` names a writer, which makes no table) reads none of their rows."""
     found: set[str] = {step_id}
     grew = True
     while grew:
         grew = False
         for step in pipeline.steps:
-            if step.id not in found and any(n in found for n in step.needs):
+            if step.id not in found and any(n in found for n in data_upstreams(pipeline, step)):
                 found.add(step.id)
                 grew = True
     return [s.id for s in pipeline.steps if s.id in found and s.id != step_id]
@@ -108,9 +111,11 @@ def advanced(record: str, where: str, session: Session, pipeline: Pipeline, step
     after = downstream(pipeline, step_id)
     if not after:
         return _dump(Delivery(session.session_id, state_file, previous, [], [],
-                              handed_back=handed_back)) if handed_back else ""
+                              handed_back=handed_back, pipeline=pipeline.name,
+                              step_id=step_id)) if handed_back else ""
     return _dump(Delivery(session.session_id, state_file, previous, after,
-                          [[session.session_id, step_id]], handed_back=handed_back))
+                          [[session.session_id, step_id]], handed_back=handed_back,
+                          pipeline=pipeline.name, step_id=step_id))
 
 
 def hand_back(session: Session, pipeline: Pipeline, step_id: str) -> None:
@@ -202,8 +207,10 @@ def rewind_if_undelivered(session: Session, pipeline: Pipeline, step_id: str) ->
     files = records(session)
     if not files.read(pipeline.name, step_id):
         return None
-    with files.changing(pipeline.name, step_id) as body, \
-            _no_step_in_flight(session, files, pipeline, step_id):
+    # the in-flight lock outermost: released only once the record (handing tables back) is
+    # saved, so a step of the old run that starts meanwhile finds them handed back
+    with _no_step_in_flight(session, files, pipeline, step_id), \
+            files.changing(pipeline.name, step_id) as body:
         delivery = _parse(body.text, files.where(pipeline.name, step_id))
         if delivery is None or delivery.session_id == session.session_id:
             return None
@@ -257,14 +264,19 @@ def _partial_message(pipeline: Pipeline, step_id: str, delivery: Delivery, missi
                      "`osiris-dagster unsettled list`)")
     gone = [s for s in missing if s not in {x.id for x in pipeline.steps}]
     names = ", ".join(f"{s} (no longer in the pipeline)" if s in gone else s for s in missing)
-    return (f"not run: the rows this step read in session {delivery.session_id} did not reach "
+    skip_it = f"`osiris-dagster deliveries skip '{pipeline.name}' '{step_id}'`"
+    lead = (f"not run: the rows this step read in session {delivery.session_id} did not reach "
             f"{names}, and {' and '.join(parts)}. Reading them again would write them twice; "
-            f"going on would lose them for those steps. Deliver them first: re-execute the run "
-            f"of session {delivery.session_id} from failure in Dagster (or, if its tables are "
-            f"still the latest of the steps before them, `osiris-dagster run {pipeline.path} "
-            f"--select {' --select '.join(s for s in missing if s not in gone)}`); then run "
-            f"this step again. To give them up for those steps instead: `osiris-dagster "
-            f"deliveries skip '{pipeline.name}' '{step_id}'`.")
+            "going on would lose them for those steps.")
+    present = [s for s in missing if s not in gone]
+    if not present:
+        return f"{lead} To give them up for those steps (no step of the pipeline is left to " \
+               f"deliver them to): {skip_it}."
+    return (f"{lead} Deliver them first: re-execute the run of session "
+            f"{delivery.session_id} from failure in Dagster (with the Dagster home that run "
+            f"used), or, if its tables are still the latest of the steps before them, "
+            f"`osiris-dagster run {pipeline.path} --select {' --select '.join(present)}`; then "
+            f"run this step again. To give them up for those steps instead: {skip_it}.")
 
 
 def _unsettled_on(session: Session, pipeline: Pipeline, delivery: Delivery
@@ -284,7 +296,8 @@ def _unsettled_on(session: Session, pipeline: Pipeline, delivery: Delivery
 
 def _without_rows(delivery: Delivery) -> Delivery:
     return Delivery(delivery.session_id, delivery.state_file, None, [], [],
-                    handed_back=delivery.handed_back)
+                    handed_back=delivery.handed_back, pipeline=delivery.pipeline,
+                    step_id=delivery.step_id)
 
 
 def _extractors_before(pipeline: Pipeline, step_id: str) -> list[str]:

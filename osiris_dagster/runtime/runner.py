@@ -34,7 +34,7 @@ from osiris_dagster.drivers import (
     supported_components,
 )
 from osiris_dagster.oml.model import Pipeline, Step, thaw
-from osiris_dagster.oml.specs import get_spec
+from osiris_dagster.oml.specs import data_upstreams, get_spec
 from osiris_dagster.runtime.checks import (
     CheckOutcome,
     CheckSpec,
@@ -56,6 +56,7 @@ from osiris_dagster.runtime.deliveries import records as delivery_records
 from osiris_dagster.runtime.session import Session, state_json
 from osiris_dagster.runtime.step_records import StepRecords
 from osiris_dagster.runtime.unsettled_writes import (
+    STARTED,
     UnreadableRecordError,
     UnsettledWriteError,
     UnsettledWrites,
@@ -88,16 +89,6 @@ class StepOutcome:
     preview: tuple[list[str], list[tuple[Any, ...]]] | None = None
     connection_ref: str | None = None
     checks: list[CheckOutcome] = field(default_factory=list)
-
-
-def data_upstreams(pipeline: Pipeline, step: Step) -> list[str]:
-    """Upstreams that carry a table (writers produce none; they are ordering-only)."""
-    out = []
-    for need in step.needs:
-        spec = get_spec(pipeline.step(need).component)
-        if spec is not None and spec.produces_table:
-            out.append(need)
-    return out
 
 
 def step_table(pipeline: Pipeline, step_id: str) -> str:
@@ -200,6 +191,7 @@ def run_step(
         if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
             write = _write_identity(step, upstream_refs, asset_refs or {})
             _refuse_unsettled(session, pipeline, step, write)
+            _record_started(session, pipeline, step, write)
         held.enter_context(receiving(session, pipeline, step.id, read))
         if spec.incremental:
             rewound = rewind_if_undelivered(session, pipeline, step.id)
@@ -232,6 +224,8 @@ def run_step(
                                and not isinstance(exc, NotRetryableError))
         if write is not None and _may_have_landed(step, exc):
             message += _record_unsettled(session, pipeline, step, write, message)
+        elif write is not None and not isinstance(exc, StepRefused):
+            _forget_started(session, pipeline, step, write)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
         raise StepError(pipeline.name, step.id, message,
@@ -241,6 +235,8 @@ def run_step(
         _record_delivery(session, pipeline, step, read)
     finally:
         held.close()
+    if write is not None:
+        _forget_started(session, pipeline, step, write)
     _log_success(session, step, result, duration, check_outcomes)
     return StepOutcome(step.id, ref, result, duration, preview,
                        resolved.ref if resolved else None, check_outcomes)
@@ -312,6 +308,34 @@ def _record_unsettled(session: Session, pipeline: Pipeline, step: Step,
                 "holds back a re-run on the same input: check the target before one.)")
     session.log_event("unsettled_write_recorded", step_id=step.id, key=write[0])
     return held_back_note(pipeline.name, step.id)
+
+
+def _record_started(session: Session, pipeline: Pipeline, step: Step,
+                    write: tuple[str, list[tuple[str, str, str]]]) -> None:
+    """Before a writer writes: a record that stays if this process dies during the write (a
+    COMMIT that went through would otherwise be written again unseen). Where it cannot be
+    kept (a read-only .state), the write goes on without it, as before."""
+    if step.mode != "write":
+        return
+    try:
+        _unsettled(session).record(new_record(pipeline.name, step.id, write[0],
+                                              session.session_id, write[1], STARTED))
+    except (OSError, duckdb.Error, UnreadableRecordError) as exc:
+        session.log_event("unsettled_write_not_recorded", step_id=step.id,
+                          error=f"{type(exc).__name__}: {exc}")
+
+
+def _forget_started(session: Session, pipeline: Pipeline, step: Step,
+                    write: tuple[str, list[tuple[str, str, str]]]) -> None:
+    """The write ended without doubt: its record of having started goes (left, it would only
+    hold back a re-run on this input until settled)."""
+    if step.mode != "write":
+        return
+    try:
+        _unsettled(session).forget(pipeline.name, step.id, write[0])
+    except (OSError, duckdb.Error, UnreadableRecordError) as exc:
+        session.log_event("unsettled_write_not_cleared", step_id=step.id,
+                          error=f"{type(exc).__name__}: {exc}")
 
 
 def _unsettled(session: Session) -> UnsettledWrites:

@@ -14,6 +14,10 @@ alias of the same database, another batch size). A later attempt on the same inp
 once, naming the earlier failure, unless its config repeats safely (an upsert or replace:
 :func:`osiris_dagster.drivers.repeats_safely`); one with new input (a new run's extract) runs.
 ``osiris-dagster unsettled settle PIPELINE STEP`` removes the record once the target is checked.
+
+A writer's attempt is recorded before it starts (:data:`STARTED`) and the record removed when
+it ends without doubt: a process killed while its COMMIT went through (out of memory, a lost
+machine) leaves the record, so its input is not written again unseen.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from osiris_dagster.runtime.step_records import StepRecords
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
 FILE = "unsettled_writes.json"
+STARTED = ("the step started writing, and the process running it ended before it could say "
+           "how the write went (killed, out of memory, its machine lost): its rows may be in "
+           "the target")
 
 
 class UnsettledWriteError(StepRefused):
@@ -78,6 +85,14 @@ class UnsettledWrites:
         with self._changing(write.pipeline, write.step_id) as writes:
             writes[:] = [w for w in writes if (w.pipeline, w.step_id, w.key) !=
                          (write.pipeline, write.step_id, write.key)] + [write]
+
+    def forget(self, pipeline: str, step_id: str, key: str) -> None:
+        """Remove the record of one input (an attempt that ended without leaving it unsure)."""
+        if self.find(pipeline, step_id, key) is None:
+            return
+        with self._changing(pipeline, step_id) as writes:
+            writes[:] = [w for w in writes if (w.pipeline, w.step_id, w.key) !=
+                         (pipeline, step_id, key)]
 
     def settle_as_written(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
         """The step's records, kept as written: the rows are in the target, so the step is

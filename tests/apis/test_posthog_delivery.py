@@ -390,3 +390,24 @@ def test_a_table_whose_state_was_not_saved_is_not_written_by_a_later_select(
                     selection=[dg.AssetKey(["ph-delivery", "copy"])])
     assert "were handed back to step 'events'" in failure_description(alone)
     assert not (tmp_path / "out" / "copy.csv").exists()
+
+
+def test_a_step_that_only_comes_after_a_writer_is_not_waited_for(
+        setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """A step whose `needs` names the writer (it reads the written file, not the rows' table)
+    was waited for, and never recorded: after the first good run the extractor refused every
+    run."""
+    path, sessions, conns = setup
+    write(path, PIPELINE.format(tmp=tmp_path) + f"""\
+  - id: reread
+    component: filesystem.csv_extractor
+    mode: read
+    needs: [copy]
+    config: {{path: {tmp_path}/out/copy.csv}}
+""")
+    for i in range(3):
+        posthog.add_events(event(i, T0 + timedelta(minutes=i)))
+        ran = run_job(defs_for(path, sessions, conns), JOB, instance)
+        assert ran.success, failure_description(ran)
+        assert _rows(tmp_path / "out" / "copy.csv") == [f"0000-{i:04d}"]

@@ -1186,3 +1186,54 @@ def test_upsert_leaves_an_auto_increment_id_the_input_gives_as_null_to_the_targe
     harness.write("mysql.writer", mysql.connection(), table="w_auto", mode="upsert",
                   upsert_keys=["code"])
     assert _table(mysql, "w_auto") == [(1, "c1", "a"), (2, "c2", "b")]
+
+
+def test_a_writer_killed_while_its_commit_lands_is_not_written_again(
+        mysql: MySQLTarget, tmp_path: Path) -> None:
+    """The process running an append is killed (kill -9: out of memory, a lost machine) after
+    its COMMIT reached the server: the rows are in the table, and nothing had recorded the
+    attempt, so `run --select` (or the next run of an incremental extractor) wrote them again.
+    A writer's attempt is now recorded before it writes and cleared when it ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    mysql.execute("DROP TABLE IF EXISTS w_killed", "CREATE TABLE w_killed (id INT, name TEXT)")
+    (tmp_path / "rows.csv").write_text("id,name\n1,a\n2,b\n3,c\n")
+    pipeline = tmp_path / "killed.yaml"
+    pipeline.write_text(WRITE_WITH_RETRIES.format(csv=tmp_path / "rows.csv").split(
+        "x-dagster:")[0].replace("w_commit_lost", "w_killed").replace("commit-lost", "killed"))
+    env = {**os.environ, "MYSQL_TEST_PASSWORD": mysql.password,
+           "OSIRIS_SESSIONS_DIR": str(tmp_path / "sessions")}
+    env.pop("DAGSTER_HOME", None)
+
+    def connections(port: int) -> Path:
+        path = tmp_path / f"conn_{port}.yaml"
+        path.write_text("version: 1\nconnections:\n  mysql:\n    main:\n      host: 127.0.0.1\n"
+                        f"      port: {port}\n      database: {mysql.database}\n"
+                        f"      user: {mysql.user}\n      password: ${{MYSQL_TEST_PASSWORD}}\n")
+        return path
+
+    def cli(*args: str, port: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "osiris_dagster.cli", "run", str(pipeline), "--connections",
+             str(connections(port)), *args], cwd=tmp_path, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    with CommitProxy(mysql.host, mysql.port, hold_answer_s=120) as proxy:
+        run = cli(port=proxy.port)
+        try:
+            assert proxy.commits_seen.acquire(timeout=300), "the COMMIT never came"
+            while mysql.query("SELECT count(*) FROM w_killed") != [(3,)]:
+                assert run.poll() is None, run.communicate()[0]
+                time.sleep(0.05)  # (polling the condition, not timing it)
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    again = cli("--select", "append", port=mysql.port)
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode == 1, out
+    assert "not run: an earlier attempt of this step on the same input" in out
+    assert "ended before it could say how the write went" in out
+    assert mysql.query("SELECT count(*) FROM w_killed") == [(3,)]
