@@ -7,7 +7,7 @@ the lake's records have no lock: see the README's limits of the ducklake store).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,31 +54,26 @@ class StepRecords:
                 for p in sorted(self._root.glob(f".state/*/*/{self.name}"))]
 
     def remove(self, pipeline: str, step_id: str) -> None:
-        if self._records is not None:
-            self._records.put_state(pipeline, step_id, self.name, "")
-        else:
-            self.path(pipeline, step_id).unlink(missing_ok=True)
+        self.save(pipeline, step_id, Body(""))
 
     @contextmanager
     def changing(self, pipeline: str, step_id: str) -> Iterator[Body]:
         """The record's text to change in place; saved (or removed, when emptied) after, if the
         block does not raise. Files: under an exclusive lock of the step's directory for this
         name, so changes of concurrent runs do not overwrite each other."""
-        if self._records is not None:
+        with self._lock(pipeline, step_id):
             body = Body(self.read(pipeline, step_id))
             before = body.text
             yield body
             if body.text != (before if body.saved is None else body.saved):
                 self.save(pipeline, step_id, body)
-            return
+
+    def _lock(self, pipeline: str, step_id: str) -> AbstractContextManager[object]:
+        if self._records is not None:  # the lake's records have no lock
+            return nullcontext()
         path = self.path(pipeline, step_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with held_lock(path.parent / f".{self.name}.lock"):
-            body = Body(self.read(pipeline, step_id))
-            before = body.text
-            yield body
-            if body.text != (before if body.saved is None else body.saved):
-                self.save(pipeline, step_id, body)
+        return held_lock(path.parent / f".{self.name}.lock")
 
     def save(self, pipeline: str, step_id: str, body: Body) -> None:
         """Write ``body`` now, inside :meth:`changing` (whose end then writes it only if it
