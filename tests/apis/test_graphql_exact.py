@@ -160,3 +160,26 @@ def test_the_last_page_ends_the_run(graphql: FakeGraphQL, run_driver: RunDriver)
     ran = run_driver(gq, config(graphql.endpoint, **PAGED))
     assert ran.column("id") == [1, 2]
     assert [r["body"]["variables"].get("after") for r in graphql.requests] == [None, "c1"]
+
+
+# -- keys written twice, errors that are not a list ------------------------------------------------
+def test_a_key_written_twice_fails_naming_it(graphql: FakeGraphQL, run_driver: RunDriver) -> None:
+    """Python's json kept `"v": 2` of `{"v": 1, "v": 2}` and the step succeeded."""
+    graphql.script.append(raw(page('{"id": 1, "v": 1, "v": 2}')))
+    with pytest.raises(DriverError) as err:
+        run_driver(gq, config(graphql.endpoint))
+    assert str(err.value) == (
+        f"GraphQL endpoint: page 1 from {graphql.endpoint} holds the key 'v' twice in the "
+        "object at `data.users.edges[0].node`; only one of its values could be kept. A value "
+        "from the API is stored exactly or the step fails: have the API send each key once.")
+
+
+@pytest.mark.parametrize("errors", ['{"message": "rate limited"}', '"boom"'])
+def test_errors_that_are_not_a_list_fail_the_step(errors: str, graphql: FakeGraphQL,
+                                                  run_driver: RunDriver) -> None:
+    """An `errors` object beside `data` was ignored: the step stored what `data` held."""
+    body = page('{"id": 1}')
+    graphql.script.append(raw(body[:-1] + f', "errors": {errors}}}'))
+    with pytest.raises(DriverError, match=r"returned errors that are not a list: "
+                                          r"(rate limited|boom)\."):
+        run_driver(gq, config(graphql.endpoint))

@@ -100,3 +100,42 @@ def test_a_number_in_a_posthog_answer_fails_naming_page_and_place(
         "holds the number 1e-400 at `results[0][3]`, which would be read as 0.0. A value from "
         "the API is stored exactly or the step fails: have the API send it as text, or leave "
         "it out.")
+
+
+# -- keys written twice, integers past Python's limit ----------------------------------------------
+def test_a_key_written_twice_in_a_posthog_answer_fails_naming_where(
+        posthog: FakePostHog, run_driver: RunDriver) -> None:
+    """Python's json kept the last value of `{"a": 1, "a": 2}` and dropped the first."""
+    columns = ["uuid", "event", "timestamp", "distinct_id", "person_id", "properties"]
+    text = json.dumps({"columns": columns, "results": [
+        ["0000-0001", "pageview", iso(T0), "u1", "p-1", "{}"], [{"k": 1}]]})
+    posthog.script.append(canned(200, raw=text.replace('{"k": 1}', '{"k": 1, "k": 2}')))
+    with pytest.raises(DriverError) as err:
+        run_driver(ph, PH_CONFIG, posthog.connection())
+    assert str(err.value) == (
+        f"PostHog: page 1 from {posthog.base_url}/api/projects/{posthog.project_id}/query/ "
+        "holds the key 'k' twice in the object at `results[1][0]`; only one of its values "
+        "could be kept. A value from the API is stored exactly or the step fails: have the API "
+        "send each key once.")
+
+
+def test_a_property_written_twice_fails_naming_the_row(posthog: FakePostHog,
+                                                       run_driver: RunDriver) -> None:
+    posthog.add_events(_event('{"$browser": "Firefox", "plan": {"tier": "a", "tier": "b"}}'))
+    with pytest.raises(DriverError) as err:
+        run_driver(ph, PH_CONFIG, posthog.connection())
+    assert str(err.value) == (
+        "posthog.extractor: the properties of the row with uuid '0000-0001' hold the key "
+        "'tier' twice in the object at `plan`; only one of its values could be kept. A value "
+        "from PostHog is stored exactly or the step fails.")
+
+
+def test_an_integer_past_pythons_digit_limit_is_named_not_called_invalid_json(
+        posthog: FakePostHog, run_driver: RunDriver) -> None:
+    columns = ["uuid", "event", "timestamp", "distinct_id", "person_id", "properties"]
+    text = json.dumps({"columns": columns, "results": [
+        ["0000-0001", "pageview", iso(T0), "u1", "p-1", "{}"]]})
+    posthog.script.append(canned(200, raw=text.replace('"u1"', "7" * 5000)))
+    with pytest.raises(DriverError, match=r"page 1 from .* holds an integer of more than 4300 "
+                                          r"digits, more than Python converts\."):
+        run_driver(ph, PH_CONFIG, posthog.connection())

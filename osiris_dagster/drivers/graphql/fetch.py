@@ -14,10 +14,12 @@ page, each answer checked for GraphQL errors and its records staged.
   dotted columns (``node.name``, as pandas' ``json_normalize``); lists are JSON-encoded text. With
   ``flatten_result: false`` each top-level key is a column and nested values are JSON text. A
   record that is not an object becomes a column ``value``. Two keys that would become one
-  column (``a.b`` and ``a { b }``) fail naming both. A number is kept exactly or fails
+  column (``a.b`` and ``a { b }``) fail naming both. A number is kept exactly or fails, and so
+  does an object that writes a key twice
   (:meth:`~osiris_dagster.drivers.http.client.HttpClient.decode_json`).
-* **Errors.** A body with a non-empty ``errors`` list fails the step with the GraphQL messages
-  (not retried: a bad query stays bad). HTTP 429/5xx, timeouts and refused connections are
+* **Errors.** A body with a non-empty ``errors`` list (or an ``errors`` that is not a list and
+  not null) fails the step with the GraphQL messages (not retried: a bad query stays bad).
+  HTTP 429/5xx, timeouts and refused connections are
   retried ``max_retries`` times by the shared client (:mod:`osiris_dagster.drivers.http.client`,
   urllib3's ``Retry``):
   the first retry at once, then after 2, 4, 8... x ``retry_delay`` plus up to ``retry_delay`` of
@@ -137,6 +139,10 @@ def _raise_graphql_errors(body: Any, host: str, client: hc.HttpClient) -> None:
     if isinstance(errors, list) and errors:
         raise client.error(f"GraphQL endpoint {host} returned errors: "
                            f"{hc.graphql_messages(errors)}. Check the query and its variables.")
+    if errors not in (None, []):  # not the list GraphQL specifies, but still errors
+        raise client.error(f"GraphQL endpoint {host} returned errors that are not a list: "
+                           f"{hc.graphql_messages([errors])}. Check the query and its "
+                           "variables (and that `endpoint` is a GraphQL server).")
 
 
 def _next_cursor(body: Any, opts: Options, pages: int) -> Any:

@@ -40,6 +40,7 @@ import http
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import weakref
@@ -66,6 +67,7 @@ from urllib3.util.retry import RequestHistory, Retry
 
 from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
 from osiris_dagster.core.masking import Masker, is_secret_header
+from osiris_dagster.drivers.json_keys import RepeatedKeyError, loads_unique_keys
 from osiris_dagster.drivers.json_numbers import first_changed_number
 
 #: Methods that may be repeated by their nature (urllib3's list without TRACE, which we never send).
@@ -468,10 +470,24 @@ class HttpClient:
     def decode_json(self, resp: requests.Response, url: str) -> Any:
         """The JSON body of an answer (the page ``json_answers`` counts). A number that Python's
         :mod:`json` would make another value (a float a double does not hold, ``1e400``,
-        ``NaN``: see :mod:`osiris_dagster.drivers.json_numbers`) fails, naming where it is."""
+        ``NaN``: see :mod:`osiris_dagster.drivers.json_numbers`), an object that writes a key
+        twice (Python keeps the last value) or an integer of more digits than Python converts
+        fails, naming where it is."""
         try:
-            body = json.loads(resp.content)
-        except ValueError:
+            body = loads_unique_keys(resp.content)
+        except RepeatedKeyError as exc:
+            raise self.error(
+                f"{self.service}: page {self.json_answers + 1} from {display_url(url)} holds "
+                f"{exc.describe()}; only one of its values could be kept. A value from the "
+                "API is stored exactly or the step fails: have the API send each key once."
+            ) from None
+        except ValueError as exc:
+            if "integer string conversion" in str(exc):  # Python's int_max_str_digits
+                raise self.error(
+                    f"{self.service}: page {self.json_answers + 1} from {display_url(url)} "
+                    f"holds an integer of more than {sys.get_int_max_str_digits()} digits, "
+                    "more than Python converts. A value from the API is stored exactly or the "
+                    "step fails: have the API send it as text, or leave it out.") from None
             ctype = resp.headers.get("Content-Type", "?")
             snippet = resp.content[:120].decode("utf-8", "replace")
             raise self.error(

@@ -12,12 +12,12 @@ with how it is queried, paged, keyed and flattened (:class:`Kind`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from osiris_dagster.core.errors import DriverError
+from osiris_dagster.drivers.json_keys import RepeatedKeyError, loads_unique_keys
 from osiris_dagster.drivers.json_numbers import first_changed_number
 from osiris_dagster.drivers.staging.json_records import to_scalar
 
@@ -35,7 +35,13 @@ def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mappin
         props = row.get("properties")
         if isinstance(props, str):
             try:
-                parsed = json.loads(props)
+                parsed = loads_unique_keys(props)
+            except RepeatedKeyError as exc:
+                raise DriverError(
+                    f"posthog.extractor: the properties of the row with {base[0]} "
+                    f"{row.get(base[0])!r} hold {exc.describe()}; only one of its values "
+                    "could be kept. A value from PostHog is stored exactly or the step "
+                    "fails.") from None
             except ValueError:
                 parsed = None
             if isinstance(parsed, dict):
