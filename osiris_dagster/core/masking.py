@@ -10,9 +10,12 @@ everywhere at once (and the leak scans in the tests plant a secret under it auto
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***MASKED***"
 
@@ -89,12 +92,15 @@ class Masker:
 
     def __init__(self, secret_values: Iterable[Any] = ()) -> None:
         self._values: set[str] = set()
+        self._forms: list[str] = []  # the values and their encoded forms, longest first
         self.add(secret_values)
 
     def add(self, values: Iterable[Any]) -> None:
-        for v in values:
-            if _maskable(v):
-                self._values.add(str(v))
+        new = {str(v) for v in values if _maskable(v)} - self._values
+        if new:
+            self._values |= new
+            forms = set(self._forms).union(*(encoded_forms(v) | {v} for v in new))
+            self._forms = sorted(forms, key=len, reverse=True)
 
     @property
     def values(self) -> frozenset[str]:
@@ -117,7 +123,7 @@ class Masker:
             self.add(m.group("pw") for m in _URL_PASSWORD.finditer(obj))
 
     def text(self, s: str) -> str:
-        for v in sorted(self._values, key=len, reverse=True):
+        for v in self._forms:
             if v in s:
                 s = s.replace(v, MASK)
         s = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, s)
@@ -136,6 +142,25 @@ class Masker:
         if isinstance(obj, str):
             return self.text(obj)
         return obj
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """How a secret may come back inside a server's answer or a library's message: URL-encoded
+    (a query string, a form), JSON-escaped, and base64, standard or URL-safe, at each of the
+    three offsets it can sit at inside a longer encoded text (``user:secret`` of HTTP Basic
+    auth): there only the characters that encode the secret's own bytes are fixed, and those
+    are masked when there are at least 8 of them."""
+    forms = {quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    raw = secret.encode()
+    for offset in range(3):
+        start = -(-4 * offset // 3)  # the first character after the offset's bits
+        end = 8 * (offset + len(raw)) // 6  # past the last one within the secret's bits
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            core = encode(b"\0" * offset + raw).decode("ascii")[start:end]
+            if len(core) >= 8:
+                forms.add(core)
+    forms.discard(secret)
+    return forms
 
 
 def _mask_kv(m: re.Match[str]) -> str:

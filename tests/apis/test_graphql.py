@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import dagster as dg
 import duckdb
@@ -244,6 +245,24 @@ def test_401_names_host_and_not_the_token(graphql: FakeGraphQL, run_driver: RunD
     assert "Bad credentials" in text and "`auth_token` of the @graphql connection" in text
     assert TOKEN not in text
     assert len(graphql.requests) == 1
+
+
+def test_a_secret_echoed_back_encoded_is_masked(graphql: FakeGraphQL,
+                                               run_driver: RunDriver) -> None:
+    """The server quotes the credentials it got: the Basic header (base64 of `alice:<token>`),
+    the token URL-encoded and JSON-escaped. Each used to reach the step's error as sent."""
+    token = 'Pw/with+odd "chars" 0123'
+    sent = "Basic " + base64.b64encode(f"alice:{token}".encode()).decode()
+    echo = f"got {sent}; token {quote(token, safe='')}, {quote_plus(token)}, {json.dumps(token)}"
+    graphql.script.append(canned(401, {"message": echo}))
+    with pytest.raises(DriverError) as err:
+        run_driver(gq, config(graphql.endpoint, auth_type="basic"),
+                   {"auth_token": token, "auth_username": "alice"})
+    text = str(err.value)
+    assert "got Basic " in text and "token ***MASKED***, ***MASKED***, " in text
+    for shown in (sent[6:], quote(token, safe=""), quote_plus(token), json.dumps(token)[1:-1]):
+        assert shown not in text, (shown, text)
+    assert len(text) - len(text.replace("***MASKED***", "")) == 4 * len("***MASKED***")
 
 
 # -- failures -------------------------------------------------------------------------------------
