@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -482,6 +482,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     _finish_events(session, res.success)
     printed = {sid for sid, _ in handler.errors}
     failed = _failed_steps(res, pipeline)
+    handler.print_held(failed={sid for sid, _ in failed})
     for sid, text in failed:  # not printed yet: failed before the step ran (its inputs)
         if sid not in printed:
             print(f"  FAILED {sid}: {text.splitlines()[0] if text else 'failed'}", file=out)
@@ -682,13 +683,19 @@ def _error_text(error: Any) -> str:
 
 
 class _ProgressPrinter(logging.Handler):
-    """Prints one line per step start/finish and a heartbeat line for long steps."""
+    """Prints one line per step start/finish and a heartbeat line for long steps.
+
+    A step's ``ok`` line (with its check lines) is held until the step is accepted, which the
+    next step's first line or the run's end shows: its table may yet be refused (a blocking
+    check, the IO manager, an incremental state another run changed), and then only ``FAILED``
+    is printed for it (:meth:`print_held`)."""
 
     def __init__(self, out: TextIO) -> None:
         super().__init__()
         self.out = out
         self.rows: dict[str, tuple[int, int, float, str | None]] = {}
         self.errors: list[tuple[str, str]] = []
+        self.held: dict[str, list[str]] = {}  # step -> its ok line, then its check lines
 
     def emit(self, record: logging.LogRecord) -> None:
         data = getattr(record, "osiris", None)
@@ -703,13 +710,21 @@ class _ProgressPrinter(logging.Handler):
             self.rows[sid] = (int(data.get("rows_read") or 0), int(rows or 0),
                               float(data.get("duration") or 0), target)
             suffix = f" -> {target}" if target else ""
-            line = f"  ok {sid}: {rows} rows in {float(data.get('duration') or 0):.2f}s{suffix}"
+            self.held[sid] = [
+                f"  ok {sid}: {rows} rows in {float(data.get('duration') or 0):.2f}s{suffix}"]
+            return
         elif ev == "check_failed":
             kind = "blocking check" if data.get("blocking") else "check"
             line = f"  ! {sid}: {kind} {data.get('check')} failed: {data.get('detail')}"
+            if sid in self.held:
+                self.held[sid].append(line)
+                return
         elif ev == "step_error":
             self.errors.append((sid, str(data.get("error"))))
+            self.print_held(failed={sid})
             line = f"  FAILED {sid}: {str(data.get('error')).splitlines()[0]}"
+        elif ev == "notice":
+            line = f"  ! {sid}: {data.get('message')}"
         elif ev == "progress":
             rows = data.get("rows")
             rows_txt = f", {rows} rows so far" if rows is not None else ""
@@ -717,7 +732,19 @@ class _ProgressPrinter(logging.Handler):
                 f" ({data['message']})" if data.get("message") else "")
         else:
             return
+        self.print_held()
         print(line, file=self.out, flush=True)
+
+    def print_held(self, failed: Collection[str] = ()) -> None:
+        """Print the held lines: a step in ``failed`` was not accepted after all, so its check
+        lines only, and it leaves the summary."""
+        for sid, lines in self.held.items():
+            if sid in failed:
+                lines = lines[1:]
+                self.rows.pop(sid, None)
+            for line in lines:
+                print(line, file=self.out, flush=True)
+        self.held.clear()
 
     def summary(self) -> list[str]:
         lines = []

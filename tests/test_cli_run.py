@@ -246,3 +246,9 @@ steps:
     assert f"  ! orders: {kind} not_null failed: 1 failing row(s)" in out.stdout
     assert f"  ! orders: {kind} expression failed: 2 failing row(s)" in out.stdout
     assert "row_count failed" not in out.stdout
+    # a step whose table a blocking check refused is FAILED, never `ok` first
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("  ok orders: 3 rows in") for line in lines) is not blocking
+    assert any(line.startswith("orders: 3 rows (") for line in lines) is not blocking  # summary
+    assert ("  FAILED orders: blocking check(s) failed: not_null, expression" in lines) is \
+        blocking, out.stdout

@@ -284,7 +284,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                            timeout_seconds=pipeline.dagster.step_timeout(step_id),
                            checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
                            asset_refs=asset_refs, selected=selected,
-                           retried_on_failure=_retried_on_failure(context, pipeline, step_id))
+                           retried_on_failure=_retried_on_failure(context, pipeline, step_id),
+                           on_notice=_notice_reporter(context, masker))
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})
@@ -348,6 +349,18 @@ def _progress_reporter(context: dg.AssetExecutionContext, masker: Masker
                                                         **fields}})
 
     return on_progress
+
+
+def _notice_reporter(context: dg.AssetExecutionContext, masker: Masker
+                     ) -> Callable[[str, str], None]:
+    """A notice goes to Dagster's run log (a warning) and to the CLI."""
+    def on_notice(sid: str, text: str) -> None:
+        text = masker.text(text)
+        context.log.warning(f"step '{sid}': {text}")
+        progress_log.info("notice", extra={"osiris": {"event": "notice", "step_id": sid,
+                                                      "message": text}})
+
+    return on_notice
 
 
 def _retried_on_failure(context: dg.AssetExecutionContext, pipeline: Pipeline,
@@ -511,6 +524,8 @@ def _fail_step(context: dg.AssetExecutionContext, session: Session, pipeline: Pi
     not ended."""
     session.log_event("step_error", step_id=step_id, error=message, cancelled=False,
                       timed_out=False, **({"will_retry": True} if will_retry else {}))
+    progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
+                                                 "error": session.masker.text(message)}})
     _finish(context, session, pipeline, selected)
 
 

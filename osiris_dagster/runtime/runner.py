@@ -150,12 +150,16 @@ def run_step(
     asset_refs: Mapping[str, TableRef] | None = None,
     selected: Collection[str] = (),
     retried_on_failure: bool = False,
+    on_notice: Callable[[str, str], None] | None = None,
 ) -> StepOutcome:
     """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
 
     ``retried_on_failure``: Dagster runs the step again if this attempt fails with a retryable
     error (its retry policy has attempts left); the step's error event says so, and the session
     is not ended as failed while that retry is to come (:func:`finish_run_if_done`).
+
+    ``on_notice(step_id, text)`` gets what a person watching the run should read in its log
+    besides progress (an incremental state set back before the step reads).
 
     The driver's incremental state (``outcome.result.pending_state``) is NOT saved here: the
     caller saves it with :func:`commit_state` once the step's output is accepted.
@@ -197,6 +201,8 @@ def run_step(
             rewound = rewind_if_undelivered(session, pipeline, step.id)
             if rewound is not None:
                 session.log_event("state_rewound", step_id=step.id, detail=rewound)
+                if on_notice:
+                    on_notice(step.id, rewound)
         with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
                            output_table=step_table(pipeline, step.id),
                            connection=resolved.values if resolved else None,

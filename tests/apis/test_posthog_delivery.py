@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -116,6 +117,9 @@ def test_rows_a_failed_writer_missed_are_read_again_and_the_old_table_is_not_wri
               (sessions / again.run_id / "logs" / "events.jsonl").read_text().splitlines()]
     (rewound,) = [e for e in events if e["event"] == "state_rewound"]
     assert f"in session {failed.run_id} did not reach copy" in rewound["detail"]
+    warnings = [e.user_message for e in instance.all_logs(again.run_id)
+                if e.level == logging.WARNING]  # the run's log says it in a line, too
+    assert f"step 'events': {rewound['detail']}" in warnings, warnings
 
     run, message = _reexecute(failed.run_id, instance)
     assert run.status == dg.DagsterRunStatus.FAILURE
@@ -411,3 +415,28 @@ def test_a_step_that_only_comes_after_a_writer_is_not_waited_for(
         ran = run_job(defs_for(path, sessions, conns), JOB, instance)
         assert ran.success, failure_description(ran)
         assert _rows(tmp_path / "out" / "copy.csv") == [f"0000-{i:04d}"]
+
+
+def test_the_command_line_says_when_the_state_was_set_back(
+        setup: tuple[Path, Path, Path], posthog: FakePostHog, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The set-back was only an event in the session's events.jsonl: `run` printed nothing."""
+    from osiris_dagster.cli import main
+
+    path, sessions, conns = setup
+    write(path, PIPELINE.format(tmp=tmp_path))
+    run = ["run", str(path), "--sessions-dir", str(sessions), "--connections", str(conns)]
+    posthog.add_events(event(1, T0))
+    assert main(run) == 0
+    capsys.readouterr()
+    posthog.add_events(*[event(i, T0 + timedelta(minutes=5, seconds=i)) for i in range(10, 13)])
+    write(tmp_path / "blocked", "a file, not a directory")
+    assert main([*run, "--param", f"target={tmp_path / 'blocked' / 'copy.csv'}"]) == 1
+    failed = next(line.split()[1] for line in capsys.readouterr().out.splitlines()
+                  if line.startswith("session "))
+    assert main(run) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  ! events: the rows this step read in session {failed} did not reach copy: its " \
+           "incremental state was set back, and it reads them again now (the old session's " \
+           "tables are not delivered again)" in lines, lines
+    assert _rows(tmp_path / "out" / "copy.csv") == ["0000-0010", "0000-0011", "0000-0012"]
