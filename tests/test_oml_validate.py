@@ -1399,3 +1399,26 @@ def test_a_sensor_watching_one_named_file_validates(tmp_path: Path, watch: str) 
     assert not result.errors, [str(d) for d in result.errors]
     assert [("has no wildcard" in w.message) for w in result.warnings] == (
         [] if "[" in watch else [True])
+
+
+@pytest.mark.parametrize("watch,warned", [("in/**/*.csv", True), ("in/*/orders_*.csv", True),
+                                          ("in/*.csv", False), ("/data/in/*.csv", False)])
+def test_a_name_param_over_several_directories_is_warned_about(tmp_path: Path, watch: str,
+                                                               warned: bool) -> None:
+    """`in/shop_a/orders.csv` and `in/shop_b/orders.csv` got one `name_param` value: an output
+    named by it kept the second file's rows only, and validate said nothing."""
+    result = check(tmp_path, f"""\
+        oml_version: "0.1.0"
+        name: s
+        params: {{p: a.csv, n: a.csv}}
+        x-dagster:
+          sensor: {{watch: "{watch}", param: p, name_param: n}}
+        steps:
+          - {{id: a, component: filesystem.csv_extractor, mode: read, config: {{path: x.csv}}}}
+        """)
+    assert not result.errors, [str(d) for d in result.errors]
+    found = [w for w in result.warnings if "name_param" in w.message]
+    assert bool(found) is warned, [str(w) for w in result.warnings]
+    if warned:
+        assert found[0].line == 5 and "(a/orders.csv, b/orders.csv) get the same value" in \
+            found[0].message and "`p`" in found[0].message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import math
+from pathlib import Path
 
 from osiris_dagster.oml.config_checks import CONNECTION_REF
 from osiris_dagster.oml.cron import cron_problem, cron_warning
@@ -109,6 +110,14 @@ def sensor_settings(body: LineDict, param_names: set[str], out: Collector
                                               "parameter declared under 'params' (it receives "
                                               "the file's name)")
         ok = False
+    elif name_param is not None and isinstance(watch, str) and \
+            any(glob.has_magic(part) for part in Path(watch.strip()).parts[:-1]):
+        out.warning(body.line_of("name_param"),
+                    f"{label}.name_param gets only the file's name, and {watch.strip()!r} "
+                    "matches files in more than one directory: files of one name in two of "
+                    "them (a/orders.csv, b/orders.csv) get the same value, so an output named "
+                    f"by ${{params.{name_param}}} holds the last one's rows only. Name outputs "
+                    f"by the path (`{param}`), or watch one directory per sensor")
     numbers = {}
     for key, default, minimum, kind in (("settle_seconds", 10.0, 0, (int, float)),
                                         ("minimum_interval_seconds", 30, 1, (int,)),
