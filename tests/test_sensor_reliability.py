@@ -95,7 +95,7 @@ def test_an_io_manager_failing_on_the_last_step_leaves_the_file(
     src, result = _checked_run(workdir, tmp_path, instance, rows=2)
     assert not result.success
     assert src.exists() and not (workdir / "processed").exists()
-    assert not any(e.get("status") == "success" for e in _run_end(tmp_path, result))
+    assert [e["status"] for e in _run_end(tmp_path, result)] == ["failure"]  # was none at all
 
 
 # -- a file this process cannot read -----------------------------------------------------------

@@ -310,11 +310,17 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     # The materialisation's own metadata, not the Output's: Dagster copies an Output's metadata
     # into the STEP_OUTPUT event as well (one more serialisation and event-log write per asset).
     context.add_asset_metadata(metadata, asset_key=key)
-    if outcome.ref is None:
-        yield dg.MaterializeResult()
-    else:
-        yield dg.Output(outcome.ref)
-        yield from _check_results(key, outcome, session.masker)
+    try:
+        if outcome.ref is None:
+            yield dg.MaterializeResult()
+        else:
+            yield dg.Output(outcome.ref)
+            yield from _check_results(key, outcome, session.masker)
+    except GeneratorExit:  # Dagster failed the step here: its IO manager raised
+        _fail_step(context, session, pipeline, selected, step_id,
+                   "the step's output was not stored (its IO manager failed; Dagster's event "
+                   "log has the error)")
+        raise
     # Dagster resumes here once it accepted the output (the IO manager stored it) and recorded
     # the check results; an IO manager that raises closes this generator at the yield. Only
     # now may the run end as a success and its file be archived.
