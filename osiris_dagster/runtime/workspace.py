@@ -349,8 +349,13 @@ class StepWorkspace:
             return p
         if self.base_dir is None:
             return (Path.cwd() / p).absolute()
-        base = self.base_dir.resolve()
-        resolved = (base / p).resolve()
+        try:
+            base = self.base_dir.resolve()
+            resolved = (base / p).resolve()
+        except (RuntimeError, OSError) as exc:  # a symbolic link loop (RuntimeError in 3.11)
+            raise DriverError(f"path '{path}' under the connection's base_dir "
+                              f"{self.base_dir} cannot be resolved: {exc}. Check the symbolic "
+                              "links on the way (one points back at itself)") from None
         if not resolved.is_relative_to(base):
             raise DriverError(f"path '{path}' escapes the connection's base_dir {base}; use a "
                               "path inside it (or an absolute path)")

@@ -147,6 +147,18 @@ def test_relative_path_uses_base_dir_and_absolute_path_works(extract: ExtractFn,
     assert extract(path=str(other / "r.csv")).rows == [(1,)]
 
 
+def test_a_symbolic_link_loop_under_base_dir_fails_naming_the_path(extract: ExtractFn,
+                                                                   tmp_path: Path) -> None:
+    """It raised a bare RuntimeError ('Symlink loop from ...') out of the driver."""
+    base = tmp_path / "loop"
+    base.mkdir()
+    (base / "a").symlink_to(base / "b")
+    (base / "b").symlink_to(base / "a")
+    with pytest.raises(DriverError, match=r"path 'a/x\.csv' under the connection's base_dir "
+                                          r".*cannot be resolved: .*Check the symbolic links"):
+        extract(path="a/x.csv", base_dir=base)
+
+
 def test_missing_file_names_absolute_path(extract: ExtractFn, data_dir: Path) -> None:
     with pytest.raises(DriverError, match="not found") as info:
         extract(path="nope.csv")
