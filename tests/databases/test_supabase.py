@@ -232,7 +232,8 @@ def test_rest_channel_pipeline_through_dagster(
                     (3, "Tři 🎬", Decimal("12345.67"), dt.date(2003, 3, 3), []),
                     (4, "Čtyři", None, None, ["x"]), (99, "kept", None, None, None)]
     gets = [r for r in rest.calls("GET") if r.path.endswith("/films")]
-    assert [dict(r.query)["offset"] for r in gets] == ["0", "2"]  # pages of 2, short page ends
+    assert [dict(r.query)["offset"] for r in gets] == ["0", "2", "3"]  # pages of 2: an empty
+    # page ends (a short one may be the server's cap)
     assert all(dict(r.query)["genre"] == "eq.drama" for r in gets)
     assert all(r.headers.get("Accept-Profile") == pg.schema for r in gets)
     posts = rest.calls("POST")
@@ -621,6 +622,22 @@ def test_rest_extractor_reads_money(pg: PgTarget, rest: PostgrestFake, harness: 
                                         None]
 
 
+def test_rest_extractor_reads_past_pages_the_server_cuts_short(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """PostgREST's db-max-rows (Supabase's "Max rows") below `limit` made the first page short,
+    and the extractor took a short page for the last one: 10 of 25 rows, and success."""
+    t = pg.table("r_capped")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY)",
+               f"INSERT INTO {t} SELECT generate_series(1, 25)")
+    rest.max_rows = 10
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_capped", order="id", limit=20)
+    assert [r[0] for r in out.rows] == list(range(1, 26))
+    offsets = [dict(c.query).get("offset") for c in rest.calls("GET")
+               if c.path.endswith("/r_capped")]
+    assert offsets == ["0", "10", "20", "25"]  # a page of 5 is not the end; an empty one is
+
+
 def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness,
                                                   catalog_table: str) -> None:
     conn = pg.connection()
@@ -760,6 +777,23 @@ def test_rest_writer_modes_and_replace_deletes(pg: PgTarget, rest: PostgrestFake
         harness.write("supabase.writer", conn, schema=pg.schema, table="r_modes")
 
 
+def test_rest_replace_deletes_every_stale_row_when_the_server_caps_pages(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the existing keys took a short page (db-max-rows below 1000) for the last one,
+    and stepped 1000 keys on: `replace` left stale rows in the table and succeeded."""
+    t = pg.table("r_capped_replace")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",
+               f"INSERT INTO {t} SELECT g, 'stale' FROM generate_series(1, 1200) g")
+    harness.upstream("SELECT i AS id, 'new' AS v FROM range(1, 4) t(i)")
+    rest.max_rows = 250
+    monkeypatch.setattr(supabase_writer, "_URL_BUDGET", 10)  # read the keys, delete in chunks
+    harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema,
+                  table="r_capped_replace", write_mode="replace", primary_key="id")
+    assert pg.query(f"SELECT id, v FROM {t} ORDER BY id") == [(1, "new"), (2, "new"),
+                                                              (3, "new")]
+
+
 def test_rest_writer_retries_429_and_500_then_succeeds(pg: PgTarget, rest: PostgrestFake,
                                                        harness: Harness) -> None:
     t = pg.table("r_retry")
@@ -835,7 +869,7 @@ def test_rest_extractor_pages_filters_and_types(pg: PgTarget, rest: PostgrestFak
     out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_read",
                           order="id", limit=3)
     assert [dict(r.query)["offset"] for r in rest.calls("GET") if r.path.endswith("r_read")] \
-        == ["0", "3", "6"]
+        == ["0", "3", "6", "7"]
     assert out.types == {"id": "INTEGER", "name": "VARCHAR", "amount": "DECIMAL(38,10)",
                          "ok": "BOOLEAN", "at": "TIMESTAMP WITH TIME ZONE", "doc": "JSON",
                          "raw": "BLOB", "ids": "BIGINT[]"}

@@ -39,9 +39,10 @@ the server (arrays as JSON) and cast by DuckDB while it builds the table from Ar
   ================================  ==========================================
 
 **REST channel.** ``GET /rest/v1/<table>?select=...&<col>=eq.<v>&order=...&limit=&offset=``
-(``Accept-Profile`` for a non-public schema), page after page until a page is shorter than
-``limit``; the same client as the writer (:mod:`osiris_dagster.drivers.postgres.postgrest`), so the
-same retries (reads are
+(``Accept-Profile`` for a non-public schema), page after page until a page is empty (a short
+page may be PostgREST's ``db-max-rows`` cutting it below ``limit``, so it is not the end);
+the same client as the writer (:mod:`osiris_dagster.drivers.postgres.postgrest`), so the same
+retries (reads are
 idempotent: 429, 5xx, timeouts and connection failures are retried). Pages are collected as JSON
 rows in the step's DuckDB (in-memory, spills to disk) and the table is built from them in one
 ``create_output``. Types come from the API's OpenAPI description (numeric, float, their
@@ -620,8 +621,8 @@ class _RestRead:
                     [text])
                 total += n
                 progress.add(n)
-            if n < opts.page_size:
-                break
+            if n == 0:  # a short page is not the end: PostgREST's db-max-rows caps each page
+                break  # below `limit` without a word (Supabase's "Max rows", 1000 by default)
             offset += n
         progress.done()
         return total

@@ -643,9 +643,9 @@ class _RestWrite:
                     con.execute(f"INSERT INTO {tmp} SELECT CAST(unnest(?::VARCHAR[]) AS "
                                 f"{duck_type})",
                                 [[None if v is None else _text(v) for v in values]])
-                if len(values) < page:
+                if not values:  # a short page is not the end: db-max-rows caps each page
                     break
-                offset += page
+                offset += len(values)
             ref = quote_ident(key)
             return [r[0] for r in con.execute(
                 f"SELECT CAST(e.k AS VARCHAR) FROM {tmp} AS e WHERE e.k IS NOT NULL AND NOT "
