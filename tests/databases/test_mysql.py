@@ -318,6 +318,13 @@ def test_extract_query_with_columns_limit_offset_and_duplicate_names(
                           query="SELECT n, label FROM numbers ORDER BY n", columns=["label"],
                           limit=2)
     assert out.rows == [("n1",), ("n2",)]
+    # a repeated name never takes a name the query gave another column: `n_1` was `n * 10`
+    # and the query's own `n_1` (label) became `n_1_1`
+    out = harness.extract("mysql.extractor", mysql.connection(),
+                          query="SELECT n, n * 10 AS n, label AS n_1, 0 AS N FROM numbers "
+                                "ORDER BY n LIMIT 1")
+    assert out.columns == ["n", "n_2", "n_1", "N_3"]
+    assert out.rows == [(1, 10, "n1", 0)]
 
 
 def test_extract_connection_values_win_over_step_config(mysql: MySQLTarget, harness: Harness,

@@ -38,7 +38,7 @@ from sqlglot.optimizer.scope import Scope, build_scope, find_all_in_scope
 from sqlglot.schema import MappingSchema
 
 from osiris_dagster.core.naming import SINGLE_INPUT_VIEW
-from osiris_dagster.drivers.identifiers import unique_names
+from osiris_dagster.drivers.identifiers import duckdb_result_names
 
 DIALECT = "duckdb"
 _NAMED = "osiris_named"  # meta key: the projection had an alias in the query as written
@@ -112,7 +112,7 @@ def _lineage(query: str, upstream_columns: Mapping[str, Sequence[str]],
         raise _Untraceable("the query is not a SELECT")
     tracer = _Tracer(views, root)
     outputs = tracer.outputs(root)
-    names = unique_names([out.name for out in outputs])
+    names = duckdb_result_names([out.name for out in outputs])
     if output_columns is None:
         return dict(zip(names, (out.sources for out in outputs), strict=True))
     real = list(output_columns)
