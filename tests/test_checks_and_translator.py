@@ -83,6 +83,22 @@ def test_blocking_check_stops_downstream(workdir: Path, tmp_path: Path,
     assert set(materialisations(result)) == {"checked/movies"}
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evals["not_null"].severity == dg.AssetCheckSeverity.ERROR
+    # the step after it, run alone (`run --select`, one asset from the UI), took the refused
+    # table as its upstream's latest and ran on it with success
+    alone = run_job(defs_for(p, tmp_path / "s"), "checked", instance,
+                    selection=[dg.AssetKey(["checked", "stamped"])])
+    assert not alone.success
+    assert "upstream asset 'checked/movies' (step 'movies') failed its blocking check(s) " \
+           f"not_null, unique, accepted_values, expression_2, freshness in session " \
+           f"{result.run_id}, so its table is not passed on" in failure_description(alone)
+    assert set(materialisations(alone)) == set()
+    # once the table passes its checks, the step alone reads it again
+    write(workdir / "checked.yaml", CHECKED.format(blocking="false"))
+    assert run_job(defs_for(p, tmp_path / "s"), "checked", instance,
+                   selection=[dg.AssetKey(["checked", "movies"])]).success
+    again = run_job(defs_for(p, tmp_path / "s"), "checked", instance,
+                    selection=[dg.AssetKey(["checked", "stamped"])])
+    assert again.success, failure_description(again)
 
 
 def test_checks_on_a_writer_are_rejected(tmp_path: Path) -> None:

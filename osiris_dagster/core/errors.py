@@ -65,6 +65,10 @@ class UpstreamMissingError(OsirisError):
                    f"materialise '{rematerialise}' again")
 
 
+class UpstreamRefusedError(OsirisError):
+    """An upstream table failed a blocking check: it is not passed on to another run's step."""
+
+
 class StepCancelled(OsirisError):
     """The step was interrupted (run terminated) while a driver was working."""
 

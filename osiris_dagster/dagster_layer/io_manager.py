@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from osiris_dagster.core.errors import UpstreamMissingError
+from osiris_dagster.core.errors import UpstreamMissingError, UpstreamRefusedError
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.dagster_layer.resources import OsirisResource
 from osiris_dagster.dagster_layer.run_sessions import (
@@ -25,6 +25,7 @@ from osiris_dagster.dagster_layer.run_sessions import (
     run_session_id,
 )
 from osiris_dagster.runtime import duckdb_instances
+from osiris_dagster.runtime.checks import failed_blocking_checks
 from osiris_dagster.runtime.python_values import (
     UnsupportedTypeError,
     close_readers,
@@ -92,8 +93,13 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         if run_id and run_id != EPHEMERAL_RUN_ID:  # this run's output (or a re-executed run's)
             session_id = _run_session(context, run_id)
             session = Session(self._settings(), session_id)
+            if run_id != _current_run(context):  # in its own run Dagster skips the step
+                _refuse_failed_checks(session, upstream.asset_key, step_id)
             return TableRef(session_id, session.location, table or step_id, step_id, -1)
-        return self._from_latest_materialisation(context, upstream.asset_key, step_id, table)
+        ref = self._from_latest_materialisation(context, upstream.asset_key, step_id, table)
+        _refuse_failed_checks(Session(self._settings(), ref.session_id), upstream.asset_key,
+                              step_id)
+        return ref
 
     def _from_latest_materialisation(self, context: dg.InputContext, key: dg.AssetKey,
                                      step_id: str, table: str | None) -> TableRef:
@@ -131,6 +137,26 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         rows = md.get("dagster/row_count")
         return TableRef(session_id, location, table, step_id,
                         int(rows.value) if rows is not None else -1)
+
+
+def _current_run(context: dg.InputContext) -> str | None:
+    try:
+        return context.step_context.run_id
+    except (dg.DagsterInvariantViolationError, AttributeError):
+        return None
+
+
+def _refuse_failed_checks(session: Session, key: dg.AssetKey, step_id: str) -> None:
+    """A table that failed a blocking check stopped the steps after it in its own run; a step
+    of another run (``--select``, a re-execution, one asset materialised from the UI) must not
+    read it either."""
+    failed = failed_blocking_checks(session.read_events(), step_id)
+    if failed:
+        name = key.to_user_string()
+        raise UpstreamRefusedError(
+            f"upstream asset '{name}' (step '{step_id}') failed its blocking check(s) "
+            f"{', '.join(failed)} in session {session.session_id}, so its table is not passed "
+            f"on. Fix the data (or the check) and materialise '{name}' again.")
 
 
 def _run_session(context: dg.InputContext, run_id: str) -> str:

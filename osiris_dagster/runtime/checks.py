@@ -22,6 +22,22 @@ CHECK_KINDS = ("not_null", "unique", "row_count", "accepted_values", "expression
 SAMPLE_ROWS = 5
 
 
+def failed_blocking_checks(events: Sequence[Mapping[str, Any]], step_id: str) -> list[str]:
+    """The blocking checks that failed on the last table ``step_id`` made in a session (the
+    checks logged after its last ``step_complete``), from the session's events: such a table
+    is kept (the check shows what failed) but must not reach a step of another run."""
+    failed: list[str] = []
+    for event in events:
+        if event.get("step_id") != step_id:
+            continue
+        if event.get("event") == "step_complete":
+            failed = []
+        elif event.get("event") == "check" and event.get("blocking") and \
+                not event.get("passed"):
+            failed.append(str(event.get("check")))
+    return failed
+
+
 @dataclass(frozen=True)
 class CheckSpec:
     name: str
