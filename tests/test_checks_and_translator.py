@@ -88,9 +88,10 @@ def test_blocking_check_stops_downstream(workdir: Path, tmp_path: Path,
     alone = run_job(defs_for(p, tmp_path / "s"), "checked", instance,
                     selection=[dg.AssetKey(["checked", "stamped"])])
     assert not alone.success
-    assert "upstream asset 'checked/movies' (step 'movies') failed its blocking check(s) " \
-           f"not_null, unique, accepted_values, expression_2, freshness in session " \
-           f"{result.run_id}, so its table is not passed on" in failure_description(alone)
+    assert f"upstream asset 'checked/movies' (step 'movies') made its table in session " \
+           f"{result.run_id}, but the step then failed (blocking check(s) failed: not_null, " \
+           "unique, accepted_values, expression_2, freshness), so the table is not passed on" \
+           in failure_description(alone)
     assert set(materialisations(alone)) == set()
     # once the table passes its checks, the step alone reads it again
     write(workdir / "checked.yaml", CHECKED.format(blocking="false"))

@@ -279,3 +279,42 @@ def test_a_run_whose_file_was_replaced_before_it_started_fails_and_keeps_it(
     assert result.success, failure_description(result)
     assert (workdir / "out" / "daily.csv").read_text() == "n,total\n5,10\n"
     assert not src.exists() and (workdir / "processed" / "daily.csv").is_file()
+
+
+def test_a_file_appended_to_while_its_step_reads_it_is_not_passed_on(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file matched its fingerprint when the step started, its writer appended a line
+    while DuckDB read it: the table held the new line too, the writer after it wrote every row,
+    the file (changed) stayed, and the next tick ran it again: every row written twice into an
+    append target. Now the reading step fails and passes nothing on; the next version runs."""
+    from osiris_dagster.drivers.csv import extractor as csv_extractor
+
+    read = csv_extractor.run
+
+    def appending_while_reading(ctx: Any, config: Any, inputs: Any) -> Any:
+        result = read(ctx, config, inputs)
+        with open(config["path"], "a", encoding="utf-8") as fh:
+            fh.write("99\n")
+        return result
+
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (request,), cursor, _ = tick(defs, instance, None)
+    monkeypatch.setattr(csv_extractor, "run", appending_while_reading)
+    result = _run(defs, instance, request)
+    monkeypatch.setattr(csv_extractor, "run", read)
+    assert not result.success
+    message = failure_description(result)
+    assert f"{src} changed while this step read it (expected version " in message, message
+    assert "so it is not passed on" in message
+    assert not (workdir / "out").exists()  # the writer never ran
+    assert src.exists() and not (workdir / "processed").exists()
+    evs = events(tmp_path / "s" / result.run_id)
+    assert any(e["event"] == "file_changed_during_read" for e in evs)
+    assert [e["status"] for e in evs if e["event"] == "run_end"] == ["failure"]
+
+    (again,), cursor, _ = tick(defs, instance, cursor)  # the new version runs, once
+    result = _run(defs, instance, again)
+    assert result.success, failure_description(result)
+    assert (workdir / "out" / "daily.csv").read_text() == "n,total\n4,102\n"

@@ -293,6 +293,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         if not exc.retryable:
             _no_run_retry(context)
         raise _step_failure(session, exc) from None
+    _refuse_file_changed_while_read(context, session, pipeline, step_id, selected)
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
@@ -554,6 +555,29 @@ def _refuse_replaced_file(context: dg.AssetExecutionContext, session: Session,
     session.masker.add(pipeline.sensitive_values())  # before anything is written
     start_session(session, pipeline)
     session.log_event("file_changed_before_run", path=path, change=found)
+    _fail_step(context, session, pipeline, selected, step_id, message)
+    _no_run_retry(context)
+    raise dg.Failure(description=message, allow_retries=False)
+
+
+def _refuse_file_changed_while_read(context: dg.AssetExecutionContext, session: Session,
+                                    pipeline: Pipeline, step_id: str,
+                                    selected: Sequence[str]) -> None:
+    """Fail the step that read the sensor's file when the file changed while it read it (its
+    writer appended to it): the table may hold rows of two versions, and the sensor runs the
+    version there now, so passing this table on would write those rows twice into an append
+    target. The run fails (not retried), the file stays."""
+    tags = context.run.tags
+    path = tags.get(TAG_FILE)
+    if not path or not _mentions(pipeline.step(step_id).config, path):
+        return
+    found = file_replaced(path, tags.get(TAG_FINGERPRINT))
+    if found is None:
+        return
+    message = (f"{path} changed while this step read it ({found}): its table may hold part of "
+               "the new version, so it is not passed on; the sensor starts a run for the "
+               "version there now")
+    session.log_event("file_changed_during_read", path=path, change=found)
     _fail_step(context, session, pipeline, selected, step_id, message)
     _no_run_retry(context)
     raise dg.Failure(description=message, allow_retries=False)

@@ -25,7 +25,7 @@ from osiris_dagster.dagster_layer.run_sessions import (
     run_session_id,
 )
 from osiris_dagster.runtime import duckdb_instances
-from osiris_dagster.runtime.checks import failed_blocking_checks
+from osiris_dagster.runtime.checks import refused_table
 from osiris_dagster.runtime.python_values import (
     UnsupportedTypeError,
     close_readers,
@@ -147,16 +147,17 @@ def _current_run(context: dg.InputContext) -> str | None:
 
 
 def _refuse_failed_checks(session: Session, key: dg.AssetKey, step_id: str) -> None:
-    """A table that failed a blocking check stopped the steps after it in its own run; a step
-    of another run (``--select``, a re-execution, one asset materialised from the UI) must not
-    read it either."""
-    failed = failed_blocking_checks(session.read_events(), step_id)
-    if failed:
+    """A table refused after its step's driver finished (a failed blocking check, its file
+    changed while read) stopped the steps after it in its own run; a step of another run
+    (``--select``, a re-execution, one asset materialised from the UI) must not read it
+    either."""
+    refusal = refused_table(session.read_events(), step_id)
+    if refusal is not None:
         name = key.to_user_string()
         raise UpstreamRefusedError(
-            f"upstream asset '{name}' (step '{step_id}') failed its blocking check(s) "
-            f"{', '.join(failed)} in session {session.session_id}, so its table is not passed "
-            f"on. Fix the data (or the check) and materialise '{name}' again.")
+            f"upstream asset '{name}' (step '{step_id}') made its table in session "
+            f"{session.session_id}, but the step then failed ({refusal.splitlines()[0]}), so "
+            f"the table is not passed on. Fix the cause and materialise '{name}' again.")
 
 
 def _run_session(context: dg.InputContext, run_id: str) -> str:

@@ -22,20 +22,22 @@ CHECK_KINDS = ("not_null", "unique", "row_count", "accepted_values", "expression
 SAMPLE_ROWS = 5
 
 
-def failed_blocking_checks(events: Sequence[Mapping[str, Any]], step_id: str) -> list[str]:
-    """The blocking checks that failed on the last table ``step_id`` made in a session (the
-    checks logged after its last ``step_complete``), from the session's events: such a table
-    is kept (the check shows what failed) but must not reach a step of another run."""
-    failed: list[str] = []
+def refused_table(events: Sequence[Mapping[str, Any]], step_id: str) -> str | None:
+    """Why the last table ``step_id`` made in a session was refused after its driver finished
+    (a blocking check failed, its file changed while it was read, its incremental state
+    could not be saved: a ``step_error`` after its last ``step_complete``), from the session's
+    events; None when it was not. Such a table stays in the session but must not reach a step
+    of another run."""
+    refusal: str | None = None
+    made = False
     for event in events:
         if event.get("step_id") != step_id:
             continue
         if event.get("event") == "step_complete":
-            failed = []
-        elif event.get("event") == "check" and event.get("blocking") and \
-                not event.get("passed"):
-            failed.append(str(event.get("check")))
-    return failed
+            made, refusal = True, None
+        elif event.get("event") == "step_error" and made:
+            refusal = str(event.get("error") or "failed")
+    return refusal
 
 
 @dataclass(frozen=True)
