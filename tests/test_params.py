@@ -274,10 +274,13 @@ def test_bad_env_coercion(tmp_path):
     assert "OSIRIS_PARAM_FLAG" in d.message
 
 
-def test_undeclared_explicit_param_warns(tmp_path):
+def test_undeclared_explicit_param_is_an_error(tmp_path):
+    """A misspelt `--param` was a warning and the run went on with the default value."""
     result = run(tmp_path, NO_PROFILES, params={"nope": "1"})
-    assert result.errors == []
-    assert any("'nope'" in w.message for w in result.warnings)
+    assert [d.message for d in result.errors] == [
+        "parameter 'nope' was given (--param, run config) but is not declared under 'params' "
+        "(declared: flag, label, limit, ratio, table); check its spelling"]
+    assert result.pipeline is None
 
 
 def test_substituted_value_is_type_checked(tmp_path):

@@ -110,9 +110,11 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     partitions = partition_settings(doc, out)
     declare_partition_params(specs, partitions)
     values, active = effective_values(specs, doc, profile, explicit, env, out)
-    for name in (explicit or {}):
+    for name in (explicit or {}):  # a typo would run with the default: refused
         if name not in specs:
-            out.warning(0, f"parameter '{name}' was given but is not declared under 'params'")
+            declared = ", ".join(sorted(specs)) or "none"
+            out.error(0, f"parameter '{name}' was given (--param, run config) but is not "
+                         f"declared under 'params' (declared: {declared}); check its spelling")
 
     version = check_oml_version(doc, out)
     name = check_name(doc, out)
