@@ -111,6 +111,8 @@ from osiris_dagster.drivers.staging.columns import (
 from osiris_dagster.drivers.staging.rows import BatchStream, RowStream, columns_of, ingest
 
 COMPONENT = "supabase.extractor"
+# supabase.extractor has no `query`: a column is cast in a view, which `table` can name
+_CAST_WHERE = "in a view of the table, which `table` can name"
 _SQL_BATCH = 10_000
 _ORDER_ITEM = re.compile(
     r"^\s*(?P<col>.+?)(?:\.(?P<dir>asc|desc))?(?:\.(?P<nulls>nullsfirst|nullslast))?\s*$",
@@ -286,7 +288,8 @@ class _SqlRead:
             raise self._fail(f"reading {self.label}", exc) from None
         stream = RowStream(columns, self._batches(cur), progress)
         rows = ingest(self.ctx, stream, describe=describe, translate=translate,
-                      hint=_array_bounds_hint)
+                      hint=_array_bounds_hint,
+                      cast_where=_CAST_WHERE)
         with contextlib.suppress(psycopg.Error):
             cur.close()
         return rows
@@ -303,7 +306,8 @@ class _SqlRead:
                                          progress)
                     try:
                         return ingest(self.ctx, stream, describe=describe,
-                                      translate=translate, hint=_array_bounds_hint)
+                                      translate=translate, hint=_array_bounds_hint,
+                                      cast_where=_CAST_WHERE)
                     except DriverError:
                         if source.error is not None and translate(source.error) is not None:
                             raise translate(source.error) from None

@@ -132,8 +132,10 @@ def columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 def ingest(ctx: StepContext, stream: RowStream, *, describe: str,
            zero_dates_null: bool = False, hint: Callable[[ValueProblem], str] | None = None,
-           translate: Callable[[BaseException], BaseException | None] | None = None) -> int:
-    """Build the step's table from ``stream`` in one ``create_output`` (atomic, streaming)."""
+           translate: Callable[[BaseException], BaseException | None] | None = None,
+           cast_where: str = "in `query`, or in the view read") -> int:
+    """Build the step's table from ``stream`` in one ``create_output`` (atomic, streaming).
+    ``cast_where``: where the step's user can cast a column (the advice of a value error)."""
     view = f"__osiris_stream_{ctx.output_table}"
     ctx.con.register(view, stream.reader())
     exprs = [select_expression(c, f"c{i}", zero_dates_null,
@@ -162,11 +164,11 @@ def ingest(ctx: StepContext, stream: RowStream, *, describe: str,
             kind = f"{col.source_type} -> DuckDB {col.duck_type}" if col else "value"
             extra = hint(problem) if hint else ""
             if col is not None and col.kind == "exact_double":
-                extra = (f"A DOUBLE would round it, and DuckDB's DECIMAL holds at most "
-                         f"{MAX_DUCK_DECIMAL} digits: cast the column where it is made (in "
-                         "`query`, or in the view read), to a DECIMAL of at most 38 digits "
-                         "that holds its values (e.g. numeric(38,10) for an average), to a "
-                         "double type if its 15-17 digits are enough, or to text.")
+                extra = (f"A DOUBLE would not give back its digits, and DuckDB's DECIMAL "
+                         f"holds at most {MAX_DUCK_DECIMAL} digits: cast the column where it "
+                         f"is made ({cast_where}), to a DECIMAL of at most 38 digits that "
+                         "holds its values (e.g. numeric(38,10) for an average), to a double "
+                         "type if its 15-17 digits are enough, or to text.")
             raise DriverError(
                 f"{describe}: column '{problem.column}' holds {problem.value!r}, which cannot be "
                 f"converted ({kind}).{(' ' + extra) if extra else ''}") from None
