@@ -481,7 +481,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     elapsed = time.monotonic() - started
     _finish_events(session, res.success)
     printed = {sid for sid, _ in handler.errors}
-    failed = _failed_steps(res, pipeline)
+    failed = _interrupted_reasons(_failed_steps(res, pipeline), session)
     handler.print_held(failed={sid for sid, _ in failed})
     for sid, text in failed:  # not printed yet: failed before the step ran (its inputs)
         if sid not in printed:
@@ -630,6 +630,24 @@ def _failed_steps(res: Any, pipeline: Any) -> list[tuple[str, str]]:
             text = _step_failure_text(ev.step_failure_data)
             failed.append((sid, text.removeprefix(f"pipeline '{pipeline.name}', step '{sid}': ")))
     return failed
+
+
+def _interrupted_reasons(failed: list[tuple[str, str]], session: Any) -> list[tuple[str, str]]:
+    """A step stopped by Ctrl-C (or a termination) fails in Dagster with its bare
+    DagsterExecutionInterruptedError; the session's step_error says what became of the step
+    (stopped, or finished while it was stopped: its rows written)."""
+    if not any(_INTERRUPTED in text for _, text in failed):
+        return failed
+    try:
+        reasons = {e.get("step_id"): str(e.get("error")) for e in session.read_events()
+                   if e.get("event") == "step_error"}
+    except (OSError, ValueError):
+        return failed
+    return [(sid, reasons.get(sid, text) if _INTERRUPTED in text else text)
+            for sid, text in failed]
+
+
+_INTERRUPTED = "DagsterExecutionInterruptedError"
 
 
 def _failure_lines(res: Any, pipeline: Any, failed: list[tuple[str, str]]) -> list[str]:

@@ -252,3 +252,42 @@ steps:
     assert any(line.startswith("orders: 3 rows (") for line in lines) is not blocking  # summary
     assert ("  FAILED orders: blocking check(s) failed: not_null, expression" in lines) is \
         blocking, out.stdout
+
+
+def test_ctrl_c_names_what_became_of_the_step(tmp_path: Path) -> None:
+    """Ctrl-C during a step printed `failed: ...DagsterExecutionInterruptedError`, not what
+    the session recorded (stopped, or finished while stopping: its rows written)."""
+    import signal
+    import threading
+
+    p = write(tmp_path / "cross.yaml", """\
+oml_version: "0.1.0"
+name: interrupted
+steps:
+  - {id: a, component: duckdb.processor, mode: transform,
+     config: {query: "SELECT x FROM range(150000) t(x)"}}
+  - {id: b, component: duckdb.processor, mode: transform, needs: [a],
+     config: {query: "SELECT sum(p.x * q.x) AS s FROM df_a p, df_a q"}}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_")
+           and k != "DAGSTER_HOME"}
+    out_path = tmp_path / "out.txt"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "osiris_dagster.cli", "run", str(p),
+                                 "--sessions-dir", str(tmp_path / "s")], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            while "  > b (" not in out_path.read_text():  # step b's query is running
+                assert proc.poll() is None, out_path.read_text()
+                threading.Event().wait(0.1)
+            os.killpg(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1
+    assert "  FAILED b: cancelled: the run was terminated" in out_path.read_text()
+    assert "error: pipeline 'interrupted', step 'b' failed: cancelled: the run was " \
+           "terminated" in err, err
+    assert "DagsterExecutionInterruptedError" not in err + out_path.read_text()
