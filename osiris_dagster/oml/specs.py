@@ -134,6 +134,7 @@ SPECS: dict[str, ComponentSpec] = {
                 "parse_dates": Prop(("boolean", "array"), default=False),
                 "dtype": Prop("object"),
                 "na_values": Prop("array"),
+                "keep_default_na": _b(default=True),
                 "chunk_size": _i(default=10000, minimum=100, maximum=1_000_000),
                 "skip_blank_lines": _b(default=True),
                 "comment": _s(max_length=1),

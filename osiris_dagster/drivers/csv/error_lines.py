@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+from collections.abc import Collection
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.drivers.csv.records import (
@@ -26,22 +27,27 @@ from osiris_dagster.drivers.csv.records import (
 from osiris_dagster.drivers.csv.source import CHUNK_BYTES, Source
 
 
-def find_wide_record(source: Source, layout: Layout, delimiter: str,
-                     comment: str | None) -> Record | None:
-    """The first data record with more fields than the header (raises on a syntax error first)."""
+def find_wide_record(source: Source, layout: Layout, delimiter: str, comment: str | None,
+                     null_values: Collection[str] = ()) -> Record | None:
+    """The first data record with more fields than the header (raises on a syntax error first),
+    but for fields past the header that are all ``null_values``, which DuckDB's reader drops (a
+    trailing delimiter): the record the read failed at."""
+    nulls = frozenset(null_values)
     for rec in data_records(source, layout, delimiter, comment):
-        if rec.kind == "data" and len(rec.fields) > layout.width:
+        if rec.kind == "data" and len(rec.fields) > layout.width and \
+                not nulls.issuperset(rec.fields[layout.width:]):
             return rec
     return None
 
 
 def find_value_line(source: Source, layout: Layout, delimiter: str, comment: str | None,
                     index: int, value: str) -> int | None:
-    """Line of the first data record whose field ``index`` is ``value`` (for conversion errors)."""
+    """Line of the first data record whose field ``index`` is ``value`` (for conversion errors);
+    a field a short row lacks is ``''`` (as it is read with ``keep_default_na: false``)."""
     with contextlib.suppress(DriverError):
         for rec in data_records(source, layout, delimiter, comment):
             fields = rec.fields
-            if rec.kind == "data" and index < len(fields) and fields[index] == value:
+            if rec.kind == "data" and (fields[index] if index < len(fields) else "") == value:
                 return rec.first_line
     return None
 

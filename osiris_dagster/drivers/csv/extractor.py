@@ -19,7 +19,8 @@ pandas behaviour is reproduced, and where we deliberately differ:
 * **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
   header is an error naming its physical line, unless the fields past the header are empty
   or NA markers (a trailing delimiter, ``1,2,``: DuckDB drops them; pandas would take the first
-  column as the index). Blank lines are skipped (``skip_blank_lines:
+  column as the index); with ``keep_default_na: false`` only empty fields, or ``na_values`` when
+  they include ``""``. Blank lines are skipped (``skip_blank_lines:
   false`` turns them into all-NULL rows), and so are lines of only spaces and tabs (with
   ``skip_blank_lines: false`` a row of that text), which DuckDB reads as rows. Where DuckDB
   would differ, it reads a scratch copy of the data part instead of the file: after a preamble
@@ -39,8 +40,16 @@ pandas behaviour is reproduced, and where we deliberately differ:
   own line count is short by one per record with a quoted line break before it); otherwise,
   and for values our type checks refuse, found by re-scanning the file with Python's csv module
   (:mod:`error_lines <.error_lines>`).
-* **NULLs.** pandas' default NA strings (``""``, ``NA``, ``NULL``, ``N/A``, ``NaN``, ...) plus
-  ``na_values``, so numeric columns with such markers still read as numbers.
+* **NULLs.** pandas' default NA strings (:data:`PANDAS_NA_VALUES`: ``""``, ``NA``, ``NULL``,
+  ``N/A``, ``NaN``, ``None``, ...) plus ``na_values``, so numeric columns with such markers still
+  read as numbers. ``keep_default_na: false`` (pandas' option) drops the default list: only
+  ``na_values`` are NULL, and an empty field (quoted or not), like a field a short row lacks or a
+  blank line kept by ``skip_blank_lines: false``, is the empty string (so a numeric column with
+  one is text, as in pandas), except where pandas reads it as missing: in a ``parse_dates`` list
+  column (pandas: NaT) and in a column whose ``dtype`` is a nullable pandas type (``Int64``,
+  ``Float64``, ...). DuckDB's reader then gets ``""`` as its only NULL string (unless
+  ``na_values`` has it) and the read maps NULL back to ``''`` and ``na_values`` to NULL
+  (:meth:`_Extraction._value`).
 * **Types.** Decided from every value, never from a sample alone (:mod:`types <.types>` has
   the rules): a column gets the first of BOOLEAN, BIGINT, DOUBLE (and with ``parse_dates: true``
   DATE, TIMESTAMP, TIMESTAMPTZ) that each of its values takes *faithfully*, else VARCHAR. So
@@ -86,7 +95,7 @@ from typing import Any
 import duckdb
 
 from osiris_dagster.core.errors import DriverError
-from osiris_dagster.core.naming import quote_ident
+from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable, heartbeat
 from osiris_dagster.drivers.csv import types as ct
 from osiris_dagster.drivers.csv.compression import infer_compression
@@ -134,6 +143,10 @@ _PANDAS_DTYPES = {
     "datetime64": "TIMESTAMP", "datetime64[ns]": "TIMESTAMP", "datetime64[us]": "TIMESTAMP",
     "datetime64[ms]": "TIMESTAMP", "datetime64[s]": "TIMESTAMP",
 }
+# pandas' nullable extension dtypes: an empty field is <NA> in them, also with keep_default_na off
+_NULLABLE_DTYPES = frozenset(
+    f"{kind}{bits}" for kind in ("Int", "UInt") for bits in (8, 16, 32, 64)
+) | {"Float32", "Float64"}
 _SQL_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?")
 _ENCODINGS = {
     "utf-8": "utf-8", "utf8": "utf-8", "ascii": "ascii", "us-ascii": "ascii",
@@ -166,6 +179,7 @@ class Options:
     parse_dates: bool | tuple[str, ...] = False
     dtype: Mapping[str, str] = field(default_factory=dict)
     na_values: tuple[str, ...] = ()
+    keep_default_na: bool = True
     skip_blank_lines: bool = True
     comment: str | None = None
     compression: str = "infer"
@@ -199,6 +213,7 @@ class Options:
             parse_dates=_parse_dates(config.get("parse_dates", False)),
             dtype=_dtype(config.get("dtype")),
             na_values=_na_values(config.get("na_values")),
+            keep_default_na=_bool(config.get("keep_default_na", True), "keep_default_na"),
             skip_blank_lines=bool(config.get("skip_blank_lines", True)),
             comment=comment,
             compression=str(config.get("compression") or "infer").lower(),
@@ -207,6 +222,34 @@ class Options:
     @property
     def date_columns(self) -> tuple[str, ...]:
         return self.parse_dates if isinstance(self.parse_dates, tuple) else ()
+
+    @property
+    def null_strings(self) -> tuple[str, ...]:
+        """The strings DuckDB's reader reads as NULL (its ``nullstr``): pandas' defaults and
+        ``na_values``; with ``keep_default_na: false`` only ``na_values`` when they include the
+        empty string, else just ``""``, which the read maps back (see :attr:`empty_is_text`)."""
+        if self.keep_default_na:
+            return tuple(dict.fromkeys((*PANDAS_NA_VALUES, *self.na_values)))
+        if "" in self.na_values:
+            return tuple(dict.fromkeys(self.na_values))
+        return ("",)
+
+    @property
+    def empty_is_text(self) -> bool:
+        """Whether an empty field is the empty string, not NULL (``keep_default_na: false``
+        without ``""`` in ``na_values``). DuckDB's reader cannot say so: it pads a short row with
+        NULL whatever its null strings, and drops only fields past the header that are null
+        strings (a trailing delimiter). It reads ``""`` as NULL; the read turns NULL into ``''``
+        and the ``na_values`` into NULL."""
+        return not self.keep_default_na and "" not in self.na_values
+
+    @property
+    def empty_is_null(self) -> frozenset[str]:
+        """Columns where pandas reads an empty field as missing even with
+        ``keep_default_na: false``: ``parse_dates`` list columns (NaT) and ``dtype`` columns of a
+        nullable pandas type (``Int64``: <NA>; ``int64`` refuses it, so it is an error here)."""
+        nullable = {n for n, spec in self.dtype.items() if spec.strip() in _NULLABLE_DTYPES}
+        return frozenset((*self.date_columns, *nullable))
 
 
 def _one_char(value: Any, name: str) -> str:
@@ -268,6 +311,12 @@ def _dtype(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise DriverError(f"`dtype` must map column names to types, got {value!r}")
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise DriverError(f"`{name}` must be true or false, got {value!r}")
+    return value
 
 
 def _na_values(value: Any) -> tuple[str, ...]:
@@ -450,10 +499,10 @@ class _Extraction:
             copy_from_offset(src, layout.data_offset, path)
         elif src.gzip:
             compression = "gzip"
-        null_values = tuple(dict.fromkeys((*PANDAS_NA_VALUES, *self.opts.na_values)))
         return Reader(path=scratch.literal(path), encoding=encoding, compression=compression,
                       delimiter=self.opts.delimiter, comment=self.opts.comment, skip=skip,
-                      names=tuple(self.names), null_values=null_values, source_offset=offset)
+                      names=tuple(self.names), null_values=self.opts.null_strings,
+                      source_offset=offset)
 
     def _spaced_quotes_differ(self) -> bool:
         """Whether a space beside a quote makes DuckDB read the data unlike pandas (see
@@ -553,7 +602,22 @@ class _Extraction:
         limits = [n for n in (cap, self.opts.limit) if n]
         limit = f" LIMIT {min(limits)}" if limits else ""
         cols = ", ".join(quote_ident(n) for n in self.selected)
-        return f"(SELECT {cols} FROM {self.reader.sql()}{self._space_line_guard()}{limit})"
+        rows = f"(SELECT {cols} FROM {self.reader.sql()}{self._space_line_guard()}{limit})"
+        if not self.opts.empty_is_text:
+            return rows
+        return f"(SELECT {', '.join(self._value(n) for n in self.selected)} FROM {rows})"
+
+    def _value(self, name: str) -> str:
+        """SQL: column ``name`` as pandas reads it with ``keep_default_na: false`` (when an
+        empty field is text, :attr:`Options.empty_is_text`): DuckDB's NULL (an empty field, quoted
+        or not, or one a short row lacks) is ``''`` (NULL where pandas reads it as missing,
+        :attr:`Options.empty_is_null`), and the ``na_values`` are NULL."""
+        col = quote_ident(name)
+        empty = "NULL" if name in self.opts.empty_is_null else "''"
+        na = tuple(dict.fromkeys(self.opts.na_values))
+        when_na = f" WHEN {col} IN ({', '.join(quote_literal(v) for v in na)}) THEN NULL" \
+            if na else ""
+        return f"CASE WHEN {col} IS NULL THEN {empty}{when_na} ELSE {col} END AS {col}"
 
     def _space_line_guard(self) -> str:
         """SQL: a WHERE that stops the read at a row that may be a line of only spaces and tabs:
@@ -566,7 +630,7 @@ class _Extraction:
             return ""
         first, *others = (quote_ident(n) for n in self.names)
         suspect = f"{first} IS NOT NULL AND trim({first}, ' \t') = ''"
-        if any(v and not v.strip(" \t") for v in self.opts.na_values):  # ' ' read as NULL
+        if any(v and not v.strip(" \t") for v in self.reader.null_values):  # ' ' read as NULL
             suspect = f"({first} IS NULL OR trim({first}, ' \t') = '')"
         if others:
             suspect = f"{' AND '.join(f'{c} IS NULL' for c in others)} AND {suspect}"

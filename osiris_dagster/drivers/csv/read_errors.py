@@ -109,7 +109,8 @@ class FailedRead:
     def _wide_row_error(self) -> DriverError | None:
         """Scan the file for the first row wider than the header (or invalid CSV)."""
         try:
-            rec = find_wide_record(self.source, self.layout, self.delimiter, self.comment)
+            rec = find_wide_record(self.source, self.layout, self.delimiter, self.comment,
+                                   self.reader.null_values)
         except CsvSyntaxError as exc:
             return exc
         return self._too_wide_error(rec) if rec is not None else None
