@@ -163,6 +163,18 @@ def test_mysql_executable_comment_is_code_and_hash_comment_is_not() -> None:
     assert out == "SELECT /*! 'x''y' */ # ${params.v}\n"
 
 
+def test_mariadbs_own_executable_comment_is_code(mariadb: pymysql.connections.Connection
+                                                 ) -> None:
+    """`/*M! ... */` runs on MariaDB: its `${params.x}` was left as written and the query failed
+    with a syntax error (validate said nothing)."""
+    sql = render("SELECT 'a' AS v FROM DUAL WHERE 1 = 1 /*M! AND 'bob' <> ${params.v} */",
+                 {"v": "x'y"}, "mysql", _missing)
+    assert sql.endswith("/*M! AND 'bob' <> 'x''y' */")
+    with mariadb.cursor() as cur:
+        cur.execute(sql)
+        assert cur.fetchall() == (("a",),)
+
+
 @pytest.mark.parametrize("value", NASTY + [7, True, None])
 def test_graphql_values_are_graphql_literals(value: object) -> None:
     out = render('query { a(x: ${params.v}, y: "s ${params.v}") }', {"v": value}, "graphql",

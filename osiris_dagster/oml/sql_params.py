@@ -248,7 +248,8 @@ def _scan_duckdb(text: str) -> list[Segment]:
 
 def _scan_mysql(text: str) -> list[Segment]:
     """MySQL: '...' and "..." strings (backslash escapes and doubled quotes), `ident`,
-    -- / # line comments, /* */ comments; /*! ... */ runs as code, so it is scanned as code."""
+    -- / # line comments, /* */ comments; /*! ... */ and MariaDB's /*M! ... */ run as code, so
+    they are scanned as code."""
     out, i, n = _Segments(text), 0, len(text)
     while i < n:
         c = text[i]
@@ -256,8 +257,9 @@ def _scan_mysql(text: str) -> list[Segment]:
             i = out.quoted(i + 1, c, "string" if c == "'" else "dstring", backslash=True)
         elif c == "`":
             i = out.quoted(i + 1, "`", "backtick", backslash=False)
-        elif text.startswith("/*!", i) or text.startswith("*/", i):
-            i += 3 if text.startswith("/*!", i) else 2  # executable comment: its body is code
+        elif text.startswith(("/*!", "/*M!"), i) or text.startswith("*/", i):
+            # an executable comment (MariaDB's /*M! too): its body runs, so it is code
+            i += 3 if text.startswith("/*!", i) else 4 if text.startswith("/*M!", i) else 2
         elif c == "#" or text.startswith("--", i):
             i = out.line_comment(i)
         elif text.startswith("/*", i):
