@@ -639,6 +639,16 @@ def test_rest_extractor_reads_past_pages_the_server_cuts_short(
     assert offsets == ["0", "10", "20", "25"]  # a page of 5 is not the end; an empty one is
 
 
+def test_a_table_without_columns_is_named_so_not_missing(pg: PgTarget,
+                                                         harness: Harness) -> None:
+    """`CREATE TABLE t ()` was reported as 'does not exist (or the user cannot see it)'."""
+    pg.execute(f"DROP TABLE IF EXISTS {pg.table('s_nocols')}",
+               f"CREATE TABLE {pg.table('s_nocols')} ()")
+    with pytest.raises(DriverError, match=r"has no columns, so there is nothing to extract"):
+        harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
+                        table="s_nocols")
+
+
 def test_sql_extractor_select_filter_order_offset(pg: PgTarget, harness: Harness,
                                                   catalog_table: str) -> None:
     conn = pg.connection()

@@ -319,6 +319,14 @@ class _SqlRead:
         cur.execute(_COLUMNS_SQL, (self.opts.schema, self.opts.table))
         rows = cur.fetchall()
         if not rows:
+            cur.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = %s AND c.relname = %s",
+                        (self.opts.schema, self.opts.table))
+            if cur.fetchone() is not None:
+                raise DriverError(
+                    f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} on PostgreSQL "
+                    f"{self.params.where} has no columns, so there is nothing to extract (a "
+                    "DuckDB table needs a column). Add a column, or read another table.")
             raise DriverError(
                 f"{COMPONENT} step '{self.ctx.step_id}': table {self.label} does not exist on "
                 f"PostgreSQL {self.params.where} (or the user cannot see it). Check `table` and "
