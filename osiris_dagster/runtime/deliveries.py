@@ -249,8 +249,9 @@ def _no_step_in_flight(session: Session, files: StepRecords, pipeline: Pipeline,
         if not held:
             raise DriverError(
                 "not run yet: a step after this one, in another run, is still working on the "
-                "rows this step read last (it may yet deliver them). Run again once that run "
-                "has ended.")
+                "rows this step read last (it may yet deliver them; it holds a shared lock on "
+                f"{path}). Run again once that run has ended (`osiris-dagster sessions list` "
+                "shows the unfinished ones).")
         yield
 
 

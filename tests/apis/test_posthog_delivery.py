@@ -374,6 +374,7 @@ def test_the_extractor_waits_for_a_step_of_another_run_still_on_its_rows(
     with held_lock(lock, shared=True):  # what a step after the extractor holds while it runs
         waiting = run_job(defs_for(path, sessions, conns), JOB, instance)
     assert "still working on the rows this step read last" in failure_description(waiting)
+    assert f"it holds a shared lock on {lock})" in failure_description(waiting)  # which file
     again = run_job(defs_for(path, sessions, conns), JOB, instance)
     assert again.success and _rows(tmp_path / "out" / "copy.csv") == NEW_ROWS
 
