@@ -219,6 +219,13 @@ def cmd_unsettled(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     writes = UnsettledWrites(settings.sessions_dir, store.records)
     if args.action == "settle":
+        busy = _still_writing(writes, args.pipeline, args.step)
+        if busy:
+            print(f"error: pipeline '{args.pipeline}', step '{args.step}' is still writing (the "
+                  f"run of session {busy[0].session_id}, started {busy[0].failed_at}): what is "
+                  "in the target now says nothing yet. Settle once that run has ended, if it "
+                  "leaves the write unsettled.", file=sys.stderr)
+            return EXIT_INVALID
         removed = (writes.settle_as_written if args.written else writes.settle)(
             args.pipeline, args.step)
         if not removed:
@@ -235,6 +242,10 @@ def cmd_unsettled(args: argparse.Namespace) -> int:
     if not found:
         print(f"no unsettled writes {store.describe()}")
     for w in found:
+        if writes.still_writing(w):
+            print(f"pipeline '{w.pipeline}', step '{w.step_id}': still writing in session "
+                  f"{w.session_id}, started at {w.failed_at} (not unsettled: its run goes on)")
+            continue
         settled = " (settled as written)" if w.written else ""
         print(f"pipeline '{w.pipeline}', step '{w.step_id}': failed in session {w.session_id} "
               f"at {w.failed_at}{settled}")
@@ -242,6 +253,15 @@ def cmd_unsettled(args: argparse.Namespace) -> int:
             print(f"  input {line}")
         print(f"  error: {w.error}")
     return EXIT_OK
+
+
+def _still_writing(writes: Any, pipeline: str, step: str) -> list[Any]:
+    from osiris_dagster.runtime.unsettled_writes import UnreadableRecordError
+
+    try:
+        return [w for w in writes.of(pipeline, step) if writes.still_writing(w)]
+    except UnreadableRecordError:
+        return []
 
 
 # -- deliveries -----------------------------------------------------------------------------------

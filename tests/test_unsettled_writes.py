@@ -105,3 +105,45 @@ def test_only_a_writer_stopped_after_it_finished_is_recorded() -> None:
     assert not _may_have_landed(SimpleNamespace(mode="write"), KeyboardInterrupt())
     assert _may_have_landed(SimpleNamespace(mode="read"), NotRetryableError("mutation"))
     assert not _may_have_landed(SimpleNamespace(mode="write"), UnsettledWriteError("not run"))
+
+
+def test_a_write_still_going_on_is_not_taken_for_one_that_ended(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A started record could not tell a writer still writing from one whose process died:
+    `unsettled list` called it ended, `settle` then let a second run write the same input
+    while the first still wrote (both committed: every row twice, an independent review)."""
+    from osiris_dagster.core.errors import StepRefused
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.oml.model import Step
+    from osiris_dagster.runtime.runner import _writing
+    from osiris_dagster.runtime.session import Session
+    from osiris_dagster.runtime.unsettled_writes import STARTED
+
+    writes = UnsettledWrites(tmp_path, None)
+    key = write_key("mysql.writer", INPUTS)
+    sessions = ["unsettled", "--sessions-dir", str(tmp_path)]
+    with writes.writing("p", "w", key):  # what the writing process holds
+        writes.record(new_record("p", "w", key, "s1", INPUTS, STARTED))
+        (record,) = writes.all()
+        assert writes.still_writing(record)
+        assert main([*sessions, "list"]) == 0
+        assert "pipeline 'p', step 'w': still writing in session s1" in capsys.readouterr().out
+        assert main([*sessions, "settle", "p", "w"]) == 2
+        assert "is still writing (the run of session s1" in capsys.readouterr().err
+        assert writes.all() == [record]  # left alone
+
+        class _Pipeline:  # what _writing reads of a pipeline
+            name = "p"
+
+        step = Step(id="w", component="mysql.writer", mode="write", config={}, needs=(),
+                    implicit_needs=(), line=1)
+        session = Session(Settings.from_env(tmp_path), "s2")
+        refused = r"not run: step 'w' is still writing the same input in session s1"
+        with pytest.raises(StepRefused, match=refused), \
+                _writing(session, _Pipeline(), step, (key, INPUTS)):  # type: ignore[arg-type]
+            pass
+    assert not writes.still_writing(record)  # its process ended: a started record, unsure
+    assert main([*sessions, "list"]) == 0
+    assert "failed in session s1" in capsys.readouterr().out
+    with writes.writing("p", "w", key):  # and a new attempt may take the lock
+        pass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +60,11 @@ from osiris_dagster.runtime.unsettled_writes import (
     UnreadableRecordError,
     UnsettledWriteError,
     UnsettledWrites,
+    WriteInProgress,
     held_back_note,
     new_record,
     refusal,
+    still_writing_refusal,
     write_key,
 )
 from osiris_dagster.runtime.workspace import ProgressCallback, StepWorkspace
@@ -185,67 +187,71 @@ def run_step(
     started = time.monotonic()
     write: tuple[str, list[tuple[str, str, str]]] | None = None
     read = [(ref.session_id, up) for up, ref in upstream_refs.items()]
-    held = contextlib.ExitStack()  # the lock of a step receiving incremental rows (deliveries)
-    try:
-        driver = _driver(step)
-        resolved = _resolve_connection(step, spec.family, connections, session.masker)
-        config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
-                                        if k != "connection"}}
-        _write_cleaned_config(session, step, config, resolved)
-        if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
-            write = _write_identity(step, upstream_refs, asset_refs or {})
-            _refuse_unsettled(session, pipeline, step, write)
-            _record_started(session, pipeline, step, write)
-        held.enter_context(receiving(session, pipeline, step.id, read))
-        if spec.incremental:
-            rewound = rewind_if_undelivered(session, pipeline, step.id)
-            if rewound is not None:
-                session.log_event("state_rewound", step_id=step.id, detail=rewound)
-                if on_notice:
-                    on_notice(step.id, rewound)
-        with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
-                           output_table=step_table(pipeline, step.id),
-                           connection=resolved.values if resolved else None,
-                           base_dir=resolved.base_dir if resolved else None,
-                           on_progress=on_progress,
-                           sealed_reuse=step.component in SEALED_COMPONENTS,
-                           park_when_done=step.component in SEALED_COMPONENTS and
-                           sql_step_follows(pipeline, step.id, selected)) as ws:
-            if on_workspace:
-                on_workspace(ws)
-            try:
-                inputs = _attach_inputs(ws, pipeline, step, upstream_refs, asset_refs or {})
-                result = _with_memory_retries(
-                    ws, step.component,
-                    lambda: _interruptible(ws, lambda: driver(ws, config, inputs),
-                                           timeout_seconds))
-                ref, preview, check_outcomes = _output(ws, session, step, result, checks)
-            finally:
+    # the lock a writer holds while it writes (unsettled_writes.UnsettledWrites.writing)
+    with contextlib.ExitStack() as writing:
+        held = contextlib.ExitStack()  # the lock of a step receiving incremental rows (deliveries)
+        try:
+            driver = _driver(step)
+            resolved = _resolve_connection(step, spec.family, connections, session.masker)
+            config = {**spec.defaults(), **{k: v for k, v in thaw(step.config).items()
+                                            if k != "connection"}}
+            _write_cleaned_config(session, step, config, resolved)
+            if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
+                write = _write_identity(step, upstream_refs, asset_refs or {})
+                if step.mode == "write":  # held while it writes: its record is not 'ended'
+                    writing.enter_context(_writing(session, pipeline, step, write))
+                _refuse_unsettled(session, pipeline, step, write)
+                _record_started(session, pipeline, step, write)
+            held.enter_context(receiving(session, pipeline, step.id, read))
+            if spec.incremental:
+                rewound = rewind_if_undelivered(session, pipeline, step.id)
+                if rewound is not None:
+                    session.log_event("state_rewound", step_id=step.id, detail=rewound)
+                    if on_notice:
+                        on_notice(step.id, rewound)
+            with StepWorkspace(session, pipeline_name=pipeline.name, step_id=step.id,
+                               output_table=step_table(pipeline, step.id),
+                               connection=resolved.values if resolved else None,
+                               base_dir=resolved.base_dir if resolved else None,
+                               on_progress=on_progress,
+                               sealed_reuse=step.component in SEALED_COMPONENTS,
+                               park_when_done=step.component in SEALED_COMPONENTS and
+                               sql_step_follows(pipeline, step.id, selected)) as ws:
                 if on_workspace:
-                    on_workspace(None)
-    except BaseException as exc:
-        held.close()
-        message = _log_failure(session, step, exc, time.monotonic() - started,
-                               will_retry=retried_on_failure and isinstance(exc, Exception)
-                               and not isinstance(exc, NotRetryableError))
-        if write is not None and _may_have_landed(step, exc):
-            message += _record_unsettled(session, pipeline, step, write, message)
-        elif write is not None and not isinstance(exc, StepRefused):
+                    on_workspace(ws)
+                try:
+                    inputs = _attach_inputs(ws, pipeline, step, upstream_refs, asset_refs or {})
+                    result = _with_memory_retries(
+                        ws, step.component,
+                        lambda: _interruptible(ws, lambda: driver(ws, config, inputs),
+                                               timeout_seconds))
+                    ref, preview, check_outcomes = _output(ws, session, step, result, checks)
+                finally:
+                    if on_workspace:
+                        on_workspace(None)
+        except BaseException as exc:
+            held.close()
+            message = _log_failure(session, step, exc, time.monotonic() - started,
+                                   will_retry=retried_on_failure and isinstance(exc, Exception)
+                                   and not isinstance(exc, NotRetryableError))
+            if write is not None and _may_have_landed(step, exc):
+                message += _record_unsettled(session, pipeline, step, write, message)
+            elif write is not None and not isinstance(exc, StepRefused):
+                _forget_started(session, pipeline, step, write)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
+            raise StepError(pipeline.name, step.id, message,
+                            retryable=not isinstance(exc, NotRetryableError)) from None
+        duration = time.monotonic() - started
+        try:
+            _record_delivery(session, pipeline, step, read)
+        finally:
+            held.close()
+        if write is not None:
             _forget_started(session, pipeline, step, write)
-        if not isinstance(exc, Exception):
-            raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
-        raise StepError(pipeline.name, step.id, message,
-                        retryable=not isinstance(exc, NotRetryableError)) from None
-    duration = time.monotonic() - started
-    try:
-        _record_delivery(session, pipeline, step, read)
-    finally:
-        held.close()
-    if write is not None:
-        _forget_started(session, pipeline, step, write)
-    _log_success(session, step, result, duration, check_outcomes)
-    return StepOutcome(step.id, ref, result, duration, preview,
-                       resolved.ref if resolved else None, check_outcomes)
+        _log_success(session, step, result, duration, check_outcomes)
+        return StepOutcome(step.id, ref, result, duration, preview,
+                           resolved.ref if resolved else None, check_outcomes)
 
 
 # Families whose steps only read and write local files and session tables: running them again
@@ -271,6 +277,22 @@ def _refuse_unsettled(session: Session, pipeline: Pipeline, step: Step,
         session.log_event("unsettled_write_refused", step_id=step.id,
                           earlier_session=earlier.session_id, failed_at=earlier.failed_at)
         raise UnsettledWriteError(refusal(earlier))
+
+
+@contextlib.contextmanager
+def _writing(session: Session, pipeline: Pipeline, step: Step,
+             write: tuple[str, list[tuple[str, str, str]]]) -> Iterator[None]:
+    """Hold the step's writing lock for this input, or refuse when another process holds it (a
+    run writing the same input now)."""
+    unsettled = _unsettled(session)
+    try:
+        with unsettled.writing(pipeline.name, step.id, write[0]):
+            yield
+    except WriteInProgress:
+        earlier = unsettled.find(pipeline.name, step.id, write[0])
+        session.log_event("unsettled_write_refused", step_id=step.id, still_writing=True,
+                          earlier_session=earlier.session_id if earlier else None)
+        raise UnsettledWriteError(still_writing_refusal(earlier, step.id)) from None
 
 
 def _record_delivery(session: Session, pipeline: Pipeline, step: Step,

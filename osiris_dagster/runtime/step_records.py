@@ -32,6 +32,11 @@ class StepRecords:
         self._records = records
         self.name = name
 
+    @property
+    def lake(self) -> bool:
+        """Whether the records are the lake's (no local file, no file lock)."""
+        return self._records is not None
+
     def where(self, pipeline: str, step_id: str) -> str:
         """The record's place, for messages."""
         if self._records is not None:

@@ -17,7 +17,12 @@ once, naming the earlier failure, unless its config repeats safely (an upsert or
 
 A writer's attempt is recorded before it starts (:data:`STARTED`) and the record removed when
 it ends without doubt: a process killed while its COMMIT went through (out of memory, a lost
-machine) leaves the record, so its input is not written again unseen.
+machine) leaves the record, so its input is not written again unseen. While the attempt runs,
+its process holds an exclusive lock on ``.writing-<key>.lock`` beside the record
+(:meth:`UnsettledWrites.writing`; the kernel releases it when the process dies), so a record
+of a write still going on is told from one whose process ended: it refuses a re-run as
+"still writing", and ``settle`` leaves it alone. (The ducklake store has no such lock: there a
+started record is taken as ended.)
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from osiris_dagster.core.errors import OsirisError, StepRefused
+from osiris_dagster.core.file_locks import lock_or_none
 from osiris_dagster.runtime.step_records import StepRecords
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 
@@ -72,6 +78,34 @@ class UnsettledWrites:
     def __init__(self, sessions_dir: Path, records: LakeRecords | None) -> None:
         self._files = StepRecords(sessions_dir, records, FILE)
 
+    @contextmanager
+    def writing(self, pipeline: str, step_id: str, key: str) -> Iterator[None]:
+        """Held by the process of an attempt while it writes (see the module's doc); raises
+        :class:`WriteInProgress` when another process holds it now."""
+        if self._files.lake:
+            yield
+            return
+        path = self._lock_path(pipeline, step_id, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_or_none(path) as free:
+            if not free:
+                raise WriteInProgress(path)
+            yield
+
+    def still_writing(self, write: UnsettledWrite) -> bool:
+        """Whether the attempt of a started record is still writing (its process holds its
+        lock); False for any other record, and with the ducklake store."""
+        if write.error != STARTED or self._files.lake:
+            return False
+        path = self._lock_path(write.pipeline, write.step_id, write.key)
+        if not path.exists():
+            return False
+        with lock_or_none(path) as free:
+            return not free
+
+    def _lock_path(self, pipeline: str, step_id: str, key: str) -> Path:
+        return self._files.path(pipeline, step_id).with_name(f".writing-{key}.lock")
+
     def find(self, pipeline: str, step_id: str, key: str) -> UnsettledWrite | None:
         return next((w for w in self._read(pipeline, step_id)
                      if (w.pipeline, w.step_id, w.key) == (pipeline, step_id, key)), None)
@@ -105,7 +139,8 @@ class UnsettledWrites:
         return changed
 
     def settle(self, pipeline: str, step_id: str) -> list[UnsettledWrite]:
-        """Remove the step's records (a file that cannot be read goes whole); returns them."""
+        """Remove the step's records (a file that cannot be read goes whole); returns them.
+        Callers first refuse records still being written (:meth:`still_writing`)."""
         try:
             if not any((w.pipeline, w.step_id) == (pipeline, step_id)
                        for w in self._read(pipeline, step_id)):
@@ -155,6 +190,17 @@ class UnreadableRecordError(OsirisError):
 
 def settle_command(pipeline: str, step_id: str) -> str:
     return f"osiris-dagster unsettled settle {shlex.quote(pipeline)} {shlex.quote(step_id)}"
+
+
+class WriteInProgress(OsirisError):
+    """Another process is writing the same step's same input now (it holds the lock)."""
+
+
+def still_writing_refusal(write: UnsettledWrite | None, step_id: str) -> str:
+    where = f" in session {write.session_id} (started {write.failed_at})" if write else ""
+    return (f"not run: step '{step_id}' is still writing the same input{where}; running it "
+            "again now could write it twice. Run again once that run has ended: if it fails "
+            "unsure, it leaves an unsettled write to check (`osiris-dagster unsettled list`).")
 
 
 def refusal(write: UnsettledWrite) -> str:
