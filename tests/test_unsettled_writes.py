@@ -146,4 +146,5 @@ def test_a_write_still_going_on_is_not_taken_for_one_that_ended(
     assert main([*sessions, "list"]) == 0
     assert "failed in session s1" in capsys.readouterr().out
     with writes.writing("p", "w", key):  # and a new attempt may take the lock
-        pass
+        assert list(tmp_path.glob(".state/*/*/.writing-*.lock"))
+    assert not list(tmp_path.glob(".state/*/*/.writing-*.lock"))  # none left behind

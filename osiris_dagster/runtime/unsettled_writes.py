@@ -27,6 +27,7 @@ started record is taken as ended.)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shlex
@@ -90,7 +91,11 @@ class UnsettledWrites:
         with lock_or_none(path) as free:
             if not free:
                 raise WriteInProgress(path)
-            yield
+            try:
+                yield
+            finally:  # removed while held, so one file per key does not pile up
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def still_writing(self, write: UnsettledWrite) -> bool:
         """Whether the attempt of a started record is still writing (its process holds its
