@@ -216,3 +216,19 @@ def test_pipelines_dir_from_environment(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("OSIRIS_PIPELINES_DIR", str(d))
     defs = build_definitions()
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == {"from-env/gen"}
+
+
+def test_two_sets_of_pipelines_merge_into_one_location(tmp_path: Path,
+                                                       instance: dg.DagsterInstance) -> None:
+    """Two `dg` components (or Definitions.merge of two build_definitions) failed to load:
+    'Definitions objects 0 and 1 have different resources with same key 'osiris'' (Dagster
+    merges a resource key only when both hold the same object)."""
+    a = write(tmp_path / "a.yaml", GOOD.format(name="first"))
+    b = write(tmp_path / "b.yaml", GOOD.format(name="second"))
+    sessions = str(tmp_path / "s")
+    defs = dg.Definitions.merge(build_definitions([a], sessions_dir=sessions),
+                                build_definitions([b], sessions_dir=sessions))
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert keys == {"first/gen", "second/gen"}
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+    assert result.success

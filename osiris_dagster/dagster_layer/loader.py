@@ -103,16 +103,12 @@ def definitions_from_built(
     """`build_definitions` for pipelines already built (the CLI builds its one pipeline once
     and uses the same objects for its job, asset keys and these definitions)."""
     broken = list(broken)
-    osiris = OsirisResource(sessions_dir=sessions_dir, connections_file=connections_file,
-                            session_store=session_store, ducklake_catalog=ducklake_catalog,
-                            ducklake_data_path=ducklake_data_path,
-                            ducklake_metadata_schema=ducklake_metadata_schema)
+    resources = _shared_resources(sessions_dir, connections_file, session_store,
+                                  ducklake_catalog, ducklake_data_path, ducklake_metadata_schema)
+    osiris = resources[RESOURCE_KEY]
+    assert isinstance(osiris, OsirisResource)
     settings = osiris.settings()
     store_for(settings)  # wrong store settings fail the code location, naming the setting
-    resources: dict[str, object] = {
-        RESOURCE_KEY: osiris,
-        IO_MANAGER_KEY: OsirisIOManager(osiris=osiris),
-    }
     executor = executor or executor_from_env(session_store=settings.session_store)
     defs = _combine(built, broken, resources, executor)
     try:  # what a code server does on load; cached, so Dagster's own loading reuses it
@@ -123,6 +119,23 @@ def definitions_from_built(
     for b in broken:
         log.error("osiris-dagster: skipping broken pipeline %s\n%s", b.path, b.message)
     return defs
+
+
+_RESOURCES: dict[tuple[str | None, ...], dict[str, object]] = {}
+
+
+def _shared_resources(*config: str | None) -> dict[str, object]:
+    """The resource and IO manager objects for these settings, the same objects for the same
+    settings: Dagster merges two Definitions (two components of a `dg` project, or
+    ``Definitions.merge`` of two ``build_definitions``) only when a key's resource is the same
+    object in both."""
+    if config not in _RESOURCES:
+        names = ("sessions_dir", "connections_file", "session_store", "ducklake_catalog",
+                 "ducklake_data_path", "ducklake_metadata_schema")
+        osiris = OsirisResource(**dict(zip(names, config, strict=True)))
+        _RESOURCES[config] = {RESOURCE_KEY: osiris,
+                              IO_MANAGER_KEY: OsirisIOManager(osiris=osiris)}
+    return dict(_RESOURCES[config])
 
 
 def _build_each(paths: Sequence[Path], translator: OsirisTranslator | None,
