@@ -15,12 +15,22 @@ is rounded and 1-99 written to a YEAR column becomes 2001-2069 or 1970-1999.
 DuckDB before they write anything, and fail naming the column, the value and the target column
 instead. (What the database refuses, such as a value out
 of range or a string too long, fails the write anyway.)
+
+A text (VARCHAR) written to a date, time, timestamp or interval column is read by the database's
+own parser (PostgreSQL's DateStyle, ``infinity``, ``epoch``, zone names; MySQL's relaxed forms), and
+it changes the same values: ``'2024-12-31 23:59:59.9'`` into ``timestamp(0)`` is the next year,
+``'2024-01-01 23:30:00'`` into a date loses its time of day. DuckDB judges the ISO forms
+(``2024-01-01``, ``2024-01-01[ T]10:00[:00[.5]]``, ``10:00[:00[.5]]``, with a ``Z``/``+02:00``
+offset for a PostgreSQL column with time zone), which every DateStyle and sql_mode reads alike;
+every other distinct text is judged by the database itself (:mod:`.text_times`), in the write's
+session before anything is written. A text with more than 6 fractional-second digits is always
+changed (both keep microseconds).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +76,21 @@ class FitCheck:
     value: str  # SQL of the value sent
     ok: str  # SQL, for a non-NULL value: true when the database keeps it exactly
     change: str  # what the database would do to a value that fails it
+
+
+@dataclass(frozen=True)
+class ServerCheck:
+    """Texts written to a temporal column that DuckDB does not judge (see the module's
+    docstring): the distinct ones for which ``pending`` is true go to the database."""
+
+    column: str  # the input column
+    target: TargetColumn
+    value: str  # SQL of the text sent
+    pending: str  # SQL over the text as `osiris_text`: true when the database must judge it
+
+
+# (target, distinct texts) -> (the first text the database would store changed, how) or None
+ServerJudge = Callable[[TargetColumn, list[str]], "tuple[str, str] | None"]
 
 
 # (the last three for mysql.writer's staging table: its columns like the target's)
@@ -225,6 +250,8 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         rules.append(("false", "without its date"))
     if kind == "date" and duck in _TIMESTAMPS:
         rules.append((f"CAST({v} AS DATE) = {v}", "without its time of day"))
+    if duck == "VARCHAR" and kind in ("datetime", "time", "date", "interval"):
+        rules.extend(_text_time_rules(v, t))
     if kind == "year" and duck == "VARCHAR":  # a number in text becomes a year the same way
         number = f"TRY_CAST({v} AS DOUBLE)"
         rules.append((f"({number} = trunc({number}) AND NOT ({number} >= 1 AND {number} < 100))",
@@ -236,6 +263,78 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     if not rules:
         return None
     return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
+
+
+_ISO_DATE = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"  # (Feb 30 is refused there)
+_ISO_CLOCK = r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?"
+_ISO_ZONE = r"(Z|[+-]\d\d(:?\d\d)?)"
+_ISO_MIDNIGHT = r"([ T]00:00(:00(\.0+)?)?)?"
+EXTRA_DIGITS = r"\.\d{6}\d*[1-9]"  # past microseconds, which both databases round or cut
+
+
+def _iso_forms(v: str, t: TargetColumn) -> tuple[str, str, str]:
+    """SQL true when the text ``v`` is an ISO date (and time), an ISO time of day, an ISO date
+    and time: forms every DateStyle and sql_mode reads alike (a zone only for a PostgreSQL
+    column with time zone)."""
+    zone = f"{_ISO_ZONE}?" if t.database == "postgresql" and "with time zone" in \
+        t.column_type else ""
+    return (f"regexp_full_match({v}, '{_ISO_DATE}([ T]{_ISO_CLOCK})?{zone}')",
+            f"regexp_full_match({v}, '{_ISO_CLOCK}{zone}')",
+            f"regexp_full_match({v}, '{_ISO_DATE}[ T]{_ISO_CLOCK}{zone}')")
+
+
+def _interval_cut(t: TargetColumn) -> str | None:
+    """What a PostgreSQL interval column with fields or fewer digits drops; None: nothing."""
+    found = _interval_rule("x", t)
+    return None if found is None else found[1]
+
+
+def _text_time_rules(v: str, t: TargetColumn) -> list[tuple[str, str]]:
+    """The rules DuckDB judges for a text written to a temporal column: its ISO forms (see
+    :func:`server_check`), and for any text the digits past microseconds."""
+    fsp = 6 if t.fsp is None else t.fsp
+    digits = f"with {fsp} fractional-second digits"
+    fits = f"NOT regexp_matches({v}, '\\.\\d{{{fsp}}}\\d*[1-9]')"  # no more digits than fsp
+    short = f"NOT regexp_matches({v}, '{EXTRA_DIGITS}')"  # both keep at most microseconds
+    date, clock, dated = _iso_forms(v, t)
+    # (the test that passes a usual value first: ISO text with digits that fit)
+    if t.kind == "datetime":
+        return [(f"({fits} OR NOT {date} AND {short})", digits)]
+    if t.kind == "date":
+        return [(f"(regexp_full_match({v}, '{_ISO_DATE}{_ISO_MIDNIGHT}') OR NOT {date} AND "
+                 f"{short})", "without its time of day")]
+    if t.kind == "time":
+        return [(f"({fits} OR NOT {clock} AND {short})", digits),
+                (f"NOT {dated}", "without its date")]
+    return [(short, digits)]  # an interval column (one with fields or digits: the server too)
+
+
+def server_check(name: str, duck: str, v: str, t: TargetColumn) -> ServerCheck | None:
+    """The texts of one input column the database must judge: those written to a temporal
+    column that are not in a form DuckDB judges (an interval column with fields or digits:
+    every text)."""
+    if duck.upper() != "VARCHAR" or t.kind not in ("datetime", "time", "date", "interval"):
+        return None
+    if t.kind == "interval":
+        if t.database != "postgresql" or _interval_cut(t) is None:
+            return None
+        return ServerCheck(name, t, v, "true")
+    date, clock, dated = _iso_forms("osiris_text", t)
+    judged = f"{clock} OR {dated}" if t.kind == "time" else date
+    return ServerCheck(name, t, v, f"NOT coalesce({judged}, false)")
+
+
+def text_change(t: TargetColumn, what: str) -> str:
+    """How the database changes a text the server judged: ``digits`` (fractional seconds or,
+    for an interval column, what its fields and digits drop), ``date`` (a time column: the
+    date)."""
+    if t.kind == "interval":
+        return _interval_cut(t) or "with 6 fractional-second digits"
+    if what == "date":
+        return "without its date"
+    if t.kind == "date":
+        return "without its time of day"
+    return f"with {6 if t.fsp is None else t.fsp} fractional-second digits"
 
 
 def _array_rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
@@ -328,17 +427,54 @@ def first_misfit(con: duckdb.DuckDBPyConnection, relation: str, checks: Sequence
 def check_values_fit(con: duckdb.DuckDBPyConnection, relation: str,
                      values: Sequence[tuple[str, str, str]],
                      targets: Mapping[str, TargetColumn], *, who: str, table: str,
-                     database: str, alter: str, created: bool = False) -> None:
+                     database: str, alter: str, created: bool = False,
+                     server: ServerJudge | None = None) -> None:
     """Raise a DriverError naming the first value of ``relation`` that its target column
     would change (see :func:`fit_checks`); ``who`` starts the message (component and step),
     ``alter`` shows how to widen a column (``{column}`` is replaced by the quoted name).
     ``created``: the writer has just created the table (its caller removes it again), so the
-    advice is to create it beforehand, not to widen it."""
+    advice is to create it beforehand, not to widen it. ``server``: judges the texts written
+    to temporal columns that DuckDB does not (:func:`server_check`), in chunks of distinct
+    values."""
     misfit = first_misfit(con, relation, fit_checks(values, targets))
-    if misfit is None:
+    if misfit is not None:
+        check, value = misfit
+        raise _misfit_error(check.target, check.column, value, check.change, who=who,
+                            table=table, database=database, alter=alter, created=created)
+    if server is None:
         return
-    check, value = misfit
-    t = check.target
+    for name, duck, value in values:
+        target = targets.get(name)
+        pending = server_check(name, duck, value, target) if target is not None else None
+        if pending is None:
+            continue
+        found = _first_server_misfit(con, relation, pending, server)
+        if found is not None:
+            raise _misfit_error(target, name, found[0], found[1], who=who, table=table,
+                                database=database, alter=alter, created=created)
+
+
+_SERVER_CHUNK = 10_000  # distinct texts sent to the database at a time
+
+
+def _first_server_misfit(con: duckdb.DuckDBPyConnection, relation: str, check: ServerCheck,
+                         server: ServerJudge) -> tuple[str, str] | None:
+    """The first text (in their order) of ``check``'s distinct pending texts that the database
+    would store changed, with how; one scan, stopped at the first chunk holding one."""
+    result = con.execute(f"SELECT DISTINCT osiris_text FROM (SELECT {check.value} AS "
+                         f"osiris_text FROM (SELECT * FROM {relation})) WHERE osiris_text IS "
+                         f"NOT NULL AND {check.pending} ORDER BY osiris_text")
+    while True:
+        chunk = [str(r[0]) for r in result.fetchmany(_SERVER_CHUNK)]
+        if not chunk:
+            return None
+        found = server(check.target, chunk)
+        if found is not None:
+            return found
+
+
+def _misfit_error(t: TargetColumn, column: str, value: str, change: str, *, who: str,
+                  table: str, database: str, alter: str, created: bool) -> DriverError:
     if created:
         where = f"the column {t.name!r} ({t.column_type}) this writer created in {table}"
         advice = ("Nothing was written, and the table it created is gone again. Create the "
@@ -347,7 +483,7 @@ def check_values_fit(con: duckdb.DuckDBPyConnection, relation: str,
         where = f"column {t.name!r} ({t.column_type}) of {table}"
         advice = ("Nothing was written. Widen the target column "
                   f"({alter.format(column=t.name)})")
-    raise DriverError(
-        f"{who}: column '{check.column}' holds {value!r}, which {where} cannot hold exactly: "
-        f"{database} would store it {check.change}, without an error. {advice}, or round or "
+    return DriverError(
+        f"{who}: column '{column}' holds {value!r}, which {where} cannot hold exactly: "
+        f"{database} would store it {change}, without an error. {advice}, or round or "
         "cast the value in an upstream step if the change is wanted.")

@@ -109,6 +109,7 @@ from osiris_dagster.drivers.target_fit import (
     check_values_fit,
     mysql_target_columns,
 )
+from osiris_dagster.drivers.text_times import mysql_changed_text
 
 COMPONENT = "mysql.writer"
 _NAME = re.compile(r"\w+")  # a character set or collation name, written into DDL as is
@@ -214,11 +215,11 @@ class _Writer:
                 self._check_columns(existing)
                 if self.opts.mode == "upsert":
                     self._check_unique_key(cur)
-                self._check_values_fit()
+                self._check_values_fit(cur)
             try:
                 if self.created:  # the new columns are targets too: the same value checks
                     self._target_columns(cur)
-                    self._check_values_fit()
+                    self._check_values_fit(cur)
                 return self._write(conn, cur)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -370,15 +371,26 @@ class _Writer:
             out.append((name, duck, e))
         return out
 
-    def _check_values_fit(self) -> None:
+    def _check_values_fit(self, cur: Any) -> None:
         """Fail, before anything is written, on a value MySQL would store changed without an
-        error (see :mod:`osiris_dagster.drivers.target_fit`)."""
+        error (see :mod:`osiris_dagster.drivers.target_fit`; texts for temporal columns in
+        forms DuckDB does not judge are judged by MySQL, in this session:
+        :mod:`osiris_dagster.drivers.text_times`)."""
+        import pymysql
+
+        def server(target: TargetColumn, texts: list[str]) -> tuple[str, str] | None:
+            try:
+                return mysql_changed_text(cur, target, texts)
+            except pymysql.Error as exc:
+                raise self._fail(f"checking the texts for column {target.name!r} of "
+                                 f"{self.label}", exc, self._unchanged(True)) from None
+
         try:
             check_values_fit(self.ctx.con, self.relation, self._values(),
                              {name: self.targets[name.lower()] for name, _ in self.columns},
                              who=f"{COMPONENT} step '{self.ctx.step_id}'", table=self.label,
                              database="MySQL", alter="ALTER TABLE ... MODIFY `{column}` ...",
-                             created=self.created)
+                             created=self.created, server=server)
         except DriverError:
             self._refuse_unstorable()  # the plainer reason, when a value is one MySQL lacks
             raise

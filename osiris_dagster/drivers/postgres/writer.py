@@ -123,6 +123,7 @@ from osiris_dagster.drivers.session_reads import (
     scalar,
 )
 from osiris_dagster.drivers.target_fit import check_values_fit, pg_target_column
+from osiris_dagster.drivers.text_times import pg_changed_text
 
 COMPONENT = "supabase.writer"
 _MODES = ("append", "replace", "upsert")
@@ -298,7 +299,7 @@ class _SqlWrite:
             # the new columns are targets too (a TIMESTAMP_NS into timestamp would be rounded);
             # a misfit rolls the creation back with the rest
             cur.execute(_TARGET_COLUMNS_SQL, (opts.schema, opts.table))
-            self._check_values_fit({str(r[0]): str(r[1]) for r in cur.fetchall()},
+            self._check_values_fit(cur, {str(r[0]): str(r[1]) for r in cur.fetchall()},
                                    created=True)
         else:
             if existing[0][3] not in ("r", "p"):
@@ -307,7 +308,7 @@ class _SqlWrite:
                                   f"{existing[0][3]!r}); write to a table")
             self._map_columns([(str(r[0]), str(r[2])) for r in existing])
             self.target_types = {str(r[0]): str(r[1]) for r in existing}
-            self._check_values_fit(self.target_types)
+            self._check_values_fit(cur, self.target_types)
         targets = [self.target_names[n] for n, _ in self.columns]
         col_list = ", ".join(pg_ident(c) for c in targets)
         if opts.mode == "append" or (opts.mode == "replace" and not opts.primary_key):
@@ -331,10 +332,13 @@ class _SqlWrite:
                     f"ON CONFLICT ({', '.join(keys)}) {action}")
         return rows
 
-    def _check_values_fit(self, formatted: Mapping[str, str], created: bool = False) -> None:
+    def _check_values_fit(self, cur: Any, formatted: Mapping[str, str],
+                          created: bool = False) -> None:
         """Fail, before anything is written, on a value PostgreSQL would store changed without
-        an error (see :mod:`osiris_dagster.drivers.target_fit`); ``created``: the table is new
-        (its creation rolls back with the failure)."""
+        an error (see :mod:`osiris_dagster.drivers.target_fit`; texts for temporal columns in
+        forms DuckDB does not judge are judged by PostgreSQL, in this transaction:
+        :mod:`osiris_dagster.drivers.text_times`); ``created``: the table is new (its creation
+        rolls back with the failure)."""
         targets = {name: pg_target_column(self.target_names[name],
                                           formatted[self.target_names[name]])
                    for name, _ in self.columns}
@@ -343,7 +347,8 @@ class _SqlWrite:
                          targets, who=f"{COMPONENT} step '{self.ctx.step_id}'",
                          table=self.label, database="PostgreSQL",
                          alter='ALTER TABLE ... ALTER COLUMN "{column}" TYPE ...',
-                         created=created)
+                         created=created,
+                         server=lambda target, texts: pg_changed_text(cur, target, texts))
 
     def _map_columns(self, existing: list[tuple[str, str]]) -> None:
         exact = {n: n for n, _ in existing}
