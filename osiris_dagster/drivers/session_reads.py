@@ -74,3 +74,22 @@ def duck_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[st
     """The ``(name, DuckDB type)`` columns of a relation."""
     rows = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def refuse_null_keys(con: duckdb.DuckDBPyConnection, relation: str, keys: Sequence[str],
+                     who: str, option: str, mode: str) -> None:
+    """Fail when a key column of the rows a writer matches by key holds NULL: a NULL key
+    matches no row (``ON CONFLICT``, ``ON DUPLICATE KEY``, a delete by key), so such a row is
+    inserted again by every run and every retry, while the write counts as safe to repeat."""
+    from osiris_dagster.core.naming import quote_ident
+
+    if not keys:
+        return
+    nulls = " OR ".join(f"{quote_ident(k)} IS NULL" for k in keys)
+    count = int(scalar(con, f"SELECT count(*) FROM {relation} WHERE {nulls}") or 0)
+    if count:
+        raise DriverError(
+            f"{who}: {count} input row(s) have NULL in `{option}` ({', '.join(keys)}). A NULL "
+            f"key matches no row, so {mode} would insert those rows again on every run and "
+            "every retry. Nothing was written. Filter them out or give them a key in an "
+            "upstream step (e.g. WHERE key IS NOT NULL), or use an append mode for such rows.")

@@ -1244,3 +1244,19 @@ def test_a_writer_killed_while_its_commit_lands_is_not_written_again(
     assert "not run: an earlier attempt of this step on the same input" in out
     assert "ended before it could say how the write went" in out
     assert mysql.query("SELECT count(*) FROM w_killed") == [(3,)]
+
+
+def test_upsert_refuses_rows_with_a_null_key(mysql: MySQLTarget, harness: Harness) -> None:
+    """A NULL key matches no row: such rows were inserted again by every run and by a Dagster
+    retry after a lost COMMIT (which counted the upsert as safe to repeat): 13 rows from 10,
+    and the run said ok (an independent review)."""
+    mysql.execute("DROP TABLE IF EXISTS w_nullkey",
+                  "CREATE TABLE w_nullkey (id INT AUTO_INCREMENT PRIMARY KEY, code VARCHAR(5) "
+                  "NULL UNIQUE, v TEXT)", "INSERT INTO w_nullkey (code, v) VALUES ('a', 'old')")
+    harness.upstream("SELECT * FROM (VALUES ('a', 'new'), (NULL, 'x'), (NULL, 'y')) t(code, v)")
+    with pytest.raises(DriverError, match=r"2 input row\(s\) have NULL in `upsert_keys` "
+                                          r"\(code\)\. A NULL key matches no row, so mode upsert "
+                                          r"would insert those rows again on every run"):
+        harness.write("mysql.writer", mysql.connection(), table="w_nullkey", mode="upsert",
+                      upsert_keys=["code"])
+    assert [r[1:] for r in _table(mysql, "w_nullkey")] == [("a", "old")]  # nothing written

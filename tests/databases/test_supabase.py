@@ -805,6 +805,26 @@ def test_rest_replace_deletes_every_stale_row_when_the_server_caps_pages(
                                                               (3, "new")]
 
 
+@pytest.mark.parametrize("channel,mode", [("sql", "upsert"), ("rest", "upsert"),
+                                          ("rest", "replace")])
+def test_keyed_writes_refuse_rows_with_a_null_key(channel: str, mode: str, pg: PgTarget,
+                                                  rest: PostgrestFake, harness: Harness) -> None:
+    """A NULL key matches no row (ON CONFLICT, on_conflict, a delete by key): every run and
+    every retry of the 'safe to repeat' write inserted those rows again."""
+    t = pg.table("r_nullkey")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id serial PRIMARY KEY, code text UNIQUE, v text)",
+               f"INSERT INTO {t} (code, v) VALUES ('a', 'old')")
+    harness.upstream("SELECT * FROM (VALUES ('a', 'new'), (NULL, 'x')) t(code, v)")
+    conn = pg.connection() if channel == "sql" else _rest_conn(rest)
+    with pytest.raises(DriverError, match=rf"1 input row\(s\) have NULL in `primary_key` "
+                                          rf"\(code\)\. A NULL key matches no row, so "
+                                          rf"write_mode {mode} would insert"):
+        harness.write("supabase.writer", conn, schema=pg.schema, table="r_nullkey",
+                      write_mode=mode, primary_key=["code"])
+    assert pg.query(f"SELECT code, v FROM {t}") == [("a", "old")]
+
+
 def test_rest_writer_retries_429_and_500_then_succeeds(pg: PgTarget, rest: PostgrestFake,
                                                        harness: Harness) -> None:
     t = pg.table("r_retry")

@@ -102,7 +102,7 @@ from osiris_dagster.drivers.mysql.connection import (
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
 from osiris_dagster.drivers.options import name_list, positive_int, required_text
 from osiris_dagster.drivers.progress import Progress
-from osiris_dagster.drivers.session_reads import first_upstream, row_lists
+from osiris_dagster.drivers.session_reads import first_upstream, refuse_null_keys, row_lists
 from osiris_dagster.drivers.target_fit import (
     MYSQL_COLUMNS_SQL,
     TargetColumn,
@@ -197,6 +197,11 @@ class _Writer:
 
     def run(self) -> int:
         import pymysql
+
+        if self.opts.mode == "upsert":
+            refuse_null_keys(self.ctx.con, self.relation, self._keys(),
+                             f"{COMPONENT} step '{self.ctx.step_id}'", "upsert_keys",
+                             "mode upsert")
 
         conn = mysql_connect(COMPONENT, self.ctx.step_id, self.params, streaming=False,
                              raw_values=False)

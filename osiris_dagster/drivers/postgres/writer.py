@@ -119,6 +119,7 @@ from osiris_dagster.drivers.progress import Progress
 from osiris_dagster.drivers.session_reads import (
     arrow_batches,
     first_upstream,
+    refuse_null_keys,
     row_lists,
     scalar,
 )
@@ -179,8 +180,13 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     relation, columns = first_upstream(COMPONENT, ctx, inputs)
     channels = supabase_channels(COMPONENT, ctx.connection, config)
     _check_keys(opts, columns)
-    rows_in = int(scalar(ctx.con, f"SELECT count(*) FROM {relation}"))
     channel = "sql" if channels.sql is not None else "rest"
+    # (a SQL replace deletes the rows with a NULL key too, so it repeats safely with them)
+    if opts.mode == "upsert" or (opts.mode == "replace" and channel == "rest"):
+        refuse_null_keys(ctx.con, relation, opts.primary_key,
+                         f"{COMPONENT} step '{ctx.step_id}'", "primary_key",
+                         f"write_mode {opts.mode}")
+    rows_in = int(scalar(ctx.con, f"SELECT count(*) FROM {relation}"))
     ctx.log_event("write.start", table=f"{opts.schema}.{opts.table}", mode=opts.mode,
                   rows=rows_in, batch_size=opts.batch_size, channel=channel)
     started = time.monotonic()
