@@ -1,0 +1,230 @@
+"""Values cross between steps and hand-written assets exactly, or fail naming the column."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.python_values import (
+    InexactValueError,
+    read_table,
+    write_value,
+)
+from osiris_dagster.runtime.session import Session
+
+from .helpers import failure_description
+from .test_mixed_assets import (
+    ENRICHED,
+    ORDERS,
+    materialise,
+    mixed_defs,
+    orders_asset,
+    pipeline,  # noqa: F401 - a fixture
+    session_rows,
+)
+
+HUGE_MAX = 2**127 - 1
+UHUGE_MAX = 2**128 - 1
+BIG = Decimal("12345678901234567890123456.1234567891")
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Session:
+    return Session(Settings.from_env(str(tmp_path / "s")), "run1")
+
+
+def _step_table(session: Session, query: str, table: str = "t") -> None:
+    con = session.open_workspace_connection()
+    try:
+        con.execute(f'CREATE TABLE {session.table_prefix}."{table}" AS {query}')
+    finally:
+        con.close()
+
+
+def _pandas(session: Session, table: str = "t") -> pd.DataFrame:
+    return read_table(session.location, table, pd.DataFrame, session.settings)
+
+
+def _rows(session: Session, table: str) -> list[tuple]:
+    con = session.open_workspace_connection()
+    try:
+        return con.execute(f'SELECT * FROM {session.table_prefix}."{table}"').fetchall()
+    finally:
+        con.close()
+
+
+# -- 1. a step's table as a pandas DataFrame ---------------------------------------------------
+def test_pandas_gets_decimals_exactly_as_arrow_decimals(session: Session) -> None:
+    _step_table(session, f"SELECT * FROM (VALUES (1, {BIG}::DECIMAL(38,10), 0.1::DECIMAL(4,1)),"
+                         " (2, NULL, 2.5)) v(k, big, small)")
+    frame = _pandas(session)
+    assert list(frame.columns) == ["k", "big", "small"]
+    assert frame["big"].dtype == pd.ArrowDtype(pa.decimal128(38, 10))
+    assert frame["small"].dtype == pd.ArrowDtype(pa.decimal128(4, 1))
+    assert frame["big"].tolist()[0] == BIG and pd.isna(frame["big"].tolist()[1])
+    assert frame["small"].sum() == Decimal("2.6")  # exact, not 2.6000000000000001
+    assert (frame["small"] > Decimal("1")).tolist() == [False, True]
+    assert frame["k"].dtype == "int32"  # the common types stay as rel.df() gives them
+
+
+def test_pandas_gets_hugeints_as_ints(session: Session) -> None:
+    _step_table(session, f"SELECT * FROM (VALUES ({HUGE_MAX}::HUGEINT, 5::HUGEINT, "
+                         f"{UHUGE_MAX}::UHUGEINT, 7::UHUGEINT, 1::HUGEINT), "
+                         "(-3, NULL, NULL, 8, 2)) v(huge, small, uhuge, usmall, total)")
+    frame = _pandas(session)
+    assert frame["huge"].tolist() == [HUGE_MAX, -3]  # Python ints, not 1.7e38
+    assert frame["uhuge"].tolist() == [UHUGE_MAX, None]
+    assert frame["small"].dtype == "Int64" and frame["small"].tolist() == [5, pd.NA]
+    assert frame["usmall"].dtype == "uint64" and frame["total"].dtype == "int64"
+
+
+def test_pandas_intervals_keep_months_or_fail_naming_the_column(session: Session) -> None:
+    _step_table(session, "SELECT INTERVAL '2 days 3 hours' AS short, "
+                         "INTERVAL '1 month 2 days' AS long")
+    with pytest.raises(InexactValueError, match=r"column 'long' is an INTERVAL with months"):
+        _pandas(session)
+    _step_table(session, "SELECT INTERVAL '2 days 3 hours' AS short", "u")
+    assert _pandas(session, "u")["short"].tolist() == [pd.Timedelta(days=2, hours=3)]
+    assert read_table(session.location, "t", pa.Table, session.settings).column(
+        "long").to_pylist()[0].months == 1
+
+
+def test_pandas_gets_nested_decimals_exactly(session: Session) -> None:
+    _step_table(session, "SELECT [0.1::DECIMAL(4,1), 0.2] AS xs, 1 AS k")
+    frame = _pandas(session)
+    assert list(frame.columns) == ["xs", "k"]
+    assert list(frame["xs"].tolist()[0]) == [Decimal("0.1"), Decimal("0.2")]
+
+
+# -- 2. a pandas index is data ------------------------------------------------------------------
+def test_a_pandas_index_that_carries_data_becomes_columns(session: Session) -> None:
+    orders = pd.DataFrame({"customer_id": [1, 2, 1], "region": ["n", "s", "n"],
+                           "amount": [9.5, 3.0, 1.25]})
+    assert write_value(session, "t", orders.groupby("customer_id")[["amount"]].sum())[1] == (
+        ("customer_id", "BIGINT"), ("amount", "DOUBLE"))
+    assert _rows(session, "t") == [(1, 10.75), (2, 3.0)]
+    by_two = orders.groupby(["customer_id", "region"]).sum()
+    assert [c for c, _ in write_value(session, "t", by_two)[1]] == [
+        "customer_id", "region", "amount"]
+    dated = pd.DataFrame({"v": [1, 2]}, index=pd.to_datetime(["2024-01-01", "2024-01-02"]))
+    assert [c for c, _ in write_value(session, "t", dated)[1]] == ["index", "v"]
+    # row labels are no data: an unnamed integer index, also after slicing, filtering, sorting
+    for labels in (orders.iloc[1:], orders[orders.amount > 2], orders.sort_values("amount")):
+        assert [c for c, _ in write_value(session, "t", labels)[1]] == [
+            "customer_id", "region", "amount"]
+
+
+def test_a_pandas_index_named_like_a_column_or_multiindex_columns_fail(
+        session: Session) -> None:
+    clash = pd.DataFrame({"customer_id": [1]}, index=pd.Index([5], name="customer_id"))
+    with pytest.raises(InexactValueError, match=r"its index \(customer_id\) becomes columns, "
+                                                r"but cannot insert customer_id"):
+        write_value(session, "t", clash)
+    wide = pd.DataFrame({"k": [1, 1], "amount": [1.0, 2.0]}).groupby("k").agg(
+        {"amount": ["sum", "mean"]})
+    with pytest.raises(InexactValueError, match=r"its columns are a MultiIndex \(\('amount', "
+                                                r"'sum'\), \('amount', 'mean'\)\)"):
+        write_value(session, "t", wide)
+
+
+def test_a_step_reads_the_index_of_a_python_assets_dataframe(
+        pipeline: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:  # noqa: F811
+    indexed = orders_asset(lambda: pd.DataFrame(ORDERS).set_index("order_id"), False)
+    result = materialise(mixed_defs(pipeline, tmp_path / "s", indexed), instance)
+    assert result.success, failure_description(result)
+    assert session_rows(tmp_path / "s", result.run_id, "enrich") == ENRICHED
+
+
+# -- 3. a Python value's object columns are kept exactly, or refused ------------------------------
+def test_object_decimals_are_stored_exactly(session: Session) -> None:
+    write_value(session, "t", pd.DataFrame(
+        {"c": [Decimal("NaN"), Decimal("0.1"), Decimal("12345678.9")]}))
+    assert _rows(session, "t") == [(None,), (Decimal("0.1"),), (Decimal("12345678.9"),)]
+    late = pd.DataFrame({"c": [None] * 3000 + [Decimal("0.1")]})  # beyond DuckDB's sample
+    assert write_value(session, "t", late)[1] == (("c", "DECIMAL(1,1)"),)
+    assert _rows(session, "t")[-1] == (Decimal("0.1"),)
+    scales = [Decimal("0.1"), Decimal("12345678.123456789012345678901")]
+    write_value(session, "t", pd.DataFrame({"c": scales}))
+    assert [r[0] for r in _rows(session, "t")] == scales
+    write_value(session, "t", pd.DataFrame({"c": [2**70, None, 3]}))  # as before: a HUGEINT
+    assert _rows(session, "t") == [(2**70,), (None,), (3,)]
+
+
+@pytest.mark.parametrize(("values", "error"), [
+    ([9007199254740993, 0.5], r"column 'c' mixes float, int values .*outside of the range"),
+    ([1, "two", 3.5, None], r"column 'c' mixes float, int, str values"),
+    ([1.5, True], r"column 'c' would not be kept exactly: row 1 is True \(bool\), Arrow makes "
+                  r"it 1.0"),
+    ([Decimal("1234567890123456789012345678901234567890.5")],
+     r"column 'c' holds decimals of 41 digits"),
+])
+def test_object_columns_that_would_change_fail_naming_the_column(
+        session: Session, values: list, error: str) -> None:
+    with pytest.raises(InexactValueError, match=error):
+        write_value(session, "t", pd.DataFrame({"c": pd.Series(values, dtype=object)}))
+
+
+def test_dicts_are_kept_or_refused_naming_the_column(session: Session) -> None:
+    with pytest.raises(InexactValueError, match=r"column 'c' would not be kept exactly: row 0 is "
+                                                r"\{'a': 1\} \(dict\), DuckDB makes it "
+                                                r"\{'a': '1'\}"):
+        write_value(session, "t", pd.DataFrame({"c": [{"a": 1}, {"a": "x"}]}))
+    write_value(session, "t", pd.DataFrame({"c": [{"a": 1}, {"b": 2}]}))
+    assert _rows(session, "t") == [({"a": 1, "b": None},), ({"a": None, "b": 2},)]
+
+
+def test_nanoseconds_are_kept_or_refused(session: Session) -> None:
+    stamps = pd.to_datetime(["2020-01-01 00:00:00.123456789"]).tz_localize("UTC")
+    write_value(session, "t", pd.DataFrame({"ts": stamps, "k": [1]}))
+    con = session.open_workspace_connection()
+    try:
+        assert con.execute(f"SELECT epoch_ns(ts) FROM {session.table_prefix}.t").fetchall() == [
+            (1577836800123456789,)]
+    finally:
+        con.close()
+    for value in (pd.DataFrame({"d": [pd.Timedelta(nanoseconds=1500)]}),
+                  pa.table({"d": pa.array([1500], pa.duration("ns"))}),
+                  pa.table({"d": pa.array([1500], pa.duration("ns"))}).to_reader()):
+        with pytest.raises(InexactValueError, match=r"column 'd' holds durations with "
+                                                    r"nanoseconds"):
+            write_value(session, "t", value)
+    write_value(session, "t", pd.DataFrame({"d": [pd.Timedelta(microseconds=15)]}))
+    assert _rows(session, "t") == [(pd.Timedelta(microseconds=15).to_pytimedelta(),)]
+
+
+def test_pandas_nan_is_null_and_arrow_nan_stays_nan(session: Session) -> None:
+    write_value(session, "t", pd.DataFrame({"f": [1.0, np.nan]}))
+    assert _rows(session, "t") == [(1.0,), (None,)]
+    write_value(session, "t", pa.table({"f": [1.0, float("nan")]}))
+    assert np.isnan(_rows(session, "t")[1][0])
+
+
+# -- 4. names that differ only by case ----------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda names: pd.DataFrame([list(range(len(names)))], columns=names),
+    lambda names: pa.table({n: [i] for i, n in enumerate(names)}),
+    lambda names: pa.table({n: [i] for i, n in enumerate(names)}).to_reader(),
+])
+def test_column_names_differing_by_case_fail_naming_them(session: Session, make) -> None:
+    with pytest.raises(InexactValueError, match=r"it has the columns 'Col' and 'col': DuckDB's "
+                                                r"column names are case-insensitive"):
+        write_value(session, "t", make(["x", "Col", "col"]))
+    with pytest.raises(InexactValueError, match=r"it has the column 'x' twice"):
+        write_value(session, "t", pd.DataFrame([[1, 2]], columns=["x", "x"]))
+
+
+def test_a_step_fails_naming_the_asset_and_the_colliding_columns(
+        pipeline: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:  # noqa: F811
+    clashing = orders_asset(lambda: pd.DataFrame({**ORDERS, "Amount": [1, 2, 3]}), False)
+    result = materialise(mixed_defs(pipeline, tmp_path / "s", clashing), instance)
+    assert not result.success
+    message = failure_description(result)
+    assert "step 'enrich'" in message and "asset 'raw/orders' as df_orders" in message
+    assert "it has the columns 'amount' and 'Amount'" in message
