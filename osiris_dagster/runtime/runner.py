@@ -197,10 +197,11 @@ def run_step(
                                             if k != "connection"}}
             _write_cleaned_config(session, step, config, resolved)
             if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
-                write = _write_identity(step, upstream_refs, asset_refs or {})
+                *write, legacy_key = _write_identity(session, step, upstream_refs,
+                                                     asset_refs or {})
                 if step.mode == "write":  # held while it writes: its record is not 'ended'
                     writing.enter_context(_writing(session, pipeline, step, write))
-                _refuse_unsettled(session, pipeline, step, write)
+                _refuse_unsettled(session, pipeline, step, write, legacy_key)
                 _record_started(session, pipeline, step, write)
             held.enter_context(receiving(session, pipeline, step.id, read))
             if spec.incremental:
@@ -249,7 +250,8 @@ def run_step(
             held.close()
         if write is not None:
             _forget_started(session, pipeline, step, write)
-        _log_success(session, step, result, duration, check_outcomes)
+        _log_success(session, step, result, duration, check_outcomes,
+                     _direct_inputs(upstream_refs, asset_refs or {}))
         return StepOutcome(step.id, ref, result, duration, preview,
                            resolved.ref if resolved else None, check_outcomes)
 
@@ -259,18 +261,61 @@ def run_step(
 _LOCAL_FAMILIES = {"filesystem", "duckdb"}
 
 
-def _write_identity(step: Step, upstream_refs: Mapping[str, TableRef],
-                    asset_refs: Mapping[str, TableRef]) -> tuple[str, list[tuple[str, str, str]]]:
-    """The key of what the step would write (see :mod:`unsettled_writes`) and its inputs."""
-    inputs = [(name, ref.session_id, ref.table)
-              for name, ref in [*upstream_refs.items(), *asset_refs.items()]]
-    return write_key(step.component, inputs), inputs
+def _direct_inputs(upstream_refs: Mapping[str, TableRef],
+                   asset_refs: Mapping[str, TableRef]) -> list[tuple[str, str, str]]:
+    return [(name, ref.session_id, ref.table)
+            for name, ref in [*upstream_refs.items(), *asset_refs.items()]]
+
+
+def _write_identity(session: Session, step: Step, upstream_refs: Mapping[str, TableRef],
+                    asset_refs: Mapping[str, TableRef]
+                    ) -> tuple[str, list[tuple[str, str, str]], str]:
+    """The key of what the step would write (see :mod:`unsettled_writes`), its inputs, and
+    the key the inputs alone give (how records were keyed before: still refused). The key is
+    made from the tables its inputs were made from, back to the extractors' tables
+    (:func:`_made_from`): a SQL step run again on the same extract makes a new table of the same
+    rows, and writing those again must be refused as well."""
+    inputs = _direct_inputs(upstream_refs, asset_refs)
+    roots = _made_from(session, inputs)
+    return write_key(step.component, roots), inputs, write_key(step.component, inputs)
+
+
+def _made_from(session: Session, inputs: Sequence[tuple[str, str, str]]
+               ) -> list[tuple[str, str, str]]:
+    """The tables (step, session, table) that ``inputs`` were made from: following each
+    step's recorded inputs (its ``step_complete`` event) back to tables made from none (an
+    extractor's, a hand-written asset's, a step of an older release that recorded none)."""
+    events: dict[str, list[dict[str, Any]]] = {}
+    roots: set[tuple[str, str, str]] = set()
+    todo, seen = list(inputs), set()
+    while todo:
+        item = todo.pop()
+        if item in seen:
+            continue
+        seen.add(item)
+        step_id, session_id, table = item
+        if session_id not in events:
+            try:
+                events[session_id] = Session(session.settings, session_id).read_events()
+            except (OSError, ValueError, duckdb.Error):
+                events[session_id] = []
+        made = [e for e in events[session_id] if e.get("event") == "step_complete"
+                and e.get("step_id") == step_id and e.get("table") == table]
+        recorded = made[-1].get("inputs") if made else None
+        if recorded:
+            todo.extend(tuple(i) for i in recorded)
+        else:
+            roots.add(item)
+    return sorted(roots)
 
 
 def _refuse_unsettled(session: Session, pipeline: Pipeline, step: Step,
-                      write: tuple[str, list[tuple[str, str, str]]]) -> None:
+                      write: tuple[str, list[tuple[str, str, str]]] | list[Any],
+                      legacy_key: str | None = None) -> None:
     try:
-        earlier = _unsettled(session).find(pipeline.name, step.id, write[0])
+        records = _unsettled(session)
+        earlier = records.find(pipeline.name, step.id, write[0]) or (
+            records.find(pipeline.name, step.id, legacy_key) if legacy_key else None)
     except UnreadableRecordError as exc:  # refused too: it may hold this input's record
         raise UnsettledWriteError(f"not run: {exc}") from None
     if earlier is not None:
@@ -422,11 +467,15 @@ def _log_failure(session: Session, step: Step, exc: BaseException, duration: flo
 
 
 def _log_success(session: Session, step: Step, result: DriverResult, duration: float,
-                 check_outcomes: Sequence[CheckOutcome]) -> None:
+                 check_outcomes: Sequence[CheckOutcome],
+                 inputs: Sequence[tuple[str, str, str]] = ()) -> None:
+    """``inputs``: the tables the step read, (step, session, table) each: what its table was
+    made from (:func:`_made_from`)."""
     session.log_metric(f"step_{step.id}_duration", round(duration, 3), unit="seconds")
     session.log_event("step_complete", step_id=step.id, driver=step.component,
                       rows_read=result.rows_read, rows_written=result.rows_written,
-                      duration=round(duration, 3), table=result.table, target=result.target)
+                      duration=round(duration, 3), table=result.table, target=result.target,
+                      inputs=[list(i) for i in inputs])
     for c in check_outcomes:
         session.log_event("check", step_id=step.id, check=c.spec.name, passed=c.passed,
                           failing_rows=c.failing_rows, blocking=c.spec.blocking,

@@ -9,8 +9,10 @@ failure, but a person's *Re-execute from failure*, a materialisation of the step
 ``osiris-dagster run --select`` reads the same upstream table and would write it again. So the
 failure is recorded (``unsettled_writes.json`` in the step's state directory, beside
 incremental state, where every process of every run looks), keyed by the component and the
-upstream tables the step reads (session and table), whatever else its config says (another
-alias of the same database, another batch size). A later attempt on the same input fails at
+tables its input was made from (the runner follows each step's recorded inputs back to the
+extractors' tables, session and table: a SQL step run again on the same extract makes a new
+table of the same rows), whatever else its config says (another alias of the same database,
+another batch size). A later attempt on the same input fails at
 once, naming the earlier failure, unless its config repeats safely (an upsert or replace:
 :func:`osiris_dagster.drivers.repeats_safely`); one with new input (a new run's extract) runs.
 ``osiris-dagster unsettled settle PIPELINE STEP`` removes the record once the target is checked.

@@ -1260,3 +1260,57 @@ def test_upsert_refuses_rows_with_a_null_key(mysql: MySQLTarget, harness: Harnes
         harness.write("mysql.writer", mysql.connection(), table="w_nullkey", mode="upsert",
                       upsert_keys=["code"])
     assert [r[1:] for r in _table(mysql, "w_nullkey")] == [("a", "old")]  # nothing written
+
+
+SHAPED = """\
+oml_version: "0.1.0"
+name: commit-lost
+steps:
+  - {{id: load, component: filesystem.csv_extractor, mode: read, config: {{path: {csv}}}}}
+  - id: shape
+    component: duckdb.processor
+    mode: transform
+    needs: [load]
+    config: {{query: "SELECT id, name FROM input_df"}}
+  - id: append
+    component: mysql.writer
+    mode: write
+    needs: [shape]
+    config: {{connection: "@mysql.main", table: w_commit_lost, mode: append}}
+"""
+
+
+def test_a_lost_write_is_refused_when_its_input_is_made_again_from_the_same_extract(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance) -> None:
+    """The append's COMMIT landed unseen; materialising the SQL step and the writer again
+    (same extract) made a new table of the same rows, a new key: the rows were written twice
+    (an independent review). The key is now what the input was made from."""
+    from ..helpers import defs_for
+
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    mysql.execute("DROP TABLE IF EXISTS w_commit_lost",
+                  "CREATE TABLE w_commit_lost (id INT, name VARCHAR(10))")
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id,name\n1,a\n2,b\n3,c\n")
+    with CommitProxy(mysql.host, mysql.port) as proxy:
+        connections = ("version: 1\nconnections:\n  mysql:\n    main:\n"
+                       f"      host: 127.0.0.1\n      port: {proxy.port}\n"
+                       f"      database: {mysql.database}\n      user: {mysql.user}\n"
+                       "      password: ${MYSQL_TEST_PASSWORD}\n")
+        first, _ = run_pipeline(SHAPED.format(csv=csv), connections, "commit-lost")
+        assert not first.success and proxy.commits_dropped == 1
+        defs = defs_for(tmp_path / "pipelines" / "pipeline.yaml", tmp_path / "sessions",
+                        tmp_path / "osiris_connections.yaml")
+        again = defs.resolve_job_def("commit_lost").execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=[
+                dg.AssetKey(["commit-lost", "shape"]), dg.AssetKey(["commit-lost", "append"])])
+        assert not again.success
+        assert "not run: an earlier attempt of this step on the same input" in \
+            failure_description(again)
+        assert proxy.commits_dropped == 1  # not even sent
+        assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]
+        # a new run reads the file again into its own session: new input, written
+        new = defs.resolve_job_def("commit_lost").execute_in_process(instance=instance,
+                                                                      raise_on_error=False)
+        assert "not run:" not in failure_description(new) and proxy.commits_dropped == 2
