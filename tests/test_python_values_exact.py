@@ -85,6 +85,24 @@ def test_pandas_gets_hugeints_as_ints(session: Session) -> None:
     assert frame["usmall"].dtype == "uint64" and frame["total"].dtype == "int64"
 
 
+@pytest.mark.parametrize("kind", ["HUGEINT", "UHUGEINT"])
+def test_arrow_and_polars_refuse_hugeints_of_39_digits(session: Session, kind: str) -> None:
+    """DuckDB gives Arrow a (U)HUGEINT as decimal128(38, 0): a 39-digit value made an invalid
+    decimal (HUGEINT) or came back negative (UHUGEINT above 2**127)."""
+    import polars as pl
+
+    big = 2**127 - 1 if kind == "HUGEINT" else 2**128 - 1
+    _step_table(session, f"SELECT {big}::{kind} AS n UNION ALL SELECT 7::{kind}")
+    for load_type in (pa.Table, pa.RecordBatchReader, pl.DataFrame):
+        with pytest.raises(InexactValueError, match=rf"column 'n' \({kind}\) holds values of "
+                                                    r"39 digits"):
+            read_table(session.location, "t", load_type, session.settings)
+    assert sorted(_pandas(session)["n"].tolist()) == [7, big]  # exact Python ints there
+    _step_table(session, f"SELECT {10**37}::{kind} AS n", "t38")
+    assert read_table(session.location, "t38", pa.Table, session.settings).column(
+        "n").to_pylist() == [10**37]
+
+
 def test_pandas_intervals_keep_months_or_fail_naming_the_column(session: Session) -> None:
     _step_table(session, "SELECT INTERVAL '2 days 3 hours' AS short, "
                          "INTERVAL '1 month 2 days' AS long")

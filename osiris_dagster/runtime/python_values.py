@@ -112,7 +112,7 @@ def _scannable(value: Any) -> _Source:
     if isinstance(value, pa.RecordBatchReader):
         return _streamed(value)
     if isinstance(value, duckdb.DuckDBPyRelation):  # of another connection: stream it
-        return _Source({_SOURCE: _arrow_reader(value)})
+        return _Source({_SOURCE: _arrow_reader(_arrow_exact(value))})
     if type(value).__module__.split(".")[0] == "polars" and \
             type(value).__name__ in ("DataFrame", "LazyFrame"):
         frame = value.collect() if hasattr(value, "collect") else value
@@ -398,14 +398,14 @@ def _converter(load_type: Any) -> Callable[[duckdb.DuckDBPyConnection,
     if load_type is duckdb.DuckDBPyRelation:
         return lambda con, rel: (rel, True)
     if load_type is pa.Table:
-        return lambda con, rel: (rel.to_arrow_table(), False)
+        return lambda con, rel: (_arrow_exact(rel).to_arrow_table(), False)
     if load_type is pa.RecordBatchReader:
-        return lambda con, rel: (_closing_reader(con, rel), True)
+        return lambda con, rel: (_closing_reader(con, _arrow_exact(rel)), True)
     if load_type is pd.DataFrame:
         return lambda con, rel: (_pandas_frame(rel), False)
     if getattr(load_type, "__module__", "").split(".")[0] == "polars" and \
             getattr(load_type, "__name__", "") == "DataFrame":
-        return lambda con, rel: (rel.pl(), False)
+        return lambda con, rel: (_arrow_exact(rel).pl(), False)
     raise UnsupportedTypeError(f"cannot load a table as {_type_name(load_type, is_type=True)}; "
                                f"annotate the input as one of {supported_types_text()}")
 
@@ -500,6 +500,33 @@ def _fit_check(column: str, type_id: str) -> str:
         return f"bool_and({column} <= {_UINT64_MAX})"
     return (f"bool_or(datepart('year', {column}) <> 0 OR "
             f"datepart('month', {column}) <> 0)")
+
+
+_DECIMAL38 = 10**38  # DuckDB gives Arrow a (U)HUGEINT as decimal128(38, 0)
+
+
+def _arrow_exact(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """``rel``, once its HUGEINT and UHUGEINT columns are known to fit what DuckDB gives Arrow
+    (and so polars) for them, ``decimal128(38, 0)``: a value of 39 digits made an invalid
+    decimal, and a UHUGEINT above 2**127 came back negative. Else InexactValueError naming
+    the column."""
+    wide = [(name, str(kind)) for name, kind in zip(rel.columns, rel.types, strict=True)
+            if str(kind) in ("HUGEINT", "UHUGEINT")]
+    if not wide:
+        return rel
+    checks = ", ".join(
+        f"bool_and({quote_ident(n)} < {_DECIMAL38}::{k}"
+        + (f" AND {quote_ident(n)} > -{_DECIMAL38}::HUGEINT" if k == "HUGEINT" else "") + ")"
+        for n, k in wide)
+    row = (rel.aggregate(checks).fetchall() or [()])[0]
+    for (name, kind), fits in zip(wide, row, strict=True):
+        if fits is False:
+            raise InexactValueError(
+                f"column '{name}' ({kind}) holds values of 39 digits, which Arrow's "
+                "decimal128(38, 0), the type DuckDB gives Arrow and polars for it, cannot hold; "
+                "read it as pandas.DataFrame (exact Python ints), or cast it to VARCHAR in "
+                "the step's SQL")
+    return rel
 
 
 def _closing_reader(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation
