@@ -249,6 +249,8 @@ def cmd_unsettled(args: argparse.Namespace) -> int:
         settled = " (settled as written)" if w.written else ""
         print(f"pipeline '{w.pipeline}', step '{w.step_id}': failed in session {w.session_id} "
               f"at {w.failed_at}{settled}")
+        if w.target:
+            print(f"  target {w.target}")
         for line in w.inputs:
             print(f"  input {line}")
         print(f"  error: {w.error}")

@@ -371,7 +371,7 @@ def _record_unsettled(session: Session, pipeline: Pipeline, step: Step,
     """Record the failure; returns what to add to the step's error (that a re-run is held
     back, or that it could not be recorded and so is not)."""
     record = new_record(pipeline.name, step.id, write[0], session.session_id, write[1],
-                        message)
+                        message, _target_named(step))
     try:
         _unsettled(session).record(record)
     except (OSError, duckdb.Error, UnreadableRecordError) as exc:
@@ -392,7 +392,8 @@ def _record_started(session: Session, pipeline: Pipeline, step: Step,
         return
     try:
         _unsettled(session).record(new_record(pipeline.name, step.id, write[0],
-                                              session.session_id, write[1], STARTED))
+                                              session.session_id, write[1], STARTED,
+                                              _target_named(step)))
     except (OSError, duckdb.Error, UnreadableRecordError) as exc:
         session.log_event("unsettled_write_not_recorded", step_id=step.id,
                           error=f"{type(exc).__name__}: {exc}")
@@ -409,6 +410,18 @@ def _forget_started(session: Session, pipeline: Pipeline, step: Step,
     except (OSError, duckdb.Error, UnreadableRecordError) as exc:
         session.log_event("unsettled_write_not_cleared", step_id=step.id,
                           error=f"{type(exc).__name__}: {exc}")
+
+
+def _target_named(step: Step) -> str:
+    """Where the step writes, as its config says (`@mysql.main`, table `schema.orders`), for
+    the person checking an unsettled write."""
+    config = step.config
+    parts = [str(step.connection_ref or f"the default {step.component} connection")]
+    table = config.get("table") if isinstance(config, Mapping) else None
+    if table:
+        schema = config.get("schema")
+        parts.append(f"table {schema}.{table}" if schema else f"table {table}")
+    return ", ".join(parts)
 
 
 def _unsettled(session: Session) -> UnsettledWrites:

@@ -64,6 +64,7 @@ class UnsettledWrite:
     inputs: tuple[str, ...]  # "<step> = <session>/<table>" per upstream table read
     error: str  # the failure as the step reported it (masked)
     written: bool = False  # settled as written: the rows are in the target, never write again
+    target: str = ""  # where the step writes, as its config names it (connection and table)
 
 
 def write_key(component: str, inputs: Sequence[tuple[str, str, str]]) -> str:
@@ -175,11 +176,12 @@ class UnsettledWrites:
 
 
 def new_record(pipeline: str, step_id: str, key: str, session_id: str,
-               inputs: Sequence[tuple[str, str, str]], error: str) -> UnsettledWrite:
+               inputs: Sequence[tuple[str, str, str]], error: str,
+               target: str = "") -> UnsettledWrite:
     return UnsettledWrite(pipeline, step_id, key, session_id,
                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           tuple(f"{step} = {session}/{table}" for step, session, table in inputs),
-                          error)
+                          error, target=target)
 
 
 class UnreadableRecordError(OsirisError):
@@ -217,9 +219,10 @@ def refusal(write: UnsettledWrite) -> str:
                 f"{write.session_id}, {write.failed_at}) wrote it (settled as written), so "
                 "running it again would write it twice. A new run's input runs; to write this "
                 f"input again anyway, run `{settle_command(write.pipeline, write.step_id)}`.")
+    into = f" into {write.target}" if write.target else ""
     return (f"not run: an earlier attempt of this step on the same input (session "
             f"{write.session_id}, {write.failed_at}) failed in a way that may have written it "
-            f"already, so running it again could write it twice. That attempt said: "
+            f"already{into}, so running it again could write it twice. That attempt said: "
             f"{write.error} -- Check the target first. If the rows are not there, run "
             f"`{settle_command(write.pipeline, write.step_id)}` to run the step again on this "
             f"input; if they are, `{settle_command(write.pipeline, write.step_id)} --written` "
