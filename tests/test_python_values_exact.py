@@ -14,6 +14,7 @@ import pytest
 from osiris_dagster.core.settings import Settings
 from osiris_dagster.runtime.python_values import (
     InexactValueError,
+    UnsupportedTypeError,
     read_table,
     write_value,
 )
@@ -101,6 +102,16 @@ def test_arrow_and_polars_refuse_hugeints_of_39_digits(session: Session, kind: s
     _step_table(session, f"SELECT {10**37}::{kind} AS n", "t38")
     assert read_table(session.location, "t38", pa.Table, session.settings).column(
         "n").to_pylist() == [10**37]
+
+
+def test_polars_refuses_intervals_naming_the_column(session: Session) -> None:
+    """polars failed with its own 'could not import from month_day_nano_interval type'."""
+    import polars as pl
+
+    _step_table(session, "SELECT 1 AS id, INTERVAL 3 DAY AS waited")
+    with pytest.raises(UnsupportedTypeError, match=r"column\(s\) 'waited' are INTERVAL, which "
+                                                   r"polars cannot take"):
+        read_table(session.location, "t", pl.DataFrame, session.settings)
 
 
 def test_pandas_intervals_keep_months_or_fail_naming_the_column(session: Session) -> None:

@@ -405,7 +405,7 @@ def _converter(load_type: Any) -> Callable[[duckdb.DuckDBPyConnection,
         return lambda con, rel: (_pandas_frame(rel), False)
     if getattr(load_type, "__module__", "").split(".")[0] == "polars" and \
             getattr(load_type, "__name__", "") == "DataFrame":
-        return lambda con, rel: (_arrow_exact(rel).pl(), False)
+        return lambda con, rel: (_polars_frame(_arrow_exact(rel)), False)
     raise UnsupportedTypeError(f"cannot load a table as {_type_name(load_type, is_type=True)}; "
                                f"annotate the input as one of {supported_types_text()}")
 
@@ -500,6 +500,20 @@ def _fit_check(column: str, type_id: str) -> str:
         return f"bool_and({column} <= {_UINT64_MAX})"
     return (f"bool_or(datepart('year', {column}) <> 0 OR "
             f"datepart('month', {column}) <> 0)")
+
+
+def _polars_frame(rel: duckdb.DuckDBPyRelation) -> Any:
+    """``rel.pl()``; polars has no type for an INTERVAL (it failed with "could not import from
+    month_day_nano_interval type", naming no column): such columns are named instead."""
+    intervals = [name for name, kind in zip(rel.columns, rel.types, strict=True)
+                 if "INTERVAL" in str(kind)]
+    if intervals:
+        raise UnsupportedTypeError(
+            f"column(s) {', '.join(repr(n) for n in intervals)} are INTERVAL, which polars "
+            "cannot take (it has no months-days-nanoseconds type): read the table as "
+            "pyarrow.Table, or turn the interval into numbers in the step's SQL (e.g. "
+            "epoch(col) for seconds)")
+    return rel.pl()
 
 
 _DECIMAL38 = 10**38  # DuckDB gives Arrow a (U)HUGEINT as decimal128(38, 0)
