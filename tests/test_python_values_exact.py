@@ -104,6 +104,16 @@ def test_arrow_and_polars_refuse_hugeints_of_39_digits(session: Session, kind: s
         "n").to_pylist() == [10**37]
 
 
+def test_pandas_reads_nested_columns_of_plain_types(session: Session) -> None:
+    """A LIST of VARCHAR or a STRUCT of INTEGER failed with DuckDB's 'This type is not nested
+    so it doesn't have children' (the check for decimals inside nested columns)."""
+    _step_table(session, "SELECT 1 AS id, ['a', 'b'] AS tags, {'k': 1} AS st, "
+                         "MAP {'x': 2} AS m, [1, 2]::INTEGER[2] AS arr")
+    frame = _pandas(session)
+    assert list(frame["tags"][0]) == ["a", "b"] and frame["st"][0] == {"k": 1}
+    assert frame["id"].tolist() == [1]
+
+
 def test_polars_refuses_intervals_naming_the_column(session: Session) -> None:
     """polars failed with its own 'could not import from month_day_nano_interval type'."""
     import polars as pl

@@ -486,7 +486,7 @@ def _type_ids(kind: Any) -> set[str]:
     ids = {kind.id}
     if kind.id in ("list", "array", "struct", "map", "union"):
         for _, child in kind.children:
-            if hasattr(child, "children"):  # a DuckDBPyType, not a size or a name
+            if type(child).__name__ == "DuckDBPyType":  # not an array's size, an enum value
                 ids |= _type_ids(child)
     return ids
 
