@@ -825,6 +825,20 @@ def test_keyed_writes_refuse_rows_with_a_null_key(channel: str, mode: str, pg: P
     assert pg.query(f"SELECT code, v FROM {t}") == [("a", "old")]
 
 
+def test_an_upsert_key_with_nulls_not_distinct_takes_null_keys(pg: PgTarget,
+                                                               harness: Harness) -> None:
+    """UNIQUE NULLS NOT DISTINCT (PostgreSQL 15) makes ON CONFLICT match a NULL key: such an
+    upsert repeats safely and must not be refused."""
+    t = pg.table("r_nnd")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (a int, b text, v int, UNIQUE NULLS NOT DISTINCT (a, b))")
+    harness.upstream("SELECT * FROM (VALUES (1, 'x', 1), (2, NULL, 2)) t(a, b, v)")
+    for _ in range(2):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="r_nnd",
+                      write_mode="upsert", primary_key=["a", "b"])
+    assert pg.query(f"SELECT a, b, v FROM {t} ORDER BY a") == [(1, "x", 1), (2, None, 2)]
+
+
 def test_rest_writer_retries_429_and_500_then_succeeds(pg: PgTarget, rest: PostgrestFake,
                                                        harness: Harness) -> None:
     t = pg.table("r_retry")

@@ -181,8 +181,9 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     channels = supabase_channels(COMPONENT, ctx.connection, config)
     _check_keys(opts, columns)
     channel = "sql" if channels.sql is not None else "rest"
-    # (a SQL replace deletes the rows with a NULL key too, so it repeats safely with them)
-    if opts.mode == "upsert" or (opts.mode == "replace" and channel == "rest"):
+    # (a SQL replace deletes the rows with a NULL key too, so it repeats safely with them; a
+    # SQL upsert checks once it sees the table: a NULLS NOT DISTINCT key matches NULLs)
+    if channel == "rest" and opts.mode in ("upsert", "replace"):
         refuse_null_keys(ctx.con, relation, opts.primary_key,
                          f"{COMPONENT} step '{ctx.step_id}'", "primary_key",
                          f"write_mode {opts.mode}")
@@ -314,6 +315,10 @@ class _SqlWrite:
                                   f"{existing[0][3]!r}); write to a table")
             self._map_columns([(str(r[0]), str(r[2])) for r in existing])
             self.target_types = {str(r[0]): str(r[1]) for r in existing}
+            if opts.mode == "upsert" and not self._nulls_match(cur):
+                refuse_null_keys(self.ctx.con, self.relation, opts.primary_key,
+                                 f"{COMPONENT} step '{self.ctx.step_id}'", "primary_key",
+                                 f"write_mode {opts.mode}")
             self._check_values_fit(cur, self.target_types)
         targets = [self.target_names[n] for n, _ in self.columns]
         col_list = ", ".join(pg_ident(c) for c in targets)
@@ -337,6 +342,29 @@ class _SqlWrite:
         cur.execute(f"INSERT INTO {self.qualified} ({col_list}) SELECT {col_list} FROM {stage} "
                     f"ON CONFLICT ({', '.join(keys)}) {action}")
         return rows
+
+    def _nulls_match(self, cur: Any) -> bool:
+        """Whether the table has a unique index on exactly the key columns that treats NULLs
+        as equal (``UNIQUE NULLS NOT DISTINCT``, PostgreSQL 15+): ``ON CONFLICT`` then matches
+        a NULL key, and an upsert with one repeats safely."""
+        import psycopg
+
+        keys = sorted(self.target_names[k] for k in self.opts.primary_key)
+        cur.execute("SAVEPOINT osiris_nulls")
+        try:
+            cur.execute(
+                "SELECT i.indnullsnotdistinct, array_agg(a.attname::text ORDER BY a.attname) "
+                "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) "
+                "WHERE n.nspname = %s AND c.relname = %s AND i.indisunique "
+                "GROUP BY i.indexrelid, i.indnullsnotdistinct", (self.opts.schema, self.opts.table))
+            rows = cur.fetchall()
+        except psycopg.Error:  # before PostgreSQL 15: no such index
+            cur.execute("ROLLBACK TO SAVEPOINT osiris_nulls")
+            return False
+        cur.execute("RELEASE SAVEPOINT osiris_nulls")
+        return any(bool(nnd) and sorted(cols) == keys for nnd, cols in rows)
 
     def _check_values_fit(self, cur: Any, formatted: Mapping[str, str],
                           created: bool = False) -> None:
