@@ -291,12 +291,24 @@ def _interval_cut(t: TargetColumn) -> str | None:
 
 def _text_time_rules(v: str, t: TargetColumn) -> list[tuple[str, str]]:
     """The rules DuckDB judges for a text written to a temporal column: its ISO forms (see
-    :func:`server_check`), and for any text the digits past microseconds."""
+    :func:`server_check`), for any text the digits past microseconds, and for a MySQL column
+    a UTC offset after a time of day (MySQL drops it)."""
+    date, clock, dated = _iso_forms(v, t)
+    if t.database == "mysql":  # an offset after a time of day: MySQL drops it or misreads it
+        offset = (f"NOT regexp_matches({v}, '\\d:\\d\\d(:\\d\\d(\\.\\d+)?)?\\s*"
+                  f"(Z|[+-]\\d\\d(:?\\d\\d)?)\\s*$')")
+        rules = _text_time_rules_plain(v, t, date, clock, dated)
+        return [*rules, (offset, "without its time zone or UTC offset, so as another instant")]
+    return _text_time_rules_plain(v, t, date, clock, dated)
+
+
+def _text_time_rules_plain(v: str, t: TargetColumn, date: str, clock: str, dated: str
+                           ) -> list[tuple[str, str]]:
+    """The digits and date rules of :func:`_text_time_rules`."""
     fsp = 6 if t.fsp is None else t.fsp
     digits = f"with {fsp} fractional-second digits"
     fits = f"NOT regexp_matches({v}, '\\.\\d{{{fsp}}}\\d*[1-9]')"  # no more digits than fsp
     short = f"NOT regexp_matches({v}, '{EXTRA_DIGITS}')"  # both keep at most microseconds
-    date, clock, dated = _iso_forms(v, t)
     # (the test that passes a usual value first: ISO text with digits that fit)
     if t.kind == "datetime":
         return [(f"({fits} OR NOT {date} AND {short})", digits)]
@@ -332,6 +344,10 @@ def text_change(t: TargetColumn, what: str) -> str:
         return _interval_cut(t) or "with 6 fractional-second digits"
     if what == "date":
         return "without its date"
+    if what == "zone":
+        return "without its time zone or UTC offset, so as another instant"
+    if what == "zero":
+        return "as a date with month or day 0 (how it reads the text)"
     if t.kind == "date":
         return "without its time of day"
     return f"with {6 if t.fsp is None else t.fsp} fractional-second digits"

@@ -28,6 +28,7 @@ def _upstream(harness: Harness, *values: str | None) -> None:
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
+_ZONE = "without its time zone or UTC offset, so as another instant"
 _PG_CHANGED = [
     # ISO forms, judged in DuckDB
     ("timestamp(0)", "2024-12-31 23:59:59.9", "2024-12-31 23:59:59", _DIGITS_0),
@@ -53,6 +54,12 @@ _PG_CHANGED = [
     ("interval day", "1 day 02:00:00", "1 day", "without what is below its days"),
     ("interval(0)", "00:00:01.5", "00:00:01", _DIGITS_0),
     ("interval hour to minute", "P1DT2H3M4S", "P1DT2H3M", "without what is below its minutes"),
+    # a zone or offset a column without time zone ignores: another instant (a review found
+    # these stored as 10:00 local); a date text PostgreSQL reads without its 24:00
+    ("timestamp(0)", "2024-01-01T10:00:00+02:00", "2024-01-01T08:00:00", _ZONE),
+    ("timestamp", "2024-01-01 10:00:00 Europe/Prague", "2024-01-01 09:00:00", _ZONE),
+    ("time(0)", "10:00:00+02", "08:00:00", _ZONE),
+    ("date", "2024-01-01 24:00:00", "2024-01-02", "without its time of day"),
 ]
 
 
@@ -164,6 +171,10 @@ _MYSQL_CHANGED = [
     ("DATE", "2024/1/1 10.30", "2024/1/1", "without its time of day"),
     ("TIME", "1 10:00:00.5", "1 10:00:00", _DIGITS_0),
     ("TIME", "2024/01/01 10:00:00", "10:00:00", "without its date"),
+    # MariaDB reads a time alone as a date with month 0 (2010-00-00), and drops an offset
+    ("DATETIME", "10:00:00", "2024-01-01 10:00:00", "as a date with month or day 0"),
+    ("DATE", "10:00:00", "2024-01-01", "as a date with month or day 0"),
+    ("DATETIME", "2024-01-01T10:00:00+02:00", "2024-01-01 08:00:00", _ZONE),
 ]
 
 
