@@ -5,6 +5,7 @@ without waiting."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -37,21 +38,40 @@ def held_lock(path: Path, shared: bool = False) -> Iterator[bool]:
 
 
 @contextmanager
-def lock_or_none(path: Path) -> Iterator[bool]:
+def lock_or_none(path: Path, removed_after: bool = False) -> Iterator[bool]:
     """Hold an exclusive flock on ``path`` (made if missing) while inside, if it is free now:
     yields False, holding nothing, when another process holds it (shared or exclusive), and
-    True too when the file cannot be made (nothing to hold it against)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield True
-        return
-    try:
+    True too when the file cannot be made (nothing to hold it against).
+
+    ``removed_after``: the holder removes the file before it lets go, so a file locked just
+    after its holder removed it guards nothing: it is then opened and locked anew."""
+    while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield True
             return
-        yield True
-    finally:
-        os.close(fd)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            if removed_after and not _still_at(fd, path):
+                continue
+            try:
+                yield True
+            finally:
+                if removed_after:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+            return
+        finally:
+            os.close(fd)
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False

@@ -317,10 +317,10 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         else:
             yield dg.Output(outcome.ref)
             yield from _check_results(key, outcome, session.masker)
-    except GeneratorExit:  # Dagster failed the step here: its IO manager raised
-        _fail_step(context, session, pipeline, selected, step_id,
-                   "the step's output was not stored (its IO manager failed; Dagster's event "
-                   "log has the error)")
+    except GeneratorExit:  # Dagster ended the step here: its IO manager raised, or the run
+        _fail_step(context, session, pipeline, selected, step_id,  # was stopped
+                   "the step's output was not stored (its IO manager failed, or the run was "
+                   "stopped; Dagster's event log has the error)")
         raise
     # Dagster resumes here once it accepted the output (the IO manager stored it) and recorded
     # the check results; an IO manager that raises closes this generator at the yield. Only

@@ -306,7 +306,7 @@ def _made_from(session: Session, inputs: Sequence[tuple[str, str, str]]
             todo.extend(tuple(i) for i in recorded)
         else:
             roots.add(item)
-    return sorted(roots)
+    return sorted(roots) or sorted(set(inputs))  # (recorded inputs that only go round)
 
 
 def _refuse_unsettled(session: Session, pipeline: Pipeline, step: Step,

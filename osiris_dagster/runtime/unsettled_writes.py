@@ -29,7 +29,6 @@ started record is taken as ended.)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shlex
@@ -90,15 +89,16 @@ class UnsettledWrites:
             yield
             return
         path = self._lock_path(pipeline, step_id, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with lock_or_none(path) as free:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a .state that cannot be written: the write goes on, as before
+            yield
+            return
+        # removed while held, so one file per key does not pile up
+        with lock_or_none(path, removed_after=True) as free:
             if not free:
                 raise WriteInProgress(path)
-            try:
-                yield
-            finally:  # removed while held, so one file per key does not pile up
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            yield
 
     def still_writing(self, write: UnsettledWrite) -> bool:
         """Whether the attempt of a started record is still writing (its process holds its
