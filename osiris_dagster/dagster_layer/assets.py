@@ -293,7 +293,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         if not exc.retryable:
             _no_run_retry(context)
         raise _step_failure(session, exc) from None
-    _refuse_file_changed_while_read(context, session, pipeline, step_id, selected)
+    _refuse_replaced_file(context, session, pipeline, step_id, selected, after_read=True)
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
@@ -537,11 +537,15 @@ def _fail_step(context: dg.AssetExecutionContext, session: Session, pipeline: Pi
 
 
 def _refuse_replaced_file(context: dg.AssetExecutionContext, session: Session,
-                          pipeline: Pipeline, step_id: str, selected: Sequence[str]) -> None:
+                          pipeline: Pipeline, step_id: str, selected: Sequence[str],
+                          after_read: bool = False) -> None:
     """Fail the step that reads the sensor's file (its config names the file) when the file is
-    no longer the version the sensor started this run for: replaced by a newer export of the
-    same name while the run waited in the queue, this run would read that version, which the
-    sensor starts a run of its own for. The run fails (not retried), the file stays."""
+    no longer the version the sensor started this run for. Before the read: replaced by a
+    newer export of the same name while the run waited in the queue, this run would read that
+    version, which the sensor starts a run of its own for. ``after_read``: it changed while the
+    step read it (its writer appended to it), so the table may hold rows of two versions, and
+    passing it on would write those rows twice into an append target. The run fails (not
+    retried), the file stays."""
     tags = context.run.tags
     path = tags.get(TAG_FILE)
     if not path or not _mentions(pipeline.step(step_id).config, path):
@@ -549,35 +553,18 @@ def _refuse_replaced_file(context: dg.AssetExecutionContext, session: Session,
     found = file_replaced(path, tags.get(TAG_FINGERPRINT))
     if found is None:
         return
-    message = (f"{path} is not the version of the file the sensor started this run for: "
-               f"{found}. It changed after the sensor's tick, so this run does not read it; "
-               "the sensor starts a run for the version there now")
-    session.masker.add(pipeline.sensitive_values())  # before anything is written
-    start_session(session, pipeline)
-    session.log_event("file_changed_before_run", path=path, change=found)
-    _fail_step(context, session, pipeline, selected, step_id, message)
-    _no_run_retry(context)
-    raise dg.Failure(description=message, allow_retries=False)
-
-
-def _refuse_file_changed_while_read(context: dg.AssetExecutionContext, session: Session,
-                                    pipeline: Pipeline, step_id: str,
-                                    selected: Sequence[str]) -> None:
-    """Fail the step that read the sensor's file when the file changed while it read it (its
-    writer appended to it): the table may hold rows of two versions, and the sensor runs the
-    version there now, so passing this table on would write those rows twice into an append
-    target. The run fails (not retried), the file stays."""
-    tags = context.run.tags
-    path = tags.get(TAG_FILE)
-    if not path or not _mentions(pipeline.step(step_id).config, path):
-        return
-    found = file_replaced(path, tags.get(TAG_FINGERPRINT))
-    if found is None:
-        return
-    message = (f"{path} changed while this step read it ({found}): its table may hold part of "
-               "the new version, so it is not passed on; the sensor starts a run for the "
-               "version there now")
-    session.log_event("file_changed_during_read", path=path, change=found)
+    if after_read:
+        message = (f"{path} changed while this step read it ({found}): its table may hold "
+                   "part of the new version, so it is not passed on; the sensor starts a run "
+                   "for the version there now")
+        session.log_event("file_changed_during_read", path=path, change=found)
+    else:
+        message = (f"{path} is not the version of the file the sensor started this run for: "
+                   f"{found}. It changed after the sensor's tick, so this run does not read "
+                   "it; the sensor starts a run for the version there now")
+        session.masker.add(pipeline.sensitive_values())  # before anything is written
+        start_session(session, pipeline)
+        session.log_event("file_changed_before_run", path=path, change=found)
     _fail_step(context, session, pipeline, selected, step_id, message)
     _no_run_retry(context)
     raise dg.Failure(description=message, allow_retries=False)
