@@ -114,6 +114,24 @@ def test_pandas_reads_nested_columns_of_plain_types(session: Session) -> None:
     assert frame["id"].tolist() == [1]
 
 
+@pytest.mark.parametrize("query", [
+    "SELECT [340282366920938463463374607431768211455::UHUGEINT] AS n",
+    "SELECT {'x': 200000000000000000000000000000000000000::UHUGEINT} AS n",
+    "SELECT [-170141183460469231731687303715884105727::HUGEINT] AS n"])
+def test_arrow_refuses_hugeints_of_39_digits_inside_lists_and_structs(session: Session,
+                                                                      query: str) -> None:
+    """Only top-level (U)HUGEINT columns were checked: nested, [2**128-1] came back [-1]."""
+    import polars as pl
+
+    _step_table(session, query)
+    for load_type in (pa.Table, pl.DataFrame):
+        with pytest.raises(InexactValueError, match=r"column 'n' \(.*\) holds values of 39"):
+            read_table(session.location, "t", load_type, session.settings)
+    _step_table(session, "SELECT [5::HUGEINT, NULL] AS n, {'x': 7::UHUGEINT} AS s", "small")
+    assert read_table(session.location, "small", pa.Table, session.settings).to_pylist() == [
+        {"n": [Decimal(5), None], "s": {"x": Decimal(7)}}]
+
+
 def test_polars_refuses_intervals_naming_the_column(session: Session) -> None:
     """polars failed with its own 'could not import from month_day_nano_interval type'."""
     import polars as pl
@@ -122,6 +140,10 @@ def test_polars_refuses_intervals_naming_the_column(session: Session) -> None:
     with pytest.raises(UnsupportedTypeError, match=r"column\(s\) 'waited' are INTERVAL, which "
                                                    r"polars cannot take"):
         read_table(session.location, "t", pl.DataFrame, session.settings)
+    # a name or an enum value that says INTERVAL is no interval
+    _step_table(session, "SELECT 'INTERVAL'::ENUM('INTERVAL', 'x') AS e, {'INTERVAL': 1} AS s",
+                "named")
+    assert read_table(session.location, "named", pl.DataFrame, session.settings).shape == (1, 2)
 
 
 def test_pandas_intervals_keep_months_or_fail_naming_the_column(session: Session) -> None:

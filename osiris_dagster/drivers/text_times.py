@@ -140,7 +140,9 @@ def mysql_changed_text(cur: Any, target: TargetColumn, texts: list[str]
                         [(i, v, v, v, v) for i, v in enumerate(texts)])
         changed = "NOT (t <=> w)"
         # MySQL reads some texts as a date with month or day 0 ('10:00:00' as 2010-00-00)
-        zero = "(YEAR(w) > 0 AND (MONTH(w) = 0 OR DAYOFMONTH(w) = 0))" \
+        # (only a text that writes no date: '2024-00-00' is a zero month MySQL keeps as is)
+        zero = ("(YEAR(w) > 0 AND (MONTH(w) = 0 OR DAYOFMONTH(w) = 0) AND LOCATE('-', v) = 0 "
+                "AND LOCATE('/', v) = 0)") \
             if target.kind in ("datetime", "date") else "false"
         # a time column keeps the time of a date and time: 10:00:00 of '2024-01-01 10:00:00'
         # (a time alone reads as a zero date: '10:00:00' is 2010-00-00)

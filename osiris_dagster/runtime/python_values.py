@@ -506,7 +506,7 @@ def _polars_frame(rel: duckdb.DuckDBPyRelation) -> Any:
     """``rel.pl()``; polars has no type for an INTERVAL (it failed with "could not import from
     month_day_nano_interval type", naming no column): such columns are named instead."""
     intervals = [name for name, kind in zip(rel.columns, rel.types, strict=True)
-                 if "INTERVAL" in str(kind)]
+                 if "interval" in _type_ids(kind)]
     if intervals:
         raise UnsupportedTypeError(
             f"column(s) {', '.join(repr(n) for n in intervals)} are INTERVAL, which polars "
@@ -514,6 +514,16 @@ def _polars_frame(rel: duckdb.DuckDBPyRelation) -> Any:
             "pyarrow.Table, or turn the interval into numbers in the step's SQL (e.g. "
             "epoch(col) for seconds)")
     return rel.pl()
+
+
+def _fits_decimal38(column: str, kind: str) -> str:
+    """An aggregate: whether every (U)HUGEINT of ``column`` has at most 38 digits. Nested in a
+    list or struct, by the column's text: no run of 39 digits (a text field of 39 digits in
+    the same struct counts too, and is refused with it)."""
+    if kind in ("HUGEINT", "UHUGEINT"):
+        low = f" AND {column} > -{_DECIMAL38}::HUGEINT" if kind == "HUGEINT" else ""
+        return f"bool_and({column} < {_DECIMAL38}::{kind}{low})"
+    return f"bool_and(NOT regexp_matches(CAST({column} AS VARCHAR), '[0-9]{{39}}'))"
 
 
 _DECIMAL38 = 10**38  # DuckDB gives Arrow a (U)HUGEINT as decimal128(38, 0)
@@ -525,21 +535,18 @@ def _arrow_exact(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     decimal, and a UHUGEINT above 2**127 came back negative. Else InexactValueError naming
     the column."""
     wide = [(name, str(kind)) for name, kind in zip(rel.columns, rel.types, strict=True)
-            if str(kind) in ("HUGEINT", "UHUGEINT")]
+            if _type_ids(kind) & {"hugeint", "uhugeint"}]  # also inside lists and structs
     if not wide:
         return rel
-    checks = ", ".join(
-        f"bool_and({quote_ident(n)} < {_DECIMAL38}::{k}"
-        + (f" AND {quote_ident(n)} > -{_DECIMAL38}::HUGEINT" if k == "HUGEINT" else "") + ")"
-        for n, k in wide)
+    checks = ", ".join(_fits_decimal38(quote_ident(n), k) for n, k in wide)
     row = (rel.aggregate(checks).fetchall() or [()])[0]
     for (name, kind), fits in zip(wide, row, strict=True):
         if fits is False:
             raise InexactValueError(
                 f"column '{name}' ({kind}) holds values of 39 digits, which Arrow's "
-                "decimal128(38, 0), the type DuckDB gives Arrow and polars for it, cannot hold; "
-                "read it as pandas.DataFrame (exact Python ints), or cast it to VARCHAR in "
-                "the step's SQL")
+                "decimal128(38, 0), the type DuckDB gives Arrow and polars for a (U)HUGEINT, "
+                "cannot hold; read it as pandas.DataFrame (exact Python ints), or cast it to "
+                "VARCHAR in the step's SQL")
     return rel
 
 

@@ -837,6 +837,13 @@ def test_an_upsert_key_with_nulls_not_distinct_takes_null_keys(pg: PgTarget,
         harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="r_nnd",
                       write_mode="upsert", primary_key=["a", "b"])
     assert pg.query(f"SELECT a, b, v FROM {t} ORDER BY a") == [(1, "x", 1), (2, None, 2)]
+    # a unique index with INCLUDE columns: its key is still (a, b)
+    pg.execute(f"DROP TABLE {t}", f"CREATE TABLE {t} (a int, b text, v int)",
+               f"CREATE UNIQUE INDEX ON {t} (a, b) INCLUDE (v) NULLS NOT DISTINCT")
+    for _ in range(2):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="r_nnd",
+                      write_mode="upsert", primary_key=["a", "b"])
+    assert pg.query(f"SELECT count(*) FROM {t}") == [(2,)]
 
 
 def test_rest_writer_retries_429_and_500_then_succeeds(pg: PgTarget, rest: PostgrestFake,

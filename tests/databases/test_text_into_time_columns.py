@@ -212,6 +212,8 @@ _MYSQL_KEPT = [
     ("TIME", "240101", "24:01:01"),  # MySQL reads it as a time here, not a date
     ("TIME", "1 10:00:00", "34:00:00"),
     ("TIME(3)", "10:00:00.5", "10:00:00.500"),
+    ("DATE", "2024-00-00", "2024-00-00"),  # a zero month written so is kept so
+    ("DATETIME", "2024-01-00 00:00:00", "2024-01-00 00:00:00"),
 ]
 
 

@@ -356,7 +356,8 @@ class _SqlWrite:
                 "SELECT i.indnullsnotdistinct, array_agg(a.attname::text ORDER BY a.attname) "
                 "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) "
+                "JOIN pg_attribute a ON a.attrelid = c.oid "  # key columns, not INCLUDE's
+                "AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) "
                 "WHERE n.nspname = %s AND c.relname = %s AND i.indisunique "
                 "GROUP BY i.indexrelid, i.indnullsnotdistinct", (self.opts.schema, self.opts.table))
             rows = cur.fetchall()
