@@ -169,23 +169,32 @@ def fit_checks(values: Sequence[tuple[str, str, str]],
     the value the writer sends), ``targets`` the target column of each input column; a column
     whose every value fits its target needs none."""
     checks = []
-    for name, duck, value in values:
+    for name, duck, value in values:  # one check per rule: a misfit names its own change
         target = targets.get(name)
-        found = _rule(duck.upper(), value, target) if target is not None else None
-        if found is not None:
-            checks.append(FitCheck(name, target, value, *found))
+        for ok, change in (_rules(duck.upper(), value, target) if target is not None else []):
+            checks.append(FitCheck(name, target, value, ok, change))
     return checks
 
 
 def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
     """(SQL true when the non-NULL value ``v`` fits, what the database does to one that does
     not) or None. A check that cannot tell (NULL) counts as a misfit."""
+    rules = _rules(duck, v, t)
+    if not rules:
+        return None
+    return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
+
+
+def _rules(duck: str, v: str, t: TargetColumn) -> list[tuple[str, str]]:
+    """Each (SQL true when the non-NULL value ``v`` fits, what the database does to one that
+    does not) that a value of ``duck`` written to ``t`` must pass; none when it always fits."""
     decimal = DECIMAL_TYPE.fullmatch(duck)
     src_scale = int(decimal.group(2)) if decimal else 0
     fractional = duck in _FLOATS or src_scale > 0  # a source that may hold a fraction
     kind = t.kind
     if kind == "array":
-        return _array_rule(duck, v, t)
+        found = _array_rule(duck, v, t)
+        return [found] if found is not None else []
     rules: list[tuple[str, str]] = []
     if t.length is not None and duck == "VARCHAR":
         # both cut a longer text to the length without an error when what is cut is spaces
@@ -260,9 +269,7 @@ def _rule(duck: str, v: str, t: TargetColumn) -> tuple[str, str] | None:
         whole = f"{v} = trunc({v}) AND " if fractional else ""
         rules.append((f"({whole}NOT ({v} >= 1 AND {v} < 100))",
                       "as another year (1-99 become 1970-2069; fractions are rounded)"))
-    if not rules:
-        return None
-    return " AND ".join(ok for ok, _ in rules), "; or ".join(dict.fromkeys(c for _, c in rules))
+    return rules
 
 
 _ISO_DATE = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"  # (Feb 30 is refused there)

@@ -29,6 +29,7 @@ def _upstream(harness: Harness, *values: str | None) -> None:
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
 _ZONE = "without its time zone or UTC offset, so as another instant"
+_MONTH_0 = "as a date with month or day 0 (how it reads the text)"
 _PG_CHANGED = [
     # ISO forms, judged in DuckDB
     ("timestamp(0)", "2024-12-31 23:59:59.9", "2024-12-31 23:59:59", _DIGITS_0),
@@ -75,6 +76,7 @@ def test_pg_refuses_a_text_the_column_would_change(pg: PgTarget, harness: Harnes
     msg = str(info.value)
     assert f"column 'v' holds {bad!r}, which column 'v' (" in msg, msg
     assert f"of {pg.schema}.tt_fit cannot hold exactly" in msg and change in msg, msg
+    assert f"would store it {change}, without an error" in msg, msg  # that reason alone
     assert "Nothing was written" in msg
     assert pg.query(f"SELECT count(*) FROM {t}") == [(1,)]  # the table is as it was
     _upstream(harness, good, None)  # the value that fits is written
@@ -172,8 +174,8 @@ _MYSQL_CHANGED = [
     ("TIME", "1 10:00:00.5", "1 10:00:00", _DIGITS_0),
     ("TIME", "2024/01/01 10:00:00", "10:00:00", "without its date"),
     # MariaDB reads a time alone as a date with month 0 (2010-00-00), and drops an offset
-    ("DATETIME", "10:00:00", "2024-01-01 10:00:00", "as a date with month or day 0"),
-    ("DATE", "10:00:00", "2024-01-01", "as a date with month or day 0"),
+    ("DATETIME", "10:00:00", "2024-01-01 10:00:00", _MONTH_0),
+    ("DATE", "10:00:00", "2024-01-01", _MONTH_0),
     ("DATETIME", "2024-01-01T10:00:00+02:00", "2024-01-01 08:00:00", _ZONE),
 ]
 
@@ -190,6 +192,7 @@ def test_mysql_refuses_a_text_the_column_would_change(mysql: MySQLTarget, harnes
     msg = str(info.value)
     assert f"column 'v' holds {bad!r}, which column 'v' (" in msg, msg
     assert f"of {mysql.database}.tt_fit cannot hold exactly" in msg and change in msg, msg
+    assert f"would store it {change}, without an error" in msg, msg  # that reason alone
     assert "Nothing was written" in msg
     assert mysql.query("SELECT COUNT(*) FROM tt_fit") == [(1,)]
     _upstream(harness, good, None)
