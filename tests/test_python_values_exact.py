@@ -132,6 +132,17 @@ def test_arrow_refuses_hugeints_of_39_digits_inside_lists_and_structs(session: S
         {"n": [Decimal(5), None], "s": {"x": Decimal(7)}}]
 
 
+def test_a_bignum_column_is_named_for_pandas_arrow_and_polars(session: Session) -> None:
+    """pandas failed with DuckDB's bare NotImplementedException; Arrow got opaque bytes."""
+    import polars as pl
+
+    _step_table(session, "SELECT 1 AS id, 123456789012345678901234567890123456789012::BIGNUM "
+                         "AS big")
+    for load_type in (pd.DataFrame, pa.Table, pa.RecordBatchReader, pl.DataFrame):
+        with pytest.raises(UnsupportedTypeError, match=r"column\(s\) 'big' are BIGNUM"):
+            read_table(session.location, "t", load_type, session.settings)
+
+
 def test_polars_refuses_intervals_naming_the_column(session: Session) -> None:
     """polars failed with its own 'could not import from month_day_nano_interval type'."""
     import polars as pl

@@ -381,6 +381,8 @@ def read_table(location: str, table: str, load_type: Any, settings: Settings) ->
     con, prefix = _reader_connection(location, settings)
     try:
         relation = con.sql(f"SELECT * FROM {prefix}.{quote_ident(table)}")
+        if load_type is not duckdb.DuckDBPyRelation:
+            _refuse_bignums(relation)
         value, keep_open = convert(con, relation)
     except BaseException:
         con.close()
@@ -388,6 +390,18 @@ def read_table(location: str, table: str, load_type: Any, settings: Settings) ->
     if not keep_open:
         con.close()
     return value
+
+
+def _refuse_bignums(rel: duckdb.DuckDBPyRelation) -> None:
+    """A BIGNUM (VARINT) has no pandas type (DuckDB raised its NotImplementedException, naming
+    no column) and reaches Arrow and polars as opaque bytes: such columns are named."""
+    found = [name for name, kind in zip(rel.columns, rel.types, strict=True)
+             if _type_ids(kind) & {"bignum", "varint"}]
+    if found:
+        raise UnsupportedTypeError(
+            f"column(s) {', '.join(repr(n) for n in found)} are BIGNUM (integers of any size), "
+            "which pandas, Arrow and polars have no type for: cast them in the step's SQL to "
+            "VARCHAR, or to a DECIMAL or HUGEINT that holds them, or read a DuckDB relation")
 
 
 def _converter(load_type: Any) -> Callable[[duckdb.DuckDBPyConnection,
