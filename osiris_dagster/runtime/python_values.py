@@ -395,8 +395,7 @@ def read_table(location: str, table: str, load_type: Any, settings: Settings) ->
 def _refuse_bignums(rel: duckdb.DuckDBPyRelation) -> None:
     """A BIGNUM (VARINT) has no pandas type (DuckDB raised its NotImplementedException, naming
     no column) and reaches Arrow and polars as opaque bytes: such columns are named."""
-    found = [name for name, kind in zip(rel.columns, rel.types, strict=True)
-             if _type_ids(kind) & {"bignum", "varint"}]
+    found = [name for name, _ in _columns_holding(rel, {"bignum", "varint"})]
     if found:
         raise UnsupportedTypeError(
             f"column(s) {', '.join(repr(n) for n in found)} are BIGNUM (integers of any size), "
@@ -505,6 +504,14 @@ def _type_ids(kind: Any) -> set[str]:
     return ids
 
 
+def _columns_holding(rel: duckdb.DuckDBPyRelation, type_ids: set[str]
+                     ) -> list[tuple[str, str]]:
+    """(name, type) of the columns whose type is, or holds in a list, struct or map, one of
+    ``type_ids``."""
+    return [(name, str(kind)) for name, kind in zip(rel.columns, rel.types, strict=True)
+            if _type_ids(kind) & type_ids]
+
+
 def _fit_check(column: str, type_id: str) -> str:
     """An aggregate: for a (U)HUGEINT column, whether every value fits (u)int64; for an
     INTERVAL column, whether some value has months."""
@@ -519,8 +526,7 @@ def _fit_check(column: str, type_id: str) -> str:
 def _polars_frame(rel: duckdb.DuckDBPyRelation) -> Any:
     """``rel.pl()``; polars has no type for an INTERVAL (it failed with "could not import from
     month_day_nano_interval type", naming no column): such columns are named instead."""
-    intervals = [name for name, kind in zip(rel.columns, rel.types, strict=True)
-                 if "interval" in _type_ids(kind)]
+    intervals = [name for name, _ in _columns_holding(rel, {"interval"})]
     if intervals:
         raise UnsupportedTypeError(
             f"column(s) {', '.join(repr(n) for n in intervals)} are INTERVAL, which polars "
@@ -548,8 +554,7 @@ def _arrow_exact(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     (and so polars) for them, ``decimal128(38, 0)``: a value of 39 digits made an invalid
     decimal, and a UHUGEINT above 2**127 came back negative. Else InexactValueError naming
     the column."""
-    wide = [(name, str(kind)) for name, kind in zip(rel.columns, rel.types, strict=True)
-            if _type_ids(kind) & {"hugeint", "uhugeint"}]  # also inside lists and structs
+    wide = _columns_holding(rel, {"hugeint", "uhugeint"})  # also inside lists and structs
     if not wide:
         return rel
     checks = ", ".join(_fits_decimal38(quote_ident(n), k) for n, k in wide)

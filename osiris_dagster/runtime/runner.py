@@ -197,8 +197,9 @@ def run_step(
                                             if k != "connection"}}
             _write_cleaned_config(session, step, config, resolved)
             if spec.family not in _LOCAL_FAMILIES and not repeats_safely(step.component, config):
-                *write, legacy_key = _write_identity(session, step, upstream_refs,
-                                                     asset_refs or {})
+                key, write_inputs, legacy_key = _write_identity(session, step, upstream_refs,
+                                                                asset_refs or {})
+                write = (key, write_inputs)
                 if step.mode == "write":  # held while it writes: its record is not 'ended'
                     writing.enter_context(_writing(session, pipeline, step, write))
                 _refuse_unsettled(session, pipeline, step, write, legacy_key)
@@ -310,7 +311,7 @@ def _made_from(session: Session, inputs: Sequence[tuple[str, str, str]]
 
 
 def _refuse_unsettled(session: Session, pipeline: Pipeline, step: Step,
-                      write: tuple[str, list[tuple[str, str, str]]] | list[Any],
+                      write: tuple[str, list[tuple[str, str, str]]],
                       legacy_key: str | None = None) -> None:
     try:
         records = _unsettled(session)
