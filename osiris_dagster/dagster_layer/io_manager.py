@@ -25,7 +25,6 @@ from osiris_dagster.dagster_layer.run_sessions import (
     run_session_id,
 )
 from osiris_dagster.runtime import duckdb_instances
-from osiris_dagster.runtime.checks import refused_table
 from osiris_dagster.runtime.python_values import (
     UnsupportedTypeError,
     close_readers,
@@ -94,10 +93,10 @@ class OsirisIOManager(dg.ConfigurableIOManager):
             session_id = _run_session(context, run_id)
             session = Session(self._settings(), session_id)
             if run_id != _current_run(context):  # in its own run Dagster skips the step
-                _refuse_failed_checks(session, upstream.asset_key, step_id)
+                _refuse_refused_table(session, upstream.asset_key, step_id)
             return TableRef(session_id, session.location, table or step_id, step_id, -1)
         ref = self._from_latest_materialisation(context, upstream.asset_key, step_id, table)
-        _refuse_failed_checks(Session(self._settings(), ref.session_id), upstream.asset_key,
+        _refuse_refused_table(Session(self._settings(), ref.session_id), upstream.asset_key,
                               step_id)
         return ref
 
@@ -146,12 +145,12 @@ def _current_run(context: dg.InputContext) -> str | None:
         return None
 
 
-def _refuse_failed_checks(session: Session, key: dg.AssetKey, step_id: str) -> None:
+def _refuse_refused_table(session: Session, key: dg.AssetKey, step_id: str) -> None:
     """A table refused after its step's driver finished (a failed blocking check, its file
     changed while read) stopped the steps after it in its own run; a step of another run
     (``--select``, a re-execution, one asset materialised from the UI) must not read it
     either."""
-    refusal = refused_table(session.read_events(), step_id)
+    refusal = session.table_refusal(step_id)
     if refusal is not None:
         name = key.to_user_string()
         raise UpstreamRefusedError(

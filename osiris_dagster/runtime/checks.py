@@ -22,24 +22,6 @@ CHECK_KINDS = ("not_null", "unique", "row_count", "accepted_values", "expression
 SAMPLE_ROWS = 5
 
 
-def refused_table(events: Sequence[Mapping[str, Any]], step_id: str) -> str | None:
-    """Why the last table ``step_id`` made in a session was refused after its driver finished
-    (a blocking check failed, its file changed while it was read, its incremental state
-    could not be saved: a ``step_error`` after its last ``step_complete``), from the session's
-    events; None when it was not. Such a table stays in the session but must not reach a step
-    of another run."""
-    refusal: str | None = None
-    made = False
-    for event in events:
-        if event.get("step_id") != step_id:
-            continue
-        if event.get("event") == "step_complete":
-            made, refusal = True, None
-        elif event.get("event") == "step_error" and made:
-            refusal = str(event.get("error") or "failed")
-    return refusal
-
-
 @dataclass(frozen=True)
 class CheckSpec:
     name: str

@@ -203,6 +203,23 @@ class Session:
             with open(self.events_path, encoding="utf-8") as fh:
                 return [json.loads(line) for line in fh if line.strip()]
 
+    def table_refusal(self, step_id: str) -> str | None:
+        """Why the last table ``step_id`` made in this session was refused after its driver
+        finished (a blocking check failed, its file changed while it was read, its incremental
+        state could not be saved: a ``step_error`` after its last ``step_complete``); None
+        when it was not. Such a table stays in the session but must not reach a step of
+        another run."""
+        refusal: str | None = None
+        made = False
+        for event in self.read_events():
+            if event.get("step_id") != step_id:
+                continue
+            if event.get("event") == "step_complete":
+                made, refusal = True, None
+            elif event.get("event") == "step_error" and made:
+                refusal = str(event.get("error") or "failed")
+        return refusal
+
     @contextlib.contextmanager
     def locked_events(self) -> Iterator[list[dict[str, Any]]]:
         """The events so far, with the log lock held until the block ends: a decision made on
