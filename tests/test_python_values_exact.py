@@ -300,3 +300,64 @@ def test_a_step_fails_naming_the_asset_and_the_colliding_columns(
     message = failure_description(result)
     assert "step 'enrich'" in message and "asset 'raw/orders' as df_orders" in message
     assert "it has the columns 'amount' and 'Amount'" in message
+
+
+# -- times and dates that pandas, Arrow or polars would change ----------------------------------
+def _every_type(session: Session) -> list:
+    import polars as pl
+
+    return [pd.DataFrame, pa.Table, pa.RecordBatchReader, pl.DataFrame]
+
+
+def test_infinite_timestamps_and_dates_fail_naming_the_column(session: Session) -> None:
+    """pandas got the largest timestamp (year 294247) for infinity, Arrow and polars its raw
+    number; an infinite DATE failed in pandas naming no column."""
+    for kind in ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMPTZ", "DATE"):
+        _step_table(session, f"SELECT 1 AS id, 'infinity'::{kind} AS until, "
+                             f"['-infinity'::{kind}] AS ends", f"inf_{kind}")
+        for load_type in _every_type(session):
+            with pytest.raises(InexactValueError, match=r"column 'until' .*infinit"):
+                read_table(session.location, f"inf_{kind}", load_type, session.settings)
+        _step_table(session, f"SELECT ['-infinity'::{kind}] AS ends", f"nested_{kind}")
+        with pytest.raises(InexactValueError, match=r"column 'ends' .*infinit"):
+            read_table(session.location, f"nested_{kind}", pd.DataFrame, session.settings)
+    _step_table(session, "SELECT '2024-01-01'::DATE AS d, '2024-01-01 10:00'::TIMESTAMP AS t",
+                "finite")
+    assert _pandas(session, "finite")["t"].tolist() == [pd.Timestamp("2024-01-01 10:00")]
+
+
+def test_time_ns_keeps_its_nanoseconds_in_pandas(session: Session) -> None:
+    """rel.df() gave datetime.time, which has microseconds only: .123456789 became .123456."""
+    _step_table(session, "SELECT '10:00:00.123456789'::TIME_NS AS at, "
+                         "['10:00:00.000000001'::TIME_NS] AS ats")
+    frame = _pandas(session)
+    assert pa.array(frame["at"]).cast(pa.int64()).to_pylist() == [36_000_123_456_789]
+    nested = pa.array(frame["ats"])
+    assert nested.flatten().cast(pa.int64()).to_pylist() == [36_000_000_000_001]
+
+
+def test_time_24_00_fails_where_arrow_or_polars_would_read_midnight(session: Session) -> None:
+    """Arrow read TIME '24:00:00' as 00:00:00, polars as NULL."""
+    import polars as pl
+
+    _step_table(session, "SELECT '24:00:00'::TIME AS closes, '10:00'::TIME AS opens")
+    for load_type in (pa.Table, pa.RecordBatchReader, pl.DataFrame):
+        with pytest.raises(InexactValueError, match=r"column 'closes' .*24:00:00"):
+            read_table(session.location, "t", load_type, session.settings)
+    assert _pandas(session)["closes"].tolist() == ["24:00:00"]  # pandas keeps its text
+    _step_table(session, "SELECT '24:00:00'::TIME_NS AS closes", "ns")
+    with pytest.raises(InexactValueError, match=r"column 'closes' .*24:00:00"):
+        _pandas(session, "ns")
+
+
+def test_time_with_time_zone_and_bit_fail_naming_the_column(session: Session) -> None:
+    """Arrow and polars dropped a TIMETZ's offset (10:00+02 became 10:00), pandas failed naming
+    no column; a BIT reached all three as DuckDB's internal bytes."""
+    _step_table(session, "SELECT '10:00:00+02'::TIMETZ AS at, '0101'::BIT AS flags")
+    for load_type in _every_type(session):
+        with pytest.raises(InexactValueError, match=r"column\(s\) 'at' .*TIME WITH TIME ZONE"):
+            read_table(session.location, "t", load_type, session.settings)
+    _step_table(session, "SELECT '0101'::BIT AS flags", "bits")
+    for load_type in _every_type(session):
+        with pytest.raises(InexactValueError, match=r"column\(s\) 'flags' .*BIT"):
+            read_table(session.location, "bits", load_type, session.settings)

@@ -383,6 +383,7 @@ def read_table(location: str, table: str, load_type: Any, settings: Settings) ->
         relation = con.sql(f"SELECT * FROM {prefix}.{quote_ident(table)}")
         if load_type is not duckdb.DuckDBPyRelation:
             _refuse_bignums(relation)
+            _refuse_changed_times(relation, pandas=load_type is _pandas_type())
         value, keep_open = convert(con, relation)
     except BaseException:
         con.close()
@@ -401,6 +402,66 @@ def _refuse_bignums(rel: duckdb.DuckDBPyRelation) -> None:
             f"column(s) {', '.join(repr(n) for n in found)} are BIGNUM (integers of any size), "
             "which pandas, Arrow and polars have no type for: cast them in the step's SQL to "
             "VARCHAR, or to a DECIMAL or HUGEINT that holds them, or read a DuckDB relation")
+
+
+# Types that no conversion keeps: named, whatever is asked for but a DuckDB relation.
+_NO_FORM = (("time with time zone",
+             "TIME WITH TIME ZONE, which pandas cannot take and Arrow and polars read without its "
+             "offset (10:00:00+02 became 10:00:00): cast it in the step's SQL to VARCHAR, or to "
+             "TIME once moved to one zone"),
+            ("bit", "BIT, which reaches pandas, Arrow and polars as DuckDB's internal bytes: cast "
+                    "it to VARCHAR ('0101') in the step's SQL"))
+_DATES_AND_TIMESTAMPS = frozenset({"date", "timestamp", "timestamp_s", "timestamp_ms",
+                                   "timestamp_ns", "timestamp with time zone"})
+_TIMES = frozenset({"time", "time_ns"})
+
+
+def _pandas_type() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame
+
+
+def _refuse_changed_times(rel: duckdb.DuckDBPyRelation, pandas: bool) -> None:
+    """Name the first column whose dates or times the requested type would change:
+    TIME WITH TIME ZONE and BIT (no conversion keeps them); an infinite DATE or TIMESTAMP
+    (pandas showed the largest timestamp, year 294247, Arrow and polars DuckDB's raw number);
+    TIME '24:00:00' read through Arrow (00:00:00 there, NULL in polars; pandas reads plain TIME
+    columns as text and keeps it). Values nested in a list or struct are judged by the
+    column's text."""
+    for type_id, what in _NO_FORM:
+        found = [name for name, _ in _columns_holding(rel, {type_id})]
+        if found:
+            raise InexactValueError(
+                f"column(s) {', '.join(repr(n) for n in found)} are {what}")
+    checks: list[tuple[str, str, str]] = []  # (column, what it holds, aggregate)
+    for name, kind in zip(rel.columns, rel.types, strict=True):
+        ids, column = _type_ids(kind), quote_ident(name)
+        nested = kind.id not in _DATES_AND_TIMESTAMPS | _TIMES
+        text = f"CAST({column} AS VARCHAR)"
+        if ids & _DATES_AND_TIMESTAMPS:
+            checks.append((name, "infinite", f"bool_or({text} LIKE '%infinity%')" if nested
+                           else f"bool_or(isinf({column}))"))
+        if ids & _TIMES and (not pandas or _pandas_reads_through_arrow(kind)):
+            checks.append((name, "24:00:00", f"bool_or({text} LIKE '%24:00:00%')" if nested
+                           else f"bool_or({column} >= '24:00:00'::{kind})"))
+    if not checks:
+        return
+    found = rel.aggregate(", ".join(check for _, _, check in checks)).fetchall()[0]
+    for (name, holds, _), hit in zip(checks, found, strict=True):
+        if not hit:
+            continue
+        kind = dict(zip(rel.columns, map(str, rel.types), strict=True))[name]
+        if holds == "infinite":
+            raise InexactValueError(
+                f"column '{name}' ({kind}) holds an infinite value ('infinity' or "
+                "'-infinity'), which pandas, Arrow and polars have no form for (pandas showed "
+                "the year 294247): make it NULL or a date in the step's SQL (CASE WHEN "
+                "isinf(c) THEN NULL ELSE c END), cast it to VARCHAR, or read a DuckDB relation")
+        raise InexactValueError(
+            f"column '{name}' ({kind}) holds the time 24:00:00, which Arrow reads as 00:00:00 "
+            "and polars as NULL: cast it to VARCHAR in the step's SQL, or read a plain TIME "
+            "column as pandas.DataFrame (it keeps the text)")
 
 
 def _converter(load_type: Any) -> Callable[[duckdb.DuckDBPyConnection,
@@ -424,8 +485,10 @@ def _converter(load_type: Any) -> Callable[[duckdb.DuckDBPyConnection,
 
 
 # DuckDB types that DuckDB's own pandas conversion (``rel.df()``) does not keep exactly: DECIMAL
-# and HUGEINT become float64, an INTERVAL's months become 30 days, UHUGEINT is refused.
-_NOT_NUMPY_EXACT = frozenset({"decimal", "hugeint", "uhugeint", "interval"})
+# and HUGEINT become float64, an INTERVAL's months become 30 days, UHUGEINT is refused, a
+# TIME_NS becomes datetime.time (microseconds).
+_NOT_NUMPY_EXACT = frozenset({"decimal", "hugeint", "uhugeint", "interval", "time_ns"})
+_NUMPY_CAST = frozenset({"hugeint", "uhugeint", "interval"})  # top-level: cast or checked
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64_MAX = 2**64 - 1
 
@@ -438,7 +501,8 @@ def _pandas_frame(rel: duckdb.DuckDBPyRelation) -> Any:
     a HUGEINT (UHUGEINT) column int64 (uint64; Int64/UInt64 with NULLs) when every value fits,
     else Python ints (object); an INTERVAL column timedelta64[us] when no value has months
     (a day is 24 hours: sessions run in UTC), else InexactValueError naming the column; a
-    LIST/STRUCT/MAP/ARRAY/UNION holding any of these the ArrowDtype of its Arrow type."""
+    TIME_NS column ``pd.ArrowDtype(pa.time64("ns"))``; a LIST/STRUCT/MAP/ARRAY/UNION holding
+    any of these the ArrowDtype of its Arrow type."""
     import pandas as pd
 
     names, kinds = list(rel.columns), list(rel.types)
@@ -470,7 +534,7 @@ def _pandas_frame(rel: duckdb.DuckDBPyRelation) -> Any:
                     "split the interval in the step's SQL, e.g. datepart('year', c) * 12 + "
                     "datepart('month', c) AS c_months")
             numpy_side.append(column)
-        elif ids & _NOT_NUMPY_EXACT:  # a DECIMAL, or a nested type that holds one of them
+        elif _pandas_reads_through_arrow(kind):  # DECIMAL, TIME_NS, or a type holding one
             if "uhugeint" in ids and kind.id != "decimal":
                 raise InexactValueError(
                     f"column '{name}' ({kind}) holds UHUGEINT values, which Arrow and pandas "
@@ -492,6 +556,11 @@ def _pandas_frame(rel: duckdb.DuckDBPyRelation) -> Any:
                      pd.Series(pd.arrays.ArrowExtensionArray(arrow.column(name)),
                                index=frame.index))
     return frame
+
+
+def _pandas_reads_through_arrow(kind: Any) -> bool:
+    """Whether :func:`_pandas_frame` reads a column of this type through Arrow."""
+    return kind.id not in _NUMPY_CAST and bool(_type_ids(kind) & _NOT_NUMPY_EXACT)
 
 
 def _type_ids(kind: Any) -> set[str]:
