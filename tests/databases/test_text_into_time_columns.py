@@ -228,3 +228,33 @@ def test_mysql_writes_a_text_the_column_keeps(mysql: MySQLTarget, harness: Harne
     _upstream(harness, text, None)
     harness.write("mysql.writer", mysql.connection(), table="tt_kept")
     assert mysql.query("SELECT CAST(v AS CHAR) FROM tt_kept ORDER BY id") == [(stored,), (None,)]
+
+
+# An INTERVAL or TIME WITH TIME ZONE goes to MySQL as its text and is judged as one: before,
+# the check applied a time column's rules to that text and failed with DuckDB's own "No function
+# matches ... datepart(STRING_LITERAL, VARCHAR)".
+_MYSQL_TYPED = [
+    ("TIME(0)", "INTERVAL '00:00:01.5'", "refused", _DIGITS_0),
+    ("TIME", "'10:00:00+02'::TIMETZ", "refused", _ZONE),
+    ("DATETIME", "'23:00:00-05'::TIMETZ", "refused", _ZONE),
+    ("TIME", "INTERVAL '25:00:00'", "25:00:00", None),
+    ("TIME(6)", "INTERVAL '10:00:00.123'", "10:00:00.123000", None),
+    ("VARCHAR(64)", "'23:00:00-05'::TIMETZ", "23:00:00-05", None),
+]
+
+
+@pytest.mark.parametrize(("target", "value", "stored", "change"), _MYSQL_TYPED)
+def test_mysql_judges_intervals_and_times_with_zone_as_the_text_it_sends(
+        mysql: MySQLTarget, harness: Harness, target: str, value: str, stored: str,
+        change: str | None) -> None:
+    mysql.execute("DROP TABLE IF EXISTS tt_typed",
+                  f"CREATE TABLE tt_typed (id INT, v {target} NULL)")
+    harness.upstream(f"SELECT 1 AS id, {value} AS v")
+    if change is None:
+        harness.write("mysql.writer", mysql.connection(), table="tt_typed")
+        assert mysql.query("SELECT CAST(v AS CHAR) FROM tt_typed") == [(stored,)]
+        return
+    with pytest.raises(DriverError) as info:
+        harness.write("mysql.writer", mysql.connection(), table="tt_typed")
+    assert change in str(info.value) and "Nothing was written" in str(info.value), info.value
+    assert mysql.query("SELECT COUNT(*) FROM tt_typed") == [(0,)]
