@@ -116,6 +116,8 @@ class PostgrestFake:
         self.faults: deque[Fault] = deque()
         self.requests: list[Logged] = []
         self.post_delay = 0.0  # seconds each POST takes before it is carried out (a slow API)
+        self.shuffle_unordered = False  # rows of a GET without `order` in another order each
+        self.queries = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -332,9 +334,12 @@ class _Handler(BaseHTTPRequestHandler):
             definitions = {}
             for t in tables:
                 cols = fake.openapi_formats(cur, schema, t)
+                key = fake.primary_key(cur, schema, t)
                 definitions[t] = {"type": "object", "properties": {
-                    c: {"format": fmt, "type": _json_type(fmt)} for c, fmt in cols.items()
-                    if c not in fake.undescribed}}
+                    c: {"format": fmt, "type": _json_type(fmt),
+                        **({"description": "Note:\nThis is a Primary Key.<pk/>"}
+                           if c in key else {})}
+                    for c, fmt in cols.items() if c not in fake.undescribed}}
         self._send(200, {"swagger": "2.0", "definitions": definitions})
 
     def _table(self, cur: psycopg.Cursor, schema: str, table: str) -> dict[str, str]:
@@ -407,6 +412,11 @@ class _Handler(BaseHTTPRequestHandler):
             if "order" in params:
                 stmt += sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
                     _order_item(o, cols) for o in params["order"].split(","))
+            elif fake.shuffle_unordered:  # as PostgreSQL may: another order for each query
+                fake.queries += 1
+                stmt += sql.SQL(" ORDER BY md5(ROW({})::text || {})").format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+                    sql.Literal(str(fake.queries)))
             offset = int(params.get("offset", 0))
             limit = int(params["limit"]) if "limit" in params else None
             rng = self.headers.get("Range")

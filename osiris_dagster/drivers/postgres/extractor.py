@@ -58,9 +58,11 @@ a JSON number it would change (more digits than a double holds, inside a documen
 array or a composite value, or in a column without the API description; a float ``-0``) fails
 the step naming the column, row and value; pages whose columns can hold no such number (strings,
 integers, booleans, values asked for as text) are not checked
-(:mod:`json_numbers <osiris_dagster.drivers.json_numbers>`). Without an ``order``, pages of a table
-that changes while it is read may overlap or skip rows: give ``order`` a unique column for stable
-paging.
+(:mod:`json_numbers <osiris_dagster.drivers.json_numbers>`). Without an ``order`` the pages are
+ordered by the primary key the API description marks (``<pk/>``); without either, a read of more
+than one page fails (PostgreSQL may return the rows of an unordered query in another order for
+each page: rows were lost and others read twice). Pages of a table that changes while it is read
+may still overlap or skip rows: read a stable view, or filter on a column that only grows.
 """
 
 from __future__ import annotations
@@ -517,6 +519,7 @@ def _pg_numeric_array_json(text: str) -> str:
 # (0.12345678901234567890 -> 0.12345678901234568), in a numeric column and inside a json/jsonb
 # document alike, and read the JSON number -0 as the integer 0 (a float's sign lost); a JSON
 # string keeps every character.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a name PostgREST's `order` takes bare
 _REST_AS_TEXT = ("numeric", "money", "json", "jsonb", "float4", "float8")
 _REST_ARRAYS_AS_TEXT = ("numeric", "float4", "float8")  # elements never quoted in the text
 # Types PostgREST sends as JSON strings, booleans or integers (which DuckDB's JSON reader keeps)
@@ -536,6 +539,7 @@ class _RestRead:
         self.staging = f"__osiris_rest_rows_{ctx.output_table}"
         self.as_text: set[str] = set()  # columns asked for as their text (_REST_AS_TEXT)
         self.described = True  # the types come from the API description, not from values
+        self.primary_key: list[str] = []  # as the API description marks it (<pk/>)
 
     def run(self) -> int:
         http = PostgrestClient(self.ctx, self.rest, component=COMPONENT,
@@ -581,6 +585,8 @@ class _RestRead:
         for name, prop in table["properties"].items():
             fmt = prop.get("format") if isinstance(prop, Mapping) else None
             out[str(name)] = rest_type(str(fmt or "text"))
+            if isinstance(prop, Mapping) and "<pk/>" in str(prop.get("description") or ""):
+                self.primary_key.append(str(name))
         return out
 
     def _params(self, types: Mapping[str, PgType] | None) -> dict[str, str]:
@@ -605,7 +611,20 @@ class _RestRead:
             params["order"] = ",".join(
                 o.column + (".desc" if o.descending else ".asc") +
                 (f".nulls{o.nulls}" if o.nulls else "") for o in opts.order)
+        elif self.primary_key and all(_PLAIN_NAME.fullmatch(c) for c in self.primary_key):
+            # pages of an unordered query may come in another order each: rows would be
+            # lost and read twice (PostgreSQL's synchronized scans, a table being updated)
+            params["order"] = ",".join(f"{c}.asc" for c in self.primary_key)
         return params
+
+    def _unordered_pages_error(self, rows: int) -> DriverError:
+        return DriverError(
+            f"{COMPONENT} step '{self.ctx.step_id}': {self.label} takes more than one page "
+            f"(more than {rows} rows at `limit` {self.opts.page_size}), and neither `order` is "
+            "set nor does the API description name the table's primary key: without an order "
+            "PostgreSQL may return the rows in another order for each page, so rows would be "
+            "lost and others read twice. Set `order` to a column (or columns) unique per row, "
+            "e.g. `order: id`, or raise `limit` above the row count")
 
     def _fetch_pages(self, http: PostgrestClient, types: Mapping[str, PgType] | None,
                      staging: str) -> int:
@@ -624,6 +643,8 @@ class _RestRead:
                                      f"{offset + opts.page_size})")
             text = resp.text
             n = int(scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
+            if n and total and "order" not in params:
+                raise self._unordered_pages_error(total)
             changed = first_changed_number(text) if n and check_numbers else None
             if changed is not None:
                 raise self._changed_number_error(changed, offset, types)
