@@ -373,3 +373,54 @@ steps:
     assert any(f.name == "manifest.yaml" for f in files)
     for f in files:
         assert secret not in f.read_text(encoding="utf-8"), f
+
+
+def test_a_later_steps_secret_is_masked_in_an_earlier_steps_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+        ) -> None:
+    """Only the running step's connection was registered: the first step's error (here a query
+    literal DuckDB repeats; a server echoing a request the same way) and the manifest showed
+    the password of the writer's connection, resolved only when the writer ran."""
+    from osiris_dagster.cli import main
+
+    secret = f"pw-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("LATER_DB_PASSWORD", secret)
+    home = tmp_path / "dagster_home"
+    write(home / "dagster.yaml", "telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "osiris_connections.yaml", """\
+connections:
+  mysql:
+    later:
+      host: 127.0.0.1
+      database: test
+      user: nobody
+      password: ${LATER_DB_PASSWORD}
+""")
+    write(tmp_path / "p.yaml", f"""\
+oml_version: "0.1.0"
+name: later-secret
+steps:
+  - id: first
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: "SELECT CAST('{secret}' AS INTEGER) AS n"
+  - id: store
+    component: mysql.writer
+    mode: write
+    needs: [first]
+    config:
+      connection: "@mysql.later"
+      table: t
+""")
+    assert main(["run", "p.yaml", "--sessions-dir", "sessions"]) != 0
+    output = capfd.readouterr()
+    assert "first" in output.out + output.err
+    assert secret not in output.out + output.err
+    files = [f for f in (tmp_path / "sessions").rglob("*") if f.is_file() and f.suffix in
+             (".json", ".jsonl", ".yaml")]
+    assert any(f.name == "manifest.yaml" for f in files)
+    for f in files:
+        assert secret not in f.read_text(encoding="utf-8"), f

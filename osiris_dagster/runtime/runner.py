@@ -182,6 +182,7 @@ def run_step(
     spec = get_spec(step.component)
     assert spec is not None  # validated
     session.masker.add(pipeline.sensitive_values())  # before anything is written
+    _mask_every_connection(pipeline, connections, session.masker)
     start_session(session, pipeline)
     session.log_event("step_start", step_id=step.id, driver=step.component)
     started = time.monotonic()
@@ -669,6 +670,19 @@ def _stop_worker(ws: StepWorkspace, done: threading.Event) -> None:
             done.wait(0.2)
         except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C / interrupt: keep stopping
             continue
+
+
+def _mask_every_connection(pipeline: Pipeline, connections: Connections, masker: Masker
+                           ) -> None:
+    """Register the secrets of every connection the pipeline's steps name, not only this
+    step's: a step's error or log may show another step's secret (a server echoing a request,
+    a query literal, the manifest's pipeline text). One that cannot be resolved here (a
+    variable not set for a step this run does not execute) is left to its own step."""
+    for other in pipeline.steps:
+        spec = get_spec(other.component)
+        if spec is not None:
+            with contextlib.suppress(OsirisError):
+                _resolve_connection(other, spec.family, connections, masker)
 
 
 def _resolve_connection(step: Step, family: str, connections: Connections, masker: Masker
