@@ -85,6 +85,10 @@ def test_lineage_and_descriptions_of_a_join_a_writer_and_an_untraceable_query(
     assert schema == {"name": "Director's name", "movies": "Number of movies",
                       "box_office": None}
     assert "budget" in join["osiris/unmatched_column_descriptions"].value
+    warnings = [e.user_message for e in instance.all_logs(result.run_id)
+                if e.level == 30 and "budget" in e.user_message]  # logging.WARNING
+    assert warnings == ["step 'join': x-dagster.steps.join.columns describes columns this "
+                        "table does not have: budget"], warnings  # only metadata before
 
     written = mats["lineage-demo/write"]
     assert deps(written) == {c: [("lineage-demo/join", c)]

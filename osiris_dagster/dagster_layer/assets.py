@@ -40,7 +40,11 @@ from osiris_dagster.dagster_layer.automation import (
     file_change,
     file_replaced,
 )
-from osiris_dagster.dagster_layer.column_metadata import StepColumns, column_metadata
+from osiris_dagster.dagster_layer.column_metadata import (
+    UNMATCHED_DESCRIPTIONS,
+    StepColumns,
+    column_metadata,
+)
 from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from osiris_dagster.dagster_layer.partitions import partition_params
 from osiris_dagster.dagster_layer.resources import OsirisResource
@@ -306,6 +310,9 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                 "blocking": check.spec.blocking, "detail": masker.text(check.detail)}})
     metadata = materialisation_metadata(session, outcome, columns) | \
         asset_inputs_metadata(asset_refs)
+    if UNMATCHED_DESCRIPTIONS in metadata:  # a typo in a described column's name
+        _notice_reporter(context, masker)(
+            step_id, metadata[UNMATCHED_DESCRIPTIONS].value.replace("<id>", step_id))
     _record_schema_changes(context, session, pipeline, step_id, key, outcome, metadata,
                            selected)
     # The materialisation's own metadata, not the Output's: Dagster copies an Output's metadata
