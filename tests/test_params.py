@@ -440,3 +440,39 @@ def test_a_refused_value_of_a_parameter_without_default_is_one_error(tmp_path):
     assert messages[0] == ("parameter 'limit' expects int, got 2.5 (float) from an explicit "
                            "--param / run config value")
     assert not any("unresolved" in m for m in messages), messages
+
+
+ENV_OPTIONS = """\
+oml_version: "0.1.0"
+name: env-options
+params:
+  src: {type: string}
+steps:
+  - id: fetch
+    component: graphql.extractor
+    mode: read
+    config:
+      endpoint: http://127.0.0.1:9/graphql
+      query: "{ items { id } }"
+      data_path: data.items
+      auth_type: bearer
+      auth_token: "tok-${params.src}"
+      headers: {X-Request-Source: "${params.src}"}
+"""
+
+
+def test_a_parameter_holding_an_env_reference_is_refused_where_the_option_reads_env(
+        tmp_path: Path) -> None:
+    """graphql.extractor resolves `${VAR}` in `headers`, `auth_token` and `auth_username`
+    after the parameters: `--param src='${OTHER_SECRET}'` sent that variable's value to the
+    server (a review got it back in the output)."""
+    result = run(tmp_path, ENV_OPTIONS, params={"src": "${OTHER_SECRET}"})
+    assert not result.ok
+    text = "\n".join(str(e) for e in result.errors)
+    assert "parameter 'src' holds '${', but `headers.X-Request-Source` reads" in text, text
+    assert "`auth_token` reads" in text, text
+    ok = run(tmp_path, ENV_OPTIONS, params={"src": "batch $5 {x}"})
+    assert ok.ok, ok.errors
+    config = ok.pipeline.step("fetch").config
+    assert config["headers"]["X-Request-Source"] == "batch $5 {x}"
+    assert config["auth_token"] == "tok-batch $5 {x}"

@@ -218,7 +218,9 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
         return [sub(v, i, line) for i, v in enumerate(obj)]
     if isinstance(obj, str) and "${params." in obj:
         language = language_at(path) if language_at else None
-        if language:
+        if language == "env":
+            _refuse_env_references(obj, values, out, step, line, path)
+        elif language:
             return _render_query(obj, values, out, step, line, language, missing)
         whole = PARAM_REF.fullmatch(obj.strip())
         if whole:
@@ -237,6 +239,22 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
 
         return PARAM_REF.sub(repl, obj)
     return obj
+
+
+def _refuse_env_references(text: str, values: Mapping[str, Any], out: Collector,
+                           step: str | None, line: int, path: tuple[Any, ...]) -> None:
+    """A parameter is data: in an option whose `${VAR}`s the driver resolves from the
+    environment after the parameters, a value holding `${` would be read as a variable (and
+    could send any variable of the run's environment to the server)."""
+    for m in PARAM_REF.finditer(text):
+        name = m.group(1).strip()
+        if name in values and "${" in _text(values[name]):
+            option = ".".join(str(p) for p in path[1:])
+            out.error(line, f"parameter '{name}' holds '${{', but `{option}` reads `${{VAR}}` "
+                      "from the environment after the parameters are in, so its value would be "
+                      "read as a variable: a parameter is data, never a reference; pass the "
+                      "value without '${', or reference the variable in the pipeline itself",
+                      step)
 
 
 _LONE_PARAM_IN_LIST = re.compile(r"\bIN\s*\(\s*\$\{params\.([^}]+)\}\s*\)", re.IGNORECASE)

@@ -27,7 +27,9 @@ class Prop:
     min_length: int | None = None
     description: str = ""
     # Query text in this language ("duckdb", "mysql", "graphql"): `${params.x}` in it becomes
-    # a quoted value, never code (oml/sql_params.py).
+    # a quoted value, never code (oml/sql_params.py). "env": text (or, for an object, its
+    # values) whose `${VAR}`s the driver resolves from the environment after the parameters:
+    # a parameter's value holding `${` is refused there (it would be read as a variable).
     language: str | None = None
 
 
@@ -170,10 +172,10 @@ SPECS: dict[str, ComponentSpec] = {
                 "endpoint": _s(),
                 "query": _s(language="graphql"),
                 "variables": Prop("object", default={}),
-                "headers": Prop("object"),
+                "headers": Prop("object", language="env"),
                 "auth_type": _s(default="none", enum=("none", "bearer", "basic", "api_key")),
-                "auth_token": _s(),
-                "auth_username": _s(),
+                "auth_token": _s(language="env"),
+                "auth_username": _s(language="env"),
                 "auth_header_name": _s(default="X-API-Key"),
                 "timeout": _i(default=30, minimum=5, maximum=300),
                 "max_retries": _i(default=3, minimum=0, maximum=10),

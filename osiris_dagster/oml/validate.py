@@ -202,7 +202,10 @@ def _step_query_language(item: Any) -> Callable[[tuple[Any, ...]], str | None] |
     languages = {k: p.language for k, p in spec.properties.items() if p.language}
 
     def language_at(path: tuple[Any, ...]) -> str | None:
-        return languages.get(path[1]) if len(path) == 2 and path[0] == "config" else None
+        if len(path) < 2 or path[0] != "config":
+            return None
+        language = languages.get(path[1])
+        return language if len(path) == 2 or language == "env" else None  # env: object values
 
     return language_at if languages else None
 
