@@ -15,8 +15,11 @@
   (the column's text is each value's digits); a float that is not a number (NaN, infinite)
   fails. Text is never re-typed (an ISO timestamp stays VARCHAR: cast it downstream), so a
   column's type does not change from run to run with the data. Column names are unique ignoring
-  case (DuckDB identifiers are case-insensitive): a later ``Name`` next to ``name`` becomes
-  ``Name.1``. With no row and no known column the table has one VARCHAR column ``_empty``.
+  case (DuckDB identifiers are case-insensitive), decided once every row is in, by the keys
+  alone, never by the order the answer gives them in (JSON's key order means nothing): a
+  declared key keeps its name, then an all-lowercase key, then the others in sorted order;
+  ``Name`` next to ``name`` becomes ``Name.1`` whichever came first. With no row and no known
+  column the table has one VARCHAR column ``_empty``.
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ _KIND_TYPES = {  # other mixes: VARCHAR (an integer a double rounds, "wide_int",
 
 @dataclass
 class _Column:
-    name: str  # the DuckDB column (unique ignoring case)
+    stage: str  # its key in the staging file (the column's name is decided at the end)
     kinds: set[str] = field(default_factory=set)
     declared: str | None = None  # type when no value was seen
 
@@ -122,11 +125,10 @@ class JsonStager:
         safe = re.sub(r"[^0-9A-Za-z_-]", "_", label) or "stage"
         self.path = tmp_dir / f"{safe}-{uuid.uuid4().hex[:12]}.ndjson"
         self._fh: Any = None
-        self._columns: dict[str, _Column] = {}  # source key -> column
-        self._used: set[str] = set()  # lower-cased column names
+        self._columns: dict[str, _Column] = {}  # source key -> column, in first-seen order
+        self._names: dict[str, str] | None = None  # source key -> column name, once decided
         self.rows = 0
         self._max_line = 0
-        self.renamed: dict[str, str] = {}
 
     # -- columns
     def declare(self, key: str, duckdb_type: str = "VARCHAR") -> None:
@@ -136,20 +138,37 @@ class JsonStager:
     def _column(self, key: str) -> _Column:
         col = self._columns.get(key)
         if col is None:
-            name = key if key else "unnamed"
-            base, n = name, 0
-            while name.lower() in self._used:
-                n += 1
-                name = f"{base}.{n}"
-            if name != key:
-                self.renamed[key] = name
-            self._used.add(name.lower())
-            col = self._columns[key] = _Column(name)
+            col = self._columns[key] = _Column(f"c{len(self._columns)}")
+            self._names = None
         return col
+
+    def _column_names(self) -> dict[str, str]:
+        """Source key -> a column name unique ignoring case, by the keys alone: declared keys
+        first, then all-lowercase keys, then the others in sorted order take their own name;
+        a name taken (ignoring case) gets ``.1``, ``.2``..."""
+        if self._names is None:
+            used: set[str] = set()
+            names: dict[str, str] = {}
+            for key in sorted(self._columns, key=lambda k: (
+                    self._columns[k].declared is None, k != k.lower(), k)):
+                base = name = key or "unnamed"
+                n = 0
+                while name.lower() in used:
+                    n += 1
+                    name = f"{base}.{n}"
+                used.add(name.lower())
+                names[key] = name
+            self._names = {key: names[key] for key in self._columns}  # first-seen order
+        return self._names
 
     @property
     def columns(self) -> list[str]:
-        return [c.name for c in self._columns.values()]
+        return list(self._column_names().values())
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        """Source keys whose column has another name (logged as ``columns_renamed``)."""
+        return {k: n for k, n in self._column_names().items() if n != k}
 
     # -- rows
     def add(self, record: Mapping[str, Any]) -> None:
@@ -169,7 +188,7 @@ class JsonStager:
                     col.kinds.add("int" if float(value) == value else "wide_int")
             elif isinstance(value, float):
                 if not math.isfinite(value):  # the readers refuse them before: a safeguard
-                    raise DriverError(f"column '{col.name}' (row {self.rows + 1}): {value!r} "
+                    raise DriverError(f"column '{key}' (row {self.rows + 1}): {value!r} "
                                       "is not a number JSON can hold; it is not stored as NULL")
                 col.kinds.add("float")
             elif isinstance(value, str):
@@ -177,7 +196,7 @@ class JsonStager:
             else:
                 value = to_json_text(value)
                 col.kinds.add("str")
-            line[col.name] = value
+            line[col.stage] = value
         text = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
         if self._fh is None:
             self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -194,13 +213,15 @@ class JsonStager:
 
     # -- the table
     def column_types(self) -> dict[str, str]:
-        out = {}
-        for col in self._columns.values():
-            if col.kinds:
-                out[col.name] = _KIND_TYPES.get(frozenset(col.kinds), "VARCHAR")
-            else:
-                out[col.name] = col.declared or "VARCHAR"
-        return out
+        """Column name -> DuckDB type, in first-seen order."""
+        names = self._column_names()
+        return {names[key]: self._type(col) for key, col in self._columns.items()}
+
+    @staticmethod
+    def _type(col: _Column) -> str:
+        if col.kinds:
+            return _KIND_TYPES.get(frozenset(col.kinds), "VARCHAR")
+        return col.declared or "VARCHAR"
 
     def select_sql(self) -> str:
         """The SELECT that materialises everything staged (call after the last ``add``)."""
@@ -211,8 +232,11 @@ class JsonStager:
         if self.rows == 0:
             cols = ", ".join(f"CAST(NULL AS {t}) AS {quote_ident(n)}" for n, t in types.items())
             return f"SELECT {cols} LIMIT 0"
-        spec = ", ".join(f"{quote_literal(n)}: {quote_literal(t)}" for n, t in types.items())
-        select = ", ".join(quote_ident(n) for n in types)
+        names = self._column_names()
+        spec = ", ".join(f"{quote_literal(col.stage)}: {quote_literal(self._type(col))}"
+                         for col in self._columns.values())
+        select = ", ".join(f"{quote_ident(col.stage)} AS {quote_ident(names[key])}"
+                           for key, col in self._columns.items())
         size = max(_DEFAULT_MAX_OBJECT, self._max_line + 1024)
         return (f"SELECT {select} FROM read_ndjson({quote_literal(str(self.path))}, "
                 f"columns={{{spec}}}, auto_detect=false, maximum_object_size={size})")
