@@ -355,7 +355,9 @@ def test_paths() -> None:
     assert find_path(doc, "$.data.a.edges.node.x") == [1, 2]  # name steps map over lists
     assert find_path(doc, "data.a.edges[-1].node") == [{"x": 2}]
     assert rows_at(doc, "data.l[*]") == [1, 2]  # list matches are concatenated
-    assert rows_at(doc, "data.missing") == []
+    with pytest.raises(DriverError, match=r"data.missing matches nothing: the document has no "
+                                          r"`missing` at data \(its keys there: a, l\)"):
+        rows_at(doc, "data.missing")  # gave [] (0 rows, exit 0)
     assert find_path(doc, "$") == [doc]
     assert find_path({"a.b": 1}, "['a.b']") == [1]
 

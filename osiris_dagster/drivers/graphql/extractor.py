@@ -12,7 +12,8 @@ driver):
 * **Storage.** Each page is appended to a staging NDJSON file as it arrives (memory stays flat);
   the table is built from it at the end with the union of all columns
   (:class:`~osiris_dagster.drivers.staging.json_records.JsonStager`). No rows and no columns ->
-  a table with one VARCHAR column ``_empty`` and zero rows.
+  a table with one VARCHAR column ``_empty`` and zero rows; only null records -> as many rows,
+  of that one column.
 * Metrics: ``rows_read``, ``requests_made`` (every HTTP attempt, retries included),
   ``pages_fetched``; ``ctx.progress(rows=...)`` after each page.
 """
@@ -22,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from osiris_dagster.core.naming import quote_ident
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
 from osiris_dagster.drivers.graphql.fetch import fetch_pages, graphql_client
 from osiris_dagster.drivers.graphql.options import Options
 from osiris_dagster.drivers.http import client as hc
-from osiris_dagster.drivers.staging.json_records import JsonStager
+from osiris_dagster.drivers.staging.json_records import EMPTY_COLUMN, JsonStager
 
 
 def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTable]
@@ -38,7 +40,11 @@ def run(ctx: StepContext, config: Mapping[str, Any], inputs: Sequence[UpstreamTa
     stager = JsonStager(ctx.tmp_dir, f"graphql-{ctx.step_id}")
     try:
         pages = fetch_pages(ctx, opts, client, stager)
-        rows = stager.create_output(ctx)
+        if stager.rows and not stager.columns:  # only null records: as many rows of NULLs
+            rows = ctx.create_output(f"SELECT CAST(NULL AS VARCHAR) AS "
+                                     f"{quote_ident(EMPTY_COLUMN)} FROM range({stager.rows})")
+        else:
+            rows = stager.create_output(ctx)
     finally:
         stager.close()
         client.close()

@@ -10,7 +10,13 @@ page, each answer checked for GraphQL errors and its records staged.
   boolean has-next field in it, or a next page without a cursor.
 * **Data.** ``data_path`` is a dotted path from the response root (``data``,
   ``data.users.edges[*].node``, ``$.data.items``); a list gives one row per element, several
-  matches are concatenated, no match gives no rows. ``flatten_result`` turns nested objects into
+  matches are concatenated. A path that reaches nothing (a key absent: a typo, a renamed field;
+  an index past the end; a step into null or a scalar) fails naming what the answer has at the
+  deepest place it matched, and so does an answer whose ``data`` is null or missing without
+  ``errors`` (Osiris' jsonpath gave 0 rows, and a writer after it replaced its output with an
+  empty one). A path present with an empty list, or that ends on a null field, gives no rows; a
+  null record (``edges: [{node: null}]``, ``items: [null]``) is a row of NULLs, so the table
+  has as many rows as the answer has records. ``flatten_result`` turns nested objects into
   dotted columns (``node.name``, as pandas' ``json_normalize``); lists are JSON-encoded text. With
   ``flatten_result: false`` each top-level key is a column and nested values are JSON text. A
   record that is not an object becomes a column ``value``. Two keys that would become one
@@ -40,7 +46,7 @@ from osiris_dagster.drivers.base import StepContext
 from osiris_dagster.drivers.graphql.document import is_mutation
 from osiris_dagster.drivers.graphql.options import Options
 from osiris_dagster.drivers.http import client as hc
-from osiris_dagster.drivers.http.json_paths import find_path, format_path, rows_at
+from osiris_dagster.drivers.http.json_paths import PathMiss, find_path, format_path, rows_at
 from osiris_dagster.drivers.staging.json_records import (
     JsonStager,
     KeyCollision,
@@ -104,14 +110,31 @@ def fetch_pages(ctx: StepContext, opts: Options, client: hc.HttpClient, stager: 
         variables[opts.variable_name] = cursor
 
 
-def _records(body: Any, opts: Options, page: int) -> Iterator[dict[str, Any]]:
-    """The rows of one answer: the records at ``data_path``, flattened or not."""
+def _records(body: dict[str, Any], opts: Options, page: int) -> Iterator[dict[str, Any]]:
+    """The rows of one answer: the records at ``data_path``, flattened or not; a null record
+    is a row of NULLs. An answer without ``data``, or a path that reaches nothing in it, fails
+    (no rows would be stored without a word)."""
+    lead = f"graphql.extractor: page {page} has no records"
+    silent = "so the step would store no rows without a word."
+    if body.get("data") is None:
+        raise DriverError(
+            f"{lead}: the answer's `data` is {'null' if 'data' in body else 'missing'} and it "
+            "has no `errors` (a GraphQL server answers without data only with errors), "
+            f"{silent} Check `endpoint`, and run the query there to see why it returns no data.")
     try:
         records = rows_at(body, opts.data_path)
+    except PathMiss as miss:
+        raise DriverError(
+            f"{lead} at `data_path` ({opts.data_path}): the answer has {miss.describe()}, "
+            f"{silent} Set `data_path` to where the answer holds the records, and ask for that "
+            "field in the query.") from None
     except DriverError as exc:
         raise DriverError(f"graphql.extractor: `data_path`: {exc}") from None
     shape = flatten_record if opts.flatten else shallow_record
     for i, record in enumerate(records):
+        if record is None:
+            yield {}
+            continue
         try:
             yield shape(record)
         except KeyCollision as exc:

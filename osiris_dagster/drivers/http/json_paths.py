@@ -2,6 +2,11 @@
 (``graphql.extractor``'s ``data_path`` and ``pagination_path``): ``data.users``,
 ``$.data.users.edges[*].node``, ``items[0]``; a name step applied to a list applies to each
 element.
+
+:func:`find_path` gives what matches (nothing when nothing does). :func:`rows_at` gives the
+records at a path and raises :class:`PathMiss` when the path reaches no value: a key absent, an
+index past the list's end, or a step into null or a scalar (only a path that ends in null, or
+in ``[*]`` steps on null, holds no records without an error).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from osiris_dagster.core.errors import DriverError
+
+Place = tuple[str | int, ...]  # a place in a document: keys and list indexes from the top
 
 _NAME = re.compile(r"[^.\[\]'\"$*\s]+")  # a key written bare
 _TOKEN = re.compile(r"\[(\*|-?\d+)\]|\[(?:'([^']*)'|\"([^\"]*)\")\]|\.?([^.\[\]]+)")
@@ -92,15 +99,73 @@ def first_at(obj: Any, path: str) -> Any:
     return found[0] if found else None
 
 
+class PathMiss(DriverError):
+    """A path that reaches no value: at ``place`` (the deepest place it matched) the document
+    holds ``found``, which has no ``step``."""
+
+    def __init__(self, path: str, place: Place, found: Any, step: str | int) -> None:
+        self.path, self.place, self.found, self.step = path, place, found, step
+        super().__init__(f"{path} matches nothing: the document has {self.describe()}")
+
+    def describe(self) -> str:
+        """``no `itemz` at data (its keys there: items)``, ``null at data.user, not an object
+        with `posts```: what is at the deepest place the path matched."""
+        where = format_path(self.place)
+        found, step = self.found, self.step
+        if isinstance(found, dict) and isinstance(step, str) and step != "*":
+            keys = list(map(str, found))
+            shown = ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else "")
+            return (f"no `{step}` at {where} " +
+                    (f"(its keys there: {shown})" if keys else "(an empty object)"))
+        if isinstance(found, list) and isinstance(step, int):
+            return f"a list of {len(found)} at {where}, with no [{step}]"
+        wanted = ("a list or an object" if step == "*" else "a list" if isinstance(step, int)
+                  else f"an object with `{step}`")
+        text = json.dumps(found, ensure_ascii=False, default=str)
+        return f"{text if len(text) <= 80 else text[:77] + '...'} at {where}, not {wanted}"
+
+
 def rows_at(obj: Any, path: str) -> list[Any]:
-    """The records at ``path``: a list match gives its elements, several matches are
-    concatenated (lists extended), ``null`` and no match give no rows."""
+    """The records at ``path``: a list match gives its elements, several matches (through
+    ``[*]`` or a name step on a list) are concatenated, lists extended. A null element or match
+    among several is a record (``None``); a single match that is null (or ``[*]`` steps on
+    one) holds none. A path reaching no value raises :class:`PathMiss`."""
+    tokens = parse_path(path)
+    current: list[tuple[Place, Any]] = [((), obj)]
+    fanned = False  # whether a step gave more than one value per value
+    for i, token in enumerate(tokens):
+        if token == "*" or (isinstance(token, str) and any(isinstance(v, list)
+                                                            for _, v in current)):
+            fanned = True
+        only_wildcards_left = all(t == "*" for t in tokens[i:])
+        nxt: list[tuple[Place, Any]] = []
+        for place, value in current:
+            if value is None and only_wildcards_left:
+                continue  # `items[*]` on a null `items`: as `items` itself, no records
+            _strict_step(path, place, value, token, nxt)
+        current = nxt
     rows: list[Any] = []
-    for match in find_path(obj, path):
-        if match is None:
-            continue
+    for _, match in current:
         if isinstance(match, list):
-            rows.extend(m for m in match if m is not None)
-        else:
+            rows.extend(match)
+        elif match is not None or fanned:
             rows.append(match)
     return rows
+
+
+def _strict_step(path: str, place: Place, value: Any, token: str | int,
+                 out: list[tuple[Place, Any]]) -> None:
+    """:func:`_step` with the places of the values, raising :class:`PathMiss` on a miss."""
+    if token == "*" and isinstance(value, list):
+        out.extend(((*place, i), v) for i, v in enumerate(value))
+    elif token == "*" and isinstance(value, dict):
+        out.extend(((*place, k), v) for k, v in value.items())
+    elif isinstance(token, int) and isinstance(value, list) and -len(value) <= token < len(value):
+        out.append(((*place, token % len(value)), value[token]))
+    elif isinstance(token, str) and token != "*" and isinstance(value, dict) and token in value:
+        out.append(((*place, token), value[token]))
+    elif isinstance(token, str) and token != "*" and isinstance(value, list):
+        for i, item in enumerate(value):
+            _strict_step(path, (*place, i), item, token, out)
+    else:
+        raise PathMiss(path, place, value, token)

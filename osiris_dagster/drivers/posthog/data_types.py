@@ -7,7 +7,10 @@ with how it is queried, paged, keyed and flattened (:class:`Kind`).
   JSON text. Timestamps stay text (as PostHog returns them): cast them downstream. A number in
   ``properties`` (JSON text) that Python's json would change (``1e400``, ``NaN``, more digits
   than a double holds) fails naming the row's key, the property and the number, as one in the
-  answer itself does (:meth:`~osiris_dagster.drivers.http.client.HttpClient.decode_json`).
+  answer itself does (:meth:`~osiris_dagster.drivers.http.client.HttpClient.decode_json`), and
+  so does a property key written twice. The state does not advance past such a row, so the
+  message says how to get past it: an event (PostHog never changes one) only by leaving its
+  event type out with ``event_types``; a person by changing the property in PostHog.
 """
 
 from __future__ import annotations
@@ -24,8 +27,26 @@ from osiris_dagster.drivers.staging.json_records import to_scalar
 DATA_TYPES = ("events", "persons", "sessions", "person_distinct_ids")
 
 
-def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mapping[str, Any]],
-                                                                         dict[str, Any]]:
+def _event_way_out(row: Mapping[str, Any]) -> tuple[str, str]:
+    """Where an event is (its name and time), and how to get past it."""
+    return (f" (event {row.get('event')!r} at {row.get('timestamp')})",
+            "every run reads this event again and fails here. PostHog cannot change a stored "
+            "event: to go on without it, list the events to read in `event_types`, leaving out "
+            f"{row.get('event')!r} (a changed `event_types` starts the incremental state over, "
+            "from `initial_since`).")
+
+
+def _person_way_out(row: Mapping[str, Any]) -> tuple[str, str]:
+    """How to get past a person (whose properties PostHog can change)."""
+    return ("", "every run reads this person again and fails here until the property changes "
+                "in PostHog: `$set` it again (a number as text) or `$unset` it.")
+
+
+WayOut = Callable[[Mapping[str, Any]], tuple[str, str]]
+
+
+def _flatten_with_prefix(base: tuple[str, ...], prefix: str, way_out: WayOut
+                         ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     def flatten(row: Mapping[str, Any]) -> dict[str, Any]:
         out = {c: to_scalar(row.get(c)) for c in base}
         for key, value in row.items():
@@ -37,15 +58,14 @@ def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mappin
             try:
                 parsed = loads_unique_keys(props)
             except RepeatedKeyError as exc:
-                raise DriverError(
-                    f"posthog.extractor: the properties of the row with {base[0]} "
-                    f"{row.get(base[0])!r} hold {exc.describe()}; only one of its values "
-                    "could be kept. A value from PostHog is stored exactly or the step "
-                    "fails.") from None
+                raise _unkept(row, base[0], f"{exc.describe()}; only one of its values could "
+                                            "be kept", way_out) from None
             except ValueError:
                 parsed = None
             if isinstance(parsed, dict):
-                _check_numbers(props, row, base[0])
+                changed = first_changed_number(props, python_json=True)
+                if changed is not None:
+                    raise _unkept(row, base[0], changed.describe(), way_out)
                 props = parsed
             else:
                 out["properties"] = props
@@ -57,13 +77,12 @@ def _flatten_with_prefix(base: tuple[str, ...], prefix: str) -> Callable[[Mappin
     return flatten
 
 
-def _check_numbers(props: str, row: Mapping[str, Any], key: str) -> None:
-    """Fail on a number of the ``properties`` text that its parse would change."""
-    changed = first_changed_number(props, python_json=True)
-    if changed is not None:
-        raise DriverError(
-            f"posthog.extractor: the properties of the row with {key} {row.get(key)!r} hold "
-            f"{changed.describe()}. A value from PostHog is stored exactly or the step fails.")
+def _unkept(row: Mapping[str, Any], key: str, what: str, way_out: WayOut) -> DriverError:
+    """The error for a row whose ``properties`` text holds ``what``, which cannot be kept."""
+    where, next_step = way_out(row)
+    return DriverError(
+        f"posthog.extractor: the properties of the row with {key} {row.get(key)!r}{where} hold "
+        f"{what}. A value from PostHog is stored exactly or the step fails, and {next_step}")
 
 
 def _as_returned(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,7 +118,7 @@ KINDS: dict[str, Kind] = {
         order="timestamp", order_is_time=True, order_is_uuid=False, key="uuid",
         key_is_uuid=True, window="timestamp", upper_bound=True, default_history=True,
         incremental=True, base_columns=tuple((c, "VARCHAR") for c in _EVENT_BASE),
-        flatten=_flatten_with_prefix(_EVENT_BASE, "properties_"),
+        flatten=_flatten_with_prefix(_EVENT_BASE, "properties_", _event_way_out),
         columns=(*_EVENT_BASE, "properties")),
     "persons": Kind(
         table="persons", select="id, created_at, properties, is_identified",
@@ -107,7 +126,7 @@ KINDS: dict[str, Kind] = {
         key_is_uuid=True, window="created_at", upper_bound=False, default_history=False,
         incremental=True,
         base_columns=(("id", "VARCHAR"), ("created_at", "VARCHAR"), ("is_identified", "BOOLEAN")),
-        flatten=_flatten_with_prefix(_PERSON_BASE, "person_properties_"),
+        flatten=_flatten_with_prefix(_PERSON_BASE, "person_properties_", _person_way_out),
         columns=("id", "created_at", "properties", "is_identified")),
     "sessions": Kind(
         table="sessions", select="*", order="$start_timestamp", order_is_time=True,

@@ -61,7 +61,7 @@ class Fetch:
     kind: Kind
     client: hc.HttpClient
     stager: JsonStager
-    seen: SeenKeys  # keys already delivered (dropped when met again)
+    seen: SeenKeys  # keys delivered by the last run, and met in this one
     recent: RecentKeys  # keys the next run's lookback will fetch again
     fetched: int = 0
     dropped: int = 0
@@ -113,7 +113,8 @@ class Fetch:
         return len(rows)
 
     def _take(self, row: Mapping[str, Any]) -> None:
-        """Count one row, remember its key, and stage it unless it was already delivered."""
+        """Count one row, remember its key, and stage it unless the last run delivered it or,
+        with ``deduplication_enabled``, this run met its key before."""
         kind = self.kind
         self.fetched += 1
         key = row.get(kind.key)
@@ -122,7 +123,7 @@ class Fetch:
             self.recent.add(parse_time(row[kind.order], f"`{kind.order}`"), key_text)
         self.last_row = row
         if key is not None:
-            if self.opts.dedup and key_text in self.seen:
+            if self.seen.delivered(key_text) or (self.opts.dedup and key_text in self.seen):
                 self.dropped += 1
                 return
             self.seen.add(key_text)

@@ -9,9 +9,12 @@ remembered within and across runs (:class:`SeenKeys`, :class:`RecentKeys`).
   rows inside the lookback window before it and the time from which those keys are complete
   (``keys_since``). The next run starts at that time minus the lookback, but not before
   ``keys_since`` (a lookback made longer widens the window run by run), and drops rows whose
-  key it already delivered (``deduplication_enabled``, keyed by ``uuid`` / ``id`` /
-  ``session_id`` / ``distinct_id``; within a run also a page repeated, in a bounded FIFO of
-  100,000 keys). State of another host or project, or of other ``event_types``, is ignored; a
+  key the last run delivered (keyed by ``uuid`` / ``id`` / ``session_id`` / ``distinct_id``),
+  whatever ``deduplication_enabled`` says: Osiris' seek starts after the mark, so it never
+  reads them again either. ``deduplication_enabled`` (Osiris: drop a uuid met again) drops,
+  within a run, a key the data repeats (a page repeated, in a bounded FIFO of 100,000 keys);
+  ``false`` keeps those. State of another host or project, or of other ``event_types``, is
+  ignored; a
   file that is not JSON fails the step. To start over, delete the file (the step's ``.state``
   directory under the sessions root).
 """
@@ -47,6 +50,10 @@ class SeenKeys:
 
     def __contains__(self, key: str) -> bool:
         return key in self._delivered or key in self._keys
+
+    def delivered(self, key: str) -> bool:
+        """Whether the last run delivered ``key`` (a row at or before its high-water mark)."""
+        return key in self._delivered
 
     def add(self, key: str) -> None:
         self._keys[key] = None
