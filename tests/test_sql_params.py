@@ -204,3 +204,42 @@ def test_graphql_block_string_cannot_be_closed_by_a_value(value: str) -> None:
 ])
 def test_an_unterminated_quote_or_comment_keeps_its_context(sql: str, expected: str) -> None:
     assert render(sql, {"v": "x' ; DROP TABLE t; --"}, "duckdb", _missing) == expected
+
+
+@pytest.mark.parametrize("template", [
+    "SELECT * FROM t WHERE owner = E'prefix-'${params.v}",
+    "SELECT E'path:\\t'\n       ${params.v} AS label",
+    "SELECT 'a' ${params.v}",
+    "SELECT 'a'\n${params.v}",
+])
+def test_a_reference_joined_to_the_string_before_it_is_refused(template: str) -> None:
+    """SQL joins a string literal and one after it (white space between) into one string, and
+    the second continues an E'...' string with its escapes: a review's `E'prefix-'${params.v}`
+    with `\\' OR true --` returned every row, and `C:\\new` became a newline."""
+    with pytest.raises(SqlParamError, match="follows a string literal with only white space"):
+        render(template, {"v": "\\' OR true --"}, "duckdb", _missing)
+    with pytest.raises(SqlParamError, match="follows a string literal"):  # also without a value
+        render(template, {}, "duckdb", lambda name: None)
+
+
+@pytest.mark.parametrize("template,language", [
+    ("SELECT E'\\${params.v}' AS v", "duckdb"),
+    ("SELECT E'a\\\\\\${params.v}' AS v", "duckdb"),
+    ("SELECT '\\${params.v}' AS v", "mysql"),
+    ('SELECT "x\\${params.v}" AS v', "mysql"),
+])
+def test_a_reference_after_an_escaping_backslash_is_refused(template: str, language: str
+                                                            ) -> None:
+    with pytest.raises(SqlParamError, match="follows a backslash"):
+        render(template, {"v": "' OR true --"}, language, _missing)
+
+
+@pytest.mark.parametrize("template,expected", [
+    ("SELECT 'a' || ${params.v} AS v", "a\\' OR true --"),
+    ("SELECT E'a\\\\${params.v}' AS v", "a\\\\' OR true --"),  # an escaped backslash, then it
+    ("SELECT concat('a', ${params.v}) AS v", "a\\' OR true --"),
+])
+def test_references_apart_from_the_string_before_them_keep_the_value(template: str,
+                                                                     expected: str) -> None:
+    sql = render(template, {"v": "\\' OR true --"}, "duckdb", _missing)
+    assert duckdb.connect().execute(sql).fetchone()[0] == expected

@@ -14,6 +14,11 @@ the quoting rules of its language, and each reference is rendered for the place 
 
 A value that cannot be kept exactly where it sits (a list, a backslash inside MySQL text whose
 meaning depends on the server's sql_mode, a dollar-quote tag) is an error naming the parameter.
+So is a reference whose place would let its value join what comes before it, whatever the value:
+one in code with only white space after a string literal (SQL joins ``'a'`` and a literal after
+it into one string, and the literal continues an ``E'...'`` string with its backslash escapes:
+``E'x'${params.v}`` with ``\' OR true --`` was code), and one right after a backslash inside a
+string that reads backslash escapes (the backslash escapes the value's first character).
 """
 
 from __future__ import annotations
@@ -42,13 +47,43 @@ def render(text: str, values: Mapping[str, Any], language: str,
         return text
     scanner = _SCANNERS[language]
     out: list[str] = []
+    before = ""  # the context of the segment before
     for start, end, context in scanner(text):
         segment = text[start:end]
         if context == "comment" or "${params." not in segment:
             out.append(segment)
         else:
+            _refuse_joining_places(segment, language, context, before)
             out.append(_render_segment(segment, values, language, context, on_missing))
+        before = context
     return "".join(out)
+
+
+# string contexts a literal placed after them (white space between) would continue
+_JOINED_STRINGS = {"duckdb": ("string", "estring"), "mysql": ("string", "dstring")}
+# string contexts whose backslash escapes the next character
+_BACKSLASH_STRINGS = {"duckdb": ("estring",), "mysql": ("string", "dstring")}
+
+
+def _refuse_joining_places(segment: str, language: str, context: str, before: str) -> None:
+    """Raise SqlParamError for a reference placed where its value would join what comes before
+    it (see the module's docstring), whatever the value."""
+    for m in PARAM_REF.finditer(segment):
+        name = m.group(1).strip()
+        if context == "code" and before in _JOINED_STRINGS.get(language, ()) and \
+                not segment[1:m.start()].strip():  # [0] is the string's closing quote
+            raise SqlParamError(
+                f"parameter '{name}' follows a string literal with only white space between: "
+                "SQL joins the two into one string (and an E'...' string would read the "
+                f"value's backslashes); put an operator between them, e.g. '...' || "
+                f"${{params.{name}}}")
+        if context in _BACKSLASH_STRINGS.get(language, ()):
+            slashes = len(segment[:m.start()]) - len(segment[:m.start()].rstrip("\\"))
+            if slashes % 2:
+                raise SqlParamError(
+                    f"parameter '{name}' follows a backslash inside a string that reads "
+                    "backslash escapes, so the backslash would escape the value's first "
+                    "character; remove the backslash, or double it for a backslash")
 
 
 def _render_segment(segment: str, values: Mapping[str, Any], language: str, context: str,
