@@ -122,6 +122,12 @@ class Masker:
         elif isinstance(obj, str):
             self.add(m.group("pw") for m in _URL_PASSWORD.finditer(obj))
 
+    def shortened(self, s: str, limit: int) -> str:
+        """``s`` masked, then cut to ``limit`` characters (cut first, a secret across the cut
+        would no longer be recognised: its first characters would show)."""
+        masked = self.text(s)
+        return masked if len(masked) <= limit else masked[:limit]
+
     def text(self, s: str) -> str:
         for v in self._forms:
             if v in s:
@@ -146,11 +152,18 @@ class Masker:
 
 def encoded_forms(secret: str) -> set[str]:
     """How a secret may come back inside a server's answer or a library's message: URL-encoded
-    (a query string, a form), JSON-escaped, and base64, standard or URL-safe, at each of the
+    (a query string, a form; upper- or lower-case hex), JSON-escaped (ASCII or not), as Python's
+    repr and SQL string literals quote it, and base64, standard or URL-safe, at each of the
     three offsets it can sit at inside a longer encoded text (``user:secret`` of HTTP Basic
     auth): there only the characters that encode the secret's own bytes are fixed, and those
     are masked when there are at least 8 of them."""
-    forms = {quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    percent = quote(secret, safe="")
+    forms = {percent, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), percent),
+             quote(secret), quote_plus(secret),  # urllib's default keeps '/'
+             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             repr(secret)[1:-1],  # a Python message quoting it (both quote kinds inside)
+             secret.replace("'", "''"),  # an SQL literal (DuckDB repeats its query)
+             secret.replace("\\", "\\\\").replace("'", "\\'")}  # E'...' and MySQL strings
     raw = secret.encode()
     for offset in range(3):
         start = -(-4 * offset // 3)  # the first character after the offset's bits

@@ -465,7 +465,7 @@ def _log_failure(session: Session, step: Step, exc: BaseException, duration: flo
     """Log the step's error (masked) and duration; returns the message for people."""
     cancelled = not isinstance(exc, Exception) or isinstance(exc, StepCancelled)
     message = "cancelled: the run was terminated" if cancelled else \
-        session.masker.text(_describe(exc))
+        _describe(exc, session.masker)
     finished = getattr(exc, "osiris_finished", None) if cancelled else None
     if finished is not None:  # the stop came during a COMMIT that then went through
         where = f" to {session.masker.text(finished.target)}" if finished.target else ""
@@ -733,9 +733,10 @@ def _attach_inputs(ws: StepWorkspace, pipeline: Pipeline, step: Step,
 MAX_MESSAGE = 4000
 
 
-def _describe(exc: BaseException) -> str:
-    """The error for people: capped, so a 10 MB SQL literal never becomes a 10 MB message."""
-    text = _describe_full(exc)
+def _describe(exc: BaseException, masker: Masker) -> str:
+    """The error for people, masked, then capped (so a 10 MB SQL literal never becomes a 10 MB
+    message; cut first, a secret across the cut would show its first characters)."""
+    text = masker.text(_describe_full(exc))
     if len(text) > MAX_MESSAGE:
         text = text[:MAX_MESSAGE] + f"... ({len(text) - MAX_MESSAGE} more characters)"
     return text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,35 @@ def test_a_secret_echoed_back_encoded_is_masked(graphql: FakeGraphQL,
     for shown in (sent[6:], quote(token, safe=""), quote_plus(token), json.dumps(token)[1:-1]):
         assert shown not in text, (shown, text)
     assert len(text) - len(text.replace("***MASKED***", "")) == 4 * len("***MASKED***")
+
+
+def test_a_secret_across_the_cut_of_an_error_answer_is_masked(graphql: FakeGraphQL,
+                                                              run_driver: RunDriver) -> None:
+    """The answer was cut to 300 characters before masking: a token straddling the cut no longer
+    matched, and its first characters showed (a review saw `...yyyyS3cr3tTok-`)."""
+    token = "S3cr3tTok-9f8e7d6c"
+    graphql.script.append(canned(401, {"detail": "y" * 290 + token}))
+    with pytest.raises(DriverError) as err:
+        run_driver(gq, config(graphql.endpoint, auth_type="bearer"), {"auth_token": token})
+    text = str(err.value)
+    assert "yyyy***MASK" in text and token[:6] not in text, text
+
+
+@pytest.mark.parametrize("echo", [
+    lambda t: t.replace("'", "''"),  # an SQL literal DuckDB repeats
+    lambda t: repr(t)[1:-1],
+    lambda t: json.dumps(t, ensure_ascii=False)[1:-1],
+    lambda t: quote(t),  # urllib's default keeps '/'
+    lambda t: re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(t, safe="")),
+    lambda t: t.replace("\\", "\\\\").replace("'", "\\'"),
+])
+def test_a_secret_quoted_the_ways_sql_and_python_quote_it_is_masked(echo: Any) -> None:
+    token = "Pä'ss\\w/o\"rd-42"
+    from osiris_dagster.core.masking import Masker
+
+    shown = echo(token)
+    assert shown != token
+    assert Masker([token]).text(f"error near {shown} here") == "error near ***MASKED*** here"
 
 
 # -- failures -------------------------------------------------------------------------------------

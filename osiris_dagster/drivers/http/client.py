@@ -580,15 +580,20 @@ class HttpClient:
             "step again."), reason=self.redact(failure))
 
     def _detail(self, resp: requests.Response) -> str:
-        text = error_detail(resp)
+        # masked before it is cut: a secret across the cut would show its first characters
+        text = self.redact.shortened(error_detail(resp, DETAIL_LIMIT + _CUT_SLACK), DETAIL_LIMIT)
         return f": {text}" if text else ""
+
+
+DETAIL_LIMIT = 300  # characters of an error answer shown in a message
+_CUT_SLACK = 4096  # read past the limit, so that a secret across it is masked whole
 
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def error_detail(resp: requests.Response, limit: int = 300) -> str:
+def error_detail(resp: requests.Response, limit: int = DETAIL_LIMIT) -> str:
     """A short explanation from an error response: GraphQL ``errors`` messages; PostgREST's
     ``code; message; details; hint``; the ``detail`` / ``error`` / ``message`` field of another
     JSON body; or the start of a text body."""
