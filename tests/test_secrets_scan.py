@@ -22,7 +22,8 @@ from .helpers import write
 MYSQL_PW = "Zq9-mysql-Secret-7781"
 GQL_TOKEN = "tok-Ultra-Secret-5599-abcdef"
 POSTHOG_KEY = "phx_SuperSecret_4411_zyxw"
-SECRETS = (MYSQL_PW, GQL_TOKEN, POSTHOG_KEY)
+URL_SIGNATURE = "sig-Secret-3377-qwerty"  # in an endpoint's query string, under no secret name
+SECRETS = (MYSQL_PW, GQL_TOKEN, POSTHOG_KEY, URL_SIGNATURE)
 
 
 class _GraphQL(BaseHTTPRequestHandler):
@@ -31,7 +32,7 @@ class _GraphQL(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         auth = self.headers.get("Authorization", "")
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if auth == f"Bearer {GQL_TOKEN}" and self.path == "/ok":
+        if auth == f"Bearer {GQL_TOKEN}" and self.path.split("?")[0] == "/ok":
             body, status = {"data": {"items": [{"id": 1, "name": "a"}]}}, 200
         else:
             body, status = {"errors": [{"message": f"bad credentials {auth}"}]}, 401
@@ -112,7 +113,7 @@ connections:
             password: "${{MYSQL_PW}}"}}
     unreachable: {{host: 127.0.0.1, port: 1, database: x, user: u, password: "${{MYSQL_PW}}"}}
   graphql:
-    good: {{endpoint: "{graphql_url}/ok", auth_token: "${{GQL_TOKEN}}"}}
+    good: {{endpoint: "{graphql_url}/ok?sig={URL_SIGNATURE}", auth_token: "${{GQL_TOKEN}}"}}
     bad: {{endpoint: "{graphql_url}/nope", auth_token: "${{GQL_TOKEN}}"}}
   posthog:
     main: {{api_key: "${{POSTHOG_KEY}}", project_id: "1", region: self_hosted,

@@ -176,6 +176,23 @@ def encoded_forms(secret: str) -> set[str]:
     return forms
 
 
+_URL_QUERY_VALUE = re.compile(r"(?P<pre>[?&][^=&#\s]{1,256}=)(?P<value>[^&#\s]{1,4096})")
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,30}://\S*\?")
+
+
+def mask_url_queries(value: Any) -> Any:
+    """``value`` (a connection's fields) with every value of a URL's query string masked: a
+    connection URL carries credentials there under any name (``?sig=``, ``?code=``)."""
+    if isinstance(value, Mapping):
+        return {k: mask_url_queries(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_url_queries(v) for v in value]
+    if isinstance(value, str) and _URL.match(value):
+        base, _, query = value.partition("?")
+        return base + _URL_QUERY_VALUE.sub(lambda m: m.group("pre") + MASK, "?" + query)
+    return value
+
+
 def _mask_kv(m: re.Match[str]) -> str:
     if m.group("value").startswith(MASK) or not is_secret_key(m.group("name")):
         return m.group(0)

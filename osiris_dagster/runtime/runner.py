@@ -24,7 +24,7 @@ from osiris_dagster.core.errors import (
     StepTimeout,
     UpstreamMissingError,
 )
-from osiris_dagster.core.masking import Masker
+from osiris_dagster.core.masking import Masker, mask_url_queries
 from osiris_dagster.core.naming import SINGLE_INPUT_VIEW, table_names, upstream_view_names
 from osiris_dagster.drivers import (
     Driver,
@@ -698,7 +698,7 @@ def _write_cleaned_config(session: Session, step: Step, config: Mapping[str, Any
     data: dict[str, Any] = {"component": step.component, "mode": step.mode, **config}
     if resolved is not None:
         data["connection"] = resolved.ref
-        data["resolved_connection"] = dict(resolved.values)
+        data["resolved_connection"] = mask_url_queries(dict(resolved.values))
     session.write_json_artifact(step.id, "cleaned_config.json", data)
 
 
