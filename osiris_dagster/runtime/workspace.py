@@ -4,6 +4,7 @@ atomic output creation, metrics/events into the session, and a heartbeat for lon
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -343,8 +344,10 @@ class StepWorkspace:
     # -- paths, logs, progress ------------------------------------------------------------------
     def resolve_path(self, path: str) -> Path:
         """Relative paths live under the connection's base_dir (never escaping it with `..`),
-        else under the working directory; absolute paths are taken as written."""
-        p = Path(path).expanduser()
+        else under the working directory; absolute paths are taken as written. ``~`` and
+        ``~user`` name a home directory; ``~name`` of no user is a name (``~tilde.csv``), as
+        :func:`os.path.expanduser` leaves it (pathlib's raises)."""
+        p = Path(os.path.expanduser(path))
         if p.is_absolute():
             return p
         if self.base_dir is None:

@@ -71,7 +71,8 @@ def _value(value: Any) -> Any:
 
 def pandas_read(content: str, **config: Any) -> tuple[dict[str, str], list[tuple[Any, ...]]]:
     """``pandas.read_csv`` with the extractor's config translated: the column kinds and rows."""
-    kwargs: dict[str, Any] = {"keep_default_na": config.get("keep_default_na", True)}
+    kwargs: dict[str, Any] = {"keep_default_na": config.get("keep_default_na", True),
+                              "sep": config.get("delimiter", ",")}
     if "na_values" in config:
         kwargs["na_values"] = config["na_values"]
     if "dtype" in config:

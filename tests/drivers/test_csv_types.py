@@ -51,6 +51,9 @@ CASES = [
     Case("boolean_spelling", lambda i: ("true", "False")[i % 2], "yes", "VARCHAR", "yes", "yes"),
     Case("hex_integer", str, "0x1F", "VARCHAR", "0x1F", "0x1F"),
     Case("exponent", str, "1e3", "DOUBLE", 1000.0, "1000.0"),
+    # an integer past BIGINT that a double holds: text, never DOUBLE (which wrote 1e+20, 1.0)
+    Case("integer_past_64_bits", str, "100000000000000000000", "VARCHAR",
+         "100000000000000000000", "100000000000000000000"),
     # more significant digits than a double holds: a DOUBLE would round them
     Case("long_fraction", lambda i: f"{i}.25", "0.12345678901234567890", "VARCHAR",
          "0.12345678901234567890", "0.12345678901234567890"),
@@ -374,7 +377,10 @@ VERDICTS = [
     ("DOUBLE", "0.30000000000000004", True), ("DOUBLE", "0.12345678901234567890", False),
     ("DOUBLE", "9007199254740993", False), ("DOUBLE", "007.5", False),
     ("DOUBLE", "1_0.5", False), ("DOUBLE", "0x10", False), ("DOUBLE", "nan", False),
-    ("DOUBLE", "abc", False),
+    ("DOUBLE", "abc", False), ("DOUBLE", "-0", True),
+    ("DOUBLE", "100000000000000000000", False), ("DOUBLE", " 10000000000000000000 ", False),
+    ("DOUBLE", "-9223372036854775809", False), ("DOUBLE", "1e20", True),
+    ("DOUBLE", "100000000000000000000.0", True), ("DOUBLE", "1000000000000000000", True),
     ("SMALLINT", "32767", True), ("SMALLINT", "32768", False), ("SMALLINT", " 12", True),
     ("DECIMAL(5,2)", "1.50", True), ("DECIMAL(5,2)", "1.239", False), ("DECIMAL(5,2)", "-.5", True),
     ("DATE", "2024-03-05", True), ("DATE", "0024-03-05", True), ("DATE", "10000-01-01", True),

@@ -15,7 +15,11 @@ pandas behaviour is reproduced, and where we deliberately differ:
   N`` rules and name columns like pandas: duplicate names get ``.1``, ``.2``; an empty name
   becomes ``Unnamed: <i>``; ``header: false`` gives ``0, 1, 2...``.
   DuckDB identifiers are case-insensitive, so a name equal to an earlier one ignoring case also
-  gets a ``.N`` suffix (pandas would keep ``a`` and ``A``). DuckDB then reads only the data part.
+  gets a ``.N`` suffix, in the file's order (``id,ID`` -> ``id, ID.1``; pandas would keep
+  ``a`` and ``A``): the event ``columns_renamed`` and the asset's ``columns_renamed`` metadata
+  list them. A ``header: N`` past the rows of the file fails, as in pandas; ``skip_rows``
+  past them gives the table of an empty file (pandas' EmptyDataError, an empty DataFrame in
+  Osiris). DuckDB then reads only the data part.
 * **Rows.** Short rows are padded with NULL (pandas does too); a row with more fields than the
   header is an error naming its physical line, unless the fields past the header are empty
   or NA markers (a trailing delimiter, ``1,2,``: DuckDB drops them; pandas would take the first
@@ -42,7 +46,10 @@ pandas behaviour is reproduced, and where we deliberately differ:
   (:mod:`error_lines <.error_lines>`).
 * **NULLs.** pandas' default NA strings (:data:`PANDAS_NA_VALUES`: ``""``, ``NA``, ``NULL``,
   ``N/A``, ``NaN``, ``None``, ...) plus ``na_values``, so numeric columns with such markers still
-  read as numbers. ``keep_default_na: false`` (pandas' option) drops the default list: only
+  read as numbers. A default that holds the delimiter (``N/A`` with ``/``, ``#N/A N/A`` with a
+  space) can only be a quoted field: DuckDB refuses it as a NULL string, so the read makes it
+  NULL (pandas does too); an ``na_values`` entry holding the delimiter is an error.
+  ``keep_default_na: false`` (pandas' option) drops the default list: only
   ``na_values`` are NULL, and an empty field (quoted or not), like a field a short row lacks or a
   blank line kept by ``skip_blank_lines: false``, is the empty string (so a numeric column with
   one is text, as in pandas), except where pandas reads it as missing: in a ``parse_dates`` list
@@ -53,7 +60,8 @@ pandas behaviour is reproduced, and where we deliberately differ:
 * **Types.** Decided from every value, never from a sample alone (:mod:`types <.types>` has
   the rules): a column gets the first of BOOLEAN, BIGINT, DOUBLE (and with ``parse_dates: true``
   DATE, TIMESTAMP, TIMESTAMPTZ) that each of its values takes *faithfully*, else VARCHAR. So
-  ``00501``, ``0x1F`` or ``yes`` keep a column text, ``19.99``, ``1e3`` or ``+5`` make it DOUBLE,
+  ``00501``, ``0x1F``, ``yes`` or an integer past BIGINT (``100000000000000000000``, never
+  DOUBLE's ``1e+20``) keep a column text, ``19.99``, ``1e3``, ``+5`` or ``-0`` make it DOUBLE,
   a time of day makes a DATE column TIMESTAMP, offsets make it TIMESTAMPTZ (a mix of values with
   and without an offset stays text). The types are guessed from the first 20,480 rows; the pass
   that creates the table checks every value against them; a value that does not fit stops it,
@@ -85,6 +93,7 @@ pandas behaviour is reproduced, and where we deliberately differ:
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -202,6 +211,13 @@ class Options:
         if comment is not None and comment in (delimiter, '"'):
             raise DriverError(f"comment character {comment!r} cannot be the delimiter or the "
                               "quote character")
+        na_values = _na_values(config.get("na_values"))
+        for value in na_values:
+            if delimiter in value:
+                raise DriverError(
+                    f"`na_values` entry {value!r} contains the delimiter {delimiter!r}, so "
+                    "no unquoted field can be it. Remove it from `na_values`, or change "
+                    "`delimiter`.")
         return cls(
             path=path,
             delimiter=delimiter,
@@ -212,7 +228,7 @@ class Options:
             limit=_limit(config.get("limit")),
             parse_dates=_parse_dates(config.get("parse_dates", False)),
             dtype=_dtype(config.get("dtype")),
-            na_values=_na_values(config.get("na_values")),
+            na_values=na_values,
             keep_default_na=_bool(config.get("keep_default_na", True), "keep_default_na"),
             skip_blank_lines=bool(config.get("skip_blank_lines", True)),
             comment=comment,
@@ -227,12 +243,28 @@ class Options:
     def null_strings(self) -> tuple[str, ...]:
         """The strings DuckDB's reader reads as NULL (its ``nullstr``): pandas' defaults and
         ``na_values``; with ``keep_default_na: false`` only ``na_values`` when they include the
-        empty string, else just ``""``, which the read maps back (see :attr:`empty_is_text`)."""
+        empty string, else just ``""``, which the read maps back (see :attr:`empty_is_text`).
+        Never a default holding the delimiter (DuckDB refuses it; see
+        :attr:`nulls_after_read`)."""
         if self.keep_default_na:
-            return tuple(dict.fromkeys((*PANDAS_NA_VALUES, *self.na_values)))
+            defaults = (v for v in PANDAS_NA_VALUES if self.delimiter not in v)
+            return tuple(dict.fromkeys((*defaults, *self.na_values)))
         if "" in self.na_values:
             return tuple(dict.fromkeys(self.na_values))
         return ("",)
+
+    @property
+    def nulls_after_read(self) -> tuple[str, ...]:
+        """The strings the read itself makes NULL, past DuckDB's reader: with
+        :attr:`empty_is_text` the ``na_values``; else pandas' defaults that hold the delimiter
+        (``N/A`` with ``/``, ``#N/A N/A`` with a space). Such a string can only be a quoted
+        field, which pandas reads as NA like any other; DuckDB refuses a NULL string holding
+        its delimiter."""
+        if self.empty_is_text:
+            return tuple(dict.fromkeys(self.na_values))
+        if self.keep_default_na:
+            return tuple(v for v in PANDAS_NA_VALUES if self.delimiter in v)
+        return ()
 
     @property
     def empty_is_text(self) -> bool:
@@ -342,15 +374,20 @@ def run(ctx: StepContext, config: Mapping[str, Any],
         else:
             rows = _Extraction(ctx, opts, source, layout, scratch).run()
     ctx.log_metric("rows_read", rows)
+    metadata: dict[str, Any] = {"source_path": str(origin)}
+    renamed = renamed_columns(layout) if layout is not None else {}
+    if renamed:  # the names a SQL step and `columns` must use: an event and the asset's metadata
+        ctx.log_event("columns_renamed", renamed=renamed)
+        metadata["columns_renamed"] = renamed
     return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
-                        extra_metadata={"source_path": str(origin)})
+                        extra_metadata=metadata)
 
 
 def _resolve_file(ctx: StepContext, raw: str) -> Path:
     path = ctx.resolve_path(raw)
     if not path.exists():
         base = ""
-        if not Path(raw).expanduser().is_absolute():
+        if not os.path.isabs(os.path.expanduser(raw)):
             base = f" (relative paths resolve against {ctx.base_dir or Path.cwd()})"
         raise DriverError(f"CSV file not found: {path}{base}. Check `path` and the connection's "
                           "base_dir.")
@@ -371,12 +408,24 @@ def _inspect(source: Source, opts: Options) -> Layout | None:
 
 # -- column names and declared types --------------------------------------------------------------
 def column_names(layout: Layout) -> list[str]:
-    """pandas' names (C parser rules), made unique case-insensitively for DuckDB."""
+    """pandas' names, made unique case-insensitively for DuckDB: in the file's order, a name
+    equal to an earlier one but for case gets the first free ``.N`` (``id,ID`` -> ``id,
+    ID.1``), as pandas names an exact repeat."""
+    return _dedup(_pandas_names(layout), str.lower)
+
+
+def renamed_columns(layout: Layout) -> dict[str, str]:
+    """pandas' name -> the column's, where they differ (names differing only in case)."""
+    names = _pandas_names(layout)
+    return {old: new for old, new in zip(names, column_names(layout), strict=True) if old != new}
+
+
+def _pandas_names(layout: Layout) -> list[str]:
+    """pandas' names (C parser rules)."""
     if layout.header is None:
         return [str(i) for i in range(layout.width)]
     raw = [name if name != "" else f"Unnamed: {i}" for i, name in enumerate(layout.header)]
-    names = _dedup(raw, lambda n: n)
-    return _dedup(names, str.lower)
+    return _dedup(raw, lambda n: n)
 
 
 def _dedup(names: list[str], key: Any) -> list[str]:
@@ -603,21 +652,25 @@ class _Extraction:
         limit = f" LIMIT {min(limits)}" if limits else ""
         cols = ", ".join(quote_ident(n) for n in self.selected)
         rows = f"(SELECT {cols} FROM {self.reader.sql()}{self._space_line_guard()}{limit})"
-        if not self.opts.empty_is_text:
+        if not self.opts.empty_is_text and not self.opts.nulls_after_read:
             return rows
         return f"(SELECT {', '.join(self._value(n) for n in self.selected)} FROM {rows})"
 
     def _value(self, name: str) -> str:
-        """SQL: column ``name`` as pandas reads it with ``keep_default_na: false`` (when an
-        empty field is text, :attr:`Options.empty_is_text`): DuckDB's NULL (an empty field, quoted
-        or not, or one a short row lacks) is ``''`` (NULL where pandas reads it as missing,
-        :attr:`Options.empty_is_null`), and the ``na_values`` are NULL."""
+        """SQL: column ``name`` as pandas reads it where DuckDB's reader cannot: with
+        ``keep_default_na: false`` (when an empty field is text, :attr:`Options.empty_is_text`)
+        DuckDB's NULL (an empty field, quoted or not, or one a short row lacks) is ``''`` (NULL
+        where pandas reads it as missing, :attr:`Options.empty_is_null`); the
+        :attr:`Options.nulls_after_read` are NULL."""
         col = quote_ident(name)
-        empty = "NULL" if name in self.opts.empty_is_null else "''"
-        na = tuple(dict.fromkeys(self.opts.na_values))
+        when_empty = ""
+        if self.opts.empty_is_text:
+            empty = "NULL" if name in self.opts.empty_is_null else "''"
+            when_empty = f" WHEN {col} IS NULL THEN {empty}"
+        na = self.opts.nulls_after_read
         when_na = f" WHEN {col} IN ({', '.join(quote_literal(v) for v in na)}) THEN NULL" \
             if na else ""
-        return f"CASE WHEN {col} IS NULL THEN {empty}{when_na} ELSE {col} END AS {col}"
+        return f"CASE{when_empty}{when_na} ELSE {col} END AS {col}"
 
     def _space_line_guard(self) -> str:
         """SQL: a WHERE that stops the read at a row that may be a line of only spaces and tabs:
@@ -699,7 +752,8 @@ class _Extraction:
             fits = () if name in self.declared else self.fits[name]
             wider = fits[1:] if fits is not None else self._candidates(name)
             empty = ct.TIMESTAMP if name in self.opts.date_columns else ct.VARCHAR
-            exprs.append(f"{ct.typed(kind, col, i, wider, empty, cast)} AS {col}")
+            typed = ct.typed(kind, col, i, wider, empty, cast, declared=name in self.declared)
+            exprs.append(f"{typed} AS {col}")
         return (f"SELECT {', '.join(exprs)} FROM (SELECT {', '.join(inner)} "
                 f"FROM {self._rows(None)})")
 
@@ -739,7 +793,7 @@ class _Extraction:
         col, kind = quote_ident(name), self.declared[name]
         bad = self.con.execute(
             f"SELECT {col} FROM {self._rows(None)} WHERE {col} IS NOT NULL AND NOT "
-            f"({ct.faithful(kind, col)}) LIMIT 1").fetchone()
+            f"({ct.faithful(kind, col, declared=True)}) LIMIT 1").fetchone()
         value = str(bad[0]) if bad is not None else "?"
         spec = self.opts.dtype.get(name, kind)
         declared = f"{spec!r}" if spec == kind else f"{spec!r} ({kind})"

@@ -262,15 +262,18 @@ def inspect_layout(source: Source, *, delimiter: str, comment: str | None, skip_
     """Find the header and first data row like pandas does; None if the file has neither.
 
     pandas semantics: ``skip_rows`` drops records at the top (blank ones included); ``header: N``
-    is then the N-th non-blank, non-comment record, and records before it are discarded.
+    is then the N-th non-blank, non-comment record, and records before it are discarded. A
+    ``header: N`` past the records left fails, as in pandas ("Passed header=N but only M lines
+    in file"); none left at all is an empty file (pandas' EmptyDataError, which Osiris reads
+    as an empty DataFrame), also when ``skip_rows`` skipped them all.
     """
     with contextlib.closing(iter_records(source, delimiter, comment)) as records:
         return _find_layout(records, skip_rows=skip_rows, header=header,
-                            skip_blank_lines=skip_blank_lines)
+                            skip_blank_lines=skip_blank_lines, origin=str(source.origin))
 
 
-def _find_layout(records: Iterator[Record], *, skip_rows: int,
-                 header: bool | int, skip_blank_lines: bool) -> Layout | None:
+def _find_layout(records: Iterator[Record], *, skip_rows: int, header: bool | int,
+                 skip_blank_lines: bool, origin: str) -> Layout | None:
     taken: list[Record] = []
 
     def take() -> Record | None:
@@ -288,6 +291,8 @@ def _find_layout(records: Iterator[Record], *, skip_rows: int,
         seen = 0
         while header_fields is None:
             rec = take()
+            if rec is None and seen:
+                raise _header_past_end(origin, wanted, seen, skip_rows)
             if rec is None:
                 return None
             if is_skipped(rec, skip_blank_lines) or rec.kind == "blank":
@@ -324,6 +329,15 @@ def _find_layout(records: Iterator[Record], *, skip_rows: int,
                         for r in taken),
         has_data=first is not None,
     )
+
+
+def _header_past_end(origin: str, header: int, rows: int, skip_rows: int) -> DriverError:
+    after = f" after the {skip_rows} `skip_rows`" if skip_rows else ""
+    return DriverError(
+        f"{origin}: `header: {header}` names row {header} (counting from 0), but the file has "
+        f"only {rows} rows{after} (blank and comment lines not counted), so it has no header "
+        "row and no data. Lower `header` (or `skip_rows`), or check that `path` names the "
+        "file you meant.")
 
 
 def data_records(source: Source, layout: Layout, delimiter: str,

@@ -14,11 +14,17 @@ What each type accepts (anything else makes the column the next candidate, at la
 * BOOLEAN: ``True``/``TRUE``/``true``/``False``/``FALSE``/``false`` (pandas' spellings);
 * BIGINT: canonical integers that fit 64 bits (no sign ``+``, leading zero, ``_`` or hex): the
   value printed back is the text itself, but for spaces around it;
-* DOUBLE: decimal numbers (``1.50``, ``.5``, ``1e3``, ``+5``, ``-inf``; spaces around them
-  allowed) without leading zeros in the integer part, finite unless spelled ``inf`` or
+* DOUBLE: decimal numbers (``1.50``, ``.5``, ``1e3``, ``+5``, ``-0``, ``-inf``; spaces around
+  them allowed) without leading zeros in the integer part, finite unless spelled ``inf`` or
   ``infinity``, that a double holds: at most 15 significant digits, or the double's shortest
   text is the same number (``0.30000000000000004`` is, ``0.12345678901234567890`` or
-  ``9007199254740993`` is not: a double would round them); never rounded to 0;
+  ``9007199254740993`` is not: a double would round them); never rounded to 0. An integer
+  written without point or exponent that BIGINT cannot hold (``10000000000000000000``,
+  ``100000000000000000000``) is not taken either, though a double may hold its number: the
+  column stays text, so its values are written back as read (pandas keeps such a column as
+  integers, uint64 or Python ints, and writes them back as read; a DOUBLE column wrote
+  ``1e+20``, and ``1.0`` for every ``1`` beside it). A ``dtype`` of ``float64``/``DOUBLE``
+  still takes it (``declared``): the user asked for a double;
 * DATE: ``YYYY-MM-DD`` that prints back the same (a real calendar day);
 * TIMESTAMP: a DATE of years 0001-9999, or ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]`` without an
   offset, on a real calendar day, hours 00-23, minutes and seconds 00-59 (``24:00`` would become
@@ -61,6 +67,7 @@ _CLOCK = r"[ T]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
 _OFFSET = r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)"  # under a day, as ISO 8601 and Python
 _NAIVE = f"{_DAY}({_CLOCK})?"
 _AWARE = f"{_DAY}{_CLOCK}{_OFFSET}"
+_WIDE_INTEGER = r" *[+-]?[0-9]{19,} *"  # as many digits as BIGINT's limits, or more
 _PLAIN_DECIMAL = r" *[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+) *"
 _DECIMAL_TYPE = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", BIGINT, "HUGEINT",
@@ -72,13 +79,14 @@ MISMATCH_MARKER = "osiris_csv_type_mismatch"
 _MISMATCH = re.compile(MISMATCH_MARKER + r":(\d+):,?((?:[A-Z]+,?)*)")
 
 
-def faithful(kind: str, col: str, cast: str | None = None) -> str:
+def faithful(kind: str, col: str, cast: str | None = None, declared: bool = False) -> str:
     """SQL: the non-NULL text value ``col`` (a quoted identifier) is exactly a ``kind``.
 
     ``kind`` is one of the candidate types or any DuckDB type a ``dtype`` names (as ``typeof``
-    spells it). ``cast`` is SQL for ``TRY_CAST(col AS kind)`` computed once by the caller (the
-    typed read projects it in an inner query and reuses it as the result: a cast per value, not
-    two)."""
+    spells it); ``declared``: a ``dtype`` names it (DOUBLE then takes an integer past BIGINT
+    that a double holds). ``cast`` is SQL for ``TRY_CAST(col AS kind)`` computed once by the
+    caller (the typed read projects it in an inner query and reuses it as the result: a cast
+    per value, not two)."""
     kind = _ALIASES.get(kind, kind)
     cast = cast or f"TRY_CAST({col} AS {kind})"
     if kind == BOOLEAN:
@@ -88,7 +96,10 @@ def faithful(kind: str, col: str, cast: str | None = None) -> str:
         return _any(f"{printed} = {col}", f"{printed} = trim({col})")
     if kind == DOUBLE:
         finite = _any(f"isfinite({cast})", f"regexp_matches({col}, '(?i)inf')")
-        return _all(f"regexp_full_match({col}, '{_NUMBER}')", finite, double_holds(col, cast))
+        rules = [f"regexp_full_match({col}, '{_NUMBER}')", finite, double_holds(col, cast)]
+        if not declared:
+            rules.append(f"NOT {_past_bigint(col)}")
+        return _all(*rules)
     if kind == DATE:
         return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
     if kind == TIMESTAMP:
@@ -126,6 +137,13 @@ _CAST_GATES = {DATE: r"^([0-9]{4,}-|-?infinity$)", TIMESTAMP: r"^[0-9]{4}-",
                TIMESTAMPTZ: r"^[0-9]{4}-"}
 
 
+def _past_bigint(col: str) -> str:
+    """SQL: ``col`` is an integer (digits, no point or exponent) that BIGINT cannot hold; one
+    needs at least 19 digits, so shorter text is passed at the first test."""
+    return _all(f"length({col}) >= 19", f"regexp_full_match({col}, '{_WIDE_INTEGER}')",
+                f"TRY_CAST(trim({col}) AS BIGINT) IS NULL")
+
+
 def _all(*conditions: str) -> str:
     """SQL: every condition holds (NULL counts as false), each evaluated only for the values the
     ones before it passed. DuckDB evaluates both sides of AND and OR for every value and only
@@ -153,16 +171,16 @@ def _declared_only(kind: str, col: str, cast: str) -> str:
                 f"{scale} AND {cast} IS NOT NULL, false)")
     if kind == "FLOAT":
         same = f"TRY_CAST(CAST({cast} AS VARCHAR) AS DOUBLE) = TRY_CAST({col} AS DOUBLE)"
-        return f"({faithful(DOUBLE, col)} AND coalesce({same}, false))"
+        return f"({faithful(DOUBLE, col, declared=True)} AND coalesce({same}, false))"
     return f"coalesce(CAST({cast} AS VARCHAR) = {col}, false)"
 
 
 def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
-          empty: str = VARCHAR, cast: str | None = None) -> str:
-    """SQL: ``col`` as ``kind`` (``cast``: see :func:`faithful`); a value that does not fit
-    raises error() with :data:`MISMATCH_MARKER`, the column's ``index`` and which of the
-    ``wider`` types that value fits (see :func:`parse_mismatch`). ``kind`` None (no value seen
-    yet) gives an all-NULL column of type ``empty`` and fails on the first value."""
+          empty: str = VARCHAR, cast: str | None = None, declared: bool = False) -> str:
+    """SQL: ``col`` as ``kind`` (``cast``, ``declared``: see :func:`faithful`); a value that
+    does not fit raises error() with :data:`MISMATCH_MARKER`, the column's ``index`` and which
+    of the ``wider`` types that value fits (see :func:`parse_mismatch`). ``kind`` None (no
+    value seen yet) gives an all-NULL column of type ``empty`` and fails on the first value."""
     if kind == VARCHAR:
         return col
     fitting = ", ".join(f"CASE WHEN {faithful(k, col)} THEN '{k}' END" for k in wider)
@@ -171,7 +189,7 @@ def typed(kind: str | None, col: str, index: int, wider: tuple[str, ...],
     if kind is None:
         return f"CASE WHEN {col} IS NULL THEN CAST(NULL AS {empty}) ELSE {mismatch} END"
     value = cast or f"CAST({col} AS {kind})"
-    return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col, cast)} THEN {value} "
+    return (f"CASE WHEN {col} IS NULL OR {faithful(kind, col, cast, declared)} THEN {value} "
             f"ELSE {mismatch} END")
 
 

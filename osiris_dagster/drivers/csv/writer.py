@@ -11,7 +11,8 @@ The file matches what Osiris writes with ``DataFrame.to_csv(index=False)`` where
 * ``quoting``: minimal (only where needed), all (every field, empty ones as ``""``), or
   nonnumeric (every field of a non-numeric column); Osiris ignored this option;
 * ``newline`` lf/crlf (cr too), ``delimiter``, ``header``; ``create_dirs: false`` fails when the
-  directory is missing (Osiris always created it);
+  directory is missing (Osiris always created it); a ``path`` naming a directory (``out/``,
+  ``out/.``) fails, where pathlib would write a file ``out``;
 * ``encoding``: DuckDB only writes UTF-8, so other encodings (ascii, latin-1, utf-16 with a BOM,
   as Python writes it) are produced by streaming the UTF-8 output through Python's codecs; a
   character the encoding cannot represent fails the step, naming the column;
@@ -30,6 +31,7 @@ old content (``core/atomic_files.py``). ``chunk_size`` is accepted and ignored (
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +89,10 @@ class Options:
         path = config.get("path")
         if not isinstance(path, str) or not path.strip():
             raise DriverError("filesystem.csv_writer needs `path`: the CSV file to write")
+        if os.path.basename(path) in ("", ".", ".."):  # pathlib drops a trailing '/' or '/.'
+            example = os.path.join(os.path.normpath(path), "output.csv")
+            raise DriverError(f"`path` {path!r} names a directory, not a file: `path` must "
+                              f"name the CSV file to write, such as {example!r}")
         delimiter = config.get("delimiter", ",")
         if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
             raise DriverError(f"`delimiter` must be one character other than a quote or line "
