@@ -58,9 +58,9 @@ def make_defs(workdir: Path, sessions: Path, watch: str = "incoming/*.csv", sett
     return build_definitions([p], sessions_dir=str(sessions))
 
 
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
-         ) -> tuple[list[dg.RunRequest], str | None, str | None]:
-    sensor = defs.get_sensor_def("drops_sensor")
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None,
+         name: str = "drops_sensor") -> tuple[list[dg.RunRequest], str | None, str | None]:
+    sensor = defs.get_sensor_def(name)
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     result = sensor.evaluate_tick(ctx)
     skip = result.skip_message
@@ -426,6 +426,42 @@ def test_archive_outside_the_watch_is_accepted(tmp_path: Path, watch: str, archi
     assert result.ok, [str(d) for d in result.errors]
 
 
+@pytest.mark.parametrize("watch, archive", [
+    ("/data/incoming/*.csv", "/data"),
+    ("/data/incoming/*.csv", "/"),
+    ("incoming/*.csv", "."),
+    ("incoming/*.csv", "./"),
+    ("incoming/2026/*.csv", "incoming/2026/.."),
+    ("in/sub/*/*.csv", "in"),
+    ("incoming/exports.csv", "incoming/.."),
+    ("incoming/*.csv", ".."),
+    ("../in/*.csv", "../.."),
+    ("../in/*.csv", ".."),
+])
+def test_an_archive_holding_the_watched_directory_is_refused(tmp_path: Path, watch: str,
+                                                             archive: str) -> None:
+    """Every file is under such an archive, which the sensor never reads: no file ever ran,
+    and validate said valid."""
+    result = validate_pipeline(write(tmp_path / "x.yaml",
+                                     SENSOR_ONLY.format(watch=watch, archive=archive)))
+    assert [d.line for d in result.errors] == [8], [str(d) for d in result.errors]
+    message = str(result.errors[0])
+    assert "x.yaml:8:" in message and repr(archive) in message and repr(watch) in message
+    assert "no file would ever run" in message
+
+
+@pytest.mark.parametrize("watch, archive", [
+    ("incoming/*.csv", "../done"),  # beside the base directory, whatever it is
+    ("../in/*.csv", "../done"),
+    ("incoming/*.csv", "/data"),     # relative vs absolute: the sensor decides at run time
+])
+def test_an_archive_beside_the_watched_directory_is_accepted(tmp_path: Path, watch: str,
+                                                             archive: str) -> None:
+    result = validate_pipeline(write(tmp_path / "x.yaml",
+                                     SENSOR_ONLY.format(watch=watch, archive=archive)))
+    assert result.ok, [str(d) for d in result.errors]
+
+
 CONNECTED = """\
 oml_version: "0.1.0"
 name: drops
@@ -471,13 +507,28 @@ def test_sensor_never_rereads_its_archive_when_validate_cannot_see_it(
         assert "archive" in skip
 
 
+def test_an_archive_holding_the_watch_is_the_skip_reason(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Known only on resolved paths (watch relative to a connection's base_dir, archive_to
+    absolute): the sensor says why no file runs, not only "no new files"."""
+    base = tmp_path / "landing"
+    conns = write(workdir / "osiris_connections.yaml",
+                  f"version: 1\nconnections:\n  filesystem:\n    drop:\n"
+                  f"      base_dir: \"{base}\"\n")
+    p = write(workdir / "drops.yaml", CONNECTED.format(archive=base))
+    defs = build_definitions([p], sessions_dir=str(tmp_path / "s"), connections_file=str(conns))
+    csv_file(base / "in" / "a.csv", 3)
+    requests, cursor, skip = tick(defs, instance, None)
+    assert requests == [] and cursor is None
+    assert f"the archive directory {base} holds the watch directory {base / 'in'}" in skip
+
+
 # -- new versions with the same path, size and mtime (item 6) ------------------------------------
-def _run(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest
-         ) -> dg.ExecuteInProcessResult:
+def _run(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest,
+         sensor: str = "drops_sensor") -> dg.ExecuteInProcessResult:
     """Execute a sensor's request the way the daemon does (its run key and sensor tags)."""
-    tags = {**request.tags, "dagster/run_key": request.run_key,
-            "dagster/sensor_name": "drops_sensor"}
-    return defs.resolve_job_def("drops").execute_in_process(
+    tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": sensor}
+    return defs.resolve_job_def(defs.get_sensor_def(sensor).job_name).execute_in_process(
         instance=instance, run_config=request.run_config, tags=tags, raise_on_error=False)
 
 

@@ -318,3 +318,215 @@ def test_a_file_appended_to_while_its_step_reads_it_is_not_passed_on(
     result = _run(defs, instance, again)
     assert result.success, failure_description(result)
     assert (workdir / "out" / "daily.csv").read_text() == "n,total\n4,102\n"
+
+
+# -- a step that names its file by name_param (under a connection's base_dir) --------------------
+BY_NAME = """\
+oml_version: "0.1.0"
+name: named
+params:
+  input_path: {{default: none.csv}}
+  input_name: {{default: none.csv}}
+x-dagster:
+  sensor: {{watch: "in/*.csv", param: input_path, name_param: input_name, settle_seconds: 0,
+           archive_to: done}}
+steps:
+  - id: load
+    component: filesystem.csv_extractor
+    mode: read
+    config: {load}
+  - id: save
+    component: filesystem.csv_writer
+    mode: write
+    config: {{path: "out/all_${{params.input_name}}"}}
+"""
+READS_BY_NAME = {  # the step names the file by its name alone: the path is not in its config
+    "connection base_dir": '{connection: "@filesystem.inbox", path: "${params.input_name}"}',
+    "relative to the cwd": '{path: "in/${params.input_name}"}',
+}
+
+
+def _by_name_defs(workdir: Path, tmp_path: Path, load: str) -> dg.Definitions:
+    conns = write(workdir / "osiris_connections.yaml",
+                  "version: 1\nconnections:\n  filesystem:\n    inbox:\n      base_dir: in\n")
+    return build_definitions([write(workdir / "named.yaml", BY_NAME.format(load=load))],
+                             sessions_dir=str(tmp_path / "s"), connections_file=str(conns))
+
+
+@pytest.mark.parametrize("load", READS_BY_NAME.values(), ids=READS_BY_NAME.keys())
+def test_a_file_named_by_name_param_replaced_before_its_run_is_not_read(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance, load: str) -> None:
+    """Only a step whose config held the absolute path was checked: this one read the next
+    export, the run succeeded without archiving it, and the next tick delivered it again."""
+    defs = _by_name_defs(workdir, tmp_path, load)
+    src = csv_file(workdir / "in" / "a.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None, "named_sensor")
+    os.replace(csv_file(workdir / "in" / ".a.csv.tmp", 5), src)  # the next export
+    result = _run(defs, instance, first, "named_sensor")
+    assert not result.success
+    message = failure_description(result)
+    assert f"{src} is not the version of the file the sensor started this run for" in message
+    assert not (workdir / "out").exists()  # nothing read, nothing written
+
+    (second,), cursor, _ = tick(defs, instance, cursor, "named_sensor")
+    result = _run(defs, instance, second, "named_sensor")
+    assert result.success, failure_description(result)
+    assert (workdir / "out" / "all_a.csv").read_text() == "v\n" + "".join(
+        f"{i}\n" for i in range(5))
+    assert not src.exists() and (workdir / "done" / "a.csv").is_file()
+    assert tick(defs, instance, cursor, "named_sensor")[0] == []
+
+
+@pytest.mark.parametrize("load", READS_BY_NAME.values(), ids=READS_BY_NAME.keys())
+def test_a_file_named_by_name_param_appended_to_while_read_is_not_passed_on(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch, load: str) -> None:
+    from osiris_dagster.drivers.csv import extractor as csv_extractor
+
+    read = csv_extractor.run
+    src = csv_file(workdir / "in" / "a.csv", 3)
+
+    def appending_while_reading(ctx: Any, config: Any, inputs: Any) -> Any:
+        result = read(ctx, config, inputs)
+        with open(src, "a", encoding="utf-8") as fh:
+            fh.write("99\n")
+        return result
+
+    defs = _by_name_defs(workdir, tmp_path, load)
+    (request,), _, _ = tick(defs, instance, None, "named_sensor")
+    monkeypatch.setattr(csv_extractor, "run", appending_while_reading)
+    result = _run(defs, instance, request, "named_sensor")
+    assert not result.success
+    assert f"{src} changed while this step read it" in failure_description(result)
+    assert not (workdir / "out").exists() and src.exists()
+
+
+# -- the next export lands while the run archives its file ---------------------------------------
+def _next_export(src: Path, rows: int) -> Callable[[], None]:
+    """The producer's next version, written to a temporary file and renamed over ``src``,
+    once (the first call)."""
+    done: list[bool] = []
+
+    def land() -> None:
+        if not done:
+            done.append(True)
+            os.replace(csv_file(src.with_name(f".{src.name}.tmp"), rows), src)
+    return land
+
+
+def _archive_racing(workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+                    monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> tuple[Path, str]:
+    """Run the version of incoming/daily.csv (3 rows) the sensor saw, with the next version (5
+    rows) landing right after the archive calls ``module.name``; then the next tick's run.
+    Returns the file's path and the first run's id."""
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None)
+    land, real = _next_export(src, 5), getattr(module, name)
+
+    def racing(*args: Any) -> Any:
+        result = real(*args)
+        land()
+        return result
+
+    monkeypatch.setattr(module, name, racing)
+    result = _run(defs, instance, first)
+    monkeypatch.setattr(module, name, real)
+    assert result.success, failure_description(result)
+    first_id = result.run_id
+    assert src.read_text() == "v\n0\n1\n2\n3\n4\n"  # the next version is there, whole
+    requests, cursor, _ = tick(defs, instance, cursor)
+    assert [r.tags["osiris/file"] for r in requests] == [str(src)]  # it runs, once
+    result = _run(defs, instance, requests[0])
+    assert result.success, failure_description(result)
+    assert (workdir / "out" / "daily.csv").read_text() == "n,total\n5,10\n"
+    assert not src.exists() and tick(defs, instance, cursor)[0] == []
+    return src, first_id
+
+
+def test_a_version_landing_between_the_check_and_the_archive_is_not_archived(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was archived without ever running (the check had passed on the version before)."""
+    from osiris_dagster.dagster_layer import assets
+
+    src, first = _archive_racing(workdir, tmp_path, instance, monkeypatch, assets,
+                                 "file_change")
+    # only the version that ran was archived, by the second run: the first archived nothing
+    assert sorted(p.name for p in (workdir / "processed").iterdir()) == ["daily.csv"]
+    assert (workdir / "processed" / src.name).read_text() == "v\n0\n1\n2\n3\n4\n"
+    (replaced,) = [e for e in events(tmp_path / "s" / first)
+                   if e["event"] == "file_changed_during_run"]
+    assert replaced["path"] == str(src) and "replaced by another file" in replaced["change"]
+
+
+def test_a_version_landing_between_the_archive_link_and_unlink_is_kept(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unlink of the watched name removed the next version, which never ran."""
+    from osiris_dagster.dagster_layer import automation
+
+    _archive_racing(workdir, tmp_path, instance, monkeypatch, automation, "publish_new")
+    archived = sorted((workdir / "processed").iterdir())
+    assert sorted(p.read_text() for p in archived) == ["v\n0\n1\n2\n", "v\n0\n1\n2\n3\n4\n"]
+
+
+def test_a_taken_version_that_was_not_delivered_is_put_back_beside_an_even_newer_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from osiris_dagster.dagster_layer import automation
+    from osiris_dagster.runtime.filewatch import fingerprint
+
+    src = write(tmp_path / "in" / "x.csv", "v1\n")
+    delivered = fingerprint(str(src))
+    os.replace(write(tmp_path / "in" / ".x.tmp", "v2\n"), src)  # after the run's last check
+    land = _next_export(src, 3)  # and v3 once the archive took v2 away
+
+    def newest_lands(path: str) -> Any:
+        land()
+        return fingerprint(path)
+
+    monkeypatch.setattr(automation, "fingerprint", newest_lands)
+    run_id = str(uuid.uuid4())
+    with pytest.raises(automation.NotTheDeliveredVersion) as caught:
+        archive_file(str(src), str(tmp_path / "done"), run_id, delivered)
+    assert "replaced by another file" in caught.value.change
+    assert caught.value.kept == src.with_name(f"x.not-archived-{run_id[:8]}.csv")
+    assert caught.value.kept.read_text() == "v2\n" and src.read_text() == "v\n0\n1\n2\n"
+    assert list((tmp_path / "done").iterdir()) == []  # nothing archived, nothing left there
+
+
+def test_archiving_across_filesystems_still_keeps_a_newer_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename into another filesystem fails (EXDEV): the file is taken beside its name,
+    copied into the archive, and a version landing meanwhile stays."""
+    import errno
+
+    from osiris_dagster.dagster_layer import automation
+    from osiris_dagster.runtime.filewatch import fingerprint
+
+    done = tmp_path / "done"
+    rename = os.rename
+
+    def other_device(a: Any, b: Any) -> None:
+        if Path(a).parent != done and Path(b).parent == done:  # from in/ into done/
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        rename(a, b)
+
+    monkeypatch.setattr(os, "rename", other_device)
+    monkeypatch.setattr(automation, "publish_new", _racing(automation.publish_new, done))
+    src = write(tmp_path / "in" / "x.csv", "v1\n")
+    dest = archive_file(str(src), str(done), str(uuid.uuid4()), fingerprint(str(src)))
+    assert dest == done / "x.csv" and dest.read_text() == "v1\n"
+    assert src.read_text() == "v\n0\n1\n2\n"  # the version that landed while it was copied
+    assert sorted(p.name for p in src.parent.iterdir()) == ["x.csv"]
+
+
+def _racing(publish: Callable[[Path, Path], bool], into: Path) -> Callable[[Path, Path], bool]:
+    """``publish``, and the first time it links a file into ``into``, the next version of the
+    watched file lands (``in/x.csv``, beside the archive)."""
+    def racing(tmp: Path, target: Path) -> bool:
+        ok = publish(tmp, target)
+        if target.parent == into:
+            _next_export(into.parent / "in" / "x.csv", 3)()
+        return ok
+    return racing

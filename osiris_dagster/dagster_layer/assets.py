@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.storage.tags import RETRY_ON_ASSET_OR_OP_FAILURE_TAG
 
-from osiris_dagster.core.errors import PipelineInvalidError, StepError
+from osiris_dagster.core.errors import OsirisError, PipelineInvalidError, StepError
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import dagster_name
 from osiris_dagster.dagster_layer.asset_inputs import (
@@ -34,6 +34,7 @@ from osiris_dagster.dagster_layer.automation import (
     TAG_ARCHIVE_TO,
     TAG_FILE,
     TAG_FINGERPRINT,
+    NotTheDeliveredVersion,
     archive_file,
     build_schedules,
     build_sensors,
@@ -55,9 +56,11 @@ from osiris_dagster.dagster_layer.run_sessions import (
 )
 from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTranslator
 from osiris_dagster.oml import Pipeline, validate_pipeline
-from osiris_dagster.oml.model import canonical_json
+from osiris_dagster.oml.model import Step, canonical_json
 from osiris_dagster.runtime.checks import specs_from_config
+from osiris_dagster.runtime.connections import Connections
 from osiris_dagster.runtime.deliveries import hand_back
+from osiris_dagster.runtime.filewatch import Fingerprint
 from osiris_dagster.runtime.python_values import close_readers
 from osiris_dagster.runtime.runner import (
     StepOutcome,
@@ -279,7 +282,10 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                                                  "session_dir": str(session.dir)}})
     close_readers(session.location)  # relations given to finished assets of this process
     selected = _selected_steps(context, pipeline)
-    _refuse_replaced_file(context, session, pipeline, step_id, selected)
+    reads_file = _reads_sensor_file(context, pipeline.step(step_id),
+                                    lambda: osiris.connections(pipeline.path))
+    if reads_file:
+        _refuse_replaced_file(context, session, pipeline, step_id, selected)
     try:
         asset_refs = asset_tables(context, session, pipeline, step_id, asset_views or {})
         outcome = run_step(pipeline, step_id, session, upstream_refs,
@@ -297,7 +303,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         if not exc.retryable:
             _no_run_retry(context)
         raise _step_failure(session, exc) from None
-    _refuse_replaced_file(context, session, pipeline, step_id, selected, after_read=True)
+    if reads_file:
+        _refuse_replaced_file(context, session, pipeline, step_id, selected, after_read=True)
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
@@ -546,17 +553,15 @@ def _fail_step(context: dg.AssetExecutionContext, session: Session, pipeline: Pi
 def _refuse_replaced_file(context: dg.AssetExecutionContext, session: Session,
                           pipeline: Pipeline, step_id: str, selected: Sequence[str],
                           after_read: bool = False) -> None:
-    """Fail the step that reads the sensor's file (its config names the file) when the file is
-    no longer the version the sensor started this run for. Before the read: replaced by a
+    """Fail the step that reads the sensor's file (see :func:`_reads_sensor_file`) when the
+    file is no longer the version the sensor started this run for. Before the read: replaced by a
     newer export of the same name while the run waited in the queue, this run would read that
     version, which the sensor starts a run of its own for. ``after_read``: it changed while the
     step read it (its writer appended to it), so the table may hold rows of two versions, and
     passing it on would write those rows twice into an append target. The run fails (not
     retried), the file stays."""
     tags = context.run.tags
-    path = tags.get(TAG_FILE)
-    if not path or not _mentions(pipeline.step(step_id).config, path):
-        return
+    path = tags[TAG_FILE]
     found = file_replaced(path, tags.get(TAG_FINGERPRINT))
     if found is None:
         return
@@ -575,6 +580,34 @@ def _refuse_replaced_file(context: dg.AssetExecutionContext, session: Session,
     _fail_step(context, session, pipeline, selected, step_id, message)
     _no_run_retry(context)
     raise dg.Failure(description=message, allow_retries=False)
+
+
+def _reads_sensor_file(context: dg.AssetExecutionContext, step: Step,
+                       connections: Callable[[], Connections]) -> bool:
+    """Whether this step of a sensor's run reads the sensor's file: a step that is not a
+    writer (a writer reads its upstream table, never the file) whose config holds the file's
+    path (the sensor's ``param``), or whose ``path``, resolved as its driver resolves it
+    (against its @filesystem connection's base_dir, else the working directory), is that file
+    (a ``name_param`` under a connection's base_dir, ``in/${params.input_name}``)."""
+    path = context.run.tags.get(TAG_FILE)
+    if not path or step.mode == "write":
+        return False
+    if _mentions(step.config, path):
+        return True
+    raw = step.config.get("path")
+    if not isinstance(raw, str) or not raw:
+        return False
+    read = Path(os.path.expanduser(raw))  # as the driver does: `~tilde.csv` is a name
+    if not read.is_absolute():
+        base: Path | None = None
+        ref = step.connection_ref
+        if ref is not None and ref.startswith("@filesystem."):
+            try:
+                base = connections().resolve("filesystem", ref).base_dir
+            except OsirisError:
+                return True  # cannot tell where it reads: checked (it fails to resolve too)
+        read = (base or Path.cwd()) / read
+    return os.path.realpath(read) == os.path.realpath(path)
 
 
 def _mentions(value: Any, text: str) -> bool:
@@ -603,8 +636,9 @@ def _finish(context: dg.AssetExecutionContext, session: Session, pipeline: Pipel
 def _archive_input(context: dg.AssetExecutionContext, session: Session,
                    tags: Mapping[str, str]) -> None:
     """Move the sensor's file to archive_to, unless it is no longer the version the sensor
-    started this run for (its writer was still appending): then it stays, and its new version
-    has a new run key, so the next tick runs it again."""
+    started this run for (its writer was still appending, or renamed its next version over it,
+    even while this archives it): then that version stays, and has a new run key, so the next
+    tick runs it."""
     path = tags[TAG_FILE]
     change = file_change(path, tags.get(TAG_FINGERPRINT))
     if change:
@@ -615,7 +649,15 @@ def _archive_input(context: dg.AssetExecutionContext, session: Session,
         session.log_event("file_changed_during_run", path=path, change=change)
         return
     try:
-        dest = archive_file(path, tags[TAG_ARCHIVE_TO], context.run_id)
+        dest = archive_file(path, tags[TAG_ARCHIVE_TO], context.run_id,
+                            Fingerprint.parse(tags.get(TAG_FINGERPRINT)))
+    except NotTheDeliveredVersion as exc:
+        context.log.warning(
+            f"{path} was replaced after this run's last check ({exc.change}): the version this "
+            f"run read is no longer there, so nothing was archived. The version found there "
+            f"was left at {exc.kept} for the next sensor tick, which runs it.")
+        session.log_event("file_changed_during_run", path=path, change=exc.change,
+                          kept=str(exc.kept))
     except OSError as exc:
         context.log.warning(f"could not archive {path}: {exc}")
         session.log_event("file_archive_failed", path=path, error=str(exc))

@@ -7,6 +7,7 @@ import itertools
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,11 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
         if not root.is_dir():
             return dg.SkipReason(f"watch directory {root} does not exist (pattern {pattern})")
         archive = _archive_dir(settings, base)
+        if archive is not None and _inside(root, archive):
+            return dg.SkipReason(
+                f"the archive directory {archive} holds the watch directory {root} (pattern "
+                f"{pattern}): files under the archive are never picked up, so no file runs; "
+                "set archive_to to a directory outside the watched one")
         cursor = Cursor.parse(context.cursor)
         plan = plan_runs(scan(pattern, exclude=archive), cursor, time.time_ns(),
                          settings.settle_seconds, settings.max_runs_per_tick,
@@ -294,46 +300,125 @@ def file_replaced(path: str, recorded: str | None) -> str | None:
     return f"expected version {expected.dump()}, found {shown} ({change})"
 
 
-def archive_file(path: str, archive_to: str, run_id: str) -> Path:
-    """Move a processed file into archive_to, never over a file there: it is linked under the
-    first free name (a link fails when the name is taken, so two runs archiving files of one
-    name at once keep both), then unlinked. Across filesystems (or where links are refused) it
-    is copied to a temporary file there first, which is linked the same way."""
+class NotTheDeliveredVersion(Exception):
+    """:func:`archive_file` found another version at the watched name than the one the run
+    delivered: nothing was archived, and that version is at ``kept`` (the watched name, or
+    beside it when an even newer one took the name meanwhile)."""
+
+    def __init__(self, change: str, kept: Path) -> None:
+        super().__init__(change)
+        self.change, self.kept = change, kept
+
+
+def archive_file(path: str, archive_to: str, run_id: str,
+                 delivered: Fingerprint | None = None) -> Path:
+    """Move a processed file into archive_to, never over a file there, and never a version
+    other than ``delivered`` (the one its run read).
+
+    The watched name is first renamed to a private name in archive_to: a rename is atomic, so
+    the version there at that instant is the one taken, and a producer's next version landing
+    at the name from then on stays there. The taken file is compared with ``delivered`` (inode,
+    size, mtime and content digest; the rename moved its ctime). The delivered one is linked
+    under the first free name (a link fails when the name is taken, so two runs archiving files
+    of one name at once keep both); another one (renamed over the name after the run's last
+    check) is put back, never over a file, and NotTheDeliveredVersion raised. Across
+    filesystems the private name is beside the watched one, and the file is copied to a
+    temporary file in archive_to first, which is linked the same way."""
     src = Path(path)
     dest_dir = Path(archive_to)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    held = _take(src, dest_dir)
     try:
-        dest = _link_under_free_name(src, dest_dir, src, run_id)
-    except OSError as exc:
-        if exc.errno not in _NO_LINK:
-            raise
-        with owned_temporary(dest_dir / src.name, dest_dir) as tmp:
-            try:
-                shutil.copy2(src, tmp)
-                dest = _link_under_free_name(tmp, dest_dir, src, run_id)
-            finally:
-                remove_quietly(tmp)
-    try:
-        os.unlink(src)
+        change = delivered.differences(fingerprint(str(held)), ctime=False) \
+            if delivered else None
+        if change is None:
+            return _archive_held(held, dest_dir, src, run_id)
     except OSError:
-        remove_quietly(dest)  # not archived: left where it was, not in both places
+        _put_back(held, src, run_id)
+        raise
+    raise NotTheDeliveredVersion(change, _put_back(held, src, run_id))
+
+
+def _take(src: Path, dest_dir: Path) -> Path:
+    """Rename src to a private name in dest_dir, or beside src when dest_dir is on another
+    filesystem (not a temporary file that housekeeping would remove)."""
+    stem = os.fsdecode(os.fsencode(src.name)[:150])
+    private = f".{stem}.{uuid.uuid4().hex[:12]}.archiving"
+    try:
+        os.rename(src, dest_dir / private)
+        return dest_dir / private
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    os.rename(src, src.with_name(private))
+    return src.with_name(private)
+
+
+def _archive_held(held: Path, dest_dir: Path, src: Path, run_id: str) -> Path:
+    """Give the taken file its archive name (``<stem>.<run id>.<suffix>`` when src's is
+    taken); from beside src (another filesystem) through a copy in dest_dir."""
+    if held.parent == dest_dir:
+        return _move_under_free_name(held, dest_dir, src, run_id[:8])
+    with owned_temporary(dest_dir / src.name, dest_dir) as tmp:
+        try:
+            shutil.copy2(held, tmp)
+            dest = _move_under_free_name(tmp, dest_dir, src, run_id[:8])
+        finally:
+            remove_quietly(tmp)
+    try:
+        os.unlink(held)
+    except OSError:
+        remove_quietly(dest)  # not archived: put back where it was, not in both places
         raise
     return dest
+
+
+def _put_back(held: Path, src: Path, run_id: str) -> Path:
+    """Return a taken file to src, or, when a newer version took that name meanwhile, beside
+    it as ``<stem>.not-archived-<run>.<suffix>``; never over a file."""
+    try:
+        return _move_under_free_name(held, src.parent, src, f"not-archived-{run_id[:8]}")
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror or exc}; the file is at {held}") from exc
 
 
 # link() errors that mean "copy instead": another filesystem, or one without hard links
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
 
 
-def _link_under_free_name(file: Path, dest_dir: Path, src: Path, run_id: str) -> Path:
-    for name in _archive_names(src, run_id):
-        if publish_new(file, dest_dir / name):
+def _move_under_free_name(file: Path, dest_dir: Path, src: Path, tag: str) -> Path:
+    """Move file into dest_dir under the first free name of :func:`_free_names`."""
+    for name in _free_names(src, tag):
+        if _move_new(file, dest_dir / name):
             return dest_dir / name
     raise AssertionError("unreachable: the names never end")
 
 
-def _archive_names(src: Path, run_id: str) -> Iterator[str]:
+def _move_new(file: Path, target: Path) -> bool:
+    """Move file to target unless a file is there (False: nothing changed): linked, then
+    unlinked, so a file landing at target meanwhile is never replaced. Where links are refused
+    (a filesystem without them) it is renamed once target is seen free."""
+    try:
+        if not publish_new(file, target):
+            return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINK or exc.errno == errno.EXDEV:
+            raise
+        if os.path.lexists(target):
+            return False
+        os.rename(file, target)
+        return True
+    try:
+        os.unlink(file)
+    except OSError:
+        remove_quietly(target)  # in one place, not in both
+        raise
+    return True
+
+
+def _free_names(src: Path, tag: str) -> Iterator[str]:
+    """src's name, then ``<stem>.<tag><suffix>``, then ``<stem>.<tag>.<n><suffix>``."""
     yield src.name
-    yield f"{src.stem}.{run_id[:8]}{src.suffix}"
+    yield f"{src.stem}.{tag}{src.suffix}"
     for n in itertools.count(2):
-        yield f"{src.stem}.{run_id[:8]}.{n}{src.suffix}"
+        yield f"{src.stem}.{tag}.{n}{src.suffix}"

@@ -11,7 +11,7 @@ from osiris_dagster.oml.config_checks import CONNECTION_REF
 from osiris_dagster.oml.cron import cron_problem, cron_warning
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.model import ScheduleSettings, SensorSettings, freeze
-from osiris_dagster.oml.watch_globs import archive_in_watch
+from osiris_dagster.oml.watch_globs import archive_holds_watch, archive_in_watch
 from osiris_dagster.oml.x_dagster_fields import unknown_keys, valid_timezone
 from osiris_dagster.oml.yaml_lines import LineDict, LineList, to_plain
 
@@ -154,11 +154,19 @@ def sensor_settings(body: LineDict, param_names: set[str], out: Collector
 def _archive_outside_watch(body: LineDict, watch: str, archive: str, label: str,
                            out: Collector) -> bool:
     """An archive directory the glob still matches makes every archived file a new file: it
-    would run again, forever. Decided here when both are relative (they share the sensor's base
+    would run again, forever; one that holds the watched directory hides every file from the
+    sensor, so none ever runs. Decided here when both are relative (they share the sensor's base
     directory, whatever it is) or both absolute; a mixed pair depends on the base directory, so
     the sensor leaves its resolved archive directory out of the watch instead."""
     if not archive_in_watch(watch, archive):
-        return True
+        if not archive_holds_watch(watch, archive):
+            return True
+        out.error(body.line_of("archive_to"),
+                  f"{label}.archive_to {archive!r} holds the directory the glob {watch!r} "
+                  "watches: every file is under the archive, which the sensor never reads, so "
+                  "no file would ever run. Archive to a directory beside the watched one "
+                  "(e.g. 'processed/' next to 'incoming/')")
+        return False
     out.error(body.line_of("archive_to"),
               f"{label}.archive_to {archive!r} is inside the watched glob {watch!r}: every "
               "archived file would match again and re-run forever. Archive to a directory "

@@ -1,7 +1,8 @@
 """What a sensor's ``watch`` glob reaches: its absolute form, the directory that must exist, and
 whether an archive directory lies inside it. Pure path logic with glob's own rules, no I/O.
 
-Used by ``validate`` (an archive inside the watched glob is an error) and by the sensor.
+Used by ``validate`` (an archive inside the watched glob, or holding its directory, is an error)
+and by the sensor.
 """
 
 from __future__ import annotations
@@ -44,6 +45,29 @@ def archive_in_watch(pattern: str, archive_dir: str) -> bool:
     if (pat[:1] == ["/"]) != (arch[:1] == ["/"]) or ".." in arch:
         return False  # different bases, or escaping the base: decided on resolved paths
     return any(_one_name_left(rest) for rest in _rest_after_dir(tuple(pat), tuple(arch)))
+
+
+def archive_holds_watch(pattern: str, archive_dir: str) -> bool:
+    """Whether archive_dir is the glob's fixed directory part or one above it: every
+    file the glob matches is then under the archive, which the sensor never reads.
+
+    Both must be absolute, or both relative to the same base; a pair that depends on what the
+    base is (``../done`` against ``in/*.csv``) is False, left to the sensor's resolved paths."""
+    pat = _components(os.path.expanduser(pattern))
+    fixed = next((i for i, p in enumerate(pat) if glob.has_magic(p)), len(pat) - 1)
+    root = pat[:fixed]  # the directory part before the first wildcard (or the file's name)
+    arch = _components(os.path.expanduser(archive_dir))
+    if (root[:1] == ["/"]) != (arch[:1] == ["/"]):
+        return False
+    up_root, up_arch = _ups(root), _ups(arch)
+    if up_arch > up_root:  # above the glob's directory only when it goes no further down
+        return len(arch) == up_arch
+    return up_arch == up_root and root[:len(arch)] == arch
+
+
+def _ups(parts: Sequence[str]) -> int:
+    """How many leading `..` a normalised path has."""
+    return next((i for i, p in enumerate(parts) if p != ".."), len(parts))
 
 
 def _components(path: str) -> list[str]:

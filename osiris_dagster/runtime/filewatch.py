@@ -77,8 +77,9 @@ class Fingerprint:
         return (self.size, self.mtime_ns, self.ctime_ns, self.inode) == (
             f.size, f.mtime_ns, f.ctime_ns, f.inode)
 
-    def differences(self, now: Fingerprint | None) -> str | None:
-        """What changed since this fingerprint, in words (None: nothing)."""
+    def differences(self, now: Fingerprint | None, ctime: bool = True) -> str | None:
+        """What changed since this fingerprint, in words (None: nothing). ``ctime=False``: of
+        a file this process renamed since (a rename moves its ctime)."""
         if now is None:
             return "the file is unreadable or being written right now"
         out = []
@@ -88,7 +89,7 @@ class Fingerprint:
             out.append("modification time changed")
         if now.inode != self.inode:
             out.append("replaced by another file")
-        elif now.ctime_ns != self.ctime_ns:
+        elif ctime and now.ctime_ns != self.ctime_ns:
             out.append("status change time changed (written, touched or moved)")
         if now.digest != self.digest:
             out.append("content changed")
