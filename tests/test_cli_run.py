@@ -254,6 +254,25 @@ steps:
         blocking, out.stdout
 
 
+def test_a_drivers_notice_is_printed_and_logged(tmp_path: Path) -> None:
+    """Header names differing only in case were renamed with only an event in events.jsonl
+    (a review found the renaming silent); a driver now has a notice: a `!` line of the CLI,
+    a warning in Dagster's run log, and the event `notice`."""
+    write(tmp_path / "case.csv", "id,ID,Name,name\n1,2,a,b\n")
+    p = write(tmp_path / "case.yaml", """\
+oml_version: "0.1.0"
+name: case
+steps:
+  - {id: read, component: filesystem.csv_extractor, mode: read, config: {path: case.csv}}
+""")
+    out = cli("run", str(p), "--sessions-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ("  ! read: column names that differ only in case are kept apart (DuckDB's column "
+            "names ignore case): 'ID' as 'ID.1', 'name' as 'name.1'") in out.stdout, out.stdout
+    events = "".join(f.read_text() for f in (tmp_path / "s").rglob("events.jsonl"))
+    assert '"event": "notice"' in events or '"event":"notice"' in events
+
+
 def test_ctrl_c_names_what_became_of_the_step(tmp_path: Path) -> None:
     """Ctrl-C during a step printed `failed: ...DagsterExecutionInterruptedError`, not what
     the session recorded (stopped, or finished while stopping: its rows written)."""

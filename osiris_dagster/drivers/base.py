@@ -132,6 +132,11 @@ class StepContext(Protocol):
 
     def log_event(self, name: str, **fields: Any) -> None: ...
 
+    def notice(self, text: str) -> None:
+        """What a person watching the run should read: a ``!`` line of the CLI, a warning in
+        Dagster's run log, and the session event ``notice`` (masked on every path)."""
+        ...
+
     def progress(self, rows: int | None = None, message: str | None = None) -> None:
         """Report progress of a long step (shown by the CLI and in the Dagster logs)."""
         ...

@@ -216,7 +216,7 @@ def run_step(
                                output_table=step_table(pipeline, step.id),
                                connection=resolved.values if resolved else None,
                                base_dir=resolved.base_dir if resolved else None,
-                               on_progress=on_progress,
+                               on_progress=on_progress, on_notice=on_notice,
                                sealed_reuse=step.component in SEALED_COMPONENTS,
                                park_when_done=step.component in SEALED_COMPONENTS and
                                sql_step_follows(pipeline, step.id, selected)) as ws:

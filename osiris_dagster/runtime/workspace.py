@@ -51,6 +51,7 @@ class StepWorkspace:
         connection: Mapping[str, Any] | None = None,
         base_dir: Path | None = None,
         on_progress: ProgressCallback | None = None,
+        on_notice: Callable[[str, str], None] | None = None,
         sealed_reuse: bool = False,
         park_when_done: bool = False,
     ) -> None:
@@ -67,6 +68,7 @@ class StepWorkspace:
         self.artifacts_dir = session.artifacts_dir(step_id)
         self.tmp_dir = session.tmp_dir
         self._on_progress = on_progress
+        self._on_notice = on_notice
         self._attached: dict[str, str] = {}  # session location -> prefix of its tables
         self._reader_aliases: dict[str, str] = {}  # location of another session -> alias
         self._prefix = ""  # the session's `catalog.schema`, set when opened
@@ -369,6 +371,11 @@ class StepWorkspace:
 
     def log_event(self, name: str, **fields: Any) -> None:
         self.session.log_event(name, step_id=self.step_id, **fields)
+
+    def notice(self, text: str) -> None:
+        self.log_event("notice", message=text)
+        if self._on_notice is not None:
+            self._on_notice(self.step_id, text)
 
     def mark_commit_started(self) -> None:
         """See :func:`osiris_dagster.drivers.base.commit_started`."""

@@ -101,6 +101,11 @@ def test_max_pages(graphql: FakeGraphQL, run_driver: RunDriver) -> None:
     assert ran.column("id") == list(range(6))
     assert len(graphql.requests) == 2
     assert any(e["event"] == "graphql_max_pages_reached" for e in ran.events)
+    # rows the server still had: a notice (CLI `!`, Dagster warning), not only an event
+    notices = [e["message"] for e in ran.events if e["event"] == "notice"]
+    assert notices == ["stopped after max_pages (2) although the answer says more pages "
+                       "follow: the table holds only the rows of these pages (raise max_pages, "
+                       "or set it to 0 for no limit)"]
 
 
 def test_columns_first_seen_on_a_later_page_are_kept(graphql: FakeGraphQL,

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import duckdb
 
+from osiris_dagster.drivers.graphql import extractor as gq
 from osiris_dagster.drivers.staging.json_records import JsonStager
+
+from .conftest import FakeGraphQL, RunDriver, canned
+from .test_graphql import config
 
 
 def _table(tmp_path: Path, records: list[dict], declared: tuple[str, ...] = ()
@@ -47,3 +51,12 @@ def test_a_declared_key_keeps_its_name_and_a_real_suffixed_key_is_not_taken(
     values = dict(zip(types, rows[0], strict=True))
     assert values == {"uuid": None, "Uuid.1": "x", "name.1": "real", "Name.2": "U", "name": "l"}
     assert renamed == {"Uuid": "Uuid.1", "Name": "Name.2"}
+
+
+def test_the_renaming_is_a_notice(graphql: FakeGraphQL, run_driver: RunDriver) -> None:
+    graphql.script.append(canned(200, {"data": {"items": [{"name": "lower", "Name": "UPPER"}]}}))
+    ran = run_driver(gq, config(graphql.endpoint, data_path="data.items",
+                                query="{ items { name Name } }"))
+    assert [e["message"] for e in ran.events if e["event"] == "notice"] == [
+        "keys that differ only in case are kept apart (DuckDB's column names ignore case): "
+        "'Name' as 'Name.1'"]

@@ -378,6 +378,7 @@ def run(ctx: StepContext, config: Mapping[str, Any],
     renamed = renamed_columns(layout) if layout is not None else {}
     if renamed:  # the names a SQL step and `columns` must use: an event and the asset's metadata
         ctx.log_event("columns_renamed", renamed=renamed)
+        ctx.notice(_renamed_notice(renamed))
         metadata["columns_renamed"] = renamed
     return DriverResult(table=ctx.output_table, rows_read=rows, rows_written=rows,
                         extra_metadata=metadata)
@@ -859,3 +860,10 @@ class _Extraction:
         line = find_value_line(self.source, self.layout, self.opts.delimiter,
                                self.opts.comment, index, value) if index >= 0 else None
         return f" at line {line}" if line else ""
+
+
+def _renamed_notice(renamed: Mapping[str, str]) -> str:
+    """The notice for header names made unique ignoring case (DuckDB's names ignore case)."""
+    pairs = ", ".join(f"{old!r} as {new!r}" for old, new in renamed.items())
+    return (f"column names that differ only in case are kept apart (DuckDB's column names "
+            f"ignore case): {pairs}")

@@ -98,6 +98,9 @@ def fetch_pages(ctx: StepContext, opts: Options, client: hc.HttpClient, stager: 
             return pages
         if opts.max_pages and pages >= opts.max_pages:
             ctx.log_event("graphql_max_pages_reached", max_pages=opts.max_pages)
+            ctx.notice(f"stopped after max_pages ({opts.max_pages}) although the answer says "
+                       "more pages follow: the table holds only the rows of these pages (raise "
+                       "max_pages, or set it to 0 for no limit)")
             return pages
         key = to_json_text(cursor)
         if key in seen_cursors:

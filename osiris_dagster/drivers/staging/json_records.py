@@ -247,6 +247,9 @@ class JsonStager:
         rows = ctx.create_output(self.select_sql())
         if self.renamed:
             ctx.log_event("columns_renamed", renamed=self.renamed)
+            pairs = ", ".join(f"{k!r} as {v!r}" for k, v in self.renamed.items())
+            ctx.notice(f"keys that differ only in case are kept apart (DuckDB's column names "
+                       f"ignore case): {pairs}")
         return rows
 
     def _flush(self) -> None:
