@@ -572,7 +572,8 @@ def _with_memory_retries(ws: StepWorkspace, component: str,
                 if rerunnable and ws.memory_limit else None
             if raised is None:
                 raise _out_of_memory(ws, exc, rerunnable) from None
-            ws.set_memory_limit(raised, str(exc).splitlines()[0][:300])
+            ws.set_memory_limit(raised, ws.session.masker.shortened(
+                str(exc).splitlines()[0], 300))
 
 
 def _out_of_memory(ws: StepWorkspace, exc: Exception, rerunnable: bool) -> DriverError:
@@ -581,7 +582,7 @@ def _out_of_memory(ws: StepWorkspace, exc: Exception, rerunnable: bool) -> Drive
     fix = (f"raise OSIRIS_DUCKDB_MEMORY_LIMIT_MAX (the most a step may be given, now "
            f"{settings.memory_limit_max})" if rerunnable else
            "this step reads a stream it cannot read twice, so raise OSIRIS_DUCKDB_MEMORY_LIMIT")
-    detail = str(exc).splitlines()[0][:300].rstrip(". ")
+    detail = ws.session.masker.shortened(str(exc).splitlines()[0], 300).rstrip(". ")
     return DriverError(
         f"DuckDB ran out of memory under memory_limit {limit}: {detail}."
         f" Tables with hundreds of columns need more memory than long, narrow ones: {fix}, "

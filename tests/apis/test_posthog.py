@@ -198,6 +198,18 @@ def test_persistent_500_fails_after_bounded_retries(posthog: FakePostHog,
     assert posthog.api_key not in text
 
 
+def test_a_key_across_the_cut_of_a_query_error_is_masked(posthog: FakePostHog,
+                                                         run_driver: RunDriver) -> None:
+    """The answer's `error` was cut to 300 characters before masking: a key across the cut
+    showed its first characters."""
+    posthog.script.append(canned(200, {"results": [], "error": "y" * 290 + posthog.api_key}))
+    with pytest.raises(DriverError) as err:
+        run_driver(ph, config(), posthog.connection())
+    text = str(err.value)
+    assert "the query failed at" in text and "yyyy***MASK" in text
+    assert posthog.api_key[:6] not in text, text
+
+
 def test_401_is_an_auth_error_naming_host_and_project(posthog: FakePostHog,
                                                       run_driver: RunDriver) -> None:
     conn = posthog.connection(api_key="phx_Wrong-Key-987654")

@@ -150,7 +150,8 @@ def _rows_of(body: Any, kind: Kind, host: str, client: hc.HttpClient,
                            "`region` / `custom_base_url`: it must be the PostHog API.")
     error = body.get("error")
     if isinstance(error, str) and error.strip():
-        raise client.error(f"PostHog: the query failed at {host}: {error.strip()[:300]}")
+        raise client.error(f"PostHog: the query failed at {host}: "
+                           f"{client.redact.shortened(error.strip(), 300)}")
     columns = body.get("columns")
     if not isinstance(columns, list) or not columns:
         columns = list(kind.columns)
