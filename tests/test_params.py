@@ -469,10 +469,34 @@ def test_a_parameter_holding_an_env_reference_is_refused_where_the_option_reads_
     result = run(tmp_path, ENV_OPTIONS, params={"src": "${OTHER_SECRET}"})
     assert not result.ok
     text = "\n".join(str(e) for e in result.errors)
-    assert "parameter 'src' holds '${', but `headers.X-Request-Source` reads" in text, text
-    assert "`auth_token` reads" in text, text
+    assert "parameter 'src' makes '${' in `headers.X-Request-Source`" in text, text
+    assert "makes '${' in `auth_token`" in text, text
     ok = run(tmp_path, ENV_OPTIONS, params={"src": "batch $5 {x}"})
     assert ok.ok, ok.errors
     config = ok.pipeline.step("fetch").config
     assert config["headers"]["X-Request-Source"] == "batch $5 {x}"
     assert config["auth_token"] == "tok-batch $5 {x}"
+
+
+@pytest.mark.parametrize(("template", "value"), [
+    ('"${params.src}{OTHER_SECRET}"', "$"),  # `$` + `{VAR}` written around it
+    ('"$${params.src}"', "{OTHER_SECRET}"),
+    ('"${HOME}-${params.src}"', "${OTHER}"),  # beside a reference the pipeline writes
+])
+def test_a_parameter_making_an_env_reference_with_the_text_around_it_is_refused(
+        tmp_path: Path, template: str, value: str) -> None:
+    """A review sent `Authorization: Bearer <OTHER_SECRET>` with `auth_token:
+    "${params.a}{OTHER_SECRET}"` and `--param a=$`: only a value holding `${` was refused."""
+    text = ENV_OPTIONS.replace('headers: {X-Request-Source: "${params.src}"}',
+                               f"headers: {{X-Request-Source: {template}}}")
+    result = run(tmp_path, text, params={"src": value})
+    assert not result.ok
+    assert any("makes '${' in `headers.X-Request-Source`" in str(e) for e in result.errors)
+
+
+def test_the_pipelines_own_env_reference_beside_a_parameter_is_kept(tmp_path: Path) -> None:
+    text = ENV_OPTIONS.replace('headers: {X-Request-Source: "${params.src}"}',
+                               'headers: {X-Request-Source: "${HOME}-${params.src}"}')
+    result = run(tmp_path, text, params={"src": "batch"})
+    assert result.ok, result.errors
+    assert result.pipeline.step("fetch").config["headers"]["X-Request-Source"] == "${HOME}-batch"

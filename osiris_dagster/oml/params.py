@@ -244,17 +244,25 @@ def substitute(obj: Any, values: Mapping[str, Any], out: Collector, step: str | 
 def _refuse_env_references(text: str, values: Mapping[str, Any], out: Collector,
                            step: str | None, line: int, path: tuple[Any, ...]) -> None:
     """A parameter is data: in an option whose `${VAR}`s the driver resolves from the
-    environment after the parameters, a value holding `${` would be read as a variable (and
-    could send any variable of the run's environment to the server)."""
-    for m in PARAM_REF.finditer(text):
+    environment after the parameters, a `${` that the parameters' values make (alone, or with
+    the text around them: `$` + `{VAR}`) would be read as a variable (and could send any
+    variable of the run's environment to the server)."""
+    def value(m: re.Match[str]) -> str:
         name = m.group(1).strip()
-        if name in values and "${" in _text(values[name]):
-            option = ".".join(str(p) for p in path[1:])
-            out.error(line, f"parameter '{name}' holds '${{', but `{option}` reads `${{VAR}}` "
-                      "from the environment after the parameters are in, so its value would be "
-                      "read as a variable: a parameter is data, never a reference; pass the "
-                      "value without '${', or reference the variable in the pipeline itself",
-                      step)
+        return _text(values[name]) if name in values else "\0"  # \0 joins no `${`
+
+    written = PARAM_REF.sub("\0", text).count("${")  # the pipeline's own references
+    if PARAM_REF.sub(value, text).count("${") <= written:
+        return
+    names = [m.group(1).strip() for m in PARAM_REF.finditer(text)
+             if m.group(1).strip() in values]
+    option = ".".join(str(p) for p in path[1:])
+    shown = ", ".join(f"'{n}'" for n in dict.fromkeys(names))
+    out.error(line, f"parameter {shown} makes '${{' in `{option}` (its value, or with the text "
+              f"around it), but `{option}` reads `${{VAR}}` from the environment after the "
+              "parameters are in, so it would be read as a variable: a parameter is data, "
+              "never a reference; pass a value that makes no '${', or reference the variable "
+              "in the pipeline itself", step)
 
 
 _LONE_PARAM_IN_LIST = re.compile(r"\bIN\s*\(\s*\$\{params\.([^}]+)\}\s*\)", re.IGNORECASE)
