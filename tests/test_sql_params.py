@@ -211,12 +211,14 @@ def test_an_unterminated_quote_or_comment_keeps_its_context(sql: str, expected: 
     "SELECT E'path:\\t'\n       ${params.v} AS label",
     "SELECT 'a' ${params.v}",
     "SELECT 'a'\n${params.v}",
+    "SELECT E'prefix:'\n-- then the value\n${params.v} AS v",  # a comment joins too
+    "SELECT 'a' /* c */ ${params.v}",
 ])
 def test_a_reference_joined_to_the_string_before_it_is_refused(template: str) -> None:
     """SQL joins a string literal and one after it (white space between) into one string, and
     the second continues an E'...' string with its escapes: a review's `E'prefix-'${params.v}`
     with `\\' OR true --` returned every row, and `C:\\new` became a newline."""
-    with pytest.raises(SqlParamError, match="follows a string literal with only white space"):
+    with pytest.raises(SqlParamError, match="follows a string literal with only white space or comments"):
         render(template, {"v": "\\' OR true --"}, "duckdb", _missing)
     with pytest.raises(SqlParamError, match="follows a string literal"):  # also without a value
         render(template, {}, "duckdb", lambda name: None)
@@ -243,3 +245,14 @@ def test_references_apart_from_the_string_before_them_keep_the_value(template: s
                                                                      expected: str) -> None:
     sql = render(template, {"v": "\\' OR true --"}, "duckdb", _missing)
     assert duckdb.connect().execute(sql).fetchone()[0] == expected
+
+
+def test_mysql_refuses_a_reference_joined_to_a_string_across_a_comment() -> None:
+    """MariaDB joins 'a' /* c */ 'b' into 'ab'."""
+    with pytest.raises(SqlParamError, match="follows a string literal"):
+        render("SELECT 'x' /* c */ ${params.v}", {"v": "y"}, "mysql", _missing)
+
+
+def test_a_comment_after_code_does_not_make_a_join() -> None:
+    sql = render("SELECT 'a' AS x, /* c */ ${params.v} AS v", {"v": "b"}, "duckdb", _missing)
+    assert duckdb.connect().execute(sql).fetchall() == [("a", "b")]

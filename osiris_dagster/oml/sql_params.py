@@ -15,8 +15,9 @@ the quoting rules of its language, and each reference is rendered for the place 
 A value that cannot be kept exactly where it sits (a list, a backslash inside MySQL text whose
 meaning depends on the server's sql_mode, a dollar-quote tag) is an error naming the parameter.
 So is a reference whose place would let its value join what comes before it, whatever the value:
-one in code with only white space after a string literal (SQL joins ``'a'`` and a literal after
-it into one string, and the literal continues an ``E'...'`` string with its backslash escapes:
+one in code with only white space or comments after a string literal (SQL joins ``'a'`` and a
+literal after it into one string, and the literal continues an ``E'...'`` string with its
+backslash escapes:
 ``E'x'${params.v}`` with ``\' OR true --`` was code), and one right after a backslash inside a
 string that reads backslash escapes (the backslash escapes the value's first character).
 """
@@ -47,15 +48,25 @@ def render(text: str, values: Mapping[str, Any], language: str,
         return text
     scanner = _SCANNERS[language]
     out: list[str] = []
-    before = ""  # the context of the segment before
+    joins = ""  # a string context a literal placed now would continue ("": none)
+    after_string = False  # the code segment now starts with that string's closing quote
     for start, end, context in scanner(text):
         segment = text[start:end]
-        if context == "comment" or "${params." not in segment:
+        if context == "comment":  # a comment joins too: 'a' /* c */ 'b' is 'ab'
             out.append(segment)
-        else:
-            _refuse_joining_places(segment, language, context, before)
+            continue
+        if "${params." in segment:
+            _refuse_joining_places(segment, language, context, joins, after_string)
             out.append(_render_segment(segment, values, language, context, on_missing))
-        before = context
+        else:
+            out.append(segment)
+        if context == "code":
+            rest = segment[1:] if after_string else segment
+            joins = joins if not rest.strip() else ""
+            after_string = False
+        else:
+            joins = context if context in _JOINED_STRINGS.get(language, ()) else ""
+            after_string = True
     return "".join(out)
 
 
@@ -65,15 +76,19 @@ _JOINED_STRINGS = {"duckdb": ("string", "estring"), "mysql": ("string", "dstring
 _BACKSLASH_STRINGS = {"duckdb": ("estring",), "mysql": ("string", "dstring")}
 
 
-def _refuse_joining_places(segment: str, language: str, context: str, before: str) -> None:
+def _refuse_joining_places(segment: str, language: str, context: str, joins: str,
+                           after_string: bool) -> None:
     """Raise SqlParamError for a reference placed where its value would join what comes before
-    it (see the module's docstring), whatever the value."""
+    it (see the module's docstring), whatever the value. ``joins``: the string a literal placed
+    at the segment's start would continue (only white space and comments between);
+    ``after_string``: the segment starts with that string's closing quote."""
+    skip = 1 if after_string else 0
     for m in PARAM_REF.finditer(segment):
         name = m.group(1).strip()
-        if context == "code" and before in _JOINED_STRINGS.get(language, ()) and \
-                not segment[1:m.start()].strip():  # [0] is the string's closing quote
+        if context == "code" and joins and not segment[skip:m.start()].strip():
             raise SqlParamError(
-                f"parameter '{name}' follows a string literal with only white space between: "
+                f"parameter '{name}' follows a string literal with only white space or "
+                "comments between: "
                 "SQL joins the two into one string (and an E'...' string would read the "
                 f"value's backslashes); put an operator between them, e.g. '...' || "
                 f"${{params.{name}}}")
