@@ -283,6 +283,17 @@ def test_a_secret_across_the_cut_of_an_error_answer_is_masked(graphql: FakeGraph
     assert "yyyy***MASK" in text and token[:6] not in text, text
 
 
+def test_a_secret_across_the_cut_of_a_non_json_answer_is_masked(graphql: FakeGraphQL,
+                                                                run_driver: RunDriver) -> None:
+    """The start of a body that is not JSON was cut to 120 characters, then masked."""
+    token = "S3cr3tTok-9f8e7d6c"
+    graphql.script.append(canned(200, raw="<html><body>" + "x" * 99 + token))
+    with pytest.raises(DriverError) as err:
+        run_driver(gq, config(graphql.endpoint, auth_type="bearer"), {"auth_token": token})
+    text = str(err.value)
+    assert "is not valid JSON" in text and token[:6] not in text, text
+
+
 @pytest.mark.parametrize("echo", [
     lambda t: t.replace("'", "''"),  # an SQL literal DuckDB repeats
     lambda t: repr(t)[1:-1],

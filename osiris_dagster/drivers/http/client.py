@@ -489,7 +489,8 @@ class HttpClient:
                     "more than Python converts. A value from the API is stored exactly or the "
                     "step fails: have the API send it as text, or leave it out.") from None
             ctype = resp.headers.get("Content-Type", "?")
-            snippet = resp.content[:120].decode("utf-8", "replace")
+            snippet = self.redact.shortened(  # masked before cut: a secret across the cut
+                resp.content[:120 + _CUT_SLACK].decode("utf-8", "replace"), 120)
             raise self.error(
                 f"{self.service}: the response from {display_url(url)} is not valid JSON "
                 f"(HTTP {resp.status_code}, Content-Type {ctype}, starts with {snippet!r}). "

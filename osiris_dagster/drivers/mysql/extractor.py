@@ -562,7 +562,9 @@ class _Reader:
                 if code is None or 2000 <= code < 3000:  # the connection, not the SQL
                     raise
                 text = " ".join(str(exc.args[1] if len(exc.args) > 1 else exc).split())
-                refused = refused or f"({code}) {text[:200]}"
+                # not cut short: the step's error is masked before it is capped, and a cut
+                # here would show the start of a secret the query holds (a sensitive param)
+                refused = refused or f"({code}) {text}"
                 continue
             cur.execute("DEALLOCATE PREPARE osiris_wrapped")
             return sql
