@@ -53,6 +53,16 @@ def test_a_declared_key_keeps_its_name_and_a_real_suffixed_key_is_not_taken(
     assert renamed == {"Uuid": "Uuid.1", "Name": "Name.2"}
 
 
+def test_a_real_key_keeps_its_name_against_a_generated_one(tmp_path: Path) -> None:
+    """`Name.1` (a real key, or what flattening makes of {"Name": {"1": ..}}) lost its name to
+    the `.1` made for `Name`, so a step reading "Name.1" got the values of `Name`."""
+    types, rows, renamed = _table(tmp_path, [{"Name": 1, "name": 2, "Name.1": 3}])
+    assert dict(zip(types, rows[0], strict=True)) == {"Name.2": 1, "name": 2, "Name.1": 3}
+    assert renamed == {"Name": "Name.2"}
+    types, rows, renamed = _table(tmp_path, [{"": 1, "unnamed": 2}])
+    assert dict(zip(types, rows[0], strict=True)) == {"unnamed.1": 1, "unnamed": 2}
+
+
 def test_the_renaming_is_a_notice(graphql: FakeGraphQL, run_driver: RunDriver) -> None:
     graphql.script.append(canned(200, {"data": {"items": [{"name": "lower", "Name": "UPPER"}]}}))
     ran = run_driver(gq, config(graphql.endpoint, data_path="data.items",

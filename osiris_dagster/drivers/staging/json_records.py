@@ -145,12 +145,21 @@ class JsonStager:
     def _column_names(self) -> dict[str, str]:
         """Source key -> a column name unique ignoring case, by the keys alone: declared keys
         first, then all-lowercase keys, then the others in sorted order take their own name;
-        a name taken (ignoring case) gets ``.1``, ``.2``..."""
+        a name taken (ignoring case) gets ``.1``, ``.2``... never the name of a real key
+        (``Name`` beside ``name`` and ``Name.1`` is ``Name.2``), and the empty key is
+        ``unnamed`` (or ``unnamed.1`` beside a real ``unnamed``)."""
         if self._names is None:
+            ranked = sorted(self._columns, key=lambda k: (
+                self._columns[k].declared is None, k != k.lower(), k))
             used: set[str] = set()
             names: dict[str, str] = {}
-            for key in sorted(self._columns, key=lambda k: (
-                    self._columns[k].declared is None, k != k.lower(), k)):
+            for key in ranked:  # real keys claim their own names first
+                if key and key.lower() not in used:
+                    names[key] = key
+                    used.add(key.lower())
+            for key in ranked:
+                if key in names:
+                    continue
                 base = name = key or "unnamed"
                 n = 0
                 while name.lower() in used:
