@@ -658,10 +658,19 @@ def test_rest_pages_without_order_follow_the_primary_key_or_fail(
     one = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                           table="r_unordered", limit=100)
     assert sorted(r[0] for r in one.rows) == list(range(1, 26))
-    with pytest.raises(DriverError, match=r"takes more than one page .*neither `order` is set "
-                                          r"nor .*primary key.*Set `order`"):
+    with pytest.raises(DriverError, match=r"takes more than one page \(more than 10 rows at "
+                                          r"`limit` 10\), `order` is not set and the API "
+                                          r"description names no primary key.*Set `order`"):
         harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                         table="r_unordered", limit=10)
+    with pytest.raises(DriverError, match=r"is read from `offset` 5, `order` is not set"):
+        harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                        table="r_unordered", limit=100, offset=5)
+    rest.max_rows = 5  # the server's cap, not `limit`: raising `limit` cannot help
+    with pytest.raises(DriverError, match=r"the server returns at most 5 rows a page"):
+        harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                        table="r_unordered", limit=100)
+    rest.max_rows = None
     ordered = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                               table="r_unordered", limit=10, order="v.desc")
     assert len({r[0] for r in ordered.rows}) == 25

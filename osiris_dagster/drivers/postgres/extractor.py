@@ -617,14 +617,24 @@ class _RestRead:
             params["order"] = ",".join(f"{c}.asc" for c in self.primary_key)
         return params
 
-    def _unordered_pages_error(self, rows: int) -> DriverError:
+    def _unordered_error(self, rows: int | None) -> DriverError:
+        """Reading more than one page, or from an ``offset``, needs an order (``rows``: the
+        rows read before the second page; None: the offset)."""
+        if rows is None:
+            what = f"is read from `offset` {self.opts.offset}"
+        elif rows < self.opts.page_size:  # the server cut the page: db-max-rows
+            what = (f"takes more than one page (the server returns at most {rows} rows a page, "
+                    "its db-max-rows or Supabase's \"Max rows\", below `limit`)")
+        else:
+            what = (f"takes more than one page (more than {rows} rows at `limit` "
+                    f"{self.opts.page_size})")
+        key = (f" names the primary key ({', '.join(self.primary_key)}) with characters "
+               "`order` cannot take bare" if self.primary_key else " names no primary key")
         return DriverError(
-            f"{COMPONENT} step '{self.ctx.step_id}': {self.label} takes more than one page "
-            f"(more than {rows} rows at `limit` {self.opts.page_size}), and neither `order` is "
-            "set nor does the API description name the table's primary key: without an order "
-            "PostgreSQL may return the rows in another order for each page, so rows would be "
-            "lost and others read twice. Set `order` to a column (or columns) unique per row, "
-            "e.g. `order: id`, or raise `limit` above the row count")
+            f"{COMPONENT} step '{self.ctx.step_id}': {self.label} {what}, `order` is not set "
+            f"and the API description{key}: without an order PostgreSQL may return the rows in "
+            "another order for each request, so rows would be lost and others read twice. Set "
+            "`order` to a column (or columns) unique per row, e.g. `order: id`")
 
     def _fetch_pages(self, http: PostgrestClient, types: Mapping[str, PgType] | None,
                      staging: str) -> int:
@@ -632,6 +642,8 @@ class _RestRead:
         params = self._params(types)
         headers = profile_headers(opts.schema, False)
         offset, total = opts.offset, 0
+        if offset and "order" not in params:  # which rows it skips would be arbitrary
+            raise self._unordered_error(None)
         progress = Progress(self.ctx)
         names = opts.select or list(types or {})
         check_numbers = types is None or not all(  # a name the description lacks: unknown
@@ -644,7 +656,7 @@ class _RestRead:
             text = resp.text
             n = int(scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
             if n and total and "order" not in params:
-                raise self._unordered_pages_error(total)
+                raise self._unordered_error(total)
             changed = first_changed_number(text) if n and check_numbers else None
             if changed is not None:
                 raise self._changed_number_error(changed, offset, types)
