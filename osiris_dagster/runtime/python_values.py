@@ -414,6 +414,8 @@ _NO_FORM = (("time with time zone",
 _DATES_AND_TIMESTAMPS = frozenset({"date", "timestamp", "timestamp_s", "timestamp_ms",
                                    "timestamp_ns", "timestamp with time zone"})
 _TIMES = frozenset({"time", "time_ns"})
+_PLAIN_TEMPORAL = frozenset({"DATE", "TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
+                             "TIMESTAMP WITH TIME ZONE", "TIME", "TIME_NS"})
 
 
 def _pandas_type() -> Any:
@@ -452,16 +454,20 @@ def _refuse_changed_times(rel: duckdb.DuckDBPyRelation, pandas: bool) -> None:
         if not hit:
             continue
         kind = dict(zip(rel.columns, map(str, rel.types), strict=True))[name]
+        judged = "" if kind.upper() in _PLAIN_TEMPORAL else (
+            " (nested values are judged by the column's text, so a text field holding it in "
+            "the same struct counts too)")
         if holds == "infinite":
             raise InexactValueError(
                 f"column '{name}' ({kind}) holds an infinite value ('infinity' or "
-                "'-infinity'), which pandas, Arrow and polars have no form for (pandas showed "
-                "the year 294247): make it NULL or a date in the step's SQL (CASE WHEN "
-                "isinf(c) THEN NULL ELSE c END), cast it to VARCHAR, or read a DuckDB relation")
+                f"'-infinity'){judged}, which pandas, Arrow and polars have no form for "
+                "(pandas showed the year 294247): make it NULL or a date in the step's SQL "
+                "(CASE WHEN isinf(c) THEN NULL ELSE c END), cast it to VARCHAR, or read a "
+                "DuckDB relation")
         raise InexactValueError(
-            f"column '{name}' ({kind}) holds the time 24:00:00, which Arrow reads as 00:00:00 "
-            "and polars as NULL: cast it to VARCHAR in the step's SQL, or read a plain TIME "
-            "column as pandas.DataFrame (it keeps the text)")
+            f"column '{name}' ({kind}) holds the time 24:00:00{judged}, which Arrow reads as "
+            "00:00:00 and polars as NULL: cast it to VARCHAR in the step's SQL, or read a "
+            "plain TIME column as pandas.DataFrame (it keeps the text)")
 
 
 def _converter(load_type: Any) -> Callable[[duckdb.DuckDBPyConnection,
