@@ -408,3 +408,17 @@ def test_empty_secret_in_connection_does_not_garble_text(tmp_path):
     Connections(path, env={}).resolve("mysql", "@mysql.local", masker=masker)
     assert masker.text("step extract-movies finished") == "step extract-movies finished"
 
+
+
+def test_every_query_value_of_a_url_in_a_connection_field_is_masked():
+    """A self-review found a value past 4096 characters partly shown, and a URL inside a
+    longer field (or after spaces) not masked at all."""
+    from osiris_dagster.core.masking import mask_url_queries
+
+    long = "A" * 5000
+    got = mask_url_queries({"endpoint": f"  https://h/x?sas={long}&sig=s1",
+                            "cs": "Server=h;Url=https://h/x?sig=abc", "host": "a?b=c",
+                            "nested": ["https://x/y?code=1#frag"]})
+    assert got == {"endpoint": f"  https://h/x?sas={MASK}&sig={MASK}",
+                   "cs": f"Server=h;Url=https://h/x?sig={MASK}", "host": "a?b=c",
+                   "nested": [f"https://x/y?code={MASK}#frag"]}

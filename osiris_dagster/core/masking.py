@@ -176,8 +176,9 @@ def encoded_forms(secret: str) -> set[str]:
     return forms
 
 
-_URL_QUERY_VALUE = re.compile(r"(?P<pre>[?&][^=&#\s]{1,256}=)(?P<value>[^&#\s]{1,4096})")
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,30}://\S*\?")
+_URL_QUERY = re.compile(r"(?<![A-Za-z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]{0,30}://[^\s?#]*"
+                        r"(?P<query>\?[^\s#]*)")
+_QUERY_VALUE = re.compile(r"(?P<pre>[?&;][^=&;#\s]*=)[^&;#\s]+")
 
 
 def mask_url_queries(value: Any) -> Any:
@@ -187,9 +188,10 @@ def mask_url_queries(value: Any) -> Any:
         return {k: mask_url_queries(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [mask_url_queries(v) for v in value]
-    if isinstance(value, str) and _URL.match(value):
-        base, _, query = value.partition("?")
-        return base + _URL_QUERY_VALUE.sub(lambda m: m.group("pre") + MASK, "?" + query)
+    if isinstance(value, str) and "://" in value:  # a URL anywhere in the text
+        return _URL_QUERY.sub(lambda u: u.group(0)[:u.start("query") - u.start()] +
+                              _QUERY_VALUE.sub(lambda m: m.group("pre") + MASK,
+                                               u.group("query")), value)
     return value
 
 
