@@ -125,12 +125,16 @@ def test_delimiters_inside_default_na_strings_read_like_pandas(extract: ExtractF
     assert table.types == {"i": "BIGINT", "bare": "VARCHAR", "quoted": "VARCHAR", "k": "BIGINT"}
 
 
-def test_a_na_values_entry_holding_the_delimiter_fails_naming_the_option(
-        extract: ExtractFn, data_dir: Path) -> None:
-    put(data_dir, "f.csv", "a/b\n1/2\n")
-    with pytest.raises(DriverError, match=r"`na_values` entry 'n/a' contains the delimiter"):
-        extract(path="f.csv", delimiter="/", na_values=["-", "n/a"])
-    assert extract(path="f.csv", delimiter="/", na_values=["-"]).rows == [(1, 2)]
+@pytest.mark.parametrize("keep_default_na", [True, False])
+def test_a_na_values_entry_holding_the_delimiter_is_null_quoted_as_pandas_reads_it(
+        extract: ExtractFn, data_dir: Path, keep_default_na: bool) -> None:
+    """As the defaults are: a self-review found `N/A` NULL as a default but an error when
+    written in `na_values`."""
+    content = 'a/b\n1/"x/y"\n2/z\n'
+    assert_reads_like_pandas(extract, data_dir, content, delimiter="/", na_values=["x/y"],
+                             keep_default_na=keep_default_na)
+    assert extract(path="f.csv", delimiter="/", na_values=["x/y"],
+                   keep_default_na=keep_default_na).rows == [(1, None), (2, "z")]
 
 
 # -- 4. paths starting with ~ ---------------------------------------------------------------------

@@ -212,12 +212,6 @@ class Options:
             raise DriverError(f"comment character {comment!r} cannot be the delimiter or the "
                               "quote character")
         na_values = _na_values(config.get("na_values"))
-        for value in na_values:
-            if delimiter in value:
-                raise DriverError(
-                    f"`na_values` entry {value!r} contains the delimiter {delimiter!r}, so "
-                    "no unquoted field can be it. Remove it from `na_values`, or change "
-                    "`delimiter`.")
         return cls(
             path=path,
             delimiter=delimiter,
@@ -244,27 +238,27 @@ class Options:
         """The strings DuckDB's reader reads as NULL (its ``nullstr``): pandas' defaults and
         ``na_values``; with ``keep_default_na: false`` only ``na_values`` when they include the
         empty string, else just ``""``, which the read maps back (see :attr:`empty_is_text`).
-        Never a default holding the delimiter (DuckDB refuses it; see
+        Never a string holding the delimiter (DuckDB refuses it; see
         :attr:`nulls_after_read`)."""
         if self.keep_default_na:
-            defaults = (v for v in PANDAS_NA_VALUES if self.delimiter not in v)
-            return tuple(dict.fromkeys((*defaults, *self.na_values)))
+            return tuple(v for v in dict.fromkeys((*PANDAS_NA_VALUES, *self.na_values))
+                         if self.delimiter not in v)
         if "" in self.na_values:
-            return tuple(dict.fromkeys(self.na_values))
+            return tuple(v for v in dict.fromkeys(self.na_values) if self.delimiter not in v)
         return ("",)
 
     @property
     def nulls_after_read(self) -> tuple[str, ...]:
         """The strings the read itself makes NULL, past DuckDB's reader: with
-        :attr:`empty_is_text` the ``na_values``; else pandas' defaults that hold the delimiter
-        (``N/A`` with ``/``, ``#N/A N/A`` with a space). Such a string can only be a quoted
-        field, which pandas reads as NA like any other; DuckDB refuses a NULL string holding
-        its delimiter."""
+        :attr:`empty_is_text` the ``na_values``; else the NA strings (pandas' defaults and
+        ``na_values``) that hold the delimiter (``N/A`` with ``/``, ``#N/A N/A`` with a space).
+        Such a string can only be a quoted field, which pandas reads as NA like any other;
+        DuckDB refuses a NULL string holding its delimiter."""
         if self.empty_is_text:
             return tuple(dict.fromkeys(self.na_values))
-        if self.keep_default_na:
-            return tuple(v for v in PANDAS_NA_VALUES if self.delimiter in v)
-        return ()
+        defaults = PANDAS_NA_VALUES if self.keep_default_na else ()
+        return tuple(v for v in dict.fromkeys((*defaults, *self.na_values))
+                     if self.delimiter in v)
 
     @property
     def empty_is_text(self) -> bool:
