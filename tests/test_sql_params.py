@@ -218,7 +218,8 @@ def test_a_reference_joined_to_the_string_before_it_is_refused(template: str) ->
     """SQL joins a string literal and one after it (white space between) into one string, and
     the second continues an E'...' string with its escapes: a review's `E'prefix-'${params.v}`
     with `\\' OR true --` returned every row, and `C:\\new` became a newline."""
-    with pytest.raises(SqlParamError, match="follows a string literal with only white space or comments"):
+    with pytest.raises(SqlParamError,
+                       match="follows a string literal with only white space or comments"):
         render(template, {"v": "\\' OR true --"}, "duckdb", _missing)
     with pytest.raises(SqlParamError, match="follows a string literal"):  # also without a value
         render(template, {}, "duckdb", lambda name: None)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
+from dagster._utils.schedules import reverse_cron_string_iterator
 
 from osiris_dagster.core.atomic_files import owned_temporary, publish_new, remove_quietly
 from osiris_dagster.core.environment import environment
@@ -68,22 +72,28 @@ def build_schedules(pipeline: Pipeline, job: Any, res_key: str
 def _schedule(pipeline: Pipeline, sched: ScheduleSettings, job: Any, res_key: str, name: str
               ) -> dg.ScheduleDefinition:
     partitions = partitions_definition(pipeline)
-    if partitions is not None:  # time partitions (validated): run the last complete one
+    if isinstance(partitions, dg.TimeWindowPartitionsDefinition):  # (validated: time ones)
         run_config = params_run_config(res_key, sched.params)
 
-        def _latest(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-            keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+        def _completed(context: dg.ScheduleEvaluationContext
+                       ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+            tick = _aware(context.scheduled_execution_time, sched.timezone)
+            previous = previous_tick(sched.cron, sched.timezone, tick)
+            keys = partitions_ended_between(partitions, previous, tick)
             if not keys:
-                return dg.SkipReason("no complete partition yet")
-            key = keys[-1]
-            return dg.RunRequest(run_key=key, partition_key=key, run_config=run_config)
+                yield dg.SkipReason(f"no partition ended after the previous tick "
+                                    f"({previous.isoformat()}) up to this one "
+                                    f"({tick.isoformat()})")
+            for key in keys:  # (Dagster takes several requests from a generator, not a list)
+                yield dg.RunRequest(run_key=key, partition_key=key, run_config=run_config)
 
         return dg.ScheduleDefinition(
             name=name, job=job, cron_schedule=sched.cron, execution_timezone=sched.timezone,
-            execution_fn=_latest,
+            execution_fn=_completed,
             default_status=_status(sched.running, dg.DefaultScheduleStatus),
-            description=f"Runs the latest complete partition of '{pipeline.name}' on "
-                        f"'{sched.cron}'.")
+            description=f"Runs each partition of '{pipeline.name}' once, at the first tick of "
+                        f"'{sched.cron}'" + (f" ({sched.timezone})" if sched.timezone else "")
+                        + " at or after its end.")
     return dg.ScheduleDefinition(
         name=name,
         job=job,
@@ -95,6 +105,37 @@ def _schedule(pipeline: Pipeline, sched: ScheduleSettings, job: Any, res_key: st
                     + (f" ({sched.timezone})" if sched.timezone else "")
                     + (f" with params {dict(sched.params)}" if sched.params else "") + ".",
     )
+
+
+def _aware(moment: datetime, timezone: str | None) -> datetime:
+    """A tick's time; a naive one (a hand-built context) is read in the schedule's zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone or "UTC"))
+
+
+def previous_tick(cron: str, timezone: str | None, tick: datetime) -> datetime:
+    """The schedule's last tick before ``tick``, by the cron iterator Dagster's daemon ticks by."""
+    return next(t for t in reverse_cron_string_iterator(tick.timestamp(), cron, timezone)
+                if t.timestamp() < tick.timestamp())
+
+
+def partitions_ended_between(partitions: dg.TimeWindowPartitionsDefinition,
+                             after: datetime, until: datetime) -> list[str]:
+    """Keys of the partitions whose window ends in (after, until], oldest first. Consecutive
+    ticks' intervals tile time, so each partition is due at exactly one tick, whatever the
+    schedule's cron and time zone against the partitions' (DST, a weekly cron over daily
+    partitions)."""
+    first = partitions.get_partition_key_for_timestamp(after.timestamp(), end_closed=True)
+    lo = partitions.time_window_for_partition_key(first).start
+    low, high = after.timestamp(), until.timestamp()
+    begin = partitions.start.timestamp()
+    end = partitions.end.timestamp() if partitions.end else math.inf
+    keys = []
+    for key in partitions.get_partition_keys_in_time_window(dg.TimeWindow(lo, until)):
+        window = partitions.time_window_for_partition_key(key)
+        if low < window.end.timestamp() <= high and window.start.timestamp() >= begin \
+                and window.end.timestamp() <= end:
+            keys.append(key)
+    return keys
 
 
 def build_sensors(pipeline: Pipeline, text: str, job: Any, res_key: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,10 @@ import dagster as dg
 from osiris_dagster.oml.model import PartitionSettings, Pipeline
 
 _TIME = {
-    "hourly": (dg.HourlyPartitionsDefinition, "%Y-%m-%d-%H:%M", "%Y-%m-%dT%H:%M:%S"),
-    "daily": (dg.DailyPartitionsDefinition, "%Y-%m-%d", "%Y-%m-%d"),
-    "weekly": (dg.WeeklyPartitionsDefinition, "%Y-%m-%d", "%Y-%m-%d"),
-    "monthly": (dg.MonthlyPartitionsDefinition, "%Y-%m-%d", "%Y-%m-%d"),
+    "hourly": dg.HourlyPartitionsDefinition,
+    "daily": dg.DailyPartitionsDefinition,
+    "weekly": dg.WeeklyPartitionsDefinition,
+    "monthly": dg.MonthlyPartitionsDefinition,
 }
 
 
@@ -24,7 +25,7 @@ def _definition(settings: PartitionSettings) -> dg.PartitionsDefinition:
         return dg.StaticPartitionsDefinition(list(settings.keys))
     if settings.kind == "dynamic":
         return dg.DynamicPartitionsDefinition(name=settings.name)
-    cls, _fmt, _ = _TIME[settings.kind]
+    cls = _TIME[settings.kind]
     kwargs: dict[str, Any] = {"start_date": settings.start}
     if settings.end:
         kwargs["end_date"] = settings.end
@@ -55,7 +56,18 @@ def partition_params(pipeline: Pipeline, context: dg.AssetExecutionContext) -> d
                 params[sensor.name_param] = Path(context.partition_key).name
     if settings.is_time:
         window = context.partition_time_window
-        fmt = _TIME[settings.kind][2]
-        params["partition_start"] = window.start.strftime(fmt)
-        params["partition_end"] = window.end.strftime(fmt)
+        params["partition_start"] = window_bound(settings, window.start)
+        params["partition_end"] = window_bound(settings, window.end)
     return params
+
+
+def window_bound(settings: PartitionSettings, moment: datetime) -> str:
+    """A time partition's start or end. Days, weeks and months: the date `YYYY-MM-DD`, local
+    to the partitions' time zone (a window runs from that date's midnight there). Hours: ISO
+    8601 `YYYY-MM-DDTHH:MM:SS`, with the UTC offset (`+02:00`) unless the partitions are in UTC,
+    so each hour names one instant: on a DST fall-back day the repeated hour (02:00+02:00 then
+    02:00+01:00) is two partitions with bounds of their own."""
+    if settings.kind != "hourly":
+        return moment.date().isoformat()
+    text = moment.isoformat(timespec="seconds")
+    return text[:19] if (settings.timezone or "UTC") == "UTC" else text

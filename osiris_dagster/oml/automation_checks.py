@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import glob
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from osiris_dagster.oml.config_checks import CONNECTION_REF
 from osiris_dagster.oml.cron import cron_problem, cron_warning
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.model import ScheduleSettings, SensorSettings, freeze
+from osiris_dagster.oml.params import ParamSpec, coerce
 from osiris_dagster.oml.watch_globs import archive_holds_watch, archive_in_watch
 from osiris_dagster.oml.x_dagster_fields import unknown_keys, valid_timezone
 from osiris_dagster.oml.yaml_lines import LineDict, LineList, to_plain
@@ -74,6 +76,21 @@ def schedule_settings(body: LineDict, param_names: set[str], out: Collector
     if not ok:
         return None
     return ScheduleSettings(cron.strip(), tz, freeze(to_plain(params)), running, body.line)
+
+
+def check_schedule_params(x_dagster: object, specs: Mapping[str, ParamSpec],
+                          out: Collector) -> None:
+    """Each schedule's `params` values as its runs take them (the rule of `--param` values):
+    one its parameter's type refuses would fail every run the schedule starts."""
+    raw = x_dagster.get("schedule") if isinstance(x_dagster, LineDict) else None
+    for sched in raw if isinstance(raw, list) else [raw]:
+        params = sched.get("params") if isinstance(sched, LineDict) else None
+        for name, value in params.items() if isinstance(params, LineDict) else ():
+            try:
+                coerce(specs.get(str(name)), value, "x-dagster.schedule.params")
+            except ValueError as exc:
+                out.error(params.line_of(name), f"x-dagster.schedule.params: {exc}; every run "
+                                                "the schedule starts would fail")
 
 
 def sensor_settings(body: LineDict, param_names: set[str], out: Collector

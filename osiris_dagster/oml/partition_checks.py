@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.model import TIME_PARTITION_KINDS, DagsterSettings, PartitionSettings
 from osiris_dagster.oml.params import ParamSpec
 from osiris_dagster.oml.x_dagster_fields import valid_timezone
-from osiris_dagster.oml.yaml_lines import LineDict
+from osiris_dagster.oml.yaml_lines import LineDict, LineList
 
 
 def partition_settings(doc: LineDict, out: Collector) -> PartitionSettings | None:
@@ -37,6 +37,8 @@ def partition_settings(doc: LineDict, out: Collector) -> PartitionSettings | Non
         if len(set(keys)) != len(keys):
             out.error(line, f"{label} has duplicate keys")
             return None
+        if not _static_keys_ok(body, keys, label, line, out):
+            return None
         return PartitionSettings("static", keys=keys)
     if kind == "dynamic":
         if not isinstance(body, str) or not re.fullmatch(r"[A-Za-z0-9_]+", body):
@@ -59,7 +61,86 @@ def partition_settings(doc: LineDict, out: Collector) -> PartitionSettings | Non
     if tz is not None and not valid_timezone(tz):
         out.error(body.line_of("timezone"), f"{label}.timezone {tz!r} is not an IANA time zone")
         return None
+    if not _bounds_ok(kind, bounds, body, label, out):
+        return None
     return PartitionSettings(kind, bounds["start"], bounds["end"], tz)
+
+
+# Dagster's INVALID_PARTITION_SUBSTRINGS (dagster/_core/definitions/partitions/utils/base.py),
+# restated so that `validate` needs no Dagster import; a test keeps them equal. "..." is
+# Dagster's partition range separator in the UI; the rest do not display.
+INVALID_PARTITION_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
+def _static_keys_ok(body: object, keys: tuple[str, ...], label: str, line: int,
+                    out: Collector) -> bool:
+    """Keys Dagster refuses are errors (the file would load as `osiris_invalid/...`); a key
+    that is a path (`..`, `a/b`) is a warning: `${params.partition_key}` in a path puts that
+    partition's output outside the directory meant, or in a subdirectory."""
+    lines = body.item_lines if isinstance(body, LineList) else []
+    ok = True
+    for i, key in enumerate(keys):
+        at = lines[i] if i < len(lines) else line
+        bad = [s for s in INVALID_PARTITION_SUBSTRINGS if s in key]
+        if bad:
+            out.error(at, f"{label}: key {key!r} holds {', '.join(map(repr, bad))}, which "
+                          "Dagster refuses in a partition key ('...' is its range separator, "
+                          "the others control characters)")
+            ok = False
+        elif key in (".", "..") or "/" in key or "\\" in key:
+            out.warning(at, f"{label}: key {key!r} is a path: `${{params.partition_key}}` in a "
+                            "file path (out/${params.partition_key}.csv) then writes "
+                            + ("outside the directory meant" if ".." in key.replace("\\", "/")
+                               .split("/") else "into another directory")
+                            + "; use letters, digits, '-' and '_'")
+    return ok
+
+
+def _bounds_ok(kind: str, bounds: dict[str, str | None], body: LineDict, label: str,
+               out: Collector) -> bool:
+    """`start` and `end` on a partition boundary (a week starts on Sunday, a month on its 1st),
+    else Dagster moves them to the next one and the days between are in no partition; and
+    `end` (exclusive: the last partition ends there) after `start`."""
+    ok = True
+    for key in ("start", "end"):
+        value = bounds.get(key)
+        near = _nearest_boundaries(kind, value) if value else None
+        if near:
+            before, after = near
+            cut = (f"the partitions would start at {after}, and the days from {value} on would "
+                   "be in none" if key == "start" else
+                   f"the last partition would end at {before}, and the days from {before} on "
+                   "would be in none")
+            out.error(body.line_of(key), f"{label}.{key} {value} is not the start of a "
+                                         f"{_UNIT[kind]} ({_UNIT_RULE[kind]}): {cut}; use "
+                                         f"{before} or {after}")
+            ok = False
+    start, end = bounds.get("start"), bounds.get("end")
+    if ok and start and end and end <= start:
+        out.error(body.line_of("end"), f"{label}.end {end} must be after start {start}: `end` "
+                                       "is exclusive (the last partition ends there), so there "
+                                       "would be no partition")
+        ok = False
+    return ok
+
+
+_UNIT = {"weekly": "week", "monthly": "month"}
+_UNIT_RULE = {"weekly": "weeks run Sunday to Sunday", "monthly": "months start on the 1st"}
+
+
+def _nearest_boundaries(kind: str, value: str) -> tuple[str, str] | None:
+    """For a weekly or monthly bound off its boundary, the boundaries before and after it."""
+    if kind not in _UNIT:
+        return None  # (hours and days: every value _time_bound takes is one)
+    day = date.fromisoformat(value)
+    if kind == "weekly":
+        back = (day.weekday() + 1) % 7  # days since Sunday
+        return None if back == 0 else (str(day - timedelta(days=back)),
+                                       str(day + timedelta(days=7 - back)))
+    if day.day == 1:
+        return None
+    nxt = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    return str(day.replace(day=1)), str(nxt)
 
 
 _BOUND = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[ T-](\d{2}):(\d{2})(?::(\d{2}))?)?")
@@ -117,7 +198,23 @@ def with_partitions(dagster: DagsterSettings, partitions: PartitionSettings,
                   "x-dagster.sensor: the sensors feeding dynamic partitions must set the same "
                   "`param` (and `name_param`): a partition's own run (a backfill, a "
                   "re-materialisation) sets them from its key, the file's path")
+    _schedules_leave_partition_params(x_dagster, partitions, out)
     return dagster
+
+
+def _schedules_leave_partition_params(x_dagster: LineDict, partitions: PartitionSettings,
+                                      out: Collector) -> None:
+    """A schedule's `params` never set what the run's partition sets: the partition would
+    win, silently."""
+    raw = x_dagster.get("schedule")
+    for sched in raw if isinstance(raw, list) else [raw]:
+        params = sched.get("params") if isinstance(sched, LineDict) else None
+        for name in params if isinstance(params, LineDict) else ():
+            if name in _partition_param_defaults(partitions):
+                out.error(params.line_of(name),
+                          f"x-dagster.schedule.params sets '{name}', which each run's "
+                          f"partition sets (the {partitions.kind} partition the tick runs): "
+                          "remove it")
 
 
 def _partition_param_defaults(p: PartitionSettings | None) -> dict[str, str]:

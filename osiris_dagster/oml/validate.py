@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from osiris_dagster.core.masking import is_secret_key
+from osiris_dagster.oml.automation_checks import check_schedule_params
 from osiris_dagster.oml.diagnostics import BySeverity, Collector, Diagnostic
 from osiris_dagster.oml.document_checks import (
     check_duplicate_keys,
@@ -136,6 +137,7 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
         if isinstance(steps_raw, list) else set()
     writers = {s.id for s in steps if (sp := get_spec(s.component)) and not sp.produces_table}
     dagster = check_x_dagster(resolved_doc, declared_ids, set(specs), out, writers)
+    check_schedule_params(resolved_doc.get("x-dagster"), specs, out)
     if partitions is not None:
         dagster = with_partitions(dagster, partitions, resolved_doc["x-dagster"], out)
 
