@@ -64,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", help="profile whose params apply (default: dev if defined)")
     r.add_argument("--select", action="append", default=[], metavar="STEP",
                    help="run only this step (repeatable); upstreams come from their latest "
-                        "sessions")
+                        "sessions (of the same partition)")
+    r.add_argument("--partition", metavar="KEY",
+                   help="the partition to run (required for a pipeline with x-dagster."
+                        "partitions, refused without them)")
     r.add_argument("--debug", action="store_true", help="show tracebacks")
     r.set_defaults(func=cmd_run)
 
@@ -77,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     show = ssub.add_parser("show", help="a session's steps, tables and files")
     show.add_argument("session_id")
     clean = ssub.add_parser("clean", help="delete old sessions (those referenced by the latest "
-                                          "materialisation of any asset are kept)")
+                                          "materialisation of any asset, or of any partition "
+                                          "of one, are kept)")
     clean.add_argument("--older-than", metavar="AGE", help="e.g. 7d, 12h, 30m")
     clean.add_argument("--keep", type=_count, metavar="N",
                        help="keep the N newest per pipeline (0 or more)")
@@ -345,16 +349,19 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     store = store_for(settings)
-    referenced = set() if args.force else _referenced_sessions(settings)
-    delete, protected = select_for_cleaning(store.list_sessions(), older_than=older,
-                                            keep=args.keep, referenced=referenced,
+    sessions = store.list_sessions()
+    referenced, ended = (set(), set()) if args.force else _what_dagster_knows(
+        settings, [s.session_id for s in sessions if s.status is None])
+    delete, protected = select_for_cleaning(sessions, older_than=older, keep=args.keep,
+                                            referenced=referenced, ended=ended,
                                             force=args.force)
     for k in protected:
         print(f"kept    {k.session.session_id} ({k.reason}; --force deletes)")
     report = None if args.dry_run else store.drop_sessions(delete, keep_snapshots)
     for s in delete:
+        over = ", unfinished: its Dagster run is over" if s.session_id in ended else ""
         print(f"{'would delete' if args.dry_run else 'deleted'} {s.session_id} "
-              f"({_size(s.size_bytes)}, {s.pipeline or '?'})")
+              f"({_size(s.size_bytes)}, {s.pipeline or '?'}{over})")
     freed = sum(s.size_bytes for s in delete) - (report.bytes_left if report else 0)
     verb = "would free" if args.dry_run else "freed"
     print(f"{len(delete)} session(s), {verb} {_size(freed)}")
@@ -363,17 +370,64 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
     return EXIT_OK
 
 
-def _referenced_sessions(settings: Any) -> set[str]:
-    """Session ids recorded on the latest materialisation of any asset in the instance."""
+def _what_dagster_knows(settings: Any, unfinished: Sequence[str]) -> tuple[set[str], set[str]]:
+    """(session ids that latest materialisations reference, the ``unfinished`` sessions whose
+    run the instance records as over), from the Dagster instance `run` uses."""
     warnings.filterwarnings("ignore")
-    out: set[str] = set()
     with _instance(settings) as instance:  # disposed after: its kept connections closed
-        for key in instance.get_asset_keys():
-            event = instance.get_latest_materialization_event(key)
-            mat = event.asset_materialization if event else None
+        return _referenced_sessions(instance), _ended_runs(instance, unfinished)
+
+
+def _referenced_sessions(instance: Any) -> set[str]:
+    """Session ids recorded on the latest materialisation of any asset in the instance, and of
+    every partition of a partitioned one (a downstream-only run of a partition reads the
+    session of that partition's latest upstream materialisation)."""
+    out: set[str] = set()
+    for key in instance.get_asset_keys():
+        for record in _latest_materialisations(instance, key):
+            mat = record.asset_materialization
             if mat is not None and "osiris/session_id" in mat.metadata:
                 out.add(str(mat.metadata["osiris/session_id"].value))
     return out
+
+
+def _ended_runs(instance: Any, unfinished: Sequence[str]) -> set[str]:
+    """The sessions among ``unfinished`` (no run_end: still going, or killed) whose Dagster run
+    has ended: succeeded, failed or canceled (e.g. a run worker killed, then marked failed by
+    Dagster's run monitoring). A session's id is its run's id, or that id, '-' and the
+    pipeline's name in a run of several pipelines. A run the instance does not know, or still
+    records as started (a `kill -9` leaves it so), stays unfinished: only --force deletes it."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    if not unfinished:
+        return set()
+    candidates = {sid[:36] for sid in unfinished} | set(unfinished)
+    over = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+    run_ids = set(instance.get_run_ids(RunsFilter(run_ids=sorted(candidates), statuses=over)))
+    return {sid for sid in unfinished
+            if sid in run_ids or (sid[36:37] == "-" and sid[:36] in run_ids)}
+
+
+_RECORDS_PER_QUERY = 1000  # under Dagster's limit on records fetched at once (10,000)
+
+
+def _latest_materialisations(instance: Any, key: Any) -> list[Any]:
+    """The asset's latest materialisation record and that of each of its partitions: one query
+    for the partitions' latest storage ids, then their records in batches (not a query per
+    partition: a daily asset over years has thousands)."""
+    from dagster import AssetRecordsFilter, DagsterEventType
+
+    latest = instance.fetch_materializations(key, limit=1).records
+    ids = set(instance.event_log_storage.get_latest_storage_id_by_partition(
+        key, DagsterEventType.ASSET_MATERIALIZATION).values())
+    ids -= {r.storage_id for r in latest}
+    ordered = sorted(ids)
+    records = list(latest)
+    for start in range(0, len(ordered), _RECORDS_PER_QUERY):
+        batch = ordered[start:start + _RECORDS_PER_QUERY]
+        records += instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, storage_ids=batch), limit=len(batch)).records
+    return records
 
 
 def _size(n: int) -> str:
@@ -439,6 +493,10 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"'{pipeline.name}' (steps: {', '.join(s.id for s in pipeline.steps)})",
               file=sys.stderr)
         return EXIT_INVALID
+    problem = _partition_argument_problem(pipeline, args.partition, params)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_INVALID
     if args.connections:
         from osiris_dagster.runtime.connections import find_connections_file
 
@@ -448,6 +506,67 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(args.sessions_dir)
     return _run_with_dagster(args, pipeline, params, settings)
+
+
+def _partition_argument_problem(pipeline: Any, partition: str | None,
+                                params: dict[str, str]) -> str | None:
+    """Why `run` cannot start with this --partition, or without one (None: it can). A run of
+    a partitioned pipeline without a partition fails inside Dagster, or worse, succeeds with
+    the values `validate` gives the partition parameters."""
+    settings = pipeline.dagster.partitions
+    if settings is None:
+        if partition is None:
+            return None
+        return (f"pipeline '{pipeline.name}' has no partitions (no x-dagster.partitions): run "
+                "it without --partition")
+    if partition is None:
+        return (f"pipeline '{pipeline.name}' has {settings.kind} partitions: `run` needs "
+                "--partition KEY (one partition per run; Dagster's own CLI: `dagster asset "
+                "materialize --partition KEY` on your definitions); for several partitions, a "
+                "run per key, or a backfill in the Dagster UI")
+    given = sorted(_params_of_partition(pipeline) & params.keys())
+    if given:
+        return (f"--param {', '.join(given)}: --partition sets it (the partition's own value); "
+                "leave it out")
+    return None
+
+
+def _params_of_partition(pipeline: Any) -> set[str]:
+    """The parameters a partitioned run takes from its partition (partitions.partition_params)."""
+    settings = pipeline.dagster.partitions
+    names = {"partition_key"}
+    if settings.is_time:
+        names |= {"partition_start", "partition_end"}
+    if settings.kind == "dynamic":
+        for sensor in pipeline.dagster.sensors:
+            names |= {sensor.param, *([sensor.name_param] if sensor.name_param else [])}
+    return names
+
+
+def _unknown_partition(pipeline: Any, key: str, instance: Any) -> str | None:
+    """Why ``key`` is no partition of the pipeline, naming the ones there are (None: it is)."""
+    from osiris_dagster.dagster_layer.partitions import partitions_definition
+
+    settings = pipeline.dagster.partitions
+    where = f"pipeline '{pipeline.name}' has no partition '{key}'"
+    if settings.kind == "dynamic":
+        if instance.has_dynamic_partition(settings.name, key):
+            return None
+        count = len(instance.get_dynamic_partitions(settings.name))
+        return (f"{where}: this Dagster instance has {count} key(s) of its dynamic "
+                f"partitions '{settings.name}' (its sensor adds one per file it finds, the "
+                "file's absolute path)")
+    pdef = partitions_definition(pipeline)
+    if pdef.has_partition_key(key):
+        return None
+    if settings.is_time:
+        first, last = pdef.get_first_partition_key(), pdef.get_last_partition_key()
+        there = (f"{first} ... {last}" if first and last else
+                 "none yet (the first is not over)")
+        return f"{where}: its {settings.kind} partitions are {there}"
+    keys = list(pdef.get_partition_keys())
+    shown = ", ".join(repr(k) for k in keys[:20]) + (", ..." if len(keys) > 20 else "")
+    return f"{where}: its partitions are {shown}"
 
 
 def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str, str],
@@ -471,6 +590,12 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
                                   connections_file=args.connections)
     job = defs.resolve_job_def(defs_one.job.name)
     instance = _instance(settings)
+    unknown = (None if args.partition is None else
+               _unknown_partition(pipeline, args.partition, instance))
+    if unknown:
+        instance.dispose()
+        print(f"error: {unknown}", file=sys.stderr)
+        return EXIT_INVALID
     run_id = str(uuid.uuid4())
     run_cfg: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     res_cfg: dict[str, Any] = {}
@@ -486,6 +611,8 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     out = sys.stdout
     print(f"pipeline {pipeline.name} ({pipeline.path})", file=out)
     print(f"session  {run_id}", file=out)
+    if args.partition is not None:
+        print(f"partition {args.partition}", file=out)
     handler = _ProgressPrinter(out)
     plog = logging.getLogger("osiris_dagster.progress")
     plog.addHandler(handler)
@@ -496,6 +623,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
         with sqlite_files_held_open(instance):  # one checkpoint per file, not per event
             res = job.execute_in_process(run_config=run_cfg, instance=instance, run_id=run_id,
                                          asset_selection=selection, raise_on_error=False,
+                                         partition_key=args.partition,
                                          tags={"osiris/session_dir": str(session.dir)})
     finally:
         plog.removeHandler(handler)

@@ -140,6 +140,8 @@ def test_schema_drift_is_reported_and_strict_fails(workdir: Path, tmp_path: Path
     assert not strict.success
     message = failure_description(strict)
     assert "schema: strict" in message and "removed c" in message and "added a2" in message
+    assert "To accept the change, materialise the step once with x-dagster.steps.gen.schema " \
+           "set to `warn`" in message
 
 
 DRIFT3 = ("oml_version: \"0.1.0\"\nname: drift3\nsteps:\n"

@@ -310,3 +310,63 @@ steps:
     assert "error: pipeline 'interrupted', step 'b' failed: cancelled: the run was " \
            "terminated" in err, err
     assert "DagsterExecutionInterruptedError" not in err + out_path.read_text()
+
+
+PARTITIONED = """\
+oml_version: "0.1.0"
+name: pdaily
+x-dagster:
+  partitions: {daily: {start: "2026-03-27", end: "2026-04-03"}}
+steps:
+  - id: day
+    component: duckdb.processor
+    mode: transform
+    config:
+      query: "SELECT '${params.partition_key}' AS k, '${params.partition_end}' AS e"
+  - id: write
+    component: filesystem.csv_writer
+    mode: write
+    config: {path: "out_${params.partition_key}.csv"}
+"""
+
+
+def test_run_of_a_partitioned_pipeline_needs_partition(tmp_path: Path) -> None:
+    """Before, `run` started a non-partitioned run of partitioned assets: it failed inside
+    Dagster ("Cannot access partition_key for a non-partitioned run", exit 1), and `--select`
+    of the first step even succeeded with `partition_key` silently the partitions' start."""
+    p = write(tmp_path / "pdaily.yaml", PARTITIONED)
+    conns = write(tmp_path / "conns.yaml", "version: 1\nconnections:\n  filesystem:\n    here:\n"
+                                           f"      default: true\n      base_dir: {tmp_path}\n")
+    base = [str(p), "--connections", str(conns), "--sessions-dir", str(tmp_path / "s")]
+    for extra in ([], ["--select", "day"]):
+        refused = cli("run", *base, *extra, cwd=tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "needs --partition KEY" in refused.stderr, refused.stderr
+        assert "dagster asset materialize" in refused.stderr
+        assert "session" not in refused.stdout and "Traceback" not in refused.stderr
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").glob("*-*"))
+
+    ran = cli("run", *base, "--partition", "2026-03-29", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "partition 2026-03-29" in ran.stdout
+    assert (tmp_path / "out_2026-03-29.csv").read_text().splitlines()[1:] == [
+        "2026-03-30,2026-03-29"]
+    alone = cli("run", *base, "--partition", "2026-03-29", "--select", "write", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stdout + alone.stderr  # that partition's upstream
+
+    for key, told in (("2026-04-03", "2026-03-27 ... 2026-04-02"),
+                      ("29.3.2026", "2026-03-27 ... 2026-04-02"),
+                      ("", "2026-03-27 ... 2026-04-02")):
+        bad = cli("run", *base, "--partition", key, cwd=tmp_path)
+        assert bad.returncode == 2, bad.stdout + bad.stderr
+        assert f"no partition '{key}'" in bad.stderr and told in bad.stderr, bad.stderr
+    given = cli("run", *base, "--partition", "2026-03-29", "--param",
+                "partition_key=2026-03-30", cwd=tmp_path)
+    assert given.returncode == 2 and "--partition sets it" in given.stderr, given.stderr
+
+
+def test_partition_of_a_pipeline_without_partitions_exits_2(tmp_path: Path) -> None:
+    out = cli("run", str(EXAMPLE), "--connections", str(CONNECTIONS), "--partition", "eu",
+              cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "has no partitions" in out.stderr and "without --partition" in out.stderr

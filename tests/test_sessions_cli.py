@@ -121,3 +121,40 @@ def test_negative_keep_is_an_error(tmp_path: Path) -> None:
         assert out.returncode == 2, (value, out.stdout)
         assert "--keep" in out.stderr and "0 or more" in out.stderr
     assert (sessions / "one").is_dir()
+
+
+def test_clean_deletes_an_unfinished_session_whose_dagster_run_is_over(tmp_path: Path) -> None:
+    """A run that failed or was canceled outside the session (its worker killed, then marked
+    failed by Dagster) left it unfinished forever: only --force deleted it, with the sessions
+    of runs still going. Now Dagster's word that the run is over counts as its end."""
+    import uuid
+
+    import dagster as dg
+
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.session import Session
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    runs = {status: str(uuid.uuid4()) for status in ("FAILURE", "CANCELED", "STARTED")}
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        for status, run_id in runs.items():
+            instance.add_run(dg.DagsterRun(job_name="j", run_id=run_id,
+                                           status=dg.DagsterRunStatus[status]))
+    sessions = tmp_path / "s"
+    ids = {"failed": runs["FAILURE"], "canceled": f"{runs['CANCELED']}-other_pipeline",
+           "started": runs["STARTED"], "unknown": str(uuid.uuid4())}
+    for sid in ids.values():
+        Session(Settings(sessions_dir=sessions), sid).ensure().log_event("run_start",
+                                                                         pipeline="p")
+    out = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0",
+              cwd=tmp_path, env={"DAGSTER_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    for name in ("failed", "canceled"):
+        assert f"deleted {ids[name]} " in out.stdout, out.stdout
+        assert "its Dagster run is over" in out.stdout
+        assert not (sessions / ids[name]).exists()
+    for name in ("started", "unknown"):  # still going, or killed: Dagster cannot tell
+        assert f"kept    {ids[name]} (unfinished" in out.stdout, out.stdout
+        assert (sessions / ids[name]).is_dir()

@@ -412,9 +412,11 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
                            pipeline: Pipeline, step_id: str, key: dg.AssetKey,
                            outcome: StepOutcome, metadata: dict[str, Any],
                            selected: Sequence[str]) -> None:
-    """Columns added, removed or retyped since the last materialisation: noted in the metadata
-    and the session; with `schema: strict` the step fails."""
-    changes = schema_changes(previous_column_schema(context.instance, key),
+    """Columns added, removed or retyped since the last materialisation (of the run's
+    partition, in a partitioned run): noted in the metadata and the session; with
+    `schema: strict` the step fails."""
+    partition = context.partition_key if context.has_partition_key else None
+    changes = schema_changes(previous_column_schema(context.instance, key, partition),
                              outcome.ref.columns) if outcome.ref else []
     if not changes:
         return
@@ -422,9 +424,13 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
     session.log_event("schema_changed", step_id=step_id, changes=changes)
     context.log.warning(f"schema of '{key.to_user_string()}' changed: " + "; ".join(changes))
     if pipeline.dagster.for_step(step_id).schema == "strict":
+        of = f" of partition '{partition}'" if partition is not None else ""
         message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
-                   "changed since the last materialisation (schema: strict): "
-                   + "; ".join(changes))
+                   f"changed since the last materialisation{of} (schema: strict): "
+                   + "; ".join(changes) + ". To accept the change, materialise "
+                   + ("this partition" if partition is not None else "the step")
+                   + f" once with x-dagster.steps.{step_id}.schema set to `warn` (its columns "
+                   "then become the ones compared), then set it back to `strict`")
         _fail_step(context, session, pipeline, selected, step_id, message)
         raise dg.Failure(description=message)
 
@@ -470,17 +476,23 @@ def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session
         raise dg.Failure(description=str(exc)) from None
 
 
-def previous_column_schema(instance: dg.DagsterInstance, key: dg.AssetKey
-                           ) -> dg.TableSchema | None:
-    """The column schema of the asset's latest materialisation, read when the step has its
-    table and before its own materialisation is stored: the columns this table replaces, even
-    when another run materialised the asset while this run went on. (A read of every step's
-    latest materialisation at the run's second step would save ~0.4 ms per step and compare a
-    later step with what it replaced then.)"""
-    return _column_schema(instance.get_latest_materialization_event(key))
+def previous_column_schema(instance: dg.DagsterInstance, key: dg.AssetKey,
+                           partition: str | None = None) -> dg.TableSchema | None:
+    """The column schema of the asset's latest materialisation (of ``partition``, for a
+    partitioned run: each partition's table replaces that partition's own), read when the step
+    has its table and before its own materialisation is stored: the columns this table
+    replaces, even when another run materialised the asset while this run went on. (A read of
+    every step's latest materialisation at the run's second step would save ~0.4 ms per step
+    and compare a later step with what it replaced then.)"""
+    if partition is None:
+        return _column_schema(instance.get_latest_materialization_event(key))
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    return _column_schema(records[0].event_log_entry if records else None)
 
 
 def _column_schema(event: Any) -> dg.TableSchema | None:
+    """The `dagster/column_schema` of a materialisation's event log entry, if any."""
     mat = event.asset_materialization if event else None
     value = mat.metadata.get("dagster/column_schema") if mat else None
     return getattr(value, "schema", None)

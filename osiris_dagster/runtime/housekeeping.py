@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from osiris_dagster.runtime.stores.inventory import SessionInfo
@@ -31,19 +31,21 @@ class Kept:
     reason: str
 
 
-REFERENCED = "latest materialisation of an asset"
+REFERENCED = "latest materialisation of an asset or partition"
 UNFINISHED = "unfinished: its run may still be going"
 
 
 def select_for_cleaning(sessions: Iterable[SessionInfo], *, older_than: float | None,
                         keep: int | None, referenced: set[str], force: bool,
-                        now: float | None = None) -> tuple[list[SessionInfo], list[Kept]]:
+                        ended: Collection[str] = (), now: float | None = None
+                        ) -> tuple[list[SessionInfo], list[Kept]]:
     """(to delete, kept with the reason). `keep` = newest N per pipeline always stay.
 
-    Without `force`, two kinds stay: sessions the latest materialisation of an asset still
-    reads from, and unfinished ones (no run_end). A session cannot tell a run that is still
-    going from one that was killed, and deleting the first makes that run fail, so only
-    `--force` removes them."""
+    Without `force`, two kinds stay: sessions the latest materialisation of an asset, or of
+    one of its partitions, still reads from, and unfinished ones (no run_end). A session cannot
+    tell a run that is still going from one that was killed, and deleting the first makes that
+    run fail, so only `--force` removes them; except those in `ended`, whose run the Dagster
+    instance records as over (succeeded, failed or canceled)."""
     if keep is not None and keep < 0:
         raise ValueError(f"--keep must be 0 or more, got {keep}")
     now = time.time() if now is None else now
@@ -59,7 +61,7 @@ def select_for_cleaning(sessions: Iterable[SessionInfo], *, older_than: float | 
             continue
         if older_than is None and keep is None:
             continue  # nothing asked: never delete everything by accident
-        if not force and s.status is None:
+        if not force and s.status is None and s.session_id not in ended:
             protected.append(Kept(s, UNFINISHED))
             continue
         if not force and s.session_id in referenced:
