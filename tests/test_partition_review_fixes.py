@@ -273,3 +273,12 @@ def test_bounds_on_boundaries_validate(tmp_path: Path, block: str) -> None:
         "  - {id: a, component: duckdb.processor, mode: transform, "
         "config: {query: 'SELECT 1'}}\n"))
     assert errors == []
+
+
+def test_several_schedules_over_time_partitions_are_refused(tmp_path: Path) -> None:
+    """Each schedule runs every partition that ended since its own previous tick: a
+    self-review saw two schedules each run 2026-02-09 (an append writer would write it twice)."""
+    errors, _ = _validate(tmp_path, SCHEDULED.format(
+        partitions='{daily: {start: "2026-01-01"}}',
+        schedule='[{cron: "0 6 * * *"}, {cron: "0 18 * * *"}]'))
+    assert len(errors) == 1 and "2 schedules over time partitions" in errors[0][1], errors

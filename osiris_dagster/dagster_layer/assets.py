@@ -416,15 +416,18 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
     partition, in a partitioned run): noted in the metadata and the session; with
     `schema: strict` the step fails."""
     partition = context.partition_key if context.has_partition_key else None
-    changes = schema_changes(previous_column_schema(context.instance, key, partition),
-                             outcome.ref.columns) if outcome.ref else []
+    settings = pipeline.dagster.partitions
+    changes = schema_changes(previous_column_schema(
+        context.instance, key, partition,
+        settings is not None and settings.kind == "static"), outcome.ref.columns) \
+        if outcome.ref else []
     if not changes:
         return
     metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in changes))
     session.log_event("schema_changed", step_id=step_id, changes=changes)
     context.log.warning(f"schema of '{key.to_user_string()}' changed: " + "; ".join(changes))
     if pipeline.dagster.for_step(step_id).schema == "strict":
-        of = f" of partition '{partition}'" if partition is not None else ""
+        of = f" (partition '{partition}')" if partition is not None else ""
         message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
                    f"changed since the last materialisation{of} (schema: strict): "
                    + "; ".join(changes) + ". To accept the change, materialise "
@@ -477,18 +480,23 @@ def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session
 
 
 def previous_column_schema(instance: dg.DagsterInstance, key: dg.AssetKey,
-                           partition: str | None = None) -> dg.TableSchema | None:
-    """The column schema of the asset's latest materialisation (of ``partition``, for a
-    partitioned run: each partition's table replaces that partition's own), read when the step
-    has its table and before its own materialisation is stored: the columns this table
-    replaces, even when another run materialised the asset while this run went on. (A read of
-    every step's latest materialisation at the run's second step would save ~0.4 ms per step
-    and compare a later step with what it replaced then.)"""
-    if partition is None:
-        return _column_schema(instance.get_latest_materialization_event(key))
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
-    return _column_schema(records[0].event_log_entry if records else None)
+                           partition: str | None = None, static: bool = False
+                           ) -> dg.TableSchema | None:
+    """The column schema the step's table is compared with, read when the step has its table
+    and before its own materialisation is stored (so also when another run materialised the
+    asset while this run went on): the latest materialisation of the run's ``partition``, the
+    table this one replaces; for a partition materialised for the first time, the asset's
+    latest of any partition when the partitions are one series (time, or a sensor's files: a
+    day, a file, is compared with the one before), none for ``static`` keys (each holds its
+    own data: `eu` is not compared with `us`). (A read of every step's latest
+    materialisation at the run's second step would save ~0.4 ms per step and compare a later
+    step with what it replaced then.)"""
+    if partition is not None:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+        if records or static:
+            return _column_schema(records[0].event_log_entry if records else None)
+    return _column_schema(instance.get_latest_materialization_event(key))
 
 
 def _column_schema(event: Any) -> dg.TableSchema | None:

@@ -187,6 +187,12 @@ def with_partitions(dagster: DagsterSettings, partitions: PartitionSettings,
         out.error(x_dagster.line_of("schedule"),
                   f"x-dagster.schedule needs time partitions (hourly, daily, weekly, "
                   f"monthly) or none; these partitions are {partitions.kind}")
+    elif len(dagster.schedules) > 1:
+        out.error(x_dagster.line_of("schedule"),
+                  f"x-dagster.schedule: {len(dagster.schedules)} schedules over time "
+                  "partitions would each run every partition (an append writer would write "
+                  "its rows once per schedule); give one schedule, whose cron may tick as "
+                  "often as needed (e.g. '0 6,18 * * *')")
     if partitions.kind != "dynamic" and dagster.sensors:
         out.error(x_dagster.line_of("sensor"),
                   f"x-dagster.sensor needs partitions {{dynamic: <name>}} (one per file) or "
