@@ -173,6 +173,21 @@ def test_sensor_run_loads_the_file_and_archives_it(workdir: Path, tmp_path: Path
     assert run.tags["osiris/session_dir"] == str(tmp_path / "s" / result.run_id)
 
 
+def test_a_run_names_its_own_session_when_it_carries_another_ones_tag(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Dagster copies a run's tags to its re-execution: a review saw the re-execution's tag
+    name the parent's session directory, so a user inspected the old session."""
+    defs = make_defs(workdir, tmp_path / "s")
+    csv_file(workdir / "incoming" / "batch 1.csv", 4)
+    (request,), _, _ = tick(defs, instance, None)
+    result = defs.resolve_job_def("drops").execute_in_process(
+        instance=instance, run_config=request.run_config, raise_on_error=False,
+        tags={**request.tags, "osiris/session_dir": str(tmp_path / "s" / "the-parent")})
+    assert result.success, failure_description(result)
+    run = instance.get_run_by_id(result.run_id)
+    assert run.tags["osiris/session_dir"] == str(tmp_path / "s" / result.run_id)
+
+
 def test_failed_run_leaves_the_file_in_place(workdir: Path, tmp_path: Path,
                                              instance: dg.DagsterInstance) -> None:
     defs = make_defs(workdir, tmp_path / "s")

@@ -500,3 +500,11 @@ def test_the_pipelines_own_env_reference_beside_a_parameter_is_kept(tmp_path: Pa
     result = run(tmp_path, text, params={"src": "batch"})
     assert result.ok, result.errors
     assert result.pipeline.step("fetch").config["headers"]["X-Request-Source"] == "${HOME}-batch"
+
+
+def test_an_unknown_profile_says_where_it_was_asked_for(tmp_path: Path) -> None:
+    """A review pasted the README's launchpad config (`profile: dev`) into a pipeline without
+    profiles: the error blamed the pipeline file alone."""
+    result = run(tmp_path, NO_PROFILES, profile="dev")
+    assert any("profile 'dev' (asked for by --profile, or by `profile` in the run config) is "
+               "not defined in this pipeline (profiles: none)" in str(e) for e in result.errors)

@@ -250,6 +250,22 @@ def _archive_at_once(sources: list[Path], archive_to: Path) -> list[Path]:
     return dests
 
 
+def test_a_second_run_for_an_archived_file_says_the_file_is_gone(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A run for a version already delivered and archived (a re-execution from the UI) said
+    the file had changed and the sensor would start a run for it; none follows."""
+    defs = make_defs(workdir, tmp_path / "s")
+    csv_file(workdir / "incoming" / "daily.csv", 3)
+    (request,), _, _ = tick(defs, instance, None)
+    assert _run(defs, instance, request).success
+    again = _run(defs, instance, request)
+    assert not again.success
+    message = failure_description(again)
+    assert "It is gone (archived by the run that read it, or deleted), so this run reads " \
+           "nothing" in message, message
+    assert "the sensor starts a run" not in message
+
+
 # -- a queued run whose file was replaced before it started --------------------------------------
 def test_a_run_whose_file_was_replaced_before_it_started_fails_and_keeps_it(
         workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:

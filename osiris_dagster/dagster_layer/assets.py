@@ -273,8 +273,10 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     session_id = run_session_id(context.run_id, dagster_name(pipeline.name),
                                 pipelines_in_job(context.job_def))
     session = Session(osiris.settings(), session_id, masker)
-    if session_id == context.run_id and "osiris/session_dir" not in context.run.tags:
-        # a run of several pipelines has a session per pipeline: see their materialisations
+    if session_id == context.run_id and \
+            context.run.tags.get("osiris/session_dir") != str(session.dir):
+        # (a re-execution carries its parent's tag, naming the parent's session); a run of
+        # several pipelines has a session per pipeline: see their materialisations
         context.instance.add_run_tags(context.run_id, {"osiris/session_dir": str(session.dir)})
     progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
                                                  "component": pipeline.step(step_id).component,
@@ -591,9 +593,15 @@ def _refuse_replaced_file(context: dg.AssetExecutionContext, session: Session,
                    "for the version there now")
         session.log_event("file_changed_during_read", path=path, change=found)
     else:
+        why = ("It is gone (archived by the run that read it, or deleted), so this run "
+               "reads nothing" if not os.path.lexists(path) else
+               "It changed after the sensor's tick, so this run does not read it; the sensor "
+               "starts a run for the version there now")
+        parent = context.run.parent_run_id
+        again = (f". This run re-executes run {parent}: a re-execution reads only the version "
+                 "the sensor started that run for" if parent else "")
         message = (f"{path} is not the version of the file the sensor started this run for: "
-                   f"{found}. It changed after the sensor's tick, so this run does not read "
-                   "it; the sensor starts a run for the version there now")
+                   f"{found}. {why}{again}")
         session.masker.add(pipeline.sensitive_values())  # before anything is written
         start_session(session, pipeline)
         session.log_event("file_changed_before_run", path=path, change=found)

@@ -139,7 +139,8 @@ def effective_values(
         if not profiles or profile not in profiles:
             names = ", ".join(sorted(profiles or {})) or "none"
             out.error(_line(doc, "profiles"),
-                      f"profile '{profile}' is not defined in this pipeline (profiles: {names})")
+                      f"profile '{profile}' (asked for by --profile, or by `profile` in the "
+                      f"run config) is not defined in this pipeline (profiles: {names})")
         else:
             active = profile
     elif profiles and env.get("OSIRIS_PROFILE") in profiles:
