@@ -624,7 +624,8 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
             res = job.execute_in_process(run_config=run_cfg, instance=instance, run_id=run_id,
                                          asset_selection=selection, raise_on_error=False,
                                          partition_key=args.partition,
-                                         tags={"osiris/session_dir": str(session.dir)})
+                                         tags={"osiris/session_dir":
+                                               os.path.abspath(session.dir)})
     finally:
         plog.removeHandler(handler)
         instance.dispose()  # closes the event log's kept connections: one WAL checkpoint

@@ -188,6 +188,25 @@ def test_a_run_names_its_own_session_when_it_carries_another_ones_tag(
     assert run.tags["osiris/session_dir"] == str(tmp_path / "s" / result.run_id)
 
 
+def test_the_session_dir_tag_is_written_at_most_once_per_run(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tag write is a run-storage write (~8 ms): when the tag's text differed from the
+    session's path (the CLI gave a relative one), every step wrote it again."""
+    defs = make_defs(workdir, tmp_path / "s")
+    csv_file(workdir / "incoming" / "batch 1.csv", 4)
+    (request,), _, _ = tick(defs, instance, None)
+    writes: list[dict] = []
+    real = dg.DagsterInstance.add_run_tags
+    monkeypatch.setattr(dg.DagsterInstance, "add_run_tags",
+                        lambda self, run_id, tags: (writes.append(tags), real(self, run_id, tags)))
+    result = defs.resolve_job_def("drops").execute_in_process(
+        instance=instance, run_config=request.run_config, raise_on_error=False,
+        tags={**request.tags, "osiris/session_dir": "s/relative/elsewhere"})
+    assert result.success, failure_description(result)
+    assert len([t for t in writes if "osiris/session_dir" in t]) == 1, writes
+
+
 def test_failed_run_leaves_the_file_in_place(workdir: Path, tmp_path: Path,
                                              instance: dg.DagsterInstance) -> None:
     defs = make_defs(workdir, tmp_path / "s")

@@ -273,11 +273,14 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     session_id = run_session_id(context.run_id, dagster_name(pipeline.name),
                                 pipelines_in_job(context.job_def))
     session = Session(osiris.settings(), session_id, masker)
-    if session_id == context.run_id and \
-            context.run.tags.get("osiris/session_dir") != str(session.dir):
+    if session_id == context.run_id and context.run_id not in _SESSION_DIR_TAGGED:
         # (a re-execution carries its parent's tag, naming the parent's session); a run of
         # several pipelines has a session per pipeline: see their materialisations
-        context.instance.add_run_tags(context.run_id, {"osiris/session_dir": str(session.dir)})
+        _SESSION_DIR_TAGGED.add(context.run_id)  # once per run and process: a tag write
+        tagged = context.run.tags.get("osiris/session_dir")  # costs a run-storage write
+        if tagged is None or os.path.abspath(tagged) != os.path.abspath(session.dir):
+            context.instance.add_run_tags(context.run_id,
+                                          {"osiris/session_dir": str(session.dir)})
     progress_log.info("start", extra={"osiris": {"event": "step_start", "step_id": step_id,
                                                  "component": pipeline.step(step_id).component,
                                                  "session_id": session.session_id,
@@ -408,6 +411,9 @@ def _step_failure(session: Session, exc: StepError) -> dg.Failure:
     if session.records is None:  # else they are in the store: `osiris-dagster sessions show`
         metadata["osiris/events"] = dg.MetadataValue.path(str(session.events_path))
     return dg.Failure(description=str(exc), metadata=metadata, allow_retries=exc.retryable)
+
+
+_SESSION_DIR_TAGGED: set[str] = set()  # runs whose osiris/session_dir this process checked
 
 
 def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
