@@ -115,7 +115,8 @@ def test_invalid_pipeline_exits_2_without_traceback(tmp_path: Path) -> None:
     (["--param", "novalue"], "--param expects KEY=VALUE"),
     (["--param", "min_movies=abc"], "parameter 'min_movies' expects int"),
     (["--connections", "missing.yaml"], "connections file missing.yaml does not exist"),
-    (["--profile", "prod"], "profile 'prod' is not defined"),
+    (["--profile", "prod"], "profile 'prod' (asked for by --profile, or by `profile` in the "
+                            "run config) is not defined"),
 ])
 def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     out = cli("run", str(EXAMPLE), *args, cwd=tmp_path)

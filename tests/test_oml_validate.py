@@ -1422,3 +1422,26 @@ def test_a_name_param_over_several_directories_is_warned_about(tmp_path: Path, w
     if warned:
         assert found[0].line == 5 and "(a/orders.csv, b/orders.csv) get the same value" in \
             found[0].message and "`p`" in found[0].message
+
+
+def test_step_headers_beside_a_connection_are_said_to_merge(tmp_path: Path) -> None:
+    """The warning said the step's headers override the connection's, also for a connection
+    without headers (validate does not read the connections file)."""
+    p = tmp_path / "g.yaml"
+    p.write_text(textwrap.dedent("""\
+        oml_version: "0.1.0"
+        name: g
+        steps:
+          - id: a
+            component: graphql.extractor
+            mode: read
+            config:
+              connection: "@graphql.g"
+              query: "{ items { id } }"
+              data_path: data.items
+              headers: {X-Source: etl}
+        """), encoding="utf-8")
+    result = validate_pipeline(p, env={})
+    assert [w.message for w in result.warnings] == [
+        "'headers' is merged over the connection's, if '@graphql.g' sets it too: a name set in "
+        "both takes the step's value"]

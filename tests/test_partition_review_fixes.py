@@ -282,3 +282,15 @@ def test_several_schedules_over_time_partitions_are_refused(tmp_path: Path) -> N
         partitions='{daily: {start: "2026-01-01"}}',
         schedule='[{cron: "0 6 * * *"}, {cron: "0 18 * * *"}]'))
     assert len(errors) == 1 and "2 schedules over time partitions" in errors[0][1], errors
+
+
+def test_an_invalid_partitions_block_is_one_error_not_also_unresolved_parameters(
+        tmp_path: Path) -> None:
+    """A review saw each refused partition setting also report "unresolved parameter
+    'partition_key': declare it under 'params'", advice that is wrong for a partitioned
+    pipeline."""
+    errors, _ = _validate(tmp_path, (
+        'oml_version: "0.1.0"\nname: x\nx-dagster:\n  partitions: {monthly: {start: '
+        '"2026-01-15"}}\nsteps:\n  - {id: a, component: duckdb.processor, mode: transform, '
+        "config: {query: 'SELECT ${params.partition_key} AS k, ${params.partition_end} AS e'}}\n"))
+    assert len(errors) == 1 and "is not the start of a month" in errors[0][1], errors

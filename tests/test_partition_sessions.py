@@ -104,7 +104,7 @@ def test_strict_schema_compares_a_partition_with_its_own_previous_materialisatio
     assert not changed.success
     message = failure_description(changed)
     assert "retyped amount: BIGINT -> DOUBLE" in message, message
-    assert "(partition 'eu')" in message and "schema set to `warn`" in message, message
+    assert "of partition 'eu' (schema" in message and "schema set to `warn`" in message, message
     assert _run(job, instance, "us").success  # us unchanged, still fine
 
     # the way the message gives to accept it: once with `warn`, then strict again
@@ -160,5 +160,7 @@ def test_strict_schema_compares_a_new_day_with_the_day_before(
     changed = _run(job, instance, "2026-03-30")  # first materialisation of this day
     assert not changed.success
     assert "retyped amount: BIGINT -> VARCHAR" in failure_description(changed)
+    assert "since the last materialisation of partition '2026-03-29' (partition '2026-03-30' " \
+           "runs for the first time)" in failure_description(changed)
     write(workdir / "data.csv", "id,amount\n1,10\n")
     assert _run(job, instance, "2026-03-31").success  # as the latest (03-29) was

@@ -425,17 +425,18 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
     `schema: strict` the step fails."""
     partition = context.partition_key if context.has_partition_key else None
     settings = pipeline.dagster.partitions
-    changes = schema_changes(previous_column_schema(
-        context.instance, key, partition,
-        settings is not None and settings.kind == "static"), outcome.ref.columns) \
-        if outcome.ref else []
+    previous, compared = previous_column_schema(
+        context.instance, key, partition, settings is not None and settings.kind == "static")
+    changes = schema_changes(previous, outcome.ref.columns) if outcome.ref else []
     if not changes:
         return
     metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in changes))
     session.log_event("schema_changed", step_id=step_id, changes=changes)
     context.log.warning(f"schema of '{key.to_user_string()}' changed: " + "; ".join(changes))
     if pipeline.dagster.for_step(step_id).schema == "strict":
-        of = f" (partition '{partition}')" if partition is not None else ""
+        of = "" if partition is None else (
+            f" of partition '{compared}'" if compared == partition else
+            f" of partition '{compared}' (partition '{partition}' runs for the first time)")
         message = (f"pipeline '{pipeline.name}', step '{step_id}': the table's columns "
                    f"changed since the last materialisation{of} (schema: strict): "
                    + "; ".join(changes) + ". To accept the change, materialise "
@@ -489,7 +490,7 @@ def _commit_state(context: dg.AssetExecutionContext, pipeline: Pipeline, session
 
 def previous_column_schema(instance: dg.DagsterInstance, key: dg.AssetKey,
                            partition: str | None = None, static: bool = False
-                           ) -> dg.TableSchema | None:
+                           ) -> tuple[dg.TableSchema | None, str | None]:
     """The column schema the step's table is compared with, read when the step has its table
     and before its own materialisation is stored (so also when another run materialised the
     asset while this run went on): the latest materialisation of the run's ``partition``, the
@@ -498,13 +499,15 @@ def previous_column_schema(instance: dg.DagsterInstance, key: dg.AssetKey,
     day, a file, is compared with the one before), none for ``static`` keys (each holds its
     own data: `eu` is not compared with `us`). (A read of every step's latest
     materialisation at the run's second step would save ~0.4 ms per step and compare a later
-    step with what it replaced then.)"""
+    step with what it replaced then.) Also the partition compared with (None: none)."""
     if partition is not None:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
         if records or static:
-            return _column_schema(records[0].event_log_entry if records else None)
-    return _column_schema(instance.get_latest_materialization_event(key))
+            return _column_schema(records[0].event_log_entry if records else None), partition
+    latest = instance.get_latest_materialization_event(key)
+    mat = latest.asset_materialization if latest else None
+    return _column_schema(latest), (mat.partition if mat else None)
 
 
 def _column_schema(event: Any) -> dg.TableSchema | None:

@@ -48,8 +48,9 @@ def check_config(spec: ComponentSpec, config: dict, raw: LineDict, step: str | N
                 out.error(line_of(key), f"'{key}' comes from the connection '{ref}' and must not "
                                         "be set in the step", step)
             elif policy == "warning":
-                out.warning(line_of(key), f"'{key}' overrides the value from connection "
-                                          f"'{ref}'", step)
+                out.warning(line_of(key), f"'{key}' is merged over the connection's, if "
+                                          f"'{ref}' sets it too: a name set in both takes the "
+                                          "step's value", step)
 
     # With a connection reference (or for components whose credentials always come from a
     # connection, resolved to the family's default alias), connection fields are not required.

@@ -169,10 +169,14 @@ def _time_bound(kind: str, value: object) -> str | None:
 
 
 def declare_partition_params(specs: dict[str, ParamSpec],
-                             partitions: PartitionSettings | None) -> None:
+                             partitions: PartitionSettings | None, declared: bool = False
+                             ) -> None:
     """The `partition_*` parameters a pipeline does not declare itself: implicit, the run's
-    partition fills them."""
-    for name, default in _partition_param_defaults(partitions).items():
+    partition fills them. ``declared``: the pipeline has an `x-dagster.partitions` that is not
+    valid (its own error says why): its references are not also reported as unresolved."""
+    defaults = _partition_param_defaults(partitions) if partitions is not None or not declared \
+        else {"partition_key": "", "partition_start": "", "partition_end": ""}
+    for name, default in defaults.items():
         if name not in specs:  # implicit: the run's partition fills them
             specs[name] = ParamSpec(name, default, True, f"The run's {name.replace('_', ' ')}.",
                                     str, False, 0)

@@ -109,7 +109,9 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
 
     specs = declared_params(doc, out)
     partitions = partition_settings(doc, out)
-    declare_partition_params(specs, partitions)
+    x_dagster = doc.get("x-dagster")
+    declare_partition_params(specs, partitions, isinstance(x_dagster, dict) and
+                             x_dagster.get("partitions") is not None)
     values, active = effective_values(specs, doc, profile, explicit, env, out)
     for name in (explicit or {}):  # a typo would run with the default: refused
         if name not in specs:
