@@ -65,38 +65,15 @@ def format_path(path: Sequence[str | int]) -> str:
 def find_path(obj: Any, path: str) -> list[Any]:
     """Every value at ``path`` (JSONPath-like; an empty path or ``$`` is the object itself).
     A name step on a list applies to each element, as if written ``[*].name``."""
-    current = [obj]
+    current: list[tuple[Place, Any]] = [((), obj)]
     for token in parse_path(path):
-        nxt: list[Any] = []
-        for value in current:
-            _step(value, token, nxt)
+        nxt: list[tuple[Place, Any]] = []
+        for place, value in current:
+            _step(path, place, value, token, nxt, strict=False)
         current = nxt
         if not current:
             break
-    return current
-
-
-def _step(value: Any, token: str | int, out: list[Any]) -> None:
-    if token == "*":
-        if isinstance(value, list):
-            out.extend(value)
-        elif isinstance(value, dict):
-            out.extend(value.values())
-    elif isinstance(token, int):
-        if isinstance(value, list) and -len(value) <= token < len(value):
-            out.append(value[token])
-    elif isinstance(value, dict):
-        if token in value:
-            out.append(value[token])
-    elif isinstance(value, list):
-        for item in value:
-            _step(item, token, out)
-
-
-def first_at(obj: Any, path: str) -> Any:
-    """The first value at ``path``, or None when there is none."""
-    found = find_path(obj, path)
-    return found[0] if found else None
+    return [value for _, value in current]
 
 
 class PathMiss(DriverError):
@@ -142,7 +119,7 @@ def rows_at(obj: Any, path: str) -> list[Any]:
         for place, value in current:
             if value is None and only_wildcards_left:
                 continue  # `items[*]` on a null `items`: as `items` itself, no records
-            _strict_step(path, place, value, token, nxt)
+            _step(path, place, value, token, nxt, strict=True)
         current = nxt
     rows: list[Any] = []
     for _, match in current:
@@ -153,9 +130,10 @@ def rows_at(obj: Any, path: str) -> list[Any]:
     return rows
 
 
-def _strict_step(path: str, place: Place, value: Any, token: str | int,
-                 out: list[tuple[Place, Any]]) -> None:
-    """:func:`_step` with the places of the values, raising :class:`PathMiss` on a miss."""
+def _step(path: str, place: Place, value: Any, token: str | int,
+          out: list[tuple[Place, Any]], *, strict: bool) -> None:
+    """The values one step of ``path`` reaches from ``value`` (at ``place``), with their
+    places; a miss adds none, or with ``strict`` raises :class:`PathMiss`."""
     if token == "*" and isinstance(value, list):
         out.extend(((*place, i), v) for i, v in enumerate(value))
     elif token == "*" and isinstance(value, dict):
@@ -166,6 +144,6 @@ def _strict_step(path: str, place: Place, value: Any, token: str | int,
         out.append(((*place, token), value[token]))
     elif isinstance(token, str) and token != "*" and isinstance(value, list):
         for i, item in enumerate(value):
-            _strict_step(path, (*place, i), item, token, out)
-    else:
+            _step(path, (*place, i), item, token, out, strict=strict)
+    elif strict:
         raise PathMiss(path, place, value, token)
