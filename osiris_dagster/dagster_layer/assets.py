@@ -72,6 +72,7 @@ from osiris_dagster.runtime.runner import (
     start_session,
 )
 from osiris_dagster.runtime.session import Session
+from osiris_dagster.runtime.workspace import resolve_step_path
 
 progress_log = logging.getLogger("osiris_dagster.progress")
 # Every context.log line is an event written to the instance's event log (a SQLite transaction),
@@ -634,16 +635,14 @@ def _reads_sensor_file(context: dg.AssetExecutionContext, step: Step,
     raw = step.config.get("path")
     if not isinstance(raw, str) or not raw:
         return False
-    read = Path(os.path.expanduser(raw))  # as the driver does: `~tilde.csv` is a name
-    if not read.is_absolute():
-        base: Path | None = None
-        ref = step.connection_ref
-        if ref is not None and ref.startswith("@filesystem."):
-            try:
-                base = connections().resolve("filesystem", ref).base_dir
-            except OsirisError:
-                return True  # cannot tell where it reads: checked (it fails to resolve too)
-        read = (base or Path.cwd()) / read
+    ref = step.connection_ref
+    relative = not os.path.isabs(os.path.expanduser(raw))  # else no base_dir is needed
+    try:
+        base = connections().resolve("filesystem", ref).base_dir if relative and \
+            ref is not None and ref.startswith("@filesystem.") else None
+        read = resolve_step_path(raw, base)  # as the driver resolves it
+    except OsirisError:
+        return True  # cannot tell where it reads: checked (the step fails on it too)
     return os.path.realpath(read) == os.path.realpath(path)
 
 

@@ -345,26 +345,8 @@ class StepWorkspace:
 
     # -- paths, logs, progress ------------------------------------------------------------------
     def resolve_path(self, path: str) -> Path:
-        """Relative paths live under the connection's base_dir (never escaping it with `..`),
-        else under the working directory; absolute paths are taken as written. ``~`` and
-        ``~user`` name a home directory; ``~name`` of no user is a name (``~tilde.csv``), as
-        :func:`os.path.expanduser` leaves it (pathlib's raises)."""
-        p = Path(os.path.expanduser(path))
-        if p.is_absolute():
-            return p
-        if self.base_dir is None:
-            return (Path.cwd() / p).absolute()
-        try:
-            base = self.base_dir.resolve()
-            resolved = (base / p).resolve()
-        except (RuntimeError, OSError) as exc:  # a symbolic link loop (RuntimeError in 3.11)
-            raise DriverError(f"path '{path}' under the connection's base_dir "
-                              f"{self.base_dir} cannot be resolved: {exc}. Check the symbolic "
-                              "links on the way (one points back at itself)") from None
-        if not resolved.is_relative_to(base):
-            raise DriverError(f"path '{path}' escapes the connection's base_dir {base}; use a "
-                              "path inside it (or an absolute path)")
-        return resolved
+        """See :func:`resolve_step_path` (against this step's connection's base_dir)."""
+        return resolve_step_path(path, self.base_dir)
 
     def log_metric(self, name: str, value: Any, **fields: Any) -> None:
         self.session.log_metric(name, value, step_id=self.step_id, **fields)
@@ -444,3 +426,25 @@ def state_dir_of(root: Path, pipeline_name: str, step_id: str) -> Path:
     from osiris_dagster.core.naming import sanitise
 
     return root / ".state" / sanitise(pipeline_name) / sanitise(step_id)
+
+def resolve_step_path(path: str, base_dir: Path | None) -> Path:
+    """Where a step's ``path`` option points. Relative paths live under the connection's
+    ``base_dir`` (never escaping it with `..`), else under the working directory; absolute
+    paths are taken as written. ``~`` and ``~user`` name a home directory; ``~name`` of no user
+    is a name (``~tilde.csv``), as :func:`os.path.expanduser` leaves it (pathlib's raises)."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute():
+        return p
+    if base_dir is None:
+        return (Path.cwd() / p).absolute()
+    try:
+        base = base_dir.resolve()
+        resolved = (base / p).resolve()
+    except (RuntimeError, OSError) as exc:  # a symbolic link loop (RuntimeError in 3.11)
+        raise DriverError(f"path '{path}' under the connection's base_dir "
+                          f"{base_dir} cannot be resolved: {exc}. Check the symbolic "
+                          "links on the way (one points back at itself)") from None
+    if not resolved.is_relative_to(base):
+        raise DriverError(f"path '{path}' escapes the connection's base_dir {base}; use a "
+                          "path inside it (or an absolute path)")
+    return resolved
