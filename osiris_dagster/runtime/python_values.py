@@ -382,7 +382,7 @@ def read_table(location: str, table: str, load_type: Any, settings: Settings) ->
     try:
         relation = con.sql(f"SELECT * FROM {prefix}.{quote_ident(table)}")
         if load_type is not duckdb.DuckDBPyRelation:
-            _refuse_bignums(relation)
+            _refuse_types_without_form(relation)
             _refuse_changed_times(relation, pandas=load_type is _pandas_type())
         value, keep_open = convert(con, relation)
     except BaseException:
@@ -393,24 +393,32 @@ def read_table(location: str, table: str, load_type: Any, settings: Settings) ->
     return value
 
 
-def _refuse_bignums(rel: duckdb.DuckDBPyRelation) -> None:
-    """A BIGNUM (VARINT) has no pandas type (DuckDB raised its NotImplementedException, naming
-    no column) and reaches Arrow and polars as opaque bytes: such columns are named."""
-    found = [name for name, _ in _columns_holding(rel, {"bignum", "varint"})]
-    if found:
-        raise UnsupportedTypeError(
-            f"column(s) {', '.join(repr(n) for n in found)} are BIGNUM (integers of any size), "
-            "which pandas, Arrow and polars have no type for: cast them in the step's SQL to "
-            "VARCHAR, or to a DECIMAL or HUGEINT that holds them, or read a DuckDB relation")
+# Types no conversion keeps, named whatever is asked for but a DuckDB relation: (type ids,
+# what they are and what to do, the error). A BIGNUM (VARINT) has no pandas type (DuckDB raised
+# its NotImplementedException, naming no column) and reached Arrow and polars as opaque bytes.
+_NO_FORM: tuple[tuple[frozenset[str], str, type[UnsupportedTypeError]], ...] = (
+    (frozenset({"bignum", "varint"}),
+     "BIGNUM (integers of any size), which pandas, Arrow and polars have no type for: cast "
+     "them in the step's SQL to VARCHAR, or to a DECIMAL or HUGEINT that holds them, or read a "
+     "DuckDB relation", UnsupportedTypeError),
+    (frozenset({"time with time zone"}),
+     "TIME WITH TIME ZONE, which pandas cannot take and Arrow and polars read without its "
+     "offset (10:00:00+02 became 10:00:00): cast it in the step's SQL to VARCHAR, or to "
+     "TIME once moved to one zone", InexactValueError),
+    (frozenset({"bit"}), "BIT, which reaches pandas, Arrow and polars as DuckDB's internal "
+                         "bytes: cast it to VARCHAR ('0101') in the step's SQL",
+     InexactValueError))
 
 
-# Types that no conversion keeps: named, whatever is asked for but a DuckDB relation.
-_NO_FORM = (("time with time zone",
-             "TIME WITH TIME ZONE, which pandas cannot take and Arrow and polars read without its "
-             "offset (10:00:00+02 became 10:00:00): cast it in the step's SQL to VARCHAR, or to "
-             "TIME once moved to one zone"),
-            ("bit", "BIT, which reaches pandas, Arrow and polars as DuckDB's internal bytes: cast "
-                    "it to VARCHAR ('0101') in the step's SQL"))
+def _refuse_types_without_form(rel: duckdb.DuckDBPyRelation) -> None:
+    """Name the columns of a type (also inside lists, structs and maps) that no conversion
+    keeps (:data:`_NO_FORM`)."""
+    for type_ids, what, error in _NO_FORM:
+        found = [name for name, _ in _columns_holding(rel, set(type_ids))]
+        if found:
+            raise error(f"column(s) {', '.join(repr(n) for n in found)} are {what}")
+
+
 _DATES_AND_TIMESTAMPS = frozenset({"date", "timestamp", "timestamp_s", "timestamp_ms",
                                    "timestamp_ns", "timestamp with time zone"})
 _TIMES = frozenset({"time", "time_ns"})
@@ -425,17 +433,12 @@ def _pandas_type() -> Any:
 
 
 def _refuse_changed_times(rel: duckdb.DuckDBPyRelation, pandas: bool) -> None:
-    """Name the first column whose dates or times the requested type would change:
-    TIME WITH TIME ZONE and BIT (no conversion keeps them); an infinite DATE or TIMESTAMP
+    """Name the first column whose dates or times the requested type would change: an
+    infinite DATE or TIMESTAMP
     (pandas showed the largest timestamp, year 294247, Arrow and polars DuckDB's raw number);
     TIME '24:00:00' read through Arrow (00:00:00 there, NULL in polars; pandas reads plain TIME
     columns as text and keeps it). Values nested in a list or struct are judged by the
     column's text."""
-    for type_id, what in _NO_FORM:
-        found = [name for name, _ in _columns_holding(rel, {type_id})]
-        if found:
-            raise InexactValueError(
-                f"column(s) {', '.join(repr(n) for n in found)} are {what}")
     checks: list[tuple[str, str, str]] = []  # (column, what it holds, aggregate)
     for name, kind in zip(rel.columns, rel.types, strict=True):
         ids, column = _type_ids(kind), quote_ident(name)
