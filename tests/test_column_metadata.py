@@ -123,3 +123,18 @@ def test_upstream_keys_come_from_the_translator(workdir: Path, tmp_path: Path,
     join = materialisations(result)["warehouse/lineage-demo/join"]
     assert deps(join)["box_office"] == [("warehouse/lineage-demo/extract-movies",
                                          "box_office_usd")]
+
+
+def test_a_lineage_problem_is_masked_before_it_is_cut() -> None:
+    """The problem reaches the UI masked, then cut to 300 characters (the tracer used to cut
+    it first: a secret across the cut showed its first characters)."""
+    from osiris_dagster.core.masking import Masker
+    from osiris_dagster.dagster_layer.column_metadata import LINEAGE_TEXT, lineage_metadata
+    from osiris_dagster.drivers.base import StepColumnLineage
+
+    secret = "Cut-Secret-4411"
+    for before in range(300 - len(secret), 300):
+        problem = "x" * before + secret + " and more"
+        shown = lineage_metadata(StepColumnLineage.unknown(problem), {},
+                                 Masker([secret]))[LINEAGE_TEXT].text
+        assert not any(secret[:n] in shown for n in range(4, len(secret) + 1)), shown

@@ -425,3 +425,38 @@ steps:
     assert any(f.name == "manifest.yaml" for f in files)
     for f in files:
         assert secret not in f.read_text(encoding="utf-8"), f
+
+
+def test_a_dsn_password_is_masked_where_it_shows_alone() -> None:
+    """A connection's DSN string registers its `password=` value, so a server echoing the
+    password without its name (a quoted literal, a log line) is masked too."""
+    from osiris_dagster.core.masking import MASK, Masker
+
+    masker = Masker()
+    masker.add_from_connection({"catalog": "postgres:dbname=lake host=db password=Dsn-Pw-8812"})
+    assert masker.text("login failed for 'Dsn-Pw-8812'") == f"login failed for '{MASK}'"
+
+
+@pytest.mark.parametrize("catalog", ["postgres:dbname=lake host=db password=Qz7-Pw-8812",
+                                     "postgresql://lake:Qz7-Pw-8812@db:5432/lake"])
+def test_a_ducklake_error_is_masked_before_it_is_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog: str) -> None:
+    """The DuckLake store's error texts are cut to 400 characters; cut before masking, a
+    password across the cut showed its first characters."""
+    import duckdb
+
+    from osiris_dagster.core.settings import Settings
+    from osiris_dagster.runtime.stores.ducklake import DuckLakeStore
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3-Secret-Key-5521")
+    store = DuckLakeStore(Settings.from_env(tmp_path, session_store="ducklake",
+                                            ducklake_catalog=catalog,
+                                            ducklake_data_path=str(tmp_path / "data")))
+    for echoed in ("Qz7-Pw-8812", "S3-Secret-Key-5521"):
+        for before in range(400 - len(echoed), 400):  # the secret across the 400th character
+            text = f"could not connect to {store.data_path}: " + "x" * 400
+            text = text[:before] + echoed + " in " + catalog
+            exc = duckdb.IOException(text)
+            for error in (store._attach_error(exc), store.write_error(exc)):
+                shown = str(error)
+                assert not any(echoed[:n] in shown for n in range(4, len(echoed) + 1)), shown

@@ -110,17 +110,20 @@ class Masker:
         """Register every secret-named field of a resolved connection (and any password inside
         a URL / DSN field) as a secret value."""
         self.add(secret_values(connection))
-        self._add_url_passwords(connection)
+        self._add_embedded_passwords(connection)
 
-    def _add_url_passwords(self, obj: Any) -> None:
+    def _add_embedded_passwords(self, obj: Any) -> None:
+        """Passwords inside strings: ``user:pw@`` of URLs and ``password=pw`` of DSNs."""
         if isinstance(obj, Mapping):
             for v in obj.values():
-                self._add_url_passwords(v)
+                self._add_embedded_passwords(v)
         elif isinstance(obj, list | tuple):
             for v in obj:
-                self._add_url_passwords(v)
+                self._add_embedded_passwords(v)
         elif isinstance(obj, str):
             self.add(m.group("pw") for m in _URL_PASSWORD.finditer(obj))
+            self.add(m.group("value").strip("'\"") for m in _KV.finditer(obj)
+                     if is_secret_key(m.group("name")))
 
     def shortened(self, s: str, limit: int) -> str:
         """``s`` masked, then cut to ``limit`` characters (cut first, a secret across the cut

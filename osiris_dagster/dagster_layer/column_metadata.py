@@ -76,7 +76,7 @@ def lineage_metadata(lineage: StepColumnLineage | None,
     if lineage.problem is not None:
         return {LINEAGE_TEXT: dg.MetadataValue.text(
             "Column lineage not recorded for this materialisation: "
-            f"{mask.text(lineage.problem)}. The step itself ran normally.")}
+            f"{mask.shortened(lineage.problem, 300)}. The step itself ran normally.")}
     deps = {column: [dg.TableColumnDep(asset_key=upstream_keys[step], column_name=name)
                      for step, name in sources]
             for column, sources in lineage.columns.items()}

@@ -74,7 +74,7 @@ def column_lineage(ctx: StepContext, query: str, inputs: Sequence[UpstreamTable]
     except Exception as exc:  # noqa: BLE001 - must not fail a step whose table is built
         lineage = StepColumnLineage.unknown(
             f"internal error while working out the lineage ({type(exc).__name__}: "
-            f"{str(exc).strip()[:300]})")
+            f"{first_lines(exc)})")
     if lineage.problem is not None:
         ctx.log_event("column_lineage_unavailable", problem=lineage.problem)
     return lineage

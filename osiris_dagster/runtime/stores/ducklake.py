@@ -155,7 +155,7 @@ class DuckLakeStore:
     def write_error(self, exc: duckdb.Error) -> SessionStoreError | None:
         """A SessionStoreError naming the setting when ``exc`` is the lake failing to store
         (its data path or catalog), not the step's query; else None."""
-        text = " ".join(str(exc).split())[:400]
+        text = self._error_text(exc)
         # not PermissionException: that is the seal refusing the step's own query
         if isinstance(exc, duckdb.IOException | duckdb.HTTPException) and \
                 self.data_path.rstrip("/") in text:
@@ -218,8 +218,19 @@ class DuckLakeStore:
         if statement is not None:
             con.execute(statement)
 
+    def _error_text(self, exc: duckdb.Error) -> str:
+        """DuckDB's error on one line, the catalog's and S3's secrets masked, then cut (cut
+        first, a password across the cut would show its first characters)."""
+        from osiris_dagster.core.environment import environment
+        from osiris_dagster.runtime.stores.s3 import SECRET_VARS, TOKEN_VARS
+
+        env = environment()
+        masker = Masker(env.get(name) for name in SECRET_VARS + TOKEN_VARS)
+        masker.add_from_connection({"catalog": self.catalog})
+        return masker.shortened(" ".join(str(exc).split()), 400)
+
     def _attach_error(self, exc: duckdb.Error) -> SessionStoreError:
-        text = " ".join(str(exc).split())[:400]
+        text = self._error_text(exc)
         lowered = text.lower()
         if any(word in lowered for word in ("data_path", "data path", "directory", "s3",
                                              "http", "permission", "no such file")):
