@@ -685,3 +685,37 @@ def test_a_cursor_from_before_fingerprints_still_knows_its_files() -> None:
     legacy = Cursor.parse(json.dumps({"hw": 5, "keys": [f.legacy_key]}))
     assert not legacy.is_new(f)
     assert Cursor.parse(legacy.dump()).keys_at_mark == {f.legacy_key}
+
+
+def test_a_file_dated_in_the_future_runs_once_it_has_settled(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A writer whose clock is ahead (or `touch -d`) gives a file an mtime in the future: it
+    waited until that time (for good, a year ahead). Its ctime, set when it was written here,
+    tells how long it has been still."""
+    defs = make_defs(workdir, tmp_path / "s")
+    ahead = csv_file(workdir / "incoming" / "ahead.csv", 2, age_seconds=-365 * 86400)
+    requests, cursor, skip = tick(defs, instance, None)
+    assert [Path(r.tags["osiris/file"]).name for r in requests] == ["ahead.csv"], skip
+    assert requests[0].tags["osiris/file"] == str(ahead)
+    queue(defs, instance, requests)
+    # the cursor's mark is now a year ahead: files written after still run, once each
+    csv_file(workdir / "incoming" / "next.csv", 1)
+    later, cursor, _ = tick(defs, instance, cursor)
+    assert [Path(r.tags["osiris/file"]).name for r in later] == ["next.csv"]
+    queue(defs, instance, later)
+    assert tick(defs, instance, cursor)[0] == []
+
+
+def test_plan_runs_judges_a_future_mtime_by_the_ctime() -> None:
+    now = 1_000_000_000_000
+    ahead = FileVersion(now + 10**15, "/ahead", 1, now + 10**15, now - 100 * 10**9)
+    both = FileVersion(now + 10**15, "/both", 1, now + 10**15, now + 10**15)
+    stats = {f.path: Fingerprint(f.size, f.mtime_ns, f.ctime_ns, f.inode, "d")
+             for f in (ahead, both)}
+    plan = plan_runs([ahead, both], Cursor(), now, settle_seconds=5, max_runs=10,
+                     fingerprint_of=stats.get)
+    assert [p.file for p in plan.to_run] == [ahead] and plan.settling == [both]
+    from osiris_dagster.dagster_layer.automation import _skip_reason
+    reason = _skip_reason("*.csv", Path("/"), None, plan.settling, [], [], now)
+    assert "1 file(s) dated in the future" in reason and "both" in reason
+    assert "still being written" not in reason

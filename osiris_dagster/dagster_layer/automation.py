@@ -200,7 +200,8 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
                 f"{pattern}): files under the archive are never picked up, so no file runs; "
                 "set archive_to to a directory outside the watched one")
         cursor = Cursor.parse(context.cursor)
-        plan = plan_runs(scan(pattern, exclude=archive), cursor, time.time_ns(),
+        now_ns = time.time_ns()
+        plan = plan_runs(scan(pattern, exclude=archive), cursor, now_ns,
                          settings.settle_seconds, settings.max_runs_per_tick,
                          ran=lambda files: _files_with_runs(context.instance, name, files))
         for f, why in plan.skipped:
@@ -223,7 +224,8 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
             if dynamic and to_run else []
         if not requests:
             return dg.SensorResult(skip_reason=dg.SkipReason(_skip_reason(
-                pattern, root, archive, plan.settling, [*plan.seen, *already], plan.skipped)),
+                pattern, root, archive, plan.settling, [*plan.seen, *already], plan.skipped,
+                now_ns)),
                 cursor=plan.cursor.dump())
         return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump(),
                                dynamic_partitions_requests=adds or None)
@@ -269,10 +271,16 @@ def _files_with_runs(instance: dg.DagsterInstance, sensor: str, files: list[File
 
 
 def _skip_reason(pattern: str, root: Path, archive: Path | None, settling: list[FileVersion],
-                 already: list[FileVersion], skipped: list[tuple[FileVersion, str]]) -> str:
+                 already: list[FileVersion], skipped: list[tuple[FileVersion, str]],
+                 now_ns: int) -> str:
     parts = [f"no new files matching {pattern}"]
-    if settling:
-        parts.append(f"{len(settling)} file(s) still being written")
+    future = sorted(_shown_name(f.path, root) for f in settling
+                    if min(f.mtime_ns, f.ctime_ns) > now_ns)
+    if len(settling) > len(future):
+        parts.append(f"{len(settling) - len(future)} file(s) still being written")
+    if future:
+        parts.append(f"{len(future)} file(s) dated in the future, waiting for that time (a "
+                     "clock ahead on the machine storing them?): " + _listed(future))
     if skipped:
         parts.append(f"{len(skipped)} file(s) skipped: " + _listed(
             sorted(f"{_shown_name(f.path, root)} ({why})" for f, why in skipped)))

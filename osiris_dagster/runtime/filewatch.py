@@ -236,6 +236,13 @@ def _none_ran(files: list[FileVersion]) -> set[str]:
     return set()
 
 
+def last_change_ns(f: FileVersion, now_ns: int) -> int:
+    """When the file was last written: its mtime, or its ctime when the mtime is in the future
+    (a writer's clock ahead, ``touch -d``; the ctime is set by the machine that stores the
+    file and moves on every write); a file waiting for a future time would wait for good."""
+    return f.mtime_ns if f.mtime_ns <= now_ns else f.ctime_ns
+
+
 def plan_runs(files: Iterable[FileVersion], cursor: Cursor, now_ns: int,
               settle_seconds: float, max_runs: int,
               fingerprint_of: Callable[[str], Fingerprint | None] = read_fingerprint,
@@ -267,7 +274,8 @@ def plan_runs(files: Iterable[FileVersion], cursor: Cursor, now_ns: int,
             break
         behind = not cursor.is_new(f)  # the mark passed it already: it holds nothing back
         try:
-            fp = None if now_ns - f.mtime_ns < settle_ns else fingerprint_of(f.path)
+            fp = None if now_ns - last_change_ns(f, now_ns) < settle_ns \
+                else fingerprint_of(f.path)
         except FileNotFoundError:
             continue  # gone since the scan
         except OSError as exc:
