@@ -196,6 +196,8 @@ def _rules(duck: str, v: str, t: TargetColumn) -> list[tuple[str, str]]:
         found = _array_rule(duck, v, t)
         return [found] if found is not None else []
     rules: list[tuple[str, str]] = []
+    if duck == "BIT" and _reads_bits_as_a_number(t):
+        return [("false", _BITS_AS_DIGITS.format(column=quote_ident(t.name)))]
     if t.length is not None and duck == "VARCHAR":
         # both cut a longer text to the length without an error when what is cut is spaces
         # (MySQL even in strict mode, with a note); a text that is longer otherwise fails there
@@ -277,6 +279,21 @@ _ISO_CLOCK = r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?"
 _ISO_ZONE = r"(Z|[+-]\d\d(:?\d\d)?)"
 _ISO_MIDNIGHT = r"([ T]00:00(:00(\.0+)?)?)?"
 EXTRA_DIGITS = r"\.\d{6}\d*[1-9]"  # past microseconds, which both databases round or cut
+
+
+_PG_NUMBERS = ("smallint", "integer", "bigint", "numeric", "real", "double precision", "money")
+_BITS_AS_DIGITS = ("as the number or bytes its digits spell ('0101' as 101, not 5; "
+                   "CAST({column} AS INTEGER) upstream gives the bits' number, "
+                   "CAST({column} AS VARCHAR) the digits)")
+
+
+def _reads_bits_as_a_number(t: TargetColumn) -> bool:
+    """Whether the column reads a BIT value's text (its digits) as a number or as bytes."""
+    column_type = t.column_type.lower()
+    if t.database == "mysql":
+        return t.kind in ("integer", "decimal", "float", "double", "year") or \
+            column_type.startswith("bit")
+    return t.kind in ("decimal", "float", "double") or column_type.startswith(_PG_NUMBERS)
 
 
 def _iso_forms(v: str, t: TargetColumn) -> tuple[str, str, str]:
