@@ -546,3 +546,34 @@ def _racing(publish: Callable[[Path, Path], bool], into: Path) -> Callable[[Path
             _next_export(into.parent / "in" / "x.csv", 3)()
         return ok
     return racing
+
+
+def test_a_version_kept_beside_an_even_newer_one_is_not_promised_to_run_next(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning said the version put back beside the newer one would run next: only if the
+    watch glob matches its `<stem>.not-archived-<run>.<suffix>` name."""
+    import logging
+
+    from osiris_dagster.dagster_layer import automation
+
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (first,), _, _ = tick(defs, instance, None)
+    real_take = automation._take
+
+    def take(path: Path, dest_dir: Path) -> Path:
+        os.replace(csv_file(src.with_name(".v2.tmp"), 4), src)  # after the run's last check
+        held = real_take(path, dest_dir)
+        os.replace(csv_file(src.with_name(".v3.tmp"), 5), src)  # once the archive took v2
+        return held
+
+    monkeypatch.setattr(automation, "_take", take)
+    result = _run(defs, instance, first)
+    assert result.success, failure_description(result)
+    kept = src.with_name(f"daily.not-archived-{result.run_id[:8]}.csv")
+    assert kept.read_text() == "v\n0\n1\n2\n3\n"
+    (warning,) = [e.user_message for e in instance.all_logs(result.run_id)
+                  if e.level == logging.WARNING and "last check" in e.user_message]
+    assert f"kept at {kept}" in warning and "only if its watch pattern matches" in warning
+    assert "which runs it" not in warning

@@ -688,10 +688,15 @@ def _archive_input(context: dg.AssetExecutionContext, session: Session,
         dest = archive_file(path, tags[TAG_ARCHIVE_TO], context.run_id,
                             Fingerprint.parse(tags.get(TAG_FINGERPRINT)))
     except NotTheDeliveredVersion as exc:
+        where = (f"was left at {exc.kept} for the next sensor tick, which runs it"
+                 if exc.kept == Path(path) else
+                 f"was kept at {exc.kept}, since an even newer version took its name: the "
+                 "sensor runs it only if its watch pattern matches that name; otherwise move "
+                 "it back under its name once the newer version has run")
         context.log.warning(
             f"{path} was replaced after this run's last check ({exc.change}): the version this "
             f"run read is no longer there, so nothing was archived. The version found there "
-            f"was left at {exc.kept} for the next sensor tick, which runs it.")
+            f"{where}.")
         session.log_event("file_changed_during_run", path=path, change=exc.change,
                           kept=str(exc.kept))
     except OSError as exc:
