@@ -562,9 +562,9 @@ def test_a_version_kept_beside_an_even_newer_one_is_not_promised_to_run_next(
     (first,), _, _ = tick(defs, instance, None)
     real_take = automation._take
 
-    def take(path: Path, dest_dir: Path) -> Path:
+    def take(path: Path, dest_dir: Path, run_id: str) -> Path:
         os.replace(csv_file(src.with_name(".v2.tmp"), 4), src)  # after the run's last check
-        held = real_take(path, dest_dir)
+        held = real_take(path, dest_dir, run_id)
         os.replace(csv_file(src.with_name(".v3.tmp"), 5), src)  # once the archive took v2
         return held
 
@@ -577,3 +577,72 @@ def test_a_version_kept_beside_an_even_newer_one_is_not_promised_to_run_next(
                   if e.level == logging.WARNING and "last check" in e.user_message]
     assert f"kept at {kept}" in warning and "only if its watch pattern matches" in warning
     assert "which runs it" not in warning
+
+
+# -- a run stopped between taking its file and archiving it ---------------------------------------
+def _leftovers(workdir: Path) -> list[str]:
+    return sorted(p.name for p in (workdir / "processed").glob(".*.archiving"))
+
+
+def test_a_delivered_file_left_mid_archive_is_archived_by_the_next_tick(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's process died after it took its file to a private name: the file stayed hidden
+    there for good. Once that run is over, the next tick archives it (it is the version the run
+    delivered), and nothing runs it again."""
+    from osiris_dagster.dagster_layer import automation
+
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None)
+    real = automation._archive_held
+    monkeypatch.setattr(automation, "_archive_held", lambda *args: Path("/nowhere"))  # died
+    result = _run(defs, instance, first)
+    monkeypatch.setattr(automation, "_archive_held", real)
+    assert result.success, failure_description(result)
+    assert not src.exists() and len(_leftovers(workdir)) == 1
+    requests, _, _ = tick(defs, instance, cursor)
+    assert requests == [] and _leftovers(workdir) == []
+    assert (workdir / "processed" / "daily.csv").read_text() == "v\n0\n1\n2\n"
+
+
+def test_another_version_left_mid_archive_is_put_back_and_runs(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version taken was a next export that landed after the run's last check, and the
+    process died before putting it back: that export never ran, unseen."""
+    from osiris_dagster.dagster_layer import automation
+
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None)
+    real_take, real_put_back = automation._take, automation._put_back
+
+    def take(path: Path, dest_dir: Path, run_id: str) -> Path:
+        os.replace(csv_file(src.with_name(".v2.tmp"), 4), src)  # after the run's last check
+        return real_take(path, dest_dir, run_id)
+
+    monkeypatch.setattr(automation, "_take", take)
+    monkeypatch.setattr(automation, "_put_back", lambda held, *args: held)  # died
+    result = _run(defs, instance, first)
+    monkeypatch.setattr(automation, "_take", real_take)
+    monkeypatch.setattr(automation, "_put_back", real_put_back)
+    assert result.success, failure_description(result)
+    assert not src.exists() and len(_leftovers(workdir)) == 1
+    requests, _, _ = tick(defs, instance, cursor)
+    assert [r.tags["osiris/file"] for r in requests] == [str(src)]
+    assert src.read_text() == "v\n0\n1\n2\n3\n" and _leftovers(workdir) == []
+    assert not (workdir / "processed" / "daily.csv").exists()
+
+
+def test_a_file_taken_by_a_run_still_going_is_left_alone(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None)
+    queue(defs, instance, [first])  # a run of the file that has not ended
+    (run,) = instance.get_runs()
+    taken = workdir / "processed" / f".daily.csv.{run.run_id}-0123abcd.archiving"
+    taken.parent.mkdir()
+    os.rename(src, taken)
+    assert tick(defs, instance, cursor)[0] == [] and taken.exists()

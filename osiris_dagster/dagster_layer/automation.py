@@ -6,10 +6,11 @@ import errno
 import itertools
 import math
 import os
+import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,8 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
                 f"the archive directory {archive} holds the watch directory {root} (pattern "
                 f"{pattern}): files under the archive are never picked up, so no file runs; "
                 "set archive_to to a directory outside the watched one")
+        if archive is not None:  # taken beside their name when archive_to is elsewhere
+            finish_interrupted_archives([archive, root], context.instance, context.log)
         cursor = Cursor.parse(context.cursor)
         now_ns = time.time_ns()
         plan = plan_runs(scan(pattern, exclude=archive), cursor, now_ns,
@@ -376,7 +379,7 @@ def archive_file(path: str, archive_to: str, run_id: str,
     src = Path(path)
     dest_dir = Path(archive_to)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    held = _take(src, dest_dir)
+    held = _take(src, dest_dir, run_id)
     try:
         change = delivered.differences(fingerprint(str(held)), ctime=False) \
             if delivered else None
@@ -388,11 +391,13 @@ def archive_file(path: str, archive_to: str, run_id: str,
     raise NotTheDeliveredVersion(change, _put_back(held, src, run_id))
 
 
-def _take(src: Path, dest_dir: Path) -> Path:
+def _take(src: Path, dest_dir: Path, run_id: str) -> Path:
     """Rename src to a private name in dest_dir, or beside src when dest_dir is on another
-    filesystem (not a temporary file that housekeeping would remove)."""
+    filesystem (not a temporary file that housekeeping would remove). The name holds the run
+    id, so a sensor tick can finish the archive of a run that stopped here
+    (:func:`finish_interrupted_archives`)."""
     stem = os.fsdecode(os.fsencode(src.name)[:150])
-    private = f".{stem}.{uuid.uuid4().hex[:12]}.archiving"
+    private = f".{stem}.{run_id}-{uuid.uuid4().hex[:8]}{_ARCHIVING_SUFFIX}"
     try:
         os.rename(src, dest_dir / private)
         return dest_dir / private
@@ -401,6 +406,50 @@ def _take(src: Path, dest_dir: Path) -> Path:
             raise
     os.rename(src, src.with_name(private))
     return src.with_name(private)
+
+
+_ARCHIVING_SUFFIX = ".archiving"
+_ARCHIVING_RUN = re.compile(r"\.(?P<run>[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})"
+                            r"-[0-9a-f]{8}\.archiving")
+
+
+def finish_interrupted_archives(dirs: Iterable[Path], instance: dg.DagsterInstance,
+                                log: Any) -> None:
+    """Files a run took to archive (``.<name>.<run id>-<n>.archiving`` in ``dirs``) and then
+    stopped before archiving or putting back (its process was killed): once that run is over,
+    the version it delivered is archived, and any other version put back under its name (never
+    over a file), where this tick's scan finds it. Each is logged on the sensor's tick."""
+    for directory in dict.fromkeys(dirs):
+        try:
+            names = [e.name for e in os.scandir(directory)
+                     if e.name.startswith(".") and e.name.endswith(_ARCHIVING_SUFFIX)]
+        except OSError:
+            continue
+        for name in names:
+            found = _ARCHIVING_RUN.search(name)
+            run = instance.get_run_by_id(found.group("run")) if found else None
+            if run is None or not run.is_finished or not run.tags.get(TAG_FILE):
+                continue  # still archiving, or not a run of this instance
+            _finish_interrupted(directory / name, run, log)
+
+
+def _finish_interrupted(held: Path, run: Any, log: Any) -> None:
+    src, archive_to = Path(run.tags[TAG_FILE]), run.tags.get(TAG_ARCHIVE_TO)
+    delivered = Fingerprint.parse(run.tags.get(TAG_FINGERPRINT))
+    stopped = f"run {run.run_id} stopped while archiving {src}"
+    try:
+        change = delivered.differences(fingerprint(str(held)), ctime=False) \
+            if delivered else "the run recorded no version"
+        if change is None and archive_to:
+            dest = _archive_held(held, Path(archive_to), src, run.run_id)
+            log.warning(f"{stopped}: the version it read, taken as {held}, is now archived "
+                        f"as {dest}")
+        else:
+            kept = _put_back(held, src, run.run_id)
+            log.warning(f"{stopped}: it had taken another version than the one it read "
+                        f"({change}), now put back at {kept} for a run of its own")
+    except OSError as exc:
+        log.warning(f"{stopped}: could not finish with {held}: {exc}")
 
 
 def _archive_held(held: Path, dest_dir: Path, src: Path, run_id: str) -> Path:
