@@ -220,6 +220,12 @@ def test_upstream_session_gone_says_what_to_materialise(
     assert "materialise 'movies-demo/extract-movies' again" in message
     assert f"was materialised in session {first.run_id}, whose directory " \
            f"{sessions / first.run_id} is gone (cleaned or deleted)" in message
+    # the UI shows the message itself, not Dagster's DagsterExecutionLoadInputError with a
+    # stack trace in front of it
+    (failure,) = [e.step_failure_data for e in again.all_events if e.is_step_failure]
+    assert failure.user_failure_data is not None
+    assert failure.user_failure_data.description == message
+    assert "LoadInputError" not in failure.error.cls_name
 
 
 def test_upstream_database_gone_but_session_directory_kept(

@@ -64,14 +64,22 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         # the materialisation's metadata already.
 
     def load_input(self, context: dg.InputContext) -> Any:
-        load_type = _load_type(context)
-        ref = self._table_ref(context)
-        if load_type is None:
-            return ref
+        """The input's TableRef, or its table as the annotated type. What stops an input from
+        loading (never materialised, session gone, table refused, a type without an exact
+        form) fails the step with our message as its description, which the UI shows as it is
+        (not under Dagster's DagsterExecutionLoadInputError and a stack trace); no retry
+        would change it."""
         try:
-            return read_table(ref.location, ref.table, load_type, self._settings())
-        except UnsupportedTypeError as exc:
-            raise UnsupportedTypeError(f"{_describe_input(context)}: {exc}") from None
+            load_type = _load_type(context)
+            ref = self._table_ref(context)
+            if load_type is None:
+                return ref
+            try:
+                return read_table(ref.location, ref.table, load_type, self._settings())
+            except UnsupportedTypeError as exc:
+                raise UnsupportedTypeError(f"{_describe_input(context)}: {exc}") from None
+        except (UpstreamMissingError, UpstreamRefusedError, UnsupportedTypeError) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         duckdb_instances.allow_parking()  # SQL steps of a session share a sealed instance
