@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.tags import RETRY_ON_ASSET_OR_OP_FAILURE_TAG
+from dagster._core.storage.tags import RETRY_ON_ASSET_OR_OP_FAILURE_TAG, RETRY_STRATEGY_TAG
 
 from osiris_dagster.core.errors import OsirisError, PipelineInvalidError, StepError
 from osiris_dagster.core.masking import Masker
@@ -230,11 +230,12 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
 
 
 def retry_policy(pipeline: Pipeline, step_id: str) -> dg.RetryPolicy | None:
-    """The step's own `retry`, else the pipeline's — except for append-mode database writers,
-    which a pipeline-wide retry skips (a retry would duplicate rows) unless the step asks."""
+    """The step's own `retry`, else the pipeline's — except for append-mode database writers
+    and GraphQL mutations, which a pipeline-wide retry skips (a retry would duplicate rows, or
+    apply the mutation again) unless the step asks."""
     step = pipeline.step(step_id)
     settings = pipeline.dagster.for_step(step_id).retry
-    if settings is None and not is_append_writer(step):
+    if settings is None and not applies_once(step):
         settings = pipeline.dagster.retry
     if settings is None or settings.max_retries == 0:
         return None
@@ -246,6 +247,16 @@ def retry_policy(pipeline: Pipeline, step_id: str) -> dg.RetryPolicy | None:
         jitter={"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}.get(
             settings.jitter or ""),
     )
+
+
+def applies_once(step: Any) -> bool:
+    """Whether running the step again adds to its target again: an append-mode database writer
+    or a GraphQL mutation."""
+    if step.component == "graphql.extractor":
+        from osiris_dagster.drivers.graphql.document import is_mutation
+
+        return is_mutation(str(step.config.get("query") or ""))
+    return is_append_writer(step)
 
 
 def is_append_writer(step: Any) -> bool:
@@ -311,6 +322,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
         raise _step_failure(session, exc) from None
     if reads_file:
         _refuse_replaced_file(context, session, pipeline, step_id, selected, after_read=True)
+    if applies_once(pipeline.step(step_id)):
+        _retry_from_failure_only(context, step_id)
     progress_log.info("done", extra={"osiris": {
         "event": "step_complete", "step_id": step_id, "rows_read": outcome.result.rows_read,
         "rows_written": outcome.result.rows_written, "duration": outcome.duration_s,
@@ -396,6 +409,18 @@ def _retried_on_failure(context: dg.AssetExecutionContext, pipeline: Pipeline,
     policy (see :func:`retry_policy`) has attempts left."""
     policy = retry_policy(pipeline, step_id)
     return policy is not None and context.retry_number < policy.max_retries
+
+
+def _retry_from_failure_only(context: dg.AssetExecutionContext, step_id: str) -> None:
+    """Once a step that applies once (see :func:`applies_once`) has written, a run retry with
+    ``dagster/retry_strategy: ALL_STEPS`` would write again: the run's retries re-execute from
+    its failed steps instead (Dagster's default strategy)."""
+    if context.run.tags.get(RETRY_STRATEGY_TAG) != "ALL_STEPS":
+        return
+    context.instance.add_run_tags(context.run_id, {RETRY_STRATEGY_TAG: "FROM_FAILURE"})
+    context.log.warning(
+        f"step '{step_id}' has written to its target, which a second run would add to again: "
+        "a retry of this run re-executes from its failed steps, not ALL_STEPS")
 
 
 def _no_run_retry(context: dg.AssetExecutionContext) -> None:

@@ -544,3 +544,73 @@ def test_progress_per_page_reaches_dagsters_event_log_at_most_once_per_heartbeat
     assert len(logged) == 1 and "step 'users' progress:" in logged[0], logged
     session_events = [e for e in events(sessions / result.run_id) if e.get("event") == "progress"]
     assert len(session_events) >= 12
+
+
+# -- a mutation applies once ----------------------------------------------------------------
+_MUTATION = "mutation Add($first: Int) { addUsers(n: $first) { id } }"
+
+
+@pytest.mark.parametrize("answer", [
+    {"data": {"addUsers": [{"id": 1}]}, "errors": [{"message": "partly failed"}]},
+    {"data": {"addUser": [{"id": 1}]}},  # a data_path that reaches nothing
+])
+def test_a_mutation_whose_answer_cannot_be_stored_is_an_unknown_outcome(
+        graphql: FakeGraphQL, run_driver: RunDriver, answer: dict[str, Any]) -> None:
+    """The server applied the mutation and answered; the step failed on the answer with an
+    ordinary, retryable error, so the step's retry policy and run retries sent it again."""
+    graphql.script.append(canned(200, answer))
+    with pytest.raises(OutcomeUnknownError, match="may have taken effect") as err:
+        run_driver(gq, config(graphql.endpoint, query=_MUTATION, data_path="data.addUsers"))
+    assert "not sent again" in str(err.value) and len(graphql.requests) == 1
+
+
+def _mutation_pipeline(endpoint: str, data_path: str) -> str:
+    return f"""\
+oml_version: "0.1.0"
+name: graphql-demo
+x-dagster:
+  retry: {{max_retries: 2}}
+steps:
+  - id: add
+    component: graphql.extractor
+    mode: read
+    config:
+      endpoint: {endpoint}
+      query: "{_MUTATION}"
+      data_path: {data_path}
+      retry_delay: 0.1
+"""
+
+
+def test_a_pipeline_retry_does_not_send_a_mutation_again(
+        graphql: FakeGraphQL, workdir: Path, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    from osiris_dagster.dagster_layer.assets import retry_policy
+    from osiris_dagster.oml.validate import validate_pipeline
+
+    p = write(workdir / "graphql.yaml", _mutation_pipeline(graphql.endpoint, "data.addUsers"))
+    pipeline = validate_pipeline(p).pipeline
+    assert pipeline is not None and retry_policy(pipeline, "add") is None
+    graphql.script.append(canned(200, {"data": {"addUser": []}}))  # a typo'd data_path
+    result = run_job(defs_for(p, tmp_path / "s"), "graphql_demo", instance)
+    assert not result.success and len(graphql.requests) == 1
+    assert "may have taken effect" in failure_description(result)
+
+
+def test_a_run_retry_of_all_steps_becomes_from_failure_once_a_mutation_applied(
+        graphql: FakeGraphQL, workdir: Path, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """A run with dagster/retry_strategy ALL_STEPS failing after its append writer or mutation
+    succeeded was retried from the start: the rows were appended (the mutation applied) once
+    per retry."""
+    from dagster._core.storage.tags import RETRY_STRATEGY_TAG
+
+    p = write(workdir / "graphql.yaml", _mutation_pipeline(graphql.endpoint, "data.addUsers"))
+    graphql.script.append(canned(200, {"data": {"addUsers": [{"id": 7}]}}))
+    defs = defs_for(p, tmp_path / "s")
+    result = defs.resolve_job_def("graphql_demo").execute_in_process(
+        instance=instance, tags={RETRY_STRATEGY_TAG: "ALL_STEPS", "dagster/max_retries": "2"})
+    assert result.success, failure_description(result)
+    assert instance.get_run_by_id(result.run_id).tags[RETRY_STRATEGY_TAG] == "FROM_FAILURE"
+    assert any("re-executes from its failed steps" in r.user_message
+               for r in instance.all_logs(result.run_id))

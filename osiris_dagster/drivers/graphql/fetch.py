@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from osiris_dagster.core.errors import DriverError
+from osiris_dagster.core.errors import DriverError, OutcomeUnknownError
 from osiris_dagster.drivers.base import StepContext
 from osiris_dagster.drivers.graphql.document import is_mutation
 from osiris_dagster.drivers.graphql.options import Options
@@ -83,13 +83,23 @@ def fetch_pages(ctx: StepContext, opts: Options, client: hc.HttpClient, stager: 
     pages = 0
     variables = dict(opts.variables)
     seen_cursors: set[str] = set()  # JSON texts of the cursors used so far
+    mutation = is_mutation(opts.query)
     while True:
         body = client.request_json("POST", opts.endpoint,
                                    {"query": opts.query, "variables": variables},
-                                   idempotent=not is_mutation(opts.query))
-        _raise_graphql_errors(body, host, client)
+                                   idempotent=not mutation)
         pages += 1
-        stager.add_many(_records(body, opts, pages))
+        try:
+            _raise_graphql_errors(body, host, client)
+            stager.add_many(_records(body, opts, pages))
+        except DriverError as exc:
+            if not mutation:
+                raise
+            raise OutcomeUnknownError(
+                f"{exc} The server received the mutation and answered, so it may have taken "
+                "effect: it is not sent again (a second attempt could apply it twice). Check "
+                "the data on the service before running the step again.",
+                reason="its answer could not be stored") from None
         ctx.progress(rows=stager.rows, message=f"page {pages}")
         if not opts.pagination_enabled:
             return pages
