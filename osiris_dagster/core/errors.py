@@ -82,6 +82,11 @@ class NotRetryableError(DriverError):
     fails without Dagster's retry policy, and the message says what to check first."""
 
 
+class FailedAfterCommitError(NotRetryableError):
+    """The step failed after its write's COMMIT succeeded: the rows are in the target, so
+    running the step again would write them twice."""
+
+
 class StepRefused(NotRetryableError):
     """The step was not run (nothing was written): running it would write rows twice or lose
     them. Not retried either: the same refusal would come."""

@@ -156,6 +156,15 @@ def commit_started(ctx: StepContext) -> None:
         mark()
 
 
+def committed(ctx: StepContext) -> None:
+    """Call right after a writer's COMMIT succeeded: the rows are in the target, so whatever
+    fails after this (a log write on a full disk, the step's bookkeeping) fails the step
+    without a retry and is recorded as an unsettled write, never written again blindly."""
+    mark = getattr(ctx, "mark_committed", None)
+    if mark is not None:
+        mark()
+
+
 def on_interrupt(ctx: StepContext, stop: Callable[[], None]) -> AbstractContextManager[object]:
     """While inside, stopping the step (run terminated, step timeout) also calls ``stop``: for
     work DuckDB's interrupt cannot reach, such as a child process DuckDB reads from. A context

@@ -15,6 +15,7 @@ import duckdb
 from osiris_dagster.core import memory
 from osiris_dagster.core.errors import (
     DriverError,
+    FailedAfterCommitError,
     NotRetryableError,
     OsirisError,
     OutcomeUnknownError,
@@ -187,6 +188,7 @@ def run_step(
     session.log_event("step_start", step_id=step.id, driver=step.component)
     started = time.monotonic()
     write: tuple[str, list[tuple[str, str, str]]] | None = None
+    workspace: StepWorkspace | None = None
     read = [(ref.session_id, up) for up, ref in upstream_refs.items()]
     # the lock a writer holds while it writes (unsettled_writes.UnsettledWrites.writing)
     with contextlib.ExitStack() as writing:
@@ -220,6 +222,7 @@ def run_step(
                                sealed_reuse=step.component in SEALED_COMPONENTS,
                                park_when_done=step.component in SEALED_COMPONENTS and
                                sql_step_follows(pipeline, step.id, selected)) as ws:
+                workspace = ws
                 if on_workspace:
                     on_workspace(ws)
                 try:
@@ -232,8 +235,9 @@ def run_step(
                 finally:
                     if on_workspace:
                         on_workspace(None)
-        except BaseException as exc:
+        except BaseException as caught:
             held.close()
+            exc = _after_commit(caught, workspace)
             message = _log_failure(session, step, exc, time.monotonic() - started,
                                    will_retry=retried_on_failure and isinstance(exc, Exception)
                                    and not isinstance(exc, NotRetryableError))
@@ -247,13 +251,22 @@ def run_step(
                             retryable=not isinstance(exc, NotRetryableError)) from None
         duration = time.monotonic() - started
         try:
-            _record_delivery(session, pipeline, step, read)
-        finally:
-            held.close()
-        if write is not None:
-            _forget_started(session, pipeline, step, write)
-        _log_success(session, step, result, duration, check_outcomes,
-                     _direct_inputs(upstream_refs, asset_refs or {}))
+            try:
+                _record_delivery(session, pipeline, step, read)
+            finally:
+                held.close()
+            if write is not None:
+                _forget_started(session, pipeline, step, write)
+            _log_success(session, step, result, duration, check_outcomes,
+                         _direct_inputs(upstream_refs, asset_refs or {}))
+        except Exception as caught:  # the session's bookkeeping (a full disk)
+            exc = _after_commit(caught, workspace)
+            if exc is caught:
+                raise
+            message = session.masker.text(str(exc))
+            if write is not None:
+                message += _record_unsettled(session, pipeline, step, write, message)
+            raise StepError(pipeline.name, step.id, message, retryable=False) from None
         return StepOutcome(step.id, ref, result, duration, preview,
                            resolved.ref if resolved else None, check_outcomes)
 
@@ -356,6 +369,18 @@ def _record_delivery(session: Session, pipeline: Pipeline, step: Step,
         session.log_event("step_error", step_id=step.id, error=message, cancelled=False,
                           timed_out=False)
         raise StepError(pipeline.name, step.id, message, retryable=False) from None
+
+
+def _after_commit(exc: BaseException, ws: StepWorkspace | None) -> BaseException:
+    """An error raised after the step's write was committed (a log write on a full disk, the
+    step's bookkeeping) as :class:`FailedAfterCommitError`: not retried, recorded as an
+    unsettled write (see :func:`_may_have_landed`)."""
+    if ws is None or not ws.committed or not isinstance(exc, Exception) or \
+            isinstance(exc, NotRetryableError):
+        return exc
+    return FailedAfterCommitError(
+        f"{_describe_full(exc)} (after the write's COMMIT succeeded: its rows are in the "
+        "target, so the step is not run again)")
 
 
 def _may_have_landed(step: Step, exc: BaseException) -> bool:

@@ -80,6 +80,7 @@ class StepWorkspace:
         self.started = time.monotonic()
         self.cancelled = False
         self.commit_started = False  # a writer's COMMIT was sent: its write may have landed
+        self.committed = False  # ... and succeeded: its write is in the target
         self._interrupt_callbacks: list[Callable[[], None]] = []
         self._state_loaded = False
         self._sealed_reuse = sealed_reuse
@@ -362,6 +363,10 @@ class StepWorkspace:
     def mark_commit_started(self) -> None:
         """See :func:`osiris_dagster.drivers.base.commit_started`."""
         self.commit_started = True
+
+    def mark_committed(self) -> None:
+        """See :func:`osiris_dagster.drivers.base.committed`."""
+        self.committed = True
 
     def progress(self, rows: int | None = None, message: str | None = None) -> None:
         if self.cancelled and not self.commit_started:

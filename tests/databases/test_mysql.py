@@ -1316,3 +1316,52 @@ def test_a_lost_write_is_refused_when_its_input_is_made_again_from_the_same_extr
         new = defs.resolve_job_def("commit_lost").execute_in_process(instance=instance,
                                                                       raise_on_error=False)
         assert "not run:" not in failure_description(new) and proxy.commits_dropped == 2
+
+
+@pytest.mark.parametrize("where", ["driver", "bookkeeping"])
+def test_a_failure_after_the_commit_succeeded_is_never_written_again(
+        mysql: MySQLTarget, run_pipeline: PipelineRun, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, where: str) -> None:
+    """The COMMIT succeeded, then a session log write failed (a full disk): an ordinary,
+    retryable error, so the step's retry appended the rows again (6 rows); without a retry it
+    was not recorded and `run --select` wrote them again."""
+    import errno
+
+    from osiris_dagster.runtime import runner
+    from osiris_dagster.runtime.workspace import StepWorkspace
+
+    mysql.execute("DROP TABLE IF EXISTS w_commit_lost",
+                  "CREATE TABLE w_commit_lost (id INT, name VARCHAR(10))")
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id,name\n1,a\n2,b\n3,c\n")
+    monkeypatch.setenv("MYSQL_TEST_PASSWORD", mysql.password)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if where == "driver":
+        log_event = StepWorkspace.log_event
+
+        def failing(self: StepWorkspace, name: str, **fields: object) -> None:
+            if name == "mysql_write_complete":
+                raise full
+            log_event(self, name, **fields)
+        monkeypatch.setattr(StepWorkspace, "log_event", failing)
+    else:
+        log_success = runner._log_success
+
+        def failing_success(session: object, step: Any, *args: Any, **kwargs: Any) -> None:
+            if step.id == "append":
+                raise full
+            log_success(session, step, *args, **kwargs)
+        monkeypatch.setattr(runner, "_log_success", failing_success)
+    connections = ("version: 1\nconnections:\n  mysql:\n    main:\n"
+                   f"      host: {mysql.host}\n      port: {mysql.port}\n"
+                   f"      database: {mysql.database}\n      user: {mysql.user}\n"
+                   "      password: ${MYSQL_TEST_PASSWORD}\n")
+    result, _ = run_pipeline(WRITE_WITH_RETRIES.format(csv=csv), connections, "commit-lost")
+    assert not result.success
+    assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]  # exactly once
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    text = failure_description(result)
+    assert "No space left on device" in text and "COMMIT succeeded" in text, text
+    assert "Recorded as an unsettled write" in text, text
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags.get("dagster/retry_on_asset_or_op_failure") == "false"

@@ -86,6 +86,7 @@ from osiris_dagster.drivers.base import (
     StepContext,
     UpstreamTable,
     commit_started,
+    committed,
 )
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import is_nested
@@ -466,6 +467,7 @@ class _Writer:
             conn.commit()
         except pymysql.Error as exc:
             raise self._commit_failed(exc, written) from None
+        committed(self.ctx)
         self.ctx.log_event("mysql_write_complete", table=self.label, mode=opts.mode,
                            rows=written, created_table=self.created)
         return written

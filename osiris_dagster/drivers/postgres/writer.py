@@ -94,6 +94,7 @@ from osiris_dagster.drivers.base import (
     StepContext,
     UpstreamTable,
     commit_started,
+    committed,
 )
 from osiris_dagster.drivers.dbapi import close_quietly
 from osiris_dagster.drivers.duck_types import DECIMAL_TYPE, is_nested, list_element
@@ -273,6 +274,7 @@ class _SqlWrite:
                 conn.commit()
             except psycopg.Error as exc:
                 raise self._commit_failed(conn, exc, rows) from None
+            committed(self.ctx)
             return rows
         finally:
             close_quietly(conn)
