@@ -123,13 +123,12 @@ def _failing_rows_sql(relation: str, spec: CheckSpec) -> str:
     if spec.kind == "not_null":
         cond = " OR ".join(f"{quote_ident(c)} IS NULL" for c in p)
         return f"SELECT * FROM {relation} WHERE {cond}"
-    if spec.kind == "unique":
-        parts = []
-        for key in p:
-            cols = ", ".join(quote_ident(c) for c in key)
-            parts.append(f"SELECT * FROM {relation} QUALIFY count(*) OVER (PARTITION BY "
-                         f"{cols}) > 1")
-        return " UNION ALL ".join(parts)
+    if spec.kind == "unique":  # one pass, each row once: a row failing several keys (or an
+        # identical row) is one failing row, not one per key as a UNION ALL of the keys made it
+        conds = " OR ".join(
+            f"count(*) OVER (PARTITION BY {', '.join(quote_ident(c) for c in key)}) > 1"
+            for key in p)
+        return f"SELECT * FROM {relation} QUALIFY {conds}"
     if spec.kind == "accepted_values":
         conds = []
         for col, values in p.items():
