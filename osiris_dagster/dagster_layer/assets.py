@@ -45,6 +45,7 @@ from osiris_dagster.dagster_layer.column_metadata import (
     UNMATCHED_DESCRIPTIONS,
     StepColumns,
     column_metadata,
+    schema_changes,
 )
 from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
 from osiris_dagster.dagster_layer.partitions import partition_params
@@ -453,7 +454,8 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
     settings = pipeline.dagster.partitions
     previous, compared = previous_column_schema(
         context.instance, key, partition, settings is not None and settings.kind == "static")
-    changes = schema_changes(previous, outcome.ref.columns) if outcome.ref else []
+    changes = schema_changes(previous, outcome.ref.columns, session.masker) if outcome.ref \
+        else []
     if not changes:
         return
     metadata["osiris/schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in changes))
@@ -541,20 +543,6 @@ def _column_schema(event: Any) -> dg.TableSchema | None:
     mat = event.asset_materialization if event else None
     value = mat.metadata.get("dagster/column_schema") if mat else None
     return getattr(value, "schema", None)
-
-
-def schema_changes(schema: dg.TableSchema | None,
-                   columns: Sequence[tuple[str, str]]) -> list[str]:
-    """Added, removed and retyped columns against the latest materialisation's ``schema``."""
-    if schema is None:
-        return []
-    before = {c.name: c.type for c in schema.columns}
-    after = dict(columns)
-    out = [f"added {n} ({t})" for n, t in after.items() if n not in before]
-    out += [f"removed {n} ({t})" for n, t in before.items() if n not in after]
-    out += [f"retyped {n}: {before[n]} -> {t}" for n, t in after.items()
-            if n in before and before[n] != t]
-    return out
 
 
 def _resolve_for_run(template: Pipeline, text: str, run_cfg: Mapping[str, Any]) -> Pipeline:
@@ -791,7 +779,7 @@ def rows_table(names: Sequence[str], rows: Sequence[Sequence[Any]],
     metadata, typed by the step's column schema. Every text goes through the masker before it
     is cut to PREVIEW_CELL_CHARS, and every value becomes one a TableRecord accepts."""
     shown = [mask.text(str(n)) for n in names]
-    schema = dg.TableSchema(columns=[dg.TableColumn(s, column_types.get(n, "unknown"))
+    schema = dg.TableSchema(columns=[dg.TableColumn(s, mask.text(column_types.get(n, "unknown")))
                                      for s, n in zip(shown, names, strict=True)])
     records = [dg.TableRecord({s: preview_cell(v, mask) for s, v in zip(shown, row, strict=True)})
                for row in rows]

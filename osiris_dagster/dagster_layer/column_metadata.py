@@ -4,6 +4,11 @@ reported (:class:`osiris_dagster.drivers.base.StepColumnLineage`), in upstream a
 
 ``osiris/column_lineage`` says the same lineage in words (Dagster OSS hides
 ``dagster/column_lineage`` on the asset page), or why there is none for this materialisation.
+
+Every column name and type text goes through the session's masker, as in the preview: a name
+can hold a secret (an API answer keyed by the caller's token becomes a column `by_key.<token>`,
+a nested one a type `STRUCT("<token>" BIGINT)`). Descriptions are matched on the real names;
+:func:`schema_changes` compares masked names, as the stored schemas have them.
 """
 
 from __future__ import annotations
@@ -30,19 +35,38 @@ class StepColumns:
     descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
-def column_schema(columns: Sequence[tuple[str, str]], descriptions: Mapping[str, str]
-                  ) -> tuple[dg.TableSchema, list[str]]:
-    """The table's schema with descriptions, and the described names it does not have.
+def column_schema(columns: Sequence[tuple[str, str]], descriptions: Mapping[str, str],
+                  mask: Masker) -> tuple[dg.TableSchema, list[str]]:
+    """The table's schema with descriptions, and the described names it does not have; names,
+    types and descriptions masked.
 
     A description applies to the column of the same name, else to the one column whose name
     differs only in case (DuckDB names are case-insensitive)."""
     described = _match_descriptions([name for name, _ in columns], descriptions)
     schema = dg.TableSchema(columns=[
-        dg.TableColumn(name, kind, description=descriptions[described[name]]
+        dg.TableColumn(mask.text(name), mask.text(kind),
+                       description=mask.text(descriptions[described[name]])
                        if name in described else None)
         for name, kind in columns])
     used = set(described.values())
-    return schema, [name for name in descriptions if name not in used]
+    return schema, [mask.text(name) for name in descriptions if name not in used]
+
+
+def schema_changes(schema: dg.TableSchema | None, columns: Sequence[tuple[str, str]],
+                   mask: Masker) -> list[str]:
+    """Added, removed and retyped columns against the latest materialisation's ``schema``, in
+    masked names and types: the stored schema has them masked (an older one in clear: masked
+    here too, so it compares equal), and the texts go to the metadata, the log and the
+    session."""
+    if schema is None:
+        return []
+    before = {mask.text(c.name): mask.text(c.type) for c in schema.columns}
+    after = {mask.text(n): mask.text(t) for n, t in columns}
+    out = [f"added {n} ({t})" for n, t in after.items() if n not in before]
+    out += [f"removed {n} ({t})" for n, t in before.items() if n not in after]
+    out += [f"retyped {n}: {before[n]} -> {t}" for n, t in after.items()
+            if n in before and before[n] != t]
+    return out
 
 
 def _match_descriptions(names: Sequence[str], descriptions: Mapping[str, str]
@@ -77,37 +101,44 @@ def lineage_metadata(lineage: StepColumnLineage | None,
         return {LINEAGE_TEXT: dg.MetadataValue.text(
             "Column lineage not recorded for this materialisation: "
             f"{mask.shortened(lineage.problem, 300)}. The step itself ran normally.")}
-    deps = {column: [dg.TableColumnDep(asset_key=upstream_keys[step], column_name=name)
-                     for step, name in sources]
-            for column, sources in lineage.columns.items()}
+    # masked names may coincide (two secrets): Dagster wants each dependency once per column
+    deps: dict[str, list[dg.TableColumnDep]] = {}
+    for column, sources in lineage.columns.items():
+        found = deps.setdefault(mask.text(column), [])
+        for step, name in sources:
+            dep = dg.TableColumnDep(asset_key=upstream_keys[step], column_name=mask.text(name))
+            if dep not in found:
+                found.append(dep)
     return {"dagster/column_lineage": dg.TableColumnLineage(deps_by_column=deps),
-            LINEAGE_TEXT: dg.MetadataValue.md(_lineage_markdown(lineage, upstream_keys))}
+            LINEAGE_TEXT: dg.MetadataValue.md(_lineage_markdown(lineage, upstream_keys, mask))}
 
 
-def _lineage_markdown(lineage: StepColumnLineage, upstream_keys: Mapping[str, dg.AssetKey]
-                      ) -> str:
+def _lineage_markdown(lineage: StepColumnLineage, upstream_keys: Mapping[str, dg.AssetKey],
+                      mask: Masker) -> str:
     rows = ["| column | comes from |", "| --- | --- |"]
     for column, sources in lineage.columns.items():
-        origin = ", ".join(f"`{upstream_keys[step].to_user_string()}`.`{_cell(name)}`"
+        origin = ", ".join(f"`{upstream_keys[step].to_user_string()}`.`{_cell(name, mask)}`"
                            for step, name in sources) or "no upstream column"
-        rows.append(f"| `{_cell(column)}` | {origin} |")
+        rows.append(f"| `{_cell(column, mask)}` | {origin} |")
     return "\n".join(rows)
 
 
-def _cell(name: str) -> str:
-    """A column name inside a markdown table cell and code span."""
-    return name.replace("|", "\\|").replace("`", "'")
+def _cell(name: str, mask: Masker) -> str:
+    """A column name inside a markdown table cell and code span (masked first: a secret with a
+    `|` or a backquote is no longer recognised once escaped)."""
+    return mask.text(name).replace("|", "\\|").replace("`", "'")
 
 
 def column_metadata(columns: Sequence[tuple[str, str]] | None,
                     lineage: StepColumnLineage | None, step: StepColumns | None, mask: Masker
                     ) -> dict[str, Any]:
-    """All column metadata of a materialisation: the schema (for a step with a table) and the
-    lineage (when the upstream asset keys are known, ``step``); described columns the table
-    lacks are listed in ``osiris/unmatched_column_descriptions`` (ignored, not an error)."""
+    """All column metadata of a materialisation, masked with ``mask`` (the session's masker):
+    the schema (for a step with a table) and the lineage (when the upstream asset keys are
+    known, ``step``); described columns the table lacks are listed in
+    ``osiris/unmatched_column_descriptions`` (ignored, not an error)."""
     md: dict[str, Any] = {}
     if columns is not None:
-        schema, unmatched = column_schema(columns, step.descriptions if step else {})
+        schema, unmatched = column_schema(columns, step.descriptions if step else {}, mask)
         md["dagster/column_schema"] = dg.MetadataValue.table_schema(schema)
         if unmatched:
             md[UNMATCHED_DESCRIPTIONS] = dg.MetadataValue.text(
