@@ -266,3 +266,19 @@ def test_backfilling_a_file_partition_reads_that_file_not_the_default(
     for result in (first, again):
         assert _preview(result, "files/summary") == [{"name": "small.csv", "n": 3}]
         assert materialisations(result)["files/extract"]["dagster/row_count"].value == 3
+
+
+def test_a_run_without_a_partition_is_refused_before_any_step_runs(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """`dagster job execute` (or the launchpad with no partition picked) ran the first step,
+    recording an unpartitioned materialisation of a partitioned asset, and the next step failed
+    inside Dagster ("Cannot access partition_key for a non-partitioned run")."""
+    defs = defs_for(write(workdir / "daily.yaml", DAILY), tmp_path / "s")
+    result = defs.resolve_job_def("daily").execute_in_process(instance=instance,
+                                                              raise_on_error=False)
+    assert not result.success
+    assert materialisations(result) == {}
+    message = failure_description(result)
+    assert "has daily partitions, so a run is for one partition" in message, message
+    assert "dagster/partition=<key>" in message
+    assert "Cannot access partition_key" not in message

@@ -278,6 +278,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                   columns: StepColumns | None = None) -> Iterator[Any]:
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
+    _refuse_without_partition(context, template, step_id)
     partition = partition_params(template, context)
     if partition:  # the partition's values are given, even when equal to a default
         run_cfg["explicit_params"] = {**(run_cfg.get("explicit_params") or {}), **partition}
@@ -410,6 +411,23 @@ def _retried_on_failure(context: dg.AssetExecutionContext, pipeline: Pipeline,
     policy (see :func:`retry_policy`) has attempts left."""
     policy = retry_policy(pipeline, step_id)
     return policy is not None and context.retry_number < policy.max_retries
+
+
+def _refuse_without_partition(context: dg.AssetExecutionContext, pipeline: Pipeline,
+                              step_id: str) -> None:
+    """A partitioned pipeline's step runs for one partition. Launched without one (`dagster
+    job execute`, the launchpad with no partition picked) its first step wrote an unpartitioned
+    materialisation of a partitioned asset and the next failed inside Dagster."""
+    settings = pipeline.dagster.partitions
+    if settings is None or context.has_partition_key:
+        return
+    _no_run_retry(context)
+    raise dg.Failure(
+        description=f"pipeline '{pipeline.name}', step '{step_id}': the pipeline has "
+                    f"{settings.kind} partitions, so a run is for one partition, and this run "
+                    "names none (or a range). Pick a partition in the launchpad, launch with "
+                    "the tag dagster/partition=<key> (or a backfill), or use `osiris-dagster "
+                    "run --partition <key>`.", allow_retries=False)
 
 
 def _retry_from_failure_only(context: dg.AssetExecutionContext, step_id: str) -> None:
