@@ -372,7 +372,8 @@ class _Writer:
             elif t in ("INTERVAL", "TIME WITH TIME ZONE"):  # MySQL reads the text: judged
                 duck = "VARCHAR"                              # as a text (1 day 02:00:00)
                 e = f"CAST({ref} AS VARCHAR)"
-            elif t in ("UUID", "BIT") or t.startswith(("ENUM", "VARINT", "BIGNUM")):
+            elif t in ("UUID", "BIT", "HUGEINT", "UHUGEINT") or \
+                    t.startswith(("ENUM", "VARINT", "BIGNUM")):  # (Arrow: decimal128 wraps)
                 e = f"CAST({ref} AS VARCHAR)"
             else:
                 e = ref
