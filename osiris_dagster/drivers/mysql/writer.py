@@ -345,8 +345,9 @@ class _Writer:
         """``INSERT INTO table (input columns) VALUES (%s, ...)`` (the target or the staging
         table)."""
         cols = [mysql_ident(n, "column") for n, _ in self.columns]
-        return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                f"({', '.join(['%s'] * len(cols))})")
+        # pymysql %-formats a statement sent with values: a % in a name must be doubled
+        names = f"{table} ({', '.join(cols)})".replace("%", "%%")
+        return f"INSERT INTO {names} VALUES ({', '.join(['%s'] * len(cols))})"
 
     def _select_sql(self) -> str:
         # a TIME as its text: Python's time has no 24:00:00 (DuckDB hands over 00:00:00)

@@ -1,6 +1,6 @@
-"""HUGEINT and UHUGEINT values written by mysql.writer: they went through Arrow as a
-decimal128(38, 0), which wraps past 2^127 (2^128 - 1 stored as -1, exit 0). Sent as their
-text, a column that holds them keeps them exactly; one that cannot is refused."""
+"""What mysql.writer sends for values and names that its plain path would change or choke on:
+HUGEINT and UHUGEINT went through Arrow as a decimal128(38, 0), which wraps past 2^127 (2^128 - 1
+stored as -1, exit 0); a % in a name broke pymysql's %-formatting."""
 
 from __future__ import annotations
 
@@ -35,3 +35,16 @@ def test_a_wide_integer_a_column_cannot_hold_is_refused(mysql: MySQLTarget,
     with pytest.raises(DriverError, match="as a DOUBLE, losing digits"):
         harness.write("mysql.writer", mysql.connection(), table="tt_wide")
     assert mysql.query("SELECT COUNT(*) FROM tt_wide") == [(0,)]
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_a_percent_sign_in_a_name_is_written(mysql: MySQLTarget, harness: Harness,
+                                             staged: bool) -> None:
+    """pymysql %-formats a statement sent with values: `rate%` and `%s` as column names (or a
+    table `tt_pct%`) failed with a raw TypeError: not enough arguments for format string."""
+    engine = "MyISAM" if staged else "InnoDB"  # (MyISAM writes go through a staging table)
+    mysql.execute("DROP TABLE IF EXISTS `tt_pct%`",
+                  f"CREATE TABLE `tt_pct%` (id INT, `rate%` INT, `%s` TEXT) ENGINE={engine}")
+    harness.upstream("SELECT 1 AS id, 5 AS \"rate%\", 'x' AS \"%s\"")
+    harness.write("mysql.writer", mysql.connection(), table="tt_pct%")
+    assert mysql.query("SELECT id, `rate%`, `%s` FROM `tt_pct%`") == [(1, 5, "x")]
