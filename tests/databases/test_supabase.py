@@ -1519,3 +1519,15 @@ def test_rest_a_selected_column_the_api_description_lacks_is_checked(
                                           r"0\.12345678901234567890"):
         harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
                         table="r_undescribed", select="id,v")
+
+
+def test_sql_extractor_refuses_an_offset_without_an_order(pg: PgTarget, harness: Harness,
+                                                          catalog_table: str) -> None:
+    """Over SQL, `offset` without `order` skipped rows in whatever order PostgreSQL returned
+    them (a review: ids 3 and 4 skipped, updated ids 1 and 2 read, exit 0)."""
+    with pytest.raises(DriverError, match=r"is read from `offset` 2 without `order`"):
+        harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
+                        table=catalog_table, offset=2)
+    out = harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
+                          table=catalog_table, offset=2, order="id", select="id")
+    assert out.rows == sorted(out.rows) and len(out.rows) >= 1

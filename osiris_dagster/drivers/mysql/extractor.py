@@ -137,13 +137,20 @@ class Options:
             raise DriverError(f"{COMPONENT}: `zero_dates` must be 'error' or 'null', got "
                               f"{config.get('zero_dates')!r}")
         schema = config.get("schema") or (connection or {}).get("schema")
+        offset = positive_int(config, "offset", 0, minimum=0) or 0
+        if offset and query is None:  # which rows it skips would be arbitrary
+            raise DriverError(
+                f"{COMPONENT}: `offset` {offset} on `table` {table}: a table is read in no set "
+                "order (an index, a row updated since), so which rows are skipped would be "
+                "arbitrary and rows would be lost. Write a `query` with ORDER BY a column "
+                "unique per row and give it the `offset`")
         return cls(
             query=query.strip().rstrip(";").strip() if query else None,
             table=table if query is None else None,
             schema=str(schema) if schema else None,
             columns=name_list(config.get("columns"), "columns"),
             limit=positive_int(config, "limit", None),
-            offset=positive_int(config, "offset", 0, minimum=0) or 0,
+            offset=offset,
             batch_size=positive_int(config, "batch_size", 10000) or 10000,
             zero_dates_null=zero in ("null", "none"),
         )

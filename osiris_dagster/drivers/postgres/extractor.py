@@ -383,6 +383,13 @@ class _SqlRead:
             sql += " ORDER BY " + ", ".join(
                 pg_ident(o.column) + (" DESC" if o.descending else " ASC") +
                 (f" NULLS {o.nulls.upper()}" if o.nulls else "") for o in opts.order)
+        if opts.offset and not opts.order:  # which rows it skips would be arbitrary
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': {opts.schema}.{opts.table} is read "
+                f"from `offset` {opts.offset} without `order`: PostgreSQL returns the rows in "
+                "no set order (a row updated since moves), so which rows are skipped would be "
+                "arbitrary and rows would be lost. Set `order` to a column (or columns) unique "
+                "per row, e.g. `order: id`")
         if opts.offset:
             sql += " OFFSET %s"
             args.append(opts.offset)
