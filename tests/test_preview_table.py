@@ -57,3 +57,20 @@ def test_secrets_are_masked_before_long_text_is_cut() -> None:
     assert len(row["long"]) <= PREVIEW_CELL_CHARS
     assert row["plain"] == MASK and SECRET not in row["l"]
     assert "abcd1234" not in row["creds"] and '"user": "u"' in row["creds"]
+
+
+def test_dates_and_times_are_shown_as_duckdb_keeps_them() -> None:
+    """Python's types showed infinity as 9999-12-31 / 0001-01-01 and cut nanoseconds: the
+    preview and check samples showed other values than the table holds."""
+    from osiris_dagster.runtime.python_rows import first_rows
+
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE t AS SELECT 'infinity'::DATE AS d,
+                   '-infinity'::TIMESTAMP AS ts, TIMESTAMP_NS '2026-01-03 04:05:06.123456789'
+                   AS ns, TIME '24:00:00' AS t, DATE '0044-03-15' - INTERVAL 100 YEAR AS bc""")
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
+                             "WHERE table_name = 't'").fetchall())
+    names, rows = first_rows(con, "SELECT * FROM t", 10)
+    (row,) = [r.data for r in rows_table(names, rows, types, Masker()).records]
+    assert row == {"d": "infinity", "ts": "-infinity", "ns": "2026-01-03 04:05:06.123456789",
+                   "t": "24:00:00", "bc": "0057-03-15 (BC) 00:00:00"}
