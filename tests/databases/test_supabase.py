@@ -1531,3 +1531,15 @@ def test_sql_extractor_refuses_an_offset_without_an_order(pg: PgTarget, harness:
     out = harness.extract("supabase.extractor", pg.connection(), schema=pg.schema,
                           table=catalog_table, offset=2, order="id", select="id")
     assert out.rows == sorted(out.rows) and len(out.rows) >= 1
+
+
+def test_a_nul_character_names_its_column_and_row(pg: PgTarget, harness: Harness) -> None:
+    """PostgreSQL refuses a NUL in text with 'invalid byte sequence for encoding "UTF8": 0x00'
+    and COPY's context names no column: the error said only to check the connection."""
+    t = pg.table("t_nul")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int, a text, b text)")
+    harness.upstream("SELECT 1 AS id, 'x' AS a, 'y' AS b UNION ALL "
+                     "SELECT 2, 'x', 'bad' || chr(0) || 'value'")
+    with pytest.raises(DriverError, match=r"Input column 'b' holds a NUL character \(row 2\)"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="t_nul")
+    assert pg.query(f"SELECT count(*) FROM {t}") == [(0,)]

@@ -248,10 +248,29 @@ class _SqlWrite:
         self.target_types: dict[str, str] = {}  # existing target column -> format_type()
 
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
+        if "0x00" in str(exc):  # PostgreSQL's text has no NUL; its COPY context names no column
+            note = f"{self._nul_column()} {note}".strip()
         error = pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
         stage = f"COPY {_stage_name(self.ctx.step_id)},"  # COPY's context names the table
         return DriverError(str(error).replace(stage, f"COPY {self.opts.table} (its staging "
                                                      "copy),"))
+
+    def _nul_column(self) -> str:
+        """Which input column holds a NUL character (PostgreSQL refuses it in any text), and
+        in which row: asked of DuckDB only once the write failed on one."""
+        texts = [name for name, duck in self.columns if duck.upper() == "VARCHAR"]
+        if not texts:
+            return ""
+        holds = [f"contains({quote_ident(n)}, chr(0))" for n in texts]
+        which = " ".join(f"WHEN {h} THEN {i}" for i, h in enumerate(holds))
+        found = self.ctx.con.execute(
+            f"SELECT CASE {which} END, n FROM (SELECT *, row_number() OVER () AS n FROM "
+            f"{self.relation}) WHERE {' OR '.join(holds)} LIMIT 1").fetchone()
+        if found is None:
+            return ""
+        return (f"Input column '{texts[found[0]]}' holds a NUL character (row {found[1]}), which "
+                "no PostgreSQL text can hold: remove it upstream, e.g. replace(col, chr(0), '') "
+                "in a duckdb.processor step.")
 
     def run(self) -> int:
         import psycopg
