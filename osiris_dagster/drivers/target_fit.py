@@ -198,6 +198,12 @@ def _rules(duck: str, v: str, t: TargetColumn) -> list[tuple[str, str]]:
     rules: list[tuple[str, str]] = []
     if duck == "BIT" and _reads_bits_as_a_number(t):
         return [("false", _BITS_AS_DIGITS.format(column=quote_ident(t.name)))]
+    if duck == "VARCHAR" and t.database == "mysql" and t.column_type.lower().startswith("bit"):
+        # a PostgreSQL bit(n) arrives as its digits: MySQL stores a text's bytes, not bits
+        name = quote_ident(t.name)
+        return [("false", "as the bytes of its characters ('101' as 0x313031), not as bits; "
+                          f"CAST(CAST({name} AS BIT) AS UBIGINT) upstream sends the bits' "
+                          "number, which MySQL stores as those bits")]
     if t.length is not None and duck == "VARCHAR":
         # both cut a longer text to the length without an error when what is cut is spaces
         # (MySQL even in strict mode, with a note); a text that is longer otherwise fails there

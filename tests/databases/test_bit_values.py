@@ -59,3 +59,24 @@ def test_pg_keeps_bits_in_a_bit_or_text_column(pg: PgTarget, harness: Harness, t
     harness.upstream(_UPSTREAM)
     harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="tt_bits")
     assert pg.query(f"SELECT v::text FROM {t}") == [(stored,)]
+
+
+def test_mysql_refuses_a_text_into_a_bit_column(mysql: MySQLTarget, harness: Harness) -> None:
+    """A PostgreSQL bit(n) arrives as its digits (text): '00000101' into BIT(64) was stored as
+    the bytes of those characters (3472328296227745841)."""
+    mysql.execute("DROP TABLE IF EXISTS tt_bits",
+                  "CREATE TABLE tt_bits (id INT, v BIT(64) NULL)")
+    harness.upstream("SELECT 1 AS id, '00000101' AS v")
+    with pytest.raises(DriverError, match="as the bytes of its characters"):
+        harness.write("mysql.writer", mysql.connection(), table="tt_bits")
+    assert mysql.query("SELECT COUNT(*) FROM tt_bits") == [(0,)]
+
+
+def test_mysql_takes_the_bits_number_into_a_bit_column(mysql: MySQLTarget,
+                                                       harness: Harness) -> None:
+    """What the refusal advises writes the bits."""
+    mysql.execute("DROP TABLE IF EXISTS tt_bits",
+                  "CREATE TABLE tt_bits (id INT, v BIT(64) NULL)")
+    harness.upstream("SELECT 1 AS id, CAST(CAST('00000101' AS BIT) AS UBIGINT) AS v")
+    harness.write("mysql.writer", mysql.connection(), table="tt_bits")
+    assert mysql.query("SELECT CAST(v AS UNSIGNED) FROM tt_bits") == [(5,)]
