@@ -858,7 +858,7 @@ QUOTED_BREAK = '1,"x\ny"\n'
 @pytest.mark.parametrize(("name", "content", "config", "pattern"), [
     ("crlf.csv", ("a,b\r\n" + QUOTED_BREAK.replace("\n", "\r\n") + "2,3\r\n4,5,6\r\n").encode(),
      {}, "line 5 has 3 fields but the header has 2"),
-    ("gz.csv.gz", gzip.compress(("a,b\n" + QUOTED_BREAK * 2 + "2,3,4\n").encode()), {},
+    ("gz.csv.gz", gzip.compress(("a,b\n" + QUOTED_BREAK * 2 + "2,3,4\n").encode(), mtime=0), {},
      "line 6 has 3 fields"),
     ("bom.csv", ("\ufeffa,b\n" + QUOTED_BREAK + "2,3,4\n").encode(), {}, "line 4 has 3 fields"),
     # a preamble DuckDB's `skip` cannot step over: it reads a copy of the data part
@@ -924,7 +924,7 @@ def test_text_after_a_closing_quote_fails_at_its_line_before_an_open_quote_later
     ("open.csv", OPEN_AFTER_BREAK.encode(), {}, 4),
     ("open_no_newline.csv", ("a,b\n" + QUOTED_BREAK + '2,"never closed').encode(), {}, 4),
     ("open_last_line.csv", ("a,b\n" + QUOTED_BREAK + '2,"never closed\n').encode(), {}, 4),
-    ("open.csv.gz", gzip.compress(OPEN_AFTER_BREAK.encode()), {}, 4),
+    ("open.csv.gz", gzip.compress(OPEN_AFTER_BREAK.encode(), mtime=0), {}, 4),
     ("open_crlf.csv", OPEN_AFTER_BREAK.replace("\n", "\r\n").encode(), {}, 4),
     # the open quote starts the record: DuckDB dropped the whole row
     ("open_first.csv", ("a,b\n" + QUOTED_BREAK + '"never closed,2\n3,x\n').encode(), {}, 4),
