@@ -70,7 +70,7 @@ def test_dates_and_times_are_shown_as_duckdb_keeps_them() -> None:
                    AS ns, TIME '24:00:00' AS t, DATE '0044-03-15' - INTERVAL 100 YEAR AS bc""")
     types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
                              "WHERE table_name = 't'").fetchall())
-    names, rows = first_rows(con, "SELECT * FROM t", 10)
+    names, rows = first_rows(con, "SELECT * FROM t", 10, shown=True)
     (row,) = [r.data for r in rows_table(names, rows, types, Masker()).records]
     assert row == {"d": "infinity", "ts": "-infinity", "ns": "2026-01-03 04:05:06.123456789",
                    "t": "24:00:00", "bc": "0057-03-15 (BC) 00:00:00"}

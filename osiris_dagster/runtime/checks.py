@@ -110,7 +110,8 @@ def _run_one(con: duckdb.DuckDBPyConnection, relation: str, spec: CheckSpec) -> 
         n = int(con.execute(f"SELECT count(*) FROM ({where})").fetchone()[0])
         sample: list[dict[str, Any]] = []
         if n:
-            names, rows = first_rows(con, f"SELECT * FROM ({where})", SAMPLE_ROWS)
+            names, rows = first_rows(con, f"SELECT * FROM ({where})", SAMPLE_ROWS,
+                                     shown=True)
             sample = [dict(zip(names, row, strict=True)) for row in rows]
         return CheckOutcome(spec, n == 0, n, sample, f"{n} failing row(s)")
     except (duckdb.Error, ValueError, TypeError) as exc:

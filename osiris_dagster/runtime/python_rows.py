@@ -15,15 +15,15 @@ import duckdb
 from osiris_dagster.core.naming import quote_ident
 
 
-def first_rows(con: duckdb.DuckDBPyConnection, query: str, limit: int
-               ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The column names and first ``limit`` rows of the SELECT ``query``; intervals, dates and
-    times as DuckDB's text, which keeps what Python's types cannot (infinity, not year 9999;
-    nanoseconds; TIME 24:00:00; years before 1)."""
+def first_rows(con: duckdb.DuckDBPyConnection, query: str, limit: int, *,
+               shown: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The column names and first ``limit`` rows of the SELECT ``query``; intervals as DuckDB's
+    text. ``shown`` (a preview, a check's sample): dates and times too, which keeps what
+    Python's types cannot (infinity, not year 9999; nanoseconds; TIME 24:00:00; years BC)."""
     described = con.execute(f"DESCRIBE {query}").fetchall()
     names = [str(r[0]) for r in described]
     columns = [f"CAST({quote_ident(name)} AS VARCHAR) AS {quote_ident(name)}"
-               if _as_text(str(kind)) else quote_ident(name)
+               if _as_text(str(kind), shown) else quote_ident(name)
                for name, kind in ((r[0], r[1]) for r in described)]
     if not columns:
         return names, []
@@ -32,6 +32,6 @@ def first_rows(con: duckdb.DuckDBPyConnection, query: str, limit: int
     return names, rows
 
 
-def _as_text(kind: str) -> bool:
+def _as_text(kind: str, shown: bool) -> bool:
     upper = kind.upper()
-    return "INTERVAL" in upper or upper.startswith(("DATE", "TIME"))
+    return "INTERVAL" in upper or shown and upper.startswith(("DATE", "TIME"))

@@ -477,7 +477,7 @@ def _output(ws: StepWorkspace, session: Session, step: Step, result: DriverResul
     columns = tuple(ws.output_columns())
     ref = TableRef(session.session_id, session.location, result.table,
                    step.id, result.rows_written, columns)
-    preview = ws.preview_rows(10)
+    preview = ws.preview_rows(10, shown=True)
     if checks:  # check expressions are SQL from the pipeline file: sealed too. run_checks
         # runs only those the seal accepts, which call no table function that changes the
         # DuckDB instance (drivers.duckdb.seal.check_expression)

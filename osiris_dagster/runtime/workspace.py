@@ -309,8 +309,11 @@ class StepWorkspace:
         return [(str(r[0]), str(r[1])) for r in
                 self.con.execute(f"DESCRIBE {self.output_relation}").fetchall()]
 
-    def preview_rows(self, limit: int = 10) -> tuple[list[str], list[tuple[Any, ...]]]:
-        return first_rows(self.con, f"SELECT * FROM {self.output_relation}", limit)
+    def preview_rows(self, limit: int = 10, *, shown: bool = False
+                     ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The first rows (see :func:`first_rows`; ``shown``: as the preview shows them)."""
+        return first_rows(self.con, f"SELECT * FROM {self.output_relation}", limit,
+                          shown=shown)
 
     def _drop_leftover_temp_tables(self) -> None:
         """A killed run can leave its temporary table behind; the next run removes it. (A store
