@@ -533,6 +533,23 @@ def test_header_names_are_deduplicated_like_pandas(extract: ExtractFn, data_dir:
     assert table.rows == [(1, 2, 3, 4, 5)]
 
 
+@pytest.mark.parametrize(("header", "names"), [
+    (",Unnamed: 0,amount", ["Unnamed: 0.1", "Unnamed: 0", "amount"]),
+    ("a,,a,Unnamed: 1", ["a", "Unnamed: 1.1", "a.1", "Unnamed: 1"]),
+    (",a,Unnamed: 0.1,Unnamed: 0", ["Unnamed: 0.2", "a", "Unnamed: 0.1", "Unnamed: 0"]),
+])
+def test_a_header_name_keeps_its_column_against_a_blank_one(
+        extract: ExtractFn, data_dir: Path, header: str, names: list[str]) -> None:
+    """pandas names the header's names before the blank ones: in `,Unnamed: 0,amount` (a
+    file re-exported with its index) `Unnamed: 0` is the second column. It was the first, so
+    a query of `"Unnamed: 0"` read the index, not the values (as pandas gives them, Osiris)."""
+    width = len(header.split(","))
+    put(data_dir, "h.csv", f"{header}\n" + ",".join(str(i) for i in range(width)) + "\n")
+    table = extract(path="h.csv")
+    assert table.columns == names
+    assert table.rows == [tuple(range(width))]
+
+
 def test_columns_select_and_reorder(extract: ExtractFn, data_dir: Path) -> None:
     put(data_dir, "t.csv", TRICKY)
     table = extract(path="t.csv", columns=["score", "id"])

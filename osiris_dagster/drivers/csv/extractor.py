@@ -420,7 +420,12 @@ def _pandas_names(layout: Layout) -> list[str]:
     if layout.header is None:
         return [str(i) for i in range(layout.width)]
     raw = [name if name != "" else f"Unnamed: {i}" for i, name in enumerate(layout.header)]
-    return _dedup(raw, lambda n: n)
+    # pandas names the header's names first, then the blank ones: `,Unnamed: 0` (a file
+    # re-exported with its index) is `Unnamed: 0.1, Unnamed: 0`, the real name keeps its column
+    order = [i for i, name in enumerate(layout.header) if name != ""] + \
+        [i for i, name in enumerate(layout.header) if name == ""]
+    named = dict(zip(order, _dedup([raw[i] for i in order], lambda n: n), strict=True))
+    return [named[i] for i in range(len(raw))]
 
 
 def _dedup(names: list[str], key: Any) -> list[str]:
