@@ -1370,3 +1370,73 @@ def test_a_failure_after_the_commit_succeeded_is_never_written_again(
     assert "Recorded as an unsettled write" in text, text
     tags = instance.get_run_by_id(result.run_id).tags
     assert tags.get("dagster/retry_on_asset_or_op_failure") == "false"
+
+
+@pytest.mark.parametrize("engine", ["MyISAM", "Aria"])
+@pytest.mark.parametrize("mode, ddl, rows, refused", [
+    # a NULL into a NOT NULL column, and a key twice in the input, failed in the final
+    # INSERT ... SELECT, after the replace's DELETE: the table held some new rows, none of
+    # the old ones, and the README said such writes fail before the table is touched
+    ("replace", "id INT PRIMARY KEY, v INT NOT NULL",
+     "(VALUES (1, 1), (2, 2), (3, NULL), (4, 4)) t(id, v)",
+     r"1 input row holds NULL in column 'v', which .* declares NOT NULL"),
+    ("replace", "id INT PRIMARY KEY, v INT", "(VALUES (1, 1), (2, 2), (2, 3)) t(id, v)",
+     r"2 input rows share the value id=2 of the unique index PRIMARY"),
+    ("replace", "id INT, name VARCHAR(20), UNIQUE KEY u_name (name(3))",
+     "(VALUES (1, 'abcX'), (2, 'abcY')) t(id, name)",
+     r"2 input rows share the value name\(3\)='abc' of the unique index u_name"),
+    ("replace", "id INT PRIMARY KEY, code VARCHAR(5) NOT NULL, v INT",
+     "(VALUES (1, 1), (2, 2)) t(id, v)",
+     r"has no column 'code', which .* declares NOT NULL without a default"),
+    # an append whose key an existing row holds stopped at that row, keeping those before
+    ("append", "id INT PRIMARY KEY, v INT", "(VALUES (5, 1), (6, 2), (0, 3)) t(id, v)",
+     r"an input row has the value id=0 of the unique index PRIMARY, which a row of .* holds"),
+    ("truncate", "id INT PRIMARY KEY, v INT NOT NULL",
+     "(VALUES (1, 1), (2, NULL)) t(id, v)", r"declares NOT NULL"),
+    ("upsert", "id INT PRIMARY KEY, email VARCHAR(20), UNIQUE KEY u_email (email)",
+     "(VALUES (0, 'new@x'), (7, 'old@x')) t(id, email)",
+     r"the value email='old@x' of the unique index u_email, which a row of .* holds"),
+])
+def test_a_non_transactional_table_is_not_touched_by_a_write_it_would_refuse(
+        mysql: MySQLTarget, harness: Harness, engine: str, mode: str, ddl: str, rows: str,
+        refused: str) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_guard",
+                  f"CREATE TABLE w_guard ({ddl}) ENGINE={engine}")
+    columns = [r[0] for r in mysql.query(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 'w_guard' ORDER BY ORDINAL_POSITION")]
+    old = {"id": 0, "v": 9, "name": "old", "code": "c", "email": "old@x"}
+    mysql.execute(f"INSERT INTO w_guard ({', '.join(columns)}) VALUES "
+                  f"({', '.join(repr(old[c]) for c in columns)})")
+    before = _table(mysql, "w_guard")
+    harness.upstream(f"SELECT * FROM {rows}")
+    options: dict[str, Any] = {"mode": "append" if mode == "truncate" else mode,
+                               "truncate_before": mode == "truncate", "batch_size": 1}
+    if mode == "upsert":
+        options["upsert_keys"] = ["id"]
+    with pytest.raises(DriverError, match=refused) as failure:
+        harness.write("mysql.writer", mysql.connection(), table="w_guard", **options)
+    assert "Nothing was written" in str(failure.value)
+    assert _table(mysql, "w_guard") == before
+
+
+@pytest.mark.parametrize("engine", ["MyISAM", "Aria"])
+def test_a_non_transactional_replace_takes_what_the_table_allows(
+        mysql: MySQLTarget, harness: Harness, engine: str) -> None:
+    """NULLs in a nullable unique column, an AUTO_INCREMENT id left NULL, and a column the
+    input leaves to its default are not refused by the checks before a MyISAM write."""
+    mysql.execute("DROP TABLE IF EXISTS w_guard_ok",
+                  "CREATE TABLE w_guard_ok (id INT AUTO_INCREMENT PRIMARY KEY, "
+                  "email VARCHAR(20) UNIQUE, tenant INT NOT NULL DEFAULT 1, v INT NOT NULL, "
+                  f"UNIQUE KEY u (v, tenant)) ENGINE={engine}",
+                  "INSERT INTO w_guard_ok (email, v) VALUES ('a@x', 1)")
+    harness.upstream("SELECT * FROM (VALUES (NULL::INTEGER, NULL::VARCHAR, 1), "
+                     "(NULL, NULL, 2), (NULL, 'a@x', 3)) t(id, email, v)")
+    harness.write("mysql.writer", mysql.connection(), table="w_guard_ok", mode="replace")
+    assert sorted((r[1:] for r in _table(mysql, "w_guard_ok")), key=repr) == [
+        ("a@x", 1, 3), (None, 1, 1), (None, 1, 2)]
+    harness.upstream("SELECT * FROM (VALUES ('b@x', 5), ('c@x', 2)) t(email, v)")
+    with pytest.raises(DriverError, match=r"the value v=2 of the unique index u, which a row "
+                                          r".* holds.*Nothing was written"):  # tenant 1 too
+        harness.write("mysql.writer", mysql.connection(), table="w_guard_ok", batch_size=1)
+    assert len(_table(mysql, "w_guard_ok")) == 3

@@ -22,12 +22,15 @@ Here:
   KEY UPDATE kept the last silently. The upsert itself is an UPDATE of the rows whose key
   matches and an INSERT of the others, not ON DUPLICATE KEY UPDATE, which fires on any unique
   index (a prefix index, a generated column, a column left to its default) and so updated
-  another row: such a row fails as a duplicate, as in PostgreSQL. A failure of those final
-  statements on a non-transactional table is not retried (the rows that landed would be
-  written again). A table the writer creates for an upsert gets a binary collation without
-  padding on its text key columns (``utf8mb4_nopad_bin`` / ``utf8mb4_0900_bin``). MariaDB
-  refuses INSERT ... SELECT into a table whose NOT NULL column (without a default) is filled
-  by a BEFORE INSERT trigger: such a table takes appends, not upserts.
+  another row: such a row fails as a duplicate, as in PostgreSQL. On a non-transactional
+  table the staged rows are also checked for what the final statements would fail on part-way
+  (:mod:`osiris_dagster.drivers.mysql.table_guard`: a NULL into NOT NULL, a repeated unique
+  value). A failure of those final statements on a non-transactional table is not retried
+  (the rows that landed would be written again). A table the writer creates for an upsert
+  gets a binary collation without padding on its text key columns (``utf8mb4_nopad_bin`` /
+  ``utf8mb4_0900_bin``). MariaDB refuses INSERT ... SELECT into a table whose NOT NULL
+  column (without a default) is filled by a BEFORE INSERT trigger: such a table takes
+  appends, not upserts.
 * **Values kept exactly.** MySQL stores some values that do not fit an existing column without an
   error, even in strict mode (more decimals than a DECIMAL's scale, a fraction into an integer, a
   DOUBLE into a FLOAT, fractional seconds past the column's precision, a time of day into a DATE,
@@ -100,6 +103,7 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_error_code,
     mysql_params,
 )
+from osiris_dagster.drivers.mysql.table_guard import Refused, Write, refuse_partial_writes
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
 from osiris_dagster.drivers.options import name_list, positive_int, required_text
 from osiris_dagster.drivers.progress import Progress
@@ -515,7 +519,29 @@ class _Writer:
                                     f"a staging table for {self.label}")
         if self.opts.mode == "upsert":
             self._refuse_repeated_keys(cur)
+        if not self.transactional:
+            self._refuse_partial_write(cur)
         return written
+
+    def _refuse_partial_write(self, cur: Any) -> None:
+        """A MyISAM/Aria target cannot roll back: what its final statements would fail on
+        (a NULL into NOT NULL, a repeated unique value) fails here, before it is touched."""
+        import pymysql
+
+        opts = self.opts
+        write = Write(self.schema, opts.table, self.qualified, self.stage, self.label,
+                      [n for n, _ in self.columns], opts.mode, bool(opts.truncate_before),
+                      self._keys() if opts.mode == "upsert" else [])
+        try:
+            refuse_partial_writes(cur, write)
+        except Refused as exc:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': {exc}, so the write would fail "
+                f"part-way into a table that cannot roll back. {self._unchanged(True)} Fix the "
+                "input (or the table), then run the step again.") from None
+        except pymysql.Error as exc:
+            raise self._fail(f"checking the staged rows against {self.label}", exc,
+                             self._unchanged(True)) from None
 
     def _stage_columns(self) -> str:
         """The staging table's columns: the target's type, character set and collation of
