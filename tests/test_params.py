@@ -508,3 +508,33 @@ def test_an_unknown_profile_says_where_it_was_asked_for(tmp_path: Path) -> None:
     result = run(tmp_path, NO_PROFILES, profile="dev")
     assert any("profile 'dev' (asked for by --profile, or by `profile` in the run config) is "
                "not defined in this pipeline (profiles: none)" in str(e) for e in result.errors)
+
+
+@pytest.mark.parametrize("text", ["05", "+5", " 5", "5 ", "1_0", "\uff15", "٥", "0x10", "-05",
+                                  "-0"])
+def test_integer_text_that_is_not_written_as_its_number_is_refused(tmp_path, text):
+    """Python's int() read '05' as 5 (and '+5', ' 5', '1_0', a full-width '５' alike): a
+    partition path `2024-${params.month}` became `2024-5` where Osiris writes `2024-05`."""
+    result = run(tmp_path, NO_PROFILES, params={"limit": text})
+    assert len(result.errors) == 1, [str(d) for d in result.errors]
+    message = result.errors[0].message
+    assert f"got {text!r}" in message and "type: string" in message, message
+    result = run(tmp_path, NO_PROFILES, env={"OSIRIS_PARAM_LIMIT": text})
+    assert len(result.errors) == 1 and "OSIRIS_PARAM_LIMIT" in result.errors[0].message
+
+
+@pytest.mark.parametrize("text", ["1_000.5", " 1.5", "+1.5", "inf", "nan", "١.٥", "0x1p3"])
+def test_number_text_that_is_not_a_plain_decimal_is_refused(tmp_path, text):
+    result = run(tmp_path, NO_PROFILES, params={"ratio": text})
+    assert len(result.errors) == 1, [str(d) for d in result.errors]
+    assert f"got {text!r}" in result.errors[0].message
+
+
+@pytest.mark.parametrize("name, text, value", [
+    ("limit", "12", 12), ("limit", "9000000000000000000", 9 * 10**18),
+    ("ratio", "1", 1.0), ("ratio", "-0.25", -0.25), ("ratio", "1e3", 1000.0),
+    ("ratio", ".5", 0.5)])
+def test_plain_number_text_is_parsed(tmp_path, name, text, value):
+    result = run(tmp_path, NO_PROFILES, params={name: text})
+    assert not result.errors, [str(d) for d in result.errors]
+    assert result.pipeline.params[name] == value

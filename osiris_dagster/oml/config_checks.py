@@ -88,9 +88,9 @@ def _type_problem(prop: Prop, value: Any) -> str | None:
         return f"must be one of {', '.join(map(str, prop.enum))}, got {value!r}"
     if isinstance(value, int | float) and not isinstance(value, bool):
         if prop.minimum is not None and value < prop.minimum:
-            return f"must be >= {prop.minimum:g}, got {value}"
+            return f"must be >= {prop.minimum}, got {value}"
         if prop.maximum is not None and value > prop.maximum:
-            return f"must be <= {prop.maximum:g}, got {value}"
+            return f"must be <= {prop.maximum}, got {value}"
     if isinstance(value, str):
         if prop.max_length is not None and len(value) > prop.max_length:
             return f"must be at most {prop.max_length} character(s), got {value!r}"

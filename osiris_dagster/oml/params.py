@@ -73,22 +73,51 @@ def coerce(spec: ParamSpec | None, value: Any, source: str) -> Any:
         return value
     if not isinstance(value, str):
         return _typed(spec, value, source)
-    try:
-        if spec.type is bool:
-            low = value.strip().lower()
-            if low in {"true", "1", "yes", "on"}:
-                return True
-            if low in {"false", "0", "no", "off"}:
-                return False
-            raise ValueError(value)
-        if spec.type is int:
-            return int(value)
-        if spec.type is float:
-            return float(value)
-    except ValueError:
-        raise ValueError(f"parameter '{spec.name}' expects {spec.type.__name__}, got {value!r} "
-                         f"from {source}") from None
+    if spec.type is int:
+        return _integer(spec, value, source)
+    if spec.type is float:
+        return _number(spec, value, source)
+    if spec.type is bool:
+        low = value.strip().lower()
+        if low in {"true", "1", "yes", "on"}:
+            return True
+        if low in {"false", "0", "no", "off"}:
+            return False
+        raise ValueError(f"parameter '{spec.name}' expects bool, got {value!r} from {source}")
     return value
+
+
+_INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)", re.ASCII)
+_NUMBER_TEXT = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_KEEP_AS_TEXT = ("declare the parameter `type: string` (or quote its default) to keep the text "
+                 "as written")
+
+
+def _integer(spec: ParamSpec, value: str, source: str) -> int:
+    """The integer a text writes: Python's int() also reads '05', '+5', ' 5', '1_0' and other
+    scripts' digits, and the parameter then reads '5' or '10' where it is text (a path
+    `2024-${params.month}` became `2024-5`)."""
+    if _INTEGER_TEXT.fullmatch(value) and value != "-0":
+        return int(value)
+    try:
+        number: int | None = int(value)
+    except ValueError:
+        number = None
+    written = (f", which is not how the integer {number} is written (it would read "
+               f"'{number}' wherever the parameter is text): pass {number}" if number is not None
+               else ": write it as digits with an optional leading '-'")
+    raise ValueError(f"parameter '{spec.name}' expects int, got {value!r} from "
+                     f"{source}{written}, or {_KEEP_AS_TEXT}")
+
+
+def _number(spec: ParamSpec, value: str, source: str) -> float:
+    """A plain decimal text (``1``, ``-0.25``, ``1e3``, ``.5``); float() also reads spaces,
+    '+', '_', 'inf', 'nan' and other scripts' digits."""
+    if not _NUMBER_TEXT.fullmatch(value):
+        raise ValueError(f"parameter '{spec.name}' expects float, got {value!r} from {source}: "
+                         "write it as a plain decimal number (digits, one '.', an optional "
+                         f"leading '-' and exponent), or {_KEEP_AS_TEXT}")
+    return float(value)
 
 
 def _typed(spec: ParamSpec, value: Any, source: str) -> Any:
