@@ -57,6 +57,20 @@ def test_broken_file_is_reported_and_does_not_hide_the_others(
     dg.Definitions.validate_loadable(defs)
 
 
+@pytest.mark.parametrize("name", ["type", "input", "class"])
+def test_a_pipeline_with_a_name_dagster_reserves_loads_and_runs(tmp_path: Path,
+                                                                 name: str) -> None:
+    """Such a pipeline passed validate, then became an `osiris_invalid` asset (its job's
+    name was refused) and `osiris-dagster run` crashed with a traceback."""
+    d = tmp_path / "pipes"
+    write(d / "p.yaml", GOOD.format(name=name))
+    defs = build_definitions(pipelines_dir=d, sessions_dir=str(tmp_path / "s"))
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == {f"{name}/gen"}
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def(f"{name}_").execute_in_process(instance=instance)
+    assert result.success
+
+
 def test_broken_file_is_not_executable_and_all_selections_succeed(
         tmp_path: Path, instance: dg.DagsterInstance) -> None:
     """A broken file is an external (non-materialisable) asset: `*`, a job over `*` and the

@@ -96,6 +96,15 @@ def test_dagster_name():
     assert dagster_name("1st") == "_1st"
 
 
+@pytest.mark.parametrize("name", sorted(__import__(
+    "dagster._core.definitions.utils", fromlist=["DISALLOWED_NAMES"]).DISALLOWED_NAMES))
+def test_a_name_dagster_reserves_gets_a_trailing_underscore(name):
+    """A pipeline called `type`, `input` or `class` passed validate, then `run` crashed (the
+    job's name) and `dagster dev` showed it as broken."""
+    assert dagster_name(name) == name + "_"
+    assert dagster_name(name, "extract") == name + "__extract"
+
+
 def test_quoting():
     assert quote_ident('we"ird') == '"we""ird"'
     assert quote_literal("it's") == "'it''s'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import keyword
 import re
 from collections.abc import Iterable
 
@@ -69,10 +70,20 @@ def bounded_name(name: str, limit: int) -> str:
     return name[:limit - 9] + "_" + _short_hash(name)
 
 
+# Names Dagster refuses for a job, op or resource key: Python's keywords and a few of its own
+# (dagster._core.definitions.utils.DISALLOWED_NAMES; tests/test_naming.py checks this covers it).
+_RESERVED = frozenset(keyword.kwlist) | {
+    "arg_dict", "bool", "conf", "config", "context", "dict", "float", "input",
+    "input_arg_dict", "int", "meta", "output", "output_arg_dict", "str", "type"}
+
+
 def dagster_name(*parts: str) -> str:
-    """A name valid for Dagster ops, jobs, groups and resource keys (^[A-Za-z0-9_]+$)."""
+    """A name valid for Dagster ops, jobs, groups and resource keys (^[A-Za-z0-9_]+$); a
+    name Dagster reserves (``type``, ``input``, ``class``, ...) gets a trailing '_'."""
     joined = "__".join(_NON_WORD.sub("_", p) for p in parts)
-    return joined if joined and not joined[0].isdigit() else "_" + joined
+    if not joined or joined[0].isdigit():
+        joined = "_" + joined
+    return joined + "_" if joined in _RESERVED else joined
 
 
 def quote_ident(name: str) -> str:
