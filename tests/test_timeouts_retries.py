@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from osiris_dagster import build_osiris_assets
 
@@ -116,6 +117,7 @@ import json, os, signal, sys, threading
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from osiris_dagster import build_definitions
 
 sessions = Path(sys.argv[2])
@@ -188,3 +190,28 @@ def test_an_interrupted_step_has_stopped_when_the_run_returns(tmp_path: Path) ->
     assert [(e["step_id"], e["cancelled"]) for e in errors] == [("b", True)]
     with duckdb.connect(str(session / "pipeline_data.duckdb"), read_only=True) as con:
         assert con.execute("SELECT table_name FROM duckdb_tables()").fetchall() == [("a",)]
+
+
+def test_a_step_that_does_not_stop_at_its_timeout_is_waited_for_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timeout's StepTimeout was raised inside the block that stops the worker on any
+    exception, so a step that did not stop was waited for twice (60 s instead of 30)."""
+    from types import SimpleNamespace
+
+    from osiris_dagster.core.errors import StepTimeout
+    from osiris_dagster.runtime import runner
+
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 0.2)
+    stops: list[float] = []
+    stop_worker = runner._stop_worker
+    monkeypatch.setattr(runner, "_stop_worker",
+                        lambda ws, done: stops.append(time.monotonic()) or stop_worker(ws, done))
+    release = threading.Event()
+    ws = SimpleNamespace(step_id="slow", commit_started=False, interrupt=lambda: None,
+                         session=SimpleNamespace(log_event=lambda *a, **k: None))
+    try:
+        with pytest.raises(StepTimeout, match="told to stop, it had not ended"):
+            runner._interruptible(ws, lambda: release.wait(), 0.1)  # type: ignore[arg-type]
+    finally:
+        release.set()
+    assert len(stops) == 1

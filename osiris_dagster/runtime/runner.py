@@ -635,13 +635,15 @@ def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
 
     worker = threading.Thread(target=target, name=f"osiris-step-{ws.step_id}", daemon=True)
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    timed_out = False
     worker.start()
     try:
         while not done.wait(0.2):
             if deadline is not None and time.monotonic() > deadline:
-                _stop_worker(ws, done)
-                _after_timeout(ws, box, done, timeout_seconds or 0)
+                timed_out = True
                 break
+        if timed_out:
+            _stop_worker(ws, done)
     except BaseException as stop:
         _stop_worker(ws, done)
         if "result" in box:  # it finished while the run stopped: its output has landed
@@ -650,6 +652,8 @@ def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
             with contextlib.suppress(AttributeError):  # read by _log_failure
                 stop.osiris_finished = box["result"]  # type: ignore[attr-defined]
         raise
+    if timed_out:  # outside the block above, which would wait for the worker a second time
+        _after_timeout(ws, box, done, timeout_seconds or 0)
     if "error" in box:
         raise box["error"]
     return box["result"]

@@ -1056,3 +1056,30 @@ def test_a_small_file_with_quotes_is_read_without_importing_numpy(tmp_path: Path
     assert done.returncode == 0, done.stderr
     rows, imported = done.stdout.splitlines()[-2:]
     assert rows == """[(1, ' "y"'), (3, 'He said, "hi" twice')]""" and imported == "False"
+
+
+def test_a_stopped_read_ends_without_explaining_or_reading_again(
+        workspace: WorkspaceFactory, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB's interrupt (a timeout, Ctrl-C, Dagster's terminate) was taken for a bad file:
+    the reader tried again with a rewritten copy of a file with mixed line ends, and the
+    error's explanation rescanned the whole file in Python, so a stop took 30 s and more."""
+    import duckdb
+
+    from osiris_dagster.drivers.csv import read_errors
+
+    put(data_dir, "mixed.csv", "a,b\r\n1,x\n2,y\r\n")
+    explained: list[object] = []
+    monkeypatch.setattr(read_errors.FailedRead, "explain",
+                        lambda self, exc: explained.append(exc) or DriverError("explained"))
+    ws = workspace(base_dir=data_dir)
+    reads: list[str] = []
+
+    def interrupted(sql: str, *args: object, **kwargs: object) -> object:
+        reads.append(sql)
+        ws.cancelled = True  # what ws.interrupt() does, with the query it interrupts
+        raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+
+    monkeypatch.setattr(ws, "create_output", interrupted)
+    with pytest.raises(duckdb.InterruptException):
+        csv_extractor.run(ws, {**EXTRACTOR_DEFAULTS, "path": "mixed.csv"}, [])
+    assert len(reads) == 1 and explained == []

@@ -571,6 +571,8 @@ class _Extraction:
         while True:
             try:
                 return self._create()
+            except duckdb.InterruptException:
+                raise  # told to stop: neither a bad file to explain nor one to read again
             except duckdb.Error as exc:
                 self._recover_or_raise(exc)
 
