@@ -215,3 +215,50 @@ def test_a_step_that_does_not_stop_at_its_timeout_is_waited_for_once(
     finally:
         release.set()
     assert len(stops) == 1
+
+
+CANCELLED = """\
+oml_version: "0.1.0"
+name: cancelled
+x-dagster:
+  steps:
+    crunch: {timeout_seconds: 120}
+steps:
+  - id: crunch
+    component: duckdb.processor
+    mode: transform
+    config: {query: "SELECT count(*) AS c FROM range(400000000000) t(x) WHERE x % 7 = 3"}
+  - id: save
+    component: filesystem.csv_writer
+    mode: write
+    inputs: {df: crunch}
+    config: {path: out.csv}
+"""
+
+
+def test_a_run_being_cancelled_stops_its_step_without_the_signal(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Dagster's terminate marks the run CANCELING and interrupts the run's process; about
+    one interrupt in ten landed in a garbage-collector callback, which discards it, and the
+    run went on to write. The step now also watches the run's status."""
+    sessions = tmp_path / "s"
+    defs = defs_for(write(workdir / "cancelled.yaml", CANCELLED), sessions)
+    run_id = "0b7c1f0e-5a3e-4c53-9a43-3f6c1d6b2b11"
+
+    def cancel_once_crunching() -> None:
+        while True:  # the step has started: its session logged it
+            log = sessions / run_id / "logs" / "events.jsonl"
+            if log.exists() and '"step_start"' in log.read_text(encoding="utf-8"):
+                break
+            time.sleep(0.05)
+        instance.report_run_canceling(instance.get_run_by_id(run_id))
+
+    canceller = threading.Thread(target=cancel_once_crunching, daemon=True)
+    canceller.start()
+    result = defs.resolve_job_def("cancelled").execute_in_process(
+        instance=instance, run_id=run_id, raise_on_error=False)
+    canceller.join()
+    assert not result.success
+    assert not (workdir / "out.csv").exists()
+    assert not [e for e in events(sessions / run_id) if e["event"] == "step_error"
+                and e.get("timed_out")]

@@ -154,6 +154,7 @@ def run_step(
     selected: Collection[str] = (),
     retried_on_failure: bool = False,
     on_notice: Callable[[str, str], None] | None = None,
+    check_stop: Callable[[], None] | None = None,
 ) -> StepOutcome:
     """Run one step; returns its outcome or raises StepError (secrets masked, events logged).
 
@@ -163,6 +164,10 @@ def run_step(
 
     ``on_notice(step_id, text)`` gets what a person watching the run should read in its log
     besides progress (an incremental state set back before the step reads).
+
+    ``check_stop()`` raises when the run is being stopped (Dagster: its status is CANCELING);
+    it is called before the driver starts and about every second while it runs, which stops
+    the step even when the interrupt meant for it was lost (see :func:`_interruptible`).
 
     The driver's incremental state (``outcome.result.pending_state``) is NOT saved here: the
     caller saves it with :func:`commit_state` once the step's output is accepted.
@@ -230,7 +235,7 @@ def run_step(
                     result = _with_memory_retries(
                         ws, step.component,
                         lambda: _interruptible(ws, lambda: driver(ws, config, inputs),
-                                               timeout_seconds))
+                                               timeout_seconds, check_stop))
                     ref, preview, check_outcomes = _output(ws, session, step, result, checks)
                 finally:
                     if on_workspace:
@@ -615,13 +620,21 @@ def _out_of_memory(ws: StepWorkspace, exc: Exception, rerunnable: bool) -> Drive
 
 
 def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
-                   timeout_seconds: float | None) -> DriverResult:
+                   timeout_seconds: float | None,
+                   check_stop: Callable[[], None] | None = None) -> DriverResult:
     """Run ``work`` in a thread the caller can stop (a timeout, Ctrl-C, Dagster's terminate).
 
     Whether the worker has finished is told by an event it sets, never by
     ``Thread.is_alive()``: on CPython 3.11 an interrupt that lands in ``Thread.join`` leaves
     ``is_alive()`` False while the thread still runs, and the step's query went on and committed
-    its table after the step was reported cancelled."""
+    its table after the step was reported cancelled.
+
+    ``check_stop()`` (when given) is called first and about every second: what it raises stops
+    the worker as an interrupt does. Dagster's interrupt is an exception raised by a signal
+    handler, and one that lands in a garbage-collector callback is discarded: the run's status
+    still says it is being cancelled."""
+    if check_stop is not None:
+        check_stop()
     box: dict[str, Any] = {}
     done = threading.Event()
 
@@ -636,12 +649,17 @@ def _interruptible(ws: StepWorkspace, work: Callable[[], DriverResult],
     worker = threading.Thread(target=target, name=f"osiris-step-{ws.step_id}", daemon=True)
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
     timed_out = False
+    next_check = time.monotonic() + _STOP_CHECK_SECONDS
     worker.start()
     try:
         while not done.wait(0.2):
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 timed_out = True
                 break
+            if check_stop is not None and now >= next_check:
+                next_check = now + _STOP_CHECK_SECONDS
+                check_stop()
         if timed_out:
             _stop_worker(ws, done)
     except BaseException as stop:
@@ -688,6 +706,7 @@ def _after_timeout(ws: StepWorkspace, box: dict[str, Any], done: threading.Event
 
 
 STOP_GRACE_SECONDS = 30.0  # how long a step told to stop may take to end
+_STOP_CHECK_SECONDS = 1.0  # how often a running step asks whether its run is being stopped
 
 
 def _stop_worker(ws: StepWorkspace, done: threading.Event) -> None:
