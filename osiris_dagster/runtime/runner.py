@@ -242,18 +242,11 @@ def run_step(
                         on_workspace(None)
         except BaseException as caught:
             held.close()
-            exc = _after_commit(caught, workspace)
-            message = _log_failure(session, step, exc, time.monotonic() - started,
-                                   will_retry=retried_on_failure and isinstance(exc, Exception)
-                                   and not isinstance(exc, NotRetryableError))
-            if write is not None and _may_have_landed(step, exc):
-                message += _record_unsettled(session, pipeline, step, write, message)
-            elif write is not None and not isinstance(exc, StepRefused):
-                _forget_started(session, pipeline, step, write)
-            if not isinstance(exc, Exception):
+            error = _failed(session, pipeline, step, write, _after_commit(caught, workspace),
+                            time.monotonic() - started, retried_on_failure)
+            if error is None:
                 raise  # KeyboardInterrupt, Dagster's interrupt: let the run stop
-            raise StepError(pipeline.name, step.id, message,
-                            retryable=not isinstance(exc, NotRetryableError)) from None
+            raise error from None
         duration = time.monotonic() - started
         try:
             try:
@@ -268,10 +261,9 @@ def run_step(
             exc = _after_commit(caught, workspace)
             if exc is caught:
                 raise
-            message = session.masker.text(str(exc))
-            if write is not None:
-                message += _record_unsettled(session, pipeline, step, write, message)
-            raise StepError(pipeline.name, step.id, message, retryable=False) from None
+            error = _failed(session, pipeline, step, write, exc, duration, retried_on_failure)
+            assert error is not None  # an Exception: never a stop
+            raise error from None
         return StepOutcome(step.id, ref, result, duration, preview,
                            resolved.ref if resolved else None, check_outcomes)
 
@@ -374,6 +366,28 @@ def _record_delivery(session: Session, pipeline: Pipeline, step: Step,
         session.log_event("step_error", step_id=step.id, error=message, cancelled=False,
                           timed_out=False)
         raise StepError(pipeline.name, step.id, message, retryable=False) from None
+
+
+def _failed(session: Session, pipeline: Pipeline, step: Step,
+            write: tuple[str, list[tuple[str, str, str]]] | None, exc: BaseException,
+            duration: float, retried_on_failure: bool) -> StepError | None:
+    """The one way a step fails: its error logged (masked, with its duration), its write
+    recorded as unsettled when it may have landed (else its 'started' record forgotten);
+    returns the StepError to raise, or None for a stop (KeyboardInterrupt, Dagster's
+    interrupt), which the caller lets through."""
+    retryable = isinstance(exc, Exception) and not isinstance(exc, NotRetryableError)
+    try:
+        message = _log_failure(session, step, exc, duration,
+                               will_retry=retried_on_failure and retryable)
+    except (OSError, duckdb.Error):  # the log itself cannot be written (a full disk)
+        message = _describe(exc, session.masker)
+    if write is not None and _may_have_landed(step, exc):
+        message += _record_unsettled(session, pipeline, step, write, message)
+    elif write is not None and not isinstance(exc, StepRefused):
+        _forget_started(session, pipeline, step, write)
+    if not isinstance(exc, Exception):
+        return None
+    return StepError(pipeline.name, step.id, message, retryable=retryable)
 
 
 def _after_commit(exc: BaseException, ws: StepWorkspace | None) -> BaseException:

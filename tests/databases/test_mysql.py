@@ -1361,9 +1361,13 @@ def test_a_failure_after_the_commit_succeeded_is_never_written_again(
                    f"      host: {mysql.host}\n      port: {mysql.port}\n"
                    f"      database: {mysql.database}\n      user: {mysql.user}\n"
                    "      password: ${MYSQL_TEST_PASSWORD}\n")
-    result, _ = run_pipeline(WRITE_WITH_RETRIES.format(csv=csv), connections, "commit-lost")
+    result, session = run_pipeline(WRITE_WITH_RETRIES.format(csv=csv), connections,
+                                   "commit-lost")
     assert not result.success
     assert _table(mysql, "w_commit_lost") == [(1, "a"), (2, "b"), (3, "c")]  # exactly once
+    # the failure is in the session's log too (the bookkeeping path logged none)
+    (error,) = [e for e in events(session) if e["event"] == "step_error"]
+    assert "COMMIT succeeded" in error["error"] and "will_retry" not in error
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     text = failure_description(result)
     assert "No space left on device" in text and "COMMIT succeeded" in text, text
