@@ -12,11 +12,22 @@ reported as such (for an append as a non-retryable :class:`OutcomeUnknownError`)
   object per value, nothing held in memory beyond one batch.
 * ``append``: ``COPY`` straight into the target.
 * ``upsert``: ``COPY`` into a temporary staging table (the target's own column types, dropped on
-  commit), then ``INSERT ... SELECT ... ON CONFLICT (primary_key) DO UPDATE``.
+  commit), then ``INSERT ... SELECT ... ON CONFLICT (primary_key) DO UPDATE`` of the input's
+  columns: a target column the input lacks keeps its value on an existing row (that is what an
+  upsert is for).
 * ``replace``: the target ends with exactly the incoming rows: staging as for upsert, then
   ``DELETE`` the rows whose key is not in the input, then the upsert (rows that stay keep their
-  identity, so foreign keys pointing at them are not broken). Without ``primary_key``: delete
-  all rows, then ``COPY``.
+  identity, so foreign keys pointing at them are not broken). A row that stays ends as a freshly
+  inserted row would: each target column the input lacks is set to its ``DEFAULT`` (NULL without
+  one; ``DEFAULT now()`` gives the write's time) in the ``DO UPDATE``, never left holding its old
+  value, which nothing in the input vouches for any more. Except the columns that identify a
+  row, which keep their value: an identity column, a column whose default draws from a sequence
+  (``serial``, ``nextval(...)``) and a column a foreign key references -- a new value would
+  renumber an existing row and break what refers to it (an ``ON UPDATE CASCADE`` would even
+  rewrite the referencing rows without a word). A generated column is not assigned: PostgreSQL
+  recomputes it. The event ``replace.columns_reset`` names the columns reset and those kept
+  (and why). A NOT NULL column without a default that the input lacks fails the step, as a fresh
+  insert would. Without ``primary_key``: delete all rows, then ``COPY`` (every row is new).
 * ``create_if_missing`` (default true): a missing table is created from the DuckDB schema, with
   ``PRIMARY KEY (primary_key)`` when given, inside the same transaction (PostgreSQL DDL is
   transactional). The DDL is written to ``artifacts/<step>/ddl_plan.sql``. ``schema`` (default
@@ -59,12 +70,14 @@ may have been committed: the step fails (:class:`OutcomeUnknownError`, never ret
 either) naming the batch's rows, how to check and how to make the write safe (upsert). ``replace`` =
 upsert, then delete the rows whose key is not in the input: ``DELETE ?<pk>=not.in.(...)`` when the
 keys fit in one URL, else the existing keys are read, compared in DuckDB, and the stale ones deleted
-in chunks (``in.(...)``).
+in chunks (``in.(...)``). ``merge-duplicates`` updates only the columns sent, so a row that stays
+keeps its old values in the target columns the input lacks (over SQL they get their defaults).
 
 Limits of REST (documented, not hidden): batches commit one by one, so a failure part-way leaves
 the earlier batches written (use a SQL channel for atomic writes); ``replace`` needs a one-column
-``primary_key``; a missing table cannot be created over REST: the step fails and leaves the DDL
-in ``ddl_plan.sql`` (Osiris silently wrote nothing).
+``primary_key`` and keeps, on the rows that stay, the values of columns the input lacks (select
+them upstream, with the values wanted, or use a SQL channel); a missing table cannot be created
+over REST: the step fails and leaves the DDL in ``ddl_plan.sql`` (Osiris silently wrote nothing).
 
 ``returning``, ``prefer`` and ``ddl_channel`` are accepted for compatibility and ignored (Osiris
 did the same with the first two). Returns ``target`` ``postgresql://host:port/db/schema.table`` or
@@ -229,11 +242,29 @@ def create_table_ddl(schema: str, table: str, columns: list[tuple[str, str]],
 
 # == SQL channel ==================================================================================
 
+# Why a keyed replace keeps the value of a column the input lacks, '' when it resets it to its
+# DEFAULT (see the module docstring). A default "draws from a sequence" when it depends on one
+# (nextval('s'::regclass), as serial writes it) or calls nextval by name (nextval('s'::text)).
+_KEEP_ON_REPLACE = r"""CASE
+    WHEN a.attgenerated <> '' THEN 'generated'
+    WHEN a.attidentity <> '' THEN 'identity'
+    WHEN EXISTS (SELECT 1 FROM pg_attrdef ad WHERE ad.adrelid = a.attrelid
+                 AND ad.adnum = a.attnum AND (pg_get_expr(ad.adbin, ad.adrelid) ~ '\mnextval\('
+                 OR EXISTS (SELECT 1 FROM pg_depend dep JOIN pg_class s ON s.oid = dep.refobjid
+                            WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = ad.oid
+                            AND dep.refclassid = 'pg_class'::regclass AND s.relkind = 'S')))
+        THEN 'sequence default'
+    WHEN EXISTS (SELECT 1 FROM pg_constraint fk WHERE fk.contype = 'f'
+                 AND fk.confrelid = a.attrelid AND a.attnum = ANY(fk.confkey))
+        THEN 'referenced by a foreign key'
+    ELSE '' END"""
+
 # a domain's column as its base type with the domain's modifier: what holds the value (a domain
 # over numeric(10,2) rounds 1.239 as that type does)
 _TARGET_COLUMNS_SQL = table_columns_sql(
     "a.attname, format_type(coalesce(db.base, a.atttypid), CASE WHEN a.atttypmod >= 0 THEN "
-    "a.atttypmod ELSE coalesce(db.mod, a.atttypmod) END), t.typcategory, c.relkind")
+    "a.atttypmod ELSE coalesce(db.mod, a.atttypmod) END), t.typcategory, c.relkind, "
+    + _KEEP_ON_REPLACE)
 
 
 class _SqlWrite:
@@ -246,6 +277,8 @@ class _SqlWrite:
         self.target_names: dict[str, str] = {}  # input column -> target column
         self.target_category: dict[str, str] = {}  # target column -> pg typcategory
         self.target_types: dict[str, str] = {}  # existing target column -> format_type()
+        # target columns the input lacks -> why a keyed replace keeps them ('' : it resets them)
+        self.lacking: dict[str, str] = {}
 
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
         if "0x00" in str(exc):  # PostgreSQL's text has no NUL; its COPY context names no column
@@ -336,6 +369,8 @@ class _SqlWrite:
                                   f"{existing[0][3]!r}); write to a table")
             self._map_columns([(str(r[0]), str(r[2])) for r in existing])
             self.target_types = {str(r[0]): str(r[1]) for r in existing}
+            mapped = set(self.target_names.values())
+            self.lacking = {str(r[0]): str(r[4]) for r in existing if str(r[0]) not in mapped}
             if opts.mode == "upsert" and not self._nulls_match(cur):
                 refuse_null_keys(self.ctx.con, self.relation, opts.primary_key,
                                  f"{COMPONENT} step '{self.ctx.step_id}'", "primary_key",
@@ -358,11 +393,24 @@ class _SqlWrite:
                         f"(SELECT 1 FROM {stage} AS s WHERE {match})")
             self.ctx.log_event("replace.deleted_stale", table=self.label, rows=cur.rowcount)
         others = [pg_ident(c) for c in targets if pg_ident(c) not in keys]
-        action = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in others) \
-            if others else "DO NOTHING"
+        sets = [f"{c} = EXCLUDED.{c}" for c in others]
+        if opts.mode == "replace":
+            sets += [f"{pg_ident(c)} = DEFAULT" for c in self._columns_to_reset()]
+        action = "DO UPDATE SET " + ", ".join(sets) if sets else "DO NOTHING"
         cur.execute(f"INSERT INTO {self.qualified} ({col_list}) SELECT {col_list} FROM {stage} "
                     f"ON CONFLICT ({', '.join(keys)}) {action}")
         return rows
+
+    def _columns_to_reset(self) -> list[str]:
+        """The target columns a keyed replace sets to their DEFAULT on the rows that stay: those
+        the input lacks, but for the ones that identify a row or are computed (their reason is
+        logged): a row that stays must end as a fresh insert would, not with stale values."""
+        reset = [name for name, keep in self.lacking.items() if not keep]
+        kept = {name: keep for name, keep in self.lacking.items() if keep}
+        if self.lacking:
+            self.ctx.log_event("replace.columns_reset", table=self.label, columns=reset,
+                               kept=kept)
+        return reset
 
     def _nulls_match(self, cur: Any) -> bool:
         """Whether the table has a unique index on exactly the key columns that treats NULLs
