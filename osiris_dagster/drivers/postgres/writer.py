@@ -70,8 +70,11 @@ may have been committed: the step fails (:class:`OutcomeUnknownError`, never ret
 either) naming the batch's rows, how to check and how to make the write safe (upsert). ``replace`` =
 upsert, then delete the rows whose key is not in the input: ``DELETE ?<pk>=not.in.(...)`` when the
 keys fit in one URL, else the existing keys are read, compared in DuckDB, and the stale ones deleted
-in chunks (``in.(...)``). ``merge-duplicates`` updates only the columns sent, so a row that stays
-keeps its old values in the target columns the input lacks (over SQL they get their defaults).
+in chunks (``in.(...)``). Once an append batch is written (and once every write is done), any
+later error, even a log write on a full disk, fails the step without a retry and is recorded as
+an unsettled write (:func:`osiris_dagster.drivers.base.committed`). ``merge-duplicates``
+updates only the columns sent, so a row that stays keeps its old values in the target columns
+the input lacks (over SQL they get their defaults).
 
 Limits of REST (documented, not hidden): batches commit one by one, so a failure part-way leaves
 the earlier batches written (use a SQL channel for atomic writes); ``replace`` needs a one-column
@@ -601,6 +604,7 @@ class _RestWrite:
             rows = self._post_all(http)
             if opts.mode == "replace":
                 self._delete_stale(http)
+            committed(self.ctx)  # whatever fails from here on must not write them again
             return rows
         finally:
             http.close()
@@ -658,6 +662,8 @@ class _RestWrite:
                         raise NotRetryableError(str(exc)) from None
                     raise
                 rows += len(batch)
+                if opts.mode == "append":  # in the table now: an error after this (even a
+                    committed(self.ctx)     # log write) must not let a retry append them again
                 progress.add(len(batch))
             progress.done()
         except StepCancelled:  # a step timeout or the run terminated, between two batches
