@@ -455,8 +455,11 @@ def _refuse_without_partition(context: dg.AssetExecutionContext, pipeline: Pipel
 def _retry_from_failure_only(context: dg.AssetExecutionContext, step_id: str) -> None:
     """Once a step that applies once (see :func:`applies_once`) has written, a run retry with
     ``dagster/retry_strategy: ALL_STEPS`` would write again: the run's retries re-execute from
-    its failed steps instead (Dagster's default strategy)."""
-    if context.run.tags.get(RETRY_STRATEGY_TAG) != "ALL_STEPS":
+    its failed steps instead (Dagster's default strategy). The run's tags are read from the
+    instance: ``context.run`` holds them as they were when the run started, so a second such
+    step retagged and warned again."""
+    run = context.instance.get_run_by_id(context.run_id) or context.run
+    if run.tags.get(RETRY_STRATEGY_TAG) != "ALL_STEPS":
         return
     context.instance.add_run_tags(context.run_id, {RETRY_STRATEGY_TAG: "FROM_FAILURE"})
     context.log.warning(

@@ -614,3 +614,26 @@ def test_a_run_retry_of_all_steps_becomes_from_failure_once_a_mutation_applied(
     assert instance.get_run_by_id(result.run_id).tags[RETRY_STRATEGY_TAG] == "FROM_FAILURE"
     assert any("re-executes from its failed steps" in r.user_message
                for r in instance.all_logs(result.run_id))
+
+
+def test_a_run_with_two_mutations_is_retagged_and_warned_of_once(
+        graphql: FakeGraphQL, workdir: Path, tmp_path: Path,
+        instance: dg.DagsterInstance) -> None:
+    """The check read the run's tags as they were at its start, so every step that applied
+    once retagged the run and warned again."""
+    from dagster._core.storage.tags import RETRY_STRATEGY_TAG
+
+    text = _mutation_pipeline(graphql.endpoint, "data.addUsers")
+    second = text.split("steps:\n", 1)[1].replace("- id: add\n", "- id: add_again\n")
+    p = write(workdir / "graphql.yaml", text + second)
+    graphql.script.extend([canned(200, {"data": {"addUsers": [{"id": 7}]}}),
+                           canned(200, {"data": {"addUsers": [{"id": 8}]}})])
+    defs = defs_for(p, tmp_path / "s")
+    result = defs.resolve_job_def("graphql_demo").execute_in_process(
+        instance=instance, tags={RETRY_STRATEGY_TAG: "ALL_STEPS", "dagster/max_retries": "2"})
+    assert result.success, failure_description(result)
+    assert len(graphql.requests) == 2
+    assert instance.get_run_by_id(result.run_id).tags[RETRY_STRATEGY_TAG] == "FROM_FAILURE"
+    warned = [r for r in instance.all_logs(result.run_id)
+              if "re-executes from its failed steps" in r.user_message]
+    assert len(warned) == 1
