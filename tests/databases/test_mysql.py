@@ -1444,3 +1444,48 @@ def test_a_non_transactional_replace_takes_what_the_table_allows(
                                           r".* holds.*Nothing was written"):  # tenant 1 too
         harness.write("mysql.writer", mysql.connection(), table="w_guard_ok", batch_size=1)
     assert len(_table(mysql, "w_guard_ok")) == 3
+
+
+@pytest.mark.parametrize("rule", ["CASCADE", "SET NULL", "RESTRICT"])
+def test_replace_keeps_the_rows_that_reference_keys_that_come_back(
+        mysql: MySQLTarget, harness: Harness, rule: str) -> None:
+    """A replace deleted every row first: with ON DELETE CASCADE the child rows went too
+    (SET NULL lost their references), although the same keys came back, and RESTRICT made a
+    replace impossible. Rows whose key comes back are now updated in place (a column the input
+    lacks gets its default, as a fresh row would); only the others are deleted, and their
+    references' rules apply to them as the schema says."""
+    mysql.execute("DROP TABLE IF EXISTS w_child", "DROP TABLE IF EXISTS w_parent",
+                  "CREATE TABLE w_parent (id INT PRIMARY KEY, name VARCHAR(10), "
+                  "note VARCHAR(10) DEFAULT 'fresh', seq INT AUTO_INCREMENT UNIQUE)",
+                  "CREATE TABLE w_child (id INT PRIMARY KEY, parent_id INT, FOREIGN KEY "
+                  f"(parent_id) REFERENCES w_parent (id) ON DELETE {rule})",
+                  "INSERT INTO w_parent (id, name, note) VALUES (1, 'a', 'stale'), (2, 'b', 'x')",
+                  "INSERT INTO w_child VALUES (10, 1), (20, 2)")
+    harness.upstream("SELECT * FROM (VALUES (1, 'a2'), (2, 'b2'), (3, 'c')) t(id, name)")
+    harness.write("mysql.writer", mysql.connection(), table="w_parent", mode="replace")
+    assert _table(mysql, "w_parent") == [(1, "a2", "fresh", 1), (2, "b2", "fresh", 2),
+                                         (3, "c", "fresh", 3)]
+    assert _table(mysql, "w_child") == [(10, 1), (20, 2)]
+    harness.upstream("SELECT * FROM (VALUES (1, 'a3')) t(id, name)")  # 2 and 3 go
+    if rule == "RESTRICT":
+        with pytest.raises(DriverError, match=r"Cannot delete .*w_child.*Nothing was written"):
+            harness.write("mysql.writer", mysql.connection(), table="w_parent", mode="replace")
+        assert len(_table(mysql, "w_parent")) == 3
+        return
+    harness.write("mysql.writer", mysql.connection(), table="w_parent", mode="replace")
+    assert _table(mysql, "w_parent") == [(1, "a3", "fresh", 1)]
+    assert _table(mysql, "w_child") == ([(10, 1)] if rule == "CASCADE" else
+                                        [(10, 1), (20, None)])
+
+
+def test_replace_of_a_referenced_table_without_its_key_in_the_input_deletes_every_row(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_child", "DROP TABLE IF EXISTS w_parent",
+                  "CREATE TABLE w_parent (id INT PRIMARY KEY, name VARCHAR(10))",
+                  "CREATE TABLE w_child (id INT PRIMARY KEY, parent_id INT, FOREIGN KEY "
+                  "(parent_id) REFERENCES w_parent (id) ON DELETE CASCADE)",
+                  "INSERT INTO w_parent VALUES (1, 'a')", "INSERT INTO w_child VALUES (10, 1)")
+    harness.upstream("SELECT 'b' AS name")
+    with pytest.raises(DriverError, match="doesn't have a default"):  # id has none
+        harness.write("mysql.writer", mysql.connection(), table="w_parent", mode="replace")
+    assert _table(mysql, "w_child") == [(10, 1)]  # rolled back

@@ -4,10 +4,12 @@ Osiris has no runtime driver for this component (its legacy connector used panda
 Here:
 
 * **Modes.** ``append`` inserts; ``replace`` deletes every row of the target and inserts the
-  input; ``upsert`` runs ``INSERT ... ON DUPLICATE KEY UPDATE`` and needs ``upsert_keys``, which
-  must be the columns of the table's PRIMARY KEY or of a UNIQUE index. ``truncate_before``
-  empties the table first (any mode). Emptying uses ``DELETE`` inside the transaction, not
-  ``TRUNCATE`` (which commits implicitly), so a failure restores the old rows.
+  input (a table other rows reference through foreign keys is replaced by its PRIMARY KEY
+  instead, so their ON DELETE rules fire only for the keys that go: ``_keys_to_keep``);
+  ``upsert`` updates the rows whose key matches and inserts the others (see Staging) and needs
+  ``upsert_keys``, which must be the columns of the table's PRIMARY KEY or of a UNIQUE index.
+  ``truncate_before`` empties the table first (any mode). Emptying uses ``DELETE`` inside the
+  transaction, not ``TRUNCATE`` (which commits implicitly), so a failure restores the old rows.
 * **One transaction.** Rows are streamed out of DuckDB as Arrow batches of ``batch_size`` rows
   (never the whole table) and sent with ``executemany`` (pymysql turns each batch into multi-row
   ``INSERT ... VALUES (...), (...)`` statements of up to ~4 MB). Everything runs in one InnoDB
@@ -103,6 +105,7 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_error_code,
     mysql_params,
 )
+from osiris_dagster.drivers.mysql.references import references_to
 from osiris_dagster.drivers.mysql.table_guard import Refused, Write, refuse_partial_writes
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
 from osiris_dagster.drivers.options import name_list, positive_int, required_text
@@ -187,6 +190,9 @@ class _Writer:
         self.transactional = True  # False: MyISAM, Aria, ... cannot roll a failed write back
         self.stage = mysql_ident(f"_osiris_stage_{uuid.uuid4().hex[:12]}", "table")
         self.auto_increment: set[str] = set()  # the target's AUTO_INCREMENT column, lowered
+        # a replace of a table other rows reference: its key columns (see _keys_to_keep)
+        self.replace_keys: list[str] = []
+        self.referenced: set[str] = set()  # the target's columns those references point at
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.column_rows: dict[str, Sequence[Any]] = {}  # their MYSQL_COLUMNS_SQL rows
         self.schema = opts.schema or params.database
@@ -226,6 +232,9 @@ class _Writer:
                 if self.opts.mode == "upsert":
                     self._check_unique_key(cur)
                 self._check_values_fit(cur)
+                if self.opts.mode == "replace" and not self.opts.truncate_before and \
+                        self.transactional:
+                    self.replace_keys = self._keys_to_keep(cur)
             try:
                 if self.created:  # the new columns are targets too: the same value checks
                     self._target_columns(cur)
@@ -286,6 +295,39 @@ class _Writer:
                 f"{COMPONENT} step '{self.ctx.step_id}': upsert into {self.label} needs a "
                 f"PRIMARY KEY or UNIQUE index on exactly ({', '.join(keys)}), which the table "
                 f"lacks (unique indexes: {found}). Add one, or fix `upsert_keys`.")
+
+    def _keys_to_keep(self, cur: Any) -> list[str]:
+        """A replace of a table other rows reference (foreign keys): its PRIMARY KEY columns,
+        so that the rows whose key comes back are updated in place and only the others are
+        deleted. Deleting every row fired each reference's ON DELETE rule: CASCADE deleted
+        the referencing rows, SET NULL cleared them and RESTRICT refused the replace, even
+        for keys the input brings back. [] (delete every row) when nothing references the
+        table, or it has no PRIMARY KEY the input holds."""
+        import pymysql
+
+        try:
+            references = references_to(cur, self.schema, self.opts.table)
+            if not references:
+                return []
+            cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE "
+                        "TABLE_SCHEMA = %s AND TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' "
+                        "ORDER BY SEQ_IN_INDEX", (self.schema, self.opts.table))
+            primary = [str(r[0]) for r in cur.fetchall()]
+        except pymysql.Error as exc:
+            raise self._fail(f"reading the foreign keys that reference {self.label}",
+                             exc) from None
+        self.referenced = {c.lower() for r in references for c in r.referenced}
+        names = {n.lower(): n for n, _ in self.columns}
+        keys = [names[c.lower()] for c in primary if c.lower() in names]
+        if not primary or len(keys) != len(primary):
+            self.ctx.log_event("mysql_replace_deletes_referenced_rows", table=self.label,
+                               references=[r.label for r in references],
+                               reason="no PRIMARY KEY" if not primary else
+                               f"the input lacks PRIMARY KEY columns of {primary}")
+            return []
+        self.ctx.log_event("mysql_replace_by_key", table=self.label, keys=keys,
+                           references=[r.label for r in references])
+        return keys
 
     def _keys(self) -> list[str]:
         keys = self.opts.upsert_keys or []
@@ -454,12 +496,12 @@ class _Writer:
         import pymysql
 
         opts = self.opts
-        staged = opts.mode == "upsert" or not self.transactional
+        staged = opts.mode == "upsert" or not self.transactional or bool(self.replace_keys)
         if staged:  # every row in a temporary table first (see _stage)
             written = self._stage(cur)
         conn.begin()
         try:
-            if opts.mode == "replace" or opts.truncate_before:
+            if (opts.mode == "replace" and not self.replace_keys) or opts.truncate_before:
                 cur.execute(f"DELETE FROM {self.qualified}")
         except pymysql.Error as exc:
             raise self._fail(f"emptying {self.label}", exc, self._unchanged()) from None
@@ -517,7 +559,7 @@ class _Writer:
                              self._unchanged(True)) from None
         written = self._insert_rows(cur, self._insert_sql(self.stage),
                                     f"a staging table for {self.label}")
-        if self.opts.mode == "upsert":
+        if self.opts.mode == "upsert" or self.replace_keys:
             self._refuse_repeated_keys(cur)
         if not self.transactional:
             self._refuse_partial_write(cur)
@@ -582,7 +624,8 @@ class _Writer:
         and 'X' one key): ON DUPLICATE KEY UPDATE kept the last of them silently."""
         import pymysql
 
-        keys = [mysql_ident(k) for k in self._keys()]
+        names = self._stage_keys()
+        keys = [mysql_ident(k) for k in names]
         try:
             cur.execute(f"SELECT {', '.join(keys)}, COUNT(*) FROM {self.stage} WHERE "
                         f"{' AND '.join(f'{k} IS NOT NULL' for k in keys)} GROUP BY "
@@ -592,31 +635,44 @@ class _Writer:
             raise self._fail(f"checking the input's keys for {self.label}", exc,
                              self._unchanged(True)) from None
         if row is not None:
-            value = ", ".join(f"{k}={v!r}" for k, v in zip(self._keys(), row, strict=False))
+            value = ", ".join(f"{k}={v!r}" for k, v in zip(names, row, strict=False))
             raise DriverError(
                 f"{COMPONENT} step '{self.ctx.step_id}': the input holds {row[-1]} rows with the "
                 f"key {value} as {self.label} compares it (its collation may make 'a', 'A' and "
-                "'a ' one value), and the upsert would keep only one of them. "
+                f"'a ' one value), and the {self.opts.mode} would keep only one of them. "
                 f"{self._unchanged(True)} Make the input's keys unique, or give the key column "
                 "a binary collation (utf8mb4_bin).")
+
+    def _stage_keys(self) -> list[str]:
+        """The key the staged rows are matched by: ``upsert_keys``, or a keyed replace's."""
+        return self.replace_keys or self._keys()
 
     def _from_stage(self, cur: Any, rows: int) -> None:
         """The staged rows into the target. An upsert is an UPDATE of the rows whose key
         matches, then an INSERT of the others, not ON DUPLICATE KEY UPDATE, which fires on any
         unique index and so updated another row whose email (or prefix of a name, or a
-        generated column) matched: such a row now fails as a duplicate, as in PostgreSQL."""
+        generated column) matched: such a row now fails as a duplicate, as in PostgreSQL.
+        A keyed replace (:meth:`_keys_to_keep`) first deletes the rows whose key the input
+        lacks, and its UPDATE also gives the columns the input lacks their DEFAULT, so a row
+        that stays ends as a fresh insert would."""
         import pymysql
 
         cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
         statements = []
-        if self.opts.mode == "upsert":
-            keys = self._keys()
+        if self.opts.mode == "upsert" or self.replace_keys:
+            keys = self._stage_keys()
             lowered = {k.lower() for k in keys}
             match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in keys)
+            if self.replace_keys:
+                statements.append(f"DELETE t FROM {self.qualified} t WHERE NOT EXISTS "
+                                  f"(SELECT 1 FROM {self.stage} s WHERE {match})")
             # a row keeps its AUTO_INCREMENT id (the input may leave it NULL)
-            updates = ", ".join(f"t.{mysql_ident(n)} = s.{mysql_ident(n)}"
-                                for n, _ in self.columns
-                                if n.lower() not in lowered | self.auto_increment)
+            sets = [f"t.{mysql_ident(n)} = s.{mysql_ident(n)}" for n, _ in self.columns
+                    if n.lower() not in lowered | self.auto_increment]
+            if self.replace_keys:
+                sets += [f"t.{mysql_ident(n)} = DEFAULT(t.{mysql_ident(n)})"
+                         for n in self._columns_to_reset()]
+            updates = ", ".join(sets)
             if updates:
                 statements.append(f"UPDATE {self.qualified} t JOIN {self.stage} s ON {match} "
                                   f"SET {updates}")
@@ -645,6 +701,21 @@ class _Writer:
             if not self.transactional:  # a retry would add the rows that did land again
                 raise NotRetryableError(str(error)) from None
             raise error from None
+
+    def _columns_to_reset(self) -> list[str]:
+        """The target columns a keyed replace gives their DEFAULT: those the input lacks, but
+        for an AUTO_INCREMENT or generated column and one a foreign key references (a new
+        value would renumber the row or break what points at it)."""
+        given = {n.lower() for n, _ in self.columns}
+        reset = []
+        for lowered, row in self.column_rows.items():
+            extra = str(row[7] or "").lower()
+            if lowered in given or lowered in self.auto_increment or \
+                    lowered in self.referenced or \
+                    any(w in extra for w in ("generated", "virtual", "persistent", "stored")):
+                continue
+            reset.append(str(row[0]))
+        return reset
 
     def _unchanged(self, staging: bool = False) -> str:
         """What a failure before the COMMIT leaves behind."""

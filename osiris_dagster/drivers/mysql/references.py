@@ -1,0 +1,44 @@
+"""The foreign keys that point at a table.
+
+A replace that deletes every row of its target fires each referencing key's ``ON DELETE``
+rule: CASCADE deleted the referencing rows, SET NULL cleared their references and RESTRICT
+refused the write, even for keys the input brings back. ``mysql.writer`` reads them here to
+replace such a table by its key instead (see ``_Writer._keys_to_keep``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+_REFERENCES_SQL = (
+    "SELECT k.CONSTRAINT_SCHEMA, k.CONSTRAINT_NAME, k.TABLE_SCHEMA, k.TABLE_NAME, "
+    "k.REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE k "
+    "WHERE k.REFERENCED_TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_NAME = %s "
+    "ORDER BY k.CONSTRAINT_SCHEMA, k.CONSTRAINT_NAME, k.ORDINAL_POSITION")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key of ``schema.table`` onto the target's columns ``referenced``."""
+
+    schema: str
+    table: str
+    name: str
+    referenced: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.table} ({self.name})"
+
+
+def references_to(cur: Any, schema: str, table: str) -> list[Reference]:
+    """The foreign keys of any table (this one included) that reference ``schema.table``, as
+    far as the user can see them (information_schema lists the tables it has rights on)."""
+    cur.execute(_REFERENCES_SQL, (schema, table))
+    found: dict[tuple[str, str], tuple[str, str, list[str]]] = {}
+    for c_schema, c_name, t_schema, t_name, referenced in cur.fetchall():
+        entry = found.setdefault((str(c_schema), str(c_name)), (str(t_schema), str(t_name), []))
+        entry[2].append(str(referenced))
+    return [Reference(t_schema, t_name, name, tuple(columns))
+            for (_, name), (t_schema, t_name, columns) in found.items()]
