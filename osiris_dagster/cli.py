@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import shlex
 import sys
 import time
@@ -19,10 +20,30 @@ from osiris_dagster.core.atomic_files import write_text_atomic
 from osiris_dagster.core.errors import OsirisError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+# stdout's reader left before the output ended (`osiris-dagster sessions list | head -1`): 128 +
+# SIGPIPE, what a shell reports for a program that a closed pipe ended (`set -o pipefail`
+# scripts know it), and not 1, which says a run failed.
+EXIT_OUTPUT_CUT = 141
 KEEP_SNAPSHOTS = "10m"  # `sessions clean`: DuckLake snapshots younger than this stay
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A reader that closes our output early ends it quietly with
+    EXIT_OUTPUT_CUT: Python ignores SIGPIPE, so the next write would otherwise end in a
+    BrokenPipeError traceback (and another at the interpreter's final flush)."""
+    try:
+        try:
+            return _command(argv)
+        finally:
+            if sys.stdout is not None:  # output still buffered meets the closed pipe here
+                sys.stdout.flush()
+    except BrokenPipeError:
+        if not _discard_closed_outputs():
+            raise  # another pipe or socket (a database's, a child's): a real error
+        return EXIT_OUTPUT_CUT
+
+
+def _command(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -38,6 +59,69 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+
+
+def _discard_closed_outputs() -> bool:
+    """Point stdout and stderr, those whose reader is gone, at /dev/null (what they still
+    buffer is flushed there at exit, not into another BrokenPipeError); whether one was."""
+    closed = [s for s in (sys.stdout, sys.stderr) if s is not None and _reader_gone(s)]
+    for stream in closed:
+        _to_devnull(stream)
+    return bool(closed)
+
+
+def _reader_gone(stream: TextIO) -> bool:
+    """Whether the stream is a pipe (or socket) whose reading end is closed: poll reports an
+    error or hang-up on its writing end."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # no file descriptor (replaced, closed)
+        return False
+    if not hasattr(select, "poll"):  # e.g. Windows: the error came from our output, surely
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _to_devnull(stream: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+class _RunOutput:
+    """stdout of `run`. Its reader may leave while steps run (`run ... | head -3`); a step must
+    not fail on its progress line (its writes half done), so after a broken pipe the output
+    goes to /dev/null and the run goes on to its end."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.cut = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        self.cut = True
+        _to_devnull(self.stream)
+
+    def exit_code(self, code: int) -> int:
+        """The run's exit code; EXIT_OUTPUT_CUT for a run that succeeded with its output cut
+        (a failure keeps its own code: the errors went to stderr)."""
+        return EXIT_OUTPUT_CUT if self.cut and code == EXIT_OK else code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,9 +256,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for f in args.files:
         result = validate_pipeline(f, params=params, profile=args.profile)
         if result.pipeline is not None:
-            result.diagnostics.extend(connection_diagnostics(
-                result.pipeline, find_connections_file(args.connections, result.pipeline.path),
-                f))
+            connections = find_connections_file(args.connections, result.pipeline.path)
+            result.diagnostics.extend(connection_diagnostics(result.pipeline, connections, f))
+            if connections is not None:
+                result.diagnostics.extend(_path_diagnostics(result.pipeline, connections, f))
         for d in result.errors:
             print(str(d), flush=True)
         for d in result.warnings:
@@ -186,6 +271,76 @@ def cmd_validate(args: argparse.Namespace) -> int:
             invalid += 1
             print(f"{f}: {len(result.errors)} error(s)", file=sys.stderr)
     return EXIT_INVALID if invalid else EXIT_OK
+
+
+def _path_diagnostics(pipeline: Any, connections_file: Path, file: str) -> list[Any]:
+    """An error, at the line of its `path`, for each step whose `path` escapes the base_dir of
+    its connection: the run's own rule (:func:`resolve_step_path`), which refused the step only
+    when it ran. Not checked: a path with a parameter each run is given (a partition's, a
+    sensor's, a schedule's: validate has only a stand-in), and a connection whose fields name
+    environment variables (those of the place the step runs: validate reads none)."""
+    from osiris_dagster.core.errors import ConnectionError_, DriverError
+    from osiris_dagster.oml.diagnostics import Diagnostic
+    from osiris_dagster.oml.specs import get_spec
+    from osiris_dagster.runtime.connections import Connections
+    from osiris_dagster.runtime.workspace import resolve_step_path
+
+    connections = Connections(connections_file, env={})  # a `${VAR}` raises: not checked
+    given = _params_given_by_runs(pipeline)
+    written = _path_options(pipeline.path)
+    found = []
+    for step in pipeline.steps:
+        spec = get_spec(step.component)
+        path, ref = step.config.get("path"), step.connection_ref
+        line, raw = written.get(step.id, (step.line, path))
+        if ("base_dir" not in spec.connection_fields or ref is None
+                or not isinstance(path, str) or _references(raw, given)):
+            continue
+        try:
+            base_dir = connections.resolve(spec.family, ref).base_dir
+        except ConnectionError_:  # undefined (connection_diagnostics says so) or a `${VAR}`
+            continue
+        if base_dir is None:
+            continue
+        try:
+            resolve_step_path(path, base_dir)
+        except DriverError as exc:
+            found.append(Diagnostic("error", file, line, f"connection '{ref}' of "
+                                    f"{connections_file}: {exc}", step.id))
+    return found
+
+
+def _params_given_by_runs(pipeline: Any) -> set[str]:
+    """The parameters whose value comes with each run: its partition's, a sensor's (the file
+    it found), a schedule's."""
+    names = _params_of_partition(pipeline) if pipeline.dagster.partitions else set()
+    for sensor in pipeline.dagster.sensors:
+        names |= {sensor.param, *([sensor.name_param] if sensor.name_param else [])}
+    for schedule in pipeline.dagster.schedules:
+        names |= set(schedule.params)
+    return names
+
+
+def _path_options(path: Path) -> dict[str, tuple[int, Any]]:
+    """step id -> (line of its `path` option, its value as written, parameters unresolved);
+    the pipeline's model keeps neither."""
+    from osiris_dagster.oml.yaml_lines import LineDict, load_yaml_with_lines
+
+    doc = load_yaml_with_lines(path.read_text(encoding="utf-8"))
+    out = {}
+    for step in doc.get("steps") or []:
+        config = step.get("config") if isinstance(step, LineDict) else None
+        if isinstance(config, LineDict) and "path" in config:
+            out[str(step.get("id"))] = (config.line_of("path"), config["path"])
+    return out
+
+
+def _references(text: Any, names: Collection[str]) -> bool:
+    """Whether ``text`` references one of the parameters ``names`` (`${params.x}`)."""
+    from osiris_dagster.oml.sql_params import PARAM_REF
+
+    return isinstance(text, str) and any(m.group(1).strip() in names
+                                         for m in PARAM_REF.finditer(text))
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -608,7 +763,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     selection = [defs_one.asset_keys[s] for s in args.select] or None
 
     session = Session(settings, run_id)
-    out = sys.stdout
+    out = _RunOutput(sys.stdout)
     print(f"pipeline {pipeline.name} ({pipeline.path})", file=out)
     print(f"session  {run_id}", file=out)
     if args.partition is not None:
@@ -646,7 +801,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
         print("session dir: none (no step ran)", file=out)
     if res.success:
         print(f"done in {elapsed:.1f}s", file=out)
-        return EXIT_OK
+        return out.exit_code(EXIT_OK)
     if args.debug:
         for ev in res.all_events:
             if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
@@ -654,7 +809,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
                       f"{ev.step_failure_data.error.to_string()}", file=sys.stderr)
     for line in _failure_lines(res, pipeline, failed):
         print(f"error: {line}", file=sys.stderr)
-    return EXIT_FAILED
+    return out.exit_code(EXIT_FAILED)
 
 
 def _typed_params(path: Path, params: dict[str, str], coerce: Any, declared_params: Any
@@ -859,7 +1014,7 @@ class _ProgressPrinter(logging.Handler):
     check, the IO manager, an incremental state another run changed), and then only ``FAILED``
     is printed for it (:meth:`print_held`)."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: _RunOutput) -> None:
         super().__init__()
         self.out = out
         self.rows: dict[str, tuple[int, int, float, str | None]] = {}
