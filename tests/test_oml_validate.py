@@ -1445,3 +1445,30 @@ def test_step_headers_beside_a_connection_are_said_to_merge(tmp_path: Path) -> N
     assert [w.message for w in result.warnings] == [
         "'headers' is merged over the connection's, if '@graphql.g' sets it too: a name set in "
         "both takes the step's value"]
+
+
+@pytest.mark.parametrize("text, where, hint", [
+    ('name: off', "'name'", "quote it"),
+    ('name: 2024', "'name'", "quote it"),
+    ('name: p\nsteps:\n  - id: no', "steps[0].id", "quote it"),
+    ('name: p\nsteps:\n  - id: ex\n    config: {path: a.csv, delimiter: no}', "'delimiter'",
+     "quote it"),
+])
+def test_a_yaml_boolean_or_number_where_text_belongs_says_to_quote_it(
+        tmp_path: Path, text: str, where: str, hint: str) -> None:
+    """`name: off` or `id: no` said only "must be a non-empty string": YAML had read the word
+    as the boolean false, which nobody sees in the file."""
+    body = 'oml_version: "0.1.0"\n' + text
+    if "steps" not in text:
+        body += ("\nsteps:\n  - id: ex\n    component: filesystem.csv_extractor\n"
+                 "    mode: read\n    config: {path: a.csv}")
+    else:
+        body = body.replace("  - id: ex\n", "  - id: ex\n    component: "
+                            "filesystem.csv_extractor\n    mode: read\n")
+        if "id: no" in body:
+            body += ("\n    component: filesystem.csv_extractor\n    mode: read\n"
+                     "    config: {path: a.csv}")
+    path = tmp_path / "p.yaml"
+    path.write_text(body, encoding="utf-8")
+    messages = [d.message for d in validate_pipeline(path).errors]
+    assert any(where in m and hint in m for m in messages), messages

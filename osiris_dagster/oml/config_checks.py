@@ -8,7 +8,7 @@ from typing import Any
 
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.specs import ComponentSpec, Prop
-from osiris_dagster.oml.yaml_lines import LineDict
+from osiris_dagster.oml.yaml_lines import LineDict, not_text_hint
 
 CONNECTION_REF = re.compile(r"^@([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
 
@@ -83,7 +83,8 @@ def _type_problem(prop: Prop, value: Any) -> str | None:
         return None  # resolved later (environment references)
     types = prop.type if isinstance(prop.type, tuple) else (prop.type,)
     if not any(_is_type(value, t) for t in types):
-        return f"must be {' or '.join(types)}, got {type(value).__name__} {value!r}"
+        hint = not_text_hint(value) if "string" in types else ""
+        return f"must be {' or '.join(types)}, got {type(value).__name__} {value!r}{hint}"
     if prop.enum is not None and value not in prop.enum:
         return f"must be one of {', '.join(map(str, prop.enum))}, got {value!r}"
     if isinstance(value, int | float) and not isinstance(value, bool):

@@ -8,7 +8,7 @@ from typing import Any
 
 from osiris_dagster.core.masking import is_secret_key
 from osiris_dagster.oml.diagnostics import Collector
-from osiris_dagster.oml.yaml_lines import LineDict
+from osiris_dagster.oml.yaml_lines import LineDict, not_text_hint
 
 KNOWN_TOP = {"oml_version", "name", "steps", "description", "metadata", "params", "profiles"}
 FORBIDDEN_TOP = {"version", "connectors", "tasks", "outputs"}
@@ -36,7 +36,8 @@ def check_name(doc: LineDict, out: Collector) -> Any:
     if "name" not in doc:
         out.error(doc.line, "missing required key 'name'")
     elif not isinstance(name, str) or not name.strip():
-        out.error(doc.line_of("name"), "'name' must be a non-empty string")
+        out.error(doc.line_of("name"),
+                  "'name' must be a non-empty string" + not_text_hint(name))
     elif not _NAME_OK.match(name):
         out.warning(doc.line_of("name"),
                     f"name '{name}' should be lower-case kebab-case (e.g. my-pipeline)")

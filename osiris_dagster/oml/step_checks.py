@@ -18,7 +18,7 @@ from osiris_dagster.oml.config_checks import check_config
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.model import Step, freeze
 from osiris_dagster.oml.specs import OML_MODES, ComponentSpec, get_spec
-from osiris_dagster.oml.yaml_lines import LineDict, LineList, to_plain
+from osiris_dagster.oml.yaml_lines import LineDict, LineList, not_text_hint, to_plain
 
 KNOWN_STEP = {"id", "component", "mode", "needs", "config"}
 IGNORED_STEP = {"inputs", "outputs", "retry", "timeout", "when", "branch", "fan_out", "fan_in",
@@ -39,7 +39,8 @@ def check_steps(steps_raw: LineList, out: Collector,
             out.error(raw.line, f"steps[{index}] is missing required key 'id'")
             sid = None
         elif not isinstance(sid, str) or not sid.strip():
-            out.error(raw.line_of("id"), f"steps[{index}].id must be a non-empty string")
+            out.error(raw.line_of("id"), f"steps[{index}].id must be a non-empty string"
+                      + not_text_hint(sid))
             sid = None
         elif sid in ids:
             out.error(raw.line_of("id"), f"duplicate step id (first defined on line {ids[sid]})",

@@ -196,3 +196,16 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, list):
         return [to_plain(v) for v in obj]
     return obj
+
+
+def not_text_hint(value: Any) -> str:
+    """Why a value that should be text is not, when YAML made it something else: unquoted
+    `off`, `no`, `yes`, `on`, `true` are booleans and `2024` a number, which nobody sees in
+    the file ('' for any other value)."""
+    if isinstance(value, bool):
+        return (f" (YAML read it as the boolean {str(value).lower()}: an unquoted yes, no, on, "
+                "off, true or false is one; quote it to keep the word, e.g. 'off')")
+    if isinstance(value, int | float):
+        return f" (YAML read it as the number {value!r}: quote it to keep it as text)"
+    return ""
+
