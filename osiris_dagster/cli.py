@@ -1006,6 +1006,9 @@ def _error_text(error: Any) -> str:
     return text
 
 
+PROGRESS_EVERY_S = 5.0  # `run` prints a step's progress at most this often
+
+
 class _ProgressPrinter(logging.Handler):
     """Prints one line per step start/finish and a heartbeat line for long steps.
 
@@ -1020,6 +1023,7 @@ class _ProgressPrinter(logging.Handler):
         self.rows: dict[str, tuple[int, int, float, str | None]] = {}
         self.errors: list[tuple[str, str]] = []
         self.held: dict[str, list[str]] = {}  # step -> its ok line, then its check lines
+        self.progress_shown: dict[str, float] = {}  # step -> when its last progress line was
 
     def emit(self, record: logging.LogRecord) -> None:
         data = getattr(record, "osiris", None)
@@ -1050,6 +1054,11 @@ class _ProgressPrinter(logging.Handler):
         elif ev == "notice":
             line = f"  ! {sid}: {data.get('message')}"
         elif ev == "progress":
+            # a paginated read reports every page: a line per step and PROGRESS_EVERY_S
+            now = time.monotonic()
+            if now - self.progress_shown.get(sid, -PROGRESS_EVERY_S) < PROGRESS_EVERY_S:
+                return
+            self.progress_shown[sid] = now
             rows = data.get("rows")
             rows_txt = f", {rows} rows so far" if rows is not None else ""
             line = f"  .. {sid}: running {data.get('elapsed_s')}s{rows_txt}" + (

@@ -371,3 +371,30 @@ def test_partition_of_a_pipeline_without_partitions_exits_2(tmp_path: Path) -> N
               cwd=tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "has no partitions" in out.stderr and "without --partition" in out.stderr
+
+
+def test_progress_lines_are_printed_at_most_every_few_seconds_per_step() -> None:
+    """A paginated extract reports progress per page: the CLI printed a line for each (2,000
+    lines for 2,000 pages). The first and then one per interval are printed; a step's other
+    lines (start, ok, errors) always are."""
+    import io
+    import logging
+
+    from osiris_dagster.cli import _ProgressPrinter, _RunOutput
+
+    buffer = io.StringIO()
+    printer = _ProgressPrinter(_RunOutput(buffer))
+
+    def emit(**fields: object) -> None:
+        record = logging.LogRecord("osiris", logging.INFO, __file__, 0, "x", None, None)
+        record.osiris = fields  # type: ignore[attr-defined]
+        printer.emit(record)
+
+    emit(event="step_start", step_id="pages", component="graphql.extractor")
+    for page in range(2000):
+        emit(event="progress", step_id="pages", elapsed_s=0.1, rows=page * 10)
+    emit(event="progress", step_id="other", elapsed_s=0.1, rows=1)
+    lines = buffer.getvalue().splitlines()
+    assert [line for line in lines if "pages: running" in line] == [
+        "  .. pages: running 0.1s, 0 rows so far"]
+    assert "  .. other: running 0.1s, 1 rows so far" in lines
