@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +139,33 @@ def init_home(home: Path) -> None:
 
     subprocess.run([sys.executable, "-m", "osiris_dagster.cli", "init-home"], check=True,
                    env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True)
+
+
+JsonAnswer = Callable[[str, Mapping[str, str]], tuple[int, Any]]
+
+
+@contextlib.contextmanager
+def json_endpoint(answer: JsonAnswer) -> Iterator[str]:
+    """A local HTTP server answering each POST with ``answer(path, headers)`` -> (status,
+    JSON body); yields its base URL (``http://127.0.0.1:PORT``)."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, body = answer(self.path, self.headers)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

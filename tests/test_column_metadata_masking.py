@@ -5,10 +5,7 @@ schema changes."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +22,30 @@ from osiris_dagster.dagster_layer.column_metadata import (
 )
 from osiris_dagster.drivers.base import StepColumnLineage
 
-from .helpers import defs_for, failure_description, materialisations, run_job, write
+from .helpers import (
+    defs_for,
+    failure_description,
+    json_endpoint,
+    materialisations,
+    run_job,
+    write,
+)
 
 TOKEN = "tokZ9xQ4pL7mW2"
 OTHER = "tokB8yR3kM6nV1"  # a second secret: two masked names become the same text
 
 
-class _Usage(BaseHTTPRequestHandler):
+def _usage(path: str, headers: Mapping[str, str]) -> tuple[int, Any]:
     """A GraphQL endpoint whose answer is keyed by the caller's token."""
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        ok = self.headers.get("Authorization") == f"Bearer {TOKEN}"
-        body = {"data": {"usage": [{"by_key": {TOKEN: 5}, "n": 1}]}} if ok else \
-            {"errors": [{"message": "bad token"}]}
-        data = json.dumps(body).encode()
-        self.send_response(200 if ok else 401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+    if headers.get("Authorization") == f"Bearer {TOKEN}":
+        return 200, {"data": {"usage": [{"by_key": {TOKEN: 5}, "n": 1}]}}
+    return 401, {"errors": [{"message": "bad token"}]}
 
 
 @pytest.fixture
 def usage_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Usage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/graphql"
-    server.shutdown()
+    with json_endpoint(_usage) as url:
+        yield f"{url}/graphql"
 
 
 def _shown(metadata: dict[str, Any]) -> str:

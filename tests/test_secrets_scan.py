@@ -6,18 +6,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
 
 from osiris_dagster.core.masking import NOT_SECRET, SECRET_NAMES
 
-from .helpers import write
+from .helpers import json_endpoint, write
 
 MYSQL_PW = "Zq9-mysql-Secret-7781"
 GQL_TOKEN = "tok-Ultra-Secret-5599-abcdef"
@@ -26,34 +25,18 @@ URL_SIGNATURE = "sig-Secret-3377-qwerty"  # in an endpoint's query string, under
 SECRETS = (MYSQL_PW, GQL_TOKEN, POSTHOG_KEY, URL_SIGNATURE)
 
 
-class _GraphQL(BaseHTTPRequestHandler):
+def _graphql(path: str, headers: Mapping[str, str]) -> tuple[int, Any]:
     """Answers with data for the right token; a wrong token gets a 401 that echoes it back."""
-
-    def do_POST(self) -> None:  # noqa: N802
-        auth = self.headers.get("Authorization", "")
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if auth == f"Bearer {GQL_TOKEN}" and self.path.split("?")[0] == "/ok":
-            body, status = {"data": {"items": [{"id": 1, "name": "a"}]}}, 200
-        else:
-            body, status = {"errors": [{"message": f"bad credentials {auth}"}]}, 401
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+    auth = headers.get("Authorization", "")
+    if auth == f"Bearer {GQL_TOKEN}" and path.split("?")[0] == "/ok":
+        return 200, {"data": {"items": [{"id": 1, "name": "a"}]}}
+    return 401, {"errors": [{"message": f"bad credentials {auth}"}]}
 
 
 @pytest.fixture
 def graphql_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _GraphQL)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with json_endpoint(_graphql) as url:
+        yield url
 
 
 @pytest.fixture
