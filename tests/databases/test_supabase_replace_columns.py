@@ -120,3 +120,27 @@ def test_rest_replace_keeps_columns_the_input_lacks(
                   write_mode="replace", primary_key="id")
     assert _rows(pg, "rc_rest") == [(1, "b", "stale", "old tag", "angry"),
                                     (3, "c", None, "fresh", "calm")]
+
+
+def test_sql_replace_keeps_the_tables_own_keys_and_a_domains_sequence_default(
+        pg: PgTarget, harness: Harness) -> None:
+    """Replacing by another unique column (`primary_key: [code]`) reset the table's real
+    PRIMARY KEY, `id uuid DEFAULT gen_random_uuid()`, to a new uuid on every run (the usual
+    Supabase table shape); a domain whose default draws from a sequence was renumbered."""
+    t, dom, seq = pg.table("rc_keys"), pg.table("rc_keys_dom"), pg.table("rc_keys_seq")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"DROP DOMAIN IF EXISTS {dom}",
+               f"DROP SEQUENCE IF EXISTS {seq}", f"CREATE SEQUENCE {seq} START 1000",
+               f"CREATE DOMAIN {dom} AS bigint DEFAULT nextval('{pg.schema}.rc_keys_seq')",
+               f"CREATE TABLE {t} (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+               f"code text UNIQUE NOT NULL, other int UNIQUE, sd {dom}, v int, note text)",
+               f"INSERT INTO {t} (code, other, v, note) VALUES ('a', 5, 1, 'stale')")
+    (before,) = _rows(pg, "rc_keys")
+    harness.upstream("SELECT * FROM (VALUES ('a', 10)) t(code, v)")
+    harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="rc_keys",
+                  write_mode="replace", primary_key="code")
+    (after,) = _rows(pg, "rc_keys")
+    assert after == (before[0], "a", 5, before[3], 10, None)
+    (event,) = [e for e in harness.events() if e["event"] == "replace.columns_reset"]
+    assert event["columns"] == ["note"]
+    assert event["kept"] == {"id": "a key of the table", "other": "a key of the table",
+                             "sd": "sequence default"}

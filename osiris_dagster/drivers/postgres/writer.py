@@ -21,8 +21,10 @@ reported as such (for an append as a non-retryable :class:`OutcomeUnknownError`)
   inserted row would: each target column the input lacks is set to its ``DEFAULT`` (NULL without
   one; ``DEFAULT now()`` gives the write's time) in the ``DO UPDATE``, never left holding its old
   value, which nothing in the input vouches for any more. Except the columns that identify a
-  row, which keep their value: an identity column, a column whose default draws from a sequence
-  (``serial``, ``nextval(...)``) and a column a foreign key references -- a new value would
+  row, which keep their value: an identity column, a column whose default (or its domain's)
+  draws from a sequence (``serial``, ``nextval(...)``), a column a foreign key references and a
+  column of the table's PRIMARY KEY or of a unique index (``id uuid DEFAULT gen_random_uuid()``
+  when ``primary_key`` names another unique column) -- a new value would
   renumber an existing row and break what refers to it (an ``ON UPDATE CASCADE`` would even
   rewrite the referencing rows without a word). A generated column is not assigned: PostgreSQL
   recomputes it. The event ``replace.columns_reset`` names the columns reset and those kept
@@ -256,10 +258,14 @@ _KEEP_ON_REPLACE = r"""CASE
                  OR EXISTS (SELECT 1 FROM pg_depend dep JOIN pg_class s ON s.oid = dep.refobjid
                             WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = ad.oid
                             AND dep.refclassid = 'pg_class'::regclass AND s.relkind = 'S')))
+        OR (NOT a.atthasdef AND coalesce(t.typdefault, '') ~ '\mnextval\(')
         THEN 'sequence default'
     WHEN EXISTS (SELECT 1 FROM pg_constraint fk WHERE fk.contype = 'f'
                  AND fk.confrelid = a.attrelid AND a.attnum = ANY(fk.confkey))
         THEN 'referenced by a foreign key'
+    WHEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisunique
+                 AND a.attnum = ANY(i.indkey))
+        THEN 'a key of the table'
     ELSE '' END"""
 
 # a domain's column as its base type with the domain's modifier: what holds the value (a domain
