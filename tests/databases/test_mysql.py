@@ -1398,8 +1398,23 @@ def test_a_failure_after_the_commit_succeeded_is_never_written_again(
     ("truncate", "id INT PRIMARY KEY, v INT NOT NULL",
      "(VALUES (1, 1), (2, NULL)) t(id, v)", r"declares NOT NULL"),
     ("upsert", "id INT PRIMARY KEY, email VARCHAR(20), UNIQUE KEY u_email (email)",
-     "(VALUES (0, 'new@x'), (7, 'old@x')) t(id, email)",
+     "(VALUES (5, 'new@x'), (7, 'old@x')) t(id, email)",
      r"the value email='old@x' of the unique index u_email, which a row of .* holds"),
+    # a second review: two input rows with one non-key unique value (an upsert), a prefix
+    # index over the upsert's own key, a TIMESTAMP NOT NULL without a default the input
+    # lacks (explicit_defaults_for_timestamp is on), an upsert that only updates while the
+    # input lacks a NOT NULL column (MariaDB refuses the empty INSERT ... SELECT)
+    ("upsert", "id INT PRIMARY KEY, email VARCHAR(20) UNIQUE, v INT",
+     "(VALUES (2, 'q', 20), (3, 'q', 30)) t(id, email, v)",
+     r"2 input rows share the value email='q' of the unique index email"),
+    ("upsert", "name VARCHAR(20) PRIMARY KEY, v INT, UNIQUE KEY p3 (name(3))",
+     "(VALUES ('zzz1', 5), ('oldY', 6)) t(name, v)",
+     r"the value name\(3\)='old' of the unique index p3, which a row of .* holds"),
+    ("replace", "id INT PRIMARY KEY, ts TIMESTAMP NOT NULL", "(VALUES (5), (6)) t(id)",
+     r"has no column 'ts', which .* declares NOT NULL without a default"),
+    ("upsert", "id INT PRIMARY KEY, code VARCHAR(5) NOT NULL, v INT",
+     "(VALUES (0, 10)) t(id, v)",
+     r"has no column 'code', which .* declares NOT NULL without a default"),
 ])
 def test_a_non_transactional_table_is_not_touched_by_a_write_it_would_refuse(
         mysql: MySQLTarget, harness: Harness, engine: str, mode: str, ddl: str, rows: str,
@@ -1409,7 +1424,8 @@ def test_a_non_transactional_table_is_not_touched_by_a_write_it_would_refuse(
     columns = [r[0] for r in mysql.query(
         "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
         "AND TABLE_NAME = 'w_guard' ORDER BY ORDINAL_POSITION")]
-    old = {"id": 0, "v": 9, "name": "old", "code": "c", "email": "old@x"}
+    old = {"id": 0, "v": 9, "name": "old", "code": "c", "email": "old@x",
+           "ts": "2024-01-01 00:00:00"}
     mysql.execute(f"INSERT INTO w_guard ({', '.join(columns)}) VALUES "
                   f"({', '.join(repr(old[c]) for c in columns)})")
     before = _table(mysql, "w_guard")
@@ -1417,7 +1433,7 @@ def test_a_non_transactional_table_is_not_touched_by_a_write_it_would_refuse(
     options: dict[str, Any] = {"mode": "append" if mode == "truncate" else mode,
                                "truncate_before": mode == "truncate", "batch_size": 1}
     if mode == "upsert":
-        options["upsert_keys"] = ["id"]
+        options["upsert_keys"] = ["name"] if "name VARCHAR(20) PRIMARY" in ddl else ["id"]
     with pytest.raises(DriverError, match=refused) as failure:
         harness.write("mysql.writer", mysql.connection(), table="w_guard", **options)
     assert "Nothing was written" in str(failure.value)
@@ -1478,14 +1494,79 @@ def test_replace_keeps_the_rows_that_reference_keys_that_come_back(
                                         [(10, 1), (20, None)])
 
 
-def test_replace_of_a_referenced_table_without_its_key_in_the_input_deletes_every_row(
+def test_a_keyed_replace_orders_its_statements_so_rows_that_stay_stay(
         mysql: MySQLTarget, harness: Harness) -> None:
+    """A review: the stale rows were deleted first, and a table's own ON DELETE CASCADE took a
+    row that comes back with them (and that row's children); a row may also come to reference
+    a new row. An input row that still points at a row that goes fails the step."""
+    mysql.execute("DROP TABLE IF EXISTS w_item", "DROP TABLE IF EXISTS w_node",
+                  "CREATE TABLE w_node (id INT PRIMARY KEY, parent INT, name VARCHAR(10), "
+                  "FOREIGN KEY (parent) REFERENCES w_node (id) ON DELETE CASCADE)",
+                  "CREATE TABLE w_item (iid INT PRIMARY KEY, node_id INT, FOREIGN KEY "
+                  "(node_id) REFERENCES w_node (id) ON DELETE CASCADE)",
+                  "INSERT INTO w_node VALUES (2, NULL, 'root'), (1, 2, 'leaf')",
+                  "INSERT INTO w_item VALUES (100, 1)")
+    harness.upstream("SELECT 1 AS id, NULL::INTEGER AS parent, 'now-root' AS name")
+    harness.write("mysql.writer", mysql.connection(), table="w_node", mode="replace")
+    assert _table(mysql, "w_node") == [(1, None, "now-root")]
+    assert _table(mysql, "w_item") == [(100, 1)]
+    harness.upstream("SELECT * FROM (VALUES (5, NULL::INTEGER, 'new'), (1, 5, 'under-new')) "
+                     "t(id, parent, name)")  # a row that stays points at a new one
+    harness.write("mysql.writer", mysql.connection(), table="w_node", mode="replace")
+    assert _table(mysql, "w_node") == [(1, 5, "under-new"), (5, None, "new")]
+    harness.upstream("SELECT 1 AS id, 5 AS parent, 'orphan' AS name")  # 5 goes, 1 points at it
+    with pytest.raises(DriverError, match=r"also deleted 1 of the input's rows.*Nothing was "
+                                          r"written"):
+        harness.write("mysql.writer", mysql.connection(), table="w_node", mode="replace")
+    assert _table(mysql, "w_node") == [(1, 5, "under-new"), (5, None, "new")]
+    assert _table(mysql, "w_item") == [(100, 1)]
+
+
+def test_a_keyed_replace_takes_the_inputs_auto_increment_values_and_a_referenced_unique_key(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    mysql.execute("DROP TABLE IF EXISTS w_ref_child", "DROP TABLE IF EXISTS w_ref",
+                  "CREATE TABLE w_ref (id INT PRIMARY KEY AUTO_INCREMENT, code VARCHAR(5) "
+                  "NOT NULL UNIQUE, seq INT, v INT)",
+                  "CREATE TABLE w_ref_child (id INT PRIMARY KEY, code VARCHAR(5), FOREIGN KEY "
+                  "(code) REFERENCES w_ref (code) ON DELETE CASCADE)",
+                  "INSERT INTO w_ref (code, v) VALUES ('a', 1), ('b', 2)",
+                  "INSERT INTO w_ref_child VALUES (10, 'a'), (20, 'b')")
+    harness.upstream("SELECT * FROM (VALUES ('a', 10), ('c', 30)) t(code, v)")  # no id
+    harness.write("mysql.writer", mysql.connection(), table="w_ref", mode="replace")
+    assert _table(mysql, "w_ref") == [(1, "a", None, 10), (3, "c", None, 30)]
+    assert _table(mysql, "w_ref_child") == [(10, "a")]
+
+
+def test_a_replace_that_would_cascade_without_a_key_in_the_input_is_refused(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """It deleted every row silently, and the referencing rows with them."""
     mysql.execute("DROP TABLE IF EXISTS w_child", "DROP TABLE IF EXISTS w_parent",
                   "CREATE TABLE w_parent (id INT PRIMARY KEY, name VARCHAR(10))",
                   "CREATE TABLE w_child (id INT PRIMARY KEY, parent_id INT, FOREIGN KEY "
                   "(parent_id) REFERENCES w_parent (id) ON DELETE CASCADE)",
                   "INSERT INTO w_parent VALUES (1, 'a')", "INSERT INTO w_child VALUES (10, 1)")
     harness.upstream("SELECT 'b' AS name")
-    with pytest.raises(DriverError, match="doesn't have a default"):  # id has none
+    with pytest.raises(DriverError, match=r"referenced by .*w_child.* ON DELETE CASCADE.*"
+                                          r"Nothing was written"):
         harness.write("mysql.writer", mysql.connection(), table="w_parent", mode="replace")
-    assert _table(mysql, "w_child") == [(10, 1)]  # rolled back
+    assert _table(mysql, "w_child") == [(10, 1)]
+
+
+@pytest.mark.parametrize("engine", ["MyISAM", "Aria"])
+def test_a_non_transactional_write_the_table_takes_is_not_refused(
+        mysql: MySQLTarget, harness: Harness, engine: str) -> None:
+    """False refusals a review found: a unique index with a per-row default (uuid()), an
+    AUTO_INCREMENT 0 given twice (numbered, as NULL is), and an upsert moving a unique
+    value from a row it updates to a row it inserts."""
+    mysql.execute("DROP TABLE IF EXISTS w_ok1", "DROP TABLE IF EXISTS w_ok2",
+                  "CREATE TABLE w_ok1 (id INT AUTO_INCREMENT PRIMARY KEY, a INT, "
+                  f"u VARCHAR(40) DEFAULT (uuid()), UNIQUE KEY au (a, u)) ENGINE={engine}",
+                  "CREATE TABLE w_ok2 (id INT PRIMARY KEY, email VARCHAR(10) UNIQUE) "
+                  f"ENGINE={engine}", "INSERT INTO w_ok2 VALUES (1, 'a')")
+    harness.upstream("SELECT * FROM (VALUES (0, 1), (0, 1)) t(id, a)")
+    harness.write("mysql.writer", mysql.connection(), table="w_ok1", mode="replace")
+    assert [r[:2] for r in _table(mysql, "w_ok1")] == [(1, 1), (2, 1)]
+    harness.upstream("SELECT * FROM (VALUES (1, 'z'), (3, 'a')) t(id, email)")
+    harness.write("mysql.writer", mysql.connection(), table="w_ok2", mode="upsert",
+                  upsert_keys=["id"])
+    assert _table(mysql, "w_ok2") == [(1, "z"), (3, "a")]

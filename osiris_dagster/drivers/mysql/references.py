@@ -13,8 +13,10 @@ from typing import Any
 
 _REFERENCES_SQL = (
     "SELECT k.CONSTRAINT_SCHEMA, k.CONSTRAINT_NAME, k.TABLE_SCHEMA, k.TABLE_NAME, "
-    "k.REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE k "
-    "WHERE k.REFERENCED_TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_NAME = %s "
+    "k.REFERENCED_COLUMN_NAME, r.DELETE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
+    "LEFT JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = "
+    "k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = "
+    "k.TABLE_NAME WHERE k.REFERENCED_TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_NAME = %s "
     "ORDER BY k.CONSTRAINT_SCHEMA, k.CONSTRAINT_NAME, k.ORDINAL_POSITION")
 
 
@@ -26,6 +28,12 @@ class Reference:
     table: str
     name: str
     referenced: tuple[str, ...]
+    on_delete: str  # CASCADE, SET NULL, RESTRICT, NO ACTION, SET DEFAULT
+
+    @property
+    def changes_rows(self) -> bool:
+        """Whether deleting a referenced row deletes or changes the referencing rows."""
+        return self.on_delete.upper() in ("CASCADE", "SET NULL", "SET DEFAULT")
 
     @property
     def label(self) -> str:
@@ -36,9 +44,10 @@ def references_to(cur: Any, schema: str, table: str) -> list[Reference]:
     """The foreign keys of any table (this one included) that reference ``schema.table``, as
     far as the user can see them (information_schema lists the tables it has rights on)."""
     cur.execute(_REFERENCES_SQL, (schema, table))
-    found: dict[tuple[str, str], tuple[str, str, list[str]]] = {}
-    for c_schema, c_name, t_schema, t_name, referenced in cur.fetchall():
-        entry = found.setdefault((str(c_schema), str(c_name)), (str(t_schema), str(t_name), []))
+    found: dict[tuple[str, str], tuple[str, str, list[str], str]] = {}
+    for c_schema, c_name, t_schema, t_name, referenced, rule in cur.fetchall():
+        entry = found.setdefault((str(c_schema), str(c_name)),
+                                 (str(t_schema), str(t_name), [], str(rule or "")))
         entry[2].append(str(referenced))
-    return [Reference(t_schema, t_name, name, tuple(columns))
-            for (_, name), (t_schema, t_name, columns) in found.items()]
+    return [Reference(t_schema, t_name, name, tuple(columns), rule)
+            for (_, name), (t_schema, t_name, columns, rule) in found.items()]

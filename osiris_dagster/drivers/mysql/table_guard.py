@@ -46,7 +46,9 @@ class _Column:
     not_null: bool
     has_default: bool  # a default other than NULL, or one the server makes (AUTO_INCREMENT...)
     numbered: bool  # AUTO_INCREMENT, or generated: the input's NULL is not what is stored
-    timestamp: bool
+    timestamp: bool  # a TIMESTAMP the server fills when given NULL (see _columns)
+    auto_increment: bool = False
+    volatile: bool = False  # a default computed per row (uuid(), rand()): no constant
 
 
 @dataclass(frozen=True)
@@ -74,18 +76,25 @@ class Write:
 def refuse_partial_writes(cur: Any, write: Write) -> None:
     """Raise :class:`Refused` naming what the final statements into ``write``'s target would
     fail on; return when none of the checks finds anything."""
-    columns = _columns(cur, write)
+    cur.execute("SELECT @@explicit_defaults_for_timestamp, @@sql_mode")
+    explicit, sql_mode = cur.fetchone() or (1, "")
+    columns = _columns(cur, write, filled_timestamps=str(explicit) in ("0", "OFF"))
     by_lower = {c.name.lower(): c for c in columns}
     given = {c.lower(): c for c in write.columns}
     emptied = write.mode == "replace" or write.truncate_before
     _refuse_nulls(cur, write, [by_lower[c] for c in given if c in by_lower])
-    if _inserts_rows(cur, write, emptied):
-        _refuse_missing_required(write, [c for c in columns if c.name.lower() not in given])
+    # (also when an upsert only updates: MariaDB refuses its INSERT ... SELECT when preparing)
+    _refuse_missing_required(write, [c for c in columns if c.name.lower() not in given])
+    zero_numbers = "NO_AUTO_VALUE_ON_ZERO" not in str(sql_mode or "").upper()
     for name, parts in _unique_indexes(cur, write).items():
-        _refuse_repeated_values(cur, write, name, parts, by_lower, given, emptied)
+        _refuse_repeated_values(cur, write, name, parts, by_lower, given, emptied,
+                                zero_numbers)
 
 
-def _columns(cur: Any, write: Write) -> list[_Column]:
+def _columns(cur: Any, write: Write, filled_timestamps: bool) -> list[_Column]:
+    """The target's columns. ``filled_timestamps``: explicit_defaults_for_timestamp is off,
+    so the server fills a NOT NULL TIMESTAMP given NULL, or left out, with the current time
+    (MariaDB before 10.10, MySQL 5.7)."""
     cur.execute(_COLUMNS_SQL, (write.schema, write.table))
     found = []
     for name, nullable, default, extra, data_type in cur.fetchall():
@@ -94,8 +103,11 @@ def _columns(cur: Any, write: Write) -> list[_Column]:
             "persistent" in extra or "stored" in extra
         # MariaDB spells "no default" as SQL NULL and DEFAULT NULL as the text 'NULL'
         has_default = default is not None and str(default).upper() != "NULL"
+        volatile = has_default and "(" in str(default) and \
+            not str(default).lower().startswith(("current_timestamp", "now("))
         found.append(_Column(str(name), str(nullable).upper() == "NO", has_default or numbered,
-                             numbered, str(data_type).lower() == "timestamp"))
+                             numbered, filled_timestamps and str(data_type).lower() ==
+                             "timestamp", "auto_increment" in extra, volatile))
     return found
 
 
@@ -111,16 +123,6 @@ def _refuse_nulls(cur: Any, write: Write, columns: list[_Column]) -> None:
             rows = "1 input row holds" if count == 1 else f"{count} input rows hold"
             raise Refused(f"{rows} NULL in column '{column.name}', which {write.label} "
                           "declares NOT NULL")
-
-
-def _inserts_rows(cur: Any, write: Write, emptied: bool) -> bool:
-    """Whether the final statements insert any row (an upsert may only update)."""
-    if write.mode != "upsert" or emptied:
-        return True
-    match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in write.keys)
-    cur.execute(f"SELECT 1 FROM {write.stage} s WHERE NOT EXISTS (SELECT 1 FROM "
-                f"{write.qualified} t WHERE {match}) LIMIT 1")
-    return cur.fetchone() is not None
 
 
 def _refuse_missing_required(write: Write, missing: list[_Column]) -> None:
@@ -142,7 +144,7 @@ def _unique_indexes(cur: Any, write: Write) -> dict[str, list[_Part | None]]:
 
 def _refuse_repeated_values(cur: Any, write: Write, index: str, parts: list[_Part | None],
                             columns: dict[str, _Column], given: dict[str, str],
-                            emptied: bool) -> None:
+                            emptied: bool, zero_numbers: bool) -> None:
     if any(p is None for p in parts):
         return  # an expression: left to the table
     compared: list[_Part] = []
@@ -153,16 +155,20 @@ def _refuse_repeated_values(cur: Any, write: Write, index: str, parts: list[_Par
         if part.column.lower() in given:
             compared.append(_Part(given[part.column.lower()], part.prefix))
             continue
-        if column is None or column.numbered or not column.has_default:
-            return  # NULL or a number of its own in every inserted row: no two collide
+        if column is None or column.numbered or not column.has_default or column.volatile:
+            return  # NULL, a number or a value of its own in every inserted row
         # a constant default: the same in every inserted row, so the other parts decide
         defaults.append(column.name)
     if not compared:
         return
     values = [_value("s", p) for p in compared]
-    present = " AND ".join(f"s.{mysql_ident(p.column)} IS NOT NULL" for p in compared)
-    inserted_only = write.mode != "upsert" or emptied
-    if inserted_only:
+    present = " AND ".join(
+        f"s.{mysql_ident(p.column)} IS NOT NULL" + (
+            f" AND s.{mysql_ident(p.column)} <> 0" if zero_numbers and _auto(columns, p)
+            else "")  # AUTO_INCREMENT numbers a 0 as it does a NULL
+        for p in compared)
+    if write.mode != "upsert" or emptied or not defaults:
+        # (an upsert's updated row keeps its own value of a part the input leaves out)
         cur.execute(f"SELECT {', '.join(values)}, COUNT(*) FROM {write.stage} s WHERE {present} "
                     f"GROUP BY {', '.join(values)} HAVING COUNT(*) > 1 LIMIT 1")
         row = cur.fetchone()
@@ -175,10 +181,12 @@ def _refuse_repeated_values(cur: Any, write: Write, index: str, parts: list[_Par
                          [f"t.{mysql_ident(d)} = DEFAULT(t.{mysql_ident(d)})" for d in defaults])
     other = ""
     if write.mode == "upsert":
-        if {p.column.lower() for p in compared} == {k.lower() for k in write.keys}:
+        if {p.column.lower() for p in compared} == {k.lower() for k in write.keys} and \
+                not any(p.prefix for p in compared):
             return  # the upsert's own key: a match is the row it updates
-        other = " AND NOT (" + " AND ".join(
-            f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in write.keys) + ")"
+        # a row the upsert updates takes the input's values: only the others keep theirs
+        other = " AND NOT EXISTS (SELECT 1 FROM " + write.stage + " u WHERE " + " AND ".join(
+            f"u.{mysql_ident(k)} = t.{mysql_ident(k)}" for k in write.keys) + ")"
     cur.execute(f"SELECT {', '.join(values)} FROM {write.stage} s WHERE {present} AND EXISTS "
                 f"(SELECT 1 FROM {write.qualified} t WHERE {match}{other}) LIMIT 1")
     row = cur.fetchone()
@@ -187,6 +195,11 @@ def _refuse_repeated_values(cur: Any, write: Write, index: str, parts: list[_Par
         raise Refused(f"an input row has the value {_shown(compared, row)} of the unique index "
                       f"{index}, which a row of {write.label} holds"
                       + (f" under {whose}" if write.mode == "upsert" else ""))
+
+
+def _auto(columns: dict[str, _Column], part: _Part) -> bool:
+    column = columns.get(part.column.lower())
+    return column is not None and column.auto_increment
 
 
 def _value(alias: str, part: _Part) -> str:

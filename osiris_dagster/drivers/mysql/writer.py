@@ -192,7 +192,8 @@ class _Writer:
         self.auto_increment: set[str] = set()  # the target's AUTO_INCREMENT column, lowered
         # a replace of a table other rows reference: its key columns (see _keys_to_keep)
         self.replace_keys: list[str] = []
-        self.referenced: set[str] = set()  # the target's columns those references point at
+        # the target's columns those references point at, and those of its unique keys
+        self.referenced: set[str] = set()
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.column_rows: dict[str, Sequence[Any]] = {}  # their MYSQL_COLUMNS_SQL rows
         self.schema = opts.schema or params.database
@@ -297,37 +298,53 @@ class _Writer:
                 f"lacks (unique indexes: {found}). Add one, or fix `upsert_keys`.")
 
     def _keys_to_keep(self, cur: Any) -> list[str]:
-        """A replace of a table other rows reference (foreign keys): its PRIMARY KEY columns,
-        so that the rows whose key comes back are updated in place and only the others are
-        deleted. Deleting every row fired each reference's ON DELETE rule: CASCADE deleted
+        """A replace of a table other rows reference (foreign keys): the key to replace it by
+        (its PRIMARY KEY, else a unique key the references point at, whose columns the input
+        has), so that the rows whose key comes back are updated in place and only the others
+        are deleted. Deleting every row fired each reference's ON DELETE rule: CASCADE deleted
         the referencing rows, SET NULL cleared them and RESTRICT refused the replace, even
         for keys the input brings back. [] (delete every row) when nothing references the
-        table, or it has no PRIMARY KEY the input holds."""
+        table, or no such key is in the input and no reference would change a row (RESTRICT
+        and NO ACTION refuse the DELETE themselves); else the step fails, before any write."""
         import pymysql
 
         try:
             references = references_to(cur, self.schema, self.opts.table)
             if not references:
                 return []
-            cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE "
-                        "TABLE_SCHEMA = %s AND TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' "
-                        "ORDER BY SEQ_IN_INDEX", (self.schema, self.opts.table))
-            primary = [str(r[0]) for r in cur.fetchall()]
+            cur.execute("SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
+                        "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND NON_UNIQUE = 0 "
+                        "ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
+                        (self.schema, self.opts.table))
+            unique: dict[str, list[str]] = {}
+            for index, column in cur.fetchall():
+                unique.setdefault(str(index), []).append(str(column))
         except pymysql.Error as exc:
             raise self._fail(f"reading the foreign keys that reference {self.label}",
                              exc) from None
-        self.referenced = {c.lower() for r in references for c in r.referenced}
+        self.referenced = {c.lower() for r in references for c in r.referenced} | {
+            c.lower() for columns in unique.values() for c in columns}  # the row's keys
+        pointed = {frozenset(c.lower() for c in r.referenced) for r in references}
         names = {n.lower(): n for n, _ in self.columns}
-        keys = [names[c.lower()] for c in primary if c.lower() in names]
-        if not primary or len(keys) != len(primary):
-            self.ctx.log_event("mysql_replace_deletes_referenced_rows", table=self.label,
-                               references=[r.label for r in references],
-                               reason="no PRIMARY KEY" if not primary else
-                               f"the input lacks PRIMARY KEY columns of {primary}")
+        for index, columns in unique.items():
+            lowered = [c.lower() for c in columns]
+            if (index == "PRIMARY" or frozenset(lowered) in pointed) and \
+                    all(c in names for c in lowered):
+                keys = [names[c] for c in lowered]
+                self.ctx.log_event("mysql_replace_by_key", table=self.label, keys=keys,
+                                   references=[r.label for r in references])
+                return keys
+        changing = [r for r in references if r.changes_rows]
+        if not changing:
             return []
-        self.ctx.log_event("mysql_replace_by_key", table=self.label, keys=keys,
-                           references=[r.label for r in references])
-        return keys
+        keys = "; ".join(f"{i} ({', '.join(c)})" for i, c in unique.items()) or "none"
+        raise DriverError(
+            f"{COMPONENT} step '{self.ctx.step_id}': {self.label} is referenced by "
+            f"{', '.join(f'{r.label} ON DELETE {r.on_delete}' for r in changing)}, and the "
+            "input has the columns of none of its keys (PRIMARY KEY, or a unique key those "
+            f"references point at: {keys}), so a replace would delete every row and with "
+            "them, or their references, the rows that point at the keys coming back. Nothing "
+            "was written. Add the key's columns to the input, or use mode upsert.")
 
     def _keys(self) -> list[str]:
         keys = self.opts.upsert_keys or []
@@ -663,28 +680,37 @@ class _Writer:
             keys = self._stage_keys()
             lowered = {k.lower() for k in keys}
             match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in keys)
-            if self.replace_keys:
-                statements.append(f"DELETE t FROM {self.qualified} t WHERE NOT EXISTS "
-                                  f"(SELECT 1 FROM {self.stage} s WHERE {match})")
-            # a row keeps its AUTO_INCREMENT id (the input may leave it NULL)
-            sets = [f"t.{mysql_ident(n)} = s.{mysql_ident(n)}" for n, _ in self.columns
-                    if n.lower() not in lowered | self.auto_increment]
+            # an AUTO_INCREMENT value the input leaves NULL keeps the row's own
+            sets = [f"t.{mysql_ident(n)} = COALESCE(s.{mysql_ident(n)}, t.{mysql_ident(n)})"
+                    if n.lower() in self.auto_increment else
+                    f"t.{mysql_ident(n)} = s.{mysql_ident(n)}"
+                    for n, _ in self.columns if n.lower() not in lowered]
             if self.replace_keys:
                 sets += [f"t.{mysql_ident(n)} = DEFAULT(t.{mysql_ident(n)})"
                          for n in self._columns_to_reset()]
-            updates = ", ".join(sets)
-            if updates:
-                statements.append(f"UPDATE {self.qualified} t JOIN {self.stage} s ON {match} "
-                                  f"SET {updates}")
-            statements.append(f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM "
-                              f"{self.stage} s WHERE NOT EXISTS (SELECT 1 FROM "
-                              f"{self.qualified} t WHERE {match})")
+            insert = (f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM "
+                      f"{self.stage} s WHERE NOT EXISTS (SELECT 1 FROM "
+                      f"{self.qualified} t WHERE {match})")
+            update = (f"UPDATE {self.qualified} t JOIN {self.stage} s ON {match} "
+                      f"SET {', '.join(sets)}" if sets else None)
+            if self.replace_keys:
+                # new rows first (a row that stays may come to reference one), the rows that
+                # stay next (one may stop referencing a row that goes), the others last: a
+                # row that went first could take rows that stay with it (a table's own
+                # ON DELETE CASCADE)
+                statements += [insert, *([update] if update else []),
+                               f"DELETE t FROM {self.qualified} t WHERE NOT EXISTS "
+                               f"(SELECT 1 FROM {self.stage} s WHERE {match})"]
+            else:
+                statements += [*([update] if update else []), insert]
         else:
             statements.append(f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM "
                               f"{self.stage}")
         try:
             for sql in statements:
                 cur.execute(sql)
+            if self.replace_keys:
+                self._refuse_lost_rows(cur)
             cur.execute(f"DROP TEMPORARY TABLE {self.stage}")
         except pymysql.Error as exc:
             duplicate = mysql_error_code(exc) == 1062 and self.opts.mode == "upsert"
@@ -702,10 +728,29 @@ class _Writer:
                 raise NotRetryableError(str(error)) from None
             raise error from None
 
+    def _refuse_lost_rows(self, cur: Any) -> None:
+        """After a keyed replace, every input row with a key must be in the table: deleting
+        the rows that go cascades (a table's own ON DELETE CASCADE, or through others) to rows
+        that point at them, and a row of the input that still points at a key that went would
+        go with it. Such a write fails and is rolled back."""
+        keys = self._stage_keys()
+        match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in keys)
+        present = " AND ".join(f"s.{mysql_ident(k)} IS NOT NULL" for k in keys)
+        cur.execute(f"SELECT COUNT(*) FROM {self.stage} s WHERE {present} AND NOT EXISTS "
+                    f"(SELECT 1 FROM {self.qualified} t WHERE {match})")
+        lost = int((cur.fetchone() or (0,))[0])
+        if lost:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': deleting the rows of {self.label} "
+                f"whose key the input lacks also deleted {lost} of the input's rows (an ON "
+                "DELETE CASCADE: they point at a row that goes). "
+                f"{self._unchanged()} Give those rows references the input keeps, or delete "
+                "the rows that go first.")
+
     def _columns_to_reset(self) -> list[str]:
         """The target columns a keyed replace gives their DEFAULT: those the input lacks, but
-        for an AUTO_INCREMENT or generated column and one a foreign key references (a new
-        value would renumber the row or break what points at it)."""
+        for an AUTO_INCREMENT or generated column, one a foreign key references and one of a
+        unique key (a new value would renumber the row or break what points at it)."""
         given = {n.lower() for n, _ in self.columns}
         reset = []
         for lowered, row in self.column_rows.items():
@@ -719,9 +764,12 @@ class _Writer:
 
     def _unchanged(self, staging: bool = False) -> str:
         """What a failure before the COMMIT leaves behind."""
-        if self.transactional or staging:
+        if self.transactional:
             return (f"Nothing was written: the transaction was rolled back and {self.label} is "
                     "as it was.")
+        if staging:
+            return (f"Nothing was written: {self.label} was not touched (the rows were only "
+                    "staged).")
         return (f"{self.label} is a non-transactional table (MyISAM, Aria, ...), which cannot "
                 "roll back: check what it holds.")
 
