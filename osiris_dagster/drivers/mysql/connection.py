@@ -87,6 +87,13 @@ MYSQL_HINTS = {
     1366: "a value has the wrong type for the target column",
     1406: "a value is longer than the target column allows",
     1452: "a foreign key does not match a row of the referenced table",
+    1364: "a NOT NULL column without a default gets no value: add it to the input, or give "
+          "the column a default",
+    1451: "rows of another table reference a row this write deletes or changes (its foreign "
+          "key is ON DELETE/UPDATE RESTRICT or NO ACTION): keep their keys in the input, or "
+          "delete those rows first",
+    3819: "a value breaks a CHECK constraint of the table",
+    4025: "a value breaks a CHECK constraint of the table",
 }
 
 
