@@ -8,10 +8,11 @@ from __future__ import annotations
 import codecs
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from osiris_dagster.core.errors import StepCancelled
 from osiris_dagster.drivers.csv.records import (
     MAX_LINE_BYTES,
     Layout,
@@ -189,7 +190,8 @@ def _some_line_matches(source: Source, offset: int, found: re.Pattern[bytes]) ->
 
 
 def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment: str | None,
-                        target: Path, *, keep: bool) -> None:
+                        target: Path, *, keep: bool,
+                        stop: Callable[[], bool] | None = None) -> None:
     """Copy the data part with blank lines made explicit, where DuckDB differs from pandas.
 
     Each record is copied as the bytes it has in the file (its quoting, comments and spaces as
@@ -206,13 +208,19 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
     with a field of spaces before the comment character (``1, #note``), which DuckDB would
     drop, up to that character; one with a field that starts with spaces and a quote
     (``1, "y"``), every field quoted as csv.reader read it (`` "y"`` with its quotes).
+
+    ``stop()`` is asked every few thousand records: this pass is Python, which DuckDB's
+    interrupt does not reach, so a step told to stop (a timeout, a terminate) ends here with
+    :class:`~osiris_dagster.core.errors.StepCancelled` instead of copying the rest.
     """
     empty_row = (b'""' if layout.width == 1 else  # one empty field: quoted, not a blank line
                  delimiter.encode(source.encoding) * (layout.width - 1))
     with source.open() as raw, open(target, "wb") as out:
         raw.seek(layout.data_offset)
         position = layout.data_offset
-        for rec in data_records(source, layout, delimiter, comment):
+        for count, rec in enumerate(data_records(source, layout, delimiter, comment)):
+            if stop is not None and count % _STOP_EVERY == 0 and stop():
+                raise StepCancelled(f"{source.origin}: told to stop while copying its records")
             text = raw.read(rec.end_offset - position)  # the record's own bytes, line end too
             position = rec.end_offset
             if rec.kind == "data" and (b' "' in text or comment is not None and
@@ -222,6 +230,9 @@ def rewrite_blank_lines(source: Source, layout: Layout, delimiter: str, comment:
                 out.write(_lf(text))
             elif rec.kind == "blank" and keep:
                 out.write(_lf(empty_row + text))  # text: the blank line's own line end
+
+
+_STOP_EVERY = 4096  # records between two looks at whether the step was told to stop
 
 
 def _lf(record: bytes) -> bytes:

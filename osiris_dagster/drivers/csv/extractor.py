@@ -105,7 +105,13 @@ import duckdb
 
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
-from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable, heartbeat
+from osiris_dagster.drivers.base import (
+    DriverResult,
+    StepContext,
+    UpstreamTable,
+    heartbeat,
+    stopped,
+)
 from osiris_dagster.drivers.csv import types as ct
 from osiris_dagster.drivers.csv.compression import infer_compression
 from osiris_dagster.drivers.csv.data_part import (
@@ -542,7 +548,7 @@ class _Extraction:
                  mixes_in_lone_crs(src, 0)):
             path, skip, offset = scratch.new_path(), 0, None
             rewrite_blank_lines(src, layout, self.opts.delimiter, self.opts.comment, path,
-                                keep=keep_blanks)
+                                keep=keep_blanks, stop=lambda: stopped(self.ctx))
         elif layout.skipped and not layout.simple_skip:
             path, skip, offset = scratch.new_path(), 0, layout.data_offset
             copy_from_offset(src, layout.data_offset, path)
