@@ -726,7 +726,9 @@ def _unknown_partition(pipeline: Any, key: str, instance: Any) -> str | None:
 
 def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str, str],
                       settings: Any) -> int:
-
+    """Run the pipeline; its output's reader may leave early (`| head`), which neither fails a
+    step nor changes the exit code of a failed run (see :class:`_RunOutput`)."""
+    out, err = _RunOutput(sys.stdout), _RunOutput(sys.stderr)
     from osiris_dagster.dagster_layer.assets import build_osiris_assets, params_resource_key
     from osiris_dagster.dagster_layer.loader import definitions_from_built, describe_build_error
     from osiris_dagster.dagster_layer.sqlite_files import sqlite_files_held_open
@@ -738,7 +740,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     except Exception as exc:  # noqa: BLE001 - e.g. Dagster refusing a definition: say which
         if args.debug:
             raise
-        print(f"error: {describe_build_error(pipeline.path, exc)}", file=sys.stderr)
+        print(f"error: {describe_build_error(pipeline.path, exc)}", file=err)
         return EXIT_INVALID
     typed = _typed_params(pipeline.path, params, coerce, declared_params)
     defs = definitions_from_built([defs_one], sessions_dir=str(settings.sessions_dir),
@@ -749,7 +751,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
                _unknown_partition(pipeline, args.partition, instance))
     if unknown:
         instance.dispose()
-        print(f"error: {unknown}", file=sys.stderr)
+        print(f"error: {unknown}", file=err)
         return EXIT_INVALID
     run_id = str(uuid.uuid4())
     run_cfg: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -763,7 +765,6 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     selection = [defs_one.asset_keys[s] for s in args.select] or None
 
     session = Session(settings, run_id)
-    out = _RunOutput(sys.stdout)
     print(f"pipeline {pipeline.name} ({pipeline.path})", file=out)
     print(f"session  {run_id}", file=out)
     if args.partition is not None:
@@ -806,9 +807,9 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
         for ev in res.all_events:
             if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
                 print(f"Traceback of step '{ev.step_key}':\n"
-                      f"{ev.step_failure_data.error.to_string()}", file=sys.stderr)
+                      f"{ev.step_failure_data.error.to_string()}", file=err)
     for line in _failure_lines(res, pipeline, failed):
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {line}", file=err)
     return out.exit_code(EXIT_FAILED)
 
 

@@ -130,3 +130,20 @@ def test_run_finishes_its_steps_when_its_reader_is_gone(tmp_path: Path) -> None:
     listed = cli("sessions", "--sessions-dir", "s", "list", cwd=tmp_path)
     lines = [ln for ln in listed.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1 and "success" in lines[0], listed.stdout
+
+
+def test_a_failed_run_keeps_exit_1_when_its_error_output_is_cut(tmp_path: Path) -> None:
+    """`run fail.yaml 2>&1 | head -1` exited 141, which says the run succeeded with its output
+    cut: the error lines met the closed pipe after the step had failed."""
+    pipeline = tmp_path / "fail.yaml"
+    pipeline.write_text('oml_version: "0.1.0"\nname: fail\nsteps:\n  - id: boom\n'
+                        "    component: duckdb.processor\n    mode: transform\n"
+                        "    config: {query: \"SELECT error('boom') AS x\"}\n", encoding="utf-8")
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        done = subprocess.run(_command("run", str(pipeline), "--sessions-dir", "s"),
+                              cwd=tmp_path, env=_env(), stdout=w, stderr=w, timeout=300)
+    finally:
+        os.close(w)
+    assert done.returncode == 1
