@@ -538,3 +538,26 @@ def test_plain_number_text_is_parsed(tmp_path, name, text, value):
     result = run(tmp_path, NO_PROFILES, params={name: text})
     assert not result.errors, [str(d) for d in result.errors]
     assert result.pipeline.params[name] == value
+
+
+def test_static_partition_keys_an_integer_partition_key_cannot_take_fail_validation(
+        tmp_path):
+    """Month keys '01'..'12' with `partition_key: {type: integer}` were valid, then every run
+    of such a partition failed with "pass 5", which a partition key cannot do."""
+    text = textwrap.dedent("""\
+        oml_version: "0.1.0"
+        name: parts
+        params:
+          partition_key: {type: integer, default: 0}
+        x-dagster:
+          partitions: {static: ["05", "6"]}
+        steps:
+          - id: q
+            component: duckdb.processor
+            mode: transform
+            config: {query: "SELECT ${params.partition_key} AS k"}
+    """)
+    result = run(tmp_path, text)
+    assert [(d.line, "'05'" in d.message and "type: string" in d.message)
+            for d in result.errors] == [(6, True)], [str(d) for d in result.errors]
+    assert not run(tmp_path, text.replace('"05", ', "")).errors

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from osiris_dagster.oml.diagnostics import Collector
 from osiris_dagster.oml.model import TIME_PARTITION_KINDS, DagsterSettings, PartitionSettings
-from osiris_dagster.oml.params import ParamSpec
+from osiris_dagster.oml.params import ParamSpec, coerce
 from osiris_dagster.oml.x_dagster_fields import valid_timezone
 from osiris_dagster.oml.yaml_lines import LineDict, LineList
 
@@ -235,3 +235,22 @@ def _partition_param_defaults(p: PartitionSettings | None) -> dict[str, str]:
         return {"partition_key": p.start or "", "partition_start": p.start or "",
                 "partition_end": p.start or ""}
     return {"partition_key": p.keys[0] if p.keys else "__partition_key__"}
+
+
+def check_static_keys_fit(partitions: PartitionSettings, specs: dict[str, ParamSpec],
+                          x_dagster: LineDict, out: Collector) -> None:
+    """Each static key becomes the text of `partition_key` in its runs: a declared integer or
+    number `partition_key` must take every key exactly (a month key '05' read as 5 fails each
+    of its runs), so such a key fails validation at the partitions."""
+    spec = specs.get("partition_key")
+    if partitions.kind != "static" or spec is None or spec.type in (None, str):
+        return
+    for key in partitions.keys:
+        try:
+            coerce(spec, key, f"static partition key {key!r}")
+        except ValueError as exc:
+            out.error(x_dagster.line_of("partitions"),
+                      f"{exc}; a partition key is text: declare `partition_key` with "
+                      "`type: string` to keep it as written")
+            return
+

@@ -27,6 +27,7 @@ from osiris_dagster.oml.document_checks import (
 from osiris_dagster.oml.model import DagsterSettings, Pipeline, Step, freeze
 from osiris_dagster.oml.params import declared_params, effective_values, substitute
 from osiris_dagster.oml.partition_checks import (
+    check_static_keys_fit,
     declare_partition_params,
     partition_settings,
     with_partitions,
@@ -142,6 +143,7 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     check_schedule_params(resolved_doc.get("x-dagster"), specs, out)
     if partitions is not None:
         dagster = with_partitions(dagster, partitions, resolved_doc["x-dagster"], out)
+        check_static_keys_fit(partitions, specs, resolved_doc["x-dagster"], out)
 
     if out.errors or not isinstance(name, str):
         return None
