@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,19 @@ from osiris_dagster.dagster_layer.automation import (
     file_change,
     file_replaced,
 )
+from osiris_dagster.dagster_layer.check_runs import check_latest_table, masker_for
 from osiris_dagster.dagster_layer.column_metadata import (
     UNMATCHED_DESCRIPTIONS,
     StepColumns,
     column_metadata,
     schema_changes,
 )
-from osiris_dagster.dagster_layer.io_manager import META_SESSION_DB, META_SESSION_ID, META_TABLE
+from osiris_dagster.dagster_layer.io_manager import (
+    META_SESSION_DB,
+    META_SESSION_ID,
+    META_TABLE,
+    runs_checks_only,
+)
 from osiris_dagster.dagster_layer.partitions import partition_params
 from osiris_dagster.dagster_layer.resources import OsirisResource
 from osiris_dagster.dagster_layer.run_sessions import (
@@ -58,7 +65,7 @@ from osiris_dagster.dagster_layer.run_sessions import (
 from osiris_dagster.dagster_layer.translator import OsirisStepData, OsirisTranslator
 from osiris_dagster.oml import Pipeline, validate_pipeline
 from osiris_dagster.oml.model import Step, canonical_json
-from osiris_dagster.runtime.checks import specs_from_config
+from osiris_dagster.runtime.checks import CheckOutcome, CheckSpec, specs_from_config
 from osiris_dagster.runtime.connections import Connections
 from osiris_dagster.runtime.deliveries import hand_back
 from osiris_dagster.runtime.filewatch import Fingerprint
@@ -207,10 +214,12 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
     own = {keys[n] for n in step.needs} | {
         translator.get_asset_key(pipeline, pipeline.step(n)) for n in step.needs}
     ordering += [d.asset_key for d in spec.deps if d.asset_key not in own]
-    out = dg.AssetOut.from_spec(spec.replace_attributes(deps=[]), io_manager_key=IO_MANAGER_KEY)
     checks = specs_from_config(pipeline.dagster.for_step(step_id).checks)
     check_specs = [dg.AssetCheckSpec(c.name, asset=spec.key, blocking=c.blocking,
                                      description=c.description) for c in checks]
+    # a run of only its checks yields no output (see can_subset below)
+    out = dg.AssetOut.from_spec(spec.replace_attributes(deps=[]), io_manager_key=IO_MANAGER_KEY,
+                                is_required=not check_specs)
 
     @dg.multi_asset(
         name=dagster_name(pipeline.name, step.id),
@@ -221,8 +230,13 @@ def _step_asset(pipeline: Pipeline, step_id: str, specs: Mapping[str, dg.AssetSp
         op_tags={PIPELINE_TAG: dagster_name(pipeline.name)},
         retry_policy=retry_policy(pipeline, step.id),
         check_specs=check_specs or None,
+        # its checks run without the step ("Execute checks"), or the step without some checks
+        can_subset=bool(check_specs),
     )
     def _compute(context, **inputs):  # noqa: ANN001 (dagster inspects annotations)
+        if spec.key not in context.selected_asset_keys:  # only checks of the asset selected
+            yield from _run_checks_alone(context, pipeline, step_id, text, res_key, spec.key)
+            return
         yield from _execute_step(context, pipeline, step_id, text, res_key,
                                  {input_steps[k]: v for k, v in inputs.items()}, spec.key,
                                  asset_views, columns)
@@ -322,6 +336,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                                                  "session_dir": str(session.dir)}})
     close_readers(session.location)  # relations given to finished assets of this process
     selected = _selected_steps(context, pipeline)
+    chosen = _selected_check_names(context, key)
+    checks = _checks_to_run(context, pipeline, step_id, chosen)
     reads_file = _reads_sensor_file(context, pipeline.step(step_id),
                                     lambda: osiris.connections(pipeline.path))
     if reads_file:
@@ -332,7 +348,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                            osiris.connections(pipeline.path),
                            on_progress=_progress_reporter(context, masker),
                            timeout_seconds=pipeline.dagster.step_timeout(step_id),
-                           checks=specs_from_config(pipeline.dagster.for_step(step_id).checks),
+                           checks=checks,
                            asset_refs=asset_refs, selected=selected,
                            retried_on_failure=_retried_on_failure(context, pipeline, step_id),
                            on_notice=_notice_reporter(context, masker),
@@ -373,7 +389,8 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
             yield dg.MaterializeResult()
         else:
             yield dg.Output(outcome.ref)
-            yield from _check_results(key, outcome, session.masker)
+            yield from _check_results(key, [c for c in outcome.checks if c.spec.name in chosen],
+                                      dict(outcome.ref.columns), session.masker)
     except GeneratorExit:  # Dagster ended the step here: its IO manager raised, or the run
         _fail_step(context, session, pipeline, selected, step_id,  # was stopped
                    "the step's output was not stored (its IO manager failed, or the run was "
@@ -389,11 +406,65 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                    will_retry=_retried_on_failure(context, pipeline, step_id))
         raise
     blocking = [c.spec.name for c in outcome.checks if c.spec.blocking and not c.passed]
+    unselected = [name for name in blocking if name not in chosen]
+    message = f"blocking check(s) failed: {', '.join(blocking)}" + (
+        f" ({', '.join(unselected)} not selected in this run: a blocking check runs whenever "
+        "its step does, as it decides whether the table is passed on)" if unselected else "")
     if blocking:  # Dagster fails the step once this generator returns
-        _fail_step(context, session, pipeline, selected, step_id,
-                   f"blocking check(s) failed: {', '.join(blocking)}")
+        _fail_step(context, session, pipeline, selected, step_id, message)
     else:
         _finish(context, session, pipeline, selected)
+    if unselected:  # ... but only for the check results it was given
+        raise dg.Failure(description=f"pipeline '{pipeline.name}', step '{step_id}': {message}",
+                         allow_retries=False)
+
+
+def _selected_check_names(context: dg.AssetExecutionContext, key: dg.AssetKey) -> set[str]:
+    """The step's checks this run selected: all of them unless the run was launched for some
+    (Dagster takes results only for these)."""
+    return {k.name for k in context.selected_asset_check_keys if k.asset_key == key}
+
+
+def _checks_to_run(context: dg.AssetExecutionContext, pipeline: Pipeline, step_id: str,
+                   chosen: AbstractSet[str]) -> list[CheckSpec]:
+    """The selected checks, and every blocking one: a blocking check decides whether the step's
+    table reaches the steps after it (in this run and in later ones) and whether its incremental
+    state advances, so leaving it out of a selection does not let an unchecked table through.
+    Its result goes to the session's events and, when it fails, the step's failure (Dagster
+    takes no result for a check it did not select)."""
+    specs = specs_from_config(pipeline.dagster.for_step(step_id).checks)
+    extra = [s.name for s in specs if s.blocking and s.name not in chosen]
+    if extra:
+        context.log.info(f"step '{step_id}': blocking check(s) {', '.join(extra)} run though "
+                         "not selected: they decide whether the table is passed on")
+    return [s for s in specs if s.name in chosen or s.blocking]
+
+
+def _run_checks_alone(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
+                      text: str, res_key: str, key: dg.AssetKey
+                      ) -> Iterator[dg.AssetCheckResult]:
+    """Only checks of the step's asset are selected ("Execute checks" in the UI): they run on
+    the table of the asset's latest materialisation (see :mod:`check_runs
+    <osiris_dagster.dagster_layer.check_runs>`), and the step does not run. The run's parameters
+    (and partition) resolve the checks and the values to mask as in the step's own run."""
+    _refuse_without_partition(context, template, step_id)
+    osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
+    run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
+    partition = partition_params(template, context)
+    if partition:
+        run_cfg["explicit_params"] = {**(run_cfg.get("explicit_params") or {}), **partition}
+    pipeline = _resolve_for_run(template, text, run_cfg)
+    chosen = _selected_check_names(context, key)
+    specs = [s for s in specs_from_config(pipeline.dagster.for_step(step_id).checks)
+             if s.name in chosen]
+    masker = masker_for(pipeline, osiris.connections(pipeline.path))
+    checked = check_latest_table(context.instance, osiris.settings(), pipeline.name, step_id,
+                                 key, specs, context.partition_key if partition else None)
+    ref = checked.ref
+    context.log.info(f"step '{step_id}': check(s) {', '.join(s.name for s in specs)} ran on "
+                     f"table '{ref.table}' of session {ref.session_id}, which the asset's latest "
+                     "materialisation recorded; the step did not run")
+    yield from _check_results(key, checked.outcomes, checked.column_types, masker)
 
 
 def _progress_reporter(context: dg.AssetExecutionContext, masker: Masker
@@ -518,13 +589,14 @@ def _record_schema_changes(context: dg.AssetExecutionContext, session: Session,
         raise dg.Failure(description=message)
 
 
-def _check_results(key: dg.AssetKey, outcome: StepOutcome, mask: Masker
+def _check_results(key: dg.AssetKey, checks: Sequence[CheckOutcome],
+                   column_types: Mapping[str, str], mask: Masker
                    ) -> Iterator[dg.AssetCheckResult]:
-    """The step's asset checks; their texts and samples go through the session's masker."""
-    assert outcome.ref is not None
-    for c in outcome.checks:
+    """The step's asset checks; their texts and samples (typed by the table's
+    ``column_types``) go through the session's masker."""
+    for c in checks:
         sample = {"sample": rows_table(list(c.sample[0]), [tuple(r.values()) for r in c.sample],
-                                       dict(outcome.ref.columns), mask)} if c.sample else {}
+                                       column_types, mask)} if c.sample else {}
         yield dg.AssetCheckResult(
             asset_key=key, check_name=c.spec.name, passed=c.passed,
             severity=dg.AssetCheckSeverity.ERROR if c.spec.blocking
@@ -764,10 +836,14 @@ def _archive_input(context: dg.AssetExecutionContext, session: Session,
 
 
 def _selected_steps(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Sequence[str]:
-    """Steps this run executes: the job's (possibly subsetted) nodes, narrowed to
-    step_keys_to_execute on re-execution."""
+    """Steps this run executes: the job's (possibly subsetted) nodes that materialise their
+    asset (a node selected for checks only runs no step: :func:`_run_checks_alone`), narrowed
+    to step_keys_to_execute on re-execution."""
     by_op = {dagster_name(pipeline.name, s.id): s.id for s in pipeline.steps}
-    in_job = {node.name for node in context.job_def.nodes}
+    from dagster._core.definitions.dependency import NodeHandle
+
+    in_job = {node.name for node in context.job_def.nodes
+              if not runs_checks_only(context.job_def, NodeHandle(node.name, None))}
     step_keys = context.run.step_keys_to_execute
     if step_keys is not None:
         in_job &= {k.split("[")[0] for k in step_keys}

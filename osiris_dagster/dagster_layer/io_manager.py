@@ -69,6 +69,8 @@ class OsirisIOManager(dg.ConfigurableIOManager):
         form) fails the step with our message as its description, which the UI shows as it is
         (not under Dagster's DagsterExecutionLoadInputError and a stack trace); no retry
         would change it."""
+        if _loads_for_checks_only(context):
+            return None  # the step does not run: its checks read its own table, not this input
         try:
             load_type = _load_type(context)
             ref = self._table_ref(context)
@@ -110,40 +112,69 @@ class OsirisIOManager(dg.ConfigurableIOManager):
 
     def _from_latest_materialisation(self, context: dg.InputContext, key: dg.AssetKey,
                                      step_id: str, table: str | None) -> TableRef:
-        name = key.to_user_string()
-        if context.has_asset_partitions:
-            partition = context.asset_partition_key
-            records = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-            ).records
-            event = records[0].event_log_entry if records else None
-            name = f"{name}' partition '{partition}"
-        else:
-            event = context.instance.get_latest_materialization_event(key)
-        if event is None or event.asset_materialization is None:
-            raise UpstreamMissingError(
-                f"upstream asset '{name}' (step '{step_id}') has never been materialised; "
-                f"materialise '{name}' first (or materialise the whole pipeline)")
-        md = event.asset_materialization.metadata
-        location = _text(md.get(META_SESSION_DB))
-        session_id = _text(md.get(META_SESSION_ID)) or event.run_id
-        table = _text(md.get(META_TABLE)) or table
-        if not location or not table:
-            raise UpstreamMissingError(
-                f"the latest materialisation of '{name}' does not record an osiris session; "
-                f"materialise '{name}' again")
-        store = store_for(self._settings())
-        what = f"upstream asset '{name}' (step '{step_id}')"
-        if not store.owns(location):
-            raise UpstreamMissingError(
-                f"{what} was materialised in session {session_id} at {location}, which is not "
-                f"in the configured session store ({store.kind}, OSIRIS_SESSION_STORE); "
-                f"materialise '{name}' again, or switch the store back")
-        if not store.exists(location):
-            raise store.missing(what, name, session_id, location)
-        rows = md.get("dagster/row_count")
-        return TableRef(session_id, location, table, step_id,
-                        int(rows.value) if rows is not None else -1)
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        return latest_table_ref(context.instance, self._settings(), key, step_id, table,
+                                partition)
+
+
+def latest_table_ref(instance: dg.DagsterInstance, settings: Settings, key: dg.AssetKey,
+                     step_id: str, table: str | None = None, partition: str | None = None,
+                     role: str = "upstream asset") -> TableRef:
+    """The table of ``key``'s latest materialisation (of ``partition`` when given), as recorded
+    in its metadata, once its session store holds it: what a step of another run reads, and
+    what the asset's checks run alone check (``role`` names the asset in the errors). Raises
+    UpstreamMissingError naming what to materialise when there is none, or it is gone."""
+    name = key.to_user_string()
+    if partition is not None:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records
+        event = records[0].event_log_entry if records else None
+        name = f"{name}' partition '{partition}"
+    else:
+        event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise UpstreamMissingError(
+            f"{role} '{name}' (step '{step_id}') has never been materialised; "
+            f"materialise '{name}' first (or materialise the whole pipeline)")
+    md = event.asset_materialization.metadata
+    location = _text(md.get(META_SESSION_DB))
+    session_id = _text(md.get(META_SESSION_ID)) or event.run_id
+    table = _text(md.get(META_TABLE)) or table
+    if not location or not table:
+        raise UpstreamMissingError(
+            f"the latest materialisation of '{name}' does not record an osiris session; "
+            f"materialise '{name}' again")
+    store = store_for(settings)
+    what = f"{role} '{name}' (step '{step_id}')"
+    if not store.owns(location):
+        raise UpstreamMissingError(
+            f"{what} was materialised in session {session_id} at {location}, which is not "
+            f"in the configured session store ({store.kind}, OSIRIS_SESSION_STORE); "
+            f"materialise '{name}' again, or switch the store back")
+    if not store.exists(location):
+        raise store.missing(what, name, session_id, location)
+    rows = md.get("dagster/row_count")
+    return TableRef(session_id, location, table, step_id,
+                    int(rows.value) if rows is not None else -1)
+
+
+def runs_checks_only(job: dg.JobDefinition, node: Any) -> bool:
+    """Whether the job's node (a NodeHandle) runs only checks of its asset: the run selects
+    some of its checks, not the asset ("Execute checks" in the UI)."""
+    assets = job.asset_layer.get_assets_def_for_node(node)
+    return assets is not None and not assets.keys
+
+
+def _loads_for_checks_only(context: dg.InputContext) -> bool:
+    """Whether the Osiris step loading this input runs only its asset's checks, which read its
+    own table (an upstream refused or gone must not fail them)."""
+    try:
+        step = context.step_context
+        osiris_step = context.op_def.tags.get(PIPELINE_TAG) is not None
+    except (dg.DagsterInvariantViolationError, AttributeError):
+        return False
+    return osiris_step and runs_checks_only(step.job_def, step.node_handle)
 
 
 def _current_run(context: dg.InputContext) -> str | None:

@@ -378,7 +378,7 @@ def read_table(location: str, table: str, load_type: Any, settings: Settings) ->
 
     Raises UnsupportedTypeError before opening anything when the type is not supported."""
     convert = _converter(load_type)
-    con, prefix = _reader_connection(location, settings)
+    con, prefix = reader_connection(location, settings)
     try:
         relation = con.sql(f"SELECT * FROM {prefix}.{quote_ident(table)}")
         if load_type is not duckdb.DuckDBPyRelation:
@@ -668,7 +668,7 @@ def _arrow_reader(rel: duckdb.DuckDBPyRelation) -> Any:
     return stream(READER_BATCH_ROWS)
 
 
-def _reader_connection(location: str, settings: Settings
+def reader_connection(location: str, settings: Settings
                        ) -> tuple[duckdb.DuckDBPyConnection, str]:
     con = duckdb.connect(":memory:", config={"memory_limit": settings.memory_limit})
     try:

@@ -188,7 +188,7 @@ def run_step(
     spec = get_spec(step.component)
     assert spec is not None  # validated
     session.masker.add(pipeline.sensitive_values())  # before anything is written
-    _mask_every_connection(pipeline, connections, session.masker)
+    mask_every_connection(pipeline, connections, session.masker)
     start_session(session, pipeline)
     session.log_event("step_start", step_id=step.id, driver=step.component)
     started = time.monotonic()
@@ -735,7 +735,7 @@ def _stop_worker(ws: StepWorkspace, done: threading.Event) -> None:
             continue
 
 
-def _mask_every_connection(pipeline: Pipeline, connections: Connections, masker: Masker
+def mask_every_connection(pipeline: Pipeline, connections: Connections, masker: Masker
                            ) -> None:
     """Register the secrets of every connection the pipeline's steps name, not only this
     step's: a step's error or log may show another step's secret (a server echoing a request,
