@@ -159,7 +159,8 @@ def _build_each(paths: Sequence[Path], translator: OsirisTranslator | None,
             broken.append(BrokenPipeline(path, (
                 f"{path}: pipeline '{defs.pipeline.name}' gives the Dagster {name}, already "
                 f"used by {other}; rename one of the pipelines (names that differ only in "
-                "characters other than letters, digits, '_' and '-' give the same names)")))
+                "characters other than letters, digits, '_' and '-' give the same names, and "
+                "a name Dagster reserves gets a trailing '_': 'type' and 'type_' are one)")))
             continue
         owners.update(dict.fromkeys(_dagster_names(defs), path))
         built.append(defs)
