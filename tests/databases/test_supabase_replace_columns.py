@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from osiris_dagster.core.errors import DriverError
+
 from .conftest import REST_KEY, Harness, PgTarget
 from .postgrest_fake import PostgrestFake
 
@@ -144,3 +148,25 @@ def test_sql_replace_keeps_the_tables_own_keys_and_a_domains_sequence_default(
     assert event["columns"] == ["note"]
     assert event["kept"] == {"id": "a key of the table", "other": "a key of the table",
                              "sd": "sequence default"}
+
+
+def test_sql_replace_refuses_to_cascade_through_rows_that_come_back(
+        pg: PgTarget, harness: Harness) -> None:
+    """A review: a table referencing itself ON DELETE CASCADE (a tree) lost a row the input
+    brings back, and that row's children in other tables, when the rows that go were deleted
+    first; the upsert then inserted the row anew. Such a replace now fails, rolled back."""
+    node, item = pg.table("rc_node"), pg.table("rc_item")
+    pg.execute(f"DROP TABLE IF EXISTS {item}", f"DROP TABLE IF EXISTS {node}",
+               f"CREATE TABLE {node} (id int PRIMARY KEY, parent int REFERENCES {node} (id) "
+               "ON DELETE CASCADE, name text)",
+               f"CREATE TABLE {item} (iid int PRIMARY KEY, node_id int REFERENCES {node} (id) "
+               "ON DELETE CASCADE)",
+               f"INSERT INTO {node} VALUES (2, NULL, 'root'), (1, 2, 'leaf')",
+               f"INSERT INTO {item} VALUES (100, 1)")
+    harness.upstream("SELECT 1 AS id, NULL::INTEGER AS parent, 'now-root' AS name")
+    with pytest.raises(DriverError, match=r"also deleted 1 row\(s\) whose key it has.*rolled "
+                                          r"back"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="rc_node",
+                      write_mode="replace", primary_key="id")
+    assert _rows(pg, "rc_node") == [(1, 2, "leaf"), (2, None, "root")]
+    assert _rows(pg, "rc_item") == [(100, 1)]

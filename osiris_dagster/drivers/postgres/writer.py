@@ -398,9 +398,15 @@ class _SqlWrite:
         keys = [pg_ident(self.target_names[k]) for k in opts.primary_key]
         if opts.mode == "replace":
             match = " AND ".join(f"s.{k} = t.{k}" for k in keys)
+            staying = (f"SELECT count(*) FROM {self.qualified} AS t WHERE EXISTS "
+                       f"(SELECT 1 FROM {stage} AS s WHERE {match})")
+            cur.execute(staying)
+            before = cur.fetchone()[0]
             cur.execute(f"DELETE FROM {self.qualified} AS t WHERE NOT EXISTS "
                         f"(SELECT 1 FROM {stage} AS s WHERE {match})")
             self.ctx.log_event("replace.deleted_stale", table=self.label, rows=cur.rowcount)
+            cur.execute(staying)
+            self._refuse_cascaded(before - cur.fetchone()[0])
         others = [pg_ident(c) for c in targets if pg_ident(c) not in keys]
         sets = [f"{c} = EXCLUDED.{c}" for c in others]
         if opts.mode == "replace":
@@ -409,6 +415,19 @@ class _SqlWrite:
         cur.execute(f"INSERT INTO {self.qualified} ({col_list}) SELECT {col_list} FROM {stage} "
                     f"ON CONFLICT ({', '.join(keys)}) {action}")
         return rows
+
+    def _refuse_cascaded(self, lost: int) -> None:
+        """Deleting the rows whose key the input lacks took ``lost`` rows whose key it has (a
+        foreign key of the table onto itself, ON DELETE CASCADE: they pointed at a row that
+        went): the upsert would insert them anew, but what referenced them went with them."""
+        if lost:
+            raise DriverError(
+                f"{COMPONENT} step '{self.ctx.step_id}': deleting the rows of {self.label} "
+                f"whose key the input lacks also deleted {lost} row(s) whose key it has (an "
+                "ON DELETE CASCADE of the table onto itself: they point at a row that goes). "
+                f"Nothing was written: the transaction was rolled back and {self.label} is as "
+                "it was. Point those rows at rows the input keeps (or at none) first, or "
+                "include the rows they point at.")
 
     def _columns_to_reset(self) -> list[str]:
         """The target columns a keyed replace sets to their DEFAULT on the rows that stay: those
