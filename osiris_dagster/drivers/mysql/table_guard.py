@@ -21,6 +21,7 @@ row.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,9 +87,22 @@ def refuse_partial_writes(cur: Any, write: Write) -> None:
     # (also when an upsert only updates: MariaDB refuses its INSERT ... SELECT when preparing)
     _refuse_missing_required(write, [c for c in columns if c.name.lower() not in given])
     zero_numbers = "NO_AUTO_VALUE_ON_ZERO" not in str(sql_mode or "").upper()
-    for name, parts in _unique_indexes(cur, write).items():
-        _refuse_repeated_values(cur, write, name, parts, by_lower, given, emptied,
-                                zero_numbers)
+    indexes = _unique_indexes(cur, write)
+    staged_keys = None
+    if write.mode == "upsert" and not emptied and indexes:
+        # the staged keys in a table of their own: MySQL 8 refuses a temporary table read
+        # twice in one query ("Can't reopen table")
+        staged_keys = mysql_ident(f"_osiris_keys_{uuid.uuid4().hex[:12]}", "table")
+        keys = ", ".join(mysql_ident(k) for k in write.keys)
+        cur.execute(f"CREATE TEMPORARY TABLE {staged_keys} AS SELECT DISTINCT {keys} FROM "
+                    f"{write.stage}")
+    try:
+        for name, parts in indexes.items():
+            _refuse_repeated_values(cur, write, name, parts, by_lower, given, emptied,
+                                    zero_numbers, staged_keys)
+    finally:
+        if staged_keys is not None:
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {staged_keys}")
 
 
 def _columns(cur: Any, write: Write, filled_timestamps: bool) -> list[_Column]:
@@ -144,7 +158,8 @@ def _unique_indexes(cur: Any, write: Write) -> dict[str, list[_Part | None]]:
 
 def _refuse_repeated_values(cur: Any, write: Write, index: str, parts: list[_Part | None],
                             columns: dict[str, _Column], given: dict[str, str],
-                            emptied: bool, zero_numbers: bool) -> None:
+                            emptied: bool, zero_numbers: bool,
+                            staged_keys: str | None = None) -> None:
     if any(p is None for p in parts):
         return  # an expression: left to the table
     compared: list[_Part] = []
@@ -185,8 +200,8 @@ def _refuse_repeated_values(cur: Any, write: Write, index: str, parts: list[_Par
                 not any(p.prefix for p in compared):
             return  # the upsert's own key: a match is the row it updates
         # a row the upsert updates takes the input's values: only the others keep theirs
-        other = " AND NOT EXISTS (SELECT 1 FROM " + write.stage + " u WHERE " + " AND ".join(
-            f"u.{mysql_ident(k)} = t.{mysql_ident(k)}" for k in write.keys) + ")"
+        other = " AND NOT EXISTS (SELECT 1 FROM " + str(staged_keys) + " u WHERE " + \
+            " AND ".join(f"u.{mysql_ident(k)} = t.{mysql_ident(k)}" for k in write.keys) + ")"
     cur.execute(f"SELECT {', '.join(values)} FROM {write.stage} s WHERE {present} AND EXISTS "
                 f"(SELECT 1 FROM {write.qualified} t WHERE {match}{other}) LIMIT 1")
     row = cur.fetchone()
