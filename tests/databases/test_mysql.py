@@ -1512,7 +1512,14 @@ def test_a_keyed_replace_orders_its_statements_so_rows_that_stay_stay(
     assert _table(mysql, "w_node") == [(1, None, "now-root")]
     assert _table(mysql, "w_item") == [(100, 1)]
     harness.upstream("SELECT * FROM (VALUES (5, NULL::INTEGER, 'new'), (1, 5, 'under-new')) "
-                     "t(id, parent, name)")  # a row that stays points at a new one
+                     "t(id, parent, name)")  # a row that stays points at a new one: the rows
+    with pytest.raises(DriverError, match=r"\(1452\).*Nothing was written"):  # that stay
+        harness.write("mysql.writer", mysql.connection(), table="w_node",  # come first
+                      mode="replace")
+    assert _table(mysql, "w_node") == [(1, None, "now-root")]
+    harness.upstream("SELECT * FROM (VALUES (5, NULL::INTEGER, 'new'), (1, 5, 'under-new')) "
+                     "t(id, parent, name)")
+    mysql.execute("INSERT INTO w_node VALUES (5, NULL, 'new')")  # there before: it works
     harness.write("mysql.writer", mysql.connection(), table="w_node", mode="replace")
     assert _table(mysql, "w_node") == [(1, 5, "under-new"), (5, None, "new")]
     harness.upstream("SELECT 1 AS id, 5 AS parent, 'orphan' AS name")  # 5 goes, 1 points at it
@@ -1571,3 +1578,33 @@ def test_a_non_transactional_write_the_table_takes_is_not_refused(
     harness.write("mysql.writer", mysql.connection(), table="w_ok2", mode="upsert",
                   upsert_keys=["id"])
     assert _table(mysql, "w_ok2") == [(1, "z"), (3, "a")]
+
+
+def test_a_keyed_replace_keeps_new_rows_with_null_keys_and_refuses_a_set_null_change(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """A second review: new rows whose AUTO_INCREMENT key the input leaves NULL were inserted
+    and then deleted with the rows that go (exit 0); a row's own ON DELETE SET NULL changed
+    an input row's reference silently; a unique value moving from a row that goes to a new row
+    was refused."""
+    mysql.execute("DROP TABLE IF EXISTS w_ai_child", "DROP TABLE IF EXISTS w_ai",
+                  "CREATE TABLE w_ai (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20), "
+                  "email VARCHAR(20) UNIQUE)",
+                  "CREATE TABLE w_ai_child (cid INT PRIMARY KEY, pid INT, FOREIGN KEY (pid) "
+                  "REFERENCES w_ai (id) ON DELETE CASCADE)",
+                  "INSERT INTO w_ai VALUES (1, 'a', 'x'), (2, 'b', 'y')",
+                  "INSERT INTO w_ai_child VALUES (10, 1)")
+    harness.upstream("SELECT * FROM (VALUES (1, 'a2', 'z'), (NULL, 'new1', 'y'), "
+                     "(NULL, 'new2', NULL)) t(id, name, email)")  # 2 goes, 'y' moves
+    harness.write("mysql.writer", mysql.connection(), table="w_ai", mode="replace")
+    assert [r[1:] for r in _table(mysql, "w_ai")] == [("a2", "z"), ("new1", "y"),
+                                                      ("new2", None)]
+    assert _table(mysql, "w_ai_child") == [(10, 1)]
+    mysql.execute("DROP TABLE IF EXISTS w_tree",
+                  "CREATE TABLE w_tree (id INT PRIMARY KEY, parent INT, label VARCHAR(10), "
+                  "FOREIGN KEY (parent) REFERENCES w_tree (id) ON DELETE SET NULL)",
+                  "INSERT INTO w_tree VALUES (1, NULL, 'root'), (2, 1, 'kid'), (3, 2, 'gk')")
+    harness.upstream("SELECT * FROM (VALUES (2, 1, 'kid2'), (3, 2, 'gk2')) t(id, parent, label)")
+    with pytest.raises(DriverError, match=r"changed 1 of the input's rows .*SET NULL.*parent.*"
+                                          r"Nothing was written"):
+        harness.write("mysql.writer", mysql.connection(), table="w_tree", mode="replace")
+    assert _table(mysql, "w_tree") == [(1, None, "root"), (2, 1, "kid"), (3, 2, "gk")]

@@ -13,7 +13,8 @@ from typing import Any
 
 _REFERENCES_SQL = (
     "SELECT k.CONSTRAINT_SCHEMA, k.CONSTRAINT_NAME, k.TABLE_SCHEMA, k.TABLE_NAME, "
-    "k.REFERENCED_COLUMN_NAME, r.DELETE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
+    "k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME, r.DELETE_RULE "
+    "FROM information_schema.KEY_COLUMN_USAGE k "
     "LEFT JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = "
     "k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = "
     "k.TABLE_NAME WHERE k.REFERENCED_TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_NAME = %s "
@@ -27,6 +28,7 @@ class Reference:
     schema: str
     table: str
     name: str
+    columns: tuple[str, ...]  # the referencing table's
     referenced: tuple[str, ...]
     on_delete: str  # CASCADE, SET NULL, RESTRICT, NO ACTION, SET DEFAULT
 
@@ -44,10 +46,11 @@ def references_to(cur: Any, schema: str, table: str) -> list[Reference]:
     """The foreign keys of any table (this one included) that reference ``schema.table``, as
     far as the user can see them (information_schema lists the tables it has rights on)."""
     cur.execute(_REFERENCES_SQL, (schema, table))
-    found: dict[tuple[str, str], tuple[str, str, list[str], str]] = {}
-    for c_schema, c_name, t_schema, t_name, referenced, rule in cur.fetchall():
+    found: dict[tuple[str, str], tuple[str, str, list[str], list[str], str]] = {}
+    for c_schema, c_name, t_schema, t_name, column, referenced, rule in cur.fetchall():
         entry = found.setdefault((str(c_schema), str(c_name)),
-                                 (str(t_schema), str(t_name), [], str(rule or "")))
-        entry[2].append(str(referenced))
-    return [Reference(t_schema, t_name, name, tuple(columns), rule)
-            for (_, name), (t_schema, t_name, columns, rule) in found.items()]
+                                 (str(t_schema), str(t_name), [], [], str(rule or "")))
+        entry[2].append(str(column))
+        entry[3].append(str(referenced))
+    return [Reference(t_schema, t_name, name, tuple(columns), tuple(referenced), rule)
+            for (_, name), (t_schema, t_name, columns, referenced, rule) in found.items()]

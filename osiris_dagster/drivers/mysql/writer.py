@@ -4,8 +4,9 @@ Osiris has no runtime driver for this component (its legacy connector used panda
 Here:
 
 * **Modes.** ``append`` inserts; ``replace`` deletes every row of the target and inserts the
-  input (a table other rows reference through foreign keys is replaced by its PRIMARY KEY
-  instead, so their ON DELETE rules fire only for the keys that go: ``_keys_to_keep``);
+  input (a table other rows reference through foreign keys is replaced by its key instead:
+  update, delete the rest, insert, so their ON DELETE rules fire only for the keys that go:
+  ``_keys_to_keep``);
   ``upsert`` updates the rows whose key matches and inserts the others (see Staging) and needs
   ``upsert_keys``, which must be the columns of the table's PRIMARY KEY or of a UNIQUE index.
   ``truncate_before`` empties the table first (any mode). Emptying uses ``DELETE`` inside the
@@ -120,6 +121,8 @@ from osiris_dagster.drivers.target_fit import (
 from osiris_dagster.drivers.text_times import mysql_changed_text
 
 COMPONENT = "mysql.writer"
+# markers among a keyed replace's statements: count the rows that stay, check they stayed
+_STAYING, _STAYED = "-- rows staying", "-- rows stayed"
 _NAME = re.compile(r"\w+")  # a character set or collation name, written into DDL as is
 _MODES = ("append", "replace", "upsert")
 _MAX_STMT = 4 * 1024 * 1024
@@ -194,6 +197,7 @@ class _Writer:
         self.replace_keys: list[str] = []
         # the target's columns those references point at, and those of its unique keys
         self.referenced: set[str] = set()
+        self.own_references: set[str] = set()  # its columns referencing the table itself
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.column_rows: dict[str, Sequence[Any]] = {}  # their MYSQL_COLUMNS_SQL rows
         self.schema = opts.schema or params.database
@@ -322,6 +326,9 @@ class _Writer:
         except pymysql.Error as exc:
             raise self._fail(f"reading the foreign keys that reference {self.label}",
                              exc) from None
+        self.own_references = {c.lower() for r in references
+                               if r.table.lower() == self.opts.table.lower() and
+                               r.schema.lower() == self.schema.lower() for c in r.columns}
         self.referenced = {c.lower() for r in references for c in r.referenced} | {
             c.lower() for columns in unique.values() for c in columns}  # the row's keys
         pointed = {frozenset(c.lower() for c in r.referenced) for r in references}
@@ -694,28 +701,37 @@ class _Writer:
             update = (f"UPDATE {self.qualified} t JOIN {self.stage} s ON {match} "
                       f"SET {', '.join(sets)}" if sets else None)
             if self.replace_keys:
-                # new rows first (a row that stays may come to reference one), the rows that
-                # stay next (one may stop referencing a row that goes), the others last: a
-                # row that went first could take rows that stay with it (a table's own
-                # ON DELETE CASCADE)
-                statements += [insert, *([update] if update else []),
+                # the rows that stay first (one may stop referencing a row that goes: deleted
+                # first, that row could take it along through the table's own ON DELETE
+                # CASCADE), then the rows that go (their unique values are free for new rows),
+                # the new rows last (a NULL key, numbered by AUTO_INCREMENT, matches nothing
+                # the DELETE could spare)
+                statements += [*([update] if update else []), _STAYING,
                                f"DELETE t FROM {self.qualified} t WHERE NOT EXISTS "
-                               f"(SELECT 1 FROM {self.stage} s WHERE {match})"]
+                               f"(SELECT 1 FROM {self.stage} s WHERE {match})", _STAYED,
+                               insert]
             else:
                 statements += [*([update] if update else []), insert]
         else:
             statements.append(f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM "
                               f"{self.stage}")
         try:
+            staying = 0
             for sql in statements:
-                cur.execute(sql)
-            if self.replace_keys:
-                self._refuse_lost_rows(cur)
+                if sql is _STAYING:
+                    staying = self._rows_staying(cur)
+                elif sql is _STAYED:
+                    self._refuse_lost_rows(cur, staying - self._rows_staying(cur))
+                else:
+                    cur.execute(sql)
             cur.execute(f"DROP TEMPORARY TABLE {self.stage}")
         except pymysql.Error as exc:
-            duplicate = mysql_error_code(exc) == 1062 and self.opts.mode == "upsert"
-            hint = ("an input row's value for a unique index other than `upsert_keys` matches "
-                    "an existing row, or another input row" if duplicate else None)
+            duplicate = mysql_error_code(exc) == 1062 and (
+                self.opts.mode == "upsert" or bool(self.replace_keys))
+            key = "`upsert_keys`" if self.opts.mode == "upsert" else "the table's key"
+            hint = (f"an input row's value for a unique index other than {key} matches an "
+                    "existing row, or another input row (rows are updated one by one: two rows "
+                    "swapping a unique value fail)" if duplicate else None)
             note = self._unchanged()
             if not self.transactional:
                 emptied = " (a replace or truncate_before emptied it first)" if \
@@ -728,17 +744,37 @@ class _Writer:
                 raise NotRetryableError(str(error)) from None
             raise error from None
 
-    def _refuse_lost_rows(self, cur: Any) -> None:
-        """After a keyed replace, every input row with a key must be in the table: deleting
-        the rows that go cascades (a table's own ON DELETE CASCADE, or through others) to rows
-        that point at them, and a row of the input that still points at a key that went would
-        go with it. Such a write fails and is rolled back."""
-        keys = self._stage_keys()
-        match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in keys)
-        present = " AND ".join(f"s.{mysql_ident(k)} IS NOT NULL" for k in keys)
-        cur.execute(f"SELECT COUNT(*) FROM {self.stage} s WHERE {present} AND NOT EXISTS "
-                    f"(SELECT 1 FROM {self.qualified} t WHERE {match})")
-        lost = int((cur.fetchone() or (0,))[0])
+    def _rows_staying(self, cur: Any) -> int:
+        """How many rows of the table hold a key of the input (the rows that stay)."""
+        match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}"
+                             for k in self._stage_keys())
+        cur.execute(f"SELECT COUNT(*) FROM {self.stage} s JOIN {self.qualified} t ON {match}")
+        return int((cur.fetchone() or (0,))[0])
+
+    def _refuse_lost_rows(self, cur: Any, lost: int) -> None:
+        """After the rows that go were deleted, every row that stays must still be there, as
+        the input has it: deleting them cascades (a table's own ON DELETE CASCADE, or through
+        others) to rows that point at them, and a SET NULL clears such a reference. The
+        write then fails and is rolled back (the INSERT that follows would have put a deleted
+        row back, without what referenced it)."""
+        match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}"
+                             for k in self._stage_keys())
+        given = {n.lower(): n for n, _ in self.columns}
+        pointing = [given[c] for c in self.own_references if c in given]
+        if not lost and pointing:  # an ON DELETE SET NULL / SET DEFAULT changed one
+            differs = " OR ".join(f"NOT (t.{mysql_ident(c)} <=> s.{mysql_ident(c)})"
+                                  for c in pointing)
+            cur.execute(f"SELECT COUNT(*) FROM {self.stage} s JOIN {self.qualified} t ON "
+                        f"{match} WHERE {differs}")
+            changed = int((cur.fetchone() or (0,))[0])
+            if changed:
+                raise DriverError(
+                    f"{COMPONENT} step '{self.ctx.step_id}': deleting the rows of {self.label} "
+                    f"whose key the input lacks changed {changed} of the input's rows (an ON "
+                    f"DELETE SET NULL of the table's own foreign key, in "
+                    f"{', '.join(pointing)}: they point at a row that goes). "
+                    f"{self._unchanged()} Give those rows references the input keeps, or "
+                    "delete the rows that go first.")
         if lost:
             raise DriverError(
                 f"{COMPONENT} step '{self.ctx.step_id}': deleting the rows of {self.label} "
