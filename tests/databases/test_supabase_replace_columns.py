@@ -170,3 +170,20 @@ def test_sql_replace_refuses_to_cascade_through_rows_that_come_back(
                       write_mode="replace", primary_key="id")
     assert _rows(pg, "rc_node") == [(1, 2, "leaf"), (2, None, "root")]
     assert _rows(pg, "rc_item") == [(100, 1)]
+
+
+def test_sql_replace_without_a_not_null_column_says_it_must_be_in_the_input(
+        pg: PgTarget, harness: Harness) -> None:
+    """A review: a NOT NULL column without a default that the input lacks failed a replace of
+    rows that all exist, with PostgreSQL's "null value in column" only, while the columns
+    event said it was kept: PostgreSQL checks the row it would insert first."""
+    t = pg.table("rc_required")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (code text PRIMARY KEY, ext text NOT NULL UNIQUE, note text)",
+               f"INSERT INTO {t} VALUES ('a', 'E1', 'n')")
+    harness.upstream("SELECT 'a' AS code, 'N1' AS note")
+    with pytest.raises(DriverError, match=r"The input has no column 'ext', which .* declares "
+                                          r"NOT NULL without a default"):
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema,
+                      table="rc_required", write_mode="replace", primary_key="code")
+    assert _rows(pg, "rc_required") == [("a", "E1", "n")]

@@ -94,6 +94,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -250,6 +251,7 @@ def create_table_ddl(schema: str, table: str, columns: list[tuple[str, str]],
 # Why a keyed replace keeps the value of a column the input lacks, '' when it resets it to its
 # DEFAULT (see the module docstring). A default "draws from a sequence" when it depends on one
 # (nextval('s'::regclass), as serial writes it) or calls nextval by name (nextval('s'::text)).
+_NULL_COLUMN = re.compile(r'null value in column "([^"]+)"')
 _KEEP_ON_REPLACE = r"""CASE
     WHEN a.attgenerated <> '' THEN 'generated'
     WHEN a.attidentity <> '' THEN 'identity'
@@ -292,6 +294,12 @@ class _SqlWrite:
     def _fail(self, action: str, exc: BaseException, note: str = "") -> DriverError:
         if "0x00" in str(exc):  # PostgreSQL's text has no NUL; its COPY context names no column
             note = f"{self._nul_column()} {note}".strip()
+        missing = _NULL_COLUMN.search(str(exc))
+        if missing and missing.group(1) in self.lacking and self.opts.mode != "append":
+            note = (f"The input has no column '{missing.group(1)}', which {self.label} declares "
+                    "NOT NULL without a default: PostgreSQL checks the row an upsert would "
+                    "insert before it finds the row to update, so such a column must be in the "
+                    f"input even for rows that exist. {note}").strip()
         error = pg_error(COMPONENT, self.ctx.step_id, self.params, action, exc, note=note)
         stage = f"COPY {_stage_name(self.ctx.step_id)},"  # COPY's context names the table
         return DriverError(str(error).replace(stage, f"COPY {self.opts.table} (its staging "
