@@ -432,10 +432,11 @@ class _SqlWrite:
             raise DriverError(
                 f"{COMPONENT} step '{self.ctx.step_id}': deleting the rows of {self.label} "
                 f"whose key the input lacks also deleted {lost} row(s) whose key it has (an "
-                "ON DELETE CASCADE of the table onto itself: they point at a row that goes). "
-                f"Nothing was written: the transaction was rolled back and {self.label} is as "
-                "it was. Point those rows at rows the input keeps (or at none) first, or "
-                "include the rows they point at.")
+                "ON DELETE CASCADE of the table onto itself, or through another table: they "
+                "point, directly or not, at a row that goes). Nothing was written: the "
+                f"transaction was rolled back and {self.label} is as it was. Change those "
+                "references first (the rows that point at a row that goes), or include the "
+                "rows they point at in the input.")
 
     def _columns_to_reset(self) -> list[str]:
         """The target columns a keyed replace sets to their DEFAULT on the rows that stay: those
