@@ -1604,7 +1604,41 @@ def test_a_keyed_replace_keeps_new_rows_with_null_keys_and_refuses_a_set_null_ch
                   "FOREIGN KEY (parent) REFERENCES w_tree (id) ON DELETE SET NULL)",
                   "INSERT INTO w_tree VALUES (1, NULL, 'root'), (2, 1, 'kid'), (3, 2, 'gk')")
     harness.upstream("SELECT * FROM (VALUES (2, 1, 'kid2'), (3, 2, 'gk2')) t(id, parent, label)")
-    with pytest.raises(DriverError, match=r"changed 1 of the input's rows .*SET NULL.*parent.*"
-                                          r"Nothing was written"):
+    with pytest.raises(DriverError, match=r"changed 1 of the input's rows .*SET NULL.*cleared "
+                                          r"their parent.*Nothing was written"):
         harness.write("mysql.writer", mysql.connection(), table="w_tree", mode="replace")
     assert _table(mysql, "w_tree") == [(1, None, "root"), (2, 1, "kid"), (3, 2, "gk")]
+
+
+def test_a_keyed_replace_goes_by_the_key_references_point_at_and_sees_set_null_cycles(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """A third review: matched by the PRIMARY KEY while children point at a unique code, a
+    row whose id the input leaves NULL was a new row and the old one went, with the child of
+    its code (exit 0); a SET NULL through a cycle of two tables cleared an input row's
+    reference silently."""
+    mysql.execute("DROP TABLE IF EXISTS w_code_child", "DROP TABLE IF EXISTS w_code",
+                  "CREATE TABLE w_code (id INT AUTO_INCREMENT PRIMARY KEY, code VARCHAR(10) "
+                  "NOT NULL UNIQUE, name VARCHAR(20))",
+                  "CREATE TABLE w_code_child (id INT PRIMARY KEY, p_code VARCHAR(10), FOREIGN "
+                  "KEY (p_code) REFERENCES w_code (code) ON DELETE CASCADE)",
+                  "INSERT INTO w_code VALUES (1, 'X', 'x'), (2, 'Y', 'y')",
+                  "INSERT INTO w_code_child VALUES (100, 'Y')")
+    harness.upstream("SELECT * FROM (VALUES (1, 'X', 'x'), (NULL, 'Y', 'y2')) "
+                     "t(id, code, name)")
+    harness.write("mysql.writer", mysql.connection(), table="w_code", mode="replace")
+    assert _table(mysql, "w_code") == [(1, "X", "x"), (2, "Y", "y2")]
+    assert _table(mysql, "w_code_child") == [(100, "Y")]
+    mysql.execute("SET foreign_key_checks = 0", "DROP TABLE IF EXISTS w_cyc_b",
+                  "DROP TABLE IF EXISTS w_cyc_a", "SET foreign_key_checks = 1",
+                  "CREATE TABLE w_cyc_a (id INT PRIMARY KEY, b_id INT NULL, name VARCHAR(20))",
+                  "CREATE TABLE w_cyc_b (id INT PRIMARY KEY, a_id INT NOT NULL, FOREIGN KEY "
+                  "(a_id) REFERENCES w_cyc_a (id) ON DELETE CASCADE)",
+                  "INSERT INTO w_cyc_a VALUES (1, NULL, 'one'), (2, NULL, 'two')",
+                  "INSERT INTO w_cyc_b VALUES (10, 1)",
+                  "UPDATE w_cyc_a SET b_id = 10 WHERE id = 2",
+                  "ALTER TABLE w_cyc_a ADD FOREIGN KEY (b_id) REFERENCES w_cyc_b (id) "
+                  "ON DELETE SET NULL")
+    harness.upstream("SELECT 2 AS id, 10 AS b_id, 'two' AS name")  # 1 goes, and b.10 with it
+    with pytest.raises(DriverError, match=r"changed 1 of the input's rows .*cleared their b_id"):
+        harness.write("mysql.writer", mysql.connection(), table="w_cyc_a", mode="replace")
+    assert _table(mysql, "w_cyc_a") == [(1, None, "one"), (2, 10, "two")]

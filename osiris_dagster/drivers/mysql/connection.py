@@ -86,7 +86,9 @@ MYSQL_HINTS = {
     1292: "a date/time value is invalid for the target column",
     1366: "a value has the wrong type for the target column",
     1406: "a value is longer than the target column allows",
-    1452: "a foreign key does not match a row of the referenced table",
+    1452: "a foreign key does not match a row of the referenced table (in a replace of a "
+          "table that references itself, a row may point only at rows that are there before "
+          "it: rows that stay, or new rows listed before it)",
     1364: "a NOT NULL column without a default gets no value: add it to the input, or give "
           "the column a default",
     1451: "rows of another table reference a row this write deletes or changes (its foreign "

@@ -323,18 +323,26 @@ class _Writer:
             unique: dict[str, list[str]] = {}
             for index, column in cur.fetchall():
                 unique.setdefault(str(index), []).append(str(column))
+            # the table's own foreign key columns: a cascade from a row that goes may come
+            # back to them (SET NULL through a cycle), see _refuse_lost_rows
+            cur.execute("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE "
+                        "TABLE_SCHEMA = %s AND TABLE_NAME = %s AND "
+                        "REFERENCED_TABLE_NAME IS NOT NULL", (self.schema, self.opts.table))
+            self.own_references = {str(r[0]).lower() for r in cur.fetchall()}
         except pymysql.Error as exc:
             raise self._fail(f"reading the foreign keys that reference {self.label}",
                              exc) from None
-        self.own_references = {c.lower() for r in references
-                               if r.table.lower() == self.opts.table.lower() and
-                               r.schema.lower() == self.schema.lower() for c in r.columns}
         self.referenced = {c.lower() for r in references for c in r.referenced} | {
             c.lower() for columns in unique.values() for c in columns}  # the row's keys
         pointed = {frozenset(c.lower() for c in r.referenced) for r in references}
         names = {n.lower(): n for n, _ in self.columns}
-        for index, columns in unique.items():
-            lowered = [c.lower() for c in columns]
+        # a key the references point at first (a row keeps what they point at: matched by
+        # the PRIMARY KEY instead, a row whose id the input leaves NULL would be a new row and
+        # its old one, with its code that children reference, would go), then PRIMARY
+        order = sorted(unique, key=lambda i: (frozenset(c.lower() for c in unique[i])
+                                              not in pointed, i != "PRIMARY"))
+        for index in order:
+            lowered = [c.lower() for c in unique[index]]
             if (index == "PRIMARY" or frozenset(lowered) in pointed) and \
                     all(c in names for c in lowered):
                 keys = [names[c] for c in lowered]
@@ -771,8 +779,9 @@ class _Writer:
                 raise DriverError(
                     f"{COMPONENT} step '{self.ctx.step_id}': deleting the rows of {self.label} "
                     f"whose key the input lacks changed {changed} of the input's rows (an ON "
-                    f"DELETE SET NULL of the table's own foreign key, in "
-                    f"{', '.join(pointing)}: they point at a row that goes). "
+                    f"DELETE SET NULL, of the table onto itself or through another table, "
+                    f"cleared their {', '.join(pointing)}: they point, directly or not, at a "
+                    "row that goes). "
                     f"{self._unchanged()} Give those rows references the input keeps, or "
                     "delete the rows that go first.")
         if lost:
