@@ -91,9 +91,10 @@ MYSQL_HINTS = {
           "it: rows that stay, or new rows listed before it)",
     1364: "a NOT NULL column without a default gets no value: add it to the input, or give "
           "the column a default",
-    1451: "rows of another table reference a row this write deletes or changes (its foreign "
-          "key is ON DELETE/UPDATE RESTRICT or NO ACTION): keep their keys in the input, or "
-          "delete those rows first",
+    1451: "rows reference a row this write deletes or changes (a foreign key ON DELETE/UPDATE "
+          "RESTRICT or NO ACTION, or a key the table's own rows point at, which MySQL does "
+          "not let one statement change): keep the referenced keys in the input as they are, "
+          "or change or delete the referencing rows first",
     3819: "a value breaks a CHECK constraint of the table",
     4025: "a value breaks a CHECK constraint of the table",
 }
