@@ -113,7 +113,7 @@ def test_invalid_pipeline_exits_2_without_traceback(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--select", "nope"], "--select names unknown step(s) nope"),
     (["--param", "novalue"], "--param expects KEY=VALUE"),
-    (["--param", "min_movies=abc"], "parameter 'min_movies' expects int"),
+    (["--param", "min_movies=abc"], "parameter 'min_movies' expects an integer"),
     (["--connections", "missing.yaml"], "connections file missing.yaml does not exist"),
     (["--profile", "prod"], "profile 'prod' (asked for by --profile, or by `profile` in the "
                             "run config) is not defined"),

@@ -165,7 +165,7 @@ def test_bad_param_value(tmp_path, capsys):
     assert code == 0, out + err
     code, out, err = run_main(capsys, str(path), "--param", "n=abc")
     assert code == 2
-    assert f"{path}:4: parameter 'n' expects int, got 'abc'" in out
+    assert f"{path}:4: parameter 'n' expects an integer, got 'abc'" in out
     assert "Traceback" not in out + err
 
 

@@ -428,7 +428,7 @@ def test_a_value_its_parameter_type_cannot_hold_is_an_error(tmp_path, name, valu
 def test_a_profile_value_its_parameter_type_cannot_hold_is_an_error(tmp_path):
     text = PIPELINE.replace("      limit: 1000", "      limit: 10.5")
     result = run(tmp_path, text, profile="prod")
-    assert ["expects int, got 10.5 (float) from profile 'prod'" in d.message
+    assert ["expects an integer, got 10.5 (float) from profile 'prod'" in d.message
             for d in result.errors] == [True]
 
 
@@ -437,7 +437,7 @@ def test_a_refused_value_of_a_parameter_without_default_is_one_error(tmp_path):
     text = NO_PROFILES.replace("  limit: 10\n", "  limit: {type: integer}\n")
     result = run(tmp_path, text, params={"limit": 2.5})
     messages = [d.message for d in result.errors]
-    assert messages[0] == ("parameter 'limit' expects int, got 2.5 (float) from an explicit "
+    assert messages[0] == ("parameter 'limit' expects an integer, got 2.5 (float) from an explicit "
                            "--param / run config value")
     assert not any("unresolved" in m for m in messages), messages
 

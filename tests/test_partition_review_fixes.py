@@ -184,7 +184,7 @@ steps:
 """)
     result = validate_pipeline(p, env={})
     assert [(d.line, d.message) for d in result.errors] == [
-        (6, "x-dagster.schedule.params: parameter 'n' expects int, got 'abc' from "
+        (6, "x-dagster.schedule.params: parameter 'n' expects an integer, got 'abc' from "
             "x-dagster.schedule.params: write it as digits with an optional leading '-', or "
             "declare the parameter `type: string` (or quote its default) to keep the text as "
             "written; every run the schedule starts would fail")]
@@ -200,11 +200,11 @@ def test_schedule_params_are_checked_against_their_types() -> None:
     out = Collector("x.yaml")
     check_schedule_params(doc["x-dagster"], declared_params(doc, out), out)
     assert [(d.line, d.message) for d in out.errors] == [
-        (8, "x-dagster.schedule.params: parameter 'n' expects int, got 'abc' from "
+        (8, "x-dagster.schedule.params: parameter 'n' expects an integer, got 'abc' from "
             "x-dagster.schedule.params: write it as digits with an optional leading '-', or "
             "declare the parameter `type: string` (or quote its default) to keep the text as "
             "written; every run the schedule starts would fail"),
-        (9, "x-dagster.schedule.params: parameter 'f' expects float, got True (bool) from "
+        (9, "x-dagster.schedule.params: parameter 'f' expects a number, got True (bool) from "
             "x-dagster.schedule.params; every run the schedule starts would fail")]
 
 

@@ -83,12 +83,13 @@ def coerce(spec: ParamSpec | None, value: Any, source: str) -> Any:
             return True
         if low in {"false", "0", "no", "off"}:
             return False
-        raise ValueError(f"parameter '{spec.name}' expects bool, got {value!r} from {source}")
+        raise ValueError(f"parameter '{spec.name}' expects a boolean, got {value!r} from {source}")
     return value
 
 
 _INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)", re.ASCII)
 _NUMBER_TEXT = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "a boolean"}  # as `type:` says
 _KEEP_AS_TEXT = ("declare the parameter `type: string` (or quote its default) to keep the text "
                  "as written")
 
@@ -106,7 +107,7 @@ def _integer(spec: ParamSpec, value: str, source: str) -> int:
     written = (f", which is not how the integer {number} is written (it would read "
                f"'{number}' wherever the parameter is text): pass {number}" if number is not None
                else ": write it as digits with an optional leading '-'")
-    raise ValueError(f"parameter '{spec.name}' expects int, got {value!r} from "
+    raise ValueError(f"parameter '{spec.name}' expects an integer, got {value!r} from "
                      f"{source}{written}, or {_KEEP_AS_TEXT}")
 
 
@@ -114,7 +115,7 @@ def _number(spec: ParamSpec, value: str, source: str) -> float:
     """A plain decimal text (``1``, ``-0.25``, ``1e3``, ``.5``); float() also reads spaces,
     '+', '_', 'inf', 'nan' and other scripts' digits."""
     if not _NUMBER_TEXT.fullmatch(value):
-        raise ValueError(f"parameter '{spec.name}' expects float, got {value!r} from {source}: "
+        raise ValueError(f"parameter '{spec.name}' expects a number, got {value!r} from {source}: "
                          "write it as a plain decimal number (digits, one '.', an optional "
                          f"leading '-' and exponent), or {_KEEP_AS_TEXT}")
     return float(value)
@@ -137,7 +138,7 @@ def _typed(spec: ParamSpec, value: Any, source: str) -> Any:
         return float(value)
     if kind not in (bool, int, float):
         return value
-    raise ValueError(f"parameter '{spec.name}' expects {kind.__name__}, got {value!r} "
+    raise ValueError(f"parameter '{spec.name}' expects {_TYPE_NAMES[kind]}, got {value!r} "
                      f"({type(value).__name__}) from {source}")
 
 
