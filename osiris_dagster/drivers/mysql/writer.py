@@ -197,7 +197,7 @@ class _Writer:
         self.replace_keys: list[str] = []
         # the target's columns those references point at, and those of its unique keys
         self.referenced: set[str] = set()
-        self.own_references: set[str] = set()  # its columns referencing the table itself
+        self.own_references: set[str] = set()  # its own foreign key columns
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.column_rows: dict[str, Sequence[Any]] = {}  # their MYSQL_COLUMNS_SQL rows
         self.schema = opts.schema or params.database
@@ -303,7 +303,7 @@ class _Writer:
 
     def _keys_to_keep(self, cur: Any) -> list[str]:
         """A replace of a table other rows reference (foreign keys): the key to replace it by
-        (its PRIMARY KEY, else a unique key the references point at, whose columns the input
+        (a unique key the references point at, else its PRIMARY KEY, whose columns the input
         has), so that the rows whose key comes back are updated in place and only the others
         are deleted. Deleting every row fired each reference's ON DELETE rule: CASCADE deleted
         the referencing rows, SET NULL cleared them and RESTRICT refused the replace, even
@@ -684,9 +684,10 @@ class _Writer:
         matches, then an INSERT of the others, not ON DUPLICATE KEY UPDATE, which fires on any
         unique index and so updated another row whose email (or prefix of a name, or a
         generated column) matched: such a row now fails as a duplicate, as in PostgreSQL.
-        A keyed replace (:meth:`_keys_to_keep`) first deletes the rows whose key the input
-        lacks, and its UPDATE also gives the columns the input lacks their DEFAULT, so a row
-        that stays ends as a fresh insert would."""
+        A keyed replace (:meth:`_keys_to_keep`) updates the rows that stay (the columns the
+        input lacks get their DEFAULT), deletes the rows whose key the input lacks, checks that
+        no row that stays went or changed with them (:meth:`_refuse_lost_rows`), then inserts
+        the new rows."""
         import pymysql
 
         cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
