@@ -248,7 +248,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, str]:
 # -- validate -------------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
     from osiris_dagster.oml import validate_pipeline
-    from osiris_dagster.runtime.connection_checks import connection_diagnostics
+    from osiris_dagster.runtime.connection_checks import connection_diagnostics, path_diagnostics
     from osiris_dagster.runtime.connections import find_connections_file
 
     params = _parse_params(args.param)
@@ -259,7 +259,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             connections = find_connections_file(args.connections, result.pipeline.path)
             result.diagnostics.extend(connection_diagnostics(result.pipeline, connections, f))
             if connections is not None:
-                result.diagnostics.extend(_path_diagnostics(result.pipeline, connections, f))
+                result.diagnostics.extend(path_diagnostics(
+                    result.pipeline, connections, f, _params_given_by_runs(result.pipeline)))
         for d in result.errors:
             print(str(d), flush=True)
         for d in result.warnings:
@@ -273,43 +274,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID if invalid else EXIT_OK
 
 
-def _path_diagnostics(pipeline: Any, connections_file: Path, file: str) -> list[Any]:
-    """An error, at the line of its `path`, for each step whose `path` escapes the base_dir of
-    its connection: the run's own rule (:func:`resolve_step_path`), which refused the step only
-    when it ran. Not checked: a path with a parameter each run is given (a partition's, a
-    sensor's, a schedule's: validate has only a stand-in), and a connection whose fields name
-    environment variables (those of the place the step runs: validate reads none)."""
-    from osiris_dagster.core.errors import ConnectionError_, DriverError
-    from osiris_dagster.oml.diagnostics import Diagnostic
-    from osiris_dagster.oml.specs import get_spec
-    from osiris_dagster.runtime.connections import Connections
-    from osiris_dagster.runtime.workspace import resolve_step_path
-
-    connections = Connections(connections_file, env={})  # a `${VAR}` raises: not checked
-    given = _params_given_by_runs(pipeline)
-    written = _path_options(pipeline.path)
-    found = []
-    for step in pipeline.steps:
-        spec = get_spec(step.component)
-        path, ref = step.config.get("path"), step.connection_ref
-        line, raw = written.get(step.id, (step.line, path))
-        if ("base_dir" not in spec.connection_fields or ref is None
-                or not isinstance(path, str) or _references(raw, given)):
-            continue
-        try:
-            base_dir = connections.resolve(spec.family, ref).base_dir
-        except ConnectionError_:  # undefined (connection_diagnostics says so) or a `${VAR}`
-            continue
-        if base_dir is None:
-            continue
-        try:
-            resolve_step_path(path, base_dir)
-        except DriverError as exc:
-            found.append(Diagnostic("error", file, line, f"connection '{ref}' of "
-                                    f"{connections_file}: {exc}", step.id))
-    return found
-
-
 def _params_given_by_runs(pipeline: Any) -> set[str]:
     """The parameters whose value comes with each run: its partition's, a sensor's (the file
     it found), a schedule's."""
@@ -319,28 +283,6 @@ def _params_given_by_runs(pipeline: Any) -> set[str]:
     for schedule in pipeline.dagster.schedules:
         names |= set(schedule.params)
     return names
-
-
-def _path_options(path: Path) -> dict[str, tuple[int, Any]]:
-    """step id -> (line of its `path` option, its value as written, parameters unresolved);
-    the pipeline's model keeps neither."""
-    from osiris_dagster.oml.yaml_lines import LineDict, load_yaml_with_lines
-
-    doc = load_yaml_with_lines(path.read_text(encoding="utf-8"))
-    out = {}
-    for step in doc.get("steps") or []:
-        config = step.get("config") if isinstance(step, LineDict) else None
-        if isinstance(config, LineDict) and "path" in config:
-            out[str(step.get("id"))] = (config.line_of("path"), config["path"])
-    return out
-
-
-def _references(text: Any, names: Collection[str]) -> bool:
-    """Whether ``text`` references one of the parameters ``names`` (`${params.x}`)."""
-    from osiris_dagster.oml.sql_params import PARAM_REF
-
-    return isinstance(text, str) and any(m.group(1).strip() in names
-                                         for m in PARAM_REF.finditer(text))
 
 
 # -- sessions -------------------------------------------------------------------------------------
