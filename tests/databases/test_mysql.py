@@ -1642,3 +1642,37 @@ def test_a_keyed_replace_goes_by_the_key_references_point_at_and_sees_set_null_c
     with pytest.raises(DriverError, match=r"changed 1 of the input's rows .*cleared their b_id"):
         harness.write("mysql.writer", mysql.connection(), table="w_cyc_a", mode="replace")
     assert _table(mysql, "w_cyc_a") == [(1, None, "one"), (2, 10, "two")]
+
+
+def test_a_keyed_replace_refuses_to_delete_a_row_whose_other_referenced_value_comes_back(
+        mysql: MySQLTarget, harness: Harness) -> None:
+    """A fourth review: referenced by its id and by a unique code, a row matched by id went
+    (the input gave another id, or none) and took the children of its code with it, though
+    the code came back in a new row (exit 0). Such a replace now fails, rolled back. An
+    AUTO_INCREMENT 0 kept a row's id as 0 (a new row's 0 is numbered): it keeps the row's id,
+    as NULL does."""
+    mysql.execute("DROP TABLE IF EXISTS w_two_ci", "DROP TABLE IF EXISTS w_two_cc",
+                  "DROP TABLE IF EXISTS w_two",
+                  "CREATE TABLE w_two (id INT AUTO_INCREMENT PRIMARY KEY, code VARCHAR(10) "
+                  "NOT NULL UNIQUE, name VARCHAR(20))",
+                  "CREATE TABLE w_two_ci (x INT PRIMARY KEY, pid INT, FOREIGN KEY (pid) "
+                  "REFERENCES w_two (id) ON DELETE CASCADE)",
+                  "CREATE TABLE w_two_cc (x INT PRIMARY KEY, pcode VARCHAR(10), FOREIGN KEY "
+                  "(pcode) REFERENCES w_two (code) ON DELETE CASCADE)",
+                  "INSERT INTO w_two VALUES (1, 'A', 'a'), (2, 'B', 'b')",
+                  "INSERT INTO w_two_ci VALUES (10, 1), (20, 2)",
+                  "INSERT INTO w_two_cc VALUES (100, 'A'), (200, 'B')")
+    harness.upstream("SELECT * FROM (VALUES (5, 'A', 'new'), (2, 'B', 'b')) t(id, code, name)")
+    with pytest.raises(DriverError, match=r"holds code='A', which an input row brings back.*"
+                                          r"Nothing was written"):
+        harness.write("mysql.writer", mysql.connection(), table="w_two", mode="replace")
+    assert _table(mysql, "w_two_cc") == [(100, "A"), (200, "B")]
+    harness.upstream("SELECT * FROM (VALUES (1, 'A', 'a2'), (2, 'B', 'b2')) t(id, code, name)")
+    harness.write("mysql.writer", mysql.connection(), table="w_two", mode="replace")
+    assert _table(mysql, "w_two") == [(1, "A", "a2"), (2, "B", "b2")]
+    assert _table(mysql, "w_two_ci") == [(10, 1), (20, 2)]
+    assert _table(mysql, "w_two_cc") == [(100, "A"), (200, "B")]
+    mysql.execute("DROP TABLE w_two_ci")  # referenced by its code only: matched by code
+    harness.upstream("SELECT * FROM (VALUES (0, 'A', 'a3'), (0, 'C', 'c')) t(id, code, name)")
+    harness.write("mysql.writer", mysql.connection(), table="w_two", mode="replace")
+    assert _table(mysql, "w_two") == [(1, "A", "a3"), (3, "C", "c")]  # 0 numbered, as NULL

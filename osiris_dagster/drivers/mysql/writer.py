@@ -106,7 +106,7 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_error_code,
     mysql_params,
 )
-from osiris_dagster.drivers.mysql.references import references_to
+from osiris_dagster.drivers.mysql.references import Reference, references_to
 from osiris_dagster.drivers.mysql.table_guard import Refused, Write, refuse_partial_writes
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
 from osiris_dagster.drivers.options import name_list, positive_int, required_text
@@ -198,6 +198,8 @@ class _Writer:
         # the target's columns those references point at, and those of its unique keys
         self.referenced: set[str] = set()
         self.own_references: set[str] = set()  # its own foreign key columns
+        # references onto other columns than the key a replace goes by (see _refuse_moved_keys)
+        self.other_references: list[Reference] = []
         self.targets: dict[str, TargetColumn] = {}  # an existing table's columns
         self.column_rows: dict[str, Sequence[Any]] = {}  # their MYSQL_COLUMNS_SQL rows
         self.schema = opts.schema or params.database
@@ -346,6 +348,9 @@ class _Writer:
             if (index == "PRIMARY" or frozenset(lowered) in pointed) and \
                     all(c in names for c in lowered):
                 keys = [names[c] for c in lowered]
+                self.other_references = [r for r in references
+                                         if frozenset(c.lower() for c in r.referenced) !=
+                                         frozenset(lowered)]
                 self.ctx.log_event("mysql_replace_by_key", table=self.label, keys=keys,
                                    references=[r.label for r in references])
                 return keys
@@ -696,8 +701,11 @@ class _Writer:
             keys = self._stage_keys()
             lowered = {k.lower() for k in keys}
             match = " AND ".join(f"t.{mysql_ident(k)} = s.{mysql_ident(k)}" for k in keys)
-            # an AUTO_INCREMENT value the input leaves NULL keeps the row's own
-            sets = [f"t.{mysql_ident(n)} = COALESCE(s.{mysql_ident(n)}, t.{mysql_ident(n)})"
+            # an AUTO_INCREMENT value the input leaves NULL (or 0, which MySQL numbers as NULL
+            # unless NO_AUTO_VALUE_ON_ZERO) keeps the row's own
+            sets = [f"t.{mysql_ident(n)} = COALESCE(IF(@@sql_mode LIKE "
+                    f"'%NO_AUTO_VALUE_ON_ZERO%', s.{mysql_ident(n)}, "
+                    f"NULLIF(s.{mysql_ident(n)}, 0)), t.{mysql_ident(n)})"
                     if n.lower() in self.auto_increment else
                     f"t.{mysql_ident(n)} = s.{mysql_ident(n)}"
                     for n, _ in self.columns if n.lower() not in lowered]
@@ -728,6 +736,7 @@ class _Writer:
             staying = 0
             for sql in statements:
                 if sql is _STAYING:
+                    self._refuse_moved_keys(cur)
                     staying = self._rows_staying(cur)
                 elif sql is _STAYED:
                     self._refuse_lost_rows(cur, staying - self._rows_staying(cur))
@@ -752,6 +761,43 @@ class _Writer:
             if not self.transactional:  # a retry would add the rows that did land again
                 raise NotRetryableError(str(error)) from None
             raise error from None
+
+    def _refuse_moved_keys(self, cur: Any) -> None:
+        """A row that goes (its key is not in the input) may hold a value other rows point at
+        through another key (a unique code, or a column a MariaDB foreign key points at
+        without a unique index) that an input row brings back: deleting the row would fire
+        those references' ON DELETE rules for a value that stays. Such a replace fails."""
+        if not self.other_references:
+            return
+        keys = self._stage_keys()
+        chosen = mysql_ident(f"_osiris_keys_{uuid.uuid4().hex[:12]}", "table")
+        key_list = ", ".join(mysql_ident(k) for k in keys)
+        # the staged keys in a table of their own: MySQL 8 refuses a temporary table read
+        # twice in one query
+        cur.execute(f"CREATE TEMPORARY TABLE {chosen} AS SELECT DISTINCT {key_list} FROM "
+                    f"{self.stage}")
+        try:
+            goes = " AND ".join(f"k.{mysql_ident(k)} = t.{mysql_ident(k)}" for k in keys)
+            for reference in self.other_references:
+                match = " AND ".join(f"s.{mysql_ident(c)} = t.{mysql_ident(c)}"
+                                     for c in reference.referenced)
+                held = ", ".join(f"t.{mysql_ident(c)}" for c in reference.referenced)
+                cur.execute(f"SELECT {held} "
+                            f"FROM {self.qualified} t JOIN {self.stage} s ON {match} WHERE NOT "
+                            f"EXISTS (SELECT 1 FROM {chosen} k WHERE {goes}) LIMIT 1")
+                row = cur.fetchone()
+                if row is not None:
+                    value = ", ".join(f"{c}={v!r}" for c, v in zip(reference.referenced, row,
+                                                                   strict=False))
+                    raise DriverError(
+                        f"{COMPONENT} step '{self.ctx.step_id}': a row of {self.label} whose "
+                        f"{', '.join(keys)} the input lacks holds {value}, which an input row "
+                        f"brings back, and {reference.label} points at it (ON DELETE "
+                        f"{reference.on_delete}): deleting that row would take or change "
+                        f"what points at a value that stays. {self._unchanged()} Give that "
+                        f"input row the {', '.join(keys)} the table has for {value}.")
+        finally:
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {chosen}")
 
     def _rows_staying(self, cur: Any) -> int:
         """How many rows of the table hold a key of the input (the rows that stay)."""
