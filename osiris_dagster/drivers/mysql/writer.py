@@ -121,8 +121,6 @@ from osiris_dagster.drivers.target_fit import (
 from osiris_dagster.drivers.text_times import mysql_changed_text
 
 COMPONENT = "mysql.writer"
-# markers among a keyed replace's statements: count the rows that stay, check they stayed
-_STAYING, _STAYED = "-- rows staying", "-- rows stayed"
 _NAME = re.compile(r"\w+")  # a character set or collation name, written into DDL as is
 _MODES = ("append", "replace", "upsert")
 _MAX_STMT = 4 * 1024 * 1024
@@ -696,7 +694,8 @@ class _Writer:
         import pymysql
 
         cols = ", ".join(mysql_ident(n, "column") for n, _ in self.columns)
-        statements = []
+        statements: list[str] = []
+        delete = ""
         if self.opts.mode == "upsert" or self.replace_keys:
             keys = self._stage_keys()
             lowered = {k.lower() for k in keys}
@@ -717,30 +716,18 @@ class _Writer:
                       f"{self.qualified} t WHERE {match})")
             update = (f"UPDATE {self.qualified} t JOIN {self.stage} s ON {match} "
                       f"SET {', '.join(sets)}" if sets else None)
+            statements += [*([update] if update else []), insert]
             if self.replace_keys:
-                # the rows that stay first (one may stop referencing a row that goes: deleted
-                # first, that row could take it along through the table's own ON DELETE
-                # CASCADE), then the rows that go (their unique values are free for new rows),
-                # the new rows last (a NULL key, numbered by AUTO_INCREMENT, matches nothing
-                # the DELETE could spare)
-                statements += [*([update] if update else []), _STAYING,
-                               f"DELETE t FROM {self.qualified} t WHERE NOT EXISTS "
-                               f"(SELECT 1 FROM {self.stage} s WHERE {match})", _STAYED,
-                               insert]
-            else:
-                statements += [*([update] if update else []), insert]
+                delete = (f"DELETE t FROM {self.qualified} t WHERE NOT EXISTS "
+                          f"(SELECT 1 FROM {self.stage} s WHERE {match})")
         else:
             statements.append(f"INSERT INTO {self.qualified} ({cols}) SELECT {cols} FROM "
                               f"{self.stage}")
         try:
-            staying = 0
-            for sql in statements:
-                if sql is _STAYING:
-                    self._refuse_moved_keys(cur)
-                    staying = self._rows_staying(cur)
-                elif sql is _STAYED:
-                    self._refuse_lost_rows(cur, staying - self._rows_staying(cur))
-                else:
+            if delete:
+                self._replace_by_key(cur, statements[:-1], delete, statements[-1])
+            else:
+                for sql in statements:
                     cur.execute(sql)
             cur.execute(f"DROP TEMPORARY TABLE {self.stage}")
         except pymysql.Error as exc:
@@ -761,6 +748,20 @@ class _Writer:
             if not self.transactional:  # a retry would add the rows that did land again
                 raise NotRetryableError(str(error)) from None
             raise error from None
+
+    def _replace_by_key(self, cur: Any, updates: list[str], delete: str, insert: str) -> None:
+        """The rows that stay first (one may stop referencing a row that goes: deleted first,
+        that row could take it along through the table's own ON DELETE CASCADE), then the rows
+        that go (their unique values are free for new rows), each step checked, then the new
+        rows (a NULL key, numbered by AUTO_INCREMENT, matches nothing the DELETE could
+        spare)."""
+        for sql in updates:  # (none when every column is a key column)
+            cur.execute(sql)
+        self._refuse_moved_keys(cur)
+        staying = self._rows_staying(cur)
+        cur.execute(delete)
+        self._refuse_lost_rows(cur, staying - self._rows_staying(cur))
+        cur.execute(insert)
 
     def _refuse_moved_keys(self, cur: Any) -> None:
         """A row that goes (its key is not in the input) may hold a value other rows point at
