@@ -21,8 +21,9 @@ row.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,21 +89,26 @@ def refuse_partial_writes(cur: Any, write: Write) -> None:
     _refuse_missing_required(write, [c for c in columns if c.name.lower() not in given])
     zero_numbers = "NO_AUTO_VALUE_ON_ZERO" not in str(sql_mode or "").upper()
     indexes = _unique_indexes(cur, write)
-    staged_keys = None
-    if write.mode == "upsert" and not emptied and indexes:
-        # the staged keys in a table of their own: MySQL 8 refuses a temporary table read
-        # twice in one query ("Can't reopen table")
-        staged_keys = mysql_ident(f"_osiris_keys_{uuid.uuid4().hex[:12]}", "table")
-        keys = ", ".join(mysql_ident(k) for k in write.keys)
-        cur.execute(f"CREATE TEMPORARY TABLE {staged_keys} AS SELECT DISTINCT {keys} FROM "
-                    f"{write.stage}")
-    try:
+    with contextlib.ExitStack() as stack:
+        staged_keys = stack.enter_context(staged_key_copy(cur, write.stage, write.keys)) \
+            if write.mode == "upsert" and not emptied and indexes else None
         for name, parts in indexes.items():
             _refuse_repeated_values(cur, write, name, parts, by_lower, given, emptied,
                                     zero_numbers, staged_keys)
+
+
+@contextlib.contextmanager
+def staged_key_copy(cur: Any, stage: str, keys: Sequence[str]) -> Iterator[str]:
+    """A temporary table of the staged rows' distinct ``keys`` (its quoted name), dropped on
+    leaving: MySQL 8 refuses a temporary table read twice in one query ("Can't reopen
+    table"), so a query comparing staged rows with other staged keys reads this copy."""
+    copy = mysql_ident(f"_osiris_keys_{uuid.uuid4().hex[:12]}", "table")
+    cur.execute(f"CREATE TEMPORARY TABLE {copy} AS SELECT DISTINCT "
+                f"{', '.join(mysql_ident(k) for k in keys)} FROM {stage}")
+    try:
+        yield copy
     finally:
-        if staged_keys is not None:
-            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {staged_keys}")
+        cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {copy}")
 
 
 def _columns(cur: Any, write: Write, filled_timestamps: bool) -> list[_Column]:

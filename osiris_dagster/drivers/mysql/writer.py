@@ -107,7 +107,12 @@ from osiris_dagster.drivers.mysql.connection import (
     mysql_params,
 )
 from osiris_dagster.drivers.mysql.references import Reference, references_to
-from osiris_dagster.drivers.mysql.table_guard import Refused, Write, refuse_partial_writes
+from osiris_dagster.drivers.mysql.table_guard import (
+    Refused,
+    Write,
+    refuse_partial_writes,
+    staged_key_copy,
+)
 from osiris_dagster.drivers.mysql.types import mysql_ddl_type
 from osiris_dagster.drivers.options import name_list, positive_int, required_text
 from osiris_dagster.drivers.progress import Progress
@@ -771,14 +776,8 @@ class _Writer:
         if not self.other_references:
             return
         keys = self._stage_keys()
-        chosen = mysql_ident(f"_osiris_keys_{uuid.uuid4().hex[:12]}", "table")
-        key_list = ", ".join(mysql_ident(k) for k in keys)
-        # the staged keys in a table of their own: MySQL 8 refuses a temporary table read
-        # twice in one query
-        cur.execute(f"CREATE TEMPORARY TABLE {chosen} AS SELECT DISTINCT {key_list} FROM "
-                    f"{self.stage}")
-        try:
-            goes = " AND ".join(f"k.{mysql_ident(k)} = t.{mysql_ident(k)}" for k in keys)
+        goes = " AND ".join(f"k.{mysql_ident(k)} = t.{mysql_ident(k)}" for k in keys)
+        with staged_key_copy(cur, self.stage, keys) as chosen:
             for reference in self.other_references:
                 match = " AND ".join(f"s.{mysql_ident(c)} = t.{mysql_ident(c)}"
                                      for c in reference.referenced)
@@ -797,8 +796,6 @@ class _Writer:
                         f"{reference.on_delete}): deleting that row would take or change "
                         f"what points at a value that stays. {self._unchanged()} Give that "
                         f"input row the {', '.join(keys)} the table has for {value}.")
-        finally:
-            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {chosen}")
 
     def _rows_staying(self, cur: Any) -> int:
         """How many rows of the table hold a key of the input (the rows that stay)."""
