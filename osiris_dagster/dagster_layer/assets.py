@@ -286,6 +286,18 @@ def is_append_writer(step: Any) -> bool:
     return mode == "append"
 
 
+def _pipeline_of_run(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
+                     text: str, res_key: str) -> Pipeline:
+    """The pipeline with this run's parameters (its run config and, for a partitioned one,
+    its partition, which a run must name)."""
+    _refuse_without_partition(context, template, step_id)
+    run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
+    partition = partition_params(template, context)
+    if partition:  # the partition's values are given, even when equal to a default
+        run_cfg["explicit_params"] = {**(run_cfg.get("explicit_params") or {}), **partition}
+    return _resolve_for_run(template, text, run_cfg)
+
+
 def _stop_when_cancelling(context: dg.AssetExecutionContext) -> Callable[[], None]:
     """Raises Dagster's interrupt when the run is being cancelled. Dagster's terminate marks
     the run CANCELING, then interrupts its process with a signal; the exception the signal
@@ -312,12 +324,7 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
     check_stop = _stop_when_cancelling(context)
     check_stop()  # a terminate's interrupt lost between two steps: the next does not start
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
-    run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
-    _refuse_without_partition(context, template, step_id)
-    partition = partition_params(template, context)
-    if partition:  # the partition's values are given, even when equal to a default
-        run_cfg["explicit_params"] = {**(run_cfg.get("explicit_params") or {}), **partition}
-    pipeline = _resolve_for_run(template, text, run_cfg)
+    pipeline = _pipeline_of_run(context, template, step_id, text, res_key)
     masker = Masker()
     session_id = run_session_id(context.run_id, dagster_name(pipeline.name),
                                 pipelines_in_job(context.job_def))
@@ -447,19 +454,15 @@ def _run_checks_alone(context: dg.AssetExecutionContext, template: Pipeline, ste
     the table of the asset's latest materialisation (see :mod:`check_runs
     <osiris_dagster.dagster_layer.check_runs>`), and the step does not run. The run's parameters
     (and partition) resolve the checks and the values to mask as in the step's own run."""
-    _refuse_without_partition(context, template, step_id)
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
-    run_cfg: dict[str, Any] = dict(getattr(context.resources, res_key) or {})
-    partition = partition_params(template, context)
-    if partition:
-        run_cfg["explicit_params"] = {**(run_cfg.get("explicit_params") or {}), **partition}
-    pipeline = _resolve_for_run(template, text, run_cfg)
+    pipeline = _pipeline_of_run(context, template, step_id, text, res_key)
     chosen = _selected_check_names(context, key)
     specs = [s for s in specs_from_config(pipeline.dagster.for_step(step_id).checks)
              if s.name in chosen]
     masker = masker_for(pipeline, osiris.connections(pipeline.path))
     checked = check_latest_table(context.instance, osiris.settings(), pipeline.name, step_id,
-                                 key, specs, context.partition_key if partition else None)
+                                 key, specs, context.partition_key
+                                 if template.dagster.partitions is not None else None)
     ref = checked.ref
     context.log.info(f"step '{step_id}': check(s) {', '.join(s.name for s in specs)} ran on "
                      f"table '{ref.table}' of session {ref.session_id}, which the asset's latest "
