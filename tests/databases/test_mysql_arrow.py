@@ -5,13 +5,16 @@ the middle of a result, stored procedures, login plugins, and every type connect
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.compute as pc
 import pytest
 
 from osiris_dagster.core.errors import DriverError
@@ -560,3 +563,56 @@ def test_connectorx_decimal_overflow_is_a_value_it_cannot_convert() -> None:
     error = mx.classify("cx writer failed: Destination(Other(decimal scale is not equal to "
                         "expected scale, got: 9 expected: 10))")
     assert error.kind == "value"
+
+
+def _peak_rss_mb(pid: int) -> int | None:
+    """The process's peak resident memory so far (VmHWM), None once it has ended."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except FileNotFoundError:
+        pass
+    return None  # gone, or a zombie (no memory lines)
+
+
+def test_rows_the_step_has_not_ingested_yet_wait_on_disk_not_in_memory(
+        mysql: MySQLTarget, tmp_path: Path) -> None:
+    """connectorx decodes into an unbounded queue whatever the reader does, so a step that
+    ingests slower than MySQL sends (one core, a busy machine) used to pile the unread batches
+    up in connectorx's process: ~600 MB for 10M narrow rows. Here the step reads nothing until
+    MySQL has sent all 3M rows (~300 MB): the child's memory stays flat, the rows wait in spool
+    segments, and all of them are then read in order, each segment deleted once read."""
+    from osiris_dagster.drivers.mysql.arrow import ArrowRead
+    from osiris_dagster.drivers.mysql.connection import MySQLParams
+
+    digits = "(SELECT 0 AS d UNION ALL " + " UNION ALL ".join(
+        f"SELECT {i}" for i in range(1, 10)) + ")"
+    parts = " CROSS JOIN ".join(f"{digits} AS p{k}" for k in range(7))
+    n = " + ".join(f"p{k}.d * {10 ** k}" for k in range(7))
+    sql = (f"SELECT {n} AS n, REPEAT('x', 100) AS pad FROM {parts} "
+           f"WHERE p6.d < 3")  # 3,000,000 rows
+    params = MySQLParams(mysql.host, mysql.port, mysql.database, mysql.user, mysql.password)
+    spool_parent = tmp_path / "tmp"
+    limit_mb = 200  # the child idles at ~90 MB; the whole result is ~330 MB
+    with ArrowRead(params, sql, 10000, spool_parent, segment_bytes=1 << 20) as read:
+        pid = read._proc.pid  # type: ignore[union-attr]
+        peak = 0
+        while (rss := _peak_rss_mb(pid)) is not None and rss <= limit_mb:
+            peak = rss
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                read._proc.wait(0.05)  # type: ignore[union-attr]  # until MySQL sent it all
+        assert rss is None, f"connectorx's process holds {rss} MB of unread rows"
+        assert peak <= limit_mb
+        (spool,) = spool_parent.iterdir()
+        assert len(list(spool.iterdir())) > 100  # the rows are on disk
+        total = count = 0
+        left = []
+        for batch in read.batches():
+            count += batch.num_rows
+            total += pc.sum(batch.column("n")).as_py() or 0
+            left.append(len(list(spool.iterdir())))
+        assert (count, total) == (3_000_000, sum(range(3_000_000)))
+        assert left == sorted(left, reverse=True) and left[-1] == 1  # read ones are deleted
+    assert list(spool_parent.iterdir()) == []

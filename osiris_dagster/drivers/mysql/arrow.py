@@ -2,9 +2,10 @@
 
 connectorx is a maintained Rust reader (MySQL binary protocol, values decoded in Rust straight into
 Arrow arrays). It runs in a child process (:mod:`osiris_dagster.drivers.mysql.arrow_child`, which
-says why) that writes Arrow IPC to a pipe; the step's process reads that pipe batch by batch, so
-memory stays flat whatever the row count and the read can be abandoned at any moment (the child is
-ended, its MySQL connection closes without draining the rest of the result).
+says why) that writes Arrow IPC into spool files as fast as connectorx decodes; the step's process
+reads them batch by batch, so memory stays flat whatever the row count and however slowly the
+step ingests (what it has not read yet waits on disk), and the read can be abandoned at any moment
+(the child is ended, its MySQL connection closes without draining the rest of the result).
 
 What connectorx does with each MySQL type was checked against the server (connectorx 0.4.6,
 MariaDB 10.11); :func:`native_ok` lists the types it returns exactly. Elsewhere it is lossy or
@@ -23,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -36,7 +39,7 @@ import pyarrow as pa
 from pymysql.constants import FIELD_TYPE
 
 from osiris_dagster.core.masking import scrub
-from osiris_dagster.drivers.mysql.arrow_child import ERROR_MARK
+from osiris_dagster.drivers.mysql.arrow_child import ERROR_MARK, segment_name
 from osiris_dagster.drivers.mysql.connection import MySQLParams
 
 CHILD = Path(__file__).with_name("arrow_child.py")
@@ -58,6 +61,7 @@ _NATIVE = {
 DATES = {FIELD_TYPE.DATE, FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.NEWDATE}
 _CX_DECIMAL_SCALE = 10  # connectorx's fixed decimal128(38, 10)
 _CX_DECIMAL_DIGITS = 28  # rust_decimal's 96-bit mantissa: every 28-digit number, not all of 29
+SEGMENT_BYTES = 32 * 1024 * 1024  # a spool file's size before the child starts the next
 
 
 def decimal_fits(precision: int, scale: int) -> bool:
@@ -127,19 +131,26 @@ def url_secrets(params: MySQLParams) -> list[str]:
 
 
 class ArrowRead:
-    """One connectorx read in a child process. Use as a context manager: on leaving, the child
-    is ended if it still runs (its connection closes; nothing is drained)."""
+    """One connectorx read in a child process, spooled through files in a private directory
+    under ``spool_dir``. Use as a context manager: on leaving, the child is ended if it still
+    runs (its connection closes; nothing is drained) and the spool directory is removed."""
 
-    def __init__(self, params: MySQLParams, sql: str, batch_size: int) -> None:
+    def __init__(self, params: MySQLParams, sql: str, batch_size: int, spool_dir: Path,
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
         self._params = params
         self._sql = sql
         self._batch_size = batch_size
+        self._spool_parent = Path(spool_dir)
+        self._segment_bytes = segment_bytes
+        self._spool: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._reader: pa.ipc.RecordBatchStreamReader | None = None
         self._stopped = False
 
     def __enter__(self) -> ArrowRead:
+        self._spool_parent.mkdir(parents=True, exist_ok=True)
+        self._spool = Path(tempfile.mkdtemp(prefix="mysql-read-", dir=self._spool_parent))
         self._errors = tempfile.TemporaryFile()  # a file, not a pipe: it can never fill up
         self._proc = subprocess.Popen(
             [sys.executable, "-I", str(CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -147,12 +158,14 @@ class ArrowRead:
         if self._stopped:  # stop() came from another thread before the child existed
             self.stop()
         request = {"url": connection_url(self._params), "sql": self._sql,
-                   "batch_size": self._batch_size, "before": BEFORE}
+                   "batch_size": self._batch_size, "before": BEFORE,
+                   "spool": str(self._spool), "segment_bytes": self._segment_bytes}
         assert self._proc.stdin is not None and self._proc.stdout is not None
         try:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
             self._proc.stdin.close()
-            self._reader = pa.ipc.open_stream(self._proc.stdout)
+            spool = SpoolReader(self._spool, self._proc.stdout.fileno(), lambda: self._stopped)
+            self._reader = pa.ipc.open_stream(spool)
         except (OSError, pa.ArrowInvalid) as exc:  # the child failed before any schema
             error = self._failure() or ArrowReadError("other", str(exc))
             self.__exit__()
@@ -164,6 +177,9 @@ class ArrowRead:
         if self._errors is not None:
             self._errors.close()
             self._errors = None
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -216,6 +232,77 @@ class ArrowRead:
             with contextlib.suppress(OSError):
                 proc.stdout.close()
         proc.wait()
+
+
+class SpoolReader:
+    """The child's spool files read in order as one byte stream (a file object for pyarrow).
+
+    A read at the end of the newest segment waits for the child's next notification byte on
+    ``notify_fd``; the end of that pipe (the child ended) with nothing more to read ends the
+    stream. Each segment is deleted once read and its successor exists."""
+
+    def __init__(self, directory: Path, notify_fd: int, stopped: Callable[[], bool]) -> None:
+        self._directory = directory
+        self._notify_fd = notify_fd
+        self._stopped = stopped
+        self._index = 0
+        self._segment: IO[bytes] | None = None
+        self._child_ended = False
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size >= 0 else 1 << 20
+        out = bytearray()
+        while len(out) < want:
+            if self._stopped():
+                raise OSError("the read was stopped")
+            ended = self._child_ended  # before the read: then an empty read is the end
+            successor = self._path(self._index + 1).exists()  # then this segment is whole
+            chunk = self._read_segment(want - len(out))
+            if chunk:
+                out += chunk
+                if size < 0:
+                    break
+            elif successor:
+                self._next_segment()
+            elif ended:
+                break
+            else:
+                self._wait()
+        return bytes(out)
+
+    def _path(self, index: int) -> Path:
+        return self._directory / segment_name(index)
+
+    def _read_segment(self, size: int) -> bytes:
+        if self._segment is None:
+            try:
+                self._segment = open(self._path(self._index), "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                return b""  # the child has not created its first segment yet
+        return self._segment.read(size)
+
+    def _next_segment(self) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(self._index))
+        self._index += 1
+
+    def _wait(self) -> None:
+        """Until the child writes again (one byte per batch) or ends."""
+        if not os.read(self._notify_fd, 65536):
+            self._child_ended = True
+
+    def close(self) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+        self.closed = True
 
 
 def _child_env() -> dict[str, str]:

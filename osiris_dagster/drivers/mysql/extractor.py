@@ -473,7 +473,7 @@ class _Reader:
     def _read_arrow(self, sql: str) -> int:
         plan = self.plan
         try:
-            read = mx.ArrowRead(self.params, sql, self.opts.batch_size)
+            read = mx.ArrowRead(self.params, sql, self.opts.batch_size, self.ctx.tmp_dir)
             # a stop ends the child (DuckDB's interrupt cannot reach it), also while the child
             # has not answered yet (a slow query)
             with on_interrupt(self.ctx, read.stop), read:
