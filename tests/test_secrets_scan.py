@@ -30,6 +30,9 @@ def _graphql(path: str, headers: Mapping[str, str]) -> tuple[int, Any]:
     auth = headers.get("Authorization", "")
     if auth == f"Bearer {GQL_TOKEN}" and path.split("?")[0] == "/ok":
         return 200, {"data": {"items": [{"id": 1, "name": "a"}]}}
+    if path.split("?")[0] == "/echo":  # quotes the signed URL back, and its signature alone
+        signature = path.split("sig=")[1]
+        return 400, {"errors": [{"message": f"bad request at {path}, signature {signature}"}]}
     return 401, {"errors": [{"message": f"bad credentials {auth}"}]}
 
 
@@ -70,6 +73,8 @@ PIPELINES = {
                    "      auth_type: bearer"),
     "graphql_401": ("graphql.extractor", "@graphql.bad",
                     "query: '{ items { id } }'\n      auth_type: bearer\n      max_retries: 0"),
+    "graphql_echoes_its_url": ("graphql.extractor", "@graphql.echo",
+                               "query: '{ items { id } }'\n      max_retries: 0"),
     "posthog_unreachable": ("posthog.extractor", "@posthog.main", "data_type: events"),
 }
 
@@ -98,6 +103,7 @@ connections:
   graphql:
     good: {{endpoint: "{graphql_url}/ok?sig={URL_SIGNATURE}", auth_token: "${{GQL_TOKEN}}"}}
     bad: {{endpoint: "{graphql_url}/nope", auth_token: "${{GQL_TOKEN}}"}}
+    echo: {{endpoint: "{graphql_url}/echo?sig={URL_SIGNATURE}", auth_token: "${{GQL_TOKEN}}"}}
   posthog:
     main: {{api_key: "${{POSTHOG_KEY}}", project_id: "1", region: self_hosted,
            custom_base_url: "http://127.0.0.1:1", max_retries: 1}}
@@ -418,6 +424,21 @@ def test_a_dsn_password_is_masked_where_it_shows_alone() -> None:
     masker = Masker()
     masker.add_from_connection({"catalog": "postgres:dbname=lake host=db password=Dsn-Pw-8812"})
     assert masker.text("login failed for 'Dsn-Pw-8812'") == f"login failed for '{MASK}'"
+
+
+def test_a_connection_urls_query_values_are_masked_where_a_server_quotes_them() -> None:
+    """Credentials ride in a URL's query string under any name; a value alone is masked when
+    it looks like a credential, never an ordinary word, number or date."""
+    from osiris_dagster.core.masking import MASK, Masker
+
+    masker = Masker()
+    masker.add_from_connection({"endpoint": "https://h/api?sig=Ab12Cd34Ef56Gh&format=json"
+                                            "&since=2024-01-01&X-Amz-Signature=f00d"})
+    assert masker.text("GET /api?sig=Ab12Cd34Ef56Gh&format=json failed") == \
+        f"GET /api?sig={MASK}&format={MASK} failed"
+    assert masker.text("X-Amz-Signature=f00d; signature Ab12Cd34Ef56Gh") == \
+        f"X-Amz-Signature={MASK}; signature {MASK}"
+    assert masker.text("json since 2024-01-01, f00d") == "json since 2024-01-01, f00d"
 
 
 @pytest.mark.parametrize("catalog", ["postgres:dbname=lake host=db password=Qz7-Pw-8812",

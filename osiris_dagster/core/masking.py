@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote_plus
 
 MASK = "***MASKED***"
 
@@ -77,6 +77,13 @@ def secret_values(values: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _credential_like(value: str) -> bool:
+    """A token, signature or key rather than a word, number or date (see
+    :meth:`Masker._add_url_queries`)."""
+    return len(value) >= 12 and any(c.isalpha() for c in value) and \
+        any(c.isdigit() for c in value)
+
+
 def _maskable(value: Any) -> bool:
     """Strings and numbers (123456 is a password too) of 4+ characters; shorter values would
     blank out ordinary text."""
@@ -93,6 +100,8 @@ class Masker:
     def __init__(self, secret_values: Iterable[Any] = ()) -> None:
         self._values: set[str] = set()
         self._forms: list[str] = []  # the values and their encoded forms, longest first
+        self._query_names: set[str] = set()  # of a connection URL's query string
+        self._query_pairs: re.Pattern[str] | None = None  # `name=value` of those names
         self.add(secret_values)
 
     def add(self, values: Iterable[Any]) -> None:
@@ -124,6 +133,29 @@ class Masker:
             self.add(m.group("pw") for m in _URL_PASSWORD.finditer(obj))
             self.add(m.group("value").strip("'\"") for m in _KV.finditer(obj)
                      if is_secret_key(m.group("name")))
+            if "://" in obj:
+                self._add_url_queries(obj)
+
+    def _add_url_queries(self, text: str) -> None:
+        """A connection URL's query string carries credentials under any name (``?sig=``,
+        ``?code=``), as ``cleaned_config.json`` assumes: ``name=value`` of each of its names is
+        masked wherever it shows (a server quoting the URL back), and a value alone is a secret
+        when its name is secret-like or it looks like a credential (12+ characters, letters and
+        digits): ``?format=json`` or ``?since=2024-01-01`` must not blank out those words."""
+        names = set(self._query_names)
+        for url in _URL_QUERY.finditer(text):
+            for pair in _QUERY_VALUE.finditer(url.group("query")):
+                name = unquote_plus(pair.group("pre")[1:-1])
+                value = unquote_plus(pair.group(0)[len(pair.group("pre")):])
+                if name:
+                    names.add(name)
+                if is_secret_key(name) or _credential_like(value):
+                    self.add([value])
+        if names != self._query_names:
+            self._query_names = names
+            alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+            self._query_pairs = re.compile(rf"(?P<pre>(?<![A-Za-z0-9_.-])(?:{alternatives})=)"
+                                           r"(?!\*\*\*MASKED)[^\s&;#\"'<>]{1,1024}")
 
     def shortened(self, s: str, limit: int) -> str:
         """``s`` masked, then cut to ``limit`` characters (cut first, a secret across the cut
@@ -136,6 +168,8 @@ class Masker:
             if v in s:
                 s = s.replace(v, MASK)
         s = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, s)
+        if self._query_pairs is not None:
+            s = self._query_pairs.sub(lambda m: m.group("pre") + MASK, s)
         return _KV.sub(_mask_kv, s)
 
     __call__ = text
