@@ -33,8 +33,8 @@ def test_an_event_it_cannot_keep_says_how_to_get_past_it(posthog: FakePostHog,
             "which would be read as 0.12345678901234568. A value from PostHog is stored "
             "exactly or the step fails, and every run reads this event again and fails here. "
             "PostHog cannot change a stored event: to go on without it, list the events to "
-            "read in `event_types`, leaving out 'purchase' (a changed `event_types` starts the "
-            "incremental state over, from `initial_since`).")
+            "read in `event_types`, leaving out 'purchase' (the incremental state of the other "
+            "events is kept).")
     ran = run_driver(ph, config(event_types=["pageview"]), posthog.connection())
     assert ran.column("uuid") == ["0000-0002"]
 
@@ -82,3 +82,27 @@ def test_dedup_disabled_does_not_deliver_the_last_runs_rows_again(
     third = run_driver(ph, off, posthog.connection())
     assert third.column("uuid") == ["0000-0040", "0000-0040"]
     assert run_driver(ph, config(), posthog.connection()).rows == []
+
+
+def test_leaving_an_event_type_out_keeps_the_state_of_the_others(
+        posthog: FakePostHog, run_driver: RunDriver) -> None:
+    """The way out the error gives (leave the event type out) used to start the state over:
+    the next run delivered every earlier row again, and an append writer wrote them twice,
+    with no word in the CLI. Narrowing keeps the state; widening starts over with a notice."""
+    posthog.add_events(event(1, T0), event(2, T0 + timedelta(minutes=1), name="click"))
+    first = run_driver(ph, config(), posthog.connection())
+    assert first.column("uuid") == ["0000-0001", "0000-0002"]
+    posthog.add_events({**event(3, T0 + timedelta(minutes=2), name="purchase"),
+                        "properties": PRICE}, event(4, T0 + timedelta(minutes=3)))
+    with pytest.raises(DriverError, match="the incremental state of the other events is kept"):
+        run_driver(ph, config(), posthog.connection())
+    narrowed = run_driver(ph, config(event_types=["pageview", "click"]), posthog.connection())
+    assert narrowed.column("uuid") == ["0000-0004"]
+    assert not any(e["event"] in ("notice", "posthog_state_ignored") for e in narrowed.events)
+    posthog.add_events(event(5, T0 + timedelta(minutes=4), name="signup"))
+    widened = run_driver(ph, config(event_types=["pageview", "click", "signup"]),
+                         posthog.connection())
+    assert widened.column("uuid") == ["0000-0001", "0000-0002", "0000-0004", "0000-0005"]
+    (notice,) = [e["message"] for e in widened.events if e["event"] == "notice"]
+    assert "`event_types` now reads events it did not (signup)" in notice
+    assert "delivered again" in notice

@@ -32,8 +32,7 @@ def _event_way_out(row: Mapping[str, Any]) -> tuple[str, str]:
     return (f" (event {row.get('event')!r} at {row.get('timestamp')})",
             "every run reads this event again and fails here. PostHog cannot change a stored "
             "event: to go on without it, list the events to read in `event_types`, leaving out "
-            f"{row.get('event')!r} (a changed `event_types` starts the incremental state over, "
-            "from `initial_since`).")
+            f"{row.get('event')!r} (the incremental state of the other events is kept).")
 
 
 def _person_way_out(row: Mapping[str, Any]) -> tuple[str, str]:

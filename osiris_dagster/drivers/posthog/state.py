@@ -13,8 +13,9 @@ remembered within and across runs (:class:`SeenKeys`, :class:`RecentKeys`).
   whatever ``deduplication_enabled`` says: Osiris' seek starts after the mark, so it never
   reads them again either. ``deduplication_enabled`` (Osiris: drop a uuid met again) drops,
   within a run, a key the data repeats (a page repeated, in a bounded FIFO of 100,000 keys);
-  ``false`` keeps those. State of another host or project, or of other ``event_types``, is
-  ignored; a
+  ``false`` keeps those. State of another host or project, or one that did not read every
+  event type ``event_types`` now lists (widened), is ignored with a notice; narrowed, it is
+  kept; a
   file that is not JSON fails the step. To start over, delete the file (the step's ``.state``
   directory under the sessions root).
 """
@@ -97,8 +98,7 @@ class StateStore:
         doc = _parse(self.path, self.text)
         if doc is not None and (not isinstance(doc, dict) or doc.get("version") != STATE_VERSION
                                 or doc.get("scope") != self.scope):
-            ctx.log_event("posthog_state_ignored", path=str(self.path),
-                          reason="written for another host/project or format")
+            self._start_over("it was written for another host, project or format")
             doc = None
         self.doc: dict[str, Any] = doc or {"version": STATE_VERSION, "scope": self.scope,
                                            "data_types": {}}
@@ -107,12 +107,28 @@ class StateStore:
         entry = self.doc.get("data_types", {}).get(self.opts.data_type)
         if not isinstance(entry, dict) or not entry.get("last_time"):
             return None
-        if self.opts.data_type == "events" and \
-                sorted(entry.get("event_types") or []) != sorted(self.opts.event_types):
-            self.ctx.log_event("posthog_state_ignored", path=str(self.path),
-                               reason="event_types changed since the last run")
-            return None
+        if self.opts.data_type == "events":
+            before = set(entry.get("event_types") or [])  # none: every event
+            now = set(self.opts.event_types)
+            if now != before:
+                if not now or (before and not now <= before):
+                    added = ", ".join(sorted(now - before)) if now else "every event"
+                    self._start_over(f"`event_types` now reads events it did not ({added})")
+                    return None
+                # fewer event types: every row of those up to the mark was read already
+                self.ctx.log_event("posthog_state_narrowed", path=str(self.path),
+                                   event_types=sorted(now), before=sorted(before))
         return entry
+
+    def _start_over(self, why: str) -> None:
+        """The state cannot be used: the run reads from ``initial_since`` again, so rows
+        earlier runs delivered come again. Said where the person running it reads."""
+        self.ctx.log_event("posthog_state_ignored", path=str(self.path), reason=why)
+        self.ctx.notice(
+            f"the incremental state {self.path} is not used, since {why}: this run reads from "
+            "`initial_since` again, so rows earlier runs delivered are delivered again (an "
+            "append writer writes them twice). Leaving event types out of `event_types` keeps "
+            "the state; to read a new event type, give it a step of its own.")
 
     def pending(self, last_time: datetime, last_key: Any, recent: list[str], keys_since: datetime,
                 rows: int) -> PendingState:
