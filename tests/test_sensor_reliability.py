@@ -216,7 +216,7 @@ def test_the_cursor_stays_small_and_passed_files_are_not_looked_up_again(
     assert tick(defs, instance, cursor)[0] == [] and looked_up == []
     (workdir / "incoming" / "file 07.csv").unlink()  # one went: the others are looked up
     requests, cursor, skip = tick(defs, instance, cursor)
-    assert requests == [] and "19 file(s) already run" in (skip or "")
+    assert requests == [] and "19 file(s) already have a run" in (skip or "")
     assert looked_up and tick(defs, instance, cursor)[0] == []
 
 
@@ -646,3 +646,55 @@ def test_a_file_taken_by_a_run_still_going_is_left_alone(
     taken.parent.mkdir()
     os.rename(src, taken)
     assert tick(defs, instance, cursor)[0] == [] and taken.exists()
+
+
+def test_a_file_whose_archive_failed_is_not_run_again_until_it_changes(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run succeeded, then archiving failed (a full disk, a name too long, no permission)
+    and the file was put back: the rename moved its ctime, so every tick took it for a new
+    version and ran it again, each run SUCCESS, an append writer writing its rows each time."""
+    import errno
+
+    from osiris_dagster.dagster_layer import automation
+
+    defs = make_defs(workdir, tmp_path / "s")
+    src = csv_file(workdir / "incoming" / "daily.csv", 3)
+    (first,), cursor, _ = tick(defs, instance, None)
+
+    def full_disk(*args: Any) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = automation._archive_held
+    monkeypatch.setattr(automation, "_archive_held", full_disk)
+    result = _run(defs, instance, first)
+    monkeypatch.setattr(automation, "_archive_held", real)
+    assert result.success, failure_description(result)
+    assert src.read_text() == "v\n0\n1\n2\n" and not (workdir / "processed" / "daily.csv").exists()
+    for from_cursor in (cursor, None):  # also when the cursor is lost
+        requests, _, skip = tick(defs, instance, from_cursor)
+        assert requests == []
+        assert skip is not None and "1 file(s) read by a successful run but not archived" in skip
+        assert f"daily.csv (run {result.run_id[:8]} read it, archiving failed: " in skip
+        assert "No space left on device" in skip
+    csv_file(src, 4)  # a new version runs
+    requests, _, _ = tick(defs, instance, cursor)
+    assert [r.tags["osiris/file"] for r in requests] == [str(src)]
+
+
+def test_a_long_file_name_met_twice_is_archived_under_a_name_that_fits(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """The second version of a 255-byte name needs `<stem>.<run>.csv`, 9 bytes more: archiving
+    failed with ENAMETOOLONG."""
+    defs = make_defs(workdir, tmp_path / "s")
+    src = workdir / "incoming" / ("é" * 125 + "m.csv")  # 256 - 1 bytes
+    cursor = None
+    for rows in (3, 4):
+        csv_file(src, rows)
+        (request,), cursor, _ = tick(defs, instance, cursor)
+        assert _run(defs, instance, request).success
+        assert not src.exists()
+    archived = sorted((workdir / "processed").iterdir(), key=lambda p: len(p.name))
+    assert [p.read_text() for p in archived] == ["v\n0\n1\n2\n", "v\n0\n1\n2\n3\n"]
+    assert archived[0].name == src.name and len(os.fsencode(archived[1].name)) <= 255
+    assert archived[1].name.startswith("é" * 120) and archived[1].suffix == ".csv"

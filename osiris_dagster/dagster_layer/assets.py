@@ -41,6 +41,7 @@ from osiris_dagster.dagster_layer.automation import (
     build_sensors,
     file_change,
     file_replaced,
+    record_failed_archive,
 )
 from osiris_dagster.dagster_layer.check_runs import check_latest_table, masker_for
 from osiris_dagster.dagster_layer.column_metadata import (
@@ -831,7 +832,9 @@ def _archive_input(context: dg.AssetExecutionContext, session: Session,
         session.log_event("file_changed_during_run", path=path, change=exc.change,
                           kept=str(exc.kept))
     except OSError as exc:
-        context.log.warning(f"could not archive {path}: {exc}")
+        context.log.warning(record_failed_archive(
+            context.instance, context.run_id, path,
+            Fingerprint.parse(tags.get(TAG_FINGERPRINT)), exc))
         session.log_event("file_archive_failed", path=path, error=str(exc))
     else:
         context.log.info(f"archived {path} -> {dest}")

@@ -43,6 +43,10 @@ from osiris_dagster.runtime.filewatch import (
 TAG_FILE = "osiris/file"
 TAG_ARCHIVE_TO = "osiris/archive_to"
 TAG_FINGERPRINT = "osiris/file_fingerprint"  # the version of the file the run was started for
+# set when the run succeeded but its file could not be archived: the error, and the version left
+# at the watched name (the same file, its ctime moved by the rename back): never run again
+TAG_ARCHIVE_FAILED = "osiris/archive_failed"
+TAG_KEPT_FINGERPRINT = "osiris/file_fingerprint_kept"
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 LISTED_NAMES = 5
@@ -210,7 +214,7 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
         for f, why in plan.skipped:
             if f.stat_key not in cursor.skipped:  # once, not on every tick
                 context.log.warning(f"skipping {_shown_name(f.path, root)}: {why}")
-        to_run, already = _drop_already_run(context.instance, name, plan.to_run)
+        to_run, already, unarchived = _drop_already_run(context.instance, name, plan.to_run)
         dynamic = pipeline.dagster.partitions if pipeline.dagster.partitions and \
             pipeline.dagster.partitions.kind == "dynamic" else None
         requests = [
@@ -228,7 +232,7 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
         if not requests:
             return dg.SensorResult(skip_reason=dg.SkipReason(_skip_reason(
                 pattern, root, archive, plan.settling, [*plan.seen, *already], plan.skipped,
-                now_ns)),
+                now_ns, unarchived)),
                 cursor=plan.cursor.dump())
         return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump(),
                                dynamic_partitions_requests=adds or None)
@@ -237,9 +241,11 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
 
 
 def _drop_already_run(instance: dg.DagsterInstance, sensor: str, planned: list[Planned]
-                      ) -> tuple[list[Planned], list[FileVersion]]:
-    """Split off versions this sensor already started a run for (a reset or lost cursor): the
-    daemon would drop them with only a line in its own log; the skip reason names them."""
+                      ) -> tuple[list[Planned], list[FileVersion], dict[str, str]]:
+    """Split off versions this sensor already started a run for (a reset or lost cursor, or a
+    file put back after its archive failed, whose ctime the rename moved): the daemon would
+    drop the first with only a line in its own log, and run the second again. The skip reason
+    names them; the third item maps the stat keys of unarchived ones to why."""
     fresh: list[Planned] = []
     already: list[FileVersion] = []
     for p in planned:
@@ -249,33 +255,83 @@ def _drop_already_run(instance: dg.DagsterInstance, sensor: str, planned: list[P
             already.append(p.file)
         else:
             fresh.append(p)
-    return fresh, already
+    unarchived = _unarchived_files(instance, sensor, [p.file for p in fresh])
+    already += [p.file for p in fresh if p.file.stat_key in unarchived]
+    fresh = [p for p in fresh if p.file.stat_key not in unarchived]
+    return fresh, already, unarchived
+
+
+def _runs_of_files(instance: dg.DagsterInstance, sensor: str, files: list[FileVersion]
+                   ) -> Iterator[tuple[Any, list[FileVersion]]]:
+    """This sensor's runs for the paths of ``files``, each with those of ``files`` at its
+    path."""
+    by_path: dict[str, list[FileVersion]] = {}
+    for f in files:
+        by_path.setdefault(f.path, []).append(f)
+    paths = sorted(by_path)
+    for i in range(0, len(paths), 500):  # within SQLite's limit of query parameters
+        for run in instance.get_runs(dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor,
+                                                         TAG_FILE: paths[i:i + 500]})):
+            yield run, by_path.get(run.tags.get(TAG_FILE, ""), [])
 
 
 def _files_with_runs(instance: dg.DagsterInstance, sensor: str, files: list[FileVersion]
                      ) -> set[str]:
     """Stat keys of those file versions this sensor already started a run for (whatever its
-    outcome), by the fingerprint the run recorded (or, for runs of earlier versions, their run
-    key): asked only when files appeared behind the cursor's mark or went."""
-    by_path: dict[str, list[FileVersion]] = {}
-    for f in files:
-        by_path.setdefault(f.path, []).append(f)
-    paths = sorted(by_path)
+    outcome), by the fingerprint the run recorded or the one it left after a failed archive
+    (or, for runs of earlier versions, their run key): asked only when files appeared behind
+    the cursor's mark or went."""
     out: set[str] = set()
-    for i in range(0, len(paths), 500):  # within SQLite's limit of query parameters
-        for run in instance.get_runs(dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor,
-                                                         TAG_FILE: paths[i:i + 500]})):
-            recorded = Fingerprint.parse(run.tags.get(TAG_FINGERPRINT))
-            for f in by_path.get(run.tags.get(TAG_FILE, ""), []):
-                if (recorded.matches(f) if recorded
-                        else run.tags.get(RUN_KEY_TAG) == f.legacy_key):
-                    out.add(f.stat_key)
+    for run, at_path in _runs_of_files(instance, sensor, files):
+        recorded = Fingerprint.parse(run.tags.get(TAG_FINGERPRINT))
+        kept = Fingerprint.parse(run.tags.get(TAG_KEPT_FINGERPRINT))
+        for f in at_path:
+            if (recorded.matches(f) if recorded
+                    else run.tags.get(RUN_KEY_TAG) == f.legacy_key) or \
+                    (kept is not None and kept.matches(f)):
+                out.add(f.stat_key)
     return out
+
+
+def _unarchived_files(instance: dg.DagsterInstance, sensor: str, files: list[FileVersion]
+                      ) -> dict[str, str]:
+    """Stat keys of those versions a successful run left in place when their archive failed,
+    with the run and the error."""
+    out: dict[str, str] = {}
+    if not files:
+        return out
+    for run, at_path in _runs_of_files(instance, sensor, files):
+        kept = Fingerprint.parse(run.tags.get(TAG_KEPT_FINGERPRINT))
+        for f in at_path:
+            if kept is not None and kept.matches(f):
+                out[f.stat_key] = (f"run {run.run_id[:8]} read it, archiving failed: "
+                                   f"{run.tags.get(TAG_ARCHIVE_FAILED, '?')}")
+    return out
+
+
+def record_failed_archive(instance: dg.DagsterInstance, run_id: str, path: str,
+                          delivered: Fingerprint | None, error: OSError) -> str:
+    """A successful run could not archive its file, which was put back at its name (the
+    rename moved its ctime, so the sensor would take it for a new version and run it again,
+    every tick: an append writer would write its rows each time). The run's tags record the
+    version left there, which the sensor then never runs; what to tell the person."""
+    left = fingerprint(path)
+    tags = {TAG_ARCHIVE_FAILED: str(error)[:300]}
+    if left is not None and delivered is not None and \
+            delivered.differences(left, ctime=False) is None:
+        tags[TAG_KEPT_FINGERPRINT] = left.dump()
+    instance.add_run_tags(run_id, tags)
+    if TAG_KEPT_FINGERPRINT not in tags:
+        return f"could not archive {path}: {error}"
+    return (f"could not archive {path}: {error}. The file stays at its name; the sensor does not "
+            "run this version again (its skip reason names it). Move it to the archive "
+            "yourself once the cause is fixed; a changed file runs again.")
 
 
 def _skip_reason(pattern: str, root: Path, archive: Path | None, settling: list[FileVersion],
                  already: list[FileVersion], skipped: list[tuple[FileVersion, str]],
-                 now_ns: int) -> str:
+                 now_ns: int, unarchived: Mapping[str, str] | None = None) -> str:
+    unarchived = unarchived or {}
     parts = [f"no new files matching {pattern}"]
     future = sorted(_shown_name(f.path, root) for f in settling
                     if min(f.mtime_ns, f.ctime_ns) > now_ns)
@@ -287,9 +343,16 @@ def _skip_reason(pattern: str, root: Path, archive: Path | None, settling: list[
     if skipped:
         parts.append(f"{len(skipped)} file(s) skipped: " + _listed(
             sorted(f"{_shown_name(f.path, root)} ({why})" for f, why in skipped)))
+    if unarchived:
+        parts.append(f"{len(unarchived)} file(s) read by a successful run but not archived, "
+                     "not run again until they change: " + _listed(sorted(
+                         f"{_shown_name(f.path, root)} ({unarchived[f.stat_key]})"
+                         for f in already if f.stat_key in unarchived)))
+    already = [f for f in already if f.stat_key not in unarchived]
     if already:
         names = sorted({_shown_name(f.path, root) for f in already})
-        parts.append(f"{len(names)} file(s) already run and unchanged since: " + _listed(names)
+        parts.append(f"{len(names)} file(s) already have a run (queued, running or done) and "
+                     "are unchanged since: " + _listed(names)
                      + " (write, touch or move a file in again to run it again)")
     if archive is not None and _inside(archive, root):
         parts.append(f"files under the archive directory {archive} are not watched")
@@ -515,8 +578,20 @@ def _move_new(file: Path, target: Path) -> bool:
 
 
 def _free_names(src: Path, tag: str) -> Iterator[str]:
-    """src's name, then ``<stem>.<tag><suffix>``, then ``<stem>.<tag>.<n><suffix>``."""
+    """src's name, then ``<stem>.<tag><suffix>``, then ``<stem>.<tag>.<n><suffix>``; the stem
+    cut where a name would pass the 255 bytes a file name may have (a long name met twice)."""
     yield src.name
-    yield f"{src.stem}.{tag}{src.suffix}"
+    yield _fitted(src.stem, f".{tag}{src.suffix}")
     for n in itertools.count(2):
-        yield f"{src.stem}.{tag}.{n}{src.suffix}"
+        yield _fitted(src.stem, f".{tag}.{n}{src.suffix}")
+
+
+_NAME_MAX = 255  # bytes of a file name on Linux, macOS and Windows filesystems
+
+
+def _fitted(stem: str, tail: str) -> str:
+    room = _NAME_MAX - len(os.fsencode(tail))
+    raw = os.fsencode(stem)
+    if len(raw) <= room:
+        return stem + tail
+    return raw[:room].decode("utf-8", "ignore") + tail  # never half a character
