@@ -59,6 +59,31 @@ def _command(argv: Sequence[str] | None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except Exception as exc:
+        full = _disk_full(exc)
+        if full is None or getattr(args, "debug", False):
+            raise
+        print(f"error: a disk is full ({full}). Free space where the sessions directory and "
+              "the Dagster home are, then run again; a run cut short is listed unfinished by "
+              "`osiris-dagster sessions list`.", file=sys.stderr)
+        return 1
+
+
+_FULL = ("database or disk is full", "No space left on device", "Disk quota exceeded")
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The message of the error in ``exc``'s chain that says a disk is full (SQLite's, DuckDB's,
+    the system's), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        if any(words in text for words in _FULL):
+            return text.splitlines()[0] if text else type(current).__name__
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _discard_closed_outputs() -> bool:

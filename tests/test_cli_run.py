@@ -398,3 +398,28 @@ def test_progress_lines_are_printed_at_most_every_few_seconds_per_step() -> None
     assert [line for line in lines if "pages: running" in line] == [
         "  .. pages: running 0.1s, 0 rows so far"]
     assert "  .. other: running 0.1s, 1 rows so far" in lines
+
+
+def test_a_full_disk_ends_the_command_with_an_error_not_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Dagster's event log write failing on a full disk ended `run` in a 100-line traceback."""
+    import sqlite3
+
+    from osiris_dagster import cli as cli_module
+
+    def disk_full(*args: object, **kwargs: object) -> int:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as exc:  # as SQLAlchemy wraps it
+            raise RuntimeError("(sqlite3.OperationalError) database or disk is full\n"
+                               "(Background on this error at: https://sqlalche.me)") from exc
+
+    monkeypatch.setattr(cli_module, "_run_with_dagster", disk_full)
+    code = cli_module.main(["run", str(EXAMPLE), "--connections", str(CONNECTIONS),
+                            "--sessions-dir", str(tmp_path / "sessions")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: a disk is full ((sqlite3.OperationalError) database or disk "
+                          "is full). Free space where the sessions directory")
+    assert "Traceback" not in err

@@ -616,3 +616,30 @@ def test_rows_the_step_has_not_ingested_yet_wait_on_disk_not_in_memory(
         assert (count, total) == (3_000_000, sum(range(3_000_000)))
         assert left == sorted(left, reverse=True) and left[-1] == 1  # read ones are deleted
     assert list(spool_parent.iterdir()) == []
+
+
+def test_a_spool_that_cannot_be_written_says_so(mysql: MySQLTarget, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk under the spool was reported as a connectorx failure with "check the
+    server's log and the network"."""
+    import tempfile
+
+    from osiris_dagster.drivers.mysql import arrow
+    from osiris_dagster.drivers.mysql.connection import MySQLParams
+
+    made = tempfile.mkdtemp
+
+    def spool_with_a_blocked_name(**kwargs: Any) -> str:
+        spool = made(**kwargs)
+        Path(spool, "part-000002").mkdir()  # the child cannot create its third segment
+        return spool
+
+    monkeypatch.setattr(arrow.tempfile, "mkdtemp", spool_with_a_blocked_name)
+    params = MySQLParams(mysql.host, mysql.port, mysql.database, mysql.user, mysql.password)
+    sql = f"SELECT n, REPEAT('x', 100) AS pad FROM ({_numbers(50000)}) AS t"
+    with pytest.raises(arrow.ArrowReadError) as err, \
+            arrow.ArrowRead(params, sql, 1000, tmp_path, segment_bytes=1 << 16) as read:
+        for _ in read.batches():
+            pass
+    assert err.value.kind == "spool"
+    assert "mysql-read-" in err.value.message and ": File exists" in err.value.message

@@ -39,7 +39,7 @@ import pyarrow as pa
 from pymysql.constants import FIELD_TYPE
 
 from osiris_dagster.core.masking import scrub
-from osiris_dagster.drivers.mysql.arrow_child import ERROR_MARK, segment_name
+from osiris_dagster.drivers.mysql.arrow_child import ERROR_MARK, SPOOL_ERROR, segment_name
 from osiris_dagster.drivers.mysql.connection import MySQLParams
 
 CHILD = Path(__file__).with_name("arrow_child.py")
@@ -83,7 +83,8 @@ def native_ok(type_code: int, precision: int = 0, scale: int = 0) -> bool:
 class ArrowReadError(Exception):
     """connectorx failed. ``kind``: ``value`` (a value it cannot convert), ``type`` (a column type
     it does not know), ``connect`` (it could not connect or log in, where pymysql could),
-    ``server`` (a MySQL error, ``code`` set) or ``other``. The message holds no secret."""
+    ``server`` (a MySQL error, ``code`` set), ``spool`` (writing the rows not yet ingested to
+    disk failed) or ``other``. The message holds no secret."""
 
     def __init__(self, kind: str, message: str, code: int | None = None) -> None:
         super().__init__(message)
@@ -215,8 +216,11 @@ class ArrowRead:
             report = json.loads(text[mark + len(ERROR_MARK):].splitlines()[0])
             message = str(report.get("message") or report.get("type"))
         except (ValueError, IndexError):
-            message = "connectorx failed"
-        return classify(scrub(message, url_secrets(self._params)))
+            report, message = {}, "connectorx failed"
+        message = scrub(message, url_secrets(self._params))
+        if report.get("type") == SPOOL_ERROR:
+            return ArrowReadError("spool", message)
+        return classify(message)
 
     def stop(self) -> None:
         """End the child if it still runs: its MySQL connection closes, nothing is drained.

@@ -36,6 +36,13 @@ from typing import Any
 ERROR_MARK = "\x1eosiris-cx-error:"
 
 
+SPOOL_ERROR = "SpoolError"  # the type reported when writing a spool file failed
+
+
+class SpoolError(OSError):
+    """Writing the spool failed (a full disk, a quota): not connectorx's or MySQL's doing."""
+
+
 def segment_name(index: int) -> str:
     return f"part-{index:06d}"
 
@@ -51,15 +58,26 @@ class SegmentSink:
         self._size = 0
         self._fd = self._create(0)
         self.closed = False
+        self.failed: SpoolError | None = None
 
     def _create(self, index: int) -> int:
         return os.open(os.path.join(self._directory, segment_name(index)),
                        os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
+        if self.failed is not None:
+            raise self.failed  # the first failure, not what writing on after it gives
+        try:
+            return self._write(memoryview(data).cast("B"))
+        except OSError as exc:
+            self.failed = SpoolError(exc.errno,
+                                     f"writing {self._directory}: {exc.strerror or exc}")
+            raise self.failed from None
+
+    def _write(self, view: memoryview) -> int:
         if self._size >= self._limit:
             os.close(self._fd)
+            self._fd = -1
             self._index += 1
             self._fd = self._create(self._index)
             self._size = 0
@@ -77,7 +95,8 @@ class SegmentSink:
 
     def close(self) -> None:
         if not self.closed:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             self.closed = True
 
 
@@ -107,8 +126,10 @@ def main() -> int:
     except BrokenPipeError:
         return 0  # the parent stopped reading (a `limit` reached, or the step was stopped)
     except BaseException as exc:  # noqa: BLE001 - connectorx raises a BaseException on panics
+        kind = SPOOL_ERROR if isinstance(exc, SpoolError) or SPOOL_ERROR in str(exc) \
+            else type(exc).__name__  # (pyarrow may hand back the sink's error wrapped)
         sys.stderr.write("\n" + ERROR_MARK + json.dumps(
-            {"type": type(exc).__name__, "message": str(exc)}) + "\n")
+            {"type": kind, "message": str(exc)}) + "\n")
         sys.stderr.flush()
         return 1
     return 0

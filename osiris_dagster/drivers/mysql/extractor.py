@@ -498,6 +498,11 @@ class _Reader:
             return None
         if exc.kind in ("value", "type", "connect"):
             return _UseExact(f"connectorx: {exc.message}")
+        if exc.kind == "spool":
+            return DriverError(f"{self.describe}: the rows read but not ingested yet could not "
+                               f"wait on disk ({exc.message}). Free space in the session's "
+                               "tmp/ directory, or give the sessions directory a larger disk, "
+                               "and run again.")
         if exc.kind == "server":
             return _fail(self.ctx, self.params, f"reading {self.source}",
                          _ServerError(exc.code, exc.message))
