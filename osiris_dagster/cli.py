@@ -285,7 +285,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             result.diagnostics.extend(connection_diagnostics(result.pipeline, connections, f))
             if connections is not None:
                 result.diagnostics.extend(path_diagnostics(
-                    result.pipeline, connections, f, _params_given_by_runs(result.pipeline)))
+                    result.pipeline, connections, f, result.pipeline.dagster.run_param_names()))
         for d in result.errors:
             print(str(d), flush=True)
         for d in result.warnings:
@@ -297,17 +297,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
             invalid += 1
             print(f"{f}: {len(result.errors)} error(s)", file=sys.stderr)
     return EXIT_INVALID if invalid else EXIT_OK
-
-
-def _params_given_by_runs(pipeline: Any) -> set[str]:
-    """The parameters whose value comes with each run: its partition's, a sensor's (the file
-    it found), a schedule's."""
-    names = _params_of_partition(pipeline) if pipeline.dagster.partitions else set()
-    for sensor in pipeline.dagster.sensors:
-        names |= {sensor.param, *([sensor.name_param] if sensor.name_param else [])}
-    for schedule in pipeline.dagster.schedules:
-        names |= set(schedule.params)
-    return names
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -646,23 +635,11 @@ def _partition_argument_problem(pipeline: Any, partition: str | None,
                 "--partition KEY (one partition per run; Dagster's own CLI: `dagster asset "
                 "materialize --partition KEY` on your definitions); for several partitions, a "
                 "run per key, or a backfill in the Dagster UI")
-    given = sorted(_params_of_partition(pipeline) & params.keys())
+    given = sorted(pipeline.dagster.partition_param_names() & params.keys())
     if given:
         return (f"--param {', '.join(given)}: --partition sets it (the partition's own value); "
                 "leave it out")
     return None
-
-
-def _params_of_partition(pipeline: Any) -> set[str]:
-    """The parameters a partitioned run takes from its partition (partitions.partition_params)."""
-    settings = pipeline.dagster.partitions
-    names = {"partition_key"}
-    if settings.is_time:
-        names |= {"partition_start", "partition_end"}
-    if settings.kind == "dynamic":
-        for sensor in pipeline.dagster.sensors:
-            names |= {sensor.param, *([sensor.name_param] if sensor.name_param else [])}
-    return names
 
 
 def _unknown_partition(pipeline: Any, key: str, instance: Any) -> str | None:

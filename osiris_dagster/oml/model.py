@@ -89,8 +89,15 @@ class PartitionSettings:
     def is_time(self) -> bool:
         return self.kind in TIME_PARTITION_KINDS
 
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The parameters a run of one partition sets: its key, and a time partition's
+        bounds."""
+        return TIME_PARTITION_PARAMS if self.is_time else TIME_PARTITION_PARAMS[:1]
+
 
 TIME_PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
+TIME_PARTITION_PARAMS = ("partition_key", "partition_start", "partition_end")
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,29 @@ class DagsterSettings:
     timeout_seconds: float | None = None
     retry: RetrySettings | None = None
     partitions: PartitionSettings | None = None
+
+    def sensor_param_names(self) -> set[str]:
+        """The parameters a sensor's run sets: the file's path, and its name."""
+        return {n for sensor in self.sensors
+                for n in (sensor.param, sensor.name_param) if n}
+
+    def partition_param_names(self) -> set[str]:
+        """The parameters a partitioned run takes from its partition (a dynamic partition is
+        a sensor's file: its parameters too)."""
+        if self.partitions is None:
+            return set()
+        names = set(self.partitions.param_names)
+        if self.partitions.kind == "dynamic":
+            names |= self.sensor_param_names()
+        return names
+
+    def run_param_names(self) -> set[str]:
+        """The parameters whose value comes with each run: its partition's, a sensor's (the
+        file it found), a schedule's."""
+        names = self.partition_param_names() | self.sensor_param_names()
+        for schedule in self.schedules:
+            names |= set(schedule.params)
+        return names
 
     def for_step(self, step_id: str) -> StepDagster:
         return self.steps.get(step_id, StepDagster())

@@ -8,7 +8,12 @@ from dataclasses import replace
 from datetime import date, timedelta
 
 from osiris_dagster.oml.diagnostics import Collector
-from osiris_dagster.oml.model import TIME_PARTITION_KINDS, DagsterSettings, PartitionSettings
+from osiris_dagster.oml.model import (
+    TIME_PARTITION_KINDS,
+    TIME_PARTITION_PARAMS,
+    DagsterSettings,
+    PartitionSettings,
+)
 from osiris_dagster.oml.params import ParamSpec, coerce
 from osiris_dagster.oml.x_dagster_fields import valid_timezone
 from osiris_dagster.oml.yaml_lines import LineDict, LineList
@@ -175,7 +180,7 @@ def declare_partition_params(specs: dict[str, ParamSpec],
     partition fills them. ``declared``: the pipeline has an `x-dagster.partitions` that is not
     valid (its own error says why): its references are not also reported as unresolved."""
     defaults = _partition_param_defaults(partitions) if partitions is not None or not declared \
-        else {"partition_key": "", "partition_start": "", "partition_end": ""}
+        else dict.fromkeys(TIME_PARTITION_PARAMS, "")
     for name, default in defaults.items():
         if name not in specs:  # implicit: the run's partition fills them
             specs[name] = ParamSpec(name, default, True, f"The run's {name.replace('_', ' ')}.",
@@ -232,8 +237,7 @@ def _partition_param_defaults(p: PartitionSettings | None) -> dict[str, str]:
     if p is None:
         return {}
     if p.is_time:
-        return {"partition_key": p.start or "", "partition_start": p.start or "",
-                "partition_end": p.start or ""}
+        return dict.fromkeys(p.param_names, p.start or "")
     return {"partition_key": p.keys[0] if p.keys else "__partition_key__"}
 
 
