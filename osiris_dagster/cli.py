@@ -461,7 +461,7 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
         return EXIT_INVALID
     store = store_for(settings)
     sessions = store.list_sessions()
-    referenced, ended = (set(), set()) if args.force else _what_dagster_knows(
+    referenced, ended = (set(), {}) if args.force else _what_dagster_knows(
         settings, [s.session_id for s in sessions if s.status is None])
     delete, protected = select_for_cleaning(sessions, older_than=older, keep=args.keep,
                                             referenced=referenced, ended=ended,
@@ -470,7 +470,7 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
         print(f"kept    {k.session.session_id} ({k.reason}; --force deletes)")
     report = None if args.dry_run else store.drop_sessions(delete, keep_snapshots)
     for s in delete:
-        over = ", unfinished: its Dagster run is over" if s.session_id in ended else ""
+        over = f", unfinished: {ended[s.session_id]}" if s.session_id in ended else ""
         print(f"{'would delete' if args.dry_run else 'deleted'} {s.session_id} "
               f"({_size(s.size_bytes)}, {s.pipeline or '?'}{over})")
     freed = sum(s.size_bytes for s in delete) - (report.bytes_left if report else 0)
@@ -481,12 +481,22 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
     return EXIT_OK
 
 
-def _what_dagster_knows(settings: Any, unfinished: Sequence[str]) -> tuple[set[str], set[str]]:
+def _what_dagster_knows(settings: Any, unfinished: Sequence[str]
+                        ) -> tuple[set[str], dict[str, str]]:
     """(session ids that latest materialisations reference, the ``unfinished`` sessions whose
-    run the instance records as over), from the Dagster instance `run` uses."""
+    run is over, with how that is known): from the Dagster instance `run` uses, and for an
+    `osiris-dagster run` on this host killed outright, from its lock."""
+    from osiris_dagster.runtime.run_process import runs_whose_process_is_gone
+
     warnings.filterwarnings("ignore")
     with _instance(settings) as instance:  # disposed after: its kept connections closed
-        return _referenced_sessions(instance), _ended_runs(instance, unfinished)
+        referenced = _referenced_sessions(instance)
+        ended = dict.fromkeys(_ended_runs(instance, unfinished), "its Dagster run is over")
+    gone = runs_whose_process_is_gone(settings.sessions_dir, {sid[:36] for sid in unfinished})
+    for sid in unfinished:
+        if sid not in ended and sid[:36] in gone:
+            ended[sid] = "the `osiris-dagster run` that ran it was killed"
+    return referenced, ended
 
 
 def _referenced_sessions(instance: Any) -> set[str]:
@@ -677,6 +687,7 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     from osiris_dagster.dagster_layer.loader import definitions_from_built, describe_build_error
     from osiris_dagster.dagster_layer.sqlite_files import sqlite_files_held_open
     from osiris_dagster.oml.params import coerce, declared_params
+    from osiris_dagster.runtime.run_process import process_running
     from osiris_dagster.runtime.session import Session
 
     try:
@@ -720,7 +731,8 @@ def _run_with_dagster(args: argparse.Namespace, pipeline: Any, params: dict[str,
     plog.propagate = False
     started = time.monotonic()
     try:
-        with sqlite_files_held_open(instance):  # one checkpoint per file, not per event
+        with process_running(settings.sessions_dir, run_id), \
+                sqlite_files_held_open(instance):  # one checkpoint per file, not per event
             res = job.execute_in_process(run_config=run_cfg, instance=instance, run_id=run_id,
                                          asset_selection=selection, raise_on_error=False,
                                          partition_key=args.partition,

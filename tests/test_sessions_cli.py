@@ -91,6 +91,49 @@ def test_clean_keeps_the_session_of_a_run_still_going(tmp_path: Path) -> None:
                                     "--older-than", "0s", cwd=tmp_path).stdout
 
 
+def test_clean_deletes_the_session_of_a_run_killed_outright(tmp_path: Path) -> None:
+    """`osiris-dagster run` killed with SIGKILL (the OOM killer) left its run STARTED in the
+    instance and its session unfinished: `clean` kept it for good, and only `--force` (which
+    also takes the sessions of runs still going) removed it."""
+    import subprocess
+    import sys
+
+    from .gate import Gate, gate_step
+    from .helpers import write
+
+    gate = Gate()
+    try:
+        pipeline = write(tmp_path / "waits.yaml", (
+            'oml_version: "0.1.0"\nname: waits\nsteps:\n' + gate_step("wait", gate.url, [])))
+        sessions = tmp_path / "s"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
+        run = subprocess.Popen(
+            [sys.executable, "-m", "osiris_dagster.cli", "run", str(pipeline),
+             "--sessions-dir", str(sessions)], cwd=tmp_path, env=env, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert gate.hit.wait(120), "the run never reached its gate step"
+            (session,) = [d for d in sessions.iterdir() if not d.name.startswith(".")]
+            going = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0",
+                        cwd=tmp_path)
+            assert f"kept    {session.name} (unfinished" in going.stdout and session.is_dir()
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    finally:
+        gate.close()
+    listed = cli("sessions", "--sessions-dir", str(sessions), "list", cwd=tmp_path)
+    assert session.name in listed.stdout and "unfinished" in listed.stdout
+    cleaned = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0",
+                  cwd=tmp_path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert (f"deleted {session.name} (" in cleaned.stdout and
+            "unfinished: the `osiris-dagster run` that ran it was killed)" in cleaned.stdout)
+    assert not session.exists()
+    assert list((sessions / ".dagster" / "running").iterdir()) == []
+
+
 def test_clean_force_deletes_an_unfinished_session(tmp_path: Path) -> None:
     from osiris_dagster.core.settings import Settings
     from osiris_dagster.runtime.session import Session
