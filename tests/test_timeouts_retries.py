@@ -262,3 +262,38 @@ def test_a_run_being_cancelled_stops_its_step_without_the_signal(
     assert not (workdir / "out.csv").exists()
     assert not [e for e in events(sessions / run_id) if e["event"] == "step_error"
                 and e.get("timed_out")]
+
+
+def test_a_terminated_run_is_not_retried_by_its_retry_policy(
+        workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Dagster runs a step its retry policy covers again after an interrupt too: a terminate
+    took max_retries x delay (45 s in a review, minutes with a backoff), ending in "Exceeded
+    max_retries"."""
+    sessions = tmp_path / "s"
+    text = CANCELLED.replace("x-dagster:\n", "x-dagster:\n  retry: {max_retries: 2, "
+                                             "delay_seconds: 1}\n", 1)
+    assert "retry:" in text
+    defs = defs_for(write(workdir / "cancelled.yaml", text), sessions)
+    run_id = "7d1c2b3a-5a3e-4c53-9a43-3f6c1d6b2b12"
+
+    def cancel_once_crunching() -> None:
+        while True:  # the step has started: its session logged it
+            log = sessions / run_id / "logs" / "events.jsonl"
+            if log.exists() and '"step_start"' in log.read_text(encoding="utf-8"):
+                break
+            time.sleep(0.05)
+        instance.report_run_canceling(instance.get_run_by_id(run_id))
+
+    canceller = threading.Thread(target=cancel_once_crunching, daemon=True)
+    canceller.start()
+    result = defs.resolve_job_def("cancelled").execute_in_process(
+        instance=instance, run_id=run_id, raise_on_error=False)
+    canceller.join()
+    assert not result.success
+    types = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in types and "STEP_RESTARTED" not in types
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+                  and e.step_key == "cancelled__crunch"]
+    assert "cancelled: the run was terminated" in str(failure.event_specific_data.error)
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.CANCELED
+    assert not (workdir / "out.csv").exists()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.storage.tags import RETRY_ON_ASSET_OR_OP_FAILURE_TAG, RETRY_STRATEGY_TAG
 
 from osiris_dagster.core.errors import OsirisError, PipelineInvalidError, StepError
@@ -299,23 +300,42 @@ def _pipeline_of_run(context: dg.AssetExecutionContext, template: Pipeline, step
     return _resolve_for_run(template, text, run_cfg)
 
 
+def _cancelling(context: dg.AssetExecutionContext) -> dg.DagsterRunStatus | None:
+    """The run's status when it is being cancelled (CANCELING, CANCELED), else None."""
+    try:
+        run = context.instance.get_run_by_id(context.run_id)
+    except Exception:  # noqa: BLE001 - run storage out of reach: the signal still works
+        return None
+    if run is not None and run.status in (dg.DagsterRunStatus.CANCELING,
+                                          dg.DagsterRunStatus.CANCELED):
+        return run.status
+    return None
+
+
 def _stop_when_cancelling(context: dg.AssetExecutionContext) -> Callable[[], None]:
     """Raises Dagster's interrupt when the run is being cancelled. Dagster's terminate marks
     the run CANCELING, then interrupts its process with a signal; the exception the signal
     handler raises is discarded when it lands in a garbage-collector callback (about one
     terminate in ten at a step boundary), and the run went on to write."""
-    from dagster._core.errors import DagsterExecutionInterruptedError
 
     def check() -> None:
-        try:
-            run = context.instance.get_run_by_id(context.run_id)
-        except Exception:  # noqa: BLE001 - run storage out of reach: the signal still works
-            return
-        if run is not None and run.status in (dg.DagsterRunStatus.CANCELING,
-                                              dg.DagsterRunStatus.CANCELED):
+        status = _cancelling(context)
+        if status is not None:
             raise DagsterExecutionInterruptedError(
-                f"run {context.run_id} is being cancelled ({run.status.value})")
+                f"run {context.run_id} is being cancelled ({status.value})")
     return check
+
+
+def _cancelled(context: dg.AssetExecutionContext, pipeline_name: str, step_id: str
+               ) -> dg.Failure | None:
+    """The step's failure when its run is being cancelled, else None. Dagster runs a step its
+    retry policy covers again after an interrupt too: a terminate then took max_retries x the
+    delay, ending in "Exceeded max_retries". A Failure that allows no retry ends it at once
+    (the run still ends CANCELED: its failed steps in a CANCELING run)."""
+    if _cancelling(context) is None:
+        return None
+    return dg.Failure(description=f"pipeline '{pipeline_name}', step '{step_id}': cancelled: "
+                                  "the run was terminated", allow_retries=False)
 
 
 def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id: str,
@@ -323,7 +343,9 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                   key: dg.AssetKey, asset_views: Mapping[str, str] | None = None,
                   columns: StepColumns | None = None) -> Iterator[Any]:
     check_stop = _stop_when_cancelling(context)
-    check_stop()  # a terminate's interrupt lost between two steps: the next does not start
+    stopped = _cancelled(context, template.name, step_id)
+    if stopped is not None:  # a terminate's interrupt lost between two steps: the next does
+        raise stopped  # not start
     osiris: OsirisResource = getattr(context.resources, RESOURCE_KEY)
     pipeline = _pipeline_of_run(context, template, step_id, text, res_key)
     masker = Masker()
@@ -361,6 +383,11 @@ def _execute_step(context: dg.AssetExecutionContext, template: Pipeline, step_id
                            retried_on_failure=_retried_on_failure(context, pipeline, step_id),
                            on_notice=_notice_reporter(context, masker),
                            check_stop=check_stop)
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        stopped = _cancelled(context, pipeline.name, step_id)
+        if stopped is None:
+            raise  # Ctrl-C of `osiris-dagster run`, or an interrupt outside a terminate
+        raise stopped from None
     except StepError as exc:
         progress_log.info("error", extra={"osiris": {"event": "step_error", "step_id": step_id,
                                                      "error": exc.reason}})
