@@ -1353,6 +1353,35 @@ def test_sql_writer_domains_and_whole_numbers_into_integer_columns(
     assert len(_rows(pg, "s_dom")) == 2
 
 
+def test_a_connection_lost_during_the_write_is_a_rolled_back_write_naming_the_table(
+        pg: PgTarget, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed during the COPY (pg_terminate_backend, a failover): the rollback in the error
+    handler raised on the dead connection, so the step failed with a bare "OperationalError:
+    the connection is lost" instead of the writer's message."""
+    import psycopg
+
+    from .conftest import PG_DSN
+
+    t = pg.table("s_lost")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int, name text, "
+                                            "price numeric(10,2))")
+    harness.upstream(ROWS)
+    original = supabase_writer._SqlWrite._write
+
+    def lose_the_connection_then_write(self: Any, cur: Any) -> int:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:  # the server drops the session
+            admin.execute("SELECT pg_terminate_backend(%s)", (cur.connection.info.backend_pid,))
+        return original(self, cur)
+
+    monkeypatch.setattr(supabase_writer._SqlWrite, "_write", lose_the_connection_then_write)
+    with pytest.raises(DriverError) as info:
+        harness.write("supabase.writer", pg.connection(), schema=pg.schema, table="s_lost")
+    msg = str(info.value)
+    assert msg.startswith("supabase.writer")
+    assert f"Nothing was written: the transaction was rolled back and {pg.schema}.s_lost" in msg
+    assert _rows(pg, "s_lost") == []
+
+
 def test_sql_writer_commit_without_answer_is_reported_as_unknown(
         pg: PgTarget, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """The connection dies while the COMMIT is under way: the writer cannot know whether the

@@ -278,6 +278,16 @@ _TARGET_COLUMNS_SQL = table_columns_sql(
     + _KEEP_ON_REPLACE)
 
 
+def _roll_back(conn: Any) -> None:
+    """Roll the transaction back; on a connection that is lost (killed, a failover) the server
+    has already done so when it ended the session, and the rollback's own error would hide the
+    write's."""
+    import psycopg
+
+    with contextlib.suppress(psycopg.OperationalError):
+        conn.rollback()
+
+
 class _SqlWrite:
     def __init__(self, ctx: StepContext, opts: Options, params: PgParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
@@ -331,12 +341,12 @@ class _SqlWrite:
                 try:
                     rows = self._write(cur)
                 except psycopg.Error as exc:
-                    conn.rollback()
+                    _roll_back(conn)
                     raise self._fail(f"writing {self.label}", exc,
                                      note=f"Nothing was written: the transaction was rolled "
                                           f"back and {self.label} is as it was.") from None
                 except BaseException:
-                    conn.rollback()
+                    _roll_back(conn)
                     raise
             commit_started(self.ctx)
             try:
