@@ -286,6 +286,31 @@ def test_mysql_extractor_with_connection_needs_no_user_or_password(tmp_path):
                                                "query": "SELECT * FROM movies"}
 
 
+def test_mysql_extractor_offset_on_a_table_is_refused_at_validate(tmp_path):
+    """`run` refused it (a table's row order is arbitrary) while `validate` passed it."""
+    result = check(tmp_path, steps("""
+        - id: extract-movies
+          component: mysql.extractor
+          mode: read
+          config:
+            connection: "@mysql.db_movies"
+            table: movies
+            offset: 1
+    """))
+    (error,) = result.errors
+    assert error.message.startswith("`offset` 1 on `table` movies: a table is read in no set "
+                                    "order") and "ORDER BY" in error.message
+    assert check(tmp_path, steps("""
+        - id: extract-movies
+          component: mysql.extractor
+          mode: read
+          config:
+            connection: "@mysql.db_movies"
+            query: SELECT * FROM movies ORDER BY id
+            offset: 1
+    """)).errors == []
+
+
 # --- top-level keys -----------------------------------------------------------------------------
 def test_missing_required_top_level_keys_all_reported(tmp_path):
     result = check(tmp_path, "description: nothing else\n")

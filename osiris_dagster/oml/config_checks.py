@@ -63,6 +63,13 @@ def check_config(spec: ComponentSpec, config: dict, raw: LineDict, step: str | N
     _check_write_keys(spec, config, line_of, raw, step, out)
     if spec.name == "mysql.extractor" and "query" not in config and "table" not in config:
         out.error(raw.line_of("config"), "mysql.extractor needs 'query' or 'table'", step)
+    offset = config.get("offset")
+    if spec.name == "mysql.extractor" and "query" not in config and \
+            isinstance(offset, int) and not isinstance(offset, bool) and offset > 0:
+        out.error(line_of("offset"), f"`offset` {offset} on `table` {config.get('table')}: a "
+                                     "table is read in no set order, so which rows it skips "
+                                     "would be arbitrary; write a `query` with an ORDER BY on "
+                                     "columns unique per row and give it the `offset`", step)
 
 
 def _check_write_keys(spec: ComponentSpec, config: dict, line_of: Any, raw: LineDict,
