@@ -561,3 +561,35 @@ def test_static_partition_keys_an_integer_partition_key_cannot_take_fail_validat
     assert [(d.line, "'05'" in d.message and "type: string" in d.message)
             for d in result.errors] == [(6, True)], [str(d) for d in result.errors]
     assert not run(tmp_path, text.replace('"05", ', "")).errors
+
+
+def test_a_parameter_name_yaml_reads_as_a_boolean_says_to_quote_it(tmp_path):
+    """`off: 0` declared the parameter `False`: `${params.off}` was then 'unresolved' although
+    it is declared, with no word about why."""
+    result = run(tmp_path, """\
+        oml_version: "0.1.0"
+        name: offp
+        params:
+          off: 0
+        steps:
+          - id: q
+            component: duckdb.processor
+            mode: transform
+            config: {query: "SELECT ${params.off} AS n"}
+        """)
+    first = result.errors[0]
+    assert first.line == 4
+    assert first.message.startswith("parameter name False is not text: YAML reads an unquoted "
+                                    "`off`") and "quote the name (`'off': 0`)" in first.message
+    quoted = run(tmp_path, """\
+        oml_version: "0.1.0"
+        name: offp
+        params:
+          'off': 0
+        steps:
+          - id: q
+            component: duckdb.processor
+            mode: transform
+            config: {query: "SELECT ${params.off} AS n"}
+        """)
+    assert cfg(quoted, "q")["query"] == "SELECT 0 AS n"

@@ -45,6 +45,11 @@ def declared_params(doc: Mapping[str, Any], out: Collector) -> dict[str, ParamSp
     specs: dict[str, ParamSpec] = {}
     for name, value in raw.items():
         line = raw.line_of(name) if isinstance(raw, LineDict) else 0
+        if not isinstance(name, str):
+            out.error(line, f"parameter name {name!r} is not text: YAML reads an unquoted "
+                            "`off`, `on`, `yes`, `no`, `true`, `false` or `null` as a boolean "
+                            "or null, and digits as a number; quote the name (`'off': 0`)")
+            continue
         if isinstance(value, dict) and value and set(value) <= _SPEC_KEYS:
             declared_type = value.get("type")
             ptype = _TYPES.get(str(declared_type)) if declared_type is not None else None
