@@ -246,3 +246,14 @@ def test_two_sets_of_pipelines_merge_into_one_location(tmp_path: Path,
     assert keys == {"first/gen", "second/gen"}
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
     assert result.success
+
+
+def test_loading_the_definitions_shows_no_beta_warning() -> None:
+    """Every `dagster asset list -f ...` printed Dagster's BetaWarning for the code reference
+    classes, twice per loaded module."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_definitions([REPO / "pipelines" / "director_stats.yaml"])
+    assert [str(w.message) for w in caught if issubclass(w.category, dg.BetaWarning)] == []

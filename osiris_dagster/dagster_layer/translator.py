@@ -7,6 +7,7 @@ every step, dependency keys included.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import dagster as dg
@@ -41,8 +42,7 @@ class OsirisTranslator:
             "osiris/component": step.component,
             "osiris/pipeline": pipeline.name,
             "osiris/pipeline_file": dg.MetadataValue.path(str(pipeline.path)),
-            "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[
-                dg.LocalFileCodeReference(file_path=str(pipeline.path), line_number=step.line)]),
+            "dagster/code_references": _code_reference(str(pipeline.path), step.line),
         }
         if spec.produces_table:
             metadata["osiris/table"] = table_names(s.id for s in pipeline.steps)[step.id]
@@ -62,3 +62,13 @@ class OsirisTranslator:
             metadata=metadata,
             partitions_def=partitions_definition(pipeline),
         )
+
+
+def _code_reference(path: str, line: int) -> dg.CodeReferencesMetadataValue:
+    """The UI's "open in editor" link to the step's line. Dagster marks both classes beta and
+    warns each time a command loads the definitions; the link is ours to keep working, not the
+    user's to be told about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.CodeReferencesMetadataValue(code_references=[
+            dg.LocalFileCodeReference(file_path=path, line_number=line)])
