@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from .test_cli_run import CONNECTIONS, EXAMPLE, cli
@@ -44,11 +46,19 @@ def test_clean_needs_a_criterion_and_valid_age(tmp_path: Path) -> None:
     assert cli("sessions", "show", "nope", cwd=tmp_path).returncode == 2
 
 
+def _run_in_background(pipeline: Path, sessions: Path, cwd: Path) -> subprocess.Popen[str]:
+    """`osiris-dagster run` in a process group of its own (killed as a group), without the
+    environment's OSIRIS_* settings and Dagster home."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "osiris_dagster.cli", "run", str(pipeline),
+         "--sessions-dir", str(sessions)], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
 def test_clean_keeps_the_session_of_a_run_still_going(tmp_path: Path) -> None:
     """A run waiting at a gate is in progress: `clean` must not pull its session away."""
-    import subprocess
-    import sys
-
     from .gate import Gate, gate_step
     from .helpers import write
 
@@ -59,12 +69,7 @@ def test_clean_keeps_the_session_of_a_run_still_going(tmp_path: Path) -> None:
             "  - id: after\n    component: duckdb.processor\n    mode: transform\n"
             "    needs: [wait]\n    config: {query: 'SELECT count(*) AS n FROM input_df'}\n"))
         sessions = tmp_path / "s"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
-        run = subprocess.Popen(
-            [sys.executable, "-m", "osiris_dagster.cli", "run", str(pipeline),
-             "--sessions-dir", str(sessions)], cwd=tmp_path, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        run = _run_in_background(pipeline, sessions, tmp_path)
         try:
             assert gate.hit.wait(120), "the run never reached its gate step"
             (session,) = [d for d in sessions.iterdir() if not d.name.startswith(".")]
@@ -95,9 +100,6 @@ def test_clean_deletes_the_session_of_a_run_killed_outright(tmp_path: Path) -> N
     """`osiris-dagster run` killed with SIGKILL (the OOM killer) left its run STARTED in the
     instance and its session unfinished: `clean` kept it for good, and only `--force` (which
     also takes the sessions of runs still going) removed it."""
-    import subprocess
-    import sys
-
     from .gate import Gate, gate_step
     from .helpers import write
 
@@ -106,12 +108,7 @@ def test_clean_deletes_the_session_of_a_run_killed_outright(tmp_path: Path) -> N
         pipeline = write(tmp_path / "waits.yaml", (
             'oml_version: "0.1.0"\nname: waits\nsteps:\n' + gate_step("wait", gate.url, [])))
         sessions = tmp_path / "s"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OSIRIS_") and k != "DAGSTER_HOME"}
-        run = subprocess.Popen(
-            [sys.executable, "-m", "osiris_dagster.cli", "run", str(pipeline),
-             "--sessions-dir", str(sessions)], cwd=tmp_path, env=env, text=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        run = _run_in_background(pipeline, sessions, tmp_path)
         try:
             assert gate.hit.wait(120), "the run never reached its gate step"
             (session,) = [d for d in sessions.iterdir() if not d.name.startswith(".")]

@@ -236,6 +236,23 @@ steps:
 """
 
 
+def _cancel_once_started(instance: dg.DagsterInstance, sessions: Path, run_id: str
+                         ) -> threading.Thread:
+    """A thread that marks the run CANCELING (as Dagster's terminate does first) once its
+    step has started (its session logged it)."""
+    def cancel() -> None:
+        while True:
+            log = sessions / run_id / "logs" / "events.jsonl"
+            if log.exists() and '"step_start"' in log.read_text(encoding="utf-8"):
+                break
+            time.sleep(0.05)
+        instance.report_run_canceling(instance.get_run_by_id(run_id))
+
+    canceller = threading.Thread(target=cancel, daemon=True)
+    canceller.start()
+    return canceller
+
+
 def test_a_run_being_cancelled_stops_its_step_without_the_signal(
         workdir: Path, tmp_path: Path, instance: dg.DagsterInstance) -> None:
     """Dagster's terminate marks the run CANCELING and interrupts the run's process; about
@@ -245,16 +262,7 @@ def test_a_run_being_cancelled_stops_its_step_without_the_signal(
     defs = defs_for(write(workdir / "cancelled.yaml", CANCELLED), sessions)
     run_id = "0b7c1f0e-5a3e-4c53-9a43-3f6c1d6b2b11"
 
-    def cancel_once_crunching() -> None:
-        while True:  # the step has started: its session logged it
-            log = sessions / run_id / "logs" / "events.jsonl"
-            if log.exists() and '"step_start"' in log.read_text(encoding="utf-8"):
-                break
-            time.sleep(0.05)
-        instance.report_run_canceling(instance.get_run_by_id(run_id))
-
-    canceller = threading.Thread(target=cancel_once_crunching, daemon=True)
-    canceller.start()
+    canceller = _cancel_once_started(instance, sessions, run_id)
     result = defs.resolve_job_def("cancelled").execute_in_process(
         instance=instance, run_id=run_id, raise_on_error=False)
     canceller.join()
@@ -276,16 +284,7 @@ def test_a_terminated_run_is_not_retried_by_its_retry_policy(
     defs = defs_for(write(workdir / "cancelled.yaml", text), sessions)
     run_id = "7d1c2b3a-5a3e-4c53-9a43-3f6c1d6b2b12"
 
-    def cancel_once_crunching() -> None:
-        while True:  # the step has started: its session logged it
-            log = sessions / run_id / "logs" / "events.jsonl"
-            if log.exists() and '"step_start"' in log.read_text(encoding="utf-8"):
-                break
-            time.sleep(0.05)
-        instance.report_run_canceling(instance.get_run_by_id(run_id))
-
-    canceller = threading.Thread(target=cancel_once_crunching, daemon=True)
-    canceller.start()
+    canceller = _cancel_once_started(instance, sessions, run_id)
     result = defs.resolve_job_def("cancelled").execute_in_process(
         instance=instance, run_id=run_id, raise_on_error=False)
     canceller.join()
