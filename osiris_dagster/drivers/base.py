@@ -108,6 +108,7 @@ class StepContext(Protocol):
     connection: Mapping[str, Any] | None
     base_dir: Path | None  # from an @filesystem connection's base_dir, resolved to an absolute path
     state_dir: Path  # per pipeline step, outlives sessions (e.g. incremental high-water marks)
+    rows_so_far: int | None  # rows read so far: what a heartbeat between progress reports says
 
     def create_output(self, select_sql: str, params: Sequence[Any] | None = None) -> int:
         """Materialise ``select_sql`` as the step's table (atomically); returns its row count."""

@@ -14,13 +14,14 @@ class Progress:
     def __init__(self, ctx: StepContext, every: float = 1.0) -> None:
         self._ctx = ctx
         self._every = every
-        self._last = 0.0
+        self._last: float | None = None  # the first batch is always reported
         self.rows = 0
 
     def add(self, n: int) -> None:
         self.rows += n
+        self._ctx.rows_so_far = self.rows  # a heartbeat between two reports says this count
         now = time.monotonic()
-        if now - self._last >= self._every:
+        if self._last is None or now - self._last >= self._every:
             self._last = now
             self._ctx.progress(rows=self.rows)
 
