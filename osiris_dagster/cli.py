@@ -469,6 +469,10 @@ def _clean_sessions(args: argparse.Namespace, settings: Any) -> int:
     for k in protected:
         print(f"kept    {k.session.session_id} ({k.reason}; --force deletes)")
     report = None if args.dry_run else store.drop_sessions(delete, keep_snapshots)
+    if report is not None:
+        from osiris_dagster.runtime.run_process import forget_runs
+
+        forget_runs(settings.sessions_dir, {s.session_id[:36] for s in delete})
     for s in delete:
         over = f", unfinished: {ended[s.session_id]}" if s.session_id in ended else ""
         print(f"{'would delete' if args.dry_run else 'deleted'} {s.session_id} "

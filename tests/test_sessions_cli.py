@@ -122,6 +122,12 @@ def test_clean_deletes_the_session_of_a_run_killed_outright(tmp_path: Path) -> N
         gate.close()
     listed = cli("sessions", "--sessions-dir", str(sessions), "list", cwd=tmp_path)
     assert session.name in listed.stdout and "unfinished" in listed.stdout
+    dry = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0", "--dry-run",
+              cwd=tmp_path)
+    assert f"would delete {session.name} (" in dry.stdout and session.is_dir()
+    young = cli("sessions", "--sessions-dir", str(sessions), "clean", "--older-than", "7d",
+                cwd=tmp_path)  # (a nightly clean: too young yet)
+    assert "0 session(s)" in young.stdout and session.is_dir()
     cleaned = cli("sessions", "--sessions-dir", str(sessions), "clean", "--keep", "0",
                   cwd=tmp_path)
     assert cleaned.returncode == 0, cleaned.stderr

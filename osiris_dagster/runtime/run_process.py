@@ -20,8 +20,6 @@ import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from osiris_dagster.core.file_locks import lock_or_none
-
 RUNNING_DIR = Path(".dagster") / "running"
 
 
@@ -56,18 +54,32 @@ def process_running(sessions_dir: Path, run_id: str) -> Iterator[None]:
 
 def runs_whose_process_is_gone(sessions_dir: Path, run_ids: Iterable[str]) -> set[str]:
     """Those of ``run_ids`` whose ``osiris-dagster run`` on this host has ended without
-    removing its lock (killed); their lock files are removed."""
+    removing its lock (killed). The locks stay (a clean that keeps the session, or a dry run,
+    must find them again): :func:`forget_runs` removes them with the sessions."""
     gone: set[str] = set()
     host = socket.gethostname()
     for run_id in set(run_ids):
         path = _lock_path(sessions_dir, run_id)
         try:
             holder = json.loads(path.read_text(encoding="utf-8"))
+            fd = os.open(path, os.O_RDONLY)  # never made here: a missing lock says nothing
         except (OSError, ValueError):
             continue  # no lock: not a CLI run, or it ended and removed it
-        if not isinstance(holder, dict) or holder.get("host") != host:
-            continue
-        with lock_or_none(path, removed_after=True) as free:
-            if free:
-                gone.add(run_id)
+        try:
+            if not isinstance(holder, dict) or holder.get("host") != host:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process holds it: the run is going
+            gone.add(run_id)
+        finally:
+            os.close(fd)  # (releases the lock taken to test it)
     return gone
+
+
+def forget_runs(sessions_dir: Path, run_ids: Iterable[str]) -> None:
+    """Remove the locks of runs whose sessions were deleted."""
+    for run_id in set(run_ids):
+        with contextlib.suppress(OSError):
+            _lock_path(sessions_dir, run_id).unlink()
