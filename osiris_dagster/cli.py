@@ -63,13 +63,17 @@ def _command(argv: Sequence[str] | None) -> int:
         full = _disk_full(exc)
         if full is None or getattr(args, "debug", False):
             raise
-        print(f"error: a disk is full ({full}). Free space where the sessions directory and "
-              "the Dagster home are, then run again; a run cut short is listed unfinished by "
-              "`osiris-dagster sessions list`.", file=sys.stderr)
+        print(f"error: a disk could not be written ({full}); it is full, or failing. Free "
+              "space where the sessions directory and the Dagster home are, then run again; a "
+              "run cut short is listed unfinished by `osiris-dagster sessions list`.",
+              file=sys.stderr)
         return 1
 
 
-_FULL = ("database or disk is full", "No space left on device", "Disk quota exceeded")
+# SQLite says "disk I/O error" when a write fails for want of space at some points (a journal,
+# a schema read on a full disk)
+_FULL = ("database or disk is full", "No space left on device", "Disk quota exceeded",
+         "disk I/O error")
 
 
 def _disk_full(exc: BaseException) -> str | None:

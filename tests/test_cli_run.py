@@ -400,19 +400,21 @@ def test_progress_lines_are_printed_at_most_every_few_seconds_per_step() -> None
     assert "  .. other: running 0.1s, 1 rows so far" in lines
 
 
+@pytest.mark.parametrize("sqlite_says", ["database or disk is full", "disk I/O error"])
 def test_a_full_disk_ends_the_command_with_an_error_not_a_traceback(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """Dagster's event log write failing on a full disk ended `run` in a 100-line traceback."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        sqlite_says: str) -> None:
+    """Dagster's event log write failing on a full disk ended `run` in a 100-line traceback
+    (SQLite says "disk I/O error" where a journal or schema read fails for want of space)."""
     import sqlite3
 
     from osiris_dagster import cli as cli_module
 
     def disk_full(*args: object, **kwargs: object) -> int:
         try:
-            raise sqlite3.OperationalError("database or disk is full")
+            raise sqlite3.OperationalError(sqlite_says)
         except sqlite3.OperationalError as exc:  # as SQLAlchemy wraps it
-            raise RuntimeError("(sqlite3.OperationalError) database or disk is full\n"
+            raise RuntimeError(f"(sqlite3.OperationalError) {sqlite_says}\n"
                                "(Background on this error at: https://sqlalche.me)") from exc
 
     monkeypatch.setattr(cli_module, "_run_with_dagster", disk_full)
@@ -420,6 +422,7 @@ def test_a_full_disk_ends_the_command_with_an_error_not_a_traceback(
                             "--sessions-dir", str(tmp_path / "sessions")])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("error: a disk is full ((sqlite3.OperationalError) database or disk "
-                          "is full). Free space where the sessions directory")
+    assert err.startswith(f"error: a disk could not be written ((sqlite3.OperationalError) "
+                          f"{sqlite_says}); it is full, or failing. Free space where the "
+                          "sessions directory")
     assert "Traceback" not in err
