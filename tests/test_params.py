@@ -577,10 +577,22 @@ def test_a_parameter_name_yaml_reads_as_a_boolean_says_to_quote_it(tmp_path):
             mode: transform
             config: {query: "SELECT ${params.off} AS n"}
         """)
-    first = result.errors[0]
+    (first,) = result.errors  # and no 'unresolved parameter' after it
     assert first.line == 4
     assert first.message.startswith("parameter name False is not text: YAML reads an unquoted "
                                     "`off`") and "quote the name (`'off': 0`)" in first.message
+    digits = run(tmp_path, """\
+        oml_version: "0.1.0"
+        name: onep
+        params:
+          1: 5
+        steps:
+          - id: q
+            component: duckdb.processor
+            mode: transform
+            config: {query: "SELECT ${params.1} AS n"}
+        """)
+    assert [d.message.split(":")[0] for d in digits.errors] == ["parameter name 1 is not text"]
     quoted = run(tmp_path, """\
         oml_version: "0.1.0"
         name: offp

@@ -49,6 +49,11 @@ def declared_params(doc: Mapping[str, Any], out: Collector) -> dict[str, ParamSp
             out.error(line, f"parameter name {name!r} is not text: YAML reads an unquoted "
                             "`off`, `on`, `yes`, `no`, `true`, `false` or `null` as a boolean "
                             "or null, and digits as a number; quote the name (`'off': 0`)")
+            spellings = _YAML_SPELLINGS[name] if name is None or isinstance(name, bool) \
+                else (str(name),)  # (1 == True: never looked up by value)
+            for spelling in spellings:  # so that no follow-on error names it again
+                specs.setdefault(spelling, ParamSpec(spelling, value, True, "", None, False,
+                                                     line))
             continue
         if isinstance(value, dict) and value and set(value) <= _SPEC_KEYS:
             declared_type = value.get("type")
@@ -67,6 +72,15 @@ def declared_params(doc: Mapping[str, Any], out: Collector) -> dict[str, ParamSp
             specs[str(name)] = ParamSpec(str(name), value, True, "",
                                          type(value) if value is not None else None, False, line)
     return specs
+
+
+# How an unquoted name YAML reads as this value may have been written (a reference to it then
+# resolves, so a name already reported is not reported again as unresolved)
+_YAML_SPELLINGS: dict[Any, tuple[str, ...]] = {
+    True: ("true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"),
+    False: ("false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"),
+    None: ("null", "Null", "NULL", "~"),
+}
 
 
 def coerce(spec: ParamSpec | None, value: Any, source: str) -> Any:
