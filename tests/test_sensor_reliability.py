@@ -671,7 +671,8 @@ def test_a_file_whose_archive_failed_is_not_run_again_until_it_changes(
     monkeypatch.setattr(automation, "_archive_held", real)
     assert result.success, failure_description(result)
     assert src.read_text() == "v\n0\n1\n2\n" and not (workdir / "processed" / "daily.csv").exists()
-    for from_cursor in (cursor, None):  # also when the cursor is lost
+    after = tick(defs, instance, cursor)[1]
+    for from_cursor in (cursor, after, None):  # on every tick, also with the cursor lost
         requests, _, skip = tick(defs, instance, from_cursor)
         assert requests == []
         assert skip is not None and "1 file(s) read by a successful run but not archived" in skip

@@ -229,6 +229,10 @@ def _sensor(pipeline: Pipeline, text: str, settings: SensorSettings, job: Any, r
         ]
         adds = [dg.AddDynamicPartitionsRequest(dynamic.name, [p.file.path for p in to_run])] \
             if dynamic and to_run else []
+        present = {f.stat_key for f in [*plan.seen, *already]}  # still in the folder
+        plan.cursor.unarchived = {key: why for key, why in
+                                  {**cursor.unarchived, **unarchived}.items() if key in present}
+        unarchived = plan.cursor.unarchived
         if not requests:
             return dg.SensorResult(skip_reason=dg.SkipReason(_skip_reason(
                 pattern, root, archive, plan.settling, [*plan.seen, *already], plan.skipped,

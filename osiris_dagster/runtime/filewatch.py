@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 FULL_HASH_BYTES = 1 << 20  # files up to 1 MiB are hashed whole
 EDGE_BYTES = 64 << 10  # larger ones: first and last 64 KiB (appends and rewrites show there)
@@ -153,6 +154,9 @@ class Cursor:
     keys_at_mark: set[str] = field(default_factory=set)
     passed: str | None = None  # digest of the files behind the mark, written when all had a run
     skipped: set[str] = field(default_factory=set)  # unreadable or unnamable: tried every tick
+    # versions a successful run left in place when their archive failed, with why: named by
+    # every tick's skip reason while they stay, without looking their runs up again
+    unarchived: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str | None) -> Cursor:
@@ -161,14 +165,16 @@ class Cursor:
         try:
             data = json.loads(raw)
             return cls(int(data.get("hw", 0)), set(data.get("keys", [])), data.get("passed"),
-                       set(data.get("skipped", [])))
+                       set(data.get("skipped", [])), dict(data.get("unarchived") or {}))
         except (ValueError, TypeError, AttributeError):
             return cls()  # an unreadable cursor restarts the scan; run keys still dedupe
 
     def dump(self) -> str:  # ASCII: a name that is not UTF-8 is kept as its JSON escape
-        return json.dumps({"hw": self.high_water_ns, "keys": sorted(self.keys_at_mark),
-                           "passed": self.passed, "skipped": sorted(self.skipped)},
-                          separators=(",", ":"))
+        data: dict[str, Any] = {"hw": self.high_water_ns, "keys": sorted(self.keys_at_mark),
+                                "passed": self.passed, "skipped": sorted(self.skipped)}
+        if self.unarchived:
+            data["unarchived"] = dict(sorted(self.unarchived.items())[:SKIPPED_KEPT])
+        return json.dumps(data, separators=(",", ":"))
 
     def is_new(self, f: FileVersion) -> bool:
         return f.version_ns > self.high_water_ns or (
