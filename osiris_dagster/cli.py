@@ -283,7 +283,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     params = _parse_params(args.param)
     invalid = 0
     for f in args.files:
-        result = validate_pipeline(f, params=params, profile=args.profile)
+        result = validate_pipeline(f, params=params, profile=args.profile,
+                                   sensor_gives_its_params=True)
         if result.pipeline is not None:
             connections = find_connections_file(args.connections, result.pipeline.path)
             result.diagnostics.extend(connection_diagnostics(result.pipeline, connections, f))

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from osiris_dagster.cli import main
 
 VALID = """\
@@ -284,3 +286,32 @@ def test_validate_checks_the_connection_names_without_reading_secrets(
                             "u}\n", "elsewhere.yaml")
     code, out, err = run_main(capsys, "--connections", str(other), str(path))
     assert code == 0 and "valid (3 steps, 0 warnings)" in out and err == ""
+
+
+def test_a_parameter_the_sensor_gives_needs_no_value_to_validate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`validate` refused a sensor pipeline whose file parameter has no default ('has no
+    value'), while its definitions load and its sensor runs it; `run` still needs the value."""
+    pipeline = tmp_path / "watch.yaml"
+    pipeline.write_text(textwrap.dedent("""\
+        oml_version: "0.1.0"
+        name: watchp
+        params:
+          input_path: {type: string}
+          unset: {type: string}
+        x-dagster:
+          sensor: {watch: "incoming/*.csv", param: input_path, archive_to: processed}
+        steps:
+          - id: read
+            component: filesystem.csv_extractor
+            mode: read
+            config: {path: "${params.input_path}"}
+        """), encoding="utf-8")
+    assert main(["validate", str(pipeline)]) == 0
+    assert "watch.yaml: valid (1 steps" in capsys.readouterr().out
+    assert main(["run", str(pipeline), "--sessions-dir", str(tmp_path / "s")]) == 2
+    assert "parameter 'input_path' has no value" in capsys.readouterr().err
+    pipeline.write_text(pipeline.read_text(encoding="utf-8").replace(
+        '"${params.input_path}"', '"${params.unset}"'), encoding="utf-8")
+    assert main(["validate", str(pipeline)]) == 2  # one no run gives still needs a value
+    assert "parameter 'unset' has no value" in capsys.readouterr().out

@@ -57,20 +57,24 @@ def validate_pipeline(
     env: Mapping[str, str] | None = None,
     text: str | None = None,
     values_at_run_time: bool = False,
+    sensor_gives_its_params: bool = False,
 ) -> ValidationResult:
     """Parse and check a pipeline; never raises for bad input (problems are diagnostics).
 
     ``values_at_run_time``: the pipeline is checked to build definitions, and a declared
     parameter without a value here gets one with each run (run config, `--param`): its
     references stay as written instead of being errors, and what depends on its value (a query
-    that uses it) is checked when a run resolves it."""
+    that uses it) is checked when a run resolves it.
+    ``sensor_gives_its_params``: the same for the parameters a sensor's run sets (the file's path
+    and name), which a file check (``osiris-dagster validate``) need not be given."""
     p = Path(path)
     out = Collector(str(path))
     doc = _read_document(p, text, out)
     if doc is None:
         return ValidationResult(p, out.diagnostics, None)
     pipeline = _check_document(p, doc, out, params, profile,
-                               os.environ if env is None else env, values_at_run_time)
+                               os.environ if env is None else env, values_at_run_time,
+                               sensor_gives_its_params)
     return ValidationResult(p, out.diagnostics, pipeline if not out.errors else None)
 
 
@@ -104,7 +108,8 @@ def _read_document(path: Path, text: str | None, out: Collector) -> LineDict | N
 # ---------------------------------------------------------------------------------------------
 def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping[str, Any] | None,
                     profile: str | None, env: Mapping[str, str],
-                    values_at_run_time: bool = False) -> Pipeline | None:
+                    values_at_run_time: bool = False,
+                    sensor_gives_its_params: bool = False) -> Pipeline | None:
     check_duplicate_keys(doc, out)
     check_inline_secrets(doc, out)
 
@@ -124,8 +129,9 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     name = check_name(doc, out)
     check_top_level_keys(doc, out)
 
-    deferred = frozenset(n for n in specs if n not in values) if values_at_run_time \
-        else frozenset()
+    given = _sensor_params(x_dagster) if sensor_gives_its_params else set()
+    deferred = frozenset(n for n in specs if n not in values and
+                         (values_at_run_time or n in given))
     resolved_doc = _resolve(doc, values, out, deferred)
     steps_raw = resolved_doc.get("steps")
     steps: list[Step] = []
@@ -150,6 +156,15 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
     sensitive = frozenset(n for n, s in specs.items() if s.sensitive or is_secret_key(n))
     return _pipeline(path, doc, resolved_doc, name, str(version), steps, values, active,
                      dagster, out, sensitive)
+
+
+def _sensor_params(x_dagster: Any) -> set[str]:
+    """The parameters `x-dagster.sensor` sets (`param`, `name_param`), read without checking
+    (:func:`check_x_dagster` reports what is wrong there)."""
+    raw = x_dagster.get("sensor") if isinstance(x_dagster, Mapping) else None
+    items = raw if isinstance(raw, list) else [raw]
+    return {v for item in items if isinstance(item, Mapping)
+            for v in (item.get("param"), item.get("name_param")) if isinstance(v, str)}
 
 
 def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector,
