@@ -441,6 +441,19 @@ def test_a_connection_urls_query_values_are_masked_where_a_server_quotes_them() 
     assert masker.text("json since 2024-01-01, f00d") == "json since 2024-01-01, f00d"
 
 
+def test_a_step_endpoints_query_values_are_masked_too() -> None:
+    """A `?sig=` in a step's own `endpoint` (not its connection's) showed in the CLI output,
+    events, manifest, cleaned config and Dagster's run storage when the server quoted it."""
+    from osiris_dagster.core.masking import MASK, Masker
+
+    masker = Masker()
+    masker.add_url_queries([{"endpoint": "http://h/bad?sig=Qm9vYXJ0aGlz1234Kx&format=json",
+                             "query": "{ items { id } }"}])
+    assert masker.text("400 at /bad?sig=Qm9vYXJ0aGlz1234Kx&format=json (sig Qm9vYXJ0aGlz1234Kx)"
+                       ) == f"400 at /bad?sig={MASK}&format={MASK} (sig {MASK})"
+    assert masker.text("json { items { id } }") == "json { items { id } }"
+
+
 @pytest.mark.parametrize("catalog", ["postgres:dbname=lake host=db password=Qz7-Pw-8812",
                                      "postgresql://lake:Qz7-Pw-8812@db:5432/lake"])
 def test_a_ducklake_error_is_masked_before_it_is_cut(

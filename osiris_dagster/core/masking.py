@@ -136,6 +136,18 @@ class Masker:
             if "://" in obj:
                 self._add_url_queries(obj)
 
+    def add_url_queries(self, obj: Any) -> None:
+        """The query strings of every URL in ``obj`` (a step's config: an `endpoint` given in
+        the step rather than its connection), as for a connection's (below)."""
+        if isinstance(obj, Mapping):
+            for v in obj.values():
+                self.add_url_queries(v)
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                self.add_url_queries(v)
+        elif isinstance(obj, str) and "://" in obj:
+            self._add_url_queries(obj)
+
     def _add_url_queries(self, text: str) -> None:
         """A connection URL's query string carries credentials under any name (``?sig=``,
         ``?code=``), as ``cleaned_config.json`` assumes: ``name=value`` of each of its names is

@@ -188,6 +188,7 @@ def run_step(
     spec = get_spec(step.component)
     assert spec is not None  # validated
     session.masker.add(pipeline.sensitive_values())  # before anything is written
+    session.masker.add_url_queries([s.config for s in pipeline.steps])
     mask_every_connection(pipeline, connections, session.masker)
     start_session(session, pipeline)
     session.log_event("step_start", step_id=step.id, driver=step.component)
