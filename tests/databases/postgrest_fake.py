@@ -449,8 +449,9 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.loads(body or b"null")
         except ValueError:
             raise ApiError(400, "PGRST102", "Empty or invalid json") from None
-        if isinstance(payload, dict):
-            payload = [payload]
+        raw = (body or b"null").decode("utf-8")  # passed on as sent: PostgreSQL parses the
+        if isinstance(payload, dict):  # numbers, never Python's floats (PostgREST does so too)
+            payload, raw = [payload], f"[{raw}]"
         if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
             raise ApiError(400, "PGRST102", "All object keys must match")
         prefer = self.headers.get("Prefer") or ""
@@ -481,7 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
                             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n),
                                                                sql.Identifier(n))
                             for n in others))
-            cur.execute(stmt, [json.dumps(payload)])
+            cur.execute(stmt, [raw])
             conn.commit()
         self._send(201)
 

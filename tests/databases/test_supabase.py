@@ -825,6 +825,33 @@ def test_rest_writer_modes_and_replace_deletes(pg: PgTarget, rest: PostgrestFake
         harness.write("supabase.writer", conn, schema=pg.schema, table="r_modes")
 
 
+def test_rest_writer_sends_every_value_exactly(pg: PgTarget, rest: PostgrestFake,
+                                               harness: Harness) -> None:
+    """Each row was built as to_json(struct_pack(col := to_json(col))): DuckDB reads the inner
+    JSON again, with doubles, so every DECIMAL past ~16 digits was rounded and the step
+    succeeded (12345678901234567890.000000000000000001 became 12345678901234567000, found by a
+    review). Nothing is parsed again now."""
+    t = pg.table("r_exact")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (id bigint PRIMARY KEY, d38 numeric(38,18), d18 numeric(18,9), "
+               "free numeric, big bigint, nums numeric[], name text)")
+    harness.upstream(
+        "SELECT 1 AS id, '12345678901234567890.000000000000000001'::DECIMAL(38,18) AS d38, "
+        "'123456789.123456789'::DECIMAL(18,9) AS d18, "
+        "'0.12345678901234567891'::DECIMAL(38,20) AS free, 9007199254740993::BIGINT AS big, "
+        "['1.123456789012345678'::DECIMAL(20,18)] AS nums, "
+        "'a \"q\" \\ é' AS name "
+        "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL")
+    harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_exact",
+                  write_mode="upsert", primary_key="id")
+    assert pg.query(f"SELECT d38::text, d18::text, free::text, big, nums::text, name "
+                    f"FROM {t} ORDER BY id") == [
+        ("12345678901234567890.000000000000000001", "123456789.123456789",
+         "0.12345678901234567891", 9007199254740993, "{1.123456789012345678}",
+         'a "q" \\ é'),
+        (None, None, None, None, None, None)]
+
+
 def test_rest_replace_deletes_every_stale_row_when_the_server_caps_pages(
         pg: PgTarget, rest: PostgrestFake, harness: Harness,
         monkeypatch: pytest.MonkeyPatch) -> None:

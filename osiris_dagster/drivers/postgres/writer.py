@@ -106,7 +106,7 @@ from osiris_dagster.core.errors import (
     OutcomeUnknownError,
     StepCancelled,
 )
-from osiris_dagster.core.naming import quote_ident
+from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import (
     DriverResult,
     StepColumnLineage,
@@ -672,9 +672,14 @@ class _RestWrite:
                           f"exist at {self.rest.host}; {how}.")
 
     def _json_batches(self) -> Iterator[list[str]]:
-        fields = ", ".join(f"{quote_ident(n)} := {json_expression(quote_ident(n), t)}"
-                           for n, t in self.columns)
-        sql = f"SELECT CAST(to_json(struct_pack({fields})) AS VARCHAR) FROM {self.relation}"
+        """Each row as a JSON object's text, put together from each value's own JSON text:
+        a JSON value nested in another (``to_json(struct_pack(c := to_json(c)))``) is parsed
+        again by DuckDB, with doubles, which rounded every DECIMAL past ~16 digits."""
+        members = " || ',' || ".join(
+            f"{quote_literal(json.dumps(n, ensure_ascii=False) + ':')} || "
+            f"coalesce(CAST({json_expression(quote_ident(n), t)} AS VARCHAR), 'null')"
+            for n, t in self.columns)
+        sql = f"SELECT '{{' || {members} || '}}' FROM {self.relation}"
         return row_lists(self.ctx.con, sql, self.opts.batch_size,
                          lambda batch: batch.column(0).to_pylist())
 
