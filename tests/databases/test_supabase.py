@@ -639,6 +639,39 @@ def test_rest_extractor_reads_past_pages_the_server_cuts_short(
     assert offsets == ["0", "10", "20", "25"]  # a page of 5 is not the end; an empty one is
 
 
+def test_rest_pages_of_a_table_changing_meanwhile_neither_repeat_nor_lose_a_row(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages by offset: two rows inserted before the read's position after its first page
+    shifted the rest, and ids 208-209 came twice (found by a review): a table with a repeated
+    primary key went downstream, the step succeeded. Pages ordered by a one-column primary key
+    now start after the last key read."""
+    from . import postgrest_fake
+
+    t = pg.table("r_moving")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",
+               f"INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(10, 509) g")
+    original = postgrest_fake._Handler._get
+    pages: list[int] = []
+
+    def get_then_insert(self: Any, schema: str, table: str, query: Any, body: bytes) -> None:
+        original(self, schema, table, query, body)
+        if table == "r_moving":
+            pages.append(1)
+            if len(pages) == 1:  # another writer, between the first page and the second
+                pg.execute(f"INSERT INTO {t} VALUES (1, 'new'), (2, 'new')",
+                           f"DELETE FROM {t} WHERE id = 300")
+
+    monkeypatch.setattr(postgrest_fake._Handler, "_get", get_then_insert)
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_moving", limit=100)
+    ids = [r[0] for r in out.rows]
+    assert len(ids) == len(set(ids)) == 499  # none twice (300 was deleted before its page)
+    assert set(ids) == set(range(10, 510)) - {300}
+    keys = [dict(c.query).get("id") for c in rest.calls("GET") if c.path.endswith("/r_moving")]
+    assert keys[:3] == [None, "gt.109", "gt.209"]
+
+
 def test_rest_pages_without_order_follow_the_primary_key_or_fail(
         pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
     """Without `order`, each page came from a query PostgreSQL may answer in another order
@@ -1009,6 +1042,21 @@ def test_rest_extractor_pages_filters_and_types(pg: PgTarget, rest: PostgrestFak
     out = harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_read",
                           filter={"name": "nobody"})
     assert out.rows == [] and out.columns == ["_empty"]
+
+
+@pytest.mark.parametrize("channel", ["rest", "sql"])
+def test_a_null_in_a_filters_list_is_refused_naming_it(pg: PgTarget, rest: PostgrestFake,
+                                                       harness: Harness, channel: str) -> None:
+    """Over REST it crashed with "AttributeError: 'NoneType' object has no attribute
+    'replace'"; over SQL it silently matched no null row (= ANY never matches null)."""
+    t = pg.table("r_nullin")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",
+               f"INSERT INTO {t} VALUES (1, NULL), (2, 'a,b')")
+    conn = _rest_conn(rest) if channel == "rest" else pg.connection()
+    with pytest.raises(DriverError, match=r"`filter` v: a list of values cannot hold null .*"
+                                          r"`v: null` in a step of their own"):
+        harness.extract("supabase.extractor", conn, schema=pg.schema, table="r_nullin",
+                        filter={"v": [None, "a,b"]})
 
 
 def test_rest_extractor_keeps_json_numbers_exactly(pg: PgTarget, rest: PostgrestFake,

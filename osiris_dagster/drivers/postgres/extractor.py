@@ -61,8 +61,9 @@ integers, booleans, values asked for as text) are not checked
 (:mod:`json_numbers <osiris_dagster.drivers.json_numbers>`). Without an ``order`` the pages are
 ordered by the primary key the API description marks (``<pk/>``); without either, a read of more
 than one page fails (PostgreSQL may return the rows of an unordered query in another order for
-each page: rows were lost and others read twice). Pages of a table that changes while it is read
-may still overlap or skip rows: read a stable view, or filter on a column that only grows.
+each page: rows were lost and others read twice). Pages ordered by a one-column primary key start
+after the last key read (``<key>=gt.<value>``), so a table written meanwhile neither repeats nor
+skips a row; by ``order`` or a composite key they go by offset, and may.
 """
 
 from __future__ import annotations
@@ -157,6 +158,13 @@ class Options:
         if not isinstance(filters, Mapping):
             raise DriverError(f"{COMPONENT}: `filter` must map column names to values, e.g. "
                               "{status: active}")
+        for name, value in filters.items():
+            if isinstance(value, list | tuple) and any(v is None for v in value):
+                raise DriverError(
+                    f"{COMPONENT}: `filter` {name}: a list of values cannot hold null (a list "
+                    "keeps the rows whose value is one of them, and null is no value: no row "
+                    f"would match it). Read the null rows with `{name}: null` in a step of "
+                    "their own, or list only values.")
         timeout = positive_seconds(config, "timeout", 30, COMPONENT)
         return cls(table=table, schema=str(config.get("schema") or "public"), select=columns,
                    filters={str(k): v for k, v in filters.items()},
@@ -547,6 +555,7 @@ class _RestRead:
         self.as_text: set[str] = set()  # columns asked for as their text (_REST_AS_TEXT)
         self.described = True  # the types come from the API description, not from values
         self.primary_key: list[str] = []  # as the API description marks it (<pk/>)
+        self.keyset: str | None = None  # a one-column primary key pages follow (_params)
 
     def run(self) -> int:
         http = PostgrestClient(self.ctx, self.rest, component=COMPONENT,
@@ -622,7 +631,18 @@ class _RestRead:
             # pages of an unordered query may come in another order each: rows would be
             # lost and read twice (PostgreSQL's synchronized scans, a table being updated)
             params["order"] = ",".join(f"{c}.asc" for c in self.primary_key)
+            key = self.primary_key[0]
+            if len(self.primary_key) == 1 and key not in params and (
+                    names is None or key in names) and key not in self.as_text:
+                self.keyset = key  # (a key asked for as text would compare as text)
         return params
+
+    def _after(self, text: str, n: int) -> str | None:
+        """The key of a page's last row, as its text (a number past 2^53 exactly), for the next
+        page's ``<key>=gt.<value>``; None when the page has no such value."""
+        assert self.keyset is not None
+        return scalar(self.ctx.con, "SELECT json_extract_string(?::JSON, ?)",
+                      [text, f"$[{n - 1}]{_json_key(self.keyset)[1:]}"])
 
     def _unordered_error(self, rows: int | None) -> DriverError:
         """Reading more than one page, or from an ``offset``, needs an order (``rows``: the
@@ -655,11 +675,15 @@ class _RestRead:
         names = opts.select or list(types or {})
         check_numbers = types is None or not all(  # a name the description lacks: unknown
             n in types and self._numbers_kept(n, types[n]) for n in names)
+        after: str | None = None  # keyset paging: the last key read (see below)
         while True:
             page_params = {**params, "limit": str(opts.page_size), "offset": str(offset)}
+            if after is not None:
+                page_params[self.keyset or ""] = f"gt.{after}"
+                page_params["offset"] = "0"
             resp = http.request("GET", self.url, params=page_params, headers=headers,
-                                what=f"reading {self.label} (rows {offset + 1}-"
-                                     f"{offset + opts.page_size})")
+                                what=f"reading {self.label} (rows {total + opts.offset + 1}-"
+                                     f"{total + opts.offset + opts.page_size})")
             text = resp.text
             n = int(scalar(self.ctx.con, "SELECT json_array_length(?::JSON)", [text]) or 0)
             if n and total and "order" not in params:
@@ -676,6 +700,12 @@ class _RestRead:
             if n == 0:  # a short page is not the end: PostgREST's db-max-rows caps each page
                 break  # below `limit` without a word (Supabase's "Max rows", 1000 by default)
             offset += n
+            if self.keyset is not None:  # the next page starts after this one's last key, not
+                after = self._after(text, n)  # at a count of rows: rows inserted or deleted
+                if after is None:  # before it meanwhile do not shift it (rows read twice, or
+                    raise DriverError(  # lost)
+                        f"{COMPONENT} step '{self.ctx.step_id}': {self.label}: the last row of "
+                        f"a page has no primary key value ({self.keyset}); set `order`")
         progress.done()
         return total
 
