@@ -148,3 +148,19 @@ def test_a_write_still_going_on_is_not_taken_for_one_that_ended(
     with writes.writing("p", "w", key):  # and a new attempt may take the lock
         assert list(tmp_path.glob(".state/*/*/.writing-*.lock"))
     assert not list(tmp_path.glob(".state/*/*/.writing-*.lock"))  # none left behind
+
+
+def test_a_written_record_of_a_step_that_reads_no_table_says_how_to_run_it_again() -> None:
+    """A GraphQL mutation settled --written was refused on every later run with "A new run's
+    input runs", though a step without input never gets a new one (found by a review)."""
+    from osiris_dagster.runtime.unsettled_writes import UnsettledWrite, refusal
+
+    mutation = UnsettledWrite("p", "add", "k", "s1", "2026-12-08T00:00:00Z", (), "HTTP 500",
+                              written=True)
+    text = refusal(mutation)
+    assert "reads no table, so every run of it sends the same request" in text
+    assert "run `osiris-dagster unsettled settle p add` first" in text
+    assert "A new run's input runs" not in text
+    writer = UnsettledWrite("p", "w", "k", "s1", "2026-12-08T00:00:00Z", ("x = s0/t",), "e",
+                            written=True)
+    assert "A new run's input runs" in refusal(writer)

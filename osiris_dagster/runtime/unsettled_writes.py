@@ -214,6 +214,13 @@ def still_writing_refusal(write: UnsettledWrite | None, step_id: str) -> str:
 
 def refusal(write: UnsettledWrite) -> str:
     """Why the step does not run, and what to do."""
+    if write.written and not write.inputs:
+        return (f"not run: an earlier attempt of this step (session {write.session_id}, "
+                f"{write.failed_at}) wrote what it sends (settled as written). The step reads "
+                "no table, so every run of it sends the same request, and this one would apply "
+                "it again. When it should be applied again (the next scheduled run), run "
+                f"`{settle_command(write.pipeline, write.step_id)}` first: that removes the "
+                "record, and the step runs again.")
     if write.written:
         return (f"not run: an earlier attempt of this step on the same input (session "
                 f"{write.session_id}, {write.failed_at}) wrote it (settled as written), so "
