@@ -22,6 +22,7 @@ from osiris_dagster.oml.specs import get_spec
 from osiris_dagster.runtime.workspace import StepWorkspace
 
 from ..helpers import defs_for, events, failure_description, materialisations
+from . import postgrest_fake
 from .conftest import REST_KEY, Harness, MySQLTarget, PgTarget, PipelineRun
 from .postgrest_fake import PostgrestFake
 from .test_mysql import _seed
@@ -646,8 +647,6 @@ def test_rest_pages_of_a_table_changing_meanwhile_neither_repeat_nor_lose_a_row(
     shifted the rest, and ids 208-209 came twice (found by a review): a table with a repeated
     primary key went downstream, the step succeeded. Pages ordered by a one-column primary key
     now start after the last key read."""
-    from . import postgrest_fake
-
     t = pg.table("r_moving")
     pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",
                f"INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(10, 509) g")
@@ -883,6 +882,28 @@ def test_rest_writer_sends_every_value_exactly(pg: PgTarget, rest: PostgrestFake
          "0.12345678901234567891", 9007199254740993, "{1.123456789012345678}",
          'a "q" \\ é'),
         (None, None, None, None, None, None)]
+
+
+def test_a_rest_append_refused_part_way_names_the_rows_not_sent(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
+    """A 409 on the second batch said only that 3 rows were already written; a 413 said to
+    check the configuration, not to send smaller batches (found by a review)."""
+    from osiris_dagster.core.errors import NotRetryableError
+
+    t = pg.table("r_partway")
+    pg.execute(f"DROP TABLE IF EXISTS {t}", f"CREATE TABLE {t} (id int PRIMARY KEY)")
+    harness.upstream("SELECT i AS id FROM range(1, 8) t(i)")
+    rest.faults.append(postgrest_fake.Fault(409, {}, {"message": "duplicate key"}, "POST",
+                                            skip=1))
+    with pytest.raises(NotRetryableError) as err:
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_partway",
+                      batch_size=3)
+    assert "Rows 4-7 were not sent; rows 1-3 are in the table." in str(err.value)
+    assert [r[0] for r in _rows(pg, "r_partway")] == [1, 2, 3]
+    pg.execute(f"TRUNCATE {t}")
+    rest.fail_next(413, method="POST")
+    with pytest.raises(DriverError, match=r"HTTP 413.*lower the step's `batch_size`"):
+        harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_partway")
 
 
 def test_rest_replace_deletes_every_stale_row_when_the_server_caps_pages(

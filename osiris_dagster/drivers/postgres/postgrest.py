@@ -27,6 +27,7 @@ STATUS_HINTS = {
     403: "that the key may use this table (row level security or grants)",
     404: "check `table` and `schema` (the schema must be exposed by the API)",
     409: "a primary key / unique value conflicts (use write_mode upsert or replace)",
+    413: "the request is larger than the server takes: lower the step's `batch_size`",
 }
 
 

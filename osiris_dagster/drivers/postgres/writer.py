@@ -708,7 +708,9 @@ class _RestWrite:
                     raise self._batch_may_have_landed(exc, first, last) from None
                 except DriverError as exc:
                     if rows and opts.mode == "append":  # a step retry would append them again
-                        raise NotRetryableError(str(exc)) from None
+                        raise NotRetryableError(
+                            f"{exc} Rows {first}-{self.total} were not sent; rows 1-{rows} "
+                            "are in the table.") from None
                     raise
                 rows += len(batch)
                 if opts.mode == "append":  # in the table now: an error after this (even a
