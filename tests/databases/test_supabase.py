@@ -866,22 +866,41 @@ def test_rest_writer_sends_every_value_exactly(pg: PgTarget, rest: PostgrestFake
     t = pg.table("r_exact")
     pg.execute(f"DROP TABLE IF EXISTS {t}",
                f"CREATE TABLE {t} (id bigint PRIMARY KEY, d38 numeric(38,18), d18 numeric(18,9), "
-               "free numeric, big bigint, nums numeric[], name text)")
+               "free numeric, big bigint, nums numeric[], name text, doc jsonb)")
     harness.upstream(
         "SELECT 1 AS id, '12345678901234567890.000000000000000001'::DECIMAL(38,18) AS d38, "
         "'123456789.123456789'::DECIMAL(18,9) AS d18, "
         "'0.12345678901234567891'::DECIMAL(38,20) AS free, 9007199254740993::BIGINT AS big, "
         "['1.123456789012345678'::DECIMAL(20,18)] AS nums, "
-        "'a \"q\" \\ é' AS name "
-        "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL")
+        "'a \"q\" \\ é' AS name, "
+        "'{\"amount\": 12345678901234567890.000000000000000001}'::JSON AS doc "
+        "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL")
     harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_exact",
                   write_mode="upsert", primary_key="id")
-    assert pg.query(f"SELECT d38::text, d18::text, free::text, big, nums::text, name "
-                    f"FROM {t} ORDER BY id") == [
+    assert pg.query(f"SELECT d38::text, d18::text, free::text, big, nums::text, name, "
+                    f"doc::text FROM {t} ORDER BY id") == [
         ("12345678901234567890.000000000000000001", "123456789.123456789",
          "0.12345678901234567891", 9007199254740993, "{1.123456789012345678}",
-         'a "q" \\ é'),
-        (None, None, None, None, None, None)]
+         'a "q" \\ é', '{"amount": 12345678901234567890.000000000000000001}'),
+        (None, None, None, None, None, None, None)]
+
+
+def test_rest_replace_finds_stale_numeric_keys_exactly(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more input keys than a URL holds, the table's keys are read and compared: read as
+    floats, 123456789012345678.01 matched no key and stayed (found by a review)."""
+    t = pg.table("r_numkeys")
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} (k numeric(20,2) PRIMARY KEY, v int)",
+               f"INSERT INTO {t} VALUES (123456789012345678.01, 0), (123456789012345678.03, 0)")
+    harness.upstream("SELECT CAST(123456789012345678.05 + i AS DECIMAL(20,2)) AS k, i::INT AS v "
+                     "FROM range(20) t(i)")
+    monkeypatch.setattr(supabase_writer, "_URL_BUDGET", 10)
+    harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_numkeys",
+                  write_mode="replace", primary_key="k")
+    assert pg.query(f"SELECT count(*), min(k)::text FROM {t}") == [
+        (20, "123456789012345678.05")]
 
 
 def test_a_rest_append_refused_part_way_names_the_rows_not_sent(

@@ -98,6 +98,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from osiris_dagster.core.errors import (
@@ -617,6 +618,8 @@ def json_expression(ref: str, duck_type: str) -> str:
                 f"ELSE to_json({ref}) END")
     if t == "BLOB":
         return f"to_json('\\x' || hex({ref}))"
+    if t == "JSON":  # its own text: to_json would parse it again, with doubles
+        return ref
     if t == "TIMESTAMP WITH TIME ZONE":
         return f"to_json({copy_text_expression(ref, duck_type)})"
     return f"to_json({ref})"
@@ -804,7 +807,8 @@ class _RestWrite:
                                     what=f"reading the keys of {self.label}",
                                     params={"select": key, "order": f"{key}.asc",
                                             "limit": str(page), "offset": str(offset)})
-                values = [row.get(key) for row in resp.json()]
+                # a number as its digits: as a float, 123456789012345678.01 would be another key
+                values = [row.get(key) for row in json.loads(resp.text, parse_float=Decimal)]
                 if values:
                     con.execute(f"INSERT INTO {tmp} SELECT CAST(unnest(?::VARCHAR[]) AS "
                                 f"{duck_type})",
@@ -822,6 +826,6 @@ class _RestWrite:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
+    if isinstance(value, str | Decimal):
+        return str(value)
     return json.dumps(value)
