@@ -671,6 +671,28 @@ def test_rest_pages_of_a_table_changing_meanwhile_neither_repeat_nor_lose_a_row(
     assert keys[:3] == [None, "gt.109", "gt.209"]
 
 
+@pytest.mark.parametrize(("key", "pg_type", "values"), [
+    ("k", "int[]", ["{1,2}", "{1,3}", "{2}", "{}"]),
+    ("offset", "int", ["1", "2", "3", "4"]),
+    ("limit", "int", ["1", "2", "3", "4"]),
+    ("k", "numeric(30,10)", ["0.1000000000", "12345678901234567890.0000000001",
+                             "12345678901234567890.0000000002", "2"])])
+def test_rest_pages_by_a_key_that_cannot_be_followed_go_by_offset(
+        pg: PgTarget, rest: PostgrestFake, harness: Harness, key: str, pg_type: str,
+        values: list[str]) -> None:
+    """Keyed pages broke on an array key (`gt.[1,2]`: 400), a key named `offset` (it replaced
+    the page's offset: the first page again, for ever) or `limit` (found by a review), and a
+    decimal key's JSON value is a double."""
+    t = pg.table("r_oddkey")
+    col = f'"{key}"'
+    pg.execute(f"DROP TABLE IF EXISTS {t}",
+               f"CREATE TABLE {t} ({col} {pg_type} PRIMARY KEY, v int)",
+               *[f"INSERT INTO {t} VALUES ('{v}', {i})" for i, v in enumerate(values)])
+    out = harness.extract("supabase.extractor", _rest_conn(rest), schema=pg.schema,
+                          table="r_oddkey", limit=1)
+    assert sorted(r[1] for r in out.rows) == [0, 1, 2, 3]
+
+
 def test_rest_pages_without_order_follow_the_primary_key_or_fail(
         pg: PgTarget, rest: PostgrestFake, harness: Harness) -> None:
     """Without `order`, each page came from a query PostgreSQL may answer in another order

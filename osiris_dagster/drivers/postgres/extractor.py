@@ -632,9 +632,10 @@ class _RestRead:
             # lost and read twice (PostgreSQL's synchronized scans, a table being updated)
             params["order"] = ",".join(f"{c}.asc" for c in self.primary_key)
             key = self.primary_key[0]
-            if len(self.primary_key) == 1 and key not in params and (
-                    names is None or key in names) and key not in self.as_text:
-                self.keyset = key  # (a key asked for as text would compare as text)
+            if len(self.primary_key) == 1 and key not in params and key not in _REST_RESERVED \
+                    and (names is None or key in names) and key not in self.as_text \
+                    and types is not None and key in types and _keyset_type(types[key]):
+                self.keyset = key
         return params
 
     def _after(self, text: str, n: int) -> str | None:
@@ -844,6 +845,22 @@ class _RestRead:
             raise DriverError(
                 f"{COMPONENT} step '{self.ctx.step_id}' ({self.label} at {self.rest.host}): "
                 f"column '{problem.column}' holds {problem.value!r}, {why}") from None
+
+
+# PostgREST's own query parameters: a column of one of these names cannot be filtered by name
+_REST_RESERVED = frozenset({"select", "order", "limit", "offset", "on_conflict", "columns",
+                            "or", "and", "not"})
+
+
+def _keyset_type(t: PgType) -> bool:
+    """Whether pages may follow a key of this type by ``gt.<its JSON value>``: the JSON value
+    must be exact and a literal PostgreSQL reads back (integers, text, dates and times, uuid),
+    not an array, a document or a decimal (JSON holds it as a double)."""
+    return t.category != "A" and t.name in _KEYSET_TYPES
+
+
+_KEYSET_TYPES = frozenset({"int2", "int4", "int8", "text", "varchar", "bpchar", "citext",
+                           "uuid", "date", "timestamp", "timestamptz"})
 
 
 def _json_key(name: str) -> str:
