@@ -54,6 +54,20 @@ def test_default_is_multiprocess_for_the_ducklake_store() -> None:
                                                      list(FORKSERVER_PRELOAD)}}
 
 
+def test_a_duckdb_file_lake_catalog_runs_in_one_process() -> None:
+    """Several step processes cannot share a DuckDB file (one process at a time opens it): the
+    lake's default multiprocess executor failed or passed by timing."""
+    for catalog in ("/srv/lake/catalog.duckdb", "ducklake:duckdb:/srv/lake/c.duckdb"):
+        env = {**LAKE, "OSIRIS_DUCKLAKE_CATALOG": catalog}
+        assert executor_from_env(env) is dg.in_process_executor
+        with pytest.raises(ExecutorSettingError, match=r"is a DuckDB file, which one process "
+                                                      r"at a time can open: use a PostgreSQL"):
+            executor_from_env({**env, "OSIRIS_EXECUTOR": "multiprocess"})
+    postgres = {**LAKE, "OSIRIS_DUCKLAKE_CATALOG": "postgres:dbname=lake host=db"}
+    assert is_multiprocess(executor_from_env(postgres))
+    assert executor_from_env(LAKE, ducklake_catalog="/x/c.duckdb") is dg.in_process_executor
+
+
 def test_start_method_spawn_is_dagsters_own() -> None:
     executor = executor_from_env({**LAKE, "OSIRIS_MULTIPROCESS_START_METHOD": " Spawn "})
     assert resolved_config(executor)["start_method"] == {"spawn": {}}

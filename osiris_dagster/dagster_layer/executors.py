@@ -8,7 +8,8 @@ steps run in parallel: Dagster's multiprocess executor by default, or Celery wor
 Settings:
 - `OSIRIS_SESSION_STORE`: `duckdb` (default) or `ducklake`.
 - `OSIRIS_EXECUTOR`: `in_process`, `multiprocess` or `celery`; unset, `multiprocess` for the
-  ducklake store and `in_process` for duckdb.
+  ducklake store (`in_process` when its catalog is a DuckDB file, which one process at a time
+  can open) and `in_process` for duckdb.
 - `OSIRIS_MAX_CONCURRENT`: steps at once under the multiprocess executor (default: CPU count).
 - `OSIRIS_MULTIPROCESS_START_METHOD`: how the multiprocess executor starts a step's process:
   `forkserver` (the default where the platform has it) or `spawn` (Dagster's own default).
@@ -66,13 +67,27 @@ class ExecutorSettingError(OsirisError):
 
 
 def executor_from_env(environ: Mapping[str, str] | None = None,
-                      session_store: str | None = None) -> dg.ExecutorDefinition:
+                      session_store: str | None = None,
+                      ducklake_catalog: str | None = None) -> dg.ExecutorDefinition:
     """The executor the settings ask for (see the module docstring), or ExecutorSettingError
     naming the setting to change. Reads os.environ when `environ` is None; ``session_store``
-    (given to build_definitions or the component) wins over OSIRIS_SESSION_STORE."""
+    and ``ducklake_catalog`` (given to build_definitions or the component) win over
+    OSIRIS_SESSION_STORE and OSIRIS_DUCKLAKE_CATALOG."""
+    from osiris_dagster.runtime.stores.ducklake_file import is_file_catalog
+
     env = os.environ if environ is None else environ
     store = session_store or _choice(env, "OSIRIS_SESSION_STORE", SESSION_STORES, "duckdb")
-    name = _choice(env, "OSIRIS_EXECUTOR", EXECUTORS, DEFAULT_EXECUTOR[store])
+    catalog = (ducklake_catalog or _setting(env, "OSIRIS_DUCKLAKE_CATALOG") or ""
+               ).removeprefix("ducklake:")
+    one_process = store == "ducklake" and bool(catalog) and is_file_catalog(catalog)
+    name = _choice(env, "OSIRIS_EXECUTOR", EXECUTORS,
+                   "in_process" if one_process else DEFAULT_EXECUTOR[store])
+    if one_process and name != "in_process":
+        raise ExecutorSettingError(
+            f"OSIRIS_EXECUTOR={name} runs steps in several processes, but the DuckLake catalog "
+            f"{catalog} is a DuckDB file, which one process at a time can open: use a "
+            "PostgreSQL catalog (OSIRIS_DUCKLAKE_CATALOG='postgres:dbname=... host=... "
+            "user=...') to run steps in parallel, or OSIRIS_EXECUTOR=in_process")
     if store == "duckdb" and name != "in_process":
         raise ExecutorSettingError(
             f"OSIRIS_EXECUTOR={name} runs steps in several processes, but a DuckDB session file "

@@ -109,7 +109,8 @@ def definitions_from_built(
     assert isinstance(osiris, OsirisResource)
     settings = osiris.settings()
     store_for(settings)  # wrong store settings fail the code location, naming the setting
-    executor = executor or executor_from_env(session_store=settings.session_store)
+    executor = executor or executor_from_env(session_store=settings.session_store,
+                                             ducklake_catalog=settings.ducklake_catalog)
     defs = _combine(built, broken, resources, executor)
     try:  # what a code server does on load; cached, so Dagster's own loading reuses it
         dg.Definitions.validate_loadable(defs)

@@ -7,14 +7,19 @@ commit snapshot isolation: a reader never sees a partial table, and two processe
 different tables of one session both commit.
 
 Locations are ``ducklake:<session id>``: the session's schema in the configured lake.
+
+A catalog that is a DuckDB file serves one process: its DuckDB instances take the lake in turn
+(:mod:`.ducklake_file`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import duckdb
@@ -23,9 +28,15 @@ from osiris_dagster.core.errors import SessionStoreError, UpstreamMissingError
 from osiris_dagster.core.masking import Masker
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.core.settings import Settings
+from osiris_dagster.runtime.stores.ducklake_file import (
+    FileCatalog,
+    file_catalog,
+    is_file_catalog,
+    lock_conflict,
+)
 from osiris_dagster.runtime.stores.ducklake_records import LakeRecords
 from osiris_dagster.runtime.stores.ducklake_sessions import LakeSessions
-from osiris_dagster.runtime.stores.extensions import load_extension
+from osiris_dagster.runtime.stores.extensions import WHEEL_PACKAGES, load_extension
 from osiris_dagster.runtime.stores.inventory import DropReport, SessionInfo
 
 LAKE_ALIAS = "osiris_lake"
@@ -53,10 +64,15 @@ class DuckLakeStore:
                 "the ducklake session store needs a data path: set OSIRIS_DUCKLAKE_DATA_PATH to a "
                 "directory every worker shares, or to s3://bucket/prefix/")
         self.catalog = catalog.removeprefix("ducklake:")
+        self._file: FileCatalog | None = None
+        if is_file_catalog(self.catalog):
+            self.catalog = _normalise_file_path(self.catalog)
+            self._file = file_catalog(self.catalog)
         self.data_path = _normalise_data_path(data_path)
         self.metadata_schema = settings.ducklake_metadata_schema
         self.records = LakeRecords(self._records_connection, self.session_prefix,
-                                   self._records_error)
+                                   self._records_error,
+                                   borrow=self._use_lake if self._file is not None else None)
 
     # -- names ----------------------------------------------------------------------------------
     def location(self, session_id: str) -> str:
@@ -109,7 +125,7 @@ class DuckLakeStore:
         return self._sessions().drop_sessions(sessions, keep_snapshots)
 
     def _sessions(self) -> LakeSessions:
-        return LakeSessions(self._records_connection, LAKE_ALIAS, self.data_path,
+        return LakeSessions(self._use_lake, LAKE_ALIAS, self.data_path,
                             self.settings.sessions_dir,
                             remote=self.data_path.startswith(_REMOTE_SCHEMES),
                             metadata_schema=self.metadata_schema)
@@ -170,10 +186,21 @@ class DuckLakeStore:
         return self.write_error(exc) or (self._attach_error(exc) if isinstance(
             exc, duckdb.IOException) else None)
 
+    def _use_lake(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A connection with the lake attached for one piece of work, closed after (a DuckDB
+        connection closes itself at the end of a ``with`` block)."""
+        if self._file is not None:
+            return self._file.connection(self._new_instance, LAKE_ALIAS, self._attach_now)
+        return self._records_connection()
+
+    def _new_instance(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(":memory:", config={"memory_limit": self.settings.memory_limit})
+
     def _records_connection(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(":memory:", config={"memory_limit": self.settings.memory_limit})
+        """A new instance with the lake attached (a catalog database every process reaches)."""
+        con = self._new_instance()
         try:
-            self._attach_lake(con)
+            self._attach_now(con)
         except BaseException:
             con.close()
             raise
@@ -184,12 +211,18 @@ class DuckLakeStore:
             "SELECT database_name FROM duckdb_databases()").fetchall()}
         if LAKE_ALIAS in attached:
             return
+        if self._file is not None:
+            self._file.take(con, LAKE_ALIAS, self._attach_now)
+        else:
+            self._attach_now(con)
+
+    def _attach_now(self, con: duckdb.DuckDBPyConnection) -> None:
         load_extension(con, "ducklake", "OSIRIS_SESSION_STORE=ducklake")
-        kind = self.catalog.split(":", 1)[0] if ":" in self.catalog else ""
+        kind = self.catalog.split(":", 1)[0] if self._file is None else "duckdb"
         if kind == "postgres":
             load_extension(con, "postgres_scanner", "OSIRIS_DUCKLAKE_CATALOG")
         elif kind == "sqlite":
-            load_extension(con, "sqlite_scanner", "OSIRIS_DUCKLAKE_CATALOG")
+            _load_sqlite(con)
         if self.data_path.startswith(_REMOTE_SCHEMES):
             load_extension(con, "httpfs", "OSIRIS_DUCKLAKE_DATA_PATH")
             self._create_s3_secret(con)
@@ -230,6 +263,10 @@ class DuckLakeStore:
         return masker.shortened(" ".join(str(exc).split()), 400)
 
     def _attach_error(self, exc: duckdb.Error) -> SessionStoreError:
+        # a file catalog's error names its path only: read whole, the holder's PID is at its end
+        held = lock_conflict(self.catalog, str(exc)) if self._file is not None else None
+        if held is not None:
+            return held
         text = self._error_text(exc)
         lowered = text.lower()
         if any(word in lowered for word in ("data_path", "data path", "directory", "s3",
@@ -245,6 +282,22 @@ class DuckLakeStore:
             "database must be reachable from every worker and the data path shared by all.")
 
 
+def _load_sqlite(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's sqlite extension, which the lake extra does not bring: without internet it is
+    there only when its wheel is installed."""
+    try:
+        load_extension(con, "sqlite_scanner", "OSIRIS_DUCKLAKE_CATALOG")
+    except SessionStoreError:
+        if importlib.util.find_spec(WHEEL_PACKAGES["sqlite_scanner"]) is not None:
+            raise  # the wheel is there and does not load: its own message says why
+        raise SessionStoreError(
+            "a sqlite: DuckLake catalog (OSIRIS_DUCKLAKE_CATALOG) needs DuckDB's sqlite_scanner "
+            "extension, which DuckDB could not install here and osiris-dagster[lake] does not "
+            "bring. Without internet access install DuckDB's signed wheel of it: pip install "
+            f"duckdb-extension-sqlite-scanner=={duckdb.__version__}; or use a postgres: "
+            "catalog (several machines) or a DuckDB file (one process).") from None
+
+
 def _is_creation_race(exc: duckdb.Error) -> bool:
     text = str(exc).lower()
     return "duplicate key value" in text or "already exists" in text
@@ -252,6 +305,12 @@ def _is_creation_race(exc: duckdb.Error) -> bool:
 
 def _session_of(location: str) -> str:
     return location.removeprefix(LOCATION_PREFIX)
+
+
+def _normalise_file_path(catalog: str) -> str:
+    """A DuckDB file catalog as an absolute path: one name per file, whatever the directory
+    (DuckDB tells two attachments of one file apart by their paths)."""
+    return str(Path(catalog.removeprefix("duckdb:")).expanduser().resolve())
 
 
 def _normalise_data_path(path: str) -> str:

@@ -15,7 +15,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import duckdb
@@ -31,12 +32,17 @@ _RETRIES = 8
 
 class LakeRecords:
     """One DuckDB connection per process (opening a lake costs ~0.3 s), shared by its threads
-    under a lock; it never runs user SQL, so it is never sealed."""
+    under a lock; it never runs user SQL, so it is never sealed. With ``borrow`` instead, each
+    piece of work gets a connection from it for its duration (a catalog in a DuckDB file, which
+    the instances of the process hold in turn: ``ducklake_file``)."""
 
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection],
                  prefix: Callable[[str], str],
-                 explain: Callable[[duckdb.Error], Exception | None] = lambda exc: None) -> None:
+                 explain: Callable[[duckdb.Error], Exception | None] = lambda exc: None,
+                 borrow: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+                 | None = None) -> None:
         self._connect = connect
+        self._borrow = borrow
         self._prefix = prefix
         self._explain = explain  # the store's error naming its setting, when it is to blame
         self._lock = threading.RLock()
@@ -71,8 +77,7 @@ class LakeRecords:
         """True for exactly one caller per (session, name), whichever process it runs in."""
         self._table(session_id)
         marker = f"{self._prefix(session_id)}.{quote_ident(CLAIM_PREFIX + name)}"
-        with self._lock:
-            con = self._connection()
+        with self._connection() as con:
             try:
                 con.execute(f"CREATE TABLE {marker} (claimed_by VARCHAR)")
                 return True
@@ -158,14 +163,17 @@ class LakeRecords:
         """``work`` on the connection, again after a conflicting commit of another process."""
         delay = 0.02
         for attempt in range(_RETRIES):
-            with self._lock:
-                con = self._connection()
+            with self._connection() as con:
                 try:
                     return work(con)
                 except duckdb.TransactionException:
                     with contextlib.suppress(duckdb.Error):
                         con.execute("ROLLBACK")
                     if attempt == _RETRIES - 1:
+                        raise
+                except duckdb.ConnectionException:
+                    # a borrowed instance closed under the work: the next one is another
+                    if self._borrow is None or attempt == _RETRIES - 1:
                         raise
                 except duckdb.Error as exc:
                     explained = self._explain(exc)  # the store's setting to blame, if it is
@@ -176,9 +184,16 @@ class LakeRecords:
             delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None or self._pid != os.getpid():  # a forked child opens its own
-            self._con = self._connect()
-            self._pid = os.getpid()
-            self._ready.clear()
-        return self._con
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for one piece of work, this object's lock held."""
+        with self._lock:
+            if self._borrow is not None:
+                with self._borrow() as con:
+                    yield con
+                return
+            if self._con is None or self._pid != os.getpid():  # a forked child opens its own
+                self._con = self._connect()
+                self._pid = os.getpid()
+                self._ready.clear()
+            yield self._con

@@ -22,6 +22,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,9 +45,10 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_.-]+")  # Session's own rule: a safe direc
 class LakeSessions:
     """Listing, showing and dropping the sessions of one lake (attached as ``alias``)."""
 
-    def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], alias: str,
-                 data_path: str, sessions_dir: Path, remote: bool,
+    def __init__(self, connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+                 alias: str, data_path: str, sessions_dir: Path, remote: bool,
                  metadata_schema: str | None = None) -> None:
+        """``connect``: a connection with the lake attached as ``alias``, for one block."""
         self._connect = connect
         self._alias = alias
         self._metadata_schema = metadata_schema
@@ -160,11 +162,8 @@ class LakeSessions:
     # -- plumbing -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = self._connect()
-        try:
+        with self._connect() as con:  # a connection closes itself at the end of the block
             yield con
-        finally:
-            con.close()
 
     def _schemas(self, con: duckdb.DuckDBPyConnection) -> set[str]:
         return {str(r[0]) for r in con.execute(
