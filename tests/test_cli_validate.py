@@ -315,3 +315,8 @@ def test_a_parameter_the_sensor_gives_needs_no_value_to_validate(
         '"${params.input_path}"', '"${params.unset}"'), encoding="utf-8")
     assert main(["validate", str(pipeline)]) == 2  # one no run gives still needs a value
     assert "parameter 'unset' has no value" in capsys.readouterr().out
+    pipeline.write_text(pipeline.read_text(encoding="utf-8").replace(
+        '"${params.unset}"', '"${params.input_path}"').replace(
+        "x-dagster:\n", "x-dagster:\n  schedule: {cron: '0 6 * * *'}\n"), encoding="utf-8")
+    assert main(["validate", str(pipeline)]) == 2  # a schedule's run does not set it
+    assert "parameter 'input_path' has no value" in capsys.readouterr().out

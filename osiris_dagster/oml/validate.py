@@ -159,12 +159,26 @@ def _check_document(path: Path, doc: LineDict, out: Collector, explicit: Mapping
 
 
 def _sensor_params(x_dagster: Any) -> set[str]:
-    """The parameters `x-dagster.sensor` sets (`param`, `name_param`), read without checking
-    (:func:`check_x_dagster` reports what is wrong there)."""
-    raw = x_dagster.get("sensor") if isinstance(x_dagster, Mapping) else None
+    """The parameters every run the pipeline's automation starts sets: those each sensor sets
+    (`param`, `name_param`), less any a schedule's run leaves out (its `params`). Read without
+    checking (:func:`check_x_dagster` reports what is wrong there)."""
+    if not isinstance(x_dagster, Mapping):
+        return set()
+    sensors = _entries(x_dagster.get("sensor"))
+    if not sensors:
+        return set()
+    given = set.intersection(*({v for v in (item.get("param"), item.get("name_param"))
+                                if isinstance(v, str)} for item in sensors))
+    for schedule in _entries(x_dagster.get("schedule")):
+        params = schedule.get("params")
+        given &= set(params) if isinstance(params, Mapping) else set()
+    return given
+
+
+def _entries(raw: Any) -> list[Mapping[str, Any]]:
+    """`x-dagster.sensor` / `.schedule`: one mapping or a list of them."""
     items = raw if isinstance(raw, list) else [raw]
-    return {v for item in items if isinstance(item, Mapping)
-            for v in (item.get("param"), item.get("name_param")) if isinstance(v, str)}
+    return [item for item in items if isinstance(item, Mapping)]
 
 
 def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector,
