@@ -593,6 +593,19 @@ def test_a_parameter_name_yaml_reads_as_a_boolean_says_to_quote_it(tmp_path):
             config: {query: "SELECT ${params.1} AS n"}
         """)
     assert [d.message.split(":")[0] for d in digits.errors] == ["parameter name 1 is not text"]
+    spec_form = run(tmp_path, """\
+        oml_version: "0.1.0"
+        name: offp
+        params:
+          off: {default: 1}
+        steps:
+          - id: q
+            component: duckdb.processor
+            mode: transform
+            config: {query: "SELECT ${params.off} AS n"}
+        """)
+    assert [d.message.split(":")[0] for d in spec_form.errors] == [
+        "parameter name False is not text"]
     quoted = run(tmp_path, """\
         oml_version: "0.1.0"
         name: offp

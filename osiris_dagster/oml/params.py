@@ -51,8 +51,9 @@ def declared_params(doc: Mapping[str, Any], out: Collector) -> dict[str, ParamSp
                             "or null, and digits as a number; quote the name (`'off': 0`)")
             spellings = _YAML_SPELLINGS[name] if name is None or isinstance(name, bool) \
                 else (str(name),)  # (1 == True: never looked up by value)
+            default = value.get("default") if isinstance(value, dict) else value
             for spelling in spellings:  # so that no follow-on error names it again
-                specs.setdefault(spelling, ParamSpec(spelling, value, True, "", None, False,
+                specs.setdefault(spelling, ParamSpec(spelling, default, True, "", None, False,
                                                      line))
             continue
         if isinstance(value, dict) and value and set(value) <= _SPEC_KEYS:
