@@ -439,6 +439,9 @@ def test_a_connection_urls_query_values_are_masked_where_a_server_quotes_them() 
     assert masker.text("X-Amz-Signature=f00d; signature Ab12Cd34Ef56Gh") == \
         f"X-Amz-Signature={MASK}; signature {MASK}"
     assert masker.text("json since 2024-01-01, f00d") == "json since 2024-01-01, f00d"
+    masker.add_from_connection({"endpoint": "https://h/api?since=2024-01-01T00:00:00Z"})
+    assert masker.text("(at since=2024-01-01T00:00:00Z) 2024-01-01T00:00:00Z") == \
+        f"(at since={MASK}) 2024-01-01T00:00:00Z"
 
 
 def test_a_step_endpoints_query_values_are_masked_too() -> None:

@@ -80,8 +80,8 @@ def secret_values(values: Mapping[str, Any]) -> list[str]:
 def _credential_like(value: str) -> bool:
     """A token, signature or key rather than a word, number or date (see
     :meth:`Masker._add_url_queries`)."""
-    return len(value) >= 12 and any(c.isalpha() for c in value) and \
-        any(c.isdigit() for c in value)
+    return len(value) >= 12 and sum(c.isalpha() for c in value) >= 4 and \
+        any(c.isdigit() for c in value)  # (2024-01-01T00:00:00Z has two letters)
 
 
 def _maskable(value: Any) -> bool:
@@ -152,8 +152,9 @@ class Masker:
         """A connection URL's query string carries credentials under any name (``?sig=``,
         ``?code=``), as ``cleaned_config.json`` assumes: ``name=value`` of each of its names is
         masked wherever it shows (a server quoting the URL back), and a value alone is a secret
-        when its name is secret-like or it looks like a credential (12+ characters, letters and
-        digits): ``?format=json`` or ``?since=2024-01-01`` must not blank out those words."""
+        when its name is secret-like or it looks like a credential (12+ characters, 4+ letters
+        and a digit): ``?format=json`` or ``?since=2024-01-01T00:00:00Z`` must not blank out
+        those values."""
         names = set(self._query_names)
         for url in _URL_QUERY.finditer(text):
             for pair in _QUERY_VALUE.finditer(url.group("query")):
@@ -167,7 +168,7 @@ class Masker:
             self._query_names = names
             alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
             self._query_pairs = re.compile(rf"(?P<pre>(?<![A-Za-z0-9_.-])(?:{alternatives})=)"
-                                           r"(?!\*\*\*MASKED)[^\s&;#\"'<>]{1,1024}")
+                                           r"(?!\*\*\*MASKED)[^\s&;#\"'<>)]{1,1024}")
 
     def shortened(self, s: str, limit: int) -> str:
         """``s`` masked, then cut to ``limit`` characters (cut first, a secret across the cut
