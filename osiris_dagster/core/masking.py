@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
@@ -122,31 +122,21 @@ class Masker:
         self._add_embedded_passwords(connection)
 
     def _add_embedded_passwords(self, obj: Any) -> None:
-        """Passwords inside strings: ``user:pw@`` of URLs and ``password=pw`` of DSNs."""
-        if isinstance(obj, Mapping):
-            for v in obj.values():
-                self._add_embedded_passwords(v)
-        elif isinstance(obj, list | tuple):
-            for v in obj:
-                self._add_embedded_passwords(v)
-        elif isinstance(obj, str):
-            self.add(m.group("pw") for m in _URL_PASSWORD.finditer(obj))
-            self.add(m.group("value").strip("'\"") for m in _KV.finditer(obj)
+        """Passwords inside strings: ``user:pw@`` of URLs and ``password=pw`` of DSNs, and the
+        query values of URLs."""
+        for text in _strings(obj):
+            self.add(m.group("pw") for m in _URL_PASSWORD.finditer(text))
+            self.add(m.group("value").strip("'\"") for m in _KV.finditer(text)
                      if is_secret_key(m.group("name")))
-            if "://" in obj:
-                self._add_url_queries(obj)
+            if "://" in text:
+                self._add_url_queries(text)
 
     def add_url_queries(self, obj: Any) -> None:
         """The query strings of every URL in ``obj`` (a step's config: an `endpoint` given in
         the step rather than its connection), as for a connection's (below)."""
-        if isinstance(obj, Mapping):
-            for v in obj.values():
-                self.add_url_queries(v)
-        elif isinstance(obj, list | tuple):
-            for v in obj:
-                self.add_url_queries(v)
-        elif isinstance(obj, str) and "://" in obj:
-            self._add_url_queries(obj)
+        for text in _strings(obj):
+            if "://" in text:
+                self._add_url_queries(text)
 
     def _add_url_queries(self, text: str) -> None:
         """A connection URL's query string carries credentials under any name (``?sig=``,
@@ -198,6 +188,18 @@ class Masker:
         if isinstance(obj, str):
             return self.text(obj)
         return obj
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    """Every string in ``obj``, through mappings' values and lists."""
+    if isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
 
 
 def encoded_forms(secret: str) -> set[str]:
