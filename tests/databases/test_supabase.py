@@ -888,23 +888,26 @@ def test_rest_writer_sends_every_value_exactly(pg: PgTarget, rest: PostgrestFake
     t = pg.table("r_exact")
     pg.execute(f"DROP TABLE IF EXISTS {t}",
                f"CREATE TABLE {t} (id bigint PRIMARY KEY, d38 numeric(38,18), d18 numeric(18,9), "
-               "free numeric, big bigint, nums numeric[], name text, doc jsonb)")
+               "free numeric, big bigint, nums numeric[], name text, doc jsonb, "
+               "fl float8[])")
     harness.upstream(
         "SELECT 1 AS id, '12345678901234567890.000000000000000001'::DECIMAL(38,18) AS d38, "
         "'123456789.123456789'::DECIMAL(18,9) AS d18, "
         "'0.12345678901234567891'::DECIMAL(38,20) AS free, 9007199254740993::BIGINT AS big, "
         "['1.123456789012345678'::DECIMAL(20,18)] AS nums, "
         "'a \"q\" \\ é' AS name, "
-        "'{\"amount\": 12345678901234567890.000000000000000001}'::JSON AS doc "
-        "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL")
+        "'{\"amount\": 12345678901234567890.000000000000000001}'::JSON AS doc, "
+        "[1.5, 'nan'::DOUBLE, 'inf'::DOUBLE, '-inf'::DOUBLE, NULL, 5e-324] AS fl "
+        "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL")
     harness.write("supabase.writer", _rest_conn(rest), schema=pg.schema, table="r_exact",
                   write_mode="upsert", primary_key="id")
     assert pg.query(f"SELECT d38::text, d18::text, free::text, big, nums::text, name, "
-                    f"doc::text FROM {t} ORDER BY id") == [
+                    f"doc::text, fl::text FROM {t} ORDER BY id") == [
         ("12345678901234567890.000000000000000001", "123456789.123456789",
          "0.12345678901234567891", 9007199254740993, "{1.123456789012345678}",
-         'a "q" \\ é', '{"amount": 12345678901234567890.000000000000000001}'),
-        (None, None, None, None, None, None, None)]
+         'a "q" \\ é', '{"amount": 12345678901234567890.000000000000000001}',
+         "{1.5,NaN,Infinity,-Infinity,NULL,5e-324}"),
+        (None, None, None, None, None, None, None, None)]
 
 
 def test_rest_replace_finds_stale_numeric_keys_exactly(

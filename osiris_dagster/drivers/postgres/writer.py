@@ -613,9 +613,12 @@ def json_expression(ref: str, duck_type: str) -> str:
     """A DuckDB expression giving the JSON value PostgREST should receive for a column."""
     t = duck_type.upper().strip()
     if t in ("FLOAT", "DOUBLE"):
-        return (f"CASE WHEN isnan({ref}) THEN '\"NaN\"'::JSON WHEN isinf({ref}) AND {ref} > 0 "
-                f"THEN '\"Infinity\"'::JSON WHEN isinf({ref}) THEN '\"-Infinity\"'::JSON "
-                f"ELSE to_json({ref}) END")
+        return _float_json(ref)
+    element = list_element(t)
+    if element in ("FLOAT", "DOUBLE"):  # to_json writes NaN and Infinity bare: not JSON
+        return (f"CASE WHEN {ref} IS NOT NULL THEN '[' || array_to_string(list_transform("
+                f"{ref}, lambda x: coalesce(CAST({_float_json('x')} AS VARCHAR), 'null')), ',') "
+                "|| ']' END")
     if t == "BLOB":
         return f"to_json('\\x' || hex({ref}))"
     if t == "JSON":  # its own text: to_json would parse it again, with doubles
@@ -623,6 +626,13 @@ def json_expression(ref: str, duck_type: str) -> str:
     if t == "TIMESTAMP WITH TIME ZONE":
         return f"to_json({copy_text_expression(ref, duck_type)})"
     return f"to_json({ref})"
+
+
+def _float_json(ref: str) -> str:
+    """A float as PostgREST takes it: NaN and the infinities as the strings PostgreSQL reads."""
+    return (f"CASE WHEN isnan({ref}) THEN '\"NaN\"'::JSON WHEN isinf({ref}) AND {ref} > 0 "
+            f"THEN '\"Infinity\"'::JSON WHEN isinf({ref}) THEN '\"-Infinity\"'::JSON "
+            f"ELSE to_json({ref}) END")
 
 
 # == REST channel =================================================================================
