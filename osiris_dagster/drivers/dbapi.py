@@ -18,3 +18,10 @@ def close_quietly(conn: Any) -> None:
         if force is not None:
             with contextlib.suppress(Exception):
                 force()
+
+
+def rollback_quietly(conn: Any) -> None:
+    """Roll a failed write's transaction back without hiding its error: on a lost connection
+    (killed, a failover) the rollback raises too, and the server has rolled it back already."""
+    with contextlib.suppress(Exception):
+        conn.rollback()

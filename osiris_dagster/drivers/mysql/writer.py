@@ -94,7 +94,7 @@ from osiris_dagster.drivers.base import (
     commit_started,
     committed,
 )
-from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.dbapi import close_quietly, rollback_quietly
 from osiris_dagster.drivers.duck_types import is_nested
 from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.identifiers import mysql_ident
@@ -251,8 +251,7 @@ class _Writer:
                     self._check_values_fit(cur)
                 return self._write(conn, cur)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.rollback()
+                rollback_quietly(conn)
                 if self.created and not self.commit_sent:  # it may hold committed rows
                     with contextlib.suppress(Exception):
                         cur.execute(f"DROP TABLE IF EXISTS {self.qualified}")

@@ -78,7 +78,7 @@ from typing import Any
 from osiris_dagster.core.errors import DriverError
 from osiris_dagster.core.naming import quote_ident, quote_literal
 from osiris_dagster.drivers.base import DriverResult, StepContext, UpstreamTable
-from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.dbapi import close_quietly, rollback_quietly
 from osiris_dagster.drivers.duck_types import MAX_DUCK_DECIMAL
 from osiris_dagster.drivers.identifiers import pg_ident, unique_names
 from osiris_dagster.drivers.json_numbers import ChangedNumber, first_changed_number
@@ -279,8 +279,7 @@ class _SqlRead:
             else:  # no values to bind: COPY, parsed by Arrow's CSV reader (no Python per row)
                 rows = self._via_copy(conn, sql, columns, progress, describe, translate)
             progress.done()
-            with contextlib.suppress(psycopg.Error):
-                conn.rollback()
+            rollback_quietly(conn)  # the read-only transaction
             return rows
         finally:
             close_quietly(conn)

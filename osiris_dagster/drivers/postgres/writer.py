@@ -116,7 +116,7 @@ from osiris_dagster.drivers.base import (
     commit_started,
     committed,
 )
-from osiris_dagster.drivers.dbapi import close_quietly
+from osiris_dagster.drivers.dbapi import close_quietly, rollback_quietly
 from osiris_dagster.drivers.duck_types import DECIMAL_TYPE, is_nested, list_element
 from osiris_dagster.drivers.error_text import first_line
 from osiris_dagster.drivers.identifiers import pg_ident
@@ -279,16 +279,6 @@ _TARGET_COLUMNS_SQL = table_columns_sql(
     + _KEEP_ON_REPLACE)
 
 
-def _roll_back(conn: Any) -> None:
-    """Roll the transaction back; on a connection that is lost (killed, a failover) the server
-    has already done so when it ended the session, and the rollback's own error would hide the
-    write's."""
-    import psycopg
-
-    with contextlib.suppress(psycopg.OperationalError):
-        conn.rollback()
-
-
 class _SqlWrite:
     def __init__(self, ctx: StepContext, opts: Options, params: PgParams, relation: str,
                  columns: list[tuple[str, str]]) -> None:
@@ -342,12 +332,12 @@ class _SqlWrite:
                 try:
                     rows = self._write(cur)
                 except psycopg.Error as exc:
-                    _roll_back(conn)
+                    rollback_quietly(conn)
                     raise self._fail(f"writing {self.label}", exc,
                                      note=f"Nothing was written: the transaction was rolled "
                                           f"back and {self.label} is as it was.") from None
                 except BaseException:
-                    _roll_back(conn)
+                    rollback_quietly(conn)
                     raise
             commit_started(self.ctx)
             try:
