@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from osiris_dagster.core.masking import is_secret_key
-from osiris_dagster.oml.automation_checks import check_schedule_params
+from osiris_dagster.oml.automation_checks import check_schedule_params, entries
 from osiris_dagster.oml.diagnostics import BySeverity, Collector, Diagnostic
 from osiris_dagster.oml.document_checks import (
     check_duplicate_keys,
@@ -162,23 +162,18 @@ def _sensor_params(x_dagster: Any) -> set[str]:
     """The parameters every run the pipeline's automation starts sets: those each sensor sets
     (`param`, `name_param`), less any a schedule's run leaves out (its `params`). Read without
     checking (:func:`check_x_dagster` reports what is wrong there)."""
-    if not isinstance(x_dagster, Mapping):
+    if not isinstance(x_dagster, LineDict):
         return set()
-    sensors = _entries(x_dagster.get("sensor"))
+    quiet = Collector("")  # (check_x_dagster reports these)
+    sensors = entries(x_dagster, "sensor", quiet)
     if not sensors:
         return set()
     given = set.intersection(*({v for v in (item.get("param"), item.get("name_param"))
                                 if isinstance(v, str)} for item in sensors))
-    for schedule in _entries(x_dagster.get("schedule")):
+    for schedule in entries(x_dagster, "schedule", quiet):
         params = schedule.get("params")
         given &= set(params) if isinstance(params, Mapping) else set()
     return given
-
-
-def _entries(raw: Any) -> list[Mapping[str, Any]]:
-    """`x-dagster.sensor` / `.schedule`: one mapping or a list of them."""
-    items = raw if isinstance(raw, list) else [raw]
-    return [item for item in items if isinstance(item, Mapping)]
 
 
 def _resolve(doc: LineDict, values: Mapping[str, Any], out: Collector,

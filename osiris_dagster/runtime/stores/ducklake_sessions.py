@@ -21,7 +21,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +58,7 @@ class LakeSessions:
 
     # -- list -----------------------------------------------------------------------------------
     def list_sessions(self) -> list[SessionInfo]:
-        with self._connection() as con:
+        with self._connect() as con:
             tables = self._tables(con)
             ids = sorted(sid for sid, names in tables.items()
                          if _SESSION_ID.fullmatch(sid) and sid not in {".", ".."}
@@ -78,7 +78,7 @@ class LakeSessions:
 
     # -- show -----------------------------------------------------------------------------------
     def session_tables(self, session_id: str) -> list[tuple[str, int]] | None:
-        with self._connection() as con:
+        with self._connect() as con:
             if not con.execute(
                     "SELECT 1 FROM duckdb_schemas() WHERE database_name = ? AND schema_name = ?",
                     [self._alias, session_id]).fetchall():
@@ -103,7 +103,7 @@ class LakeSessions:
             return report
         ids = [s.session_id for s in sessions]
         alias = quote_literal(self._alias)
-        with self._connection() as con:
+        with self._connect() as con:
             sizes = self._session_sizes(con, ids)
             self._retry(con, lambda: self._drop_schemas(con, ids))
             row = con.execute("SELECT CAST(now() - to_seconds(CAST(? AS DOUBLE)) AS VARCHAR)",
@@ -160,11 +160,6 @@ class LakeSessions:
         report.notes.append(f"deleted {len(gone)} file(s) of killed writers")
 
     # -- plumbing -------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._connect() as con:  # a connection closes itself at the end of the block
-            yield con
-
     def _schemas(self, con: duckdb.DuckDBPyConnection) -> set[str]:
         return {str(r[0]) for r in con.execute(
             "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ?",
