@@ -31,10 +31,10 @@ def _lock_path(sessions_dir: Path, run_id: str) -> Path:
 def process_running(sessions_dir: Path, run_id: str) -> Iterator[None]:
     """Hold the run's lock while inside (nothing, where the directory cannot be written)."""
     path = _lock_path(sessions_dir, run_id)
+    made = path.with_name(f".{run_id}.{os.getpid()}.tmp")
     fd = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        made = path.with_name(f".{run_id}.{os.getpid()}.tmp")
         fd = os.open(made, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
@@ -43,6 +43,8 @@ def process_running(sessions_dir: Path, run_id: str) -> Iterator[None]:
         if fd is not None:
             os.close(fd)
             fd = None
+            with contextlib.suppress(OSError):
+                made.unlink()  # (a full disk: not left behind)
     try:
         yield
     finally:
